@@ -1,0 +1,3 @@
+from losscmp.cli import main
+
+main()

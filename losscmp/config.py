@@ -1,0 +1,198 @@
+"""The run configuration: defaults < YAML file < command-line flags.
+
+Kept free of torch so the CLI can parse and validate without importing it.
+Loss and dataset names are checked against their registries later, in the
+runner, before anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from losscmp.errors import ConfigError, LosscmpError, ParameterError, suggest
+from losscmp.spec import Spec, as_spec, parse_spec_list, split_top_level
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DEFAULT_LOSSES = "dice,focal,tversky"
+
+
+@dataclass
+class RunConfig:
+    """Everything that decides a run's numbers (and a few things that don't)."""
+
+    losses: list[str] = field(default_factory=lambda: DEFAULT_LOSSES.split(","))
+    dataset: str = "synthetic"
+    data_dir: str | None = None
+    fg_fraction: list[float] | None = None
+    epochs: int = 8
+    batch_size: int = 16
+    image_size: int = 64
+    seeds: int = 1
+    seed: int = 0
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    model: str = "auto"
+    encoder_weights: str | None = None
+    device: str = "auto"
+    amp: bool = True
+    limit: int | None = None
+    num_workers: int = 0
+    out: str = "results"
+
+    @property
+    def loss_specs(self) -> list[Spec]:
+        return [as_spec(text) for text in self.losses]
+
+    @property
+    def dataset_spec(self) -> Spec:
+        return as_spec(self.dataset)
+
+    def dataset_specs(self) -> list[Spec]:
+        """One dataset spec per foreground fraction of the imbalance dial (or just one)."""
+        base = self.dataset_spec
+        if not self.fg_fraction:
+            return [base]
+        return [Spec(base.name, {**base.params, "fg_fraction": f}) for f in self.fg_fraction]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # Fields that change no number: a resumed run may differ in these.
+    NON_RESULT_FIELDS = frozenset({"out", "num_workers", "device", "data_dir"})
+
+
+FIELD_NAMES = [f.name for f in dataclasses.fields(RunConfig)]
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a config file into a flat mapping of RunConfig fields."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of options, not a list")
+    options = {str(key).replace("-", "_"): value for key, value in content.items()}
+    for key in options:
+        if key not in FIELD_NAMES:
+            raise ConfigError(f"config file {path}: unknown option '{key}'{suggest(key, FIELD_NAMES)}")
+    return options
+
+
+def build_config(
+    file: str | Path | None = None, base: dict[str, Any] | None = None, **flags: Any
+) -> RunConfig:
+    """Merge defaults < ``base`` (a stored run's config) < the file < flags given (not None)."""
+    options: dict[str, Any] = dict(base or {})
+    options.update(load_yaml(file) if file else {})
+    options.update({key: value for key, value in flags.items() if value is not None})
+    source = f"config file {file}" if file else "options"
+    try:
+        config = RunConfig(**{key: normalise(key, value) for key, value in options.items()})
+    except LosscmpError as error:
+        raise type(error)(f"{source}: {error}") from None
+    validate(config)
+    return config
+
+
+def normalise(key: str, value: Any) -> Any:
+    """Bring a YAML or flag value to the field's type; list fields accept comma strings."""
+    if key == "losses":
+        return _loss_labels(value)
+    if key == "dataset":
+        return as_spec(value).label if not isinstance(value, str) else value.strip()
+    if key == "fg_fraction":
+        return _float_list(value)
+    expected = {f.name: f.type for f in dataclasses.fields(RunConfig)}[key]
+    return _coerce_scalar(key, value, expected)
+
+
+def _loss_labels(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [spec.label for spec in parse_spec_list(value)]
+    if isinstance(value, list) and value:
+        specs = [as_spec(item) for item in value]
+        labels = [spec.label for spec in specs]
+        if len(set(labels)) != len(labels):
+            raise ParameterError("a loss is listed twice in 'losses'")
+        return labels
+    raise ParameterError("'losses' must be a list of loss names or a comma-separated string")
+
+
+def _float_list(value: Any) -> list[float] | None:
+    if value is None:
+        return None
+    items = split_top_level(value) if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        items = [items]
+    try:
+        return [float(item) for item in items]
+    except (TypeError, ValueError):
+        raise ParameterError(f"'fg_fraction' must be numbers, got {value!r}") from None
+
+
+def _coerce_scalar(key: str, value: Any, expected: str) -> Any:
+    base = expected.replace(" | None", "")
+    if value is None and "None" in expected:
+        return None
+    try:
+        if base == "int" and not isinstance(value, bool) and float(value).is_integer():
+            return int(value)
+        if base == "float" and not isinstance(value, bool):
+            return float(value)
+        if base == "bool" and isinstance(value, bool):
+            return value
+        if base == "str":
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    wanted = {"int": "a whole number", "float": "a number", "bool": "true or false"}.get(base, base)
+    raise ParameterError(f"'{key}' must be {wanted}, got {value!r}")
+
+
+def validate(config: RunConfig) -> None:
+    """Range checks a user can trip over; names are checked against registries later."""
+    _at_least(config.epochs, 1, "--epochs")
+    _at_least(config.batch_size, 1, "--batch-size")
+    _at_least(config.seeds, 1, "--seeds")
+    _at_least(config.seed, 0, "--seed")
+    _at_least(config.num_workers, 0, "--num-workers")
+    if config.limit is not None:
+        _at_least(config.limit, 1, "--limit")
+    if config.image_size < 32 or config.image_size % 32:
+        raise ParameterError(f"--image-size must be a multiple of 32 (U-Net), got {config.image_size}")
+    if not config.lr > 0:
+        raise ParameterError(f"--lr must be positive, got {config.lr}")
+    if config.weight_decay < 0:
+        raise ParameterError(f"weight_decay must be >= 0, got {config.weight_decay}")
+    if config.device not in DEVICES:
+        raise ParameterError(
+            f"--device must be one of {', '.join(DEVICES)}, got '{config.device}'"
+            f"{suggest(config.device, DEVICES)}"
+        )
+    if config.encoder_weights not in (None, "imagenet"):
+        raise ParameterError("encoder_weights must be none or 'imagenet'")
+    for fraction in config.fg_fraction or []:
+        if not 0 < fraction < 1:
+            raise ParameterError(f"--fg-fraction values must lie in (0, 1), got {fraction}")
+    if config.fg_fraction and config.dataset_spec.name != "synthetic":
+        raise ParameterError("--fg-fraction applies to the synthetic dataset only")
+    config.loss_specs  # noqa: B018 - parses every loss spec, raising on a bad one
+    config.dataset_spec  # noqa: B018
+
+
+def _at_least(value: int, minimum: int, name: str) -> None:
+    if value < minimum:
+        raise ParameterError(f"{name} must be >= {minimum}, got {value}")

@@ -1,0 +1,47 @@
+"""One exception family for problems a user can cause and fix.
+
+The library raises these; only ``cli.py`` turns them into one line on stderr
+and exit status 2. Anything else escaping is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class LosscmpError(Exception):
+    """A user-facing error: bad name, bad parameter, missing data, bad config."""
+
+
+class UnknownNameError(LosscmpError):
+    """A name (loss, dataset, preset, metric, parameter) that is not registered."""
+
+
+class ParameterError(LosscmpError):
+    """A parameter with a wrong name, type or value."""
+
+
+class ConfigError(LosscmpError):
+    """A missing or invalid config file."""
+
+
+class DatasetError(LosscmpError):
+    """Missing, malformed or unusable data."""
+
+
+class SpecError(LosscmpError):
+    """A spec string such as ``focal(gamma=1)`` that does not parse."""
+
+
+def suggest(name: str, choices: Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""``."""
+    matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{matches[0]}'?)" if matches else ""
+
+
+def unknown(kind: str, name: str, choices: Iterable[str]) -> UnknownNameError:
+    """Build the standard 'unknown <kind>' error with a suggestion and the options."""
+    choices = sorted(choices)
+    listed = ", ".join(choices) if len(choices) <= 12 else ", ".join(choices[:12]) + ", ..."
+    return UnknownNameError(f"unknown {kind} '{name}'{suggest(name, choices)}; choose from: {listed}")

@@ -1,0 +1,162 @@
+"""Parse spec strings: ``dice,focal(gamma=1),tversky(alpha=0.3,beta=0.7)``.
+
+The same syntax names losses, datasets (``synthetic(fg_fraction=0.02)``,
+``folder:PATH``) and model presets. Values are read as Python-ish literals:
+ints, floats, ``true``/``false``, ``none``/``null``, quoted or bare strings and
+``[a, b]`` lists. A spec's canonical text (``Spec.label``) is stable, so it can
+key results.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from losscmp.errors import SpecError
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A registry name plus the parameters the user gave for it."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """Canonical text, e.g. ``focal(gamma=1.0)``; just the name without parameters."""
+        if not self.params:
+            return self.name
+        inner = ",".join(f"{key}={format_value(value)}" for key, value in self.params.items())
+        return f"{self.name}({inner})"
+
+    def __str__(self) -> str:
+        return self.label
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(format_value(item) for item in value) + "]"
+    if isinstance(value, str) and (set(value) & set(",()[]=' \"") or _looks_like_literal(value)):
+        return repr(value)
+    return str(value)
+
+
+def _looks_like_literal(text: str) -> bool:
+    return parse_value(text) != text
+
+
+def split_top_level(text: str, sep: str = ",") -> list[str]:
+    """Split on ``sep`` outside brackets and quotes."""
+    parts: list[str] = []
+    depth, quote, start = 0, "", 0
+    for index, char in enumerate(text):
+        if quote:
+            if char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char in "([":
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+            if depth < 0:
+                raise SpecError(f"unbalanced ')' in '{text}'")
+        elif char == sep and depth == 0:
+            parts.append(text[start:index])
+            start = index + 1
+    if quote:
+        raise SpecError(f"unclosed quote in '{text}'")
+    if depth:
+        raise SpecError(f"unclosed '(' or '[' in '{text}'")
+    parts.append(text[start:])
+    return parts
+
+
+def parse_value(text: str) -> Any:
+    """Read one parameter value; unknown words stay strings."""
+    text = text.strip()
+    lowered = text.lower()
+    if lowered in ("true", "yes"):
+        return True
+    if lowered in ("false", "no"):
+        return False
+    if lowered in ("none", "null"):
+        return None
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    if text.startswith("[") and text.endswith("]"):
+        inner = text[1:-1].strip()
+        return [parse_value(item) for item in split_top_level(inner)] if inner else []
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_spec(text: str) -> Spec:
+    """Parse ``name`` or ``name(key=value, ...)``; ``folder:PATH`` is ``folder(path=PATH)``."""
+    text = text.strip()
+    if not text:
+        raise SpecError("empty name in spec")
+    prefix, colon, rest = text.partition(":")
+    if colon and _NAME.match(prefix) and "(" not in prefix:
+        return Spec(prefix, {"path": rest})
+    if "(" not in text:
+        if not _NAME.match(text):
+            raise SpecError(f"'{text}' is not a valid name")
+        return Spec(text)
+    name, _, inner = text.partition("(")
+    name = name.strip()
+    if not inner.endswith(")"):
+        raise SpecError(f"'{text}' must end with ')'")
+    if not _NAME.match(name):
+        raise SpecError(f"'{name}' is not a valid name in '{text}'")
+    params: dict[str, Any] = {}
+    for item in split_top_level(inner[:-1]):
+        if not item.strip():
+            continue
+        key, equals, value = item.partition("=")
+        key = key.strip()
+        if not equals or not _NAME.match(key):
+            raise SpecError(f"parameter '{item.strip()}' in '{text}' must look like key=value")
+        if key in params:
+            raise SpecError(f"parameter '{key}' given twice in '{text}'")
+        params[key] = parse_value(value)
+    return Spec(name, params)
+
+
+def parse_spec_list(text: str) -> list[Spec]:
+    """Parse a comma-separated list of specs; duplicates are an error."""
+    specs = [parse_spec(part) for part in split_top_level(text) if part.strip()]
+    if not specs:
+        raise SpecError("no names given")
+    labels = [spec.label for spec in specs]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise SpecError(f"'{repeated[0]}' is listed twice")
+    return specs
+
+
+def as_spec(value: str | Spec | dict) -> Spec:
+    """Accept a spec string, a Spec, or a YAML mapping ``{name: ..., **params}``."""
+    if isinstance(value, Spec):
+        return value
+    if isinstance(value, dict):
+        params = dict(value)
+        name = params.pop("name", None)
+        if not isinstance(name, str):
+            raise SpecError(f"entry {value!r} needs a 'name'")
+        return Spec(name, params)
+    if isinstance(value, str):
+        return parse_spec(value)
+    raise SpecError(f"cannot read {value!r} as a name with parameters")
