@@ -1,0 +1,229 @@
+"""The ``losscmp`` command: parse, call the library, print. Nothing else.
+
+Heavy imports (torch, smp, pandas) happen inside the commands, so ``losscmp
+--help`` stays fast. Every ``LosscmpError`` becomes one line on stderr and
+exit status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from losscmp.errors import LosscmpError
+
+app = typer.Typer(
+    name="losscmp",
+    help="Benchmark segmentation losses fairly: same U-Net, same data, one table per run.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+datasets_app = typer.Typer(help="List the datasets, or download one.", no_args_is_help=False)
+app.add_typer(datasets_app, name="datasets")
+
+
+def user_errors(command):
+    """Turn a LosscmpError into one stderr line and exit status 2; Ctrl-C into 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except LosscmpError as error:
+            typer.echo(f"losscmp: error: {error}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("losscmp: interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.command()
+@user_errors
+def run(
+    losses: Annotated[
+        str | None,
+        typer.Option(help="Losses with parameters, e.g. 'dice,focal(gamma=1),tversky(alpha=0.3)'."),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="synthetic (default), pets, 'pets(mode=trimap)', folder:PATH, ..."),
+    ] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Where the dataset lives.")] = None,
+    fg_fraction: Annotated[
+        str | None,
+        typer.Option(help="Synthetic foreground fractions to sweep, e.g. '0.005,0.02,0.1'."),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs per trial. [default: 8]")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size. [default: 16]")] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="Square image side, a multiple of 32. [default: 64]")
+    ] = None,
+    seeds: Annotated[
+        int | None, typer.Option(help="Trials per loss, each with its own seed. [default: 1]")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="First seed. [default: 0]")] = None,
+    lr: Annotated[float | None, typer.Option(help="AdamW learning rate. [default: 0.003]")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model preset: auto, tiny, small, medium. [default: auto]")
+    ] = None,
+    encoder_weights: Annotated[
+        str | None, typer.Option(help="'imagenet' to start from pretrained weights.")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu, cuda or mps. [default: auto]")
+    ] = None,
+    amp: Annotated[
+        bool | None, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA. [default: on]")
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="Parent folder of run folders. [default: results]")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML file with any of these options; flags win.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N images of each split.")] = None,
+    num_workers: Annotated[int | None, typer.Option(help="Data loader workers. [default: 0]")] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Finish an interrupted run folder; skips finished trials.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the planned trials and exit.")] = False,
+) -> None:
+    """Train the U-Net once per loss (and seed), then print the comparison table."""
+    from losscmp.config import build_config
+    from losscmp.runner import load_resumable, plan_run
+
+    flags = {
+        "losses": losses, "dataset": dataset, "data_dir": data_dir, "fg_fraction": fg_fraction,
+        "epochs": epochs, "batch_size": batch_size, "image_size": image_size, "seeds": seeds,
+        "seed": seed, "lr": lr, "model": model, "encoder_weights": encoder_weights,
+        "device": device, "amp": amp, "out": out, "limit": limit, "num_workers": num_workers,
+    }  # fmt: skip
+    if resume is not None:
+        run_config = load_resumable(resume, config, flags)
+    else:
+        run_config = build_config(config, **flags)
+    plan = plan_run(run_config)
+    from losscmp import console
+
+    if dry_run:
+        console.print_plan(plan)
+        return
+    from losscmp.runner import execute, prepare
+
+    prepared = prepare(plan)
+    with console.TrainingProgress() as progress:
+        run_dir = execute(prepared, run_dir=resume, listener=progress)
+    _print_report([run_dir], metric="dice", csv=None, plots=False)
+
+
+@app.command()
+@user_errors
+def report(
+    paths: Annotated[list[Path], typer.Argument(help="Run folders, or a folder of runs (newest).")],
+    metric: Annotated[
+        str, typer.Option(help="Headline metric: dice, iou, mcc, image_dice, image_iou.")
+    ] = "dice",
+    csv: Annotated[Path | None, typer.Option(help="Also write the summary table here.")] = None,
+    plots: Annotated[bool, typer.Option(help="Write PNG figures into the run folder.")] = False,
+) -> None:
+    """Print the comparison table of finished runs from their files alone."""
+    _print_report(paths, metric=metric, csv=csv, plots=plots)
+
+
+def _print_report(paths: list[Path], metric: str, csv: Path | None, plots: bool) -> None:
+    from losscmp import console, report as reporting
+
+    run_dirs = reporting.resolve_run_dirs(list(paths))
+    runs = [reporting.load_run(run_dir) for run_dir in run_dirs]
+    summary = reporting.summarize(runs, metric=metric)
+    console.print_tables(reporting.render_tables(summary, metric=metric))
+    written = [reporting.write_summary(summary, run_dirs[0] / "summary.csv")]
+    if csv is not None:
+        written.append(reporting.write_summary(summary, csv))
+    if plots:
+        from losscmp import plots as plotting
+
+        for run_dir in run_dirs:
+            written.extend(plotting.write_plots(run_dir))
+    console.print_written(written)
+
+
+@app.command("losses")
+@user_errors
+def losses_command(
+    pattern: Annotated[str | None, typer.Argument(help="Filter names, e.g. '*dice*'.")] = None,
+    show: Annotated[
+        str | None, typer.Option(help="Show one loss: formula, parameters, paper.")
+    ] = None,
+) -> None:
+    """List the registered losses, or show one in detail."""
+    from losscmp import console
+    from losscmp.losses import get_loss_entry, list_losses
+
+    if show is not None:
+        console.print_loss_detail(get_loss_entry(show))
+        return
+    names = list_losses(pattern)
+    if not names:
+        raise LosscmpError(f"no loss matches '{pattern}'")
+    console.print_loss_table([get_loss_entry(name) for name in names])
+
+
+@datasets_app.callback(invoke_without_command=True)
+@user_errors
+def datasets_default(
+    ctx: typer.Context,
+    data_dir: Annotated[Path, typer.Option(help="Root folder of datasets.")] = Path("datasets"),
+) -> None:
+    """List the datasets, whether each is present, and how to get it."""
+    if ctx.invoked_subcommand is None:
+        _list_datasets(data_dir)
+
+
+@datasets_app.command("list")
+@user_errors
+def datasets_list(
+    data_dir: Annotated[Path, typer.Option(help="Root folder of datasets.")] = Path("datasets"),
+) -> None:
+    """List the datasets, whether each is present, and how to get it."""
+    _list_datasets(data_dir)
+
+
+def _list_datasets(data_dir: Path) -> None:
+    from losscmp import console
+    from losscmp.data import dataset_status
+
+    console.print_dataset_table(dataset_status(data_dir))
+
+
+@datasets_app.command("download")
+@user_errors
+def datasets_download(
+    name: Annotated[str, typer.Argument(help="Dataset to fetch, e.g. pets.")],
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Target folder. [default: datasets/<dataset folder>]")
+    ] = None,
+) -> None:
+    """Download, verify (sha256) and extract a dataset; resumes a partial download."""
+    from losscmp import console
+    from losscmp.data import download_dataset
+
+    with console.DownloadProgress() as progress:
+        path = download_dataset(name, data_dir, progress=progress.update)
+    console.print_written([path])
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+"""Train one (dataset, loss, seed) trial and return its records.
+
+The loop is deliberately plain: build the seeded model, train with AdamW and a
+per-step cosine schedule, validate every epoch, stop early only if the loss
+turns non-finite. The only host-device syncs are once per epoch (train loss,
+validation counts), never per step. It never prints: progress goes out
+through the ``on_step`` / ``on_epoch`` callbacks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from losscmp import metrics
+from losscmp.data import make_loader
+from losscmp.losses import create_loss, get_loss_entry
+from losscmp.model import ModelPreset, build_model
+from losscmp.results import trial_id
+from losscmp.spec import Spec
+
+PANEL_SIZE = 4  # validation images shown per loss in the report's prediction panel
+
+
+@dataclass(frozen=True)
+class Trial:
+    dataset: str
+    loss: str
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return trial_id(self.dataset, self.loss, self.seed)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    num_workers: int
+    preset: ModelPreset
+    encoder_weights: str | None
+    device: torch.device
+    amp: bool
+
+
+@dataclass
+class TrialOutcome:
+    """What a trial produced: the JSON record plus the panel predictions."""
+
+    record: dict[str, Any]
+    panel_predictions: np.ndarray | None = field(default=None, repr=False)
+
+
+def make_loss(spec: Spec, data) -> torch.nn.Module:
+    """Create the loss for this dataset's mode, telling it which label the masks ignore."""
+    params = dict(spec.params)
+    entry = get_loss_entry(spec.name)
+    if data.ignore_index is not None and "ignore_index" in entry.parameters:
+        params.setdefault("ignore_index", data.ignore_index)
+    return create_loss(spec.name, mode=data.mode, **params)
+
+
+def train_trial(
+    trial: Trial,
+    loss_spec: Spec,
+    data,
+    settings: TrainSettings,
+    on_step: Callable[[int, int], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> TrialOutcome:
+    device = settings.device
+    model = build_model(settings.preset, data.out_channels, settings.encoder_weights, trial.seed)
+    model = model.to(device)
+    loss_fn = make_loss(loss_spec, data).to(device)
+    loss_fn.fit(torch.as_tensor(data.class_pixel_counts("train"), dtype=torch.float64))
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+    )
+    steps_per_epoch = math.ceil(len(data.train_images) / settings.batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=settings.epochs * steps_per_epoch
+    )
+    torch.manual_seed(trial.seed)
+    started = time.perf_counter()
+    epochs: list[dict[str, Any]] = []
+    best: dict[str, Any] = {}
+    final_images: list[dict[str, Any]] = []
+    panel = None
+    status, diverged_epoch = "finished", None
+    for epoch in range(1, settings.epochs + 1):
+        epoch_start = time.perf_counter()
+        loss_fn.set_progress((epoch - 1) / settings.epochs)
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss = train_one_epoch(
+            model, loss_fn, optimizer, scheduler, data, settings, trial.seed, epoch, on_step
+        )
+        if not math.isfinite(train_loss):
+            status, diverged_epoch = "diverged", epoch
+            epochs.append(_epoch_row(epoch, train_loss, {}, lr, epoch_start, status))
+            if on_epoch:
+                on_epoch(epochs[-1])
+            break
+        last_epoch = epoch == settings.epochs
+        counts, predictions = validate(model, data, settings, keep_predictions=last_epoch)
+        summary = metrics.summarize_epoch(counts, mode=data.mode, class_names=data.class_names)
+        epochs.append(_epoch_row(epoch, train_loss, summary, lr, epoch_start, "ok"))
+        if not best or summary["val_dice"] > best["val_dice"]:
+            best = {"epoch": epoch, "val_dice": summary["val_dice"], "counts": counts}
+        if last_epoch:
+            final_images = per_image_rows(counts, "final", data, predictions)
+            panel = predictions[:PANEL_SIZE]
+        if on_epoch:
+            on_epoch(epochs[-1])
+    images = (per_image_rows(best["counts"], "best", data) if best else []) + final_images
+    record = {
+        "trial_id": trial.id,
+        "dataset": trial.dataset,
+        "loss": trial.loss,
+        "seed": trial.seed,
+        "status": status,
+        "diverged_epoch": diverged_epoch,
+        "best_epoch": best.get("epoch"),
+        "seconds": round(time.perf_counter() - started, 3),
+        "loss_params": loss_fn.params,
+        "epochs": epochs,
+        "images": images,
+    }
+    return TrialOutcome(record, panel)
+
+
+def train_one_epoch(model, loss_fn, optimizer, scheduler, data, settings, seed, epoch, on_step):
+    """One pass over the training split; returns the mean loss (one sync, at the end)."""
+    model.train()
+    device = settings.device
+    loader = make_loader(
+        data,
+        split="train",
+        batch_size=settings.batch_size,
+        seed=seed,
+        epoch=epoch,
+        num_workers=settings.num_workers,
+        maps=loss_fn.needs,
+        augment=True,
+    )
+    total = torch.zeros((), device=device)
+    steps = len(loader)
+    for step, batch in enumerate(loader, start=1):
+        images = batch["image"].to(device, non_blocking=True)
+        target = batch["target"].to(device, non_blocking=True)
+        maps = {name: batch[name].to(device, non_blocking=True) for name in loss_fn.needs}
+        with _autocast(settings):
+            logits = model(images)
+        loss = loss_fn(logits.float(), target, **maps)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += loss.detach()
+        if on_step:
+            on_step(step, steps)
+    return float(total.item() / max(steps, 1))
+
+
+@torch.no_grad()
+def validate(model, data, settings, keep_predictions: bool):
+    """Per-image confusion counts over the validation split (and hard predictions if asked)."""
+    model.eval()
+    device = settings.device
+    loader = make_loader(
+        data,
+        split="val",
+        batch_size=settings.batch_size,
+        seed=0,
+        epoch=0,
+        num_workers=settings.num_workers,
+        maps=frozenset(),
+        augment=False,
+    )
+    counts, predictions = [], []
+    for batch in loader:
+        images = batch["image"].to(device, non_blocking=True)
+        target = batch["target"].to(device, non_blocking=True)
+        with _autocast(settings):
+            logits = model(images).float()
+        counts.append(
+            metrics.confusion_counts(logits, target, mode=data.mode, ignore_index=data.ignore_index)
+        )
+        if keep_predictions:
+            predictions.append(hard_prediction(logits, data.mode).to(torch.uint8))
+    all_counts = torch.cat(counts).cpu()
+    kept = torch.cat(predictions).cpu().numpy() if keep_predictions else None
+    return all_counts, kept
+
+
+def hard_prediction(logits: torch.Tensor, mode: str) -> torch.Tensor:
+    if mode == "binary":
+        return (logits[:, 0] >= 0).long()  # sigmoid(x) >= 0.5  <=>  x >= 0
+    return logits.argmax(dim=1)
+
+
+def per_image_rows(counts, which: str, data, predictions=None) -> list[dict[str, Any]]:
+    """Per-image Dice/IoU (foreground classes averaged); boundary metrics with predictions."""
+    image_scores = metrics.per_image_scores(counts, mode=data.mode)
+    dice, iou = image_scores["dice"].tolist(), image_scores["iou"].tolist()
+    rows = []
+    for index in range(len(dice)):
+        row = {"which": which, "image": index, "dice": dice[index], "iou": iou[index]}
+        if predictions is not None:
+            row.update(boundary_scores(predictions[index], data.val_masks[index], data))
+        rows.append(row)
+    return rows
+
+
+def boundary_scores(prediction: np.ndarray, mask: np.ndarray, data) -> dict[str, float | None]:
+    """HD95 (px) and NSD at 2 px, averaged over the foreground classes present in either mask.
+
+    Ignored pixels count for neither mask, so a prediction is not judged inside the
+    border band it was never taught.
+    """
+    classes = [1] if data.mode == "binary" else range(1, data.num_classes)
+    valid = mask != data.ignore_index if data.ignore_index is not None else True
+    hd95s, nsds = [], []
+    for cls in classes:
+        predicted, truth = (prediction == cls) & valid, (mask == cls) & valid
+        if predicted.any() or truth.any():
+            hd95s.append(metrics.hd95(predicted, truth))
+            nsds.append(metrics.normalized_surface_dice(predicted, truth, tolerance=2.0))
+    if not hd95s:  # nothing to find and nothing predicted: a perfect empty answer
+        return {"hd95": 0.0, "nsd": 1.0}
+    return {"hd95": float(np.mean(hd95s)), "nsd": float(np.mean(nsds))}
+
+
+def _epoch_row(epoch, train_loss, summary, lr, started, status) -> dict[str, Any]:
+    return {
+        "epoch": epoch,
+        "train_loss": train_loss if math.isfinite(train_loss) else None,
+        **summary,
+        "lr": lr,
+        "seconds": round(time.perf_counter() - started, 3),
+        "status": status,
+    }
+
+
+def _autocast(settings: TrainSettings):
+    """bf16 autocast on CUDA (no loss scaling needed); plain float32 elsewhere."""
+    enabled = settings.amp and settings.device.type == "cuda"
+    return torch.autocast(device_type=settings.device.type, dtype=torch.bfloat16, enabled=enabled)

@@ -1,0 +1,125 @@
+"""The command line: help, errors a user can cause, and nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+COMMANDS = [[], ["run"], ["report"], ["losses"], ["datasets"], ["datasets", "list"],
+            ["datasets", "download"]]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "top")
+def test_every_command_explains_itself(cli, command):
+    result = cli(*command, "--help")
+    assert result.exit_code == 0
+    assert "Usage:" in result.output
+    assert len(result.output.splitlines()) > 5
+
+
+def test_top_level_help_lists_the_commands(cli):
+    output = cli("--help").output
+    for command in ("run", "report", "losses", "datasets"):
+        assert command in output
+
+
+def test_help_is_fast_and_does_not_import_torch():
+    probe = (
+        "import json, sys, time\n"
+        "start = time.perf_counter()\n"
+        "from losscmp.cli import app\n"
+        "try:\n"
+        "    app(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = [m for m in ('torch', 'segmentation_models_pytorch', 'pandas', 'albumentations')"
+        " if m in sys.modules]\n"
+        "print(json.dumps({'seconds': time.perf_counter() - start, 'heavy': heavy}))\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    measured = json.loads(output.strip().splitlines()[-1])
+    assert measured["heavy"] == []
+    assert measured["seconds"] < 0.5, f"losscmp --help took {measured['seconds']:.2f} s"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--losses", "dcie"], "unknown loss 'dcie' (did you mean 'dice'?)"),
+        (["--losses", "focal(gama=1)"], "has no parameter 'gama' (did you mean 'gamma'?)"),
+        (["--losses", "tversky(alpha=x)"], "alpha='x' is not a number"),
+        (["--losses", "tversky(alpha=1.5)"], "alpha"),
+        (["--losses", "dice,focal(gamma=1"], "unclosed"),
+        (["--dataset", "synthetik"], "unknown dataset 'synthetik' (did you mean 'synthetic'?)"),
+        (["--dataset", "synthetic(fg_fraction=2)"], "fg_fraction"),
+        (["--epochs", "-1"], "--epochs must be >= 1, got -1"),
+        (["--image-size", "50"], "--image-size must be a multiple of 32"),
+        (["--device", "tpu"], "--device must be one of"),
+        (["--model", "huge"], "unknown model preset 'huge'"),
+        (["--config", "missing.yaml"], "config file not found: missing.yaml"),
+        (["--dataset", "pets", "--data-dir", "nowhere"], "losscmp datasets download pets"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2_and_write_nothing(cli, tmp_path, args, message):
+    out = tmp_path / "results"
+    epochs = [] if "--epochs" in args else ["--epochs", "1"]
+    result = cli("run", *args, *epochs, "--out", out)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("losscmp: error: ")
+    assert message in lines[0]
+    assert "Traceback" not in result.output
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_invalid_yaml_config(cli, tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("losses: [dice\nepochs: 2\n")
+    result = cli("run", "--config", config, "--out", tmp_path / "r")
+    assert result.exit_code == 2
+    assert "is not valid YAML" in result.stderr
+
+
+def test_losses_lists_the_registry_with_descriptions(cli):
+    from losscmp.losses import list_losses
+
+    result = cli("losses")
+    assert result.exit_code == 0
+    for name in list_losses():
+        assert name in result.output
+    assert "tversky" in cli("losses", "*tver*").output
+    assert "dice " not in cli("losses", "*tver*").output
+
+
+def test_losses_show_gives_formula_parameters_and_paper(cli):
+    result = cli("losses", "--show", "tversky")
+    assert result.exit_code == 0
+    for text in ("alpha", "beta", "0.3", "0.7", "Salehi"):
+        assert text in result.output
+
+
+def test_unknown_loss_in_show_suggests(cli):
+    result = cli("losses", "--show", "tverski")
+    assert result.exit_code == 2
+    assert "did you mean 'tversky'" in result.stderr
+
+
+def test_report_on_missing_folder(cli, tmp_path):
+    result = cli("report", tmp_path / "nothing")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("losscmp: error: ")
+
+
+def test_dry_run_prints_trials_and_writes_nothing(cli, tmp_path):
+    out = tmp_path / "r"
+    result = cli("run", "--losses", "dice,bce", "--seeds", "2", "--dry-run", "--out", out)
+    assert result.exit_code == 0
+    assert "4 planned trials" in result.output
+    assert result.output.count("seed") >= 1
+    assert not out.exists()

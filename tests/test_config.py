@@ -1,0 +1,84 @@
+import pytest
+
+from losscmp.config import RunConfig, build_config
+from losscmp.errors import ConfigError, ParameterError, SpecError
+
+
+def test_defaults_run_three_losses_on_synthetic():
+    config = build_config()
+    assert config == RunConfig()
+    assert config.losses == ["dice", "focal", "tversky"]
+    assert config.dataset == "synthetic"
+
+
+def test_flags_override_the_file_and_unset_flags_do_not(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("losses: [dice, {name: focal, gamma: 1}]\nepochs: 3\nbatch-size: 4\n")
+    config = build_config(path, epochs=5, lr=None)
+    assert config.losses == ["dice", "focal(gamma=1)"]
+    assert (config.epochs, config.batch_size, config.lr) == (5, 4, RunConfig().lr)
+
+
+def test_comma_strings_for_list_options():
+    config = build_config(losses="dice,tversky(alpha=0.2,beta=0.8)", fg_fraction="0.01,0.1")
+    assert config.losses == ["dice", "tversky(alpha=0.2,beta=0.8)"]
+    assert config.fg_fraction == [0.01, 0.1]
+    assert [spec.label for spec in config.dataset_specs()] == [
+        "synthetic(fg_fraction=0.01)",
+        "synthetic(fg_fraction=0.1)",
+    ]
+
+
+def test_stored_base_sits_under_file_and_flags():
+    config = build_config(base={"epochs": 7, "seeds": 3}, seeds=2)
+    assert (config.epochs, config.seeds) == (7, 2)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"epochs": -1}, "--epochs must be >= 1, got -1"),
+        ({"batch_size": 0}, "--batch-size must be >= 1"),
+        ({"image_size": 100}, "--image-size must be a multiple of 32"),
+        ({"lr": 0.0}, "--lr must be positive"),
+        ({"device": "gpu"}, "--device must be one of auto, cpu, cuda, mps"),
+        ({"fg_fraction": "0.5,2"}, "values must lie in \\(0, 1\\)"),
+        ({"fg_fraction": "0.1", "dataset": "pets"}, "synthetic dataset only"),
+        ({"epochs": "many"}, "'epochs' must be a whole number"),
+    ],
+)
+def test_bad_values_are_parameter_errors(flags, message):
+    with pytest.raises(ParameterError, match=message):
+        build_config(**flags)
+
+
+def test_bad_spec_is_reported():
+    with pytest.raises(SpecError):
+        build_config(losses="dice,focal(gamma=1")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("epochz: 3\n", "unknown option 'epochz' \\(did you mean 'epochs'\\?\\)"),
+        ("losses: [dice\n", "is not valid YAML at line"),
+        ("- dice\n", "must hold a mapping"),
+        ("epochs: -2\n", "--epochs must be >= 1"),
+    ],
+)
+def test_bad_config_files(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    with pytest.raises((ConfigError, ParameterError), match=message):
+        build_config(path)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        build_config(tmp_path / "nope.yaml")
+
+
+def test_shipped_configs_are_valid():
+    for name in ("smoke", "synthetic"):
+        config = build_config(f"configs/{name}.yaml")
+        assert config.losses[:2] == ["dice", "focal"]

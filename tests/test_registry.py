@@ -1,0 +1,70 @@
+from typing import Literal
+
+import pytest
+
+from losscmp.errors import ParameterError, UnknownNameError
+from losscmp.registry import Registry, coerce
+
+
+def make_registry() -> Registry:
+    registry = Registry("widget")
+
+    @registry.register("gear", "A gear.", family="parts")
+    def gear(
+        mode: str = "binary",
+        teeth: int = 12,
+        ratio: float = 1.0,
+        kind: Literal["spur", "helical"] = "spur",
+        weights: list[float] | None = None,
+        beta: float | Literal["auto"] = "auto",
+    ):
+        return {"mode": mode, "teeth": teeth, "ratio": ratio, "kind": kind, "weights": weights}
+
+    return registry
+
+
+def test_create_coerces_values_to_the_signature():
+    registry = make_registry()
+    made = registry.create("gear", {"teeth": 10.0, "ratio": 2, "weights": [1, 2]}, mode="x")
+    assert made == {"mode": "x", "teeth": 10, "ratio": 2.0, "kind": "spur", "weights": [1.0, 2.0]}
+    assert isinstance(made["ratio"], float) and isinstance(made["teeth"], int)
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(UnknownNameError, match=r"unknown widget 'gaer' \(did you mean 'gear'\?\)"):
+        make_registry().get("gaer")
+
+
+def test_unknown_parameter_lists_the_valid_ones():
+    with pytest.raises(ParameterError, match=r"no parameter 'teth'.*'teeth'.*valid parameters: "):
+        make_registry().create("gear", {"teth": 3})
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"teeth": 1.5}, "teeth=1.5 is not a whole number"),
+        ({"ratio": "x"}, "ratio='x' is not a number"),
+        ({"kind": "bevel"}, "kind='bevel' is not one of 'spur', 'helical'"),
+        ({"weights": 3}, "weights=3 is not a list of number or none"),
+        ({"beta": "manual"}, "beta='manual' is not a number or one of 'auto'"),
+        ({"ratio": True}, "is not a number"),
+    ],
+)
+def test_wrong_types_name_the_expected_type(params, message):
+    with pytest.raises(ParameterError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        make_registry().create("gear", params)
+
+
+def test_names_filter_with_fnmatch_and_defaults_skip_context():
+    registry = make_registry()
+    assert registry.names("g*") == ["gear"] and registry.names("*dice*") == []
+    entry = registry.get("gear")
+    assert "mode" not in entry.defaults
+    assert entry.defaults["teeth"] == 12
+
+
+def test_coerce_union_prefers_the_first_matching_type():
+    assert coerce(0.5, float | Literal["auto"]) == 0.5
+    assert coerce("auto", float | Literal["auto"]) == "auto"
+    assert coerce(None, list[float] | None) is None

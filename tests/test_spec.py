@@ -1,0 +1,74 @@
+import pytest
+
+from losscmp.errors import SpecError
+from losscmp.spec import Spec, as_spec, parse_spec, parse_spec_list, parse_value
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("1", 1),
+        ("0.3", 0.3),
+        ("1e-3", 1e-3),
+        ("true", True),
+        ("False", False),
+        ("none", None),
+        ("null", None),
+        ("'a,b'", "a,b"),
+        ("auto", "auto"),
+        ("[1, 2.5]", [1, 2.5]),
+        ("[]", []),
+    ],
+)
+def test_values_are_read_as_literals(text, value):
+    assert parse_value(text) == value
+    assert type(parse_value(text)) is type(value)
+
+
+def test_list_of_losses_with_parameters():
+    specs = parse_spec_list("dice, focal(gamma=1),tversky(alpha=0.3,beta=0.7)")
+    assert specs == [
+        Spec("dice"),
+        Spec("focal", {"gamma": 1}),
+        Spec("tversky", {"alpha": 0.3, "beta": 0.7}),
+    ]
+    assert [spec.label for spec in specs] == ["dice", "focal(gamma=1)", "tversky(alpha=0.3,beta=0.7)"]
+
+
+def test_list_values_and_nested_commas():
+    spec = parse_spec("ce_dice(class_weights=[1,2,3],smooth=1)")
+    assert spec.params == {"class_weights": [1, 2, 3], "smooth": 1}
+    assert parse_spec(spec.label) == spec
+
+
+def test_folder_shorthand_keeps_the_path_verbatim():
+    assert parse_spec("folder:/data/my set,v2") == Spec("folder", {"path": "/data/my set,v2"})
+    assert parse_spec("folder(path=/data/x,mask_suffix=_mask)").params == {
+        "path": "/data/x",
+        "mask_suffix": "_mask",
+    }
+
+
+def test_label_quotes_strings_that_would_not_round_trip():
+    spec = Spec("folder", {"path": "a,b", "mode": "1"})
+    assert parse_spec(spec.label) == spec
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["focal(gamma=1", "focal(gamma)", "focal(=1)", "fo cal", "dice(a=1,a=2)", "x(a='1)", "dice)"],
+)
+def test_malformed_specs_raise_spec_error(text):
+    with pytest.raises(SpecError):
+        parse_spec_list(text)
+
+
+def test_duplicate_losses_are_refused():
+    with pytest.raises(SpecError, match="listed twice"):
+        parse_spec_list("dice,focal,dice")
+
+
+def test_yaml_mapping_form():
+    assert as_spec({"name": "focal", "gamma": 1}) == Spec("focal", {"gamma": 1})
+    with pytest.raises(SpecError, match="needs a 'name'"):
+        as_spec({"gamma": 1})
