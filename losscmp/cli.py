@@ -141,7 +141,11 @@ def _print_report(paths: list[Path], metric: str, csv: Path | None, plots: bool)
     run_dirs = reporting.resolve_run_dirs(list(paths))
     runs = [reporting.load_run(run_dir) for run_dir in run_dirs]
     summary = reporting.summarize(runs, metric=metric)
-    console.print_tables(reporting.render_tables(summary, metric=metric))
+    tables = [
+        reporting.render_table(summary, metric=metric),
+        reporting.render_imbalance_table(summary, metric=metric),
+    ]
+    console.print_tables([table for table in tables if table is not None])
     written = [reporting.write_summary(summary, run_dirs[0] / "summary.csv")]
     if csv is not None:
         written.append(reporting.write_summary(summary, csv))
@@ -206,8 +210,8 @@ def _list_datasets(data_dir: Path) -> None:
 def datasets_download(
     name: Annotated[str, typer.Argument(help="Dataset to fetch, e.g. pets.")],
     data_dir: Annotated[
-        Path | None, typer.Option(help="Target folder. [default: datasets/<dataset folder>]")
-    ] = None,
+        Path, typer.Option(help="Target folder.")
+    ] = Path("datasets/oxford-iiit-pet"),
 ) -> None:
     """Download, verify (sha256) and extract a dataset; resumes a partial download."""
     from losscmp import console

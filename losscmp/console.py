@@ -24,8 +24,15 @@ from rich.table import Table
 
 from losscmp.runner import RunListener
 
-out = Console()
 err = Console(stderr=True)
+# Logs and pipes get wide lines rather than tables cut into ellipses.
+PIPE_WIDTH = 200
+
+
+def stdout() -> Console:
+    """A console on the current stdout (tests swap it), wide when it is not a terminal."""
+    console = Console()
+    return console if console.is_terminal else Console(width=max(console.width, PIPE_WIDTH))
 
 
 class TrainingProgress(RunListener):
@@ -42,6 +49,7 @@ class TrainingProgress(RunListener):
         )
         self.task = None
         self.epochs = 1
+        self.show_dataset = False
 
     def __enter__(self) -> TrainingProgress:
         self.progress.start()
@@ -51,13 +59,14 @@ class TrainingProgress(RunListener):
         self.progress.stop()
 
     def on_start(self, run_dir: Path, trials: list, skipped: list) -> None:
+        self.show_dataset = len({trial.dataset for trial in trials}) > 1
         note = f" ({len(skipped)} finished trials kept)" if skipped else ""
         err.print(f"run folder: {run_dir}{note}")
 
     def on_trial_start(self, trial, index: int, total: int, epochs: int) -> None:
         self.epochs = epochs
         label = f"[{index}/{total}] {trial.loss} · seed {trial.seed}"
-        if trial.dataset != "synthetic":
+        if self.show_dataset:
             label += f" · {trial.dataset}"
         self.task = self.progress.add_task(label, total=None, status="epoch 1")
         self.epoch = 1
@@ -114,17 +123,18 @@ def print_plan(plan) -> None:
         table.add_column(column)
     for index, trial in enumerate(plan.trials, start=1):
         table.add_row(str(index), trial.dataset, trial.loss, str(trial.seed), trial.id)
-    out.print(table)
+    stdout().print(table)
     config = plan.config
-    out.print(
+    stdout().print(
         f"{config.epochs} epochs, batch {config.batch_size}, image {config.image_size}px, "
         f"model {config.model}, device {config.device}, results under {config.out}/"
     )
 
 
 def print_tables(tables: list) -> None:
+    out = stdout()
     for table in tables:
-        out.print(table)
+        stdout().print(table)
 
 
 def print_written(paths: list[Path]) -> None:
@@ -139,10 +149,11 @@ def print_loss_table(entries: list) -> None:
     for entry in entries:
         defaults = ", ".join(f"{k}={_short(v)}" for k, v in entry.defaults.items())
         table.add_row(entry.name, entry.family, "/".join(entry.modes), defaults, entry.description)
-    out.print(table)
+    stdout().print(table)
 
 
 def print_loss_detail(entry) -> None:
+    out = stdout()
     out.print(f"[bold]{entry.name}[/bold] — {entry.description}")
     out.print(f"family: {entry.family}    modes: {', '.join(entry.modes)}")
     if entry.formula:
@@ -158,7 +169,7 @@ def print_loss_detail(entry) -> None:
     for name, param in entry.parameters.items():
         default = "required" if param.default is inspect.Parameter.empty else _short(param.default)
         table.add_row(name, _type_name(hints.get(name)), default)
-    out.print(table)
+    stdout().print(table)
 
 
 def print_dataset_table(rows: list[dict[str, Any]]) -> None:
@@ -170,7 +181,7 @@ def print_dataset_table(rows: list[dict[str, Any]]) -> None:
         table.add_row(
             row["name"], present, str(row.get("path") or "—"), row["description"], row["how_to_get"]
         )
-    out.print(table)
+    stdout().print(table)
 
 
 def _short(value: Any) -> str:

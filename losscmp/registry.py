@@ -8,6 +8,7 @@ line instead of a traceback deep inside torch.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import inspect
 import types
@@ -17,9 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 from losscmp.errors import ParameterError, suggest, unknown
-
-# Parameters a factory takes from the caller's context, not from a user's spec.
-CONTEXT_PARAMS = frozenset({"mode", "self"})
 
 
 @dataclass(frozen=True)
@@ -34,6 +32,8 @@ class Entry:
     reference: str = ""
     formula: str = ""
     needs: frozenset[str] = field(default_factory=frozenset)
+    # Parameters the caller supplies (a loss's ``mode``), not the user's spec.
+    context_params: frozenset[str] = frozenset()
 
     @property
     def parameters(self) -> dict[str, inspect.Parameter]:
@@ -42,7 +42,7 @@ class Entry:
         return {
             name: param
             for name, param in signature.parameters.items()
-            if name not in CONTEXT_PARAMS
+            if name not in self.context_params and name != "self"
             and param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
         }
 
@@ -65,13 +65,15 @@ class Entry:
 class Registry:
     """Named factories of one kind (``loss``, ``dataset``, ``model preset``)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, context_params: tuple[str, ...] = ()) -> None:
         self.kind = kind
+        self.context_params = frozenset(context_params)
         self._entries: dict[str, Entry] = {}
 
     def add(self, entry: Entry) -> Entry:
         if entry.name in self._entries:
             raise ValueError(f"{self.kind} '{entry.name}' is registered twice")
+        entry = dataclasses.replace(entry, context_params=entry.context_params | self.context_params)
         self._entries[entry.name] = entry
         return entry
 

@@ -53,7 +53,7 @@ def test_help_is_fast_and_does_not_import_torch():
         (["--losses", "dcie"], "unknown loss 'dcie' (did you mean 'dice'?)"),
         (["--losses", "focal(gama=1)"], "has no parameter 'gama' (did you mean 'gamma'?)"),
         (["--losses", "tversky(alpha=x)"], "alpha='x' is not a number"),
-        (["--losses", "tversky(alpha=1.5)"], "alpha"),
+        (["--losses", "tversky(alpha=-0.5)"], "alpha must be >= 0"),
         (["--losses", "dice,focal(gamma=1"], "unclosed"),
         (["--dataset", "synthetik"], "unknown dataset 'synthetik' (did you mean 'synthetic'?)"),
         (["--dataset", "synthetic(fg_fraction=2)"], "fg_fraction"),

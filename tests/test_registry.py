@@ -7,7 +7,7 @@ from losscmp.registry import Registry, coerce
 
 
 def make_registry() -> Registry:
-    registry = Registry("widget")
+    registry = Registry("widget", context_params=("mode",))
 
     @registry.register("gear", "A gear.", family="parts")
     def gear(

@@ -1,0 +1,168 @@
+"""End to end: `losscmp run` and `losscmp report` on the smoke config, as CI runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from tests.conftest import SMOKE
+
+METRIC_COLUMNS = ["train_loss", "val_dice", "val_iou", "val_mcc", "val_precision", "val_recall"]
+
+
+def test_smoke_run_prints_the_table_and_writes_the_run_folder(smoke_run):
+    result, run_dir = smoke_run
+    for loss in ("dice", "focal", "tversky"):
+        assert loss in result.stdout
+    assert "Dice" in result.stdout
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["schema_version"] == 1
+    assert meta["config"]["losses"] == ["dice", "focal", "tversky"]
+    assert meta["finished_at"] is not None
+    assert set(meta["versions"]) >= {"torch", "segmentation-models-pytorch", "python"}
+    assert meta["device"].startswith("cpu")
+    epochs = pd.read_csv(run_dir / "epochs.csv")
+    assert len(epochs) == 3 * 2  # losses x epochs
+    assert {"loss", "seed", "epoch", "seconds", *METRIC_COLUMNS} <= set(epochs.columns)
+    assert epochs[METRIC_COLUMNS].notna().all().all()
+    assert epochs["val_dice"].between(0, 1).all()
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert sorted(summary["loss"]) == ["dice", "focal", "tversky"]
+    images = pd.read_csv(run_dir / "images.csv")
+    assert set(images["which"]) == {"best", "final"}
+
+
+def test_smoke_run_is_fast(smoke_run):
+    _, run_dir = smoke_run
+    trials = [json.loads(path.read_text()) for path in (run_dir / "trials").glob("*.json")]
+    assert sum(trial["seconds"] for trial in trials) < 30
+
+
+def test_same_command_twice_gives_identical_numbers(cli, smoke_run, tmp_path):
+    _, first_dir = smoke_run
+    result = cli("run", "--config", SMOKE, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    (second_dir,) = tmp_path.iterdir()
+    first = pd.read_csv(first_dir / "epochs.csv")
+    second = pd.read_csv(second_dir / "epochs.csv")
+    pd.testing.assert_frame_equal(first[METRIC_COLUMNS], second[METRIC_COLUMNS])
+
+
+def test_report_reprints_the_table_from_files_alone(cli, smoke_run):
+    result, run_dir = smoke_run
+    (run_dir / "summary.csv").unlink()
+    report = cli("report", run_dir.parent, "--metric", "mcc")
+    assert report.exit_code == 0, report.output
+    assert (run_dir / "summary.csv").exists()
+    for loss in ("dice", "focal", "tversky"):
+        assert loss in report.stdout
+    assert "MCC" in report.stdout
+
+
+def test_report_rejects_an_unknown_metric(cli, smoke_run):
+    _, run_dir = smoke_run
+    result = cli("report", run_dir, "--metric", "dise")
+    assert result.exit_code == 2
+    assert "did you mean 'dice'" in result.stderr
+
+
+def test_every_loss_starts_from_the_same_weights():
+    from losscmp.model import MODEL_PRESETS, build_model
+
+    first = build_model(MODEL_PRESETS["tiny"], 1, None, seed=3).state_dict()
+    again = build_model(MODEL_PRESETS["tiny"], 1, None, seed=3).state_dict()
+    other = build_model(MODEL_PRESETS["tiny"], 1, None, seed=4).state_dict()
+    assert all(torch.equal(first[key], again[key]) for key in first)
+    assert not all(torch.equal(first[key], other[key]) for key in first)
+
+
+def _run_in_subprocess(*args: str, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "losscmp", "run", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def test_resume_after_a_killed_process_keeps_finished_trials(cli, tmp_path):
+    out = tmp_path / "runs"
+    args = ["--config", str(SMOKE), "--out", str(out), "--losses", "dice,bce,focal"]
+    process = _run_in_subprocess(*args, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    trials_dir = None
+    while time.monotonic() < deadline:
+        found = list(out.glob("*/trials/*.json")) if out.exists() else []
+        if found:
+            trials_dir = found[0].parent
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert trials_dir is not None, "no trial finished before the deadline"
+    finished = {path.name: path.read_text() for path in trials_dir.glob("*.json")}
+    assert 1 <= len(finished) < 3
+    run_dir = trials_dir.parent
+    assert json.loads((run_dir / "run.json").read_text())["finished_at"] is None
+
+    changed = cli("run", *args, "--epochs", "5", "--resume", run_dir)
+    assert changed.exit_code == 2 and "changes epochs" in changed.stderr
+
+    result = cli("run", *args, "--resume", run_dir)
+    assert result.exit_code == 0, result.output
+    assert len(list(trials_dir.glob("*.json"))) == 3
+    for name, content in finished.items():
+        assert (trials_dir / name).read_text() == content  # not retrained
+    assert json.loads((run_dir / "run.json").read_text())["finished_at"] is not None
+    assert len(pd.read_csv(run_dir / "epochs.csv")) == 3 * 2
+
+
+@pytest.fixture
+def exploding_loss():
+    """A loss that turns NaN in its second epoch, registered for one test."""
+    from losscmp.losses import LOSS_REGISTRY, create_loss
+    from losscmp.losses.base import SegLoss
+    from losscmp.registry import Entry
+
+    class Exploding(SegLoss):
+        def __init__(self, mode: str = "binary") -> None:
+            super().__init__(mode)
+            self.inner = create_loss("dice", mode=mode)
+            self.progress = 0.0
+
+        def set_progress(self, fraction: float) -> None:
+            self.progress = fraction
+
+        def forward(self, logits, target, **maps):
+            value = self.inner(logits, target)
+            return value * float("nan") if self.progress > 0 else value
+
+    entry = Entry("exploding", Exploding, "Turns NaN after the first epoch (test only).")
+    LOSS_REGISTRY.add(entry)
+    yield "exploding"
+    LOSS_REGISTRY._entries.pop("exploding")
+
+
+def test_a_diverging_trial_is_recorded_and_the_others_go_on(cli, tmp_path, exploding_loss):
+    result = cli("run", "--config", SMOKE, "--out", tmp_path, "--losses", "exploding,dice",
+                 "--epochs", "3")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (run_dir,) = tmp_path.iterdir()
+    epochs = pd.read_csv(run_dir / "epochs.csv")
+    exploded = epochs[epochs["loss"] == "exploding"]
+    assert list(exploded["status"]) == ["ok", "diverged"]
+    assert len(epochs[epochs["loss"] == "dice"]) == 3
+    trial = json.loads(next((run_dir / "trials").glob("*exploding*")).read_text())
+    assert (trial["status"], trial["diverged_epoch"]) == ("diverged", 2)
+    assert "diverged" in result.stdout
