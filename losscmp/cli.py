@@ -153,7 +153,7 @@ def _print_report(paths: list[Path], metric: str, csv: Path | None, plots: bool)
         from losscmp import plots as plotting
 
         for run_dir in run_dirs:
-            written.extend(plotting.write_plots(run_dir))
+            written.extend(plotting.write_plots(run_dir, metric=metric))
     console.print_written(written)
 
 

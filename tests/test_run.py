@@ -166,3 +166,45 @@ def test_a_diverging_trial_is_recorded_and_the_others_go_on(cli, tmp_path, explo
     trial = json.loads(next((run_dir / "trials").glob("*exploding*")).read_text())
     assert (trial["status"], trial["diverged_epoch"]) == ("diverged", 2)
     assert "diverged" in result.stdout
+
+
+def test_three_seeds_give_intervals_and_marks(cli, tmp_path):
+    result = cli("run", "--config", SMOKE, "--out", tmp_path, "--seeds", "3", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    (run_dir,) = tmp_path.iterdir()
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert (summary["n_seeds"] == 3).all()
+    assert summary["ci_low"].notna().all() and (summary["ci_low"] <= summary["ci_high"]).all()
+    assert summary["score_std"].notna().all()
+    best = summary[summary["is_best"]]
+    assert len(best) == 1 and best["rank"].item() == 1
+    assert "±" in result.stdout and "95% CI" in result.stdout
+    epochs = pd.read_csv(run_dir / "epochs.csv")
+    assert sorted(set(epochs["seed"])) == [0, 1, 2]
+
+
+def test_imbalance_dial_runs_each_fraction_and_reports_the_sweep(cli, tmp_path):
+    result = cli("run", "--config", SMOKE, "--out", tmp_path, "--losses", "dice,bce",
+                 "--fg-fraction", "0.02,0.2", "--epochs", "1")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (run_dir,) = tmp_path.iterdir()
+    epochs = pd.read_csv(run_dir / "epochs.csv")
+    assert len(set(epochs["dataset"])) == 2
+    meta = json.loads((run_dir / "run.json").read_text())
+    measured = sorted(info["train_foreground_fraction"] for info in meta["datasets"].values())
+    assert measured == pytest.approx([0.02, 0.2], abs=0.002)
+    assert "fg fraction" in result.stdout.lower() or "foreground" in result.stdout.lower()
+    plots = cli("report", run_dir, "--plots")
+    assert plots.exit_code == 0, plots.output
+    assert (run_dir / "plots" / "imbalance.png").stat().st_size > 1000
+
+
+def test_report_plots_are_png_files(cli, smoke_run):
+    _, run_dir = smoke_run
+    result = cli("report", run_dir, "--plots")
+    assert result.exit_code == 0, result.output
+    pngs = sorted((run_dir / "plots").glob("*.png"))
+    assert {path.name for path in pngs} >= {"learning_curves.png"}
+    assert any(path.name.startswith("predictions") for path in pngs)
+    for path in pngs:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,69 @@
+"""`losscmp run` on real-layout data: the Oxford-IIIT Pet fixture tree and a plain folder."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from tests.fixtures_data import make_folder, make_pets_tree
+
+
+@pytest.fixture(scope="module")
+def pets_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("oxford-iiit-pet")
+    make_pets_tree(root, trainval=20, test=6, quirks=True)
+    return root
+
+
+def _only_run(out):
+    (run_dir,) = [path for path in out.iterdir() if path.is_dir()]
+    return run_dir
+
+
+@pytest.mark.parametrize(
+    ("dataset", "losses", "classes"),
+    [
+        ("pets", "dice,bce", ["background", "pet"]),
+        ("pets(mode=trimap)", "dice,ce", ["background", "pet", "border"]),
+    ],
+)
+def test_pets_fixture_runs_binary_and_trimap(cli, tmp_path, pets_dir, dataset, losses, classes):
+    result = cli("run", "--losses", losses, "--dataset", dataset, "--data-dir", pets_dir,
+                 "--epochs", "1", "--image-size", "64", "--device", "cpu", "--out", tmp_path)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    run_dir = _only_run(tmp_path)
+    meta = json.loads((run_dir / "run.json").read_text())
+    (info,) = meta["datasets"].values()
+    assert info["class_names"] == classes  # background first: metrics average the others
+    epochs = pd.read_csv(run_dir / "epochs.csv")
+    assert sorted(set(epochs["loss"])) == sorted(losses.split(","))
+    assert epochs["val_dice"].between(0, 1).all()
+    if "trimap" in dataset:
+        assert any(column.startswith("val_dice_") for column in epochs.columns)
+
+
+def test_folder_dataset_runs(cli, tmp_path):
+    make_folder(tmp_path / "data", count=12, mask_suffix="_mask")
+    out = tmp_path / "runs"
+    result = cli("run", "--losses", "dice,focal", "--dataset",
+                 f"folder(path={tmp_path / 'data'},mask_suffix=_mask)", "--epochs", "1",
+                 "--image-size", "64", "--device", "cpu", "--out", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    epochs = pd.read_csv(_only_run(out) / "epochs.csv")
+    assert len(epochs) == 2
+
+
+def test_folder_shorthand_reports_a_missing_folder(cli, tmp_path):
+    result = cli("run", "--dataset", f"folder:{tmp_path / 'nope'}", "--out", tmp_path / "r")
+    assert result.exit_code == 2
+    assert "nope" in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_datasets_list_shows_presence_and_how_to_get(cli, tmp_path):
+    result = cli("datasets", "--data-dir", tmp_path)
+    assert result.exit_code == 0
+    for text in ("synthetic", "pets", "folder", "losscmp datasets download pets"):
+        assert text in result.stdout
