@@ -1,0 +1,269 @@
+"""Figures for ``losscmp report --plots``: learning curves, prediction panels, imbalance dial.
+
+Reads the run folder only (through ``losscmp.report``). Uses matplotlib's
+object-oriented API (``matplotlib.figure.Figure``, no pyplot), which renders
+with Agg without touching the user's backend; matplotlib is imported only when
+a figure is drawn. PNGs go to ``<run>/plots/`` and are written atomically.
+
+- ``learning_curves.png``: validation score per epoch, one line per loss (the
+  mean over seeds) and a band of ± one sd across seeds; one panel per dataset.
+- ``predictions__<dataset>.png``: a few validation images (``panel/val__<dataset>.npz``,
+  or ``panel/val.npz`` for a single-dataset run) with their ground truth and
+  each loss's final-epoch prediction (``panel/<trial-id>.npz``, first seed).
+  Binary predictions are coloured by outcome: green hit, red false positive,
+  blue miss; multiclass ones by class.
+- ``imbalance.png``: each loss's headline score against the foreground fraction,
+  when the run has an imbalance dial.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from losscmp import report
+from losscmp.results import PANEL_DIR, atomic_write_bytes, slug
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+PLOTS_DIR = "plots"
+HIT, FALSE_POSITIVE, MISS = (0.2, 0.8, 0.2), (0.9, 0.15, 0.15), (0.2, 0.4, 1.0)
+TRUTH = (1.0, 1.0, 1.0)
+IGNORED = (0.6, 0.6, 0.6)
+MAX_PANEL_IMAGES = 4
+
+
+def write_plots(run_dir: Path | str, *, metric: str = "dice") -> list[Path]:
+    """Draw every figure the run supports; return the PNG paths written."""
+    report.check_metric(metric)
+    run_dir = Path(run_dir)
+    results = report.load_run(run_dir)
+    out = run_dir / PLOTS_DIR
+    written = [_save(learning_curves(results, metric), out / "learning_curves.png")]
+    for dataset in report.dataset_order(results):
+        figure = prediction_panel(results, dataset)
+        if figure is not None:
+            written.append(_save(figure, out / f"predictions__{slug(dataset)}.png"))
+    dial = report.imbalance_frame(report.summarize(results, metric))
+    if dial is not None:
+        written.append(_save(imbalance_figure(dial, metric), out / "imbalance.png"))
+    return written
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _figure(width: float, height: float) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+# --------------------------------------------------------------------------- learning curves
+
+
+def learning_curves(results: report.RunResults, metric: str = "dice") -> Figure:
+    """Validation score per epoch: mean over seeds per loss, band = ± one sd across seeds."""
+    datasets = report.dataset_order(results)
+    columns = min(3, len(datasets))
+    rows = math.ceil(len(datasets) / columns)
+    figure = _figure(5.0 * columns, 3.6 * rows)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for axis, dataset in zip(axes, datasets, strict=False):
+        _curves(axis, results.epochs[results.epochs["dataset"] == dataset], metric)
+        axis.set_title(dataset, fontsize=10)
+    for axis in axes[len(datasets) :]:
+        axis.set_visible(False)
+    figure.suptitle(f"Validation {report.METRIC_TITLES[metric]} per epoch (band: ± sd over seeds)")
+    return figure
+
+
+def _curves(axis: Axes, epochs: pd.DataFrame, metric: str) -> None:
+    column = f"val_{metric}"
+    for loss, rows in epochs.groupby("loss", sort=False):
+        by_epoch = rows.dropna(subset=[column]).groupby("epoch")[column]
+        mean, spread = by_epoch.mean(), by_epoch.std(ddof=1).fillna(0.0)
+        (line,) = axis.plot(mean.index, mean.to_numpy(), marker="o", markersize=3, label=loss)
+        axis.fill_between(
+            mean.index, mean - spread, mean + spread, color=line.get_color(), alpha=0.2, lw=0
+        )
+    from matplotlib.ticker import MaxNLocator
+
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_xlabel("epoch")
+    axis.set_ylabel(report.METRIC_TITLES[metric])
+    axis.set_ylim(bottom=max(0.0, axis.get_ylim()[0]))
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+
+
+# --------------------------------------------------------------------------- prediction panel
+
+
+def _validation_panel(run_dir: Path, dataset: str, single: bool) -> dict[str, np.ndarray] | None:
+    named = run_dir / PANEL_DIR / f"val__{slug(dataset)}.npz"
+    plain = run_dir / PANEL_DIR / "val.npz"
+    path = named if named.is_file() else plain if single and plain.is_file() else None
+    if path is None:
+        return None
+    with np.load(path) as arrays:
+        return {"images": arrays["images"], "masks": arrays["masks"]}
+
+
+def _loss_predictions(results: report.RunResults, dataset: str) -> dict[str, np.ndarray]:
+    """Each loss's final prediction from its lowest seed that has a panel file."""
+    predictions: dict[str, np.ndarray] = {}
+    trials = results.trials[results.trials["dataset"] == dataset].sort_values("seed")
+    for trial in trials.itertuples(index=False):
+        if trial.loss in predictions:
+            continue
+        for run_dir in results.run_dirs:
+            path = run_dir / PANEL_DIR / f"{trial.trial_id}.npz"
+            if path.is_file():
+                with np.load(path) as arrays:
+                    predictions[trial.loss] = arrays["pred"]
+                break
+    return predictions
+
+
+def prediction_panel(results: report.RunResults, dataset: str) -> Figure | None:
+    """Rows: validation images; columns: image, ground truth, one per loss. None without data."""
+    single = len(results.datasets) <= 1
+    panel = next(
+        (p for d in results.run_dirs if (p := _validation_panel(d, dataset, single)) is not None),
+        None,
+    )
+    if panel is None:
+        return None
+    predictions = _loss_predictions(results, dataset)
+    mode = results.datasets.get(dataset, {}).get("mode", "binary")
+    images, masks = panel["images"][:MAX_PANEL_IMAGES], panel["masks"][:MAX_PANEL_IMAGES]
+    columns = 2 + len(predictions)
+    figure = _figure(1.9 * columns, 1.9 * len(images) + 0.4)
+    axes = figure.subplots(len(images), columns, squeeze=False)
+    for row, (image, mask) in enumerate(zip(images, masks, strict=True)):
+        axes[row, 0].imshow(image)
+        _show_mask(axes[row, 1], image, mask, mode)
+        for column, (loss, prediction) in enumerate(predictions.items(), start=2):
+            _show_prediction(axes[row, column], image, mask, prediction[row], mode)
+            if row == 0:
+                axes[row, column].set_title(loss, fontsize=9)
+    axes[0, 0].set_title("image", fontsize=9)
+    axes[0, 1].set_title("ground truth", fontsize=9)
+    for axis in axes.ravel():
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.suptitle(f"{dataset}: final-epoch predictions (first seed)", fontsize=10)
+    _add_legend(figure, results, dataset, mode)
+    return figure
+
+
+def _show_mask(axis: Axes, image: np.ndarray, mask: np.ndarray, mode: str) -> None:
+    if mode == "binary":
+        axis.imshow(_overlay(image, {TRUTH: mask == 1}, ignored=mask == 255))
+    else:
+        axis.imshow(_overlay(image, _class_colours(mask), ignored=mask == 255))
+
+
+def _show_prediction(
+    axis: Axes, image: np.ndarray, mask: np.ndarray, prediction: np.ndarray, mode: str
+) -> None:
+    valid = mask != 255
+    if mode == "binary":
+        truth, predicted = mask == 1, prediction == 1
+        outcome = {
+            HIT: truth & predicted,
+            FALSE_POSITIVE: ~truth & predicted,
+            MISS: truth & ~predicted,
+        }
+        axis.imshow(_overlay(image, outcome, ignored=~valid))
+        dice = _dice(predicted, truth, valid)
+    else:
+        axis.imshow(_overlay(image, _class_colours(prediction), ignored=~valid))
+        classes = [k for k in np.union1d(np.unique(mask[valid]), np.unique(prediction)) if k > 0]
+        scores = [_dice(prediction == k, mask == k, valid) for k in classes if k != 255]
+        dice = float(np.mean(scores)) if scores else 1.0
+    axis.set_xlabel(f"Dice {dice:.2f}", fontsize=8)
+
+
+def _add_legend(figure: Figure, results: report.RunResults, dataset: str, mode: str) -> None:
+    from matplotlib import colormaps
+    from matplotlib.patches import Patch
+
+    if mode == "binary":
+        entries = {"truth": TRUTH, "hit": HIT, "false positive": FALSE_POSITIVE, "miss": MISS}
+    else:
+        names = results.datasets.get(dataset, {}).get("class_names") or []
+        palette = colormaps["tab10"]
+        entries = {name: palette(k % 10)[:3] for k, name in enumerate(names[1:], start=1)}
+    handles = [Patch(facecolor=c, edgecolor="0.3", label=name) for name, c in entries.items()]
+    if handles:
+        figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
+
+
+def _class_colours(labels: np.ndarray) -> dict[tuple, np.ndarray]:
+    """Foreground classes 1..9 painted in tab10 colours; background stays the image."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10"]
+    return {tuple(palette(k % 10)[:3]): labels == k for k in np.unique(labels) if 0 < k < 255}
+
+
+def _overlay(
+    image: np.ndarray, colours: dict[tuple, np.ndarray], ignored: np.ndarray | None = None
+) -> np.ndarray:
+    """The image dimmed to grey, with each boolean mask painted in its colour."""
+    base = image.astype(np.float32) / 255.0
+    grey = base.mean(axis=-1, keepdims=True) if base.ndim == 3 else base[..., None]
+    canvas = np.repeat(0.35 * grey, 3, axis=-1)
+    for colour, where in colours.items():
+        canvas[where] = colour
+    if ignored is not None:
+        canvas[ignored] = IGNORED
+    return canvas
+
+
+def _dice(predicted: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> float:
+    predicted, truth = predicted & valid, truth & valid
+    total = predicted.sum() + truth.sum()
+    return 1.0 if total == 0 else 2.0 * float((predicted & truth).sum()) / float(total)
+
+
+# --------------------------------------------------------------------------- imbalance dial
+
+
+def imbalance_figure(dial: pd.DataFrame, metric: str = "dice") -> Figure:
+    """Headline score against foreground fraction (log scale), one line per loss, ± sd bars."""
+    figure = _figure(5.5, 3.8)
+    axis = figure.subplots()
+    for loss, rows in dial.groupby("loss", sort=True):
+        rows = rows.sort_values("fg_fraction")
+        axis.errorbar(
+            rows["fg_fraction"],
+            rows["score_mean"],
+            yerr=rows["score_std"].fillna(0.0),
+            marker="o",
+            capsize=3,
+            label=loss,
+        )
+    axis.set_xscale("log")
+    fractions = sorted(dial["fg_fraction"].unique())
+    axis.set_xticks(fractions, [f"{f:g}" for f in fractions])
+    axis.minorticks_off()
+    axis.set_xlabel("foreground fraction")
+    axis.set_ylabel(f"{report.METRIC_TITLES[metric]} (best epoch)")
+    axis.set_title(f"Imbalance dial — {dial['dial_group'].iloc[0]} (mean ± sd over seeds)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    return figure

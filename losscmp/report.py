@@ -1,0 +1,715 @@
+"""Run folders -> one summary frame -> a Rich table and a CSV.
+
+Reads only the run directory (run.json, trials/, epochs.csv, images.csv; see
+docs/architecture.md) and never imports torch or the training code, so
+``losscmp report`` stays quick.
+
+Definitions the table and CSV rely on:
+
+- A trial's **best epoch** is the epoch with the highest headline metric
+  (``val_<metric>`` in epochs.csv); all ``best_*`` columns are read at that
+  epoch, so they describe one model snapshot. **Final** is the last validated
+  epoch. The headline is the dataset-level score (counts summed over the
+  validation split) at the best epoch, unless ``metric`` names another.
+- The interval and the paired test against the best (see ``losscmp.stats``)
+  work on the per-seed headline scores: a t-interval over seeds and a paired
+  t-test over seeds, Holm-adjusted. One seed gives neither.
+- images.csv gives the boundary metric: HD95 (and NSD when present) at the
+  final epoch, averaged over images, then over seeds.
+- **Diverged** trials (status ``diverged`` in trials/) are left out of every
+  mean; the row's status says how many seeds diverged and the first epoch. A
+  loss whose every seed diverged keeps a row with empty scores and no rank.
+- **Combining runs**: several run folders are reported together when every
+  run has the same datasets (same labels and identical dataset info: sizes,
+  image size, foreground fractions) and the same result-affecting settings
+  (everything in the config except the loss list, the number of seeds and the
+  purely practical fields, plus the resolved model); ``seed`` counts, because
+  it also seeds the data.
+  No (dataset, loss, seed) trial may appear twice. Otherwise a
+  ``LosscmpError`` says which setting differs.
+- **Imbalance dial**: datasets whose specs differ only in ``fg_fraction``
+  form a dial; :func:`imbalance_frame` gives each loss's headline score per
+  fraction.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from losscmp import stats
+from losscmp.errors import LosscmpError, SpecError, unknown
+from losscmp.results import RUN_FILE, TRIALS_DIR, atomic_write_csv, read_run_json
+from losscmp.spec import Spec, parse_spec
+
+METRICS = ("dice", "iou", "mcc", "image_dice", "image_iou")
+METRIC_TITLES = {
+    "dice": "Dice",
+    "iou": "IoU",
+    "mcc": "MCC",
+    "image_dice": "image Dice",
+    "image_iou": "image IoU",
+}
+SNAPSHOT_METRICS = ("dice", "iou", "mcc", "image_dice", "image_iou")
+# Config fields that may differ between runs reported together: what was
+# compared (losses, seeds count) and where/how it ran, not what it computed.
+COMBINABLE_CONFIG_FIELDS = frozenset(
+    {"losses", "seeds", "dataset", "fg_fraction", "out", "num_workers", "device", "data_dir"}
+)
+# Dataset info fields that name a location rather than the data itself.
+LOCATION_INFO_FIELDS = frozenset({"source", "path", "data_dir", "root"})
+PER_CLASS_COLUMN = re.compile(r"best_dice_(.+)_mean")
+REQUIRED_EPOCH_COLUMNS = ("dataset", "loss", "seed", "epoch", "val_dice")
+
+
+@dataclass
+class RunResults:
+    """Everything ``report`` needs from one run folder (or several combined)."""
+
+    run_dirs: list[Path]
+    metas: list[dict[str, Any]]
+    datasets: dict[str, dict[str, Any]]
+    trials: pd.DataFrame
+    epochs: pd.DataFrame
+    images: pd.DataFrame
+    losses: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [
+            meta.get("run_id", path.name)
+            for meta, path in zip(self.metas, self.run_dirs, strict=True)
+        ]
+
+
+# --------------------------------------------------------------------------- finding runs
+
+
+def resolve_run_dirs(paths: Sequence[Path | str]) -> list[Path]:
+    """Each path is a run folder, or a folder of runs (its newest run is taken)."""
+    if not paths:
+        raise LosscmpError("no run folder given")
+    resolved: list[Path] = []
+    for path in map(Path, paths):
+        run_dir = _resolve_one(path)
+        if run_dir not in resolved:
+            resolved.append(run_dir)
+    return resolved
+
+
+def _resolve_one(path: Path) -> Path:
+    if not path.exists():
+        raise LosscmpError(f"{path} does not exist")
+    if (path / RUN_FILE).is_file():
+        return path
+    if path.is_dir():
+        runs = [child for child in path.iterdir() if (child / RUN_FILE).is_file()]
+        if runs:
+            # Run ids start with YYYYmmdd-HHMMSS, so the largest name is the newest run.
+            return max(runs, key=lambda run: (run.name, (run / RUN_FILE).stat().st_mtime))
+    raise LosscmpError(
+        f"no losscmp run found in {path} (expected a folder with {RUN_FILE}, "
+        "or one holding such folders; 'losscmp run' makes them)"
+    )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_run(run_dir: Path | str) -> RunResults:
+    """Read one run folder; a clear LosscmpError when it is not a readable run."""
+    run_dir = Path(run_dir)
+    meta = read_run_json(run_dir)  # checks schema_version
+    trial_records = _read_trials(run_dir)
+    trials = _trial_frame(trial_records)
+    epochs = _read_table(run_dir / "epochs.csv", trial_records, "epochs")
+    images = _read_table(run_dir / "images.csv", trial_records, "images")
+    if epochs.empty:
+        raise LosscmpError(
+            f"{run_dir} has no finished trials yet (still running, or stopped before one ended)"
+        )
+    missing = [column for column in REQUIRED_EPOCH_COLUMNS if column not in epochs.columns]
+    if missing:
+        raise LosscmpError(f"{run_dir}/epochs.csv lacks column(s) {', '.join(missing)}")
+    if trials.empty:
+        trials = _trials_from_epochs(epochs)
+    return RunResults(
+        run_dirs=[run_dir],
+        metas=[meta],
+        datasets=dict(meta.get("datasets") or {}),
+        trials=trials.assign(run_id=meta.get("run_id", run_dir.name)),
+        epochs=epochs,
+        images=images,
+        losses=dict(meta.get("losses") or {}),
+    )
+
+
+def _read_trials(run_dir: Path) -> list[dict[str, Any]]:
+    records = []
+    for path in sorted((run_dir / TRIALS_DIR).glob("*.json")):
+        try:
+            records.append(json.loads(path.read_text()))
+        except json.JSONDecodeError:
+            raise LosscmpError(f"{path} is damaged (not valid JSON)") from None
+    return records
+
+
+def _trial_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    columns = ["trial_id", "dataset", "loss", "seed", "status", "diverged_epoch", "seconds"]
+    rows = [{column: record.get(column) for column in columns} for record in records]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _trials_from_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
+    """Trial status when trials/ is absent: a 'diverged' epoch row marks a diverged trial."""
+    rows = []
+    for (dataset, loss, seed), group in epochs.groupby(["dataset", "loss", "seed"], sort=False):
+        statuses = group.get("status", pd.Series(dtype=object))
+        diverged = group.loc[statuses == "diverged", "epoch"]
+        rows.append(
+            {
+                "trial_id": f"{dataset}__{loss}__seed{seed}",
+                "dataset": dataset,
+                "loss": loss,
+                "seed": seed,
+                "status": "diverged" if len(diverged) else "finished",
+                "diverged_epoch": int(diverged.min()) if len(diverged) else None,
+                "seconds": group["seconds"].sum() if "seconds" in group else math.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _read_table(path: Path, records: list[dict[str, Any]], key: str) -> pd.DataFrame:
+    """The CSV when present (the documented interface), else rebuilt from trials/."""
+    if path.is_file():
+        try:
+            return pd.read_csv(path)
+        except pd.errors.EmptyDataError:
+            return pd.DataFrame()
+        except pd.errors.ParserError as error:
+            raise LosscmpError(f"{path} is damaged ({str(error).splitlines()[0]})") from None
+    rows = [
+        {"dataset": record["dataset"], "loss": record["loss"], "seed": record["seed"], **row}
+        for record in records
+        for row in record.get(key, [])
+    ]
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- combining
+
+
+def combine_runs(runs: Sequence[RunResults]) -> RunResults:
+    """One RunResults from several comparable runs; LosscmpError saying why when not."""
+    if not runs:
+        raise LosscmpError("no runs to report")
+    if len(runs) == 1:
+        return runs[0]
+    first = runs[0]
+    for other in runs[1:]:
+        _check_comparable(first, other)
+    trials = pd.concat([run.trials for run in runs], ignore_index=True)
+    _check_no_repeated_trials(trials)
+    return RunResults(
+        run_dirs=[path for run in runs for path in run.run_dirs],
+        metas=[meta for run in runs for meta in run.metas],
+        datasets=dict(first.datasets),
+        trials=trials,
+        epochs=pd.concat([run.epochs for run in runs], ignore_index=True),
+        images=pd.concat([run.images for run in runs], ignore_index=True),
+        losses={label: info for run in runs for label, info in run.losses.items()},
+    )
+
+
+def _check_comparable(first: RunResults, other: RunResults) -> None:
+    names = f"{first.run_ids[0]} and {other.run_ids[0]}"
+    if set(first.datasets) != set(other.datasets):
+        raise LosscmpError(
+            f"cannot combine runs {names}: different datasets "
+            f"({', '.join(sorted(first.datasets))} vs {', '.join(sorted(other.datasets))})"
+        )
+    for label, info in first.datasets.items():
+        difference = _first_difference(info, other.datasets[label], LOCATION_INFO_FIELDS)
+        if difference:
+            raise LosscmpError(
+                f"cannot combine runs {names}: dataset '{label}' differs in {difference}"
+            )
+    # The resolved model (run.json "model") matters too: model=auto picks by device.
+    first_setup = {**(first.metas[0].get("config") or {}), "model": _model(first.metas[0])}
+    other_setup = {**(other.metas[0].get("config") or {}), "model": _model(other.metas[0])}
+    difference = _first_difference(first_setup, other_setup, COMBINABLE_CONFIG_FIELDS)
+    if difference:
+        raise LosscmpError(
+            f"cannot combine runs {names}: {difference}; a fair comparison needs the same setup"
+        )
+
+
+def _model(meta: dict[str, Any]) -> Any:
+    return meta.get("model") or (meta.get("config") or {}).get("model")
+
+
+def _first_difference(left: dict, right: dict, ignored: Iterable[str]) -> str:
+    """'key (a vs b)' for the first key whose values differ, or ''."""
+    ignored = set(ignored)
+    for key in sorted((set(left) | set(right)) - ignored):
+        if left.get(key) != right.get(key):
+            return f"{key} ({left.get(key)!r} vs {right.get(key)!r})"
+    return ""
+
+
+def _check_no_repeated_trials(trials: pd.DataFrame) -> None:
+    repeated = trials[trials.duplicated(["dataset", "loss", "seed"], keep=False)]
+    if not repeated.empty:
+        row = repeated.iloc[0]
+        runs = ", ".join(sorted(set(repeated["run_id"].astype(str))))
+        raise LosscmpError(
+            f"cannot combine runs {runs}: each has loss '{row['loss']}' seed {row['seed']} "
+            f"on '{row['dataset']}'; report one of them, or runs with different losses"
+        )
+
+
+# --------------------------------------------------------------------------- summarising
+
+
+def check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise unknown("metric", metric, METRICS)
+    return metric
+
+
+def summarize(runs: RunResults | Sequence[RunResults], metric: str = "dice") -> pd.DataFrame:
+    """One row per (dataset, loss), best first within each dataset.
+
+    Columns: ``dataset, loss, metric, rank``; the headline ``score_mean,
+    score_std, ci_low, ci_high`` (over seeds); ``p_value, p_holm,
+    indistinguishable_from_best`` (paired test against the best); ``n_seeds,
+    n_diverged, status, diverged_epoch, best_epoch`` (mean over seeds),
+    ``seconds`` (mean per trial); ``best_<m>_mean/_std`` and
+    ``final_<m>_mean/_std`` for m in dice, iou, mcc, image_dice, image_iou;
+    ``final_hd95_mean/_std`` (and ``final_nsd_*`` when images.csv has it);
+    ``is_best, fg_fraction, dial_group``; multiclass adds
+    ``best_dice_<class>_mean/_std`` and ``final_dice_<class>_mean/_std``.
+    """
+    check_metric(metric)
+    results = runs if isinstance(runs, RunResults) else combine_runs(list(runs))
+    frames = [_summarize_dataset(results, dataset, metric) for dataset in dataset_order(results)]
+    return pd.concat(frames, ignore_index=True)
+
+
+def dataset_order(results: RunResults) -> list[str]:
+    present = list(dict.fromkeys(results.epochs["dataset"]))
+    listed = [label for label in results.datasets if label in present]
+    return listed + [label for label in present if label not in listed]
+
+
+def _summarize_dataset(results: RunResults, dataset: str, metric: str) -> pd.DataFrame:
+    trials = _trial_outcomes(results, dataset, metric)
+    finished = trials[trials["status"] != "diverged"]
+    per_seed = trials[["loss", "seed"]].assign(score=finished.get(f"best_{metric}", math.nan))
+    bounds = (-1.0, 1.0) if metric == "mcc" else (0.0, 1.0)
+    comparison = stats.compare_losses(per_seed, bounds=bounds)
+    rows = [
+        _loss_row(loss, trials[trials["loss"] == loss], comparison.loc[loss])
+        for loss in comparison.index
+    ]
+    summary = pd.DataFrame(rows)
+    summary.insert(0, "dataset", dataset)
+    summary.insert(2, "metric", metric)
+    has_best = bool(comparison["mean"].notna().any())
+    summary["is_best"] = [has_best and index == 0 for index in range(len(summary))]
+    summary["fg_fraction"] = _fg_fraction(dataset, results.datasets.get(dataset, {}))
+    summary["dial_group"] = _dial_group(dataset)
+    class_names = results.datasets.get(dataset, {}).get("class_names") or []
+    return _order_class_columns(summary, class_names)
+
+
+def _order_class_columns(summary: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
+    """Per-class columns last, in the dataset's class order (background first)."""
+    ordered = [
+        f"{when}_dice_{name}_{stat}"
+        for when in ("best", "final")
+        for name in class_names
+        for stat in ("mean", "std")
+    ]
+    per_class = [column for column in ordered if column in summary.columns]
+    others = [column for column in summary.columns if column not in per_class]
+    return summary[others + per_class]
+
+
+def _trial_outcomes(results: RunResults, dataset: str, metric: str) -> pd.DataFrame:
+    """One row per (loss, seed): status, best-epoch and final-epoch scores, time, hd95."""
+    trials = results.trials[results.trials["dataset"] == dataset]
+    epochs = results.epochs[results.epochs["dataset"] == dataset]
+    rows = []
+    for trial in trials.itertuples(index=False):
+        trial_epochs = epochs[(epochs["loss"] == trial.loss) & (epochs["seed"] == trial.seed)]
+        rows.append(_trial_row(trial, trial_epochs, results.images, metric))
+    return pd.DataFrame(rows)
+
+
+def _trial_row(trial, trial_epochs: pd.DataFrame, images: pd.DataFrame, metric: str) -> dict:
+    headline = f"val_{metric}"
+    validated = trial_epochs.dropna(subset=[headline]) if headline in trial_epochs else None
+    row: dict[str, Any] = {
+        "loss": trial.loss,
+        "seed": trial.seed,
+        "status": trial.status or "finished",
+        "diverged_epoch": trial.diverged_epoch,
+        "seconds": _trial_seconds(trial, trial_epochs),
+    }
+    if validated is None or validated.empty:
+        return row
+    best = validated.loc[validated[headline].idxmax()]
+    final = validated.loc[validated["epoch"].idxmax()]
+    row["best_epoch"] = best["epoch"]
+    for column in _score_columns(trial_epochs):
+        name = column.removeprefix("val_")
+        row[f"best_{name}"] = best[column]
+        row[f"final_{name}"] = final[column]
+    row.update(_final_image_means(images, trial))
+    return row
+
+
+def _trial_seconds(trial, trial_epochs: pd.DataFrame) -> float:
+    """The trial's wall time; the sum of its epochs' when trials/ did not record it."""
+    if trial.seconds is not None and not pd.isna(trial.seconds):
+        return float(trial.seconds)
+    return float(trial_epochs["seconds"].sum()) if "seconds" in trial_epochs else math.nan
+
+
+def _score_columns(epochs: pd.DataFrame) -> list[str]:
+    snapshot = [f"val_{name}" for name in SNAPSHOT_METRICS if f"val_{name}" in epochs]
+    per_class = sorted(column for column in epochs if column.startswith("val_dice_"))
+    return snapshot + per_class
+
+
+def _final_image_means(images: pd.DataFrame, trial) -> dict[str, float]:
+    """Mean over validation images of the boundary metrics at the final epoch."""
+    if images.empty or "which" not in images:
+        return {}
+    mine = images[
+        (images["dataset"] == trial.dataset)
+        & (images["loss"] == trial.loss)
+        & (images["seed"] == trial.seed)
+        & (images["which"] == "final")
+    ]
+    return {
+        f"final_{name}": mine[name].mean()
+        for name in ("hd95", "nsd")
+        if name in mine and mine[name].notna().any()
+    }
+
+
+def _loss_row(loss: str, trials: pd.DataFrame, comparison: pd.Series) -> dict[str, Any]:
+    finished = trials[trials["status"] != "diverged"]
+    row: dict[str, Any] = {
+        "loss": loss,
+        "rank": comparison["rank"],
+        "score_mean": comparison["mean"],
+        "score_std": comparison["std"],
+        "ci_low": comparison["ci_low"],
+        "ci_high": comparison["ci_high"],
+        "p_value": comparison["p_value"],
+        "p_holm": comparison["p_holm"],
+        "indistinguishable_from_best": _optional_bool(comparison["indistinguishable_from_best"]),
+        "n_seeds": len(trials),
+        "n_diverged": len(trials) - len(finished),
+        "status": _status(trials),
+        "diverged_epoch": _first_divergence(trials),
+        "best_epoch": finished["best_epoch"].mean() if "best_epoch" in finished else math.nan,
+        "seconds": trials["seconds"].mean(),
+    }
+    for column in _outcome_columns(trials):
+        values = finished[column].astype(float)
+        row[f"{column}_mean"] = values.mean()
+        row[f"{column}_std"] = values.std(ddof=1) if values.count() > 1 else math.nan
+    return row
+
+
+def _outcome_columns(trials: pd.DataFrame) -> list[str]:
+    return [
+        column
+        for column in trials.columns
+        if column.startswith(("best_", "final_")) and column != "best_epoch"
+    ]
+
+
+def _first_divergence(trials: pd.DataFrame) -> float:
+    epochs = trials.loc[trials["status"] == "diverged", "diverged_epoch"].dropna()
+    return float(epochs.min()) if len(epochs) else math.nan
+
+
+def _status(trials: pd.DataFrame) -> str:
+    diverged = int((trials["status"] == "diverged").sum())
+    if diverged == 0:
+        return "finished"
+    epoch = _first_divergence(trials)
+    at = f" at epoch {int(epoch)}" if not math.isnan(epoch) else ""
+    if diverged == len(trials):
+        return f"diverged{at}"
+    return f"{diverged}/{len(trials)} seeds diverged{at}"
+
+
+def _dataset_spec(label: str) -> Spec | None:
+    try:
+        return parse_spec(label)
+    except SpecError:
+        return None
+
+
+def _fg_fraction(label: str, info: dict[str, Any]) -> float:
+    spec = _dataset_spec(label)
+    if spec is not None and "fg_fraction" in spec.params:
+        return float(spec.params["fg_fraction"])
+    requested = info.get("requested_fg_fraction")
+    return float(requested) if requested is not None else math.nan
+
+
+def _dial_group(label: str) -> str:
+    """The dataset label without its fg_fraction: datasets sharing it form a dial."""
+    spec = _dataset_spec(label)
+    if spec is None:
+        return label
+    return Spec(spec.name, {k: v for k, v in spec.params.items() if k != "fg_fraction"}).label
+
+
+def imbalance_frame(summary: pd.DataFrame) -> pd.DataFrame | None:
+    """Loss × foreground fraction of the headline mean (and sd), or None without a dial.
+
+    Returns a frame with columns ``dial_group, loss, fg_fraction, score_mean,
+    score_std`` for the largest group of datasets that differ only in fg_fraction.
+    """
+    known = summary.dropna(subset=["fg_fraction"])
+    if known.empty:
+        return None
+    fractions = known.groupby("dial_group")["fg_fraction"].nunique()
+    if fractions.max() < 2:
+        return None
+    group = fractions.idxmax()
+    dial = known[known["dial_group"] == group]
+    columns = ["dial_group", "loss", "fg_fraction", "score_mean", "score_std"]
+    return dial[columns].sort_values(["loss", "fg_fraction"]).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def write_summary(summary: pd.DataFrame, path: Path | str) -> Path:
+    """Write the summary CSV atomically (a killed process leaves the old file or the new)."""
+    path = Path(path)
+    atomic_write_csv(path, summary)
+    return path
+
+
+def headline_caption(metric: str, summary: pd.DataFrame) -> str:
+    seeds = int(summary["n_seeds"].max()) if len(summary) else 0
+    where = "dataset-level" if not metric.startswith("image_") else "mean per-image"
+    caption = (
+        f"Headline: {where} {METRIC_TITLES[metric]} at each trial's best epoch, "
+        f"mean ± sd over {seeds} seed(s); CI: {stats.CI_METHOD}; p: {stats.TEST_METHOD}; "
+        f"≈ = indistinguishable from the best (p ≥ {stats.ALPHA})."
+    )
+    if seeds < 2:
+        caption += " One seed gives no interval or test: use --seeds 3 or more."
+    return caption
+
+
+def render_table(summary: pd.DataFrame, metric: str = "dice") -> Table:
+    """The comparison as a Rich table, best first, best row highlighted.
+
+    One dataset gives one table; several (e.g. the imbalance dial) give a grid
+    holding one table per dataset, under one caption.
+    """
+    check_metric(metric)
+    datasets = list(dict.fromkeys(summary["dataset"]))
+    caption = headline_caption(metric, summary)
+    if len(datasets) == 1:
+        return _dataset_table(summary, metric, f"losscmp — {datasets[0]}", caption)
+    grid = Table.grid(padding=(1, 0))
+    grid.add_column()
+    for dataset in datasets:
+        rows = summary[summary["dataset"] == dataset]
+        grid.add_row(_dataset_table(rows, metric, f"losscmp — {dataset}", None))
+    grid.add_row(Text(caption, style="dim"))
+    return grid
+
+
+def _dataset_table(rows: pd.DataFrame, metric: str, title: str, caption: str | None) -> Table:
+    table = Table(
+        title=title,
+        caption=caption,
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    per_class = _foreground_class_columns(rows)
+    _add_columns(table, metric, bool(per_class))
+    for row in rows.sort_values("rank", na_position="last", kind="stable").itertuples(index=False):
+        table.add_row(*_cells(row._asdict(), metric, per_class), style=_row_style(row))
+    return table
+
+
+def per_class_columns(summary: pd.DataFrame) -> list[str]:
+    """The ``best_dice_<class>_mean`` columns of a multiclass summary, in class order."""
+    return [column for column in summary.columns if PER_CLASS_COLUMN.fullmatch(column)]
+
+
+def _foreground_class_columns(summary: pd.DataFrame) -> list[str]:
+    """The table leaves out class 0 (background), as the headline's mean does."""
+    present = [column for column in per_class_columns(summary) if summary[column].notna().any()]
+    return present[1:]
+
+
+def _add_columns(table: Table, metric: str, has_classes: bool) -> None:
+    headline = METRIC_TITLES[metric]
+    number = {"justify": "right", "no_wrap": True}
+    table.add_column("#", **number)
+    table.add_column("loss", no_wrap=True)
+    table.add_column(f"{headline} best\nmean ± sd", **number)
+    table.add_column("95% CI", **number)
+    table.add_column("p\n(Holm)", **number)
+    table.add_column(f"{headline}\nfinal", **number)
+    for other in ("dice", "iou", "mcc"):
+        if other != metric:
+            table.add_column(f"{METRIC_TITLES[other]}\nbest", **number)
+    table.add_column("best\nep.", **number)
+    table.add_column("HD95\nfinal", **number)
+    table.add_column("time\ns", **number)
+    if has_classes:
+        table.add_column("Dice per class\n(best)", no_wrap=True)
+    table.add_column("status", min_width=8)
+
+
+def _cells(row: dict[str, Any], metric: str, per_class: list[str]) -> list[Text | str]:
+    mark = " ≈" if row["indistinguishable_from_best"] is True and not row["is_best"] else ""
+    cells: list[Text | str] = [
+        _int(row["rank"]),
+        f"{row['loss']}{mark}",
+        _mean_sd(row["score_mean"], row["score_std"]),
+        _interval(row["ci_low"], row["ci_high"]),
+        "best" if row["is_best"] else _p_value(row["p_holm"]),
+        _number(row.get(f"final_{metric}_mean")),
+    ]
+    for other in ("dice", "iou", "mcc"):
+        if other != metric:
+            cells.append(_number(row.get(f"best_{other}_mean")))
+    cells += [
+        _epoch(row["best_epoch"]),
+        _number(row.get("final_hd95_mean"), digits=1),
+        _number(row["seconds"], digits=1),
+    ]
+    if per_class:
+        cells.append(_per_class(row, per_class))
+    cells.append(Text(_short_status(row), style="red" if row["n_diverged"] else ""))
+    return cells
+
+
+def _short_status(row: dict[str, Any]) -> str:
+    """The status in table width: ok, diverged ep 3, 1/3 diverged ep 3."""
+    if not row["n_diverged"]:
+        return "ok"
+    epoch = row["diverged_epoch"]
+    at = "" if _missing(epoch) else f" ep {int(epoch)}"
+    if row["n_diverged"] == row["n_seeds"]:
+        return f"diverged{at}"
+    return f"{row['n_diverged']}/{row['n_seeds']} diverged{at}"
+
+
+def _row_style(row) -> str:
+    if row.is_best:
+        return "bold green"
+    if row.n_diverged and row.n_diverged == row.n_seeds:
+        return "dim red"
+    return ""
+
+
+def _optional_bool(value: Any) -> bool | None:
+    return None if pd.isna(value) else bool(value)
+
+
+def _missing(value: Any) -> bool:
+    """None, NaN or pandas' NA: a cell with nothing to show."""
+    return value is None or bool(pd.isna(value))
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    return "–" if _missing(value) else f"{float(value):.{digits}f}"
+
+
+def _epoch(value: Any) -> str:
+    """Mean best epoch over seeds: an integer when the seeds agree."""
+    if _missing(value):
+        return "–"
+    return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
+
+
+def _int(value: Any) -> str:
+    return "–" if _missing(value) else str(int(value))
+
+
+def _mean_sd(mean: Any, sd: Any) -> str:
+    if _missing(mean):
+        return "–"
+    return f"{mean:.3f}" if _missing(sd) else f"{mean:.3f} ± {sd:.3f}"
+
+
+def _interval(low: Any, high: Any) -> str:
+    return "–" if _missing(low) or _missing(high) else f"{low:.3f}–{high:.3f}"
+
+
+def _p_value(p: Any) -> str:
+    if _missing(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _per_class(row: dict[str, Any], columns: list[str]) -> str:
+    parts = []
+    for column in columns:
+        name = PER_CLASS_COLUMN.fullmatch(column).group(1)
+        parts.append(f"{name} {_number(row.get(column))}")
+    return "\n".join(parts)
+
+
+def render_imbalance_table(summary: pd.DataFrame, metric: str = "dice") -> Table | None:
+    """Each loss's headline score against the foreground fraction, or None without a dial."""
+    dial = imbalance_frame(summary)
+    if dial is None:
+        return None
+    fractions = sorted(dial["fg_fraction"].unique())
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        title=f"Imbalance dial — {dial['dial_group'].iloc[0]}",
+        caption=f"{METRIC_TITLES[metric]} (best epoch, mean ± sd over seeds) "
+        "by foreground fraction; bold = best at that fraction.",
+        caption_justify="left",
+    )
+    table.add_column("loss", no_wrap=True)
+    for fraction in fractions:
+        table.add_column(f"fg {fraction:g}", justify="right")
+    best = dial.loc[dial.groupby("fg_fraction")["score_mean"].idxmax().dropna()]
+    best_pairs = set(zip(best["loss"], best["fg_fraction"], strict=True))
+    for loss, rows in dial.groupby("loss", sort=True):
+        by_fraction = rows.set_index("fg_fraction")
+        cells = []
+        for fraction in fractions:
+            if fraction not in by_fraction.index:
+                cells.append("–")
+                continue
+            entry = by_fraction.loc[fraction]
+            style = "bold green" if (loss, fraction) in best_pairs else ""
+            cells.append(Text(_mean_sd(entry["score_mean"], entry["score_std"]), style=style))
+        table.add_row(loss, *cells)
+    return table

@@ -1,0 +1,274 @@
+"""Metrics on hand-computed cases: every number below is worked out by hand in the comments."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from losscmp.errors import ParameterError
+from losscmp.metrics import (
+    confusion_counts,
+    hd95,
+    normalized_surface_dice,
+    per_image_scores,
+    scores,
+    summarize_epoch,
+)
+
+POSITIVE, NEGATIVE = 5.0, -5.0
+
+
+def binary_logits(predicted: list[list[int]]) -> torch.Tensor:
+    """(1,1,H,W) logits whose hard prediction is ``predicted``."""
+    mask = torch.tensor(predicted, dtype=torch.bool)
+    return torch.where(mask, POSITIVE, NEGATIVE).reshape(1, 1, *mask.shape)
+
+
+def binary_target(truth: list[list[int]]) -> torch.Tensor:
+    return torch.tensor(truth, dtype=torch.float32).reshape(1, 1, len(truth), len(truth[0]))
+
+
+def multiclass_logits(predicted: list[list[int]], num_classes: int) -> torch.Tensor:
+    labels = torch.tensor(predicted)
+    return torch.nn.functional.one_hot(labels, num_classes).permute(2, 0, 1)[None].float()
+
+
+# A 4x4 case: gt is the top-left 2x2 block, the prediction the first three pixels of row 0.
+# tp = (0,0),(0,1) = 2; fp = (0,2) = 1; fn = (1,0),(1,1) = 2; tn = 16 - 5 = 11.
+TRUTH = [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+PREDICTION = [[1, 1, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+EMPTY = [[0] * 4 for _ in range(4)]
+
+
+def test_binary_counts_by_hand():
+    counts = confusion_counts(binary_logits(PREDICTION), binary_target(TRUTH), mode="binary")
+    assert counts.dtype == torch.int64
+    assert counts.shape == (1, 1, 4)
+    assert counts.tolist() == [[[2, 1, 2, 11]]]
+
+
+def test_binary_threshold_is_probability_one_half():
+    # logit 0 <=> sigmoid 0.5, which counts as foreground; a hair below does not.
+    logits = torch.tensor([0.0, -1e-6]).reshape(1, 1, 1, 2)
+    target = torch.tensor([1.0, 1.0]).reshape(1, 1, 1, 2)
+    assert confusion_counts(logits, target, mode="binary").tolist() == [[[1, 0, 1, 0]]]
+
+
+def test_binary_target_without_channel_dimension():
+    target = binary_target(TRUTH)[:, 0]
+    counts = confusion_counts(binary_logits(PREDICTION), target, mode="binary")
+    assert counts.tolist() == [[[2, 1, 2, 11]]]
+
+
+def test_binary_scores_by_hand():
+    got = scores(torch.tensor([2, 1, 2, 11]))
+    assert got["dice"].item() == pytest.approx(4 / 7)  # 2tp / (2tp + fp + fn)
+    assert got["iou"].item() == pytest.approx(2 / 5)  # tp / (tp + fp + fn)
+    assert got["precision"].item() == pytest.approx(2 / 3)
+    assert got["recall"].item() == pytest.approx(1 / 2)
+    # (tp*tn - fp*fn) / sqrt((tp+fp)(tp+fn)(tn+fp)(tn+fn)) = (22 - 2) / sqrt(3*4*12*13)
+    assert got["mcc"].item() == pytest.approx(20 / math.sqrt(1872))
+
+
+def test_scores_keep_image_and_class_axes():
+    counts = torch.tensor([[[2, 1, 2, 11], [0, 0, 0, 16]], [[4, 0, 0, 12], [0, 4, 0, 12]]])
+    got = scores(counts)
+    assert got["dice"].shape == (2, 2)
+    assert got["dice"].flatten().tolist() == pytest.approx([4 / 7, 1.0, 1.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    ("truth", "prediction", "expected"),
+    [
+        # nothing to find, nothing found: perfect by convention
+        (EMPTY, EMPTY, {"dice": 1, "iou": 1, "mcc": 1, "precision": 1, "recall": 1}),
+        # nothing to find, something claimed: every ratio fails, mcc "no information"
+        (EMPTY, PREDICTION, {"dice": 0, "iou": 0, "mcc": 0, "precision": 0, "recall": 0}),
+        # something to find, nothing claimed
+        (TRUTH, EMPTY, {"dice": 0, "iou": 0, "mcc": 0, "precision": 0, "recall": 0}),
+    ],
+    ids=["both-empty", "empty-truth", "empty-prediction"],
+)
+def test_empty_mask_conventions(truth, prediction, expected):
+    counts = confusion_counts(binary_logits(prediction), binary_target(truth), mode="binary")
+    got = {name: value.item() for name, value in scores(counts[0, 0]).items()}
+    assert got == pytest.approx(expected)
+
+
+def test_mcc_all_foreground_predicted_perfectly_is_one():
+    full = [[1] * 4 for _ in range(4)]
+    counts = confusion_counts(binary_logits(full), binary_target(full), mode="binary")
+    assert scores(counts)["mcc"].item() == 1.0
+
+
+def test_mcc_does_not_overflow_on_large_counts():
+    tp, fp, fn, tn = 10**9, 10**8, 2 * 10**8, 10**10
+    expected = (tp * tn - fp * fn) / math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    got = scores(torch.tensor([tp, fp, fn, tn]))["mcc"].item()
+    assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_binary_ignore_index_excludes_pixels():
+    # Mark the wrongly predicted (0,2) and the missed (1,0) pixels as ignored (255):
+    # tp 2, fp 0, fn 1 ((1,1) only), tn 16 - 2 ignored - 3 = 11.
+    target = binary_target(TRUTH)
+    target[0, 0, 0, 2] = 255
+    target[0, 0, 1, 0] = 255
+    counts = confusion_counts(binary_logits(PREDICTION), target, mode="binary", ignore_index=255)
+    assert counts.tolist() == [[[2, 0, 1, 11]]]
+
+
+# Multiclass, 2x3 image, classes 0 (background), 1, 2:
+#   truth      prediction
+#   0 1 1      0 1 2
+#   2 2 0      2 1 0
+# class 0: tp 2 ((0,0),(1,2)), fp 0, fn 0, tn 4
+# class 1: tp 1 ((0,1)), fp 1 ((1,1)), fn 1 ((0,2)), tn 3
+# class 2: tp 1 ((1,0)), fp 1 ((0,2)), fn 1 ((1,1)), tn 3
+MC_TRUTH = [[0, 1, 1], [2, 2, 0]]
+MC_PREDICTION = [[0, 1, 2], [2, 1, 0]]
+
+
+def test_multiclass_counts_by_hand():
+    counts = confusion_counts(
+        multiclass_logits(MC_PREDICTION, 3), torch.tensor([MC_TRUTH]), mode="multiclass"
+    )
+    assert counts.shape == (1, 3, 4)
+    assert counts.tolist() == [[[2, 0, 0, 4], [1, 1, 1, 3], [1, 1, 1, 3]]]
+
+
+def test_multiclass_ignore_index():
+    # Ignoring (1,1) (truth 2, predicted 1) removes class 1's fp and class 2's fn.
+    truth = torch.tensor([[[0, 1, 1], [2, 255, 0]]])
+    counts = confusion_counts(
+        multiclass_logits(MC_PREDICTION, 3), truth, mode="multiclass", ignore_index=255
+    )
+    assert counts.tolist() == [[[2, 0, 0, 3], [1, 0, 1, 3], [1, 1, 0, 3]]]
+
+
+def test_multiclass_summary_averages_foreground_and_names_classes():
+    counts = confusion_counts(
+        multiclass_logits(MC_PREDICTION, 3), torch.tensor([MC_TRUTH]), mode="multiclass"
+    )
+    summary = summarize_epoch(counts, mode="multiclass", class_names=["bg", "pet", "border"])
+    # class 1 and 2 each: dice 2/4 = 0.5, iou 1/3; background dice 1 is not in the mean.
+    assert summary["val_dice"] == pytest.approx(0.5)
+    assert summary["val_iou"] == pytest.approx(1 / 3)
+    assert summary["val_dice_bg"] == pytest.approx(1.0)
+    assert summary["val_dice_pet"] == pytest.approx(0.5)
+    assert summary["val_dice_border"] == pytest.approx(0.5)
+    # mcc of class 1 (and 2): (1*3 - 1*1) / sqrt(2*2*4*4) = 2/8
+    assert summary["val_mcc"] == pytest.approx(0.25)
+
+
+def test_multiclass_default_class_names_are_indices():
+    counts = torch.tensor([[[2, 0, 0, 4], [1, 1, 1, 3]]])
+    summary = summarize_epoch(counts, mode="multiclass")
+    assert set(summary) >= {"val_dice_0", "val_dice_1"}
+
+
+def test_summarize_epoch_binary_dataset_and_image_level():
+    # image A perfect (tp 4, tn 12); image B has no object but 4 false positives.
+    counts = torch.tensor([[[4, 0, 0, 12]], [[0, 4, 0, 12]]])
+    summary = summarize_epoch(counts, mode="binary")
+    # dataset level: tp 4, fp 4, fn 0, tn 24
+    assert summary["val_dice"] == pytest.approx(8 / 12)
+    assert summary["val_iou"] == pytest.approx(4 / 8)
+    assert summary["val_precision"] == pytest.approx(0.5)
+    assert summary["val_recall"] == pytest.approx(1.0)
+    assert summary["val_mcc"] == pytest.approx(96 / math.sqrt(8 * 4 * 24 * 28))
+    # image level: mean of dice 1 and dice 0
+    assert summary["val_image_dice"] == pytest.approx(0.5)
+    assert summary["val_image_iou"] == pytest.approx(0.5)
+    assert all(isinstance(value, float) for value in summary.values())
+    assert not any(name.startswith("val_dice_") for name in summary)
+
+
+def test_per_image_scores_average_foreground_classes():
+    counts = torch.tensor([[[2, 0, 0, 4], [1, 1, 1, 3], [0, 0, 0, 6]]])
+    # class 1 dice 0.5, class 2 absent from both -> 1; mean 0.75 (background excluded)
+    assert per_image_scores(counts, mode="multiclass")["dice"].tolist() == pytest.approx([0.75])
+
+
+def test_unknown_mode_is_a_parameter_error():
+    with pytest.raises(ParameterError, match="mode"):
+        confusion_counts(binary_logits(PREDICTION), binary_target(TRUTH), mode="multilabel")
+
+
+def test_counts_stay_on_device_and_cover_every_valid_pixel():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 8, 8, generator=generator)
+    target = torch.randint(0, 4, (3, 8, 8), generator=generator)
+    target[0, 0, :5] = 255
+    counts = confusion_counts(logits, target, mode="multiclass", ignore_index=255)
+    assert counts.device == logits.device
+    assert counts.sum(dim=-1)[0].tolist() == [64 - 5] * 4
+    assert counts.sum(dim=-1)[1:].unique().tolist() == [64]
+
+
+# ------------------------------------------------------------------ boundary metrics
+
+
+def single_pixel(row: int, col: int, shape=(8, 8)) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    mask[row, col] = True
+    return mask
+
+
+def test_hd95_single_pixels_is_their_distance():
+    assert hd95(single_pixel(0, 0), single_pixel(0, 3)) == pytest.approx(3.0)
+    assert hd95(single_pixel(1, 1), single_pixel(4, 5)) == pytest.approx(5.0)  # 3-4-5
+
+
+def test_hd95_identical_masks_is_zero():
+    square = np.zeros((10, 10), dtype=bool)
+    square[2:7, 3:8] = True
+    assert hd95(square, square) == 0.0
+
+
+def test_hd95_empty_conventions():
+    empty = np.zeros((6, 8), dtype=bool)
+    assert hd95(empty, empty) == 0.0
+    assert hd95(single_pixel(1, 1, (6, 8)), empty) == pytest.approx(10.0)  # diagonal of 6x8
+    assert hd95(empty, single_pixel(1, 1, (6, 8))) == pytest.approx(10.0)
+
+
+def test_hd95_shifted_square():
+    # a 4x4 square moved 2 px right: every boundary pixel is at most 2 px from the other's
+    gt = np.zeros((12, 12), dtype=bool)
+    gt[4:8, 2:6] = True
+    pred = np.roll(gt, 2, axis=1)
+    assert hd95(pred, gt) == pytest.approx(2.0)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_hd95_matches_monai_on_random_blobs():
+    monai_metrics = pytest.importorskip("monai.metrics")
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        pred = ndimage.gaussian_filter(rng.random((32, 32)), 3) > 0.5
+        gt = ndimage.gaussian_filter(rng.random((32, 32)), 3) > 0.5
+        if not pred.any() or not gt.any():
+            continue
+        reference = monai_metrics.compute_hausdorff_distance(
+            torch.from_numpy(pred)[None, None], torch.from_numpy(gt)[None, None], percentile=95
+        ).item()
+        assert hd95(pred, gt) == pytest.approx(reference, abs=1e-6)
+
+
+def test_normalized_surface_dice_by_hand():
+    assert normalized_surface_dice(single_pixel(0, 0), single_pixel(0, 2)) == 1.0  # 2 <= 2
+    assert normalized_surface_dice(single_pixel(0, 0), single_pixel(0, 3)) == 0.0
+    empty = np.zeros((8, 8), dtype=bool)
+    assert normalized_surface_dice(empty, empty) == 1.0
+    assert normalized_surface_dice(single_pixel(0, 0), empty) == 0.0
+
+
+def test_boundary_metrics_reject_mismatched_shapes():
+    with pytest.raises(ParameterError):
+        hd95(np.zeros((4, 4), bool), np.zeros((4, 5), bool))

@@ -1,0 +1,275 @@
+"""report.py on hand-written run folders (tests/run_fixtures.py) with known numbers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+from rich.console import Console
+from run_fixtures import epoch_shape, write_run
+
+from losscmp import report
+from losscmp.errors import LosscmpError, UnknownNameError
+
+QUALITY = {"dice": 0.80, "focal": 0.55, "tversky": 0.78}
+
+
+def rendered(table) -> str:
+    console = Console(record=True, width=250, color_system=None)
+    console.print(table)
+    return console.export_text()
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    return write_run(tmp_path, quality=QUALITY, twins={"dice_copy": "dice"})
+
+
+@pytest.fixture
+def summary(run_dir):
+    return report.summarize(report.load_run(run_dir))
+
+
+# ---------------------------------------------------------------- finding runs
+
+
+def test_resolve_accepts_a_run_folder(run_dir):
+    assert report.resolve_run_dirs([run_dir]) == [run_dir]
+
+
+def test_resolve_parent_takes_the_newest_run(tmp_path):
+    write_run(tmp_path, run_id="20260101-120000-aaaaaa")
+    newest = write_run(tmp_path, run_id="20260102-090000-bbbbbb")
+    (tmp_path / "notes").mkdir()  # not a run: ignored
+    assert report.resolve_run_dirs([tmp_path]) == [newest]
+
+
+def test_resolve_missing_path_is_a_clear_error(tmp_path):
+    with pytest.raises(LosscmpError, match="does not exist"):
+        report.resolve_run_dirs([tmp_path / "nope"])
+
+
+def test_resolve_folder_without_runs_is_a_clear_error(tmp_path):
+    with pytest.raises(LosscmpError, match="no losscmp run found"):
+        report.resolve_run_dirs([tmp_path])
+
+
+def test_resolve_drops_repeats(run_dir):
+    assert report.resolve_run_dirs([run_dir, run_dir.parent]) == [run_dir]
+
+
+# ---------------------------------------------------------------- loading
+
+
+def test_schema_version_mismatch_is_refused(tmp_path):
+    run_dir = write_run(tmp_path, schema_version=99)
+    with pytest.raises(LosscmpError, match="schema version 99"):
+        report.load_run(run_dir)
+
+
+def test_run_without_trials_says_so(tmp_path):
+    run_dir = write_run(tmp_path)
+    for path in (run_dir / "trials").iterdir():
+        path.unlink()
+    (run_dir / "epochs.csv").unlink()
+    (run_dir / "images.csv").unlink()
+    with pytest.raises(LosscmpError, match="no finished trials"):
+        report.load_run(run_dir)
+
+
+def test_damaged_trial_file_is_named(run_dir):
+    damaged = next((run_dir / "trials").iterdir())
+    damaged.write_text("{not json")
+    with pytest.raises(LosscmpError, match=damaged.name):
+        report.load_run(run_dir)
+
+
+def test_tables_are_rebuilt_from_trials_when_csvs_are_missing(tmp_path, summary):
+    run_dir = write_run(
+        tmp_path / "x", quality=QUALITY, twins={"dice_copy": "dice"}, write_csvs=False
+    )
+    rebuilt = report.summarize(report.load_run(run_dir))
+    pd.testing.assert_frame_equal(rebuilt, summary)
+
+
+# ---------------------------------------------------------------- summarising
+
+
+def test_one_row_per_loss_best_first(summary):
+    assert summary["loss"].tolist()[:2] in (["dice", "dice_copy"], ["dice_copy", "dice"])
+    assert summary["loss"].tolist()[2:] == ["tversky", "focal"]
+    assert summary["is_best"].tolist() == [True, False, False, False]
+    assert summary["metric"].unique().tolist() == ["dice"]
+
+
+def test_headline_is_dataset_dice_at_best_epoch_mean_over_seeds(run_dir, summary):
+    epochs = pd.read_csv(run_dir / "epochs.csv")
+    focal = epochs[epochs["loss"] == "focal"]
+    per_seed_best = focal.groupby("seed")["val_dice"].max()
+    row = summary.set_index("loss").loc["focal"]
+    assert row["score_mean"] == pytest.approx(per_seed_best.mean())
+    assert row["score_std"] == pytest.approx(per_seed_best.std(ddof=1))
+    assert row["best_dice_mean"] == pytest.approx(row["score_mean"])
+    assert row["ci_low"] < row["score_mean"] < row["ci_high"]
+    # the fixture's curve peaks at the second-to-last epoch and ends 2 % lower
+    assert row["best_epoch"] == len(epoch_shape(4)) - 1
+    assert row["final_dice_mean"] < row["best_dice_mean"]
+
+
+def test_twin_is_indistinguishable_and_worse_loss_is_significant(summary):
+    rows = summary.set_index("loss")
+    twin = "dice_copy" if rows.loc["dice", "is_best"] else "dice"
+    assert rows.loc[twin, "p_value"] == 1.0
+    assert rows.loc[twin, "indistinguishable_from_best"]
+    assert rows.loc["focal", "p_holm"] < 0.01
+    assert not rows.loc["focal", "indistinguishable_from_best"]
+    # Holm over the three comparisons never lowers a p-value
+    assert (rows["p_holm"].dropna() >= rows["p_value"].dropna()).all()
+
+
+def test_final_hd95_and_time_are_reported(summary):
+    rows = summary.set_index("loss")
+    assert rows.loc["focal", "final_hd95_mean"] > rows.loc["dice", "final_hd95_mean"] > 0
+    assert (summary["seconds"] > 0).all()
+
+
+def test_diverged_seeds_are_left_out_and_reported(tmp_path):
+    run_dir = write_run(
+        tmp_path, quality=QUALITY, diverged={("focal", 1): 3, ("tversky", 0): 2,
+                                              ("tversky", 1): 2, ("tversky", 2): 2}
+    )  # fmt: skip
+    rows = report.summarize(report.load_run(run_dir)).set_index("loss")
+    assert rows.loc["focal", "status"] == "1/3 seeds diverged at epoch 3"
+    assert rows.loc["focal", "n_diverged"] == 1
+    assert not math.isnan(rows.loc["focal", "score_mean"])
+    assert rows.loc["tversky", "status"] == "diverged at epoch 2"
+    assert pd.isna(rows.loc["tversky", "rank"])
+    assert math.isnan(rows.loc["tversky", "score_mean"])
+    assert rows.loc["dice", "status"] == "finished"
+    text = rendered(report.render_table(rows.reset_index(), "dice"))
+    assert "diverged ep 2" in text and "1/3 diverged ep 3" in text
+
+
+def test_metric_iou_changes_the_headline(run_dir):
+    summary = report.summarize(report.load_run(run_dir), metric="iou")
+    assert (summary["score_mean"] == summary["best_iou_mean"]).all()
+    assert "IoU best" in rendered(report.render_table(summary, "iou"))
+
+
+def test_unknown_metric_suggests_a_name(run_dir):
+    with pytest.raises(UnknownNameError, match="did you mean 'dice'"):
+        report.summarize(report.load_run(run_dir), metric="dise")
+
+
+def test_multiclass_has_per_class_columns(tmp_path):
+    run_dir = write_run(tmp_path, class_names=("background", "pet", "border"))
+    summary = report.summarize(report.load_run(run_dir))
+    assert report.per_class_columns(summary) == [
+        "best_dice_background_mean",
+        "best_dice_pet_mean",
+        "best_dice_border_mean",
+    ]
+    row = summary.iloc[0]
+    # the fixture spreads the foreground classes around the headline
+    assert row["best_dice_pet_mean"] == pytest.approx(row["score_mean"] + 0.05)
+    text = rendered(report.render_table(summary))
+    assert "pet 0." in text and "border 0." in text
+    assert "background 0." not in text  # like the headline, the table skips class 0
+
+
+# ---------------------------------------------------------------- combining
+
+
+def test_comparable_runs_combine(tmp_path):
+    first = write_run(tmp_path, quality={"dice": 0.8, "focal": 0.6}, run_id="20260101-1-a")
+    second = write_run(tmp_path, quality={"tversky": 0.7}, run_id="20260101-2-b")
+    runs = [report.load_run(path) for path in report.resolve_run_dirs([first, second])]
+    summary = report.summarize(runs)
+    assert summary["loss"].tolist() == ["dice", "tversky", "focal"]
+    assert summary["p_holm"].notna().sum() == 2
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"config": {"image_size": 64}}, "image_size"),
+        ({"config": {"epochs": 9}}, "epochs"),
+        ({"extra_meta": {"model": {"preset": "small"}}}, "model"),
+        ({"dataset_info": {"val_size": 99}}, "val_size"),
+        ({"datasets": ("pets",)}, "different datasets"),
+        ({"quality": {"dice": 0.8}}, "each has loss 'dice' seed 0"),
+    ],
+    ids=["image-size", "epochs", "model", "split", "dataset", "repeated-trial"],
+)
+def test_incomparable_runs_are_refused_with_the_reason(tmp_path, changes, message):
+    first = write_run(tmp_path, quality={"dice": 0.8, "focal": 0.6}, run_id="20260101-1-a")
+    second = write_run(tmp_path, **{"quality": {"tversky": 0.7}, **changes}, run_id="r2")
+    runs = [report.load_run(first), report.load_run(second)]
+    with pytest.raises(LosscmpError, match=message):
+        report.summarize(runs)
+
+
+# ---------------------------------------------------------------- output
+
+
+def test_table_names_the_headline_and_marks_rows(summary):
+    text = rendered(report.render_table(summary, "dice"))
+    assert "Headline: dataset-level Dice at each trial's best epoch" in text
+    assert "t-interval" in text
+    assert "≈" in text  # the twin
+    assert "best" in text
+    focal_line = next(line for line in text.splitlines() if " focal" in line)
+    assert "≈" not in focal_line
+
+
+def test_best_row_is_highlighted(summary):
+    table = report.render_table(summary, "dice")
+    assert table.rows[0].style == "bold green"
+    assert all(row.style != "bold green" for row in table.rows[1:])
+
+
+def test_write_summary_is_a_readable_csv(tmp_path, summary):
+    out = tmp_path / "out"
+    out.mkdir()
+    path = report.write_summary(summary, out / "summary.csv")
+    back = pd.read_csv(path)
+    assert back["loss"].tolist() == summary["loss"].tolist()
+    assert {"p_holm", "ci_low", "ci_high", "indistinguishable_from_best"} <= set(back.columns)
+    assert [p.name for p in out.iterdir()] == ["summary.csv"]  # no temp file left
+
+
+# ---------------------------------------------------------------- imbalance dial
+
+
+def dial_quality(loss: str, dataset: str) -> float:
+    fraction = float(dataset.split("=")[1].rstrip(")"))
+    # dice copes with rare foreground, bce does not
+    return {"dice": 0.75, "bce": 0.9}[loss] - (0.0 if loss == "dice" else 2.0 * (0.2 - fraction))
+
+
+def test_imbalance_dial_table(tmp_path):
+    datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.05, 0.2)]
+    run_dir = write_run(tmp_path, quality=dial_quality, losses=["dice", "bce"], datasets=datasets)
+    summary = report.summarize(report.load_run(run_dir))
+    dial = report.imbalance_frame(summary)
+    assert dial["fg_fraction"].unique().tolist() == [0.01, 0.05, 0.2]
+    pivot = dial.pivot(index="loss", columns="fg_fraction", values="score_mean")
+    assert pivot.loc["dice", 0.01] > pivot.loc["bce", 0.01]
+    assert pivot.loc["bce", 0.2] > pivot.loc["dice", 0.2]
+    text = rendered(report.render_imbalance_table(summary))
+    assert "fg 0.01" in text and "fg 0.2" in text
+
+
+def test_no_dial_for_a_single_dataset(summary):
+    assert report.imbalance_frame(summary) is None
+    assert report.render_imbalance_table(summary) is None
+
+
+def test_run_json_is_the_source_of_dataset_order(tmp_path):
+    datasets = ["synthetic(fg_fraction=0.2)", "synthetic(fg_fraction=0.01)"]
+    run_dir = write_run(tmp_path, datasets=datasets)
+    meta = json.loads((run_dir / "run.json").read_text())
+    summary = report.summarize(report.load_run(run_dir))
+    assert list(dict.fromkeys(summary["dataset"])) == list(meta["datasets"])
