@@ -1,0 +1,66 @@
+"""The loss registry: every loss of LOSSES.md by name, in binary and multiclass mode.
+
+    from losscmp.losses import create_loss, list_losses
+    loss = create_loss("tversky", mode="binary", alpha=0.3, beta=0.7)
+    value = loss(logits, target)          # raw logits; scalar, differentiable
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from losscmp.errors import ParameterError
+
+# Importing the family modules registers their losses.
+from losscmp.losses import boundary, compound, overlap, pixel  # noqa: F401
+from losscmp.losses.base import (
+    ALTERNATIVES,
+    BINARY_MODE,
+    LOSS_REGISTRY,
+    MODES,
+    MULTICLASS_MODE,
+    OBJECT_DISTANCE,
+    SIGNED_DISTANCE,
+    SegLoss,
+    check_mode,
+)
+from losscmp.registry import Entry
+
+__all__ = [
+    "BINARY_MODE",
+    "LOSS_REGISTRY",
+    "MODES",
+    "MULTICLASS_MODE",
+    "OBJECT_DISTANCE",
+    "SIGNED_DISTANCE",
+    "SegLoss",
+    "create_loss",
+    "get_loss_entry",
+    "list_losses",
+]
+
+
+def get_loss_entry(name: str) -> Entry:
+    """The registry entry (description, family, modes, reference, formula, needs)."""
+    return LOSS_REGISTRY.get(name)
+
+
+def list_losses(pattern: str | None = None) -> list[str]:
+    """Sorted loss names, optionally filtered by an fnmatch pattern such as ``*dice*``."""
+    return LOSS_REGISTRY.names(pattern)
+
+
+def create_loss(name: str, mode: str = BINARY_MODE, **params: Any) -> SegLoss:
+    """Build a loss by name; parameters are type-checked and coerced against its signature.
+
+    Raises ``UnknownNameError`` (with a suggestion) for an unknown name and
+    ``ParameterError`` for a bad parameter name, type or value, or an unsupported mode.
+    """
+    entry = LOSS_REGISTRY.get(name)
+    check_mode(mode)
+    if mode not in entry.modes:
+        hint = f"; for {mode} use '{ALTERNATIVES[name]}'" if name in ALTERNATIVES else ""
+        raise ParameterError(
+            f"loss '{name}' is defined for {' and '.join(entry.modes)} mode only{hint}"
+        )
+    return LOSS_REGISTRY.create(name, params, mode=mode)

@@ -1,0 +1,159 @@
+"""The loss interface every registered loss follows, and the registration helper.
+
+A loss is a thin ``nn.Module`` (``SegLoss``) around pure functions in
+``functional.py``. ``SegLoss.forward`` does the shared work once: it checks the
+shapes, runs the maths in float32 with autocast off (fp16 sums of 65 536 ones
+overflow, smp issue 463) and hands the subclass clean inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from losscmp.errors import ParameterError
+from losscmp.registry import Registry
+
+BINARY_MODE = "binary"
+MULTICLASS_MODE = "multiclass"
+MODES = (BINARY_MODE, MULTICLASS_MODE)
+BOTH_MODES = MODES
+
+SIGNED_DISTANCE = "signed_distance"
+OBJECT_DISTANCE = "object_distance"
+
+# ``mode`` comes from the dataset (the caller), never from a user's loss spec.
+LOSS_REGISTRY = Registry("loss", context_params=("mode",))
+
+# What to use instead when a loss is defined for one mode only, by loss name.
+ALTERNATIVES: dict[str, str] = {}
+
+
+def register_loss(
+    name: str,
+    description: str,
+    *,
+    family: str,
+    reference: str,
+    formula: str,
+    modes: tuple[str, ...] = BOTH_MODES,
+    needs: Iterable[str] = (),
+    alternative: str | None = None,
+):
+    """Register a ``SegLoss`` subclass; ``alternative`` names the loss for the other mode."""
+    if alternative:
+        ALTERNATIVES[name] = alternative
+
+    def decorate(cls: type[SegLoss]) -> type[SegLoss]:
+        cls.needs = frozenset(needs)
+        return LOSS_REGISTRY.register(
+            name,
+            description,
+            family=family,
+            modes=tuple(modes),
+            reference=reference,
+            formula=formula,
+            needs=frozenset(needs),
+        )(cls)
+
+    return decorate
+
+
+# ---------------------------------------------------------------- validation
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ParameterError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    return mode
+
+
+def check_range(name: str, value: float, low: float, high: float = float("inf")) -> float:
+    """Closed interval check that raises ``ParameterError`` (never assert on user input)."""
+    if not low <= value <= high:
+        upper = "" if high == float("inf") else f" and <= {high}"
+        raise ParameterError(f"{name} must be >= {low}{upper}, got {value}")
+    return value
+
+
+def check_positive(name: str, value: float) -> float:
+    if not value > 0:
+        raise ParameterError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def check_class_weights(weights: list[float] | None) -> list[float] | None:
+    if weights is None:
+        return None
+    if not weights or any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ParameterError(
+            f"class_weights must be non-negative with a positive sum, got {weights}"
+        )
+    return [float(w) for w in weights]
+
+
+class SegLoss(nn.Module):
+    """Base of every loss: ``loss(logits, target, **maps) -> scalar``.
+
+    Subclasses implement ``compute(logits, target, maps)`` and receive float32
+    logits (N, C, H, W), a binary target (N, 1, H, W) float or a multiclass
+    target (N, H, W) long, and the target maps named in ``needs``.
+    """
+
+    needs: frozenset[str] = frozenset()
+
+    def __init__(self, mode: str = BINARY_MODE, params: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.mode = check_mode(mode)
+        self.params: dict[str, Any] = {
+            key: value
+            for key, value in (params or {}).items()
+            if key not in ("self", "mode", "__class__")
+        }
+
+    @property
+    def binary(self) -> bool:
+        return self.mode == BINARY_MODE
+
+    def set_progress(self, fraction: float) -> None:
+        """Training progress in [0, 1] (epoch / epochs); most losses ignore it."""
+
+    def fit(self, class_pixel_counts: torch.Tensor) -> None:
+        """Training-set pixel counts per class ((2,) for binary); most losses ignore it."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, **maps: torch.Tensor):
+        logits, target = self._check_inputs(logits, target)
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            return self.compute(logits.float(), target, maps)
+
+    def compute(self, logits: torch.Tensor, target: torch.Tensor, maps: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _check_inputs(self, logits: torch.Tensor, target: torch.Tensor):
+        if logits.dim() < 3:
+            raise ValueError(f"logits must be (N, C, H, W), got shape {tuple(logits.shape)}")
+        if self.binary:
+            if logits.shape[1] != 1:
+                raise ValueError(
+                    f"binary mode expects one logit channel, got {logits.shape[1]}; "
+                    "use mode='multiclass'"
+                )
+            if target.dim() == logits.dim() - 1:
+                target = target.unsqueeze(1)
+        else:
+            if logits.shape[1] < 2:
+                raise ValueError("multiclass mode expects C >= 2 logit channels")
+            if target.dim() == logits.dim() and target.shape[1] == 1:
+                target = target.squeeze(1)
+            target = target.long()
+        expected = logits.shape[:1] + logits.shape[2:]
+        if target.shape[:1] + target.shape[-(logits.dim() - 2):] != expected:
+            raise ValueError(
+                f"target shape {tuple(target.shape)} does not match logits {tuple(logits.shape)}"
+            )
+        return logits, target
+
+    def extra_repr(self) -> str:
+        inner = ", ".join(f"{key}={value!r}" for key, value in self.params.items())
+        return f"mode={self.mode!r}, {inner}" if inner else f"mode={self.mode!r}"

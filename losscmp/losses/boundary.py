@@ -1,0 +1,141 @@
+"""Boundary losses: they need the target's signed distance map (``signed_distance``).
+
+The data pipeline computes it once per sample (``distance.target_maps``); when a
+caller does not pass it, it is computed here from the target on the CPU (slow).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from losscmp.losses.base import (
+    BINARY_MODE,
+    SIGNED_DISTANCE,
+    SegLoss,
+    check_range,
+    register_loss,
+)
+from losscmp.losses.distance import (
+    batch_target_maps,
+    prediction_distance,
+    torch_prediction_distance,
+)
+from losscmp.losses.functional import masked_mean, probabilities_and_target
+from losscmp.losses.overlap import DiceLoss, Reduction
+
+
+def target_signed_distance(loss: SegLoss, logits, target, maps) -> torch.Tensor:
+    distance = maps.get(SIGNED_DISTANCE)
+    if distance is None:
+        distance = batch_target_maps(
+            target, mode=loss.mode, num_classes=logits.shape[1],
+            ignore_index=loss.ignore_index, names=[SIGNED_DISTANCE],
+        )[SIGNED_DISTANCE]
+    return distance.to(device=logits.device, dtype=torch.float32)
+
+
+@register_loss(
+    "boundary",
+    "Dice + alpha·boundary loss, alpha rising linearly from 0.01 to 1 over training",
+    family="boundary",
+    needs=(SIGNED_DISTANCE,),
+    reference="Kervadec et al. 2019",
+    formula="dice + alpha(t)·mean(phi_G·(p - y)), phi_G signed distance (negative inside)",
+)
+class BoundaryLoss(SegLoss):
+    """Schedule: ``alpha = alpha_start + (alpha_end - alpha_start)·f``, f = the fraction
+    given to ``set_progress`` (the trainer passes epoch / epochs, so the first epoch uses
+    0.01) clipped to [0, 1]; f = 0 until ``set_progress`` is called.
+
+    Boundary term: mean over pixels (and, multiclass, over the foreground classes 1..C-1,
+    as in Kervadec's code) of φ_G·(p − y). φ_G is in pixels; the − y term is a constant
+    that makes the term >= 0 with 0 at p = y without changing the paper's gradient.
+    """
+
+    def __init__(
+        self,
+        mode: str = BINARY_MODE,
+        *,
+        alpha_start: float = 0.01,
+        alpha_end: float = 1.0,
+        smooth: float = 1.0,
+        reduction: Reduction = "batch",
+        include_background: bool = True,
+        ignore_index: int | None = None,
+    ) -> None:
+        super().__init__(mode, locals())
+        self.alpha_start = check_range("alpha_start", alpha_start, 0.0)
+        self.alpha_end = check_range("alpha_end", alpha_end, 0.0)
+        self.ignore_index = ignore_index
+        self.dice = DiceLoss(
+            mode, smooth=smooth, reduction=reduction, include_background=include_background,
+            ignore_index=ignore_index,
+        )
+        self.progress = 0.0
+
+    @property
+    def alpha(self) -> float:
+        return self.alpha_start + (self.alpha_end - self.alpha_start) * self.progress
+
+    def set_progress(self, fraction: float) -> None:
+        self.progress = min(max(float(fraction), 0.0), 1.0)
+
+    def compute(self, logits, target, maps):
+        distance = target_signed_distance(self, logits, target, maps)
+        probs, y, valid = probabilities_and_target(logits, target, self.binary, self.ignore_index)
+        if not self.binary:  # foreground classes only
+            probs, y, distance = probs[:, 1:], y[:, 1:], distance[:, 1:]
+        boundary = masked_mean(distance * (probs - y), valid)
+        return self.dice.compute(logits, target, maps) + self.alpha * boundary
+
+
+@register_loss(
+    "hausdorff_dt",
+    "Hausdorff distance loss via distance transforms of target and prediction",
+    family="boundary",
+    needs=(SIGNED_DISTANCE,),
+    reference="Karimi & Salcudean 2019",
+    formula="mean of (p - y)^2·(d_G^a + d_P^a)",
+)
+class HausdorffDTLoss(SegLoss):
+    """d_G = |signed_distance| (distance to the target boundary), d_P the same for the
+    thresholded prediction (p > 0.5 per channel, as MONAI), recomputed every step and
+    detached. Channels without a boundary get d = 0. d_P is exact: scipy per image on the
+    CPU, a torch transform on a GPU (see ``predicted_boundary_distance``); its cost is part
+    of the timings in ``benchmarks/losses.py``."""
+
+    def __init__(
+        self,
+        mode: str = BINARY_MODE,
+        *,
+        alpha: float = 2.0,
+        include_background: bool = True,
+        ignore_index: int | None = None,
+    ) -> None:
+        super().__init__(mode, locals())
+        self.alpha = check_range("alpha", alpha, 0.0)
+        self.include_background = include_background
+        self.ignore_index = ignore_index
+
+    def compute(self, logits, target, maps):
+        target_distance = target_signed_distance(self, logits, target, maps).abs()
+        probs, y, valid = probabilities_and_target(logits, target, self.binary, self.ignore_index)
+        if not (self.binary or self.include_background):
+            probs, y, target_distance = probs[:, 1:], y[:, 1:], target_distance[:, 1:]
+        predicted_distance = predicted_boundary_distance(probs.detach())
+        weight = target_distance.pow(self.alpha) + predicted_distance.pow(self.alpha)
+        return masked_mean((probs - y).square() * weight, valid)
+
+
+def predicted_boundary_distance(probs: torch.Tensor) -> torch.Tensor:
+    """Unsigned distance to the boundary of ``probs > 0.5`` per image and channel.
+
+    CPU tensors: scipy, one exact 2-D transform per image and direction. CUDA tensors:
+    an exact brute-force transform in torch on the GPU (``torch_prediction_distance``),
+    which avoids copying the batch to the host and back every step."""
+    foreground = (probs > 0.5).flatten(0, 1)
+    if probs.is_cuda:
+        return torch_prediction_distance(foreground).view(probs.shape)
+    field = prediction_distance(np.ascontiguousarray(foreground.numpy()))
+    return torch.from_numpy(field).view(probs.shape).to(probs.device)

@@ -1,0 +1,410 @@
+"""Pixel-wise (distribution) losses: cross-entropy and its weighted/focused variants.
+
+Every value is a mean over valid pixels (ignored pixels are excluded from the
+sum and from the count); an all-ignored batch gives 0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from losscmp.errors import ParameterError
+from losscmp.losses.base import (
+    BINARY_MODE,
+    OBJECT_DISTANCE,
+    SegLoss,
+    check_class_weights,
+    check_positive,
+    check_range,
+    register_loss,
+)
+from losscmp.losses.functional import (
+    EPS,
+    binary_cross_entropy,
+    binary_target,
+    log_prob_of_target,
+    masked_mean,
+    multiclass_target,
+    one_minus_exp,
+    pixel_cross_entropy,
+)
+
+
+@register_loss(
+    "bce",
+    "Binary cross-entropy on logits",
+    family="pixel",
+    modes=("binary",),
+    alternative="ce",
+    reference="-",
+    formula="-[y log p + (1-y) log(1-p)], mean over pixels",
+)
+class BCELoss(SegLoss):
+    def __init__(self, mode: str = BINARY_MODE, *, ignore_index: int | None = None) -> None:
+        super().__init__(mode, locals())
+        self.ignore_index = ignore_index
+
+    def compute(self, logits, target, maps):
+        y, valid = binary_target(target, self.ignore_index)
+        return masked_mean(binary_cross_entropy(logits, y), valid)
+
+
+def cross_entropy_mean(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    ignore_index: int | None,
+    class_weights: list[float] | None = None,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Multiclass CE: weighted mean Σ w_y·l / Σ w_y over valid pixels; 0 if all are ignored."""
+    weight = None
+    if class_weights is not None:
+        if len(class_weights) != logits.shape[1]:
+            raise ParameterError(
+                f"class_weights has {len(class_weights)} values but the model predicts "
+                f"{logits.shape[1]} classes"
+            )
+        weight = torch.tensor(class_weights, device=logits.device)
+    total = F.cross_entropy(
+        logits,
+        target,
+        weight=weight,
+        ignore_index=-100 if ignore_index is None else ignore_index,
+        reduction="sum",
+        label_smoothing=label_smoothing,
+    )
+    labels, valid = multiclass_target(target, ignore_index)
+    if weight is None:
+        count = target[0].numel() * target.shape[0] if valid is None else valid.sum()
+    else:
+        pixel_weight = weight[labels]
+        count = pixel_weight.sum() if valid is None else (pixel_weight * valid[:, 0]).sum()
+    return total / torch.as_tensor(count, device=logits.device).clamp_min(1e-12)
+
+
+@register_loss(
+    "ce",
+    "Multiclass cross-entropy (softmax) with optional class weights",
+    family="pixel",
+    modes=("multiclass",),
+    alternative="bce",
+    reference="-",
+    formula="-log softmax(x)_y, weighted mean over pixels",
+)
+class CELoss(SegLoss):
+    def __init__(
+        self,
+        mode: str = "multiclass",
+        *,
+        class_weights: list[float] | None = None,
+        ignore_index: int | None = None,
+    ) -> None:
+        super().__init__(mode, locals())
+        self.class_weights = check_class_weights(class_weights)
+        self.ignore_index = ignore_index
+
+    def compute(self, logits, target, maps):
+        return cross_entropy_mean(
+            logits, target, ignore_index=self.ignore_index, class_weights=self.class_weights
+        )
+
+
+@register_loss(
+    "weighted_bce",
+    "BCE with the positive term weighted by beta (auto: N_neg/N_pos of the training set)",
+    family="pixel",
+    modes=("binary",),
+    alternative="ce(class_weights=[...])",
+    reference="Ronneberger et al. 2015 (U-Net); Pihur et al. 2007",
+    formula="-[beta y log p + (1-y) log(1-p)], mean over pixels",
+)
+class WeightedBCELoss(SegLoss):
+    """``beta="auto"`` takes N_neg / N_pos from ``fit(class_pixel_counts)``; until ``fit``
+    is called it uses the current batch's ratio (so the Python API works without it)."""
+
+    def __init__(
+        self,
+        mode: str = BINARY_MODE,
+        *,
+        beta: float | Literal["auto"] = "auto",
+        ignore_index: int | None = None,
+    ) -> None:
+        super().__init__(mode, locals())
+        if beta != "auto":
+            check_positive("beta", beta)
+        self.beta = beta
+        self.fitted_beta: float | None = None
+        self.ignore_index = ignore_index
+
+    def fit(self, class_pixel_counts: torch.Tensor) -> None:
+        if self.beta == "auto":
+            negatives, positives = (float(c) for c in class_pixel_counts[:2])
+            self.fitted_beta = negatives / positives if positives > 0 else 1.0
+            self.params["fitted_beta"] = self.fitted_beta
+
+    def current_beta(self, y: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor | float:
+        if self.beta != "auto":
+            return self.beta
+        if self.fitted_beta is not None:
+            return self.fitted_beta
+        count = y.numel() if valid is None else valid.sum()
+        positives = y.sum()
+        return torch.where(positives > 0, (count - positives) / positives.clamp_min(1), 1.0)
+
+    def compute(self, logits, target, maps):
+        y, valid = binary_target(target, self.ignore_index)
+        loss = binary_cross_entropy(logits, y, positive_weight=self.current_beta(y, valid))
+        return masked_mean(loss, valid)
+
+
+@register_loss(
+    "balanced_bce",
+    "Class-balanced BCE with beta = share of negatives in the batch (HED)",
+    family="pixel",
+    modes=("binary",),
+    alternative="ce(class_weights=[...])",
+    reference="Xie & Tu 2015 (HED)",
+    formula="-[beta y log p + (1-beta)(1-y) log(1-p)], beta = N_neg/N clipped to [eps, 1-eps]",
+)
+class BalancedBCELoss(SegLoss):
+    def __init__(
+        self, mode: str = BINARY_MODE, *, epsilon: float = 1e-6, ignore_index: int | None = None
+    ) -> None:
+        super().__init__(mode, locals())
+        self.epsilon = check_range("epsilon", epsilon, 0.0, 0.5)
+        self.ignore_index = ignore_index
+
+    def compute(self, logits, target, maps):
+        y, valid = binary_target(target, self.ignore_index)
+        count = y.numel() if valid is None else valid.sum().clamp_min(1)
+        # beta = share of negatives; clipped because an all-negative batch gives beta = 1.
+        beta = (1 - y.sum() / count).clamp(self.epsilon, 1 - self.epsilon).detach()
+        return masked_mean(binary_cross_entropy(logits, y, beta, 1 - beta), valid)
+
+
+@register_loss(
+    "soft_bce",
+    "BCE against smoothed labels y' = y(1-eps) + eps/2",
+    family="pixel",
+    modes=("binary",),
+    alternative="label_smoothing_ce",
+    reference="Szegedy et al. 2016",
+    formula="BCE(p, y(1-eps) + eps/2); smp's smooth_factor f equals eps = 2f",
+)
+class SoftBCELoss(SegLoss):
+    """Its minimum is at p = y', not at a confident prediction (that is the point)."""
+
+    def __init__(
+        self, mode: str = BINARY_MODE, *, epsilon: float = 0.1, ignore_index: int | None = None
+    ) -> None:
+        super().__init__(mode, locals())
+        self.epsilon = check_range("epsilon", epsilon, 0.0, 1.0)
+        self.ignore_index = ignore_index
+
+    def compute(self, logits, target, maps):
+        y, valid = binary_target(target, self.ignore_index)
+        smoothed = y * (1 - self.epsilon) + self.epsilon / 2
+        return masked_mean(binary_cross_entropy(logits, smoothed), valid)
+
+
+@register_loss(
+    "label_smoothing_ce",
+    "Cross-entropy against (1-eps)·onehot + eps/K (torch's convention)",
+    family="pixel",
+    modes=("multiclass",),
+    alternative="soft_bce",
+    reference="Szegedy et al. 2016",
+    formula="CE(p, (1-eps)·onehot(y) + eps/K)",
+)
+class LabelSmoothingCELoss(SegLoss):
+    """eps/K on every class, the true one included (torch); not eps/(K-1) on the others."""
+
+    def __init__(
+        self,
+        mode: str = "multiclass",
+        *,
+        epsilon: float = 0.1,
+        class_weights: list[float] | None = None,
+        ignore_index: int | None = None,
+    ) -> None:
+        super().__init__(mode, locals())
+        self.epsilon = check_range("epsilon", epsilon, 0.0, 1.0)
+        self.class_weights = check_class_weights(class_weights)
+        self.ignore_index = ignore_index
+
+    def compute(self, logits, target, maps):
+        return cross_entropy_mean(
+            logits,
+            target,
+            ignore_index=self.ignore_index,
+            class_weights=self.class_weights,
+            label_smoothing=self.epsilon,
+        )
+
+
+@register_loss(
+    "focal",
+    "Focal loss: cross-entropy down-weighted by (1-p_t)^gamma per pixel",
+    family="pixel",
+    reference="Lin et al. 2017",
+    formula="-alpha_t (1-p_t)^gamma log p_t per pixel, mean",
+)
+class FocalLoss(SegLoss):
+    """Binary: ``alpha`` weighs positives (1-alpha the negatives); None disables it.
+    Multiclass: softmax p_t of the true class; ``alpha`` a list of per-class weights,
+    or one number meaning 1-alpha for the background and alpha for every other class."""
+
+    def __init__(
+        self,
+        mode: str = BINARY_MODE,
+        *,
+        gamma: float = 2.0,
+        alpha: float | list[float] | None = None,
+        ignore_index: int | None = None,
+    ) -> None:
+        super().__init__(mode, locals())
+        self.gamma = check_range("gamma", gamma, 0.0)
+        if isinstance(alpha, list):
+            if self.binary:
+                raise ParameterError("focal: binary mode takes one alpha, not a list")
+            for value in alpha:
+                check_range("alpha", value, 0.0, 1.0)
+        elif alpha is not None:
+            check_range("alpha", alpha, 0.0, 1.0)
+        self.alpha = alpha
+        self.ignore_index = ignore_index
+
+    def compute(self, logits, target, maps):
+        if self.binary:
+            labels, valid = binary_target(target, self.ignore_index)
+            loss = binary_cross_entropy(logits, labels)  # -log p_t
+            # 1 - p_t = |y - p|: a sigmoid instead of exp(log p_t), vectorised on CPU.
+            not_pt = (labels - torch.sigmoid(logits)).abs_().clamp_min_(EPS)
+        else:
+            logpt, labels, valid = log_prob_of_target(logits, target, False, self.ignore_index)
+            loss, not_pt = -logpt, one_minus_exp(logpt)
+        if self.gamma:
+            loss = loss * (not_pt.square() if self.gamma == 2 else not_pt.pow(self.gamma))
+        if self.alpha is not None:
+            loss = loss * self.alpha_of_target(labels, logits.shape[1])
+        return masked_mean(loss, valid)
+
+    def alpha_of_target(self, labels: torch.Tensor, num_channels: int) -> torch.Tensor:
+        if self.binary:
+            return self.alpha * labels + (1 - self.alpha) * (1 - labels)
+        if isinstance(self.alpha, list):
+            if len(self.alpha) != num_channels:
+                raise ParameterError(
+                    f"focal: alpha has {len(self.alpha)} values for {num_channels} classes"
+                )
+            per_class = torch.tensor(self.alpha, device=labels.device)
+        else:
+            per_class = torch.full((num_channels,), self.alpha, device=labels.device)
+            per_class[0] = 1 - self.alpha
+        return per_class[labels].unsqueeze(1)
+
+
+def top_fraction_mean(per_pixel: torch.Tensor, valid: torch.Tensor | None, percent: float):
+    """Mean of the ``percent`` % largest values among valid pixels (whole batch)."""
+    flat = per_pixel.flatten()
+    if valid is None:
+        count = flat.numel()
+    else:
+        # Losses are >= 0, so ignored pixels set to -1 are never among the top.
+        flat = torch.where(valid.expand_as(per_pixel).flatten() > 0, flat, -1.0)
+        count = int(valid.sum().item())
+        if count == 0:
+            return per_pixel.sum() * 0.0
+    k = max(1, math.ceil(count * percent / 100))
+    return flat.topk(k, sorted=False).values.mean()
+
+
+@register_loss(
+    "topk_ce",
+    "Cross-entropy averaged over the k% hardest pixels of the batch",
+    family="pixel",
+    reference="Wu et al. 2016 (bootstrapped CE)",
+    formula="mean of the top k% per-pixel (B)CE values",
+)
+class TopKCELoss(SegLoss):
+    def __init__(
+        self, mode: str = BINARY_MODE, *, k: float = 10.0, ignore_index: int | None = None
+    ) -> None:
+        super().__init__(mode, locals())
+        if not 0 < k <= 100:
+            raise ParameterError(f"k is a percentage in (0, 100], got {k}")
+        self.k = k
+        self.ignore_index = ignore_index
+
+    def compute(self, logits, target, maps):
+        loss, valid = pixel_cross_entropy(logits, target, self.binary, self.ignore_index)
+        return top_fraction_mean(loss, valid, self.k)
+
+
+@register_loss(
+    "distance_weighted_bce",
+    "U-Net weight map: CE weighted by class balance plus w0·exp(-(d1+d2)^2/(2 sigma^2))",
+    family="pixel",
+    needs=(OBJECT_DISTANCE,),
+    reference="Ronneberger et al. 2015 (U-Net)",
+    formula="mean of [w_c(x) + w0 exp(-(d1+d2)^2 / (2 sigma^2))]·CE(x)",
+)
+class DistanceWeightedBCELoss(SegLoss):
+    """d1 + d2 is the ``object_distance`` map (distances to the nearest and second-nearest
+    connected component; inf with fewer than two objects, so the term vanishes).
+    w_c(x) = n / (K·n_{y(x)}) over the batch's valid pixels (K = 2 binary, C multiclass),
+    i.e. sklearn's "balanced" class weights; 1 everywhere with ``class_balance=False``."""
+
+    def __init__(
+        self,
+        mode: str = BINARY_MODE,
+        *,
+        w0: float = 10.0,
+        sigma: float = 5.0,
+        class_balance: bool = True,
+        ignore_index: int | None = None,
+    ) -> None:
+        super().__init__(mode, locals())
+        self.w0 = check_range("w0", w0, 0.0)
+        self.sigma = check_positive("sigma", sigma)
+        self.class_balance = class_balance
+        self.ignore_index = ignore_index
+
+    def compute(self, logits, target, maps):
+        distance = maps.get(OBJECT_DISTANCE)
+        if distance is None:
+            from losscmp.losses.distance import batch_target_maps
+
+            distance = batch_target_maps(
+                target, mode=self.mode, num_classes=logits.shape[1],
+                ignore_index=self.ignore_index, names=[OBJECT_DISTANCE],
+            )[OBJECT_DISTANCE]
+        distance = distance.to(device=logits.device, dtype=torch.float32)
+        weight = self.w0 * torch.exp(-(distance**2) / (2 * self.sigma**2))
+        loss, valid = pixel_cross_entropy(logits, target, self.binary, self.ignore_index)
+        weight = weight + self.class_weight_map(target, logits.shape[1])
+        return masked_mean(loss * weight, valid)
+
+    def class_weight_map(self, target: torch.Tensor, num_channels: int):
+        if not self.class_balance:
+            return 1.0
+        if self.binary:
+            y, valid = binary_target(target, self.ignore_index)
+            labels = y.long()
+            num_classes = 2
+        else:
+            labels, valid = multiclass_target(target, self.ignore_index)
+            labels = labels.unsqueeze(1)
+            num_classes = num_channels
+        counted = torch.ones_like(labels, dtype=torch.float32) if valid is None else valid
+        counts = torch.zeros(num_classes, device=labels.device).scatter_add_(
+            0, labels.flatten(), counted.flatten()
+        )
+        present = (counts > 0).sum()
+        per_class = counts.sum() / (present * counts).clamp_min(1)
+        return per_class[labels]

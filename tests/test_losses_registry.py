@@ -1,0 +1,141 @@
+"""create_loss / list_losses / get_loss_entry: names, metadata, parameter checking."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from losscmp.errors import ParameterError, UnknownNameError
+from losscmp.losses import (
+    LOSS_REGISTRY,
+    SegLoss,
+    create_loss,
+    get_loss_entry,
+    list_losses,
+)
+
+CATALOGUE = [
+    "bce", "ce", "weighted_bce", "balanced_bce", "soft_bce", "label_smoothing_ce", "focal",
+    "topk_ce", "distance_weighted_bce",
+    "dice", "jaccard", "tversky", "focal_tversky", "log_cosh_dice", "generalized_dice", "mcc",
+    "f1", "lovasz",
+    "bce_dice", "ce_dice", "dice_focal", "dice_topk", "combo", "unified_focal",
+    "boundary", "hausdorff_dt",
+]
+FAMILIES = {"pixel", "overlap", "compound", "boundary"}
+MAPS = {"signed_distance", "object_distance"}
+
+
+def test_every_loss_of_the_catalogue_is_registered():
+    assert sorted(CATALOGUE) == list_losses()
+
+
+def test_list_losses_filters_with_a_pattern():
+    assert list_losses("*dice*") == [
+        "bce_dice", "ce_dice", "dice", "dice_focal", "dice_topk", "generalized_dice",
+        "log_cosh_dice",
+    ]
+
+
+@pytest.mark.parametrize("name", CATALOGUE)
+def test_entry_metadata_is_complete(name):
+    entry = get_loss_entry(name)
+    assert entry.description and "\n" not in entry.description
+    assert entry.family in FAMILIES
+    assert set(entry.modes) <= {"binary", "multiclass"} and entry.modes
+    assert entry.reference and entry.formula
+    assert entry.needs <= MAPS
+    assert issubclass(entry.factory, SegLoss)
+    assert entry.factory.needs == entry.needs
+    assert "mode" not in entry.parameters
+
+
+@pytest.mark.parametrize("name", CATALOGUE)
+def test_every_parameter_is_type_annotated_with_a_default(name):
+    entry = get_loss_entry(name)
+    hints = entry.type_hints()
+    for parameter in entry.parameters.values():
+        assert parameter.name in hints, parameter.name
+        assert parameter.default is not inspect.Parameter.empty, parameter.name
+
+
+def test_boundary_family_declares_its_maps():
+    assert get_loss_entry("boundary").needs == {"signed_distance"}
+    assert get_loss_entry("hausdorff_dt").needs == {"signed_distance"}
+    assert get_loss_entry("distance_weighted_bce").needs == {"object_distance"}
+    assert get_loss_entry("dice").needs == frozenset()
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(UnknownNameError, match="did you mean 'dice'"):
+        create_loss("dcie")
+
+
+def test_bad_parameter_name_lists_the_valid_ones():
+    with pytest.raises(ParameterError, match=r"no parameter 'gama'.*'gamma'.*valid parameters"):
+        create_loss("focal", gama=1)
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("focal", {"gamma": "high"}), ("dice", {"smooth": True}), ("dice", {"reduction": "pixel"}),
+     ("lovasz", {"per_image": "yes"}), ("dice", {"class_weights": [1, "a"]}),
+     ("weighted_bce", {"beta": "automatic"}), ("topk_ce", {"k": [10]})],
+)
+def test_bad_parameter_type_is_rejected(name, params):
+    with pytest.raises(ParameterError, match="is not"):
+        create_loss(name, **params)
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("focal", {"gamma": -1}), ("focal", {"alpha": 1.5}), ("tversky", {"alpha": -0.1}),
+     ("tversky", {"alpha": 0, "beta": 0}), ("dice", {"smooth": -1}), ("topk_ce", {"k": 0}),
+     ("topk_ce", {"k": 150}), ("combo", {"alpha": 2}), ("balanced_bce", {"epsilon": 0.7}),
+     ("dice", {"class_weights": [-1, 1]}), ("dice", {"class_weights": []}),
+     ("distance_weighted_bce", {"sigma": 0}), ("weighted_bce", {"beta": 0}),
+     ("unified_focal", {"delta": 1.2}), ("focal_tversky", {"gamma": 0})],
+)
+def test_bad_parameter_value_raises_parameter_error(name, params):
+    with pytest.raises(ParameterError):
+        create_loss(name, **params)
+
+
+def test_values_are_coerced_from_spec_and_yaml_types():
+    assert create_loss("focal", gamma=1).params["gamma"] == 1.0
+    assert isinstance(create_loss("focal", gamma=1).gamma, float)
+    assert create_loss("dice", mode="multiclass", class_weights=[1, 2, 3]).class_weights == [
+        1.0, 2.0, 3.0]
+    assert create_loss("weighted_bce", beta="auto").params["beta"] == "auto"
+    assert create_loss("weighted_bce", beta=3).params["beta"] == 3.0
+    assert create_loss("topk_ce", k=5).k == 5.0
+
+
+@pytest.mark.parametrize(
+    ("name", "mode", "alternative"),
+    [("bce", "multiclass", "ce"), ("ce", "binary", "bce"),
+     ("soft_bce", "multiclass", "label_smoothing_ce"), ("bce_dice", "multiclass", "ce_dice"),
+     ("ce_dice", "binary", "bce_dice"), ("weighted_bce", "multiclass", "ce")],
+)
+def test_unsupported_mode_names_the_alternative(name, mode, alternative):
+    with pytest.raises(ParameterError, match=f"binary|multiclass.*use '{alternative}"):
+        create_loss(name, mode=mode)
+
+
+def test_unknown_mode_is_rejected():
+    with pytest.raises(ParameterError, match="mode"):
+        create_loss("dice", mode="multilabel")
+
+
+def test_wrong_class_weight_count_is_a_parameter_error():
+    import torch
+
+    loss = create_loss("dice", mode="multiclass", class_weights=[1.0, 2.0])
+    with pytest.raises(ParameterError, match="3 classes"):
+        loss(torch.zeros(1, 3, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long))
+
+
+def test_registry_is_the_shared_one():
+    assert LOSS_REGISTRY.kind == "loss"
+    assert set(LOSS_REGISTRY.names()) == set(CATALOGUE)
