@@ -1,0 +1,133 @@
+"""Datasets: a registry of loaders (synthetic, pets, folder) and the batch loader.
+
+```python
+data = load_dataset("synthetic(fg_fraction=0.02)", data_dir=None, image_size=64,
+                    limit=None, seed=0)
+loader = make_loader(data, split="train", batch_size=16, seed=0, epoch=3)
+```
+
+Importing this package costs numpy only; torch, PIL and albumentations load
+inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from losscmp.data.base import SegmentationData
+from losscmp.data.folder import load_folder
+from losscmp.data.loader import SegmentationLoader, make_loader
+from losscmp.data.pets import DEFAULT_PETS_DIR, load_pets, pets_status
+from losscmp.data.synthetic import load_synthetic
+from losscmp.errors import ParameterError
+from losscmp.registry import Registry, check_params
+from losscmp.spec import Spec, as_spec
+
+__all__ = [
+    "DATASET_REGISTRY",
+    "SegmentationData",
+    "SegmentationLoader",
+    "dataset_status",
+    "download_dataset",
+    "list_datasets",
+    "load_dataset",
+    "make_loader",
+]
+
+DATASET_REGISTRY = Registry("dataset")
+DATASET_REGISTRY.register(
+    "synthetic",
+    "Generated shapes on a textured background; foreground fraction as asked (no download)",
+    family="generated",
+)(load_synthetic)
+DATASET_REGISTRY.register(
+    "pets",
+    "Oxford-IIIT Pet: pet vs background (or 3-class trimaps), 7,349 photos",
+    family="download",
+    reference="https://www.robots.ox.ac.uk/~vgg/data/pets/",
+)(load_pets)
+DATASET_REGISTRY.register(
+    "folder",
+    "Your own images/ + masks/ folders: --dataset folder:PATH",
+    family="local",
+)(load_folder)
+
+
+def list_datasets(pattern: str | None = None) -> list[str]:
+    return DATASET_REGISTRY.names(pattern)
+
+
+def load_dataset(
+    spec: str | Spec,
+    *,
+    data_dir: str | Path | None = None,
+    image_size: int = 64,
+    limit: int | None = None,
+    seed: int = 0,
+) -> SegmentationData:
+    """Build the named dataset at ``image_size`` pixels square, held in memory."""
+    spec = as_spec(spec)
+    entry = DATASET_REGISTRY.get(spec.name)
+    params = check_params(entry, spec.params, "dataset")
+    if image_size < 16:
+        raise ParameterError(f"image size must be at least 16 pixels, not {image_size}")
+    if limit is not None and limit < 2:
+        raise ParameterError(
+            f"limit must be at least 2 images (one to train, one to validate), not {limit}"
+        )
+    data = entry.factory(
+        data_dir=Path(data_dir) if data_dir is not None else None,
+        image_size=image_size,
+        limit=limit,
+        seed=seed,
+        **params,
+    )
+    data.spec = spec.label
+    data.info.setdefault("spec", spec.label)
+    if limit is not None:
+        data.info["limit"] = limit
+    return data
+
+
+def dataset_status(data_dir_root: Path) -> list[dict[str, Any]]:
+    """One row per dataset: name, description, present, path, how_to_get."""
+    root = Path(data_dir_root)
+    rows = [
+        {
+            "name": "synthetic",
+            "description": DATASET_REGISTRY.get("synthetic").description,
+            "present": True,
+            "path": "",
+            "how_to_get": "built in: generated on the fly",
+        },
+        {
+            "name": "pets",
+            "description": DATASET_REGISTRY.get("pets").description,
+            **pets_status(root / DEFAULT_PETS_DIR.name),
+        },
+        {
+            "name": "folder",
+            "description": DATASET_REGISTRY.get("folder").description,
+            "present": True,  # nothing to fetch: it reads whatever folder it is given
+            "path": "",
+            "how_to_get": "your data: --dataset folder:PATH with PATH/images + PATH/masks",
+        },
+    ]
+    return rows
+
+
+def download_dataset(
+    name: str,
+    dest: Path,
+    progress: Callable[[str, int, int | None], None] | None = None,
+    **options: Any,
+) -> Path:
+    """Fetch, verify and extract a downloadable dataset into ``dest``; returns ``dest``."""
+    from losscmp.data.download import download_pets
+
+    entry = DATASET_REGISTRY.get(name)
+    if entry.name != "pets":
+        raise ParameterError(f"dataset '{name}' has nothing to download (only 'pets' has)")
+    return download_pets(Path(dest), progress=progress, **options)

@@ -1,0 +1,124 @@
+"""The in-memory dataset every loader reads: uint8 images and class-index masks.
+
+Datasets are small enough (a few thousand images at training size) to hold
+decoded and resized in memory, which is what makes every later epoch cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from losscmp.errors import ParameterError
+
+SPLITS = ("train", "val")
+IGNORE_INDEX = 255
+
+# How a training sample may be augmented. "dihedral" (flips and 90-degree turns)
+# is exact on the pixel grid, so cached distance maps can be turned with the
+# mask; "albumentations" is the full pipeline of transforms.py.
+Augmentation = Literal["dihedral", "albumentations"]
+
+
+@dataclass
+class SegmentationData:
+    """Train and validation images and masks of one dataset, already at training size."""
+
+    name: str
+    spec: str
+    mode: Literal["binary", "multiclass"]
+    class_names: tuple[str, ...]
+    train_images: np.ndarray  # uint8 (N, H, W, 3)
+    train_masks: np.ndarray  # uint8 (N, H, W): class index, 255 = ignore
+    val_images: np.ndarray
+    val_masks: np.ndarray
+    ignore_index: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    augmentation: Augmentation = "albumentations"
+    # Source names per sample (file ids), when the dataset has them; for per-image reports.
+    train_names: tuple[str, ...] = ()
+    val_names: tuple[str, ...] = ()
+    # Distance maps per (split, name), filled by the loader on first use.
+    map_cache: dict[tuple[str, str], np.ndarray] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def out_channels(self) -> int:
+        return 1 if self.mode == "binary" else self.num_classes
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train_images.shape[1])
+
+    def images(self, split: str) -> np.ndarray:
+        return self._split_arrays(split)[0]
+
+    def masks(self, split: str) -> np.ndarray:
+        return self._split_arrays(split)[1]
+
+    def names(self, split: str) -> tuple[str, ...]:
+        self._split_arrays(split)
+        return self.train_names if split == "train" else self.val_names
+
+    def size(self, split: str) -> int:
+        return len(self.masks(split))
+
+    def class_pixel_counts(self, split: str = "train") -> np.ndarray:
+        """Pixels per class (K,) over the split, ignored pixels left out.
+
+        K = 2 for binary ([background, foreground]) as the losses' ``fit`` expects.
+        """
+        counts = np.bincount(self.masks(split).ravel(), minlength=256)
+        return counts[: max(self.num_classes, 2)].astype(np.int64)
+
+    def foreground_fraction(self, split: str = "train") -> float:
+        """Share of labelled pixels that are not background."""
+        counts = self.class_pixel_counts(split)
+        total = counts.sum()
+        return float(counts[1:].sum() / total) if total else 0.0
+
+    def _split_arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        if split == "train":
+            return self.train_images, self.train_masks
+        if split == "val":
+            return self.val_images, self.val_masks
+        raise ParameterError(f"unknown split '{split}'; choose from: {', '.join(SPLITS)}")
+
+
+@dataclass(frozen=True)
+class LoadContext:
+    """What every dataset factory gets from the run besides its own parameters."""
+
+    data_dir: Path | None
+    image_size: int
+    limit: int | None
+    seed: int
+
+
+def describe(data: SegmentationData, **extra: Any) -> dict[str, Any]:
+    """The JSON-able summary stored in ``info`` (and so in run.json)."""
+    return {
+        "mode": data.mode,
+        "class_names": list(data.class_names),
+        "image_size": data.image_size,
+        "train_size": data.size("train"),
+        "val_size": data.size("val"),
+        "train_foreground_fraction": round(data.foreground_fraction("train"), 6),
+        "val_foreground_fraction": round(data.foreground_fraction("val"), 6),
+        **extra,
+    }
+
+
+def split_counts(total: int, limit: int | None, val_fraction: float) -> tuple[int, int]:
+    """(train, val) sizes for ``total`` images capped at ``limit``; val keeps at least one."""
+    kept = total if limit is None else min(total, limit)
+    val = max(1, round(kept * val_fraction)) if kept > 1 else 0
+    return kept - val, val

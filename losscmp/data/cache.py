@@ -1,0 +1,62 @@
+"""Decode and resize once: resized uint8 arrays saved as .npz next to the data.
+
+The key covers every source file's relative path, size and modification time,
+the image size and a format version, so an edited, added or removed file, or a
+new size, makes a new entry and a stale array is never read back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+CACHE_DIRNAME = ".losscmp-cache"
+CACHE_VERSION = 1
+
+
+def cache_key(root: Path, files: Iterable[Path], *parts: object) -> str:
+    """A short hash of the files' identities (path, size, mtime) and ``parts``."""
+    digest = hashlib.sha256(f"v{CACHE_VERSION}|{parts!r}".encode())
+    for path in files:
+        try:
+            stat = path.stat()
+            identity = f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}"
+        except OSError:
+            identity = f"{path}|missing"
+        digest.update(identity.encode() + b"\n")
+    return digest.hexdigest()[:20]
+
+
+def cache_path(root: Path, prefix: str, key: str) -> Path:
+    return root / CACHE_DIRNAME / f"{prefix}-{key}.npz"
+
+
+def load_cached(path: Path) -> dict[str, np.ndarray] | None:
+    """The stored arrays, or None when absent or unreadable (then it is rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return {name: stored[name] for name in stored.files}
+    except (OSError, ValueError, EOFError):
+        return None
+
+
+def save_cached(path: Path, arrays: dict[str, np.ndarray]) -> bool:
+    """Write atomically (a reader never sees half a file); False if the folder is read-only."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, **arrays)
+        os.replace(temporary, path)
+        return True
+    except OSError:
+        if "temporary" in locals():
+            Path(temporary).unlink(missing_ok=True)
+        return False

@@ -1,0 +1,273 @@
+"""Any dataset laid out as PATH/images/* + PATH/masks/*, paired by file stem.
+
+    --dataset folder:PATH
+    --dataset "folder(path=PATH,mask_suffix=_mask,num_classes=3)"
+
+Masks may be PNG, GIF, TIFF, BMP or JPEG. Binary (the default): any non-zero
+pixel is foreground; JPEG masks are thresholded at 128 because compression
+smears 0/255 edges into in-between values. Multiclass (``num_classes`` > 2): the
+pixel value is the class index, 255 is ignored, JPEG masks are refused (their
+values cannot be trusted). Validation comes from PATH/val/images + PATH/val/masks
+when that exists, else from a fixed ``val_fraction`` of the pairs.
+
+This is the user's own data, so problems are errors that name the files, not
+silently skipped samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from losscmp.data import cache
+from losscmp.data.base import IGNORE_INDEX, LoadContext, SegmentationData, describe
+from losscmp.data.images import UnreadableFile, decode_pairs, read_label_image
+from losscmp.errors import DatasetError, ParameterError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".tif", ".tiff", ".bmp", ".webp"})
+JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
+# Tried in order when no mask_suffix is given (ISIC: _segmentation; Carvana: _mask).
+COMMON_MASK_SUFFIXES = ("", "_mask", "_segmentation", "_Segmentation", "_seg", "_label", "_gt")
+SHOW = 3  # file names listed in an error
+
+
+def load_folder(
+    *,
+    path: str,
+    mask_suffix: str | None = None,
+    num_classes: int = 2,
+    val_fraction: float = 0.1,
+    **context: Any,
+) -> SegmentationData:
+    ctx = LoadContext(**context)
+    if num_classes < 2 or num_classes > 255:
+        raise ParameterError(f"dataset 'folder': num_classes={num_classes} must be 2 to 255")
+    if not 0.0 < val_fraction < 1.0:
+        raise ParameterError(f"dataset 'folder': val_fraction={val_fraction} must be in (0, 1)")
+    root = Path(path).expanduser()
+    check_folder(root)
+    train_pairs, suffix = pair_files(root, mask_suffix)
+    if (root / "val" / "images").is_dir():
+        check_folder(root / "val")
+        val_pairs, _ = pair_files(root / "val", suffix)
+        validation = "val/ folder"
+    else:
+        train_pairs, val_pairs = split_pairs(train_pairs, val_fraction)
+        validation = f"{val_fraction:g} of the pairs"
+    train_pairs, val_pairs = apply_limit(train_pairs, val_pairs, ctx.limit)
+    arrays, cache_state = decoded_pairs(root, train_pairs + val_pairs, ctx.image_size, num_classes)
+    train_count = len(train_pairs)
+    masks = arrays["masks"]
+    binary = num_classes == 2
+    data = SegmentationData(
+        name="folder",
+        spec="",
+        mode="binary" if binary else "multiclass",
+        class_names=("background", "foreground")
+        if binary
+        else ("background", *(f"class{k}" for k in range(1, num_classes))),
+        train_images=arrays["images"][:train_count],
+        train_masks=masks[:train_count],
+        val_images=arrays["images"][train_count:],
+        val_masks=masks[train_count:],
+        ignore_index=IGNORE_INDEX if (masks == IGNORE_INDEX).any() else None,
+        train_names=tuple(image.stem for image, _ in train_pairs),
+        val_names=tuple(image.stem for image, _ in val_pairs),
+    )
+    data.info = describe(
+        data,
+        source=str(root),
+        mask_suffix=suffix,
+        validation=validation,
+        cache=cache_state,
+        truncated_count=int(len(arrays["truncated"])),
+    )
+    return data
+
+
+def check_folder(root: Path) -> None:
+    if not root.is_dir():
+        raise DatasetError(f"folder dataset: {root} is not a folder")
+    missing = [name for name in ("images", "masks") if not (root / name).is_dir()]
+    if missing:
+        raise DatasetError(
+            f"folder dataset: {root} needs images/ and masks/ subfolders "
+            f"(missing {' and '.join(name + '/' for name in missing)})"
+        )
+
+
+def image_files(folder: Path) -> dict[str, Path]:
+    """Stem -> file for the picture files in ``folder`` (hidden and macOS ._ files skipped)."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if path.stem in found:
+            raise DatasetError(
+                f"folder dataset: {found[path.stem].name} and {path.name} in {folder} "
+                "share a name; keep one"
+            )
+        found[path.stem] = path
+    return found
+
+
+def listed(names: list[str]) -> str:
+    shown = ", ".join(names[:SHOW])
+    return shown + (f" and {len(names) - SHOW} more" if len(names) > SHOW else "")
+
+
+def pair_files(root: Path, mask_suffix: str | None) -> tuple[list[tuple[Path, Path]], str]:
+    """(image, mask) pairs sorted by name, and the mask suffix used."""
+    images, masks = image_files(root / "images"), image_files(root / "masks")
+    if not images:
+        raise DatasetError(f"folder dataset: no images in {root / 'images'}")
+    if not masks:
+        raise DatasetError(f"folder dataset: no masks in {root / 'masks'}")
+    suffix = mask_suffix if mask_suffix is not None else guess_suffix(images, masks)
+    unmatched_images = [path.name for stem, path in images.items() if stem + suffix not in masks]
+    mask_stems = {stem + suffix for stem in images}
+    unmatched_masks = [path.name for stem, path in masks.items() if stem not in mask_stems]
+    if unmatched_images:
+        example = f"masks/<name>{suffix}.png"
+        raise DatasetError(
+            f"folder dataset: {len(unmatched_images)} image(s) in {root / 'images'} have no mask "
+            f"({example}): {listed(unmatched_images)}"
+            + (
+                ""
+                if mask_suffix is not None
+                else "; set mask_suffix=... if masks are named otherwise"
+            )
+        )
+    if unmatched_masks:
+        raise DatasetError(
+            f"folder dataset: {len(unmatched_masks)} mask(s) in {root / 'masks'} have no image: "
+            f"{listed(unmatched_masks)}"
+        )
+    return [(images[stem], masks[stem + suffix]) for stem in sorted(images)], suffix
+
+
+def guess_suffix(images: dict[str, Path], masks: dict[str, Path]) -> str:
+    """The common suffix that pairs the most images with a mask."""
+    matches = {
+        suffix: sum(stem + suffix in masks for stem in images) for suffix in COMMON_MASK_SUFFIXES
+    }
+    return max(COMMON_MASK_SUFFIXES, key=lambda suffix: matches[suffix])
+
+
+def split_pairs(
+    pairs: list[tuple[Path, Path]], val_fraction: float
+) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+    """A fixed split by hash of the file name: independent of the seed and of other files."""
+    if len(pairs) < 2:
+        raise DatasetError(
+            f"folder dataset: {len(pairs)} image/mask pair is not enough for a train and a "
+            "validation split"
+        )
+    ordered = sorted(pairs, key=lambda pair: hashlib.sha1(pair[0].name.encode()).hexdigest())
+    val_count = max(1, round(len(pairs) * val_fraction))
+    return sorted(ordered[val_count:]), sorted(ordered[:val_count])
+
+
+def apply_limit(
+    train: list[tuple[Path, Path]], val: list[tuple[Path, Path]], limit: int | None
+) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+    """At most ``limit`` pairs in all, validation shrunk in proportion (at least one)."""
+    if limit is None or len(train) + len(val) <= limit:
+        return train, val
+    val_count = max(1, round(limit * len(val) / (len(train) + len(val))))
+    return train[: limit - val_count], val[:val_count]
+
+
+def check_sizes(pairs: list[tuple[Path, Path]]) -> None:
+    """Image and mask must have the same size; reads headers only."""
+    mismatched, unreadable = [], []
+    for image_path, mask_path in pairs:
+        sizes = [header_size(image_path), header_size(mask_path)]
+        for path, size in zip((image_path, mask_path), sizes, strict=True):
+            if size is None:
+                unreadable.append(path.name)
+        if None not in sizes and sizes[0] != sizes[1]:
+            mismatched.append(f"{image_path.name} {sizes[0]} vs {mask_path.name} {sizes[1]}")
+    if unreadable:
+        count = len(unreadable)
+        raise DatasetError(f"folder dataset: {count} file(s) are not images: {listed(unreadable)}")
+    if mismatched:
+        count = len(mismatched)
+        raise DatasetError(
+            f"folder dataset: {count} image/mask pair(s) differ in size: {listed(mismatched)}"
+        )
+
+
+def header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the file header, or None if it is not a readable image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError):
+        return None
+
+
+def mask_reader(num_classes: int):
+    """Reads a mask file into class indices (before resizing)."""
+
+    def read(path: Path) -> np.ndarray:
+        labels = read_label_image(path)
+        is_jpeg = path.suffix.lower() in JPEG_SUFFIXES
+        if num_classes == 2:
+            return (labels >= 128 if is_jpeg else labels > 0).astype(np.uint8)
+        if is_jpeg:
+            raise DatasetError(
+                f"folder dataset: {path.name} is a JPEG mask; JPEG cannot hold class indices "
+                "exactly (use PNG), or use a binary dataset"
+            )
+        return labels
+
+    return read
+
+
+def check_class_values(masks: np.ndarray, pairs: list[tuple[Path, Path]], num_classes: int) -> None:
+    bad = (masks >= num_classes) & (masks != IGNORE_INDEX)
+    offenders = np.flatnonzero(bad.any(axis=(1, 2)))
+    if len(offenders):
+        first = int(offenders[0])
+        value = int(masks[first][bad[first]].max())
+        names = listed([pairs[index][1].name for index in offenders])
+        raise DatasetError(
+            f"folder dataset: {len(offenders)} mask(s) hold values >= num_classes={num_classes} "
+            f"(e.g. {value} in {pairs[first][1].name}): {names}"
+        )
+
+
+def decoded_pairs(
+    root: Path, pairs: list[tuple[Path, Path]], size: int, num_classes: int
+) -> tuple[dict[str, np.ndarray], str]:
+    files = [path for pair in pairs for path in pair]
+    key = cache.cache_key(root, files, "folder", size, num_classes)
+    location = cache.cache_path(root, f"folder-{size}px", key)
+    stored = cache.load_cached(location)
+    if stored is not None:
+        return stored, "hit"
+    check_sizes(pairs)
+    try:
+        decoded = decode_pairs(pairs, size, mask_reader(num_classes))
+    except UnreadableFile as error:
+        raise DatasetError(f"folder dataset: {error}") from None
+    if decoded.unreadable:
+        raise DatasetError(
+            f"folder dataset: {len(decoded.unreadable)} file(s) cannot be decoded: "
+            f"{listed([Path(p).name for p in decoded.unreadable])}"
+        )
+    if num_classes > 2:
+        check_class_values(decoded.masks, pairs, num_classes)
+    arrays = {
+        "images": decoded.images,
+        "masks": decoded.masks,
+        "truncated": np.array(decoded.truncated, dtype=str),
+    }
+    saved = cache.save_cached(location, arrays)
+    return arrays, "written" if saved else "read-only"

@@ -1,0 +1,149 @@
+"""Decoding image and mask files into resized uint8 arrays, tolerant of real-world quirks.
+
+Handled: files whose content is not what their extension says (PIL reads the
+content), palette/grey/RGBA/CMYK images (converted to RGB), truncated JPEGs
+(decoded as far as the data goes, then flagged), and unreadable files (reported).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+class UnreadableFile(Exception):
+    """A file PIL cannot decode at all."""
+
+
+@dataclass
+class Decoded:
+    """Resized arrays for the files that could be read, plus what went wrong."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    kept: list[int]  # positions (in the requested list) of the decoded pairs
+    truncated: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+
+def read_rgb(path: Path, size: int, *, allow_truncated: bool = False) -> np.ndarray:
+    """(size, size, 3) uint8, bilinear with antialiasing."""
+    from PIL import Image, ImageFile, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            if image.format == "JPEG":
+                image.draft("RGB", (size, size))  # decode at reduced scale: much faster
+            if allow_truncated:
+                previous, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, True
+                try:
+                    image.load()
+                finally:
+                    ImageFile.LOAD_TRUNCATED_IMAGES = previous
+            rgb = image.convert("RGB")
+    except UnidentifiedImageError as error:
+        raise UnreadableFile(f"{path}: not an image") from error
+    return np.asarray(rgb.resize((size, size), Image.BILINEAR), dtype=np.uint8)
+
+
+def read_label_image(path: Path) -> np.ndarray:
+    """Pixel values of a mask file, (H, W) uint8, at its own size.
+
+    RGB masks become the per-pixel maximum over channels (any colour on black
+    marks foreground); palette images are read as palette_labels says.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode == "P":
+                return palette_labels(image)
+            if image.mode == "L":
+                return np.asarray(image, dtype=np.uint8)
+            if image.mode in ("I", "I;16", "I;16B", "F"):
+                return np.clip(np.asarray(image), 0, 255).astype(np.uint8)
+            if image.mode in ("LA", "PA"):
+                return np.asarray(image.getchannel(0), dtype=np.uint8)
+            if image.mode == "1":
+                return np.asarray(image, dtype=np.uint8)
+            return np.asarray(image.convert("RGB"), dtype=np.uint8).max(axis=-1)
+    except UnidentifiedImageError as error:
+        raise UnreadableFile(f"{path}: not an image") from error
+
+
+def palette_labels(image) -> np.ndarray:
+    """Palette masks: with a grey palette the grey level is the label (encoders such as
+    GIF's reorder the palette, so the index is not); with a colour palette (Pascal
+    VOC style) the index is the label."""
+    indices = np.asarray(image, dtype=np.uint8)
+    palette = np.array(image.getpalette() or [], np.uint8).reshape(-1, 3)
+    used = np.unique(indices)
+    used = used[used < len(palette)]
+    colours = palette[used]
+    if len(colours) and (colours == colours[:, :1]).all():
+        grey = np.zeros(256, np.uint8)
+        grey[: len(palette)] = palette[:, 0]
+        return grey[indices]
+    return indices
+
+
+def resize_labels(labels: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize: class indices must never be blended."""
+    from PIL import Image
+
+    if labels.shape == (size, size):
+        return labels
+    return np.asarray(Image.fromarray(labels).resize((size, size), Image.NEAREST))
+
+
+def is_truncation(error: OSError) -> bool:
+    return "truncated" in str(error) or "broken data stream" in str(error)
+
+
+def decode_pairs(
+    pairs: Sequence[tuple[Path, Path]],
+    size: int,
+    read_mask: Callable[[Path], np.ndarray],
+) -> Decoded:
+    """Decode (image, mask) pairs in a thread pool (PIL releases the GIL while decoding)."""
+    images = np.zeros((len(pairs), size, size, 3), np.uint8)
+    masks = np.zeros((len(pairs), size, size), np.uint8)
+    failed: dict[int, str] = {}  # position -> the file that could not be read
+
+    def decode(position: int, allow_truncated: bool) -> str:
+        image_path, mask_path = pairs[position]
+        current = image_path
+        try:
+            images[position] = read_rgb(image_path, size, allow_truncated=allow_truncated)
+            current = mask_path
+            masks[position] = resize_labels(read_mask(mask_path), size)
+        except UnreadableFile:
+            failed[position] = str(current)
+            return "unreadable"
+        except OSError as error:
+            failed[position] = str(current)
+            return "truncated" if is_truncation(error) and current == image_path else "unreadable"
+        return "ok"
+
+    workers = min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        outcome = list(pool.map(lambda position: decode(position, False), range(len(pairs))))
+    # Truncated files are read again one by one, accepting the missing tail: PIL's
+    # switch for that is process-wide, so it must not be on while other threads decode.
+    truncated = [position for position, state in enumerate(outcome) if state == "truncated"]
+    for position in truncated:
+        outcome[position] = "truncated" if decode(position, True) == "ok" else "unreadable"
+    kept = [position for position, state in enumerate(outcome) if state != "unreadable"]
+    return Decoded(
+        images=images[kept],
+        masks=masks[kept],
+        kept=kept,
+        truncated=[str(pairs[p][0]) for p, state in enumerate(outcome) if state == "truncated"],
+        unreadable=[failed[p] for p, state in enumerate(outcome) if state == "unreadable"],
+    )

@@ -1,0 +1,260 @@
+"""Batches from a SegmentationData: fixed order and augmentation per (seed, epoch).
+
+A batch is built by one function from a list of sample positions, in the main
+process (num_workers=0, vectorised over the batch) or in worker processes (each
+worker builds whole batches); the result is the same either way because all
+randomness comes from (seed, epoch, sample).
+
+Distance maps: for un-augmented or dihedrally augmented samples the maps are
+computed once per sample and cached on the data object (a flip or quarter turn
+of a mask turns its distance maps the same way, exactly); after the full
+albumentations pipeline (sub-pixel rotation and scaling) they are recomputed
+from the augmented mask, in the workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from losscmp.data import transforms
+from losscmp.data.base import SegmentationData
+from losscmp.errors import ParameterError
+
+KNOWN_MAPS = frozenset({"signed_distance", "object_distance"})
+MAP_CACHE_BYTES = 512 * 1024**2  # beyond this, maps are computed per batch instead
+_SHUFFLE_STREAM = 0x5EED
+WORKER_TIMEOUT_S = 300
+
+
+class SegmentationLoader:
+    """An iterable of batch dicts; ``len()`` is the number of batches."""
+
+    def __init__(self, builder: BatchBuilder, batches: list[np.ndarray], num_workers: int):
+        self.builder = builder
+        self.batches = batches
+        self.num_workers = num_workers
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self.num_workers == 0:
+            return (finish(self.builder(indices)) for indices in self.batches)
+        return (finish(batch) for batch in self._worker_loader())
+
+    def _worker_loader(self) -> Any:
+        from torch.utils.data import DataLoader
+
+        return DataLoader(
+            _BatchList(self.builder, self.batches),
+            batch_size=None,  # items are whole batches already
+            shuffle=False,
+            num_workers=self.num_workers,
+            worker_init_fn=_one_thread_per_worker,
+            timeout=WORKER_TIMEOUT_S,  # a stuck worker raises instead of hanging the run
+        )
+
+
+class _BatchList:
+    """Map-style dataset whose items are whole batches (for torch's DataLoader)."""
+
+    def __init__(self, builder: BatchBuilder, batches: list[np.ndarray]):
+        self.builder = builder
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        return self.builder(self.batches[position])
+
+
+def _one_thread_per_worker(_: int) -> None:
+    import torch
+
+    # The workers already fill the cores; threads inside each would only contend.
+    # (OpenCV's pool is left alone: reconfiguring it in a forked child can hang.)
+    torch.set_num_threads(1)
+
+
+class BatchBuilder:
+    """Turns sample positions of one split into a batch dict of tensors (image still uint8)."""
+
+    def __init__(
+        self,
+        data: SegmentationData,
+        split: str,
+        *,
+        maps: frozenset[str],
+        augment: bool,
+        seed: int,
+        epoch: int,
+    ):
+        self.data = data
+        self.images = data.images(split)
+        self.masks = data.masks(split)
+        self.map_names = sorted(maps)
+        self.seed, self.epoch = seed, epoch
+        self.dihedral = augment and data.augmentation == "dihedral"
+        self.pipeline = None
+        if augment and not self.dihedral:
+            fill = data.ignore_index if data.ignore_index is not None else 0
+            self.pipeline = transforms.train_pipeline(fill)
+        # Drawn for the whole split at once: sample i's turn depends on (seed, epoch, i) only.
+        self.ops = transforms.dihedral_ops(seed, epoch, len(self.masks)) if self.dihedral else None
+        self.cached_maps = {}
+        if self.pipeline is None:
+            self.cached_maps = {name: split_maps(data, split, name) for name in self.map_names}
+
+    def __call__(self, indices: np.ndarray) -> dict[str, Any]:
+        import torch
+
+        images, masks = self.images[indices], self.masks[indices]
+        maps = {
+            name: cached[indices] for name, cached in self.cached_maps.items() if cached is not None
+        }
+        if self.dihedral:
+            ops = self.ops[indices]
+            images = transforms.apply_dihedral(images, ops, axes=(1, 2))
+            masks = transforms.apply_dihedral(masks, ops, axes=(1, 2))
+            maps = {
+                name: transforms.apply_dihedral(m, ops, axes=(2, 3)) for name, m in maps.items()
+            }
+        elif self.pipeline is not None:
+            images, masks = self._augment_each(images, masks, indices)
+        missing = [name for name in self.map_names if name not in maps]
+        maps.update(compute_maps(self.data, masks, missing))
+        batch = {
+            "image": torch.from_numpy(np.ascontiguousarray(images)),  # uint8 until finish()
+            "target": target_tensor(self.data, masks),
+            "index": torch.from_numpy(indices.astype(np.int64)),
+        }
+        batch.update({name: torch.from_numpy(np.ascontiguousarray(m)) for name, m in maps.items()})
+        return batch
+
+    def _augment_each(
+        self, images: np.ndarray, masks: np.ndarray, indices: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        out_images, out_masks = np.empty_like(images), np.empty_like(masks)
+        for row, index in enumerate(indices):
+            seed = transforms.sample_seed(self.seed, self.epoch, int(index))
+            out_images[row], out_masks[row] = transforms.augment_sample(
+                self.pipeline, images[row], masks[row], seed
+            )
+        return out_images, out_masks
+
+
+def finish(batch: dict[str, Any]) -> dict[str, Any]:
+    """Normalise the uint8 images, in the main process: workers send uint8 batches,
+    a quarter of the bytes of float32, which is most of their cost on a small CPU."""
+    batch["image"] = transforms.normalise(batch["image"].numpy())
+    return batch
+
+
+def target_tensor(data: SegmentationData, masks: np.ndarray) -> Any:
+    """Binary: float (B, 1, H, W) in {0, 1} or 255; multiclass: long (B, H, W)."""
+    import torch
+
+    if data.mode == "binary":
+        return torch.from_numpy(masks[:, None].astype(np.float32))
+    return torch.from_numpy(masks.astype(np.int64))
+
+
+def compute_maps(
+    data: SegmentationData, masks: np.ndarray, names: Iterable[str]
+) -> dict[str, np.ndarray]:
+    """Distance maps for a stack of masks, (B, K, H, W) float32 per name."""
+    names = list(names)
+    if not names:
+        return {}
+    from losscmp.losses.distance import target_maps
+
+    per_sample = [
+        target_maps(
+            mask,
+            mode=data.mode,
+            num_classes=data.num_classes,
+            ignore_index=data.ignore_index,
+            names=names,
+        )
+        for mask in masks
+    ]
+    return {
+        name: np.stack([maps[name] for maps in per_sample]).astype(np.float32) for name in names
+    }
+
+
+def split_maps(data: SegmentationData, split: str, name: str) -> np.ndarray | None:
+    """All of a split's maps for ``name``, cached on ``data``; None when too big to keep."""
+    key = (split, name)
+    if key not in data.map_cache:
+        masks = data.masks(split)
+        channels = data.out_channels if name == "signed_distance" else 1
+        if masks.size * channels * 4 > MAP_CACHE_BYTES:
+            return None
+        data.map_cache[key] = compute_maps(data, masks, [name])[name]
+    return data.map_cache[key]
+
+
+def batch_positions(
+    count: int, batch_size: int, *, shuffle: bool, drop_single: bool, seed: int, epoch: int
+) -> list[np.ndarray]:
+    """Sample positions per batch: a (seed, epoch)-fixed permutation when shuffling.
+
+    A trailing batch of one sample is dropped when training: BatchNorm cannot
+    normalise a single sample.
+    """
+    if shuffle:
+        order = np.random.default_rng([seed, epoch, _SHUFFLE_STREAM, 1]).permutation(count)
+    else:
+        order = np.arange(count)
+    batches = [order[start : start + batch_size] for start in range(0, count, batch_size)]
+    if drop_single and len(batches) > 1 and len(batches[-1]) == 1:
+        batches.pop()
+    return batches
+
+
+def make_loader(
+    data: SegmentationData,
+    *,
+    split: str = "train",
+    batch_size: int = 16,
+    seed: int = 0,
+    epoch: int = 0,
+    num_workers: int = 0,
+    maps: frozenset[str] | Iterable[str] = frozenset(),
+    augment: bool | None = None,
+    shuffle: bool | None = None,
+) -> SegmentationLoader:
+    """Batches of one split; ``augment`` and ``shuffle`` default to on for train only."""
+    maps = frozenset(maps)
+    unknown_maps = sorted(maps - KNOWN_MAPS)
+    if unknown_maps:
+        raise ParameterError(
+            f"unknown target map '{unknown_maps[0]}'; choose from: {', '.join(sorted(KNOWN_MAPS))}"
+        )
+    if batch_size < 1:
+        raise ParameterError(f"batch size must be at least 1, not {batch_size}")
+    if num_workers < 0:
+        raise ParameterError(f"num_workers must be 0 or more, not {num_workers}")
+    training = split == "train"
+    builder = BatchBuilder(
+        data,
+        split,
+        maps=maps,
+        augment=training if augment is None else augment,
+        seed=seed,
+        epoch=epoch,
+    )
+    batches = batch_positions(
+        data.size(split),
+        batch_size,
+        shuffle=training if shuffle is None else shuffle,
+        drop_single=training,
+        seed=seed,
+        epoch=epoch,
+    )
+    return SegmentationLoader(builder, batches, num_workers)

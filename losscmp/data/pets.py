@@ -1,0 +1,233 @@
+"""Oxford-IIIT Pet, read from the official layout as the two archives extract.
+
+    <data_dir>/images/<id>.jpg
+    <data_dir>/annotations/trimaps/<id>.png      1 = pet, 2 = background, 3 = border band
+    <data_dir>/annotations/trainval.txt, test.txt  lines "Image CLASS-ID SPECIES BREED-ID"
+
+Only ids named in the lists are read, so the .mat files in images/, macOS
+"._*" files in annotations/ and images in neither list are ignored (and
+counted in ``info``). Files that are GIF or PNG under a .jpg name, RGBA or grey
+images and truncated JPEGs are decoded anyway (see images.py); a file that
+cannot be read at all is skipped and named in ``info``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from losscmp.data import cache
+from losscmp.data.base import IGNORE_INDEX, LoadContext, SegmentationData, describe
+from losscmp.data.images import decode_pairs, read_label_image
+from losscmp.errors import DatasetError, ParameterError
+
+DEFAULT_PETS_DIR = Path("datasets/oxford-iiit-pet")
+DOWNLOAD_COMMAND = "losscmp datasets download pets"
+PET, BACKGROUND, BORDER = 1, 2, 3  # trimap values
+REQUIRED = ("images", "annotations/trimaps", "annotations/trainval.txt", "annotations/test.txt")
+SAMPLE_LIMIT = 5  # how many problem files info lists by name
+
+
+def load_pets(
+    *,
+    mode: Literal["binary", "trimap"] = "binary",
+    border: Literal["ignore", "fg", "bg"] = "ignore",
+    split: Literal["val", "test"] = "val",
+    val_fraction: float = 0.1,
+    **context: Any,
+) -> SegmentationData:
+    """Pets: binary pet vs background (border band ignored, or counted as fg/bg), or trimap.
+
+    ``split=val`` validates on a fixed 10 % of trainval; ``split=test`` trains on
+    all of trainval and validates on the official test list.
+    """
+    ctx = LoadContext(**context)
+    if not 0.0 < val_fraction < 1.0:
+        raise ParameterError(f"dataset 'pets': val_fraction={val_fraction} must be in (0, 1)")
+    if mode == "trimap" and border != "ignore":
+        raise ParameterError("dataset 'pets': border applies to mode=binary only")
+    root = resolve_root(ctx.data_dir)
+    check_layout(root, ctx.data_dir)
+    pools = read_pools(root)
+    train_ids, val_ids = choose_ids(pools, split, ctx.limit, val_fraction)
+    started = time.perf_counter()
+    arrays, cache_state = decoded_trimaps(root, train_ids + val_ids, ctx.image_size)
+    kept_ids = [str(name) for name in arrays["ids"]]
+    in_train = np.isin(kept_ids, train_ids)
+    masks = trimap_to_masks(arrays["trimaps"], mode, border)
+    data = SegmentationData(
+        name="pets",
+        spec="",
+        mode="binary" if mode == "binary" else "multiclass",
+        class_names=("background", "pet") if mode == "binary" else ("background", "pet", "border"),
+        train_images=arrays["images"][in_train],
+        train_masks=masks[in_train],
+        val_images=arrays["images"][~in_train],
+        val_masks=masks[~in_train],
+        ignore_index=IGNORE_INDEX if (masks == IGNORE_INDEX).any() else None,
+        train_names=tuple(name for name, train in zip(kept_ids, in_train, strict=True) if train),
+        val_names=tuple(name for name, train in zip(kept_ids, in_train, strict=True) if not train),
+    )
+    if not len(data.train_masks) or not len(data.val_masks):
+        raise DatasetError(f"Oxford-IIIT Pet in {root}: no readable images left in a split")
+    data.info = describe(
+        data,
+        source=str(root),
+        validation=split,
+        border=border if mode == "binary" else "class",
+        cache=cache_state,
+        load_seconds=round(time.perf_counter() - started, 3),
+        unlisted_images=pools["unlisted"],
+        missing_files=[relative(root, p) for p in pools["missing"][:SAMPLE_LIMIT]],
+        missing_file_count=len(pools["missing"]),
+        truncated=[str(p) for p in arrays["truncated"]][:SAMPLE_LIMIT],
+        truncated_count=len(arrays["truncated"]),
+        unreadable=[str(p) for p in arrays["unreadable"]][:SAMPLE_LIMIT],
+        unreadable_count=len(arrays["unreadable"]),
+        skipped_ids=len(train_ids) + len(val_ids) - len(kept_ids),
+    )
+    return data
+
+
+def resolve_root(data_dir: Path | None) -> Path:
+    """The pets folder: data_dir itself, or data_dir/oxford-iiit-pet if that holds the data."""
+    root = Path(data_dir) if data_dir is not None else DEFAULT_PETS_DIR
+    nested = root / DEFAULT_PETS_DIR.name
+    if not (root / "images").is_dir() and (nested / "images").is_dir():
+        return nested
+    return root
+
+
+def download_hint(data_dir: Path | None) -> str:
+    if data_dir is None or Path(data_dir) == DEFAULT_PETS_DIR:
+        return DOWNLOAD_COMMAND
+    return f"{DOWNLOAD_COMMAND} --data-dir {data_dir}"
+
+
+def missing_parts(root: Path) -> list[str]:
+    return [part for part in REQUIRED if not (root / part).exists()]
+
+
+def check_layout(root: Path, data_dir: Path | None) -> None:
+    missing = missing_parts(root)
+    if missing:
+        what = "nothing there" if not root.exists() else "missing " + ", ".join(missing)
+        hint = download_hint(data_dir)
+        raise DatasetError(f"Oxford-IIIT Pet not found in {root} ({what}); fetch it with: {hint}")
+
+
+def read_list(path: Path) -> list[str]:
+    """Image ids from a list file: the first word of each line; comments and blanks skipped."""
+    ids = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        words = line.split()
+        if words and not words[0].startswith("#"):
+            ids.append(words[0])
+    return ids
+
+
+def image_path(root: Path, image_id: str) -> Path:
+    return root / "images" / f"{image_id}.jpg"
+
+
+def trimap_path(root: Path, image_id: str) -> Path:
+    return root / "annotations" / "trimaps" / f"{image_id}.png"
+
+
+def read_pools(root: Path) -> dict[str, Any]:
+    """trainval and test ids whose image and trimap both exist; what is missing or unlisted."""
+    listed = {"trainval": read_list(root / "annotations/trainval.txt")}
+    listed["test"] = read_list(root / "annotations/test.txt")
+    on_disk = {
+        path.stem for path in (root / "images").glob("*.jpg") if not path.name.startswith("._")
+    }
+    pools: dict[str, Any] = {
+        "missing": [],
+        "unlisted": len(on_disk - set().union(*listed.values())),
+    }
+    for name, ids in listed.items():
+        present = []
+        for image_id in dict.fromkeys(ids):  # a repeated line counts once
+            missing = [
+                p
+                for p in (image_path(root, image_id), trimap_path(root, image_id))
+                if not p.is_file()
+            ]
+            pools["missing"].extend(str(p) for p in missing)
+            if not missing:
+                present.append(image_id)
+        pools[name] = present
+    # An id in both lists belongs to test: training on it would leak into the evaluation.
+    test = set(pools["test"])
+    pools["trainval"] = [image_id for image_id in pools["trainval"] if image_id not in test]
+    return pools
+
+
+def stable_order(ids: list[str]) -> list[str]:
+    """A fixed pseudo-random order: by hash of the id, so it does not depend on the seed,
+    and adding or losing a file does not reshuffle the others."""
+    return sorted(ids, key=lambda image_id: hashlib.sha1(image_id.encode()).hexdigest())
+
+
+def choose_ids(
+    pools: dict[str, Any], split: str, limit: int | None, val_fraction: float
+) -> tuple[list[str], list[str]]:
+    trainval = stable_order(pools["trainval"])
+    if split == "test":
+        test = stable_order(pools["test"])
+        if limit is not None:
+            test = test[: max(1, round(limit * val_fraction))]
+            trainval = trainval[: max(1, limit - len(test))]
+        return trainval, test
+    if limit is not None:
+        trainval = trainval[:limit]
+    val_count = max(1, round(len(trainval) * val_fraction))
+    return trainval[val_count:], trainval[:val_count]
+
+
+def decoded_trimaps(root: Path, ids: list[str], size: int) -> tuple[dict[str, np.ndarray], str]:
+    """Resized images and raw trimaps for ``ids``, from the cache when it is current."""
+    pairs = [(image_path(root, i), trimap_path(root, i)) for i in ids]
+    files = [path for pair in pairs for path in pair]
+    key = cache.cache_key(root, files, "pets", size)
+    location = cache.cache_path(root, f"pets-{size}px", key)
+    stored = cache.load_cached(location)
+    if stored is not None:
+        return stored, "hit"
+    decoded = decode_pairs(pairs, size, read_label_image)
+    arrays = {
+        "ids": np.array([ids[p] for p in decoded.kept], dtype=str),
+        "images": decoded.images,
+        "trimaps": decoded.masks,
+        "truncated": np.array([relative(root, p) for p in decoded.truncated], dtype=str),
+        "unreadable": np.array([relative(root, p) for p in decoded.unreadable], dtype=str),
+    }
+    saved = cache.save_cached(location, arrays)
+    return arrays, "written" if saved else "read-only"
+
+
+def relative(root: Path, path: str | Path) -> str:
+    return str(Path(path).relative_to(root))
+
+
+def trimap_to_masks(trimaps: np.ndarray, mode: str, border: str) -> np.ndarray:
+    """Trimap values -> class indices; any value other than 1, 2, 3 becomes ignored."""
+    lookup = np.full(256, IGNORE_INDEX, np.uint8)
+    if mode == "trimap":
+        lookup[[BACKGROUND, PET, BORDER]] = [0, 1, 2]
+    else:
+        lookup[[BACKGROUND, PET]] = [0, 1]
+        lookup[BORDER] = {"ignore": IGNORE_INDEX, "fg": 1, "bg": 0}[border]
+    return lookup[trimaps]
+
+
+def pets_status(path: Path) -> dict[str, Any]:
+    """The ``datasets list`` row fields for a pets folder."""
+    root = resolve_root(path)
+    missing = missing_parts(root)
+    how = "downloaded" if not missing else DOWNLOAD_COMMAND
+    return {"present": not missing, "path": str(root), "how_to_get": how}

@@ -1,0 +1,197 @@
+"""Download of the pets archives against a local HTTP server: resume, checksum, safe extraction."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+from fixtures_data import make_pets_tree
+
+from losscmp.data import download_dataset, load_dataset
+from losscmp.data.download import Archive
+from losscmp.errors import DatasetError, ParameterError
+
+
+class ArchiveServer(http.server.ThreadingHTTPServer):
+    """Serves ``files`` with Range support; can cut the first reply of a file short."""
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), ArchiveHandler)
+        self.files: dict[str, bytes] = {}
+        self.cut_once: set[str] = set()
+        self.honour_range = True
+        self.requests: list[tuple[str, str | None]] = []
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/{name}"
+
+
+class ArchiveHandler(http.server.BaseHTTPRequestHandler):
+    server: ArchiveServer
+
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+    def do_GET(self) -> None:
+        name = self.path.lstrip("/")
+        range_header = self.headers.get("Range")
+        self.server.requests.append((name, range_header))
+        body = self.server.files.get(name)
+        if body is None:
+            self.send_error(404)
+            return
+        start = 0
+        if range_header and self.server.honour_range:
+            start = int(range_header.removeprefix("bytes=").split("-")[0])
+            if start >= len(body):
+                self.send_error(416)
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        if name in self.server.cut_once:
+            self.server.cut_once.discard(name)
+            self.wfile.write(body[start : start + (len(body) - start) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body[start:])
+
+
+@pytest.fixture
+def server():
+    server = ArchiveServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def tar_gz(entries: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in entries.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            tar.addfile(info)
+    return buffer.getvalue()
+
+
+def tar_folder(root: Path, folder: str) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(root / folder, arcname=folder)
+    return buffer.getvalue()
+
+
+def archive(server: ArchiveServer, name: str, body: bytes, sha256: str | None = None) -> Archive:
+    server.files[name] = body
+    return Archive(server.url(name), sha256 or hashlib.sha256(body).hexdigest())
+
+
+@pytest.fixture
+def pets_archives(tmp_path, server):
+    """The two official archives, made from a miniature pets tree."""
+    source = tmp_path / "source"
+    make_pets_tree(source, trainval=10, test=3, quirks=False)
+    return [
+        archive(server, "images.tar.gz", tar_folder(source, "images")),
+        archive(server, "annotations.tar.gz", tar_folder(source, "annotations")),
+    ]
+
+
+def test_download_verifies_extracts_and_loads(tmp_path, pets_archives):
+    seen = []
+    dest = tmp_path / "pets"
+    result = download_dataset(
+        "pets",
+        dest,
+        lambda label, done, total: seen.append((label, done, total)),
+        archives=pets_archives,
+    )
+    assert result == dest
+    assert (dest / "images").is_dir() and (dest / "annotations" / "trimaps").is_dir()
+    assert not list((dest / ".downloads").iterdir())  # archives removed after extraction
+    labels = {label for label, _, _ in seen}
+    assert {"images.tar.gz", "annotations.tar.gz", "extract images.tar.gz"} <= labels
+    finished = [(done, total) for label, done, total in seen if label == "images.tar.gz"][-1]
+    assert finished[0] == finished[1] > 0
+    data = load_dataset("pets", data_dir=dest, image_size=32)
+    assert data.size("train") + data.size("val") == 10
+
+
+def test_bad_checksum_is_refused_and_removed(tmp_path, server):
+    bad = archive(server, "images.tar.gz", tar_gz({"images/a.txt": b"x"}), sha256="0" * 64)
+    with pytest.raises(DatasetError, match="corrupt .*run the command again"):
+        download_dataset("pets", tmp_path / "pets", archives=[bad])
+    assert not (tmp_path / "pets" / "images").exists()
+    assert not list((tmp_path / "pets" / ".downloads").iterdir())
+
+
+def test_interrupted_download_resumes_with_range(tmp_path, server, pets_archives):
+    server.cut_once.add("images.tar.gz")
+    dest = tmp_path / "pets"
+    with pytest.raises(DatasetError, match="stopped after .* run the same command again to resume"):
+        download_dataset("pets", dest, archives=pets_archives)
+    partial = dest / ".downloads" / "images.tar.gz.part"
+    kept = partial.stat().st_size
+    assert 0 < kept < len(server.files["images.tar.gz"])
+    download_dataset("pets", dest, archives=pets_archives)
+    assert ("images.tar.gz", f"bytes={kept}-") in server.requests
+    assert load_dataset("pets", data_dir=dest, image_size=32).size("train") > 0
+
+
+def test_server_ignoring_range_restarts_cleanly(tmp_path, server, pets_archives):
+    server.cut_once.add("images.tar.gz")
+    server.honour_range = False
+    dest = tmp_path / "pets"
+    with pytest.raises(DatasetError):
+        download_dataset("pets", dest, archives=pets_archives)
+    download_dataset("pets", dest, archives=pets_archives)
+    assert (dest / "images").is_dir()
+
+
+@pytest.mark.parametrize(
+    "entries, links, message",
+    [
+        ({"../escape.txt": b"x"}, None, "outside the target"),
+        ({"images/../../escape.txt": b"x"}, None, "outside the target"),
+        ({"/tmp/losscmp-absolute.txt": b"x"}, None, "outside the target"),
+        ({"images/a.txt": b"x"}, {"images/passwd": "/etc/passwd"}, "links outside"),
+        ({"images/a.txt": b"x"}, {"images/up": "../../.."}, "links outside"),
+    ],
+)
+def test_member_escaping_the_target_is_refused(tmp_path, server, entries, links, message):
+    evil = archive(server, "images.tar.gz", tar_gz({"images/ok.txt": b"ok", **entries}, links))
+    dest = tmp_path / "deep" / "pets"
+    with pytest.raises(DatasetError, match=message):
+        download_dataset("pets", dest, archives=[evil])
+    assert not (tmp_path / "deep" / "escape.txt").exists()
+    assert not (tmp_path / "escape.txt").exists()
+    assert not (dest / "images").exists()  # nothing half-extracted
+
+
+def test_unreachable_server_is_one_clear_line(tmp_path):
+    dead = Archive("http://127.0.0.1:9/images.tar.gz", "0" * 64)
+    with pytest.raises(DatasetError, match="run the same command again") as error:
+        download_dataset("pets", tmp_path / "pets", archives=[dead], timeout=2)
+    assert "\n" not in str(error.value)
+
+
+def test_only_pets_can_be_downloaded(tmp_path):
+    with pytest.raises(ParameterError, match="nothing to download"):
+        download_dataset("synthetic", tmp_path)

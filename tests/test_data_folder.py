@@ -1,0 +1,158 @@
+"""folder:PATH: pairing by stem, mask formats, binary/multiclass, val/, precise errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fixtures_data import encode, make_folder
+
+from losscmp.data import load_dataset
+from losscmp.errors import DatasetError, ParameterError
+
+
+def load(spec, size=32, limit=None):
+    return load_dataset(spec, data_dir=None, image_size=size, limit=limit, seed=0)
+
+
+@pytest.mark.parametrize("mask_format", ["PNG", "GIF", "TIFF", "JPEG"])
+def test_binary_masks_in_every_format(tmp_path, mask_format):
+    make_folder(tmp_path, count=10, mask_format=mask_format)
+    data = load(f"folder:{tmp_path}")
+    assert data.mode == "binary" and data.ignore_index is None
+    assert (data.size("train"), data.size("val")) == (9, 1)
+    assert set(np.unique(data.train_masks)) == {0, 1}
+    # JPEG noise around 0/255 edges must not turn background into foreground
+    assert 0.05 < data.foreground_fraction("train") < 0.2
+
+
+def test_jpeg_mask_noise_is_thresholded(tmp_path):
+    make_folder(tmp_path, count=4, mask_format="PNG")
+    exact = load(f"folder:{tmp_path}")
+    jpeg_root = tmp_path / "jpeg"
+    make_folder(jpeg_root, count=4, mask_format="JPEG")
+    noisy = load(f"folder:{jpeg_root}")
+    assert abs(exact.foreground_fraction("train") - noisy.foreground_fraction("train")) < 0.01
+
+
+@pytest.mark.parametrize("suffix", ["_mask", "_segmentation"])
+def test_mask_suffix_is_found_or_given(tmp_path, suffix):
+    make_folder(tmp_path, count=6, mask_suffix=suffix)
+    assert load(f"folder:{tmp_path}").info["mask_suffix"] == suffix
+    explicit = load(f"folder(path={tmp_path},mask_suffix={suffix})")
+    assert explicit.size("train") + explicit.size("val") == 6
+
+
+def test_multiclass_masks_hold_class_indices(tmp_path):
+    make_folder(tmp_path, count=12, num_classes=3)
+    data = load(f"folder(path={tmp_path},num_classes=3)")
+    assert data.mode == "multiclass" and data.out_channels == 3
+    assert set(np.unique(np.concatenate([data.train_masks, data.val_masks]))) == {0, 1, 2}
+
+
+def test_palette_gif_masks_keep_class_values(tmp_path):
+    make_folder(tmp_path, count=6, num_classes=3, mask_format="GIF")
+    data = load(f"folder(path={tmp_path},num_classes=3)")
+    assert set(np.unique(np.concatenate([data.train_masks, data.val_masks]))) == {0, 1, 2}
+
+
+def test_val_subfolder_is_the_validation_split(tmp_path):
+    make_folder(tmp_path, count=8, val_count=3)
+    data = load(f"folder:{tmp_path}")
+    assert (data.size("train"), data.size("val")) == (8, 3)
+    assert data.info["validation"] == "val/ folder"
+
+
+def test_split_ratio_and_limit(tmp_path):
+    make_folder(tmp_path, count=20)
+    data = load(f"folder(path={tmp_path},val_fraction=0.25)")
+    assert (data.size("train"), data.size("val")) == (15, 5)
+    limited = load(f"folder:{tmp_path}", limit=10)
+    assert limited.size("train") + limited.size("val") == 10
+    assert limited.names("train") == load(f"folder:{tmp_path}", limit=10).names("train")
+
+
+def test_second_load_comes_from_the_cache(tmp_path):
+    make_folder(tmp_path, count=4)
+    assert load(f"folder:{tmp_path}").info["cache"] == "written"
+    assert load(f"folder:{tmp_path}").info["cache"] == "hit"
+
+
+def test_images_without_masks_are_listed(tmp_path):
+    make_folder(tmp_path, count=8)
+    for stem in ("case_001", "case_002", "case_003", "case_004"):
+        (tmp_path / "masks" / f"{stem}.png").unlink()
+    with pytest.raises(
+        DatasetError,
+        match=r"4 image\(s\) .* have no mask .*case_001.jpg, "
+        r"case_002.jpg, case_003.jpg and 1 more",
+    ):
+        load(f"folder:{tmp_path}")
+
+
+def test_masks_without_images_are_listed(tmp_path):
+    make_folder(tmp_path, count=5)
+    (tmp_path / "images" / "case_002.jpg").unlink()
+    with pytest.raises(DatasetError, match=r"1 mask\(s\) .* have no image: case_002.png"):
+        load(f"folder:{tmp_path}")
+
+
+def test_size_mismatch_is_named(tmp_path):
+    make_folder(tmp_path, count=4)
+    (tmp_path / "masks" / "case_001.png").write_bytes(encode(np.zeros((10, 10), np.uint8), "PNG"))
+    with pytest.raises(DatasetError, match=r"differ in size: case_001.jpg \(56, 40\) vs case_001"):
+        load(f"folder:{tmp_path}")
+
+
+def test_unreadable_file_is_named(tmp_path):
+    make_folder(tmp_path, count=4)
+    (tmp_path / "images" / "case_003.jpg").write_bytes(b"not a picture")
+    with pytest.raises(DatasetError, match=r"not images: case_003.jpg"):
+        load(f"folder:{tmp_path}")
+
+
+def test_class_value_above_num_classes_is_named(tmp_path):
+    make_folder(tmp_path, count=4, num_classes=3)
+    bad = np.zeros((40, 56), np.uint8)
+    bad[5:9, 5:9] = 7
+    (tmp_path / "masks" / "case_002.png").write_bytes(encode(bad, "PNG"))
+    with pytest.raises(DatasetError, match=r"values >= num_classes=3 \(e.g. 7 in case_002.png\)"):
+        load(f"folder(path={tmp_path},num_classes=3)")
+
+
+def test_jpeg_masks_refused_for_multiclass(tmp_path):
+    make_folder(tmp_path, count=4, mask_format="JPEG")
+    with pytest.raises(DatasetError, match="JPEG mask"):
+        load(f"folder(path={tmp_path},num_classes=3)")
+
+
+@pytest.mark.parametrize(
+    "layout, message",
+    [
+        ("missing", "is not a folder"),
+        ("no_masks", r"needs images/ and masks/ subfolders \(missing masks/\)"),
+        ("empty", "no images in"),
+    ],
+)
+def test_layout_errors(tmp_path, layout, message):
+    root = tmp_path / "data"
+    if layout != "missing":
+        (root / "images").mkdir(parents=True)
+    if layout == "empty":
+        (root / "masks").mkdir()
+        (root / "images" / "._case_000.jpg").write_bytes(b"\x00\x05\x16\x07")  # macOS litter
+    with pytest.raises(DatasetError, match=message):
+        load(f"folder:{root}")
+
+
+def test_duplicate_stems_are_an_error(tmp_path):
+    make_folder(tmp_path, count=3)
+    (tmp_path / "images" / "case_000.png").write_bytes(encode(np.zeros((4, 4, 3), np.uint8), "PNG"))
+    with pytest.raises(DatasetError, match="share a name"):
+        load(f"folder:{tmp_path}")
+
+
+def test_bad_folder_parameters(tmp_path):
+    with pytest.raises(ParameterError, match="num_classes"):
+        load(f"folder(path={tmp_path},num_classes=1)")
+    with pytest.raises(ParameterError, match="val_fraction"):
+        load(f"folder(path={tmp_path},val_fraction=0)")

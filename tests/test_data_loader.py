@@ -1,0 +1,193 @@
+"""make_loader: batch format, fixed order and augmentation per (seed, epoch), maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from fixtures_data import install_fake_distance, tiny_data
+
+from losscmp.data import load_dataset, make_loader
+from losscmp.data.transforms import MEAN, STD, apply_dihedral
+from losscmp.errors import ParameterError
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return load_dataset("synthetic(n_train=40,n_val=10)", image_size=32, seed=0)
+
+
+def collect(loader):
+    return list(loader)
+
+
+def unnormalise(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) normalised float -> (H, W, 3) uint8."""
+    array = image.permute(1, 2, 0).numpy() * (255 * STD) + 255 * MEAN
+    return np.round(array).astype(np.uint8)
+
+
+def test_binary_batch_format(synthetic):
+    batch = next(iter(make_loader(synthetic, split="train", batch_size=8, seed=0, epoch=0)))
+    assert batch["image"].shape == (8, 3, 32, 32) and batch["image"].dtype == torch.float32
+    assert batch["target"].shape == (8, 1, 32, 32) and batch["target"].dtype == torch.float32
+    assert batch["index"].dtype == torch.int64 and batch["index"].shape == (8,)
+    assert set(batch["target"].unique().tolist()) <= {0.0, 1.0}
+    assert abs(batch["image"].mean().item()) < 1.5
+
+
+def test_multiclass_target_is_long_with_ignore_index():
+    data = tiny_data(mode="multiclass", num_classes=3, ignore_index=255)
+    batch = next(iter(make_loader(data, split="val", batch_size=4)))
+    assert batch["target"].shape == (4, 32, 32) and batch["target"].dtype == torch.int64
+    assert set(batch["target"].unique().tolist()) <= {0, 1, 2, 255}
+
+
+def test_validation_is_in_order_and_unaugmented(synthetic):
+    batches = collect(make_loader(synthetic, split="val", batch_size=4, seed=5, epoch=7))
+    assert torch.cat([b["index"] for b in batches]).tolist() == list(range(10))
+    assert np.array_equal(unnormalise(batches[0]["image"][1]), synthetic.val_images[1])
+    assert np.array_equal(batches[0]["target"][1, 0].numpy(), synthetic.val_masks[1])
+
+
+def test_each_epoch_is_a_permutation_fixed_by_seed_and_epoch(synthetic):
+    def order(seed, epoch):
+        loader = make_loader(synthetic, split="train", batch_size=8, seed=seed, epoch=epoch)
+        return torch.cat([b["index"] for b in loader]).tolist()
+
+    assert sorted(order(0, 0)) == list(range(40))
+    assert order(0, 1) == order(0, 1)
+    assert order(0, 1) != order(0, 2)
+    assert order(0, 1) != order(1, 1)
+
+
+def test_trailing_single_sample_batch_is_dropped_when_training(synthetic):
+    loader = make_loader(synthetic, split="train", batch_size=39)
+    assert [len(b["index"]) for b in loader] == [39]
+    assert len(loader) == 1
+    assert [len(b["index"]) for b in make_loader(synthetic, split="val", batch_size=9)] == [9, 1]
+
+
+def turned(array: np.ndarray, op: int) -> np.ndarray:
+    return apply_dihedral(array[None], np.array([op]), (1, 2))[0]
+
+
+def test_dihedral_augmentation_turns_image_and_mask_together(synthetic):
+    batch = next(iter(make_loader(synthetic, split="train", batch_size=40, seed=1, epoch=2)))
+    changed = 0
+    for row, index in enumerate(batch["index"].tolist()):
+        image = unnormalise(batch["image"][row])
+        mask = batch["target"][row, 0].numpy().astype(np.uint8)
+        original = synthetic.train_images[index]
+        ops = [op for op in range(8) if np.array_equal(turned(original, op), image)]
+        assert ops, "augmented image is not a flip/turn of the original"
+        assert np.array_equal(turned(synthetic.train_masks[index], ops[0]), mask)
+        changed += ops[0] != 0
+    assert changed > 20
+
+
+@pytest.mark.parametrize("augmentation", ["dihedral", "albumentations"])
+def test_workers_give_identical_batches(augmentation):
+    data = tiny_data(count=24, augmentation=augmentation, ignore_index=255)
+
+    def batches(workers):
+        return collect(
+            make_loader(data, split="train", batch_size=5, seed=3, epoch=1, num_workers=workers)
+        )
+
+    for single, parallel in zip(batches(0), batches(2), strict=True):
+        for key in single:
+            assert torch.equal(single[key], parallel[key]), key
+
+
+def test_albumentations_sample_does_not_depend_on_its_batch():
+    data = tiny_data(count=12, augmentation="albumentations")
+
+    def by_index(batch_size):
+        out = {}
+        for batch in make_loader(data, split="train", batch_size=batch_size, seed=2, epoch=4):
+            for row, index in enumerate(batch["index"].tolist()):
+                out[index] = (batch["image"][row], batch["target"][row])
+        return out
+
+    small, large = by_index(3), by_index(6)
+    for index in small:
+        assert torch.equal(small[index][0], large[index][0])
+        assert torch.equal(small[index][1], large[index][1])
+
+
+def test_albumentations_changes_with_epoch_and_fills_ignore_outside():
+    data = tiny_data(count=12, augmentation="albumentations", ignore_index=255)
+
+    def first_batch(epoch):
+        loader = make_loader(data, split="train", batch_size=12, epoch=epoch, shuffle=False)
+        return next(iter(loader))
+
+    first, second = first_batch(0), first_batch(1)
+    assert not torch.equal(first["image"], second["image"])
+    assert set(first["target"].unique().tolist()) <= {0.0, 1.0, 255.0}
+
+
+def test_maps_are_cached_and_turned_with_the_mask(monkeypatch):
+    calls = install_fake_distance(monkeypatch)
+    data = tiny_data(count=10, augmentation="dihedral")
+    from fixtures_data import fake_target_maps
+
+    for epoch in range(3):
+        loader = make_loader(
+            data, split="train", batch_size=5, epoch=epoch, maps={"signed_distance"}
+        )
+        for batch in loader:
+            assert batch["signed_distance"].shape == (5, 1, 32, 32)
+            for row in range(5):
+                mask = batch["target"][row, 0].numpy().astype(np.uint8)
+                expected = fake_target_maps(
+                    mask, mode="binary", num_classes=2, ignore_index=None, names=["signed_distance"]
+                )["signed_distance"]
+                assert np.allclose(batch["signed_distance"][row].numpy(), expected)
+    assert len(calls) == 10  # once per training sample, not per epoch
+
+
+def test_maps_are_recomputed_after_albumentations(monkeypatch):
+    calls = install_fake_distance(monkeypatch)
+    data = tiny_data(count=6, mode="multiclass", num_classes=3)
+    maps = {"signed_distance", "object_distance"}
+    batch = next(iter(make_loader(data, split="train", batch_size=6, maps=maps)))
+    assert batch["signed_distance"].shape == (6, 3, 32, 32)
+    assert batch["object_distance"].shape == (6, 1, 32, 32)
+    assert len(calls) == 6
+
+
+def test_maps_with_the_real_distance_module(synthetic):
+    pytest.importorskip("losscmp.losses.distance")
+    batch = next(iter(make_loader(synthetic, split="val", batch_size=4, maps={"signed_distance"})))
+    inside = batch["target"] == 1
+    assert (batch["signed_distance"][inside] <= 0).all()
+    assert (batch["signed_distance"][~inside] > 0).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"maps": {"distance"}}, "unknown target map 'distance'"),
+        ({"batch_size": 0}, "batch size"),
+        ({"num_workers": -1}, "num_workers"),
+        ({"split": "tset"}, "unknown split 'tset'"),
+    ],
+)
+def test_bad_loader_arguments(synthetic, kwargs, message):
+    with pytest.raises(ParameterError, match=message):
+        make_loader(synthetic, **kwargs)
+
+
+@pytest.mark.parametrize("augmentation", ["dihedral", "albumentations"])
+def test_requesting_maps_does_not_change_the_batches(monkeypatch, augmentation):
+    install_fake_distance(monkeypatch)
+    data = tiny_data(count=10, augmentation=augmentation)
+
+    def batches(maps):
+        return collect(make_loader(data, split="train", batch_size=4, seed=1, epoch=2, maps=maps))
+
+    for plain, with_maps in zip(batches(set()), batches({"signed_distance"}), strict=True):
+        for key in ("image", "target", "index"):
+            assert torch.equal(plain[key], with_maps[key]), key

@@ -1,0 +1,190 @@
+"""Oxford-IIIT Pet on a generated miniature tree with the real dataset's quirks."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from fixtures_data import make_pets_tree
+
+from losscmp.data import dataset_status, load_dataset, make_loader
+from losscmp.data import pets as pets_module
+from losscmp.errors import DatasetError, ParameterError
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "oxford-iiit-pet"
+    made = make_pets_tree(root)
+    return root, made
+
+
+def load(root, spec="pets", size=32, limit=None):
+    return load_dataset(spec, data_dir=root, image_size=size, limit=limit, seed=0)
+
+
+def test_binary_default_ignores_the_border_band(tree):
+    data = load(tree[0])
+    assert data.mode == "binary" and data.out_channels == 1
+    assert data.class_names == ("background", "pet")
+    assert data.ignore_index == 255
+    assert set(np.unique(data.train_masks)) == {0, 1, 255}
+    assert data.train_images.shape[1:] == (32, 32, 3) and data.train_images.dtype == np.uint8
+
+
+@pytest.mark.parametrize("border, value", [("fg", 1), ("bg", 0)])
+def test_border_band_can_count_as_pet_or_background(tree, border, value):
+    ignored = load(tree[0])
+    data = load(tree[0], f"pets(border={border})")
+    assert data.ignore_index is None
+    band = ignored.train_masks == 255
+    assert (data.train_masks[band] == value).all()
+    assert np.array_equal(data.train_masks[~band], ignored.train_masks[~band])
+
+
+def test_trimap_mode_has_three_classes(tree):
+    data = load(tree[0], "pets(mode=trimap)")
+    assert data.mode == "multiclass" and data.num_classes == data.out_channels == 3
+    assert data.class_names == ("background", "pet", "border")
+    assert set(np.unique(data.train_masks)) == {0, 1, 2}
+    batch = next(iter(make_loader(data, split="val", batch_size=2)))
+    assert batch["target"].dtype.is_floating_point is False
+
+
+def test_every_quirk_is_handled(tree):
+    root, made = tree
+    data = load(root)
+    info = data.info
+    assert info["truncated_count"] == 1 and info["truncated"] == [f"images/{made['truncated']}.jpg"]
+    assert info["unreadable_count"] == 1
+    assert info["unreadable"] == [f"images/{made['unreadable']}.jpg"]
+    assert info["missing_file_count"] == 2  # the listed id has neither image nor trimap
+    assert f"images/{made['missing']}.jpg" in info["missing_files"]
+    assert info["unlisted_images"] == 1  # Bengal_999; the .mat file is not an image
+    listed_and_readable = len(made["trainval"]) - 1  # the unreadable one
+    assert data.size("train") + data.size("val") == listed_and_readable
+
+
+def test_png_gif_rgba_and_grey_under_jpg_names_decode(tree):
+    root, made = tree
+    data = load(root, size=48)
+    names = data.names("train") + data.names("val")
+    images = np.concatenate([data.train_images, data.val_images])
+    masks = np.concatenate([data.train_masks, data.val_masks])
+    for quirk in ("png_as_jpg", "gif_as_jpg", "rgba", "grey"):
+        position = names.index(made[quirk])
+        pet, background = masks[position] == 1, masks[position] == 0
+        contrast = images[position][pet].mean(axis=0) - images[position][background].mean(axis=0)
+        assert np.abs(contrast).max() > 30, quirk  # the picture decoded, not a blank
+    grey = images[names.index(made["grey"])].astype(int)
+    assert np.array_equal(grey[..., 0], grey[..., 2])
+    assert made["truncated"] in names and made["unreadable"] not in names
+
+
+def test_split_is_fixed_90_10_and_independent_of_seed(tmp_path):
+    root = tmp_path / "pets"
+    make_pets_tree(root, trainval=40, test=5, quirks=False)
+    first = load_dataset("pets", data_dir=root, image_size=16, seed=0)
+    other = load_dataset("pets", data_dir=root, image_size=16, seed=7)
+    assert (first.size("train"), first.size("val")) == (36, 4)
+    assert np.array_equal(first.val_images, other.val_images)
+    train = {image.tobytes() for image in first.train_images}
+    assert not any(image.tobytes() in train for image in first.val_images)
+
+
+def test_test_split_trains_on_trainval_and_validates_on_test(tmp_path):
+    root = tmp_path / "pets"
+    make_pets_tree(root, trainval=12, test=5, quirks=False)
+    data = load(root, "pets(split=test)", size=16)
+    assert (data.size("train"), data.size("val")) == (12, 5)
+    assert data.info["validation"] == "test"
+
+
+def test_limit_is_a_deterministic_subset(tree):
+    limited = load(tree[0], limit=8)
+    again = load(tree[0], limit=8)
+    assert limited.size("train") + limited.size("val") <= 8
+    assert np.array_equal(limited.train_images, again.train_images)
+
+
+def test_cache_serves_later_loads_without_decoding(tmp_path, monkeypatch):
+    root = tmp_path / "pets"
+    make_pets_tree(root, trainval=6, test=2, quirks=False)
+    first = load(root, size=24)
+    assert first.info["cache"] == "written"
+    assert list((root / ".losscmp-cache").glob("pets-24px-*.npz"))
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again although cached")
+
+    monkeypatch.setattr(pets_module, "decode_pairs", no_decoding)
+    second = load(root, "pets(mode=trimap)", size=24)
+    assert second.info["cache"] == "hit"
+    assert np.array_equal(first.train_images, second.train_images)
+
+
+def test_changed_file_or_size_invalidates_the_cache(tmp_path):
+    root = tmp_path / "pets"
+    make_pets_tree(root, trainval=6, test=2, quirks=False)
+    load(root, size=24)
+    assert load(root, size=16).info["cache"] == "written"
+    trimap = next((root / "annotations" / "trimaps").glob("*.png"))
+    stat = trimap.stat()
+    os.utime(trimap, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert load(root, size=24).info["cache"] == "written"
+
+
+def test_read_only_cache_folder_still_loads(tmp_path, monkeypatch):
+    root = tmp_path / "pets"
+    make_pets_tree(root, trainval=6, test=2, quirks=False)
+    monkeypatch.setattr(pets_module.cache, "save_cached", lambda path, arrays: False)
+    assert load(root).info["cache"] == "read-only"
+
+
+def test_data_dir_may_be_the_parent_folder(tree):
+    root, _ = tree
+    assert load(root.parent).info["source"] == str(root)
+
+
+def test_missing_dataset_names_the_download_command(tmp_path):
+    with pytest.raises(DatasetError) as error:
+        load_dataset("pets", data_dir=None, image_size=32)
+    assert "losscmp datasets download pets" in str(error.value)
+    with pytest.raises(DatasetError, match="nothing there.*download pets --data-dir"):
+        load(tmp_path / "nowhere")
+
+
+def test_partly_missing_layout_says_what_is_missing(tmp_path):
+    root = tmp_path / "pets"
+    make_pets_tree(root, trainval=4, test=2, quirks=False)
+    (root / "annotations" / "test.txt").unlink()
+    with pytest.raises(DatasetError, match=r"missing annotations/test\.txt"):
+        load(root)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("pets(mode=instance)", "mode='instance' is not one of 'binary', 'trimap'"),
+        ("pets(border=maybe)", "border"),
+        ("pets(mode=trimap,border=fg)", "border applies to mode=binary only"),
+        ("pets(val_fraction=1.5)", "val_fraction"),
+        ("pets(colour=1)", "has no parameter 'colour'"),
+    ],
+)
+def test_bad_pets_parameters(tree, spec, message):
+    with pytest.raises(ParameterError, match=message):
+        load(tree[0], spec)
+
+
+def test_status_rows(tree, tmp_path):
+    rows = {row["name"]: row for row in dataset_status(tree[0].parent)}
+    assert set(rows) == {"synthetic", "pets", "folder"}
+    assert rows["pets"]["present"] is True and rows["pets"]["path"] == str(tree[0])
+    assert all(
+        {"description", "present", "path", "how_to_get"} <= set(row) for row in rows.values()
+    )
+    absent = {row["name"]: row for row in dataset_status(tmp_path / "empty")}["pets"]
+    assert absent["present"] is False
+    assert absent["how_to_get"] == "losscmp datasets download pets"
