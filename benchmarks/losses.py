@@ -68,20 +68,25 @@ def smp_reference(name: str, mode: str) -> LossFn | None:
         "lovasz": lambda: smp.LovaszLoss(mode),
     }
     if binary:
-        table.update({
-            "bce": lambda: smp.SoftBCEWithLogitsLoss(),
-            "soft_bce": lambda: smp.SoftBCEWithLogitsLoss(smooth_factor=0.05),
-            "focal": lambda: smp.FocalLoss(mode, gamma=2.0),
-            # one class: smp's gamma on the class mean is the per-class power
-            "focal_tversky": lambda: smp.TverskyLoss(mode, alpha=0.3, beta=0.7, gamma=0.75,
-                                                     smooth=1.0),
-            "mcc": lambda: probabilities_first(smp.MCCLoss()),
-        })
+        table.update(
+            {
+                "bce": lambda: smp.SoftBCEWithLogitsLoss(),
+                "soft_bce": lambda: smp.SoftBCEWithLogitsLoss(smooth_factor=0.05),
+                "focal": lambda: smp.FocalLoss(mode, gamma=2.0),
+                # one class: smp's gamma on the class mean is the per-class power
+                "focal_tversky": lambda: smp.TverskyLoss(
+                    mode, alpha=0.3, beta=0.7, gamma=0.75, smooth=1.0
+                ),
+                "mcc": lambda: probabilities_first(smp.MCCLoss()),
+            }
+        )
     else:
-        table.update({
-            "ce": lambda: smp.SoftCrossEntropyLoss(smooth_factor=0.0),
-            "label_smoothing_ce": lambda: smp.SoftCrossEntropyLoss(smooth_factor=0.1),
-        })
+        table.update(
+            {
+                "ce": lambda: smp.SoftCrossEntropyLoss(smooth_factor=0.0),
+                "label_smoothing_ce": lambda: smp.SoftCrossEntropyLoss(smooth_factor=0.1),
+            }
+        )
     return table[name]() if name in table else None
 
 
@@ -106,17 +111,23 @@ def monai_reference(name: str, mode: str) -> LossFn | None:
         "bce_dice" if binary else "ce_dice": lambda: monai.DiceCELoss(**act, **smooth),
     }
     if binary:
-        table.update({
-            "focal": lambda: monai.FocalLoss(gamma=2.0),
-            "dice_focal": lambda: monai.DiceFocalLoss(**act, **smooth, gamma=2.0,
-                                                      lambda_dice=0.5, lambda_focal=0.5),
-        })
+        table.update(
+            {
+                "focal": lambda: monai.FocalLoss(gamma=2.0),
+                "dice_focal": lambda: monai.DiceFocalLoss(
+                    **act, **smooth, gamma=2.0, lambda_dice=0.5, lambda_focal=0.5
+                ),
+            }
+        )
     else:
-        table.update({
-            "focal": lambda: monai.FocalLoss(gamma=2.0, use_softmax=True, to_onehot_y=True),
-            "generalized_dice": lambda: monai.GeneralizedDiceLoss(
-                **act, smooth_nr=1.0, smooth_dr=1.0, batch=True),
-        })
+        table.update(
+            {
+                "focal": lambda: monai.FocalLoss(gamma=2.0, use_softmax=True, to_onehot_y=True),
+                "generalized_dice": lambda: monai.GeneralizedDiceLoss(
+                    **act, smooth_nr=1.0, smooth_dr=1.0, batch=True
+                ),
+            }
+        )
     if name not in table:
         return None
     loss = table[name]()
@@ -138,8 +149,9 @@ def timed_ms(fn: LossFn, logits: torch.Tensor, target: torch.Tensor, clock) -> f
     return (clock() - start) * 1000
 
 
-def interleaved_best(fns: dict[str, LossFn], logits, target, warmup: int, repeats: int,
-                     clock=time.perf_counter):
+def interleaved_best(
+    fns: dict[str, LossFn], logits, target, warmup: int, repeats: int, clock=time.perf_counter
+):
     """Best time per function (timeit's estimator: noise only ever adds time), timing the
     functions in turn so that a change in machine load hits them alike."""
     times: dict[str, list[float]] = {label: [] for label in fns}
@@ -155,8 +167,9 @@ def ours(name: str, mode: str, logits: torch.Tensor, target: torch.Tensor) -> Lo
     loss = create_loss(name, mode=mode)
     maps = {}
     if loss.needs:
-        maps = batch_target_maps(target, mode=mode, num_classes=logits.shape[1],
-                                 ignore_index=None, names=loss.needs)
+        maps = batch_target_maps(
+            target, mode=mode, num_classes=logits.shape[1], ignore_index=None, names=loss.needs
+        )
     return lambda x, y: loss(x, y, **maps)
 
 
@@ -169,8 +182,9 @@ def bce_baseline(logits: torch.Tensor, target: torch.Tensor) -> LossFn:
     return lambda x, y: F.binary_cross_entropy_with_logits(x, dense)
 
 
-def run(devices: list[str], names: list[str], warmup: int, repeats: int,
-        cpu_clock: str) -> list[dict]:
+def run(
+    devices: list[str], names: list[str], warmup: int, repeats: int, cpu_clock: str
+) -> list[dict]:
     rows = []
     for device in devices:
         clock = time.perf_counter
@@ -181,8 +195,10 @@ def run(devices: list[str], names: list[str], warmup: int, repeats: int,
             for name in names:
                 if mode not in get_loss_entry(name).modes:
                     continue
-                fns = {"baseline": bce_baseline(logits, target),
-                       "ours": ours(name, mode, logits, target)}
+                fns = {
+                    "baseline": bce_baseline(logits, target),
+                    "ours": ours(name, mode, logits, target),
+                }
                 for library, reference in (("smp", smp_reference), ("monai", monai_reference)):
                     fn = reference(name, mode)
                     if fn is not None:
@@ -203,9 +219,11 @@ def format_row(row: dict) -> str:
     fastest = min(references) if references else None
     versus_bce = row["ours"] / row["baseline"]
     versus_ref = "-" if fastest is None else f"{row['ours'] / fastest:5.2f}"
-    return (f"| {row['loss']:22s} | {row['mode']:10s} | {row['device']:4s} | "
-            f"{format_ms(row['ours'])} | {format_ms(row['smp'])} | {format_ms(row['monai'])} | "
-            f"{versus_bce:6.2f} | {versus_ref:>5s} |")
+    return (
+        f"| {row['loss']:22s} | {row['mode']:10s} | {row['device']:4s} | "
+        f"{format_ms(row['ours'])} | {format_ms(row['smp'])} | {format_ms(row['monai'])} | "
+        f"{versus_bce:6.2f} | {versus_ref:>5s} |"
+    )
 
 
 HEADER = (
@@ -234,15 +252,21 @@ def distance_map_ms(device: str, clock) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="1 warm-up and 5 timed runs (default 2 and 20)")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 warm-up and 5 timed runs (default 2 and 20)"
+    )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--losses", default=None, help="fnmatch pattern, e.g. '*dice*'")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: single-core cost)")
-    parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
-                        help="CPU timing: process CPU time (default; robust to other "
-                        "processes on a shared machine) or wall time. CUDA: always wall")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1: single-core cost)"
+    )
+    parser.add_argument(
+        "--clock",
+        choices=["cpu", "wall"],
+        default="cpu",
+        help="CPU timing: process CPU time (default; robust to other "
+        "processes on a shared machine) or wall time. CUDA: always wall",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.device == "auto":
@@ -250,25 +274,34 @@ def main(argv: list[str] | None = None) -> None:
     else:
         devices = [args.device]
     warmup, repeats = (1, 5) if args.quick else (2, 20)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-          f"{args.clock} clock on CPU, "
-          f"best of {repeats} timed runs, forward + backward; binary {SHAPES['binary']}, "
-          f"multiclass {SHAPES['multiclass']}")
-    print("/BCE: ours / binary_cross_entropy_with_logits on the same logits; "
-          "/ref: ours / fastest of smp and MONAI for the same definition\n")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+        f"{args.clock} clock on CPU, "
+        f"best of {repeats} timed runs, forward + backward; binary {SHAPES['binary']}, "
+        f"multiclass {SHAPES['multiclass']}"
+    )
+    print(
+        "/BCE: ours / binary_cross_entropy_with_logits on the same logits; "
+        "/ref: ours / fastest of smp and MONAI for the same definition\n"
+    )
     print(HEADER)
     rows = run(devices, list_losses(args.losses), warmup, repeats, args.clock)
     for device in devices:
         for mode in SHAPES:
-            baselines = [row["baseline"] for row in rows
-                         if row["device"] == device and row["mode"] == mode]
+            baselines = [
+                row["baseline"] for row in rows if row["device"] == device and row["mode"] == mode
+            ]
             if baselines:
-                print(f"BCE-with-logits {mode} {device}: median of the rows' best "
-                      f"{statistics.median(baselines):.1f} ms over all rows")
+                print(
+                    f"BCE-with-logits {mode} {device}: median of the rows' best "
+                    f"{statistics.median(baselines):.1f} ms over all rows"
+                )
         clock = time.process_time if device == "cpu" and args.clock == "cpu" else time.perf_counter
         how = "scipy per image" if device == "cpu" else "torch brute-force EDT"
-        print(f"hausdorff_dt prediction distance map alone, binary batch, {device} ({how}): "
-              f"{distance_map_ms(device, clock):.1f} ms")
+        print(
+            f"hausdorff_dt prediction distance map alone, binary batch, {device} ({how}): "
+            f"{distance_map_ms(device, clock):.1f} ms"
+        )
 
 
 if __name__ == "__main__":

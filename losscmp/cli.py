@@ -60,7 +60,9 @@ def run(
         str | None,
         typer.Option(help="Synthetic foreground fractions to sweep, e.g. '0.005,0.02,0.1'."),
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs per trial. [default: 8]")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Training epochs per trial. [default: 8]")
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size. [default: 16]")] = None,
     image_size: Annotated[
         int | None, typer.Option(help="Square image side, a multiple of 32. [default: 64]")
@@ -82,12 +84,18 @@ def run(
     amp: Annotated[
         bool | None, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA. [default: on]")
     ] = None,
-    out: Annotated[str | None, typer.Option(help="Parent folder of run folders. [default: results]")] = None,
+    out: Annotated[
+        str | None, typer.Option(help="Parent folder of run folders. [default: results]")
+    ] = None,
     config: Annotated[
         Path | None, typer.Option(help="YAML file with any of these options; flags win.")
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="Use only the first N images of each split.")] = None,
-    num_workers: Annotated[int | None, typer.Option(help="Data loader workers. [default: 0]")] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Use only the first N images of each split.")
+    ] = None,
+    num_workers: Annotated[
+        int | None, typer.Option(help="Data loader workers. [default: 0]")
+    ] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Finish an interrupted run folder; skips finished trials.")
     ] = None,
@@ -98,11 +106,24 @@ def run(
     from losscmp.runner import load_resumable, plan_run
 
     flags = {
-        "losses": losses, "dataset": dataset, "data_dir": data_dir, "fg_fraction": fg_fraction,
-        "epochs": epochs, "batch_size": batch_size, "image_size": image_size, "seeds": seeds,
-        "seed": seed, "lr": lr, "model": model, "encoder_weights": encoder_weights,
-        "device": device, "amp": amp, "out": out, "limit": limit, "num_workers": num_workers,
-    }  # fmt: skip
+        "losses": losses,
+        "dataset": dataset,
+        "data_dir": data_dir,
+        "fg_fraction": fg_fraction,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "image_size": image_size,
+        "seeds": seeds,
+        "seed": seed,
+        "lr": lr,
+        "model": model,
+        "encoder_weights": encoder_weights,
+        "device": device,
+        "amp": amp,
+        "out": out,
+        "limit": limit,
+        "num_workers": num_workers,
+    }
     if resume is not None:
         run_config = load_resumable(resume, config, flags)
     else:
@@ -136,7 +157,8 @@ def report(
 
 
 def _print_report(paths: list[Path], metric: str, csv: Path | None, plots: bool) -> None:
-    from losscmp import console, report as reporting
+    from losscmp import console
+    from losscmp import report as reporting
 
     run_dirs = reporting.resolve_run_dirs(list(paths))
     runs = [reporting.load_run(run_dir) for run_dir in run_dirs]
@@ -209,9 +231,9 @@ def _list_datasets(data_dir: Path) -> None:
 @user_errors
 def datasets_download(
     name: Annotated[str, typer.Argument(help="Dataset to fetch, e.g. pets.")],
-    data_dir: Annotated[
-        Path, typer.Option(help="Target folder.")
-    ] = Path("datasets/oxford-iiit-pet"),
+    data_dir: Annotated[Path, typer.Option(help="Target folder.")] = Path(
+        "datasets/oxford-iiit-pet"
+    ),
 ) -> None:
     """Download, verify (sha256) and extract a dataset; resumes a partial download."""
     from losscmp import console

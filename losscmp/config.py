@@ -87,7 +87,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     options = {str(key).replace("-", "_"): value for key, value in content.items()}
     for key in options:
         if key not in FIELD_NAMES:
-            raise ConfigError(f"config file {path}: unknown option '{key}'{suggest(key, FIELD_NAMES)}")
+            raise ConfigError(
+                f"config file {path}: unknown option '{key}'{suggest(key, FIELD_NAMES)}"
+            )
     return options
 
 
@@ -172,7 +174,9 @@ def validate(config: RunConfig) -> None:
     if config.limit is not None:
         _at_least(config.limit, 1, "--limit")
     if config.image_size < 32 or config.image_size % 32:
-        raise ParameterError(f"--image-size must be a multiple of 32 (U-Net), got {config.image_size}")
+        raise ParameterError(
+            f"--image-size must be a multiple of 32 (U-Net), got {config.image_size}"
+        )
     if not config.lr > 0:
         raise ParameterError(f"--lr must be positive, got {config.lr}")
     if config.weight_decay < 0:

@@ -134,7 +134,7 @@ def print_plan(plan) -> None:
 def print_tables(tables: list) -> None:
     out = stdout()
     for table in tables:
-        stdout().print(table)
+        out.print(table)
 
 
 def print_written(paths: list[Path]) -> None:

@@ -44,4 +44,6 @@ def unknown(kind: str, name: str, choices: Iterable[str]) -> UnknownNameError:
     """Build the standard 'unknown <kind>' error with a suggestion and the options."""
     choices = sorted(choices)
     listed = ", ".join(choices) if len(choices) <= 12 else ", ".join(choices[:12]) + ", ..."
-    return UnknownNameError(f"unknown {kind} '{name}'{suggest(name, choices)}; choose from: {listed}")
+    return UnknownNameError(
+        f"unknown {kind} '{name}'{suggest(name, choices)}; choose from: {listed}"
+    )

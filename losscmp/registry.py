@@ -42,7 +42,8 @@ class Entry:
         return {
             name: param
             for name, param in signature.parameters.items()
-            if name not in self.context_params and name != "self"
+            if name not in self.context_params
+            and name != "self"
             and param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
         }
 
@@ -73,7 +74,9 @@ class Registry:
     def add(self, entry: Entry) -> Entry:
         if entry.name in self._entries:
             raise ValueError(f"{self.kind} '{entry.name}' is registered twice")
-        entry = dataclasses.replace(entry, context_params=entry.context_params | self.context_params)
+        entry = dataclasses.replace(
+            entry, context_params=entry.context_params | self.context_params
+        )
         self._entries[entry.name] = entry
         return entry
 

@@ -26,9 +26,22 @@ RUN_FILE = "run.json"
 TRIALS_DIR = "trials"
 PANEL_DIR = "panel"
 EPOCH_COLUMNS = [
-    "dataset", "loss", "seed", "epoch", "train_loss", "val_dice", "val_iou", "val_mcc",
-    "val_precision", "val_recall", "val_image_dice", "val_image_iou", "lr", "seconds", "status",
-]  # fmt: skip
+    "dataset",
+    "loss",
+    "seed",
+    "epoch",
+    "train_loss",
+    "val_dice",
+    "val_iou",
+    "val_mcc",
+    "val_precision",
+    "val_recall",
+    "val_image_dice",
+    "val_image_iou",
+    "lr",
+    "seconds",
+    "status",
+]
 IMAGE_COLUMNS = ["dataset", "loss", "seed", "which", "image", "dice", "iou", "hd95", "nsd"]
 
 

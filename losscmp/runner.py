@@ -238,7 +238,9 @@ def _describe_device(device, torch) -> str:
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
     if device.type == "cpu":
-        return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        return (
+            f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        )
     return device.type
 
 

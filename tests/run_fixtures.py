@@ -96,9 +96,18 @@ def write_run(
     run_dir = Path(root) / run_id
     (run_dir / "trials").mkdir(parents=True)
     settings = _Settings(
-        quality, twins, losses, list(datasets), list(seeds), epochs, n_images, image_size,
-        noise, seed_spread, list(class_names),
-    )  # fmt: skip
+        quality,
+        twins,
+        losses,
+        list(datasets),
+        list(seeds),
+        epochs,
+        n_images,
+        image_size,
+        noise,
+        seed_spread,
+        list(class_names),
+    )
     records = []
     for dataset in datasets:
         for seed in seeds:

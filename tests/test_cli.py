@@ -8,8 +8,15 @@ import sys
 
 import pytest
 
-COMMANDS = [[], ["run"], ["report"], ["losses"], ["datasets"], ["datasets", "list"],
-            ["datasets", "download"]]  # fmt: skip
+COMMANDS = [
+    [],
+    ["run"],
+    ["report"],
+    ["losses"],
+    ["datasets"],
+    ["datasets", "list"],
+    ["datasets", "download"],
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "top")

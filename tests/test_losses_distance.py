@@ -35,17 +35,21 @@ def test_absent_or_full_class_gives_zeros_and_multiclass_has_one_map_per_class()
     assert (signed[2] == 0).all()  # class 2 absent
     np.testing.assert_array_equal(signed[0], -signed[1])
     full = np.ones((5, 5), np.uint8)
-    assert (target_maps(full, mode="binary", num_classes=2,
-                        names=["signed_distance"])["signed_distance"] == 0).all()
+    assert (
+        target_maps(full, mode="binary", num_classes=2, names=["signed_distance"])[
+            "signed_distance"
+        ]
+        == 0
+    ).all()
 
 
 def test_ignored_pixels_are_not_foreground():
     mask = square_mask()
     mask[0, 0] = 255
-    with_ignore = target_maps(mask, mode="binary", num_classes=2, ignore_index=255,
-                              names=["signed_distance"])
-    plain = target_maps(square_mask(), mode="binary", num_classes=2,
-                        names=["signed_distance"])
+    with_ignore = target_maps(
+        mask, mode="binary", num_classes=2, ignore_index=255, names=["signed_distance"]
+    )
+    plain = target_maps(square_mask(), mode="binary", num_classes=2, names=["signed_distance"])
     np.testing.assert_array_equal(with_ignore["signed_distance"], plain["signed_distance"])
 
 
@@ -53,12 +57,14 @@ def test_object_distance_is_the_sum_of_the_two_nearest_objects():
     mask = np.zeros((1, 11), np.uint8)
     mask[0, 0] = 1
     mask[0, 10] = 1
-    distance = target_maps(mask, mode="binary", num_classes=2,
-                           names=["object_distance"])["object_distance"]
+    distance = target_maps(mask, mode="binary", num_classes=2, names=["object_distance"])[
+        "object_distance"
+    ]
     assert distance.shape == (1, 1, 11)
     np.testing.assert_allclose(distance[0, 0], np.full(11, 10.0))  # d1 + d2 = 10 on the line
-    one_object = target_maps(square_mask(), mode="binary", num_classes=2,
-                             names=["object_distance"])["object_distance"]
+    one_object = target_maps(
+        square_mask(), mode="binary", num_classes=2, names=["object_distance"]
+    )["object_distance"]
     assert np.isinf(one_object).all()
 
 
@@ -76,7 +82,8 @@ def test_batched_prediction_distance_equals_per_image_scipy():
     for image, result in zip(stack, field, strict=True):
         if image.any() and not image.all():
             expected = ndimage.distance_transform_edt(image) + ndimage.distance_transform_edt(
-                ~image)
+                ~image
+            )
         else:
             expected = np.zeros(image.shape)
         np.testing.assert_allclose(result, expected, rtol=1e-6)

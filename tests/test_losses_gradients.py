@@ -38,8 +38,7 @@ def test_softplus_value_and_gradient():
 def test_log_one_minus_softmax_value_and_gradient():
     logits = torch.randn(2, 4, 3, 3, dtype=torch.float64) * 5
     log_probs = torch.log_softmax(logits, 1)
-    torch.testing.assert_close(log_one_minus_softmax(log_probs),
-                               torch.log(-torch.expm1(log_probs)))
+    torch.testing.assert_close(log_one_minus_softmax(log_probs), torch.log(-torch.expm1(log_probs)))
     assert torch.autograd.gradcheck(
         lambda x: log_one_minus_softmax(torch.log_softmax(x, 1)), (logits.requires_grad_(True),)
     )

@@ -45,13 +45,14 @@ def test_dice_and_jaccard_match_smp(mode, ignore_index):
     if ignore_index is not None:
         target = target.clone()
         target[..., :3] = ignore_index
-    for ours_name, theirs_cls in (("dice", smp_losses.DiceLoss),
-                                  ("jaccard", smp_losses.JaccardLoss)):
+    for ours_name, theirs_cls in (
+        ("dice", smp_losses.DiceLoss),
+        ("jaccard", smp_losses.JaccardLoss),
+    ):
         for smooth in (0.0, 1.0):
             theirs = theirs_cls(mode, smooth=smooth, ignore_index=ignore_index)
             ours_smooth = 2 * smooth if ours_name == "dice" else smooth
-            ours = create_loss(ours_name, mode=mode, smooth=ours_smooth,
-                               ignore_index=ignore_index)
+            ours = create_loss(ours_name, mode=mode, smooth=ours_smooth, ignore_index=ignore_index)
             assert_close(ours(logits, target), theirs(logits, target))
 
 
@@ -130,19 +131,24 @@ def test_dice_matches_monai(mode, reduction, include_background):
         pytest.skip("binary has one channel")
     logits, target = batch(mode)
     theirs = monai_losses.DiceLoss(
-        **activation(mode), include_background=include_background, smooth_nr=1.0,
-        smooth_dr=1.0, batch=reduction == "batch",
+        **activation(mode),
+        include_background=include_background,
+        smooth_nr=1.0,
+        smooth_dr=1.0,
+        batch=reduction == "batch",
     )
-    ours = create_loss("dice", mode=mode, smooth=1.0, reduction=reduction,
-                       include_background=include_background)
+    ours = create_loss(
+        "dice", mode=mode, smooth=1.0, reduction=reduction, include_background=include_background
+    )
     assert_close(ours(logits, target), theirs(logits, monai_target(target, mode)))
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_squared_dice_matches_monai(mode):
     logits, target = batch(mode)
-    theirs = monai_losses.DiceLoss(**activation(mode), squared_pred=True, smooth_nr=1.0,
-                                   smooth_dr=1.0, batch=True)
+    theirs = monai_losses.DiceLoss(
+        **activation(mode), squared_pred=True, smooth_nr=1.0, smooth_dr=1.0, batch=True
+    )
     ours = create_loss("dice", mode=mode, squared=True)
     assert_close(ours(logits, target), theirs(logits, monai_target(target, mode)))
 
@@ -151,8 +157,9 @@ def test_squared_dice_matches_monai(mode):
 def test_tversky_matches_monai(mode):
     # MONAI TverskyLoss: alpha weighs FP, beta FN, like ours.
     logits, target = batch(mode)
-    theirs = monai_losses.TverskyLoss(**activation(mode), alpha=0.3, beta=0.7, smooth_nr=1.0,
-                                      smooth_dr=1.0)
+    theirs = monai_losses.TverskyLoss(
+        **activation(mode), alpha=0.3, beta=0.7, smooth_nr=1.0, smooth_dr=1.0
+    )
     ours = create_loss("tversky", mode=mode, reduction="image")
     assert_close(ours(logits, target), theirs(logits, monai_target(target, mode)))
 
@@ -171,7 +178,10 @@ def test_generalized_dice_matches_monai(mode, reduction):
     else:
         theirs_target = target.unsqueeze(1)
     theirs = monai_losses.GeneralizedDiceLoss(
-        softmax=True, to_onehot_y=True, smooth_nr=0.0, smooth_dr=1e-12,
+        softmax=True,
+        to_onehot_y=True,
+        smooth_nr=0.0,
+        smooth_dr=1e-12,
         batch=reduction == "batch",
     )
     ours = create_loss("generalized_dice", mode=mode, smooth=0.0, reduction=reduction)
@@ -197,8 +207,9 @@ def test_dice_ce_matches_monai(mode):
     # DiceCELoss: BCE-with-logits for one channel, CE otherwise; lambda_ce, lambda_dice
     # map one to one; batch=True is our default batch reduction.
     logits, target = batch(mode)
-    theirs = monai_losses.DiceCELoss(**activation(mode), smooth_nr=1.0, smooth_dr=1.0,
-                                     batch=True, lambda_ce=0.7, lambda_dice=1.3)
+    theirs = monai_losses.DiceCELoss(
+        **activation(mode), smooth_nr=1.0, smooth_dr=1.0, batch=True, lambda_ce=0.7, lambda_dice=1.3
+    )
     name = "bce_dice" if mode == "binary" else "ce_dice"
     ours = create_loss(name, mode=mode, lambda_ce=0.7, lambda_dice=1.3)
     assert_close(ours(logits, target), theirs(logits, monai_target(target, mode)))
@@ -207,8 +218,15 @@ def test_dice_ce_matches_monai(mode):
 def test_dice_focal_matches_monai_binary():
     # DiceFocalLoss(lambda_dice=λ, lambda_focal=1-λ) == ours dice_focal(lambda_dice=λ).
     logits, target = batch("binary")
-    theirs = monai_losses.DiceFocalLoss(sigmoid=True, smooth_nr=1.0, smooth_dr=1.0, batch=True,
-                                        gamma=2.0, lambda_dice=0.3, lambda_focal=0.7)
+    theirs = monai_losses.DiceFocalLoss(
+        sigmoid=True,
+        smooth_nr=1.0,
+        smooth_dr=1.0,
+        batch=True,
+        gamma=2.0,
+        lambda_dice=0.3,
+        lambda_focal=0.7,
+    )
     ours = create_loss("dice_focal", lambda_dice=0.3, gamma=2.0)
     assert_close(ours(logits, target), theirs(logits, target))
 
@@ -222,10 +240,11 @@ def test_hausdorff_dt_matches_monai(mode, include_background):
     if mode == "binary" and not include_background:
         pytest.skip("binary has one channel")
     logits, target = batch(mode, size=24)
-    theirs = monai_losses.HausdorffDTLoss(**activation(mode), alpha=2.0,
-                                          include_background=include_background)
-    ours = create_loss("hausdorff_dt", mode=mode, alpha=2.0,
-                       include_background=include_background)
-    maps = batch_target_maps(target, mode=mode, num_classes=logits.shape[1],
-                             ignore_index=None, names=ours.needs)
+    theirs = monai_losses.HausdorffDTLoss(
+        **activation(mode), alpha=2.0, include_background=include_background
+    )
+    ours = create_loss("hausdorff_dt", mode=mode, alpha=2.0, include_background=include_background)
+    maps = batch_target_maps(
+        target, mode=mode, num_classes=logits.shape[1], ignore_index=None, names=ours.needs
+    )
     assert_close(ours(logits, target, **maps), theirs(logits, monai_target(target, mode)))

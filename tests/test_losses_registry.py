@@ -16,12 +16,32 @@ from losscmp.losses import (
 )
 
 CATALOGUE = [
-    "bce", "ce", "weighted_bce", "balanced_bce", "soft_bce", "label_smoothing_ce", "focal",
-    "topk_ce", "distance_weighted_bce",
-    "dice", "jaccard", "tversky", "focal_tversky", "log_cosh_dice", "generalized_dice", "mcc",
-    "f1", "lovasz",
-    "bce_dice", "ce_dice", "dice_focal", "dice_topk", "combo", "unified_focal",
-    "boundary", "hausdorff_dt",
+    "bce",
+    "ce",
+    "weighted_bce",
+    "balanced_bce",
+    "soft_bce",
+    "label_smoothing_ce",
+    "focal",
+    "topk_ce",
+    "distance_weighted_bce",
+    "dice",
+    "jaccard",
+    "tversky",
+    "focal_tversky",
+    "log_cosh_dice",
+    "generalized_dice",
+    "mcc",
+    "f1",
+    "lovasz",
+    "bce_dice",
+    "ce_dice",
+    "dice_focal",
+    "dice_topk",
+    "combo",
+    "unified_focal",
+    "boundary",
+    "hausdorff_dt",
 ]
 FAMILIES = {"pixel", "overlap", "compound", "boundary"}
 MAPS = {"signed_distance", "object_distance"}
@@ -33,7 +53,12 @@ def test_every_loss_of_the_catalogue_is_registered():
 
 def test_list_losses_filters_with_a_pattern():
     assert list_losses("*dice*") == [
-        "bce_dice", "ce_dice", "dice", "dice_focal", "dice_topk", "generalized_dice",
+        "bce_dice",
+        "ce_dice",
+        "dice",
+        "dice_focal",
+        "dice_topk",
+        "generalized_dice",
         "log_cosh_dice",
     ]
 
@@ -79,9 +104,15 @@ def test_bad_parameter_name_lists_the_valid_ones():
 
 @pytest.mark.parametrize(
     ("name", "params"),
-    [("focal", {"gamma": "high"}), ("dice", {"smooth": True}), ("dice", {"reduction": "pixel"}),
-     ("lovasz", {"per_image": "yes"}), ("dice", {"class_weights": [1, "a"]}),
-     ("weighted_bce", {"beta": "automatic"}), ("topk_ce", {"k": [10]})],
+    [
+        ("focal", {"gamma": "high"}),
+        ("dice", {"smooth": True}),
+        ("dice", {"reduction": "pixel"}),
+        ("lovasz", {"per_image": "yes"}),
+        ("dice", {"class_weights": [1, "a"]}),
+        ("weighted_bce", {"beta": "automatic"}),
+        ("topk_ce", {"k": [10]}),
+    ],
 )
 def test_bad_parameter_type_is_rejected(name, params):
     with pytest.raises(ParameterError, match="is not"):
@@ -90,12 +121,23 @@ def test_bad_parameter_type_is_rejected(name, params):
 
 @pytest.mark.parametrize(
     ("name", "params"),
-    [("focal", {"gamma": -1}), ("focal", {"alpha": 1.5}), ("tversky", {"alpha": -0.1}),
-     ("tversky", {"alpha": 0, "beta": 0}), ("dice", {"smooth": -1}), ("topk_ce", {"k": 0}),
-     ("topk_ce", {"k": 150}), ("combo", {"alpha": 2}), ("balanced_bce", {"epsilon": 0.7}),
-     ("dice", {"class_weights": [-1, 1]}), ("dice", {"class_weights": []}),
-     ("distance_weighted_bce", {"sigma": 0}), ("weighted_bce", {"beta": 0}),
-     ("unified_focal", {"delta": 1.2}), ("focal_tversky", {"gamma": 0})],
+    [
+        ("focal", {"gamma": -1}),
+        ("focal", {"alpha": 1.5}),
+        ("tversky", {"alpha": -0.1}),
+        ("tversky", {"alpha": 0, "beta": 0}),
+        ("dice", {"smooth": -1}),
+        ("topk_ce", {"k": 0}),
+        ("topk_ce", {"k": 150}),
+        ("combo", {"alpha": 2}),
+        ("balanced_bce", {"epsilon": 0.7}),
+        ("dice", {"class_weights": [-1, 1]}),
+        ("dice", {"class_weights": []}),
+        ("distance_weighted_bce", {"sigma": 0}),
+        ("weighted_bce", {"beta": 0}),
+        ("unified_focal", {"delta": 1.2}),
+        ("focal_tversky", {"gamma": 0}),
+    ],
 )
 def test_bad_parameter_value_raises_parameter_error(name, params):
     with pytest.raises(ParameterError):
@@ -106,7 +148,10 @@ def test_values_are_coerced_from_spec_and_yaml_types():
     assert create_loss("focal", gamma=1).params["gamma"] == 1.0
     assert isinstance(create_loss("focal", gamma=1).gamma, float)
     assert create_loss("dice", mode="multiclass", class_weights=[1, 2, 3]).class_weights == [
-        1.0, 2.0, 3.0]
+        1.0,
+        2.0,
+        3.0,
+    ]
     assert create_loss("weighted_bce", beta="auto").params["beta"] == "auto"
     assert create_loss("weighted_bce", beta=3).params["beta"] == 3.0
     assert create_loss("topk_ce", k=5).k == 5.0
@@ -114,9 +159,14 @@ def test_values_are_coerced_from_spec_and_yaml_types():
 
 @pytest.mark.parametrize(
     ("name", "mode", "alternative"),
-    [("bce", "multiclass", "ce"), ("ce", "binary", "bce"),
-     ("soft_bce", "multiclass", "label_smoothing_ce"), ("bce_dice", "multiclass", "ce_dice"),
-     ("ce_dice", "binary", "bce_dice"), ("weighted_bce", "multiclass", "ce")],
+    [
+        ("bce", "multiclass", "ce"),
+        ("ce", "binary", "bce"),
+        ("soft_bce", "multiclass", "label_smoothing_ce"),
+        ("bce_dice", "multiclass", "ce_dice"),
+        ("ce_dice", "binary", "bce_dice"),
+        ("weighted_bce", "multiclass", "ce"),
+    ],
 )
 def test_unsupported_mode_names_the_alternative(name, mode, alternative):
     with pytest.raises(ParameterError, match=f"binary|multiclass.*use '{alternative}"):

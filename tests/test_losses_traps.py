@@ -46,7 +46,7 @@ def test_001_focal_weight_is_per_pixel_not_from_the_batch_mean():
     # One easy pixel (p_t = 0.99) and one hard pixel (p_t = 0.1).
     logits = torch.tensor([math.log(99), -math.log(9)]).view(1, 1, 1, 2)
     target = torch.ones(1, 1, 1, 2)
-    per_pixel = [-(1 - p) ** 2 * math.log(p) for p in (0.99, 0.1)]
+    per_pixel = [-((1 - p) ** 2) * math.log(p) for p in (0.99, 0.1)]
     value = create_loss("focal", gamma=2.0)(logits, target).item()
     assert value == pytest.approx(sum(per_pixel) / 2, rel=1e-5)
     mean_bce = -(math.log(0.99) + math.log(0.1)) / 2
@@ -59,8 +59,9 @@ def test_001_tversky_defaults_are_the_papers_not_dice():
     assert create_loss("tversky").params["beta"] == 0.7
     assert create_loss("focal_tversky").params["gamma"] == 0.75
     logits, target = random_logits("binary"), random_target("binary")
-    assert not torch.isclose(create_loss("tversky")(logits, target),
-                             create_loss("dice", smooth=0.5)(logits, target))
+    assert not torch.isclose(
+        create_loss("tversky")(logits, target), create_loss("dice", smooth=0.5)(logits, target)
+    )
 
 
 @pytest.mark.parametrize("mode", ["binary", "multiclass"])
@@ -122,8 +123,9 @@ def test_003_class_weights_are_a_weighted_mean():
     logits, target = random_logits("multiclass"), random_target("multiclass")
     equal = create_loss("dice", mode="multiclass", class_weights=[2.0, 2.0, 2.0])
     # Σ w·l / Σ w with equal weights is the plain mean (Σ w·l / C would triple it).
-    torch.testing.assert_close(equal(logits, target),
-                               create_loss("dice", mode="multiclass")(logits, target))
+    torch.testing.assert_close(
+        equal(logits, target), create_loss("dice", mode="multiclass")(logits, target)
+    )
 
 
 def test_004_focal_worked_examples_use_the_natural_log():

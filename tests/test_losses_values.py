@@ -32,27 +32,48 @@ TARGET = torch.tensor([1.0, 0.0, 1.0, 0.0]).view(1, 1, 2, 2)
         ("f1", {"smooth": 0.0}, 1 - 2 * (1.5 / 1.8) * (1.5 / 2.0) / (1.5 / 1.8 + 1.5 / 2.0)),
         ("bce", {}, -(math.log(0.9) + math.log(0.8) + math.log(0.6) + math.log(0.9)) / 4),
         ("soft_bce", {"epsilon": 0.2}, None),
-        ("balanced_bce", {}, -(0.5 * (math.log(0.9) + math.log(0.6))
-                               + 0.5 * (math.log(0.8) + math.log(0.9))) / 4),
-        ("weighted_bce", {"beta": 3.0}, -(3 * (math.log(0.9) + math.log(0.6))
-                                          + math.log(0.8) + math.log(0.9)) / 4),
-        ("focal", {"gamma": 2.0}, -(0.01 * math.log(0.9) + 0.04 * math.log(0.8)
-                                    + 0.16 * math.log(0.6) + 0.01 * math.log(0.9)) / 4),
+        (
+            "balanced_bce",
+            {},
+            -(0.5 * (math.log(0.9) + math.log(0.6)) + 0.5 * (math.log(0.8) + math.log(0.9))) / 4,
+        ),
+        (
+            "weighted_bce",
+            {"beta": 3.0},
+            -(3 * (math.log(0.9) + math.log(0.6)) + math.log(0.8) + math.log(0.9)) / 4,
+        ),
+        (
+            "focal",
+            {"gamma": 2.0},
+            -(
+                0.01 * math.log(0.9)
+                + 0.04 * math.log(0.8)
+                + 0.16 * math.log(0.6)
+                + 0.01 * math.log(0.9)
+            )
+            / 4,
+        ),
         ("topk_ce", {"k": 25.0}, -math.log(0.6)),
         ("topk_ce", {"k": 50.0}, -(math.log(0.6) + math.log(0.8)) / 2),
-        ("combo", {"smooth": 0.0, "alpha": 0.4, "beta": 0.7},
-         0.4 * -(0.7 * (math.log(0.9) + math.log(0.6)) + 0.3 * (math.log(0.8) + math.log(0.9))) / 4
-         + 0.6 * (1 - 3.0 / 3.8)),
-        ("bce_dice", {"smooth": 0.0, "lambda_ce": 2.0},
-         -2 * (math.log(0.9) + math.log(0.8) + math.log(0.6) + math.log(0.9)) / 4 + 1 - 3 / 3.8),
+        (
+            "combo",
+            {"smooth": 0.0, "alpha": 0.4, "beta": 0.7},
+            0.4
+            * -(0.7 * (math.log(0.9) + math.log(0.6)) + 0.3 * (math.log(0.8) + math.log(0.9)))
+            / 4
+            + 0.6 * (1 - 3.0 / 3.8),
+        ),
+        (
+            "bce_dice",
+            {"smooth": 0.0, "lambda_ce": 2.0},
+            -2 * (math.log(0.9) + math.log(0.8) + math.log(0.6) + math.log(0.9)) / 4 + 1 - 3 / 3.8,
+        ),
     ],
 )
 def test_hand_computed_binary_values(name, params, expected):
     if expected is None:  # soft_bce: BCE against y' = y·0.8 + 0.1
         smoothed = TARGET.flatten() * 0.8 + 0.1
-        expected = -float(
-            (smoothed * PROBS.log() + (1 - smoothed) * (1 - PROBS).log()).mean()
-        )
+        expected = -float((smoothed * PROBS.log() + (1 - smoothed) * (1 - PROBS).log()).mean())
     value = create_loss(name, **params)(LOGITS, TARGET)
     assert value.item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
@@ -68,8 +89,12 @@ def test_generalized_dice_binary_weighs_background_and_foreground_by_inverse_squ
 def test_unified_focal_binary_by_hand():
     delta, gamma = 0.6, 0.5
     # L_maF: background pixels suppressed by (1 - p_bg)^gamma, foreground plain CE.
-    focal = (-delta * math.log(0.9) - (1 - delta) * math.sqrt(0.2) * math.log(0.8)
-             - delta * math.log(0.6) - (1 - delta) * math.sqrt(0.1) * math.log(0.9)) / 4
+    focal = (
+        -delta * math.log(0.9)
+        - (1 - delta) * math.sqrt(0.2) * math.log(0.8)
+        - delta * math.log(0.6)
+        - (1 - delta) * math.sqrt(0.1) * math.log(0.9)
+    ) / 4
     # L_maFTL: mTI = TP / (TP + delta FN + (1 - delta) FP) per channel.
     background = 1 - 1.7 / (1.7 + delta * 0.3 + (1 - delta) * 0.5)
     foreground = (1 - 1.5 / (1.5 + delta * 0.5 + (1 - delta) * 0.3)) ** (1 - gamma)
@@ -142,14 +167,16 @@ def test_lovasz_softmax_averages_present_classes_only():
 
 
 # ------------------------------------------------------------------ identities
-@pytest.mark.parametrize(("mode", "reduction"), list(itertools.product(
-    ["binary", "multiclass"], ["batch", "image"])))
+@pytest.mark.parametrize(
+    ("mode", "reduction"), list(itertools.product(["binary", "multiclass"], ["batch", "image"]))
+)
 def test_tversky_with_half_weights_is_dice(mode, reduction):
     logits, target = random_logits(mode), random_target(mode)
     dice = create_loss("dice", mode=mode, smooth=1.0, reduction=reduction)(logits, target)
     # (TP + s/2) / (TP + FP/2 + FN/2 + s/2) == (2TP + s) / (2TP + FP + FN + s)
-    tversky = create_loss("tversky", mode=mode, alpha=0.5, beta=0.5, smooth=0.5,
-                          reduction=reduction)(logits, target)
+    tversky = create_loss(
+        "tversky", mode=mode, alpha=0.5, beta=0.5, smooth=0.5, reduction=reduction
+    )(logits, target)
     torch.testing.assert_close(tversky, dice)
 
 
@@ -189,14 +216,13 @@ def test_soft_f1_equals_dice(mode):
 @pytest.mark.parametrize("mode", ["binary", "multiclass"])
 def test_log_cosh_dice_is_below_dice(mode):
     logits, target = random_logits(mode), random_target(mode)
-    assert create_loss("log_cosh_dice", mode=mode)(logits, target) < create_loss(
-        "dice", mode=mode
-    )(logits, target)
+    assert create_loss("log_cosh_dice", mode=mode)(logits, target) < create_loss("dice", mode=mode)(
+        logits, target
+    )
 
 
 # ------------------------------------------------------------------ shared options
-OVERLAP = ["dice", "jaccard", "tversky", "focal_tversky", "f1", "log_cosh_dice",
-           "generalized_dice"]
+OVERLAP = ["dice", "jaccard", "tversky", "focal_tversky", "f1", "log_cosh_dice", "generalized_dice"]
 
 
 @pytest.mark.parametrize("name", OVERLAP)
@@ -223,8 +249,9 @@ def test_class_weights_give_a_weighted_mean_not_divided_by_c_again():
     for c in range(3):
         weights = [0.0, 0.0, 0.0]
         weights[c] = 1.0
-        per_class.append(create_loss("dice", mode="multiclass", class_weights=weights)(
-            logits, target))
+        per_class.append(
+            create_loss("dice", mode="multiclass", class_weights=weights)(logits, target)
+        )
     weighted = create_loss("dice", mode="multiclass", class_weights=[1.0, 2.0, 5.0])
     expected = (per_class[0] + 2 * per_class[1] + 5 * per_class[2]) / 8
     torch.testing.assert_close(weighted(logits, target), expected)
@@ -238,8 +265,9 @@ def test_include_background_false_drops_class_zero():
         create_loss("dice", mode="multiclass", class_weights=[0.0, 0.0, 1.0])(logits, target),
     ]
     torch.testing.assert_close(without, sum(per_class) / 2)
-    weighted = create_loss("dice", mode="multiclass", include_background=False,
-                           class_weights=[9.0, 1.0, 3.0])(logits, target)
+    weighted = create_loss(
+        "dice", mode="multiclass", include_background=False, class_weights=[9.0, 1.0, 3.0]
+    )(logits, target)
     torch.testing.assert_close(weighted, (per_class[0] + 3 * per_class[1]) / 4)
 
 
@@ -291,8 +319,9 @@ def test_losses_accept_precomputed_maps_and_match_the_fallback():
         for mode in ("binary", "multiclass"):
             loss = create_loss(name, mode=mode)
             target, logits = blob_target(mode), random_logits(mode)
-            maps = batch_target_maps(target, mode=mode, num_classes=logits.shape[1],
-                                     ignore_index=None, names=loss.needs)
+            maps = batch_target_maps(
+                target, mode=mode, num_classes=logits.shape[1], ignore_index=None, names=loss.needs
+            )
             torch.testing.assert_close(loss(logits, target, **maps), loss(logits, target))
 
 
@@ -324,6 +353,7 @@ def test_ce_class_weights_and_ignore_match_torch_weighted_mean():
     target[:, :3] = 255
     weights = [0.2, 1.0, 3.0]
     expected = torch.nn.functional.cross_entropy(
-        logits, target, weight=torch.tensor(weights), ignore_index=255)
+        logits, target, weight=torch.tensor(weights), ignore_index=255
+    )
     loss = create_loss("ce", mode="multiclass", class_weights=weights, ignore_index=255)
     torch.testing.assert_close(loss(logits, target), expected)

@@ -137,9 +137,10 @@ def test_final_hd95_and_time_are_reported(summary):
 
 def test_diverged_seeds_are_left_out_and_reported(tmp_path):
     run_dir = write_run(
-        tmp_path, quality=QUALITY, diverged={("focal", 1): 3, ("tversky", 0): 2,
-                                              ("tversky", 1): 2, ("tversky", 2): 2}
-    )  # fmt: skip
+        tmp_path,
+        quality=QUALITY,
+        diverged={("focal", 1): 3, ("tversky", 0): 2, ("tversky", 1): 2, ("tversky", 2): 2},
+    )
     rows = report.summarize(report.load_run(run_dir)).set_index("loss")
     assert rows.loc["focal", "status"] == "1/3 seeds diverged at epoch 3"
     assert rows.loc["focal", "n_diverged"] == 1

@@ -155,8 +155,9 @@ def exploding_loss():
 
 
 def test_a_diverging_trial_is_recorded_and_the_others_go_on(cli, tmp_path, exploding_loss):
-    result = cli("run", "--config", SMOKE, "--out", tmp_path, "--losses", "exploding,dice",
-                 "--epochs", "3")  # fmt: skip
+    result = cli(
+        "run", "--config", SMOKE, "--out", tmp_path, "--losses", "exploding,dice", "--epochs", "3"
+    )
     assert result.exit_code == 0, result.output
     (run_dir,) = tmp_path.iterdir()
     epochs = pd.read_csv(run_dir / "epochs.csv")
@@ -184,8 +185,19 @@ def test_three_seeds_give_intervals_and_marks(cli, tmp_path):
 
 
 def test_imbalance_dial_runs_each_fraction_and_reports_the_sweep(cli, tmp_path):
-    result = cli("run", "--config", SMOKE, "--out", tmp_path, "--losses", "dice,bce",
-                 "--fg-fraction", "0.02,0.2", "--epochs", "1")  # fmt: skip
+    result = cli(
+        "run",
+        "--config",
+        SMOKE,
+        "--out",
+        tmp_path,
+        "--losses",
+        "dice,bce",
+        "--fg-fraction",
+        "0.02,0.2",
+        "--epochs",
+        "1",
+    )
     assert result.exit_code == 0, result.output
     (run_dir,) = tmp_path.iterdir()
     epochs = pd.read_csv(run_dir / "epochs.csv")

@@ -30,8 +30,23 @@ def _only_run(out):
     ],
 )
 def test_pets_fixture_runs_binary_and_trimap(cli, tmp_path, pets_dir, dataset, losses, classes):
-    result = cli("run", "--losses", losses, "--dataset", dataset, "--data-dir", pets_dir,
-                 "--epochs", "1", "--image-size", "64", "--device", "cpu", "--out", tmp_path)  # fmt: skip
+    result = cli(
+        "run",
+        "--losses",
+        losses,
+        "--dataset",
+        dataset,
+        "--data-dir",
+        pets_dir,
+        "--epochs",
+        "1",
+        "--image-size",
+        "64",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path,
+    )
     assert result.exit_code == 0, result.output
     run_dir = _only_run(tmp_path)
     meta = json.loads((run_dir / "run.json").read_text())
@@ -47,9 +62,21 @@ def test_pets_fixture_runs_binary_and_trimap(cli, tmp_path, pets_dir, dataset, l
 def test_folder_dataset_runs(cli, tmp_path):
     make_folder(tmp_path / "data", count=12, mask_suffix="_mask")
     out = tmp_path / "runs"
-    result = cli("run", "--losses", "dice,focal", "--dataset",
-                 f"folder(path={tmp_path / 'data'},mask_suffix=_mask)", "--epochs", "1",
-                 "--image-size", "64", "--device", "cpu", "--out", out)  # fmt: skip
+    result = cli(
+        "run",
+        "--losses",
+        "dice,focal",
+        "--dataset",
+        f"folder(path={tmp_path / 'data'},mask_suffix=_mask)",
+        "--epochs",
+        "1",
+        "--image-size",
+        "64",
+        "--device",
+        "cpu",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     epochs = pd.read_csv(_only_run(out) / "epochs.csv")
     assert len(epochs) == 2

@@ -32,7 +32,11 @@ def test_list_of_losses_with_parameters():
         Spec("focal", {"gamma": 1}),
         Spec("tversky", {"alpha": 0.3, "beta": 0.7}),
     ]
-    assert [spec.label for spec in specs] == ["dice", "focal(gamma=1)", "tversky(alpha=0.3,beta=0.7)"]
+    assert [spec.label for spec in specs] == [
+        "dice",
+        "focal(gamma=1)",
+        "tversky(alpha=0.3,beta=0.7)",
+    ]
 
 
 def test_list_values_and_nested_commas():

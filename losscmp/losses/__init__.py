@@ -1,8 +1,8 @@
 """The loss registry: every loss of LOSSES.md by name, in binary and multiclass mode.
 
-    from losscmp.losses import create_loss, list_losses
-    loss = create_loss("tversky", mode="binary", alpha=0.3, beta=0.7)
-    value = loss(logits, target)          # raw logits; scalar, differentiable
+from losscmp.losses import create_loss, list_losses
+loss = create_loss("tversky", mode="binary", alpha=0.3, beta=0.7)
+value = loss(logits, target)          # raw logits; scalar, differentiable
 """
 
 from __future__ import annotations

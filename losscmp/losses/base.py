@@ -148,7 +148,7 @@ class SegLoss(nn.Module):
                 target = target.squeeze(1)
             target = target.long()
         expected = logits.shape[:1] + logits.shape[2:]
-        if target.shape[:1] + target.shape[-(logits.dim() - 2):] != expected:
+        if target.shape[:1] + target.shape[-(logits.dim() - 2) :] != expected:
             raise ValueError(
                 f"target shape {tuple(target.shape)} does not match logits {tuple(logits.shape)}"
             )

@@ -29,8 +29,11 @@ def target_signed_distance(loss: SegLoss, logits, target, maps) -> torch.Tensor:
     distance = maps.get(SIGNED_DISTANCE)
     if distance is None:
         distance = batch_target_maps(
-            target, mode=loss.mode, num_classes=logits.shape[1],
-            ignore_index=loss.ignore_index, names=[SIGNED_DISTANCE],
+            target,
+            mode=loss.mode,
+            num_classes=logits.shape[1],
+            ignore_index=loss.ignore_index,
+            names=[SIGNED_DISTANCE],
         )[SIGNED_DISTANCE]
     return distance.to(device=logits.device, dtype=torch.float32)
 
@@ -69,7 +72,10 @@ class BoundaryLoss(SegLoss):
         self.alpha_end = check_range("alpha_end", alpha_end, 0.0)
         self.ignore_index = ignore_index
         self.dice = DiceLoss(
-            mode, smooth=smooth, reduction=reduction, include_background=include_background,
+            mode,
+            smooth=smooth,
+            reduction=reduction,
+            include_background=include_background,
             ignore_index=ignore_index,
         )
         self.progress = 0.0

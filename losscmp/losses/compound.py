@@ -32,16 +32,31 @@ from losscmp.losses.pixel import BCELoss, CELoss, FocalLoss, TopKCELoss
 
 def dice_part(mode, smooth, reduction, include_background, class_weights, ignore_index):
     return DiceLoss(
-        mode, smooth=smooth, reduction=reduction, include_background=include_background,
-        class_weights=class_weights, ignore_index=ignore_index,
+        mode,
+        smooth=smooth,
+        reduction=reduction,
+        include_background=include_background,
+        class_weights=class_weights,
+        ignore_index=ignore_index,
     )
 
 
 class CrossEntropyDiceLoss(SegLoss):
     """λ_ce·(B)CE + λ_dice·Dice; shared by ``bce_dice`` (binary) and ``ce_dice``."""
 
-    def __init__(self, mode, params, *, lambda_ce, lambda_dice, smooth, reduction,
-                 include_background, class_weights, ignore_index) -> None:
+    def __init__(
+        self,
+        mode,
+        params,
+        *,
+        lambda_ce,
+        lambda_dice,
+        smooth,
+        reduction,
+        include_background,
+        class_weights,
+        ignore_index,
+    ) -> None:
         super().__init__(mode, params)
         self.lambda_ce = check_range("lambda_ce", lambda_ce, 0.0)
         self.lambda_dice = check_range("lambda_dice", lambda_dice, 0.0)
@@ -82,8 +97,14 @@ class BCEDiceLoss(CrossEntropyDiceLoss):
         ignore_index: int | None = None,
     ) -> None:
         super().__init__(
-            mode, locals(), lambda_ce=lambda_ce, lambda_dice=lambda_dice, smooth=smooth,
-            reduction=reduction, include_background=True, class_weights=None,
+            mode,
+            locals(),
+            lambda_ce=lambda_ce,
+            lambda_dice=lambda_dice,
+            smooth=smooth,
+            reduction=reduction,
+            include_background=True,
+            class_weights=None,
             ignore_index=ignore_index,
         )
 
@@ -113,9 +134,15 @@ class CEDiceLoss(CrossEntropyDiceLoss):
         ignore_index: int | None = None,
     ) -> None:
         super().__init__(
-            mode, locals(), lambda_ce=lambda_ce, lambda_dice=lambda_dice, smooth=smooth,
-            reduction=reduction, include_background=include_background,
-            class_weights=check_class_weights(class_weights), ignore_index=ignore_index,
+            mode,
+            locals(),
+            lambda_ce=lambda_ce,
+            lambda_dice=lambda_dice,
+            smooth=smooth,
+            reduction=reduction,
+            include_background=include_background,
+            class_weights=check_class_weights(class_weights),
+            ignore_index=ignore_index,
         )
 
 
@@ -232,8 +259,7 @@ class ComboLoss(SegLoss):
         y = one_hot(labels, logits.shape[1], None)
         log_probs = torch.log_softmax(logits, 1)
         per_pixel = -(
-            self.beta * y * log_probs
-            + (1 - self.beta) * (1 - y) * log_one_minus_softmax(log_probs)
+            self.beta * y * log_probs + (1 - self.beta) * (1 - y) * log_one_minus_softmax(log_probs)
         ).mean(1, keepdim=True)
         return masked_mean(per_pixel, valid)
 
@@ -317,4 +343,3 @@ class UnifiedFocalLoss(SegLoss):
         loss = ratio_loss(tp, tp + self.delta * fn + (1 - self.delta) * fp, self.smooth)
         enhanced = torch.cat([loss[..., :1], safe_pow(loss[..., 1:], 1 - self.gamma)], -1)
         return enhanced.mean()
-

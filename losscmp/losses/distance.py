@@ -51,9 +51,7 @@ def object_distance(foreground: np.ndarray) -> np.ndarray:
     labels, count = ndimage.label(foreground)
     if count < 2:
         return np.full((1, *foreground.shape), np.inf, np.float32)
-    distances = np.stack(
-        [ndimage.distance_transform_edt(labels != k) for k in range(1, count + 1)]
-    )
+    distances = np.stack([ndimage.distance_transform_edt(labels != k) for k in range(1, count + 1)])
     nearest_two = np.partition(distances, 1, axis=0)[:2]
     return nearest_two.sum(0, keepdims=True).astype(np.float32)
 

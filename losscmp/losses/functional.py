@@ -38,8 +38,10 @@ def multiclass_target(target: torch.Tensor, ignore_index: int | None):
 def one_hot(labels: torch.Tensor, num_classes: int, valid: torch.Tensor | None) -> torch.Tensor:
     """(N, H, W) long -> (N, C, H, W) float32, all-zero at ignored pixels, in one scatter."""
     shape = (labels.shape[0], num_classes, *labels.shape[1:])
-    source = valid if valid is not None else torch.ones(1, device=labels.device).expand(
-        labels.shape[0], 1, *labels.shape[1:]
+    source = (
+        valid
+        if valid is not None
+        else torch.ones(1, device=labels.device).expand(labels.shape[0], 1, *labels.shape[1:])
     )
     return torch.zeros(shape, device=labels.device).scatter_(1, labels.unsqueeze(1), source)
 

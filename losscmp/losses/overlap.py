@@ -135,9 +135,7 @@ def tversky_loss(tp, fp, fn, alpha, beta, smooth):
     return ratio_loss(tp, tp + alpha * fp + beta * fn, smooth)
 
 
-OVERLAP_DEFAULTS = (
-    "smooth (default 1), reduction, include_background, class_weights, ignore_index"
-)
+OVERLAP_DEFAULTS = "smooth (default 1), reduction, include_background, class_weights, ignore_index"
 
 
 @register_loss(
@@ -160,8 +158,12 @@ class DiceLoss(OverlapLoss):
         ignore_index: int | None = None,
     ) -> None:
         super().__init__(
-            mode, locals(), smooth=smooth, reduction=reduction,
-            include_background=include_background, ignore_index=ignore_index,
+            mode,
+            locals(),
+            smooth=smooth,
+            reduction=reduction,
+            include_background=include_background,
+            ignore_index=ignore_index,
             class_weights=class_weights,
         )
         self.squared = squared
@@ -198,8 +200,12 @@ class JaccardLoss(OverlapLoss):
         ignore_index: int | None = None,
     ) -> None:
         super().__init__(
-            mode, locals(), smooth=smooth, reduction=reduction,
-            include_background=include_background, ignore_index=ignore_index,
+            mode,
+            locals(),
+            smooth=smooth,
+            reduction=reduction,
+            include_background=include_background,
+            ignore_index=ignore_index,
             class_weights=class_weights,
         )
 
@@ -230,8 +236,12 @@ class TverskyLoss(OverlapLoss):
         ignore_index: int | None = None,
     ) -> None:
         super().__init__(
-            mode, locals(), smooth=smooth, reduction=reduction,
-            include_background=include_background, ignore_index=ignore_index,
+            mode,
+            locals(),
+            smooth=smooth,
+            reduction=reduction,
+            include_background=include_background,
+            ignore_index=ignore_index,
             class_weights=class_weights,
         )
         self.alpha = check_range("alpha", alpha, 0.0)
@@ -265,8 +275,13 @@ class FocalTverskyLoss(TverskyLoss):
         ignore_index: int | None = None,
     ) -> None:
         super().__init__(
-            mode, alpha=alpha, beta=beta, smooth=smooth, reduction=reduction,
-            include_background=include_background, class_weights=class_weights,
+            mode,
+            alpha=alpha,
+            beta=beta,
+            smooth=smooth,
+            reduction=reduction,
+            include_background=include_background,
+            class_weights=class_weights,
             ignore_index=ignore_index,
         )
         self.params["gamma"] = gamma
@@ -316,8 +331,12 @@ class GeneralizedDiceLoss(OverlapLoss):
         ignore_index: int | None = None,
     ) -> None:
         super().__init__(
-            mode, locals(), smooth=smooth, reduction=reduction,
-            include_background=include_background, ignore_index=ignore_index,
+            mode,
+            locals(),
+            smooth=smooth,
+            reduction=reduction,
+            include_background=include_background,
+            ignore_index=ignore_index,
             class_weights=None,
         )
         self.needs_true_negatives = self.binary
@@ -368,8 +387,12 @@ class MCCLoss(OverlapLoss):
         ignore_index: int | None = None,
     ) -> None:
         super().__init__(
-            mode, locals(), smooth=0.0, reduction=reduction,
-            include_background=include_background, ignore_index=ignore_index,
+            mode,
+            locals(),
+            smooth=0.0,
+            reduction=reduction,
+            include_background=include_background,
+            ignore_index=ignore_index,
             class_weights=class_weights,
         )
         self.eps = check_range("eps", eps, 0.0)
@@ -405,8 +428,12 @@ class F1Loss(OverlapLoss):
         ignore_index: int | None = None,
     ) -> None:
         super().__init__(
-            mode, locals(), smooth=smooth, reduction=reduction,
-            include_background=include_background, ignore_index=ignore_index,
+            mode,
+            locals(),
+            smooth=smooth,
+            reduction=reduction,
+            include_background=include_background,
+            ignore_index=ignore_index,
             class_weights=class_weights,
         )
         self.eps = check_range("eps", eps, 0.0)

@@ -381,8 +381,11 @@ class DistanceWeightedBCELoss(SegLoss):
             from losscmp.losses.distance import batch_target_maps
 
             distance = batch_target_maps(
-                target, mode=self.mode, num_classes=logits.shape[1],
-                ignore_index=self.ignore_index, names=[OBJECT_DISTANCE],
+                target,
+                mode=self.mode,
+                num_classes=logits.shape[1],
+                ignore_index=self.ignore_index,
+                names=[OBJECT_DISTANCE],
             )[OBJECT_DISTANCE]
         distance = distance.to(device=logits.device, dtype=torch.float32)
         weight = self.w0 * torch.exp(-(distance**2) / (2 * self.sigma**2))
