@@ -138,7 +138,17 @@ def run(
 
     prepared = prepare(plan)
     with console.TrainingProgress() as progress:
-        run_dir = execute(prepared, run_dir=resume, listener=progress)
+        try:
+            run_dir = execute(prepared, run_dir=resume, listener=progress)
+        except KeyboardInterrupt:
+            if progress.run_dir is None:
+                raise
+            typer.echo(
+                f"losscmp: interrupted; finished trials are saved in {progress.run_dir}. "
+                f"Finish the run with the same command plus --resume {progress.run_dir}",
+                err=True,
+            )
+            raise typer.Exit(130) from None
     _print_report([run_dir], metric="dice", csv=None, plots=False)
 
 

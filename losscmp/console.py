@@ -50,6 +50,7 @@ class TrainingProgress(RunListener):
         self.task = None
         self.epochs = 1
         self.show_dataset = False
+        self.run_dir: Path | None = None
 
     def __enter__(self) -> TrainingProgress:
         self.progress.start()
@@ -59,6 +60,7 @@ class TrainingProgress(RunListener):
         self.progress.stop()
 
     def on_start(self, run_dir: Path, trials: list, skipped: list) -> None:
+        self.run_dir = run_dir
         self.show_dataset = len({trial.dataset for trial in trials}) > 1
         note = f" ({len(skipped)} finished trials kept)" if skipped else ""
         err.print(f"run folder: {run_dir}{note}")

@@ -220,3 +220,45 @@ def test_report_plots_are_png_files(cli, smoke_run):
     assert any(path.name.startswith("predictions") for path in pngs)
     for path in pngs:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_only_the_loss_differs_between_trials(cli, tmp_path):
+    """focal(gamma=0) is bce: trained side by side they must match to the last digit,
+    which holds only if both got the same initial weights, batches and augmentations."""
+    result = cli("run", "--config", SMOKE, "--out", tmp_path, "--losses", "bce,focal(gamma=0)")
+    assert result.exit_code == 0, result.output
+    (run_dir,) = tmp_path.iterdir()
+    epochs = pd.read_csv(run_dir / "epochs.csv")
+    bce = epochs[epochs["loss"] == "bce"].reset_index(drop=True)
+    focal = epochs[epochs["loss"] == "focal(gamma=0)"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(bce[METRIC_COLUMNS], focal[METRIC_COLUMNS])
+
+
+def test_ctrl_c_keeps_finished_trials_and_says_how_to_resume(tmp_path):
+    out = tmp_path / "runs"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "losscmp",
+            "run",
+            "--config",
+            str(SMOKE),
+            "--out",
+            str(out),
+            "--epochs",
+            "6",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(out.glob("*/trials/*.json")):
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    (trial,) = out.glob("*/trials/*.json")
+    assert json.loads(trial.read_text())["status"] == "finished"
+    assert f"--resume {trial.parent.parent}" in stderr
