@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import SMOKE
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 
 METRIC_COLUMNS = ["train_loss", "val_dice", "val_iou", "val_mcc", "val_precision", "val_recall"]
 

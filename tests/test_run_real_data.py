@@ -6,8 +6,8 @@ import json
 
 import pandas as pd
 import pytest
-
-from tests.fixtures_data import make_folder, make_pets_tree
+from fixtures_data import make_folder, make_pets_tree
+from test_data_download import pets_archives, server  # noqa: F401 - fixtures
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +94,35 @@ def test_datasets_list_shows_presence_and_how_to_get(cli, tmp_path):
     assert result.exit_code == 0
     for text in ("synthetic", "pets", "folder", "losscmp datasets download pets"):
         assert text in result.stdout
+
+
+def test_download_through_the_cli_then_train(cli, tmp_path, monkeypatch, pets_archives):  # noqa: F811
+    """`losscmp datasets download pets` against a local server, then a run on what it fetched."""
+    import functools
+
+    from losscmp.data import download
+
+    local = functools.partial(download.download_pets, archives=pets_archives)
+    monkeypatch.setattr(download, "download_pets", local)
+    target = tmp_path / "datasets" / "oxford-iiit-pet"
+    fetched = cli("datasets", "download", "pets", "--data-dir", target)
+    assert fetched.exit_code == 0, fetched.output
+    listing = cli("datasets", "--data-dir", tmp_path / "datasets")
+    pets_row = next(line for line in listing.stdout.splitlines() if "pets" in line)
+    assert "yes" in pets_row
+    result = cli(
+        "run",
+        "--losses",
+        "dice",
+        "--dataset",
+        "pets",
+        "--data-dir",
+        target,
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "runs",
+    )
+    assert result.exit_code == 0, result.output
