@@ -8,6 +8,8 @@ small elsewhere.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +59,7 @@ def build_model(preset: ModelPreset, out_channels: int, encoder_weights: str | N
     import segmentation_models_pytorch as smp
     import torch
 
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _quiet_hub_logging():
         torch.manual_seed(seed)
         try:
             return smp.Unet(
@@ -66,10 +68,22 @@ def build_model(preset: ModelPreset, out_channels: int, encoder_weights: str | N
                 encoder_weights=encoder_weights,
                 **preset.unet_kwargs,
             )
-        except (OSError, RuntimeError) as error:
+        except (OSError, RuntimeError):
             if encoder_weights:
                 raise ParameterError(
-                    f"could not load '{encoder_weights}' weights for {preset.name} "
-                    f"(no internet?): {str(error).splitlines()[0]}"
+                    f"could not load '{encoder_weights}' encoder weights for the {preset.name} "
+                    "model (they are downloaded once; is there internet access?)"
                 ) from None
             raise
+
+
+@contextlib.contextmanager
+def _quiet_hub_logging():
+    """Mute huggingface_hub's per-retry warnings: a failed download is reported in one line."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(level)

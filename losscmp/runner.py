@@ -79,7 +79,7 @@ class PreparedRun:
 def prepare(plan: Plan) -> PreparedRun:
     """Resolve the device, load the data, build each loss once: every user error surfaces here."""
     from losscmp.data import load_dataset
-    from losscmp.model import resolve_preset
+    from losscmp.model import build_model, resolve_preset
     from losscmp.train import TrainSettings, make_loss
 
     config = plan.config
@@ -108,6 +108,13 @@ def prepare(plan: Plan) -> PreparedRun:
         device=device,
         amp=config.amp,
     )
+    if config.encoder_weights:
+        # Fetch the pretrained weights now, so a failed download leaves no run folder.
+        build_model(settings.preset, 1, config.encoder_weights, seed=config.seed)
+    if device.type == "cuda":
+        import torch
+
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick kernels
     return PreparedRun(plan, datasets, settings)
 
 

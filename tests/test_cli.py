@@ -130,3 +130,20 @@ def test_dry_run_prints_trials_and_writes_nothing(cli, tmp_path):
     assert "4 planned trials" in result.output
     assert result.output.count("seed") >= 1
     assert not out.exists()
+
+
+def test_unreachable_pretrained_weights_fail_before_the_run_folder(cli, tmp_path, monkeypatch):
+    import segmentation_models_pytorch as smp
+
+    def offline_unet(*args, encoder_weights=None, **kwargs):
+        if encoder_weights:
+            raise OSError("We couldn't connect to the Hub")
+        return real_unet(*args, encoder_weights=encoder_weights, **kwargs)
+
+    real_unet = smp.Unet
+    monkeypatch.setattr(smp, "Unet", offline_unet)
+    out = tmp_path / "runs"
+    result = cli("run", "--encoder-weights", "imagenet", "--epochs", "1", "--out", out)
+    assert result.exit_code == 2
+    assert "could not load 'imagenet' encoder weights" in result.stderr
+    assert not out.exists()
