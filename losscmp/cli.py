@@ -178,6 +178,12 @@ def _print_report(paths: list[Path], metric: str, csv: Path | None, plots: bool)
         reporting.render_imbalance_table(summary, metric=metric),
     ]
     console.print_tables([table for table in tables if table is not None])
+    for run, run_dir in zip(runs, run_dirs, strict=True):
+        for path, count in reporting.unfinished_trials(run).items():
+            console.print_note(
+                f"{path} is unfinished: {count} planned trial(s) have no result yet; "
+                f"finish it with the run's command plus --resume {run_dir}"
+            )
     written = [reporting.write_summary(summary, run_dirs[0] / "summary.csv")]
     if csv is not None:
         written.append(reporting.write_summary(summary, csv))

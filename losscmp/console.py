@@ -139,6 +139,10 @@ def print_tables(tables: list) -> None:
         out.print(table)
 
 
+def print_note(text: str) -> None:
+    err.print(f"[yellow]note:[/yellow] {text}", highlight=False, soft_wrap=True)
+
+
 def print_written(paths: list[Path]) -> None:
     for path in paths:
         err.print(f"wrote {path}")

@@ -92,6 +92,17 @@ class RunResults:
         ]
 
 
+def unfinished_trials(results: RunResults) -> dict[Path, int]:
+    """Per run folder, how many planned trials (run.json's ``trials``) have no result yet."""
+    done = set(results.trials["trial_id"])
+    missing = {}
+    for run_dir, meta in zip(results.run_dirs, results.metas, strict=True):
+        count = sum(1 for trial in meta.get("trials") or [] if trial not in done)
+        if count:
+            missing[run_dir] = count
+    return missing
+
+
 # --------------------------------------------------------------------------- finding runs
 
 

@@ -116,6 +116,11 @@ def test_resume_after_a_killed_process_keeps_finished_trials(cli, tmp_path):
     run_dir = trials_dir.parent
     assert json.loads((run_dir / "run.json").read_text())["finished_at"] is None
 
+    partial = cli("report", run_dir)
+    assert partial.exit_code == 0
+    assert f"{3 - len(finished)} planned trial(s) have no result yet" in partial.stderr
+    assert f"--resume {run_dir}" in partial.stderr
+
     changed = cli("run", *args, "--epochs", "5", "--resume", run_dir)
     assert changed.exit_code == 2 and "changes epochs" in changed.stderr
 
