@@ -595,6 +595,7 @@ def _add_columns(table: Table, metric: str, has_classes: bool) -> None:
     for other in ("dice", "iou", "mcc"):
         if other != metric:
             table.add_column(f"{METRIC_TITLES[other]}\nbest", **number)
+            table.add_column(f"{METRIC_TITLES[other]}\nfinal", **number)
     table.add_column("best\nep.", **number)
     table.add_column("HD95\nfinal", **number)
     table.add_column("time\ns", **number)
@@ -616,6 +617,7 @@ def _cells(row: dict[str, Any], metric: str, per_class: list[str]) -> list[Text 
     for other in ("dice", "iou", "mcc"):
         if other != metric:
             cells.append(_number(row.get(f"best_{other}_mean")))
+            cells.append(_number(row.get(f"final_{other}_mean")))
     cells += [
         _epoch(row["best_epoch"]),
         _number(row.get("final_hd95_mean"), digits=1),
