@@ -200,16 +200,7 @@ def run_metadata(prepared: PreparedRun, run_dir: Path) -> dict[str, Any]:
             for label, spec in plan.loss_specs.items()
         },
         "datasets": {
-            label: {
-                "spec": label,
-                "mode": data.mode,
-                "class_names": list(data.class_names),
-                "image_size": plan.config.image_size,
-                "n_train": len(data.train_images),
-                "n_val": len(data.val_images),
-                **data.info,
-            }
-            for label, data in prepared.datasets.items()
+            label: {"spec": label, **data.info} for label, data in prepared.datasets.items()
         },
         "trials": [trial.id for trial in plan.trials],
         "seeds": plan.seeds,

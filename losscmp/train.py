@@ -85,7 +85,7 @@ def train_trial(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
     )
-    steps_per_epoch = math.ceil(len(data.train_images) / settings.batch_size)
+    steps_per_epoch = len(training_loader(data, settings, loss_fn, trial.seed, epoch=1))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=settings.epochs * steps_per_epoch
     )
@@ -141,16 +141,7 @@ def train_one_epoch(model, loss_fn, optimizer, scheduler, data, settings, seed, 
     """One pass over the training split; returns the mean loss (one sync, at the end)."""
     model.train()
     device = settings.device
-    loader = make_loader(
-        data,
-        split="train",
-        batch_size=settings.batch_size,
-        seed=seed,
-        epoch=epoch,
-        num_workers=settings.num_workers,
-        maps=loss_fn.needs,
-        augment=True,
-    )
+    loader = training_loader(data, settings, loss_fn, seed, epoch)
     total = torch.zeros((), device=device)
     steps = len(loader)
     for step, batch in enumerate(loader, start=1):
@@ -168,6 +159,20 @@ def train_one_epoch(model, loss_fn, optimizer, scheduler, data, settings, seed, 
         if on_step:
             on_step(step, steps)
     return float(total.item() / max(steps, 1))
+
+
+def training_loader(data, settings: TrainSettings, loss_fn, seed: int, epoch: int):
+    """This epoch's batches: order and augmentation fixed by (seed, epoch), maps the loss needs."""
+    return make_loader(
+        data,
+        split="train",
+        batch_size=settings.batch_size,
+        seed=seed,
+        epoch=epoch,
+        num_workers=settings.num_workers,
+        maps=loss_fn.needs,
+        augment=True,
+    )
 
 
 @torch.no_grad()
