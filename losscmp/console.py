@@ -145,7 +145,7 @@ def print_note(text: str) -> None:
 
 def print_written(paths: list[Path]) -> None:
     for path in paths:
-        err.print(f"wrote {path}")
+        err.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 
 def print_loss_table(entries: list) -> None:
