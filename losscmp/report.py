@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,15 @@ from rich.text import Text
 
 from losscmp import stats
 from losscmp.errors import LosscmpError, SpecError, unknown
-from losscmp.results import RUN_FILE, TRIALS_DIR, atomic_write_csv, read_run_json
+from losscmp.results import (
+    EPOCH_COLUMNS,
+    IMAGE_COLUMNS,
+    RUN_FILE,
+    TRIALS_DIR,
+    atomic_write_csv,
+    read_run_json,
+    trial_id,
+)
 from losscmp.spec import Spec, parse_spec
 
 METRICS = ("dice", "iou", "mcc", "image_dice", "image_iou")
@@ -60,7 +69,6 @@ METRIC_TITLES = {
     "image_dice": "image Dice",
     "image_iou": "image IoU",
 }
-SNAPSHOT_METRICS = ("dice", "iou", "mcc", "image_dice", "image_iou")
 # Config fields that may differ between runs reported together: what was
 # compared (losses, seeds count) and where/how it ran, not what it computed.
 COMBINABLE_CONFIG_FIELDS = frozenset(
@@ -68,8 +76,40 @@ COMBINABLE_CONFIG_FIELDS = frozenset(
 )
 # Dataset info fields that name a location rather than the data itself.
 LOCATION_INFO_FIELDS = frozenset({"source", "path", "data_dir", "root"})
+# The metrics with best/final columns in the table (the headline's own are the first ones).
+TABLE_METRICS = ("dice", "iou", "mcc")
 PER_CLASS_COLUMN = re.compile(r"best_dice_(.+)_mean")
 REQUIRED_EPOCH_COLUMNS = ("dataset", "loss", "seed", "epoch", "val_dice")
+
+
+@dataclass(frozen=True)
+class _TableSpec:
+    """What report needs from epochs.csv / images.csv (and the trial records' lists)."""
+
+    name: str  # the file's stem and the trial record's key
+    columns: Sequence[str]  # the writer's columns (results.py), used when rebuilding
+    required: tuple[str, ...]  # must be present
+    filled: tuple[str, ...]  # must have a value in every row
+    numeric: tuple[str, ...]  # must hold numbers when present
+    numeric_prefix: str | None = None  # ... and so must every column starting with this
+
+
+TEXT_COLUMNS = ("dataset", "loss", "status", "which")
+EPOCH_TABLE = _TableSpec(
+    name="epochs",
+    columns=EPOCH_COLUMNS,
+    required=REQUIRED_EPOCH_COLUMNS,
+    filled=("dataset", "loss", "seed", "epoch"),
+    numeric=("seed", "epoch", "train_loss", "lr", "seconds"),
+    numeric_prefix="val_",
+)
+IMAGE_TABLE = _TableSpec(
+    name="images",
+    columns=IMAGE_COLUMNS,
+    required=("dataset", "loss", "seed", "which"),
+    filled=("dataset", "loss", "seed", "which"),
+    numeric=("seed", "image", "dice", "iou", "hd95", "nsd"),
+)
 
 
 @dataclass
@@ -143,15 +183,12 @@ def load_run(run_dir: Path | str) -> RunResults:
     meta = read_run_json(run_dir)  # checks schema_version
     trial_records = _read_trials(run_dir)
     trials = _trial_frame(trial_records)
-    epochs = _read_table(run_dir / "epochs.csv", trial_records, "epochs")
-    images = _read_table(run_dir / "images.csv", trial_records, "images")
+    epochs = _read_table(run_dir, EPOCH_TABLE, trial_records)
+    images = _read_table(run_dir, IMAGE_TABLE, trial_records)
     if epochs.empty:
         raise LosscmpError(
             f"{run_dir} has no finished trials yet (still running, or stopped before one ended)"
         )
-    missing = [column for column in REQUIRED_EPOCH_COLUMNS if column not in epochs.columns]
-    if missing:
-        raise LosscmpError(f"{run_dir}/epochs.csv lacks column(s) {', '.join(missing)}")
     if trials.empty:
         trials = _trials_from_epochs(epochs)
     return RunResults(
@@ -169,9 +206,12 @@ def _read_trials(run_dir: Path) -> list[dict[str, Any]]:
     records = []
     for path in sorted((run_dir / TRIALS_DIR).glob("*.json")):
         try:
-            records.append(json.loads(path.read_text()))
-        except json.JSONDecodeError:
+            record = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
             raise LosscmpError(f"{path} is damaged (not valid JSON)") from None
+        if not isinstance(record, dict) or not {"dataset", "loss", "seed"} <= record.keys():
+            raise LosscmpError(f"{path} is damaged (not a trial record)")
+        records.append(record)
     return records
 
 
@@ -189,7 +229,7 @@ def _trials_from_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
         diverged = group.loc[statuses == "diverged", "epoch"]
         rows.append(
             {
-                "trial_id": f"{dataset}__{loss}__seed{seed}",
+                "trial_id": trial_id(dataset, loss, int(seed)),
                 "dataset": dataset,
                 "loss": loss,
                 "seed": seed,
@@ -201,21 +241,69 @@ def _trials_from_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _read_table(path: Path, records: list[dict[str, Any]], key: str) -> pd.DataFrame:
-    """The CSV when present (the documented interface), else rebuilt from trials/."""
+def _read_table(run_dir: Path, spec: _TableSpec, records: list[dict[str, Any]]) -> pd.DataFrame:
+    """The CSV when present (the documented interface), else rebuilt from trials/; checked."""
+    path = run_dir / f"{spec.name}.csv"
     if path.is_file():
-        try:
-            return pd.read_csv(path)
-        except pd.errors.EmptyDataError:
-            return pd.DataFrame()
-        except pd.errors.ParserError as error:
-            raise LosscmpError(f"{path} is damaged ({str(error).splitlines()[0]})") from None
-    rows = [
-        {"dataset": record["dataset"], "loss": record["loss"], "seed": record["seed"], **row}
-        for record in records
-        for row in record.get(key, [])
+        frame = _read_csv(path)
+        source = path
+    else:
+        rows = [
+            {"dataset": record["dataset"], "loss": record["loss"], "seed": record["seed"], **row}
+            for record in records
+            for row in record.get(spec.name) or []
+        ]
+        frame = pd.DataFrame(rows)
+        # As the writer does: every known column, even one no record filled.
+        extra = [column for column in frame.columns if column not in spec.columns]
+        frame = frame.reindex(columns=[*spec.columns, *extra])
+        source = run_dir / TRIALS_DIR
+    if frame.columns.empty:
+        return frame
+    return _checked_table(frame, spec, source)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    text = {column: "str" for column in TEXT_COLUMNS}
+    try:
+        with warnings.catch_warnings():
+            # index_col=False: a row with an extra field must not become the index
+            # (shifting every column); pandas warns instead, which we refuse.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(path, index_col=False, dtype=text)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except pd.errors.ParserWarning:
+        raise LosscmpError(f"{path} is damaged (a row has more fields than the header)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise LosscmpError(f"{path} is damaged ({str(error).splitlines()[0]})") from None
+
+
+def _checked_table(frame: pd.DataFrame, spec: _TableSpec, source: Path) -> pd.DataFrame:
+    """Required columns present and filled, numeric columns numbers; else LosscmpError."""
+    missing = [column for column in spec.required if column not in frame.columns]
+    if missing:
+        raise LosscmpError(f"{source} is damaged (no column {', '.join(missing)})")
+    for column in spec.filled:
+        empty = int(frame[column].isna().sum())
+        if empty:
+            raise LosscmpError(f"{source} is damaged ({empty} row(s) with no {column})")
+    numeric = [
+        column
+        for column in frame.columns
+        if column in spec.numeric
+        or (spec.numeric_prefix is not None and str(column).startswith(spec.numeric_prefix))
     ]
-    return pd.DataFrame(rows)
+    converted = {}
+    for column in numeric:
+        try:
+            converted[column] = pd.to_numeric(frame[column], errors="raise")
+        except (ValueError, TypeError) as error:
+            reason = str(error).splitlines()[0] if str(error) else "not a number"
+            raise LosscmpError(
+                f"{source} is damaged (column {column} must hold numbers: {reason})"
+            ) from None
+    return frame.assign(**converted)
 
 
 # --------------------------------------------------------------------------- combining
@@ -400,7 +488,7 @@ def _trial_seconds(trial, trial_epochs: pd.DataFrame) -> float:
 
 
 def _score_columns(epochs: pd.DataFrame) -> list[str]:
-    snapshot = [f"val_{name}" for name in SNAPSHOT_METRICS if f"val_{name}" in epochs]
+    snapshot = [f"val_{name}" for name in METRICS if f"val_{name}" in epochs]
     per_class = sorted(column for column in epochs if column.startswith("val_dice_"))
     return snapshot + per_class
 
@@ -519,17 +607,28 @@ def imbalance_frame(summary: pd.DataFrame) -> pd.DataFrame | None:
 def write_summary(summary: pd.DataFrame, path: Path | str) -> Path:
     """Write the summary CSV atomically (a killed process leaves the old file or the new)."""
     path = Path(path)
-    atomic_write_csv(path, summary)
+    if path.is_dir():
+        raise LosscmpError(
+            f"--csv {path} is a folder; give a file name, e.g. {path / 'summary.csv'}"
+        )
+    try:
+        atomic_write_csv(path, summary)
+    except OSError as error:
+        raise LosscmpError(f"cannot write {path}: {error.strerror or error}") from None
     return path
 
 
 def headline_caption(metric: str, summary: pd.DataFrame) -> str:
     seeds = int(summary["n_seeds"].max()) if len(summary) else 0
     where = "dataset-level" if not metric.startswith("image_") else "mean per-image"
+    others = [METRIC_TITLES[name] for name in TABLE_METRICS if name != metric]
+    others_text = " and ".join([", ".join(others[:-1]), others[-1]] if len(others) > 2 else others)
     caption = (
         f"Headline: {where} {METRIC_TITLES[metric]} at each trial's best epoch, "
         f"mean ± sd over {seeds} seed(s); CI: {stats.CI_METHOD}; p: {stats.TEST_METHOD}; "
-        f"≈ = indistinguishable from the best (p ≥ {stats.ALPHA})."
+        f"≈ = indistinguishable from the best (p ≥ {stats.ALPHA}). "
+        f"{others_text} 'best' are read at that same epoch (one model snapshot per trial), "
+        "not at their own maximum."
     )
     if seeds < 2:
         caption += " One seed gives no interval or test: use --seeds 3 or more."
@@ -592,7 +691,7 @@ def _add_columns(table: Table, metric: str, has_classes: bool) -> None:
     table.add_column("95% CI", **number)
     table.add_column("p\n(Holm)", **number)
     table.add_column(f"{headline}\nfinal", **number)
-    for other in ("dice", "iou", "mcc"):
+    for other in TABLE_METRICS:
         if other != metric:
             table.add_column(f"{METRIC_TITLES[other]}\nbest", **number)
             table.add_column(f"{METRIC_TITLES[other]}\nfinal", **number)
@@ -614,7 +713,7 @@ def _cells(row: dict[str, Any], metric: str, per_class: list[str]) -> list[Text 
         "best" if row["is_best"] else _p_value(row["p_holm"]),
         _number(row.get(f"final_{metric}_mean")),
     ]
-    for other in ("dice", "iou", "mcc"):
+    for other in TABLE_METRICS:
         if other != metric:
             cells.append(_number(row.get(f"best_{other}_mean")))
             cells.append(_number(row.get(f"final_{other}_mean")))

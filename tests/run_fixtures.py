@@ -13,7 +13,9 @@ The numbers follow a simple model so a test can say what the answer must be:
 twin's key and quality, so they produce identical numbers. The best epoch is
 the second-to-last (EPOCH_SHAPE peaks there), the final epoch is slightly worse.
 Files are written directly with json/pandas, not through losscmp.results, so the
-fixture is an independent statement of the contract.
+fixture is an independent statement of the contract; only the names (trial ids,
+label slugs) and the schema version come from losscmp.results, so they always
+match what the runner writes.
 
     from run_fixtures import write_run
     run_dir = write_run(tmp_path, quality={"dice": 0.8, "focal": 0.6}, seeds=(0, 1, 2))
@@ -32,18 +34,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-SCHEMA_VERSION = 1
+from losscmp.results import SCHEMA_VERSION, slug, trial_id
+
 DEFAULT_QUALITY = {"dice": 0.80, "focal": 0.65, "tversky": 0.78}
-
-
-def slug(text: str) -> str:
-    """As losscmp.results.slug: a filesystem-safe label."""
-    cleaned = re.sub(r"[^A-Za-z0-9.=-]+", "_", text).strip("_")
-    return cleaned[:80] or "x"
-
-
-def trial_id(dataset: str, loss: str, seed: int) -> str:
-    return f"{slug(dataset)}__{slug(loss)}__seed{seed}"
 
 
 def epoch_shape(epochs: int) -> np.ndarray:

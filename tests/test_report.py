@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 
@@ -12,6 +13,7 @@ from run_fixtures import epoch_shape, write_run
 
 from losscmp import report
 from losscmp.errors import LosscmpError, UnknownNameError
+from losscmp.results import trial_id
 
 QUALITY = {"dice": 0.80, "focal": 0.55, "tversky": 0.78}
 
@@ -84,6 +86,115 @@ def test_damaged_trial_file_is_named(run_dir):
     damaged.write_text("{not json")
     with pytest.raises(LosscmpError, match=damaged.name):
         report.load_run(run_dir)
+
+
+def test_run_json_that_is_not_an_object_is_damaged(run_dir):
+    (run_dir / "run.json").write_text("[1, 2]")
+    with pytest.raises(LosscmpError, match=r"run\.json is damaged"):
+        report.load_run(run_dir)
+
+
+def test_trial_file_that_is_not_a_record_is_damaged(run_dir):
+    damaged = next((run_dir / "trials").iterdir())
+    damaged.write_text("[1, 2]")
+    with pytest.raises(LosscmpError, match=f"{damaged.name} is damaged"):
+        report.load_run(run_dir)
+
+
+def _add_field_to_first_row(text: str) -> str:
+    header, first, rest = text.split("\n", 2)
+    return f"{header}\n{first},9\n{rest}"
+
+
+def _add_field_to_a_later_row(text: str) -> str:
+    lines = text.split("\n")
+    lines[3] += ",9"
+    return "\n".join(lines)
+
+
+def _text_in(column: str):
+    def damage(text: str) -> str:
+        frame = pd.read_csv(io.StringIO(text))
+        frame[column] = frame[column].astype(object)
+        frame.loc[1, column] = "oops"
+        return frame.to_csv(index=False)
+
+    return damage
+
+
+def _drop(column: str):
+    def damage(text: str) -> str:
+        frame = pd.read_csv(io.StringIO(text))
+        return frame.drop(columns=column).to_csv(index=False)
+
+    return damage
+
+
+DAMAGES = {
+    "extra-field-first-row": ("epochs.csv", _add_field_to_first_row),
+    "extra-field-later-row": ("epochs.csv", _add_field_to_a_later_row),
+    "text-val-dice": ("epochs.csv", _text_in("val_dice")),
+    "text-epoch": ("epochs.csv", _text_in("epoch")),
+    "missing-val-dice": ("epochs.csv", _drop("val_dice")),
+    "missing-loss": ("epochs.csv", _drop("loss")),
+    "images-text-hd95": ("images.csv", _text_in("hd95")),
+    "images-missing-which": ("images.csv", _drop("which")),
+}
+
+
+@pytest.mark.parametrize(("name", "damage"), DAMAGES.values(), ids=DAMAGES.keys())
+def test_damaged_csv_is_one_clear_error_naming_the_file(run_dir, name, damage):
+    path = run_dir / name
+    path.write_text(damage(path.read_text()))
+    with pytest.raises(LosscmpError, match=f"{name} is damaged") as caught:
+        report.summarize(report.load_run(run_dir))
+    assert str(path) in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_damaged_csv_is_exit_2_and_one_line_in_the_cli(cli, run_dir):
+    path = run_dir / "epochs.csv"
+    path.write_text(_add_field_to_first_row(path.read_text()))
+    result = cli("report", run_dir)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("losscmp: error: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "epochs.csv is damaged" in result.stderr
+
+
+def test_damaged_trial_record_is_named_when_tables_are_rebuilt(tmp_path):
+    run_dir = write_run(tmp_path, write_csvs=False)
+    damaged = next((run_dir / "trials").iterdir())
+    record = json.loads(damaged.read_text())
+    record["epochs"][0]["val_dice"] = "oops"
+    damaged.write_text(json.dumps(record))
+    with pytest.raises(LosscmpError, match="trials is damaged .*val_dice"):
+        report.load_run(run_dir)
+
+
+def test_trial_ids_without_trials_folder_match_the_runners(tmp_path):
+    losses = ["dice", "focal(gamma=1)", "tversky(alpha=0.3, beta=0.7)"]
+    run_dir = write_run(
+        tmp_path,
+        quality=lambda loss, dataset: 0.7,
+        losses=losses,
+        datasets=["synthetic(fg_fraction=0.05)"],
+    )
+    for path in (run_dir / "trials").iterdir():
+        path.unlink()
+    results = report.load_run(run_dir)
+    expected = {
+        trial_id("synthetic(fg_fraction=0.05)", loss, seed) for loss in losses for seed in (0, 1, 2)
+    }
+    assert set(results.trials["trial_id"]) == expected
+    assert report.unfinished_trials(results) == {}
+
+
+def test_fixture_names_trials_as_the_runner_does(run_dir):
+    names = {path.stem for path in (run_dir / "trials").iterdir()}
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert names == set(meta["trials"])
+    assert trial_id("synthetic", "focal", 1) in names
 
 
 def test_tables_are_rebuilt_from_trials_when_csvs_are_missing(tmp_path, summary):
@@ -239,6 +350,23 @@ def test_write_summary_is_a_readable_csv(tmp_path, summary):
     assert back["loss"].tolist() == summary["loss"].tolist()
     assert {"p_holm", "ci_low", "ci_high", "indistinguishable_from_best"} <= set(back.columns)
     assert [p.name for p in out.iterdir()] == ["summary.csv"]  # no temp file left
+
+
+def test_write_summary_to_a_folder_is_a_clear_error(tmp_path, summary):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    with pytest.raises(LosscmpError, match="is a folder; give a file name"):
+        report.write_summary(summary, folder)
+    assert list(folder.iterdir()) == []
+
+
+def test_caption_says_other_best_columns_share_the_headline_epoch(summary):
+    caption = report.headline_caption("dice", summary)
+    assert "IoU and MCC 'best' are read at that same epoch (one model snapshot per trial)" in (
+        caption
+    )
+    assert "Dice and MCC 'best'" in report.headline_caption("iou", summary)
+    assert "Dice, IoU and MCC 'best'" in report.headline_caption("image_dice", summary)
 
 
 # ---------------------------------------------------------------- imbalance dial
