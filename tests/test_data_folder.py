@@ -156,3 +156,36 @@ def test_bad_folder_parameters(tmp_path):
         load(f"folder(path={tmp_path},num_classes=1)")
     with pytest.raises(ParameterError, match="val_fraction"):
         load(f"folder(path={tmp_path},val_fraction=0)")
+
+
+def test_binary_0_255_masks_read_as_multiclass_are_named(tmp_path):
+    make_folder(tmp_path, count=6)  # binary masks stored 0/255
+    spec = f"folder(path={tmp_path},num_classes=3)"
+    for _ in range(2):  # the second load reads the decoded cache: same error
+        with pytest.raises(
+            DatasetError, match=r"look binary \(0/255\).*'ignore'.*use num_classes=2"
+        ) as error:
+            load(spec)
+        assert "\n" not in str(error.value)
+    assert load(f"folder:{tmp_path}").foreground_fraction("train") > 0  # as binary it loads
+
+
+def test_training_masks_without_foreground_are_refused(tmp_path):
+    make_folder(tmp_path, count=4, num_classes=3, val_count=2)
+    ignored = np.zeros((40, 56), np.uint8)
+    ignored[:4] = 255  # background and ignore only; val/ keeps its classes
+    for mask in (tmp_path / "masks").iterdir():
+        mask.write_bytes(encode(ignored, "PNG"))
+    with pytest.raises(
+        DatasetError, match=r"no foreground pixel of any class 1..2.*255 means 'ignore'"
+    ) as error:
+        load(f"folder(path={tmp_path},num_classes=3)")
+    assert "\n" not in str(error.value)
+
+
+def test_all_background_binary_masks_are_refused(tmp_path):
+    make_folder(tmp_path, count=4)
+    for mask in (tmp_path / "masks").iterdir():
+        mask.write_bytes(encode(np.zeros((40, 56), np.uint8), "PNG"))
+    with pytest.raises(DatasetError, match="no foreground pixel, so every loss would score 0"):
+        load(f"folder:{tmp_path}")

@@ -11,7 +11,8 @@ from fixtures_data import best_threshold_dice
 from scipy import ndimage
 
 from losscmp.data import load_dataset
-from losscmp.errors import ParameterError, UnknownNameError
+from losscmp.data.synthetic import MAX_FG_FRACTION
+from losscmp.errors import DatasetError, ParameterError, UnknownNameError
 
 
 @functools.cache
@@ -110,6 +111,7 @@ def test_generation_is_fast():
     "spec, message",
     [
         ("synthetic(fg_fraction=1.5)", "fg_fraction"),
+        (f"synthetic(fg_fraction={MAX_FG_FRACTION})", r"must be in \(0, 0.9\)"),
         ("synthetic(fg_fraction=abc)", "fg_fraction"),
         ("synthetic(num_classes=1)", "num_classes"),
         ("synthetic(n_train=0)", "n_train"),
@@ -125,3 +127,11 @@ def test_bad_parameters_are_one_line_errors(spec, message):
 def test_unknown_dataset_suggests_a_name():
     with pytest.raises(UnknownNameError, match="did you mean 'synthetic'"):
         synthetic("synthtic")
+
+
+def test_fraction_too_small_for_any_foreground_pixel_is_refused():
+    spec = "synthetic(fg_fraction=0.00001,n_train=4,n_val=2)"  # 0.16 of a pixel in 4 x 64 x 64
+    with pytest.raises(DatasetError, match=r"no foreground pixel.*fg_fraction=1e-05 is too small"):
+        synthetic.__wrapped__(spec)
+    tiny = synthetic("synthetic(fg_fraction=0.0001,n_train=4,n_val=2)")  # 2 pixels: still loads
+    assert tiny.class_pixel_counts("train")[1] == 2

@@ -21,7 +21,7 @@ from losscmp.data.folder import load_folder
 from losscmp.data.loader import SegmentationLoader, make_loader
 from losscmp.data.pets import DEFAULT_PETS_DIR, load_pets, pets_status
 from losscmp.data.synthetic import load_synthetic
-from losscmp.errors import ParameterError
+from losscmp.errors import DatasetError, ParameterError
 from losscmp.registry import Registry, check_params
 from losscmp.spec import Spec, as_spec
 
@@ -85,10 +85,41 @@ def load_dataset(
         **params,
     )
     data.spec = spec.label
+    check_foreground(data, spec)
     data.info.setdefault("spec", spec.label)
     if limit is not None:
         data.info["limit"] = limit
     return data
+
+
+def check_foreground(data: SegmentationData, spec: Spec) -> None:
+    """Refuse training masks without a single foreground pixel: every loss would score 0."""
+    counts = data.class_pixel_counts("train")
+    if counts[1:].any():
+        return
+    classes = f" of any class 1..{data.num_classes - 1}" if data.num_classes > 2 else ""
+    problem = (
+        f"dataset '{spec.label}': the training masks hold no foreground pixel{classes}, "
+        "so every loss would score 0"
+    )
+    if spec.name == "synthetic":
+        pixels = data.size("train") * data.image_size**2
+        hint = (
+            f"fg_fraction={data.info.get('requested_fg_fraction')} is too small for "
+            f"{data.size('train')} training image(s) of {data.image_size}x{data.image_size} "
+            f"pixels (less than one foreground pixel in {pixels}): raise fg_fraction, "
+            "n_train or the image size"
+        )
+    elif spec.name == "folder" and data.num_classes > 2:
+        hint = (
+            "check the masks: with num_classes > 2 a pixel value is a class index and 255 "
+            "means 'ignore'; binary masks (e.g. 0/255) need num_classes=2"
+        )
+    elif spec.name == "folder":
+        hint = "check that masks/ holds the right files and that they mark the foreground"
+    else:
+        hint = "check the dataset's masks"
+    raise DatasetError(f"{problem}; {hint}")
 
 
 def dataset_status(data_dir_root: Path) -> list[dict[str, Any]]:

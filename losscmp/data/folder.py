@@ -61,6 +61,8 @@ def load_folder(
     arrays, cache_state = decoded_pairs(root, train_pairs + val_pairs, ctx.image_size, num_classes)
     train_count = len(train_pairs)
     masks = arrays["masks"]
+    if num_classes > 2:
+        check_not_binary(masks, num_classes)
     binary = num_classes == 2
     data = SegmentationData(
         name="folder",
@@ -240,6 +242,18 @@ def check_class_values(masks: np.ndarray, pairs: list[tuple[Path, Path]], num_cl
         raise DatasetError(
             f"folder dataset: {len(offenders)} mask(s) hold values >= num_classes={num_classes} "
             f"(e.g. {value} in {pairs[first][1].name}): {names}"
+        )
+
+
+def check_not_binary(masks: np.ndarray, num_classes: int) -> None:
+    """Multiclass masks holding only 0 and 255 are binary masks: all foreground would be ignored."""
+    present = np.flatnonzero(np.bincount(masks.ravel(), minlength=256))
+    if set(present.tolist()) == {0, IGNORE_INDEX}:
+        raise DatasetError(
+            f"folder dataset: the masks hold only the values 0 and {IGNORE_INDEX}, so they look "
+            f"binary (0/{IGNORE_INDEX}); with num_classes={num_classes} a pixel value is a class "
+            f"index and {IGNORE_INDEX} means 'ignore', which would ignore all foreground: "
+            "use num_classes=2 for binary masks"
         )
 
 

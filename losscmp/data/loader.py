@@ -204,8 +204,10 @@ def batch_positions(
 ) -> list[np.ndarray]:
     """Sample positions per batch: a (seed, epoch)-fixed permutation when shuffling.
 
-    A trailing batch of one sample is dropped when training: BatchNorm cannot
-    normalise a single sample.
+    A trailing batch of one sample is dropped when training, as a guard: BatchNorm
+    in training mode fails when a channel has a single value to normalise, which
+    happens for one sample whose feature map is 1x1 (e.g. after a deep encoder);
+    a lone sample also gives a noisy gradient step and batch statistics.
     """
     if shuffle:
         order = np.random.default_rng([seed, epoch, _SHUFFLE_STREAM, 1]).permutation(count)

@@ -18,6 +18,7 @@ import numpy as np
 from losscmp.data.base import LoadContext, SegmentationData, describe
 from losscmp.errors import ParameterError
 
+MAX_FG_FRACTION = 0.9  # fg_fraction must lie in (0, MAX_FG_FRACTION)
 MAX_OBJECTS = 5
 CHUNK_PIXELS = 1 << 21  # images per generation chunk x pixels: bounds the (n, M, H, W) temporaries
 ELLIPSE, POLYGON, BLOB, CURVE = range(4)
@@ -61,8 +62,10 @@ def load_synthetic(
 def check_parameters(
     fg_fraction: float, n_train: int, n_val: int, num_classes: int, image_size: int
 ) -> None:
-    if not 0.0 < fg_fraction < 0.9:
-        raise ParameterError(f"dataset 'synthetic': fg_fraction={fg_fraction} must be in (0, 0.9)")
+    if not 0.0 < fg_fraction < MAX_FG_FRACTION:
+        raise ParameterError(
+            f"dataset 'synthetic': fg_fraction={fg_fraction} must be in (0, {MAX_FG_FRACTION:g})"
+        )
     if n_train < 1 or n_val < 1:
         raise ParameterError("dataset 'synthetic': n_train and n_val must be at least 1")
     if not 2 <= num_classes <= 8:
@@ -94,7 +97,7 @@ def allocate_foreground(
     count: int, pixels: int, fraction: float, rng: np.random.Generator
 ) -> np.ndarray:
     """Foreground pixels per image: varied, summing exactly to round(fraction * total)."""
-    spread = min(0.8, 0.9 / fraction - 1.0)  # keeps every image below ~90 % foreground
+    spread = min(0.8, MAX_FG_FRACTION / fraction - 1.0)  # every image below ~90 % foreground
     weights = rng.uniform(1.0 - spread, 1.0 + spread, count)
     wanted = fraction * pixels * count * weights / weights.sum()
     budget = np.floor(wanted).astype(np.int64)
