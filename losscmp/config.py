@@ -8,14 +8,18 @@ runner, before anything is written.
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from losscmp.errors import ConfigError, LosscmpError, ParameterError, suggest
+from losscmp.registry import coerce, describe_type
 from losscmp.spec import Spec, as_spec, parse_spec_list, split_top_level
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+MAX_FG_FRACTION = 0.9  # the synthetic generator's limit (losscmp.data.synthetic)
 DEFAULT_LOSSES = "dice,focal,tversky"
 
 
@@ -65,6 +69,7 @@ class RunConfig:
 
 
 FIELD_NAMES = [f.name for f in dataclasses.fields(RunConfig)]
+FIELD_HINTS = typing.get_type_hints(RunConfig)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -76,6 +81,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}")
     try:
         content = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not a UTF-8 text file") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -114,11 +121,16 @@ def normalise(key: str, value: Any) -> Any:
     if key == "losses":
         return _loss_labels(value)
     if key == "dataset":
-        return as_spec(value).label if not isinstance(value, str) else value.strip()
+        return as_spec(value).label
     if key == "fg_fraction":
         return _float_list(value)
-    expected = {f.name: f.type for f in dataclasses.fields(RunConfig)}[key]
-    return _coerce_scalar(key, value, expected)
+    if key == "encoder_weights" and isinstance(value, str) and value.lower() in ("none", ""):
+        return None
+    hint = FIELD_HINTS[key]
+    try:
+        return coerce(value, hint)
+    except (TypeError, ValueError):
+        raise ParameterError(f"'{key}' must be {describe_type(hint)}, got {value!r}") from None
 
 
 def _loss_labels(value: Any) -> list[str]:
@@ -145,25 +157,6 @@ def _float_list(value: Any) -> list[float] | None:
         raise ParameterError(f"'fg_fraction' must be numbers, got {value!r}") from None
 
 
-def _coerce_scalar(key: str, value: Any, expected: str) -> Any:
-    base = expected.replace(" | None", "")
-    if value is None and "None" in expected:
-        return None
-    try:
-        if base == "int" and not isinstance(value, bool) and float(value).is_integer():
-            return int(value)
-        if base == "float" and not isinstance(value, bool):
-            return float(value)
-        if base == "bool" and isinstance(value, bool):
-            return value
-        if base == "str":
-            return str(value)
-    except (TypeError, ValueError):
-        pass
-    wanted = {"int": "a whole number", "float": "a number", "bool": "true or false"}.get(base, base)
-    raise ParameterError(f"'{key}' must be {wanted}, got {value!r}")
-
-
 def validate(config: RunConfig) -> None:
     """Range checks a user can trip over; names are checked against registries later."""
     _at_least(config.epochs, 1, "--epochs")
@@ -177,8 +170,8 @@ def validate(config: RunConfig) -> None:
         raise ParameterError(
             f"--image-size must be a multiple of 32 (U-Net), got {config.image_size}"
         )
-    if not config.lr > 0:
-        raise ParameterError(f"--lr must be positive, got {config.lr}")
+    if not (math.isfinite(config.lr) and config.lr > 0):
+        raise ParameterError(f"--lr must be a positive number, got {config.lr}")
     if config.weight_decay < 0:
         raise ParameterError(f"weight_decay must be >= 0, got {config.weight_decay}")
     if config.device not in DEVICES:
@@ -189,12 +182,14 @@ def validate(config: RunConfig) -> None:
     if config.encoder_weights not in (None, "imagenet"):
         raise ParameterError("encoder_weights must be none or 'imagenet'")
     for fraction in config.fg_fraction or []:
-        if not 0 < fraction < 1:
-            raise ParameterError(f"--fg-fraction values must lie in (0, 1), got {fraction}")
+        if not 0 < fraction < MAX_FG_FRACTION:
+            raise ParameterError(
+                f"--fg-fraction values must lie in (0, {MAX_FG_FRACTION}), got {fraction}"
+            )
     if config.fg_fraction and config.dataset_spec.name != "synthetic":
         raise ParameterError("--fg-fraction applies to the synthetic dataset only")
-    config.loss_specs  # noqa: B018 - parses every loss spec, raising on a bad one
-    config.dataset_spec  # noqa: B018
+    for text in [*config.losses, config.dataset]:
+        as_spec(text)  # raises SpecError on a malformed spec
 
 
 def _at_least(value: int, minimum: int, name: str) -> None:

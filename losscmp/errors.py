@@ -36,8 +36,9 @@ class SpecError(LosscmpError):
 
 def suggest(name: str, choices: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""``."""
-    matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{matches[0]}'?)" if matches else ""
+    by_lower = {choice.lower(): choice for choice in choices}
+    matches = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean '{by_lower[matches[0]]}'?)" if matches else ""
 
 
 def unknown(kind: str, name: str, choices: Iterable[str]) -> UnknownNameError:

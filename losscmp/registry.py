@@ -115,6 +115,12 @@ class Registry:
         return entry.factory(**context, **checked)
 
 
+def canonical(entry: Entry, params: dict[str, Any], kind: str = "") -> dict[str, Any]:
+    """Checked params in signature order, so equal specs get equal labels."""
+    checked = check_params(entry, params, kind)
+    return {name: checked[name] for name in entry.parameters if name in checked}
+
+
 def check_params(entry: Entry, params: dict[str, Any], kind: str = "") -> dict[str, Any]:
     """Reject unknown names, coerce and type-check values; returns the coerced dict."""
     allowed = entry.parameters

@@ -9,6 +9,7 @@ See docs/architecture.md for the layout.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -60,7 +61,9 @@ def slug(text: str) -> str:
 
 
 def trial_id(dataset: str, loss: str, seed: int) -> str:
-    return f"{slug(dataset)}__{slug(loss)}__seed{seed}"
+    """Readable and unique: slugs can collide (cut, symbols folded); the hash cannot."""
+    digest = hashlib.sha1(f"{dataset}\0{loss}".encode()).hexdigest()[:8]
+    return f"{slug(dataset)}__{slug(loss)}__seed{seed}__{digest}"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -103,8 +106,10 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
         raise LosscmpError(f"{run_dir} is not a losscmp run folder (no {RUN_FILE})")
     try:
         meta = json.loads(path.read_text())
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise LosscmpError(f"{path} is damaged (not valid JSON)") from None
+    if not isinstance(meta, dict):
+        raise LosscmpError(f"{path} is damaged (not a JSON object)")
     version = meta.get("schema_version")
     if version != SCHEMA_VERSION:
         raise LosscmpError(

@@ -9,6 +9,7 @@ interrupted run keeps every finished trial and ``--resume`` picks up the rest.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import platform
 import subprocess
@@ -17,9 +18,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from losscmp.config import RunConfig, build_config
+from losscmp.config import FIELD_NAMES, RunConfig, build_config
 from losscmp.errors import LosscmpError, ParameterError
-from losscmp.results import RunWriter, new_run_id, now_iso, read_run_json
+from losscmp.registry import canonical
+from losscmp.results import RunWriter, new_run_id, now_iso, read_run_json, slug
 from losscmp.spec import Spec
 
 
@@ -48,25 +50,52 @@ class Plan:
 
 
 def plan_run(config: RunConfig) -> Plan:
-    """Check every loss and dataset name and parameter; list the trials. Writes nothing."""
+    """Check every loss, dataset and preset name and parameter; list the trials. Writes nothing.
+
+    Specs are rewritten in canonical form (parameters in signature order, values
+    coerced), so ``dice(smooth=1,reduction=image)`` and ``dice(reduction=image,
+    smooth=1.0)`` are one loss with one label, in results and on ``--resume``.
+    """
     from losscmp.data import DATASET_REGISTRY
     from losscmp.losses import LOSS_REGISTRY
-    from losscmp.registry import check_params
+    from losscmp.model import resolve_preset
     from losscmp.train import Trial
 
-    loss_specs = {spec.label: spec for spec in config.loss_specs}
-    for spec in loss_specs.values():
-        check_params(LOSS_REGISTRY.get(spec.name), spec.params, "loss")
-    dataset_specs = {spec.label: spec for spec in config.dataset_specs()}
-    for spec in dataset_specs.values():
-        check_params(DATASET_REGISTRY.get(spec.name), spec.params, "dataset")
+    if config.model != "auto":
+        resolve_preset(config.model, "cpu")  # an unknown preset fails here, dry run included
+    losses = _canonical_specs(LOSS_REGISTRY, config.loss_specs)
+    _refuse_equivalent_losses(LOSS_REGISTRY, losses)
+    loss_specs = {spec.label: spec for spec in losses}
+    datasets = _canonical_specs(DATASET_REGISTRY, config.dataset_specs())
+    dataset_specs = {spec.label: spec for spec in datasets}
+    (base_dataset,) = _canonical_specs(DATASET_REGISTRY, [config.dataset_spec])
+    config = dataclasses.replace(config, losses=list(loss_specs), dataset=base_dataset.label)
     plan = Plan(config, loss_specs, dataset_specs)
-    seeds = [config.seed + offset for offset in range(config.seeds)]
     plan.trials = [
         Trial(dataset, loss, seed)
-        for dataset, seed, loss in itertools.product(dataset_specs, seeds, loss_specs)
+        for dataset, seed, loss in itertools.product(dataset_specs, plan.seeds, loss_specs)
     ]
     return plan
+
+
+def _canonical_specs(registry, specs: list[Spec]) -> list[Spec]:
+    return [
+        Spec(spec.name, canonical(registry.get(spec.name), spec.params, registry.kind))
+        for spec in specs
+    ]
+
+
+def _refuse_equivalent_losses(registry, specs: list[Spec]) -> None:
+    """Two specs of one loss whose parameters, defaults filled in, are equal: one trial each
+    would train the same thing twice."""
+    seen: dict[tuple, str] = {}
+    for spec in specs:
+        resolved = {**registry.get(spec.name).defaults, **spec.params}
+        key = (spec.name, tuple(sorted((name, repr(value)) for name, value in resolved.items())))
+        if key in seen:
+            same = "listed twice" if seen[key] == spec.label else f"the same loss as '{seen[key]}'"
+            raise ParameterError(f"'{spec.label}' is {same}")
+        seen[key] = spec.label
 
 
 @dataclass
@@ -83,6 +112,9 @@ def prepare(plan: Plan) -> PreparedRun:
     from losscmp.train import TrainSettings, make_loss
 
     config = plan.config
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise ParameterError(f"--out {out} is a file; it must be a folder for run folders")
     device = resolve_device(config.device)
     datasets = {
         label: load_dataset(
@@ -95,8 +127,8 @@ def prepare(plan: Plan) -> PreparedRun:
         for label, spec in plan.dataset_specs.items()
     }
     for data in datasets.values():
-        for spec in plan.loss_specs.values():
-            make_loss(spec, data)  # raises on a mode or value the loss refuses
+        for label, spec in plan.loss_specs.items():
+            probe_loss(label, make_loss(spec, data), data)
     settings = TrainSettings(
         epochs=config.epochs,
         batch_size=config.batch_size,
@@ -108,6 +140,7 @@ def prepare(plan: Plan) -> PreparedRun:
         device=device,
         amp=config.amp,
     )
+    check_image_size(settings.preset, config.image_size)
     if config.encoder_weights:
         # Fetch the pretrained weights now, so a failed download leaves no run folder.
         build_model(settings.preset, 1, config.encoder_weights, seed=config.seed)
@@ -116,6 +149,33 @@ def prepare(plan: Plan) -> PreparedRun:
 
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick kernels
     return PreparedRun(plan, datasets, settings)
+
+
+def probe_loss(label: str, loss, data) -> None:
+    """One tiny forward pass: per-class parameters (class_weights, alpha lists) are checked
+    against the number of classes only when the loss sees logits."""
+    import torch
+
+    logits = torch.zeros(2, data.out_channels, 8, 8)
+    if data.mode == "binary":
+        target = torch.zeros(2, 1, 8, 8)
+    else:
+        target = torch.zeros(2, 8, 8, dtype=torch.long)
+    try:
+        loss(logits, target)
+    except ParameterError as error:
+        raise ParameterError(f"loss '{label}' on {data.spec}: {error}") from None
+
+
+def check_image_size(preset, image_size: int) -> None:
+    """BatchNorm cannot normalise a 1x1 feature map of a single sample: keep the deepest
+    features at least 2x2."""
+    smallest = 2 * 2 ** preset.unet_kwargs.get("encoder_depth", 5)
+    if image_size < smallest:
+        raise ParameterError(
+            f"--image-size {image_size} is too small for the {preset.name} model "
+            f"(its deepest features would be 1x1); use {smallest} or more, or --model tiny"
+        )
 
 
 def resolve_device(name: str):
@@ -149,7 +209,14 @@ def execute(
     run_dir = Path(run_dir) if resuming else Path(plan.config.out) / new_run_id()
     writer = RunWriter(run_dir)
     if resuming:
-        writer.update_meta(finished_at=None, resumed_at=now_iso())
+        check_resumable(read_run_json(run_dir), prepared, run_dir)
+        writer.update_meta(
+            config=plan.config.to_dict(),
+            trials=[trial.id for trial in plan.trials],
+            seeds=plan.seeds,
+            finished_at=None,
+            resumed_at=now_iso(),
+        )
     else:
         writer.write_meta(run_metadata(prepared, run_dir))
         _write_validation_panels(writer, prepared.datasets)
@@ -176,7 +243,6 @@ def execute(
 
 
 def _write_validation_panels(writer: RunWriter, datasets: dict[str, Any]) -> None:
-    from losscmp.results import slug
     from losscmp.train import PANEL_SIZE
 
     for label, data in datasets.items():
@@ -212,24 +278,44 @@ def run_metadata(prepared: PreparedRun, run_dir: Path) -> dict[str, Any]:
     }
 
 
-def load_resumable(run_dir: Path, config_file: str | None, flags: dict[str, Any]) -> RunConfig:
-    """The stored config, overridden by what the user gave; refuse changes that alter results."""
-    meta = read_run_json(run_dir)
-    stored = RunConfig(**meta["config"])
-    config = build_config(config_file, base=stored.to_dict(), **flags)
-    changed = [
-        name
-        for name, value in config.to_dict().items()
-        if name not in RunConfig.NON_RESULT_FIELDS and value != getattr(stored, name)
-    ]
-    if changed:
-        first = changed[0]
+def resume_config(run_dir: Path, config_file: str | None, flags: dict[str, Any]) -> RunConfig:
+    """The stored run's config, overridden by the options the user gave."""
+    return build_config(config_file, base=stored_config(read_run_json(run_dir), run_dir), **flags)
+
+
+def stored_config(meta: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    stored = meta.get("config")
+    if not isinstance(stored, dict) or not set(stored) <= set(FIELD_NAMES):
+        raise LosscmpError(f"{Path(run_dir) / 'run.json'} is damaged (no valid config)")
+    return stored
+
+
+# What --resume may change: practical fields, and the number of seeds (more seeds add trials).
+RESUMABLE_CHANGES = RunConfig.NON_RESULT_FIELDS | {"seeds"}
+
+
+def check_resumable(meta: dict[str, Any], prepared: PreparedRun, run_dir: Path) -> None:
+    """Refuse to mix trials of different experiments in one run folder."""
+    stored = build_config(base=stored_config(meta, run_dir))
+    current = prepared.plan.config
+    changes = []
+    for name in FIELD_NAMES:
+        old, new = getattr(stored, name), getattr(current, name)
+        if name == "losses":  # their order only orders the table
+            old, new = sorted(old), sorted(new)
+        if name not in RESUMABLE_CHANGES and old != new:
+            changes.append(f"{name} ({old!r} -> {new!r})")
+    stored_model = (meta.get("model") or {}).get("preset")
+    if stored_model and stored_model != prepared.settings.preset.name:
+        changes.append(f"model ({stored_model!r} -> {prepared.settings.preset.name!r})")
+    stored_device = str(meta.get("device", "")).split(":")[0]
+    if stored_device and stored_device != prepared.settings.device.type:
+        changes.append(f"device ({stored_device!r} -> {prepared.settings.device.type!r})")
+    if changes:
         raise LosscmpError(
-            f"--resume {run_dir}: this command changes {', '.join(changed)} "
-            f"({getattr(stored, first)!r} -> {getattr(config, first)!r}); "
-            "start a new run instead"
+            f"--resume {run_dir}: this command changes {'; '.join(changes)}; "
+            "resume with the run's own options, or start a new run"
         )
-    return config
 
 
 def _describe_device(device, torch) -> str:
@@ -254,14 +340,20 @@ def _versions() -> dict[str, str]:
 
 
 def _git_commit() -> str | None:
+    """The commit of losscmp's own checkout; None for an installed copy (even one that
+    happens to sit inside some other repository)."""
+    package = Path(__file__).resolve().parent
     try:
         result = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
+            ["git", "rev-parse", "--show-toplevel", "HEAD"],
+            cwd=package,
             capture_output=True,
             text=True,
             timeout=5,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return result.stdout.strip() or None if result.returncode == 0 else None
+    lines = result.stdout.split()
+    if result.returncode != 0 or len(lines) != 2 or Path(lines[0]) != package.parent:
+        return None
+    return lines[1]

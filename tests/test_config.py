@@ -40,9 +40,11 @@ def test_stored_base_sits_under_file_and_flags():
         ({"epochs": -1}, "--epochs must be >= 1, got -1"),
         ({"batch_size": 0}, "--batch-size must be >= 1"),
         ({"image_size": 100}, "--image-size must be a multiple of 32"),
-        ({"lr": 0.0}, "--lr must be positive"),
+        ({"lr": 0.0}, "--lr must be a positive number"),
+        ({"lr": float("inf")}, "--lr must be a positive number"),
+        ({"out": ["a"]}, "'out' must be a string"),
         ({"device": "gpu"}, "--device must be one of auto, cpu, cuda, mps"),
-        ({"fg_fraction": "0.5,2"}, "values must lie in \\(0, 1\\)"),
+        ({"fg_fraction": "0.5,0.95"}, "values must lie in \\(0, 0.9\\)"),
         ({"fg_fraction": "0.1", "dataset": "pets"}, "synthetic dataset only"),
         ({"epochs": "many"}, "'epochs' must be a whole number"),
     ],
@@ -82,3 +84,22 @@ def test_shipped_configs_are_valid():
     for name in ("smoke", "synthetic"):
         config = build_config(f"configs/{name}.yaml")
         assert config.losses[:2] == ["dice", "focal"]
+
+
+def test_encoder_weights_none_is_accepted():
+    assert build_config(encoder_weights="none").encoder_weights is None
+    assert build_config(encoder_weights="imagenet").encoder_weights == "imagenet"
+
+
+def test_non_utf8_config_file(tmp_path):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\xff\xfe\x00losses")
+    with pytest.raises(ConfigError, match="not a UTF-8 text file"):
+        build_config(path)
+
+
+def test_fg_fraction_bound_matches_the_generator():
+    from losscmp import config
+    from losscmp.data import synthetic
+
+    assert config.MAX_FG_FRACTION == synthetic.MAX_FG_FRACTION

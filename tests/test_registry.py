@@ -68,3 +68,25 @@ def test_coerce_union_prefers_the_first_matching_type():
     assert coerce(0.5, float | Literal["auto"]) == 0.5
     assert coerce("auto", float | Literal["auto"]) == "auto"
     assert coerce(None, list[float] | None) is None
+
+
+def test_canonical_orders_by_signature_and_coerces():
+    from losscmp.registry import canonical
+
+    entry = make_registry().get("gear")
+    assert list(canonical(entry, {"kind": "helical", "teeth": 10.0})) == ["teeth", "kind"]
+    assert canonical(entry, {"ratio": 2})["ratio"] == 2.0
+
+
+def test_suggestions_ignore_case():
+    from losscmp.errors import suggest
+
+    assert suggest("DICE", ["dice", "focal"]) == " (did you mean 'dice'?)"
+
+
+def test_trial_ids_stay_unique_when_labels_are_long():
+    from losscmp.results import trial_id
+
+    long = "tversky(alpha=0.3,beta=0.7,smooth=1.0,reduction=image,include_background=false,x=1)"
+    assert trial_id("s", long, 0) != trial_id("s", long[:-2] + "2)", 0)
+    assert trial_id("s", "a[1]", 0) != trial_id("s", "a(1)", 0)

@@ -235,7 +235,7 @@ def test_only_the_loss_differs_between_trials(cli, tmp_path):
     (run_dir,) = tmp_path.iterdir()
     epochs = pd.read_csv(run_dir / "epochs.csv")
     bce = epochs[epochs["loss"] == "bce"].reset_index(drop=True)
-    focal = epochs[epochs["loss"] == "focal(gamma=0)"].reset_index(drop=True)
+    focal = epochs[epochs["loss"] == "focal(gamma=0.0)"].reset_index(drop=True)
     pd.testing.assert_frame_equal(bce[METRIC_COLUMNS], focal[METRIC_COLUMNS])
 
 
@@ -267,3 +267,38 @@ def test_ctrl_c_keeps_finished_trials_and_says_how_to_resume(tmp_path):
     (trial,) = out.glob("*/trials/*.json")
     assert json.loads(trial.read_text())["status"] == "finished"
     assert f"--resume {trial.parent.parent}" in stderr
+
+
+@pytest.fixture
+def one_epoch_run(cli, tmp_path):
+    args = ["--config", str(SMOKE), "--out", str(tmp_path), "--losses", "dice,bce", "--epochs", "1"]
+    result = cli("run", *args)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = tmp_path.iterdir()
+    return args, run_dir
+
+
+def test_resume_accepts_reordered_losses_and_adds_seeds(cli, one_epoch_run):
+    args, run_dir = one_epoch_run
+    first = {path.name: path.read_text() for path in (run_dir / "trials").glob("*.json")}
+    reordered = [*args[:-4], "--losses", "bce,dice", "--epochs", "1"]
+    result = cli("run", *reordered, "--seeds", "2", "--resume", run_dir)
+    assert result.exit_code == 0, result.output
+    trials = {path.name: path.read_text() for path in (run_dir / "trials").glob("*.json")}
+    assert len(trials) == 4
+    assert all(trials[name] == content for name, content in first.items())
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["seeds"] == [0, 1] and len(meta["trials"]) == 4
+
+
+def test_resume_refuses_another_model_or_a_damaged_run(cli, one_epoch_run):
+    args, run_dir = one_epoch_run
+    other_model = cli("run", *args, "--model", "small", "--resume", run_dir)
+    assert other_model.exit_code == 2
+    assert "model ('tiny' -> 'small')" in other_model.stderr
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta["config"]["surprise"] = 1
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    damaged = cli("run", *args, "--resume", run_dir)
+    assert damaged.exit_code == 2
+    assert "run.json is damaged" in damaged.stderr

@@ -63,4 +63,14 @@ def create_loss(name: str, mode: str = BINARY_MODE, **params: Any) -> SegLoss:
         raise ParameterError(
             f"loss '{name}' is defined for {' and '.join(entry.modes)} mode only{hint}"
         )
-    return LOSS_REGISTRY.create(name, params, mode=mode)
+    try:
+        return LOSS_REGISTRY.create(name, params, mode=mode)
+    except ParameterError as error:
+        raise ParameterError(name_the_loss(name, str(error))) from None
+
+
+def name_the_loss(name: str, message: str) -> str:
+    """'gamma must be >= 0' says nothing about which of several losses is meant."""
+    if message.startswith((f"loss '{name}'", f"{name}:")):
+        return message
+    return f"loss '{name}': {message}"
