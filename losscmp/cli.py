@@ -16,6 +16,11 @@ import typer
 
 from losscmp.errors import LosscmpError
 
+try:  # typer >= 0.20 ships its own copy of click
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:
+    from click.exceptions import NoArgsIsHelpError, UsageError
+
 app = typer.Typer(
     name="losscmp",
     help="Benchmark segmentation losses fairly: same U-Net, same data, one table per run.",
@@ -28,7 +33,7 @@ app.add_typer(datasets_app, name="datasets")
 
 
 def user_errors(command):
-    """Turn a LosscmpError into one stderr line and exit status 2; Ctrl-C into 130."""
+    """Turn a LosscmpError into one stderr line and exit status 2."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -37,9 +42,6 @@ def user_errors(command):
         except LosscmpError as error:
             typer.echo(f"losscmp: error: {error}", err=True)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            typer.echo("losscmp: interrupted", err=True)
-            raise typer.Exit(130) from None
 
     return wrapper
 
@@ -91,7 +93,8 @@ def run(
         Path | None, typer.Option(help="YAML file with any of these options; flags win.")
     ] = None,
     limit: Annotated[
-        int | None, typer.Option(help="Use only the first N images of each split.")
+        int | None,
+        typer.Option(help="Use N images in all (a fixed subset, split into train and validation)."),
     ] = None,
     num_workers: Annotated[
         int | None, typer.Option(help="Data loader workers. [default: 0]")
@@ -103,7 +106,7 @@ def run(
 ) -> None:
     """Train the U-Net once per loss (and seed), then print the comparison table."""
     from losscmp.config import build_config
-    from losscmp.runner import load_resumable, plan_run
+    from losscmp.runner import plan_run, resume_config
 
     flags = {
         "losses": losses,
@@ -125,7 +128,7 @@ def run(
         "num_workers": num_workers,
     }
     if resume is not None:
-        run_config = load_resumable(resume, config, flags)
+        run_config = resume_config(resume, config, flags)
     else:
         run_config = build_config(config, **flags)
     plan = plan_run(run_config)
@@ -184,7 +187,11 @@ def _print_report(paths: list[Path], metric: str, csv: Path | None, plots: bool)
                 f"{path} is unfinished: {count} planned trial(s) have no result yet; "
                 f"finish it with the run's command plus --resume {run_dir}"
             )
-    written = [reporting.write_summary(summary, run_dirs[0] / "summary.csv")]
+    written = []
+    if len(run_dirs) == 1:  # a combined table belongs to no single run folder
+        written.append(reporting.write_summary(summary, run_dirs[0] / "summary.csv"))
+    elif csv is None:
+        console.print_note("combined summary not saved in any run folder; add --csv FILE")
     if csv is not None:
         written.append(reporting.write_summary(summary, csv))
     if plots:
@@ -220,20 +227,20 @@ def losses_command(
 @user_errors
 def datasets_default(
     ctx: typer.Context,
-    data_dir: Annotated[Path, typer.Option(help="Root folder of datasets.")] = Path("datasets"),
+    root: Annotated[Path, typer.Option(help="Folder holding the datasets.")] = Path("datasets"),
 ) -> None:
     """List the datasets, whether each is present, and how to get it."""
     if ctx.invoked_subcommand is None:
-        _list_datasets(data_dir)
+        _list_datasets(root)
 
 
 @datasets_app.command("list")
 @user_errors
 def datasets_list(
-    data_dir: Annotated[Path, typer.Option(help="Root folder of datasets.")] = Path("datasets"),
+    root: Annotated[Path, typer.Option(help="Folder holding the datasets.")] = Path("datasets"),
 ) -> None:
     """List the datasets, whether each is present, and how to get it."""
-    _list_datasets(data_dir)
+    _list_datasets(root)
 
 
 def _list_datasets(data_dir: Path) -> None:
@@ -261,10 +268,20 @@ def datasets_download(
 
 
 def main() -> None:
+    """Entry point: click's usage errors (unknown option, bad flag type) become one line too."""
     try:
-        app()
-    except KeyboardInterrupt:
-        sys.exit(130)
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as request:
+        typer.echo(request.ctx.get_help())
+        code = 0
+    except UsageError as error:
+        command = error.ctx.command_path if error.ctx else "losscmp"
+        typer.echo(f"losscmp: error: {error.format_message()} (see '{command} --help')", err=True)
+        code = 2
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("losscmp: interrupted", err=True)
+        code = 130
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":

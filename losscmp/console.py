@@ -49,6 +49,7 @@ class TrainingProgress(RunListener):
         )
         self.task = None
         self.epochs = 1
+        self.epoch = 1
         self.show_dataset = False
         self.run_dir: Path | None = None
 
@@ -89,8 +90,8 @@ class TrainingProgress(RunListener):
         self.progress.update(self.task, status=status)
 
     def on_trial_end(self, trial, record: dict[str, Any]) -> None:
-        task = self.progress.tasks[-1]
-        self.progress.update(self.task, completed=task.total or 0)
+        total = next(task.total for task in self.progress.tasks if task.id == self.task) or 0
+        self.progress.update(self.task, completed=total)
 
 
 class DownloadProgress:
@@ -107,13 +108,15 @@ class DownloadProgress:
         self.tasks: dict[str, Any] = {}
 
     def __enter__(self) -> DownloadProgress:
-        self.progress.start()
-        return self
+        return self  # the bar starts with the first byte: a failure prints only its error
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.tasks:
+            self.progress.stop()
 
     def update(self, name: str, done: int, total: int | None) -> None:
+        if not self.tasks:
+            self.progress.start()
         if name not in self.tasks:
             self.tasks[name] = self.progress.add_task(name, total=total)
         self.progress.update(self.tasks[name], completed=done, total=total)

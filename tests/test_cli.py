@@ -70,6 +70,17 @@ def test_help_is_fast_and_does_not_import_torch():
         (["--model", "huge"], "unknown model preset 'huge'"),
         (["--config", "missing.yaml"], "config file not found: missing.yaml"),
         (["--dataset", "pets", "--data-dir", "nowhere"], "losscmp datasets download pets"),
+        (["--losses", "DICE"], "(did you mean 'dice'?)"),
+        (["--losses", "focal(gamma=-1)"], "loss 'focal': gamma must be >= 0"),
+        (["--losses", "tversky,tversky(alpha=0.3,beta=0.7)"], "is the same loss as 'tversky'"),
+        (["--losses", "dice(smooth=1),dice(smooth=1.0)"], "'dice(smooth=1.0)' is listed twice"),
+        (["--losses", "dice(class_weights=[1,2])"], "class_weights has 2 values"),
+        (
+            ["--losses", "focal(alpha=[0.2,0.8])", "--dataset", "synthetic(num_classes=3)"],
+            "alpha has 2 values for 3 classes",
+        ),
+        (["--model", "small", "--image-size", "32"], "too small for the small model"),
+        (["--lr", "inf"], "--lr must be a positive number"),
     ],
 )
 def test_user_errors_are_one_line_exit_2_and_write_nothing(cli, tmp_path, args, message):
@@ -147,3 +158,44 @@ def test_unreachable_pretrained_weights_fail_before_the_run_folder(cli, tmp_path
     assert result.exit_code == 2
     assert "could not load 'imagenet' encoder weights" in result.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--epochs", "abc"], "Invalid value for '--epochs'"),
+        (["run", "--bogus"], "No such option: --bogus"),
+        (["datasets", "foo"], "No such command 'foo'"),
+        (["report"], "Missing argument 'paths'"),
+    ],
+)
+def test_usage_errors_are_one_line_too(args, message):
+    done = subprocess.run(
+        [sys.executable, "-m", "losscmp", *args], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("losscmp: error: "), done.stderr
+    assert message in lines[0]
+
+
+def test_out_must_be_a_folder(cli, tmp_path):
+    taken = tmp_path / "file"
+    taken.write_text("x")
+    result = cli("run", "--out", taken, "--epochs", "1")
+    assert result.exit_code == 2
+    assert "is a file" in result.stderr
+
+
+def test_dry_run_shows_canonical_labels(cli, tmp_path):
+    result = cli(
+        "run",
+        "--losses",
+        "dice(reduction=image,smooth=2)",
+        "--dataset",
+        " synthetic( n_val=8 , fg_fraction=0.2)",
+        "--dry-run",
+    )
+    assert result.exit_code == 0
+    assert "dice(smooth=2.0,reduction=image)" in result.stdout
+    assert "synthetic(fg_fraction=0.2,n_val=8)" in result.stdout

@@ -90,7 +90,7 @@ def test_folder_shorthand_reports_a_missing_folder(cli, tmp_path):
 
 
 def test_datasets_list_shows_presence_and_how_to_get(cli, tmp_path):
-    result = cli("datasets", "--data-dir", tmp_path)
+    result = cli("datasets", "--root", tmp_path)
     assert result.exit_code == 0
     for text in ("synthetic", "pets", "folder", "losscmp datasets download pets"):
         assert text in result.stdout
@@ -107,7 +107,7 @@ def test_download_through_the_cli_then_train(cli, tmp_path, monkeypatch, pets_ar
     target = tmp_path / "datasets" / "oxford-iiit-pet"
     fetched = cli("datasets", "download", "pets", "--data-dir", target)
     assert fetched.exit_code == 0, fetched.output
-    listing = cli("datasets", "--data-dir", tmp_path / "datasets")
+    listing = cli("datasets", "--root", tmp_path / "datasets")
     pets_row = next(line for line in listing.stdout.splitlines() if "pets" in line)
     assert "yes" in pets_row
     result = cli(
