@@ -757,7 +757,9 @@ def _missing(value: Any) -> bool:
 
 
 def _number(value: Any, digits: int = 3) -> str:
-    return "–" if _missing(value) else f"{float(value):.{digits}f}"
+    if _missing(value):
+        return "–"
+    return f"{round(float(value), digits) + 0.0:.{digits}f}"  # + 0.0: no "-0.000"
 
 
 def _epoch(value: Any) -> str:

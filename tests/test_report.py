@@ -402,3 +402,10 @@ def test_run_json_is_the_source_of_dataset_order(tmp_path):
     meta = json.loads((run_dir / "run.json").read_text())
     summary = report.summarize(report.load_run(run_dir))
     assert list(dict.fromkeys(summary["dataset"])) == list(meta["datasets"])
+
+
+def test_tiny_negative_numbers_do_not_print_as_minus_zero():
+    from losscmp.report import _number
+
+    assert _number(-0.00001) == "0.000"
+    assert _number(-0.0123) == "-0.012"
