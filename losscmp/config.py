@@ -137,11 +137,7 @@ def _loss_labels(value: Any) -> list[str]:
     if isinstance(value, str):
         return [spec.label for spec in parse_spec_list(value)]
     if isinstance(value, list) and value:
-        specs = [as_spec(item) for item in value]
-        labels = [spec.label for spec in specs]
-        if len(set(labels)) != len(labels):
-            raise ParameterError("a loss is listed twice in 'losses'")
-        return labels
+        return [as_spec(item).label for item in value]
     raise ParameterError("'losses' must be a list of loss names or a comma-separated string")
 
 

@@ -73,6 +73,7 @@ def test_help_is_fast_and_does_not_import_torch():
         (["--losses", "DICE"], "(did you mean 'dice'?)"),
         (["--losses", "focal(gamma=-1)"], "loss 'focal': gamma must be >= 0"),
         (["--losses", "tversky,tversky(alpha=0.3,beta=0.7)"], "is the same loss as 'tversky'"),
+        (["--losses", "dice,focal,dice"], "'dice' is listed twice"),
         (["--losses", "dice(smooth=1),dice(smooth=1.0)"], "'dice(smooth=1.0)' is listed twice"),
         (["--losses", "dice(class_weights=[1,2])"], "class_weights has 2 values"),
         (

@@ -67,11 +67,6 @@ def test_malformed_specs_raise_spec_error(text):
         parse_spec_list(text)
 
 
-def test_duplicate_losses_are_refused():
-    with pytest.raises(SpecError, match="listed twice"):
-        parse_spec_list("dice,focal,dice")
-
-
 def test_yaml_mapping_form():
     assert as_spec({"name": "focal", "gamma": 1}) == Spec("focal", {"gamma": 1})
     with pytest.raises(SpecError, match="needs a 'name'"):

@@ -122,6 +122,22 @@ class SegLoss(nn.Module):
     def fit(self, class_pixel_counts: torch.Tensor) -> None:
         """Training-set pixel counts per class ((2,) for binary); most losses ignore it."""
 
+    def target_map(self, name: str, logits: torch.Tensor, target: torch.Tensor, maps: dict):
+        """The map the data pipeline computed, or (Python API, tests) one computed here from
+        the target, on the CPU: correct, but slow for training."""
+        found = maps.get(name)
+        if found is None:
+            from losscmp.losses.distance import batch_target_maps
+
+            found = batch_target_maps(
+                target,
+                mode=self.mode,
+                num_classes=logits.shape[1],
+                ignore_index=getattr(self, "ignore_index", None),
+                names=[name],
+            )[name]
+        return found.to(device=logits.device, dtype=torch.float32)
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor, **maps: torch.Tensor):
         logits, target = self._check_inputs(logits, target)
         with torch.autocast(device_type=logits.device.type, enabled=False):

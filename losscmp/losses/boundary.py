@@ -17,25 +17,11 @@ from losscmp.losses.base import (
     register_loss,
 )
 from losscmp.losses.distance import (
-    batch_target_maps,
     prediction_distance,
     torch_prediction_distance,
 )
 from losscmp.losses.functional import masked_mean, probabilities_and_target
 from losscmp.losses.overlap import DiceLoss, Reduction
-
-
-def target_signed_distance(loss: SegLoss, logits, target, maps) -> torch.Tensor:
-    distance = maps.get(SIGNED_DISTANCE)
-    if distance is None:
-        distance = batch_target_maps(
-            target,
-            mode=loss.mode,
-            num_classes=logits.shape[1],
-            ignore_index=loss.ignore_index,
-            names=[SIGNED_DISTANCE],
-        )[SIGNED_DISTANCE]
-    return distance.to(device=logits.device, dtype=torch.float32)
 
 
 @register_loss(
@@ -88,7 +74,7 @@ class BoundaryLoss(SegLoss):
         self.progress = min(max(float(fraction), 0.0), 1.0)
 
     def compute(self, logits, target, maps):
-        distance = target_signed_distance(self, logits, target, maps)
+        distance = self.target_map(SIGNED_DISTANCE, logits, target, maps)
         probs, y, valid = probabilities_and_target(logits, target, self.binary, self.ignore_index)
         if not self.binary:  # foreground classes only
             probs, y, distance = probs[:, 1:], y[:, 1:], distance[:, 1:]
@@ -125,7 +111,7 @@ class HausdorffDTLoss(SegLoss):
         self.ignore_index = ignore_index
 
     def compute(self, logits, target, maps):
-        target_distance = target_signed_distance(self, logits, target, maps).abs()
+        target_distance = self.target_map(SIGNED_DISTANCE, logits, target, maps).abs()
         probs, y, valid = probabilities_and_target(logits, target, self.binary, self.ignore_index)
         if not (self.binary or self.include_background):
             probs, y, target_distance = probs[:, 1:], y[:, 1:], target_distance[:, 1:]

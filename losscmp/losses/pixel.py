@@ -376,18 +376,7 @@ class DistanceWeightedBCELoss(SegLoss):
         self.ignore_index = ignore_index
 
     def compute(self, logits, target, maps):
-        distance = maps.get(OBJECT_DISTANCE)
-        if distance is None:
-            from losscmp.losses.distance import batch_target_maps
-
-            distance = batch_target_maps(
-                target,
-                mode=self.mode,
-                num_classes=logits.shape[1],
-                ignore_index=self.ignore_index,
-                names=[OBJECT_DISTANCE],
-            )[OBJECT_DISTANCE]
-        distance = distance.to(device=logits.device, dtype=torch.float32)
+        distance = self.target_map(OBJECT_DISTANCE, logits, target, maps)
         weight = self.w0 * torch.exp(-(distance**2) / (2 * self.sigma**2))
         loss, valid = pixel_cross_entropy(logits, target, self.binary, self.ignore_index)
         weight = weight + self.class_weight_map(target, logits.shape[1])
