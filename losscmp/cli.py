@@ -106,7 +106,8 @@ def run(
 ) -> None:
     """Train the U-Net once per loss (and seed), then print the comparison table."""
     from losscmp.config import build_config
-    from losscmp.runner import plan_run, resume_config
+    from losscmp.plan import plan_run
+    from losscmp.runner import resume_config
 
     flags = {
         "losses": losses,

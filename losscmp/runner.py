@@ -9,20 +9,18 @@ interrupted run keeps every finished trial and ``--resume`` picks up the rest.
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import platform
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from losscmp.config import FIELD_NAMES, RunConfig, build_config
+from losscmp.devices import describe_device, resolve_device
 from losscmp.errors import LosscmpError, ParameterError
-from losscmp.registry import canonical
+from losscmp.plan import Plan, check_image_size, make_loss, probe_loss
 from losscmp.results import RunWriter, new_run_id, now_iso, read_run_json, slug
-from losscmp.spec import Spec
 
 
 class RunListener:
@@ -36,69 +34,6 @@ class RunListener:
 
 
 @dataclass
-class Plan:
-    """Checked config and the trials it implies, before any data is loaded."""
-
-    config: RunConfig
-    loss_specs: dict[str, Spec]
-    dataset_specs: dict[str, Spec]
-    trials: list = field(default_factory=list)
-
-    @property
-    def seeds(self) -> list[int]:
-        return [self.config.seed + offset for offset in range(self.config.seeds)]
-
-
-def plan_run(config: RunConfig) -> Plan:
-    """Check every loss, dataset and preset name and parameter; list the trials. Writes nothing.
-
-    Specs are rewritten in canonical form (parameters in signature order, values
-    coerced), so ``dice(smooth=1,reduction=image)`` and ``dice(reduction=image,
-    smooth=1.0)`` are one loss with one label, in results and on ``--resume``.
-    """
-    from losscmp.data import DATASET_REGISTRY
-    from losscmp.losses import LOSS_REGISTRY
-    from losscmp.model import resolve_preset
-    from losscmp.train import Trial
-
-    if config.model != "auto":
-        resolve_preset(config.model, "cpu")  # an unknown preset fails here, dry run included
-    losses = _canonical_specs(LOSS_REGISTRY, config.loss_specs)
-    _refuse_equivalent_losses(LOSS_REGISTRY, losses)
-    loss_specs = {spec.label: spec for spec in losses}
-    datasets = _canonical_specs(DATASET_REGISTRY, config.dataset_specs())
-    dataset_specs = {spec.label: spec for spec in datasets}
-    (base_dataset,) = _canonical_specs(DATASET_REGISTRY, [config.dataset_spec])
-    config = dataclasses.replace(config, losses=list(loss_specs), dataset=base_dataset.label)
-    plan = Plan(config, loss_specs, dataset_specs)
-    plan.trials = [
-        Trial(dataset, loss, seed)
-        for dataset, seed, loss in itertools.product(dataset_specs, plan.seeds, loss_specs)
-    ]
-    return plan
-
-
-def _canonical_specs(registry, specs: list[Spec]) -> list[Spec]:
-    return [
-        Spec(spec.name, canonical(registry.get(spec.name), spec.params, registry.kind))
-        for spec in specs
-    ]
-
-
-def _refuse_equivalent_losses(registry, specs: list[Spec]) -> None:
-    """Two specs of one loss whose parameters, defaults filled in, are equal: one trial each
-    would train the same thing twice."""
-    seen: dict[tuple, str] = {}
-    for spec in specs:
-        resolved = {**registry.get(spec.name).defaults, **spec.params}
-        key = (spec.name, tuple(sorted((name, repr(value)) for name, value in resolved.items())))
-        if key in seen:
-            same = "listed twice" if seen[key] == spec.label else f"the same loss as '{seen[key]}'"
-            raise ParameterError(f"'{spec.label}' is {same}")
-        seen[key] = spec.label
-
-
-@dataclass
 class PreparedRun:
     plan: Plan
     datasets: dict[str, Any]
@@ -109,7 +44,7 @@ def prepare(plan: Plan) -> PreparedRun:
     """Resolve the device, load the data, build each loss once: every user error surfaces here."""
     from losscmp.data import load_dataset
     from losscmp.model import build_model, resolve_preset
-    from losscmp.train import TrainSettings, make_loss
+    from losscmp.train import TrainSettings
 
     config = plan.config
     out = Path(config.out)
@@ -149,50 +84,6 @@ def prepare(plan: Plan) -> PreparedRun:
 
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick kernels
     return PreparedRun(plan, datasets, settings)
-
-
-def probe_loss(label: str, loss, data) -> None:
-    """One tiny forward pass: per-class parameters (class_weights, alpha lists) are checked
-    against the number of classes only when the loss sees logits."""
-    import torch
-
-    logits = torch.zeros(2, data.out_channels, 8, 8)
-    if data.mode == "binary":
-        target = torch.zeros(2, 1, 8, 8)
-    else:
-        target = torch.zeros(2, 8, 8, dtype=torch.long)
-    try:
-        loss(logits, target)
-    except ParameterError as error:
-        raise ParameterError(f"loss '{label}' on {data.spec}: {error}") from None
-
-
-def check_image_size(preset, image_size: int) -> None:
-    """BatchNorm cannot normalise a 1x1 feature map of a single sample: keep the deepest
-    features at least 2x2."""
-    smallest = 2 * 2 ** preset.unet_kwargs.get("encoder_depth", 5)
-    if image_size < smallest:
-        raise ParameterError(
-            f"--image-size {image_size} is too small for the {preset.name} model "
-            f"(its deepest features would be 1x1); use {smallest} or more, or --model tiny"
-        )
-
-
-def resolve_device(name: str):
-    """``auto`` takes CUDA, then MPS, then the CPU; an explicit choice must exist."""
-    import torch
-
-    mps = getattr(torch.backends, "mps", None)
-    available = {
-        "cuda": torch.cuda.is_available(),
-        "mps": bool(mps and mps.is_available()),
-        "cpu": True,
-    }
-    if name == "auto":
-        name = next(device for device in ("cuda", "mps", "cpu") if available[device])
-    if not available.get(name, False):
-        raise ParameterError(f"--device {name}: no {name.upper()} device is available here")
-    return torch.device(name)
 
 
 def execute(
@@ -255,7 +146,6 @@ def _write_validation_panels(writer: RunWriter, datasets: dict[str, Any]) -> Non
 
 def run_metadata(prepared: PreparedRun, run_dir: Path) -> dict[str, Any]:
     plan, settings = prepared.plan, prepared.settings
-    import torch
 
     return {
         "run_id": run_dir.name,
@@ -270,7 +160,7 @@ def run_metadata(prepared: PreparedRun, run_dir: Path) -> dict[str, Any]:
         },
         "trials": [trial.id for trial in plan.trials],
         "seeds": plan.seeds,
-        "device": _describe_device(settings.device, torch),
+        "device": describe_device(settings.device),
         "versions": _versions(),
         "git_commit": _git_commit(),
         "started_at": now_iso(),
@@ -316,16 +206,6 @@ def check_resumable(meta: dict[str, Any], prepared: PreparedRun, run_dir: Path) 
             f"--resume {run_dir}: this command changes {'; '.join(changes)}; "
             "resume with the run's own options, or start a new run"
         )
-
-
-def _describe_device(device, torch) -> str:
-    if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
-    if device.type == "cpu":
-        return (
-            f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-        )
-    return device.type
 
 
 def _versions() -> dict[str, str]:

@@ -20,23 +20,11 @@ import torch
 
 from losscmp import metrics
 from losscmp.data import make_loader
-from losscmp.losses import create_loss, get_loss_entry
 from losscmp.model import ModelPreset, build_model
-from losscmp.results import trial_id
+from losscmp.plan import Trial, make_loss
 from losscmp.spec import Spec
 
 PANEL_SIZE = 4  # validation images shown per loss in the report's prediction panel
-
-
-@dataclass(frozen=True)
-class Trial:
-    dataset: str
-    loss: str
-    seed: int
-
-    @property
-    def id(self) -> str:
-        return trial_id(self.dataset, self.loss, self.seed)
 
 
 @dataclass(frozen=True)
@@ -58,15 +46,6 @@ class TrialOutcome:
 
     record: dict[str, Any]
     panel_predictions: np.ndarray | None = field(default=None, repr=False)
-
-
-def make_loss(spec: Spec, data) -> torch.nn.Module:
-    """Create the loss for this dataset's mode, telling it which label the masks ignore."""
-    params = dict(spec.params)
-    entry = get_loss_entry(spec.name)
-    if data.ignore_index is not None and "ignore_index" in entry.parameters:
-        params.setdefault("ignore_index", data.ignore_index)
-    return create_loss(spec.name, mode=data.mode, **params)
 
 
 def train_trial(
