@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from losscmp import report
-from losscmp.results import PANEL_DIR, atomic_write_bytes, slug
+from losscmp.results import RunStore, atomic_write_bytes, slug
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -112,13 +112,13 @@ def _curves(axis: Axes, epochs: pd.DataFrame, metric: str) -> None:
 
 
 def _validation_panel(run_dir: Path, dataset: str, single: bool) -> dict[str, np.ndarray] | None:
-    named = run_dir / PANEL_DIR / f"val__{slug(dataset)}.npz"
-    plain = run_dir / PANEL_DIR / "val.npz"
-    path = named if named.is_file() else plain if single and plain.is_file() else None
-    if path is None:
+    store = RunStore(run_dir)
+    arrays = store.read_panel(f"val__{slug(dataset)}")
+    if arrays is None and single:
+        arrays = store.read_panel("val")
+    if arrays is None or not {"images", "masks"} <= arrays.keys():
         return None
-    with np.load(path) as arrays:
-        return {"images": arrays["images"], "masks": arrays["masks"]}
+    return {"images": arrays["images"], "masks": arrays["masks"]}
 
 
 def _loss_predictions(results: report.RunResults, dataset: str) -> dict[str, np.ndarray]:
@@ -129,10 +129,9 @@ def _loss_predictions(results: report.RunResults, dataset: str) -> dict[str, np.
         if trial.loss in predictions:
             continue
         for run_dir in results.run_dirs:
-            path = run_dir / PANEL_DIR / f"{trial.trial_id}.npz"
-            if path.is_file():
-                with np.load(path) as arrays:
-                    predictions[trial.loss] = arrays["pred"]
+            arrays = RunStore(run_dir).read_panel(trial.trial_id)
+            if arrays is not None and "pred" in arrays:
+                predictions[trial.loss] = arrays["pred"]
                 break
     return predictions
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -140,7 +141,21 @@ def check_params(entry: Entry, params: dict[str, Any], kind: str = "") -> dict[s
             raise ParameterError(
                 f"{kind} '{entry.name}': {key}={value!r} is not {describe_type(hint)}"
             ) from None
+        if not is_finite(checked[key]):
+            raise ParameterError(
+                f"{kind} '{entry.name}': {key}={value!r} must be a finite number "
+                "(inf, nan and numbers too large for a float are refused)"
+            )
     return checked
+
+
+def is_finite(value: Any) -> bool:
+    """False for an inf or nan float anywhere in ``value`` (numbers, lists, tuples)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return all(is_finite(item) for item in value)
+    return True
 
 
 def coerce(value: Any, hint: Any) -> Any:

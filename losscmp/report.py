@@ -1,6 +1,8 @@
 """Run folders -> one summary frame -> a Rich table and a CSV.
 
-Reads only the run directory (run.json, trials/, epochs.csv, images.csv; see
+Reads run folders only through ``losscmp.results.RunStore`` (run.json and
+trials/ are the truth; epochs.csv / images.csv that disagree with them are
+rebuilt and the disagreement becomes a note in ``RunResults.notes``; see
 docs/architecture.md) and never imports torch or the training code, so
 ``losscmp report`` stays quick.
 
@@ -34,10 +36,8 @@ Definitions the table and CSV rely on:
 
 from __future__ import annotations
 
-import json
 import math
 import re
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,12 +51,11 @@ from rich.text import Text
 from losscmp import stats
 from losscmp.errors import LosscmpError, SpecError, unknown
 from losscmp.results import (
-    EPOCH_COLUMNS,
-    IMAGE_COLUMNS,
     RUN_FILE,
-    TRIALS_DIR,
+    RunStore,
     atomic_write_csv,
-    read_run_json,
+    is_run_dir,
+    newest_run,
     trial_id,
 )
 from losscmp.spec import Spec, parse_spec
@@ -79,37 +78,6 @@ LOCATION_INFO_FIELDS = frozenset({"source", "path", "data_dir", "root"})
 # The metrics with best/final columns in the table (the headline's own are the first ones).
 TABLE_METRICS = ("dice", "iou", "mcc")
 PER_CLASS_COLUMN = re.compile(r"best_dice_(.+)_mean")
-REQUIRED_EPOCH_COLUMNS = ("dataset", "loss", "seed", "epoch", "val_dice")
-
-
-@dataclass(frozen=True)
-class _TableSpec:
-    """What report needs from epochs.csv / images.csv (and the trial records' lists)."""
-
-    name: str  # the file's stem and the trial record's key
-    columns: Sequence[str]  # the writer's columns (results.py), used when rebuilding
-    required: tuple[str, ...]  # must be present
-    filled: tuple[str, ...]  # must have a value in every row
-    numeric: tuple[str, ...]  # must hold numbers when present
-    numeric_prefix: str | None = None  # ... and so must every column starting with this
-
-
-TEXT_COLUMNS = ("dataset", "loss", "status", "which")
-EPOCH_TABLE = _TableSpec(
-    name="epochs",
-    columns=EPOCH_COLUMNS,
-    required=REQUIRED_EPOCH_COLUMNS,
-    filled=("dataset", "loss", "seed", "epoch"),
-    numeric=("seed", "epoch", "train_loss", "lr", "seconds"),
-    numeric_prefix="val_",
-)
-IMAGE_TABLE = _TableSpec(
-    name="images",
-    columns=IMAGE_COLUMNS,
-    required=("dataset", "loss", "seed", "which"),
-    filled=("dataset", "loss", "seed", "which"),
-    numeric=("seed", "image", "dice", "iou", "hd95", "nsd"),
-)
 
 
 @dataclass
@@ -123,6 +91,10 @@ class RunResults:
     epochs: pd.DataFrame
     images: pd.DataFrame
     losses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # What the reader found and fixed or could not: stale tables rebuilt, damaged
+    # trial files set aside by --resume, failed trials, skipped images. The CLI
+    # prints each as a note under the table.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def run_ids(self) -> list[str]:
@@ -161,13 +133,11 @@ def resolve_run_dirs(paths: Sequence[Path | str]) -> list[Path]:
 def _resolve_one(path: Path) -> Path:
     if not path.exists():
         raise LosscmpError(f"{path} does not exist")
-    if (path / RUN_FILE).is_file():
+    if is_run_dir(path):
         return path
-    if path.is_dir():
-        runs = [child for child in path.iterdir() if (child / RUN_FILE).is_file()]
-        if runs:
-            # Run ids start with YYYYmmdd-HHMMSS, so the largest name is the newest run.
-            return max(runs, key=lambda run: (run.name, (run / RUN_FILE).stat().st_mtime))
+    newest = newest_run(path)
+    if newest is not None:
+        return newest
     raise LosscmpError(
         f"no losscmp run found in {path} (expected a folder with {RUN_FILE}, "
         "or one holding such folders; 'losscmp run' makes them)"
@@ -177,42 +147,59 @@ def _resolve_one(path: Path) -> Path:
 # --------------------------------------------------------------------------- loading
 
 
-def load_run(run_dir: Path | str) -> RunResults:
-    """Read one run folder; a clear LosscmpError when it is not a readable run."""
+def load_run(run_dir: Path | str, *, repair: bool = True) -> RunResults:
+    """Read one run folder through the store; a clear LosscmpError when it is not a readable run.
+
+    The trial files are the truth: epochs.csv / images.csv that disagree with
+    them are rebuilt (``repair``) and the disagreement is listed in ``notes``;
+    a damaged trial file is an error naming it (``run --resume`` sets it aside).
+    """
     run_dir = Path(run_dir)
-    meta = read_run_json(run_dir)  # checks schema_version
-    trial_records = _read_trials(run_dir)
-    trials = _trial_frame(trial_records)
-    epochs = _read_table(run_dir, EPOCH_TABLE, trial_records)
-    images = _read_table(run_dir, IMAGE_TABLE, trial_records)
-    if epochs.empty:
-        raise LosscmpError(
-            f"{run_dir} has no finished trials yet (still running, or stopped before one ended)"
-        )
+    stored = RunStore(run_dir).read(repair=repair)
+    meta = stored.meta
+    trials = _trial_frame(stored.records)
+    epochs, images = stored.epochs, stored.images
     if trials.empty:
         trials = _trials_from_epochs(epochs)
+    datasets = dict(meta.get("datasets") or {})
     return RunResults(
         run_dirs=[run_dir],
         metas=[meta],
-        datasets=dict(meta.get("datasets") or {}),
+        datasets=datasets,
         trials=trials.assign(run_id=meta.get("run_id", run_dir.name)),
         epochs=epochs,
         images=images,
         losses=dict(meta.get("losses") or {}),
+        notes=[*stored.notes, *_dataset_notes(datasets)],
     )
 
 
-def _read_trials(run_dir: Path) -> list[dict[str, Any]]:
-    records = []
-    for path in sorted((run_dir / TRIALS_DIR).glob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise LosscmpError(f"{path} is damaged (not valid JSON)") from None
-        if not isinstance(record, dict) or not {"dataset", "loss", "seed"} <= record.keys():
-            raise LosscmpError(f"{path} is damaged (not a trial record)")
-        records.append(record)
-    return records
+def _dataset_notes(datasets: dict[str, dict[str, Any]]) -> list[str]:
+    """Images a dataset skipped or decoded only in part (pets: see losscmp.data.pets)."""
+    notes = []
+    for label, info in datasets.items():
+        if not isinstance(info, dict):
+            continue
+        unreadable = int(info.get("unreadable_count") or 0)
+        truncated = int(info.get("truncated_count") or 0)
+        if unreadable:
+            shown = ", ".join(map(str, info.get("unreadable") or []))
+            notes.append(
+                f"dataset '{label}': {unreadable} unreadable image(s) were left out"
+                + (f" ({shown})" if shown else "")
+            )
+        if truncated:
+            shown = ", ".join(map(str, info.get("truncated") or []))
+            notes.append(
+                f"dataset '{label}': {truncated} truncated image(s) were used as far as "
+                "they decode" + (f" ({shown})" if shown else "")
+            )
+    return notes
+
+
+def run_notes(results: RunResults) -> list[str]:
+    """The notes of a (combined) result, each once, for printing under the table."""
+    return list(dict.fromkeys(results.notes))
 
 
 def _trial_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -241,71 +228,6 @@ def _trials_from_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _read_table(run_dir: Path, spec: _TableSpec, records: list[dict[str, Any]]) -> pd.DataFrame:
-    """The CSV when present (the documented interface), else rebuilt from trials/; checked."""
-    path = run_dir / f"{spec.name}.csv"
-    if path.is_file():
-        frame = _read_csv(path)
-        source = path
-    else:
-        rows = [
-            {"dataset": record["dataset"], "loss": record["loss"], "seed": record["seed"], **row}
-            for record in records
-            for row in record.get(spec.name) or []
-        ]
-        frame = pd.DataFrame(rows)
-        # As the writer does: every known column, even one no record filled.
-        extra = [column for column in frame.columns if column not in spec.columns]
-        frame = frame.reindex(columns=[*spec.columns, *extra])
-        source = run_dir / TRIALS_DIR
-    if frame.columns.empty:
-        return frame
-    return _checked_table(frame, spec, source)
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    text = {column: "str" for column in TEXT_COLUMNS}
-    try:
-        with warnings.catch_warnings():
-            # index_col=False: a row with an extra field must not become the index
-            # (shifting every column); pandas warns instead, which we refuse.
-            warnings.simplefilter("error", pd.errors.ParserWarning)
-            return pd.read_csv(path, index_col=False, dtype=text)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
-    except pd.errors.ParserWarning:
-        raise LosscmpError(f"{path} is damaged (a row has more fields than the header)") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise LosscmpError(f"{path} is damaged ({str(error).splitlines()[0]})") from None
-
-
-def _checked_table(frame: pd.DataFrame, spec: _TableSpec, source: Path) -> pd.DataFrame:
-    """Required columns present and filled, numeric columns numbers; else LosscmpError."""
-    missing = [column for column in spec.required if column not in frame.columns]
-    if missing:
-        raise LosscmpError(f"{source} is damaged (no column {', '.join(missing)})")
-    for column in spec.filled:
-        empty = int(frame[column].isna().sum())
-        if empty:
-            raise LosscmpError(f"{source} is damaged ({empty} row(s) with no {column})")
-    numeric = [
-        column
-        for column in frame.columns
-        if column in spec.numeric
-        or (spec.numeric_prefix is not None and str(column).startswith(spec.numeric_prefix))
-    ]
-    converted = {}
-    for column in numeric:
-        try:
-            converted[column] = pd.to_numeric(frame[column], errors="raise")
-        except (ValueError, TypeError) as error:
-            reason = str(error).splitlines()[0] if str(error) else "not a number"
-            raise LosscmpError(
-                f"{source} is damaged (column {column} must hold numbers: {reason})"
-            ) from None
-    return frame.assign(**converted)
-
-
 # --------------------------------------------------------------------------- combining
 
 
@@ -328,6 +250,7 @@ def combine_runs(runs: Sequence[RunResults]) -> RunResults:
         epochs=pd.concat([run.epochs for run in runs], ignore_index=True),
         images=pd.concat([run.images for run in runs], ignore_index=True),
         losses={label: info for run in runs for label, info in run.losses.items()},
+        notes=[note for run in runs for note in run.notes],
     )
 
 
@@ -604,13 +527,22 @@ def imbalance_frame(summary: pd.DataFrame) -> pd.DataFrame | None:
 # --------------------------------------------------------------------------- output
 
 
-def write_summary(summary: pd.DataFrame, path: Path | str) -> Path:
-    """Write the summary CSV atomically (a killed process leaves the old file or the new)."""
+def check_csv_target(path: Path | str) -> Path:
+    """Refuse a ``--csv`` that cannot be written, before anything else is written."""
     path = Path(path)
     if path.is_dir():
         raise LosscmpError(
             f"--csv {path} is a folder; give a file name, e.g. {path / 'summary.csv'}"
         )
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise LosscmpError(f"--csv {path}: {parent} is a file, not a folder")
+    return path
+
+
+def write_summary(summary: pd.DataFrame, path: Path | str) -> Path:
+    """Write the summary CSV atomically (a killed process leaves the old file or the new)."""
+    path = check_csv_target(path)
     try:
         atomic_write_csv(path, summary)
     except OSError as error:

@@ -1,31 +1,62 @@
-"""The run directory: what ``run`` writes and ``report`` reads.
+"""The run folder as a small store: what ``run`` writes and ``report`` reads.
 
-Every file is written atomically (temp file + rename), so a killed process
-leaves either the old file or the new one. Finished trials live in
-``trials/<trial-id>.json``; the tidy CSVs are rebuilt from them after each
-trial, which makes resuming a matter of skipping trials that have a file.
-See docs/architecture.md for the layout.
+One source of truth, derived tables rebuilt from it:
+
+- ``run.json`` and ``trials/<trial-id>.json`` are the truth. Each is written
+  atomically (temp file, fsync, rename, fsync of the folder), so a killed
+  process leaves the old file or the new one, never half of one.
+- ``epochs.csv`` and ``images.csv`` are derived: rebuilt from the trial files
+  after every trial, on ``--resume`` and by ``report`` whenever they disagree
+  with ``trials/`` (a process killed between a trial file and the rebuild
+  leaves them stale; :meth:`RunStore.check_tables` finds that).
+- A trial file that cannot be read back (0 bytes, corrupt JSON, wrong shape)
+  is *damaged*: ``report`` names it and refuses; on ``--resume``
+  :meth:`RunStore.finished_trials` moves it into ``trials/damaged/`` (never
+  deletes it), records it in run.json and the trial is trained again.
+- One writer at a time: :meth:`RunStore.lock` takes an exclusive ``flock`` on
+  ``<run>/.losscmp.lock``; a second writer gets one line naming the first's pid.
+  The lock dies with its process, so a killed run never leaves a stale lock.
+- A run killed while writing its first run.json leaves only a temporary one:
+  when that is complete, reading and ``--resume`` use it (the lock promotes
+  it); when not, the folder is reported as "killed while starting".
+
+This module is the only one that reads or writes a run folder; it imports
+pandas and numpy only inside the functions that need them. See
+docs/architecture.md for the layout.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
+import io
 import json
+import math
 import os
 import re
 import secrets
+import stat
 import tempfile
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from losscmp.errors import LosscmpError
+from losscmp.errors import LosscmpError, ParameterError
 
 SCHEMA_VERSION = 1
 RUN_FILE = "run.json"
 TRIALS_DIR = "trials"
+DAMAGED_DIR = "damaged"  # under trials/: damaged trial files set aside by --resume
 PANEL_DIR = "panel"
+LOCK_FILE = ".losscmp.lock"
+TABLES_LOCK_FILE = ".losscmp-tables.lock"
+TEMP_SUFFIX = ".tmp"
+TRIAL_STATUSES = ("finished", "diverged")
 EPOCH_COLUMNS = [
     "dataset",
     "loss",
@@ -44,6 +75,7 @@ EPOCH_COLUMNS = [
     "status",
 ]
 IMAGE_COLUMNS = ["dataset", "loss", "seed", "which", "image", "dice", "iou", "hd95", "nsd"]
+TEXT_COLUMNS = ("dataset", "loss", "status", "which")
 
 
 def now_iso() -> str:
@@ -66,16 +98,48 @@ def trial_id(dataset: str, loss: str, seed: int) -> str:
     return f"{slug(dataset)}__{slug(loss)}__seed{seed}__{digest}"
 
 
+# --------------------------------------------------------------------------- atomic files
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be fsynced)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Temp file in the same folder, fsync, rename over ``path``, fsync the folder."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
+            stream.flush()
+            os.fchmod(stream.fileno(), 0o666 & ~_UMASK)  # mkstemp's 0600 is too private
+            os.fsync(stream.fileno())
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # once, at import: os.umask is process-wide, not thread-safe
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -100,12 +164,116 @@ def atomic_write_csv(path: Path, frame) -> None:
     atomic_write_text(path, frame.to_csv(index=False))
 
 
-def read_run_json(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / RUN_FILE
-    if not path.is_file():
-        raise LosscmpError(f"{run_dir} is not a losscmp run folder (no {RUN_FILE})")
+def _temp_files(folder: Path, name: str | None = None) -> list[Path]:
+    """Temporary files an atomic write left behind in ``folder`` (for ``name`` only if given)."""
+    prefix = f".{name}." if name else "."
     try:
-        meta = json.loads(path.read_text())
+        return sorted(
+            path
+            for path in folder.iterdir()
+            if path.name.startswith(prefix) and path.name.endswith(TEMP_SUFFIX)
+        )
+    except OSError:
+        return []
+
+
+# --------------------------------------------------------------------------- --out
+
+
+def check_out_dir(out: Path | str) -> None:
+    """Refuse an ``--out`` that cannot hold run folders; writes nothing that stays.
+
+    The folder may not exist yet: then its nearest existing ancestor must be a
+    folder we can create entries in. Probed with a temporary file, removed at once.
+    """
+    out = Path(out)
+    where = f"--out {out}"
+    absolute = Path(os.path.abspath(out))
+    try:
+        name_max = os.pathconf("/", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    for name in absolute.parts:
+        if len(name.encode()) > name_max:
+            raise ParameterError(
+                f"{where} cannot be created: the name '{name[:40]}...' is longer than "
+                f"{name_max} bytes"
+            )
+    probe = absolute
+    while True:
+        kind = _path_kind(probe)
+        if kind == "dir":
+            break
+        if kind == "file":
+            if probe == absolute:
+                raise ParameterError(f"{where} is a file; it must be a folder for run folders")
+            raise ParameterError(f"{where} cannot be created: {probe} is a file, not a folder")
+        if kind == "broken link":
+            raise ParameterError(f"{where} cannot be created: {probe} is a broken link")
+        if probe == probe.parent:
+            raise ParameterError(f"{where} cannot be created: no existing folder above it")
+        probe = probe.parent
+    try:
+        handle, temp = tempfile.mkstemp(dir=probe, prefix=".losscmp-probe-")
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ParameterError(f"{where} is not writable ({probe}: {reason})") from None
+    os.close(handle)
+    os.unlink(temp)
+
+
+def _path_kind(path: Path) -> str:
+    """dir, file, missing or broken link; 'file' too where a parent is not a folder."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        try:
+            os.lstat(path)
+        except OSError:
+            return "missing"
+        return "broken link"
+    except NotADirectoryError:
+        return "missing"  # a parent is a file: found when the walk reaches it
+    except OSError:
+        return "missing"
+    return "dir" if stat.S_ISDIR(mode) else "file"
+
+
+# --------------------------------------------------------------------------- run.json
+
+
+def read_run_json(run_dir: Path) -> dict[str, Any]:
+    """run.json checked (an object with this schema version); LosscmpError naming it if not.
+
+    A run killed while writing its first run.json has only a temporary copy:
+    when that copy is complete it is returned (``RunStore.lock`` promotes it).
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / RUN_FILE
+    if not path.is_file():
+        temps = _temp_files(run_dir, RUN_FILE) if run_dir.is_dir() else []
+        if not temps:
+            raise LosscmpError(f"{run_dir} is not a losscmp run folder (no {RUN_FILE})")
+        meta = _complete_temp_meta(temps)
+        if meta is None:
+            raise LosscmpError(
+                f"{run_dir} holds only a half-written {RUN_FILE}: the run was killed while "
+                "starting, before any trial finished; nothing to report or resume: start it "
+                "again (this folder can be deleted)"
+            )
+        return meta
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise LosscmpError(f"{path} cannot be read ({error.strerror or error})") from None
+    return _parse_meta(path, data)
+
+
+def _parse_meta(path: Path, data: bytes) -> dict[str, Any]:
+    if not data.strip():
+        raise LosscmpError(f"{path} is damaged (empty: {len(data)} bytes)")
+    try:
+        meta = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise LosscmpError(f"{path} is damaged (not valid JSON)") from None
     if not isinstance(meta, dict):
@@ -113,54 +281,208 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
     version = meta.get("schema_version")
     if version != SCHEMA_VERSION:
         raise LosscmpError(
-            f"{path} has schema version {version}; this losscmp reads version {SCHEMA_VERSION}"
+            f"{path} has schema version {version!r}; this losscmp reads version {SCHEMA_VERSION}"
         )
     return meta
 
 
-class RunWriter:
-    """Writes one run directory as trials finish."""
+def _complete_temp_meta(temps: Sequence[Path]) -> dict[str, Any] | None:
+    """The newest temporary run.json that parses as a whole run.json, or None."""
+    for temp in sorted(temps, key=_mtime, reverse=True):
+        try:
+            return _parse_meta(temp, temp.read_bytes())
+        except (LosscmpError, OSError):
+            continue
+    return None
 
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = Path(run_dir)
-        self.trials_dir = self.run_dir / TRIALS_DIR
 
-    def write_meta(self, meta: dict[str, Any]) -> None:
-        atomic_write_json(self.run_dir / RUN_FILE, {"schema_version": SCHEMA_VERSION, **meta})
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
-    def update_meta(self, **changes: Any) -> None:
-        meta = read_run_json(self.run_dir)
-        meta.update(changes)
-        atomic_write_json(self.run_dir / RUN_FILE, meta)
 
-    def finished_trials(self) -> set[str]:
-        return {path.stem for path in self.trials_dir.glob("*.json")}
+def is_run_dir(path: Path) -> bool:
+    """A folder with a run.json, or with only the temporary one a killed start leaves."""
+    path = Path(path)
+    return (path / RUN_FILE).is_file() or (path.is_dir() and bool(_temp_files(path, RUN_FILE)))
 
-    def write_trial(self, record: dict[str, Any]) -> None:
-        atomic_write_json(self.trials_dir / f"{record['trial_id']}.json", record)
-        self.rebuild_tables()
 
-    def write_panel(self, name: str, **arrays) -> None:
-        import io
+def newest_run(folder: Path) -> Path | None:
+    """The newest run folder (with a run.json) directly inside ``folder``, or None.
 
-        import numpy as np
+    Run ids start with YYYYmmdd-HHMMSS, so the largest name is the newest run.
+    """
+    folder = Path(folder)
+    try:
+        runs = [
+            child
+            for child in folder.iterdir()
+            if not child.name.startswith(".") and (child / RUN_FILE).is_file()  # not .creating
+        ]
+    except OSError:
+        return None
+    return max(runs, key=lambda run: (run.name, _mtime(run / RUN_FILE))) if runs else None
 
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)
-        atomic_write_bytes(self.run_dir / PANEL_DIR / f"{name}.npz", buffer.getvalue())
 
-    def load_trials(self) -> list[dict[str, Any]]:
-        return [json.loads(path.read_text()) for path in sorted(self.trials_dir.glob("*.json"))]
+# --------------------------------------------------------------------------- trial records
 
-    def rebuild_tables(self) -> None:
-        """Regenerate epochs.csv and images.csv from every trial file."""
-        import pandas as pd
 
-        trials = self.load_trials()
-        epochs = pd.DataFrame(_rows(trials, "epochs"))
-        images = pd.DataFrame(_rows(trials, "images"))
-        atomic_write_csv(self.run_dir / "epochs.csv", _ordered(epochs, EPOCH_COLUMNS))
-        atomic_write_csv(self.run_dir / "images.csv", _ordered(images, IMAGE_COLUMNS))
+@dataclass(frozen=True)
+class DamagedTrial:
+    """A trial file that cannot be read back, and why."""
+
+    path: Path  # where it was found (trials/<name>.json)
+    reason: str
+    in_rows: bool = False  # the file reads, but a row of its epochs/images is wrong
+    moved_to: Path | None = None  # trials/damaged/... once set aside
+
+    @property
+    def message(self) -> str:
+        if self.in_rows:
+            return f"{self.path.parent} is damaged ({self.path.name}: {self.reason})"
+        return f"{self.path} is damaged ({self.reason})"
+
+
+@dataclass
+class TrialScan:
+    """The trial files of a run: good records by trial id, and the damaged files."""
+
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    damaged: list[DamagedTrial] = field(default_factory=list)
+
+
+class _Damage(Exception):
+    def __init__(self, reason: str, in_rows: bool = False) -> None:
+        super().__init__(reason)
+        self.reason, self.in_rows = reason, in_rows
+
+
+EPOCH_NUMBERS = ("train_loss", "lr", "seconds")  # plus every val_* column
+IMAGE_NUMBERS = ("dice", "iou", "hd95", "nsd")
+
+
+def check_trial_record(record: Any, expected_id: str | None = None) -> None:
+    """Raise ``_Damage`` unless ``record`` has the shape every reader relies on."""
+    if not isinstance(record, dict):
+        raise _Damage(f"not a trial record: a JSON {type(record).__name__}")
+    for key in ("trial_id", "dataset", "loss", "seed", "status", "epochs", "images"):
+        if key not in record:
+            raise _Damage(f"not a trial record: no '{key}'")
+    for key in ("trial_id", "dataset", "loss", "status"):
+        if not isinstance(record[key], str) or not record[key]:
+            raise _Damage(f"'{key}' is {record[key]!r}, not a name")
+    seed = record["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise _Damage(f"'seed' is {seed!r}, not a whole number >= 0")
+    if record["status"] not in TRIAL_STATUSES:
+        raise _Damage(f"'status' is {record['status']!r}, not one of {', '.join(TRIAL_STATUSES)}")
+    expected = trial_id(record["dataset"], record["loss"], seed)
+    if record["trial_id"] != expected or (expected_id is not None and expected_id != expected):
+        raise _Damage(
+            "its trial_id, file name, dataset, loss and seed do not agree "
+            "(a copied or renamed trial file?)"
+        )
+    if record["status"] == "finished" and not record["epochs"]:
+        raise _Damage("a finished trial with no epochs")
+    _check_rows(record["epochs"], "epochs", ("epoch",), EPOCH_NUMBERS, "val_")
+    _check_rows(record["images"], "images", ("which", "image"), IMAGE_NUMBERS, None)
+    for row in record["images"]:
+        if row.get("which") not in ("best", "final"):
+            raise _Damage(f"images row has which={row.get('which')!r}", in_rows=True)
+
+
+def _check_rows(
+    rows: Any, key: str, identity: tuple[str, ...], numbers: tuple[str, ...], prefix: str | None
+) -> None:
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise _Damage(f"'{key}' is not a list of rows")
+    seen = set()
+    for index, row in enumerate(rows, start=1):
+        ident = tuple(row.get(name) for name in identity)
+        if any(value is None for value in ident):
+            raise _Damage(f"{key} row {index} has no {' or '.join(identity)}", in_rows=True)
+        if ident in seen:
+            raise _Damage(f"{key} row {index} repeats {_describe(identity, ident)}", in_rows=True)
+        seen.add(ident)
+        for name, value in row.items():
+            numeric = name in numbers or name in ("epoch", "image")
+            numeric = numeric or (prefix is not None and str(name).startswith(prefix))
+            if numeric and not _is_number_or_null(value, whole=name in ("epoch", "image")):
+                raise _Damage(
+                    f"{key} row {index} has {name}={value!r}, not a number "
+                    f"(column {name} must hold numbers)",
+                    in_rows=True,
+                )
+
+
+def _describe(names: Sequence[str], values: Sequence[Any]) -> str:
+    return ", ".join(f"{name} {value}" for name, value in zip(names, values, strict=True))
+
+
+def _is_number_or_null(value: Any, whole: bool = False) -> bool:
+    if value is None:
+        return not whole
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return not whole or (isinstance(value, int) or (math.isfinite(value) and value.is_integer()))
+
+
+def read_trial_file(path: Path) -> dict[str, Any]:
+    """One trial record; ``_Damage`` when it cannot be read back."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise _Damage(f"cannot be read: {error.strerror or error}") from None
+    if not data.strip():
+        raise _Damage(f"empty: {len(data)} bytes")
+    try:
+        record = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise _Damage("not valid JSON") from None
+    check_trial_record(record, expected_id=path.stem)
+    return record
+
+
+# --------------------------------------------------------------------------- tables
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A derived table: its file, the trial record's key and what a reader relies on."""
+
+    name: str  # the file's stem and the trial record's key
+    columns: Sequence[str]  # the writer's columns, in order
+    key: tuple[str, ...]  # one row per key
+    required: tuple[str, ...]  # must be present
+    filled: tuple[str, ...]  # must have a value in every row
+    numeric: tuple[str, ...]  # must hold numbers when present
+    numeric_prefix: str | None = None  # ... and so must every column starting with this
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.csv"
+
+
+EPOCH_TABLE = TableSpec(
+    name="epochs",
+    columns=EPOCH_COLUMNS,
+    key=("dataset", "loss", "seed", "epoch"),
+    required=("dataset", "loss", "seed", "epoch", "val_dice"),
+    filled=("dataset", "loss", "seed", "epoch"),
+    numeric=("seed", "epoch", "train_loss", "lr", "seconds"),
+    numeric_prefix="val_",
+)
+IMAGE_TABLE = TableSpec(
+    name="images",
+    columns=IMAGE_COLUMNS,
+    key=("dataset", "loss", "seed", "which", "image"),
+    required=("dataset", "loss", "seed", "which"),
+    filled=("dataset", "loss", "seed", "which"),
+    numeric=("seed", "image", "dice", "iou", "hd95", "nsd"),
+)
+TABLES = (EPOCH_TABLE, IMAGE_TABLE)
 
 
 def _rows(trials: Iterable[dict[str, Any]], key: str) -> list[dict[str, Any]]:
@@ -171,10 +493,556 @@ def _rows(trials: Iterable[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _ordered(frame, columns: list[str]):
+def _ordered(frame, columns: Sequence[str]):
     """Known columns first in a fixed order, extra ones (per-class) after, sorted."""
     for column in columns:
         if column not in frame.columns:
             frame[column] = None
     extra = sorted(set(frame.columns) - set(columns))
-    return frame[columns + extra]
+    return frame[list(columns) + extra]
+
+
+def table_frame(records: Sequence[dict[str, Any]], spec: TableSpec):
+    """The table as the writer builds it from trial records (sorted by trial id)."""
+    import pandas as pd
+
+    ordered = sorted(records, key=lambda record: record["trial_id"])
+    return _ordered(pd.DataFrame(_rows(ordered, spec.name)), spec.columns)
+
+
+def read_table_csv(path: Path):
+    """A table CSV with text columns as text; LosscmpError naming the file when damaged."""
+    import pandas as pd
+
+    text = {column: "str" for column in TEXT_COLUMNS}
+    try:
+        with warnings.catch_warnings():
+            # index_col=False: a row with an extra field must not become the index
+            # (shifting every column); pandas warns instead, which we refuse.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(path, index_col=False, dtype=text)
+    except pd.errors.EmptyDataError:
+        raise LosscmpError(f"{path} is damaged (empty: no header)") from None
+    except pd.errors.ParserWarning:
+        raise LosscmpError(f"{path} is damaged (a row has more fields than the header)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise LosscmpError(f"{path} is damaged ({str(error).splitlines()[0]})") from None
+
+
+def checked_table(frame, spec: TableSpec, source: Path):
+    """Required columns present and filled, numeric columns numbers, one row per key;
+    else a LosscmpError naming ``source``."""
+    import pandas as pd
+
+    missing = [column for column in spec.required if column not in frame.columns]
+    if missing:
+        raise LosscmpError(f"{source} is damaged (no column {', '.join(missing)})")
+    for column in spec.filled:
+        empty = int(frame[column].isna().sum())
+        if empty:
+            raise LosscmpError(f"{source} is damaged ({empty} row(s) with no {column})")
+    numeric = [
+        column
+        for column in frame.columns
+        if column in spec.numeric
+        or (spec.numeric_prefix is not None and str(column).startswith(spec.numeric_prefix))
+    ]
+    converted = {}
+    for column in numeric:
+        try:
+            converted[column] = pd.to_numeric(frame[column], errors="raise")
+        except (ValueError, TypeError) as error:
+            reason = str(error).splitlines()[0] if str(error) else "not a number"
+            raise LosscmpError(
+                f"{source} is damaged (column {column} must hold numbers: {reason})"
+            ) from None
+    frame = frame.assign(**converted)
+    key = [column for column in spec.key if column in frame.columns]
+    repeated = frame[frame.duplicated(key, keep=False)]
+    if not repeated.empty:
+        first = repeated.iloc[0]
+        raise LosscmpError(
+            f"{source} is damaged ({len(repeated)} rows share "
+            f"{_describe(key, [first[column] for column in key])}; each must appear once)"
+        )
+    return frame
+
+
+def _canonical_csv(frame, spec: TableSpec) -> str:
+    """Order-free text of a table: empty columns dropped, columns and rows sorted."""
+    frame = frame.dropna(axis=1, how="all")
+    frame = frame[sorted(frame.columns)]
+    key = [column for column in spec.key if column in frame.columns]
+    frame = frame.sort_values(key, kind="stable") if key else frame
+    return frame.to_csv(index=False)
+
+
+def _trial_keys(frame) -> set[tuple]:
+    columns = ["dataset", "loss", "seed"]
+    if frame.empty or not set(columns) <= set(frame.columns):
+        return set()
+    return {(str(d), str(loss), int(seed)) for d, loss, seed in frame[columns].itertuples(False)}
+
+
+def _name_trials(keys: Iterable[tuple]) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(f"{loss} seed {seed} on {dataset}" for dataset, loss, seed in keys[:3])
+    return shown + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+
+# --------------------------------------------------------------------------- the store
+
+
+@dataclass
+class StoredRun:
+    """One run folder read back: run.json, good trial records, the tables, notes to show."""
+
+    run_dir: Path
+    meta: dict[str, Any]
+    records: list[dict[str, Any]]
+    epochs: Any  # pandas.DataFrame, checked
+    images: Any  # pandas.DataFrame, checked
+    notes: list[str] = field(default_factory=list)
+
+
+class RunStore:
+    """Reads and writes one run folder (see the module docstring for the guarantees)."""
+
+    def __init__(self, run_dir: Path | str) -> None:
+        self.run_dir = Path(run_dir)
+        self.trials_dir = self.run_dir / TRIALS_DIR
+        self.damaged_dir = self.trials_dir / DAMAGED_DIR
+        self.lock_path = self.run_dir / LOCK_FILE
+        self.quarantined: list[DamagedTrial] = []  # set aside by the last finished_trials()
+        self._lock_handle: int | None = None
+        self._lock_depth = 0
+
+    @classmethod
+    def create(
+        cls, out: Path | str, run_id: str | None = None, meta: dict[str, Any] | None = None
+    ) -> RunStore:
+        """A new run folder ``out/<run_id>`` (``out`` is made if missing), holding ``meta``
+        as its run.json from the first instant it exists: it is built under a hidden
+        name and renamed, so a kill leaves no folder that ``--resume`` could not read."""
+        run_dir = Path(out) / (run_id or new_run_id())
+        building = run_dir.with_name(f".{run_dir.name}.creating")
+        try:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            if run_dir.exists():
+                raise FileExistsError
+            building.mkdir()
+            if meta is not None:
+                cls(building).write_meta(meta)
+            os.rename(building, run_dir)
+            _fsync_dir(run_dir.parent)
+        except FileExistsError:
+            raise LosscmpError(f"run folder {run_dir} exists already") from None
+        except OSError as error:
+            raise LosscmpError(
+                f"cannot create run folder {run_dir}: {error.strerror or error}"
+            ) from None
+        return cls(run_dir)
+
+    # ----------------------------------------------------------------- lock
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[RunStore]:
+        """Exclusive, non-blocking: a second writer (any process) gets a LosscmpError.
+
+        Re-entrant within one store object. On entry, a complete temporary
+        run.json left by a killed start is promoted and stale temp files removed.
+        """
+        if self._lock_handle is not None:
+            self._lock_depth += 1
+            try:
+                yield self
+            finally:
+                self._lock_depth -= 1
+            return
+        if not self.run_dir.is_dir():
+            raise LosscmpError(f"{self.run_dir} is not a folder")
+        try:
+            handle = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as error:
+            raise LosscmpError(
+                f"cannot write into run folder {self.run_dir}: {error.strerror or error}"
+            ) from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            holder = _read_pid(handle)
+            os.close(handle)
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise LosscmpError(
+                    f"cannot lock run folder {self.run_dir}: {error.strerror or error}"
+                ) from None
+            by = f" (pid {holder})" if holder else ""
+            raise LosscmpError(
+                f"run folder {self.run_dir} is being written by another losscmp process{by}; "
+                "wait for it to finish, or stop it first"
+            ) from None
+        os.ftruncate(handle, 0)
+        os.write(handle, f"{os.getpid()}\n".encode())
+        self._lock_handle, self._lock_depth = handle, 1
+        try:
+            self._recover()
+            yield self
+        finally:
+            self._lock_handle, self._lock_depth = None, 0
+            with contextlib.suppress(OSError):
+                os.ftruncate(handle, 0)
+            os.close(handle)  # releases the flock
+
+    def locked_by(self) -> int | None:
+        """The pid of the process holding the lock, or None when the folder is free."""
+        if self._lock_handle is not None:
+            return os.getpid()
+        try:
+            handle = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return _read_pid(handle) or -1
+        else:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(handle)
+
+    def _recover(self) -> None:
+        """Under the lock: promote a complete temporary run.json, drop stale temp files."""
+        meta_path = self.run_dir / RUN_FILE
+        temps = _temp_files(self.run_dir, RUN_FILE)
+        if temps and not meta_path.is_file():
+            meta = _complete_temp_meta(temps)
+            if meta is not None:
+                atomic_write_json(meta_path, meta)
+        for folder in (self.run_dir, self.trials_dir, self.run_dir / PANEL_DIR):
+            for temp in _temp_files(folder):
+                if temp.name.startswith(".losscmp"):
+                    continue
+                with contextlib.suppress(OSError):
+                    temp.unlink()
+
+    # ----------------------------------------------------------------- run.json
+
+    def read_meta(self) -> dict[str, Any]:
+        return read_run_json(self.run_dir)
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        atomic_write_json(self.run_dir / RUN_FILE, {"schema_version": SCHEMA_VERSION, **meta})
+
+    def update_meta(self, **changes: Any) -> None:
+        meta = self.read_meta()
+        meta.update(changes)
+        atomic_write_json(self.run_dir / RUN_FILE, meta)
+
+    def record_failed(self, trial: str, reason: str) -> None:
+        """A trial that could not be trained (its worker died twice): run.json's
+        ``failed_trials`` {id: reason}; ``--resume`` retries it, and a later
+        ``write_trial`` of it removes the entry."""
+        meta = self.read_meta()
+        failed = dict(meta.get("failed_trials") or {})
+        failed[trial] = str(reason)
+        self.update_meta(failed_trials=failed)
+
+    # ----------------------------------------------------------------- trials
+
+    def scan_trials(self) -> TrialScan:
+        """Read every ``trials/*.json``; moves nothing."""
+        scan = TrialScan()
+        if not self.trials_dir.is_dir():
+            return scan
+        for path in sorted(self.trials_dir.glob("*.json")):
+            if not path.is_file():
+                continue
+            try:
+                record = read_trial_file(path)
+            except _Damage as damage:
+                scan.damaged.append(DamagedTrial(path, damage.reason, damage.in_rows))
+                continue
+            scan.records[path.stem] = record
+        return scan
+
+    def load_trials(self) -> list[dict[str, Any]]:
+        """Every trial record, sorted by id; LosscmpError naming a damaged file."""
+        scan = self.scan_trials()
+        if scan.damaged:
+            raise LosscmpError(self._damaged_message(scan.damaged))
+        return [scan.records[key] for key in sorted(scan.records)]
+
+    def _damaged_message(self, damaged: Sequence[DamagedTrial]) -> str:
+        more = f" (and {len(damaged) - 1} more damaged trial file(s))" if len(damaged) > 1 else ""
+        return (
+            f"{damaged[0].message}{more}; 'losscmp run ... --resume {self.run_dir}' sets "
+            f"damaged files aside in {self.damaged_dir} and trains those trials again"
+        )
+
+    def finished_trials(self) -> set[str]:
+        """Ids of the trials with a good file. Damaged files are moved into
+        ``trials/damaged/`` (never deleted), listed in ``self.quarantined`` and
+        in run.json's ``damaged_trials``, so their trials are trained again.
+        Call it under :meth:`lock`."""
+        scan = self.scan_trials()
+        self.quarantined = [self._set_aside(item) for item in scan.damaged]
+        if self.quarantined:
+            with contextlib.suppress(LosscmpError, OSError):
+                meta = self.read_meta()
+                entries = list(meta.get("damaged_trials") or [])
+                entries += [
+                    {
+                        "file": str(item.moved_to.relative_to(self.run_dir)),
+                        "trial_id": item.path.stem,
+                        "reason": item.reason,
+                        "at": now_iso(),
+                    }
+                    for item in self.quarantined
+                    if item.moved_to is not None
+                ]
+                self.update_meta(damaged_trials=entries)
+        return set(scan.records)
+
+    def _set_aside(self, item: DamagedTrial) -> DamagedTrial:
+        self.damaged_dir.mkdir(parents=True, exist_ok=True)
+        target = self.damaged_dir / item.path.name
+        counter = 1
+        while target.exists():
+            target = self.damaged_dir / f"{item.path.stem}.{counter}{item.path.suffix}"
+            counter += 1
+        os.replace(item.path, target)
+        _fsync_dir(self.trials_dir)
+        _fsync_dir(self.damaged_dir)
+        return DamagedTrial(item.path, item.reason, item.in_rows, moved_to=target)
+
+    def write_trial(self, record: dict[str, Any]) -> None:
+        """Check, write atomically (fsynced), forget a failure of this trial, rebuild tables."""
+        try:
+            check_trial_record(json.loads(json.dumps(record, default=_json_default)))
+        except _Damage as damage:
+            raise ValueError(f"refusing to write a malformed trial record: {damage}") from None
+        atomic_write_json(self.trials_dir / f"{record['trial_id']}.json", record)
+        with contextlib.suppress(LosscmpError, OSError):
+            failed = self.read_meta().get("failed_trials") or {}
+            if record["trial_id"] in failed:
+                failed = {key: value for key, value in failed.items() if key != record["trial_id"]}
+                self.update_meta(failed_trials=failed)
+        self.rebuild_tables()
+
+    # ----------------------------------------------------------------- tables
+
+    def rebuild_tables(self, records: Sequence[dict[str, Any]] | None = None) -> None:
+        """Regenerate epochs.csv and images.csv from the good trial files.
+
+        Rebuilds are serialised (a blocking flock), so the last one to finish
+        has read every trial file written before it started.
+        """
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        handle = os.open(
+            self.run_dir / TABLES_LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
+        )
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            if records is None:
+                records = list(self.scan_trials().records.values())
+            for spec in TABLES:
+                atomic_write_csv(self.run_dir / spec.file, table_frame(records, spec))
+        finally:
+            os.close(handle)
+
+    def check_tables(self, records: Sequence[dict[str, Any]] | None = None) -> dict[str, str]:
+        """Each table that disagrees with the trial files: {file name: what is wrong}.
+
+        Compares contents (rows in any order, numbers as read back), so a table
+        written by another pandas version is not stale; a missing trial, an
+        extra or repeated row, a changed value, a damaged or empty file is.
+        """
+        import pandas as pd
+
+        if records is None:
+            records = list(self.scan_trials().records.values())
+        problems = {}
+        for spec in TABLES:
+            path = self.run_dir / spec.file
+            expected = pd.read_csv(
+                io.StringIO(table_frame(records, spec).to_csv(index=False)),
+                index_col=False,
+                dtype={column: "str" for column in TEXT_COLUMNS},
+            )
+            problem = self._table_problem(path, expected, spec)
+            if problem:
+                problems[spec.file] = problem
+        return problems
+
+    def _table_problem(self, path: Path, expected, spec: TableSpec) -> str | None:
+        if not path.is_file():
+            return "is missing"
+        if path.stat().st_size == 0:
+            return "is empty (0 bytes)"
+        try:
+            actual = read_table_csv(path)
+        except LosscmpError as error:
+            return f"is damaged ({str(error).partition('(')[2].rstrip(')')})"
+        key = [column for column in spec.key if column in actual.columns]
+        if len(key) == len(spec.key) and actual.duplicated(key).any():
+            return f"has {int(actual.duplicated(key).sum())} repeated row(s)"
+        have, want = _trial_keys(actual), _trial_keys(expected)
+        if want - have:
+            return f"lacks {len(want - have)} trial(s) of trials/ ({_name_trials(want - have)})"
+        if have - want:
+            return (
+                f"has rows of {len(have - want)} trial(s) with no trial file "
+                f"({_name_trials(have - want)})"
+            )
+        if len(actual) != len(expected):
+            return f"has {len(actual)} rows where trials/ gives {len(expected)}"
+        try:
+            same = _canonical_csv(actual, spec) == _canonical_csv(expected, spec)
+        except (TypeError, ValueError):
+            same = False
+        return None if same else "differs from trials/ in its values"
+
+    def tables_stale(self) -> bool:
+        return bool(self.check_tables())
+
+    # ----------------------------------------------------------------- panels
+
+    def write_panel(self, name: str, **arrays) -> None:
+        import numpy as np
+
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        atomic_write_bytes(self.run_dir / PANEL_DIR / f"{name}.npz", buffer.getvalue())
+
+    def read_panel(self, name: str) -> dict[str, Any] | None:
+        """The arrays of ``panel/<name>.npz``; None when absent; LosscmpError when damaged."""
+        import zipfile
+
+        import numpy as np
+
+        path = self.run_dir / PANEL_DIR / f"{name}.npz"
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                return {key: stored[key] for key in stored.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            raise LosscmpError(
+                f"{path} is damaged ({str(error).splitlines()[0] or 'unreadable'}); "
+                "delete it to draw the other figures"
+            ) from None
+
+    # ----------------------------------------------------------------- reading a run
+
+    def read(self, *, repair: bool = True) -> StoredRun:
+        """The run as ``report`` needs it, tables checked against the trial files.
+
+        When trials/ holds records they are the truth: a table that disagrees
+        is rebuilt (``repair``, when the folder is not locked by a writer and
+        is writable) and the frames always come from the records; a note says
+        what was wrong. A run with tables but no trial files is read from the
+        tables, which must then be whole (no empty file, no repeated row).
+        A damaged trial file is a LosscmpError naming it.
+        """
+        import pandas as pd
+
+        meta = self.read_meta()
+        records = self.load_trials()
+        notes: list[str] = []
+        if records:
+            problems = self.check_tables(records)
+            if problems:
+                notes.append(self._repair_note(problems, records, repair))
+            frames = {}
+            for spec in TABLES:
+                frame = table_frame(records, spec)
+                frames[spec.name] = checked_table(frame, spec, self.trials_dir)
+        else:
+            frames = {spec.name: self._legacy_table(spec) for spec in TABLES}
+            if frames["epochs"] is None:
+                raise LosscmpError(
+                    f"{self.run_dir} has no finished trials yet "
+                    "(still running, or stopped before one ended)"
+                )
+            if frames["images"] is None:
+                frames["images"] = pd.DataFrame()
+        notes += self._history_notes(meta, {record["trial_id"] for record in records})
+        return StoredRun(self.run_dir, meta, records, frames["epochs"], frames["images"], notes)
+
+    def _repair_note(self, problems: dict[str, str], records, repair: bool) -> str:
+        wrong = "; ".join(f"{name} {problem}" for name, problem in problems.items())
+        if not repair:
+            return f"{self.run_dir}: {wrong}; the table is read from trials/ instead"
+        try:
+            with self.lock():
+                self.rebuild_tables(records)
+        except LosscmpError:
+            holder = self.locked_by()
+            by = f" (pid {holder})" if holder and holder > 0 else ""
+            if holder:
+                return (
+                    f"{self.run_dir}: {wrong}; read from trials/ instead (not rewritten: the "
+                    f"run is being written by another process{by})"
+                )
+            return f"{self.run_dir}: {wrong}; read from trials/ instead (folder not writable)"
+        except OSError as error:
+            return (
+                f"{self.run_dir}: {wrong}; read from trials/ instead (not rewritten: "
+                f"{error.strerror or error})"
+            )
+        return f"{self.run_dir}: {wrong}; rebuilt from trials/"
+
+    def _legacy_table(self, spec: TableSpec):
+        """A table of a run without trial files (older runs, hand-made folders), checked."""
+        path = self.run_dir / spec.file
+        if not path.is_file():
+            return None
+        if path.stat().st_size == 0:
+            raise LosscmpError(
+                f"{path} is damaged (empty: 0 bytes) and {self.trials_dir} holds no trial file "
+                "to rebuild it from"
+            )
+        frame = read_table_csv(path)
+        if frame.empty and spec.name == "epochs":
+            return None  # a header only: written before any trial finished
+        return checked_table(frame, spec, path)
+
+    def _history_notes(self, meta: dict[str, Any], present: set[str]) -> list[str]:
+        notes = []
+        damaged = [
+            entry
+            for entry in meta.get("damaged_trials") or []
+            if isinstance(entry, dict) and entry.get("file")
+        ]
+        if damaged:
+            retrained = sum(entry.get("trial_id") in present for entry in damaged)
+            first = damaged[0]
+            notes.append(
+                f"{self.run_dir}: {len(damaged)} damaged trial file(s) were set aside by "
+                f"--resume (e.g. {first['file']}: {first.get('reason', 'damaged')}); "
+                f"{retrained} of them trained again since"
+            )
+        failed = meta.get("failed_trials") or {}
+        if isinstance(failed, dict):
+            pending = {key: value for key, value in failed.items() if key not in present}
+            if pending:
+                name, reason = next(iter(pending.items()))
+                notes.append(
+                    f"{self.run_dir}: {len(pending)} trial(s) failed (e.g. {name}: {reason}); "
+                    f"'losscmp run ... --resume {self.run_dir}' tries them again"
+                )
+        return notes
+
+
+def _read_pid(handle: int) -> int | None:
+    try:
+        os.lseek(handle, 0, os.SEEK_SET)
+        text = os.read(handle, 64).decode(errors="replace").strip()
+        return int(text) if text else None
+    except (OSError, ValueError):
+        return None
+
+
+# The name the runner used before the store; same object.
+RunWriter = RunStore

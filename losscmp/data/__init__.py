@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from losscmp.data.base import SegmentationData
-from losscmp.data.folder import load_folder
+from losscmp.data.folder import load_folder, precheck_folder
 from losscmp.data.loader import SegmentationLoader, make_loader
-from losscmp.data.pets import DEFAULT_PETS_DIR, load_pets, pets_status
-from losscmp.data.synthetic import load_synthetic
+from losscmp.data.pets import DEFAULT_PETS_DIR, load_pets, pets_status, precheck_pets
+from losscmp.data.synthetic import load_synthetic, precheck_synthetic
 from losscmp.errors import DatasetError, ParameterError
 from losscmp.registry import Registry, check_params
 from losscmp.spec import Spec, as_spec
@@ -29,6 +29,7 @@ __all__ = [
     "DATASET_REGISTRY",
     "SegmentationData",
     "SegmentationLoader",
+    "check_dataset",
     "dataset_status",
     "download_dataset",
     "list_datasets",
@@ -71,12 +72,7 @@ def load_dataset(
     spec = as_spec(spec)
     entry = DATASET_REGISTRY.get(spec.name)
     params = check_params(entry, spec.params, "dataset")
-    if image_size < 16:
-        raise ParameterError(f"image size must be at least 16 pixels, not {image_size}")
-    if limit is not None and limit < 2:
-        raise ParameterError(
-            f"limit must be at least 2 images (one to train, one to validate), not {limit}"
-        )
+    _check_context(image_size, limit)
     data = entry.factory(
         data_dir=Path(data_dir) if data_dir is not None else None,
         image_size=image_size,
@@ -90,6 +86,47 @@ def load_dataset(
     if limit is not None:
         data.info["limit"] = limit
     return data
+
+
+PRECHECKS: dict[str, Callable[..., Any]] = {
+    "synthetic": precheck_synthetic,
+    "pets": precheck_pets,
+    "folder": precheck_folder,
+}
+
+
+def check_dataset(
+    spec: str | Spec,
+    *,
+    data_dir: str | Path | None = None,
+    image_size: int = 64,
+    limit: int | None = None,
+) -> None:
+    """Every check ``load_dataset`` would fail that needs no decoding or generating:
+    the name, parameters and their ranges, the files' layout and pairing, whether the
+    images fit in memory. Reads directory listings only; writes nothing.
+    ``losscmp run`` (``--dry-run`` included) runs it while validating its options."""
+    spec = as_spec(spec)
+    entry = DATASET_REGISTRY.get(spec.name)
+    params = check_params(entry, spec.params, "dataset")
+    _check_context(image_size, limit)
+    precheck = PRECHECKS.get(spec.name)
+    if precheck is not None:
+        precheck(
+            data_dir=Path(data_dir) if data_dir is not None else None,
+            image_size=image_size,
+            limit=limit,
+            **params,
+        )
+
+
+def _check_context(image_size: int, limit: int | None) -> None:
+    if image_size < 16:
+        raise ParameterError(f"image size must be at least 16 pixels, not {image_size}")
+    if limit is not None and limit < 2:
+        raise ParameterError(
+            f"limit must be at least 2 images (one to train, one to validate), not {limit}"
+        )
 
 
 def check_foreground(data: SegmentationData, spec: Spec) -> None:

@@ -11,7 +11,8 @@ values cannot be trusted). Validation comes from PATH/val/images + PATH/val/mask
 when that exists, else from a fixed ``val_fraction`` of the pairs.
 
 This is the user's own data, so problems are errors that name the files, not
-silently skipped samples.
+silently skipped samples: a file that is not a readable image, a truncated
+image (the file ends before the picture does), a mask of another size.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 from losscmp.data import cache
 from losscmp.data.base import IGNORE_INDEX, LoadContext, SegmentationData, describe
 from losscmp.data.images import UnreadableFile, decode_pairs, read_label_image
+from losscmp.data.memory import check_dataset_fits
 from losscmp.errors import DatasetError, ParameterError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".tif", ".tiff", ".bmp", ".webp"})
@@ -43,21 +45,15 @@ def load_folder(
     **context: Any,
 ) -> SegmentationData:
     ctx = LoadContext(**context)
-    if num_classes < 2 or num_classes > 255:
-        raise ParameterError(f"dataset 'folder': num_classes={num_classes} must be 2 to 255")
-    if not 0.0 < val_fraction < 1.0:
-        raise ParameterError(f"dataset 'folder': val_fraction={val_fraction} must be in (0, 1)")
-    root = Path(path).expanduser()
-    check_folder(root)
-    train_pairs, suffix = pair_files(root, mask_suffix)
-    if (root / "val" / "images").is_dir():
-        check_folder(root / "val")
-        val_pairs, _ = pair_files(root / "val", suffix)
-        validation = "val/ folder"
-    else:
-        train_pairs, val_pairs = split_pairs(train_pairs, val_fraction)
-        validation = f"{val_fraction:g} of the pairs"
-    train_pairs, val_pairs = apply_limit(train_pairs, val_pairs, ctx.limit)
+    layout = precheck_folder(
+        path=path,
+        mask_suffix=mask_suffix,
+        num_classes=num_classes,
+        val_fraction=val_fraction,
+        image_size=ctx.image_size,
+        limit=ctx.limit,
+    )
+    root, train_pairs, val_pairs, suffix, validation = layout
     arrays, cache_state = decoded_pairs(root, train_pairs + val_pairs, ctx.image_size, num_classes)
     train_count = len(train_pairs)
     masks = arrays["masks"]
@@ -85,12 +81,54 @@ def load_folder(
         mask_suffix=suffix,
         validation=validation,
         cache=cache_state,
-        truncated_count=int(len(arrays["truncated"])),
     )
     return data
 
 
+def precheck_folder(
+    *,
+    path: str,
+    mask_suffix: str | None = None,
+    num_classes: int = 2,
+    val_fraction: float = 0.1,
+    image_size: int,
+    limit: int | None,
+    **_: Any,
+) -> tuple[Path, list[tuple[Path, Path]], list[tuple[Path, Path]], str, str]:
+    """Every check short of decoding: parameters, layout, pairing, split, memory.
+
+    Returns (root, train pairs, val pairs, mask suffix, how validation was chosen).
+    """
+    if num_classes < 2 or num_classes > 255:
+        raise ParameterError(f"dataset 'folder': num_classes={num_classes} must be 2 to 255")
+    if not 0.0 < val_fraction < 1.0:
+        raise ParameterError(f"dataset 'folder': val_fraction={val_fraction} must be in (0, 1)")
+    if not str(path).strip():
+        raise ParameterError("dataset 'folder': path is empty; use --dataset folder:PATH")
+    root = Path(path).expanduser()
+    check_folder(root)
+    train_pairs, suffix = pair_files(root, mask_suffix)
+    if (root / "val" / "images").is_dir():
+        check_folder(root / "val")
+        val_pairs, _ = pair_files(root / "val", suffix)
+        validation = "val/ folder"
+    else:
+        train_pairs, val_pairs = split_pairs(train_pairs, val_fraction)
+        validation = f"{val_fraction:g} of the pairs"
+    train_pairs, val_pairs = apply_limit(train_pairs, val_pairs, limit)
+    check_dataset_fits(
+        f"folder dataset {root}",
+        len(train_pairs) + len(val_pairs),
+        image_size,
+        "lower --limit or --image-size",
+        copies=2,  # decoded arrays, then the kept ones
+    )
+    return root, train_pairs, val_pairs, suffix, validation
+
+
 def check_folder(root: Path) -> None:
+    if not root.exists():
+        raise DatasetError(f"folder dataset: {root} is not a folder (it does not exist)")
     if not root.is_dir():
         raise DatasetError(f"folder dataset: {root} is not a folder")
     missing = [name for name in ("images", "masks") if not (root / name).is_dir()]
@@ -104,7 +142,13 @@ def check_folder(root: Path) -> None:
 def image_files(folder: Path) -> dict[str, Path]:
     """Stem -> file for the picture files in ``folder`` (hidden and macOS ._ files skipped)."""
     found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as error:
+        raise DatasetError(
+            f"folder dataset: cannot read {folder} ({error.strerror or error})"
+        ) from None
+    for path in entries:
         if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
         if path.stem in found:
@@ -257,6 +301,15 @@ def check_not_binary(masks: np.ndarray, num_classes: int) -> None:
         )
 
 
+def refuse_truncated(paths: list[str]) -> None:
+    """A truncated image would train on a grey tail it does not have: refused, named."""
+    if paths:
+        raise DatasetError(
+            f"folder dataset: {len(paths)} image(s) are truncated (the file ends before the "
+            f"image does): {listed([Path(p).name for p in paths])}; re-export or remove them"
+        )
+
+
 def decoded_pairs(
     root: Path, pairs: list[tuple[Path, Path]], size: int, num_classes: int
 ) -> tuple[dict[str, np.ndarray], str]:
@@ -265,6 +318,7 @@ def decoded_pairs(
     location = cache.cache_path(root, f"folder-{size}px", key)
     stored = cache.load_cached(location)
     if stored is not None:
+        refuse_truncated([str(name) for name in stored.get("truncated", [])])
         return stored, "hit"
     check_sizes(pairs)
     try:
@@ -276,6 +330,7 @@ def decoded_pairs(
             f"folder dataset: {len(decoded.unreadable)} file(s) cannot be decoded: "
             f"{listed([Path(p).name for p in decoded.unreadable])}"
         )
+    refuse_truncated(decoded.truncated)
     if num_classes > 2:
         check_class_values(decoded.masks, pairs, num_classes)
     arrays = {

@@ -8,7 +8,10 @@ Only ids named in the lists are read, so the .mat files in images/, macOS
 "._*" files in annotations/ and images in neither list are ignored (and
 counted in ``info``). Files that are GIF or PNG under a .jpg name, RGBA or grey
 images and truncated JPEGs are decoded anyway (see images.py); a file that
-cannot be read at all is skipped and named in ``info``.
+cannot be read at all is skipped. Both are named in ``info`` (so in run.json),
+and ``report`` repeats them under the table: the official download is checked
+by sha256, so such files are the dataset's own, kept as the benchmark has them.
+(A folder dataset, the user's own data, refuses them instead: losscmp.data.folder.)
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 from losscmp.data import cache
 from losscmp.data.base import IGNORE_INDEX, LoadContext, SegmentationData, describe
 from losscmp.data.images import decode_pairs, read_label_image
+from losscmp.data.memory import check_dataset_fits
 from losscmp.errors import DatasetError, ParameterError
 
 DEFAULT_PETS_DIR = Path("datasets/oxford-iiit-pet")
@@ -46,14 +50,24 @@ def load_pets(
     all of trainval and validates on the official test list.
     """
     ctx = LoadContext(**context)
-    if not 0.0 < val_fraction < 1.0:
-        raise ParameterError(f"dataset 'pets': val_fraction={val_fraction} must be in (0, 1)")
-    if mode == "trimap" and border != "ignore":
-        raise ParameterError("dataset 'pets': border applies to mode=binary only")
-    root = resolve_root(ctx.data_dir)
-    check_layout(root, ctx.data_dir)
+    root = precheck_pets(
+        mode=mode,
+        border=border,
+        split=split,
+        val_fraction=val_fraction,
+        data_dir=ctx.data_dir,
+        image_size=ctx.image_size,
+        limit=ctx.limit,
+    )
     pools = read_pools(root)
     train_ids, val_ids = choose_ids(pools, split, ctx.limit, val_fraction)
+    check_dataset_fits(
+        f"Oxford-IIIT Pet in {root}",
+        len(train_ids) + len(val_ids),
+        ctx.image_size,
+        "lower --limit or --image-size",
+        copies=2,
+    )
     started = time.perf_counter()
     arrays, cache_state = decoded_trimaps(root, train_ids + val_ids, ctx.image_size)
     kept_ids = [str(name) for name in arrays["ids"]]
@@ -91,6 +105,43 @@ def load_pets(
         skipped_ids=len(train_ids) + len(val_ids) - len(kept_ids),
     )
     return data
+
+
+def precheck_pets(
+    *,
+    mode: str = "binary",
+    border: str = "ignore",
+    split: str = "val",
+    val_fraction: float = 0.1,
+    data_dir: Path | None,
+    image_size: int,
+    limit: int | None,
+    **_: Any,
+) -> Path:
+    """Every check short of decoding (parameters, layout, a memory estimate from the
+    lists' lengths); returns the pets folder."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ParameterError(f"dataset 'pets': val_fraction={val_fraction} must be in (0, 1)")
+    if mode == "trimap" and border != "ignore":
+        raise ParameterError("dataset 'pets': border applies to mode=binary only")
+    root = resolve_root(data_dir)
+    check_layout(root, data_dir)
+    try:
+        listed = len(read_list(root / "annotations/trainval.txt"))
+        if split == "test":
+            listed += len(read_list(root / "annotations/test.txt"))
+    except OSError as error:
+        raise DatasetError(
+            f"Oxford-IIIT Pet in {root}: cannot read its lists ({error.strerror or error})"
+        ) from None
+    check_dataset_fits(
+        f"Oxford-IIIT Pet in {root}",
+        min(listed, limit) if limit is not None else listed,
+        image_size,
+        "lower --limit or --image-size",
+        copies=2,  # decoded arrays, then the kept ones
+    )
+    return root
 
 
 def resolve_root(data_dir: Path | None) -> Path:

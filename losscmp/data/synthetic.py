@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from losscmp.data.base import LoadContext, SegmentationData, describe
+from losscmp.data.memory import check_dataset_fits
 from losscmp.errors import ParameterError
 
 MAX_FG_FRACTION = 0.9  # fg_fraction must lie in (0, MAX_FG_FRACTION)
@@ -33,10 +34,14 @@ def load_synthetic(
     **context,
 ) -> SegmentationData:
     ctx = LoadContext(**context)
-    check_parameters(fg_fraction, n_train, n_val, num_classes, ctx.image_size)
-    if ctx.limit is not None:
-        n_val = max(1, round(n_val * min(1.0, ctx.limit / (n_train + n_val))))
-        n_train = max(1, min(n_train, ctx.limit - n_val))
+    n_train, n_val = precheck_synthetic(
+        fg_fraction=fg_fraction,
+        n_train=n_train,
+        n_val=n_val,
+        num_classes=num_classes,
+        image_size=ctx.image_size,
+        limit=ctx.limit,
+    )
     # Separate streams: changing n_val never changes the training images.
     train = generate(n_train, ctx.image_size, fg_fraction, num_classes, seed=(ctx.seed, 0))
     val = generate(n_val, ctx.image_size, fg_fraction, num_classes, seed=(ctx.seed, 1))
@@ -57,6 +62,30 @@ def load_synthetic(
     )
     data.info = describe(data, source="generated", requested_fg_fraction=fg_fraction)
     return data
+
+
+def precheck_synthetic(
+    *,
+    fg_fraction: float = 0.1,
+    n_train: int = 256,
+    n_val: int = 64,
+    num_classes: int = 2,
+    image_size: int,
+    limit: int | None,
+    **_: object,
+) -> tuple[int, int]:
+    """Every check that needs no generating; returns (n_train, n_val) after ``limit``."""
+    check_parameters(fg_fraction, n_train, n_val, num_classes, image_size)
+    if limit is not None:
+        n_val = max(1, round(n_val * min(1.0, limit / (n_train + n_val))))
+        n_train = max(1, min(n_train, limit - n_val))
+    check_dataset_fits(
+        "dataset 'synthetic'",
+        n_train + n_val,
+        image_size,
+        "lower n_train / n_val, --limit or --image-size",
+    )
+    return n_train, n_val
 
 
 def check_parameters(

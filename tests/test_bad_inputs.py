@@ -1,0 +1,524 @@
+"""Bad inputs, one table: each is refused with exit status 2, one line on stderr, no
+traceback, and nothing left behind (no run folder; a named run folder unchanged).
+
+Every case goes through ``losscmp.cli.main`` (the installed entry point, so click's
+usage errors are covered too) inside ``typer.testing.CliRunner``'s isolation, with
+the working directory in a fresh temporary folder, so a stray write anywhere shows.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures_data import encode, make_folder
+from run_fixtures import write_run
+from typer.testing import CliRunner
+
+
+@dataclass
+class Outcome:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def invoke_main(*args: str) -> Outcome:
+    """Run ``losscmp ARGS`` as the console script does, capturing its streams."""
+    from losscmp.cli import main
+
+    runner = CliRunner()
+    saved = sys.argv
+    with runner.isolation() as streams:
+        sys.argv = ["losscmp", *map(str, args)]
+        try:
+            main()
+            code = 0
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else 1
+        finally:
+            sys.argv = saved
+            sys.stdout.flush()
+            sys.stderr.flush()
+        stdout, stderr = streams[0].getvalue(), streams[1].getvalue()
+    return Outcome(code, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int] | None]:
+    """Every path under ``root`` with (size, mtime) for files; dataset caches left out."""
+    state: dict[str, tuple[int, int] | None] = {}
+    for path in sorted(root.rglob("*")):
+        if ".losscmp-cache" in path.parts:
+            continue
+        if path.is_file():
+            stat = path.stat()
+            state[str(path.relative_to(root))] = (stat.st_size, stat.st_mtime_ns)
+        else:
+            state[str(path.relative_to(root))] = None
+    return state
+
+
+# --------------------------------------------------------------------------- input makers
+
+
+def folder(tmp: Path, count: int = 4, **options) -> Path:
+    root = tmp / "data"
+    make_folder(root, count=count, **options)
+    return root
+
+
+def folder_with(change: Callable[[Path], None], **options) -> Callable[[Path], list[str]]:
+    def make(tmp: Path) -> list[str]:
+        root = folder(tmp, **options)
+        change(root)
+        return ["--dataset", f"folder:{root}"]
+
+    return make
+
+
+def _not_an_image(root: Path) -> None:
+    (root / "images" / "case_001.jpg").write_bytes(b"not a picture")
+
+
+def _zero_bytes(root: Path) -> None:
+    (root / "images" / "case_002.jpg").write_bytes(b"")
+
+
+def _truncated(root: Path) -> None:
+    jpeg = root / "images" / "case_001.jpg"
+    noise = np.random.default_rng(1).integers(0, 255, (40, 56, 3), np.uint8)
+    data = encode(noise, "JPEG")
+    jpeg.write_bytes(data[: len(data) * 2 // 3])
+
+
+def _other_size(root: Path) -> None:
+    (root / "masks" / "case_001.png").write_bytes(encode(np.zeros((10, 10), np.uint8), "PNG"))
+
+
+def _unmatched_image(root: Path) -> None:
+    (root / "masks" / "case_003.png").unlink()
+
+
+def _unmatched_mask(root: Path) -> None:
+    (root / "masks" / "extra.png").write_bytes(encode(np.zeros((40, 56), np.uint8), "PNG"))
+
+
+def _duplicate_stem(root: Path) -> None:
+    (root / "images" / "case_000.png").write_bytes(encode(np.zeros((4, 4, 3), np.uint8), "PNG"))
+
+
+def _no_foreground(root: Path) -> None:
+    for mask in (root / "masks").iterdir():
+        mask.write_bytes(encode(np.zeros((40, 56), np.uint8), "PNG"))
+
+
+def _class_value(root: Path) -> None:
+    bad = np.zeros((40, 56), np.uint8)
+    bad[5:9, 5:9] = 7
+    (root / "masks" / "case_002.png").write_bytes(encode(bad, "PNG"))
+
+
+def folder_class_values(tmp: Path) -> list[str]:
+    root = folder(tmp, num_classes=3)
+    _class_value(root)
+    return ["--dataset", f"folder(path={root},num_classes=3)"]
+
+
+def folder_no_masks(tmp: Path) -> list[str]:
+    root = tmp / "data"
+    (root / "images").mkdir(parents=True)
+    return ["--dataset", f"folder:{root}"]
+
+
+def folder_empty(tmp: Path) -> list[str]:
+    root = tmp / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    return ["--dataset", f"folder:{root}"]
+
+
+def folder_is_file(tmp: Path) -> list[str]:
+    (tmp / "data.txt").write_text("x")
+    return ["--dataset", f"folder:{tmp / 'data.txt'}"]
+
+
+def folder_one_pair(tmp: Path) -> list[str]:
+    return ["--dataset", f"folder:{folder(tmp, count=1)}"]
+
+
+def folder_spec(params: str, **options) -> Callable[[Path], list[str]]:
+    def make(tmp: Path) -> list[str]:
+        root = folder(tmp, **options)
+        return ["--dataset", f"folder(path={root},{params})"]
+
+    return make
+
+
+def config_file(text: str | bytes, *extra: str) -> Callable[[Path], list[str]]:
+    def make(tmp: Path) -> list[str]:
+        path = tmp / "config.yaml"
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text)
+        return ["--config", str(path), *extra]
+
+    return make
+
+
+def config_folder(tmp: Path) -> list[str]:
+    (tmp / "configs").mkdir()
+    return ["--config", str(tmp / "configs")]
+
+
+def out_file(tmp: Path) -> list[str]:
+    (tmp / "taken").write_text("x")
+    return ["--out", str(tmp / "taken")]
+
+
+def out_under_file(tmp: Path) -> list[str]:
+    (tmp / "taken").write_text("x")
+    return ["--out", str(tmp / "taken" / "runs")]
+
+
+def out_name_too_long(tmp: Path) -> list[str]:
+    return ["--out", str(tmp / ("x" * 300) / "runs")]
+
+
+# A hand-written run folder (tests/run_fixtures.py) for --resume and report.
+def run_folder(tmp: Path, **options) -> Path:
+    return write_run(tmp / "runs", quality={"dice": 0.8, "focal": 0.6}, seeds=(0,), **options)
+
+
+def edit_meta(change: Callable[[dict], None]) -> Callable[[Path], Path]:
+    def make(tmp: Path) -> Path:
+        run_dir = run_folder(tmp)
+        meta = json.loads((run_dir / "run.json").read_text())
+        change(meta)
+        (run_dir / "run.json").write_text(json.dumps(meta))
+        return run_dir
+
+    return make
+
+
+def replace_run_json(content: bytes) -> Callable[[Path], Path]:
+    def make(tmp: Path) -> Path:
+        run_dir = run_folder(tmp)
+        (run_dir / "run.json").write_bytes(content)
+        return run_dir
+
+    return make
+
+
+def half_written(tmp: Path) -> Path:
+    run_dir = tmp / "runs" / "20260101-120000-dead00"
+    run_dir.mkdir(parents=True)
+    (run_dir / ".run.json.k2j4h1.tmp").write_text('{"schema_version": 1, "run_id": "2026')
+    return run_dir
+
+
+def bare_folder(tmp: Path) -> Path:
+    (tmp / "runs" / "nothing").mkdir(parents=True)
+    return tmp / "runs" / "nothing"
+
+
+def damage_trial(content: bytes | Callable[[dict], object]) -> Callable[[Path], Path]:
+    def make(tmp: Path) -> Path:
+        run_dir = run_folder(tmp)
+        path = sorted((run_dir / "trials").glob("*.json"))[0]
+        if callable(content):
+            record = json.loads(path.read_text())
+            path.write_text(json.dumps(content(record)))
+        else:
+            path.write_bytes(content)
+        return run_dir
+
+    return make
+
+
+def renamed_trial(tmp: Path) -> Path:
+    run_dir = run_folder(tmp)
+    first, second = sorted((run_dir / "trials").glob("*.json"))
+    second.write_text(first.read_text())  # a copy under another trial's name
+    return run_dir
+
+
+def csv_only(change: Callable[[Path], None]) -> Callable[[Path], Path]:
+    def make(tmp: Path) -> Path:
+        run_dir = run_folder(tmp)
+        for path in (run_dir / "trials").iterdir():
+            path.unlink()
+        change(run_dir / "epochs.csv")
+        return run_dir
+
+    return make
+
+
+def _empty_file(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def _duplicate_row(path: Path) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join([*lines, lines[1]]))
+
+
+def incomparable(tmp: Path) -> list[str]:
+    first = write_run(tmp / "runs", quality={"dice": 0.8}, run_id="20260101-1-a")
+    second = write_run(
+        tmp / "runs", quality={"focal": 0.6}, run_id="20260101-2-b", config={"epochs": 9}
+    )
+    return ["report", str(first), str(second)]
+
+
+def _set(key: str, value) -> Callable[[dict], None]:
+    def change(meta: dict) -> None:
+        meta[key] = value
+
+    return change
+
+
+def _set_config(key: str, value) -> Callable[[dict], None]:
+    def change(meta: dict) -> None:
+        meta["config"][key] = value
+
+    return change
+
+
+def resume(make_run: Callable[[Path], Path], *extra: str) -> Callable[[Path], list[str]]:
+    def make(tmp: Path) -> list[str]:
+        return ["--resume", str(make_run(tmp)), *extra]
+
+    return make
+
+
+def report(make_run: Callable[[Path], Path], *extra: str) -> Callable[[Path], list[str]]:
+    def make(tmp: Path) -> list[str]:
+        return ["report", str(make_run(tmp)), *extra]
+
+    return make
+
+
+def report_csv_folder(tmp: Path) -> list[str]:
+    run_dir = run_folder(tmp)
+    (tmp / "elsewhere").mkdir()
+    return ["report", str(run_dir), "--csv", str(tmp / "elsewhere")]
+
+
+# --------------------------------------------------------------------------- the table
+
+Args = list[str] | Callable[[Path], list[str]]
+CASES: list[tuple[str, Args, str]] = [
+    # losses: names, syntax, parameters
+    ("loss-unknown", ["--losses", "dcie"], "unknown loss 'dcie' (did you mean 'dice'?)"),
+    ("loss-upper-case", ["--losses", "DICE"], "(did you mean 'dice'?)"),
+    ("loss-param-unknown", ["--losses", "focal(gama=1)"], "has no parameter 'gama'"),
+    ("loss-param-text", ["--losses", "tversky(alpha=x)"], "alpha='x' is not a number"),
+    ("loss-param-bool", ["--losses", "focal(gamma=true)"], "gamma=True is not"),
+    ("loss-param-negative", ["--losses", "tversky(alpha=-0.5)"], "alpha must be >= 0"),
+    ("loss-gamma-negative", ["--losses", "focal(gamma=-1)"], "gamma must be >= 0"),
+    ("loss-gamma-inf", ["--losses", "focal(gamma=inf)"], "gamma=inf must be a finite number"),
+    ("loss-gamma-nan", ["--losses", "focal(gamma=nan)"], "gamma=nan must be a finite number"),
+    ("loss-smooth-overflow", ["--losses", "dice(smooth=1e400)"], "must be a finite number"),
+    ("loss-smooth-minus-inf", ["--losses", "dice(smooth=-inf)"], "must be a finite number"),
+    ("loss-list-inf", ["--losses", "dice(class_weights=[1,inf])"], "must be a finite number"),
+    ("loss-unclosed", ["--losses", "dice,focal(gamma=1"], "unclosed '(' or '['"),
+    ("loss-unbalanced", ["--losses", "dice)"], "unbalanced ')'"),
+    ("loss-unclosed-quote", ["--losses", "dice(reduction='image)"], "unclosed quote"),
+    ("loss-bad-name", ["--losses", "1dice"], "'1dice' is not a valid name"),
+    ("loss-param-syntax", ["--losses", "dice(smooth)"], "must look like key=value"),
+    ("loss-param-twice", ["--losses", "dice(smooth=1,smooth=2)"], "given twice"),
+    ("loss-empty-list", ["--losses", ","], "no names given"),
+    ("loss-listed-twice", ["--losses", "dice,focal,dice"], "'dice' is listed twice"),
+    ("loss-same-as-default", ["--losses", "tversky,tversky(alpha=0.3,beta=0.7)"], "same loss"),
+    ("loss-same-canonical", ["--losses", "dice(smooth=1),dice(smooth=1.0)"], "listed twice"),
+    ("loss-class-weights", ["--losses", "dice(class_weights=[1,2])"], "class_weights has 2"),
+    # synthetic dataset
+    ("dataset-unknown", ["--dataset", "synthetik"], "unknown dataset 'synthetik'"),
+    ("dataset-param-unknown", ["--dataset", "synthetic(bogus=1)"], "no parameter 'bogus'"),
+    ("dataset-param-text", ["--dataset", "synthetic(n_train=many)"], "is not a whole number"),
+    ("fg-param-range", ["--dataset", "synthetic(fg_fraction=2)"], "fg_fraction=2"),
+    ("fg-param-nan", ["--dataset", "synthetic(fg_fraction=nan)"], "must be a finite number"),
+    ("fg-param-inf", ["--dataset", "synthetic(fg_fraction=inf)"], "must be a finite number"),
+    ("synthetic-n-train-0", ["--dataset", "synthetic(n_train=0)"], "must be at least 1"),
+    ("synthetic-classes", ["--dataset", "synthetic(num_classes=99)"], "num_classes=99"),
+    (
+        "synthetic-too-big",
+        ["--dataset", "synthetic(n_train=1000000000000)"],
+        "of memory, more than the",
+    ),
+    # folder datasets
+    ("folder-missing", lambda tmp: ["--dataset", f"folder:{tmp / 'nowhere'}"], "does not exist"),
+    ("folder-empty-path", ["--dataset", "folder:"], "path is empty"),
+    ("folder-is-a-file", folder_is_file, "is not a folder"),
+    ("folder-no-masks", folder_no_masks, "(missing masks/)"),
+    ("folder-no-images", folder_empty, "no images in"),
+    ("folder-one-pair", folder_one_pair, "not enough for a train and a validation split"),
+    ("folder-unmatched-image", folder_with(_unmatched_image), "have no mask"),
+    ("folder-unmatched-mask", folder_with(_unmatched_mask), "have no image: extra.png"),
+    ("folder-duplicate-stem", folder_with(_duplicate_stem), "share a name"),
+    ("folder-not-an-image", folder_with(_not_an_image), "not images: case_001.jpg"),
+    ("folder-zero-bytes", folder_with(_zero_bytes), "not images: case_002.jpg"),
+    ("folder-truncated", folder_with(_truncated), "truncated (the file ends"),
+    ("folder-size-mismatch", folder_with(_other_size), "differ in size"),
+    ("folder-no-foreground", folder_with(_no_foreground), "no foreground pixel"),
+    ("folder-num-classes", folder_spec("num_classes=1"), "num_classes=1 must be 2 to 255"),
+    ("folder-val-fraction", folder_spec("val_fraction=1.5"), "val_fraction=1.5 must be in"),
+    ("folder-val-fraction-nan", folder_spec("val_fraction=nan"), "must be a finite number"),
+    ("folder-class-values", folder_class_values, "values >= num_classes=3"),
+    (
+        "folder-jpeg-multiclass",
+        folder_spec("num_classes=3", mask_format="JPEG"),
+        "JPEG mask",
+    ),
+    # pets
+    (
+        "pets-missing",
+        lambda tmp: ["--dataset", "pets", "--data-dir", str(tmp / "nowhere")],
+        "losscmp datasets download pets",
+    ),
+    ("pets-mode", ["--dataset", "pets(mode=bogus)"], "mode='bogus' is not one of"),
+    ("pets-border-trimap", ["--dataset", "pets(mode=trimap,border=fg)"], "border applies"),
+    # --fg-fraction
+    ("fg-duplicate", ["--fg-fraction", "0.05,0.05"], "lists 0.05 more than once"),
+    ("fg-duplicate-spelling", ["--fg-fraction", "0.05,0.2,0.050"], "more than once"),
+    ("fg-too-large", ["--fg-fraction", "0.95"], "must lie in (0, 0.9)"),
+    ("fg-zero", ["--fg-fraction", "0"], "must lie in (0, 0.9)"),
+    ("fg-nan", ["--fg-fraction", "nan"], "must lie in (0, 0.9)"),
+    ("fg-text", ["--fg-fraction", "abc"], "'fg_fraction' must be numbers"),
+    ("fg-not-synthetic", ["--fg-fraction", "0.1", "--dataset", "pets"], "synthetic dataset only"),
+    # numbers
+    ("epochs-zero", ["--epochs", "0"], "--epochs must be >= 1, got 0"),
+    ("epochs-huge", ["--epochs", "1000000000"], "--epochs must be at most"),
+    ("batch-zero", ["--batch-size", "0"], "--batch-size must be >= 1"),
+    ("batch-cannot-fit", ["--batch-size", "1000000000000"], "one batch of 1000000000000"),
+    ("image-size-50", ["--image-size", "50"], "must be a multiple of 32"),
+    ("image-size-0", ["--image-size", "0"], "must be a multiple of 32"),
+    ("image-size-cannot-fit", ["--image-size", "1048576"], "of memory, more than the"),
+    ("seeds-zero", ["--seeds", "0"], "--seeds must be >= 1"),
+    ("seeds-huge", ["--seeds", "1000000000"], "trials"),
+    ("seed-negative", ["--seed", "-1"], "--seed must be >= 0"),
+    ("seed-above-2-64", ["--seed", str(2**64)], "seeds must be at most 9223372036854775807"),
+    ("seed-overflow", ["--seed", str(2**63 - 1), "--seeds", "2"], "(last seed"),
+    ("lr-zero", ["--lr", "0"], "--lr must be a positive number"),
+    ("lr-negative", ["--lr", "-0.1"], "--lr must be a positive number"),
+    ("lr-inf", ["--lr", "inf"], "--lr must be a positive number"),
+    ("lr-nan", ["--lr", "nan"], "--lr must be a positive number"),
+    ("lr-overflow", ["--lr", "1e400"], "--lr must be a positive number"),
+    ("device", ["--device", "tpu"], "--device must be one of"),
+    ("model", ["--model", "huge"], "unknown model preset 'huge'"),
+    ("model-too-small-images", ["--model", "small", "--image-size", "32"], "too small"),
+    ("encoder-weights", ["--encoder-weights", "foo"], "encoder_weights must be none"),
+    ("limit-zero", ["--limit", "0"], "--limit must be >= 1"),
+    ("limit-one", ["--limit", "1"], "limit must be at least 2 images"),
+    ("workers-negative", ["--num-workers", "-1"], "--num-workers must be >= 0"),
+    ("workers-huge", ["--num-workers", "100000"], "--num-workers must be at most"),
+    ("jobs-huge", ["--jobs", "100000"], "--jobs must be at most"),
+    ("threads-huge", ["--threads", "100000"], "--threads must be at most"),
+    # click's own parsing
+    ("usage-epochs-text", ["--epochs", "abc"], "Invalid value for '--epochs'"),
+    ("usage-seed-float", ["--seed", "1.5"], "Invalid value for '--seed'"),
+    ("usage-unknown-option", ["--bogus"], "No such option: --bogus"),
+    ("usage-missing-value", ["--losses"], "requires an argument"),
+    # --out
+    ("out-is-a-file", out_file, "is a file"),
+    ("out-under-a-file", out_under_file, "is a file"),
+    ("out-unwritable", ["--out", "/sys/losscmp-out"], "not writable"),
+    ("out-name-too-long", out_name_too_long, "longer than"),
+    # config files
+    ("config-missing", lambda tmp: ["--config", str(tmp / "missing.yaml")], "not found"),
+    ("config-folder", config_folder, "is a folder"),
+    ("config-invalid-yaml", config_file("losses: [dice\nepochs: 2\n"), "is not valid YAML"),
+    ("config-list", config_file("- dice\n"), "must hold a mapping"),
+    ("config-unknown-key", config_file("epochz: 3\n"), "unknown option 'epochz'"),
+    ("config-negative-epochs", config_file("epochs: -2\n"), "--epochs must be >= 1"),
+    ("config-binary", config_file(b"\xff\xfe\x00losses"), "not a UTF-8 text file"),
+    ("config-weight-decay-nan", config_file("weight_decay: .nan\n"), "weight_decay must be"),
+    ("config-weight-decay-neg", config_file("weight_decay: -1\n"), "weight_decay must be"),
+    ("config-empty-losses", config_file("losses: []\n"), "'losses' must be a list"),
+    ("config-loss-no-name", config_file("losses: [{gamma: 1}]\n"), "needs a 'name'"),
+    ("config-fractional-epochs", config_file("epochs: 1.5\n"), "config file"),
+    ("config-amp-text", config_file("amp: maybe\n"), "'amp' must be true or false"),
+    ("config-bad-losses", config_file("losses: dice,focal(gamma=1\n"), "config file"),
+    (
+        "flag-error-not-blamed-on-config",
+        config_file("epochs: 1\n", "--losses", "dice,focal(gamma=1"),
+        "error: --losses: unclosed",
+    ),
+    # --resume
+    ("resume-missing", lambda tmp: ["--resume", str(tmp / "nope")], "no run.json"),
+    ("resume-not-a-run", resume(bare_folder), "is not a losscmp run folder"),
+    ("resume-half-written", resume(half_written), "half-written run.json"),
+    ("resume-run-json-corrupt", resume(replace_run_json(b"{oops")), "not valid JSON"),
+    ("resume-run-json-empty", resume(replace_run_json(b"")), "is damaged (empty"),
+    ("resume-schema", resume(edit_meta(_set("schema_version", 9))), "schema version 9"),
+    ("resume-config-key", resume(edit_meta(_set_config("surprise", 1))), "run.json is damaged"),
+    (
+        "resume-config-value",
+        resume(edit_meta(_set_config("epochs", "many"))),
+        "run.json is damaged: config",
+    ),
+    ("resume-changes-epochs", resume(run_folder, "--epochs", "9"), "changes epochs"),
+    # report
+    ("report-missing", lambda tmp: ["report", str(tmp / "nope")], "does not exist"),
+    ("report-no-runs", lambda tmp: ["report", str(tmp)], "no losscmp run found"),
+    ("report-metric", report(run_folder, "--metric", "dise"), "did you mean 'dice'"),
+    ("report-csv-folder", report_csv_folder, "is a folder; give a file name"),
+    ("report-half-written", report(half_written), "half-written run.json"),
+    ("report-run-json-corrupt", report(replace_run_json(b"[1, 2")), "not valid JSON"),
+    ("report-run-json-empty", report(replace_run_json(b"")), "is damaged (empty"),
+    ("report-schema", report(edit_meta(_set("schema_version", 9))), "schema version 9"),
+    ("report-trial-corrupt", report(damage_trial(b"{oops")), "not valid JSON"),
+    ("report-trial-empty", report(damage_trial(b"")), "is damaged (empty: 0 bytes)"),
+    ("report-trial-shape", report(damage_trial(b"[1, 2]")), "not a trial record"),
+    (
+        "report-trial-bad-status",
+        report(damage_trial(lambda record: {**record, "status": "great"})),
+        "'status' is 'great'",
+    ),
+    ("report-trial-copied", report(renamed_trial), "do not agree"),
+    ("report-csv-only-empty", report(csv_only(_empty_file)), "empty: 0 bytes"),
+    ("report-csv-only-repeated-row", report(csv_only(_duplicate_row)), "rows share"),
+    ("report-incomparable", incomparable, "cannot combine runs"),
+]
+
+
+def _case_id(case) -> str:
+    return case.values[0] if hasattr(case, "values") else case[0]
+
+
+def test_the_table_has_enough_distinct_cases():
+    names = [_case_id(case) for case in CASES]
+    assert len(names) == len(set(names))
+    assert len(names) >= 60
+
+
+@pytest.mark.parametrize(("name", "args", "message"), CASES, ids=[_case_id(c) for c in CASES])
+def test_bad_input_is_refused_cleanly(tmp_path, monkeypatch, name, args, message):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    argv = args(work) if callable(args) else list(args)
+    if argv and argv[0] == "report":
+        command = argv
+    else:
+        out = [] if "--out" in argv else ["--out", str(work / "results")]
+        own = {"--epochs", "--config", "--resume"}  # these bring their own epochs
+        quick = [] if own & set(argv) else ["--epochs", "1"]
+        device = [] if "--device" in argv else ["--device", "cpu"]
+        command = ["run", *out, *quick, *device, *argv]
+    before = snapshot(work)
+    result = invoke_main(*command)
+    assert result.code == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("losscmp: error: "), result.stderr
+    assert message in lines[0], lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert snapshot(work) == before, "the command left files behind or changed some"

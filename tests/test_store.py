@@ -1,0 +1,574 @@
+"""The run folder as a store (losscmp.results.RunStore): one source of truth (run.json and
+trials/), derived tables rebuilt when stale, damaged trial files set aside, one writer.
+
+Most tests use hand-written run folders (tests/run_fixtures.py) and need no training.
+The end-to-end ones at the bottom train tiny runs and are marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from run_fixtures import write_run
+
+from losscmp import report
+from losscmp.errors import LosscmpError
+from losscmp.results import (
+    RUN_FILE,
+    RunStore,
+    RunWriter,
+    check_out_dir,
+    read_run_json,
+    trial_id,
+)
+
+QUALITY = {"dice": 0.8, "focal": 0.6, "tversky": 0.75}
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    return write_run(tmp_path, quality=QUALITY, seeds=(0, 1))
+
+
+def trial_files(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "trials").glob("*.json"))
+
+
+def files_under(folder: Path) -> set[str]:
+    return {str(path.relative_to(folder)) for path in folder.rglob("*")}
+
+
+def drop_trial_rows(path: Path, loss: str, seed: int) -> None:
+    """What a process killed between a trial file and the table rebuild leaves."""
+    frame = pd.read_csv(path)
+    keep = ~((frame["loss"] == loss) & (frame["seed"] == seed))
+    frame[keep].to_csv(path, index=False)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def test_writer_name_is_the_store():
+    assert RunWriter is RunStore
+
+
+def test_create_makes_a_new_folder_and_refuses_an_existing_one(tmp_path):
+    store = RunStore.create(tmp_path / "out", "20260101-000000-aaaaaa")
+    assert store.run_dir.is_dir() and list(store.run_dir.iterdir()) == []
+    with pytest.raises(LosscmpError, match="exists already"):
+        RunStore.create(tmp_path / "out", "20260101-000000-aaaaaa")
+
+
+def test_write_trial_is_atomic_fsynced_and_rebuilds_the_tables(run_dir, monkeypatch):
+    import losscmp.results as results
+
+    synced = []
+    real_fsync = os.fsync
+
+    def recording_fsync(handle):
+        synced.append("dir" if stat.S_ISDIR(os.fstat(handle).st_mode) else "file")
+        real_fsync(handle)
+
+    monkeypatch.setattr(results.os, "fsync", recording_fsync)
+    store = RunStore(run_dir)
+    record = json.loads(trial_files(run_dir)[0].read_text())
+    record["seed"] = 7
+    record["trial_id"] = trial_id(record["dataset"], record["loss"], 7)
+    store.write_trial(record)
+    assert (run_dir / "trials" / f"{record['trial_id']}.json").is_file()
+    # the trial file and each table: the file, then its folder
+    assert synced[:2] == ["file", "dir"] and synced.count("dir") >= 3
+    epochs = pd.read_csv(run_dir / "epochs.csv")
+    assert 7 in set(epochs["seed"])
+    assert not [p for p in files_under(run_dir) if p.endswith(".tmp")]
+    assert store.check_tables() == {}
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temp(run_dir, monkeypatch):
+    import losscmp.results as results
+
+    path = trial_files(run_dir)[0]
+    before = path.read_bytes()
+    record = json.loads(before)
+    record["seconds"] = 99.0
+
+    def broken_replace(source, target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(results.os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        RunStore(run_dir).write_trial(record)
+    assert path.read_bytes() == before
+    assert not [p for p in files_under(run_dir) if p.endswith(".tmp")]
+
+
+def test_write_trial_refuses_a_malformed_record(run_dir):
+    record = json.loads(trial_files(run_dir)[0].read_text())
+    record["epochs"] = "nope"
+    with pytest.raises(ValueError, match="malformed trial record"):
+        RunStore(run_dir).write_trial(record)
+
+
+def test_failed_trials_are_recorded_then_cleared_by_a_result(run_dir):
+    store = RunStore(run_dir)
+    path = trial_files(run_dir)[0]
+    record = json.loads(path.read_text())
+    path.unlink()
+    store.rebuild_tables()
+    store.record_failed(record["trial_id"], "worker died twice (signal 9)")
+    assert read_run_json(run_dir)["failed_trials"] == {
+        record["trial_id"]: "worker died twice (signal 9)"
+    }
+    notes = report.load_run(run_dir).notes
+    assert any("1 trial(s) failed" in note and "--resume" in note for note in notes)
+    store.write_trial(record)
+    assert read_run_json(run_dir)["failed_trials"] == {}
+    assert not any("failed" in note for note in report.load_run(run_dir).notes)
+
+
+# --------------------------------------------------------------------------- stale tables
+
+
+def test_fixture_tables_are_not_stale(run_dir):
+    """Order of rows and columns, or an all-empty column, is no disagreement."""
+    assert RunStore(run_dir).check_tables() == {}
+    assert report.load_run(run_dir).notes == []
+
+
+def test_tables_missing_a_trial_are_found_rebuilt_and_said(run_dir):
+    expected = report.summarize(report.load_run(run_dir))
+    drop_trial_rows(run_dir / "epochs.csv", "focal", 1)
+    store = RunStore(run_dir)
+    assert store.tables_stale()
+    assert (
+        "lacks 1 trial(s) of trials/ (focal seed 1 on synthetic)"
+        in (store.check_tables()["epochs.csv"])
+    )
+    results = report.load_run(run_dir)
+    (note,) = results.notes
+    assert "epochs.csv lacks 1 trial(s)" in note and "rebuilt from trials/" in note
+    pd.testing.assert_frame_equal(report.summarize(results), expected)
+    assert not store.tables_stale()
+    assert len(pd.read_csv(run_dir / "epochs.csv").query("loss == 'focal' and seed == 1")) == 4
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        (lambda p: p.write_bytes(b""), "is empty (0 bytes)"),
+        (lambda p: p.unlink(), "is missing"),
+        (lambda p: p.write_text(p.read_text() + p.read_text().splitlines()[1]), "repeated row"),
+        (lambda p: p.write_text(p.read_text().replace("0.5", "0.25", 1)), "in its values"),
+        (lambda p: p.write_text("a,b\n1,2,3,4\n"), "is damaged"),
+    ],
+    ids=["empty", "missing", "repeated-row", "changed-value", "garbage"],
+)
+def test_any_disagreement_is_rebuilt_from_the_trial_files(run_dir, damage, said):
+    expected = report.summarize(report.load_run(run_dir))
+    damage(run_dir / "epochs.csv")
+    results = report.load_run(run_dir)
+    assert len(results.notes) == 1 and said in results.notes[0], results.notes
+    pd.testing.assert_frame_equal(report.summarize(results), expected)
+    assert RunStore(run_dir).check_tables() == {}
+
+
+def test_rows_of_a_trial_without_a_file_are_stale(run_dir):
+    trial_files(run_dir)[0].unlink()
+    problem = RunStore(run_dir).check_tables()["epochs.csv"]
+    assert "has rows of 1 trial(s) with no trial file" in problem
+
+
+def test_a_locked_run_is_read_from_trials_without_rewriting(run_dir):
+    drop_trial_rows(run_dir / "epochs.csv", "dice", 0)
+    before = (run_dir / "epochs.csv").read_bytes()
+    with RunStore(run_dir).lock():  # another writer (another open file: flock refuses it)
+        results = report.load_run(run_dir)
+    (note,) = results.notes
+    assert "being written by another process" in note and f"pid {os.getpid()}" in note
+    assert (run_dir / "epochs.csv").read_bytes() == before
+    assert len(results.epochs.query("loss == 'dice' and seed == 0")) == 4
+
+
+def test_csv_only_run_with_an_empty_table_is_not_called_unfinished(tmp_path):
+    run_dir = write_run(tmp_path)
+    for path in trial_files(run_dir):
+        path.unlink()
+    (run_dir / "epochs.csv").write_bytes(b"")
+    with pytest.raises(LosscmpError, match=r"epochs.csv is damaged \(empty: 0 bytes\)") as caught:
+        report.load_run(run_dir)
+    assert "no finished trials" not in str(caught.value)
+
+
+def test_csv_only_run_with_a_repeated_row_is_refused(tmp_path):
+    run_dir = write_run(tmp_path)
+    for path in trial_files(run_dir):
+        path.unlink()
+    path = run_dir / "epochs.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join([*lines, lines[3]]))
+    with pytest.raises(LosscmpError, match="rows share dataset synthetic, loss dice, seed 0"):
+        report.load_run(run_dir)
+
+
+# --------------------------------------------------------------------------- damaged trials
+
+
+DAMAGED = {
+    "empty": (b"", "empty: 0 bytes"),
+    "corrupt": (b'{"trial_id": "x", "dat', "not valid JSON"),
+    "list": (b"[1, 2]", "not a trial record"),
+    "no-epochs": (None, "no 'epochs'"),
+    "text-in-row": (None, "val_dice='oops'"),
+}
+
+
+def _damage(path: Path, kind: str) -> None:
+    content, _ = DAMAGED[kind]
+    if content is not None:
+        path.write_bytes(content)
+        return
+    record = json.loads(path.read_text())
+    if kind == "no-epochs":
+        del record["epochs"]
+    else:
+        record["epochs"][0]["val_dice"] = "oops"
+    path.write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize("kind", DAMAGED, ids=DAMAGED.keys())
+def test_report_names_a_damaged_trial_file_and_how_to_fix_it(run_dir, kind):
+    path = trial_files(run_dir)[2]
+    _damage(path, kind)
+    with pytest.raises(LosscmpError) as caught:
+        report.load_run(run_dir)
+    message = str(caught.value)
+    assert path.name in message and DAMAGED[kind][1] in message
+    assert f"--resume {run_dir}" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("kind", DAMAGED, ids=DAMAGED.keys())
+def test_finished_trials_sets_damaged_files_aside(run_dir, kind):
+    paths = trial_files(run_dir)
+    damaged = paths[2]
+    _damage(damaged, kind)
+    content = damaged.read_bytes()
+    store = RunStore(run_dir)
+    with store.lock():
+        done = store.finished_trials()
+    assert done == {path.stem for path in paths} - {damaged.stem}
+    (item,) = store.quarantined
+    assert item.moved_to == run_dir / "trials" / "damaged" / damaged.name
+    assert item.moved_to.read_bytes() == content  # kept, never deleted
+    assert not damaged.exists()
+    (entry,) = read_run_json(run_dir)["damaged_trials"]
+    assert entry["file"] == f"trials/damaged/{damaged.name}" and entry["trial_id"] == damaged.stem
+    # the rest reads; report says what was set aside, and that the trial is due again
+    store.rebuild_tables()
+    results = report.load_run(run_dir)
+    assert any("1 damaged trial file(s) were set aside" in note for note in results.notes)
+    assert report.unfinished_trials(results) == {run_dir: 1}
+
+
+def test_a_file_set_aside_twice_keeps_both_copies(run_dir):
+    damaged = trial_files(run_dir)[0]
+    store = RunStore(run_dir)
+    for content in (b"", b"{"):
+        damaged.write_bytes(content)
+        store.finished_trials()
+    kept = sorted(path.read_bytes() for path in (run_dir / "trials" / "damaged").iterdir())
+    assert kept == [b"", b"{"]
+
+
+def test_a_copied_trial_file_is_damaged(run_dir):
+    first, second = trial_files(run_dir)[:2]
+    second.write_text(first.read_text())
+    with pytest.raises(LosscmpError, match=f"{second.name} is damaged .*do not agree"):
+        report.load_run(run_dir)
+
+
+# --------------------------------------------------------------------------- the lock
+
+
+HOLD_LOCK = textwrap.dedent(
+    """
+    import sys, time
+    from losscmp.results import RunStore
+    with RunStore(sys.argv[1]).lock():
+        print("locked", flush=True)
+        time.sleep(120)
+    """
+)
+TRY_LOCK = textwrap.dedent(
+    """
+    import sys
+    from losscmp.errors import LosscmpError
+    from losscmp.results import RunStore
+    try:
+        with RunStore(sys.argv[1]).lock():
+            print("got it")
+    except LosscmpError as error:
+        print(error)
+        sys.exit(2)
+    """
+)
+
+
+def test_a_second_process_cannot_take_the_lock(run_dir):
+    with RunStore(run_dir).lock():
+        done = subprocess.run(
+            [sys.executable, "-c", TRY_LOCK, str(run_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2, done.stderr
+    assert done.stdout.strip() == (
+        f"run folder {run_dir} is being written by another losscmp process "
+        f"(pid {os.getpid()}); wait for it to finish, or stop it first"
+    )
+    again = subprocess.run(
+        [sys.executable, "-c", TRY_LOCK, str(run_dir)], capture_output=True, text=True, timeout=60
+    )
+    assert again.returncode == 0 and again.stdout.strip() == "got it"
+
+
+def test_the_lock_dies_with_a_killed_holder(run_dir):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run_dir)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        store = RunStore(run_dir)
+        assert store.locked_by() == holder.pid
+        refused = pytest.raises(LosscmpError, match=rf"another losscmp process \(pid {holder.pid}")
+        with refused, store.lock():
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert store.locked_by() is None
+    with store.lock():
+        assert store.locked_by() == os.getpid()
+
+
+def test_the_lock_is_reentrant_for_its_holder(run_dir):
+    store = RunStore(run_dir)
+    with store.lock(), store.lock():
+        store.rebuild_tables()
+    assert store.locked_by() is None
+
+
+def test_the_lock_clears_temp_files_a_killed_writer_left(run_dir):
+    leftovers = [
+        run_dir / ".epochs.csv.abc123.tmp",
+        run_dir / "trials" / ".x.json.def456.tmp",
+    ]
+    for path in leftovers:
+        path.write_text("half")
+    with RunStore(run_dir).lock():
+        pass
+    assert not any(path.exists() for path in leftovers)
+
+
+# --------------------------------------------------------------------------- killed at start
+
+
+def test_a_complete_temporary_run_json_is_used_and_promoted(tmp_path):
+    run_dir = write_run(tmp_path)
+    meta = (run_dir / RUN_FILE).read_text()
+    (run_dir / RUN_FILE).unlink()
+    (run_dir / ".run.json.zz9k2a.tmp").write_text(meta)  # killed between fsync and rename
+    assert read_run_json(run_dir) == json.loads(meta)
+    assert report.resolve_run_dirs([run_dir]) == [run_dir]
+    with RunStore(run_dir).lock():
+        pass
+    assert json.loads((run_dir / RUN_FILE).read_text()) == json.loads(meta)
+    assert not list(run_dir.glob(".run.json.*"))
+
+
+def test_a_half_written_run_json_is_reported_clearly(tmp_path):
+    run_dir = tmp_path / "20260101-120000-dead00"
+    run_dir.mkdir()
+    (run_dir / ".run.json.k2j4h1.tmp").write_text('{"schema_version": 1, "run_')
+    with pytest.raises(LosscmpError, match="half-written run.json: the run was killed while"):
+        report.load_run(run_dir)
+
+
+# --------------------------------------------------------------------------- --out
+
+
+def test_out_that_can_be_made_passes_and_leaves_nothing(tmp_path):
+    check_out_dir(tmp_path / "a" / "b")
+    check_out_dir(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda tmp: (tmp / "f").write_text("x") and tmp / "f", "is a file; it must be a folder"),
+        (lambda tmp: (tmp / "f").write_text("x") and tmp / "f" / "runs", "is a file, not a folder"),
+        (lambda tmp: tmp / ("x" * 300), "longer than"),
+        (lambda tmp: Path("/sys/losscmp-probe/runs"), "is not writable"),
+        (lambda tmp: (tmp / "l").symlink_to(tmp / "gone") or tmp / "l", "broken link"),
+    ],
+    ids=["file", "under-a-file", "name-too-long", "unwritable", "broken-link"],
+)
+def test_out_that_cannot_hold_runs_is_one_line(tmp_path, make, message):
+    out = make(tmp_path)
+    before = files_under(tmp_path)
+    with pytest.raises(LosscmpError, match=message) as caught:
+        check_out_dir(out)
+    assert "\n" not in str(caught.value)
+    assert files_under(tmp_path) == before
+
+
+# --------------------------------------------------------------------------- datasets' notes
+
+
+def test_skipped_and_truncated_images_are_repeated_by_report(tmp_path):
+    info = {
+        "unreadable_count": 1,
+        "unreadable": ["images/Bengal_5.jpg"],
+        "truncated_count": 2,
+        "truncated": ["images/pug_1.jpg", "images/pug_2.jpg"],
+    }
+    run_dir = write_run(tmp_path, datasets=("pets",), dataset_info=info)
+    notes = report.load_run(run_dir).notes
+    assert any("1 unreadable image(s) were left out (images/Bengal_5.jpg)" in n for n in notes)
+    assert any("2 truncated image(s)" in note for note in notes)
+
+
+# --------------------------------------------------------------------------- with the runner
+
+TINY = [
+    "--losses",
+    "dice,bce",
+    "--dataset",
+    "synthetic(fg_fraction=0.1,n_train=16,n_val=8)",
+    "--image-size",
+    "32",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "8",
+    "--model",
+    "tiny",
+    "--device",
+    "cpu",
+]
+
+
+@pytest.fixture
+def tiny_run(cli, tmp_path):
+    result = cli("run", *TINY, "--out", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    return run_dir
+
+
+def _metrics(run_dir: Path) -> pd.DataFrame:
+    frame = pd.read_csv(run_dir / "epochs.csv")
+    keep = [c for c in frame.columns if c not in ("seconds",)]
+    return frame[keep].sort_values(["loss", "seed", "epoch"]).reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_resume_rebuilds_tables_left_stale_by_a_kill(cli, tiny_run):
+    expected = _metrics(tiny_run)
+    drop_trial_rows(tiny_run / "epochs.csv", "bce", 0)
+    result = cli("run", *TINY, "--resume", tiny_run)
+    assert result.exit_code == 0, result.output
+    pd.testing.assert_frame_equal(_metrics(tiny_run), expected)
+
+
+@pytest.mark.slow
+def test_resume_sets_a_damaged_trial_aside_and_trains_it_again(cli, tiny_run):
+    expected = _metrics(tiny_run)
+    damaged = trial_files(tiny_run)[0]
+    damaged.write_bytes(b"")
+    result = cli("run", *TINY, "--resume", tiny_run)
+    assert result.exit_code == 0, result.output
+    assert (tiny_run / "trials" / "damaged" / damaged.name).read_bytes() == b""
+    assert json.loads(damaged.read_text())["status"] == "finished"
+    pd.testing.assert_frame_equal(_metrics(tiny_run), expected)
+    assert "set aside" in result.output
+
+
+@pytest.mark.slow
+def test_resume_of_a_folder_being_written_is_refused(cli, tiny_run):
+    with RunStore(tiny_run).lock():
+        result = cli("run", *TINY, "--resume", tiny_run)
+    assert result.exit_code == 2
+    assert "is being written by another losscmp process" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_report_prints_that_it_rebuilt_a_stale_table(cli, tiny_run):
+    drop_trial_rows(tiny_run / "epochs.csv", "dice", 0)
+    result = cli("report", tiny_run)
+    assert result.exit_code == 0
+    assert "rebuilt from trials/" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_starting_resumes(cli, tiny_run):
+    expected = _metrics(tiny_run)
+    meta = (tiny_run / RUN_FILE).read_text()
+    for path in trial_files(tiny_run):
+        path.unlink()
+    for name in ("epochs.csv", "images.csv", RUN_FILE):
+        (tiny_run / name).unlink()
+    (tiny_run / ".run.json.abcdef.tmp").write_text(meta)
+    result = cli("run", *TINY, "--resume", tiny_run)
+    assert result.exit_code == 0, result.output
+    pd.testing.assert_frame_equal(_metrics(tiny_run), expected)
+
+
+def _run_process(out: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "losscmp", "run", *TINY, "--losses", "dice,bce,focal", "--out", out],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trials_before_kill", [0, 1, 2])
+def test_sigkill_then_resume_ends_as_an_uninterrupted_run(cli, tmp_path, trials_before_kill):
+    """Killed right after the Nth trial file appears (often before its table rebuild)."""
+    reference = tmp_path / "reference"
+    done = cli("run", *TINY, "--losses", "dice,bce,focal", "--out", reference)
+    assert done.exit_code == 0, done.output
+    (reference_dir,) = reference.iterdir()
+    out = tmp_path / "killed"
+    process = _run_process(out)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        found = list(out.glob("*/trials/*.json")) if out.exists() else []
+        started = list(out.glob("*")) if out.exists() else []
+        if len(found) >= trials_before_kill and (trials_before_kill or started):
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    (run_dir,) = out.iterdir()
+    result = cli("run", *TINY, "--losses", "dice,bce,focal", "--resume", run_dir)
+    assert result.exit_code == 0, result.output
+    pd.testing.assert_frame_equal(_metrics(run_dir), _metrics(reference_dir))
+    assert RunStore(run_dir).check_tables() == {}
