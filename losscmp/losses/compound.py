@@ -24,7 +24,9 @@ from losscmp.losses.functional import (
     masked_mean,
     multiclass_target,
     one_hot,
+    sigmoid_focal_sum_and_counts,
     sum_dims,
+    valid_pixels,
 )
 from losscmp.losses.overlap import DiceLoss, Reduction, ratio_loss, safe_pow
 from losscmp.losses.pixel import BCELoss, CELoss, FocalLoss, TopKCELoss
@@ -71,9 +73,17 @@ class CrossEntropyDiceLoss(SegLoss):
         )
 
     def compute(self, logits, target, maps):
-        return self.lambda_ce * self.cross_entropy.compute(
-            logits, target, maps
-        ) + self.lambda_dice * self.dice.compute(logits, target, maps)
+        if self.binary:
+            # Both halves from one sigmoid, in one fused pass with one backward.
+            y, valid = binary_target(target, self.dice.ignore_index)
+            dims = self.dice.count_dims(logits)
+            total, *counts = sigmoid_focal_sum_and_counts(logits, y, valid, 0.0, valid, dims)
+            cross_entropy = total / valid_pixels(valid, logits)
+            dice = self.dice.loss_from_counts(*counts)
+        else:
+            cross_entropy = self.cross_entropy.compute(logits, target, maps)
+            dice = self.dice.compute(logits, target, maps)
+        return self.lambda_ce * cross_entropy + self.lambda_dice * dice
 
 
 @register_loss(
@@ -172,10 +182,19 @@ class DiceFocalLoss(SegLoss):
         self.focal = FocalLoss(mode, gamma=gamma, alpha=alpha, ignore_index=ignore_index)
 
     def compute(self, logits, target, maps):
-        dice = self.dice.compute(logits, target, maps)
-        return self.lambda_dice * dice + (1 - self.lambda_dice) * self.focal.compute(
-            logits, target, maps
-        )
+        if self.binary:
+            # Both halves from one sigmoid, in one fused pass with one backward.
+            y, valid = binary_target(target, self.dice.ignore_index)
+            weight = self.focal.binary_weight(y, valid)
+            total, *counts = sigmoid_focal_sum_and_counts(
+                logits, y, weight, self.focal.gamma, valid, self.dice.count_dims(logits)
+            )
+            focal = total / valid_pixels(valid, logits)
+            dice = self.dice.loss_from_counts(*counts)
+        else:
+            dice = self.dice.compute(logits, target, maps)
+            focal = self.focal.compute(logits, target, maps)
+        return self.lambda_dice * dice + (1 - self.lambda_dice) * focal
 
 
 @register_loss(

@@ -8,8 +8,6 @@ float in {0, 1} with ``ignore_index`` where ignored; a multiclass target is
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -23,8 +21,8 @@ def binary_target(target: torch.Tensor, ignore_index: int | None):
     """Float target with ignored pixels set to 0, and the valid-pixel mask (or None)."""
     if ignore_index is None:
         return target.float(), None
-    valid = target != ignore_index
-    return torch.where(valid, target, 0).float(), valid.float()
+    valid = (target != ignore_index).float()
+    return target.float() * valid, valid  # a product, not torch.where: 10x faster on CPU
 
 
 def multiclass_target(target: torch.Tensor, ignore_index: int | None):
@@ -44,6 +42,13 @@ def one_hot(labels: torch.Tensor, num_classes: int, valid: torch.Tensor | None) 
         else torch.ones(1, device=labels.device).expand(labels.shape[0], 1, *labels.shape[1:])
     )
     return torch.zeros(shape, device=labels.device).scatter_(1, labels.unsqueeze(1), source)
+
+
+def valid_pixels(valid: torch.Tensor | None, like: torch.Tensor):
+    """What ``masked_mean`` divides by: all of ``like``'s elements, or the valid ones (>= 1)."""
+    if valid is None:
+        return like.numel()
+    return valid.expand_as(like).sum().clamp_min(1.0)
 
 
 def masked_mean(values: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
@@ -200,6 +205,124 @@ def binary_cross_entropy(
     return positive_weight * y * positive_term + negative_weight * (1 - y) * negative_term
 
 
+class _SigmoidTerms(torch.autograd.Function):
+    """From logits, with one sigmoid p = σ(x) for everything: Σ w·BCE(x, y)·q^γ over all
+    pixels (q = |y - p| floored at EPS; γ = 0 is BCE) and, when ``dims`` is given, the
+    soft counts TP = Σ p·y, FP = Σ p - TP, FN = Σ y - TP over ``dims`` (valid pixels), with
+    one analytic backward.
+
+    BCE = max(x, 0) - x·y - log σ(|x|) with log σ(|x|) = log1p(-min(p, 1 - p)) (stable
+    for |x| = 100; log1p is also faster than log on CPU; below 6e-8 the term is lost, as
+    in ``softplus``).
+    Pixel term's gradient: w·[(p - y)·q^γ + γ·BCE·q^(γ-1)·sign(p - y)·p(1 - p)], the
+    second term 0 where q is floored (as autograd through ``clamp_min``); for γ = 2 it is
+    w·(p - y)·(q² + 2·BCE·p(1 - p)), where the floor changes the gradient by < 1e-14;
+    γ = 0: w·(p - y). Counts' gradient: (g_TP·y + g_Σp)·valid·p(1 - p).
+    """
+
+    @staticmethod
+    def forward(ctx, logits, y, weight, gamma: float, valid, dims):
+        p = torch.sigmoid(logits)
+        # -BCE in one buffer, in place (each fresh 4 MB buffer costs page faults).
+        negative_bce = torch.rsub(p, 1)
+        torch.minimum(negative_bce, p, out=negative_bce)  # 1 - p exact for p >= 1/2
+        negative_bce.neg_().log1p_().sub_(logits.clamp(min=0)).addcmul_(logits, y)
+        bce = diff = focus = None
+        if gamma:
+            bce = negative_bce.neg_()
+            diff = p - y
+            focus = diff.abs().clamp_min_(EPS)
+            focus = focus.square_() if gamma == 2 else focus.pow_(gamma)
+            per_pixel = focus if weight is None else focus * weight
+            total = dot(bce, per_pixel)
+        else:  # the backward needs neither BCE nor a focusing term
+            total = -(negative_bce.sum() if weight is None else dot(negative_bce, weight))
+        del negative_bce
+        ctx.gamma, ctx.dims = gamma, dims
+        ctx.save_for_backward(p, y, weight, valid, bce, diff, focus)
+        if dims is None:
+            return total
+        masked = p if valid is None else p * valid
+        tp = row_dot(masked, y, dims)
+        # Differences of float32 sums can dip below 0 by rounding where the count is 0;
+        # clamped, with clamp_min's gradient mask (>= 0) applied in the backward.
+        fp, fn = masked.sum(dims).sub_(tp), y.sum(dims).sub_(tp)
+        ctx.count_masks = (fp >= 0, fn >= 0)
+        return total, tp, fp.clamp_min_(0), fn.clamp_min_(0)
+
+    @staticmethod
+    def backward(ctx, grad, grad_tp=None, grad_fp=None, grad_fn=None):
+        p, y, weight, valid, bce, diff, focus = ctx.saved_tensors
+        gamma = ctx.gamma
+        times_p_one_minus_p = torch.ops.aten.sigmoid_backward  # (g, p) -> g·p(1 - p)
+        counts_grad = None
+        if ctx.dims is not None:  # (g_TP·y + g_Σp)·p(1 - p), still to be masked
+            fp_kept, fn_kept = ctx.count_masks
+            grad_p_sum = grad_fp * fp_kept  # Σ p = TP + FP; Σ y = TP + FN (constant)
+            grad_tp = grad_tp - grad_p_sum - grad_fn * fn_kept
+            shape = [1 if d in ctx.dims else size for d, size in enumerate(p.shape)]
+            counts_grad = (y * grad_tp.reshape(shape)).add_(grad_p_sum.reshape(shape))
+            times_p_one_minus_p.grad_input(counts_grad, p, grad_input=counts_grad)
+            if not gamma and weight is valid:
+                # BCE + counts, both masked by ``valid``: one buffer, one mask pass.
+                counts_grad.addcmul_(p, grad).addcmul_(y, grad, value=-1)
+                return (counts_grad if valid is None else counts_grad.mul_(valid)), *NONE5
+            if valid is not None:
+                counts_grad.mul_(valid)
+        if not gamma:
+            grad_logits = p - y
+        elif gamma == 2:
+            grad_logits = times_p_one_minus_p(bce, p).mul_(2).add_(focus).mul_(diff)
+        else:
+            square = diff.square().clamp_min_(EPS * EPS)  # q², q floored as in forward
+            above_floor = (diff.abs() > EPS).float()
+            grad_logits = times_p_one_minus_p(bce, p).mul_(gamma).div_(square)
+            grad_logits.mul_(above_floor).add_(1).mul_(focus).mul_(diff)
+        if weight is not None:
+            grad_logits.mul_(weight)
+        grad_logits.mul_(grad)
+        if counts_grad is not None:
+            grad_logits.add_(counts_grad)
+        return grad_logits, *NONE5
+
+
+NONE5 = (None,) * 5
+
+
+def sigmoid_focal_sum(
+    logits: torch.Tensor,
+    y: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    gamma: float = 0.0,
+) -> torch.Tensor:
+    """Σ weight·BCE(x, y)·|y - σ(x)|^γ (focal; γ = 0 is BCE) in one fused pass.
+
+    ``weight`` (valid mask, class weights, or None) has the shape of ``logits``.
+    Divide by ``valid_pixels`` for the mean."""
+    return _SigmoidTerms.apply(logits, y, weight, float(gamma), None, None)
+
+
+def sigmoid_focal_sum_and_counts(
+    logits: torch.Tensor,
+    y: torch.Tensor,
+    weight: torch.Tensor | None,
+    gamma: float,
+    valid: torch.Tensor | None,
+    dims: tuple[int, ...],
+):
+    """``sigmoid_focal_sum`` and the soft (TP, FP, FN) over ``dims`` of the same sigmoid,
+    in one pass with one backward: the two halves of a binary compound loss."""
+    return _SigmoidTerms.apply(logits, y, weight, float(gamma), valid, dims)
+
+
+def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Σ a·b. Not ``torch.dot``: MKL's dot product sums in an order that depends on the
+    inputs' memory alignment, so a trial's numbers would depend on what ran before it in
+    the process (and so on the executor). torch's own sum does not (about 6 µs slower
+    for a 16×64×64 batch)."""
+    return (a * b).sum()
+
+
 # ---------------------------------------------------------------- fused soft counts
 class _SoftCounts(torch.autograd.Function):
     """Σ p·y and Σ p from logits in one forward pass, with a two-pass analytic backward.
@@ -231,10 +354,7 @@ class _SoftCounts(torch.autograd.Function):
 
 
 def row_dot(a: torch.Tensor, b: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """Σ a·b over ``dims``; a BLAS dot product (no temporary) when one number comes out."""
-    kept = [size for d, size in enumerate(a.shape) if d not in dims]
-    if math.prod(kept) == 1:
-        return torch.dot(a.reshape(-1), b.reshape(-1)).reshape(kept)
+    """Σ a·b over ``dims`` (see ``dot`` for why not a BLAS dot product)."""
     return (a * b).sum(dims)
 
 

@@ -99,10 +99,13 @@ class OverlapLoss(SegLoss):
         labels, valid = multiclass_target(target, self.ignore_index)
         return one_hot(labels, logits.shape[1], valid), valid
 
+    def count_dims(self, logits) -> tuple[int, ...]:
+        return sum_dims(self.reduction, logits.dim())
+
     def counts(self, logits, target):
         """(TP, FP, FN, TN or None), each (K,) for batch reduction or (N, K) for image."""
         y, valid = self.targets(logits, target)
-        dims = sum_dims(self.reduction, logits.dim())
+        dims = self.count_dims(logits)
         tp, fp, fn = soft_counts_from_logits(logits, y, valid, self.binary, dims)
         if self.first_class:  # background dropped after the softmax, which needs it
             tp, fp, fn = (count[..., self.first_class :] for count in (tp, fp, fn))
@@ -112,8 +115,12 @@ class OverlapLoss(SegLoss):
         return tp, fp, fn, tn
 
     def compute(self, logits, target, maps):
-        per_class = self.per_class_loss(*self.counts(logits, target))
-        return self.reduce(per_class)
+        return self.loss_from_counts(*self.counts(logits, target))
+
+    def loss_from_counts(self, tp, fp, fn, tn=None) -> torch.Tensor:
+        """The loss from ``counts``' output (a binary compound loss computes the counts
+        together with its pixel-wise half)."""
+        return self.reduce(self.per_class_loss(tp, fp, fn, tn))
 
     def reduce(self, per_class: torch.Tensor) -> torch.Tensor:
         return weighted_class_mean(per_class, self.class_weights, self.first_class).mean()

@@ -23,7 +23,6 @@ from losscmp.losses.base import (
     register_loss,
 )
 from losscmp.losses.functional import (
-    EPS,
     binary_cross_entropy,
     binary_target,
     log_prob_of_target,
@@ -31,6 +30,8 @@ from losscmp.losses.functional import (
     multiclass_target,
     one_minus_exp,
     pixel_cross_entropy,
+    sigmoid_focal_sum,
+    valid_pixels,
 )
 
 
@@ -50,7 +51,7 @@ class BCELoss(SegLoss):
 
     def compute(self, logits, target, maps):
         y, valid = binary_target(target, self.ignore_index)
-        return masked_mean(binary_cross_entropy(logits, y), valid)
+        return sigmoid_focal_sum(logits, y, valid) / valid_pixels(valid, logits)
 
 
 def cross_entropy_mean(
@@ -281,18 +282,24 @@ class FocalLoss(SegLoss):
 
     def compute(self, logits, target, maps):
         if self.binary:
-            labels, valid = binary_target(target, self.ignore_index)
-            loss = binary_cross_entropy(logits, labels)  # -log p_t
-            # 1 - p_t = |y - p|: a sigmoid instead of exp(log p_t), vectorised on CPU.
-            not_pt = (labels - torch.sigmoid(logits)).abs_().clamp_min_(EPS)
-        else:
-            logpt, labels, valid = log_prob_of_target(logits, target, False, self.ignore_index)
-            loss, not_pt = -logpt, one_minus_exp(logpt)
+            # -log p_t = BCE and 1 - p_t = |y - p|: one fused pass, analytic backward.
+            y, valid = binary_target(target, self.ignore_index)
+            total = sigmoid_focal_sum(logits, y, self.binary_weight(y, valid), self.gamma)
+            return total / valid_pixels(valid, logits)
+        logpt, labels, valid = log_prob_of_target(logits, target, False, self.ignore_index)
+        loss, not_pt = -logpt, one_minus_exp(logpt)
         if self.gamma:
             loss = loss * (not_pt.square() if self.gamma == 2 else not_pt.pow(self.gamma))
         if self.alpha is not None:
             loss = loss * self.alpha_of_target(labels, logits.shape[1])
         return masked_mean(loss, valid)
+
+    def binary_weight(self, y: torch.Tensor, valid: torch.Tensor | None):
+        """Per-pixel weight of the binary focal sum: alpha_t times the valid mask, or None."""
+        if self.alpha is None:
+            return valid
+        weight = self.alpha_of_target(y, 1)
+        return weight if valid is None else weight.mul_(valid)
 
     def alpha_of_target(self, labels: torch.Tensor, num_channels: int) -> torch.Tensor:
         if self.binary:
