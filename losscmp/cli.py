@@ -99,6 +99,42 @@ def run(
     num_workers: Annotated[
         int | None, typer.Option(help="Data loader workers. [default: 0]")
     ] = None,
+    executor: Annotated[
+        str | None,
+        typer.Option(help="local (this machine) or ray (a Ray cluster). [default: local]"),
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            help="Trials (or fused groups) run at once: worker processes with --executor local, "
+            "tasks in flight with ray. [default: 1; CUDA: --trials-per-gpu x GPUs; ray: all]",
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="Torch threads per trial (CPUs per Ray task). "
+            "[default: the cores divided among --jobs; ray: 1]"
+        ),
+    ] = None,
+    fuse: Annotated[
+        str | None,
+        typer.Option(
+            help="Train the losses of a seed as one stacked model: auto (on CUDA), on, off. "
+            "[default: auto]"
+        ),
+    ] = None,
+    trials_per_gpu: Annotated[
+        int | None, typer.Option(help="Worker processes per GPU when --jobs is not given.")
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster to join (else $RAY_ADDRESS, else a local Ray is started).",
+        ),
+    ] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Finish an interrupted run folder; skips finished trials.")
     ] = None,
@@ -127,6 +163,12 @@ def run(
         "out": out,
         "limit": limit,
         "num_workers": num_workers,
+        "executor": executor,
+        "jobs": jobs,
+        "threads": threads,
+        "fuse": fuse,
+        "trials_per_gpu": trials_per_gpu,
+        "ray_address": ray_address,
     }
     if resume is not None:
         run_config = resume_config(resume, config, flags)
@@ -136,6 +178,9 @@ def run(
     from losscmp import console
 
     if dry_run:
+        from losscmp.results import check_out_dir
+
+        check_out_dir(plan.config.out)
         console.print_plan(plan)
         return
     from losscmp.runner import execute, prepare
@@ -174,6 +219,8 @@ def _print_report(paths: list[Path], metric: str, csv: Path | None, plots: bool)
     from losscmp import console
     from losscmp import report as reporting
 
+    if csv is not None:
+        reporting.check_csv_target(csv)
     run_dirs = reporting.resolve_run_dirs(list(paths))
     runs = [reporting.load_run(run_dir) for run_dir in run_dirs]
     summary = reporting.summarize(runs, metric=metric)
@@ -183,6 +230,8 @@ def _print_report(paths: list[Path], metric: str, csv: Path | None, plots: bool)
     ]
     console.print_tables([table for table in tables if table is not None])
     for run, run_dir in zip(runs, run_dirs, strict=True):
+        for note in reporting.run_notes(run):
+            console.print_note(note)
         for path, count in reporting.unfinished_trials(run).items():
             console.print_note(
                 f"{path} is unfinished: {count} planned trial(s) have no result yet; "

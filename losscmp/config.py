@@ -19,6 +19,8 @@ from losscmp.registry import coerce, describe_type
 from losscmp.spec import Spec, as_spec, parse_spec_list, split_top_level
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+FUSE_MODES = ("auto", "on", "off")  # auto: fuse the losses of a seed on CUDA only
+MAX_FUSED_LOSSES = 16  # losses per fused model: bounds the stacked activations' memory
 MAX_FG_FRACTION = 0.9  # the synthetic generator's limit (losscmp.data.synthetic)
 DEFAULT_LOSSES = "dice,focal,tversky"
 
@@ -45,6 +47,12 @@ class RunConfig:
     limit: int | None = None
     num_workers: int = 0
     out: str = "results"
+    executor: str = "local"
+    jobs: int | None = None  # None: 1 on the CPU, trials_per_gpu x GPUs on CUDA
+    threads: int | None = None  # torch threads per job; None: the cores divided among jobs
+    fuse: str = "auto"
+    trials_per_gpu: int = 1
+    ray_address: str | None = None
 
     @property
     def loss_specs(self) -> list[Spec]:
@@ -65,7 +73,19 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     # Fields that change no number: a resumed run may differ in these.
-    NON_RESULT_FIELDS = frozenset({"out", "num_workers", "device", "data_dir"})
+    # Fusion and threads change floating-point order: a resumed run keeps its own (run.json).
+    NON_RESULT_FIELDS = frozenset(
+        {
+            "out",
+            "num_workers",
+            "device",
+            "data_dir",
+            "executor",
+            "jobs",
+            "trials_per_gpu",
+            "ray_address",
+        }
+    )
 
 
 FIELD_NAMES = [f.name for f in dataclasses.fields(RunConfig)]
@@ -77,12 +97,17 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; give a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
         content = yaml.safe_load(path.read_text())
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not a UTF-8 text file") from None
+    except OSError as error:
+        reason = error.strerror or error
+        raise ConfigError(f"config file {path} cannot be read ({reason})") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -105,13 +130,23 @@ def build_config(
 ) -> RunConfig:
     """Merge defaults < ``base`` (a stored run's config) < the file < flags given (not None)."""
     options: dict[str, Any] = dict(base or {})
-    options.update(load_yaml(file) if file else {})
-    options.update({key: value for key, value in flags.items() if value is not None})
-    source = f"config file {file}" if file else "options"
+    sources = dict.fromkeys(options, "the resumed run's run.json is damaged: config")
+    from_file = load_yaml(file) if file else {}
+    options.update(from_file)
+    sources.update(dict.fromkeys(from_file, f"config file {file}"))
+    given = {key: value for key, value in flags.items() if value is not None}
+    options.update(given)
+    sources.update({key: "--" + key.replace("_", "-") for key in given})
+    values = {}
+    for key, value in options.items():
+        try:
+            values[key] = normalise(key, value)
+        except LosscmpError as error:  # named after where the value came from
+            raise type(error)(f"{sources.get(key, 'options')}: {error}") from None
     try:
-        config = RunConfig(**{key: normalise(key, value) for key, value in options.items()})
-    except LosscmpError as error:
-        raise type(error)(f"{source}: {error}") from None
+        config = RunConfig(**values)
+    except TypeError as error:
+        raise ConfigError(f"options: {error}") from None
     validate(config)
     return config
 
@@ -168,13 +203,14 @@ def validate(config: RunConfig) -> None:
         )
     if not (math.isfinite(config.lr) and config.lr > 0):
         raise ParameterError(f"--lr must be a positive number, got {config.lr}")
-    if config.weight_decay < 0:
-        raise ParameterError(f"weight_decay must be >= 0, got {config.weight_decay}")
+    if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
+        raise ParameterError(f"weight_decay must be a number >= 0, got {config.weight_decay}")
     if config.device not in DEVICES:
         raise ParameterError(
             f"--device must be one of {', '.join(DEVICES)}, got '{config.device}'"
             f"{suggest(config.device, DEVICES)}"
         )
+    _check_execution(config)
     if config.encoder_weights not in (None, "imagenet"):
         raise ParameterError("encoder_weights must be none or 'imagenet'")
     for fraction in config.fg_fraction or []:
@@ -186,6 +222,89 @@ def validate(config: RunConfig) -> None:
         raise ParameterError("--fg-fraction applies to the synthetic dataset only")
     for text in [*config.losses, config.dataset]:
         as_spec(text)  # raises SpecError on a malformed spec
+    _check_fg_fractions(config)
+    _check_limits(config)
+    _check_resources(config)
+
+
+# Seeds are stored as int64 (epochs.csv, run.json readers) and given to torch.manual_seed
+# (which takes < 2**64) and numpy (any size): the last seed must fit in an int64.
+MAX_SEED = 2**63 - 1
+MAX_TRIALS = 100_000  # losses x seeds x datasets: more can never finish
+MAX_EPOCHS = 100_000
+MAX_NUM_WORKERS = 256
+MAX_PARALLEL = 1024  # --jobs, --threads, --trials-per-gpu
+
+
+def _check_fg_fractions(config: RunConfig) -> None:
+    fractions = config.fg_fraction or []
+    repeated = sorted({f for f in fractions if fractions.count(f) > 1})
+    if repeated:
+        raise ParameterError(
+            f"--fg-fraction lists {', '.join(f'{f:g}' for f in repeated)} more than once; "
+            "give each fraction once"
+        )
+
+
+def _check_limits(config: RunConfig) -> None:
+    """Upper bounds: values no run can use (they overflow a seed, or never finish)."""
+    last_seed = config.seed + config.seeds - 1
+    if last_seed > MAX_SEED:
+        span = f"--seed {config.seed}" + (
+            f" with --seeds {config.seeds} (last seed {last_seed})" if config.seeds > 1 else ""
+        )
+        raise ParameterError(f"{span}: seeds must be at most {MAX_SEED} (2**63 - 1)")
+    trials = len(config.losses) * len(config.fg_fraction or [None]) * config.seeds
+    if trials > MAX_TRIALS:
+        raise ParameterError(
+            f"--seeds {config.seeds} makes {trials} trials "
+            f"({len(config.losses)} loss(es) x {len(config.fg_fraction or [None])} dataset(s) "
+            f"x {config.seeds} seed(s)); at most {MAX_TRIALS}"
+        )
+    if config.epochs > MAX_EPOCHS:
+        raise ParameterError(f"--epochs must be at most {MAX_EPOCHS}, got {config.epochs}")
+    if config.num_workers > MAX_NUM_WORKERS:
+        raise ParameterError(
+            f"--num-workers must be at most {MAX_NUM_WORKERS}, got {config.num_workers}"
+        )
+    for name in ("jobs", "threads", "trials_per_gpu"):  # processes or threads to start
+        value = getattr(config, name, None)
+        if value is not None and value > MAX_PARALLEL:
+            flag = "--" + name.replace("_", "-")
+            raise ParameterError(f"{flag} must be at most {MAX_PARALLEL}, got {value}")
+
+
+def _check_resources(config: RunConfig) -> None:
+    """A batch that cannot fit in memory, and every dataset check short of loading
+    (names, parameters, files, memory): run before any run folder exists, and by
+    --dry-run. Imports the data package (numpy) only here."""
+    from losscmp.data import check_dataset
+    from losscmp.data.memory import check_batch_fits
+
+    check_batch_fits(config.batch_size, config.image_size)
+    for spec in config.dataset_specs():
+        check_dataset(
+            spec, data_dir=config.data_dir, image_size=config.image_size, limit=config.limit
+        )
+
+
+def _check_execution(config: RunConfig) -> None:
+    from losscmp.executors import EXECUTORS
+
+    if config.executor not in EXECUTORS:
+        raise ParameterError(
+            f"--executor must be one of {', '.join(EXECUTORS)}, got '{config.executor}'"
+            f"{suggest(config.executor, EXECUTORS)}"
+        )
+    if config.fuse not in FUSE_MODES:
+        raise ParameterError(
+            f"--fuse must be one of {', '.join(FUSE_MODES)}, got '{config.fuse}'"
+            f"{suggest(config.fuse, FUSE_MODES)}"
+        )
+    for name in ("jobs", "threads"):
+        if getattr(config, name) is not None:
+            _at_least(getattr(config, name), 1, f"--{name}")
+    _at_least(config.trials_per_gpu, 1, "--trials-per-gpu")
 
 
 def _at_least(value: int, minimum: int, name: str) -> None:

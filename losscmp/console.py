@@ -14,15 +14,13 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
-    MofNCompleteColumn,
     Progress,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
     TransferSpeedColumn,
 )
 from rich.table import Table
-
-from losscmp.runner import RunListener
 
 err = Console(stderr=True)
 # Logs and pipes get wide lines rather than tables cut into ellipses.
@@ -35,21 +33,25 @@ def stdout() -> Console:
     return console if console.is_terminal else Console(width=max(console.width, PIPE_WIDTH))
 
 
-class TrainingProgress(RunListener):
-    """One bar per trial, advanced per step, with the last epoch's metrics beside it."""
+class TrainingProgress:
+    """A listener for run events: an overall bar with an ETA, and one line per running
+    trial (several at once with ``--jobs`` or fused groups), advanced per step."""
 
     def __init__(self) -> None:
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
             TextColumn("{task.fields[status]}"),
             TimeElapsedColumn(),
+            TimeRemainingColumn(),
             console=err,
         )
-        self.task = None
+        self.overall = None
+        self.tasks: dict[str, Any] = {}  # trial id -> its line, while it runs
+        self.trials: dict[str, Any] = {}  # trial id -> TrialInfo
+        self.done_epochs: dict[str, float] = {}  # trial id -> epochs done, fractional
         self.epochs = 1
-        self.epoch = 1
+        self.ended = 0
         self.show_dataset = False
         self.run_dir: Path | None = None
 
@@ -60,26 +62,45 @@ class TrainingProgress(RunListener):
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def on_start(self, run_dir: Path, trials: list, skipped: list) -> None:
-        self.run_dir = run_dir
-        self.show_dataset = len({trial.dataset for trial in trials}) > 1
-        note = f" ({len(skipped)} finished trials kept)" if skipped else ""
-        err.print(f"run folder: {run_dir}{note}")
+    def __call__(self, event) -> None:
+        handler = getattr(self, f"_on_{type(event).__name__}", None)
+        if handler is not None:
+            handler(event)
 
-    def on_trial_start(self, trial, index: int, total: int, epochs: int) -> None:
-        self.epochs = epochs
-        label = f"[{index}/{total}] {trial.loss} · seed {trial.seed}"
+    def _on_RunStarted(self, event) -> None:  # noqa: N802 (named after the event class)
+        self.run_dir = event.run_dir
+        self.epochs = event.epochs
+        self.trials = {info.trial_id: info for info in event.todo}
+        self.show_dataset = len({info.dataset for info in event.todo}) > 1
+        kept = f" ({event.skipped} finished trials kept)" if event.skipped else ""
+        err.print(f"run folder: {event.run_dir}{kept}", highlight=False, soft_wrap=True)
+        err.print(f"executing: {event.executor}", highlight=False)
+        self.overall = self.progress.add_task(
+            "all trials", total=len(self.trials) * self.epochs, status=self._tally()
+        )
+
+    def _on_RunNote(self, event) -> None:  # noqa: N802
+        print_note(event.text)
+
+    def _on_TrialStarted(self, event) -> None:  # noqa: N802
+        info = self.trials.get(event.trial_id)
+        if info is None or event.trial_id in self.tasks:
+            return
+        label = f"  {info.loss} · seed {info.seed}"
         if self.show_dataset:
-            label += f" · {trial.dataset}"
-        self.task = self.progress.add_task(label, total=None, status="epoch 1")
-        self.epoch = 1
+            label += f" · {info.dataset}"
+        if event.where:
+            label += f" [dim]({event.where})[/dim]"
+        self.tasks[event.trial_id] = self.progress.add_task(
+            label, total=self.epochs, status="epoch 1"
+        )
 
-    def on_step(self, trial, step: int, steps: int) -> None:
-        done = (self.epoch - 1) * steps + step
-        self.progress.update(self.task, total=self.epochs * steps, completed=done)
+    def _on_StepDone(self, event) -> None:  # noqa: N802
+        done = event.epoch - 1 + event.step / max(event.steps, 1)
+        self._advance(event.trial_id, done)
 
-    def on_epoch(self, trial, record: dict[str, Any]) -> None:
-        self.epoch = record["epoch"] + 1
+    def _on_EpochDone(self, event) -> None:  # noqa: N802
+        record = event.record
         if record["status"] == "diverged":
             status = f"[red]diverged at epoch {record['epoch']}"
         else:
@@ -87,11 +108,46 @@ class TrainingProgress(RunListener):
                 f"epoch {record['epoch']}/{self.epochs} loss {record['train_loss']:.4f} "
                 f"dice {record['val_dice']:.3f} mcc {record['val_mcc']:.3f}"
             )
-        self.progress.update(self.task, status=status)
+        task = self.tasks.get(event.trial_id)
+        if task is not None:
+            self.progress.update(task, status=status)
+        self._advance(event.trial_id, record["epoch"])
 
-    def on_trial_end(self, trial, record: dict[str, Any]) -> None:
-        total = next(task.total for task in self.progress.tasks if task.id == self.task) or 0
-        self.progress.update(self.task, completed=total)
+    def _on_TrialRetried(self, event) -> None:  # noqa: N802
+        self._advance(event.trial_id, 0.0)
+        task = self.tasks.pop(event.trial_id, None)
+        if task is not None:
+            self.progress.remove_task(task)
+        note = f"{self._name(event.trial_id)}: {event.reason}; trying once more"
+        err.print(f"[yellow]retry:[/yellow] {note}", highlight=False)
+
+    def _on_TrialEnded(self, event) -> None:  # noqa: N802
+        self.ended += 1
+        self._advance(event.trial_id, self.epochs)
+        task = self.tasks.pop(event.trial_id, None)
+        if task is not None:
+            self.progress.remove_task(task)
+        if event.status == "failed":
+            err.print(
+                f"[red]failed:[/red] {self._name(event.trial_id)}: {event.reason}", highlight=False
+            )
+        if self.overall is not None:
+            self.progress.update(self.overall, status=self._tally())
+
+    def _advance(self, trial_id: str, epochs_done: float) -> None:
+        self.done_epochs[trial_id] = epochs_done
+        task = self.tasks.get(trial_id)
+        if task is not None:
+            self.progress.update(task, completed=epochs_done)
+        if self.overall is not None:
+            self.progress.update(self.overall, completed=sum(self.done_epochs.values()))
+
+    def _tally(self) -> str:
+        return f"{self.ended}/{len(self.trials)} trials"
+
+    def _name(self, trial_id: str) -> str:
+        info = self.trials.get(trial_id)
+        return f"{info.loss} · seed {info.seed}" if info else trial_id
 
 
 class DownloadProgress:
@@ -132,7 +188,8 @@ def print_plan(plan) -> None:
     config = plan.config
     stdout().print(
         f"{config.epochs} epochs, batch {config.batch_size}, image {config.image_size}px, "
-        f"model {config.model}, device {config.device}, results under {config.out}/"
+        f"model {config.model}, device {config.device}, executor {config.executor} "
+        f"(jobs {config.jobs or 'auto'}, fuse {config.fuse}), results under {config.out}/"
     )
 
 

@@ -9,6 +9,7 @@ interrupted run keeps every finished trial and ``--resume`` picks up the rest.
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import subprocess
 from dataclasses import dataclass
@@ -16,21 +17,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from losscmp.config import FIELD_NAMES, RunConfig, build_config
-from losscmp.devices import describe_device, resolve_device
-from losscmp.errors import LosscmpError, ParameterError
-from losscmp.plan import Plan, check_image_size, make_loss, probe_loss
-from losscmp.results import RunWriter, new_run_id, now_iso, read_run_json, slug
-
-
-class RunListener:
-    """Progress events; the CLI draws a progress bar from them. All optional."""
-
-    def on_start(self, run_dir: Path, trials: list, skipped: list) -> None: ...
-    def on_trial_start(self, trial, index: int, total: int, epochs: int) -> None: ...
-    def on_step(self, trial, step: int, steps: int) -> None: ...
-    def on_epoch(self, trial, record: dict[str, Any]) -> None: ...
-    def on_trial_end(self, trial, record: dict[str, Any]) -> None: ...
+from losscmp.config import FIELD_NAMES, MAX_FUSED_LOSSES, RunConfig, build_config
+from losscmp.devices import cuda_device_count, describe_device, resolve_device
+from losscmp.errors import LosscmpError
+from losscmp.events import Listener, RunNote, RunStarted, TrialEnded, TrialInfo, ignore
+from losscmp.executors import create_executor
+from losscmp.executors.base import Execution, Executor, Job, JobContext
+from losscmp.plan import Plan, Trial, check_image_size, make_loss, probe_loss
+from losscmp.results import RunStore, check_out_dir, new_run_id, now_iso, read_run_json, slug
+from losscmp.worker import share_datasets
 
 
 @dataclass
@@ -38,6 +33,8 @@ class PreparedRun:
     plan: Plan
     datasets: dict[str, Any]
     settings: Any  # train.TrainSettings
+    execution: Execution
+    executor: Executor
 
 
 def prepare(plan: Plan) -> PreparedRun:
@@ -47,9 +44,7 @@ def prepare(plan: Plan) -> PreparedRun:
     from losscmp.train import TrainSettings
 
     config = plan.config
-    out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise ParameterError(f"--out {out} is a file; it must be a folder for run folders")
+    check_out_dir(config.out)
     device = resolve_device(config.device)
     datasets = {
         label: load_dataset(
@@ -79,65 +74,146 @@ def prepare(plan: Plan) -> PreparedRun:
     if config.encoder_weights:
         # Fetch the pretrained weights now, so a failed download leaves no run folder.
         build_model(settings.preset, 1, config.encoder_weights, seed=config.seed)
-    if device.type == "cuda":
-        import torch
+    execution = resolve_execution(config, device)
+    executor = create_executor(execution)  # e.g. Ray not installed: refused before any folder
+    executor.start()  # e.g. a Ray cluster that cannot be reached: likewise
+    return PreparedRun(plan, datasets, settings, execution, executor)
 
-        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick kernels
-    return PreparedRun(plan, datasets, settings)
+
+def resolve_execution(config: RunConfig, device) -> Execution:
+    """Workers, threads per job and fusion from the options and this machine."""
+    ray = config.executor == "ray"
+    if config.jobs is not None:
+        jobs = config.jobs
+    elif ray:
+        jobs = 0  # as many tasks at once as the cluster fits
+    elif device.type == "cuda":
+        jobs = config.trials_per_gpu * max(1, cuda_device_count())
+    else:
+        jobs = 1
+    import torch
+
+    # A Ray task reserves its threads as CPUs on whichever node runs it: one each unless
+    # asked. Locally, torch's own default (the cores, or OMP_NUM_THREADS) is shared out.
+    threads = config.threads or (1 if ray else max(1, torch.get_num_threads() // jobs))
+    fused = {"on": True, "off": False, "auto": device.type == "cuda"}[config.fuse]
+    return Execution(config.executor, jobs, threads, fused, config.ray_address)
+
+
+def make_jobs(trials: list[Trial], fused: bool) -> list[Job]:
+    """One job per trial, or per (dataset, seed) group of at most MAX_FUSED_LOSSES losses."""
+    if not fused:
+        return [Job((trial,)) for trial in trials]
+    groups: dict[tuple[str, int], list[Trial]] = {}
+    for trial in trials:
+        groups.setdefault((trial.dataset, trial.seed), []).append(trial)
+    return [
+        Job(tuple(group[start : start + MAX_FUSED_LOSSES]), fused=True)
+        for group in groups.values()
+        for start in range(0, len(group), MAX_FUSED_LOSSES)
+    ]
 
 
 def execute(
     prepared: PreparedRun,
     run_dir: Path | None = None,
-    listener: RunListener | None = None,
+    listener: Listener | None = None,
 ) -> Path:
-    """Train every trial without a result in ``run_dir`` (a new folder unless resuming)."""
-    from losscmp.train import train_trial
+    """Train every trial without a result in ``run_dir`` (a new folder unless resuming).
 
-    listener = listener or RunListener()
-    plan, settings = prepared.plan, prepared.settings
+    This process is the run folder's only writer: the executor returns records
+    and this loop writes them as they arrive.
+    """
+    emit = listener or ignore
+    plan = prepared.plan
     resuming = run_dir is not None
-    run_dir = Path(run_dir) if resuming else Path(plan.config.out) / new_run_id()
-    writer = RunWriter(run_dir)
-    if resuming:
+    if resuming:  # refused before the lock: a refusal leaves the folder untouched
         check_resumable(read_run_json(run_dir), prepared, run_dir)
-        writer.update_meta(
-            config=plan.config.to_dict(),
-            trials=[trial.id for trial in plan.trials],
-            seeds=plan.seeds,
-            finished_at=None,
-            resumed_at=now_iso(),
-        )
+    if resuming:
+        store = RunStore(run_dir)
     else:
-        writer.write_meta(run_metadata(prepared, run_dir))
-        _write_validation_panels(writer, prepared.datasets)
-    done = writer.finished_trials()
-    todo = [trial for trial in plan.trials if trial.id not in done]
-    skipped = [trial for trial in plan.trials if trial.id in done]
-    listener.on_start(run_dir, todo, skipped)
-    for index, trial in enumerate(todo, start=1):
-        listener.on_trial_start(trial, index, len(todo), settings.epochs)
-        outcome = train_trial(
-            trial,
-            plan.loss_specs[trial.loss],
-            prepared.datasets[trial.dataset],
-            settings,
-            on_step=lambda step, steps, trial=trial: listener.on_step(trial, step, steps),
-            on_epoch=lambda record, trial=trial: listener.on_epoch(trial, record),
+        run_id = new_run_id()
+        store = RunStore.create(plan.config.out, run_id, run_metadata(prepared, Path(run_id)))
+    with store.lock():
+        execution = _open_run(store, prepared, resuming)
+        done = store.finished_trials()
+        for damaged in store.quarantined:
+            emit(RunNote(f"{damaged.message}; that trial is trained again"))
+        store.rebuild_tables()  # a crash between a trial file and its tables leaves them stale
+        todo = [trial for trial in plan.trials if trial.id not in done]
+        emit(
+            RunStarted(
+                store.run_dir,
+                _infos(todo),
+                len(plan.trials) - len(todo),
+                prepared.settings.epochs,
+                execution.describe(),
+            )
         )
-        if outcome.panel_predictions is not None:
-            writer.write_panel(trial.id, pred=outcome.panel_predictions)
-        writer.write_trial(outcome.record)
-        listener.on_trial_end(trial, outcome.record)
-    writer.update_meta(finished_at=now_iso())
-    return run_dir
+        _run_jobs(store, prepared, execution, todo, emit)
+        store.update_meta(finished_at=now_iso())
+    return store.run_dir
 
 
-def _write_validation_panels(writer: RunWriter, datasets: dict[str, Any]) -> None:
+def _open_run(store: RunStore, prepared: PreparedRun, resuming: bool) -> Execution:
+    """Check and update a resumed run's run.json, or write a new one; the execution to use."""
+    plan = prepared.plan
+    if not resuming:  # run.json was written with the folder
+        _write_validation_panels(store, prepared.datasets)
+        return prepared.execution
+    meta = store.read_meta()
+    check_resumable(meta, prepared, store.run_dir)
+    store.update_meta(
+        config=plan.config.to_dict(),
+        trials=[trial.id for trial in plan.trials],
+        seeds=plan.seeds,
+        finished_at=None,
+        resumed_at=now_iso(),
+    )
+    return stored_execution(meta, prepared.execution)
+
+
+def _run_jobs(store, prepared: PreparedRun, execution: Execution, todo: list[Trial], emit):
+    """Hand the jobs to the executor and write each result as it arrives."""
+    plan = prepared.plan
+    context = JobContext(
+        plan.config, plan.loss_specs, plan.dataset_specs, prepared.settings, execution.threads
+    )
+    share_datasets(prepared.datasets, plan.config)
+    with prepared.executor as executor:
+        for result in executor.run(make_jobs(todo, execution.fused), context, emit):
+            trial = result.trial
+            if result.failure is not None:
+                store.record_failed(trial.id, result.failure)
+                emit(TrialEnded(trial.id, "failed", result.failure))
+                continue
+            outcome = result.outcome
+            if outcome.panel_predictions is not None:
+                store.write_panel(trial.id, pred=outcome.panel_predictions)
+            store.write_trial(outcome.record)
+            emit(TrialEnded(trial.id, outcome.record["status"]))
+
+
+def stored_execution(meta: dict[str, Any], current: Execution) -> Execution:
+    """A resumed run keeps the fusion and threads it started with (they change the
+    floating-point order); runs from before they were recorded were unfused."""
+    stored = meta.get("execution") or {}
+    return dataclasses.replace(
+        current,
+        fused=bool(stored.get("fused", False)),
+        threads=int(stored.get("threads", current.threads)),
+    )
+
+
+def _infos(trials: list[Trial]) -> tuple[TrialInfo, ...]:
+    return tuple(TrialInfo(trial.id, trial.dataset, trial.loss, trial.seed) for trial in trials)
+
+
+def _write_validation_panels(store: RunStore, datasets: dict[str, Any]) -> None:
     from losscmp.train import PANEL_SIZE
 
     for label, data in datasets.items():
-        writer.write_panel(
+        store.write_panel(
             f"val__{slug(label)}",
             images=data.val_images[:PANEL_SIZE],
             masks=data.val_masks[:PANEL_SIZE],
@@ -161,6 +237,7 @@ def run_metadata(prepared: PreparedRun, run_dir: Path) -> dict[str, Any]:
         "trials": [trial.id for trial in plan.trials],
         "seeds": plan.seeds,
         "device": describe_device(settings.device),
+        "execution": dataclasses.asdict(prepared.execution),
         "versions": _versions(),
         "git_commit": _git_commit(),
         "started_at": now_iso(),

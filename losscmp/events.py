@@ -1,0 +1,82 @@
+"""Progress as small picklable events keyed by trial id.
+
+Executors emit them from wherever a trial runs (this process, a worker
+process, a Ray task) and the main process hands them to a listener, a plain
+callable (the console draws progress from them). Library code never prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class TrialInfo:
+    """What a progress display needs to name a trial."""
+
+    trial_id: str
+    dataset: str
+    loss: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    run_dir: Path
+    todo: tuple[TrialInfo, ...]
+    skipped: int
+    epochs: int
+    executor: str  # e.g. "local, 2 worker processes, fused groups"
+
+
+@dataclass(frozen=True)
+class TrialStarted:
+    trial_id: str
+    where: str = ""  # "worker 2 · cuda:1"; empty in-process
+
+
+@dataclass(frozen=True)
+class StepDone:
+    trial_id: str
+    epoch: int
+    step: int
+    steps: int
+
+
+@dataclass(frozen=True)
+class EpochDone:
+    trial_id: str
+    record: dict[str, Any] = field(default_factory=dict)  # the epochs.csv row
+
+
+@dataclass(frozen=True)
+class TrialRetried:
+    trial_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class TrialEnded:
+    trial_id: str
+    status: str  # finished | diverged | failed
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RunNote:
+    """Something the user should know that is not an error (a damaged file set aside)."""
+
+    text: str
+
+
+Event = RunStarted | TrialStarted | StepDone | EpochDone | TrialRetried | TrialEnded | RunNote
+
+
+class Listener(Protocol):
+    def __call__(self, event: Event) -> None: ...
+
+
+def ignore(event: Event) -> None:
+    """The listener of library callers that want no progress."""

@@ -1,0 +1,107 @@
+"""The executor interface: jobs in, trial results out as they finish.
+
+A job is one trial, or the trials of one (dataset, seed) trained as one fused
+model. Executors never write into the run folder: they return records, and
+the runner (main process) is the folder's only writer. Whatever runs a job,
+it runs ``losscmp.worker.run_job``, so a trial's numbers depend on its config
+and seed only, never on the executor.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from losscmp.config import RunConfig
+from losscmp.events import Listener
+from losscmp.plan import Trial
+from losscmp.spec import Spec
+
+# A job whose worker died or raised is tried again once; the second failure is recorded.
+ATTEMPTS = 2
+
+
+@dataclass(frozen=True)
+class Job:
+    trials: tuple[Trial, ...]
+    fused: bool = False
+
+    @property
+    def name(self) -> str:
+        first = self.trials[0]
+        if len(self.trials) == 1:
+            return first.id
+        return f"{len(self.trials)} losses · seed {first.seed} · {first.dataset}"
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a run's jobs are executed, resolved from the options (recorded in run.json)."""
+
+    executor: str = "local"
+    jobs: int = 1  # worker processes (local) or tasks in flight (ray; 0: what the cluster fits)
+    threads: int = 1  # torch threads per job
+    fused: bool = False  # the losses of a (dataset, seed) trained as one stacked model
+    ray_address: str | None = None
+
+    def describe(self) -> str:
+        workers = "in this process" if self.jobs == 1 else f"{self.jobs} worker processes"
+        if self.executor == "ray":
+            at_once = f"at most {self.jobs}" if self.jobs else "as many as the cluster fits"
+            workers = f"Ray tasks, {at_once} at once"
+        threads = f"{self.threads} thread{'s' if self.threads > 1 else ''} each"
+        return f"{workers}, {threads}" + (", losses of a seed fused" if self.fused else "")
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Everything a worker needs to rebuild the data and train a job; picklable."""
+
+    config: RunConfig
+    loss_specs: dict[str, Spec]
+    dataset_specs: dict[str, Spec]
+    settings: Any  # train.TrainSettings
+    threads: int  # torch threads per job: part of what fixes floating-point order
+
+
+@dataclass
+class TrialResult:
+    """A finished trial's outcome, or why it failed (after its retry)."""
+
+    trial: Trial
+    outcome: Any = None  # train.TrialOutcome
+    failure: str | None = None
+
+
+class Executor(ABC):
+    """Runs jobs; yields a ``TrialResult`` per trial as soon as its job ends."""
+
+    description = ""
+
+    @abstractmethod
+    def run(self, jobs: list[Job], context: JobContext, emit: Listener) -> Iterator[TrialResult]:
+        """Run every job; progress goes to ``emit`` (called in this process only)."""
+
+    def start(self) -> None:  # noqa: B027 (most executors need nothing started)
+        """Connect or start what the executor needs; fails before the run folder exists."""
+
+    def close(self) -> None:  # noqa: B027 (most executors hold nothing to release)
+        """Release workers; called on success, error and Ctrl-C alike."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def failed(job: Job, reason: str) -> list[TrialResult]:
+    return [TrialResult(trial, failure=reason) for trial in job.trials]
+
+
+def succeeded(job: Job, outcomes: list) -> list[TrialResult]:
+    return [
+        TrialResult(trial, outcome) for trial, outcome in zip(job.trials, outcomes, strict=True)
+    ]

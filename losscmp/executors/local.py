@@ -1,0 +1,203 @@
+"""This machine: jobs in this process (``--jobs 1``) or in N worker processes.
+
+Workers are spawned (not forked: torch's thread pools do not survive a fork)
+and kept for the whole run, so each imports torch and loads a dataset once.
+A worker that dies (killed, out of memory) or raises costs only its job: the
+job goes to a fresh worker once more, then its trials are recorded as failed
+and the run goes on. Workers ignore Ctrl-C; the main process stops them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import signal
+from collections import deque
+from collections.abc import Iterator
+from multiprocessing.connection import wait
+
+from losscmp.events import TrialRetried
+from losscmp.executors.base import (
+    ATTEMPTS,
+    Execution,
+    Executor,
+    Job,
+    JobContext,
+    TrialResult,
+    failed,
+    succeeded,
+)
+from losscmp.worker import run_job
+
+JOIN_TIMEOUT_S = 5
+
+
+class LocalExecutor(Executor):
+    def __init__(self, execution: Execution) -> None:
+        self.execution = execution
+        self.description = execution.describe()
+        self.workers: list[_Worker] = []
+
+    def run(self, jobs: list[Job], context: JobContext, emit) -> Iterator[TrialResult]:
+        if self.execution.jobs == 1:
+            for job in jobs:
+                yield from _run_here(job, context, emit)
+        else:
+            yield from self._run_in_workers(jobs, context, emit)
+
+    def _run_in_workers(self, jobs: list[Job], context: JobContext, emit):
+        spawn = multiprocessing.get_context("spawn")
+        device_type = context.settings.device.type
+        count = min(self.execution.jobs, len(jobs))
+        self.workers = [_Worker(spawn, index, device_type) for index in range(count)]
+        queue = deque((job, 1) for job in jobs)
+        while queue or any(worker.job for worker in self.workers):
+            for worker in self.workers:
+                if worker.job is None and queue:
+                    worker.start_job(*queue.popleft(), context)
+            busy = [worker for worker in self.workers if worker.job]
+            wait([worker.conn for worker in busy] + [worker.process.sentinel for worker in busy])
+            for worker in busy:
+                for result in worker.collect(emit):
+                    if result.failure is None or result.attempt >= ATTEMPTS:
+                        yield from result.trial_results
+                        continue
+                    for trial in result.job.trials:
+                        emit(TrialRetried(trial.id, result.failure))
+                    queue.appendleft((result.job, result.attempt + 1))
+                if worker.broken:
+                    self.workers[worker.index] = worker.replacement(spawn)
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        for worker in self.workers:
+            worker.join()
+        self.workers = []
+
+
+def _run_here(job: Job, context: JobContext, emit) -> list[TrialResult]:
+    """In this process: only running out of GPU memory is survivable (and retried once)."""
+    import torch
+
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return succeeded(job, run_job(job, context, emit))
+        except torch.OutOfMemoryError as error:
+            reason = f"out of memory: {str(error).splitlines()[0]}"
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if attempt < ATTEMPTS:
+            for trial in job.trials:
+                emit(TrialRetried(trial.id, reason))
+    return failed(job, reason)
+
+
+class _Ended:
+    """A job's end as the pool sees it: outcomes, or a failure to retry or record."""
+
+    def __init__(self, job: Job, attempt: int, outcomes=None, failure: str | None = None):
+        self.job, self.attempt, self.failure = job, attempt, failure
+        self.trial_results = succeeded(job, outcomes) if failure is None else failed(job, failure)
+
+
+class _Worker:
+    def __init__(self, spawn, index: int, device_type: str) -> None:
+        self.index, self.device_type = index, device_type
+        self.conn, child = spawn.Pipe()
+        self.process = spawn.Process(
+            target=_worker_main,
+            args=(child, index, device_type),
+            name=f"losscmp-worker-{index + 1}",
+            daemon=True,
+        )
+        self.process.start()
+        child.close()
+        self.job: Job | None = None
+        self.attempt = 0
+        self.broken = False
+
+    def start_job(self, job: Job, attempt: int, context: JobContext) -> None:
+        self.job, self.attempt = job, attempt
+        # A worker that died while idle: collect() sees the death and the job is retried.
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self.conn.send((job, context))
+
+    def collect(self, emit) -> list[_Ended]:
+        """Everything the worker has sent; its death, if it died, as a failure."""
+        ended = []
+        while self.job is not None:
+            try:
+                if not self.conn.poll():
+                    if self.process.is_alive():
+                        break
+                    raise EOFError
+                kind, payload = self.conn.recv()
+            except (EOFError, OSError):
+                ended.append(self._end(failure=self._death()))
+                break
+            if kind == "event":
+                emit(payload)
+            elif kind == "done":
+                ended.append(self._end(outcomes=payload))
+            else:  # "error": the job raised; the worker exits rather than run on in a bad state
+                ended.append(self._end(failure=payload))
+        return ended
+
+    def _end(self, outcomes=None, failure: str | None = None) -> _Ended:
+        ended = _Ended(self.job, self.attempt, outcomes, failure)
+        self.job = None
+        if failure is not None:
+            self.broken = True
+        return ended
+
+    def _death(self) -> str:
+        self.process.join(JOIN_TIMEOUT_S)
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            how = f"killed by signal {signal.Signals(-code).name}"
+        else:
+            how = f"exit code {code}"
+        return f"worker process died ({how}; out of memory or killed?)"
+
+    def replacement(self, spawn) -> _Worker:
+        self.stop()
+        self.join()
+        return _Worker(spawn, self.index, self.device_type)
+
+    def stop(self) -> None:
+        # A worker holds nothing the run needs once its results are in (and after Ctrl-C
+        # nothing worth waiting for): terminate it rather than wait seconds for torch to
+        # tear down at interpreter exit.
+        if self.process.is_alive():
+            self.process.terminate()
+
+    def join(self) -> None:
+        self.process.join(JOIN_TIMEOUT_S)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+
+
+def _worker_main(conn, index: int, device_type: str) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    from losscmp.devices import device_for_worker
+
+    device = device_for_worker(device_type, index)
+    where = f"worker {index + 1}" + (f" · {device}" if device.type == "cuda" else "")
+
+    def emit(event) -> None:
+        conn.send(("event", event))
+
+    while True:  # until close() terminates this worker
+        try:
+            job, context = conn.recv()
+        except EOFError:  # the main process is gone
+            return
+        try:
+            outcomes = run_job(job, context, emit, device=device, where=where)
+        except Exception as error:  # reported to the main process, which retries the job
+            conn.send(("error", f"{type(error).__name__}: {error}".splitlines()[0]))
+            return
+        conn.send(("done", outcomes))

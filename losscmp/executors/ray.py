@@ -1,0 +1,243 @@
+"""A Ray cluster (``--executor ray``): each job is a Ray task.
+
+``--ray-address`` (else ``$RAY_ADDRESS``) names a cluster to join; with
+neither, a local Ray is started for the run and stopped after it. A task
+needs ``--threads`` CPUs and, on CUDA, ``1/--trials-per-gpu`` of a GPU; Ray
+places it on any node with room. At most ``--jobs`` tasks are in flight
+(0: as many as the cluster fits). Tasks run ``losscmp.worker.run_job`` like
+every executor, load their dataset themselves (so a dataset must lie at the
+same path on every node; the synthetic one is generated on each) and never
+touch the run folder: a task streams its progress events and then its
+outcomes back to this process (a Ray generator task), which hands them on.
+
+A task whose worker dies or that raises is submitted once more, then its
+trials are recorded as failed and the run goes on. On Ctrl-C, ``close``
+cancels the tasks still running and stops the Ray this run started (never a
+cluster it joined).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import threading
+from collections import deque
+from collections.abc import Iterator
+
+from losscmp.errors import LosscmpError
+from losscmp.events import TrialRetried
+from losscmp.executors.base import (
+    ATTEMPTS,
+    Execution,
+    Executor,
+    Job,
+    JobContext,
+    TrialResult,
+    failed,
+    succeeded,
+)
+
+INSTALL_HINT = "--executor ray needs Ray: pip install 'losscmp[ray]'"
+WAIT_S = 0.5  # ray.wait timeout: how often the driver looks up (and sees Ctrl-C) when idle
+
+
+class RayExecutor(Executor):
+    def __init__(self, execution: Execution) -> None:
+        try:
+            import ray  # noqa: F401 (only checked here; started in run)
+        except ImportError:
+            raise LosscmpError(INSTALL_HINT) from None
+        self.execution = execution
+        self.description = execution.describe()
+        self.running: dict = {}  # ObjectRefGenerator -> (job, attempt)
+        self.connected = False  # this executor called ray.init (and so calls ray.shutdown)
+
+    def run(self, jobs: list[Job], context: JobContext, emit) -> Iterator[TrialResult]:
+        import ray
+
+        self._connect()
+        task = _remote_task(context)
+        _check_fits(task_cpus=context.threads, gpu=context.settings.device.type == "cuda")
+        context_ref = ray.put(context)  # sent to each node once, not with every task
+        limit = self.execution.jobs if self.execution.jobs > 0 else len(jobs)
+        pending = deque((job, 1) for job in jobs)
+        while pending or self.running:
+            while pending and len(self.running) < limit:
+                job, attempt = pending.popleft()
+                stream = task.options(name=f"losscmp {job.name}").remote(job, context_ref)
+                self.running[stream] = (job, attempt)
+            ready, _ = ray.wait(list(self.running), num_returns=1, timeout=WAIT_S)
+            for stream in ready:
+                job, attempt = self.running[stream]
+                kind, payload = _next_item(stream)
+                if kind == "event":
+                    emit(payload)
+                    continue
+                del self.running[stream]
+                if kind == "done":
+                    yield from succeeded(job, payload)
+                elif attempt < ATTEMPTS:
+                    for trial in job.trials:
+                        emit(TrialRetried(trial.id, payload))
+                    pending.appendleft((job, attempt + 1))
+                else:
+                    yield from failed(job, payload)
+
+    def start(self) -> None:
+        self._connect()
+
+    def _connect(self) -> None:
+        import ray
+
+        if ray.is_initialized():  # the caller's Ray (a notebook, a test): use it, leave it up
+            return
+        address = _address(self.execution.ray_address)
+        ray_logger = logging.getLogger("ray")
+        level = ray_logger.level
+        ray_logger.setLevel(logging.ERROR)  # start-up notices would break the progress display
+        try:
+            ray.init(
+                address=address,
+                ignore_reinit_error=True,
+                include_dashboard=False,
+                log_to_driver=False,  # task output stays in the cluster's logs
+                configure_logging=False,  # this process's logging is not Ray's to set up
+            )
+        except (ConnectionError, ValueError, ray.exceptions.RayError) as error:
+            raise LosscmpError(_connect_failure(error, address)) from None
+        finally:
+            ray_logger.setLevel(level)
+        self.connected = True
+
+    def close(self) -> None:
+        if not (self.running or self.connected):
+            return
+        import ray
+
+        for stream in self.running:  # left over only after Ctrl-C or an error
+            with contextlib.suppress(Exception):  # already finished, or its node is gone
+                ray.cancel(stream, force=True)
+        self.running = {}
+        if self.connected:
+            # Stops the local Ray that init started; from a cluster it only disconnects.
+            ray.shutdown()
+            self.connected = False
+
+
+def _address(option: str | None) -> str:
+    """--ray-address, else $RAY_ADDRESS, else "local": a new Ray for this run. (Ray's own
+    default would join the cluster last started on this machine, even a stopped one, and
+    wait for it; "auto" asks for that cluster.)"""
+    return option or os.environ.get("RAY_ADDRESS") or "local"
+
+
+def _connect_failure(error: BaseException, address: str) -> str:
+    where = "start a local Ray" if address == "local" else f"join the Ray cluster at {address}"
+    causes = [error]
+    while (cause := causes[-1].__cause__ or causes[-1].__context__) and len(causes) < 10:
+        causes.append(cause)
+    if any("AuthToken" in str(cause) or "AuthenticationError" in str(cause) for cause in causes):
+        return (
+            f"--executor ray: could not {where}: it wants an authentication token; "
+            "set RAY_AUTH_MODE=token and provide the cluster's token "
+            "(~/.ray/auth_token or RAY_AUTH_TOKEN)"
+        )
+    text = str(error).strip().splitlines() or [type(error).__name__]
+    return f"--executor ray: could not {where}: {text[0][:300]}"
+
+
+def _remote_task(context: JobContext):
+    import ray
+
+    options = {"num_cpus": context.threads, "max_retries": 0}  # retried here, with an event
+    if context.settings.device.type == "cuda":
+        # A share of one GPU. Ray gives each GPU task a fresh worker process (max_calls=1),
+        # so CUDA_VISIBLE_DEVICES is always the task's own GPU.
+        options["num_gpus"] = 1 / max(1, context.config.trials_per_gpu)
+    return ray.remote(**options)(_job_task)
+
+
+def _check_fits(task_cpus: int, gpu: bool) -> None:
+    """Refuse a run whose tasks fit no node (Ray would wait for one forever)."""
+    import ray
+
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    most_cpus = max((resources.get("CPU", 0) for resources in nodes), default=0)
+    if most_cpus < task_cpus:
+        raise LosscmpError(
+            f"--threads {task_cpus}: no node of the Ray cluster has {task_cpus} CPUs "
+            f"(the largest has {most_cpus:g}); lower --threads"
+        )
+    if gpu and not any(resources.get("GPU", 0) for resources in nodes):
+        raise LosscmpError("the Ray cluster has no GPU; use --device cpu")
+
+
+def _next_item(stream) -> tuple[str, object]:
+    """The stream's next item: ("event", e), ("done", outcomes) or ("failed", reason)."""
+    import ray
+
+    try:
+        return ray.get(next(stream))
+    except StopIteration:  # a stream always ends with "done" or an error; be safe anyway
+        return "failed", "the Ray task ended without a result"
+    except ray.exceptions.RayError as error:
+        return "failed", _reason(error)
+
+
+def _reason(error: Exception) -> str:
+    import ray
+
+    if isinstance(error, ray.exceptions.RayTaskError):
+        cause = error.cause if isinstance(error.cause, BaseException) else error
+        text = f"{type(cause).__name__}: {cause}"
+    elif isinstance(error, ray.exceptions.OutOfMemoryError):
+        text = "Ray killed the task's worker: its node ran low on memory"
+    elif isinstance(error, ray.exceptions.WorkerCrashedError):
+        text = "Ray worker process died (out of memory or killed?)"
+    elif isinstance(error, ray.exceptions.NodeDiedError):
+        text = "the Ray node running the task died"
+    else:
+        text = f"{type(error).__name__}: {error}"
+    return (text.strip().splitlines() or [type(error).__name__])[0]
+
+
+_END = object()
+
+
+def _job_task(job: Job, context: JobContext):
+    """Runs in a Ray worker: yields ("event", e)... then ("done", outcomes).
+
+    Training runs in a thread so that its progress callbacks can feed this
+    generator, whose items Ray streams to the driver as they are yielded.
+    """
+    import ray
+    import torch
+
+    from losscmp.worker import run_job
+
+    device, where = None, f"ray {ray.util.get_node_ip_address()}"
+    if context.settings.device.type == "cuda":
+        # Ray sets CUDA_VISIBLE_DEVICES to the task's GPU: it is cuda:0 in here.
+        device = torch.device("cuda", 0)
+        where += f" · GPU {','.join(map(str, ray.get_gpu_ids()))}"
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    ended: dict = {}
+
+    def train() -> None:
+        try:
+            ended["outcomes"] = run_job(job, context, events.put, device=device, where=where)
+        except BaseException as error:  # re-raised below, in the task
+            ended["error"] = error
+        finally:
+            events.put(_END)
+
+    thread = threading.Thread(target=train, name="losscmp-train", daemon=True)
+    thread.start()
+    while (event := events.get()) is not _END:
+        yield "event", event
+    thread.join()
+    if "error" in ended:
+        raise ended["error"]
+    yield "done", ended["outcomes"]

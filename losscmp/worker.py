@@ -1,0 +1,150 @@
+"""Run one job wherever it lands: this process, a worker process or a Ray task.
+
+Every executor calls ``run_job``, so the same job gives the same numbers on
+each. It loads the job's dataset (once per process), fixes the torch thread
+count the run recorded, trains the trial or the fused group, and reports
+progress as events. It never touches the run folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from typing import Any
+
+from losscmp.events import EpochDone, Listener, StepDone, TrialStarted
+
+STEP_EVENT_INTERVAL_S = 0.1  # step events are for a progress bar: ten a second is plenty
+
+# Datasets loaded by this process, by (label, loading options): a worker keeps them
+# across the jobs it runs, so a dataset is generated or decoded once per process.
+_DATASETS: dict[tuple, Any] = {}
+
+
+def run_job(job, context, emit: Listener, *, device=None, where: str = "") -> list:
+    """Train ``job``; returns its ``TrialOutcome`` list, in the job's trial order."""
+    from losscmp.train import train_trial
+
+    settings = context.settings
+    if device is not None:
+        settings = dataclasses.replace(settings, device=device)
+    data = job_dataset(job.trials[0].dataset, context)
+    relay = ProgressRelay(emit)
+    for trial in job.trials:
+        emit(TrialStarted(trial.id, where))
+    with (
+        torch_threads(context.threads),
+        _cudnn_autotune(settings.device),
+        _gpu_peak(settings.device) as peak,
+    ):
+        if job.fused:
+            from losscmp.fused import train_fused_group
+
+            outcomes = train_fused_group(
+                list(job.trials),
+                context.loss_specs,
+                data,
+                settings,
+                on_step=relay.step,
+                on_epoch=relay.epoch,
+            )
+        else:
+            (trial,) = job.trials
+            outcomes = [
+                train_trial(
+                    trial,
+                    context.loss_specs[trial.loss],
+                    data,
+                    settings,
+                    on_step=lambda step, steps: relay.step(trial, step, steps),
+                    on_epoch=lambda record: relay.epoch(trial, record),
+                )
+            ]
+    if peak:
+        for outcome in outcomes:  # a fused group's memory, shared out among its trials
+            outcome.record["gpu_peak_mib"] = round(peak[0] / len(outcomes), 1)
+    return outcomes
+
+
+def job_dataset(label: str, context) -> Any:
+    from losscmp.data import load_dataset
+
+    config = context.config
+    options = (config.data_dir, config.image_size, config.limit, config.seed)
+    key = (label, *options)
+    if key not in _DATASETS:
+        _DATASETS[key] = load_dataset(
+            context.dataset_specs[label],
+            data_dir=config.data_dir,
+            image_size=config.image_size,
+            limit=config.limit,
+            seed=config.seed,
+        )
+    return _DATASETS[key]
+
+
+def share_datasets(datasets: dict[str, Any], config) -> None:
+    """Hand this process's already loaded datasets to ``run_job`` (the main process
+    loads them to check the run; in-process jobs should not load them again)."""
+    options = (config.data_dir, config.image_size, config.limit, config.seed)
+    for label, data in datasets.items():
+        _DATASETS[(label, *options)] = data
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def _cudnn_autotune(device):
+    import torch
+
+    before = torch.backends.cudnn.benchmark
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick kernels
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+@contextlib.contextmanager
+def _gpu_peak(device):
+    """Yields a list that holds, afterwards, the job's peak CUDA memory in MiB."""
+    import torch
+
+    peak: list[float] = []
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    yield peak
+    if device.type == "cuda":
+        peak.append(torch.cuda.max_memory_allocated(device) / 2**20)
+
+
+class ProgressRelay:
+    """Turns the trainer's callbacks into events; step events at most every 0.1 s per trial."""
+
+    def __init__(self, emit: Listener) -> None:
+        self.emit = emit
+        self.epoch_of: dict[str, int] = {}
+        self.last_sent: dict[str, float] = {}
+
+    def step(self, trial, step: int, steps: int) -> None:
+        now = time.monotonic()
+        if step < steps and now - self.last_sent.get(trial.id, 0.0) < STEP_EVENT_INTERVAL_S:
+            return
+        self.last_sent[trial.id] = now
+        self.emit(StepDone(trial.id, self.epoch_of.get(trial.id, 1), step, steps))
+
+    def epoch(self, trial, record: dict[str, Any]) -> None:
+        self.epoch_of[trial.id] = record["epoch"] + 1
+        self.emit(EpochDone(trial.id, record))

@@ -1,0 +1,222 @@
+"""Executors: the same numbers from every executor, workers that die, jobs and threads."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from losscmp.config import build_config
+from losscmp.events import EpochDone, RunStarted, StepDone, TrialEnded, TrialInfo, TrialStarted
+from losscmp.executors.base import Execution
+from losscmp.plan import Trial, plan_run
+from losscmp.runner import execute, make_jobs, prepare, resolve_execution
+
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+METRICS = ["train_loss", "val_dice", "val_iou", "val_mcc", "val_precision", "val_recall", "lr"]
+# Four quick trials: two losses x two seeds on a very small set.
+QUICK = {
+    "losses": "dice,bce",
+    "dataset": "synthetic(fg_fraction=0.1,n_train=16,n_val=8)",
+    "epochs": 2,
+    "seeds": 2,
+    "model": "tiny",
+    "device": "cpu",
+    "threads": 1,
+}
+
+
+def epochs_frame(run_dir: Path) -> pd.DataFrame:
+    frame = pd.read_csv(run_dir / "epochs.csv")
+    return frame.sort_values(["loss", "seed", "epoch"]).reset_index(drop=True)
+
+
+def only_run_dir(out: Path) -> Path:
+    (run_dir,) = [path for path in out.iterdir() if path.is_dir()]
+    return run_dir
+
+
+@pytest.mark.slow
+def test_two_worker_processes_give_the_sequential_numbers(cli, tmp_path):
+    common = ["--config", SMOKE, "--threads", "1"]
+    assert cli("run", *common, "--out", tmp_path / "seq").exit_code == 0
+    result = cli("run", *common, "--jobs", "2", "--out", tmp_path / "pool")
+    assert result.exit_code == 0, result.output
+    sequential = epochs_frame(only_run_dir(tmp_path / "seq"))
+    pooled = epochs_frame(only_run_dir(tmp_path / "pool"))
+    pd.testing.assert_frame_equal(sequential[METRICS], pooled[METRICS])
+    meta = json.loads((only_run_dir(tmp_path / "pool") / "run.json").read_text())
+    assert meta["execution"] == {
+        "executor": "local",
+        "jobs": 2,
+        "threads": 1,
+        "fused": False,
+        "ray_address": None,
+    }
+
+
+class WorkerKiller:
+    """A listener that SIGKILLs the worker running ``victim`` at its first step, ``times`` times."""
+
+    def __init__(self, prepared, victim: str, times: int) -> None:
+        self.prepared, self.victim, self.times = prepared, victim, times
+        self.where: dict[str, str] = {}
+        self.events: list = []
+
+    def __call__(self, event) -> None:
+        self.events.append(event)
+        if isinstance(event, TrialStarted):
+            self.where[event.trial_id] = event.where
+        if isinstance(event, StepDone) and event.trial_id == self.victim and self.times > 0:
+            self.times -= 1
+            index = int(self.where[event.trial_id].split()[1]) - 1
+            os.kill(self.prepared.executor.workers[index].process.pid, signal.SIGKILL)
+
+
+# Four steps an epoch: the victim is surely mid-trial when the kill lands.
+LONGER = {**QUICK, "dataset": "synthetic(fg_fraction=0.1,n_train=64,n_val=8)"}
+
+
+def run_with_killer(tmp_path: Path, times: int):
+    plan = plan_run(build_config(**LONGER, jobs=2, out=str(tmp_path)))
+    prepared = prepare(plan)
+    victim = plan.trials[1].id
+    killer = WorkerKiller(prepared, victim, times)
+    run_dir = execute(prepared, listener=killer)
+    return plan, run_dir, victim, killer
+
+
+@pytest.mark.slow
+def test_a_killed_worker_costs_one_retry_and_changes_no_number(tmp_path):
+    _, run_dir, victim, killer = run_with_killer(tmp_path / "killed", times=1)
+    retried = [e for e in killer.events if type(e).__name__ == "TrialRetried"]
+    assert [e.trial_id for e in retried] == [victim]
+    assert "SIGKILL" in retried[0].reason
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert "failed_trials" not in meta
+    plain = prepare(plan_run(build_config(**LONGER, out=str(tmp_path / "plain"))))
+    plain_dir = execute(plain)
+    pd.testing.assert_frame_equal(epochs_frame(run_dir)[METRICS], epochs_frame(plain_dir)[METRICS])
+
+
+@pytest.mark.slow
+def test_a_trial_whose_worker_dies_twice_is_recorded_failed_and_the_run_goes_on(tmp_path, cli):
+    plan, run_dir, victim, killer = run_with_killer(tmp_path, times=2)
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert list(meta["failed_trials"]) == [victim]
+    assert "worker process died" in meta["failed_trials"][victim]
+    finished = {path.stem for path in (run_dir / "trials").glob("*.json")}
+    assert finished == {trial.id for trial in plan.trials} - {victim}
+    ended = {e.trial_id: e.status for e in killer.events if isinstance(e, TrialEnded)}
+    assert ended[victim] == "failed"
+    # --resume trains just the failed trial, and the run is then complete.
+    result = cli("run", "--resume", run_dir)
+    assert result.exit_code == 0, result.output
+    finished = {path.stem for path in (run_dir / "trials").glob("*.json")}
+    assert finished == {trial.id for trial in plan.trials}
+    assert json.loads((run_dir / "run.json").read_text()).get("failed_trials", {}) == {}
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_workers_and_keeps_finished_trials(tmp_path):
+    plan = plan_run(build_config(**QUICK, jobs=2, out=str(tmp_path)))
+    prepared = prepare(plan)
+    seen: list[str] = []
+
+    def interrupt_after_first_trial(event) -> None:
+        if isinstance(event, TrialEnded):
+            seen.append(event.trial_id)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        execute(prepared, listener=interrupt_after_first_trial)
+    run_dir = only_run_dir(tmp_path)
+    assert {path.stem for path in (run_dir / "trials").glob("*.json")} == set(seen)
+    assert prepared.executor.workers == []  # closed: every worker joined
+
+
+def test_jobs_are_single_trials_or_fused_groups_per_dataset_and_seed():
+    trials = [Trial(d, loss, seed) for d in ("a", "b") for seed in (0, 1) for loss in "xyz"]
+    assert [job.trials for job in make_jobs(trials, fused=False)] == [(t,) for t in trials]
+    groups = make_jobs(trials, fused=True)
+    assert len(groups) == 4 and all(job.fused for job in groups)
+    assert [{t.loss for t in job.trials} for job in groups] == [set("xyz")] * 4
+    assert [(job.trials[0].dataset, job.trials[0].seed) for job in groups] == [
+        ("a", 0),
+        ("a", 1),
+        ("b", 0),
+        ("b", 1),
+    ]
+
+
+def test_fused_groups_are_capped(monkeypatch):
+    import losscmp.runner as runner
+
+    monkeypatch.setattr(runner, "MAX_FUSED_LOSSES", 2)
+    trials = [Trial("a", loss, 0) for loss in "vwxyz"]
+    assert [len(job.trials) for job in make_jobs(trials, fused=True)] == [2, 2, 1]
+
+
+def test_execution_divides_threads_among_jobs_and_fuses_on_cuda_only():
+    import torch
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    cores = torch.get_num_threads()
+    assert resolve_execution(build_config(), cpu) == Execution("local", 1, cores, False)
+    two = resolve_execution(build_config(jobs=2), cpu)
+    assert (two.jobs, two.threads) == (2, max(1, cores // 2))
+    assert resolve_execution(build_config(fuse="on", threads=3), cpu).fused
+    assert resolve_execution(build_config(threads=3), cpu).threads == 3
+    assert not resolve_execution(build_config(), cpu).fused
+    assert resolve_execution(build_config(fuse="off", jobs=1), cuda).fused is False
+    assert resolve_execution(build_config(jobs=1), cuda).fused is True
+    ray = resolve_execution(build_config(executor="ray"), cpu)
+    assert (ray.jobs, ray.threads) == (0, 1)  # as many one-CPU tasks as the cluster fits
+    assert "as many as the cluster fits" in ray.describe()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--executor", "rey"], "did you mean 'ray'"),
+        (["--fuse", "yes"], "--fuse must be one of auto, on, off"),
+        (["--jobs", "0"], "--jobs must be >= 1"),
+        (["-j", "-2"], "--jobs must be >= 1"),
+        (["--threads", "0"], "--threads must be >= 1"),
+        (["--trials-per-gpu", "0"], "--trials-per-gpu must be >= 1"),
+    ],
+)
+def test_execution_options_are_checked_before_any_folder(cli, tmp_path, args, message):
+    result = cli("run", "--config", SMOKE, "--out", tmp_path / "out", *args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_progress_shows_every_running_trial_and_an_overall_bar(tmp_path):
+    from losscmp.console import TrainingProgress
+
+    infos = tuple(TrialInfo(f"t{i}", "synthetic", f"loss{i}", 0) for i in range(3))
+    progress = TrainingProgress()
+    progress(RunStarted(tmp_path, infos, skipped=1, epochs=2, executor="2 workers"))
+    progress(TrialStarted("t0", "worker 1"))
+    progress(TrialStarted("t1", "worker 2"))
+    progress(StepDone("t0", epoch=1, step=2, steps=4))
+    record = {"epoch": 1, "status": "ok", "train_loss": 0.5, "val_dice": 0.4, "val_mcc": 0.3}
+    progress(EpochDone("t1", record))
+    running = {task.description for task in progress.progress.tasks}
+    assert running == {
+        "all trials",
+        "  loss0 · seed 0 [dim](worker 1)[/dim]",
+        "  loss1 · seed 0 [dim](worker 2)[/dim]",
+    }
+    overall = progress.progress.tasks[0]
+    assert overall.total == 6 and overall.completed == pytest.approx(0.5 + 1)
+    progress(TrialEnded("t1", "finished"))
+    assert len(progress.progress.tasks) == 2  # the finished trial's line is gone
+    assert progress.progress.tasks[0].completed == pytest.approx(0.5 + 2)

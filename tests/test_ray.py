@@ -1,0 +1,142 @@
+"""``--executor ray`` on a real local Ray (2 CPUs, one per module, no mocks).
+
+Same numbers as the local executor; a task whose worker is killed is retried
+once, then its trial is recorded as failed while the others finish; without
+Ray installed, one line says how to get it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.ray
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.yaml"
+TIMING_COLUMNS = {"seconds"}
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray for the module; the executor joins it and leaves it running."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_gives_the_numbers_of_the_local_sequential_run(cli, ray_cluster, tmp_path):
+    args = ("run", "--config", SMOKE, "--threads", "1")
+    local = cli(*args, "--out", tmp_path / "local")
+    assert local.exit_code == 0, local.output
+    on_ray = cli(*args, "--executor", "ray", "--jobs", "2", "--out", tmp_path / "ray")
+    assert on_ray.exit_code == 0, on_ray.output
+
+    (local_dir,) = (tmp_path / "local").iterdir()
+    (ray_dir,) = (tmp_path / "ray").iterdir()
+    expected, got = _epochs(local_dir), _epochs(ray_dir)
+    assert len(got) == 3 * 2  # losses x epochs
+    assert got == expected
+    meta = json.loads((ray_dir / "run.json").read_text())
+    assert meta["execution"]["executor"] == "ray"
+    assert meta.get("failed_trials", {}) == {}
+    assert ray_cluster.is_initialized()  # a Ray the executor did not start is left running
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the Ray worker in /proc")
+def test_a_killed_task_is_retried_once_then_its_trial_is_recorded_as_failed(
+    cli, ray_cluster, tmp_path, monkeypatch
+):
+    """Kill the Ray worker running a trial, as the OOM killer would: dice on both
+    attempts (recorded as failed), focal on its first only (finished by the retry)."""
+    from losscmp.events import TrialRetried, TrialStarted
+    from losscmp.executors.ray import RayExecutor
+
+    kills = {"dice": 2, "focal": 1}
+    seen = []
+    run = RayExecutor.run
+
+    def run_and_kill(self, jobs, context, emit):
+        def spy(event):
+            seen.append(event)
+            loss = getattr(event, "trial_id", "").split("__")[1:2]
+            if isinstance(event, TrialStarted) and kills.get(loss[0], 0):
+                kills[loss[0]] -= 1
+                _kill_process_titled(f"ray::losscmp {event.trial_id}")
+            emit(event)
+
+        return run(self, jobs, context, spy)
+
+    monkeypatch.setattr(RayExecutor, "run", run_and_kill)
+    result = cli(
+        "run", "--config", SMOKE, "--threads", "1", "--executor", "ray", "--jobs", "2",
+        "--out", tmp_path,
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    assert kills == {"dice": 0, "focal": 0}
+    (run_dir,) = tmp_path.iterdir()
+    meta = json.loads((run_dir / "run.json").read_text())
+    (dice,) = [trial for trial in meta["trials"] if "__dice__" in trial]
+    assert list(meta["failed_trials"]) == [dice]
+    assert "died" in meta["failed_trials"][dice]
+    retried = [event.trial_id.split("__")[1] for event in seen if isinstance(event, TrialRetried)]
+    assert sorted(retried) == ["dice", "focal"]  # once each: no third attempt
+    finished = {row["loss"] for row in _epochs(run_dir).values()}
+    assert finished == {"focal", "tversky"}
+    assert len(list((run_dir / "trials").glob("*.json"))) == 2
+
+
+def test_without_ray_the_install_hint_is_one_line_and_nothing_is_written(tmp_path):
+    out = tmp_path / "runs"
+    hide_ray = "import sys; sys.modules['ray'] = None; from losscmp.cli import main; main()"
+    command = [sys.executable, "-c", hide_ray, "run", "--config", str(SMOKE), "--epochs", "1"]
+    process = subprocess.run(
+        [*command, "--executor", "ray", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert process.returncode == 2, process.stderr
+    assert process.stderr.strip().splitlines() == [
+        "losscmp: error: --executor ray needs Ray: pip install 'losscmp[ray]'"
+    ]
+    assert not out.exists() or not any(out.iterdir())
+
+
+def _epochs(run_dir: Path) -> dict[tuple, dict[str, str]]:
+    """epochs.csv rows by (dataset, loss, seed, epoch), timing columns left out."""
+    with open(run_dir / "epochs.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    return {
+        (row["dataset"], row["loss"], row["seed"], row["epoch"]): {
+            key: value for key, value in row.items() if key not in TIMING_COLUMNS
+        }
+        for row in rows
+    }
+
+
+def _kill_process_titled(title: str) -> None:
+    """SIGKILL the process whose title is ``title`` (Ray titles a busy worker
+    ``ray::<task name>``; the executor names tasks ``losscmp <job>``)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if cmdline.split("\0")[0].strip() == title:
+            pids.append(int(entry.name))
+    assert len(pids) == 1, f"{title}: {pids}"
+    os.kill(pids[0], signal.SIGKILL)
