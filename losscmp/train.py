@@ -48,6 +48,63 @@ class TrialOutcome:
     panel_predictions: np.ndarray | None = field(default=None, repr=False)
 
 
+class TrialLog:
+    """One trial's bookkeeping: epoch rows, best epoch, final per-image rows and panel, and
+    the record built from them. Shared by ``train_trial`` and ``fused.train_fused_group``."""
+
+    def __init__(self, trial: Trial, data, epochs: int):
+        self.trial, self.data, self.planned_epochs = trial, data, epochs
+        self.started = time.perf_counter()
+        self.epochs: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {}
+        self.final_images: list[dict[str, Any]] = []
+        self.panel: np.ndarray | None = None
+        self.status, self.diverged_epoch = "finished", None
+
+    def last(self, epoch: int) -> bool:
+        """The last planned epoch keeps its hard predictions (final images, panel)."""
+        return epoch == self.planned_epochs
+
+    def diverged(self, epoch: int, train_loss: float, lr: float, started: float) -> dict:
+        """A non-finite epoch train loss: the trial stops here; returns the epoch row."""
+        self.status, self.diverged_epoch = "diverged", epoch
+        self.epochs.append(_epoch_row(epoch, train_loss, {}, lr, started, self.status))
+        return self.epochs[-1]
+
+    def validated(self, epoch, train_loss, lr, started, counts, predictions) -> dict:
+        """A finished epoch and its validation counts; returns the epoch row."""
+        data = self.data
+        summary = metrics.summarize_epoch(counts, mode=data.mode, class_names=data.class_names)
+        self.epochs.append(_epoch_row(epoch, train_loss, summary, lr, started, "ok"))
+        if not self.best or summary["val_dice"] > self.best["val_dice"]:
+            self.best = {"epoch": epoch, "val_dice": summary["val_dice"], "counts": counts}
+        if self.last(epoch):
+            self.final_images = per_image_rows(counts, "final", data, predictions)
+            self.panel = predictions[:PANEL_SIZE]
+        return self.epochs[-1]
+
+    def outcome(self, loss_params: dict[str, Any], seconds: float | None = None) -> TrialOutcome:
+        """The record; ``seconds`` defaults to the time since this log was created."""
+        best, trial = self.best, self.trial
+        best_images = per_image_rows(best["counts"], "best", self.data) if best else []
+        if seconds is None:
+            seconds = time.perf_counter() - self.started
+        record = {
+            "trial_id": trial.id,
+            "dataset": trial.dataset,
+            "loss": trial.loss,
+            "seed": trial.seed,
+            "status": self.status,
+            "diverged_epoch": self.diverged_epoch,
+            "best_epoch": best.get("epoch"),
+            "seconds": round(seconds, 3),
+            "loss_params": loss_params,
+            "epochs": self.epochs,
+            "images": best_images + self.final_images,
+        }
+        return TrialOutcome(record, self.panel)
+
+
 def train_trial(
     trial: Trial,
     loss_spec: Spec,
@@ -58,7 +115,7 @@ def train_trial(
 ) -> TrialOutcome:
     device = settings.device
     model = build_model(settings.preset, data.out_channels, settings.encoder_weights, trial.seed)
-    model = model.to(device)
+    model = model.to(device, memory_format=torch.channels_last)
     loss_fn = make_loss(loss_spec, data).to(device)
     loss_fn.fit(torch.as_tensor(data.class_pixel_counts("train"), dtype=torch.float64))
     optimizer = torch.optim.AdamW(
@@ -69,12 +126,7 @@ def train_trial(
         optimizer, T_max=settings.epochs * steps_per_epoch
     )
     torch.manual_seed(trial.seed)
-    started = time.perf_counter()
-    epochs: list[dict[str, Any]] = []
-    best: dict[str, Any] = {}
-    final_images: list[dict[str, Any]] = []
-    panel = None
-    status, diverged_epoch = "finished", None
+    log = TrialLog(trial, data, settings.epochs)
     for epoch in range(1, settings.epochs + 1):
         epoch_start = time.perf_counter()
         loss_fn.set_progress((epoch - 1) / settings.epochs)
@@ -83,53 +135,36 @@ def train_trial(
             model, loss_fn, optimizer, scheduler, data, settings, trial.seed, epoch, on_step
         )
         if not math.isfinite(train_loss):
-            status, diverged_epoch = "diverged", epoch
-            epochs.append(_epoch_row(epoch, train_loss, {}, lr, epoch_start, status))
+            row = log.diverged(epoch, train_loss, lr, epoch_start)
             if on_epoch:
-                on_epoch(epochs[-1])
+                on_epoch(row)
             break
-        last_epoch = epoch == settings.epochs
-        counts, predictions = validate(model, data, settings, keep_predictions=last_epoch)
-        summary = metrics.summarize_epoch(counts, mode=data.mode, class_names=data.class_names)
-        epochs.append(_epoch_row(epoch, train_loss, summary, lr, epoch_start, "ok"))
-        if not best or summary["val_dice"] > best["val_dice"]:
-            best = {"epoch": epoch, "val_dice": summary["val_dice"], "counts": counts}
-        if last_epoch:
-            final_images = per_image_rows(counts, "final", data, predictions)
-            panel = predictions[:PANEL_SIZE]
+        counts, predictions = validate(model, data, settings, keep_predictions=log.last(epoch))
+        row = log.validated(epoch, train_loss, lr, epoch_start, counts, predictions)
         if on_epoch:
-            on_epoch(epochs[-1])
-    images = (per_image_rows(best["counts"], "best", data) if best else []) + final_images
-    record = {
-        "trial_id": trial.id,
-        "dataset": trial.dataset,
-        "loss": trial.loss,
-        "seed": trial.seed,
-        "status": status,
-        "diverged_epoch": diverged_epoch,
-        "best_epoch": best.get("epoch"),
-        "seconds": round(time.perf_counter() - started, 3),
-        "loss_params": loss_fn.params,
-        "epochs": epochs,
-        "images": images,
-    }
-    return TrialOutcome(record, panel)
+            on_epoch(row)
+    return log.outcome(loss_fn.params)
 
 
 def train_one_epoch(model, loss_fn, optimizer, scheduler, data, settings, seed, epoch, on_step):
     """One pass over the training split; returns the mean loss (one sync, at the end)."""
+    from losscmp.model import input_memory_format
+
     model.train()
     device = settings.device
+    layout = input_memory_format(model)  # channels_last from train_trial
     loader = training_loader(data, settings, loss_fn, seed, epoch)
     total = torch.zeros((), device=device)
     steps = len(loader)
     for step, batch in enumerate(loader, start=1):
-        images = batch["image"].to(device, non_blocking=True)
+        images = batch["image"].to(device, non_blocking=True, memory_format=layout)
         target = batch["target"].to(device, non_blocking=True)
         maps = {name: batch[name].to(device, non_blocking=True) for name in loss_fn.needs}
         with _autocast(settings):
             logits = model(images)
-        loss = loss_fn(logits.float(), target, **maps)
+        # The losses are written for (and faster on) contiguous logits; C = 1 is already.
+        logits = logits.to(torch.float32, memory_format=torch.contiguous_format)
+        loss = loss_fn(logits, target, **maps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -154,11 +189,28 @@ def training_loader(data, settings: TrainSettings, loss_fn, seed: int, epoch: in
     )
 
 
+def validation_loader(data, settings: TrainSettings):
+    """The validation split in order, un-augmented, without target maps."""
+    return make_loader(
+        data,
+        split="val",
+        batch_size=settings.batch_size,
+        seed=0,
+        epoch=0,
+        num_workers=settings.num_workers,
+        maps=frozenset(),
+        augment=False,
+    )
+
+
 @torch.no_grad()
 def validate(model, data, settings, keep_predictions: bool):
     """Per-image confusion counts over the validation split (and hard predictions if asked)."""
+    from losscmp.model import input_memory_format
+
     model.eval()
     device = settings.device
+    layout = input_memory_format(model)  # channels_last from train_trial
     loader = make_loader(
         data,
         split="val",
@@ -171,7 +223,7 @@ def validate(model, data, settings, keep_predictions: bool):
     )
     counts, predictions = [], []
     for batch in loader:
-        images = batch["image"].to(device, non_blocking=True)
+        images = batch["image"].to(device, non_blocking=True, memory_format=layout)
         target = batch["target"].to(device, non_blocking=True)
         with _autocast(settings):
             logits = model(images).float()

@@ -1,0 +1,275 @@
+"""Train the losses of one (dataset, seed) as one fused model.
+
+Every trial of a seed starts from the same weights and sees the same batches and
+augmentations; only the loss differs. So K trials can share one data pipeline and
+one forward pass: the K copies of the model are stacked (``stack_module_state``)
+and run together with ``vmap`` over ``functional_call`` on a weightless template,
+the batch shared by all copies. Each copy then gets its own loss on its own slice
+of the logits; the K losses are summed and back-propagated once. The gradient of
+the sum with respect to copy k's weights is the gradient of copy k's loss alone,
+so each copy trains as it would on its own (up to floating-point reordering in the
+batched kernels, measured in ``tests/test_fused.py``).
+
+Each copy keeps its own loss module, BatchNorm running statistics (stacked
+buffers, updated in place under ``vmap``), AdamW moments and divergence status. A
+copy whose epoch train loss is non-finite is recorded as diverged exactly as
+``train_trial`` records it and is then sliced out of the parameters, buffers and
+optimizer state; the others go on without it.
+
+``seconds`` (per epoch and per trial) is the trial's share of the group's wall
+time: work done for the whole group is split evenly among the copies it served,
+per-copy bookkeeping (metrics, boundary scores) counts for its copy alone. The
+trials' seconds thus add up to the group's time, as sequential trials' do.
+
+The model must be deterministic in its forward pass (no dropout): ``vmap`` refuses
+random operations rather than silently sharing one draw among the copies.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from torch.func import functional_call, stack_module_state, vmap
+
+from losscmp import metrics
+from losscmp.model import build_model
+from losscmp.plan import Trial, make_loss
+from losscmp.spec import Spec
+from losscmp.train import (
+    TrainSettings,
+    TrialLog,
+    TrialOutcome,
+    _autocast,
+    hard_prediction,
+    training_loader,
+    validation_loader,
+)
+
+
+def train_fused_group(
+    trials: list[Trial],
+    loss_specs: dict[str, Spec],
+    data,
+    settings: TrainSettings,
+    on_step: Callable[[Trial, int, int], None] | None = None,
+    on_epoch: Callable[[Trial, dict[str, Any]], None] | None = None,
+) -> list[TrialOutcome]:
+    """Train ``trials`` (one dataset, one seed, any losses) as one fused model.
+
+    Returns one outcome per trial, in order, with the same record ``train_trial``
+    writes. ``on_step(trial, step, steps)`` and ``on_epoch(trial, row)`` are called
+    for every trial still in the group.
+    """
+    seed = _group_seed(trials)
+    started = time.perf_counter()
+    device = settings.device
+    model = build_model(settings.preset, data.out_channels, settings.encoder_weights, seed)
+    fused = FusedModel(model.to(device), len(trials), settings)
+    class_counts = torch.as_tensor(data.class_pixel_counts("train"), dtype=torch.float64)
+    copies = []
+    for trial in trials:
+        loss_fn = make_loss(loss_specs[trial.loss], data).to(device)
+        loss_fn.fit(class_counts)
+        copies.append(_Copy(trial, loss_fn, TrialLog(trial, data, settings.epochs)))
+    steps_per_epoch = len(training_loader(data, settings, _needs_of(copies), seed, epoch=1))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        fused.optimizer, T_max=settings.epochs * steps_per_epoch
+    )
+    torch.manual_seed(seed)
+    setup_share = (time.perf_counter() - started) / len(copies)
+    for piece in copies:
+        piece.seconds = setup_share
+    active = list(copies)
+    for epoch in range(1, settings.epochs + 1):
+        epoch_start = time.perf_counter()
+        for piece in active:
+            piece.loss_fn.set_progress((epoch - 1) / settings.epochs)
+        lr = fused.optimizer.param_groups[0]["lr"]
+        train_losses = _train_epoch(fused, active, scheduler, data, settings, epoch, on_step)
+        train_share = (time.perf_counter() - epoch_start) / len(active)
+        kept = []  # positions in the stack of the copies whose loss stayed finite
+        for position, (piece, train_loss) in enumerate(zip(active, train_losses, strict=True)):
+            piece.seconds += train_share
+            if math.isfinite(train_loss):
+                kept.append(position)
+                continue
+            # The row's seconds run from its "start": this copy's share of the epoch.
+            row = piece.log.diverged(epoch, train_loss, lr, time.perf_counter() - train_share)
+            if on_epoch:
+                on_epoch(piece.trial, row)
+        if not kept:
+            break
+        if len(kept) < len(active):
+            fused.keep(kept)
+        survivors = [(active[position], train_losses[position]) for position in kept]
+        active = [piece for piece, _ in survivors]
+        val_start = time.perf_counter()
+        results = _validate(fused, data, settings, keep_predictions=active[0].log.last(epoch))
+        val_share = (time.perf_counter() - val_start) / len(active)
+        for (piece, train_loss), (counts, predictions) in zip(survivors, results, strict=True):
+            piece.seconds += val_share
+            own_start = time.perf_counter()
+            row_start = own_start - train_share - val_share
+            row = piece.log.validated(epoch, train_loss, lr, row_start, counts, predictions)
+            if on_epoch:
+                on_epoch(piece.trial, row)
+            piece.seconds += time.perf_counter() - own_start
+    return [piece.log.outcome(piece.loss_fn.params, seconds=piece.seconds) for piece in copies]
+
+
+@dataclass(eq=False)
+class _Copy:
+    """One trial of the group: its loss module, its bookkeeping and its share of the time."""
+
+    trial: Trial
+    loss_fn: torch.nn.Module
+    log: TrialLog
+    seconds: float = 0.0
+
+
+class FusedModel:
+    """K copies of one model as stacked parameters and buffers, trained by one AdamW.
+
+    Call it on a batch (B, ...) to get every copy's output stacked (K, B, ...). The
+    model given becomes the weightless template that ``functional_call`` runs (its
+    weights move to the meta device, after being copied K times). ``train()`` /
+    ``eval()`` switch the template, so BatchNorm uses batch statistics (and updates
+    each copy's running statistics) or the running statistics, as a plain module would.
+    """
+
+    def __init__(self, model: torch.nn.Module, copies: int, settings: TrainSettings):
+        self.params, self.buffers = stack_module_state([model] * copies)
+        self.template = model.to("meta")
+        # One AdamW over the stacked tensors is exactly K independent AdamWs: its update is
+        # elementwise, and the step count and the learning rate (one cosine schedule) are
+        # the same for every copy. Weight decay is elementwise too.
+        self.optimizer = torch.optim.AdamW(
+            self.params.values(), lr=settings.lr, weight_decay=settings.weight_decay
+        )
+        self._forward = vmap(self._call, in_dims=(0, 0, None))
+
+    @property
+    def copies(self) -> int:
+        return next(iter(self.params.values())).shape[0]
+
+    def _call(self, params, buffers, images):
+        return functional_call(self.template, (params, buffers), (images,))
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self._forward(self.params, self.buffers, images)
+
+    def train(self) -> FusedModel:
+        self.template.train()
+        return self
+
+    def eval(self) -> FusedModel:
+        self.template.eval()
+        return self
+
+    def keep(self, positions: list[int]) -> None:
+        """Keep only the copies at ``positions`` (in that order): parameters, buffers and
+        AdamW moments are sliced, so a dropped copy's values never reach the others."""
+        first = next(iter(self.params.values()))
+        index = torch.as_tensor(positions, dtype=torch.long, device=first.device)
+        state = self.optimizer.state
+        kept = {}
+        for name, old in self.params.items():
+            new = old.detach().index_select(0, index).requires_grad_(old.requires_grad)
+            moments = state.pop(old, None)
+            if moments:  # exp_avg and exp_avg_sq are per copy; the step count is shared
+                state[new] = {
+                    key: value.index_select(0, index)
+                    if torch.is_tensor(value) and value.shape == old.shape
+                    else value
+                    for key, value in moments.items()
+                }
+            kept[name] = new
+        self.params = kept
+        self.optimizer.param_groups[0]["params"] = list(kept.values())
+        self.buffers = {name: value.index_select(0, index) for name, value in self.buffers.items()}
+
+
+def _train_epoch(fused, copies, scheduler, data, settings, epoch, on_step) -> list[float]:
+    """One pass over the training split for every copy; each copy's mean loss (one sync)."""
+    fused.train()
+    device = settings.device
+    needs = _needs_of(copies)
+    loader = training_loader(data, settings, needs, copies[0].trial.seed, epoch)
+    totals = torch.zeros(len(copies), device=device)
+    steps = len(loader)
+    for step, batch in enumerate(loader, start=1):
+        images = batch["image"].to(device, non_blocking=True)
+        target = batch["target"].to(device, non_blocking=True)
+        maps = {name: batch[name].to(device, non_blocking=True) for name in needs.needs}
+        with _autocast(settings):
+            logits = fused(images)
+        logits = logits.float()
+        losses = torch.stack(
+            [
+                piece.loss_fn(logits[k], target, **_subset(maps, piece.loss_fn.needs))
+                for k, piece in enumerate(copies)
+            ]
+        )
+        fused.optimizer.zero_grad(set_to_none=True)
+        # d(sum)/d(loss_k) = 1 for every k, NaN or not: copy k's gradient is its own loss's.
+        losses.sum().backward()
+        fused.optimizer.step()
+        scheduler.step()
+        totals += losses.detach()
+        if on_step:
+            for piece in copies:
+                on_step(piece.trial, step, steps)
+    return [total / max(steps, 1) for total in totals.tolist()]
+
+
+@torch.no_grad()
+def _validate(fused, data, settings, keep_predictions: bool):
+    """Per copy: per-image confusion counts on the validation split (and hard predictions)."""
+    fused.eval()
+    device = settings.device
+    copies = fused.copies
+    counts, predictions = [], []
+    for batch in validation_loader(data, settings):
+        images = batch["image"].to(device, non_blocking=True)
+        target = batch["target"].to(device, non_blocking=True)
+        with _autocast(settings):
+            logits = fused(images).float()
+        flat = logits.flatten(0, 1)  # (K·B, C, H, W), copy-major
+        targets = target.expand(copies, *target.shape).flatten(0, 1)
+        found = metrics.confusion_counts(
+            flat, targets, mode=data.mode, ignore_index=data.ignore_index
+        )
+        counts.append(found.unflatten(0, (copies, -1)))
+        if keep_predictions:
+            hard = hard_prediction(flat, data.mode).to(torch.uint8)
+            predictions.append(hard.unflatten(0, (copies, -1)))
+    all_counts = torch.cat(counts, dim=1).cpu()
+    kept = torch.cat(predictions, dim=1).cpu().numpy() if keep_predictions else None
+    return [
+        (all_counts[k].clone(), kept[k].copy() if kept is not None else None) for k in range(copies)
+    ]
+
+
+def _subset(maps: dict[str, torch.Tensor], names) -> dict[str, torch.Tensor]:
+    """The maps this copy's loss needs, as ``train_one_epoch`` passes them."""
+    return {name: maps[name] for name in names}
+
+
+def _needs_of(copies: list[_Copy]) -> SimpleNamespace:
+    """The union of the copies' target maps, shaped as ``training_loader`` reads a loss."""
+    return SimpleNamespace(needs=frozenset().union(*(piece.loss_fn.needs for piece in copies)))
+
+
+def _group_seed(trials: list[Trial]) -> int:
+    if not trials:
+        raise ValueError("a fused group needs at least one trial")
+    groups = {(trial.dataset, trial.seed) for trial in trials}
+    if len(groups) != 1:
+        raise ValueError(f"a fused group shares one dataset and seed, got {sorted(groups)}")
+    return trials[0].seed
