@@ -1,0 +1,143 @@
+"""Many trials at once: whole `losscmp run` commands timed under each way of executing them.
+
+    .venv/bin/python benchmarks/executors.py cpu          # --jobs 1 vs --jobs 2, 8 trials
+    .venv/bin/python benchmarks/executors.py ray          # --executor ray vs --jobs 2
+    python3 benchmarks/executors.py gpu                   # on a CUDA machine (see README)
+
+Every side is a real `losscmp run` in a subprocess, timed from start to exit
+(imports, data, training, writing, the table), so the figures are what a user
+waits for. Sides are alternated (A, B, A, B, ...) and each side's median is
+reported with the ratio, measured in the same invocation.
+
+cpu: 8 trials of a few seconds each (tiny preset, 64 px) with --jobs 1 (torch's
+     threads, all cores) and --jobs 2 (the cores divided). Target: >= 1.4x.
+ray: the same 8 trials on a local Ray with 2 CPUs vs --jobs 2. Target: <= 1.3x.
+gpu: small preset, 128 px, synthetic, 8 losses x 1 seed: 1 loss alone; 8
+     sequential; 8 fused (one stacked model); 8 as --trials-per-gpu 2 and 4
+     processes; wall time of each, the ratio to 1 loss alone (target <= 2.5x
+     for the best way), the speed-up over sequential and peak GPU memory per
+     trial (from the trial records).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+EIGHT_LOSSES = "dice,focal,tversky,bce,jaccard,lovasz,mcc,boundary"
+CPU_TRIALS = [
+    "--losses",
+    EIGHT_LOSSES,
+    "--dataset",
+    "synthetic(fg_fraction=0.05,n_train=64,n_val=16)",
+    "--epochs",
+    "3",
+    "--model",
+    "tiny",
+    "--image-size",
+    "64",
+    "--device",
+    "cpu",
+]
+GPU_TRIALS = ["--dataset", "synthetic(fg_fraction=0.05)", "--model", "small", "--image-size", "128"]
+
+
+def run_command(args: list[str], out: Path) -> tuple[float, Path]:
+    """Wall seconds of one whole `losscmp run`, and its run folder."""
+    out.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "losscmp", "run", *args, "--out", str(out)]
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"failed: {' '.join(command)}\n{result.stderr[-2000:]}")
+    newest = max((path for path in out.iterdir() if path.is_dir()), key=lambda p: p.stat().st_mtime)
+    return seconds, newest
+
+
+def gpu_peak_per_trial(run_dir: Path) -> float | None:
+    peaks = [
+        json.loads(path.read_text()).get("gpu_peak_mib")
+        for path in (run_dir / "trials").glob("*.json")
+    ]
+    peaks = [peak for peak in peaks if peak is not None]
+    return max(peaks) if peaks else None
+
+
+def compare(sides: dict[str, list[str]], repeats: int, scratch: Path) -> dict[str, dict]:
+    """Alternate the sides ``repeats`` times; median wall seconds and GPU memory per side."""
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    memory: dict[str, float | None] = {}
+    for repeat in range(repeats):
+        for name, args in sides.items():
+            seconds, run_dir = run_command(args, scratch / f"{name}-{repeat}")
+            times[name].append(seconds)
+            memory[name] = gpu_peak_per_trial(run_dir)
+            print(f"  {name:28s} run {repeat + 1}: {seconds:7.1f} s", flush=True)
+    return {
+        name: {"median_s": statistics.median(values), "runs": values, "gpu_mib": memory[name]}
+        for name, values in times.items()
+    }
+
+
+def print_table(results: dict[str, dict], baseline: str) -> None:
+    base = results[baseline]["median_s"]
+    print(f"\n{'side':28s} {'median s':>9s} {'x ' + baseline:>16s} {'GPU MiB/trial':>14s}")
+    for name, result in results.items():
+        memory = f"{result['gpu_mib']:.0f}" if result["gpu_mib"] is not None else "-"
+        ratio = result["median_s"] / base
+        print(f"{name:28s} {result['median_s']:9.1f} {ratio:16.2f} {memory:>14s}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("what", choices=["cpu", "ray", "gpu"])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=5, help="gpu: epochs per trial")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    options = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="losscmp-bench-"))
+    try:
+        if options.what == "cpu":
+            sides = {"--jobs 1": [*CPU_TRIALS, "--jobs", "1"], "--jobs 2": [*CPU_TRIALS, "-j", "2"]}
+            baseline = "--jobs 1"
+        elif options.what == "ray":
+            common = [*CPU_TRIALS, "--threads", "1"]
+            sides = {
+                "--jobs 2": [*common, "-j", "2"],
+                "--executor ray": [*common, "--executor", "ray"],
+            }
+            baseline = "--jobs 2"
+        else:
+            common = [*GPU_TRIALS, "--epochs", str(options.epochs), "--device", "cuda"]
+            eight = [*common, "--losses", EIGHT_LOSSES]
+            sides = {
+                "1 loss alone": [*common, "--losses", "dice", "--fuse", "off"],
+                "8 sequential": [*eight, "--fuse", "off", "--jobs", "1"],
+                "8 fused": [*eight, "--fuse", "on", "--jobs", "1"],
+                "8 --trials-per-gpu 2": [*eight, "--fuse", "off", "--trials-per-gpu", "2"],
+                "8 --trials-per-gpu 4": [*eight, "--fuse", "off", "--trials-per-gpu", "4"],
+            }
+            baseline = "1 loss alone"
+        results = compare(sides, options.repeats, scratch)
+        print_table(results, baseline)
+        if options.what == "gpu":
+            sequential = results["8 sequential"]["median_s"]
+            for name in ("8 fused", "8 --trials-per-gpu 2", "8 --trials-per-gpu 4"):
+                speedup = sequential / results[name]["median_s"]
+                print(f"speed-up of {name} over sequential: {speedup:.2f}x")
+        if options.json:
+            options.json.write_text(json.dumps(results, indent=2))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""Time one losscmp trial against a hand-written PyTorch loop doing the same work.
+
+    python benchmarks/trial.py                      # CPU: tiny U-Net, 64 px, 6 epochs, 3 repeats
+    python benchmarks/trial.py --repeats 1 --epochs 2          # a quick look
+    python benchmarks/trial.py --device cuda --preset small    # on a GPU (bf16 autocast)
+
+The library side is ``losscmp.train.train_trial`` on the synthetic dataset (256 training
+and 64 validation images, dihedral augmentation), exactly as ``losscmp run`` calls it.
+The plain side is the best loop written by hand for the same job: the same smp U-Net
+(same preset and seed), the same uint8 arrays normalised with the same ImageNet
+statistics, a random quarter turn/flip per sample and epoch, the same batch size and
+epochs, AdamW with a per-step cosine schedule, channels_last, no host sync per step,
+and per-epoch validation that counts hard-prediction TP/FP/FN per image and reports the
+dataset Dice (one sync per epoch). On CUDA both sides run under bf16 autocast with
+``cudnn.benchmark``. The loss is BCE (``--loss bce``): the plain loop uses
+``F.binary_cross_entropy_with_logits``; any other ``--loss`` is created with
+``losscmp.losses.create_loss`` on both sides, so only the training machinery differs.
+
+The two sides run in turn (plain, losscmp, plain, losscmp, ...) in one process, after
+an untimed 1-epoch warm-up of each, so that a change in machine load hits both alike; the
+medians and their ratio are printed. The library side also does work the plain loop
+does not (per-image Dice/IoU rows, HD95 and NSD of the last epoch's predictions, the
+epoch records): it is inside its time. Results are deterministic for a given thread
+count (the validation Dice printed for each side repeats from run to run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from losscmp.data import load_dataset  # noqa: E402
+from losscmp.data.transforms import MEAN, STD  # noqa: E402
+from losscmp.model import build_model, resolve_preset  # noqa: E402
+from losscmp.plan import Trial, make_loss  # noqa: E402
+from losscmp.spec import as_spec  # noqa: E402
+from losscmp.train import TrainSettings, train_trial  # noqa: E402
+
+LR, WEIGHT_DECAY, BATCH_SIZE, SEED = 3e-3, 1e-4, 16, 0
+FUSED_ADAMW = ("cpu", "cuda")  # one kernel for all parameters: ~3x faster steps on CPU
+
+
+# ------------------------------------------------------------------ plain PyTorch
+def normalised(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float32 (N, H·W, 3), ImageNet-normalised, on the device: the
+    pixel-major layout that a channels_last (N, 3, H, W) batch is a view of."""
+    x = torch.from_numpy(images).to(device).float()
+    mean = torch.as_tensor(MEAN, device=device)
+    std = torch.as_tensor(STD, device=device)
+    return ((x / 255 - mean) / std).flatten(1, 2)
+
+
+def dihedral_pixels(size: int, device: torch.device) -> torch.Tensor:
+    """(8, size²) source pixel of every output pixel for the 8 quarter turns/flips."""
+    grid = torch.arange(size * size, device=device).view(size, size)
+    ops = [torch.rot90(grid, op % 4, dims=(0, 1)) for op in range(8)]
+    return torch.stack([op.flip(1) if k >= 4 else op for k, op in enumerate(ops)]).flatten(1)
+
+
+def batch_of(pixels: torch.Tensor, index: torch.Tensor, sources: torch.Tensor, size: int):
+    """Samples ``index`` of (N, H·W, C), each turned by its own op (``sources``: (B, H·W)),
+    as a channels_last (B, C, H, W) batch: one gather, no host sync."""
+    picked = pixels[index]
+    turned = picked.gather(1, sources.unsqueeze(2).expand(-1, -1, picked.shape[2]))
+    return turned.view(len(index), size, size, -1).permute(0, 3, 1, 2)
+
+
+def plain_trial(data, preset, epochs: int, loss_name: str, device: torch.device, amp: bool):
+    """The hand-written loop; returns the last epoch's validation Dice."""
+    model = build_model(preset, data.out_channels, None, SEED)  # same seeded weights
+    model = model.to(device, memory_format=torch.channels_last)
+    loss_fn = (
+        F.binary_cross_entropy_with_logits
+        if loss_name == "bce"
+        else make_loss(as_spec(loss_name), data).to(device)
+    )
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY, fused=device.type in FUSED_ADAMW
+    )
+    size = data.train_images.shape[1]
+    train_x = normalised(data.train_images, device)
+    train_y = torch.from_numpy(data.train_masks).to(device).float().flatten(1).unsqueeze(2)
+    val_x = normalised(data.val_images, device).view(-1, size, size, 3).permute(0, 3, 1, 2)
+    val_y = torch.from_numpy(data.val_masks).to(device).unsqueeze(1) > 0
+    turns = dihedral_pixels(size, device)
+    count = train_x.shape[0]
+    steps = count // BATCH_SIZE + (count % BATCH_SIZE > 1)  # a last batch of 1 is dropped
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps)
+    generator = torch.Generator().manual_seed(SEED)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+    dice = float("nan")
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(count, generator=generator).to(device)
+        ops = torch.randint(0, 8, (count,), generator=generator).to(device)
+        total = torch.zeros((), device=device)
+        for step in range(steps):
+            index = order[step * BATCH_SIZE : (step + 1) * BATCH_SIZE]
+            sources = turns[ops[index]]
+            images = batch_of(train_x, index, sources, size)
+            target = batch_of(train_y, index, sources, size)
+            with autocast:
+                logits = model(images)
+            loss = loss_fn(logits.float(), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += loss.detach()
+        mean_loss = float(total) / steps  # one sync per epoch
+        if not math.isfinite(mean_loss):
+            break
+        model.eval()
+        counts = []  # per image TP, FP, FN of the hard predictions
+        with torch.no_grad(), autocast:
+            for start in range(0, val_x.shape[0], BATCH_SIZE):
+                predicted = model(val_x[start : start + BATCH_SIZE]) >= 0
+                actual = val_y[start : start + BATCH_SIZE]
+                pairs = (predicted & actual, predicted & ~actual, ~predicted & actual)
+                counts.append(torch.stack([pair.sum((1, 2, 3)) for pair in pairs], 1))
+        tp, fp, fn = torch.cat(counts).sum(0).tolist()  # one sync per epoch
+        dice = 2 * tp / max(2 * tp + fp + fn, 1)
+    return dice
+
+
+# ------------------------------------------------------------------ losscmp
+def losscmp_trial(data, settings: TrainSettings, loss_name: str):
+    """``train_trial`` as the runner calls it; returns the last epoch's validation Dice."""
+    outcome = train_trial(Trial("synthetic", loss_name, SEED), as_spec(loss_name), data, settings)
+    return outcome.record["epochs"][-1].get("val_dice", float("nan"))
+
+
+# ------------------------------------------------------------------ timing
+def timed(fn, epochs: int, device: torch.device) -> tuple[float, float, float]:
+    """(wall seconds, process CPU seconds, the function's result) of ``fn(epochs)``."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn(epochs)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - wall, time.process_time() - cpu, result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--preset", default="auto", help="model preset (auto: tiny on CPU)")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each side")
+    parser.add_argument("--loss", default="bce", help="loss spec (bce: plain side uses torch's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    preset = resolve_preset(args.preset, device.type)
+    data = load_dataset("synthetic", image_size=args.image_size, seed=SEED)
+    settings = TrainSettings(
+        epochs=args.epochs,
+        batch_size=BATCH_SIZE,
+        lr=LR,
+        weight_decay=WEIGHT_DECAY,
+        num_workers=0,
+        preset=preset,
+        encoder_weights=None,
+        device=device,
+        amp=True,
+    )
+    amp = device.type == "cuda"
+    sides = {
+        "plain": lambda epochs: plain_trial(data, preset, epochs, args.loss, device, amp),
+        "losscmp": lambda epochs: losscmp_trial(
+            data, dataclasses.replace(settings, epochs=epochs), args.loss
+        ),
+    }
+    images = data.size("train") * args.epochs
+    print(
+        f"torch {torch.__version__}, {device.type}, {torch.get_num_threads()} CPU threads; "
+        f"preset {preset.name}, {args.image_size} px, {data.size('train')} train / "
+        f"{data.size('val')} val images, batch {BATCH_SIZE}, {args.epochs} epochs, "
+        f"loss {args.loss}; a 1-epoch warm-up, then {args.repeats} timed runs per side, alternating"
+    )
+    for fn in sides.values():  # warm-up: allocator, oneDNN/cuDNN kernel choice, imports
+        fn(1)
+    walls: dict[str, list[float]] = {name: [] for name in sides}
+    cpus: dict[str, list[float]] = {name: [] for name in sides}
+    dice: dict[str, float] = {}
+    for repeat in range(args.repeats):
+        for name, fn in sides.items():
+            wall, cpu, dice[name] = timed(fn, args.epochs, device)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+            print(f"  run {repeat + 1} {name:8s} {wall:7.2f} s wall  {cpu:7.2f} s CPU", flush=True)
+    print()
+    for name in sides:
+        wall = statistics.median(walls[name])
+        print(
+            f"{name:8s} median {wall:7.2f} s wall ({images / wall:6.1f} train images/s), "
+            f"{statistics.median(cpus[name]):7.2f} s CPU; last val Dice {dice[name]:.4f}"
+        )
+    ratio = statistics.median(walls["plain"]) / statistics.median(walls["losscmp"])
+    cpu_ratio = statistics.median(cpus["plain"]) / statistics.median(cpus["losscmp"])
+    print(f"losscmp throughput / plain loop: {ratio:.3f} (wall), {cpu_ratio:.3f} (CPU time)")
+
+
+if __name__ == "__main__":
+    main()
