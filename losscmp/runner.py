@@ -38,14 +38,29 @@ class PreparedRun:
 
 
 def prepare(plan: Plan) -> PreparedRun:
-    """Resolve the device, load the data, build each loss once: every user error surfaces here."""
+    """Resolve the device and the executor, load the data, build each loss once: every
+    user error surfaces here, before any folder exists."""
+    config = plan.config
+    check_out_dir(config.out)
+    device = resolve_device(config.device)
+    execution = resolve_execution(config, device)
+    executor = create_executor(execution)  # e.g. Ray not installed: refused before any folder
+    # Started first, so workers import torch while this process loads and probes the data.
+    executor.start(device)  # e.g. a Ray cluster that cannot be reached: refused likewise
+    try:
+        datasets, settings = _load_and_probe(plan, device)
+    except BaseException:
+        executor.close()
+        raise
+    return PreparedRun(plan, datasets, settings, execution, executor)
+
+
+def _load_and_probe(plan: Plan, device):
     from losscmp.data import load_dataset
     from losscmp.model import build_model, resolve_preset
     from losscmp.train import TrainSettings
 
     config = plan.config
-    check_out_dir(config.out)
-    device = resolve_device(config.device)
     datasets = {
         label: load_dataset(
             spec,
@@ -74,10 +89,7 @@ def prepare(plan: Plan) -> PreparedRun:
     if config.encoder_weights:
         # Fetch the pretrained weights now, so a failed download leaves no run folder.
         build_model(settings.preset, 1, config.encoder_weights, seed=config.seed)
-    execution = resolve_execution(config, device)
-    executor = create_executor(execution)  # e.g. Ray not installed: refused before any folder
-    executor.start()  # e.g. a Ray cluster that cannot be reached: likewise
-    return PreparedRun(plan, datasets, settings, execution, executor)
+    return datasets, settings
 
 
 def resolve_execution(config: RunConfig, device) -> Execution:

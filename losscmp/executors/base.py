@@ -84,7 +84,7 @@ class Executor(ABC):
     def run(self, jobs: list[Job], context: JobContext, emit: Listener) -> Iterator[TrialResult]:
         """Run every job; progress goes to ``emit`` (called in this process only)."""
 
-    def start(self) -> None:  # noqa: B027 (most executors need nothing started)
+    def start(self, device) -> None:  # noqa: B027 (most executors need nothing started)
         """Connect or start what the executor needs; fails before the run folder exists."""
 
     def close(self) -> None:  # noqa: B027 (most executors hold nothing to release)

@@ -45,11 +45,15 @@ class LocalExecutor(Executor):
         else:
             yield from self._run_in_workers(jobs, context, emit)
 
+    def start(self, device) -> None:
+        """Spawn the workers now: each imports torch while the main process loads data."""
+        if self.execution.jobs > 1 and not self.workers:
+            spawn = multiprocessing.get_context("spawn")
+            self.workers = [_Worker(spawn, i, device.type) for i in range(self.execution.jobs)]
+
     def _run_in_workers(self, jobs: list[Job], context: JobContext, emit):
         spawn = multiprocessing.get_context("spawn")
-        device_type = context.settings.device.type
-        count = min(self.execution.jobs, len(jobs))
-        self.workers = [_Worker(spawn, index, device_type) for index in range(count)]
+        self.start(context.settings.device)
         queue = deque((job, 1) for job in jobs)
         while queue or any(worker.job for worker in self.workers):
             for worker in self.workers:
@@ -182,6 +186,7 @@ class _Worker:
 
 def _worker_main(conn, index: int, device_type: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    import losscmp.fused  # noqa: F401 (torch, smp: imported while the main process prepares)
     from losscmp.devices import device_for_worker
 
     device = device_for_worker(device_type, index)

@@ -85,7 +85,7 @@ class RayExecutor(Executor):
                 else:
                     yield from failed(job, payload)
 
-    def start(self) -> None:
+    def start(self, device) -> None:
         self._connect()
 
     def _connect(self) -> None:
