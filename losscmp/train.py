@@ -211,18 +211,8 @@ def validate(model, data, settings, keep_predictions: bool):
     model.eval()
     device = settings.device
     layout = input_memory_format(model)  # channels_last from train_trial
-    loader = make_loader(
-        data,
-        split="val",
-        batch_size=settings.batch_size,
-        seed=0,
-        epoch=0,
-        num_workers=settings.num_workers,
-        maps=frozenset(),
-        augment=False,
-    )
     counts, predictions = [], []
-    for batch in loader:
+    for batch in validation_loader(data, settings):
         images = batch["image"].to(device, non_blocking=True, memory_format=layout)
         target = batch["target"].to(device, non_blocking=True)
         with _autocast(settings):

@@ -35,3 +35,29 @@ def smoke_run(cli, tmp_path_factory):
     assert result.exit_code == 0, result.output
     (run_dir,) = [path for path in out.iterdir() if path.is_dir()]
     return result, run_dir
+
+
+@pytest.fixture
+def exploding_loss():
+    """A loss that turns NaN in its second epoch, registered for one test."""
+    from losscmp.losses import LOSS_REGISTRY, create_loss
+    from losscmp.losses.base import SegLoss
+    from losscmp.registry import Entry
+
+    class Exploding(SegLoss):
+        def __init__(self, mode: str = "binary") -> None:
+            super().__init__(mode)
+            self.inner = create_loss("dice", mode=mode)
+            self.progress = 0.0
+
+        def set_progress(self, fraction: float) -> None:
+            self.progress = fraction
+
+        def forward(self, logits, target, **maps):
+            value = self.inner(logits, target)
+            return value * float("nan") if self.progress > 0 else value
+
+    entry = Entry("exploding", Exploding, "Turns NaN after the first epoch (test only).")
+    LOSS_REGISTRY.add(entry)
+    yield "exploding"
+    LOSS_REGISTRY._entries.pop("exploding")

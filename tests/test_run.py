@@ -133,32 +133,6 @@ def test_resume_after_a_killed_process_keeps_finished_trials(cli, tmp_path):
     assert len(pd.read_csv(run_dir / "epochs.csv")) == 3 * 2
 
 
-@pytest.fixture
-def exploding_loss():
-    """A loss that turns NaN in its second epoch, registered for one test."""
-    from losscmp.losses import LOSS_REGISTRY, create_loss
-    from losscmp.losses.base import SegLoss
-    from losscmp.registry import Entry
-
-    class Exploding(SegLoss):
-        def __init__(self, mode: str = "binary") -> None:
-            super().__init__(mode)
-            self.inner = create_loss("dice", mode=mode)
-            self.progress = 0.0
-
-        def set_progress(self, fraction: float) -> None:
-            self.progress = fraction
-
-        def forward(self, logits, target, **maps):
-            value = self.inner(logits, target)
-            return value * float("nan") if self.progress > 0 else value
-
-    entry = Entry("exploding", Exploding, "Turns NaN after the first epoch (test only).")
-    LOSS_REGISTRY.add(entry)
-    yield "exploding"
-    LOSS_REGISTRY._entries.pop("exploding")
-
-
 def test_a_diverging_trial_is_recorded_and_the_others_go_on(cli, tmp_path, exploding_loss):
     result = cli(
         "run", "--config", SMOKE, "--out", tmp_path, "--losses", "exploding,dice", "--epochs", "3"
