@@ -54,6 +54,10 @@ class LocalExecutor(Executor):
     def _run_in_workers(self, jobs: list[Job], context: JobContext, emit):
         spawn = multiprocessing.get_context("spawn")
         self.start(context.settings.device)
+        for spare in self.workers[len(jobs) :]:  # fewer jobs than workers (a resumed run)
+            spare.stop()
+            spare.join()
+        del self.workers[len(jobs) :]
         queue = deque((job, 1) for job in jobs)
         while queue or any(worker.job for worker in self.workers):
             for worker in self.workers:
