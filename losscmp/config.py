@@ -224,7 +224,6 @@ def validate(config: RunConfig) -> None:
         as_spec(text)  # raises SpecError on a malformed spec
     _check_fg_fractions(config)
     _check_limits(config)
-    _check_resources(config)
 
 
 # Seeds are stored as int64 (epochs.csv, run.json readers) and given to torch.manual_seed
@@ -267,25 +266,6 @@ def _check_limits(config: RunConfig) -> None:
         raise ParameterError(
             f"--num-workers must be at most {MAX_NUM_WORKERS}, got {config.num_workers}"
         )
-    for name in ("jobs", "threads", "trials_per_gpu"):  # processes or threads to start
-        value = getattr(config, name, None)
-        if value is not None and value > MAX_PARALLEL:
-            flag = "--" + name.replace("_", "-")
-            raise ParameterError(f"{flag} must be at most {MAX_PARALLEL}, got {value}")
-
-
-def _check_resources(config: RunConfig) -> None:
-    """A batch that cannot fit in memory, and every dataset check short of loading
-    (names, parameters, files, memory): run before any run folder exists, and by
-    --dry-run. Imports the data package (numpy) only here."""
-    from losscmp.data import check_dataset
-    from losscmp.data.memory import check_batch_fits
-
-    check_batch_fits(config.batch_size, config.image_size)
-    for spec in config.dataset_specs():
-        check_dataset(
-            spec, data_dir=config.data_dir, image_size=config.image_size, limit=config.limit
-        )
 
 
 def _check_execution(config: RunConfig) -> None:
@@ -301,10 +281,12 @@ def _check_execution(config: RunConfig) -> None:
             f"--fuse must be one of {', '.join(FUSE_MODES)}, got '{config.fuse}'"
             f"{suggest(config.fuse, FUSE_MODES)}"
         )
-    for name in ("jobs", "threads"):
-        if getattr(config, name) is not None:
-            _at_least(getattr(config, name), 1, f"--{name}")
-    _at_least(config.trials_per_gpu, 1, "--trials-per-gpu")
+    for name in ("jobs", "threads", "trials_per_gpu"):  # processes or threads to start
+        value, flag = getattr(config, name), "--" + name.replace("_", "-")
+        if value is not None:
+            _at_least(value, 1, flag)
+            if value > MAX_PARALLEL:
+                raise ParameterError(f"{flag} must be at most {MAX_PARALLEL}, got {value}")
 
 
 def _at_least(value: int, minimum: int, name: str) -> None:

@@ -54,6 +54,7 @@ def plan_run(config: RunConfig) -> Plan:
     from losscmp.losses import LOSS_REGISTRY
     from losscmp.model import resolve_preset
 
+    check_resources(config)
     if config.model != "auto":
         resolve_preset(config.model, "cpu")  # an unknown preset fails here, dry run included
     losses = _canonical_specs(LOSS_REGISTRY, config.loss_specs)
@@ -69,6 +70,20 @@ def plan_run(config: RunConfig) -> Plan:
         for dataset, seed, loss in itertools.product(dataset_specs, plan.seeds, loss_specs)
     ]
     return plan
+
+
+def check_resources(config: RunConfig) -> None:
+    """What the machine must offer: every dataset check short of loading (files, layout,
+    memory) and a batch that fits. Not part of config validation: a resumed run's stored
+    config is rebuilt too, and its data may have moved (``--data-dir`` may change)."""
+    from losscmp.data import check_dataset
+    from losscmp.data.memory import check_batch_fits
+
+    check_batch_fits(config.batch_size, config.image_size)
+    for spec in config.dataset_specs():
+        check_dataset(
+            spec, data_dir=config.data_dir, image_size=config.image_size, limit=config.limit
+        )
 
 
 def _canonical_specs(registry, specs: list[Spec]) -> list[Spec]:

@@ -35,6 +35,8 @@ class Entry:
     needs: frozenset[str] = field(default_factory=frozenset)
     # Parameters the caller supplies (a loss's ``mode``), not the user's spec.
     context_params: frozenset[str] = frozenset()
+    # A dataset's checks that need no loading (same arguments as ``factory``), or None.
+    precheck: Callable[..., Any] | None = None
 
     @property
     def parameters(self) -> dict[str, inspect.Parameter]:

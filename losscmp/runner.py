@@ -139,9 +139,10 @@ def execute(
     emit = listener or ignore
     plan = prepared.plan
     resuming = run_dir is not None
-    if resuming:  # refused before the lock: a refusal leaves the folder untouched
-        check_resumable(read_run_json(run_dir), prepared, run_dir)
     if resuming:
+        # Checked before the lock too, so that a refusal leaves the folder untouched (the
+        # lock file included); _open_run checks again under the lock, which is what counts.
+        check_resumable(read_run_json(run_dir), prepared, run_dir)
         store = RunStore(run_dir)
     else:
         run_id = new_run_id()

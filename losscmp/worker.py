@@ -71,8 +71,7 @@ def job_dataset(label: str, context) -> Any:
     from losscmp.data import load_dataset
 
     config = context.config
-    options = (config.data_dir, config.image_size, config.limit, config.seed)
-    key = (label, *options)
+    key = _dataset_key(label, config)
     if key not in _DATASETS:
         _DATASETS[key] = load_dataset(
             context.dataset_specs[label],
@@ -87,9 +86,13 @@ def job_dataset(label: str, context) -> Any:
 def share_datasets(datasets: dict[str, Any], config) -> None:
     """Hand this process's already loaded datasets to ``run_job`` (the main process
     loads them to check the run; in-process jobs should not load them again)."""
-    options = (config.data_dir, config.image_size, config.limit, config.seed)
     for label, data in datasets.items():
-        _DATASETS[(label, *options)] = data
+        _DATASETS[_dataset_key(label, config)] = data
+
+
+def _dataset_key(label: str, config) -> tuple:
+    """What decides a loaded dataset: its spec and the loading options."""
+    return (label, config.data_dir, config.image_size, config.limit, config.seed)
 
 
 @contextlib.contextmanager

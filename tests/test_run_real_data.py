@@ -126,3 +126,20 @@ def test_download_through_the_cli_then_train(cli, tmp_path, monkeypatch, pets_ar
         tmp_path / "runs",
     )
     assert result.exit_code == 0, result.output
+
+
+def test_resume_finds_a_dataset_that_moved_with_data_dir(cli, tmp_path):
+    """--data-dir may change on --resume: the stored config is not checked against the
+    old location (only the current options are checked against the filesystem)."""
+    first = tmp_path / "first"
+    make_pets_tree(first, trainval=12, test=4, quirks=False)
+    common = ["--losses", "dice,bce", "--epochs", "1", "--image-size", "32", "--device", "cpu"]
+    result = cli("run", *common, "--dataset", "pets", "--data-dir", first, "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    run_dir = _only_run(tmp_path / "r")
+    (bce,) = (run_dir / "trials").glob("*bce*.json")
+    bce.unlink()
+    moved = first.rename(tmp_path / "moved")
+    resumed = cli("run", "--resume", run_dir, "--data-dir", moved)
+    assert resumed.exit_code == 0, resumed.output
+    assert bce.is_file()

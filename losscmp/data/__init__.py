@@ -42,17 +42,20 @@ DATASET_REGISTRY.register(
     "synthetic",
     "Generated shapes on a textured background; foreground fraction as asked (no download)",
     family="generated",
+    precheck=precheck_synthetic,
 )(load_synthetic)
 DATASET_REGISTRY.register(
     "pets",
     "Oxford-IIIT Pet: pet vs background (or 3-class trimaps), 7,349 photos",
     family="download",
     reference="https://www.robots.ox.ac.uk/~vgg/data/pets/",
+    precheck=precheck_pets,
 )(load_pets)
 DATASET_REGISTRY.register(
     "folder",
     "Your own images/ + masks/ folders: --dataset folder:PATH",
     family="local",
+    precheck=precheck_folder,
 )(load_folder)
 
 
@@ -88,13 +91,6 @@ def load_dataset(
     return data
 
 
-PRECHECKS: dict[str, Callable[..., Any]] = {
-    "synthetic": precheck_synthetic,
-    "pets": precheck_pets,
-    "folder": precheck_folder,
-}
-
-
 def check_dataset(
     spec: str | Spec,
     *,
@@ -105,14 +101,13 @@ def check_dataset(
     """Every check ``load_dataset`` would fail that needs no decoding or generating:
     the name, parameters and their ranges, the files' layout and pairing, whether the
     images fit in memory. Reads directory listings only; writes nothing.
-    ``losscmp run`` (``--dry-run`` included) runs it while validating its options."""
+    ``losscmp run`` (``--dry-run`` included) runs it while planning, before any folder."""
     spec = as_spec(spec)
     entry = DATASET_REGISTRY.get(spec.name)
     params = check_params(entry, spec.params, "dataset")
     _check_context(image_size, limit)
-    precheck = PRECHECKS.get(spec.name)
-    if precheck is not None:
-        precheck(
+    if entry.precheck is not None:
+        entry.precheck(
             data_dir=Path(data_dir) if data_dir is not None else None,
             image_size=image_size,
             limit=limit,
