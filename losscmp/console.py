@@ -210,12 +210,23 @@ def print_written(paths: list[Path]) -> None:
 
 def print_loss_table(entries: list) -> None:
     table = Table(title=f"{len(entries)} losses", show_lines=False)
-    for column in ("name", "family", "modes", "parameters (defaults)", "description"):
+    for column in ("name", "family", "modes", "soft y", "parameters (defaults)", "description"):
         table.add_column(column, overflow="fold")
     for entry in entries:
         defaults = ", ".join(f"{k}={_short(v)}" for k, v in entry.defaults.items())
-        table.add_row(entry.name, entry.family, "/".join(entry.modes), defaults, entry.description)
+        table.add_row(
+            entry.name,
+            entry.family,
+            "/".join(entry.modes),
+            "yes" if entry.soft_targets else "no",
+            defaults,
+            entry.description,
+        )
     stdout().print(table)
+    stdout().print(
+        "soft y: whether a binary target may hold probabilities in [0, 1] (soft labels); "
+        "multiclass targets are class indices."
+    )
 
 
 def print_loss_detail(entry) -> None:
@@ -228,6 +239,7 @@ def print_loss_detail(entry) -> None:
         out.print(f"reference: {entry.reference}")
     if entry.needs:
         out.print(f"needs: {', '.join(sorted(entry.needs))} (computed by the data pipeline)")
+    out.print(f"soft targets: {soft_targets_line(entry)}")
     table = Table(title="parameters")
     for column in ("name", "type", "default"):
         table.add_column(column)
@@ -236,6 +248,14 @@ def print_loss_detail(entry) -> None:
         default = "required" if param.default is inspect.Parameter.empty else _short(param.default)
         table.add_row(name, _type_name(hints.get(name)), default)
     stdout().print(table)
+
+
+def soft_targets_line(entry) -> str:
+    if entry.soft_targets:
+        return "yes: a binary target may hold probabilities in [0, 1]"
+    if "binary" not in entry.modes:
+        return "no: multiclass targets are class indices"
+    return "no: needs hard 0/1 targets"
 
 
 def print_dataset_table(rows: list[dict[str, Any]]) -> None:

@@ -33,6 +33,8 @@ class Entry:
     reference: str = ""
     formula: str = ""
     needs: frozenset[str] = field(default_factory=frozenset)
+    # A loss: whether binary targets may be probabilities in [0, 1] (soft labels).
+    soft_targets: bool = False
     # Parameters the caller supplies (a loss's ``mode``), not the user's spec.
     context_params: frozenset[str] = frozenset()
     # A dataset's checks that need no loading (same arguments as ``factory``), or None.

@@ -42,8 +42,15 @@ def register_loss(
     modes: tuple[str, ...] = BOTH_MODES,
     needs: Iterable[str] = (),
     alternative: str | None = None,
+    soft_targets: bool = False,
 ):
-    """Register a ``SegLoss`` subclass; ``alternative`` names the loss for the other mode."""
+    """Register a ``SegLoss`` subclass; ``alternative`` names the loss for the other mode.
+
+    ``soft_targets``: a binary target may hold probabilities in [0, 1] (soft labels) and
+    the loss treats them as such; unless a documented weight or smoothing moves it (as
+    ``weighted_bce``'s beta does), its minimum is then the prediction p = y. False for a
+    loss that needs hard masks (distance maps, Lovász's sorted labels) or class indices.
+    """
     if alternative:
         ALTERNATIVES[name] = alternative
 
@@ -57,6 +64,7 @@ def register_loss(
             reference=reference,
             formula=formula,
             needs=frozenset(needs),
+            soft_targets=soft_targets,
         )(cls)
 
     return decorate

@@ -25,6 +25,7 @@ from losscmp.losses.functional import (
     multiclass_target,
     one_hot,
     sigmoid_focal_sum_and_counts,
+    soft_intersection,
     sum_dims,
     valid_pixels,
 )
@@ -90,6 +91,7 @@ class CrossEntropyDiceLoss(SegLoss):
     "bce_dice",
     "BCE + Dice (nnU-Net's DC+CE for one channel)",
     family="compound",
+    soft_targets=True,
     modes=("binary",),
     alternative="ce_dice",
     reference="Isensee et al. 2021 (nnU-Net); Ma et al. 2021",
@@ -160,6 +162,7 @@ class CEDiceLoss(CrossEntropyDiceLoss):
     "dice_focal",
     "lambda·Dice + (1-lambda)·Focal",
     family="compound",
+    soft_targets=True,
     reference="Ma et al. 2021 (Loss Odyssey); Zhu et al. 2019",
     formula="lambda_dice·dice + (1-lambda_dice)·focal",
 )
@@ -201,6 +204,7 @@ class DiceFocalLoss(SegLoss):
     "dice_topk",
     "Dice + top-k% cross-entropy",
     family="compound",
+    soft_targets=True,
     reference="Ma et al. 2021 (Loss Odyssey)",
     formula="dice + topk_ce(k)",
 )
@@ -243,6 +247,7 @@ def log_one_minus_softmax(log_probs: torch.Tensor) -> torch.Tensor:
     "combo",
     "Combo: alpha·weighted CE + (1-alpha)·Dice loss (shifted to be >= 0)",
     family="compound",
+    soft_targets=True,
     reference="Taghanaki et al. 2019",
     formula="alpha·WCE_beta + (1-alpha)·(1 - DSC), "
     "WCE_beta = -[beta y log p + (1-beta)(1-y) log(1-p)]",
@@ -291,6 +296,7 @@ class ComboLoss(SegLoss):
     "unified_focal",
     "Asymmetric Unified Focal loss: modified focal + modified focal Tversky",
     family="compound",
+    soft_targets=True,
     reference="Yeung et al. 2022",
     formula="lambda·L_maF + (1-lambda)·L_maFTL (background suppressed, foreground enhanced)",
 )
@@ -355,7 +361,8 @@ class UnifiedFocalLoss(SegLoss):
 
     def asymmetric_focal_tversky(self, probs, y):
         dims = sum_dims(self.reduction, probs.dim())
-        tp = (probs * y).sum(dims)
+        # Binary: y = [1 - y, y] may be soft; multiclass: one-hot, where p·y is the same.
+        tp = soft_intersection(probs, y, dims) if self.binary else (probs * y).sum(dims)
         fp = probs.sum(dims) - tp
         fn = y.sum(dims) - tp
         # Tversky-index loss with delta on FN, 1 - delta on FP.

@@ -208,8 +208,8 @@ def binary_cross_entropy(
 class _SigmoidTerms(torch.autograd.Function):
     """From logits, with one sigmoid p = σ(x) for everything: Σ w·BCE(x, y)·q^γ over all
     pixels (q = |y - p| floored at EPS; γ = 0 is BCE) and, when ``dims`` is given, the
-    soft counts TP = Σ p·y, FP = Σ p - TP, FN = Σ y - TP over ``dims`` (valid pixels), with
-    one analytic backward.
+    soft counts TP = Σ min(p, y) (``soft_intersection``), FP = Σ p - TP, FN = Σ y - TP over
+    ``dims`` (valid pixels), with one analytic backward.
 
     BCE = max(x, 0) - x·y - log σ(|x|) with log σ(|x|) = log1p(-min(p, 1 - p)) (stable
     for |x| = 100; log1p is also faster than log on CPU; below 6e-8 the term is lost, as
@@ -217,7 +217,7 @@ class _SigmoidTerms(torch.autograd.Function):
     Pixel term's gradient: w·[(p - y)·q^γ + γ·BCE·q^(γ-1)·sign(p - y)·p(1 - p)], the
     second term 0 where q is floored (as autograd through ``clamp_min``); for γ = 2 it is
     w·(p - y)·(q² + 2·BCE·p(1 - p)), where the floor changes the gradient by < 1e-14;
-    γ = 0: w·(p - y). Counts' gradient: (g_TP·y + g_Σp)·valid·p(1 - p).
+    γ = 0: w·(p - y). Counts' gradient: (g_TP·[p < y] + g_Σp)·valid·p(1 - p).
     """
 
     @staticmethod
@@ -243,7 +243,7 @@ class _SigmoidTerms(torch.autograd.Function):
         if dims is None:
             return total
         masked = p if valid is None else p * valid
-        tp = row_dot(masked, y, dims)
+        tp = soft_intersection(masked, y, dims)
         # Differences of float32 sums can dip below 0 by rounding where the count is 0;
         # clamped, with clamp_min's gradient mask (>= 0) applied in the backward.
         fp, fn = masked.sum(dims).sub_(tp), y.sum(dims).sub_(tp)
@@ -256,12 +256,13 @@ class _SigmoidTerms(torch.autograd.Function):
         gamma = ctx.gamma
         times_p_one_minus_p = torch.ops.aten.sigmoid_backward  # (g, p) -> g·p(1 - p)
         counts_grad = None
-        if ctx.dims is not None:  # (g_TP·y + g_Σp)·p(1 - p), still to be masked
+        if ctx.dims is not None:  # (g_TP·[p < y] + g_Σp)·p(1 - p), still to be masked
             fp_kept, fn_kept = ctx.count_masks
             grad_p_sum = grad_fp * fp_kept  # Σ p = TP + FP; Σ y = TP + FN (constant)
             grad_tp = grad_tp - grad_p_sum - grad_fn * fn_kept
             shape = [1 if d in ctx.dims else size for d, size in enumerate(p.shape)]
-            counts_grad = (y * grad_tp.reshape(shape)).add_(grad_p_sum.reshape(shape))
+            counts_grad = intersection_slope(p, y).mul_(grad_tp.reshape(shape))
+            counts_grad.add_(grad_p_sum.reshape(shape))
             times_p_one_minus_p.grad_input(counts_grad, p, grad_input=counts_grad)
             if not gamma and weight is valid:
                 # BCE + counts, both masked by ``valid``: one buffer, one mask pass.
@@ -323,34 +324,62 @@ def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum()
 
 
+# ---------------------------------------------------------------- soft intersection
+def soft_intersection(probs: torch.Tensor, y: torch.Tensor, dims: tuple[int, ...]):
+    """TP = Σ min(p, y) over ``dims``: |p ∩ y| = (|p|_1 + |y|_1 - |p - y|_1)/2 of Wang &
+    Blaschko 2023 (JDTLoss; MONAI's ``soft_label=True``, smp's soft scores). With it
+    FP = Σ p - TP = Σ relu(p - y) and FN = Σ y - TP = Σ relu(y - p), so every overlap score
+    is perfect exactly at p = y, for soft targets y in [0, 1] too. Σ p·y is not: with
+    y = 0.5 everywhere it rewards p -> 1 (Dice loss 0.33 at p = 0.99, 0.49 at p = 0.5).
+    For y in {0, 1}, min(p, y) is p·y exactly (p in [0, 1]), so on hard targets the sums,
+    and every loss built on them, are bit-for-bit the classic ones."""
+    return torch.minimum(probs, y).sum(dims)
+
+
+def intersection_slope(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """d min(p, y)/dp as a float 0/1 map: 1 where p < y, else 0. That is y itself for
+    y in {0, 1} and p in (0, 1). At a tie (p = y: the kink at a soft target's optimum; for a
+    hard target only where the sigmoid saturates, and there its derivative p(1 - p) is 0)
+    the slope is 0, relu's convention for min(p, y) = y - relu(y - p). Written straight
+    into a float buffer: a bool mask and its conversion cost four times as much on CPU."""
+    return torch.gt(y, probs, out=torch.empty_like(probs))
+
+
 # ---------------------------------------------------------------- fused soft counts
 class _SoftCounts(torch.autograd.Function):
-    """Σ p·y and Σ p from logits in one forward pass, with a two-pass analytic backward.
+    """TP and Σ p from logits in one forward pass, with a two-pass analytic backward.
 
     Autograd would keep and walk the sigmoid/softmax, the product and both sums; here
-    the backward is dL/dp = g_tp·y + g_p, then the activation's fused backward kernel.
+    the backward is dL/dp = g_tp·dTP/dp + g_p, then the activation's fused backward kernel.
+    ``soft``: TP = ``soft_intersection`` (binary targets may be probabilities); otherwise
+    Σ p·y, for one-hot targets, where it is the same number and its slope is y itself.
     """
 
     @staticmethod
-    def forward(ctx, logits, y, valid, binary: bool, dims: tuple[int, ...]):
+    def forward(ctx, logits, y, valid, binary: bool, dims: tuple[int, ...], soft: bool):
         probs = torch.sigmoid(logits) if binary else torch.softmax(logits, dim=1)
         masked = probs if valid is None else probs * valid
         ctx.save_for_backward(probs, y, valid)
-        ctx.binary, ctx.dims = binary, dims
-        return row_dot(masked, y, dims), masked.sum(dims)
+        ctx.binary, ctx.dims, ctx.soft = binary, dims, soft
+        tp = soft_intersection(masked, y, dims) if soft else row_dot(masked, y, dims)
+        return tp, masked.sum(dims)
 
     @staticmethod
     def backward(ctx, grad_tp, grad_p_sum):
         probs, y, valid = ctx.saved_tensors
         shape = [1 if d in ctx.dims else size for d, size in enumerate(probs.shape)]
-        grad_probs = (y * grad_tp.reshape(shape)).add_(grad_p_sum.reshape(shape))
+        if ctx.soft:  # slope from the unmasked p: ignored pixels are masked below
+            grad_probs = intersection_slope(probs, y).mul_(grad_tp.reshape(shape))
+        else:
+            grad_probs = y * grad_tp.reshape(shape)
+        grad_probs.add_(grad_p_sum.reshape(shape))
         if valid is not None:
             grad_probs = grad_probs.mul_(valid)
         if ctx.binary:
             grad_logits = torch.ops.aten.sigmoid_backward(grad_probs, probs)
         else:
             grad_logits = torch._softmax_backward_data(grad_probs, probs, 1, probs.dtype)
-        return grad_logits, None, None, None, None
+        return grad_logits, None, None, None, None, None
 
 
 def row_dot(a: torch.Tensor, b: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
@@ -367,7 +396,9 @@ def soft_counts_from_logits(
 ):
     """Soft (TP, FP, FN) over ``dims`` straight from logits (one pass, fused backward).
 
-    ``y`` is the (N, K, H, W) float target, zero at ignored pixels; ``valid`` the mask."""
-    tp, p_sum = _SoftCounts.apply(logits, y, valid, binary, dims)
+    ``y`` is the (N, K, H, W) float target, zero at ignored pixels; ``valid`` the mask.
+    Binary: TP = Σ min(p, y), right for soft targets too (``soft_intersection``);
+    multiclass targets are class indices, one-hot here, and TP = Σ p·y."""
+    tp, p_sum = _SoftCounts.apply(logits, y, valid, binary, dims, binary)
     # Differences of float32 sums can dip below 0 by rounding where the count is 0.
     return tp, (p_sum - tp).clamp_min(0), (y.sum(dims) - tp).clamp_min(0)

@@ -12,6 +12,13 @@ on an image (or batch) without foreground an all-background prediction scores
 1 (loss ~0) and an all-foreground prediction scores ~0 (loss ~1). smp instead
 zeroes the loss of an empty channel, which hides false positives. The default
 ``smooth = 1`` (one pixel) is negligible next to the counts of a real object.
+
+Soft targets (binary y in [0, 1]): TP = Σ min(p, y) = (Σ p + Σ y - |p - y|_1)/2,
+FP = Σ p - TP, FN = Σ y - TP (Wang & Blaschko 2023, as MONAI's ``soft_label=True``
+and smp). With Σ p·y instead, y = 0.5 everywhere makes p -> 1 score better than
+p = 0.5; with the min every score is perfect exactly at p = y. On hard targets
+min(p, y) = p·y exactly, so values are bit-for-bit the classic ones. Multiclass
+targets are class indices (one-hot), where Σ p·y is kept.
 """
 
 from __future__ import annotations
@@ -149,6 +156,7 @@ OVERLAP_DEFAULTS = "smooth (default 1), reduction, include_background, class_wei
     "dice",
     "Soft Dice loss",
     family="overlap",
+    soft_targets=True,
     reference="Milletari et al. 2016 (V-Net); Sudre et al. 2017",
     formula="1 - (2TP + s)/(2TP + FP + FN + s); squared: denominator sum p^2 + sum y^2",
 )
@@ -178,10 +186,13 @@ class DiceLoss(OverlapLoss):
     def compute(self, logits, target, maps):
         if not self.squared:
             return super().compute(logits, target, maps)
+        # 1 - (2 Σ p·y + s)/(Σ p² + Σ y² + s) = Σ (p - y)²/(Σ p² + Σ y² + s) for s = 0:
+        # minimal at p = y for soft targets as it stands (the L2 form of Wang & Blaschko
+        # 2023, MONAI's squared_pred with soft_label). Σ y² is Σ y for hard targets.
         probs, y, _ = self.probabilities(logits, target)
         dims = sum_dims(self.reduction, probs.dim())
         tp = (probs * y).sum(dims)
-        denominator = (probs * probs).sum(dims) + y.sum(dims)
+        denominator = (probs * probs).sum(dims) + (y * y).sum(dims)
         return self.reduce(ratio_loss(2 * tp, denominator, self.smooth))
 
     def per_class_loss(self, tp, fp, fn, tn):
@@ -192,6 +203,7 @@ class DiceLoss(OverlapLoss):
     "jaccard",
     "Soft Jaccard (IoU) loss",
     family="overlap",
+    soft_targets=True,
     reference="Rahman & Wang 2016",
     formula="1 - (TP + s)/(TP + FP + FN + s)",
 )
@@ -224,6 +236,7 @@ class JaccardLoss(OverlapLoss):
     "tversky",
     "Tversky loss: Dice with separate FP (alpha) and FN (beta) weights",
     family="overlap",
+    soft_targets=True,
     reference="Salehi et al. 2017",
     formula="1 - (TP + s)/(TP + alpha FP + beta FN + s)",
 )
@@ -264,6 +277,7 @@ class TverskyLoss(OverlapLoss):
     "focal_tversky",
     "Focal Tversky loss: Tversky loss raised to gamma per class",
     family="overlap",
+    soft_targets=True,
     reference="Abraham & Khan 2019",
     formula="(1 - TI)^gamma, TI = (TP + s)/(TP + alpha FP + beta FN + s)",
 )
@@ -304,6 +318,7 @@ class FocalTverskyLoss(TverskyLoss):
     "log_cosh_dice",
     "log(cosh(Dice loss)): a smoothed Dice loss",
     family="overlap",
+    soft_targets=True,
     reference="Jadon 2020",
     formula="log(cosh(1 - (2TP + s)/(2TP + FP + FN + s)))",
 )
@@ -318,6 +333,7 @@ class LogCoshDiceLoss(DiceLoss):
     "generalized_dice",
     "Generalized Dice: classes weighted by 1/(sum y_c)^2",
     family="overlap",
+    soft_targets=True,
     reference="Sudre et al. 2017",
     formula="1 - 2 sum_c w_c TP_c / sum_c w_c (2TP_c + FP_c + FN_c), w_c = 1/(sum y_c)^2",
 )
@@ -371,6 +387,7 @@ def class_weights_from_volume(volume: torch.Tensor) -> torch.Tensor:
     "mcc",
     "Matthews correlation coefficient loss on soft counts",
     family="overlap",
+    soft_targets=True,
     reference="Abhishek & Hamarneh 2021",
     formula="1 - (TP·TN - FP·FN)/sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN) + eps)",
 )
@@ -416,6 +433,7 @@ class MCCLoss(OverlapLoss):
     "f1",
     "1 - soft F1 from soft precision TP/(TP+FP) and recall TP/(TP+FN)",
     family="overlap",
+    soft_targets=True,
     reference="seed 004 (soft F1)",
     formula="1 - 2PR/(P + R), P = (TP+s)/(TP+FP+s), R = (TP+s)/(TP+FN+s), clamped to [0, 1]",
 )
