@@ -36,7 +36,7 @@ def test_top_level_help_lists_the_commands(cli):
 def test_help_is_fast_and_does_not_import_torch():
     probe = (
         "import json, sys, time\n"
-        "start = time.perf_counter()\n"
+        "start = time.process_time()\n"
         "from losscmp.cli import app\n"
         "try:\n"
         "    app(['--help'])\n"
@@ -44,13 +44,14 @@ def test_help_is_fast_and_does_not_import_torch():
         "    pass\n"
         "heavy = [m for m in ('torch', 'segmentation_models_pytorch', 'pandas', 'albumentations')"
         " if m in sys.modules]\n"
-        "print(json.dumps({'seconds': time.perf_counter() - start, 'heavy': heavy}))\n"
+        "print(json.dumps({'seconds': time.process_time() - start, 'heavy': heavy}))\n"
     )
     output = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
     measured = json.loads(output.strip().splitlines()[-1])
     assert measured["heavy"] == []
+    # CPU seconds, not wall: a loaded machine (tests side by side) must not fail it.
     assert measured["seconds"] < 0.5, f"losscmp --help took {measured['seconds']:.2f} s"
 
 
