@@ -10,6 +10,8 @@ missing package (``sys.modules['mlflow'] = None``).
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -197,3 +199,87 @@ def test_tracked_and_untracked_runs_are_reported_together(cli, tmp_path):
     result = cli("report", first, second, "--csv", tmp_path / "both.csv")
     assert result.exit_code == 0, result.output
     assert sorted(pd.read_csv(tmp_path / "both.csv")["loss"]) == ["dice", "focal"]
+
+
+@pytest.mark.slow
+def test_a_tracker_failing_mid_run_is_one_warning_and_every_trial_is_kept(tmp_path, monkeypatch):
+    """The experiment is deleted once the first trial is logged: logging the second fails."""
+    from losscmp.events import RunNote, TrialEnded
+    from losscmp.plan import plan_run
+    from losscmp.runner import execute, prepare
+
+    default_store(monkeypatch)
+    out = tmp_path / "out"
+    config = build_config(SMOKE, losses="dice,focal", epochs=1, out=str(out), tracking="mlflow")
+    warnings, ended = [], []
+
+    def listener(event):
+        if isinstance(event, RunNote) and event.warning:
+            warnings.append(event.text)
+        if isinstance(event, TrialEnded) and not ended:
+            ended.append(event.trial_id)
+            client = client_for(out)
+            client.delete_experiment(client.get_experiment_by_name("losscmp").experiment_id)
+
+    run_dir = execute(prepare(plan_run(config)), listener=listener)
+    assert len(warnings) == 1 and warnings[0].startswith("mlflow tracking stopped: ")
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["finished_at"] is not None and len(trial_records(run_dir)) == 2
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on a free local port, stopped after the test."""
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    pytest.importorskip("mlflow")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}"]
+    command += ["--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"]
+    server = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "no mlflow server"
+                time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_tracking_server_gets_the_runs_and_stdout_keeps_only_the_tables(
+    cli, tmp_path, monkeypatch, mlflow_server
+):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    result, run_dir = tracked(cli, tmp_path / "out")
+    assert "View run" not in result.stdout  # MLflow prints run links on stdout with a server
+    assert not (tmp_path / "out" / "mlruns").exists()
+    client = MlflowClient(tracking_uri=mlflow_server)
+    runs = all_runs(client)
+    (parent,) = [run for run in runs if PARENT_TAG not in run.data.tags]
+    assert parent.info.run_name == run_dir.name and parent.info.status == "FINISHED"
+    children = [run for run in runs if PARENT_TAG in run.data.tags]
+    assert {child.data.tags["losscmp.trial_id"] for child in children} == set(
+        trial_records(run_dir)
+    )
+    for child in children:
+        history = client.get_metric_history(child.info.run_id, "val_dice")
+        assert sorted(point.step for point in history) == [1, 2]
+    assert "summary.csv" in {item.path for item in client.list_artifacts(parent.info.run_id)}

@@ -95,5 +95,6 @@ class GuardedTracker:
 
 def one_line(error: BaseException) -> str:
     """The first line of an error, cut to MAX_REASON characters."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    lines = str(error).strip().splitlines()
+    text = lines[0].rstrip(".") if lines else type(error).__name__
     return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."

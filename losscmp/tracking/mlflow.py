@@ -17,8 +17,11 @@ same parent and logs there the finished trials it lacks.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -92,10 +95,10 @@ class MlflowTracker(Tracker):
         child_id = child.info.run_id
         self._log(child_id, trial_params(record, self.meta), epoch_metrics(record))
         self.client.log_text(child_id, json_text(record), f"{record['trial_id']}.json")
-        self.client.set_terminated(child_id, "FINISHED")  # last: a child not FINISHED is partial
+        self._terminate(child_id, "FINISHED")  # last: a child not FINISHED is partial
 
     def end(self, status: str) -> None:
-        self.client.set_terminated(self.parent_id, END_STATUS[status])
+        self._terminate(self.parent_id, END_STATUS[status])
 
     def attach(self, paths: list[Path]) -> None:
         for path in paths:
@@ -165,6 +168,11 @@ class MlflowTracker(Tracker):
             if not token:
                 return logged
 
+    def _terminate(self, run_id: str, status: str) -> None:
+        # With a server, MLflow prints the run's link on stdout, which holds only the tables.
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.client.set_terminated(run_id, status)
+
     def _log(self, run_id: str, params: dict[str, str], metrics: list) -> None:
         """log_batch within MLflow's limits per call (100 params, 1000 entities)."""
         from mlflow.entities import Param
@@ -202,7 +210,8 @@ def default_uri(run_dir: Path) -> str:
 def check_reachable(uri: str) -> None:
     """Fail at once when an HTTP tracking server does not answer: MLflow itself retries a
     refused connection for about four minutes before giving up. Any HTTP answer (even an
-    error status, e.g. from a proxy asking for a login) counts as reachable."""
+    error status, e.g. from a proxy asking for a login) counts as reachable, and so does a
+    certificate this check cannot verify (MLflow has its own TLS settings)."""
     if not uri.startswith(("http://", "https://")):
         return
     try:
@@ -212,6 +221,8 @@ def check_reachable(uri: str) -> None:
         return
     except (OSError, ValueError) as error:
         reason = getattr(error, "reason", None) or error
+        if isinstance(reason, ssl.SSLError):
+            return
         raise ConnectionError(f"cannot reach {uri} ({reason})") from None
 
 
