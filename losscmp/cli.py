@@ -135,6 +135,13 @@ def run(
             help="Ray cluster to join (else $RAY_ADDRESS, else a local Ray is started).",
         ),
     ] = None,
+    tracking: Annotated[
+        str | None,
+        typer.Option(
+            help="mlflow: log each trial to MLflow ($MLFLOW_TRACKING_URI, else a SQLite store "
+            "in <out>/mlruns/). [default: none]",
+        ),
+    ] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Finish an interrupted run folder; skips finished trials.")
     ] = None,
@@ -169,6 +176,7 @@ def run(
         "fuse": fuse,
         "trials_per_gpu": trials_per_gpu,
         "ray_address": ray_address,
+        "tracking": tracking,
     }
     if resume is not None:
         run_config = resume_config(resume, config, flags)
@@ -199,6 +207,7 @@ def run(
             )
             raise typer.Exit(130) from None
     _print_report([run_dir], metric="dice", csv=None, plots=False)
+    prepared.tracker.attach(run_dir)  # the report files, now that they exist
 
 
 @app.command()

@@ -23,6 +23,7 @@ FUSE_MODES = ("auto", "on", "off")  # auto: fuse the losses of a seed on CUDA on
 MAX_FUSED_LOSSES = 16  # losses per fused model: bounds the stacked activations' memory
 MAX_FG_FRACTION = 0.9  # the synthetic generator's limit (losscmp.data.synthetic)
 DEFAULT_LOSSES = "dice,focal,tversky"
+OPTIONAL_NAMES = ("encoder_weights", "tracking")  # fields where 'none' means None
 
 
 @dataclass
@@ -53,6 +54,7 @@ class RunConfig:
     fuse: str = "auto"
     trials_per_gpu: int = 1
     ray_address: str | None = None
+    tracking: str | None = None  # an experiment tracker to mirror the run into (mlflow)
 
     @property
     def loss_specs(self) -> list[Spec]:
@@ -84,6 +86,7 @@ class RunConfig:
             "jobs",
             "trials_per_gpu",
             "ray_address",
+            "tracking",
         }
     )
 
@@ -159,7 +162,7 @@ def normalise(key: str, value: Any) -> Any:
         return as_spec(value).label
     if key == "fg_fraction":
         return _float_list(value)
-    if key == "encoder_weights" and isinstance(value, str) and value.lower() in ("none", ""):
+    if key in OPTIONAL_NAMES and isinstance(value, str) and value.lower() in ("none", ""):
         return None
     hint = FIELD_HINTS[key]
     try:
@@ -211,6 +214,7 @@ def validate(config: RunConfig) -> None:
             f"{suggest(config.device, DEVICES)}"
         )
     _check_execution(config)
+    _check_tracking(config)
     if config.encoder_weights not in (None, "imagenet"):
         raise ParameterError("encoder_weights must be none or 'imagenet'")
     for fraction in config.fg_fraction or []:
@@ -287,6 +291,16 @@ def _check_execution(config: RunConfig) -> None:
             _at_least(value, 1, flag)
             if value > MAX_PARALLEL:
                 raise ParameterError(f"{flag} must be at most {MAX_PARALLEL}, got {value}")
+
+
+def _check_tracking(config: RunConfig) -> None:
+    from losscmp.tracking import TRACKERS
+
+    if config.tracking is not None and config.tracking not in TRACKERS:
+        raise ParameterError(
+            f"--tracking must be one of {', '.join(TRACKERS)} or none, got '{config.tracking}'"
+            f"{suggest(config.tracking, TRACKERS)}"
+        )
 
 
 def _at_least(value: int, minimum: int, name: str) -> None:

@@ -80,7 +80,7 @@ class TrainingProgress:
         )
 
     def _on_RunNote(self, event) -> None:  # noqa: N802
-        print_note(event.text)
+        (print_warning if event.warning else print_note)(event.text)
 
     def _on_TrialStarted(self, event) -> None:  # noqa: N802
         info = self.trials.get(event.trial_id)
@@ -201,6 +201,10 @@ def print_tables(tables: list) -> None:
 
 def print_note(text: str) -> None:
     err.print(f"[yellow]note:[/yellow] {text}", highlight=False, soft_wrap=True)
+
+
+def print_warning(text: str) -> None:
+    err.print(f"[yellow]warning:[/yellow] {text}", highlight=False, soft_wrap=True)
 
 
 def print_written(paths: list[Path]) -> None:

@@ -66,9 +66,11 @@ class TrialEnded:
 
 @dataclass(frozen=True)
 class RunNote:
-    """Something the user should know that is not an error (a damaged file set aside)."""
+    """Something the user should know that is not an error (a damaged file set aside), or
+    a warning (a tracker that failed: the run goes on without it)."""
 
     text: str
+    warning: bool = False
 
 
 Event = RunStarted | TrialStarted | StepDone | EpochDone | TrialRetried | TrialEnded | RunNote

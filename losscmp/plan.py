@@ -16,6 +16,7 @@ from losscmp.errors import ParameterError
 from losscmp.registry import canonical
 from losscmp.results import trial_id
 from losscmp.spec import Spec
+from losscmp.tracking import check_tracker
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ def plan_run(config: RunConfig) -> Plan:
     from losscmp.model import resolve_preset
 
     check_resources(config)
+    check_tracker(config.tracking)  # e.g. MLflow not installed
     if config.model != "auto":
         resolve_preset(config.model, "cpu")  # an unknown preset fails here, dry run included
     losses = _canonical_specs(LOSS_REGISTRY, config.loss_specs)

@@ -72,6 +72,7 @@ METRIC_TITLES = {
 # compared (losses, seeds count) and where/how it ran, not what it computed.
 COMBINABLE_CONFIG_FIELDS = frozenset(
     {"losses", "seeds", "dataset", "fg_fraction", "out", "num_workers", "device", "data_dir"}
+    | {"tracking"}  # where the run was mirrored to
 )
 # Dataset info fields that name a location rather than the data itself.
 LOCATION_INFO_FIELDS = frozenset({"source", "path", "data_dir", "root"})

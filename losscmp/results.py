@@ -147,7 +147,12 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_json(path: Path, payload: Any) -> None:
-    atomic_write_text(path, json.dumps(payload, indent=2, default=_json_default) + "\n")
+    atomic_write_text(path, json_text(payload))
+
+
+def json_text(payload: Any) -> str:
+    """The text of a run folder's JSON files (a tracker copies trial records with it)."""
+    return json.dumps(payload, indent=2, default=_json_default) + "\n"
 
 
 def _json_default(value: Any) -> Any:

@@ -25,6 +25,7 @@ from losscmp.executors import create_executor
 from losscmp.executors.base import Execution, Executor, Job, JobContext
 from losscmp.plan import Plan, Trial, check_image_size, make_loss, probe_loss
 from losscmp.results import RunStore, check_out_dir, new_run_id, now_iso, read_run_json, slug
+from losscmp.tracking import GuardedTracker, TrackedRun, create_tracker
 from losscmp.worker import share_datasets
 
 
@@ -35,6 +36,7 @@ class PreparedRun:
     settings: Any  # train.TrainSettings
     execution: Execution
     executor: Executor
+    tracker: GuardedTracker = dataclasses.field(default_factory=lambda: create_tracker(None))
 
 
 def prepare(plan: Plan) -> PreparedRun:
@@ -45,6 +47,7 @@ def prepare(plan: Plan) -> PreparedRun:
     device = resolve_device(config.device)
     execution = resolve_execution(config, device)
     executor = create_executor(execution)  # e.g. Ray not installed: refused before any folder
+    tracker = create_tracker(config.tracking)  # e.g. MLflow not installed: likewise
     # Started first, so workers import torch while this process loads and probes the data.
     executor.start(device)  # e.g. a Ray cluster that cannot be reached: refused likewise
     try:
@@ -52,7 +55,7 @@ def prepare(plan: Plan) -> PreparedRun:
     except BaseException:
         executor.close()
         raise
-    return PreparedRun(plan, datasets, settings, execution, executor)
+    return PreparedRun(plan, datasets, settings, execution, executor, tracker)
 
 
 def _load_and_probe(plan: Plan, device):
@@ -153,6 +156,7 @@ def execute(
         for damaged in store.quarantined:
             emit(RunNote(f"{damaged.message}; that trial is trained again"))
         store.rebuild_tables()  # a crash between a trial file and its tables leaves them stale
+        _start_tracking(store, prepared.tracker, emit)
         todo = [trial for trial in plan.trials if trial.id not in done]
         emit(
             RunStarted(
@@ -163,9 +167,27 @@ def execute(
                 execution.describe(),
             )
         )
-        _run_jobs(store, prepared, execution, todo, emit)
+        try:
+            _run_jobs(store, prepared, execution, todo, emit)
+        except BaseException as error:
+            prepared.tracker.end("killed" if isinstance(error, KeyboardInterrupt) else "failed")
+            raise
         store.update_meta(finished_at=now_iso())
+        prepared.tracker.end("failed" if store.read_meta().get("failed_trials") else "finished")
     return store.run_dir
+
+
+def _start_tracking(store: RunStore, tracker: GuardedTracker, emit) -> None:
+    """Open the run in the tracker (on --resume, reopen it) and keep in run.json how to find
+    it again. A tracker that fails says so once, as a warning, and is left out."""
+    if not tracker.active:
+        return
+    meta = store.read_meta()
+    tracking = dict(meta.get("tracking") or {})
+    run = TrackedRun(store.run_dir, meta, store.load_trials(), tracking.get(tracker.name) or {})
+    state = tracker.start(run, warn=lambda text: emit(RunNote(text, warning=True)))
+    if state:
+        store.update_meta(tracking={**tracking, tracker.name: state})
 
 
 def _open_run(store: RunStore, prepared: PreparedRun, resuming: bool) -> Execution:
@@ -204,6 +226,7 @@ def _run_jobs(store, prepared: PreparedRun, execution: Execution, todo: list[Tri
             if outcome.panel_predictions is not None:
                 store.write_panel(trial.id, pred=outcome.panel_predictions)
             store.write_trial(outcome.record)
+            prepared.tracker.trial(outcome.record)
             emit(TrialEnded(trial.id, outcome.record["status"]))
 
 

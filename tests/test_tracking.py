@@ -1,0 +1,285 @@
+"""``--tracking mlflow`` against a real local MLflow store, read back with MLflow's own client.
+
+Each test trains a tiny run (two losses, two epochs, seconds) and checks what
+MLflow holds against the run folder: one parent per run folder, one child per
+trial, params, per-epoch metric histories equal to the trial records, the
+record as an artifact, the report files on the parent. The one fake is the
+missing package (``sys.modules['mlflow'] = None``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from losscmp.config import build_config
+from losscmp.errors import LosscmpError
+
+pytestmark = pytest.mark.mlflow
+
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+ARGS = ["--config", SMOKE, "--losses", "dice,focal(gamma=1)", "--epochs", "2"]
+METRICS = ["train_loss", "val_dice", "val_iou", "val_mcc", "val_image_dice", "lr", "seconds"]
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def default_store(monkeypatch) -> None:
+    """No MLFLOW_TRACKING_URI: the store is <out>/mlruns/mlflow.db."""
+    pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+
+
+@pytest.fixture(scope="module")
+def tracked_run(cli, tmp_path_factory):
+    """One tracked run into the default store, shared by the read-only tests."""
+    out = tmp_path_factory.mktemp("tracked") / "out"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        default_store(monkeypatch)
+        result, run_dir = tracked(cli, out)
+    return result, run_dir, client_for(out)
+
+
+def client_for(out: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{out.resolve() / 'mlruns' / 'mlflow.db'}")
+
+
+def all_runs(client) -> list:
+    experiment = client.get_experiment_by_name("losscmp")
+    return list(client.search_runs([experiment.experiment_id], max_results=1000))
+
+
+def trial_records(run_dir: Path) -> dict[str, dict]:
+    records = [json.loads(path.read_text()) for path in (run_dir / "trials").glob("*.json")]
+    return {record["trial_id"]: record for record in records}
+
+
+def tracked(cli, out: Path, *extra):
+    result = cli("run", *ARGS, "--out", out, "--tracking", "mlflow", *extra)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = [path for path in out.iterdir() if (path / "run.json").is_file()]
+    return result, run_dir
+
+
+@pytest.mark.slow
+def test_each_trial_is_a_child_run_of_the_run_folders_parent(tracked_run):
+    result, run_dir, client = tracked_run
+    assert "warning" not in result.stderr
+    state = json.loads((run_dir / "run.json").read_text())["tracking"]["mlflow"]
+    assert state["tracking_uri"] == f"sqlite:///{run_dir.parent.resolve()}/mlruns/mlflow.db"
+    runs = all_runs(client)
+    (parent,) = [run for run in runs if PARENT_TAG not in run.data.tags]
+    children = [run for run in runs if PARENT_TAG in run.data.tags]
+    assert parent.info.run_id == state["parent_run_id"]
+    assert parent.info.run_name == run_dir.name
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["losses"] == "dice,focal(gamma=1.0)"
+    assert parent.data.params["epochs"] == "2" and parent.data.params["model"] == "tiny"
+
+    records = trial_records(run_dir)
+    assert {child.data.tags["losscmp.trial_id"] for child in children} == set(records)
+    for child in children:
+        record = records[child.data.tags["losscmp.trial_id"]]
+        assert child.data.tags[PARENT_TAG] == parent.info.run_id
+        assert child.info.status == "FINISHED"
+        assert child.info.run_name == f"{record['loss']} · seed 0"
+        params = child.data.params
+        assert params["loss"] == record["loss"]
+        assert params["seed"] == "0" and params["lr"] == "0.003"
+        assert params["dataset"] == "synthetic(fg_fraction=0.05,n_train=48,n_val=16)"
+        assert params["epochs"] == "2" and "losses" not in params
+        if record["loss"].startswith("focal"):
+            assert params["loss_name"] == "focal" and params["loss.gamma"] == "1.0"
+
+
+@pytest.mark.slow
+def test_metric_histories_and_records_equal_the_run_folder(tracked_run, tmp_path):
+    _, run_dir, client = tracked_run
+    epochs = pd.read_csv(run_dir / "epochs.csv")
+    records = trial_records(run_dir)
+    children = [run for run in all_runs(client) if PARENT_TAG in run.data.tags]
+    assert len(children) == 2
+    for child in children:
+        trial = child.data.tags["losscmp.trial_id"]
+        record = records[trial]
+        rows = epochs[epochs["loss"] == record["loss"]].sort_values("epoch")
+        for metric in METRICS:
+            history = client.get_metric_history(child.info.run_id, metric)
+            steps = [(point.step, point.value) for point in sorted(history, key=lambda p: p.step)]
+            assert steps == [(row["epoch"], row[metric]) for row in record["epochs"]]
+            assert [value for _, value in steps] == pytest.approx(list(rows[metric]), rel=1e-12)
+        artifacts = [item.path for item in client.list_artifacts(child.info.run_id)]
+        assert artifacts == [f"{trial}.json"]
+        copy = client.download_artifacts(child.info.run_id, f"{trial}.json", str(tmp_path))
+        assert json.loads(Path(copy).read_text()) == record
+
+    (parent,) = [run for run in all_runs(client) if PARENT_TAG not in run.data.tags]
+    attached = {item.path for item in client.list_artifacts(parent.info.run_id)}
+    expected = {name for name in ("summary.csv", "report.html") if (run_dir / name).is_file()}
+    assert "summary.csv" in expected and attached == expected
+    copy = client.download_artifacts(parent.info.run_id, "summary.csv", str(tmp_path))
+    assert Path(copy).read_bytes() == (run_dir / "summary.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_resume_reuses_the_parent_and_logs_the_trials_it_lacks(cli, tmp_path, monkeypatch):
+    default_store(monkeypatch)
+    out = tmp_path / "out"
+    _, run_dir = tracked(cli, out)
+    state = json.loads((run_dir / "run.json").read_text())["tracking"]["mlflow"]
+    parent_id = state["parent_run_id"]
+    client = client_for(out)
+    # A child left unfinished (a crash while logging it) is deleted and logged again.
+    partial = next(run for run in all_runs(client) if PARENT_TAG in run.data.tags)
+    client.update_run(partial.info.run_id, status="RUNNING")
+
+    result = cli("run", *ARGS, "--out", out, "--seeds", "2", "--resume", run_dir)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["tracking"]["mlflow"]["parent_run_id"] == parent_id
+    runs = all_runs(client)
+    (parent,) = [run for run in runs if PARENT_TAG not in run.data.tags]
+    assert parent.info.run_id == parent_id and parent.info.status == "FINISHED"
+    children = [run.data.tags["losscmp.trial_id"] for run in runs if PARENT_TAG in run.data.tags]
+    assert sorted(children) == sorted(trial_records(run_dir)) and len(children) == 4
+    assert client.get_run(partial.info.run_id).info.lifecycle_stage == "deleted"
+
+
+@pytest.mark.slow
+def test_an_unreachable_server_is_one_warning_and_a_complete_run(cli, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    result = cli("run", *ARGS, "--out", tmp_path, "--tracking", "mlflow")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line.lower()]
+    assert len(warnings) == 1
+    assert "mlflow tracking stopped: cannot reach http://127.0.0.1:9" in warnings[0]
+    (run_dir,) = tmp_path.iterdir()
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["finished_at"] is not None and "tracking" not in meta
+    assert len(trial_records(run_dir)) == 2
+    assert len(pd.read_csv(run_dir / "epochs.csv")) == 2 * 2
+    assert sorted(pd.read_csv(run_dir / "summary.csv")["loss"]) == ["dice", "focal(gamma=1.0)"]
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_without_mlflow_installed_it_says_how_to_install_it(cli, tmp_path, monkeypatch, dry_run):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` raises ImportError
+    out = tmp_path / "out"
+    extra = ["--dry-run"] if dry_run else []
+    result = cli("run", *ARGS, "--out", out, "--tracking", "mlflow", *extra)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "losscmp: error: --tracking mlflow needs MLflow: pip install 'losscmp[mlflow]'\n"
+    )
+    assert not out.exists()
+
+
+def test_tracking_option_names_a_registered_tracker_or_none():
+    assert build_config(tracking="mlflow").tracking == "mlflow"
+    assert build_config(tracking="none").tracking is None
+    assert build_config().tracking is None
+    with pytest.raises(LosscmpError, match="did you mean 'mlflow'"):
+        build_config(tracking="mlfow")
+
+
+def test_tracked_and_untracked_runs_are_reported_together(cli, tmp_path):
+    from run_fixtures import write_run
+
+    first = write_run(tmp_path / "a", quality={"dice": 0.8}, config={"tracking": "mlflow"})
+    second = write_run(tmp_path / "b", quality={"focal": 0.6}, config={"tracking": None})
+    result = cli("report", first, second, "--csv", tmp_path / "both.csv")
+    assert result.exit_code == 0, result.output
+    assert sorted(pd.read_csv(tmp_path / "both.csv")["loss"]) == ["dice", "focal"]
+
+
+@pytest.mark.slow
+def test_a_tracker_failing_mid_run_is_one_warning_and_every_trial_is_kept(tmp_path, monkeypatch):
+    """The experiment is deleted once the first trial is logged: logging the second fails."""
+    from losscmp.events import RunNote, TrialEnded
+    from losscmp.plan import plan_run
+    from losscmp.runner import execute, prepare
+
+    default_store(monkeypatch)
+    out = tmp_path / "out"
+    config = build_config(SMOKE, losses="dice,focal", epochs=1, out=str(out), tracking="mlflow")
+    warnings, ended = [], []
+
+    def listener(event):
+        if isinstance(event, RunNote) and event.warning:
+            warnings.append(event.text)
+        if isinstance(event, TrialEnded) and not ended:
+            ended.append(event.trial_id)
+            client = client_for(out)
+            client.delete_experiment(client.get_experiment_by_name("losscmp").experiment_id)
+
+    run_dir = execute(prepare(plan_run(config)), listener=listener)
+    assert len(warnings) == 1 and warnings[0].startswith("mlflow tracking stopped: ")
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["finished_at"] is not None and len(trial_records(run_dir)) == 2
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on a free local port, stopped after the test."""
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    pytest.importorskip("mlflow")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}"]
+    command += ["--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"]
+    server = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "no mlflow server"
+                time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_tracking_server_gets_the_runs_and_stdout_keeps_only_the_tables(
+    cli, tmp_path, monkeypatch, mlflow_server
+):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    result, run_dir = tracked(cli, tmp_path / "out")
+    assert "View run" not in result.stdout  # MLflow prints run links on stdout with a server
+    assert not (tmp_path / "out" / "mlruns").exists()
+    client = MlflowClient(tracking_uri=mlflow_server)
+    runs = all_runs(client)
+    (parent,) = [run for run in runs if PARENT_TAG not in run.data.tags]
+    assert parent.info.run_name == run_dir.name and parent.info.status == "FINISHED"
+    children = [run for run in runs if PARENT_TAG in run.data.tags]
+    assert {child.data.tags["losscmp.trial_id"] for child in children} == set(
+        trial_records(run_dir)
+    )
+    for child in children:
+        history = client.get_metric_history(child.info.run_id, "val_dice")
+        assert sorted(point.step for point in history) == [1, 2]
+    assert "summary.csv" in {item.path for item in client.list_artifacts(parent.info.run_id)}
