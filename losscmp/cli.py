@@ -188,7 +188,8 @@ def run(
     prepared = prepare(plan)
     with console.TrainingProgress() as progress:
         try:
-            run_dir = execute(prepared, run_dir=resume, listener=progress)
+            command = _command_line(config, flags, resume)
+            run_dir = execute(prepared, run_dir=resume, listener=progress, command=command)
         except KeyboardInterrupt:
             if progress.run_dir is None:
                 raise
@@ -198,7 +199,26 @@ def run(
                 err=True,
             )
             raise typer.Exit(130) from None
-    _print_report([run_dir], metric="dice", files={}, plots=False)
+    _print_report([run_dir], metric="dice", files={}, plots=False, run_page=True)
+
+
+def _command_line(config: Path | None, flags: dict, resume: Path | None) -> str:
+    """The ``losscmp run`` command with the options given, as a shell line (the same
+    whether it came from a shell, ``python -m losscmp`` or a test's CliRunner)."""
+    import shlex
+
+    parts = ["losscmp", "run"]
+    if config is not None:
+        parts += ["--config", str(config)]
+    for name, value in flags.items():
+        option = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(option if value else option.replace("--", "--no-", 1))
+        elif value is not None:
+            parts += [option, str(value)]
+    if resume is not None:
+        parts += ["--resume", str(resume)]
+    return shlex.join(parts)
 
 
 @app.command()
@@ -209,17 +229,25 @@ def report(
         str, typer.Option(help="Headline metric: dice, iou, mcc, image_dice, image_iou.")
     ] = "dice",
     csv: Annotated[Path | None, typer.Option(help="Also write the summary table here.")] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(help="Also write one self-contained HTML page: tables, figures, setup."),
+    ] = None,
     plots: Annotated[bool, typer.Option(help="Write PNG figures into the run folder.")] = False,
 ) -> None:
     """Print the comparison table of finished runs from their files alone."""
-    _print_report(paths, metric=metric, files={"csv": csv}, plots=plots)
+    _print_report(paths, metric=metric, files={"csv": csv, "html": html}, plots=plots)
 
 
 def _print_report(
-    paths: list[Path], metric: str, files: dict[str, Path | None], plots: bool
+    paths: list[Path],
+    metric: str,
+    files: dict[str, Path | None],
+    plots: bool,
+    run_page: bool = False,
 ) -> None:
-    """Print the tables and notes; write summary.csv (one run) and the files asked for
-    (``files``: renderer name -> path)."""
+    """Print the tables and notes; write summary.csv (one run), the files asked for
+    (``files``: renderer name -> path) and, with ``run_page``, ``<run>/report.html``."""
     from losscmp import console
     from losscmp.render import RENDERERS, terminal
     from losscmp.render import csv as csv_output
@@ -241,6 +269,10 @@ def _print_report(
         console.print_note("combined summary not saved in any run folder; add --csv FILE")
     for name, path in targets.items():
         written.append(outputs[name].write(report, path))
+    if run_page:
+        from losscmp.render import html as html_output
+
+        written.append(html_output.write_run_page(report))
     if plots:
         from losscmp.render import figures
 

@@ -38,6 +38,7 @@ RENDERERS: dict[str, Renderer] = {
     renderer.name: renderer
     for renderer in (
         Renderer("csv", "losscmp.render.csv", "the summary frame, one row per dataset x loss"),
+        Renderer("html", "losscmp.render.html", "one self-contained page: tables, figures, setup"),
     )
 }
 

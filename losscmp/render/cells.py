@@ -76,7 +76,7 @@ def table_columns(metric: str, per_class: list[str]) -> list[Column]:
         Column(
             "status",
             short_status,
-            lambda row: (row["n_diverged"], row["status"]),
+            lambda row: row["n_diverged"],
             numeric=False,
             wrap=True,
             min_width=8,
