@@ -96,13 +96,12 @@ def _header(report: Report) -> str:
     datasets = ", ".join(dataset_order(results))
     losses = results.trials["loss"].nunique()
     seeds = results.trials["seed"].nunique()
-    runs = ", ".join(results.run_ids)
-    return (
-        f"<header><h1>losscmp report</h1>"
-        f'<p class="lead">{losses} loss(es) × {seeds} seed(s) on {_e(datasets)}; '
-        f"headline: {_e(METRIC_TITLES[report.metric])}. Run{'s' if len(results.metas) > 1 else ''}"
-        f" {_e(runs)}.</p></header>"
+    runs = ("runs " if len(results.run_ids) > 1 else "run ") + ", ".join(results.run_ids)
+    lead = (
+        f"{losses} loss(es) × {seeds} seed(s) on {datasets}; "
+        f"headline: {METRIC_TITLES[report.metric]}; {runs}."
     )
+    return f'<header><h1>losscmp report</h1><p class="lead">{_e(lead)}</p></header>'
 
 
 def _problems(report: Report) -> str:
@@ -473,7 +472,7 @@ STYLE = """
 :root { color-scheme: light; --ink: #1d2327; --muted: #5f6b73; --line: #d5dadd;
   --best: #e3f4e1; --bad: #b3261e; }
 * { box-sizing: border-box; }
-body { margin: 0 auto; padding: 1.2rem 1.5rem 3rem; max-width: 78rem; color: var(--ink);
+body { margin: 0 auto; padding: 1.2rem 1rem 3rem; max-width: 80rem; color: var(--ink);
   font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
 h1 { font-size: 1.6rem; margin: 0 0 .2rem; }
 h2 { font-size: 1.25rem; margin: 2rem 0 .6rem; border-bottom: 1px solid var(--line); }
@@ -481,8 +480,8 @@ h3 { font-size: 1.05rem; margin: 1.2rem 0 .4rem; }
 h4 { font-size: .95rem; margin: 1rem 0 .3rem; color: var(--muted); }
 .lead { color: var(--muted); margin: 0; }
 .scroll { overflow-x: auto; }
-table { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size: .9rem; }
-th, td { padding: .3rem .55rem; border-bottom: 1px solid var(--line); vertical-align: top; }
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size: .85rem; }
+th, td { padding: .3rem .4rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { text-align: left; font-weight: 600; white-space: nowrap; border-bottom: 2px solid #9aa5ab; }
 td { white-space: nowrap; }
 .num { text-align: right; }
