@@ -139,3 +139,24 @@ def test_the_run_ends_with_its_report_page(smoke_run):
 def test_headline_metric_names_the_table(tmp_path, metric):
     text = page_of(write_run(tmp_path, quality=QUALITY), metric=metric)
     assert {"iou": "IoU best", "image_dice": "image Dice best"}[metric] in text
+
+
+def test_combined_runs_give_one_page_with_each_runs_setup(tmp_path):
+    first = write_run(tmp_path, quality={"dice": 0.8, "focal": 0.6}, run_id="20260101-1-a")
+    second = write_run(tmp_path, quality={"tversky": 0.7}, run_id="20260101-2-b")
+    text = html.page(build_report([first, second]))
+    assert "runs 20260101-1-a, 20260101-2-b" in text
+    assert "<h3>Run 20260101-1-a</h3>" in text and "<h3>Run 20260101-2-b</h3>" in text
+    assert re.findall(r'<tr[^>]*data-loss="([^"]+)"', text) == ["dice", "tversky", "focal"]
+
+
+def test_the_recorded_command_line_replays_the_options_given():
+    from pathlib import Path
+
+    from losscmp.cli import _command_line
+
+    flags = {"losses": "dice,focal(gamma=1)", "amp": False, "jobs": 2, "lr": None}
+    assert _command_line(Path("configs/x.yaml"), flags, Path("results/r 1")) == (
+        "losscmp run --config configs/x.yaml --losses 'dice,focal(gamma=1)' --no-amp "
+        "--jobs 2 --resume 'results/r 1'"
+    )
