@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test lint format smoke bench clean
+.PHONY: install browser demo test lint format smoke bench clean
 
 install: $(INSTALLED)
 
@@ -14,6 +14,16 @@ $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
 	touch $(INSTALLED)
+
+# Debian's chromium for the HTML report's browser test (tests/test_html_browser.py skips
+# without it). Installs nothing when a chromium is already on PATH; uses sudo when not root.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	}
+	@chromium --version 2>/dev/null
 
 demo: $(INSTALLED)
 	$(BIN)/losscmp run --config configs/synthetic.yaml

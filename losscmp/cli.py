@@ -196,7 +196,8 @@ def run(
     prepared = prepare(plan)
     with console.TrainingProgress() as progress:
         try:
-            run_dir = execute(prepared, run_dir=resume, listener=progress)
+            command = _command_line(config, flags, resume)
+            run_dir = execute(prepared, run_dir=resume, listener=progress, command=command)
         except KeyboardInterrupt:
             if progress.run_dir is None:
                 raise
@@ -206,8 +207,27 @@ def run(
                 err=True,
             )
             raise typer.Exit(130) from None
-    _print_report([run_dir], metric="dice", csv=None, plots=False)
+    _print_report([run_dir], metric="dice", files={}, plots=False, run_page=True)
     prepared.tracker.attach(run_dir)  # the report files, now that they exist
+
+
+def _command_line(config: Path | None, flags: dict, resume: Path | None) -> str:
+    """The ``losscmp run`` command with the options given, as a shell line (the same
+    whether it came from a shell, ``python -m losscmp`` or a test's CliRunner)."""
+    import shlex
+
+    parts = ["losscmp", "run"]
+    if config is not None:
+        parts += ["--config", str(config)]
+    for name, value in flags.items():
+        option = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(option if value else option.replace("--", "--no-", 1))
+        elif value is not None:
+            parts += [option, str(value)]
+    if resume is not None:
+        parts += ["--resume", str(resume)]
+    return shlex.join(parts)
 
 
 @app.command()
@@ -218,46 +238,55 @@ def report(
         str, typer.Option(help="Headline metric: dice, iou, mcc, image_dice, image_iou.")
     ] = "dice",
     csv: Annotated[Path | None, typer.Option(help="Also write the summary table here.")] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(help="Also write one self-contained HTML page: tables, figures, setup."),
+    ] = None,
     plots: Annotated[bool, typer.Option(help="Write PNG figures into the run folder.")] = False,
 ) -> None:
     """Print the comparison table of finished runs from their files alone."""
-    _print_report(paths, metric=metric, csv=csv, plots=plots)
+    _print_report(paths, metric=metric, files={"csv": csv, "html": html}, plots=plots)
 
 
-def _print_report(paths: list[Path], metric: str, csv: Path | None, plots: bool) -> None:
+def _print_report(
+    paths: list[Path],
+    metric: str,
+    files: dict[str, Path | None],
+    plots: bool,
+    run_page: bool = False,
+) -> None:
+    """Print the tables and notes; write summary.csv (one run), the files asked for
+    (``files``: renderer name -> path) and, with ``run_page``, ``<run>/report.html``."""
     from losscmp import console
-    from losscmp import report as reporting
+    from losscmp.render import RENDERERS, terminal
+    from losscmp.render import csv as csv_output
+    from losscmp.summary import build_report
 
-    if csv is not None:
-        reporting.check_csv_target(csv)
-    run_dirs = reporting.resolve_run_dirs(list(paths))
-    runs = [reporting.load_run(run_dir) for run_dir in run_dirs]
-    summary = reporting.summarize(runs, metric=metric)
-    tables = [
-        reporting.render_table(summary, metric=metric),
-        reporting.render_imbalance_table(summary, metric=metric),
-    ]
-    console.print_tables([table for table in tables if table is not None])
-    for run, run_dir in zip(runs, run_dirs, strict=True):
-        for note in reporting.run_notes(run):
-            console.print_note(note)
-        for path, count in reporting.unfinished_trials(run).items():
-            console.print_note(
-                f"{path} is unfinished: {count} planned trial(s) have no result yet; "
-                f"finish it with the run's command plus --resume {run_dir}"
-            )
+    targets = {name: path for name, path in files.items() if path is not None}
+    outputs = {name: RENDERERS[name].load() for name in targets}
+    for name, path in targets.items():
+        outputs[name].check_target(path)
+    report = build_report(list(paths), metric=metric)
+    run_dirs = report.results.run_dirs
+    console.print_tables(terminal.render(report))
+    for note in report.notes:
+        console.print_note(note)
     written = []
     if len(run_dirs) == 1:  # a combined table belongs to no single run folder
-        written.append(reporting.write_summary(summary, run_dirs[0] / "summary.csv"))
-    elif csv is None:
+        written.append(csv_output.write_summary(report.summary, run_dirs[0] / "summary.csv"))
+    elif "csv" not in targets:
         console.print_note("combined summary not saved in any run folder; add --csv FILE")
-    if csv is not None:
-        written.append(reporting.write_summary(summary, csv))
+    for name, path in targets.items():
+        written.append(outputs[name].write(report, path))
+    if run_page:
+        from losscmp.render import html as html_output
+
+        written.append(html_output.write_run_page(report))
     if plots:
-        from losscmp import plots as plotting
+        from losscmp.render import figures
 
         for run_dir in run_dirs:
-            written.extend(plotting.write_plots(run_dir, metric=metric))
+            written.extend(figures.write_plots(run_dir, metric=metric))
     console.print_written(written)
 
 

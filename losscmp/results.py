@@ -53,6 +53,7 @@ RUN_FILE = "run.json"
 TRIALS_DIR = "trials"
 DAMAGED_DIR = "damaged"  # under trials/: damaged trial files set aside by --resume
 PANEL_DIR = "panel"
+REPORT_PAGE = "report.html"  # the run's self-contained report, written after every run
 LOCK_FILE = ".losscmp.lock"
 TABLES_LOCK_FILE = ".losscmp-tables.lock"
 TEMP_SUFFIX = ".tmp"
@@ -937,6 +938,14 @@ class RunStore:
                 f"{path} is damaged ({str(error).splitlines()[0] or 'unreadable'}); "
                 "delete it to draw the other figures"
             ) from None
+
+    # ----------------------------------------------------------------- report page
+
+    def write_report_page(self, html: str) -> Path:
+        """``<run>/report.html``, written atomically (a reader sees the old page or the new)."""
+        path = self.run_dir / REPORT_PAGE
+        atomic_write_bytes(path, html.encode("utf-8"))
+        return path
 
     # ----------------------------------------------------------------- reading a run
 

@@ -133,11 +133,13 @@ def execute(
     prepared: PreparedRun,
     run_dir: Path | None = None,
     listener: Listener | None = None,
+    command: str | None = None,
 ) -> Path:
     """Train every trial without a result in ``run_dir`` (a new folder unless resuming).
 
     This process is the run folder's only writer: the executor returns records
-    and this loop writes them as they arrive.
+    and this loop writes them as they arrive. ``command`` (the command line that
+    started or resumed the run) is recorded in run.json for the report.
     """
     emit = listener or ignore
     plan = prepared.plan
@@ -149,9 +151,11 @@ def execute(
         store = RunStore(run_dir)
     else:
         run_id = new_run_id()
-        store = RunStore.create(plan.config.out, run_id, run_metadata(prepared, Path(run_id)))
+        store = RunStore.create(
+            plan.config.out, run_id, run_metadata(prepared, Path(run_id), command)
+        )
     with store.lock():
-        execution = _open_run(store, prepared, resuming)
+        execution = _open_run(store, prepared, resuming, command)
         done = store.finished_trials()
         for damaged in store.quarantined:
             emit(RunNote(f"{damaged.message}; that trial is trained again"))
@@ -190,7 +194,9 @@ def _start_tracking(store: RunStore, tracker: GuardedTracker, emit) -> None:
         store.update_meta(tracking={**tracking, tracker.name: state})
 
 
-def _open_run(store: RunStore, prepared: PreparedRun, resuming: bool) -> Execution:
+def _open_run(
+    store: RunStore, prepared: PreparedRun, resuming: bool, command: str | None
+) -> Execution:
     """Check and update a resumed run's run.json, or write a new one; the execution to use."""
     plan = prepared.plan
     if not resuming:  # run.json was written with the folder
@@ -204,6 +210,7 @@ def _open_run(store: RunStore, prepared: PreparedRun, resuming: bool) -> Executi
         seeds=plan.seeds,
         finished_at=None,
         resumed_at=now_iso(),
+        resume_command=command,
     )
     return stored_execution(meta, prepared.execution)
 
@@ -256,11 +263,14 @@ def _write_validation_panels(store: RunStore, datasets: dict[str, Any]) -> None:
         )
 
 
-def run_metadata(prepared: PreparedRun, run_dir: Path) -> dict[str, Any]:
+def run_metadata(
+    prepared: PreparedRun, run_dir: Path, command: str | None = None
+) -> dict[str, Any]:
     plan, settings = prepared.plan, prepared.settings
 
     return {
         "run_id": run_dir.name,
+        "command": command,
         "config": plan.config.to_dict(),
         "model": {"preset": settings.preset.name, **settings.preset.unet_kwargs},
         "losses": {

@@ -1,4 +1,4 @@
-"""report.py on hand-written run folders (tests/run_fixtures.py) with known numbers."""
+"""Summaries and renderers on hand-written run folders (tests/run_fixtures.py), known numbers."""
 
 from __future__ import annotations
 
@@ -11,9 +11,19 @@ import pytest
 from rich.console import Console
 from run_fixtures import epoch_shape, write_run
 
-from losscmp import report
 from losscmp.errors import LosscmpError, UnknownNameError
+from losscmp.render.csv import write_summary
+from losscmp.render.terminal import render_imbalance_table, render_table
 from losscmp.results import trial_id
+from losscmp.summary import (
+    headline_caption,
+    imbalance_frame,
+    load_run,
+    per_class_columns,
+    resolve_run_dirs,
+    summarize,
+    unfinished_trials,
+)
 
 QUALITY = {"dice": 0.80, "focal": 0.55, "tversky": 0.78}
 
@@ -31,35 +41,35 @@ def run_dir(tmp_path):
 
 @pytest.fixture
 def summary(run_dir):
-    return report.summarize(report.load_run(run_dir))
+    return summarize(load_run(run_dir))
 
 
 # ---------------------------------------------------------------- finding runs
 
 
 def test_resolve_accepts_a_run_folder(run_dir):
-    assert report.resolve_run_dirs([run_dir]) == [run_dir]
+    assert resolve_run_dirs([run_dir]) == [run_dir]
 
 
 def test_resolve_parent_takes_the_newest_run(tmp_path):
     write_run(tmp_path, run_id="20260101-120000-aaaaaa")
     newest = write_run(tmp_path, run_id="20260102-090000-bbbbbb")
     (tmp_path / "notes").mkdir()  # not a run: ignored
-    assert report.resolve_run_dirs([tmp_path]) == [newest]
+    assert resolve_run_dirs([tmp_path]) == [newest]
 
 
 def test_resolve_missing_path_is_a_clear_error(tmp_path):
     with pytest.raises(LosscmpError, match="does not exist"):
-        report.resolve_run_dirs([tmp_path / "nope"])
+        resolve_run_dirs([tmp_path / "nope"])
 
 
 def test_resolve_folder_without_runs_is_a_clear_error(tmp_path):
     with pytest.raises(LosscmpError, match="no losscmp run found"):
-        report.resolve_run_dirs([tmp_path])
+        resolve_run_dirs([tmp_path])
 
 
 def test_resolve_drops_repeats(run_dir):
-    assert report.resolve_run_dirs([run_dir, run_dir.parent]) == [run_dir]
+    assert resolve_run_dirs([run_dir, run_dir.parent]) == [run_dir]
 
 
 # ---------------------------------------------------------------- loading
@@ -68,7 +78,7 @@ def test_resolve_drops_repeats(run_dir):
 def test_schema_version_mismatch_is_refused(tmp_path):
     run_dir = write_run(tmp_path, schema_version=99)
     with pytest.raises(LosscmpError, match="schema version 99"):
-        report.load_run(run_dir)
+        load_run(run_dir)
 
 
 def test_run_without_trials_says_so(tmp_path):
@@ -78,27 +88,27 @@ def test_run_without_trials_says_so(tmp_path):
     (run_dir / "epochs.csv").unlink()
     (run_dir / "images.csv").unlink()
     with pytest.raises(LosscmpError, match="no finished trials"):
-        report.load_run(run_dir)
+        load_run(run_dir)
 
 
 def test_damaged_trial_file_is_named(run_dir):
     damaged = next((run_dir / "trials").iterdir())
     damaged.write_text("{not json")
     with pytest.raises(LosscmpError, match=damaged.name):
-        report.load_run(run_dir)
+        load_run(run_dir)
 
 
 def test_run_json_that_is_not_an_object_is_damaged(run_dir):
     (run_dir / "run.json").write_text("[1, 2]")
     with pytest.raises(LosscmpError, match=r"run\.json is damaged"):
-        report.load_run(run_dir)
+        load_run(run_dir)
 
 
 def test_trial_file_that_is_not_a_record_is_damaged(run_dir):
     damaged = next((run_dir / "trials").iterdir())
     damaged.write_text("[1, 2]")
     with pytest.raises(LosscmpError, match=f"{damaged.name} is damaged"):
-        report.load_run(run_dir)
+        load_run(run_dir)
 
 
 def _add_field_to_first_row(text: str) -> str:
@@ -156,7 +166,7 @@ def test_damaged_csv_is_one_clear_error_naming_the_file(run_dir, name, damage):
     path = run_dir / name
     path.write_text(damage(path.read_text()))
     with pytest.raises(LosscmpError, match=f"{name} is damaged") as caught:
-        report.summarize(report.load_run(run_dir))
+        summarize(load_run(run_dir))
     assert str(path) in str(caught.value)
     assert "\n" not in str(caught.value)
 
@@ -179,7 +189,7 @@ def test_damaged_trial_record_is_named_when_tables_are_rebuilt(tmp_path):
     record["epochs"][0]["val_dice"] = "oops"
     damaged.write_text(json.dumps(record))
     with pytest.raises(LosscmpError, match="trials is damaged .*val_dice"):
-        report.load_run(run_dir)
+        load_run(run_dir)
 
 
 def test_trial_ids_without_trials_folder_match_the_runners(tmp_path):
@@ -192,12 +202,12 @@ def test_trial_ids_without_trials_folder_match_the_runners(tmp_path):
     )
     for path in (run_dir / "trials").iterdir():
         path.unlink()
-    results = report.load_run(run_dir)
+    results = load_run(run_dir)
     expected = {
         trial_id("synthetic(fg_fraction=0.05)", loss, seed) for loss in losses for seed in (0, 1, 2)
     }
     assert set(results.trials["trial_id"]) == expected
-    assert report.unfinished_trials(results) == {}
+    assert unfinished_trials(results) == {}
 
 
 def test_fixture_names_trials_as_the_runner_does(run_dir):
@@ -211,7 +221,7 @@ def test_tables_are_rebuilt_from_trials_when_csvs_are_missing(tmp_path, summary)
     run_dir = write_run(
         tmp_path / "x", quality=QUALITY, twins={"dice_copy": "dice"}, write_csvs=False
     )
-    rebuilt = report.summarize(report.load_run(run_dir))
+    rebuilt = summarize(load_run(run_dir))
     pd.testing.assert_frame_equal(rebuilt, summary)
 
 
@@ -262,7 +272,7 @@ def test_diverged_seeds_are_left_out_and_reported(tmp_path):
         quality=QUALITY,
         diverged={("focal", 1): 3, ("tversky", 0): 2, ("tversky", 1): 2, ("tversky", 2): 2},
     )
-    rows = report.summarize(report.load_run(run_dir)).set_index("loss")
+    rows = summarize(load_run(run_dir)).set_index("loss")
     assert rows.loc["focal", "status"] == "1/3 seeds diverged at epoch 3"
     assert rows.loc["focal", "n_diverged"] == 1
     assert not math.isnan(rows.loc["focal", "score_mean"])
@@ -270,25 +280,25 @@ def test_diverged_seeds_are_left_out_and_reported(tmp_path):
     assert pd.isna(rows.loc["tversky", "rank"])
     assert math.isnan(rows.loc["tversky", "score_mean"])
     assert rows.loc["dice", "status"] == "finished"
-    text = rendered(report.render_table(rows.reset_index(), "dice"))
+    text = rendered(render_table(rows.reset_index(), "dice"))
     assert "diverged ep 2" in text and "1/3 diverged ep 3" in text
 
 
 def test_metric_iou_changes_the_headline(run_dir):
-    summary = report.summarize(report.load_run(run_dir), metric="iou")
+    summary = summarize(load_run(run_dir), metric="iou")
     assert (summary["score_mean"] == summary["best_iou_mean"]).all()
-    assert "IoU best" in rendered(report.render_table(summary, "iou"))
+    assert "IoU best" in rendered(render_table(summary, "iou"))
 
 
 def test_unknown_metric_suggests_a_name(run_dir):
     with pytest.raises(UnknownNameError, match="did you mean 'dice'"):
-        report.summarize(report.load_run(run_dir), metric="dise")
+        summarize(load_run(run_dir), metric="dise")
 
 
 def test_multiclass_has_per_class_columns(tmp_path):
     run_dir = write_run(tmp_path, class_names=("background", "pet", "border"))
-    summary = report.summarize(report.load_run(run_dir))
-    assert report.per_class_columns(summary) == [
+    summary = summarize(load_run(run_dir))
+    assert per_class_columns(summary) == [
         "best_dice_background_mean",
         "best_dice_pet_mean",
         "best_dice_border_mean",
@@ -296,7 +306,7 @@ def test_multiclass_has_per_class_columns(tmp_path):
     row = summary.iloc[0]
     # the fixture spreads the foreground classes around the headline
     assert row["best_dice_pet_mean"] == pytest.approx(row["score_mean"] + 0.05)
-    text = rendered(report.render_table(summary))
+    text = rendered(render_table(summary))
     assert "pet 0." in text and "border 0." in text
     assert "background 0." not in text  # like the headline, the table skips class 0
 
@@ -307,8 +317,8 @@ def test_multiclass_has_per_class_columns(tmp_path):
 def test_comparable_runs_combine(tmp_path):
     first = write_run(tmp_path, quality={"dice": 0.8, "focal": 0.6}, run_id="20260101-1-a")
     second = write_run(tmp_path, quality={"tversky": 0.7}, run_id="20260101-2-b")
-    runs = [report.load_run(path) for path in report.resolve_run_dirs([first, second])]
-    summary = report.summarize(runs)
+    runs = [load_run(path) for path in resolve_run_dirs([first, second])]
+    summary = summarize(runs)
     assert summary["loss"].tolist() == ["dice", "tversky", "focal"]
     assert summary["p_holm"].notna().sum() == 2
 
@@ -328,16 +338,16 @@ def test_comparable_runs_combine(tmp_path):
 def test_incomparable_runs_are_refused_with_the_reason(tmp_path, changes, message):
     first = write_run(tmp_path, quality={"dice": 0.8, "focal": 0.6}, run_id="20260101-1-a")
     second = write_run(tmp_path, **{"quality": {"tversky": 0.7}, **changes}, run_id="r2")
-    runs = [report.load_run(first), report.load_run(second)]
+    runs = [load_run(first), load_run(second)]
     with pytest.raises(LosscmpError, match=message):
-        report.summarize(runs)
+        summarize(runs)
 
 
 # ---------------------------------------------------------------- output
 
 
 def test_table_names_the_headline_and_marks_rows(summary):
-    text = rendered(report.render_table(summary, "dice"))
+    text = rendered(render_table(summary, "dice"))
     assert "Headline: dataset-level Dice at each trial's best epoch" in text
     assert "t-interval" in text
     assert "≈" in text  # the twin
@@ -347,7 +357,7 @@ def test_table_names_the_headline_and_marks_rows(summary):
 
 
 def test_best_row_is_highlighted(summary):
-    table = report.render_table(summary, "dice")
+    table = render_table(summary, "dice")
     assert table.rows[0].style == "bold green"
     assert all(row.style != "bold green" for row in table.rows[1:])
 
@@ -355,7 +365,7 @@ def test_best_row_is_highlighted(summary):
 def test_write_summary_is_a_readable_csv(tmp_path, summary):
     out = tmp_path / "out"
     out.mkdir()
-    path = report.write_summary(summary, out / "summary.csv")
+    path = write_summary(summary, out / "summary.csv")
     back = pd.read_csv(path)
     assert back["loss"].tolist() == summary["loss"].tolist()
     assert {"p_holm", "ci_low", "ci_high", "indistinguishable_from_best"} <= set(back.columns)
@@ -366,17 +376,17 @@ def test_write_summary_to_a_folder_is_a_clear_error(tmp_path, summary):
     folder = tmp_path / "out"
     folder.mkdir()
     with pytest.raises(LosscmpError, match="is a folder; give a file name"):
-        report.write_summary(summary, folder)
+        write_summary(summary, folder)
     assert list(folder.iterdir()) == []
 
 
 def test_caption_says_other_best_columns_share_the_headline_epoch(summary):
-    caption = report.headline_caption("dice", summary)
+    caption = headline_caption("dice", summary)
     assert "IoU and MCC 'best' are read at that same epoch (one model snapshot per trial)" in (
         caption
     )
-    assert "Dice and MCC 'best'" in report.headline_caption("iou", summary)
-    assert "Dice, IoU and MCC 'best'" in report.headline_caption("image_dice", summary)
+    assert "Dice and MCC 'best'" in headline_caption("iou", summary)
+    assert "Dice, IoU and MCC 'best'" in headline_caption("image_dice", summary)
 
 
 # ---------------------------------------------------------------- imbalance dial
@@ -391,31 +401,31 @@ def dial_quality(loss: str, dataset: str) -> float:
 def test_imbalance_dial_table(tmp_path):
     datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.05, 0.2)]
     run_dir = write_run(tmp_path, quality=dial_quality, losses=["dice", "bce"], datasets=datasets)
-    summary = report.summarize(report.load_run(run_dir))
-    dial = report.imbalance_frame(summary)
+    summary = summarize(load_run(run_dir))
+    dial = imbalance_frame(summary)
     assert dial["fg_fraction"].unique().tolist() == [0.01, 0.05, 0.2]
     pivot = dial.pivot(index="loss", columns="fg_fraction", values="score_mean")
     assert pivot.loc["dice", 0.01] > pivot.loc["bce", 0.01]
     assert pivot.loc["bce", 0.2] > pivot.loc["dice", 0.2]
-    text = rendered(report.render_imbalance_table(summary))
+    text = rendered(render_imbalance_table(summary))
     assert "fg 0.01" in text and "fg 0.2" in text
 
 
 def test_no_dial_for_a_single_dataset(summary):
-    assert report.imbalance_frame(summary) is None
-    assert report.render_imbalance_table(summary) is None
+    assert imbalance_frame(summary) is None
+    assert render_imbalance_table(summary) is None
 
 
 def test_run_json_is_the_source_of_dataset_order(tmp_path):
     datasets = ["synthetic(fg_fraction=0.2)", "synthetic(fg_fraction=0.01)"]
     run_dir = write_run(tmp_path, datasets=datasets)
     meta = json.loads((run_dir / "run.json").read_text())
-    summary = report.summarize(report.load_run(run_dir))
+    summary = summarize(load_run(run_dir))
     assert list(dict.fromkeys(summary["dataset"])) == list(meta["datasets"])
 
 
 def test_tiny_negative_numbers_do_not_print_as_minus_zero():
-    from losscmp.report import _number
+    from losscmp.render.cells import number as _number
 
     assert _number(-0.00001) == "0.000"
     assert _number(-0.0123) == "-0.012"

@@ -21,7 +21,6 @@ import pandas as pd
 import pytest
 from run_fixtures import write_run
 
-from losscmp import report
 from losscmp.errors import LosscmpError
 from losscmp.results import (
     RUN_FILE,
@@ -31,6 +30,7 @@ from losscmp.results import (
     read_run_json,
     trial_id,
 )
+from losscmp.summary import load_run, resolve_run_dirs, summarize, unfinished_trials
 
 QUALITY = {"dice": 0.8, "focal": 0.6, "tversky": 0.75}
 REPO = Path(__file__).resolve().parents[1]
@@ -130,11 +130,11 @@ def test_failed_trials_are_recorded_then_cleared_by_a_result(run_dir):
     assert read_run_json(run_dir)["failed_trials"] == {
         record["trial_id"]: "worker died twice (signal 9)"
     }
-    notes = report.load_run(run_dir).notes
+    notes = load_run(run_dir).notes
     assert any("1 trial(s) failed" in note and "--resume" in note for note in notes)
     store.write_trial(record)
     assert read_run_json(run_dir)["failed_trials"] == {}
-    assert not any("failed" in note for note in report.load_run(run_dir).notes)
+    assert not any("failed" in note for note in load_run(run_dir).notes)
 
 
 # --------------------------------------------------------------------------- stale tables
@@ -143,11 +143,11 @@ def test_failed_trials_are_recorded_then_cleared_by_a_result(run_dir):
 def test_fixture_tables_are_not_stale(run_dir):
     """Order of rows and columns, or an all-empty column, is no disagreement."""
     assert RunStore(run_dir).check_tables() == {}
-    assert report.load_run(run_dir).notes == []
+    assert load_run(run_dir).notes == []
 
 
 def test_tables_missing_a_trial_are_found_rebuilt_and_said(run_dir):
-    expected = report.summarize(report.load_run(run_dir))
+    expected = summarize(load_run(run_dir))
     drop_trial_rows(run_dir / "epochs.csv", "focal", 1)
     store = RunStore(run_dir)
     assert store.tables_stale()
@@ -155,10 +155,10 @@ def test_tables_missing_a_trial_are_found_rebuilt_and_said(run_dir):
         "lacks 1 trial(s) of trials/ (focal seed 1 on synthetic)"
         in (store.check_tables()["epochs.csv"])
     )
-    results = report.load_run(run_dir)
+    results = load_run(run_dir)
     (note,) = results.notes
     assert "epochs.csv lacks 1 trial(s)" in note and "rebuilt from trials/" in note
-    pd.testing.assert_frame_equal(report.summarize(results), expected)
+    pd.testing.assert_frame_equal(summarize(results), expected)
     assert not store.tables_stale()
     assert len(pd.read_csv(run_dir / "epochs.csv").query("loss == 'focal' and seed == 1")) == 4
 
@@ -175,11 +175,11 @@ def test_tables_missing_a_trial_are_found_rebuilt_and_said(run_dir):
     ids=["empty", "missing", "repeated-row", "changed-value", "garbage"],
 )
 def test_any_disagreement_is_rebuilt_from_the_trial_files(run_dir, damage, said):
-    expected = report.summarize(report.load_run(run_dir))
+    expected = summarize(load_run(run_dir))
     damage(run_dir / "epochs.csv")
-    results = report.load_run(run_dir)
+    results = load_run(run_dir)
     assert len(results.notes) == 1 and said in results.notes[0], results.notes
-    pd.testing.assert_frame_equal(report.summarize(results), expected)
+    pd.testing.assert_frame_equal(summarize(results), expected)
     assert RunStore(run_dir).check_tables() == {}
 
 
@@ -193,7 +193,7 @@ def test_a_locked_run_is_read_from_trials_without_rewriting(run_dir):
     drop_trial_rows(run_dir / "epochs.csv", "dice", 0)
     before = (run_dir / "epochs.csv").read_bytes()
     with RunStore(run_dir).lock():  # another writer (another open file: flock refuses it)
-        results = report.load_run(run_dir)
+        results = load_run(run_dir)
     (note,) = results.notes
     assert "being written by another process" in note and f"pid {os.getpid()}" in note
     assert (run_dir / "epochs.csv").read_bytes() == before
@@ -206,7 +206,7 @@ def test_csv_only_run_with_an_empty_table_is_not_called_unfinished(tmp_path):
         path.unlink()
     (run_dir / "epochs.csv").write_bytes(b"")
     with pytest.raises(LosscmpError, match=r"epochs.csv is damaged \(empty: 0 bytes\)") as caught:
-        report.load_run(run_dir)
+        load_run(run_dir)
     assert "no finished trials" not in str(caught.value)
 
 
@@ -218,7 +218,7 @@ def test_csv_only_run_with_a_repeated_row_is_refused(tmp_path):
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join([*lines, lines[3]]))
     with pytest.raises(LosscmpError, match="rows share dataset synthetic, loss dice, seed 0"):
-        report.load_run(run_dir)
+        load_run(run_dir)
 
 
 # --------------------------------------------------------------------------- damaged trials
@@ -251,7 +251,7 @@ def test_report_names_a_damaged_trial_file_and_how_to_fix_it(run_dir, kind):
     path = trial_files(run_dir)[2]
     _damage(path, kind)
     with pytest.raises(LosscmpError) as caught:
-        report.load_run(run_dir)
+        load_run(run_dir)
     message = str(caught.value)
     assert path.name in message and DAMAGED[kind][1] in message
     assert f"--resume {run_dir}" in message and "\n" not in message
@@ -275,9 +275,9 @@ def test_finished_trials_sets_damaged_files_aside(run_dir, kind):
     assert entry["file"] == f"trials/damaged/{damaged.name}" and entry["trial_id"] == damaged.stem
     # the rest reads; report says what was set aside, and that the trial is due again
     store.rebuild_tables()
-    results = report.load_run(run_dir)
+    results = load_run(run_dir)
     assert any("1 damaged trial file(s) were set aside" in note for note in results.notes)
-    assert report.unfinished_trials(results) == {run_dir: 1}
+    assert unfinished_trials(results) == {run_dir: 1}
 
 
 def test_a_file_set_aside_twice_keeps_both_copies(run_dir):
@@ -294,7 +294,7 @@ def test_a_copied_trial_file_is_damaged(run_dir):
     first, second = trial_files(run_dir)[:2]
     second.write_text(first.read_text())
     with pytest.raises(LosscmpError, match=f"{second.name} is damaged .*do not agree"):
-        report.load_run(run_dir)
+        load_run(run_dir)
 
 
 # --------------------------------------------------------------------------- the lock
@@ -390,7 +390,7 @@ def test_a_complete_temporary_run_json_is_used_and_promoted(tmp_path):
     (run_dir / RUN_FILE).unlink()
     (run_dir / ".run.json.zz9k2a.tmp").write_text(meta)  # killed between fsync and rename
     assert read_run_json(run_dir) == json.loads(meta)
-    assert report.resolve_run_dirs([run_dir]) == [run_dir]
+    assert resolve_run_dirs([run_dir]) == [run_dir]
     with RunStore(run_dir).lock():
         pass
     assert json.loads((run_dir / RUN_FILE).read_text()) == json.loads(meta)
@@ -402,7 +402,7 @@ def test_a_half_written_run_json_is_reported_clearly(tmp_path):
     run_dir.mkdir()
     (run_dir / ".run.json.k2j4h1.tmp").write_text('{"schema_version": 1, "run_')
     with pytest.raises(LosscmpError, match="half-written run.json: the run was killed while"):
-        report.load_run(run_dir)
+        load_run(run_dir)
 
 
 # --------------------------------------------------------------------------- --out
@@ -445,7 +445,7 @@ def test_skipped_and_truncated_images_are_repeated_by_report(tmp_path):
         "truncated": ["images/pug_1.jpg", "images/pug_2.jpg"],
     }
     run_dir = write_run(tmp_path, datasets=("pets",), dataset_info=info)
-    notes = report.load_run(run_dir).notes
+    notes = load_run(run_dir).notes
     assert any("1 unreadable image(s) were left out (images/Bengal_5.jpg)" in n for n in notes)
     assert any("2 truncated image(s)" in note for note in notes)
 

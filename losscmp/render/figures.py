@@ -1,6 +1,7 @@
 """Figures for ``losscmp report --plots``: learning curves, prediction panels, imbalance dial.
 
-Reads the run folder only (through ``losscmp.report``). Uses matplotlib's
+Reads the run folder only (through ``losscmp.summary`` and the store); the HTML
+page (``losscmp.render.html``) embeds the same figures. Uses matplotlib's
 object-oriented API (``matplotlib.figure.Figure``, no pyplot), which renders
 with Agg without touching the user's backend; matplotlib is imported only when
 a figure is drawn. PNGs go to ``<run>/plots/`` and are written atomically.
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from losscmp import report
+from losscmp import summary
 from losscmp.results import RunStore, atomic_write_bytes, slug
 
 if TYPE_CHECKING:
@@ -38,30 +39,36 @@ HIT, FALSE_POSITIVE, MISS = (0.2, 0.8, 0.2), (0.9, 0.15, 0.15), (0.2, 0.4, 1.0)
 TRUTH = (1.0, 1.0, 1.0)
 IGNORED = (0.6, 0.6, 0.6)
 MAX_PANEL_IMAGES = 4
+# Image pixels drawn as squares: masks stay crisp and the PNGs compress twice as well.
+PIXELS = "nearest"
 
 
 def write_plots(run_dir: Path | str, *, metric: str = "dice") -> list[Path]:
     """Draw every figure the run supports; return the PNG paths written."""
-    report.check_metric(metric)
+    summary.check_metric(metric)
     run_dir = Path(run_dir)
-    results = report.load_run(run_dir)
+    results = summary.load_run(run_dir)
     out = run_dir / PLOTS_DIR
     written = [_save(learning_curves(results, metric), out / "learning_curves.png")]
-    for dataset in report.dataset_order(results):
+    for dataset in summary.dataset_order(results):
         figure = prediction_panel(results, dataset)
         if figure is not None:
             written.append(_save(figure, out / f"predictions__{slug(dataset)}.png"))
-    dial = report.imbalance_frame(report.summarize(results, metric))
+    dial = summary.imbalance_frame(summary.summarize(results, metric))
     if dial is not None:
         written.append(_save(imbalance_figure(dial, metric), out / "imbalance.png"))
     return written
 
 
 def _save(figure: Figure, path: Path) -> Path:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, png_bytes(figure))
     return path
+
+
+def png_bytes(figure: Figure, dpi: int = 110) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return buffer.getvalue()
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -73,9 +80,9 @@ def _figure(width: float, height: float) -> Figure:
 # --------------------------------------------------------------------------- learning curves
 
 
-def learning_curves(results: report.RunResults, metric: str = "dice") -> Figure:
+def learning_curves(results: summary.RunResults, metric: str = "dice") -> Figure:
     """Validation score per epoch: mean over seeds per loss, band = ± one sd across seeds."""
-    datasets = report.dataset_order(results)
+    datasets = summary.dataset_order(results)
     columns = min(3, len(datasets))
     rows = math.ceil(len(datasets) / columns)
     figure = _figure(5.0 * columns, 3.6 * rows)
@@ -85,7 +92,7 @@ def learning_curves(results: report.RunResults, metric: str = "dice") -> Figure:
         axis.set_title(dataset, fontsize=10)
     for axis in axes[len(datasets) :]:
         axis.set_visible(False)
-    figure.suptitle(f"Validation {report.METRIC_TITLES[metric]} per epoch (band: ± sd over seeds)")
+    figure.suptitle(f"Validation {summary.METRIC_TITLES[metric]} per epoch (band: ± sd over seeds)")
     return figure
 
 
@@ -102,7 +109,7 @@ def _curves(axis: Axes, epochs: pd.DataFrame, metric: str) -> None:
 
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_xlabel("epoch")
-    axis.set_ylabel(report.METRIC_TITLES[metric])
+    axis.set_ylabel(summary.METRIC_TITLES[metric])
     axis.set_ylim(bottom=max(0.0, axis.get_ylim()[0]))
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
@@ -121,7 +128,7 @@ def _validation_panel(run_dir: Path, dataset: str, single: bool) -> dict[str, np
     return {"images": arrays["images"], "masks": arrays["masks"]}
 
 
-def _loss_predictions(results: report.RunResults, dataset: str) -> dict[str, np.ndarray]:
+def _loss_predictions(results: summary.RunResults, dataset: str) -> dict[str, np.ndarray]:
     """Each loss's final prediction from its lowest seed that has a panel file."""
     predictions: dict[str, np.ndarray] = {}
     trials = results.trials[results.trials["dataset"] == dataset].sort_values("seed")
@@ -136,7 +143,7 @@ def _loss_predictions(results: report.RunResults, dataset: str) -> dict[str, np.
     return predictions
 
 
-def prediction_panel(results: report.RunResults, dataset: str) -> Figure | None:
+def prediction_panel(results: summary.RunResults, dataset: str) -> Figure | None:
     """Rows: validation images; columns: image, ground truth, one per loss. None without data."""
     single = len(results.datasets) <= 1
     panel = next(
@@ -152,7 +159,7 @@ def prediction_panel(results: report.RunResults, dataset: str) -> Figure | None:
     figure = _figure(1.9 * columns, 1.9 * len(images) + 0.4)
     axes = figure.subplots(len(images), columns, squeeze=False)
     for row, (image, mask) in enumerate(zip(images, masks, strict=True)):
-        axes[row, 0].imshow(image)
+        axes[row, 0].imshow(image, interpolation=PIXELS)
         _show_mask(axes[row, 1], image, mask, mode)
         for column, (loss, prediction) in enumerate(predictions.items(), start=2):
             _show_prediction(axes[row, column], image, mask, prediction[row], mode)
@@ -170,9 +177,11 @@ def prediction_panel(results: report.RunResults, dataset: str) -> Figure | None:
 
 def _show_mask(axis: Axes, image: np.ndarray, mask: np.ndarray, mode: str) -> None:
     if mode == "binary":
-        axis.imshow(_overlay(image, {TRUTH: mask == 1}, ignored=mask == 255))
+        axis.imshow(_overlay(image, {TRUTH: mask == 1}, ignored=mask == 255), interpolation=PIXELS)
     else:
-        axis.imshow(_overlay(image, _class_colours(mask), ignored=mask == 255))
+        axis.imshow(
+            _overlay(image, _class_colours(mask), ignored=mask == 255), interpolation=PIXELS
+        )
 
 
 def _show_prediction(
@@ -186,17 +195,19 @@ def _show_prediction(
             FALSE_POSITIVE: ~truth & predicted,
             MISS: truth & ~predicted,
         }
-        axis.imshow(_overlay(image, outcome, ignored=~valid))
+        axis.imshow(_overlay(image, outcome, ignored=~valid), interpolation=PIXELS)
         dice = _dice(predicted, truth, valid)
     else:
-        axis.imshow(_overlay(image, _class_colours(prediction), ignored=~valid))
+        axis.imshow(
+            _overlay(image, _class_colours(prediction), ignored=~valid), interpolation=PIXELS
+        )
         classes = [k for k in np.union1d(np.unique(mask[valid]), np.unique(prediction)) if k > 0]
         scores = [_dice(prediction == k, mask == k, valid) for k in classes if k != 255]
         dice = float(np.mean(scores)) if scores else 1.0
     axis.set_xlabel(f"Dice {dice:.2f}", fontsize=8)
 
 
-def _add_legend(figure: Figure, results: report.RunResults, dataset: str, mode: str) -> None:
+def _add_legend(figure: Figure, results: summary.RunResults, dataset: str, mode: str) -> None:
     from matplotlib import colormaps
     from matplotlib.patches import Patch
 
@@ -261,7 +272,7 @@ def imbalance_figure(dial: pd.DataFrame, metric: str = "dice") -> Figure:
     axis.set_xticks(fractions, [f"{f:g}" for f in fractions])
     axis.minorticks_off()
     axis.set_xlabel("foreground fraction")
-    axis.set_ylabel(f"{report.METRIC_TITLES[metric]} (best epoch)")
+    axis.set_ylabel(f"{summary.METRIC_TITLES[metric]} (best epoch)")
     axis.set_title(f"Imbalance dial — {dial['dial_group'].iloc[0]} (mean ± sd over seeds)")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)

@@ -1,4 +1,7 @@
-"""Run folders -> one summary frame -> a Rich table and a CSV.
+"""Run folders -> one summary frame: what every output of ``report`` shows.
+
+Each output is a renderer over the frame this module builds (``losscmp.render``:
+terminal, CSV, HTML, figures), so they all show the same numbers.
 
 Reads run folders only through ``losscmp.results.RunStore`` (run.json and
 trials/ are the truth; epochs.csv / images.csv that disagree with them are
@@ -44,16 +47,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from rich import box
-from rich.table import Table
-from rich.text import Text
 
 from losscmp import stats
 from losscmp.errors import LosscmpError, SpecError, unknown
 from losscmp.results import (
     RUN_FILE,
     RunStore,
-    atomic_write_csv,
     is_run_dir,
     newest_run,
     trial_id,
@@ -103,6 +102,43 @@ class RunResults:
             meta.get("run_id", path.name)
             for meta, path in zip(self.metas, self.run_dirs, strict=True)
         ]
+
+
+@dataclass(frozen=True)
+class Report:
+    """What every renderer gets: the (combined) runs, their summary frame, the headline."""
+
+    results: RunResults
+    summary: pd.DataFrame
+    metric: str
+
+    @property
+    def caption(self) -> str:
+        return headline_caption(self.metric, self.summary)
+
+    @property
+    def notes(self) -> list[str]:
+        return report_notes(self.results)
+
+
+def build_report(paths: Sequence[Path | str], metric: str = "dice") -> Report:
+    """Find, read, combine and summarise runs: the one entry point of every output."""
+    check_metric(metric)
+    runs = [load_run(run_dir) for run_dir in resolve_run_dirs(paths)]
+    results = combine_runs(runs)
+    return Report(results, summarize(results, metric), metric)
+
+
+def report_notes(results: RunResults) -> list[str]:
+    """Everything a reader should know besides the numbers, each once: what the reader
+    repaired or could not, failed and unfinished trials."""
+    notes = run_notes(results)
+    for path, count in unfinished_trials(results).items():
+        notes.append(
+            f"{path} is unfinished: {count} planned trial(s) have no result yet; "
+            f"finish it with the run's command plus --resume {path}"
+        )
+    return notes
 
 
 def unfinished_trials(results: RunResults) -> dict[Path, int]:
@@ -525,32 +561,6 @@ def imbalance_frame(summary: pd.DataFrame) -> pd.DataFrame | None:
     return dial[columns].sort_values(["loss", "fg_fraction"]).reset_index(drop=True)
 
 
-# --------------------------------------------------------------------------- output
-
-
-def check_csv_target(path: Path | str) -> Path:
-    """Refuse a ``--csv`` that cannot be written, before anything else is written."""
-    path = Path(path)
-    if path.is_dir():
-        raise LosscmpError(
-            f"--csv {path} is a folder; give a file name, e.g. {path / 'summary.csv'}"
-        )
-    parent = path.parent
-    if parent.exists() and not parent.is_dir():
-        raise LosscmpError(f"--csv {path}: {parent} is a file, not a folder")
-    return path
-
-
-def write_summary(summary: pd.DataFrame, path: Path | str) -> Path:
-    """Write the summary CSV atomically (a killed process leaves the old file or the new)."""
-    path = check_csv_target(path)
-    try:
-        atomic_write_csv(path, summary)
-    except OSError as error:
-        raise LosscmpError(f"cannot write {path}: {error.strerror or error}") from None
-    return path
-
-
 def headline_caption(metric: str, summary: pd.DataFrame) -> str:
     seeds = int(summary["n_seeds"].max()) if len(summary) else 0
     where = "dataset-level" if not metric.startswith("image_") else "mean per-image"
@@ -568,195 +578,10 @@ def headline_caption(metric: str, summary: pd.DataFrame) -> str:
     return caption
 
 
-def render_table(summary: pd.DataFrame, metric: str = "dice") -> Table:
-    """The comparison as a Rich table, best first, best row highlighted.
-
-    One dataset gives one table; several (e.g. the imbalance dial) give a grid
-    holding one table per dataset, under one caption.
-    """
-    check_metric(metric)
-    datasets = list(dict.fromkeys(summary["dataset"]))
-    caption = headline_caption(metric, summary)
-    if len(datasets) == 1:
-        return _dataset_table(summary, metric, f"losscmp — {datasets[0]}", caption)
-    grid = Table.grid(padding=(1, 0))
-    grid.add_column()
-    for dataset in datasets:
-        rows = summary[summary["dataset"] == dataset]
-        grid.add_row(_dataset_table(rows, metric, f"losscmp — {dataset}", None))
-    grid.add_row(Text(caption, style="dim"))
-    return grid
-
-
-def _dataset_table(rows: pd.DataFrame, metric: str, title: str, caption: str | None) -> Table:
-    table = Table(
-        title=title,
-        caption=caption,
-        caption_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
-    )
-    per_class = _foreground_class_columns(rows)
-    _add_columns(table, metric, bool(per_class))
-    for row in rows.sort_values("rank", na_position="last", kind="stable").itertuples(index=False):
-        table.add_row(*_cells(row._asdict(), metric, per_class), style=_row_style(row))
-    return table
-
-
 def per_class_columns(summary: pd.DataFrame) -> list[str]:
     """The ``best_dice_<class>_mean`` columns of a multiclass summary, in class order."""
     return [column for column in summary.columns if PER_CLASS_COLUMN.fullmatch(column)]
 
 
-def _foreground_class_columns(summary: pd.DataFrame) -> list[str]:
-    """The table leaves out class 0 (background), as the headline's mean does."""
-    present = [column for column in per_class_columns(summary) if summary[column].notna().any()]
-    return present[1:]
-
-
-def _add_columns(table: Table, metric: str, has_classes: bool) -> None:
-    headline = METRIC_TITLES[metric]
-    number = {"justify": "right", "no_wrap": True}
-    table.add_column("#", **number)
-    table.add_column("loss", no_wrap=True)
-    table.add_column(f"{headline} best\nmean ± sd", **number)
-    table.add_column("95% CI", **number)
-    table.add_column("p\n(Holm)", **number)
-    table.add_column(f"{headline}\nfinal", **number)
-    for other in TABLE_METRICS:
-        if other != metric:
-            table.add_column(f"{METRIC_TITLES[other]}\nbest", **number)
-            table.add_column(f"{METRIC_TITLES[other]}\nfinal", **number)
-    table.add_column("best\nep.", **number)
-    table.add_column("HD95\nfinal", **number)
-    table.add_column("time\ns", **number)
-    if has_classes:
-        table.add_column("Dice per class\n(best)", no_wrap=True)
-    table.add_column("status", min_width=8)
-
-
-def _cells(row: dict[str, Any], metric: str, per_class: list[str]) -> list[Text | str]:
-    mark = " ≈" if row["indistinguishable_from_best"] is True and not row["is_best"] else ""
-    cells: list[Text | str] = [
-        _int(row["rank"]),
-        f"{row['loss']}{mark}",
-        _mean_sd(row["score_mean"], row["score_std"]),
-        _interval(row["ci_low"], row["ci_high"]),
-        "best" if row["is_best"] else _p_value(row["p_holm"]),
-        _number(row.get(f"final_{metric}_mean")),
-    ]
-    for other in TABLE_METRICS:
-        if other != metric:
-            cells.append(_number(row.get(f"best_{other}_mean")))
-            cells.append(_number(row.get(f"final_{other}_mean")))
-    cells += [
-        _epoch(row["best_epoch"]),
-        _number(row.get("final_hd95_mean"), digits=1),
-        _number(row["seconds"], digits=1),
-    ]
-    if per_class:
-        cells.append(_per_class(row, per_class))
-    cells.append(Text(_short_status(row), style="red" if row["n_diverged"] else ""))
-    return cells
-
-
-def _short_status(row: dict[str, Any]) -> str:
-    """The status in table width: ok, diverged ep 3, 1/3 diverged ep 3."""
-    if not row["n_diverged"]:
-        return "ok"
-    epoch = row["diverged_epoch"]
-    at = "" if _missing(epoch) else f" ep {int(epoch)}"
-    if row["n_diverged"] == row["n_seeds"]:
-        return f"diverged{at}"
-    return f"{row['n_diverged']}/{row['n_seeds']} diverged{at}"
-
-
-def _row_style(row) -> str:
-    if row.is_best:
-        return "bold green"
-    if row.n_diverged and row.n_diverged == row.n_seeds:
-        return "dim red"
-    return ""
-
-
 def _optional_bool(value: Any) -> bool | None:
     return None if pd.isna(value) else bool(value)
-
-
-def _missing(value: Any) -> bool:
-    """None, NaN or pandas' NA: a cell with nothing to show."""
-    return value is None or bool(pd.isna(value))
-
-
-def _number(value: Any, digits: int = 3) -> str:
-    if _missing(value):
-        return "–"
-    return f"{round(float(value), digits) + 0.0:.{digits}f}"  # + 0.0: no "-0.000"
-
-
-def _epoch(value: Any) -> str:
-    """Mean best epoch over seeds: an integer when the seeds agree."""
-    if _missing(value):
-        return "–"
-    return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
-
-
-def _int(value: Any) -> str:
-    return "–" if _missing(value) else str(int(value))
-
-
-def _mean_sd(mean: Any, sd: Any) -> str:
-    if _missing(mean):
-        return "–"
-    return f"{mean:.3f}" if _missing(sd) else f"{mean:.3f} ± {sd:.3f}"
-
-
-def _interval(low: Any, high: Any) -> str:
-    return "–" if _missing(low) or _missing(high) else f"{low:.3f}–{high:.3f}"
-
-
-def _p_value(p: Any) -> str:
-    if _missing(p):
-        return "–"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _per_class(row: dict[str, Any], columns: list[str]) -> str:
-    parts = []
-    for column in columns:
-        name = PER_CLASS_COLUMN.fullmatch(column).group(1)
-        parts.append(f"{name} {_number(row.get(column))}")
-    return "\n".join(parts)
-
-
-def render_imbalance_table(summary: pd.DataFrame, metric: str = "dice") -> Table | None:
-    """Each loss's headline score against the foreground fraction, or None without a dial."""
-    dial = imbalance_frame(summary)
-    if dial is None:
-        return None
-    fractions = sorted(dial["fg_fraction"].unique())
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        title=f"Imbalance dial — {dial['dial_group'].iloc[0]}",
-        caption=f"{METRIC_TITLES[metric]} (best epoch, mean ± sd over seeds) "
-        "by foreground fraction; bold = best at that fraction.",
-        caption_justify="left",
-    )
-    table.add_column("loss", no_wrap=True)
-    for fraction in fractions:
-        table.add_column(f"fg {fraction:g}", justify="right")
-    best = dial.loc[dial.groupby("fg_fraction")["score_mean"].idxmax().dropna()]
-    best_pairs = set(zip(best["loss"], best["fg_fraction"], strict=True))
-    for loss, rows in dial.groupby("loss", sort=True):
-        by_fraction = rows.set_index("fg_fraction")
-        cells = []
-        for fraction in fractions:
-            if fraction not in by_fraction.index:
-                cells.append("–")
-                continue
-            entry = by_fraction.loc[fraction]
-            style = "bold green" if (loss, fraction) in best_pairs else ""
-            cells.append(Text(_mean_sd(entry["score_mean"], entry["score_std"]), style=style))
-        table.add_row(loss, *cells)
-    return table

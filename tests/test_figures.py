@@ -1,4 +1,4 @@
-"""plots.py: the PNGs exist, are valid images, and draw what they claim."""
+"""render/figures.py: the PNGs exist, are valid images, and draw what they claim."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from run_fixtures import write_run
 
-from losscmp import plots, report
+from losscmp.render import figures
+from losscmp.summary import load_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 QUALITY = {"dice": 0.8, "focal": 0.6, "tversky": 0.75}
@@ -23,7 +24,7 @@ def read_png(path) -> np.ndarray:
 
 def test_binary_run_writes_curves_and_panel(tmp_path):
     run_dir = write_run(tmp_path, quality=QUALITY, diverged={("focal", 1): 3})
-    written = plots.write_plots(run_dir)
+    written = figures.write_plots(run_dir)
     assert [path.name for path in written] == ["learning_curves.png", "predictions__synthetic.png"]
     for path in written:
         assert path.parent == run_dir / "plots"
@@ -34,8 +35,8 @@ def test_binary_run_writes_curves_and_panel(tmp_path):
 
 def test_learning_curves_have_one_line_per_loss_with_the_seed_mean(tmp_path):
     run_dir = write_run(tmp_path, quality=QUALITY)
-    results = report.load_run(run_dir)
-    axis = plots.learning_curves(results).axes[0]
+    results = load_run(run_dir)
+    axis = figures.learning_curves(results).axes[0]
     lines = {line.get_label(): line for line in axis.get_lines()}
     assert set(lines) == set(QUALITY)
     dice = results.epochs[results.epochs["loss"] == "dice"]
@@ -45,7 +46,7 @@ def test_learning_curves_have_one_line_per_loss_with_the_seed_mean(tmp_path):
 
 def test_panel_has_image_truth_and_one_column_per_loss(tmp_path):
     run_dir = write_run(tmp_path, quality=QUALITY)
-    figure = plots.prediction_panel(report.load_run(run_dir), "synthetic")
+    figure = figures.prediction_panel(load_run(run_dir), "synthetic")
     titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
     assert titles == ["image", "ground truth", "dice", "focal", "tversky"]
     assert len(figure.axes) == 4 * 5  # four validation images
@@ -54,14 +55,14 @@ def test_panel_has_image_truth_and_one_column_per_loss(tmp_path):
 def test_imbalance_figure_when_the_run_has_a_dial(tmp_path):
     datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.05, 0.2)]
     run_dir = write_run(tmp_path, quality=QUALITY, datasets=datasets, panel=False)
-    names = [path.name for path in plots.write_plots(run_dir)]
+    names = [path.name for path in figures.write_plots(run_dir)]
     assert names == ["learning_curves.png", "imbalance.png"]
     read_png(run_dir / "plots" / "imbalance.png")
 
 
 def test_multiclass_panel(tmp_path):
     run_dir = write_run(tmp_path, class_names=("background", "pet", "border"))
-    written = plots.write_plots(run_dir)
+    written = figures.write_plots(run_dir)
     assert "predictions__synthetic.png" in [path.name for path in written]
     read_png(written[-1])
 
@@ -69,12 +70,12 @@ def test_multiclass_panel(tmp_path):
 def test_missing_panel_files_skip_only_the_panel(tmp_path):
     run_dir = write_run(tmp_path, quality=QUALITY)
     shutil.rmtree(run_dir / "panel")
-    assert [path.name for path in plots.write_plots(run_dir)] == ["learning_curves.png"]
+    assert [path.name for path in figures.write_plots(run_dir)] == ["learning_curves.png"]
 
 
 def test_plotting_does_not_switch_the_pyplot_backend(tmp_path):
     import matplotlib
 
     before = matplotlib.get_backend()
-    plots.write_plots(write_run(tmp_path, quality=QUALITY, panel=False))
+    figures.write_plots(write_run(tmp_path, quality=QUALITY, panel=False))
     assert matplotlib.get_backend() == before

@@ -1,0 +1,54 @@
+"""Outputs of ``losscmp report``: one renderer per output, all over one summary frame.
+
+- ``terminal``: Rich tables (always printed);
+- ``figures``: PNG figures into each run folder (``--plots``);
+- the file outputs in :data:`RENDERERS`, one per ``report`` option that names a
+  file (``--csv FILE``, ``--html FILE``).
+
+A new file output is one module here defining ``check_target(path) -> Path``
+(refuse a target that cannot be written, before anything is) and
+``write(report: losscmp.summary.Report, path) -> Path``, plus one line in
+:data:`RENDERERS` (and its option in cli.py). Modules are imported when used,
+so a CSV never imports matplotlib.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from losscmp.errors import LosscmpError
+
+
+@dataclass(frozen=True)
+class Renderer:
+    """One file output: the ``report`` option that asks for it and the module that writes it."""
+
+    name: str
+    module: str
+    description: str
+
+    def load(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+
+RENDERERS: dict[str, Renderer] = {
+    renderer.name: renderer
+    for renderer in (
+        Renderer("csv", "losscmp.render.csv", "the summary frame, one row per dataset x loss"),
+        Renderer("html", "losscmp.render.html", "one self-contained page: tables, figures, setup"),
+    )
+}
+
+
+def check_file_target(path: Path | str, option: str, example: str) -> Path:
+    """Refuse an output file that cannot be written, before anything else is written."""
+    path = Path(path)
+    if path.is_dir():
+        raise LosscmpError(f"{option} {path} is a folder; give a file name, e.g. {path / example}")
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise LosscmpError(f"{option} {path}: {parent} is a file, not a folder")
+    return path

@@ -1,0 +1,173 @@
+"""The comparison table's columns and cell text, shared by the terminal and the HTML page.
+
+Each :class:`Column` says how a summary row (a dict of one row of the summary
+frame) is printed and which value sorts it, so every output shows the same
+numbers with the same rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from losscmp.summary import METRIC_TITLES, PER_CLASS_COLUMN, TABLE_METRICS, per_class_columns
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the comparison table."""
+
+    title: str  # "\n" breaks the header into lines
+    text: Callable[[Row], str]  # the cell as printed
+    sort: Callable[[Row], Any]  # the value the HTML page sorts by (None/NaN: last)
+    numeric: bool = True  # right-aligned
+    wrap: bool = False
+    min_width: int | None = None
+
+
+def table_columns(metric: str, per_class: list[str]) -> list[Column]:
+    """The table's columns: rank, loss, the headline with its interval and test, the other
+    metrics at the best and final epoch, best epoch, HD95, time, per-class Dice, status."""
+    headline = METRIC_TITLES[metric]
+    columns = [
+        Column("#", lambda row: integer(row["rank"]), lambda row: row["rank"]),
+        Column("loss", loss_text, lambda row: row["loss"], numeric=False),
+        Column(
+            f"{headline} best\nmean ± sd",
+            lambda row: mean_sd(row["score_mean"], row["score_std"]),
+            lambda row: row["score_mean"],
+        ),
+        Column(
+            "95% CI",
+            lambda row: interval(row["ci_low"], row["ci_high"]),
+            lambda row: row["ci_low"],
+        ),
+        Column(
+            "p\n(Holm)",
+            lambda row: "best" if row["is_best"] else p_value(row["p_holm"]),
+            lambda row: 1.0 if row["is_best"] else row["p_holm"],
+        ),
+        _value_column(f"{headline}\nfinal", f"final_{metric}_mean"),
+    ]
+    for other in TABLE_METRICS:
+        if other != metric:
+            columns.append(_value_column(f"{METRIC_TITLES[other]}\nbest", f"best_{other}_mean"))
+            columns.append(_value_column(f"{METRIC_TITLES[other]}\nfinal", f"final_{other}_mean"))
+    columns += [
+        Column("best\nep.", lambda row: epoch(row["best_epoch"]), lambda row: row["best_epoch"]),
+        _value_column("HD95\nfinal", "final_hd95_mean", digits=1),
+        _value_column("time\ns", "seconds", digits=1),
+    ]
+    if per_class:
+        columns.append(
+            Column(
+                "Dice per class\n(best)",
+                lambda row: per_class_text(row, per_class),
+                lambda row: row.get(per_class[0]),
+                numeric=False,
+            )
+        )
+    columns.append(
+        Column(
+            "status",
+            short_status,
+            lambda row: row["n_diverged"],
+            numeric=False,
+            wrap=True,
+            min_width=8,
+        )
+    )
+    return columns
+
+
+def _value_column(title: str, key: str, digits: int = 3) -> Column:
+    return Column(title, lambda row: number(row.get(key), digits), lambda row: row.get(key))
+
+
+def ordered_rows(rows: pd.DataFrame) -> list[Row]:
+    """The rows of one dataset, best first, losses without a rank last."""
+    ranked = rows.sort_values("rank", na_position="last", kind="stable")
+    return [row._asdict() for row in ranked.itertuples(index=False)]
+
+
+def foreground_class_columns(summary: pd.DataFrame) -> list[str]:
+    """The table leaves out class 0 (background), as the headline's mean does."""
+    present = [column for column in per_class_columns(summary) if summary[column].notna().any()]
+    return present[1:]
+
+
+def loss_text(row: Row) -> str:
+    mark = " ≈" if row["indistinguishable_from_best"] is True and not row["is_best"] else ""
+    return f"{row['loss']}{mark}"
+
+
+def short_status(row: Row) -> str:
+    """The status in table width: ok, diverged ep 3, 1/3 diverged ep 3."""
+    if not row["n_diverged"]:
+        return "ok"
+    epoch = row["diverged_epoch"]
+    at = "" if missing(epoch) else f" ep {int(epoch)}"
+    if row["n_diverged"] == row["n_seeds"]:
+        return f"diverged{at}"
+    return f"{row['n_diverged']}/{row['n_seeds']} diverged{at}"
+
+
+def all_diverged(row: Row) -> bool:
+    return bool(row["n_diverged"]) and row["n_diverged"] == row["n_seeds"]
+
+
+def missing(value: Any) -> bool:
+    """None, NaN or pandas' NA: a cell with nothing to show."""
+    return value is None or bool(pd.isna(value))
+
+
+def number(value: Any, digits: int = 3) -> str:
+    if missing(value):
+        return "–"
+    return f"{round(float(value), digits) + 0.0:.{digits}f}"  # + 0.0: no "-0.000"
+
+
+def epoch(value: Any) -> str:
+    """Mean best epoch over seeds: an integer when the seeds agree."""
+    if missing(value):
+        return "–"
+    return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
+
+
+def integer(value: Any) -> str:
+    return "–" if missing(value) else str(int(value))
+
+
+def mean_sd(mean: Any, sd: Any) -> str:
+    if missing(mean):
+        return "–"
+    return f"{mean:.3f}" if missing(sd) else f"{mean:.3f} ± {sd:.3f}"
+
+
+def interval(low: Any, high: Any) -> str:
+    return "–" if missing(low) or missing(high) else f"{low:.3f}–{high:.3f}"
+
+
+def p_value(p: Any) -> str:
+    if missing(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def per_class_text(row: Row, columns: list[str]) -> str:
+    parts = []
+    for column in columns:
+        name = PER_CLASS_COLUMN.fullmatch(column).group(1)
+        parts.append(f"{name} {number(row.get(column))}")
+    return "\n".join(parts)
+
+
+def best_at_each_fraction(dial: pd.DataFrame) -> set[tuple[str, float]]:
+    """The (loss, fg_fraction) pairs of an imbalance dial that are best at their fraction."""
+    best = dial.loc[dial.groupby("fg_fraction")["score_mean"].idxmax().dropna()]
+    return set(zip(best["loss"], best["fg_fraction"], strict=True))

@@ -1,0 +1,31 @@
+"""The summary frame as a CSV (``report --csv FILE``, and ``<run>/summary.csv``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from losscmp.errors import LosscmpError
+from losscmp.render import check_file_target
+from losscmp.results import atomic_write_csv
+from losscmp.summary import Report
+
+
+def check_target(path: Path | str) -> Path:
+    """Refuse a ``--csv`` that cannot be written, before anything else is written."""
+    return check_file_target(path, "--csv", "summary.csv")
+
+
+def write(report: Report, path: Path | str) -> Path:
+    return write_summary(report.summary, path)
+
+
+def write_summary(summary: pd.DataFrame, path: Path | str) -> Path:
+    """Write the summary CSV atomically (a killed process leaves the old file or the new)."""
+    path = check_target(path)
+    try:
+        atomic_write_csv(path, summary)
+    except OSError as error:
+        raise LosscmpError(f"cannot write {path}: {error.strerror or error}") from None
+    return path

@@ -1,0 +1,555 @@
+"""One self-contained HTML page of a report: ``report --html FILE`` and ``<run>/report.html``.
+
+The page opens offline and fetches nothing: the CSS and the small sorting
+script are inline, figures are embedded as palette PNGs (base64 data URIs) and
+a Content-Security-Policy forbids every other source. The comparison table has
+the terminal's columns, numbers and caption (``losscmp.render.cells``): in rank
+order without JavaScript, sortable by any column with it (each numeric cell
+carries its full-precision value in ``data-sort``). Print CSS lays it out for
+paper. Sections: what went wrong (diverged, failed, unfinished trials, notes),
+the comparison, the imbalance dial, per-class scores (multiclass), learning
+curves, predictions, and what was run (command, config, datasets, model,
+device, versions, git commit, times).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from losscmp.render import check_file_target
+from losscmp.render.cells import (
+    Column,
+    Row,
+    all_diverged,
+    best_at_each_fraction,
+    foreground_class_columns,
+    mean_sd,
+    missing,
+    ordered_rows,
+    table_columns,
+)
+from losscmp.results import RunStore, atomic_write_bytes
+from losscmp.summary import METRIC_TITLES, Report, dataset_order, imbalance_frame
+
+FIGURE_DPI = 100
+# Keys of a dataset's info that are long lists of file names; the notes already count them.
+LONG_INFO_KEYS = frozenset({"unreadable", "truncated"})
+
+
+def check_target(path: Path | str) -> Path:
+    """Refuse an ``--html`` that cannot be written, before anything else is written."""
+    return check_file_target(path, "--html", "report.html")
+
+
+def write(report: Report, path: Path | str) -> Path:
+    """Write the page to ``path`` atomically."""
+    path = check_target(path)
+    atomic_write_bytes(path, page(report).encode("utf-8"))
+    return path
+
+
+def write_run_page(report: Report) -> Path:
+    """``<run>/report.html`` of a one-run report, through the run folder's store."""
+    (run_dir,) = report.results.run_dirs
+    return RunStore(run_dir).write_report_page(page(report))
+
+
+def page(report: Report) -> str:
+    """The whole page as one string."""
+    title = f"losscmp — {', '.join(report.results.run_ids)}"
+    sections = [
+        _header(report),
+        _problems(report),
+        _comparison(report),
+        _imbalance(report),
+        _per_class(report),
+        _figures(report),
+        _setup(report),
+    ]
+    body = "\n".join(section for section in sections if section)
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        "img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'\">\n"
+        f"<title>{_e(title)}</title>\n<style>{STYLE}</style>\n</head>\n"
+        f"<body>\n{body}\n<script>{SCRIPT}</script>\n</body>\n</html>\n"
+    )
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _header(report: Report) -> str:
+    results = report.results
+    datasets = ", ".join(dataset_order(results))
+    losses = results.trials["loss"].nunique()
+    seeds = results.trials["seed"].nunique()
+    runs = ("runs " if len(results.run_ids) > 1 else "run ") + ", ".join(results.run_ids)
+    lead = (
+        f"{losses} loss(es) × {seeds} seed(s) on {datasets}; "
+        f"headline: {METRIC_TITLES[report.metric]}; {runs}."
+    )
+    return f'<header><h1>losscmp report</h1><p class="lead">{_e(lead)}</p></header>'
+
+
+def _problems(report: Report) -> str:
+    """Diverged, failed and unfinished trials and every note, stated plainly; or that none."""
+    results = report.results
+    lines = []
+    for meta, run_dir in zip(results.metas, results.run_dirs, strict=True):
+        if not meta.get("finished_at"):
+            lines.append(
+                f"Run {meta.get('run_id', run_dir.name)} has no end time: it is still running "
+                "or was interrupted."
+            )
+    diverged = results.trials[results.trials["status"] == "diverged"]
+    for trial in diverged.sort_values(["dataset", "loss", "seed"]).itertuples(index=False):
+        at = "" if missing(trial.diverged_epoch) else f" at epoch {int(trial.diverged_epoch)}"
+        lines.append(
+            f"{trial.loss}, seed {trial.seed}, on {trial.dataset} diverged{at} "
+            "(non-finite loss); it is left out of every mean."
+        )
+    lines += report.notes
+    planned = sum(len(meta.get("trials") or []) for meta in results.metas)
+    if not lines:
+        counted = f"All {planned} planned trials" if planned else "All trials"
+        return f'<section class="ok"><p>{counted} finished; none diverged.</p></section>'
+    items = "".join(f"<li>{_e(line)}</li>" for line in lines)
+    return f'<section class="problems"><h2>What went wrong</h2><ul>{items}</ul></section>'
+
+
+def _comparison(report: Report) -> str:
+    summary = report.summary
+    parts = ["<section><h2>Comparison</h2>"]
+    for dataset in dict.fromkeys(summary["dataset"]):
+        rows = summary[summary["dataset"] == dataset]
+        columns = table_columns(report.metric, foreground_class_columns(rows))
+        parts.append(f"<h3>{_e(dataset)}</h3>")
+        parts.append(
+            _table(
+                columns,
+                ordered_rows(rows),
+                row_class=_row_class,
+                cell_class=lambda row, column: (
+                    "bad" if column.title == "status" and row["n_diverged"] else ""
+                ),
+                label=f"Comparison on {dataset}",
+                comparison=True,
+            )
+        )
+    parts.append(f'<p class="caption">{_e(report.caption)}</p></section>')
+    return "\n".join(parts)
+
+
+def _row_class(row: Row) -> str:
+    if row["is_best"]:
+        return "best"
+    return "diverged" if all_diverged(row) else ""
+
+
+def _imbalance(report: Report) -> str:
+    dial = imbalance_frame(report.summary)
+    if dial is None:
+        return ""
+    fractions = sorted(dial["fg_fraction"].unique())
+    best = best_at_each_fraction(dial)
+    rows = []
+    for loss, entries in dial.groupby("loss", sort=True):
+        row: Row = {"loss": loss}
+        for fraction, entry in entries.set_index("fg_fraction").iterrows():
+            row[fraction] = entry
+        rows.append(row)
+    columns = [Column("loss", lambda row: row["loss"], lambda row: row["loss"], numeric=False)]
+    columns += [_fraction_column(fraction) for fraction in fractions]
+    fraction_of = {_fraction_title(fraction): fraction for fraction in fractions}
+
+    def strong_if_best(row: Row, column: Column) -> str:
+        return "strong" if (row["loss"], fraction_of.get(column.title)) in best else ""
+
+    table = _table(columns, rows, cell_class=strong_if_best, label="Imbalance dial")
+    caption = (
+        f"{METRIC_TITLES[report.metric]} (best epoch, mean ± sd over seeds) by foreground "
+        "fraction; bold = best at that fraction."
+    )
+    return (
+        f"<section><h2>Imbalance dial — {_e(dial['dial_group'].iloc[0])}</h2>{table}"
+        f'<p class="caption">{_e(caption)}</p></section>'
+    )
+
+
+def _fraction_column(fraction: float) -> Column:
+    def text(row: Row) -> str:
+        entry = row.get(fraction)
+        return "–" if entry is None else mean_sd(entry["score_mean"], entry["score_std"])
+
+    def sort(row: Row) -> Any:
+        entry = row.get(fraction)
+        return None if entry is None else entry["score_mean"]
+
+    return Column(_fraction_title(fraction), text, sort)
+
+
+def _fraction_title(fraction: float) -> str:
+    return f"fg {fraction:g}"
+
+
+def _per_class(report: Report) -> str:
+    """Best-epoch Dice per class, every class (background too), for multiclass datasets."""
+    summary = report.summary
+    parts = []
+    for dataset in dict.fromkeys(summary["dataset"]):
+        rows = summary[summary["dataset"] == dataset]
+        names = report.results.datasets.get(dataset, {}).get("class_names") or []
+        present = [name for name in names if f"best_dice_{name}_mean" in rows]
+        if len(names) <= 2 or not present:
+            continue
+        columns = [Column("loss", lambda row: row["loss"], lambda row: row["loss"], numeric=False)]
+        columns += [_class_column(name) for name in present]
+        parts.append(f"<h3>{_e(dataset)}</h3>")
+        parts.append(_table(columns, ordered_rows(rows), label=f"Dice per class on {dataset}"))
+    if not parts:
+        return ""
+    caption = (
+        "Dice per class at each trial's best epoch, mean ± sd over seeds; the headline "
+        "averages the foreground classes."
+    )
+    return (
+        "<section><h2>Scores per class</h2>"
+        + "\n".join(parts)
+        + f'<p class="caption">{_e(caption)}</p></section>'
+    )
+
+
+def _class_column(name: str) -> Column:
+    mean, sd = f"best_dice_{name}_mean", f"best_dice_{name}_std"
+    return Column(name, lambda row: mean_sd(row.get(mean), row.get(sd)), lambda row: row.get(mean))
+
+
+def _figures(report: Report) -> str:
+    from losscmp.render import figures
+
+    results = report.results
+    parts = ["<section><h2>Figures</h2>"]
+    parts.append(
+        _figure(
+            figures.learning_curves(results, report.metric),
+            f"Validation {METRIC_TITLES[report.metric]} per epoch for each loss; the band is "
+            "± one sd across seeds.",
+        )
+    )
+    for dataset in dataset_order(results):
+        panel = figures.prediction_panel(results, dataset)
+        if panel is not None:
+            binary = results.datasets.get(dataset, {}).get("mode", "binary") == "binary"
+            colours = (
+                "green hit, red false positive, blue miss"
+                if binary
+                else "each class in its colour, grey ignored"
+            )
+            caption = (
+                f"{dataset}: the same validation images, their ground truth and each loss's "
+                f"final-epoch prediction (first seed); {colours}."
+            )
+            parts.append(_figure(panel, caption))
+    dial = imbalance_frame(report.summary)
+    if dial is not None:
+        parts.append(
+            _figure(
+                figures.imbalance_figure(dial, report.metric),
+                "Headline score against the foreground fraction, ± sd over seeds.",
+            )
+        )
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _figure(figure, caption: str) -> str:
+    """A matplotlib figure as an embedded 256-colour PNG (a third of the RGBA PNG's size)."""
+    from PIL import Image
+
+    from losscmp.render.figures import png_bytes
+
+    image = Image.open(io.BytesIO(png_bytes(figure, dpi=FIGURE_DPI))).convert("RGB")
+    buffer = io.BytesIO()
+    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(
+        buffer, format="PNG", optimize=True
+    )
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    width, height = image.size
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" width="{width}" height="{height}" '
+        f'alt="{_e(caption)}"><figcaption>{_e(caption)}</figcaption></figure>'
+    )
+
+
+def _setup(report: Report) -> str:
+    parts = ["<section><h2>What was run</h2>"]
+    for meta, run_dir in zip(report.results.metas, report.results.run_dirs, strict=True):
+        parts.append(_run_setup(meta, run_dir, len(report.results.metas) > 1))
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _run_setup(meta: dict[str, Any], run_dir: Path, several: bool) -> str:
+    run_id = meta.get("run_id", run_dir.name)
+    facts = {
+        "command": _code(meta.get("command")) if meta.get("command") else "not recorded",
+        "run folder": _code(str(run_dir)),
+        "started": _e(_time(meta.get("started_at"))),
+        "finished": _e(_finished(meta)),
+        "device": _e(meta.get("device") or "not recorded"),
+        "model": _e(_inline(meta.get("model"))),
+        "execution": _e(_inline(meta.get("execution"))),
+        "git commit": _code(meta["git_commit"])
+        if meta.get("git_commit")
+        else "none (losscmp was not run from a git checkout)",
+        "versions": _e(_inline(meta.get("versions"))),
+    }
+    if meta.get("resumed_at"):
+        resumed = _time(meta["resumed_at"])
+        command = meta.get("resume_command")
+        facts["resumed"] = _e(resumed) + (f" with {_code(command)}" if command else "")
+    failed = meta.get("failed_trials") or {}
+    if failed:
+        facts["failed trials"] = "<br>".join(
+            f"{_code(trial)}: {_e(reason)}" for trial, reason in failed.items()
+        )
+    heading = f"<h3>Run {_e(run_id)}</h3>" if several else ""
+    config = {key: _e(_inline(value)) for key, value in (meta.get("config") or {}).items()}
+    losses = {label: _e(_loss_text(info)) for label, info in (meta.get("losses") or {}).items()}
+    blocks = [
+        _block("Config", _facts(config)),
+        _block("Losses", _facts(losses)),
+        *_dataset_blocks(meta.get("datasets") or {}),
+    ]
+    return "\n".join([heading, _facts(facts), f'<div class="blocks">{"".join(blocks)}</div>'])
+
+
+def _block(title: str, content: str) -> str:
+    return f"<div><h4>{_e(title)}</h4>{content}</div>"
+
+
+def _dataset_blocks(datasets: dict[str, Any]) -> Iterable[str]:
+    for label, info in datasets.items():
+        if not isinstance(info, dict):
+            info = {"info": info}
+        shown = {
+            key: _e(_inline(value)) for key, value in info.items() if key not in LONG_INFO_KEYS
+        }
+        yield _block(f"Dataset {label}", _facts(shown))
+
+
+def _loss_text(info: Any) -> str:
+    if not isinstance(info, dict):
+        return _inline(info)
+    params = info.get("params") or {}
+    inside = ", ".join(f"{key}={_inline(value)}" for key, value in params.items())
+    return f"{info.get('name', '?')}({inside})"
+
+
+def _finished(meta: dict[str, Any]) -> str:
+    end = meta.get("finished_at")
+    if not end:
+        return "not finished (still running, or interrupted)"
+    start = meta.get("started_at")
+    try:
+        seconds = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    except (TypeError, ValueError):
+        return _time(end)
+    return f"{_time(end)} ({_duration(seconds)})"
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
+def _time(value: Any) -> str:
+    return str(value).replace("T", " ") if value else "not recorded"
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def _table(
+    columns: Sequence[Column],
+    rows: Sequence[Row],
+    *,
+    row_class: Callable[[Row], str] | None = None,
+    cell_class: Callable[[Row, Column], str] | None = None,
+    label: str,
+    comparison: bool = False,
+) -> str:
+    """A sortable table: headers from the columns, one body row per row, ``data-sort`` values."""
+    headers = "".join(
+        f'<th scope="col"{_class("num" if column.numeric else "")}>'
+        f"{_e(column.title).replace(chr(10), '<br>')}</th>"
+        for column in columns
+    )
+    body = []
+    for row in rows:
+        cells = []
+        for column in columns:
+            classes = [
+                "num" if column.numeric else "",
+                cell_class(row, column) if cell_class else "",
+            ]
+            text = _e(column.text(row)).replace("\n", "<br>")
+            cells.append(
+                f'<td{_class(*classes)} data-sort="{_e(_sort_value(column.sort(row)))}">{text}</td>'
+            )
+        loss = f' data-loss="{_e(row["loss"])}"' if "loss" in row else ""
+        body.append(f"<tr{_class(row_class(row) if row_class else '')}{loss}>{''.join(cells)}</tr>")
+    kind = " comparison" if comparison else ""
+    return (
+        f'<div class="scroll"><table class="sortable{kind}" aria-label="{_e(label)}">'
+        f"<thead><tr>{headers}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def _sort_value(value: Any) -> str:
+    """Full precision for numbers (repr round-trips), text as is, '' for nothing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return ""
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int | float):
+        return repr(float(value))
+    try:
+        return repr(float(value))  # numpy scalars
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _facts(facts: dict[str, str]) -> str:
+    """A definition list; values are HTML already."""
+    items = "".join(f"<dt>{_e(key)}</dt><dd>{value}</dd>" for key, value in facts.items())
+    return f"<dl>{items}</dl>"
+
+
+def _inline(value: Any) -> str:
+    """A run.json value on one line: lists joined, mappings as key=value, None as 'none'."""
+    if value is None:
+        return "none"
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={_inline(item)}" for key, item in value.items()) or "none"
+    if isinstance(value, list | tuple):
+        return ", ".join(_inline(item) for item in value) or "none"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def _code(text: str) -> str:
+    return f"<code>{_e(text)}</code>"
+
+
+def _class(*names: str) -> str:
+    joined = " ".join(name for name in names if name)
+    return f' class="{joined}"' if joined else ""
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+STYLE = """
+:root { color-scheme: light; --ink: #1d2327; --muted: #5f6b73; --line: #d5dadd;
+  --best: #e3f4e1; --bad: #b3261e; }
+* { box-sizing: border-box; }
+body { margin: 0 auto; padding: 1.2rem 1rem 3rem; max-width: 80rem; color: var(--ink);
+  font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
+h1 { font-size: 1.6rem; margin: 0 0 .2rem; }
+h2 { font-size: 1.25rem; margin: 2rem 0 .6rem; border-bottom: 1px solid var(--line); }
+h3 { font-size: 1.05rem; margin: 1.2rem 0 .4rem; }
+h4 { font-size: .95rem; margin: 1rem 0 .3rem; color: var(--muted); }
+.lead { color: var(--muted); margin: 0; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size: .85rem; }
+th, td { padding: .3rem .4rem; border-bottom: 1px solid var(--line); vertical-align: top; }
+th { text-align: left; font-weight: 600; white-space: nowrap; border-bottom: 2px solid #9aa5ab; }
+td { white-space: nowrap; }
+.num { text-align: right; }
+tr.best td { background: var(--best); font-weight: 600; }
+tr.diverged td { color: var(--bad); opacity: .75; }
+td.bad { color: var(--bad); }
+td.strong { font-weight: 700; }
+th button { all: inherit; cursor: pointer; padding: 0; border: 0; }
+th button::after { content: " ↕"; color: #9aa5ab; }
+th[aria-sort="ascending"] button::after { content: " ↑"; color: var(--ink); }
+th[aria-sort="descending"] button::after { content: " ↓"; color: var(--ink); }
+.caption, figcaption { color: var(--muted); font-size: .85rem; max-width: 60rem; }
+.problems { border-left: 4px solid var(--bad); padding: .1rem 1rem; background: #fdf1f0; }
+.problems h2 { border: 0; margin-top: .6rem; }
+.ok { color: #2e6b30; }
+figure { margin: 1.2rem 0; }
+img { max-width: 100%; height: auto; }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: .15rem 1rem; margin: 0;
+  font-size: .88rem; }
+dt { color: var(--muted); }
+dd { margin: 0; overflow-wrap: anywhere; }
+.blocks { display: grid; grid-template-columns: repeat(auto-fit, minmax(20rem, 1fr));
+  gap: 0 2rem; }
+code { font: .85rem ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+@media print {
+  body { max-width: none; padding: 0; font-size: 10pt; }
+  table { font-size: 8.5pt; }
+  th, td { padding: .15rem .35rem; }
+  .scroll { overflow: visible; }
+  th button::after { content: ""; }
+  tr.best td { background: none; }
+  tr, figure, dl { break-inside: avoid; }
+  h2, h3, h4 { break-after: avoid; }
+  img { max-height: 22cm; width: auto; }
+}
+"""
+
+# Sorting: each header becomes a button; numbers compare as numbers, empty cells go last.
+SCRIPT = """
+(() => {
+  const compare = (a, b) => {
+    if (a === "" || b === "") return (a === "") - (b === "");
+    const x = Number(a), y = Number(b);
+    return Number.isNaN(x) || Number.isNaN(y) ? a.localeCompare(b) : x - y;
+  };
+  const sort = (table, index, header) => {
+    const ascending = header.getAttribute("aria-sort") !== "ascending";
+    for (const cell of header.parentNode.cells) cell.removeAttribute("aria-sort");
+    header.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+    const body = table.tBodies[0];
+    const value = (row) => row.cells[index].dataset.sort;
+    const rows = Array.from(body.rows);
+    rows.sort((a, b) => {
+      const [x, y] = [value(a), value(b)];
+      if (x === "" || y === "") return compare(x, y);
+      return ascending ? compare(x, y) : compare(y, x);
+    });
+    for (const row of rows) body.appendChild(row);
+  };
+  for (const table of document.querySelectorAll("table.sortable")) {
+    Array.from(table.tHead.rows[0].cells).forEach((header, index) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.title = "Sort by this column";
+      while (header.firstChild) button.appendChild(header.firstChild);
+      header.appendChild(button);
+      button.addEventListener("click", () => sort(table, index, header));
+    });
+  }
+})();
+"""

@@ -1,0 +1,162 @@
+"""render/html.py: one self-contained page, the same numbers as summary.csv, offline.
+
+The page's contents are checked here from its text; tests/test_html_browser.py
+opens it in a real Chromium.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from run_fixtures import write_run
+
+from losscmp.render import html
+from losscmp.results import read_run_json
+from losscmp.summary import build_report
+
+QUALITY = {"dice": 0.8, "focal": 0.6, "tversky": 0.75}
+
+
+def page_of(run_dir, metric: str = "dice") -> str:
+    return html.page(build_report([run_dir], metric=metric))
+
+
+def test_page_fetches_nothing_and_forbids_fetching(tmp_path):
+    text = page_of(write_run(tmp_path, quality=QUALITY))
+    assert "Content-Security-Policy" in text and "default-src 'none'" in text
+    sources = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', text)
+    assert sources and all(source.startswith("data:image/png;base64,") for source in sources)
+    assert not re.search(r"https?://|url\(|@import", text)
+
+
+def test_page_has_the_table_caption_and_figures(tmp_path):
+    run_dir = write_run(tmp_path, quality=QUALITY)
+    report = build_report([run_dir])
+    text = html.page(report)
+    assert html._e(report.caption) in text
+    assert text.count('<table class="sortable comparison"') == 1
+    assert len(re.findall(r"<tr[^>]*data-loss=", text)) == 3
+    # best first without JavaScript: the rows are in rank order
+    assert re.findall(r'<tr[^>]*data-loss="([^"]+)"', text) == ["dice", "tversky", "focal"]
+    assert text.count("<figure>") == 2  # learning curves, prediction panel
+
+
+def test_diverged_failed_and_unfinished_trials_are_stated(tmp_path):
+    run_dir = write_run(
+        tmp_path,
+        quality=QUALITY,
+        diverged={("focal", 1): 3},
+        extra_meta={"failed_trials": {"extra-trial": "worker killed twice"}},
+    )
+    meta = read_run_json(run_dir)
+    meta["trials"].append("extra-trial")
+    meta["finished_at"] = None
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    text = page_of(run_dir)
+    assert "What went wrong" in text
+    assert "focal, seed 1, on synthetic diverged at epoch 3" in text
+    assert "1 trial(s) failed (e.g. extra-trial: worker killed twice)" in text
+    assert "is unfinished: 1 planned trial(s) have no result yet" in text
+    assert "has no end time" in text
+
+
+def test_a_clean_run_says_so(tmp_path):
+    text = page_of(write_run(tmp_path, quality=QUALITY))
+    assert "All 9 planned trials finished; none diverged." in text
+    assert "What went wrong" not in text
+
+
+def test_what_was_run(tmp_path):
+    run_dir = write_run(
+        tmp_path,
+        quality=QUALITY,
+        extra_meta={"command": "losscmp run --config configs/x.yaml", "git_commit": "abc1234"},
+    )
+    text = page_of(run_dir)
+    for expected in (
+        "<code>losscmp run --config configs/x.yaml</code>",
+        "<code>abc1234</code>",
+        "2026-01-01 12:05:00+00:00 (5 min 0 s)",
+        "preset=tiny, encoder_name=resnet18",
+        "losscmp=0.1.0",
+        "<dt>epochs</dt><dd>4</dd>",
+        "Dataset synthetic",
+    ):
+        assert expected in text
+
+
+def test_multiclass_page_has_scores_per_class(tmp_path):
+    run_dir = write_run(tmp_path, class_names=("background", "pet", "border"))
+    text = page_of(run_dir)
+    section = text[text.index("Scores per class") :]
+    assert all(f"{name}</th>" in section for name in ("background", "pet", "border"))
+    assert "each class in its colour" in text
+
+
+def test_imbalance_dial_section_and_figure(tmp_path):
+    datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.05, 0.2)]
+    run_dir = write_run(tmp_path, quality=QUALITY, datasets=datasets, panel=False)
+    text = page_of(run_dir)
+    assert "Imbalance dial — synthetic" in text
+    assert "fg 0.01</th>" in text and "fg 0.2</th>" in text
+    assert text.count("<figure>") == 2  # learning curves, dial
+
+
+def test_cli_writes_the_page_atomically_and_names_it(cli, tmp_path):
+    run_dir = write_run(tmp_path, quality=QUALITY)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = cli("report", run_dir, "--html", out / "page.html")
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out / 'page.html'}" in result.stderr
+    assert [path.name for path in out.iterdir()] == ["page.html"]  # no temp file left
+    assert (out / "page.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_html_into_a_folder_is_refused_before_anything_is_written(cli, tmp_path):
+    run_dir = write_run(tmp_path, quality=QUALITY)
+    result = cli("report", run_dir, "--html", tmp_path)
+    assert result.exit_code == 2
+    assert "--html" in result.stderr and "is a folder; give a file name" in result.stderr
+    assert not (run_dir / "summary.csv").exists()
+
+
+def test_the_run_ends_with_its_report_page(smoke_run):
+    result, run_dir = smoke_run
+    page = run_dir / "report.html"
+    assert f"wrote {page}" in result.stderr
+    text = page.read_text()
+    meta = read_run_json(run_dir)
+    assert meta["command"].startswith("losscmp run --config ")
+    assert meta["command"].endswith(f"--out {run_dir.parent}")
+    assert html._e(meta["command"]) in text
+    assert 20_000 < len(text.encode()) < 400_000
+
+
+@pytest.mark.parametrize("metric", ["iou", "image_dice"])
+def test_headline_metric_names_the_table(tmp_path, metric):
+    text = page_of(write_run(tmp_path, quality=QUALITY), metric=metric)
+    assert {"iou": "IoU best", "image_dice": "image Dice best"}[metric] in text
+
+
+def test_combined_runs_give_one_page_with_each_runs_setup(tmp_path):
+    first = write_run(tmp_path, quality={"dice": 0.8, "focal": 0.6}, run_id="20260101-1-a")
+    second = write_run(tmp_path, quality={"tversky": 0.7}, run_id="20260101-2-b")
+    text = html.page(build_report([first, second]))
+    assert "runs 20260101-1-a, 20260101-2-b" in text
+    assert "<h3>Run 20260101-1-a</h3>" in text and "<h3>Run 20260101-2-b</h3>" in text
+    assert re.findall(r'<tr[^>]*data-loss="([^"]+)"', text) == ["dice", "tversky", "focal"]
+
+
+def test_the_recorded_command_line_replays_the_options_given():
+    from pathlib import Path
+
+    from losscmp.cli import _command_line
+
+    flags = {"losses": "dice,focal(gamma=1)", "amp": False, "jobs": 2, "lr": None}
+    assert _command_line(Path("configs/x.yaml"), flags, Path("results/r 1")) == (
+        "losscmp run --config configs/x.yaml --losses 'dice,focal(gamma=1)' --no-amp "
+        "--jobs 2 --resume 'results/r 1'"
+    )

@@ -1,0 +1,177 @@
+"""The HTML report in a real headless Chromium (Playwright driving the system's browser).
+
+Nothing is downloaded: Playwright's Python package drives the ``chromium``
+found on PATH (Debian's package; ``make browser`` installs it) or at
+$LOSSCMP_CHROMIUM. Without one the tests are skipped with the reason; on CI
+(``CI`` set) a missing browser fails instead, so CI cannot pass without them.
+Checks: no console errors, no request but the file itself, the table's numbers
+are summary.csv's, headers sort, the page works without JavaScript, and a
+screenshot is drawn (kept at $LOSSCMP_SCREENSHOT when set).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from run_fixtures import write_run
+
+from losscmp.render.cells import foreground_class_columns, table_columns
+
+pytestmark = pytest.mark.browser
+
+QUALITY = {"dice": 0.80, "focal": 0.62, "tversky": 0.78, "bce": 0.70}
+DIVERGED = {("tversky", 0): 2, ("tversky", 1): 2, ("tversky", 2): 2, ("focal", 1): 3}
+
+
+def _chromium() -> str:
+    path = os.environ.get("LOSSCMP_CHROMIUM") or shutil.which("chromium")
+    reason = None
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        reason = "Playwright is not installed (pip install -e '.[test]')"
+    if reason is None and not path:
+        reason = "no chromium on PATH (make browser installs Debian's package)"
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs the browser test: {reason}")
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    # Chromium refuses to run as root with its sandbox on (CI and containers run as root).
+    args = ["--no-sandbox"] if os.geteuid() == 0 else []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=args)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def report_page(cli, tmp_path_factory):
+    """A demo-like run (four losses, three seeds, a diverged loss) reported to HTML."""
+    root = tmp_path_factory.mktemp("html")
+    run_dir = write_run(root, quality=QUALITY, diverged=DIVERGED, image_size=48)
+    page = root / "report.html"
+    result = cli("report", run_dir, "--html", page)
+    assert result.exit_code == 0, result.output
+    return page, pd.read_csv(run_dir / "summary.csv")
+
+
+class Visit:
+    """A page opened in a fresh context, with its console errors and requests recorded."""
+
+    def __init__(self, browser, path: Path, javascript: bool = True) -> None:
+        self.context = browser.new_context(
+            viewport={"width": 1366, "height": 800}, java_script_enabled=javascript
+        )
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else 0)
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on("request", lambda request: self.requests.append(request.url))
+        self.url = path.as_uri()
+        self.page.goto(self.url, wait_until="load")
+
+    def losses(self) -> list[str]:
+        rows = self.page.locator("table.comparison tbody tr")
+        return [rows.nth(i).get_attribute("data-loss") for i in range(rows.count())]
+
+    def sort_by(self, title: str) -> None:
+        self.page.locator("table.comparison thead th button", has_text=title).click()
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def visit(browser, report_page):
+    opened = Visit(browser, report_page[0])
+    yield opened
+    opened.close()
+
+
+def test_opens_without_errors_or_network_requests(visit):
+    assert visit.errors == []
+    assert visit.requests == [visit.url]
+    images = visit.page.locator("figure img")
+    assert images.count() == 2
+    for i in range(images.count()):  # decoded, not broken
+        assert images.nth(i).evaluate("image => image.naturalWidth") > 300
+
+
+def test_the_table_shows_summary_csv(visit, report_page):
+    _, summary = report_page
+    rows = {row["loss"]: row for row in summary.to_dict("records")}
+    columns = table_columns("dice", foreground_class_columns(summary))
+    headers = visit.page.locator("table.comparison thead th")
+    assert [headers.nth(i).inner_text() for i in range(headers.count())] == [
+        column.title for column in columns
+    ]
+    body = visit.page.locator("table.comparison tbody tr")
+    assert body.count() == len(summary)
+    for i in range(body.count()):
+        row = rows[body.nth(i).get_attribute("data-loss")]
+        cells = body.nth(i).locator("td")
+        texts = [cells.nth(j).inner_text() for j in range(cells.count())]
+        assert texts == [column.text(row) for column in columns]
+    # the full-precision values behind the rounded text are the CSV's own
+    headline = body.locator("td:nth-child(3)")
+    for i in range(body.count()):
+        loss = body.nth(i).get_attribute("data-loss")
+        value = headline.nth(i).get_attribute("data-sort")
+        expected = rows[loss]["score_mean"]
+        assert (value == "" and pd.isna(expected)) or float(value) == expected
+
+
+def test_headers_sort_the_rows(visit, report_page):
+    _, summary = report_page
+    ranked = visit.losses()
+    assert ranked == ["dice", "bce", "focal", "tversky"]  # rank order; tversky diverged
+    visit.sort_by("loss")
+    assert visit.losses() == sorted(ranked)
+    visit.sort_by("loss")
+    assert visit.losses() == sorted(ranked, reverse=True)
+    visit.sort_by("Dice best")  # ascending, the diverged loss (no score) last
+    scored = summary.dropna(subset=["score_mean"]).sort_values("score_mean")
+    assert visit.losses() == [*scored["loss"], "tversky"]
+    visit.sort_by("Dice best")
+    assert visit.losses() == [*reversed(scored["loss"].tolist()), "tversky"]
+    header = visit.page.locator("table.comparison thead th", has_text="Dice best")
+    assert header.get_attribute("aria-sort") == "descending"
+    assert visit.errors == []
+
+
+def test_without_javascript_the_table_is_in_rank_order(browser, report_page):
+    opened = Visit(browser, report_page[0], javascript=False)
+    try:
+        assert opened.losses() == ["dice", "bce", "focal", "tversky"]
+        assert opened.page.locator("table.comparison thead button").count() == 0
+        assert "diverged at epoch 2" in opened.page.inner_text("section.problems")
+    finally:
+        opened.close()
+
+
+def test_screenshot(visit, tmp_path):
+    path = tmp_path / "report.png"
+    visit.page.screenshot(path=str(path), full_page=True)
+    from PIL import Image
+
+    with Image.open(path) as image:
+        width, height = image.size
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert width == 1366 and height > 1500
+    assert len(colours) > 50  # drawn, not a blank page
+    keep = os.environ.get("LOSSCMP_SCREENSHOT")
+    if keep:
+        shutil.copy(path, keep)
