@@ -72,6 +72,8 @@ METRIC_TITLES = {
 COMBINABLE_CONFIG_FIELDS = frozenset(
     {"losses", "seeds", "dataset", "fg_fraction", "out", "num_workers", "device", "data_dir"}
     | {"tracking"}  # where the run was mirrored to
+    # How trials were spread over processes and machines: never a trial's numbers.
+    | {"executor", "jobs", "trials_per_gpu", "ray_address"}
 )
 # Dataset info fields that name a location rather than the data itself.
 LOCATION_INFO_FIELDS = frozenset({"source", "path", "data_dir", "root"})

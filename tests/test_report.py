@@ -323,6 +323,15 @@ def test_comparable_runs_combine(tmp_path):
     assert summary["p_holm"].notna().sum() == 2
 
 
+def test_runs_spread_differently_over_processes_combine(tmp_path):
+    """--executor / --jobs / --trials-per-gpu / --ray-address never change a trial's numbers."""
+    spread = {"executor": "ray", "jobs": 4, "trials_per_gpu": 2, "ray_address": "auto"}
+    first = write_run(tmp_path, quality={"dice": 0.8}, run_id="20260101-1-a")
+    second = write_run(tmp_path, quality={"focal": 0.6}, run_id="r2", config=spread)
+    summary = summarize([load_run(first), load_run(second)])
+    assert summary["loss"].tolist() == ["dice", "focal"]
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
