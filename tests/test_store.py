@@ -217,7 +217,9 @@ def test_csv_only_run_with_a_repeated_row_is_refused(tmp_path):
     path = run_dir / "epochs.csv"
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join([*lines, lines[3]]))
-    with pytest.raises(LosscmpError, match="rows share dataset synthetic, loss dice, base_lr 0.003, seed 0"):
+    with pytest.raises(
+        LosscmpError, match="rows share dataset synthetic, loss dice, base_lr 0.003, seed 0"
+    ):
         report.load_run(run_dir)
 
 
