@@ -235,9 +235,8 @@ def split_pairs(pairs: Pairs, fractions: list[float]) -> list[Pairs]:
     of the seed and of other files. Part k takes the next ``fractions[k]`` of the pairs in
     hash order (at least one), so adding a part leaves the earlier ones as they were."""
     if len(pairs) < len(fractions) + 1:
-        needed = " and ".join(
-            ["a train", *("a validation" if k == 0 else "a test" for k in range(len(fractions)))]
-        )
+        parts = ["a train", "a validation", "a test"][: len(fractions) + 1]
+        needed = ", ".join(parts[:-1]) + " and " + parts[-1]
         raise DatasetError(
             f"folder dataset: {len(pairs)} image/mask pair(s) are not enough for {needed} split"
         )
