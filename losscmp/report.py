@@ -675,8 +675,9 @@ def headline_caption(metric: str, summary: pd.DataFrame) -> str:
         f"p: {stats.TEST_METHOD}; "
         f"≈ = indistinguishable from the best (p ≥ {stats.ALPHA}). "
         f"{others_text} '{split}' are read at that same epoch (one model snapshot per trial), "
-        "not at their own maximum. " + selection.caption_text(summary, metric)
+        "not at their own maximum. "
     )
+    caption += selection.caption_text(summary, metric, METRIC_TITLES[metric])
     if seeds < 2:
         caption += " One seed gives no interval or test: use --seeds 3 or more."
     return caption

@@ -109,14 +109,14 @@ def chosen_rows(summary: pd.DataFrame) -> pd.DataFrame:
     return summary[summary["lr_chosen"].astype(bool)]
 
 
-def caption_text(summary: pd.DataFrame, metric: str) -> str:
+def caption_text(summary: pd.DataFrame, metric: str, title: str | None = None) -> str:
     """What the caption must say about where the headline is read and what was chosen how."""
+    title = title or metric
     splits = set(summary.get("headline_split", pd.Series([VALIDATION])).dropna())
     if splits == {TEST}:
         text = (
             "Scores are on the held-out test split, each trial read at the epoch chosen on "
-            "validation (best validation "
-            f"{metric}); the test split chose nothing."
+            f"validation (best validation {title}); the test split chose nothing."
         )
     elif TEST in splits:
         text = (
