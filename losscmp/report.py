@@ -895,8 +895,8 @@ def render_imbalance_table(summary: pd.DataFrame, metric: str = "dice") -> Table
     table = Table(
         box=box.SIMPLE_HEAD,
         title=f"Imbalance dial — {dial['dial_group'].iloc[0]}",
-        caption=f"{METRIC_TITLES[metric]} (best epoch, mean ± sd over seeds) "
-        "by foreground fraction; bold = best at that fraction.",
+        caption=f"{METRIC_TITLES[metric]} ({_split_word(summary)}, at the epoch chosen on "
+        "validation, mean ± sd over seeds) by foreground fraction; bold = best at that fraction.",
         caption_justify="left",
     )
     table.add_column("loss", no_wrap=True)
