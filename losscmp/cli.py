@@ -74,6 +74,13 @@ def run(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="First seed. [default: 0]")] = None,
     lr: Annotated[float | None, typer.Option(help="AdamW learning rate. [default: 0.003]")] = None,
+    lr_grid: Annotated[
+        str | None,
+        typer.Option(
+            help="Learning rates to train every loss at, e.g. '1e-3,3e-3,1e-2'; each loss is "
+            "reported at its best rate on validation (replaces --lr)."
+        ),
+    ] = None,
     model: Annotated[
         str | None, typer.Option(help="Model preset: auto, tiny, small, medium. [default: auto]")
     ] = None,
@@ -163,6 +170,7 @@ def run(
         "seeds": seeds,
         "seed": seed,
         "lr": lr,
+        "lr_grid": lr_grid,
         "model": model,
         "encoder_weights": encoder_weights,
         "device": device,

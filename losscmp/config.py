@@ -40,6 +40,9 @@ class RunConfig:
     seeds: int = 1
     seed: int = 0
     lr: float = 3e-3
+    # Learning rates each loss trains at (every loss x rate x seed); each loss is reported at
+    # the rate with the best validation score. None: --lr alone.
+    lr_grid: list[float] | None = None
     weight_decay: float = 1e-4
     model: str = "auto"
     encoder_weights: str | None = None
@@ -160,8 +163,8 @@ def normalise(key: str, value: Any) -> Any:
         return _loss_labels(value)
     if key == "dataset":
         return as_spec(value).label
-    if key == "fg_fraction":
-        return _float_list(value)
+    if key in ("fg_fraction", "lr_grid"):
+        return _float_list(value, key)
     if key in OPTIONAL_NAMES and isinstance(value, str) and value.lower() in ("none", ""):
         return None
     hint = FIELD_HINTS[key]
@@ -179,7 +182,7 @@ def _loss_labels(value: Any) -> list[str]:
     raise ParameterError("'losses' must be a list of loss names or a comma-separated string")
 
 
-def _float_list(value: Any) -> list[float] | None:
+def _float_list(value: Any, key: str = "fg_fraction") -> list[float] | None:
     if value is None:
         return None
     items = split_top_level(value) if isinstance(value, str) else value
@@ -188,7 +191,7 @@ def _float_list(value: Any) -> list[float] | None:
     try:
         return [float(item) for item in items]
     except (TypeError, ValueError):
-        raise ParameterError(f"'fg_fraction' must be numbers, got {value!r}") from None
+        raise ParameterError(f"'{key}' must be numbers, got {value!r}") from None
 
 
 def validate(config: RunConfig) -> None:
@@ -206,6 +209,7 @@ def validate(config: RunConfig) -> None:
         )
     if not (math.isfinite(config.lr) and config.lr > 0):
         raise ParameterError(f"--lr must be a positive number, got {config.lr}")
+    _check_lr_grid(config.lr_grid)
     if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
         raise ParameterError(f"weight_decay must be a number >= 0, got {config.weight_decay}")
     if config.device not in DEVICES:
@@ -239,6 +243,22 @@ MAX_NUM_WORKERS = 256
 MAX_PARALLEL = 1024  # --jobs, --threads, --trials-per-gpu
 
 
+def _check_lr_grid(grid: list[float] | None) -> None:
+    if grid is None:
+        return
+    if not grid:
+        raise ParameterError("--lr-grid needs at least one learning rate, e.g. 1e-3,3e-3,1e-2")
+    for rate in grid:
+        if not (math.isfinite(rate) and rate > 0):
+            raise ParameterError(f"--lr-grid values must be positive numbers, got {rate:g}")
+    repeated = sorted({rate for rate in grid if grid.count(rate) > 1})
+    if repeated:
+        raise ParameterError(
+            f"--lr-grid lists {', '.join(f'{rate:g}' for rate in repeated)} more than once; "
+            "give each rate once"
+        )
+
+
 def _check_fg_fractions(config: RunConfig) -> None:
     fractions = config.fg_fraction or []
     repeated = sorted({f for f in fractions if fractions.count(f) > 1})
@@ -257,12 +277,13 @@ def _check_limits(config: RunConfig) -> None:
             f" with --seeds {config.seeds} (last seed {last_seed})" if config.seeds > 1 else ""
         )
         raise ParameterError(f"{span}: seeds must be at most {MAX_SEED} (2**63 - 1)")
-    trials = len(config.losses) * len(config.fg_fraction or [None]) * config.seeds
+    rates = len(config.lr_grid or [config.lr])
+    trials = len(config.losses) * len(config.fg_fraction or [None]) * rates * config.seeds
     if trials > MAX_TRIALS:
         raise ParameterError(
             f"--seeds {config.seeds} makes {trials} trials "
             f"({len(config.losses)} loss(es) x {len(config.fg_fraction or [None])} dataset(s) "
-            f"x {config.seeds} seed(s)); at most {MAX_TRIALS}"
+            f"x {rates} learning rate(s) x {config.seeds} seed(s)); at most {MAX_TRIALS}"
         )
     if config.epochs > MAX_EPOCHS:
         raise ParameterError(f"--epochs must be at most {MAX_EPOCHS}, got {config.epochs}")

@@ -180,10 +180,11 @@ class DownloadProgress:
 
 def print_plan(plan) -> None:
     table = Table(title=f"{len(plan.trials)} planned trials (dry run: nothing trained)")
-    for column in ("#", "dataset", "loss", "seed", "trial id"):
+    for column in ("#", "dataset", "loss", "lr", "seed", "trial id"):
         table.add_column(column)
     for index, trial in enumerate(plan.trials, start=1):
-        table.add_row(str(index), trial.dataset, trial.loss, str(trial.seed), trial.id)
+        rate = f"{trial.lr:g}" if trial.lr is not None else "–"
+        table.add_row(str(index), trial.dataset, trial.loss, rate, str(trial.seed), trial.id)
     stdout().print(table)
     config = plan.config
     stdout().print(

@@ -42,13 +42,15 @@ from losscmp.model import build_model
 from losscmp.plan import Trial, make_loss
 from losscmp.spec import Spec
 from losscmp.train import (
+    Evaluation,
     TrainSettings,
     TrialLog,
     TrialOutcome,
     _autocast,
+    evaluation_loader,
     hard_prediction,
     training_loader,
-    validation_loader,
+    trial_settings,
 )
 
 
@@ -67,6 +69,7 @@ def train_fused_group(
     for every trial still in the group.
     """
     seed = _group_seed(trials)
+    settings = trial_settings(settings, trials)  # one optimizer, one schedule: one rate
     started = time.perf_counter()
     device = settings.device
     model = build_model(settings.preset, data.out_channels, settings.encoder_weights, seed)
@@ -110,13 +113,15 @@ def train_fused_group(
         survivors = [(active[position], train_losses[position]) for position in kept]
         active = [piece for piece, _ in survivors]
         val_start = time.perf_counter()
-        results = _validate(fused, data, settings, keep_predictions=active[0].log.last(epoch))
+        keep = active[0].log.last(epoch)
+        results = _evaluate(fused, data, settings, "val", keep_predictions=keep)
+        tests = _evaluate(fused, data, settings, "test") if data.has_test else [None] * len(active)
         val_share = (time.perf_counter() - val_start) / len(active)
-        for (piece, train_loss), (counts, predictions) in zip(survivors, results, strict=True):
+        for (piece, train_loss), val, test in zip(survivors, results, tests, strict=True):
             piece.seconds += val_share
             own_start = time.perf_counter()
             row_start = own_start - train_share - val_share
-            row = piece.log.validated(epoch, train_loss, lr, row_start, counts, predictions)
+            row = piece.log.validated(epoch, train_loss, lr, row_start, val, test)
             if on_epoch:
                 on_epoch(piece.trial, row)
             piece.seconds += time.perf_counter() - own_start
@@ -229,13 +234,15 @@ def _train_epoch(fused, copies, scheduler, data, settings, epoch, on_step) -> li
 
 
 @torch.no_grad()
-def _validate(fused, data, settings, keep_predictions: bool):
-    """Per copy: per-image confusion counts on the validation split (and hard predictions)."""
+def _evaluate(fused, data, settings, split: str, keep_predictions: bool = False):
+    """Per copy, an ``Evaluation`` of ``split``: per-image confusion counts, the binary
+    probability histogram, hard predictions if asked (as ``train.evaluate`` gives one model)."""
     fused.eval()
     device = settings.device
     copies = fused.copies
     counts, predictions = [], []
-    for batch in validation_loader(data, settings):
+    histogram = None
+    for batch in evaluation_loader(data, settings, split):
         images = batch["image"].to(device, non_blocking=True)
         target = batch["target"].to(device, non_blocking=True)
         with _autocast(settings):
@@ -246,13 +253,24 @@ def _validate(fused, data, settings, keep_predictions: bool):
             flat, targets, mode=data.mode, ignore_index=data.ignore_index
         )
         counts.append(found.unflatten(0, (copies, -1)))
+        if data.mode == "binary":
+            batch_histogram = metrics.grouped_probability_histogram(
+                logits, target, ignore_index=data.ignore_index
+            )
+            histogram = batch_histogram if histogram is None else histogram + batch_histogram
         if keep_predictions:
             hard = hard_prediction(flat, data.mode).to(torch.uint8)
             predictions.append(hard.unflatten(0, (copies, -1)))
     all_counts = torch.cat(counts, dim=1).cpu()
+    histograms = histogram.cpu().numpy() if histogram is not None else None
     kept = torch.cat(predictions, dim=1).cpu().numpy() if keep_predictions else None
     return [
-        (all_counts[k].clone(), kept[k].copy() if kept is not None else None) for k in range(copies)
+        Evaluation(
+            all_counts[k].clone(),
+            histograms[k].copy() if histograms is not None else None,
+            kept[k].copy() if kept is not None else None,
+        )
+        for k in range(copies)
     ]
 
 

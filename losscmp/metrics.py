@@ -30,6 +30,31 @@ Empty conventions (the ratio has a zero denominator):
   empty -> 0.0.
 
 Ignored pixels (``ignore_index``) count in none of tp/fp/fn/tn.
+
+Binary tasks also get scores that do not fix the threshold at 0.5, all from one
+**probability histogram** per split and epoch (:func:`probability_histogram`:
+per equal-width bin of the foreground probability, the negative and positive
+pixel counts and the sum of the probabilities; accumulated on the device, no
+per-pixel array kept, no host sync):
+
+- **threshold choice** (:func:`choose_threshold`): among ``THRESHOLDS`` (0.01,
+  0.02, ..., 0.99, all bin edges), the one with the highest dataset-level Dice on
+  the validation split (IoU is a monotone function of Dice, so it is IoU's best
+  too); ties go to the threshold nearest 0.5, then the lower one. The test split
+  is then scored at that threshold (``dice_t``, ``iou_t``, ``mcc_t``).
+- **average precision** (:func:`average_precision`): the area under the
+  pixel-level precision-recall curve, sum over thresholds of (R_n - R_{n-1}) P_n
+  as scikit-learn defines it, with the pixels of one bin taken as tied scores
+  (so probabilities are resolved to 1/``HISTOGRAM_BINS``). NaN without a
+  positive pixel.
+- **expected calibration error** (:func:`expected_calibration_error`): ``ECE_BINS``
+  (15) equal-width bins of the foreground probability, sum over bins of
+  (pixels in bin / all pixels) * |mean probability - share of foreground|; the
+  reliability of the foreground probability, which a threshold of 0.5 presumes.
+
+Multiclass tasks decide by argmax over the classes: no single threshold to move,
+so these three are not computed for them (a one-vs-rest version per class would
+be a different question: how well each class is ranked, not how the argmax decides).
 """
 
 from __future__ import annotations
@@ -48,6 +73,14 @@ if TYPE_CHECKING:  # torch is imported lazily so numpy-only users (hd95) stay li
 MODES = ("binary", "multiclass")
 SCORE_NAMES = ("dice", "iou", "mcc", "precision", "recall")
 TP, FP, FN, TN = 0, 1, 2, 3
+HISTOGRAM_BINS = 300  # equal-width bins of the foreground probability
+THRESHOLD_STEP_BINS = 3  # thresholds every 3 bins: 0.01, 0.02, ..., 0.99
+THRESHOLDS = tuple(
+    k / HISTOGRAM_BINS for k in range(THRESHOLD_STEP_BINS, HISTOGRAM_BINS, THRESHOLD_STEP_BINS)
+)
+ECE_BINS = 15
+NEGATIVES, POSITIVES, PROBABILITY_SUM = 0, 1, 2  # the histogram's columns
+THRESHOLD_SCORES = ("dice", "iou", "mcc")  # reported at the chosen threshold as <name>_t
 
 
 def _check_mode(mode: str) -> None:
@@ -147,6 +180,7 @@ def summarize_epoch(
     *,
     mode: str,
     class_names: Sequence[str] | None = None,
+    prefix: str = "val_",
 ) -> dict[str, float]:
     """One validation epoch's numbers, the epochs.csv columns.
 
@@ -155,7 +189,7 @@ def summarize_epoch(
     foreground classes; ``val_image_dice, val_image_iou`` are the mean over
     images of per-image scores. Multiclass adds ``val_dice_<class>`` for every
     class, background included, named by ``class_names`` (default: the index).
-    This is the one host sync of an epoch.
+    ``prefix`` names the split (``val_``, ``test_``). One host sync.
     """
     import torch
 
@@ -164,13 +198,13 @@ def summarize_epoch(
     foreground = foreground_classes(num_classes, mode)
     dataset_scores = scores(per_image_counts.sum(dim=0))
     image_scores = per_image_scores(per_image_counts, mode=mode)
-    columns = {f"val_{name}": dataset_scores[name][foreground].mean() for name in SCORE_NAMES}
-    columns["val_image_dice"] = image_scores["dice"].mean()
-    columns["val_image_iou"] = image_scores["iou"].mean()
+    columns = {f"{prefix}{name}": dataset_scores[name][foreground].mean() for name in SCORE_NAMES}
+    columns[f"{prefix}image_dice"] = image_scores["dice"].mean()
+    columns[f"{prefix}image_iou"] = image_scores["iou"].mean()
     if mode == "multiclass":
         names = _class_column_names(class_names, num_classes)
         per_class_dice = dataset_scores["dice"]
-        columns.update({f"val_dice_{name}": per_class_dice[k] for k, name in enumerate(names)})
+        columns.update({f"{prefix}dice_{name}": per_class_dice[k] for k, name in enumerate(names)})
     # One stack, one transfer: a single host sync per epoch.
     values = torch.stack(list(columns.values())).tolist()
     return dict(zip(columns, values, strict=True))
@@ -182,6 +216,128 @@ def _class_column_names(class_names: Sequence[str] | None, num_classes: int) -> 
     if len(class_names) != num_classes:
         raise ParameterError(f"{len(class_names)} class names given for {num_classes} classes")
     return list(class_names)
+
+
+# ---------------------------------------------------------------- probability histograms
+
+
+def probability_histogram(
+    logits: torch.Tensor, target: torch.Tensor, *, ignore_index: int | None = None
+) -> torch.Tensor:
+    """Binary only: ``(HISTOGRAM_BINS, 3)`` per bin of sigmoid(logit), the negative and
+    positive pixel counts and the sum of the probabilities; ignored pixels left out.
+
+    Bins are cut in logit space (logit(k/B)), so the bin edge at 0.5 is exactly
+    ``logit >= 0`` as :func:`confusion_counts` decides. Float64 (float32 on MPS),
+    on the logits' device; scatter-adds into a fixed-size tensor: no host sync.
+    Sum the histograms of a split's batches.
+    """
+    return grouped_probability_histogram(logits.unsqueeze(0), target, ignore_index=ignore_index)[0]
+
+
+def grouped_probability_histogram(
+    logits: torch.Tensor, target: torch.Tensor, *, ignore_index: int | None = None
+) -> torch.Tensor:
+    """:func:`probability_histogram` for G models at once: logits ``(G, B, 1, H, W)``, one
+    target for all; returns ``(G, HISTOGRAM_BINS, 3)`` (the fused trainer's copies)."""
+    import torch
+
+    groups = logits.shape[0]
+    dtype = torch.float32 if logits.device.type == "mps" else torch.float64
+    labels = target.reshape(target.shape[0], -1)
+    flat = logits[:, :, 0].reshape(groups, -1).float()
+    valid = _valid_pixels(labels, ignore_index).reshape(1, -1).expand(groups, -1).reshape(-1)
+    positive = (labels > 0.5).reshape(1, -1).expand(groups, -1).reshape(-1).long()
+    offset = torch.arange(groups, device=logits.device).view(-1, 1) * HISTOGRAM_BINS
+    bins = (torch.bucketize(flat, _logit_edges(flat.device), right=True) + offset).reshape(-1)
+    weight = valid.to(dtype)
+    counts = torch.zeros(groups * HISTOGRAM_BINS * 2, dtype=dtype, device=logits.device)
+    counts.index_add_(0, bins * 2 + positive, weight)
+    sums = torch.zeros(groups * HISTOGRAM_BINS, dtype=dtype, device=logits.device)
+    sums.index_add_(0, bins, torch.sigmoid(flat).reshape(-1).to(dtype) * weight)
+    return torch.cat(
+        [counts.view(groups, HISTOGRAM_BINS, 2), sums.view(groups, HISTOGRAM_BINS, 1)], dim=2
+    )
+
+
+def _logit_edges(device) -> torch.Tensor:
+    import torch
+
+    inner = torch.arange(1, HISTOGRAM_BINS, dtype=torch.float64) / HISTOGRAM_BINS
+    return torch.logit(inner).to(torch.float32).to(device)
+
+
+def threshold_counts(histogram) -> np.ndarray:
+    """``(len(THRESHOLDS), 4)`` dataset-level ``[tp, fp, fn, tn]`` at each threshold
+    (probability >= t is foreground), from a histogram ``(HISTOGRAM_BINS, 3)``."""
+    hist = np.asarray(histogram, dtype=np.float64)
+    # at_least[k]: counts in bins k..B-1, i.e. probability >= k/B.
+    at_least = np.cumsum(hist[::-1, :2], axis=0)[::-1]
+    totals = hist[:, :2].sum(axis=0)
+    index = np.arange(THRESHOLD_STEP_BINS, HISTOGRAM_BINS, THRESHOLD_STEP_BINS)
+    fp, tp = at_least[index, NEGATIVES], at_least[index, POSITIVES]
+    return np.stack([tp, fp, totals[POSITIVES] - tp, totals[NEGATIVES] - fp], axis=1)
+
+
+def choose_threshold(counts_by_threshold: np.ndarray) -> int:
+    """The index into THRESHOLDS of the highest Dice; ties: nearest 0.5, then the lower."""
+    tp, fp, fn = (counts_by_threshold[:, k] for k in (TP, FP, FN))
+    denominator = 2 * tp + fp + fn
+    dice = np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 1.0)
+    best = np.flatnonzero(np.isclose(dice, dice.max(), rtol=0, atol=1e-12))
+    distance = np.abs(np.asarray(THRESHOLDS)[best] - 0.5)
+    return int(best[np.lexsort((best, distance))[0]])
+
+
+def counts_scores(counts: np.ndarray) -> dict[str, float]:
+    """Dice, IoU, MCC of one ``[tp, fp, fn, tn]`` row, as :func:`scores` defines them."""
+    import torch
+
+    values = scores(torch.as_tensor(np.asarray(counts, dtype=np.float64)).reshape(1, 4))
+    return {name: float(values[name][0]) for name in THRESHOLD_SCORES}
+
+
+def average_precision(histogram) -> float:
+    """Pixel-level average precision, sum over bins from the top of (R_n - R_{n-1}) P_n;
+    the pixels of a bin are tied scores. NaN when there is no positive pixel."""
+    hist = np.asarray(histogram, dtype=np.float64)
+    positives = hist[::-1, POSITIVES]
+    total = positives.sum()
+    if total <= 0:
+        return math.nan
+    tp = np.cumsum(positives)
+    predicted = np.cumsum(hist[::-1, :2].sum(axis=1))
+    precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
+    return float(np.sum(positives / total * precision))
+
+
+def expected_calibration_error(histogram, bins: int = ECE_BINS) -> float:
+    """ECE over ``bins`` equal-width bins of the foreground probability: sum over bins of
+    |sum of probabilities - positives| / all pixels. NaN for an empty histogram."""
+    hist = np.asarray(histogram, dtype=np.float64)
+    if HISTOGRAM_BINS % bins:
+        raise ParameterError(f"{bins} calibration bins do not divide {HISTOGRAM_BINS} bins")
+    grouped = hist.reshape(bins, HISTOGRAM_BINS // bins, 3).sum(axis=1)
+    pixels = grouped[:, :2].sum()
+    if pixels <= 0:
+        return math.nan
+    return float(np.abs(grouped[:, PROBABILITY_SUM] - grouped[:, POSITIVES]).sum() / pixels)
+
+
+def histogram_scores(
+    histogram, prefix: str, threshold_index: int | None = None
+) -> tuple[dict[str, float], int]:
+    """A split's ``<prefix>ap``, ``<prefix>ece`` and ``<prefix>{dice,iou,mcc}_t`` at the
+    threshold ``threshold_index`` (None: chosen here, as on the validation split);
+    returns the columns and the threshold index used."""
+    by_threshold = threshold_counts(histogram)
+    if threshold_index is None:
+        threshold_index = choose_threshold(by_threshold)
+    at_threshold = counts_scores(by_threshold[threshold_index])
+    columns = {f"{prefix}{name}_t": value for name, value in at_threshold.items()}
+    columns[f"{prefix}ap"] = average_precision(histogram)
+    columns[f"{prefix}ece"] = expected_calibration_error(histogram)
+    return columns, threshold_index
 
 
 # ---------------------------------------------------------------- boundary metrics (numpy)

@@ -21,13 +21,20 @@ from losscmp.tracking import check_tracker
 
 @dataclass(frozen=True)
 class Trial:
+    """One training run: a loss on a dataset from a seed at a learning rate.
+
+    ``lr`` None (hand-made trials, the Python API) trains at the settings' rate and
+    names the trial as version 1 did; the planner always sets it.
+    """
+
     dataset: str
     loss: str
     seed: int
+    lr: float | None = None
 
     @property
     def id(self) -> str:
-        return trial_id(self.dataset, self.loss, self.seed)
+        return trial_id(self.dataset, self.loss, self.seed, self.lr)
 
 
 @dataclass
@@ -42,6 +49,11 @@ class Plan:
     @property
     def seeds(self) -> list[int]:
         return [self.config.seed + offset for offset in range(self.config.seeds)]
+
+    @property
+    def rates(self) -> list[float]:
+        """The learning rates every loss trains at: the grid, or the one --lr."""
+        return list(self.config.lr_grid or [self.config.lr])
 
 
 def plan_run(config: RunConfig) -> Plan:
@@ -68,8 +80,10 @@ def plan_run(config: RunConfig) -> Plan:
     config = dataclasses.replace(config, losses=list(loss_specs), dataset=base_dataset.label)
     plan = Plan(config, loss_specs, dataset_specs)
     plan.trials = [
-        Trial(dataset, loss, seed)
-        for dataset, seed, loss in itertools.product(dataset_specs, plan.seeds, loss_specs)
+        Trial(dataset, loss, seed, lr)
+        for dataset, seed, lr, loss in itertools.product(
+            dataset_specs, plan.seeds, plan.rates, loss_specs
+        )
     ]
     return plan
 

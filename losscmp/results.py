@@ -48,7 +48,10 @@ from typing import Any
 
 from losscmp.errors import LosscmpError, ParameterError
 
-SCHEMA_VERSION = 1
+# 2: a test split (test_* epoch columns), thresholds, AP and ECE, the learning rate in a
+# trial's identity (base_lr). Version 1 folders (validation only) are still read.
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
 RUN_FILE = "run.json"
 TRIALS_DIR = "trials"
 DAMAGED_DIR = "damaged"  # under trials/: damaged trial files set aside by --resume
@@ -58,24 +61,27 @@ LOCK_FILE = ".losscmp.lock"
 TABLES_LOCK_FILE = ".losscmp-tables.lock"
 TEMP_SUFFIX = ".tmp"
 TRIAL_STATUSES = ("finished", "diverged")
+SPLIT_SCORES = ["dice", "iou", "mcc", "precision", "recall", "image_dice", "image_iou"]
+# Binary tasks: at the threshold chosen on validation that epoch, and threshold-free.
+THRESHOLD_SCORES = ["dice_t", "iou_t", "mcc_t", "ap", "ece"]
 EPOCH_COLUMNS = [
     "dataset",
     "loss",
+    "base_lr",
     "seed",
     "epoch",
     "train_loss",
-    "val_dice",
-    "val_iou",
-    "val_mcc",
-    "val_precision",
-    "val_recall",
-    "val_image_dice",
-    "val_image_iou",
+    *(f"val_{name}" for name in SPLIT_SCORES),
+    *(f"test_{name}" for name in SPLIT_SCORES),
+    "threshold",
+    *(f"{split}_{name}" for split in ("val", "test") for name in THRESHOLD_SCORES),
     "lr",
     "seconds",
     "status",
 ]
-IMAGE_COLUMNS = ["dataset", "loss", "seed", "which", "image", "dice", "iou", "hd95", "nsd"]
+IMAGE_COLUMNS = [
+    "dataset", "loss", "base_lr", "seed", "which", "image", "dice", "iou", "hd95", "nsd"
+]  # fmt: skip
 TEXT_COLUMNS = ("dataset", "loss", "status", "which")
 
 
@@ -93,10 +99,17 @@ def slug(text: str) -> str:
     return cleaned[:80] or "x"
 
 
-def trial_id(dataset: str, loss: str, seed: int) -> str:
-    """Readable and unique: slugs can collide (cut, symbols folded); the hash cannot."""
-    digest = hashlib.sha1(f"{dataset}\0{loss}".encode()).hexdigest()[:8]
-    return f"{slug(dataset)}__{slug(loss)}__seed{seed}__{digest}"
+def trial_id(dataset: str, loss: str, seed: int, lr: float | None = None) -> str:
+    """Readable and unique: slugs can collide (cut, symbols folded); the hash cannot.
+
+    ``lr`` (the trial's learning rate; schema 2) is part of the identity; version 1
+    trials had none.
+    """
+    if lr is None:
+        digest = hashlib.sha1(f"{dataset}\0{loss}".encode()).hexdigest()[:8]
+        return f"{slug(dataset)}__{slug(loss)}__seed{seed}__{digest}"
+    digest = hashlib.sha1(f"{dataset}\0{loss}\0{float(lr)!r}".encode()).hexdigest()[:8]
+    return f"{slug(dataset)}__{slug(loss)}__lr{float(lr):g}__seed{seed}__{digest}"
 
 
 # --------------------------------------------------------------------------- atomic files
@@ -285,9 +298,10 @@ def _parse_meta(path: Path, data: bytes) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise LosscmpError(f"{path} is damaged (not a JSON object)")
     version = meta.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_SCHEMAS:
+        readable = " and ".join(map(str, READABLE_SCHEMAS))
         raise LosscmpError(
-            f"{path} has schema version {version!r}; this losscmp reads version {SCHEMA_VERSION}"
+            f"{path} has schema version {version!r}; this losscmp reads versions {readable}"
         )
     return meta
 
@@ -365,7 +379,7 @@ class _Damage(Exception):
         self.reason, self.in_rows = reason, in_rows
 
 
-EPOCH_NUMBERS = ("train_loss", "lr", "seconds")  # plus every val_* column
+EPOCH_NUMBERS = ("train_loss", "lr", "seconds", "threshold")  # plus every val_*, test_* column
 IMAGE_NUMBERS = ("dice", "iou", "hd95", "nsd")
 
 
@@ -384,15 +398,20 @@ def check_trial_record(record: Any, expected_id: str | None = None) -> None:
         raise _Damage(f"'seed' is {seed!r}, not a whole number >= 0")
     if record["status"] not in TRIAL_STATUSES:
         raise _Damage(f"'status' is {record['status']!r}, not one of {', '.join(TRIAL_STATUSES)}")
-    expected = trial_id(record["dataset"], record["loss"], seed)
+    base_lr = record.get("base_lr")
+    if base_lr is not None and not (
+        _is_number_or_null(base_lr) and math.isfinite(base_lr) and base_lr > 0
+    ):
+        raise _Damage(f"'base_lr' is {base_lr!r}, not a positive number")
+    expected = trial_id(record["dataset"], record["loss"], seed, base_lr)
     if record["trial_id"] != expected or (expected_id is not None and expected_id != expected):
         raise _Damage(
-            "its trial_id, file name, dataset, loss and seed do not agree "
+            "its trial_id, file name, dataset, loss, learning rate and seed do not agree "
             "(a copied or renamed trial file?)"
         )
     if record["status"] == "finished" and not record["epochs"]:
         raise _Damage("a finished trial with no epochs")
-    _check_rows(record["epochs"], "epochs", ("epoch",), EPOCH_NUMBERS, "val_")
+    _check_rows(record["epochs"], "epochs", ("epoch",), EPOCH_NUMBERS, ("val_", "test_"))
     _check_rows(record["images"], "images", ("which", "image"), IMAGE_NUMBERS, None)
     for row in record["images"]:
         if row.get("which") not in ("best", "final"):
@@ -400,7 +419,11 @@ def check_trial_record(record: Any, expected_id: str | None = None) -> None:
 
 
 def _check_rows(
-    rows: Any, key: str, identity: tuple[str, ...], numbers: tuple[str, ...], prefix: str | None
+    rows: Any,
+    key: str,
+    identity: tuple[str, ...],
+    numbers: tuple[str, ...],
+    prefix: tuple[str, ...] | None,
 ) -> None:
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
         raise _Damage(f"'{key}' is not a list of rows")
@@ -464,7 +487,7 @@ class TableSpec:
     required: tuple[str, ...]  # must be present
     filled: tuple[str, ...]  # must have a value in every row
     numeric: tuple[str, ...]  # must hold numbers when present
-    numeric_prefix: str | None = None  # ... and so must every column starting with this
+    numeric_prefix: tuple[str, ...] | None = None  # ... and every column starting with one
 
     @property
     def file(self) -> str:
@@ -474,19 +497,19 @@ class TableSpec:
 EPOCH_TABLE = TableSpec(
     name="epochs",
     columns=EPOCH_COLUMNS,
-    key=("dataset", "loss", "seed", "epoch"),
+    key=("dataset", "loss", "base_lr", "seed", "epoch"),
     required=("dataset", "loss", "seed", "epoch", "val_dice"),
     filled=("dataset", "loss", "seed", "epoch"),
-    numeric=("seed", "epoch", "train_loss", "lr", "seconds"),
-    numeric_prefix="val_",
+    numeric=("base_lr", "seed", "epoch", "train_loss", "lr", "seconds", "threshold"),
+    numeric_prefix=("val_", "test_"),
 )
 IMAGE_TABLE = TableSpec(
     name="images",
     columns=IMAGE_COLUMNS,
-    key=("dataset", "loss", "seed", "which", "image"),
+    key=("dataset", "loss", "base_lr", "seed", "which", "image"),
     required=("dataset", "loss", "seed", "which"),
     filled=("dataset", "loss", "seed", "which"),
-    numeric=("seed", "image", "dice", "iou", "hd95", "nsd"),
+    numeric=("base_lr", "seed", "image", "dice", "iou", "hd95", "nsd"),
 )
 TABLES = (EPOCH_TABLE, IMAGE_TABLE)
 
@@ -494,7 +517,12 @@ TABLES = (EPOCH_TABLE, IMAGE_TABLE)
 def _rows(trials: Iterable[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     rows = []
     for trial in trials:
-        identity = {"dataset": trial["dataset"], "loss": trial["loss"], "seed": trial["seed"]}
+        identity = {
+            "dataset": trial["dataset"],
+            "loss": trial["loss"],
+            "base_lr": trial.get("base_lr"),
+            "seed": trial["seed"],
+        }
         rows.extend({**identity, **record} for record in trial[key])
     return rows
 
@@ -587,12 +615,26 @@ def _trial_keys(frame) -> set[tuple]:
     columns = ["dataset", "loss", "seed"]
     if frame.empty or not set(columns) <= set(frame.columns):
         return set()
-    return {(str(d), str(loss), int(seed)) for d, loss, seed in frame[columns].itertuples(False)}
+    rates = frame["base_lr"] if "base_lr" in frame.columns else [None] * len(frame)
+    return {
+        (str(d), str(loss), int(seed), _rate_text(rate))
+        for (d, loss, seed), rate in zip(frame[columns].itertuples(False), rates, strict=True)
+    }
+
+
+def _rate_text(rate: Any) -> str:
+    try:
+        return "" if rate is None or math.isnan(float(rate)) else f"{float(rate):g}"
+    except (TypeError, ValueError):
+        return str(rate)
 
 
 def _name_trials(keys: Iterable[tuple]) -> str:
     keys = sorted(keys)
-    shown = ", ".join(f"{loss} seed {seed} on {dataset}" for dataset, loss, seed in keys[:3])
+    shown = ", ".join(
+        f"{loss}{f' lr {rate}' if rate else ''} seed {seed} on {dataset}"
+        for dataset, loss, seed, rate in keys[:3]
+    )
     return shown + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
 
 

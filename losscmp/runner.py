@@ -24,7 +24,15 @@ from losscmp.events import Listener, RunNote, RunStarted, TrialEnded, TrialInfo,
 from losscmp.executors import create_executor
 from losscmp.executors.base import Execution, Executor, Job, JobContext
 from losscmp.plan import Plan, Trial, check_image_size, make_loss, probe_loss
-from losscmp.results import RunStore, check_out_dir, new_run_id, now_iso, read_run_json, slug
+from losscmp.results import (
+    SCHEMA_VERSION,
+    RunStore,
+    check_out_dir,
+    new_run_id,
+    now_iso,
+    read_run_json,
+    slug,
+)
 from losscmp.tracking import GuardedTracker, TrackedRun, create_tracker
 from losscmp.worker import share_datasets
 
@@ -116,12 +124,13 @@ def resolve_execution(config: RunConfig, device) -> Execution:
 
 
 def make_jobs(trials: list[Trial], fused: bool) -> list[Job]:
-    """One job per trial, or per (dataset, seed) group of at most MAX_FUSED_LOSSES losses."""
+    """One job per trial, or per (dataset, seed, learning rate) group of at most
+    MAX_FUSED_LOSSES losses (a group shares one optimizer and one schedule: one rate)."""
     if not fused:
         return [Job((trial,)) for trial in trials]
-    groups: dict[tuple[str, int], list[Trial]] = {}
+    groups: dict[tuple[str, int, float | None], list[Trial]] = {}
     for trial in trials:
-        groups.setdefault((trial.dataset, trial.seed), []).append(trial)
+        groups.setdefault((trial.dataset, trial.seed, trial.lr), []).append(trial)
     return [
         Job(tuple(group[start : start + MAX_FUSED_LOSSES]), fused=True)
         for group in groups.values()
@@ -165,7 +174,7 @@ def execute(
         emit(
             RunStarted(
                 store.run_dir,
-                _infos(todo),
+                _infos(todo, several_rates=len(plan.rates) > 1),
                 len(plan.trials) - len(todo),
                 prepared.settings.epochs,
                 execution.describe(),
@@ -248,8 +257,11 @@ def stored_execution(meta: dict[str, Any], current: Execution) -> Execution:
     )
 
 
-def _infos(trials: list[Trial]) -> tuple[TrialInfo, ...]:
-    return tuple(TrialInfo(trial.id, trial.dataset, trial.loss, trial.seed) for trial in trials)
+def _infos(trials: list[Trial], several_rates: bool = False) -> tuple[TrialInfo, ...]:
+    def label(trial: Trial) -> str:
+        return f"{trial.loss} @ lr {trial.lr:g}" if several_rates else trial.loss
+
+    return tuple(TrialInfo(trial.id, trial.dataset, label(trial), trial.seed) for trial in trials)
 
 
 def _write_validation_panels(store: RunStore, datasets: dict[str, Any]) -> None:
@@ -282,6 +294,7 @@ def run_metadata(
         },
         "trials": [trial.id for trial in plan.trials],
         "seeds": plan.seeds,
+        "learning_rates": plan.rates,
         "device": describe_device(settings.device),
         "execution": dataclasses.asdict(prepared.execution),
         "versions": _versions(),
@@ -309,6 +322,12 @@ RESUMABLE_CHANGES = RunConfig.NON_RESULT_FIELDS | {"seeds"}
 
 def check_resumable(meta: dict[str, Any], prepared: PreparedRun, run_dir: Path) -> None:
     """Refuse to mix trials of different experiments in one run folder."""
+    version = meta.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise LosscmpError(
+            f"--resume {run_dir}: the run was made by an older losscmp (schema version "
+            f"{version}: validation only, no test split); report it as it is, or start a new run"
+        )
     stored = build_config(base=stored_config(meta, run_dir))
     current = prepared.plan.config
     changes = []

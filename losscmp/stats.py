@@ -119,6 +119,7 @@ def compare_losses(
     *,
     alpha: float = ALPHA,
     bounds: tuple[float, float] = NO_BOUNDS,
+    higher_is_better: bool = True,
 ) -> pd.DataFrame:
     """Rank losses by their mean per-seed score and test each against the best.
 
@@ -126,7 +127,8 @@ def compare_losses(
     NaN for a trial without one, e.g. diverged). Returns one row per loss,
     indexed by loss, best first: ``n_seeds, mean, std, ci_low, ci_high, rank,
     p_value, p_holm, indistinguishable_from_best``. ``bounds`` clips the
-    intervals to the score's range.
+    intervals to the score's range; ``higher_is_better=False`` (calibration error) makes
+    the lowest mean the best.
     """
     scores = per_seed.pivot(index="seed", columns="loss", values="score")
     losses = list(dict.fromkeys(per_seed["loss"]))
@@ -135,7 +137,7 @@ def compare_losses(
         {loss: vars(summary) for loss, summary in summaries.items()}, orient="index"
     ).rename(columns={"n": "n_seeds"})
     table.index.name = "loss"
-    table["rank"] = table["mean"].rank(ascending=False, method="min").astype("Int64")
+    table["rank"] = table["mean"].rank(ascending=not higher_is_better, method="min").astype("Int64")
     table = table.sort_values("rank", na_position="last", kind="stable")
     table["p_value"] = math.nan
     if table["mean"].notna().any():

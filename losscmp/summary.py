@@ -48,7 +48,7 @@ from typing import Any
 
 import pandas as pd
 
-from losscmp import stats
+from losscmp import selection, stats
 from losscmp.errors import LosscmpError, SpecError, unknown
 from losscmp.results import (
     RUN_FILE,
@@ -59,13 +59,18 @@ from losscmp.results import (
 )
 from losscmp.spec import Spec, parse_spec
 
-METRICS = ("dice", "iou", "mcc", "image_dice", "image_iou")
+METRICS = ("dice", "iou", "mcc", "image_dice", "image_iou", *selection.THRESHOLD_METRICS)
 METRIC_TITLES = {
     "dice": "Dice",
     "iou": "IoU",
     "mcc": "MCC",
     "image_dice": "image Dice",
     "image_iou": "image IoU",
+    "dice_t": "Dice@thr.",
+    "iou_t": "IoU@thr.",
+    "mcc_t": "MCC@thr.",
+    "ap": "AP",
+    "ece": "ECE",
 }
 # Config fields that may differ between runs reported together: what was
 # compared (losses, seeds count) and where/how it ran, not what it computed.
@@ -79,7 +84,10 @@ COMBINABLE_CONFIG_FIELDS = frozenset(
 LOCATION_INFO_FIELDS = frozenset({"source", "path", "data_dir", "root"})
 # The metrics with best/final columns in the table (the headline's own are the first ones).
 TABLE_METRICS = ("dice", "iou", "mcc")
-PER_CLASS_COLUMN = re.compile(r"best_dice_(.+)_mean")
+# best_dice_t_mean is Dice at the chosen threshold, not a class named "t".
+PER_CLASS_COLUMN = re.compile(r"best_dice_(?!t_mean\Z)(.+)_mean")
+# Binary columns shown beside the headline when present: chosen threshold, Dice there, AP, ECE.
+THRESHOLD_TABLE_METRICS = ("dice_t", "ap", "ece")
 
 
 @dataclass
@@ -200,6 +208,8 @@ def load_run(run_dir: Path | str, *, repair: bool = True) -> RunResults:
     epochs, images = stored.epochs, stored.images
     if trials.empty:
         trials = _trials_from_epochs(epochs)
+    # Version 1 trials trained at the run's one --lr and did not record it.
+    trials["base_lr"] = trials["base_lr"].astype(float).fillna(_run_lr(meta))
     datasets = dict(meta.get("datasets") or {})
     return RunResults(
         run_dirs=[run_dir],
@@ -241,8 +251,15 @@ def run_notes(results: RunResults) -> list[str]:
     return list(dict.fromkeys(results.notes))
 
 
+def _run_lr(meta: dict[str, Any]) -> float:
+    rate = (meta.get("config") or {}).get("lr")
+    return float(rate) if isinstance(rate, int | float) else math.nan
+
+
 def _trial_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    columns = ["trial_id", "dataset", "loss", "seed", "status", "diverged_epoch", "seconds"]
+    columns = [
+        "trial_id", "dataset", "loss", "base_lr", "seed", "status", "diverged_epoch", "seconds"
+    ]  # fmt: skip
     rows = [{column: record.get(column) for column in columns} for record in records]
     return pd.DataFrame(rows, columns=columns)
 
@@ -250,14 +267,19 @@ def _trial_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 def _trials_from_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
     """Trial status when trials/ is absent: a 'diverged' epoch row marks a diverged trial."""
     rows = []
-    for (dataset, loss, seed), group in epochs.groupby(["dataset", "loss", "seed"], sort=False):
+    if "base_lr" not in epochs.columns:
+        epochs = epochs.assign(base_lr=math.nan)
+    keys = ["dataset", "loss", "base_lr", "seed"]
+    for (dataset, loss, rate, seed), group in epochs.groupby(keys, sort=False, dropna=False):
         statuses = group.get("status", pd.Series(dtype=object))
         diverged = group.loc[statuses == "diverged", "epoch"]
+        rate = None if pd.isna(rate) else float(rate)
         rows.append(
             {
-                "trial_id": trial_id(dataset, loss, int(seed)),
+                "trial_id": trial_id(dataset, loss, int(seed), rate),
                 "dataset": dataset,
                 "loss": loss,
+                "base_lr": rate,
                 "seed": seed,
                 "status": "diverged" if len(diverged) else "finished",
                 "diverged_epoch": int(diverged.min()) if len(diverged) else None,
@@ -330,7 +352,7 @@ def _first_difference(left: dict, right: dict, ignored: Iterable[str]) -> str:
 
 
 def _check_no_repeated_trials(trials: pd.DataFrame) -> None:
-    repeated = trials[trials.duplicated(["dataset", "loss", "seed"], keep=False)]
+    repeated = trials[trials.duplicated(["dataset", "loss", "base_lr", "seed"], keep=False)]
     if not repeated.empty:
         row = repeated.iloc[0]
         runs = ", ".join(sorted(set(repeated["run_id"].astype(str))))
@@ -357,15 +379,33 @@ def summarize(runs: RunResults | Sequence[RunResults], metric: str = "dice") -> 
     indistinguishable_from_best`` (paired test against the best); ``n_seeds,
     n_diverged, status, diverged_epoch, best_epoch`` (mean over seeds),
     ``seconds`` (mean per trial); ``best_<m>_mean/_std`` and
-    ``final_<m>_mean/_std`` for m in dice, iou, mcc, image_dice, image_iou;
+    ``final_<m>_mean/_std`` for m in dice, iou, mcc, image_dice, image_iou and, binary,
+    dice_t, iou_t, mcc_t, ap, ece (read on ``headline_split``: test where the run has
+    one, else validation, at the epoch chosen on validation / the last epoch);
+    ``threshold_mean`` (binary: the validation-chosen threshold at the chosen epoch);
+    ``lr, val_score_mean, lr_chosen`` (one row per learning rate; rank, p and the table
+    use the chosen rows; see ``losscmp.selection``);
     ``final_hd95_mean/_std`` (and ``final_nsd_*`` when images.csv has it);
     ``is_best, fg_fraction, dial_group``; multiclass adds
     ``best_dice_<class>_mean/_std`` and ``final_dice_<class>_mean/_std``.
     """
     check_metric(metric)
     results = runs if isinstance(runs, RunResults) else combine_runs(list(runs))
+    _check_metric_recorded(results, metric)
     frames = [_summarize_dataset(results, dataset, metric) for dataset in dataset_order(results)]
     return pd.concat(frames, ignore_index=True)
+
+
+def _check_metric_recorded(results: RunResults, metric: str) -> None:
+    """Threshold scores, AP and ECE exist for binary runs of schema 2 only."""
+    column = f"val_{metric}"
+    if metric in selection.THRESHOLD_METRICS and not (
+        column in results.epochs.columns and results.epochs[column].notna().any()
+    ):
+        raise LosscmpError(
+            f"--metric {metric}: these runs have no {METRIC_TITLES[metric]} (it is computed for "
+            "binary tasks, by losscmp from schema version 2 on); use dice, iou or mcc"
+        )
 
 
 def dataset_order(results: RunResults) -> list[str]:
@@ -376,23 +416,70 @@ def dataset_order(results: RunResults) -> list[str]:
 
 def _summarize_dataset(results: RunResults, dataset: str, metric: str) -> pd.DataFrame:
     trials = _trial_outcomes(results, dataset, metric)
-    finished = trials[trials["status"] != "diverged"]
-    per_seed = trials[["loss", "seed"]].assign(score=finished.get(f"best_{metric}", math.nan))
-    bounds = (-1.0, 1.0) if metric == "mcc" else (0.0, 1.0)
-    comparison = stats.compare_losses(per_seed, bounds=bounds)
-    rows = [
-        _loss_row(loss, trials[trials["loss"] == loss], comparison.loc[loss])
-        for loss in comparison.index
-    ]
+    rates = selection.choose_rates(trials, metric)  # on validation scores only
+    chosen = rates[rates["lr_chosen"]]
+    at_chosen = trials.merge(chosen[["loss", "lr"]], on=["loss", "lr"])
+    finished = at_chosen[at_chosen["status"] != "diverged"]
+    per_seed = at_chosen[["loss", "seed"]].assign(score=finished.get(f"best_{metric}", math.nan))
+    bounds = (-1.0, 1.0) if metric in ("mcc", "mcc_t") else (0.0, 1.0)
+    better = selection.higher_is_better(metric)
+    comparison = stats.compare_losses(per_seed, bounds=bounds, higher_is_better=better)
+    rows = []
+    for loss in comparison.index:
+        rate = chosen.loc[chosen["loss"] == loss].iloc[0]
+        mine = at_chosen[at_chosen["loss"] == loss]
+        rows.append(_loss_row(loss, mine, comparison.loc[loss]) | _rate_columns(rate))
+    for rate in rates[~rates["lr_chosen"]].itertuples(index=False):
+        mine = trials[(trials["loss"] == rate.loss) & _same_rate(trials["lr"], rate.lr)]
+        alone = _seeds_only(mine, metric, bounds)
+        rows.append(_loss_row(rate.loss, mine, alone) | _rate_columns(rate._asdict()))
     summary = pd.DataFrame(rows)
     summary.insert(0, "dataset", dataset)
     summary.insert(2, "metric", metric)
     has_best = bool(comparison["mean"].notna().any())
     summary["is_best"] = [has_best and index == 0 for index in range(len(summary))]
+    summary["n_rates"] = summary.groupby("loss")["lr"].transform("nunique")
+    summary["headline_split"] = selection.reported_split(_dataset_epochs(results, dataset), metric)
     summary["fg_fraction"] = _fg_fraction(dataset, results.datasets.get(dataset, {}))
     summary["dial_group"] = _dial_group(dataset)
     class_names = results.datasets.get(dataset, {}).get("class_names") or []
     return _order_class_columns(summary, class_names)
+
+
+def _dataset_epochs(results: RunResults, dataset: str) -> pd.DataFrame:
+    return results.epochs[results.epochs["dataset"] == dataset]
+
+
+def _same_rate(rates: pd.Series, rate: float) -> pd.Series:
+    return rates.isna() if pd.isna(rate) else rates == rate
+
+
+def _rate_columns(rate) -> dict[str, Any]:
+    """The learning-rate columns of a summary row: the rate, its validation score, chosen."""
+    return {
+        "lr": rate["lr"],
+        "val_score_mean": rate["val_score_mean"],
+        "lr_chosen": bool(rate["lr_chosen"]),
+    }
+
+
+def _seeds_only(trials: pd.DataFrame, metric: str, bounds) -> pd.Series:
+    """A rate that was not chosen: its mean and interval over seeds, no rank and no test."""
+    finished = trials[trials["status"] != "diverged"]
+    values = finished.get(f"best_{metric}", pd.Series(dtype=float)).astype(float)
+    seeds = stats.summarize_seeds(values.to_numpy(), bounds=bounds)
+    return pd.Series(
+        {
+            "rank": pd.NA,
+            "mean": seeds.mean,
+            "std": seeds.std,
+            "ci_low": seeds.ci_low,
+            "ci_high": seeds.ci_high,
+            "p_value": math.nan,
+            "p_holm": math.nan,
+            "indistinguishable_from_best": pd.NA,
+        }
+    )
 
 
 def _order_class_columns(summary: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
@@ -411,19 +498,37 @@ def _order_class_columns(summary: pd.DataFrame, class_names: Sequence[str]) -> p
 def _trial_outcomes(results: RunResults, dataset: str, metric: str) -> pd.DataFrame:
     """One row per (loss, seed): status, best-epoch and final-epoch scores, time, hd95."""
     trials = results.trials[results.trials["dataset"] == dataset]
-    epochs = results.epochs[results.epochs["dataset"] == dataset]
+    epochs = _dataset_epochs(results, dataset)
+    split = selection.reported_split(epochs, metric)
     rows = []
     for trial in trials.itertuples(index=False):
-        trial_epochs = epochs[(epochs["loss"] == trial.loss) & (epochs["seed"] == trial.seed)]
-        rows.append(_trial_row(trial, trial_epochs, results.images, metric))
+        trial_epochs = epochs[
+            (epochs["loss"] == trial.loss)
+            & (epochs["seed"] == trial.seed)
+            & _rate_matches(epochs, trial.base_lr)
+        ]
+        rows.append(_trial_row(trial, trial_epochs, results.images, metric, split))
     return pd.DataFrame(rows)
 
 
-def _trial_row(trial, trial_epochs: pd.DataFrame, images: pd.DataFrame, metric: str) -> dict:
+def _rate_matches(frame: pd.DataFrame, rate: float) -> pd.Series:
+    """Rows at this learning rate; a version 1 table has no rate (one per run)."""
+    if "base_lr" not in frame.columns:
+        return pd.Series(True, index=frame.index)
+    rates = frame["base_lr"].astype(float)
+    return rates.isna() | (rates == rate)
+
+
+def _trial_row(
+    trial, trial_epochs: pd.DataFrame, images: pd.DataFrame, metric: str, split: str
+) -> dict:
+    """One trial: its epoch chosen on validation, scores read there on ``split`` (test
+    where the run has one); ``final_*`` at the last epoch, on the same split."""
     headline = f"val_{metric}"
     validated = trial_epochs.dropna(subset=[headline]) if headline in trial_epochs else None
     row: dict[str, Any] = {
         "loss": trial.loss,
+        "lr": trial.base_lr,
         "seed": trial.seed,
         "status": trial.status or "finished",
         "diverged_epoch": trial.diverged_epoch,
@@ -431,13 +536,16 @@ def _trial_row(trial, trial_epochs: pd.DataFrame, images: pd.DataFrame, metric: 
     }
     if validated is None or validated.empty:
         return row
-    best = validated.loc[validated[headline].idxmax()]
+    best = selection.chosen_epoch(validated, metric)
     final = validated.loc[validated["epoch"].idxmax()]
     row["best_epoch"] = best["epoch"]
+    row["val_score"] = best[headline]  # what the learning rate is chosen by
+    if "threshold" in best.index:
+        row["threshold"] = best["threshold"]
     for column in _score_columns(trial_epochs):
         name = column.removeprefix("val_")
-        row[f"best_{name}"] = best[column]
-        row[f"final_{name}"] = final[column]
+        row[f"best_{name}"] = selection.reported_value(best, name, split)
+        row[f"final_{name}"] = selection.reported_value(final, name, split)
     row.update(_final_image_means(images, trial))
     return row
 
@@ -451,7 +559,9 @@ def _trial_seconds(trial, trial_epochs: pd.DataFrame) -> float:
 
 def _score_columns(epochs: pd.DataFrame) -> list[str]:
     snapshot = [f"val_{name}" for name in METRICS if f"val_{name}" in epochs]
-    per_class = sorted(column for column in epochs if column.startswith("val_dice_"))
+    per_class = sorted(
+        column for column in epochs if column.startswith("val_dice_") and column not in snapshot
+    )
     return snapshot + per_class
 
 
@@ -463,6 +573,7 @@ def _final_image_means(images: pd.DataFrame, trial) -> dict[str, float]:
         (images["dataset"] == trial.dataset)
         & (images["loss"] == trial.loss)
         & (images["seed"] == trial.seed)
+        & _rate_matches(images, trial.base_lr)
         & (images["which"] == "final")
     ]
     return {
@@ -489,6 +600,7 @@ def _loss_row(loss: str, trials: pd.DataFrame, comparison: pd.Series) -> dict[st
         "status": _status(trials),
         "diverged_epoch": _first_divergence(trials),
         "best_epoch": finished["best_epoch"].mean() if "best_epoch" in finished else math.nan,
+        "threshold_mean": finished["threshold"].mean() if "threshold" in finished else math.nan,
         "seconds": trials["seconds"].mean(),
     }
     for column in _outcome_columns(trials):
@@ -551,7 +663,7 @@ def imbalance_frame(summary: pd.DataFrame) -> pd.DataFrame | None:
     Returns a frame with columns ``dial_group, loss, fg_fraction, score_mean,
     score_std`` for the largest group of datasets that differ only in fg_fraction.
     """
-    known = summary.dropna(subset=["fg_fraction"])
+    known = selection.chosen_rows(summary).dropna(subset=["fg_fraction"])
     if known.empty:
         return None
     fractions = known.groupby("dial_group")["fg_fraction"].nunique()
@@ -568,16 +680,27 @@ def headline_caption(metric: str, summary: pd.DataFrame) -> str:
     where = "dataset-level" if not metric.startswith("image_") else "mean per-image"
     others = [METRIC_TITLES[name] for name in TABLE_METRICS if name != metric]
     others_text = " and ".join([", ".join(others[:-1]), others[-1]] if len(others) > 2 else others)
+    summary = selection.chosen_rows(summary)
+    split = split_word(summary)
     caption = (
-        f"Headline: {where} {METRIC_TITLES[metric]} at each trial's best epoch, "
-        f"mean ± sd over {seeds} seed(s); CI: {stats.CI_METHOD}; p: {stats.TEST_METHOD}; "
+        f"Headline: {where} {METRIC_TITLES[metric]} on the {split} split at each trial's "
+        f"epoch chosen on validation, mean ± sd over {seeds} seed(s); CI: {stats.CI_METHOD}; "
+        f"p: {stats.TEST_METHOD}; "
         f"≈ = indistinguishable from the best (p ≥ {stats.ALPHA}). "
-        f"{others_text} 'best' are read at that same epoch (one model snapshot per trial), "
-        "not at their own maximum."
+        f"{others_text} '{split}' are read at that same epoch (one model snapshot per trial), "
+        "not at their own maximum. "
     )
+    caption += selection.caption_text(summary, metric, METRIC_TITLES[metric])
     if seeds < 2:
         caption += " One seed gives no interval or test: use --seeds 3 or more."
     return caption
+
+
+def split_word(summary: pd.DataFrame) -> str:
+    """How column titles name the split the headline is read on: "test", or "val." for
+    runs without a test split (schema 1)."""
+    splits = set(summary.get("headline_split", pd.Series(dtype=object)).dropna())
+    return "test" if splits == {selection.TEST} else "val."
 
 
 def per_class_columns(summary: pd.DataFrame) -> list[str]:

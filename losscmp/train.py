@@ -1,14 +1,23 @@
 """Train one (dataset, loss, seed) trial and return its records.
 
 The loop is deliberately plain: build the seeded model, train with AdamW and a
-per-step cosine schedule, validate every epoch, stop early only if the loss
+per-step cosine schedule, evaluate every epoch, stop early only if the loss
 turns non-finite. The only host-device syncs are once per epoch (train loss,
-validation counts), never per step. It never prints: progress goes out
+evaluation counts), never per step. It never prints: progress goes out
 through the ``on_step`` / ``on_epoch`` callbacks.
+
+Every epoch is evaluated on the validation split *and* on the test split (when
+the dataset has one): the report picks a trial's epoch (and, binary, its
+threshold; and a loss's learning rate) on validation and reads test there, so
+the chosen epoch can be any epoch and any metric's best, with no model state
+kept and nothing to redo on --resume. The test pass costs one forward pass over
+the test split per epoch (measured in the README); the columns it fills are
+never read by any choice.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -20,6 +29,7 @@ import torch
 
 from losscmp import metrics
 from losscmp.data import make_loader
+from losscmp.data.base import SegmentationData
 from losscmp.model import ModelPreset, build_model
 from losscmp.plan import Trial, make_loss
 from losscmp.spec import Spec
@@ -38,6 +48,16 @@ class TrainSettings:
     encoder_weights: str | None
     device: torch.device
     amp: bool
+
+
+@dataclass
+class Evaluation:
+    """One split at one epoch: per-image confusion counts (host), the binary probability
+    histogram (host; None for multiclass) and the hard predictions when kept."""
+
+    counts: torch.Tensor
+    histogram: np.ndarray | None = None
+    predictions: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -71,10 +91,12 @@ class TrialLog:
         self.epochs.append(_epoch_row(epoch, train_loss, {}, lr, started, self.status))
         return self.epochs[-1]
 
-    def validated(self, epoch, train_loss, lr, started, counts, predictions) -> dict:
-        """A finished epoch and its validation counts; returns the epoch row."""
+    def validated(self, epoch, train_loss, lr, started, val: Evaluation, test=None) -> dict:
+        """A finished epoch and its evaluations (test: None without a test split);
+        returns the epoch row."""
         data = self.data
-        summary = metrics.summarize_epoch(counts, mode=data.mode, class_names=data.class_names)
+        counts, predictions = val.counts, val.predictions
+        summary = epoch_scores(data, val, test)
         self.epochs.append(_epoch_row(epoch, train_loss, summary, lr, started, "ok"))
         if not self.best or summary["val_dice"] > self.best["val_dice"]:
             self.best = {"epoch": epoch, "val_dice": summary["val_dice"], "counts": counts}
@@ -93,6 +115,7 @@ class TrialLog:
             "trial_id": trial.id,
             "dataset": trial.dataset,
             "loss": trial.loss,
+            **({"base_lr": trial.lr} if trial.lr is not None else {}),
             "seed": trial.seed,
             "status": self.status,
             "diverged_epoch": self.diverged_epoch,
@@ -105,6 +128,35 @@ class TrialLog:
         return TrialOutcome(record, self.panel)
 
 
+def epoch_scores(data: SegmentationData, val: Evaluation, test: Evaluation | None) -> dict:
+    """The epoch row's scores: ``val_*`` and ``test_*`` at probability 0.5 (argmax); binary
+    adds the threshold chosen on validation, both splits' scores at it, AP and ECE."""
+    row = metrics.summarize_epoch(val.counts, mode=data.mode, class_names=data.class_names)
+    threshold_index = None
+    if val.histogram is not None:
+        columns, threshold_index = metrics.histogram_scores(val.histogram, "val_")
+        row["threshold"] = metrics.THRESHOLDS[threshold_index]
+        row.update(columns)
+    if test is not None:
+        row.update(
+            metrics.summarize_epoch(
+                test.counts, mode=data.mode, class_names=data.class_names, prefix="test_"
+            )
+        )
+        if test.histogram is not None and threshold_index is not None:
+            row.update(metrics.histogram_scores(test.histogram, "test_", threshold_index)[0])
+    return row
+
+
+def trial_settings(settings: TrainSettings, trials) -> TrainSettings:
+    """The settings at the trials' own learning rate (a fused group shares one)."""
+    rates = {trial.lr for trial in trials}
+    if len(rates) != 1:
+        raise ValueError(f"trials trained together share one learning rate, got {sorted(rates)}")
+    (rate,) = rates
+    return settings if rate is None else dataclasses.replace(settings, lr=rate)
+
+
 def train_trial(
     trial: Trial,
     loss_spec: Spec,
@@ -113,6 +165,7 @@ def train_trial(
     on_step: Callable[[int, int], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrialOutcome:
+    settings = trial_settings(settings, [trial])
     device = settings.device
     model = build_model(settings.preset, data.out_channels, settings.encoder_weights, trial.seed)
     model = model.to(device, memory_format=torch.channels_last)
@@ -139,8 +192,9 @@ def train_trial(
             if on_epoch:
                 on_epoch(row)
             break
-        counts, predictions = validate(model, data, settings, keep_predictions=log.last(epoch))
-        row = log.validated(epoch, train_loss, lr, epoch_start, counts, predictions)
+        val = evaluate(model, data, settings, "val", keep_predictions=log.last(epoch))
+        test = evaluate(model, data, settings, "test") if data.has_test else None
+        row = log.validated(epoch, train_loss, lr, epoch_start, val, test)
         if on_epoch:
             on_epoch(row)
     return log.outcome(loss_fn.params)
@@ -189,11 +243,11 @@ def training_loader(data, settings: TrainSettings, loss_fn, seed: int, epoch: in
     )
 
 
-def validation_loader(data, settings: TrainSettings):
-    """The validation split in order, un-augmented, without target maps."""
+def evaluation_loader(data, settings: TrainSettings, split: str = "val"):
+    """A split (val or test) in order, un-augmented, without target maps."""
     return make_loader(
         data,
-        split="val",
+        split=split,
         batch_size=settings.batch_size,
         seed=0,
         epoch=0,
@@ -204,15 +258,17 @@ def validation_loader(data, settings: TrainSettings):
 
 
 @torch.no_grad()
-def validate(model, data, settings, keep_predictions: bool):
-    """Per-image confusion counts over the validation split (and hard predictions if asked)."""
+def evaluate(model, data, settings, split: str, keep_predictions: bool = False) -> Evaluation:
+    """Per-image confusion counts over ``split`` (val or test), the probability histogram
+    (binary) and the hard predictions if asked; one transfer to the host at the end."""
     from losscmp.model import input_memory_format
 
     model.eval()
     device = settings.device
     layout = input_memory_format(model)  # channels_last from train_trial
     counts, predictions = [], []
-    for batch in validation_loader(data, settings):
+    histogram = None
+    for batch in evaluation_loader(data, settings, split):
         images = batch["image"].to(device, non_blocking=True, memory_format=layout)
         target = batch["target"].to(device, non_blocking=True)
         with _autocast(settings):
@@ -220,11 +276,16 @@ def validate(model, data, settings, keep_predictions: bool):
         counts.append(
             metrics.confusion_counts(logits, target, mode=data.mode, ignore_index=data.ignore_index)
         )
+        if data.mode == "binary":
+            found = metrics.probability_histogram(logits, target, ignore_index=data.ignore_index)
+            histogram = found if histogram is None else histogram + found
         if keep_predictions:
             predictions.append(hard_prediction(logits, data.mode).to(torch.uint8))
-    all_counts = torch.cat(counts).cpu()
-    kept = torch.cat(predictions).cpu().numpy() if keep_predictions else None
-    return all_counts, kept
+    return Evaluation(
+        torch.cat(counts).cpu(),
+        histogram.cpu().numpy() if histogram is not None else None,
+        torch.cat(predictions).cpu().numpy() if keep_predictions else None,
+    )
 
 
 def hard_prediction(logits: torch.Tensor, mode: str) -> torch.Tensor:

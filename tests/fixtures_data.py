@@ -216,9 +216,11 @@ def make_folder(
     num_classes: int = 2,
     shape: tuple[int, int] = (40, 56),
     val_count: int = 0,
+    test_count: int = 0,
     seed: int = 0,
 ) -> list[str]:
-    """images/ + masks/ (and val/ when val_count) with square objects; returns the stems.
+    """images/ + masks/ (and val/, test/ when their counts are given) with square objects;
+    returns the stems.
 
     Binary masks are stored 0/255 like most public sets; multiclass masks hold class
     indices. JPEG masks (``mask_format="JPEG"``) come with compression noise.
@@ -226,7 +228,7 @@ def make_folder(
     rng = np.random.default_rng(seed)
     extension = {"PNG": "png", "GIF": "gif", "TIFF": "tif", "JPEG": "jpg"}[mask_format]
     stems = []
-    for folder, number in ((root, count), (root / "val", val_count)):
+    for folder, number in ((root, count), (root / "val", val_count), (root / "test", test_count)):
         if not number:
             continue
         (folder / "images").mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ import pandas as pd
 from losscmp.results import SCHEMA_VERSION, slug, trial_id
 
 DEFAULT_QUALITY = {"dice": 0.80, "focal": 0.65, "tversky": 0.78}
+LR = 3e-3  # the run's --lr
 
 
 def epoch_shape(epochs: int) -> np.ndarray:
@@ -45,6 +46,11 @@ def epoch_shape(epochs: int) -> np.ndarray:
         return np.ones(1)
     rising = np.linspace(0.6, 1.0, epochs - 1)
     return np.append(rising, 0.98)
+
+
+def held_out_epoch_shape(epochs: int) -> np.ndarray:
+    """The test split's curve: rises to the last epoch (its own best is never validation's)."""
+    return np.linspace(0.6, 1.0, epochs) if epochs > 1 else np.ones(1)
 
 
 def _rng(*keys: Any) -> np.random.Generator:
@@ -73,6 +79,9 @@ def write_run(
     schema_version: int = SCHEMA_VERSION,
     panel: bool = True,
     write_csvs: bool = True,
+    lrs: Sequence[float] | None = None,
+    rate_quality: Mapping[float, float] | None = None,
+    test_rate_quality: Mapping[float, float] | None = None,
 ) -> Path:
     """Write ``root/run_id`` and return it.
 
@@ -100,15 +109,22 @@ def write_run(
         noise,
         seed_spread,
         list(class_names),
+        schema_version,
+        dict(rate_quality or {}),
+        dict(test_rate_quality if test_rate_quality is not None else rate_quality or {}),
     )
+    rates = list(lrs) if lrs is not None else [LR]
+    if schema_version < 2:
+        rates = [None]
     records = []
     for dataset in datasets:
         for seed in seeds:
-            for loss in losses:
-                stop = (diverged or {}).get((loss, seed))
-                record = _trial_record(settings, dataset, loss, seed, stop)
-                records.append(record)
-                _write_json(run_dir / "trials" / f"{record['trial_id']}.json", record)
+            for rate in rates:
+                for loss in losses:
+                    stop = (diverged or {}).get((loss, seed))
+                    record = _trial_record(settings, dataset, loss, seed, stop, rate)
+                    records.append(record)
+                    _write_json(run_dir / "trials" / f"{record['trial_id']}.json", record)
     meta = _run_meta(settings, run_id, records, schema_version)
     meta["config"].update(config or {})
     meta.update(extra_meta or {})
@@ -137,6 +153,9 @@ class _Settings:
     noise: float
     seed_spread: float
     class_names: list[str]
+    schema_version: int = SCHEMA_VERSION
+    rate_quality: dict = None  # type: ignore[assignment]
+    test_rate_quality: dict = None  # type: ignore[assignment]
 
     @property
     def mode(self) -> str:
@@ -148,13 +167,18 @@ class _Settings:
             return float(self.quality(source, dataset))
         return float(self.quality[source])
 
-    def image_scores(self, loss: str, dataset: str, seed: int) -> np.ndarray:
-        """Per-image score at the peak epoch."""
+    def image_scores(
+        self, loss: str, dataset: str, seed: int, split: str = "val", rate: float | None = None
+    ) -> np.ndarray:
+        """Per-image score at the peak epoch, on the validation or the test images."""
         seed_offset = _rng("seed", dataset, seed).normal(0, self.seed_spread)
-        image_offset = _rng("images", dataset).normal(0, 0.08, self.n_images)
+        images = "images" if split == "val" else "test-images"
+        image_offset = _rng(images, dataset).normal(0, 0.08, self.n_images)
         key = self.twins.get(loss, loss)
-        jitter = _rng("noise", key, dataset, seed).normal(0, self.noise, self.n_images)
-        base = self.base_quality(loss, dataset)
+        noise_key = ("noise", key, dataset, seed) + (() if split == "val" else (split,))
+        jitter = _rng(*noise_key).normal(0, self.noise, self.n_images)
+        offsets = self.rate_quality if split == "val" else self.test_rate_quality
+        base = self.base_quality(loss, dataset) + (offsets or {}).get(rate, 0.0)
         return np.clip(base + seed_offset + image_offset + jitter, 0.0, 1.0)
 
 
@@ -164,11 +188,21 @@ def _loss_names(quality, twins: Mapping[str, str]) -> list[str]:
     return [*quality, *twins]
 
 
-def _trial_record(settings: _Settings, dataset: str, loss: str, seed: int, stop: int | None):
-    peak = settings.image_scores(loss, dataset, seed)
+def _trial_record(
+    settings: _Settings, dataset: str, loss: str, seed: int, stop: int | None, rate=None
+):
+    peak = settings.image_scores(loss, dataset, seed, "val", rate)
     shape = epoch_shape(settings.epochs)
     last = settings.epochs if stop is None else stop - 1
     epoch_rows = [_epoch_row(settings, peak * shape[e - 1], e) for e in range(1, last + 1)]
+    if settings.schema_version >= 2:
+        test_peak = settings.image_scores(loss, dataset, seed, "test", rate)
+        test_shape = held_out_epoch_shape(settings.epochs)
+        for row in epoch_rows:
+            test_row = _epoch_row(settings, test_peak * test_shape[row["epoch"] - 1], row["epoch"])
+            row.update(
+                {key.replace("val_", "test_"): v for key, v in test_row.items() if "val_" in key}
+            )
     if stop is not None:
         epoch_rows.append(
             {"epoch": stop, "train_loss": None, "lr": 1e-3, "seconds": 0.5, "status": "diverged"}
@@ -180,9 +214,10 @@ def _trial_record(settings: _Settings, dataset: str, loss: str, seed: int, stop:
     if stop is None:
         images += _image_rows(peak * shape[-1], "final", with_hd95=True)
     return {
-        "trial_id": trial_id(dataset, loss, seed),
+        "trial_id": trial_id(dataset, loss, seed, rate),
         "dataset": dataset,
         "loss": loss,
+        **({"base_lr": rate} if rate is not None else {}),
         "seed": seed,
         "status": "finished" if stop is None else "diverged",
         "diverged_epoch": stop,
@@ -210,6 +245,18 @@ def _epoch_row(settings: _Settings, image_dice: np.ndarray, epoch: int) -> dict[
     }
     if len(settings.class_names) > 2:
         row.update(_per_class_dice(settings.class_names, dice))
+    elif settings.schema_version >= 2:  # binary: a threshold below 0.5 helps a little
+        row["threshold"] = 0.4
+        at_threshold = min(1.0, dice + 0.01)
+        row.update(
+            {
+                "val_dice_t": at_threshold,
+                "val_iou_t": at_threshold / (2 - at_threshold),
+                "val_mcc_t": at_threshold - 0.02,
+                "val_ap": min(1.0, dice + 0.05),
+                "val_ece": round(0.1 * (1 - dice), 6),
+            }
+        )
     return {**row, "lr": 1e-3, "seconds": 1.0, "status": "ok"}
 
 
@@ -248,7 +295,7 @@ def _run_meta(settings: _Settings, run_id: str, records, schema_version: int) ->
         "image_size": settings.image_size,
         "seeds": len(settings.seeds),
         "seed": min(settings.seeds),
-        "lr": 3e-3,
+        "lr": LR,
         "weight_decay": 1e-4,
         "model": "tiny",
         "encoder_weights": None,
@@ -298,7 +345,13 @@ def _fg_info(label: str) -> dict[str, float]:
 
 def _rows(records, key: str) -> list[dict[str, Any]]:
     return [
-        {"dataset": record["dataset"], "loss": record["loss"], "seed": record["seed"], **row}
+        {
+            "dataset": record["dataset"],
+            "loss": record["loss"],
+            **({"base_lr": record["base_lr"]} if "base_lr" in record else {}),
+            "seed": record["seed"],
+            **row,
+        }
         for record in records
         for row in record[key]
     ]

@@ -19,7 +19,7 @@ def test_binary_masks_in_every_format(tmp_path, mask_format):
     make_folder(tmp_path, count=10, mask_format=mask_format)
     data = load(f"folder:{tmp_path}")
     assert data.mode == "binary" and data.ignore_index is None
-    assert (data.size("train"), data.size("val")) == (9, 1)
+    assert (data.size("train"), data.size("val"), data.size("test")) == (8, 1, 1)
     assert set(np.unique(data.train_masks)) == {0, 1}
     # JPEG noise around 0/255 edges must not turn background into foreground
     assert 0.05 < data.foreground_fraction("train") < 0.2
@@ -39,7 +39,7 @@ def test_mask_suffix_is_found_or_given(tmp_path, suffix):
     make_folder(tmp_path, count=6, mask_suffix=suffix)
     assert load(f"folder:{tmp_path}").info["mask_suffix"] == suffix
     explicit = load(f"folder(path={tmp_path},mask_suffix={suffix})")
-    assert explicit.size("train") + explicit.size("val") == 6
+    assert sum(explicit.size(split) for split in ("train", "val", "test")) == 6
 
 
 def test_multiclass_masks_hold_class_indices(tmp_path):
@@ -58,16 +58,35 @@ def test_palette_gif_masks_keep_class_values(tmp_path):
 def test_val_subfolder_is_the_validation_split(tmp_path):
     make_folder(tmp_path, count=8, val_count=3)
     data = load(f"folder:{tmp_path}")
-    assert (data.size("train"), data.size("val")) == (8, 3)
+    assert (data.size("train"), data.size("val"), data.size("test")) == (7, 3, 1)
     assert data.info["validation"] == "val/ folder"
+    assert data.info["test"] == "0.1 of the pairs"
+
+
+def test_test_subfolder_is_the_test_split(tmp_path):
+    stems = make_folder(tmp_path, count=10, val_count=2, test_count=3)
+    data = load(f"folder:{tmp_path}")
+    assert (data.size("train"), data.size("val"), data.size("test")) == (10, 2, 3)
+    assert data.names("test") == tuple(stems[12:])
+    assert data.info["test"] == "test/ folder"
+
+
+def test_test_fraction_is_fixed_and_leaves_validation_as_it_was(tmp_path):
+    make_folder(tmp_path, count=20)
+    data = load(f"folder(path={tmp_path},test_fraction=0.2)")
+    other = load(f"folder(path={tmp_path},test_fraction=0.1)")
+    assert (data.size("train"), data.size("val"), data.size("test")) == (14, 2, 4)
+    assert data.names("val") == other.names("val")  # carved first in the same hash order
+    assert set(other.names("test")) < set(data.names("test"))
+    assert not set(data.names("test")) & set(data.names("train") + data.names("val"))
 
 
 def test_split_ratio_and_limit(tmp_path):
     make_folder(tmp_path, count=20)
     data = load(f"folder(path={tmp_path},val_fraction=0.25)")
-    assert (data.size("train"), data.size("val")) == (15, 5)
+    assert (data.size("train"), data.size("val"), data.size("test")) == (13, 5, 2)
     limited = load(f"folder:{tmp_path}", limit=10)
-    assert limited.size("train") + limited.size("val") == 10
+    assert (limited.size("train"), limited.size("val"), limited.size("test")) == (8, 1, 1)
     assert limited.names("train") == load(f"folder:{tmp_path}", limit=10).names("train")
 
 
@@ -156,6 +175,8 @@ def test_bad_folder_parameters(tmp_path):
         load(f"folder(path={tmp_path},num_classes=1)")
     with pytest.raises(ParameterError, match="val_fraction"):
         load(f"folder(path={tmp_path},val_fraction=0)")
+    with pytest.raises(ParameterError, match="leaves nothing to train on"):
+        load(f"folder(path={tmp_path},val_fraction=0.5,test_fraction=0.5)")
 
 
 def test_binary_0_255_masks_read_as_multiclass_are_named(tmp_path):

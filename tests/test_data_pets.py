@@ -10,6 +10,7 @@ from fixtures_data import make_pets_tree
 
 from losscmp.data import dataset_status, load_dataset, make_loader
 from losscmp.data import pets as pets_module
+from losscmp.data.pets import read_list
 from losscmp.errors import DatasetError, ParameterError
 
 
@@ -87,24 +88,27 @@ def test_split_is_fixed_90_10_and_independent_of_seed(tmp_path):
     make_pets_tree(root, trainval=40, test=5, quirks=False)
     first = load_dataset("pets", data_dir=root, image_size=16, seed=0)
     other = load_dataset("pets", data_dir=root, image_size=16, seed=7)
-    assert (first.size("train"), first.size("val")) == (36, 4)
+    assert (first.size("train"), first.size("val"), first.size("test")) == (36, 4, 5)
     assert np.array_equal(first.val_images, other.val_images)
     train = {image.tobytes() for image in first.train_images}
     assert not any(image.tobytes() in train for image in first.val_images)
 
 
-def test_test_split_trains_on_trainval_and_validates_on_test(tmp_path):
+def test_test_split_is_the_official_test_list(tmp_path):
     root = tmp_path / "pets"
     make_pets_tree(root, trainval=12, test=5, quirks=False)
-    data = load(root, "pets(split=test)", size=16)
-    assert (data.size("train"), data.size("val")) == (12, 5)
-    assert data.info["validation"] == "test"
+    data = load(root, size=16)
+    assert set(data.names("test")) == set(read_list(root / "annotations/test.txt"))
+    assert not set(data.names("test")) & set(data.names("train") + data.names("val"))
+    assert (data.size("train"), data.size("val"), data.size("test")) == (11, 1, 5)
+    assert data.info["test"] == "the official test list"
 
 
 def test_limit_is_a_deterministic_subset(tree):
     limited = load(tree[0], limit=8)
     again = load(tree[0], limit=8)
-    assert limited.size("train") + limited.size("val") <= 8
+    assert limited.size("train") + limited.size("val") + limited.size("test") <= 8
+    assert limited.size("test") >= 1
     assert np.array_equal(limited.train_images, again.train_images)
 
 

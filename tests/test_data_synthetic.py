@@ -50,6 +50,15 @@ def test_changing_val_size_keeps_training_images():
     assert np.array_equal(small.train_images, large.train_images)
 
 
+def test_test_split_has_its_own_stream():
+    small = synthetic("synthetic(n_train=32,n_val=8,n_test=8)")
+    large = synthetic("synthetic(n_train=32,n_val=8,n_test=16)")
+    assert np.array_equal(small.train_images, large.train_images)
+    assert np.array_equal(small.val_images, large.val_images)
+    assert not np.array_equal(small.test_images, small.val_images)
+    assert small.foreground_fraction("test") == pytest.approx(0.1, abs=1e-3)
+
+
 @pytest.mark.parametrize("fraction", [0.02, 0.1, 0.3])
 def test_no_intensity_threshold_separates_objects(fraction):
     data = synthetic(f"synthetic(fg_fraction={fraction})")
@@ -91,13 +100,14 @@ def test_binary_defaults_and_info():
     assert data.class_names == ("background", "object")
     assert data.train_images.shape == (256, 64, 64, 3) and data.train_images.dtype == np.uint8
     assert data.val_masks.shape == (64, 64, 64) and data.val_masks.dtype == np.uint8
+    assert data.test_masks.shape == (64, 64, 64) and data.info["test_size"] == 64
     assert data.info["train_size"] == 256 and data.spec == "synthetic"
     assert list(data.class_pixel_counts("train")) == list(np.bincount(data.train_masks.ravel()))
 
 
 def test_limit_takes_a_smaller_deterministic_set():
     data = synthetic(limit=40)
-    assert data.size("train") + data.size("val") == 40
+    assert sum(data.size(split) for split in ("train", "val", "test")) == 40
     assert np.array_equal(data.train_images, synthetic.__wrapped__(limit=40).train_images)
 
 

@@ -138,7 +138,7 @@ def test_the_run_ends_with_its_report_page(smoke_run):
 @pytest.mark.parametrize("metric", ["iou", "image_dice"])
 def test_headline_metric_names_the_table(tmp_path, metric):
     text = page_of(write_run(tmp_path, quality=QUALITY), metric=metric)
-    assert {"iou": "IoU best", "image_dice": "image Dice best"}[metric] in text
+    assert {"iou": "IoU test", "image_dice": "image Dice test"}[metric] in text
 
 
 def test_combined_runs_give_one_page_with_each_runs_setup(tmp_path):

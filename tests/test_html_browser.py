@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from run_fixtures import write_run
 
-from losscmp.render.cells import foreground_class_columns, table_columns
+from losscmp.render.cells import foreground_class_columns, table_columns, table_extras
 
 pytestmark = pytest.mark.browser
 
@@ -113,7 +113,9 @@ def test_opens_without_errors_or_network_requests(visit):
 def test_the_table_shows_summary_csv(visit, report_page):
     _, summary = report_page
     rows = {row["loss"]: row for row in summary.to_dict("records")}
-    columns = table_columns("dice", foreground_class_columns(summary))
+    columns = table_columns(
+        "dice", foreground_class_columns(summary), table_extras(summary, "dice")
+    )
     headers = visit.page.locator("table.comparison thead th")
     assert [headers.nth(i).inner_text() for i in range(headers.count())] == [
         column.title for column in columns
@@ -142,12 +144,12 @@ def test_headers_sort_the_rows(visit, report_page):
     assert visit.losses() == sorted(ranked)
     visit.sort_by("loss")
     assert visit.losses() == sorted(ranked, reverse=True)
-    visit.sort_by("Dice best")  # ascending, the diverged loss (no score) last
+    visit.sort_by("Dice test")  # ascending, the diverged loss (no score) last
     scored = summary.dropna(subset=["score_mean"]).sort_values("score_mean")
     assert visit.losses() == [*scored["loss"], "tversky"]
-    visit.sort_by("Dice best")
+    visit.sort_by("Dice test")
     assert visit.losses() == [*reversed(scored["loss"].tolist()), "tversky"]
-    header = visit.page.locator("table.comparison thead th", has_text="Dice best")
+    header = visit.page.locator("table.comparison thead th", has_text="Dice test")
     assert header.get_attribute("aria-sort") == "descending"
     assert visit.errors == []
 

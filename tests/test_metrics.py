@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from losscmp import metrics
 from losscmp.errors import ParameterError
 from losscmp.metrics import (
     confusion_counts,
@@ -272,3 +273,86 @@ def test_normalized_surface_dice_by_hand():
 def test_boundary_metrics_reject_mismatched_shapes():
     with pytest.raises(ParameterError):
         hd95(np.zeros((4, 4), bool), np.zeros((4, 5), bool))
+
+
+# ---------------------------------------------------------------- threshold, AP, ECE
+
+# Seven pixels, foreground probability and label, highest first:
+#   0.905 P, 0.81 P, 0.805 N, 0.605 P, 0.305 P, 0.205 N, 0.105 N   (4 positives)
+RANKED = [(0.905, 1), (0.81, 1), (0.805, 0), (0.605, 1), (0.305, 1), (0.205, 0), (0.105, 0)]
+
+
+def ranked_histogram(pairs=RANKED, ignore_index=None, ignored=()):
+    probabilities = torch.tensor([p for p, _ in pairs], dtype=torch.float64)
+    labels = torch.tensor([float(y) for _, y in pairs])
+    for position in ignored:
+        labels[position] = ignore_index
+    logits = torch.logit(probabilities).float().reshape(1, 1, 1, -1)
+    return metrics.probability_histogram(
+        logits, labels.reshape(1, 1, 1, -1), ignore_index=ignore_index
+    )
+
+
+def test_average_precision_by_hand():
+    # precision at each positive, walking down the ranking: 1/1, 2/2, 3/4, 4/5
+    # AP = (1 + 1 + 0.75 + 0.8) / 4 = 0.8875 (scikit-learn's definition, no interpolation)
+    assert metrics.average_precision(ranked_histogram()) == pytest.approx(0.8875)
+
+
+def test_average_precision_ties_share_a_bin_and_no_positive_is_nan():
+    # 0.5 and 0.501 fall in one 1/300 bin: tied scores, one point of the curve;
+    # with the positive and the negative tied, precision there is 1/2, so AP = 1/2.
+    tied = ranked_histogram([(0.5, 1), (0.501, 0)])
+    assert metrics.average_precision(tied) == pytest.approx(0.5)
+    assert math.isnan(metrics.average_precision(ranked_histogram([(0.3, 0), (0.6, 0)])))
+
+
+def test_expected_calibration_error_by_hand():
+    # 15 bins of width 1/15. Bin 13 [0.867, 0.933): 0.905 P -> |0.905 - 1| = 0.095;
+    # bin 12 [0.8, 0.867): 0.81 P + 0.805 N -> |1.615 - 1| = 0.615; bin 9: |0.605 - 1| = 0.395;
+    # bin 4: |0.305 - 1| = 0.695; bin 3: 0.205; bin 1: 0.105. Sum 2.11 over 7 pixels.
+    assert metrics.expected_calibration_error(ranked_histogram()) == pytest.approx(2.11 / 7)
+
+
+def test_threshold_choice_by_hand():
+    # Dice of "p >= t": t <= 0.105: 8/11; (0.105, 0.205]: 8/10; (0.205, 0.305]: tp 4 fp 1
+    # -> 8/9 (the best); (0.305, 0.605]: 6/8 ... The grid points 0.21 ... 0.30 tie at 8/9:
+    # the one nearest 0.5 wins, 0.30. At 0.5 the Dice is 6/8.
+    counts = metrics.threshold_counts(ranked_histogram())
+    index = metrics.choose_threshold(counts)
+    assert metrics.THRESHOLDS[index] == pytest.approx(0.30)
+    assert counts[index].tolist() == [4, 1, 0, 2]
+    columns, used = metrics.histogram_scores(ranked_histogram(), "val_")
+    assert used == index
+    assert columns["val_dice_t"] == pytest.approx(8 / 9)
+    assert columns["val_iou_t"] == pytest.approx(4 / 5)
+    half = metrics.threshold_counts(ranked_histogram())[metrics.THRESHOLDS.index(0.5)]
+    assert half.tolist() == [3, 1, 1, 2]
+
+
+def test_the_test_split_is_scored_at_the_validation_threshold():
+    # On this "test" histogram alone 0.4 ... 0.65 would give Dice 1; at the validation's 0.3,
+    # 0.65 P and 0.35 N are foreground, 0.25 N is not: tp 1, fp 1, Dice 2/3.
+    test = ranked_histogram([(0.65, 1), (0.35, 0), (0.25, 0)])
+    chosen = metrics.THRESHOLDS.index(0.3)
+    columns, used = metrics.histogram_scores(test, "test_", chosen)
+    assert used == chosen
+    assert columns["test_dice_t"] == pytest.approx(2 / 3)
+
+
+def test_histogram_at_one_half_agrees_with_confusion_counts_and_skips_ignored():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 1, 8, 8, generator=generator)
+    logits[0, 0, 0, :4] = 0.0  # exactly p = 0.5: foreground for both
+    target = (torch.rand(3, 1, 8, 8, generator=generator) > 0.7).float()
+    target[:, :, 7] = 255
+    histogram = metrics.probability_histogram(logits, target, ignore_index=255)
+    counts = confusion_counts(logits, target, mode="binary", ignore_index=255).sum(dim=(0, 1))
+    half = metrics.threshold_counts(histogram)[metrics.THRESHOLDS.index(0.5)]
+    assert half.tolist() == counts.tolist()
+    assert histogram[:, :2].sum() == 3 * 7 * 8  # the ignored row left out
+    grouped = metrics.grouped_probability_histogram(
+        torch.stack([logits, -logits]), target, ignore_index=255
+    )
+    assert torch.equal(grouped[0], histogram)
+    assert torch.equal(grouped[1], metrics.probability_histogram(-logits, target, ignore_index=255))

@@ -9,7 +9,7 @@ import math
 import pandas as pd
 import pytest
 from rich.console import Console
-from run_fixtures import epoch_shape, write_run
+from run_fixtures import LR, epoch_shape, held_out_epoch_shape, write_run
 
 from losscmp.errors import LosscmpError, UnknownNameError
 from losscmp.render.csv import write_summary
@@ -204,7 +204,9 @@ def test_trial_ids_without_trials_folder_match_the_runners(tmp_path):
         path.unlink()
     results = load_run(run_dir)
     expected = {
-        trial_id("synthetic(fg_fraction=0.05)", loss, seed) for loss in losses for seed in (0, 1, 2)
+        trial_id("synthetic(fg_fraction=0.05)", loss, seed, LR)
+        for loss in losses
+        for seed in (0, 1, 2)
     }
     assert set(results.trials["trial_id"]) == expected
     assert unfinished_trials(results) == {}
@@ -214,7 +216,7 @@ def test_fixture_names_trials_as_the_runner_does(run_dir):
     names = {path.stem for path in (run_dir / "trials").iterdir()}
     meta = json.loads((run_dir / "run.json").read_text())
     assert names == set(meta["trials"])
-    assert trial_id("synthetic", "focal", 1) in names
+    assert trial_id("synthetic", "focal", 1, LR) in names
 
 
 def test_tables_are_rebuilt_from_trials_when_csvs_are_missing(tmp_path, summary):
@@ -235,18 +237,39 @@ def test_one_row_per_loss_best_first(summary):
     assert summary["metric"].unique().tolist() == ["dice"]
 
 
-def test_headline_is_dataset_dice_at_best_epoch_mean_over_seeds(run_dir, summary):
+def test_headline_is_test_dice_at_the_validation_chosen_epoch(run_dir, summary):
     epochs = pd.read_csv(run_dir / "epochs.csv")
     focal = epochs[epochs["loss"] == "focal"]
-    per_seed_best = focal.groupby("seed")["val_dice"].max()
+    # validation peaks at the second-to-last epoch; test keeps rising to the last one
+    chosen = focal.loc[focal.groupby("seed")["val_dice"].idxmax()]
+    assert set(chosen["epoch"]) == {len(epoch_shape(4)) - 1}
+    assert held_out_epoch_shape(4).argmax() == 3  # test's own best is another epoch
+    per_seed = chosen.set_index("seed")["test_dice"]
     row = summary.set_index("loss").loc["focal"]
-    assert row["score_mean"] == pytest.approx(per_seed_best.mean())
-    assert row["score_std"] == pytest.approx(per_seed_best.std(ddof=1))
+    assert row["headline_split"] == "test"
+    assert row["score_mean"] == pytest.approx(per_seed.mean())
+    assert row["score_std"] == pytest.approx(per_seed.std(ddof=1))
+    assert row["score_mean"] < focal.groupby("seed")["test_dice"].max().mean()
     assert row["best_dice_mean"] == pytest.approx(row["score_mean"])
     assert row["ci_low"] < row["score_mean"] < row["ci_high"]
-    # the fixture's curve peaks at the second-to-last epoch and ends 2 % lower
-    assert row["best_epoch"] == len(epoch_shape(4)) - 1
-    assert row["final_dice_mean"] < row["best_dice_mean"]
+    assert row["best_epoch"] == 3
+    # "final" is test at the last epoch, which the rising test curve makes the larger
+    final = focal[focal["epoch"] == 4]["test_dice"].mean()
+    assert row["final_dice_mean"] == pytest.approx(final) and final > row["best_dice_mean"]
+
+
+def test_a_validation_only_run_reports_validation_and_says_so(tmp_path):
+    run_dir = write_run(tmp_path, quality=QUALITY, schema_version=1)
+    epochs = pd.read_csv(run_dir / "epochs.csv")
+    assert not [column for column in epochs if column.startswith("test_")]
+    summary = summarize(load_run(run_dir))
+    focal = epochs[epochs["loss"] == "focal"]
+    row = summary.set_index("loss").loc["focal"]
+    assert row["headline_split"] == "validation"
+    assert row["score_mean"] == pytest.approx(focal.groupby("seed")["val_dice"].max().mean())
+    assert row["lr"] == LR  # from run.json's config: version 1 trials did not record it
+    text = rendered(render_table(summary))
+    assert "VALIDATION ONLY" in text and "Dice val." in text
 
 
 def test_twin_is_indistinguishable_and_worse_loss_is_significant(summary):
@@ -287,7 +310,7 @@ def test_diverged_seeds_are_left_out_and_reported(tmp_path):
 def test_metric_iou_changes_the_headline(run_dir):
     summary = summarize(load_run(run_dir), metric="iou")
     assert (summary["score_mean"] == summary["best_iou_mean"]).all()
-    assert "IoU best" in rendered(render_table(summary, "iou"))
+    assert "IoU test" in rendered(render_table(summary, "iou"))
 
 
 def test_unknown_metric_suggests_a_name(run_dir):
@@ -357,7 +380,10 @@ def test_incomparable_runs_are_refused_with_the_reason(tmp_path, changes, messag
 
 def test_table_names_the_headline_and_marks_rows(summary):
     text = rendered(render_table(summary, "dice"))
-    assert "Headline: dataset-level Dice at each trial's best epoch" in text
+    assert "Headline: dataset-level Dice on the test split at each trial's epoch chosen on" in (
+        text.replace("\n", " ")
+    )
+    assert "the test split chose nothing" in text.replace("\n", " ")
     assert "t-interval" in text
     assert "≈" in text  # the twin
     assert "best" in text
@@ -391,11 +417,11 @@ def test_write_summary_to_a_folder_is_a_clear_error(tmp_path, summary):
 
 def test_caption_says_other_best_columns_share_the_headline_epoch(summary):
     caption = headline_caption("dice", summary)
-    assert "IoU and MCC 'best' are read at that same epoch (one model snapshot per trial)" in (
+    assert "IoU and MCC 'test' are read at that same epoch (one model snapshot per trial)" in (
         caption
     )
-    assert "Dice and MCC 'best'" in headline_caption("iou", summary)
-    assert "Dice, IoU and MCC 'best'" in headline_caption("image_dice", summary)
+    assert "Dice and MCC 'test'" in headline_caption("iou", summary)
+    assert "Dice, IoU and MCC 'test'" in headline_caption("image_dice", summary)
 
 
 # ---------------------------------------------------------------- imbalance dial
@@ -438,3 +464,77 @@ def test_tiny_negative_numbers_do_not_print_as_minus_zero():
 
     assert _number(-0.00001) == "0.000"
     assert _number(-0.0123) == "-0.012"
+
+
+# ---------------------------------------------------------------- thresholds, AP, ECE
+
+
+def test_binary_table_shows_the_threshold_its_dice_ap_and_ece(summary):
+    row = summary.set_index("loss").loc["focal"]
+    assert row["threshold_mean"] == pytest.approx(0.4)
+    # the fixture puts Dice at the threshold 0.01 above Dice at 0.5, on each split
+    assert row["best_dice_t_mean"] == pytest.approx(row["best_dice_mean"] + 0.01)
+    assert 0 < row["best_ece_mean"] < row["best_ap_mean"] <= 1
+    text = rendered(render_table(summary))
+    assert "Dice@thr." in text and "thr." in text and "AP" in text and "ECE" in text
+    focal_line = next(line for line in text.splitlines() if " focal" in line)
+    assert " 0.40 " in focal_line
+
+
+def test_metric_ece_ranks_the_lowest_first(run_dir):
+    summary = summarize(load_run(run_dir), metric="ece")
+    best = summary[summary["is_best"]].iloc[0]
+    assert best["score_mean"] == summary["score_mean"].min()
+    assert best["loss"] in ("dice", "dice_copy")  # the best Dice has the lowest ECE here
+    ordered = summary.sort_values("rank")["score_mean"].tolist()
+    assert ordered == sorted(ordered)
+
+
+def test_threshold_metrics_of_a_multiclass_run_are_refused(tmp_path):
+    run_dir = write_run(tmp_path, class_names=("background", "pet", "border"))
+    with pytest.raises(LosscmpError, match="--metric ap: these runs have no AP"):
+        summarize(load_run(run_dir), metric="ap")
+
+
+# ---------------------------------------------------------------- learning rates
+
+
+def lr_grid_run(tmp_path, test_rate_quality):
+    return write_run(
+        tmp_path,
+        quality={"dice": 0.8, "focal": 0.6},
+        lrs=[1e-3, 1e-2],
+        rate_quality={1e-3: 0.0, 1e-2: 0.1},  # validation prefers 1e-2 for both losses
+        test_rate_quality=test_rate_quality,
+    )
+
+
+def test_each_loss_is_reported_at_its_best_validation_rate(tmp_path):
+    run_dir = lr_grid_run(tmp_path, {1e-3: 0.0, 1e-2: 0.1})
+    summary = summarize(load_run(run_dir))
+    assert len(summary) == 4  # every (loss, rate) in the CSV
+    chosen = summary[summary["lr_chosen"]].set_index("loss")
+    assert chosen["lr"].to_dict() == {"dice": 1e-2, "focal": 1e-2}
+    other = summary[~summary["lr_chosen"]].set_index("loss")
+    assert (chosen["val_score_mean"] > other["val_score_mean"]).all()
+    assert other["rank"].isna().all() and other["score_mean"].notna().all()
+    text = rendered(render_table(summary))
+    assert "lr" in text and "0.01" in text
+    assert text.count(" focal") == 1  # the table shows the chosen rate only
+    assert "best mean validation score" in text.replace("\n", " ")
+
+
+def test_the_rate_choice_ignores_the_test_split(tmp_path):
+    """Test prefers the other rate by far: the choice must not move, the test scores must."""
+    same = summarize(load_run(lr_grid_run(tmp_path / "a", {1e-3: 0.0, 1e-2: 0.1})))
+    flipped_run = lr_grid_run(tmp_path / "b", {1e-3: 0.15, 1e-2: -0.2})
+    flipped = summarize(load_run(flipped_run))
+    columns = ["loss", "lr", "lr_chosen", "val_score_mean"]
+    pd.testing.assert_frame_equal(
+        same[columns].sort_values(["loss", "lr"]).reset_index(drop=True),
+        flipped[columns].sort_values(["loss", "lr"]).reset_index(drop=True),
+    )
+    chosen = flipped[flipped["lr_chosen"]].set_index("loss")
+    assert chosen["lr"].to_dict() == {"dice": 1e-2, "focal": 1e-2}
+    unchosen = flipped[~flipped["lr_chosen"]].set_index("loss")
+    assert (unchosen["score_mean"] > chosen["score_mean"]).all()  # test would have chosen 1e-3

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -25,7 +26,8 @@ def test_smoke_run_prints_the_table_and_writes_the_run_folder(smoke_run):
         assert loss in result.stdout
     assert "Dice" in result.stdout
     meta = json.loads((run_dir / "run.json").read_text())
-    assert meta["schema_version"] == 1
+    assert meta["schema_version"] == 2
+    assert meta["learning_rates"] == [meta["config"]["lr"]]
     assert meta["config"]["losses"] == ["dice", "focal", "tversky"]
     assert meta["finished_at"] is not None
     assert set(meta["versions"]) >= {"torch", "segmentation-models-pytorch", "python"}
@@ -35,8 +37,18 @@ def test_smoke_run_prints_the_table_and_writes_the_run_folder(smoke_run):
     assert {"loss", "seed", "epoch", "seconds", *METRIC_COLUMNS} <= set(epochs.columns)
     assert epochs[METRIC_COLUMNS].notna().all().all()
     assert epochs["val_dice"].between(0, 1).all()
+    # every epoch scored on the held-out test split too, and (binary) at a chosen threshold
+    test_columns = [column.replace("val_", "test_") for column in METRIC_COLUMNS]
+    assert (
+        epochs[test_columns + ["threshold", "test_dice_t", "test_ap", "test_ece"]]
+        .notna()
+        .all()
+        .all()
+    )
     summary = pd.read_csv(run_dir / "summary.csv")
     assert sorted(summary["loss"]) == ["dice", "focal", "tversky"]
+    assert set(summary["headline_split"]) == {"test"} and summary["lr_chosen"].all()
+    assert "on the test split" in " ".join(result.stdout.split())
     images = pd.read_csv(run_dir / "images.csv")
     assert set(images["which"]) == {"best", "final"}
 
@@ -276,3 +288,62 @@ def test_resume_refuses_another_model_or_a_damaged_run(cli, one_epoch_run):
     damaged = cli("run", *args, "--resume", run_dir)
     assert damaged.exit_code == 2
     assert "run.json is damaged" in damaged.stderr
+
+
+GRID_DATASET = "synthetic(fg_fraction=0.05,n_train=16,n_val=8,n_test={n_test})"
+
+
+def grid_run(cli, out: Path, n_test: int) -> tuple[Path, pd.DataFrame]:
+    result = cli(
+        "run", "--config", SMOKE, "--out", out, "--epochs", "1", "--losses", "dice,focal",
+        "--lr-grid", "1e-3,1e-2", "--seeds", "2", "--dataset", GRID_DATASET.format(n_test=n_test),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (run_dir,) = out.iterdir()
+    return run_dir, pd.read_csv(run_dir / "summary.csv")
+
+
+def test_lr_grid_trains_every_rate_and_the_choice_ignores_the_test_split(cli, tmp_path):
+    run_dir, summary = grid_run(cli, tmp_path / "a", n_test=8)
+    trials = [json.loads(path.read_text()) for path in (run_dir / "trials").glob("*.json")]
+    assert len(trials) == 8  # 2 losses x 2 rates x 2 seeds
+    assert sorted({trial["base_lr"] for trial in trials}) == [1e-3, 1e-2]
+    assert len(summary) == 4 and summary.groupby("loss")["lr_chosen"].sum().tolist() == [1, 1]
+    for loss, rows in summary.groupby("loss"):
+        chosen = rows[rows["lr_chosen"]].iloc[0]
+        assert chosen["val_score_mean"] == rows["val_score_mean"].max(), loss
+    # Another test split (n_test 16: its own stream, train and validation untouched): the
+    # validation scores and the choice stay exactly as they were; the test scores move.
+    _, other = grid_run(cli, tmp_path / "b", n_test=16)
+    columns = ["loss", "lr", "val_score_mean", "lr_chosen", "score_mean"]
+    summary, other = (
+        frame[columns].sort_values(["loss", "lr"]).reset_index(drop=True)
+        for frame in (summary, other)
+    )
+    pd.testing.assert_frame_equal(summary[columns[:-1]], other[columns[:-1]])
+    assert not np.allclose(summary["score_mean"], other["score_mean"])
+    # --resume retrains a lost trial of the grid exactly
+    lost = next(path for path in (run_dir / "trials").glob("*.json") if "lr0.01" in path.name)
+    before = json.loads(lost.read_text())
+    lost.unlink()
+    args = ["--config", SMOKE, "--out", tmp_path / "a", "--epochs", "1", "--losses", "dice,focal"]
+    grid = ["--lr-grid", "1e-3,1e-2", "--seeds", "2", "--dataset", GRID_DATASET.format(n_test=8)]
+    result = cli("run", *args, *grid, "--resume", run_dir)
+    assert result.exit_code == 0, result.output
+    after = json.loads(lost.read_text())
+    assert [row["val_dice"] for row in after["epochs"]] == [
+        row["val_dice"] for row in before["epochs"]
+    ]
+    assert len(list((run_dir / "trials").glob("*.json"))) == 8
+
+
+def test_fused_jobs_share_dataset_seed_and_learning_rate():
+    from losscmp.plan import Trial
+    from losscmp.runner import make_jobs
+
+    trials = [Trial("d", loss, 0, lr) for lr in (1e-3, 1e-2) for loss in ("dice", "focal")]
+    jobs = make_jobs(trials, fused=True)
+    assert [[trial.id for trial in job.trials] for job in jobs] == [
+        [trials[0].id, trials[1].id],
+        [trials[2].id, trials[3].id],
+    ]

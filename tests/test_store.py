@@ -84,7 +84,7 @@ def test_write_trial_is_atomic_fsynced_and_rebuilds_the_tables(run_dir, monkeypa
     store = RunStore(run_dir)
     record = json.loads(trial_files(run_dir)[0].read_text())
     record["seed"] = 7
-    record["trial_id"] = trial_id(record["dataset"], record["loss"], 7)
+    record["trial_id"] = trial_id(record["dataset"], record["loss"], 7, record["base_lr"])
     store.write_trial(record)
     assert (run_dir / "trials" / f"{record['trial_id']}.json").is_file()
     # the trial file and each table: the file, then its folder
@@ -152,7 +152,7 @@ def test_tables_missing_a_trial_are_found_rebuilt_and_said(run_dir):
     store = RunStore(run_dir)
     assert store.tables_stale()
     assert (
-        "lacks 1 trial(s) of trials/ (focal seed 1 on synthetic)"
+        "lacks 1 trial(s) of trials/ (focal lr 0.003 seed 1 on synthetic)"
         in (store.check_tables()["epochs.csv"])
     )
     results = load_run(run_dir)
@@ -217,7 +217,9 @@ def test_csv_only_run_with_a_repeated_row_is_refused(tmp_path):
     path = run_dir / "epochs.csv"
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join([*lines, lines[3]]))
-    with pytest.raises(LosscmpError, match="rows share dataset synthetic, loss dice, seed 0"):
+    with pytest.raises(
+        LosscmpError, match="rows share dataset synthetic, loss dice, base_lr 0.003, seed 0"
+    ):
         load_run(run_dir)
 
 

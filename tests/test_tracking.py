@@ -94,7 +94,7 @@ def test_each_trial_is_a_child_run_of_the_run_folders_parent(tracked_run):
         params = child.data.params
         assert params["loss"] == record["loss"]
         assert params["seed"] == "0" and params["lr"] == "0.003"
-        assert params["dataset"] == "synthetic(fg_fraction=0.05,n_train=48,n_val=16)"
+        assert params["dataset"] == "synthetic(fg_fraction=0.05,n_train=48,n_val=16,n_test=16)"
         assert params["epochs"] == "2" and "losses" not in params
         if record["loss"].startswith("focal"):
             assert params["loss_name"] == "focal" and params["loss.gamma"] == "1.0"

@@ -118,9 +118,9 @@ def check_dataset(
 def _check_context(image_size: int, limit: int | None) -> None:
     if image_size < 16:
         raise ParameterError(f"image size must be at least 16 pixels, not {image_size}")
-    if limit is not None and limit < 2:
+    if limit is not None and limit < 3:
         raise ParameterError(
-            f"limit must be at least 2 images (one to train, one to validate), not {limit}"
+            f"limit must be at least 3 images (one each to train, validate and test), not {limit}"
         )
 
 

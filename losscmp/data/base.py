@@ -14,7 +14,9 @@ import numpy as np
 
 from losscmp.errors import ParameterError
 
-SPLITS = ("train", "val")
+# train: what the model learns from; val: used only to choose (the epoch, the threshold, the
+# learning rate); test: reported, never used to choose anything.
+SPLITS = ("train", "val", "test")
 IGNORE_INDEX = 255
 
 # How a training sample may be augmented. "dihedral" (flips and 90-degree turns)
@@ -25,7 +27,11 @@ Augmentation = Literal["dihedral", "albumentations"]
 
 @dataclass
 class SegmentationData:
-    """Train and validation images and masks of one dataset, already at training size."""
+    """Train, validation and test images and masks of one dataset, already at training size.
+
+    The test split is optional for a dataset built by hand (the Python API, tests): without
+    one, a run evaluates and reports validation only.
+    """
 
     name: str
     spec: str
@@ -41,6 +47,9 @@ class SegmentationData:
     # Source names per sample (file ids), when the dataset has them; for per-image reports.
     train_names: tuple[str, ...] = ()
     val_names: tuple[str, ...] = ()
+    test_images: np.ndarray | None = None
+    test_masks: np.ndarray | None = None
+    test_names: tuple[str, ...] = ()
     # Distance maps per (split, name), filled by the loader on first use.
     map_cache: dict[tuple[str, str], np.ndarray] = field(
         default_factory=dict, repr=False, compare=False
@@ -64,9 +73,13 @@ class SegmentationData:
     def masks(self, split: str) -> np.ndarray:
         return self._split_arrays(split)[1]
 
+    @property
+    def has_test(self) -> bool:
+        return self.test_masks is not None and len(self.test_masks) > 0
+
     def names(self, split: str) -> tuple[str, ...]:
         self._split_arrays(split)
-        return self.train_names if split == "train" else self.val_names
+        return {"train": self.train_names, "val": self.val_names, "test": self.test_names}[split]
 
     def size(self, split: str) -> int:
         return len(self.masks(split))
@@ -90,6 +103,11 @@ class SegmentationData:
             return self.train_images, self.train_masks
         if split == "val":
             return self.val_images, self.val_masks
+        if split == "test":
+            if self.test_images is None or self.test_masks is None:
+                empty = self.val_images[:0], self.val_masks[:0]
+                return empty
+            return self.test_images, self.test_masks
         raise ParameterError(f"unknown split '{split}'; choose from: {', '.join(SPLITS)}")
 
 
@@ -113,6 +131,8 @@ def describe(data: SegmentationData, **extra: Any) -> dict[str, Any]:
         "val_size": data.size("val"),
         "train_foreground_fraction": round(data.foreground_fraction("train"), 6),
         "val_foreground_fraction": round(data.foreground_fraction("val"), 6),
+        "test_size": data.size("test"),
+        "test_foreground_fraction": round(data.foreground_fraction("test"), 6),
         **extra,
     }
 

@@ -8,7 +8,9 @@ pixel is foreground; JPEG masks are thresholded at 128 because compression
 smears 0/255 edges into in-between values. Multiclass (``num_classes`` > 2): the
 pixel value is the class index, 255 is ignored, JPEG masks are refused (their
 values cannot be trusted). Validation comes from PATH/val/images + PATH/val/masks
-when that exists, else from a fixed ``val_fraction`` of the pairs.
+when that exists, else from a fixed ``val_fraction`` of the pairs; the test split
+likewise from PATH/test/ or a fixed ``test_fraction`` (chosen by hash of the file
+name, so it does not depend on the seed or on the other files).
 
 This is the user's own data, so problems are errors that name the files, not
 silently skipped samples: a file that is not a readable image, a truncated
@@ -42,6 +44,7 @@ def load_folder(
     mask_suffix: str | None = None,
     num_classes: int = 2,
     val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
     **context: Any,
 ) -> SegmentationData:
     ctx = LoadContext(**context)
@@ -50,12 +53,14 @@ def load_folder(
         mask_suffix=mask_suffix,
         num_classes=num_classes,
         val_fraction=val_fraction,
+        test_fraction=test_fraction,
         image_size=ctx.image_size,
         limit=ctx.limit,
     )
-    root, train_pairs, val_pairs, suffix, validation = layout
-    arrays, cache_state = decoded_pairs(root, train_pairs + val_pairs, ctx.image_size, num_classes)
-    train_count = len(train_pairs)
+    root, (train_pairs, val_pairs, test_pairs), suffix, (validation, testing) = layout
+    every_pair = train_pairs + val_pairs + test_pairs
+    arrays, cache_state = decoded_pairs(root, every_pair, ctx.image_size, num_classes)
+    train_count, val_end = len(train_pairs), len(train_pairs) + len(val_pairs)
     masks = arrays["masks"]
     if num_classes > 2:
         check_not_binary(masks, num_classes)
@@ -69,20 +74,27 @@ def load_folder(
         else ("background", *(f"class{k}" for k in range(1, num_classes))),
         train_images=arrays["images"][:train_count],
         train_masks=masks[:train_count],
-        val_images=arrays["images"][train_count:],
-        val_masks=masks[train_count:],
+        val_images=arrays["images"][train_count:val_end],
+        val_masks=masks[train_count:val_end],
+        test_images=arrays["images"][val_end:],
+        test_masks=masks[val_end:],
         ignore_index=IGNORE_INDEX if (masks == IGNORE_INDEX).any() else None,
         train_names=tuple(image.stem for image, _ in train_pairs),
         val_names=tuple(image.stem for image, _ in val_pairs),
+        test_names=tuple(image.stem for image, _ in test_pairs),
     )
     data.info = describe(
         data,
         source=str(root),
         mask_suffix=suffix,
         validation=validation,
+        test=testing,
         cache=cache_state,
     )
     return data
+
+
+Pairs = list[tuple[Path, Path]]
 
 
 def precheck_folder(
@@ -91,39 +103,54 @@ def precheck_folder(
     mask_suffix: str | None = None,
     num_classes: int = 2,
     val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
     image_size: int,
     limit: int | None,
     **_: Any,
-) -> tuple[Path, list[tuple[Path, Path]], list[tuple[Path, Path]], str, str]:
+) -> tuple[Path, tuple[Pairs, Pairs, Pairs], str, tuple[str, str]]:
     """Every check short of decoding: parameters, layout, pairing, split, memory.
 
-    Returns (root, train pairs, val pairs, mask suffix, how validation was chosen).
+    Returns (root, (train, val, test pairs), mask suffix, how validation and test were chosen).
     """
     if num_classes < 2 or num_classes > 255:
         raise ParameterError(f"dataset 'folder': num_classes={num_classes} must be 2 to 255")
-    if not 0.0 < val_fraction < 1.0:
-        raise ParameterError(f"dataset 'folder': val_fraction={val_fraction} must be in (0, 1)")
+    for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 < fraction < 1.0:
+            raise ParameterError(f"dataset 'folder': {name}={fraction} must be in (0, 1)")
+    if val_fraction + test_fraction >= 1.0:
+        raise ParameterError(
+            f"dataset 'folder': val_fraction + test_fraction = {val_fraction + test_fraction:g} "
+            "leaves nothing to train on; keep their sum below 1"
+        )
     if not str(path).strip():
         raise ParameterError("dataset 'folder': path is empty; use --dataset folder:PATH")
     root = Path(path).expanduser()
     check_folder(root)
-    train_pairs, suffix = pair_files(root, mask_suffix)
-    if (root / "val" / "images").is_dir():
-        check_folder(root / "val")
-        val_pairs, _ = pair_files(root / "val", suffix)
-        validation = "val/ folder"
-    else:
-        train_pairs, val_pairs = split_pairs(train_pairs, val_fraction)
-        validation = f"{val_fraction:g} of the pairs"
-    train_pairs, val_pairs = apply_limit(train_pairs, val_pairs, limit)
+    pool, suffix = pair_files(root, mask_suffix)
+    given = {}  # split -> pairs from its own subfolder
+    for split in ("val", "test"):
+        if (root / split / "images").is_dir():
+            check_folder(root / split)
+            given[split], _ = pair_files(root / split, suffix)
+    fractions = {"val": val_fraction, "test": test_fraction}
+    carved = [split for split in ("val", "test") if split not in given]
+    train_pairs, *parts = split_pairs(pool, [fractions[split] for split in carved])
+    splits = {**given, **dict(zip(carved, parts, strict=True))}
+    train_pairs, val_pairs, test_pairs = apply_limit(
+        train_pairs, splits["val"], splits["test"], limit
+    )
     check_dataset_fits(
         f"folder dataset {root}",
-        len(train_pairs) + len(val_pairs),
+        len(train_pairs) + len(val_pairs) + len(test_pairs),
         image_size,
         "lower --limit or --image-size",
         copies=2,  # decoded arrays, then the kept ones
     )
-    return root, train_pairs, val_pairs, suffix, validation
+    how = tuple(
+        f"{split}/ folder" if split in given else f"{fractions[split]:g} of the pairs"
+        for split in ("val", "test")
+    )
+    return root, (train_pairs, val_pairs, test_pairs), suffix, how
 
 
 def check_folder(root: Path) -> None:
@@ -203,28 +230,34 @@ def guess_suffix(images: dict[str, Path], masks: dict[str, Path]) -> str:
     return max(COMMON_MASK_SUFFIXES, key=lambda suffix: matches[suffix])
 
 
-def split_pairs(
-    pairs: list[tuple[Path, Path]], val_fraction: float
-) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
-    """A fixed split by hash of the file name: independent of the seed and of other files."""
-    if len(pairs) < 2:
+def split_pairs(pairs: Pairs, fractions: list[float]) -> list[Pairs]:
+    """[train, part 1, part 2, ...]: a fixed split by hash of the file name, independent
+    of the seed and of other files. Part k takes the next ``fractions[k]`` of the pairs in
+    hash order (at least one), so adding a part leaves the earlier ones as they were."""
+    if len(pairs) < len(fractions) + 1:
+        parts = ["a train", "a validation", "a test"][: len(fractions) + 1]
+        needed = ", ".join(parts[:-1]) + " and " + parts[-1]
         raise DatasetError(
-            f"folder dataset: {len(pairs)} image/mask pair is not enough for a train and a "
-            "validation split"
+            f"folder dataset: {len(pairs)} image/mask pair(s) are not enough for {needed} split"
         )
     ordered = sorted(pairs, key=lambda pair: hashlib.sha1(pair[0].name.encode()).hexdigest())
-    val_count = max(1, round(len(pairs) * val_fraction))
-    return sorted(ordered[val_count:]), sorted(ordered[:val_count])
+    parts, start = [], 0
+    for fraction in fractions:
+        count = max(1, round(len(pairs) * fraction))
+        count = min(count, len(pairs) - start - 1)  # leave at least one to train on
+        parts.append(sorted(ordered[start : start + count]))
+        start += count
+    return [sorted(ordered[start:]), *parts]
 
 
-def apply_limit(
-    train: list[tuple[Path, Path]], val: list[tuple[Path, Path]], limit: int | None
-) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
-    """At most ``limit`` pairs in all, validation shrunk in proportion (at least one)."""
-    if limit is None or len(train) + len(val) <= limit:
-        return train, val
-    val_count = max(1, round(limit * len(val) / (len(train) + len(val))))
-    return train[: limit - val_count], val[:val_count]
+def apply_limit(train: Pairs, val: Pairs, test: Pairs, limit: int | None) -> tuple[Pairs, ...]:
+    """At most ``limit`` pairs in all, validation and test shrunk in proportion (one at least)."""
+    total = len(train) + len(val) + len(test)
+    if limit is None or total <= limit:
+        return train, val, test
+    val_count = max(1, round(limit * len(val) / total))
+    test_count = max(1, round(limit * len(test) / total))
+    return train[: max(1, limit - val_count - test_count)], val[:val_count], test[:test_count]
 
 
 def check_sizes(pairs: list[tuple[Path, Path]]) -> None:

@@ -4,6 +4,10 @@
     <data_dir>/annotations/trimaps/<id>.png      1 = pet, 2 = background, 3 = border band
     <data_dir>/annotations/trainval.txt, test.txt  lines "Image CLASS-ID SPECIES BREED-ID"
 
+Splits: test is the official test list (reported); validation a fixed
+``val_fraction`` of trainval chosen by hash of the id (it picks epochs,
+thresholds and learning rates); training the rest of trainval.
+
 Only ids named in the lists are read, so the .mat files in images/, macOS
 "._*" files in annotations/ and images in neither list are ignored (and
 counted in ``info``). Files that are GIF or PNG under a .jpg name, RGBA or grey
@@ -40,58 +44,67 @@ def load_pets(
     *,
     mode: Literal["binary", "trimap"] = "binary",
     border: Literal["ignore", "fg", "bg"] = "ignore",
-    split: Literal["val", "test"] = "val",
     val_fraction: float = 0.1,
     **context: Any,
 ) -> SegmentationData:
     """Pets: binary pet vs background (border band ignored, or counted as fg/bg), or trimap.
 
-    ``split=val`` validates on a fixed 10 % of trainval; ``split=test`` trains on
-    all of trainval and validates on the official test list.
+    Train on trainval less a fixed ``val_fraction`` of it (the validation split, which
+    chooses epochs, thresholds and learning rates); test on the official test list.
     """
     ctx = LoadContext(**context)
     root = precheck_pets(
         mode=mode,
         border=border,
-        split=split,
         val_fraction=val_fraction,
         data_dir=ctx.data_dir,
         image_size=ctx.image_size,
         limit=ctx.limit,
     )
     pools = read_pools(root)
-    train_ids, val_ids = choose_ids(pools, split, ctx.limit, val_fraction)
+    train_ids, val_ids, test_ids = choose_ids(pools, ctx.limit, val_fraction)
     check_dataset_fits(
         f"Oxford-IIIT Pet in {root}",
-        len(train_ids) + len(val_ids),
+        len(train_ids) + len(val_ids) + len(test_ids),
         ctx.image_size,
         "lower --limit or --image-size",
         copies=2,
     )
     started = time.perf_counter()
-    arrays, cache_state = decoded_trimaps(root, train_ids + val_ids, ctx.image_size)
+    arrays, cache_state = decoded_trimaps(root, train_ids + val_ids + test_ids, ctx.image_size)
     kept_ids = [str(name) for name in arrays["ids"]]
-    in_train = np.isin(kept_ids, train_ids)
     masks = trimap_to_masks(arrays["trimaps"], mode, border)
+    where = {
+        split: np.isin(kept_ids, ids)
+        for split, ids in (("train", train_ids), ("val", val_ids), ("test", test_ids))
+    }
+
+    def names(split: str) -> tuple[str, ...]:
+        return tuple(name for name, kept in zip(kept_ids, where[split], strict=True) if kept)
+
     data = SegmentationData(
         name="pets",
         spec="",
         mode="binary" if mode == "binary" else "multiclass",
         class_names=("background", "pet") if mode == "binary" else ("background", "pet", "border"),
-        train_images=arrays["images"][in_train],
-        train_masks=masks[in_train],
-        val_images=arrays["images"][~in_train],
-        val_masks=masks[~in_train],
+        train_images=arrays["images"][where["train"]],
+        train_masks=masks[where["train"]],
+        val_images=arrays["images"][where["val"]],
+        val_masks=masks[where["val"]],
+        test_images=arrays["images"][where["test"]],
+        test_masks=masks[where["test"]],
         ignore_index=IGNORE_INDEX if (masks == IGNORE_INDEX).any() else None,
-        train_names=tuple(name for name, train in zip(kept_ids, in_train, strict=True) if train),
-        val_names=tuple(name for name, train in zip(kept_ids, in_train, strict=True) if not train),
+        train_names=names("train"),
+        val_names=names("val"),
+        test_names=names("test"),
     )
-    if not len(data.train_masks) or not len(data.val_masks):
+    if not all(data.size(split) for split in ("train", "val", "test")):
         raise DatasetError(f"Oxford-IIIT Pet in {root}: no readable images left in a split")
     data.info = describe(
         data,
         source=str(root),
-        validation=split,
+        validation=f"{val_fraction:g} of trainval",
+        test="the official test list",
         border=border if mode == "binary" else "class",
         cache=cache_state,
         load_seconds=round(time.perf_counter() - started, 3),
@@ -102,7 +115,7 @@ def load_pets(
         truncated_count=len(arrays["truncated"]),
         unreadable=[str(p) for p in arrays["unreadable"]][:SAMPLE_LIMIT],
         unreadable_count=len(arrays["unreadable"]),
-        skipped_ids=len(train_ids) + len(val_ids) - len(kept_ids),
+        skipped_ids=len(train_ids) + len(val_ids) + len(test_ids) - len(kept_ids),
     )
     return data
 
@@ -111,7 +124,6 @@ def precheck_pets(
     *,
     mode: str = "binary",
     border: str = "ignore",
-    split: str = "val",
     val_fraction: float = 0.1,
     data_dir: Path | None,
     image_size: int,
@@ -128,8 +140,7 @@ def precheck_pets(
     check_layout(root, data_dir)
     try:
         listed = len(read_list(root / "annotations/trainval.txt"))
-        if split == "test":
-            listed += len(read_list(root / "annotations/test.txt"))
+        listed += len(read_list(root / "annotations/test.txt"))
     except OSError as error:
         raise DatasetError(
             f"Oxford-IIIT Pet in {root}: cannot read its lists ({error.strerror or error})"
@@ -225,19 +236,20 @@ def stable_order(ids: list[str]) -> list[str]:
 
 
 def choose_ids(
-    pools: dict[str, Any], split: str, limit: int | None, val_fraction: float
-) -> tuple[list[str], list[str]]:
+    pools: dict[str, Any], limit: int | None, val_fraction: float
+) -> tuple[list[str], list[str], list[str]]:
+    """(train, val, test) ids: val a fixed ``val_fraction`` of trainval, test the official list.
+
+    ``limit`` caps the three together: test keeps ``val_fraction`` of it (at least one),
+    trainval the rest, split as without a limit.
+    """
     trainval = stable_order(pools["trainval"])
-    if split == "test":
-        test = stable_order(pools["test"])
-        if limit is not None:
-            test = test[: max(1, round(limit * val_fraction))]
-            trainval = trainval[: max(1, limit - len(test))]
-        return trainval, test
+    test = stable_order(pools["test"])
     if limit is not None:
-        trainval = trainval[:limit]
+        test = test[: max(1, round(limit * val_fraction))]
+        trainval = trainval[: max(2, limit - len(test))]
     val_count = max(1, round(len(trainval) * val_fraction))
-    return trainval[val_count:], trainval[:val_count]
+    return trainval[val_count:], trainval[:val_count], test
 
 
 def decoded_trimaps(root: Path, ids: list[str], size: int) -> tuple[dict[str, np.ndarray], str]:

@@ -30,21 +30,24 @@ def load_synthetic(
     fg_fraction: float = 0.1,
     n_train: int = 256,
     n_val: int = 64,
+    n_test: int = 64,
     num_classes: int = 2,
     **context,
 ) -> SegmentationData:
     ctx = LoadContext(**context)
-    n_train, n_val = precheck_synthetic(
+    n_train, n_val, n_test = precheck_synthetic(
         fg_fraction=fg_fraction,
         n_train=n_train,
         n_val=n_val,
+        n_test=n_test,
         num_classes=num_classes,
         image_size=ctx.image_size,
         limit=ctx.limit,
     )
-    # Separate streams: changing n_val never changes the training images.
+    # Separate streams: changing n_val or n_test never changes the other splits' images.
     train = generate(n_train, ctx.image_size, fg_fraction, num_classes, seed=(ctx.seed, 0))
     val = generate(n_val, ctx.image_size, fg_fraction, num_classes, seed=(ctx.seed, 1))
+    test = generate(n_test, ctx.image_size, fg_fraction, num_classes, seed=(ctx.seed, 2))
     binary = num_classes == 2
     data = SegmentationData(
         name="synthetic",
@@ -57,6 +60,8 @@ def load_synthetic(
         train_masks=train[1],
         val_images=val[0],
         val_masks=val[1],
+        test_images=test[0],
+        test_masks=test[1],
         ignore_index=None,
         augmentation="dihedral",
     )
@@ -69,34 +74,41 @@ def precheck_synthetic(
     fg_fraction: float = 0.1,
     n_train: int = 256,
     n_val: int = 64,
+    n_test: int = 64,
     num_classes: int = 2,
     image_size: int,
     limit: int | None,
     **_: object,
-) -> tuple[int, int]:
-    """Every check that needs no generating; returns (n_train, n_val) after ``limit``."""
-    check_parameters(fg_fraction, n_train, n_val, num_classes, image_size)
+) -> tuple[int, int, int]:
+    """Every check that needs no generating; returns (n_train, n_val, n_test) after ``limit``.
+
+    ``limit`` caps the three splits together; validation and test shrink in proportion
+    (at least one image each), training takes the rest.
+    """
+    check_parameters(fg_fraction, n_train, n_val, n_test, num_classes, image_size)
     if limit is not None:
-        n_val = max(1, round(n_val * min(1.0, limit / (n_train + n_val))))
-        n_train = max(1, min(n_train, limit - n_val))
+        scale = min(1.0, limit / (n_train + n_val + n_test))
+        n_val = max(1, round(n_val * scale))
+        n_test = max(1, round(n_test * scale))
+        n_train = max(1, min(n_train, limit - n_val - n_test))
     check_dataset_fits(
         "dataset 'synthetic'",
-        n_train + n_val,
+        n_train + n_val + n_test,
         image_size,
-        "lower n_train / n_val, --limit or --image-size",
+        "lower n_train / n_val / n_test, --limit or --image-size",
     )
-    return n_train, n_val
+    return n_train, n_val, n_test
 
 
 def check_parameters(
-    fg_fraction: float, n_train: int, n_val: int, num_classes: int, image_size: int
+    fg_fraction: float, n_train: int, n_val: int, n_test: int, num_classes: int, image_size: int
 ) -> None:
     if not 0.0 < fg_fraction < MAX_FG_FRACTION:
         raise ParameterError(
             f"dataset 'synthetic': fg_fraction={fg_fraction} must be in (0, {MAX_FG_FRACTION:g})"
         )
-    if n_train < 1 or n_val < 1:
-        raise ParameterError("dataset 'synthetic': n_train and n_val must be at least 1")
+    if n_train < 1 or n_val < 1 or n_test < 1:
+        raise ParameterError("dataset 'synthetic': n_train, n_val and n_test must be at least 1")
     if not 2 <= num_classes <= 8:
         raise ParameterError(
             f"dataset 'synthetic': num_classes={num_classes} must be 2 (binary) to 8"

@@ -13,7 +13,15 @@ from typing import Any
 
 import pandas as pd
 
-from losscmp.summary import METRIC_TITLES, PER_CLASS_COLUMN, TABLE_METRICS, per_class_columns
+from losscmp import selection
+from losscmp.summary import (
+    METRIC_TITLES,
+    PER_CLASS_COLUMN,
+    TABLE_METRICS,
+    THRESHOLD_TABLE_METRICS,
+    per_class_columns,
+    split_word,
+)
 
 Row = dict[str, Any]
 
@@ -30,15 +38,49 @@ class Column:
     min_width: int | None = None
 
 
-def table_columns(metric: str, per_class: list[str]) -> list[Column]:
-    """The table's columns: rank, loss, the headline with its interval and test, the other
-    metrics at the best and final epoch, best epoch, HD95, time, per-class Dice, status."""
+@dataclass(frozen=True)
+class TableExtras:
+    """Columns a table shows only when its run has them."""
+
+    split: str  # the split the headline is read on: "test", or "val." (schema-1 runs)
+    lr: bool  # a learning-rate grid: the rate each loss was chosen at
+    thresholds: list[str]  # binary: Dice at the validation-chosen threshold, AP, ECE
+
+
+def table_extras(rows: pd.DataFrame, metric: str) -> TableExtras:
+    """What the (chosen) rows of one table have beyond the columns every table shows."""
+    return TableExtras(
+        split=split_word(rows),
+        lr=selection.several_rates(rows),
+        thresholds=[
+            name
+            for name in THRESHOLD_TABLE_METRICS
+            if name != metric and _has_values(rows, f"best_{name}_mean")
+        ],
+    )
+
+
+def _has_values(rows: pd.DataFrame, column: str) -> bool:
+    return column in rows.columns and bool(rows[column].notna().any())
+
+
+def table_columns(metric: str, per_class: list[str], extras: TableExtras) -> list[Column]:
+    """The table's columns: rank, loss (and its chosen rate), the headline with its interval
+    and test, the other metrics at the chosen and final epoch, the threshold columns, chosen
+    epoch, HD95, time, per-class Dice, status."""
     headline = METRIC_TITLES[metric]
+    split = extras.split
     columns = [
         Column("#", lambda row: integer(row["rank"]), lambda row: row["rank"]),
         Column("loss", loss_text, lambda row: row["loss"], numeric=False),
+    ]
+    if extras.lr:
+        columns.append(
+            Column("lr", lambda row: rate(row.get("lr")), lambda row: row.get("lr")),
+        )
+    columns += [
         Column(
-            f"{headline} best\nmean ± sd",
+            f"{headline} {split}\nmean ± sd",
             lambda row: mean_sd(row["score_mean"], row["score_std"]),
             lambda row: row["score_mean"],
         ),
@@ -56,17 +98,21 @@ def table_columns(metric: str, per_class: list[str]) -> list[Column]:
     ]
     for other in TABLE_METRICS:
         if other != metric:
-            columns.append(_value_column(f"{METRIC_TITLES[other]}\nbest", f"best_{other}_mean"))
+            columns.append(_value_column(f"{METRIC_TITLES[other]}\n{split}", f"best_{other}_mean"))
             columns.append(_value_column(f"{METRIC_TITLES[other]}\nfinal", f"final_{other}_mean"))
+    if extras.thresholds:
+        columns.append(_value_column("thr.\n(val.)", "threshold_mean", digits=2))
+    for name in extras.thresholds:
+        columns.append(_value_column(f"{METRIC_TITLES[name]}\n{split}", f"best_{name}_mean"))
     columns += [
-        Column("best\nep.", lambda row: epoch(row["best_epoch"]), lambda row: row["best_epoch"]),
+        Column("chosen\nep.", lambda row: epoch(row["best_epoch"]), lambda row: row["best_epoch"]),
         _value_column("HD95\nfinal", "final_hd95_mean", digits=1),
         _value_column("time\ns", "seconds", digits=1),
     ]
     if per_class:
         columns.append(
             Column(
-                "Dice per class\n(best)",
+                f"Dice per class\n({split})",
                 lambda row: per_class_text(row, per_class),
                 lambda row: row.get(per_class[0]),
                 numeric=False,
@@ -137,6 +183,10 @@ def epoch(value: Any) -> str:
     if missing(value):
         return "–"
     return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
+
+
+def rate(value: Any) -> str:
+    return "–" if missing(value) else f"{value:g}"
 
 
 def integer(value: Any) -> str:

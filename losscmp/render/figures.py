@@ -272,7 +272,7 @@ def imbalance_figure(dial: pd.DataFrame, metric: str = "dice") -> Figure:
     axis.set_xticks(fractions, [f"{f:g}" for f in fractions])
     axis.minorticks_off()
     axis.set_xlabel("foreground fraction")
-    axis.set_ylabel(f"{summary.METRIC_TITLES[metric]} (best epoch)")
+    axis.set_ylabel(f"{summary.METRIC_TITLES[metric]} (chosen epoch)")
     axis.set_title(f"Imbalance dial — {dial['dial_group'].iloc[0]} (mean ± sd over seeds)")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)

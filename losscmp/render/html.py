@@ -37,9 +37,11 @@ from losscmp.render.cells import (
     missing,
     ordered_rows,
     table_columns,
+    table_extras,
 )
 from losscmp.results import RunStore, atomic_write_bytes
-from losscmp.summary import METRIC_TITLES, Report, dataset_order, imbalance_frame
+from losscmp.selection import chosen_rows
+from losscmp.summary import METRIC_TITLES, Report, dataset_order, imbalance_frame, split_word
 
 FIGURE_DPI = 100
 # Keys of a dataset's info that are long lists of file names; the notes already count them.
@@ -131,11 +133,12 @@ def _problems(report: Report) -> str:
 
 
 def _comparison(report: Report) -> str:
-    summary = report.summary
+    summary = chosen_rows(report.summary)  # each loss at its chosen learning rate
     parts = ["<section><h2>Comparison</h2>"]
     for dataset in dict.fromkeys(summary["dataset"]):
         rows = summary[summary["dataset"] == dataset]
-        columns = table_columns(report.metric, foreground_class_columns(rows))
+        extras = table_extras(rows, report.metric)
+        columns = table_columns(report.metric, foreground_class_columns(rows), extras)
         parts.append(f"<h3>{_e(dataset)}</h3>")
         parts.append(
             _table(
@@ -180,7 +183,8 @@ def _imbalance(report: Report) -> str:
 
     table = _table(columns, rows, cell_class=strong_if_best, label="Imbalance dial")
     caption = (
-        f"{METRIC_TITLES[report.metric]} (best epoch, mean ± sd over seeds) by foreground "
+        f"{METRIC_TITLES[report.metric]} ({split_word(report.summary)}, at the epoch chosen on "
+        "validation, mean ± sd over seeds) by foreground "
         "fraction; bold = best at that fraction."
     )
     return (
@@ -206,8 +210,9 @@ def _fraction_title(fraction: float) -> str:
 
 
 def _per_class(report: Report) -> str:
-    """Best-epoch Dice per class, every class (background too), for multiclass datasets."""
-    summary = report.summary
+    """Dice per class at the chosen epoch, every class (background too), for multiclass
+    datasets."""
+    summary = chosen_rows(report.summary)
     parts = []
     for dataset in dict.fromkeys(summary["dataset"]):
         rows = summary[summary["dataset"] == dataset]
@@ -222,7 +227,8 @@ def _per_class(report: Report) -> str:
     if not parts:
         return ""
     caption = (
-        "Dice per class at each trial's best epoch, mean ± sd over seeds; the headline "
+        f"Dice per class on the {split_word(summary)} split at each trial's epoch chosen on "
+        "validation, mean ± sd over seeds; the headline "
         "averages the foreground classes."
     )
     return (

@@ -14,8 +14,17 @@ from losscmp.render.cells import (
     mean_sd,
     ordered_rows,
     table_columns,
+    table_extras,
 )
-from losscmp.summary import METRIC_TITLES, Report, check_metric, headline_caption, imbalance_frame
+from losscmp.selection import chosen_rows
+from losscmp.summary import (
+    METRIC_TITLES,
+    Report,
+    check_metric,
+    headline_caption,
+    imbalance_frame,
+    split_word,
+)
 
 
 def render(report: Report) -> list:
@@ -34,6 +43,7 @@ def render_table(summary: pd.DataFrame, metric: str = "dice") -> Table:
     holding one table per dataset, under one caption.
     """
     check_metric(metric)
+    summary = chosen_rows(summary)  # each loss at its chosen learning rate
     datasets = list(dict.fromkeys(summary["dataset"]))
     caption = headline_caption(metric, summary)
     if len(datasets) == 1:
@@ -56,7 +66,7 @@ def _dataset_table(rows: pd.DataFrame, metric: str, title: str, caption: str | N
         pad_edge=False,
         collapse_padding=True,
     )
-    columns = table_columns(metric, foreground_class_columns(rows))
+    columns = table_columns(metric, foreground_class_columns(rows), table_extras(rows, metric))
     for column in columns:
         table.add_column(
             column.title,
@@ -88,8 +98,8 @@ def render_imbalance_table(summary: pd.DataFrame, metric: str = "dice") -> Table
     table = Table(
         box=box.SIMPLE_HEAD,
         title=f"Imbalance dial — {dial['dial_group'].iloc[0]}",
-        caption=f"{METRIC_TITLES[metric]} (best epoch, mean ± sd over seeds) "
-        "by foreground fraction; bold = best at that fraction.",
+        caption=f"{METRIC_TITLES[metric]} ({split_word(summary)}, at the epoch chosen on "
+        "validation, mean ± sd over seeds) by foreground fraction; bold = best at that fraction.",
         caption_justify="left",
     )
     table.add_column("loss", no_wrap=True)

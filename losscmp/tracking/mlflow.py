@@ -43,7 +43,7 @@ RUN_TAG = "losscmp.run_id"
 TRIAL_TAG = "losscmp.trial_id"
 STATUS_TAG = "losscmp.status"
 # A trial's own values replace these config fields in its params.
-TRIAL_FIELDS = frozenset({"losses", "dataset", "fg_fraction", "seed", "seeds"})
+TRIAL_FIELDS = frozenset({"losses", "dataset", "fg_fraction", "seed", "seeds", "lr", "lr_grid"})
 END_STATUS = {"finished": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
 REACHABLE_TIMEOUT_S = 5  # one quick look at a server before MLflow's minutes of retries
 
@@ -89,6 +89,8 @@ class MlflowTracker(Tracker):
             STATUS_TAG: record["status"],
         }
         name = f"{record['loss']} · seed {record['seed']}"
+        if len((self.meta.get("config") or {}).get("lr_grid") or []) > 1:
+            name += f" · lr {record['base_lr']:g}"
         if len(self.meta.get("datasets") or {}) > 1:
             name += f" · {record['dataset']}"
         child = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
@@ -239,7 +241,8 @@ def run_params(meta: dict[str, Any]) -> dict[str, str]:
 
 
 def trial_params(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, str]:
-    """Loss spec, loss parameters, dataset and seed of the trial, plus the run's config."""
+    """Loss spec, loss parameters, dataset, seed and learning rate of the trial, plus the
+    run's config."""
     loss = (meta.get("losses") or {}).get(record["loss"]) or {}
     params = {key: value for key, value in run_params(meta).items() if key not in TRIAL_FIELDS}
     params.update(
@@ -248,6 +251,8 @@ def trial_params(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, str]
             "loss_name": param_value(loss.get("name", record["loss"].split("(")[0])),
             "dataset": param_value(record["dataset"]),
             "seed": param_value(record["seed"]),
+            # schema-1 records have no base_lr: the run's one rate
+            "lr": param_value(record.get("base_lr", (meta.get("config") or {}).get("lr"))),
         }
     )
     for name, value in (record.get("loss_params") or {}).items():

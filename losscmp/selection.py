@@ -1,0 +1,140 @@
+"""Choose on validation, report on test: a trial's epoch, a loss's learning rate.
+
+Three choices are made for every loss, and all three look at the validation
+split only; the test split is read where they land and never decides anything:
+
+- **the epoch**: each trial's epoch with the best validation headline metric
+  (``val_<metric>``: the highest, the lowest for ECE; ties go to the earlier epoch);
+- **the threshold** (binary tasks): chosen by the trainer on validation at every
+  epoch (``threshold`` in epochs.csv; see ``losscmp.metrics``); the chosen
+  epoch's threshold is the one applied to test (``test_dice_t`` ...);
+- **the learning rate** (``--lr-grid``): per loss, the rate whose trials have the
+  best validation score (at their chosen epochs) averaged over seeds. A rate at
+  which any seed diverged ranks after every rate at which none did (a mean over
+  the surviving seeds would reward instability); ties go to the lower rate.
+
+Runs without a test split (schema 1 run folders, datasets built without one)
+report the validation score at the validation-chosen epoch, and say so: the
+``headline_split`` column is ``validation`` and the caption warns that the
+figure is optimistic.
+
+Only numbers and pandas here: ``losscmp.report`` calls these while summarising.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+LOWER_IS_BETTER = frozenset({"ece"})
+# Binary-only scores: at the validation-chosen threshold, and threshold-free.
+THRESHOLD_METRICS = ("dice_t", "iou_t", "mcc_t", "ap", "ece")
+TEST, VALIDATION = "test", "validation"
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric not in LOWER_IS_BETTER
+
+
+def reported_split(epochs: pd.DataFrame, metric: str) -> str:
+    """``test`` when the run scored a test split for ``metric``, else ``validation``."""
+    column = f"test_{metric}"
+    has_test = column in epochs.columns and epochs[column].notna().any()
+    return TEST if has_test else VALIDATION
+
+
+def prefix(split: str) -> str:
+    return "test_" if split == TEST else "val_"
+
+
+def chosen_epoch(validated: pd.DataFrame, metric: str) -> pd.Series:
+    """The row of the epoch with the best ``val_<metric>`` (validated rows only; the first
+    epoch among equals)."""
+    column = validated[f"val_{metric}"].astype(float)
+    position = column.idxmax() if higher_is_better(metric) else column.idxmin()
+    return validated.loc[position]
+
+
+def reported_value(row: pd.Series, name: str, split: str) -> Any:
+    """``name`` as reported: the test column where the run has it, else validation's."""
+    column = f"{prefix(split)}{name}"
+    if split == TEST and column in row.index:
+        return row[column]
+    return row.get(f"val_{name}", math.nan)
+
+
+def choose_rates(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per (loss, lr): ``val_score_mean`` (mean over finished seeds of the validation score
+    at their chosen epochs), ``n_diverged``, ``lr_chosen`` (one rate per loss).
+
+    ``trials`` has columns ``loss, lr, seed, status, val_score``. The test columns are not
+    read: the choice cannot depend on the test split.
+    """
+    frame = trials[["loss", "lr", "status", "val_score"]].copy()
+    frame["diverged"] = frame["status"] == "diverged"
+    frame["score"] = frame["val_score"].where(~frame["diverged"]).astype(float)
+    rates = (
+        frame.groupby(["loss", "lr"], sort=False, dropna=False)
+        .agg(val_score_mean=("score", "mean"), n_diverged=("diverged", "sum"))
+        .reset_index()
+    )
+    rates["lr_chosen"] = False
+    sign = -1.0 if higher_is_better(metric) else 1.0
+
+    def rank(row) -> tuple:  # fewest diverged seeds, then the best mean; no mean comes last
+        missing = math.isnan(row.val_score_mean)
+        return (int(row.n_diverged), missing, 0.0 if missing else sign * row.val_score_mean)
+
+    for _, group in rates.groupby("loss", sort=False):
+        ordered = group.sort_values("lr", kind="stable")  # equal ranks: the lower rate
+        best = min(ordered.itertuples(), key=rank)
+        rates.loc[best.Index, "lr_chosen"] = True
+    return rates
+
+
+def several_rates(summary: pd.DataFrame) -> bool:
+    """Whether any loss of the summary was trained at more than one learning rate
+    (``n_rates``, so that the chosen rows alone still tell)."""
+    if "n_rates" not in summary.columns or summary.empty:
+        return False
+    return bool((summary["n_rates"] > 1).any())
+
+
+def chosen_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    """The rows the table shows: each loss at its chosen rate."""
+    if "lr_chosen" not in summary.columns:
+        return summary
+    return summary[summary["lr_chosen"].astype(bool)]
+
+
+def caption_text(summary: pd.DataFrame, metric: str, title: str | None = None) -> str:
+    """What the caption must say about where the headline is read and what was chosen how."""
+    title = title or metric
+    splits = set(summary.get("headline_split", pd.Series([VALIDATION])).dropna())
+    if splits == {TEST}:
+        text = (
+            "Scores are on the held-out test split, each trial read at the epoch chosen on "
+            f"validation (best validation {title}); the test split chose nothing."
+        )
+    elif TEST in splits:
+        text = (
+            "Some runs have no test split: their scores are validation scores at the epoch "
+            "chosen on that same split (optimistic)."
+        )
+    else:
+        text = (
+            "VALIDATION ONLY (a run without a test split, e.g. made by losscmp before schema "
+            "2): scores are read on the split that chose the epoch, an optimistic figure."
+        )
+    if several_rates(summary):
+        text += " Each loss is shown at the learning rate (lr) with the best mean validation "
+        text += "score over seeds; summary.csv lists every rate."
+    if "threshold_mean" in summary.columns and summary["threshold_mean"].notna().any():
+        text += (
+            " thr. = the probability threshold chosen on validation (best Dice) at that "
+            "epoch; Dice@thr. applies it to the reported split; AP (average precision over "
+            "pixels) and ECE (15 equal-width bins) need no threshold."
+        )
+    return text
