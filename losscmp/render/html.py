@@ -486,8 +486,8 @@ h3 { font-size: 1.05rem; margin: 1.2rem 0 .4rem; }
 h4 { font-size: .95rem; margin: 1rem 0 .3rem; color: var(--muted); }
 .lead { color: var(--muted); margin: 0; }
 .scroll { overflow-x: auto; }
-table { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size: .85rem; }
-th, td { padding: .3rem .4rem; border-bottom: 1px solid var(--line); vertical-align: top; }
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size: .8rem; }
+th, td { padding: .25rem .3rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { text-align: left; font-weight: 600; white-space: nowrap; border-bottom: 2px solid #9aa5ab; }
 td { white-space: nowrap; }
 .num { text-align: right; }
