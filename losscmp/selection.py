@@ -18,7 +18,8 @@ report the validation score at the validation-chosen epoch, and say so: the
 ``headline_split`` column is ``validation`` and the caption warns that the
 figure is optimistic.
 
-Only numbers and pandas here: ``losscmp.summary`` calls these while summarising; the renderers ask ``chosen_rows`` for the rows a table shows.
+Only numbers and pandas here: ``losscmp.summary`` calls these while summarising; the
+renderers ask ``chosen_rows`` for the rows a table shows.
 """
 
 from __future__ import annotations
