@@ -10,8 +10,9 @@ The plain side is the best loop written by hand for the same job: the same smp U
 (same preset and seed), the same uint8 arrays normalised with the same ImageNet
 statistics, a random quarter turn/flip per sample and epoch, the same batch size and
 epochs, AdamW with a per-step cosine schedule, channels_last, no host sync per step,
-and per-epoch validation that counts hard-prediction TP/FP/FN per image and reports the
-dataset Dice (one sync per epoch). On CUDA both sides run under bf16 autocast with
+and per-epoch scoring of the validation and the test split (as losscmp scores both every
+epoch) that counts hard-prediction TP/FP/FN per image and reports the dataset Dice (one
+sync per split and epoch). On CUDA both sides run under bf16 autocast with
 ``cudnn.benchmark``. The loss is BCE (``--loss bce``): the plain loop uses
 ``F.binary_cross_entropy_with_logits``; any other ``--loss`` is created with
 ``losscmp.losses.create_loss`` on both sides, so only the training machinery differs.
@@ -91,8 +92,16 @@ def plain_trial(data, preset, epochs: int, loss_name: str, device: torch.device,
     size = data.train_images.shape[1]
     train_x = normalised(data.train_images, device)
     train_y = torch.from_numpy(data.train_masks).to(device).float().flatten(1).unsqueeze(2)
-    val_x = normalised(data.val_images, device).view(-1, size, size, 3).permute(0, 3, 1, 2)
-    val_y = torch.from_numpy(data.val_masks).to(device).unsqueeze(1) > 0
+    evaluated = [  # scored every epoch, as losscmp does: validation (chooses), test (reported)
+        (
+            normalised(images, device).view(-1, size, size, 3).permute(0, 3, 1, 2),
+            torch.from_numpy(masks).to(device).unsqueeze(1) > 0,
+        )
+        for images, masks in [
+            (data.val_images, data.val_masks),
+            (data.test_images, data.test_masks),
+        ]
+    ]
     turns = dihedral_pixels(size, device)
     count = train_x.shape[0]
     steps = count // BATCH_SIZE + (count % BATCH_SIZE > 1)  # a last batch of 1 is dropped
@@ -122,16 +131,23 @@ def plain_trial(data, preset, epochs: int, loss_name: str, device: torch.device,
         if not math.isfinite(mean_loss):
             break
         model.eval()
-        counts = []  # per image TP, FP, FN of the hard predictions
-        with torch.no_grad(), autocast:
-            for start in range(0, val_x.shape[0], BATCH_SIZE):
-                predicted = model(val_x[start : start + BATCH_SIZE]) >= 0
-                actual = val_y[start : start + BATCH_SIZE]
-                pairs = (predicted & actual, predicted & ~actual, ~predicted & actual)
-                counts.append(torch.stack([pair.sum((1, 2, 3)) for pair in pairs], 1))
-        tp, fp, fn = torch.cat(counts).sum(0).tolist()  # one sync per epoch
-        dice = 2 * tp / max(2 * tp + fp + fn, 1)
+        scores = [split_dice(model, x, y, autocast) for x, y in evaluated]
+        dice = scores[0]
     return dice
+
+
+@torch.no_grad()
+def split_dice(model, images, masks, autocast) -> float:
+    """Dataset Dice of the hard predictions over one split: per image TP, FP, FN."""
+    counts = []
+    with autocast:
+        for start in range(0, images.shape[0], BATCH_SIZE):
+            predicted = model(images[start : start + BATCH_SIZE]) >= 0
+            actual = masks[start : start + BATCH_SIZE]
+            pairs = (predicted & actual, predicted & ~actual, ~predicted & actual)
+            counts.append(torch.stack([pair.sum((1, 2, 3)) for pair in pairs], 1))
+    tp, fp, fn = torch.cat(counts).sum(0).tolist()  # one sync per split and epoch
+    return 2 * tp / max(2 * tp + fp + fn, 1)
 
 
 # ------------------------------------------------------------------ losscmp
@@ -192,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"torch {torch.__version__}, {device.type}, {torch.get_num_threads()} CPU threads; "
         f"preset {preset.name}, {args.image_size} px, {data.size('train')} train / "
-        f"{data.size('val')} val images, batch {BATCH_SIZE}, {args.epochs} epochs, "
+        f"{data.size('val')} val / {data.size('test')} test images, batch {BATCH_SIZE}, {args.epochs} epochs, "
         f"loss {args.loss}; a 1-epoch warm-up, then {args.repeats} timed runs per side, alternating"
     )
     for fn in sides.values():  # warm-up: allocator, oneDNN/cuDNN kernel choice, imports
