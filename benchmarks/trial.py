@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"torch {torch.__version__}, {device.type}, {torch.get_num_threads()} CPU threads; "
         f"preset {preset.name}, {args.image_size} px, {data.size('train')} train / "
-        f"{data.size('val')} val / {data.size('test')} test images, batch {BATCH_SIZE}, {args.epochs} epochs, "
+        f"{data.size('val')} val / {data.size('test')} test images, batch {BATCH_SIZE}, "
+        f"{args.epochs} epochs, "
         f"loss {args.loss}; a 1-epoch warm-up, then {args.repeats} timed runs per side, alternating"
     )
     for fn in sides.values():  # warm-up: allocator, oneDNN/cuDNN kernel choice, imports
