@@ -251,21 +251,19 @@ def _check_lr_grid(grid: list[float] | None) -> None:
     for rate in grid:
         if not (math.isfinite(rate) and rate > 0):
             raise ParameterError(f"--lr-grid values must be positive numbers, got {rate:g}")
-    repeated = sorted({rate for rate in grid if grid.count(rate) > 1})
-    if repeated:
-        raise ParameterError(
-            f"--lr-grid lists {', '.join(f'{rate:g}' for rate in repeated)} more than once; "
-            "give each rate once"
-        )
+    _refuse_repeats(grid, "--lr-grid", "rate")
 
 
 def _check_fg_fractions(config: RunConfig) -> None:
-    fractions = config.fg_fraction or []
-    repeated = sorted({f for f in fractions if fractions.count(f) > 1})
+    _refuse_repeats(config.fg_fraction or [], "--fg-fraction", "fraction")
+
+
+def _refuse_repeats(values: list[float], option: str, noun: str) -> None:
+    repeated = sorted({value for value in values if values.count(value) > 1})
     if repeated:
         raise ParameterError(
-            f"--fg-fraction lists {', '.join(f'{f:g}' for f in repeated)} more than once; "
-            "give each fraction once"
+            f"{option} lists {', '.join(f'{value:g}' for value in repeated)} more than once; "
+            f"give each {noun} once"
         )
 
 
