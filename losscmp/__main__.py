@@ -1,3 +1,3 @@
-from losscmp.cli import main
+from losscmp.cli import entry
 
-main()
+entry()

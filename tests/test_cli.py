@@ -201,3 +201,30 @@ def test_dry_run_shows_canonical_labels(cli, tmp_path):
     assert result.exit_code == 0
     assert "dice(smooth=2.0,reduction=image)" in result.stdout
     assert "synthetic(fg_fraction=0.2,n_val=8)" in result.stdout
+
+
+def test_quick_exit_runs_exit_handlers_and_keeps_output_and_status():
+    """``entry`` skips the interpreter teardown: what is printed to a pipe, the exit
+    handlers (MLflow, multiprocessing) and the status must all survive it."""
+    probe = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('handler ran', file=sys.stderr))\n"
+        "sys.argv = ['losscmp', *sys.argv[1:]]\n"
+        "from losscmp.cli import entry\n"
+        "entry()\n"
+    )
+
+    def entry(*args):
+        return subprocess.run(
+            [sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60
+        )
+
+    listing = entry("losses")
+    assert listing.returncode == 0
+    assert listing.stdout.count("\n") > 26 and "unified_focal" in listing.stdout
+    assert listing.stderr == "handler ran\n"
+    refused = entry("run", "--losses", "dcie", "--dry-run")
+    assert refused.returncode == 2
+    first, last = refused.stderr.splitlines()
+    assert first.startswith("losscmp: error: ") and "dice" in first
+    assert last == "handler ran"
