@@ -113,9 +113,13 @@ def train_fused_group(
         survivors = [(active[position], train_losses[position]) for position in kept]
         active = [piece for piece, _ in survivors]
         val_start = time.perf_counter()
-        keep = active[0].log.last(epoch)
-        results = _evaluate(fused, data, settings, "val", keep_predictions=keep)
-        tests = _evaluate(fused, data, settings, "test") if data.has_test else [None] * len(active)
+        log = active[0].log
+        results = _evaluate(fused, data, settings, "val", log.keeps_predictions(epoch, "val"))
+        tests = (
+            _evaluate(fused, data, settings, "test", log.keeps_predictions(epoch, "test"))
+            if data.has_test
+            else [None] * len(active)
+        )
         val_share = (time.perf_counter() - val_start) / len(active)
         for (piece, train_loss), val, test in zip(survivors, results, tests, strict=True):
             piece.seconds += val_share

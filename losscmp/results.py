@@ -80,9 +80,11 @@ EPOCH_COLUMNS = [
     "status",
 ]
 IMAGE_COLUMNS = [
-    "dataset", "loss", "base_lr", "seed", "which", "image", "dice", "iou", "hd95", "nsd"
+    "dataset", "loss", "base_lr", "seed", "which", "split", "image", "dice", "iou", "hd95", "nsd"
 ]  # fmt: skip
-TEXT_COLUMNS = ("dataset", "loss", "status", "which")
+# split: val or test (the dataset's reported split); empty in rows written before it was
+# recorded, which were all of validation images.
+TEXT_COLUMNS = ("dataset", "loss", "status", "which", "split")
 
 
 def now_iso() -> str:
@@ -416,6 +418,8 @@ def check_trial_record(record: Any, expected_id: str | None = None) -> None:
     for row in record["images"]:
         if row.get("which") not in ("best", "final"):
             raise _Damage(f"images row has which={row.get('which')!r}", in_rows=True)
+        if row.get("split", "val") not in ("val", "test"):
+            raise _Damage(f"images row has split={row.get('split')!r}", in_rows=True)
 
 
 def _check_rows(

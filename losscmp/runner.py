@@ -209,7 +209,7 @@ def _open_run(
     """Check and update a resumed run's run.json, or write a new one; the execution to use."""
     plan = prepared.plan
     if not resuming:  # run.json was written with the folder
-        _write_validation_panels(store, prepared.datasets)
+        _write_reference_panels(store, prepared.datasets)
         return prepared.execution
     meta = store.read_meta()
     check_resumable(meta, prepared, store.run_dir)
@@ -240,7 +240,9 @@ def _run_jobs(store, prepared: PreparedRun, execution: Execution, todo: list[Tri
                 continue
             outcome = result.outcome
             if outcome.panel_predictions is not None:
-                store.write_panel(trial.id, pred=outcome.panel_predictions)
+                store.write_panel(
+                    trial.id, pred=outcome.panel_predictions, split=outcome.panel_split
+                )
             store.write_trial(outcome.record)
             prepared.tracker.trial(outcome.record)
             emit(TrialEnded(trial.id, outcome.record["status"]))
@@ -264,14 +266,17 @@ def _infos(trials: list[Trial], several_rates: bool = False) -> tuple[TrialInfo,
     return tuple(TrialInfo(trial.id, trial.dataset, label(trial), trial.seed) for trial in trials)
 
 
-def _write_validation_panels(store: RunStore, datasets: dict[str, Any]) -> None:
+def _write_reference_panels(store: RunStore, datasets: dict[str, Any]) -> None:
+    """The first images of each dataset's reported split and their masks, under
+    ``<split>__<dataset>``: the trials' panel predictions are of these."""
     from losscmp.train import PANEL_SIZE
 
     for label, data in datasets.items():
+        split = data.reported_split
         store.write_panel(
-            f"val__{slug(label)}",
-            images=data.val_images[:PANEL_SIZE],
-            masks=data.val_masks[:PANEL_SIZE],
+            f"{split}__{slug(label)}",
+            images=data.images(split)[:PANEL_SIZE],
+            masks=data.masks(split)[:PANEL_SIZE],
         )
 
 

@@ -20,7 +20,8 @@ Definitions the table and CSV rely on:
   work on the per-seed headline scores: a t-interval over seeds and a paired
   t-test over seeds, Holm-adjusted. One seed gives neither.
 - images.csv gives the boundary metric: HD95 (and NSD when present) at the
-  final epoch, averaged over images, then over seeds.
+  final epoch, averaged over the test images (validation ones in runs without a
+  test split, or written before images.csv recorded its split), then over seeds.
 - **Diverged** trials (status ``diverged`` in trials/) are left out of every
   mean; the row's status says how many seeds diverged and the first epoch. A
   loss whose every seed diverged keeps a row with empty scores and no rank.
@@ -385,7 +386,8 @@ def summarize(runs: RunResults | Sequence[RunResults], metric: str = "dice") -> 
     ``threshold_mean`` (binary: the validation-chosen threshold at the chosen epoch);
     ``lr, val_score_mean, lr_chosen`` (one row per learning rate; rank, p and the table
     use the chosen rows; see ``losscmp.selection``);
-    ``final_hd95_mean/_std`` (and ``final_nsd_*`` when images.csv has it);
+    ``final_hd95_mean/_std`` (and ``final_nsd_*`` when images.csv has it) over the
+    ``images_split`` images;
     ``is_best, fg_fraction, dial_group``; multiclass adds
     ``best_dice_<class>_mean/_std`` and ``final_dice_<class>_mean/_std``.
     """
@@ -440,6 +442,7 @@ def _summarize_dataset(results: RunResults, dataset: str, metric: str) -> pd.Dat
     summary["is_best"] = [has_best and index == 0 for index in range(len(summary))]
     summary["n_rates"] = summary.groupby("loss")["lr"].transform("nunique")
     summary["headline_split"] = selection.reported_split(_dataset_epochs(results, dataset), metric)
+    summary["images_split"] = _images_split(results.images, dataset)
     summary["fg_fraction"] = _fg_fraction(dataset, results.datasets.get(dataset, {}))
     summary["dial_group"] = _dial_group(dataset)
     class_names = results.datasets.get(dataset, {}).get("class_names") or []
@@ -565,8 +568,21 @@ def _score_columns(epochs: pd.DataFrame) -> list[str]:
     return snapshot + per_class
 
 
+def _images_split(images: pd.DataFrame, dataset: str) -> str | None:
+    """The split of the dataset's per-image rows: ``test`` when every final row is of test
+    images; ``validation`` (rows before the split was recorded were); None without rows."""
+    if images.empty or "which" not in images:
+        return None
+    final = images[(images["dataset"] == dataset) & (images["which"] == "final")]
+    if final.empty:
+        return None
+    splits = final.get("split", pd.Series(index=final.index, dtype=object))
+    return selection.TEST if (splits == "test").all() else selection.VALIDATION
+
+
 def _final_image_means(images: pd.DataFrame, trial) -> dict[str, float]:
-    """Mean over validation images of the boundary metrics at the final epoch."""
+    """Mean over the images (test where the run has them) of the boundary metrics at the
+    final epoch."""
     if images.empty or "which" not in images:
         return {}
     mine = images[
@@ -691,9 +707,18 @@ def headline_caption(metric: str, summary: pd.DataFrame) -> str:
         "not at their own maximum. "
     )
     caption += selection.caption_text(summary, metric, METRIC_TITLES[metric])
+    caption += _hd95_caption(summary)
     if seeds < 2:
         caption += " One seed gives no interval or test: use --seeds 3 or more."
     return caption
+
+
+def _hd95_caption(summary: pd.DataFrame) -> str:
+    if "final_hd95_mean" not in summary or summary["final_hd95_mean"].isna().all():
+        return ""
+    splits = set(summary.get("images_split", pd.Series(dtype=object)).dropna())
+    images = "test" if splits == {selection.TEST} else "validation"
+    return f" HD95: pixels, at the last epoch, mean over the {images} images."
 
 
 def split_word(summary: pd.DataFrame) -> str:

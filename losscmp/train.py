@@ -34,7 +34,7 @@ from losscmp.model import ModelPreset, build_model
 from losscmp.plan import Trial, make_loss
 from losscmp.spec import Spec
 
-PANEL_SIZE = 4  # validation images shown per loss in the report's prediction panel
+PANEL_SIZE = 4  # images (of the reported split) shown per loss in the prediction panel
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ class TrialOutcome:
 
     record: dict[str, Any]
     panel_predictions: np.ndarray | None = field(default=None, repr=False)
+    panel_split: str = "val"  # the images the panel predictions are of
 
 
 class TrialLog:
@@ -82,8 +83,12 @@ class TrialLog:
         self.status, self.diverged_epoch = "finished", None
 
     def last(self, epoch: int) -> bool:
-        """The last planned epoch keeps its hard predictions (final images, panel)."""
         return epoch == self.planned_epochs
+
+    def keeps_predictions(self, epoch: int, split: str) -> bool:
+        """The last planned epoch keeps the reported split's hard predictions (final images,
+        HD95, panel)."""
+        return self.last(epoch) and split == self.data.reported_split
 
     def diverged(self, epoch: int, train_loss: float, lr: float, started: float) -> dict:
         """A non-finite epoch train loss: the trial stops here; returns the epoch row."""
@@ -95,14 +100,14 @@ class TrialLog:
         """A finished epoch and its evaluations (test: None without a test split);
         returns the epoch row."""
         data = self.data
-        counts, predictions = val.counts, val.predictions
         summary = epoch_scores(data, val, test)
         self.epochs.append(_epoch_row(epoch, train_loss, summary, lr, started, "ok"))
+        reported = test if data.reported_split == "test" else val
         if not self.best or summary["val_dice"] > self.best["val_dice"]:
-            self.best = {"epoch": epoch, "val_dice": summary["val_dice"], "counts": counts}
+            self.best = {"epoch": epoch, "val_dice": summary["val_dice"], "counts": reported.counts}
         if self.last(epoch):
-            self.final_images = per_image_rows(counts, "final", data, predictions)
-            self.panel = predictions[:PANEL_SIZE]
+            self.final_images = per_image_rows(reported.counts, "final", data, reported.predictions)
+            self.panel = reported.predictions[:PANEL_SIZE]
         return self.epochs[-1]
 
     def outcome(self, loss_params: dict[str, Any], seconds: float | None = None) -> TrialOutcome:
@@ -125,7 +130,7 @@ class TrialLog:
             "epochs": self.epochs,
             "images": best_images + self.final_images,
         }
-        return TrialOutcome(record, self.panel)
+        return TrialOutcome(record, self.panel, self.data.reported_split)
 
 
 def epoch_scores(data: SegmentationData, val: Evaluation, test: Evaluation | None) -> dict:
@@ -192,8 +197,12 @@ def train_trial(
             if on_epoch:
                 on_epoch(row)
             break
-        val = evaluate(model, data, settings, "val", keep_predictions=log.last(epoch))
-        test = evaluate(model, data, settings, "test") if data.has_test else None
+        val = evaluate(model, data, settings, "val", log.keeps_predictions(epoch, "val"))
+        test = (
+            evaluate(model, data, settings, "test", log.keeps_predictions(epoch, "test"))
+            if data.has_test
+            else None
+        )
         row = log.validated(epoch, train_loss, lr, epoch_start, val, test)
         if on_epoch:
             on_epoch(row)
@@ -295,14 +304,18 @@ def hard_prediction(logits: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 def per_image_rows(counts, which: str, data, predictions=None) -> list[dict[str, Any]]:
-    """Per-image Dice/IoU (foreground classes averaged); boundary metrics with predictions."""
+    """Per-image Dice/IoU (foreground classes averaged) of the reported split; boundary
+    metrics with predictions."""
+    split = data.reported_split
+    masks = data.masks(split)
     image_scores = metrics.per_image_scores(counts, mode=data.mode)
     dice, iou = image_scores["dice"].tolist(), image_scores["iou"].tolist()
     rows = []
     for index in range(len(dice)):
-        row = {"which": which, "image": index, "dice": dice[index], "iou": iou[index]}
+        row = {"which": which, "split": split, "image": index, "dice": dice[index]}
+        row["iou"] = iou[index]
         if predictions is not None:
-            row.update(boundary_scores(predictions[index], data.val_masks[index], data))
+            row.update(boundary_scores(predictions[index], masks[index], data))
         rows.append(row)
     return rows
 

@@ -46,7 +46,8 @@ def test_learning_curves_have_one_line_per_loss_with_the_seed_mean(tmp_path):
 
 def test_panel_has_image_truth_and_one_column_per_loss(tmp_path):
     run_dir = write_run(tmp_path, quality=QUALITY)
-    figure = figures.prediction_panel(load_run(run_dir), "synthetic")
+    panel = figures.prediction_panel(load_run(run_dir), "synthetic")
+    figure = panel.figure
     titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
     assert titles == ["image", "ground truth", "dice", "focal", "tversky"]
     assert len(figure.axes) == 4 * 5  # four validation images

@@ -53,6 +53,46 @@ def test_smoke_run_prints_the_table_and_writes_the_run_folder(smoke_run):
     assert set(images["which"]) == {"best", "final"}
 
 
+def test_per_image_scores_and_the_panel_are_of_the_test_images(smoke_run):
+    """images.csv, HD95 and the prediction panel are read on the test split, which chose
+    nothing: recomputed here from the panel's predictions and the test masks."""
+    from losscmp import metrics
+    from losscmp.data import load_dataset
+    from losscmp.render import figures
+    from losscmp.results import RunStore, slug
+    from losscmp.summary import load_run
+
+    result, run_dir = smoke_run
+    meta = json.loads((run_dir / "run.json").read_text())
+    (label,) = meta["datasets"]
+    data = load_dataset(label, image_size=64, seed=meta["config"]["seed"])
+    images = pd.read_csv(run_dir / "images.csv")
+    assert set(images["split"]) == {"test"}
+    assert len(images) == 3 * 2 * data.size("test")  # losses x (best, final) x images
+    store = RunStore(run_dir)
+    reference = store.read_panel(f"test__{slug(label)}")
+    assert np.array_equal(reference["masks"], data.masks("test")[:4])
+    for trial_file in sorted((run_dir / "trials").glob("*.json")):
+        trial_id = trial_file.stem
+        panel = store.read_panel(trial_id)
+        assert str(panel["split"]) == "test"
+        final = images[(images["loss"] == trial_id.split("__")[1]) & (images["which"] == "final")]
+        for index, prediction in enumerate(panel["pred"]):
+            row = final[final["image"] == index].iloc[0]
+            truth = data.masks("test")[index] == 1
+            predicted = prediction == 1
+            if truth.any() or predicted.any():
+                assert row["hd95"] == pytest.approx(metrics.hd95(predicted, truth))
+                overlap = 2 * (truth & predicted).sum() / (truth.sum() + predicted.sum())
+                assert row["dice"] == pytest.approx(overlap, abs=1e-6)
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert set(summary["images_split"]) == {"test"}
+    assert "HD95: pixels, at the last epoch, mean over the test images." in " ".join(
+        result.stdout.split()
+    )
+    assert figures.prediction_panel(load_run(run_dir), label).split == "test"
+
+
 def test_smoke_run_is_fast(smoke_run):
     _, run_dir = smoke_run
     trials = [json.loads(path.read_text()) for path in (run_dir / "trials").glob("*.json")]

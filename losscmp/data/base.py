@@ -77,6 +77,12 @@ class SegmentationData:
     def has_test(self) -> bool:
         return self.test_masks is not None and len(self.test_masks) > 0
 
+    @property
+    def reported_split(self) -> str:
+        """Where per-image scores (images.csv, HD95) and the prediction panel are taken:
+        the test split, which chooses nothing; validation for a dataset without one."""
+        return "test" if self.has_test else "val"
+
     def names(self, split: str) -> tuple[str, ...]:
         self._split_arrays(split)
         return {"train": self.train_names, "val": self.val_names, "test": self.test_names}[split]

@@ -8,9 +8,10 @@ a figure is drawn. PNGs go to ``<run>/plots/`` and are written atomically.
 
 - ``learning_curves.png``: validation score per epoch, one line per loss (the
   mean over seeds) and a band of ± one sd across seeds; one panel per dataset.
-- ``predictions__<dataset>.png``: a few validation images (``panel/val__<dataset>.npz``,
-  or ``panel/val.npz`` for a single-dataset run) with their ground truth and
-  each loss's final-epoch prediction (``panel/<trial-id>.npz``, first seed).
+- ``predictions__<dataset>.png``: a few test images (``panel/test__<dataset>.npz``;
+  validation ones, ``panel/val__<dataset>.npz`` or ``panel/val.npz``, for a run
+  without a test split) with their ground truth and each loss's final-epoch
+  prediction (``panel/<trial-id>.npz``, first seed, which names its split).
   Binary predictions are coloured by outcome: green hit, red false positive,
   blue miss; multiclass ones by class.
 - ``imbalance.png``: each loss's headline score against the foreground fraction,
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,9 +53,9 @@ def write_plots(run_dir: Path | str, *, metric: str = "dice") -> list[Path]:
     out = run_dir / PLOTS_DIR
     written = [_save(learning_curves(results, metric), out / "learning_curves.png")]
     for dataset in summary.dataset_order(results):
-        figure = prediction_panel(results, dataset)
-        if figure is not None:
-            written.append(_save(figure, out / f"predictions__{slug(dataset)}.png"))
+        panel = prediction_panel(results, dataset)
+        if panel is not None:
+            written.append(_save(panel.figure, out / f"predictions__{slug(dataset)}.png"))
     dial = summary.imbalance_frame(summary.summarize(results, metric))
     if dial is not None:
         written.append(_save(imbalance_figure(dial, metric), out / "imbalance.png"))
@@ -118,41 +120,59 @@ def _curves(axis: Axes, epochs: pd.DataFrame, metric: str) -> None:
 # --------------------------------------------------------------------------- prediction panel
 
 
-def _validation_panel(run_dir: Path, dataset: str, single: bool) -> dict[str, np.ndarray] | None:
+@dataclass(frozen=True)
+class PredictionPanel:
+    figure: Figure
+    split: str  # whose images: "test", or "val" for a run without a test split
+
+
+def _reference_panel(run_dir: Path, dataset: str, single: bool, split: str):
+    """The images and masks the trials' panel predictions are of; None when absent."""
     store = RunStore(run_dir)
-    arrays = store.read_panel(f"val__{slug(dataset)}")
-    if arrays is None and single:
-        arrays = store.read_panel("val")
+    arrays = store.read_panel(f"{split}__{slug(dataset)}")
+    if arrays is None and single and split == "val":
+        arrays = store.read_panel("val")  # single-dataset runs of the first version
     if arrays is None or not {"images", "masks"} <= arrays.keys():
         return None
     return {"images": arrays["images"], "masks": arrays["masks"]}
 
 
-def _loss_predictions(results: summary.RunResults, dataset: str) -> dict[str, np.ndarray]:
-    """Each loss's final prediction from its lowest seed that has a panel file."""
-    predictions: dict[str, np.ndarray] = {}
+def _loss_predictions(results: summary.RunResults, dataset: str) -> tuple[str, dict]:
+    """Each loss's final prediction from its lowest seed that has a panel file, and their
+    split: the first one's (a run resumed across versions may hold validation and test
+    panels; the others are left out)."""
+    split, predictions = None, {}
     trials = results.trials[results.trials["dataset"] == dataset].sort_values("seed")
     for trial in trials.itertuples(index=False):
         if trial.loss in predictions:
             continue
         for run_dir in results.run_dirs:
             arrays = RunStore(run_dir).read_panel(trial.trial_id)
-            if arrays is not None and "pred" in arrays:
+            if arrays is None or "pred" not in arrays:
+                continue
+            own = str(arrays["split"]) if "split" in arrays else "val"  # older panels: val
+            split = split or own
+            if own == split:
                 predictions[trial.loss] = arrays["pred"]
                 break
-    return predictions
+    return split or "val", predictions
 
 
-def prediction_panel(results: summary.RunResults, dataset: str) -> Figure | None:
-    """Rows: validation images; columns: image, ground truth, one per loss. None without data."""
+def prediction_panel(results: summary.RunResults, dataset: str) -> PredictionPanel | None:
+    """Rows: test images (validation without a test split); columns: image, ground truth,
+    one per loss. None without data."""
     single = len(results.datasets) <= 1
+    split, predictions = _loss_predictions(results, dataset)
     panel = next(
-        (p for d in results.run_dirs if (p := _validation_panel(d, dataset, single)) is not None),
+        (
+            found
+            for run_dir in results.run_dirs
+            if (found := _reference_panel(run_dir, dataset, single, split)) is not None
+        ),
         None,
     )
     if panel is None:
         return None
-    predictions = _loss_predictions(results, dataset)
     mode = results.datasets.get(dataset, {}).get("mode", "binary")
     images, masks = panel["images"][:MAX_PANEL_IMAGES], panel["masks"][:MAX_PANEL_IMAGES]
     columns = 2 + len(predictions)
@@ -170,9 +190,12 @@ def prediction_panel(results: summary.RunResults, dataset: str) -> Figure | None
     for axis in axes.ravel():
         axis.set_xticks([])
         axis.set_yticks([])
-    figure.suptitle(f"{dataset}: final-epoch predictions (first seed)", fontsize=10)
+    images_of = "test" if split == "test" else "validation"
+    figure.suptitle(
+        f"{dataset}: final-epoch predictions on {images_of} images (first seed)", fontsize=10
+    )
     _add_legend(figure, results, dataset, mode)
-    return figure
+    return PredictionPanel(figure, split)
 
 
 def _show_mask(axis: Axes, image: np.ndarray, mask: np.ndarray, mode: str) -> None:
