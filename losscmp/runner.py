@@ -36,6 +36,8 @@ from losscmp.results import (
 from losscmp.tracking import GuardedTracker, TrackedRun, create_tracker
 from losscmp.worker import share_datasets
 
+PACKAGE_DIR = Path(__file__).resolve().parent
+
 
 @dataclass
 class PreparedRun:
@@ -284,7 +286,7 @@ def run_metadata(
     prepared: PreparedRun, run_dir: Path, command: str | None = None
 ) -> dict[str, Any]:
     plan, settings = prepared.plan, prepared.settings
-
+    commit, dirty = git_state()
     return {
         "run_id": run_dir.name,
         "command": command,
@@ -303,7 +305,8 @@ def run_metadata(
         "device": describe_device(settings.device),
         "execution": dataclasses.asdict(prepared.execution),
         "versions": _versions(),
-        "git_commit": _git_commit(),
+        "git_commit": commit,
+        "git_dirty": dirty,
         "started_at": now_iso(),
         "finished_at": None,
     }
@@ -366,21 +369,20 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _git_commit() -> str | None:
-    """The commit of losscmp's own checkout; None for an installed copy (even one that
-    happens to sit inside some other repository)."""
-    package = Path(__file__).resolve().parent
+def git_state(package: Path = PACKAGE_DIR) -> tuple[str | None, bool | None]:
+    """The commit of losscmp's own checkout and whether its code differs from that commit
+    (tracked files under the package; numbers from edited code are not that commit's).
+    (None, None) for an installed copy, even one that sits inside another repository."""
     try:
-        result = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel", "HEAD"],
-            cwd=package,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
+        found = _git(package, "rev-parse", "--show-toplevel", "HEAD")
+        lines = found.stdout.split()
+        if found.returncode != 0 or len(lines) != 2 or Path(lines[0]) != package.parent:
+            return None, None
+        changed = _git(package, "diff", "--quiet", "HEAD", "--", ".")
     except (OSError, subprocess.TimeoutExpired):
-        return None
-    lines = result.stdout.split()
-    if result.returncode != 0 or len(lines) != 2 or Path(lines[0]) != package.parent:
-        return None
-    return lines[1]
+        return None, None
+    return lines[1], {0: False, 1: True}.get(changed.returncode)
+
+
+def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5)

@@ -72,12 +72,16 @@ def test_what_was_run(tmp_path):
     run_dir = write_run(
         tmp_path,
         quality=QUALITY,
-        extra_meta={"command": "losscmp run --config configs/x.yaml", "git_commit": "abc1234"},
+        extra_meta={
+            "command": "losscmp run --config configs/x.yaml",
+            "git_commit": "abc1234",
+            "git_dirty": True,
+        },
     )
     text = page_of(run_dir)
     for expected in (
         "<code>losscmp run --config configs/x.yaml</code>",
-        "<code>abc1234</code>",
+        "<code>abc1234</code> with uncommitted changes to losscmp/",
         "2026-01-01 12:05:00+00:00 (5 min 0 s)",
         "preset=tiny, encoder_name=resnet18",
         "losscmp=0.1.0",

@@ -387,3 +387,36 @@ def test_fused_jobs_share_dataset_seed_and_learning_rate():
         [trials[0].id, trials[1].id],
         [trials[2].id, trials[3].id],
     ]
+
+
+def test_git_state_names_the_commit_and_edits_to_the_package(tmp_path):
+    """run.json's git_commit and git_dirty: edited tracked code is not the commit's code;
+    a file the checkout does not track (results, caches) does not count."""
+    from losscmp.runner import git_state
+
+    def git(*args):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+        )
+
+    package = tmp_path / "losscmp"
+    package.mkdir()
+    (package / "train.py").write_text("LR = 3e-3\n")
+    assert git_state(package) == (None, None)  # not a checkout
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True
+    ).stdout.strip()
+    assert git_state(package) == (head, False)
+    (package / "notes.txt").write_text("untracked")
+    assert git_state(package) == (head, False)
+    (package / "train.py").write_text("LR = 1e-2\n")
+    assert git_state(package) == (head, True)
+    nested = tmp_path / "vendor" / "losscmp"  # a copy inside some other repository
+    nested.mkdir(parents=True)
+    assert git_state(nested) == (None, None)

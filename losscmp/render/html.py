@@ -309,6 +309,13 @@ def _setup(report: Report) -> str:
     return "\n".join(parts)
 
 
+def _commit(meta: dict[str, Any]) -> str:
+    if not meta.get("git_commit"):
+        return "none (losscmp was not run from a git checkout)"
+    edited = " with uncommitted changes to losscmp/" if meta.get("git_dirty") else ""
+    return _code(meta["git_commit"]) + edited
+
+
 def _run_setup(meta: dict[str, Any], run_dir: Path, several: bool) -> str:
     run_id = meta.get("run_id", run_dir.name)
     facts = {
@@ -319,9 +326,7 @@ def _run_setup(meta: dict[str, Any], run_dir: Path, several: bool) -> str:
         "device": _e(meta.get("device") or "not recorded"),
         "model": _e(_inline(meta.get("model"))),
         "execution": _e(_inline(meta.get("execution"))),
-        "git commit": _code(meta["git_commit"])
-        if meta.get("git_commit")
-        else "none (losscmp was not run from a git checkout)",
+        "git commit": _commit(meta),
         "versions": _e(_inline(meta.get("versions"))),
     }
     if meta.get("resumed_at"):

@@ -129,6 +129,7 @@ class MlflowTracker(Tracker):
         tags = {RUN_TAG: self.run_id, "losscmp.run_dir": str(run.run_dir.resolve())}
         if run.meta.get("git_commit"):
             tags[GIT_COMMIT_TAG] = run.meta["git_commit"]
+            tags["losscmp.git_dirty"] = str(bool(run.meta.get("git_dirty"))).lower()
         experiment_id = self._experiment_id(run.run_dir)
         parent = self.client.create_run(experiment_id, run_name=self.run_id, tags=tags)
         self._log(parent.info.run_id, run_params(run.meta), [])
