@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -315,6 +316,17 @@ def test_resume_accepts_reordered_losses_and_adds_seeds(cli, one_epoch_run):
     assert all(trials[name] == content for name, content in first.items())
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["seeds"] == [0, 1] and len(meta["trials"]) == 4
+    # The first command stays; the resuming one is added, with when it ran. Both are shell
+    # lines of the options given, in the order `losscmp run --help` lists them.
+    config, out = ["--config", str(SMOKE)], str(args[3])
+    assert meta["command"] == shlex.join(
+        ["losscmp", "run", *config, "--losses", "dice,bce", "--epochs", "1", "--out", out]
+    )
+    assert meta["resume_command"] == shlex.join(
+        ["losscmp", "run", *config, "--losses", "bce,dice", "--epochs", "1", "--seeds", "2"]
+        + ["--out", out, "--resume", str(run_dir)]
+    )
+    assert meta["started_at"] <= meta["resumed_at"] <= meta["finished_at"]
 
 
 def test_resume_refuses_another_model_or_a_damaged_run(cli, one_epoch_run):
