@@ -3,6 +3,9 @@
     .venv/bin/python benchmarks/executors.py cpu          # --jobs 1 vs --jobs 2, 8 trials
     .venv/bin/python benchmarks/executors.py ray          # --executor ray vs --jobs 2
     python3 benchmarks/executors.py gpu                   # on a CUDA machine (see README)
+    python3 benchmarks/executors.py gpu --device cpu --image-size 64 --epochs 1 --repeats 1
+                                                          # the gpu sides on the CPU: checks
+                                                          # the script, measures nothing
 
 Every side is a real `losscmp run` in a subprocess, timed from start to exit
 (imports, data, training, writing, the table), so the figures are what a user
@@ -46,7 +49,7 @@ CPU_TRIALS = [
     "--device",
     "cpu",
 ]
-GPU_TRIALS = ["--dataset", "synthetic(fg_fraction=0.05)", "--model", "small", "--image-size", "128"]
+GPU_TRIALS = ["--dataset", "synthetic(fg_fraction=0.05)", "--model", "small"]
 
 
 def run_command(args: list[str], out: Path) -> tuple[float, Path]:
@@ -101,6 +104,10 @@ def main() -> None:
     parser.add_argument("what", choices=["cpu", "ray", "gpu"])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=5, help="gpu: epochs per trial")
+    parser.add_argument("--image-size", type=int, default=128, help="gpu: image side")
+    parser.add_argument(
+        "--device", default="cuda", help="gpu: the device ('cpu' checks the script itself)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     options = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="losscmp-bench-"))
@@ -116,7 +123,11 @@ def main() -> None:
             }
             baseline = "--jobs 2"
         else:
-            common = [*GPU_TRIALS, "--epochs", str(options.epochs), "--device", "cuda"]
+            common = [
+                *GPU_TRIALS,
+                *("--image-size", str(options.image_size), "--epochs", str(options.epochs)),
+                *("--device", options.device),
+            ]
             eight = [*common, "--losses", EIGHT_LOSSES]
             sides = {
                 "1 loss alone": [*common, "--losses", "dice", "--fuse", "off"],
