@@ -125,6 +125,14 @@ class PredictionPanel:
     figure: Figure
     split: str  # whose images: "test", or "val" for a run without a test split
 
+    @property
+    def images_of(self) -> str:
+        return _split_name(self.split)
+
+
+def _split_name(split: str) -> str:
+    return "test" if split == "test" else "validation"
+
 
 def _reference_panel(run_dir: Path, dataset: str, single: bool, split: str):
     """The images and masks the trials' panel predictions are of; None when absent."""
@@ -190,9 +198,9 @@ def prediction_panel(results: summary.RunResults, dataset: str) -> PredictionPan
     for axis in axes.ravel():
         axis.set_xticks([])
         axis.set_yticks([])
-    images_of = "test" if split == "test" else "validation"
     figure.suptitle(
-        f"{dataset}: final-epoch predictions on {images_of} images (first seed)", fontsize=10
+        f"{dataset}: final-epoch predictions on {_split_name(split)} images (first seed)",
+        fontsize=10,
     )
     _add_legend(figure, results, dataset, mode)
     return PredictionPanel(figure, split)

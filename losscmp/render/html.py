@@ -264,9 +264,8 @@ def _figures(report: Report) -> str:
                 if binary
                 else "each class in its colour, grey ignored"
             )
-            images_of = "test" if panel.split == "test" else "validation"
             caption = (
-                f"{dataset}: the same {images_of} images, their ground truth and each loss's "
+                f"{dataset}: the same {panel.images_of} images, their ground truth and each loss's "
                 f"final-epoch prediction (first seed); {colours}."
             )
             parts.append(_figure(panel.figure, caption))
