@@ -332,8 +332,9 @@ def boundary_scores(prediction: np.ndarray, mask: np.ndarray, data) -> dict[str,
     for cls in classes:
         predicted, truth = (prediction == cls) & valid, (mask == cls) & valid
         if predicted.any() or truth.any():
-            hd95s.append(metrics.hd95(predicted, truth))
-            nsds.append(metrics.normalized_surface_dice(predicted, truth, tolerance=2.0))
+            distance, surface_dice = metrics.boundary_scores(predicted, truth, tolerance=2.0)
+            hd95s.append(distance)
+            nsds.append(surface_dice)
     if not hd95s:  # nothing to find and nothing predicted: a perfect empty answer
         return {"hd95": 0.0, "nsd": 1.0}
     return {"hd95": float(np.mean(hd95s)), "nsd": float(np.mean(nsds))}

@@ -356,3 +356,60 @@ def test_histogram_at_one_half_agrees_with_confusion_counts_and_skips_ignored():
     )
     assert torch.equal(grouped[0], histogram)
     assert torch.equal(grouped[1], metrics.probability_histogram(-logits, target, ignore_index=255))
+
+
+def _full_image_boundary_scores(pred, gt, tolerance=2.0):
+    """HD95 and NSD with distance transforms over the whole image (no crop)."""
+    from scipy import ndimage
+
+    def surface(mask):
+        return mask & ~ndimage.binary_erosion(mask, border_value=0)
+
+    pred_surface, gt_surface = surface(pred), surface(gt)
+    to_gt = ndimage.distance_transform_edt(~gt_surface)[pred_surface]
+    to_pred = ndimage.distance_transform_edt(~pred_surface)[gt_surface]
+    distance = max(np.percentile(to_gt, 95), np.percentile(to_pred, 95))
+    within = (to_gt <= tolerance).sum() + (to_pred <= tolerance).sum()
+    return distance, within / (to_gt.size + to_pred.size)
+
+
+@pytest.mark.parametrize(
+    ("pred_box", "gt_box"),
+    [
+        ((10, 20, 30, 45), (12, 22, 28, 40)),  # small, in the interior: a tight crop
+        ((0, 0, 8, 5), (3, 50, 9, 64)),  # at two image edges, far apart
+        ((40, 0, 64, 64), (45, 10, 60, 30)),  # along a whole edge
+    ],
+)
+def test_boundary_scores_on_the_crop_equal_the_whole_image(pred_box, gt_box):
+    """The distance transforms run on the box around both masks; boundary pixels on the
+    image edge and objects far apart must give exactly the whole image's numbers."""
+
+    def box(top, left, bottom, right):
+        mask = np.zeros((64, 64), dtype=bool)
+        mask[top:bottom, left:right] = True
+        return mask
+
+    pred, gt = box(*pred_box), box(*gt_box)
+    distance, surface_dice = metrics.boundary_scores(pred, gt)
+    expected = _full_image_boundary_scores(pred, gt)
+    assert distance == pytest.approx(expected[0], abs=1e-12)
+    assert surface_dice == pytest.approx(expected[1], abs=1e-12)
+    assert (hd95(pred, gt), normalized_surface_dice(pred, gt)) == (distance, surface_dice)
+
+
+def test_boundary_scores_on_the_crop_equal_the_whole_image_on_random_blobs():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(1)
+    compared = 0
+    for _ in range(60):
+        masks = [
+            ndimage.gaussian_filter(rng.random((48, 48)), rng.uniform(1, 4))
+            > rng.uniform(0.5, 0.56)
+            for _ in range(2)
+        ]
+        if all(mask.any() for mask in masks):
+            assert metrics.boundary_scores(*masks) == _full_image_boundary_scores(*masks)
+            compared += 1
+    assert compared >= 30
