@@ -21,6 +21,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -310,14 +311,29 @@ def per_image_rows(counts, which: str, data, predictions=None) -> list[dict[str,
     masks = data.masks(split)
     image_scores = metrics.per_image_scores(counts, mode=data.mode)
     dice, iou = image_scores["dice"].tolist(), image_scores["iou"].tolist()
+    boundaries = all_boundary_scores(predictions, masks, data) if predictions is not None else None
     rows = []
     for index in range(len(dice)):
         row = {"which": which, "split": split, "image": index, "dice": dice[index]}
         row["iou"] = iou[index]
-        if predictions is not None:
-            row.update(boundary_scores(predictions[index], masks[index], data))
+        if boundaries is not None:
+            row.update(boundaries[index])
         rows.append(row)
     return rows
+
+
+def all_boundary_scores(predictions: np.ndarray, masks, data) -> list[dict[str, float | None]]:
+    """``boundary_scores`` of every image, in order. SciPy's distance transform releases
+    the GIL, so the images are shared among the trial's own torch threads (its budget)."""
+
+    def score(index: int) -> dict[str, float | None]:
+        return boundary_scores(predictions[index], masks[index], data)
+
+    threads = torch.get_num_threads()
+    if threads == 1:
+        return [score(index) for index in range(len(predictions))]
+    with ThreadPoolExecutor(threads, thread_name_prefix="losscmp-boundary") as pool:
+        return list(pool.map(score, range(len(predictions))))
 
 
 def boundary_scores(prediction: np.ndarray, mask: np.ndarray, data) -> dict[str, float | None]:

@@ -413,3 +413,30 @@ def test_boundary_scores_on_the_crop_equal_the_whole_image_on_random_blobs():
             assert metrics.boundary_scores(*masks) == _full_image_boundary_scores(*masks)
             compared += 1
     assert compared >= 30
+
+
+def test_boundary_scores_of_many_images_on_several_threads_are_the_serial_ones():
+    """A trial shares its images' distance transforms among its torch threads: same values,
+    same order as one image after another, empty and ignored pixels included."""
+    from types import SimpleNamespace
+
+    from scipy import ndimage
+
+    from losscmp.train import all_boundary_scores, boundary_scores
+    from losscmp.worker import torch_threads
+
+    rng = np.random.default_rng(2)
+    masks = (ndimage.gaussian_filter(rng.random((40, 32, 32)), (0, 2, 2)) > 0.5).astype(np.uint8)
+    masks[3] = 0  # nothing to find
+    masks[5, :2] = 255  # an ignored band
+    predictions = (ndimage.gaussian_filter(rng.random((40, 32, 32)), (0, 2, 2)) > 0.5).astype(
+        np.uint8
+    )
+    predictions[3] = 0  # and nothing predicted
+    data = SimpleNamespace(mode="binary", num_classes=2, ignore_index=255)
+    serial = [boundary_scores(p, m, data) for p, m in zip(predictions, masks, strict=True)]
+    with torch_threads(3):
+        shared = all_boundary_scores(predictions, masks, data)
+    assert shared == serial
+    assert serial[3] == {"hd95": 0.0, "nsd": 1.0}
+    assert len({row["hd95"] for row in serial}) > 10 and len(serial) == 40
