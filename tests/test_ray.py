@@ -95,6 +95,43 @@ def test_a_killed_task_is_retried_once_then_its_trial_is_recorded_as_failed(
     assert len(list((run_dir / "trials").glob("*.json"))) == 2
 
 
+def test_the_ray_a_run_starts_is_stopped_before_the_command_exits(tmp_path):
+    """Without --ray-address a local Ray is started for the run; it is stopped in the
+    background while the report is written, and the command waits for it to exit."""
+    pytest.importorskip("ray")
+    before = _ray_processes()
+    env = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}
+    command = [sys.executable, "-m", "losscmp", "run", "--config", str(SMOKE), "--epochs", "1"]
+    process = subprocess.run(
+        [*command, "--losses", "dice,focal", "--executor", "ray", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env=env,
+    )
+    assert process.returncode == 0, process.stderr
+    (run_dir,) = tmp_path.iterdir()
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["execution"]["executor"] == "ray" and meta["finished_at"]
+    assert (run_dir / "report.html").is_file()
+    assert {row["loss"] for row in _epochs(run_dir).values()} == {"dice", "focal"}
+    assert _ray_processes() - before == set()  # its GCS and raylet are gone
+
+
+def _ray_processes() -> set[int]:
+    """Process ids of Ray's per-cluster daemons (GCS server, raylet) on this machine."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            program = (entry / "cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        if Path(program.decode(errors="replace")).name in {"gcs_server", "raylet"}:
+            pids.add(int(entry.name))
+    return pids
+
+
 def test_without_ray_the_install_hint_is_one_line_and_nothing_is_written(tmp_path):
     out = tmp_path / "runs"
     hide_ray = "import sys; sys.modules['ray'] = None; from losscmp.cli import main; main()"
