@@ -105,6 +105,23 @@ def test_paired_t_test_by_hand():
     assert expected == pytest.approx(0.0742, abs=1e-4)
 
 
+def test_p_values_and_intervals_equal_scipy_stats():
+    """stats.py computes them with scipy.special (a light import); scipy.stats is the reference."""
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 5, 10):
+        for _ in range(20):
+            best = rng.uniform(0.4, 0.9, n)
+            candidate = best - rng.normal(0.02, rng.uniform(0.001, 0.05), n)
+            expected = scipy_stats.ttest_rel(candidate, best).pvalue
+            got = stats.paired_seed_p(pd.Series(candidate), pd.Series(best))
+            assert got == pytest.approx(expected, rel=1e-9, abs=1e-15)
+            summary = stats.summarize_seeds(candidate)
+            low, high = scipy_stats.t.interval(
+                0.95, n - 1, loc=candidate.mean(), scale=scipy_stats.sem(candidate)
+            )
+            assert (summary.ci_low, summary.ci_high) == pytest.approx((low, high), rel=1e-9)
+
+
 def test_pairing_is_by_seed_label_not_position():
     candidate = pd.Series([0.6, 0.7, 0.8], index=[2, 0, 1])
     best = pd.Series([0.5, 0.5, 0.5], index=[0, 1, 2])
