@@ -62,6 +62,7 @@ def prepare(plan: Plan) -> PreparedRun:
     executor.start(device)  # e.g. a Ray cluster that cannot be reached: refused likewise
     try:
         datasets, settings = _load_and_probe(plan, device)
+        datasets = executor.share(datasets)  # e.g. one copy in shared memory for the workers
     except BaseException:
         executor.close()
         raise

@@ -90,6 +90,16 @@ def share_datasets(datasets: dict[str, Any], config) -> None:
         _DATASETS[_dataset_key(label, config)] = data
 
 
+def adopt_shared(shared: dict[str, Any], context) -> None:
+    """Datasets the executor shared, by label: a handle whose ``load()`` gives the dataset
+    without reading or generating it (``data.shared.SharedDataset``, a Ray object); once
+    per process."""
+    for label, handle in shared.items():
+        key = _dataset_key(label, context.config)
+        if key not in _DATASETS:
+            _DATASETS[key] = handle.load()
+
+
 def _dataset_key(label: str, config) -> tuple:
     """What decides a loaded dataset: its spec and the loading options."""
     return (label, config.data_dir, config.image_size, config.limit, config.seed)

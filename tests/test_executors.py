@@ -220,3 +220,33 @@ def test_progress_shows_every_running_trial_and_an_overall_bar(tmp_path):
     progress(TrialEnded("t1", "finished"))
     assert len(progress.progress.tasks) == 2  # the finished trial's line is gone
     assert progress.progress.tasks[0].completed == pytest.approx(0.5 + 2)
+
+
+@pytest.mark.slow
+def test_workers_map_the_data_the_main_process_loaded_and_never_read_the_dataset(tmp_path):
+    """The dataset's folder is deleted once the main process has loaded it: --jobs 2 still
+    trains (the workers map the main process's shared copy), with the sequential numbers,
+    and the shared blocks are gone when the run ends."""
+    import shutil
+    from multiprocessing import shared_memory
+
+    from fixtures_data import make_folder
+
+    root = tmp_path / "cases"
+    make_folder(root, count=16, val_count=6, test_count=6, shape=(48, 48))
+    options = {**QUICK, "dataset": f"folder:{root}", "seeds": 1, "image_size": 64}
+    plain = execute(prepare(plan_run(build_config(**options, out=str(tmp_path / "plain")))))
+    prepared = prepare(plan_run(build_config(**options, jobs=2, out=str(tmp_path / "pool"))))
+    (handle,) = prepared.executor.shared.values()
+    blocks = [where.segment for where in handle.arrays.values()]
+    (kept,) = prepared.datasets.values()
+    assert kept.train_images.flags.writeable is False  # this process too keeps the shared copy
+    shutil.rmtree(root)
+
+    run_dir = execute(prepared)
+    assert "failed_trials" not in json.loads((run_dir / "run.json").read_text())
+    pd.testing.assert_frame_equal(epochs_frame(run_dir)[METRICS], epochs_frame(plain)[METRICS])
+    assert len(blocks) == 6
+    for name in blocks:
+        with pytest.raises(FileNotFoundError):
+            shared_memory.SharedMemory(name=name)

@@ -87,6 +87,12 @@ class Executor(ABC):
     def start(self, device) -> None:  # noqa: B027 (most executors need nothing started)
         """Connect or start what the executor needs; fails before the run folder exists."""
 
+    def share(self, datasets: dict[str, Any]) -> dict[str, Any]:
+        """Put the loaded datasets (by label) where this executor's workers can read them
+        without loading them again; returns the copies this process keeps using (by default
+        the same objects: in-process jobs read them as they are)."""
+        return datasets
+
     def close(self) -> None:  # noqa: B027 (most executors hold nothing to release)
         """Release workers; called on success, error and Ctrl-C alike."""
 

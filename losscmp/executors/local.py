@@ -15,6 +15,7 @@ import signal
 from collections import deque
 from collections.abc import Iterator
 from multiprocessing.connection import wait
+from typing import Any
 
 from losscmp.events import TrialRetried
 from losscmp.executors.base import (
@@ -27,7 +28,7 @@ from losscmp.executors.base import (
     failed,
     succeeded,
 )
-from losscmp.worker import run_job
+from losscmp.worker import adopt_shared, run_job
 
 JOIN_TIMEOUT_S = 5
 
@@ -37,6 +38,8 @@ class LocalExecutor(Executor):
         self.execution = execution
         self.description = execution.describe()
         self.workers: list[_Worker] = []
+        self.shared_arrays = None  # the shared-memory blocks of the datasets, when workers
+        self.shared: dict[str, object] = {}  # label -> SharedDataset handle sent to workers
 
     def run(self, jobs: list[Job], context: JobContext, emit) -> Iterator[TrialResult]:
         if self.execution.jobs == 1:
@@ -51,6 +54,23 @@ class LocalExecutor(Executor):
             spawn = multiprocessing.get_context("spawn")
             self.workers = [_Worker(spawn, i, device.type) for i in range(self.execution.jobs)]
 
+    def share(self, datasets: dict[str, Any]) -> dict[str, Any]:
+        """Workers map one shared copy of each dataset instead of loading their own; this
+        process keeps only that copy too. A dataset with no room in /dev/shm is left as it
+        is (its workers load it themselves, as before)."""
+        if self.execution.jobs == 1:
+            return datasets
+        from losscmp.data.shared import SharedArrays, attach
+
+        self.shared_arrays = self.shared_arrays or SharedArrays()
+        kept = {}
+        for label, data in datasets.items():
+            handle = self.shared_arrays.publish(data)
+            if handle is not None:
+                self.shared[label] = handle
+            kept[label] = attach(handle) if handle is not None else data
+        return kept
+
     def _run_in_workers(self, jobs: list[Job], context: JobContext, emit):
         spawn = multiprocessing.get_context("spawn")
         self.start(context.settings.device)
@@ -62,7 +82,7 @@ class LocalExecutor(Executor):
         while queue or any(worker.job for worker in self.workers):
             for worker in self.workers:
                 if worker.job is None and queue:
-                    worker.start_job(*queue.popleft(), context)
+                    worker.start_job(*queue.popleft(), context, self.shared)
             busy = [worker for worker in self.workers if worker.job]
             wait([worker.conn for worker in busy] + [worker.process.sentinel for worker in busy])
             for worker in busy:
@@ -82,6 +102,9 @@ class LocalExecutor(Executor):
         for worker in self.workers:
             worker.join()
         self.workers = []
+        if self.shared_arrays is not None:  # mappings outlive the names: unlink is safe now
+            self.shared_arrays.close()
+            self.shared_arrays, self.shared = None, {}
 
 
 def _run_here(job: Job, context: JobContext, emit) -> list[TrialResult]:
@@ -125,11 +148,11 @@ class _Worker:
         self.attempt = 0
         self.broken = False
 
-    def start_job(self, job: Job, attempt: int, context: JobContext) -> None:
+    def start_job(self, job: Job, attempt: int, context: JobContext, shared: dict) -> None:
         self.job, self.attempt = job, attempt
         # A worker that died while idle: collect() sees the death and the job is retried.
         with contextlib.suppress(BrokenPipeError, OSError):
-            self.conn.send((job, context))
+            self.conn.send((job, context, shared))
 
     def collect(self, emit) -> list[_Ended]:
         """Everything the worker has sent; its death, if it died, as a failure."""
@@ -201,12 +224,16 @@ def _worker_main(conn, index: int, device_type: str) -> None:
 
     while True:  # until close() terminates this worker
         try:
-            job, context = conn.recv()
+            job, context, shared = conn.recv()
         except EOFError:  # the main process is gone
             return
         try:
+            adopt_shared(shared, context)
             outcomes = run_job(job, context, emit, device=device, where=where)
-        except Exception as error:  # reported to the main process, which retries the job
-            conn.send(("error", f"{type(error).__name__}: {error}".splitlines()[0]))
+            conn.send(("done", outcomes))
+        except (BrokenPipeError, ConnectionResetError):  # the main process is gone (killed)
             return
-        conn.send(("done", outcomes))
+        except Exception as error:  # reported to the main process, which retries the job
+            with contextlib.suppress(OSError):
+                conn.send(("error", f"{type(error).__name__}: {error}".splitlines()[0]))
+            return

@@ -1,0 +1,80 @@
+"""One shared copy of a dataset for the worker processes (``losscmp.data.shared``)."""
+
+from __future__ import annotations
+
+import multiprocessing
+from multiprocessing import shared_memory
+
+import numpy as np
+import pytest
+from fixtures_data import tiny_data
+
+from losscmp.data import shared
+from losscmp.data.shared import SharedArrays, attach
+from losscmp.executors.base import Execution
+from losscmp.executors.local import LocalExecutor
+
+
+def _fingerprint(handle) -> list:
+    """Run in a spawned process: what the attached arrays hold and whether they are writable."""
+    data = attach(handle)
+    arrays = [data.train_images, data.train_masks, data.val_images, data.val_masks]
+    return [
+        (array.shape, array.dtype.str, int(array.sum()), array.flags.writeable) for array in arrays
+    ]
+
+
+def test_a_spawned_process_maps_the_same_arrays_read_only():
+    data = tiny_data(count=12, size=16, ignore_index=255)
+    blocks = SharedArrays()
+    try:
+        handle = blocks.publish(data)
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            seen = pool.apply(_fingerprint, (handle,))
+    finally:
+        blocks.close()
+    expected = [
+        (array.shape, array.dtype.str, int(array.sum()), False)
+        for array in (data.train_images, data.train_masks, data.val_images, data.val_masks)
+    ]
+    assert seen == expected
+
+
+def test_attached_data_is_the_dataset_and_closing_unlinks_every_block():
+    data = tiny_data(count=9, size=16, mode="multiclass", num_classes=3)
+    data.test_images, data.test_masks = data.val_images[:0], data.val_masks[:0]  # empty split
+    data.map_cache[("train", "sdf")] = np.ones(3)  # a worker fills its own
+    blocks = SharedArrays()
+    handle = blocks.publish(data)
+    copy = attach(handle)
+    for name in shared.ARRAY_FIELDS:
+        assert np.array_equal(getattr(copy, name), getattr(data, name)), name
+    assert copy.train_images.flags.writeable is False
+    with pytest.raises(ValueError, match="read-only"):
+        copy.train_masks[0, 0, 0] = 1
+    assert (copy.mode, copy.class_names, copy.spec) == (data.mode, data.class_names, data.spec)
+    assert copy.map_cache == {} and copy.reported_split == "val"
+    names = [where.segment for where in handle.arrays.values()]
+    assert len(names) == 4  # the empty test split needs no block
+    blocks.close()
+    for name in names:
+        with pytest.raises(FileNotFoundError):
+            shared_memory.SharedMemory(name=name)
+
+
+def test_without_room_in_dev_shm_workers_load_their_own_copy(monkeypatch):
+    data = tiny_data(count=6, size=16)
+    monkeypatch.setattr(shared, "HEADROOM_BYTES", 1 << 60)  # a full /dev/shm
+    executor = LocalExecutor(Execution(jobs=2))
+    try:
+        kept = executor.share({"tiny": data})
+    finally:
+        executor.close()
+    assert kept["tiny"] is data and executor.shared == {}
+
+
+def test_in_process_jobs_share_nothing():
+    data = tiny_data(count=6, size=16)
+    executor = LocalExecutor(Execution(jobs=1))
+    assert executor.share({"tiny": data})["tiny"] is data
+    assert executor.shared_arrays is None
