@@ -51,6 +51,34 @@ def test_ray_gives_the_numbers_of_the_local_sequential_run(cli, ray_cluster, tmp
     assert ray_cluster.is_initialized()  # a Ray the executor did not start is left running
 
 
+def test_tasks_read_the_data_the_driver_loaded_not_the_dataset(ray_cluster, tmp_path):
+    """The dataset folder is deleted once the driver has loaded it: the tasks still train,
+    from the copy in Ray's object store (no node needs the data on its disk)."""
+    import shutil
+
+    from fixtures_data import make_folder
+
+    from losscmp.config import build_config
+    from losscmp.plan import plan_run
+    from losscmp.runner import execute, prepare
+
+    root = tmp_path / "cases"
+    make_folder(root, count=16, val_count=6, test_count=6, shape=(48, 48))
+    options = {
+        "losses": "dice,bce", "dataset": f"folder:{root}", "epochs": 2, "model": "tiny",
+        "device": "cpu", "threads": 1, "image_size": 64,
+    }  # fmt: skip
+    plain = execute(prepare(plan_run(build_config(**options, out=str(tmp_path / "plain")))))
+    config = build_config(**options, executor="ray", jobs=2, out=str(tmp_path / "ray"))
+    prepared = prepare(plan_run(config))
+    shutil.rmtree(root)
+    run_dir = execute(prepared)
+    assert "failed_trials" not in json.loads((run_dir / "run.json").read_text())
+    assert _epochs(run_dir) == _epochs(plain)
+    (kept,) = prepared.datasets.values()
+    assert kept.train_images.flags.writeable is False  # the driver keeps the stored copy
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the Ray worker in /proc")
 def test_a_killed_task_is_retried_once_then_its_trial_is_recorded_as_failed(
     cli, ray_cluster, tmp_path, monkeypatch

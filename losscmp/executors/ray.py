@@ -5,10 +5,11 @@ neither, a local Ray is started for the run and stopped after it. A task
 needs ``--threads`` CPUs and, on CUDA, ``1/--trials-per-gpu`` of a GPU; Ray
 places it on any node with room. At most ``--jobs`` tasks are in flight
 (0: as many as the cluster fits). Tasks run ``losscmp.worker.run_job`` like
-every executor, load their dataset themselves (so a dataset must lie at the
-same path on every node; the synthetic one is generated on each) and never
-touch the run folder: a task streams its progress events and then its
-outcomes back to this process (a Ray generator task), which hands them on.
+every executor; they read the datasets the driver loaded from Ray's object
+store (``share``: put once, sent once to each node), so no node needs the
+data on its disk, and they never touch the run folder: a task streams its
+progress events and then its outcomes back to this process (a Ray generator
+task), which hands them on.
 
 A task whose worker dies or that raises is submitted once more, then its
 trials are recorded as failed and the run goes on. On Ctrl-C, ``close``
@@ -21,12 +22,15 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import logging
 import os
 import queue
 import threading
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from losscmp.errors import LosscmpError
 from losscmp.events import TrialRetried
@@ -55,6 +59,7 @@ class RayExecutor(Executor):
         self.description = execution.describe()
         self.running: dict = {}  # ObjectRefGenerator -> (job, attempt)
         self.connected = False  # this executor called ray.init (and so calls ray.shutdown)
+        self.shared: dict[str, RayDataset] = {}  # label -> the dataset in Ray's object store
 
     def run(self, jobs: list[Job], context: JobContext, emit) -> Iterator[TrialResult]:
         import ray
@@ -68,7 +73,9 @@ class RayExecutor(Executor):
         while pending or self.running:
             while pending and len(self.running) < limit:
                 job, attempt = pending.popleft()
-                stream = task.options(name=f"losscmp {job.name}").remote(job, context_ref)
+                stream = task.options(name=f"losscmp {job.name}").remote(
+                    job, context_ref, self.shared
+                )
                 self.running[stream] = (job, attempt)
             ready, _ = ray.wait(list(self.running), num_returns=1, timeout=WAIT_S)
             for stream in ready:
@@ -89,6 +96,19 @@ class RayExecutor(Executor):
 
     def start(self, device) -> None:
         self._connect()
+
+    def share(self, datasets: dict[str, Any]) -> dict[str, Any]:
+        """Each dataset goes into Ray's object store once: tasks read it from there (without
+        a copy on the driver's node, sent once to each other node) instead of loading it.
+        This process keeps the stored copy too."""
+        import ray
+
+        kept = {}
+        for label, data in datasets.items():
+            ref = ray.put(dataclasses.replace(data, map_cache={}))
+            self.shared[label] = RayDataset(ref)
+            kept[label] = ray.get(ref)
+        return kept
 
     def _connect(self) -> None:
         import ray
@@ -233,7 +253,19 @@ def _reason(error: Exception) -> str:
 _END = object()
 
 
-def _job_task(job: Job, context: JobContext):
+@dataclass(frozen=True)
+class RayDataset:
+    """A dataset in Ray's object store, as ``worker.adopt_shared`` takes it."""
+
+    ref: Any  # ray.ObjectRef
+
+    def load(self):
+        import ray
+
+        return ray.get(self.ref)  # its arrays: read-only views of the store, on this node
+
+
+def _job_task(job: Job, context: JobContext, shared: dict[str, RayDataset]):
     """Runs in a Ray worker: yields ("event", e)... then ("done", outcomes).
 
     Training runs in a thread so that its progress callbacks can feed this
@@ -242,8 +274,9 @@ def _job_task(job: Job, context: JobContext):
     import ray
     import torch
 
-    from losscmp.worker import run_job
+    from losscmp.worker import adopt_shared, run_job
 
+    adopt_shared(shared, context)
     device, where = None, f"ray {ray.util.get_node_ip_address()}"
     if context.settings.device.type == "cuda":
         # Ray sets CUDA_VISIBLE_DEVICES to the task's GPU: it is cuda:0 in here.
