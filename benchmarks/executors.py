@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/executors.py cpu          # --jobs 1 vs --jobs 2, 8 trials
     .venv/bin/python benchmarks/executors.py ray          # --executor ray vs --jobs 2
+    .venv/bin/python benchmarks/executors.py data         # workers' start and memory, big data
     python3 benchmarks/executors.py gpu                   # on a CUDA machine (see README)
     python3 benchmarks/executors.py gpu --device cpu --image-size 64 --epochs 1 --repeats 1
                                                           # the gpu sides on the CPU: checks
@@ -15,6 +16,10 @@ reported with the ratio, measured in the same invocation.
 cpu: 8 trials of a few seconds each (tiny preset, 64 px) with --jobs 1 (torch's
      threads, all cores) and --jobs 2 (the cores divided). Target: >= 1.4x.
 ray: the same 8 trials on a local Ray with 2 CPUs vs --jobs 2. Target: <= 1.3x.
+data: a cached Pets-layout set (3000 trainval + 700 test images, 256 px): how long
+     after `prepare` the workers of `-j 2` (and Ray's tasks) start training, and
+     the peak memory in use (the drop of MemAvailable, shared memory included),
+     each side in a fresh process that stops at the workers' first trial.
 gpu: small preset, 128 px, synthetic, 8 losses x 1 seed: 1 loss alone; 8
      sequential; 8 fused (one stacked model); 8 as --trials-per-gpu 2 and 4
      processes; wall time of each, the ratio to 1 loss alone (target <= 2.5x
@@ -25,6 +30,7 @@ gpu: small preset, 128 px, synthetic, 8 losses x 1 seed: 1 loss alone; 8
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -99,9 +105,93 @@ def print_table(results: dict[str, dict], baseline: str) -> None:
         print(f"{name:28s} {result['median_s']:9.1f} {ratio:16.2f} {memory:>14s}")
 
 
+def memory_in_use() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return -int(line.split()[1]) * 1024
+    return 0
+
+
+def worker_start(root: Path, executor: str, jobs: int = 2) -> None:
+    """One side of `data`, in its own process: prints a JSON line of its figures."""
+    import threading
+
+    from losscmp.config import build_config
+    from losscmp.events import TrialStarted
+    from losscmp.plan import plan_run
+    from losscmp.runner import execute, prepare
+
+    before, peak, running = memory_in_use(), [memory_in_use()], [True]
+
+    def sample() -> None:
+        while running[0]:
+            peak[0] = max(peak[0], memory_in_use())
+            time.sleep(0.05)
+
+    threading.Thread(target=sample, daemon=True).start()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        config = build_config(
+            losses="dice,bce", dataset="pets", data_dir=str(root), image_size=256,
+            model="tiny", device="cpu", epochs=1, threads=1, jobs=jobs, executor=executor,
+            out=out,
+        )  # fmt: skip
+        prepared = prepare(plan_run(config))
+        prepared_at = time.perf_counter() - start
+        started: list[float] = []
+
+        def listener(event) -> None:
+            if isinstance(event, TrialStarted):
+                started.append(time.perf_counter() - start - prepared_at)
+                if len(started) == jobs:
+                    raise KeyboardInterrupt  # the figure is in: stop as Ctrl-C would
+
+        with contextlib.suppress(KeyboardInterrupt):
+            execute(prepared, listener=listener)
+    running[0] = False
+    figures = {"prepared_s": prepared_at, "workers_start_s": max(started)}
+    print(json.dumps({**figures, "peak_gib": (peak[0] - before) / 2**30}))
+
+
+def data_sides(scratch: Path, images: int, repeats: int) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from fixtures_data import make_pets_tree
+
+    from losscmp.data import load_dataset
+
+    root = scratch / "oxford-iiit-pet"
+    print(f"making {images} + 700 pets-layout images ...", flush=True)
+    make_pets_tree(root, trainval=images, test=700, quirks=False, shape=(375, 500))
+    load_dataset("pets", data_dir=scratch, image_size=256)  # the cache every side reads
+    executors = ["local"]
+    try:
+        import ray  # noqa: F401
+
+        executors.append("ray")
+    except ImportError:
+        print("(ray not installed: the ray side is left out)")
+    print(f"\n{'side':16s} {'prepare s':>10s} {'workers train after s':>22s} {'peak GiB':>9s}")
+    for _ in range(repeats):
+        for executor in executors:
+            command = [sys.executable, __file__, "data-side", str(scratch), executor]
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode != 0:
+                sys.exit(result.stderr[-2000:])
+            row = json.loads(result.stdout.strip().splitlines()[-1])
+            print(
+                f"{executor + ' -j 2':16s} {row['prepared_s']:10.1f} "
+                f"{row['workers_start_s']:22.1f} {row['peak_gib']:9.2f}",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["cpu", "ray", "gpu"])
+    if sys.argv[1:2] == ["data-side"]:  # one side of `data`, run by data_sides
+        worker_start(Path(sys.argv[2]), sys.argv[3])
+        return
+    parser.add_argument("what", choices=["cpu", "ray", "data", "gpu"])
+    parser.add_argument("--images", type=int, default=3000, help="data: trainval images")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=5, help="gpu: epochs per trial")
     parser.add_argument("--image-size", type=int, default=128, help="gpu: image side")
@@ -112,6 +202,9 @@ def main() -> None:
     options = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="losscmp-bench-"))
     try:
+        if options.what == "data":
+            data_sides(scratch, options.images, options.repeats)
+            return
         if options.what == "cpu":
             sides = {"--jobs 1": [*CPU_TRIALS, "--jobs", "1"], "--jobs 2": [*CPU_TRIALS, "-j", "2"]}
             baseline = "--jobs 1"
