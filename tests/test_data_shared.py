@@ -77,4 +77,4 @@ def test_in_process_jobs_share_nothing():
     data = tiny_data(count=6, size=16)
     executor = LocalExecutor(Execution(jobs=1))
     assert executor.share({"tiny": data})["tiny"] is data
-    assert executor.shared_arrays is None
+    assert executor.shared == {} and executor.shared_arrays._segments == []

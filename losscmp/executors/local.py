@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from multiprocessing.connection import wait
 from typing import Any
 
+from losscmp.data.shared import SharedArrays, SharedDataset, attach
 from losscmp.events import TrialRetried
 from losscmp.executors.base import (
     ATTEMPTS,
@@ -38,8 +39,8 @@ class LocalExecutor(Executor):
         self.execution = execution
         self.description = execution.describe()
         self.workers: list[_Worker] = []
-        self.shared_arrays = None  # the shared-memory blocks of the datasets, when workers
-        self.shared: dict[str, object] = {}  # label -> SharedDataset handle sent to workers
+        self.shared_arrays = SharedArrays()  # the datasets' shared-memory blocks (workers)
+        self.shared: dict[str, SharedDataset] = {}  # label -> the handle sent to workers
 
     def run(self, jobs: list[Job], context: JobContext, emit) -> Iterator[TrialResult]:
         if self.execution.jobs == 1:
@@ -60,9 +61,6 @@ class LocalExecutor(Executor):
         is (its workers load it themselves, as before)."""
         if self.execution.jobs == 1:
             return datasets
-        from losscmp.data.shared import SharedArrays, attach
-
-        self.shared_arrays = self.shared_arrays or SharedArrays()
         kept = {}
         for label, data in datasets.items():
             handle = self.shared_arrays.publish(data)
@@ -102,9 +100,8 @@ class LocalExecutor(Executor):
         for worker in self.workers:
             worker.join()
         self.workers = []
-        if self.shared_arrays is not None:  # mappings outlive the names: unlink is safe now
-            self.shared_arrays.close()
-            self.shared_arrays, self.shared = None, {}
+        self.shared_arrays.close()  # mappings outlive the names: unlinking is safe now
+        self.shared = {}
 
 
 def _run_here(job: Job, context: JobContext, emit) -> list[TrialResult]:
