@@ -6,6 +6,7 @@ and describe devices the same way the main process does.
 
 from __future__ import annotations
 
+import functools
 import platform
 
 from losscmp.errors import ParameterError
@@ -57,3 +58,39 @@ def describe_device(device) -> str:
     if device.type == "cpu":
         return f"cpu: {platform.processor() or platform.machine()}"
     return device.type
+
+
+# ------------------------------------------------- host -> device without waiting
+# A copy from pageable host memory to a GPU makes the host wait until every kernel
+# queued before it has run (the driver stages the bytes synchronously), whether or not
+# ``non_blocking`` is set; so does building a tensor there from Python values. In a
+# training step that is a sync per step: the host stops queueing the next step's
+# kernels until the GPU is idle. Batches go through pinned memory instead, and fixed
+# values (class weights, histogram edges) are made once per device.
+
+
+def to_device(tensor, device, memory_format=None):
+    """A host tensor on ``device``, queued like a kernel: on CUDA it is first copied into
+    pinned memory (the caching host allocator reuses the blocks and keeps each alive
+    until its copy has run, so the source is never overwritten under the copy)."""
+    import torch
+
+    if device.type == "cuda" and not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    memory_format = torch.preserve_format if memory_format is None else memory_format
+    return tensor.to(device, non_blocking=True, memory_format=memory_format)
+
+
+def device_constant(values, device, dtype=None):
+    """The tensor of ``values`` (numbers) on ``device``, made on first use and then shared:
+    never modify it in place."""
+    import torch
+
+    return _cached_constant(tuple(values), torch.device(device), dtype or torch.float32)
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_constant(values: tuple, device, dtype):
+    import torch
+
+    return torch.tensor(values, device=device, dtype=dtype)

@@ -59,6 +59,7 @@ be a different question: how well each class is ranked, not how the argmax decid
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -260,7 +261,11 @@ def grouped_probability_histogram(
     )
 
 
+@functools.lru_cache(maxsize=16)
 def _logit_edges(device) -> torch.Tensor:
+    """The bins' inner edges as logits, made once per device: a tensor copied from the host
+    every batch would make the host wait for the GPU (see ``devices.to_device``). Shared:
+    never modified."""
     import torch
 
     inner = torch.arange(1, HISTOGRAM_BINS, dtype=torch.float64) / HISTOGRAM_BINS

@@ -123,11 +123,12 @@ class HausdorffDTLoss(SegLoss):
 def predicted_boundary_distance(probs: torch.Tensor) -> torch.Tensor:
     """Unsigned distance to the boundary of ``probs > 0.5`` per image and channel.
 
-    CPU tensors: scipy, one exact 2-D transform per image and direction. CUDA tensors:
-    an exact brute-force transform in torch on the GPU (``torch_prediction_distance``),
-    which avoids copying the batch to the host and back every step."""
+    CPU tensors: scipy, one exact 2-D transform per image and direction. Accelerators
+    (CUDA, MPS): an exact brute-force transform in torch on the device
+    (``torch_prediction_distance``), which avoids copying the batch to the host and back,
+    and waiting for the device, every step."""
     foreground = (probs > 0.5).flatten(0, 1)
-    if probs.is_cuda:
+    if probs.device.type != "cpu":
         return torch_prediction_distance(foreground).view(probs.shape)
     field = prediction_distance(np.ascontiguousarray(foreground.numpy()))
-    return torch.from_numpy(field).view(probs.shape).to(probs.device)
+    return torch.from_numpy(field).view(probs.shape)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from losscmp.devices import device_constant
 from losscmp.errors import ParameterError
 
 # Added to denominators that can be exactly zero when ``smooth`` is 0.
@@ -101,7 +102,7 @@ def weighted_class_mean(
     """Mean over the last (class) dim: plain, or Σ w·l / Σ w (not divided by C again)."""
     if class_weights is None:
         return per_class.mean(-1)
-    weights = torch.tensor(class_weights, device=per_class.device, dtype=per_class.dtype)
+    weights = device_constant(class_weights, per_class.device, per_class.dtype)
     weights = select_weights(weights, per_class.shape[-1], first_class)
     return (per_class * weights).sum(-1) / weights.sum()
 

@@ -526,7 +526,7 @@ class LovaszLoss(SegLoss):
         errors = 1 - logits * (2 * y - 1)
         if valid is not None:
             errors = torch.where(valid > 0, errors, -1.0)
-        if not self.per_image and not logits.is_cuda:
+        if not self.per_image and logits.device.type == "cpu":
             positive = errors > 0
             if int(positive.sum()) < errors.numel() // 2:
                 return self.hinge_of_positive_errors(errors, y, positive)
@@ -540,7 +540,7 @@ class LovaszLoss(SegLoss):
         foreground count. Once a model is half trained most errors are negative and this is
         2-3x faster than sorting everything; for early, mostly wrong predictions the boolean
         indexing costs more than it saves, hence the 1/2 threshold. CPU only: on a GPU the
-        indexing would sync with the host."""
+        count and the indexing would wait for the device every step."""
         errors_sorted, order = errors[positive].sort(descending=True)
         gradient = lovasz_gradient(fg[positive].gather(0, order), total=fg.sum())
         return (errors_sorted * gradient).sum()

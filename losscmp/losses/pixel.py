@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from losscmp.devices import device_constant
 from losscmp.errors import ParameterError
 from losscmp.losses.base import (
     BINARY_MODE,
@@ -71,7 +72,7 @@ def cross_entropy_mean(
                 f"class_weights has {len(class_weights)} values but the model predicts "
                 f"{logits.shape[1]} classes"
             )
-        weight = torch.tensor(class_weights, device=logits.device)
+        weight = device_constant(class_weights, logits.device)
     total = F.cross_entropy(
         logits,
         target,
@@ -82,11 +83,12 @@ def cross_entropy_mean(
     )
     labels, valid = multiclass_target(target, ignore_index)
     if weight is None:
-        count = target[0].numel() * target.shape[0] if valid is None else valid.sum()
+        pixels = torch.full((), float(target.numel()), device=logits.device)  # no host copy
+        count = pixels if valid is None else valid.sum()
     else:
         pixel_weight = weight[labels]
         count = pixel_weight.sum() if valid is None else (pixel_weight * valid[:, 0]).sum()
-    return total / torch.as_tensor(count, device=logits.device).clamp_min(1e-12)
+    return total / count.clamp_min(1e-12)
 
 
 @register_loss(
@@ -314,7 +316,7 @@ class FocalLoss(SegLoss):
                 raise ParameterError(
                     f"focal: alpha has {len(self.alpha)} values for {num_channels} classes"
                 )
-            per_class = torch.tensor(self.alpha, device=labels.device)
+            per_class = device_constant(self.alpha, labels.device)
         else:
             per_class = torch.full((num_channels,), self.alpha, device=labels.device)
             per_class[0] = 1 - self.alpha
@@ -325,15 +327,33 @@ def top_fraction_mean(per_pixel: torch.Tensor, valid: torch.Tensor | None, perce
     """Mean of the ``percent`` % largest values among valid pixels (whole batch)."""
     flat = per_pixel.flatten()
     if valid is None:
-        count = flat.numel()
-    else:
-        # Losses are >= 0, so ignored pixels set to -1 are never among the top.
-        flat = torch.where(valid.expand_as(per_pixel).flatten() > 0, flat, -1.0)
-        count = int(valid.sum().item())
-        if count == 0:
-            return per_pixel.sum() * 0.0
-    k = max(1, math.ceil(count * percent / 100))
-    return flat.topk(k, sorted=False).values.mean()
+        return flat.topk(top_count(flat.numel(), percent), sorted=False).values.mean()
+    # Losses are >= 0, so ignored pixels set to -1 are never among the top.
+    flat = torch.where(valid.expand_as(per_pixel).flatten() > 0, flat, -1.0)
+    if flat.device.type != "cpu":
+        return top_fraction_mean_on_device(flat, valid, percent)
+    count = int(valid.sum())
+    if count == 0:
+        return per_pixel.sum() * 0.0
+    return flat.topk(top_count(count, percent), sorted=False).values.mean()
+
+
+def top_count(count: int, percent: float) -> int:
+    return max(1, math.ceil(count * percent / 100))
+
+
+def top_fraction_mean_on_device(flat: torch.Tensor, valid: torch.Tensor, percent: float):
+    """``top_fraction_mean`` without reading the number of valid pixels back to the host,
+    which would wait for the device every step: take the sorted top of the most pixels k
+    can be (all valid) and average its first k, k staying a tensor. Same k (the same
+    float64 arithmetic, but float32 on MPS), same values; on the CPU the sort costs more
+    than the sync, so the CPU counts on the host."""
+    precision = torch.float32 if flat.device.type == "mps" else torch.float64
+    count = valid.sum(dtype=precision)
+    wanted = torch.ceil(count * percent / 100).clamp_min(1).to(flat.dtype)
+    top = flat.topk(top_count(flat.numel(), percent), sorted=True).values
+    kept = torch.arange(top.numel(), device=top.device) < wanted
+    return torch.where(kept, top, 0.0).sum() / wanted * (count > 0)
 
 
 @register_loss(
