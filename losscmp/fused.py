@@ -47,6 +47,7 @@ from losscmp.train import (
     TrialLog,
     TrialOutcome,
     _autocast,
+    batch_on_device,
     evaluation_loader,
     hard_prediction,
     training_loader,
@@ -94,7 +95,8 @@ def train_fused_group(
         for piece in active:
             piece.loss_fn.set_progress((epoch - 1) / settings.epochs)
         lr = fused.optimizer.param_groups[0]["lr"]
-        train_losses = _train_epoch(fused, active, scheduler, data, settings, epoch, on_step)
+        loss_sums = _train_epoch(fused, active, scheduler, data, settings, epoch, on_step)
+        train_losses = [total / max(steps_per_epoch, 1) for total in loss_sums.tolist()]
         train_share = (time.perf_counter() - epoch_start) / len(active)
         kept = []  # positions in the stack of the copies whose loss stayed finite
         for position, (piece, train_loss) in enumerate(zip(active, train_losses, strict=True)):
@@ -204,8 +206,9 @@ class FusedModel:
         self.buffers = {name: value.index_select(0, index) for name, value in self.buffers.items()}
 
 
-def _train_epoch(fused, copies, scheduler, data, settings, epoch, on_step) -> list[float]:
-    """One pass over the training split for every copy; each copy's mean loss (one sync)."""
+def _train_epoch(fused, copies, scheduler, data, settings, epoch, on_step) -> torch.Tensor:
+    """One pass over the training split for every copy; each copy's sum of its steps' losses
+    (K,), on the device: nothing here waits for it (as ``train.train_one_epoch``)."""
     fused.train()
     device = settings.device
     needs = _needs_of(copies)
@@ -213,9 +216,7 @@ def _train_epoch(fused, copies, scheduler, data, settings, epoch, on_step) -> li
     totals = torch.zeros(len(copies), device=device)
     steps = len(loader)
     for step, batch in enumerate(loader, start=1):
-        images = batch["image"].to(device, non_blocking=True)
-        target = batch["target"].to(device, non_blocking=True)
-        maps = {name: batch[name].to(device, non_blocking=True) for name in needs.needs}
+        images, target, maps = batch_on_device(batch, device, maps=needs.needs)
         with _autocast(settings):
             logits = fused(images)
         logits = logits.float()
@@ -234,21 +235,33 @@ def _train_epoch(fused, copies, scheduler, data, settings, epoch, on_step) -> li
         if on_step:
             for piece in copies:
                 on_step(piece.trial, step, steps)
-    return [total / max(steps, 1) for total in totals.tolist()]
+    return totals
 
 
-@torch.no_grad()
 def _evaluate(fused, data, settings, split: str, keep_predictions: bool = False):
     """Per copy, an ``Evaluation`` of ``split``: per-image confusion counts, the binary
     probability histogram, hard predictions if asked (as ``train.evaluate`` gives one model)."""
+    stacked = _evaluate_on_device(fused, data, settings, split, keep_predictions).to_host()
+    return [
+        Evaluation(
+            stacked.counts[k].clone(),
+            stacked.histogram[k].copy() if stacked.histogram is not None else None,
+            stacked.predictions[k].copy() if stacked.predictions is not None else None,
+        )
+        for k in range(fused.copies)
+    ]
+
+
+@torch.no_grad()
+def _evaluate_on_device(fused, data, settings, split: str, keep_predictions: bool):
+    """The copies' ``Evaluation`` stacked (K first) and on the device: no wait for it."""
     fused.eval()
     device = settings.device
     copies = fused.copies
     counts, predictions = [], []
     histogram = None
     for batch in evaluation_loader(data, settings, split):
-        images = batch["image"].to(device, non_blocking=True)
-        target = batch["target"].to(device, non_blocking=True)
+        images, target, _ = batch_on_device(batch, device)
         with _autocast(settings):
             logits = fused(images).float()
         flat = logits.flatten(0, 1)  # (K·B, C, H, W), copy-major
@@ -265,17 +278,8 @@ def _evaluate(fused, data, settings, split: str, keep_predictions: bool = False)
         if keep_predictions:
             hard = hard_prediction(flat, data.mode).to(torch.uint8)
             predictions.append(hard.unflatten(0, (copies, -1)))
-    all_counts = torch.cat(counts, dim=1).cpu()
-    histograms = histogram.cpu().numpy() if histogram is not None else None
-    kept = torch.cat(predictions, dim=1).cpu().numpy() if keep_predictions else None
-    return [
-        Evaluation(
-            all_counts[k].clone(),
-            histograms[k].copy() if histograms is not None else None,
-            kept[k].copy() if kept is not None else None,
-        )
-        for k in range(copies)
-    ]
+    kept = torch.cat(predictions, dim=1) if keep_predictions else None
+    return Evaluation(torch.cat(counts, dim=1), histogram, kept)
 
 
 def _subset(maps: dict[str, torch.Tensor], names) -> dict[str, torch.Tensor]:

@@ -31,6 +31,7 @@ import torch
 from losscmp import metrics
 from losscmp.data import make_loader
 from losscmp.data.base import SegmentationData
+from losscmp.devices import to_device
 from losscmp.model import ModelPreset, build_model
 from losscmp.plan import Trial, make_loss
 from losscmp.spec import Spec
@@ -53,12 +54,21 @@ class TrainSettings:
 
 @dataclass
 class Evaluation:
-    """One split at one epoch: per-image confusion counts (host), the binary probability
-    histogram (host; None for multiclass) and the hard predictions when kept."""
+    """One split at one epoch: per-image confusion counts, the binary probability
+    histogram (None for multiclass) and the hard predictions when kept. On the device
+    while the pass runs; ``to_host`` gives the tensor of counts and NumPy arrays."""
 
     counts: torch.Tensor
-    histogram: np.ndarray | None = None
-    predictions: np.ndarray | None = field(default=None, repr=False)
+    histogram: np.ndarray | torch.Tensor | None = None
+    predictions: np.ndarray | torch.Tensor | None = field(default=None, repr=False)
+
+    def to_host(self) -> Evaluation:
+        """The device's results on the host: the pass's one wait for the device."""
+        return Evaluation(
+            self.counts.cpu(),
+            None if self.histogram is None else self.histogram.cpu().numpy(),
+            None if self.predictions is None else self.predictions.cpu().numpy(),
+        )
 
 
 @dataclass
@@ -190,9 +200,10 @@ def train_trial(
         epoch_start = time.perf_counter()
         loss_fn.set_progress((epoch - 1) / settings.epochs)
         lr = optimizer.param_groups[0]["lr"]
-        train_loss = train_one_epoch(
+        loss_sum = train_one_epoch(
             model, loss_fn, optimizer, scheduler, data, settings, trial.seed, epoch, on_step
         )
+        train_loss = float(loss_sum) / max(steps_per_epoch, 1)  # the epoch's one sync
         if not math.isfinite(train_loss):
             row = log.diverged(epoch, train_loss, lr, epoch_start)
             if on_epoch:
@@ -211,7 +222,11 @@ def train_trial(
 
 
 def train_one_epoch(model, loss_fn, optimizer, scheduler, data, settings, seed, epoch, on_step):
-    """One pass over the training split; returns the mean loss (one sync, at the end)."""
+    """One pass over the training split; returns the sum of its steps' losses, a 0-d tensor
+    on the device.
+
+    Nothing in the loop waits for the device (tests/test_host_sync.py runs it on the meta
+    device, where any read of a value fails); the caller's ``float`` is the epoch's sync."""
     from losscmp.model import input_memory_format
 
     model.train()
@@ -221,9 +236,7 @@ def train_one_epoch(model, loss_fn, optimizer, scheduler, data, settings, seed, 
     total = torch.zeros((), device=device)
     steps = len(loader)
     for step, batch in enumerate(loader, start=1):
-        images = batch["image"].to(device, non_blocking=True, memory_format=layout)
-        target = batch["target"].to(device, non_blocking=True)
-        maps = {name: batch[name].to(device, non_blocking=True) for name in loss_fn.needs}
+        images, target, maps = batch_on_device(batch, device, layout, loss_fn.needs)
         with _autocast(settings):
             logits = model(images)
         # The losses are written for (and faster on) contiguous logits; C = 1 is already.
@@ -236,7 +249,15 @@ def train_one_epoch(model, loss_fn, optimizer, scheduler, data, settings, seed, 
         total += loss.detach()
         if on_step:
             on_step(step, steps)
-    return float(total.item() / max(steps, 1))
+    return total
+
+
+def batch_on_device(batch, device, layout=None, maps=()):
+    """(images in ``layout``, target, {map name: map}) of a host batch, on ``device``,
+    without waiting for it (``devices.to_device``)."""
+    images = to_device(batch["image"], device, layout)
+    on_device = {name: to_device(batch[name], device) for name in maps}
+    return images, to_device(batch["target"], device), on_device
 
 
 def training_loader(data, settings: TrainSettings, loss_fn, seed: int, epoch: int):
@@ -267,10 +288,15 @@ def evaluation_loader(data, settings: TrainSettings, split: str = "val"):
     )
 
 
-@torch.no_grad()
 def evaluate(model, data, settings, split: str, keep_predictions: bool = False) -> Evaluation:
     """Per-image confusion counts over ``split`` (val or test), the probability histogram
     (binary) and the hard predictions if asked; one transfer to the host at the end."""
+    return evaluate_on_device(model, data, settings, split, keep_predictions).to_host()
+
+
+@torch.no_grad()
+def evaluate_on_device(model, data, settings, split: str, keep_predictions: bool = False):
+    """``evaluate`` before the transfer: nothing here waits for the device."""
     from losscmp.model import input_memory_format
 
     model.eval()
@@ -279,8 +305,7 @@ def evaluate(model, data, settings, split: str, keep_predictions: bool = False) 
     counts, predictions = [], []
     histogram = None
     for batch in evaluation_loader(data, settings, split):
-        images = batch["image"].to(device, non_blocking=True, memory_format=layout)
-        target = batch["target"].to(device, non_blocking=True)
+        images, target, _ = batch_on_device(batch, device, layout)
         with _autocast(settings):
             logits = model(images).float()
         counts.append(
@@ -292,9 +317,7 @@ def evaluate(model, data, settings, split: str, keep_predictions: bool = False) 
         if keep_predictions:
             predictions.append(hard_prediction(logits, data.mode).to(torch.uint8))
     return Evaluation(
-        torch.cat(counts).cpu(),
-        histogram.cpu().numpy() if histogram is not None else None,
-        torch.cat(predictions).cpu().numpy() if keep_predictions else None,
+        torch.cat(counts), histogram, torch.cat(predictions) if keep_predictions else None
     )
 
 

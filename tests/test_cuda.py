@@ -7,6 +7,7 @@ a GPU machine with ``python -m pytest -m cuda``. The tolerances are measured on 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from types import SimpleNamespace
@@ -15,12 +16,19 @@ import pytest
 import torch
 
 from losscmp.data import load_dataset
-from losscmp.fused import train_fused_group
+from losscmp.fused import FusedModel, _Copy, _evaluate_on_device, _train_epoch, train_fused_group
 from losscmp.losses import LOSS_REGISTRY
-from losscmp.model import MODEL_PRESETS
+from losscmp.model import MODEL_PRESETS, build_model
 from losscmp.plan import Trial, make_loss
 from losscmp.spec import parse_spec
-from losscmp.train import TrainSettings, train_trial, training_loader
+from losscmp.train import (
+    TrainSettings,
+    TrialLog,
+    evaluate_on_device,
+    train_one_epoch,
+    train_trial,
+    training_loader,
+)
 
 pytestmark = [
     pytest.mark.cuda,
@@ -111,6 +119,59 @@ def test_fused_group_on_cuda_matches_sequential_on_cuda(data):
         assert outcome.record["status"] == alone["status"] == "finished"
         for row, expected in zip(outcome.record["epochs"], alone["epochs"], strict=True):
             assert abs(row["val_dice"] - expected["val_dice"]) < 0.05, trial.loss
+
+
+@contextlib.contextmanager
+def every_wait_for_the_gpu_raises():
+    """Any operation that makes the host wait for the GPU (``.item()``, a blocking copy
+    such as ``torch.tensor(..., device="cuda")``, ``nonzero``, boolean indexing) raises."""
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def fitted_losses(data, names):
+    counts = torch.as_tensor(data.class_pixel_counts("train"), dtype=torch.float64)
+    losses = {}
+    for name in names:
+        losses[name] = make_loss(parse_spec(name), data).to("cuda")
+        losses[name].fit(counts)
+    return losses
+
+
+def test_training_and_evaluation_never_wait_for_the_gpu(data):
+    """Every loss trained alone (channels_last, bf16) and all of them as one fused group,
+    and an evaluation pass: after a first epoch (which makes the per-device constants),
+    a whole epoch runs with no host-device sync; the caller's read of the loss sum is the
+    epoch's one. tests/test_host_sync.py checks the same on the meta device, in CI."""
+    setup = settings("cuda", epochs=2)
+    names = [name for name in LOSS_REGISTRY.names() if data.mode in LOSS_REGISTRY.get(name).modes]
+    losses = fitted_losses(data, names)
+    for name, loss_fn in losses.items():
+        model = build_model(setup.preset, data.out_channels, None, seed=0)
+        model = model.to("cuda", memory_format=torch.channels_last)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=setup.lr)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=16)
+        train_one_epoch(model, loss_fn, optimizer, schedule, data, setup, 0, 1, None)
+        with every_wait_for_the_gpu_raises():
+            total = train_one_epoch(model, loss_fn, optimizer, schedule, data, setup, 0, 2, None)
+            evaluate_on_device(model, data, setup, "val", keep_predictions=True)
+        assert math.isfinite(total.item()), name
+    model = build_model(setup.preset, data.out_channels, None, seed=0).to("cuda")
+    fused = FusedModel(model, len(names), setup)
+    copies = [
+        _Copy(Trial(data.spec, name, 0), loss, TrialLog(Trial(data.spec, name, 0), data, 2))
+        for name, loss in losses.items()
+    ]
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(fused.optimizer, T_max=16)
+    _train_epoch(fused, copies, schedule, data, setup, 1, None)
+    with every_wait_for_the_gpu_raises():
+        totals = _train_epoch(fused, copies, schedule, data, setup, 2, None)
+        _evaluate_on_device(fused, data, setup, "val", keep_predictions=True)
+    assert torch.isfinite(totals).all()
 
 
 @pytest.mark.slow

@@ -121,14 +121,16 @@ def test_one_fused_step_equals_separate_steps():
     fused = FusedModel(build_model(setup.preset, 1, None, seed=0), len(trials), setup)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(fused.optimizer, T_max=1)
     copies = [_Copy(trial, loss_for(trial), TrialLog(trial, data, 1)) for trial in trials]
-    fused_losses = _train_epoch(fused, copies, scheduler, data, setup, 1, None)
+    fused_losses = _train_epoch(fused, copies, scheduler, data, setup, 1, None).tolist()
     fused_state = fused.optimizer.state
     stepped = 0
     for k, trial in enumerate(trials):
         model = build_model(setup.preset, 1, None, seed=0)
         optimizer = torch.optim.AdamW(model.parameters(), lr=setup.lr, weight_decay=1e-4)
         alone = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=1)
-        loss = train_one_epoch(model, loss_for(trial), optimizer, alone, data, setup, 0, 1, None)
+        loss = float(
+            train_one_epoch(model, loss_for(trial), optimizer, alone, data, setup, 0, 1, None)
+        )
         assert fused_losses[k] == pytest.approx(loss, rel=1e-6)
         for name, param in model.named_parameters():
             mine = fused.params[name][k].detach()
