@@ -14,15 +14,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from train_helpers import tiny_settings
 
 from losscmp.data import load_dataset
 from losscmp.fused import FusedModel, _Copy, _evaluate_on_device, _train_epoch, train_fused_group
 from losscmp.losses import LOSS_REGISTRY
-from losscmp.model import MODEL_PRESETS, build_model
+from losscmp.model import build_model
 from losscmp.plan import Trial, make_loss
 from losscmp.spec import parse_spec
 from losscmp.train import (
-    TrainSettings,
     TrialLog,
     evaluate_on_device,
     train_one_epoch,
@@ -39,18 +39,8 @@ BINARY = "synthetic(fg_fraction=0.2,n_train=32,n_val=16)"
 MULTICLASS = "synthetic(fg_fraction=0.2,n_train=32,n_val=16,num_classes=3)"
 
 
-def settings(device: str, epochs: int = 2, amp: bool = True) -> TrainSettings:
-    return TrainSettings(
-        epochs=epochs,
-        batch_size=8,
-        lr=3e-3,
-        weight_decay=1e-4,
-        num_workers=0,
-        preset=MODEL_PRESETS["tiny"],
-        encoder_weights=None,
-        device=torch.device(device),
-        amp=amp,
-    )
+def settings(device: str, epochs: int = 2, amp: bool = True):
+    return tiny_settings(device, epochs=epochs, batch_size=8, lr=3e-3, amp=amp)
 
 
 @pytest.fixture(scope="module", params=[BINARY, MULTICLASS], ids=["binary", "multiclass"])

@@ -7,13 +7,14 @@ import math
 
 import pytest
 import torch
+from train_helpers import tiny_settings
 
 from losscmp.data import load_dataset
 from losscmp.fused import FusedModel, _Copy, _train_epoch, train_fused_group
-from losscmp.model import MODEL_PRESETS, build_model
+from losscmp.model import build_model
 from losscmp.plan import Trial, make_loss
 from losscmp.spec import parse_spec
-from losscmp.train import TrainSettings, TrialLog, train_one_epoch, train_trial
+from losscmp.train import TrialLog, train_one_epoch, train_trial
 
 BINARY = "synthetic(fg_fraction=0.2,n_train=8,n_val=4,n_test=8)"  # 32 px: two batches of four
 ONE_BATCH = "synthetic(fg_fraction=0.2,n_train=4,n_val=4,n_test=4)"
@@ -30,18 +31,8 @@ def multiclass_data():
     return load_dataset(MULTICLASS, image_size=32, seed=0)
 
 
-def settings(epochs: int) -> TrainSettings:
-    return TrainSettings(
-        epochs=epochs,
-        batch_size=4,
-        lr=1e-3,
-        weight_decay=1e-4,
-        num_workers=0,
-        preset=MODEL_PRESETS["tiny"],
-        encoder_weights=None,
-        device=torch.device("cpu"),
-        amp=False,
-    )
+def settings(epochs: int):
+    return tiny_settings(epochs=epochs)
 
 
 def trials_of(data, losses: list[str], seed: int = 0) -> tuple[list[Trial], dict]:

@@ -17,16 +17,17 @@ import copy
 import pytest
 import torch
 from losses_helpers import IGNORE, loss_mode_pairs, random_logits, random_target
+from train_helpers import tiny_settings
 
 from losscmp.data import load_dataset
 from losscmp.fused import FusedModel, _Copy, _evaluate_on_device, _train_epoch
 from losscmp.losses import create_loss
 from losscmp.losses.distance import batch_target_maps
 from losscmp.losses.pixel import top_fraction_mean, top_fraction_mean_on_device
-from losscmp.model import MODEL_PRESETS, build_model
+from losscmp.model import build_model
 from losscmp.plan import Trial, make_loss
 from losscmp.spec import parse_spec
-from losscmp.train import TrainSettings, TrialLog, evaluate_on_device, train_one_epoch
+from losscmp.train import TrialLog, evaluate_on_device, train_one_epoch
 
 META = torch.device("meta")
 PAIRS = loss_mode_pairs()
@@ -94,18 +95,8 @@ BINARY = "synthetic(fg_fraction=0.2,n_train=4,n_val=4,n_test=4)"  # one batch of
 MULTICLASS = "synthetic(fg_fraction=0.2,n_train=4,n_val=4,n_test=4,num_classes=3)"
 
 
-def meta_settings() -> TrainSettings:
-    return TrainSettings(
-        epochs=1,
-        batch_size=4,
-        lr=1e-3,
-        weight_decay=1e-4,
-        num_workers=0,
-        preset=MODEL_PRESETS["tiny"],
-        encoder_weights=None,
-        device=META,
-        amp=False,
-    )
+def meta_settings():
+    return tiny_settings(META)
 
 
 def losses_of(data) -> list[str]:
