@@ -36,6 +36,28 @@ def test_binary_batch_format(synthetic):
     assert abs(batch["image"].mean().item()) < 1.5
 
 
+def test_images_normalised_on_the_device_match_the_host(synthetic):
+    """An accelerator's loader sends uint8 images and ``batch_on_device`` normalises them
+    there: the same values as the host's NumPy normalisation within float32 rounding, in
+    the layout asked for; everything else in the batch is unchanged."""
+    from losscmp.train import batch_on_device
+
+    def first(normalise: bool):
+        loader = make_loader(synthetic, split="train", batch_size=8, normalise=normalise)
+        return next(iter(loader))
+
+    host, raw = first(True), first(False)
+    assert raw["image"].dtype == torch.uint8 and raw["image"].shape == (8, 32, 32, 3)
+    assert torch.equal(raw["target"], host["target"])
+    cpu = torch.device("cpu")
+    for layout in (torch.channels_last, torch.contiguous_format):
+        images, target, _ = batch_on_device(raw, cpu, layout)
+        assert images.dtype == torch.float32 and images.shape == (8, 3, 32, 32)
+        assert images.is_contiguous(memory_format=layout)
+        assert (images - host["image"]).abs().max().item() <= 1e-6
+        assert torch.equal(target, host["target"])
+
+
 def test_multiclass_target_is_long_with_ignore_index():
     data = tiny_data(mode="multiclass", num_classes=3, ignore_index=255)
     batch = next(iter(make_loader(data, split="val", batch_size=4)))

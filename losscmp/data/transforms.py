@@ -79,6 +79,17 @@ def augment_sample(
     return result["image"], result["mask"]
 
 
+def normalise_tensor(images: Any) -> Any:
+    """``normalise`` in torch, on the images' device: uint8 (B, H, W, 3) -> float32
+    (B, 3, H, W), in ``channels_last`` memory (the permuted pixel-major layout, kept by
+    the elementwise ops). Float32 arithmetic: within one rounding of ``normalise``."""
+    from losscmp.devices import device_constant
+
+    scale = device_constant((1.0 / (255.0 * STD)).tolist(), images.device).view(1, 3, 1, 1)
+    shift = device_constant((MEAN / STD).tolist(), images.device).view(1, 3, 1, 1)
+    return images.permute(0, 3, 1, 2).float().mul_(scale).sub_(shift)
+
+
 def normalise(images: np.ndarray) -> Any:
     """uint8 (B, H, W, 3) -> float32 tensor (B, 3, H, W), ImageNet-normalised.
 
