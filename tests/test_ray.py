@@ -147,6 +147,43 @@ def test_the_ray_a_run_starts_is_stopped_before_the_command_exits(tmp_path):
     assert _ray_processes() - before == set()  # its GCS and raylet are gone
 
 
+def test_an_address_where_nothing_listens_is_refused_at_once(tmp_path):
+    """Ray's own connect retries for minutes; the driver probes the address first: one
+    line, exit 2, seconds, and no run folder."""
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "runs"
+    command = [sys.executable, "-m", "losscmp", "run", "--config", str(SMOKE), "--epochs", "1"]
+    process = subprocess.run(
+        [*command, "--executor", "ray", "--ray-address", f"127.0.0.1:{port}", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert process.returncode == 2, process.stderr
+    (line,) = process.stderr.strip().splitlines()
+    where = f"--executor ray: could not join the Ray cluster at 127.0.0.1:{port}"
+    assert line.startswith(f"losscmp: error: {where}: nothing answers at ")
+    assert line.endswith(f":{port} (Connection refused)")
+    assert not out.exists()
+
+
+def test_the_probed_endpoint_is_the_one_ray_connects_to():
+    pytest.importorskip("ray")
+    from losscmp.executors.ray import RAY_CLIENT_PORT, _endpoint
+
+    assert _endpoint("local") is None  # a new local Ray: nothing to probe
+    assert _endpoint("ray://head.example") == ("head.example", RAY_CLIENT_PORT)
+    assert _endpoint("ray://10.0.0.5:9999") == ("10.0.0.5", 9999)
+    assert _endpoint("10.0.0.5:6380") == ("10.0.0.5", 6380)
+    assert _endpoint("head:not-a-port") is None  # Ray's own error says what is wrong
+
+
 def _ray_processes() -> set[int]:
     """Process ids of Ray's per-cluster daemons (GCS server, raylet) on this machine."""
     pids = set()

@@ -26,7 +26,9 @@ import dataclasses
 import logging
 import os
 import queue
+import socket
 import threading
+import urllib.parse
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,6 +49,8 @@ from losscmp.executors.base import (
 
 INSTALL_HINT = "--executor ray needs Ray: pip install 'losscmp[ray]'"
 WAIT_S = 0.5  # ray.wait timeout: how often the driver looks up (and sees Ctrl-C) when idle
+PROBE_TIMEOUT_S = 5.0  # a cluster address must accept a TCP connection within this
+RAY_GCS_PORT, RAY_CLIENT_PORT = 6379, 10001  # Ray's defaults: head node, ray:// client
 
 
 class RayExecutor(Executor):
@@ -117,6 +121,7 @@ class RayExecutor(Executor):
         if ray.is_initialized():  # the caller's Ray (a notebook, a test): use it, leave it up
             return
         address = _address(self.execution.ray_address)
+        _check_answers(address)
         ray_logger = logging.getLogger("ray")
         level = ray_logger.level
         ray_logger.setLevel(logging.ERROR)  # start-up notices would break the progress display
@@ -178,6 +183,45 @@ def _address(option: str | None) -> str:
     default would join the cluster last started on this machine, even a stopped one, and
     wait for it; "auto" asks for that cluster.)"""
     return option or os.environ.get("RAY_ADDRESS") or "local"
+
+
+def _check_answers(address: str) -> None:
+    """Refuse at once a cluster address where nothing listens: Ray itself retries for
+    minutes (``ray.init`` was still waiting after 5 minutes for a closed port)."""
+    endpoint = _endpoint(address)
+    if endpoint is None:
+        return
+    host, port = endpoint
+    try:
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as error:
+        reason = error.strerror or str(error) or type(error).__name__
+        raise LosscmpError(
+            f"--executor ray: could not join the Ray cluster at {address}: "
+            f"nothing answers at {host}:{port} ({reason})"
+        ) from None
+
+
+def _endpoint(address: str) -> tuple[str, int] | None:
+    """(host, port) that ``ray.init(address)`` connects to; None for a new local Ray, and
+    where Ray finds no cluster itself ("auto" with none: it says so at once) or cannot
+    parse the address (its own error is clearer)."""
+    if address == "local":
+        return None
+    client = address.startswith("ray://")
+    if not client:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        try:  # "auto" -> the cluster last started here; localhost -> this node's address
+            address = canonicalize_bootstrap_address(address) or ""
+        except Exception:  # Ray's own message comes from ray.init
+            return None
+    try:
+        parts = urllib.parse.urlsplit("//" + address.removeprefix("ray://"))
+        port = parts.port or (RAY_CLIENT_PORT if client else RAY_GCS_PORT)
+    except ValueError:
+        return None
+    return (parts.hostname, port) if parts.hostname else None
 
 
 def _connect_failure(error: BaseException, address: str) -> str:
