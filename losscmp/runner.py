@@ -153,7 +153,11 @@ def execute(
     and this loop writes them as they arrive. ``command`` (the command line that
     started or resumed the run) is recorded in run.json for the report.
     """
-    emit = listener or ignore
+    with prepared.executor:  # its workers are stopped whatever happens, refusals included
+        return _execute(prepared, run_dir, listener or ignore, command)
+
+
+def _execute(prepared: PreparedRun, run_dir: Path | None, emit: Listener, command) -> Path:
     plan = prepared.plan
     resuming = run_dir is not None
     if resuming:
@@ -234,21 +238,18 @@ def _run_jobs(store, prepared: PreparedRun, execution: Execution, todo: list[Tri
         plan.config, plan.loss_specs, plan.dataset_specs, prepared.settings, execution.threads
     )
     share_datasets(prepared.datasets, plan.config)
-    with prepared.executor as executor:
-        for result in executor.run(make_jobs(todo, execution.fused), context, emit):
-            trial = result.trial
-            if result.failure is not None:
-                store.record_failed(trial.id, result.failure)
-                emit(TrialEnded(trial.id, "failed", result.failure))
-                continue
-            outcome = result.outcome
-            if outcome.panel_predictions is not None:
-                store.write_panel(
-                    trial.id, pred=outcome.panel_predictions, split=outcome.panel_split
-                )
-            store.write_trial(outcome.record)
-            prepared.tracker.trial(outcome.record)
-            emit(TrialEnded(trial.id, outcome.record["status"]))
+    for result in prepared.executor.run(make_jobs(todo, execution.fused), context, emit):
+        trial = result.trial
+        if result.failure is not None:
+            store.record_failed(trial.id, result.failure)
+            emit(TrialEnded(trial.id, "failed", result.failure))
+            continue
+        outcome = result.outcome
+        if outcome.panel_predictions is not None:
+            store.write_panel(trial.id, pred=outcome.panel_predictions, split=outcome.panel_split)
+        store.write_trial(outcome.record)
+        prepared.tracker.trial(outcome.record)
+        emit(TrialEnded(trial.id, outcome.record["status"]))
 
 
 def stored_execution(meta: dict[str, Any], current: Execution) -> Execution:

@@ -42,9 +42,12 @@ def only_run_dir(out: Path) -> Path:
 
 @pytest.mark.slow
 def test_two_worker_processes_give_the_sequential_numbers(cli, tmp_path):
+    """Each worker also runs a data-loader process of its own (``--num-workers 1``: a
+    worker process may have children), and the batches are the same."""
     common = ["--config", SMOKE, "--threads", "1"]
     assert cli("run", *common, "--out", tmp_path / "seq").exit_code == 0
-    result = cli("run", *common, "--jobs", "2", "--out", tmp_path / "pool")
+    pooled_args = ["--jobs", "2", "--num-workers", "1", "--out", tmp_path / "pool"]
+    result = cli("run", *common, *pooled_args)
     assert result.exit_code == 0, result.output
     sequential = epochs_frame(only_run_dir(tmp_path / "seq"))
     pooled = epochs_frame(only_run_dir(tmp_path / "pool"))
@@ -119,6 +122,21 @@ def test_a_trial_whose_worker_dies_twice_is_recorded_failed_and_the_run_goes_on(
     finished = {path.stem for path in (run_dir / "trials").glob("*.json")}
     assert finished == {trial.id for trial in plan.trials}
     assert json.loads((run_dir / "run.json").read_text()).get("failed_trials", {}) == {}
+
+
+def test_a_refused_resume_stops_the_workers_it_started(tmp_path):
+    """prepare spawns the workers; a refusal after it (here --resume of a folder that is no
+    run) still stops them and frees the shared data: none is left to wait for at exit."""
+    import multiprocessing
+
+    from losscmp.errors import LosscmpError
+
+    prepared = prepare(plan_run(build_config(**QUICK, jobs=2, out=str(tmp_path))))
+    assert len(multiprocessing.active_children()) == 2
+    with pytest.raises(LosscmpError, match="is not a losscmp run folder"):
+        execute(prepared, run_dir=tmp_path)
+    assert multiprocessing.active_children() == []
+    assert prepared.executor.workers == [] and prepared.executor.shared == {}
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ and the run goes on. Workers ignore Ctrl-C; the main process stops them.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import multiprocessing
 import signal
@@ -54,6 +55,9 @@ class LocalExecutor(Executor):
         if self.execution.jobs > 1 and not self.workers:
             spawn = multiprocessing.get_context("spawn")
             self.workers = [_Worker(spawn, i, device.type) for i in range(self.execution.jobs)]
+            # Should the caller never close this executor: at exit, before multiprocessing's
+            # own handler (registered earlier, so run later) would wait for the workers.
+            atexit.register(self.close)
 
     def share(self, datasets: dict[str, Any]) -> dict[str, Any]:
         """Workers map one shared copy of each dataset instead of loading their own; this
@@ -95,6 +99,7 @@ class LocalExecutor(Executor):
                     self.workers[worker.index] = worker.replacement(spawn)
 
     def close(self) -> None:
+        atexit.unregister(self.close)
         for worker in self.workers:
             worker.stop()
         for worker in self.workers:
@@ -137,7 +142,9 @@ class _Worker:
             target=_worker_main,
             args=(child, index, device_type),
             name=f"losscmp-worker-{index + 1}",
-            daemon=True,
+            # Not daemonic, so that a trial can start --num-workers data-loader processes.
+            # close() stops every worker; one whose main process is gone exits on its pipe.
+            daemon=False,
         )
         self.process.start()
         child.close()
