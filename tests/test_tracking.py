@@ -242,8 +242,15 @@ def mlflow_server(tmp_path):
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}"]
     command += ["--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"]
+    # Without background jobs: the server would make (and leave) a folder in /dev/shm for
+    # their queue, and start consumer processes no test needs.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     server = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
     )
     uri = f"http://127.0.0.1:{port}"
     try:
