@@ -75,7 +75,7 @@ def to_device(tensor, device, memory_format=None):
     until its copy has run, so the source is never overwritten under the copy)."""
     import torch
 
-    if device.type == "cuda" and not tensor.is_pinned():
+    if device.type == "cuda" and tensor.device.type == "cpu" and not tensor.is_pinned():
         tensor = tensor.pin_memory()
     memory_format = torch.preserve_format if memory_format is None else memory_format
     return tensor.to(device, non_blocking=True, memory_format=memory_format)
