@@ -171,6 +171,19 @@ def test_jobs_are_single_trials_or_fused_groups_per_dataset_and_seed():
     ]
 
 
+def test_a_fused_group_out_of_memory_says_how_to_need_less():
+    from losscmp.executors.base import Job, failed
+
+    trials = tuple(Trial("a", loss, 0) for loss in "xyz")
+    oom = "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    (first, *_) = failed(Job(trials, fused=True), oom)
+    assert first.failure == (
+        f"{oom} (a fused group of 3 losses holds 3 models: --fuse off trains them one at a time)"
+    )
+    assert failed(Job(trials[:1]), oom)[0].failure == oom  # one trial: nothing to split
+    assert failed(Job(trials, fused=True), "ValueError: bad")[0].failure == "ValueError: bad"
+
+
 def test_fused_groups_are_capped(monkeypatch):
     import losscmp.runner as runner
 

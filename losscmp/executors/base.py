@@ -104,6 +104,13 @@ class Executor(ABC):
 
 
 def failed(job: Job, reason: str) -> list[TrialResult]:
+    """Every trial of ``job`` recorded as failed; a fused group out of memory says what to
+    change, since its retry (the same group) needs the same memory."""
+    if job.fused and len(job.trials) > 1 and "out of memory" in reason.lower():
+        reason += (
+            f" (a fused group of {len(job.trials)} losses holds {len(job.trials)} models: "
+            "--fuse off trains them one at a time)"
+        )
     return [TrialResult(trial, failure=reason) for trial in job.trials]
 
 
