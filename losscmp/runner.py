@@ -58,9 +58,9 @@ def prepare(plan: Plan) -> PreparedRun:
     execution = resolve_execution(config, device)
     executor = create_executor(execution)  # e.g. Ray not installed: refused before any folder
     tracker = create_tracker(config.tracking)  # e.g. MLflow not installed: likewise
-    # Started first, so workers import torch while this process loads and probes the data.
-    executor.start(device)  # e.g. a Ray cluster that cannot be reached: refused likewise
     try:
+        # Started first, so workers import torch while this process loads and probes the data.
+        executor.start(device)  # e.g. a Ray cluster that cannot be reached: refused likewise
         datasets, settings = _load_and_probe(plan, device)
         datasets = executor.share(datasets)  # e.g. one copy in shared memory for the workers
     except BaseException:

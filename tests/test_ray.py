@@ -51,6 +51,17 @@ def test_ray_gives_the_numbers_of_the_local_sequential_run(cli, ray_cluster, tmp
     assert ray_cluster.is_initialized()  # a Ray the executor did not start is left running
 
 
+def test_tasks_no_node_can_run_are_refused_before_any_folder(cli, ray_cluster, tmp_path):
+    out = tmp_path / "runs"
+    result = cli("run", "--config", SMOKE, "--executor", "ray", "--threads", "4", "--out", out)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "losscmp: error: --threads 4: no node of the Ray cluster has 4 CPUs "
+        "(the largest has 2); lower --threads"
+    )
+    assert not out.exists()
+
+
 def test_tasks_read_the_data_the_driver_loaded_not_the_dataset(ray_cluster, tmp_path):
     """The dataset folder is deleted once the driver has loaded it: the tasks still train,
     from the copy in Ray's object store (no node needs the data on its disk)."""

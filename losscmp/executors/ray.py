@@ -70,6 +70,7 @@ class RayExecutor(Executor):
 
         self._connect()
         task = _remote_task(context)
+        # Checked in start too; again here: a resumed run keeps the threads it started with.
         _check_fits(task_cpus=context.threads, gpu=context.settings.device.type == "cuda")
         context_ref = ray.put(context)  # sent to each node once, not with every task
         limit = self.execution.jobs if self.execution.jobs > 0 else len(jobs)
@@ -99,7 +100,9 @@ class RayExecutor(Executor):
                     yield from failed(job, payload)
 
     def start(self, device) -> None:
+        """Join or start Ray, and refuse tasks no node can run: before any folder exists."""
         self._connect()
+        _check_fits(task_cpus=self.execution.threads, gpu=device.type == "cuda")
 
     def share(self, datasets: dict[str, Any]) -> dict[str, Any]:
         """Each dataset goes into Ray's object store once: tasks read it from there (without
