@@ -50,6 +50,7 @@ from losscmp.train import (
     batch_on_device,
     evaluation_loader,
     hard_prediction,
+    make_optimizer,
     training_loader,
     trial_settings,
 )
@@ -160,9 +161,7 @@ class FusedModel:
         # One AdamW over the stacked tensors is exactly K independent AdamWs: its update is
         # elementwise, and the step count and the learning rate (one cosine schedule) are
         # the same for every copy. Weight decay is elementwise too.
-        self.optimizer = torch.optim.AdamW(
-            self.params.values(), lr=settings.lr, weight_decay=settings.weight_decay
-        )
+        self.optimizer = make_optimizer(self.params.values(), settings)
         self._forward = vmap(self._call, in_dims=(0, 0, None))
 
     @property

@@ -25,6 +25,7 @@ from losscmp.spec import parse_spec
 from losscmp.train import (
     TrialLog,
     evaluate_on_device,
+    make_optimizer,
     train_one_epoch,
     train_trial,
     training_loader,
@@ -143,7 +144,7 @@ def test_training_and_evaluation_never_wait_for_the_gpu(data):
     for name, loss_fn in losses.items():
         model = build_model(setup.preset, data.out_channels, None, seed=0)
         model = model.to("cuda", memory_format=torch.channels_last)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=setup.lr)
+        optimizer = make_optimizer(model.parameters(), setup)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=16)
         train_one_epoch(model, loss_fn, optimizer, schedule, data, setup, 0, 1, None)
         with every_wait_for_the_gpu_raises():

@@ -14,7 +14,7 @@ from losscmp.fused import FusedModel, _Copy, _train_epoch, train_fused_group
 from losscmp.model import build_model
 from losscmp.plan import Trial, make_loss
 from losscmp.spec import parse_spec
-from losscmp.train import TrialLog, train_one_epoch, train_trial
+from losscmp.train import TrialLog, make_optimizer, train_one_epoch, train_trial
 
 BINARY = "synthetic(fg_fraction=0.2,n_train=8,n_val=4,n_test=8)"  # 32 px: two batches of four
 ONE_BATCH = "synthetic(fg_fraction=0.2,n_train=4,n_val=4,n_test=4)"
@@ -117,7 +117,7 @@ def test_one_fused_step_equals_separate_steps():
     stepped = 0
     for k, trial in enumerate(trials):
         model = build_model(setup.preset, 1, None, seed=0)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=setup.lr, weight_decay=1e-4)
+        optimizer = make_optimizer(model.parameters(), setup)
         alone = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=1)
         loss = float(
             train_one_epoch(model, loss_for(trial), optimizer, alone, data, setup, 0, 1, None)

@@ -27,7 +27,7 @@ from losscmp.losses.pixel import top_fraction_mean, top_fraction_mean_on_device
 from losscmp.model import build_model
 from losscmp.plan import Trial, make_loss
 from losscmp.spec import parse_spec
-from losscmp.train import TrialLog, evaluate_on_device, train_one_epoch
+from losscmp.train import TrialLog, evaluate_on_device, make_optimizer, train_one_epoch
 
 META = torch.device("meta")
 PAIRS = loss_mode_pairs()
@@ -114,7 +114,7 @@ def test_a_training_epoch_and_an_evaluation_run_without_reading_the_device(spec)
         model = copy.deepcopy(template)
         loss_fn = make_loss(parse_spec(name), data).to(META)
         loss_fn.fit(counts)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr)
+        optimizer = make_optimizer(model.parameters(), settings)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=2)
         total = train_one_epoch(model, loss_fn, optimizer, scheduler, data, settings, 0, 1, None)
         assert total.shape == () and total.device == META, name
