@@ -261,15 +261,20 @@ def grouped_probability_histogram(
     )
 
 
-@functools.lru_cache(maxsize=16)
 def _logit_edges(device) -> torch.Tensor:
-    """The bins' inner edges as logits, made once per device: a tensor copied from the host
-    every batch would make the host wait for the GPU (see ``devices.to_device``). Shared:
-    never modified."""
+    """The bins' inner edges as logits, made once per device (``devices.device_constant``:
+    a tensor copied from the host every batch would make the host wait for the GPU)."""
+    from losscmp.devices import device_constant
+
+    return device_constant(_logit_edge_values(), device)
+
+
+@functools.cache
+def _logit_edge_values() -> tuple[float, ...]:
     import torch
 
     inner = torch.arange(1, HISTOGRAM_BINS, dtype=torch.float64) / HISTOGRAM_BINS
-    return torch.logit(inner).to(torch.float32).to(device)
+    return tuple(torch.logit(inner).to(torch.float32).tolist())  # float32 values, exactly
 
 
 def threshold_counts(histogram) -> np.ndarray:
