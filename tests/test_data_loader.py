@@ -213,3 +213,32 @@ def test_requesting_maps_does_not_change_the_batches(monkeypatch, augmentation):
     for plain, with_maps in zip(batches(set()), batches({"signed_distance"}), strict=True):
         for key in ("image", "target", "index"):
             assert torch.equal(plain[key], with_maps[key]), key
+
+
+def _loader_start_method(results) -> None:
+    """In a spawned process (as a --jobs worker is): the start method of its loader workers."""
+    import multiprocessing
+
+    from losscmp.data import load_dataset, make_loader
+
+    data = load_dataset("synthetic(n_train=8,n_val=4)", image_size=16, seed=0)
+    loader = make_loader(data, split="val", batch_size=4, num_workers=1)
+    chosen = loader._worker_loader().multiprocessing_context  # None: this process's default
+    method = chosen.get_start_method() if chosen else multiprocessing.get_start_method()
+    results.put((method, sum(1 for _ in loader)))
+
+
+def test_a_spawned_worker_forks_its_loader_processes_as_the_main_process_does():
+    """A --jobs worker is spawned, which makes spawn its default start method: loader
+    processes spawned from it imported torch again for every epoch and split (a 10 s smoke
+    run took 40 s with -j 2 --num-workers 1). They use the platform's default instead."""
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    results = spawn.Queue()
+    child = spawn.Process(target=_loader_start_method, args=(results,))
+    child.start()
+    method, batches = results.get(timeout=120)
+    child.join(30)
+    assert method == multiprocessing.get_all_start_methods()[0]
+    assert batches == 1

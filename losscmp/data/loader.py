@@ -14,6 +14,7 @@ from the augmented mask, in the workers.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -62,6 +63,10 @@ class SegmentationLoader:
             num_workers=self.num_workers,
             worker_init_fn=_one_thread_per_worker,
             timeout=WORKER_TIMEOUT_S,  # a stuck worker raises instead of hanging the run
+            # The platform's default (fork on Linux), also inside a --jobs worker: that one
+            # was spawned, which makes spawn its default, and a spawned loader process
+            # imports torch again for every epoch and split (about 2 s each).
+            multiprocessing_context=multiprocessing.get_all_start_methods()[0],
         )
 
 
