@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from multiprocessing.connection import wait
 from typing import Any
 
-from losscmp.data.shared import SharedArrays, SharedDataset, attach
+from losscmp.data.shared import SharedArrays, SharedDataset
 from losscmp.events import TrialRetried
 from losscmp.executors.base import (
     ATTEMPTS,
@@ -70,7 +70,7 @@ class LocalExecutor(Executor):
             handle = self.shared_arrays.publish(data)
             if handle is not None:
                 self.shared[label] = handle
-            kept[label] = attach(handle) if handle is not None else data
+            kept[label] = handle.load() if handle is not None else data
         return kept
 
     def _run_in_workers(self, jobs: list[Job], context: JobContext, emit):
