@@ -210,6 +210,22 @@ def test_execution_divides_threads_among_jobs_and_fuses_on_cuda_only():
     assert "as many as the cluster fits" in ray.describe()
 
 
+def test_workers_take_the_visible_gpus_round_robin(monkeypatch):
+    """Three GPUs, --trials-per-gpu 2: six workers, two on each GPU; the CPU is shared."""
+    import torch
+
+    import losscmp.devices as devices
+    import losscmp.runner as runner
+
+    for module in (devices, runner):
+        monkeypatch.setattr(module, "cuda_device_count", lambda: 3)
+    execution = resolve_execution(build_config(trials_per_gpu=2), torch.device("cuda"))
+    assert execution.jobs == 6
+    placed = [devices.device_for_worker("cuda", index) for index in range(execution.jobs)]
+    assert [device.index for device in placed] == [0, 1, 2, 0, 1, 2]
+    assert devices.device_for_worker("cpu", 4) == torch.device("cpu")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
