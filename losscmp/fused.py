@@ -135,6 +135,20 @@ def train_fused_group(
     return [piece.log.outcome(piece.loss_fn.params, seconds=piece.seconds) for piece in copies]
 
 
+class _Float32BatchNorm(torch.nn.BatchNorm2d):
+    """BatchNorm2d on a float32 copy of its input (a no-op for float32 input).
+
+    Under ``vmap`` with stacked weights and statistics, functorch's batch-norm rule calls
+    the kernel with stand-in weights in the input's dtype beside the float32 running
+    statistics. Under bf16 autocast (CUDA casts ``convolution``, the op a vmapped conv
+    becomes) the input is bf16, a mix the CPU kernel refuses; float32 here is the
+    precision cuDNN's batch norm computes in anyway, and the next convolution casts back.
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return super().forward(input.float())
+
+
 @dataclass(eq=False)
 class _Copy:
     """One trial of the group: its loss module, its bookkeeping and its share of the time."""
@@ -158,6 +172,9 @@ class FusedModel:
     def __init__(self, model: torch.nn.Module, copies: int, settings: TrainSettings):
         self.params, self.buffers = stack_module_state([model] * copies)
         self.template = model.to("meta")
+        for module in self.template.modules():
+            if type(module) is torch.nn.BatchNorm2d:
+                module.__class__ = _Float32BatchNorm
         # One AdamW over the stacked tensors is exactly K independent AdamWs: its update is
         # elementwise, and the step count and the learning rate (one cosine schedule) are
         # the same for every copy. Weight decay is elementwise too.

@@ -1,8 +1,10 @@
 """The CUDA path: every loss, a trial, a fused group and whole runs on a GPU.
 
 Skipped (with the reason) where torch sees no CUDA device, which is CI's case; run on
-a GPU machine with ``python -m pytest -m cuda``. The tolerances are measured on an H100
-(bf16 autocast for the model, float32 losses) and stated beside each assertion.
+a GPU machine with ``python -m pytest -m cuda``. The tolerances, stated beside each
+assertion, are for bf16 autocast in the model and float32 losses; those of bf16 training
+were estimated on the CPU with the GPU's autocast rules (``cuda_style_bf16_on_cpu``), not
+yet on a GPU (no session that built this had one).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from train_helpers import tiny_settings
+from train_helpers import one_step_fused_and_alone, tiny_settings
 
 from losscmp.data import load_dataset
 from losscmp.fused import FusedModel, _Copy, _evaluate_on_device, _train_epoch, train_fused_group
@@ -86,7 +88,10 @@ def test_every_loss_on_cuda_equals_cpu(name, data):
 
 def test_trial_on_cuda_learns_like_the_cpu(data):
     """Two epochs under bf16 autocast train as float32 on the CPU does, to bf16's precision:
-    finite losses and validation Dice within 0.1 of the CPU's."""
+    finite losses, train loss within 5 % and validation Dice within 0.15 of the CPU's.
+    Estimated on the CPU with the GPU's autocast rules (``cuda_style_bf16_on_cpu``, this
+    configuration, seeds 0-3): at most 1.7 % and 0.087; a few flipped pixels of 16 small
+    validation images move their Dice that much."""
     trial = Trial(data.spec, "dice", 0)
     spec = parse_spec("dice")
     gpu = train_trial(trial, spec, data, settings("cuda")).record
@@ -95,12 +100,29 @@ def test_trial_on_cuda_learns_like_the_cpu(data):
     for row, expected in zip(gpu["epochs"], cpu["epochs"], strict=True):
         assert math.isfinite(row["train_loss"])
         assert row["train_loss"] == pytest.approx(expected["train_loss"], rel=0.05)
-        assert abs(row["val_dice"] - expected["val_dice"]) < 0.1
+        assert abs(row["val_dice"] - expected["val_dice"]) < 0.15
+
+
+def test_a_fused_step_on_cuda_matches_separate_steps():
+    """One bf16 step of three stacked copies against each copy stepped alone: losses
+    within 1e-3 relative and BatchNorm running statistics within 1e-2, as the CPU test
+    with the GPU's autocast rules (tests/test_fused.py) measured 6.1e-5 and 2.1e-3."""
+    spec = "synthetic(fg_fraction=0.2,n_train=4,n_val=4,n_test=4)"
+    one_batch = load_dataset(spec, image_size=32, seed=0)
+    setup = tiny_settings("cuda", amp=True)
+    fused_losses, fused, alone = one_step_fused_and_alone(one_batch, ["dice", "bce"], setup)
+    for k, (loss, model, _) in enumerate(alone):
+        assert fused_losses[k] == pytest.approx(loss, rel=1e-3)
+        for name, buffer in model.named_buffers():
+            if buffer.is_floating_point():
+                assert (fused.buffers[name][k] - buffer).abs().max().item() <= 1e-2, name
 
 
 def test_fused_group_on_cuda_matches_sequential_on_cuda(data):
     """Fused (vmap, NCHW) against sequential (channels_last) trials on the GPU, 2 epochs:
-    validation metrics within 0.05 (bf16 rounding in a different kernel order)."""
+    train loss within 8 % and validation Dice within 0.15. bf16 rounds the two kernel
+    orders differently and training amplifies it: estimated on the CPU with the GPU's
+    autocast rules (this configuration, seeds 0-3) at most 3.4 % and 0.081."""
     losses = ["dice", "focal", "ce"] if data.mode == "multiclass" else ["dice", "focal", "bce"]
     specs = {label: parse_spec(label) for label in losses}
     trials = [Trial(data.spec, label, 0) for label in losses]
@@ -109,7 +131,8 @@ def test_fused_group_on_cuda_matches_sequential_on_cuda(data):
         alone = train_trial(trial, specs[trial.loss], data, settings("cuda")).record
         assert outcome.record["status"] == alone["status"] == "finished"
         for row, expected in zip(outcome.record["epochs"], alone["epochs"], strict=True):
-            assert abs(row["val_dice"] - expected["val_dice"]) < 0.05, trial.loss
+            assert row["train_loss"] == pytest.approx(expected["train_loss"], rel=0.08)
+            assert abs(row["val_dice"] - expected["val_dice"]) < 0.15, trial.loss
 
 
 @contextlib.contextmanager
