@@ -3,6 +3,8 @@
     python benchmarks/trial.py                      # CPU: tiny U-Net, 64 px, 6 epochs, 3 repeats
     python benchmarks/trial.py --repeats 1 --epochs 2          # a quick look
     python benchmarks/trial.py --device cuda --preset small    # on a GPU (bf16 autocast)
+    python benchmarks/trial.py --device cuda --preset small --compile reduce-overhead
+                                    # and the plain loop with torch.compile (CUDA graphs)
 
 The library side is ``losscmp.train.train_trial`` on the synthetic dataset (256 training
 and 64 validation images, dihedral augmentation), exactly as ``losscmp run`` calls it.
@@ -17,12 +19,16 @@ sync per split and epoch). On CUDA both sides run under bf16 autocast with
 ``F.binary_cross_entropy_with_logits``; any other ``--loss`` is created with
 ``losscmp.losses.create_loss`` on both sides, so only the training machinery differs.
 
-The two sides run in turn (plain, losscmp, plain, losscmp, ...) in one process, after
-an untimed 1-epoch warm-up of each, so that a change in machine load hits both alike; the
-medians and their ratio are printed. The library side also does work the plain loop
-does not (per-image Dice/IoU rows, HD95 and NSD of the last epoch's predictions, the
-epoch records): it is inside its time. Results are deterministic for a given thread
-count (the validation Dice printed for each side repeats from run to run).
+The two sides run in turn (plain, losscmp, plain, losscmp, ...) in one process, after an
+untimed 1-epoch warm-up of each, so that a change in machine load hits both alike; the
+medians and their ratio are printed. ``--compile MODE`` adds a third side, the plain loop
+with its model under ``torch.compile(mode=MODE)``: compiled once (in the warm-up, whose
+time is printed as the compile cost) and reset to the seeded weights for every trial, so
+its timed runs are the steady state a compiled trainer would reach. The library side also
+does work the plain loop does not (per-image Dice/IoU rows, HD95 and NSD of the last
+epoch's predictions, the epoch records): it is inside its time. Results are deterministic
+for a given thread count (the validation Dice printed for each side repeats from run to
+run).
 """
 
 from __future__ import annotations
@@ -77,10 +83,20 @@ def batch_of(pixels: torch.Tensor, index: torch.Tensor, sources: torch.Tensor, s
     return turned.view(len(index), size, size, -1).permute(0, 3, 1, 2)
 
 
-def plain_trial(data, preset, epochs: int, loss_name: str, device: torch.device, amp: bool):
-    """The hand-written loop; returns the last epoch's validation Dice."""
-    model = build_model(preset, data.out_channels, None, SEED)  # same seeded weights
-    model = model.to(device, memory_format=torch.channels_last)
+def seeded_model(data, preset, device: torch.device) -> torch.nn.Module:
+    model = build_model(preset, data.out_channels, None, SEED)  # losscmp's seeded weights
+    return model.to(device, memory_format=torch.channels_last)
+
+
+def plain_trial(data, preset, epochs, loss_name, device, amp, compiled=None):
+    """The hand-written loop; returns the last epoch's validation Dice. ``compiled``: a
+    (module, its ``torch.compile`` wrapper) pair, reset to the seeded weights and trained
+    instead of a fresh model."""
+    model = seeded_model(data, preset, device)
+    if compiled is not None:
+        module, wrapper = compiled
+        module.load_state_dict(model.state_dict())  # weights and BatchNorm statistics
+        model = wrapper
     loss_fn = (
         F.binary_cross_entropy_with_logits
         if loss_name == "bce"
@@ -178,6 +194,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each side")
     parser.add_argument("--loss", default="bce", help="loss spec (bce: plain side uses torch's)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument(
+        "--compile",
+        choices=["default", "reduce-overhead", "max-autotune"],
+        help="also time the plain loop with torch.compile(model, mode=...)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -204,6 +225,12 @@ def main(argv: list[str] | None = None) -> None:
             data, dataclasses.replace(settings, epochs=epochs), args.loss
         ),
     }
+    if args.compile:
+        module = seeded_model(data, preset, device)
+        compiled = (module, torch.compile(module, mode=args.compile))
+        sides["compiled"] = lambda epochs: plain_trial(
+            data, preset, epochs, args.loss, device, amp, compiled
+        )
     images = data.size("train") * args.epochs
     print(
         f"torch {torch.__version__}, {device.type}, {torch.get_num_threads()} CPU threads; "
@@ -212,8 +239,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.epochs} epochs, "
         f"loss {args.loss}; a 1-epoch warm-up, then {args.repeats} timed runs per side, alternating"
     )
-    for fn in sides.values():  # warm-up: allocator, oneDNN/cuDNN kernel choice, imports
-        fn(1)
+    for name, fn in sides.items():  # warm-up: allocator, oneDNN/cuDNN kernel choice, imports
+        wall, _, _ = timed(fn, 1, device)
+        if name == "compiled":
+            print(f"  compiled ({args.compile}): 1-epoch warm-up with compilation {wall:.1f} s")
     walls: dict[str, list[float]] = {name: [] for name in sides}
     cpus: dict[str, list[float]] = {name: [] for name in sides}
     dice: dict[str, float] = {}
@@ -233,6 +262,13 @@ def main(argv: list[str] | None = None) -> None:
     ratio = statistics.median(walls["plain"]) / statistics.median(walls["losscmp"])
     cpu_ratio = statistics.median(cpus["plain"]) / statistics.median(cpus["losscmp"])
     print(f"losscmp throughput / plain loop: {ratio:.3f} (wall), {cpu_ratio:.3f} (CPU time)")
+    if "compiled" in sides:
+        plain, best = statistics.median(walls["plain"]), statistics.median(walls["compiled"])
+        library = statistics.median(walls["losscmp"])
+        print(
+            f"compiled plain loop throughput / plain loop: {plain / best:.3f}; "
+            f"losscmp / compiled plain loop: {best / library:.3f} (wall)"
+        )
 
 
 if __name__ == "__main__":
