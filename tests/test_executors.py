@@ -62,6 +62,21 @@ def test_two_worker_processes_give_the_sequential_numbers(cli, tmp_path):
     }
 
 
+@pytest.mark.slow
+def test_fused_groups_in_two_workers_give_the_in_process_numbers(cli, tmp_path):
+    """Two seeds, so two fused groups: one per worker, or both in this process."""
+    common = ["--config", SMOKE, "--dataset", "synthetic(fg_fraction=0.1,n_train=16,n_val=8)"]
+    common += ["--seeds", "2", "--fuse", "on", "--threads", "1"]
+    assert cli("run", *common, "--out", tmp_path / "here").exit_code == 0
+    assert cli("run", *common, "--jobs", "2", "--out", tmp_path / "pool").exit_code == 0
+    here = epochs_frame(only_run_dir(tmp_path / "here"))
+    pooled = epochs_frame(only_run_dir(tmp_path / "pool"))
+    assert len(here) == 3 * 2 * 2  # losses x seeds x epochs
+    pd.testing.assert_frame_equal(here[METRICS], pooled[METRICS])
+    meta = json.loads((only_run_dir(tmp_path / "pool") / "run.json").read_text())
+    assert meta["execution"]["fused"] is True and meta["execution"]["jobs"] == 2
+
+
 class WorkerKiller:
     """A listener that SIGKILLs the worker running ``victim`` at its first step, ``times`` times."""
 
