@@ -50,6 +50,16 @@ def device_for_worker(device_type: str, worker_index: int):
     return torch.device(device_type)
 
 
+def make_current(device) -> None:
+    """Make a worker's GPU its current CUDA device: what uses the current device (pinned host
+    memory, the caching allocator's streams) would otherwise open a second CUDA context, on
+    GPU 0, in every worker of another GPU."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+
 def describe_device(device) -> str:
     import torch
 

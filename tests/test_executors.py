@@ -239,6 +239,12 @@ def test_workers_take_the_visible_gpus_round_robin(monkeypatch):
     placed = [devices.device_for_worker("cuda", index) for index in range(execution.jobs)]
     assert [device.index for device in placed] == [0, 1, 2, 0, 1, 2]
     assert devices.device_for_worker("cpu", 4) == torch.device("cpu")
+    # and each worker makes its GPU the current one (no context on GPU 0 from the others)
+    made_current = []
+    monkeypatch.setattr(torch.cuda, "set_device", made_current.append)
+    for device in [*placed[:2], torch.device("cpu")]:
+        devices.make_current(device)
+    assert made_current == placed[:2]
 
 
 @pytest.mark.parametrize(
