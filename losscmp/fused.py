@@ -73,15 +73,7 @@ def train_fused_group(
     seed = _group_seed(trials)
     settings = trial_settings(settings, trials)  # one optimizer, one schedule: one rate
     started = time.perf_counter()
-    device = settings.device
-    model = build_model(settings.preset, data.out_channels, settings.encoder_weights, seed)
-    fused = FusedModel(model.to(device), len(trials), settings)
-    class_counts = torch.as_tensor(data.class_pixel_counts("train"), dtype=torch.float64)
-    copies = []
-    for trial in trials:
-        loss_fn = make_loss(loss_specs[trial.loss], data).to(device)
-        loss_fn.fit(class_counts)
-        copies.append(_Copy(trial, loss_fn, TrialLog(trial, data, settings.epochs)))
+    fused, copies = _start_group(trials, loss_specs, data, settings, seed)
     steps_per_epoch = len(training_loader(data, settings, _needs_of(copies), seed, epoch=1))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         fused.optimizer, T_max=settings.epochs * steps_per_epoch
@@ -99,40 +91,78 @@ def train_fused_group(
         loss_sums = _train_epoch(fused, active, scheduler, data, settings, epoch, on_step)
         train_losses = [total / max(steps_per_epoch, 1) for total in loss_sums.tolist()]
         train_share = (time.perf_counter() - epoch_start) / len(active)
-        kept = []  # positions in the stack of the copies whose loss stayed finite
-        for position, (piece, train_loss) in enumerate(zip(active, train_losses, strict=True)):
+        for piece in active:
             piece.seconds += train_share
-            if math.isfinite(train_loss):
-                kept.append(position)
-                continue
-            # The row's seconds run from its "start": this copy's share of the epoch.
-            row = piece.log.diverged(epoch, train_loss, lr, time.perf_counter() - train_share)
-            if on_epoch:
-                on_epoch(piece.trial, row)
-        if not kept:
+        epoch_so_far = _EpochSoFar(epoch, lr, train_share, on_epoch)
+        survivors = _drop_diverged(fused, active, train_losses, epoch_so_far)
+        if not survivors:
             break
-        if len(kept) < len(active):
-            fused.keep(kept)
-        survivors = [(active[position], train_losses[position]) for position in kept]
         active = [piece for piece, _ in survivors]
-        val_start = time.perf_counter()
-        log = active[0].log
-        results = _evaluate(fused, data, settings, "val", log.keeps_predictions(epoch, "val"))
-        tests = (
-            _evaluate(fused, data, settings, "test", log.keeps_predictions(epoch, "test"))
-            if data.has_test
-            else [None] * len(active)
-        )
-        val_share = (time.perf_counter() - val_start) / len(active)
-        for (piece, train_loss), val, test in zip(survivors, results, tests, strict=True):
-            piece.seconds += val_share
-            own_start = time.perf_counter()
-            row_start = own_start - train_share - val_share
-            row = piece.log.validated(epoch, train_loss, lr, row_start, val, test)
-            if on_epoch:
-                on_epoch(piece.trial, row)
-            piece.seconds += time.perf_counter() - own_start
+        _validate(fused, survivors, data, settings, epoch_so_far)
     return [piece.log.outcome(piece.loss_fn.params, seconds=piece.seconds) for piece in copies]
+
+
+def _start_group(trials, loss_specs, data, settings, seed) -> tuple[FusedModel, list[_Copy]]:
+    """The stacked model (every copy from the seed's weights) and each trial's fitted loss."""
+    device = settings.device
+    model = build_model(settings.preset, data.out_channels, settings.encoder_weights, seed)
+    fused = FusedModel(model.to(device), len(trials), settings)
+    class_counts = torch.as_tensor(data.class_pixel_counts("train"), dtype=torch.float64)
+    copies = []
+    for trial in trials:
+        loss_fn = make_loss(loss_specs[trial.loss], data).to(device)
+        loss_fn.fit(class_counts)
+        copies.append(_Copy(trial, loss_fn, TrialLog(trial, data, settings.epochs)))
+    return fused, copies
+
+
+@dataclass(frozen=True)
+class _EpochSoFar:
+    """An epoch once trained: what its rows need besides each copy's own numbers."""
+
+    epoch: int
+    lr: float
+    train_share: float  # each active copy's share of the training pass, in seconds
+    on_epoch: Callable[[Trial, dict[str, Any]], None] | None
+
+
+def _drop_diverged(fused, active, train_losses, so_far: _EpochSoFar) -> list[tuple[_Copy, float]]:
+    """Record every copy whose epoch loss is not finite as diverged and slice it out of the
+    stack; returns the others with their train losses, in stack order."""
+    kept = []  # positions in the stack of the copies whose loss stayed finite
+    for position, (piece, train_loss) in enumerate(zip(active, train_losses, strict=True)):
+        if math.isfinite(train_loss):
+            kept.append(position)
+            continue
+        # The row's seconds run from its "start": this copy's share of the epoch.
+        start = time.perf_counter() - so_far.train_share
+        row = piece.log.diverged(so_far.epoch, train_loss, so_far.lr, start)
+        if so_far.on_epoch:
+            so_far.on_epoch(piece.trial, row)
+    if kept and len(kept) < len(active):
+        fused.keep(kept)
+    return [(active[position], train_losses[position]) for position in kept]
+
+
+def _validate(fused, survivors, data, settings, so_far: _EpochSoFar) -> None:
+    """Score validation (and test) for every surviving copy and record its epoch row."""
+    val_start = time.perf_counter()
+    log, epoch = survivors[0][0].log, so_far.epoch
+    results = _evaluate(fused, data, settings, "val", log.keeps_predictions(epoch, "val"))
+    tests = (
+        _evaluate(fused, data, settings, "test", log.keeps_predictions(epoch, "test"))
+        if data.has_test
+        else [None] * len(survivors)
+    )
+    val_share = (time.perf_counter() - val_start) / len(survivors)
+    for (piece, train_loss), val, test in zip(survivors, results, tests, strict=True):
+        piece.seconds += val_share
+        own_start = time.perf_counter()
+        row_start = own_start - so_far.train_share - val_share
+        row = piece.log.validated(epoch, train_loss, so_far.lr, row_start, val, test)
+        if so_far.on_epoch:
+            so_far.on_epoch(piece.trial, row)
+        piece.seconds += time.perf_counter() - own_start
 
 
 class _Float32BatchNorm(torch.nn.BatchNorm2d):
