@@ -234,8 +234,9 @@ def _open_run(
 def _run_jobs(store, prepared: PreparedRun, execution: Execution, todo: list[Trial], emit):
     """Hand the jobs to the executor and write each result as it arrives."""
     plan = prepared.plan
+    settings = dataclasses.replace(prepared.settings, fused_adamw=execution.fused_adamw)
     context = JobContext(
-        plan.config, plan.loss_specs, plan.dataset_specs, prepared.settings, execution.threads
+        plan.config, plan.loss_specs, plan.dataset_specs, settings, execution.threads
     )
     share_datasets(prepared.datasets, plan.config)
     for result in prepared.executor.run(make_jobs(todo, execution.fused), context, emit):
@@ -253,13 +254,16 @@ def _run_jobs(store, prepared: PreparedRun, execution: Execution, todo: list[Tri
 
 
 def stored_execution(meta: dict[str, Any], current: Execution) -> Execution:
-    """A resumed run keeps the fusion and threads it started with (they change the
-    floating-point order); runs from before they were recorded were unfused."""
+    """A resumed run keeps the fusion, threads and AdamW kernel it started with (they
+    change the floating-point order). Runs from before they were recorded were unfused
+    and used the fused AdamW on CUDA only."""
     stored = meta.get("execution") or {}
+    started_on_cuda = str(meta.get("device", "")).startswith("cuda")
     return dataclasses.replace(
         current,
         fused=bool(stored.get("fused", False)),
         threads=int(stored.get("threads", current.threads)),
+        fused_adamw=bool(stored.get("fused_adamw", started_on_cuda)),
     )
 
 

@@ -51,6 +51,7 @@ class TrainSettings:
     encoder_weights: str | None
     device: torch.device
     amp: bool
+    fused_adamw: bool = True  # False only for a resumed run that started without it
 
 
 @dataclass
@@ -221,11 +222,15 @@ def train_trial(
 
 
 def make_optimizer(params, settings: TrainSettings) -> torch.optim.AdamW:
-    """AdamW. On CUDA its fused kernel: one launch for every parameter, where a small
-    model's step is bound by launches. Elsewhere torch's default implementation, so the
-    CPU's numbers are those of earlier runs."""
-    fused = {"fused": True} if settings.device.type == "cuda" else {}
-    return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay, **fused)
+    """AdamW, with torch's fused kernel on the devices that have one (not the meta device
+    of tests/test_host_sync.py). Runs recorded without ``fused_adamw`` used it on CUDA
+    only, and their resumed CPU trials keep the default loop (``settings.fused_adamw``
+    False), whose rounding differs."""
+    from losscmp.config import FUSED_ADAMW_DEVICES
+
+    fused = settings.fused_adamw and settings.device.type in FUSED_ADAMW_DEVICES
+    kernel = {"fused": True} if fused else {}
+    return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay, **kernel)
 
 
 def train_one_epoch(model, loss_fn, optimizer, scheduler, data, settings, seed, epoch, on_step):

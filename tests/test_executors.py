@@ -59,6 +59,7 @@ def test_two_worker_processes_give_the_sequential_numbers(cli, tmp_path):
         "threads": 1,
         "fused": False,
         "ray_address": None,
+        "fused_adamw": True,
     }
 
 

@@ -172,18 +172,20 @@ def test_the_cuda_style_autocast_casts_a_vmapped_convolution(monkeypatch):
 
 
 def test_a_fused_group_matches_its_sequential_trials(binary_data):
-    """Measured max |fused - sequential| over 2 epochs: validation metrics 1.2e-3, train
-    loss 5.5e-5 relative, per-image scores (means over the test images) 2.3e-3, HD95
-    0.05 px. The sequential trainer runs the model channels_last and the fused one does
-    not, so their convolutions round differently; AdamW's first steps amplify that.
-    Tolerance: 3e-3, 2e-4, 1e-2, 0.1 px."""
+    """Max |fused - sequential| over 2 epochs, measured for trial seed 0 (this test) and
+    the largest over seeds 0-3: validation metrics 1.2e-3 (8.5e-3), test metrics 2.1e-3
+    (8.4e-3), train loss 5.5e-5 (7.4e-4) relative, per-image scores (means over the test
+    images) 2.3e-3 (4.7e-3), HD95 0.05 px (0.05 px); the threshold chosen on validation
+    the same (one 0.01 step apart for seed 3). The sequential trainer runs the model
+    channels_last and the fused one does not, so their convolutions round differently,
+    and AdamW's first steps amplify that. (Seed 1: one loss's validation Dice of its two
+    epochs is closer than that, and the best epoch differs.)
+    Tolerance, above the worst seed: 1.5e-2, 1.5e-3, 1e-2, 0.1 px, one threshold step."""
     fused, sequential = fused_and_sequential(binary_data, ["dice", "bce", "focal"])
     worst = differences(fused, sequential)
-    assert worst["val"] <= 3e-3
-    # The test split, scored each epoch as validation is (measured 2.1e-3); the threshold
-    # chosen on validation is the same one (measured: no difference).
-    assert worst["test"] <= 3e-3 and worst["threshold"] == 0
-    assert worst["train_loss"] <= 2e-4
+    assert worst["val"] <= 1.5e-2 and worst["test"] <= 1.5e-2
+    assert worst["threshold"] <= 0.01 + 1e-9
+    assert worst["train_loss"] <= 1.5e-3
     assert worst["image"] <= 1e-2 and worst["hd95"] <= 0.1
     for outcome in fused:
         record = outcome.record
@@ -247,15 +249,16 @@ def without_seconds(record: dict) -> dict:
 
 def test_losses_with_target_maps_train_in_a_fused_group(binary_data):
     """boundary and hausdorff_dt (signed distance) and distance_weighted_bce (object
-    distance) get their maps from one loader pass. Measured max |fused - sequential|:
-    validation metrics 7.2e-3, train loss 5.1e-4 relative (hausdorff_dt: its thresholded
+    distance) get their maps from one loader pass. Max |fused - sequential|, measured for
+    trial seed 0 (this test) and the largest over seeds 0-3: validation and test metrics
+    5.1e-3 (1.9e-2), train loss 3.5e-3 (3.5e-3) relative (hausdorff_dt: its thresholded
     prediction distance map jumps when a pixel flips), per-image Dice/IoU/NSD (means)
-    5.9e-3, HD95 0.16 px. Tolerance: 1.5e-2, 2e-3, 2e-2 and 0.5 px."""
+    2.2e-3 (6.1e-3), HD95 0.11 px (0.11 px). Tolerance: 3e-2, 6e-3, 2e-2 and 0.5 px."""
     losses = ["boundary", "hausdorff_dt", "distance_weighted_bce"]
     fused, sequential = fused_and_sequential(binary_data, losses)
     worst = differences(fused, sequential)
-    assert worst["val"] <= 1.5e-2 and worst["test"] <= 1.5e-2
-    assert worst["train_loss"] <= 2e-3
+    assert worst["val"] <= 3e-2 and worst["test"] <= 3e-2
+    assert worst["train_loss"] <= 6e-3
     assert worst["image"] <= 2e-2 and worst["hd95"] <= 0.5
     assert all(outcome.record["status"] == "finished" for outcome in fused)
     boundary = fused[0].record
@@ -263,13 +266,14 @@ def test_losses_with_target_maps_train_in_a_fused_group(binary_data):
 
 
 def test_a_multiclass_group_matches_its_sequential_trials(multiclass_data):
-    """Three classes. Measured max |fused - sequential|: validation metrics (per-class ones
-    included) 7.2e-3, train loss 6.2e-4 relative, per-image scores (means) 8e-4, HD95
-    0.02 px.
-    Tolerance: 1.5e-2, 2e-3, 1e-2 and 0.5 px."""
+    """Three classes. Max |fused - sequential|, measured for trial seed 0 (this test) and
+    the largest over seeds 0-3: validation metrics (per-class ones included) 7.2e-3
+    (2.7e-2), test metrics 4.9e-3 (1.2e-2), train loss 6.2e-4 (6.2e-4) relative, per-image
+    scores (means) 8e-4 (4.8e-3), HD95 0.02 px (0.07 px).
+    Tolerance: 4e-2, 2e-3, 1e-2 and 0.5 px."""
     fused, sequential = fused_and_sequential(multiclass_data, ["dice", "ce", "focal"])
     worst = differences(fused, sequential)
-    assert worst["val"] <= 1.5e-2 and worst["test"] <= 1.5e-2
+    assert worst["val"] <= 4e-2 and worst["test"] <= 4e-2
     assert worst["train_loss"] <= 2e-3
     assert worst["image"] <= 1e-2 and worst["hd95"] <= 0.5
     row = fused[1].record["epochs"][-1]

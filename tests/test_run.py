@@ -342,6 +342,39 @@ def test_resume_refuses_another_model_or_a_damaged_run(cli, one_epoch_run):
     assert "run.json is damaged" in damaged.stderr
 
 
+def adamw_kernels(monkeypatch) -> list[bool]:
+    """Whether each AdamW built from now on is asked for torch's fused kernel."""
+    asked: list[bool] = []
+    original = torch.optim.AdamW
+
+    def recording(params, **options):
+        asked.append(bool(options.get("fused")))
+        return original(params, **options)
+
+    monkeypatch.setattr(torch.optim, "AdamW", recording)
+    return asked
+
+
+def test_a_resumed_run_keeps_its_adamw_kernel(cli, one_epoch_run, monkeypatch):
+    """The fused kernel rounds differently from torch's default loop, which the CPU used
+    before run.json recorded the choice: such a run's missing trials keep the loop."""
+    args, run_dir = one_epoch_run
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["execution"]["fused_adamw"] is True and meta["device"].startswith("cpu")
+    asked = adamw_kernels(monkeypatch)
+    trial_file = next((run_dir / "trials").glob("*dice*.json"))
+    trial_file.unlink()
+    assert cli("run", *args, "--resume", run_dir).exit_code == 0
+    assert asked == [True]
+
+    del meta["execution"]["fused_adamw"]  # as an older version wrote it
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    trial_file.unlink()
+    assert cli("run", *args, "--resume", run_dir).exit_code == 0
+    assert asked == [True, False]
+    assert trial_file.exists()
+
+
 GRID_DATASET = "synthetic(fg_fraction=0.05,n_train=16,n_val=8,n_test={n_test})"
 
 

@@ -45,6 +45,9 @@ class Execution:
     threads: int = 1  # torch threads per job
     fused: bool = False  # the losses of a (dataset, seed) trained as one stacked model
     ray_address: str | None = None
+    # AdamW's fused kernel where torch has one for the device (config.FUSED_ADAMW_DEVICES):
+    # it rounds differently from the default implementation, so a resumed run keeps its own.
+    fused_adamw: bool = True
 
     def describe(self) -> str:
         workers = "in this process" if self.jobs == 1 else f"{self.jobs} worker processes"
