@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/executors.py cpu          # --jobs 1 vs --jobs 2, 8 trials
     .venv/bin/python benchmarks/executors.py ray          # --executor ray vs --jobs 2
+    .venv/bin/python benchmarks/executors.py pets         # --jobs 1 vs --jobs 2 on JPEGs
     .venv/bin/python benchmarks/executors.py data         # workers' start and memory, big data
     python3 benchmarks/executors.py gpu                   # on a CUDA machine (see README)
     python3 benchmarks/executors.py gpu --device cpu --image-size 64 --epochs 1 --repeats 1
@@ -16,6 +17,9 @@ reported with the ratio, measured in the same invocation.
 cpu: 8 trials of a few seconds each (tiny preset, 64 px) with --jobs 1 (torch's
      threads, all cores) and --jobs 2 (the cores divided). Target: >= 1.4x.
 ray: the same 8 trials on a local Ray with 2 CPUs vs --jobs 2. Target: <= 1.3x.
+pets: cpu's comparison on real-layout data: a Pets-layout set of 500x375 JPEGs
+     (--images trainval, default 160, + 40 test), 96 px, so every training sample
+     goes through albumentations, the per-sample work that threads cannot split.
 data: a cached Pets-layout set (3000 trainval + 700 test images, 256 px): how long
      after `prepare` the workers of `-j 2` (and Ray's tasks) start training, and
      the peak memory in use (the drop of MemAvailable, shared memory included),
@@ -55,6 +59,10 @@ CPU_TRIALS = [
     "--device",
     "cpu",
 ]
+PETS_TRIALS = [
+    *("--losses", EIGHT_LOSSES, "--dataset", "pets", "--epochs", "3", "--model", "tiny"),
+    *("--image-size", "96", "--device", "cpu"),
+]
 GPU_TRIALS = ["--dataset", "synthetic(fg_fraction=0.05)", "--model", "small"]
 
 
@@ -71,38 +79,54 @@ def run_command(args: list[str], out: Path) -> tuple[float, Path]:
     return seconds, newest
 
 
+def trial_records(run_dir: Path) -> list[dict]:
+    return [json.loads(path.read_text()) for path in (run_dir / "trials").glob("*.json")]
+
+
 def gpu_peak_per_trial(run_dir: Path) -> float | None:
-    peaks = [
-        json.loads(path.read_text()).get("gpu_peak_mib")
-        for path in (run_dir / "trials").glob("*.json")
-    ]
+    peaks = [record.get("gpu_peak_mib") for record in trial_records(run_dir)]
     peaks = [peak for peak in peaks if peak is not None]
     return max(peaks) if peaks else None
 
 
+def seconds_per_trial(run_dir: Path) -> float:
+    """The median of the trials' own wall times: how fast one trial ran on that side."""
+    return statistics.median(record["seconds"] for record in trial_records(run_dir))
+
+
 def compare(sides: dict[str, list[str]], repeats: int, scratch: Path) -> dict[str, dict]:
-    """Alternate the sides ``repeats`` times; median wall seconds and GPU memory per side."""
+    """Alternate the sides ``repeats`` times; median wall seconds, seconds per trial and
+    GPU memory per side."""
     times: dict[str, list[float]] = {name: [] for name in sides}
+    per_trial: dict[str, list[float]] = {name: [] for name in sides}
     memory: dict[str, float | None] = {}
     for repeat in range(repeats):
         for name, args in sides.items():
             seconds, run_dir = run_command(args, scratch / f"{name}-{repeat}")
             times[name].append(seconds)
+            per_trial[name].append(seconds_per_trial(run_dir))
             memory[name] = gpu_peak_per_trial(run_dir)
             print(f"  {name:28s} run {repeat + 1}: {seconds:7.1f} s", flush=True)
     return {
-        name: {"median_s": statistics.median(values), "runs": values, "gpu_mib": memory[name]}
+        name: {
+            "median_s": statistics.median(values),
+            "runs": values,
+            "trial_s": statistics.median(per_trial[name]),
+            "gpu_mib": memory[name],
+        }
         for name, values in times.items()
     }
 
 
 def print_table(results: dict[str, dict], baseline: str) -> None:
     base = results[baseline]["median_s"]
-    print(f"\n{'side':28s} {'median s':>9s} {'x ' + baseline:>16s} {'GPU MiB/trial':>14s}")
+    header = f"{'side':28s} {'median s':>9s} {'x ' + baseline:>16s} {'s/trial':>8s}"
+    print(f"\n{header} {'GPU MiB/trial':>14s}")
     for name, result in results.items():
         memory = f"{result['gpu_mib']:.0f}" if result["gpu_mib"] is not None else "-"
         ratio = result["median_s"] / base
-        print(f"{name:28s} {result['median_s']:9.1f} {ratio:16.2f} {memory:>14s}")
+        row = f"{name:28s} {result['median_s']:9.1f} {ratio:16.2f} {result['trial_s']:8.2f}"
+        print(f"{row} {memory:>14s}")
 
 
 def memory_in_use() -> int:
@@ -153,16 +177,21 @@ def worker_start(root: Path, executor: str, jobs: int = 2) -> None:
     print(json.dumps({**figures, "peak_gib": (peak[0] - before) / 2**30}))
 
 
-def data_sides(scratch: Path, images: int, repeats: int) -> None:
+def make_pets(scratch: Path, trainval: int, test: int, image_size: int) -> None:
+    """A Pets-layout set of 500x375 JPEGs under ``scratch``, decoded once into the cache."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from fixtures_data import make_pets_tree
 
     from losscmp.data import load_dataset
 
+    print(f"making {trainval} + {test} pets-layout images ...", flush=True)
     root = scratch / "oxford-iiit-pet"
-    print(f"making {images} + 700 pets-layout images ...", flush=True)
-    make_pets_tree(root, trainval=images, test=700, quirks=False, shape=(375, 500))
-    load_dataset("pets", data_dir=scratch, image_size=256)  # the cache every side reads
+    make_pets_tree(root, trainval=trainval, test=test, quirks=False, shape=(375, 500))
+    load_dataset("pets", data_dir=scratch, image_size=image_size)  # the cache every side reads
+
+
+def data_sides(scratch: Path, images: int, repeats: int) -> None:
+    make_pets(scratch, images, test=700, image_size=256)
     executors = ["local"]
     try:
         import ray  # noqa: F401
@@ -190,8 +219,10 @@ def main() -> None:
     if sys.argv[1:2] == ["data-side"]:  # one side of `data`, run by data_sides
         worker_start(Path(sys.argv[2]), sys.argv[3])
         return
-    parser.add_argument("what", choices=["cpu", "ray", "data", "gpu"])
-    parser.add_argument("--images", type=int, default=3000, help="data: trainval images")
+    parser.add_argument("what", choices=["cpu", "ray", "pets", "data", "gpu"])
+    parser.add_argument(
+        "--images", type=int, help="pets, data: trainval images (default 160, 3000)"
+    )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=5, help="gpu: epochs per trial")
     parser.add_argument("--image-size", type=int, default=128, help="gpu: image side")
@@ -203,10 +234,14 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="losscmp-bench-"))
     try:
         if options.what == "data":
-            data_sides(scratch, options.images, options.repeats)
+            data_sides(scratch, options.images or 3000, options.repeats)
             return
-        if options.what == "cpu":
-            sides = {"--jobs 1": [*CPU_TRIALS, "--jobs", "1"], "--jobs 2": [*CPU_TRIALS, "-j", "2"]}
+        if options.what in ("cpu", "pets"):
+            trials = CPU_TRIALS
+            if options.what == "pets":
+                make_pets(scratch, options.images or 160, test=40, image_size=96)
+                trials = [*PETS_TRIALS, "--data-dir", str(scratch)]
+            sides = {"--jobs 1": [*trials, "--jobs", "1"], "--jobs 2": [*trials, "-j", "2"]}
             baseline = "--jobs 1"
         elif options.what == "ray":
             common = [*CPU_TRIALS, "--threads", "1"]
