@@ -24,11 +24,15 @@ _DATASETS: dict[tuple, Any] = {}
 
 def run_job(job, context, emit: Listener, *, device=None, where: str = "") -> list:
     """Train ``job``; returns its ``TrialOutcome`` list, in the job's trial order."""
+    from losscmp.devices import make_current
     from losscmp.train import train_trial
 
     settings = context.settings
     if device is not None:
         settings = dataclasses.replace(settings, device=device)
+    # The current CUDA device is per thread, and a Ray task trains in a thread of a process
+    # that has not touched CUDA yet: set it (which initialises CUDA) where training runs.
+    make_current(settings.device)
     data = job_dataset(job.trials[0].dataset, context)
     relay = ProgressRelay(emit)
     for trial in job.trials:

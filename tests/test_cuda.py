@@ -158,9 +158,9 @@ def fitted_losses(data, names):
 
 def test_training_and_evaluation_never_wait_for_the_gpu(data):
     """Every loss trained alone (channels_last, bf16) and all of them as one fused group,
-    and an evaluation pass: after a first epoch (which makes the per-device constants),
-    a whole epoch runs with no host-device sync; the caller's read of the loss sum is the
-    epoch's one. tests/test_host_sync.py checks the same on the meta device, in CI."""
+    and an evaluation pass: after a first epoch and evaluation (which make the per-device
+    constants), a whole epoch runs with no host-device sync; the caller's read of the loss
+    sum is the epoch's one. tests/test_host_sync.py checks the same on the meta device, in CI."""
     setup = settings("cuda", epochs=2)
     names = [name for name in LOSS_REGISTRY.names() if data.mode in LOSS_REGISTRY.get(name).modes]
     losses = fitted_losses(data, names)
@@ -170,6 +170,7 @@ def test_training_and_evaluation_never_wait_for_the_gpu(data):
         optimizer = make_optimizer(model.parameters(), setup)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=16)
         train_one_epoch(model, loss_fn, optimizer, schedule, data, setup, 0, 1, None)
+        evaluate_on_device(model, data, setup, "val", keep_predictions=True)  # its constants
         with every_wait_for_the_gpu_raises():
             total = train_one_epoch(model, loss_fn, optimizer, schedule, data, setup, 0, 2, None)
             evaluate_on_device(model, data, setup, "val", keep_predictions=True)
@@ -182,6 +183,7 @@ def test_training_and_evaluation_never_wait_for_the_gpu(data):
     ]
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(fused.optimizer, T_max=16)
     _train_epoch(fused, copies, schedule, data, setup, 1, None)
+    _evaluate_on_device(fused, data, setup, "val", keep_predictions=True)
     with every_wait_for_the_gpu_raises():
         totals = _train_epoch(fused, copies, schedule, data, setup, 2, None)
         _evaluate_on_device(fused, data, setup, "val", keep_predictions=True)
@@ -195,13 +197,19 @@ def test_training_and_evaluation_never_wait_for_the_gpu(data):
         ["--fuse", "on"],
         ["--fuse", "off", "--jobs", "1"],
         ["--fuse", "off", "--trials-per-gpu", "2"],
+        # A Ray task trains in a thread of a process that has not used CUDA yet.
+        ["--fuse", "on", "--executor", "ray"],
+        ["--fuse", "off", "--executor", "ray"],
     ],
-    ids=["fused", "sequential", "two-per-gpu"],
+    ids=["fused", "sequential", "two-per-gpu", "ray-fused", "ray"],
 )
 def test_whole_run_on_cuda(tmp_path, execution):
     from typer.testing import CliRunner
 
     from losscmp.cli import app
+
+    if "ray" in execution:
+        pytest.importorskip("ray")
 
     args = ["run", "--losses", "dice,focal,boundary", "--dataset", BINARY, "--epochs", "2"]
     args += ["--model", "tiny", "--image-size", "64", "--device", "cuda", "--out", str(tmp_path)]
@@ -209,7 +217,7 @@ def test_whole_run_on_cuda(tmp_path, execution):
     assert result.exit_code == 0, result.output
     (run_dir,) = [path for path in tmp_path.iterdir() if path.is_dir()]
     meta = json.loads((run_dir / "run.json").read_text())
-    assert meta["execution"]["fused"] is (execution[1] == "on")
+    assert meta["execution"]["fused"] is (execution[execution.index("--fuse") + 1] == "on")
     records = [json.loads(path.read_text()) for path in (run_dir / "trials").glob("*.json")]
     assert sorted(record["loss"] for record in records) == ["boundary", "dice", "focal"]
     for record in records:

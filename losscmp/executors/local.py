@@ -218,10 +218,9 @@ class _Worker:
 def _worker_main(conn, index: int, device_type: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     import losscmp.fused  # noqa: F401 (torch, smp: imported while the main process prepares)
-    from losscmp.devices import device_for_worker, make_current
+    from losscmp.devices import device_for_worker
 
     device = device_for_worker(device_type, index)
-    make_current(device)
     where = f"worker {index + 1}" + (f" · {device}" if device.type == "cuda" else "")
 
     def emit(event) -> None:
