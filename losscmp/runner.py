@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from losscmp.config import FIELD_NAMES, MAX_FUSED_LOSSES, RunConfig, build_config
-from losscmp.devices import cuda_device_count, describe_device, resolve_device
+from losscmp.devices import cuda_device_count
 from losscmp.errors import LosscmpError
 from losscmp.events import Listener, RunNote, RunStarted, TrialEnded, TrialInfo, ignore
 from losscmp.executors import create_executor
@@ -54,13 +54,15 @@ def prepare(plan: Plan) -> PreparedRun:
     user error surfaces here, before any folder exists."""
     config = plan.config
     check_out_dir(config.out)
-    device = resolve_device(config.device)
-    execution = resolve_execution(config, device)
-    executor = create_executor(execution)  # e.g. Ray not installed: refused before any folder
+    executor = create_executor(config)  # e.g. Ray not installed: refused before any folder
     tracker = create_tracker(config.tracking)  # e.g. MLflow not installed: likewise
     try:
+        # Where the jobs run decides (a Ray cluster's GPUs, not this machine's). A Ray
+        # cluster that cannot be reached is refused here, likewise.
+        device = executor.resolve_device(config.device)
+        execution = resolve_execution(config, device)
         # Started first, so workers import torch while this process loads and probes the data.
-        executor.start(device)  # e.g. a Ray cluster that cannot be reached: refused likewise
+        executor.start(execution, device)
         datasets, settings = _load_and_probe(plan, device)
         datasets = executor.share(datasets)  # e.g. one copy in shared memory for the workers
     except BaseException:
@@ -308,7 +310,7 @@ def run_metadata(
         "trials": [trial.id for trial in plan.trials],
         "seeds": plan.seeds,
         "learning_rates": plan.rates,
-        "device": describe_device(settings.device),
+        "device": prepared.executor.describe_device(settings.device),
         "execution": dataclasses.asdict(prepared.execution),
         "versions": _versions(),
         "git_commit": commit,

@@ -7,8 +7,10 @@ from multiprocessing import shared_memory
 
 import numpy as np
 import pytest
+import torch
 from fixtures_data import tiny_data
 
+from losscmp.config import RunConfig
 from losscmp.data import shared
 from losscmp.data.shared import SharedArrays, attach
 from losscmp.executors.base import Execution
@@ -65,8 +67,9 @@ def test_attached_data_is_the_dataset_and_closing_unlinks_every_block():
 def test_without_room_in_dev_shm_workers_load_their_own_copy(monkeypatch):
     data = tiny_data(count=6, size=16)
     monkeypatch.setattr(shared, "HEADROOM_BYTES", 1 << 60)  # a full /dev/shm
-    executor = LocalExecutor(Execution(jobs=2))
+    executor = LocalExecutor(RunConfig())
     try:
+        executor.start(Execution(jobs=2), torch.device("cpu"))  # spawns two idle workers
         kept = executor.share({"tiny": data})
     finally:
         executor.close()
@@ -75,6 +78,7 @@ def test_without_room_in_dev_shm_workers_load_their_own_copy(monkeypatch):
 
 def test_in_process_jobs_share_nothing():
     data = tiny_data(count=6, size=16)
-    executor = LocalExecutor(Execution(jobs=1))
+    executor = LocalExecutor(RunConfig())
+    executor.start(Execution(jobs=1), torch.device("cpu"))
     assert executor.share({"tiny": data})["tiny"] is data
     assert executor.shared == {} and executor.shared_arrays._segments == []

@@ -26,9 +26,16 @@ TIMING_COLUMNS = {"seconds"}
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """One local Ray for the module; the executor joins it and leaves it running."""
+    """One local Ray for the module, without GPUs even on a GPU machine; the executor joins
+    it and leaves it running."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(
+        num_cpus=2,
+        num_gpus=0,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     yield ray
     ray.shutdown()
 
@@ -60,6 +67,62 @@ def test_tasks_no_node_can_run_are_refused_before_any_folder(cli, ray_cluster, t
         "(the largest has 2); lower --threads"
     )
     assert not out.exists()
+
+
+def test_the_clusters_devices_decide_not_the_drivers(cli, ray_cluster, tmp_path):
+    """A cluster without GPUs: auto is the CPU there whatever this machine has, and
+    --device cuda is refused before any folder."""
+    import torch
+
+    from losscmp.config import RunConfig
+    from losscmp.executors.ray import RayExecutor
+
+    assert RayExecutor(RunConfig()).resolve_device("auto") == torch.device("cpu")
+    out = tmp_path / "runs"
+    result = cli("run", "--config", SMOKE, "--executor", "ray", "--device", "cuda", "--out", out)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "losscmp: error: --device cuda: the Ray cluster has no GPU; use --device cpu"
+    )
+    assert not out.exists()
+
+
+GPU_CLUSTER = """
+import ray, torch
+from losscmp.config import RunConfig
+from losscmp.executors.ray import RayExecutor
+# A cluster that reports two H100s, from a driver that has no GPU (CI's machine).
+ray.init(num_cpus=1, num_gpus=2, resources={"accelerator_type:H100": 2},
+         include_dashboard=False, log_to_driver=False, configure_logging=False)
+executor = RayExecutor(RunConfig())
+for name in ("auto", "cuda", "cpu"):
+    device = executor.resolve_device(name)
+    print(name, device.type, executor.describe_device(device), sep="|")
+ray.shutdown()
+"""
+
+
+def test_a_driver_without_a_gpu_trains_on_the_clusters_gpus():
+    pytest.importorskip("ray")
+    import torch
+
+    from losscmp.devices import describe_device
+
+    env = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}
+    process = subprocess.run(
+        [sys.executable, "-c", GPU_CLUSTER],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=REPO,
+        env=env,
+    )
+    assert process.returncode == 0, process.stderr
+    assert process.stdout.splitlines() == [
+        "auto|cuda|cuda: Ray cluster, 2 GPUs (H100)",
+        "cuda|cuda|cuda: Ray cluster, 2 GPUs (H100)",
+        "cpu|cpu|" + describe_device(torch.device("cpu")),
+    ]
 
 
 def test_tasks_read_the_data_the_driver_loaded_not_the_dataset(ray_cluster, tmp_path):

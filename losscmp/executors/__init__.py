@@ -24,6 +24,6 @@ def executor_class(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
-def create_executor(execution):
-    """The executor ``execution.executor`` names; it checks its own needs (Ray installed...)."""
-    return executor_class(execution.executor)(execution)
+def create_executor(config):
+    """The executor ``config.executor`` names; it checks its own needs (Ray installed...)."""
+    return executor_class(config.executor)(config)

@@ -79,16 +79,37 @@ class TrialResult:
 
 
 class Executor(ABC):
-    """Runs jobs; yields a ``TrialResult`` per trial as soon as its job ends."""
+    """Runs jobs; yields a ``TrialResult`` per trial as soon as its job ends.
 
-    description = ""
+    Made from the run's options, then asked which device the jobs train on (it is where
+    they run that decides: this machine, or a cluster), then started with the execution
+    resolved for that device.
+    """
+
+    execution = Execution()  # until started
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
 
     @abstractmethod
     def run(self, jobs: list[Job], context: JobContext, emit: Listener) -> Iterator[TrialResult]:
         """Run every job; progress goes to ``emit`` (called in this process only)."""
 
-    def start(self, device) -> None:  # noqa: B027 (most executors need nothing started)
+    def resolve_device(self, name: str):
+        """The device the jobs train on, for ``--device name``; a user error if there is none."""
+        from losscmp.devices import resolve_device
+
+        return resolve_device(name)
+
+    def describe_device(self, device) -> str:
+        """The device as run.json records it."""
+        from losscmp.devices import describe_device
+
+        return describe_device(device)
+
+    def start(self, execution: Execution, device) -> None:
         """Connect or start what the executor needs; fails before the run folder exists."""
+        self.execution = execution
 
     def share(self, datasets: dict[str, Any]) -> dict[str, Any]:
         """Put the loaded datasets (by label) where this executor's workers can read them

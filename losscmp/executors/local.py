@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from multiprocessing.connection import wait
 from typing import Any
 
+from losscmp.config import RunConfig
 from losscmp.data.shared import SharedArrays, SharedDataset
 from losscmp.events import TrialRetried
 from losscmp.executors.base import (
@@ -36,9 +37,9 @@ JOIN_TIMEOUT_S = 5
 
 
 class LocalExecutor(Executor):
-    def __init__(self, execution: Execution) -> None:
-        self.execution = execution
-        self.description = execution.describe()
+    def __init__(self, config: RunConfig) -> None:
+        super().__init__(config)
+        self.device_type = "cpu"
         self.workers: list[_Worker] = []
         self.shared_arrays = SharedArrays()  # the datasets' shared-memory blocks (workers)
         self.shared: dict[str, SharedDataset] = {}  # label -> the handle sent to workers
@@ -50,11 +51,16 @@ class LocalExecutor(Executor):
         else:
             yield from self._run_in_workers(jobs, context, emit)
 
-    def start(self, device) -> None:
+    def start(self, execution: Execution, device) -> None:
         """Spawn the workers now: each imports torch while the main process loads data."""
+        super().start(execution, device)
+        self.device_type = device.type
+        self._spawn_workers()
+
+    def _spawn_workers(self) -> None:
         if self.execution.jobs > 1 and not self.workers:
             spawn = multiprocessing.get_context("spawn")
-            self.workers = [_Worker(spawn, i, device.type) for i in range(self.execution.jobs)]
+            self.workers = [_Worker(spawn, i, self.device_type) for i in range(self.execution.jobs)]
             # Should the caller never close this executor: at exit, before multiprocessing's
             # own handler (registered earlier, so run later) would wait for the workers.
             atexit.register(self.close)
@@ -75,7 +81,7 @@ class LocalExecutor(Executor):
 
     def _run_in_workers(self, jobs: list[Job], context: JobContext, emit):
         spawn = multiprocessing.get_context("spawn")
-        self.start(context.settings.device)
+        self._spawn_workers()
         for spare in self.workers[len(jobs) :]:  # fewer jobs than workers (a resumed run)
             spare.stop()
             spare.join()

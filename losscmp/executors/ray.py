@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from losscmp.config import RunConfig
 from losscmp.errors import LosscmpError
 from losscmp.events import TrialRetried
 from losscmp.executors.base import (
@@ -51,16 +52,16 @@ INSTALL_HINT = "--executor ray needs Ray: pip install 'losscmp[ray]'"
 WAIT_S = 0.5  # ray.wait timeout: how often the driver looks up (and sees Ctrl-C) when idle
 PROBE_TIMEOUT_S = 5.0  # a cluster address must accept a TCP connection within this
 RAY_GCS_PORT, RAY_CLIENT_PORT = 6379, 10001  # Ray's defaults: head node, ray:// client
+ACCELERATOR_PREFIX = "accelerator_type:"  # a node resource Ray adds per GPU model, e.g. H100
 
 
 class RayExecutor(Executor):
-    def __init__(self, execution: Execution) -> None:
+    def __init__(self, config: RunConfig) -> None:
         try:
-            import ray  # noqa: F401 (only checked here; started in run)
+            import ray  # noqa: F401 (only checked here; joined or started in resolve_device)
         except ImportError:
             raise LosscmpError(INSTALL_HINT) from None
-        self.execution = execution
-        self.description = execution.describe()
+        super().__init__(config)
         self.running: dict = {}  # ObjectRefGenerator -> (job, attempt)
         self.connected = False  # this executor called ray.init (and so calls ray.shutdown)
         self.shared: dict[str, RayDataset] = {}  # label -> the dataset in Ray's object store
@@ -99,10 +100,41 @@ class RayExecutor(Executor):
                 else:
                     yield from failed(job, payload)
 
-    def start(self, device) -> None:
-        """Join or start Ray, and refuse tasks no node can run: before any folder exists."""
+    def resolve_device(self, name: str):
+        """The cluster's devices decide, not the driver's: ``auto`` is CUDA where a node has
+        a GPU (the driver may have none), else the CPU. Joins or starts Ray to see them."""
+        import torch
+
         self._connect()
-        _check_fits(task_cpus=self.execution.threads, gpu=device.type == "cuda")
+        if name == "cuda" or (name == "auto" and _cluster_gpus()):
+            if not _cluster_gpus():
+                raise LosscmpError("--device cuda: the Ray cluster has no GPU; use --device cpu")
+            return torch.device("cuda")
+        if name == "auto":
+            return torch.device("cpu")
+        return super().resolve_device(name)  # cpu; mps: on this machine (a local Ray)
+
+    def describe_device(self, device) -> str:
+        """e.g. "cuda: Ray cluster, 4 GPUs (H100)": the driver may have no GPU to name."""
+        if device.type != "cuda":
+            return super().describe_device(device)
+        kinds = sorted(
+            {
+                key.removeprefix(ACCELERATOR_PREFIX)
+                for resources in _alive_nodes()
+                for key in resources
+                if key.startswith(ACCELERATOR_PREFIX)
+            }
+        )
+        count = _cluster_gpus()
+        text = f"cuda: Ray cluster, {count:g} GPU{'s' if count != 1 else ''}"
+        return text + (f" ({', '.join(kinds)})" if kinds else "")
+
+    def start(self, execution: Execution, device) -> None:
+        """Refuse tasks no node can run: before any folder exists."""
+        super().start(execution, device)
+        self._connect()
+        _check_fits(task_cpus=execution.threads, gpu=device.type == "cuda")
 
     def share(self, datasets: dict[str, Any]) -> dict[str, Any]:
         """Each dataset goes into Ray's object store once: tasks read it from there (without
@@ -120,10 +152,12 @@ class RayExecutor(Executor):
     def _connect(self) -> None:
         import ray
 
+        if self.connected:
+            return
         wait_for_shutdown()  # a previous run's Ray is still stopping: not one to join
         if ray.is_initialized():  # the caller's Ray (a notebook, a test): use it, leave it up
             return
-        address = _address(self.execution.ray_address)
+        address = _address(self.config.ray_address)
         _check_answers(address)
         ray_logger = logging.getLogger("ray")
         level = ray_logger.level
@@ -253,11 +287,20 @@ def _remote_task(context: JobContext):
     return ray.remote(**options)(_job_task)
 
 
-def _check_fits(task_cpus: int, gpu: bool) -> None:
-    """Refuse a run whose tasks fit no node (Ray would wait for one forever)."""
+def _alive_nodes() -> list[dict[str, float]]:
+    """The resources of each live node of the cluster Ray is connected to."""
     import ray
 
-    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    return [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+
+
+def _cluster_gpus() -> float:
+    return sum(resources.get("GPU", 0) for resources in _alive_nodes())
+
+
+def _check_fits(task_cpus: int, gpu: bool) -> None:
+    """Refuse a run whose tasks fit no node (Ray would wait for one forever)."""
+    nodes = _alive_nodes()
     most_cpus = max((resources.get("CPU", 0) for resources in nodes), default=0)
     if most_cpus < task_cpus:
         raise LosscmpError(
