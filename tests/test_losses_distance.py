@@ -89,8 +89,10 @@ def test_batched_prediction_distance_equals_per_image_scipy():
         np.testing.assert_allclose(result, expected, rtol=1e-6)
 
 
-def test_torch_prediction_distance_equals_scipy():
-    """The GPU path (run here on the CPU) is exact too."""
+@pytest.mark.parametrize("chunk_pixels", [2000, 1 << 26], ids=["row-blocks", "all-at-once"])
+def test_torch_prediction_distance_equals_scipy(chunk_pixels):
+    """The GPU path (run here on the CPU) is exact too, in blocks of rows of an image too
+    large for one chunk and with every image in one."""
     import torch
 
     from losscmp.losses.distance import torch_prediction_distance
@@ -99,5 +101,5 @@ def test_torch_prediction_distance_equals_scipy():
     stack = rng.random((6, 21, 17)) > 0.8
     stack[3], stack[4], stack[5] = False, True, False
     stack[5, 20, 0] = True  # a single corner pixel
-    field = torch_prediction_distance(torch.from_numpy(stack), chunk_pixels=2000)
+    field = torch_prediction_distance(torch.from_numpy(stack), chunk_pixels=chunk_pixels)
     np.testing.assert_allclose(field.numpy(), prediction_distance(stack), rtol=1e-5, atol=1e-5)

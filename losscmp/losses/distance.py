@@ -142,10 +142,16 @@ def _squared_edt(features, chunk_pixels: int):
     along_row = torch.minimum(columns - left, right - columns)  # >= far where none
     rows = torch.arange(height, device=features.device, dtype=torch.float32)
     row_gap = (rows.view(-1, 1) - rows.view(1, -1)).square()  # (i, i')
-    per_image = height * height * width
-    step = max(1, chunk_pixels // per_image)
+    squared = along_row.square()
+    # Several images per chunk while one fits; else blocks of output rows of one image
+    # (one image is H²·W elements: 512 MiB of float32 at 512 px).
+    images_per_chunk = max(1, chunk_pixels // (height * height * width))
+    rows_per_chunk = min(height, max(1, chunk_pixels // (height * width)))
     result = torch.empty(batch, height, width, device=features.device)
-    for start in range(0, batch, step):
-        chunk = along_row[start : start + step].square().unsqueeze(1)  # (b, 1, i', W)
-        result[start : start + step] = (chunk + row_gap.view(1, height, height, 1)).amin(2)
+    for start in range(0, batch, images_per_chunk):
+        images = squared[start : start + images_per_chunk].unsqueeze(1)  # (b, 1, i', W)
+        for top in range(0, height, rows_per_chunk):
+            gaps = row_gap[top : top + rows_per_chunk]  # (r, i')
+            summed = images + gaps.view(1, len(gaps), height, 1)  # (b, r, i', W)
+            result[start : start + images_per_chunk, top : top + len(gaps)] = summed.amin(2)
     return result
