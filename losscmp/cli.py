@@ -93,7 +93,10 @@ def run(
         str | None, typer.Option(help="auto, cpu, cuda or mps. [default: auto]")
     ] = None,
     amp: Annotated[
-        bool | None, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA. [default: on]")
+        bool | None,
+        typer.Option(
+            "--amp/--no-amp", help="bf16 autocast on CUDA GPUs that have bf16. [default: on]"
+        ),
     ] = None,
     out: Annotated[
         str | None, typer.Option(help="Parent folder of run folders. [default: results]")

@@ -60,6 +60,17 @@ def make_current(device) -> None:
         torch.cuda.set_device(device)
 
 
+@functools.cache
+def native_bf16(device) -> bool:
+    """Whether a CUDA device computes in bf16 natively: compute capability 8.0 on (A100,
+    H100, RTX 30xx...), or a ROCm GPU; per device, asked once (the step asks each time)."""
+    import torch
+
+    if torch.version.hip:
+        return True
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 def describe_device(device) -> str:
     import torch
 

@@ -32,7 +32,7 @@ from losscmp import metrics
 from losscmp.data import make_loader
 from losscmp.data.base import SegmentationData
 from losscmp.data.transforms import normalise_tensor
-from losscmp.devices import to_device
+from losscmp.devices import native_bf16, to_device
 from losscmp.model import ModelPreset, build_model
 from losscmp.plan import Trial, make_loss
 from losscmp.spec import Spec
@@ -418,6 +418,7 @@ def _epoch_row(epoch, train_loss, summary, lr, started, status) -> dict[str, Any
 
 
 def _autocast(settings: TrainSettings):
-    """bf16 autocast on CUDA (no loss scaling needed); plain float32 elsewhere."""
-    enabled = settings.amp and settings.device.type == "cuda"
+    """bf16 autocast on a GPU with native bf16 (no loss scaling needed); plain float32
+    elsewhere, older GPUs included (V100, T4: there bf16 is emulated, slower than float32)."""
+    enabled = settings.amp and settings.device.type == "cuda" and native_bf16(settings.device)
     return torch.autocast(device_type=settings.device.type, dtype=torch.bfloat16, enabled=enabled)

@@ -249,6 +249,24 @@ def test_workers_take_the_visible_gpus_round_robin(monkeypatch):
 
 
 @pytest.mark.parametrize(
+    ("capability", "native"), [((7, 0), False), ((7, 5), False), ((8, 0), True), ((9, 0), True)]
+)
+def test_bf16_autocast_only_where_the_gpu_has_bf16(monkeypatch, capability, native):
+    """V100 (7.0) and T4 (7.5) emulate bf16, slower than float32: they train in float32."""
+    import torch
+
+    from losscmp import devices
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: capability)
+    monkeypatch.setattr(torch.version, "hip", None)
+    devices.native_bf16.cache_clear()
+    try:
+        assert devices.native_bf16(torch.device("cuda", 0)) is native
+    finally:
+        devices.native_bf16.cache_clear()
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--executor", "rey"], "did you mean 'ray'"),
