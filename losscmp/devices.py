@@ -57,7 +57,10 @@ def make_current(device) -> None:
     import torch
 
     if device.type == "cuda":
-        torch.cuda.set_device(device)
+        # set_device wants an index: ``cuda`` alone (what --device cuda resolves to, for a
+        # run in this process) means the current one, which also initialises CUDA.
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        torch.cuda.set_device(index)
 
 
 @functools.cache

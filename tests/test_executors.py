@@ -240,12 +240,19 @@ def test_workers_take_the_visible_gpus_round_robin(monkeypatch):
     placed = [devices.device_for_worker("cuda", index) for index in range(execution.jobs)]
     assert [device.index for device in placed] == [0, 1, 2, 0, 1, 2]
     assert devices.device_for_worker("cpu", 4) == torch.device("cpu")
-    # and each worker makes its GPU the current one (no context on GPU 0 from the others)
+    # and each worker makes its GPU the current one (no context on GPU 0 from the others);
+    # "cuda" alone (a run in this process) is the current GPU. set_device's own check of
+    # its argument runs here too: it refuses a device without an index, GPU or not.
+    from torch.cuda._utils import _get_device_index  # what torch.cuda.set_device checks with
+
     made_current = []
-    monkeypatch.setattr(torch.cuda, "set_device", made_current.append)
-    for device in [*placed[:2], torch.device("cpu")]:
+    monkeypatch.setattr(
+        torch.cuda, "set_device", lambda device: made_current.append(_get_device_index(device))
+    )
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 2)
+    for device in [*placed[:2], torch.device("cuda"), torch.device("cpu")]:
         devices.make_current(device)
-    assert made_current == placed[:2]
+    assert made_current == [0, 1, 2]
 
 
 @pytest.mark.parametrize(
