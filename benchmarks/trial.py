@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from losscmp.data import load_dataset  # noqa: E402
 from losscmp.data.transforms import MEAN, STD  # noqa: E402
+from losscmp.devices import native_bf16  # noqa: E402
 from losscmp.model import build_model, resolve_preset  # noqa: E402
 from losscmp.plan import Trial, make_loss  # noqa: E402
 from losscmp.spec import as_spec  # noqa: E402
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         device=device,
         amp=True,
     )
-    amp = device.type == "cuda"
+    amp = device.type == "cuda" and native_bf16(device)  # as losscmp's own rule
     sides = {
         "plain": lambda epochs: plain_trial(data, preset, epochs, args.loss, device, amp),
         "losscmp": lambda epochs: losscmp_trial(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import multiprocessing
 import signal
 from collections import deque
@@ -124,6 +125,7 @@ def _run_here(job: Job, context: JobContext, emit) -> list[TrialResult]:
             return succeeded(job, run_job(job, context, emit))
         except torch.OutOfMemoryError as error:
             reason = f"out of memory: {str(error).splitlines()[0]}"
+        gc.collect()  # the failed job's tensors, should a cycle still hold them
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         if attempt < ATTEMPTS:
