@@ -64,6 +64,7 @@ class RayExecutor(Executor):
         super().__init__(config)
         self.running: dict = {}  # ObjectRefGenerator -> (job, attempt)
         self.connected = False  # this executor called ray.init (and so calls ray.shutdown)
+        self.started_here = False  # ...for a new Ray on this machine, not to join a cluster
         self.shared: dict[str, RayDataset] = {}  # label -> the dataset in Ray's object store
 
     def run(self, jobs: list[Job], context: JobContext, emit) -> Iterator[TrialResult]:
@@ -101,11 +102,15 @@ class RayExecutor(Executor):
                     yield from failed(job, payload)
 
     def resolve_device(self, name: str):
-        """The cluster's devices decide, not the driver's: ``auto`` is CUDA where a node has
-        a GPU (the driver may have none), else the CPU. Joins or starts Ray to see them."""
+        """Joins or starts Ray to see where tasks run. A Ray this run started is this
+        machine: its devices, as torch sees them, decide. In a cluster the cluster's do, not
+        the driver's: ``auto`` is CUDA where a node has a GPU (the driver may have none),
+        else the CPU."""
         import torch
 
         self._connect()
+        if self.started_here:
+            return super().resolve_device(name)
         if name == "cuda" or (name == "auto" and _cluster_gpus()):
             if not _cluster_gpus():
                 raise LosscmpError("--device cuda: the Ray cluster has no GPU; use --device cpu")
@@ -116,7 +121,7 @@ class RayExecutor(Executor):
 
     def describe_device(self, device) -> str:
         """e.g. "cuda: Ray cluster, 4 GPUs (H100)": the driver may have no GPU to name."""
-        if device.type != "cuda":
+        if device.type != "cuda" or self.started_here:
             return super().describe_device(device)
         kinds = sorted(
             {
@@ -175,6 +180,7 @@ class RayExecutor(Executor):
         finally:
             ray_logger.setLevel(level)
         self.connected = True
+        self.started_here = address == "local"
 
     def close(self) -> None:
         if not (self.running or self.connected):
@@ -187,7 +193,7 @@ class RayExecutor(Executor):
         self.running = {}
         if self.connected:
             _shut_down_in_background()
-            self.connected = False
+            self.connected = self.started_here = False
 
 
 _shutdown: threading.Thread | None = None
