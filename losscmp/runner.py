@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from losscmp.config import FIELD_NAMES, MAX_FUSED_LOSSES, RunConfig, build_config
+from losscmp.config import DEVICES, FIELD_NAMES, MAX_FUSED_LOSSES, RunConfig, build_config
 from losscmp.devices import cuda_device_count
 from losscmp.errors import LosscmpError
 from losscmp.events import Listener, RunNote, RunStarted, TrialEnded, TrialInfo, ignore
@@ -321,8 +321,15 @@ def run_metadata(
 
 
 def resume_config(run_dir: Path, config_file: str | None, flags: dict[str, Any]) -> RunConfig:
-    """The stored run's config, overridden by the options the user gave."""
-    return build_config(config_file, base=stored_config(read_run_json(run_dir), run_dir), **flags)
+    """The stored run's config, overridden by the options the user gave. ``--device auto``
+    stays what it resolved to when the run started (trials of one run on one kind of device,
+    even where a GPU has since appeared, or Ray decides differently)."""
+    meta = read_run_json(run_dir)
+    base = stored_config(meta, run_dir)
+    started_on = str(meta.get("device", "")).split(":")[0]
+    if base.get("device", "auto") == "auto" and started_on in DEVICES:
+        base = {**base, "device": started_on}
+    return build_config(config_file, base=base, **flags)
 
 
 def stored_config(meta: dict[str, Any], run_dir: Path) -> dict[str, Any]:

@@ -342,6 +342,23 @@ def test_resume_refuses_another_model_or_a_damaged_run(cli, one_epoch_run):
     assert "run.json is damaged" in damaged.stderr
 
 
+def test_a_resumed_run_keeps_the_device_auto_chose(one_epoch_run):
+    """--device auto is pinned to what it chose when the run started (a GPU may have
+    appeared since); an explicit --device still wins, and check_resumable judges it."""
+    from losscmp.runner import resume_config
+
+    _, run_dir = one_epoch_run
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta["config"]["device"] = "auto"
+    meta["device"] = "cuda: NVIDIA H100 80GB HBM3"
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    assert resume_config(run_dir, None, {}).device == "cuda"
+    assert resume_config(run_dir, None, {"device": "cpu"}).device == "cpu"
+    meta["device"] = "cpu: x86_64"
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    assert resume_config(run_dir, None, {}).device == "cpu"
+
+
 def adamw_kernels(monkeypatch) -> list[bool]:
     """Whether each AdamW built from now on is asked for torch's fused kernel."""
     asked: list[bool] = []
