@@ -83,12 +83,12 @@ def trial_records(run_dir: Path) -> list[dict]:
     return [json.loads(path.read_text()) for path in (run_dir / "trials").glob("*.json")]
 
 
-def gpu_peak_per_trial(run_dir: Path) -> str:
-    """Median and max MiB ("m/M") over the trials: the first job of a process also holds cuDNN's
+def gpu_peak_per_trial(run_dir: Path) -> dict[str, float] | None:
+    """Median and max MiB over the trials: the first job of a process also holds cuDNN's
     autotuning workspace, so the max is what to budget and the median what a trial uses."""
     peaks = [record.get("gpu_peak_mib") for record in trial_records(run_dir)]
     peaks = [peak for peak in peaks if peak is not None]
-    return f"{statistics.median(peaks):.0f}/{max(peaks):.0f}" if peaks else "-"
+    return {"median": statistics.median(peaks), "max": max(peaks)} if peaks else None
 
 
 def seconds_per_trial(run_dir: Path) -> float:
@@ -101,7 +101,7 @@ def compare(sides: dict[str, list[str]], repeats: int, scratch: Path) -> dict[st
     GPU memory per side."""
     times: dict[str, list[float]] = {name: [] for name in sides}
     per_trial: dict[str, list[float]] = {name: [] for name in sides}
-    memory: dict[str, str] = {}
+    memory: dict[str, dict[str, float] | None] = {}
     for repeat in range(repeats):
         for name, args in sides.items():
             seconds, run_dir = run_command(args, scratch / f"{name}-{repeat}")
@@ -127,7 +127,9 @@ def print_table(results: dict[str, dict], baseline: str) -> None:
     for name, result in results.items():
         ratio = result["median_s"] / base
         row = f"{name:28s} {result['median_s']:9.1f} {ratio:16.2f} {result['trial_s']:8.2f}"
-        print(f"{row} {result['gpu_mib']:>27s}")
+        memory = result["gpu_mib"]
+        memory = f"{memory['median']:.0f}/{memory['max']:.0f}" if memory else "-"
+        print(f"{row} {memory:>27s}")
 
 
 def memory_in_use() -> int:
