@@ -150,6 +150,16 @@ def check_params(entry: Entry, params: dict[str, Any], kind: str = "") -> dict[s
                 f"{kind} '{entry.name}': {key}={value!r} must be a finite number "
                 "(inf, nan and numbers too large for a float are refused)"
             )
+    missing = [
+        name
+        for name, param in allowed.items()
+        if param.default is inspect.Parameter.empty and name not in checked
+    ]
+    if missing:
+        raise ParameterError(
+            f"{kind} '{entry.name}' needs {', '.join(missing)}: "
+            f"e.g. {entry.name}({missing[0]}=...)"
+        )
     return checked
 
 

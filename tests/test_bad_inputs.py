@@ -341,6 +341,11 @@ CASES: list[tuple[str, Args, str]] = [
     # synthetic dataset
     ("dataset-unknown", ["--dataset", "synthetik"], "unknown dataset 'synthetik'"),
     ("dataset-param-unknown", ["--dataset", "synthetic(bogus=1)"], "no parameter 'bogus'"),
+    (
+        "folder-without-path",
+        ["--dataset", "folder"],
+        "dataset 'folder' needs path: e.g. folder(path=...)",
+    ),
     ("dataset-param-text", ["--dataset", "synthetic(n_train=many)"], "is not a whole number"),
     ("fg-param-range", ["--dataset", "synthetic(fg_fraction=2)"], "fg_fraction=2"),
     ("fg-param-nan", ["--dataset", "synthetic(fg_fraction=nan)"], "must be a finite number"),
