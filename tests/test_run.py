@@ -266,8 +266,18 @@ def test_only_the_loss_differs_between_trials(cli, tmp_path):
     pd.testing.assert_frame_equal(bce[METRIC_COLUMNS], focal[METRIC_COLUMNS])
 
 
-def test_ctrl_c_keeps_finished_trials_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize(
+    "executor",
+    [
+        pytest.param([], id="local"),
+        pytest.param(["--executor", "ray", "--jobs", "1"], id="ray", marks=pytest.mark.ray),
+    ],
+)
+def test_ctrl_c_keeps_finished_trials_and_says_how_to_resume(tmp_path, executor):
+    if executor:
+        pytest.importorskip("ray")
     out = tmp_path / "runs"
+    env = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}
     process = subprocess.Popen(
         [
             sys.executable,
@@ -280,15 +290,18 @@ def test_ctrl_c_keeps_finished_trials_and_says_how_to_resume(tmp_path):
             str(out),
             "--epochs",
             "6",
+            *executor,
         ],
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list(out.glob("*/trials/*.json")):
         time.sleep(0.1)
-    process.send_signal(signal.SIGINT)
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: to every process of the group
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
     (trial,) = out.glob("*/trials/*.json")
