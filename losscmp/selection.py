@@ -40,10 +40,18 @@ def higher_is_better(metric: str) -> bool:
 
 
 def reported_split(epochs: pd.DataFrame, metric: str) -> str:
-    """``test`` when the run scored a test split for ``metric``, else ``validation``."""
+    """``test`` when the run scored a test split for ``metric``, else ``validation``. A run
+    that scored nothing at all (every trial diverged in its first epoch) has a test split
+    when its table has the column."""
     column = f"test_{metric}"
-    has_test = column in epochs.columns and epochs[column].notna().any()
-    return TEST if has_test else VALIDATION
+    if column not in epochs.columns:
+        return VALIDATION
+    scored = epochs[column].notna().any() or not _any_value(epochs, f"val_{metric}")
+    return TEST if scored else VALIDATION
+
+
+def _any_value(epochs: pd.DataFrame, column: str) -> bool:
+    return column in epochs.columns and bool(epochs[column].notna().any())
 
 
 def prefix(split: str) -> str:

@@ -511,7 +511,13 @@ def _trial_outcomes(results: RunResults, dataset: str, metric: str) -> pd.DataFr
             & _rate_matches(epochs, trial.base_lr)
         ]
         rows.append(_trial_row(trial, trial_epochs, results.images, metric, split))
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    # Where no trial validated a single epoch (every one diverged at once), the columns a
+    # validated epoch gives are still there, empty: the table shows each loss diverged.
+    for column in ("best_epoch", "val_score", f"best_{metric}", f"final_{metric}"):
+        if column not in frame.columns:
+            frame[column] = math.nan
+    return frame
 
 
 def _rate_matches(frame: pd.DataFrame, rate: float) -> pd.Series:

@@ -307,6 +307,24 @@ def test_diverged_seeds_are_left_out_and_reported(tmp_path):
     assert "diverged ep 2" in text and "1/3 diverged ep 3" in text
 
 
+def test_a_run_whose_every_trial_diverged_in_its_first_epoch_is_reported(tmp_path):
+    """(e.g. --lr 1e12): no epoch was ever scored; every loss is listed as diverged, and
+    the footer still names the test split the run has."""
+    losses = ["dice", "focal"]
+    run_dir = write_run(
+        tmp_path,
+        losses=losses,
+        seeds=(0, 1),
+        diverged={(loss, seed): 1 for loss in losses for seed in (0, 1)},
+    )
+    summary = summarize(load_run(run_dir))
+    rows = summary.set_index("loss")
+    assert list(rows["status"]) == ["diverged at epoch 1"] * 2
+    assert rows["score_mean"].isna().all() and rows["rank"].isna().all()
+    assert set(summary["headline_split"]) == {"test"}
+    assert rendered(render_table(summary, "dice")).count("diverged ep 1") == 2
+
+
 def test_metric_iou_changes_the_headline(run_dir):
     summary = summarize(load_run(run_dir), metric="iou")
     assert (summary["score_mean"] == summary["best_iou_mean"]).all()
