@@ -157,8 +157,7 @@ def check_params(entry: Entry, params: dict[str, Any], kind: str = "") -> dict[s
     ]
     if missing:
         raise ParameterError(
-            f"{kind} '{entry.name}' needs {', '.join(missing)}: "
-            f"e.g. {entry.name}({missing[0]}=...)"
+            f"{kind} '{entry.name}' needs {', '.join(missing)}: e.g. {entry.name}({missing[0]}=...)"
         )
     return checked
 
