@@ -204,7 +204,10 @@ def coerce(value: Any, hint: Any) -> Any:
         raise TypeError(value)
     if hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an int beyond float: refused as infinite (is_finite)
+                return math.inf if value > 0 else -math.inf
         raise TypeError(value)
     if hint is int:
         if isinstance(value, bool):

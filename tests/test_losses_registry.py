@@ -137,6 +137,8 @@ def test_bad_parameter_type_is_rejected(name, params):
         ("weighted_bce", {"beta": 0}),
         ("unified_focal", {"delta": 1.2}),
         ("focal_tversky", {"gamma": 0}),
+        ("dice", {"ignore_index": 2**63}),  # no int64 mask holds it
+        ("dice", {"smooth": 10**400}),  # beyond a float: infinite
     ],
 )
 def test_bad_parameter_value_raises_parameter_error(name, params):

@@ -11,6 +11,15 @@ from losses_helpers import blob_target, grad_of, perfect_logits, random_logits, 
 from losscmp.losses import create_loss
 
 
+def test_distance_weighted_bce_takes_a_huge_sigma():
+    """2σ² overflows a Python float for σ = 1e308; the weight is then flat, w0 everywhere."""
+    target = blob_target("binary")
+    logits = random_logits("binary")
+    huge = create_loss("distance_weighted_bce", sigma=1e308)(logits, target)
+    flat = create_loss("distance_weighted_bce", sigma=1e30)(logits, target)
+    assert math.isfinite(huge.item()) and huge.item() == pytest.approx(flat.item(), rel=1e-6)
+
+
 def test_000_dice_uses_the_intersection_not_the_union():
     # Disjoint confident prediction: intersection 0 -> loss 1; with the union the
     # "coefficient" would be 2|A∪B|/(|A|+|B|) = 2 -> loss -1.

@@ -22,6 +22,9 @@ MULTICLASS_MODE = "multiclass"
 MODES = (BINARY_MODE, MULTICLASS_MODE)
 BOTH_MODES = MODES
 
+# Labels an int64 mask tensor can hold: what ``ignore_index`` may be.
+MASK_LABELS = range(-(2**63), 2**63)
+
 SIGNED_DISTANCE = "signed_distance"
 OBJECT_DISTANCE = "object_distance"
 
@@ -119,6 +122,13 @@ class SegLoss(nn.Module):
             for key, value in (params or {}).items()
             if key not in ("self", "mode", "__class__")
         }
+        ignore_index = self.params.get("ignore_index")
+        if ignore_index is not None and not MASK_LABELS.start <= ignore_index < MASK_LABELS.stop:
+            # Masks are compared with it as int64 tensors: a larger one cannot be a label.
+            raise ParameterError(
+                f"ignore_index={ignore_index} is not a mask label "
+                f"({MASK_LABELS.start}..{MASK_LABELS.stop - 1})"
+            )
 
     @property
     def binary(self) -> bool:

@@ -410,7 +410,8 @@ class DistanceWeightedBCELoss(SegLoss):
 
     def compute(self, logits, target, maps):
         distance = self.target_map(OBJECT_DISTANCE, logits, target, maps)
-        weight = self.w0 * torch.exp(-(distance**2) / (2 * self.sigma**2))
+        # 2σ² as two divisions: it overflows a float for a (silly but accepted) huge σ.
+        weight = self.w0 * torch.exp(-(distance**2) / (2 * self.sigma) / self.sigma)
         loss, valid = pixel_cross_entropy(logits, target, self.binary, self.ignore_index)
         weight = weight + self.class_weight_map(target, logits.shape[1])
         return masked_mean(loss * weight, valid)
