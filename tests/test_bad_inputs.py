@@ -9,6 +9,7 @@ the working directory in a fresh temporary folder, so a stray write anywhere sho
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -310,6 +311,21 @@ def report_csv_folder(tmp: Path) -> list[str]:
     return ["report", str(run_dir), "--csv", str(tmp / "elsewhere")]
 
 
+def report_csv_over(name: str) -> Callable[[Path], list[str]]:
+    """--csv aimed at one of the run folder's own records (a typo that would destroy it)."""
+
+    def make(tmp: Path) -> list[str]:
+        run_dir = run_folder(tmp)
+        return ["report", str(run_dir), "--csv", str(run_dir / name)]
+
+    return make
+
+
+def report_csv_fifo(tmp: Path) -> list[str]:
+    os.mkfifo(tmp / "pipe")
+    return ["report", str(run_folder(tmp)), "--csv", str(tmp / "pipe")]
+
+
 # --------------------------------------------------------------------------- the table
 
 Args = list[str] | Callable[[Path], list[str]]
@@ -477,6 +493,9 @@ CASES: list[tuple[str, Args, str]] = [
     ("report-no-runs", lambda tmp: ["report", str(tmp)], "no losscmp run found"),
     ("report-metric", report(run_folder, "--metric", "dise"), "did you mean 'dice'"),
     ("report-csv-folder", report_csv_folder, "is a folder; give a file name"),
+    ("report-csv-over-run-json", report_csv_over("run.json"), "is a file of the run folder"),
+    ("report-csv-over-epochs", report_csv_over("epochs.csv"), "is a file of the run folder"),
+    ("report-csv-fifo", report_csv_fifo, "is not a regular file"),
     ("report-half-written", report(half_written), "half-written run.json"),
     ("report-run-json-corrupt", report(replace_run_json(b"[1, 2")), "not valid JSON"),
     ("report-run-json-empty", report(replace_run_json(b"")), "is damaged (empty"),

@@ -44,11 +44,23 @@ RENDERERS: dict[str, Renderer] = {
 
 
 def check_file_target(path: Path | str, option: str, example: str) -> Path:
-    """Refuse an output file that cannot be written, before anything else is written."""
+    """Refuse an output file that cannot be written, or that a run folder keeps its records
+    in, before anything else is written. Returns where to write (a link's target)."""
+    from losscmp.results import is_run_dir
+
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()  # the file it points to, not a new file in the link's place
     if path.is_dir():
         raise LosscmpError(f"{option} {path} is a folder; give a file name, e.g. {path / example}")
+    if path.exists() and not path.is_file():
+        raise LosscmpError(f"{option} {path} is not a regular file; give a file name")
     parent = path.parent
     if parent.exists() and not parent.is_dir():
         raise LosscmpError(f"{option} {path}: {parent} is a file, not a folder")
+    for folder in (parent, parent.parent):
+        if path.exists() and path.name != example and is_run_dir(folder):
+            raise LosscmpError(
+                f"{option} {path} is a file of the run folder {folder}; write elsewhere"
+            )
     return path
