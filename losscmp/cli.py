@@ -8,6 +8,7 @@ exit status 2.
 from __future__ import annotations
 
 import atexit
+import errno
 import functools
 import os
 import sys
@@ -34,8 +35,24 @@ datasets_app = typer.Typer(help="List the datasets, or download one.", no_args_i
 app.add_typer(datasets_app, name="datasets")
 
 
+# What a path the user gave can do wrong: its permissions, its name, a full or read-only disk.
+PATH_ERRNOS = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENAMETOOLONG,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.ENOSPC,
+        errno.EDQUOT,
+    }
+)
+
+
 def user_errors(command):
-    """Turn a LosscmpError into one stderr line and exit status 2."""
+    """Turn a LosscmpError, or a path the user gave that cannot be read or written, into
+    one stderr line and exit status 2."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -43,6 +60,11 @@ def user_errors(command):
             return command(*args, **kwargs)
         except LosscmpError as error:
             typer.echo(f"losscmp: error: {error}", err=True)
+            raise typer.Exit(2) from None
+        except OSError as error:
+            if error.filename is None or error.errno not in PATH_ERRNOS:
+                raise
+            typer.echo(f"losscmp: error: {error.filename}: {error.strerror}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper

@@ -148,6 +148,15 @@ def folder_is_file(tmp: Path) -> list[str]:
     return ["--dataset", f"folder:{tmp / 'data.txt'}"]
 
 
+def folder_huge_mask(tmp: Path) -> list[str]:
+    """A 20000 x 20000 mask (48 kB as a 1-bit PNG): more pixels than Pillow opens."""
+    from PIL import Image
+
+    root = folder(tmp)
+    Image.new("1", (20000, 20000)).save(root / "masks" / "case_000.png")
+    return ["--dataset", f"folder:{root}"]
+
+
 def folder_one_pair(tmp: Path) -> list[str]:
     return ["--dataset", f"folder:{folder(tmp, count=1)}"]
 
@@ -377,6 +386,12 @@ CASES: list[tuple[str, Args, str]] = [
     ("folder-missing", lambda tmp: ["--dataset", f"folder:{tmp / 'nowhere'}"], "does not exist"),
     ("folder-empty-path", ["--dataset", "folder:"], "path is empty"),
     ("folder-is-a-file", folder_is_file, "is not a folder"),
+    ("folder-huge-mask", folder_huge_mask, "case_000.png is too large for Pillow to open"),
+    (
+        "folder-name-too-long",
+        lambda tmp: ["--dataset", f"folder:{tmp / ('x' * 300)}"],
+        "File name too long",
+    ),
     ("folder-no-masks", folder_no_masks, "(missing masks/)"),
     ("folder-no-images", folder_empty, "no images in"),
     ("folder-one-pair", folder_one_pair, "not enough for a train, a validation and a test split"),
@@ -491,6 +506,7 @@ CASES: list[tuple[str, Args, str]] = [
     # report
     ("report-missing", lambda tmp: ["report", str(tmp / "nope")], "does not exist"),
     ("report-no-runs", lambda tmp: ["report", str(tmp)], "no losscmp run found"),
+    ("report-name-too-long", lambda tmp: ["report", str(tmp / ("x" * 300))], "name too long"),
     ("report-metric", report(run_folder, "--metric", "dise"), "did you mean 'dice'"),
     ("report-csv-folder", report_csv_folder, "is a folder; give a file name"),
     ("report-csv-over-run-json", report_csv_over("run.json"), "is a file of the run folder"),

@@ -287,6 +287,11 @@ def header_size(path: Path) -> tuple[int, int] | None:
     try:
         with Image.open(path) as image:
             return image.size
+    except Image.DecompressionBombError as error:  # Pillow will not decode it either
+        raise DatasetError(
+            f"folder dataset: {path.name} is too large for Pillow to open "
+            f"({str(error).split(',')[0]}); downscale or tile the images"
+        ) from None
     except (UnidentifiedImageError, OSError):
         return None
 
