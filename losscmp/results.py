@@ -621,9 +621,18 @@ def _trial_keys(frame) -> set[tuple]:
         return set()
     rates = frame["base_lr"] if "base_lr" in frame.columns else [None] * len(frame)
     return {
-        (str(d), str(loss), int(seed), _rate_text(rate))
+        (str(d), str(loss), _seed_key(seed), _rate_text(rate))
         for (d, loss, seed), rate in zip(frame[columns].itertuples(False), rates, strict=True)
     }
+
+
+def _seed_key(seed: Any) -> int | str:
+    """A row cut short (a table truncated on disk) has no seed: its key then matches no
+    trial, so the table counts as stale and is rebuilt, instead of failing here."""
+    try:
+        return int(seed)
+    except (TypeError, ValueError):
+        return str(seed)
 
 
 def _rate_text(rate: Any) -> str:

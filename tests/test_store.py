@@ -171,8 +171,9 @@ def test_tables_missing_a_trial_are_found_rebuilt_and_said(run_dir):
         (lambda p: p.write_text(p.read_text() + p.read_text().splitlines()[1]), "repeated row"),
         (lambda p: p.write_text(p.read_text().replace("0.5", "0.25", 1)), "in its values"),
         (lambda p: p.write_text("a,b\n1,2,3,4\n"), "is damaged"),
+        (lambda p: p.write_text(cut_before_the_seed(p.read_text())), "lacks"),
     ],
-    ids=["empty", "missing", "repeated-row", "changed-value", "garbage"],
+    ids=["empty", "missing", "repeated-row", "changed-value", "garbage", "cut-short"],
 )
 def test_any_disagreement_is_rebuilt_from_the_trial_files(run_dir, damage, said):
     expected = summarize(load_run(run_dir))
@@ -181,6 +182,14 @@ def test_any_disagreement_is_rebuilt_from_the_trial_files(run_dir, damage, said)
     assert len(results.notes) == 1 and said in results.notes[0], results.notes
     pd.testing.assert_frame_equal(summarize(results), expected)
     assert RunStore(run_dir).check_tables() == {}
+
+
+def cut_before_the_seed(text: str) -> str:
+    """The table cut short by damage on disk (losscmp's own writes are atomic): one row,
+    then the next cut off before its seed."""
+    lines = text.splitlines()
+    seed_at = lines[0].split(",").index("seed")
+    return "\n".join(lines[:2]) + "\n" + ",".join(lines[2].split(",")[:seed_at]) + ","
 
 
 def test_rows_of_a_trial_without_a_file_are_stale(run_dir):
