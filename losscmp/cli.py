@@ -59,7 +59,9 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except LosscmpError as error:
-            typer.echo(f"losscmp: error: {error}", err=True)
+            # One line, even where the message quotes a value the user typed with a newline.
+            message = str(error).replace("\r", "\\r").replace("\n", "\\n")
+            typer.echo(f"losscmp: error: {message}", err=True)
             raise typer.Exit(2) from None
         except OSError as error:
             if error.filename is None or error.errno not in PATH_ERRNOS:

@@ -366,6 +366,8 @@ CASES: list[tuple[str, Args, str]] = [
     # synthetic dataset
     ("dataset-unknown", ["--dataset", "synthetik"], "unknown dataset 'synthetik'"),
     ("dataset-param-unknown", ["--dataset", "synthetic(bogus=1)"], "no parameter 'bogus'"),
+    ("losses-newline", ["--losses", "dice\nfokal"], "'dice\\nfokal' is not a valid name"),
+    ("config-too-deep", config_file("a: " + "[" * 5000 + "]" * 5000), "nested too deeply"),
     (
         "folder-without-path",
         ["--dataset", "folder"],

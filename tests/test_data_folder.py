@@ -210,3 +210,14 @@ def test_all_background_binary_masks_are_refused(tmp_path):
         mask.write_bytes(encode(np.zeros((40, 56), np.uint8), "PNG"))
     with pytest.raises(DatasetError, match="no foreground pixel, so every loss would score 0"):
         load(f"folder:{tmp_path}")
+
+
+def test_a_pipe_named_like_an_image_is_skipped_not_read(tmp_path):
+    """Opening a FIFO blocks until something writes to it: the listing leaves it out."""
+    import os
+
+    from losscmp.data.folder import image_files
+
+    make_folder(tmp_path, count=3)
+    os.mkfifo(tmp_path / "images" / "zz_pipe.jpg")
+    assert sorted(image_files(tmp_path / "images")) == ["case_000", "case_001", "case_002"]

@@ -167,7 +167,8 @@ def check_folder(root: Path) -> None:
 
 
 def image_files(folder: Path) -> dict[str, Path]:
-    """Stem -> file for the picture files in ``folder`` (hidden and macOS ._ files skipped)."""
+    """Stem -> file for the picture files in ``folder`` (hidden and macOS ._ files skipped,
+    and anything not a regular file: reading a pipe would wait forever)."""
     found: dict[str, Path] = {}
     try:
         entries = sorted(folder.iterdir())
@@ -177,6 +178,8 @@ def image_files(folder: Path) -> dict[str, Path]:
         ) from None
     for path in entries:
         if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if not path.is_file():
             continue
         if path.stem in found:
             raise DatasetError(
