@@ -56,11 +56,11 @@ class TrainingProgress:
         self.run_dir: Path | None = None
 
     def __enter__(self) -> TrainingProgress:
-        self.progress.start()
-        return self
+        return self  # the display starts with the run: a run refused before leaves no line
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.overall is not None:
+            self.progress.stop()
 
     def __call__(self, event) -> None:
         handler = getattr(self, f"_on_{type(event).__name__}", None)
@@ -78,6 +78,7 @@ class TrainingProgress:
         self.overall = self.progress.add_task(
             "all trials", total=len(self.trials) * self.epochs, status=self._tally()
         )
+        self.progress.start()
 
     def _on_RunNote(self, event) -> None:  # noqa: N802
         (print_warning if event.warning else print_note)(event.text)

@@ -296,8 +296,12 @@ def test_progress_shows_every_running_trial_and_an_overall_bar(tmp_path):
     from losscmp.console import TrainingProgress
 
     infos = tuple(TrialInfo(f"t{i}", "synthetic", f"loss{i}", 0) for i in range(3))
-    progress = TrainingProgress()
-    progress(RunStarted(tmp_path, infos, skipped=1, epochs=2, executor="2 workers"))
+    with TrainingProgress() as progress:
+        _show_trials(progress, infos, tmp_path)
+
+
+def _show_trials(progress, infos, run_dir) -> None:
+    progress(RunStarted(run_dir, infos, skipped=1, epochs=2, executor="2 workers"))
     progress(TrialStarted("t0", "worker 1"))
     progress(TrialStarted("t1", "worker 2"))
     progress(StepDone("t0", epoch=1, step=2, steps=4))
