@@ -117,7 +117,7 @@ class RayExecutor(Executor):
             return torch.device("cuda")
         if name == "auto":
             return torch.device("cpu")
-        return super().resolve_device(name)  # cpu; mps: on this machine (a local Ray)
+        return super().resolve_device(name)  # cpu; mps as this machine has it (Ray has no MPS)
 
     def describe_device(self, device) -> str:
         """e.g. "cuda: Ray cluster, 4 GPUs (H100)": the driver may have no GPU to name."""
