@@ -46,7 +46,7 @@ def reported_split(epochs: pd.DataFrame, metric: str) -> str:
     column = f"test_{metric}"
     if column not in epochs.columns:
         return VALIDATION
-    scored = epochs[column].notna().any() or not _any_value(epochs, f"val_{metric}")
+    scored = _any_value(epochs, column) or not _any_value(epochs, f"val_{metric}")
     return TEST if scored else VALIDATION
 
 

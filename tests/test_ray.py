@@ -117,15 +117,7 @@ def test_a_driver_without_a_gpu_trains_on_the_clusters_gpus():
     pytest.importorskip("ray")
     from losscmp.devices import describe_device
 
-    env = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}
-    process = subprocess.run(
-        [sys.executable, "-c", GPU_CLUSTER],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=REPO,
-        env=env,
-    )
+    process = _python_starting_its_own_ray("-c", GPU_CLUSTER, timeout=180)
     assert process.returncode == 0, process.stderr
     assert process.stdout.splitlines() == [
         "auto|cuda|cuda: Ray cluster, 2 GPUs (H100)",
@@ -213,15 +205,9 @@ def test_the_ray_a_run_starts_is_stopped_before_the_command_exits(tmp_path):
     background while the report is written, and the command waits for it to exit."""
     pytest.importorskip("ray")
     before = _ray_processes()
-    env = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}
-    command = [sys.executable, "-m", "losscmp", "run", "--config", str(SMOKE), "--epochs", "1"]
-    process = subprocess.run(
-        [*command, "--losses", "dice,focal", "--executor", "ray", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-        env=env,
+    command = ["-m", "losscmp", "run", "--config", str(SMOKE), "--epochs", "1"]
+    process = _python_starting_its_own_ray(
+        *command, "--losses", "dice,focal", "--executor", "ray", "--out", str(tmp_path), timeout=300
     )
     assert process.returncode == 0, process.stderr
     (run_dir,) = tmp_path.iterdir()
@@ -267,6 +253,15 @@ def test_the_probed_endpoint_is_the_one_ray_connects_to():
     assert _endpoint("ray://10.0.0.5:9999") == ("10.0.0.5", 9999)
     assert _endpoint("10.0.0.5:6380") == ("10.0.0.5", 6380)
     assert _endpoint("head:not-a-port") is None  # Ray's own error says what is wrong
+
+
+def _python_starting_its_own_ray(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    """``python args`` in the repository, without $RAY_ADDRESS: a new local Ray, not a
+    cluster the environment names."""
+    env = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env
+    )
 
 
 def _ray_processes() -> set[int]:

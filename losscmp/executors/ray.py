@@ -111,9 +111,10 @@ class RayExecutor(Executor):
         self._connect()
         if self.started_here:
             return super().resolve_device(name)
-        if name == "cuda" or (name == "auto" and _cluster_gpus()):
-            if not _cluster_gpus():
-                raise LosscmpError("--device cuda: the Ray cluster has no GPU; use --device cpu")
+        gpus = _cluster_gpus()
+        if name == "cuda" and not gpus:
+            raise LosscmpError("--device cuda: the Ray cluster has no GPU; use --device cpu")
+        if name == "cuda" or (name == "auto" and gpus):
             return torch.device("cuda")
         if name == "auto":
             return torch.device("cpu")

@@ -123,7 +123,7 @@ class SegLoss(nn.Module):
             if key not in ("self", "mode", "__class__")
         }
         ignore_index = self.params.get("ignore_index")
-        if ignore_index is not None and not MASK_LABELS.start <= ignore_index < MASK_LABELS.stop:
+        if ignore_index is not None and ignore_index not in MASK_LABELS:
             # Masks are compared with it as int64 tensors: a larger one cannot be a label.
             raise ParameterError(
                 f"ignore_index={ignore_index} is not a mask label "
