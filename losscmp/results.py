@@ -39,6 +39,7 @@ import re
 import secrets
 import stat
 import tempfile
+import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +61,9 @@ REPORT_PAGE = "report.html"  # the run's self-contained report, written after ev
 LOCK_FILE = ".losscmp.lock"
 TABLES_LOCK_FILE = ".losscmp-tables.lock"
 TEMP_SUFFIX = ".tmp"
+BUILDING_SUFFIX = ".creating"  # a run folder is assembled as .<id>.creating, then renamed
+# Building takes milliseconds; one this old was left by a process killed in that instant.
+ABANDONED_BUILD_AGE_S = 600
 TRIAL_STATUSES = ("finished", "diverged")
 SPLIT_SCORES = ["dice", "iou", "mcc", "precision", "recall", "image_dice", "image_iou"]
 # Binary tasks: at the threshold chosen on validation that epoch, and threshold-free.
@@ -651,6 +655,29 @@ def _name_trials(keys: Iterable[tuple]) -> str:
     return shown + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
 
 
+def _remove_abandoned_builds(out: Path) -> None:
+    """Delete the hidden half-built run folders that killed starts left in ``out``.
+
+    Only old ones holding nothing but run.json and its temporary copies: a younger
+    one may be another process's run in the instant before its rename."""
+    now = time.time()
+    for folder in out.glob(f".*{BUILDING_SUFFIX}"):
+        try:
+            if not folder.is_dir() or folder.is_symlink():
+                continue
+            if now - folder.stat().st_mtime < ABANDONED_BUILD_AGE_S:
+                continue
+            files = list(folder.iterdir())
+            ours = {folder / RUN_FILE, *_temp_files(folder, RUN_FILE)}
+            if not set(files) <= ours:
+                continue
+            for path in files:
+                path.unlink()
+            folder.rmdir()
+        except OSError:
+            continue  # another process removed it, or it is not ours to remove
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -684,11 +711,13 @@ class RunStore:
     ) -> RunStore:
         """A new run folder ``out/<run_id>`` (``out`` is made if missing), holding ``meta``
         as its run.json from the first instant it exists: it is built under a hidden
-        name and renamed, so a kill leaves no folder that ``--resume`` could not read."""
+        name and renamed, so a kill leaves no folder that ``--resume`` could not read
+        (the hidden ones such kills left are deleted here, once abandoned)."""
         run_dir = Path(out) / (run_id or new_run_id())
-        building = run_dir.with_name(f".{run_dir.name}.creating")
+        building = run_dir.with_name(f".{run_dir.name}{BUILDING_SUFFIX}")
         try:
             Path(out).mkdir(parents=True, exist_ok=True)
+            _remove_abandoned_builds(Path(out))
             if run_dir.exists():
                 raise FileExistsError
             building.mkdir()

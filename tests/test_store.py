@@ -70,6 +70,36 @@ def test_create_makes_a_new_folder_and_refuses_an_existing_one(tmp_path):
         RunStore.create(tmp_path / "out", "20260101-000000-aaaaaa")
 
 
+def _half_built(out: Path, name: str, files: dict[str, str], age_s: float) -> Path:
+    """A hidden ``.<id>.creating`` folder as a start killed before its rename leaves it."""
+    folder = out / f".{name}.creating"
+    folder.mkdir(parents=True)
+    for file_name, text in files.items():
+        (folder / file_name).write_text(text)
+    then = time.time() - age_s
+    os.utime(folder, (then, then))
+    return folder
+
+
+def test_create_removes_half_built_folders_that_killed_starts_left(tmp_path):
+    out = tmp_path / "out"
+    meta = json.dumps({"schema_version": 2})
+    abandoned = _half_built(out, "a", {RUN_FILE: meta, f".{RUN_FILE}.x1.tmp": "{"}, 3600)
+    empty = _half_built(out, "b", {}, 3600)
+    # Younger: maybe another process's run in the instant before its rename.
+    building = _half_built(out, "c", {RUN_FILE: meta}, 5)
+    # Something else than a run's start: not ours to delete.
+    foreign = _half_built(out, "d", {RUN_FILE: meta, "notes.txt": "mine"}, 3600)
+    RunStore.create(out, "20260101-000000-aaaaaa")
+    assert not abandoned.exists() and not empty.exists()
+    assert building.exists() and foreign.exists()
+    assert sorted(path.name for path in out.iterdir()) == [
+        ".c.creating",
+        ".d.creating",
+        "20260101-000000-aaaaaa",
+    ]
+
+
 def test_write_trial_is_atomic_fsynced_and_rebuilds_the_tables(run_dir, monkeypatch):
     import losscmp.results as results
 
