@@ -206,11 +206,7 @@ def _temp_files(folder: Path, name: str | None = None) -> list[Path]:
 
 
 def check_out_dir(out: Path | str) -> None:
-    """Refuse an ``--out`` that cannot hold run folders; writes nothing that stays.
-
-    The folder may not exist yet: then its nearest existing ancestor must be a
-    folder we can create entries in. Probed with a temporary file, removed at once.
-    """
+    """Refuse an ``--out`` that cannot hold run folders; writes nothing that stays."""
     out = Path(out)
     where = f"--out {out}"
     absolute = Path(os.path.abspath(out))
@@ -224,14 +220,21 @@ def check_out_dir(out: Path | str) -> None:
                 f"{where} cannot be created: the name '{name[:40]}...' is longer than "
                 f"{name_max} bytes"
             )
-    probe = absolute
+    if _path_kind(absolute) == "file":
+        raise ParameterError(f"{where} is a file; it must be a folder for run folders")
+    check_writable_folder(absolute, where)
+
+
+def check_writable_folder(folder: Path | str, where: str) -> None:
+    """Refuse ``where`` unless ``folder`` is, or can be made as, a folder that takes new
+    files: it, or else its nearest existing ancestor, is probed with a temporary file,
+    removed at once. ``where`` starts each message (e.g. ``--out results``)."""
+    probe = Path(os.path.abspath(folder))
     while True:
         kind = _path_kind(probe)
         if kind == "dir":
             break
         if kind == "file":
-            if probe == absolute:
-                raise ParameterError(f"{where} is a file; it must be a folder for run folders")
             raise ParameterError(f"{where} cannot be created: {probe} is a file, not a folder")
         if kind == "broken link":
             raise ParameterError(f"{where} cannot be created: {probe} is a broken link")

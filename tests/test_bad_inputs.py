@@ -335,6 +335,11 @@ def report_csv_fifo(tmp: Path) -> list[str]:
     return ["report", str(run_folder(tmp)), "--csv", str(tmp / "pipe")]
 
 
+def report_html_under_file(tmp: Path) -> list[str]:
+    (tmp / "notes").write_text("mine")
+    return ["report", str(run_folder(tmp)), "--html", str(tmp / "notes" / "page.html")]
+
+
 # --------------------------------------------------------------------------- the table
 
 Args = list[str] | Callable[[Path], list[str]]
@@ -514,6 +519,13 @@ CASES: list[tuple[str, Args, str]] = [
     ("report-csv-over-run-json", report_csv_over("run.json"), "is a file of the run folder"),
     ("report-csv-over-epochs", report_csv_over("epochs.csv"), "is a file of the run folder"),
     ("report-csv-fifo", report_csv_fifo, "is not a regular file"),
+    ("report-csv-unwritable", report(run_folder, "--csv", "/sys/summary.csv"), "not writable"),
+    (
+        "report-html-unwritable",
+        report(run_folder, "--html", "/sys/losscmp/page.html"),
+        "not writable",
+    ),
+    ("report-html-under-a-file", report_html_under_file, "is a file, not a folder"),
     ("report-half-written", report(half_written), "half-written run.json"),
     ("report-run-json-corrupt", report(replace_run_json(b"[1, 2")), "not valid JSON"),
     ("report-run-json-empty", report(replace_run_json(b"")), "is damaged (empty"),

@@ -46,7 +46,7 @@ RENDERERS: dict[str, Renderer] = {
 def check_file_target(path: Path | str, option: str, example: str) -> Path:
     """Refuse an output file that cannot be written, or that a run folder keeps its records
     in, before anything else is written. Returns where to write (a link's target)."""
-    from losscmp.results import is_run_dir
+    from losscmp.results import check_writable_folder, is_run_dir
 
     path = Path(path)
     if path.is_symlink():
@@ -56,11 +56,10 @@ def check_file_target(path: Path | str, option: str, example: str) -> Path:
     if path.exists() and not path.is_file():
         raise LosscmpError(f"{option} {path} is not a regular file; give a file name")
     parent = path.parent
-    if parent.exists() and not parent.is_dir():
-        raise LosscmpError(f"{option} {path}: {parent} is a file, not a folder")
     for folder in (parent, parent.parent):
         if path.exists() and path.name != example and is_run_dir(folder):
             raise LosscmpError(
                 f"{option} {path} is a file of the run folder {folder}; write elsewhere"
             )
+    check_writable_folder(parent, f"{option} {path}")
     return path
