@@ -296,7 +296,7 @@ def _print_report(
     (``files``: renderer name -> path) and, with ``run_page``, ``<run>/report.html``."""
     from losscmp import console
     from losscmp.render import RENDERERS, terminal
-    from losscmp.render import csv as csv_output
+    from losscmp.results import RunStore
     from losscmp.summary import build_report
 
     targets = {name: path for name, path in files.items() if path is not None}
@@ -310,7 +310,7 @@ def _print_report(
         console.print_note(note)
     written = []
     if len(run_dirs) == 1:  # a combined table belongs to no single run folder
-        written.append(csv_output.write_summary(report.summary, run_dirs[0] / "summary.csv"))
+        written.append(RunStore(run_dirs[0]).write_summary(report.summary))
     elif "csv" not in targets:
         console.print_note("combined summary not saved in any run folder; add --csv FILE")
     for name, path in targets.items():

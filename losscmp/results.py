@@ -16,6 +16,8 @@ One source of truth, derived tables rebuilt from it:
 - One writer at a time: :meth:`RunStore.lock` takes an exclusive ``flock`` on
   ``<run>/.losscmp.lock``; a second writer gets one line naming the first's pid.
   The lock dies with its process, so a killed run never leaves a stale lock.
+- A run.json that is not what losscmp wrote (not JSON, an unknown schema version, a
+  field of another type after a hand edit) is named as damaged, field by field.
 - A run killed while writing its first run.json leaves only a temporary one:
   when that is complete, reading and ``--resume`` use it (the lock promotes
   it); when not, the folder is reported as "killed while starting".
@@ -58,6 +60,8 @@ TRIALS_DIR = "trials"
 DAMAGED_DIR = "damaged"  # under trials/: damaged trial files set aside by --resume
 PANEL_DIR = "panel"
 REPORT_PAGE = "report.html"  # the run's self-contained report, written after every run
+SUMMARY_FILE = "summary.csv"  # derived: the report's table of this run
+PLOTS_DIR = "plots"  # derived: report --plots
 LOCK_FILE = ".losscmp.lock"
 TABLES_LOCK_FILE = ".losscmp-tables.lock"
 TEMP_SUFFIX = ".tmp"
@@ -312,7 +316,102 @@ def _parse_meta(path: Path, data: bytes) -> dict[str, Any]:
         raise LosscmpError(
             f"{path} has schema version {version!r}; this losscmp reads versions {readable}"
         )
+    problem = _meta_shape_problem(meta)
+    if problem:
+        raise LosscmpError(f"{path} is damaged ({problem})")
     return meta
+
+
+_TEXT, _NUMBER, _FLAG, _NULL = (str,), (int, float), (bool,), (type(None),)
+# The JSON types of the run.json fields that readers rely on; any may be absent (older
+# runs lack some). A hand edit of another type is named as damage, not a traceback.
+META_VALUES: dict[str, tuple[type, ...]] = {
+    "run_id": _TEXT,
+    "command": _TEXT + _NULL,
+    "device": _TEXT,
+    "git_commit": _TEXT + _NULL,
+    "git_dirty": _FLAG + _NULL,
+    "started_at": _TEXT,
+    "finished_at": _TEXT + _NULL,
+    "resumed_at": _TEXT + _NULL,
+    "resume_command": _TEXT + _NULL,
+}
+# Containers: field -> (list or dict, the types of its items).
+META_CONTAINERS: dict[str, tuple[type, tuple[type, ...]]] = {
+    "config": (dict, _TEXT + _NUMBER + _FLAG + _NULL + (list,)),
+    "model": (dict, _TEXT + _NUMBER + _NULL + (list,)),
+    "losses": (dict, (dict,)),
+    "datasets": (dict, (dict,)),
+    "trials": (list, _TEXT),
+    "seeds": (list, (int,)),
+    "learning_rates": (list, _NUMBER),
+    "execution": (dict, _TEXT + _NUMBER + _FLAG + _NULL),
+    "versions": (dict, _TEXT),
+    "failed_trials": (dict, _TEXT),
+    "damaged_trials": (list, (dict,)),
+    "tracking": (dict, (dict,)),
+}
+# The fields of the objects inside run.json that readers rely on.
+EXECUTION_VALUES: dict[str, tuple[type, ...]] = {
+    "executor": _TEXT,
+    "jobs": (int,),
+    "threads": (int,),
+    "fused": _FLAG,
+    "ray_address": _TEXT + _NULL,
+    "fused_adamw": _FLAG,
+}
+LOSS_VALUES: dict[str, tuple[type, ...]] = {"name": _TEXT, "params": (dict,)}
+DATASET_VALUES: dict[str, tuple[type, ...]] = {"spec": _TEXT, "mode": _TEXT, "class_names": (list,)}
+
+
+def _meta_shape_problem(meta: dict[str, Any]) -> str | None:
+    """What in run.json is not of the type losscmp wrote (a hand edit), or None."""
+    entries = [
+        (f"'{name}' {key!r} ", entry, fields)
+        for name, fields in (("losses", LOSS_VALUES), ("datasets", DATASET_VALUES))
+        if isinstance(meta.get(name), dict)
+        for key, entry in meta[name].items()
+    ]
+    checks = [("", meta, META_VALUES), ("'execution' ", meta.get("execution"), EXECUTION_VALUES)]
+    return _containers_problem(meta) or next(
+        (problem for check in checks + entries if (problem := _fields_problem(*check))), None
+    )
+
+
+def _containers_problem(meta: dict[str, Any]) -> str | None:
+    for name, (container, item_types) in META_CONTAINERS.items():
+        if name not in meta:
+            continue
+        value = meta[name]
+        if not isinstance(value, container):
+            return f"'{name}' is {_json_kind(value)}, not {_json_kind(container())}"
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if not isinstance(item, item_types):
+                where = f"item {key}" if isinstance(value, list) else repr(key)
+                return f"'{name}' holds {_json_kind(item)} at {where}"
+    return None
+
+
+def _fields_problem(
+    where: str, fields: dict[str, Any] | None, shape: dict[str, tuple[type, ...]]
+) -> str | None:
+    for name, types in shape.items():
+        if fields and name in fields and not isinstance(fields[name], types):
+            return f"{where}'{name}' is {_json_kind(fields[name])}"
+    return None
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the text {value[:40]!r}"
+    return "a list" if isinstance(value, list) else "an object"
 
 
 def _complete_temp_meta(temps: Sequence[Path]) -> dict[str, Any] | None:
@@ -1026,12 +1125,26 @@ class RunStore:
                 "delete it to draw the other figures"
             ) from None
 
-    # ----------------------------------------------------------------- report page
+    # ----------------------------------------------------------------- what report writes
 
     def write_report_page(self, html: str) -> Path:
         """``<run>/report.html``, written atomically (a reader sees the old page or the new)."""
-        path = self.run_dir / REPORT_PAGE
-        atomic_write_bytes(path, html.encode("utf-8"))
+        return self._write_derived(REPORT_PAGE, html.encode("utf-8"))
+
+    def write_summary(self, frame) -> Path:
+        """``<run>/summary.csv``: the report's table, derived (rebuilt by every report)."""
+        return self._write_derived(SUMMARY_FILE, frame.to_csv(index=False).encode())
+
+    def write_figure(self, name: str, png: bytes) -> Path:
+        """``<run>/plots/<name>``: a figure of ``report --plots``."""
+        return self._write_derived(f"{PLOTS_DIR}/{name}", png)
+
+    def _write_derived(self, name: str, data: bytes) -> Path:
+        path = self.run_dir / name
+        try:
+            atomic_write_bytes(path, data)
+        except OSError as error:
+            raise LosscmpError(f"cannot write {path}: {error.strerror or error}") from None
         return path
 
     # ----------------------------------------------------------------- reading a run

@@ -293,6 +293,14 @@ def _set(key: str, value) -> Callable[[dict], None]:
     return change
 
 
+def _set_dataset(key: str, value) -> Callable[[dict], None]:
+    def change(meta: dict) -> None:
+        for info in meta["datasets"].values():
+            info[key] = value
+
+    return change
+
+
 def _set_config(key: str, value) -> Callable[[dict], None]:
     def change(meta: dict) -> None:
         meta["config"][key] = value
@@ -503,6 +511,17 @@ CASES: list[tuple[str, Args, str]] = [
     ("resume-run-json-corrupt", resume(replace_run_json(b"{oops")), "not valid JSON"),
     ("resume-run-json-empty", resume(replace_run_json(b"")), "is damaged (empty"),
     ("resume-schema", resume(edit_meta(_set("schema_version", 9))), "schema version 9"),
+    (
+        "resume-run-json-threads",
+        resume(edit_meta(_set("execution", {"threads": "two"}))),
+        "'execution' 'threads' is the text 'two'",
+    ),
+    ("resume-run-json-trial-ids", resume(edit_meta(_set("trials", [1]))), "holds the number 1"),
+    (
+        "report-run-json-class-names",
+        report(edit_meta(_set_dataset("class_names", 2))),
+        "'class_names' is the number 2",
+    ),
     ("resume-config-key", resume(edit_meta(_set_config("surprise", 1))), "run.json is damaged"),
     (
         "resume-config-value",
@@ -530,6 +549,13 @@ CASES: list[tuple[str, Args, str]] = [
     ("report-run-json-corrupt", report(replace_run_json(b"[1, 2")), "not valid JSON"),
     ("report-run-json-empty", report(replace_run_json(b"")), "is damaged (empty"),
     ("report-schema", report(edit_meta(_set("schema_version", 9))), "schema version 9"),
+    ("report-run-json-run-id", report(edit_meta(_set("run_id", 5))), "'run_id' is the number"),
+    ("report-run-json-trials", report(edit_meta(_set("trials", "x"))), "not a list"),
+    (
+        "report-run-json-losses",
+        report(edit_meta(_set("losses", {"dice": 5}))),
+        "'losses' holds the number 5 at 'dice'",
+    ),
     ("report-trial-corrupt", report(damage_trial(b"{oops")), "not valid JSON"),
     ("report-trial-empty", report(damage_trial(b"")), "is damaged (empty: 0 bytes)"),
     ("report-trial-shape", report(damage_trial(b"[1, 2]")), "not a trial record"),

@@ -1,4 +1,4 @@
-"""The summary frame as a CSV (``report --csv FILE``, and ``<run>/summary.csv``)."""
+"""The summary frame as a CSV file (``report --csv FILE``)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ def write(report: Report, path: Path | str) -> Path:
 
 
 def write_summary(summary: pd.DataFrame, path: Path | str) -> Path:
-    """Write the summary CSV atomically (a killed process leaves the old file or the new)."""
+    """Write the summary CSV atomically (a killed process leaves the old file or the new);
+    a run's own summary.csv is written by its store (``RunStore.write_summary``)."""
     path = check_target(path)
     try:
         atomic_write_csv(path, summary)

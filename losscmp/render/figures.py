@@ -30,13 +30,12 @@ import numpy as np
 import pandas as pd
 
 from losscmp import summary
-from losscmp.results import RunStore, atomic_write_bytes, slug
+from losscmp.results import RunStore, slug
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-PLOTS_DIR = "plots"
 HIT, FALSE_POSITIVE, MISS = (0.2, 0.8, 0.2), (0.9, 0.15, 0.15), (0.2, 0.4, 1.0)
 TRUTH = (1.0, 1.0, 1.0)
 IGNORED = (0.6, 0.6, 0.6)
@@ -48,23 +47,22 @@ PIXELS = "nearest"
 def write_plots(run_dir: Path | str, *, metric: str = "dice") -> list[Path]:
     """Draw every figure the run supports; return the PNG paths written."""
     summary.check_metric(metric)
-    run_dir = Path(run_dir)
-    results = summary.load_run(run_dir)
-    out = run_dir / PLOTS_DIR
-    written = [_save(learning_curves(results, metric), out / "learning_curves.png")]
+    store = RunStore(run_dir)
+    results = summary.load_run(store.run_dir)
+    written = [
+        store.write_figure("learning_curves.png", png_bytes(learning_curves(results, metric)))
+    ]
     for dataset in summary.dataset_order(results):
         panel = prediction_panel(results, dataset)
         if panel is not None:
-            written.append(_save(panel.figure, out / f"predictions__{slug(dataset)}.png"))
+            name = f"predictions__{slug(dataset)}.png"
+            written.append(store.write_figure(name, png_bytes(panel.figure)))
     dial = summary.imbalance_frame(summary.summarize(results, metric))
     if dial is not None:
-        written.append(_save(imbalance_figure(dial, metric), out / "imbalance.png"))
+        written.append(
+            store.write_figure("imbalance.png", png_bytes(imbalance_figure(dial, metric)))
+        )
     return written
-
-
-def _save(figure: Figure, path: Path) -> Path:
-    atomic_write_bytes(path, png_bytes(figure))
-    return path
 
 
 def png_bytes(figure: Figure, dpi: int = 110) -> bytes:

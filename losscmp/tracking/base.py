@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from losscmp.results import REPORT_PAGE, SUMMARY_FILE
+
 # Files of a finished run's report that a tracker attaches to the run (when they exist).
-REPORT_FILES = ("summary.csv", "report.html")
+REPORT_FILES = (SUMMARY_FILE, REPORT_PAGE)
 MAX_REASON = 200  # characters of a tracker's error shown in its one warning line
 
 
