@@ -130,7 +130,10 @@ def run(
     ] = None,
     limit: Annotated[
         int | None,
-        typer.Option(help="Use N images in all (a fixed subset, split into train and validation)."),
+        typer.Option(
+            help="Use N images in all (a fixed subset, at least 3: split into train, "
+            "validation and test)."
+        ),
     ] = None,
     num_workers: Annotated[
         int | None, typer.Option(help="Data loader workers. [default: 0]")
@@ -272,7 +275,11 @@ def _command_line(config: Path | None, flags: dict, resume: Path | None) -> str:
 def report(
     paths: Annotated[list[Path], typer.Argument(help="Run folders, or a folder of runs (newest).")],
     metric: Annotated[
-        str, typer.Option(help="Headline metric: dice, iou, mcc, image_dice, image_iou.")
+        str,
+        typer.Option(
+            help="Headline metric: dice, iou, mcc, image_dice, image_iou; binary runs also "
+            "dice_t, iou_t, mcc_t (at the validation-chosen threshold), ap, ece."
+        ),
     ] = "dice",
     csv: Annotated[Path | None, typer.Option(help="Also write the summary table here.")] = None,
     html: Annotated[

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -31,6 +32,13 @@ def test_top_level_help_lists_the_commands(cli):
     output = cli("--help").output
     for command in ("run", "report", "losses", "datasets"):
         assert command in output
+
+
+def test_report_help_names_every_headline_metric(cli):
+    from losscmp.summary import METRICS
+
+    words = set(re.findall(r"\w+", cli("report", "--help").output))
+    assert set(METRICS) <= words
 
 
 def test_help_is_fast_and_does_not_import_torch():
