@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import platform
 import subprocess
+from collections.abc import Collection
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -128,19 +129,24 @@ def resolve_execution(config: RunConfig, device) -> Execution:
     return Execution(config.executor, jobs, threads, fused, config.ray_address)
 
 
-def make_jobs(trials: list[Trial], fused: bool) -> list[Job]:
-    """One job per trial, or per (dataset, seed, learning rate) group of at most
-    MAX_FUSED_LOSSES losses (a group shares one optimizer and one schedule: one rate)."""
+def make_jobs(trials: list[Trial], fused: bool, done: Collection[str] = ()) -> list[Job]:
+    """The jobs for the planned ``trials`` that are not ``done``: one per trial, or per
+    (dataset, seed, learning rate) group of at most MAX_FUSED_LOSSES losses (a group
+    shares one optimizer and one schedule: one rate). A fused group is always the planned
+    one, so that a resumed run gives the numbers of an uninterrupted one."""
     if not fused:
-        return [Job((trial,)) for trial in trials]
+        return [Job((trial,)) for trial in trials if trial.id not in done]
     groups: dict[tuple[str, int, float | None], list[Trial]] = {}
     for trial in trials:
         groups.setdefault((trial.dataset, trial.seed, trial.lr), []).append(trial)
-    return [
-        Job(tuple(group[start : start + MAX_FUSED_LOSSES]), fused=True)
-        for group in groups.values()
-        for start in range(0, len(group), MAX_FUSED_LOSSES)
-    ]
+    jobs = []
+    for group in groups.values():
+        for start in range(0, len(group), MAX_FUSED_LOSSES):
+            planned = tuple(group[start : start + MAX_FUSED_LOSSES])
+            todo = tuple(trial for trial in planned if trial.id not in done)
+            if todo:
+                jobs.append(Job(todo, fused=True, group=planned if todo != planned else ()))
+    return jobs
 
 
 def execute(
@@ -190,7 +196,7 @@ def _execute(prepared: PreparedRun, run_dir: Path | None, emit: Listener, comman
             )
         )
         try:
-            _run_jobs(store, prepared, execution, todo, emit)
+            _run_jobs(store, prepared, execution, done, emit)
         except BaseException as error:
             prepared.tracker.end("killed" if isinstance(error, KeyboardInterrupt) else "failed")
             raise
@@ -233,15 +239,17 @@ def _open_run(
     return stored_execution(meta, prepared.execution)
 
 
-def _run_jobs(store, prepared: PreparedRun, execution: Execution, todo: list[Trial], emit):
-    """Hand the jobs to the executor and write each result as it arrives."""
+def _run_jobs(store, prepared: PreparedRun, execution: Execution, done: set[str], emit):
+    """Hand the jobs for the trials not ``done`` to the executor and write each result as
+    it arrives."""
     plan = prepared.plan
     settings = dataclasses.replace(prepared.settings, fused_adamw=execution.fused_adamw)
     context = JobContext(
         plan.config, plan.loss_specs, plan.dataset_specs, settings, execution.threads
     )
     share_datasets(prepared.datasets, plan.config)
-    for result in prepared.executor.run(make_jobs(todo, execution.fused), context, emit):
+    jobs = make_jobs(plan.trials, execution.fused, done)
+    for result in prepared.executor.run(jobs, context, emit):
         trial = result.trial
         if result.failure is not None:
             store.record_failed(trial.id, result.failure)

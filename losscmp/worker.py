@@ -34,7 +34,7 @@ def run_job(job, context, emit: Listener, *, device=None, where: str = "") -> li
     # that has not touched CUDA yet: set it (which initialises CUDA) where training runs.
     make_current(settings.device)
     data = job_dataset(job.trials[0].dataset, context)
-    relay = ProgressRelay(emit)
+    relay = ProgressRelay(emit, {trial.id for trial in job.trials})
     for trial in job.trials:
         emit(TrialStarted(trial.id, where))
     with (
@@ -46,7 +46,7 @@ def run_job(job, context, emit: Listener, *, device=None, where: str = "") -> li
             from losscmp.fused import train_fused_group
 
             outcomes = train_fused_group(
-                list(job.trials),
+                list(job.trained),
                 context.loss_specs,
                 data,
                 settings,
@@ -68,7 +68,10 @@ def run_job(job, context, emit: Listener, *, device=None, where: str = "") -> li
     if peak:
         for outcome in outcomes:  # a fused group's memory, shared out among its trials
             outcome.record["gpu_peak_mib"] = round(peak[0] / len(outcomes), 1)
-    return outcomes
+    wanted = {trial.id for trial in job.trials}
+    return [
+        outcome for trial, outcome in zip(job.trained, outcomes, strict=True) if trial.id in wanted
+    ]
 
 
 def job_dataset(label: str, context) -> Any:
@@ -150,12 +153,15 @@ def _gpu_peak(device):
 class ProgressRelay:
     """Turns the trainer's callbacks into events; step events at most every 0.1 s per trial."""
 
-    def __init__(self, emit: Listener) -> None:
+    def __init__(self, emit: Listener, reported: set[str]) -> None:
         self.emit = emit
+        self.reported = reported  # a resumed fused group's finished trials stay silent
         self.epoch_of: dict[str, int] = {}
         self.last_sent: dict[str, float] = {}
 
     def step(self, trial, step: int, steps: int) -> None:
+        if trial.id not in self.reported:
+            return
         now = time.monotonic()
         if step < steps and now - self.last_sent.get(trial.id, 0.0) < STEP_EVENT_INTERVAL_S:
             return
@@ -163,5 +169,7 @@ class ProgressRelay:
         self.emit(StepDone(trial.id, self.epoch_of.get(trial.id, 1), step, steps))
 
     def epoch(self, trial, record: dict[str, Any]) -> None:
+        if trial.id not in self.reported:
+            return
         self.epoch_of[trial.id] = record["epoch"] + 1
         self.emit(EpochDone(trial.id, record))

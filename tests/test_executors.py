@@ -187,6 +187,20 @@ def test_jobs_are_single_trials_or_fused_groups_per_dataset_and_seed():
     ]
 
 
+def test_a_resumed_fused_group_is_trained_whole_and_returns_only_what_is_missing():
+    trials = [Trial("a", loss, seed) for seed in (0, 1) for loss in "xyz"]
+    done = {trials[0].id, trials[3].id, trials[4].id, trials[5].id}  # seed 1 is complete
+    (job,) = make_jobs(trials, fused=True, done=done)
+    assert job.trials == tuple(trials[1:3]) and job.trained == tuple(trials[:3])
+    assert make_jobs(trials, fused=True, done={t.id for t in trials}) == []
+    assert [job.trials for job in make_jobs(trials, fused=False, done=done)] == [
+        (trials[1],),
+        (trials[2],),
+    ]
+    (whole,) = make_jobs(trials[:3], fused=True)
+    assert whole.group == () and whole.trained == whole.trials
+
+
 def test_a_fused_group_out_of_memory_says_how_to_need_less():
     from losscmp.executors.base import Job, failed
 

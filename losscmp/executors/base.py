@@ -25,8 +25,20 @@ ATTEMPTS = 2
 
 @dataclass(frozen=True)
 class Job:
+    """Trials to train and return: one, or several as one fused model.
+
+    ``group`` is the whole fused group as planned when some of it already has a result
+    (``--resume``): a fused model's floating-point order depends on how many copies it
+    stacks, so those are trained again beside ``trials`` and their outcomes dropped.
+    """
+
     trials: tuple[Trial, ...]
     fused: bool = False
+    group: tuple[Trial, ...] = ()
+
+    @property
+    def trained(self) -> tuple[Trial, ...]:
+        return self.group or self.trials
 
     @property
     def name(self) -> str:
