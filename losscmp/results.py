@@ -491,6 +491,15 @@ EPOCH_NUMBERS = ("train_loss", "lr", "seconds", "threshold")  # plus every val_*
 IMAGE_NUMBERS = ("dice", "iou", "hd95", "nsd")
 
 
+# A trial record's own numbers (null where they do not apply): whether each is whole.
+TRIAL_NUMBERS = {
+    "seconds": False,
+    "best_epoch": True,
+    "diverged_epoch": True,
+    "gpu_peak_mib": False,
+}
+
+
 def check_trial_record(record: Any, expected_id: str | None = None) -> None:
     """Raise ``_Damage`` unless ``record`` has the shape every reader relies on."""
     if not isinstance(record, dict):
@@ -517,6 +526,12 @@ def check_trial_record(record: Any, expected_id: str | None = None) -> None:
             "its trial_id, file name, dataset, loss, learning rate and seed do not agree "
             "(a copied or renamed trial file?)"
         )
+    for key, whole in TRIAL_NUMBERS.items():
+        value = record.get(key)
+        if value is not None and not (_is_number_or_null(value, whole) and 0 <= value < 1e15):
+            raise _Damage(f"'{key}' is {value!r}, not a {'whole ' if whole else ''}number >= 0")
+    if not isinstance(record.get("loss_params", {}), dict):
+        raise _Damage(f"'loss_params' is {record['loss_params']!r}, not an object")
     if record["status"] == "finished" and not record["epochs"]:
         raise _Damage("a finished trial with no epochs")
     _check_rows(record["epochs"], "epochs", ("epoch",), EPOCH_NUMBERS, ("val_", "test_"))

@@ -411,7 +411,8 @@ def _check_metric_recorded(results: RunResults, metric: str) -> None:
 
 
 def dataset_order(results: RunResults) -> list[str]:
-    present = list(dict.fromkeys(results.epochs["dataset"]))
+    # The trials too: a trial that diverged before its first epoch has no epoch rows.
+    present = list(dict.fromkeys([*results.trials["dataset"], *results.epochs["dataset"]]))
     listed = [label for label in results.datasets if label in present]
     return listed + [label for label in present if label not in listed]
 

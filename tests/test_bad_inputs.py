@@ -564,6 +564,21 @@ CASES: list[tuple[str, Args, str]] = [
         report(damage_trial(lambda record: {**record, "status": "great"})),
         "'status' is 'great'",
     ),
+    (
+        "report-trial-seconds-text",
+        report(damage_trial(lambda record: {**record, "seconds": "abc"})),
+        "'seconds' is 'abc', not a number",
+    ),
+    (
+        "report-trial-diverged-epoch-huge",
+        report(damage_trial(lambda record: {**record, "diverged_epoch": 1e400})),
+        "'diverged_epoch' is inf",
+    ),
+    (
+        "report-trial-best-epoch-fraction",
+        report(damage_trial(lambda record: {**record, "best_epoch": 1.5})),
+        "not a whole number",
+    ),
     ("report-trial-copied", report(renamed_trial), "do not agree"),
     ("report-csv-only-empty", report(csv_only(_empty_file)), "empty: 0 bytes"),
     ("report-csv-only-repeated-row", report(csv_only(_duplicate_row)), "rows share"),

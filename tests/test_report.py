@@ -325,6 +325,18 @@ def test_a_run_whose_every_trial_diverged_in_its_first_epoch_is_reported(tmp_pat
     assert rendered(render_table(summary, "dice")).count("diverged ep 1") == 2
 
 
+def test_trials_that_diverged_before_any_epoch_row_are_reported(tmp_path):
+    """A diverged trial record may hold no epoch rows at all: it is listed all the same."""
+    run_dir = write_run(tmp_path, losses=["dice", "focal"], seeds=(0,), diverged={})
+    for path in (run_dir / "trials").glob("*.json"):
+        record = json.loads(path.read_text())
+        record.update(status="diverged", diverged_epoch=1, best_epoch=None, epochs=[])
+        path.write_text(json.dumps(record))
+    rows = summarize(load_run(run_dir)).set_index("loss")
+    assert sorted(rows.index) == ["dice", "focal"]
+    assert list(rows["status"]) == ["diverged at epoch 1"] * 2
+
+
 def test_metric_iou_changes_the_headline(run_dir):
     summary = summarize(load_run(run_dir), metric="iou")
     assert (summary["score_mean"] == summary["best_iou_mean"]).all()
