@@ -307,6 +307,7 @@ def _print_report(
     from losscmp.summary import build_report
 
     targets = {name: path for name, path in files.items() if path is not None}
+    _check_distinct_targets(targets)
     outputs = {name: RENDERERS[name].load() for name in targets}
     for name, path in targets.items():
         outputs[name].check_target(path)
@@ -332,6 +333,15 @@ def _print_report(
         for run_dir in run_dirs:
             written.extend(figures.write_plots(run_dir, metric=metric))
     console.print_written(written)
+
+
+def _check_distinct_targets(targets: dict[str, Path]) -> None:
+    seen: dict[Path, str] = {}
+    for name, path in targets.items():
+        where = Path(os.path.realpath(path))
+        if where in seen:
+            raise LosscmpError(f"--{seen[where]} and --{name} name the same file {path}")
+        seen[where] = name
 
 
 @app.command("losses")

@@ -343,6 +343,22 @@ def report_csv_fifo(tmp: Path) -> list[str]:
     return ["report", str(run_folder(tmp)), "--csv", str(tmp / "pipe")]
 
 
+def report_into_run(name: str, option: str) -> Callable[[Path], list[str]]:
+    """A new file among a run folder's records (a page named like a trial breaks the run)."""
+
+    def make(tmp: Path) -> list[str]:
+        run_dir = run_folder(tmp)
+        (run_dir / "panel").mkdir(exist_ok=True)
+        return ["report", str(run_dir), option, str(run_dir / name)]
+
+    return make
+
+
+def report_same_file(tmp: Path) -> list[str]:
+    target = str(tmp / "out.txt")
+    return ["report", str(run_folder(tmp)), "--csv", target, "--html", target]
+
+
 def report_html_under_file(tmp: Path) -> list[str]:
     (tmp / "notes").write_text("mine")
     return ["report", str(run_folder(tmp)), "--html", str(tmp / "notes" / "page.html")]
@@ -545,6 +561,9 @@ CASES: list[tuple[str, Args, str]] = [
         "not writable",
     ),
     ("report-html-under-a-file", report_html_under_file, "is a file, not a folder"),
+    ("report-csv-into-trials", report_into_run("trials/page.json", "--csv"), "among its records"),
+    ("report-html-into-panel", report_into_run("panel/x.html", "--html"), "among its records"),
+    ("report-csv-and-html-same", report_same_file, "--csv and --html name the same file"),
     ("report-half-written", report(half_written), "half-written run.json"),
     ("report-run-json-corrupt", report(replace_run_json(b"[1, 2")), "not valid JSON"),
     ("report-run-json-empty", report(replace_run_json(b"")), "is damaged (empty"),

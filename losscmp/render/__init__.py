@@ -56,10 +56,13 @@ def check_file_target(path: Path | str, option: str, example: str) -> Path:
     if path.exists() and not path.is_file():
         raise LosscmpError(f"{option} {path} is not a regular file; give a file name")
     parent = path.parent
-    for folder in (parent, parent.parent):
-        if path.exists() and path.name != example and is_run_dir(folder):
+    if path.exists() and path.name != example and is_run_dir(parent):
+        raise LosscmpError(f"{option} {path} is a file of the run folder {parent}; write elsewhere")
+    for folder in (parent.parent, parent.parent.parent):  # its trials/, panel/, plots/, ...
+        if is_run_dir(folder):
             raise LosscmpError(
-                f"{option} {path} is a file of the run folder {folder}; write elsewhere"
+                f"{option} {path} is inside the run folder {folder}, among its records; "
+                "write elsewhere"
             )
     check_writable_folder(parent, f"{option} {path}")
     return path
