@@ -226,10 +226,7 @@ def run(
     from losscmp import console
 
     if dry_run:
-        from losscmp.results import check_out_dir
-
-        check_out_dir(plan.config.out)
-        console.print_plan(plan)
+        console.print_plan(plan, finished=_dry_run_checks(plan, resume))
         return
     from losscmp.runner import execute, prepare
 
@@ -249,6 +246,20 @@ def run(
             raise typer.Exit(130) from None
     _print_report([run_dir], metric="dice", files={}, plots=False, run_page=True)
     prepared.tracker.attach(run_dir)  # the report files, now that they exist
+
+
+def _dry_run_checks(plan, resume: Path | None) -> set[str]:
+    """The checks of a real run that need no data or device; the trials a resumed run has
+    finished already."""
+    from losscmp.results import RunStore, check_out_dir, read_run_json
+
+    check_out_dir(plan.config.out)
+    if resume is None:
+        return set()
+    from losscmp.runner import check_resumed_config
+
+    check_resumed_config(read_run_json(resume), plan.config, resume)
+    return set(RunStore(resume).scan_trials().records)
 
 
 def _command_line(config: Path | None, flags: dict, resume: Path | None) -> str:

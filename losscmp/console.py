@@ -179,13 +179,22 @@ class DownloadProgress:
         self.progress.update(self.tasks[name], completed=done, total=total)
 
 
-def print_plan(plan) -> None:
-    table = Table(title=f"{len(plan.trials)} planned trials (dry run: nothing trained)")
-    for column in ("#", "dataset", "loss", "lr", "seed", "trial id"):
+def print_plan(plan, finished: set[str] = frozenset()) -> None:
+    """The planned trials (``--dry-run``); those ``finished`` (a resumed run's) marked."""
+    todo = sum(trial.id not in finished for trial in plan.trials)
+    title = f"{len(plan.trials)} planned trials (dry run: nothing trained)"
+    if finished:
+        title = f"{todo} of {len(plan.trials)} planned trials still to train (dry run)"
+    table = Table(title=title)
+    columns = ("#", "dataset", "loss", "lr", "seed", "trial id") + (("state",) if finished else ())
+    for column in columns:
         table.add_column(column)
     for index, trial in enumerate(plan.trials, start=1):
         rate = f"{trial.lr:g}" if trial.lr is not None else "–"
-        table.add_row(str(index), trial.dataset, trial.loss, rate, str(trial.seed), trial.id)
+        row = [str(index), trial.dataset, trial.loss, rate, str(trial.seed), trial.id]
+        if finished:
+            row.append("finished" if trial.id in finished else "to train")
+        table.add_row(*row)
     stdout().print(table)
     config = plan.config
     stdout().print(

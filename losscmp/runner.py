@@ -333,7 +333,8 @@ def resume_config(run_dir: Path, config_file: str | None, flags: dict[str, Any])
     stays what it resolved to when the run started (trials of one run on one kind of device,
     even where a GPU has since appeared, or Ray decides differently)."""
     meta = read_run_json(run_dir)
-    base = stored_config(meta, run_dir)
+    # Where the run folder is, not the --out it was started with from another folder.
+    base = {**stored_config(meta, run_dir), "out": str(Path(run_dir).parent)}
     started_on = str(meta.get("device", "")).split(":")[0]
     if base.get("device", "auto") == "auto" and started_on in DEVICES:
         base = {**base, "device": started_on}
@@ -353,6 +354,23 @@ RESUMABLE_CHANGES = RunConfig.NON_RESULT_FIELDS | {"seeds"}
 
 def check_resumable(meta: dict[str, Any], prepared: PreparedRun, run_dir: Path) -> None:
     """Refuse to mix trials of different experiments in one run folder."""
+    changes = config_changes(meta, prepared.plan.config, run_dir)
+    stored_model = (meta.get("model") or {}).get("preset")
+    if stored_model and stored_model != prepared.settings.preset.name:
+        changes.append(f"model ({stored_model!r} -> {prepared.settings.preset.name!r})")
+    stored_device = str(meta.get("device", "")).split(":")[0]
+    if stored_device and stored_device != prepared.settings.device.type:
+        changes.append(f"device ({stored_device!r} -> {prepared.settings.device.type!r})")
+    _refuse_changes(changes, run_dir)
+
+
+def check_resumed_config(meta: dict[str, Any], config: RunConfig, run_dir: Path) -> None:
+    """The part of :func:`check_resumable` that needs no device or data (``--dry-run``)."""
+    _refuse_changes(config_changes(meta, config, run_dir), run_dir)
+
+
+def config_changes(meta: dict[str, Any], current: RunConfig, run_dir: Path) -> list[str]:
+    """What ``current`` changes in the stored run that --resume may not change."""
     version = meta.get("schema_version")
     if version != SCHEMA_VERSION:
         raise LosscmpError(
@@ -360,7 +378,6 @@ def check_resumable(meta: dict[str, Any], prepared: PreparedRun, run_dir: Path) 
             f"{version}: validation only, no test split); report it as it is, or start a new run"
         )
     stored = build_config(base=stored_config(meta, run_dir))
-    current = prepared.plan.config
     changes = []
     for name in FIELD_NAMES:
         old, new = getattr(stored, name), getattr(current, name)
@@ -368,12 +385,14 @@ def check_resumable(meta: dict[str, Any], prepared: PreparedRun, run_dir: Path) 
             old, new = sorted(old), sorted(new)
         if name not in RESUMABLE_CHANGES and old != new:
             changes.append(f"{name} ({old!r} -> {new!r})")
-    stored_model = (meta.get("model") or {}).get("preset")
-    if stored_model and stored_model != prepared.settings.preset.name:
-        changes.append(f"model ({stored_model!r} -> {prepared.settings.preset.name!r})")
-    stored_device = str(meta.get("device", "")).split(":")[0]
-    if stored_device and stored_device != prepared.settings.device.type:
-        changes.append(f"device ({stored_device!r} -> {prepared.settings.device.type!r})")
+    if current.seeds < stored.seeds:  # more seeds add trials; fewer would hide some
+        changes.append(
+            f"seeds ({stored.seeds} -> {current.seeds}: a run can gain seeds, not lose them)"
+        )
+    return changes
+
+
+def _refuse_changes(changes: list[str], run_dir: Path) -> None:
     if changes:
         raise LosscmpError(
             f"--resume {run_dir}: this command changes {'; '.join(changes)}; "

@@ -205,6 +205,10 @@ def run_folder(tmp: Path, **options) -> Path:
     return write_run(tmp / "runs", quality={"dice": 0.8, "focal": 0.6}, seeds=(0,), **options)
 
 
+def two_seed_run(tmp: Path) -> Path:
+    return write_run(tmp / "runs", quality={"dice": 0.8}, seeds=(0, 1), config={"seeds": 2})
+
+
 def edit_meta(change: Callable[[dict], None]) -> Callable[[Path], Path]:
     def make(tmp: Path) -> Path:
         run_dir = run_folder(tmp)
@@ -545,6 +549,7 @@ CASES: list[tuple[str, Args, str]] = [
         "run.json is damaged: config",
     ),
     ("resume-changes-epochs", resume(run_folder, "--epochs", "9"), "changes epochs"),
+    ("resume-drops-seeds", resume(two_seed_run, "--seeds", "1"), "can gain seeds, not lose"),
     # report
     ("report-missing", lambda tmp: ["report", str(tmp / "nope")], "does not exist"),
     ("report-no-runs", lambda tmp: ["report", str(tmp)], "no losscmp run found"),

@@ -153,6 +153,24 @@ def test_dry_run_prints_trials_and_writes_nothing(cli, tmp_path):
     assert not out.exists()
 
 
+def test_a_resumed_dry_run_is_checked_and_marks_the_finished_trials(cli, tmp_path, monkeypatch):
+    """From a folder where the run's own --out ("results") is a file: resuming does not
+    write there, so it is not refused for it."""
+    from run_fixtures import write_run
+
+    run_dir = write_run(tmp_path / "runs", quality={"dice": 0.8, "focal": 0.6}, seeds=(0,))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "results").write_text("not a folder")
+    monkeypatch.chdir(elsewhere)
+    more = cli("run", "--resume", run_dir, "--seeds", "2", "--dry-run")
+    assert more.exit_code == 0, more.output
+    assert "2 of 4 planned trials still to train" in more.output
+    assert more.output.count("finished") == 2 and more.output.count("to train") == 3
+    changed = cli("run", "--resume", run_dir, "--epochs", "9", "--dry-run")
+    assert changed.exit_code == 2 and "changes epochs" in changed.stderr
+
+
 def test_unreachable_pretrained_weights_fail_before_the_run_folder(cli, tmp_path, monkeypatch):
     import segmentation_models_pytorch as smp
 
