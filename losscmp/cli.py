@@ -11,6 +11,7 @@ import atexit
 import errno
 import functools
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -50,6 +51,9 @@ PATH_ERRNOS = frozenset(
 )
 
 
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def user_errors(command):
     """Turn a LosscmpError, or a path the user gave that cannot be read or written, into
     one stderr line and exit status 2."""
@@ -59,17 +63,24 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except LosscmpError as error:
-            # One line, even where the message quotes a value the user typed with a newline.
-            message = str(error).replace("\r", "\\r").replace("\n", "\\n")
-            typer.echo(f"losscmp: error: {message}", err=True)
+            typer.echo(f"losscmp: error: {_one_plain_line(str(error))}", err=True)
             raise typer.Exit(2) from None
         except OSError as error:
             if error.filename is None or error.errno not in PATH_ERRNOS:
                 raise
-            typer.echo(f"losscmp: error: {error.filename}: {error.strerror}", err=True)
+            message = _one_plain_line(f"{error.filename}: {error.strerror}")
+            typer.echo(f"losscmp: error: {message}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def _one_plain_line(message: str) -> str:
+    """A message that quotes what the user typed, with its control characters escaped: one
+    line, whatever was typed (a newline, a terminal escape sequence)."""
+    return CONTROL_CHARACTERS.sub(
+        lambda found: found.group().encode("unicode_escape").decode("ascii"), message
+    )
 
 
 @app.command()
@@ -368,6 +379,8 @@ def losses_command(
     from losscmp.losses import get_loss_entry, list_losses
 
     if show is not None:
+        if pattern is not None:
+            raise LosscmpError(f"give a pattern ('{pattern}') or --show NAME, not both")
         console.print_loss_detail(get_loss_entry(show))
         return
     names = list_losses(pattern)

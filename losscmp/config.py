@@ -8,7 +8,9 @@ runner, before anything is written.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,7 +113,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        content = yaml.safe_load(path.read_text())
+        content = yaml.load(path.read_text(), Loader=_config_loader())  # noqa: S506 (safe)
+    except DuplicateOption as error:
+        raise ConfigError(f"config file {path}: {error}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not a UTF-8 text file") from None
     except OSError as error:
@@ -126,14 +130,55 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if content is None:
         return {}
     if not isinstance(content, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of options, not a list")
-    options = {str(key).replace("-", "_"): value for key, value in content.items()}
-    for key in options:
+        kind = "a list" if isinstance(content, list) else f"the value {content!r}"
+        raise ConfigError(f"config file {path} must hold a mapping of options, not {kind}")
+    options: dict[str, Any] = {}
+    for written, value in content.items():
+        key = str(written).replace("-", "_")
         if key not in FIELD_NAMES:
             raise ConfigError(
                 f"config file {path}: unknown option '{key}'{suggest(key, FIELD_NAMES)}"
             )
+        if key in options:
+            raise ConfigError(
+                f"config file {path}: '{key}' is given twice (as written and with dashes)"
+            )
+        options[key] = value
     return options
+
+
+class DuplicateOption(Exception):
+    pass
+
+
+@functools.cache
+def _config_loader():
+    """PyYAML's safe loader, reading numbers as YAML 1.2 does (``1e-3`` is a number, not
+    the text YAML 1.1 makes of it) and refusing a key given twice (YAML keeps the last)."""
+    import yaml
+
+    class ConfigLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            keys = [self.construct_object(key, deep=True) for key, _ in node.value]
+            repeated = sorted({str(key) for key in keys if keys.count(key) > 1})
+            if repeated:
+                raise DuplicateOption(f"'{repeated[0]}' is given twice")
+            return super().construct_mapping(node, deep=deep)
+
+    ConfigLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789.")
+    )
+    return ConfigLoader
+
+
+YAML12_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
 
 
 def build_config(

@@ -254,3 +254,16 @@ def test_quick_exit_runs_exit_handlers_and_keeps_output_and_status():
     first, last = refused.stderr.splitlines()
     assert first.startswith("losscmp: error: ") and "dice" in first
     assert last == "handler ran"
+
+
+def test_a_terminal_escape_typed_in_a_name_is_shown_escaped(cli):
+    result = cli("losses", "--show", "\x1b[31mred\ttab")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("losscmp: error: unknown loss '\\x1b[31mred\\ttab'")
+    assert "\x1b" not in result.stderr and "\t" not in result.stderr
+
+
+def test_losses_refuses_a_pattern_beside_show(cli):
+    result = cli("losses", "*dice*", "--show", "focal")
+    assert result.exit_code == 2
+    assert "or --show NAME, not both" in result.stderr
