@@ -170,12 +170,11 @@ def resolve_run_dirs(paths: Sequence[Path | str]) -> list[Path]:
     """Each path is a run folder, or a folder of runs (its newest run is taken)."""
     if not paths:
         raise LosscmpError("no run folder given")
-    resolved: list[Path] = []
+    resolved: dict[Path, Path] = {}  # the folder itself (however it was named) -> as named
     for path in map(Path, paths):
         run_dir = _resolve_one(path)
-        if run_dir not in resolved:
-            resolved.append(run_dir)
-    return resolved
+        resolved.setdefault(run_dir.resolve(), run_dir)
+    return list(resolved.values())
 
 
 def _resolve_one(path: Path) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -70,6 +71,13 @@ def test_resolve_folder_without_runs_is_a_clear_error(tmp_path):
 
 def test_resolve_drops_repeats(run_dir):
     assert resolve_run_dirs([run_dir, run_dir.parent]) == [run_dir]
+
+
+def test_one_run_named_two_ways_is_read_once(run_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(run_dir.parent)
+    (tmp_path / "link").symlink_to(run_dir)
+    named = [Path(run_dir.name), run_dir, tmp_path / "link"]
+    assert resolve_run_dirs(named) == [Path(run_dir.name)]
 
 
 # ---------------------------------------------------------------- loading
