@@ -311,8 +311,38 @@ def combine_runs(runs: Sequence[RunResults]) -> RunResults:
         epochs=pd.concat([run.epochs for run in runs], ignore_index=True),
         images=pd.concat([run.images for run in runs], ignore_index=True),
         losses={label: info for run in runs for label, info in run.losses.items()},
-        notes=[note for run in runs for note in run.notes],
+        notes=[note for run in runs for note in run.notes] + _rounding_notes(runs),
     )
+
+
+def _rounding_notes(runs: Sequence[RunResults]) -> list[str]:
+    """Combinable runs may still have rounded differently: on another kind of device, at
+    another thread count, fused or not. Said, since it moves scores by about a seed's spread."""
+    setups = {
+        run.run_ids[0]: {
+            "device": str(meta.get("device", "")).split(":")[0] or None,
+            "threads": (meta.get("execution") or {}).get("threads"),
+            "fused": (meta.get("execution") or {}).get("fused"),
+        }
+        for run in runs
+        for meta in run.metas[:1]
+    }
+    differing = [
+        name
+        for name in ("device", "threads", "fused")
+        if len({setup[name] for setup in setups.values() if setup[name] is not None}) > 1
+    ]
+    if not differing:
+        return []
+    shown = "; ".join(
+        f"{run_id}: " + ", ".join(f"{name} {setup[name]}" for name in differing)
+        for run_id, setup in setups.items()
+    )
+    return [
+        f"the combined runs differ in {', '.join(differing)} ({shown}): that changes the "
+        "floating-point order, which training amplifies (on the demo, about one seed's "
+        "spread); for the closest comparison, run every loss with the same setting"
+    ]
 
 
 def _check_comparable(first: RunResults, other: RunResults) -> None:

@@ -17,6 +17,7 @@ from losscmp.render.csv import write_summary
 from losscmp.render.terminal import render_imbalance_table, render_table
 from losscmp.results import trial_id
 from losscmp.summary import (
+    combine_runs,
     headline_caption,
     imbalance_frame,
     load_run,
@@ -391,6 +392,27 @@ def test_runs_spread_differently_over_processes_combine(tmp_path):
     second = write_run(tmp_path, quality={"focal": 0.6}, run_id="r2", config=spread)
     summary = summarize([load_run(first), load_run(second)])
     assert summary["loss"].tolist() == ["dice", "focal"]
+
+
+def test_combined_runs_that_rounded_differently_are_noted(tmp_path):
+    """Threads per trial (set by --jobs when not given), fusion and the device: combinable,
+    but the report says so, since they move scores by about a seed's spread."""
+    execution = {"executor": "local", "jobs": 1, "threads": 2, "fused": False}
+    first = write_run(
+        tmp_path, quality={"dice": 0.8}, run_id="a", extra_meta={"execution": execution}
+    )
+    second = write_run(
+        tmp_path,
+        quality={"focal": 0.6},
+        run_id="b",
+        extra_meta={"execution": {**execution, "jobs": 2, "threads": 1}},
+    )
+    (note,) = combine_runs([load_run(first), load_run(second)]).notes
+    assert note.startswith("the combined runs differ in threads (a: threads 2; b: threads 1)")
+    same = write_run(
+        tmp_path, quality={"tversky": 0.7}, run_id="c", extra_meta={"execution": execution}
+    )
+    assert combine_runs([load_run(first), load_run(same)]).notes == []
 
 
 @pytest.mark.parametrize(
