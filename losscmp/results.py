@@ -1261,6 +1261,13 @@ class RunStore:
                     f"{self.run_dir}: {len(pending)} trial(s) failed (e.g. {name}: {reason}); "
                     f"'losscmp run ... --resume {self.run_dir}' tries them again"
                 )
+        planned = meta.get("trials")
+        unplanned = sorted(present - set(planned)) if isinstance(planned, list) else []
+        if unplanned:
+            notes.append(
+                f"{self.run_dir}: {len(unplanned)} trial file(s) in trials/ are not of this "
+                f"run's plan (e.g. {unplanned[0]}: copied from another run?); reported with it"
+            )
         return notes
 
 

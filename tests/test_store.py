@@ -652,3 +652,13 @@ def test_sigkill_then_resume_ends_as_an_uninterrupted_run(cli, tmp_path, trials_
     assert result.exit_code == 0, result.output
     pd.testing.assert_frame_equal(_metrics(run_dir), _metrics(reference_dir))
     assert RunStore(run_dir).check_tables() == {}
+
+
+def test_a_trial_file_of_another_run_is_reported_with_a_note(tmp_path):
+    here = write_run(tmp_path / "a", quality={"dice": 0.8}, seeds=(0,))
+    other = write_run(tmp_path / "b", quality={"tversky": 0.7}, seeds=(0,))
+    (stray,) = (other / "trials").glob("*.json")
+    (here / "trials" / stray.name).write_bytes(stray.read_bytes())
+    stored = RunStore(here).read()
+    assert {record["loss"] for record in stored.records} == {"dice", "tversky"}
+    assert any(f"not of this run's plan (e.g. {stray.stem}" in note for note in stored.notes)
