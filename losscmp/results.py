@@ -59,6 +59,7 @@ RUN_FILE = "run.json"
 TRIALS_DIR = "trials"
 DAMAGED_DIR = "damaged"  # under trials/: damaged trial files set aside by --resume
 PANEL_DIR = "panel"
+RECORD_DIRS = (TRIALS_DIR, PANEL_DIR)  # what a run keeps besides run.json: nothing else goes in
 REPORT_PAGE = "report.html"  # the run's self-contained report, written after every run
 SUMMARY_FILE = "summary.csv"  # derived: the report's table of this run
 PLOTS_DIR = "plots"  # derived: report --plots

@@ -353,6 +353,7 @@ def report_into_run(name: str, option: str) -> Callable[[Path], list[str]]:
     def make(tmp: Path) -> list[str]:
         run_dir = run_folder(tmp)
         (run_dir / "panel").mkdir(exist_ok=True)
+        (run_dir / "trials" / "damaged").mkdir(exist_ok=True)
         return ["report", str(run_dir), option, str(run_dir / name)]
 
     return make
@@ -572,6 +573,11 @@ CASES: list[tuple[str, Args, str]] = [
     ("report-html-under-a-file", report_html_under_file, "is a file, not a folder"),
     ("report-csv-into-trials", report_into_run("trials/page.json", "--csv"), "among its records"),
     ("report-html-into-panel", report_into_run("panel/x.html", "--html"), "among its records"),
+    (
+        "report-csv-into-damaged",
+        report_into_run("trials/damaged/x.json", "--csv"),
+        "inside trials/ of the run folder",
+    ),
     ("report-csv-and-html-same", report_same_file, "--csv and --html name the same file"),
     ("report-half-written", report(half_written), "half-written run.json"),
     ("report-run-json-corrupt", report(replace_run_json(b"[1, 2")), "not valid JSON"),

@@ -267,3 +267,19 @@ def test_losses_refuses_a_pattern_beside_show(cli):
     result = cli("losses", "*dice*", "--show", "focal")
     assert result.exit_code == 2
     assert "or --show NAME, not both" in result.stderr
+
+
+def test_report_writes_relative_targets_from_inside_a_run_folder(cli, tmp_path, monkeypatch):
+    """Only the run's record folders are refused: not a new file beside them, above them or
+    in a folder of the user's own inside the run."""
+    from run_fixtures import write_run
+
+    run_dir = write_run(tmp_path, quality={"dice": 0.8, "focal": 0.6}, seeds=(0,))
+    (run_dir / "exports").mkdir()
+    monkeypatch.chdir(run_dir)
+    result = cli("report", ".", "--csv", "table.csv", "--html", "../page.html")
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "table.csv").is_file() and (tmp_path / "page.html").is_file()
+    assert cli("report", ".", "--csv", "exports/x.csv").exit_code == 0
+    refused = cli("report", ".", "--csv", "trials/x.json")
+    assert refused.exit_code == 2 and "among its records" in refused.stderr

@@ -15,6 +15,7 @@ so a CSV never imports matplotlib.
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -46,7 +47,7 @@ RENDERERS: dict[str, Renderer] = {
 def check_file_target(path: Path | str, option: str, example: str) -> Path:
     """Refuse an output file that cannot be written, or that a run folder keeps its records
     in, before anything else is written. Returns where to write (a link's target)."""
-    from losscmp.results import check_writable_folder, is_run_dir
+    from losscmp.results import RECORD_DIRS, check_writable_folder, is_run_dir
 
     path = Path(path)
     if path.is_symlink():
@@ -58,11 +59,11 @@ def check_file_target(path: Path | str, option: str, example: str) -> Path:
     parent = path.parent
     if path.exists() and path.name != example and is_run_dir(parent):
         raise LosscmpError(f"{option} {path} is a file of the run folder {parent}; write elsewhere")
-    for folder in (parent.parent, parent.parent.parent):  # its trials/, panel/, plots/, ...
-        if is_run_dir(folder):
+    for folder in Path(os.path.abspath(path)).parents:
+        if folder.name in RECORD_DIRS and is_run_dir(folder.parent):
             raise LosscmpError(
-                f"{option} {path} is inside the run folder {folder}, among its records; "
-                "write elsewhere"
+                f"{option} {path} is inside {folder.name}/ of the run folder {folder.parent}, "
+                "among its records; write elsewhere"
             )
     check_writable_folder(parent, f"{option} {path}")
     return path
