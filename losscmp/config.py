@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,8 +152,7 @@ class DuplicateOption(Exception):
 
 @functools.cache
 def _config_loader():
-    """PyYAML's safe loader, reading numbers as YAML 1.2 does (``1e-3`` is a number, not
-    the text YAML 1.1 makes of it) and refusing a key given twice (YAML keeps the last)."""
+    """PyYAML's safe loader, refusing a key given twice (YAML would keep the last)."""
     import yaml
 
     class ConfigLoader(yaml.SafeLoader):
@@ -165,20 +163,7 @@ def _config_loader():
                 raise DuplicateOption(f"'{repeated[0]}' is given twice")
             return super().construct_mapping(node, deep=deep)
 
-    ConfigLoader.add_implicit_resolver(
-        "tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789.")
-    )
     return ConfigLoader
-
-
-YAML12_FLOAT = re.compile(
-    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-    |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""",
-    re.X,
-)
 
 
 def build_config(
@@ -218,10 +203,20 @@ def normalise(key: str, value: Any) -> Any:
     if key in OPTIONAL_NAMES and isinstance(value, str) and value.lower() in ("none", ""):
         return None
     hint = FIELD_HINTS[key]
+    if hint is float and isinstance(value, str):
+        value = _number_text(value)
     try:
         return coerce(value, hint)
     except (TypeError, ValueError):
         raise ParameterError(f"'{key}' must be {describe_type(hint)}, got {value!r}") from None
+
+
+def _number_text(text: str) -> float | str:
+    """YAML 1.1 (PyYAML) reads ``1e-3`` as text; a config means the number."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _loss_labels(value: Any) -> list[str]:

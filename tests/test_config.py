@@ -20,12 +20,13 @@ def test_flags_override_the_file_and_unset_flags_do_not(tmp_path):
 
 
 def test_numbers_in_a_config_file_are_read_as_yaml_1_2_reads_them(tmp_path):
-    """PyYAML (YAML 1.1) reads 1e-3 as text; a config means the number."""
+    """PyYAML (YAML 1.1) reads 1e-3 as text; a number option means the number."""
     path = tmp_path / "c.yaml"
-    path.write_text("lr: 1e-3\nweight_decay: 5E-5\nfg_fraction: [2e-2, .1]\nepochs: 3\n")
+    path.write_text("lr: 1e-3\nweight_decay: 5E-5\nfg_fraction: [2e-2, .1]\nepochs: 3\nout: 1e3\n")
     config = build_config(path)
     assert config.lr == 0.001 and config.weight_decay == 5e-5
     assert config.fg_fraction == [0.02, 0.1] and config.epochs == 3
+    assert config.out == "1e3"  # a folder's name stays text
 
 
 def test_comma_strings_for_list_options():
