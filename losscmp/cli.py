@@ -241,7 +241,7 @@ def run(
         return
     from losscmp.runner import execute, prepare
 
-    prepared = prepare(plan)
+    prepared = prepare(plan, resuming=resume is not None)
     with console.TrainingProgress() as progress:
         try:
             command = _command_line(config, flags, resume)
@@ -264,8 +264,8 @@ def _dry_run_checks(plan, resume: Path | None) -> set[str]:
     finished already."""
     from losscmp.results import RunStore, check_out_dir, read_run_json
 
-    check_out_dir(plan.config.out)
     if resume is None:
+        check_out_dir(plan.config.out)
         return set()
     from losscmp.runner import check_resumed_config
 

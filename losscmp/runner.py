@@ -50,11 +50,13 @@ class PreparedRun:
     tracker: GuardedTracker = dataclasses.field(default_factory=lambda: create_tracker(None))
 
 
-def prepare(plan: Plan) -> PreparedRun:
+def prepare(plan: Plan, resuming: bool = False) -> PreparedRun:
     """Resolve the device and the executor, load the data, build each loss once: every
-    user error surfaces here, before any folder exists."""
+    user error surfaces here, before any folder exists. (A resumed run writes into its
+    own folder only: no --out to check.)"""
     config = plan.config
-    check_out_dir(config.out)
+    if not resuming:
+        check_out_dir(config.out)
     executor = create_executor(config)  # e.g. Ray not installed: refused before any folder
     tracker = create_tracker(config.tracking)  # e.g. MLflow not installed: likewise
     try:
@@ -333,12 +335,14 @@ def resume_config(run_dir: Path, config_file: str | None, flags: dict[str, Any])
     stays what it resolved to when the run started (trials of one run on one kind of device,
     even where a GPU has since appeared, or Ray decides differently)."""
     meta = read_run_json(run_dir)
-    # Where the run folder is, not the --out it was started with from another folder.
-    base = {**stored_config(meta, run_dir), "out": str(Path(run_dir).parent)}
+    base = stored_config(meta, run_dir)
     started_on = str(meta.get("device", "")).split(":")[0]
     if base.get("device", "auto") == "auto" and started_on in DEVICES:
         base = {**base, "device": started_on}
-    return build_config(config_file, base=base, **flags)
+    config = build_config(config_file, base=base, **flags)
+    # Where the run folder is, whatever --out it was started with, or this command gives.
+    config.out = str(Path(run_dir).parent)
+    return config
 
 
 def stored_config(meta: dict[str, Any], run_dir: Path) -> dict[str, Any]:

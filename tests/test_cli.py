@@ -154,8 +154,8 @@ def test_dry_run_prints_trials_and_writes_nothing(cli, tmp_path):
 
 
 def test_a_resumed_dry_run_is_checked_and_marks_the_finished_trials(cli, tmp_path, monkeypatch):
-    """From a folder where the run's own --out ("results") is a file: resuming does not
-    write there, so it is not refused for it."""
+    """From a folder where the run's own --out ("results") is a file, given again: resuming
+    writes into the run folder only, so it is not refused for it."""
     from run_fixtures import write_run
 
     run_dir = write_run(tmp_path / "runs", quality={"dice": 0.8, "focal": 0.6}, seeds=(0,))
@@ -163,7 +163,7 @@ def test_a_resumed_dry_run_is_checked_and_marks_the_finished_trials(cli, tmp_pat
     elsewhere.mkdir()
     (elsewhere / "results").write_text("not a folder")
     monkeypatch.chdir(elsewhere)
-    more = cli("run", "--resume", run_dir, "--seeds", "2", "--dry-run")
+    more = cli("run", "--resume", run_dir, "--seeds", "2", "--out", "results", "--dry-run")
     assert more.exit_code == 0, more.output
     assert "2 of 4 planned trials still to train" in more.output
     assert more.output.count("finished") == 2 and more.output.count("to train") == 3
