@@ -1,4 +1,4 @@
-"""Train the losses of one (dataset, seed) as one fused model.
+"""Train the losses of one (dataset, seed, learning rate) as one fused model.
 
 Every trial of a seed starts from the same weights and sees the same batches and
 augmentations; only the loss differs. So K trials can share one data pipeline and

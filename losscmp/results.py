@@ -1266,8 +1266,8 @@ class RunStore:
         unplanned = sorted(present - set(planned)) if isinstance(planned, list) else []
         if unplanned:
             notes.append(
-                f"{self.run_dir}: {len(unplanned)} trial file(s) in trials/ are not of this "
-                f"run's plan (e.g. {unplanned[0]}: copied from another run?); reported with it"
+                f"{self.run_dir}: {len(unplanned)} trial file(s) in trials/ are not among "
+                f"run.json's planned trials (e.g. {unplanned[0]}); reported with the run"
             )
         return notes
 

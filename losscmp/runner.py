@@ -143,6 +143,7 @@ def make_jobs(trials: list[Trial], fused: bool, done: Collection[str] = ()) -> l
         groups.setdefault((trial.dataset, trial.seed, trial.lr), []).append(trial)
     jobs = []
     for group in groups.values():
+        group.sort(key=lambda trial: trial.loss)  # chunks independent of --losses' order
         for start in range(0, len(group), MAX_FUSED_LOSSES):
             planned = tuple(group[start : start + MAX_FUSED_LOSSES])
             todo = tuple(trial for trial in planned if trial.id not in done)

@@ -322,7 +322,8 @@ def _rounding_notes(runs: Sequence[RunResults]) -> list[str]:
         run.run_ids[0]: {
             "device": str(meta.get("device", "")).split(":")[0] or None,
             "threads": (meta.get("execution") or {}).get("threads"),
-            "fused": (meta.get("execution") or {}).get("fused"),
+            # Runs from before fusion was recorded were not fused (runner.stored_execution).
+            "fused": bool((meta.get("execution") or {}).get("fused", False)),
         }
         for run in runs
         for meta in run.metas[:1]

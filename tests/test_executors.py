@@ -208,8 +208,12 @@ def test_a_fused_group_out_of_memory_says_how_to_need_less():
     oom = "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
     (first, *_) = failed(Job(trials, fused=True), oom)
     assert first.failure == (
-        f"{oom} (a fused group of 3 losses holds 3 models: --fuse off trains them one at a time)"
+        f"{oom} (a fused group of 3 losses holds 3 models: a run with --fuse off trains them "
+        "one at a time)"
     )
+    # A resumed group trains the whole planned group again, to return one of its trials.
+    (resumed,) = failed(Job(trials[:1], fused=True, group=trials), oom)
+    assert "a fused group of 3 losses holds 3 models" in resumed.failure
     assert failed(Job(trials[:1]), oom)[0].failure == oom  # one trial: nothing to split
     assert failed(Job(trials, fused=True), "ValueError: bad")[0].failure == "ValueError: bad"
 
@@ -220,6 +224,9 @@ def test_fused_groups_are_capped(monkeypatch):
     monkeypatch.setattr(runner, "MAX_FUSED_LOSSES", 2)
     trials = [Trial("a", loss, 0) for loss in "vwxyz"]
     assert [len(job.trials) for job in make_jobs(trials, fused=True)] == [2, 2, 1]
+    # The same chunks whatever the order of --losses (a resumed run may reorder them).
+    chunks = [{t.loss for t in job.trials} for job in make_jobs(trials[::-1], fused=True)]
+    assert chunks == [{"v", "w"}, {"x", "y"}, {"z"}]
 
 
 def test_execution_divides_threads_among_jobs_and_fuses_on_cuda_only():

@@ -661,4 +661,4 @@ def test_a_trial_file_of_another_run_is_reported_with_a_note(tmp_path):
     (here / "trials" / stray.name).write_bytes(stray.read_bytes())
     stored = RunStore(here).read()
     assert {record["loss"] for record in stored.records} == {"dice", "tversky"}
-    assert any(f"not of this run's plan (e.g. {stray.stem}" in note for note in stored.notes)
+    assert any(f"planned trials (e.g. {stray.stem})" in note for note in stored.notes)

@@ -1,7 +1,7 @@
 """The executor interface: jobs in, trial results out as they finish.
 
-A job is one trial, or the trials of one (dataset, seed) trained as one fused
-model. Executors never write into the run folder: they return records, and
+A job is one trial, or the trials of one (dataset, seed, learning rate) trained as
+one fused model. Executors never write into the run folder: they return records, and
 the runner (main process) is the folder's only writer. Whatever runs a job,
 it runs ``losscmp.worker.run_job``, so a trial's numbers depend on its config
 and seed only, never on the executor.
@@ -55,7 +55,7 @@ class Execution:
     executor: str = "local"
     jobs: int = 1  # worker processes (local) or tasks in flight (ray; 0: what the cluster fits)
     threads: int = 1  # torch threads per job
-    fused: bool = False  # the losses of a (dataset, seed) trained as one stacked model
+    fused: bool = False  # the losses of a (dataset, seed, rate) trained as one stacked model
     ray_address: str | None = None
     # AdamW's fused kernel where torch has one for the device (config.FUSED_ADAMW_DEVICES):
     # it rounds differently from the default implementation, so a resumed run keeps its own.
@@ -142,10 +142,11 @@ class Executor(ABC):
 def failed(job: Job, reason: str) -> list[TrialResult]:
     """Every trial of ``job`` recorded as failed; a fused group out of memory says what to
     change, since its retry (the same group) needs the same memory."""
-    if job.fused and len(job.trials) > 1 and "out of memory" in reason.lower():
+    held = len(job.trained)
+    if job.fused and held > 1 and "out of memory" in reason.lower():
         reason += (
-            f" (a fused group of {len(job.trials)} losses holds {len(job.trials)} models: "
-            "--fuse off trains them one at a time)"
+            f" (a fused group of {held} losses holds {held} models: a run with --fuse off "
+            "trains them one at a time)"
         )
     return [TrialResult(trial, failure=reason) for trial in job.trials]
 
