@@ -129,7 +129,12 @@ def make_loss(spec: Spec, data):
     params = dict(spec.params)
     entry = get_loss_entry(spec.name)
     if data.ignore_index is not None and "ignore_index" in entry.parameters:
-        params.setdefault("ignore_index", data.ignore_index)
+        given = params.setdefault("ignore_index", data.ignore_index)
+        if given != data.ignore_index:  # the masks' own label would reach the loss as a class
+            raise ParameterError(
+                f"loss '{spec.label}': ignore_index={given!r}, but {data.spec} marks the pixels "
+                f"to ignore with {data.ignore_index}; leave ignore_index out to use that"
+            )
     return create_loss(spec.name, mode=data.mode, **params)
 
 

@@ -130,6 +130,18 @@ def folder_class_values(tmp: Path) -> list[str]:
     return ["--dataset", f"folder(path={root},num_classes=3)"]
 
 
+def folder_ignore_border_and_loss_ignore_index(tmp: Path) -> list[str]:
+    """Masks that mark ignored pixels with 255, and a loss told to ignore another label."""
+    root = folder(tmp, num_classes=3)
+    mask = root / "masks" / "case_002.png"
+    bordered = np.zeros((40, 56), np.uint8)
+    bordered[0, :] = 255
+    bordered[10:20, 10:20] = 2
+    mask.write_bytes(encode(bordered, "PNG"))
+    dataset = f"folder(path={root},num_classes=3)"
+    return ["--dataset", dataset, "--losses", "ce(ignore_index=1)"]
+
+
 def folder_no_masks(tmp: Path) -> list[str]:
     root = tmp / "data"
     (root / "images").mkdir(parents=True)
@@ -557,6 +569,11 @@ CASES: list[tuple[str, Args, str]] = [
     ("resume-changes-epochs", resume(run_folder, "--epochs", "9"), "changes epochs"),
     ("resume-drops-seeds", resume(two_seed_run, "--seeds", "1"), "can gain seeds, not lose"),
     # report
+    (
+        "loss-ignore-index-beside-the-masks-own",
+        folder_ignore_border_and_loss_ignore_index,
+        "marks the pixels to ignore with 255",
+    ),
     ("report-missing", lambda tmp: ["report", str(tmp / "nope")], "does not exist"),
     ("report-no-runs", lambda tmp: ["report", str(tmp)], "no losscmp run found"),
     ("report-name-too-long", lambda tmp: ["report", str(tmp / ("x" * 300))], "name too long"),
