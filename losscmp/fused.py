@@ -49,8 +49,10 @@ from losscmp.train import (
     _autocast,
     batch_on_device,
     evaluation_loader,
+    finite_weights,
     hard_prediction,
     make_optimizer,
+    nan_unless_finite_weights,
     training_loader,
     trial_settings,
 )
@@ -89,6 +91,8 @@ def train_fused_group(
             piece.loss_fn.set_progress((epoch - 1) / settings.epochs)
         lr = fused.optimizer.param_groups[0]["lr"]
         loss_sums = _train_epoch(fused, active, scheduler, data, settings, epoch, on_step)
+        finite = finite_weights(fused.params.values(), stacked=True)
+        loss_sums = nan_unless_finite_weights(loss_sums, finite)
         train_losses = [total / max(steps_per_epoch, 1) for total in loss_sums.tolist()]
         train_share = (time.perf_counter() - epoch_start) / len(active)
         for piece in active:

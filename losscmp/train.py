@@ -203,6 +203,7 @@ def train_trial(
         loss_sum = train_one_epoch(
             model, loss_fn, optimizer, scheduler, data, settings, trial.seed, epoch, on_step
         )
+        loss_sum = nan_unless_finite_weights(loss_sum, finite_weights(model.parameters()))
         train_loss = float(loss_sum) / max(steps_per_epoch, 1)  # the epoch's one sync
         if not math.isfinite(train_loss):
             row = log.diverged(epoch, train_loss, lr, epoch_start)
@@ -219,6 +220,21 @@ def train_trial(
         if on_epoch:
             on_epoch(row)
     return log.outcome(loss_fn.params)
+
+
+def finite_weights(parameters, stacked: bool = False) -> torch.Tensor:
+    """Whether every weight is finite, on the device: a 0-d bool, or one per copy (K,) of a
+    stacked model's (K, ...) parameters."""
+    if stacked:
+        return torch.stack([torch.isfinite(p).flatten(1).all(1) for p in parameters]).all(0)
+    return torch.stack([torch.isfinite(p).all() for p in parameters]).all()
+
+
+def nan_unless_finite_weights(loss_sum: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
+    """The epoch's loss, NaN where the weights are no longer finite, so that the trial is
+    recorded as diverged: a loss can stay finite while its gradients poison the weights
+    (MCC with eps=0 on a one-class batch: a loss of 1, NaN gradients)."""
+    return torch.where(finite, loss_sum, torch.full_like(loss_sum, math.nan))
 
 
 def make_optimizer(params, settings: TrainSettings) -> torch.optim.AdamW:

@@ -20,6 +20,27 @@ def test_distance_weighted_bce_takes_a_huge_sigma():
     assert math.isfinite(huge.item()) and huge.item() == pytest.approx(flat.item(), rel=1e-6)
 
 
+def test_lovasz_hinge_is_nan_on_nan_logits_in_its_cpu_shortcut_too():
+    """The shortcut sorts only the positive errors; NaN is not > 0, and dropping it made a
+    model with NaN weights train on as 'ok' with a loss of 0 (the GPU path gives NaN)."""
+    target = blob_target("binary")
+    confident = torch.where(target > 0, 10.0, -10.0)  # every error negative: the shortcut
+    confident.view(-1)[0] = math.nan
+    assert math.isnan(create_loss("lovasz")(confident, target).item())
+    assert create_loss("lovasz")(confident.nan_to_num(10.0), target).item() >= 0
+
+
+def test_a_finite_loss_over_nan_weights_counts_as_nan():
+    from losscmp.train import finite_weights, nan_unless_finite_weights
+
+    good, bad = torch.ones(2, 3), torch.tensor([[1.0, math.nan, 0.0]])
+    assert finite_weights([good]).item() and not finite_weights([good, bad]).item()
+    stacked = [torch.stack([good, good.clone().fill_(math.inf)]), torch.ones(2, 4)]
+    assert finite_weights(stacked, stacked=True).tolist() == [True, False]
+    losses = nan_unless_finite_weights(torch.tensor([0.5, 0.25]), torch.tensor([True, False]))
+    assert losses[0].item() == 0.5 and math.isnan(losses[1].item())
+
+
 def test_000_dice_uses_the_intersection_not_the_union():
     # Disjoint confident prediction: intersection 0 -> loss 1; with the union the
     # "coefficient" would be 2|A∪B|/(|A|+|B|) = 2 -> loss -1.

@@ -527,7 +527,7 @@ class LovaszLoss(SegLoss):
         if valid is not None:
             errors = torch.where(valid > 0, errors, -1.0)
         if not self.per_image and logits.device.type == "cpu":
-            positive = errors > 0
+            positive = ~(errors <= 0)  # NaN errors kept: a NaN model must show as NaN loss
             if int(positive.sum()) < errors.numel() // 2:
                 return self.hinge_of_positive_errors(errors, y, positive)
         # relu before the sort keeps the order (monotone) and the value of the dot product.
