@@ -195,7 +195,13 @@ def run(
     resume: Annotated[
         Path | None, typer.Option(help="Finish an interrupted run folder; skips finished trials.")
     ] = None,
-    dry_run: Annotated[bool, typer.Option(help="Print the planned trials and exit.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            help="Make every check a run makes (data loaded, losses tried), print "
+            "the planned trials and exit."
+        ),
+    ] = False,
 ) -> None:
     """Train the U-Net once per loss (and seed), then print the comparison table."""
     from losscmp.config import build_config
@@ -235,13 +241,12 @@ def run(
         run_config = build_config(config, **flags)
     plan = plan_run(run_config)
     from losscmp import console
-
-    if dry_run:
-        console.print_plan(plan, finished=_dry_run_checks(plan, resume))
-        return
     from losscmp.runner import execute, prepare
 
     prepared = prepare(plan, resuming=resume is not None)
+    if dry_run:
+        console.print_plan(plan, finished=_dry_run_resume_checks(prepared, resume))
+        return
     with console.TrainingProgress() as progress:
         try:
             command = _command_line(config, flags, resume)
@@ -259,18 +264,16 @@ def run(
     prepared.tracker.attach(run_dir)  # the report files, now that they exist
 
 
-def _dry_run_checks(plan, resume: Path | None) -> set[str]:
-    """The checks of a real run that need no data or device; the trials a resumed run has
-    finished already."""
-    from losscmp.results import RunStore, check_out_dir, read_run_json
+def _dry_run_resume_checks(prepared, resume: Path | None) -> set[str]:
+    """What a real --resume checks before it writes; the trials the run has finished."""
+    from losscmp.results import RunStore, read_run_json
+    from losscmp.runner import check_resumable
 
-    if resume is None:
-        check_out_dir(plan.config.out)
-        return set()
-    from losscmp.runner import check_resumed_config
-
-    check_resumed_config(read_run_json(resume), plan.config, resume)
-    return set(RunStore(resume).scan_trials().records)
+    with prepared.executor:  # started by prepare, as for a real run: stopped unused
+        if resume is None:
+            return set()
+        check_resumable(read_run_json(resume), prepared, resume)
+        return set(RunStore(resume).scan_trials().records)
 
 
 def _command_line(config: Path | None, flags: dict, resume: Path | None) -> str:

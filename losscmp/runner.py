@@ -369,11 +369,6 @@ def check_resumable(meta: dict[str, Any], prepared: PreparedRun, run_dir: Path) 
     _refuse_changes(changes, run_dir)
 
 
-def check_resumed_config(meta: dict[str, Any], config: RunConfig, run_dir: Path) -> None:
-    """The part of :func:`check_resumable` that needs no device or data (``--dry-run``)."""
-    _refuse_changes(config_changes(meta, config, run_dir), run_dir)
-
-
 def config_changes(meta: dict[str, Any], current: RunConfig, run_dir: Path) -> list[str]:
     """What ``current`` changes in the stored run that --resume may not change."""
     version = meta.get("schema_version")

@@ -171,6 +171,15 @@ def test_a_resumed_dry_run_is_checked_and_marks_the_finished_trials(cli, tmp_pat
     assert changed.exit_code == 2 and "changes epochs" in changed.stderr
 
 
+def test_dry_run_makes_the_checks_that_need_the_data(cli, tmp_path):
+    """A loss for the other mode is known only once the dataset is: a dry run loads it."""
+    out = tmp_path / "r"
+    tiny = ["--dataset", "synthetic(n_train=16,n_val=8)", "--image-size", "32", "--device", "cpu"]
+    result = cli("run", "--losses", "dice,ce", *tiny, "--dry-run", "--out", out)
+    assert result.exit_code == 2 and "'ce' is defined for multiclass mode only" in result.stderr
+    assert not out.exists()
+
+
 def test_unreachable_pretrained_weights_fail_before_the_run_folder(cli, tmp_path, monkeypatch):
     import segmentation_models_pytorch as smp
 
