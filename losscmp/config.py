@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from losscmp.errors import ConfigError, LosscmpError, ParameterError, suggest
-from losscmp.registry import coerce, describe_type
+from losscmp.registry import SCIENTIFIC_TEXT, coerce, describe_type
 from losscmp.spec import Spec, as_spec, parse_spec_list, split_top_level
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -197,34 +197,36 @@ def normalise(key: str, value: Any) -> Any:
     if key == "losses":
         return _loss_labels(value)
     if key == "dataset":
-        return as_spec(value).label
+        return as_spec(_written_numbers(value)).label
     if key in ("fg_fraction", "lr_grid"):
         return _float_list(value, key)
     if key in OPTIONAL_NAMES and isinstance(value, str) and value.lower() in ("none", ""):
         return None
     hint = FIELD_HINTS[key]
-    if hint is float and isinstance(value, str):
-        value = _number_text(value)
     try:
         return coerce(value, hint)
     except (TypeError, ValueError):
         raise ParameterError(f"'{key}' must be {describe_type(hint)}, got {value!r}") from None
 
 
-def _number_text(text: str) -> float | str:
-    """YAML 1.1 (PyYAML) reads ``1e-3`` as text; a config means the number."""
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
 def _loss_labels(value: Any) -> list[str]:
     if isinstance(value, str):
         return [spec.label for spec in parse_spec_list(value)]
     if isinstance(value, list) and value:
-        return [as_spec(item).label for item in value]
+        return [as_spec(_written_numbers(item)).label for item in value]
     raise ParameterError("'losses' must be a list of loss names or a comma-separated string")
+
+
+def _written_numbers(value: Any) -> Any:
+    """A loss or dataset written as a YAML mapping, with its parameters written like 1e-3
+    as numbers (YAML 1.1, PyYAML's, reads them as text; YAML 1.2 as numbers)."""
+    if isinstance(value, dict):
+        return {key: _written_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_written_numbers(item) for item in value]
+    if isinstance(value, str) and SCIENTIFIC_TEXT.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def _float_list(value: Any, key: str = "fg_fraction") -> list[float] | None:

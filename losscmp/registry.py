@@ -12,6 +12,7 @@ import dataclasses
 import fnmatch
 import inspect
 import math
+import re
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -171,6 +172,10 @@ def is_finite(value: Any) -> bool:
     return True
 
 
+# Numbers in scientific notation without a decimal point, e.g. 1e-3, 5E-5, -2e+3.
+SCIENTIFIC_TEXT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+")
+
+
 def coerce(value: Any, hint: Any) -> Any:
     """Return ``value`` converted to ``hint``, or raise TypeError/ValueError."""
     if hint is Any or hint is inspect.Parameter.empty:
@@ -203,6 +208,8 @@ def coerce(value: Any, hint: Any) -> Any:
             return value
         raise TypeError(value)
     if hint is float:
+        if isinstance(value, str) and SCIENTIFIC_TEXT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 (PyYAML) reads 1e-3 as text; the number is meant
         if isinstance(value, int | float) and not isinstance(value, bool):
             try:
                 return float(value)

@@ -29,6 +29,17 @@ def test_numbers_in_a_config_file_are_read_as_yaml_1_2_reads_them(tmp_path):
     assert config.out == "1e3"  # a folder's name stays text
 
 
+def test_parameters_in_a_config_file_may_be_written_1e_3_too(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "losses: [{name: focal, gamma: 5e-1, alpha: 2.5E-1}]\n"
+        "dataset: {name: synthetic, fg_fraction: 5e-2}\n"
+    )
+    config = build_config(path)
+    assert config.losses == ["focal(gamma=0.5,alpha=0.25)"]
+    assert config.dataset == "synthetic(fg_fraction=0.05)"
+
+
 def test_comma_strings_for_list_options():
     config = build_config(losses="dice,tversky(alpha=0.2,beta=0.8)", fg_fraction="0.01,0.1")
     assert config.losses == ["dice", "tversky(alpha=0.2,beta=0.8)"]
