@@ -129,6 +129,47 @@ def test_unreadable_file_is_named(tmp_path):
         load(f"folder:{tmp_path}")
 
 
+def _labels_of(tmp_path, stem: str) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(tmp_path / "masks" / f"{stem}.png"))
+
+
+def test_sixteen_bit_masks_of_whole_labels_read_as_8_bit_ones(tmp_path):
+    make_folder(tmp_path, count=4, num_classes=3)
+    eight_bit = load(f"folder(path={tmp_path},num_classes=3)").masks("train")
+    for stem in ("case_000", "case_002"):
+        wide = _labels_of(tmp_path, stem).astype(np.uint16)
+        (tmp_path / "masks" / f"{stem}.png").write_bytes(encode(wide, "PNG"))
+    assert (load(f"folder(path={tmp_path},num_classes=3)").masks("train") == eight_bit).all()
+
+
+@pytest.mark.parametrize(
+    ("values", "shown"),
+    [(np.uint16(300), "0, 1, 300"), (np.float32(0.5), "0, 0.5, 1")],
+    ids=["16-bit-300", "float-half"],
+)
+def test_wide_mask_values_that_are_no_labels_are_refused_not_clipped(tmp_path, values, shown):
+    """Clipped, 300 became 255 (the ignore label) and 0.5 became background."""
+    make_folder(tmp_path, count=4, num_classes=3)
+    mask = np.zeros((40, 56), values.dtype)
+    mask[2:6, 2:6], mask[10:20, 10:20] = 1, values
+    (tmp_path / "masks" / "case_001.png").unlink()
+    fmt, suffix = ("TIFF", "tif") if values.dtype == np.float32 else ("PNG", "png")
+    (tmp_path / "masks" / f"case_001.{suffix}").write_bytes(encode(mask, fmt))
+    with pytest.raises(DatasetError, match=f"must hold whole labels 0-255.*holds {shown}"):
+        load(f"folder(path={tmp_path},num_classes=3)")
+
+
+def test_sixteen_bit_images_are_refused_not_whitened(tmp_path):
+    make_folder(tmp_path, count=4)
+    (tmp_path / "images" / "case_001.jpg").unlink()
+    scan = np.full((40, 56), 3000, np.uint16)
+    (tmp_path / "images" / "case_001.png").write_bytes(encode(scan, "PNG"))
+    with pytest.raises(DatasetError, match="more than 8 bits per pixel.*rescale it to 0-255"):
+        load(f"folder:{tmp_path}")
+
+
 def test_class_value_above_num_classes_is_named(tmp_path):
     make_folder(tmp_path, count=4, num_classes=3)
     bad = np.zeros((40, 56), np.uint8)

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 
 CACHE_DIRNAME = ".losscmp-cache"
-CACHE_VERSION = 1
+# Raised whenever decoding changes what a file gives. 2: 16-bit and float files refused
+# where they were clipped to 0-255.
+CACHE_VERSION = 2
 
 
 def cache_key(root: Path, files: Iterable[Path], *parts: object) -> str:

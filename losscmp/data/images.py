@@ -15,6 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from losscmp.errors import DatasetError
+
+# Pillow's modes of more than 8 bits per pixel: integer (16- or 32-bit) and float.
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
 
 class UnreadableFile(Exception):
     """A file PIL cannot decode at all."""
@@ -45,6 +50,12 @@ def read_rgb(path: Path, size: int, *, allow_truncated: bool = False) -> np.ndar
                     image.load()
                 finally:
                     ImageFile.LOAD_TRUNCATED_IMAGES = previous
+            if image.mode in WIDE_MODES:
+                # convert("RGB") clips them to 255: a 16-bit scan would train as white.
+                raise DatasetError(
+                    f"{path}: a {image.mode} image (more than 8 bits per pixel); losscmp reads "
+                    "8-bit images: rescale it to 0-255 first"
+                )
             rgb = image.convert("RGB")
     except UnidentifiedImageError as error:
         raise UnreadableFile(f"{path}: not an image") from error
@@ -66,8 +77,8 @@ def read_label_image(path: Path) -> np.ndarray:
                 return palette_labels(image)
             if image.mode == "L":
                 return np.asarray(image, dtype=np.uint8)
-            if image.mode in ("I", "I;16", "I;16B", "F"):
-                return np.clip(np.asarray(image), 0, 255).astype(np.uint8)
+            if image.mode in WIDE_MODES:
+                return _whole_labels(np.asarray(image), path)
             if image.mode in ("LA", "PA"):
                 return np.asarray(image.getchannel(0), dtype=np.uint8)
             if image.mode == "1":
@@ -75,6 +86,20 @@ def read_label_image(path: Path) -> np.ndarray:
             return np.asarray(image.convert("RGB"), dtype=np.uint8).max(axis=-1)
     except UnidentifiedImageError as error:
         raise UnreadableFile(f"{path}: not an image") from error
+
+
+def _whole_labels(values: np.ndarray, path: Path) -> np.ndarray:
+    """A 16-bit or float mask's values as uint8 labels; refused unless each is a whole
+    number in 0-255 (clipping would turn 300 into 255, the ignore label)."""
+    if values.size and not (
+        values.min() >= 0 and values.max() <= 255 and np.array_equal(values, np.floor(values))
+    ):
+        shown = ", ".join(f"{value:g}" for value in np.unique(values)[:6])
+        raise DatasetError(
+            f"{path}: a mask must hold whole labels 0-255 (255: ignore); this one holds "
+            f"{shown}{', ...' if np.unique(values).size > 6 else ''}"
+        )
+    return values.astype(np.uint8)
 
 
 def palette_labels(image) -> np.ndarray:
