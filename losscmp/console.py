@@ -245,13 +245,15 @@ def print_loss_table(entries: list) -> None:
 
 
 def print_loss_detail(entry) -> None:
+    from rich.markup import escape  # formulas hold [...]: text, not Rich markup
+
     out = stdout()
-    out.print(f"[bold]{entry.name}[/bold] — {entry.description}")
+    out.print(f"[bold]{entry.name}[/bold] — {escape(entry.description)}")
     out.print(f"family: {entry.family}    modes: {', '.join(entry.modes)}")
     if entry.formula:
-        out.print(f"formula: {entry.formula}")
+        out.print(f"formula: {escape(entry.formula)}")
     if entry.reference:
-        out.print(f"reference: {entry.reference}")
+        out.print(f"reference: {escape(entry.reference)}")
     if entry.needs:
         out.print(f"needs: {', '.join(sorted(entry.needs))} (computed by the data pipeline)")
     out.print(f"soft targets: {soft_targets_line(entry)}")

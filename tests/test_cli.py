@@ -292,3 +292,14 @@ def test_report_writes_relative_targets_from_inside_a_run_folder(cli, tmp_path, 
     assert cli("report", ".", "--csv", "exports/x.csv").exit_code == 0
     refused = cli("report", ".", "--csv", "trials/x.json")
     assert refused.exit_code == 2 and "among its records" in refused.stderr
+
+
+def test_losses_show_prints_formulas_with_brackets_whole(cli):
+    """Rich read [beta y log p ...] as markup and dropped it."""
+    from losscmp.losses import get_loss_entry, list_losses
+
+    for name in list_losses():
+        formula = get_loss_entry(name).formula
+        if formula and "[" in formula:
+            output = " ".join(cli("losses", "--show", name).output.split())
+            assert " ".join(formula.split()) in output, name
