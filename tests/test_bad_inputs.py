@@ -392,6 +392,11 @@ CASES: list[tuple[str, Args, str]] = [
     ("loss-param-text", ["--losses", "tversky(alpha=x)"], "alpha='x' is not a number"),
     ("loss-param-bool", ["--losses", "focal(gamma=true)"], "gamma=True is not"),
     ("loss-param-negative", ["--losses", "tversky(alpha=-0.5)"], "alpha must be >= 0"),
+    (
+        "loss-weights-all-zero",
+        ["--losses", "bce_dice(lambda_ce=0,lambda_dice=0)"],
+        "lambda_ce and lambda_dice cannot both be 0",
+    ),
     ("loss-gamma-negative", ["--losses", "focal(gamma=-1)"], "gamma must be >= 0"),
     ("loss-gamma-inf", ["--losses", "focal(gamma=inf)"], "gamma=inf must be a finite number"),
     ("loss-gamma-nan", ["--losses", "focal(gamma=nan)"], "gamma=nan must be a finite number"),

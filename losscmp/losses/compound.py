@@ -63,6 +63,8 @@ class CrossEntropyDiceLoss(SegLoss):
         super().__init__(mode, params)
         self.lambda_ce = check_range("lambda_ce", lambda_ce, 0.0)
         self.lambda_dice = check_range("lambda_dice", lambda_dice, 0.0)
+        if lambda_ce + lambda_dice == 0:  # a loss of 0 always: nothing would train
+            raise ParameterError("lambda_ce and lambda_dice cannot both be 0")
         if self.binary:
             self.cross_entropy: SegLoss = BCELoss(mode, ignore_index=ignore_index)
         else:
