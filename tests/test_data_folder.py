@@ -253,6 +253,16 @@ def test_all_background_binary_masks_are_refused(tmp_path):
         load(f"folder:{tmp_path}")
 
 
+@pytest.mark.parametrize(("split", "name"), [("val", "validation"), ("test", "test")])
+def test_a_held_out_split_without_foreground_is_refused(tmp_path, split, name):
+    """No score on it would mean anything: AP was NaN, Dice 0 beside Dice@thr. 1.000."""
+    make_folder(tmp_path, count=6, val_count=2, test_count=2)
+    for mask in (tmp_path / split / "masks").iterdir():
+        mask.write_bytes(encode(np.zeros((40, 56), np.uint8), "PNG"))
+    with pytest.raises(DatasetError, match=f"the {name} masks hold no foreground pixel"):
+        load(f"folder:{tmp_path}")
+
+
 def test_a_pipe_named_like_an_image_is_skipped_not_read(tmp_path):
     """Opening a FIFO blocks until something writes to it: the listing leaves it out."""
     import os

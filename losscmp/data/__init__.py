@@ -125,10 +125,20 @@ def _check_context(image_size: int, limit: int | None) -> None:
 
 
 def check_foreground(data: SegmentationData, spec: Spec) -> None:
-    """Refuse training masks without a single foreground pixel: every loss would score 0."""
-    counts = data.class_pixel_counts("train")
-    if counts[1:].any():
-        return
+    """Refuse training masks without a single foreground pixel (every loss would score 0),
+    and validation or test masks without one (no score on them would mean anything)."""
+    if not data.class_pixel_counts("train")[1:].any():
+        raise DatasetError(_no_training_foreground(data, spec))
+    for split, name in (("val", "validation"), ("test", "test")):
+        if data.size(split) and not data.class_pixel_counts(split)[1:].any():
+            raise DatasetError(
+                f"dataset '{spec.label}': the {name} masks hold no foreground pixel, so no "
+                f"score on them means anything (Dice is 0 or undefined, AP undefined); "
+                f"give a {name} split that shows the objects"
+            )
+
+
+def _no_training_foreground(data: SegmentationData, spec: Spec) -> str:
     classes = f" of any class 1..{data.num_classes - 1}" if data.num_classes > 2 else ""
     problem = (
         f"dataset '{spec.label}': the training masks hold no foreground pixel{classes}, "
@@ -151,7 +161,7 @@ def check_foreground(data: SegmentationData, spec: Spec) -> None:
         hint = "check that masks/ holds the right files and that they mark the foreground"
     else:
         hint = "check the dataset's masks"
-    raise DatasetError(f"{problem}; {hint}")
+    return f"{problem}; {hint}"
 
 
 def dataset_status(data_dir_root: Path) -> list[dict[str, Any]]:
