@@ -212,7 +212,7 @@ def coerce(value: Any, hint: Any) -> Any:
             value = float(value)  # YAML 1.1 (PyYAML) reads 1e-3 as text; the number is meant
         if isinstance(value, int | float) and not isinstance(value, bool):
             try:
-                return float(value)
+                return float(value) + 0.0  # -0.0 + 0.0 is 0.0: one spelling of zero
             except OverflowError:  # an int beyond float: refused as infinite (is_finite)
                 return math.inf if value > 0 else -math.inf
         raise TypeError(value)

@@ -392,6 +392,7 @@ CASES: list[tuple[str, Args, str]] = [
     ("loss-param-text", ["--losses", "tversky(alpha=x)"], "alpha='x' is not a number"),
     ("loss-param-bool", ["--losses", "focal(gamma=true)"], "gamma=True is not"),
     ("loss-param-negative", ["--losses", "tversky(alpha=-0.5)"], "alpha must be >= 0"),
+    ("loss-negative-zero", ["--losses", "dice(smooth=0),dice(smooth=-0.0)"], "listed twice"),
     (
         "loss-weights-all-zero",
         ["--losses", "bce_dice(lambda_ce=0,lambda_dice=0)"],
