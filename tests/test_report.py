@@ -506,6 +506,20 @@ def test_imbalance_dial_table(tmp_path):
     assert "fg 0.01" in text and "fg 0.2" in text
 
 
+def test_the_dial_marks_the_lowest_as_best_where_lower_is_better():
+    from losscmp.render.cells import best_at_each_fraction
+
+    dial = pd.DataFrame(
+        {
+            "loss": ["bce", "dice", "bce", "dice"],
+            "fg_fraction": [0.01, 0.01, 0.05, 0.05],
+            "score_mean": [0.32, 0.48, 0.31, 0.44],
+        }
+    )
+    assert best_at_each_fraction(dial, "ece") == {("bce", 0.01), ("bce", 0.05)}
+    assert best_at_each_fraction(dial, "dice") == {("dice", 0.01), ("dice", 0.05)}
+
+
 def test_no_dial_for_a_single_dataset(summary):
     assert imbalance_frame(summary) is None
     assert render_imbalance_table(summary) is None

@@ -217,7 +217,10 @@ def per_class_text(row: Row, columns: list[str]) -> str:
     return "\n".join(parts)
 
 
-def best_at_each_fraction(dial: pd.DataFrame) -> set[tuple[str, float]]:
-    """The (loss, fg_fraction) pairs of an imbalance dial that are best at their fraction."""
-    best = dial.loc[dial.groupby("fg_fraction")["score_mean"].idxmax().dropna()]
+def best_at_each_fraction(dial: pd.DataFrame, metric: str) -> set[tuple[str, float]]:
+    """The (loss, fg_fraction) pairs of an imbalance dial that are best at their fraction
+    (the lowest for a metric where lower is better, ECE)."""
+    by_fraction = dial.groupby("fg_fraction")["score_mean"]
+    positions = by_fraction.idxmax() if selection.higher_is_better(metric) else by_fraction.idxmin()
+    best = dial.loc[positions.dropna()]
     return set(zip(best["loss"], best["fg_fraction"], strict=True))
