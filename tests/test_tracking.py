@@ -140,6 +140,14 @@ def test_resume_reuses_the_parent_and_logs_the_trials_it_lacks(cli, tmp_path, mo
     # A child left unfinished (a crash while logging it) is deleted and logged again.
     partial = next(run for run in all_runs(client) if PARENT_TAG in run.data.tags)
     client.update_run(partial.info.run_id, status="RUNNING")
+    # A trial file damaged after its child was logged: --resume trains it again, and its
+    # new child replaces the old one (the parent ends with the folder's trials, once each).
+    other = next(
+        path
+        for path in (run_dir / "trials").glob("*.json")
+        if path.stem != partial.data.tags["losscmp.trial_id"]
+    )
+    other.write_bytes(b"")
 
     result = cli("run", *ARGS, "--out", out, "--seeds", "2", "--resume", run_dir)
     assert result.exit_code == 0, result.output

@@ -71,7 +71,7 @@ class MlflowTracker(Tracker):
         parent = self._stored_parent(run.stored.get("parent_run_id")) or self._new_parent(run)
         self.parent_id = parent.info.run_id
         self.experiment_id = parent.info.experiment_id
-        logged = self._logged_trials()
+        logged = self._logged_trials({record["trial_id"] for record in run.records})
         for record in run.records:
             if record["trial_id"] not in logged:
                 self.trial(record)
@@ -153,23 +153,29 @@ class MlflowTracker(Tracker):
                 raise
             return experiment.experiment_id
 
-    def _logged_trials(self) -> set[str]:
-        """Trial ids with a complete child run; partial ones (a crash while logging) are
-        deleted, to be logged again."""
-        logged, token = set(), None
+    def _logged_trials(self, present: set[str]) -> set[str]:
+        """Trial ids of ``present`` (the run folder's trial files) with one complete child
+        run. The other children are deleted: partial ones (a crash while logging: logged
+        again), those of a trial whose file is gone or damaged (--resume trains it again,
+        and its new child replaces this one), repeats."""
+        logged, stale, token = set(), [], None
         query = f"tags.`{PARENT_TAG}` = '{self.parent_id}'"
         while True:
             page = self.client.search_runs(
                 [self.experiment_id], filter_string=query, max_results=1000, page_token=token
             )
             for child in page:
-                if child.info.status == "FINISHED":
-                    logged.add(child.data.tags.get(TRIAL_TAG))
+                trial = child.data.tags.get(TRIAL_TAG)
+                if child.info.status == "FINISHED" and trial in present and trial not in logged:
+                    logged.add(trial)
                 else:
-                    self.client.delete_run(child.info.run_id)
+                    stale.append(child.info.run_id)
             token = page.token
             if not token:
-                return logged
+                break
+        for run_id in stale:  # after the search: deleting while paging would shift its pages
+            self.client.delete_run(run_id)
+        return logged
 
     def _terminate(self, run_id: str, status: str) -> None:
         # With a server, MLflow prints the run's link on stdout, which holds only the tables.
