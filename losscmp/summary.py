@@ -40,6 +40,7 @@ Definitions the table and CSV rely on:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -438,6 +439,20 @@ def _check_metric_recorded(results: RunResults, metric: str) -> None:
             f"--metric {metric}: these runs have no {METRIC_TITLES[metric]} (it is computed for "
             "binary tasks, by losscmp from schema version 2 on); use dice, iou or mcc"
         )
+
+
+def at_chosen_rates(results: RunResults, summary: pd.DataFrame) -> RunResults:
+    """``results`` with each loss's trials at the learning rate ``summary`` chose only:
+    what the figures beside the table show. Unchanged where one rate was trained."""
+    if not selection.several_rates(summary) or "base_lr" not in results.trials.columns:
+        return results
+    chosen = selection.chosen_rows(summary)[["dataset", "loss", "lr"]]
+    keys = chosen.rename(columns={"lr": "base_lr"})
+    return dataclasses.replace(
+        results,
+        trials=results.trials.merge(keys, on=["dataset", "loss", "base_lr"]),
+        epochs=results.epochs.merge(keys, on=["dataset", "loss", "base_lr"]),
+    )
 
 
 def dataset_order(results: RunResults) -> list[str]:

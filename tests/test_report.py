@@ -583,6 +583,18 @@ def lr_grid_run(tmp_path, test_rate_quality):
     )
 
 
+def test_figures_show_each_loss_at_the_rate_the_table_chose(tmp_path):
+    """Learning curves averaged over every rate, and the panel took any rate's trial."""
+    from losscmp.summary import at_chosen_rates
+
+    results = load_run(lr_grid_run(tmp_path, {1e-3: 0.0, 1e-2: 0.1}))
+    shown = at_chosen_rates(results, summarize(results))
+    assert set(shown.trials["base_lr"]) == {1e-2} and set(shown.epochs["base_lr"]) == {1e-2}
+    assert len(shown.trials) == len(results.trials) // 2
+    single = load_run(write_run(tmp_path / "one", quality={"dice": 0.8}))
+    assert at_chosen_rates(single, summarize(single)) is single
+
+
 def test_each_loss_is_reported_at_its_best_validation_rate(tmp_path):
     run_dir = lr_grid_run(tmp_path, {1e-3: 0.0, 1e-2: 0.1})
     summary = summarize(load_run(run_dir))

@@ -49,15 +49,15 @@ def write_plots(run_dir: Path | str, *, metric: str = "dice") -> list[Path]:
     summary.check_metric(metric)
     store = RunStore(run_dir)
     results = summary.load_run(store.run_dir)
-    written = [
-        store.write_figure("learning_curves.png", png_bytes(learning_curves(results, metric)))
-    ]
-    for dataset in summary.dataset_order(results):
-        panel = prediction_panel(results, dataset)
+    table = summary.summarize(results, metric)
+    shown = summary.at_chosen_rates(results, table)  # each loss at the table's rate
+    written = [store.write_figure("learning_curves.png", png_bytes(learning_curves(shown, metric)))]
+    for dataset in summary.dataset_order(shown):
+        panel = prediction_panel(shown, dataset)
         if panel is not None:
             name = f"predictions__{slug(dataset)}.png"
             written.append(store.write_figure(name, png_bytes(panel.figure)))
-    dial = summary.imbalance_frame(summary.summarize(results, metric))
+    dial = summary.imbalance_frame(table)
     if dial is not None:
         written.append(
             store.write_figure("imbalance.png", png_bytes(imbalance_figure(dial, metric)))

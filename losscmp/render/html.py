@@ -41,7 +41,14 @@ from losscmp.render.cells import (
 )
 from losscmp.results import RunStore, atomic_write_bytes
 from losscmp.selection import chosen_rows
-from losscmp.summary import METRIC_TITLES, Report, dataset_order, imbalance_frame, split_word
+from losscmp.summary import (
+    METRIC_TITLES,
+    Report,
+    at_chosen_rates,
+    dataset_order,
+    imbalance_frame,
+    split_word,
+)
 
 FIGURE_DPI = 100
 # Keys of a dataset's info that are long lists of file names; the notes already count them.
@@ -246,7 +253,7 @@ def _class_column(name: str) -> Column:
 def _figures(report: Report) -> str:
     from losscmp.render import figures
 
-    results = report.results
+    results = at_chosen_rates(report.results, report.summary)  # each loss at the table's rate
     parts = ["<section><h2>Figures</h2>"]
     parts.append(
         _figure(
