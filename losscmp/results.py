@@ -59,7 +59,7 @@ RUN_FILE = "run.json"
 TRIALS_DIR = "trials"
 DAMAGED_DIR = "damaged"  # under trials/: damaged trial files set aside by --resume
 PANEL_DIR = "panel"
-RECORD_DIRS = (TRIALS_DIR, PANEL_DIR)  # what a run keeps besides run.json: nothing else goes in
+RECORD_DIRS = (TRIALS_DIR, PANEL_DIR)  # a run's records besides run.json: no output goes there
 REPORT_PAGE = "report.html"  # the run's self-contained report, written after every run
 SUMMARY_FILE = "summary.csv"  # derived: the report's table of this run
 PLOTS_DIR = "plots"  # derived: report --plots
@@ -367,16 +367,12 @@ DATASET_VALUES: dict[str, tuple[type, ...]] = {"spec": _TEXT, "mode": _TEXT, "cl
 
 def _meta_shape_problem(meta: dict[str, Any]) -> str | None:
     """What in run.json is not of the type losscmp wrote (a hand edit), or None."""
-    entries = [
-        (f"'{name}' {key!r} ", entry, fields)
-        for name, fields in (("losses", LOSS_VALUES), ("datasets", DATASET_VALUES))
-        if isinstance(meta.get(name), dict)
-        for key, entry in meta[name].items()
-    ]
     checks = [("", meta, META_VALUES), ("'execution' ", meta.get("execution"), EXECUTION_VALUES)]
-    return _containers_problem(meta) or next(
-        (problem for check in checks + entries if (problem := _fields_problem(*check))), None
-    )
+    for name, fields in (("losses", LOSS_VALUES), ("datasets", DATASET_VALUES)):
+        if isinstance(meta.get(name), dict):
+            checks += [(f"'{name}' {key!r} ", entry, fields) for key, entry in meta[name].items()]
+    problems = (_fields_problem(where, values, shape) for where, values, shape in checks)
+    return _containers_problem(meta) or next(filter(None, problems), None)
 
 
 def _containers_problem(meta: dict[str, Any]) -> str | None:

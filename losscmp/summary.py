@@ -319,16 +319,7 @@ def combine_runs(runs: Sequence[RunResults]) -> RunResults:
 def _rounding_notes(runs: Sequence[RunResults]) -> list[str]:
     """Combinable runs may still have rounded differently: on another kind of device, at
     another thread count, fused or not. Said, since it moves scores by about a seed's spread."""
-    setups = {
-        run.run_ids[0]: {
-            "device": str(meta.get("device", "")).split(":")[0] or None,
-            "threads": (meta.get("execution") or {}).get("threads"),
-            # Runs from before fusion was recorded were not fused (runner.stored_execution).
-            "fused": bool((meta.get("execution") or {}).get("fused", False)),
-        }
-        for run in runs
-        for meta in run.metas[:1]
-    }
+    setups = {run.run_ids[0]: _rounding_setup(run.metas[0]) for run in runs}
     differing = [
         name
         for name in ("device", "threads", "fused")
@@ -345,6 +336,17 @@ def _rounding_notes(runs: Sequence[RunResults]) -> list[str]:
         "floating-point order, which training amplifies (on the demo, about one seed's "
         "spread); for the closest comparison, run every loss with the same setting"
     ]
+
+
+def _rounding_setup(meta: dict[str, Any]) -> dict[str, Any]:
+    """What decided a run's floating-point order besides its config (None: not recorded)."""
+    execution = meta.get("execution") or {}
+    return {
+        "device": str(meta.get("device", "")).split(":")[0] or None,
+        "threads": execution.get("threads"),
+        # Runs from before fusion was recorded were not fused (runner.stored_execution).
+        "fused": bool(execution.get("fused", False)),
+    }
 
 
 def _check_comparable(first: RunResults, other: RunResults) -> None:
