@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install browser demo test lint format smoke bench clean
+.PHONY: install browser demo test quick lint format smoke bench clean
 
 install: $(INSTALLED)
 
@@ -31,6 +31,10 @@ demo: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The quick subset (about 2 minutes on 2 cores): no long end-to-end runs, Ray, MLflow or browser.
+quick: $(INSTALLED)
+	$(BIN)/python -m pytest -m "not slow and not ray and not mlflow and not browser"
 
 smoke: $(INSTALLED)
 	$(BIN)/losscmp run --config configs/smoke.yaml

@@ -238,6 +238,7 @@ def test_dry_run_shows_canonical_labels(cli, tmp_path):
     assert "synthetic(fg_fraction=0.2,n_val=8)" in result.stdout
 
 
+@pytest.mark.slow
 def test_quick_exit_runs_exit_handlers_and_keeps_output_and_status():
     """``entry`` skips the interpreter teardown: what is printed to a pipe, the exit
     handlers (MLflow, multiprocessing) and the status must all survive it."""

@@ -100,6 +100,7 @@ def test_smoke_run_is_fast(smoke_run):
     assert sum(trial["seconds"] for trial in trials) < 30
 
 
+@pytest.mark.slow
 def test_same_command_twice_gives_identical_numbers(cli, smoke_run, tmp_path):
     _, first_dir = smoke_run
     result = cli("run", "--config", SMOKE, "--out", tmp_path)
@@ -149,6 +150,7 @@ def _run_in_subprocess(*args: str, cwd: Path) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_resume_after_a_killed_process_keeps_finished_trials(cli, tmp_path):
     out = tmp_path / "runs"
     args = ["--config", str(SMOKE), "--out", str(out), "--losses", "dice,bce,focal"]
@@ -186,6 +188,7 @@ def test_resume_after_a_killed_process_keeps_finished_trials(cli, tmp_path):
     assert len(pd.read_csv(run_dir / "epochs.csv")) == 3 * 2
 
 
+@pytest.mark.slow
 def test_a_diverging_trial_is_recorded_and_the_others_go_on(cli, tmp_path, exploding_loss):
     result = cli(
         "run", "--config", SMOKE, "--out", tmp_path, "--losses", "exploding,dice", "--epochs", "3"
@@ -201,6 +204,7 @@ def test_a_diverging_trial_is_recorded_and_the_others_go_on(cli, tmp_path, explo
     assert "diverged" in result.stdout
 
 
+@pytest.mark.slow
 def test_three_seeds_give_intervals_and_marks(cli, tmp_path):
     result = cli("run", "--config", SMOKE, "--out", tmp_path, "--seeds", "3", "--epochs", "1")
     assert result.exit_code == 0, result.output
@@ -216,6 +220,7 @@ def test_three_seeds_give_intervals_and_marks(cli, tmp_path):
     assert sorted(set(epochs["seed"])) == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_imbalance_dial_runs_each_fraction_and_reports_the_sweep(cli, tmp_path):
     result = cli(
         "run",
@@ -254,6 +259,7 @@ def test_report_plots_are_png_files(cli, smoke_run):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_only_the_loss_differs_between_trials(cli, tmp_path):
     """focal(gamma=0) is bce: trained side by side they must match to the last digit,
     which holds only if both got the same initial weights, batches and augmentations."""
@@ -266,6 +272,7 @@ def test_only_the_loss_differs_between_trials(cli, tmp_path):
     pd.testing.assert_frame_equal(bce[METRIC_COLUMNS], focal[METRIC_COLUMNS])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "executor",
     [
@@ -385,6 +392,7 @@ def adamw_kernels(monkeypatch) -> list[bool]:
     return asked
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_its_adamw_kernel(cli, one_epoch_run, monkeypatch):
     """The fused kernel rounds differently from torch's default loop, which the CPU used
     before run.json recorded the choice: such a run's missing trials keep the loop."""
@@ -418,6 +426,7 @@ def grid_run(cli, out: Path, n_test: int) -> tuple[Path, pd.DataFrame]:
     return run_dir, pd.read_csv(run_dir / "summary.csv")
 
 
+@pytest.mark.slow
 def test_lr_grid_trains_every_rate_and_the_choice_ignores_the_test_split(cli, tmp_path):
     run_dir, summary = grid_run(cli, tmp_path / "a", n_test=8)
     trials = [json.loads(path.read_text()) for path in (run_dir / "trials").glob("*.json")]
