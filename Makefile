@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install browser demo test quick lint format smoke bench clean
+.PHONY: install browser demo test quick lint format smoke bench gpu-wheels clean
 
 install: $(INSTALLED)
 
@@ -41,6 +41,15 @@ smoke: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/losses.py
+
+# Wheels for a lent GPU machine (Python 3.12, no network there): its image has torch,
+# timm and the rest, not segmentation-models-pytorch. Carry .whl; benchmarks/gpu.sh
+# installs what it finds there.
+gpu-wheels: $(INSTALLED)
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux2014_x86_64 -d .whl \
+	  "segmentation-models-pytorch==$$($(BIN)/python -c 'import segmentation_models_pytorch as smp; print(smp.__version__)')"
+	@ls .whl
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
