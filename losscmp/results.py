@@ -336,6 +336,7 @@ META_VALUES: dict[str, tuple[type, ...]] = {
     "finished_at": _TEXT + _NULL,
     "resumed_at": _TEXT + _NULL,
     "resume_command": _TEXT + _NULL,
+    "working_dir": _TEXT,
 }
 # Containers: field -> (list or dict, the types of its items).
 META_CONTAINERS: dict[str, tuple[type, tuple[type, ...]]] = {
@@ -362,7 +363,12 @@ EXECUTION_VALUES: dict[str, tuple[type, ...]] = {
     "fused_adamw": _FLAG,
 }
 LOSS_VALUES: dict[str, tuple[type, ...]] = {"name": _TEXT, "params": (dict,)}
-DATASET_VALUES: dict[str, tuple[type, ...]] = {"spec": _TEXT, "mode": _TEXT, "class_names": (list,)}
+DATASET_VALUES: dict[str, tuple[type, ...]] = {
+    "spec": _TEXT,
+    "mode": _TEXT,
+    "class_names": (list,),
+    "fingerprint": _TEXT,
+}
 
 
 def _meta_shape_problem(meta: dict[str, Any]) -> str | None:

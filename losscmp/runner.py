@@ -316,8 +316,11 @@ def run_metadata(
             for label, spec in plan.loss_specs.items()
         },
         "datasets": {
-            label: {"spec": label, **data.info} for label, data in prepared.datasets.items()
+            label: {"spec": label, **data.info, "fingerprint": data.fingerprint()}
+            for label, data in prepared.datasets.items()
         },
+        # Relative dataset paths are read from here; --resume names it when data is missing.
+        "working_dir": str(Path.cwd()),
         "trials": [trial.id for trial in plan.trials],
         "seeds": plan.seeds,
         "learning_rates": plan.rates,
@@ -367,6 +370,27 @@ def check_resumable(meta: dict[str, Any], prepared: PreparedRun, run_dir: Path) 
     if stored_device and stored_device != prepared.settings.device.type:
         changes.append(f"device ({stored_device!r} -> {prepared.settings.device.type!r})")
     _refuse_changes(changes, run_dir)
+    check_same_data(meta, prepared.datasets, run_dir)
+
+
+def check_same_data(meta: dict[str, Any], datasets: dict[str, Any], run_dir: Path) -> None:
+    """Refuse data that differs from what the run's finished trials saw: files edited or
+    replaced since, or a relative path that finds another folder from here. (Runs made
+    before fingerprints were stored are not checked.)"""
+    stored = meta.get("datasets") or {}
+    changed = [
+        label
+        for label, data in datasets.items()
+        if (stored.get(label) or {}).get("fingerprint") not in (None, data.fingerprint())
+    ]
+    if changed:
+        started_in = meta.get("working_dir")
+        where = f"; the run was started in {started_in}" if started_in != str(Path.cwd()) else ""
+        raise LosscmpError(
+            f"--resume {run_dir}: the data of {', '.join(changed)} is not what this run "
+            f"trained on (files edited, added or removed since, or another folder found at a "
+            f"relative path{where}); restore the data, or start a new run"
+        )
 
 
 def config_changes(meta: dict[str, Any], current: RunConfig, run_dir: Path) -> list[str]:

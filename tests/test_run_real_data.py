@@ -143,3 +143,42 @@ def test_resume_finds_a_dataset_that_moved_with_data_dir(cli, tmp_path):
     resumed = cli("run", "--resume", run_dir, "--data-dir", moved)
     assert resumed.exit_code == 0, resumed.output
     assert bce.is_file()
+
+
+def test_resume_refuses_data_that_changed_since_the_run_started(cli, tmp_path, monkeypatch):
+    """Trials of one run must see the same data: a resume on edited files, or on another
+    folder that a relative path finds from elsewhere, is refused (naming where the run was
+    started) and leaves the run as it was; the same data found again resumes."""
+    project = tmp_path / "project"
+    make_folder(project / "data", count=12, seed=0)
+    monkeypatch.chdir(project)
+    common = ["--losses", "dice,bce", "--epochs", "1", "--image-size", "32", "--device", "cpu"]
+    result = cli("run", *common, "--dataset", "folder:data", "--out", "runs")
+    assert result.exit_code == 0, result.output
+    run_dir = _only_run(project / "runs").resolve()
+    meta_before = (run_dir / "run.json").read_bytes()
+    assert json.loads(meta_before)["working_dir"] == str(project)
+    (bce,) = (run_dir / "trials").glob("*bce*.json")
+    bce.unlink()
+
+    elsewhere = tmp_path / "elsewhere"
+    make_folder(elsewhere / "data", count=12, seed=1)  # same names, other pixels
+    monkeypatch.chdir(elsewhere)
+    refused = cli("run", "--resume", run_dir)
+    assert refused.exit_code == 2
+    assert "the data of folder(path=data) is not what this run trained on" in refused.stderr
+    assert f"the run was started in {project}" in refused.stderr
+    assert (run_dir / "run.json").read_bytes() == meta_before
+    assert not bce.exists()
+
+    monkeypatch.chdir(project)
+    mask = sorted((project / "data" / "masks").iterdir())[0]
+    original = mask.read_bytes()
+    (elsewhere / "data" / "masks" / mask.name).replace(mask)  # one mask edited in place
+    refused = cli("run", "--resume", run_dir)
+    assert refused.exit_code == 2
+    assert "started in" not in refused.stderr  # from the run's own folder
+    mask.write_bytes(original)
+    resumed = cli("run", "--resume", run_dir)
+    assert resumed.exit_code == 0, resumed.output
+    assert bce.is_file()
