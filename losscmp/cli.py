@@ -431,9 +431,13 @@ def datasets_download(
     from losscmp import console
     from losscmp.data import download_dataset
 
+    notices: list[str] = []
     with console.DownloadProgress() as progress:
-        path = download_dataset(name, data_dir, progress=progress.update)
-    console.print_written([path])
+        path = download_dataset(name, data_dir, progress=progress.update, notice=notices.append)
+    for line in notices:
+        console.print_note(line)
+    if not notices:  # "already downloaded": nothing was written
+        console.print_written([path])
 
 
 def main() -> None:

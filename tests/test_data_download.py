@@ -195,3 +195,70 @@ def test_unreachable_server_is_one_clear_line(tmp_path):
 def test_only_pets_can_be_downloaded(tmp_path):
     with pytest.raises(ParameterError, match="nothing to download"):
         download_dataset("synthetic", tmp_path)
+
+
+def test_user_folders_in_the_target_are_refused_not_deleted(tmp_path, server, pets_archives):
+    mine = tmp_path / "mycells"
+    (mine / "images").mkdir(parents=True)
+    (mine / "images" / "cell_1.png").write_bytes(b"my data")
+    (mine / "images" / "notes.txt").write_text("do not lose")
+    with pytest.raises(DatasetError, match=r"mycells/images already exists and was not made"):
+        download_dataset("pets", mine, archives=pets_archives)
+    assert sorted(path.name for path in (mine / "images").iterdir()) == ["cell_1.png", "notes.txt"]
+    assert not server.requests  # refused before downloading anything
+    assert not (mine / "annotations").exists()
+
+
+def test_downloading_again_says_already_downloaded(tmp_path, server, pets_archives):
+    dest = tmp_path / "pets"
+    download_dataset("pets", dest, archives=pets_archives)
+    server.requests.clear()
+    notices = []
+    download_dataset("pets", dest, archives=pets_archives, notice=notices.append)
+    assert notices == [f"Oxford-IIIT Pet is already downloaded in {dest}"]
+    assert not server.requests
+
+
+def test_a_pets_tree_unpacked_by_hand_counts_as_downloaded(tmp_path, cli):
+    make_pets_tree(tmp_path / "pets", trainval=4, test=2, quirks=False)
+    result = cli("datasets", "download", "pets", "--data-dir", tmp_path / "pets")
+    assert result.exit_code == 0, result.output
+    assert "already downloaded" in result.output and "wrote" not in result.output
+
+
+def test_a_new_archive_replaces_the_folder_an_earlier_download_made(tmp_path, server):
+    dest = tmp_path / "pets"
+    download_dataset("pets", dest, archives=[archive(server, "images.tar.gz", tar_gz(OLD))])
+    download_dataset("pets", dest, archives=[archive(server, "images.tar.gz", tar_gz(NEW))])
+    assert sorted(path.name for path in (dest / "images").glob("*.jpg")) == ["new.jpg"]
+    assert not [path for path in dest.iterdir() if path.name.startswith(".replaced")]
+
+
+OLD = {"images/old_1.jpg": b"old", "images/old_2.jpg": b"old"}
+NEW = {"images/new.jpg": b"new"}
+
+
+def test_a_kill_while_replacing_never_leaves_a_partial_tree(tmp_path, server, monkeypatch):
+    from losscmp.data import download
+
+    dest = tmp_path / "pets"
+    download_dataset("pets", dest, archives=[archive(server, "images.tar.gz", tar_gz(OLD))])
+    real_rmtree = download.shutil.rmtree
+
+    def killed_midway(path, *args, **kwargs):
+        path = Path(path)
+        if path.is_dir() and list(path.glob("old_*.jpg")):
+            next(path.glob("old_*.jpg")).unlink()  # part of the old tree deleted, then killed
+            raise KeyboardInterrupt
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(download.shutil, "rmtree", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        download_dataset("pets", dest, archives=[archive(server, "images.tar.gz", tar_gz(NEW))])
+    assert sorted(path.name for path in (dest / "images").glob("*.jpg")) == ["new.jpg"]
+
+
+def test_member_outside_the_archives_folder_is_refused(tmp_path, server):
+    stray = archive(server, "images.tar.gz", tar_gz({"images/a.jpg": b"x", "notes.txt": b"x"}))
+    with pytest.raises(DatasetError, match="'notes.txt' is not inside images/"):
+        download_dataset("pets", tmp_path / "pets", archives=[stray])
