@@ -262,3 +262,14 @@ def test_member_outside_the_archives_folder_is_refused(tmp_path, server):
     stray = archive(server, "images.tar.gz", tar_gz({"images/a.jpg": b"x", "notes.txt": b"x"}))
     with pytest.raises(DatasetError, match="'notes.txt' is not inside images/"):
         download_dataset("pets", tmp_path / "pets", archives=[stray])
+
+
+def test_a_retry_skips_the_archives_already_extracted(tmp_path, server, pets_archives):
+    dest = tmp_path / "pets"
+    annotations = server.files.pop("annotations.tar.gz")
+    with pytest.raises(DatasetError):
+        download_dataset("pets", dest, archives=pets_archives)
+    server.files["annotations.tar.gz"] = annotations
+    download_dataset("pets", dest, archives=pets_archives)
+    assert [name for name, _ in server.requests].count("images.tar.gz") == 1
+    assert load_dataset("pets", data_dir=dest, image_size=32).size("test") == 3

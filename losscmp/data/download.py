@@ -81,10 +81,11 @@ def download_pets(
     downloads = dest / ".downloads"
     downloads.mkdir(parents=True, exist_ok=True)
     for archive in archives:
-        path = fetch(archive, downloads, report, timeout)
-        extract(path, archive, dest, report)
-        if not keep_archives:
-            path.unlink()  # the extracted tree is what is used; the archive is ~0.8 GB
+        # A retry after a later archive failed must not fetch this one again (~0.8 GB).
+        if not is_extracted(dest, archive):
+            extract(fetch(archive, downloads, report, timeout), archive, dest, report)
+        if not keep_archives:  # the extracted tree is what is used
+            (downloads / archive.filename).unlink(missing_ok=True)
     return dest
 
 
