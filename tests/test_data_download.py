@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.server
 import io
@@ -273,3 +274,53 @@ def test_a_retry_skips_the_archives_already_extracted(tmp_path, server, pets_arc
     download_dataset("pets", dest, archives=pets_archives)
     assert [name for name, _ in server.requests].count("images.tar.gz") == 1
     assert load_dataset("pets", data_dir=dest, image_size=32).size("test") == 3
+
+
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_disk_full_while_extracting_says_free_space(tmp_path, pets_archives, monkeypatch):
+    from losscmp.data import download
+
+    monkeypatch.setattr(download, "extract_member", no_space)
+    with pytest.raises(DatasetError, match="no space left .* extracting images.tar.gz.* free"):
+        download_dataset("pets", tmp_path / "pets", archives=pets_archives)
+    assert not (tmp_path / "pets" / "images").exists()
+
+
+def test_disk_full_while_downloading_says_free_space(tmp_path, pets_archives):
+    with pytest.raises(DatasetError, match="no space left .* free some space") as error:
+        download_dataset("pets", tmp_path / "pets", no_space, archives=pets_archives)
+    assert "resume" not in str(error.value).split(":")[0]
+
+
+def test_missing_address_says_it_is_gone(tmp_path, server):
+    gone = Archive(server.url("moved.tar.gz"), "0" * 64)
+    with pytest.raises(DatasetError, match="is gone .*HTTP 404.*has moved") as error:
+        download_dataset("pets", tmp_path / "pets", archives=[gone])
+    assert "run the same command again" not in str(error.value)
+
+
+def test_a_checksummed_archive_that_will_not_extract_gives_a_next_step(tmp_path, server):
+    broken = archive(server, "images.tar.gz", b"not a tar archive at all")
+    with pytest.raises(DatasetError, match="matches its published sha256 .*tar xf") as error:
+        download_dataset("pets", tmp_path / "pets", archives=[broken])
+    assert "\n" not in str(error.value)
+
+
+def unwritable_targets(tmp_path: Path) -> list[tuple[Path, str]]:
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "file").write_text("x")
+    return [
+        (tmp_path / "dangling", "is a link to .*nowhere, which does not exist"),
+        (tmp_path / "file", "cannot create .*file .Not a directory"),
+        (tmp_path / "file" / "pets", "cannot create"),
+        (Path("/proc/losscmp-pets"), "cannot create"),
+    ]
+
+
+def test_a_data_dir_that_cannot_be_a_folder_is_one_clear_line(tmp_path, pets_archives):
+    for target, message in unwritable_targets(tmp_path):
+        with pytest.raises(DatasetError, match=message):
+            download_dataset("pets", target, archives=pets_archives)

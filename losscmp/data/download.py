@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import errno
+import gzip
 import hashlib
 import json
 import re
@@ -21,6 +23,7 @@ import shutil
 import tarfile
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.client import HTTPException
@@ -78,15 +81,49 @@ def download_pets(
         (notice or (lambda line: None))(f"Oxford-IIIT Pet is already downloaded in {dest}")
         return dest
     refuse_foreign_folders(dest, archives)
-    downloads = dest / ".downloads"
-    downloads.mkdir(parents=True, exist_ok=True)
-    for archive in archives:
-        # A retry after a later archive failed must not fetch this one again (~0.8 GB).
-        if not is_extracted(dest, archive):
-            extract(fetch(archive, downloads, report, timeout), archive, dest, report)
-        if not keep_archives:  # the extracted tree is what is used
-            (downloads / archive.filename).unlink(missing_ok=True)
+    downloads = make_download_folder(dest)
+    try:
+        for archive in archives:
+            # A retry after a later archive failed must not fetch this one again (~0.8 GB).
+            if not is_extracted(dest, archive):
+                extract(fetch(archive, downloads, report, timeout), archive, dest, report)
+            if not keep_archives:  # the extracted tree is what is used
+                (downloads / archive.filename).unlink(missing_ok=True)
+    except OSError as error:  # the local disk: the network's errors are handled in fetch
+        raise DatasetError(disk_failure(f"downloading into {dest}", error)) from None
     return dest
+
+
+def make_download_folder(dest: Path) -> Path:
+    downloads = dest / ".downloads"
+    try:
+        downloads.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as error:
+        blocker = Path(error.filename or dest)
+        what = "is not a folder"
+        if blocker.is_symlink() and not blocker.exists():
+            what = f"is a link to {blocker.readlink()}, which does not exist"
+        raise DatasetError(
+            f"cannot download into {dest}: {blocker} {what}; give another --data-dir"
+        ) from None
+    except OSError as error:
+        raise DatasetError(
+            f"cannot create {dest} ({error.strerror or error}); give a --data-dir you can write to"
+        ) from None
+    return downloads
+
+
+def disk_failure(doing: str, error: OSError) -> str:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"no space left on the disk while {doing}: free some space and run the same "
+            "command again (what is already downloaded is kept)"
+        )
+    where = f" ({error.filename})" if error.filename else ""
+    return (
+        f"cannot write while {doing}: {error.strerror or error}{where}; "
+        "give a --data-dir you can write to"
+    )
 
 
 def marker_sha256(folder: Path) -> str | None:
@@ -135,7 +172,9 @@ def fetch(archive: Archive, folder: Path, report: Progress, timeout: float) -> P
     partial = target.with_name(target.name + ".part")
     try:
         receive(archive.url, partial, report, timeout)
-    except (urllib.error.URLError, HTTPException, OSError) as error:
+    except urllib.error.HTTPError as error:
+        raise DatasetError(http_failure(archive.url, error)) from None
+    except (urllib.error.URLError, HTTPException, ConnectionError, TimeoutError) as error:
         done = partial.stat().st_size if partial.exists() else 0
         reason = getattr(error, "reason", None) or error
         raise DatasetError(
@@ -151,6 +190,18 @@ def fetch(archive: Archive, folder: Path, report: Progress, timeout: float) -> P
         )
     partial.replace(target)
     return target
+
+
+def http_failure(url: str, error: urllib.error.HTTPError) -> str:
+    if error.code in (404, 410):
+        return (
+            f"{url} is gone (HTTP {error.code} {error.reason}): the dataset has moved; "
+            "see https://www.robots.ox.ac.uk/~vgg/data/pets/ for where it is now"
+        )
+    return (
+        f"the server refused {url} (HTTP {error.code} {error.reason}); "
+        "run the same command again later to resume"
+    )
 
 
 def receive(url: str, partial: Path, report: Progress, timeout: float) -> None:
@@ -218,8 +269,14 @@ def extract(path: Path, archive: Archive, dest: Path, report: Progress) -> None:
         marker = {"archive": archive.filename, "sha256": archive.sha256}
         (extracted / MARKER).write_text(json.dumps(marker), encoding="utf-8")
         move_into_place(extracted, dest / archive.folder)
-    except (tarfile.TarError, EOFError) as error:
-        raise DatasetError(f"{path.name} is not a readable archive ({error})") from None
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
+        first_line = str(error).splitlines()[0].rstrip(":") if str(error) else type(error).__name__
+        raise DatasetError(
+            f"{path.name} matches its published sha256 but is not a readable archive "
+            f"({first_line}): it is kept in {path.parent}; try 'tar xf {path} -C {dest}' by hand"
+        ) from None
+    except OSError as error:
+        raise DatasetError(disk_failure(f"extracting {path.name} into {dest}", error)) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
