@@ -139,6 +139,44 @@ def test_changed_file_or_size_invalidates_the_cache(tmp_path):
     assert load(root, size=24).info["cache"] == "written"
 
 
+def truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def flip_a_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside the images array: a bad CRC-32
+    path.write_bytes(bytes(data))
+
+
+def drop_a_member(path):
+    with np.load(path) as stored:
+        kept = {name: stored[name] for name in stored.files if name != "trimaps"}
+    with path.open("wb") as stream:
+        np.savez(stream, **kept)
+
+
+@pytest.mark.parametrize("damage", [truncate, flip_a_byte, drop_a_member])
+def test_damaged_cache_file_is_rebuilt(tmp_path, damage):
+    root = tmp_path / "pets"
+    make_pets_tree(root, trainval=6, test=2, quirks=False)
+    first = load(root, size=24)
+    (cached,) = (root / ".losscmp-cache").glob("pets-24px-*.npz")
+    damage(cached)
+    again = load(root, size=24)
+    assert again.info["cache"] == "written"
+    assert np.array_equal(first.train_masks, again.train_masks)
+    assert load(root, size=24).info["cache"] == "hit"
+
+
+def test_cache_files_are_readable_by_others(tmp_path):
+    root = tmp_path / "pets"
+    make_pets_tree(root, trainval=4, test=2, quirks=False)
+    load(root, size=16)
+    (cached,) = (root / ".losscmp-cache").glob("pets-16px-*.npz")
+    assert cached.stat().st_mode & 0o777 == 0o644
+
+
 def test_read_only_cache_folder_still_loads(tmp_path, monkeypatch):
     root = tmp_path / "pets"
     make_pets_tree(root, trainval=6, test=2, quirks=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -38,15 +39,17 @@ def cache_path(root: Path, prefix: str, key: str) -> Path:
     return root / CACHE_DIRNAME / f"{prefix}-{key}.npz"
 
 
-def load_cached(path: Path) -> dict[str, np.ndarray] | None:
-    """The stored arrays, or None when absent or unreadable (then it is rebuilt)."""
+def load_cached(path: Path, names: Iterable[str] = ()) -> dict[str, np.ndarray] | None:
+    """The stored arrays, or None when absent, damaged (truncated, a bad CRC) or missing
+    one of ``names``: then the caller rebuilds it."""
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as stored:
-            return {name: stored[name] for name in stored.files}
-    except (OSError, ValueError, EOFError):
+            arrays = {name: stored[name] for name in stored.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
         return None
+    return arrays if set(names) <= set(arrays) else None
 
 
 def save_cached(path: Path, arrays: dict[str, np.ndarray]) -> bool:
@@ -56,6 +59,8 @@ def save_cached(path: Path, arrays: dict[str, np.ndarray]) -> bool:
         handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         with os.fdopen(handle, "wb") as stream:
             np.savez(stream, **arrays)
+        # mkstemp makes it 0600: others sharing the dataset folder could not read it.
+        os.chmod(temporary, 0o644)
         os.replace(temporary, path)
         return True
     except OSError:

@@ -357,7 +357,7 @@ def decoded_pairs(
     files = [path for pair in pairs for path in pair]
     key = cache.cache_key(root, files, "folder", size, num_classes)
     location = cache.cache_path(root, f"folder-{size}px", key)
-    stored = cache.load_cached(location)
+    stored = cache.load_cached(location, ("images", "masks", "truncated"))
     if stored is not None:
         refuse_truncated([str(name) for name in stored.get("truncated", [])])
         return stored, "hit"

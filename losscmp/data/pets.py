@@ -258,7 +258,7 @@ def decoded_trimaps(root: Path, ids: list[str], size: int) -> tuple[dict[str, np
     files = [path for pair in pairs for path in pair]
     key = cache.cache_key(root, files, "pets", size)
     location = cache.cache_path(root, f"pets-{size}px", key)
-    stored = cache.load_cached(location)
+    stored = cache.load_cached(location, ("ids", "images", "trimaps", "truncated", "unreadable"))
     if stored is not None:
         return stored, "hit"
     decoded = decode_pairs(pairs, size, read_label_image)
