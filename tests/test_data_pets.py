@@ -139,6 +139,24 @@ def test_changed_file_or_size_invalidates_the_cache(tmp_path):
     assert load(root, size=24).info["cache"] == "written"
 
 
+@pytest.mark.parametrize("how", ["in place", "replaced"])
+def test_an_edit_keeping_size_and_mtime_invalidates_the_cache(tmp_path, how):
+    root = tmp_path / "pets"
+    make_pets_tree(root, trainval=6, test=2, quirks=False)
+    load(root, size=24)
+    trimaps = sorted((root / "annotations" / "trimaps").glob("*.png"))
+    stat = trimaps[0].stat()
+    if how == "in place":  # an editor, then os.utime
+        trimaps[0].write_bytes(trimaps[1].read_bytes()[: stat.st_size].ljust(stat.st_size, b"\0"))
+    else:  # cp -p / rsync -a: a new file renamed over the old
+        edited = trimaps[0].with_suffix(".new")
+        edited.write_bytes(trimaps[0].read_bytes())
+        edited.replace(trimaps[0])
+    os.utime(trimaps[0], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert trimaps[0].stat().st_size == stat.st_size
+    assert load(root, size=24).info["cache"] == "written"
+
+
 def truncate(path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 

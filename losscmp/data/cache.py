@@ -1,8 +1,10 @@
 """Decode and resize once: resized uint8 arrays saved as .npz next to the data.
 
-The key covers every source file's relative path, size and modification time,
-the image size and a format version, so an edited, added or removed file, or a
-new size, makes a new entry and a stale array is never read back.
+The key covers every source file's relative path, size, modification and change
+times and inode, the image size and a format version, so an edited, added or
+removed file, or a new size, makes a new entry and a stale array is never read
+back. The change time and inode catch an edit that keeps size and modification
+time (``cp -p``, ``rsync -a``, ``os.utime``): they cannot be set back by hand.
 """
 
 from __future__ import annotations
@@ -17,18 +19,21 @@ from pathlib import Path
 import numpy as np
 
 CACHE_DIRNAME = ".losscmp-cache"
-# Raised whenever decoding changes what a file gives. 2: 16-bit and float files refused
-# where they were clipped to 0-255.
-CACHE_VERSION = 2
+# Raised whenever decoding or the key changes. 2: 16-bit and float files refused
+# where they were clipped to 0-255. 3: the key holds each file's ctime and inode.
+CACHE_VERSION = 3
 
 
 def cache_key(root: Path, files: Iterable[Path], *parts: object) -> str:
-    """A short hash of the files' identities (path, size, mtime) and ``parts``."""
+    """A short hash of the files' identities (path, size, mtime, ctime, inode) and ``parts``."""
     digest = hashlib.sha256(f"v{CACHE_VERSION}|{parts!r}".encode())
     for path in files:
         try:
             stat = path.stat()
-            identity = f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}"
+            identity = (
+                f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}"
+                f"|{stat.st_ctime_ns}|{stat.st_ino}"
+            )
         except OSError:
             identity = f"{path}|missing"
         digest.update(identity.encode() + b"\n")
