@@ -55,6 +55,20 @@ def test_palette_gif_masks_keep_class_values(tmp_path):
     assert set(np.unique(np.concatenate([data.train_masks, data.val_masks]))) == {0, 1, 2}
 
 
+def test_palette_masks_read_by_index_even_when_one_uses_only_black_and_white(tmp_path):
+    from PIL import Image
+
+    make_folder(tmp_path, count=8, num_classes=3)  # even cases hold class 1, odd ones 2
+    palette = [0, 0, 0, 255, 255, 255, 255, 0, 0]  # background black, class 1 white, 2 red
+    for mask_file in (tmp_path / "masks").glob("*.png"):
+        image = Image.fromarray(np.asarray(Image.open(mask_file)), mode="P")
+        image.putpalette(palette)
+        image.save(mask_file)
+    data = load(f"folder(path={tmp_path},num_classes=3)", size=40)
+    masks = np.concatenate([data.train_masks, data.val_masks, data.test_masks])
+    assert data.ignore_index is None and set(np.unique(masks)) == {0, 1, 2}
+
+
 def test_val_subfolder_is_the_validation_split(tmp_path):
     make_folder(tmp_path, count=8, val_count=3)
     data = load(f"folder:{tmp_path}")
