@@ -69,6 +69,34 @@ def test_palette_masks_read_by_index_even_when_one_uses_only_black_and_white(tmp
     assert data.ignore_index is None and set(np.unique(masks)) == {0, 1, 2}
 
 
+def write_binary_masks(root, values):
+    """Every mask: ``values[0]`` inside a square, ``values[1:]`` in rings around it."""
+    for index, mask_file in enumerate(sorted((root / "masks").glob("*.png"))):
+        labels = np.zeros((40, 56), np.uint8)
+        top = 4 + index % 4
+        for ring, value in enumerate(reversed(values)):
+            margin = len(values) - 1 - ring
+            labels[top - margin : top + 16 + margin, 8 - margin : 30 + margin] = value
+        mask_file.write_bytes(encode(labels, "PNG"))
+
+
+def test_binary_masks_with_a_255_void_band_ignore_it(tmp_path):
+    make_folder(tmp_path, count=8)
+    write_binary_masks(tmp_path, [1, 255, 255])  # VOC style: object 1, void band 255
+    data = load(f"folder:{tmp_path}", size=56)
+    masks = np.concatenate([data.train_masks, data.val_masks, data.test_masks])
+    assert data.ignore_index == 255 and set(np.unique(masks)) == {0, 1, 255}
+    assert (masks == 1).sum() > (masks == 255).sum() > 0
+
+
+@pytest.mark.parametrize("values", [[255], [1], [255, 200, 128, 40]], ids=str)
+def test_other_binary_masks_keep_every_non_zero_value_as_foreground(tmp_path, values):
+    make_folder(tmp_path, count=8)
+    write_binary_masks(tmp_path, values)  # 0/255, 0/1, anti-aliased edges
+    data = load(f"folder:{tmp_path}", size=56)
+    assert data.ignore_index is None and set(np.unique(data.train_masks)) == {0, 1}
+
+
 def test_val_subfolder_is_the_validation_split(tmp_path):
     make_folder(tmp_path, count=8, val_count=3)
     data = load(f"folder:{tmp_path}")

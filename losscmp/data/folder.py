@@ -4,8 +4,10 @@
     --dataset "folder(path=PATH,mask_suffix=_mask,num_classes=3)"
 
 Masks may be PNG, GIF, TIFF, BMP or JPEG. Binary (the default): any non-zero
-pixel is foreground; JPEG masks are thresholded at 128 because compression
-smears 0/255 edges into in-between values. Multiclass (``num_classes`` > 2): the
+pixel is foreground, except that masks holding 0, 255 and one value in 1-254
+(a class index with Pascal VOC's 255 void band) have that value as foreground
+and 255 ignored; JPEG masks are thresholded at 128 because compression smears
+0/255 edges into in-between values. Multiclass (``num_classes`` > 2): the
 pixel value is the class index, 255 is ignored, JPEG masks are refused (their
 values cannot be trusted). Validation comes from PATH/val/images + PATH/val/masks
 when that exists, else from a fixed ``val_fraction`` of the pairs; the test split
@@ -305,8 +307,8 @@ def mask_reader(num_classes: int):
     def read(path: Path) -> np.ndarray:
         labels = read_label_image(path)
         is_jpeg = path.suffix.lower() in JPEG_SUFFIXES
-        if num_classes == 2:
-            return (labels >= 128 if is_jpeg else labels > 0).astype(np.uint8)
+        if num_classes == 2:  # made 0/1 by binary_labels, once every mask is read
+            return np.where(labels >= 128, 255, 0).astype(np.uint8) if is_jpeg else labels
         if is_jpeg:
             raise DatasetError(
                 f"folder dataset: {path.name} is a JPEG mask; JPEG cannot hold class indices "
@@ -315,6 +317,21 @@ def mask_reader(num_classes: int):
         return labels
 
     return read
+
+
+def binary_labels(masks: np.ndarray) -> np.ndarray:
+    """Binary masks as 0/1, 255 where ignored: decided over all masks together, so every
+    file of a dataset is read the same way.
+
+    Exactly one value in 1-254 besides 0 and 255 is a VOC-style set (1 = object, 255 =
+    void band): 255 is ignored. Otherwise every non-zero value is foreground: 0/255
+    masks, 0/1 masks, and anti-aliased ones whose edges hold many in-between values."""
+    present = np.flatnonzero(np.bincount(masks.ravel(), minlength=256))
+    between = [value for value in present.tolist() if 0 < value < IGNORE_INDEX]
+    labels = (masks > 0).astype(np.uint8)
+    if len(between) == 1 and IGNORE_INDEX in present:
+        labels[masks == IGNORE_INDEX] = IGNORE_INDEX
+    return labels
 
 
 def check_class_values(masks: np.ndarray, pairs: list[tuple[Path, Path]], num_classes: int) -> None:
@@ -376,7 +393,7 @@ def decoded_pairs(
         check_class_values(decoded.masks, pairs, num_classes)
     arrays = {
         "images": decoded.images,
-        "masks": decoded.masks,
+        "masks": binary_labels(decoded.masks) if num_classes == 2 else decoded.masks,
         "truncated": np.array(decoded.truncated, dtype=str),
     }
     saved = cache.save_cached(location, arrays)
