@@ -132,6 +132,17 @@ def test_split_ratio_and_limit(tmp_path):
     assert limited.names("train") == load(f"folder:{tmp_path}", limit=10).names("train")
 
 
+def test_limit_takes_a_subset_spread_over_the_names(tmp_path):
+    stems = make_folder(tmp_path, count=40)
+    for index, stem in enumerate(stems):  # named by class, as many public sets are
+        name = f"{'benign' if index < 20 else 'malignant'}_{index:03d}"
+        for folder, suffix in (("images", ".jpg"), ("masks", ".png")):
+            (tmp_path / folder / f"{stem}{suffix}").rename(tmp_path / folder / f"{name}{suffix}")
+    data = load(f"folder:{tmp_path}", limit=10)
+    assert data.names("train") == tuple(sorted(data.names("train")))
+    assert {name.split("_")[0] for name in data.names("train")} == {"benign", "malignant"}
+
+
 def test_second_load_comes_from_the_cache(tmp_path):
     make_folder(tmp_path, count=4)
     assert load(f"folder:{tmp_path}").info["cache"] == "written"

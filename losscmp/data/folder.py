@@ -245,7 +245,7 @@ def split_pairs(pairs: Pairs, fractions: list[float]) -> list[Pairs]:
         raise DatasetError(
             f"folder dataset: {len(pairs)} image/mask pair(s) are not enough for {needed} split"
         )
-    ordered = sorted(pairs, key=lambda pair: hashlib.sha1(pair[0].name.encode()).hexdigest())
+    ordered = hash_order(pairs)
     parts, start = [], 0
     for fraction in fractions:
         count = max(1, round(len(pairs) * fraction))
@@ -255,14 +255,27 @@ def split_pairs(pairs: Pairs, fractions: list[float]) -> list[Pairs]:
     return [sorted(ordered[start:]), *parts]
 
 
+def hash_order(pairs: Pairs) -> Pairs:
+    """A fixed pseudo-random order by hash of the file name: independent of the seed and of
+    other files, and spread over name prefixes (benign_*, malignant_*) alike."""
+    return sorted(pairs, key=lambda pair: hashlib.sha1(pair[0].name.encode()).hexdigest())
+
+
 def apply_limit(train: Pairs, val: Pairs, test: Pairs, limit: int | None) -> tuple[Pairs, ...]:
-    """At most ``limit`` pairs in all, validation and test shrunk in proportion (one at least)."""
+    """At most ``limit`` pairs in all, validation and test shrunk in proportion (one at least).
+
+    Each split keeps the first of its pairs in hash order, not by name: names sorted
+    alphabetically would keep one class of a set named by class."""
     total = len(train) + len(val) + len(test)
     if limit is None or total <= limit:
         return train, val, test
     val_count = max(1, round(limit * len(val) / total))
     test_count = max(1, round(limit * len(test) / total))
-    return train[: max(1, limit - val_count - test_count)], val[:val_count], test[:test_count]
+    counts = (max(1, limit - val_count - test_count), val_count, test_count)
+    return tuple(
+        sorted(hash_order(pairs)[:count])
+        for pairs, count in zip((train, val, test), counts, strict=True)
+    )
 
 
 def check_sizes(pairs: list[tuple[Path, Path]]) -> None:
