@@ -123,6 +123,36 @@ def test_test_fraction_is_fixed_and_leaves_validation_as_it_was(tmp_path):
     assert not set(data.names("test")) & set(data.names("train") + data.names("val"))
 
 
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_an_image_in_images_and_a_split_folder_is_refused(tmp_path, split):
+    stems = make_folder(tmp_path, count=6, **{f"{split}_count": 2})
+    for folder, suffix in (("images", ".jpg"), ("masks", ".png")):
+        for stem in stems[-2:]:
+            source = tmp_path / split / folder / f"{stem}{suffix}"
+            (tmp_path / folder / source.name).write_bytes(source.read_bytes())
+    with pytest.raises(DatasetError, match=rf"2 image name\(s\) are in both images/ and {split}/"):
+        load(f"folder:{tmp_path}")
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_a_fraction_for_a_split_given_as_a_folder_is_refused(tmp_path, split):
+    make_folder(tmp_path, count=6, **{f"{split}_count": 2})
+    with pytest.raises(ParameterError, match=rf"{split}_fraction=0.2 has no effect: .*{split}"):
+        load(f"folder(path={tmp_path},{split}_fraction=0.2)")
+    assert load(f"folder:{tmp_path}").info["validation" if split == "val" else "test"] == (
+        f"{split}/ folder"
+    )
+
+
+def test_images_only_in_subfolders_are_explained(tmp_path):
+    make_folder(tmp_path, count=4)
+    (tmp_path / "images" / "benign").mkdir()
+    for image in (tmp_path / "images").glob("*.jpg"):
+        image.rename(tmp_path / "images" / "benign" / image.name)
+    with pytest.raises(DatasetError, match=r"no images in .*images \(its subfolders, e.g. benign/"):
+        load(f"folder:{tmp_path}")
+
+
 def test_split_ratio_and_limit(tmp_path):
     make_folder(tmp_path, count=20)
     data = load(f"folder(path={tmp_path},val_fraction=0.25)")

@@ -38,6 +38,7 @@ JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
 # Tried in order when no mask_suffix is given (ISIC: _segmentation; Carvana: _mask).
 COMMON_MASK_SUFFIXES = ("", "_mask", "_segmentation", "_Segmentation", "_seg", "_label", "_gt")
 SHOW = 3  # file names listed in an error
+DEFAULT_FRACTION = 0.1  # of the pairs, for validation and for test when no val/, test/ folder
 
 
 def load_folder(
@@ -45,8 +46,8 @@ def load_folder(
     path: str,
     mask_suffix: str | None = None,
     num_classes: int = 2,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
+    val_fraction: float | None = None,
+    test_fraction: float | None = None,
     **context: Any,
 ) -> SegmentationData:
     ctx = LoadContext(**context)
@@ -104,8 +105,8 @@ def precheck_folder(
     path: str,
     mask_suffix: str | None = None,
     num_classes: int = 2,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
+    val_fraction: float | None = None,
+    test_fraction: float | None = None,
     image_size: int,
     limit: int | None,
     **_: Any,
@@ -113,9 +114,13 @@ def precheck_folder(
     """Every check short of decoding: parameters, layout, pairing, split, memory.
 
     Returns (root, (train, val, test pairs), mask suffix, how validation and test were chosen).
+    A fraction left out is 0.1; one given for a split that has its own folder is refused.
     """
     if num_classes < 2 or num_classes > 255:
         raise ParameterError(f"dataset 'folder': num_classes={num_classes} must be 2 to 255")
+    asked = {"val": val_fraction, "test": test_fraction}
+    fractions = {split: DEFAULT_FRACTION if f is None else f for split, f in asked.items()}
+    val_fraction, test_fraction = fractions["val"], fractions["test"]
     for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 < fraction < 1.0:
             raise ParameterError(f"dataset 'folder': {name}={fraction} must be in (0, 1)")
@@ -132,9 +137,10 @@ def precheck_folder(
     given = {}  # split -> pairs from its own subfolder
     for split in ("val", "test"):
         if (root / split / "images").is_dir():
+            refuse_unused_fraction(root / split, split, asked[split])
             check_folder(root / split)
             given[split], _ = pair_files(root / split, suffix)
-    fractions = {"val": val_fraction, "test": test_fraction}
+    check_no_shared_names(root, {"": pool, **given})
     carved = [split for split in ("val", "test") if split not in given]
     train_pairs, *parts = split_pairs(pool, [fractions[split] for split in carved])
     splits = {**given, **dict(zip(carved, parts, strict=True))}
@@ -153,6 +159,31 @@ def precheck_folder(
         for split in ("val", "test")
     )
     return root, (train_pairs, val_pairs, test_pairs), suffix, how
+
+
+def refuse_unused_fraction(folder: Path, split: str, fraction: float | None) -> None:
+    if fraction is not None:
+        name = {"val": "validation", "test": "test"}[split]
+        raise ParameterError(
+            f"dataset 'folder': {split}_fraction={fraction:g} has no effect: {folder} is the "
+            f"{name} split; drop {split}_fraction, or that folder to carve the split instead"
+        )
+
+
+def check_no_shared_names(root: Path, splits: dict[str, Pairs]) -> None:
+    """An image in two splits' folders would be trained on and scored, or chosen on."""
+    seen: dict[str, str] = {}  # stem -> the folder it was first found in
+    for prefix, pairs in splits.items():
+        folder = f"{prefix}/images/" if prefix else "images/"
+        shared = [image.name for image, _ in pairs if image.stem in seen]
+        if shared:
+            first = next(image for image, _ in pairs if image.stem in seen)
+            raise DatasetError(
+                f"folder dataset {root}: {len(shared)} image name(s) are in both "
+                f"{seen[first.stem]} and {folder} (e.g. {first.name}): a split would score "
+                "images another one uses; keep each image in one folder"
+            )
+        seen.update((image.stem, folder) for image, _ in pairs)
 
 
 def check_folder(root: Path) -> None:
@@ -192,6 +223,17 @@ def image_files(folder: Path) -> dict[str, Path]:
     return found
 
 
+def subfolders_note(folder: Path) -> str:
+    """Why files sorted into subfolders (images/benign/...) were not found."""
+    subfolders = sorted(path.name for path in folder.iterdir() if path.is_dir())
+    if not subfolders:
+        return ""
+    return (
+        f" (its subfolders, e.g. {subfolders[0]}/, are not read: put the files in "
+        f"{folder.name}/ itself)"
+    )
+
+
 def listed(names: list[str]) -> str:
     shown = ", ".join(names[:SHOW])
     return shown + (f" and {len(names) - SHOW} more" if len(names) > SHOW else "")
@@ -201,9 +243,13 @@ def pair_files(root: Path, mask_suffix: str | None) -> tuple[list[tuple[Path, Pa
     """(image, mask) pairs sorted by name, and the mask suffix used."""
     images, masks = image_files(root / "images"), image_files(root / "masks")
     if not images:
-        raise DatasetError(f"folder dataset: no images in {root / 'images'}")
+        raise DatasetError(
+            f"folder dataset: no images in {root / 'images'}{subfolders_note(root / 'images')}"
+        )
     if not masks:
-        raise DatasetError(f"folder dataset: no masks in {root / 'masks'}")
+        raise DatasetError(
+            f"folder dataset: no masks in {root / 'masks'}{subfolders_note(root / 'masks')}"
+        )
     suffix = mask_suffix if mask_suffix is not None else guess_suffix(images, masks)
     unmatched_images = [path.name for stem, path in images.items() if stem + suffix not in masks]
     mask_stems = {stem + suffix for stem in images}
