@@ -67,6 +67,17 @@ def test_every_quirk_is_handled(tree):
     assert data.size("train") + data.size("val") == listed_and_readable
 
 
+def test_missing_files_are_named_in_the_reports_notes(tree, tmp_path):
+    from run_fixtures import write_run
+
+    from losscmp.summary import load_run
+
+    root, made = tree
+    run_dir = write_run(tmp_path, datasets=("pets",), dataset_info=load(root).info)
+    (missing,) = [note for note in load_run(run_dir).notes if "missing" in note]
+    assert "2 listed file(s) are missing" in missing and f"images/{made['missing']}.jpg" in missing
+
+
 def test_png_gif_rgba_and_grey_under_jpg_names_decode(tree):
     root, made = tree
     data = load(root, size=48)
@@ -245,6 +256,8 @@ def test_status_rows(tree, tmp_path):
     assert all(
         {"description", "present", "path", "how_to_get"} <= set(row) for row in rows.values()
     )
+    incomplete = rows["pets"]["how_to_get"]  # the tree lacks a listed image and trimap
+    assert incomplete.startswith("incomplete: 2 listed file(s) missing")
     absent = {row["name"]: row for row in dataset_status(tmp_path / "empty")}["pets"]
     assert absent["present"] is False
     assert absent["how_to_get"] == "losscmp datasets download pets"
