@@ -135,6 +135,14 @@ def test_download_verifies_extracts_and_loads(tmp_path, pets_archives):
     assert data.size("train") + data.size("val") == 10
 
 
+def test_download_into_a_tilde_path_goes_to_the_home_folder(tmp_path, pets_archives, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)  # where a literal ~ folder would appear
+    download_dataset("pets", Path("~/pets"), archives=pets_archives)
+    assert (tmp_path / "home" / "pets" / "images").is_dir()
+    assert not Path("~").exists()
+
+
 def test_bad_checksum_is_refused_and_removed(tmp_path, server):
     bad = archive(server, "images.tar.gz", tar_gz({"images/a.txt": b"x"}), sha256="0" * 64)
     with pytest.raises(DatasetError, match="corrupt .*run the command again"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,6 +217,14 @@ def test_read_only_cache_folder_still_loads(tmp_path, monkeypatch):
 def test_data_dir_may_be_the_parent_folder(tree):
     root, _ = tree
     assert load(root.parent).info["source"] == str(root)
+
+
+def test_data_dir_starting_with_a_tilde_is_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    make_pets_tree(tmp_path / "pets", trainval=4, test=2, quirks=False)
+    assert load("~/pets", size=16).info["source"] == str(tmp_path / "pets")
+    rows = {row["name"]: row for row in dataset_status(Path("~"))}
+    assert rows["pets"]["present"] is False and rows["pets"]["path"].startswith(str(tmp_path))
 
 
 def test_missing_dataset_names_the_download_command(tmp_path):
