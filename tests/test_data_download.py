@@ -332,3 +332,31 @@ def test_a_data_dir_that_cannot_be_a_folder_is_one_clear_line(tmp_path, pets_arc
     for target, message in unwritable_targets(tmp_path):
         with pytest.raises(DatasetError, match=message):
             download_dataset("pets", target, archives=pets_archives)
+
+
+def test_extraction_progress_counts_files_not_bytes():
+    from rich.console import Console
+
+    from losscmp.console import DownloadProgress
+
+    progress = DownloadProgress()
+    progress.update("images.tar.gz", 2048, 4096)
+    progress.update("extract images.tar.gz", 31, 31)
+    progress.progress.stop()
+    screen = Console(record=True, width=120, file=io.StringIO())
+    screen.print(progress.progress.make_tasks_table(progress.progress.tasks))
+    lines = screen.export_text().splitlines()
+    assert "31/31 files" in lines[1] and "bytes" not in lines[1]
+    assert "2.0/4.1 kB" in lines[0]
+
+
+def test_ctrl_c_during_a_download_says_how_to_resume(cli, monkeypatch):
+    import losscmp.data
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(losscmp.data, "download_dataset", interrupted)
+    result = cli("datasets", "download", "pets")
+    assert result.exit_code == 130
+    assert "run the same command again to resume the download" in result.output
