@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path, PurePosixPath
 
+from losscmp.data.pets import missing_parts
 from losscmp.errors import DatasetError
 
 Progress = Callable[[str, int, "int | None"], None]
@@ -142,8 +143,6 @@ def is_extracted(dest: Path, archive: Archive) -> bool:
 def already_downloaded(dest: Path, archives: Sequence[Archive]) -> bool:
     """Every archive extracted by a pets download, or, with no marker anywhere (an
     earlier losscmp, or unpacked by hand), every folder and list the loader needs."""
-    from losscmp.data.pets import missing_parts
-
     if all(is_extracted(dest, archive) for archive in archives):
         return True
     unmarked = all(marker_sha256(dest / archive.folder) is None for archive in archives)
@@ -299,7 +298,7 @@ def move_into_place(new: Path, target: Path) -> None:
 def check_in_folder(member: tarfile.TarInfo, folder: str) -> None:
     """Every member lies in the archive's one folder, the only entry it may replace."""
     parts = PurePosixPath(member.name).parts
-    if not parts or parts[0] != folder:
+    if parts and parts[0] != folder:  # no parts: "./", the archive's own root
         refuse(member, f"is not inside {folder}/")
 
 
