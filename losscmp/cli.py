@@ -431,9 +431,20 @@ def datasets_download(
     from losscmp import console
     from losscmp.data import download_dataset
 
+    notices: list[str] = []
     with console.DownloadProgress() as progress:
-        path = download_dataset(name, data_dir, progress=progress.update)
-    console.print_written([path])
+        try:
+            path = download_dataset(name, data_dir, progress=progress.update, notice=notices.append)
+        except KeyboardInterrupt:
+            typer.echo(
+                "losscmp: interrupted; run the same command again to resume the download",
+                err=True,
+            )
+            raise typer.Exit(130) from None
+    for line in notices:
+        console.print_note(line)
+    if not notices:  # "already downloaded": nothing was written
+        console.print_written([path])
 
 
 def main() -> None:

@@ -15,12 +15,14 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 err = Console(stderr=True)
 # Logs and pipes get wide lines rather than tables cut into ellipses.
@@ -151,15 +153,27 @@ class TrainingProgress:
         return f"{info.loss} · seed {info.seed}" if info else trial_id
 
 
+class AmountColumn(ProgressColumn):
+    """Bytes and speed for a download; a count of files for an extraction."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.size, self.speed = DownloadColumn(), TransferSpeedColumn()
+
+    def render(self, task) -> Text:
+        if task.fields.get("unit") == "files":
+            return Text(f"{task.completed:,.0f}/{task.total or 0:,.0f} files")
+        return Text.assemble(self.size.render(task), " ", self.speed.render(task))
+
+
 class DownloadProgress:
-    """A byte-counting bar per downloaded file."""
+    """A bar per downloaded file (bytes), then per extracted archive (files)."""
 
     def __init__(self) -> None:
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
+            AmountColumn(),
             console=err,
         )
         self.tasks: dict[str, Any] = {}
@@ -175,7 +189,9 @@ class DownloadProgress:
         if not self.tasks:
             self.progress.start()
         if name not in self.tasks:
-            self.tasks[name] = self.progress.add_task(name, total=total)
+            # download.extract's label: it counts archive members, not bytes
+            unit = "files" if name.startswith("extract ") else "bytes"
+            self.tasks[name] = self.progress.add_task(name, total=total, unit=unit)
         self.progress.update(self.tasks[name], completed=done, total=total)
 
 

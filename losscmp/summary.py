@@ -225,13 +225,20 @@ def load_run(run_dir: Path | str, *, repair: bool = True) -> RunResults:
 
 
 def _dataset_notes(datasets: dict[str, dict[str, Any]]) -> list[str]:
-    """Images a dataset skipped or decoded only in part (pets: see losscmp.data.pets)."""
+    """Images a dataset lacked, skipped or decoded only in part (pets: see losscmp.data.pets)."""
     notes = []
     for label, info in datasets.items():
         if not isinstance(info, dict):
             continue
         unreadable = int(info.get("unreadable_count") or 0)
         truncated = int(info.get("truncated_count") or 0)
+        missing = int(info.get("missing_file_count") or 0)
+        if missing:
+            shown = ", ".join(map(str, info.get("missing_files") or []))
+            notes.append(
+                f"dataset '{label}': {missing} listed file(s) are missing from the folder, so "
+                "their images were left out" + (f" ({shown})" if shown else "")
+            )
         if unreadable:
             shown = ", ".join(map(str, info.get("unreadable") or []))
             notes.append(

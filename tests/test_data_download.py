@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.server
 import io
@@ -134,6 +135,14 @@ def test_download_verifies_extracts_and_loads(tmp_path, pets_archives):
     assert data.size("train") + data.size("val") == 10
 
 
+def test_download_into_a_tilde_path_goes_to_the_home_folder(tmp_path, pets_archives, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)  # where a literal ~ folder would appear
+    download_dataset("pets", Path("~/pets"), archives=pets_archives)
+    assert (tmp_path / "home" / "pets" / "images").is_dir()
+    assert not Path("~").exists()
+
+
 def test_bad_checksum_is_refused_and_removed(tmp_path, server):
     bad = archive(server, "images.tar.gz", tar_gz({"images/a.txt": b"x"}), sha256="0" * 64)
     with pytest.raises(DatasetError, match="corrupt .*run the command again"):
@@ -195,3 +204,159 @@ def test_unreachable_server_is_one_clear_line(tmp_path):
 def test_only_pets_can_be_downloaded(tmp_path):
     with pytest.raises(ParameterError, match="nothing to download"):
         download_dataset("synthetic", tmp_path)
+
+
+def test_user_folders_in_the_target_are_refused_not_deleted(tmp_path, server, pets_archives):
+    mine = tmp_path / "mycells"
+    (mine / "images").mkdir(parents=True)
+    (mine / "images" / "cell_1.png").write_bytes(b"my data")
+    (mine / "images" / "notes.txt").write_text("do not lose")
+    with pytest.raises(DatasetError, match=r"mycells/images already exists and was not made"):
+        download_dataset("pets", mine, archives=pets_archives)
+    assert sorted(path.name for path in (mine / "images").iterdir()) == ["cell_1.png", "notes.txt"]
+    assert not server.requests  # refused before downloading anything
+    assert not (mine / "annotations").exists()
+
+
+def test_downloading_again_says_already_downloaded(tmp_path, server, pets_archives):
+    dest = tmp_path / "pets"
+    download_dataset("pets", dest, archives=pets_archives)
+    server.requests.clear()
+    notices = []
+    download_dataset("pets", dest, archives=pets_archives, notice=notices.append)
+    assert notices == [f"Oxford-IIIT Pet is already downloaded in {dest}"]
+    assert not server.requests
+
+
+def test_a_pets_tree_unpacked_by_hand_counts_as_downloaded(tmp_path, cli):
+    make_pets_tree(tmp_path / "pets", trainval=4, test=2, quirks=False)
+    result = cli("datasets", "download", "pets", "--data-dir", tmp_path / "pets")
+    assert result.exit_code == 0, result.output
+    assert "already downloaded" in result.output and "wrote" not in result.output
+
+
+def test_a_new_archive_replaces_the_folder_an_earlier_download_made(tmp_path, server):
+    dest = tmp_path / "pets"
+    download_dataset("pets", dest, archives=[archive(server, "images.tar.gz", tar_gz(OLD))])
+    download_dataset("pets", dest, archives=[archive(server, "images.tar.gz", tar_gz(NEW))])
+    assert sorted(path.name for path in (dest / "images").glob("*.jpg")) == ["new.jpg"]
+    assert not [path for path in dest.iterdir() if path.name.startswith(".replaced")]
+
+
+OLD = {"images/old_1.jpg": b"old", "images/old_2.jpg": b"old"}
+NEW = {"images/new.jpg": b"new"}
+
+
+def test_a_kill_while_replacing_never_leaves_a_partial_tree(tmp_path, server, monkeypatch):
+    from losscmp.data import download
+
+    dest = tmp_path / "pets"
+    download_dataset("pets", dest, archives=[archive(server, "images.tar.gz", tar_gz(OLD))])
+    real_rmtree = download.shutil.rmtree
+
+    def killed_midway(path, *args, **kwargs):
+        path = Path(path)
+        if path.is_dir() and list(path.glob("old_*.jpg")):
+            next(path.glob("old_*.jpg")).unlink()  # part of the old tree deleted, then killed
+            raise KeyboardInterrupt
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(download.shutil, "rmtree", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        download_dataset("pets", dest, archives=[archive(server, "images.tar.gz", tar_gz(NEW))])
+    assert sorted(path.name for path in (dest / "images").glob("*.jpg")) == ["new.jpg"]
+
+
+def test_member_outside_the_archives_folder_is_refused(tmp_path, server):
+    stray = archive(server, "images.tar.gz", tar_gz({"images/a.jpg": b"x", "notes.txt": b"x"}))
+    with pytest.raises(DatasetError, match="'notes.txt' is not inside images/"):
+        download_dataset("pets", tmp_path / "pets", archives=[stray])
+
+
+def test_a_retry_skips_the_archives_already_extracted(tmp_path, server, pets_archives):
+    dest = tmp_path / "pets"
+    annotations = server.files.pop("annotations.tar.gz")
+    with pytest.raises(DatasetError):
+        download_dataset("pets", dest, archives=pets_archives)
+    server.files["annotations.tar.gz"] = annotations
+    download_dataset("pets", dest, archives=pets_archives)
+    assert [name for name, _ in server.requests].count("images.tar.gz") == 1
+    assert load_dataset("pets", data_dir=dest, image_size=32).size("test") == 3
+
+
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_disk_full_while_extracting_says_free_space(tmp_path, pets_archives, monkeypatch):
+    from losscmp.data import download
+
+    monkeypatch.setattr(download, "extract_member", no_space)
+    with pytest.raises(DatasetError, match="no space left .* extracting images.tar.gz.* free"):
+        download_dataset("pets", tmp_path / "pets", archives=pets_archives)
+    assert not (tmp_path / "pets" / "images").exists()
+
+
+def test_disk_full_while_downloading_says_free_space(tmp_path, pets_archives):
+    with pytest.raises(DatasetError, match="no space left .* free some space") as error:
+        download_dataset("pets", tmp_path / "pets", no_space, archives=pets_archives)
+    assert "resume" not in str(error.value).split(":")[0]
+
+
+def test_missing_address_says_it_is_gone(tmp_path, server):
+    gone = Archive(server.url("moved.tar.gz"), "0" * 64)
+    with pytest.raises(DatasetError, match="is gone .*HTTP 404.*has moved") as error:
+        download_dataset("pets", tmp_path / "pets", archives=[gone])
+    assert "run the same command again" not in str(error.value)
+
+
+def test_a_checksummed_archive_that_will_not_extract_gives_a_next_step(tmp_path, server):
+    broken = archive(server, "images.tar.gz", b"not a tar archive at all")
+    with pytest.raises(DatasetError, match="matches its published sha256 .*tar xf") as error:
+        download_dataset("pets", tmp_path / "pets", archives=[broken])
+    assert "\n" not in str(error.value)
+
+
+def unwritable_targets(tmp_path: Path) -> list[tuple[Path, str]]:
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "file").write_text("x")
+    return [
+        (tmp_path / "dangling", "is a link to .*nowhere, which does not exist"),
+        (tmp_path / "file", "cannot create .*file .Not a directory"),
+        (tmp_path / "file" / "pets", "cannot create"),
+        (Path("/proc/losscmp-pets"), "cannot create"),
+    ]
+
+
+def test_a_data_dir_that_cannot_be_a_folder_is_one_clear_line(tmp_path, pets_archives):
+    for target, message in unwritable_targets(tmp_path):
+        with pytest.raises(DatasetError, match=message):
+            download_dataset("pets", target, archives=pets_archives)
+
+
+def test_extraction_progress_counts_files_not_bytes():
+    from rich.console import Console
+
+    from losscmp.console import DownloadProgress
+
+    progress = DownloadProgress()
+    progress.update("images.tar.gz", 2048, 4096)
+    progress.update("extract images.tar.gz", 31, 31)
+    progress.progress.stop()
+    screen = Console(record=True, width=120, file=io.StringIO())
+    screen.print(progress.progress.make_tasks_table(progress.progress.tasks))
+    lines = screen.export_text().splitlines()
+    assert "31/31 files" in lines[1] and "bytes" not in lines[1]
+    assert "2.0/4.1 kB" in lines[0]
+
+
+def test_ctrl_c_during_a_download_says_how_to_resume(cli, monkeypatch):
+    import losscmp.data
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(losscmp.data, "download_dataset", interrupted)
+    result = cli("datasets", "download", "pets")
+    assert result.exit_code == 130
+    assert "run the same command again to resume the download" in result.output

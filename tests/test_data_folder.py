@@ -55,6 +55,48 @@ def test_palette_gif_masks_keep_class_values(tmp_path):
     assert set(np.unique(np.concatenate([data.train_masks, data.val_masks]))) == {0, 1, 2}
 
 
+def test_palette_masks_read_by_index_even_when_one_uses_only_black_and_white(tmp_path):
+    from PIL import Image
+
+    make_folder(tmp_path, count=8, num_classes=3)  # even cases hold class 1, odd ones 2
+    palette = [0, 0, 0, 255, 255, 255, 255, 0, 0]  # background black, class 1 white, 2 red
+    for mask_file in (tmp_path / "masks").glob("*.png"):
+        image = Image.fromarray(np.asarray(Image.open(mask_file)), mode="P")
+        image.putpalette(palette)
+        image.save(mask_file)
+    data = load(f"folder(path={tmp_path},num_classes=3)", size=40)
+    masks = np.concatenate([data.train_masks, data.val_masks, data.test_masks])
+    assert data.ignore_index is None and set(np.unique(masks)) == {0, 1, 2}
+
+
+def write_binary_masks(root, values):
+    """Every mask: ``values[0]`` inside a square, ``values[1:]`` in rings around it."""
+    for index, mask_file in enumerate(sorted((root / "masks").glob("*.png"))):
+        labels = np.zeros((40, 56), np.uint8)
+        top = 4 + index % 4
+        for ring, value in enumerate(reversed(values)):
+            margin = len(values) - 1 - ring
+            labels[top - margin : top + 16 + margin, 8 - margin : 30 + margin] = value
+        mask_file.write_bytes(encode(labels, "PNG"))
+
+
+def test_binary_masks_with_a_255_void_band_ignore_it(tmp_path):
+    make_folder(tmp_path, count=8)
+    write_binary_masks(tmp_path, [1, 255, 255])  # VOC style: object 1, void band 255
+    data = load(f"folder:{tmp_path}", size=56)
+    masks = np.concatenate([data.train_masks, data.val_masks, data.test_masks])
+    assert data.ignore_index == 255 and set(np.unique(masks)) == {0, 1, 255}
+    assert (masks == 1).sum() > (masks == 255).sum() > 0
+
+
+@pytest.mark.parametrize("values", [[255], [1], [255, 200, 128, 40]], ids=str)
+def test_other_binary_masks_keep_every_non_zero_value_as_foreground(tmp_path, values):
+    make_folder(tmp_path, count=8)
+    write_binary_masks(tmp_path, values)  # 0/255, 0/1, anti-aliased edges
+    data = load(f"folder:{tmp_path}", size=56)
+    assert data.ignore_index is None and set(np.unique(data.train_masks)) == {0, 1}
+
+
 def test_val_subfolder_is_the_validation_split(tmp_path):
     make_folder(tmp_path, count=8, val_count=3)
     data = load(f"folder:{tmp_path}")
@@ -81,6 +123,36 @@ def test_test_fraction_is_fixed_and_leaves_validation_as_it_was(tmp_path):
     assert not set(data.names("test")) & set(data.names("train") + data.names("val"))
 
 
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_an_image_in_images_and_a_split_folder_is_refused(tmp_path, split):
+    stems = make_folder(tmp_path, count=6, **{f"{split}_count": 2})
+    for folder, suffix in (("images", ".jpg"), ("masks", ".png")):
+        for stem in stems[-2:]:
+            source = tmp_path / split / folder / f"{stem}{suffix}"
+            (tmp_path / folder / source.name).write_bytes(source.read_bytes())
+    with pytest.raises(DatasetError, match=rf"2 image name\(s\) are in both images/ and {split}/"):
+        load(f"folder:{tmp_path}")
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_a_fraction_for_a_split_given_as_a_folder_is_refused(tmp_path, split):
+    make_folder(tmp_path, count=6, **{f"{split}_count": 2})
+    with pytest.raises(ParameterError, match=rf"{split}_fraction=0.2 has no effect: .*{split}"):
+        load(f"folder(path={tmp_path},{split}_fraction=0.2)")
+    assert load(f"folder:{tmp_path}").info["validation" if split == "val" else "test"] == (
+        f"{split}/ folder"
+    )
+
+
+def test_images_only_in_subfolders_are_explained(tmp_path):
+    make_folder(tmp_path, count=4)
+    (tmp_path / "images" / "benign").mkdir()
+    for image in (tmp_path / "images").glob("*.jpg"):
+        image.rename(tmp_path / "images" / "benign" / image.name)
+    with pytest.raises(DatasetError, match=r"no images in .*images \(its subfolders, e.g. benign/"):
+        load(f"folder:{tmp_path}")
+
+
 def test_split_ratio_and_limit(tmp_path):
     make_folder(tmp_path, count=20)
     data = load(f"folder(path={tmp_path},val_fraction=0.25)")
@@ -88,6 +160,17 @@ def test_split_ratio_and_limit(tmp_path):
     limited = load(f"folder:{tmp_path}", limit=10)
     assert (limited.size("train"), limited.size("val"), limited.size("test")) == (8, 1, 1)
     assert limited.names("train") == load(f"folder:{tmp_path}", limit=10).names("train")
+
+
+def test_limit_takes_a_subset_spread_over_the_names(tmp_path):
+    stems = make_folder(tmp_path, count=40)
+    for index, stem in enumerate(stems):  # named by class, as many public sets are
+        name = f"{'benign' if index < 20 else 'malignant'}_{index:03d}"
+        for folder, suffix in (("images", ".jpg"), ("masks", ".png")):
+            (tmp_path / folder / f"{stem}{suffix}").rename(tmp_path / folder / f"{name}{suffix}")
+    data = load(f"folder:{tmp_path}", limit=10)
+    assert data.names("train") == tuple(sorted(data.names("train")))
+    assert {name.split("_")[0] for name in data.names("train")} == {"benign", "malignant"}
 
 
 def test_second_load_comes_from_the_cache(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,6 +66,17 @@ def test_every_quirk_is_handled(tree):
     assert info["unlisted_images"] == 1  # Bengal_999; the .mat file is not an image
     listed_and_readable = len(made["trainval"]) - 1  # the unreadable one
     assert data.size("train") + data.size("val") == listed_and_readable
+
+
+def test_missing_files_are_named_in_the_reports_notes(tree, tmp_path):
+    from run_fixtures import write_run
+
+    from losscmp.summary import load_run
+
+    root, made = tree
+    run_dir = write_run(tmp_path, datasets=("pets",), dataset_info=load(root).info)
+    (missing,) = [note for note in load_run(run_dir).notes if "missing" in note]
+    assert "2 listed file(s) are missing" in missing and f"images/{made['missing']}.jpg" in missing
 
 
 def test_png_gif_rgba_and_grey_under_jpg_names_decode(tree):
@@ -139,6 +151,62 @@ def test_changed_file_or_size_invalidates_the_cache(tmp_path):
     assert load(root, size=24).info["cache"] == "written"
 
 
+@pytest.mark.parametrize("how", ["in place", "replaced"])
+def test_an_edit_keeping_size_and_mtime_invalidates_the_cache(tmp_path, how):
+    root = tmp_path / "pets"
+    make_pets_tree(root, trainval=6, test=2, quirks=False)
+    load(root, size=24)
+    trimaps = sorted((root / "annotations" / "trimaps").glob("*.png"))
+    stat = trimaps[0].stat()
+    if how == "in place":  # an editor, then os.utime
+        trimaps[0].write_bytes(trimaps[1].read_bytes()[: stat.st_size].ljust(stat.st_size, b"\0"))
+    else:  # cp -p / rsync -a: a new file renamed over the old
+        edited = trimaps[0].with_suffix(".new")
+        edited.write_bytes(trimaps[0].read_bytes())
+        edited.replace(trimaps[0])
+    os.utime(trimaps[0], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert trimaps[0].stat().st_size == stat.st_size
+    assert load(root, size=24).info["cache"] == "written"
+
+
+def truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def flip_a_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside the images array: a bad CRC-32
+    path.write_bytes(bytes(data))
+
+
+def drop_a_member(path):
+    with np.load(path) as stored:
+        kept = {name: stored[name] for name in stored.files if name != "trimaps"}
+    with path.open("wb") as stream:
+        np.savez(stream, **kept)
+
+
+@pytest.mark.parametrize("damage", [truncate, flip_a_byte, drop_a_member])
+def test_damaged_cache_file_is_rebuilt(tmp_path, damage):
+    root = tmp_path / "pets"
+    make_pets_tree(root, trainval=6, test=2, quirks=False)
+    first = load(root, size=24)
+    (cached,) = (root / ".losscmp-cache").glob("pets-24px-*.npz")
+    damage(cached)
+    again = load(root, size=24)
+    assert again.info["cache"] == "written"
+    assert np.array_equal(first.train_masks, again.train_masks)
+    assert load(root, size=24).info["cache"] == "hit"
+
+
+def test_cache_files_are_readable_by_others(tmp_path):
+    root = tmp_path / "pets"
+    make_pets_tree(root, trainval=4, test=2, quirks=False)
+    load(root, size=16)
+    (cached,) = (root / ".losscmp-cache").glob("pets-16px-*.npz")
+    assert cached.stat().st_mode & 0o777 == 0o644
+
+
 def test_read_only_cache_folder_still_loads(tmp_path, monkeypatch):
     root = tmp_path / "pets"
     make_pets_tree(root, trainval=6, test=2, quirks=False)
@@ -149,6 +217,14 @@ def test_read_only_cache_folder_still_loads(tmp_path, monkeypatch):
 def test_data_dir_may_be_the_parent_folder(tree):
     root, _ = tree
     assert load(root.parent).info["source"] == str(root)
+
+
+def test_data_dir_starting_with_a_tilde_is_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    make_pets_tree(tmp_path / "pets", trainval=4, test=2, quirks=False)
+    assert load("~/pets", size=16).info["source"] == str(tmp_path / "pets")
+    rows = {row["name"]: row for row in dataset_status(Path("~"))}
+    assert rows["pets"]["present"] is False and rows["pets"]["path"].startswith(str(tmp_path))
 
 
 def test_missing_dataset_names_the_download_command(tmp_path):
@@ -189,6 +265,8 @@ def test_status_rows(tree, tmp_path):
     assert all(
         {"description", "present", "path", "how_to_get"} <= set(row) for row in rows.values()
     )
+    incomplete = rows["pets"]["how_to_get"]  # the tree lacks a listed image and trimap
+    assert incomplete.startswith("incomplete: 2 listed file(s) missing")
     absent = {row["name"]: row for row in dataset_status(tmp_path / "empty")}["pets"]
     assert absent["present"] is False
     assert absent["how_to_get"] == "losscmp datasets download pets"

@@ -77,7 +77,7 @@ def load_dataset(
     params = check_params(entry, spec.params, "dataset")
     _check_context(image_size, limit)
     data = entry.factory(
-        data_dir=Path(data_dir) if data_dir is not None else None,
+        data_dir=user_path(data_dir),
         image_size=image_size,
         limit=limit,
         seed=seed,
@@ -108,11 +108,17 @@ def check_dataset(
     _check_context(image_size, limit)
     if entry.precheck is not None:
         entry.precheck(
-            data_dir=Path(data_dir) if data_dir is not None else None,
+            data_dir=user_path(data_dir),
             image_size=image_size,
             limit=limit,
             **params,
         )
+
+
+def user_path(path: str | Path | None) -> Path | None:
+    """``~/pets`` from a config or a quoted --data-dir, as the shell would expand it
+    (``folder:~/f0`` is expanded too)."""
+    return Path(path).expanduser() if path is not None else None
 
 
 def _check_context(image_size: int, limit: int | None) -> None:
@@ -166,7 +172,7 @@ def _no_training_foreground(data: SegmentationData, spec: Spec) -> str:
 
 def dataset_status(data_dir_root: Path) -> list[dict[str, Any]]:
     """One row per dataset: name, description, present, path, how_to_get."""
-    root = Path(data_dir_root)
+    root = user_path(data_dir_root)
     rows = [
         {
             "name": "synthetic",
@@ -203,4 +209,4 @@ def download_dataset(
     entry = DATASET_REGISTRY.get(name)
     if entry.name != "pets":
         raise ParameterError(f"dataset '{name}' has nothing to download (only 'pets' has)")
-    return download_pets(Path(dest), progress=progress, **options)
+    return download_pets(user_path(dest), progress=progress, **options)

@@ -4,27 +4,37 @@
   with an HTTP Range request; a server that ignores Range sends it all again.
 - Verification: sha256 of the whole archive before anything is extracted.
 - Extraction: every member is checked first (no absolute paths, no "..", no
-  links or devices pointing outside), extracted into a staging folder, and
-  only then moved into place, so a refused or broken archive leaves nothing.
+  links or devices pointing outside, nothing outside the archive's own folder),
+  extracted into a staging folder, and only then moved into place, so a refused
+  or broken archive leaves nothing.
+- Ownership: each extracted folder holds a marker naming its archive's sha256.
+  Only a folder with that marker is ever replaced; any other ``images/`` or
+  ``annotations/`` (a user's own data) is refused, never deleted.
 """
 
 from __future__ import annotations
 
+import errno
+import gzip
 import hashlib
+import json
 import re
 import shutil
 import tarfile
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path, PurePosixPath
 
+from losscmp.data.pets import missing_parts
 from losscmp.errors import DatasetError
 
 Progress = Callable[[str, int, "int | None"], None]
 CHUNK = 1 << 20
+MARKER = ".losscmp-download"  # inside each extracted folder: written before it moves in
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,11 @@ class Archive:
     @property
     def filename(self) -> str:
         return PurePosixPath(self.url.split("?")[0]).name
+
+    @property
+    def folder(self) -> str:
+        """The one top-level folder the archive extracts into: images.tar.gz holds images/."""
+        return self.filename.split(".")[0]
 
 
 # The addresses torchvision's OxfordIIITPet uses.
@@ -57,17 +72,95 @@ def download_pets(
     archives: Sequence[Archive] = PETS_ARCHIVES,
     timeout: float = 60.0,
     keep_archives: bool = False,
+    notice: Callable[[str], None] | None = None,
 ) -> Path:
-    """Download, verify and extract every archive into ``dest``; returns ``dest``."""
+    """Download, verify and extract every archive into ``dest``; returns ``dest``.
+
+    ``notice`` gets a line when there is nothing to do (already downloaded)."""
     report = progress or (lambda label, done, total: None)
-    downloads = dest / ".downloads"
-    downloads.mkdir(parents=True, exist_ok=True)
-    for archive in archives:
-        path = fetch(archive, downloads, report, timeout)
-        extract(path, dest, report)
-        if not keep_archives:
-            path.unlink()  # the extracted tree is what is used; the archive is ~0.8 GB
+    if already_downloaded(dest, archives):
+        (notice or (lambda line: None))(f"Oxford-IIIT Pet is already downloaded in {dest}")
+        return dest
+    refuse_foreign_folders(dest, archives)
+    downloads = make_download_folder(dest)
+    try:
+        for archive in archives:
+            # A retry after a later archive failed must not fetch this one again (~0.8 GB).
+            if not is_extracted(dest, archive):
+                extract(fetch(archive, downloads, report, timeout), archive, dest, report)
+            if not keep_archives:  # the extracted tree is what is used
+                (downloads / archive.filename).unlink(missing_ok=True)
+    except OSError as error:  # the local disk: the network's errors are handled in fetch
+        raise DatasetError(disk_failure(f"downloading into {dest}", error)) from None
     return dest
+
+
+def make_download_folder(dest: Path) -> Path:
+    downloads = dest / ".downloads"
+    try:
+        downloads.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as error:
+        blocker = Path(error.filename or dest)
+        what = "is not a folder"
+        if blocker.is_symlink() and not blocker.exists():
+            what = f"is a link to {blocker.readlink()}, which does not exist"
+        raise DatasetError(
+            f"cannot download into {dest}: {blocker} {what}; give another --data-dir"
+        ) from None
+    except OSError as error:
+        raise DatasetError(
+            f"cannot create {dest} ({error.strerror or error}); give a --data-dir you can write to"
+        ) from None
+    return downloads
+
+
+def disk_failure(doing: str, error: OSError) -> str:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"no space left on the disk while {doing}: free some space and run the same "
+            "command again (what is already downloaded is kept)"
+        )
+    where = f" ({error.filename})" if error.filename else ""
+    return (
+        f"cannot write while {doing}: {error.strerror or error}{where}; "
+        "give a --data-dir you can write to"
+    )
+
+
+def marker_sha256(folder: Path) -> str | None:
+    """The sha256 of the archive a pets download extracted ``folder`` from, or None
+    when it was not made by one."""
+    try:
+        return json.loads((folder / MARKER).read_text(encoding="utf-8"))["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def is_extracted(dest: Path, archive: Archive) -> bool:
+    return marker_sha256(dest / archive.folder) == archive.sha256
+
+
+def already_downloaded(dest: Path, archives: Sequence[Archive]) -> bool:
+    """Every archive extracted by a pets download, or, with no marker anywhere (an
+    earlier losscmp, or unpacked by hand), every folder and list the loader needs."""
+    if all(is_extracted(dest, archive) for archive in archives):
+        return True
+    unmarked = all(marker_sha256(dest / archive.folder) is None for archive in archives)
+    return unmarked and not missing_parts(dest)
+
+
+def refuse_foreign_folders(dest: Path, archives: Sequence[Archive]) -> None:
+    """An ``images/`` or ``annotations/`` a pets download did not make is someone's data."""
+    for archive in archives:
+        check_replaceable(dest / archive.folder)
+
+
+def check_replaceable(target: Path) -> None:
+    if (target.exists() or target.is_symlink()) and marker_sha256(target) is None:
+        raise DatasetError(
+            f"{target} already exists and was not made by a pets download; refusing to "
+            "replace it: move it away or give another --data-dir"
+        )
 
 
 def fetch(archive: Archive, folder: Path, report: Progress, timeout: float) -> Path:
@@ -78,7 +171,9 @@ def fetch(archive: Archive, folder: Path, report: Progress, timeout: float) -> P
     partial = target.with_name(target.name + ".part")
     try:
         receive(archive.url, partial, report, timeout)
-    except (urllib.error.URLError, HTTPException, OSError) as error:
+    except urllib.error.HTTPError as error:
+        raise DatasetError(http_failure(archive.url, error)) from None
+    except (urllib.error.URLError, HTTPException, ConnectionError, TimeoutError) as error:
         done = partial.stat().st_size if partial.exists() else 0
         reason = getattr(error, "reason", None) or error
         raise DatasetError(
@@ -94,6 +189,18 @@ def fetch(archive: Archive, folder: Path, report: Progress, timeout: float) -> P
         )
     partial.replace(target)
     return target
+
+
+def http_failure(url: str, error: urllib.error.HTTPError) -> str:
+    if error.code in (404, 410):
+        return (
+            f"{url} is gone (HTTP {error.code} {error.reason}): the dataset has moved; "
+            "see https://www.robots.ox.ac.uk/~vgg/data/pets/ for where it is now"
+        )
+    return (
+        f"the server refused {url} (HTTP {error.code} {error.reason}); "
+        "run the same command again later to resume"
+    )
 
 
 def receive(url: str, partial: Path, report: Progress, timeout: float) -> None:
@@ -141,31 +248,58 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def extract(archive: Path, dest: Path, report: Progress) -> None:
-    """Check every member, extract into a staging folder, then move the top entries in."""
-    staging = dest / f".extract-{archive.name}"
+def extract(path: Path, archive: Archive, dest: Path, report: Progress) -> None:
+    """Check every member, extract into a staging folder, mark it, then move it in."""
+    staging = dest / f".extract-{path.name}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        with tarfile.open(archive, "r:*") as tar:
+        with tarfile.open(path, "r:*") as tar:
             members = tar.getmembers()
             for member in members:
                 check_member(member, staging)
-            label = f"extract {archive.name}"
+                check_in_folder(member, archive.folder)
+            label = f"extract {path.name}"
             for count, member in enumerate(members, start=1):
                 extract_member(tar, member, staging)
                 if count % 500 == 0 or count == len(members):
                     report(label, count, len(members))
-        for entry in staging.iterdir():
-            destination = dest / entry.name
-            if destination.is_dir() and not destination.is_symlink():
-                shutil.rmtree(destination)
-            elif destination.exists() or destination.is_symlink():
-                destination.unlink()
-            entry.replace(destination)
-    except (tarfile.TarError, EOFError) as error:
-        raise DatasetError(f"{archive.name} is not a readable archive ({error})") from None
+        extracted = staging / archive.folder
+        extracted.mkdir(exist_ok=True)  # an archive of files only still gets its marker
+        marker = {"archive": archive.filename, "sha256": archive.sha256}
+        (extracted / MARKER).write_text(json.dumps(marker), encoding="utf-8")
+        move_into_place(extracted, dest / archive.folder)
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
+        first_line = str(error).splitlines()[0].rstrip(":") if str(error) else type(error).__name__
+        raise DatasetError(
+            f"{path.name} matches its published sha256 but is not a readable archive "
+            f"({first_line}): it is kept in {path.parent}; try 'tar xf {path} -C {dest}' by hand"
+        ) from None
+    except OSError as error:
+        raise DatasetError(disk_failure(f"extracting {path.name} into {dest}", error)) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def move_into_place(new: Path, target: Path) -> None:
+    """Swap ``new`` in for ``target``, a folder an earlier pets download made.
+
+    The old folder is renamed aside first and deleted last, so a kill at any point
+    leaves either the whole old folder, no folder (extracted again next time) or the
+    whole new one: never a half-deleted tree that a later run would train on."""
+    aside = target.with_name(f".replaced-{target.name}")
+    shutil.rmtree(aside, ignore_errors=True)  # left by a run killed while deleting it
+    check_replaceable(target)  # again: it may have appeared during the download
+    if target.exists() or target.is_symlink():
+        target.replace(aside)
+    new.replace(target)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def check_in_folder(member: tarfile.TarInfo, folder: str) -> None:
+    """Every member lies in the archive's one folder, the only entry it may replace."""
+    parts = PurePosixPath(member.name).parts
+    if parts and parts[0] != folder:  # no parts: "./", the archive's own root
+        refuse(member, f"is not inside {folder}/")
 
 
 def check_member(member: tarfile.TarInfo, root: Path) -> None:

@@ -4,8 +4,10 @@
     --dataset "folder(path=PATH,mask_suffix=_mask,num_classes=3)"
 
 Masks may be PNG, GIF, TIFF, BMP or JPEG. Binary (the default): any non-zero
-pixel is foreground; JPEG masks are thresholded at 128 because compression
-smears 0/255 edges into in-between values. Multiclass (``num_classes`` > 2): the
+pixel is foreground, except that masks holding 0, 255 and one value in 1-254
+(a class index with Pascal VOC's 255 void band) have that value as foreground
+and 255 ignored; JPEG masks are thresholded at 128 because compression smears
+0/255 edges into in-between values. Multiclass (``num_classes`` > 2): the
 pixel value is the class index, 255 is ignored, JPEG masks are refused (their
 values cannot be trusted). Validation comes from PATH/val/images + PATH/val/masks
 when that exists, else from a fixed ``val_fraction`` of the pairs; the test split
@@ -36,6 +38,7 @@ JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
 # Tried in order when no mask_suffix is given (ISIC: _segmentation; Carvana: _mask).
 COMMON_MASK_SUFFIXES = ("", "_mask", "_segmentation", "_Segmentation", "_seg", "_label", "_gt")
 SHOW = 3  # file names listed in an error
+DEFAULT_FRACTION = 0.1  # of the pairs, for validation and for test when no val/, test/ folder
 
 
 def load_folder(
@@ -43,8 +46,8 @@ def load_folder(
     path: str,
     mask_suffix: str | None = None,
     num_classes: int = 2,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
+    val_fraction: float | None = None,
+    test_fraction: float | None = None,
     **context: Any,
 ) -> SegmentationData:
     ctx = LoadContext(**context)
@@ -102,8 +105,8 @@ def precheck_folder(
     path: str,
     mask_suffix: str | None = None,
     num_classes: int = 2,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
+    val_fraction: float | None = None,
+    test_fraction: float | None = None,
     image_size: int,
     limit: int | None,
     **_: Any,
@@ -111,9 +114,13 @@ def precheck_folder(
     """Every check short of decoding: parameters, layout, pairing, split, memory.
 
     Returns (root, (train, val, test pairs), mask suffix, how validation and test were chosen).
+    A fraction left out is 0.1; one given for a split that has its own folder is refused.
     """
     if num_classes < 2 or num_classes > 255:
         raise ParameterError(f"dataset 'folder': num_classes={num_classes} must be 2 to 255")
+    asked = {"val": val_fraction, "test": test_fraction}
+    fractions = {split: DEFAULT_FRACTION if f is None else f for split, f in asked.items()}
+    val_fraction, test_fraction = fractions["val"], fractions["test"]
     for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 < fraction < 1.0:
             raise ParameterError(f"dataset 'folder': {name}={fraction} must be in (0, 1)")
@@ -130,9 +137,10 @@ def precheck_folder(
     given = {}  # split -> pairs from its own subfolder
     for split in ("val", "test"):
         if (root / split / "images").is_dir():
+            refuse_unused_fraction(root / split, split, asked[split])
             check_folder(root / split)
             given[split], _ = pair_files(root / split, suffix)
-    fractions = {"val": val_fraction, "test": test_fraction}
+    check_no_shared_names(root, {"": pool, **given})
     carved = [split for split in ("val", "test") if split not in given]
     train_pairs, *parts = split_pairs(pool, [fractions[split] for split in carved])
     splits = {**given, **dict(zip(carved, parts, strict=True))}
@@ -151,6 +159,31 @@ def precheck_folder(
         for split in ("val", "test")
     )
     return root, (train_pairs, val_pairs, test_pairs), suffix, how
+
+
+def refuse_unused_fraction(folder: Path, split: str, fraction: float | None) -> None:
+    if fraction is not None:
+        name = {"val": "validation", "test": "test"}[split]
+        raise ParameterError(
+            f"dataset 'folder': {split}_fraction={fraction:g} has no effect: {folder} is the "
+            f"{name} split; drop {split}_fraction, or that folder to carve the split instead"
+        )
+
+
+def check_no_shared_names(root: Path, splits: dict[str, Pairs]) -> None:
+    """An image in two splits' folders would be trained on and scored, or chosen on."""
+    seen: dict[str, str] = {}  # stem -> the folder it was first found in
+    for prefix, pairs in splits.items():
+        folder = f"{prefix}/images/" if prefix else "images/"
+        shared = [image.name for image, _ in pairs if image.stem in seen]
+        if shared:
+            first = next(image for image, _ in pairs if image.stem in seen)
+            raise DatasetError(
+                f"folder dataset {root}: {len(shared)} image name(s) are in both "
+                f"{seen[first.stem]} and {folder} (e.g. {first.name}): a split would score "
+                "images another one uses; keep each image in one folder"
+            )
+        seen.update((image.stem, folder) for image, _ in pairs)
 
 
 def check_folder(root: Path) -> None:
@@ -190,6 +223,17 @@ def image_files(folder: Path) -> dict[str, Path]:
     return found
 
 
+def subfolders_note(folder: Path) -> str:
+    """Why files sorted into subfolders (images/benign/...) were not found."""
+    subfolders = sorted(path.name for path in folder.iterdir() if path.is_dir())
+    if not subfolders:
+        return ""
+    return (
+        f" (its subfolders, e.g. {subfolders[0]}/, are not read: put the files in "
+        f"{folder.name}/ itself)"
+    )
+
+
 def listed(names: list[str]) -> str:
     shown = ", ".join(names[:SHOW])
     return shown + (f" and {len(names) - SHOW} more" if len(names) > SHOW else "")
@@ -199,9 +243,13 @@ def pair_files(root: Path, mask_suffix: str | None) -> tuple[list[tuple[Path, Pa
     """(image, mask) pairs sorted by name, and the mask suffix used."""
     images, masks = image_files(root / "images"), image_files(root / "masks")
     if not images:
-        raise DatasetError(f"folder dataset: no images in {root / 'images'}")
+        raise DatasetError(
+            f"folder dataset: no images in {root / 'images'}{subfolders_note(root / 'images')}"
+        )
     if not masks:
-        raise DatasetError(f"folder dataset: no masks in {root / 'masks'}")
+        raise DatasetError(
+            f"folder dataset: no masks in {root / 'masks'}{subfolders_note(root / 'masks')}"
+        )
     suffix = mask_suffix if mask_suffix is not None else guess_suffix(images, masks)
     unmatched_images = [path.name for stem, path in images.items() if stem + suffix not in masks]
     mask_stems = {stem + suffix for stem in images}
@@ -243,7 +291,7 @@ def split_pairs(pairs: Pairs, fractions: list[float]) -> list[Pairs]:
         raise DatasetError(
             f"folder dataset: {len(pairs)} image/mask pair(s) are not enough for {needed} split"
         )
-    ordered = sorted(pairs, key=lambda pair: hashlib.sha1(pair[0].name.encode()).hexdigest())
+    ordered = hash_order(pairs)
     parts, start = [], 0
     for fraction in fractions:
         count = max(1, round(len(pairs) * fraction))
@@ -253,14 +301,27 @@ def split_pairs(pairs: Pairs, fractions: list[float]) -> list[Pairs]:
     return [sorted(ordered[start:]), *parts]
 
 
+def hash_order(pairs: Pairs) -> Pairs:
+    """A fixed pseudo-random order by hash of the file name: independent of the seed and of
+    other files, and spread over name prefixes (benign_*, malignant_*) alike."""
+    return sorted(pairs, key=lambda pair: hashlib.sha1(pair[0].name.encode()).hexdigest())
+
+
 def apply_limit(train: Pairs, val: Pairs, test: Pairs, limit: int | None) -> tuple[Pairs, ...]:
-    """At most ``limit`` pairs in all, validation and test shrunk in proportion (one at least)."""
+    """At most ``limit`` pairs in all, validation and test shrunk in proportion (one at least).
+
+    Each split keeps the first of its pairs in hash order, not by name: names sorted
+    alphabetically would keep one class of a set named by class."""
     total = len(train) + len(val) + len(test)
     if limit is None or total <= limit:
         return train, val, test
     val_count = max(1, round(limit * len(val) / total))
     test_count = max(1, round(limit * len(test) / total))
-    return train[: max(1, limit - val_count - test_count)], val[:val_count], test[:test_count]
+    counts = (max(1, limit - val_count - test_count), val_count, test_count)
+    return tuple(
+        sorted(hash_order(pairs)[:count])
+        for pairs, count in zip((train, val, test), counts, strict=True)
+    )
 
 
 def check_sizes(pairs: list[tuple[Path, Path]]) -> None:
@@ -305,8 +366,8 @@ def mask_reader(num_classes: int):
     def read(path: Path) -> np.ndarray:
         labels = read_label_image(path)
         is_jpeg = path.suffix.lower() in JPEG_SUFFIXES
-        if num_classes == 2:
-            return (labels >= 128 if is_jpeg else labels > 0).astype(np.uint8)
+        if num_classes == 2:  # made 0/1 by binary_labels, once every mask is read
+            return np.where(labels >= 128, 255, 0).astype(np.uint8) if is_jpeg else labels
         if is_jpeg:
             raise DatasetError(
                 f"folder dataset: {path.name} is a JPEG mask; JPEG cannot hold class indices "
@@ -315,6 +376,21 @@ def mask_reader(num_classes: int):
         return labels
 
     return read
+
+
+def binary_labels(masks: np.ndarray) -> np.ndarray:
+    """Binary masks as 0/1, 255 where ignored: decided over all masks together, so every
+    file of a dataset is read the same way.
+
+    Exactly one value in 1-254 besides 0 and 255 is a VOC-style set (1 = object, 255 =
+    void band): 255 is ignored. Otherwise every non-zero value is foreground: 0/255
+    masks, 0/1 masks, and anti-aliased ones whose edges hold many in-between values."""
+    present = np.flatnonzero(np.bincount(masks.ravel(), minlength=256))
+    between = [value for value in present.tolist() if 0 < value < IGNORE_INDEX]
+    labels = (masks > 0).astype(np.uint8)
+    if len(between) == 1 and IGNORE_INDEX in present:
+        labels[masks == IGNORE_INDEX] = IGNORE_INDEX
+    return labels
 
 
 def check_class_values(masks: np.ndarray, pairs: list[tuple[Path, Path]], num_classes: int) -> None:
@@ -357,7 +433,7 @@ def decoded_pairs(
     files = [path for pair in pairs for path in pair]
     key = cache.cache_key(root, files, "folder", size, num_classes)
     location = cache.cache_path(root, f"folder-{size}px", key)
-    stored = cache.load_cached(location)
+    stored = cache.load_cached(location, ("images", "masks", "truncated"))
     if stored is not None:
         refuse_truncated([str(name) for name in stored.get("truncated", [])])
         return stored, "hit"
@@ -376,7 +452,7 @@ def decoded_pairs(
         check_class_values(decoded.masks, pairs, num_classes)
     arrays = {
         "images": decoded.images,
-        "masks": decoded.masks,
+        "masks": binary_labels(decoded.masks) if num_classes == 2 else decoded.masks,
         "truncated": np.array(decoded.truncated, dtype=str),
     }
     saved = cache.save_cached(location, arrays)

@@ -103,15 +103,16 @@ def _whole_labels(values: np.ndarray, path: Path) -> np.ndarray:
 
 
 def palette_labels(image) -> np.ndarray:
-    """Palette masks: with a grey palette the grey level is the label (encoders such as
-    GIF's reorder the palette, so the index is not); with a colour palette (Pascal
-    VOC style) the index is the label."""
+    """Palette masks: with an all-grey palette the grey level is the label (encoders such
+    as GIF's reorder the palette, so the index is not); with any colour in the palette
+    (Pascal VOC style) the index is the label.
+
+    Decided from the whole palette, not the colours one image uses: a mask of a
+    black/white/red palette that shows only black and white is still read by index,
+    like its siblings (read as grey, class 1 would become 255, ignored)."""
     indices = np.asarray(image, dtype=np.uint8)
     palette = np.array(image.getpalette() or [], np.uint8).reshape(-1, 3)
-    used = np.unique(indices)
-    used = used[used < len(palette)]
-    colours = palette[used]
-    if len(colours) and (colours == colours[:, :1]).all():
+    if len(palette) and (palette == palette[:, :1]).all():
         grey = np.zeros(256, np.uint8)
         grey[: len(palette)] = palette[:, 0]
         return grey[indices]

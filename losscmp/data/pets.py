@@ -258,7 +258,7 @@ def decoded_trimaps(root: Path, ids: list[str], size: int) -> tuple[dict[str, np
     files = [path for pair in pairs for path in pair]
     key = cache.cache_key(root, files, "pets", size)
     location = cache.cache_path(root, f"pets-{size}px", key)
-    stored = cache.load_cached(location)
+    stored = cache.load_cached(location, ("ids", "images", "trimaps", "truncated", "unreadable"))
     if stored is not None:
         return stored, "hit"
     decoded = decode_pairs(pairs, size, read_label_image)
@@ -289,8 +289,20 @@ def trimap_to_masks(trimaps: np.ndarray, mode: str, border: str) -> np.ndarray:
 
 
 def pets_status(path: Path) -> dict[str, Any]:
-    """The ``datasets list`` row fields for a pets folder."""
+    """The ``datasets list`` row fields for a pets folder: a tree whose lists name files
+    it lacks is present (it loads without them) but said to be incomplete."""
     root = resolve_root(path)
-    missing = missing_parts(root)
-    how = "downloaded" if not missing else DOWNLOAD_COMMAND
-    return {"present": not missing, "path": str(root), "how_to_get": how}
+    if missing_parts(root):
+        return {"present": False, "path": str(root), "how_to_get": DOWNLOAD_COMMAND}
+    try:
+        absent = read_pools(root)["missing"]
+    except OSError:
+        absent = []  # unreadable lists: loading names the problem
+    how = "downloaded"
+    if absent:
+        how = (
+            f"incomplete: {len(absent)} listed file(s) missing (e.g. {relative(root, absent[0])}),"
+            f" left out when loading; to get them, remove {root / 'images'} and "
+            f"{root / 'annotations'}, then run: {download_hint(root)}"
+        )
+    return {"present": True, "path": str(root), "how_to_get": how}
