@@ -9,7 +9,9 @@ key results.
 
 from __future__ import annotations
 
+import ast
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,25 +46,47 @@ def format_value(value: Any) -> str:
         return "none"
     if isinstance(value, list | tuple):
         return "[" + ",".join(format_value(item) for item in value) + "]"
-    if isinstance(value, str) and (set(value) & set(",()[]=' \"") or _looks_like_literal(value)):
-        return repr(value)
+    if isinstance(value, str) and _needs_quotes(value):
+        return repr(value)  # read back by parse_value, escapes included
     return str(value)
+
+
+def _needs_quotes(text: str) -> bool:
+    """Whether the bare text would read back as something else (a split, a number, a
+    stripped space, an escape sequence)."""
+    return (
+        bool(set(text) & set(",()[]=' \"")) or not text.isprintable() or _looks_like_literal(text)
+    )
 
 
 def _looks_like_literal(text: str) -> bool:
     return parse_value(text) != text
 
 
+def _closing_quote(text: str, start: int) -> int:
+    """Index of the quote that closes the one at ``text[start]``, -1 if none: a backslash
+    escapes the character after it, as in the Python strings ``Spec.label`` writes."""
+    index = start + 1
+    while index < len(text):
+        if text[index] == "\\":
+            index += 2
+        elif text[index] == text[start]:
+            return index
+        else:
+            index += 1
+    return -1
+
+
 def split_top_level(text: str, sep: str = ",") -> list[str]:
     """Split on ``sep`` outside brackets and quotes."""
     parts: list[str] = []
-    depth, quote, start = 0, "", 0
-    for index, char in enumerate(text):
-        if quote:
-            if char == quote:
-                quote = ""
-        elif char in "'\"":
-            quote = char
+    depth, start, index = 0, 0, 0
+    while index < len(text):
+        char = text[index]
+        if char in "'\"":
+            index = _closing_quote(text, index)
+            if index < 0:
+                raise SpecError(f"unclosed quote in '{text}'")
         elif char in "([":
             depth += 1
         elif char in ")]":
@@ -72,8 +96,7 @@ def split_top_level(text: str, sep: str = ",") -> list[str]:
         elif char == sep and depth == 0:
             parts.append(text[start:index])
             start = index + 1
-    if quote:
-        raise SpecError(f"unclosed quote in '{text}'")
+        index += 1
     if depth:
         raise SpecError(f"unclosed '(' or '[' in '{text}'")
     parts.append(text[start:])
@@ -90,8 +113,8 @@ def parse_value(text: str) -> Any:
         return False
     if lowered in ("none", "null"):
         return None
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
+    if text[:1] in ("'", '"') and _closing_quote(text, 0) == len(text) - 1:
+        return _unquote(text)
     if text.startswith("[") and text.endswith("]"):
         inner = text[1:-1].strip()
         return [parse_value(item) for item in split_top_level(inner)] if inner else []
@@ -101,6 +124,20 @@ def parse_value(text: str) -> Any:
         except ValueError:
             pass
     return text
+
+
+def _unquote(text: str) -> str:
+    """A quoted value read as a Python string literal: the inverse of ``repr``. A backslash
+    that starts no escape (``'C:\\data'``) stays a backslash, as in Python."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Python's warning for '\\d' and the like
+            return ast.literal_eval(text)
+    except (SyntaxError, ValueError):
+        raise SpecError(
+            f"cannot read {text} as a quoted value (a backslash starts an escape, as in "
+            "Python: write \\\\ for one backslash)"
+        ) from None
 
 
 def parse_spec(text: str) -> Spec:

@@ -304,3 +304,18 @@ def test_losses_show_prints_formulas_with_brackets_whole(cli):
         if formula and "[" in formula:
             output = " ".join(cli("losses", "--show", name).output.split())
             assert " ".join(formula.split()) in output, name
+
+
+def test_a_folder_named_with_a_backslash_and_both_quotes_is_found(cli, tmp_path):
+    """Its label is quoted with escapes; reading the label back must give the same path."""
+    from fixtures_data import make_folder
+
+    root = tmp_path / "d s\\bk 'both\""
+    make_folder(root, count=6)
+    out = tmp_path / "runs"
+    args = ["--dataset", f"folder:{root}", "--losses", "dice", "--image-size", "32"]
+    result = cli("run", *args, "--epochs", "1", "--device", "cpu", "--out", out)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = out.iterdir()
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["config"]["dataset"] == f"folder(path={str(root)!r})"

@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from losscmp.errors import SpecError
 from losscmp.spec import Spec, as_spec, parse_spec, parse_spec_list, parse_value
@@ -71,3 +73,44 @@ def test_yaml_mapping_form():
     assert as_spec({"name": "focal", "gamma": 1}) == Spec("focal", {"gamma": 1})
     with pytest.raises(SpecError, match="needs a 'name'"):
         as_spec({"gamma": 1})
+
+
+AWKWARD = [
+    "t/d s\\bk",
+    "t/ds 'both\"",
+    "a\\'b",
+    "ends with \\",
+    "\\\\server\\share",
+    "a,b(c)=d[e]",
+    "ünïcødé 数据 🐱",
+    " padded ",
+    "tab\there",
+    "new\nline",
+    "1e-3",
+    "true",
+    "none",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", AWKWARD)
+def test_a_label_reads_back_as_its_spec(text):
+    spec = Spec("folder", {"path": text, "names": [text, "x"]})
+    assert as_spec(spec.label) == spec
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from("ab \\'\",()[]=:é\n1.e-"), max_size=12) | st.text())
+def test_any_string_value_round_trips_through_its_label(text):
+    spec = Spec("folder", {"path": text})
+    assert as_spec(spec.label) == spec
+    assert parse_spec_list(f"{spec.label},dice") == [spec, Spec("dice")]
+
+
+def test_a_backslash_in_a_typed_quoted_value_that_starts_no_escape_stays():
+    assert parse_value("'C:\\data'") == "C:\\data"
+
+
+def test_a_quoted_value_with_a_broken_escape_is_a_spec_error():
+    with pytest.raises(SpecError, match="as a quoted value"):
+        parse_spec("folder(path='\\x4')")
