@@ -99,18 +99,26 @@ def run(
         str | None,
         typer.Option(help="Synthetic foreground fractions to sweep, e.g. '0.005,0.02,0.1'."),
     ] = None,
+    # Numbers arrive as text for config.normalise to read, so that a bad one is refused in
+    # the words used for the same value in a config file.
     epochs: Annotated[
-        int | None, typer.Option(help="Training epochs per trial. [default: 8]")
+        str | None, typer.Option(metavar="N", help="Training epochs per trial. [default: 8]")
     ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Batch size. [default: 16]")] = None,
+    batch_size: Annotated[
+        str | None, typer.Option(metavar="N", help="Batch size. [default: 16]")
+    ] = None,
     image_size: Annotated[
-        int | None, typer.Option(help="Square image side, a multiple of 32. [default: 64]")
+        str | None,
+        typer.Option(metavar="N", help="Square image side, a multiple of 32. [default: 64]"),
     ] = None,
     seeds: Annotated[
-        int | None, typer.Option(help="Trials per loss, each with its own seed. [default: 1]")
+        str | None,
+        typer.Option(metavar="N", help="Trials per loss, each with its own seed. [default: 1]"),
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="First seed. [default: 0]")] = None,
-    lr: Annotated[float | None, typer.Option(help="AdamW learning rate. [default: 0.003]")] = None,
+    seed: Annotated[str | None, typer.Option(metavar="N", help="First seed. [default: 0]")] = None,
+    lr: Annotated[
+        str | None, typer.Option(metavar="X", help="AdamW learning rate. [default: 0.003]")
+    ] = None,
     lr_grid: Annotated[
         str | None,
         typer.Option(
@@ -140,33 +148,36 @@ def run(
         Path | None, typer.Option(help="YAML file with any of these options; flags win.")
     ] = None,
     limit: Annotated[
-        int | None,
+        str | None,
         typer.Option(
+            metavar="N",
             help="Use N images in all (a fixed subset, at least 3: split into train, "
-            "validation and test)."
+            "validation and test).",
         ),
     ] = None,
     num_workers: Annotated[
-        int | None, typer.Option(help="Data loader workers. [default: 0]")
+        str | None, typer.Option(metavar="N", help="Data loader workers. [default: 0]")
     ] = None,
     executor: Annotated[
         str | None,
         typer.Option(help="local (this machine) or ray (a Ray cluster). [default: local]"),
     ] = None,
     jobs: Annotated[
-        int | None,
+        str | None,
         typer.Option(
             "--jobs",
             "-j",
+            metavar="N",
             help="Trials (or fused groups) run at once: worker processes with --executor local, "
             "tasks in flight with ray. [default: 1; CUDA: --trials-per-gpu x GPUs; ray: all]",
         ),
     ] = None,
     threads: Annotated[
-        int | None,
+        str | None,
         typer.Option(
+            metavar="N",
             help="Torch threads per trial (CPUs per Ray task). "
-            "[default: the cores divided among --jobs; ray: 1]"
+            "[default: the cores divided among --jobs; ray: 1]",
         ),
     ] = None,
     fuse: Annotated[
@@ -177,7 +188,8 @@ def run(
         ),
     ] = None,
     trials_per_gpu: Annotated[
-        int | None, typer.Option(help="Worker processes per GPU when --jobs is not given.")
+        str | None,
+        typer.Option(metavar="N", help="Worker processes per GPU when --jobs is not given."),
     ] = None,
     ray_address: Annotated[
         str | None,

@@ -176,45 +176,109 @@ def build_config(
     options.update(from_file)
     sources.update(dict.fromkeys(from_file, f"config file {file}"))
     given = {key: value for key, value in flags.items() if value is not None}
-    options.update(given)
-    sources.update({key: "--" + key.replace("_", "-") for key in given})
+    options.update({key: _typed_number(key, value) for key, value in given.items()})
+    sources.update({key: flag_name(key) for key in given})
+    origins = Origins(sources, {key: v.strip() for key, v in given.items() if isinstance(v, str)})
     values = {}
     for key, value in options.items():
         try:
-            values[key] = normalise(key, value)
+            values[key] = normalise(key, value, origins.name(key))
+        except ParameterError:
+            raise  # names the option already
         except LosscmpError as error:  # named after where the value came from
-            raise type(error)(f"{sources.get(key, 'options')}: {error}") from None
+            raise type(error)(f"{origins.source(key)}: {error}") from None
     try:
         config = RunConfig(**values)
     except TypeError as error:
         raise ConfigError(f"options: {error}") from None
-    validate(config)
+    validate(config, origins)
     return config
 
 
-def normalise(key: str, value: Any) -> Any:
-    """Bring a YAML or flag value to the field's type; list fields accept comma strings."""
+def flag_name(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Origins:
+    """Where each option's value came from (a flag, the config file, a resumed run's
+    run.json), so that a message names it as the user gave it; defaults go by their flag."""
+
+    sources: dict[str, str] = field(default_factory=dict)
+    typed: dict[str, str] = field(default_factory=dict)  # a flag's text, as typed
+
+    def source(self, key: str) -> str:
+        return self.sources.get(key, flag_name(key))
+
+    def name(self, key: str) -> str:
+        """``--epochs``, or ``config file X: 'epochs'``: the subject of a message."""
+        source = self.source(key)
+        return source if source == flag_name(key) else f"{source}: '{key}'"
+
+    def option(self, key: str) -> str:
+        """``--epochs``, or ``'epochs'`` where it came from a file: a mention mid-sentence."""
+        return flag_name(key) if self.source(key) == flag_name(key) else f"'{key}'"
+
+    def within(self, *keys: str) -> str:
+        """``config file X: `` where one of ``keys`` came from elsewhere than a flag: the
+        start of a message that names several options with ``option``."""
+        for key in keys:
+            if self.source(key) != flag_name(key):
+                return f"{self.source(key)}: "
+        return ""
+
+    def shown(self, key: str, value: Any) -> str:
+        """The value as the user typed it (``1e400`` rather than ``inf``)."""
+        return self.typed.get(key, str(value))
+
+
+def _typed_number(key: str, value: Any) -> Any:
+    """A numeric option's text (a flag) as the number it spells; other text is left for
+    normalise to refuse in the words it uses for a config file's value."""
+    if not (isinstance(value, str) and key in NUMERIC_FIELDS):
+        return value
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+def normalise(key: str, value: Any, name: str | None = None) -> Any:
+    """Bring a YAML or flag value to the field's type; list fields accept comma strings.
+    ``name`` (default ``'key'``) is how a message names the option."""
+    name = name or f"'{key}'"
     if key == "losses":
-        return _loss_labels(value)
+        return _loss_labels(value, name)
     if key == "dataset":
         return as_spec(_written_numbers(value)).label
     if key in ("fg_fraction", "lr_grid"):
-        return _float_list(value, key)
+        return _float_list(value, name)
     if key in OPTIONAL_NAMES and isinstance(value, str) and value.lower() in ("none", ""):
         return None
     hint = FIELD_HINTS[key]
     try:
         return coerce(value, hint)
     except (TypeError, ValueError):
-        raise ParameterError(f"'{key}' must be {describe_type(hint)}, got {value!r}") from None
+        raise ParameterError(
+            f"{name} must be {describe_type(hint)}, got {value!r}{_grid_hint(key, value)}"
+        ) from None
 
 
-def _loss_labels(value: Any) -> list[str]:
+def _grid_hint(key: str, value: Any) -> str:
+    """Several learning rates given to --lr: --lr-grid is the option that takes them."""
+    if key == "lr" and (isinstance(value, list) or (isinstance(value, str) and "," in value)):
+        return "; to train at several learning rates use --lr-grid (lr_grid in a config file)"
+    return ""
+
+
+def _loss_labels(value: Any, name: str = "'losses'") -> list[str]:
     if isinstance(value, str):
         return [spec.label for spec in parse_spec_list(value)]
     if isinstance(value, list) and value:
         return [as_spec(_written_numbers(item)).label for item in value]
-    raise ParameterError("'losses' must be a list of loss names or a comma-separated string")
+    raise ParameterError(f"{name} must be a list of loss names or a comma-separated string")
 
 
 def _written_numbers(value: Any) -> Any:
@@ -229,56 +293,51 @@ def _written_numbers(value: Any) -> Any:
     return value
 
 
-def _float_list(value: Any, key: str = "fg_fraction") -> list[float] | None:
+def _float_list(value: Any, name: str = "'fg_fraction'") -> list[float] | None:
     if value is None:
         return None
     items = split_top_level(value) if isinstance(value, str) else value
     if not isinstance(items, list | tuple):
         items = [items]
+    written = [item for item in items if not (isinstance(item, str) and not item.strip())]
     try:
-        return [float(item) for item in items]
+        return [float(item) for item in written]  # none left: validate says what is missing
     except (TypeError, ValueError):
-        raise ParameterError(f"'{key}' must be numbers, got {value!r}") from None
+        raise ParameterError(f"{name} must be numbers, got {value!r}") from None
 
 
-def validate(config: RunConfig) -> None:
-    """Range checks a user can trip over; names are checked against registries later."""
-    _at_least(config.epochs, 1, "--epochs")
-    _at_least(config.batch_size, 1, "--batch-size")
-    _at_least(config.seeds, 1, "--seeds")
-    _at_least(config.seed, 0, "--seed")
-    _at_least(config.num_workers, 0, "--num-workers")
-    if config.limit is not None:
-        _at_least(config.limit, 1, "--limit")
+def validate(config: RunConfig, origins: Origins | None = None) -> None:
+    """Range checks a user can trip over; names are checked against registries later.
+    Messages name each option as ``origins`` says it was given (flag, file, run.json)."""
+    names = origins or Origins()
+    _check_whole_numbers(config, names)
     if config.image_size < 32 or config.image_size % 32:
         raise ParameterError(
-            f"--image-size must be a multiple of 32 (U-Net), got {config.image_size}"
+            f"{names.name('image_size')} must be a multiple of 32 (U-Net), "
+            f"got {names.shown('image_size', config.image_size)}"
         )
     if not (math.isfinite(config.lr) and config.lr > 0):
-        raise ParameterError(f"--lr must be a positive number, got {config.lr}")
-    _check_lr_grid(config.lr_grid)
-    if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
-        raise ParameterError(f"weight_decay must be a number >= 0, got {config.weight_decay}")
-    if config.device not in DEVICES:
         raise ParameterError(
-            f"--device must be one of {', '.join(DEVICES)}, got '{config.device}'"
-            f"{suggest(config.device, DEVICES)}"
+            f"{names.name('lr')} must be a positive finite number, "
+            f"got {names.shown('lr', config.lr)}"
         )
-    _check_execution(config)
-    _check_tracking(config)
+    _check_lr_grid(config.lr_grid, names)
+    if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
+        raise ParameterError(
+            f"{names.name('weight_decay')} must be a finite number >= 0, got {config.weight_decay}"
+        )
+    _check_choice(config.device, DEVICES, "device", names)
+    _check_execution(config, names)
+    _check_tracking(config, names)
     if config.encoder_weights not in (None, "imagenet"):
-        raise ParameterError("encoder_weights must be none or 'imagenet'")
-    for fraction in config.fg_fraction or []:
-        if not 0 < fraction < MAX_FG_FRACTION:
-            raise ParameterError(
-                f"--fg-fraction values must lie in (0, {MAX_FG_FRACTION}), got {fraction}"
-            )
-    if config.fg_fraction and config.dataset_spec.name != "synthetic":
-        raise ParameterError("--fg-fraction applies to the synthetic dataset only")
+        raise ParameterError(
+            f"{names.name('encoder_weights')} must be none or 'imagenet', got "
+            f"'{config.encoder_weights}'{suggest(config.encoder_weights, ['imagenet'])}"
+        )
+    _check_fg_fractions(config, names)
     for text in [*config.losses, config.dataset]:
         as_spec(text)  # raises SpecError on a malformed spec
-    _check_fg_fractions(config)
-    _check_limits(config)
+    _check_limits(config, names)
 
 
 # Seeds are stored as int64 (epochs.csv, run.json readers) and given to torch.manual_seed
@@ -288,21 +347,88 @@ MAX_TRIALS = 100_000  # losses x seeds x datasets: more can never finish
 MAX_EPOCHS = 100_000
 MAX_NUM_WORKERS = 256
 MAX_PARALLEL = 1024  # --jobs, --threads, --trials-per-gpu
+MIN_LIMIT = 3  # one image each to train, validate and test
+
+# Whole-number options: the least and the most a run can use (None: no bound here; the
+# batch's memory is checked with the data).
+WHOLE_RANGES: dict[str, tuple[int, int | None]] = {
+    "epochs": (1, MAX_EPOCHS),
+    "batch_size": (1, None),
+    "seeds": (1, MAX_TRIALS),
+    "seed": (0, MAX_SEED),
+    "limit": (MIN_LIMIT, None),
+    "num_workers": (0, MAX_NUM_WORKERS),
+    "jobs": (1, MAX_PARALLEL),  # processes or threads to start
+    "threads": (1, MAX_PARALLEL),
+    "trials_per_gpu": (1, MAX_PARALLEL),
+}
+RANGE_REASONS = {"limit": " (one image each to train, validate and test)"}
+# Options read from a flag's text as a number (int, float or either with None).
+NUMERIC_FIELDS = frozenset(
+    key
+    for key, hint in FIELD_HINTS.items()
+    if set(typing.get_args(hint) or (hint,)) - {type(None)} <= {int, float}
+)
 
 
-def _check_lr_grid(grid: list[float] | None) -> None:
+def _check_whole_numbers(config: RunConfig, names: Origins) -> None:
+    for key, (least, most) in WHOLE_RANGES.items():
+        value = getattr(config, key)
+        if value is None or (least <= value and (most is None or value <= most)):
+            continue
+        accepted = f"at least {least}" if most is None else f"between {least} and {most}"
+        raise ParameterError(
+            f"{names.name(key)} must be {accepted}{RANGE_REASONS.get(key, '')}, "
+            f"got {names.shown(key, value)}"
+        )
+
+
+def _check_choice(value: str, choices: tuple[str, ...], key: str, names: Origins) -> None:
+    if value not in choices:
+        raise ParameterError(
+            f"{names.name(key)} must be one of {', '.join(choices)}, got '{value}'"
+            f"{_suggest_choice(value, choices)}"
+        )
+
+
+# Names users reach for that are not close in spelling to the choice they mean.
+CHOICE_ALIASES = {"gpu": "cuda", "nvidia": "cuda", "metal": "mps"}
+
+
+def _suggest_choice(value: str, choices: tuple[str, ...]) -> str:
+    meant = CHOICE_ALIASES.get(value.lower())
+    return f" (did you mean '{meant}'?)" if meant in choices else suggest(value, choices)
+
+
+def _check_lr_grid(grid: list[float] | None, names: Origins) -> None:
     if grid is None:
         return
     if not grid:
-        raise ParameterError("--lr-grid needs at least one learning rate, e.g. 1e-3,3e-3,1e-2")
+        raise ParameterError(
+            f"{names.name('lr_grid')} needs at least one learning rate, e.g. 1e-3,3e-3,1e-2"
+        )
     for rate in grid:
         if not (math.isfinite(rate) and rate > 0):
-            raise ParameterError(f"--lr-grid values must be positive numbers, got {rate:g}")
-    _refuse_repeats(grid, "--lr-grid", "rate")
+            raise ParameterError(
+                f"{names.name('lr_grid')} values must be positive finite numbers, got {rate:g}"
+            )
+    _refuse_repeats(grid, names.name("lr_grid"), "rate")
 
 
-def _check_fg_fractions(config: RunConfig) -> None:
-    _refuse_repeats(config.fg_fraction or [], "--fg-fraction", "fraction")
+def _check_fg_fractions(config: RunConfig, names: Origins) -> None:
+    fractions, name = config.fg_fraction, names.name("fg_fraction")
+    if fractions is None:
+        return
+    if not fractions:
+        raise ParameterError(f"{name} needs at least one fraction, e.g. 0.005,0.02,0.1")
+    for fraction in fractions:
+        if not 0 < fraction < MAX_FG_FRACTION:
+            raise ParameterError(
+                f"{name} values must lie in (0, {MAX_FG_FRACTION}), got {fraction}"
+            )
+    if config.dataset_spec.name != "synthetic":
+        raise ParameterError(f"{name} applies to the synthetic dataset only")
+    _refuse_repeats(fractions, name, "fraction")
 
 
 def _refuse_repeats(values: list[float], option: str, noun: str) -> None:
@@ -314,61 +440,39 @@ def _refuse_repeats(values: list[float], option: str, noun: str) -> None:
         )
 
 
-def _check_limits(config: RunConfig) -> None:
-    """Upper bounds: values no run can use (they overflow a seed, or never finish)."""
+def _check_limits(config: RunConfig, names: Origins) -> None:
+    """Values no run can use together (they overflow a seed, or never finish)."""
+    seed, seeds = names.option("seed"), names.option("seeds")
     last_seed = config.seed + config.seeds - 1
     if last_seed > MAX_SEED:
-        span = f"--seed {config.seed}" + (
-            f" with --seeds {config.seeds} (last seed {last_seed})" if config.seeds > 1 else ""
+        span = f"{seed} {config.seed}" + (
+            f" with {seeds} {config.seeds} (last seed {last_seed})" if config.seeds > 1 else ""
         )
-        raise ParameterError(f"{span}: seeds must be at most {MAX_SEED} (2**63 - 1)")
+        raise ParameterError(
+            f"{names.within('seed', 'seeds')}{span}: seeds must be at most {MAX_SEED} (2**63 - 1)"
+        )
     rates = len(config.lr_grid or [config.lr])
     trials = len(config.losses) * len(config.fg_fraction or [None]) * rates * config.seeds
     if trials > MAX_TRIALS:
         raise ParameterError(
-            f"--seeds {config.seeds} makes {trials} trials "
+            f"{names.within('seeds')}{seeds} {config.seeds} makes {trials} trials "
             f"({len(config.losses)} loss(es) x {len(config.fg_fraction or [None])} dataset(s) "
             f"x {rates} learning rate(s) x {config.seeds} seed(s)); at most {MAX_TRIALS}"
         )
-    if config.epochs > MAX_EPOCHS:
-        raise ParameterError(f"--epochs must be at most {MAX_EPOCHS}, got {config.epochs}")
-    if config.num_workers > MAX_NUM_WORKERS:
-        raise ParameterError(
-            f"--num-workers must be at most {MAX_NUM_WORKERS}, got {config.num_workers}"
-        )
 
 
-def _check_execution(config: RunConfig) -> None:
+def _check_execution(config: RunConfig, names: Origins) -> None:
     from losscmp.executors import EXECUTORS
 
-    if config.executor not in EXECUTORS:
-        raise ParameterError(
-            f"--executor must be one of {', '.join(EXECUTORS)}, got '{config.executor}'"
-            f"{suggest(config.executor, EXECUTORS)}"
-        )
-    if config.fuse not in FUSE_MODES:
-        raise ParameterError(
-            f"--fuse must be one of {', '.join(FUSE_MODES)}, got '{config.fuse}'"
-            f"{suggest(config.fuse, FUSE_MODES)}"
-        )
-    for name in ("jobs", "threads", "trials_per_gpu"):  # processes or threads to start
-        value, flag = getattr(config, name), "--" + name.replace("_", "-")
-        if value is not None:
-            _at_least(value, 1, flag)
-            if value > MAX_PARALLEL:
-                raise ParameterError(f"{flag} must be at most {MAX_PARALLEL}, got {value}")
+    _check_choice(config.executor, tuple(EXECUTORS), "executor", names)
+    _check_choice(config.fuse, FUSE_MODES, "fuse", names)
 
 
-def _check_tracking(config: RunConfig) -> None:
+def _check_tracking(config: RunConfig, names: Origins) -> None:
     from losscmp.tracking import TRACKERS
 
     if config.tracking is not None and config.tracking not in TRACKERS:
         raise ParameterError(
-            f"--tracking must be one of {', '.join(TRACKERS)} or none, got '{config.tracking}'"
-            f"{suggest(config.tracking, TRACKERS)}"
+            f"{names.name('tracking')} must be one of {', '.join(TRACKERS)} or none, "
+            f"got '{config.tracking}'{suggest(config.tracking, TRACKERS)}"
         )
-
-
-def _at_least(value: int, minimum: int, name: str) -> None:
-    if value < minimum:
-        raise ParameterError(f"{name} must be >= {minimum}, got {value}")

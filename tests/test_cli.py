@@ -73,7 +73,7 @@ def test_help_is_fast_and_does_not_import_torch():
         (["--losses", "dice,focal(gamma=1"], "unclosed"),
         (["--dataset", "synthetik"], "unknown dataset 'synthetik' (did you mean 'synthetic'?)"),
         (["--dataset", "synthetic(fg_fraction=2)"], "fg_fraction"),
-        (["--epochs", "-1"], "--epochs must be >= 1, got -1"),
+        (["--epochs", "-1"], "--epochs must be between 1 and 100000, got -1"),
         (["--image-size", "50"], "--image-size must be a multiple of 32"),
         (["--device", "tpu"], "--device must be one of"),
         (["--model", "huge"], "unknown model preset 'huge'"),
@@ -90,7 +90,7 @@ def test_help_is_fast_and_does_not_import_torch():
             "alpha has 2 values for 3 classes",
         ),
         (["--model", "small", "--image-size", "32"], "too small for the small model"),
-        (["--lr", "inf"], "--lr must be a positive number"),
+        (["--lr", "inf"], "--lr must be a positive finite number, got inf"),
     ],
 )
 def test_user_errors_are_one_line_exit_2_and_write_nothing(cli, tmp_path, args, message):
@@ -200,7 +200,7 @@ def test_unreachable_pretrained_weights_fail_before_the_run_folder(cli, tmp_path
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "--epochs", "abc"], "Invalid value for '--epochs'"),
+        (["run", "--epochs", "abc"], "--epochs must be a whole number, got 'abc'"),
         (["run", "--bogus"], "No such option: --bogus"),
         (["datasets", "foo"], "No such command 'foo'"),
         (["report"], "Missing argument 'paths'"),

@@ -58,16 +58,16 @@ def test_stored_base_sits_under_file_and_flags():
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        ({"epochs": -1}, "--epochs must be >= 1, got -1"),
-        ({"batch_size": 0}, "--batch-size must be >= 1"),
+        ({"epochs": -1}, "--epochs must be between 1 and 100000, got -1"),
+        ({"batch_size": 0}, "--batch-size must be at least 1"),
         ({"image_size": 100}, "--image-size must be a multiple of 32"),
-        ({"lr": 0.0}, "--lr must be a positive number"),
-        ({"lr": float("inf")}, "--lr must be a positive number"),
-        ({"out": ["a"]}, "'out' must be a string"),
+        ({"lr": 0.0}, "--lr must be a positive finite number"),
+        ({"lr": float("inf")}, "--lr must be a positive finite number"),
+        ({"out": ["a"]}, "--out must be a string"),
         ({"device": "gpu"}, "--device must be one of auto, cpu, cuda, mps"),
         ({"fg_fraction": "0.5,0.95"}, "values must lie in \\(0, 0.9\\)"),
         ({"fg_fraction": "0.1", "dataset": "pets"}, "synthetic dataset only"),
-        ({"epochs": "many"}, "'epochs' must be a whole number"),
+        ({"epochs": "many"}, "--epochs must be a whole number, got 'many'"),
     ],
 )
 def test_bad_values_are_parameter_errors(flags, message):
@@ -86,7 +86,7 @@ def test_bad_spec_is_reported():
         ("epochz: 3\n", "unknown option 'epochz' \\(did you mean 'epochs'\\?\\)"),
         ("losses: [dice\n", "is not valid YAML at line"),
         ("- dice\n", "must hold a mapping"),
-        ("epochs: -2\n", "--epochs must be >= 1"),
+        ("epochs: -2\n", "bad.yaml: 'epochs' must be between 1 and 100000, got -2"),
     ],
 )
 def test_bad_config_files(tmp_path, content, message):
@@ -124,3 +124,33 @@ def test_fg_fraction_bound_matches_the_generator():
     from losscmp.data import synthetic
 
     assert config.MAX_FG_FRACTION == synthetic.MAX_FG_FRACTION
+
+
+def test_numbers_given_as_text_are_read_as_numbers():
+    config = build_config(epochs="12", lr="1e-3", limit="5", jobs="2")
+    assert (config.epochs, config.lr, config.limit, config.jobs) == (12, 1e-3, 5, 2)
+
+
+@pytest.mark.parametrize(
+    ("yaml", "flags", "message"),
+    [
+        ("epochs: 0\n", {}, "config file {file}: 'epochs' must be between 1 and 100000, got 0"),
+        ("epochs: 0\n", {"epochs": "0"}, "^--epochs must be between 1 and 100000, got 0$"),
+        ("epochs: 3\n", {"epochs": "abc"}, "^--epochs must be a whole number, got 'abc'$"),
+        ("epochs: abc\n", {}, "config file {file}: 'epochs' must be a whole number, got 'abc'"),
+        ("device: gpu\n", {}, "config file {file}: 'device' must be one of"),
+        ("fuse: of\n", {}, "config file {file}: 'fuse' must be one of"),
+    ],
+)
+def test_a_message_names_where_the_value_came_from(tmp_path, yaml, flags, message):
+    import re
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml)
+    with pytest.raises(ParameterError, match=message.replace("{file}", re.escape(str(path)))):
+        build_config(path, **flags)
+
+
+def test_a_resumed_runs_bad_value_is_blamed_on_its_run_json():
+    with pytest.raises(ParameterError, match="run.json is damaged: config: 'seeds' must be"):
+        build_config(base={"seeds": 0})

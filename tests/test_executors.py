@@ -299,10 +299,10 @@ def test_bf16_autocast_only_where_the_gpu_has_bf16(monkeypatch, capability, nati
     [
         (["--executor", "rey"], "did you mean 'ray'"),
         (["--fuse", "yes"], "--fuse must be one of auto, on, off"),
-        (["--jobs", "0"], "--jobs must be >= 1"),
-        (["-j", "-2"], "--jobs must be >= 1"),
-        (["--threads", "0"], "--threads must be >= 1"),
-        (["--trials-per-gpu", "0"], "--trials-per-gpu must be >= 1"),
+        (["--jobs", "0"], "--jobs must be between 1 and 1024, got 0"),
+        (["-j", "-2"], "--jobs must be between 1 and 1024, got -2"),
+        (["--threads", "0"], "--threads must be between 1 and 1024"),
+        (["--trials-per-gpu", "0"], "--trials-per-gpu must be between 1 and 1024"),
     ],
 )
 def test_execution_options_are_checked_before_any_folder(cli, tmp_path, args, message):
