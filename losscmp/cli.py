@@ -400,8 +400,16 @@ def losses_command(
         return
     names = list_losses(pattern)
     if not names:
-        raise LosscmpError(f"no loss matches '{pattern}'")
+        raise LosscmpError(f"no loss matches '{pattern}'{_suggest_loss(pattern)}")
     console.print_loss_table([get_loss_entry(name) for name in names])
+
+
+def _suggest_loss(pattern: str) -> str:
+    """A did-you-mean for a name typed without wildcards; a pattern is meant as one."""
+    from losscmp.errors import suggest
+    from losscmp.losses import list_losses
+
+    return "" if set(pattern) & set("*?[") else suggest(pattern, list_losses())
 
 
 @datasets_app.callback(invoke_without_command=True)

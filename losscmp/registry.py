@@ -110,8 +110,8 @@ class Registry:
     def names(self, pattern: str | None = None) -> list[str]:
         """Sorted names, optionally filtered by an fnmatch pattern such as ``*dice*``."""
         names = sorted(self._entries)
-        if pattern:
-            names = [name for name in names if fnmatch.fnmatch(name, pattern)]
+        if pattern:  # names are lower case; DICE is dice whatever the platform's fnmatch does
+            names = [name for name in names if fnmatch.fnmatchcase(name, pattern.lower())]
         return names
 
     def create(self, name: str, params: Mapping[str, Any] | None = None, **context: Any) -> Any:
@@ -145,6 +145,7 @@ def check_params(entry: Entry, params: dict[str, Any], kind: str = "") -> dict[s
         except (TypeError, ValueError):
             raise ParameterError(
                 f"{kind} '{entry.name}': {key}={value!r} is not {describe_type(hint)}"
+                f"{_suggest_choice(value, hint)}"
             ) from None
         if not is_finite(checked[key]):
             raise ParameterError(
@@ -161,6 +162,23 @@ def check_params(entry: Entry, params: dict[str, Any], kind: str = "") -> dict[s
             f"{kind} '{entry.name}' needs {', '.join(missing)}: e.g. {entry.name}({missing[0]}=...)"
         )
     return checked
+
+
+def _suggest_choice(value: Any, hint: Any) -> str:
+    """A did-you-mean for a misspelt choice of a ``Literal`` parameter (alone or in a union)."""
+    if not isinstance(value, str):
+        return ""
+    return suggest(value, [choice for choice in literal_choices(hint) if isinstance(choice, str)])
+
+
+def literal_choices(hint: Any) -> list[Any]:
+    """The values a ``Literal`` hint allows, those of a union's ``Literal`` members included."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return list(typing.get_args(hint))
+    if origin in (Union, types.UnionType):
+        return [choice for option in typing.get_args(hint) for choice in literal_choices(option)]
+    return []
 
 
 def is_finite(value: Any) -> bool:

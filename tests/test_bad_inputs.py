@@ -473,6 +473,8 @@ CASES: list[tuple[str, Args, str]] = [
         "losscmp datasets download pets",
     ),
     ("pets-mode", ["--dataset", "pets(mode=bogus)"], "mode='bogus' is not one of"),
+    ("pets-mode-typo", ["--dataset", "pets(mode=trimp)"], "(did you mean 'trimap'?)"),
+    ("loss-choice-typo", ["--losses", "dice(reduction=bach)"], "(did you mean 'batch'?)"),
     ("pets-border-trimap", ["--dataset", "pets(mode=trimap,border=fg)"], "border applies"),
     # --fg-fraction
     ("fg-duplicate", ["--fg-fraction", "0.05,0.05"], "lists 0.05 more than once"),

@@ -319,3 +319,19 @@ def test_a_folder_named_with_a_backslash_and_both_quotes_is_found(cli, tmp_path)
     (run_dir,) = out.iterdir()
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["config"]["dataset"] == f"folder(path={str(root)!r})"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [("dcie", "no loss matches 'dcie' (did you mean 'dice'?)"), ("zz*", "no loss matches 'zz*'")],
+)
+def test_a_loss_pattern_that_matches_nothing_suggests_a_name(cli, pattern, message):
+    result = cli("losses", pattern)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"losscmp: error: {message}"
+
+
+def test_a_loss_pattern_matches_whatever_its_case(cli):
+    result = cli("losses", "DICE")
+    assert result.exit_code == 0, result.output
+    assert "│ dice " in result.stdout

@@ -90,3 +90,15 @@ def test_trial_ids_stay_unique_when_labels_are_long():
     long = "tversky(alpha=0.3,beta=0.7,smooth=1.0,reduction=image,include_background=false,x=1)"
     assert trial_id("s", long, 0) != trial_id("s", long[:-2] + "2)", 0)
     assert trial_id("s", "a[1]", 0) != trial_id("s", "a(1)", 0)
+
+
+def test_a_misspelt_choice_gets_a_suggestion():
+    with pytest.raises(ParameterError, match=r"kind='spirl' .*\(did you mean 'spur'\?\)"):
+        make_registry().create("gear", {"kind": "spirl"})
+    with pytest.raises(ParameterError, match=r"beta='aut' .*\(did you mean 'auto'\?\)"):
+        make_registry().create("gear", {"beta": "aut"})
+
+
+def test_names_match_a_pattern_whatever_its_case():
+    registry = make_registry()
+    assert registry.names("GEAR") == registry.names("G*") == ["gear"]
