@@ -217,6 +217,11 @@ def run_folder(tmp: Path, **options) -> Path:
     return write_run(tmp / "runs", quality={"dice": 0.8, "focal": 0.6}, seeds=(0,), **options)
 
 
+def out_run_folder(tmp: Path) -> list[str]:
+    run_dir = run_folder(tmp)
+    return ["--out", str(run_dir), "--dry-run"]
+
+
 def two_seed_run(tmp: Path) -> Path:
     return write_run(tmp / "runs", quality={"dice": 0.8}, seeds=(0, 1), config={"seeds": 2})
 
@@ -548,6 +553,8 @@ CASES: list[tuple[str, Args, str]] = [
     ("out-under-a-file", out_under_file, "is a file"),
     ("out-unwritable", ["--out", "/sys/losscmp-out"], "not writable"),
     ("out-name-too-long", out_name_too_long, "longer than"),
+    ("out-empty", ["--out", ""], "--out is empty"),
+    ("out-a-run-folder", out_run_folder, "is a run folder (it has a run.json)"),
     # config files
     ("config-missing", lambda tmp: ["--config", str(tmp / "missing.yaml")], "not found"),
     ("config-folder", config_folder, "is a folder"),

@@ -335,3 +335,12 @@ def test_a_loss_pattern_matches_whatever_its_case(cli):
     result = cli("losses", "DICE")
     assert result.exit_code == 0, result.output
     assert "│ dice " in result.stdout
+
+
+def test_out_naming_a_run_folder_suggests_resuming_it(cli, tmp_path):
+    from run_fixtures import write_run
+
+    run_dir = write_run(tmp_path / "runs", quality={"dice": 0.8}, seeds=(0,))
+    result = cli("run", "--out", run_dir, "--epochs", "1")
+    assert result.exit_code == 2
+    assert result.stderr.strip().endswith(f"(did you mean --resume {run_dir}?)")
