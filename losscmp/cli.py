@@ -145,7 +145,10 @@ def run(
         str | None, typer.Option(help="Parent folder of run folders. [default: results]")
     ] = None,
     config: Annotated[
-        Path | None, typer.Option(help="YAML file with any of these options; flags win.")
+        Path | None,
+        typer.Option(
+            help="YAML file with these options (but --config, --resume, --dry-run); flags win."
+        ),
     ] = None,
     limit: Annotated[
         str | None,

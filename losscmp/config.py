@@ -27,6 +27,7 @@ MAX_FUSED_LOSSES = 16  # losses per fused model: bounds the stacked activations'
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")
 MAX_FG_FRACTION = 0.9  # the synthetic generator's limit (losscmp.data.synthetic)
 DEFAULT_LOSSES = "dice,focal,tversky"
+COMMAND_LINE_ONLY = ("config", "resume", "dry_run")  # how to run, not what: not in YAML
 OPTIONAL_NAMES = ("encoder_weights", "tracking")  # fields where 'none' means None
 
 
@@ -134,6 +135,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for written, value in content.items():
         key = str(written).replace("-", "_")
+        if key in COMMAND_LINE_ONLY:
+            raise ConfigError(
+                f"config file {path}: '{key}' is a command-line option only "
+                f"(--{key.replace('_', '-')})"
+            )
         if key not in FIELD_NAMES:
             raise ConfigError(
                 f"config file {path}: unknown option '{key}'{suggest(key, FIELD_NAMES)}"

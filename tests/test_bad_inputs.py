@@ -567,6 +567,12 @@ CASES: list[tuple[str, Args, str]] = [
     ("config-dotted-text", config_file("out: ._\nlr: ._\n"), "'lr' must be a number"),
     ("config-unknown-key", config_file("epochz: 3\n"), "unknown option 'epochz'"),
     (
+        "config-resume-key",
+        config_file("resume: runs/x\n"),
+        "'resume' is a command-line option only (--resume)",
+    ),
+    ("config-dry-run-key", config_file("dry-run: true\n"), "command-line option only"),
+    (
         "config-negative-epochs",
         config_file("epochs: -2\n"),
         "config.yaml: 'epochs' must be between 1 and 100000, got -2",
