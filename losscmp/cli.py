@@ -8,6 +8,7 @@ exit status 2.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import errno
 import functools
 import os
@@ -255,7 +256,8 @@ def run(
     else:
         run_config = build_config(config, **flags)
         _check_new_run_out(run_config.out)
-    plan = plan_run(run_config)
+    with _relative_paths_explained(resume):
+        plan = plan_run(run_config)
     from losscmp import console
     from losscmp.runner import execute, prepare
 
@@ -298,6 +300,34 @@ def _check_new_run_out(out: str) -> None:
             f"--out {out} is a run folder (it has a run.json); a new run would be made inside "
             f"it (did you mean --resume {out}?)"
         )
+
+
+@contextlib.contextmanager
+def _relative_paths_explained(resume: Path | None):
+    """A resumed run's data not found from here may be a relative path read from another
+    folder than the run was started in: say where that was."""
+    from losscmp.errors import DatasetError
+
+    try:
+        yield
+    except DatasetError as error:
+        started_in = _started_elsewhere(resume)
+        if started_in is None:
+            raise
+        raise DatasetError(
+            f"{error} (this run was started in {started_in}: relative paths are read from "
+            "the folder you run losscmp in)"
+        ) from None
+
+
+def _started_elsewhere(resume: Path | None) -> str | None:
+    """The folder a resumed run was started in, where it is not this one."""
+    if resume is None:
+        return None
+    from losscmp.results import read_run_json
+
+    started_in = read_run_json(resume).get("working_dir")
+    return started_in if started_in and started_in != str(Path.cwd()) else None
 
 
 def _dry_run_resume_checks(prepared, resume: Path | None) -> set[str]:

@@ -344,3 +344,31 @@ def test_out_naming_a_run_folder_suggests_resuming_it(cli, tmp_path):
     result = cli("run", "--out", run_dir, "--epochs", "1")
     assert result.exit_code == 2
     assert result.stderr.strip().endswith(f"(did you mean --resume {run_dir}?)")
+
+
+def test_a_resumed_runs_missing_relative_data_names_where_it_was_started(
+    cli, tmp_path, monkeypatch
+):
+    from run_fixtures import write_run
+
+    started_in = tmp_path / "project"
+    run_dir = write_run(
+        tmp_path / "runs",
+        quality={"dice": 0.8},
+        seeds=(0,),
+        config={"dataset": "folder(path=data)"},
+        extra_meta={"working_dir": str(started_in)},
+    )
+    monkeypatch.chdir(tmp_path)
+    result = cli("run", "--resume", run_dir, "--dry-run")
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "data is not a folder" in line
+    assert line.endswith(
+        f"(this run was started in {started_in}: relative paths are read from the folder "
+        "you run losscmp in)"
+    )
+    started_in.mkdir()
+    monkeypatch.chdir(started_in)
+    same_folder = cli("run", "--resume", run_dir, "--dry-run")
+    assert same_folder.exit_code == 2 and "this run was started" not in same_folder.stderr
