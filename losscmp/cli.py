@@ -372,15 +372,29 @@ def report(
             "dice_t, iou_t, mcc_t (at the validation-chosen threshold), ap, ece."
         ),
     ] = "dice",
-    csv: Annotated[Path | None, typer.Option(help="Also write the summary table here.")] = None,
+    # Text, not Path: click reads an empty name as '.', the working folder.
+    csv: Annotated[
+        str | None, typer.Option(metavar="PATH", help="Also write the summary table here.")
+    ] = None,
     html: Annotated[
-        Path | None,
-        typer.Option(help="Also write one self-contained HTML page: tables, figures, setup."),
+        str | None,
+        typer.Option(
+            metavar="PATH", help="Also write one self-contained HTML page: tables, figures, setup."
+        ),
     ] = None,
     plots: Annotated[bool, typer.Option(help="Write PNG figures into the run folder.")] = False,
 ) -> None:
     """Print the comparison table of finished runs from their files alone."""
-    _print_report(paths, metric=metric, files={"csv": csv, "html": html}, plots=plots)
+    files = {"csv": _file_option("csv", csv), "html": _file_option("html", html)}
+    _print_report(paths, metric=metric, files=files, plots=plots)
+
+
+def _file_option(option: str, text: str | None) -> Path | None:
+    if text is None:
+        return None
+    if not text:
+        raise LosscmpError(f"--{option} is empty; give a file name")
+    return Path(text)
 
 
 def _print_report(
@@ -529,13 +543,21 @@ def main() -> None:
         typer.echo(request.ctx.get_help())
         code = 0
     except UsageError as error:
-        command = error.ctx.command_path if error.ctx else "losscmp"
+        command = error.ctx.command_path if error.ctx else _command_typed()
         typer.echo(f"losscmp: error: {error.format_message()} (see '{command} --help')", err=True)
         code = 2
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("losscmp: interrupted", err=True)
         code = 130
     sys.exit(code or 0)
+
+
+def _command_typed() -> str:
+    """``losscmp run`` for an error click raises before the command's context exists (an
+    option's missing value), so the hint points at that command's help."""
+    commands = typer.main.get_command(app).commands
+    typed = sys.argv[1] if len(sys.argv) > 1 else ""
+    return f"losscmp {typed}" if typed in commands else "losscmp"
 
 
 def entry() -> None:

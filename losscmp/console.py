@@ -240,7 +240,8 @@ def print_written(paths: list[Path]) -> None:
 
 
 def print_loss_table(entries: list) -> None:
-    table = Table(title=f"{len(entries)} losses", show_lines=False)
+    noun = "loss" if len(entries) == 1 else "losses"
+    table = Table(title=f"{len(entries)} {noun}", show_lines=False)
     for column in ("name", "family", "modes", "soft y", "parameters (defaults)", "description"):
         table.add_column(column, overflow="fold")
     for entry in entries:

@@ -547,7 +547,7 @@ CASES: list[tuple[str, Args, str]] = [
     ("seed-float", ["--seed", "1.5"], "error: --seed must be a whole number, got 1.5"),
     # click's own parsing
     ("usage-unknown-option", ["--bogus"], "No such option: --bogus"),
-    ("usage-missing-value", ["--losses"], "requires an argument"),
+    ("usage-missing-value", ["--losses"], "requires an argument. (see 'losscmp run --help')"),
     # --out
     ("out-is-a-file", out_file, "is a file"),
     ("out-under-a-file", out_under_file, "is a file"),
@@ -636,6 +636,8 @@ CASES: list[tuple[str, Args, str]] = [
     ("report-name-too-long", lambda tmp: ["report", str(tmp / ("x" * 300))], "name too long"),
     ("report-metric", report(run_folder, "--metric", "dise"), "did you mean 'dice'"),
     ("report-csv-folder", report_csv_folder, "is a folder; give a file name"),
+    ("report-csv-empty", report(run_folder, "--csv", ""), "error: --csv is empty; give a file"),
+    ("report-html-empty", report(run_folder, "--html", ""), "error: --html is empty"),
     ("report-csv-over-run-json", report_csv_over("run.json"), "is a file of the run folder"),
     ("report-csv-over-epochs", report_csv_over("epochs.csv"), "is a file of the run folder"),
     ("report-csv-fifo", report_csv_fifo, "is not a regular file"),

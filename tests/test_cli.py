@@ -335,6 +335,7 @@ def test_a_loss_pattern_matches_whatever_its_case(cli):
     result = cli("losses", "DICE")
     assert result.exit_code == 0, result.output
     assert "│ dice " in result.stdout
+    assert result.stdout.split()[:2] == ["1", "loss"]
 
 
 def test_out_naming_a_run_folder_suggests_resuming_it(cli, tmp_path):
