@@ -72,6 +72,11 @@ def user_errors(command):
             message = _one_plain_line(f"{error.filename}: {error.strerror}")
             typer.echo(f"losscmp: error: {message}", err=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            # Here, not in main(): Typer turns a KeyboardInterrupt that leaves the command
+            # into a silent exit 130 before main() could say anything.
+            typer.echo("losscmp: interrupted", err=True)
+            raise typer.Exit(130) from None
 
     return wrapper
 
@@ -278,7 +283,16 @@ def run(
                 err=True,
             )
             raise typer.Exit(130) from None
-    _print_report([run_dir], metric="dice", files={}, plots=False, run_page=True)
+    try:
+        _print_report([run_dir], metric="dice", files={}, plots=False, run_page=True)
+    except KeyboardInterrupt:
+        typer.echo(
+            f"losscmp: interrupted; every trial is saved in {run_dir}: 'losscmp report "
+            f"{run_dir}' prints the table (the same command plus --resume {run_dir} also "
+            "writes its report.html)",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     prepared.tracker.attach(run_dir)  # the report files, now that they exist
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import SMOKE
 
 COMMANDS = [
     [],
@@ -373,3 +374,34 @@ def test_a_resumed_runs_missing_relative_data_names_where_it_was_started(
     monkeypatch.chdir(started_in)
     same_folder = cli("run", "--resume", run_dir, "--dry-run")
     assert same_folder.exit_code == 2 and "this run was started" not in same_folder.stderr
+
+
+def test_ctrl_c_before_the_run_folder_exists_says_interrupted(cli, tmp_path, monkeypatch):
+    """Typer turns a KeyboardInterrupt leaving a command into a silent exit 130: the
+    command itself must say so (here while the data loads, before any folder)."""
+    import losscmp.runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(losscmp.runner, "prepare", interrupted)
+    result = cli("run", "--config", SMOKE, "--out", tmp_path / "out")
+    assert result.exit_code == 130
+    assert result.stderr == "losscmp: interrupted\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_while_the_table_prints_says_the_run_is_complete(cli, tmp_path, monkeypatch):
+    import losscmp.cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(losscmp.cli, "_print_report", interrupted)
+    result = cli("run", "--config", SMOKE, "--epochs", "1", "--losses", "dice", "--out", tmp_path)
+    assert result.exit_code == 130
+    (run_dir,) = tmp_path.iterdir()
+    last_line = result.stderr.splitlines()[-1]
+    assert last_line.startswith(f"losscmp: interrupted; every trial is saved in {run_dir}")
+    assert f"'losscmp report {run_dir}' prints the table" in last_line
+    assert len(list((run_dir / "trials").glob("*.json"))) == 1
