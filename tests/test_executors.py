@@ -11,7 +11,15 @@ import pandas as pd
 import pytest
 
 from losscmp.config import build_config
-from losscmp.events import EpochDone, RunStarted, StepDone, TrialEnded, TrialInfo, TrialStarted
+from losscmp.events import (
+    EpochDone,
+    RunStarted,
+    StepDone,
+    TrialEnded,
+    TrialInfo,
+    TrialRetried,
+    TrialStarted,
+)
 from losscmp.executors.base import Execution
 from losscmp.plan import Trial, plan_run
 from losscmp.runner import execute, make_jobs, prepare, resolve_execution
@@ -369,3 +377,32 @@ def test_workers_map_the_data_the_main_process_loaded_and_never_read_the_dataset
     for name in blocks:
         with pytest.raises(FileNotFoundError):
             shared_memory.SharedMemory(name=name)
+
+
+def test_in_process_a_job_that_raises_is_retried_then_recorded_failed(tmp_path, monkeypatch):
+    """--jobs 1 treats a job that raises (here as when a data-loader process is killed) as
+    a worker's death: one retry, then failed with the reason, and the run goes on."""
+    import losscmp.executors.local as local
+
+    plan = plan_run(build_config(**QUICK, out=str(tmp_path)))
+    flaky, broken = plan.trials[0].id, plan.trials[1].id
+    calls: dict[str, int] = {}
+
+    def run_job(job, context, emit, **kwargs):
+        (trial,) = job.trials
+        calls[trial.id] = calls.get(trial.id, 0) + 1
+        if trial.id == broken or (trial.id == flaky and calls[trial.id] == 1):
+            raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Killed.")
+        return real_run_job(job, context, emit, **kwargs)
+
+    real_run_job = local.run_job
+    monkeypatch.setattr(local, "run_job", run_job)
+    events = []
+    run_dir = execute(prepare(plan), listener=events.append)
+    assert calls == {flaky: 2, broken: 2, **{trial.id: 1 for trial in plan.trials[2:]}}
+    retried = [(e.trial_id, e.reason) for e in events if isinstance(e, TrialRetried)]
+    reason = "RuntimeError: DataLoader worker (pid 1) is killed by signal: Killed."
+    assert retried == [(flaky, reason), (broken, reason)]
+    assert json.loads((run_dir / "run.json").read_text())["failed_trials"] == {broken: reason}
+    finished = {path.stem for path in (run_dir / "trials").glob("*.json")}
+    assert finished == {trial.id for trial in plan.trials} - {broken}

@@ -4,7 +4,8 @@ Workers are spawned (not forked: torch's thread pools do not survive a fork)
 and kept for the whole run, so each imports torch and loads a dataset once.
 A worker that dies (killed, out of memory) or raises costs only its job: the
 job goes to a fresh worker once more, then its trials are recorded as failed
-and the run goes on. Workers ignore Ctrl-C; the main process stops them.
+and the run goes on; in this process (``--jobs 1``) a job that raises likewise.
+Workers ignore Ctrl-C; the main process stops them.
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ class LocalExecutor(Executor):
 
 
 def _run_here(job: Job, context: JobContext, emit) -> list[TrialResult]:
-    """In this process: only running out of GPU memory is survivable (and retried once)."""
+    """In this process, as in a worker: a job that raises (out of GPU memory, a data-loader
+    process killed) is retried once, then its trials are recorded as failed."""
     import torch
 
     for attempt in range(1, ATTEMPTS + 1):
@@ -125,6 +127,8 @@ def _run_here(job: Job, context: JobContext, emit) -> list[TrialResult]:
             return succeeded(job, run_job(job, context, emit))
         except torch.OutOfMemoryError as error:
             reason = f"out of memory: {str(error).splitlines()[0]}"
+        except Exception as error:  # worded as a worker reports it
+            reason = f"{type(error).__name__}: {error}".splitlines()[0]
         gc.collect()  # the failed job's tensors, should a cycle still hold them
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
