@@ -322,3 +322,25 @@ def _kill_process_titled(title: str) -> None:
             pids.append(int(entry.name))
     assert len(pids) == 1, f"{title}: {pids}"
     os.kill(pids[0], signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("127.0.0.1:99999", "port out of range 0-65535"),
+        ("ray://10.0.0.1:70000", "port out of range 0-65535"),
+        ("127.0.0.1:abc", "port could not be cast to integer value as 'abc'"),
+    ],
+)
+def test_an_address_with_an_impossible_port_is_refused_at_once(cli, tmp_path, address, why):
+    """Ray waited minutes on such an address, deaf to Ctrl-C; it is refused as typed."""
+    pytest.importorskip("ray")
+    out = tmp_path / "runs"
+    result = cli(
+        "run", "--config", SMOKE, "--executor", "ray", "--ray-address", address, "--out", out
+    )
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"losscmp: error: --executor ray: {address!r} is not a Ray address ({why})\n"
+    )
+    assert not out.exists()

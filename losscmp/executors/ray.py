@@ -237,7 +237,11 @@ def _address(option: str | None) -> str:
 def _check_answers(address: str) -> None:
     """Refuse at once a cluster address where nothing listens: Ray itself retries for
     minutes (``ray.init`` was still waiting after 5 minutes for a closed port)."""
-    endpoint = _endpoint(address)
+    try:
+        endpoint = _endpoint(address)
+    except ValueError as error:  # Ray would wait for minutes on it, deaf to Ctrl-C
+        why = str(error)[:1].lower() + str(error)[1:]  # "port out of range 0-65535"
+        raise LosscmpError(f"--executor ray: {address!r} is not a Ray address ({why})") from None
     if endpoint is None:
         return
     host, port = endpoint
@@ -254,7 +258,7 @@ def _check_answers(address: str) -> None:
 def _endpoint(address: str) -> tuple[str, int] | None:
     """(host, port) that ``ray.init(address)`` connects to; None for a new local Ray, and
     where Ray finds no cluster itself ("auto" with none: it says so at once) or cannot
-    parse the address (its own error is clearer)."""
+    parse the address (its own error is clearer). ValueError for a port out of range."""
     if address == "local":
         return None
     client = address.startswith("ray://")
@@ -267,9 +271,9 @@ def _endpoint(address: str) -> tuple[str, int] | None:
             return None
     try:
         parts = urllib.parse.urlsplit("//" + address.removeprefix("ray://"))
-        port = parts.port or (RAY_CLIENT_PORT if client else RAY_GCS_PORT)
     except ValueError:
         return None
+    port = parts.port or (RAY_CLIENT_PORT if client else RAY_GCS_PORT)  # ValueError: range
     return (parts.hostname, port) if parts.hostname else None
 
 
