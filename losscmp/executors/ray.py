@@ -258,7 +258,7 @@ def _check_answers(address: str) -> None:
 def _endpoint(address: str) -> tuple[str, int] | None:
     """(host, port) that ``ray.init(address)`` connects to; None for a new local Ray, and
     where Ray finds no cluster itself ("auto" with none: it says so at once) or cannot
-    parse the address (its own error is clearer). ValueError for a port out of range."""
+    parse the address (its own error is clearer). ValueError for a port that is none."""
     if address == "local":
         return None
     client = address.startswith("ray://")
@@ -273,7 +273,7 @@ def _endpoint(address: str) -> tuple[str, int] | None:
         parts = urllib.parse.urlsplit("//" + address.removeprefix("ray://"))
     except ValueError:
         return None
-    port = parts.port or (RAY_CLIENT_PORT if client else RAY_GCS_PORT)  # ValueError: range
+    port = parts.port or (RAY_CLIENT_PORT if client else RAY_GCS_PORT)  # may raise
     return (parts.hostname, port) if parts.hostname else None
 
 
