@@ -10,6 +10,7 @@ interrupted run keeps every finished trial and ``--resume`` picks up the rest.
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import subprocess
 from collections.abc import Collection
@@ -63,7 +64,7 @@ def prepare(plan: Plan, resuming: bool = False) -> PreparedRun:
         # Where the jobs run decides (a Ray cluster's GPUs, not this machine's). A Ray
         # cluster that cannot be reached is refused here, likewise.
         device = executor.resolve_device(config.device)
-        execution = resolve_execution(config, device)
+        execution = resolve_execution(config, device, plan.trials)
         # Started first, so workers import torch while this process loads and probes the data.
         executor.start(execution, device)
         datasets, settings = _load_and_probe(plan, device)
@@ -111,8 +112,10 @@ def _load_and_probe(plan: Plan, device):
     return datasets, settings
 
 
-def resolve_execution(config: RunConfig, device) -> Execution:
-    """Workers, threads per job and fusion from the options and this machine."""
+def resolve_execution(config: RunConfig, device, trials: Collection[Trial] = ()) -> Execution:
+    """Workers, threads per job and fusion from the options and this machine; never more
+    local workers than the planned ``trials`` make jobs (each would import torch for
+    nothing), and the cores shared among those."""
     ray = config.executor == "ray"
     if config.jobs is not None:
         jobs = config.jobs
@@ -122,13 +125,17 @@ def resolve_execution(config: RunConfig, device) -> Execution:
         jobs = config.trials_per_gpu * max(1, cuda_device_count())
     else:
         jobs = 1
+    fused = {"on": True, "off": False, "auto": device.type == "cuda"}[config.fuse]
+    if trials and not ray:
+        jobs = max(1, min(jobs, len(make_jobs(list(trials), fused))))
     import torch
 
     # A Ray task reserves its threads as CPUs on whichever node runs it: one each unless
     # asked. Locally, torch's own default (the cores, or OMP_NUM_THREADS) is shared out.
     threads = config.threads or (1 if ray else max(1, torch.get_num_threads() // jobs))
-    fused = {"on": True, "off": False, "auto": device.type == "cuda"}[config.fuse]
-    return Execution(config.executor, jobs, threads, fused, config.ray_address)
+    # The cluster joined through $RAY_ADDRESS too, so that run.json says where it ran.
+    address = (config.ray_address or os.environ.get("RAY_ADDRESS")) if ray else None
+    return Execution(config.executor, jobs, threads, fused, address)
 
 
 def make_jobs(trials: list[Trial], fused: bool, done: Collection[str] = ()) -> list[Job]:
@@ -231,15 +238,17 @@ def _open_run(
         return prepared.execution
     meta = store.read_meta()
     check_resumable(meta, prepared, store.run_dir)
+    execution = stored_execution(meta, prepared.execution)
     store.update_meta(
         config=plan.config.to_dict(),
+        execution=dataclasses.asdict(execution),  # how the rest ran (executor, jobs)
         trials=[trial.id for trial in plan.trials],
         seeds=plan.seeds,
         finished_at=None,
         resumed_at=now_iso(),
         resume_command=command,
     )
-    return stored_execution(meta, prepared.execution)
+    return execution
 
 
 def _run_jobs(store, prepared: PreparedRun, execution: Execution, done: set[str], emit):

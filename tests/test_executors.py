@@ -253,6 +253,12 @@ def test_execution_divides_threads_among_jobs_and_fuses_on_cuda_only():
     ray = resolve_execution(build_config(executor="ray"), cpu)
     assert (ray.jobs, ray.threads) == (0, 1)  # as many one-CPU tasks as the cluster fits
     assert "as many as the cluster fits" in ray.describe()
+    # No more workers than jobs: -j 16 for 3 trials starts 3 (or 1 fused group: 1).
+    trials = [Trial("a", loss, 0) for loss in "xyz"]
+    capped = resolve_execution(build_config(jobs=16), cpu, trials)
+    assert (capped.jobs, capped.threads) == (3, max(1, cores // 3))
+    assert resolve_execution(build_config(jobs=16, fuse="on"), cpu, trials).jobs == 1
+    assert resolve_execution(build_config(executor="ray", jobs=16), cpu, trials).jobs == 16
 
 
 def test_workers_take_the_visible_gpus_round_robin(monkeypatch):
@@ -406,3 +412,28 @@ def test_in_process_a_job_that_raises_is_retried_then_recorded_failed(tmp_path, 
     assert json.loads((run_dir / "run.json").read_text())["failed_trials"] == {broken: reason}
     finished = {path.stem for path in (run_dir / "trials").glob("*.json")}
     assert finished == {trial.id for trial in plan.trials} - {broken}
+
+
+def test_run_json_names_the_cluster_joined_through_ray_address(monkeypatch):
+    import torch
+
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    cpu = torch.device("cpu")
+    assert resolve_execution(build_config(executor="ray"), cpu).ray_address == "10.0.0.5:6379"
+    given = build_config(executor="ray", ray_address="10.0.0.9:6379")
+    assert resolve_execution(given, cpu).ray_address == "10.0.0.9:6379"
+    assert resolve_execution(build_config(), cpu).ray_address is None  # local: ignored
+
+
+@pytest.mark.slow
+def test_a_resumed_run_records_how_its_rest_ran(cli, tmp_path):
+    """run.json's execution says how the last part ran (workers here), while the threads
+    and fusion stay the run's own (they change the numbers)."""
+    first = cli("run", "--config", SMOKE, "--epochs", "1", "--threads", "1", "--out", tmp_path)
+    assert first.exit_code == 0, first.output
+    run_dir = only_run_dir(tmp_path)
+    next((run_dir / "trials").glob("*.json")).unlink()
+    resumed = cli("run", "--resume", run_dir, "-j", "2")
+    assert resumed.exit_code == 0, resumed.output
+    execution = json.loads((run_dir / "run.json").read_text())["execution"]
+    assert (execution["executor"], execution["jobs"], execution["threads"]) == ("local", 2, 1)
