@@ -172,12 +172,16 @@ def _config_loader():
     return ConfigLoader
 
 
+# Where a resumed run's stored options come from, as a message names them.
+BASE_SOURCE = "the resumed run's run.json is damaged: config"
+
+
 def build_config(
     file: str | Path | None = None, base: dict[str, Any] | None = None, **flags: Any
 ) -> RunConfig:
     """Merge defaults < ``base`` (a stored run's config) < the file < flags given (not None)."""
     options: dict[str, Any] = dict(base or {})
-    sources = dict.fromkeys(options, "the resumed run's run.json is damaged: config")
+    sources = dict.fromkeys(options, BASE_SOURCE)
     from_file = load_yaml(file) if file else {}
     options.update(from_file)
     sources.update(dict.fromkeys(from_file, f"config file {file}"))
@@ -328,6 +332,7 @@ def validate(config: RunConfig, origins: Origins | None = None) -> None:
             f"got {names.shown('lr', config.lr)}"
         )
     _check_lr_grid(config.lr_grid, names)
+    _refuse_lr_beside_its_grid(config, names)
     if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
         raise ParameterError(
             f"{names.name('weight_decay')} must be a finite number >= 0, got {config.weight_decay}"
@@ -404,6 +409,20 @@ CHOICE_ALIASES = {"gpu": "cuda", "nvidia": "cuda", "metal": "mps"}
 def _suggest_choice(value: str, choices: tuple[str, ...]) -> str:
     meant = CHOICE_ALIASES.get(value.lower())
     return f" (did you mean '{meant}'?)" if meant in choices else suggest(value, choices)
+
+
+def _refuse_lr_beside_its_grid(config: RunConfig, names: Origins) -> None:
+    """The grid replaces the single rate: both given in one place (two flags, one file)
+    would silently drop one. (A grid given over a file's or a stored run's lr is fine.)"""
+    places = {names.sources.get(key) for key in ("lr", "lr_grid")}
+    both_flags = places == {"--lr", "--lr-grid"}
+    one_file = len(places) == 1 and not places & {None, BASE_SOURCE}
+    if config.lr_grid is None or not (both_flags or one_file):
+        return
+    raise ParameterError(
+        f"{names.within('lr', 'lr_grid')}{names.option('lr')} and {names.option('lr_grid')} "
+        "both given: the grid trains each of its rates and replaces the single rate; give one"
+    )
 
 
 def _check_lr_grid(grid: list[float] | None, names: Origins) -> None:

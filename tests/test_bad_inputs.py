@@ -520,6 +520,11 @@ CASES: list[tuple[str, Args, str]] = [
     ("lr-grid-text", ["--lr-grid", "fast"], "error: --lr-grid must be numbers, got 'fast'"),
     ("lr-grid-empty", ["--lr-grid", ""], "error: --lr-grid needs at least one learning rate"),
     ("lr-grid-commas", ["--lr-grid", ", ,"], "--lr-grid needs at least one learning rate"),
+    (
+        "lr-beside-lr-grid",
+        ["--lr", "0.01", "--lr-grid", "1e-3,1e-2"],
+        "error: --lr and --lr-grid both given: the grid trains each of its rates",
+    ),
     ("device", ["--device", "tpu"], "--device must be one of"),
     ("device-gpu", ["--device", "gpu"], "got 'gpu' (did you mean 'cuda'?)"),
     ("model", ["--model", "huge"], "unknown model preset 'huge'"),
@@ -581,6 +586,11 @@ CASES: list[tuple[str, Args, str]] = [
     ("config-limit-two", config_file("limit: 2\n"), "config.yaml: 'limit' must be at least 3"),
     ("config-lr-list", config_file("lr: [0.001, 0.01]\n"), "use --lr-grid"),
     ("config-lr-grid-empty", config_file("lr_grid: []\n"), "'lr_grid' needs at least one"),
+    (
+        "config-lr-beside-lr-grid",
+        config_file("lr: 0.01\nlr_grid: [0.001, 0.01]\n"),
+        "config.yaml: 'lr' and 'lr_grid' both given",
+    ),
     (
         "config-seed-overflow",
         config_file(f"seed: {2**63 - 1}\nseeds: 2\n"),

@@ -154,3 +154,14 @@ def test_a_message_names_where_the_value_came_from(tmp_path, yaml, flags, messag
 def test_a_resumed_runs_bad_value_is_blamed_on_its_run_json():
     with pytest.raises(ParameterError, match="run.json is damaged: config: 'seeds' must be"):
         build_config(base={"seeds": 0})
+
+
+def test_a_grid_given_over_a_files_rate_replaces_it(tmp_path):
+    """--lr-grid over a config file's lr (or a resumed run's stored one) is no contradiction:
+    only both in one place are refused (tests/test_bad_inputs.py)."""
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text("lr: 0.01\n")
+    config = build_config(config_file, lr_grid="1e-3,1e-2")
+    assert config.lr_grid == [1e-3, 1e-2]
+    resumed = build_config(base=config.to_dict())
+    assert resumed.lr_grid == [1e-3, 1e-2]
