@@ -9,9 +9,7 @@ key results.
 
 from __future__ import annotations
 
-import ast
 import re
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,8 +45,18 @@ def format_value(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ",".join(format_value(item) for item in value) + "]"
     if isinstance(value, str) and _needs_quotes(value):
-        return repr(value)  # read back by parse_value, escapes included
+        return _quote(value)
     return str(value)
+
+
+def _quote(text: str) -> str:
+    """Quoted so that ``parse_value`` reads it back: in the quote the text lacks, else in
+    single quotes with each ``'`` doubled (as in SQL). A backslash is never special, so a
+    Windows path reads as typed (``'C:\\new\\data'`` holds no newline)."""
+    for quote in "'\"":
+        if quote not in text:
+            return quote + text + quote
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _needs_quotes(text: str) -> bool:
@@ -64,16 +72,15 @@ def _looks_like_literal(text: str) -> bool:
 
 
 def _closing_quote(text: str, start: int) -> int:
-    """Index of the quote that closes the one at ``text[start]``, -1 if none: a backslash
-    escapes the character after it, as in the Python strings ``Spec.label`` writes."""
-    index = start + 1
+    """Index of the quote that closes the one at ``text[start]``, -1 if none; the quote
+    doubled stands for itself, as ``_quote`` writes it."""
+    quote, index = text[start], start + 1
     while index < len(text):
-        if text[index] == "\\":
-            index += 2
-        elif text[index] == text[start]:
-            return index
-        else:
+        if text[index] == quote:
+            if text[index + 1 : index + 2] != quote:
+                return index
             index += 1
+        index += 1
     return -1
 
 
@@ -127,17 +134,9 @@ def parse_value(text: str) -> Any:
 
 
 def _unquote(text: str) -> str:
-    """A quoted value read as a Python string literal: the inverse of ``repr``. A backslash
-    that starts no escape (``'C:\\data'``) stays a backslash, as in Python."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Python's warning for '\\d' and the like
-            return ast.literal_eval(text)
-    except (SyntaxError, ValueError):
-        raise SpecError(
-            f"cannot read {text} as a quoted value (a backslash starts an escape, as in "
-            "Python: write \\\\ for one backslash)"
-        ) from None
+    """The inverse of ``_quote``: the outer quotes off, a doubled quote made single."""
+    quote = text[0]
+    return text[1:-1].replace(quote * 2, quote)
 
 
 def parse_spec(text: str) -> Spec:

@@ -308,7 +308,8 @@ def test_losses_show_prints_formulas_with_brackets_whole(cli):
 
 
 def test_a_folder_named_with_a_backslash_and_both_quotes_is_found(cli, tmp_path):
-    """Its label is quoted with escapes; reading the label back must give the same path."""
+    """Its label is quoted (the single quote doubled, the backslash as it is); reading the
+    label back must give the same path."""
     from fixtures_data import make_folder
 
     root = tmp_path / "d s\\bk 'both\""
@@ -319,7 +320,8 @@ def test_a_folder_named_with_a_backslash_and_both_quotes_is_found(cli, tmp_path)
     assert result.exit_code == 0, result.output
     (run_dir,) = out.iterdir()
     meta = json.loads((run_dir / "run.json").read_text())
-    assert meta["config"]["dataset"] == f"folder(path={str(root)!r})"
+    quoted = str(root).replace("'", "''")
+    assert meta["config"]["dataset"] == f"folder(path='{quoted}')"
 
 
 @pytest.mark.parametrize(

@@ -107,10 +107,17 @@ def test_any_string_value_round_trips_through_its_label(text):
     assert parse_spec_list(f"{spec.label},dice") == [spec, Spec("dice")]
 
 
-def test_a_backslash_in_a_typed_quoted_value_that_starts_no_escape_stays():
-    assert parse_value("'C:\\data'") == "C:\\data"
-
-
-def test_a_quoted_value_with_a_broken_escape_is_a_spec_error():
-    with pytest.raises(SpecError, match="as a quoted value"):
-        parse_spec("folder(path='\\x4')")
+@pytest.mark.parametrize(
+    ("typed", "value"),
+    [
+        ("'C:\\new\\data'", "C:\\new\\data"),  # no newline: a backslash is never special
+        ("'C:\\Users\\me'", "C:\\Users\\me"),
+        ("'C:\\data\\'", "C:\\data\\"),
+        ("'it''s'", "it's"),
+        ('"it\'s"', "it's"),
+        ("''", ""),
+    ],
+)
+def test_a_quoted_value_reads_as_typed(typed, value):
+    assert parse_value(typed) == value
+    assert parse_spec(f"folder(path={typed})") == Spec("folder", {"path": value})
