@@ -364,7 +364,11 @@ def _check_comparable(first: RunResults, other: RunResults) -> None:
             f"({', '.join(sorted(first.datasets))} vs {', '.join(sorted(other.datasets))})"
         )
     for label, info in first.datasets.items():
-        difference = _first_difference(info, other.datasets[label], LOCATION_INFO_FIELDS)
+        theirs = other.datasets[label]
+        ignored = LOCATION_INFO_FIELDS
+        if "fingerprint" not in info or "fingerprint" not in theirs:
+            ignored = ignored | {"fingerprint"}  # a run made before fingerprints were kept
+        difference = _first_difference(info, theirs, ignored)
         if difference:
             raise LosscmpError(
                 f"cannot combine runs {names}: dataset '{label}' differs in {difference}"

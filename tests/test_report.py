@@ -385,6 +385,14 @@ def test_comparable_runs_combine(tmp_path):
     assert summary["p_holm"].notna().sum() == 2
 
 
+def test_a_run_made_before_data_fingerprints_combines_with_a_newer_one(tmp_path):
+    newer = write_run(
+        tmp_path, quality={"dice": 0.8}, run_id="new", dataset_info={"fingerprint": "a" * 16}
+    )
+    older = write_run(tmp_path, quality={"focal": 0.6}, run_id="old")
+    assert summarize([load_run(newer), load_run(older)])["loss"].tolist() == ["dice", "focal"]
+
+
 def test_runs_spread_differently_over_processes_combine(tmp_path):
     """--executor / --jobs / --trials-per-gpu / --ray-address never change a trial's numbers."""
     spread = {"executor": "ray", "jobs": 4, "trials_per_gpu": 2, "ray_address": "auto"}
@@ -422,13 +430,19 @@ def test_combined_runs_that_rounded_differently_are_noted(tmp_path):
         ({"config": {"epochs": 9}}, "epochs"),
         ({"extra_meta": {"model": {"preset": "small"}}}, "model"),
         ({"dataset_info": {"val_size": 99}}, "val_size"),
+        ({"dataset_info": {"fingerprint": "b" * 16}}, "fingerprint"),
         ({"datasets": ("pets",)}, "different datasets"),
         ({"quality": {"dice": 0.8}}, "each has loss 'dice' seed 0"),
     ],
-    ids=["image-size", "epochs", "model", "split", "dataset", "repeated-trial"],
+    ids=["image-size", "epochs", "model", "split", "data", "dataset", "repeated-trial"],
 )
 def test_incomparable_runs_are_refused_with_the_reason(tmp_path, changes, message):
-    first = write_run(tmp_path, quality={"dice": 0.8, "focal": 0.6}, run_id="20260101-1-a")
+    first = write_run(
+        tmp_path,
+        quality={"dice": 0.8, "focal": 0.6},
+        run_id="20260101-1-a",
+        dataset_info={"fingerprint": "a" * 16},
+    )
     second = write_run(tmp_path, **{"quality": {"tversky": 0.7}, **changes}, run_id="r2")
     runs = [load_run(first), load_run(second)]
     with pytest.raises(LosscmpError, match=message):
