@@ -412,12 +412,13 @@ def _suggest_choice(value: str, choices: tuple[str, ...]) -> str:
 
 
 def _refuse_lr_beside_its_grid(config: RunConfig, names: Origins) -> None:
-    """The grid replaces the single rate: both given in one place (two flags, one file)
-    would silently drop one. (A grid given over a file's or a stored run's lr is fine.)"""
-    places = {names.sources.get(key) for key in ("lr", "lr_grid")}
-    both_flags = places == {"--lr", "--lr-grid"}
-    one_file = len(places) == 1 and not places & {None, BASE_SOURCE}
-    if config.lr_grid is None or not (both_flags or one_file):
+    """The grid replaces the single rate, which would be dropped without a word where the
+    user gave both in one place (two flags, one file) or --lr over a file's grid. A grid
+    flag over a file's lr, or anything over a resumed run's stored pair, is no conflict."""
+    rate, grid = names.sources.get("lr"), names.sources.get("lr_grid")
+    if config.lr_grid is None or rate in (None, BASE_SOURCE) or grid == BASE_SOURCE:
+        return
+    if grid == "--lr-grid" and rate != "--lr":
         return
     raise ParameterError(
         f"{names.within('lr', 'lr_grid')}{names.option('lr')} and {names.option('lr_grid')} "

@@ -592,6 +592,11 @@ CASES: list[tuple[str, Args, str]] = [
         "config.yaml: 'lr' and 'lr_grid' both given",
     ),
     (
+        "lr-flag-over-a-config-grid",
+        config_file("lr_grid: [0.001, 0.01]\n", "--lr", "0.5"),
+        "config.yaml: --lr and 'lr_grid' both given",
+    ),
+    (
         "config-seed-overflow",
         config_file(f"seed: {2**63 - 1}\nseeds: 2\n"),
         "config.yaml: 'seed' 9223372036854775807 with 'seeds' 2",
