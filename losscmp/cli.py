@@ -338,10 +338,9 @@ def _started_elsewhere(resume: Path | None) -> str | None:
     """The folder a resumed run was started in, where it is not this one."""
     if resume is None:
         return None
-    from losscmp.results import read_run_json
+    from losscmp.results import read_run_json, started_elsewhere
 
-    started_in = read_run_json(resume).get("working_dir")
-    return started_in if started_in and started_in != str(Path.cwd()) else None
+    return started_elsewhere(read_run_json(resume))
 
 
 def _dry_run_resume_checks(prepared, resume: Path | None) -> set[str]:

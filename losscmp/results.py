@@ -275,6 +275,13 @@ def _path_kind(path: Path) -> str:
 # --------------------------------------------------------------------------- run.json
 
 
+def started_elsewhere(meta: dict[str, Any]) -> str | None:
+    """The folder a run was started in (run.json's ``working_dir``), where it is not the
+    current one: relative data paths were read from there."""
+    started_in = meta.get("working_dir")
+    return started_in if started_in and started_in != str(Path.cwd()) else None
+
+
 def read_run_json(run_dir: Path) -> dict[str, Any]:
     """run.json checked (an object with this schema version); LosscmpError naming it if not.
 

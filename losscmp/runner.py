@@ -34,6 +34,7 @@ from losscmp.results import (
     now_iso,
     read_run_json,
     slug,
+    started_elsewhere,
 )
 from losscmp.tracking import GuardedTracker, TrackedRun, create_tracker
 from losscmp.worker import share_datasets
@@ -382,24 +383,39 @@ def check_resumable(meta: dict[str, Any], prepared: PreparedRun, run_dir: Path) 
     check_same_data(meta, prepared.datasets, run_dir)
 
 
+# What a run made before data fingerprints were kept recorded of its data: checked instead.
+DESCRIBED_DATA = (
+    "train_size",
+    "val_size",
+    "test_size",
+    "train_foreground_fraction",
+    "val_foreground_fraction",
+    "test_foreground_fraction",
+)
+
+
 def check_same_data(meta: dict[str, Any], datasets: dict[str, Any], run_dir: Path) -> None:
     """Refuse data that differs from what the run's finished trials saw: files edited or
-    replaced since, or a relative path that finds another folder from here. (Runs made
-    before fingerprints were stored are not checked.)"""
+    replaced since, a relative path that finds another folder from here, or (a run made
+    before fingerprints were kept) a folder this version reads differently."""
     stored = meta.get("datasets") or {}
     changed = [
-        label
-        for label, data in datasets.items()
-        if (stored.get(label) or {}).get("fingerprint") not in (None, data.fingerprint())
+        label for label, data in datasets.items() if _data_differs(stored.get(label) or {}, data)
     ]
     if changed:
-        started_in = meta.get("working_dir")
-        where = f"; the run was started in {started_in}" if started_in != str(Path.cwd()) else ""
+        started_in = started_elsewhere(meta)
+        where = f"; the run was started in {started_in}" if started_in else ""
         raise LosscmpError(
             f"--resume {run_dir}: the data of {', '.join(changed)} is not what this run "
             f"trained on (files edited, added or removed since, or another folder found at a "
             f"relative path{where}); restore the data, or start a new run"
         )
+
+
+def _data_differs(stored: dict[str, Any], data) -> bool:
+    if "fingerprint" in stored:
+        return stored["fingerprint"] != data.fingerprint()
+    return any(key in stored and stored[key] != data.info.get(key) for key in DESCRIBED_DATA)
 
 
 def config_changes(meta: dict[str, Any], current: RunConfig, run_dir: Path) -> list[str]:

@@ -182,3 +182,28 @@ def test_resume_refuses_data_that_changed_since_the_run_started(cli, tmp_path, m
     resumed = cli("run", "--resume", run_dir)
     assert resumed.exit_code == 0, resumed.output
     assert bce.is_file()
+
+
+def test_resume_of_a_run_without_a_fingerprint_checks_what_it_recorded(cli, tmp_path):
+    """A run made before data fingerprints were kept: its split sizes and foreground
+    fractions stand in (a folder this version reads differently changes them)."""
+    make_folder(tmp_path / "data", count=12)
+    common = ["--losses", "dice,bce", "--epochs", "1", "--image-size", "32", "--device", "cpu"]
+    dataset = ["--dataset", f"folder:{tmp_path / 'data'}"]
+    result = cli("run", *common, *dataset, "--out", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    run_dir = _only_run(tmp_path / "runs")
+    meta = json.loads((run_dir / "run.json").read_text())
+    (info,) = meta["datasets"].values()
+    del info["fingerprint"]
+    as_recorded = info["train_foreground_fraction"]
+    info["train_foreground_fraction"] = as_recorded + 0.01
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    next((run_dir / "trials").glob("*bce*.json")).unlink()
+    refused = cli("run", "--resume", run_dir)
+    assert refused.exit_code == 2
+    assert "is not what this run trained on" in refused.stderr
+    info["train_foreground_fraction"] = as_recorded
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    resumed = cli("run", "--resume", run_dir)
+    assert resumed.exit_code == 0, resumed.output

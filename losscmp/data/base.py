@@ -56,6 +56,7 @@ class SegmentationData:
     map_cache: dict[tuple[str, str], np.ndarray] = field(
         default_factory=dict, repr=False, compare=False
     )
+    _fingerprint: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def num_classes(self) -> int:
@@ -110,7 +111,12 @@ class SegmentationData:
         """A digest of what training and scoring read: every split's names, images and
         masks, the mode, the classes and the ignore label. ``--resume`` compares it with
         the run's, so trials of one run never see different data (files edited, another
-        folder found at a relative path). About 1 s per GB of images."""
+        folder found at a relative path). About 1 s per GB of images: computed once."""
+        if self._fingerprint is None:
+            self._fingerprint = self._digest()
+        return self._fingerprint
+
+    def _digest(self) -> str:
         digest = hashlib.sha256()
         described = [self.mode, list(self.class_names), self.ignore_index]
         digest.update(json.dumps(described).encode())
