@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from fixtures_data import encode, make_folder
+from PIL import Image
 
 from losscmp.data import load_dataset
 from losscmp.errors import DatasetError, ParameterError
@@ -87,6 +88,20 @@ def test_binary_masks_with_a_255_void_band_ignore_it(tmp_path):
     masks = np.concatenate([data.train_masks, data.val_masks, data.test_masks])
     assert data.ignore_index == 255 and set(np.unique(masks)) == {0, 1, 255}
     assert (masks == 1).sum() > (masks == 255).sum() > 0
+
+
+def test_a_stray_pixel_in_0_255_masks_leaves_255_as_foreground(tmp_path):
+    """One pixel of 254 in one of many 0/255 masks is no VOC set: reading 255 as ignore
+    would leave that pixel the only foreground."""
+    make_folder(tmp_path, count=8)
+    write_binary_masks(tmp_path, [255])
+    first = sorted((tmp_path / "masks").glob("*.png"))[0]
+    labels = np.asarray(Image.open(first)).copy()
+    labels[0, 0] = 254
+    first.write_bytes(encode(labels, "PNG"))
+    data = load(f"folder:{tmp_path}", size=56)
+    assert data.ignore_index is None
+    assert data.foreground_fraction("train") > 0.1
 
 
 @pytest.mark.parametrize("values", [[255], [1], [255, 200, 128, 40]], ids=str)

@@ -22,7 +22,8 @@ CACHE_DIRNAME = ".losscmp-cache"
 # Raised whenever decoding or the key changes. 2: 16-bit and float files refused
 # where they were clipped to 0-255. 3: the key holds each file's ctime and inode.
 # 4: binary folder masks of 0, 1 and 255 keep 255 as ignored, not foreground.
-CACHE_VERSION = 4
+# 5: ... only where most masks holding 255 hold the object value too (not a stray pixel).
+CACHE_VERSION = 5
 
 
 def cache_key(root: Path, files: Iterable[Path], *parts: object) -> str:

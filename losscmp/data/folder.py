@@ -382,15 +382,24 @@ def binary_labels(masks: np.ndarray) -> np.ndarray:
     """Binary masks as 0/1, 255 where ignored: decided over all masks together, so every
     file of a dataset is read the same way.
 
-    Exactly one value in 1-254 besides 0 and 255 is a VOC-style set (1 = object, 255 =
-    void band): 255 is ignored. Otherwise every non-zero value is foreground: 0/255
-    masks, 0/1 masks, and anti-aliased ones whose edges hold many in-between values."""
-    present = np.flatnonzero(np.bincount(masks.ravel(), minlength=256))
-    between = [value for value in present.tolist() if 0 < value < IGNORE_INDEX]
+    Exactly one value in 1-254 besides 0 and 255, held by most masks that hold 255, is a
+    VOC-style set (1 = object, 255 = the void band around it): 255 is ignored. Otherwise
+    every non-zero value is foreground: 0/255 masks (a stray pixel of another value in one
+    of them included), 0/1 masks, and anti-aliased ones whose edges hold many values."""
     labels = (masks > 0).astype(np.uint8)
-    if len(between) == 1 and IGNORE_INDEX in present:
+    if _void_banded(masks):
         labels[masks == IGNORE_INDEX] = IGNORE_INDEX
     return labels
+
+
+def _void_banded(masks: np.ndarray) -> bool:
+    present = np.flatnonzero(np.bincount(masks.ravel(), minlength=256))
+    between = [value for value in present.tolist() if 0 < value < IGNORE_INDEX]
+    if len(between) != 1 or IGNORE_INDEX not in present:
+        return False
+    with_void = (masks == IGNORE_INDEX).any(axis=(1, 2))
+    with_object = (masks == between[0]).any(axis=(1, 2))
+    return 2 * (with_void & with_object).sum() > with_void.sum()
 
 
 def check_class_values(masks: np.ndarray, pairs: list[tuple[Path, Path]], num_classes: int) -> None:
