@@ -303,6 +303,18 @@ def test_disk_full_while_downloading_says_free_space(tmp_path, pets_archives):
     assert "resume" not in str(error.value).split(":")[0]
 
 
+def test_an_ssl_error_mid_download_is_the_networks_not_the_disks(tmp_path, pets_archives):
+    """ssl.SSLError is an OSError as well; it carries no file name and no disk errno."""
+    import ssl
+
+    def cut(name, done, total):
+        if done:
+            raise ssl.SSLEOFError(8, "EOF occurred in violation of protocol")
+
+    with pytest.raises(DatasetError, match="stopped after .* run the same command again"):
+        download_dataset("pets", tmp_path / "pets", cut, archives=pets_archives)
+
+
 def test_missing_address_says_it_is_gone(tmp_path, server):
     gone = Archive(server.url("moved.tar.gz"), "0" * 64)
     with pytest.raises(DatasetError, match="is gone .*HTTP 404.*has moved") as error:

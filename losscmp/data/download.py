@@ -158,8 +158,9 @@ def refuse_foreign_folders(dest: Path, archives: Sequence[Archive]) -> None:
 def check_replaceable(target: Path) -> None:
     if (target.exists() or target.is_symlink()) and marker_sha256(target) is None:
         raise DatasetError(
-            f"{target} already exists and was not made by a pets download; refusing to "
-            "replace it: move it away or give another --data-dir"
+            f"{target} already exists and was not made by a pets download of this "
+            "version; refusing to replace it: move it away (or, if an earlier losscmp left "
+            "it half-downloaded, delete it) or give another --data-dir"
         )
 
 
@@ -173,7 +174,9 @@ def fetch(archive: Archive, folder: Path, report: Progress, timeout: float) -> P
         receive(archive.url, partial, report, timeout)
     except urllib.error.HTTPError as error:
         raise DatasetError(http_failure(archive.url, error)) from None
-    except (urllib.error.URLError, HTTPException, ConnectionError, TimeoutError) as error:
+    except (OSError, HTTPException) as error:
+        if isinstance(error, OSError) and is_disk_error(error):
+            raise  # download_pets says what to do about the disk
         done = partial.stat().st_size if partial.exists() else 0
         reason = getattr(error, "reason", None) or error
         raise DatasetError(
@@ -189,6 +192,13 @@ def fetch(archive: Archive, folder: Path, report: Progress, timeout: float) -> P
         )
     partial.replace(target)
     return target
+
+
+def is_disk_error(error: OSError) -> bool:
+    """Writing the part file failed, rather than the network (a reset, a timeout, an SSL
+    error mid-body: all OSErrors too)."""
+    disk = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM, errno.EIO)
+    return error.filename is not None or error.errno in disk
 
 
 def http_failure(url: str, error: urllib.error.HTTPError) -> str:
