@@ -38,14 +38,18 @@ if ! python3 -c "import segmentation_models_pytorch, losscmp.fused" >>"$LOGS/gpu
     exit 1
 fi
 
-cap() {  # cap SECONDS: the smaller of SECONDS and the time left; 0 when under 30 s left
+too_late() {  # under 30 s left: not worth starting a step
+    ((DEADLINE - SECONDS < 30))
+}
+cap() {  # cap SECONDS: the smaller of SECONDS and the time left, never 0 (timeout 0: no limit)
     local left=$((DEADLINE - SECONDS))
-    if ((left < 30)); then echo 0; elif (($1 < left)); then echo "$1"; else echo "$left"; fi
+    ((left < 1)) && left=1
+    echo $(($1 < left ? $1 : left))
 }
 
 TRIAL=(benchmarks/trial.py --device cuda --preset small --image-size 128 --epochs 5 --repeats 3)
 for step in $STEPS; do
-    if (($(cap 30) == 0)); then echo "no time left for '$step' (GPU_DEADLINE_S=$DEADLINE)" >&2; continue; fi
+    if too_late; then echo "no time left for '$step' (GPU_DEADLINE_S=$DEADLINE)" >&2; continue; fi
     case $step in
     tests)
         timeout "$(cap 240)" python3 -m pytest -p no:cacheprovider -o addopts="" -q -m cuda \
@@ -58,8 +62,7 @@ for step in $STEPS; do
         timeout "$(cap 150)" python3 "${TRIAL[@]}" 2>&1 | tee "$LOGS/trial.log" ;;
     compile)
         for mode in default reduce-overhead; do
-            # checked again per mode: `timeout 0` would mean no limit at all
-            if (($(cap 30) == 0)); then echo "no time left for --compile $mode" >&2; break; fi
+            if too_late; then echo "no time left for --compile $mode" >&2; break; fi
             timeout "$(cap 280)" python3 "${TRIAL[@]}" --repeats 2 --compile "$mode" 2>&1 \
                 | tee "$LOGS/trial-compile-$mode.log"
         done ;;
