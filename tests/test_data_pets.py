@@ -199,12 +199,19 @@ def test_damaged_cache_file_is_rebuilt(tmp_path, damage):
     assert load(root, size=24).info["cache"] == "hit"
 
 
-def test_cache_files_are_readable_by_others(tmp_path):
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
+def test_cache_files_are_made_as_the_umask_says(tmp_path, umask, mode):
+    """Not mkstemp's 0600, so that others sharing the dataset folder can read them (under
+    the usual umask); a private umask keeps them private."""
     root = tmp_path / "pets"
     make_pets_tree(root, trainval=4, test=2, quirks=False)
-    load(root, size=16)
+    before = os.umask(umask)
+    try:
+        load(root, size=16)
+    finally:
+        os.umask(before)
     (cached,) = (root / ".losscmp-cache").glob("pets-16px-*.npz")
-    assert cached.stat().st_mode & 0o777 == 0o644
+    assert cached.stat().st_mode & 0o777 == mode
 
 
 def test_read_only_cache_folder_still_loads(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ time (``cp -p``, ``rsync -a``, ``os.utime``): they cannot be set back by hand.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -66,11 +67,19 @@ def save_cached(path: Path, arrays: dict[str, np.ndarray]) -> bool:
         handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         with os.fdopen(handle, "wb") as stream:
             np.savez(stream, **arrays)
-        # mkstemp makes it 0600: others sharing the dataset folder could not read it.
-        os.chmod(temporary, 0o644)
+        # mkstemp makes it 0600: others sharing the dataset folder could not read it. As
+        # open() would make it (the umask kept); a filesystem without modes keeps its own.
+        with contextlib.suppress(OSError):
+            os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
         return True
     except OSError:
         if "temporary" in locals():
             Path(temporary).unlink(missing_ok=True)
         return False
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading it means setting it: put it back at once
+    os.umask(mask)
+    return mask
