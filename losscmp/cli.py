@@ -260,7 +260,6 @@ def run(
         run_config = resume_config(resume, config, flags)
     else:
         run_config = build_config(config, **flags)
-        _check_new_run_out(run_config.out)
     with _relative_paths_explained(resume):
         plan = plan_run(run_config)
     from losscmp import console
@@ -294,26 +293,6 @@ def run(
         )
         raise typer.Exit(130) from None
     prepared.tracker.attach(run_dir)  # the report files, now that they exist
-
-
-def _check_new_run_out(out: str) -> None:
-    """An --out that would put the run where it does not belong: the working folder itself
-    (an empty name), or inside another run's folder (a --resume meant)."""
-    from losscmp.results import is_run_dir
-
-    if not out:
-        raise LosscmpError(
-            "--out is empty; give the folder that holds run folders (default: results)"
-        )
-    try:
-        in_a_run = is_run_dir(Path(out))
-    except OSError:  # a name too long, a file on the way: check_out_dir words these
-        return
-    if in_a_run:
-        raise LosscmpError(
-            f"--out {out} is a run folder (it has a run.json); a new run would be made inside "
-            f"it (did you mean --resume {out}?)"
-        )
 
 
 @contextlib.contextmanager

@@ -211,7 +211,11 @@ def _temp_files(folder: Path, name: str | None = None) -> list[Path]:
 
 
 def check_out_dir(out: Path | str) -> None:
-    """Refuse an ``--out`` that cannot hold run folders; writes nothing that stays."""
+    """Refuse an ``--out`` that cannot hold run folders, or that would put the run where it
+    does not belong: the working folder itself (an empty name), or inside another run's
+    folder (a --resume meant). Writes nothing that stays."""
+    if not str(out):
+        raise ParameterError("--out is empty; give the folder that holds run folders")
     out = Path(out)
     where = f"--out {out}"
     absolute = Path(os.path.abspath(out))
@@ -227,7 +231,19 @@ def check_out_dir(out: Path | str) -> None:
             )
     if _path_kind(absolute) == "file":
         raise ParameterError(f"{where} is a file; it must be a folder for run folders")
+    if _is_run_dir_here(absolute):
+        raise ParameterError(
+            f"{where} is a run folder (it has a run.json); a new run would be made inside it "
+            f"(did you mean --resume {out}?)"
+        )
     check_writable_folder(absolute, where)
+
+
+def _is_run_dir_here(path: Path) -> bool:
+    try:
+        return is_run_dir(path)
+    except OSError:  # unreadable: check_writable_folder says what is wrong with it
+        return False
 
 
 def check_writable_folder(folder: Path | str, where: str) -> None:
