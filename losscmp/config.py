@@ -249,9 +249,12 @@ def _typed_number(key: str, value: Any) -> Any:
         return value
     for cast in (int, float):
         try:
-            return cast(value)
+            number = cast(value)
         except ValueError:
-            pass
+            continue
+        # 1e400 overflows to inf: left as typed, so that a message shows what was typed
+        overflowed = not math.isfinite(number) and "e" in value.lower().replace("inf", "")
+        return value if overflowed else number
     return value
 
 
@@ -265,9 +268,10 @@ def normalise(key: str, value: Any, name: str | None = None) -> Any:
         return as_spec(_written_numbers(value)).label
     if key in ("fg_fraction", "lr_grid"):
         return _float_list(value, name)
-    if key in OPTIONAL_NAMES and isinstance(value, str) and value.lower() in ("none", ""):
-        return None
     hint = FIELD_HINTS[key]
+    optional = key in OPTIONAL_NAMES or type(None) in typing.get_args(hint)
+    if optional and isinstance(value, str) and value.strip().lower() in ("none", "null", ""):
+        return None  # e.g. --jobs none: the default, chosen for this machine
     try:
         return coerce(value, hint)
     except (TypeError, ValueError):

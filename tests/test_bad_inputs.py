@@ -549,6 +549,7 @@ CASES: list[tuple[str, Args, str]] = [
     ("trials-per-gpu-zero", ["--trials-per-gpu", "0"], "--trials-per-gpu must be between 1"),
     # numbers typed as text: worded as in a config file
     ("epochs-text", ["--epochs", "abc"], "error: --epochs must be a whole number, got 'abc'"),
+    ("epochs-overflow", ["--epochs", "1e400"], "--epochs must be a whole number, got '1e400'"),
     ("seed-float", ["--seed", "1.5"], "error: --seed must be a whole number, got 1.5"),
     # click's own parsing
     ("usage-unknown-option", ["--bogus"], "No such option: --bogus"),

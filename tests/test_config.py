@@ -165,3 +165,10 @@ def test_a_grid_given_over_a_files_rate_replaces_it(tmp_path):
     assert config.lr_grid == [1e-3, 1e-2]
     resumed = build_config(base=config.to_dict())
     assert resumed.lr_grid == [1e-3, 1e-2]
+
+
+@pytest.mark.parametrize("text", ["none", "None", "null", ""])
+def test_none_for_an_optional_number_is_its_default(text):
+    """--jobs none is 'auto', as the message for a bad value ('a whole number or none') says."""
+    config = build_config(jobs=text, threads=text, limit=text)
+    assert (config.jobs, config.threads, config.limit) == (None, None, None)
