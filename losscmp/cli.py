@@ -108,22 +108,25 @@ def run(
     # Numbers arrive as text for config.normalise to read, so that a bad one is refused in
     # the words used for the same value in a config file.
     epochs: Annotated[
-        str | None, typer.Option(metavar="N", help="Training epochs per trial. [default: 8]")
+        # "\\[": Rich would read "[default: 8]" as markup and drop it from the help.
+        str | None, typer.Option(metavar="N", help="Training epochs per trial. \\[default: 8]")
     ] = None,
     batch_size: Annotated[
-        str | None, typer.Option(metavar="N", help="Batch size. [default: 16]")
+        str | None, typer.Option(metavar="N", help="Batch size. \\[default: 16]")
     ] = None,
     image_size: Annotated[
         str | None,
-        typer.Option(metavar="N", help="Square image side, a multiple of 32. [default: 64]"),
+        typer.Option(metavar="N", help="Square image side, a multiple of 32. \\[default: 64]"),
     ] = None,
     seeds: Annotated[
         str | None,
-        typer.Option(metavar="N", help="Trials per loss, each with its own seed. [default: 1]"),
+        typer.Option(metavar="N", help="Trials per loss, each with its own seed. \\[default: 1]"),
     ] = None,
-    seed: Annotated[str | None, typer.Option(metavar="N", help="First seed. [default: 0]")] = None,
+    seed: Annotated[
+        str | None, typer.Option(metavar="N", help="First seed. \\[default: 0]")
+    ] = None,
     lr: Annotated[
-        str | None, typer.Option(metavar="X", help="AdamW learning rate. [default: 0.003]")
+        str | None, typer.Option(metavar="X", help="AdamW learning rate. \\[default: 0.003]")
     ] = None,
     lr_grid: Annotated[
         str | None,
@@ -133,22 +136,22 @@ def run(
         ),
     ] = None,
     model: Annotated[
-        str | None, typer.Option(help="Model preset: auto, tiny, small, medium. [default: auto]")
+        str | None, typer.Option(help="Model preset: auto, tiny, small, medium. \\[default: auto]")
     ] = None,
     encoder_weights: Annotated[
         str | None, typer.Option(help="'imagenet' to start from pretrained weights.")
     ] = None,
     device: Annotated[
-        str | None, typer.Option(help="auto, cpu, cuda or mps. [default: auto]")
+        str | None, typer.Option(help="auto, cpu, cuda or mps. \\[default: auto]")
     ] = None,
     amp: Annotated[
         bool | None,
         typer.Option(
-            "--amp/--no-amp", help="bf16 autocast on CUDA GPUs that have bf16. [default: on]"
+            "--amp/--no-amp", help="bf16 autocast on CUDA GPUs that have bf16. \\[default: on]"
         ),
     ] = None,
     out: Annotated[
-        str | None, typer.Option(help="Parent folder of run folders. [default: results]")
+        str | None, typer.Option(help="Parent folder of run folders. \\[default: results]")
     ] = None,
     config: Annotated[
         Path | None,
@@ -165,11 +168,11 @@ def run(
         ),
     ] = None,
     num_workers: Annotated[
-        str | None, typer.Option(metavar="N", help="Data loader workers. [default: 0]")
+        str | None, typer.Option(metavar="N", help="Data loader workers. \\[default: 0]")
     ] = None,
     executor: Annotated[
         str | None,
-        typer.Option(help="local (this machine) or ray (a Ray cluster). [default: local]"),
+        typer.Option(help="local (this machine) or ray (a Ray cluster). \\[default: local]"),
     ] = None,
     jobs: Annotated[
         str | None,
@@ -178,7 +181,7 @@ def run(
             "-j",
             metavar="N",
             help="Trials (or fused groups) run at once: worker processes with --executor local, "
-            "tasks in flight with ray. [default: 1; CUDA: --trials-per-gpu x GPUs; ray: all]",
+            "tasks in flight with ray. \\[default: 1; CUDA: --trials-per-gpu x GPUs; ray: all]",
         ),
     ] = None,
     threads: Annotated[
@@ -186,14 +189,14 @@ def run(
         typer.Option(
             metavar="N",
             help="Torch threads per trial (CPUs per Ray task). "
-            "[default: the cores divided among --jobs; ray: 1]",
+            "\\[default: the cores divided among --jobs; ray: 1]",
         ),
     ] = None,
     fuse: Annotated[
         str | None,
         typer.Option(
             help="Train the losses of a seed as one stacked model: auto (on CUDA), on, off. "
-            "[default: auto]"
+            "\\[default: auto]"
         ),
     ] = None,
     trials_per_gpu: Annotated[
@@ -210,7 +213,7 @@ def run(
         str | None,
         typer.Option(
             help="mlflow: log each trial to MLflow ($MLFLOW_TRACKING_URI, else a SQLite store "
-            "in <out>/mlruns/). [default: none]",
+            "in <out>/mlruns/). \\[default: none]",
         ),
     ] = None,
     resume: Annotated[

@@ -407,3 +407,25 @@ def test_ctrl_c_while_the_table_prints_says_the_run_is_complete(cli, tmp_path, m
     assert last_line.startswith(f"losscmp: interrupted; every trial is saved in {run_dir}")
     assert f"'losscmp report {run_dir}' prints the table" in last_line
     assert len(list((run_dir / "trials").glob("*.json"))) == 1
+
+
+def test_run_help_shows_the_real_defaults(cli, monkeypatch):
+    """The defaults are in the help text (the options default to None, so that a config
+    file can set them); Rich read '[default: 8]' as markup and showed nothing."""
+    from losscmp.config import RunConfig
+
+    monkeypatch.setenv("COLUMNS", "200")
+    text = " ".join(cli("run", "--help").output.split())
+    defaults = RunConfig()
+    for option, value in [
+        ("Training epochs per trial.", defaults.epochs),
+        ("Batch size.", defaults.batch_size),
+        ("Square image side, a multiple of 32.", defaults.image_size),
+        ("Trials per loss, each with its own seed.", defaults.seeds),
+        ("First seed.", defaults.seed),
+        ("AdamW learning rate.", defaults.lr),
+        ("Data loader workers.", defaults.num_workers),
+        ("auto, cpu, cuda or mps.", defaults.device),
+        ("Parent folder of run folders.", defaults.out),
+    ]:
+        assert f"{option} [default: {value}]" in text, option
