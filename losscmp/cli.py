@@ -263,12 +263,12 @@ def run(
         run_config = resume_config(resume, config, flags)
     else:
         run_config = build_config(config, **flags)
-    with _relative_paths_explained(resume):
-        plan = plan_run(run_config)
     from losscmp import console
     from losscmp.runner import execute, prepare
 
-    prepared = prepare(plan, resuming=resume is not None)
+    with _relative_paths_explained(resume, run_config):
+        plan = plan_run(run_config)
+        prepared = prepare(plan, resuming=resume is not None)
     if dry_run:
         console.print_plan(plan, finished=_dry_run_resume_checks(prepared, resume))
         return
@@ -299,7 +299,7 @@ def run(
 
 
 @contextlib.contextmanager
-def _relative_paths_explained(resume: Path | None):
+def _relative_paths_explained(resume: Path | None, config):
     """A resumed run's data not found from here may be a relative path read from another
     folder than the run was started in: say where that was."""
     from losscmp.errors import DatasetError
@@ -308,12 +308,21 @@ def _relative_paths_explained(resume: Path | None):
         yield
     except DatasetError as error:
         started_in = _started_elsewhere(resume)
-        if started_in is None:
+        if started_in is None or not _names_relative_paths(config):
             raise
         raise DatasetError(
             f"{error} (this run was started in {started_in}: relative paths are read from "
             "the folder you run losscmp in)"
         ) from None
+
+
+def _names_relative_paths(config) -> bool:
+    """Whether the run reads its data through a relative path: --data-dir, or a dataset's
+    own path (folder:PATH)."""
+    paths = [config.data_dir, config.dataset_spec.params.get("path")]
+    return any(
+        isinstance(path, str) and not Path(path).expanduser().is_absolute() for path in paths
+    )
 
 
 def _started_elsewhere(resume: Path | None) -> str | None:

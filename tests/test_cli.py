@@ -376,6 +376,15 @@ def test_a_resumed_runs_missing_relative_data_names_where_it_was_started(
     monkeypatch.chdir(started_in)
     same_folder = cli("run", "--resume", run_dir, "--dry-run")
     assert same_folder.exit_code == 2 and "this run was started" not in same_folder.stderr
+    absolute = write_run(
+        tmp_path / "more-runs",
+        quality={"dice": 0.8},
+        seeds=(0,),
+        config={"dataset": f"folder(path={tmp_path / 'gone'})"},
+        extra_meta={"working_dir": str(tmp_path / "elsewhere")},
+    )
+    read_as_given = cli("run", "--resume", absolute, "--dry-run")  # no relative path to blame
+    assert read_as_given.exit_code == 2 and "this run was started" not in read_as_given.stderr
 
 
 def test_ctrl_c_before_the_run_folder_exists_says_interrupted(cli, tmp_path, monkeypatch):
