@@ -268,7 +268,7 @@ def run(
 
     with _relative_paths_explained(resume, run_config):
         plan = plan_run(run_config)
-        prepared = prepare(plan, resuming=resume is not None)
+        prepared = prepare(plan, resuming=resume is not None, done=_finished(resume))
     if dry_run:
         console.print_plan(plan, finished=_dry_run_resume_checks(prepared, resume))
         return
@@ -334,16 +334,24 @@ def _started_elsewhere(resume: Path | None) -> str | None:
     return started_elsewhere(read_run_json(resume))
 
 
+def _finished(resume: Path | None) -> set[str]:
+    """The trials a resumed run has finished (read only: --resume sets damaged files aside
+    later, under the run's lock)."""
+    from losscmp.results import RunStore
+
+    return set(RunStore(resume).scan_trials().records) if resume is not None else set()
+
+
 def _dry_run_resume_checks(prepared, resume: Path | None) -> set[str]:
     """What a real --resume checks before it writes; the trials the run has finished."""
-    from losscmp.results import RunStore, read_run_json
+    from losscmp.results import read_run_json
     from losscmp.runner import check_resumable
 
     with prepared.executor:  # started by prepare, as for a real run: stopped unused
         if resume is None:
             return set()
         check_resumable(read_run_json(resume), prepared, resume)
-        return set(RunStore(resume).scan_trials().records)
+        return _finished(resume)
 
 
 def _command_line(config: Path | None, flags: dict, resume: Path | None) -> str:

@@ -52,10 +52,10 @@ class PreparedRun:
     tracker: GuardedTracker = dataclasses.field(default_factory=lambda: create_tracker(None))
 
 
-def prepare(plan: Plan, resuming: bool = False) -> PreparedRun:
+def prepare(plan: Plan, resuming: bool = False, done: Collection[str] = ()) -> PreparedRun:
     """Resolve the device and the executor, load the data, build each loss once: every
     user error surfaces here, before any folder exists. (A resumed run writes into its
-    own folder only: no --out to check.)"""
+    own folder only: no --out to check; ``done``, its finished trials, need no worker.)"""
     config = plan.config
     if not resuming:
         check_out_dir(config.out)
@@ -65,7 +65,7 @@ def prepare(plan: Plan, resuming: bool = False) -> PreparedRun:
         # Where the jobs run decides (a Ray cluster's GPUs, not this machine's). A Ray
         # cluster that cannot be reached is refused here, likewise.
         device = executor.resolve_device(config.device)
-        execution = resolve_execution(config, device, plan.trials)
+        execution = resolve_execution(config, device, plan.trials, done)
         # Started first, so workers import torch while this process loads and probes the data.
         executor.start(execution, device)
         datasets, settings = _load_and_probe(plan, device)
@@ -113,10 +113,12 @@ def _load_and_probe(plan: Plan, device):
     return datasets, settings
 
 
-def resolve_execution(config: RunConfig, device, trials: Collection[Trial] = ()) -> Execution:
+def resolve_execution(
+    config: RunConfig, device, trials: Collection[Trial] = (), done: Collection[str] = ()
+) -> Execution:
     """Workers, threads per job and fusion from the options and this machine; never more
-    local workers than the planned ``trials`` make jobs (each would import torch for
-    nothing), and the cores shared among those."""
+    local workers than the planned ``trials`` not ``done`` make jobs (each would import
+    torch for nothing), and the cores shared among those."""
     ray = config.executor == "ray"
     if config.jobs is not None:
         jobs = config.jobs
@@ -128,7 +130,7 @@ def resolve_execution(config: RunConfig, device, trials: Collection[Trial] = ())
         jobs = 1
     fused = {"on": True, "off": False, "auto": device.type == "cuda"}[config.fuse]
     if trials and not ray:
-        jobs = max(1, min(jobs, len(make_jobs(list(trials), fused))))
+        jobs = max(1, min(jobs, len(make_jobs(list(trials), fused, done))))
     import torch
 
     # A Ray task reserves its threads as CPUs on whichever node runs it: one each unless

@@ -258,6 +258,8 @@ def test_execution_divides_threads_among_jobs_and_fuses_on_cuda_only():
     capped = resolve_execution(build_config(jobs=16), cpu, trials)
     assert (capped.jobs, capped.threads) == (3, max(1, cores // 3))
     assert resolve_execution(build_config(jobs=16, fuse="on"), cpu, trials).jobs == 1
+    done = {trials[0].id, trials[1].id}  # a resumed run: only what is left needs workers
+    assert resolve_execution(build_config(jobs=16), cpu, trials, done).jobs == 1
     assert resolve_execution(build_config(executor="ray", jobs=16), cpu, trials).jobs == 16
 
 
@@ -432,8 +434,9 @@ def test_a_resumed_run_records_how_its_rest_ran(cli, tmp_path):
     first = cli("run", "--config", SMOKE, "--epochs", "1", "--threads", "1", "--out", tmp_path)
     assert first.exit_code == 0, first.output
     run_dir = only_run_dir(tmp_path)
-    next((run_dir / "trials").glob("*.json")).unlink()
-    resumed = cli("run", "--resume", run_dir, "-j", "2")
+    for trial_file in sorted((run_dir / "trials").glob("*.json"))[:2]:
+        trial_file.unlink()
+    resumed = cli("run", "--resume", run_dir, "-j", "4")  # 2 trials left: 2 workers
     assert resumed.exit_code == 0, resumed.output
     execution = json.loads((run_dir / "run.json").read_text())["execution"]
     assert (execution["executor"], execution["jobs"], execution["threads"]) == ("local", 2, 1)
