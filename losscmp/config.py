@@ -343,6 +343,7 @@ def validate(config: RunConfig, origins: Origins | None = None) -> None:
         )
     _check_choice(config.device, DEVICES, "device", names)
     _check_execution(config, names)
+    _refuse_unread_options(config, names)
     _check_tracking(config, names)
     if config.encoder_weights not in (None, "imagenet"):
         raise ParameterError(
@@ -456,8 +457,15 @@ def _check_fg_fractions(config: RunConfig, names: Origins) -> None:
             raise ParameterError(
                 f"{name} values must lie in (0, {MAX_FG_FRACTION}), got {fraction}"
             )
-    if config.dataset_spec.name != "synthetic":
-        raise ParameterError(f"{name} applies to the synthetic dataset only")
+    entry = _dataset_entry(config)
+    if entry is not None and "fg_fraction" not in entry.parameters:
+        from losscmp.data import DATASET_REGISTRY
+
+        dials = [entry.name for entry in DATASET_REGISTRY if "fg_fraction" in entry.parameters]
+        raise ParameterError(
+            f"{name} applies to --dataset {' or '.join(dials)} only (a foreground fraction "
+            f"it generates), and this run's dataset is {entry.name}"
+        )
     _refuse_repeats(fractions, name, "fraction")
 
 
@@ -496,6 +504,63 @@ def _check_execution(config: RunConfig, names: Origins) -> None:
 
     _check_choice(config.executor, tuple(EXECUTORS), "executor", names)
     _check_choice(config.fuse, FUSE_MODES, "fuse", names)
+
+
+def _dataset_entry(config: RunConfig):
+    """The dataset's registry entry, or None for a name the runner refuses later (with
+    its did-you-mean)."""
+    from losscmp.data import DATASET_REGISTRY
+
+    name = config.dataset_spec.name
+    return DATASET_REGISTRY.get(name) if name in DATASET_REGISTRY else None
+
+
+def _refuse_unread_options(config: RunConfig, names: Origins) -> None:
+    """--ray-address without --executor ray, --data-dir for a dataset that reads none:
+    the run would ignore them without a word. Left over from a config file under a flag
+    that chose otherwise, or from a resumed run, they are no mistake and pass."""
+    from losscmp.data import DATASET_REGISTRY
+    from losscmp.executors import EXECUTORS, executor_class
+
+    dataset = _dataset_entry(config)
+    if config.data_dir is not None and dataset and "data_dir" not in dataset.run_options:
+        readers = [entry.name for entry in DATASET_REGISTRY if "data_dir" in entry.run_options]
+        path_hint = f"; give the folder as --dataset {dataset.name}:PATH"
+        _refuse_unread(
+            names, ("data_dir", "dataset", dataset.name), readers,
+            path_hint if "path" in dataset.parameters else "",
+        )  # fmt: skip
+    executor = executor_class(config.executor)
+    if config.ray_address is not None and "ray_address" not in executor.run_options:
+        readers = [name for name in EXECUTORS if "ray_address" in executor_class(name).run_options]
+        _refuse_unread(names, ("ray_address", "executor", config.executor), readers, "")
+
+
+def _refuse_unread(names: Origins, choice: tuple[str, str, str], readers, hint: str) -> None:
+    """Refuse ``option``, unread under ``chooser``'s value ``chosen`` (it is read with
+    ``readers``), unless ``chooser`` was set in a more specific place than ``option``."""
+    option, chooser, chosen = choice
+    if not _given_with(names, option, chooser):
+        return
+    raise ParameterError(
+        f"{names.within(option, chooser)}{names.option(option)} is read by "
+        f"{names.option(chooser)} {' or '.join(readers)} only, and this run's "
+        f"{chooser} is {chosen}{hint}"
+    )
+
+
+def _given_with(names: Origins, option: str, chooser: str) -> bool:
+    """Whether ``option`` was given where ``chooser`` was, or more specifically (a flag
+    beside a file's choice, a file's option under the default choice)."""
+    return names.source(option) != BASE_SOURCE and _rank(names, option) >= _rank(names, chooser)
+
+
+def _rank(names: Origins, key: str) -> int:
+    """How specific an option's source is: default < resumed run < config file < flag."""
+    source = names.sources.get(key)
+    if source is None:
+        return 0
+    return {BASE_SOURCE: 1, flag_name(key): 3}.get(source, 2)
 
 
 def _check_tracking(config: RunConfig, names: Origins) -> None:

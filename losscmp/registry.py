@@ -40,6 +40,9 @@ class Entry:
     context_params: frozenset[str] = frozenset()
     # A dataset's checks that need no loading (same arguments as ``factory``), or None.
     precheck: Callable[..., Any] | None = None
+    # Run options this entry reads besides its own parameters (pets: ``data_dir``); the
+    # run refuses them given for an entry that would ignore them.
+    run_options: frozenset[str] = frozenset()
 
     @property
     def parameters(self) -> dict[str, inspect.Parameter]:

@@ -66,7 +66,7 @@ def test_stored_base_sits_under_file_and_flags():
         ({"out": ["a"]}, "--out must be a string"),
         ({"device": "gpu"}, "--device must be one of auto, cpu, cuda, mps"),
         ({"fg_fraction": "0.5,0.95"}, "values must lie in \\(0, 0.9\\)"),
-        ({"fg_fraction": "0.1", "dataset": "pets"}, "synthetic dataset only"),
+        ({"fg_fraction": "0.1", "dataset": "pets"}, "applies to --dataset synthetic only"),
         ({"epochs": "many"}, "--epochs must be a whole number, got 'many'"),
     ],
 )
@@ -172,3 +172,49 @@ def test_none_for_an_optional_number_is_its_default(text):
     """--jobs none is 'auto', as the message for a bad value ('a whole number or none') says."""
     config = build_config(jobs=text, threads=text, limit=text)
     assert (config.jobs, config.threads, config.limit) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("yaml", "flags", "message"),
+    [
+        ("", {"ray_address": "10.0.0.1:6379"}, "--ray-address is read by --executor ray only"),
+        ("ray_address: 10.0.0.1:6379\n", {}, "c.yaml: 'ray_address' is read by --executor ray"),
+        ("", {"data_dir": "/data"}, "--data-dir is read by --dataset pets only, and this run's"),
+        ("data_dir: /data\n", {}, "c.yaml: 'data_dir' is read by --dataset pets only"),
+        # the flag beside a file's choice: the flag is what the run would drop
+        ("dataset: pets\n", {"data_dir": "/d", "dataset": "synthetic"}, "--data-dir is read"),
+        (
+            "",
+            {"data_dir": "/data", "dataset": "folder:/data"},
+            "dataset is folder; give the folder as --dataset folder:PATH",
+        ),
+    ],
+)
+def test_an_option_the_run_would_not_read_is_refused(tmp_path, yaml, flags, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml or "{}\n")
+    with pytest.raises(ParameterError, match=message):
+        build_config(path, **flags)
+
+
+@pytest.mark.parametrize(
+    ("yaml", "flags"),
+    [
+        # a file's cluster, run locally this once by a flag
+        ("executor: ray\nray_address: 10.0.0.1:6379\n", {"executor": "local"}),
+        # a file's Pets folder, and a flag choosing another dataset
+        ("dataset: pets\ndata_dir: /data\n", {"dataset": "synthetic"}),
+        ("", {"executor": "ray", "ray_address": "10.0.0.1:6379"}),
+        ("", {"dataset": "pets", "data_dir": "/data"}),
+    ],
+)
+def test_an_option_left_over_under_a_more_specific_choice_passes(tmp_path, yaml, flags):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml or "{}\n")
+    build_config(path, **flags)
+
+
+def test_a_resumed_runs_stored_options_are_not_refused():
+    stored = {"executor": "ray", "ray_address": "10.0.0.1:6379", "data_dir": "/d"}
+    config = build_config(base=stored, executor="local")
+    assert (config.ray_address, config.data_dir) == ("10.0.0.1:6379", "/d")

@@ -50,6 +50,7 @@ DATASET_REGISTRY.register(
     family="download",
     reference="https://www.robots.ox.ac.uk/~vgg/data/pets/",
     precheck=precheck_pets,
+    run_options=frozenset({"data_dir"}),
 )(load_pets)
 DATASET_REGISTRY.register(
     "folder",

@@ -99,6 +99,8 @@ class Executor(ABC):
     """
 
     execution = Execution()  # until started
+    # Run options only this executor reads (ray: ``ray_address``), refused with another.
+    run_options: frozenset[str] = frozenset()
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config

@@ -57,6 +57,8 @@ ACCELERATOR_PREFIX = "accelerator_type:"  # a node resource Ray adds per GPU mod
 
 
 class RayExecutor(Executor):
+    run_options = frozenset({"ray_address"})
+
     def __init__(self, config: RunConfig) -> None:
         try:
             import ray  # noqa: F401 (only checked here; joined or started in resolve_device)
