@@ -489,7 +489,7 @@ CASES: list[tuple[str, Args, str]] = [
     ("fg-nan", ["--fg-fraction", "nan"], "must lie in (0, 0.9)"),
     ("fg-text", ["--fg-fraction", "abc"], "--fg-fraction must be numbers, got 'abc'"),
     ("fg-empty", ["--fg-fraction", ""], "--fg-fraction needs at least one fraction"),
-    ("fg-not-synthetic", ["--fg-fraction", "0.1", "--dataset", "pets"], "applies to --dataset synthetic only"),
+    ("fg-not-synthetic", ["--fg-fraction", "0.1", "--dataset", "pets"], "--dataset synthetic only"),
     # numbers
     ("epochs-zero", ["--epochs", "0"], "--epochs must be between 1 and 100000, got 0"),
     ("epochs-huge", ["--epochs", "1000000000"], "between 1 and 100000, got 1000000000"),
