@@ -43,6 +43,13 @@ class Entry:
     # Run options this entry reads besides its own parameters (pets: ``data_dir``); the
     # run refuses them given for an entry that would ignore them.
     run_options: frozenset[str] = frozenset()
+    # A dataset's row in ``losscmp datasets`` (present, path, how_to_get) under a root
+    # folder; None: nothing to fetch, always present.
+    status: Callable[[Any], dict[str, Any]] | None = None
+    # A dataset's download (dest, progress=..., **options) -> dest, or None.
+    download: Callable[..., Any] | None = None
+    # What to check when a dataset's training masks hold no foreground (the data -> text).
+    foreground_hint: Callable[[Any], str] | None = None
 
     @property
     def parameters(self) -> dict[str, inspect.Parameter]:

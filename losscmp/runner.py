@@ -10,7 +10,6 @@ interrupted run keeps every finished trial and ``--resume`` picks up the rest.
 from __future__ import annotations
 
 import dataclasses
-import os
 import platform
 import subprocess
 from collections.abc import Collection
@@ -20,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from losscmp.config import DEVICES, FIELD_NAMES, MAX_FUSED_LOSSES, RunConfig, build_config
-from losscmp.devices import cuda_device_count
 from losscmp.errors import LosscmpError
 from losscmp.events import Listener, RunNote, RunStarted, TrialEnded, TrialInfo, ignore
-from losscmp.executors import create_executor
+from losscmp.executors import create_executor, executor_class
 from losscmp.executors.base import Execution, Executor, Job, JobContext
 from losscmp.plan import Plan, Trial, check_image_size, make_loss, probe_loss
 from losscmp.results import (
@@ -116,29 +114,11 @@ def _load_and_probe(plan: Plan, device):
 def resolve_execution(
     config: RunConfig, device, trials: Collection[Trial] = (), done: Collection[str] = ()
 ) -> Execution:
-    """Workers, threads per job and fusion from the options and this machine; never more
-    local workers than the planned ``trials`` not ``done`` make jobs (each would import
-    torch for nothing), and the cores shared among those."""
-    ray = config.executor == "ray"
-    if config.jobs is not None:
-        jobs = config.jobs
-    elif ray:
-        jobs = 0  # as many tasks at once as the cluster fits
-    elif device.type == "cuda":
-        jobs = config.trials_per_gpu * max(1, cuda_device_count())
-    else:
-        jobs = 1
+    """Fusion from the options and the device; workers and threads as the executor
+    decides them for the jobs the planned ``trials`` not ``done`` make."""
     fused = {"on": True, "off": False, "auto": device.type == "cuda"}[config.fuse]
-    if trials and not ray:
-        jobs = max(1, min(jobs, len(make_jobs(list(trials), fused, done))))
-    import torch
-
-    # A Ray task reserves its threads as CPUs on whichever node runs it: one each unless
-    # asked. Locally, torch's own default (the cores, or OMP_NUM_THREADS) is shared out.
-    threads = config.threads or (1 if ray else max(1, torch.get_num_threads() // jobs))
-    # The cluster joined through $RAY_ADDRESS too, so that run.json says where it ran.
-    address = (config.ray_address or os.environ.get("RAY_ADDRESS")) if ray else None
-    return Execution(config.executor, jobs, threads, fused, address)
+    jobs_to_run = len(make_jobs(list(trials), fused, done)) if trials else None
+    return executor_class(config.executor).resolve_execution(config, device, fused, jobs_to_run)
 
 
 def make_jobs(trials: list[Trial], fused: bool, done: Collection[str] = ()) -> list[Job]:

@@ -268,10 +268,8 @@ def test_workers_take_the_visible_gpus_round_robin(monkeypatch):
     import torch
 
     import losscmp.devices as devices
-    import losscmp.runner as runner
 
-    for module in (devices, runner):
-        monkeypatch.setattr(module, "cuda_device_count", lambda: 3)
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: 3)
     execution = resolve_execution(build_config(trials_per_gpu=2), torch.device("cuda"))
     assert execution.jobs == 6
     placed = [devices.device_for_worker("cuda", index) for index in range(execution.jobs)]

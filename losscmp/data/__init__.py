@@ -17,10 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from losscmp.data.base import SegmentationData
-from losscmp.data.folder import load_folder, precheck_folder
+from losscmp.data.folder import folder_foreground_hint, folder_status, load_folder, precheck_folder
 from losscmp.data.loader import SegmentationLoader, make_loader
-from losscmp.data.pets import DEFAULT_PETS_DIR, load_pets, pets_status, precheck_pets
-from losscmp.data.synthetic import load_synthetic, precheck_synthetic
+from losscmp.data.pets import download_pets_into, load_pets, pets_status, precheck_pets
+from losscmp.data.synthetic import (
+    load_synthetic,
+    precheck_synthetic,
+    synthetic_foreground_hint,
+    synthetic_status,
+)
 from losscmp.errors import DatasetError, ParameterError
 from losscmp.registry import Registry, check_params
 from losscmp.spec import Spec, as_spec
@@ -43,6 +48,8 @@ DATASET_REGISTRY.register(
     "Generated shapes on a textured background; foreground fraction as asked (no download)",
     family="generated",
     precheck=precheck_synthetic,
+    status=synthetic_status,
+    foreground_hint=synthetic_foreground_hint,
 )(load_synthetic)
 DATASET_REGISTRY.register(
     "pets",
@@ -51,12 +58,16 @@ DATASET_REGISTRY.register(
     reference="https://www.robots.ox.ac.uk/~vgg/data/pets/",
     precheck=precheck_pets,
     run_options=frozenset({"data_dir"}),
+    status=pets_status,
+    download=download_pets_into,
 )(load_pets)
 DATASET_REGISTRY.register(
     "folder",
     "Your own images/ + masks/ folders: --dataset folder:PATH",
     family="local",
     precheck=precheck_folder,
+    status=folder_status,
+    foreground_hint=folder_foreground_hint,
 )(load_folder)
 
 
@@ -151,51 +162,24 @@ def _no_training_foreground(data: SegmentationData, spec: Spec) -> str:
         f"dataset '{spec.label}': the training masks hold no foreground pixel{classes}, "
         "so every loss would score 0"
     )
-    if spec.name == "synthetic":
-        pixels = data.size("train") * data.image_size**2
-        hint = (
-            f"fg_fraction={data.info.get('requested_fg_fraction')} is too small for "
-            f"{data.size('train')} training image(s) of {data.image_size}x{data.image_size} "
-            f"pixels (less than one foreground pixel in {pixels}): raise fg_fraction, "
-            "n_train or the image size"
-        )
-    elif spec.name == "folder" and data.num_classes > 2:
-        hint = (
-            "check the masks: with num_classes > 2 a pixel value is a class index and 255 "
-            "means 'ignore'; binary masks (e.g. 0/255) need num_classes=2"
-        )
-    elif spec.name == "folder":
-        hint = "check that masks/ holds the right files and that they mark the foreground"
-    else:
-        hint = "check the dataset's masks"
+    explain = DATASET_REGISTRY.get(spec.name).foreground_hint
+    hint = explain(data) if explain else "check the dataset's masks"
     return f"{problem}; {hint}"
 
 
 def dataset_status(data_dir_root: Path) -> list[dict[str, Any]]:
     """One row per dataset: name, description, present, path, how_to_get."""
     root = user_path(data_dir_root)
-    rows = [
-        {
-            "name": "synthetic",
-            "description": DATASET_REGISTRY.get("synthetic").description,
-            "present": True,
-            "path": "",
-            "how_to_get": "built in: generated on the fly",
-        },
-        {
-            "name": "pets",
-            "description": DATASET_REGISTRY.get("pets").description,
-            **pets_status(root / DEFAULT_PETS_DIR.name),
-        },
-        {
-            "name": "folder",
-            "description": DATASET_REGISTRY.get("folder").description,
-            "present": True,  # nothing to fetch: it reads whatever folder it is given
-            "path": "",
-            "how_to_get": "your data: --dataset folder:PATH with PATH/images + PATH/masks",
-        },
+    return [
+        {"name": entry.name, "description": entry.description, **_status(entry, root)}
+        for entry in DATASET_REGISTRY
     ]
-    return rows
+
+
+def _status(entry, root: Path) -> dict[str, Any]:
+    if entry.status is not None:
+        return entry.status(root)
+    return {"present": True, "path": "", "how_to_get": ""}
 
 
 def download_dataset(
@@ -205,9 +189,11 @@ def download_dataset(
     **options: Any,
 ) -> Path:
     """Fetch, verify and extract a downloadable dataset into ``dest``; returns ``dest``."""
-    from losscmp.data.download import download_pets
-
     entry = DATASET_REGISTRY.get(name)
-    if entry.name != "pets":
-        raise ParameterError(f"dataset '{name}' has nothing to download (only 'pets' has)")
-    return download_pets(user_path(dest), progress=progress, **options)
+    if entry.download is None:
+        fetchable = [f"'{other.name}'" for other in DATASET_REGISTRY if other.download]
+        verb = "has" if len(fetchable) == 1 else "have"
+        raise ParameterError(
+            f"dataset '{name}' has nothing to download (only {' and '.join(fetchable)} {verb})"
+        )
+    return entry.download(user_path(dest), progress=progress, **options)

@@ -466,3 +466,22 @@ def decoded_pairs(
     }
     saved = cache.save_cached(location, arrays)
     return arrays, "written" if saved else "read-only"
+
+
+def folder_status(datasets_root: Path) -> dict[str, Any]:
+    """``losscmp datasets``: nothing to fetch; it reads the folder it is given."""
+    return {
+        "present": True,
+        "path": "",
+        "how_to_get": "your data: --dataset folder:PATH with PATH/images + PATH/masks",
+    }
+
+
+def folder_foreground_hint(data: SegmentationData) -> str:
+    """What usually makes a user's masks read as empty."""
+    if data.num_classes > 2:
+        return (
+            "check the masks: with num_classes > 2 a pixel value is a class index and 255 "
+            "means 'ignore'; binary masks (e.g. 0/255) need num_classes=2"
+        )
+    return "check that masks/ holds the right files and that they mark the foreground"

@@ -288,10 +288,11 @@ def trimap_to_masks(trimaps: np.ndarray, mode: str, border: str) -> np.ndarray:
     return lookup[trimaps]
 
 
-def pets_status(path: Path) -> dict[str, Any]:
-    """The ``datasets list`` row fields for a pets folder: a tree whose lists name files
-    it lacks is present (it loads without them) but said to be incomplete."""
-    root = resolve_root(path)
+def pets_status(datasets_root: Path) -> dict[str, Any]:
+    """The ``datasets list`` row fields for the pets folder under ``datasets_root``: a tree
+    whose lists name files it lacks is present (it loads without them) but said to be
+    incomplete."""
+    root = resolve_root(datasets_root / DEFAULT_PETS_DIR.name)
     if missing_parts(root):
         return {"present": False, "path": str(root), "how_to_get": DOWNLOAD_COMMAND}
     try:
@@ -306,3 +307,10 @@ def pets_status(path: Path) -> dict[str, Any]:
             f"{root / 'annotations'}, then run: {download_hint(root)}"
         )
     return {"present": True, "path": str(root), "how_to_get": how}
+
+
+def download_pets_into(dest: Path, **options: Any) -> Path:
+    """``losscmp datasets download pets``: fetch, verify and extract into ``dest``."""
+    from losscmp.data.download import download_pets  # it imports this module
+
+    return download_pets(dest, **options)

@@ -13,6 +13,8 @@ chosen so that it keeps exactly its allotted number of foreground pixels.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from losscmp.data.base import LoadContext, SegmentationData, describe
@@ -332,3 +334,19 @@ def object_tints(
         strength = 0.05
     offsets = np.stack([np.cos(hue + k * 2 * np.pi / 3) for k in range(3)], axis=-1)
     return (strength * offsets).astype(np.float32)
+
+
+def synthetic_status(datasets_root) -> dict[str, Any]:
+    """``losscmp datasets``: nothing to fetch."""
+    return {"present": True, "path": "", "how_to_get": "built in: generated on the fly"}
+
+
+def synthetic_foreground_hint(data: SegmentationData) -> str:
+    """Why generated masks can hold no foreground pixel, and what to raise."""
+    pixels = data.size("train") * data.image_size**2
+    return (
+        f"fg_fraction={data.info.get('requested_fg_fraction')} is too small for "
+        f"{data.size('train')} training image(s) of {data.image_size}x{data.image_size} "
+        f"pixels (less than one foreground pixel in {pixels}): raise fg_fraction, "
+        "n_train or the image size"
+    )

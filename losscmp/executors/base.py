@@ -115,6 +115,27 @@ class Executor(ABC):
 
         return resolve_device(name)
 
+    @classmethod
+    def resolve_execution(
+        cls, config: RunConfig, device, fused: bool, jobs_to_run: int | None
+    ) -> Execution:
+        """Workers and threads per job on this machine: ``--jobs`` (by default one per GPU
+        times ``--trials-per-gpu``, one on the CPU), never more than the ``jobs_to_run``
+        (None: not known yet; each extra worker would import torch for nothing), and
+        torch's own thread count (the cores, or OMP_NUM_THREADS) shared out among them."""
+        import torch
+
+        from losscmp.devices import cuda_device_count
+
+        jobs = config.jobs
+        if jobs is None:
+            cuda = device.type == "cuda"
+            jobs = config.trials_per_gpu * max(1, cuda_device_count()) if cuda else 1
+        if jobs_to_run is not None:
+            jobs = max(1, min(jobs, jobs_to_run))
+        threads = config.threads or max(1, torch.get_num_threads() // jobs)
+        return Execution(config.executor, jobs, threads, fused)
+
     def describe_device(self, device) -> str:
         """The device as run.json records it."""
         from losscmp.devices import describe_device

@@ -59,6 +59,17 @@ ACCELERATOR_PREFIX = "accelerator_type:"  # a node resource Ray adds per GPU mod
 class RayExecutor(Executor):
     run_options = frozenset({"ray_address"})
 
+    @classmethod
+    def resolve_execution(
+        cls, config: RunConfig, device, fused: bool, jobs_to_run: int | None
+    ) -> Execution:
+        """By default as many tasks at once as the cluster fits (jobs 0), each reserving
+        one CPU (its threads) on whichever node runs it; the cluster joined through
+        $RAY_ADDRESS too is recorded, so that run.json says where the run ran."""
+        jobs = 0 if config.jobs is None else config.jobs
+        address = config.ray_address or os.environ.get("RAY_ADDRESS")
+        return Execution(config.executor, jobs, config.threads or 1, fused, address)
+
     def __init__(self, config: RunConfig) -> None:
         try:
             import ray  # noqa: F401 (only checked here; joined or started in resolve_device)
