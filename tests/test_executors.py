@@ -20,7 +20,7 @@ from losscmp.events import (
     TrialRetried,
     TrialStarted,
 )
-from losscmp.executors.base import Execution
+from losscmp.executors.base import Execution, Executor
 from losscmp.plan import Trial, plan_run
 from losscmp.runner import execute, make_jobs, prepare, resolve_execution
 
@@ -438,3 +438,30 @@ def test_a_resumed_run_records_how_its_rest_ran(cli, tmp_path):
     assert resumed.exit_code == 0, resumed.output
     execution = json.loads((run_dir / "run.json").read_text())["execution"]
     assert (execution["executor"], execution["jobs"], execution["threads"]) == ("local", 2, 1)
+
+
+class LastFirstExecutor(Executor):
+    """A new executor as a user would add one: runs the jobs in this process, newest
+    first (an executor decides the order; the numbers must not depend on it)."""
+
+    def run(self, jobs, context, emit):
+        from losscmp.executors.base import succeeded
+        from losscmp.worker import run_job
+
+        for job in reversed(jobs):
+            yield from succeeded(job, run_job(job, context, emit))
+
+
+def test_a_new_executor_is_one_class_and_one_registration_line(monkeypatch, cli, tmp_path):
+    from losscmp import executors
+
+    monkeypatch.setitem(executors.EXECUTORS, "lastfirst", f"{__name__}:LastFirstExecutor")
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in QUICK.items()]
+    assert cli("run", *flags, "--out", tmp_path / "local").exit_code == 0
+    result = cli("run", *flags, "--executor", "lastfirst", "--out", tmp_path / "new")
+    assert result.exit_code == 0, result.output
+    local = epochs_frame(only_run_dir(tmp_path / "local"))
+    new = epochs_frame(only_run_dir(tmp_path / "new"))
+    pd.testing.assert_frame_equal(local[METRICS], new[METRICS])
+    meta = json.loads((only_run_dir(tmp_path / "new") / "run.json").read_text())
+    assert meta["execution"]["executor"] == "lastfirst" and meta["execution"]["jobs"] == 1
