@@ -452,6 +452,7 @@ class LastFirstExecutor(Executor):
             yield from succeeded(job, run_job(job, context, emit))
 
 
+@pytest.mark.slow
 def test_a_new_executor_is_one_class_and_one_registration_line(monkeypatch, cli, tmp_path):
     from losscmp import executors
 
