@@ -295,7 +295,9 @@ def choose_threshold(counts_by_threshold: np.ndarray) -> int:
     denominator = 2 * tp + fp + fn
     dice = np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 1.0)
     best = np.flatnonzero(np.isclose(dice, dice.max(), rtol=0, atol=1e-12))
-    distance = np.abs(np.asarray(THRESHOLDS)[best] - 0.5)
+    # Distance to 0.5 in whole histogram bins (THRESHOLDS[i] = (i + 1) * step / B): in
+    # floats |0.57 - 0.5| < |0.43 - 0.5|, which would send such a tie to the higher one.
+    distance = np.abs((best + 1) * THRESHOLD_STEP_BINS - HISTOGRAM_BINS // 2)
     return int(best[np.lexsort((best, distance))[0]])
 
 

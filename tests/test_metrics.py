@@ -330,6 +330,17 @@ def test_threshold_choice_by_hand():
     assert half.tolist() == [3, 1, 1, 2]
 
 
+def test_threshold_tie_equally_far_from_one_half_goes_to_the_lower():
+    # 0.9 P, 0.565 N, 0.5 N, 0.435 P. Dice of "p >= t": t <= 0.43: tp 2 fp 2 -> 2/3;
+    # 0.44 ... 0.50: tp 1 fp 2 fn 1 -> 2/5; 0.51 ... 0.56: 2/4; 0.57 ... 0.90: tp 1 fn 1 -> 2/3.
+    # 0.43 and 0.57 tie, both 0.07 from 0.5: the lower wins (in floats 0.57 looks nearer).
+    pairs = [(0.9, 1), (0.565, 0), (0.5, 0), (0.435, 1)]
+    counts = metrics.threshold_counts(ranked_histogram(pairs))
+    index = metrics.choose_threshold(counts)
+    assert metrics.THRESHOLDS[index] == pytest.approx(0.43)
+    assert counts[index].tolist() == [2, 2, 0, 0]
+
+
 def test_the_test_split_is_scored_at_the_validation_threshold():
     # On this "test" histogram alone 0.4 ... 0.65 would give Dice 1; at the validation's 0.3,
     # 0.65 P and 0.35 N are foreground, 0.25 N is not: tp 1, fp 1, Dice 2/3.
