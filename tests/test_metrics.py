@@ -351,6 +351,21 @@ def test_the_test_split_is_scored_at_the_validation_threshold():
     assert columns["test_dice_t"] == pytest.approx(2 / 3)
 
 
+def test_a_nan_logit_is_background_at_every_threshold_as_at_one_half():
+    # A model whose outputs overflowed (finite weights, NaN logits) was scored background
+    # by confusion_counts but put in the histogram's top bin: at the same 0.5 the epoch row
+    # had Dice 0 and Dice@thr. 2/3. NaN, 2.0 (P) and -2.0 (N); labels P, P, N.
+    logits = torch.tensor([math.nan, 2.0, -2.0]).reshape(1, 1, 1, 3)
+    target = torch.tensor([1.0, 1.0, 0.0]).reshape(1, 1, 1, 3)
+    histogram = metrics.probability_histogram(logits, target)
+    counts = metrics.confusion_counts(logits, target, mode="binary")[0, 0]
+    assert counts.tolist() == [1, 0, 1, 1]  # tp: 2.0; fn: the NaN pixel; tn: -2.0
+    by_threshold = metrics.threshold_counts(histogram)
+    assert by_threshold[metrics.THRESHOLDS.index(0.5)].tolist() == [1, 0, 1, 1]
+    assert by_threshold[0].tolist() == [1, 1, 1, 0]  # at 0.01 only the NaN pixel stays out
+    assert math.isnan(metrics.expected_calibration_error(histogram))  # no probability
+
+
 def test_histogram_at_one_half_agrees_with_confusion_counts_and_skips_ignored():
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 1, 8, 8, generator=generator)
