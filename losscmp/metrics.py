@@ -250,7 +250,11 @@ def grouped_probability_histogram(
     valid = _valid_pixels(labels, ignore_index).reshape(1, -1).expand(groups, -1).reshape(-1)
     positive = (labels > 0.5).reshape(1, -1).expand(groups, -1).reshape(-1).long()
     offset = torch.arange(groups, device=logits.device).view(-1, 1) * HISTOGRAM_BINS
-    bins = (torch.bucketize(flat, _logit_edges(flat.device), right=True) + offset).reshape(-1)
+    # bucketize puts NaN above every edge (the top bin, "probability 1"), where
+    # confusion_counts reads NaN >= 0 as background: put it in the bottom bin instead, so
+    # every threshold agrees with the hard prediction. Its probability stays NaN (no ECE).
+    ranked = torch.where(flat.isnan(), -math.inf, flat)
+    bins = (torch.bucketize(ranked, _logit_edges(flat.device), right=True) + offset).reshape(-1)
     weight = valid.to(dtype)
     counts = torch.zeros(groups * HISTOGRAM_BINS * 2, dtype=dtype, device=logits.device)
     counts.index_add_(0, bins * 2 + positive, weight)
@@ -295,7 +299,9 @@ def choose_threshold(counts_by_threshold: np.ndarray) -> int:
     denominator = 2 * tp + fp + fn
     dice = np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 1.0)
     best = np.flatnonzero(np.isclose(dice, dice.max(), rtol=0, atol=1e-12))
-    distance = np.abs(np.asarray(THRESHOLDS)[best] - 0.5)
+    # Distance to 0.5 in whole histogram bins (THRESHOLDS[i] = (i + 1) * step / B): in
+    # floats |0.57 - 0.5| < |0.43 - 0.5|, which would send such a tie to the higher one.
+    distance = np.abs((best + 1) * THRESHOLD_STEP_BINS - HISTOGRAM_BINS // 2)
     return int(best[np.lexsort((best, distance))[0]])
 
 

@@ -13,7 +13,7 @@ Methods (the report's caption names them too):
   paired t-test over seeds on the per-seed differences of the headline score
   (two-sided; the p of ``scipy.stats.ttest_rel``, tested against it). Pairing
   by seed removes what a seed gives every loss alike (initial weights, batch
-  order, augmentations); the validation images are the same for every trial,
+  order, augmentations); the scored (test) images are the same for every trial,
   so the per-seed scores are already paired by image.
 - **Multiple comparisons.** Holm's step-down correction over the losses
   compared with the best (NaN p-values are left out of the family and stay
@@ -23,7 +23,7 @@ Methods (the report's caption names them too):
   indistinguishable.
 
 Why not a test over images (Wilcoxon over images per seed, or a bootstrap
-over seeds × images)? Those treat the validation images as the replication
+over seeds × images)? Those treat the scored images as the replication
 and miss run-to-run variation: two runs of the same loss differ by more than
 their images' noise says. In a simulation with two equal losses, a
 run-to-run sd of 0.03 and 40 images, a hierarchical seeds × images bootstrap

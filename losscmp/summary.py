@@ -11,11 +11,13 @@ docs/architecture.md) and never imports torch or the training code, so
 
 Definitions the table and CSV rely on:
 
-- A trial's **best epoch** is the epoch with the highest headline metric
-  (``val_<metric>`` in epochs.csv); all ``best_*`` columns are read at that
-  epoch, so they describe one model snapshot. **Final** is the last validated
-  epoch. The headline is the dataset-level score (counts summed over the
-  validation split) at the best epoch, unless ``metric`` names another.
+- A trial's **best epoch** is the epoch with the best validation headline
+  metric (``val_<metric>`` in epochs.csv: the highest, the lowest for ECE; the
+  first among equals); all ``best_*`` columns are read at that epoch, on the
+  test split where the run has one, so they describe one model snapshot.
+  **Final** is the last validated epoch. The headline is the dataset-level
+  score (counts summed over the test split) at the best epoch, unless
+  ``metric`` names another.
 - The interval and the paired test against the best (see ``losscmp.stats``)
   work on the per-seed headline scores: a t-interval over seeds and a paired
   t-test over seeds, Holm-adjusted. One seed gives neither.

@@ -330,6 +330,17 @@ def test_threshold_choice_by_hand():
     assert half.tolist() == [3, 1, 1, 2]
 
 
+def test_threshold_tie_equally_far_from_one_half_goes_to_the_lower():
+    # 0.9 P, 0.565 N, 0.5 N, 0.435 P. Dice of "p >= t": t <= 0.43: tp 2 fp 2 -> 2/3;
+    # 0.44 ... 0.50: tp 1 fp 2 fn 1 -> 2/5; 0.51 ... 0.56: 2/4; 0.57 ... 0.90: tp 1 fn 1 -> 2/3.
+    # 0.43 and 0.57 tie, both 0.07 from 0.5: the lower wins (in floats 0.57 looks nearer).
+    pairs = [(0.9, 1), (0.565, 0), (0.5, 0), (0.435, 1)]
+    counts = metrics.threshold_counts(ranked_histogram(pairs))
+    index = metrics.choose_threshold(counts)
+    assert metrics.THRESHOLDS[index] == pytest.approx(0.43)
+    assert counts[index].tolist() == [2, 2, 0, 0]
+
+
 def test_the_test_split_is_scored_at_the_validation_threshold():
     # On this "test" histogram alone 0.4 ... 0.65 would give Dice 1; at the validation's 0.3,
     # 0.65 P and 0.35 N are foreground, 0.25 N is not: tp 1, fp 1, Dice 2/3.
@@ -338,6 +349,21 @@ def test_the_test_split_is_scored_at_the_validation_threshold():
     columns, used = metrics.histogram_scores(test, "test_", chosen)
     assert used == chosen
     assert columns["test_dice_t"] == pytest.approx(2 / 3)
+
+
+def test_a_nan_logit_is_background_at_every_threshold_as_at_one_half():
+    # A model whose outputs overflowed (finite weights, NaN logits) was scored background
+    # by confusion_counts but put in the histogram's top bin: at the same 0.5 the epoch row
+    # had Dice 0 and Dice@thr. 2/3. NaN, 2.0 (P) and -2.0 (N); labels P, P, N.
+    logits = torch.tensor([math.nan, 2.0, -2.0]).reshape(1, 1, 1, 3)
+    target = torch.tensor([1.0, 1.0, 0.0]).reshape(1, 1, 1, 3)
+    histogram = metrics.probability_histogram(logits, target)
+    counts = metrics.confusion_counts(logits, target, mode="binary")[0, 0]
+    assert counts.tolist() == [1, 0, 1, 1]  # tp: 2.0; fn: the NaN pixel; tn: -2.0
+    by_threshold = metrics.threshold_counts(histogram)
+    assert by_threshold[metrics.THRESHOLDS.index(0.5)].tolist() == [1, 0, 1, 1]
+    assert by_threshold[0].tolist() == [1, 1, 1, 0]  # at 0.01 only the NaN pixel stays out
+    assert math.isnan(metrics.expected_calibration_error(histogram))  # no probability
 
 
 def test_histogram_at_one_half_agrees_with_confusion_counts_and_skips_ignored():

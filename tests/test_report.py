@@ -534,6 +534,31 @@ def test_the_dial_marks_the_lowest_as_best_where_lower_is_better():
     assert best_at_each_fraction(dial, "dice") == {("dice", 0.01), ("dice", 0.05)}
 
 
+def test_a_fraction_where_every_loss_diverged_has_no_best_and_still_renders(tmp_path):
+    # Both losses diverge in their first epoch on every seed: no score at any fraction.
+    datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.2)]
+    diverged = {(loss, seed): 1 for loss in ("dice", "bce") for seed in (0, 1, 2)}
+    run_dir = write_run(
+        tmp_path, quality={"dice": 0.8, "bce": 0.7}, datasets=datasets, diverged=diverged
+    )
+    summary = summarize(load_run(run_dir))
+    from losscmp.render.cells import best_at_each_fraction
+
+    assert best_at_each_fraction(imbalance_frame(summary), "dice") == set()
+    text = rendered(render_imbalance_table(summary))
+    assert "fg 0.01" in text and "–" in text
+    # One fraction without scores, the other with: only the scored one has a best.
+    dial = pd.DataFrame(
+        {
+            "loss": ["bce", "dice", "bce", "dice"],
+            "fg_fraction": [0.01, 0.01, 0.05, 0.05],
+            "score_mean": [float("nan"), float("nan"), 0.31, 0.44],
+        }
+    )
+    assert best_at_each_fraction(dial, "dice") == {("dice", 0.05)}
+    assert best_at_each_fraction(dial, "ece") == {("bce", 0.05)}
+
+
 def test_no_dial_for_a_single_dataset(summary):
     assert imbalance_frame(summary) is None
     assert render_imbalance_table(summary) is None

@@ -220,7 +220,10 @@ def per_class_text(row: Row, columns: list[str]) -> str:
 def best_at_each_fraction(dial: pd.DataFrame, metric: str) -> set[tuple[str, float]]:
     """The (loss, fg_fraction) pairs of an imbalance dial that are best at their fraction
     (the lowest for a metric where lower is better, ECE)."""
-    by_fraction = dial.groupby("fg_fraction")["score_mean"]
+    # A fraction where no loss has a score (every seed diverged) has no best; pandas'
+    # groupby idxmax raises on an all-NaN group, so such rows are dropped first.
+    scored = dial.dropna(subset=["score_mean"])
+    by_fraction = scored.groupby("fg_fraction")["score_mean"]
     positions = by_fraction.idxmax() if selection.higher_is_better(metric) else by_fraction.idxmin()
-    best = dial.loc[positions.dropna()]
+    best = dial.loc[positions]
     return set(zip(best["loss"], best["fg_fraction"], strict=True))
