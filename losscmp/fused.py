@@ -51,8 +51,10 @@ from losscmp.train import (
     evaluation_loader,
     finite_weights,
     hard_prediction,
+    learned_state,
     make_optimizer,
     nan_unless_finite_weights,
+    outputs_finite,
     training_loader,
     trial_settings,
 )
@@ -91,7 +93,8 @@ def train_fused_group(
             piece.loss_fn.set_progress((epoch - 1) / settings.epochs)
         lr = fused.optimizer.param_groups[0]["lr"]
         loss_sums = _train_epoch(fused, active, scheduler, data, settings, epoch, on_step)
-        finite = finite_weights(fused.params.values(), stacked=True)
+        state = learned_state(fused.params.values(), fused.buffers.values())
+        finite = finite_weights(state, stacked=True)
         loss_sums = nan_unless_finite_weights(loss_sums, finite)
         train_losses = [total / max(steps_per_epoch, 1) for total in loss_sums.tolist()]
         train_share = (time.perf_counter() - epoch_start) / len(active)
@@ -101,8 +104,9 @@ def train_fused_group(
         survivors = _drop_diverged(fused, active, train_losses, epoch_so_far)
         if not survivors:
             break
-        active = [piece for piece, _ in survivors]
-        _validate(fused, survivors, data, settings, epoch_so_far)
+        active = _validate(fused, survivors, data, settings, epoch_so_far)
+        if not active:
+            break
     return [piece.log.outcome(piece.loss_fn.params, seconds=piece.seconds) for piece in copies]
 
 
@@ -148,8 +152,10 @@ def _drop_diverged(fused, active, train_losses, so_far: _EpochSoFar) -> list[tup
     return [(active[position], train_losses[position]) for position in kept]
 
 
-def _validate(fused, survivors, data, settings, so_far: _EpochSoFar) -> None:
-    """Score validation (and test) for every surviving copy and record its epoch row."""
+def _validate(fused, survivors, data, settings, so_far: _EpochSoFar) -> list[_Copy]:
+    """Score validation (and test) for every surviving copy and record its epoch row; a
+    copy with a non-finite output is recorded as diverged and sliced out of the stack.
+    Returns the copies still training, in stack order."""
     val_start = time.perf_counter()
     log, epoch = survivors[0][0].log, so_far.epoch
     results = _evaluate(fused, data, settings, "val", log.keeps_predictions(epoch, "val"))
@@ -159,14 +165,24 @@ def _validate(fused, survivors, data, settings, so_far: _EpochSoFar) -> None:
         else [None] * len(survivors)
     )
     val_share = (time.perf_counter() - val_start) / len(survivors)
-    for (piece, train_loss), val, test in zip(survivors, results, tests, strict=True):
+    kept = []  # positions in the stack of the copies whose outputs stayed finite
+    for position, ((piece, train_loss), val, test) in enumerate(
+        zip(survivors, results, tests, strict=True)
+    ):
         piece.seconds += val_share
         own_start = time.perf_counter()
         row_start = own_start - so_far.train_share - val_share
-        row = piece.log.validated(epoch, train_loss, so_far.lr, row_start, val, test)
+        if outputs_finite(val, test):
+            kept.append(position)
+            row = piece.log.validated(epoch, train_loss, so_far.lr, row_start, val, test)
+        else:
+            row = piece.log.diverged(epoch, train_loss, so_far.lr, row_start)
         if so_far.on_epoch:
             so_far.on_epoch(piece.trial, row)
         piece.seconds += time.perf_counter() - own_start
+    if kept and len(kept) < len(survivors):
+        fused.keep(kept)
+    return [survivors[position][0] for position in kept]
 
 
 class _Float32BatchNorm(torch.nn.BatchNorm2d):
@@ -297,6 +313,7 @@ def _evaluate(fused, data, settings, split: str, keep_predictions: bool = False)
             stacked.counts[k].clone(),
             stacked.histogram[k].copy() if stacked.histogram is not None else None,
             stacked.predictions[k].copy() if stacked.predictions is not None else None,
+            bool(stacked.finite[k]),
         )
         for k in range(fused.copies)
     ]
@@ -310,10 +327,12 @@ def _evaluate_on_device(fused, data, settings, split: str, keep_predictions: boo
     copies = fused.copies
     counts, predictions = [], []
     histogram = None
+    finite = torch.ones(copies, dtype=torch.bool, device=device)
     for batch in evaluation_loader(data, settings, split):
         images, target, _ = batch_on_device(batch, device)
         with _autocast(settings):
             logits = fused(images).float()
+        finite &= torch.isfinite(logits).flatten(1).all(1)
         flat = logits.flatten(0, 1)  # (K·B, C, H, W), copy-major
         targets = target.expand(copies, *target.shape).flatten(0, 1)
         found = metrics.confusion_counts(
@@ -329,7 +348,7 @@ def _evaluate_on_device(fused, data, settings, split: str, keep_predictions: boo
             hard = hard_prediction(flat, data.mode).to(torch.uint8)
             predictions.append(hard.unflatten(0, (copies, -1)))
     kept = torch.cat(predictions, dim=1) if keep_predictions else None
-    return Evaluation(torch.cat(counts, dim=1), histogram, kept)
+    return Evaluation(torch.cat(counts, dim=1), histogram, kept, finite)
 
 
 def _subset(maps: dict[str, torch.Tensor], names) -> dict[str, torch.Tensor]:

@@ -57,20 +57,30 @@ class TrainSettings:
 @dataclass
 class Evaluation:
     """One split at one epoch: per-image confusion counts, the binary probability
-    histogram (None for multiclass) and the hard predictions when kept. On the device
-    while the pass runs; ``to_host`` gives the tensor of counts and NumPy arrays."""
+    histogram (None for multiclass), the hard predictions when kept, and whether every
+    output was finite. On the device while the pass runs; ``to_host`` gives the tensor of
+    counts, NumPy arrays and a bool."""
 
     counts: torch.Tensor
     histogram: np.ndarray | torch.Tensor | None = None
     predictions: np.ndarray | torch.Tensor | None = field(default=None, repr=False)
+    # False: some logit overflowed to inf or NaN (finite but huge weights): the scores of
+    # such a model are those of NaN read as background, so the trial has diverged.
+    finite: bool | np.ndarray | torch.Tensor = True
 
     def to_host(self) -> Evaluation:
         """The device's results on the host: the pass's one wait for the device."""
+        finite = self.finite.cpu().numpy() if torch.is_tensor(self.finite) else self.finite
         return Evaluation(
             self.counts.cpu(),
             None if self.histogram is None else self.histogram.cpu().numpy(),
             None if self.predictions is None else self.predictions.cpu().numpy(),
+            finite if np.ndim(finite) else bool(finite),
         )
+
+
+def outputs_finite(val: Evaluation, test: Evaluation | None) -> bool:
+    return bool(val.finite) and (test is None or bool(test.finite))
 
 
 @dataclass
@@ -104,7 +114,8 @@ class TrialLog:
         return self.last(epoch) and split == self.data.reported_split
 
     def diverged(self, epoch: int, train_loss: float, lr: float, started: float) -> dict:
-        """A non-finite epoch train loss: the trial stops here; returns the epoch row."""
+        """A non-finite epoch train loss, weight or output: the trial stops here; returns
+        the epoch row."""
         self.status, self.diverged_epoch = "diverged", epoch
         self.epochs.append(_epoch_row(epoch, train_loss, {}, lr, started, self.status))
         return self.epochs[-1]
@@ -203,7 +214,8 @@ def train_trial(
         loss_sum = train_one_epoch(
             model, loss_fn, optimizer, scheduler, data, settings, trial.seed, epoch, on_step
         )
-        loss_sum = nan_unless_finite_weights(loss_sum, finite_weights(model.parameters()))
+        state = learned_state(model.parameters(), model.buffers())
+        loss_sum = nan_unless_finite_weights(loss_sum, finite_weights(state))
         train_loss = float(loss_sum) / max(steps_per_epoch, 1)  # the epoch's one sync
         if not math.isfinite(train_loss):
             row = log.diverged(epoch, train_loss, lr, epoch_start)
@@ -216,15 +228,27 @@ def train_trial(
             if data.has_test
             else None
         )
+        if not outputs_finite(val, test):
+            row = log.diverged(epoch, train_loss, lr, epoch_start)
+            if on_epoch:
+                on_epoch(row)
+            break
         row = log.validated(epoch, train_loss, lr, epoch_start, val, test)
         if on_epoch:
             on_epoch(row)
     return log.outcome(loss_fn.params)
 
 
+def learned_state(parameters, buffers) -> list[torch.Tensor]:
+    """The weights and the floating-point buffers (BatchNorm's running statistics): a
+    running variance overflowing to inf leaves training finite (it normalises by the
+    batch's own) while every evaluation in eval mode reads NaN."""
+    return [*parameters, *(buffer for buffer in buffers if buffer.is_floating_point())]
+
+
 def finite_weights(parameters, stacked: bool = False) -> torch.Tensor:
-    """Whether every weight is finite, on the device: a 0-d bool, or one per copy (K,) of a
-    stacked model's (K, ...) parameters."""
+    """Whether every weight (and statistic: ``learned_state``) is finite, on the device: a
+    0-d bool, or one per copy (K,) of a stacked model's (K, ...) tensors."""
     if stacked:
         return torch.stack([torch.isfinite(p).flatten(1).all(1) for p in parameters]).all(0)
     return torch.stack([torch.isfinite(p).all() for p in parameters]).all()
@@ -347,10 +371,12 @@ def evaluate_on_device(model, data, settings, split: str, keep_predictions: bool
     layout = input_memory_format(model)  # channels_last from train_trial
     counts, predictions = [], []
     histogram = None
+    finite = torch.ones((), dtype=torch.bool, device=device)
     for batch in evaluation_loader(data, settings, split):
         images, target, _ = batch_on_device(batch, device, layout)
         with _autocast(settings):
             logits = model(images).float()
+        finite &= torch.isfinite(logits).all()
         counts.append(
             metrics.confusion_counts(logits, target, mode=data.mode, ignore_index=data.ignore_index)
         )
@@ -360,7 +386,7 @@ def evaluate_on_device(model, data, settings, split: str, keep_predictions: bool
         if keep_predictions:
             predictions.append(hard_prediction(logits, data.mode).to(torch.uint8))
     return Evaluation(
-        torch.cat(counts), histogram, torch.cat(predictions) if keep_predictions else None
+        torch.cat(counts), histogram, torch.cat(predictions) if keep_predictions else None, finite
     )
 
 

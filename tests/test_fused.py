@@ -297,3 +297,42 @@ def test_a_group_must_share_its_learning_rate(binary_data):
     specs = {label: parse_spec(label) for label in ("dice", "bce")}
     with pytest.raises(ValueError, match="share one learning rate"):
         train_fused_group(mixed, specs, binary_data, settings(epochs=1))
+
+
+def test_a_model_whose_outputs_overflow_has_diverged_alone_and_fused(binary_data):
+    """At a learning rate of 1e6 the weights stay finite (about 1e8) and so does the
+    training loss, but in eval mode the activations overflow to inf and the logits read
+    NaN: scores of such a model (NaN read as background) must not be reported."""
+    setup = tiny_settings(epochs=2, lr=1e6)
+    trials, specs = trials_of(binary_data, ["bce", "dice"])
+    alone = [train_trial(t, specs[t.loss], binary_data, setup).record for t in trials]
+    fused = [outcome.record for outcome in train_fused_group(trials, specs, binary_data, setup)]
+    for record in alone + fused:
+        assert (record["status"], record["diverged_epoch"]) == ("diverged", 1)
+        (row,) = record["epochs"]
+        assert row["status"] == "diverged" and math.isfinite(row["train_loss"])
+        assert "val_dice" not in row
+
+
+def test_evaluation_says_whether_every_output_was_finite(binary_data):
+    from losscmp.model import build_model
+    from losscmp.train import evaluate
+
+    setup = tiny_settings()
+    model = build_model(setup.preset, 1, None, seed=0)
+    assert evaluate(model, binary_data, setup, "val").finite is True
+    with torch.no_grad():
+        model.segmentation_head[0].bias.fill_(float("inf"))
+    assert evaluate(model, binary_data, setup, "val").finite is False
+
+
+def test_a_running_statistic_overflowed_to_inf_counts_as_a_diverged_weight():
+    """Training normalises by the batch's own statistics and stays finite; every
+    evaluation divides by the running variance."""
+    from losscmp.train import finite_weights, learned_state
+
+    norm = torch.nn.BatchNorm2d(3)
+    assert finite_weights(learned_state(norm.parameters(), norm.buffers())).item()
+    norm.running_var[1] = float("inf")
+    assert finite_weights(norm.parameters()).item()
+    assert not finite_weights(learned_state(norm.parameters(), norm.buffers())).item()
