@@ -118,6 +118,12 @@ def chosen_rows(summary: pd.DataFrame) -> pd.DataFrame:
     return summary[summary["lr_chosen"].astype(bool)]
 
 
+def _ranked_with_diverged_seeds(summary: pd.DataFrame) -> bool:
+    if "n_diverged" not in summary.columns or "rank" not in summary.columns:
+        return False
+    return bool(((summary["n_diverged"] > 0) & summary["rank"].notna()).any())
+
+
 def caption_text(summary: pd.DataFrame, metric: str, title: str | None = None) -> str:
     """What the caption must say about where the headline is read and what was chosen how."""
     title = title or metric
@@ -140,6 +146,11 @@ def caption_text(summary: pd.DataFrame, metric: str, title: str | None = None) -
     if several_rates(summary):
         text += " Each loss is shown at the learning rate (lr) with the best mean validation "
         text += "score over seeds; summary.csv lists every rate."
+    if _ranked_with_diverged_seeds(summary):
+        text += (
+            " A loss ranks after every loss with fewer diverged seeds: its mean is over the "
+            "seeds that finished."
+        )
     if "threshold_mean" in summary.columns and summary["threshold_mean"].notna().any():
         text += (
             " thr. = the probability threshold chosen on validation (best Dice) at that "

@@ -36,7 +36,7 @@ cannot show that a difference is real.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,6 +123,7 @@ def compare_losses(
     alpha: float = ALPHA,
     bounds: tuple[float, float] = NO_BOUNDS,
     higher_is_better: bool = True,
+    diverged: Mapping[str, int] | None = None,
 ) -> pd.DataFrame:
     """Rank losses by their mean per-seed score and test each against the best.
 
@@ -131,7 +132,9 @@ def compare_losses(
     indexed by loss, best first: ``n_seeds, mean, std, ci_low, ci_high, rank,
     p_value, p_holm, indistinguishable_from_best``. ``bounds`` clips the
     intervals to the score's range; ``higher_is_better=False`` (calibration error) makes
-    the lowest mean the best.
+    the lowest mean the best. ``diverged`` (loss -> seeds diverged) ranks a loss after
+    every loss with fewer: its mean is over the seeds that survived, and a loss that
+    diverged on two seeds of three must not be crowned on the third.
     """
     scores = per_seed.pivot(index="seed", columns="loss", values="score")
     losses = list(dict.fromkeys(per_seed["loss"]))
@@ -140,7 +143,7 @@ def compare_losses(
         {loss: vars(summary) for loss, summary in summaries.items()}, orient="index"
     ).rename(columns={"n": "n_seeds"})
     table.index.name = "loss"
-    table["rank"] = table["mean"].rank(ascending=not higher_is_better, method="min").astype("Int64")
+    table["rank"] = _ranks(table["mean"], diverged or {}, higher_is_better)
     table = table.sort_values("rank", na_position="last", kind="stable")
     table["p_value"] = math.nan
     if table["mean"].notna().any():
@@ -150,6 +153,20 @@ def compare_losses(
     table["p_holm"] = holm(table["p_value"].to_numpy())
     table["indistinguishable_from_best"] = _verdicts(table, alpha)
     return table
+
+
+def _ranks(means: pd.Series, diverged: Mapping[str, int], higher_is_better: bool) -> pd.Series:
+    """1 for the best: fewest diverged seeds, then the best mean; equal keys share the
+    lower rank; no mean, no rank."""
+    sign = -1.0 if higher_is_better else 1.0
+    keys = {
+        loss: (diverged.get(loss, 0), sign * mean)
+        for loss, mean in means.items()
+        if not math.isnan(mean)
+    }
+    ordered = sorted(keys.values())
+    ranks = [ordered.index(keys[loss]) + 1 if loss in keys else pd.NA for loss in means.index]
+    return pd.Series(ranks, index=means.index, dtype="Int64")
 
 
 def _verdicts(table: pd.DataFrame, alpha: float) -> pd.Series:

@@ -26,7 +26,9 @@ Definitions the table and CSV rely on:
   test split, or written before images.csv recorded its split), then over seeds.
 - **Diverged** trials (status ``diverged`` in trials/) are left out of every
   mean; the row's status says how many seeds diverged and the first epoch. A
-  loss whose every seed diverged keeps a row with empty scores and no rank.
+  loss ranks after every loss with fewer diverged seeds (as a learning rate
+  does: a mean over the survivors would reward instability). A loss whose
+  every seed diverged keeps a row with empty scores and no rank.
 - **Combining runs**: several run folders are reported together when every
   run has the same datasets (same labels and identical dataset info: sizes,
   image size, foreground fractions) and the same result-affecting settings
@@ -486,7 +488,10 @@ def _summarize_dataset(results: RunResults, dataset: str, metric: str) -> pd.Dat
     per_seed = at_chosen[["loss", "seed"]].assign(score=finished.get(f"best_{metric}", math.nan))
     bounds = (-1.0, 1.0) if metric in ("mcc", "mcc_t") else (0.0, 1.0)
     better = selection.higher_is_better(metric)
-    comparison = stats.compare_losses(per_seed, bounds=bounds, higher_is_better=better)
+    diverged = at_chosen["status"].eq("diverged").groupby(at_chosen["loss"]).sum().to_dict()
+    comparison = stats.compare_losses(
+        per_seed, bounds=bounds, higher_is_better=better, diverged=diverged
+    )
     rows = []
     for loss in comparison.index:
         rate = chosen.loc[chosen["loss"] == loss].iloc[0]

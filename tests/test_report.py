@@ -316,6 +316,19 @@ def test_diverged_seeds_are_left_out_and_reported(tmp_path):
     assert "diverged ep 2" in text and "1/3 diverged ep 3" in text
 
 
+def test_a_loss_that_diverged_on_most_seeds_is_not_crowned_by_the_one_left(tmp_path):
+    """dice, the best loss, diverged on seeds 0 and 1: its seed 2 alone is no verdict."""
+    run_dir = write_run(tmp_path, quality=QUALITY, diverged={("dice", 0): 2, ("dice", 1): 2})
+    summary = summarize(load_run(run_dir))
+    rows = summary.set_index("loss")
+    assert rows.loc["dice", "score_mean"] > rows.loc["focal", "score_mean"]
+    assert summary["loss"].iloc[-1] == "dice" and not rows.loc["dice", "is_best"]
+    assert rows.loc["dice", "rank"] == len(QUALITY)
+    assert "ranks after every loss with fewer diverged seeds" in headline_caption("dice", summary)
+    clean = summarize(load_run(write_run(tmp_path / "clean", quality=QUALITY)))
+    assert "diverged seeds" not in headline_caption("dice", clean)
+
+
 def test_a_run_whose_every_trial_diverged_in_its_first_epoch_is_reported(tmp_path):
     """(e.g. --lr 1e12): no epoch was ever scored; every loss is listed as diverged, and
     the footer still names the test split the run has."""

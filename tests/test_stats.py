@@ -202,6 +202,34 @@ def test_loss_without_any_score_has_no_rank():
     assert pd.isna(table.loc["dead", "indistinguishable_from_best"])  # untested, not "equal"
 
 
+def test_a_loss_with_diverged_seeds_ranks_after_the_losses_without():
+    """Its mean is over the seeds that survived: dice diverged on two seeds of three and
+    scored 0.9 on the third; crowned, it would also leave every other loss untested."""
+    per_seed = pd.DataFrame(
+        {
+            "loss": ["dice"] * 3 + ["focal"] * 3 + ["tversky"] * 3 + ["bce"] * 3,
+            "seed": [0, 1, 2] * 4,
+            "score": [math.nan, math.nan, 0.9, 0.70, 0.72, 0.71, 0.60, 0.65, 0.62]
+            + [0.5, math.nan, 0.55],
+        }
+    )
+    table = stats.compare_losses(per_seed, diverged={"dice": 2, "bce": 1})
+    assert list(table.index) == ["focal", "tversky", "bce", "dice"]
+    assert table["rank"].tolist() == [1, 2, 3, 4]
+    assert table.loc["dice", "mean"] == pytest.approx(0.9)  # shown, not crowned
+    # tversky is tested against focal (three pairs), as it would be without dice
+    expected = scipy_stats.ttest_rel([0.70, 0.72, 0.71], [0.60, 0.65, 0.62]).pvalue
+    assert table.loc["tversky", "p_value"] == pytest.approx(expected)
+    assert math.isnan(table.loc["dice", "p_value"])  # one pair with focal: no test
+    crowned = stats.compare_losses(per_seed)  # the mean over survivors alone
+    assert crowned.index[0] == "dice"
+
+
+def test_equal_keys_share_the_lower_rank():
+    per_seed = per_seed_frame({"a": [0.7, 0.8], "b": [0.8, 0.7], "c": [0.1, 0.2]})
+    assert stats.compare_losses(per_seed)["rank"].tolist() == [1, 1, 3]
+
+
 def test_one_seed_marks_nothing_indistinguishable():
     per_seed = pd.DataFrame({"loss": ["a", "b"], "seed": [0, 0], "score": [0.8, 0.1]})
     table = stats.compare_losses(per_seed)
