@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 
 import pytest
+import torch
 
 from losscmp.errors import ParameterError, UnknownNameError
 from losscmp.losses import (
@@ -191,3 +192,21 @@ def test_wrong_class_weight_count_is_a_parameter_error():
 def test_registry_is_the_shared_one():
     assert LOSS_REGISTRY.kind == "loss"
     assert set(LOSS_REGISTRY.names()) == set(CATALOGUE)
+
+
+@pytest.mark.parametrize(
+    ("name", "mode", "logits", "target"),
+    [
+        ("dice", "binary", (2, 1, 8, 8), (2, 3, 8, 8)),  # an RGB mask
+        ("lovasz", "binary", (2, 1, 8, 8), (2, 2, 8, 8)),  # a one-hot mask
+        ("bce", "binary", (2, 1, 8, 8), (2, 1, 8, 4)),
+        ("dice", "multiclass", (2, 3, 8, 8), (2, 3, 8, 8)),  # one-hot instead of indices
+        ("ce", "multiclass", (2, 3, 8, 8), (2, 8, 4)),
+    ],
+)
+def test_a_target_of_the_wrong_shape_is_refused(name, mode, logits, target):
+    # Binary dice and Lovász broadcast a (2, 3, 8, 8) target against the one logit channel
+    # and returned a number; the check compared only the batch and spatial sizes.
+    loss = create_loss(name, mode=mode)
+    with pytest.raises(ValueError, match="does not match"):
+        loss(torch.zeros(logits), torch.zeros(target))

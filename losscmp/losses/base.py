@@ -181,8 +181,10 @@ class SegLoss(nn.Module):
             if target.dim() == logits.dim() and target.shape[1] == 1:
                 target = target.squeeze(1)
             target = target.long()
-        expected = logits.shape[:1] + logits.shape[2:]
-        if target.shape[:1] + target.shape[-(logits.dim() - 2) :] != expected:
+        # Binary: (N, 1, ...) like the logits; multiclass: class indices (N, ...). The whole
+        # shape is compared: a (N, 3, H, W) mask must not broadcast against one channel.
+        expected = logits.shape if self.binary else logits.shape[:1] + logits.shape[2:]
+        if target.shape != expected:
             raise ValueError(
                 f"target shape {tuple(target.shape)} does not match logits {tuple(logits.shape)}"
             )
