@@ -134,6 +134,9 @@ def test_bad_parameter_type_is_rejected(name, params):
         ("balanced_bce", {"epsilon": 0.7}),
         ("dice", {"class_weights": [-1, 1]}),
         ("dice", {"class_weights": []}),
+        # Only the background weighs, and it is not scored: the loss was NaN.
+        ("dice", {"mode": "multiclass", "include_background": False, "class_weights": [1, 0]}),
+        ("ce_dice", {"mode": "multiclass", "include_background": False, "class_weights": [1, 0]}),
         ("distance_weighted_bce", {"sigma": 0}),
         ("weighted_bce", {"beta": 0}),
         ("unified_focal", {"delta": 1.2}),
@@ -145,6 +148,12 @@ def test_bad_parameter_type_is_rejected(name, params):
 def test_bad_parameter_value_raises_parameter_error(name, params):
     with pytest.raises(ParameterError):
         create_loss(name, **params)
+
+
+def test_a_weighted_mean_over_zero_weights_was_nan():
+    # include_background=False, class_weights [1, 0, 0]: Σ w·l / Σ w = 0/0 over classes 1, 2.
+    with pytest.raises(ParameterError, match="every scored class weight 0"):
+        create_loss("mcc", mode="multiclass", include_background=False, class_weights=[1, 0, 0])
 
 
 def test_values_are_coerced_from_spec_and_yaml_types():

@@ -89,6 +89,12 @@ class OverlapLoss(SegLoss):
         self.include_background = include_background
         self.ignore_index = ignore_index
         self.class_weights = check_class_weights(class_weights)
+        if self.class_weights and not sum(self.class_weights[self.first_class :]) > 0:
+            # Σ w·l / Σ w over the scored classes would be 0/0: a NaN loss every step.
+            raise ParameterError(
+                f"class_weights {class_weights} give every scored class weight 0 "
+                "(include_background=False leaves out class 0's weight)"
+            )
 
     @property
     def first_class(self) -> int:
