@@ -54,6 +54,7 @@ from losscmp.train import (
     make_optimizer,
     nan_unless_finite_weights,
     training_loader,
+    training_progress,
     trial_settings,
 )
 
@@ -88,7 +89,7 @@ def train_fused_group(
     for epoch in range(1, settings.epochs + 1):
         epoch_start = time.perf_counter()
         for piece in active:
-            piece.loss_fn.set_progress((epoch - 1) / settings.epochs)
+            piece.loss_fn.set_progress(training_progress(epoch, settings.epochs))
         lr = fused.optimizer.param_groups[0]["lr"]
         loss_sums = _train_epoch(fused, active, scheduler, data, settings, epoch, on_step)
         finite = finite_weights(fused.params.values(), stacked=True)

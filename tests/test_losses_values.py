@@ -336,6 +336,19 @@ def test_boundary_schedule_runs_from_001_to_1():
     torch.testing.assert_close(loss(logits, target) - dice, boundary_only * 0.01)
 
 
+def test_the_trainer_takes_the_boundary_schedule_to_1_in_the_last_epoch():
+    from losscmp.train import training_progress
+
+    loss = create_loss("boundary")
+    alphas = []
+    for epoch in range(1, 5):
+        loss.set_progress(training_progress(epoch, 4))
+        alphas.append(loss.alpha)
+    # 0.01 + 0.99·(epoch - 1)/3: (epoch - 1)/4 stopped at 0.01 + 0.99·3/4 = 0.7525.
+    assert alphas == pytest.approx([0.01, 0.34, 0.67, 1.0])
+    assert training_progress(1, 1) == 0.0
+
+
 def test_losses_accept_precomputed_maps_and_match_the_fallback():
     from losscmp.losses.distance import batch_target_maps
 

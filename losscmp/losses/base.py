@@ -135,7 +135,8 @@ class SegLoss(nn.Module):
         return self.mode == BINARY_MODE
 
     def set_progress(self, fraction: float) -> None:
-        """Training progress in [0, 1] (epoch / epochs); most losses ignore it."""
+        """Training progress in [0, 1]: 0 in the first epoch, 1 in the last
+        (``train.training_progress``); most losses ignore it."""
 
     def fit(self, class_pixel_counts: torch.Tensor) -> None:
         """Training-set pixel counts per class ((2,) for binary); most losses ignore it."""
