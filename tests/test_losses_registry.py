@@ -86,6 +86,15 @@ def test_every_parameter_is_type_annotated_with_a_default(name):
         assert parameter.default is not inspect.Parameter.empty, parameter.name
 
 
+@pytest.mark.parametrize("name", CATALOGUE)
+def test_an_overlap_formula_shows_its_smooth_term(name):
+    # `losscmp losses --show generalized_dice` listed smooth (default 1) under a formula
+    # without it, though on its max-normalised weights s = 1 is one pixel of the rarest class.
+    entry = get_loss_entry(name)
+    if entry.family == "overlap" and "smooth" in entry.defaults:
+        assert "+ s" in entry.formula or "+s" in entry.formula, entry.formula
+
+
 def test_boundary_family_declares_its_maps():
     assert get_loss_entry("boundary").needs == {"signed_distance"}
     assert get_loss_entry("hausdorff_dt").needs == {"signed_distance"}

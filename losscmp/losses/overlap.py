@@ -346,7 +346,8 @@ class LogCoshDiceLoss(DiceLoss):
     family="overlap",
     soft_targets=True,
     reference="Sudre et al. 2017",
-    formula="1 - 2 sum_c w_c TP_c / sum_c w_c (2TP_c + FP_c + FN_c), w_c = 1/(sum y_c)^2",
+    formula="1 - (2 sum_c w_c TP_c + s)/(sum_c w_c (2TP_c + FP_c + FN_c) + s), "
+    "w_c = 1/(sum y_c)^2 divided by the largest; binary: background and foreground",
 )
 class GeneralizedDiceLoss(OverlapLoss):
     """Binary mode scores background and foreground (Sudre 2017; with one class the
