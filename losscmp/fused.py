@@ -56,6 +56,7 @@ from losscmp.train import (
     nan_unless_finite_weights,
     outputs_finite,
     training_loader,
+    training_progress,
     trial_settings,
 )
 
@@ -90,7 +91,7 @@ def train_fused_group(
     for epoch in range(1, settings.epochs + 1):
         epoch_start = time.perf_counter()
         for piece in active:
-            piece.loss_fn.set_progress((epoch - 1) / settings.epochs)
+            piece.loss_fn.set_progress(training_progress(epoch, settings.epochs))
         lr = fused.optimizer.param_groups[0]["lr"]
         loss_sums = _train_epoch(fused, active, scheduler, data, settings, epoch, on_step)
         state = learned_state(fused.params.values(), fused.buffers.values())

@@ -186,6 +186,13 @@ def trial_settings(settings: TrainSettings, trials) -> TrainSettings:
     return settings if rate is None else dataclasses.replace(settings, lr=rate)
 
 
+def training_progress(epoch: int, epochs: int) -> float:
+    """What ``set_progress`` gets in epoch ``epoch`` (from 1) of ``epochs``: 0 in the first
+    and 1 in the last, so the boundary loss's alpha runs from 0.01 to 1 as LOSSES.md says
+    ((epoch - 1) / epochs stopped at 1 - 1/epochs: alpha 0.90 in the last of 10 epochs)."""
+    return (epoch - 1) / max(epochs - 1, 1)
+
+
 def train_trial(
     trial: Trial,
     loss_spec: Spec,
@@ -209,7 +216,7 @@ def train_trial(
     log = TrialLog(trial, data, settings.epochs)
     for epoch in range(1, settings.epochs + 1):
         epoch_start = time.perf_counter()
-        loss_fn.set_progress((epoch - 1) / settings.epochs)
+        loss_fn.set_progress(training_progress(epoch, settings.epochs))
         lr = optimizer.param_groups[0]["lr"]
         loss_sum = train_one_epoch(
             model, loss_fn, optimizer, scheduler, data, settings, trial.seed, epoch, on_step

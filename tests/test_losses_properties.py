@@ -92,6 +92,20 @@ def test_ignored_pixels_do_not_change_the_value(name, mode):
 
 
 @pytest.mark.parametrize(("name", "mode"), PAIRS, ids=IDS)
+def test_an_all_ignored_image_changes_nothing(name, mode):
+    """Per-image means (reduction="image", Lovász per_image) too leave out an image whose
+    pixels are all ignored, rather than average it in as a 0."""
+    defaults = get_loss_entry(name).defaults
+    per_image = {"reduction": "image"} if "reduction" in defaults else {}
+    if "per_image" in defaults:
+        per_image = {"per_image": True}
+    loss = create_loss(name, mode=mode, ignore_index=IGNORE, **per_image)
+    target, logits = blob_target(mode).clone(), random_logits(mode)
+    target[1] = IGNORE
+    torch.testing.assert_close(loss(logits, target), loss(logits[:1], target[:1]))
+
+
+@pytest.mark.parametrize(("name", "mode"), PAIRS, ids=IDS)
 def test_perfect_prediction_is_the_minimum(name, mode):
     loss = create_loss(name, mode=mode)
     target = blob_target(mode)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 
 import pytest
+import torch
 
 from losscmp.errors import ParameterError, UnknownNameError
 from losscmp.losses import (
@@ -85,6 +86,15 @@ def test_every_parameter_is_type_annotated_with_a_default(name):
         assert parameter.default is not inspect.Parameter.empty, parameter.name
 
 
+@pytest.mark.parametrize("name", CATALOGUE)
+def test_an_overlap_formula_shows_its_smooth_term(name):
+    # `losscmp losses --show generalized_dice` listed smooth (default 1) under a formula
+    # without it, though on its max-normalised weights s = 1 is one pixel of the rarest class.
+    entry = get_loss_entry(name)
+    if entry.family == "overlap" and "smooth" in entry.defaults:
+        assert "+ s" in entry.formula or "+s" in entry.formula, entry.formula
+
+
 def test_boundary_family_declares_its_maps():
     assert get_loss_entry("boundary").needs == {"signed_distance"}
     assert get_loss_entry("hausdorff_dt").needs == {"signed_distance"}
@@ -133,6 +143,9 @@ def test_bad_parameter_type_is_rejected(name, params):
         ("balanced_bce", {"epsilon": 0.7}),
         ("dice", {"class_weights": [-1, 1]}),
         ("dice", {"class_weights": []}),
+        # Only the background weighs, and it is not scored: the loss was NaN.
+        ("dice", {"mode": "multiclass", "include_background": False, "class_weights": [1, 0]}),
+        ("ce_dice", {"mode": "multiclass", "include_background": False, "class_weights": [1, 0]}),
         ("distance_weighted_bce", {"sigma": 0}),
         ("weighted_bce", {"beta": 0}),
         ("unified_focal", {"delta": 1.2}),
@@ -144,6 +157,12 @@ def test_bad_parameter_type_is_rejected(name, params):
 def test_bad_parameter_value_raises_parameter_error(name, params):
     with pytest.raises(ParameterError):
         create_loss(name, **params)
+
+
+def test_a_weighted_mean_over_zero_weights_was_nan():
+    # include_background=False, class_weights [1, 0, 0]: Σ w·l / Σ w = 0/0 over classes 1, 2.
+    with pytest.raises(ParameterError, match="every scored class weight 0"):
+        create_loss("mcc", mode="multiclass", include_background=False, class_weights=[1, 0, 0])
 
 
 def test_values_are_coerced_from_spec_and_yaml_types():
@@ -191,3 +210,21 @@ def test_wrong_class_weight_count_is_a_parameter_error():
 def test_registry_is_the_shared_one():
     assert LOSS_REGISTRY.kind == "loss"
     assert set(LOSS_REGISTRY.names()) == set(CATALOGUE)
+
+
+@pytest.mark.parametrize(
+    ("name", "mode", "logits", "target"),
+    [
+        ("dice", "binary", (2, 1, 8, 8), (2, 3, 8, 8)),  # an RGB mask
+        ("lovasz", "binary", (2, 1, 8, 8), (2, 2, 8, 8)),  # a one-hot mask
+        ("bce", "binary", (2, 1, 8, 8), (2, 1, 8, 4)),
+        ("dice", "multiclass", (2, 3, 8, 8), (2, 3, 8, 8)),  # one-hot instead of indices
+        ("ce", "multiclass", (2, 3, 8, 8), (2, 8, 4)),
+    ],
+)
+def test_a_target_of_the_wrong_shape_is_refused(name, mode, logits, target):
+    # Binary dice and Lovász broadcast a (2, 3, 8, 8) target against the one logit channel
+    # and returned a number; the check compared only the batch and spatial sizes.
+    loss = create_loss(name, mode=mode)
+    with pytest.raises(ValueError, match="does not match"):
+        loss(torch.zeros(logits), torch.zeros(target))

@@ -271,6 +271,30 @@ def test_include_background_false_drops_class_zero():
     torch.testing.assert_close(weighted, (per_class[0] + 3 * per_class[1]) / 4)
 
 
+def test_an_all_ignored_image_is_left_out_of_the_image_mean():
+    # Image 0: p = 0.5 on 4 pixels, y = [1, 1, 0, 0]: TP = FP = FN = 1, dice loss
+    # 1 - (2 + 1)/(2 + 1 + 1 + 1) = 0.4. Image 1: every pixel ignored. The image mean is
+    # 0.4, not (0.4 + 0)/2 = 0.2: ignored pixels are out of every mean's denominator.
+    logits = torch.zeros(2, 1, 2, 2)
+    target = torch.tensor([1.0, 1.0, 0.0, 0.0, 255, 255, 255, 255]).view(2, 1, 2, 2)
+    dice = create_loss("dice", reduction="image", ignore_index=255)
+    assert dice(logits, target).item() == pytest.approx(0.4)
+    # Lovász per image: image 0's hinge errors are all 1, so its loss is the Jaccard loss of
+    # every pixel wrong, 1; image 1 must not pull the mean down to 0.5.
+    lovasz = create_loss("lovasz", per_image=True, ignore_index=255)
+    assert lovasz(logits, target).item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("mode", ["binary", "multiclass"])
+@pytest.mark.parametrize("name", ["generalized_dice", "dice", "mcc", "unified_focal"])
+def test_image_reduction_with_ignored_pixels_is_the_mean_of_the_images(name, mode):
+    logits, target = random_logits(mode, batch=3), random_target(mode, batch=3).clone()
+    target[..., :3, :] = 255
+    loss = create_loss(name, mode=mode, reduction="image", ignore_index=255)
+    per_image = [loss(logits[i : i + 1], target[i : i + 1]) for i in range(3)]
+    torch.testing.assert_close(loss(logits, target), torch.stack(per_image).mean())
+
+
 def test_ignored_pixels_are_excluded_from_the_mean():
     logits, target = random_logits("binary"), random_target("binary")
     masked = target.clone()
@@ -310,6 +334,19 @@ def test_boundary_schedule_runs_from_001_to_1():
     boundary_only = loss(logits, target) - dice
     loss.set_progress(0.0)
     torch.testing.assert_close(loss(logits, target) - dice, boundary_only * 0.01)
+
+
+def test_the_trainer_takes_the_boundary_schedule_to_1_in_the_last_epoch():
+    from losscmp.train import training_progress
+
+    loss = create_loss("boundary")
+    alphas = []
+    for epoch in range(1, 5):
+        loss.set_progress(training_progress(epoch, 4))
+        alphas.append(loss.alpha)
+    # 0.01 + 0.99·(epoch - 1)/3: (epoch - 1)/4 stopped at 0.01 + 0.99·3/4 = 0.7525.
+    assert alphas == pytest.approx([0.01, 0.34, 0.67, 1.0])
+    assert training_progress(1, 1) == 0.0
 
 
 def test_losses_accept_precomputed_maps_and_match_the_fallback():

@@ -135,7 +135,8 @@ class SegLoss(nn.Module):
         return self.mode == BINARY_MODE
 
     def set_progress(self, fraction: float) -> None:
-        """Training progress in [0, 1] (epoch / epochs); most losses ignore it."""
+        """Training progress in [0, 1]: 0 in the first epoch, 1 in the last
+        (``train.training_progress``); most losses ignore it."""
 
     def fit(self, class_pixel_counts: torch.Tensor) -> None:
         """Training-set pixel counts per class ((2,) for binary); most losses ignore it."""
@@ -181,8 +182,10 @@ class SegLoss(nn.Module):
             if target.dim() == logits.dim() and target.shape[1] == 1:
                 target = target.squeeze(1)
             target = target.long()
-        expected = logits.shape[:1] + logits.shape[2:]
-        if target.shape[:1] + target.shape[-(logits.dim() - 2) :] != expected:
+        # Binary: (N, 1, ...) like the logits; multiclass: class indices (N, ...). The whole
+        # shape is compared: a (N, 3, H, W) mask must not broadcast against one channel.
+        expected = logits.shape if self.binary else logits.shape[:1] + logits.shape[2:]
+        if target.shape != expected:
             raise ValueError(
                 f"target shape {tuple(target.shape)} does not match logits {tuple(logits.shape)}"
             )

@@ -34,8 +34,9 @@ from losscmp.losses.overlap import DiceLoss, Reduction
 )
 class BoundaryLoss(SegLoss):
     """Schedule: ``alpha = alpha_start + (alpha_end - alpha_start)·f``, f = the fraction
-    given to ``set_progress`` (the trainer passes epoch / epochs, so the first epoch uses
-    0.01) clipped to [0, 1]; f = 0 until ``set_progress`` is called.
+    given to ``set_progress`` (the trainer passes (epoch - 1) / (epochs - 1), so the first
+    epoch uses 0.01 and the last 1) clipped to [0, 1]; f = 0 until ``set_progress`` is
+    called.
 
     Boundary term: mean over pixels (and, multiclass, over the foreground classes 1..C-1,
     as in Kervadec's code) of φ_G·(p − y). φ_G is in pixels; the − y term is a constant

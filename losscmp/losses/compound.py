@@ -20,6 +20,7 @@ from losscmp.losses.functional import (
     EPS,
     binary_cross_entropy,
     binary_target,
+    image_mean,
     log_sigmoid,
     masked_mean,
     multiclass_target,
@@ -82,7 +83,7 @@ class CrossEntropyDiceLoss(SegLoss):
             dims = self.dice.count_dims(logits)
             total, *counts = sigmoid_focal_sum_and_counts(logits, y, valid, 0.0, valid, dims)
             cross_entropy = total / valid_pixels(valid, logits)
-            dice = self.dice.loss_from_counts(*counts)
+            dice = self.dice.loss_from_counts(*counts, valid=valid)
         else:
             cross_entropy = self.cross_entropy.compute(logits, target, maps)
             dice = self.dice.compute(logits, target, maps)
@@ -195,7 +196,7 @@ class DiceFocalLoss(SegLoss):
                 logits, y, weight, self.focal.gamma, valid, self.dice.count_dims(logits)
             )
             focal = total / valid_pixels(valid, logits)
-            dice = self.dice.loss_from_counts(*counts)
+            dice = self.dice.loss_from_counts(*counts, valid=valid)
         else:
             dice = self.dice.compute(logits, target, maps)
             focal = self.focal.compute(logits, target, maps)
@@ -350,7 +351,7 @@ class UnifiedFocalLoss(SegLoss):
         if valid is not None:
             probs = probs * valid
         focal = self.asymmetric_focal(log_probs, probs, y, valid)
-        tversky = self.asymmetric_focal_tversky(probs, y)
+        tversky = self.asymmetric_focal_tversky(probs, y, valid)
         return self.lambda_focal * focal + (1 - self.lambda_focal) * tversky
 
     def asymmetric_focal(self, log_probs, probs, y, valid):
@@ -361,7 +362,7 @@ class UnifiedFocalLoss(SegLoss):
         foreground = self.delta * (y[:, 1:] * log_probs[:, 1:]).sum(1, keepdim=True)
         return masked_mean(-(background + foreground), valid)
 
-    def asymmetric_focal_tversky(self, probs, y):
+    def asymmetric_focal_tversky(self, probs, y, valid=None):
         dims = sum_dims(self.reduction, probs.dim())
         # Binary: y = [1 - y, y] may be soft; multiclass: one-hot, where p·y is the same.
         tp = soft_intersection(probs, y, dims) if self.binary else (probs * y).sum(dims)
@@ -370,4 +371,4 @@ class UnifiedFocalLoss(SegLoss):
         # Tversky-index loss with delta on FN, 1 - delta on FP.
         loss = ratio_loss(tp, tp + self.delta * fn + (1 - self.delta) * fp, self.smooth)
         enhanced = torch.cat([loss[..., :1], safe_pow(loss[..., 1:], 1 - self.gamma)], -1)
-        return enhanced.mean()
+        return image_mean(enhanced.mean(-1), valid)

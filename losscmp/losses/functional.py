@@ -80,6 +80,18 @@ def probabilities_and_target(
     return probs, y, valid
 
 
+def image_mean(per_image: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Mean of per-image values (N,) over the images that have a valid pixel: an image whose
+    pixels are all ignored is left out of the count too, not averaged in as a 0. A scalar
+    (batch reduction) is returned as it is; 0 when every image is ignored."""
+    if valid is None or per_image.dim() == 0:
+        return per_image.mean()
+    scored = valid.flatten(1).amax(1)  # 1 for an image with a valid pixel, else 0
+    if per_image.shape != scored.shape:  # (N, 1) would broadcast to (N, N)
+        raise ValueError(f"per-image values {tuple(per_image.shape)} for {len(scored)} images")
+    return (per_image * scored).sum() / scored.sum().clamp_min(1)
+
+
 def sum_dims(reduction: str, ndim: int) -> tuple[int, ...]:
     """Dims summed into soft counts: all but classes ("batch") or only spatial ("image")."""
     spatial = tuple(range(2, ndim))

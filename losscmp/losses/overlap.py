@@ -1,7 +1,8 @@
 """Overlap (region) losses computed from soft counts TP, FP, FN (and TN).
 
 Shared options: ``reduction="batch"`` sums the counts over the batch before
-scoring (smp), ``"image"`` scores each image then averages (MONAI);
+scoring (smp), ``"image"`` scores each image then averages (MONAI) over the images
+that have a valid pixel (an all-ignored image is left out, not counted as a 0);
 ``include_background`` (multiclass: drop class 0; binary's single channel is
 the foreground and always scored); ``class_weights`` (weighted mean
 Σ w·l / Σ w over the scored classes, given for all C classes); ``ignore_index``;
@@ -38,6 +39,7 @@ from losscmp.losses.base import (
 from losscmp.losses.functional import (
     EPS,
     binary_target,
+    image_mean,
     multiclass_target,
     one_hot,
     probabilities_and_target,
@@ -87,6 +89,12 @@ class OverlapLoss(SegLoss):
         self.include_background = include_background
         self.ignore_index = ignore_index
         self.class_weights = check_class_weights(class_weights)
+        if self.class_weights and not sum(self.class_weights[self.first_class :]) > 0:
+            # Σ w·l / Σ w over the scored classes would be 0/0: a NaN loss every step.
+            raise ParameterError(
+                f"class_weights {class_weights} give every scored class weight 0 "
+                "(include_background=False leaves out class 0's weight)"
+            )
 
     @property
     def first_class(self) -> int:
@@ -110,7 +118,8 @@ class OverlapLoss(SegLoss):
         return sum_dims(self.reduction, logits.dim())
 
     def counts(self, logits, target):
-        """(TP, FP, FN, TN or None), each (K,) for batch reduction or (N, K) for image."""
+        """(TP, FP, FN, TN or None), each (K,) for batch reduction or (N, K) for image,
+        and the valid mask (or None)."""
         y, valid = self.targets(logits, target)
         dims = self.count_dims(logits)
         tp, fp, fn = soft_counts_from_logits(logits, y, valid, self.binary, dims)
@@ -119,18 +128,20 @@ class OverlapLoss(SegLoss):
         tn = None
         if self.needs_true_negatives:
             tn = (valid_count(valid, logits, dims) - tp - fp - fn).clamp_min(0)
-        return tp, fp, fn, tn
+        return tp, fp, fn, tn, valid
 
     def compute(self, logits, target, maps):
         return self.loss_from_counts(*self.counts(logits, target))
 
-    def loss_from_counts(self, tp, fp, fn, tn=None) -> torch.Tensor:
+    def loss_from_counts(self, tp, fp, fn, tn=None, valid=None) -> torch.Tensor:
         """The loss from ``counts``' output (a binary compound loss computes the counts
         together with its pixel-wise half)."""
-        return self.reduce(self.per_class_loss(tp, fp, fn, tn))
+        return self.reduce(self.per_class_loss(tp, fp, fn, tn), valid)
 
-    def reduce(self, per_class: torch.Tensor) -> torch.Tensor:
-        return weighted_class_mean(per_class, self.class_weights, self.first_class).mean()
+    def reduce(self, per_class: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        """Class mean, then (image reduction) the mean over images with a valid pixel."""
+        per_image = weighted_class_mean(per_class, self.class_weights, self.first_class)
+        return image_mean(per_image, valid)
 
     def per_class_loss(self, tp, fp, fn, tn) -> torch.Tensor:
         raise NotImplementedError
@@ -189,11 +200,11 @@ class DiceLoss(OverlapLoss):
         # 1 - (2 Σ p·y + s)/(Σ p² + Σ y² + s) = Σ (p - y)²/(Σ p² + Σ y² + s) for s = 0:
         # minimal at p = y for soft targets as it stands (the L2 form of Wang & Blaschko
         # 2023, MONAI's squared_pred with soft_label). Σ y² is Σ y for hard targets.
-        probs, y, _ = self.probabilities(logits, target)
+        probs, y, valid = self.probabilities(logits, target)
         dims = sum_dims(self.reduction, probs.dim())
         tp = (probs * y).sum(dims)
         denominator = (probs * probs).sum(dims) + (y * y).sum(dims)
-        return self.reduce(ratio_loss(2 * tp, denominator, self.smooth))
+        return self.reduce(ratio_loss(2 * tp, denominator, self.smooth), valid)
 
     def per_class_loss(self, tp, fp, fn, tn):
         return dice_loss(tp, fp, fn, self.smooth)
@@ -335,7 +346,8 @@ class LogCoshDiceLoss(DiceLoss):
     family="overlap",
     soft_targets=True,
     reference="Sudre et al. 2017",
-    formula="1 - 2 sum_c w_c TP_c / sum_c w_c (2TP_c + FP_c + FN_c), w_c = 1/(sum y_c)^2",
+    formula="1 - (2 sum_c w_c TP_c + s)/(sum_c w_c (2TP_c + FP_c + FN_c) + s), "
+    "w_c = 1/(sum y_c)^2 divided by the largest; binary: background and foreground",
 )
 class GeneralizedDiceLoss(OverlapLoss):
     """Binary mode scores background and foreground (Sudre 2017; with one class the
@@ -365,13 +377,13 @@ class GeneralizedDiceLoss(OverlapLoss):
         self.needs_true_negatives = self.binary
 
     def compute(self, logits, target, maps):
-        tp, fp, fn, tn = self.counts(logits, target)
+        tp, fp, fn, tn, valid = self.counts(logits, target)
         if self.binary:  # background channel: its TP is TN, its FP is FN and vice versa
-            tp, fp, fn = (torch.stack(pair, -1) for pair in ((tn, tp), (fn, fp), (fp, fn)))
+            tp, fp, fn = (torch.cat(pair, -1) for pair in ((tn, tp), (fn, fp), (fp, fn)))
         weights = class_weights_from_volume((tp + fn).detach())
         numerator = (weights * 2 * tp).sum(-1)
         denominator = (weights * (2 * tp + fp + fn)).sum(-1)
-        return ratio_loss(numerator, denominator, self.smooth).mean()
+        return image_mean(ratio_loss(numerator, denominator, self.smooth), valid)
 
 
 def class_weights_from_volume(volume: torch.Tensor) -> torch.Tensor:
@@ -531,7 +543,8 @@ class LovaszLoss(SegLoss):
             if int(positive.sum()) < errors.numel() // 2:
                 return self.hinge_of_positive_errors(errors, y, positive)
         # relu before the sort keeps the order (monotone) and the value of the dot product.
-        return lovasz_rows(torch.relu(self.rows(errors)), self.rows(y)).mean()
+        per_row = lovasz_rows(torch.relu(self.rows(errors)), self.rows(y))
+        return image_mean(per_row, valid) if self.per_image else per_row.mean()
 
     @staticmethod
     def hinge_of_positive_errors(errors, fg, positive) -> torch.Tensor:
@@ -559,4 +572,4 @@ class LovaszLoss(SegLoss):
             return (per_row * present).sum() / present.sum().clamp_min(1)
         per_image = (per_row * present).view(logits.shape[0], -1).sum(-1)
         present_per_image = present.view(logits.shape[0], -1).sum(-1)
-        return (per_image / present_per_image.clamp_min(1)).mean()
+        return image_mean(per_image / present_per_image.clamp_min(1), valid)
