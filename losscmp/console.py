@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -226,17 +227,21 @@ def print_tables(tables: list) -> None:
         out.print(table)
 
 
+# Notes and paths quote labels and folder names ('scans[v2]', 'a[/b]'): printed as text,
+# never read as Rich markup (which drops a [tag] and fails on an unmatched [/tag]).
+
+
 def print_note(text: str) -> None:
-    err.print(f"[yellow]note:[/yellow] {text}", highlight=False, soft_wrap=True)
+    err.print(f"[yellow]note:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
 
 
 def print_warning(text: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {text}", highlight=False, soft_wrap=True)
+    err.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
 
 
 def print_written(paths: list[Path]) -> None:
     for path in paths:
-        err.print(f"wrote {path}", highlight=False, soft_wrap=True)
+        err.print(f"wrote {escape(str(path))}", highlight=False, soft_wrap=True)
 
 
 def print_loss_table(entries: list) -> None:

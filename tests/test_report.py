@@ -465,6 +465,18 @@ def test_table_names_the_headline_and_marks_rows(summary):
     assert "≈" not in focal_line
 
 
+def test_labels_and_paths_with_brackets_print_as_typed(cli, tmp_path):
+    """A folder dataset's path may hold [...]: Rich markup would drop '[v2]' from the title
+    and fail on the unmatched '[/b]' of the run folder's path ('wrote ...')."""
+    label = "folder(path='/data/scans[v2]')"
+    run_dir = write_run(tmp_path / "a[" / "b]", quality={"dice": 0.8}, datasets=[label])
+    assert f"losscmp — {label}" in rendered(render_table(summarize(load_run(run_dir))))
+    result = cli("report", run_dir)
+    assert result.exit_code == 0, result.output
+    assert f"losscmp — {label}" in result.stdout
+    assert f"wrote {run_dir / 'summary.csv'}" in result.stderr
+
+
 def test_best_row_is_highlighted(summary):
     table = render_table(summary, "dice")
     assert table.rows[0].style == "bold green"
