@@ -53,6 +53,17 @@ def test_panel_has_image_truth_and_one_column_per_loss(tmp_path):
     assert len(figure.axes) == 4 * 5  # four validation images
 
 
+def test_a_label_holding_dollar_signs_is_drawn_as_typed(tmp_path):
+    """matplotlib reads text between two '$' as math: a folder dataset at 'cost_$a_$' made
+    every figure (and the run's report.html) fail with a mathtext parse error."""
+    label = "folder(path='/data/cost_$a_$')"
+    run_dir = write_run(tmp_path, quality=QUALITY, datasets=[label])
+    written = figures.write_plots(run_dir)
+    assert len(written) == 2
+    panel = figures.prediction_panel(load_run(run_dir), label)
+    assert panel.figure.get_suptitle().startswith(r"folder(path='/data/cost_\$a_\$'): ")
+
+
 def test_imbalance_figure_when_the_run_has_a_dial(tmp_path):
     datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.05, 0.2)]
     run_dir = write_run(tmp_path, quality=QUALITY, datasets=datasets, panel=False)
