@@ -84,6 +84,9 @@ COMBINABLE_CONFIG_FIELDS = frozenset(
 )
 # Dataset info fields that name a location rather than the data itself.
 LOCATION_INFO_FIELDS = frozenset({"source", "path", "data_dir", "root"})
+# ... and those that say how this run loaded the data: the first run of a folder or pets
+# dataset writes its decode cache, the next ones hit it (the fingerprint compares the data).
+LOADING_INFO_FIELDS = frozenset({"cache", "load_seconds"})
 # The metrics with best/final columns in the table (the headline's own are the first ones).
 TABLE_METRICS = ("dice", "iou", "mcc")
 # best_dice_t_mean is Dice at the chosen threshold, not a class named "t".
@@ -365,7 +368,7 @@ def _check_comparable(first: RunResults, other: RunResults) -> None:
         )
     for label, info in first.datasets.items():
         theirs = other.datasets[label]
-        ignored = LOCATION_INFO_FIELDS
+        ignored = LOCATION_INFO_FIELDS | LOADING_INFO_FIELDS
         if "fingerprint" not in info or "fingerprint" not in theirs:
             ignored = ignored | {"fingerprint"}  # a run made before fingerprints were kept
         difference = _first_difference(info, theirs, ignored)

@@ -393,6 +393,17 @@ def test_a_run_made_before_data_fingerprints_combines_with_a_newer_one(tmp_path)
     assert summarize([load_run(newer), load_run(older)])["loss"].tolist() == ["dice", "focal"]
 
 
+def test_runs_that_wrote_and_then_hit_the_dataset_cache_combine(tmp_path):
+    """A folder or pets dataset's first run writes its decode cache and records how long the
+    load took; the next run of the same data (same fingerprint) hits the cache."""
+    loaded = {"fingerprint": "a" * 16, "cache": "written", "load_seconds": 8.1}
+    first = write_run(tmp_path, quality={"dice": 0.8}, run_id="a", dataset_info=loaded)
+    again = {**loaded, "cache": "hit", "load_seconds": 0.4}
+    second = write_run(tmp_path, quality={"focal": 0.6}, run_id="b", dataset_info=again)
+    summary = summarize([load_run(first), load_run(second)])
+    assert summary["loss"].tolist() == ["dice", "focal"]
+
+
 def test_runs_spread_differently_over_processes_combine(tmp_path):
     """--executor / --jobs / --trials-per-gpu / --ray-address never change a trial's numbers."""
     spread = {"executor": "ray", "jobs": 4, "trials_per_gpu": 2, "ray_address": "auto"}
