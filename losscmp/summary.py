@@ -81,6 +81,9 @@ COMBINABLE_CONFIG_FIELDS = frozenset(
     | {"tracking"}  # where the run was mirrored to
     # How trials were spread over processes and machines: never a trial's numbers.
     | {"executor", "jobs", "trials_per_gpu", "ray_address"}
+    # Threads per trial and fusion as asked for: what they resolved to is run.json's
+    # execution, whose differences change the rounding only and are noted (_rounding_notes).
+    | {"threads", "fuse"}
 )
 # Dataset info fields that name a location rather than the data itself.
 LOCATION_INFO_FIELDS = frozenset({"source", "path", "data_dir", "root"})

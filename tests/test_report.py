@@ -432,6 +432,15 @@ def test_combined_runs_that_rounded_differently_are_noted(tmp_path):
         tmp_path, quality={"tversky": 0.7}, run_id="c", extra_meta={"execution": execution}
     )
     assert combine_runs([load_run(first), load_run(same)]).notes == []
+    # The same execution asked for in words (--threads 2, --fuse off on a CPU): no difference.
+    asked = write_run(
+        tmp_path,
+        quality={"bce": 0.5},
+        run_id="d",
+        config={"threads": 2, "fuse": "off"},
+        extra_meta={"execution": execution},
+    )
+    assert combine_runs([load_run(first), load_run(asked)]).notes == []
 
 
 @pytest.mark.parametrize(
