@@ -764,6 +764,9 @@ def imbalance_frame(summary: pd.DataFrame) -> pd.DataFrame | None:
 
 def headline_caption(metric: str, summary: pd.DataFrame) -> str:
     seeds = int(summary["n_seeds"].max()) if len(summary) else 0
+    fewest = int(summary["n_seeds"].min()) if len(summary) else 0
+    # Combined or unfinished runs may give the losses different numbers of seeds.
+    seeds_text = f"{fewest}–{seeds}" if fewest != seeds else str(seeds)
     where = "dataset-level" if not metric.startswith("image_") else "mean per-image"
     others = [METRIC_TITLES[name] for name in TABLE_METRICS if name != metric]
     others_text = " and ".join([", ".join(others[:-1]), others[-1]] if len(others) > 2 else others)
@@ -771,8 +774,8 @@ def headline_caption(metric: str, summary: pd.DataFrame) -> str:
     split = split_word(summary)
     caption = (
         f"Headline: {where} {METRIC_TITLES[metric]} on the {split} split at each trial's "
-        f"epoch chosen on validation, mean ± sd over {seeds} seed(s); CI: {stats.CI_METHOD}; "
-        f"p: {stats.TEST_METHOD}; "
+        f"epoch chosen on validation, mean ± sd over {seeds_text} seed(s); "
+        f"CI: {stats.CI_METHOD}; p: {stats.TEST_METHOD}; "
         f"≈ = indistinguishable from the best (p ≥ {stats.ALPHA}). "
         f"{others_text} '{split}' are read at that same epoch (one model snapshot per trial), "
         "not at their own maximum. "

@@ -385,6 +385,17 @@ def test_comparable_runs_combine(tmp_path):
     assert summary["p_holm"].notna().sum() == 2
 
 
+def test_the_caption_counts_the_seeds_of_every_loss(tmp_path):
+    """Combined (or unfinished) runs may give losses different numbers of seeds: the caption
+    said 'over 3 seed(s)' of a loss that had one."""
+    three = write_run(tmp_path, quality={"dice": 0.8}, run_id="a")
+    one = write_run(tmp_path, quality={"focal": 0.6}, seeds=(0,), run_id="b")
+    summary = summarize([load_run(three), load_run(one)])
+    assert summary.set_index("loss")["n_seeds"].to_dict() == {"dice": 3, "focal": 1}
+    assert "mean ± sd over 1–3 seed(s);" in headline_caption("dice", summary)
+    assert "mean ± sd over 3 seed(s);" in headline_caption("dice", summarize(load_run(three)))
+
+
 def test_a_run_made_before_data_fingerprints_combines_with_a_newer_one(tmp_path):
     newer = write_run(
         tmp_path, quality={"dice": 0.8}, run_id="new", dataset_info={"fingerprint": "a" * 16}
