@@ -60,6 +60,19 @@ def test_resolve_parent_takes_the_newest_run(tmp_path):
     assert resolve_run_dirs([tmp_path]) == [newest]
 
 
+def test_resolve_parent_takes_the_newest_run_whatever_its_folder_is_called(tmp_path):
+    """A run folder renamed by hand ('baseline') sorted after every run id by name."""
+    old = write_run(tmp_path, run_id="20260101-120000-aaaaaa")
+    renamed = old.rename(tmp_path / "baseline")
+    newest = write_run(
+        tmp_path,
+        run_id="20260102-090000-bbbbbb",
+        extra_meta={"started_at": "2026-01-02T09:00:00+00:00"},
+    )
+    assert resolve_run_dirs([tmp_path]) == [newest]
+    assert resolve_run_dirs([renamed]) == [renamed]  # named, it is still read
+
+
 def test_resolve_missing_path_is_a_clear_error(tmp_path):
     with pytest.raises(LosscmpError, match="does not exist"):
         resolve_run_dirs([tmp_path / "nope"])
