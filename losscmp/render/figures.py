@@ -120,7 +120,8 @@ def _curves(axis: Axes, epochs: pd.DataFrame, metric: str) -> None:
     axis.set_ylabel(summary.METRIC_TITLES[metric])
     axis.set_ylim(bottom=max(0.0, axis.get_ylim()[0]))
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
+    if axis.get_lines():  # trials that diverged before any epoch row draw none: no legend
+        axis.legend(fontsize=8)
 
 
 # --------------------------------------------------------------------------- prediction panel
