@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -75,7 +76,8 @@ class TrainingProgress:
         self.trials = {info.trial_id: info for info in event.todo}
         self.show_dataset = len({info.dataset for info in event.todo}) > 1
         kept = f" ({event.skipped} finished trials kept)" if event.skipped else ""
-        err.print(f"run folder: {event.run_dir}{kept}", highlight=False, soft_wrap=True)
+        run_dir = escape(str(event.run_dir))  # '--out a[/b]' is a path, not Rich markup
+        err.print(f"run folder: {run_dir}{kept}", highlight=False, soft_wrap=True)
         err.print(f"executing: {event.executor}", highlight=False)
         self.overall = self.progress.add_task(
             "all trials", total=len(self.trials) * self.epochs, status=self._tally()
@@ -89,11 +91,11 @@ class TrainingProgress:
         info = self.trials.get(event.trial_id)
         if info is None or event.trial_id in self.tasks:
             return
-        label = f"  {info.loss} · seed {info.seed}"
+        label = f"  {escape(info.loss)} · seed {info.seed}"
         if self.show_dataset:
-            label += f" · {info.dataset}"
+            label += f" · {escape(info.dataset)}"
         if event.where:
-            label += f" [dim]({event.where})[/dim]"
+            label += f" [dim]({escape(event.where)})[/dim]"
         self.tasks[event.trial_id] = self.progress.add_task(
             label, total=self.epochs, status="epoch 1"
         )
@@ -121,7 +123,7 @@ class TrainingProgress:
         task = self.tasks.pop(event.trial_id, None)
         if task is not None:
             self.progress.remove_task(task)
-        note = f"{self._name(event.trial_id)}: {event.reason}; trying once more"
+        note = escape(f"{self._name(event.trial_id)}: {event.reason}; trying once more")
         err.print(f"[yellow]retry:[/yellow] {note}", highlight=False)
 
     def _on_TrialEnded(self, event) -> None:  # noqa: N802
@@ -131,9 +133,8 @@ class TrainingProgress:
         if task is not None:
             self.progress.remove_task(task)
         if event.status == "failed":
-            err.print(
-                f"[red]failed:[/red] {self._name(event.trial_id)}: {event.reason}", highlight=False
-            )
+            failure = escape(f"{self._name(event.trial_id)}: {event.reason}")
+            err.print(f"[red]failed:[/red] {failure}", highlight=False)
         if self.overall is not None:
             self.progress.update(self.overall, status=self._tally())
 
@@ -226,17 +227,21 @@ def print_tables(tables: list) -> None:
         out.print(table)
 
 
+# Notes and paths quote labels and folder names ('scans[v2]', 'a[/b]'): printed as text,
+# never read as Rich markup (which drops a [tag] and fails on an unmatched [/tag]).
+
+
 def print_note(text: str) -> None:
-    err.print(f"[yellow]note:[/yellow] {text}", highlight=False, soft_wrap=True)
+    err.print(f"[yellow]note:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
 
 
 def print_warning(text: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {text}", highlight=False, soft_wrap=True)
+    err.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
 
 
 def print_written(paths: list[Path]) -> None:
     for path in paths:
-        err.print(f"wrote {path}", highlight=False, soft_wrap=True)
+        err.print(f"wrote {escape(str(path))}", highlight=False, soft_wrap=True)
 
 
 def print_loss_table(entries: list) -> None:

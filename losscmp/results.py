@@ -466,7 +466,9 @@ def is_run_dir(path: Path) -> bool:
 def newest_run(folder: Path) -> Path | None:
     """The newest run folder (with a run.json) directly inside ``folder``, or None.
 
-    Run ids start with YYYYmmdd-HHMMSS, so the largest name is the newest run.
+    Newest by run.json's start time: a run folder renamed by hand ('baseline') would come
+    after every run id (YYYYmmdd-HHMMSS-...) by name. Then by name (the run id), then by
+    when run.json was last written.
     """
     folder = Path(folder)
     try:
@@ -477,7 +479,18 @@ def newest_run(folder: Path) -> Path | None:
         ]
     except OSError:
         return None
-    return max(runs, key=lambda run: (run.name, _mtime(run / RUN_FILE))) if runs else None
+    if not runs:
+        return None
+    return max(runs, key=lambda run: (_started(run), run.name, _mtime(run / RUN_FILE)))
+
+
+def _started(run_dir: Path) -> float:
+    """run.json's ``started_at`` as a timestamp; -inf where it cannot be read."""
+    try:
+        started = json.loads((run_dir / RUN_FILE).read_bytes()).get("started_at")
+        return datetime.fromisoformat(started).timestamp()
+    except (OSError, ValueError, TypeError, AttributeError):
+        return -math.inf
 
 
 # --------------------------------------------------------------------------- trial records

@@ -85,9 +85,15 @@ COMBINABLE_CONFIG_FIELDS = frozenset(
     | {"tracking"}  # where the run was mirrored to
     # How trials were spread over processes and machines: never a trial's numbers.
     | {"executor", "jobs", "trials_per_gpu", "ray_address"}
+    # Threads per trial and fusion as asked for: what they resolved to is run.json's
+    # execution, whose differences change the rounding only and are noted (_rounding_notes).
+    | {"threads", "fuse"}
 )
 # Dataset info fields that name a location rather than the data itself.
 LOCATION_INFO_FIELDS = frozenset({"source", "path", "data_dir", "root"})
+# ... and those that say how this run loaded the data: the first run of a folder or pets
+# dataset writes its decode cache, the next ones hit it (the fingerprint compares the data).
+LOADING_INFO_FIELDS = frozenset({"cache", "load_seconds"})
 # The metrics with best/final columns in the table (the headline's own are the first ones).
 TABLE_METRICS = ("dice", "iou", "mcc")
 # best_dice_t_mean is Dice at the chosen threshold, not a class named "t".
@@ -369,7 +375,7 @@ def _check_comparable(first: RunResults, other: RunResults) -> None:
         )
     for label, info in first.datasets.items():
         theirs = other.datasets[label]
-        ignored = LOCATION_INFO_FIELDS
+        ignored = LOCATION_INFO_FIELDS | LOADING_INFO_FIELDS
         if "fingerprint" not in info or "fingerprint" not in theirs:
             ignored = ignored | {"fingerprint"}  # a run made before fingerprints were kept
         difference = _first_difference(info, theirs, ignored)
@@ -765,6 +771,9 @@ def imbalance_frame(summary: pd.DataFrame) -> pd.DataFrame | None:
 
 def headline_caption(metric: str, summary: pd.DataFrame) -> str:
     seeds = int(summary["n_seeds"].max()) if len(summary) else 0
+    fewest = int(summary["n_seeds"].min()) if len(summary) else 0
+    # Combined or unfinished runs may give the losses different numbers of seeds.
+    seeds_text = f"{fewest}–{seeds}" if fewest != seeds else str(seeds)
     where = "dataset-level" if not metric.startswith("image_") else "mean per-image"
     others = [METRIC_TITLES[name] for name in TABLE_METRICS if name != metric]
     others_text = " and ".join([", ".join(others[:-1]), others[-1]] if len(others) > 2 else others)
@@ -772,8 +781,8 @@ def headline_caption(metric: str, summary: pd.DataFrame) -> str:
     split = split_word(summary)
     caption = (
         f"Headline: {where} {METRIC_TITLES[metric]} on the {split} split at each trial's "
-        f"epoch chosen on validation, mean ± sd over {seeds} seed(s); CI: {stats.CI_METHOD}; "
-        f"p: {stats.TEST_METHOD}; "
+        f"epoch chosen on validation, mean ± sd over {seeds_text} seed(s); "
+        f"CI: {stats.CI_METHOD}; p: {stats.TEST_METHOD}; "
         f"≈ = indistinguishable from the best (p ≥ {stats.ALPHA}). "
         f"{others_text} '{split}' are read at that same epoch (one model snapshot per trial), "
         "not at their own maximum. "

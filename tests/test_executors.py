@@ -335,6 +335,27 @@ def test_progress_shows_every_running_trial_and_an_overall_bar(tmp_path):
         _show_trials(progress, infos, tmp_path)
 
 
+def test_progress_prints_paths_labels_and_reasons_as_typed(tmp_path, capsys):
+    """'--out a[/b]' ended 'losscmp run' in a MarkupError traceback at its first line (the
+    run folder just made); a dataset at 'scans[v2]' lost '[v2]' from its progress line."""
+    from rich.text import Text
+
+    from losscmp.console import TrainingProgress
+
+    datasets = ("folder(path='/data/scans[v2]')", "synthetic")
+    infos = tuple(TrialInfo(f"t{i}", dataset, "dice", 0) for i, dataset in enumerate(datasets))
+    run_dir = tmp_path / "a[" / "b]"
+    with TrainingProgress() as progress:
+        progress(RunStarted(run_dir, infos, skipped=0, epochs=1, executor="in this process"))
+        progress(TrialStarted("t0", "worker [1]"))
+        (line,) = [task.description for task in progress.progress.tasks][1:]
+        assert Text.from_markup(line).plain == f"  dice · seed 0 · {datasets[0]} (worker [1])"
+        progress(TrialEnded("t1", "failed", reason="[Errno 28] No space left on device"))
+    err = capsys.readouterr().err
+    assert f"run folder: {run_dir}" in err
+    assert "[Errno 28] No space left on device" in err
+
+
 def _show_trials(progress, infos, run_dir) -> None:
     progress(RunStarted(run_dir, infos, skipped=1, epochs=2, executor="2 workers"))
     progress(TrialStarted("t0", "worker 1"))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -51,6 +53,31 @@ def test_panel_has_image_truth_and_one_column_per_loss(tmp_path):
     titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
     assert titles == ["image", "ground truth", "dice", "focal", "tversky"]
     assert len(figure.axes) == 4 * 5  # four validation images
+
+
+def test_a_label_holding_dollar_signs_is_drawn_as_typed(tmp_path):
+    """matplotlib reads text between two '$' as math: a folder dataset at 'cost_$a_$' made
+    every figure (and the run's report.html) fail with a mathtext parse error."""
+    label = "folder(path='/data/cost_$a_$')"
+    run_dir = write_run(tmp_path, quality=QUALITY, datasets=[label])
+    written = figures.write_plots(run_dir)
+    assert len(written) == 2
+    panel = figures.prediction_panel(load_run(run_dir), label)
+    assert panel.figure.get_suptitle().startswith(r"folder(path='/data/cost_\$a_\$'): ")
+
+
+def test_a_run_with_no_epoch_row_draws_curves_without_a_warning(tmp_path):
+    """Trial records that diverged before any epoch row leave the curves empty: matplotlib's
+    'No artists with labels found to put in legend' reached stderr, with a source line."""
+    run_dir = write_run(tmp_path, quality={"dice": 0.8}, seeds=(0,), panel=False)
+    for path in (run_dir / "trials").glob("*.json"):
+        record = json.loads(path.read_text())
+        record.update(status="diverged", diverged_epoch=1, best_epoch=None, epochs=[])
+        path.write_text(json.dumps(record))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (written,) = figures.write_plots(run_dir)
+    assert written.name == "learning_curves.png"
 
 
 def test_imbalance_figure_when_the_run_has_a_dial(tmp_path):

@@ -119,6 +119,25 @@ def test_cli_writes_the_page_atomically_and_names_it(cli, tmp_path):
     assert (out / "page.html").read_text().startswith("<!DOCTYPE html>")
 
 
+def test_a_disk_that_fills_up_is_one_line_not_a_traceback(cli, tmp_path, monkeypatch):
+    """The write's own error (ENOSPC has no file name) reached the user as a traceback."""
+    import errno
+
+    from losscmp.render import html
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(html, "atomic_write_bytes", full)
+    run_dir = write_run(tmp_path, quality=QUALITY)
+    result = cli("report", run_dir, "--html", tmp_path / "page.html")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"losscmp: error: cannot write {tmp_path / 'page.html'}: No space left on device\n"
+    )
+    assert not (tmp_path / "page.html").exists()
+
+
 def test_html_into_a_folder_is_refused_before_anything_is_written(cli, tmp_path):
     run_dir = write_run(tmp_path, quality=QUALITY)
     result = cli("report", run_dir, "--html", tmp_path)

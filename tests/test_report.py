@@ -60,6 +60,19 @@ def test_resolve_parent_takes_the_newest_run(tmp_path):
     assert resolve_run_dirs([tmp_path]) == [newest]
 
 
+def test_resolve_parent_takes_the_newest_run_whatever_its_folder_is_called(tmp_path):
+    """A run folder renamed by hand ('baseline') sorted after every run id by name."""
+    old = write_run(tmp_path, run_id="20260101-120000-aaaaaa")
+    renamed = old.rename(tmp_path / "baseline")
+    newest = write_run(
+        tmp_path,
+        run_id="20260102-090000-bbbbbb",
+        extra_meta={"started_at": "2026-01-02T09:00:00+00:00"},
+    )
+    assert resolve_run_dirs([tmp_path]) == [newest]
+    assert resolve_run_dirs([renamed]) == [renamed]  # named, it is still read
+
+
 def test_resolve_missing_path_is_a_clear_error(tmp_path):
     with pytest.raises(LosscmpError, match="does not exist"):
         resolve_run_dirs([tmp_path / "nope"])
@@ -398,12 +411,34 @@ def test_comparable_runs_combine(tmp_path):
     assert summary["p_holm"].notna().sum() == 2
 
 
+def test_the_caption_counts_the_seeds_of_every_loss(tmp_path):
+    """Combined (or unfinished) runs may give losses different numbers of seeds: the caption
+    said 'over 3 seed(s)' of a loss that had one."""
+    three = write_run(tmp_path, quality={"dice": 0.8}, run_id="a")
+    one = write_run(tmp_path, quality={"focal": 0.6}, seeds=(0,), run_id="b")
+    summary = summarize([load_run(three), load_run(one)])
+    assert summary.set_index("loss")["n_seeds"].to_dict() == {"dice": 3, "focal": 1}
+    assert "mean ± sd over 1–3 seed(s);" in headline_caption("dice", summary)
+    assert "mean ± sd over 3 seed(s);" in headline_caption("dice", summarize(load_run(three)))
+
+
 def test_a_run_made_before_data_fingerprints_combines_with_a_newer_one(tmp_path):
     newer = write_run(
         tmp_path, quality={"dice": 0.8}, run_id="new", dataset_info={"fingerprint": "a" * 16}
     )
     older = write_run(tmp_path, quality={"focal": 0.6}, run_id="old")
     assert summarize([load_run(newer), load_run(older)])["loss"].tolist() == ["dice", "focal"]
+
+
+def test_runs_that_wrote_and_then_hit_the_dataset_cache_combine(tmp_path):
+    """A folder or pets dataset's first run writes its decode cache and records how long the
+    load took; the next run of the same data (same fingerprint) hits the cache."""
+    loaded = {"fingerprint": "a" * 16, "cache": "written", "load_seconds": 8.1}
+    first = write_run(tmp_path, quality={"dice": 0.8}, run_id="a", dataset_info=loaded)
+    again = {**loaded, "cache": "hit", "load_seconds": 0.4}
+    second = write_run(tmp_path, quality={"focal": 0.6}, run_id="b", dataset_info=again)
+    summary = summarize([load_run(first), load_run(second)])
+    assert summary["loss"].tolist() == ["dice", "focal"]
 
 
 def test_runs_spread_differently_over_processes_combine(tmp_path):
@@ -434,6 +469,15 @@ def test_combined_runs_that_rounded_differently_are_noted(tmp_path):
         tmp_path, quality={"tversky": 0.7}, run_id="c", extra_meta={"execution": execution}
     )
     assert combine_runs([load_run(first), load_run(same)]).notes == []
+    # The same execution asked for in words (--threads 2, --fuse off on a CPU): no difference.
+    asked = write_run(
+        tmp_path,
+        quality={"bce": 0.5},
+        run_id="d",
+        config={"threads": 2, "fuse": "off"},
+        extra_meta={"execution": execution},
+    )
+    assert combine_runs([load_run(first), load_run(asked)]).notes == []
 
 
 @pytest.mark.parametrize(
@@ -476,6 +520,18 @@ def test_table_names_the_headline_and_marks_rows(summary):
     assert "best" in text
     focal_line = next(line for line in text.splitlines() if " focal" in line)
     assert "≈" not in focal_line
+
+
+def test_labels_and_paths_with_brackets_print_as_typed(cli, tmp_path):
+    """A folder dataset's path may hold [...]: Rich markup would drop '[v2]' from the title
+    and fail on the unmatched '[/b]' of the run folder's path ('wrote ...')."""
+    label = "folder(path='/data/scans[v2]')"
+    run_dir = write_run(tmp_path / "a[" / "b]", quality={"dice": 0.8}, datasets=[label])
+    assert f"losscmp — {label}" in rendered(render_table(summarize(load_run(run_dir))))
+    result = cli("report", run_dir)
+    assert result.exit_code == 0, result.output
+    assert f"losscmp — {label}" in result.stdout
+    assert f"wrote {run_dir / 'summary.csv'}" in result.stderr
 
 
 def test_best_row_is_highlighted(summary):

@@ -71,6 +71,12 @@ def png_bytes(figure: Figure, dpi: int = 110) -> bytes:
     return buffer.getvalue()
 
 
+def plain(label: str) -> str:
+    """A label as matplotlib text: a folder dataset's path may hold '$', and matplotlib reads
+    the text between two of them as math (a parse error for 'cost_$a_$'); '\\$' is a dollar."""
+    return str(label).replace("$", r"\$")
+
+
 def _figure(width: float, height: float) -> Figure:
     from matplotlib.figure import Figure
 
@@ -89,7 +95,7 @@ def learning_curves(results: summary.RunResults, metric: str = "dice") -> Figure
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for axis, dataset in zip(axes, datasets, strict=False):
         _curves(axis, results.epochs[results.epochs["dataset"] == dataset], metric)
-        axis.set_title(dataset, fontsize=10)
+        axis.set_title(plain(dataset), fontsize=10)
     for axis in axes[len(datasets) :]:
         axis.set_visible(False)
     figure.suptitle(f"Validation {summary.METRIC_TITLES[metric]} per epoch (band: ± sd over seeds)")
@@ -101,7 +107,9 @@ def _curves(axis: Axes, epochs: pd.DataFrame, metric: str) -> None:
     for loss, rows in epochs.groupby("loss", sort=False):
         by_epoch = rows.dropna(subset=[column]).groupby("epoch")[column]
         mean, spread = by_epoch.mean(), by_epoch.std(ddof=1).fillna(0.0)
-        (line,) = axis.plot(mean.index, mean.to_numpy(), marker="o", markersize=3, label=loss)
+        (line,) = axis.plot(
+            mean.index, mean.to_numpy(), marker="o", markersize=3, label=plain(loss)
+        )
         axis.fill_between(
             mean.index, mean - spread, mean + spread, color=line.get_color(), alpha=0.2, lw=0
         )
@@ -112,7 +120,8 @@ def _curves(axis: Axes, epochs: pd.DataFrame, metric: str) -> None:
     axis.set_ylabel(summary.METRIC_TITLES[metric])
     axis.set_ylim(bottom=max(0.0, axis.get_ylim()[0]))
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
+    if axis.get_lines():  # trials that diverged before any epoch row draw none: no legend
+        axis.legend(fontsize=8)
 
 
 # --------------------------------------------------------------------------- prediction panel
@@ -190,14 +199,14 @@ def prediction_panel(results: summary.RunResults, dataset: str) -> PredictionPan
         for column, (loss, prediction) in enumerate(predictions.items(), start=2):
             _show_prediction(axes[row, column], image, mask, prediction[row], mode)
             if row == 0:
-                axes[row, column].set_title(loss, fontsize=9)
+                axes[row, column].set_title(plain(loss), fontsize=9)
     axes[0, 0].set_title("image", fontsize=9)
     axes[0, 1].set_title("ground truth", fontsize=9)
     for axis in axes.ravel():
         axis.set_xticks([])
         axis.set_yticks([])
     figure.suptitle(
-        f"{dataset}: final-epoch predictions on {_split_name(split)} images (first seed)",
+        f"{plain(dataset)}: final-epoch predictions on {_split_name(split)} images (first seed)",
         fontsize=10,
     )
     _add_legend(figure, results, dataset, mode)
@@ -246,7 +255,9 @@ def _add_legend(figure: Figure, results: summary.RunResults, dataset: str, mode:
         names = results.datasets.get(dataset, {}).get("class_names") or []
         palette = colormaps["tab10"]
         entries = {name: palette(k % 10)[:3] for k, name in enumerate(names[1:], start=1)}
-    handles = [Patch(facecolor=c, edgecolor="0.3", label=name) for name, c in entries.items()]
+    handles = [
+        Patch(facecolor=c, edgecolor="0.3", label=plain(name)) for name, c in entries.items()
+    ]
     if handles:
         figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
 
@@ -294,7 +305,7 @@ def imbalance_figure(dial: pd.DataFrame, metric: str = "dice") -> Figure:
             yerr=rows["score_std"].fillna(0.0),
             marker="o",
             capsize=3,
-            label=loss,
+            label=plain(loss),
         )
     axis.set_xscale("log")
     fractions = sorted(dial["fg_fraction"].unique())
@@ -302,7 +313,7 @@ def imbalance_figure(dial: pd.DataFrame, metric: str = "dice") -> Figure:
     axis.minorticks_off()
     axis.set_xlabel("foreground fraction")
     axis.set_ylabel(f"{summary.METRIC_TITLES[metric]} (chosen epoch)")
-    axis.set_title(f"Imbalance dial — {dial['dial_group'].iloc[0]} (mean ± sd over seeds)")
+    axis.set_title(f"Imbalance dial — {plain(dial['dial_group'].iloc[0])} (mean ± sd over seeds)")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     return figure

@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from losscmp.errors import LosscmpError
 from losscmp.render import check_file_target
 from losscmp.render.cells import (
     Column,
@@ -61,9 +62,13 @@ def check_target(path: Path | str) -> Path:
 
 
 def write(report: Report, path: Path | str) -> Path:
-    """Write the page to ``path`` atomically."""
+    """Write the page to ``path`` atomically; a disk that fills up is one line, as for --csv."""
     path = check_target(path)
-    atomic_write_bytes(path, page(report).encode("utf-8"))
+    data = page(report).encode("utf-8")
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as error:
+        raise LosscmpError(f"cannot write {path}: {error.strerror or error}") from None
     return path
 
 

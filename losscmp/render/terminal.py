@@ -58,8 +58,9 @@ def render_table(summary: pd.DataFrame, metric: str = "dice") -> Table:
 
 
 def _dataset_table(rows: pd.DataFrame, metric: str, title: str, caption: str | None) -> Table:
+    # Titles and cells are Text: labels and paths may hold [...], which is not Rich markup.
     table = Table(
-        title=title,
+        title=Text(title, style="table.title"),
         caption=caption,
         caption_justify="left",
         box=box.SIMPLE_HEAD,
@@ -75,8 +76,8 @@ def _dataset_table(rows: pd.DataFrame, metric: str, title: str, caption: str | N
             min_width=column.min_width,
         )
     for row in ordered_rows(rows):
-        cells = [column.text(row) for column in columns]
-        cells[-1] = Text(cells[-1], style="red" if row["n_diverged"] else "")  # status
+        cells = [Text(column.text(row)) for column in columns]
+        cells[-1].stylize("red" if row["n_diverged"] else "")  # status
         table.add_row(*cells, style=_row_style(row))
     return table
 
@@ -97,7 +98,7 @@ def render_imbalance_table(summary: pd.DataFrame, metric: str = "dice") -> Table
     fractions = sorted(dial["fg_fraction"].unique())
     table = Table(
         box=box.SIMPLE_HEAD,
-        title=f"Imbalance dial — {dial['dial_group'].iloc[0]}",
+        title=Text(f"Imbalance dial — {dial['dial_group'].iloc[0]}", style="table.title"),
         caption=f"{METRIC_TITLES[metric]} ({split_word(summary)}, at the epoch chosen on "
         "validation, mean ± sd over seeds) by foreground fraction; bold = best at that fraction.",
         caption_justify="left",
@@ -116,5 +117,5 @@ def render_imbalance_table(summary: pd.DataFrame, metric: str = "dice") -> Table
             entry = by_fraction.loc[fraction]
             style = "bold green" if (loss, fraction) in best_pairs else ""
             cells.append(Text(mean_sd(entry["score_mean"], entry["score_std"]), style=style))
-        table.add_row(loss, *cells)
+        table.add_row(Text(loss), *cells)
     return table
