@@ -211,13 +211,14 @@ def print_plan(plan, finished: set[str] = frozenset()) -> None:
         row = [str(index), trial.dataset, trial.loss, rate, str(trial.seed), trial.id]
         if finished:
             row.append("finished" if trial.id in finished else "to train")
-        table.add_row(*row)
+        table.add_row(*map(escape, row))
     stdout().print(table)
     config = plan.config
     stdout().print(
         f"{config.epochs} epochs, batch {config.batch_size}, image {config.image_size}px, "
         f"model {config.model}, device {config.device}, executor {config.executor} "
-        f"(jobs {config.jobs or 'auto'}, fuse {config.fuse}), results under {config.out}/"
+        f"(jobs {config.jobs or 'auto'}, fuse {config.fuse}), results under {config.out}/",
+        markup=False,
     )
 
 
@@ -256,8 +257,8 @@ def print_loss_table(entries: list) -> None:
             entry.family,
             "/".join(entry.modes),
             "yes" if entry.soft_targets else "no",
-            defaults,
-            entry.description,
+            escape(defaults),
+            escape(entry.description),
         )
     stdout().print(table)
     stdout().print(
@@ -267,8 +268,6 @@ def print_loss_table(entries: list) -> None:
 
 
 def print_loss_detail(entry) -> None:
-    from rich.markup import escape  # formulas hold [...]: text, not Rich markup
-
     out = stdout()
     out.print(f"[bold]{entry.name}[/bold] — {escape(entry.description)}")
     out.print(f"family: {entry.family}    modes: {', '.join(entry.modes)}")
@@ -285,7 +284,7 @@ def print_loss_detail(entry) -> None:
     hints = entry.type_hints()
     for name, param in entry.parameters.items():
         default = "required" if param.default is inspect.Parameter.empty else _short(param.default)
-        table.add_row(name, _type_name(hints.get(name)), default)
+        table.add_row(name, escape(_type_name(hints.get(name))), escape(default))
     stdout().print(table)
 
 
@@ -303,9 +302,8 @@ def print_dataset_table(rows: list[dict[str, Any]]) -> None:
         table.add_column(column, overflow="fold")
     for row in rows:
         present = "[green]yes" if row["present"] else "[red]no"
-        table.add_row(
-            row["name"], present, str(row.get("path") or "—"), row["description"], row["how_to_get"]
-        )
+        texts = [str(row.get("path") or "—"), row["description"], row["how_to_get"]]
+        table.add_row(row["name"], present, *map(escape, texts))
     stdout().print(table)
 
 

@@ -154,6 +154,26 @@ def test_dry_run_prints_trials_and_writes_nothing(cli, tmp_path):
     assert not out.exists()
 
 
+def test_a_dry_run_prints_brackets_in_labels_and_paths_as_typed(cli, tmp_path, monkeypatch):
+    """Rich reads [v2] as a style tag (dropped) and [/b] as a closing one (a crash)."""
+    from fixtures_data import make_folder
+
+    monkeypatch.setenv("COLUMNS", "400")  # the label on one line of the table
+
+    make_folder(tmp_path / "scans[v2]")
+    out = tmp_path / "o[/b]"
+    result = cli("run", "--dataset", f"folder:{tmp_path / 'scans[v2]'}", "--dry-run", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "scans[v2]')" in result.output and f"{out}/" in result.output
+    assert not out.exists()
+
+
+def test_the_datasets_table_prints_brackets_as_typed(cli, tmp_path):
+    result = cli("datasets", "--root", tmp_path / "d[/x]")
+    assert result.exit_code == 0, result.output
+    assert "d[/x]" in result.output
+
+
 def test_a_resumed_dry_run_is_checked_and_marks_the_finished_trials(cli, tmp_path, monkeypatch):
     """From a folder where the run's own --out ("results") is a file, given again: resuming
     writes into the run folder only, so it is not refused for it."""
