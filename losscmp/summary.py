@@ -755,7 +755,8 @@ def imbalance_frame(summary: pd.DataFrame) -> pd.DataFrame | None:
     """Loss × foreground fraction of the headline mean (and sd), or None without a dial.
 
     Returns a frame with columns ``dial_group, loss, fg_fraction, score_mean,
-    score_std`` for the largest group of datasets that differ only in fg_fraction.
+    score_std, rank`` (the loss's rank at that fraction, as its table ranks it) for the
+    largest group of datasets that differ only in fg_fraction.
     """
     known = selection.chosen_rows(summary).dropna(subset=["fg_fraction"])
     if known.empty:
@@ -765,7 +766,7 @@ def imbalance_frame(summary: pd.DataFrame) -> pd.DataFrame | None:
         return None
     group = fractions.idxmax()
     dial = known[known["dial_group"] == group]
-    columns = ["dial_group", "loss", "fg_fraction", "score_mean", "score_std"]
+    columns = ["dial_group", "loss", "fg_fraction", "score_mean", "score_std", "rank"]
     return dial[columns].sort_values(["loss", "fg_fraction"]).reset_index(drop=True)
 
 

@@ -589,18 +589,22 @@ def test_imbalance_dial_table(tmp_path):
     assert "fg 0.01" in text and "fg 0.2" in text
 
 
-def test_the_dial_marks_the_lowest_as_best_where_lower_is_better():
+def test_the_dial_marks_the_loss_each_fractions_table_ranks_first(tmp_path):
+    """Lowest first for ECE; and at 0.01, where dice has the best mean but diverged on two
+    seeds of three, the dial marks what that fraction's table ranks first (bce)."""
     from losscmp.render.cells import best_at_each_fraction
 
-    dial = pd.DataFrame(
-        {
-            "loss": ["bce", "dice", "bce", "dice"],
-            "fg_fraction": [0.01, 0.01, 0.05, 0.05],
-            "score_mean": [0.32, 0.48, 0.31, 0.44],
-        }
-    )
-    assert best_at_each_fraction(dial, "ece") == {("bce", 0.01), ("bce", 0.05)}
-    assert best_at_each_fraction(dial, "dice") == {("dice", 0.01), ("dice", 0.05)}
+    datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.05)]
+    run_dir = write_run(tmp_path, quality={"dice": 0.8, "bce": 0.6}, datasets=datasets)
+    for metric in ("dice", "ece"):  # ECE here is 0.1 x (1 - Dice): dice's is the lowest
+        dial = imbalance_frame(summarize(load_run(run_dir), metric))
+        assert best_at_each_fraction(dial, metric) == {("dice", 0.01), ("dice", 0.05)}
+    diverged = {("dice", 0): 2, ("dice", 1): 2}
+    unstable = write_run(tmp_path / "u", quality={"dice": 0.8, "bce": 0.6}, datasets=datasets,
+                         diverged=diverged)  # fmt: skip
+    dial = imbalance_frame(summarize(load_run(unstable)))
+    assert dial.set_index(["loss", "fg_fraction"]).loc[("dice", 0.01), "score_mean"] > 0.7
+    assert best_at_each_fraction(dial, "dice") == {("bce", 0.01), ("bce", 0.05)}
 
 
 def test_a_fraction_where_every_loss_diverged_has_no_best_and_still_renders(tmp_path):
@@ -616,16 +620,6 @@ def test_a_fraction_where_every_loss_diverged_has_no_best_and_still_renders(tmp_
     assert best_at_each_fraction(imbalance_frame(summary), "dice") == set()
     text = rendered(render_imbalance_table(summary))
     assert "fg 0.01" in text and "–" in text
-    # One fraction without scores, the other with: only the scored one has a best.
-    dial = pd.DataFrame(
-        {
-            "loss": ["bce", "dice", "bce", "dice"],
-            "fg_fraction": [0.01, 0.01, 0.05, 0.05],
-            "score_mean": [float("nan"), float("nan"), 0.31, 0.44],
-        }
-    )
-    assert best_at_each_fraction(dial, "dice") == {("dice", 0.05)}
-    assert best_at_each_fraction(dial, "ece") == {("bce", 0.05)}
 
 
 def test_no_dial_for_a_single_dataset(summary):

@@ -218,12 +218,8 @@ def per_class_text(row: Row, columns: list[str]) -> str:
 
 
 def best_at_each_fraction(dial: pd.DataFrame, metric: str) -> set[tuple[str, float]]:
-    """The (loss, fg_fraction) pairs of an imbalance dial that are best at their fraction
-    (the lowest for a metric where lower is better, ECE)."""
-    # A fraction where no loss has a score (every seed diverged) has no best; pandas'
-    # groupby idxmax raises on an all-NaN group, so such rows are dropped first.
-    scored = dial.dropna(subset=["score_mean"])
-    by_fraction = scored.groupby("fg_fraction")["score_mean"]
-    positions = by_fraction.idxmax() if selection.higher_is_better(metric) else by_fraction.idxmin()
-    best = dial.loc[positions]
+    """The (loss, fg_fraction) pairs of an imbalance dial ranked first at their fraction,
+    as that fraction's table ranks them (fewest diverged seeds, then the best mean; the
+    lowest for ECE). A fraction where no loss has a score has no best."""
+    best = dial[dial["rank"] == 1]
     return set(zip(best["loss"], best["fg_fraction"], strict=True))
