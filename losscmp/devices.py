@@ -80,8 +80,25 @@ def describe_device(device) -> str:
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
     if device.type == "cpu":
-        return f"cpu: {platform.processor() or platform.machine()}"
+        # The model and the instruction set torch's kernels use (oneDNN's convolutions and
+        # ATen's vectorised loops): a CPU with another one rounds differently, whatever
+        # the thread count.
+        capability = torch.backends.cpu.get_cpu_capability()
+        return f"cpu: {cpu_model()} ({platform.machine()}, {capability})"
     return device.type
+
+
+def cpu_model() -> str:
+    """The processor's model name (Linux: /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 # ------------------------------------------------- host -> device without waiting

@@ -176,6 +176,10 @@ def _execute(prepared: PreparedRun, run_dir: Path | None, emit: Listener, comman
         done = store.finished_trials()
         for damaged in store.quarantined:
             emit(RunNote(f"{damaged.message}; that trial is trained again"))
+        if resuming:
+            moved = device_change(store.read_meta(), prepared)
+            if moved:
+                emit(RunNote(moved, warning=True))
         store.rebuild_tables()  # a crash between a trial file and its tables leaves them stale
         _start_tracking(store, prepared.tracker, emit)
         todo = [trial for trial in plan.trials if trial.id not in done]
@@ -256,6 +260,22 @@ def _run_jobs(store, prepared: PreparedRun, execution: Execution, done: set[str]
         store.write_trial(outcome.record)
         prepared.tracker.trial(outcome.record)
         emit(TrialEnded(trial.id, outcome.record["status"]))
+
+
+def device_change(meta: dict[str, Any], prepared: PreparedRun) -> str:
+    """What a resumed run should be told when it continues on another device of the same
+    kind (another CPU model or instruction set, another GPU): its trials will round
+    differently from those already trained; '' when the device is the recorded one."""
+    stored = str(meta.get("device") or "")
+    here = prepared.executor.describe_device(prepared.settings.device)
+    if not stored or stored == here:
+        return ""
+    return (
+        f"this run started on {stored} and continues on {here}: the trials trained here "
+        "may round differently from the finished ones (about a seed's spread after "
+        "training); resume on the machine that started it for the numbers of an "
+        "uninterrupted run"
+    )
 
 
 def stored_execution(meta: dict[str, Any], current: Execution) -> Execution:

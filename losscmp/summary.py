@@ -359,7 +359,9 @@ def _rounding_setup(meta: dict[str, Any]) -> dict[str, Any]:
     """What decided a run's floating-point order besides its config (None: not recorded)."""
     execution = meta.get("execution") or {}
     return {
-        "device": str(meta.get("device", "")).split(":")[0] or None,
+        # The whole description: a CPU with another instruction set (or another GPU)
+        # rounds differently too ("cpu: x86_64" alone: a run from before that was kept).
+        "device": str(meta.get("device", "")) or None,
         "threads": execution.get("threads"),
         # Runs from before fusion was recorded were not fused (runner.stored_execution).
         "fused": bool(execution.get("fused", False)),

@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -478,6 +481,44 @@ def test_combined_runs_that_rounded_differently_are_noted(tmp_path):
         extra_meta={"execution": execution},
     )
     assert combine_runs([load_run(first), load_run(asked)]).notes == []
+
+
+def cpu_as_described(**environment: str) -> str:
+    """run.json's device for this CPU, described by a fresh Python (torch reads its kernel
+    choice from the environment once, at import)."""
+    code = (
+        "import torch; from losscmp.devices import describe_device; "
+        "print(describe_device(torch.device('cpu')))"
+    )
+    env = {**os.environ, **environment}
+    found = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr
+    return found.stdout.strip()
+
+
+def test_combined_runs_from_cpus_with_other_instruction_sets_are_noted(tmp_path):
+    """Two CPUs with other vector instructions (an AVX-512 Xeon, an AVX2-only one) train
+    the same command at the same thread count to other numbers (seen: dice's first epoch
+    loss 0.79344 with oneDNN on AVX-512, 0.79336 with it held to AVX2), so run.json names
+    the CPU and its instruction set, and a report over both says they rounded differently.
+    Both were recorded as 'cpu: x86_64' and combined without a word."""
+    here = cpu_as_described()
+    assert here.startswith("cpu: ")
+    plain = cpu_as_described(ATEN_CPU_CAPABILITY="default")  # torch's scalar kernels
+    assert plain != here
+    execution = {"executor": "local", "jobs": 1, "threads": 1, "fused": False}
+    runs = [
+        write_run(
+            tmp_path,
+            quality={loss: 0.7},
+            run_id=run_id,
+            extra_meta={"execution": execution, "device": device},
+        )
+        for loss, run_id, device in (("dice", "a", here), ("focal", "b", plain))
+    ]
+    (note,) = combine_runs([load_run(run) for run in runs]).notes
+    assert note.startswith("the combined runs differ in device (a: device cpu: ")
+    assert plain in note
 
 
 @pytest.mark.parametrize(

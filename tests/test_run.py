@@ -379,6 +379,28 @@ def test_a_resumed_run_keeps_the_device_auto_chose(one_epoch_run):
     assert resume_config(run_dir, None, {}).device == "cpu"
 
 
+def test_a_run_resumed_on_another_cpu_says_its_trials_round_differently(cli, one_epoch_run):
+    """A CPU with other vector instructions trains to other numbers at the same threads
+    (tests/test_report.py); --resume there used to add its trials to the folder silently."""
+    from losscmp.devices import describe_device
+
+    args, run_dir = one_epoch_run
+    meta = json.loads((run_dir / "run.json").read_text())
+    here = describe_device(torch.device("cpu"))
+    assert meta["device"] == here
+    meta["device"] = "cpu: AMD EPYC 7B12 (x86_64, AVX2)"
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    result = cli("run", *args, "--seeds", "2", "--resume", run_dir)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())
+    assert f"started on cpu: AMD EPYC 7B12 (x86_64, AVX2) and continues on {here}" in said
+    meta["device"] = here
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    again = cli("run", *args, "--seeds", "3", "--resume", run_dir)
+    assert again.exit_code == 0, again.output
+    assert "continues on" not in again.stderr
+
+
 def adamw_kernels(monkeypatch) -> list[bool]:
     """Whether each AdamW built from now on is asked for torch's fused kernel."""
     asked: list[bool] = []
