@@ -94,7 +94,10 @@ def _one_plain_line(message: str) -> str:
 def run(
     losses: Annotated[
         str | None,
-        typer.Option(help="Losses with parameters, e.g. 'dice,focal(gamma=1),tversky(alpha=0.3)'."),
+        typer.Option(
+            help="Losses with parameters, e.g. 'dice,focal(gamma=1),tversky(alpha=0.3)'. "
+            "\\[default: dice,focal,tversky]"
+        ),
     ] = None,
     dataset: Annotated[
         str | None,
@@ -139,7 +142,8 @@ def run(
         str | None, typer.Option(help="Model preset: auto, tiny, small, medium. \\[default: auto]")
     ] = None,
     encoder_weights: Annotated[
-        str | None, typer.Option(help="'imagenet' to start from pretrained weights.")
+        str | None,
+        typer.Option(help="'imagenet' to start from pretrained weights. \\[default: none]"),
     ] = None,
     device: Annotated[
         str | None, typer.Option(help="auto, cpu, cuda or mps. \\[default: auto]")
@@ -201,7 +205,9 @@ def run(
     ] = None,
     trials_per_gpu: Annotated[
         str | None,
-        typer.Option(metavar="N", help="Worker processes per GPU when --jobs is not given."),
+        typer.Option(
+            metavar="N", help="Worker processes per GPU when --jobs is not given. \\[default: 1]"
+        ),
     ] = None,
     ray_address: Annotated[
         str | None,

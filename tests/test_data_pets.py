@@ -265,7 +265,7 @@ def test_bad_pets_parameters(tree, spec, message):
         load(tree[0], spec)
 
 
-def test_status_rows(tree, tmp_path):
+def test_status_rows(tree, tmp_path, monkeypatch):
     rows = {row["name"]: row for row in dataset_status(tree[0].parent)}
     assert set(rows) == {"synthetic", "pets", "folder"}
     assert rows["pets"]["present"] is True and rows["pets"]["path"] == str(tree[0])
@@ -276,4 +276,10 @@ def test_status_rows(tree, tmp_path):
     assert incomplete.startswith("incomplete: 2 listed file(s) missing")
     absent = {row["name"]: row for row in dataset_status(tmp_path / "empty")}["pets"]
     assert absent["present"] is False
-    assert absent["how_to_get"] == "losscmp datasets download pets"
+    # The command fetches it where this table looks: under --root, not the default folder.
+    assert absent["how_to_get"] == (
+        f"losscmp datasets download pets --data-dir {tmp_path / 'empty' / 'oxford-iiit-pet'}"
+    )
+    monkeypatch.chdir(tmp_path)  # no datasets/ here
+    default = {row["name"]: row for row in dataset_status(Path("datasets"))}["pets"]
+    assert default["how_to_get"] == "losscmp datasets download pets"

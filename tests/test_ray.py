@@ -343,3 +343,21 @@ def test_an_address_with_an_impossible_port_is_refused_at_once(address, why):
     with pytest.raises(LosscmpError) as refused:
         _check_answers(address)
     assert str(refused.value) == f"--executor ray: {address!r} is not a Ray address ({why})"
+
+
+def test_rays_advice_names_the_flag_of_losscmp_not_its_own():
+    """'--ray-address auto' with no cluster on this machine: Ray says to set its CLI's
+    '--address' flag, which 'losscmp run' refuses."""
+    pytest.importorskip("ray")
+    from losscmp.executors.ray import _connect_failure
+
+    for flag in ("`--address` flag", "the `--address` flag"):  # both in ray._private.services
+        ray_says = ConnectionError(
+            "Could not find any running Ray instance. Please specify the one to connect to by "
+            f"setting {flag} or `RAY_ADDRESS` environment variable."
+        )
+        assert _connect_failure(ray_says, "auto") == (
+            "--executor ray: could not join the Ray cluster at auto: Could not find any running "
+            "Ray instance. Please specify the one to connect to by setting --ray-address or "
+            "`RAY_ADDRESS` environment variable."
+        )

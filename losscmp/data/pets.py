@@ -294,7 +294,7 @@ def pets_status(datasets_root: Path) -> dict[str, Any]:
     incomplete."""
     root = resolve_root(datasets_root / DEFAULT_PETS_DIR.name)
     if missing_parts(root):
-        return {"present": False, "path": str(root), "how_to_get": DOWNLOAD_COMMAND}
+        return {"present": False, "path": str(root), "how_to_get": download_hint(root)}
     try:
         absent = read_pools(root)["missing"]
     except OSError:

@@ -27,6 +27,7 @@ import gc
 import logging
 import os
 import queue
+import re
 import socket
 import threading
 import urllib.parse
@@ -302,7 +303,9 @@ def _connect_failure(error: BaseException, address: str) -> str:
             "(~/.ray/auth_token or RAY_AUTH_TOKEN)"
         )
     text = str(error).strip().splitlines() or [type(error).__name__]
-    return f"--executor ray: could not {where}: {text[0][:300]}"
+    # Ray's advice names the flag of its own CLI ("--address"); losscmp's is --ray-address.
+    advice = re.sub(r"(the )?`--address` flag", "--ray-address", text[0][:300])
+    return f"--executor ray: could not {where}: {advice}"
 
 
 def _remote_task(context: JobContext):
