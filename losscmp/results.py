@@ -1161,6 +1161,13 @@ class RunStore:
         np.savez_compressed(buffer, **arrays)
         atomic_write_bytes(self.run_dir / PANEL_DIR / f"{name}.npz", buffer.getvalue())
 
+    def has_panel(self, name: str) -> bool:
+        """Whether ``panel/<name>.npz`` is there and reads back."""
+        try:
+            return self.read_panel(name) is not None
+        except LosscmpError:
+            return False
+
     def read_panel(self, name: str) -> dict[str, Any] | None:
         """The arrays of ``panel/<name>.npz``; None when absent; LosscmpError when damaged."""
         import zipfile

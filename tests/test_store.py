@@ -662,3 +662,20 @@ def test_a_trial_file_of_another_run_is_reported_with_a_note(tmp_path):
     stored = RunStore(here).read()
     assert {record["loss"] for record in stored.records} == {"dice", "tversky"}
     assert any(f"planned trials (e.g. {stray.stem})" in note for note in stored.notes)
+
+
+@pytest.mark.slow
+def test_resume_writes_the_reference_panel_a_kill_before_it_left_out(cli, tiny_run):
+    """Killed between the run folder's rename and its first panel: the resumed run had
+    every trial but no panel/<split>__<dataset>.npz, so no prediction figure."""
+    (reference,) = (tiny_run / "panel").glob("test__*.npz")
+    expected = RunStore(tiny_run).read_panel(reference.stem)
+    for path in (*trial_files(tiny_run), reference):
+        path.unlink()
+    result = cli("run", *TINY, "--resume", tiny_run)
+    assert result.exit_code == 0, result.output
+    restored = RunStore(tiny_run).read_panel(reference.stem)
+    assert restored is not None
+    assert set(restored) == {"images", "masks"}
+    for key, array in expected.items():
+        assert (restored[key] == array).all()
