@@ -834,6 +834,63 @@ def _remove_abandoned_builds(out: Path) -> None:
             continue  # another process removed it, or it is not ours to remove
 
 
+# --------------------------------------------------------------------------- panels
+
+
+def _load_npz(path: Path) -> dict[str, Any]:
+    """Every array of an .npz archive; ``_Damage`` when it is not one. Checked as a zip
+    first: numpy reads any other file as a pickle and, refused, advises trusting it."""
+    import zipfile
+    import zlib
+
+    import numpy as np
+
+    try:
+        if not zipfile.is_zipfile(path):
+            raise _Damage("not an .npz archive")
+        with np.load(path, allow_pickle=False) as stored:
+            return {key: stored[key] for key in stored.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        if "allow_pickle" in str(error):
+            raise _Damage("it holds Python objects, not plain arrays") from None
+        raise _Damage(str(error).splitlines()[0] if str(error) else "unreadable") from None
+
+
+# What a panel file holds: array name -> its dimensions (k images of H x W, 3 colours).
+PANEL_ARRAYS = {"images": ("k", "H", "W", 3), "masks": ("k", "H", "W"), "pred": ("k", "H", "W")}
+
+
+def panel_problem(arrays: dict[str, Any]) -> str | None:
+    """What in a panel's arrays is not what losscmp writes (a hand edit, another file
+    under its name), or None: a reader indexes them as images without looking."""
+    import numpy as np
+
+    for name, array in arrays.items():
+        if not isinstance(array, np.ndarray):  # a member that is not a .npy: raw bytes
+            return f"'{name}' is not an array"
+    seen: dict[str, Any] = {}  # k, H, W -> (size, the array that set it)
+    for name, dims in PANEL_ARRAYS.items():
+        if name not in arrays:
+            continue
+        array = arrays[name]
+        wanted = f"not ({', '.join(map(str, dims))})"
+        if array.dtype.kind not in "biuf":
+            return f"'{name}' holds {array.dtype} values, not numbers"
+        if array.ndim != len(dims) or 0 in array.shape:
+            return f"'{name}' has shape {array.shape}, {wanted}"
+        for dim, size in zip(dims, array.shape, strict=True):
+            if isinstance(dim, int) and size != dim:
+                return f"'{name}' has shape {array.shape}, {wanted}"
+            first = seen.setdefault(str(dim), (size, name))
+            if first[0] != size:
+                other = arrays[first[1]].shape
+                return f"'{name}' has shape {array.shape} where '{first[1]}' has {other}"
+    split = arrays.get("split")
+    if split is not None and (np.ndim(split) != 0 or str(split) not in ("val", "test")):
+        return f"'split' is {split!r}, not 'val' or 'test'"
+    return None
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -1161,6 +1218,9 @@ class RunStore:
         np.savez_compressed(buffer, **arrays)
         atomic_write_bytes(self.run_dir / PANEL_DIR / f"{name}.npz", buffer.getvalue())
 
+    def panel_file(self, name: str) -> Path:
+        return self.run_dir / PANEL_DIR / f"{name}.npz"
+
     def has_panel(self, name: str) -> bool:
         """Whether ``panel/<name>.npz`` is there and reads back."""
         try:
@@ -1169,22 +1229,21 @@ class RunStore:
             return False
 
     def read_panel(self, name: str) -> dict[str, Any] | None:
-        """The arrays of ``panel/<name>.npz``; None when absent; LosscmpError when damaged."""
-        import zipfile
-
-        import numpy as np
-
-        path = self.run_dir / PANEL_DIR / f"{name}.npz"
+        """The arrays of ``panel/<name>.npz``, each of the shape losscmp writes (see
+        :func:`panel_problem`); None when absent; LosscmpError when damaged."""
+        path = self.panel_file(name)
         if not path.is_file():
             return None
         try:
-            with np.load(path, allow_pickle=False) as stored:
-                return {key: stored[key] for key in stored.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            arrays = _load_npz(path)
+            problem = panel_problem(arrays)
+        except _Damage as damage:
+            problem = damage.reason
+        if problem:
             raise LosscmpError(
-                f"{path} is damaged ({str(error).splitlines()[0] or 'unreadable'}); "
-                "delete it to draw the other figures"
-            ) from None
+                f"{path} is damaged ({problem}); delete it to draw the other figures"
+            )
+        return arrays
 
     # ----------------------------------------------------------------- what report writes
 
