@@ -435,7 +435,7 @@ def _print_report(
         console.print_note(note)
     written = []
     if len(run_dirs) == 1:  # a combined table belongs to no single run folder
-        written.append(RunStore(run_dirs[0]).write_summary(report.summary))
+        written += _write_run_summary(RunStore(run_dirs[0]), report.summary, targets)
     elif "csv" not in targets:
         console.print_note("combined summary not saved in any run folder; add --csv FILE")
     for name, path in targets.items():
@@ -450,6 +450,20 @@ def _print_report(
         for run_dir in run_dirs:
             written.extend(figures.write_plots(run_dir, metric=metric))
     console.print_written(written)
+
+
+def _write_run_summary(store, summary, targets: dict[str, Path]) -> list[Path]:
+    """The run's summary.csv, derived like its tables: a run folder that takes no files (a
+    read-only disk, another user's results) is still reported, and --csv/--html still
+    written elsewhere; a note says summary.csv was left as it was."""
+    from losscmp import console
+
+    try:
+        return [store.write_summary(summary)]
+    except LosscmpError as error:
+        also = " (--csv holds this table)" if "csv" in targets else ""
+        console.print_note(f"{error}; the run's summary.csv is left as it was{also}")
+        return []
 
 
 def _check_distinct_targets(targets: dict[str, Path]) -> None:
