@@ -285,6 +285,8 @@ def run(
                 err=True,
             )
             raise typer.Exit(130) from None
+        except OSError as error:
+            _say_how_to_resume(error, progress.run_dir)
     try:
         _print_report([run_dir], metric="dice", files={}, plots=False, run_page=True)
     except KeyboardInterrupt:
@@ -296,6 +298,18 @@ def run(
         )
         raise typer.Exit(130) from None
     prepared.tracker.attach(run_dir)  # the report files, now that they exist
+
+
+def _say_how_to_resume(error: OSError, run_dir: Path | None) -> None:
+    """A run folder that stopped taking files mid-run (a full disk): one line that says
+    the finished trials are kept and how to finish, instead of a bare error."""
+    if run_dir is None or error.filename is None or error.errno not in PATH_ERRNOS:
+        raise error
+    raise LosscmpError(
+        f"{error.filename}: {error.strerror}; the trials finished before it are saved in "
+        f"{run_dir}: once it can be written, the same command plus --resume {run_dir} "
+        "finishes the run"
+    ) from None
 
 
 @contextlib.contextmanager

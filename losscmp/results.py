@@ -152,6 +152,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fchmod(stream.fileno(), 0o666 & ~_UMASK)  # mkstemp's 0600 is too private
             os.fsync(stream.fileno())
         os.replace(temp, path)
+    except OSError as error:
+        Path(temp).unlink(missing_ok=True)
+        if error.filename is None:  # a write or fsync (a full disk): say which file
+            raise OSError(error.errno, error.strerror, str(path)) from None
+        raise
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise

@@ -7,6 +7,7 @@ The end-to-end ones at the bottom train tiny runs and are marked slow.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -139,6 +140,43 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp(run_dir, monkeypatch):
     monkeypatch.setattr(results.os, "replace", broken_replace)
     with pytest.raises(OSError):
         RunStore(run_dir).write_trial(record)
+    assert path.read_bytes() == before
+    assert not [p for p in files_under(run_dir) if p.endswith(".tmp")]
+
+
+def _full_disk_for(monkeypatch, name_part: str) -> None:
+    """Writes of files whose name holds ``name_part`` fail as on a full disk: in fsync,
+    where an OSError names no file."""
+    import losscmp.results as results
+
+    temps: dict[int, str] = {}
+    real_mkstemp, real_fsync = results.tempfile.mkstemp, os.fsync
+
+    def recording_mkstemp(*args, **kwargs):
+        handle, temp = real_mkstemp(*args, **kwargs)
+        temps[handle] = temp
+        return handle, temp
+
+    def failing_fsync(handle):
+        if name_part in temps.get(handle, ""):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(handle)
+
+    monkeypatch.setattr(results.tempfile, "mkstemp", recording_mkstemp)
+    monkeypatch.setattr(results.os, "fsync", failing_fsync)
+
+
+def test_a_write_on_a_full_disk_names_its_file(run_dir, monkeypatch):
+    """A full disk fails the write or the fsync, whose OSError names no file: 'losscmp run'
+    ended in a traceback instead of one line naming it."""
+    path = trial_files(run_dir)[0]
+    before = path.read_bytes()
+    record = json.loads(before)
+    record["seconds"] = 99.0
+    _full_disk_for(monkeypatch, path.name)
+    with pytest.raises(OSError) as raised:
+        RunStore(run_dir).write_trial(record)
+    assert (raised.value.errno, raised.value.filename) == (errno.ENOSPC, str(path))
     assert path.read_bytes() == before
     assert not [p for p in files_under(run_dir) if p.endswith(".tmp")]
 
@@ -679,3 +717,23 @@ def test_resume_writes_the_reference_panel_a_kill_before_it_left_out(cli, tiny_r
     assert set(restored) == {"images", "masks"}
     for key, array in expected.items():
         assert (restored[key] == array).all()
+
+
+@pytest.mark.slow
+def test_a_disk_full_mid_run_is_one_line_and_resume_finishes(cli, tmp_path, monkeypatch):
+    """The disk filled up at the second trial's file: a traceback (OSError with no file
+    name) instead of one line; the first trial is kept and --resume gives the numbers."""
+    assert cli("run", *TINY, "--out", tmp_path / "reference").exit_code == 0
+    (reference,) = (tmp_path / "reference").iterdir()
+    with monkeypatch.context() as patch:
+        _full_disk_for(patch, "__bce__")
+        result = cli("run", *TINY, "--out", tmp_path / "runs")
+    assert result.exit_code == 2
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("losscmp: error: ") and "No space left on device" in line
+    assert f"are saved in {run_dir}" in line and f"plus --resume {run_dir}" in line
+    assert ["__dice__" in path.name for path in trial_files(run_dir)] == [True]
+    result = cli("run", *TINY, "--resume", run_dir)
+    assert result.exit_code == 0, result.output
+    pd.testing.assert_frame_equal(_metrics(run_dir), _metrics(reference))
