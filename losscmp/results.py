@@ -643,6 +643,15 @@ def read_trial_file(path: Path) -> dict[str, Any]:
     return record
 
 
+def _damage_reason(path: Path) -> str:
+    """Why a file set aside in trials/damaged/ was damaged, read again from it."""
+    try:
+        read_trial_file(path)
+    except _Damage as damage:
+        return damage.reason
+    return "damaged"
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -1095,22 +1104,33 @@ class RunStore:
         Call it under :meth:`lock`."""
         scan = self.scan_trials()
         self.quarantined = [self._set_aside(item) for item in scan.damaged]
-        if self.quarantined:
-            with contextlib.suppress(LosscmpError, OSError):
-                meta = self.read_meta()
-                entries = list(meta.get("damaged_trials") or [])
-                entries += [
-                    {
-                        "file": str(item.moved_to.relative_to(self.run_dir)),
-                        "trial_id": item.path.stem,
-                        "reason": item.reason,
-                        "at": now_iso(),
-                    }
-                    for item in self.quarantined
-                    if item.moved_to is not None
-                ]
-                self.update_meta(damaged_trials=entries)
+        with contextlib.suppress(LosscmpError, OSError):
+            self._list_set_aside()
         return set(scan.records)
+
+    def _list_set_aside(self) -> None:
+        """Add to run.json's ``damaged_trials`` every file in ``trials/damaged/`` it does not
+        list yet: those just moved, and any that a kill between its move and this note
+        left unlisted (its reason read again from the file)."""
+        if not self.damaged_dir.is_dir():
+            return
+        meta = self.read_meta()
+        entries = list(meta.get("damaged_trials") or [])
+        listed = {entry.get("file") for entry in entries if isinstance(entry, dict)}
+        reasons = {item.moved_to: item.reason for item in self.quarantined}
+        new = [
+            {
+                "file": str(path.relative_to(self.run_dir)),
+                # a second copy is <trial-id>.<n>.json; trial ids end in their hash
+                "trial_id": re.sub(r"\.\d+$", "", path.stem),
+                "reason": reasons.get(path) or _damage_reason(path),
+                "at": now_iso(),
+            }
+            for path in sorted(self.damaged_dir.glob("*.json"))
+            if str(path.relative_to(self.run_dir)) not in listed
+        ]
+        if new:
+            self.update_meta(damaged_trials=entries + new)
 
     def _set_aside(self, item: DamagedTrial) -> DamagedTrial:
         self.damaged_dir.mkdir(parents=True, exist_ok=True)

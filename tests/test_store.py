@@ -369,6 +369,28 @@ def test_a_file_set_aside_twice_keeps_both_copies(run_dir):
     assert kept == [b"", b"{"]
 
 
+def test_a_file_set_aside_by_a_killed_resume_is_still_noted(run_dir):
+    """Killed between moving a damaged file into trials/damaged/ and noting it in run.json:
+    the note was lost for good, and report never said the trial had been trained again."""
+    damaged = trial_files(run_dir)[0]
+    (run_dir / "trials" / "damaged").mkdir()
+    first = run_dir / "trials" / "damaged" / damaged.name
+    first.write_bytes(b"")  # moved, not noted
+    damaged.write_bytes(b"{")  # and a second copy, set aside now
+    store = RunStore(run_dir)
+    with store.lock():
+        store.finished_trials()
+    entries = store.read_meta()["damaged_trials"]
+    listed = {entry["file"]: (entry["trial_id"], entry["reason"]) for entry in entries}
+    assert listed == {
+        f"trials/damaged/{damaged.name}": (damaged.stem, "empty: 0 bytes"),
+        f"trials/damaged/{damaged.stem}.1.json": (damaged.stem, "not valid JSON"),
+    }
+    with store.lock():
+        store.finished_trials()
+    assert len(store.read_meta()["damaged_trials"]) == 2  # listed once
+
+
 def test_a_copied_trial_file_is_damaged(run_dir):
     first, second = trial_files(run_dir)[:2]
     second.write_text(first.read_text())
