@@ -927,6 +927,7 @@ class RunStore:
         self.run_dir = Path(run_dir)
         self.trials_dir = self.run_dir / TRIALS_DIR
         self.damaged_dir = self.trials_dir / DAMAGED_DIR
+        self.plots_dir = self.run_dir / PLOTS_DIR
         self.lock_path = self.run_dir / LOCK_FILE
         self.quarantined: list[DamagedTrial] = []  # set aside by the last finished_trials()
         self._lock_handle: int | None = None
@@ -1036,7 +1037,8 @@ class RunStore:
             meta = _complete_temp_meta(temps)
             if meta is not None:
                 atomic_write_json(meta_path, meta)
-        for folder in (self.run_dir, self.trials_dir, self.run_dir / PANEL_DIR):
+        # plots/ too: a killed 'report --plots' left its half-written PNG there for good
+        for folder in (self.run_dir, self.trials_dir, self.run_dir / PANEL_DIR, self.plots_dir):
             for temp in _temp_files(folder):
                 if temp.name.startswith(".losscmp"):
                     continue

@@ -482,6 +482,17 @@ def test_the_lock_clears_temp_files_a_killed_writer_left(run_dir):
     assert not any(path.exists() for path in leftovers)
 
 
+def test_the_lock_clears_a_png_a_killed_report_plots_left(run_dir):
+    """Killed in 'report --plots' before a figure's rename: plots/ kept the temp file for
+    good, since the lock's cleanup did not look there."""
+    (run_dir / "plots").mkdir()
+    leftover = run_dir / "plots" / ".learning_curves.png.abc123.tmp"
+    leftover.write_bytes(b"\x89PNG half")
+    with RunStore(run_dir).lock():
+        pass
+    assert not leftover.exists()
+
+
 # --------------------------------------------------------------------------- killed at start
 
 
