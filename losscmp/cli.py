@@ -291,6 +291,8 @@ def run(
                 err=True,
             )
             raise typer.Exit(130) from None
+        except OSError as error:
+            _say_how_to_resume(error, progress.run_dir)
     try:
         _print_report([run_dir], metric="dice", files={}, plots=False, run_page=True)
     except KeyboardInterrupt:
@@ -302,6 +304,18 @@ def run(
         )
         raise typer.Exit(130) from None
     prepared.tracker.attach(run_dir)  # the report files, now that they exist
+
+
+def _say_how_to_resume(error: OSError, run_dir: Path | None) -> None:
+    """A run folder that stopped taking files mid-run (a full disk): one line that says
+    the finished trials are kept and how to finish, instead of a bare error."""
+    if run_dir is None or error.filename is None or error.errno not in PATH_ERRNOS:
+        raise error
+    raise LosscmpError(
+        f"{error.filename}: {error.strerror}; the trials finished before it are saved in "
+        f"{run_dir}: once it can be written, the same command plus --resume {run_dir} "
+        "finishes the run"
+    ) from None
 
 
 @contextlib.contextmanager
@@ -441,7 +455,7 @@ def _print_report(
         console.print_note(note)
     written = []
     if len(run_dirs) == 1:  # a combined table belongs to no single run folder
-        written.append(RunStore(run_dirs[0]).write_summary(report.summary))
+        written += _write_run_summary(RunStore(run_dirs[0]), report.summary, targets)
     elif "csv" not in targets:
         console.print_note("combined summary not saved in any run folder; add --csv FILE")
     for name, path in targets.items():
@@ -456,6 +470,20 @@ def _print_report(
         for run_dir in run_dirs:
             written.extend(figures.write_plots(run_dir, metric=metric))
     console.print_written(written)
+
+
+def _write_run_summary(store, summary, targets: dict[str, Path]) -> list[Path]:
+    """The run's summary.csv, derived like its tables: a run folder that takes no files (a
+    read-only disk, another user's results) is still reported, and --csv/--html still
+    written elsewhere; a note says summary.csv was left as it was."""
+    from losscmp import console
+
+    try:
+        return [store.write_summary(summary)]
+    except LosscmpError as error:
+        also = " (--csv holds this table)" if "csv" in targets else ""
+        console.print_note(f"{error}; the run's summary.csv is left as it was{also}")
+        return []
 
 
 def _check_distinct_targets(targets: dict[str, Path]) -> None:

@@ -152,6 +152,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fchmod(stream.fileno(), 0o666 & ~_UMASK)  # mkstemp's 0600 is too private
             os.fsync(stream.fileno())
         os.replace(temp, path)
+    except OSError as error:
+        Path(temp).unlink(missing_ok=True)
+        if error.filename is None:  # a write or fsync (a full disk): say which file
+            raise OSError(error.errno, error.strerror, str(path)) from None
+        raise
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
@@ -638,6 +643,15 @@ def read_trial_file(path: Path) -> dict[str, Any]:
     return record
 
 
+def _damage_reason(path: Path) -> str:
+    """Why a file set aside in trials/damaged/ was damaged, read again from it."""
+    try:
+        read_trial_file(path)
+    except _Damage as damage:
+        return damage.reason
+    return "damaged"
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -834,6 +848,63 @@ def _remove_abandoned_builds(out: Path) -> None:
             continue  # another process removed it, or it is not ours to remove
 
 
+# --------------------------------------------------------------------------- panels
+
+
+def _load_npz(path: Path) -> dict[str, Any]:
+    """Every array of an .npz archive; ``_Damage`` when it is not one. Checked as a zip
+    first: numpy reads any other file as a pickle and, refused, advises trusting it."""
+    import zipfile
+    import zlib
+
+    import numpy as np
+
+    try:
+        if not zipfile.is_zipfile(path):
+            raise _Damage("not an .npz archive")
+        with np.load(path, allow_pickle=False) as stored:
+            return {key: stored[key] for key in stored.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        if "allow_pickle" in str(error):
+            raise _Damage("it holds Python objects, not plain arrays") from None
+        raise _Damage(str(error).splitlines()[0] if str(error) else "unreadable") from None
+
+
+# What a panel file holds: array name -> its dimensions (k images of H x W, 3 colours).
+PANEL_ARRAYS = {"images": ("k", "H", "W", 3), "masks": ("k", "H", "W"), "pred": ("k", "H", "W")}
+
+
+def panel_problem(arrays: dict[str, Any]) -> str | None:
+    """What in a panel's arrays is not what losscmp writes (a hand edit, another file
+    under its name), or None: a reader indexes them as images without looking."""
+    import numpy as np
+
+    for name, array in arrays.items():
+        if not isinstance(array, np.ndarray):  # a member that is not a .npy: raw bytes
+            return f"'{name}' is not an array"
+    seen: dict[str, Any] = {}  # k, H, W -> (size, the array that set it)
+    for name, dims in PANEL_ARRAYS.items():
+        if name not in arrays:
+            continue
+        array = arrays[name]
+        wanted = f"not ({', '.join(map(str, dims))})"
+        if array.dtype.kind not in "biuf":
+            return f"'{name}' holds {array.dtype} values, not numbers"
+        if array.ndim != len(dims) or 0 in array.shape:
+            return f"'{name}' has shape {array.shape}, {wanted}"
+        for dim, size in zip(dims, array.shape, strict=True):
+            if isinstance(dim, int) and size != dim:
+                return f"'{name}' has shape {array.shape}, {wanted}"
+            first = seen.setdefault(str(dim), (size, name))
+            if first[0] != size:
+                other = arrays[first[1]].shape
+                return f"'{name}' has shape {array.shape} where '{first[1]}' has {other}"
+    split = arrays.get("split")
+    if split is not None and (np.ndim(split) != 0 or str(split) not in ("val", "test")):
+        return f"'split' is {split!r}, not 'val' or 'test'"
+    return None
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -856,6 +927,7 @@ class RunStore:
         self.run_dir = Path(run_dir)
         self.trials_dir = self.run_dir / TRIALS_DIR
         self.damaged_dir = self.trials_dir / DAMAGED_DIR
+        self.plots_dir = self.run_dir / PLOTS_DIR
         self.lock_path = self.run_dir / LOCK_FILE
         self.quarantined: list[DamagedTrial] = []  # set aside by the last finished_trials()
         self._lock_handle: int | None = None
@@ -965,7 +1037,8 @@ class RunStore:
             meta = _complete_temp_meta(temps)
             if meta is not None:
                 atomic_write_json(meta_path, meta)
-        for folder in (self.run_dir, self.trials_dir, self.run_dir / PANEL_DIR):
+        # plots/ too: a killed 'report --plots' left its half-written PNG there for good
+        for folder in (self.run_dir, self.trials_dir, self.run_dir / PANEL_DIR, self.plots_dir):
             for temp in _temp_files(folder):
                 if temp.name.startswith(".losscmp"):
                     continue
@@ -1033,22 +1106,33 @@ class RunStore:
         Call it under :meth:`lock`."""
         scan = self.scan_trials()
         self.quarantined = [self._set_aside(item) for item in scan.damaged]
-        if self.quarantined:
-            with contextlib.suppress(LosscmpError, OSError):
-                meta = self.read_meta()
-                entries = list(meta.get("damaged_trials") or [])
-                entries += [
-                    {
-                        "file": str(item.moved_to.relative_to(self.run_dir)),
-                        "trial_id": item.path.stem,
-                        "reason": item.reason,
-                        "at": now_iso(),
-                    }
-                    for item in self.quarantined
-                    if item.moved_to is not None
-                ]
-                self.update_meta(damaged_trials=entries)
+        with contextlib.suppress(LosscmpError, OSError):
+            self._list_set_aside()
         return set(scan.records)
+
+    def _list_set_aside(self) -> None:
+        """Add to run.json's ``damaged_trials`` every file in ``trials/damaged/`` it does not
+        list yet: those just moved, and any that a kill between its move and this note
+        left unlisted (its reason read again from the file)."""
+        if not self.damaged_dir.is_dir():
+            return
+        meta = self.read_meta()
+        entries = list(meta.get("damaged_trials") or [])
+        listed = {entry.get("file") for entry in entries if isinstance(entry, dict)}
+        reasons = {item.moved_to: item.reason for item in self.quarantined}
+        new = [
+            {
+                "file": str(path.relative_to(self.run_dir)),
+                # a second copy is <trial-id>.<n>.json; trial ids end in their hash
+                "trial_id": re.sub(r"\.\d+$", "", path.stem),
+                "reason": reasons.get(path) or _damage_reason(path),
+                "at": now_iso(),
+            }
+            for path in sorted(self.damaged_dir.glob("*.json"))
+            if str(path.relative_to(self.run_dir)) not in listed
+        ]
+        if new:
+            self.update_meta(damaged_trials=entries + new)
 
     def _set_aside(self, item: DamagedTrial) -> DamagedTrial:
         self.damaged_dir.mkdir(parents=True, exist_ok=True)
@@ -1161,23 +1245,32 @@ class RunStore:
         np.savez_compressed(buffer, **arrays)
         atomic_write_bytes(self.run_dir / PANEL_DIR / f"{name}.npz", buffer.getvalue())
 
+    def panel_file(self, name: str) -> Path:
+        return self.run_dir / PANEL_DIR / f"{name}.npz"
+
+    def has_panel(self, name: str) -> bool:
+        """Whether ``panel/<name>.npz`` is there and reads back."""
+        try:
+            return self.read_panel(name) is not None
+        except LosscmpError:
+            return False
+
     def read_panel(self, name: str) -> dict[str, Any] | None:
-        """The arrays of ``panel/<name>.npz``; None when absent; LosscmpError when damaged."""
-        import zipfile
-
-        import numpy as np
-
-        path = self.run_dir / PANEL_DIR / f"{name}.npz"
+        """The arrays of ``panel/<name>.npz``, each of the shape losscmp writes (see
+        :func:`panel_problem`); None when absent; LosscmpError when damaged."""
+        path = self.panel_file(name)
         if not path.is_file():
             return None
         try:
-            with np.load(path, allow_pickle=False) as stored:
-                return {key: stored[key] for key in stored.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            arrays = _load_npz(path)
+            problem = panel_problem(arrays)
+        except _Damage as damage:
+            problem = damage.reason
+        if problem:
             raise LosscmpError(
-                f"{path} is damaged ({str(error).splitlines()[0] or 'unreadable'}); "
-                "delete it to draw the other figures"
-            ) from None
+                f"{path} is damaged ({problem}); delete it to draw the other figures"
+            )
+        return arrays
 
     # ----------------------------------------------------------------- what report writes
 

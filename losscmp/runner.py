@@ -225,6 +225,9 @@ def _open_run(
         return prepared.execution
     meta = store.read_meta()
     check_resumable(meta, prepared, store.run_dir)
+    # A kill between the folder's rename and these files left a run whose report had no
+    # prediction panel: the resumed run writes the missing ones.
+    _write_reference_panels(store, prepared.datasets, only_missing=True)
     execution = stored_execution(meta, prepared.execution)
     store.update_meta(
         config=plan.config.to_dict(),
@@ -299,15 +302,22 @@ def _infos(trials: list[Trial], several_rates: bool = False) -> tuple[TrialInfo,
     return tuple(TrialInfo(trial.id, trial.dataset, label(trial), trial.seed) for trial in trials)
 
 
-def _write_reference_panels(store: RunStore, datasets: dict[str, Any]) -> None:
+def _write_reference_panels(
+    store: RunStore, datasets: dict[str, Any], only_missing: bool = False
+) -> None:
     """The first images of each dataset's reported split and their masks, under
-    ``<split>__<dataset>``: the trials' panel predictions are of these."""
+    ``<split>__<dataset>``: the trials' panel predictions are of these. ``only_missing``
+    (--resume): those that are absent or unreadable; the data is the run's own (its
+    fingerprint was checked), so they are what the run would have written."""
     from losscmp.train import PANEL_SIZE
 
     for label, data in datasets.items():
         split = data.reported_split
+        name = f"{split}__{slug(label)}"
+        if only_missing and store.has_panel(name):
+            continue
         store.write_panel(
-            f"{split}__{slug(label)}",
+            name,
             images=data.images(split)[:PANEL_SIZE],
             masks=data.masks(split)[:PANEL_SIZE],
         )

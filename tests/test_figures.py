@@ -107,3 +107,79 @@ def test_plotting_does_not_switch_the_pyplot_backend(tmp_path):
     before = matplotlib.get_backend()
     figures.write_plots(write_run(tmp_path, quality=QUALITY, panel=False))
     assert matplotlib.get_backend() == before
+
+
+def _one_prediction(run_dir):
+    return sorted((run_dir / "panel").glob("*__dice__*.npz"))[0]
+
+
+def _reference(run_dir):
+    (path,) = (run_dir / "panel").glob("val__*.npz")
+    return path
+
+
+def _savez(path, **arrays):
+    with path.open("wb") as stream:
+        np.savez(stream, **arrays)
+
+
+@pytest.mark.parametrize(
+    "damage, which, said",
+    [
+        # numpy read these as pickles and advised 'allow_pickle=' (trusting the file)
+        (lambda path: path.write_bytes(b"not an archive"), _one_prediction, "not an .npz archive"),
+        (lambda path: np.save(path.open("wb"), np.zeros(3)), _one_prediction, "not an .npz"),
+        (
+            lambda path: _savez(path, pred=np.array([{"a": 1}], dtype=object)),
+            _one_prediction,
+            "it holds Python objects, not plain arrays",
+        ),
+        # these were IndexError / ValueError / TypeError tracebacks while drawing
+        (
+            lambda path: _savez(path, pred=np.zeros((1, 64, 64), np.uint8)),
+            _one_prediction,
+            "'pred' has shape (1, 64, 64), the masks of val__synthetic.npz (4, 64, 64)",
+        ),
+        (
+            lambda path: _savez(path, pred=np.zeros((4, 32, 32), np.uint8)),
+            _one_prediction,
+            "'pred' has shape (4, 32, 32), the masks of val__synthetic.npz (4, 64, 64)",
+        ),
+        (lambda path: _savez(path, pred=np.array(3)), _one_prediction, "'pred' has shape ()"),
+        (
+            lambda path: _savez(path, pred=np.zeros((4, 64, 64)), split=np.array(["test", "val"])),
+            _one_prediction,
+            "'split' is array(['test', 'val']",
+        ),
+        (
+            lambda path: _savez(
+                path, images=np.zeros((4, 64, 64, 3), np.uint8), masks=np.zeros((2, 64, 64))
+            ),
+            _reference,
+            "'masks' has shape (2, 64, 64) where 'images' has (4, 64, 64, 3)",
+        ),
+        (
+            lambda path: _savez(path, images=np.zeros((0, 64, 64, 3)), masks=np.zeros((0, 64, 64))),
+            _reference,
+            "'images' has shape (0, 64, 64, 3), not (k, H, W, 3)",
+        ),
+        (
+            lambda path: _savez(path, images=np.array(["a"]), masks=np.array(["b"])),
+            _reference,
+            "'images' holds <U1 values, not numbers",
+        ),
+    ],
+)
+def test_a_damaged_panel_file_is_named_in_one_line(tmp_path, damage, which, said):
+    from losscmp.errors import LosscmpError
+
+    run_dir = write_run(tmp_path, quality=QUALITY, image_size=64)
+    path = which(run_dir)
+    damage(path)
+    with pytest.raises(LosscmpError) as raised:
+        figures.write_plots(run_dir)
+    message = str(raised.value)
+    assert message.startswith(f"{path} is damaged (")
+    assert said in message
+    assert message.endswith("delete it to draw the other figures")
+    assert "allow_pickle" not in message

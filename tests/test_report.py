@@ -767,3 +767,34 @@ def test_the_rate_choice_ignores_the_test_split(tmp_path):
     assert chosen["lr"].to_dict() == {"dice": 1e-2, "focal": 1e-2}
     unchosen = flipped[~flipped["lr_chosen"]].set_index("loss")
     assert (unchosen["score_mean"] > chosen["score_mean"]).all()  # test would have chosen 1e-3
+
+
+def test_a_run_folder_that_takes_no_files_is_still_reported(cli, run_dir, tmp_path, monkeypatch):
+    """A run on a read-only disk (an archive, another user's results): its summary.csv
+    could not be rewritten, so report exited 2 after printing the table, and --html into a
+    writable folder was never written."""
+    import errno
+
+    from losscmp import results
+
+    real_write = results.atomic_write_bytes
+
+    def read_only_run(path, data):
+        if Path(path).parent in (run_dir, run_dir / "plots"):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        real_write(path, data)
+
+    monkeypatch.setattr(results, "atomic_write_bytes", read_only_run)
+    before = (run_dir / "summary.csv").read_bytes() if (run_dir / "summary.csv").exists() else None
+    page = tmp_path / "elsewhere" / "page.html"
+    page.parent.mkdir()
+    result = cli("report", run_dir, "--html", page)
+    assert result.exit_code == 0, result.output
+    assert "dice" in result.stdout
+    assert (
+        f"cannot write {run_dir / 'summary.csv'}: Read-only file system; the run's summary.csv "
+        "is left as it was" in result.stderr
+    )
+    assert page.read_text().startswith("<!DOCTYPE html>")
+    after = (run_dir / "summary.csv").read_bytes() if (run_dir / "summary.csv").exists() else None
+    assert after == before

@@ -7,6 +7,7 @@ The end-to-end ones at the bottom train tiny runs and are marked slow.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -139,6 +140,43 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp(run_dir, monkeypatch):
     monkeypatch.setattr(results.os, "replace", broken_replace)
     with pytest.raises(OSError):
         RunStore(run_dir).write_trial(record)
+    assert path.read_bytes() == before
+    assert not [p for p in files_under(run_dir) if p.endswith(".tmp")]
+
+
+def _full_disk_for(monkeypatch, name_part: str) -> None:
+    """Writes of files whose name holds ``name_part`` fail as on a full disk: in fsync,
+    where an OSError names no file."""
+    import losscmp.results as results
+
+    temps: dict[int, str] = {}
+    real_mkstemp, real_fsync = results.tempfile.mkstemp, os.fsync
+
+    def recording_mkstemp(*args, **kwargs):
+        handle, temp = real_mkstemp(*args, **kwargs)
+        temps[handle] = temp
+        return handle, temp
+
+    def failing_fsync(handle):
+        if name_part in temps.get(handle, ""):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(handle)
+
+    monkeypatch.setattr(results.tempfile, "mkstemp", recording_mkstemp)
+    monkeypatch.setattr(results.os, "fsync", failing_fsync)
+
+
+def test_a_write_on_a_full_disk_names_its_file(run_dir, monkeypatch):
+    """A full disk fails the write or the fsync, whose OSError names no file: 'losscmp run'
+    ended in a traceback instead of one line naming it."""
+    path = trial_files(run_dir)[0]
+    before = path.read_bytes()
+    record = json.loads(before)
+    record["seconds"] = 99.0
+    _full_disk_for(monkeypatch, path.name)
+    with pytest.raises(OSError) as raised:
+        RunStore(run_dir).write_trial(record)
+    assert (raised.value.errno, raised.value.filename) == (errno.ENOSPC, str(path))
     assert path.read_bytes() == before
     assert not [p for p in files_under(run_dir) if p.endswith(".tmp")]
 
@@ -331,6 +369,28 @@ def test_a_file_set_aside_twice_keeps_both_copies(run_dir):
     assert kept == [b"", b"{"]
 
 
+def test_a_file_set_aside_by_a_killed_resume_is_still_noted(run_dir):
+    """Killed between moving a damaged file into trials/damaged/ and noting it in run.json:
+    the note was lost for good, and report never said the trial had been trained again."""
+    damaged = trial_files(run_dir)[0]
+    (run_dir / "trials" / "damaged").mkdir()
+    first = run_dir / "trials" / "damaged" / damaged.name
+    first.write_bytes(b"")  # moved, not noted
+    damaged.write_bytes(b"{")  # and a second copy, set aside now
+    store = RunStore(run_dir)
+    with store.lock():
+        store.finished_trials()
+    entries = store.read_meta()["damaged_trials"]
+    listed = {entry["file"]: (entry["trial_id"], entry["reason"]) for entry in entries}
+    assert listed == {
+        f"trials/damaged/{damaged.name}": (damaged.stem, "empty: 0 bytes"),
+        f"trials/damaged/{damaged.stem}.1.json": (damaged.stem, "not valid JSON"),
+    }
+    with store.lock():
+        store.finished_trials()
+    assert len(store.read_meta()["damaged_trials"]) == 2  # listed once
+
+
 def test_a_copied_trial_file_is_damaged(run_dir):
     first, second = trial_files(run_dir)[:2]
     second.write_text(first.read_text())
@@ -420,6 +480,17 @@ def test_the_lock_clears_temp_files_a_killed_writer_left(run_dir):
     with RunStore(run_dir).lock():
         pass
     assert not any(path.exists() for path in leftovers)
+
+
+def test_the_lock_clears_a_png_a_killed_report_plots_left(run_dir):
+    """Killed in 'report --plots' before a figure's rename: plots/ kept the temp file for
+    good, since the lock's cleanup did not look there."""
+    (run_dir / "plots").mkdir()
+    leftover = run_dir / "plots" / ".learning_curves.png.abc123.tmp"
+    leftover.write_bytes(b"\x89PNG half")
+    with RunStore(run_dir).lock():
+        pass
+    assert not leftover.exists()
 
 
 # --------------------------------------------------------------------------- killed at start
@@ -662,3 +733,40 @@ def test_a_trial_file_of_another_run_is_reported_with_a_note(tmp_path):
     stored = RunStore(here).read()
     assert {record["loss"] for record in stored.records} == {"dice", "tversky"}
     assert any(f"planned trials (e.g. {stray.stem})" in note for note in stored.notes)
+
+
+@pytest.mark.slow
+def test_resume_writes_the_reference_panel_a_kill_before_it_left_out(cli, tiny_run):
+    """Killed between the run folder's rename and its first panel: the resumed run had
+    every trial but no panel/<split>__<dataset>.npz, so no prediction figure."""
+    (reference,) = (tiny_run / "panel").glob("test__*.npz")
+    expected = RunStore(tiny_run).read_panel(reference.stem)
+    for path in (*trial_files(tiny_run), reference):
+        path.unlink()
+    result = cli("run", *TINY, "--resume", tiny_run)
+    assert result.exit_code == 0, result.output
+    restored = RunStore(tiny_run).read_panel(reference.stem)
+    assert restored is not None
+    assert set(restored) == {"images", "masks"}
+    for key, array in expected.items():
+        assert (restored[key] == array).all()
+
+
+@pytest.mark.slow
+def test_a_disk_full_mid_run_is_one_line_and_resume_finishes(cli, tmp_path, monkeypatch):
+    """The disk filled up at the second trial's file: a traceback (OSError with no file
+    name) instead of one line; the first trial is kept and --resume gives the numbers."""
+    assert cli("run", *TINY, "--out", tmp_path / "reference").exit_code == 0
+    (reference,) = (tmp_path / "reference").iterdir()
+    with monkeypatch.context() as patch:
+        _full_disk_for(patch, "__bce__")
+        result = cli("run", *TINY, "--out", tmp_path / "runs")
+    assert result.exit_code == 2
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("losscmp: error: ") and "No space left on device" in line
+    assert f"are saved in {run_dir}" in line and f"plus --resume {run_dir}" in line
+    assert ["__dice__" in path.name for path in trial_files(run_dir)] == [True]
+    result = cli("run", *TINY, "--resume", run_dir)
+    assert result.exit_code == 0, result.output
+    pd.testing.assert_frame_equal(_metrics(run_dir), _metrics(reference))

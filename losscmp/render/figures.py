@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from losscmp import summary
+from losscmp.errors import LosscmpError
 from losscmp.results import RunStore, slug
 
 if TYPE_CHECKING:
@@ -142,33 +143,37 @@ def _split_name(split: str) -> str:
 
 
 def _reference_panel(run_dir: Path, dataset: str, single: bool, split: str):
-    """The images and masks the trials' panel predictions are of; None when absent."""
+    """The images and masks the trials' panel predictions are of, and their file; None
+    when absent."""
     store = RunStore(run_dir)
-    arrays = store.read_panel(f"{split}__{slug(dataset)}")
+    name = f"{split}__{slug(dataset)}"
+    arrays = store.read_panel(name)
     if arrays is None and single and split == "val":
-        arrays = store.read_panel("val")  # single-dataset runs of the first version
+        name = "val"  # single-dataset runs of the first version
+        arrays = store.read_panel(name)
     if arrays is None or not {"images", "masks"} <= arrays.keys():
         return None
-    return {"images": arrays["images"], "masks": arrays["masks"]}
+    return {"images": arrays["images"], "masks": arrays["masks"], "file": store.panel_file(name)}
 
 
 def _loss_predictions(results: summary.RunResults, dataset: str) -> tuple[str, dict]:
-    """Each loss's final prediction from its lowest seed that has a panel file, and their
-    split: the first one's (a run resumed across versions may hold validation and test
-    panels; the others are left out)."""
+    """Each loss's final prediction from its lowest seed that has a panel file (as
+    (file, array)), and their split: the first one's (a run resumed across versions may
+    hold validation and test panels; the others are left out)."""
     split, predictions = None, {}
     trials = results.trials[results.trials["dataset"] == dataset].sort_values("seed")
     for trial in trials.itertuples(index=False):
         if trial.loss in predictions:
             continue
         for run_dir in results.run_dirs:
-            arrays = RunStore(run_dir).read_panel(trial.trial_id)
+            store = RunStore(run_dir)
+            arrays = store.read_panel(trial.trial_id)
             if arrays is None or "pred" not in arrays:
                 continue
             own = str(arrays["split"]) if "split" in arrays else "val"  # older panels: val
             split = split or own
             if own == split:
-                predictions[trial.loss] = arrays["pred"]
+                predictions[trial.loss] = (store.panel_file(trial.trial_id), arrays["pred"])
                 break
     return split or "val", predictions
 
@@ -190,6 +195,10 @@ def prediction_panel(results: summary.RunResults, dataset: str) -> PredictionPan
         return None
     mode = results.datasets.get(dataset, {}).get("mode", "binary")
     images, masks = panel["images"][:MAX_PANEL_IMAGES], panel["masks"][:MAX_PANEL_IMAGES]
+    predictions = {
+        loss: _fitting(prediction, where, masks, panel["file"])
+        for loss, (where, prediction) in predictions.items()
+    }
     columns = 2 + len(predictions)
     figure = _figure(1.9 * columns, 1.9 * len(images) + 0.4)
     axes = figure.subplots(len(images), columns, squeeze=False)
@@ -211,6 +220,18 @@ def prediction_panel(results: summary.RunResults, dataset: str) -> PredictionPan
     )
     _add_legend(figure, results, dataset, mode)
     return PredictionPanel(figure, split)
+
+
+def _fitting(prediction: np.ndarray, where: Path, masks: np.ndarray, reference: Path):
+    """``prediction`` (of ``where``) when it covers the masks of ``reference``; a panel
+    file copied from another run (other images, another size) would be drawn over them,
+    or index past their end."""
+    if len(prediction) < len(masks) or prediction.shape[1:] != masks.shape[1:]:
+        raise LosscmpError(
+            f"{where} is damaged ('pred' has shape {prediction.shape}, the masks of "
+            f"{reference.name} {masks.shape}); delete it to draw the other figures"
+        )
+    return prediction
 
 
 def _show_mask(axis: Axes, image: np.ndarray, mask: np.ndarray, mode: str) -> None:
