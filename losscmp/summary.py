@@ -773,6 +773,7 @@ def imbalance_frame(summary: pd.DataFrame) -> pd.DataFrame | None:
 
 
 def headline_caption(metric: str, summary: pd.DataFrame) -> str:
+    summary = selection.chosen_rows(summary)  # the rows the table shows, one rate a loss
     seeds = int(summary["n_seeds"].max()) if len(summary) else 0
     fewest = int(summary["n_seeds"].min()) if len(summary) else 0
     # Combined or unfinished runs may give the losses different numbers of seeds.
@@ -780,7 +781,6 @@ def headline_caption(metric: str, summary: pd.DataFrame) -> str:
     where = "dataset-level" if not metric.startswith("image_") else "mean per-image"
     others = [METRIC_TITLES[name] for name in TABLE_METRICS if name != metric]
     others_text = " and ".join([", ".join(others[:-1]), others[-1]] if len(others) > 2 else others)
-    summary = selection.chosen_rows(summary)
     split = split_word(summary)
     caption = (
         f"Headline: {where} {METRIC_TITLES[metric]} on the {split} split at each trial's "

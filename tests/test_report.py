@@ -798,3 +798,23 @@ def test_a_run_folder_that_takes_no_files_is_still_reported(cli, run_dir, tmp_pa
     assert page.read_text().startswith("<!DOCTYPE html>")
     after = (run_dir / "summary.csv").read_bytes() if (run_dir / "summary.csv").exists() else None
     assert after == before
+
+
+def test_the_caption_counts_the_seeds_of_the_rates_the_table_shows(tmp_path):
+    """An unfinished --lr-grid run: the rate that was not chosen lacks seed 2. The table
+    shows each loss at its chosen rate, three seeds each; the caption said '2–3'."""
+    run_dir = write_run(
+        tmp_path,
+        quality={"dice": 0.8, "focal": 0.6},
+        lrs=[1e-3, 1e-2],
+        rate_quality={1e-3: 0.0, 1e-2: 0.1},  # validation chooses 1e-2
+        write_csvs=False,
+    )
+    for path in (run_dir / "trials").glob("*.json"):
+        record = json.loads(path.read_text())
+        if record["seed"] == 2 and record["base_lr"] == 1e-3:
+            path.unlink()
+    summary = summarize(load_run(run_dir))
+    assert sorted(summary["n_seeds"]) == [2, 2, 3, 3]
+    assert summary.loc[summary["lr_chosen"], "n_seeds"].tolist() == [3, 3]
+    assert "mean ± sd over 3 seed(s);" in headline_caption("dice", summary)
