@@ -505,7 +505,8 @@ def test_combined_runs_from_cpus_with_other_instruction_sets_are_noted(tmp_path)
     here = cpu_as_described()
     assert here.startswith("cpu: ")
     plain = cpu_as_described(ATEN_CPU_CAPABILITY="default")  # torch's scalar kernels
-    assert plain != here
+    if plain == here:  # e.g. an arm64 CPU without SVE: torch's capability is DEFAULT already
+        pytest.skip(f"torch has no vector kernels to hold back on this CPU ({here})")
     execution = {"executor": "local", "jobs": 1, "threads": 1, "fused": False}
     runs = [
         write_run(
