@@ -12,9 +12,10 @@ batched kernels, measured in ``tests/test_fused.py``).
 
 Each copy keeps its own loss module, BatchNorm running statistics (stacked
 buffers, updated in place under ``vmap``), AdamW moments and divergence status. A
-copy whose epoch train loss is non-finite is recorded as diverged exactly as
-``train_trial`` records it and is then sliced out of the parameters, buffers and
-optimizer state; the others go on without it.
+copy whose epoch train loss, weights or running statistics are non-finite, or whose
+validation or test outputs are, is recorded as diverged exactly as ``train_trial``
+records it and is then sliced out of the parameters, buffers and optimizer state; the
+others go on without it.
 
 ``seconds`` (per epoch and per trial) is the trial's share of the group's wall
 time: work done for the whole group is split evenly among the copies it served,
