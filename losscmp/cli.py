@@ -287,34 +287,42 @@ def run(
                 raise
             typer.echo(
                 f"losscmp: interrupted; finished trials are saved in {progress.run_dir}. "
-                f"Finish the run with the same command plus --resume {progress.run_dir}",
+                f"Finish the run with {_rerun(progress.run_dir, resume)}",
                 err=True,
             )
             raise typer.Exit(130) from None
         except OSError as error:
-            _say_how_to_resume(error, progress.run_dir)
+            _say_how_to_resume(error, progress.run_dir, resume)
     try:
         _print_report([run_dir], metric="dice", files={}, plots=False, run_page=True)
     except KeyboardInterrupt:
         typer.echo(
             f"losscmp: interrupted; every trial is saved in {run_dir}: 'losscmp report "
-            f"{run_dir}' prints the table (the same command plus --resume {run_dir} also "
-            "writes its report.html)",
+            f"{run_dir}' prints the table ({_rerun(run_dir, resume)} also writes its "
+            "report.html)",
             err=True,
         )
         raise typer.Exit(130) from None
     prepared.tracker.attach(run_dir)  # the report files, now that they exist
 
 
-def _say_how_to_resume(error: OSError, run_dir: Path | None) -> None:
+def _rerun(run_dir: Path, resume: Path | None) -> str:
+    """How to finish ``run_dir``: a command that resumed it already says so."""
+    return (
+        "the same command again"
+        if resume is not None
+        else f"the same command plus --resume {run_dir}"
+    )
+
+
+def _say_how_to_resume(error: OSError, run_dir: Path | None, resume: Path | None) -> None:
     """A run folder that stopped taking files mid-run (a full disk): one line that says
     the finished trials are kept and how to finish, instead of a bare error."""
     if run_dir is None or error.filename is None or error.errno not in PATH_ERRNOS:
         raise error
     raise LosscmpError(
         f"{error.filename}: {error.strerror}; the trials finished before it are saved in "
-        f"{run_dir}: once it can be written, the same command plus --resume {run_dir} "
-        "finishes the run"
+        f"{run_dir}: once it can be written, {_rerun(run_dir, resume)} finishes the run"
     ) from None
 
 

@@ -530,8 +530,9 @@ def _refuse_unread_options(config: RunConfig, names: Origins) -> None:
             names, ("data_dir", "dataset", dataset.name), readers,
             path_hint if "path" in dataset.parameters else "",
         )  # fmt: skip
-    executor = executor_class(config.executor)
-    if config.ray_address is not None and "ray_address" not in executor.run_options:
+    if config.ray_address is None:  # the executors' modules are imported only to check it
+        return
+    if "ray_address" not in executor_class(config.executor).run_options:
         readers = [name for name in EXECUTORS if "ray_address" in executor_class(name).run_options]
         _refuse_unread(names, ("ray_address", "executor", config.executor), readers, "")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import platform
+import re
 
 from losscmp.errors import ParameterError
 
@@ -86,6 +87,16 @@ def describe_device(device) -> str:
         capability = torch.backends.cpu.get_cpu_capability()
         return f"cpu: {cpu_model()} ({platform.machine()}, {capability})"
     return device.type
+
+
+def rounding_key(description: str) -> str | None:
+    """What of a device description (run.json's ``device``) decides how a trial rounds:
+    not a Ray cluster's GPU count (a cluster that grew trains alike). None where the
+    description cannot tell: ``cpu: x86_64``, written before the model and instruction
+    set were kept."""
+    if re.fullmatch(r"cpu: [^\s(]+", description):
+        return None
+    return re.sub(r", [\d.]+ GPUs?\b", "", description)
 
 
 def cpu_model() -> str:

@@ -269,9 +269,11 @@ def device_change(meta: dict[str, Any], prepared: PreparedRun) -> str:
     """What a resumed run should be told when it continues on another device of the same
     kind (another CPU model or instruction set, another GPU): its trials will round
     differently from those already trained; '' when the device is the recorded one."""
+    from losscmp.devices import rounding_key
+
     stored = str(meta.get("device") or "")
     here = prepared.executor.describe_device(prepared.settings.device)
-    if not stored or stored == here:
+    if not stored or rounding_key(stored) in (None, rounding_key(here)):
         return ""
     return (
         f"this run started on {stored} and continues on {here}: the trials trained here "

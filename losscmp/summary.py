@@ -55,6 +55,7 @@ from typing import Any
 import pandas as pd
 
 from losscmp import selection, stats
+from losscmp.devices import rounding_key
 from losscmp.errors import LosscmpError, SpecError, unknown
 from losscmp.results import (
     RUN_FILE,
@@ -359,9 +360,9 @@ def _rounding_setup(meta: dict[str, Any]) -> dict[str, Any]:
     """What decided a run's floating-point order besides its config (None: not recorded)."""
     execution = meta.get("execution") or {}
     return {
-        # The whole description: a CPU with another instruction set (or another GPU)
-        # rounds differently too ("cpu: x86_64" alone: a run from before that was kept).
-        "device": str(meta.get("device", "")) or None,
+        # A CPU with another instruction set (or another GPU) rounds differently too;
+        # "cpu: x86_64" alone (a run from before that was kept) is compared as it is.
+        "device": rounding_key(str(meta.get("device", ""))) or meta.get("device") or None,
         "threads": execution.get("threads"),
         # Runs from before fusion was recorded were not fused (runner.stored_execution).
         "fused": bool(execution.get("fused", False)),

@@ -640,13 +640,13 @@ def test_the_dial_marks_the_loss_each_fractions_table_ranks_first(tmp_path):
     run_dir = write_run(tmp_path, quality={"dice": 0.8, "bce": 0.6}, datasets=datasets)
     for metric in ("dice", "ece"):  # ECE here is 0.1 x (1 - Dice): dice's is the lowest
         dial = imbalance_frame(summarize(load_run(run_dir), metric))
-        assert best_at_each_fraction(dial, metric) == {("dice", 0.01), ("dice", 0.05)}
+        assert best_at_each_fraction(dial) == {("dice", 0.01), ("dice", 0.05)}
     diverged = {("dice", 0): 2, ("dice", 1): 2}
     unstable = write_run(tmp_path / "u", quality={"dice": 0.8, "bce": 0.6}, datasets=datasets,
                          diverged=diverged)  # fmt: skip
     dial = imbalance_frame(summarize(load_run(unstable)))
     assert dial.set_index(["loss", "fg_fraction"]).loc[("dice", 0.01), "score_mean"] > 0.7
-    assert best_at_each_fraction(dial, "dice") == {("bce", 0.01), ("bce", 0.05)}
+    assert best_at_each_fraction(dial) == {("bce", 0.01), ("bce", 0.05)}
 
 
 def test_a_fraction_where_every_loss_diverged_has_no_best_and_still_renders(tmp_path):
@@ -659,7 +659,7 @@ def test_a_fraction_where_every_loss_diverged_has_no_best_and_still_renders(tmp_
     summary = summarize(load_run(run_dir))
     from losscmp.render.cells import best_at_each_fraction
 
-    assert best_at_each_fraction(imbalance_frame(summary), "dice") == set()
+    assert best_at_each_fraction(imbalance_frame(summary)) == set()
     text = rendered(render_imbalance_table(summary))
     assert "fg 0.01" in text and "–" in text
 

@@ -401,6 +401,23 @@ def test_a_run_resumed_on_another_cpu_says_its_trials_round_differently(cli, one
     assert "continues on" not in again.stderr
 
 
+def test_a_device_is_compared_by_what_decides_its_rounding():
+    """A Ray cluster that grew trains alike; 'cpu: x86_64' (run.json before the model and
+    instruction set were kept) cannot tell, and warning on every resume of such a run
+    would be noise."""
+    from losscmp.devices import rounding_key
+
+    grown = ("cuda: Ray cluster, 4 GPUs (H100)", "cuda: Ray cluster, 8 GPUs (H100)")
+    assert rounding_key(grown[0]) == rounding_key(grown[1]) == "cuda: Ray cluster (H100)"
+    assert rounding_key("cuda: Ray cluster, 0.5 GPUs (H100, A100)") == (
+        "cuda: Ray cluster (H100, A100)"
+    )
+    assert rounding_key("cuda: Ray cluster, 4 GPUs (A100)") != rounding_key(grown[0])
+    assert rounding_key("cpu: x86_64") is None
+    xeon = "cpu: Intel(R) Xeon(R) Processor (x86_64, AVX512)"
+    assert rounding_key(xeon) == xeon != rounding_key("cpu: Intel(R) Xeon(R) (x86_64, AVX2)")
+
+
 def adamw_kernels(monkeypatch) -> list[bool]:
     """Whether each AdamW built from now on is asked for torch's fused kernel."""
     asked: list[bool] = []

@@ -62,10 +62,9 @@ class Execution:
     fused_adamw: bool = True
 
     def describe(self) -> str:
-        workers = "in this process" if self.jobs == 1 else f"{self.jobs} worker processes"
-        if self.executor == "ray":
-            at_once = f"at most {self.jobs}" if self.jobs else "as many as the cluster fits"
-            workers = f"Ray tasks, {at_once} at once"
+        from losscmp.executors import executor_class
+
+        workers = executor_class(self.executor).describe_workers(self.jobs)
         threads = f"{self.threads} thread{'s' if self.threads > 1 else ''} each"
         return f"{workers}, {threads}" + (", losses of a seed fused" if self.fused else "")
 
@@ -135,6 +134,11 @@ class Executor(ABC):
             jobs = max(1, min(jobs, jobs_to_run))
         threads = config.threads or max(1, torch.get_num_threads() // jobs)
         return Execution(config.executor, jobs, threads, fused)
+
+    @staticmethod
+    def describe_workers(jobs: int) -> str:
+        """Where the jobs run, as the run's first lines say it."""
+        return "in this process" if jobs == 1 else f"{jobs} worker processes"
 
     def describe_device(self, device) -> str:
         """The device as run.json records it."""

@@ -60,6 +60,11 @@ ACCELERATOR_PREFIX = "accelerator_type:"  # a node resource Ray adds per GPU mod
 class RayExecutor(Executor):
     run_options = frozenset({"ray_address"})
 
+    @staticmethod
+    def describe_workers(jobs: int) -> str:
+        at_once = f"at most {jobs}" if jobs else "as many as the cluster fits"
+        return f"Ray tasks, {at_once} at once"
+
     @classmethod
     def resolve_execution(
         cls, config: RunConfig, device, fused: bool, jobs_to_run: int | None

@@ -217,7 +217,7 @@ def per_class_text(row: Row, columns: list[str]) -> str:
     return "\n".join(parts)
 
 
-def best_at_each_fraction(dial: pd.DataFrame, metric: str) -> set[tuple[str, float]]:
+def best_at_each_fraction(dial: pd.DataFrame) -> set[tuple[str, float]]:
     """The (loss, fg_fraction) pairs of an imbalance dial ranked first at their fraction,
     as that fraction's table ranks them (fewest diverged seeds, then the best mean; the
     lowest for ECE). A fraction where no loss has a score has no best."""

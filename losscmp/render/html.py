@@ -179,7 +179,7 @@ def _imbalance(report: Report) -> str:
     if dial is None:
         return ""
     fractions = sorted(dial["fg_fraction"].unique())
-    best = best_at_each_fraction(dial, report.metric)
+    best = best_at_each_fraction(dial)
     rows = []
     for loss, entries in dial.groupby("loss", sort=True):
         row: Row = {"loss": loss}

@@ -106,7 +106,7 @@ def render_imbalance_table(summary: pd.DataFrame, metric: str = "dice") -> Table
     table.add_column("loss", no_wrap=True)
     for fraction in fractions:
         table.add_column(f"fg {fraction:g}", justify="right")
-    best_pairs = best_at_each_fraction(dial, metric)
+    best_pairs = best_at_each_fraction(dial)
     for loss, rows in dial.groupby("loss", sort=True):
         by_fraction = rows.set_index("fg_fraction")
         cells = []
