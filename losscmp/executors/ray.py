@@ -141,8 +141,14 @@ class RayExecutor(Executor):
         return super().resolve_device(name)  # cpu; mps as this machine has it (Ray has no MPS)
 
     def describe_device(self, device) -> str:
-        """e.g. "cuda: Ray cluster, 4 GPUs (H100)": the driver may have no GPU to name."""
-        if device.type != "cuda" or self.started_here:
+        """e.g. "cuda: Ray cluster, 4 GPUs (H100)": the driver may have no GPU to name. On
+        a joined cluster's CPUs "cpu: Ray cluster": the nodes train, and Ray does not say
+        which processors they have (the driver's would be recorded as theirs)."""
+        if self.started_here:
+            return super().describe_device(device)
+        if device.type == "cpu":
+            return "cpu: Ray cluster"
+        if device.type != "cuda":
             return super().describe_device(device)
         kinds = sorted(
             {
