@@ -461,7 +461,7 @@ def _check_fg_fractions(config: RunConfig, names: Origins) -> None:
     if entry is not None and "fg_fraction" not in entry.parameters:
         from losscmp.data import DATASET_REGISTRY
 
-        dials = [entry.name for entry in DATASET_REGISTRY if "fg_fraction" in entry.parameters]
+        dials = [other.name for other in DATASET_REGISTRY if "fg_fraction" in other.parameters]
         raise ParameterError(
             f"{name} applies to --dataset {' or '.join(dials)} only (a foreground fraction "
             f"it generates), and this run's dataset is {entry.name}"

@@ -224,26 +224,28 @@ def train_trial(
         state = learned_state(model.parameters(), model.buffers())
         loss_sum = nan_unless_finite_weights(loss_sum, finite_weights(state))
         train_loss = float(loss_sum) / max(steps_per_epoch, 1)  # the epoch's one sync
-        if not math.isfinite(train_loss):
+        healthy = math.isfinite(train_loss)
+        if healthy:
+            val, test = _evaluate_epoch(model, data, settings, log, epoch)
+            healthy = outputs_finite(val, test)
+        if healthy:
+            row = log.validated(epoch, train_loss, lr, epoch_start, val, test)
+        else:
             row = log.diverged(epoch, train_loss, lr, epoch_start)
-            if on_epoch:
-                on_epoch(row)
-            break
-        val = evaluate(model, data, settings, "val", log.keeps_predictions(epoch, "val"))
-        test = (
-            evaluate(model, data, settings, "test", log.keeps_predictions(epoch, "test"))
-            if data.has_test
-            else None
-        )
-        if not outputs_finite(val, test):
-            row = log.diverged(epoch, train_loss, lr, epoch_start)
-            if on_epoch:
-                on_epoch(row)
-            break
-        row = log.validated(epoch, train_loss, lr, epoch_start, val, test)
         if on_epoch:
             on_epoch(row)
+        if not healthy:
+            break
     return log.outcome(loss_fn.params)
+
+
+def _evaluate_epoch(model, data, settings, log, epoch) -> tuple[Evaluation, Evaluation | None]:
+    """Validation and, where the dataset has one, test, keeping the predictions ``log``
+    asks for at this epoch."""
+    val = evaluate(model, data, settings, "val", log.keeps_predictions(epoch, "val"))
+    if not data.has_test:
+        return val, None
+    return val, evaluate(model, data, settings, "test", log.keeps_predictions(epoch, "test"))
 
 
 def learned_state(parameters, buffers) -> list[torch.Tensor]:

@@ -144,12 +144,10 @@ class RayExecutor(Executor):
         """e.g. "cuda: Ray cluster, 4 GPUs (H100)": the driver may have no GPU to name. On
         a joined cluster's CPUs "cpu: Ray cluster": the nodes train, and Ray does not say
         which processors they have (the driver's would be recorded as theirs)."""
-        if self.started_here:
+        if self.started_here or device.type not in ("cpu", "cuda"):
             return super().describe_device(device)
         if device.type == "cpu":
             return "cpu: Ray cluster"
-        if device.type != "cuda":
-            return super().describe_device(device)
         kinds = sorted(
             {
                 key.removeprefix(ACCELERATOR_PREFIX)
