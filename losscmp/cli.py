@@ -463,7 +463,7 @@ def _print_report(
         console.print_note(note)
     written = []
     if len(run_dirs) == 1:  # a combined table belongs to no single run folder
-        written += _write_run_summary(RunStore(run_dirs[0]), report.summary, targets)
+        written += _write_run_summary(RunStore(run_dirs[0]), report, targets)
     elif "csv" not in targets:
         console.print_note("combined summary not saved in any run folder; add --csv FILE")
     for name, path in targets.items():
@@ -480,14 +480,14 @@ def _print_report(
     console.print_written(written)
 
 
-def _write_run_summary(store, summary, targets: dict[str, Path]) -> list[Path]:
+def _write_run_summary(store, report, targets: dict[str, Path]) -> list[Path]:
     """The run's summary.csv, derived like its tables: a run folder that takes no files (a
-    read-only disk, another user's results) is still reported, and --csv/--html still
-    written elsewhere; a note says summary.csv was left as it was."""
+    read-only disk, another user's results) or is still being written is still reported,
+    and --csv/--html still written elsewhere; a note says summary.csv was left as it was."""
     from losscmp import console
 
     try:
-        return [store.write_summary(summary)]
+        return [store.write_summary(report.summary, set(report.results.trials["trial_id"]))]
     except LosscmpError as error:
         also = " (--csv holds this table)" if "csv" in targets else ""
         console.print_note(f"{error}; the run's summary.csv is left as it was{also}")

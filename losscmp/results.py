@@ -1169,15 +1169,21 @@ class RunStore:
         has read every trial file written before it started.
         """
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        with self._tables_lock():
+            if records is None:
+                records = list(self.scan_trials().records.values())
+            for spec in TABLES:
+                atomic_write_csv(self.run_dir / spec.file, table_frame(records, spec))
+
+    @contextlib.contextmanager
+    def _tables_lock(self) -> Iterator[None]:
+        """Blocking and short: serialises the writes of the tables derived from trials/."""
         handle = os.open(
             self.run_dir / TABLES_LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
         )
         try:
             fcntl.flock(handle, fcntl.LOCK_EX)
-            if records is None:
-                records = list(self.scan_trials().records.values())
-            for spec in TABLES:
-                atomic_write_csv(self.run_dir / spec.file, table_frame(records, spec))
+            yield
         finally:
             os.close(handle)
 
@@ -1278,9 +1284,33 @@ class RunStore:
         """``<run>/report.html``, written atomically (a reader sees the old page or the new)."""
         return self._write_derived(REPORT_PAGE, html.encode("utf-8"))
 
-    def write_summary(self, frame) -> Path:
-        """``<run>/summary.csv``: the report's table, derived (rebuilt by every report)."""
-        return self._write_derived(SUMMARY_FILE, frame.to_csv(index=False).encode())
+    def write_summary(self, frame, trial_ids: Iterable[str] | None = None) -> Path:
+        """``<run>/summary.csv``: the report's table, derived (rebuilt by every report).
+
+        ``trial_ids``: the trial files the table was built from. A report read while the
+        run was still writing could otherwise land its table after the run's own final
+        one and leave summary.csv a trial short; under the tables lock (which serialises
+        these writes) a table whose trials/ has changed since is refused.
+        """
+        try:
+            with self._tables_lock():
+                if trial_ids is not None and self._trial_file_ids() not in (
+                    set(),
+                    set(trial_ids),
+                ):
+                    raise LosscmpError(
+                        f"trials/ of {self.run_dir} changed while this report was read "
+                        "(the run is still writing)"
+                    )
+                return self._write_derived(SUMMARY_FILE, frame.to_csv(index=False).encode())
+        except OSError as error:  # the lock file of a read-only folder
+            path = self.run_dir / SUMMARY_FILE
+            raise LosscmpError(f"cannot write {path}: {error.strerror or error}") from None
+
+    def _trial_file_ids(self) -> set[str]:
+        if not self.trials_dir.is_dir():
+            return set()
+        return {path.stem for path in self.trials_dir.glob("*.json") if path.is_file()}
 
     def write_figure(self, name: str, png: bytes) -> Path:
         """``<run>/plots/<name>``: a figure of ``report --plots``."""

@@ -801,6 +801,39 @@ def test_a_run_folder_that_takes_no_files_is_still_reported(cli, run_dir, tmp_pa
     assert after == before
 
 
+def test_a_report_read_while_the_run_wrote_its_last_trial_leaves_summary_csv_alone(
+    cli, run_dir, monkeypatch
+):
+    """A report racing a run: it read 5 of 6 trial files, the run then wrote the sixth and
+    its own summary.csv, and the report's table of 5 landed last, for good."""
+    from losscmp import summary as summary_module
+
+    last = sorted((run_dir / "trials").glob("*.json"))[-1]
+    held_back = last.read_bytes()
+    last.unlink()
+    real_build = summary_module.build_report
+
+    def run_finishes_meanwhile(*args, **kwargs):
+        report = real_build(*args, **kwargs)
+        last.write_bytes(held_back)
+        (run_dir / "summary.csv").write_text("the run's own table\n")
+        return report
+
+    monkeypatch.setattr(summary_module, "build_report", run_finishes_meanwhile)
+    result = cli("report", run_dir)
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "summary.csv").read_text() == "the run's own table\n"
+    assert "changed while this report was read (the run is still writing); the run's " in (
+        " ".join(result.stderr.split())
+    )
+
+    monkeypatch.setattr(summary_module, "build_report", real_build)
+    assert cli("report", run_dir).exit_code == 0
+    table = pd.read_csv(run_dir / "summary.csv")
+    trials = {path.stem for path in (run_dir / "trials").glob("*.json")}
+    assert table["n_seeds"].sum() == len(trials) and set(table["loss"]) == {*QUALITY, "dice_copy"}
+
+
 def test_the_caption_counts_the_seeds_of_the_rates_the_table_shows(tmp_path):
     """An unfinished --lr-grid run: the rate that was not chosen lacks seed 2. The table
     shows each loss at its chosen rate, three seeds each; the caption said '2–3'."""
