@@ -280,6 +280,9 @@ def test_status_rows(tree, tmp_path, monkeypatch):
     assert absent["how_to_get"] == (
         f"losscmp datasets download pets --data-dir {tmp_path / 'empty' / 'oxford-iiit-pet'}"
     )
+    # The pets folder itself, as a download's --data-dir names it, is found there too.
+    itself = {row["name"]: row for row in dataset_status(tree[0])}["pets"]
+    assert itself["present"] is True and itself["path"] == str(tree[0])
     monkeypatch.chdir(tmp_path)  # no datasets/ here
     default = {row["name"]: row for row in dataset_status(Path("datasets"))}["pets"]
     assert default["how_to_get"] == "losscmp datasets download pets"
