@@ -295,6 +295,20 @@ def test_jpeg_masks_of_0_and_1_are_read_not_thresholded_to_nothing(tmp_path):
     assert abs(data.foreground_fraction("train") - exact.foreground_fraction("train")) < 0.01
 
 
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_a_masks_transparent_pixels_are_background(tmp_path, mode):
+    """A white layer cut out by its alpha (as image editors export a selection) read as
+    foreground everywhere: the transparent pixels' colour is white too."""
+    make_folder(tmp_path, count=8)
+    exact = load(f"folder:{tmp_path}")
+    for mask_file in (tmp_path / "masks").glob("*.png"):
+        alpha = np.asarray(Image.open(mask_file))
+        white = np.full((*alpha.shape, len(mode) - 1), 255, np.uint8)
+        Image.fromarray(np.dstack([white, alpha]).squeeze(), mode).save(mask_file)
+    data = load(f"folder:{tmp_path}")
+    assert np.array_equal(data.train_masks, exact.train_masks)
+
+
 def test_a_broken_link_is_named_not_passed_over(tmp_path):
     """It was skipped, so its mask was said to 'have no image' beside a file of that name."""
     make_folder(tmp_path, count=4)

@@ -52,7 +52,8 @@ COMMON_MASK_SUFFIXES = ("", "_mask", "_segmentation", "_Segmentation", "_seg", "
 SHOW = 3  # file names listed in an error
 DEFAULT_FRACTION = 0.1  # of the pairs, for validation and for test when no val/, test/ folder
 # Part of the cache key; raised when the folder's decoding changes (pets' cache is left as it
-# was). 2: EXIF orientation applied; 0/1 JPEG masks thresholded at 1, not 128.
+# was). 2: EXIF orientation applied; 0/1 JPEG masks thresholded at 1, not 128; a mask's
+# transparent pixels read as 0.
 DECODING = 2
 
 

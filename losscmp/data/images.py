@@ -104,7 +104,9 @@ def read_label_image(path: Path, *, upright: bool = False) -> np.ndarray:
     orientation applied, as read_rgb does to its image).
 
     RGB masks become the per-pixel maximum over channels (any colour on black
-    marks foreground); palette images are read as palette_labels says.
+    marks foreground); palette images are read as palette_labels says; a transparent
+    pixel (alpha 0) is 0, as it shows nothing: a white layer cut out by its alpha
+    would otherwise read as all foreground.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -120,12 +122,19 @@ def read_label_image(path: Path, *, upright: bool = False) -> np.ndarray:
             if image.mode in WIDE_MODES:
                 return _whole_labels(np.asarray(image), path)
             if image.mode in ("LA", "PA"):
-                return np.asarray(image.getchannel(0), dtype=np.uint8)
+                return opaque_only(image, np.asarray(image.getchannel(0), dtype=np.uint8))
             if image.mode == "1":
                 return np.asarray(image, dtype=np.uint8)
-            return np.asarray(image.convert("RGB"), dtype=np.uint8).max(axis=-1)
+            labels = np.asarray(image.convert("RGB"), dtype=np.uint8).max(axis=-1)
+            return opaque_only(image, labels) if image.mode == "RGBA" else labels
     except UnidentifiedImageError as error:
         raise UnreadableFile(f"{path}: not an image") from error
+
+
+def opaque_only(image, labels: np.ndarray) -> np.ndarray:
+    """``labels`` with the fully transparent pixels of ``image`` set to 0."""
+    alpha = np.asarray(image.getchannel(image.mode[-1]), dtype=np.uint8)
+    return np.where(alpha == 0, 0, labels).astype(np.uint8)
 
 
 def _whole_labels(values: np.ndarray, path: Path) -> np.ndarray:
