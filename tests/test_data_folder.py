@@ -309,6 +309,18 @@ def test_a_masks_transparent_pixels_are_background(tmp_path, mode):
     assert np.array_equal(data.train_masks, exact.train_masks)
 
 
+def test_photos_put_in_masks_are_named_not_read_as_all_foreground(tmp_path):
+    make_folder(tmp_path, count=8)
+    rng = np.random.default_rng(0)
+    ramp = np.add.outer(np.linspace(0, 150, 40), np.linspace(0, 100, 56))
+    for index, mask_file in enumerate(sorted((tmp_path / "masks").glob("*.png"))):
+        if index % 4 == 1:  # a photo: smooth shading and sensor noise, as the images have
+            photo = np.clip(ramp[..., None] + rng.normal(0, 6, (40, 56, 3)), 0, 255)
+            mask_file.write_bytes(encode(photo.astype(np.uint8), "PNG"))
+    with pytest.raises(DatasetError, match=r"2 mask\(s\) look like photos.*masks/case_001.png"):
+        load(f"folder:{tmp_path}")
+
+
 def test_a_broken_link_is_named_not_passed_over(tmp_path):
     """It was skipped, so its mask was said to 'have no image' beside a file of that name."""
     make_folder(tmp_path, count=4)

@@ -53,7 +53,7 @@ SHOW = 3  # file names listed in an error
 DEFAULT_FRACTION = 0.1  # of the pairs, for validation and for test when no val/, test/ folder
 # Part of the cache key; raised when the folder's decoding changes (pets' cache is left as it
 # was). 2: EXIF orientation applied; 0/1 JPEG masks thresholded at 1, not 128; a mask's
-# transparent pixels read as 0.
+# transparent pixels read as 0; masks that look like photos refused.
 DECODING = 2
 
 
@@ -497,6 +497,27 @@ def check_class_values(masks: np.ndarray, pairs: list[tuple[Path, Path]], num_cl
         )
 
 
+def refuse_photo_masks(root: Path, masks: np.ndarray, pairs: Pairs) -> None:
+    """A photo in masks/ (the images copied there by mistake) has a value at nearly every
+    pixel, so binary reading makes it foreground almost everywhere. A label mask holds a
+    few values, each over a region (anti-aliased or JPEG edges are a thin band); a photo
+    spreads most of its pixels over values that each only a few pixels hold."""
+    photos = [row for row, mask in enumerate(masks) if rare_value_share(mask) > 0.5]
+    if photos:
+        raise DatasetError(
+            f"folder dataset: {len(photos)} mask(s) look like photos, not label images (most "
+            "of their pixels hold values that under 1% of the pixels hold, as in a photo or a "
+            "heavily blurred mask): "
+            f"{listed([shown(root, pairs[row][1]) for row in photos])}; a mask holds 0 for "
+            "background and a label value over each object"
+        )
+
+
+def rare_value_share(mask: np.ndarray) -> float:
+    counts = np.bincount(mask.ravel(), minlength=256)
+    return float(counts[counts < 0.01 * mask.size].sum() / mask.size)
+
+
 def check_not_binary(masks: np.ndarray, num_classes: int) -> None:
     """Multiclass masks holding only 0 and 255 are binary masks: all foreground would be ignored."""
     present = np.flatnonzero(np.bincount(masks.ravel(), minlength=256))
@@ -542,6 +563,8 @@ def decoded_pairs(
     refuse_truncated(root, decoded.truncated)
     if num_classes > 2:
         check_class_values(decoded.masks, pairs, num_classes)
+    else:
+        refuse_photo_masks(root, decoded.masks, pairs)
     arrays = {
         "images": decoded.images,
         "masks": binary_labels(threshold_jpeg_masks(decoded.masks, pairs))
