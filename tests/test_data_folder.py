@@ -196,6 +196,15 @@ def test_second_load_comes_from_the_cache(tmp_path):
     assert load(f"folder:{tmp_path}").info["cache"] == "hit"
 
 
+def test_an_edited_mask_replaces_its_cache_entry(tmp_path):
+    make_folder(tmp_path, count=6)
+    load(f"folder:{tmp_path}")
+    mask = tmp_path / "masks" / "case_001.png"
+    mask.write_bytes(encode(np.asarray(Image.open(mask))[::-1].copy(), "PNG"))
+    assert load(f"folder:{tmp_path}").info["cache"] == "written"
+    assert len(list((tmp_path / ".losscmp-cache").iterdir())) == 1
+
+
 def test_images_without_masks_are_listed(tmp_path):
     make_folder(tmp_path, count=8)
     for stem in ("case_001", "case_002", "case_003", "case_004"):

@@ -544,8 +544,7 @@ def decoded_pairs(
     root: Path, pairs: list[tuple[Path, Path]], size: int, num_classes: int
 ) -> tuple[dict[str, np.ndarray], str]:
     files = [path for pair in pairs for path in pair]
-    key = cache.cache_key(root, files, "folder", size, num_classes, DECODING)
-    location = cache.cache_path(root, f"folder-{size}px", key)
+    location = cache.cache_entry(root, f"folder-{size}px", files, num_classes, decoding=DECODING)
     stored = cache.load_cached(location, ("images", "masks", "truncated"))
     if stored is not None:
         refuse_truncated(root, [str(name) for name in stored.get("truncated", [])])

@@ -256,8 +256,7 @@ def decoded_trimaps(root: Path, ids: list[str], size: int) -> tuple[dict[str, np
     """Resized images and raw trimaps for ``ids``, from the cache when it is current."""
     pairs = [(image_path(root, i), trimap_path(root, i)) for i in ids]
     files = [path for pair in pairs for path in pair]
-    key = cache.cache_key(root, files, "pets", size)
-    location = cache.cache_path(root, f"pets-{size}px", key)
+    location = cache.cache_entry(root, f"pets-{size}px", files)
     stored = cache.load_cached(location, ("ids", "images", "trimaps", "truncated", "unreadable"))
     if stored is not None:
         return stored, "hit"
