@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -361,6 +362,18 @@ def test_names_in_decomposed_unicode_pair_with_composed_ones(tmp_path):
             path.rename(path.with_name(unicodedata.normalize(form, "café ") + path.name))
     data = load(f"folder:{tmp_path}")
     assert data.size("train") + data.size("val") + data.size("test") == 6
+
+
+def test_names_that_are_not_utf8_are_read(tmp_path):
+    """A Latin-1 name (unzipped from an old Windows archive) ended in a UnicodeEncodeError."""
+    make_folder(tmp_path, count=6)
+    for folder, extension in (("images", b".jpg"), ("masks", b".png")):
+        old = next((tmp_path / folder).glob("case_001.*"))
+        os.rename(os.fsencode(old), os.fsencode(tmp_path / folder) + b"/caf\xe9" + extension)
+    data = load(f"folder:{tmp_path}")
+    names = data.names("train") + data.names("val") + data.names("test")
+    assert len(names) == 6 and os.fsdecode(b"caf\xe9") in names
+    assert load(f"folder:{tmp_path}").info["cache"] == "hit"
 
 
 def test_a_mask_named_in_other_letter_case_is_pointed_out(tmp_path):

@@ -44,7 +44,7 @@ def cache_key(root: Path, files: Iterable[Path], *parts: object) -> str:
             )
         except OSError:
             identity = f"{path}|missing"
-        digest.update(identity.encode() + b"\n")
+        digest.update(os.fsencode(identity) + b"\n")  # a name may not be UTF-8
     return digest.hexdigest()[:20]
 
 

@@ -27,6 +27,7 @@ the way it is seen. (Pets is read as stored, as the benchmark has it.)
 from __future__ import annotations
 
 import hashlib
+import os
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -351,7 +352,9 @@ def split_pairs(pairs: Pairs, fractions: list[float]) -> list[Pairs]:
 def hash_order(pairs: Pairs) -> Pairs:
     """A fixed pseudo-random order by hash of the file name: independent of the seed and of
     other files, and spread over name prefixes (benign_*, malignant_*) alike."""
-    return sorted(pairs, key=lambda pair: hashlib.sha1(pair[0].name.encode()).hexdigest())
+    # The name's bytes on disk: a name that is not UTF-8 (Latin-1 from an old zip) has no
+    # str.encode(); for every other name the two are the same bytes.
+    return sorted(pairs, key=lambda pair: hashlib.sha1(os.fsencode(pair[0].name)).hexdigest())
 
 
 def apply_limit(train: Pairs, val: Pairs, test: Pairs, limit: int | None) -> tuple[Pairs, ...]:
