@@ -538,7 +538,9 @@ def _suggest_loss(pattern: str) -> str:
 @user_errors
 def datasets_default(
     ctx: typer.Context,
-    root: Annotated[Path, typer.Option(help="Folder holding the datasets.")] = Path("datasets"),
+    root: Annotated[
+        Path, typer.Option(help="Folder holding the datasets (or the pets folder itself).")
+    ] = Path("datasets"),
 ) -> None:
     """List the datasets, whether each is present, and how to get it."""
     if ctx.invoked_subcommand is None:
@@ -548,7 +550,9 @@ def datasets_default(
 @datasets_app.command("list")
 @user_errors
 def datasets_list(
-    root: Annotated[Path, typer.Option(help="Folder holding the datasets.")] = Path("datasets"),
+    root: Annotated[
+        Path, typer.Option(help="Folder holding the datasets (or the pets folder itself).")
+    ] = Path("datasets"),
 ) -> None:
     """List the datasets, whether each is present, and how to get it."""
     _list_datasets(root)

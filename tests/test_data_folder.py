@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 import numpy as np
 import pytest
 from fixtures_data import encode, make_folder
@@ -194,6 +197,15 @@ def test_second_load_comes_from_the_cache(tmp_path):
     assert load(f"folder:{tmp_path}").info["cache"] == "hit"
 
 
+def test_an_edited_mask_replaces_its_cache_entry(tmp_path):
+    make_folder(tmp_path, count=6)
+    load(f"folder:{tmp_path}")
+    mask = tmp_path / "masks" / "case_001.png"
+    mask.write_bytes(encode(np.asarray(Image.open(mask))[::-1].copy(), "PNG"))
+    assert load(f"folder:{tmp_path}").info["cache"] == "written"
+    assert len(list((tmp_path / ".losscmp-cache").iterdir())) == 1
+
+
 def test_images_without_masks_are_listed(tmp_path):
     make_folder(tmp_path, count=8)
     for stem in ("case_001", "case_002", "case_003", "case_004"):
@@ -216,14 +228,158 @@ def test_masks_without_images_are_listed(tmp_path):
 def test_size_mismatch_is_named(tmp_path):
     make_folder(tmp_path, count=4)
     (tmp_path / "masks" / "case_001.png").write_bytes(encode(np.zeros((10, 10), np.uint8), "PNG"))
-    with pytest.raises(DatasetError, match=r"differ in size: case_001.jpg \(56, 40\) vs case_001"):
+    with pytest.raises(
+        DatasetError, match=r"differ in size: images/case_001.jpg \(56, 40\) vs masks/case_001"
+    ):
         load(f"folder:{tmp_path}")
 
 
 def test_unreadable_file_is_named(tmp_path):
     make_folder(tmp_path, count=4)
     (tmp_path / "images" / "case_003.jpg").write_bytes(b"not a picture")
-    with pytest.raises(DatasetError, match=r"not images: case_003.jpg"):
+    with pytest.raises(DatasetError, match=r"not images: images/case_003.jpg$"):
+        load(f"folder:{tmp_path}")
+
+
+def test_an_unreadable_mask_named_like_its_image_is_named_with_its_folder(tmp_path):
+    """images/x.png and masks/x.png, the plainest layout: 'x.png' alone says not which."""
+    make_folder(tmp_path, count=4)
+    for image in (tmp_path / "images").glob("*.jpg"):
+        image.with_suffix(".png").write_bytes(encode(np.asarray(Image.open(image)), "PNG"))
+        image.unlink()
+    (tmp_path / "masks" / "case_002.png").write_bytes(b"not a picture")
+    with pytest.raises(DatasetError, match=r"not images: masks/case_002.png$"):
+        load(f"folder:{tmp_path}")
+
+
+def exif_photos(root, shape, *, mask_as_stored=False):
+    """Phone photos stored sideways (EXIF orientation 6: turn 90 degrees clockwise to view),
+    bright in the top third as seen; masks drawn on the photo as seen (or as stored)."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for index in range(6):
+        seen = np.zeros(shape, np.uint8)
+        seen[: shape[0] // 3] = 255
+        stored = np.ascontiguousarray(np.rot90(seen))  # seen, turned back counter-clockwise
+        photo = np.repeat(np.where(stored > 0, 220, 30).astype(np.uint8)[..., None], 3, axis=2)
+        Image.fromarray(photo).save(root / "images" / f"p{index}.jpg", exif=exif.tobytes())
+        mask = stored if mask_as_stored else seen
+        (root / "masks" / f"p{index}.png").write_bytes(encode(mask, "PNG"))
+
+
+@pytest.mark.parametrize("shape", [(48, 48), (60, 36)], ids=["square", "portrait"])
+def test_exif_rotated_photos_are_read_upright_like_their_masks(tmp_path, shape):
+    """Square photos read as stored were silently a quarter turn off their masks; others were
+    refused as 'differ in size' though every viewer shows them the mask's size."""
+    exif_photos(tmp_path, shape)
+    data = load(f"folder:{tmp_path}", size=48)
+    images = np.concatenate([data.train_images, data.val_images, data.test_images])
+    masks = np.concatenate([data.train_masks, data.val_masks, data.test_masks])
+    bright = images.mean(axis=-1) > 128
+    assert (bright == (masks == 1)).mean() > 0.97
+    assert (masks[:, :12] == 1).all() and (masks[:, 20:] == 0).all()
+
+
+def test_a_mask_drawn_on_the_unturned_pixels_says_the_image_is_read_upright(tmp_path):
+    exif_photos(tmp_path, (60, 36), mask_as_stored=True)
+    with pytest.raises(DatasetError) as caught:
+        load(f"folder:{tmp_path}")
+    assert re.search(
+        r"images/p\d.jpg \(36, 60\) upright vs masks/p\d.png \(60, 36\)", str(caught.value)
+    )
+    assert "EXIF orientation" in str(caught.value)
+
+
+def test_jpeg_masks_of_0_and_1_are_read_not_thresholded_to_nothing(tmp_path):
+    """A 0/1 mask saved as JPEG was cut at 128, and refused as holding no foreground."""
+    make_folder(tmp_path, count=8)
+    exact = load(f"folder:{tmp_path}")
+    for mask_file in list((tmp_path / "masks").glob("*.png")):
+        ones = (np.asarray(Image.open(mask_file)) > 0).astype(np.uint8)
+        mask_file.with_suffix(".jpg").write_bytes(encode(ones, "JPEG", quality=90))
+        mask_file.unlink()
+    data = load(f"folder:{tmp_path}")
+    assert set(np.unique(data.train_masks)) == {0, 1}
+    assert abs(data.foreground_fraction("train") - exact.foreground_fraction("train")) < 0.01
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_a_masks_transparent_pixels_are_background(tmp_path, mode):
+    """A white layer cut out by its alpha (as image editors export a selection) read as
+    foreground everywhere: the transparent pixels' colour is white too."""
+    make_folder(tmp_path, count=8)
+    exact = load(f"folder:{tmp_path}")
+    for mask_file in (tmp_path / "masks").glob("*.png"):
+        alpha = np.asarray(Image.open(mask_file))
+        white = np.full((*alpha.shape, len(mode) - 1), 255, np.uint8)
+        Image.fromarray(np.dstack([white, alpha]).squeeze(), mode).save(mask_file)
+    data = load(f"folder:{tmp_path}")
+    assert np.array_equal(data.train_masks, exact.train_masks)
+
+
+def test_photos_put_in_masks_are_named_not_read_as_all_foreground(tmp_path):
+    make_folder(tmp_path, count=8)
+    rng = np.random.default_rng(0)
+    ramp = np.add.outer(np.linspace(0, 150, 40), np.linspace(0, 100, 56))
+    for index, mask_file in enumerate(sorted((tmp_path / "masks").glob("*.png"))):
+        if index % 4 == 1:  # a photo: smooth shading and sensor noise, as the images have
+            photo = np.clip(ramp[..., None] + rng.normal(0, 6, (40, 56, 3)), 0, 255)
+            mask_file.write_bytes(encode(photo.astype(np.uint8), "PNG"))
+    with pytest.raises(DatasetError, match=r"2 mask\(s\) look like photos.*masks/case_001.png"):
+        load(f"folder:{tmp_path}")
+
+
+def test_a_broken_link_is_named_not_passed_over(tmp_path):
+    """It was skipped, so its mask was said to 'have no image' beside a file of that name."""
+    make_folder(tmp_path, count=4)
+    link = tmp_path / "images" / "case_001.jpg"
+    link.unlink()
+    link.symlink_to(tmp_path / "gone" / "case_001.jpg")
+    with pytest.raises(DatasetError, match=r"images/case_001.jpg is a link to .*gone.* not exist"):
+        load(f"folder:{tmp_path}")
+
+
+def test_linked_files_are_read(tmp_path):
+    make_folder(tmp_path / "real", count=6)
+    for folder in ("images", "masks"):
+        (tmp_path / "linked" / folder).mkdir(parents=True)
+        for path in (tmp_path / "real" / folder).iterdir():
+            (tmp_path / "linked" / folder / path.name).symlink_to(path)
+    real, linked = load(f"folder:{tmp_path / 'real'}"), load(f"folder:{tmp_path / 'linked'}")
+    assert np.array_equal(real.train_images, linked.train_images)
+    assert real.names("test") == linked.names("test")
+
+
+def test_names_in_decomposed_unicode_pair_with_composed_ones(tmp_path):
+    """macOS's HFS+ writes 'é' as e + a combining accent: the names look alike everywhere."""
+    import unicodedata
+
+    make_folder(tmp_path, count=6)
+    for folder, form in (("images", "NFC"), ("masks", "NFD")):
+        for path in (tmp_path / folder).iterdir():
+            path.rename(path.with_name(unicodedata.normalize(form, "café ") + path.name))
+    data = load(f"folder:{tmp_path}")
+    assert data.size("train") + data.size("val") + data.size("test") == 6
+
+
+def test_names_that_are_not_utf8_are_read(tmp_path):
+    """A Latin-1 name (unzipped from an old Windows archive) ended in a UnicodeEncodeError."""
+    make_folder(tmp_path, count=6)
+    for folder, extension in (("images", b".jpg"), ("masks", b".png")):
+        old = next((tmp_path / folder).glob("case_001.*"))
+        os.rename(os.fsencode(old), os.fsencode(tmp_path / folder) + b"/caf\xe9" + extension)
+    data = load(f"folder:{tmp_path}")
+    names = data.names("train") + data.names("val") + data.names("test")
+    assert len(names) == 6 and os.fsdecode(b"caf\xe9") in names
+    assert load(f"folder:{tmp_path}").info["cache"] == "hit"
+
+
+def test_a_mask_named_in_other_letter_case_is_pointed_out(tmp_path):
+    make_folder(tmp_path, count=4)
+    (tmp_path / "masks" / "case_001.png").rename(tmp_path / "masks" / "Case_001.png")
+    with pytest.raises(DatasetError, match=r"case_001.jpg \(masks/Case_001.png differs only in"):
         load(f"folder:{tmp_path}")
 
 

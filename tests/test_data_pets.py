@@ -151,6 +151,24 @@ def test_changed_file_or_size_invalidates_the_cache(tmp_path):
     assert load(root, size=24).info["cache"] == "written"
 
 
+def test_an_edit_replaces_the_cache_entry_it_outdates_and_keeps_the_others(tmp_path):
+    """Each edit left a full decoded copy behind for good (2 GB for Pets at 256 px)."""
+    root = tmp_path / "pets"
+    make_pets_tree(root, trainval=6, test=2, quirks=False)
+    load(root, size=24)
+    load(root, size=16)
+    load(root, size=24, limit=4)
+    entries = sorted((root / ".losscmp-cache").iterdir())
+    trimap = next((root / "annotations" / "trimaps").glob("*.png"))
+    trimap.write_bytes(trimap.read_bytes())
+    assert load(root, size=24).info["cache"] == "written"
+    now = sorted((root / ".losscmp-cache").iterdir())
+    (new,) = set(now) - set(entries)
+    (gone,) = set(entries) - set(now)  # the full set at 24 px, before the edit
+    assert gone.name.split(".")[0] == new.name.split(".")[0] and len(now) == 3
+    assert load(root, size=24).info["cache"] == "hit"
+
+
 @pytest.mark.parametrize("how", ["in place", "replaced"])
 def test_an_edit_keeping_size_and_mtime_invalidates_the_cache(tmp_path, how):
     root = tmp_path / "pets"
@@ -280,6 +298,9 @@ def test_status_rows(tree, tmp_path, monkeypatch):
     assert absent["how_to_get"] == (
         f"losscmp datasets download pets --data-dir {tmp_path / 'empty' / 'oxford-iiit-pet'}"
     )
+    # The pets folder itself, as a download's --data-dir names it, is found there too.
+    itself = {row["name"]: row for row in dataset_status(tree[0])}["pets"]
+    assert itself["present"] is True and itself["path"] == str(tree[0])
     monkeypatch.chdir(tmp_path)  # no datasets/ here
     default = {row["name"]: row for row in dataset_status(Path("datasets"))}["pets"]
     assert default["how_to_get"] == "losscmp datasets download pets"

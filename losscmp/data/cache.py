@@ -5,6 +5,11 @@ times and inode, the image size and a format version, so an edited, added or
 removed file, or a new size, makes a new entry and a stale array is never read
 back. The change time and inode catch an edit that keeps size and modification
 time (``cp -p``, ``rsync -a``, ``os.utime``): they cannot be set back by hand.
+
+An entry's name also holds a hash of the file list and options alone (its family):
+writing one deletes the others of its family, made from earlier versions of the same
+files, which no load can read again (a file's change time never goes back). Entries of
+other sizes, ``--limit`` values or options are kept.
 """
 
 from __future__ import annotations
@@ -39,12 +44,27 @@ def cache_key(root: Path, files: Iterable[Path], *parts: object) -> str:
             )
         except OSError:
             identity = f"{path}|missing"
-        digest.update(identity.encode() + b"\n")
+        digest.update(os.fsencode(identity) + b"\n")  # a name may not be UTF-8
     return digest.hexdigest()[:20]
 
 
-def cache_path(root: Path, prefix: str, key: str) -> Path:
-    return root / CACHE_DIRNAME / f"{prefix}-{key}.npz"
+def cache_entry(
+    root: Path, prefix: str, files: Iterable[Path], *parts: object, decoding: int = 0
+) -> Path:
+    """Where the arrays decoded from ``files`` with ``parts`` are kept:
+    ``<prefix>-<family>.<key>.npz``, the family naming the files and parts, the key their
+    current identities and the ``decoding`` version too (so a new version supersedes)."""
+    files = list(files)
+    names = [str(path.relative_to(root)) for path in files]
+    family = hashlib.sha256(repr((parts, names)).encode()).hexdigest()[:12]
+    key = cache_key(root, files, *parts, decoding)
+    return root / CACHE_DIRNAME / f"{prefix}-{family}.{key}.npz"
+
+
+def superseded(path: Path) -> list[Path]:
+    """The entries of ``path``'s family other than itself."""
+    family = path.name.split(".")[0]
+    return [other for other in path.parent.glob(f"{family}.*.npz") if other.name != path.name]
 
 
 def load_cached(path: Path, names: Iterable[str] = ()) -> dict[str, np.ndarray] | None:
@@ -61,7 +81,8 @@ def load_cached(path: Path, names: Iterable[str] = ()) -> dict[str, np.ndarray] 
 
 
 def save_cached(path: Path, arrays: dict[str, np.ndarray]) -> bool:
-    """Write atomically (a reader never sees half a file); False if the folder is read-only."""
+    """Write atomically (a reader never sees half a file), then delete the entries it
+    supersedes; False if the folder is read-only."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -72,11 +93,14 @@ def save_cached(path: Path, arrays: dict[str, np.ndarray]) -> bool:
         with contextlib.suppress(OSError):
             os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
-        return True
     except OSError:
         if "temporary" in locals():
             Path(temporary).unlink(missing_ok=True)
         return False
+    for stale in superseded(path):
+        with contextlib.suppress(OSError):  # another process may be deleting it too
+            stale.unlink()
+    return True
 
 
 def _umask() -> int:

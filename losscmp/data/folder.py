@@ -7,21 +7,28 @@ Masks may be PNG, GIF, TIFF, BMP or JPEG. Binary (the default): any non-zero
 pixel is foreground, except that masks holding 0, 255 and one value in 1-254
 (a class index with Pascal VOC's 255 void band) have that value as foreground
 and 255 ignored; JPEG masks are thresholded at 128 because compression smears
-0/255 edges into in-between values. Multiclass (``num_classes`` > 2): the
-pixel value is the class index, 255 is ignored, JPEG masks are refused (their
-values cannot be trusted). Validation comes from PATH/val/images + PATH/val/masks
-when that exists, else from a fixed ``val_fraction`` of the pairs; the test split
-likewise from PATH/test/ or a fixed ``test_fraction`` (chosen by hash of the file
-name, so it does not depend on the seed or on the other files).
+0/255 edges into in-between values (at 1 when no JPEG mask reaches 128: 0/1
+masks). Multiclass (``num_classes`` > 2): the pixel value is the class index,
+255 is ignored, JPEG masks are refused (their values cannot be trusted).
+Validation comes from PATH/val/images + PATH/val/masks when that exists, else
+from a fixed ``val_fraction`` of the pairs; the test split likewise from
+PATH/test/ or a fixed ``test_fraction`` (chosen by hash of the file name, so it
+does not depend on the seed or on the other files).
 
 This is the user's own data, so problems are errors that name the files, not
 silently skipped samples: a file that is not a readable image, a truncated
 image (the file ends before the picture does), a mask of another size.
+
+Images and masks are read upright as their EXIF orientation says, as viewers,
+annotation tools and OpenCV show them: a phone photo stored sideways is annotated
+the way it is seen. (Pets is read as stored, as the benchmark has it.)
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +36,13 @@ import numpy as np
 
 from losscmp.data import cache
 from losscmp.data.base import IGNORE_INDEX, LoadContext, SegmentationData, describe
-from losscmp.data.images import UnreadableFile, decode_pairs, read_label_image
+from losscmp.data.images import (
+    SIDEWAYS,
+    UnreadableFile,
+    decode_pairs,
+    orientation,
+    read_label_image,
+)
 from losscmp.data.memory import check_dataset_fits
 from losscmp.errors import DatasetError, ParameterError
 
@@ -39,6 +52,10 @@ JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
 COMMON_MASK_SUFFIXES = ("", "_mask", "_segmentation", "_Segmentation", "_seg", "_label", "_gt")
 SHOW = 3  # file names listed in an error
 DEFAULT_FRACTION = 0.1  # of the pairs, for validation and for test when no val/, test/ folder
+# Part of the cache key; raised when the folder's decoding changes (pets' cache is left as it
+# was). 2: EXIF orientation applied; 0/1 JPEG masks thresholded at 1, not 128; a mask's
+# transparent pixels read as 0; masks that look like photos refused.
+DECODING = 2
 
 
 def load_folder(
@@ -172,18 +189,18 @@ def refuse_unused_fraction(folder: Path, split: str, fraction: float | None) -> 
 
 def check_no_shared_names(root: Path, splits: dict[str, Pairs]) -> None:
     """An image in two splits' folders would be trained on and scored, or chosen on."""
-    seen: dict[str, str] = {}  # stem -> the folder it was first found in
+    seen: dict[str, str] = {}  # pairing name -> the folder it was first found in
     for prefix, pairs in splits.items():
         folder = f"{prefix}/images/" if prefix else "images/"
-        shared = [image.name for image, _ in pairs if image.stem in seen]
+        shared = [image for image, _ in pairs if pairing_name(image.stem) in seen]
         if shared:
-            first = next(image for image, _ in pairs if image.stem in seen)
+            first = shared[0]
             raise DatasetError(
                 f"folder dataset {root}: {len(shared)} image name(s) are in both "
-                f"{seen[first.stem]} and {folder} (e.g. {first.name}): a split would score "
-                "images another one uses; keep each image in one folder"
+                f"{seen[pairing_name(first.stem)]} and {folder} (e.g. {first.name}): a split "
+                "would score images another one uses; keep each image in one folder"
             )
-        seen.update((image.stem, folder) for image, _ in pairs)
+        seen.update((pairing_name(image.stem), folder) for image, _ in pairs)
 
 
 def check_folder(root: Path) -> None:
@@ -212,15 +229,32 @@ def image_files(folder: Path) -> dict[str, Path]:
     for path in entries:
         if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
+        refuse_broken_link(path)
         if not path.is_file():
             continue
-        if path.stem in found:
+        stem = pairing_name(path.stem)
+        if stem in found:
             raise DatasetError(
-                f"folder dataset: {found[path.stem].name} and {path.name} in {folder} "
+                f"folder dataset: {found[stem].name} and {path.name} in {folder} "
                 "share a name; keep one"
             )
-        found[path.stem] = path
+        found[stem] = path
     return found
+
+
+def pairing_name(stem: str) -> str:
+    """The name a file is paired by: Unicode NFC, so that 'café' typed on Linux pairs with
+    the decomposed 'café' macOS's HFS+ wrote (the two look alike in every listing)."""
+    return unicodedata.normalize("NFC", stem)
+
+
+def refuse_broken_link(path: Path) -> None:
+    """A link to a file that is gone would be passed over, leaving its partner unpaired."""
+    if path.is_symlink() and not path.exists():
+        raise DatasetError(
+            f"folder dataset: {path} is a link to {path.readlink()}, which cannot be read "
+            "(it does not exist); fix or remove the link"
+        )
 
 
 def subfolders_note(folder: Path) -> str:
@@ -251,14 +285,17 @@ def pair_files(root: Path, mask_suffix: str | None) -> tuple[list[tuple[Path, Pa
             f"folder dataset: no masks in {root / 'masks'}{subfolders_note(root / 'masks')}"
         )
     suffix = mask_suffix if mask_suffix is not None else guess_suffix(images, masks)
-    unmatched_images = [path.name for stem, path in images.items() if stem + suffix not in masks]
+    suffix = pairing_name(suffix)
+    lonely = [stem for stem in images if stem + suffix not in masks]
+    unmatched_images = [images[stem].name for stem in lonely]
     mask_stems = {stem + suffix for stem in images}
-    unmatched_masks = [path.name for stem, path in masks.items() if stem not in mask_stems]
+    spare = {stem: path for stem, path in masks.items() if stem not in mask_stems}
+    unmatched_masks = [path.name for path in spare.values()]
     if unmatched_images:
         example = f"masks/<name>{suffix}.png"
         raise DatasetError(
             f"folder dataset: {len(unmatched_images)} image(s) in {root / 'images'} have no mask "
-            f"({example}): {listed(unmatched_images)}"
+            f"({example}): {listed(unmatched_images)}{case_note(lonely, spare, suffix)}"
             + (
                 ""
                 if mask_suffix is not None
@@ -271,6 +308,17 @@ def pair_files(root: Path, mask_suffix: str | None) -> tuple[list[tuple[Path, Pa
             f"{listed(unmatched_masks)}"
         )
     return [(images[stem], masks[stem + suffix]) for stem in sorted(images)], suffix
+
+
+def case_note(stems: list[str], spare: dict[str, Path], suffix: str) -> str:
+    """Names are matched exactly, as on Linux: say so when an unpaired mask differs only in
+    letter case (made on macOS or Windows, where the two are one name)."""
+    folded = {stem.casefold(): path for stem, path in spare.items()}
+    for stem in stems:
+        twin = folded.get((stem + suffix).casefold())
+        if twin is not None:
+            return f" (masks/{twin.name} differs only in letter case: names must match exactly)"
+    return ""
 
 
 def guess_suffix(images: dict[str, Path], masks: dict[str, Path]) -> str:
@@ -304,7 +352,9 @@ def split_pairs(pairs: Pairs, fractions: list[float]) -> list[Pairs]:
 def hash_order(pairs: Pairs) -> Pairs:
     """A fixed pseudo-random order by hash of the file name: independent of the seed and of
     other files, and spread over name prefixes (benign_*, malignant_*) alike."""
-    return sorted(pairs, key=lambda pair: hashlib.sha1(pair[0].name.encode()).hexdigest())
+    # The name's bytes on disk: a name that is not UTF-8 (Latin-1 from an old zip) has no
+    # str.encode(); for every other name the two are the same bytes.
+    return sorted(pairs, key=lambda pair: hashlib.sha1(os.fsencode(pair[0].name)).hexdigest())
 
 
 def apply_limit(train: Pairs, val: Pairs, test: Pairs, limit: int | None) -> tuple[Pairs, ...]:
@@ -324,33 +374,56 @@ def apply_limit(train: Pairs, val: Pairs, test: Pairs, limit: int | None) -> tup
     )
 
 
-def check_sizes(pairs: list[tuple[Path, Path]]) -> None:
-    """Image and mask must have the same size; reads headers only."""
-    mismatched, unreadable = [], []
+def check_sizes(root: Path, pairs: list[tuple[Path, Path]]) -> None:
+    """Image and mask must have the same size, upright; reads headers only."""
+    mismatched, unreadable, turned = [], [], False
     for image_path, mask_path in pairs:
-        sizes = [header_size(image_path), header_size(mask_path)]
-        for path, size in zip((image_path, mask_path), sizes, strict=True):
-            if size is None:
-                unreadable.append(path.name)
-        if None not in sizes and sizes[0] != sizes[1]:
-            mismatched.append(f"{image_path.name} {sizes[0]} vs {mask_path.name} {sizes[1]}")
+        headers = [header_size(image_path), header_size(mask_path)]
+        for path, header in zip((image_path, mask_path), headers, strict=True):
+            if header is None:
+                unreadable.append(shown(root, path))
+        if None in headers or headers[0][0] == headers[1][0]:
+            continue
+        (image_size, image_turned), (mask_size, _) = headers
+        turned = turned or image_turned
+        upright = " upright" if image_turned else ""
+        mismatched.append(
+            f"{shown(root, image_path)} {image_size}{upright} vs {shown(root, mask_path)} "
+            f"{mask_size}"
+        )
     if unreadable:
         count = len(unreadable)
         raise DatasetError(f"folder dataset: {count} file(s) are not images: {listed(unreadable)}")
     if mismatched:
-        count = len(mismatched)
         raise DatasetError(
-            f"folder dataset: {count} image/mask pair(s) differ in size: {listed(mismatched)}"
+            f"folder dataset: {len(mismatched)} image/mask pair(s) differ in size: "
+            f"{listed(mismatched)}"
+            + (
+                "; an image is read upright as its EXIF orientation says (as viewers show "
+                "it), so its mask must be drawn that way up"
+                if turned
+                else ""
+            )
         )
 
 
-def header_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the file header, or None if it is not a readable image."""
+def shown(root: Path, path: Path) -> str:
+    """A file as an error names it: images/x.png and masks/x.png must not read alike."""
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return path.name
+
+
+def header_size(path: Path) -> tuple[tuple[int, int], bool] | None:
+    """((width, height) upright, whether EXIF turns it sideways) from the file header, or
+    None if it is not a readable image."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
-            return image.size
+            (width, height), sideways = image.size, orientation(image) in SIDEWAYS
+            return ((height, width) if sideways else (width, height)), sideways
     except Image.DecompressionBombError as error:  # Pillow will not decode it either
         raise DatasetError(
             f"folder dataset: {path.name} is too large for Pillow to open "
@@ -364,11 +437,10 @@ def mask_reader(num_classes: int):
     """Reads a mask file into class indices (before resizing)."""
 
     def read(path: Path) -> np.ndarray:
-        labels = read_label_image(path)
-        is_jpeg = path.suffix.lower() in JPEG_SUFFIXES
-        if num_classes == 2:  # made 0/1 by binary_labels, once every mask is read
-            return np.where(labels >= 128, 255, 0).astype(np.uint8) if is_jpeg else labels
-        if is_jpeg:
+        labels = read_label_image(path, upright=True)
+        if num_classes == 2:  # thresholded and made 0/1 once every mask is read
+            return labels
+        if path.suffix.lower() in JPEG_SUFFIXES:
             raise DatasetError(
                 f"folder dataset: {path.name} is a JPEG mask; JPEG cannot hold class indices "
                 "exactly (use PNG), or use a binary dataset"
@@ -376,6 +448,19 @@ def mask_reader(num_classes: int):
         return labels
 
     return read
+
+
+def threshold_jpeg_masks(masks: np.ndarray, pairs: Pairs) -> np.ndarray:
+    """JPEG smears a mask's edges into in-between values: its masks become 0/255, cut at
+    128, or at 1 when none reaches 128 (0/1 masks, which 128 would leave empty). Decided
+    over every JPEG mask together, like binary_labels; after the nearest-neighbour resize,
+    which picks pixels and so commutes with a per-pixel threshold."""
+    rows = [row for row, (_, mask) in enumerate(pairs) if mask.suffix.lower() in JPEG_SUFFIXES]
+    if rows:
+        jpeg = masks[rows]
+        cut = 128 if jpeg.max() >= 128 else 1
+        masks[rows] = np.where(jpeg >= cut, IGNORE_INDEX, 0)
+    return masks
 
 
 def binary_labels(masks: np.ndarray) -> np.ndarray:
@@ -415,6 +500,27 @@ def check_class_values(masks: np.ndarray, pairs: list[tuple[Path, Path]], num_cl
         )
 
 
+def refuse_photo_masks(root: Path, masks: np.ndarray, pairs: Pairs) -> None:
+    """A photo in masks/ (the images copied there by mistake) has a value at nearly every
+    pixel, so binary reading makes it foreground almost everywhere. A label mask holds a
+    few values, each over a region (anti-aliased or JPEG edges are a thin band); a photo
+    spreads most of its pixels over values that each only a few pixels hold."""
+    photos = [row for row, mask in enumerate(masks) if rare_value_share(mask) > 0.5]
+    if photos:
+        raise DatasetError(
+            f"folder dataset: {len(photos)} mask(s) look like photos, not label images (most "
+            "of their pixels hold values that under 1% of the pixels hold, as in a photo or a "
+            "heavily blurred mask): "
+            f"{listed([shown(root, pairs[row][1]) for row in photos])}; a mask holds 0 for "
+            "background and a label value over each object"
+        )
+
+
+def rare_value_share(mask: np.ndarray) -> float:
+    counts = np.bincount(mask.ravel(), minlength=256)
+    return float(counts[counts < 0.01 * mask.size].sum() / mask.size)
+
+
 def check_not_binary(masks: np.ndarray, num_classes: int) -> None:
     """Multiclass masks holding only 0 and 255 are binary masks: all foreground would be ignored."""
     present = np.flatnonzero(np.bincount(masks.ravel(), minlength=256))
@@ -427,12 +533,13 @@ def check_not_binary(masks: np.ndarray, num_classes: int) -> None:
         )
 
 
-def refuse_truncated(paths: list[str]) -> None:
+def refuse_truncated(root: Path, paths: list[str]) -> None:
     """A truncated image would train on a grey tail it does not have: refused, named."""
     if paths:
         raise DatasetError(
             f"folder dataset: {len(paths)} image(s) are truncated (the file ends before the "
-            f"image does): {listed([Path(p).name for p in paths])}; re-export or remove them"
+            f"image does): {listed([shown(root, Path(p)) for p in paths])}; re-export or "
+            "remove them"
         )
 
 
@@ -440,28 +547,31 @@ def decoded_pairs(
     root: Path, pairs: list[tuple[Path, Path]], size: int, num_classes: int
 ) -> tuple[dict[str, np.ndarray], str]:
     files = [path for pair in pairs for path in pair]
-    key = cache.cache_key(root, files, "folder", size, num_classes)
-    location = cache.cache_path(root, f"folder-{size}px", key)
+    location = cache.cache_entry(root, f"folder-{size}px", files, num_classes, decoding=DECODING)
     stored = cache.load_cached(location, ("images", "masks", "truncated"))
     if stored is not None:
-        refuse_truncated([str(name) for name in stored.get("truncated", [])])
+        refuse_truncated(root, [str(name) for name in stored.get("truncated", [])])
         return stored, "hit"
-    check_sizes(pairs)
+    check_sizes(root, pairs)
     try:
-        decoded = decode_pairs(pairs, size, mask_reader(num_classes))
+        decoded = decode_pairs(pairs, size, mask_reader(num_classes), upright=True)
     except UnreadableFile as error:
         raise DatasetError(f"folder dataset: {error}") from None
     if decoded.unreadable:
         raise DatasetError(
             f"folder dataset: {len(decoded.unreadable)} file(s) cannot be decoded: "
-            f"{listed([Path(p).name for p in decoded.unreadable])}"
+            f"{listed([shown(root, Path(p)) for p in decoded.unreadable])}"
         )
-    refuse_truncated(decoded.truncated)
+    refuse_truncated(root, decoded.truncated)
     if num_classes > 2:
         check_class_values(decoded.masks, pairs, num_classes)
+    else:
+        refuse_photo_masks(root, decoded.masks, pairs)
     arrays = {
         "images": decoded.images,
-        "masks": binary_labels(decoded.masks) if num_classes == 2 else decoded.masks,
+        "masks": binary_labels(threshold_jpeg_masks(decoded.masks, pairs))
+        if num_classes == 2
+        else decoded.masks,
         "truncated": np.array(decoded.truncated, dtype=str),
     }
     saved = cache.save_cached(location, arrays)

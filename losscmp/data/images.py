@@ -2,7 +2,9 @@
 
 Handled: files whose content is not what their extension says (PIL reads the
 content), palette/grey/RGBA/CMYK images (converted to RGB), truncated JPEGs
-(decoded as far as the data goes, then flagged), and unreadable files (reported).
+(decoded as far as the data goes, then flagged), unreadable files (reported), and,
+where the caller asks (``upright``), EXIF orientation: a phone photo stored sideways
+is turned as every viewer and annotation tool shows it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,18 @@ from losscmp.errors import DatasetError
 
 # Pillow's modes of more than 8 bits per pixel: integer (16- or 32-bit) and float.
 WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+ORIENTATION_TAG = 0x0112
+# EXIF orientation -> the transpose that shows the picture upright (as ImageOps.exif_transpose).
+UPRIGHT = {
+    2: "FLIP_LEFT_RIGHT",
+    3: "ROTATE_180",
+    4: "FLIP_TOP_BOTTOM",
+    5: "TRANSPOSE",
+    6: "ROTATE_270",
+    7: "TRANSVERSE",
+    8: "ROTATE_90",
+}
+SIDEWAYS = frozenset({5, 6, 7, 8})  # orientations that swap width and height
 
 
 class UnreadableFile(Exception):
@@ -36,12 +50,35 @@ class Decoded:
     unreadable: list[str] = field(default_factory=list)
 
 
-def read_rgb(path: Path, size: int, *, allow_truncated: bool = False) -> np.ndarray:
-    """(size, size, 3) uint8, bilinear with antialiasing."""
+def orientation(image) -> int:
+    """The EXIF orientation an opened image's header gives (1: stored upright).
+
+    Read from the header only, so that a size check (folder.header_size) and the decoder
+    agree: a PNG's eXIf chunk after the pixels would need the whole image decoded."""
+    if image.format == "PNG" and "exif" not in image.info:
+        return 1
+    try:
+        value = image.getexif().get(ORIENTATION_TAG, 1)
+    except (OSError, ValueError, SyntaxError):  # a damaged EXIF block: read as stored
+        return 1
+    return value if value in UPRIGHT else 1
+
+
+def turned_upright(image, turn: int):
+    from PIL import Image
+
+    return image.transpose(getattr(Image.Transpose, UPRIGHT[turn])) if turn in UPRIGHT else image
+
+
+def read_rgb(
+    path: Path, size: int, *, allow_truncated: bool = False, upright: bool = False
+) -> np.ndarray:
+    """(size, size, 3) uint8, bilinear with antialiasing; ``upright``: EXIF orientation applied."""
     from PIL import Image, ImageFile, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
+            turn = orientation(image) if upright else 1
             if image.format == "JPEG":
                 image.draft("RGB", (size, size))  # decode at reduced scale: much faster
             if allow_truncated:
@@ -56,23 +93,28 @@ def read_rgb(path: Path, size: int, *, allow_truncated: bool = False) -> np.ndar
                     f"{path}: a {image.mode} image (more than 8 bits per pixel); losscmp reads "
                     "8-bit images: rescale it to 0-255 first"
                 )
-            rgb = image.convert("RGB")
+            rgb = turned_upright(image, turn).convert("RGB")
     except UnidentifiedImageError as error:
         raise UnreadableFile(f"{path}: not an image") from error
     return np.asarray(rgb.resize((size, size), Image.BILINEAR), dtype=np.uint8)
 
 
-def read_label_image(path: Path) -> np.ndarray:
-    """Pixel values of a mask file, (H, W) uint8, at its own size.
+def read_label_image(path: Path, *, upright: bool = False) -> np.ndarray:
+    """Pixel values of a mask file, (H, W) uint8, at its own size (``upright``: EXIF
+    orientation applied, as read_rgb does to its image).
 
     RGB masks become the per-pixel maximum over channels (any colour on black
-    marks foreground); palette images are read as palette_labels says.
+    marks foreground); palette images are read as palette_labels says; a transparent
+    pixel (alpha 0) is 0, as it shows nothing: a white layer cut out by its alpha
+    would otherwise read as all foreground.
     """
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            image.load()
+        with Image.open(path) as opened:
+            turn = orientation(opened) if upright else 1
+            opened.load()
+            image = turned_upright(opened, turn)
             if image.mode == "P":
                 return palette_labels(image)
             if image.mode == "L":
@@ -80,12 +122,19 @@ def read_label_image(path: Path) -> np.ndarray:
             if image.mode in WIDE_MODES:
                 return _whole_labels(np.asarray(image), path)
             if image.mode in ("LA", "PA"):
-                return np.asarray(image.getchannel(0), dtype=np.uint8)
+                return opaque_only(image, np.asarray(image.getchannel(0), dtype=np.uint8))
             if image.mode == "1":
                 return np.asarray(image, dtype=np.uint8)
-            return np.asarray(image.convert("RGB"), dtype=np.uint8).max(axis=-1)
+            labels = np.asarray(image.convert("RGB"), dtype=np.uint8).max(axis=-1)
+            return opaque_only(image, labels) if image.mode == "RGBA" else labels
     except UnidentifiedImageError as error:
         raise UnreadableFile(f"{path}: not an image") from error
+
+
+def opaque_only(image, labels: np.ndarray) -> np.ndarray:
+    """``labels`` with the fully transparent pixels of ``image`` set to 0."""
+    alpha = np.asarray(image.getchannel(image.mode[-1]), dtype=np.uint8)
+    return np.where(alpha == 0, 0, labels).astype(np.uint8)
 
 
 def _whole_labels(values: np.ndarray, path: Path) -> np.ndarray:
@@ -136,8 +185,11 @@ def decode_pairs(
     pairs: Sequence[tuple[Path, Path]],
     size: int,
     read_mask: Callable[[Path], np.ndarray],
+    *,
+    upright: bool = False,
 ) -> Decoded:
-    """Decode (image, mask) pairs in a thread pool (PIL releases the GIL while decoding)."""
+    """Decode (image, mask) pairs in a thread pool (PIL releases the GIL while decoding);
+    ``upright``: images turned as their EXIF orientation says (read_mask does its own)."""
     images = np.zeros((len(pairs), size, size, 3), np.uint8)
     masks = np.zeros((len(pairs), size, size), np.uint8)
     failed: dict[int, str] = {}  # position -> the file that could not be read
@@ -146,7 +198,9 @@ def decode_pairs(
         image_path, mask_path = pairs[position]
         current = image_path
         try:
-            images[position] = read_rgb(image_path, size, allow_truncated=allow_truncated)
+            images[position] = read_rgb(
+                image_path, size, allow_truncated=allow_truncated, upright=upright
+            )
             current = mask_path
             masks[position] = resize_labels(read_mask(mask_path), size)
         except UnreadableFile:

@@ -256,8 +256,7 @@ def decoded_trimaps(root: Path, ids: list[str], size: int) -> tuple[dict[str, np
     """Resized images and raw trimaps for ``ids``, from the cache when it is current."""
     pairs = [(image_path(root, i), trimap_path(root, i)) for i in ids]
     files = [path for pair in pairs for path in pair]
-    key = cache.cache_key(root, files, "pets", size)
-    location = cache.cache_path(root, f"pets-{size}px", key)
+    location = cache.cache_entry(root, f"pets-{size}px", files)
     stored = cache.load_cached(location, ("ids", "images", "trimaps", "truncated", "unreadable"))
     if stored is not None:
         return stored, "hit"
@@ -289,10 +288,13 @@ def trimap_to_masks(trimaps: np.ndarray, mode: str, border: str) -> np.ndarray:
 
 
 def pets_status(datasets_root: Path) -> dict[str, Any]:
-    """The ``datasets list`` row fields for the pets folder under ``datasets_root``: a tree
-    whose lists name files it lacks is present (it loads without them) but said to be
+    """The ``datasets list`` row fields for the pets folder under ``datasets_root``, or
+    ``datasets_root`` itself when it is one (the --data-dir a download or a run was given):
+    a tree whose lists name files it lacks is present (it loads without them) but said to be
     incomplete."""
     root = resolve_root(datasets_root / DEFAULT_PETS_DIR.name)
+    if missing_parts(root) and (datasets_root / "annotations").is_dir():
+        root = datasets_root
     if missing_parts(root):
         return {"present": False, "path": str(root), "how_to_get": download_hint(root)}
     try:
