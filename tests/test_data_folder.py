@@ -324,11 +324,32 @@ def test_photos_put_in_masks_are_named_not_read_as_all_foreground(tmp_path):
     rng = np.random.default_rng(0)
     ramp = np.add.outer(np.linspace(0, 150, 40), np.linspace(0, 100, 56))
     for index, mask_file in enumerate(sorted((tmp_path / "masks").glob("*.png"))):
-        if index % 4 == 1:  # a photo: smooth shading and sensor noise, as the images have
+        if index % 4 == 1:  # a photo (smooth shading, sensor noise) copied over its mask
             photo = np.clip(ramp[..., None] + rng.normal(0, 6, (40, 56, 3)), 0, 255)
-            mask_file.write_bytes(encode(photo.astype(np.uint8), "PNG"))
-    with pytest.raises(DatasetError, match=r"2 mask\(s\) look like photos.*masks/case_001.png"):
+            encoded = encode(photo.astype(np.uint8), "PNG")
+            (tmp_path / "images" / f"{mask_file.stem}.jpg").write_bytes(encoded)
+            mask_file.write_bytes(encoded)
+    with pytest.raises(DatasetError, match=r"2 mask\(s\) look like their images.*masks/case_001"):
         load(f"folder:{tmp_path}")
+
+
+def test_a_dense_instance_map_is_a_binary_mask_not_a_photo(tmp_path):
+    """Hundreds of small objects numbered 1, 2, ... cover most pixels with values each under
+    1% of them hold, as a photo does; every non-zero value is foreground."""
+    make_folder(tmp_path, count=6)
+    rng = np.random.default_rng(0)
+    rows, cols = np.indices((40, 56))
+    centres = rng.uniform((0, 0), (40, 56), (250, 2))
+    nearest = np.argmin(
+        (rows[..., None] - centres[:, 0]) ** 2 + (cols[..., None] - centres[:, 1]) ** 2, axis=-1
+    )
+    instances = (1 + nearest % 254).astype(np.uint8)
+    instances[:, :6] = 0  # a strip of background
+    for mask_file in (tmp_path / "masks").glob("*.png"):
+        mask_file.write_bytes(encode(instances, "PNG"))
+    data = load(f"folder:{tmp_path}")
+    assert set(np.unique(data.train_masks).tolist()) == {0, 1}
+    assert data.train_masks.mean() == pytest.approx(50 / 56, abs=0.03)
 
 
 def test_a_broken_link_is_named_not_passed_over(tmp_path):

@@ -54,7 +54,7 @@ SHOW = 3  # file names listed in an error
 DEFAULT_FRACTION = 0.1  # of the pairs, for validation and for test when no val/, test/ folder
 # Part of the cache key; raised when the folder's decoding changes (pets' cache is left as it
 # was). 2: EXIF orientation applied; 0/1 JPEG masks thresholded at 1, not 128; a mask's
-# transparent pixels read as 0; masks that look like photos refused.
+# transparent pixels read as 0; masks that look like their images refused.
 DECODING = 2
 
 
@@ -500,17 +500,22 @@ def check_class_values(masks: np.ndarray, pairs: list[tuple[Path, Path]], num_cl
         )
 
 
-def refuse_photo_masks(root: Path, masks: np.ndarray, pairs: Pairs) -> None:
-    """A photo in masks/ (the images copied there by mistake) has a value at nearly every
-    pixel, so binary reading makes it foreground almost everywhere. A label mask holds a
-    few values, each over a region (anti-aliased or JPEG edges are a thin band); a photo
-    spreads most of its pixels over values that each only a few pixels hold."""
-    photos = [row for row, mask in enumerate(masks) if rare_value_share(mask) > 0.5]
+def refuse_photo_masks(root: Path, decoded, pairs: Pairs) -> None:
+    """Images copied into masks/ by mistake: binary reading makes a photo foreground almost
+    everywhere. Such a mask spreads most of its pixels over values that each only a few
+    pixels hold (a label mask holds a few values, each over a region; anti-aliased or JPEG
+    edges are a thin band) and follows its image's brightness; both are asked, since a
+    dense instance map (hundreds of small objects numbered 1, 2, ...) spreads its values too."""
+    photos = [
+        row
+        for row, mask in enumerate(decoded.masks)
+        if rare_value_share(mask) > 0.5 and follows_brightness(mask, decoded.images[row])
+    ]
     if photos:
         raise DatasetError(
-            f"folder dataset: {len(photos)} mask(s) look like photos, not label images (most "
-            "of their pixels hold values that under 1% of the pixels hold, as in a photo or a "
-            "heavily blurred mask): "
+            f"folder dataset: {len(photos)} mask(s) look like their images, not label images "
+            "(most of their pixels hold values that under 1% of the pixels hold, and they "
+            "follow the image's brightness): "
             f"{listed([shown(root, pairs[row][1]) for row in photos])}; a mask holds 0 for "
             "background and a label value over each object"
         )
@@ -519,6 +524,15 @@ def refuse_photo_masks(root: Path, masks: np.ndarray, pairs: Pairs) -> None:
 def rare_value_share(mask: np.ndarray) -> float:
     counts = np.bincount(mask.ravel(), minlength=256)
     return float(counts[counts < 0.01 * mask.size].sum() / mask.size)
+
+
+def follows_brightness(mask: np.ndarray, image: np.ndarray) -> bool:
+    """The mask as read (an RGB file's channel maximum) correlates with the image's."""
+    brightness = image.max(axis=-1).ravel().astype(np.float64)
+    values = mask.ravel().astype(np.float64)
+    if brightness.std() == 0 or values.std() == 0:
+        return False
+    return float(np.corrcoef(brightness, values)[0, 1]) > 0.8
 
 
 def check_not_binary(masks: np.ndarray, num_classes: int) -> None:
@@ -566,7 +580,7 @@ def decoded_pairs(
     if num_classes > 2:
         check_class_values(decoded.masks, pairs, num_classes)
     else:
-        refuse_photo_masks(root, decoded.masks, pairs)
+        refuse_photo_masks(root, decoded, pairs)
     arrays = {
         "images": decoded.images,
         "masks": binary_labels(threshold_jpeg_masks(decoded.masks, pairs))
