@@ -20,7 +20,8 @@
 # for the GPU, and the script stops there (exit 1, one line saying why) if that fails.
 # The script ends within GPU_DEADLINE_S seconds (default 570: a lent machine kills a
 # command at 600): each step's cap is cut to the time left, and a step with under 30 s
-# left is skipped.
+# left is skipped. It ends by printing every step's status and figures together (a lent
+# machine's reply keeps only the end of the output).
 # GPU_DRY_RUN=1 runs every step on the CPU at tiny sizes (3 losses, tiny model, 32 px,
 # 1 epoch; torch.compile with the 'eager' backend, which traces without generating
 # code, in one mode): it checks the script end to end, in about a minute (80 s on 2 busy
@@ -86,7 +87,7 @@ import losscmp.cli  # noqa: F401 (typer, rich, pandas, matplotlib: the run comma
 import losscmp.fused  # noqa: F401
 from losscmp.model import MODEL_PRESETS, build_model
 
-print("segmentation-models-pytorch", smp.__version__)
+print("segmentation-models-pytorch", smp.__version__, "from", smp.__path__[0])
 build_model(MODEL_PRESETS["small"], 1, None, seed=0)  # smp and timm agree
 if device == "cuda":
     if not torch.cuda.is_available():
@@ -147,5 +148,14 @@ for step in $STEPS; do
         echo "unknown step '$step' (tests, executors, trial, compile)" | tee -a "$SUMMARY" >&2
         FAILED=1 ;;
     esac
+done
+
+# The figures again, together: a lent machine's reply keeps only the end of the output.
+echo "=== summary (all of it in $LOGS)"
+grep '^step ' "$SUMMARY"
+[[ -f $LOGS/cuda-tests.log ]] && tail -n 1 "$LOGS/cuda-tests.log"
+[[ -f $LOGS/executors.log ]] && sed -n '/^side /,$p' "$LOGS/executors.log"
+for log in "$LOGS"/trial.log "$LOGS"/trial-compile-*.log; do
+    [[ -f $log ]] && echo "${log##*/}:" && grep -E 'throughput|target|warm-up' "$log"
 done
 exit $FAILED

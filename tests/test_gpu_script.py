@@ -123,8 +123,12 @@ def test_the_dry_run_runs_every_step_on_the_cpu(tmp_path):
     expected = {"gpu.txt", "cuda-tests.log", "executors.log", "executors.json", "trial.log"}
     assert {path.name for path in logs.iterdir()} == expected | {"trial-compile-default.log"}
     summary = (logs / "gpu.txt").read_text()
+    closing = result.stdout.split("=== summary")[-1]  # what a lent machine's reply keeps
     for step in ("tests", "executors", "trial", "compile default"):
         assert f"step {step}: exit 0" in summary
+        assert f"step {step}: exit 0" in closing
+    assert "best way: fused" in closing or "best way: --trials-per-gpu" in closing
+    assert "losscmp throughput / plain loop" in closing
     figures = json.loads((logs / "executors.json").read_text())
     assert list(figures) == [
         "1 loss alone",
