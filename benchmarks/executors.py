@@ -151,10 +151,21 @@ def compare(sides: dict[str, list[str]], repeats: int, scratch: Path, save=None)
                 result["execution"] = execution_of(run_dir)
                 result["median_s"] = statistics.median(result["runs"])
                 result["trial_s"] = statistics.median(result["per_trial"])
-                print(f"  {name:28s} run {repeat + 1}: {seconds:7.1f} s", flush=True)
+                print(
+                    f"  {name:28s} run {repeat + 1}: {seconds:7.1f} s, {run_figures(result)}",
+                    flush=True,
+                )
             if save:
                 save(results)
     return results
+
+
+def run_figures(result: dict) -> str:
+    """Its trials' own seconds, GPU memory and how the side ran, on the run's line too: a
+    benchmark stopped by its time limit never prints the table."""
+    memory = result["gpu_mib"]
+    memory = f"{memory['median']:.0f}/{memory['max']:.0f} GPU MiB/trial, " if memory else ""
+    return f"{result['per_trial'][-1]:.2f} s/trial, {memory}{result['execution']}"
 
 
 def print_table(results: dict[str, dict], baseline: str) -> None:

@@ -154,7 +154,10 @@ done
 echo "=== summary (all of it in $LOGS)"
 grep '^step ' "$SUMMARY"
 [[ -f $LOGS/cuda-tests.log ]] && tail -n 1 "$LOGS/cuda-tests.log"
-[[ -f $LOGS/executors.log ]] && sed -n '/^side /,$p' "$LOGS/executors.log"
+if [[ -f $LOGS/executors.log ]]; then  # each run's line, then the table (if it got there)
+    grep -E ' run [0-9]+: ' "$LOGS/executors.log"
+    sed -n '/^side /,$p' "$LOGS/executors.log"
+fi
 for log in "$LOGS"/trial.log "$LOGS"/trial-compile-*.log; do
     [[ -f $log ]] && echo "${log##*/}:" && grep -E 'throughput|target|warm-up' "$log"
 done
