@@ -44,6 +44,13 @@ stop() {  # stop MESSAGE: before any step, nothing worth running
     exit 1
 }
 
+for step in $STEPS; do  # a typo found now, not after minutes of the steps before it
+    case $step in
+    tests | executors | trial | compile) ;;
+    *) stop "unknown step '$step' (tests, executors, trial, compile)" ;;
+    esac
+done
+
 if [[ $DRY == 1 ]]; then
     DEVICE=cpu
     echo "GPU_DRY_RUN=1: every step on the CPU at tiny sizes; no figure is a GPU's" \
@@ -144,9 +151,6 @@ for step in $STEPS; do
                 --compile "$mode" 2>&1 | tee "$LOGS/trial-compile-$mode.log"
             record "compile $mode" "${PIPESTATUS[0]}" "$start"
         done ;;
-    *)
-        echo "unknown step '$step' (tests, executors, trial, compile)" | tee -a "$SUMMARY" >&2
-        FAILED=1 ;;
     esac
 done
 

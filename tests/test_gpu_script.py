@@ -60,6 +60,13 @@ def test_without_segmentation_models_pytorch_it_stops_before_any_step(tmp_path):
     assert not re.search(r"^step ", (logs / "gpu.txt").read_text(), re.MULTILINE)
 
 
+def test_an_unknown_step_stops_it_before_anything_runs(tmp_path):
+    result = gpu_sh(tmp_path, "tests", "executor", env={"GPU_DRY_RUN": "1"}, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == "gpu.sh: unknown step 'executor' (tests, executors, trial, compile)\n"
+    assert (tmp_path / "gpu.txt").read_text() == result.stderr
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="torch sees a CUDA device here")
 def test_without_a_cuda_device_it_stops_before_any_step(tmp_path):
     """nvidia-smi answers but torch sees no GPU (a driver/runtime mismatch, or this
