@@ -30,8 +30,9 @@ gpu: small preset, 128 px, synthetic, 8 losses x 1 seed: 1 loss alone; the 8
      processes; wall time of each, the ratio to 1 loss alone (target <= 2.5x
      for the best way), the speed-up over sequential and peak GPU memory per
      trial (from the trial records). A side whose run fails, or leaves a trial
-     failed or diverged, is reported and left out, the others go on, and the
-     command exits 1; --json is rewritten after every run.
+     failed, is reported and left out, the others go on, and the command exits
+     1; a diverged trial is named on its side's line; --json is rewritten after
+     every run.
 """
 
 from __future__ import annotations
@@ -91,16 +92,16 @@ def run_command(args: list[str], out: Path) -> tuple[float, Path]:
 
 
 def check_finished(run_dir: Path) -> None:
-    """A run whose trials failed (after their retry) still exits 0 and quickly: its wall
-    time would read as a fast side. Diverged trials stop early too and are refused alike."""
+    """A run whose trials failed (after their retry) still exits 0, and sooner: its wall
+    time would read as a fast side. (A diverged trial stops early too, but that is the
+    loss's doing on every side: ``execution_of`` says so instead.)"""
     meta = json.loads((run_dir / "run.json").read_text())
     failed = meta.get("failed_trials") or {}
     if failed:
         trial, reason = next(iter(failed.items()))
         raise SideFailed(f"{len(failed)} trial(s) failed in {run_dir}, e.g. {trial}: {reason}")
-    statuses = [record["status"] for record in trial_records(run_dir)]
-    if len(statuses) != len(meta["trials"]) or set(statuses) != {"finished"}:
-        raise SideFailed(f"not every trial finished in {run_dir}: {sorted(statuses)}")
+    if len(trial_records(run_dir)) != len(meta["trials"]):
+        raise SideFailed(f"trials without a record in {run_dir}")
 
 
 def trial_records(run_dir: Path) -> list[dict]:
@@ -125,7 +126,9 @@ def execution_of(run_dir: Path) -> str:
     meta = json.loads((run_dir / "run.json").read_text())
     execution = meta["execution"]
     fused = ", fused" if execution["fused"] else ""
-    return f"{meta['device'].split(':')[0]}, {execution['jobs']} process(es){fused}"
+    diverged = [record for record in trial_records(run_dir) if record["status"] != "finished"]
+    stopped = f", {len(diverged)} trial(s) diverged" if diverged else ""
+    return f"{meta['device'].split(':')[0]}, {execution['jobs']} process(es){fused}{stopped}"
 
 
 def compare(sides: dict[str, list[str]], repeats: int, scratch: Path, save=None) -> dict[str, dict]:

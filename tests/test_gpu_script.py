@@ -101,26 +101,31 @@ def test_a_failed_side_is_reported_and_the_others_go_on(tmp_path):
 
 
 def run_folder(root: Path, statuses: list[str], failed: dict) -> Path:
-    """The run.json and trial records a finished run leaves, as check_finished reads them."""
+    """The run.json and trial records a finished run leaves, as the benchmark reads them."""
     (root / "trials").mkdir(parents=True)
     trials = [f"t{index}" for index in range(len(statuses) + len(failed))]
-    meta = {"trials": trials, "failed_trials": failed}
+    meta = {"trials": trials, "failed_trials": failed, "device": "cpu: x86_64"}
+    meta["execution"] = {"jobs": 2, "fused": False}
     (root / "run.json").write_text(json.dumps(meta))
     for trial, status in zip(trials, statuses, strict=False):
         (root / "trials" / f"{trial}.json").write_text(json.dumps({"status": status}))
     return root
 
 
-def test_a_run_with_a_failed_or_diverged_trial_is_no_figure(tmp_path):
-    """Such a run exits 0, and sooner than a healthy one: its time would read as fast."""
+def test_a_run_with_a_failed_trial_is_no_figure_and_a_diverged_one_is_named(tmp_path):
+    """A run whose trial failed exits 0, and sooner than a healthy one: its time would
+    read as fast. A diverged trial is the loss's doing, on every side: it is named."""
     module = executors_module()
-    module.check_finished(run_folder(tmp_path / "ok", ["finished", "finished"], {}))
+    healthy = run_folder(tmp_path / "ok", ["finished", "finished"], {})
+    module.check_finished(healthy)
+    assert module.execution_of(healthy) == "cpu, 2 process(es)"
     with pytest.raises(module.SideFailed, match="1 trial.s. failed.*out of memory"):
         module.check_finished(
             run_folder(tmp_path / "failed", ["finished"], {"t1": "out of memory"})
         )
-    with pytest.raises(module.SideFailed, match="not every trial finished"):
-        module.check_finished(run_folder(tmp_path / "diverged", ["finished", "diverged"], {}))
+    diverged = run_folder(tmp_path / "diverged", ["finished", "diverged"], {})
+    module.check_finished(diverged)
+    assert module.execution_of(diverged) == "cpu, 2 process(es), 1 trial(s) diverged"
 
 
 @pytest.mark.slow
