@@ -11,32 +11,101 @@
 #   compile    the plain loop under torch.compile (default, and CUDA graphs), against
 #              the eager plain loop and losscmp: is a --compile flag worth building?
 # Logs go to LOG_DIR (default: $OUT where it is set, as on a lent device machine, whose
-# command returns only what it writes there; else benchmarks/gpu-logs); each step goes
-# on if one fails. Wheels in .whl/ (`make gpu-wheels`: segmentation-models-pytorch,
-# which a bare GPU image lacks) are installed first. The script ends within
-# GPU_DEADLINE_S seconds (default 570: a lent machine kills a command at 600): each
-# step's cap is cut to the time left, and a step with under 30 s left is skipped.
-set -u
+# command returns only what it writes there, at most 8 files; else benchmarks/gpu-logs):
+# gpu.txt (the machine, the checks, each step's exit status and seconds), cuda-tests.log,
+# executors.log and .json, trial.log, trial-compile-MODE.log. Each step goes on if one
+# fails; the script exits 1 if any step failed or was skipped. Wheels in .whl/ (`make
+# gpu-wheels`: segmentation-models-pytorch, which a bare GPU image lacks) are installed
+# first; then one check imports what every step needs, builds the model and asks torch
+# for the GPU, and the script stops there (exit 1, one line saying why) if that fails.
+# The script ends within GPU_DEADLINE_S seconds (default 570: a lent machine kills a
+# command at 600): each step's cap is cut to the time left, and a step with under 30 s
+# left is skipped. It ends by printing every step's status and figures together (a lent
+# machine's reply keeps only the end of the output).
+# GPU_DRY_RUN=1 runs every step on the CPU at tiny sizes (3 losses, tiny model, 32 px,
+# 1 epoch; torch.compile with the 'eager' backend, which traces without generating
+# code, in one mode): it checks the script end to end, in about a minute (80 s on 2 busy
+# cores), and measures nothing.
+# PYTHON (default python3) is the interpreter every step runs.
+set -u -o pipefail
 LOGS=${1:-${OUT:-benchmarks/gpu-logs}}
 shift || true
 STEPS=${*:-tests executors trial compile}
 DEADLINE=${GPU_DEADLINE_S:-570}
+PYTHON=${PYTHON:-python3}
+DRY=${GPU_DRY_RUN:-0}
 mkdir -p "$LOGS"
 export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$LOGS/gpu.txt"
+SUMMARY=$LOGS/gpu.txt
+: >"$SUMMARY"
+
+stop() {  # stop MESSAGE: before any step, nothing worth running
+    echo "gpu.sh: $*" | tee -a "$SUMMARY" >&2
+    exit 1
+}
+
+for step in $STEPS; do  # a typo found now, not after minutes of the steps before it
+    case $step in
+    tests | executors | trial | compile) ;;
+    *) stop "unknown step '$step' (tests, executors, trial, compile)" ;;
+    esac
+done
+
+if [[ $DRY == 1 ]]; then
+    DEVICE=cpu
+    echo "GPU_DRY_RUN=1: every step on the CPU at tiny sizes; no figure is a GPU's" \
+        | tee -a "$SUMMARY"
+    EXECUTORS=(--device cpu --model tiny --image-size 32 --epochs 1 --repeats 1
+        --losses dice,lovasz,boundary --dataset "synthetic(fg_fraction=0.05,n_train=16,n_val=8,n_test=8)")
+    TRIAL=(--device cpu --preset tiny --image-size 32 --epochs 1 --repeats 1)
+    COMPILE=(--repeats 1 --compile-backend eager)
+    MODES=default  # the eager backend has no modes: one is enough to check the step
+else
+    DEVICE=cuda
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 \
+        | tee -a "$SUMMARY" || stop "nvidia-smi failed: no NVIDIA GPU or driver here"
+    EXECUTORS=(--device cuda --epochs "${GPU_EPOCHS:-5}" --repeats "${GPU_REPEATS:-1}")
+    TRIAL=(--device cuda --preset small --image-size 128 --epochs 5 --repeats 3)
+    COMPILE=(--repeats 2)
+    MODES="default reduce-overhead"
+fi
+
 if ls .whl/*.whl >/dev/null 2>&1; then
     SITE=${WHL_SITE:-/tmp/site}
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target "$SITE" .whl/*.whl && export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target "$SITE" .whl/*.whl 2>&1 | tee -a "$SUMMARY" \
+        || stop "installing .whl/*.whl into $SITE failed (pip's words above)"
+    export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
 fi
-python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" \
-    | tee -a "$LOGS/gpu.txt"
-if ! python3 -c "import segmentation_models_pytorch, losscmp.fused" >>"$LOGS/gpu.txt" 2>&1; then
-    tail -3 "$LOGS/gpu.txt"
-    echo "losscmp or segmentation_models_pytorch does not import: run 'make gpu-wheels'" \
-        "here and carry .whl" >&2
-    exit 1
-fi
+
+# What every step needs, checked in seconds rather than found missing minutes in.
+CHECK=$(cat <<'EOF'
+import sys
+
+import torch
+
+device = sys.argv[1]
+print("torch", torch.__version__, "cuda", torch.version.cuda)
+try:
+    import segmentation_models_pytorch as smp
+except ImportError as error:
+    sys.exit(f"{error}: run 'make gpu-wheels' where pip works, and carry .whl")
+import losscmp.cli  # noqa: F401 (typer, rich, pandas, matplotlib: the run command)
+import losscmp.fused  # noqa: F401
+from losscmp.model import MODEL_PRESETS, build_model
+
+print("segmentation-models-pytorch", smp.__version__, "from", smp.__path__[0])
+build_model(MODEL_PRESETS["small"], 1, None, seed=0)  # smp and timm agree
+if device == "cuda":
+    if not torch.cuda.is_available():
+        sys.exit("torch sees no CUDA device")
+    name = torch.cuda.get_device_name()
+    capability = torch.cuda.get_device_capability()
+    print(name, "capability", capability, "bf16", torch.cuda.is_bf16_supported())
+EOF
+)
+"$PYTHON" -c "$CHECK" "$DEVICE" 2>&1 | tee -a "$SUMMARY" \
+    || stop "the check before the steps failed (its last line above says why)"
 
 too_late() {  # under 30 s left: not worth starting a step
     ((DEADLINE - SECONDS < 30))
@@ -46,27 +115,54 @@ cap() {  # cap SECONDS: the smaller of SECONDS and the time left, never 0 (timeo
     ((left < 1)) && left=1
     echo $(($1 < left ? $1 : left))
 }
+FAILED=0
+record() {  # record STEP STATUS START: a line in gpu.txt; 124 is a step cut by its cap
+    local how="exit $2"
+    (($2 == 124)) && how="cut at its time cap (exit 124)"
+    echo "step $1: $how, $((SECONDS - $3)) s" | tee -a "$SUMMARY"
+    (($2 == 0)) || FAILED=1
+}
+skipped() {
+    echo "step $1: skipped, no time left (GPU_DEADLINE_S=$DEADLINE)" | tee -a "$SUMMARY" >&2
+    FAILED=1
+}
 
-TRIAL=(benchmarks/trial.py --device cuda --preset small --image-size 128 --epochs 5 --repeats 3)
 for step in $STEPS; do
-    if too_late; then echo "no time left for '$step' (GPU_DEADLINE_S=$DEADLINE)" >&2; continue; fi
+    if too_late; then skipped "$step"; continue; fi
+    start=$SECONDS
     case $step in
     tests)
-        timeout "$(cap 240)" python3 -m pytest -p no:cacheprovider -o addopts="" -q -m cuda \
-            tests/test_cuda.py 2>&1 | tee "$LOGS/cuda-tests.log" | tail -25 ;;
+        timeout "$(cap 240)" "$PYTHON" -m pytest -p no:cacheprovider -o addopts="" -q -rs \
+            -m cuda tests/test_cuda.py 2>&1 | tee "$LOGS/cuda-tests.log" | tail -40
+        record tests "${PIPESTATUS[0]}" "$start" ;;
     executors)
-        timeout "$(cap 420)" python3 benchmarks/executors.py gpu --epochs "${GPU_EPOCHS:-5}" \
-            --repeats "${GPU_REPEATS:-1}" --json "$LOGS/executors.json" 2>&1 \
-            | tee "$LOGS/executors.log" ;;
+        timeout "$(cap 420)" "$PYTHON" benchmarks/executors.py gpu "${EXECUTORS[@]}" \
+            --json "$LOGS/executors.json" 2>&1 | tee "$LOGS/executors.log"
+        record executors "${PIPESTATUS[0]}" "$start" ;;
     trial)
-        timeout "$(cap 150)" python3 "${TRIAL[@]}" 2>&1 | tee "$LOGS/trial.log" ;;
+        timeout "$(cap 150)" "$PYTHON" benchmarks/trial.py "${TRIAL[@]}" 2>&1 \
+            | tee "$LOGS/trial.log"
+        record trial "${PIPESTATUS[0]}" "$start" ;;
     compile)
-        for mode in default reduce-overhead; do
-            if too_late; then echo "no time left for --compile $mode" >&2; break; fi
-            timeout "$(cap 280)" python3 "${TRIAL[@]}" --repeats 2 --compile "$mode" 2>&1 \
-                | tee "$LOGS/trial-compile-$mode.log"
+        for mode in $MODES; do
+            if too_late; then skipped "compile $mode"; break; fi
+            start=$SECONDS
+            timeout "$(cap 280)" "$PYTHON" benchmarks/trial.py "${TRIAL[@]}" "${COMPILE[@]}" \
+                --compile "$mode" 2>&1 | tee "$LOGS/trial-compile-$mode.log"
+            record "compile $mode" "${PIPESTATUS[0]}" "$start"
         done ;;
-    *)
-        echo "unknown step '$step' (tests, executors, trial, compile)" >&2 ;;
     esac
 done
+
+# The figures again, together: a lent machine's reply keeps only the end of the output.
+echo "=== summary (all of it in $LOGS)"
+grep '^step ' "$SUMMARY"
+[[ -f $LOGS/cuda-tests.log ]] && tail -n 1 "$LOGS/cuda-tests.log"
+if [[ -f $LOGS/executors.log ]]; then  # each run's line, then the table (if it got there)
+    grep -E ' run [0-9]+: ' "$LOGS/executors.log"
+    sed -n '/^side /,$p' "$LOGS/executors.log"
+fi
+for log in "$LOGS"/trial.log "$LOGS"/trial-compile-*.log; do
+    [[ -f $log ]] && echo "${log##*/}:" && grep -E 'throughput|target|warm-up' "$log"
+done
+exit $FAILED

@@ -140,6 +140,23 @@ def test_accepts_half_precision_logits_and_returns_float32(name, mode):
 
 
 @pytest.mark.parametrize(("name", "mode"), PAIRS, ids=IDS)
+def test_on_the_models_bf16_output_inside_autocast_a_loss_computes_in_float32(name, mode):
+    """The model's bf16 logits, the loss called inside the model's autocast block: exactly
+    the value of the same logits in float32 outside it, and that gradient rounded to bf16.
+    Neither the bf16 input nor autocast's casts (matmul and conv to bf16 on both devices)
+    may reach the loss's sums, logs and sorts."""
+    logits, target = (3 * random_logits(mode)).to(torch.bfloat16), random_target(mode)
+    loss = create_loss(name, mode=mode)
+    expected, expected_grad = grad_of(loss, logits.float(), target)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value, grad = grad_of(loss, logits, target)
+    assert value.dtype == torch.float32
+    assert torch.equal(value, expected)
+    assert grad.dtype == torch.bfloat16
+    assert torch.equal(grad, expected_grad.to(torch.bfloat16))
+
+
+@pytest.mark.parametrize(("name", "mode"), PAIRS, ids=IDS)
 def test_params_record_every_default(name, mode):
     loss = create_loss(name, mode=mode)
     defaults = get_loss_entry(name).defaults
