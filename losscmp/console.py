@@ -70,7 +70,10 @@ class TrainingProgress:
         if handler is not None:
             handler(event)
 
-    def _on_RunStarted(self, event) -> None:  # noqa: N802 (named after the event class)
+    def _on_RunOpened(self, event) -> None:  # noqa: N802 (named after the event class)
+        self.run_dir = event.run_dir
+
+    def _on_RunStarted(self, event) -> None:  # noqa: N802
         self.run_dir = event.run_dir
         self.epochs = event.epochs
         self.trials = {info.trial_id: info for info in event.todo}
