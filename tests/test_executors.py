@@ -582,3 +582,55 @@ def test_a_second_ctrl_c_while_workers_stop_still_frees_the_shared_memory(tmp_pa
     for name in blocks:
         with pytest.raises(FileNotFoundError):
             shared_memory.SharedMemory(name=name)
+
+
+@pytest.mark.parametrize("width", [40, 80, 120])
+def test_progress_lines_keep_the_bar_and_the_times_on_a_narrow_terminal(tmp_path, width):
+    """On an 80-column terminal, '-j 2' labels with worker names made Rich shrink every
+    column alike: the bar vanished and the elapsed and remaining times read '0…' '-…'."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from losscmp.console import TrainingProgress
+
+    infos = tuple(
+        TrialInfo(f"t{i}", "synthetic", loss, i) for i, loss in enumerate(["tversky"] * 3)
+    )
+    progress = TrainingProgress()
+    progress(RunStarted(tmp_path, infos, skipped=0, epochs=2, executor="2 worker processes"))
+    progress.progress.stop()  # drawn below at a chosen width instead
+    progress(TrialStarted("t0", "worker 1"))
+    progress(TrialStarted("t1", "worker 2"))
+    record = {"epoch": 1, "status": "ok", "train_loss": 0.8488, "val_dice": 0.12, "val_mcc": 0.06}
+    progress(EpochDone("t0", record))
+    progress(StepDone("t1", epoch=1, step=1, steps=3))
+    screen = Console(file=io.StringIO(), width=width)
+    screen.print(progress.progress.make_tasks_table(progress.progress.tasks))
+    lines = screen.file.getvalue().splitlines()
+    assert len(lines) == 3  # the overall bar and one line per running trial
+    for line in lines:
+        assert len(line.rstrip()) <= width
+        assert re.search(r"[━╸╺].* \d:\d\d:\d\d +(\d:\d\d:\d\d|-:--:--)$", line.rstrip()), line
+    if width >= 120:  # room for everything: nothing is cut
+        assert "…" not in screen.file.getvalue()
+
+
+def test_a_log_gets_a_line_per_ended_trial(tmp_path, capsys):
+    """With stderr in a file (nohup, a batch job) Rich draws no live lines, only the last
+    frame at the end: a log said nothing from 'executing: ...' until the run was over."""
+    from losscmp.console import TrainingProgress
+
+    infos = tuple(TrialInfo(f"t{i}", "synthetic", f"loss{i}", 0) for i in range(3))
+    with TrainingProgress() as progress:
+        progress(RunStarted(tmp_path, infos, skipped=0, epochs=2, executor="2 workers"))
+        progress(TrialEnded("t1", "finished"))
+        progress(TrialEnded("t0", "diverged"))
+        progress(TrialEnded("t2", "failed", reason="worker process died"))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[2:5] == [
+        "finished: loss1 · seed 0 (1/3 trials)",
+        "diverged: loss0 · seed 0 (2/3 trials)",
+        "failed: loss2 · seed 0: worker process died",
+    ]
