@@ -13,13 +13,14 @@ import errno
 import functools
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from losscmp.errors import LosscmpError
+from losscmp.errors import LosscmpError, Terminated
 
 try:  # typer >= 0.20 ships its own copy of click
     from typer._click.exceptions import NoArgsIsHelpError, UsageError
@@ -72,11 +73,11 @@ def user_errors(command):
             message = _one_plain_line(f"{error.filename}: {error.strerror}")
             typer.echo(f"losscmp: error: {message}", err=True)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             # Here, not in main(): Typer turns a KeyboardInterrupt that leaves the command
             # into a silent exit 130 before main() could say anything.
-            typer.echo("losscmp: interrupted", err=True)
-            raise typer.Exit(130) from None
+            typer.echo(f"losscmp: {_stopped(stop)}", err=True)
+            raise typer.Exit(_stop_status(stop)) from None
 
     return wrapper
 
@@ -270,40 +271,81 @@ def run(
     else:
         run_config = build_config(config, **flags)
     from losscmp import console
-    from losscmp.runner import execute, prepare
+    from losscmp.runner import prepare
 
-    with _relative_paths_explained(resume, run_config):
-        plan = plan_run(run_config)
-        prepared = prepare(plan, resuming=resume is not None, done=_finished(resume))
-    if dry_run:
-        console.print_plan(plan, finished=_dry_run_resume_checks(prepared, resume))
-        return
-    with console.TrainingProgress() as progress:
+    with _sigterm_as_interrupt():
+        with _relative_paths_explained(resume, run_config):
+            plan = plan_run(run_config)
+            prepared = prepare(plan, resuming=resume is not None, done=_finished(resume))
+        if dry_run:
+            console.print_plan(plan, finished=_dry_run_resume_checks(prepared, resume))
+            return
+        run_dir = _train(prepared, resume, _command_line(config, flags, resume))
         try:
-            command = _command_line(config, flags, resume)
-            run_dir = execute(prepared, run_dir=resume, listener=progress, command=command)
-        except KeyboardInterrupt:
-            if progress.run_dir is None:
-                raise
+            _print_report([run_dir], metric="dice", files={}, plots=False, run_page=True)
+        except KeyboardInterrupt as stop:
             typer.echo(
-                f"losscmp: interrupted; finished trials are saved in {progress.run_dir}. "
-                f"Finish the run with {_rerun(progress.run_dir, resume)}",
+                f"losscmp: {_stopped(stop)}; every trial is saved in {run_dir}: 'losscmp "
+                f"report {run_dir}' prints the table ({_rerun(run_dir, resume)} also writes "
+                "its report.html)",
                 err=True,
             )
-            raise typer.Exit(130) from None
-        except OSError as error:
-            _say_how_to_resume(error, progress.run_dir, resume)
+            raise typer.Exit(_stop_status(stop)) from None
+        prepared.tracker.attach(run_dir)  # the report files, now that they exist
+
+
+def _train(prepared, resume: Path | None, command: str) -> Path:
+    """Train with the progress display. Stopped once the run folder exists (Ctrl-C,
+    SIGTERM), the last line says where the finished trials are and how to finish: printed
+    after the display's last frame, so that a log ends with it too."""
+    from losscmp import console
+    from losscmp.runner import execute
+
+    progress = console.TrainingProgress()
     try:
-        _print_report([run_dir], metric="dice", files={}, plots=False, run_page=True)
-    except KeyboardInterrupt:
+        with progress:
+            return execute(prepared, run_dir=resume, listener=progress, command=command)
+    except KeyboardInterrupt as stop:
+        run_dir = progress.run_dir or resume
+        if run_dir is None:  # stopped before the folder was made: nothing to resume
+            raise
         typer.echo(
-            f"losscmp: interrupted; every trial is saved in {run_dir}: 'losscmp report "
-            f"{run_dir}' prints the table ({_rerun(run_dir, resume)} also writes its "
-            "report.html)",
+            f"losscmp: {_stopped(stop)}; finished trials are saved in {run_dir}. "
+            f"Finish the run with {_rerun(run_dir, resume)}",
             err=True,
         )
-        raise typer.Exit(130) from None
-    prepared.tracker.attach(run_dir)  # the report files, now that they exist
+        raise typer.Exit(_stop_status(stop)) from None
+    except OSError as error:
+        _say_how_to_resume(error, progress.run_dir, resume)
+        raise
+
+
+def _stopped(stop: KeyboardInterrupt) -> str:
+    return "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+
+
+def _stop_status(stop: KeyboardInterrupt) -> int:
+    return 128 + int(signal.SIGTERM) if isinstance(stop, Terminated) else 130
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (``kill``, ``timeout``, a batch scheduler) stops a run as Ctrl-C does: the
+    workers stopped, their shared memory freed, the resume line printed; by default it
+    would end this process on the spot and say nothing."""
+
+    def stop(signum, frame):
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (losscmp called from a program): left alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _rerun(run_dir: Path, resume: Path | None) -> str:

@@ -36,14 +36,61 @@ def stdout() -> Console:
     return console if console.is_terminal else Console(width=max(console.width, PIPE_WIDTH))
 
 
+TIME_WIDTH = 8  # H:MM:SS, past ten hours too
+BAR_WIDTH = 40
+
+
+def fit_widths(width: int, label: int, status: int) -> list[int]:
+    """The widths of a progress line's label, bar, status, elapsed and remaining time on a
+    line of ``width`` cells, given the widest label and status: the times always fit, then
+    the label (at most 2/5 of what is left), then the bar (at least 1/5 of it, at most
+    ten cells before the status), then the status; what does not fit is cut with '…'."""
+    room = max(0, width - 4 - 2 * TIME_WIDTH)  # four one-cell gaps
+    label = min(label, max(8, room * 2 // 5))
+    status = min(status, max(0, room - label - max(1, min(10, room // 5))))
+    bar = max(1, min(BAR_WIDTH, room - label - status))
+    return [label, bar, status, TIME_WIDTH, TIME_WIDTH]
+
+
+class _FittedLines:
+    """A progress table whose columns are fitted to the width it is drawn at."""
+
+    def __init__(self, table: Table, label: int, status: int) -> None:
+        self.table, self.label, self.status = table, label, status
+
+    def __rich_console__(self, console, options):
+        widths = fit_widths(options.max_width, self.label, self.status)
+        for column, width in zip(self.table.columns, widths, strict=True):
+            column.width = width
+        yield self.table
+
+
+class _FittedProgress(Progress):
+    """Rich shrinks every column alike when a line is too wide (labels with worker names
+    on an 80-column terminal): the bar, elapsed and remaining time went first, down to
+    '0…'. Here they keep their width and labels and statuses are cut instead."""
+
+    def make_tasks_table(self, tasks):
+        tasks = [task for task in tasks if task.visible]
+        table = super().make_tasks_table(tasks)
+        for column in table.columns:
+            column.no_wrap, column.overflow = True, "ellipsis"
+        label = max((Text.from_markup(task.description).cell_len for task in tasks), default=0)
+        status = max(
+            (Text.from_markup(task.fields.get("status", "")).cell_len for task in tasks),
+            default=0,
+        )
+        return _FittedLines(table, label, status)
+
+
 class TrainingProgress:
     """A listener for run events: an overall bar with an ETA, and one line per running
     trial (several at once with ``--jobs`` or fused groups), advanced per step."""
 
     def __init__(self) -> None:
-        self.progress = Progress(
+        self.progress = _FittedProgress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=None),  # as wide as fit_widths makes its column
             TextColumn("{task.fields[status]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
@@ -70,7 +117,10 @@ class TrainingProgress:
         if handler is not None:
             handler(event)
 
-    def _on_RunStarted(self, event) -> None:  # noqa: N802 (named after the event class)
+    def _on_RunOpened(self, event) -> None:  # noqa: N802 (named after the event class)
+        self.run_dir = event.run_dir
+
+    def _on_RunStarted(self, event) -> None:  # noqa: N802
         self.run_dir = event.run_dir
         self.epochs = event.epochs
         self.trials = {info.trial_id: info for info in event.todo}
@@ -135,6 +185,9 @@ class TrainingProgress:
         if event.status == "failed":
             failure = escape(f"{self._name(event.trial_id)}: {event.reason}")
             err.print(f"[red]failed:[/red] {failure}", highlight=False)
+        elif not err.is_terminal:  # a log gets no live lines, only their last frame: say it
+            name = escape(self._name(event.trial_id))
+            err.print(f"{event.status}: {name} ({self._tally()})", highlight=False)
         if self.overall is not None:
             self.progress.update(self.overall, status=self._tally())
 

@@ -14,6 +14,11 @@ class LosscmpError(Exception):
     """A user-facing error: bad name, bad parameter, missing data, bad config."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's or ``timeout``'s stop): handled as Ctrl-C is, workers stopped
+    and the run folder left to resume, but exit status 143."""
+
+
 class UnknownNameError(LosscmpError):
     """A name (loss, dataset, preset, metric, parameter) that is not registered."""
 

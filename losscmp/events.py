@@ -23,6 +23,15 @@ class TrialInfo:
 
 
 @dataclass(frozen=True)
+class RunOpened:
+    """The run folder exists (a new run's, just made, or the resumed one): stopped from here
+    on, the run is finished by ``--resume`` of this folder. RunStarted follows once the
+    folder is checked and its tables rebuilt."""
+
+    run_dir: Path
+
+
+@dataclass(frozen=True)
 class RunStarted:
     run_dir: Path
     todo: tuple[TrialInfo, ...]
@@ -73,7 +82,16 @@ class RunNote:
     warning: bool = False
 
 
-Event = RunStarted | TrialStarted | StepDone | EpochDone | TrialRetried | TrialEnded | RunNote
+Event = (
+    RunOpened
+    | RunStarted
+    | TrialStarted
+    | StepDone
+    | EpochDone
+    | TrialRetried
+    | TrialEnded
+    | RunNote
+)
 
 
 class Listener(Protocol):

@@ -20,7 +20,15 @@ from typing import Any
 
 from losscmp.config import DEVICES, FIELD_NAMES, MAX_FUSED_LOSSES, RunConfig, build_config
 from losscmp.errors import LosscmpError
-from losscmp.events import Listener, RunNote, RunStarted, TrialEnded, TrialInfo, ignore
+from losscmp.events import (
+    Listener,
+    RunNote,
+    RunOpened,
+    RunStarted,
+    TrialEnded,
+    TrialInfo,
+    ignore,
+)
 from losscmp.executors import create_executor, executor_class
 from losscmp.executors.base import Execution, Executor, Job, JobContext
 from losscmp.plan import Plan, Trial, check_image_size, make_loss, probe_loss
@@ -171,6 +179,7 @@ def _execute(prepared: PreparedRun, run_dir: Path | None, emit: Listener, comman
         store = RunStore.create(
             plan.config.out, run_id, run_metadata(prepared, Path(run_id), command)
         )
+    emit(RunOpened(store.run_dir))
     with store.lock():
         execution = _open_run(store, prepared, resuming, command)
         done = store.finished_trials()

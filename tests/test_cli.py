@@ -422,6 +422,35 @@ def test_ctrl_c_before_the_run_folder_exists_says_interrupted(cli, tmp_path, mon
     assert not (tmp_path / "out").exists()
 
 
+def test_ctrl_c_right_after_the_run_folder_appears_names_it(cli, tmp_path, monkeypatch):
+    """Ctrl-C while a new run sets its folder up (panels written, tables rebuilt, before
+    the progress display starts) said only 'losscmp: interrupted', though it left a folder
+    that --resume finishes."""
+    import os
+    import signal
+    import time
+
+    from losscmp.results import RunStore
+
+    def interrupted(store) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, as it reaches this process
+        time.sleep(5)  # where its KeyboardInterrupt lands
+
+    monkeypatch.setattr(RunStore, "rebuild_tables", interrupted)
+    args = ["--config", SMOKE, "--epochs", "1", "--losses", "dice", "--out", tmp_path]
+    result = cli("run", *args)
+    assert result.exit_code == 130
+    (run_dir,) = tmp_path.iterdir()
+    assert result.stderr.splitlines()[-1] == (
+        f"losscmp: interrupted; finished trials are saved in {run_dir}. Finish the run with "
+        f"the same command plus --resume {run_dir}"
+    )
+    monkeypatch.undo()
+    resumed = cli("run", *args, "--resume", run_dir)
+    assert resumed.exit_code == 0, resumed.output
+    assert len(list((run_dir / "trials").glob("*.json"))) == 1
+
+
 def test_ctrl_c_while_the_table_prints_says_the_run_is_complete(cli, tmp_path, monkeypatch):
     import losscmp.cli
 

@@ -13,6 +13,7 @@ import pytest
 from losscmp.config import build_config
 from losscmp.events import (
     EpochDone,
+    RunNote,
     RunStarted,
     StepDone,
     TrialEnded,
@@ -487,3 +488,149 @@ def test_a_new_executor_is_one_class_and_one_registration_line(monkeypatch, cli,
     pd.testing.assert_frame_equal(local[METRICS], new[METRICS])
     meta = json.loads((only_run_dir(tmp_path / "new") / "run.json").read_text())
     assert meta["execution"]["executor"] == "lastfirst" and meta["execution"]["jobs"] == 1
+
+
+@pytest.mark.slow
+def test_a_worker_killed_while_it_waits_costs_no_trial_an_attempt(tmp_path):
+    """A worker killed before its first job, or between two jobs, had no trial to lose: the
+    job it was about to take goes to a fresh worker with its retry still unspent (it used to
+    be charged an attempt, and named in a 'retry' line, for a trial it never started)."""
+    plan = plan_run(build_config(**QUICK, jobs=2, out=str(tmp_path)))
+    prepared = prepare(plan)
+    workers = prepared.executor.workers
+    os.kill(workers[0].process.pid, signal.SIGKILL)  # still starting, or waiting for a job
+    events: list = []
+    where: dict[str, int] = {}
+
+    def kill_between_trials(event) -> None:
+        events.append(event)
+        if isinstance(event, TrialStarted):
+            where[event.trial_id] = int(event.where.split()[1]) - 1
+        if isinstance(event, TrialEnded) and sum(isinstance(e, TrialEnded) for e in events) == 1:
+            os.kill(workers[where[event.trial_id]].process.pid, signal.SIGKILL)
+
+    run_dir = execute(prepared, listener=kill_between_trials)
+    assert [e for e in events if isinstance(e, TrialRetried)] == []
+    notes = [e.text for e in events if isinstance(e, RunNote)]
+    assert len(notes) == 2
+    assert all(
+        "a worker died while it waited for a job (worker process died (killed by "
+        "signal SIGKILL" in note
+        for note in notes
+    )
+    assert "failed_trials" not in json.loads((run_dir / "run.json").read_text())
+    assert len(list((run_dir / "trials").glob("*.json"))) == len(plan.trials)
+
+
+def test_workers_that_cannot_start_fail_their_trials_and_are_not_replaced_for_ever(
+    tmp_path, monkeypatch
+):
+    """The excuse for a worker that dies before it takes its job is spent by the workers
+    spawned at the start: a replacement that dies before it is ready costs the job an
+    attempt, so a run whose workers cannot start ends, its trials failed with the reason."""
+    from worker_faults import cannot_start
+
+    import losscmp.executors.local as local
+
+    monkeypatch.setattr(local, "_worker_main", cannot_start)
+    plan = plan_run(build_config(**{**QUICK, "seeds": 1}, jobs=2, out=str(tmp_path)))
+    events: list = []
+    run_dir = execute(prepare(plan), listener=events.append)
+    reason = "worker process died (exit code 3; out of memory or killed?)"
+    failed = json.loads((run_dir / "run.json").read_text())["failed_trials"]
+    assert failed == {trial.id: reason for trial in plan.trials}
+    retried = sorted(e.trial_id for e in events if isinstance(e, TrialRetried))
+    assert retried == sorted(trial.id for trial in plan.trials)  # once each, then failed
+
+
+def test_a_failure_reason_is_one_line_that_names_running_out_of_memory():
+    """A worker out of memory (here under RLIMIT_AS, as in a container) raised a bare
+    MemoryError: 'failed: lovasz · seed 0: MemoryError: ' said nothing."""
+    import torch
+
+    from losscmp.executors.base import failure_reason
+
+    assert failure_reason(MemoryError()) == "out of memory (MemoryError)"
+    assert failure_reason(MemoryError("mmap")) == "out of memory (MemoryError: mmap)"
+    cuda = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nGPU 0 ...")
+    assert failure_reason(cuda) == "out of memory: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert failure_reason(RuntimeError("first\nsecond")) == "RuntimeError: first"
+    assert failure_reason(ValueError()) == "ValueError"
+
+
+def test_a_second_ctrl_c_while_workers_stop_still_frees_the_shared_memory(tmp_path, monkeypatch):
+    """Ctrl-C twice: the second landed while close() waited for the workers and left the
+    shared blocks to Python's resource tracker, which warned of 'leaked shared_memory
+    objects' at exit."""
+    from multiprocessing import shared_memory
+
+    import losscmp.executors.local as local
+
+    prepared = prepare(plan_run(build_config(**QUICK, jobs=2, out=str(tmp_path))))
+    (handle,) = prepared.executor.shared.values()
+    blocks = [where.segment for where in handle.arrays.values()]
+    real_join = local._Worker.join
+
+    def join_interrupted(worker) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, while the first one's
+        real_join(worker)  # shutdown waits for a worker
+
+    monkeypatch.setattr(local._Worker, "join", join_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepared.executor.close()
+    assert blocks
+    for name in blocks:
+        with pytest.raises(FileNotFoundError):
+            shared_memory.SharedMemory(name=name)
+
+
+@pytest.mark.parametrize("width", [40, 80, 120])
+def test_progress_lines_keep_the_bar_and_the_times_on_a_narrow_terminal(tmp_path, width):
+    """On an 80-column terminal, '-j 2' labels with worker names made Rich shrink every
+    column alike: the bar vanished and the elapsed and remaining times read '0…' '-…'."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from losscmp.console import TrainingProgress
+
+    infos = tuple(
+        TrialInfo(f"t{i}", "synthetic", loss, i) for i, loss in enumerate(["tversky"] * 3)
+    )
+    progress = TrainingProgress()
+    progress(RunStarted(tmp_path, infos, skipped=0, epochs=2, executor="2 worker processes"))
+    progress.progress.stop()  # drawn below at a chosen width instead
+    progress(TrialStarted("t0", "worker 1"))
+    progress(TrialStarted("t1", "worker 2"))
+    record = {"epoch": 1, "status": "ok", "train_loss": 0.8488, "val_dice": 0.12, "val_mcc": 0.06}
+    progress(EpochDone("t0", record))
+    progress(StepDone("t1", epoch=1, step=1, steps=3))
+    screen = Console(file=io.StringIO(), width=width)
+    screen.print(progress.progress.make_tasks_table(progress.progress.tasks))
+    lines = screen.file.getvalue().splitlines()
+    assert len(lines) == 3  # the overall bar and one line per running trial
+    for line in lines:
+        assert len(line.rstrip()) <= width
+        assert re.search(r"[━╸╺].* \d:\d\d:\d\d +(\d:\d\d:\d\d|-:--:--)$", line.rstrip()), line
+    if width >= 120:  # room for everything: nothing is cut
+        assert "…" not in screen.file.getvalue()
+
+
+def test_a_log_gets_a_line_per_ended_trial(tmp_path, capsys):
+    """With stderr in a file (nohup, a batch job) Rich draws no live lines, only the last
+    frame at the end: a log said nothing from 'executing: ...' until the run was over."""
+    from losscmp.console import TrainingProgress
+
+    infos = tuple(TrialInfo(f"t{i}", "synthetic", f"loss{i}", 0) for i in range(3))
+    with TrainingProgress() as progress:
+        progress(RunStarted(tmp_path, infos, skipped=0, epochs=2, executor="2 workers"))
+        progress(TrialEnded("t1", "finished"))
+        progress(TrialEnded("t0", "diverged"))
+        progress(TrialEnded("t2", "failed", reason="worker process died"))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[2:5] == [
+        "finished: loss1 · seed 0 (1/3 trials)",
+        "diverged: loss0 · seed 0 (2/3 trials)",
+        "failed: loss2 · seed 0: worker process died",
+    ]

@@ -316,6 +316,48 @@ def test_ctrl_c_keeps_finished_trials_and_says_how_to_resume(tmp_path, executor)
     assert f"--resume {trial.parent.parent}" in stderr
 
 
+@pytest.mark.slow
+def test_sigterm_stops_a_run_as_ctrl_c_does(cli, tmp_path):
+    """SIGTERM (kill, timeout, a batch scheduler) ended the run on the spot with no word:
+    exit -15, no resume line, and the shared data left to Python's resource tracker (a
+    'leaked shared_memory objects' warning). Now it stops the workers as Ctrl-C does."""
+    out = tmp_path / "runs"
+    args = ["--config", str(SMOKE), "--out", str(out), "--epochs", "6", "--jobs", "2"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "losscmp", "run", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(out.glob("*/trials/*.json")):
+        time.sleep(0.1)
+    workers = _children(process.pid)
+    process.send_signal(signal.SIGTERM)  # to the main process only, as 'kill PID' sends it
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143
+    (run_dir,) = [path for path in out.iterdir() if path.is_dir()]
+    assert stderr.splitlines()[-1] == (
+        f"losscmp: terminated (SIGTERM); finished trials are saved in {run_dir}. Finish the "
+        f"run with the same command plus --resume {run_dir}"
+    )
+    assert "leaked" not in stderr
+    assert len(workers) >= 2 and not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    result = cli("run", *args, "--resume", run_dir)
+    assert result.exit_code == 0, result.output
+    assert len(list((run_dir / "trials").glob("*.json"))) == 3
+
+
+def _children(pid: int) -> list[int]:
+    """The worker processes of ``pid`` (not Python's resource tracker, which outlives it)."""
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [
+        int(child)
+        for child in found.stdout.split()
+        if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
+
+
 @pytest.fixture
 def one_epoch_run(cli, tmp_path):
     args = ["--config", str(SMOKE), "--out", str(tmp_path), "--losses", "dice,bce", "--epochs", "1"]

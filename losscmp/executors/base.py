@@ -166,6 +166,18 @@ class Executor(ABC):
         self.close()
 
 
+def failure_reason(error: BaseException) -> str:
+    """One line for a job that raised, as every executor words it. Running out of memory
+    says so: a bare ``MemoryError`` has no message, and torch's ends in an allocator dump."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else ""
+    if type(error).__name__ == "OutOfMemoryError":  # torch's (CUDA, MPS)
+        return f"out of memory: {first}" if first else "out of memory"
+    if isinstance(error, MemoryError):
+        return f"out of memory (MemoryError: {first})" if first else "out of memory (MemoryError)"
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
 def failed(job: Job, reason: str) -> list[TrialResult]:
     """Every trial of ``job`` recorded as failed; a fused group out of memory says what to
     change, since its retry (the same group) needs the same memory."""

@@ -22,7 +22,7 @@ from typing import Any
 
 from losscmp.config import RunConfig
 from losscmp.data.shared import SharedArrays, SharedDataset
-from losscmp.events import TrialRetried
+from losscmp.events import RunNote, TrialRetried
 from losscmp.executors.base import (
     ATTEMPTS,
     Execution,
@@ -31,6 +31,7 @@ from losscmp.executors.base import (
     JobContext,
     TrialResult,
     failed,
+    failure_reason,
     succeeded,
 )
 from losscmp.worker import adopt_shared, run_job
@@ -97,24 +98,42 @@ class LocalExecutor(Executor):
             wait([worker.conn for worker in busy] + [worker.process.sentinel for worker in busy])
             for worker in busy:
                 for result in worker.collect(emit):
-                    if result.failure is None or result.attempt >= ATTEMPTS:
-                        yield from result.trial_results
-                        continue
-                    for trial in result.job.trials:
-                        emit(TrialRetried(trial.id, result.failure))
-                    queue.appendleft((result.job, result.attempt + 1))
+                    yield from _settle(result, queue, emit)
                 if worker.broken:
                     self.workers[worker.index] = worker.replacement(spawn)
 
     def close(self) -> None:
         atexit.unregister(self.close)
-        for worker in self.workers:
-            worker.stop()
-        for worker in self.workers:
-            worker.join()
-        self.workers = []
-        self.shared_arrays.close()  # mappings outlive the names: unlinking is safe now
-        self.shared = {}
+        # A second Ctrl-C while the workers stop still frees the shared memory (else
+        # Python's resource tracker does it at exit, with a warning about leaked objects).
+        try:
+            for worker in self.workers:
+                worker.stop()
+            for worker in self.workers:
+                worker.join()
+        finally:
+            self.workers = []
+            self.shared_arrays.close()  # mappings outlive the names: unlinking is safe now
+            self.shared = {}
+
+
+def _settle(result: _Ended, queue: deque, emit) -> list[TrialResult]:
+    """A job's results, or the job back at the queue's head: tried again once if it failed,
+    with no attempt spent if its worker died before taking it (killed while it waited)."""
+    if result.failure is not None and not result.taken:
+        emit(
+            RunNote(
+                f"a worker died while it waited for a job ({result.failure}); a new one takes it"
+            )
+        )
+        queue.appendleft((result.job, result.attempt))
+        return []
+    if result.failure is None or result.attempt >= ATTEMPTS:
+        return result.trial_results
+    for trial in result.job.trials:
+        emit(TrialRetried(trial.id, result.failure))
+    queue.appendleft((result.job, result.attempt + 1))
+    return []
 
 
 def _run_here(job: Job, context: JobContext, emit) -> list[TrialResult]:
@@ -125,10 +144,8 @@ def _run_here(job: Job, context: JobContext, emit) -> list[TrialResult]:
     for attempt in range(1, ATTEMPTS + 1):
         try:
             return succeeded(job, run_job(job, context, emit))
-        except torch.OutOfMemoryError as error:
-            reason = f"out of memory: {str(error).splitlines()[0]}"
         except Exception as error:  # worded as a worker reports it
-            reason = f"{type(error).__name__}: {error}".splitlines()[0]
+            reason = failure_reason(error)
         gc.collect()  # the failed job's tensors, should a cycle still hold them
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -141,13 +158,15 @@ def _run_here(job: Job, context: JobContext, emit) -> list[TrialResult]:
 class _Ended:
     """A job's end as the pool sees it: outcomes, or a failure to retry or record."""
 
-    def __init__(self, job: Job, attempt: int, outcomes=None, failure: str | None = None):
-        self.job, self.attempt, self.failure = job, attempt, failure
+    def __init__(
+        self, job: Job, attempt: int, outcomes=None, failure: str | None = None, *, taken=True
+    ):
+        self.job, self.attempt, self.failure, self.taken = job, attempt, failure, taken
         self.trial_results = succeeded(job, outcomes) if failure is None else failed(job, failure)
 
 
 class _Worker:
-    def __init__(self, spawn, index: int, device_type: str) -> None:
+    def __init__(self, spawn, index: int, device_type: str, replacement: bool = False) -> None:
         self.index, self.device_type = index, device_type
         self.conn, child = spawn.Pipe()
         self.process = spawn.Process(
@@ -163,9 +182,14 @@ class _Worker:
         self.job: Job | None = None
         self.attempt = 0
         self.broken = False
+        # A worker that dies before it takes its job (killed while it started or waited)
+        # costs that job no attempt; a replacement only once it is ready (imports done), so
+        # that workers which cannot start are not replaced for ever.
+        self.excused = not replacement
+        self.took = False
 
     def start_job(self, job: Job, attempt: int, context: JobContext, shared: dict) -> None:
-        self.job, self.attempt = job, attempt
+        self.job, self.attempt, self.took = job, attempt, False
         # A worker that died while idle: collect() sees the death and the job is retried.
         with contextlib.suppress(BrokenPipeError, OSError):
             self.conn.send((job, context, shared))
@@ -185,6 +209,10 @@ class _Worker:
                 break
             if kind == "event":
                 emit(payload)
+            elif kind == "ready":
+                self.excused = True
+            elif kind == "took":
+                self.took = True
             elif kind == "done":
                 ended.append(self._end(outcomes=payload))
             else:  # "error": the job raised; the worker exits rather than run on in a bad state
@@ -192,7 +220,8 @@ class _Worker:
         return ended
 
     def _end(self, outcomes=None, failure: str | None = None) -> _Ended:
-        ended = _Ended(self.job, self.attempt, outcomes, failure)
+        taken = self.took or not self.excused
+        ended = _Ended(self.job, self.attempt, outcomes, failure, taken=taken)
         self.job = None
         if failure is not None:
             self.broken = True
@@ -210,7 +239,7 @@ class _Worker:
     def replacement(self, spawn) -> _Worker:
         self.stop()
         self.join()
-        return _Worker(spawn, self.index, self.device_type)
+        return _Worker(spawn, self.index, self.device_type, replacement=True)
 
     def stop(self) -> None:
         # A worker holds nothing the run needs once its results are in (and after Ctrl-C
@@ -238,12 +267,15 @@ def _worker_main(conn, index: int, device_type: str) -> None:
     def emit(event) -> None:
         conn.send(("event", event))
 
+    with contextlib.suppress(OSError):  # the main process is gone: recv says so below
+        conn.send(("ready", None))
     while True:  # until close() terminates this worker
         try:
             job, context, shared = conn.recv()
         except EOFError:  # the main process is gone
             return
         try:
+            conn.send(("took", None))
             adopt_shared(shared, context)
             outcomes = run_job(job, context, emit, device=device, where=where)
             conn.send(("done", outcomes))
@@ -251,5 +283,5 @@ def _worker_main(conn, index: int, device_type: str) -> None:
             return
         except Exception as error:  # reported to the main process, which retries the job
             with contextlib.suppress(OSError):
-                conn.send(("error", f"{type(error).__name__}: {error}".splitlines()[0]))
+                conn.send(("error", failure_reason(error)))
             return

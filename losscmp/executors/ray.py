@@ -47,6 +47,7 @@ from losscmp.executors.base import (
     JobContext,
     TrialResult,
     failed,
+    failure_reason,
     succeeded,
 )
 
@@ -367,9 +368,10 @@ def _next_item(stream) -> tuple[str, object]:
 def _reason(error: Exception) -> str:
     import ray
 
+    if isinstance(error, ray.exceptions.RayTaskError) and isinstance(error.cause, BaseException):
+        return failure_reason(error.cause)  # worded as a local worker reports it
     if isinstance(error, ray.exceptions.RayTaskError):
-        cause = error.cause if isinstance(error.cause, BaseException) else error
-        text = f"{type(cause).__name__}: {cause}"
+        text = f"{type(error).__name__}: {error}"
     elif isinstance(error, ray.exceptions.OutOfMemoryError):
         text = "Ray killed the task's worker: its node ran low on memory"
     elif isinstance(error, ray.exceptions.WorkerCrashedError):
