@@ -178,6 +178,43 @@ def test_an_unreachable_server_is_one_warning_and_a_complete_run(cli, tmp_path, 
     assert sorted(pd.read_csv(run_dir / "summary.csv")["loss"]) == ["dice", "focal(gamma=1.0)"]
 
 
+@pytest.mark.slow
+def test_ctrl_c_while_a_trial_is_logged_leaves_no_run_running(cli, tmp_path, monkeypatch):
+    """Ctrl-C lands while the first trial's child is half logged (the trial file is
+    written): the child is deleted, not left RUNNING, and --resume logs the trial."""
+    default_store(monkeypatch)
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    log_text = MlflowClient.log_text
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MlflowClient, "log_text", interrupted)
+    out = tmp_path / "out"
+    result = cli("run", *ARGS, "--out", out, "--tracking", "mlflow")
+    assert result.exit_code == 130, result.output
+    (run_dir,) = [path for path in out.iterdir() if (path / "run.json").is_file()]
+    client = client_for(out)
+    runs = client.search_runs(
+        [client.get_experiment_by_name("losscmp").experiment_id], run_view_type=ViewType.ALL
+    )
+    (parent,) = [run for run in runs if PARENT_TAG not in run.data.tags]
+    (child,) = [run for run in runs if PARENT_TAG in run.data.tags]
+    assert parent.info.status == "KILLED"
+    assert child.info.status == "RUNNING" and child.info.lifecycle_stage == "deleted"
+    assert len(trial_records(run_dir)) == 1
+
+    monkeypatch.setattr(MlflowClient, "log_text", log_text)
+    result = cli("run", *ARGS, "--resume", run_dir)
+    assert result.exit_code == 0, result.output
+    runs = all_runs(client)
+    assert [run.info.status for run in runs if PARENT_TAG not in run.data.tags] == ["FINISHED"]
+    children = [run.data.tags["losscmp.trial_id"] for run in runs if PARENT_TAG in run.data.tags]
+    assert sorted(children) == sorted(trial_records(run_dir)) and len(children) == 2
+
+
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_without_mlflow_installed_it_says_how_to_install_it(cli, tmp_path, monkeypatch, dry_run):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` raises ImportError

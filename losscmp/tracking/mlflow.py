@@ -68,6 +68,7 @@ class MlflowTracker(Tracker):
         self.client = MlflowClient(tracking_uri=self.uri)
         self.run_id = run.run_dir.name
         self.meta = run.meta
+        self.partial = None  # the child being logged
         parent = self._stored_parent(run.stored.get("parent_run_id")) or self._new_parent(run)
         self.parent_id = parent.info.run_id
         self.experiment_id = parent.info.experiment_id
@@ -94,12 +95,15 @@ class MlflowTracker(Tracker):
         if len(self.meta.get("datasets") or {}) > 1:
             name += f" · {record['dataset']}"
         child = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        child_id = child.info.run_id
+        self.partial = child_id = child.info.run_id
         self._log(child_id, trial_params(record, self.meta), epoch_metrics(record))
         self.client.log_text(child_id, json_text(record), f"{record['trial_id']}.json")
         self._terminate(child_id, "FINISHED")  # last: a child not FINISHED is partial
+        self.partial = None
 
     def end(self, status: str) -> None:
+        if self.partial:  # interrupted while logging it: --resume logs that trial again
+            self.client.delete_run(self.partial)
         self._terminate(self.parent_id, END_STATUS[status])
 
     def attach(self, paths: list[Path]) -> None:
