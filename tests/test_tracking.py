@@ -266,6 +266,26 @@ def test_ctrl_c_while_a_trial_is_logged_leaves_no_run_running(cli, tmp_path, mon
     assert sorted(children) == sorted(trial_records(run_dir)) and len(children) == 2
 
 
+@pytest.mark.slow
+def test_a_sqlite_store_keeps_its_artifacts_beside_it(cli, tmp_path, monkeypatch):
+    """Not in ./mlruns of whichever folder the command ran from (MLflow's default)."""
+    default_store(monkeypatch)
+    from mlflow.tracking import MlflowClient
+
+    (tmp_path / "elsewhere").mkdir()
+    store = tmp_path / "store" / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    _, run_dir = tracked(cli, tmp_path / "out")
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+    state = json.loads((run_dir / "run.json").read_text())["tracking"]["mlflow"]
+    assert state["tracking_uri"] == f"sqlite:///{store}"
+    parent = MlflowClient(tracking_uri=f"sqlite:///{store}").get_run(state["parent_run_id"])
+    artifacts = store.parent / "artifacts" / parent.info.run_id / "artifacts"
+    assert parent.info.artifact_uri == artifacts.as_uri()
+    assert (artifacts / "summary.csv").read_bytes() == (run_dir / "summary.csv").read_bytes()
+
+
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_without_mlflow_installed_it_says_how_to_install_it(cli, tmp_path, monkeypatch, dry_run):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` raises ImportError

@@ -4,7 +4,8 @@ The store is ``$MLFLOW_TRACKING_URI`` (or ``mlflow.set_tracking_uri`` from Pytho
 without one, a SQLite store beside the run folders: ``<out>/mlruns/mlflow.db``
 with artifacts in ``<out>/mlruns/artifacts/`` (MLflow's own default, a file
 ``mlflow.db`` in whichever folder the command ran from, would scatter one store
-per working directory; the file store ``./mlruns`` is refused by MLflow 3).
+per working directory; the file store ``./mlruns`` is refused by MLflow 3). Any
+SQLite store keeps the artifacts of the experiments made here beside its file.
 View it with ``mlflow ui --backend-store-uri sqlite:///results/mlruns/mlflow.db``.
 
 The parent run is named after the run folder and holds the config as params and,
@@ -84,7 +85,6 @@ class MlflowTracker(Tracker):
         # First use of a SQLite store creates its tables, with INFO lines amid the progress.
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         self.uri = tracking_uri(run.run_dir)
-        self.out = run.run_dir.parent
         self.client = MlflowClient(tracking_uri=self.uri)
         self.run_id = run.run_dir.name
         self.meta = run.meta
@@ -166,9 +166,10 @@ class MlflowTracker(Tracker):
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        location = None
-        if self.uri == default_uri(self.out):  # keep the artifacts beside the default store
-            location = (default_store(self.out) / ARTIFACTS_DIR).as_uri()
+        # A SQLite store keeps its artifacts beside it (MLflow's default, ./mlruns, would put
+        # them in whichever folder the command ran from).
+        database = sqlite_file(self.uri)
+        location = (database.resolve().parent / ARTIFACTS_DIR).as_uri() if database else None
         try:
             return self.client.create_experiment(name, artifact_location=location)
         except MlflowException:  # another run created it meanwhile
