@@ -156,6 +156,9 @@ def test_resume_reuses_the_parent_and_logs_the_trials_it_lacks(cli, tmp_path, mo
     runs = all_runs(client)
     (parent,) = [run for run in runs if PARENT_TAG not in run.data.tags]
     assert parent.info.run_id == parent_id and parent.info.status == "FINISHED"
+    # MLflow keeps a param's first value: the resume's --seeds 2 is noted in a tag.
+    assert parent.data.params["seeds"] == "1"
+    assert parent.data.tags["losscmp.resumed_with"] == "seeds=2"
     children = [run.data.tags["losscmp.trial_id"] for run in runs if PARENT_TAG in run.data.tags]
     assert sorted(children) == sorted(trial_records(run_dir)) and len(children) == 4
     assert client.get_run(partial.info.run_id).info.lifecycle_stage == "deleted"

@@ -48,6 +48,7 @@ GIT_COMMIT_TAG = "mlflow.source.git.commit"
 RUN_TAG = "losscmp.run_id"
 TRIAL_TAG = "losscmp.trial_id"
 STATUS_TAG = "losscmp.status"
+RESUMED_TAG = "losscmp.resumed_with"  # settings a --resume changed, as they now are
 # A trial's own values replace these config fields in its params.
 TRIAL_FIELDS = frozenset({"losses", "dataset", "fg_fraction", "seed", "seeds", "lr", "lr_grid"})
 END_STATUS = {"finished": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
@@ -147,7 +148,21 @@ class MlflowTracker(Tracker):
         if parent.info.lifecycle_stage != "active" or parent.data.tags.get(RUN_TAG) != self.run_id:
             return None
         self.client.update_run(parent_id, status="RUNNING")
+        self._note_resumed_config(parent)
         return parent
+
+    def _note_resumed_config(self, parent) -> None:
+        """A resume may change a few settings (--seeds, --jobs, ...). MLflow keeps a param's
+        first value for good, so the values that differ from it go in one tag."""
+        from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
+        logged = parent.data.params
+        params = run_params(self.meta)
+        changed = {key: value for key, value in params.items() if logged.get(key, value) != value}
+        self._log(parent.info.run_id, {k: v for k, v in params.items() if k not in logged}, [])
+        if changed:
+            text = ", ".join(f"{key}={value}" for key, value in sorted(changed.items()))
+            self.client.set_tag(parent.info.run_id, RESUMED_TAG, text[:MAX_TAG_VAL_LENGTH])
 
     def _new_parent(self, run: TrackedRun):
         tags = {RUN_TAG: self.run_id, "losscmp.run_dir": str(run.run_dir.resolve())}
