@@ -446,3 +446,22 @@ def test_a_server_lost_mid_run_is_one_warning_without_the_password(
     assert warning.startswith("mlflow tracking stopped: ") and "secret" not in warning
     assert uri.replace("http://", "http://me:***@") in warning
     assert len(trial_records(run_dir)) == 2
+
+
+@pytest.mark.slow
+def test_a_deleted_experiment_on_a_server_is_refused_before_the_run(
+    cli, tmp_path, monkeypatch, mlflow_server
+):
+    from mlflow.tracking import MlflowClient
+
+    uri, _ = mlflow_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "gone")
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.create_experiment("gone")
+    client.delete_experiment(experiment_id)
+    assert refused(cli, tmp_path / "out") == cannot_use(
+        uri,
+        f"its experiment 'gone' is deleted; restore it (mlflow experiments restore "
+        f"--experiment-id {experiment_id}) or name another in $MLFLOW_EXPERIMENT_NAME",
+    )

@@ -294,9 +294,8 @@ def check_store(uri: str, experiment: str) -> None:
             f"the experiment name ($MLFLOW_EXPERIMENT_NAME) has {len(experiment)} characters, "
             f"more than MLflow's {MAX_EXPERIMENT_NAME_LENGTH}"
         )
-    if uri.startswith(("http://", "https://")):
-        check_reachable(uri)
-        return
+    if uri.startswith(("http://", "https://")) and not check_reachable(uri):
+        return  # it answered, with an error status (a proxy's login, ...): MLflow may pass
     database = sqlite_file(uri)
     if database is not None and not database.exists():
         check_writable(database.parent)
@@ -341,26 +340,25 @@ def check_experiment(client, name: str) -> None:
         )
 
 
-def check_reachable(uri: str) -> None:
+def check_reachable(uri: str) -> bool:
     """Fail at once when an HTTP tracking server does not answer: MLflow itself retries a
     refused connection for about four minutes before giving up. Any HTTP answer (even an
     error status, e.g. from a proxy asking for a login) counts as reachable, and so does a
-    certificate this check cannot verify (MLflow has its own TLS settings)."""
-    if not uri.startswith(("http://", "https://")):
-        return
+    certificate this check cannot verify (MLflow has its own TLS settings). True when the
+    server said it is healthy."""
     parts = urllib.parse.urlsplit(uri)
     # urllib takes no user:password@ in a URL (MLflow sends them as HTTP basic auth).
     host = parts.netloc.rpartition("@")[2]
     health = parts._replace(netloc=host, path=parts.path.rstrip("/") + "/health", query="")
     try:
         with urllib.request.urlopen(health.geturl(), timeout=REACHABLE_TIMEOUT_S):
-            pass
+            return True
     except urllib.error.HTTPError:
-        return
+        return False
     except (OSError, ValueError) as error:
         reason = getattr(error, "reason", None) or error
         if isinstance(reason, ssl.SSLError):
-            return
+            return False
         raise ConnectionError(f"no answer ({reason})") from None
 
 
