@@ -68,7 +68,7 @@ def plan_run(config: RunConfig) -> Plan:
     from losscmp.model import resolve_preset
 
     check_resources(config)
-    check_tracker(config.tracking)  # e.g. MLflow not installed
+    check_tracker(config.tracking, config.out)  # e.g. MLflow not installed, no server
     if config.model != "auto":
         resolve_preset(config.model, "cpu")  # an unknown preset fails here, dry run included
     losses = _canonical_specs(LOSS_REGISTRY, config.loss_specs)

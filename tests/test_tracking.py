@@ -156,26 +156,137 @@ def test_resume_reuses_the_parent_and_logs_the_trials_it_lacks(cli, tmp_path, mo
     runs = all_runs(client)
     (parent,) = [run for run in runs if PARENT_TAG not in run.data.tags]
     assert parent.info.run_id == parent_id and parent.info.status == "FINISHED"
+    # MLflow keeps a param's first value: the resume's --seeds 2 is noted in a tag.
+    assert parent.data.params["seeds"] == "1"
+    assert parent.data.tags["losscmp.resumed_with"] == "seeds=2"
     children = [run.data.tags["losscmp.trial_id"] for run in runs if PARENT_TAG in run.data.tags]
     assert sorted(children) == sorted(trial_records(run_dir)) and len(children) == 4
     assert client.get_run(partial.info.run_id).info.lifecycle_stage == "deleted"
 
 
-@pytest.mark.slow
-def test_an_unreachable_server_is_one_warning_and_a_complete_run(cli, tmp_path, monkeypatch):
+def refused(cli, out: Path, *extra) -> str:
+    """The one stderr line of a run refused before it made any folder."""
+    result = cli("run", *ARGS, "--out", out, "--tracking", "mlflow", *extra)
+    assert result.exit_code == 2, result.output
+    assert not out.exists()
+    (line,) = result.stderr.splitlines()
+    return line
+
+
+def cannot_use(uri: str, reason: str) -> str:
+    return (
+        f"losscmp: error: --tracking mlflow cannot use the MLflow store {uri}: {reason} "
+        "(--tracking none runs without it)"
+    )
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_an_unreachable_server_is_refused_before_the_run(cli, tmp_path, monkeypatch, dry_run):
+    """Not a run without the mirror that was asked for: one line, the password hidden."""
     pytest.importorskip("mlflow")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
-    result = cli("run", *ARGS, "--out", tmp_path, "--tracking", "mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://me:secret@127.0.0.1:9")
+    extra = ["--dry-run"] if dry_run else []
+    assert refused(cli, tmp_path / "out", *extra) == cannot_use(
+        "http://me:***@127.0.0.1:9", "no answer ([Errno 111] Connection refused)"
+    )
+
+
+def test_stores_mlflow_cannot_use_are_refused_before_the_run(cli, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "garbage.db").write_text("not a database")
+    cases = {
+        "htp://host": "MLflow reads no such URI (its schemes: ",
+        f"file://{tmp_path}/fs": "The filesystem tracking backend (e.g., './mlruns') is in",
+        f"sqlite:///{tmp_path}/a-file/mlflow.db": f"{tmp_path}/a-file is not a folder",
+        f"sqlite:///{tmp_path}/garbage.db": "(sqlite3.DatabaseError) file is not a database",
+    }
+    for uri, reason in cases.items():
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        line = refused(cli, tmp_path / "out")
+        assert line.startswith(cannot_use(uri, reason).split(" (--tracking none")[0]), line
+        assert line.endswith(" (--tracking none runs without it)")
+    assert not (tmp_path / "fs").exists()
+
+
+def test_an_experiment_mlflow_refuses_is_refused_before_the_run(cli, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    default_store(monkeypatch)
+    uri = f"sqlite:///{tmp_path}/store/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "x" * 501)
+    assert refused(cli, tmp_path / "out") == cannot_use(
+        uri,
+        "the experiment name ($MLFLOW_EXPERIMENT_NAME) has 501 characters, more than MLflow's 500",
+    )
+    assert not (tmp_path / "store").exists()  # a store that does not exist is not made
+
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "deleted one")
+    client = MlflowClient(tracking_uri=uri)
+    client.delete_experiment(client.create_experiment("deleted one"))
+    assert refused(cli, tmp_path / "out") == cannot_use(
+        uri,
+        "its experiment 'deleted one' is deleted; restore it (mlflow experiments restore "
+        "--experiment-id 1) or name another in $MLFLOW_EXPERIMENT_NAME",
+    )
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_a_trial_is_logged_leaves_no_run_running(cli, tmp_path, monkeypatch):
+    """Ctrl-C lands while the first trial's child is half logged (the trial file is
+    written): the child is deleted, not left RUNNING, and --resume logs the trial."""
+    default_store(monkeypatch)
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    log_text = MlflowClient.log_text
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MlflowClient, "log_text", interrupted)
+    out = tmp_path / "out"
+    result = cli("run", *ARGS, "--out", out, "--tracking", "mlflow")
+    assert result.exit_code == 130, result.output
+    (run_dir,) = [path for path in out.iterdir() if (path / "run.json").is_file()]
+    client = client_for(out)
+    runs = client.search_runs(
+        [client.get_experiment_by_name("losscmp").experiment_id], run_view_type=ViewType.ALL
+    )
+    (parent,) = [run for run in runs if PARENT_TAG not in run.data.tags]
+    (child,) = [run for run in runs if PARENT_TAG in run.data.tags]
+    assert parent.info.status == "KILLED"
+    assert child.info.status == "RUNNING" and child.info.lifecycle_stage == "deleted"
+    assert len(trial_records(run_dir)) == 1
+
+    monkeypatch.setattr(MlflowClient, "log_text", log_text)
+    result = cli("run", *ARGS, "--resume", run_dir)
     assert result.exit_code == 0, result.output
-    warnings = [line for line in result.stderr.splitlines() if "warning" in line.lower()]
-    assert len(warnings) == 1
-    assert "mlflow tracking stopped: cannot reach http://127.0.0.1:9" in warnings[0]
-    (run_dir,) = tmp_path.iterdir()
-    meta = json.loads((run_dir / "run.json").read_text())
-    assert meta["finished_at"] is not None and "tracking" not in meta
-    assert len(trial_records(run_dir)) == 2
-    assert len(pd.read_csv(run_dir / "epochs.csv")) == 2 * 2
-    assert sorted(pd.read_csv(run_dir / "summary.csv")["loss"]) == ["dice", "focal(gamma=1.0)"]
+    runs = all_runs(client)
+    assert [run.info.status for run in runs if PARENT_TAG not in run.data.tags] == ["FINISHED"]
+    children = [run.data.tags["losscmp.trial_id"] for run in runs if PARENT_TAG in run.data.tags]
+    assert sorted(children) == sorted(trial_records(run_dir)) and len(children) == 2
+
+
+@pytest.mark.slow
+def test_a_sqlite_store_keeps_its_artifacts_beside_it(cli, tmp_path, monkeypatch):
+    """Not in ./mlruns of whichever folder the command ran from (MLflow's default)."""
+    default_store(monkeypatch)
+    from mlflow.tracking import MlflowClient
+
+    (tmp_path / "elsewhere").mkdir()
+    store = tmp_path / "store" / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    _, run_dir = tracked(cli, tmp_path / "out")
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+    state = json.loads((run_dir / "run.json").read_text())["tracking"]["mlflow"]
+    assert state["tracking_uri"] == f"sqlite:///{store}"
+    parent = MlflowClient(tracking_uri=f"sqlite:///{store}").get_run(state["parent_run_id"])
+    artifacts = store.parent / "artifacts" / parent.info.run_id / "artifacts"
+    assert parent.info.artifact_uri == artifacts.as_uri()
+    assert (artifacts / "summary.csv").read_bytes() == (run_dir / "summary.csv").read_bytes()
 
 
 @pytest.mark.parametrize("dry_run", [False, True])
@@ -270,10 +381,11 @@ def mlflow_server(tmp_path):
             except OSError:
                 assert server.poll() is None and time.monotonic() < deadline, "no mlflow server"
                 time.sleep(0.5)
-        yield uri
+        yield uri, server
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        if server.poll() is None:  # a test may have stopped it
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
 
 
 @pytest.mark.slow
@@ -282,9 +394,15 @@ def test_a_tracking_server_gets_the_runs_and_stdout_keeps_only_the_tables(
 ):
     from mlflow.tracking import MlflowClient
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    mlflow_server, _ = mlflow_server
+    # A user:password in the URI (sent as HTTP basic auth) is kept out of run.json.
+    with_password = mlflow_server.replace("http://", "http://me:secret@")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", with_password)
     result, run_dir = tracked(cli, tmp_path / "out")
     assert "View run" not in result.stdout  # MLflow prints run links on stdout with a server
+    assert "secret" not in (run_dir / "run.json").read_text()
+    state = json.loads((run_dir / "run.json").read_text())["tracking"]["mlflow"]
+    assert state["tracking_uri"] == mlflow_server.replace("http://", "http://me:***@")
     assert not (tmp_path / "out" / "mlruns").exists()
     client = MlflowClient(tracking_uri=mlflow_server)
     runs = all_runs(client)
@@ -298,3 +416,52 @@ def test_a_tracking_server_gets_the_runs_and_stdout_keeps_only_the_tables(
         history = client.get_metric_history(child.info.run_id, "val_dice")
         assert sorted(point.step for point in history) == [1, 2]
     assert "summary.csv" in {item.path for item in client.list_artifacts(parent.info.run_id)}
+
+
+@pytest.mark.slow
+def test_a_server_lost_mid_run_is_one_warning_without_the_password(
+    tmp_path, monkeypatch, mlflow_server
+):
+    from losscmp.events import RunNote, TrialEnded
+    from losscmp.plan import plan_run
+    from losscmp.runner import execute, prepare
+
+    uri, server = mlflow_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri.replace("http://", "http://me:secret@"))
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    config = build_config(
+        SMOKE, losses="dice,focal", epochs=1, out=str(tmp_path), tracking="mlflow"
+    )
+    warnings = []
+
+    def listener(event):
+        if isinstance(event, RunNote) and event.warning:
+            warnings.append(event.text)
+        if isinstance(event, TrialEnded) and server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+
+    run_dir = execute(prepare(plan_run(config)), listener=listener)
+    (warning,) = warnings
+    assert warning.startswith("mlflow tracking stopped: ") and "secret" not in warning
+    assert uri.replace("http://", "http://me:***@") in warning
+    assert len(trial_records(run_dir)) == 2
+
+
+@pytest.mark.slow
+def test_a_deleted_experiment_on_a_server_is_refused_before_the_run(
+    cli, tmp_path, monkeypatch, mlflow_server
+):
+    from mlflow.tracking import MlflowClient
+
+    uri, _ = mlflow_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "gone")
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.create_experiment("gone")
+    client.delete_experiment(experiment_id)
+    assert refused(cli, tmp_path / "out") == cannot_use(
+        uri,
+        f"its experiment 'gone' is deleted; restore it (mlflow experiments restore "
+        f"--experiment-id {experiment_id}) or name another in $MLFLOW_EXPERIMENT_NAME",
+    )

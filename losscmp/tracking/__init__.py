@@ -7,6 +7,7 @@ plus one line here. Importing this package imports no tracker library.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from losscmp.errors import unknown
 from losscmp.tracking.base import GuardedTracker, TrackedRun, Tracker
@@ -28,9 +29,12 @@ def tracker_class(name: str | None) -> type[Tracker]:
     return getattr(importlib.import_module(module), cls)
 
 
-def check_tracker(name: str | None) -> None:
-    """Refuse a tracker whose package is missing (one line: how to install it)."""
-    tracker_class(name).check_installed()
+def check_tracker(name: str | None, out: Path | str) -> None:
+    """Refuse a tracker whose package is missing (one line: how to install it) or whose
+    store a run into ``out`` could not log to (one line: why)."""
+    cls = tracker_class(name)
+    cls.check_installed()
+    cls.check_store(Path(out))
 
 
 def create_tracker(name: str | None) -> GuardedTracker:

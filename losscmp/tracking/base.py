@@ -41,6 +41,12 @@ class Tracker:
         """Raise LosscmpError (one line: how to install) when the tracker's package is
         missing; called while planning, before any folder exists."""
 
+    @classmethod
+    def check_store(cls, out: Path) -> None:
+        """Raise LosscmpError (one line: what is wrong with it) when a run into ``out`` could
+        not log to the tracker's store; called while planning, after ``check_installed``,
+        before any folder exists. Writes nothing."""
+
     def start(self, run: TrackedRun) -> dict[str, Any]:
         """Open the run's record in the tracker (on ``--resume``, reopen the one ``stored``
         names) and log the finished trials it lacks. Returns what run.json keeps to find
@@ -55,6 +61,10 @@ class Tracker:
 
     def attach(self, paths: list[Path]) -> None:
         """Attach the report files of the finished run."""
+
+    def reason(self, error: Exception) -> str:
+        """One line for the warning when a call failed (a secret it quotes hidden)."""
+        return one_line(error)
 
 
 class GuardedTracker:
@@ -89,13 +99,13 @@ class GuardedTracker:
         except Exception as error:  # any failure of the tracker: the run goes on without it
             self.active = False
             self.warn(
-                f"{self.name} tracking stopped: {one_line(error)}; "
+                f"{self.name} tracking stopped: {self.tracker.reason(error)}; "
                 "the run folder holds every result"
             )
             return None
 
 
-def one_line(error: BaseException) -> str:
+def one_line(error: BaseException | str) -> str:
     """The first line of an error, cut to MAX_REASON characters."""
     lines = str(error).strip().splitlines()
     text = lines[0].rstrip(".") if lines else type(error).__name__

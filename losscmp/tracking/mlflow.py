@@ -4,7 +4,8 @@ The store is ``$MLFLOW_TRACKING_URI`` (or ``mlflow.set_tracking_uri`` from Pytho
 without one, a SQLite store beside the run folders: ``<out>/mlruns/mlflow.db``
 with artifacts in ``<out>/mlruns/artifacts/`` (MLflow's own default, a file
 ``mlflow.db`` in whichever folder the command ran from, would scatter one store
-per working directory; the file store ``./mlruns`` is refused by MLflow 3).
+per working directory; the file store ``./mlruns`` is refused by MLflow 3). Any
+SQLite store keeps the artifacts of the experiments made here beside its file.
 View it with ``mlflow ui --backend-store-uri sqlite:///results/mlruns/mlflow.db``.
 
 The parent run is named after the run folder and holds the config as params and,
@@ -13,6 +14,9 @@ child run: the loss spec, seed, learning rate and config as params, every
 per-epoch number as a metric history (step = epoch), the trial record as
 ``<trial-id>.json``. run.json keeps the parent's id, so ``--resume`` reopens the
 same parent and logs there the finished trials it lacks.
+
+A store a run could not log to (no answer, an unknown scheme, a SQLite file that
+cannot be made, a deleted experiment) is refused while planning, before any folder.
 """
 
 from __future__ import annotations
@@ -22,15 +26,17 @@ import io
 import logging
 import os
 import ssl
+import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from losscmp.errors import LosscmpError
 from losscmp.results import json_text
-from losscmp.tracking.base import TrackedRun, Tracker
+from losscmp.tracking.base import TrackedRun, Tracker, one_line
 
 INSTALL_HINT = "--tracking mlflow needs MLflow: pip install 'losscmp[mlflow]'"
 EXPERIMENT = "losscmp"  # unless $MLFLOW_EXPERIMENT_NAME names another
@@ -42,6 +48,7 @@ GIT_COMMIT_TAG = "mlflow.source.git.commit"
 RUN_TAG = "losscmp.run_id"
 TRIAL_TAG = "losscmp.trial_id"
 STATUS_TAG = "losscmp.status"
+RESUMED_TAG = "losscmp.resumed_with"  # settings a --resume changed, as they now are
 # A trial's own values replace these config fields in its params.
 TRIAL_FIELDS = frozenset({"losses", "dataset", "fg_fraction", "seed", "seeds", "lr", "lr_grid"})
 END_STATUS = {"finished": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
@@ -50,6 +57,7 @@ REACHABLE_TIMEOUT_S = 5  # one quick look at a server before MLflow's minutes of
 
 class MlflowTracker(Tracker):
     name = "mlflow"
+    uri = ""  # the store, once start has found it
 
     @classmethod
     def check_installed(cls) -> None:
@@ -58,16 +66,30 @@ class MlflowTracker(Tracker):
         except ImportError:
             raise LosscmpError(INSTALL_HINT) from None
 
+    @classmethod
+    def check_store(cls, out: Path) -> None:
+        uri = store_uri(out)
+        try:
+            check_store(uri, experiment_name())
+        except Exception as error:  # whatever MLflow or its database driver raises
+            raise LosscmpError(
+                f"--tracking mlflow cannot use the MLflow store {shown_uri(uri)}: "
+                f"{one_line(without_password(str(error), uri))} (--tracking none runs without it)"
+            ) from None
+
+    def reason(self, error: Exception) -> str:
+        return one_line(without_password(str(error), self.uri))
+
     def start(self, run: TrackedRun) -> dict[str, Any]:
         from mlflow.tracking import MlflowClient
 
         # First use of a SQLite store creates its tables, with INFO lines amid the progress.
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         self.uri = tracking_uri(run.run_dir)
-        check_reachable(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
         self.run_id = run.run_dir.name
         self.meta = run.meta
+        self.partial = None  # the child being logged
         parent = self._stored_parent(run.stored.get("parent_run_id")) or self._new_parent(run)
         self.parent_id = parent.info.run_id
         self.experiment_id = parent.info.experiment_id
@@ -76,7 +98,7 @@ class MlflowTracker(Tracker):
             if record["trial_id"] not in logged:
                 self.trial(record)
         return {
-            "tracking_uri": self.uri,
+            "tracking_uri": shown_uri(self.uri),
             "experiment_id": self.experiment_id,
             "parent_run_id": self.parent_id,
         }
@@ -94,12 +116,15 @@ class MlflowTracker(Tracker):
         if len(self.meta.get("datasets") or {}) > 1:
             name += f" · {record['dataset']}"
         child = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        child_id = child.info.run_id
+        self.partial = child_id = child.info.run_id
         self._log(child_id, trial_params(record, self.meta), epoch_metrics(record))
         self.client.log_text(child_id, json_text(record), f"{record['trial_id']}.json")
         self._terminate(child_id, "FINISHED")  # last: a child not FINISHED is partial
+        self.partial = None
 
     def end(self, status: str) -> None:
+        if self.partial:  # interrupted while logging it: --resume logs that trial again
+            self.client.delete_run(self.partial)
         self._terminate(self.parent_id, END_STATUS[status])
 
     def attach(self, paths: list[Path]) -> None:
@@ -123,28 +148,43 @@ class MlflowTracker(Tracker):
         if parent.info.lifecycle_stage != "active" or parent.data.tags.get(RUN_TAG) != self.run_id:
             return None
         self.client.update_run(parent_id, status="RUNNING")
+        self._note_resumed_config(parent)
         return parent
+
+    def _note_resumed_config(self, parent) -> None:
+        """A resume may change a few settings (--seeds, --jobs, ...). MLflow keeps a param's
+        first value for good, so the values that differ from it go in one tag."""
+        from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
+        logged = parent.data.params
+        params = run_params(self.meta)
+        changed = {key: value for key, value in params.items() if logged.get(key, value) != value}
+        self._log(parent.info.run_id, {k: v for k, v in params.items() if k not in logged}, [])
+        if changed:
+            text = ", ".join(f"{key}={value}" for key, value in sorted(changed.items()))
+            self.client.set_tag(parent.info.run_id, RESUMED_TAG, text[:MAX_TAG_VAL_LENGTH])
 
     def _new_parent(self, run: TrackedRun):
         tags = {RUN_TAG: self.run_id, "losscmp.run_dir": str(run.run_dir.resolve())}
         if run.meta.get("git_commit"):
             tags[GIT_COMMIT_TAG] = run.meta["git_commit"]
             tags["losscmp.git_dirty"] = str(bool(run.meta.get("git_dirty"))).lower()
-        experiment_id = self._experiment_id(run.run_dir)
+        experiment_id = self._experiment_id()
         parent = self.client.create_run(experiment_id, run_name=self.run_id, tags=tags)
         self._log(parent.info.run_id, run_params(run.meta), [])
         return parent
 
-    def _experiment_id(self, run_dir: Path) -> str:
+    def _experiment_id(self) -> str:
         from mlflow.exceptions import MlflowException
 
-        name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
+        name = experiment_name()
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        location = None
-        if self.uri == default_uri(run_dir):  # keep the artifacts beside the default store
-            location = (default_store(run_dir) / ARTIFACTS_DIR).as_uri()
+        # A SQLite store keeps its artifacts beside it (MLflow's default, ./mlruns, would put
+        # them in whichever folder the command ran from).
+        database = sqlite_file(self.uri)
+        location = (database.resolve().parent / ARTIFACTS_DIR).as_uri() if database else None
         try:
             return self.client.create_experiment(name, artifact_location=location)
         except MlflowException:  # another run created it meanwhile
@@ -198,41 +238,128 @@ class MlflowTracker(Tracker):
 
 
 def tracking_uri(run_dir: Path) -> str:
-    """$MLFLOW_TRACKING_URI (or one set from Python), else the default store of ``run_dir``'s
-    parent folder (its --out), made if missing."""
+    """The store of a run in ``run_dir``, the default one made if missing."""
+    out = Path(run_dir).parent
+    uri = store_uri(out)
+    if uri == default_uri(out):
+        default_store(out).mkdir(exist_ok=True)
+    return uri
+
+
+def store_uri(out: Path) -> str:
+    """$MLFLOW_TRACKING_URI (or one set from Python), else the default store of ``out``."""
     import mlflow
 
-    if mlflow.is_tracking_uri_set():
-        return mlflow.get_tracking_uri()
-    default_store(run_dir).mkdir(exist_ok=True)
-    return default_uri(run_dir)
+    return mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else default_uri(out)
 
 
-def default_store(run_dir: Path) -> Path:
-    return Path(run_dir).resolve().parent / STORE_DIR
+def default_store(out: Path) -> Path:
+    return Path(out).resolve() / STORE_DIR
 
 
-def default_uri(run_dir: Path) -> str:
-    return f"sqlite:///{(default_store(run_dir) / STORE_FILE).as_posix()}"
+def default_uri(out: Path) -> str:
+    return f"sqlite:///{(default_store(out) / STORE_FILE).as_posix()}"
 
 
-def check_reachable(uri: str) -> None:
+def experiment_name() -> str:
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
+
+
+def shown_uri(uri: str) -> str:
+    """``uri`` without the password it may hold (``postgresql://user:secret@host/db``): it is
+    printed, and kept in run.json, which is shared with the results."""
+    return without_password(uri, uri)
+
+
+def without_password(text: str, uri: str) -> str:
+    """``text`` (a URI, an error that quotes it) with the password of ``uri`` hidden."""
+    try:
+        password = urllib.parse.urlsplit(uri).password
+    except ValueError:  # e.g. an unclosed [IPv6 address: nothing MLflow could use
+        return text
+    return text.replace(f":{password}@", ":***@") if password else text
+
+
+def check_store(uri: str, experiment: str) -> None:
+    """What would stop a run from logging to ``uri``, found before it starts: a URI MLflow
+    cannot use (unknown scheme, the file store MLflow 3 refuses, a missing database driver),
+    a server that does not answer, a SQLite file that cannot be made, an experiment name
+    MLflow refuses or one that is deleted. A store that does not exist yet is not made."""
+    from mlflow.tracking import MlflowClient
+    from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
+    from mlflow.utils.validation import MAX_EXPERIMENT_NAME_LENGTH
+
+    if len(experiment) > MAX_EXPERIMENT_NAME_LENGTH:
+        raise ValueError(
+            f"the experiment name ($MLFLOW_EXPERIMENT_NAME) has {len(experiment)} characters, "
+            f"more than MLflow's {MAX_EXPERIMENT_NAME_LENGTH}"
+        )
+    if uri.startswith(("http://", "https://")) and not check_reachable(uri):
+        return  # it answered, with an error status (a proxy's login, ...): MLflow may pass
+    database = sqlite_file(uri)
+    if database is not None and not database.exists():
+        check_writable(database.parent)
+        return
+    try:
+        client = MlflowClient(tracking_uri=uri)
+    except UnsupportedModelRegistryStoreURIException as error:  # says 'model registry'
+        schemes = ", ".join(scheme for scheme in error.supported_uri_schemes if scheme)
+        raise ValueError(f"MLflow reads no such URI (its schemes: {schemes})") from None
+    check_experiment(client, experiment)
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:`` URI (None for another scheme or an in-memory one)."""
+    from sqlalchemy.engine import make_url
+
+    if not uri.startswith("sqlite:"):
+        return None
+    database = make_url(uri).database
+    return Path(database) if database and database != ":memory:" else None
+
+
+def check_writable(folder: Path) -> None:
+    """MLflow makes the missing folders of a SQLite file: the nearest one that exists must
+    take a new file (tried, as permissions do not tell for root or a read-only mount)."""
+    existing = next(path for path in [folder, *folder.parents] if path.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(f"{existing} is not a folder")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as error:
+        raise OSError(f"cannot write in {existing} ({error.strerror})") from None
+
+
+def check_experiment(client, name: str) -> None:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None and experiment.lifecycle_stage != "active":
+        raise ValueError(
+            f"its experiment '{name}' is deleted; restore it (mlflow experiments restore "
+            f"--experiment-id {experiment.experiment_id}) or name another in "
+            "$MLFLOW_EXPERIMENT_NAME"
+        )
+
+
+def check_reachable(uri: str) -> bool:
     """Fail at once when an HTTP tracking server does not answer: MLflow itself retries a
     refused connection for about four minutes before giving up. Any HTTP answer (even an
     error status, e.g. from a proxy asking for a login) counts as reachable, and so does a
-    certificate this check cannot verify (MLflow has its own TLS settings)."""
-    if not uri.startswith(("http://", "https://")):
-        return
+    certificate this check cannot verify (MLflow has its own TLS settings). True when the
+    server said it is healthy."""
+    parts = urllib.parse.urlsplit(uri)
+    # urllib takes no user:password@ in a URL (MLflow sends them as HTTP basic auth).
+    host = parts.netloc.rpartition("@")[2]
+    health = parts._replace(netloc=host, path=parts.path.rstrip("/") + "/health", query="")
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=REACHABLE_TIMEOUT_S):
-            pass
+        with urllib.request.urlopen(health.geturl(), timeout=REACHABLE_TIMEOUT_S):
+            return True
     except urllib.error.HTTPError:
-        return
+        return False
     except (OSError, ValueError) as error:
         reason = getattr(error, "reason", None) or error
         if isinstance(reason, ssl.SSLError):
-            return
-        raise ConnectionError(f"cannot reach {uri} ({reason})") from None
+            return False
+        raise ConnectionError(f"no answer ({reason})") from None
 
 
 # --------------------------------------------------------------------- params and metrics
