@@ -169,6 +169,23 @@ def test_an_edit_replaces_the_cache_entry_it_outdates_and_keeps_the_others(tmp_p
     assert load(root, size=24).info["cache"] == "hit"
 
 
+def test_an_entry_named_as_before_families_is_replaced_too(tmp_path):
+    """The entries written before names held a family ('pets-24px-<key>.npz', 2 GB for
+    Pets at 256 px) were read by no load and deleted by none: each upgraded data folder
+    kept one for good. The first entry written at that size replaces it."""
+    root = tmp_path / "pets"
+    make_pets_tree(root, trainval=6, test=2, quirks=False)
+    cache_dir = root / ".losscmp-cache"
+    cache_dir.mkdir()
+    old = cache_dir / "pets-24px-0123456789abcdef0123.npz"
+    other_size = cache_dir / "pets-16px-0123456789abcdef0123.npz"
+    for path in (old, other_size):
+        path.write_bytes(b"an entry of an earlier version")
+    assert load(root, size=24).info["cache"] == "written"
+    assert not old.exists() and other_size.exists()
+    assert len(list(cache_dir.glob("pets-24px-*.npz"))) == 1
+
+
 @pytest.mark.parametrize("how", ["in place", "replaced"])
 def test_an_edit_keeping_size_and_mtime_invalidates_the_cache(tmp_path, how):
     root = tmp_path / "pets"

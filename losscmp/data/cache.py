@@ -8,8 +8,9 @@ time (``cp -p``, ``rsync -a``, ``os.utime``): they cannot be set back by hand.
 
 An entry's name also holds a hash of the file list and options alone (its family):
 writing one deletes the others of its family, made from earlier versions of the same
-files, which no load can read again (a file's change time never goes back). Entries of
-other sizes, ``--limit`` values or options are kept.
+files, which no load can read again (a file's change time never goes back), and the
+entries of its dataset and size named before families (a key alone), which no load reads
+either. Entries of other sizes, ``--limit`` values or options are kept.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ CACHE_DIRNAME = ".losscmp-cache"
 # 4: binary folder masks of 0, 1 and 255 keep 255 as ignored, not foreground.
 # 5: ... only where most masks holding 255 hold the object value too (not a stray pixel).
 CACHE_VERSION = 5
+LEGACY_KEY_LENGTH = 20  # the hex key of an entry named before families (a key only)
 
 
 def cache_key(root: Path, files: Iterable[Path], *parts: object) -> str:
@@ -62,9 +64,13 @@ def cache_entry(
 
 
 def superseded(path: Path) -> list[Path]:
-    """The entries of ``path``'s family other than itself."""
+    """The entries of ``path``'s family other than itself, and those of its prefix named
+    as before families (``<prefix>-<key>.npz``), which no load reads any more."""
     family = path.name.split(".")[0]
-    return [other for other in path.parent.glob(f"{family}.*.npz") if other.name != path.name]
+    prefix = family.rsplit("-", 1)[0]
+    unnamed = path.parent.glob(f"{prefix}-{'[0-9a-f]' * LEGACY_KEY_LENGTH}.npz")
+    same = [other for other in path.parent.glob(f"{family}.*.npz") if other.name != path.name]
+    return [*same, *unnamed]
 
 
 def load_cached(path: Path, names: Iterable[str] = ()) -> dict[str, np.ndarray] | None:
