@@ -164,6 +164,31 @@ def test_resume_reuses_the_parent_and_logs_the_trials_it_lacks(cli, tmp_path, mo
     assert client.get_run(partial.info.run_id).info.lifecycle_stage == "deleted"
 
 
+def test_a_resume_that_sets_a_setting_back_takes_it_out_of_resumed_with(tmp_path, monkeypatch):
+    """--jobs 2 on one resume, --jobs 1 (the first value) on the next: the tag still said
+    jobs=2, though the settings it names are those 'as they now are'."""
+    default_store(monkeypatch)
+    from losscmp.tracking.base import TrackedRun
+    from losscmp.tracking.mlflow import MlflowTracker
+
+    run_dir = tmp_path / "out" / "run-1"
+    run_dir.mkdir(parents=True)
+    stored: dict = {}
+
+    def start(jobs: int) -> dict:
+        tracker = MlflowTracker()
+        meta = {"config": {"jobs": jobs, "seeds": 1}}
+        state = tracker.start(TrackedRun(run_dir, meta, [], stored))
+        tracker.end("finished")
+        stored.update(state)
+        return tracker.client.get_run(state["parent_run_id"]).data
+
+    assert "losscmp.resumed_with" not in start(1).tags
+    assert start(2).tags["losscmp.resumed_with"] == "jobs=2"
+    back = start(1)
+    assert back.params["jobs"] == "1" and "losscmp.resumed_with" not in back.tags
+
+
 def refused(cli, out: Path, *extra) -> str:
     """The one stderr line of a run refused before it made any folder."""
     result = cli("run", *ARGS, "--out", out, "--tracking", "mlflow", *extra)

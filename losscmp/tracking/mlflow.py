@@ -163,6 +163,8 @@ class MlflowTracker(Tracker):
         if changed:
             text = ", ".join(f"{key}={value}" for key, value in sorted(changed.items()))
             self.client.set_tag(parent.info.run_id, RESUMED_TAG, text[:MAX_TAG_VAL_LENGTH])
+        elif RESUMED_TAG in parent.data.tags:  # an earlier resume's, set back since
+            self.client.delete_tag(parent.info.run_id, RESUMED_TAG)
 
     def _new_parent(self, run: TrackedRun):
         tags = {RUN_TAG: self.run_id, "losscmp.run_dir": str(run.run_dir.resolve())}
