@@ -332,6 +332,8 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(cli, tmp_path):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list(out.glob("*/trials/*.json")):
         time.sleep(0.1)
+    assert process.poll() is None, "the run ended before its first trial file was seen"
+    assert list(out.glob("*/trials/*.json")), "no trial file within 120 s"
     workers = _children(process.pid)
     process.send_signal(signal.SIGTERM)  # to the main process only, as 'kill PID' sends it
     _, stderr = process.communicate(timeout=60)
@@ -351,11 +353,15 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(cli, tmp_path):
 def _children(pid: int) -> list[int]:
     """The worker processes of ``pid`` (not Python's resource tracker, which outlives it)."""
     found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-    return [
-        int(child)
-        for child in found.stdout.split()
-        if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()
-    ]
+    children = []
+    for child in found.stdout.split():
+        try:  # a child may end between pgrep and this read
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+        except FileNotFoundError:
+            continue
+        if b"resource_tracker" not in command:
+            children.append(int(child))
+    return children
 
 
 @pytest.fixture
