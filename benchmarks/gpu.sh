@@ -26,7 +26,8 @@
 # 1 epoch; torch.compile with the 'eager' backend, which traces without generating
 # code, in one mode): it checks the script end to end, in about a minute (80 s on 2 busy
 # cores), and measures nothing.
-# PYTHON (default python3) is the interpreter every step runs.
+# PYTHON (default python3) is the interpreter every step runs; GPU_WHEELS (default .whl)
+# the folder of wheels to install.
 set -u -o pipefail
 LOGS=${1:-${OUT:-benchmarks/gpu-logs}}
 shift || true
@@ -70,11 +71,12 @@ else
     MODES="default reduce-overhead"
 fi
 
-if ls .whl/*.whl >/dev/null 2>&1; then
+WHEELS=${GPU_WHEELS:-.whl}
+if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
     SITE=${WHL_SITE:-/tmp/site}
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target "$SITE" .whl/*.whl 2>&1 | tee -a "$SUMMARY" \
-        || stop "installing .whl/*.whl into $SITE failed (pip's words above)"
+        --target "$SITE" "$WHEELS"/*.whl 2>&1 | tee -a "$SUMMARY" \
+        || stop "installing $WHEELS/*.whl into $SITE failed (pip's words above)"
     export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
 fi
 

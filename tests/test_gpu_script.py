@@ -51,7 +51,9 @@ def test_without_segmentation_models_pytorch_it_stops_before_any_step(tmp_path):
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('No module named timm.layers')\n")
     logs = tmp_path / "logs"
-    env = {"GPU_DRY_RUN": "1", "PYTHONPATH": str(tmp_path / "site")}
+    no_wheels = tmp_path / "no-wheels"  # a .whl/ of this checkout would install smp
+    no_wheels.mkdir()
+    env = {"GPU_DRY_RUN": "1", "PYTHONPATH": str(tmp_path / "site"), "GPU_WHEELS": str(no_wheels)}
     result = gpu_sh(logs, env=env, timeout=120)
     assert result.returncode == 1
     assert "make gpu-wheels" in result.stdout
