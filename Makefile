@@ -32,7 +32,7 @@ test: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-# The quick subset (about 2 minutes on 2 cores): no long end-to-end runs, Ray, MLflow or browser.
+# The quick subset (about 2.5 minutes on 2 cores): no long end-to-end runs, Ray, MLflow or browser.
 quick: $(INSTALLED)
 	$(BIN)/python -m pytest -m "not slow and not ray and not mlflow and not browser"
 
