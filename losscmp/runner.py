@@ -190,7 +190,7 @@ def _execute(prepared: PreparedRun, run_dir: Path | None, emit: Listener, comman
             if moved:
                 emit(RunNote(moved, warning=True))
         store.rebuild_tables()  # a crash between a trial file and its tables leaves them stale
-        _start_tracking(store, prepared.tracker, emit)
+        _start_tracking(store, prepared, emit)
         todo = [trial for trial in plan.trials if trial.id not in done]
         emit(
             RunStarted(
@@ -211,17 +211,46 @@ def _execute(prepared: PreparedRun, run_dir: Path | None, emit: Listener, comman
     return store.run_dir
 
 
-def _start_tracking(store: RunStore, tracker: GuardedTracker, emit) -> None:
+def _start_tracking(store: RunStore, prepared: PreparedRun, emit) -> None:
     """Open the run in the tracker (on --resume, reopen it) and keep in run.json how to find
     it again. A tracker that fails says so once, as a warning, and is left out."""
+    tracker: GuardedTracker = prepared.tracker
     if not tracker.active:
         return
     meta = store.read_meta()
     tracking = dict(meta.get("tracking") or {})
-    run = TrackedRun(store.run_dir, meta, store.load_trials(), tracking.get(tracker.name) or {})
+    records = store.load_trials()
+    failed = _still_failed(prepared.plan.trials, meta, {record["trial_id"] for record in records})
+    stored = tracking.get(tracker.name) or {}
+    run = TrackedRun(store.run_dir, meta, records, stored, failed)
     state = tracker.start(run, warn=lambda text: emit(RunNote(text, warning=True)))
     if state:
         store.update_meta(tracking={**tracking, tracker.name: state})
+
+
+def _still_failed(trials: list[Trial], meta: dict[str, Any], present: set[str]) -> list[dict]:
+    """run.json's failed trials, as a tracker is told of them, but those with a record
+    (a failure of an earlier attempt, trained since)."""
+    reasons = meta.get("failed_trials") or {}
+    return [
+        failed_trial(trial, reasons[trial.id])
+        for trial in trials
+        if trial.id in reasons and trial.id not in present
+    ]
+
+
+def failed_trial(trial: Trial, reason: str) -> dict[str, Any]:
+    """What a tracker is told of a trial that could not be trained: the fields a record
+    would have named it by, and why."""
+    own_rate = {"base_lr": trial.lr} if trial.lr is not None else {}
+    return {
+        "trial_id": trial.id,
+        "dataset": trial.dataset,
+        "loss": trial.loss,
+        "seed": trial.seed,
+        **own_rate,
+        "reason": str(reason),
+    }
 
 
 def _open_run(
@@ -264,6 +293,7 @@ def _run_jobs(store, prepared: PreparedRun, execution: Execution, done: set[str]
         trial = result.trial
         if result.failure is not None:
             store.record_failed(trial.id, result.failure)
+            prepared.tracker.failed(failed_trial(trial, result.failure))
             emit(TrialEnded(trial.id, "failed", result.failure))
             continue
         outcome = result.outcome

@@ -164,6 +164,130 @@ def test_resume_reuses_the_parent_and_logs_the_trials_it_lacks(cli, tmp_path, mo
     assert client.get_run(partial.info.run_id).info.lifecycle_stage == "deleted"
 
 
+def children_by_trial(client) -> dict[str, list]:
+    """The active children of the store's one parent, by trial id."""
+    children: dict[str, list] = {}
+    for run in all_runs(client):
+        if PARENT_TAG in run.data.tags:
+            children.setdefault(run.data.tags["losscmp.trial_id"], []).append(run)
+    return children
+
+
+def dying_worker(monkeypatch, message: str) -> None:
+    """--jobs 1 runs its jobs in this process: the focal trial's job raises as when its
+    worker is killed, on the try and on the retry."""
+    import losscmp.executors.local as local
+
+    real_run_job = local.run_job
+
+    def run_job(job, context, emit, **kwargs):
+        if any(trial.loss.startswith("focal") for trial in job.trials):
+            raise RuntimeError(message)
+        return real_run_job(job, context, emit, **kwargs)
+
+    monkeypatch.setattr(local, "run_job", run_job)
+
+
+@pytest.mark.slow
+def test_a_failed_trial_is_a_failed_child_that_a_resume_replaces(cli, tmp_path, monkeypatch):
+    """A trial whose worker died twice had no child at all: only the parent's FAILED hinted
+    at it. It is a FAILED child with its reason and params; a resume that fails it again
+    replaces that child, and one that trains it leaves its FINISHED child alone."""
+    default_store(monkeypatch)
+    out = tmp_path / "out"
+    dying_worker(monkeypatch, "out of memory")
+    _, run_dir = tracked(cli, out, "--jobs", "1")
+    meta = json.loads((run_dir / "run.json").read_text())
+    ((focal, reason),) = meta["failed_trials"].items()
+    assert reason == "RuntimeError: out of memory"
+    client = client_for(out)
+    children = children_by_trial(client)
+    assert sorted(children) == sorted(meta["trials"])
+    (failed,) = children[focal]
+    assert failed.info.status == "FAILED" and failed.info.run_name == "focal(gamma=1.0) · seed 0"
+    assert failed.data.tags["losscmp.status"] == "failed"
+    assert failed.data.tags["losscmp.failure"] == reason
+    assert failed.data.params["loss"] == "focal(gamma=1.0)" and failed.data.params["seed"] == "0"
+    assert failed.data.params["loss.gamma"] == "1.0" and failed.data.params["lr"] == "0.003"
+    (parent,) = [run for run in all_runs(client) if PARENT_TAG not in run.data.tags]
+    assert parent.info.status == "FAILED"
+
+    dying_worker(monkeypatch, "out of memory again")
+    assert cli("run", "--resume", run_dir).exit_code == 0
+    (again,) = children_by_trial(client)[focal]
+    assert again.info.status == "FAILED"
+    assert again.data.tags["losscmp.failure"] == "RuntimeError: out of memory again"
+    assert client.get_run(failed.info.run_id).info.lifecycle_stage == "deleted"
+
+    monkeypatch.undo()
+    default_store(monkeypatch)
+    assert cli("run", "--resume", run_dir).exit_code == 0
+    children = children_by_trial(client)
+    assert sorted(children) == sorted(trial_records(run_dir)) == sorted(meta["trials"])
+    assert [[child.info.status for child in runs] for runs in children.values()] == [
+        ["FINISHED"],
+        ["FINISHED"],
+    ]
+    assert children[focal][0].data.tags["losscmp.status"] == "finished"
+    assert client.get_run(again.info.run_id).info.lifecycle_stage == "deleted"
+    (parent,) = [run for run in all_runs(client) if PARENT_TAG not in run.data.tags]
+    assert parent.info.status == "FINISHED"
+
+
+def test_a_failed_trial_without_a_child_gets_one_when_the_run_restarts(tmp_path, monkeypatch):
+    """A failure logged while tracking was off (or by a version that logged none) is
+    logged by the next start, once; a record of the trial replaces it."""
+    default_store(monkeypatch)
+    from run_fixtures import write_run
+
+    from losscmp.tracking.base import TrackedRun
+    from losscmp.tracking.mlflow import MlflowTracker
+
+    run_dir = write_run(tmp_path / "out", quality={"dice": 0.8}, seeds=(0,), epochs=2)
+    meta = json.loads((run_dir / "run.json").read_text())
+    (record,) = trial_records(run_dir).values()
+    failed = {key: record[key] for key in ("trial_id", "dataset", "loss", "seed", "base_lr")}
+    failed["reason"] = "worker process died"
+    stored: dict = {}
+
+    def start(records: list, failures: list) -> dict[str, list]:
+        tracker = MlflowTracker()
+        stored.update(tracker.start(TrackedRun(run_dir, meta, records, stored, failures)))
+        tracker.end("finished")
+        return children_by_trial(tracker.client)
+
+    for _ in range(2):
+        (child,) = start([], [failed])[record["trial_id"]]
+        assert child.info.status == "FAILED"
+        assert child.data.tags["losscmp.failure"] == "worker process died"
+    (child,) = start([record], [])[record["trial_id"]]
+    assert child.info.status == "FINISHED" and child.data.tags["losscmp.status"] == "finished"
+
+
+@pytest.mark.slow
+def test_a_diverged_trial_says_so_in_the_runs_list(cli, tmp_path, monkeypatch, exploding_loss):
+    """A diverged trial is a result the report ranks, so its child stays FINISHED; it was
+    told from a finished one only by a tag inside the run. Its name says it and when, and
+    ``diverged_epoch`` is a metric the runs table shows and filters on."""
+    default_store(monkeypatch)
+    out = tmp_path / "out"
+    cli_args = ["run", *ARGS, "--losses", f"dice,{exploding_loss}", "--jobs", "1"]
+    result = cli(*cli_args, "--out", out, "--tracking", "mlflow")
+    assert result.exit_code == 0, result.output
+    client = client_for(out)
+    children = {runs[0].data.params["loss"]: runs[0] for runs in children_by_trial(client).values()}
+    diverged, finished = children[exploding_loss], children["dice"]
+    assert diverged.info.status == finished.info.status == "FINISHED"
+    assert diverged.info.run_name == f"{exploding_loss} · seed 0 · diverged at epoch 2"
+    assert finished.info.run_name == "dice · seed 0"
+    assert diverged.data.tags["losscmp.status"] == "diverged"
+    assert diverged.data.metrics["diverged_epoch"] == 2.0
+    assert "diverged_epoch" not in finished.data.metrics
+    experiment = client.get_experiment_by_name("losscmp").experiment_id
+    found = client.search_runs([experiment], filter_string="metrics.diverged_epoch > 0")
+    assert [run.info.run_id for run in found] == [diverged.info.run_id]
+
+
 def test_a_resume_that_sets_a_setting_back_takes_it_out_of_resumed_with(tmp_path, monkeypatch):
     """--jobs 2 on one resume, --jobs 1 (the first value) on the next: the tag still said
     jobs=2, though the settings it names are those 'as they now are'."""

@@ -27,12 +27,16 @@ class TrackedRun:
     meta: dict[str, Any]  # run.json as it stands
     records: list[dict[str, Any]] = field(default_factory=list)  # trial records already there
     stored: dict[str, Any] = field(default_factory=dict)  # what start returned last time
+    # Trials that could not be trained and have no record yet (run.json's failed_trials),
+    # each as ``failed`` receives it.
+    failed: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Tracker:
     """The calls a tracker receives, in the main process, in this order: ``start``;
-    ``trial`` for each trial record the runner writes; ``end``; then ``attach`` once
-    the report files exist. This base class tracks nothing (no ``--tracking``)."""
+    ``trial`` for each trial record the runner writes and ``failed`` for each trial that
+    could not be trained; ``end``; then ``attach`` once the report files exist. This
+    base class tracks nothing (no ``--tracking``)."""
 
     name = "none"
 
@@ -49,12 +53,19 @@ class Tracker:
 
     def start(self, run: TrackedRun) -> dict[str, Any]:
         """Open the run's record in the tracker (on ``--resume``, reopen the one ``stored``
-        names) and log the finished trials it lacks. Returns what run.json keeps to find
-        the record again."""
+        names) and log the finished and failed trials it lacks. Returns what run.json keeps
+        to find the record again."""
         return {}
 
     def trial(self, record: dict[str, Any]) -> None:
-        """Log one finished or diverged trial record (as written to ``trials/``)."""
+        """Log one finished or diverged trial record (as written to ``trials/``); it
+        replaces what ``failed`` logged for the same trial."""
+
+    def failed(self, trial: dict[str, Any]) -> None:
+        """Log a trial that could not be trained (its worker died twice): ``trial_id``,
+        ``dataset``, ``loss``, ``seed``, ``base_lr`` (when the trial has its own rate) and
+        ``reason``. ``--resume`` trains it again: then ``trial`` (or ``failed`` once more)
+        replaces it."""
 
     def end(self, status: str) -> None:
         """The trials are done: ``finished``, ``failed`` (some trials failed) or ``killed``."""
@@ -83,6 +94,9 @@ class GuardedTracker:
 
     def trial(self, record: dict[str, Any]) -> None:
         self._call("trial", record)
+
+    def failed(self, trial: dict[str, Any]) -> None:
+        self._call("failed", trial)
 
     def end(self, status: str) -> None:
         self._call("end", status)

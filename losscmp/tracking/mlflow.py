@@ -12,8 +12,12 @@ The parent run is named after the run folder and holds the config as params and,
 once the report is written, ``summary.csv`` and ``report.html``. Each trial is a
 child run: the loss spec, seed, learning rate and config as params, every
 per-epoch number as a metric history (step = epoch), the trial record as
-``<trial-id>.json``. run.json keeps the parent's id, so ``--resume`` reopens the
-same parent and logs there the finished trials it lacks.
+``<trial-id>.json``. A diverged trial's child is FINISHED (it is a result the
+report ranks), named ``... · diverged at epoch N`` with the metric
+``diverged_epoch``; a trial that could not be trained is a FAILED child with
+its reason in a tag. run.json keeps the parent's id, so ``--resume`` reopens
+the same parent and logs there the trials it lacks; a retried trial's child
+replaces its FAILED one.
 
 A store a run could not log to (no answer, an unknown scheme, a SQLite file that
 cannot be made, a deleted experiment) is refused while planning, before any folder.
@@ -47,7 +51,8 @@ PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
 RUN_TAG = "losscmp.run_id"
 TRIAL_TAG = "losscmp.trial_id"
-STATUS_TAG = "losscmp.status"
+STATUS_TAG = "losscmp.status"  # finished, diverged or failed
+FAILURE_TAG = "losscmp.failure"  # why a failed trial could not be trained
 RESUMED_TAG = "losscmp.resumed_with"  # settings a --resume changed, as they now are
 # A trial's own values replace these config fields in its params.
 TRIAL_FIELDS = frozenset({"losses", "dataset", "fg_fraction", "seed", "seeds", "lr", "lr_grid"})
@@ -90,13 +95,17 @@ class MlflowTracker(Tracker):
         self.run_id = run.run_dir.name
         self.meta = run.meta
         self.partial = None  # the child being logged
+        self.children: dict[str, str] = {}  # trial id -> its complete child run
         parent = self._stored_parent(run.stored.get("parent_run_id")) or self._new_parent(run)
         self.parent_id = parent.info.run_id
         self.experiment_id = parent.info.experiment_id
-        logged = self._logged_trials({record["trial_id"] for record in run.records})
+        self._find_children(run)
         for record in run.records:
-            if record["trial_id"] not in logged:
+            if record["trial_id"] not in self.children:
                 self.trial(record)
+        for trial in run.failed:
+            if trial["trial_id"] not in self.children:
+                self.failed(trial)
         return {
             "tracking_uri": shown_uri(self.uri),
             "experiment_id": self.experiment_id,
@@ -104,23 +113,18 @@ class MlflowTracker(Tracker):
         }
 
     def trial(self, record: dict[str, Any]) -> None:
-        tags = {
-            PARENT_TAG: self.parent_id,
-            RUN_TAG: self.run_id,
-            TRIAL_TAG: record["trial_id"],
-            STATUS_TAG: record["status"],
-        }
-        name = f"{record['loss']} · seed {record['seed']}"
-        if len((self.meta.get("config") or {}).get("lr_grid") or []) > 1:
-            name += f" · lr {record['base_lr']:g}"
-        if len(self.meta.get("datasets") or {}) > 1:
-            name += f" · {record['dataset']}"
-        child = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        self.partial = child_id = child.info.run_id
-        self._log(child_id, trial_params(record, self.meta), epoch_metrics(record))
+        name = self._child_name(record) + diverged_suffix(record)
+        child_id = self._open_child(name, self._child_tags(record, record["status"]))
+        metrics = epoch_metrics(record) + diverged_metric(record)
+        self._log(child_id, trial_params(record, self.meta), metrics)
         self.client.log_text(child_id, json_text(record), f"{record['trial_id']}.json")
-        self._terminate(child_id, "FINISHED")  # last: a child not FINISHED is partial
-        self.partial = None
+        self._close_child(record["trial_id"], child_id, "FINISHED")
+
+    def failed(self, trial: dict[str, Any]) -> None:
+        tags = {**self._child_tags(trial, "failed"), FAILURE_TAG: tag_value(trial["reason"])}
+        child_id = self._open_child(self._child_name(trial), tags)
+        self._log(child_id, trial_params(trial, self.meta), [])
+        self._close_child(trial["trial_id"], child_id, "FAILED")
 
     def end(self, status: str) -> None:
         if self.partial:  # interrupted while logging it: --resume logs that trial again
@@ -195,12 +199,51 @@ class MlflowTracker(Tracker):
                 raise
             return experiment.experiment_id
 
-    def _logged_trials(self, present: set[str]) -> set[str]:
-        """Trial ids of ``present`` (the run folder's trial files) with one complete child
-        run. The other children are deleted: partial ones (a crash while logging: logged
-        again), those of a trial whose file is gone or damaged (--resume trains it again,
-        and its new child replaces this one), repeats."""
-        logged, stale, token = set(), [], None
+    # ----------------------------------------------------------------- child runs
+
+    def _child_name(self, trial: dict[str, Any]) -> str:
+        name = f"{trial['loss']} · seed {trial['seed']}"
+        if len((self.meta.get("config") or {}).get("lr_grid") or []) > 1:
+            name += f" · lr {trial['base_lr']:g}"
+        if len(self.meta.get("datasets") or {}) > 1:
+            name += f" · {trial['dataset']}"
+        return name
+
+    def _child_tags(self, trial: dict[str, Any], status: str) -> dict[str, str]:
+        return {
+            PARENT_TAG: self.parent_id,
+            RUN_TAG: self.run_id,
+            TRIAL_TAG: trial["trial_id"],
+            STATUS_TAG: status,
+        }
+
+    def _open_child(self, name: str, tags: dict[str, str]) -> str:
+        child = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        self.partial = child.info.run_id
+        return self.partial
+
+    def _close_child(self, trial_id: str, child_id: str, status: str) -> None:
+        """End the child (its status last: a child still RUNNING is partial), then delete the
+        one it replaces (the trial's failure, now retried): a crash in between leaves two,
+        of which the next start keeps the one the run folder agrees with (FINISHED once
+        the trial has a record; else the newer FAILED one)."""
+        self._terminate(child_id, status)
+        self.partial = None
+        replaced = self.children.get(trial_id)
+        self.children[trial_id] = child_id
+        if replaced:
+            self.client.delete_run(replaced)
+
+    def _find_children(self, run: TrackedRun) -> None:
+        """The one complete child of each trial of the run folder: FINISHED for a trial
+        record, FAILED for a trial that failed and has no record. The other children are
+        deleted: partial ones (a crash while logging: logged again), those of a trial whose
+        file is gone or damaged (--resume trains it again, and its new child replaces this
+        one), a failure whose trial has a record since (logged while tracking was off),
+        repeats."""
+        wanted = {record["trial_id"]: "FINISHED" for record in run.records}
+        wanted.update({trial["trial_id"]: "FAILED" for trial in run.failed})
+        stale, token = [], None
         query = f"tags.`{PARENT_TAG}` = '{self.parent_id}'"
         while True:
             page = self.client.search_runs(
@@ -208,8 +251,8 @@ class MlflowTracker(Tracker):
             )
             for child in page:
                 trial = child.data.tags.get(TRIAL_TAG)
-                if child.info.status == "FINISHED" and trial in present and trial not in logged:
-                    logged.add(trial)
+                if wanted.get(trial) == child.info.status and trial not in self.children:
+                    self.children[trial] = child.info.run_id
                 else:
                     stale.append(child.info.run_id)
             token = page.token
@@ -217,7 +260,6 @@ class MlflowTracker(Tracker):
                 break
         for run_id in stale:  # after the search: deleting while paging would shift its pages
             self.client.delete_run(run_id)
-        return logged
 
     def _terminate(self, run_id: str, status: str) -> None:
         # With a server, MLflow prints the run's link on stdout, which holds only the tables.
@@ -380,6 +422,8 @@ def trial_params(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, str]
     """Loss spec, loss parameters, dataset, seed and learning rate of the trial, plus the
     run's config."""
     loss = (meta.get("losses") or {}).get(record["loss"]) or {}
+    # A failed trial has no record, so no resolved parameters: those the run was given.
+    loss_params = record.get("loss_params", loss.get("params")) or {}
     params = {key: value for key, value in run_params(meta).items() if key not in TRIAL_FIELDS}
     params.update(
         {
@@ -391,7 +435,7 @@ def trial_params(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, str]
             "lr": param_value(record.get("base_lr", (meta.get("config") or {}).get("lr"))),
         }
     )
-    for name, value in (record.get("loss_params") or {}).items():
+    for name, value in loss_params.items():
         params[f"loss.{name}"] = param_value(value)
     return params
 
@@ -407,6 +451,32 @@ def epoch_metrics(record: dict[str, Any]) -> list:
         for key, value in row.items()
         if key != "epoch" and _is_number(value)
     ]
+
+
+def diverged_suffix(record: dict[str, Any]) -> str:
+    """A diverged trial is a result the report ranks, so its child is FINISHED: its name
+    is what tells it from a trial that finished, in the runs list."""
+    if record["status"] != "diverged":
+        return ""
+    epoch = record.get("diverged_epoch")
+    return " · diverged" + (f" at epoch {epoch}" if epoch is not None else "")
+
+
+def diverged_metric(record: dict[str, Any]) -> list:
+    """``diverged_epoch`` of a diverged trial, a number the runs table can show and sort
+    (``metrics.diverged_epoch > 0`` finds them); none for a finished trial."""
+    from mlflow.entities import Metric
+
+    epoch = record.get("diverged_epoch")
+    if record["status"] != "diverged" or epoch is None:
+        return []
+    return [Metric("diverged_epoch", float(epoch), int(time.time() * 1000), int(epoch))]
+
+
+def tag_value(text: str) -> str:
+    from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
+    return text if len(text) <= MAX_TAG_VAL_LENGTH else text[: MAX_TAG_VAL_LENGTH - 3] + "..."
 
 
 def param_value(value: Any) -> str:
