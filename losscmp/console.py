@@ -7,6 +7,8 @@ captures just the results.
 from __future__ import annotations
 
 import inspect
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+
+from losscmp.timeleft import TimeLeft
 
 err = Console(stderr=True)
 # Logs and pipes get wide lines rather than tables cut into ellipses.
@@ -83,19 +87,41 @@ class _FittedProgress(Progress):
         return _FittedLines(table, label, status)
 
 
-class TrainingProgress:
-    """A listener for run events: an overall bar with an ETA, and one line per running
-    trial (several at once with ``--jobs`` or fused groups), advanced per step."""
+def clock_text(seconds: float | None) -> str:
+    """H:MM:SS, as Rich writes times; '-:--:--' for a time not known yet."""
+    if seconds is None:
+        return "-:--:--"
+    minutes, second = divmod(max(0, round(seconds)), 60)
+    hours, minute = divmod(minutes, 60)
+    return f"{hours}:{minute:02d}:{second:02d}"
 
-    def __init__(self) -> None:
+
+class TimeLeftColumn(TimeRemainingColumn):
+    """The overall bar's time left from its ``time_left`` field (``timeleft.TimeLeft``);
+    a trial's line keeps Rich's estimate, its own steps' rate."""
+
+    def render(self, task) -> Text:
+        if "time_left" not in task.fields:
+            return super().render(task)
+        return Text(clock_text(task.fields["time_left"]), style="progress.remaining")
+
+
+class TrainingProgress:
+    """A listener for run events: an overall bar with the time left, and one line per
+    running trial (several at once with ``--jobs`` or fused groups), advanced per step.
+    ``clock`` times the trials for the time left (tests pass their own)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.progress = _FittedProgress(
             TextColumn("[bold]{task.description}"),
             BarColumn(bar_width=None),  # as wide as fit_widths makes its column
             TextColumn("{task.fields[status]}"),
             TimeElapsedColumn(),
-            TimeRemainingColumn(),
+            TimeLeftColumn(),
             console=err,
         )
+        self.clock = clock
+        self.time_left: TimeLeft | None = None
         self.overall = None
         self.tasks: dict[str, Any] = {}  # trial id -> its line, while it runs
         self.trials: dict[str, Any] = {}  # trial id -> TrialInfo
@@ -113,9 +139,13 @@ class TrainingProgress:
             self.progress.stop()
 
     def __call__(self, event) -> None:
+        if self.time_left is not None:
+            self.time_left(event)  # before the handler: a log's line says the time left
         handler = getattr(self, f"_on_{type(event).__name__}", None)
         if handler is not None:
             handler(event)
+        if self.overall is not None and self.time_left is not None:
+            self.progress.update(self.overall, time_left=self.time_left.seconds())
 
     def _on_RunOpened(self, event) -> None:  # noqa: N802 (named after the event class)
         self.run_dir = event.run_dir
@@ -124,13 +154,14 @@ class TrainingProgress:
         self.run_dir = event.run_dir
         self.epochs = event.epochs
         self.trials = {info.trial_id: info for info in event.todo}
+        self.time_left = TimeLeft(self.trials, event.epochs, self.clock)
         self.show_dataset = len({info.dataset for info in event.todo}) > 1
         kept = f" ({event.skipped} finished trials kept)" if event.skipped else ""
         run_dir = escape(str(event.run_dir))  # '--out a[/b]' is a path, not Rich markup
         err.print(f"run folder: {run_dir}{kept}", highlight=False, soft_wrap=True)
         err.print(f"executing: {event.executor}", highlight=False)
         self.overall = self.progress.add_task(
-            "all trials", total=len(self.trials) * self.epochs, status=self._tally()
+            "all trials", total=len(self.trials) * self.epochs, status=self._tally(), time_left=None
         )
         self.progress.start()
 
@@ -187,7 +218,7 @@ class TrainingProgress:
             err.print(f"[red]failed:[/red] {failure}", highlight=False)
         elif not err.is_terminal:  # a log gets no live lines, only their last frame: say it
             name = escape(self._name(event.trial_id))
-            err.print(f"{event.status}: {name} ({self._tally()})", highlight=False)
+            err.print(f"{event.status}: {name} ({self._tally()}{self._left()})", highlight=False)
         if self.overall is not None:
             self.progress.update(self.overall, status=self._tally())
 
@@ -201,6 +232,13 @@ class TrainingProgress:
 
     def _tally(self) -> str:
         return f"{self.ended}/{len(self.trials)} trials"
+
+    def _left(self) -> str:
+        """', 0:12:00 left' while trials remain and the time left is known, else ''."""
+        seconds = self.time_left.seconds() if self.time_left is not None else None
+        if seconds is None or self.ended >= len(self.trials):
+            return ""
+        return f", {clock_text(seconds)} left"
 
     def _name(self, trial_id: str) -> str:
         info = self.trials.get(trial_id)

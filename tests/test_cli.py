@@ -490,3 +490,26 @@ def test_run_help_shows_the_real_defaults(cli, monkeypatch):
         ("'imagenet' to start from pretrained weights.", "none"),
     ]:
         assert f"{option} [default: {value}]" in text, option
+
+
+@pytest.mark.slow
+def test_a_runs_log_says_the_time_left_after_each_trial(cli, tmp_path, monkeypatch):
+    """The time left is measured on this run's trials, on the clock the display is given:
+    ten seconds a tick, one tick when a trial starts, ends an epoch or ends."""
+    import functools
+    import itertools
+
+    from losscmp import console
+
+    ticks = itertools.count(0, 10)
+    clocked = functools.partial(console.TrainingProgress, clock=lambda: float(next(ticks)))
+    monkeypatch.setattr(console, "TrainingProgress", clocked)
+    result = cli("run", "--config", SMOKE, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    ended = [line for line in result.stderr.splitlines() if line.startswith("finished:")]
+    # dice: started at 0 s, ended at 30 s (2 epochs): 15 s an epoch, 2 trials of 30 s left
+    assert ended == [
+        "finished: dice · seed 0 (1/3 trials, 0:01:00 left)",
+        "finished: focal · seed 0 (2/3 trials, 0:00:30 left)",
+        "finished: tversky · seed 0 (3/3 trials)",
+    ]

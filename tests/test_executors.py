@@ -634,3 +634,44 @@ def test_a_log_gets_a_line_per_ended_trial(tmp_path, capsys):
         "diverged: loss0 · seed 0 (2/3 trials)",
         "failed: loss2 · seed 0: worker process died",
     ]
+
+
+def _overall_time_left(progress) -> str:
+    """The time left that the overall bar's line ends with, as a terminal shows it."""
+    import io
+
+    from rich.console import Console
+
+    screen = Console(file=io.StringIO(), width=120)
+    screen.print(progress.progress.make_tasks_table(progress.progress.tasks))
+    return screen.file.getvalue().splitlines()[0].split()[-1]
+
+
+def test_the_overall_time_left_holds_through_a_diverged_and_a_retried_trial(tmp_path):
+    """Rich's rate over the last 30 s read a diverged trial's jump to done as a burst of
+    speed and a retried one's drop to zero as a stall: the overall time left swung far off.
+    It is now an epoch's measured cost times the epochs left, on the trials that train at
+    once, and '-:--:--' until an epoch has ended."""
+    clock = iter([0.0, 0.0, 60.0, 60.0, 120.0])
+    infos = tuple(TrialInfo(f"t{i}", "synthetic", f"loss{i}", 0) for i in range(4))
+    ok = {"epoch": 1, "status": "ok", "train_loss": 0.5, "val_dice": 0.4, "val_mcc": 0.3}
+    from losscmp.console import TrainingProgress
+
+    progress = TrainingProgress(clock=lambda: next(clock))
+    progress(RunStarted(tmp_path, infos, skipped=3, epochs=4, executor="2 worker processes"))
+    progress.progress.stop()  # drawn below instead
+    progress(TrialStarted("t0", "worker 1"))  # at 0 s
+    progress(TrialStarted("t1", "worker 2"))  # at 0 s
+    assert _overall_time_left(progress) == "-:--:--"
+    progress(EpochDone("t0", ok))  # 60 s for epoch 1
+    progress(EpochDone("t1", ok))
+    # 60 s an epoch: both have 3 epochs left (180 s), then t2 and t3 side by side (240 s)
+    assert _overall_time_left(progress) == "0:07:00"
+    progress(EpochDone("t0", {**ok, "epoch": 2, "status": "diverged"}))  # at 120 s
+    progress(TrialEnded("t0", "diverged"))  # at 120 s
+    # t0's 2 epochs in 120 s, t1's 1 in 60 s: still 60 s an epoch, not a jump to done.
+    # Worker 1 takes t2 now (240 s); worker 2 ends t1's 3 epochs left (180 s), then t3.
+    assert _overall_time_left(progress) == "0:07:00"
+    progress(TrialRetried("t1", "worker process died"))
+    # t1 starts over and its epoch measures nothing: t1, t2, t3 of 240 s each on 2 workers
+    assert _overall_time_left(progress) == "0:08:00"
