@@ -33,7 +33,7 @@ class TimeLeft:
     those epochs (a diverged trial of a fused group ends with its group, long after its
     last epoch). Failed trials and retried attempts measure nothing. The trials still to
     train go, whole, to the first free of as many slots as trials were seen training at
-    once. ``seconds()`` is None until an epoch has ended."""
+    once. ``seconds()`` is None until an epoch has ended, and 0 once every trial has."""
 
     def __init__(
         self, trials: Iterable[str], epochs: int, clock: Callable[[], float] = time.monotonic
@@ -81,10 +81,12 @@ class TimeLeft:
         return sum(seconds for seconds, _ in measured) / epochs if epochs else None
 
     def seconds(self) -> float | None:
+        trials = [trial for trial in self.trials.values() if not trial.ended]
+        if not trials:  # trials that all failed measured nothing, yet none is left
+            return 0.0
         per_epoch = self.per_epoch()
         if per_epoch is None:
             return None
-        trials = [trial for trial in self.trials.values() if not trial.ended]
         waiting = sum(trial.started is None for trial in trials)
         busy = sorted(
             max(0.0, self.epochs - trial.done) * per_epoch

@@ -145,6 +145,24 @@ def test_nothing_left_once_every_trial_ended():
     assert estimate.seconds() == 0
 
 
+def test_nothing_left_when_every_trial_failed_or_none_was_to_train():
+    """Rich's estimate is 0 once its bar is full: the overall bar's last frame said
+    '-:--:--' instead for a run whose trials all failed before an epoch ended, and for a
+    resume that had nothing left to train."""
+    clock = Clock()
+    estimate = TimeLeft(["t0", "t1"], epochs=2, clock=clock)
+    feed(
+        estimate,
+        clock,
+        (0, TrialStarted("t0")),
+        (5, TrialEnded("t0", "failed", reason="worker process died")),
+    )
+    assert estimate.seconds() is None  # t1 is left, and nothing was measured
+    feed(estimate, clock, (6, TrialEnded("t1", "failed", reason="worker process died")))
+    assert estimate.seconds() == 0
+    assert TimeLeft([], epochs=2, clock=clock).seconds() == 0
+
+
 @pytest.mark.parametrize(
     ("busy", "slots", "waiting", "each", "expected"),
     [
