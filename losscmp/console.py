@@ -182,8 +182,7 @@ class TrainingProgress:
         )
 
     def _on_StepDone(self, event) -> None:  # noqa: N802
-        done = event.epoch - 1 + event.step / max(event.steps, 1)
-        self._advance(event.trial_id, done)
+        self._advance(event.trial_id, event.epochs_done)
 
     def _on_EpochDone(self, event) -> None:  # noqa: N802
         record = event.record

@@ -53,6 +53,11 @@ class StepDone:
     step: int
     steps: int
 
+    @property
+    def epochs_done(self) -> float:
+        """The epochs before this one, and this one's share of steps done."""
+        return self.epoch - 1 + self.step / max(self.steps, 1)
+
 
 @dataclass(frozen=True)
 class EpochDone:

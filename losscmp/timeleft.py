@@ -51,7 +51,7 @@ class TimeLeft:
             trial.started, trial.training = self.clock(), True
             self.slots = max(self.slots, sum(other.training for other in self.trials.values()))
         elif isinstance(event, StepDone) and trial.training:
-            trial.done = event.epoch - 1 + event.step / max(event.steps, 1)
+            trial.done = event.epochs_done
         elif isinstance(event, EpochDone) and trial.started is not None:
             self._epoch(trial, event.record)
         elif isinstance(event, TrialRetried):
