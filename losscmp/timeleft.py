@@ -3,8 +3,8 @@
 Rich's own estimate is a rate over the last 30 s of the overall bar: a diverged or
 failed trial's jump to done, or a retried one's drop back to zero, read as a burst or
 a stall of speed, and the estimate swung far off for half a minute. This one measures
-what an epoch of one trial costs and lays the work still to do out on the slots that
-train at once.
+what an epoch of one trial costs, and what a trial costs besides its epochs, and lays
+the work still to do out on the slots that train at once.
 """
 
 from __future__ import annotations
@@ -19,21 +19,43 @@ from losscmp.events import EpochDone, StepDone, TrialEnded, TrialRetried, TrialS
 @dataclass
 class _Trial:
     started: float | None = None  # when this attempt started; None while it waits
+    warm: bool = False  # its slot had ended a trial before: no one-off costs in its times
+    where: str = ""  # its slot, as TrialStarted names it
     done: float = 0.0  # epochs done, fractional between epoch ends
-    timed: tuple[float, float] | None = None  # (seconds, epochs) measured, if any
+    last_epoch: tuple[float, int] | None = None  # (when, which) of its last epoch end
+    first: tuple[float, int] | None = None  # (seconds, epochs) from its start to 1st end
+    between: tuple[float, int] = (0.0, 0)  # (seconds, epochs) between its epoch ends
+    after: float | None = None  # seconds from its last epoch end to its end, if finished
     training: bool = False  # started and with epochs still to train
+    diverged: bool = False
     ended: bool = False
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Seconds of one trial on one slot: per epoch, before its first epoch's steps
+    (model, first batch) and after its last epoch (its result sent and written)."""
+
+    epoch: float
+    start: float
+    end: float
 
 
 class TimeLeft:
     """Seconds until a run's ``trials`` (those this process trains, ``epochs`` each) end.
 
-    One trial-epoch costs what the trials of this process measured: a finished trial's
-    wall time over its epochs, a running or diverged one's time to its last epoch end over
-    those epochs (a diverged trial of a fused group ends with its group, long after its
-    last epoch). Failed trials and retried attempts measure nothing. The trials still to
-    train go, whole, to the first free of as many slots as trials were seen training at
-    once. ``seconds()`` is None until an epoch has ended, and 0 once every trial has."""
+    An epoch costs what this process's trials took from one epoch end to the next (before
+    any trial has ended two epochs: from a trial's start to its first epoch end, a warm
+    trial's if any). A trial's costs besides its epochs (to its first epoch end, beyond
+    an epoch; from its last epoch end to its end) are measured on warm trials only, those
+    started on a slot (``TrialStarted.where``) that had ended a trial: the first trials of
+    a worker pay its process's one-off costs too (first allocations, kernel choice), and
+    until a warm trial has measured them they count as nothing (a slot whose trial failed
+    or was retried is cold again: a worker that died is replaced). A failed trial and a
+    retried attempt measure nothing, nor does a diverged trial's end (a fused group's
+    ends with its group). The trials still to train go, whole, to the first free of as
+    many slots as trials were seen training at once. ``seconds()`` is None until an
+    epoch has ended, and 0 once every trial has."""
 
     def __init__(
         self, trials: Iterable[str], epochs: int, clock: Callable[[], float] = time.monotonic
@@ -42,6 +64,7 @@ class TimeLeft:
         self.clock = clock
         self.trials = {trial_id: _Trial() for trial_id in trials}
         self.slots = 1  # the most trials seen training at once
+        self.used: set[str] = set()  # the slots that have ended a trial
 
     def __call__(self, event) -> None:
         trial = self.trials.get(getattr(event, "trial_id", None))
@@ -49,51 +72,84 @@ class TimeLeft:
             return  # another event, or a trial this process does not train (resumed)
         if isinstance(event, TrialStarted) and trial.started is None:
             trial.started, trial.training = self.clock(), True
+            trial.where, trial.warm = event.where, event.where in self.used
             self.slots = max(self.slots, sum(other.training for other in self.trials.values()))
         elif isinstance(event, StepDone) and trial.training:
             trial.done = event.epochs_done
         elif isinstance(event, EpochDone) and trial.started is not None:
             self._epoch(trial, event.record)
         elif isinstance(event, TrialRetried):
+            self.used.discard(trial.where)  # a worker that died is replaced by a new one
             self.trials[event.trial_id] = _Trial()  # the attempt's time is no measure
         elif isinstance(event, TrialEnded):
             self._end(trial, event.status)
 
     def _epoch(self, trial: _Trial, record: dict) -> None:
-        epoch = record["epoch"]
-        trial.done, trial.timed = epoch, (self.clock() - trial.started, epoch)
-        if record.get("status") == "diverged" or epoch >= self.epochs:
+        now, epoch = self.clock(), record["epoch"]
+        trial.diverged = record.get("status") == "diverged"
+        if trial.last_epoch is None:
+            trial.first = (now - trial.started, epoch)
+        else:
+            when, last = trial.last_epoch
+            trial.between = (trial.between[0] + now - when, trial.between[1] + epoch - last)
+        trial.last_epoch, trial.done = (now, epoch), epoch
+        if trial.diverged or epoch >= self.epochs:
             # Nothing left to train: a fused group goes on without it, a finished trial is
-            # tested; neither counts as a slot any more.
+            # sent back; neither counts as a slot any more.
             trial.done, trial.training = self.epochs, False
 
     def _end(self, trial: _Trial, status: str) -> None:
-        if status == "finished" and trial.started is not None:
-            trial.timed = (self.clock() - trial.started, self.epochs)
-        elif status == "failed":
-            trial.timed = None
+        if status == "finished" and trial.last_epoch is not None:
+            trial.after = self.clock() - trial.last_epoch[0]
+        if status == "failed":
+            trial.first, trial.between = None, (0.0, 0)
+            self.used.discard(trial.where)
+        elif trial.started is not None:
+            self.used.add(trial.where)
         trial.ended, trial.training, trial.done = True, False, self.epochs
 
-    def per_epoch(self) -> float | None:
-        """Seconds one trial-epoch takes on one slot; None before any was measured."""
-        measured = [trial.timed for trial in self.trials.values() if trial.timed]
-        epochs = sum(count for _, count in measured)
-        return sum(seconds for seconds, _ in measured) / epochs if epochs else None
+    def costs(self) -> Costs | None:
+        """What a trial costs on one slot, as measured so far; None before an epoch ended."""
+        trials = list(self.trials.values())
+        warm_firsts = [trial.first for trial in trials if trial.first and trial.warm]
+        end = _mean([trial.after for trial in trials if trial.after is not None and trial.warm])
+        epochs = sum(trial.between[1] for trial in trials)
+        if epochs:
+            epoch = sum(trial.between[0] for trial in trials) / epochs
+            start = _mean([seconds - count * epoch for seconds, count in warm_firsts])
+            return Costs(epoch, max(0.0, start), end)
+        # No trial has ended two epochs: a first one, its start included, is the measure.
+        firsts = warm_firsts or [trial.first for trial in trials if trial.first]
+        if not firsts:
+            return None
+        return Costs(sum(s for s, _ in firsts) / sum(count for _, count in firsts), 0.0, end)
 
     def seconds(self) -> float | None:
         trials = [trial for trial in self.trials.values() if not trial.ended]
         if not trials:  # trials that all failed measured nothing, yet none is left
             return 0.0
-        per_epoch = self.per_epoch()
-        if per_epoch is None:
+        costs = self.costs()
+        if costs is None:
             return None
         waiting = sum(trial.started is None for trial in trials)
         busy = sorted(
-            max(0.0, self.epochs - trial.done) * per_epoch
-            for trial in trials
-            if trial.started is not None
+            _left(trial, costs, self.epochs) for trial in trials if trial.started is not None
         )
-        return finish_time(busy, max(self.slots, len(busy)), waiting, self.epochs * per_epoch)
+        each = costs.start + self.epochs * costs.epoch + costs.end
+        return finish_time(busy, max(self.slots, len(busy)), waiting, each)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _left(trial: _Trial, costs: Costs, epochs: int) -> float:
+    """A started trial's seconds left: its start is paid once it has trained a step, and a
+    diverged trial has nothing left (a fused group's ends with its group)."""
+    if trial.diverged:
+        return 0.0
+    start = costs.start if trial.done == 0 else 0.0
+    return start + (epochs - trial.done) * costs.epoch + costs.end
 
 
 def finish_time(busy: list[float], slots: int, waiting: int, each: float) -> float:

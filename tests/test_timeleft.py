@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from losscmp.events import EpochDone, StepDone, TrialEnded, TrialRetried, TrialStarted
-from losscmp.timeleft import TimeLeft, finish_time
+from losscmp.timeleft import Costs, TimeLeft, finish_time
 
 
 class Clock:
@@ -37,15 +37,136 @@ def test_unknown_until_an_epoch_ends():
     assert estimate.seconds() is None  # a step's rate leaves out the evaluation: no basis
 
 
-def test_one_slot_from_the_first_epoch_then_from_the_finished_trial():
+def test_an_epoch_costs_the_time_between_epoch_ends_and_a_trial_its_start_and_end():
     clock = Clock()
     estimate = TimeLeft(["t0", "t1", "t2"], epochs=2, clock=clock)
     feed(estimate, clock, (0, TrialStarted("t0")), (40, epoch("t0", 1)))
-    # 40 s an epoch: t0's second epoch, then t1 and t2 in turn, two epochs each
+    # 40 s to the first epoch end, the only measure: t0's second epoch, then t1 and t2
     assert estimate.seconds() == pytest.approx(40 + 2 * 80)
     feed(estimate, clock, (90, epoch("t0", 2)), (100, TrialEnded("t0", "finished")))
-    # t0 took 100 s for 2 epochs (its test pass included): 50 s an epoch, 2 trials to go
+    # 50 s from epoch end to epoch end. t0 was its process's first trial: its 10 s before
+    # the steps and 10 s after the last epoch are no measure yet. 2 trials of 2 epochs.
+    assert estimate.costs() == Costs(epoch=50, start=0, end=0)
     assert estimate.seconds() == pytest.approx(2 * 100)
+    feed(estimate, clock, (100, TrialStarted("t1")), (160, epoch("t1", 1)))
+    # t1 is warm: 60 s to its first epoch end, 10 s beyond an epoch. t1 has 50 s left,
+    # t2 10 + 100 s
+    assert estimate.costs() == Costs(epoch=50, start=10, end=0)
+    assert estimate.seconds() == pytest.approx(50 + 110)
+    feed(estimate, clock, (210, epoch("t1", 2)))
+    assert estimate.seconds() == pytest.approx(110)  # t1's end is not measured yet
+    feed(estimate, clock, (215, TrialEnded("t1", "finished")))
+    # 5 s from t1's last epoch end to its end: t2's 10 s start, 2 epochs of 50 s, 5 s end
+    assert estimate.costs() == Costs(epoch=50, start=10, end=5)
+    assert estimate.seconds() == pytest.approx(115)
+    feed(estimate, clock, (215, TrialStarted("t2")))
+    assert estimate.seconds() == pytest.approx(115)  # no step yet: its start is to pay
+    feed(estimate, clock, (215, StepDone("t2", epoch=1, step=1, steps=5)))
+    assert estimate.seconds() == pytest.approx(1.8 * 50 + 5)
+    feed(estimate, clock, (315, epoch("t2", 2)))
+    assert estimate.seconds() == pytest.approx(5)  # its end is left
+
+
+def test_a_first_trial_slower_than_the_rest_does_not_inflate_the_estimate():
+    """Trials of 2 epochs of 1 s, 1 s before their first step, 0.5 s after their last
+    epoch; the process's first trial pays 3 s more of one-off costs (first allocations,
+    kernel choice). Its wall time, 6.5 s, read 3.25 s an epoch: '0:00:13 left' before the
+    next two trials, 3.5 s each; and 5 s before the last one, once t1 had ended."""
+    clock = Clock()
+    estimate = TimeLeft(["t0", "t1", "t2"], epochs=2, clock=clock)
+    feed(
+        estimate,
+        clock,
+        (0, TrialStarted("t0")),
+        (5, epoch("t0", 1)),
+        (6, epoch("t0", 2)),
+        (6.5, TrialEnded("t0", "finished")),
+    )
+    # 1 s an epoch; nothing measured yet besides: 2 s each for t1 and t2 (7 s are left:
+    # their own 1.5 s each are measured on t1)
+    assert estimate.seconds() == pytest.approx(4)
+    feed(
+        estimate,
+        clock,
+        (6.5, TrialStarted("t1")),
+        (8.5, epoch("t1", 1)),
+        (9.5, epoch("t1", 2)),
+        (10, TrialEnded("t1", "finished")),
+    )
+    # t1: 1 s start, 1 s an epoch (t0's and t1's), 0.5 s end: t2's 3.5 s exactly
+    assert estimate.seconds() == pytest.approx(3.5)
+
+
+def test_two_workers_first_trials_one_off_costs_are_no_measure():
+    """The run of the report, three 2-epoch trials with --jobs 2: after the first trial,
+    the time left said 6.7 s (its wall time over 2 epochs, 3.35 s an epoch), and the run
+    ended 2.7 s later."""
+    clock = Clock()
+    estimate = TimeLeft(["t0", "t1", "t2"], epochs=2, clock=clock)
+    feed(
+        estimate,
+        clock,
+        (0, TrialStarted("t0", "worker 1")),
+        (0, TrialStarted("t1", "worker 2")),
+        (5.5, epoch("t0", 1)),
+        (5.5, epoch("t1", 1)),
+    )
+    # 5.5 s to the first epoch ends: the only measure yet. Each has an epoch left, t2 two.
+    assert estimate.seconds() == pytest.approx(5.5 + 11)
+    feed(
+        estimate,
+        clock,
+        (6.5, epoch("t0", 2)),
+        (6.6, epoch("t1", 2)),
+        (6.7, TrialEnded("t0", "finished")),
+    )
+    # 1 s an epoch then 1.1 s: 1.05 s. t1 has its end left (not measured: 0), t2 2 epochs
+    assert estimate.seconds() == pytest.approx(2 * 1.05)
+    feed(
+        estimate,
+        clock,
+        (6.7, TrialStarted("t2", "worker 1")),
+        (6.8, TrialEnded("t1", "finished")),
+        (7.2, StepDone("t2", epoch=1, step=1, steps=2)),
+        (8.2, epoch("t2", 1)),
+    )
+    # t2 on worker 1, warm: 1.5 s to its first epoch end, 0.45 s beyond an epoch, paid
+    assert estimate.costs() == Costs(epoch=pytest.approx(1.05), start=pytest.approx(0.45), end=0)
+    assert estimate.seconds() == pytest.approx(1.05)
+
+
+def test_a_trial_on_a_slot_that_ended_none_is_still_cold():
+    """A worker whose first trial starts after another worker's ended pays its one-off
+    costs all the same."""
+    clock = Clock()
+    estimate = TimeLeft(["t0", "t1", "t2"], epochs=2, clock=clock)
+    feed(
+        estimate,
+        clock,
+        (0, TrialStarted("t0", "worker 1")),
+        (2, epoch("t0", 1)),
+        (3, epoch("t0", 2)),
+        (3, TrialEnded("t0", "finished")),
+        (3, TrialStarted("t1", "worker 2")),
+        (9, epoch("t1", 1)),
+    )
+    # t1's 6 s to its first epoch end hold 5 s of worker 2's start: no measure. 1 s an
+    # epoch: t1 has 1 left, then t2 2 (one trial was seen training at a time)
+    assert estimate.costs() == Costs(epoch=1, start=0, end=0)
+    assert estimate.seconds() == pytest.approx(3)
+
+
+def test_one_epoch_trials_measure_their_epoch_on_warm_trials():
+    clock = Clock()
+    estimate = TimeLeft(["t0", "t1", "t2"], epochs=1, clock=clock)
+    feed(estimate, clock, (0, TrialStarted("t0")), (5, epoch("t0", 1)))
+    feed(estimate, clock, (5.5, TrialEnded("t0", "finished")))
+    assert estimate.seconds() == pytest.approx(2 * 5)  # the first trial is all there is
+    feed(estimate, clock, (5.5, TrialStarted("t1")), (7.5, epoch("t1", 1)))
+    # t1 is warm: 2 s its epoch, its start included; t1 has its end left (0: not measured)
+    assert estimate.seconds() == pytest.approx(2)
+    feed(estimate, clock, (8, TrialEnded("t1", "finished")))
+    assert estimate.seconds() == pytest.approx(2 + 0.5)
 
 
 def test_two_workers_count_running_trials_progress():
@@ -81,8 +202,9 @@ def test_a_fused_groups_diverged_trial_counts_its_epochs_not_its_groups_wall_tim
         (20, TrialEnded("b0", "finished")),
         (20, TrialEnded("a0", "diverged")),
     )
-    # a0: 10 s for 1 epoch, b0: 20 s for 2: 10 s an epoch; a1 and b1 train side by side
-    assert estimate.per_epoch() == pytest.approx(10)
+    # b0: 10 s to its first epoch end, 10 s to the next: 10 s an epoch; a1 and b1 train
+    # side by side
+    assert estimate.costs().epoch == pytest.approx(10)
     assert estimate.seconds() == pytest.approx(20)
 
 
@@ -125,6 +247,28 @@ def test_a_retried_attempt_measures_nothing_and_its_trial_starts_over():
     feed(estimate, clock, (60, TrialStarted("t0")), (100, epoch("t0", 1)))
     # 40 s an epoch: t0's second epoch, then t1's two
     assert estimate.seconds() == pytest.approx(40 + 80)
+
+
+def test_a_retried_trials_new_worker_is_cold_again():
+    """A worker that died is replaced by a new process, which pays its one-off costs."""
+    clock = Clock()
+    estimate = TimeLeft(["t0", "t1", "t2"], epochs=2, clock=clock)
+    feed(
+        estimate,
+        clock,
+        (0, TrialStarted("t0", "worker 1")),
+        (2, epoch("t0", 1)),
+        (3, epoch("t0", 2)),
+        (3, TrialEnded("t0", "finished")),
+        (3, TrialStarted("t1", "worker 1")),
+        (4, TrialRetried("t1", "worker process died")),
+        (4, TrialStarted("t1", "worker 1")),
+        (9, epoch("t1", 1)),
+    )
+    # t1's 5 s to its first epoch end hold the new worker's start: no measure. 1 s an
+    # epoch: t1 has 1 left, then t2 2
+    assert estimate.costs() == Costs(epoch=1, start=0, end=0)
+    assert estimate.seconds() == pytest.approx(3)
 
 
 def test_a_resumed_run_counts_only_the_trials_it_trains():
