@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -290,6 +292,51 @@ def test_a_mask_drawn_on_the_unturned_pixels_says_the_image_is_read_upright(tmp_
         r"images/p\d.jpg \(36, 60\) upright vs masks/p\d.png \(60, 36\)", str(caught.value)
     )
     assert "EXIF orientation" in str(caught.value)
+
+
+def with_exif(jpeg: bytes, exif: bytes) -> bytes:
+    """The same JPEG, its pixels untouched, with an EXIF (APP1) segment holding ``exif``."""
+    return jpeg[:2] + b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif + jpeg[2:]
+
+
+def cut_short_exif() -> bytes:
+    """A camera's make and a sideways orientation, the block cut in the make's text (stored
+    after the tags): Pillow stops at the make, before the orientation."""
+    exif = Image.Exif()
+    exif[0x010F] = "Some Camera Maker Inc."
+    exif[0x0112] = 6
+    return exif.tobytes()[:-10]
+
+
+@pytest.mark.parametrize(
+    ("exif", "warned"),
+    [
+        # 5 tags said, and the block ends 1 byte into the first
+        (b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01", "Corrupt EXIF data"),
+        (cut_short_exif(), "Truncated File Read"),
+    ],
+    ids=["tag-count", "cut-short"],
+)
+def test_a_damaged_exif_block_reads_as_stored_without_a_warning(tmp_path, recwarn, exif, warned):
+    """Pillow's warning was a raw Python line on stderr, amid the progress display. The
+    file reads as a viewer that cannot read the block shows it: as stored."""
+    jpeg = with_exif(encode(np.zeros((8, 8), np.uint8), "JPEG"), exif)
+    with pytest.warns(UserWarning, match=warned):  # the block is damaged: Pillow says so
+        Image.open(io.BytesIO(jpeg)).getexif()
+    make_folder(tmp_path / "clean", mask_format="JPEG")
+    make_folder(tmp_path / "damaged", mask_format="JPEG")
+    for path in (tmp_path / "damaged").glob("*/*.jpg"):  # every image and mask
+        path.write_bytes(with_exif(path.read_bytes(), exif))
+    recwarn.clear()
+    clean, damaged = load(f"folder:{tmp_path / 'clean'}"), load(f"folder:{tmp_path / 'damaged'}")
+    assert [str(caught.message) for caught in recwarn] == []
+    for split in ("train", "val", "test"):
+        for kind in ("images", "masks"):
+            name = f"{split}_{kind}"
+            np.testing.assert_array_equal(getattr(damaged, name), getattr(clean, name))
+    # Only the reads were quiet: Pillow's warning is shown again after them.
+    warnings.warn_explicit(warned, UserWarning, "TiffImagePlugin.py", 1, "PIL.TiffImagePlugin")
+    assert [str(caught.message) for caught in recwarn] == [warned]
 
 
 def test_jpeg_masks_of_0_and_1_are_read_not_thresholded_to_nothing(tmp_path):

@@ -21,7 +21,8 @@ image (the file ends before the picture does), a mask of another size.
 
 Images and masks are read upright as their EXIF orientation says, as viewers,
 annotation tools and OpenCV show them: a phone photo stored sideways is annotated
-the way it is seen. (Pets is read as stored, as the benchmark has it.)
+the way it is seen; a damaged EXIF block is read as far as it goes, quietly (mostly: as
+stored, as a viewer shows it). (Pets is read as stored, as the benchmark has it.)
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from losscmp.data.images import (
     SIDEWAYS,
     UnreadableFile,
     decode_pairs,
+    open_image,
     orientation,
     read_label_image,
 )
@@ -421,7 +423,7 @@ def header_size(path: Path) -> tuple[tuple[int, int], bool] | None:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             (width, height), sideways = image.size, orientation(image) in SIDEWAYS
             return ((height, width) if sideways else (width, height)), sideways
     except Image.DecompressionBombError as error:  # Pillow will not decode it either

@@ -4,12 +4,16 @@ Handled: files whose content is not what their extension says (PIL reads the
 content), palette/grey/RGBA/CMYK images (converted to RGB), truncated JPEGs
 (decoded as far as the data goes, then flagged), unreadable files (reported), and,
 where the caller asks (``upright``), EXIF orientation: a phone photo stored sideways
-is turned as every viewer and annotation tool shows it.
+is turned as every viewer and annotation tool shows it (a damaged EXIF block is read as
+far as it goes, without Pillow's warnings).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +37,9 @@ UPRIGHT = {
     8: "ROTATE_90",
 }
 SIDEWAYS = frozenset({5, 6, 7, 8})  # orientations that swap width and height
+# Warnings filters are the process's: catch_warnings in several threads at once (decode_pairs
+# reads in a pool) can restore one another's, so headers are read one at a time.
+_HEADER_READ = threading.Lock()
 
 
 class UnreadableFile(Exception):
@@ -50,16 +57,37 @@ class Decoded:
     unreadable: list[str] = field(default_factory=list)
 
 
+@contextlib.contextmanager
+def quiet_tags():
+    """Pillow's warnings about damaged tags silenced (an EXIF block's; a TIFF's own): it
+    reads on, the pixels are read as they are, and its warnings ('Corrupt EXIF data',
+    'Truncated File Read') were raw Python lines amid the progress display."""
+    with _HEADER_READ, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
+        yield
+
+
+def open_image(path: Path):
+    """``Image.open``, quiet about damaged tags: the JPEG reader reads the EXIF block there."""
+    from PIL import Image
+
+    with quiet_tags():
+        return Image.open(path)
+
+
 def orientation(image) -> int:
     """The EXIF orientation an opened image's header gives (1: stored upright).
 
     Read from the header only, so that a size check (folder.header_size) and the decoder
-    agree: a PNG's eXIf chunk after the pixels would need the whole image decoded."""
+    agree: a PNG's eXIf chunk after the pixels would need the whole image decoded. A
+    damaged EXIF block gives what could be read of it (often 1: read as stored, as a
+    viewer that cannot read the block shows it)."""
     if image.format == "PNG" and "exif" not in image.info:
         return 1
     try:
-        value = image.getexif().get(ORIENTATION_TAG, 1)
-    except (OSError, ValueError, SyntaxError):  # a damaged EXIF block: read as stored
+        with quiet_tags():
+            value = image.getexif().get(ORIENTATION_TAG, 1)
+    except (OSError, ValueError, SyntaxError):  # a block beyond reading: read as stored
         return 1
     return value if value in UPRIGHT else 1
 
@@ -77,7 +105,7 @@ def read_rgb(
     from PIL import Image, ImageFile, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             turn = orientation(image) if upright else 1
             if image.format == "JPEG":
                 image.draft("RGB", (size, size))  # decode at reduced scale: much faster
@@ -108,10 +136,10 @@ def read_label_image(path: Path, *, upright: bool = False) -> np.ndarray:
     pixel (alpha 0) is 0, as it shows nothing: a white layer cut out by its alpha
     would otherwise read as all foreground.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(path) as opened:
+        with open_image(path) as opened:
             turn = orientation(opened) if upright else 1
             opened.load()
             image = turned_upright(opened, turn)
