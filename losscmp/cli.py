@@ -640,7 +640,10 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except NoArgsIsHelpError as request:
-        typer.echo(request.ctx.get_help())
+        # Typer's rich help is printed while the error is made (its text is then empty);
+        # click's plain help is the error's text, not yet printed.
+        if request.format_message():
+            typer.echo(request.format_message())
         code = 0
     except UsageError as error:
         command = error.ctx.command_path if error.ctx else _command_typed()

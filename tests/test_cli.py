@@ -237,6 +237,17 @@ def test_usage_errors_are_one_line_too(args, message):
     assert message in lines[0]
 
 
+def test_no_arguments_print_the_help_once():
+    """'losscmp' alone printed the whole help twice: Typer prints it while making the
+    error that asks for it, and the entry point printed it again."""
+    done = subprocess.run(
+        [sys.executable, "-m", "losscmp"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0
+    assert done.stdout.count("Usage:") == 1 and "datasets" in done.stdout
+    assert done.stderr == ""
+
+
 def test_out_must_be_a_folder(cli, tmp_path):
     taken = tmp_path / "file"
     taken.write_text("x")
