@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -157,6 +158,14 @@ def report_notes(results: RunResults) -> list[str]:
     repaired or could not, failed and unfinished trials."""
     notes = run_notes(results)
     for path, count in unfinished_trials(results).items():
+        writer = RunStore(path).locked_by()
+        if writer is not None and writer != os.getpid():  # a run still training: no resume
+            by = f" (pid {writer})" if writer > 0 else ""
+            notes.append(
+                f"{path} is still being written by another losscmp process{by}: "
+                f"{count} planned trial(s) have no result yet"
+            )
+            continue
         notes.append(
             f"{path} is unfinished: {count} planned trial(s) have no result yet; "
             f"finish it with the run's command plus --resume {path}"
