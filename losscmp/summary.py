@@ -67,7 +67,8 @@ from losscmp.results import (
 )
 from losscmp.spec import Spec, parse_spec
 
-METRICS = ("dice", "iou", "mcc", "image_dice", "image_iou", *selection.THRESHOLD_METRICS)
+PLAIN_METRICS = ("dice", "iou", "mcc", "image_dice", "image_iou")  # every run has them
+METRICS = (*PLAIN_METRICS, *selection.THRESHOLD_METRICS)
 METRIC_TITLES = {
     "dice": "Dice",
     "iou": "IoU",
@@ -467,12 +468,13 @@ def summarize(runs: RunResults | Sequence[RunResults], metric: str = "dice") -> 
 def _check_metric_recorded(results: RunResults, metric: str) -> None:
     """Threshold scores, AP and ECE exist for binary runs of schema 2 only."""
     column = f"val_{metric}"
+    plain = f"{', '.join(PLAIN_METRICS[:-1])} or {PLAIN_METRICS[-1]}"
     if metric in selection.THRESHOLD_METRICS and not (
         column in results.epochs.columns and results.epochs[column].notna().any()
     ):
         raise LosscmpError(
             f"--metric {metric}: these runs have no {METRIC_TITLES[metric]} (it is computed for "
-            "binary tasks, by losscmp from schema version 2 on); use dice, iou or mcc"
+            f"binary tasks, by losscmp from schema version 2 on); use {plain}"
         )
 
 

@@ -711,8 +711,10 @@ def test_metric_ece_ranks_the_lowest_first(run_dir):
 
 def test_threshold_metrics_of_a_multiclass_run_are_refused(tmp_path):
     run_dir = write_run(tmp_path, class_names=("background", "pet", "border"))
-    with pytest.raises(LosscmpError, match="--metric ap: these runs have no AP"):
+    with pytest.raises(LosscmpError, match="--metric ap: these runs have no AP") as refused:
         summarize(load_run(run_dir), metric="ap")
+    # The hint named dice, iou and mcc only, as if the per-image metrics were refused too.
+    assert str(refused.value).endswith("use dice, iou, mcc, image_dice or image_iou")
 
 
 # ---------------------------------------------------------------- learning rates
