@@ -576,28 +576,30 @@ def _suggest_loss(pattern: str) -> str:
     return "" if set(pattern) & set("*?[") else suggest(pattern, list_losses())
 
 
+DATASETS_ROOT = Path("datasets")
+ROOT_HELP = "Folder holding the datasets (or the pets folder itself). \\[default: datasets]"
+
+
 @datasets_app.callback(invoke_without_command=True)
 @user_errors
 def datasets_default(
     ctx: typer.Context,
-    root: Annotated[
-        Path, typer.Option(help="Folder holding the datasets (or the pets folder itself).")
-    ] = Path("datasets"),
+    root: Annotated[Path | None, typer.Option(help=ROOT_HELP, show_default=False)] = None,
 ) -> None:
     """List the datasets, whether each is present, and how to get it."""
     if ctx.invoked_subcommand is None:
-        _list_datasets(root)
+        _list_datasets(root or DATASETS_ROOT)
+    ctx.obj = root  # 'datasets --root DIR list' lists DIR, as 'datasets list --root DIR' does
 
 
 @datasets_app.command("list")
 @user_errors
 def datasets_list(
-    root: Annotated[
-        Path, typer.Option(help="Folder holding the datasets (or the pets folder itself).")
-    ] = Path("datasets"),
+    ctx: typer.Context,
+    root: Annotated[Path | None, typer.Option(help=ROOT_HELP, show_default=False)] = None,
 ) -> None:
     """List the datasets, whether each is present, and how to get it."""
-    _list_datasets(root)
+    _list_datasets(root or ctx.obj or DATASETS_ROOT)
 
 
 def _list_datasets(data_dir: Path) -> None:
@@ -610,12 +612,18 @@ def _list_datasets(data_dir: Path) -> None:
 @datasets_app.command("download")
 @user_errors
 def datasets_download(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Dataset to fetch, e.g. pets.")],
     data_dir: Annotated[Path, typer.Option(help="Target folder.")] = Path(
         "datasets/oxford-iiit-pet"
     ),
 ) -> None:
     """Download, verify (sha256) and extract a dataset; resumes a partial download."""
+    if ctx.obj is not None:
+        raise LosscmpError(
+            f"--root {ctx.obj} is read by 'losscmp datasets' and 'datasets list'; "
+            "'datasets download' puts the data in --data-dir"
+        )
     from losscmp import console
     from losscmp.data import download_dataset
 
@@ -640,7 +648,10 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except NoArgsIsHelpError as request:
-        typer.echo(request.ctx.get_help())
+        # Typer's rich help is printed while the error is made (its text is then empty);
+        # click's plain help is the error's text, not yet printed.
+        if request.format_message():
+            typer.echo(request.format_message())
         code = 0
     except UsageError as error:
         command = error.ctx.command_path if error.ctx else _command_typed()

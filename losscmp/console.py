@@ -240,8 +240,12 @@ class TrainingProgress:
         return f", {clock_text(seconds)} left"
 
     def _name(self, trial_id: str) -> str:
+        """As the trial's live line names it: its dataset too when the run has several."""
         info = self.trials.get(trial_id)
-        return f"{info.loss} · seed {info.seed}" if info else trial_id
+        if info is None:
+            return trial_id
+        dataset = f" · {info.dataset}" if self.show_dataset else ""
+        return f"{info.loss} · seed {info.seed}{dataset}"
 
 
 class AmountColumn(ProgressColumn):

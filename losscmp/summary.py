@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -66,7 +67,8 @@ from losscmp.results import (
 )
 from losscmp.spec import Spec, parse_spec
 
-METRICS = ("dice", "iou", "mcc", "image_dice", "image_iou", *selection.THRESHOLD_METRICS)
+PLAIN_METRICS = ("dice", "iou", "mcc", "image_dice", "image_iou")  # every run has them
+METRICS = (*PLAIN_METRICS, *selection.THRESHOLD_METRICS)
 METRIC_TITLES = {
     "dice": "Dice",
     "iou": "IoU",
@@ -157,6 +159,14 @@ def report_notes(results: RunResults) -> list[str]:
     repaired or could not, failed and unfinished trials."""
     notes = run_notes(results)
     for path, count in unfinished_trials(results).items():
+        writer = RunStore(path).locked_by()
+        if writer is not None and writer != os.getpid():  # a run still training: no resume
+            by = f" (pid {writer})" if writer > 0 else ""
+            notes.append(
+                f"{path} is still being written by another losscmp process{by}: "
+                f"{count} planned trial(s) have no result yet"
+            )
+            continue
         notes.append(
             f"{path} is unfinished: {count} planned trial(s) have no result yet; "
             f"finish it with the run's command plus --resume {path}"
@@ -458,12 +468,13 @@ def summarize(runs: RunResults | Sequence[RunResults], metric: str = "dice") -> 
 def _check_metric_recorded(results: RunResults, metric: str) -> None:
     """Threshold scores, AP and ECE exist for binary runs of schema 2 only."""
     column = f"val_{metric}"
+    plain = f"{', '.join(PLAIN_METRICS[:-1])} or {PLAIN_METRICS[-1]}"
     if metric in selection.THRESHOLD_METRICS and not (
         column in results.epochs.columns and results.epochs[column].notna().any()
     ):
         raise LosscmpError(
             f"--metric {metric}: these runs have no {METRIC_TITLES[metric]} (it is computed for "
-            "binary tasks, by losscmp from schema version 2 on); use dice, iou or mcc"
+            f"binary tasks, by losscmp from schema version 2 on); use {plain}"
         )
 
 

@@ -174,6 +174,34 @@ def test_the_datasets_table_prints_brackets_as_typed(cli, tmp_path):
     assert "d[/x]" in result.output
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["datasets", "--root", "{root}"],
+        ["datasets", "list", "--root", "{root}"],
+        ["datasets", "--root", "{root}", "list"],
+    ],
+    ids=["datasets", "list", "root-before-list"],
+)
+def test_every_spelling_of_datasets_root_lists_that_folder(cli, tmp_path, monkeypatch, args):
+    """'losscmp datasets --root DIR list' (the option as 'datasets --help' shows it, then
+    the command) listed ./datasets instead of DIR."""
+    monkeypatch.chdir(tmp_path)
+    result = cli(*[arg.format(root="mine") for arg in args])
+    assert result.exit_code == 0, result.output
+    assert "mine/oxford-iiit-pet" in result.output
+    assert "datasets/oxford-iiit-pet" not in result.output
+
+
+def test_datasets_root_before_download_is_refused(cli, tmp_path, monkeypatch):
+    """It was ignored: the download went to the default --data-dir."""
+    monkeypatch.chdir(tmp_path)
+    result = cli("datasets", "--root", "mine", "download", "pets")
+    assert result.exit_code == 2
+    assert "'datasets download' puts the data in --data-dir" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_resumed_dry_run_is_checked_and_marks_the_finished_trials(cli, tmp_path, monkeypatch):
     """From a folder where the run's own --out ("results") is a file, given again: resuming
     writes into the run folder only, so it is not refused for it."""
@@ -235,6 +263,17 @@ def test_usage_errors_are_one_line_too(args, message):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("losscmp: error: "), done.stderr
     assert message in lines[0]
+
+
+def test_no_arguments_print_the_help_once():
+    """'losscmp' alone printed the whole help twice: Typer prints it while making the
+    error that asks for it, and the entry point printed it again."""
+    done = subprocess.run(
+        [sys.executable, "-m", "losscmp"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0
+    assert done.stdout.count("Usage:") == 1 and "datasets" in done.stdout
+    assert done.stderr == ""
 
 
 def test_out_must_be_a_folder(cli, tmp_path):

@@ -318,6 +318,11 @@ def test_status_rows(tree, tmp_path, monkeypatch):
     # The pets folder itself, as a download's --data-dir names it, is found there too.
     itself = {row["name"]: row for row in dataset_status(tree[0])}["pets"]
     assert itself["present"] is True and itself["path"] == str(tree[0])
+    # So is one whose download was cut short: it is finished there, not begun elsewhere.
+    (tmp_path / "cut" / ".downloads").mkdir(parents=True)
+    cut = {row["name"]: row for row in dataset_status(tmp_path / "cut")}["pets"]
+    assert cut["present"] is False and cut["path"] == str(tmp_path / "cut")
+    assert cut["how_to_get"] == f"losscmp datasets download pets --data-dir {tmp_path / 'cut'}"
     monkeypatch.chdir(tmp_path)  # no datasets/ here
     default = {row["name"]: row for row in dataset_status(Path("datasets"))}["pets"]
     assert default["how_to_get"] == "losscmp datasets download pets"

@@ -636,6 +636,25 @@ def test_a_log_gets_a_line_per_ended_trial(tmp_path, capsys):
     ]
 
 
+def test_a_log_names_the_dataset_of_a_run_over_several(tmp_path, capsys):
+    """'--fg-fraction 0.01,0.2' logged 'finished: dice · seed 0' twice: which one ended?"""
+    from losscmp.console import TrainingProgress
+
+    infos = tuple(
+        TrialInfo(f"t{i}", f"synthetic(fg_fraction={fg})", "dice", 0)
+        for i, fg in enumerate([0.01, 0.2])
+    )
+    with TrainingProgress() as progress:
+        progress(RunStarted(tmp_path, infos, skipped=0, epochs=2, executor="in this process"))
+        progress(TrialEnded("t1", "finished"))
+        progress(TrialEnded("t0", "failed", reason="worker process died"))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[2:4] == [
+        "finished: dice · seed 0 · synthetic(fg_fraction=0.2) (1/2 trials)",
+        "failed: dice · seed 0 · synthetic(fg_fraction=0.01): worker process died",
+    ]
+
+
 def _overall_time_left(progress) -> str:
     """The time left that the overall bar's line ends with, as a terminal shows it."""
     import io

@@ -25,6 +25,7 @@ from losscmp.summary import (
     imbalance_frame,
     load_run,
     per_class_columns,
+    report_notes,
     resolve_run_dirs,
     summarize,
     unfinished_trials,
@@ -710,8 +711,10 @@ def test_metric_ece_ranks_the_lowest_first(run_dir):
 
 def test_threshold_metrics_of_a_multiclass_run_are_refused(tmp_path):
     run_dir = write_run(tmp_path, class_names=("background", "pet", "border"))
-    with pytest.raises(LosscmpError, match="--metric ap: these runs have no AP"):
+    with pytest.raises(LosscmpError, match="--metric ap: these runs have no AP") as refused:
         summarize(load_run(run_dir), metric="ap")
+    # The hint named dice, iou and mcc only, as if the per-image metrics were refused too.
+    assert str(refused.value).endswith("use dice, iou, mcc, image_dice or image_iou")
 
 
 # ---------------------------------------------------------------- learning rates
@@ -852,3 +855,38 @@ def test_the_caption_counts_the_seeds_of_the_rates_the_table_shows(tmp_path):
     assert sorted(summary["n_seeds"]) == [2, 2, 3, 3]
     assert summary.loc[summary["lr_chosen"], "n_seeds"].tolist() == [3, 3]
     assert "mean ± sd over 3 seed(s);" in headline_caption("dice", summary)
+
+
+HOLD_LOCK = (
+    "import sys, time\n"
+    "from losscmp.results import RunStore\n"
+    "with RunStore(sys.argv[1]).lock():\n"
+    "    print('locked', flush=True)\n"
+    "    time.sleep(120)\n"
+)
+
+
+def test_a_run_still_training_is_not_told_to_resume(tmp_path):
+    """A report read while a run trained said 'finish it with ... --resume', which that run's
+    lock then refused: the note now says the run is still being written, and by whom."""
+    run_dir = write_run(tmp_path, quality={"dice": 0.8, "focal": 0.6}, seeds=(0,))
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta["trials"].append("still-training")
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run_dir)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        notes = report_notes(load_run(run_dir))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert notes == [
+        f"{run_dir} is still being written by another losscmp process (pid {holder.pid}): "
+        "1 planned trial(s) have no result yet"
+    ]
+    assert report_notes(load_run(run_dir)) == [
+        f"{run_dir} is unfinished: 1 planned trial(s) have no result yet; "
+        f"finish it with the run's command plus --resume {run_dir}"
+    ]

@@ -313,6 +313,26 @@ def test_a_resume_that_sets_a_setting_back_takes_it_out_of_resumed_with(tmp_path
     assert back.params["jobs"] == "1" and "losscmp.resumed_with" not in back.tags
 
 
+def test_a_resume_of_a_device_auto_run_notes_only_what_the_user_changed(tmp_path, monkeypatch):
+    """A resume pins '--device auto' to the device the run started on: the tag read
+    'device=cpu, seeds=2' after a resume given only --seeds 2."""
+    default_store(monkeypatch)
+    from losscmp.tracking.base import TrackedRun
+    from losscmp.tracking.mlflow import MlflowTracker
+
+    run_dir = tmp_path / "out" / "run-1"
+    run_dir.mkdir(parents=True)
+    stored: dict = {}
+    for config in ({"device": "auto", "seeds": 1}, {"device": "cpu", "seeds": 2}):
+        tracker = MlflowTracker()
+        meta = {"config": config, "device": "cpu: Some CPU (x86_64, AVX2)"}
+        stored.update(tracker.start(TrackedRun(run_dir, meta, [], stored)))
+        tracker.end("finished")
+    parent = tracker.client.get_run(stored["parent_run_id"]).data
+    assert parent.params["device"] == "cpu"
+    assert parent.tags["losscmp.resumed_with"] == "seeds=2"
+
+
 def refused(cli, out: Path, *extra) -> str:
     """The one stderr line of a run refused before it made any folder."""
     result = cli("run", *ARGS, "--out", out, "--tracking", "mlflow", *extra)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path, PurePosixPath
 
-from losscmp.data.pets import missing_parts
+from losscmp.data.pets import DOWNLOADS_DIR, missing_parts
 from losscmp.errors import DatasetError
 
 Progress = Callable[[str, int, "int | None"], None]
@@ -96,7 +96,7 @@ def download_pets(
 
 
 def make_download_folder(dest: Path) -> Path:
-    downloads = dest / ".downloads"
+    downloads = dest / DOWNLOADS_DIR
     try:
         downloads.mkdir(parents=True, exist_ok=True)
     except FileExistsError as error:

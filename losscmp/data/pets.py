@@ -155,6 +155,13 @@ def precheck_pets(
     return root
 
 
+# The download's own folder for its archives (kept while a download is unfinished).
+DOWNLOADS_DIR = ".downloads"
+# What makes a --root the pets folder itself: its annotations, or an unfinished download
+# into it, which must be finished there, not started again in <root>/oxford-iiit-pet.
+PETS_OWN = ("annotations", DOWNLOADS_DIR)
+
+
 def resolve_root(data_dir: Path | None) -> Path:
     """The pets folder: data_dir itself, or data_dir/oxford-iiit-pet if that holds the data."""
     root = Path(data_dir) if data_dir is not None else DEFAULT_PETS_DIR
@@ -293,7 +300,7 @@ def pets_status(datasets_root: Path) -> dict[str, Any]:
     a tree whose lists name files it lacks is present (it loads without them) but said to be
     incomplete."""
     root = resolve_root(datasets_root / DEFAULT_PETS_DIR.name)
-    if missing_parts(root) and (datasets_root / "annotations").is_dir():
+    if missing_parts(root) and any((datasets_root / part).is_dir() for part in PETS_OWN):
         root = datasets_root
     if missing_parts(root):
         return {"present": False, "path": str(root), "how_to_get": download_hint(root)}

@@ -410,11 +410,15 @@ def check_reachable(uri: str) -> bool:
 
 
 def run_params(meta: dict[str, Any]) -> dict[str, str]:
-    """The run's config, with the model preset ``auto`` resolved to the one trained."""
+    """The run's config, with the model preset and device ``auto`` resolved to those
+    trained on (a resume records the device it pins, which is then no change)."""
     params = {key: param_value(value) for key, value in (meta.get("config") or {}).items()}
     preset = (meta.get("model") or {}).get("preset")
     if preset:
         params["model"] = preset
+    device = str(meta.get("device") or "").split(":")[0]
+    if params.get("device") == "auto" and device:
+        params["device"] = device
     return params
 
 
