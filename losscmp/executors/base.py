@@ -19,8 +19,21 @@ from losscmp.events import Listener
 from losscmp.plan import Trial
 from losscmp.spec import Spec
 
-# A job whose worker died or raised is tried again once; the second failure is recorded.
+# A job whose worker died, raised or stalled is tried again once; the second failure is
+# recorded.
 ATTEMPTS = 2
+
+# A busy worker that sends nothing for this long is taken for hung (a deadlock, a stuck CUDA
+# call, a stopped process): it is killed and its job handled as a dead worker's. Training
+# sends an event every step (at most ten a second), so the long silences are the work
+# between steps: a worker's start (importing torch: seconds), distance maps on first use
+# (~7 ms a 256 px mask: under a minute for Pets' 3312 training masks) and, longest, an
+# epoch's evaluation, silent from its first batch to its last. On one CPU thread the
+# `medium` model scores 1.6 images/s at 512 px (measured; 4.7-7.4 at 256 px): Pets' 3669
+# test images take 37 minutes, near an hour on a busy machine, more for a fused group. A
+# long limit is cheap (a hung trial holds only its own worker; the others go on), too short
+# a one fails a slow but healthy trial twice over.
+STALL_LIMIT_S = 2 * 60 * 60
 
 
 @dataclass(frozen=True)
