@@ -191,6 +191,12 @@ def failure_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
+def stall_reason(limit_s: float) -> str:
+    """Why a job whose worker was silent for ``limit_s`` (``STALL_LIMIT_S``) failed."""
+    silent = f"{limit_s / 60:g} min" if limit_s >= 60 else f"{limit_s:g} s"
+    return f"worker stalled: nothing for {silent} (hung?); killed"
+
+
 def failed(job: Job, reason: str) -> list[TrialResult]:
     """Every trial of ``job`` recorded as failed; a fused group out of memory says what to
     change, since its retry (the same group) needs the same memory."""

@@ -35,6 +35,7 @@ from losscmp.executors.base import (
     TrialResult,
     failed,
     failure_reason,
+    stall_reason,
     succeeded,
 )
 from losscmp.worker import adopt_shared, run_job
@@ -235,8 +236,7 @@ class _Worker:
         if self.job is None or time.monotonic() - self.heard < STALL_LIMIT_S:
             return []
         self.process.kill()  # not terminate: a stopped process would not act on it
-        silent = f"{STALL_LIMIT_S / 60:g} min" if STALL_LIMIT_S >= 60 else f"{STALL_LIMIT_S:g} s"
-        return [self._end(failure=f"worker stalled: nothing for {silent} (hung?); killed")]
+        return [self._end(failure=stall_reason(STALL_LIMIT_S))]
 
     def _end(self, outcomes=None, failure: str | None = None) -> _Ended:
         taken = self.took or not self.excused
