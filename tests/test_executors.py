@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -88,12 +89,14 @@ def test_fused_groups_in_two_workers_give_the_in_process_numbers(cli, tmp_path):
 
 
 class WorkerKiller:
-    """A listener that SIGKILLs the worker running ``victim`` at its first step, ``times`` times."""
+    """A listener that SIGKILLs (or sends ``sig``) the worker running ``victim`` at its first
+    step, ``times`` times."""
 
-    def __init__(self, prepared, victim: str, times: int) -> None:
-        self.prepared, self.victim, self.times = prepared, victim, times
+    def __init__(self, prepared, victim: str, times: int, sig=signal.SIGKILL) -> None:
+        self.prepared, self.victim, self.times, self.sig = prepared, victim, times, sig
         self.where: dict[str, str] = {}
         self.events: list = []
+        self.pids: list[int] = []
 
     def __call__(self, event) -> None:
         self.events.append(event)
@@ -102,7 +105,8 @@ class WorkerKiller:
         if isinstance(event, StepDone) and event.trial_id == self.victim and self.times > 0:
             self.times -= 1
             index = int(self.where[event.trial_id].split()[1]) - 1
-            os.kill(self.prepared.executor.workers[index].process.pid, signal.SIGKILL)
+            self.pids.append(self.prepared.executor.workers[index].process.pid)
+            os.kill(self.pids[-1], self.sig)
 
 
 # Four steps an epoch: the victim is surely mid-trial when the kill lands.
@@ -147,6 +151,48 @@ def test_a_trial_whose_worker_dies_twice_is_recorded_failed_and_the_run_goes_on(
     finished = {path.stem for path in (run_dir / "trials").glob("*.json")}
     assert finished == {trial.id for trial in plan.trials}
     assert json.loads((run_dir / "run.json").read_text()).get("failed_trials", {}) == {}
+
+
+# A healthy worker of the run below is silent for at most ~7 s (importing torch, building
+# the model before its first step) on 2 busy cores: three times that is no stall.
+TEST_STALL_LIMIT_S = 20
+
+
+@pytest.mark.slow
+def test_a_stalled_worker_is_killed_and_its_trial_retried_with_the_same_numbers(
+    tmp_path, monkeypatch
+):
+    """A worker that hung (here stopped by SIGSTOP) used to hang the whole run for ever: it
+    is now killed once silent for the stall limit, like a dead worker, and its trial goes
+    to a fresh worker."""
+    import threading
+
+    import losscmp.executors.local as local
+
+    monkeypatch.setattr(local, "STALL_LIMIT_S", TEST_STALL_LIMIT_S)
+    plan = plan_run(build_config(**LONGER, jobs=2, out=str(tmp_path / "stalled")))
+    prepared = prepare(plan)
+    victim = plan.trials[1].id
+    stopper = WorkerKiller(prepared, victim, times=1, sig=signal.SIGSTOP)
+    # Without the watchdog the run would wait for ever: the stopped worker is killed later
+    # instead, so the test fails (a death, not a stall) rather than hangs.
+    rescue = threading.Timer(6 * TEST_STALL_LIMIT_S, lambda: _kill_all(stopper.pids))
+    rescue.start()
+    try:
+        run_dir = execute(prepared, listener=stopper)
+    finally:
+        rescue.cancel()
+    retried = [(e.trial_id, e.reason) for e in stopper.events if isinstance(e, TrialRetried)]
+    assert retried == [(victim, "worker stalled: nothing for 20 s (hung?); killed")]
+    assert "failed_trials" not in json.loads((run_dir / "run.json").read_text())
+    plain = execute(prepare(plan_run(build_config(**LONGER, out=str(tmp_path / "plain")))))
+    pd.testing.assert_frame_equal(epochs_frame(run_dir)[METRICS], epochs_frame(plain)[METRICS])
+
+
+def _kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_a_refused_resume_stops_the_workers_it_started(tmp_path):

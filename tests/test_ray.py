@@ -199,6 +199,56 @@ def test_a_killed_task_is_retried_once_then_its_trial_is_recorded_as_failed(
     assert len(list((run_dir / "trials").glob("*.json"))) == 2
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the Ray worker in /proc")
+def test_a_stalled_task_is_cancelled_and_retried_with_the_same_numbers(
+    cli, ray_cluster, tmp_path, monkeypatch
+):
+    """A task whose worker hung (here stopped by SIGSTOP) used to hold the run for ever: once
+    silent for the stall limit it is force-cancelled and submitted once more."""
+    import threading
+
+    import losscmp.executors.ray as ray_executor
+    from losscmp.events import StepDone, TrialRetried
+    from losscmp.executors.ray import RayExecutor
+
+    limit = 20  # a healthy task is silent for a few seconds at most (building its model)
+    monkeypatch.setattr(ray_executor, "STALL_LIMIT_S", limit)
+    seen, stopped = [], []
+    run = RayExecutor.run
+
+    def run_and_stop(self, jobs, context, emit):
+        def spy(event):
+            seen.append(event)
+            if isinstance(event, StepDone) and "__focal__" in event.trial_id and not stopped:
+                stopped.append(
+                    _kill_process_titled(f"ray::losscmp {event.trial_id}", signal.SIGSTOP)
+                )
+            emit(event)
+
+        return run(self, jobs, context, spy)
+
+    monkeypatch.setattr(RayExecutor, "run", run_and_stop)
+    # Without the watchdog the run would wait for ever: the stopped worker is killed later
+    # instead, so the test fails (a death, not a stall) rather than hangs.
+    rescue = threading.Timer(6 * limit, lambda: [os.kill(pid, signal.SIGKILL) for pid in stopped])
+    rescue.start()
+    try:
+        args = ("run", "--config", SMOKE, "--threads", "1")
+        result = cli(*args, "--executor", "ray", "--jobs", "2", "--out", tmp_path / "ray")
+    finally:
+        rescue.cancel()
+    assert result.exit_code == 0, result.output
+    (focal,) = {e.trial_id for e in seen if "__focal__" in getattr(e, "trial_id", "")}
+    retried = [(event.trial_id, event.reason) for event in seen if isinstance(event, TrialRetried)]
+    assert retried == [(focal, "worker stalled: nothing for 20 s (hung?); killed")]
+    (ray_dir,) = (tmp_path / "ray").iterdir()
+    assert json.loads((ray_dir / "run.json").read_text()).get("failed_trials", {}) == {}
+    assert cli(*args, "--out", tmp_path / "local").exit_code == 0
+    (local_dir,) = (tmp_path / "local").iterdir()
+    assert _epochs(ray_dir) == _epochs(local_dir)
+
+
 def test_the_ray_a_run_starts_is_stopped_before_the_command_exits(tmp_path):
     """Without --ray-address a local Ray is started for the run; it is stopped in the
     background while the report is written, and the command waits for it to exit."""
@@ -307,9 +357,9 @@ def _epochs(run_dir: Path) -> dict[tuple, dict[str, str]]:
     }
 
 
-def _kill_process_titled(title: str) -> None:
-    """SIGKILL the process whose title is ``title`` (Ray titles a busy worker
-    ``ray::<task name>``; the executor names tasks ``losscmp <job>``)."""
+def _kill_process_titled(title: str, sig=signal.SIGKILL) -> int:
+    """SIGKILL (or send ``sig`` to) the process whose title is ``title`` (Ray titles a busy
+    worker ``ray::<task name>``; the executor names tasks ``losscmp <job>``); its pid."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -321,7 +371,8 @@ def _kill_process_titled(title: str) -> None:
         if cmdline.split("\0")[0].strip() == title:
             pids.append(int(entry.name))
     assert len(pids) == 1, f"{title}: {pids}"
-    os.kill(pids[0], signal.SIGKILL)
+    os.kill(pids[0], sig)
+    return pids[0]
 
 
 @pytest.mark.parametrize(

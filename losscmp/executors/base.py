@@ -19,8 +19,21 @@ from losscmp.events import Listener
 from losscmp.plan import Trial
 from losscmp.spec import Spec
 
-# A job whose worker died or raised is tried again once; the second failure is recorded.
+# A job whose worker died, raised or stalled is tried again once; the second failure is
+# recorded.
 ATTEMPTS = 2
+
+# A busy worker that sends nothing for this long is taken for hung (a deadlock, a stuck CUDA
+# call, a stopped process): it is killed and its job handled as a dead worker's. Training
+# sends an event every step (at most ten a second), so the long silences are the work
+# between steps: a worker's start (importing torch: seconds), distance maps on first use
+# (~7 ms a 256 px mask: under a minute for Pets' 3312 training masks) and, longest, an
+# epoch's evaluation, silent from its first batch to its last. On one CPU thread the
+# `medium` model scores 1.6 images/s at 512 px (measured; 4.7-7.4 at 256 px): Pets' 3669
+# test images take 37 minutes, near an hour on a busy machine, more for a fused group. A
+# long limit is cheap (a hung trial holds only its own worker; the others go on), too short
+# a one fails a slow but healthy trial twice over.
+STALL_LIMIT_S = 2 * 60 * 60
 
 
 @dataclass(frozen=True)
@@ -176,6 +189,12 @@ def failure_reason(error: BaseException) -> str:
     if isinstance(error, MemoryError):
         return f"out of memory (MemoryError: {first})" if first else "out of memory (MemoryError)"
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def stall_reason(limit_s: float) -> str:
+    """Why a job whose worker was silent for ``limit_s`` (``STALL_LIMIT_S``) failed."""
+    silent = f"{limit_s / 60:g} min" if limit_s >= 60 else f"{limit_s:g} s"
+    return f"worker stalled: nothing for {silent} (hung?); killed"
 
 
 def failed(job: Job, reason: str) -> list[TrialResult]:

@@ -5,6 +5,7 @@ and kept for the whole run, so each imports torch and loads a dataset once.
 A worker that dies (killed, out of memory) or raises costs only its job: the
 job goes to a fresh worker once more, then its trials are recorded as failed
 and the run goes on; in this process (``--jobs 1``) a job that raises likewise.
+A busy worker silent for ``STALL_LIMIT_S`` (hung) is killed and counts as dead.
 Workers ignore Ctrl-C; the main process stops them.
 """
 
@@ -15,6 +16,7 @@ import contextlib
 import gc
 import multiprocessing
 import signal
+import time
 from collections import deque
 from collections.abc import Iterator
 from multiprocessing.connection import wait
@@ -25,6 +27,7 @@ from losscmp.data.shared import SharedArrays, SharedDataset
 from losscmp.events import RunNote, TrialRetried
 from losscmp.executors.base import (
     ATTEMPTS,
+    STALL_LIMIT_S,
     Execution,
     Executor,
     Job,
@@ -32,6 +35,7 @@ from losscmp.executors.base import (
     TrialResult,
     failed,
     failure_reason,
+    stall_reason,
     succeeded,
 )
 from losscmp.worker import adopt_shared, run_job
@@ -95,9 +99,13 @@ class LocalExecutor(Executor):
                 if worker.job is None and queue:
                     worker.start_job(*queue.popleft(), context, self.shared)
             busy = [worker for worker in self.workers if worker.job]
-            wait([worker.conn for worker in busy] + [worker.process.sentinel for worker in busy])
+            wait(
+                [worker.conn for worker in busy] + [worker.process.sentinel for worker in busy],
+                timeout=max(0.0, min(w.heard for w in busy) + STALL_LIMIT_S - time.monotonic()),
+            )  # woken up by the first worker to reach the stall limit, if nothing comes first
             for worker in busy:
-                for result in worker.collect(emit):
+                # Stalled only after collect: what came in just now counts as heard.
+                for result in [*worker.collect(emit), *worker.kill_if_stalled()]:
                     yield from _settle(result, queue, emit)
                 if worker.broken:
                     self.workers[worker.index] = worker.replacement(spawn)
@@ -187,9 +195,12 @@ class _Worker:
         # that workers which cannot start are not replaced for ever.
         self.excused = not replacement
         self.took = False
+        # When it last sent anything, or was sent its job: the stall limit counts from
+        # there, so that a worker hung before it takes its job is caught too.
+        self.heard = time.monotonic()
 
     def start_job(self, job: Job, attempt: int, context: JobContext, shared: dict) -> None:
-        self.job, self.attempt, self.took = job, attempt, False
+        self.job, self.attempt, self.took, self.heard = job, attempt, False, time.monotonic()
         # A worker that died while idle: collect() sees the death and the job is retried.
         with contextlib.suppress(BrokenPipeError, OSError):
             self.conn.send((job, context, shared))
@@ -207,6 +218,7 @@ class _Worker:
             except (EOFError, OSError):
                 ended.append(self._end(failure=self._death()))
                 break
+            self.heard = time.monotonic()
             if kind == "event":
                 emit(payload)
             elif kind == "ready":
@@ -218,6 +230,13 @@ class _Worker:
             else:  # "error": the job raised; the worker exits rather than run on in a bad state
                 ended.append(self._end(failure=payload))
         return ended
+
+    def kill_if_stalled(self) -> list[_Ended]:
+        """Its job as failed if the worker, busy, has been silent for the stall limit."""
+        if self.job is None or time.monotonic() - self.heard < STALL_LIMIT_S:
+            return []
+        self.process.kill()  # not terminate: a stopped process would not act on it
+        return [self._end(failure=stall_reason(STALL_LIMIT_S))]
 
     def _end(self, outcomes=None, failure: str | None = None) -> _Ended:
         taken = self.took or not self.excused

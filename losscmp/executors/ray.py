@@ -12,7 +12,9 @@ progress events and then its outcomes back to this process (a Ray generator
 task), which hands them on.
 
 A task whose worker dies or that raises is submitted once more, then its
-trials are recorded as failed and the run goes on. On Ctrl-C, ``close``
+trials are recorded as failed and the run goes on; so is a task silent for
+``STALL_LIMIT_S`` since its last item (hung), once force-cancelled. Only from its first
+item: until then a task may be waiting for room on the cluster. On Ctrl-C, ``close``
 cancels the tasks still running and stops the Ray this run started (never a
 cluster it joined); it stops in a background thread while the report is
 written, and the process waits for it before exiting.
@@ -30,6 +32,7 @@ import queue
 import re
 import socket
 import threading
+import time
 import urllib.parse
 from collections import deque
 from collections.abc import Iterator
@@ -41,6 +44,7 @@ from losscmp.errors import LosscmpError
 from losscmp.events import TrialRetried
 from losscmp.executors.base import (
     ATTEMPTS,
+    STALL_LIMIT_S,
     Execution,
     Executor,
     Job,
@@ -48,6 +52,7 @@ from losscmp.executors.base import (
     TrialResult,
     failed,
     failure_reason,
+    stall_reason,
     succeeded,
 )
 
@@ -98,6 +103,7 @@ class RayExecutor(Executor):
         context_ref = ray.put(context)  # sent to each node once, not with every task
         limit = self.execution.jobs if self.execution.jobs > 0 else len(jobs)
         pending = deque((job, 1) for job in jobs)
+        heard: dict = {}  # a started task's stream -> when its last item came
         while pending or self.running:
             while pending and len(self.running) < limit:
                 job, attempt = pending.popleft()
@@ -109,18 +115,23 @@ class RayExecutor(Executor):
             for stream in ready:
                 job, attempt = self.running[stream]
                 kind, payload = _next_item(stream)
+                heard[stream] = time.monotonic()
                 if kind == "event":
                     emit(payload)
                     continue
-                del self.running[stream]
+                del self.running[stream], heard[stream]
                 if kind == "done":
                     yield from succeeded(job, payload)
-                elif attempt < ATTEMPTS:
-                    for trial in job.trials:
-                        emit(TrialRetried(trial.id, payload))
-                    pending.appendleft((job, attempt + 1))
                 else:
-                    yield from failed(job, payload)
+                    yield from _retried_or_failed(job, attempt, payload, pending, emit)
+            for stream, last in list(heard.items()):
+                silent = time.monotonic() - last >= STALL_LIMIT_S
+                if silent and not ray.wait([stream], timeout=0)[0]:  # nothing came, not unread
+                    ray.cancel(stream, force=True)  # kills its worker, stopped or not
+                    job, attempt = self.running.pop(stream)
+                    del heard[stream]
+                    reason = stall_reason(STALL_LIMIT_S)
+                    yield from _retried_or_failed(job, attempt, reason, pending, emit)
 
     def resolve_device(self, name: str):
         """Joins or starts Ray to see where tasks run. A Ray this run started is this
@@ -351,6 +362,16 @@ def _check_fits(task_cpus: int, gpu: bool) -> None:
         )
     if gpu and not any(resources.get("GPU", 0) for resources in nodes):
         raise LosscmpError("the Ray cluster has no GPU; use --device cpu")
+
+
+def _retried_or_failed(job: Job, attempt: int, reason: str, pending: deque, emit):
+    """A failed task's trials: submitted once more (back at the queue's head), then failed."""
+    if attempt >= ATTEMPTS:
+        return failed(job, reason)
+    for trial in job.trials:
+        emit(TrialRetried(trial.id, reason))
+    pending.appendleft((job, attempt + 1))
+    return []
 
 
 def _next_item(stream) -> tuple[str, object]:
