@@ -290,12 +290,16 @@ class DownloadProgress:
         self.progress.update(self.tasks[name], completed=done, total=total)
 
 
-def print_plan(plan, finished: set[str] = frozenset()) -> None:
-    """The planned trials (``--dry-run``); those ``finished`` (a resumed run's) marked."""
+def print_plan(
+    plan, finished: set[str] = frozenset(), choices: list[tuple[str, str, str]] = ()
+) -> None:
+    """The planned trials (``--dry-run``); those ``finished`` (a resumed run's) marked;
+    ``choices`` (runner.planned_choices): what the run will use where losscmp decides."""
     todo = sum(trial.id not in finished for trial in plan.trials)
-    title = f"{len(plan.trials)} planned trials (dry run: nothing trained)"
+    planned = _count(len(plan.trials), "planned trial")
+    title = f"{planned} (dry run: nothing trained)"
     if finished:
-        title = f"{todo} of {len(plan.trials)} planned trials still to train (dry run)"
+        title = f"{todo} of {planned} still to train (dry run)"
     table = Table(title=title)
     columns = ("#", "dataset", "loss", "lr", "seed", "trial id") + (("state",) if finished else ())
     for column in columns:
@@ -308,12 +312,20 @@ def print_plan(plan, finished: set[str] = frozenset()) -> None:
         table.add_row(*map(escape, row))
     stdout().print(table)
     config = plan.config
-    stdout().print(
-        f"{config.epochs} epochs, batch {config.batch_size}, image {config.image_size}px, "
-        f"model {config.model}, device {config.device}, executor {config.executor} "
-        f"(jobs {config.jobs or 'auto'}, fuse {config.fuse}), results under {config.out}/",
-        markup=False,
+    chosen = "".join(
+        f", {name} {value}" + (f" ({why})" if why else "") for name, value, why in choices
     )
+    stdout().print(
+        f"{_count(config.epochs, 'epoch')}, batch {config.batch_size}, "
+        f"image {config.image_size}px, executor {config.executor}{chosen}, "
+        f"results under {config.out}/",
+        markup=False,
+        soft_wrap=True,  # one line, however long its path: the terminal wraps it
+    )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def print_tables(tables: list) -> None:

@@ -129,6 +129,47 @@ def resolve_execution(
     return executor_class(config.executor).resolve_execution(config, device, fused, jobs_to_run)
 
 
+def planned_choices(
+    prepared: PreparedRun, meta: dict[str, Any] | None = None
+) -> list[tuple[str, str, str]]:
+    """What the run will use for each option losscmp may decide (model, device, jobs,
+    fusion), as (option, value, why): ``why`` is '' for a value used as given. ``meta``
+    is a resumed run's run.json: the run keeps its own fusion and, for ``auto``, device."""
+    config, settings = prepared.plan.config, prepared.settings
+    execution = prepared.execution if meta is None else stored_execution(meta, prepared.execution)
+    device = settings.device.type
+    return [
+        ("model", settings.preset.name, "auto" if config.model == "auto" else ""),
+        ("device", device, _device_why(config.device, meta)),
+        ("jobs", _jobs_text(execution.jobs), _jobs_why(config.jobs, execution.jobs)),
+        ("fuse", "on" if execution.fused else "off", _fuse_why(config.fuse, device, meta)),
+    ]
+
+
+def _device_why(given: str, meta: dict[str, Any] | None) -> str:
+    if given == "auto":
+        return "auto"
+    # resume_config pins a resumed run's 'auto' to the device it started on
+    stored = ((meta or {}).get("config") or {}).get("device")
+    return "the run's" if stored == "auto" else ""
+
+
+def _fuse_why(given: str, device: str, meta: dict[str, Any] | None) -> str:
+    if meta is not None:
+        return "the run's"  # stored_execution: a resumed run keeps its own
+    return f"auto: {device.upper()}" if given == "auto" else ""
+
+
+def _jobs_text(jobs: int) -> str:
+    return str(jobs) if jobs else "as many as the cluster fits"  # Ray's 0
+
+
+def _jobs_why(given: int | None, jobs: int) -> str:
+    if given is None:
+        return "auto"
+    return "" if given == jobs else f"--jobs {given}: only {jobs} to run"
+
+
 def make_jobs(trials: list[Trial], fused: bool, done: Collection[str] = ()) -> list[Job]:
     """The jobs for the planned ``trials`` that are not ``done``: one per trial, or per
     (dataset, seed, learning rate) group of at most MAX_FUSED_LOSSES losses (a group
