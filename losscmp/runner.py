@@ -10,6 +10,7 @@ interrupted run keeps every finished trial and ``--resume`` picks up the rest.
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import subprocess
 from collections.abc import Collection
@@ -444,13 +445,27 @@ def resume_config(run_dir: Path, config_file: str | None, flags: dict[str, Any])
     even where a GPU has since appeared, or Ray decides differently)."""
     meta = read_run_json(run_dir)
     base = stored_config(meta, run_dir)
+    _refuse_another_out(run_dir, flags.get("out"))
     started_on = str(meta.get("device", "")).split(":")[0]
     if base.get("device", "auto") == "auto" and started_on in DEVICES:
         base = {**base, "device": started_on}
     config = build_config(config_file, base=base, **flags)
-    # Where the run folder is, whatever --out it was started with, or this command gives.
+    # Where the run folder is, whatever --out it was started with, or a config file gives.
     config.out = str(Path(run_dir).parent)
     return config
+
+
+def _refuse_another_out(run_dir: Path, out: str | None) -> None:
+    """``--out`` beside ``--resume`` names where the run folder already is (a script that
+    always passes it), or it would be ignored: the user expected the run elsewhere. A
+    config file's ``out`` is not checked: a file shared by several commands is no such
+    request."""
+    here = os.path.realpath(Path(run_dir).parent)
+    if out is not None and os.path.realpath(Path(out).expanduser()) != here:
+        raise LosscmpError(
+            f"--resume continues {run_dir} where it is, in {Path(run_dir).parent}; --out {out} "
+            "would be ignored: leave --out out, or give that folder"
+        )
 
 
 def stored_config(meta: dict[str, Any], run_dir: Path) -> dict[str, Any]:

@@ -234,8 +234,9 @@ def test_datasets_root_before_download_is_refused(cli, tmp_path, monkeypatch):
 
 
 def test_a_resumed_dry_run_is_checked_and_marks_the_finished_trials(cli, tmp_path, monkeypatch):
-    """From a folder where the run's own --out ("results") is a file, given again: resuming
-    writes into the run folder only, so it is not refused for it."""
+    """From a folder where the run's recorded --out ("results") is a file, with --out naming
+    the run's parent from here: resuming writes into the run folder only, so it is not
+    refused for the recorded one."""
     from run_fixtures import write_run
 
     run_dir = write_run(tmp_path / "runs", quality={"dice": 0.8, "focal": 0.6}, seeds=(0,))
@@ -243,12 +244,45 @@ def test_a_resumed_dry_run_is_checked_and_marks_the_finished_trials(cli, tmp_pat
     elsewhere.mkdir()
     (elsewhere / "results").write_text("not a folder")
     monkeypatch.chdir(elsewhere)
-    more = cli("run", "--resume", run_dir, "--seeds", "2", "--out", "results", "--dry-run")
+    more = cli("run", "--resume", run_dir, "--seeds", "2", "--out", "../runs/", "--dry-run")
     assert more.exit_code == 0, more.output
     assert "2 of 4 planned trials still to train" in more.output
     assert more.output.count("finished") == 2 and more.output.count("to train") == 3
     changed = cli("run", "--resume", run_dir, "--epochs", "9", "--dry-run")
     assert changed.exit_code == 2 and "changes epochs" in changed.stderr
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["run", "dry-run"])
+def test_resume_refuses_an_out_it_would_ignore(cli, tmp_path, dry_run):
+    """--out beside --resume was ignored (the run stays in its folder) yet recorded in the
+    run's resume_command and report page as if it had been used."""
+    from run_fixtures import write_run
+
+    run_dir = write_run(tmp_path / "runs", quality={"dice": 0.8, "focal": 0.6}, seeds=(0,))
+    before = sorted(path.name for path in run_dir.rglob("*"))
+    run_json = (run_dir / "run.json").read_text()
+    elsewhere = tmp_path / "elsewhere"
+    result = cli("run", "--resume", run_dir, "--seeds", "2", "--out", elsewhere, *dry_run)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"losscmp: error: --resume continues {run_dir} where it is, in {run_dir.parent}; "
+        f"--out {elsewhere} would be ignored: leave --out out, or give that folder\n"
+    )
+    assert sorted(path.name for path in run_dir.rglob("*")) == before
+    assert (run_dir / "run.json").read_text() == run_json and not elsewhere.exists()
+
+
+def test_a_config_files_out_is_no_refusal_on_resume(cli, tmp_path):
+    """The command that started a run, with --config, plus --resume: its 'out' key (a
+    file's default, not this command's request) leaves the run where it is."""
+    from run_fixtures import write_run
+
+    run_dir = write_run(tmp_path / "runs", quality={"dice": 0.8, "focal": 0.6}, seeds=(0,))
+    config = tmp_path / "run.yaml"
+    config.write_text(f"out: {tmp_path / 'elsewhere'}\n")
+    result = cli("run", "--config", config, "--resume", run_dir, "--seeds", "2", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert _plan_line(result.output).endswith(f"results under {run_dir.parent}/")
 
 
 def test_a_resumed_dry_run_shows_the_fusion_the_run_keeps(cli, tmp_path):
