@@ -223,17 +223,14 @@ def _execute(prepared: PreparedRun, run_dir: Path | None, emit: Listener, comman
         )
     emit(RunOpened(store.run_dir))
     with store.lock():
-        execution = _open_run(store, prepared, resuming, command)
+        execution = _open_run(store, prepared, resuming)
         done = store.finished_trials()
         for damaged in store.quarantined:
             emit(RunNote(f"{damaged.message}; that trial is trained again"))
-        if resuming:
-            moved = device_change(store.read_meta(), prepared)
-            if moved:
-                emit(RunNote(moved, warning=True))
+        todo = [trial for trial in plan.trials if trial.id not in done]
+        timed = not resuming or _record_resume(store, prepared, execution, todo, command, emit)
         store.rebuild_tables()  # a crash between a trial file and its tables leaves them stale
         _start_tracking(store, prepared, emit)
-        todo = [trial for trial in plan.trials if trial.id not in done]
         emit(
             RunStarted(
                 store.run_dir,
@@ -248,7 +245,8 @@ def _execute(prepared: PreparedRun, run_dir: Path | None, emit: Listener, comman
         except BaseException as error:
             prepared.tracker.end("killed" if isinstance(error, KeyboardInterrupt) else "failed")
             raise
-        store.update_meta(finished_at=now_iso())
+        if timed:
+            store.update_meta(finished_at=now_iso())
         prepared.tracker.end("failed" if store.read_meta().get("failed_trials") else "finished")
     return store.run_dir
 
@@ -295,11 +293,8 @@ def failed_trial(trial: Trial, reason: str) -> dict[str, Any]:
     }
 
 
-def _open_run(
-    store: RunStore, prepared: PreparedRun, resuming: bool, command: str | None
-) -> Execution:
-    """Check and update a resumed run's run.json, or write a new one; the execution to use."""
-    plan = prepared.plan
+def _open_run(store: RunStore, prepared: PreparedRun, resuming: bool) -> Execution:
+    """Check a resumed run's run.json, or write a new run's panels; the execution to use."""
     if not resuming:  # run.json was written with the folder
         _write_reference_panels(store, prepared.datasets)
         return prepared.execution
@@ -308,7 +303,27 @@ def _open_run(
     # A kill between the folder's rename and these files left a run whose report had no
     # prediction panel: the resumed run writes the missing ones.
     _write_reference_panels(store, prepared.datasets, only_missing=True)
-    execution = stored_execution(meta, prepared.execution)
+    return stored_execution(meta, prepared.execution)
+
+
+def _record_resume(
+    store: RunStore,
+    prepared: PreparedRun,
+    execution: Execution,
+    todo: list[Trial],
+    command: str | None,
+    emit: Listener,
+) -> bool:
+    """run.json of a run resumed to train ``todo``: how the rest runs, and when and by what;
+    whether it was resumed. A finished run with nothing to train keeps its record as it
+    was: its times (the report's duration would count the idle time between) included."""
+    meta = store.read_meta()
+    if not todo and meta.get("finished_at"):
+        return False
+    moved = device_change(meta, prepared)
+    if moved:
+        emit(RunNote(moved, warning=True))
+    plan = prepared.plan
     store.update_meta(
         config=plan.config.to_dict(),
         execution=dataclasses.asdict(execution),  # how the rest ran (executor, jobs)
@@ -318,7 +333,7 @@ def _open_run(
         resumed_at=now_iso(),
         resume_command=command,
     )
-    return execution
+    return True
 
 
 def _run_jobs(store, prepared: PreparedRun, execution: Execution, done: set[str], emit):

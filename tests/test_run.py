@@ -397,6 +397,23 @@ def test_resume_accepts_reordered_losses_and_adds_seeds(cli, one_epoch_run):
     assert meta["started_at"] <= meta["resumed_at"] <= meta["finished_at"]
 
 
+def test_a_resume_with_nothing_to_train_keeps_the_runs_record(cli, tmp_path):
+    """It set resumed_at and finished_at to the time of the resume: the report page gave
+    the run a duration that counted the idle time between. The tables are still rebuilt."""
+    from run_fixtures import write_run
+
+    run_dir = write_run(tmp_path / "runs", quality={"dice": 0.8, "focal": 0.6}, seeds=(0,))
+    run_json = (run_dir / "run.json").read_text()
+    (run_dir / "epochs.csv").unlink()
+    result = cli("run", "--resume", run_dir)
+    assert result.exit_code == 0, result.output
+    assert "(2 finished trials kept)" in " ".join(result.stderr.split())
+    assert (run_dir / "run.json").read_text() == run_json
+    assert (run_dir / "epochs.csv").is_file()
+    page = (run_dir / "report.html").read_text()
+    assert "2026-01-01 12:05:00+00:00 (5 min 0 s)" in page and "resumed" not in page
+
+
 def test_resume_refuses_another_model_or_a_damaged_run(cli, one_epoch_run):
     args, run_dir = one_epoch_run
     other_model = cli("run", *args, "--model", "small", "--resume", run_dir)
