@@ -298,7 +298,7 @@ def run(
 def _train(prepared, resume: Path | None, command: str) -> Path:
     """Train with the progress display. Stopped once the run folder exists (Ctrl-C,
     SIGTERM), the last line says where the finished trials are and how to finish: printed
-    after the display's last frame, so that a log ends with it too."""
+    once the display has stopped, so that a terminal shows it below the bars."""
     from losscmp import console
     from losscmp.runner import execute
 

@@ -130,12 +130,13 @@ class TrainingProgress:
         self.ended = 0
         self.show_dataset = False
         self.run_dir: Path | None = None
+        self.drawing = False  # the live display runs: on a terminal only
 
     def __enter__(self) -> TrainingProgress:
         return self  # the display starts with the run: a run refused before leaves no line
 
     def __exit__(self, *exc: object) -> None:
-        if self.overall is not None:
+        if self.drawing:
             self.progress.stop()
 
     def __call__(self, event) -> None:
@@ -163,7 +164,11 @@ class TrainingProgress:
         self.overall = self.progress.add_task(
             "all trials", total=len(self.trials) * self.epochs, status=self._tally(), time_left=None
         )
-        self.progress.start()
+        # A log gets one line per ended trial instead (_on_TrialEnded): Rich draws nothing
+        # there while it runs, then its last frame (and a blank line) after those lines.
+        self.drawing = err.is_terminal
+        if self.drawing:
+            self.progress.start()
 
     def _on_RunNote(self, event) -> None:  # noqa: N802
         (print_warning if event.warning else print_note)(event.text)
@@ -215,7 +220,7 @@ class TrainingProgress:
         if event.status == "failed":
             failure = escape(f"{self._name(event.trial_id)}: {event.reason}")
             err.print(f"[red]failed:[/red] {failure}", highlight=False)
-        elif not err.is_terminal:  # a log gets no live lines, only their last frame: say it
+        elif not self.drawing:  # a log: no live lines, so this one says that a trial ended
             name = escape(self._name(event.trial_id))
             err.print(f"{event.status}: {name} ({self._tally()}{self._left()})", highlight=False)
         if self.overall is not None:

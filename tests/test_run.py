@@ -54,6 +54,23 @@ def test_smoke_run_prints_the_table_and_writes_the_run_folder(smoke_run):
     assert set(images["which"]) == {"best", "final"}
 
 
+def test_a_logged_run_has_a_line_per_trial_and_nothing_of_the_bars(smoke_run):
+    """stderr to a file (CliRunner's is not a terminal): Rich's last frame of the bars
+    came after the per-trial lines, the overall bar and its times cut to the log's width."""
+    import re
+
+    result, run_dir = smoke_run
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"run folder: {run_dir}" and lines[1].startswith("executing: in this")
+    trials = [re.sub(r", \d:\d\d:\d\d left\)$", ")", line) for line in lines[2:5]]
+    assert trials == [
+        "finished: dice · seed 0 (1/3 trials)",
+        "finished: focal · seed 0 (2/3 trials)",
+        "finished: tversky · seed 0 (3/3 trials)",
+    ]
+    assert lines[5:] == [f"wrote {run_dir / 'summary.csv'}", f"wrote {run_dir / 'report.html'}"]
+
+
 def test_per_image_scores_and_the_panel_are_of_the_test_images(smoke_run):
     """images.csv, HD95 and the prediction panel are read on the test split, which chose
     nothing: recomputed here from the panel's predictions and the test masks."""
