@@ -278,7 +278,8 @@ def run(
             plan = plan_run(run_config)
             prepared = prepare(plan, resuming=resume is not None, done=_finished(resume))
         if dry_run:
-            console.print_plan(plan, finished=_dry_run_resume_checks(prepared, resume))
+            finished, choices = _dry_run_checks(prepared, resume)
+            console.print_plan(plan, finished, choices)
             return
         run_dir = _train(prepared, resume, _command_line(config, flags, resume))
         try:
@@ -297,7 +298,7 @@ def run(
 def _train(prepared, resume: Path | None, command: str) -> Path:
     """Train with the progress display. Stopped once the run folder exists (Ctrl-C,
     SIGTERM), the last line says where the finished trials are and how to finish: printed
-    after the display's last frame, so that a log ends with it too."""
+    once the display has stopped, so that a terminal shows it below the bars."""
     from losscmp import console
     from losscmp.runner import execute
 
@@ -412,16 +413,18 @@ def _finished(resume: Path | None) -> set[str]:
     return set(RunStore(resume).scan_trials().records) if resume is not None else set()
 
 
-def _dry_run_resume_checks(prepared, resume: Path | None) -> set[str]:
-    """What a real --resume checks before it writes; the trials the run has finished."""
+def _dry_run_checks(prepared, resume: Path | None) -> tuple[set[str], list]:
+    """What a real --resume checks before it writes; the trials the run has finished and
+    what the run would use where losscmp decides (``runner.planned_choices``)."""
     from losscmp.results import read_run_json
-    from losscmp.runner import check_resumable
+    from losscmp.runner import check_resumable, planned_choices
 
     with prepared.executor:  # started by prepare, as for a real run: stopped unused
         if resume is None:
-            return set()
-        check_resumable(read_run_json(resume), prepared, resume)
-        return _finished(resume)
+            return set(), planned_choices(prepared)
+        meta = read_run_json(resume)
+        check_resumable(meta, prepared, resume)
+        return _finished(resume), planned_choices(prepared, meta)
 
 
 def _command_line(config: Path | None, flags: dict, resume: Path | None) -> str:

@@ -130,12 +130,13 @@ class TrainingProgress:
         self.ended = 0
         self.show_dataset = False
         self.run_dir: Path | None = None
+        self.drawing = False  # the live display runs: on a terminal only
 
     def __enter__(self) -> TrainingProgress:
         return self  # the display starts with the run: a run refused before leaves no line
 
     def __exit__(self, *exc: object) -> None:
-        if self.overall is not None:
+        if self.drawing:
             self.progress.stop()
 
     def __call__(self, event) -> None:
@@ -163,7 +164,11 @@ class TrainingProgress:
         self.overall = self.progress.add_task(
             "all trials", total=len(self.trials) * self.epochs, status=self._tally(), time_left=None
         )
-        self.progress.start()
+        # A log gets one line per ended trial instead (_on_TrialEnded): Rich draws nothing
+        # there while it runs, then its last frame (and a blank line) after those lines.
+        self.drawing = err.is_terminal
+        if self.drawing:
+            self.progress.start()
 
     def _on_RunNote(self, event) -> None:  # noqa: N802
         (print_warning if event.warning else print_note)(event.text)
@@ -215,7 +220,7 @@ class TrainingProgress:
         if event.status == "failed":
             failure = escape(f"{self._name(event.trial_id)}: {event.reason}")
             err.print(f"[red]failed:[/red] {failure}", highlight=False)
-        elif not err.is_terminal:  # a log gets no live lines, only their last frame: say it
+        elif not self.drawing:  # a log: no live lines, so this one says that a trial ended
             name = escape(self._name(event.trial_id))
             err.print(f"{event.status}: {name} ({self._tally()}{self._left()})", highlight=False)
         if self.overall is not None:
@@ -290,12 +295,16 @@ class DownloadProgress:
         self.progress.update(self.tasks[name], completed=done, total=total)
 
 
-def print_plan(plan, finished: set[str] = frozenset()) -> None:
-    """The planned trials (``--dry-run``); those ``finished`` (a resumed run's) marked."""
+def print_plan(
+    plan, finished: set[str] = frozenset(), choices: list[tuple[str, str, str]] = ()
+) -> None:
+    """The planned trials (``--dry-run``); those ``finished`` (a resumed run's) marked;
+    ``choices`` (runner.planned_choices): what the run will use where losscmp decides."""
     todo = sum(trial.id not in finished for trial in plan.trials)
-    title = f"{len(plan.trials)} planned trials (dry run: nothing trained)"
+    planned = _count(len(plan.trials), "planned trial")
+    title = f"{planned} (dry run: nothing trained)"
     if finished:
-        title = f"{todo} of {len(plan.trials)} planned trials still to train (dry run)"
+        title = f"{todo} of {planned} still to train (dry run)"
     table = Table(title=title)
     columns = ("#", "dataset", "loss", "lr", "seed", "trial id") + (("state",) if finished else ())
     for column in columns:
@@ -308,12 +317,20 @@ def print_plan(plan, finished: set[str] = frozenset()) -> None:
         table.add_row(*map(escape, row))
     stdout().print(table)
     config = plan.config
-    stdout().print(
-        f"{config.epochs} epochs, batch {config.batch_size}, image {config.image_size}px, "
-        f"model {config.model}, device {config.device}, executor {config.executor} "
-        f"(jobs {config.jobs or 'auto'}, fuse {config.fuse}), results under {config.out}/",
-        markup=False,
+    chosen = "".join(
+        f", {name} {value}" + (f" ({why})" if why else "") for name, value, why in choices
     )
+    stdout().print(
+        f"{_count(config.epochs, 'epoch')}, batch {config.batch_size}, "
+        f"image {config.image_size}px, executor {config.executor}{chosen}, "
+        f"results under {config.out}/",
+        markup=False,
+        soft_wrap=True,  # one line, however long its path: the terminal wraps it
+    )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def print_tables(tables: list) -> None:

@@ -10,6 +10,7 @@ interrupted run keeps every finished trial and ``--resume`` picks up the rest.
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import subprocess
 from collections.abc import Collection
@@ -129,6 +130,47 @@ def resolve_execution(
     return executor_class(config.executor).resolve_execution(config, device, fused, jobs_to_run)
 
 
+def planned_choices(
+    prepared: PreparedRun, meta: dict[str, Any] | None = None
+) -> list[tuple[str, str, str]]:
+    """What the run will use for each option losscmp may decide (model, device, jobs,
+    fusion), as (option, value, why): ``why`` is '' for a value used as given. ``meta``
+    is a resumed run's run.json: the run keeps its own fusion and, for ``auto``, device."""
+    config, settings = prepared.plan.config, prepared.settings
+    execution = prepared.execution if meta is None else stored_execution(meta, prepared.execution)
+    device = settings.device.type
+    return [
+        ("model", settings.preset.name, "auto" if config.model == "auto" else ""),
+        ("device", device, _device_why(config.device, meta)),
+        ("jobs", _jobs_text(execution.jobs), _jobs_why(config.jobs, execution.jobs)),
+        ("fuse", "on" if execution.fused else "off", _fuse_why(config.fuse, device, meta)),
+    ]
+
+
+def _device_why(given: str, meta: dict[str, Any] | None) -> str:
+    if given == "auto":
+        return "auto"
+    # resume_config pins a resumed run's 'auto' to the device it started on
+    stored = ((meta or {}).get("config") or {}).get("device")
+    return "the run's" if stored == "auto" else ""
+
+
+def _fuse_why(given: str, device: str, meta: dict[str, Any] | None) -> str:
+    if meta is not None:
+        return "the run's"  # stored_execution: a resumed run keeps its own
+    return f"auto: {device.upper()}" if given == "auto" else ""
+
+
+def _jobs_text(jobs: int) -> str:
+    return str(jobs) if jobs else "as many as the cluster fits"  # Ray's 0
+
+
+def _jobs_why(given: int | None, jobs: int) -> str:
+    if given is None:
+        return "auto"
+    return "" if given == jobs else f"--jobs {given}: only {jobs} to run"
+
+
 def make_jobs(trials: list[Trial], fused: bool, done: Collection[str] = ()) -> list[Job]:
     """The jobs for the planned ``trials`` that are not ``done``: one per trial, or per
     (dataset, seed, learning rate) group of at most MAX_FUSED_LOSSES losses (a group
@@ -181,17 +223,14 @@ def _execute(prepared: PreparedRun, run_dir: Path | None, emit: Listener, comman
         )
     emit(RunOpened(store.run_dir))
     with store.lock():
-        execution = _open_run(store, prepared, resuming, command)
+        execution = _open_run(store, prepared, resuming)
         done = store.finished_trials()
         for damaged in store.quarantined:
             emit(RunNote(f"{damaged.message}; that trial is trained again"))
-        if resuming:
-            moved = device_change(store.read_meta(), prepared)
-            if moved:
-                emit(RunNote(moved, warning=True))
+        todo = [trial for trial in plan.trials if trial.id not in done]
+        timed = not resuming or _record_resume(store, prepared, execution, todo, command, emit)
         store.rebuild_tables()  # a crash between a trial file and its tables leaves them stale
         _start_tracking(store, prepared, emit)
-        todo = [trial for trial in plan.trials if trial.id not in done]
         emit(
             RunStarted(
                 store.run_dir,
@@ -206,7 +245,8 @@ def _execute(prepared: PreparedRun, run_dir: Path | None, emit: Listener, comman
         except BaseException as error:
             prepared.tracker.end("killed" if isinstance(error, KeyboardInterrupt) else "failed")
             raise
-        store.update_meta(finished_at=now_iso())
+        if timed:
+            store.update_meta(finished_at=now_iso())
         prepared.tracker.end("failed" if store.read_meta().get("failed_trials") else "finished")
     return store.run_dir
 
@@ -253,11 +293,8 @@ def failed_trial(trial: Trial, reason: str) -> dict[str, Any]:
     }
 
 
-def _open_run(
-    store: RunStore, prepared: PreparedRun, resuming: bool, command: str | None
-) -> Execution:
-    """Check and update a resumed run's run.json, or write a new one; the execution to use."""
-    plan = prepared.plan
+def _open_run(store: RunStore, prepared: PreparedRun, resuming: bool) -> Execution:
+    """Check a resumed run's run.json, or write a new run's panels; the execution to use."""
     if not resuming:  # run.json was written with the folder
         _write_reference_panels(store, prepared.datasets)
         return prepared.execution
@@ -266,7 +303,27 @@ def _open_run(
     # A kill between the folder's rename and these files left a run whose report had no
     # prediction panel: the resumed run writes the missing ones.
     _write_reference_panels(store, prepared.datasets, only_missing=True)
-    execution = stored_execution(meta, prepared.execution)
+    return stored_execution(meta, prepared.execution)
+
+
+def _record_resume(
+    store: RunStore,
+    prepared: PreparedRun,
+    execution: Execution,
+    todo: list[Trial],
+    command: str | None,
+    emit: Listener,
+) -> bool:
+    """run.json of a run resumed to train ``todo``: how the rest runs, and when and by what;
+    whether it was resumed. A finished run with nothing to train keeps its record as it
+    was: its times (the report's duration would count the idle time between) included."""
+    meta = store.read_meta()
+    if not todo and meta.get("finished_at"):
+        return False
+    moved = device_change(meta, prepared)
+    if moved:
+        emit(RunNote(moved, warning=True))
+    plan = prepared.plan
     store.update_meta(
         config=plan.config.to_dict(),
         execution=dataclasses.asdict(execution),  # how the rest ran (executor, jobs)
@@ -276,7 +333,7 @@ def _open_run(
         resumed_at=now_iso(),
         resume_command=command,
     )
-    return execution
+    return True
 
 
 def _run_jobs(store, prepared: PreparedRun, execution: Execution, done: set[str], emit):
@@ -403,13 +460,27 @@ def resume_config(run_dir: Path, config_file: str | None, flags: dict[str, Any])
     even where a GPU has since appeared, or Ray decides differently)."""
     meta = read_run_json(run_dir)
     base = stored_config(meta, run_dir)
+    _refuse_another_out(run_dir, flags.get("out"))
     started_on = str(meta.get("device", "")).split(":")[0]
     if base.get("device", "auto") == "auto" and started_on in DEVICES:
         base = {**base, "device": started_on}
     config = build_config(config_file, base=base, **flags)
-    # Where the run folder is, whatever --out it was started with, or this command gives.
+    # Where the run folder is, whatever --out it was started with, or a config file gives.
     config.out = str(Path(run_dir).parent)
     return config
+
+
+def _refuse_another_out(run_dir: Path, out: str | None) -> None:
+    """``--out`` beside ``--resume`` names where the run folder already is (a script that
+    always passes it), or it would be ignored: the user expected the run elsewhere. A
+    config file's ``out`` is not checked: a file shared by several commands is no such
+    request."""
+    here = os.path.realpath(Path(run_dir).parent)
+    if out is not None and os.path.realpath(Path(out).expanduser()) != here:
+        raise LosscmpError(
+            f"--resume continues {run_dir} where it is, in {Path(run_dir).parent}; --out {out} "
+            "would be ignored: leave --out out, or give that folder"
+        )
 
 
 def stored_config(meta: dict[str, Any], run_dir: Path) -> dict[str, Any]:

@@ -641,6 +641,7 @@ CASES: list[tuple[str, Args, str]] = [
     ),
     ("resume-changes-epochs", resume(run_folder, "--epochs", "9"), "changes epochs"),
     ("resume-drops-seeds", resume(two_seed_run, "--seeds", "1"), "can gain seeds, not lose"),
+    ("resume-another-out", resume(run_folder, "--out", "elsewhere"), "--out elsewhere would be"),
     # report
     (
         "loss-ignore-index-beside-the-masks-own",
@@ -733,7 +734,8 @@ def test_bad_input_is_refused_cleanly(tmp_path, monkeypatch, name, args, message
     if argv and argv[0] == "report":
         command = argv
     else:
-        out = [] if "--out" in argv else ["--out", str(work / "results")]
+        # A resumed run stays in its folder: another --out would be refused for itself.
+        out = [] if {"--out", "--resume"} & set(argv) else ["--out", str(work / "results")]
         own = {"--epochs", "--config", "--resume"}  # these bring their own epochs
         quick = [] if own & set(argv) else ["--epochs", "1"]
         device = [] if "--device" in argv else ["--device", "cpu"]

@@ -145,12 +145,43 @@ def test_report_on_missing_folder(cli, tmp_path):
     assert result.stderr.startswith("losscmp: error: ")
 
 
+def _plan_line(output: str) -> str:
+    """The dry run's last line, as one line whatever width it was printed at."""
+    return " ".join(output.strip().splitlines()[-1].split())
+
+
 def test_dry_run_prints_trials_and_writes_nothing(cli, tmp_path):
     out = tmp_path / "r"
-    result = cli("run", "--losses", "dice,bce", "--seeds", "2", "--dry-run", "--out", out)
+    args = ["--losses", "dice,bce", "--seeds", "2", "--device", "cpu", "--jobs", "8"]
+    result = cli("run", *args, "--dry-run", "--out", out)
     assert result.exit_code == 0
     assert "4 planned trials" in result.output
     assert result.output.count("seed") >= 1
+    assert _plan_line(result.output) == (
+        "8 epochs, batch 16, image 64px, executor local, model tiny (auto), device cpu, "
+        f"jobs 4 (--jobs 8: only 4 to run), fuse off (auto: CPU), results under {out}/"
+    )
+    assert not out.exists()
+
+
+def test_a_dry_run_says_what_auto_resolves_to_in_the_singular(cli, tmp_path):
+    """It said '1 planned trials', '1 epochs' and 'model auto, device auto, jobs auto,
+    fuse auto', though the dry run had resolved each of them."""
+    from losscmp.devices import resolve_device
+
+    out = tmp_path / "r"
+    result = cli("run", "--losses", "dice", "--epochs", "1", "--dry-run", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "1 planned trial (dry run: nothing trained)" in result.output
+    device = resolve_device("auto").type  # tiny on the CPU, small on a GPU; fused on CUDA
+    model, fuse = (
+        ("tiny", "off") if device == "cpu" else ("small", "on" if device == "cuda" else "off")
+    )
+    assert _plan_line(result.output) == (
+        f"1 epoch, batch 16, image 64px, executor local, model {model} (auto), "
+        f"device {device} (auto), jobs 1 (auto), fuse {fuse} (auto: {device.upper()}), "
+        f"results under {out}/"
+    )
     assert not out.exists()
 
 
@@ -203,8 +234,9 @@ def test_datasets_root_before_download_is_refused(cli, tmp_path, monkeypatch):
 
 
 def test_a_resumed_dry_run_is_checked_and_marks_the_finished_trials(cli, tmp_path, monkeypatch):
-    """From a folder where the run's own --out ("results") is a file, given again: resuming
-    writes into the run folder only, so it is not refused for it."""
+    """From a folder where the run's recorded --out ("results") is a file, with --out naming
+    the run's parent from here: resuming writes into the run folder only, so it is not
+    refused for the recorded one."""
     from run_fixtures import write_run
 
     run_dir = write_run(tmp_path / "runs", quality={"dice": 0.8, "focal": 0.6}, seeds=(0,))
@@ -212,12 +244,61 @@ def test_a_resumed_dry_run_is_checked_and_marks_the_finished_trials(cli, tmp_pat
     elsewhere.mkdir()
     (elsewhere / "results").write_text("not a folder")
     monkeypatch.chdir(elsewhere)
-    more = cli("run", "--resume", run_dir, "--seeds", "2", "--out", "results", "--dry-run")
+    more = cli("run", "--resume", run_dir, "--seeds", "2", "--out", "../runs/", "--dry-run")
     assert more.exit_code == 0, more.output
     assert "2 of 4 planned trials still to train" in more.output
     assert more.output.count("finished") == 2 and more.output.count("to train") == 3
     changed = cli("run", "--resume", run_dir, "--epochs", "9", "--dry-run")
     assert changed.exit_code == 2 and "changes epochs" in changed.stderr
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["run", "dry-run"])
+def test_resume_refuses_an_out_it_would_ignore(cli, tmp_path, dry_run):
+    """--out beside --resume was ignored (the run stays in its folder) yet recorded in the
+    run's resume_command and report page as if it had been used."""
+    from run_fixtures import write_run
+
+    run_dir = write_run(tmp_path / "runs", quality={"dice": 0.8, "focal": 0.6}, seeds=(0,))
+    before = sorted(path.name for path in run_dir.rglob("*"))
+    run_json = (run_dir / "run.json").read_text()
+    elsewhere = tmp_path / "elsewhere"
+    result = cli("run", "--resume", run_dir, "--seeds", "2", "--out", elsewhere, *dry_run)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"losscmp: error: --resume continues {run_dir} where it is, in {run_dir.parent}; "
+        f"--out {elsewhere} would be ignored: leave --out out, or give that folder\n"
+    )
+    assert sorted(path.name for path in run_dir.rglob("*")) == before
+    assert (run_dir / "run.json").read_text() == run_json and not elsewhere.exists()
+
+
+def test_a_config_files_out_is_no_refusal_on_resume(cli, tmp_path):
+    """The command that started a run, with --config, plus --resume: its 'out' key (a
+    file's default, not this command's request) leaves the run where it is."""
+    from run_fixtures import write_run
+
+    run_dir = write_run(tmp_path / "runs", quality={"dice": 0.8, "focal": 0.6}, seeds=(0,))
+    config = tmp_path / "run.yaml"
+    config.write_text(f"out: {tmp_path / 'elsewhere'}\n")
+    result = cli("run", "--config", config, "--resume", run_dir, "--seeds", "2", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert _plan_line(result.output).endswith(f"results under {run_dir.parent}/")
+
+
+def test_a_resumed_dry_run_shows_the_fusion_the_run_keeps(cli, tmp_path):
+    """It said 'fuse auto' whatever the run had recorded: a resume keeps the run's own."""
+    from run_fixtures import write_run
+
+    run_dir = write_run(tmp_path / "runs", quality={"dice": 0.8, "focal": 0.6}, seeds=(0,))
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta["execution"] = {"executor": "local", "jobs": 1, "threads": 1, "fused": True}
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    result = cli("run", "--resume", run_dir, "--seeds", "2", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert _plan_line(result.output) == (
+        "4 epochs, batch 4, image 32px, executor local, model tiny, device cpu, "
+        f"jobs 1 (auto), fuse on (the run's), results under {run_dir.parent}/"
+    )
 
 
 def test_dry_run_makes_the_checks_that_need_the_data(cli, tmp_path):

@@ -1,4 +1,5 @@
-"""docs/architecture.md's module map names every module of the package, and only those."""
+"""docs/architecture.md's module map names every module of the package, and only those;
+the README and the demo's config agree on how long the demo takes."""
 
 from __future__ import annotations
 
@@ -35,3 +36,12 @@ def test_the_module_map_names_every_module():
 def test_every_module_the_map_names_exists():
     for name in module_map():
         assert (PACKAGE / name).exists(), name
+
+
+def test_the_readme_and_the_demo_config_give_one_demo_time():
+    """configs/synthetic.yaml said about 50 seconds, the README about 45."""
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    config = (ROOT / "configs" / "synthetic.yaml").read_text(encoding="utf-8")
+    (in_readme,) = re.findall(r"the whole command takes about (\d+) seconds", readme)
+    (in_config,) = re.findall(r"About (\d+) seconds", config)
+    assert in_readme == in_config

@@ -674,8 +674,10 @@ def test_a_log_gets_a_line_per_ended_trial(tmp_path, capsys):
         progress(TrialEnded("t1", "finished"))
         progress(TrialEnded("t0", "diverged"))
         progress(TrialEnded("t2", "failed", reason="worker process died"))
-    lines = capsys.readouterr().err.splitlines()
-    assert lines[2:5] == [
+    # All of it: Rich's last frame of the bars (and a blank line) came after these lines.
+    assert capsys.readouterr().err.splitlines() == [
+        f"run folder: {tmp_path}",
+        "executing: 2 workers",
         "finished: loss1 · seed 0 (1/3 trials)",
         "diverged: loss0 · seed 0 (2/3 trials)",
         "failed: loss2 · seed 0: worker process died",

@@ -88,6 +88,19 @@ def test_imbalance_figure_when_the_run_has_a_dial(tmp_path):
     read_png(run_dir / "plots" / "imbalance.png")
 
 
+@pytest.mark.parametrize(("schema", "split"), [(None, "test"), (1, "val.")])
+def test_the_imbalance_figure_says_where_it_was_measured(tmp_path, monkeypatch, schema, split):
+    """Its y axis said 'Dice (chosen epoch)'; the dial table says on which split."""
+    datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.05, 0.2)]
+    version = {} if schema is None else {"schema_version": schema}
+    run_dir = write_run(tmp_path, quality=QUALITY, datasets=datasets, panel=False, **version)
+    drawn = []
+    draw = figures.png_bytes
+    monkeypatch.setattr(figures, "png_bytes", lambda figure: drawn.append(figure) or draw(figure))
+    figures.write_plots(run_dir)
+    assert drawn[-1].axes[0].get_ylabel() == f"Dice ({split}, at the epoch chosen on validation)"
+
+
 def test_multiclass_panel(tmp_path):
     run_dir = write_run(tmp_path, class_names=("background", "pet", "border"))
     written = figures.write_plots(run_dir)

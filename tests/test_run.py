@@ -54,6 +54,23 @@ def test_smoke_run_prints_the_table_and_writes_the_run_folder(smoke_run):
     assert set(images["which"]) == {"best", "final"}
 
 
+def test_a_logged_run_has_a_line_per_trial_and_nothing_of_the_bars(smoke_run):
+    """stderr to a file (CliRunner's is not a terminal): Rich's last frame of the bars
+    came after the per-trial lines, the overall bar and its times cut to the log's width."""
+    import re
+
+    result, run_dir = smoke_run
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"run folder: {run_dir}" and lines[1].startswith("executing: in this")
+    trials = [re.sub(r", \d:\d\d:\d\d left\)$", ")", line) for line in lines[2:5]]
+    assert trials == [
+        "finished: dice · seed 0 (1/3 trials)",
+        "finished: focal · seed 0 (2/3 trials)",
+        "finished: tversky · seed 0 (3/3 trials)",
+    ]
+    assert lines[5:] == [f"wrote {run_dir / 'summary.csv'}", f"wrote {run_dir / 'report.html'}"]
+
+
 def test_per_image_scores_and_the_panel_are_of_the_test_images(smoke_run):
     """images.csv, HD95 and the prediction panel are read on the test split, which chose
     nothing: recomputed here from the panel's predictions and the test masks."""
@@ -395,6 +412,23 @@ def test_resume_accepts_reordered_losses_and_adds_seeds(cli, one_epoch_run):
         + ["--out", out, "--resume", str(run_dir)]
     )
     assert meta["started_at"] <= meta["resumed_at"] <= meta["finished_at"]
+
+
+def test_a_resume_with_nothing_to_train_keeps_the_runs_record(cli, tmp_path):
+    """It set resumed_at and finished_at to the time of the resume: the report page gave
+    the run a duration that counted the idle time between. The tables are still rebuilt."""
+    from run_fixtures import write_run
+
+    run_dir = write_run(tmp_path / "runs", quality={"dice": 0.8, "focal": 0.6}, seeds=(0,))
+    run_json = (run_dir / "run.json").read_text()
+    (run_dir / "epochs.csv").unlink()
+    result = cli("run", "--resume", run_dir)
+    assert result.exit_code == 0, result.output
+    assert "(2 finished trials kept)" in " ".join(result.stderr.split())
+    assert (run_dir / "run.json").read_text() == run_json
+    assert (run_dir / "epochs.csv").is_file()
+    page = (run_dir / "report.html").read_text()
+    assert "2026-01-01 12:05:00+00:00 (5 min 0 s)" in page and "resumed" not in page
 
 
 def test_resume_refuses_another_model_or_a_damaged_run(cli, one_epoch_run):

@@ -61,7 +61,10 @@ def write_plots(run_dir: Path | str, *, metric: str = "dice") -> list[Path]:
     dial = summary.imbalance_frame(table)
     if dial is not None:
         written.append(
-            store.write_figure("imbalance.png", png_bytes(imbalance_figure(dial, metric)))
+            store.write_figure(
+                "imbalance.png",
+                png_bytes(imbalance_figure(dial, metric, split=summary.split_word(table))),
+            )
         )
     return written
 
@@ -314,8 +317,9 @@ def _dice(predicted: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> float:
 # --------------------------------------------------------------------------- imbalance dial
 
 
-def imbalance_figure(dial: pd.DataFrame, metric: str = "dice") -> Figure:
-    """Headline score against foreground fraction (log scale), one line per loss, ± sd bars."""
+def imbalance_figure(dial: pd.DataFrame, metric: str = "dice", *, split: str) -> Figure:
+    """Headline score against foreground fraction (log scale), one line per loss, ± sd bars;
+    ``split`` (``summary.split_word``) is where it was measured, as the dial table says."""
     figure = _figure(5.5, 3.8)
     axis = figure.subplots()
     for loss, rows in dial.groupby("loss", sort=True):
@@ -333,7 +337,7 @@ def imbalance_figure(dial: pd.DataFrame, metric: str = "dice") -> Figure:
     axis.set_xticks(fractions, [f"{f:g}" for f in fractions])
     axis.minorticks_off()
     axis.set_xlabel("foreground fraction")
-    axis.set_ylabel(f"{summary.METRIC_TITLES[metric]} (chosen epoch)")
+    axis.set_ylabel(f"{summary.METRIC_TITLES[metric]} ({split}, at the epoch chosen on validation)")
     axis.set_title(f"Imbalance dial — {plain(dial['dial_group'].iloc[0])} (mean ± sd over seeds)")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)

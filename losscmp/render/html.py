@@ -285,7 +285,7 @@ def _figures(report: Report) -> str:
     if dial is not None:
         parts.append(
             _figure(
-                figures.imbalance_figure(dial, report.metric),
+                figures.imbalance_figure(dial, report.metric, split=split_word(report.summary)),
                 "Headline score against the foreground fraction, ± sd over seeds.",
             )
         )
