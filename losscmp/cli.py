@@ -278,7 +278,8 @@ def run(
             plan = plan_run(run_config)
             prepared = prepare(plan, resuming=resume is not None, done=_finished(resume))
         if dry_run:
-            console.print_plan(plan, finished=_dry_run_resume_checks(prepared, resume))
+            finished, execution = _dry_run_resume_checks(prepared, resume)
+            console.print_plan(plan, finished=finished, execution=execution)
             return
         run_dir = _train(prepared, resume, _command_line(config, flags, resume))
         try:
@@ -412,16 +413,19 @@ def _finished(resume: Path | None) -> set[str]:
     return set(RunStore(resume).scan_trials().records) if resume is not None else set()
 
 
-def _dry_run_resume_checks(prepared, resume: Path | None) -> set[str]:
-    """What a real --resume checks before it writes; the trials the run has finished."""
+def _dry_run_resume_checks(prepared, resume: Path | None) -> tuple[set[str], str]:
+    """What a real --resume checks before it writes; the trials the run has finished and
+    how the others would run (``runner.planned_execution``)."""
     from losscmp.results import read_run_json
-    from losscmp.runner import check_resumable
+    from losscmp.runner import check_resumable, planned_execution
 
     with prepared.executor:  # started by prepare, as for a real run: stopped unused
         if resume is None:
-            return set()
-        check_resumable(read_run_json(resume), prepared, resume)
-        return _finished(resume)
+            return set(), planned_execution(prepared)
+        meta = read_run_json(resume)
+        check_resumable(meta, prepared, resume)
+        finished = _finished(resume)
+        return finished, planned_execution(prepared, finished, meta)
 
 
 def _command_line(config: Path | None, flags: dict, resume: Path | None) -> str:

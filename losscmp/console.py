@@ -286,8 +286,9 @@ class DownloadProgress:
         self.progress.update(self.tasks[name], completed=done, total=total)
 
 
-def print_plan(plan, finished: set[str] = frozenset()) -> None:
-    """The planned trials (``--dry-run``); those ``finished`` (a resumed run's) marked."""
+def print_plan(plan, finished: set[str] = frozenset(), execution: str = "") -> None:
+    """The planned trials (``--dry-run``); those ``finished`` (a resumed run's) marked;
+    ``execution``: how the trials would run (``runner.planned_execution``)."""
     todo = sum(trial.id not in finished for trial in plan.trials)
     title = f"{len(plan.trials)} planned trials (dry run: nothing trained)"
     if finished:
@@ -310,6 +311,8 @@ def print_plan(plan, finished: set[str] = frozenset()) -> None:
         f"(jobs {config.jobs or 'auto'}, fuse {config.fuse}), results under {config.out}/",
         markup=False,
     )
+    if execution:
+        stdout().print(f"executing: {execution}", markup=False)
 
 
 def print_tables(tables: list) -> None:
