@@ -250,6 +250,22 @@ def test_a_diverging_copy_is_recorded_and_leaves_the_others_alone(binary_data, e
     assert per_trial == {"dice": [1, 2] * 3, exploding_loss: [1, 2] * 2, "bce": [1, 2] * 3}
 
 
+def test_a_loss_that_raises_in_a_group_is_named_in_every_trials_failure(binary_data, raising_loss):
+    """The whole group fails with it: dice and bce were recorded as failed with the raising
+    loss's "ValueError: the loss broke" alone, as if they had broken."""
+    from losscmp.executors.base import failure_reason
+
+    trials, specs = trials_of(binary_data, ["dice", raising_loss, "bce"])
+    with pytest.raises(ValueError) as raised:
+        train_fused_group(trials, specs, binary_data, settings(epochs=2))
+    assert failure_reason(raised.value) == (
+        "ValueError: the loss broke (raised by loss 'raising' of a fused group: --fuse off "
+        "trains each loss alone)"
+    )
+    alone = raised.type("the loss broke")
+    assert failure_reason(alone) == "ValueError: the loss broke"
+
+
 def without_seconds(record: dict) -> dict:
     rows = [
         {key: value for key, value in row.items() if key != "seconds"} for row in record["epochs"]
@@ -346,3 +362,21 @@ def test_a_running_statistic_overflowed_to_inf_counts_as_a_diverged_weight():
     norm.running_var[1] = float("inf")
     assert finite_weights(norm.parameters()).item()
     assert not finite_weights(learned_state(norm.parameters(), norm.buffers())).item()
+
+
+def test_running_out_of_memory_in_a_loss_is_the_groups_not_the_losss(binary_data, monkeypatch):
+    """``executors.base.failed`` says what to change for a fused group out of memory; the
+    loss that happened to allocate last is not blamed."""
+    from losscmp.executors.base import failure_reason
+    from losscmp.losses.overlap import DiceLoss
+
+    def out_of_memory(self, logits, target, **maps):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(DiceLoss, "forward", out_of_memory)
+    trials, specs = trials_of(binary_data, ["bce", "dice"])
+    with pytest.raises(torch.OutOfMemoryError) as raised:
+        train_fused_group(trials, specs, binary_data, settings(epochs=1))
+    assert failure_reason(raised.value) == (
+        "out of memory: CUDA out of memory. Tried to allocate 2.00 GiB"
+    )
