@@ -278,8 +278,8 @@ def run(
             plan = plan_run(run_config)
             prepared = prepare(plan, resuming=resume is not None, done=_finished(resume))
         if dry_run:
-            finished, choices = _dry_run_checks(prepared, resume)
-            console.print_plan(plan, finished, choices)
+            finished, choices, execution = _dry_run_checks(prepared, resume)
+            console.print_plan(plan, finished, choices, execution)
             return
         run_dir = _train(prepared, resume, _command_line(config, flags, resume))
         try:
@@ -413,18 +413,24 @@ def _finished(resume: Path | None) -> set[str]:
     return set(RunStore(resume).scan_trials().records) if resume is not None else set()
 
 
-def _dry_run_checks(prepared, resume: Path | None) -> tuple[set[str], list]:
-    """What a real --resume checks before it writes; the trials the run has finished and
-    what the run would use where losscmp decides (``runner.planned_choices``)."""
+def _dry_run_checks(prepared, resume: Path | None) -> tuple[set[str], list, str]:
+    """What a real --resume checks before it writes; the trials the run has finished,
+    what the run would use where losscmp decides (``runner.planned_choices``) and how the
+    others would run (``runner.planned_execution``)."""
     from losscmp.results import read_run_json
-    from losscmp.runner import check_resumable, planned_choices
+    from losscmp.runner import check_resumable, planned_choices, planned_execution
 
     with prepared.executor:  # started by prepare, as for a real run: stopped unused
         if resume is None:
-            return set(), planned_choices(prepared)
+            return set(), planned_choices(prepared), planned_execution(prepared)
         meta = read_run_json(resume)
         check_resumable(meta, prepared, resume)
-        return _finished(resume), planned_choices(prepared, meta)
+        finished = _finished(resume)
+        return (
+            finished,
+            planned_choices(prepared, meta),
+            planned_execution(prepared, finished, meta),
+        )
 
 
 def _command_line(config: Path | None, flags: dict, resume: Path | None) -> str:

@@ -268,6 +268,8 @@ def normalise(key: str, value: Any, name: str | None = None) -> Any:
         return as_spec(_written_numbers(value)).label
     if key in ("fg_fraction", "lr_grid"):
         return _float_list(value, name)
+    if key == "fuse" and isinstance(value, bool):
+        return "on" if value else "off"  # YAML 1.1 reads an unquoted on/off as a boolean
     hint = FIELD_HINTS[key]
     optional = key in OPTIONAL_NAMES or type(None) in typing.get_args(hint)
     if optional and isinstance(value, str) and value.strip().lower() in ("none", "null", ""):

@@ -296,10 +296,14 @@ class DownloadProgress:
 
 
 def print_plan(
-    plan, finished: set[str] = frozenset(), choices: list[tuple[str, str, str]] = ()
+    plan,
+    finished: set[str] = frozenset(),
+    choices: list[tuple[str, str, str]] = (),
+    execution: str = "",
 ) -> None:
     """The planned trials (``--dry-run``); those ``finished`` (a resumed run's) marked;
-    ``choices`` (runner.planned_choices): what the run will use where losscmp decides."""
+    ``choices`` (runner.planned_choices): what the run will use where losscmp decides;
+    ``execution``: how the trials would run (``runner.planned_execution``)."""
     todo = sum(trial.id not in finished for trial in plan.trials)
     planned = _count(len(plan.trials), "planned trial")
     title = f"{planned} (dry run: nothing trained)"
@@ -327,6 +331,8 @@ def print_plan(
         markup=False,
         soft_wrap=True,  # one line, however long its path: the terminal wraps it
     )
+    if execution:
+        stdout().print(f"executing: {execution}", markup=False, soft_wrap=True)
 
 
 def _count(number: int, noun: str) -> str:

@@ -289,10 +289,7 @@ def _train_epoch(fused, copies, scheduler, data, settings, epoch, on_step) -> to
             logits = fused(images)
         logits = logits.float()
         losses = torch.stack(
-            [
-                piece.loss_fn(logits[k], target, **_subset(maps, piece.loss_fn.needs))
-                for k, piece in enumerate(copies)
-            ]
+            [_copy_loss(piece, logits[k], target, maps) for k, piece in enumerate(copies)]
         )
         fused.optimizer.zero_grad(set_to_none=True)
         # d(sum)/d(loss_k) = 1 for every k, NaN or not: copy k's gradient is its own loss's.
@@ -351,6 +348,22 @@ def _evaluate_on_device(fused, data, settings, split: str, keep_predictions: boo
             predictions.append(hard.unflatten(0, (copies, -1)))
     kept = torch.cat(predictions, dim=1) if keep_predictions else None
     return Evaluation(torch.cat(counts, dim=1), histogram, kept, finite)
+
+
+def _copy_loss(piece: _Copy, logits, target, maps) -> torch.Tensor:
+    """The copy's loss on its logits. An error fails every trial of the group: it says which
+    loss raised it, so the others' failures are not read as theirs. (Out of memory is the
+    group's, not the loss's: ``executors.base.failed`` words that.)"""
+    try:
+        return piece.loss_fn(logits, target, **_subset(maps, piece.loss_fn.needs))
+    except Exception as error:
+        out_of_memory = type(error).__name__ == "OutOfMemoryError"  # torch's (CUDA, MPS)
+        if not (out_of_memory or isinstance(error, MemoryError)):
+            error.add_note(
+                f"raised by loss '{piece.trial.loss}' of a fused group: --fuse off trains "
+                "each loss alone"
+            )
+        raise
 
 
 def _subset(maps: dict[str, torch.Tensor], names) -> dict[str, torch.Tensor]:

@@ -1352,10 +1352,7 @@ class RunStore:
         else:
             frames = {spec.name: self._legacy_table(spec) for spec in TABLES}
             if frames["epochs"] is None:
-                raise LosscmpError(
-                    f"{self.run_dir} has no finished trials yet "
-                    "(still running, or stopped before one ended)"
-                )
+                raise LosscmpError(self._why_no_trials(meta))
             if frames["images"] is None:
                 frames["images"] = pd.DataFrame()
         notes += self._history_notes(meta, {record["trial_id"] for record in records})
@@ -1398,6 +1395,21 @@ class RunStore:
         if frame.empty and spec.name == "epochs":
             return None  # a header only: written before any trial finished
         return checked_table(frame, spec, path)
+
+    def _why_no_trials(self, meta: dict[str, Any]) -> str:
+        """A run without a finished trial: one that ended with every trial failed (one loss
+        raising fails a whole fused group) says so; others are running or were stopped."""
+        failed = meta.get("failed_trials")
+        if not (meta.get("finished_at") and isinstance(failed, dict) and failed):
+            return (
+                f"{self.run_dir} has no finished trials yet "
+                "(still running, or stopped before one ended)"
+            )
+        name, reason = next(iter(failed.items()))
+        return (
+            f"{self.run_dir} has no finished trials: {len(failed)} trial(s) failed (e.g. "
+            f"{name}: {reason}); 'losscmp run ... --resume {self.run_dir}' tries them again"
+        )
 
     def _history_notes(self, meta: dict[str, Any], present: set[str]) -> list[str]:
         notes = []

@@ -192,6 +192,21 @@ def make_jobs(trials: list[Trial], fused: bool, done: Collection[str] = ()) -> l
     return jobs
 
 
+def planned_execution(prepared: PreparedRun, done: Collection[str] = (), meta=None) -> str:
+    """How the trials not ``done`` would run, as a run's first lines say it, and, fused,
+    into how many models (a dry run's last line). ``meta``: a resumed run's run.json,
+    whose fusion and threads the rest keeps."""
+    execution = prepared.execution if meta is None else stored_execution(meta, prepared.execution)
+    text = execution.describe()
+    jobs = make_jobs(prepared.plan.trials, execution.fused, done)
+    if not (execution.fused and jobs):
+        return text
+    sizes = sorted({len(job.trained) for job in jobs})
+    losses = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]} to {sizes[-1]}"
+    models = f"{len(jobs)} fused model{'s' if len(jobs) > 1 else ''}"
+    return f"{text} ({models} of {losses} loss{'es' if sizes[-1] > 1 else ''})"
+
+
 def execute(
     prepared: PreparedRun,
     run_dir: Path | None = None,

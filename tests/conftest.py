@@ -61,3 +61,29 @@ def exploding_loss():
     LOSS_REGISTRY.add(entry)
     yield "exploding"
     LOSS_REGISTRY._entries.pop("exploding")
+
+
+@pytest.fixture
+def raising_loss():
+    """A loss that raises in its second epoch, registered for one test."""
+    from losscmp.losses import LOSS_REGISTRY, create_loss
+    from losscmp.losses.base import SegLoss
+    from losscmp.registry import Entry
+
+    class Raising(SegLoss):
+        def __init__(self, mode: str = "binary") -> None:
+            super().__init__(mode)
+            self.inner = create_loss("dice", mode=mode)
+            self.progress = 0.0
+
+        def set_progress(self, fraction: float) -> None:
+            self.progress = fraction
+
+        def forward(self, logits, target, **maps):
+            if self.progress > 0:
+                raise ValueError("the loss broke")
+            return self.inner(logits, target)
+
+    LOSS_REGISTRY.add(Entry("raising", Raising, "Raises after the first epoch (test only)."))
+    yield "raising"
+    LOSS_REGISTRY._entries.pop("raising")

@@ -146,8 +146,11 @@ def test_report_on_missing_folder(cli, tmp_path):
 
 
 def _plan_line(output: str) -> str:
-    """The dry run's last line, as one line whatever width it was printed at."""
-    return " ".join(output.strip().splitlines()[-1].split())
+    """The dry run's settings line (the one before its 'executing:' line), as one line
+    whatever width it was printed at."""
+    lines = output.strip().splitlines()
+    assert lines[-1].startswith("executing: ")
+    return " ".join(lines[-2].split())
 
 
 def test_dry_run_prints_trials_and_writes_nothing(cli, tmp_path):
@@ -183,6 +186,41 @@ def test_a_dry_run_says_what_auto_resolves_to_in_the_singular(cli, tmp_path):
         f"results under {out}/"
     )
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("fuse", "executing"),
+    [
+        ("on", "executing: in this process, 1 thread each, losses of a seed fused (4 fused "
+         "models of 2 losses)"),
+        ("off", "executing: in this process, 1 thread each"),
+    ],
+)  # fmt: skip
+def test_a_dry_run_says_how_the_trials_would_run(cli, tmp_path, fuse, executing):
+    """Whether the losses of a seed are fused, and into how many models: a dry run said only
+    the option given ("fuse auto"), so on a GPU it never said that every loss is fused."""
+    tiny = ["--dataset", "synthetic(n_train=16,n_val=8)", "--image-size", "32", "--threads", "1"]
+    grid = ["--losses", "dice,bce", "--seeds", "2", "--lr-grid", "1e-3,3e-3"]
+    result = cli("run", *tiny, *grid, "--fuse", fuse, "--dry-run", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    assert result.output.rstrip().splitlines()[-1] == executing
+
+
+def test_a_resumed_dry_run_says_how_the_rest_would_run(cli, tmp_path):
+    """With the run's own threads (run.json), which the rest keeps, not this machine's."""
+    from run_fixtures import write_run
+
+    execution = {"executor": "local", "jobs": 1, "threads": 3, "fused": True}
+    run_dir = write_run(
+        tmp_path, quality={"dice": 0.8, "focal": 0.6}, seeds=(0,), config={"fuse": "on"},
+        extra_meta={"execution": {**execution, "ray_address": None, "fused_adamw": True}},
+    )  # fmt: skip
+    result = cli("run", "--resume", run_dir, "--seeds", "2", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert result.output.rstrip().splitlines()[-1] == (
+        "executing: in this process, 3 threads each, losses of a seed fused (1 fused model "
+        "of 2 losses)"
+    )
 
 
 def test_a_dry_run_prints_brackets_in_labels_and_paths_as_typed(cli, tmp_path, monkeypatch):

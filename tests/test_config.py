@@ -218,3 +218,12 @@ def test_a_resumed_runs_stored_options_are_not_refused():
     stored = {"executor": "ray", "ray_address": "10.0.0.1:6379", "data_dir": "/d"}
     config = build_config(base=stored, executor="local")
     assert (config.ray_address, config.data_dir) == ("10.0.0.1:6379", "/d")
+
+
+@pytest.mark.parametrize(("written", "mode"), [("on", "on"), ("off", "off"), ("'on'", "on")])
+def test_fuse_on_or_off_in_a_config_file_is_read_as_written(tmp_path, written, mode):
+    """YAML 1.1 (PyYAML's) reads an unquoted on/off as true/false: 'fuse: on' was refused as
+    "'fuse' must be a string, got True"."""
+    path = tmp_path / "c.yaml"
+    path.write_text(f"fuse: {written}\n")
+    assert build_config(path).fuse == mode

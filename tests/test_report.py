@@ -117,6 +117,22 @@ def test_run_without_trials_says_so(tmp_path):
         load_run(run_dir)
 
 
+def test_a_run_whose_every_trial_failed_says_so_not_that_it_is_running(tmp_path):
+    """One loss raising fails its whole fused group: with one seed, every trial. The run
+    ends, and its report (and the command's last line) read "still running"."""
+    failed = {"t1": "ValueError: the loss broke", "t2": "ValueError: the loss broke"}
+    extra = {"failed_trials": failed, "finished_at": "2026-01-01T12:10:00+00:00"}
+    run_dir = write_run(tmp_path, extra_meta=extra, write_csvs=False)
+    for path in (run_dir / "trials").iterdir():
+        path.unlink()
+    with pytest.raises(LosscmpError) as caught:
+        load_run(run_dir)
+    assert str(caught.value) == (
+        f"{run_dir} has no finished trials: 2 trial(s) failed (e.g. t1: ValueError: the loss "
+        f"broke); 'losscmp run ... --resume {run_dir}' tries them again"
+    )
+
+
 def test_damaged_trial_file_is_named(run_dir):
     damaged = next((run_dir / "trials").iterdir())
     damaged.write_text("{not json")

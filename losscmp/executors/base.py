@@ -180,15 +180,23 @@ class Executor(ABC):
 
 
 def failure_reason(error: BaseException) -> str:
-    """One line for a job that raised, as every executor words it. Running out of memory
-    says so: a bare ``MemoryError`` has no message, and torch's ends in an allocator dump."""
-    text = str(error).strip()
-    first = text.splitlines()[0] if text else ""
+    """One line for a job that raised, as every executor words it, with the first line of
+    each note added to the error (a fused group's names the loss that raised). Running out
+    of memory says so: a bare ``MemoryError`` has no message, and torch's ends in an
+    allocator dump."""
+    notes = "".join(f" ({_first_line(note)})" for note in getattr(error, "__notes__", ()))
+    first = _first_line(str(error))
     if type(error).__name__ == "OutOfMemoryError":  # torch's (CUDA, MPS)
-        return f"out of memory: {first}" if first else "out of memory"
+        return (f"out of memory: {first}" if first else "out of memory") + notes
     if isinstance(error, MemoryError):
-        return f"out of memory (MemoryError: {first})" if first else "out of memory (MemoryError)"
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+        reason = f"out of memory (MemoryError: {first})" if first else "out of memory (MemoryError)"
+        return reason + notes
+    return (f"{type(error).__name__}: {first}" if first else type(error).__name__) + notes
+
+
+def _first_line(text: str) -> str:
+    text = str(text).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def stall_reason(limit_s: float) -> str:
