@@ -157,7 +157,7 @@ class TrainingProgress:
         self.trials = {info.trial_id: info for info in event.todo}
         self.time_left = TimeLeft(self.trials, event.epochs, self.clock)
         self.show_dataset = len({info.dataset for info in event.todo}) > 1
-        kept = f" ({event.skipped} finished trials kept)" if event.skipped else ""
+        kept = f" ({_count(event.skipped, 'finished trial')} kept)" if event.skipped else ""
         run_dir = escape(str(event.run_dir))  # '--out a[/b]' is a path, not Rich markup
         err.print(f"run folder: {run_dir}{kept}", highlight=False, soft_wrap=True)
         err.print(f"executing: {event.executor}", highlight=False)

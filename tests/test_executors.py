@@ -742,3 +742,16 @@ def test_the_overall_time_left_holds_through_a_diverged_and_a_retried_trial(tmp_
     progress(TrialRetried("t1", "worker process died"))
     # t1 starts over and its epoch measures nothing: t1, t2, t3 of 240 s each on 2 workers
     assert _overall_time_left(progress) == "0:08:00"
+
+
+@pytest.mark.parametrize(
+    ("skipped", "kept"), [(1, "(1 finished trial kept)"), (2, "(2 finished trials kept)")]
+)
+def test_the_run_folder_line_counts_the_kept_trials_in_words(tmp_path, capsys, skipped, kept):
+    """A resume that kept one trial said '(1 finished trials kept)'."""
+    from losscmp.console import TrainingProgress
+
+    infos = (TrialInfo("t0", "synthetic", "dice", 0),)
+    with TrainingProgress() as progress:
+        progress(RunStarted(tmp_path, infos, skipped=skipped, epochs=1, executor="in this process"))
+    assert capsys.readouterr().err.splitlines()[0] == f"run folder: {tmp_path} {kept}"
