@@ -159,6 +159,19 @@ def test_a_trial_whose_worker_dies_twice_is_recorded_failed_and_the_run_goes_on(
 TEST_STALL_LIMIT_S = 20
 
 
+def test_a_fused_group_may_stay_silent_for_as_long_as_its_models_together():
+    """A fused group's step and evaluation batch run every copy's model, its resumed
+    trials' included: one limit for any job killed a slow but healthy group."""
+    from losscmp.executors.base import STALL_LIMIT_S, Job, stall_limit_s, stall_reason
+
+    trials = tuple(Trial("synthetic", loss, 0) for loss in ("dice", "bce", "focal"))
+    assert stall_limit_s(Job(trials[:1])) == STALL_LIMIT_S
+    assert stall_limit_s(Job(trials, fused=True)) == 3 * STALL_LIMIT_S
+    assert stall_limit_s(Job(trials[2:], fused=True, group=trials)) == 3 * STALL_LIMIT_S
+    reason = stall_reason(stall_limit_s(Job(trials, fused=True)))
+    assert reason == "worker stalled: nothing for 90 min (hung?); killed"
+
+
 @pytest.mark.slow
 def test_a_stalled_worker_is_killed_and_its_trial_retried_with_the_same_numbers(
     tmp_path, monkeypatch
@@ -168,9 +181,9 @@ def test_a_stalled_worker_is_killed_and_its_trial_retried_with_the_same_numbers(
     to a fresh worker."""
     import threading
 
-    import losscmp.executors.local as local
+    import losscmp.executors.base as base
 
-    monkeypatch.setattr(local, "STALL_LIMIT_S", TEST_STALL_LIMIT_S)
+    monkeypatch.setattr(base, "STALL_LIMIT_S", TEST_STALL_LIMIT_S)
     plan = plan_run(build_config(**LONGER, jobs=2, out=str(tmp_path / "stalled")))
     prepared = prepare(plan)
     victim = plan.trials[1].id
