@@ -42,6 +42,7 @@ def stdout() -> Console:
 
 TIME_WIDTH = 8  # H:MM:SS, past ten hours too
 BAR_WIDTH = 40
+PASSES = {"val": "validating", "test": "testing"}  # a trial's status during an evaluation
 
 
 def fit_widths(width: int, label: int, status: int) -> list[int]:
@@ -188,6 +189,17 @@ class TrainingProgress:
 
     def _on_StepDone(self, event) -> None:  # noqa: N802
         self._advance(event.trial_id, event.epochs_done)
+
+    def _on_Evaluating(self, event) -> None:  # noqa: N802
+        """'validating 12/40' while a split is scored (minutes on a CPU, with no step to
+        move the bar), as wide as the status it stands in for: the bar keeps its width."""
+        task = self.tasks.get(event.trial_id)
+        if task is None:
+            return
+        done = f"{event.batch:>{len(str(event.batches))}}/{event.batches}"
+        status = f"{PASSES.get(event.split, event.split)} {done}"
+        (shown,) = [line.fields["status"] for line in self.progress.tasks if line.id == task]
+        self.progress.update(task, status=status.ljust(Text.from_markup(shown).cell_len))
 
     def _on_EpochDone(self, event) -> None:  # noqa: N802
         record = event.record

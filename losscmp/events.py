@@ -60,6 +60,17 @@ class StepDone:
 
 
 @dataclass(frozen=True)
+class Evaluating:
+    """Batch ``batch`` of ``batches`` of an evaluation pass (``split``: val or test) is
+    done: what a display shows, and the worker's sign of life, while no step comes."""
+
+    trial_id: str
+    split: str
+    batch: int
+    batches: int
+
+
+@dataclass(frozen=True)
 class EpochDone:
     trial_id: str
     record: dict[str, Any] = field(default_factory=dict)  # the epochs.csv row
@@ -92,6 +103,7 @@ Event = (
     | RunStarted
     | TrialStarted
     | StepDone
+    | Evaluating
     | EpochDone
     | TrialRetried
     | TrialEnded

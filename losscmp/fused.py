@@ -69,12 +69,13 @@ def train_fused_group(
     settings: TrainSettings,
     on_step: Callable[[Trial, int, int], None] | None = None,
     on_epoch: Callable[[Trial, dict[str, Any]], None] | None = None,
+    on_evaluation: Callable[[Trial, str, int, int], None] | None = None,
 ) -> list[TrialOutcome]:
     """Train ``trials`` (one dataset, one seed, any losses) as one fused model.
 
     Returns one outcome per trial, in order, with the same record ``train_trial``
-    writes. ``on_step(trial, step, steps)`` and ``on_epoch(trial, row)`` are called
-    for every trial still in the group.
+    writes. ``on_step(trial, step, steps)``, ``on_evaluation(trial, split, batch,
+    batches)`` and ``on_epoch(trial, row)`` are called for every trial still in the group.
     """
     seed = _group_seed(trials)
     settings = trial_settings(settings, trials)  # one optimizer, one schedule: one rate
@@ -106,7 +107,7 @@ def train_fused_group(
         survivors = _drop_diverged(fused, active, train_losses, epoch_so_far)
         if not survivors:
             break
-        active = _validate(fused, survivors, data, settings, epoch_so_far)
+        active = _validate(fused, survivors, data, settings, epoch_so_far, on_evaluation)
         if not active:
             break
     return [piece.log.outcome(piece.loss_fn.params, seconds=piece.seconds) for piece in copies]
@@ -154,15 +155,19 @@ def _drop_diverged(fused, active, train_losses, so_far: _EpochSoFar) -> list[tup
     return [(active[position], train_losses[position]) for position in kept]
 
 
-def _validate(fused, survivors, data, settings, so_far: _EpochSoFar) -> list[_Copy]:
+def _validate(
+    fused, survivors, data, settings, so_far: _EpochSoFar, on_evaluation=None
+) -> list[_Copy]:
     """Score validation (and test) for every surviving copy and record its epoch row; a
     copy with a non-finite output is recorded as diverged and sliced out of the stack.
     Returns the copies still training, in stack order."""
     val_start = time.perf_counter()
     log, epoch = survivors[0][0].log, so_far.epoch
-    results = _evaluate(fused, data, settings, "val", log.keeps_predictions(epoch, "val"))
+    on_batch = _for_each_copy([piece.trial for piece, _ in survivors], on_evaluation)
+    keep = log.keeps_predictions(epoch, "val")
+    results = _evaluate(fused, data, settings, "val", keep, on_batch)
     tests = (
-        _evaluate(fused, data, settings, "test", log.keeps_predictions(epoch, "test"))
+        _evaluate(fused, data, settings, "test", log.keeps_predictions(epoch, "test"), on_batch)
         if data.has_test
         else [None] * len(survivors)
     )
@@ -303,10 +308,23 @@ def _train_epoch(fused, copies, scheduler, data, settings, epoch, on_step) -> to
     return totals
 
 
-def _evaluate(fused, data, settings, split: str, keep_predictions: bool = False):
+def _for_each_copy(trials: list[Trial], on_evaluation) -> Callable[[str, int, int], None] | None:
+    """An evaluation pass's ``on_batch``, told to every copy it scores."""
+    if on_evaluation is None:
+        return None
+
+    def on_batch(split: str, batch: int, batches: int) -> None:
+        for trial in trials:
+            on_evaluation(trial, split, batch, batches)
+
+    return on_batch
+
+
+def _evaluate(fused, data, settings, split: str, keep_predictions: bool = False, on_batch=None):
     """Per copy, an ``Evaluation`` of ``split``: per-image confusion counts, the binary
     probability histogram, hard predictions if asked (as ``train.evaluate`` gives one model)."""
-    stacked = _evaluate_on_device(fused, data, settings, split, keep_predictions).to_host()
+    found = _evaluate_on_device(fused, data, settings, split, keep_predictions, on_batch)
+    stacked = found.to_host()
     return [
         Evaluation(
             stacked.counts[k].clone(),
@@ -319,15 +337,17 @@ def _evaluate(fused, data, settings, split: str, keep_predictions: bool = False)
 
 
 @torch.no_grad()
-def _evaluate_on_device(fused, data, settings, split: str, keep_predictions: bool):
-    """The copies' ``Evaluation`` stacked (K first) and on the device: no wait for it."""
+def _evaluate_on_device(fused, data, settings, split: str, keep_predictions: bool, on_batch=None):
+    """The copies' ``Evaluation`` stacked (K first) and on the device: no wait for it.
+    ``on_batch(split, batch, batches)`` after each batch (``train.evaluate_on_device``)."""
     fused.eval()
     device = settings.device
     copies = fused.copies
     counts, predictions = [], []
     histogram = None
     finite = torch.ones(copies, dtype=torch.bool, device=device)
-    for batch in evaluation_loader(data, settings, split):
+    loader = evaluation_loader(data, settings, split)
+    for number, batch in enumerate(loader, start=1):
         images, target, _ = batch_on_device(batch, device)
         with _autocast(settings):
             logits = fused(images).float()
@@ -346,6 +366,8 @@ def _evaluate_on_device(fused, data, settings, split: str, keep_predictions: boo
         if keep_predictions:
             hard = hard_prediction(flat, data.mode).to(torch.uint8)
             predictions.append(hard.unflatten(0, (copies, -1)))
+        if on_batch:
+            on_batch(split, number, len(loader))
     kept = torch.cat(predictions, dim=1) if keep_predictions else None
     return Evaluation(torch.cat(counts, dim=1), histogram, kept, finite)
 

@@ -3,8 +3,8 @@
 The loop is deliberately plain: build the seeded model, train with AdamW and a
 per-step cosine schedule, evaluate every epoch, stop early only if the loss
 turns non-finite. The only host-device syncs are once per epoch (train loss,
-evaluation counts), never per step. It never prints: progress goes out
-through the ``on_step`` / ``on_epoch`` callbacks.
+evaluation counts), never per step or batch. It never prints: progress goes
+out through the ``on_step`` / ``on_evaluation`` / ``on_epoch`` callbacks.
 
 Every epoch is evaluated on the validation split *and* on the test split (when
 the dataset has one): the report picks a trial's epoch (and, binary, its
@@ -200,7 +200,11 @@ def train_trial(
     settings: TrainSettings,
     on_step: Callable[[int, int], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_evaluation: Callable[[str, int, int], None] | None = None,
 ) -> TrialOutcome:
+    """Train ``trial``; ``on_step(step, steps)`` after each training step,
+    ``on_evaluation(split, batch, batches)`` after each evaluation batch and
+    ``on_epoch(row)`` once an epoch is scored."""
     settings = trial_settings(settings, [trial])
     device = settings.device
     model = build_model(settings.preset, data.out_channels, settings.encoder_weights, trial.seed)
@@ -226,7 +230,7 @@ def train_trial(
         train_loss = float(loss_sum) / max(steps_per_epoch, 1)  # the epoch's one sync
         healthy = math.isfinite(train_loss)
         if healthy:
-            val, test = _evaluate_epoch(model, data, settings, log, epoch)
+            val, test = _evaluate_epoch(model, data, settings, log, epoch, on_evaluation)
             healthy = outputs_finite(val, test)
         if healthy:
             row = log.validated(epoch, train_loss, lr, epoch_start, val, test)
@@ -239,13 +243,16 @@ def train_trial(
     return log.outcome(loss_fn.params)
 
 
-def _evaluate_epoch(model, data, settings, log, epoch) -> tuple[Evaluation, Evaluation | None]:
+def _evaluate_epoch(
+    model, data, settings, log, epoch, on_batch=None
+) -> tuple[Evaluation, Evaluation | None]:
     """Validation and, where the dataset has one, test, keeping the predictions ``log``
     asks for at this epoch."""
-    val = evaluate(model, data, settings, "val", log.keeps_predictions(epoch, "val"))
+    val = evaluate(model, data, settings, "val", log.keeps_predictions(epoch, "val"), on_batch)
     if not data.has_test:
         return val, None
-    return val, evaluate(model, data, settings, "test", log.keeps_predictions(epoch, "test"))
+    keep = log.keeps_predictions(epoch, "test")
+    return val, evaluate(model, data, settings, "test", keep, on_batch)
 
 
 def learned_state(parameters, buffers) -> list[torch.Tensor]:
@@ -364,15 +371,21 @@ def evaluation_loader(data, settings: TrainSettings, split: str = "val"):
     )
 
 
-def evaluate(model, data, settings, split: str, keep_predictions: bool = False) -> Evaluation:
+def evaluate(
+    model, data, settings, split: str, keep_predictions: bool = False, on_batch=None
+) -> Evaluation:
     """Per-image confusion counts over ``split`` (val or test), the probability histogram
     (binary) and the hard predictions if asked; one transfer to the host at the end."""
-    return evaluate_on_device(model, data, settings, split, keep_predictions).to_host()
+    return evaluate_on_device(model, data, settings, split, keep_predictions, on_batch).to_host()
 
 
 @torch.no_grad()
-def evaluate_on_device(model, data, settings, split: str, keep_predictions: bool = False):
-    """``evaluate`` before the transfer: nothing here waits for the device."""
+def evaluate_on_device(
+    model, data, settings, split: str, keep_predictions: bool = False, on_batch=None
+):
+    """``evaluate`` before the transfer: nothing here waits for the device.
+    ``on_batch(split, batch, batches)`` after each batch: a pass over a large split takes
+    minutes on a CPU, with no training step to report."""
     from losscmp.model import input_memory_format
 
     model.eval()
@@ -381,7 +394,8 @@ def evaluate_on_device(model, data, settings, split: str, keep_predictions: bool
     counts, predictions = [], []
     histogram = None
     finite = torch.ones((), dtype=torch.bool, device=device)
-    for batch in evaluation_loader(data, settings, split):
+    loader = evaluation_loader(data, settings, split)
+    for number, batch in enumerate(loader, start=1):
         images, target, _ = batch_on_device(batch, device, layout)
         with _autocast(settings):
             logits = model(images).float()
@@ -394,6 +408,8 @@ def evaluate_on_device(model, data, settings, split: str, keep_predictions: bool
             histogram = found if histogram is None else histogram + found
         if keep_predictions:
             predictions.append(hard_prediction(logits, data.mode).to(torch.uint8))
+        if on_batch:
+            on_batch(split, number, len(loader))
     return Evaluation(
         torch.cat(counts), histogram, torch.cat(predictions) if keep_predictions else None, finite
     )

@@ -13,9 +13,10 @@ import dataclasses
 import time
 from typing import Any
 
-from losscmp.events import EpochDone, Listener, StepDone, TrialStarted
+from losscmp.events import EpochDone, Evaluating, Listener, StepDone, TrialStarted
 
-STEP_EVENT_INTERVAL_S = 0.1  # step events are for a progress bar: ten a second is plenty
+# Step and evaluation events are for a progress bar: ten a second is plenty.
+STEP_EVENT_INTERVAL_S = 0.1
 
 # Datasets loaded by this process, by (label, loading options): a worker keeps them
 # across the jobs it runs, so a dataset is generated or decoded once per process.
@@ -51,6 +52,7 @@ def run_job(job, context, emit: Listener, *, device=None, where: str = "") -> li
                 data,
                 settings,
                 on_step=relay.step,
+                on_evaluation=relay.evaluation,
                 on_epoch=relay.epoch,
             )
         else:
@@ -62,6 +64,7 @@ def run_job(job, context, emit: Listener, *, device=None, where: str = "") -> li
                     data,
                     settings,
                     on_step=lambda step, steps: relay.step(trial, step, steps),
+                    on_evaluation=lambda *batch: relay.evaluation(trial, *batch),
                     on_epoch=lambda record: relay.epoch(trial, record),
                 )
             ]
@@ -151,7 +154,8 @@ def _gpu_peak(device):
 
 
 class ProgressRelay:
-    """Turns the trainer's callbacks into events; step events at most every 0.1 s per trial."""
+    """Turns the trainer's callbacks into events; step and evaluation events at most every
+    0.1 s per trial, a pass's last step or batch always."""
 
     def __init__(self, emit: Listener, reported: set[str]) -> None:
         self.emit = emit
@@ -160,13 +164,21 @@ class ProgressRelay:
         self.last_sent: dict[str, float] = {}
 
     def step(self, trial, step: int, steps: int) -> None:
+        if self._due(trial, step, steps):
+            self.emit(StepDone(trial.id, self.epoch_of.get(trial.id, 1), step, steps))
+
+    def evaluation(self, trial, split: str, batch: int, batches: int) -> None:
+        if self._due(trial, batch, batches):
+            self.emit(Evaluating(trial.id, split, batch, batches))
+
+    def _due(self, trial, done: int, total: int) -> bool:
         if trial.id not in self.reported:
-            return
+            return False
         now = time.monotonic()
-        if step < steps and now - self.last_sent.get(trial.id, 0.0) < STEP_EVENT_INTERVAL_S:
-            return
+        if done < total and now - self.last_sent.get(trial.id, 0.0) < STEP_EVENT_INTERVAL_S:
+            return False
         self.last_sent[trial.id] = now
-        self.emit(StepDone(trial.id, self.epoch_of.get(trial.id, 1), step, steps))
+        return True
 
     def epoch(self, trial, record: dict[str, Any]) -> None:
         if trial.id not in self.reported:

@@ -14,6 +14,7 @@ import pytest
 from losscmp.config import build_config
 from losscmp.events import (
     EpochDone,
+    Evaluating,
     RunNote,
     RunStarted,
     StepDone,
@@ -158,6 +159,19 @@ def test_a_trial_whose_worker_dies_twice_is_recorded_failed_and_the_run_goes_on(
 TEST_STALL_LIMIT_S = 20
 
 
+def test_a_fused_group_may_stay_silent_for_as_long_as_its_models_together():
+    """A fused group's step and evaluation batch run every copy's model, its resumed
+    trials' included: one limit for any job killed a slow but healthy group."""
+    from losscmp.executors.base import STALL_LIMIT_S, Job, stall_limit_s, stall_reason
+
+    trials = tuple(Trial("synthetic", loss, 0) for loss in ("dice", "bce", "focal"))
+    assert stall_limit_s(Job(trials[:1])) == STALL_LIMIT_S
+    assert stall_limit_s(Job(trials, fused=True)) == 3 * STALL_LIMIT_S
+    assert stall_limit_s(Job(trials[2:], fused=True, group=trials)) == 3 * STALL_LIMIT_S
+    reason = stall_reason(stall_limit_s(Job(trials, fused=True)))
+    assert reason == "worker stalled: nothing for 90 min (hung?); killed"
+
+
 @pytest.mark.slow
 def test_a_stalled_worker_is_killed_and_its_trial_retried_with_the_same_numbers(
     tmp_path, monkeypatch
@@ -167,9 +181,9 @@ def test_a_stalled_worker_is_killed_and_its_trial_retried_with_the_same_numbers(
     to a fresh worker."""
     import threading
 
-    import losscmp.executors.local as local
+    import losscmp.executors.base as base
 
-    monkeypatch.setattr(local, "STALL_LIMIT_S", TEST_STALL_LIMIT_S)
+    monkeypatch.setattr(base, "STALL_LIMIT_S", TEST_STALL_LIMIT_S)
     plan = plan_run(build_config(**LONGER, jobs=2, out=str(tmp_path / "stalled")))
     prepared = prepare(plan)
     victim = plan.trials[1].id
@@ -482,6 +496,35 @@ def test_in_process_a_job_that_raises_is_retried_then_recorded_failed(tmp_path, 
     assert finished == {trial.id for trial in plan.trials} - {broken}
 
 
+@pytest.mark.parametrize("fuse", ["off", "on"])
+def test_evaluation_reports_each_batch_of_validation_and_test(tmp_path, monkeypatch, fuse):
+    """An epoch's evaluation sent nothing from its first batch to its last (tens of minutes
+    for Pets at 512 px on a CPU): the console's line stood still and a worker looked hung.
+    Every batch now goes out (throttled like steps: here not at all), for each trial of a
+    fused group too, between the epoch's last step and its end."""
+    import losscmp.worker as worker
+
+    monkeypatch.setattr(worker, "STEP_EVENT_INTERVAL_S", 0.0)
+    dataset = "synthetic(fg_fraction=0.1,n_train=4,n_val=8,n_test=4)"  # batches: 1, 2, 1
+    options = {**QUICK, "dataset": dataset, "seeds": 1, "batch_size": 4, "fuse": fuse}
+    plan = plan_run(build_config(**options, out=str(tmp_path)))
+    events: list = []
+    execute(prepare(plan), listener=events.append)
+    epoch = [("step", 1, 1), ("val", 1, 2), ("val", 2, 2), ("test", 1, 1), ("epoch",)]
+    for trial in plan.trials:
+        mine = [event for event in events if getattr(event, "trial_id", None) == trial.id]
+        assert [shown for shown in map(_progress, mine) if shown] == epoch * 2
+
+
+def _progress(event) -> tuple:
+    """A step, evaluation batch or epoch end as (what, done, of); () for other events."""
+    if isinstance(event, StepDone):
+        return ("step", event.step, event.steps)
+    if isinstance(event, Evaluating):
+        return (event.split, event.batch, event.batches)
+    return ("epoch",) if isinstance(event, EpochDone) else ()
+
+
 def test_run_json_names_the_cluster_joined_through_ray_address(monkeypatch):
     import torch
 
@@ -652,6 +695,7 @@ def test_progress_lines_keep_the_bar_and_the_times_on_a_narrow_terminal(tmp_path
     record = {"epoch": 1, "status": "ok", "train_loss": 0.8488, "val_dice": 0.12, "val_mcc": 0.06}
     progress(EpochDone("t0", record))
     progress(StepDone("t1", epoch=1, step=1, steps=3))
+    progress(Evaluating("t1", "val", 12, 40))
     screen = Console(file=io.StringIO(), width=width)
     screen.print(progress.progress.make_tasks_table(progress.progress.tasks))
     lines = screen.file.getvalue().splitlines()
@@ -663,6 +707,44 @@ def test_progress_lines_keep_the_bar_and_the_times_on_a_narrow_terminal(tmp_path
         assert "…" not in screen.file.getvalue()
 
 
+def test_a_trials_line_says_which_split_it_scores_and_keeps_its_bar(tmp_path):
+    """A long evaluation (minutes on a CPU) left a trial's line at its last step, as if
+    hung: it now says 'validating 3/40', then 'testing', as wide as the epoch's line it
+    stands in for (the bar keeps its width), until the epoch's scores replace it."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from losscmp.console import TrainingProgress
+
+    progress = TrainingProgress()
+    infos = (TrialInfo("t0", "synthetic", "tversky", 0),)
+    progress(RunStarted(tmp_path, infos, skipped=0, epochs=2, executor="in this process"))
+    progress.progress.stop()  # drawn below at a chosen width instead
+    progress(TrialStarted("t0"))
+    record = {"epoch": 1, "status": "ok", "train_loss": 0.8488, "val_dice": 0.12, "val_mcc": 0.06}
+    progress(EpochDone("t0", record))
+    scores = "epoch 1/2 loss 0.8488 dice 0.120 mcc 0.060"
+
+    def line() -> tuple[str, tuple[int, int]]:
+        """The trial's status and where its bar is, drawn 80 columns wide."""
+        screen = Console(file=io.StringIO(), width=80)
+        screen.print(progress.progress.make_tasks_table(progress.progress.tasks))
+        drawn = screen.file.getvalue().splitlines()[1]
+        return progress.progress.tasks[1].fields["status"], re.search("[━╸╺]+", drawn).span()
+
+    progress(StepDone("t0", epoch=2, step=4, steps=4))  # a full bar: its span is its width
+    status, bar = line()
+    assert status == scores
+    progress(Evaluating("t0", "val", 3, 40))
+    assert line() == ("validating  3/40".ljust(len(scores)), bar)
+    progress(Evaluating("t0", "test", 20, 20))
+    assert line() == ("testing 20/20".ljust(len(scores)), bar)
+    progress(EpochDone("t0", {**record, "epoch": 2}))
+    assert line()[0] == scores.replace("epoch 1/2", "epoch 2/2")
+
+
 def test_a_log_gets_a_line_per_ended_trial(tmp_path, capsys):
     """With stderr in a file (nohup, a batch job) Rich draws no live lines, only the last
     frame at the end: a log said nothing from 'executing: ...' until the run was over."""
@@ -671,6 +753,8 @@ def test_a_log_gets_a_line_per_ended_trial(tmp_path, capsys):
     infos = tuple(TrialInfo(f"t{i}", "synthetic", f"loss{i}", 0) for i in range(3))
     with TrainingProgress() as progress:
         progress(RunStarted(tmp_path, infos, skipped=0, epochs=2, executor="2 workers"))
+        progress(TrialStarted("t0"))
+        progress(Evaluating("t0", "val", 1, 2))  # a display's only: no line in a log
         progress(TrialEnded("t1", "finished"))
         progress(TrialEnded("t0", "diverged"))
         progress(TrialEnded("t2", "failed", reason="worker process died"))

@@ -4,9 +4,10 @@ On the meta device a tensor has a shape and a dtype but no values, so everything
 reads a value on the host (``.item()``, ``float(t)``, ``if t:``, ``.tolist()``,
 ``.cpu()``, ``.numpy()``, boolean indexing, ``nonzero``) raises. Code that runs on
 meta therefore runs on a GPU without waiting for it: a training step, a fused step and
-an evaluation pass run on meta here, end to end, with every loss. The CPU-only
-shortcuts (SciPy distance transforms, Lovász's sort of the positive errors, top-k's
-count of valid pixels) are the branches a non-CPU device does not take.
+an evaluation pass (its per-batch progress included) run on meta here, end to end, with
+every loss. The CPU-only shortcuts (SciPy distance transforms, Lovász's sort of the
+positive errors, top-k's count of valid pixels) are the branches a non-CPU device does
+not take.
 """
 
 from __future__ import annotations
@@ -118,7 +119,9 @@ def test_a_training_epoch_and_an_evaluation_run_without_reading_the_device(spec)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=2)
         total = train_one_epoch(model, loss_fn, optimizer, scheduler, data, settings, 0, 1, None)
         assert total.shape == () and total.device == META, name
-    found = evaluate_on_device(model, data, settings, "val", keep_predictions=True)
+    reported = []  # each batch's progress, told without reading the device
+    found = evaluate_on_device(model, data, settings, "val", True, lambda *b: reported.append(b))
+    assert reported == [("val", 1, 1)]
     assert found.counts.device == META and found.counts.shape[0] == 4
     assert found.predictions.shape == (4, 32, 32)
 
@@ -140,6 +143,8 @@ def test_a_fused_epoch_of_every_loss_runs_without_reading_the_device(spec):
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(fused.optimizer, T_max=2)
     totals = _train_epoch(fused, copies, scheduler, data, settings, 1, None)
     assert totals.shape == (len(names),) and totals.device == META
-    found = _evaluate_on_device(fused, data, settings, "val", keep_predictions=True)
+    reported = []
+    found = _evaluate_on_device(fused, data, settings, "test", True, lambda *b: reported.append(b))
+    assert reported == [("test", 1, 1)]
     assert found.counts.shape[:2] == (len(names), 4) and found.counts.device == META
     assert found.predictions.shape == (len(names), 4, 32, 32)

@@ -208,12 +208,12 @@ def test_a_stalled_task_is_cancelled_and_retried_with_the_same_numbers(
     silent for the stall limit it is force-cancelled and submitted once more."""
     import threading
 
-    import losscmp.executors.ray as ray_executor
+    import losscmp.executors.base as base
     from losscmp.events import StepDone, TrialRetried
     from losscmp.executors.ray import RayExecutor
 
     limit = 20  # a healthy task is silent for a few seconds at most (building its model)
-    monkeypatch.setattr(ray_executor, "STALL_LIMIT_S", limit)
+    monkeypatch.setattr(base, "STALL_LIMIT_S", limit)
     seen, stopped = [], []
     run = RayExecutor.run
 

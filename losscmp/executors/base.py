@@ -23,17 +23,23 @@ from losscmp.spec import Spec
 # recorded.
 ATTEMPTS = 2
 
-# A busy worker that sends nothing for this long is taken for hung (a deadlock, a stuck CUDA
-# call, a stopped process): it is killed and its job handled as a dead worker's. Training
-# sends an event every step (at most ten a second), so the long silences are the work
-# between steps: a worker's start (importing torch: seconds), distance maps on first use
-# (~7 ms a 256 px mask: under a minute for Pets' 3312 training masks) and, longest, an
-# epoch's evaluation, silent from its first batch to its last. On one CPU thread the
-# `medium` model scores 1.6 images/s at 512 px (measured; 4.7-7.4 at 256 px): Pets' 3669
-# test images take 37 minutes, near an hour on a busy machine, more for a fused group. A
-# long limit is cheap (a hung trial holds only its own worker; the others go on), too short
-# a one fails a slow but healthy trial twice over.
-STALL_LIMIT_S = 2 * 60 * 60
+# A busy worker that sends nothing for this long, per model its job trains
+# (``stall_limit_s``), is taken for hung (a deadlock, a stuck CUDA call, a stopped process):
+# it is killed and its job handled as a dead worker's. Training sends an event every step
+# and evaluation every batch (at most ten a second), so the long silences are single pieces
+# of work; the slowest, measured on one thread of a busy 2-core CPU (torch 2.14, 512 px):
+# - a training step of the largest preset (`medium`), batch 16: 40 s (an evaluation batch:
+#   9 s); a fused group's step runs every copy's model, 17 s a copy at 256 px (a 4-copy
+#   step: 67 s; one model alone: 7.5 s), hence a limit per model;
+# - the last epoch's boundary scores (HD95, NSD) of the reported split, after its pass:
+#   30 ms an image, 49 ms with two foreground classes: 3 min for Pets' 3669 test images
+#   (a fused group reports each copy's epoch as soon as its own are done);
+# - distance maps on first use (``data.loader.split_maps``): 10 ms a 256 px mask, 35 s for
+#   3312 masks (no more: beyond MAP_CACHE_BYTES they are computed per batch instead);
+# - a worker's start: 2 s importing torch. (Nothing is compiled: no torch.compile.)
+# Ten times the longest: a hung trial holds its own worker only (the others go on) for half
+# an hour, where a limit too short fails a slow but healthy trial twice over.
+STALL_LIMIT_S = 30 * 60
 
 
 @dataclass(frozen=True)
@@ -199,8 +205,14 @@ def _first_line(text: str) -> str:
     return text.splitlines()[0] if text else ""
 
 
+def stall_limit_s(job: Job) -> float:
+    """How long ``job``'s worker may send nothing before it is taken for hung:
+    ``STALL_LIMIT_S`` for each model the job trains (a fused group's)."""
+    return STALL_LIMIT_S * len(job.trained)
+
+
 def stall_reason(limit_s: float) -> str:
-    """Why a job whose worker was silent for ``limit_s`` (``STALL_LIMIT_S``) failed."""
+    """Why a job whose worker was silent for ``limit_s`` (``stall_limit_s``) failed."""
     silent = f"{limit_s / 60:g} min" if limit_s >= 60 else f"{limit_s:g} s"
     return f"worker stalled: nothing for {silent} (hung?); killed"
 

@@ -5,7 +5,7 @@ and kept for the whole run, so each imports torch and loads a dataset once.
 A worker that dies (killed, out of memory) or raises costs only its job: the
 job goes to a fresh worker once more, then its trials are recorded as failed
 and the run goes on; in this process (``--jobs 1``) a job that raises likewise.
-A busy worker silent for ``STALL_LIMIT_S`` (hung) is killed and counts as dead.
+A busy worker silent for the stall limit (``stall_limit_s``: hung) is killed and counts as dead.
 Workers ignore Ctrl-C; the main process stops them.
 """
 
@@ -27,7 +27,6 @@ from losscmp.data.shared import SharedArrays, SharedDataset
 from losscmp.events import RunNote, TrialRetried
 from losscmp.executors.base import (
     ATTEMPTS,
-    STALL_LIMIT_S,
     Execution,
     Executor,
     Job,
@@ -35,6 +34,7 @@ from losscmp.executors.base import (
     TrialResult,
     failed,
     failure_reason,
+    stall_limit_s,
     stall_reason,
     succeeded,
 )
@@ -101,7 +101,7 @@ class LocalExecutor(Executor):
             busy = [worker for worker in self.workers if worker.job]
             wait(
                 [worker.conn for worker in busy] + [worker.process.sentinel for worker in busy],
-                timeout=max(0.0, min(w.heard for w in busy) + STALL_LIMIT_S - time.monotonic()),
+                timeout=max(0.0, min(w.stalls_at() for w in busy) - time.monotonic()),
             )  # woken up by the first worker to reach the stall limit, if nothing comes first
             for worker in busy:
                 # Stalled only after collect: what came in just now counts as heard.
@@ -231,12 +231,16 @@ class _Worker:
                 ended.append(self._end(failure=payload))
         return ended
 
+    def stalls_at(self) -> float:
+        """When the busy worker, silent until then, is taken for hung."""
+        return self.heard + stall_limit_s(self.job)
+
     def kill_if_stalled(self) -> list[_Ended]:
         """Its job as failed if the worker, busy, has been silent for the stall limit."""
-        if self.job is None or time.monotonic() - self.heard < STALL_LIMIT_S:
+        if self.job is None or time.monotonic() < self.stalls_at():
             return []
         self.process.kill()  # not terminate: a stopped process would not act on it
-        return [self._end(failure=stall_reason(STALL_LIMIT_S))]
+        return [self._end(failure=stall_reason(stall_limit_s(self.job)))]
 
     def _end(self, outcomes=None, failure: str | None = None) -> _Ended:
         taken = self.took or not self.excused

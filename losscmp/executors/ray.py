@@ -13,7 +13,7 @@ task), which hands them on.
 
 A task whose worker dies or that raises is submitted once more, then its
 trials are recorded as failed and the run goes on; so is a task silent for
-``STALL_LIMIT_S`` since its last item (hung), once force-cancelled. Only from its first
+``stall_limit_s`` since its last item (hung), once force-cancelled. Only from its first
 item: until then a task may be waiting for room on the cluster. On Ctrl-C, ``close``
 cancels the tasks still running and stops the Ray this run started (never a
 cluster it joined); it stops in a background thread while the report is
@@ -44,7 +44,6 @@ from losscmp.errors import LosscmpError
 from losscmp.events import TrialRetried
 from losscmp.executors.base import (
     ATTEMPTS,
-    STALL_LIMIT_S,
     Execution,
     Executor,
     Job,
@@ -52,6 +51,7 @@ from losscmp.executors.base import (
     TrialResult,
     failed,
     failure_reason,
+    stall_limit_s,
     stall_reason,
     succeeded,
 )
@@ -125,13 +125,13 @@ class RayExecutor(Executor):
                 else:
                     yield from _retried_or_failed(job, attempt, payload, pending, emit)
             for stream, last in list(heard.items()):
-                silent = time.monotonic() - last >= STALL_LIMIT_S
+                limit = stall_limit_s(self.running[stream][0])
+                silent = time.monotonic() - last >= limit
                 if silent and not ray.wait([stream], timeout=0)[0]:  # nothing came, not unread
                     ray.cancel(stream, force=True)  # kills its worker, stopped or not
                     job, attempt = self.running.pop(stream)
                     del heard[stream]
-                    reason = stall_reason(STALL_LIMIT_S)
-                    yield from _retried_or_failed(job, attempt, reason, pending, emit)
+                    yield from _retried_or_failed(job, attempt, stall_reason(limit), pending, emit)
 
     def resolve_device(self, name: str):
         """Joins or starts Ray to see where tasks run. A Ray this run started is this
