@@ -199,6 +199,28 @@ def test_a_killed_task_is_retried_once_then_its_trial_is_recorded_as_failed(
     assert len(list((run_dir / "trials").glob("*.json"))) == 2
 
 
+def test_jobs_caps_the_tasks_running_at_once(cli, ray_cluster, tmp_path, monkeypatch):
+    """--jobs 1 ran every task at once from the first task's first item on: the stall check
+    reused the name of the cap on running tasks for its time limit (1800)."""
+    from losscmp.executors.ray import RayExecutor
+
+    running = []  # how many tasks ran when each item came
+    run = RayExecutor.run
+
+    def run_and_count(self, jobs, context, emit):
+        def spy(event):
+            running.append(len(self.running))
+            emit(event)
+
+        return run(self, jobs, context, spy)
+
+    monkeypatch.setattr(RayExecutor, "run", run_and_count)
+    args = ("run", "--config", SMOKE, "--losses", "dice,focal", "--epochs", "1")
+    result = cli(*args, "--threads", "1", "--executor", "ray", "--jobs", "1", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert len(running) > 2 and set(running) == {1}
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the Ray worker in /proc")
 def test_a_stalled_task_is_cancelled_and_retried_with_the_same_numbers(

@@ -101,11 +101,11 @@ class RayExecutor(Executor):
         # Checked in start too; again here: a resumed run keeps the threads it started with.
         _check_fits(task_cpus=context.threads, gpu=context.settings.device.type == "cuda")
         context_ref = ray.put(context)  # sent to each node once, not with every task
-        limit = self.execution.jobs if self.execution.jobs > 0 else len(jobs)
+        at_once = self.execution.jobs if self.execution.jobs > 0 else len(jobs)
         pending = deque((job, 1) for job in jobs)
         heard: dict = {}  # a started task's stream -> when its last item came
         while pending or self.running:
-            while pending and len(self.running) < limit:
+            while pending and len(self.running) < at_once:
                 job, attempt = pending.popleft()
                 stream = task.options(name=f"losscmp {job.name}").remote(
                     job, context_ref, self.shared
@@ -124,14 +124,21 @@ class RayExecutor(Executor):
                     yield from succeeded(job, payload)
                 else:
                     yield from _retried_or_failed(job, attempt, payload, pending, emit)
-            for stream, last in list(heard.items()):
-                limit = stall_limit_s(self.running[stream][0])
-                silent = time.monotonic() - last >= limit
-                if silent and not ray.wait([stream], timeout=0)[0]:  # nothing came, not unread
-                    ray.cancel(stream, force=True)  # kills its worker, stopped or not
-                    job, attempt = self.running.pop(stream)
-                    del heard[stream]
-                    yield from _retried_or_failed(job, attempt, stall_reason(limit), pending, emit)
+            yield from self._cancel_stalled(heard, pending, emit)
+
+    def _cancel_stalled(self, heard: dict, pending: deque, emit) -> Iterator[TrialResult]:
+        """Force-cancel the tasks silent for their stall limit since their last item
+        (``heard``: stream -> when), then retry or fail them as tasks that died."""
+        import ray
+
+        for stream, last in list(heard.items()):
+            limit_s = stall_limit_s(self.running[stream][0])
+            silent = time.monotonic() - last >= limit_s
+            if silent and not ray.wait([stream], timeout=0)[0]:  # nothing came, not unread
+                ray.cancel(stream, force=True)  # kills its worker, stopped or not
+                job, attempt = self.running.pop(stream)
+                del heard[stream]
+                yield from _retried_or_failed(job, attempt, stall_reason(limit_s), pending, emit)
 
     def resolve_device(self, name: str):
         """Joins or starts Ray to see where tasks run. A Ray this run started is this
