@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -70,12 +70,17 @@ def train_fused_group(
     on_step: Callable[[Trial, int, int], None] | None = None,
     on_epoch: Callable[[Trial, dict[str, Any]], None] | None = None,
     on_evaluation: Callable[[Trial, str, int, int], None] | None = None,
+    wanted: Collection[str] | None = None,
 ) -> list[TrialOutcome]:
     """Train ``trials`` (one dataset, one seed, any losses) as one fused model.
 
     Returns one outcome per trial, in order, with the same record ``train_trial``
     writes. ``on_step(trial, step, steps)``, ``on_evaluation(trial, split, batch,
     batches)`` and ``on_epoch(trial, row)`` are called for every trial still in the group.
+    ``wanted``: the ids whose outcomes count (a resumed group's unfinished trials; the
+    others train again only so that these round as in the whole group). The group stops
+    once none of them trains: the rest would be compute for nothing, and silent (a worker
+    silent that long is taken for hung); the others' outcomes are then unfinished.
     """
     seed = _group_seed(trials)
     settings = trial_settings(settings, trials)  # one optimizer, one schedule: one rate
@@ -108,7 +113,7 @@ def train_fused_group(
         if not survivors:
             break
         active = _validate(fused, survivors, data, settings, epoch_so_far, on_evaluation)
-        if not active:
+        if not any(wanted is None or piece.trial.id in wanted for piece in active):
             break
     return [piece.log.outcome(piece.loss_fn.params, seconds=piece.seconds) for piece in copies]
 

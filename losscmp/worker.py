@@ -54,6 +54,7 @@ def run_job(job, context, emit: Listener, *, device=None, where: str = "") -> li
                 on_step=relay.step,
                 on_evaluation=relay.evaluation,
                 on_epoch=relay.epoch,
+                wanted={trial.id for trial in job.trials},
             )
         else:
             (trial,) = job.trials

@@ -380,3 +380,24 @@ def test_running_out_of_memory_in_a_loss_is_the_groups_not_the_losss(binary_data
     assert failure_reason(raised.value) == (
         "out of memory: CUDA out of memory. Tried to allocate 2.00 GiB"
     )
+
+
+def test_a_resumed_group_stops_once_none_of_its_wanted_trials_trains(binary_data, exploding_loss):
+    """A resumed group trains its finished trials again (so that the unfinished one rounds as
+    in the whole group); once that one diverged, the group trained on for nothing, sending
+    no event (only wanted trials report): a long run's worker was then taken for hung."""
+    trials, specs = trials_of(binary_data, ["dice", exploding_loss, "bce"])
+    steps = []
+    outcomes = train_fused_group(
+        trials,
+        specs,
+        binary_data,
+        settings(epochs=3),
+        on_step=lambda trial, step, total: steps.append((trial.loss, step)),
+        wanted={trials[1].id},
+    )
+    assert steps.count(("dice", 1)) == 2  # epochs 1 and 2, not 3
+    diverged = outcomes[1].record
+    assert (diverged["status"], diverged["diverged_epoch"]) == ("diverged", 2)
+    whole = train_fused_group(trials, specs, binary_data, settings(epochs=3))[1].record
+    assert without_seconds(diverged) == without_seconds(whole)
