@@ -168,7 +168,8 @@ def _jobs_text(jobs: int) -> str:
 def _jobs_why(given: int | None, jobs: int) -> str:
     if given is None:
         return "auto"
-    return "" if given == jobs else f"--jobs {given}: only {jobs} to run"
+    # "set", not "--jobs": on a resume the number may be the run's own, not typed now
+    return "" if given == jobs else f"{given} set: only {jobs} to run"
 
 
 def make_jobs(trials: list[Trial], fused: bool, done: Collection[str] = ()) -> list[Job]:

@@ -162,7 +162,7 @@ def test_dry_run_prints_trials_and_writes_nothing(cli, tmp_path):
     assert result.output.count("seed") >= 1
     assert _plan_line(result.output) == (
         "8 epochs, batch 16, image 64px, executor local, model tiny (auto), device cpu, "
-        f"jobs 4 (--jobs 8: only 4 to run), fuse off (auto: CPU), results under {out}/"
+        f"jobs 4 (8 set: only 4 to run), fuse off (auto: CPU), results under {out}/"
     )
     assert not out.exists()
 
@@ -221,6 +221,17 @@ def test_a_resumed_dry_run_says_how_the_rest_would_run(cli, tmp_path):
         "executing: in this process, 3 threads each, losses of a seed fused (1 fused model "
         "of 2 losses)"
     )
+
+
+def test_a_resumed_dry_run_names_no_flag_the_user_did_not_type(cli, tmp_path):
+    """The run's own --jobs 2 (run.json), one trial left: it said '--jobs 2: only 1 to run'
+    to a user who typed no --jobs."""
+    from run_fixtures import write_run
+
+    run_dir = write_run(tmp_path, quality={"dice": 0.8}, seeds=(0,), config={"jobs": 2})
+    result = cli("run", "--resume", run_dir, "--seeds", "2", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "jobs 1 (2 set: only 1 to run)" in _plan_line(result.output)
 
 
 def test_a_dry_run_prints_brackets_in_labels_and_paths_as_typed(cli, tmp_path, monkeypatch):
