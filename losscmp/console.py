@@ -192,7 +192,8 @@ class TrainingProgress:
 
     def _on_Evaluating(self, event) -> None:  # noqa: N802
         """'validating 12/40' while a split is scored (minutes on a CPU, with no step to
-        move the bar), as wide as the status it stands in for: the bar keeps its width."""
+        move the bar), at least as wide as the status it stands in for: from the first
+        epoch's scores on, the bar keeps its width."""
         task = self.tasks.get(event.trial_id)
         if task is None:
             return
