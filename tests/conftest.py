@@ -37,14 +37,13 @@ def smoke_run(cli, tmp_path_factory):
     return result, run_dir
 
 
-@pytest.fixture
-def exploding_loss():
-    """A loss that turns NaN in its second epoch, registered for one test."""
+def _breaking_loss(name: str, breaks, description: str):
+    """Registers ``name``: dice in the first epoch, then ``breaks(value)``; yields the name."""
     from losscmp.losses import LOSS_REGISTRY, create_loss
     from losscmp.losses.base import SegLoss
     from losscmp.registry import Entry
 
-    class Exploding(SegLoss):
+    class Breaking(SegLoss):
         def __init__(self, mode: str = "binary") -> None:
             super().__init__(mode)
             self.inner = create_loss("dice", mode=mode)
@@ -55,35 +54,28 @@ def exploding_loss():
 
         def forward(self, logits, target, **maps):
             value = self.inner(logits, target)
-            return value * float("nan") if self.progress > 0 else value
+            return breaks(value) if self.progress > 0 else value
 
-    entry = Entry("exploding", Exploding, "Turns NaN after the first epoch (test only).")
-    LOSS_REGISTRY.add(entry)
-    yield "exploding"
-    LOSS_REGISTRY._entries.pop("exploding")
+    LOSS_REGISTRY.add(Entry(name, Breaking, description))
+    yield name
+    LOSS_REGISTRY._entries.pop(name)
+
+
+@pytest.fixture
+def exploding_loss():
+    """A loss that turns NaN in its second epoch, registered for one test."""
+    yield from _breaking_loss(
+        "exploding",
+        lambda value: value * float("nan"),
+        "Turns NaN after the first epoch (test only).",
+    )
+
+
+def _broke(value):
+    raise ValueError("the loss broke")
 
 
 @pytest.fixture
 def raising_loss():
     """A loss that raises in its second epoch, registered for one test."""
-    from losscmp.losses import LOSS_REGISTRY, create_loss
-    from losscmp.losses.base import SegLoss
-    from losscmp.registry import Entry
-
-    class Raising(SegLoss):
-        def __init__(self, mode: str = "binary") -> None:
-            super().__init__(mode)
-            self.inner = create_loss("dice", mode=mode)
-            self.progress = 0.0
-
-        def set_progress(self, fraction: float) -> None:
-            self.progress = fraction
-
-        def forward(self, logits, target, **maps):
-            if self.progress > 0:
-                raise ValueError("the loss broke")
-            return self.inner(logits, target)
-
-    LOSS_REGISTRY.add(Entry("raising", Raising, "Raises after the first epoch (test only)."))
-    yield "raising"
-    LOSS_REGISTRY._entries.pop("raising")
+    yield from _breaking_loss("raising", _broke, "Raises after the first epoch (test only).")
