@@ -227,30 +227,37 @@ def test_a_stalled_task_is_cancelled_and_retried_with_the_same_numbers(
     cli, ray_cluster, tmp_path, monkeypatch
 ):
     """A task whose worker hung (here stopped by SIGSTOP) used to hold the run for ever: once
-    silent for the stall limit it is force-cancelled and submitted once more."""
+    silent for the stall limit it is force-cancelled and submitted once more. It is stopped
+    as it starts, before its first progress event (as a hang loading the data or
+    initialising CUDA would stop it): the task's first item, sent as it starts, arms the
+    watch; a task waiting for room on the cluster sends none."""
     import threading
 
     import losscmp.executors.base as base
-    from losscmp.events import StepDone, TrialRetried
-    from losscmp.executors.ray import RayExecutor
+    import losscmp.executors.ray as ray_executor
+    from losscmp.events import TrialRetried
 
     limit = 20  # a healthy task is silent for a few seconds at most (building its model)
     monkeypatch.setattr(base, "STALL_LIMIT_S", limit)
     seen, stopped = [], []
-    run = RayExecutor.run
+    run, next_item = ray_executor.RayExecutor.run, ray_executor._next_item
 
     def run_and_stop(self, jobs, context, emit):
+        def stop_focal_as_it_starts(stream):
+            item = next_item(stream)
+            job = self.running[stream][0]
+            if item[0] == "started" and "__focal__" in job.name and not stopped:
+                stopped.append(_kill_process_titled(f"ray::losscmp {job.name}", signal.SIGSTOP))
+            return item
+
         def spy(event):
             seen.append(event)
-            if isinstance(event, StepDone) and "__focal__" in event.trial_id and not stopped:
-                stopped.append(
-                    _kill_process_titled(f"ray::losscmp {event.trial_id}", signal.SIGSTOP)
-                )
             emit(event)
 
+        monkeypatch.setattr(ray_executor, "_next_item", stop_focal_as_it_starts)
         return run(self, jobs, context, spy)
 
-    monkeypatch.setattr(RayExecutor, "run", run_and_stop)
+    monkeypatch.setattr(ray_executor.RayExecutor, "run", run_and_stop)
     # Without the watchdog the run would wait for ever: the stopped worker is killed later
     # instead, so the test fails (a death, not a stall) rather than hangs.
     rescue = threading.Timer(6 * limit, lambda: [os.kill(pid, signal.SIGKILL) for pid in stopped])

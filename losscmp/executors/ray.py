@@ -14,7 +14,9 @@ task), which hands them on.
 A task whose worker dies or that raises is submitted once more, then its
 trials are recorded as failed and the run goes on; so is a task silent for
 ``stall_limit_s`` since its last item (hung), once force-cancelled. Only from its first
-item: until then a task may be waiting for room on the cluster. On Ctrl-C, ``close``
+item, which it sends as it starts (before it loads the data or initialises CUDA, either of
+which can hang on a bad node): until then a task may be waiting for room on the cluster.
+On Ctrl-C, ``close``
 cancels the tasks still running and stops the Ray this run started (never a
 cluster it joined); it stops in a background thread while the report is
 written, and the process waits for it before exiting.
@@ -116,6 +118,8 @@ class RayExecutor(Executor):
                 job, attempt = self.running[stream]
                 kind, payload = _next_item(stream)
                 heard[stream] = time.monotonic()
+                if kind == "started":
+                    continue
                 if kind == "event":
                     emit(payload)
                     continue
@@ -382,7 +386,8 @@ def _retried_or_failed(job: Job, attempt: int, reason: str, pending: deque, emit
 
 
 def _next_item(stream) -> tuple[str, object]:
-    """The stream's next item: ("event", e), ("done", outcomes) or ("failed", reason)."""
+    """The stream's next item: ("started", None), ("event", e)..., then ("done", outcomes)
+    or ("failed", reason)."""
     import ray
 
     try:
@@ -427,11 +432,12 @@ class RayDataset:
 
 
 def _job_task(job: Job, context: JobContext, shared: dict[str, RayDataset]):
-    """Runs in a Ray worker: yields ("event", e)... then ("done", outcomes).
+    """Runs in a Ray worker: yields ("started", None), ("event", e)... then ("done", outcomes).
 
     Training runs in a thread so that its progress callbacks can feed this
     generator, whose items Ray streams to the driver as they are yielded.
     """
+    yield "started", None  # the driver watches for a stall from here on
     import ray
     import torch
 
