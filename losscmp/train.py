@@ -440,8 +440,9 @@ def per_image_rows(counts, which: str, data, predictions=None) -> list[dict[str,
 
 
 def all_boundary_scores(predictions: np.ndarray, masks, data) -> list[dict[str, float | None]]:
-    """``boundary_scores`` of every image, in order. SciPy's distance transform releases
-    the GIL, so the images are shared among the trial's own torch threads (its budget)."""
+    """``boundary_scores`` of every image, in order. SciPy's k-d tree and distance
+    transform release the GIL, so the images are shared among the trial's own torch
+    threads (its budget)."""
 
     def score(index: int) -> dict[str, float | None]:
         return boundary_scores(predictions[index], masks[index], data)
