@@ -553,6 +553,25 @@ def test_surface_distances_equal_the_distance_transforms_on_small_masks(mask, do
             np.testing.assert_array_equal(ours, theirs)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_boundary_scores_of_many_images_report_each_image_in_order(threads):
+    """The last epoch's boundary scores of a large split took minutes with nothing to show:
+    ``on_image(done, images)`` now follows each image, in order, on one thread or several."""
+    from types import SimpleNamespace
+
+    from losscmp.train import all_boundary_scores
+    from losscmp.worker import torch_threads
+
+    rng = np.random.default_rng(3)
+    masks = (rng.random((9, 12, 12)) > 0.5).astype(np.uint8)
+    data = SimpleNamespace(mode="binary", num_classes=2, ignore_index=None)
+    told = []
+    with torch_threads(threads):
+        rows = all_boundary_scores(masks[::-1], masks, data, lambda *done: told.append(done))
+    assert told == [(image, 9) for image in range(1, 10)]
+    assert len(rows) == 9 and rows[4] == {"hd95": 0.0, "nsd": 1.0}  # the middle: itself
+
+
 def test_boundary_scores_of_many_images_on_several_threads_are_the_serial_ones():
     """A trial shares its images' distance transforms among its torch threads: same values,
     same order as one image after another, empty and ignored pixels included."""
