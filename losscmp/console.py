@@ -27,6 +27,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from losscmp.events import BOUNDARIES
 from losscmp.timeleft import TimeLeft
 
 err = Console(stderr=True)
@@ -42,7 +43,8 @@ def stdout() -> Console:
 
 TIME_WIDTH = 8  # H:MM:SS, past ten hours too
 BAR_WIDTH = 40
-PASSES = {"val": "validating", "test": "testing"}  # a trial's status during an evaluation
+# A trial's status during an evaluation, by ``events.Evaluating``'s split
+PASSES = {"val": "validating", "test": "testing", BOUNDARIES: "boundaries"}
 
 
 def fit_widths(width: int, label: int, status: int) -> list[int]:
@@ -192,8 +194,9 @@ class TrainingProgress:
 
     def _on_Evaluating(self, event) -> None:  # noqa: N802
         """'validating 12/40' while a split is scored (minutes on a CPU, with no step to
-        move the bar), at least as wide as the status it stands in for: from the first
-        epoch's scores on, the bar keeps its width."""
+        move the bar), 'boundaries  120/3669' while the last epoch's HD95 and NSD are,
+        at least as wide as the status it stands in for: from the first epoch's scores
+        on, the bar keeps its width."""
         task = self.tasks.get(event.trial_id)
         if task is None:
             return

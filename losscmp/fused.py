@@ -76,7 +76,8 @@ def train_fused_group(
 
     Returns one outcome per trial, in order, with the same record ``train_trial``
     writes. ``on_step(trial, step, steps)``, ``on_evaluation(trial, split, batch,
-    batches)`` and ``on_epoch(trial, row)`` are called for every trial still in the group.
+    batches)`` (also per image of a copy's boundary scores, as ``train_trial``) and
+    ``on_epoch(trial, row)`` are called for every trial still in the group.
     ``wanted``: the ids whose outcomes count (a resumed group's unfinished trials; the
     others train again only so that these round as in the whole group). The group stops
     once none of them trains: the rest would be compute for nothing, and silent (a worker
@@ -186,7 +187,8 @@ def _validate(
         row_start = own_start - so_far.train_share - val_share
         if outputs_finite(val, test):
             kept.append(position)
-            row = piece.log.validated(epoch, train_loss, so_far.lr, row_start, val, test)
+            progress = _for_one_copy(piece.trial, on_evaluation)
+            row = piece.log.validated(epoch, train_loss, so_far.lr, row_start, val, test, progress)
         else:
             row = piece.log.diverged(epoch, train_loss, so_far.lr, row_start)
         if so_far.on_epoch:
@@ -323,6 +325,13 @@ def _for_each_copy(trials: list[Trial], on_evaluation) -> Callable[[str, int, in
             on_evaluation(trial, split, batch, batches)
 
     return on_batch
+
+
+def _for_one_copy(trial: Trial, on_evaluation) -> Callable[[str, int, int], None] | None:
+    """``on_evaluation`` for one copy's own work (its boundary scores)."""
+    if on_evaluation is None:
+        return None
+    return lambda split, done, total: on_evaluation(trial, split, done, total)
 
 
 def _evaluate(fused, data, settings, split: str, keep_predictions: bool = False, on_batch=None):

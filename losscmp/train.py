@@ -17,6 +17,7 @@ never read by any choice.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -33,6 +34,7 @@ from losscmp.data import make_loader
 from losscmp.data.base import SegmentationData
 from losscmp.data.transforms import normalise_tensor
 from losscmp.devices import native_bf16, to_device
+from losscmp.events import BOUNDARIES
 from losscmp.model import ModelPreset, build_model
 from losscmp.plan import Trial, make_loss
 from losscmp.spec import Spec
@@ -120,9 +122,12 @@ class TrialLog:
         self.epochs.append(_epoch_row(epoch, train_loss, {}, lr, started, self.status))
         return self.epochs[-1]
 
-    def validated(self, epoch, train_loss, lr, started, val: Evaluation, test=None) -> dict:
+    def validated(
+        self, epoch, train_loss, lr, started, val: Evaluation, test=None, on_evaluation=None
+    ) -> dict:
         """A finished epoch and its evaluations (test: None without a test split);
-        returns the epoch row."""
+        returns the epoch row. The last epoch scores the boundaries of every image of the
+        reported split, telling ``on_evaluation(BOUNDARIES, image, images)`` as it goes."""
         data = self.data
         summary = epoch_scores(data, val, test)
         self.epochs.append(_epoch_row(epoch, train_loss, summary, lr, started, "ok"))
@@ -130,7 +135,10 @@ class TrialLog:
         if not self.best or summary["val_dice"] > self.best["val_dice"]:
             self.best = {"epoch": epoch, "val_dice": summary["val_dice"], "counts": reported.counts}
         if self.last(epoch):
-            self.final_images = per_image_rows(reported.counts, "final", data, reported.predictions)
+            on_image = _boundary_progress(on_evaluation)
+            self.final_images = per_image_rows(
+                reported.counts, "final", data, reported.predictions, on_image
+            )
             self.panel = reported.predictions[:PANEL_SIZE]
         return self.epochs[-1]
 
@@ -155,6 +163,13 @@ class TrialLog:
             "images": best_images + self.final_images,
         }
         return TrialOutcome(record, self.panel, self.data.reported_split)
+
+
+def _boundary_progress(on_evaluation) -> Callable[[int, int], None] | None:
+    """``on_evaluation`` as ``all_boundary_scores``'s ``on_image``."""
+    if on_evaluation is None:
+        return None
+    return lambda image, images: on_evaluation(BOUNDARIES, image, images)
 
 
 def epoch_scores(data: SegmentationData, val: Evaluation, test: Evaluation | None) -> dict:
@@ -203,8 +218,9 @@ def train_trial(
     on_evaluation: Callable[[str, int, int], None] | None = None,
 ) -> TrialOutcome:
     """Train ``trial``; ``on_step(step, steps)`` after each training step,
-    ``on_evaluation(split, batch, batches)`` after each evaluation batch and
-    ``on_epoch(row)`` once an epoch is scored."""
+    ``on_evaluation(split, batch, batches)`` after each evaluation batch (and each image
+    of the last epoch's boundary scores, split ``BOUNDARIES``) and ``on_epoch(row)`` once
+    an epoch is scored."""
     settings = trial_settings(settings, [trial])
     device = settings.device
     model = build_model(settings.preset, data.out_channels, settings.encoder_weights, trial.seed)
@@ -233,7 +249,7 @@ def train_trial(
             val, test = _evaluate_epoch(model, data, settings, log, epoch, on_evaluation)
             healthy = outputs_finite(val, test)
         if healthy:
-            row = log.validated(epoch, train_loss, lr, epoch_start, val, test)
+            row = log.validated(epoch, train_loss, lr, epoch_start, val, test, on_evaluation)
         else:
             row = log.diverged(epoch, train_loss, lr, epoch_start)
         if on_epoch:
@@ -421,14 +437,18 @@ def hard_prediction(logits: torch.Tensor, mode: str) -> torch.Tensor:
     return logits.argmax(dim=1)
 
 
-def per_image_rows(counts, which: str, data, predictions=None) -> list[dict[str, Any]]:
+def per_image_rows(
+    counts, which: str, data, predictions=None, on_image=None
+) -> list[dict[str, Any]]:
     """Per-image Dice/IoU (foreground classes averaged) of the reported split; boundary
-    metrics with predictions."""
+    metrics with predictions (``on_image``: see ``all_boundary_scores``)."""
     split = data.reported_split
     masks = data.masks(split)
     image_scores = metrics.per_image_scores(counts, mode=data.mode)
     dice, iou = image_scores["dice"].tolist(), image_scores["iou"].tolist()
-    boundaries = all_boundary_scores(predictions, masks, data) if predictions is not None else None
+    boundaries = None
+    if predictions is not None:
+        boundaries = all_boundary_scores(predictions, masks, data, on_image)
     rows = []
     for index in range(len(dice)):
         row = {"which": which, "split": split, "image": index, "dice": dice[index]}
@@ -439,18 +459,35 @@ def per_image_rows(counts, which: str, data, predictions=None) -> list[dict[str,
     return rows
 
 
-def all_boundary_scores(predictions: np.ndarray, masks, data) -> list[dict[str, float | None]]:
-    """``boundary_scores`` of every image, in order. SciPy's distance transform releases
-    the GIL, so the images are shared among the trial's own torch threads (its budget)."""
+def all_boundary_scores(
+    predictions: np.ndarray, masks, data, on_image: Callable[[int, int], None] | None = None
+) -> list[dict[str, float | None]]:
+    """``boundary_scores`` of every image, in order; ``on_image(done, images)`` after each
+    (Pets' test split takes minutes, with nothing else to report). SciPy's k-d tree and
+    distance transform release the GIL, so the images are shared among the trial's own
+    torch threads (its budget)."""
 
     def score(index: int) -> dict[str, float | None]:
         return boundary_scores(predictions[index], masks[index], data)
 
-    threads = torch.get_num_threads()
+    images = len(predictions)
+    rows: list[dict[str, float | None]] = []
+    with _ordered_map(torch.get_num_threads()) as ordered_map:
+        for row in ordered_map(score, range(images)):
+            rows.append(row)
+            if on_image:
+                on_image(len(rows), images)
+    return rows
+
+
+@contextlib.contextmanager
+def _ordered_map(threads: int):
+    """``map``, or a pool of ``threads`` threads' (results still in order)."""
     if threads == 1:
-        return [score(index) for index in range(len(predictions))]
+        yield map
+        return
     with ThreadPoolExecutor(threads, thread_name_prefix="losscmp-boundary") as pool:
-        return list(pool.map(score, range(len(predictions))))
+        yield pool.map
 
 
 def boundary_scores(prediction: np.ndarray, mask: np.ndarray, data) -> dict[str, float | None]:

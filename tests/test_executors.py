@@ -8,11 +8,13 @@ import os
 import signal
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from losscmp.config import build_config
 from losscmp.events import (
+    BOUNDARIES,
     EpochDone,
     Evaluating,
     RunNote,
@@ -501,7 +503,9 @@ def test_evaluation_reports_each_batch_of_validation_and_test(tmp_path, monkeypa
     """An epoch's evaluation sent nothing from its first batch to its last (tens of minutes
     for Pets at 512 px on a CPU): the console's line stood still and a worker looked hung.
     Every batch now goes out (throttled like steps: here not at all), for each trial of a
-    fused group too, between the epoch's last step and its end."""
+    fused group too, between the epoch's last step and its end; and so does every image of
+    the last epoch's boundary scores (HD95, NSD) of the reported split, the test split
+    here (minutes for Pets' 3669 test images, after the console said 'testing 20/20')."""
     import losscmp.worker as worker
 
     monkeypatch.setattr(worker, "STEP_EVENT_INTERVAL_S", 0.0)
@@ -510,10 +514,33 @@ def test_evaluation_reports_each_batch_of_validation_and_test(tmp_path, monkeypa
     plan = plan_run(build_config(**options, out=str(tmp_path)))
     events: list = []
     execute(prepare(plan), listener=events.append)
-    epoch = [("step", 1, 1), ("val", 1, 2), ("val", 2, 2), ("test", 1, 1), ("epoch",)]
+    epoch = [("step", 1, 1), ("val", 1, 2), ("val", 2, 2), ("test", 1, 1)]
+    boundaries = [(BOUNDARIES, image, 4) for image in range(1, 5)]
     for trial in plan.trials:
         mine = [event for event in events if getattr(event, "trial_id", None) == trial.id]
-        assert [shown for shown in map(_progress, mine) if shown] == epoch * 2
+        shown = [shown for shown in map(_progress, mine) if shown]
+        assert shown == [*epoch, ("epoch",), *epoch, *boundaries, ("epoch",)]
+
+
+def test_boundary_images_are_sent_at_most_ten_times_a_second(monkeypatch):
+    """Pets' 3669 test images at 1 ms each: one event per image would be 3669 for a
+    console that draws ten frames a second; like steps and batches, the images go out
+    every 0.1 s per trial, the first and the last always."""
+    from types import SimpleNamespace
+
+    import losscmp.worker as worker
+
+    now = iter(1000 + 0.001 * tick for tick in range(10_000))  # a clock, 1 ms an image
+    monkeypatch.setattr(worker, "time", SimpleNamespace(monotonic=lambda: next(now)))
+    events: list = []
+    relay = worker.ProgressRelay(events.append, {"t0"})
+    trial = SimpleNamespace(id="t0")
+    for image in range(1, 3670):
+        relay.evaluation(trial, BOUNDARIES, image, 3669)
+    sent = [event.batch for event in events]
+    assert sent[0] == 1 and sent[-1] == 3669 and 30 <= len(sent) <= 38
+    assert min(np.diff(sent[:-1])) >= 100  # 0.1 s apart, the last excepted
+    assert {(event.split, event.batches) for event in events} == {(BOUNDARIES, 3669)}
 
 
 def _progress(event) -> tuple:
@@ -709,8 +736,9 @@ def test_progress_lines_keep_the_bar_and_the_times_on_a_narrow_terminal(tmp_path
 
 def test_a_trials_line_says_which_split_it_scores_and_keeps_its_bar(tmp_path):
     """A long evaluation (minutes on a CPU) left a trial's line at its last step, as if
-    hung: it now says 'validating 3/40', then 'testing', as wide as the epoch's line it
-    stands in for (the bar keeps its width), until the epoch's scores replace it."""
+    hung: it now says 'validating 3/40', then 'testing' (and in the last epoch 'boundaries'),
+    as wide as the epoch's line it stands in for (the bar keeps its width), until the
+    epoch's scores replace it."""
     import io
     import re
 
@@ -741,6 +769,8 @@ def test_a_trials_line_says_which_split_it_scores_and_keeps_its_bar(tmp_path):
     assert line() == ("validating  3/40".ljust(len(scores)), bar)
     progress(Evaluating("t0", "test", 20, 20))
     assert line() == ("testing 20/20".ljust(len(scores)), bar)
+    progress(Evaluating("t0", BOUNDARIES, 120, 3669))  # the last epoch's HD95 and NSD
+    assert line() == ("boundaries  120/3669".ljust(len(scores)), bar)
     progress(EpochDone("t0", {**record, "epoch": 2}))
     assert line()[0] == scores.replace("epoch 1/2", "epoch 2/2")
 

@@ -7,6 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import array_shapes, arrays
 
 from losscmp import metrics
 from losscmp.errors import ParameterError
@@ -439,6 +442,134 @@ def test_boundary_scores_on_the_crop_equal_the_whole_image_on_random_blobs():
             assert metrics.boundary_scores(*masks) == _full_image_boundary_scores(*masks)
             compared += 1
     assert compared >= 30
+
+
+def _whole_image_distances(pred, gt):
+    """The two distance lists as the first implementation had them: SciPy's erosion and
+    two distance transforms of the whole image, read at the boundary pixels."""
+    from scipy import ndimage
+
+    def surface(mask):
+        return mask & ~ndimage.binary_erosion(mask, border_value=0)
+
+    pred_surface, gt_surface = surface(pred), surface(gt)
+    return (
+        ndimage.distance_transform_edt(~gt_surface)[pred_surface],
+        ndimage.distance_transform_edt(~pred_surface)[gt_surface],
+    )
+
+
+def _mask_pair(rng):
+    """Two masks of a random size (1 px to 200 px a side) of one of the shapes a
+    segmentation gives and a few it should not: blobs, rectangles (often at the image's
+    edge), one-pixel lines, single pixels, salt noise, the whole image; the second one
+    often inside the first, equal to it or shifted."""
+    from scipy import ndimage
+
+    height, width = rng.integers(1, 200 if rng.random() < 0.2 else 60, size=2)
+
+    def mask(kind):
+        drawn = np.zeros((height, width), dtype=bool)
+        if kind == "blob":
+            field = ndimage.gaussian_filter(rng.random((height, width)), rng.uniform(0.5, 5))
+            return field > rng.uniform(0.46, 0.54)
+        if kind == "rectangles":
+            for _ in range(rng.integers(1, 4)):
+                top, bottom = sorted(rng.integers(0, height + 1, 2))
+                left, right = sorted(rng.integers(0, width + 1, 2))
+                drawn[top : bottom + 1, left : right + 1] = True
+        elif kind == "lines":
+            for _ in range(rng.integers(1, 4)):
+                steps = 2 * max(height, width)
+                rows = np.linspace(*rng.integers(0, height, 2), steps).round().astype(int)
+                cols = np.linspace(*rng.integers(0, width, 2), steps).round().astype(int)
+                drawn[rows, cols] = True
+        elif kind == "pixels":
+            count = rng.integers(1, 4)
+            drawn[rng.integers(0, height, count), rng.integers(0, width, count)] = True
+        elif kind == "salt":
+            return rng.random((height, width)) < rng.uniform(0.02, 0.6)
+        else:
+            drawn[:] = True
+        return drawn
+
+    kinds = ["blob", "rectangles", "lines", "pixels", "salt", "whole"]
+    first = mask(kinds[rng.integers(len(kinds))])
+    relation = rng.integers(4)
+    if relation == 0:
+        second = ndimage.binary_erosion(first, iterations=int(rng.integers(1, 4)))
+    elif relation == 1:
+        second = first.copy()
+    elif relation == 2:
+        second = np.roll(first, tuple(rng.integers(-3, 4, 2)), axis=(0, 1))
+    else:
+        second = mask(kinds[rng.integers(len(kinds))])
+    return (first, second) if rng.random() < 0.5 else (second, first)
+
+
+@pytest.mark.parametrize("path", ["chosen", "tree", "distance transform"])
+def test_surface_distances_are_exactly_the_whole_image_distance_transforms(monkeypatch, path):
+    """The distances come from a k-d tree of boundary points, or a distance transform of the
+    box for a ragged boundary; images.csv's HD95 and NSD are compared between runs, so
+    every distance must be the whole image's transform's float, in its order, on either
+    path: 400 random pairs of each kind of shape, thin lines and the image's edge included."""
+    cut = {"chosen": metrics.EDT_POINTS_PER_PIXEL, "tree": math.inf, "distance transform": 0}
+    monkeypatch.setattr(metrics, "EDT_POINTS_PER_PIXEL", cut[path])
+    rng = np.random.default_rng(7)
+    compared = 0
+    for _ in range(400):
+        pred, gt = _mask_pair(rng)
+        if not (pred.any() and gt.any()):
+            continue
+        found, expected = metrics._surface_distances(pred, gt), _whole_image_distances(pred, gt)
+        for ours, theirs in zip(found, expected, strict=True):
+            assert ours.dtype == theirs.dtype == np.float64
+            np.testing.assert_array_equal(ours, theirs)
+        assert metrics.boundary_scores(pred, gt) == _full_image_boundary_scores(pred, gt)
+        compared += 1
+    assert compared >= 300
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(
+    arrays(bool, array_shapes(min_dims=2, max_dims=2, max_side=9)),
+    st.integers(-2, 2),
+    st.integers(-2, 2),
+    st.booleans(),
+)
+def test_surface_distances_equal_the_distance_transforms_on_small_masks(mask, down, right, flip):
+    """Every small mask against a shifted copy (or another mask): single pixels, lines and
+    pixels on the edge are where a k-d tree and a distance transform could part."""
+    other = np.roll(mask, (down, right), axis=(0, 1))
+    other = ~other if flip else other
+    if not (mask.any() and other.any()):
+        return
+    expected = _whole_image_distances(mask, other)
+    for cut in (math.inf, 0):  # the tree, then the distance transform (most boxes this small)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(metrics, "EDT_POINTS_PER_PIXEL", cut)
+            found = metrics._surface_distances(mask, other)
+        for ours, theirs in zip(found, expected, strict=True):
+            np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_boundary_scores_of_many_images_report_each_image_in_order(threads):
+    """The last epoch's boundary scores of a large split took minutes with nothing to show:
+    ``on_image(done, images)`` now follows each image, in order, on one thread or several."""
+    from types import SimpleNamespace
+
+    from losscmp.train import all_boundary_scores
+    from losscmp.worker import torch_threads
+
+    rng = np.random.default_rng(3)
+    masks = (rng.random((9, 12, 12)) > 0.5).astype(np.uint8)
+    data = SimpleNamespace(mode="binary", num_classes=2, ignore_index=None)
+    told = []
+    with torch_threads(threads):
+        rows = all_boundary_scores(masks[::-1], masks, data, lambda *done: told.append(done))
+    assert told == [(image, 9) for image in range(1, 10)]
+    assert len(rows) == 9 and rows[4] == {"hd95": 0.0, "nsd": 1.0}  # the middle: itself
 
 
 def test_boundary_scores_of_many_images_on_several_threads_are_the_serial_ones():

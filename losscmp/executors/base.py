@@ -25,20 +25,22 @@ ATTEMPTS = 2
 
 # A busy worker that sends nothing for this long, per model its job trains
 # (``stall_limit_s``), is taken for hung (a deadlock, a stuck CUDA call, a stopped process):
-# it is killed and its job handled as a dead worker's. Training sends an event every step
-# and evaluation every batch (at most ten a second), so the long silences are single pieces
-# of work; the slowest, measured on one thread of a busy 2-core CPU (torch 2.14, 512 px):
+# it is killed and its job handled as a dead worker's. Training sends an event every step,
+# evaluation every batch and the last epoch's boundary scores every image (at most ten a
+# second), so the long silences are single pieces of work; the slowest, measured on one
+# thread of a busy 2-core CPU (torch 2.14, 512 px):
 # - a training step of the largest preset (`medium`), batch 16: 40 s (an evaluation batch:
 #   9 s); a fused group's step runs every copy's model, 17 s a copy at 256 px (a 4-copy
 #   step: 67 s; one model alone: 7.5 s), hence a limit per model;
-# - the last epoch's boundary scores (HD95, NSD) of the reported split, after its pass:
-#   30 ms an image, 49 ms with two foreground classes: 3 min for Pets' 3669 test images
-#   (a fused group reports each copy's epoch as soon as its own are done);
 # - distance maps on first use (``data.loader.split_maps``): 10 ms a 256 px mask, 35 s for
 #   3312 masks (no more: beyond MAP_CACHE_BYTES they are computed per batch instead);
 # - a worker's start: 2 s importing torch. (Nothing is compiled: no torch.compile.)
-# Ten times the longest: a hung trial holds its own worker only (the others go on) for half
-# an hour, where a limit too short fails a slow but healthy trial twice over.
+# The boundary scores (HD95, NSD) of the reported split, after the last epoch's pass, were
+# the longest, one silence of 3 min for Pets' 3669 test images (30 ms an image, 49 ms with
+# two foreground classes); now each image is reported (``events.BOUNDARIES``), and takes
+# 2-17 ms (``benchmarks/boundary.py``). The limit was set at ten times those 3 min and is
+# kept, now some 45 times the longest: a hung trial holds its own worker only (the others
+# go on) for half an hour, where a limit too short fails a slow but healthy trial twice over.
 STALL_LIMIT_S = 30 * 60
 
 
