@@ -35,12 +35,9 @@ ATTEMPTS = 2
 # - distance maps on first use (``data.loader.split_maps``): 10 ms a 256 px mask, 35 s for
 #   3312 masks (no more: beyond MAP_CACHE_BYTES they are computed per batch instead);
 # - a worker's start: 2 s importing torch. (Nothing is compiled: no torch.compile.)
-# The boundary scores (HD95, NSD) of the reported split, after the last epoch's pass, were
-# the longest, one silence of 3 min for Pets' 3669 test images (30 ms an image, 49 ms with
-# two foreground classes); now each image is reported (``events.BOUNDARIES``), and takes
-# 2-17 ms (``benchmarks/boundary.py``). The limit was set at ten times those 3 min and is
-# kept, now some 45 times the longest: a hung trial holds its own worker only (the others
-# go on) for half an hour, where a limit too short fails a slow but healthy trial twice over.
+# (The last epoch's boundary scores report each image, 2-17 ms at 512 px.) The limit is
+# some 45 times the longest: a hung trial holds its own worker only (the others go on)
+# for half an hour, where a limit too short fails a slow but healthy trial twice over.
 STALL_LIMIT_S = 30 * 60
 
 
