@@ -104,30 +104,26 @@ def confusion_counts(
     _check_mode(mode)
     if mode == "binary":
         labels = target.reshape(target.shape[0], *target.shape[-2:])
-        valid = _valid_pixels(labels, ignore_index)
         # sigmoid(x) >= 0.5 <=> x >= 0; comparing logits avoids a sigmoid pass.
         predicted = (logits[:, 0] >= 0).unsqueeze(1)
         actual = (labels > 0.5).unsqueeze(1)
     else:
         labels = target.long()
-        valid = _valid_pixels(labels, ignore_index)
         classes = torch.arange(logits.shape[1], device=logits.device).view(1, -1, 1, 1)
         predicted = logits.argmax(dim=1, keepdim=True) == classes
         actual = labels.unsqueeze(1) == classes
-    valid = valid.unsqueeze(1)
-    tp = (predicted & actual & valid).sum(dim=(2, 3))
-    fp = (predicted & ~actual & valid).sum(dim=(2, 3))
-    fn = (~predicted & actual & valid).sum(dim=(2, 3))
-    tn = valid.sum(dim=(2, 3)) - tp - fp - fn
+    if ignore_index is None:  # every pixel counts: no mask to apply
+        pixels = labels.shape[-2] * labels.shape[-1]
+    else:
+        valid = (labels != ignore_index).unsqueeze(1)
+        predicted, actual = predicted & valid, actual & valid
+        pixels = valid.sum(dim=(2, 3))
+    # fp and fn as differences of whole counts: one mask and three sums, no negations.
+    tp = (predicted & actual).sum(dim=(2, 3))
+    fp = predicted.sum(dim=(2, 3)) - tp
+    fn = actual.sum(dim=(2, 3)) - tp
+    tn = pixels - tp - fp - fn
     return torch.stack([tp, fp, fn, tn], dim=-1).to(torch.int64)
-
-
-def _valid_pixels(labels: torch.Tensor, ignore_index: int | None) -> torch.Tensor:
-    import torch
-
-    if ignore_index is None:
-        return torch.ones_like(labels, dtype=torch.bool)
-    return labels != ignore_index
 
 
 def scores(counts: torch.Tensor) -> dict[str, torch.Tensor]:
