@@ -48,6 +48,7 @@ from losscmp.train import (
     TrialLog,
     TrialOutcome,
     _autocast,
+    all_finite,
     batch_on_device,
     evaluation_loader,
     finite_weights,
@@ -365,7 +366,7 @@ def _evaluate_on_device(fused, data, settings, split: str, keep_predictions: boo
         images, target, _ = batch_on_device(batch, device)
         with _autocast(settings):
             logits = fused(images).float()
-        finite &= torch.isfinite(logits).flatten(1).all(1)
+        finite &= all_finite(logits.flatten(1), dim=1)
         flat = logits.flatten(0, 1)  # (K·B, C, H, W), copy-major
         targets = target.expand(copies, *target.shape).flatten(0, 1)
         found = metrics.confusion_counts(

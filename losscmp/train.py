@@ -282,8 +282,23 @@ def finite_weights(parameters, stacked: bool = False) -> torch.Tensor:
     """Whether every weight (and statistic: ``learned_state``) is finite, on the device: a
     0-d bool, or one per copy (K,) of a stacked model's (K, ...) tensors."""
     if stacked:
-        return torch.stack([torch.isfinite(p).flatten(1).all(1) for p in parameters]).all(0)
-    return torch.stack([torch.isfinite(p).all() for p in parameters]).all()
+        return torch.stack([all_finite(p.flatten(1), dim=1) for p in parameters]).all(0)
+    return torch.stack([all_finite(p) for p in parameters]).all()
+
+
+def all_finite(tensor: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """``torch.isfinite(tensor).all(dim)`` (all: ``dim`` None) in one pass, on the device: a
+    float64 sum of float32 (or narrower) values cannot overflow (each is below 3.5e38, the
+    sum of a trillion of them below 1e51), so it is finite exactly when every value is
+    (inf, -inf and NaN make it inf or NaN). ``isfinite`` then ``all`` is four passes over
+    the values, ~4x the time on a CPU (~2 ms per epoch for the tiny model's weights). Not
+    for float64 values, nor on MPS (no float64): those take ``isfinite``."""
+    if tensor.dtype == torch.float64 or tensor.device.type == "mps":
+        finite = torch.isfinite(tensor)
+        return finite.all() if dim is None else finite.all(dim)
+    if dim is None:
+        return tensor.sum(dtype=torch.float64).isfinite()
+    return tensor.sum(dim, dtype=torch.float64).isfinite()
 
 
 def nan_unless_finite_weights(loss_sum: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
@@ -415,7 +430,7 @@ def evaluate_on_device(
         images, target, _ = batch_on_device(batch, device, layout)
         with _autocast(settings):
             logits = model(images).float()
-        finite &= torch.isfinite(logits).all()
+        finite &= all_finite(logits)
         counts.append(
             metrics.confusion_counts(logits, target, mode=data.mode, ignore_index=data.ignore_index)
         )

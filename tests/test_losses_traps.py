@@ -41,6 +41,25 @@ def test_a_finite_loss_over_nan_weights_counts_as_nan():
     assert losses[0].item() == 0.5 and math.isnan(losses[1].item())
 
 
+def test_all_finite_is_isfinite_all_even_where_a_float32_sum_would_overflow():
+    from losscmp.train import all_finite
+
+    biggest = torch.finfo(torch.float32).max
+    huge = torch.full((4, 1000), biggest)  # finite, though their float32 sum is inf
+    huge[1] = -biggest
+    assert all_finite(huge).item() and all_finite(huge, dim=1).tolist() == [True] * 4
+    mixed = huge.clone()
+    mixed[1, 7], mixed[2, 3], mixed[3, 0] = math.inf, math.nan, -math.inf
+    assert not all_finite(mixed).item()
+    assert all_finite(mixed, dim=1).tolist() == [True, False, False, False]
+    both = torch.tensor([math.inf, -math.inf])  # they sum to NaN: still not finite
+    assert not all_finite(both).item()
+    narrow = (mixed / 4).bfloat16()  # bfloat16's largest is a little below float32's
+    assert all_finite(narrow, dim=1).tolist() == [True, False, False, False]
+    wide = torch.full((2,), torch.finfo(torch.float64).max, dtype=torch.float64)  # isfinite
+    assert all_finite(wide).item() and not all_finite(wide.clone().fill_(math.nan)).item()
+
+
 def test_000_dice_uses_the_intersection_not_the_union():
     # Disjoint confident prediction: intersection 0 -> loss 1; with the union the
     # "coefficient" would be 2|A∪B|/(|A|+|B|) = 2 -> loss -1.

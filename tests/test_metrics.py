@@ -387,6 +387,69 @@ def test_histogram_at_one_half_agrees_with_confusion_counts_and_skips_ignored():
     assert torch.equal(grouped[1], metrics.probability_histogram(-logits, target, ignore_index=255))
 
 
+def _edges_and_neighbours() -> torch.Tensor:
+    """Every inner edge (as the float32 logit it is) and its 3 float32 neighbours either side,
+    where float32 rounding of sigmoid could put floor(300·p) in the next bin."""
+    edges = torch.tensor(metrics._logit_edge_values())
+    around = [edges]
+    for direction in (math.inf, -math.inf):
+        step = edges
+        for _ in range(3):
+            step = torch.nextafter(step, torch.tensor(direction))
+            around.append(step)
+    return torch.cat(around)
+
+
+SPECIAL_LOGITS = [math.nan, math.inf, -math.inf, 0.0, -0.0, 3e38, -3e38, 1e-40, 17.0, -17.0, 40.0]
+
+
+def test_bins_are_those_of_a_binary_search_over_the_edges():
+    # The bin is guessed from floor(300·sigmoid(x)) and settled against the two edges beside
+    # the guess; the definition is bucketize over the 299 logit edges (right: an edge value
+    # opens its bin), NaN in bin 0 as confusion_counts reads it (background).
+    logits = torch.cat(
+        [_edges_and_neighbours(), torch.linspace(-30, 30, 20001), torch.tensor(SPECIAL_LOGITS)]
+    )
+    edges = torch.tensor(metrics._logit_edge_values())
+    expected = torch.bucketize(torch.where(logits.isnan(), -math.inf, logits), edges, right=True)
+    found = metrics._bin_indices(logits, torch.sigmoid(logits))
+    assert torch.equal(found, expected.float())
+    # NaN, +inf, -inf, then 0 and -0: p = 0.5 opens bin 150 (the hard prediction's p >= 0.5)
+    assert found[-len(SPECIAL_LOGITS) :][:5].tolist() == [0.0, 299.0, 0.0, 150.0, 150.0]
+
+
+def _searched_histogram(logits, target, ignore_index=None):
+    """The histogram by its definition: a binary search per pixel, scatter-adds in float64."""
+    flat = logits[:, 0].reshape(-1).float()
+    edges = torch.tensor(metrics._logit_edge_values())
+    bins = torch.bucketize(torch.where(flat.isnan(), -math.inf, flat), edges, right=True)
+    labels = target.reshape(-1)
+    weight = (labels != ignore_index if ignore_index is not None else labels == labels).double()
+    counts = torch.zeros(600, dtype=torch.float64)
+    counts.index_add_(0, bins * 2 + (labels > 0.5).long(), weight)
+    sums = torch.zeros(300, dtype=torch.float64)
+    sums.index_add_(0, bins, torch.sigmoid(flat).double() * weight)
+    return torch.cat([counts.view(300, 2), sums.view(300, 1)], dim=1)
+
+
+@pytest.mark.parametrize("ignore_index", [None, 255])
+def test_histogram_equals_its_binary_search_definition_bit_for_bit(ignore_index):
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(4, 1, 32, 32, generator=generator) * 6
+    planted = torch.cat([_edges_and_neighbours(), torch.tensor(SPECIAL_LOGITS[1:])])
+    logits.view(-1)[: len(planted)] = planted  # no NaN: its sum is NaN either way
+    target = (torch.rand(4, 1, 32, 32, generator=generator) > 0.7).float()
+    if ignore_index is not None:
+        target[:, :, :5] = ignore_index
+    histogram = metrics.probability_histogram(logits, target, ignore_index=ignore_index)
+    assert torch.equal(histogram, _searched_histogram(logits, target, ignore_index))
+    grouped = metrics.grouped_probability_histogram(
+        torch.stack([logits, logits.flip(0)]), target, ignore_index=ignore_index
+    )
+    assert torch.equal(grouped[0], histogram)
+    assert torch.equal(grouped[1], _searched_histogram(logits.flip(0), target, ignore_index))
+
+
 def _full_image_boundary_scores(pred, gt, tolerance=2.0):
     """HD95 and NSD with distance transforms over the whole image (no crop)."""
     from scipy import ndimage
