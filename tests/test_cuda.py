@@ -223,3 +223,35 @@ def test_whole_run_on_cuda(tmp_path, execution):
     for record in records:
         assert record["status"] == "finished"
         assert record["gpu_peak_mib"] > 0
+
+
+def test_scores_on_cuda_equal_the_cpus():
+    """The evaluation's bookkeeping on the GPU: the histogram's bins (guessed from the
+    probability, settled against the edges: the GPU's sigmoid rounds its own way), the
+    confusion counts and the finiteness check, against their CPU definitions. Counts are
+    whole numbers (exact in any order); probability sums are float64 atomics there."""
+    from test_metrics import SPECIAL_LOGITS, _edges_and_neighbours, _searched_histogram
+
+    from losscmp import metrics
+    from losscmp.train import all_finite
+
+    generator = torch.Generator().manual_seed(5)
+    logits = torch.randn(4, 1, 32, 32, generator=generator) * 6
+    planted = torch.cat([_edges_and_neighbours(), torch.tensor(SPECIAL_LOGITS[1:])])
+    logits.view(-1)[: len(planted)] = planted
+    target = (torch.rand(4, 1, 32, 32, generator=generator) > 0.7).float()
+    target[:, :, :3] = 255
+    for ignore_index in (None, 255):
+        expected = _searched_histogram(logits, target, ignore_index)
+        found = metrics.probability_histogram(
+            logits.cuda(), target.cuda(), ignore_index=ignore_index
+        ).cpu()
+        assert torch.equal(found[:, :2], expected[:, :2])
+        torch.testing.assert_close(found[:, 2], expected[:, 2], rtol=1e-12, atol=1e-9)
+        on_cpu = metrics.confusion_counts(logits, target, mode="binary", ignore_index=ignore_index)
+        on_gpu = metrics.confusion_counts(
+            logits.cuda(), target.cuda(), mode="binary", ignore_index=ignore_index
+        )
+        assert torch.equal(on_gpu.cpu(), on_cpu)
+    for values in (logits, torch.tensor([1.0, math.nan]), torch.tensor([3e38] * 4)):
+        assert all_finite(values.cuda()).item() == torch.isfinite(values).all().item()
