@@ -163,7 +163,7 @@ class TrainingProgress:
         kept = f" ({_count(event.skipped, 'finished trial')} kept)" if event.skipped else ""
         run_dir = escape(str(event.run_dir))  # '--out a[/b]' is a path, not Rich markup
         err.print(f"run folder: {run_dir}{kept}", highlight=False, soft_wrap=True)
-        err.print(f"executing: {event.executor}", highlight=False)
+        err.print(f"executing: {event.executor}", highlight=False, soft_wrap=True)
         self.overall = self.progress.add_task(
             "all trials", total=len(self.trials) * self.epochs, status=self._tally(), time_left=None
         )
@@ -225,7 +225,7 @@ class TrainingProgress:
         if task is not None:
             self.progress.remove_task(task)
         note = escape(f"{self._name(event.trial_id)}: {event.reason}; trying once more")
-        err.print(f"[yellow]retry:[/yellow] {note}", highlight=False)
+        err.print(f"[yellow]retry:[/yellow] {note}", highlight=False, soft_wrap=True)
 
     def _on_TrialEnded(self, event) -> None:  # noqa: N802
         self.ended += 1
@@ -235,10 +235,12 @@ class TrainingProgress:
             self.progress.remove_task(task)
         if event.status == "failed":
             failure = escape(f"{self._name(event.trial_id)}: {event.reason}")
-            err.print(f"[red]failed:[/red] {failure}", highlight=False)
+            err.print(f"[red]failed:[/red] {failure}", highlight=False, soft_wrap=True)
         elif not self.drawing:  # a log: no live lines, so this one says that a trial ended
             name = escape(self._name(event.trial_id))
-            err.print(f"{event.status}: {name} ({self._tally()}{self._left()})", highlight=False)
+            # One line however long (a loss with parameters, a rate): a log is read by line.
+            line = f"{event.status}: {name} ({self._tally()}{self._left()})"
+            err.print(line, highlight=False, soft_wrap=True)
         if self.overall is not None:
             self.progress.update(self.overall, status=self._tally())
 

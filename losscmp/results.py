@@ -6,9 +6,11 @@ One source of truth, derived tables rebuilt from it:
   atomically (temp file, fsync, rename, fsync of the folder), so a killed
   process leaves the old file or the new one, never half of one.
 - ``epochs.csv`` and ``images.csv`` are derived: rebuilt from the trial files
-  after every trial, on ``--resume`` and by ``report`` whenever they disagree
-  with ``trials/`` (a process killed between a trial file and the rebuild
-  leaves them stale; :meth:`RunStore.check_tables` finds that).
+  after every trial (a run of so many trials that this would cost more than
+  ``TABLES_SHARE`` of its time: every few trials, and at its end), on
+  ``--resume`` and by ``report`` whenever they disagree with ``trials/`` (a
+  process killed between a trial file and the rebuild leaves them stale;
+  :meth:`RunStore.check_tables` finds that).
 - A trial file that cannot be read back (0 bytes, corrupt JSON, wrong shape)
   is *damaged*: ``report`` names it and refuses; on ``--resume``
   :meth:`RunStore.finished_trials` moves it into ``trials/damaged/`` (never
@@ -70,6 +72,11 @@ BUILDING_SUFFIX = ".creating"  # a run folder is assembled as .<id>.creating, th
 # Building takes milliseconds; one this old was left by a process killed in that instant.
 ABANDONED_BUILD_AGE_S = 600
 TRIAL_STATUSES = ("finished", "diverged")
+# A writer of many trials (``write_trial(..., defer_tables=True)``) rebuilds the derived
+# tables after a trial only while that costs at most this share of its time: a rebuild
+# rewrites every row of every trial so far, so one after each trial made a large run's
+# bookkeeping grow with the square of its trials.
+TABLES_SHARE = 0.05
 SPLIT_SCORES = ["dice", "iou", "mcc", "precision", "recall", "image_dice", "image_iou"]
 # Binary tasks: at the threshold chosen on validation that epoch, and threshold-free.
 THRESHOLD_SCORES = ["dice_t", "iou_t", "mcc_t", "ap", "ece"]
@@ -932,6 +939,13 @@ class RunStore:
         self.quarantined: list[DamagedTrial] = []  # set aside by the last finished_trials()
         self._lock_handle: int | None = None
         self._lock_depth = 0
+        # While this store holds the lock it is the folder's only writer: the good trial
+        # records it read or wrote stay true, and a rebuild need not read trials/ again.
+        self._records: dict[str, dict[str, Any]] | None = None
+        self.clock = time.monotonic  # times the rebuilds (tests set their own)
+        self._tables_cost = 0.0  # seconds the last rebuild of the tables took
+        self._tables_built_at: float | None = None  # when it ended (self.clock)
+        self._tables_behind = 0  # trials written since, not in the tables yet
 
     @classmethod
     def create(
@@ -1006,7 +1020,7 @@ class RunStore:
             self._recover()
             yield self
         finally:
-            self._lock_handle, self._lock_depth = None, 0
+            self._lock_handle, self._lock_depth, self._records = None, 0, None
             with contextlib.suppress(OSError):
                 os.ftruncate(handle, 0)
             os.close(handle)  # releases the flock
@@ -1106,6 +1120,8 @@ class RunStore:
         Call it under :meth:`lock`."""
         scan = self.scan_trials()
         self.quarantined = [self._set_aside(item) for item in scan.damaged]
+        if self._lock_handle is not None:
+            self._records = dict(scan.records)
         with contextlib.suppress(LosscmpError, OSError):
             self._list_set_aside()
         return set(scan.records)
@@ -1146,19 +1162,43 @@ class RunStore:
         _fsync_dir(self.damaged_dir)
         return DamagedTrial(item.path, item.reason, item.in_rows, moved_to=target)
 
-    def write_trial(self, record: dict[str, Any]) -> None:
-        """Check, write atomically (fsynced), forget a failure of this trial, rebuild tables."""
+    def write_trial(self, record: dict[str, Any], *, defer_tables: bool = False) -> None:
+        """Check, write atomically (fsynced), forget a failure of this trial, rebuild tables.
+
+        ``defer_tables`` (a run writing many trials): rebuild them only while that costs at
+        most ``TABLES_SHARE`` of the time since the last rebuild; the writer calls
+        :meth:`flush_tables` once it is done. Tables left behind are stale, as after a
+        crash between a trial file and its tables: ``report`` and ``--resume`` rebuild them.
+        """
+        text = json_text(record)
+        written = json.loads(text)  # the record as a reader of the file gets it
         try:
-            check_trial_record(json.loads(json.dumps(record, default=_json_default)))
+            check_trial_record(written)
         except _Damage as damage:
             raise ValueError(f"refusing to write a malformed trial record: {damage}") from None
-        atomic_write_json(self.trials_dir / f"{record['trial_id']}.json", record)
+        atomic_write_text(self.trials_dir / f"{record['trial_id']}.json", text)
+        if self._records is not None:
+            self._records[written["trial_id"]] = written
         with contextlib.suppress(LosscmpError, OSError):
             failed = self.read_meta().get("failed_trials") or {}
             if record["trial_id"] in failed:
                 failed = {key: value for key, value in failed.items() if key != record["trial_id"]}
                 self.update_meta(failed_trials=failed)
-        self.rebuild_tables()
+        self._tables_behind += 1
+        if not defer_tables or self._tables_due():
+            self.rebuild_tables()
+
+    def _tables_due(self) -> bool:
+        """Whether a rebuild now keeps the time spent on them within ``TABLES_SHARE``."""
+        if self._tables_built_at is None:
+            return True
+        since = self.clock() - self._tables_built_at
+        return self._tables_cost <= TABLES_SHARE * (since + self._tables_cost)
+
+    def flush_tables(self) -> None:
+        """Rebuild the tables if trials were written since they were last rebuilt."""
+        if self._tables_behind:
+            self.rebuild_tables()
 
     # ----------------------------------------------------------------- tables
 
@@ -1169,11 +1209,23 @@ class RunStore:
         has read every trial file written before it started.
         """
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        started = self.clock()
         with self._tables_lock():
             if records is None:
-                records = list(self.scan_trials().records.values())
+                records = self._good_records()
             for spec in TABLES:
                 atomic_write_csv(self.run_dir / spec.file, table_frame(records, spec))
+        self._tables_built_at = self.clock()
+        self._tables_cost, self._tables_behind = self._tables_built_at - started, 0
+
+    def _good_records(self) -> list[dict[str, Any]]:
+        """The good trial records: under the lock, those read once and written since;
+        else read from trials/."""
+        if self._lock_handle is None:
+            return list(self.scan_trials().records.values())
+        if self._records is None:
+            self._records = dict(self.scan_trials().records)
+        return list(self._records.values())
 
     @contextlib.contextmanager
     def _tables_lock(self) -> Iterator[None]:
@@ -1194,28 +1246,36 @@ class RunStore:
         written by another pandas version is not stale; a missing trial, an
         extra or repeated row, a changed value, a damaged or empty file is.
         """
-        import pandas as pd
-
         if records is None:
             records = list(self.scan_trials().records.values())
-        problems = {}
+        return self._checked_tables(records)[0]
+
+    def _checked_tables(self, records: Sequence[dict[str, Any]]) -> tuple[dict[str, str], dict]:
+        """:meth:`check_tables`'s problems, and each table's frame built from ``records``."""
+        problems, frames = {}, {}
         for spec in TABLES:
-            path = self.run_dir / spec.file
-            expected = pd.read_csv(
-                io.StringIO(table_frame(records, spec).to_csv(index=False)),
-                index_col=False,
-                dtype={column: "str" for column in TEXT_COLUMNS},
+            frames[spec.name] = table_frame(records, spec)
+            problem = self._table_problem(
+                self.run_dir / spec.file, frames[spec.name].to_csv(index=False), spec
             )
-            problem = self._table_problem(path, expected, spec)
             if problem:
                 problems[spec.file] = problem
-        return problems
+        return problems, frames
 
-    def _table_problem(self, path: Path, expected, spec: TableSpec) -> str | None:
+    def _table_problem(self, path: Path, text: str, spec: TableSpec) -> str | None:
+        """What is wrong with the table at ``path``, which the writer would write as ``text``."""
+        import pandas as pd
+
         if not path.is_file():
             return "is missing"
         if path.stat().st_size == 0:
             return "is empty (0 bytes)"
+        with contextlib.suppress(OSError):
+            if path.read_bytes() == text.encode():
+                return None  # the writer's own text: nothing to compare row by row
+        expected = pd.read_csv(
+            io.StringIO(text), index_col=False, dtype={column: "str" for column in TEXT_COLUMNS}
+        )
         try:
             actual = read_table_csv(path)
         except LosscmpError as error:
@@ -1342,13 +1402,12 @@ class RunStore:
         records = self.load_trials()
         notes: list[str] = []
         if records:
-            problems = self.check_tables(records)
+            problems, built = self._checked_tables(records)
             if problems:
                 notes.append(self._repair_note(problems, records, repair))
-            frames = {}
-            for spec in TABLES:
-                frame = table_frame(records, spec)
-                frames[spec.name] = checked_table(frame, spec, self.trials_dir)
+            frames = {
+                spec.name: checked_table(built[spec.name], spec, self.trials_dir) for spec in TABLES
+            }
         else:
             frames = {spec.name: self._legacy_table(spec) for spec in TABLES}
             if frames["epochs"] is None:

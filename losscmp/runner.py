@@ -9,6 +9,7 @@ interrupted run keeps every finished trial and ``--resume`` picks up the rest.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import platform
@@ -362,19 +363,34 @@ def _run_jobs(store, prepared: PreparedRun, execution: Execution, done: set[str]
     )
     share_datasets(prepared.datasets, plan.config)
     jobs = make_jobs(plan.trials, execution.fused, done)
-    for result in prepared.executor.run(jobs, context, emit):
-        trial = result.trial
-        if result.failure is not None:
-            store.record_failed(trial.id, result.failure)
-            prepared.tracker.failed(failed_trial(trial, result.failure))
-            emit(TrialEnded(trial.id, "failed", result.failure))
-            continue
-        outcome = result.outcome
-        if outcome.panel_predictions is not None:
-            store.write_panel(trial.id, pred=outcome.panel_predictions, split=outcome.panel_split)
-        store.write_trial(outcome.record)
-        prepared.tracker.trial(outcome.record)
-        emit(TrialEnded(trial.id, outcome.record["status"]))
+    try:
+        for result in prepared.executor.run(jobs, context, emit):
+            _write_result(store, prepared, result, emit)
+    except BaseException:
+        # Stopped: the tables take the trials written since their last rebuild, as far as
+        # they can (a second Ctrl-C or a full disk leaves them stale: report and --resume
+        # rebuild them).
+        with contextlib.suppress(Exception):
+            store.flush_tables()
+        raise
+    store.flush_tables()
+
+
+def _write_result(store, prepared: PreparedRun, result, emit: Listener) -> None:
+    """A job's result for one trial: its record and panel, or its failure."""
+    trial = result.trial
+    if result.failure is not None:
+        store.record_failed(trial.id, result.failure)
+        prepared.tracker.failed(failed_trial(trial, result.failure))
+        emit(TrialEnded(trial.id, "failed", result.failure))
+        return
+    outcome = result.outcome
+    if outcome.panel_predictions is not None:
+        store.write_panel(trial.id, pred=outcome.panel_predictions, split=outcome.panel_split)
+    # Many trials: the tables are rebuilt when that is cheap beside the run, and at its end.
+    store.write_trial(outcome.record, defer_tables=True)
+    prepared.tracker.trial(outcome.record)
+    emit(TrialEnded(trial.id, outcome.record["status"]))
 
 
 def device_change(meta: dict[str, Any], prepared: PreparedRun) -> str:

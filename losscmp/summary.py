@@ -589,14 +589,13 @@ def _trial_outcomes(results: RunResults, dataset: str, metric: str) -> pd.DataFr
     trials = results.trials[results.trials["dataset"] == dataset]
     epochs = _dataset_epochs(results, dataset)
     split = selection.reported_split(epochs, metric)
+    epochs_of = _RowsBy(epochs, ("loss", "seed"))
+    images_of = _RowsBy(results.images, ("dataset", "loss", "seed", "which"))
     rows = []
     for trial in trials.itertuples(index=False):
-        trial_epochs = epochs[
-            (epochs["loss"] == trial.loss)
-            & (epochs["seed"] == trial.seed)
-            & _rate_matches(epochs, trial.base_lr)
-        ]
-        rows.append(_trial_row(trial, trial_epochs, results.images, metric, split))
+        trial_epochs = epochs_of.rows(trial.loss, trial.seed)
+        trial_epochs = trial_epochs[_rate_matches(trial_epochs, trial.base_lr)]
+        rows.append(_trial_row(trial, trial_epochs, images_of, metric, split))
     frame = pd.DataFrame(rows)
     # Where no trial validated a single epoch (every one diverged at once), the columns a
     # validated epoch gives are still there, empty: the table shows each loss diverged.
@@ -604,6 +603,22 @@ def _trial_outcomes(results: RunResults, dataset: str, metric: str) -> pd.DataFr
         if column not in frame.columns:
             frame[column] = math.nan
     return frame
+
+
+class _RowsBy:
+    """A frame's rows by their values in ``columns``, in the frame's order, found without a
+    pass over the whole frame for each trial (one per trial made a report of many trials
+    quadratic in them)."""
+
+    def __init__(self, frame: pd.DataFrame, columns: Sequence[str]) -> None:
+        self.frame = frame
+        grouped = not frame.empty and set(columns) <= set(frame.columns)
+        self.positions = frame.groupby(list(columns), sort=False).indices if grouped else {}
+
+    def rows(self, *values: Any) -> pd.DataFrame:
+        """The rows equal to ``values`` in ``columns`` (none: no row, every column)."""
+        positions = self.positions.get(values)
+        return self.frame.iloc[positions if positions is not None else []]
 
 
 def _rate_matches(frame: pd.DataFrame, rate: float) -> pd.Series:
@@ -615,7 +630,7 @@ def _rate_matches(frame: pd.DataFrame, rate: float) -> pd.Series:
 
 
 def _trial_row(
-    trial, trial_epochs: pd.DataFrame, images: pd.DataFrame, metric: str, split: str
+    trial, trial_epochs: pd.DataFrame, images_of: _RowsBy, metric: str, split: str
 ) -> dict:
     """One trial: its epoch chosen on validation, scores read there on ``split`` (test
     where the run has one); ``final_*`` at the last epoch, on the same split."""
@@ -641,7 +656,7 @@ def _trial_row(
         name = column.removeprefix("val_")
         row[f"best_{name}"] = selection.reported_value(best, name, split)
         row[f"final_{name}"] = selection.reported_value(final, name, split)
-    row.update(_final_image_means(images, trial))
+    row.update(_final_image_means(images_of, trial))
     return row
 
 
@@ -672,18 +687,13 @@ def _images_split(images: pd.DataFrame, dataset: str) -> str | None:
     return selection.TEST if (splits == "test").all() else selection.VALIDATION
 
 
-def _final_image_means(images: pd.DataFrame, trial) -> dict[str, float]:
+def _final_image_means(images_of: _RowsBy, trial) -> dict[str, float]:
     """Mean over the images (test where the run has them) of the boundary metrics at the
-    final epoch."""
-    if images.empty or "which" not in images:
+    final epoch; ``images_of``: images.csv's rows by dataset, loss, seed and which."""
+    if images_of.frame.empty or "which" not in images_of.frame:
         return {}
-    mine = images[
-        (images["dataset"] == trial.dataset)
-        & (images["loss"] == trial.loss)
-        & (images["seed"] == trial.seed)
-        & _rate_matches(images, trial.base_lr)
-        & (images["which"] == "final")
-    ]
+    mine = images_of.rows(trial.dataset, trial.loss, trial.seed, "final")
+    mine = mine[_rate_matches(mine, trial.base_lr)]
     return {
         f"final_{name}": mine[name].mean()
         for name in ("hd95", "nsd")

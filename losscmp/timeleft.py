@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 from losscmp.events import EpochDone, StepDone, TrialEnded, TrialRetried, TrialStarted
 
+# The events that change what a trial costs, or which trials are running.
+TIMED_EVENTS = (TrialStarted, EpochDone, TrialRetried, TrialEnded)
+
 
 @dataclass
 class _Trial:
@@ -65,24 +68,44 @@ class TimeLeft:
         self.trials = {trial_id: _Trial() for trial_id in trials}
         self.slots = 1  # the most trials seen training at once
         self.used: set[str] = set()  # the slots that have ended a trial
+        # A run sends hundreds of events per trial (every step), and asks for the time left
+        # after each: what would take a pass over every trial is kept up to date instead.
+        self._unended = len(self.trials)
+        self._started: dict[str, _Trial] = {}  # started and not ended
+        self._training: set[str] = set()
+        self._costs: Costs | None = None
+        self._costs_known = False  # _costs is what costs() gives now: no epoch end since
 
     def __call__(self, event) -> None:
-        trial = self.trials.get(getattr(event, "trial_id", None))
+        trial_id = getattr(event, "trial_id", None)
+        trial = self.trials.get(trial_id)
         if trial is None or trial.ended:
             return  # another event, or a trial this process does not train (resumed)
+        if isinstance(event, StepDone):
+            if trial.training:
+                trial.done = event.epochs_done
+            return  # the most frequent event: nothing a trial costs has changed
+        if not isinstance(event, TIMED_EVENTS):
+            return  # e.g. Evaluating: nothing to count
+        self._costs_known = False
         if isinstance(event, TrialStarted) and trial.started is None:
             trial.started, trial.training = self.clock(), True
             trial.where, trial.warm = event.where, event.where in self.used
-            self.slots = max(self.slots, sum(other.training for other in self.trials.values()))
-        elif isinstance(event, StepDone) and trial.training:
-            trial.done = event.epochs_done
+            self._started[trial_id] = trial
+            self._training.add(trial_id)
+            self.slots = max(self.slots, len(self._training))
         elif isinstance(event, EpochDone) and trial.started is not None:
             self._epoch(trial, event.record)
         elif isinstance(event, TrialRetried):
             self.used.discard(trial.where)  # a worker that died is replaced by a new one
-            self.trials[event.trial_id] = _Trial()  # the attempt's time is no measure
+            self.trials[trial_id] = _Trial()  # the attempt's time is no measure
+            self._started.pop(trial_id, None)
         elif isinstance(event, TrialEnded):
             self._end(trial, event.status)
+            self._started.pop(trial_id, None)
+            self._unended -= 1
+        if not self.trials[trial_id].training:
+            self._training.discard(trial_id)
 
     def _epoch(self, trial: _Trial, record: dict) -> None:
         now, epoch = self.clock(), record["epoch"]
@@ -110,6 +133,11 @@ class TimeLeft:
 
     def costs(self) -> Costs | None:
         """What a trial costs on one slot, as measured so far; None before an epoch ended."""
+        if not self._costs_known:
+            self._costs, self._costs_known = self._measure(), True
+        return self._costs
+
+    def _measure(self) -> Costs | None:
         trials = list(self.trials.values())
         warm_firsts = [trial.first for trial in trials if trial.first and trial.warm]
         end = _mean([trial.after for trial in trials if trial.after is not None and trial.warm])
@@ -125,16 +153,13 @@ class TimeLeft:
         return Costs(sum(s for s, _ in firsts) / sum(count for _, count in firsts), 0.0, end)
 
     def seconds(self) -> float | None:
-        trials = [trial for trial in self.trials.values() if not trial.ended]
-        if not trials:  # trials that all failed measured nothing, yet none is left
+        if not self._unended:  # trials that all failed measured nothing, yet none is left
             return 0.0
         costs = self.costs()
         if costs is None:
             return None
-        waiting = sum(trial.started is None for trial in trials)
-        busy = sorted(
-            _left(trial, costs, self.epochs) for trial in trials if trial.started is not None
-        )
+        waiting = self._unended - len(self._started)
+        busy = sorted(_left(trial, costs, self.epochs) for trial in self._started.values())
         each = costs.start + self.epochs * costs.epoch + costs.end
         return finish_time(busy, max(self.slots, len(busy)), waiting, each)
 

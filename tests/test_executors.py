@@ -798,6 +798,29 @@ def test_a_log_gets_a_line_per_ended_trial(tmp_path, capsys):
     ]
 
 
+def test_a_logs_lines_are_not_broken_at_80_columns(tmp_path, capsys):
+    """A loss with parameters at one rate of a grid made a line longer than a log's 80
+    columns, and Rich broke it in two: 'finished: tversky(alpha=0.7,beta=0.3) @ lr 0.001
+    · seed 0 (24/156 trials, ' and '0:00:30 left)' (a grep for the trial lost its tally)."""
+    from losscmp.console import TrainingProgress
+
+    label = "tversky(alpha=0.7,beta=0.3) @ lr 0.001"
+    infos = (TrialInfo("t0", "synthetic", label, 0), TrialInfo("t1", "synthetic", label, 1))
+    executor = "2 worker processes, 1 thread each, " + "x" * 60
+    with TrainingProgress() as progress:
+        progress(RunStarted(tmp_path, infos, skipped=0, epochs=1, executor=executor))
+        progress(TrialRetried("t1", "worker process died (signal 9: killed, e.g. out of memory)"))
+        progress(TrialEnded("t0", "finished"))
+        progress(TrialEnded("t1", "failed", reason="worker process died twice, " + "y" * 40))
+    assert capsys.readouterr().err.splitlines()[1:] == [
+        f"executing: {executor}",
+        f"retry: {label} · seed 1: worker process died (signal 9: killed, e.g. out of memory); "
+        "trying once more",
+        f"finished: {label} · seed 0 (1/2 trials)",
+        f"failed: {label} · seed 1: worker process died twice, " + "y" * 40,
+    ]
+
+
 def test_a_log_names_the_dataset_of_a_run_over_several(tmp_path, capsys):
     """'--fg-fraction 0.01,0.2' logged 'finished: dice · seed 0' twice: which one ended?"""
     from losscmp.console import TrainingProgress

@@ -196,3 +196,41 @@ def test_a_damaged_panel_file_is_named_in_one_line(tmp_path, damage, which, said
     assert said in message
     assert message.endswith("delete it to draw the other figures")
     assert "allow_pickle" not in message
+
+
+MANY = {f"loss{index:02d}": 0.5 + index / 100 for index in range(26)}
+
+
+def test_learning_curves_of_26_losses_keep_their_axes_and_tell_every_line_apart(tmp_path):
+    """26 losses: the legend inside the axes squashed them to nothing (matplotlib's
+    'constrained_layout not applied because axes sizes collapsed to zero' on the run's
+    stderr), and the ten colours of the cycle drew three losses alike."""
+    run_dir = write_run(tmp_path, quality=MANY, seeds=(0,), panel=False)
+    figure = figures.learning_curves(load_run(run_dir))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figures.png_bytes(figure)
+    (axis,) = figure.axes
+    styles = [(line.get_color(), line.get_linestyle()) for line in axis.get_lines()]
+    assert len(styles) == len(set(styles)) == 26
+    figure.draw_without_rendering()  # lays it out, as png_bytes does
+    plot, legend = axis.get_window_extent(), axis.get_legend().get_window_extent()
+    assert legend.x0 > plot.x1  # beside the lines, not over them
+    assert plot.width > 0.45 * figure.bbox.width and plot.height > 0.6 * figure.bbox.height
+    assert axis.get_legend()._ncols == 2
+
+
+def test_a_panel_of_26_losses_is_cut_into_bands_in_the_losses_order(tmp_path):
+    """26 losses made one row of 28 pictures, 5300 pixels wide: a page shrank it to
+    thumbnails with unreadable titles; and its columns came in a scrambled order."""
+    run_dir = write_run(tmp_path, quality=MANY, seeds=(0, 1))
+    figure = figures.prediction_panel(load_run(run_dir), "synthetic").figure
+    titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
+    bands = [
+        [f"loss{index:02d}" for index in range(start, min(start + 7, 26))]
+        for start in range(0, 26, 7)
+    ]
+    assert titles == [name for band in bands for name in ["image", "ground truth", *band]]
+    assert len(figure.axes) == 4 * 4 * 9  # 4 bands of 4 images, 9 columns
+    assert sum(axis.get_visible() for axis in figure.axes) == 4 * (4 * 2 + 26)
+    assert figure.get_size_inches()[0] == pytest.approx(1.9 * 9)

@@ -431,6 +431,63 @@ def test_a_resume_with_nothing_to_train_keeps_the_runs_record(cli, tmp_path):
     assert "2026-01-01 12:05:00+00:00 (5 min 0 s)" in page and "resumed" not in page
 
 
+@pytest.fixture
+def counted_rebuilds(monkeypatch):
+    """Rebuilds of the tables, counted; each costs more than TABLES_SHARE (0) of a run."""
+    import losscmp.results as results
+
+    rebuilds = []
+    rebuild = results.RunStore.rebuild_tables
+
+    def counted(store, records=None) -> None:
+        rebuilds.append(store.run_dir)
+        rebuild(store, records)
+
+    monkeypatch.setattr(results, "TABLES_SHARE", 0.0)
+    monkeypatch.setattr(results.RunStore, "rebuild_tables", counted)
+    return rebuilds
+
+
+def test_a_run_rebuilds_its_tables_when_that_is_cheap_and_at_its_end(
+    cli, tmp_path, counted_rebuilds
+):
+    """Each trial rebuilt the tables from every trial so far: 390 short trials spent 175 s
+    on it, more than on training. A rebuild that would cost more than TABLES_SHARE of the
+    run's time waits; the run ends with one, and the tables hold every trial."""
+    from losscmp.results import RunStore
+
+    args = ["--config", SMOKE, "--out", tmp_path, "--losses", "dice,bce,focal", "--epochs", "1"]
+    result = cli("run", *args)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = tmp_path.iterdir()
+    assert counted_rebuilds == [run_dir, run_dir]  # as the run opens, and as it ends
+    assert RunStore(run_dir).check_tables() == {}
+    assert len(pd.read_csv(run_dir / "epochs.csv")) == 3
+
+
+def test_a_stopped_run_leaves_its_tables_with_the_trials_written(
+    cli, tmp_path, counted_rebuilds, monkeypatch
+):
+    """Ctrl-C after the second of three trials: the tables, deferred, still hold both."""
+    import losscmp.runner as runner
+    from losscmp.results import RunStore
+
+    write_result = runner._write_result
+
+    def stopped_after_two(store, *args) -> None:
+        write_result(store, *args)
+        if len(list(store.trials_dir.glob("*.json"))) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_write_result", stopped_after_two)
+    args = ["--config", SMOKE, "--out", tmp_path, "--losses", "dice,bce,focal", "--epochs", "1"]
+    assert cli("run", *args).exit_code == 130
+    (run_dir,) = tmp_path.iterdir()
+    assert len(counted_rebuilds) == 2
+    assert RunStore(run_dir).check_tables() == {}
+    assert len(pd.read_csv(run_dir / "epochs.csv")) == 2
+
+
 def test_resume_refuses_another_model_or_a_damaged_run(cli, one_epoch_run):
     args, run_dir = one_epoch_run
     other_model = cli("run", *args, "--model", "small", "--resume", run_dir)

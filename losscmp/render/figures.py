@@ -41,6 +41,17 @@ HIT, FALSE_POSITIVE, MISS = (0.2, 0.8, 0.2), (0.9, 0.15, 0.15), (0.2, 0.4, 1.0)
 TRUTH = (1.0, 1.0, 1.0)
 IGNORED = (0.6, 0.6, 0.6)
 MAX_PANEL_IMAGES = 4
+# Loss columns per band of the prediction panel: 26 losses in one row made a figure 5300
+# pixels wide, which a page shrinks to thumbnails with unreadable titles.
+MAX_PANEL_LOSSES = 8
+# Learning curves: the colour cycle has ten colours, so losses 11 to 30 repeat them with
+# these line styles; a legend of more losses than fit beside the lines goes outside them
+# (inside, 26 entries squashed the axes to nothing).
+LINE_STYLES = ("-", "--", ":")
+LEGEND_INSIDE_MAX = 10
+LEGEND_ROWS = 16
+LEGEND_COLUMN_WIDTH = 2.0  # inches the figure widens by for each column of such a legend
+
 # Image pixels drawn as squares: masks stay crisp and the PNGs compress twice as well.
 PIXELS = "nearest"
 
@@ -95,7 +106,9 @@ def learning_curves(results: summary.RunResults, metric: str = "dice") -> Figure
     datasets = summary.dataset_order(results)
     columns = min(3, len(datasets))
     rows = math.ceil(len(datasets) / columns)
-    figure = _figure(5.0 * columns, 3.6 * rows)
+    losses = results.epochs.groupby("dataset")["loss"].nunique()  # per dataset
+    legend = _outside_legend_columns(int(losses.max()) if len(losses) else 0)
+    figure = _figure((5.0 + LEGEND_COLUMN_WIDTH * legend) * columns, 3.6 * rows)
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for axis, dataset in zip(axes, datasets, strict=False):
         _curves(axis, results.epochs[results.epochs["dataset"] == dataset], metric)
@@ -106,13 +119,19 @@ def learning_curves(results: summary.RunResults, metric: str = "dice") -> Figure
     return figure
 
 
+def _outside_legend_columns(losses: int) -> int:
+    """Columns of a legend beside the axes for ``losses`` lines; 0: it fits inside."""
+    return 0 if losses <= LEGEND_INSIDE_MAX else math.ceil(losses / LEGEND_ROWS)
+
+
 def _curves(axis: Axes, epochs: pd.DataFrame, metric: str) -> None:
     column = f"val_{metric}"
-    for loss, rows in epochs.groupby("loss", sort=False):
+    for index, (loss, rows) in enumerate(epochs.groupby("loss", sort=False)):
         by_epoch = rows.dropna(subset=[column]).groupby("epoch")[column]
         mean, spread = by_epoch.mean(), by_epoch.std(ddof=1).fillna(0.0)
+        style = LINE_STYLES[index // 10 % len(LINE_STYLES)]
         (line,) = axis.plot(
-            mean.index, mean.to_numpy(), marker="o", markersize=3, label=plain(loss)
+            mean.index, mean.to_numpy(), style, marker="o", markersize=3, label=plain(loss)
         )
         axis.fill_between(
             mean.index, mean - spread, mean + spread, color=line.get_color(), alpha=0.2, lw=0
@@ -124,7 +143,16 @@ def _curves(axis: Axes, epochs: pd.DataFrame, metric: str) -> None:
     axis.set_ylabel(summary.METRIC_TITLES[metric])
     axis.set_ylim(bottom=max(0.0, axis.get_ylim()[0]))
     axis.grid(alpha=0.3)
-    if axis.get_lines():  # trials that diverged before any epoch row draw none: no legend
+    lines = len(axis.get_lines())  # one per loss
+    if _outside_legend_columns(lines):
+        axis.legend(
+            fontsize=8,
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            borderaxespad=0.0,
+            ncols=_outside_legend_columns(lines),
+        )
+    elif lines:  # trials that diverged before any epoch row draw none: no legend
         axis.legend(fontsize=8)
 
 
@@ -164,7 +192,10 @@ def _loss_predictions(results: summary.RunResults, dataset: str) -> tuple[str, d
     (file, array)), and their split: the first one's (a run resumed across versions may
     hold validation and test panels; the others are left out)."""
     split, predictions = None, {}
-    trials = results.trials[results.trials["dataset"] == dataset].sort_values("seed")
+    # Stable: the losses stay in the trials' order (by name); numpy's default sort keeps
+    # it only for a few rows, and scrambled the columns of a panel of 26 losses.
+    trials = results.trials[results.trials["dataset"] == dataset]
+    trials = trials.sort_values("seed", kind="stable")
     for trial in trials.itertuples(index=False):
         if trial.loss in predictions:
             continue
@@ -202,18 +233,13 @@ def prediction_panel(results: summary.RunResults, dataset: str) -> PredictionPan
         loss: _fitting(prediction, where, masks, panel["file"])
         for loss, (where, prediction) in predictions.items()
     }
-    columns = 2 + len(predictions)
-    figure = _figure(1.9 * columns, 1.9 * len(images) + 0.4)
-    axes = figure.subplots(len(images), columns, squeeze=False)
-    for row, (image, mask) in enumerate(zip(images, masks, strict=True)):
-        axes[row, 0].imshow(image, interpolation=PIXELS)
-        _show_mask(axes[row, 1], image, mask, mode)
-        for column, (loss, prediction) in enumerate(predictions.items(), start=2):
-            _show_prediction(axes[row, column], image, mask, prediction[row], mode)
-            if row == 0:
-                axes[row, column].set_title(plain(loss), fontsize=9)
-    axes[0, 0].set_title("image", fontsize=9)
-    axes[0, 1].set_title("ground truth", fontsize=9)
+    bands = _bands(list(predictions))
+    columns = 2 + max(map(len, bands))
+    figure = _figure(1.9 * columns, 1.9 * len(images) * len(bands) + 0.4)
+    axes = figure.subplots(len(images) * len(bands), columns, squeeze=False)
+    for band, losses in enumerate(bands):
+        band_axes = axes[band * len(images) : (band + 1) * len(images)]
+        _draw_band(band_axes, images, masks, {loss: predictions[loss] for loss in losses}, mode)
     for axis in axes.ravel():
         axis.set_xticks([])
         axis.set_yticks([])
@@ -223,6 +249,28 @@ def prediction_panel(results: summary.RunResults, dataset: str) -> PredictionPan
     )
     _add_legend(figure, results, dataset, mode)
     return PredictionPanel(figure, split)
+
+
+def _bands(losses: list[str]) -> list[list[str]]:
+    """The losses in bands of at most MAX_PANEL_LOSSES, as even as they go (26: 7, 7, 7, 5)."""
+    count = max(1, math.ceil(len(losses) / MAX_PANEL_LOSSES))
+    size = math.ceil(len(losses) / count)
+    return [losses[start : start + size] for start in range(0, len(losses), size)] or [[]]
+
+
+def _draw_band(axes, images, masks, predictions: dict, mode: str) -> None:
+    """One band of the panel: per image a row of the image, its truth and each prediction."""
+    for row, (image, mask) in enumerate(zip(images, masks, strict=True)):
+        axes[row, 0].imshow(image, interpolation=PIXELS)
+        _show_mask(axes[row, 1], image, mask, mode)
+        for column, (loss, prediction) in enumerate(predictions.items(), start=2):
+            _show_prediction(axes[row, column], image, mask, prediction[row], mode)
+            if row == 0:
+                axes[row, column].set_title(plain(loss), fontsize=9)
+        for axis in axes[row, 2 + len(predictions) :]:
+            axis.set_visible(False)  # the last band's empty places
+    axes[0, 0].set_title("image", fontsize=9)
+    axes[0, 1].set_title("ground truth", fontsize=9)
 
 
 def _fitting(prediction: np.ndarray, where: Path, masks: np.ndarray, reference: Path):
