@@ -6,6 +6,7 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +17,16 @@ from rich.console import Console
 from run_fixtures import LR, epoch_shape, held_out_epoch_shape, write_run
 
 from losscmp.errors import LosscmpError, UnknownNameError
+from losscmp.render.cells import (
+    foreground_class_columns,
+    ordered_rows,
+    table_columns,
+    table_extras,
+)
 from losscmp.render.csv import write_summary
 from losscmp.render.terminal import render_imbalance_table, render_table
 from losscmp.results import trial_id
+from losscmp.selection import chosen_rows
 from losscmp.summary import (
     combine_runs,
     headline_caption,
@@ -34,8 +42,8 @@ from losscmp.summary import (
 QUALITY = {"dice": 0.80, "focal": 0.55, "tversky": 0.78}
 
 
-def rendered(table) -> str:
-    console = Console(record=True, width=250, color_system=None)
+def rendered(table, width: int = 250) -> str:
+    console = Console(record=True, width=width, color_system=None, file=io.StringIO())
     console.print(table)
     return console.export_text()
 
@@ -594,9 +602,189 @@ def test_labels_and_paths_with_brackets_print_as_typed(cli, tmp_path):
 
 
 def test_best_row_is_highlighted(summary):
-    table = render_table(summary, "dice")
+    [table] = render_table(summary, "dice").tables()
     assert table.rows[0].style == "bold green"
     assert all(row.style != "bold green" for row in table.rows[1:])
+
+
+# ---------------------------------------------------------------- narrow terminals
+
+LONG_NAME = "tversky(alpha=0.7,beta=0.3)"
+# The columns a narrow terminal may leave out, in the order it does (binary, no grid)
+LEAVE_OUT = [
+    "MCC final",
+    "IoU final",
+    "Dice final",
+    "thr. (val.)",
+    "ECE test",
+    "AP test",
+    "Dice@thr. test",
+    "MCC test",
+    "IoU test",
+    "HD95 final",
+    "time s",
+    "chosen ep.",
+    "lr",
+]
+
+
+@pytest.fixture
+def rate_grid_summary(tmp_path):
+    """A learning-rate grid, a long loss name and a seed that diverged: 182 columns wide,
+    173 with its status '1/3 diverged ep 3' wrapped."""
+    run_dir = write_run(
+        tmp_path,
+        quality={"dice": 0.8, LONG_NAME: 0.78, "focal": 0.55},
+        lrs=[1e-3, 1e-2],
+        rate_quality={1e-3: 0.0, 1e-2: 0.1},
+        diverged={("focal", 2): 3},
+    )
+    return summarize(load_run(run_dir))
+
+
+def left_out_in(text: str) -> list[str]:
+    """The columns the dim line under the table names, [] without it."""
+    found = re.search(
+        r"not shown at this width \(\d+ columns\): (.*?); all columns: summary\.csv, "
+        r"report\.html, or a wider terminal",
+        " ".join(text.split()),
+    )
+    return found.group(1).split(", ") if found else []
+
+
+def shown_rows(summary: pd.DataFrame, left_out: list[str], metric: str = "dice") -> list[str]:
+    """Each row of each table as it reads left to right, top to bottom (multi-line cells
+    line by line): the text of every cell of the columns not left out, whole."""
+    summary = chosen_rows(summary)
+    texts = []
+    for _, rows in summary.groupby("dataset", sort=False):
+        extras = table_extras(rows, metric)
+        columns = table_columns(metric, foreground_class_columns(rows), extras)
+        shown = [column for column in columns if column.title.replace("\n", " ") not in left_out]
+        for row in ordered_rows(rows):
+            cells = [column.text(row).split("\n") for column in shown]
+            lines = [
+                cell[k] for k in range(max(map(len, cells))) for cell in cells if k < len(cell)
+            ]
+            texts.append(" ".join(lines))
+    return texts
+
+
+def assert_whole(text: str, summary: pd.DataFrame, metric: str = "dice") -> None:
+    """No cell cut: every shown cell of every row is there whole, in its place."""
+    assert "…" not in text
+    words = " ".join(text.split())
+    for row in shown_rows(summary, left_out_in(text), metric):
+        assert row in words
+
+
+@pytest.mark.parametrize(
+    ("width", "left_out"),
+    [(120, LEAVE_OUT[:7]), (100, LEAVE_OUT[:10]), (80, LEAVE_OUT)],
+)
+def test_a_narrow_terminal_leaves_out_whole_columns_and_names_them(
+    rate_grid_summary, width, left_out
+):
+    """At 120 columns Rich cut every cell ('tvers…', '0.0…', '-0.0…', 'Dice te…') and
+    dropped '#' and 'status'; the rate showed as '0…' on a grid of 26 losses."""
+    text = rendered(render_table(rate_grid_summary), width)
+    assert left_out_in(text) == left_out
+    assert_whole(text, rate_grid_summary)
+    assert f"not shown at this width ({width} columns)" in " ".join(text.split())
+    header = next(line for line in text.splitlines() if "loss" in line.split())
+    assert header.split()[:2] == ["#", "loss"] and header.split()[-1] == "status"
+    focal = next(line for line in text.splitlines() if " focal " in line)
+    assert focal.split()[0] == "3" and f" {LONG_NAME} " in text
+    assert max(len(line) for line in text.splitlines()) <= width
+
+
+def test_a_table_that_fits_is_drawn_whole_and_a_status_wraps_before_a_column_goes(
+    rate_grid_summary,
+):
+    wide = rendered(render_table(rate_grid_summary))
+    assert left_out_in(wide) == [] and "not shown" not in wide
+    assert_whole(wide, rate_grid_summary)
+    for title in ("MCC\nfinal", "thr.\n(val.)", "HD95\nfinal", "chosen\nep.", "lr"):
+        assert all(part in wide for part in title.split("\n"))
+    lines = [line.rstrip() for line in wide.splitlines()]
+    natural = max(map(len, lines))
+    assert natural == 182
+    assert [
+        line.rstrip() for line in rendered(render_table(rate_grid_summary), 182).splitlines()
+    ] == (lines)
+    # narrower, the status wraps ('1/3 diverged ep 3' down to 'diverged') and nothing goes
+    squeezed = rendered(render_table(rate_grid_summary), 173)
+    assert left_out_in(squeezed) == [] and "not shown" not in squeezed
+    assert_whole(squeezed, rate_grid_summary)
+    assert any(line.split() == ["diverged"] for line in squeezed.splitlines())
+    assert left_out_in(rendered(render_table(rate_grid_summary), 172)) == ["MCC final"]
+
+
+def test_a_terminal_too_narrow_for_the_columns_always_shown_folds_the_loss_names(
+    rate_grid_summary,
+):
+    """At 60 columns the columns always shown are 76 wide with the long name whole: the name
+    folds, the numbers stay whole (narrower still, Rich squeezes what is left)."""
+    text = rendered(render_table(rate_grid_summary), 60)
+    assert left_out_in(text) == LEAVE_OUT
+    assert "…" not in text
+    header = next(line for line in text.splitlines() if "loss" in line.split())
+    assert header.split() == ["#", "loss", "mean", "±", "sd", "95%", "CI", "(Holm)", "status"]
+    lines = text.splitlines()
+    tversky = next(i for i, line in enumerate(lines) if " tversky(" in line)
+    expected = ["2", "tversky(", "0.736", "±", "0.002", "0.731–0.742", "0.018", "ok"]
+    assert lines[tversky].split() == expected
+    name = [lines[tversky].split()[1]] + [line.strip() for line in lines[tversky + 1 : tversky + 4]]
+    assert name == ["tversky(", "alpha=0.", "7,beta=0", ".3)"]
+
+
+def test_the_tables_of_several_datasets_leave_out_the_same_columns(tmp_path):
+    datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.05)]
+    run_dir = write_run(tmp_path, quality={"dice": 0.8, LONG_NAME: 0.7}, datasets=datasets)
+    summary = summarize(load_run(run_dir))
+    text = rendered(render_table(summary), 100)
+    assert left_out_in(text) == LEAVE_OUT[:9]
+    assert text.count("not shown at this width") == 1
+    assert_whole(text, summary)
+    headers = [line.split() for line in text.splitlines() if "loss" in line.split()]
+    assert len(headers) == 2 and headers[0] == headers[1]
+    assert all(f"losscmp — {dataset}" in text for dataset in datasets)
+
+
+def test_a_narrow_multiclass_table_keeps_dice_per_class_over_the_other_metrics(tmp_path):
+    run_dir = write_run(tmp_path, quality=QUALITY, class_names=("background", "pet", "border"))
+    summary = summarize(load_run(run_dir))
+    text = rendered(render_table(summary), 80)
+    assert left_out_in(text) == [
+        "MCC final",
+        "IoU final",
+        "Dice final",
+        "MCC test",
+        "IoU test",
+        "HD95 final",
+        "time s",
+        "chosen ep.",
+    ]
+    assert_whole(text, summary)
+    assert "Dice per class" in text and "pet 0." in text and "border 0." in text
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def test_report_in_a_120_column_terminal_cuts_no_number(cli, tmp_path, monkeypatch):
+    run_dir = write_run(tmp_path, quality={"dice": 0.8, LONG_NAME: 0.78, "focal": 0.55})
+    summary = summarize(load_run(run_dir))
+    piped = cli("report", run_dir)
+    assert piped.exit_code == 0, piped.output
+    assert "not shown" not in piped.stdout and "MCC" in piped.stdout  # not a terminal
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # Rich: stdout is a terminal
+    monkeypatch.setenv("COLUMNS", "120")
+    result = cli("report", run_dir)
+    assert result.exit_code == 0, result.output
+    text = ANSI.sub("", result.stdout)
+    assert left_out_in(text) == LEAVE_OUT[:7]
+    assert_whole(text, summary)
 
 
 def test_write_summary_is_a_readable_csv(tmp_path, summary):

@@ -36,6 +36,31 @@ class Column:
     numeric: bool = True  # right-aligned
     wrap: bool = False
     min_width: int | None = None
+    # Folded onto more lines when even the columns always shown are too wide for the
+    # terminal: a long loss name reads well enough so, cut numbers do not.
+    fold: bool = False
+    # Which kind of column a terminal too narrow for the table may leave out (one of
+    # LEAVE_OUT_ORDER); None: always shown.
+    leave_out: str | None = None
+
+
+# A terminal narrower than the table leaves out whole columns rather than cutting every cell
+# ('tvers…', '0.0…'): these kinds, first to last, and within a kind the rightmost first. The
+# rank, loss, headline mean ± sd, its CI, p and status are the comparison itself and always
+# shown. First go the numbers the table repeats or that do not rank anything, last those that
+# say what a row is or qualify its headline:
+LEAVE_OUT_ORDER = (
+    "other final",  # IoU/MCC at the last epoch, which nothing chose; shown at the chosen one
+    "headline final",  # the headline at the last epoch: how far training drifted past its best
+    "threshold",  # the chosen threshold itself: a setting, read only with Dice@thr.
+    "threshold metric",  # ECE, AP, Dice@thr.: binary extras, each a question of its own
+    "other metric",  # IoU/MCC at the chosen epoch: on the same masks they mostly follow Dice
+    "hd95",  # a boundary distance, at the last epoch only
+    "time",  # what a loss costs, not how well it segments
+    "chosen epoch",  # whether a loss peaked early or needed every epoch; narrow
+    "per class",  # where a multiclass mean comes from: the class a loss neglects
+    "lr",  # the learning rate the row was chosen at: part of what the row is
+)
 
 
 @dataclass(frozen=True)
@@ -72,11 +97,13 @@ def table_columns(metric: str, per_class: list[str], extras: TableExtras) -> lis
     split = extras.split
     columns = [
         Column("#", lambda row: integer(row["rank"]), lambda row: row["rank"]),
-        Column("loss", loss_text, lambda row: row["loss"], numeric=False),
+        Column("loss", loss_text, lambda row: row["loss"], numeric=False, fold=True),
     ]
     if extras.lr:
         columns.append(
-            Column("lr", lambda row: rate(row.get("lr")), lambda row: row.get("lr")),
+            Column(
+                "lr", lambda row: rate(row.get("lr")), lambda row: row.get("lr"), leave_out="lr"
+            ),
         )
     columns += [
         Column(
@@ -94,20 +121,27 @@ def table_columns(metric: str, per_class: list[str], extras: TableExtras) -> lis
             lambda row: "best" if row["is_best"] else p_value(row["p_holm"]),
             lambda row: 1.0 if row["is_best"] else row["p_holm"],
         ),
-        _value_column(f"{headline}\nfinal", f"final_{metric}_mean"),
+        _value_column(f"{headline}\nfinal", f"final_{metric}_mean", "headline final"),
     ]
     for other in TABLE_METRICS:
         if other != metric:
-            columns.append(_value_column(f"{METRIC_TITLES[other]}\n{split}", f"best_{other}_mean"))
-            columns.append(_value_column(f"{METRIC_TITLES[other]}\nfinal", f"final_{other}_mean"))
+            title = METRIC_TITLES[other]
+            columns.append(_value_column(f"{title}\n{split}", f"best_{other}_mean", "other metric"))
+            columns.append(_value_column(f"{title}\nfinal", f"final_{other}_mean", "other final"))
     if extras.thresholds:
-        columns.append(_value_column("thr.\n(val.)", "threshold_mean", digits=2))
+        columns.append(_value_column("thr.\n(val.)", "threshold_mean", "threshold", digits=2))
     for name in extras.thresholds:
-        columns.append(_value_column(f"{METRIC_TITLES[name]}\n{split}", f"best_{name}_mean"))
+        title = f"{METRIC_TITLES[name]}\n{split}"
+        columns.append(_value_column(title, f"best_{name}_mean", "threshold metric"))
     columns += [
-        Column("chosen\nep.", lambda row: epoch(row["best_epoch"]), lambda row: row["best_epoch"]),
-        _value_column("HD95\nfinal", "final_hd95_mean", digits=1),
-        _value_column("time\ns", "seconds", digits=1),
+        Column(
+            "chosen\nep.",
+            lambda row: epoch(row["best_epoch"]),
+            lambda row: row["best_epoch"],
+            leave_out="chosen epoch",
+        ),
+        _value_column("HD95\nfinal", "final_hd95_mean", "hd95", digits=1),
+        _value_column("time\ns", "seconds", "time", digits=1),
     ]
     if per_class:
         columns.append(
@@ -116,6 +150,7 @@ def table_columns(metric: str, per_class: list[str], extras: TableExtras) -> lis
                 lambda row: per_class_text(row, per_class),
                 lambda row: row.get(per_class[0]),
                 numeric=False,
+                leave_out="per class",
             )
         )
     columns.append(
@@ -131,8 +166,25 @@ def table_columns(metric: str, per_class: list[str], extras: TableExtras) -> lis
     return columns
 
 
-def _value_column(title: str, key: str, digits: int = 3) -> Column:
-    return Column(title, lambda row: number(row.get(key), digits), lambda row: row.get(key))
+def _value_column(title: str, key: str, leave_out: str, digits: int = 3) -> Column:
+    return Column(
+        title,
+        lambda row: number(row.get(key), digits),
+        lambda row: row.get(key),
+        leave_out=leave_out,
+    )
+
+
+def leave_out_order(tables: list[list[Column]]) -> list[str]:
+    """The titles of the columns a narrow terminal may leave out, the first to go first, over
+    the tables drawn together (one per dataset), which then leave out the same columns."""
+    first_to_go: dict[str, tuple[int, int]] = {}
+    for columns in tables:
+        for position, column in enumerate(columns):
+            if column.leave_out is not None:
+                key = (LEAVE_OUT_ORDER.index(column.leave_out), -position)
+                first_to_go[column.title] = min(key, first_to_go.get(column.title, key))
+    return sorted(first_to_go, key=first_to_go.__getitem__)
 
 
 def ordered_rows(rows: pd.DataFrame) -> list[Row]:

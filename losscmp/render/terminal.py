@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Collection
+from dataclasses import dataclass
+
 import pandas as pd
 from rich import box
+from rich.console import Console, ConsoleOptions
+from rich.constrain import Constrain
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
 from losscmp.render.cells import (
+    Column,
+    Row,
     all_diverged,
     best_at_each_fraction,
     foreground_class_columns,
+    leave_out_order,
     mean_sd,
     ordered_rows,
     table_columns,
@@ -36,8 +46,8 @@ def render(report: Report) -> list:
     return [table for table in tables if table is not None]
 
 
-def render_table(summary: pd.DataFrame, metric: str = "dice") -> Table:
-    """The comparison as a Rich table, best first, best row highlighted.
+def render_table(summary: pd.DataFrame, metric: str = "dice") -> Comparison:
+    """The comparison as Rich tables, best first, best row highlighted.
 
     One dataset gives one table; several (e.g. the imbalance dial) give a grid
     holding one table per dataset, under one caption.
@@ -45,39 +55,124 @@ def render_table(summary: pd.DataFrame, metric: str = "dice") -> Table:
     check_metric(metric)
     summary = chosen_rows(summary)  # each loss at its chosen learning rate
     datasets = list(dict.fromkeys(summary["dataset"]))
-    caption = headline_caption(metric, summary)
-    if len(datasets) == 1:
-        return _dataset_table(summary, metric, f"losscmp — {datasets[0]}", caption)
-    grid = Table.grid(padding=(1, 0))
-    grid.add_column()
+    parts = []
     for dataset in datasets:
         rows = summary[summary["dataset"] == dataset]
-        grid.add_row(_dataset_table(rows, metric, f"losscmp — {dataset}", None))
-    grid.add_row(Text(caption, style="dim"))
-    return grid
+        columns = table_columns(metric, foreground_class_columns(rows), table_extras(rows, metric))
+        parts.append(_DatasetPart(f"losscmp — {dataset}", ordered_rows(rows), columns))
+    return Comparison(parts, headline_caption(metric, summary))
 
 
-def _dataset_table(rows: pd.DataFrame, metric: str, title: str, caption: str | None) -> Table:
+@dataclass(frozen=True)
+class _DatasetPart:
+    """One dataset's table, before it is drawn at a width."""
+
+    title: str
+    rows: list[Row]
+    columns: list[Column]
+
+
+class Comparison:
+    """The comparison's tables, fitted to the width they are drawn at.
+
+    Rich squeezes every column of a table wider than the console, cutting numbers and names
+    ('tvers…', '0.0…', '-0.0…') and dropping the columns it has no room for. Here whole
+    columns are left out instead, in :func:`cells.leave_out_order` (the same ones from every
+    dataset's table), until every table fits, and a dim line under them names those left
+    out. A table that fits (a wide terminal; a pipe, at its natural width) is drawn whole, as
+    before. When even the columns always shown do not fit, the loss names fold onto more
+    lines; narrower still, Rich squeezes what is left.
+    """
+
+    def __init__(self, parts: list[_DatasetPart], caption: str) -> None:
+        self.parts, self.caption = parts, caption
+
+    def tables(self, left_out: Collection[str] = (), fold: bool = False) -> list[Table]:
+        """One table per dataset, without the columns titled in ``left_out``; with ``fold``,
+        the columns that may fold (the loss name) do."""
+        return [_dataset_table(part, left_out, fold) for part in self.parts]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions):
+        left_out = self.left_out(console, options)
+        tables = self.tables(left_out)
+        if not _fit(tables, console, options):
+            tables = self.tables(left_out, fold=True)
+        if len(tables) == 1:
+            tables[0].caption = self.caption
+            drawn = tables[0]
+        else:
+            drawn = Table.grid(padding=(1, 0))
+            drawn.add_column()
+            for table in tables:
+                drawn.add_row(table)
+            drawn.add_row(Text(self.caption, style="dim"))
+        yield drawn
+        if left_out:
+            names = ", ".join(title.replace("\n", " ") for title in left_out)
+            note = Text(
+                f"not shown at this width ({options.max_width} columns): {names}; "
+                "all columns: summary.csv, report.html, or a wider terminal",
+                style="dim",
+            )
+            # wrapped as the caption above it is, at the table's width
+            yield Constrain(note, Measurement.get(console, options, drawn).maximum)
+
+    def left_out(self, console: Console, options: ConsoleOptions) -> list[str]:
+        """The titles of the columns to leave out at ``options.max_width``: the fewest, in
+        order, that make every table fit (a column is never left out while a less important
+        one is shown); all that may be left out when nothing fits."""
+        order = leave_out_order([part.columns for part in self.parts])
+
+        def fits(count: int) -> bool:
+            return _fit(self.tables(order[:count]), console, options)
+
+        if fits(0):  # the usual case: a wide terminal, a pipe
+            return []
+        # Leaving out more never widens a table: bisect rather than try every count.
+        return order[: bisect.bisect_left(range(1, len(order)), True, key=fits) + 1]
+
+
+def _fit(tables: list[Table], console: Console, options: ConsoleOptions) -> bool:
+    return all(_width(table, console, options) <= options.max_width for table in tables)
+
+
+def _width(table: Table, console: Console, options: ConsoleOptions) -> int:
+    """The table's width with every cell whole, those that may wrap (status) at their least."""
+    for column in table.columns:
+        if not column.no_wrap:
+            column.max_width = column.min_width
+    width = Measurement.get(console, options.update_width(UNBOUNDED), table).maximum
+    for column in table.columns:
+        if not column.no_wrap:
+            column.max_width = None
+    return width
+
+
+UNBOUNDED = 10_000  # columns: wider than any table
+
+
+def _dataset_table(part: _DatasetPart, left_out: Collection[str] = (), fold: bool = False) -> Table:
     # Titles and cells are Text: labels and paths may hold [...], which is not Rich markup.
     table = Table(
-        title=Text(title, style="table.title"),
-        caption=caption,
+        title=Text(part.title, style="table.title"),
         caption_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,
     )
-    columns = table_columns(metric, foreground_class_columns(rows), table_extras(rows, metric))
+    columns = [column for column in part.columns if column.title not in left_out]
     for column in columns:
+        folds = fold and column.fold
         table.add_column(
             column.title,
             justify="right" if column.numeric else "left",
-            no_wrap=not column.wrap,
+            no_wrap=not (column.wrap or folds),
+            overflow="fold" if folds else "ellipsis",
             min_width=column.min_width,
         )
-    for row in ordered_rows(rows):
+    for row in part.rows:
         cells = [Text(column.text(row)) for column in columns]
-        cells[-1].stylize("red" if row["n_diverged"] else "")  # status
+        cells[-1].stylize("red" if row["n_diverged"] else "")  # status, always shown
         table.add_row(*cells, style=_row_style(row))
     return table
 
