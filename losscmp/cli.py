@@ -96,7 +96,8 @@ def run(
     losses: Annotated[
         str | None,
         typer.Option(
-            help="Losses with parameters, e.g. 'dice,focal(gamma=1),tversky(alpha=0.3)'. "
+            help="Losses with parameters ('dice,focal(gamma=1)'), 'all' (every loss of the "
+            "data's mode), patterns ('*dice*'). "
             "\\[default: dice,focal,tversky]"
         ),
     ] = None,
@@ -557,7 +558,9 @@ def _check_distinct_targets(targets: dict[str, Path]) -> None:
 @app.command("losses")
 @user_errors
 def losses_command(
-    pattern: Annotated[str | None, typer.Argument(help="Filter names, e.g. '*dice*'.")] = None,
+    pattern: Annotated[
+        str | None, typer.Argument(help="Filter names, e.g. '*dice*' ('all': every loss).")
+    ] = None,
     show: Annotated[
         str | None, typer.Option(help="Show one loss: formula, parameters, paper.")
     ] = None,
@@ -565,24 +568,28 @@ def losses_command(
     """List the registered losses, or show one in detail."""
     from losscmp import console
     from losscmp.losses import get_loss_entry, list_losses
+    from losscmp.spec import ALL
 
     if show is not None:
         if pattern is not None:
             raise LosscmpError(f"give a pattern ('{pattern}') or --show NAME, not both")
         console.print_loss_detail(get_loss_entry(show))
         return
-    names = list_losses(pattern)
+    names = list_losses(None if pattern and pattern.lower() == ALL else pattern)
     if not names:
         raise LosscmpError(f"no loss matches '{pattern}'{_suggest_loss(pattern)}")
     console.print_loss_table([get_loss_entry(name) for name in names])
 
 
 def _suggest_loss(pattern: str) -> str:
-    """A did-you-mean for a name typed without wildcards; a pattern is meant as one."""
-    from losscmp.errors import suggest
+    """A did-you-mean: for a pattern, the pattern respelt (``*dcie*``: ``*dice*``)."""
+    from losscmp.errors import suggest, suggest_pattern
     from losscmp.losses import list_losses
+    from losscmp.spec import WILDCARDS
 
-    return "" if set(pattern) & set("*?[") else suggest(pattern, list_losses())
+    if set(pattern) & WILDCARDS:
+        return suggest_pattern(pattern.lower(), list_losses())
+    return suggest(pattern, list_losses())
 
 
 DATASETS_ROOT = Path("datasets")

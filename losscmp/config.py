@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from losscmp.errors import ConfigError, LosscmpError, ParameterError, suggest
+from losscmp.errors import ConfigError, LosscmpError, ParameterError, SpecError, suggest
 from losscmp.registry import SCIENTIFIC_TEXT, coerce, describe_type
-from losscmp.spec import Spec, as_spec, parse_spec_list, split_top_level
+from losscmp.spec import Spec, as_spec, selector_name, split_top_level
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 FUSE_MODES = ("auto", "on", "off")  # auto: fuse the losses of a seed on CUDA only
@@ -63,10 +63,6 @@ class RunConfig:
     trials_per_gpu: int = 1
     ray_address: str | None = None
     tracking: str | None = None  # an experiment tracker to mirror the run into (mlflow)
-
-    @property
-    def loss_specs(self) -> list[Spec]:
-        return [as_spec(text) for text in self.losses]
 
     @property
     def dataset_spec(self) -> Spec:
@@ -290,11 +286,17 @@ def _grid_hint(key: str, value: Any) -> str:
 
 
 def _loss_labels(value: Any, name: str = "'losses'") -> list[str]:
+    """Each loss's canonical label; ``all`` and patterns (``*dice*``) stay as written (lower
+    case), for ``plan_run`` to expand once the dataset's mode is known."""
     if isinstance(value, str):
-        return [spec.label for spec in parse_spec_list(value)]
-    if isinstance(value, list) and value:
-        return [as_spec(_written_numbers(item)).label for item in value]
-    raise ParameterError(f"{name} must be a list of loss names or a comma-separated string")
+        items = [part for part in split_top_level(value) if part.strip()]
+        if not items:
+            raise SpecError("no names given")
+    elif isinstance(value, list) and value:
+        items = value
+    else:
+        raise ParameterError(f"{name} must be a list of loss names or a comma-separated string")
+    return [selector_name(item) or as_spec(_written_numbers(item)).label for item in items]
 
 
 def _written_numbers(value: Any) -> Any:
@@ -354,7 +356,8 @@ def validate(config: RunConfig, origins: Origins | None = None) -> None:
         )
     _check_fg_fractions(config, names)
     for text in [*config.losses, config.dataset]:
-        as_spec(text)  # raises SpecError on a malformed spec
+        if not selector_name(text):
+            as_spec(text)  # raises SpecError on a malformed spec
     _check_limits(config, names)
 
 
@@ -491,6 +494,13 @@ def _check_limits(config: RunConfig, names: Origins) -> None:
         raise ParameterError(
             f"{names.within('seed', 'seeds')}{span}: seeds must be at most {MAX_SEED} (2**63 - 1)"
         )
+    check_trial_count(config, names)
+
+
+def check_trial_count(config: RunConfig, names: Origins | None = None) -> None:
+    """At most MAX_TRIALS; ``plan_run`` checks again once ``all`` and patterns are expanded."""
+    names = names or Origins()
+    seeds = names.option("seeds")
     rates = len(config.lr_grid or [config.lr])
     trials = len(config.losses) * len(config.fg_fraction or [None]) * rates * config.seeds
     if trials > MAX_TRIALS:

@@ -322,6 +322,8 @@ def print_plan(
     """The planned trials (``--dry-run``); those ``finished`` (a resumed run's) marked;
     ``choices`` (runner.planned_choices): what the run will use where losscmp decides;
     ``execution``: how the trials would run (``runner.planned_execution``)."""
+    for selection in plan.selections:
+        stdout().print(_selection_line(selection), markup=False, soft_wrap=True)
     todo = sum(trial.id not in finished for trial in plan.trials)
     planned = _count(len(plan.trials), "planned trial")
     title = f"{planned} (dry run: nothing trained)"
@@ -351,6 +353,16 @@ def print_plan(
     )
     if execution:
         stdout().print(f"executing: {execution}", markup=False, soft_wrap=True)
+
+
+def _selection_line(selection) -> str:
+    """What ``all`` or a pattern stood for: ``'*dice*': 6 binary losses: bce_dice, ...``."""
+    matched = ", ".join(selection.matched)
+    count = len(selection.matched)
+    line = f"'{selection.selector}': {count} {selection.mode} loss{'' if count == 1 else 'es'}"
+    before = [name for name in selection.matched if name not in selection.added]
+    listed = f" ({', '.join(before)} listed before it)" if before else ""
+    return f"{line}: {matched}{listed}"
 
 
 def _count(number: int, noun: str) -> str:

@@ -7,6 +7,7 @@ and exit status 2. Anything else escaping is a bug and keeps its traceback.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 from collections.abc import Iterable
 
 
@@ -44,6 +45,22 @@ def suggest(name: str, choices: Iterable[str]) -> str:
     by_lower = {choice.lower(): choice for choice in choices}
     matches = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
     return f" (did you mean '{by_lower[matches[0]]}'?)" if matches else ""
+
+
+def suggest_pattern(pattern: str, names: Iterable[str]) -> str:
+    """A did-you-mean for an fnmatch pattern that matches none of ``names``: its literal
+    core (``dcie`` in ``*dcie*``) respelt as the closest name or ``_``-separated part of
+    one, where the pattern so respelt matches a name; ``""`` otherwise."""
+    names = list(names)
+    core = pattern.strip("*?")
+    if not core or set(core) & set("*?[]"):
+        return ""
+    parts = {part for name in names for part in (name, *name.split("_")) if part}
+    for match in difflib.get_close_matches(core.lower(), sorted(parts), n=3, cutoff=0.6):
+        respelt = pattern.replace(core, match, 1)
+        if any(fnmatch.fnmatchcase(name, respelt) for name in names):
+            return f" (did you mean '{respelt}'?)"
+    return ""
 
 
 def unknown(kind: str, name: str, choices: Iterable[str]) -> UnknownNameError:

@@ -11,11 +11,11 @@ import dataclasses
 import itertools
 from dataclasses import dataclass, field
 
-from losscmp.config import RunConfig
-from losscmp.errors import ParameterError
+from losscmp.config import RunConfig, check_trial_count
+from losscmp.errors import ParameterError, suggest_pattern
 from losscmp.registry import canonical
 from losscmp.results import trial_id
-from losscmp.spec import Spec
+from losscmp.spec import ALL, Spec, as_spec, selector_name
 from losscmp.tracking import check_tracker
 
 
@@ -37,14 +37,27 @@ class Trial:
         return trial_id(self.dataset, self.loss, self.seed, self.lr)
 
 
+@dataclass(frozen=True)
+class Selection:
+    """What ``all`` or a pattern in ``--losses`` stood for: the losses of ``mode`` it
+    matched (registry order) and, of those, the ones it ``added`` (not listed before it)."""
+
+    selector: str
+    mode: str
+    matched: tuple[str, ...]
+    added: tuple[str, ...]
+
+
 @dataclass
 class Plan:
-    """Checked config and the trials it implies, before any data is loaded."""
+    """Checked config and the trials it implies, before any data is loaded. ``config.losses``
+    holds the losses ``all`` and patterns expanded to; ``selections`` says how."""
 
     config: RunConfig
     loss_specs: dict[str, Spec]
     dataset_specs: dict[str, Spec]
     trials: list = field(default_factory=list)
+    selections: list[Selection] = field(default_factory=list)
 
     @property
     def seeds(self) -> list[int]:
@@ -71,14 +84,15 @@ def plan_run(config: RunConfig) -> Plan:
     check_tracker(config.tracking, config.out)  # e.g. MLflow not installed, no server
     if config.model != "auto":
         resolve_preset(config.model, "cpu")  # an unknown preset fails here, dry run included
-    losses = _canonical_specs(LOSS_REGISTRY, config.loss_specs)
-    _refuse_equivalent_losses(LOSS_REGISTRY, losses)
-    loss_specs = {spec.label: spec for spec in losses}
+    given = [selector_name(text) or _canonical_spec(LOSS_REGISTRY, text) for text in config.losses]
     datasets = _canonical_specs(DATASET_REGISTRY, config.dataset_specs())
     dataset_specs = {spec.label: spec for spec in datasets}
     (base_dataset,) = _canonical_specs(DATASET_REGISTRY, [config.dataset_spec])
+    losses, selections = select_losses(LOSS_REGISTRY, given, _modes(datasets))
+    loss_specs = {spec.label: spec for spec in losses}
     config = dataclasses.replace(config, losses=list(loss_specs), dataset=base_dataset.label)
-    plan = Plan(config, loss_specs, dataset_specs)
+    check_trial_count(config)  # again: 'all' counted as one loss until now
+    plan = Plan(config, loss_specs, dataset_specs, selections=selections)
     plan.trials = [
         Trial(dataset, loss, seed, lr)
         for dataset, seed, lr, loss in itertools.product(
@@ -103,23 +117,88 @@ def check_resources(config: RunConfig) -> None:
 
 
 def _canonical_specs(registry, specs: list[Spec]) -> list[Spec]:
-    return [
-        Spec(spec.name, canonical(registry.get(spec.name), spec.params, registry.kind))
-        for spec in specs
-    ]
+    return [_canonical_spec(registry, spec) for spec in specs]
 
 
-def _refuse_equivalent_losses(registry, specs: list[Spec]) -> None:
-    """Two specs of one loss whose parameters, defaults filled in, are equal: one trial each
-    would train the same thing twice."""
-    seen: dict[tuple, str] = {}
-    for spec in specs:
-        resolved = {**registry.get(spec.name).defaults, **spec.params}
-        key = (spec.name, tuple(sorted((name, repr(value)) for name, value in resolved.items())))
-        if key in seen:
-            same = "listed twice" if seen[key] == spec.label else f"the same loss as '{seen[key]}'"
-            raise ParameterError(f"'{spec.label}' is {same}")
-        seen[key] = spec.label
+def _canonical_spec(registry, spec: str | Spec) -> Spec:
+    spec = as_spec(spec)
+    return Spec(spec.name, canonical(registry.get(spec.name), spec.params, registry.kind))
+
+
+def _modes(datasets: list[Spec]) -> list[str]:
+    from losscmp.data import dataset_mode
+
+    return list(dict.fromkeys(dataset_mode(spec) for spec in datasets))
+
+
+def select_losses(
+    registry, given: list[Spec | str], modes: list[str]
+) -> tuple[list[Spec], list[Selection]]:
+    """The losses to train: ``given``'s specs, with each selector (``all``, a pattern; a
+    ``str``) replaced by the losses of the run's mode it matches, in registry order.
+    A loss a selector brings that is listed before it, or that a later spec repeats, is
+    kept once, first; a spec written twice, or two spellings of one loss, is refused (one
+    trial each would train the same thing twice), as is a selector that matches no loss."""
+    selectors = [item for item in given if isinstance(item, str)]
+    mode = _selection_mode(selectors, modes) if selectors else None
+    seen: dict[tuple, tuple[str, bool]] = {}  # a loss's identity -> (label, from a selector)
+    losses, selections = [], []
+    for item in given:
+        if isinstance(item, Spec):
+            if _keep(registry, item, seen, selected=False):
+                losses.append(item)
+            continue
+        matched = _matching(registry, item, mode)
+        added = [Spec(name) for name in matched if _keep(registry, Spec(name), seen, True)]
+        losses += added
+        selections.append(
+            Selection(item, mode, tuple(matched), tuple(spec.label for spec in added))
+        )
+    return losses, selections
+
+
+def _keep(registry, spec: Spec, seen: dict[tuple, tuple[str, bool]], selected: bool) -> bool:
+    """Whether ``spec`` is a loss not yet in ``seen`` (and record it); two specs of one loss
+    whose parameters, defaults filled in, are equal, neither from a selector, are refused."""
+    resolved = {**registry.get(spec.name).defaults, **spec.params}
+    key = (spec.name, tuple(sorted((name, repr(value)) for name, value in resolved.items())))
+    if key not in seen:
+        seen[key] = (spec.label, selected)
+        return True
+    label, earlier_selected = seen[key]
+    if selected or earlier_selected:
+        return False
+    same = "listed twice" if label == spec.label else f"the same loss as '{label}'"
+    raise ParameterError(f"'{spec.label}' is {same}")
+
+
+def _selection_mode(selectors: list[str], modes: list[str]) -> str:
+    """The one mode of the run's datasets: ``all`` means every loss defined for it."""
+    if len(modes) == 1:
+        return modes[0]
+    raise ParameterError(
+        f"'{selectors[0]}' cannot choose the losses of this run: its datasets are "
+        f"{' and '.join(modes)}, and losses are defined per mode; name the losses"
+    )
+
+
+def _matching(registry, selector: str, mode: str) -> list[str]:
+    """The losses of ``mode`` that ``selector`` matches, sorted; none is a user error."""
+    every = registry.names(None if selector == ALL else selector)
+    matched = [name for name in every if mode in registry.get(name).modes]
+    if matched:
+        return matched
+    if every:
+        others = {other for name in every for other in registry.get(name).modes}
+        raise ParameterError(
+            f"no {mode} loss matches '{selector}': it matches {', '.join(every)}, defined for "
+            f"{' and '.join(sorted(others))} mode only, and this run's data is {mode}"
+        )
+    usable = [name for name in registry.names() if mode in registry.get(name).modes]
+    raise ParameterError(
+        f"no loss matches '{selector}'{suggest_pattern(selector, usable)}; "
+        "'losscmp losses' lists them"
+    )
 
 
 def make_loss(spec: Spec, data):

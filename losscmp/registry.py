@@ -50,6 +50,9 @@ class Entry:
     download: Callable[..., Any] | None = None
     # What to check when a dataset's training masks hold no foreground (the data -> text).
     foreground_hint: Callable[[Any], str] | None = None
+    # A dataset's mode, 'binary' or 'multiclass', from its checked parameters (as
+    # ``factory`` takes them), known before loading: ``--losses all`` depends on it.
+    mode_of: Callable[..., str] | None = None
 
     @property
     def parameters(self) -> dict[str, inspect.Parameter]:

@@ -528,7 +528,8 @@ RESUMABLE_CHANGES = RunConfig.NON_RESULT_FIELDS | {"seeds"}
 
 def check_resumable(meta: dict[str, Any], prepared: PreparedRun, run_dir: Path) -> None:
     """Refuse to mix trials of different experiments in one run folder."""
-    changes = config_changes(meta, prepared.plan.config, run_dir)
+    selectors = [selection.selector for selection in prepared.plan.selections]
+    changes = config_changes(meta, prepared.plan.config, run_dir, selectors)
     stored_model = (meta.get("model") or {}).get("preset")
     if stored_model and stored_model != prepared.settings.preset.name:
         changes.append(f"model ({stored_model!r} -> {prepared.settings.preset.name!r})")
@@ -576,8 +577,11 @@ def _data_differs(stored: dict[str, Any], data) -> bool:
     return any(key in stored and stored[key] != data.info.get(key) for key in DESCRIBED_DATA)
 
 
-def config_changes(meta: dict[str, Any], current: RunConfig, run_dir: Path) -> list[str]:
-    """What ``current`` changes in the stored run that --resume may not change."""
+def config_changes(
+    meta: dict[str, Any], current: RunConfig, run_dir: Path, selectors: Collection[str] = ()
+) -> list[str]:
+    """What ``current`` changes in the stored run that --resume may not change.
+    ``selectors``: the ``all`` and patterns ``current.losses`` was expanded from."""
     version = meta.get("schema_version")
     if version != SCHEMA_VERSION:
         raise LosscmpError(
@@ -589,14 +593,32 @@ def config_changes(meta: dict[str, Any], current: RunConfig, run_dir: Path) -> l
     for name in FIELD_NAMES:
         old, new = getattr(stored, name), getattr(current, name)
         if name == "losses":  # their order only orders the table
-            old, new = sorted(old), sorted(new)
-        if name not in RESUMABLE_CHANGES and old != new:
+            if set(old) != set(new):
+                changes.append(_losses_change(old, new, selectors))
+        elif name not in RESUMABLE_CHANGES and old != new:
             changes.append(f"{name} ({old!r} -> {new!r})")
     if current.seeds < stored.seeds:  # more seeds add trials; fewer would hide some
         changes.append(
             f"seeds ({stored.seeds} -> {current.seeds}: a run can gain seeds, not lose them)"
         )
     return changes
+
+
+def _losses_change(old: list[str], new: list[str], selectors: Collection[str]) -> str:
+    """``losses (adds 'x'; drops 'y')``: a list of 23 against one of 24 says no more than
+    the difference; where ``all`` or a pattern made the list, it says so."""
+    parts = [
+        f"{verb} {', '.join(repr(label) for label in labels)}"
+        for verb, labels in (
+            ("adds", [label for label in new if label not in old]),
+            ("drops", [label for label in old if label not in new]),
+        )
+        if labels
+    ]
+    given = " and ".join(f"'{selector}'" for selector in selectors)
+    if given:
+        parts.append(f"{given} expanded to the losses registered now")
+    return f"losses ({'; '.join(parts)})"
 
 
 def _refuse_changes(changes: list[str], run_dir: Path) -> None:

@@ -16,6 +16,10 @@ from typing import Any
 from losscmp.errors import SpecError
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+# A selector stands for several registered names, chosen once the registry (and, for
+# losses, the dataset's mode) is known: ``all``, or an fnmatch pattern such as ``*dice*``.
+ALL = "all"
+WILDCARDS = frozenset("*?[")
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,34 @@ def parse_spec_list(text: str) -> list[Spec]:
     if not specs:
         raise SpecError("no names given")
     return specs
+
+
+def selector_name(value: str | Spec | dict) -> str | None:
+    """The selector (``all`` or a pattern, lower case: names are) that ``value`` is, or None
+    for one name. A selector names no parameters: they belong to one factory's signature."""
+    if isinstance(value, Spec):
+        return None
+    if isinstance(value, dict):
+        name, has_params = value.get("name"), len(value) > 1
+    elif isinstance(value, str):
+        name, _, rest = value.strip().partition("(")
+        has_params = bool(rest)
+    else:
+        return None
+    if not isinstance(name, str) or not is_selector(name.strip()):
+        return None
+    selector = name.strip().lower()
+    if has_params:
+        raise SpecError(
+            f"'{selector}' stands for several names and takes no parameters; "
+            "give them to one name at a time, as in name(key=value)"
+        )
+    return selector
+
+
+def is_selector(text: str) -> bool:
+    """Whether ``text`` is ``all`` or holds a wildcard."""
+    return text.lower() == ALL or bool(set(text) & WILDCARDS)
 
 
 def as_spec(value: str | Spec | dict) -> Spec:

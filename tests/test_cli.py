@@ -654,7 +654,7 @@ def test_run_help_shows_the_real_defaults(cli, monkeypatch):
         ("Data loader workers.", defaults.num_workers),
         ("auto, cpu, cuda or mps.", defaults.device),
         ("Parent folder of run folders.", defaults.out),
-        ("tversky(alpha=0.3)'.", ",".join(defaults.losses)),
+        ("patterns ('*dice*').", ",".join(defaults.losses)),
         ("Worker processes per GPU when --jobs is not given.", defaults.trials_per_gpu),
         ("'imagenet' to start from pretrained weights.", "none"),
     ]:

@@ -46,3 +46,34 @@ def test_a_new_dataset_is_listed_downloaded_and_given_data_dir_by_its_entry(toy_
     assert build_config(dataset="toy", data_dir="/d").data_dir == "/d"
     with pytest.raises(ParameterError, match="read by --dataset pets or toy only"):
         build_config(dataset="synthetic", data_dir="/d")
+
+
+@pytest.mark.parametrize(
+    ("spec", "num_classes", "mode"),
+    [
+        ("synthetic(n_train=8,n_val=4,n_test=4)", None, "binary"),
+        ("synthetic(n_train=8,n_val=4,n_test=4,num_classes=3)", None, "multiclass"),
+        ("folder", 2, "binary"),
+        ("folder", 3, "multiclass"),
+    ],
+)
+def test_a_dataset_says_its_mode_before_loading_as_loaded(tmp_path, spec, num_classes, mode):
+    """``--losses all`` is chosen from the mode before any data is read: the entry's
+    ``mode_of`` must say what loading makes."""
+    from fixtures_data import make_folder
+
+    from losscmp.data import dataset_mode, load_dataset
+
+    if num_classes is not None:
+        make_folder(tmp_path, num_classes=num_classes)
+        spec = f"folder(path={tmp_path},num_classes={num_classes})"
+    assert dataset_mode(spec) == mode
+    assert load_dataset(spec, image_size=32).mode == mode
+
+
+def test_every_dataset_says_its_mode_from_its_parameters():
+    from losscmp.data import DATASET_REGISTRY, dataset_mode
+
+    assert all(entry.mode_of is not None for entry in DATASET_REGISTRY)
+    assert dataset_mode("pets") == "binary"
+    assert dataset_mode("pets(mode=trimap)") == "multiclass"  # without the files

@@ -17,13 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from losscmp.data.base import SegmentationData
-from losscmp.data.folder import folder_foreground_hint, folder_status, load_folder, precheck_folder
+from losscmp.data.folder import (
+    folder_foreground_hint,
+    folder_mode,
+    folder_status,
+    load_folder,
+    precheck_folder,
+)
 from losscmp.data.loader import SegmentationLoader, make_loader
-from losscmp.data.pets import download_pets_into, load_pets, pets_status, precheck_pets
+from losscmp.data.pets import download_pets_into, load_pets, pets_mode, pets_status, precheck_pets
 from losscmp.data.synthetic import (
     load_synthetic,
     precheck_synthetic,
     synthetic_foreground_hint,
+    synthetic_mode,
     synthetic_status,
 )
 from losscmp.errors import DatasetError, ParameterError
@@ -35,6 +42,7 @@ __all__ = [
     "SegmentationData",
     "SegmentationLoader",
     "check_dataset",
+    "dataset_mode",
     "dataset_status",
     "download_dataset",
     "list_datasets",
@@ -50,6 +58,7 @@ DATASET_REGISTRY.register(
     precheck=precheck_synthetic,
     status=synthetic_status,
     foreground_hint=synthetic_foreground_hint,
+    mode_of=synthetic_mode,
 )(load_synthetic)
 DATASET_REGISTRY.register(
     "pets",
@@ -60,6 +69,7 @@ DATASET_REGISTRY.register(
     run_options=frozenset({"data_dir"}),
     status=pets_status,
     download=download_pets_into,
+    mode_of=pets_mode,
 )(load_pets)
 DATASET_REGISTRY.register(
     "folder",
@@ -68,6 +78,7 @@ DATASET_REGISTRY.register(
     precheck=precheck_folder,
     status=folder_status,
     foreground_hint=folder_foreground_hint,
+    mode_of=folder_mode,
 )(load_folder)
 
 
@@ -96,11 +107,20 @@ def load_dataset(
         **params,
     )
     data.spec = spec.label
+    if data.mode != entry.mode_of(**params):  # a loader and its mode_of out of step: a bug
+        raise RuntimeError(f"{spec.label} loaded as {data.mode}, its mode_of says otherwise")
     check_foreground(data, spec)
     data.info.setdefault("spec", spec.label)
     if limit is not None:
         data.info["limit"] = limit
     return data
+
+
+def dataset_mode(spec: str | Spec) -> str:
+    """'binary' or 'multiclass': what the dataset will be once loaded (no file is read)."""
+    spec = as_spec(spec)
+    entry = DATASET_REGISTRY.get(spec.name)
+    return entry.mode_of(**check_params(entry, spec.params, "dataset"))
 
 
 def check_dataset(

@@ -60,6 +60,10 @@ DEFAULT_FRACTION = 0.1  # of the pairs, for validation and for test when no val/
 DECODING = 2
 
 
+def folder_mode(*, num_classes: int = 2, **_: object) -> str:
+    return "binary" if num_classes == 2 else "multiclass"
+
+
 def load_folder(
     *,
     path: str,
@@ -90,7 +94,7 @@ def load_folder(
     data = SegmentationData(
         name="folder",
         spec="",
-        mode="binary" if binary else "multiclass",
+        mode=folder_mode(num_classes=num_classes),
         class_names=("background", "foreground")
         if binary
         else ("background", *(f"class{k}" for k in range(1, num_classes))),

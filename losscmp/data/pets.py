@@ -40,6 +40,11 @@ REQUIRED = ("images", "annotations/trimaps", "annotations/trainval.txt", "annota
 SAMPLE_LIMIT = 5  # how many problem files info lists by name
 
 
+def pets_mode(*, mode: str = "binary", **_: object) -> str:
+    """``trimap`` is three classes: background, pet, border."""
+    return "binary" if mode == "binary" else "multiclass"
+
+
 def load_pets(
     *,
     mode: Literal["binary", "trimap"] = "binary",
@@ -85,7 +90,7 @@ def load_pets(
     data = SegmentationData(
         name="pets",
         spec="",
-        mode="binary" if mode == "binary" else "multiclass",
+        mode=pets_mode(mode=mode),
         class_names=("background", "pet") if mode == "binary" else ("background", "pet", "border"),
         train_images=arrays["images"][where["train"]],
         train_masks=masks[where["train"]],

@@ -54,7 +54,7 @@ def load_synthetic(
     data = SegmentationData(
         name="synthetic",
         spec="",
-        mode="binary" if binary else "multiclass",
+        mode=synthetic_mode(num_classes=num_classes),
         class_names=("background", "object")
         if binary
         else ("background", *(f"class{k}" for k in range(1, num_classes))),
@@ -69,6 +69,10 @@ def load_synthetic(
     )
     data.info = describe(data, source="generated", requested_fg_fraction=fg_fraction)
     return data
+
+
+def synthetic_mode(*, num_classes: int = 2, **_: object) -> str:
+    return "binary" if num_classes == 2 else "multiclass"
 
 
 def precheck_synthetic(

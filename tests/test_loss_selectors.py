@@ -1,0 +1,273 @@
+"""``--losses all`` and fnmatch patterns (``*dice*``): expanded to the losses of the run's
+dataset mode, in registry order, duplicates kept once; visible in the dry run and recorded
+as the expanded names in run.json, so that ``--resume`` compares lists of names."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from losscmp.config import build_config
+from losscmp.errors import ParameterError
+from losscmp.losses import LOSS_REGISTRY
+from losscmp.plan import plan_run, select_losses
+from losscmp.spec import Spec
+
+TINY = ["--image-size", "32", "--device", "cpu", "--epochs", "1"]
+BINARY = "synthetic(n_train=16,n_val=8,n_test=8)"
+MULTICLASS = "synthetic(n_train=16,n_val=8,n_test=8,num_classes=3)"
+
+
+def losses_of(mode: str) -> list[str]:
+    """The registry's own answer: the entries whose modes list ``mode``, by name."""
+    return [
+        entry.name for entry in sorted(LOSS_REGISTRY, key=lambda e: e.name) if mode in entry.modes
+    ]
+
+
+def planned_losses(losses, dataset: str = BINARY) -> list[str]:
+    return plan_run(build_config(losses=losses, dataset=dataset, out="unused")).config.losses
+
+
+@pytest.mark.parametrize(
+    ("dataset", "mode", "count"), [(BINARY, "binary", 23), (MULTICLASS, "multiclass", 21)]
+)
+def test_all_is_every_loss_defined_for_the_datasets_mode(cli, tmp_path, dataset, mode, count):
+    expected = losses_of(mode)
+    assert len(expected) == count  # 26 registered: ce, label_smoothing_ce, ce_dice multiclass only
+    out = tmp_path / "r"
+    result = cli("run", "--losses", "all", "--dataset", dataset, *TINY, "--dry-run", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert f"'all': {count} {mode} losses: {', '.join(expected)}\n" in result.output
+    assert f"{count} planned trials (dry run: nothing trained)" in result.output
+    assert planned_losses("all", dataset) == expected
+    assert not out.exists()
+
+
+def test_patterns_expand_in_registry_order_beside_explicit_names(cli, tmp_path):
+    """Each pattern's matches at its place in the list, sorted; the explicit names where
+    they stand; a pattern's match listed before it is not trained twice."""
+    dices = ["bce_dice", "dice", "dice_focal", "dice_topk", "generalized_dice", "log_cosh_dice"]
+    assert planned_losses("*dice*,focal") == [*dices, "focal"]
+    assert planned_losses("focal,*DICE*") == ["focal", *dices]  # names are lower case
+    assert planned_losses("dice_focal,*dice*") == [
+        "dice_focal",
+        *(d for d in dices if d != "dice_focal"),
+    ]
+    assert planned_losses("*tversky*,tversky*") == ["focal_tversky", "tversky"]
+    assert planned_losses("[bf]ce*") == ["bce", "bce_dice"]
+    out = tmp_path / "r"
+    result = cli(
+        "run",
+        "--losses",
+        "dice,*dice*,focal",
+        "--dataset",
+        BINARY,
+        *TINY,
+        "--dry-run",
+        "--out",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        "'*dice*': 6 binary losses: bce_dice, dice, dice_focal, dice_topk, generalized_dice, "
+        "log_cosh_dice (dice listed before it)\n"
+    ) in result.output
+    assert "7 planned trials" in result.output
+
+
+def test_all_mixed_with_parameterised_specs():
+    """A spec with other parameters is another loss; one equal to the defaults is the loss
+    ``all`` already brings, kept once where it first appears."""
+    binary = losses_of("binary")
+    assert planned_losses("all,tversky(alpha=0.7,beta=0.3)") == [
+        *binary,
+        "tversky(alpha=0.7,beta=0.3)",
+    ]
+    assert planned_losses("focal(gamma=1),all") == ["focal(gamma=1.0)", *binary]
+    assert planned_losses("all,dice(smooth=1)") == binary  # dice's defaults: the same loss
+    assert planned_losses("dice(smooth=1),all") == [
+        "dice(smooth=1.0)",
+        *(n for n in binary if n != "dice"),
+    ]
+
+
+def test_explicit_repeats_are_still_refused():
+    with pytest.raises(ParameterError, match="'dice' is listed twice"):
+        planned_losses("dice,all,dice")
+
+
+@pytest.mark.parametrize(
+    ("losses", "dataset", "message"),
+    [
+        (
+            "*dcie*",
+            BINARY,
+            "no loss matches '*dcie*' (did you mean '*dice*'?); 'losscmp losses' lists them",
+        ),
+        ("dice,*focla*", BINARY, "no loss matches '*focla*' (did you mean '*focal*'?)"),
+        ("zz*", BINARY, "no loss matches 'zz*'; 'losscmp losses' lists them"),
+        (
+            "ce*",
+            BINARY,
+            "no binary loss matches 'ce*': it matches ce, ce_dice, defined for multiclass mode "
+            "only, and this run's data is binary",
+        ),
+        (
+            "all,bce*",
+            MULTICLASS,
+            "no multiclass loss matches 'bce*': it matches bce, bce_dice, defined for binary mode "
+            "only, and this run's data is multiclass",
+        ),
+        ("*dice*(smooth=2)", BINARY, "'*dice*' stands for several names and takes no parameters"),
+        ("all()", BINARY, "'all' stands for several names and takes no parameters"),
+    ],
+)
+def test_a_selector_that_selects_nothing_is_one_line_exit_2(
+    cli, tmp_path, losses, dataset, message
+):
+    out = tmp_path / "r"
+    result = cli("run", "--losses", losses, "--dataset", dataset, *TINY, "--dry-run", "--out", out)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and result.stdout == ""
+    assert result.stderr.startswith("losscmp: error: ") and message in result.stderr
+    assert not out.exists()
+
+
+def test_a_run_without_dry_run_refuses_before_any_folder(cli, tmp_path):
+    out = tmp_path / "r"
+    result = cli("run", "--losses", "all,*xyz*", "--dataset", BINARY, *TINY, "--out", out)
+    assert result.exit_code == 2 and "no loss matches '*xyz*'" in result.stderr
+    assert not out.exists()
+
+
+def test_all_counts_every_loss_against_the_trial_limit(cli, tmp_path):
+    """Before expansion 'all' is one name: 5000 seeds passed the config's check."""
+    result = cli(
+        "run",
+        "--losses",
+        "all",
+        "--seeds",
+        "5000",
+        "--dataset",
+        BINARY,
+        *TINY,
+        "--dry-run",
+        "--out",
+        tmp_path / "r",
+    )
+    assert result.exit_code == 2
+    assert "makes 115000 trials (23 loss(es) x 1 dataset(s)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("losses_yaml", "expected"),
+    [
+        ("all", losses_of("multiclass")),
+        ("'*tversky*,ce'", ["focal_tversky", "tversky", "ce"]),
+        (
+            '["*tversky*", {name: focal, gamma: 1}, {name: "ce*"}]',
+            ["focal_tversky", "tversky", "focal(gamma=1.0)", "ce", "ce_dice"],
+        ),
+    ],
+)
+def test_yaml_losses_take_all_and_patterns(cli, tmp_path, losses_yaml, expected):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"losses: {losses_yaml}\ndataset: {MULTICLASS}\n")
+    assert plan_run(build_config(config, out=str(tmp_path / "r"))).config.losses == expected
+    result = cli("run", "--config", config, *TINY, "--dry-run", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    assert f"{len(expected)} planned trials" in result.output
+
+
+def test_a_yaml_pattern_that_matches_nothing_names_itself(cli, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"losses: ['*dcie*']\ndataset: {BINARY}\n")
+    result = cli("run", "--config", config, *TINY, "--dry-run", "--out", tmp_path / "r")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "losscmp: error: no loss matches '*dcie*' (did you mean '*dice*'?); "
+        "'losscmp losses' lists them\n"
+    )
+
+
+def test_datasets_of_two_modes_make_all_ambiguous():
+    """No run has them today (the imbalance dial keeps the mode); refused, not guessed."""
+    with pytest.raises(
+        ParameterError,
+        match="'all' cannot choose the losses of this run: its datasets are binary and multiclass",
+    ):
+        select_losses(LOSS_REGISTRY, ["all"], ["binary", "multiclass"])
+    named, selections = select_losses(LOSS_REGISTRY, [Spec("dice")], ["binary", "multiclass"])
+    assert named == [Spec("dice")] and selections == []
+
+
+def test_run_json_records_the_expanded_names_and_resume_matches_them(cli, tmp_path):
+    """A real run (2 trials, 1 epoch): run.json's config holds the names, its command what
+    was typed; --resume with the same pattern matches the expanded list."""
+    out = tmp_path / "r"
+    args = ["--losses", "*tversky*", "--dataset", BINARY, *TINY, "--threads", "1"]
+    result = cli("run", *args, "--out", out)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = [path for path in out.iterdir() if path.is_dir()]
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["config"]["losses"] == ["focal_tversky", "tversky"]
+    assert "--losses '*tversky*'" in meta["command"]
+    assert sorted(meta["losses"]) == ["focal_tversky", "tversky"]
+    resumed = cli("run", "--resume", run_dir, "--losses", "*tversky*", "--seeds", "2", "--dry-run")
+    assert resumed.exit_code == 0, resumed.output
+    assert "2 of 4 planned trials still to train" in resumed.output
+
+
+def test_resume_with_all_matches_the_runs_expanded_list(cli, tmp_path):
+    binary = losses_of("binary")
+    run_dir = write_run_of(tmp_path, binary)
+    result = cli("run", "--resume", run_dir, "--losses", "all", "--seeds", "2", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert f"'all': 23 binary losses: {', '.join(binary)}\n" in result.output
+    assert "23 of 46 planned trials still to train" in result.output
+
+
+def test_resume_with_all_says_what_a_grown_registry_adds(cli, tmp_path, exploding_loss):
+    """The run trained every binary loss there was; since, the registry gained one
+    ('exploding', registered for this test): 'all' now means 24."""
+    run_dir = write_run_of(
+        tmp_path, [name for name in losses_of("binary") if name != exploding_loss]
+    )
+    grown = cli("run", "--resume", run_dir, "--losses", "all", "--dry-run")
+    assert grown.exit_code == 2
+    assert grown.stderr == (
+        f"losscmp: error: --resume {run_dir}: this command changes losses (adds 'exploding'; "
+        "'all' expanded to the losses registered now); resume with the run's own options, "
+        "or start a new run\n"
+    )
+    kept = cli("run", "--resume", run_dir, "--seeds", "2", "--dry-run")  # its own 23
+    assert kept.exit_code == 0, kept.output
+    assert "23 of 46 planned trials still to train" in kept.output
+
+
+def write_run_of(tmp_path, losses):
+    from run_fixtures import write_run
+
+    quality = {name: 0.5 + index / 100 for index, name in enumerate(losses)}
+    return write_run(tmp_path / "runs", quality=quality, seeds=(0,), epochs=2, n_images=4)
+
+
+def test_the_readme_gives_the_registrys_counts_per_mode():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    binary, multiclass = len(losses_of("binary")), len(losses_of("multiclass"))
+    assert f"{binary} binary, {multiclass} multiclass" in readme
+
+
+def test_losses_command_takes_all_and_respells_a_pattern(cli):
+    from losscmp.losses import list_losses
+
+    listed = cli("losses", "all")
+    assert listed.exit_code == 0
+    assert all(name in listed.output for name in list_losses())
+    typo = cli("losses", "*dcie*")
+    assert typo.exit_code == 2
+    assert typo.stderr == "losscmp: error: no loss matches '*dcie*' (did you mean '*dice*'?)\n"
