@@ -88,7 +88,9 @@ def plan_run(config: RunConfig) -> Plan:
     datasets = _canonical_specs(DATASET_REGISTRY, config.dataset_specs())
     dataset_specs = {spec.label: spec for spec in datasets}
     (base_dataset,) = _canonical_specs(DATASET_REGISTRY, [config.dataset_spec])
-    losses, selections = select_losses(LOSS_REGISTRY, given, _modes(datasets))
+    selecting = any(isinstance(item, str) for item in given)  # 'all' or a pattern
+    modes = _modes(datasets) if selecting else []  # only a selector needs the mode early
+    losses, selections = select_losses(LOSS_REGISTRY, given, modes)
     loss_specs = {spec.label: spec for spec in losses}
     config = dataclasses.replace(config, losses=list(loss_specs), dataset=base_dataset.label)
     check_trial_count(config)  # again: 'all' counted as one loss until now

@@ -77,3 +77,20 @@ def test_every_dataset_says_its_mode_from_its_parameters():
     assert all(entry.mode_of is not None for entry in DATASET_REGISTRY)
     assert dataset_mode("pets") == "binary"
     assert dataset_mode("pets(mode=trimap)") == "multiclass"  # without the files
+
+
+def test_a_dataset_without_mode_of_is_refused_for_all_only(toy_dataset, monkeypatch):
+    """``mode_of`` is optional on an entry: only 'all' and patterns need the mode before
+    loading, and named losses never ask for it."""
+    from losscmp import data
+    from losscmp.plan import plan_run
+
+    with pytest.raises(ParameterError, match="dataset 'toy' does not say its mode.*name the"):
+        data.dataset_mode("toy")
+
+    def no_mode(spec):
+        raise AssertionError(f"asked for {spec}'s mode")
+
+    monkeypatch.setattr(data, "dataset_mode", no_mode)
+    plan = plan_run(build_config(losses="dice,focal", epochs=1))
+    assert [trial.loss for trial in plan.trials] == ["dice", "focal"]

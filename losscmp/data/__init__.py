@@ -107,7 +107,7 @@ def load_dataset(
         **params,
     )
     data.spec = spec.label
-    if data.mode != entry.mode_of(**params):  # a loader and its mode_of out of step: a bug
+    if entry.mode_of and data.mode != entry.mode_of(**params):  # out of step: a bug
         raise RuntimeError(f"{spec.label} loaded as {data.mode}, its mode_of says otherwise")
     check_foreground(data, spec)
     data.info.setdefault("spec", spec.label)
@@ -120,6 +120,11 @@ def dataset_mode(spec: str | Spec) -> str:
     """'binary' or 'multiclass': what the dataset will be once loaded (no file is read)."""
     spec = as_spec(spec)
     entry = DATASET_REGISTRY.get(spec.name)
+    if entry.mode_of is None:  # a dataset registered without it: known once loaded only
+        raise ParameterError(
+            f"dataset '{spec.name}' does not say its mode (binary or multiclass) before it is "
+            "loaded, which 'all' and patterns need: name the losses"
+        )
     return entry.mode_of(**check_params(entry, spec.params, "dataset"))
 
 
