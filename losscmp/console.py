@@ -163,6 +163,8 @@ class TrainingProgress:
         kept = f" ({_count(event.skipped, 'finished trial')} kept)" if event.skipped else ""
         run_dir = escape(str(event.run_dir))  # '--out a[/b]' is a path, not Rich markup
         err.print(f"run folder: {run_dir}{kept}", highlight=False, soft_wrap=True)
+        for selection in event.selections:
+            err.print(_selection_line(selection), markup=False, highlight=False, soft_wrap=True)
         err.print(f"executing: {event.executor}", highlight=False, soft_wrap=True)
         self.overall = self.progress.add_task(
             "all trials", total=len(self.trials) * self.epochs, status=self._tally(), time_left=None

@@ -38,6 +38,7 @@ class RunStarted:
     skipped: int
     epochs: int
     executor: str  # e.g. "local, 2 worker processes, fused groups"
+    selections: tuple = ()  # plan.Selection: what each 'all' or pattern in --losses stood for
 
 
 @dataclass(frozen=True)

@@ -255,6 +255,7 @@ def _execute(prepared: PreparedRun, run_dir: Path | None, emit: Listener, comman
                 len(plan.trials) - len(todo),
                 prepared.settings.epochs,
                 execution.describe(),
+                tuple(plan.selections),
             )
         )
         try:

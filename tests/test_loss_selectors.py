@@ -211,6 +211,12 @@ def test_run_json_records_the_expanded_names_and_resume_matches_them(cli, tmp_pa
     result = cli("run", *args, "--out", out)
     assert result.exit_code == 0, result.output
     (run_dir,) = [path for path in out.iterdir() if path.is_dir()]
+    first_lines = result.stderr.splitlines()[:3]
+    assert first_lines == [
+        f"run folder: {run_dir}",
+        "'*tversky*': 2 binary losses: focal_tversky, tversky",
+        "executing: in this process, 1 thread each",
+    ]
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["config"]["losses"] == ["focal_tversky", "tversky"]
     assert "--losses '*tversky*'" in meta["command"]
