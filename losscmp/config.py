@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from losscmp.errors import ConfigError, LosscmpError, ParameterError, SpecError, suggest
+from losscmp.errors import ConfigError, LosscmpError, ParameterError, suggest
 from losscmp.registry import SCIENTIFIC_TEXT, coerce, describe_type
-from losscmp.spec import Spec, as_spec, selector_name, split_top_level
+from losscmp.spec import Spec, as_spec, selector_name, split_spec_list, split_top_level
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 FUSE_MODES = ("auto", "on", "off")  # auto: fuse the losses of a seed on CUDA only
@@ -289,9 +289,7 @@ def _loss_labels(value: Any, name: str = "'losses'") -> list[str]:
     """Each loss's canonical label; ``all`` and patterns (``*dice*``) stay as written (lower
     case), for ``plan_run`` to expand once the dataset's mode is known."""
     if isinstance(value, str):
-        items = [part for part in split_top_level(value) if part.strip()]
-        if not items:
-            raise SpecError("no names given")
+        items = split_spec_list(value)
     elif isinstance(value, list) and value:
         items = value
     else:

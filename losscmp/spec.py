@@ -175,13 +175,14 @@ def parse_spec(text: str) -> Spec:
     return Spec(name, params)
 
 
-def parse_spec_list(text: str) -> list[Spec]:
-    """Parse a comma-separated list of specs (duplicates are the runner's to judge:
-    only the registry knows that ``tversky`` and ``tversky(alpha=0.3)`` are one loss)."""
-    specs = [parse_spec(part) for part in split_top_level(text) if part.strip()]
-    if not specs:
+def split_spec_list(text: str) -> list[str]:
+    """The items of a comma-separated list of specs, each a spec or a selector (``all``,
+    ``*dice*``), blank ones dropped; duplicates are the planner's to judge: only the
+    registry knows that ``tversky`` and ``tversky(alpha=0.3)`` are one loss."""
+    items = [part for part in split_top_level(text) if part.strip()]
+    if not items:
         raise SpecError("no names given")
-    return specs
+    return items
 
 
 def selector_name(value: str | Spec | dict) -> str | None:

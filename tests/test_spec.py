@@ -3,7 +3,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from losscmp.errors import SpecError
-from losscmp.spec import Spec, as_spec, parse_spec, parse_spec_list, parse_value
+from losscmp.spec import Spec, as_spec, parse_spec, parse_value, split_spec_list
 
 
 @pytest.mark.parametrize(
@@ -28,7 +28,7 @@ def test_values_are_read_as_literals(text, value):
 
 
 def test_list_of_losses_with_parameters():
-    specs = parse_spec_list("dice, focal(gamma=1),tversky(alpha=0.3,beta=0.7)")
+    specs = specs_of("dice, focal(gamma=1),tversky(alpha=0.3,beta=0.7)")
     assert specs == [
         Spec("dice"),
         Spec("focal", {"gamma": 1}),
@@ -66,7 +66,7 @@ def test_label_quotes_strings_that_would_not_round_trip():
 )
 def test_malformed_specs_raise_spec_error(text):
     with pytest.raises(SpecError):
-        parse_spec_list(text)
+        specs_of(text)
 
 
 def test_yaml_mapping_form():
@@ -104,7 +104,7 @@ def test_a_label_reads_back_as_its_spec(text):
 def test_any_string_value_round_trips_through_its_label(text):
     spec = Spec("folder", {"path": text})
     assert as_spec(spec.label) == spec
-    assert parse_spec_list(f"{spec.label},dice") == [spec, Spec("dice")]
+    assert specs_of(f"{spec.label},dice") == [spec, Spec("dice")]
 
 
 @pytest.mark.parametrize(
@@ -121,3 +121,7 @@ def test_any_string_value_round_trips_through_its_label(text):
 def test_a_quoted_value_reads_as_typed(typed, value):
     assert parse_value(typed) == value
     assert parse_spec(f"folder(path={typed})") == Spec("folder", {"path": value})
+
+
+def specs_of(text: str) -> list[Spec]:
+    return [as_spec(item) for item in split_spec_list(text)]
