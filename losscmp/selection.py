@@ -25,6 +25,7 @@ renderers ask ``chosen_rows`` for the rows a table shows.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import Any
 
 import pandas as pd
@@ -124,8 +125,11 @@ def _ranked_with_diverged_seeds(summary: pd.DataFrame) -> bool:
     return bool(((summary["n_diverged"] > 0) & summary["rank"].notna()).any())
 
 
-def caption_text(summary: pd.DataFrame, metric: str, title: str | None = None) -> str:
-    """What the caption must say about where the headline is read and what was chosen how."""
+def caption_text(
+    summary: pd.DataFrame, metric: str, title: str | None = None, hidden: Collection[str] = ()
+) -> str:
+    """What the caption must say about where the headline is read and what was chosen how;
+    ``hidden``: the summary columns the table leaves out, not explained."""
     title = title or metric
     splits = set(summary.get("headline_split", pd.Series([VALIDATION])).dropna())
     if splits == {TEST}:
@@ -144,7 +148,8 @@ def caption_text(summary: pd.DataFrame, metric: str, title: str | None = None) -
             "2): scores are read on the split that chose the epoch, an optimistic figure."
         )
     if several_rates(summary):
-        text += " Each loss is shown at the learning rate (lr) with the best mean validation "
+        rate = "learning rate" if "lr" in hidden else "learning rate (lr)"
+        text += f" Each loss is shown at the {rate} with the best mean validation "
         text += "score over seeds; summary.csv lists every rate."
     if _ranked_with_diverged_seeds(summary):
         text += (
@@ -152,9 +157,33 @@ def caption_text(summary: pd.DataFrame, metric: str, title: str | None = None) -
             "seeds that finished."
         )
     if "threshold_mean" in summary.columns and summary["threshold_mean"].notna().any():
-        text += (
-            " thr. = the probability threshold chosen on validation (best Dice) at that "
-            "epoch; Dice@thr. applies it to the reported split; AP (average precision over "
-            "pixels) and ECE (15 equal-width bins) need no threshold."
-        )
+        text += _threshold_text(metric, hidden)
     return text
+
+
+def _threshold_text(metric: str, hidden: Collection[str]) -> str:
+    """The binary threshold columns shown: thr., Dice@thr., AP, ECE (a headline among them
+    always is)."""
+
+    def shown(name: str) -> bool:
+        return name == metric or f"best_{name}_mean" not in hidden
+
+    chosen = "the probability threshold chosen on validation (best Dice) at that epoch"
+    parts = []
+    if "threshold_mean" not in hidden:
+        parts.append(f"thr. = {chosen}")
+        if shown("dice_t"):
+            parts.append("Dice@thr. applies it to the reported split")
+    elif shown("dice_t"):
+        parts.append(f"Dice@thr. applies {chosen} to the reported split")
+    free = [
+        text
+        for name, text in (
+            ("ap", "AP (average precision over pixels)"),
+            ("ece", "ECE (15 equal-width bins)"),
+        )
+        if shown(name)
+    ]
+    if free:
+        parts.append(f"{' and '.join(free)} {'need' if len(free) > 1 else 'needs'} no threshold")
+    return f" {'; '.join(parts)}." if parts else ""

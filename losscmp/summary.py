@@ -48,7 +48,7 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -794,29 +794,45 @@ def imbalance_frame(summary: pd.DataFrame) -> pd.DataFrame | None:
     return dial[columns].sort_values(["loss", "fg_fraction"]).reset_index(drop=True)
 
 
-def headline_caption(metric: str, summary: pd.DataFrame) -> str:
+def headline_caption(metric: str, summary: pd.DataFrame, hidden: Collection[str] = ()) -> str:
+    """The comparison's caption: how its numbers were read, and what the abbreviations of
+    its columns stand for. ``hidden``: the summary columns (``Column.key``) the table leaves
+    out, e.g. on a narrow terminal, whose abbreviations it then does not explain."""
     summary = selection.chosen_rows(summary)  # the rows the table shows, one rate a loss
     seeds = int(summary["n_seeds"].max()) if len(summary) else 0
     fewest = int(summary["n_seeds"].min()) if len(summary) else 0
     # Combined or unfinished runs may give the losses different numbers of seeds.
     seeds_text = f"{fewest}–{seeds}" if fewest != seeds else str(seeds)
     where = "dataset-level" if not metric.startswith("image_") else "mean per-image"
-    others = [METRIC_TITLES[name] for name in TABLE_METRICS if name != metric]
-    others_text = " and ".join([", ".join(others[:-1]), others[-1]] if len(others) > 2 else others)
     split = split_word(summary)
     caption = (
         f"Headline: {where} {METRIC_TITLES[metric]} on the {split} split at each trial's "
         f"epoch chosen on validation, mean ± sd over {seeds_text} seed(s); "
         f"CI: {stats.CI_METHOD}; p: {stats.TEST_METHOD}; "
         f"≈ = indistinguishable from the best (p ≥ {stats.ALPHA}). "
-        f"{others_text} '{split}' are read at that same epoch (one model snapshot per trial), "
-        "not at their own maximum. "
     )
-    caption += selection.caption_text(summary, metric, METRIC_TITLES[metric])
-    caption += _hd95_caption(summary)
+    others = [
+        METRIC_TITLES[name]
+        for name in TABLE_METRICS
+        if name != metric and f"best_{name}_mean" not in hidden
+    ]
+    if others:
+        verb, their = ("are", "their") if len(others) > 1 else ("is", "its")
+        caption += (
+            f"{and_list(others)} '{split}' {verb} read at that same epoch (one model snapshot "
+            f"per trial), not at {their} own maximum. "
+        )
+    caption += selection.caption_text(summary, metric, METRIC_TITLES[metric], hidden)
+    if "final_hd95_mean" not in hidden:
+        caption += _hd95_caption(summary)
     if seeds < 2:
         caption += " One seed gives no interval or test: use --seeds 3 or more."
     return caption
+
+
+def and_list(names: list[str]) -> str:
+    """'IoU', 'IoU and MCC', 'Dice, IoU and MCC'."""
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 2 else names)
 
 
 def _hd95_caption(summary: pd.DataFrame) -> str:

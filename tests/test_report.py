@@ -629,17 +629,22 @@ LEAVE_OUT = [
 
 
 @pytest.fixture
-def rate_grid_summary(tmp_path):
-    """A learning-rate grid, a long loss name and a seed that diverged: 182 columns wide,
-    173 with its status '1/3 diverged ep 3' wrapped."""
-    run_dir = write_run(
+def rate_grid_run(tmp_path):
+    """A learning-rate grid, a long loss name and a seed that diverged."""
+    return write_run(
         tmp_path,
         quality={"dice": 0.8, LONG_NAME: 0.78, "focal": 0.55},
         lrs=[1e-3, 1e-2],
         rate_quality={1e-3: 0.0, 1e-2: 0.1},
         diverged={("focal", 2): 3},
     )
-    return summarize(load_run(run_dir))
+
+
+@pytest.fixture
+def rate_grid_summary(rate_grid_run):
+    """rate_grid_run's Dice table is 182 columns wide, 173 with its status '1/3 diverged
+    ep 3' wrapped."""
+    return summarize(load_run(rate_grid_run))
 
 
 def left_out_in(text: str) -> list[str]:
@@ -767,6 +772,87 @@ def test_a_narrow_multiclass_table_keeps_dice_per_class_over_the_other_metrics(t
     ]
     assert_whole(text, summary)
     assert "Dice per class" in text and "pet 0." in text and "border 0." in text
+
+
+def caption_in(text: str) -> str:
+    """The caption under the table, on one line."""
+    words = " ".join(text.split())
+    return words[words.index("Headline:") :].split(" not shown at this width")[0]
+
+
+# What the caption says for each column that its abbreviation needs explained
+EXPLAINED = {
+    "thr. (val.)": "thr. = the probability threshold chosen on validation (best Dice)",
+    "Dice@thr. test": "Dice@thr. applies",
+    "AP test": "AP (average precision over pixels)",
+    "ECE test": "ECE (15 equal-width bins)",
+    "IoU test": "IoU",
+    "MCC test": "MCC",
+    "HD95 final": "HD95: pixels, at the last epoch",
+    "lr": "learning rate (lr)",
+}
+
+
+@pytest.mark.parametrize("width", [250, 172, 158, 151, 143, 136, 129, 118, 111, 104, 97, 83])
+def test_the_caption_explains_the_columns_shown_and_no_other(rate_grid_summary, width):
+    """At 120 columns the caption still explained 'thr.', Dice@thr., AP and ECE, whose
+    columns the table had left out; at 80 also IoU, MCC, HD95 and '(lr)'."""
+    text = rendered(render_table(rate_grid_summary), width)
+    left_out, caption = left_out_in(text), caption_in(text)
+    for title, explanation in EXPLAINED.items():
+        assert (explanation in caption) == (title not in left_out), (title, caption)
+    # what is always shown, always explained
+    assert "CI: 95% t-interval over seeds; p: paired t-test" in caption
+    assert "≈ = indistinguishable from the best" in caption
+    assert "Each loss is shown at the learning rate" in caption
+
+
+@pytest.mark.parametrize(
+    ("width", "sentence"),
+    [
+        (
+            250,
+            "thr. = the probability threshold chosen on validation (best Dice) at that epoch; "
+            "Dice@thr. applies it to the reported split; AP (average precision over pixels) "
+            "and ECE (15 equal-width bins) need no threshold. HD95",
+        ),
+        (
+            151,
+            "finished. Dice@thr. applies the probability threshold chosen on validation (best "
+            "Dice) at that epoch to the reported split; AP (average precision over pixels) and "
+            "ECE (15 equal-width bins) need no threshold. HD95",
+        ),
+        (
+            143,
+            "to the reported split; AP (average precision over pixels) needs no threshold. HD95",
+        ),
+        (136, "at that epoch to the reported split. HD95"),
+        (129, "the seeds that finished. HD95"),
+        (
+            118,
+            "(p ≥ 0.05). IoU 'test' is read at that same epoch (one model snapshot per trial), "
+            "not at its own maximum. Scores",
+        ),
+        (111, "(p ≥ 0.05). Scores"),
+    ],
+)
+def test_the_captions_sentences_read_whole_without_a_left_out_column(
+    rate_grid_summary, width, sentence
+):
+    assert sentence in caption_in(rendered(render_table(rate_grid_summary), width))
+
+
+def test_a_headline_among_the_columns_left_out_is_still_explained(rate_grid_run):
+    """Dice@thr., AP or ECE as the headline: always shown (the others of their kind are
+    left out at 83 columns), so always explained."""
+    for metric, explanation in [
+        ("dice_t", "Dice@thr. applies the probability threshold chosen on validation"),
+        ("ap", "AP (average precision over pixels) needs no threshold."),
+        ("ece", "ECE (15 equal-width bins) needs no threshold."),
+    ]:
+        summary = summarize(load_run(rate_grid_run), metric)
+        caption = caption_in(rendered(render_table(summary, metric), 83))
+        assert explanation in caption and "thr. =" not in caption
 
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -42,6 +42,8 @@ class Column:
     # Which kind of column a terminal too narrow for the table may leave out (one of
     # LEAVE_OUT_ORDER); None: always shown.
     leave_out: str | None = None
+    # The summary column it shows, for the caption to explain only what is shown.
+    key: str | None = None
 
 
 # A terminal narrower than the table leaves out whole columns rather than cutting every cell
@@ -102,7 +104,11 @@ def table_columns(metric: str, per_class: list[str], extras: TableExtras) -> lis
     if extras.lr:
         columns.append(
             Column(
-                "lr", lambda row: rate(row.get("lr")), lambda row: row.get("lr"), leave_out="lr"
+                "lr",
+                lambda row: rate(row.get("lr")),
+                lambda row: row.get("lr"),
+                leave_out="lr",
+                key="lr",
             ),
         )
     columns += [
@@ -172,6 +178,7 @@ def _value_column(title: str, key: str, leave_out: str, digits: int = 3) -> Colu
         lambda row: number(row.get(key), digits),
         lambda row: row.get(key),
         leave_out=leave_out,
+        key=key,
     )
 
 

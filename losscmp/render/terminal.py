@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Collection
+import functools
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import pandas as pd
@@ -60,7 +61,7 @@ def render_table(summary: pd.DataFrame, metric: str = "dice") -> Comparison:
         rows = summary[summary["dataset"] == dataset]
         columns = table_columns(metric, foreground_class_columns(rows), table_extras(rows, metric))
         parts.append(_DatasetPart(f"losscmp — {dataset}", ordered_rows(rows), columns))
-    return Comparison(parts, headline_caption(metric, summary))
+    return Comparison(parts, functools.partial(headline_caption, metric, summary))
 
 
 @dataclass(frozen=True)
@@ -79,12 +80,16 @@ class Comparison:
     ('tvers…', '0.0…', '-0.0…') and dropping the columns it has no room for. Here whole
     columns are left out instead, in :func:`cells.leave_out_order` (the same ones from every
     dataset's table), until every table fits, and a dim line under them names those left
-    out. A table that fits (a wide terminal; a pipe, at its natural width) is drawn whole, as
-    before. When even the columns always shown do not fit, the loss names fold onto more
-    lines; narrower still, Rich squeezes what is left.
+    out; the caption explains the abbreviations of the columns shown only. A table that fits
+    (a wide terminal; a pipe, at its natural width) is drawn whole, as before. When even the
+    columns always shown do not fit, the loss names fold onto more lines; narrower still,
+    Rich squeezes what is left. ``caption`` gives the caption without the summary columns
+    (``Column.key``) it is given.
     """
 
-    def __init__(self, parts: list[_DatasetPart], caption: str) -> None:
+    def __init__(
+        self, parts: list[_DatasetPart], caption: Callable[[Collection[str]], str]
+    ) -> None:
         self.parts, self.caption = parts, caption
 
     def tables(self, left_out: Collection[str] = (), fold: bool = False) -> list[Table]:
@@ -97,15 +102,16 @@ class Comparison:
         tables = self.tables(left_out)
         if not _fit(tables, console, options):
             tables = self.tables(left_out, fold=True)
+        caption = self.caption(self.keys(left_out))
         if len(tables) == 1:
-            tables[0].caption = self.caption
+            tables[0].caption = caption
             drawn = tables[0]
         else:
             drawn = Table.grid(padding=(1, 0))
             drawn.add_column()
             for table in tables:
                 drawn.add_row(table)
-            drawn.add_row(Text(self.caption, style="dim"))
+            drawn.add_row(Text(caption, style="dim"))
         yield drawn
         if left_out:
             names = ", ".join(title.replace("\n", " ") for title in left_out)
@@ -116,6 +122,11 @@ class Comparison:
             )
             # wrapped as the caption above it is, at the table's width
             yield Constrain(note, Measurement.get(console, options, drawn).maximum)
+
+    def keys(self, titles: Collection[str]) -> set[str]:
+        """The summary columns shown under ``titles``."""
+        columns = [column for part in self.parts for column in part.columns]
+        return {column.key for column in columns if column.title in titles and column.key}
 
     def left_out(self, console: Console, options: ConsoleOptions) -> list[str]:
         """The titles of the columns to leave out at ``options.max_width``: the fewest, in
