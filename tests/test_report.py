@@ -955,6 +955,92 @@ def test_a_fraction_where_every_loss_diverged_has_no_best_and_still_renders(tmp_
     assert "fg 0.01" in text and "–" in text
 
 
+DIAL_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
+
+
+@pytest.fixture
+def wide_dial(tmp_path):
+    """Six fractions and a long loss name: a dial 127 columns wide."""
+    datasets = [f"synthetic(fg_fraction={f})" for f in DIAL_FRACTIONS]
+    quality = {"dice": 0.8, LONG_NAME: 0.78, "focal": 0.55, "bce": 0.6}
+    return summarize(load_run(write_run(tmp_path, quality=quality, datasets=datasets)))
+
+
+def dial_cells(text: str) -> dict[tuple[str, str], str]:
+    """(loss, 'fg 0.01') -> the cell as printed, read from every table of the dial, one
+    line a row: 'mean ± sd' whole on the row's line, or nothing is read."""
+    cells, fractions = {}, []
+    for line in text.splitlines():
+        words = line.split()
+        if words[:1] == ["loss"]:
+            fractions = re.findall(r"fg \S+", line)
+        elif words and fractions and re.match(r"[a-z]", words[0]):
+            found = re.findall(r"\d\.\d{3} ± \d\.\d{3}|–", line)
+            if len(found) == len(fractions):
+                cells.update(
+                    {
+                        (words[0], fraction): cell
+                        for fraction, cell in zip(fractions, found, strict=True)
+                    }
+                )
+    return cells
+
+
+def expected_dial_cells(summary: pd.DataFrame) -> dict[tuple[str, str], str]:
+    from losscmp.render.cells import mean_sd
+
+    return {
+        (row.loss, f"fg {row.fg_fraction:g}"): mean_sd(row.score_mean, row.score_std)
+        for row in imbalance_frame(summary).itertuples()
+    }
+
+
+@pytest.mark.parametrize(("width", "tables"), [(250, 1), (127, 1), (126, 2), (80, 2), (60, 6)])
+def test_a_narrow_terminal_draws_the_dial_in_several_tables_every_number_whole(
+    wide_dial, width, tables
+):
+    """At 100 columns Rich broke each 'mean ± sd' over two lines, at 80 over three, and at
+    60 cut every number to '0…'. Every fraction is kept, in order, in as few tables of
+    whole cells as fit, each with the loss names; the caption once, under the last."""
+    text = rendered(render_imbalance_table(wide_dial), width)
+    assert "…" not in text
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= width
+    assert dial_cells(text) == expected_dial_cells(wide_dial)
+    headers = [re.findall(r"fg \S+", line) for line in text.splitlines() if "loss" in line]
+    assert len(headers) == tables
+    assert sum(headers, []) == [f"fg {fraction:g}" for fraction in DIAL_FRACTIONS]
+    assert text.count("Imbalance dial — synthetic") == tables
+    assert text.count("(continued)") == tables - 1
+    assert " ".join(text.split()).count("bold = best at that fraction.") == 1
+
+
+def test_a_dial_too_narrow_for_one_fraction_beside_the_names_folds_the_names(wide_dial):
+    text = rendered(render_imbalance_table(wide_dial), 40)
+    assert "…" not in text
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 40
+    assert " ".join(text.split()).count("0.702 ± 0.017") == 1  # tversky(...) at fg 0.01
+    assert "tversky(" in text and ".3)" in text  # folded, not cut
+
+
+def test_report_draws_a_dial_whole_in_an_80_column_terminal(cli, tmp_path, monkeypatch):
+    datasets = [f"synthetic(fg_fraction={f})" for f in DIAL_FRACTIONS]
+    quality = {"dice": 0.8, LONG_NAME: 0.78, "focal": 0.55, "bce": 0.6}
+    run_dir = write_run(tmp_path, quality=quality, datasets=datasets)
+    summary = summarize(load_run(run_dir))
+    piped = cli("report", run_dir)
+    assert piped.exit_code == 0, piped.output
+    dial = piped.stdout[piped.stdout.index("Imbalance dial") :]
+    assert "(continued)" not in dial and dial_cells(dial) == expected_dial_cells(summary)
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # Rich: stdout is a terminal
+    monkeypatch.setenv("COLUMNS", "80")
+    result = cli("report", run_dir)
+    assert result.exit_code == 0, result.output
+    text = ANSI.sub("", result.stdout)
+    dial = text[text.index("Imbalance dial") :]
+    assert "…" not in dial and dial.count("(continued)") == 1
+    assert dial_cells(dial) == expected_dial_cells(summary)
+
+
 def test_no_dial_for_a_single_dataset(summary):
     assert imbalance_frame(summary) is None
     assert render_imbalance_table(summary) is None

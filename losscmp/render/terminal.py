@@ -196,32 +196,84 @@ def _row_style(row: dict) -> str:
     return ""
 
 
-def render_imbalance_table(summary: pd.DataFrame, metric: str = "dice") -> Table | None:
+def render_imbalance_table(summary: pd.DataFrame, metric: str = "dice") -> ImbalanceDial | None:
     """Each loss's headline score against the foreground fraction, or None without a dial."""
     dial = imbalance_frame(summary)
     if dial is None:
         return None
     fractions = sorted(dial["fg_fraction"].unique())
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        title=Text(f"Imbalance dial — {dial['dial_group'].iloc[0]}", style="table.title"),
-        caption=f"{METRIC_TITLES[metric]} ({split_word(summary)}, at the epoch chosen on "
-        "validation, mean ± sd over seeds) by foreground fraction; bold = best at that fraction.",
-        caption_justify="left",
-    )
-    table.add_column("loss", no_wrap=True)
-    for fraction in fractions:
-        table.add_column(f"fg {fraction:g}", justify="right")
     best_pairs = best_at_each_fraction(dial)
-    for loss, rows in dial.groupby("loss", sort=True):
-        by_fraction = rows.set_index("fg_fraction")
+    rows = []
+    for loss, entries in dial.groupby("loss", sort=True):
+        by_fraction = entries.set_index("fg_fraction")
         cells = []
         for fraction in fractions:
             if fraction not in by_fraction.index:
-                cells.append("–")
+                cells.append(Text("–"))
                 continue
             entry = by_fraction.loc[fraction]
             style = "bold green" if (loss, fraction) in best_pairs else ""
             cells.append(Text(mean_sd(entry["score_mean"], entry["score_std"]), style=style))
-        table.add_row(Text(loss), *cells)
-    return table
+        rows.append((loss, cells))
+    return ImbalanceDial(
+        f"Imbalance dial — {dial['dial_group'].iloc[0]}",
+        [f"fg {fraction:g}" for fraction in fractions],
+        rows,
+        caption=f"{METRIC_TITLES[metric]} ({split_word(summary)}, at the epoch chosen on "
+        "validation, mean ± sd over seeds) by foreground fraction; bold = best at that fraction.",
+    )
+
+
+class ImbalanceDial:
+    """The dial's table, fitted to the width it is drawn at.
+
+    Rich squeezed the fraction columns of a table wider than the terminal, breaking each
+    'mean ± sd' over two or three lines, then cutting it ('0…'). A dial is read across its
+    fractions, so none is left out: where one table does not fit, the fractions are drawn
+    in order in as few tables as fit, each as wide as the others and with the loss names,
+    the caption under the last. A table that fits (a pipe, a wide terminal) is drawn as
+    before. When even one fraction beside the loss names does not fit, the names fold onto
+    more lines; narrower still, Rich squeezes what is left.
+    """
+
+    def __init__(
+        self, title: str, fractions: list[str], rows: list[tuple[str, list[Text]]], caption: str
+    ) -> None:
+        self.title, self.fractions, self.rows, self.caption = title, fractions, rows, caption
+
+    def tables(self, count: int, fold: bool = False) -> list[Table]:
+        """The dial in ``count`` tables of consecutive fractions, as even as can be."""
+        size, extra = divmod(len(self.fractions), count)
+        tables, first = [], 0
+        for index in range(count):
+            last = first + size + (index < extra)
+            title = self.title if index == 0 else f"{self.title} (continued)"
+            tables.append(self._table(title, range(first, last), fold))
+            first = last
+        return tables
+
+    def _table(self, title: str, columns: range, fold: bool) -> Table:
+        table = Table(box=box.SIMPLE_HEAD, title=Text(title, style="table.title"))
+        table.add_column("loss", no_wrap=not fold, overflow="fold" if fold else "ellipsis")
+        for column in columns:
+            table.add_column(self.fractions[column], justify="right", no_wrap=True)
+        for loss, cells in self.rows:
+            table.add_row(Text(loss), *(cells[column] for column in columns))
+        return table
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions):
+        counts = range(1, len(self.fractions) + 1)
+        count = next(
+            (count for count in counts if _fit(self.tables(count), console, options)), None
+        )
+        tables = self.tables(count) if count else self.tables(len(self.fractions), fold=True)
+        if len(tables) == 1:
+            tables[0].caption, tables[0].caption_justify = self.caption, "left"
+            yield tables[0]
+            return
+        drawn = Table.grid(padding=(1, 0))
+        drawn.add_column()
+        for table in tables:
+            drawn.add_row(table)
+        drawn.add_row(Text(self.caption, style="table.caption"))
+        yield drawn
