@@ -63,6 +63,10 @@ class RunConfig:
     trials_per_gpu: int = 1
     ray_address: str | None = None
     tracking: str | None = None  # an experiment tracker to mirror the run into (mlflow)
+    # Where each value came from (an Origins, set by build_config), for a check made later
+    # (the trial limit, once 'all' is expanded) to name an option as the user gave it. Not
+    # annotated, so not a field: run.json, a resume's comparison and replace() ignore it.
+    origins = None
 
     @property
     def dataset_spec(self) -> Spec:
@@ -198,6 +202,7 @@ def build_config(
     except TypeError as error:
         raise ConfigError(f"options: {error}") from None
     validate(config, origins)
+    config.origins = origins
     return config
 
 

@@ -162,6 +162,45 @@ def test_all_counts_every_loss_against_the_trial_limit(cli, tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("yaml", "flags", "expected"),
+    [
+        (
+            "losses: all\nseeds: 5000\n",
+            [],
+            "{config}: 'seeds' 5000 makes 115000 trials (23 loss(es) x 1 dataset(s) x 1 "
+            "learning rate(s) x 5000 seed(s)); at most 100000",
+        ),
+        (
+            "seeds: 60000\n",
+            ["--losses", "all"],
+            "{config}: 'seeds' 60000 makes 1380000 trials (23 loss(es) x 1 dataset(s) x 1 "
+            "learning rate(s) x 60000 seed(s)); at most 100000",
+        ),
+        (
+            "losses: all\nseeds: 3\n",
+            ["--seeds", "4400"],
+            "--seeds 4400 makes 101200 trials (23 loss(es) x 1 dataset(s) x 1 learning "
+            "rate(s) x 4400 seed(s)); at most 100000",
+        ),
+    ],
+)
+def test_the_trial_limit_names_the_seeds_where_they_were_given(
+    cli, tmp_path, yaml, flags, expected
+):
+    """Seeds from a config file were named '--seeds 5000' once 'all' was expanded, a flag
+    the command line did not have; as the check before expansion names them, the file's
+    key."""
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml + f"dataset: {BINARY}\n")
+    out = tmp_path / "r"
+    result = cli("run", "--config", config, *flags, *TINY, "--dry-run", "--out", out)
+    assert result.exit_code == 2
+    message = expected.format(config=f"config file {config}")
+    assert result.stderr == f"losscmp: error: {message}\n"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
     ("losses_yaml", "expected"),
     [
         ("all", losses_of("multiclass")),
