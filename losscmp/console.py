@@ -42,6 +42,7 @@ def stdout() -> Console:
 
 
 TIME_WIDTH = 8  # H:MM:SS, past ten hours too
+LEFT_WIDTH = TIME_WIDTH + 1  # and a rough time left's '~'
 BAR_WIDTH = 40
 # A trial's status during an evaluation, by ``events.Evaluating``'s split
 PASSES = {"val": "validating", "test": "testing", BOUNDARIES: "boundaries"}
@@ -52,11 +53,11 @@ def fit_widths(width: int, label: int, status: int) -> list[int]:
     line of ``width`` cells, given the widest label and status: the times always fit, then
     the label (at most 2/5 of what is left), then the bar (at least 1/5 of it, at most
     ten cells before the status), then the status; what does not fit is cut with '…'."""
-    room = max(0, width - 4 - 2 * TIME_WIDTH)  # four one-cell gaps
+    room = max(0, width - 4 - TIME_WIDTH - LEFT_WIDTH)  # four one-cell gaps
     label = min(label, max(8, room * 2 // 5))
     status = min(status, max(0, room - label - max(1, min(10, room // 5))))
     bar = max(1, min(BAR_WIDTH, room - label - status))
-    return [label, bar, status, TIME_WIDTH, TIME_WIDTH]
+    return [label, bar, status, TIME_WIDTH, LEFT_WIDTH]
 
 
 class _FittedLines:
@@ -90,13 +91,14 @@ class _FittedProgress(Progress):
         return _FittedLines(table, label, status)
 
 
-def clock_text(seconds: float | None) -> str:
-    """H:MM:SS, as Rich writes times; '-:--:--' for a time not known yet."""
+def clock_text(seconds: float | None, rough: bool = False) -> str:
+    """H:MM:SS, as Rich writes times; '-:--:--' for a time not known yet; '~H:MM:SS' for a
+    rough one (``timeleft.TimeLeft.rough``)."""
     if seconds is None:
         return "-:--:--"
     minutes, second = divmod(max(0, round(seconds)), 60)
     hours, minute = divmod(minutes, 60)
-    return f"{hours}:{minute:02d}:{second:02d}"
+    return f"{'~' if rough else ''}{hours}:{minute:02d}:{second:02d}"
 
 
 class TimeLeftColumn(TimeRemainingColumn):
@@ -106,7 +108,8 @@ class TimeLeftColumn(TimeRemainingColumn):
     def render(self, task) -> Text:
         if "time_left" not in task.fields:
             return super().render(task)
-        return Text(clock_text(task.fields["time_left"]), style="progress.remaining")
+        text = clock_text(task.fields["time_left"], task.fields.get("rough", False))
+        return Text(text, style="progress.remaining")
 
 
 class TrainingProgress:
@@ -149,7 +152,9 @@ class TrainingProgress:
         if handler is not None:
             handler(event)
         if self.overall is not None and self.time_left is not None:
-            self.progress.update(self.overall, time_left=self.time_left.seconds())
+            self.progress.update(
+                self.overall, time_left=self.time_left.seconds(), rough=self.time_left.rough()
+            )
 
     def _on_RunOpened(self, event) -> None:  # noqa: N802 (named after the event class)
         self.run_dir = event.run_dir
@@ -258,11 +263,12 @@ class TrainingProgress:
         return f"{self.ended}/{len(self.trials)} trials"
 
     def _left(self) -> str:
-        """', 0:12:00 left' while trials remain and the time left is known, else ''."""
+        """', 0:12:00 left' while trials remain and the time left is known (', ~0:12:00
+        left' while it is rough), else ''."""
         seconds = self.time_left.seconds() if self.time_left is not None else None
         if seconds is None or self.ended >= len(self.trials):
             return ""
-        return f", {clock_text(seconds)} left"
+        return f", {clock_text(seconds, self.time_left.rough())} left"
 
     def _name(self, trial_id: str) -> str:
         """As the trial's live line names it: its dataset too when the run has several."""

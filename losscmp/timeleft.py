@@ -58,7 +58,12 @@ class TimeLeft:
     retried attempt measure nothing, nor does a diverged trial's end (a fused group's
     ends with its group). The trials still to train go, whole, to the first free of as
     many slots as trials were seen training at once. ``seconds()`` is None until an
-    epoch has ended, and 0 once every trial has."""
+    epoch has ended, and 0 once every trial has.
+
+    Until a warm trial has ended, the estimate is ``rough()``: its epochs are first
+    trials' (the very first, start-up included, until a trial has two), which may run
+    slower than later ones, and a trial's start and end count as nothing; it may read
+    too high or too low, and a display says so."""
 
     def __init__(
         self, trials: Iterable[str], epochs: int, clock: Callable[[], float] = time.monotonic
@@ -75,6 +80,7 @@ class TimeLeft:
         self._training: set[str] = set()
         self._costs: Costs | None = None
         self._costs_known = False  # _costs is what costs() gives now: no epoch end since
+        self._warm_ended = False  # a warm trial has measured a trial's start and end
 
     def __call__(self, event) -> None:
         trial_id = getattr(event, "trial_id", None)
@@ -124,6 +130,7 @@ class TimeLeft:
     def _end(self, trial: _Trial, status: str) -> None:
         if status == "finished" and trial.last_epoch is not None:
             trial.after = self.clock() - trial.last_epoch[0]
+            self._warm_ended = self._warm_ended or trial.warm
         if status == "failed":
             trial.first, trial.between = None, (0.0, 0)
             self.used.discard(trial.where)
@@ -151,6 +158,11 @@ class TimeLeft:
         if not firsts:
             return None
         return Costs(sum(s for s, _ in firsts) / sum(count for _, count in firsts), 0.0, end)
+
+    def rough(self) -> bool:
+        """Whether trials remain and no warm trial has ended: the estimate rests on first
+        trials alone, which pay one-off costs, and counts no trial's start or end."""
+        return bool(self._unended) and not self._warm_ended
 
     def seconds(self) -> float | None:
         if not self._unended:  # trials that all failed measured nothing, yet none is left

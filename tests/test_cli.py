@@ -677,10 +677,10 @@ def test_a_runs_log_says_the_time_left_after_each_trial(cli, tmp_path, monkeypat
     assert result.exit_code == 0, result.output
     ended = [line for line in result.stderr.splitlines() if line.startswith("finished:")]
     # dice: started at 0 s, epochs ended at 10 and 20 s: 10 s an epoch; the first trial's
-    # start and end are no measure: 2 trials of 20 s left. focal: 10 s from its last epoch
-    # end to its end: tversky's 20 s and 10 s.
+    # start and end are no measure: 2 trials of 20 s left, rough ('~'). focal: 10 s from
+    # its last epoch end to its end: tversky's 20 s and 10 s.
     assert ended == [
-        "finished: dice · seed 0 (1/3 trials, 0:00:40 left)",
+        "finished: dice · seed 0 (1/3 trials, ~0:00:40 left)",
         "finished: focal · seed 0 (2/3 trials, 0:00:30 left)",
         "finished: tversky · seed 0 (3/3 trials)",
     ]

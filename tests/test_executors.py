@@ -729,7 +729,7 @@ def test_progress_lines_keep_the_bar_and_the_times_on_a_narrow_terminal(tmp_path
     assert len(lines) == 3  # the overall bar and one line per running trial
     for line in lines:
         assert len(line.rstrip()) <= width
-        assert re.search(r"[━╸╺].* \d:\d\d:\d\d +(\d:\d\d:\d\d|-:--:--)$", line.rstrip()), line
+        assert re.search(r"[━╸╺].* \d:\d\d:\d\d +(~?\d:\d\d:\d\d|-:--:--)$", line.rstrip()), line
     if width >= 120:  # room for everything: nothing is cut
         assert "…" not in screen.file.getvalue()
 
@@ -795,6 +795,45 @@ def test_a_log_gets_a_line_per_ended_trial(tmp_path, capsys):
         "finished: loss1 · seed 0 (1/3 trials)",
         "diverged: loss0 · seed 0 (2/3 trials)",
         "failed: loss2 · seed 0: worker process died",
+    ]
+
+
+def test_a_log_and_the_bar_mark_the_time_left_rough_until_a_warm_trial_has_ended(tmp_path, capsys):
+    """Trials of 2 epochs of 10 s, 10 s after their last epoch. After the first trial the
+    log said '0:00:40 left' and the run took 60 s more: the first trial measures no trial's
+    start or end (a worker's first pays one-off costs). Until a trial started after one had
+    ended has ended too, the time left is marked rough, '~'; then the same numbers, plain."""
+    import io
+
+    from rich.console import Console
+
+    from losscmp.console import TrainingProgress
+
+    ticks = iter([0.0, 10.0, 20.0, 30.0, 30.0, 40.0, 50.0, 60.0, 60.0, 70.0, 80.0, 90.0])
+    infos = tuple(TrialInfo(f"t{i}", "synthetic", f"loss{i}", 0) for i in range(3))
+    ok = {"status": "ok", "train_loss": 0.5, "val_dice": 0.4, "val_mcc": 0.3}
+
+    def overall() -> str:
+        screen = Console(file=io.StringIO(), width=120)
+        screen.print(progress.progress.make_tasks_table(progress.progress.tasks))
+        return screen.file.getvalue().splitlines()[0].split()[-1]
+
+    shown = []
+    with TrainingProgress(clock=lambda: next(ticks)) as progress:
+        progress(RunStarted(tmp_path, infos, skipped=0, epochs=2, executor="in this process"))
+        for trial in ("t0", "t1", "t2"):
+            progress(TrialStarted(trial))
+            progress(EpochDone(trial, {**ok, "epoch": 1}))
+            shown.append(overall())
+            progress(EpochDone(trial, {**ok, "epoch": 2}))
+            progress(TrialEnded(trial, "finished"))
+    # t0 after its first epoch: 10 s an epoch (start included), 10 s for its second, 20 s
+    # each for t1 and t2. t1 after its first epoch: 10 s left, then t2's 30 s. t2: 10 s.
+    assert shown == ["~0:00:50", "~0:00:30", "0:00:20"]
+    assert capsys.readouterr().err.splitlines()[2:] == [
+        "finished: loss0 · seed 0 (1/3 trials, ~0:00:40 left)",
+        "finished: loss1 · seed 0 (2/3 trials, 0:00:30 left)",
+        "finished: loss2 · seed 0 (3/3 trials)",
     ]
 
 
@@ -869,16 +908,17 @@ def test_the_overall_time_left_holds_through_a_diverged_and_a_retried_trial(tmp_
     assert _overall_time_left(progress) == "-:--:--"
     progress(EpochDone("t0", ok))  # 60 s for epoch 1
     progress(EpochDone("t1", ok))
-    # 60 s an epoch: both have 3 epochs left (180 s), then t2 and t3 side by side (240 s)
-    assert _overall_time_left(progress) == "0:07:00"
+    # 60 s an epoch: both have 3 epochs left (180 s), then t2 and t3 side by side (240 s);
+    # rough ('~') while no trial after a worker's first has ended
+    assert _overall_time_left(progress) == "~0:07:00"
     progress(EpochDone("t0", {**ok, "epoch": 2, "status": "diverged"}))  # at 120 s
     progress(TrialEnded("t0", "diverged"))  # at 120 s
     # t0's 2 epochs in 120 s, t1's 1 in 60 s: still 60 s an epoch, not a jump to done.
     # Worker 1 takes t2 now (240 s); worker 2 ends t1's 3 epochs left (180 s), then t3.
-    assert _overall_time_left(progress) == "0:07:00"
+    assert _overall_time_left(progress) == "~0:07:00"
     progress(TrialRetried("t1", "worker process died"))
     # t1 starts over and its epoch measures nothing: t1, t2, t3 of 240 s each on 2 workers
-    assert _overall_time_left(progress) == "0:08:00"
+    assert _overall_time_left(progress) == "~0:08:00"
 
 
 @pytest.mark.parametrize(

@@ -97,6 +97,60 @@ def test_a_first_trial_slower_than_the_rest_does_not_inflate_the_estimate():
     assert estimate.seconds() == pytest.approx(3.5)
 
 
+def test_the_estimate_is_rough_until_a_warm_trial_has_ended():
+    """The run above: after t0 the estimate said 4 s and 7 s were left, and nothing said
+    that a trial's start and end were not in it yet. It is rough until t1, a trial that
+    paid no one-off costs, has measured them by ending; the numbers are the same."""
+    clock = Clock()
+    estimate = TimeLeft(["t0", "t1", "t2"], epochs=2, clock=clock)
+    feed(estimate, clock, (0, TrialStarted("t0")), (5, epoch("t0", 1)))
+    assert estimate.rough() and estimate.seconds() == pytest.approx(5 + 2 * 10)
+    feed(estimate, clock, (6, epoch("t0", 2)), (6.5, TrialEnded("t0", "finished")))
+    assert estimate.rough() and estimate.seconds() == pytest.approx(4)
+    feed(estimate, clock, (6.5, TrialStarted("t1")), (8.5, epoch("t1", 1)))
+    assert estimate.rough()  # t1's start is measured, its end is not
+    feed(estimate, clock, (9.5, epoch("t1", 2)), (10, TrialEnded("t1", "finished")))
+    assert not estimate.rough() and estimate.seconds() == pytest.approx(3.5)
+
+
+@pytest.mark.parametrize("how", ["failed", "diverged", "retried"])
+def test_a_warm_trial_that_did_not_finish_leaves_the_estimate_rough(how):
+    clock = Clock()
+    estimate = TimeLeft(["t0", "t1", "t2"], epochs=2, clock=clock)
+    feed(
+        estimate,
+        clock,
+        (0, TrialStarted("t0")),
+        (2, epoch("t0", 1)),
+        (3, epoch("t0", 2)),
+        (3, TrialEnded("t0", "finished")),
+        (3, TrialStarted("t1")),
+        (4, epoch("t1", 1, status="diverged" if how == "diverged" else "ok")),
+    )
+    if how == "retried":
+        feed(estimate, clock, (5, TrialRetried("t1", "worker process died")))
+    else:
+        feed(estimate, clock, (5, TrialEnded("t1", how, reason="worker process died")))
+    assert estimate.rough()
+
+
+def test_trials_all_on_their_own_worker_stay_rough_until_the_end():
+    """No trial follows another on a worker: every measure holds its one-off costs."""
+    clock = Clock()
+    estimate = TimeLeft(["t0", "t1"], epochs=1, clock=clock)
+    feed(
+        estimate,
+        clock,
+        (0, TrialStarted("t0", "worker 1")),
+        (0, TrialStarted("t1", "worker 2")),
+        (5, epoch("t0", 1)),
+        (6, TrialEnded("t0", "finished")),
+    )
+    assert estimate.rough() and estimate.seconds() == pytest.approx(5)  # t1: its 5 s epoch
+    feed(estimate, clock, (7, epoch("t1", 1)), (8, TrialEnded("t1", "finished")))
+    assert not estimate.rough() and estimate.seconds() == 0  # nothing left: nothing rough
+
+
 def test_two_workers_first_trials_one_off_costs_are_no_measure():
     """The run of the report, three 2-epoch trials with --jobs 2: after the first trial,
     the time left said 6.7 s (its wall time over 2 epochs, 3.35 s an epoch), and the run
