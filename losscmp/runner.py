@@ -114,7 +114,7 @@ def _load_and_probe(plan: Plan, device):
         device=device,
         amp=config.amp,
     )
-    check_image_size(settings.preset, config.image_size)
+    check_image_size(settings.preset, config.image_size, config.origins)
     if config.encoder_weights:
         # Fetch the pretrained weights now, so a failed download leaves no run folder.
         build_model(settings.preset, 1, config.encoder_weights, seed=config.seed)
