@@ -139,7 +139,11 @@ class Report:
 
     @property
     def caption(self) -> str:
-        return headline_caption(self.metric, self.summary)
+        return headline_caption(self.metric, self.summary, seeds_from=self.seeds_from)
+
+    @property
+    def seeds_from(self) -> str | None:
+        return seeds_source(self.results.metas)
 
     @property
     def notes(self) -> list[str]:
@@ -794,10 +798,16 @@ def imbalance_frame(summary: pd.DataFrame) -> pd.DataFrame | None:
     return dial[columns].sort_values(["loss", "fg_fraction"]).reset_index(drop=True)
 
 
-def headline_caption(metric: str, summary: pd.DataFrame, hidden: Collection[str] = ()) -> str:
+def headline_caption(
+    metric: str,
+    summary: pd.DataFrame,
+    hidden: Collection[str] = (),
+    seeds_from: str | None = None,
+) -> str:
     """The comparison's caption: how its numbers were read, and what the abbreviations of
     its columns stand for. ``hidden``: the summary columns (``Column.key``) the table leaves
-    out, e.g. on a narrow terminal, whose abbreviations it then does not explain."""
+    out, e.g. on a narrow terminal, whose abbreviations it then does not explain.
+    ``seeds_from``: the config file that set the seeds (:func:`seeds_source`), else None."""
     summary = selection.chosen_rows(summary)  # the rows the table shows, one rate a loss
     seeds = int(summary["n_seeds"].max()) if len(summary) else 0
     fewest = int(summary["n_seeds"].min()) if len(summary) else 0
@@ -826,8 +836,19 @@ def headline_caption(metric: str, summary: pd.DataFrame, hidden: Collection[str]
     if "final_hd95_mean" not in hidden:
         caption += _hd95_caption(summary)
     if seeds < 2:
-        caption += " One seed gives no interval or test: use --seeds 3 or more."
+        advice = "use --seeds 3 or more"
+        if seeds_from:  # the file's key, not a flag the command line did not have
+            advice = f"set 'seeds' to 3 or more in {seeds_from}"
+        caption += f" One seed gives no interval or test: {advice}."
     return caption
+
+
+def seeds_source(metas: Sequence[dict[str, Any]]) -> str | None:
+    """The config file that set the seeds of every run (run.json's ``option_sources``:
+    ``config file X``), so the caption names its key rather than a flag the command line
+    did not have; None where a flag or the default set them, or the runs differ."""
+    sources = {(meta.get("option_sources") or {}).get("seeds") for meta in metas}
+    return sources.pop() if len(sources) == 1 else None
 
 
 def and_list(names: list[str]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import math
@@ -853,6 +854,34 @@ def test_a_headline_among_the_columns_left_out_is_still_explained(rate_grid_run)
         summary = summarize(load_run(rate_grid_run), metric)
         caption = caption_in(rendered(render_table(summary, metric), 83))
         assert explanation in caption and "thr. =" not in caption
+
+
+@pytest.mark.parametrize(
+    ("sources", "advice"),
+    [
+        ([None], "use --seeds 3 or more."),
+        ([{"seeds": "config file run.yaml"}], "set 'seeds' to 3 or more in config file run.yaml."),
+        ([{"epochs": "config file run.yaml"}], "use --seeds 3 or more."),
+        # combined runs whose seeds were set in different places: the flag sets either
+        ([{"seeds": "config file run.yaml"}, None], "use --seeds 3 or more."),
+    ],
+)
+def test_one_seeds_advice_names_the_option_where_it_was_given(cli, tmp_path, sources, advice):
+    """'seeds: 1' in a config file got the advice 'use --seeds 3 or more', a flag the
+    command line did not have; run.json's option_sources says where the seeds came from."""
+    runs = []
+    for number, source in enumerate(sources):
+        extra = {"option_sources": source} if source is not None else {}
+        run_id = f"2026010{number + 1}-120000-abc123"
+        quality = [{"dice": 0.8, "focal": 0.6}, {"tversky": 0.7}][number]
+        runs.append(
+            write_run(tmp_path, quality=quality, seeds=(0,), run_id=run_id, extra_meta=extra)
+        )
+    result = cli("report", *runs, "--html", tmp_path / "page.html")
+    assert result.exit_code == 0, result.output
+    sentence = f"One seed gives no interval or test: {advice}"
+    assert sentence in " ".join(result.stdout.split())
+    assert html.escape(sentence) in (tmp_path / "page.html").read_text()
 
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

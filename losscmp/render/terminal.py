@@ -41,17 +41,20 @@ from losscmp.summary import (
 def render(report: Report) -> list:
     """Every table of the report, in print order."""
     tables = [
-        render_table(report.summary, metric=report.metric),
+        render_table(report.summary, metric=report.metric, seeds_from=report.seeds_from),
         render_imbalance_table(report.summary, metric=report.metric),
     ]
     return [table for table in tables if table is not None]
 
 
-def render_table(summary: pd.DataFrame, metric: str = "dice") -> Comparison:
+def render_table(
+    summary: pd.DataFrame, metric: str = "dice", seeds_from: str | None = None
+) -> Comparison:
     """The comparison as Rich tables, best first, best row highlighted.
 
     One dataset gives one table; several (e.g. the imbalance dial) give a grid
-    holding one table per dataset, under one caption.
+    holding one table per dataset, under one caption (``seeds_from``: see
+    ``summary.headline_caption``).
     """
     check_metric(metric)
     summary = chosen_rows(summary)  # each loss at its chosen learning rate
@@ -61,7 +64,8 @@ def render_table(summary: pd.DataFrame, metric: str = "dice") -> Comparison:
         rows = summary[summary["dataset"] == dataset]
         columns = table_columns(metric, foreground_class_columns(rows), table_extras(rows, metric))
         parts.append(_DatasetPart(f"losscmp — {dataset}", ordered_rows(rows), columns))
-    return Comparison(parts, functools.partial(headline_caption, metric, summary))
+    caption = functools.partial(headline_caption, metric, summary, seeds_from=seeds_from)
+    return Comparison(parts, caption)
 
 
 @dataclass(frozen=True)
