@@ -19,13 +19,12 @@ from run_fixtures import LR, epoch_shape, held_out_epoch_shape, write_run
 
 from losscmp.errors import LosscmpError, UnknownNameError
 from losscmp.render.cells import (
-    foreground_class_columns,
     ordered_rows,
     table_columns,
     table_extras,
 )
 from losscmp.render.csv import write_summary
-from losscmp.render.terminal import render_imbalance_table, render_table
+from losscmp.render.terminal import render_class_tables, render_imbalance_table, render_table
 from losscmp.results import trial_id
 from losscmp.selection import chosen_rows
 from losscmp.summary import (
@@ -423,9 +422,39 @@ def test_multiclass_has_per_class_columns(tmp_path):
     row = summary.iloc[0]
     # the fixture spreads the foreground classes around the headline
     assert row["best_dice_pet_mean"] == pytest.approx(row["score_mean"] + 0.05)
-    text = rendered(render_table(summary))
-    assert "pet 0." in text and "border 0." in text
-    assert "background 0." not in text  # like the headline, the table skips class 0
+
+
+def test_dice_per_class_is_a_table_of_its_own_one_line_a_loss(tmp_path):
+    """It was a cell of the comparison, one line per class ('class1 0.127'): with 8 classes
+    every loss's row stood 7 lines tall, the class names repeated in each."""
+    run_dir = write_run(tmp_path, quality=QUALITY, class_names=("background", "pet", "border"))
+    summary = summarize(load_run(run_dir))
+    comparison = rendered(render_table(summary))
+    assert "per class" not in comparison and "pet" not in comparison
+    (grid,) = render_class_tables(summary)
+    text = rendered(grid)
+    lines = text.splitlines()
+    header = next(line for line in lines if "loss" in line.split())
+    assert header.split() == ["loss", "background", "pet", "border"]
+    ranked = chosen_rows(summary).sort_values("rank")
+    rows = [line.split() for line in lines if line.split()[:1] and line.split()[0] in QUALITY]
+    assert [row[0] for row in rows] == list(ranked["loss"])  # the comparison's order
+    for row, (_, entry) in zip(rows, ranked.iterrows(), strict=True):
+        assert row[1:] == [
+            part
+            for name in ("background", "pet", "border")
+            for part in (
+                f"{entry[f'best_dice_{name}_mean']:.3f}",
+                "±",
+                f"{entry[f'best_dice_{name}_std']:.3f}",
+            )
+        ]
+    assert "Dice per class — synthetic" in text
+    assert "the headline averages the foreground classes" in " ".join(text.split())
+
+
+def test_a_binary_run_has_no_dice_per_class_table(summary):
+    assert render_class_tables(summary) == []
 
 
 # ---------------------------------------------------------------- combining
@@ -665,7 +694,7 @@ def shown_rows(summary: pd.DataFrame, left_out: list[str], metric: str = "dice")
     texts = []
     for _, rows in summary.groupby("dataset", sort=False):
         extras = table_extras(rows, metric)
-        columns = table_columns(metric, foreground_class_columns(rows), extras)
+        columns = table_columns(metric, extras)
         shown = [column for column in columns if column.title.replace("\n", " ") not in left_out]
         for row in ordered_rows(rows):
             cells = [column.text(row).split("\n") for column in shown]
@@ -757,22 +786,19 @@ def test_the_tables_of_several_datasets_leave_out_the_same_columns(tmp_path):
     assert all(f"losscmp — {dataset}" in text for dataset in datasets)
 
 
-def test_a_narrow_multiclass_table_keeps_dice_per_class_over_the_other_metrics(tmp_path):
-    run_dir = write_run(tmp_path, quality=QUALITY, class_names=("background", "pet", "border"))
+def test_a_narrow_terminal_keeps_every_class_of_dice_per_class(tmp_path):
+    """No class is left out: the classes are drawn in as few tables as fit, each with the
+    loss names, as the imbalance dial's fractions are."""
+    names = ("background", "pet", "border", "collar", "leash")
+    run_dir = write_run(tmp_path, quality=QUALITY, class_names=names)
     summary = summarize(load_run(run_dir))
-    text = rendered(render_table(summary), 80)
-    assert left_out_in(text) == [
-        "MCC final",
-        "IoU final",
-        "Dice final",
-        "MCC test",
-        "IoU test",
-        "HD95 final",
-        "time s",
-        "chosen ep.",
-    ]
-    assert_whole(text, summary)
-    assert "Dice per class" in text and "pet 0." in text and "border 0." in text
+    (grid,) = render_class_tables(summary)
+    wide, narrow = rendered(grid, 250), rendered(grid, 60)
+    assert "(continued)" not in wide and "(continued)" in narrow
+    assert "…" not in narrow and max(map(len, narrow.splitlines())) <= 60
+    headers = [line.split()[1:] for line in narrow.splitlines() if line.split()[:1] == ["loss"]]
+    assert len(headers) > 1 and sum(headers, []) == list(names)
+    assert " ".join(narrow.split()).count("the headline averages the foreground classes") == 1
 
 
 def caption_in(text: str) -> str:
