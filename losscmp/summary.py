@@ -476,8 +476,15 @@ def _check_metric_recorded(results: RunResults, metric: str) -> None:
     if metric in selection.THRESHOLD_METRICS and not (
         column in results.epochs.columns and results.epochs[column].notna().any()
     ):
+        title = METRIC_TITLES[metric]
+        modes = {info.get("mode") for info in results.datasets.values()}
+        if modes == {"multiclass"}:  # the schema version is beside the point
+            raise LosscmpError(
+                f"--metric {metric}: multiclass runs have no {title} (a multiclass prediction "
+                f"is the argmax over the classes: no threshold to choose); use {plain}"
+            )
         raise LosscmpError(
-            f"--metric {metric}: these runs have no {METRIC_TITLES[metric]} (it is computed for "
+            f"--metric {metric}: these runs have no {title} (it is computed for "
             f"binary tasks, by losscmp from schema version 2 on); use {plain}"
         )
 

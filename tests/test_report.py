@@ -1141,11 +1141,26 @@ def test_metric_ece_ranks_the_lowest_first(run_dir):
 
 
 def test_threshold_metrics_of_a_multiclass_run_are_refused(tmp_path):
+    """The refusal said '(it is computed for binary tasks, by losscmp from schema version 2
+    on)': a multiclass run of today's losscmp has none either, and never will."""
     run_dir = write_run(tmp_path, class_names=("background", "pet", "border"))
-    with pytest.raises(LosscmpError, match="--metric ap: these runs have no AP") as refused:
+    with pytest.raises(LosscmpError) as refused:
         summarize(load_run(run_dir), metric="ap")
     # The hint named dice, iou and mcc only, as if the per-image metrics were refused too.
-    assert str(refused.value).endswith("use dice, iou, mcc, image_dice or image_iou")
+    assert str(refused.value) == (
+        "--metric ap: multiclass runs have no AP (a multiclass prediction is the argmax over "
+        "the classes: no threshold to choose); use dice, iou, mcc, image_dice or image_iou"
+    )
+
+
+def test_threshold_metrics_of_a_run_before_them_are_refused(tmp_path):
+    run_dir = write_run(tmp_path, schema_version=1)
+    with pytest.raises(LosscmpError) as refused:
+        summarize(load_run(run_dir), metric="dice_t")
+    assert str(refused.value) == (
+        "--metric dice_t: these runs have no Dice@thr. (it is computed for binary tasks, by "
+        "losscmp from schema version 2 on); use dice, iou, mcc, image_dice or image_iou"
+    )
 
 
 # ---------------------------------------------------------------- learning rates
