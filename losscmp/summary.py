@@ -97,6 +97,7 @@ LOCATION_INFO_FIELDS = frozenset({"source", "path", "data_dir", "root"})
 # ... and those that say how this run loaded the data: the first run of a folder or pets
 # dataset writes its decode cache, the next ones hit it (the fingerprint compares the data).
 LOADING_INFO_FIELDS = frozenset({"cache", "load_seconds"})
+IGNORE_LABEL = 255  # a mask's label for pixels to ignore (losscmp.data.base.IGNORE_INDEX)
 # The metrics with best/final columns in the table (the headline's own are the first ones).
 TABLE_METRICS = ("dice", "iou", "mcc")
 # best_dice_t_mean is Dice at the chosen threshold, not a class named "t".
@@ -276,7 +277,24 @@ def _dataset_notes(datasets: dict[str, dict[str, Any]]) -> list[str]:
                 f"dataset '{label}': {truncated} truncated image(s) were used as far as "
                 "they decode" + (f" ({shown})" if shown else "")
             )
+        notes += _merged_labels_note(label, info)
     return notes
+
+
+def _merged_labels_note(label: str, info: dict[str, Any]) -> list[str]:
+    """A folder read as binary whose masks hold several labels (losscmp.data.folder.
+    merged_labels): class indices read so, num_classes forgotten, train a binary run that
+    looks like any other."""
+    merged = [value for value in info.get("merged_labels") or [] if isinstance(value, int)]
+    if not merged:
+        return []
+    classes = [value for value in merged if value != IGNORE_LABEL]
+    values = ", ".join(map(str, merged[:-1])) + f" and {merged[-1]}"
+    return [
+        f"dataset '{label}': its masks hold the labels {values}, all read as one foreground "
+        f"(binary, num_classes=2); if they are classes, give num_classes={max(classes) + 1} "
+        f"({IGNORE_LABEL} then marks pixels to ignore)"
+    ]
 
 
 def run_notes(results: RunResults) -> list[str]:
