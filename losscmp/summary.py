@@ -886,7 +886,15 @@ def _hd95_caption(summary: pd.DataFrame) -> str:
         return ""
     splits = set(summary.get("images_split", pd.Series(dtype=object)).dropna())
     images = "test" if splits == {selection.TEST} else "validation"
-    return f" HD95: pixels, at the last epoch, mean over the {images} images."
+    if not per_class_columns(summary):
+        return f" HD95: pixels, at the last epoch, mean over the {images} images."
+    # Multiclass (train.boundary_scores): a class predicted where the image has none, or
+    # missed, weighs a diagonal in an image's mean; nothing else said so.
+    return (
+        f" HD95: pixels, at the last epoch, mean over the {images} images of each one's mean "
+        "over the foreground classes in its mask or prediction (a class in only one of them "
+        "counts as the image's diagonal)."
+    )
 
 
 def split_word(summary: pd.DataFrame) -> str:

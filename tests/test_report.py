@@ -453,6 +453,22 @@ def test_dice_per_class_is_a_table_of_its_own_one_line_a_loss(tmp_path):
     assert "the headline averages the foreground classes" in " ".join(text.split())
 
 
+def test_the_hd95_caption_says_how_a_multiclass_image_is_scored(tmp_path, summary):
+    """An image's HD95 is its foreground classes' mean, a class in only one of the mask and
+    the prediction counting the image's diagonal: every loss of an undertrained 4-class run
+    read about 55 px of 90, and the caption did not say why."""
+    classes = ("background", "pet", "border")
+    run_dir = write_run(tmp_path / "multiclass", quality=QUALITY, class_names=classes)
+    caption = headline_caption("dice", summarize(load_run(run_dir)))
+    assert caption.endswith(
+        " HD95: pixels, at the last epoch, mean over the validation images of each one's mean "
+        "over the foreground classes in its mask or prediction (a class in only one of them "
+        "counts as the image's diagonal)."
+    )  # the fixture's images.csv rows name no split: validation, as rows written before it
+    binary = headline_caption("dice", summary)
+    assert binary.endswith(" HD95: pixels, at the last epoch, mean over the validation images.")
+
+
 def test_a_binary_run_has_no_dice_per_class_table(summary):
     assert render_class_tables(summary) == []
 
