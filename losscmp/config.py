@@ -174,6 +174,7 @@ def _config_loader():
 
 # Where a resumed run's stored options come from, as a message names them.
 BASE_SOURCE = "the resumed run's run.json is damaged: config"
+FILE_SOURCE = "config file"  # + the file as given: where a config file's options come from
 
 
 def build_config(
@@ -184,7 +185,7 @@ def build_config(
     sources = dict.fromkeys(options, BASE_SOURCE)
     from_file = load_yaml(file) if file else {}
     options.update(from_file)
-    sources.update(dict.fromkeys(from_file, f"config file {file}"))
+    sources.update(dict.fromkeys(from_file, f"{FILE_SOURCE} {file}"))
     given = {key: value for key, value in flags.items() if value is not None}
     options.update({key: _typed_number(key, value) for key, value in given.items()})
     sources.update({key: flag_name(key) for key in given})
@@ -241,6 +242,22 @@ class Origins:
     def shown(self, key: str, value: Any) -> str:
         """The value as the user typed it (``1e400`` rather than ``inf``)."""
         return self.typed.get(key, str(value))
+
+    def file_sources(self, stored: dict[str, str] | None = None) -> dict[str, str]:
+        """The options a config file gave, each with its source (``config file X``): what
+        run.json keeps (``option_sources``), so that a report names them as they were given.
+        ``stored``: a resumed run's own, kept for the options taken from its run.json."""
+        kept = {
+            key: source
+            for key, source in (stored or {}).items()
+            if self.sources.get(key) == BASE_SOURCE
+        }
+        given = {
+            key: source
+            for key, source in self.sources.items()
+            if source.startswith(f"{FILE_SOURCE} ")
+        }
+        return kept | given
 
 
 def _typed_number(key: str, value: Any) -> Any:

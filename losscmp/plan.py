@@ -11,7 +11,7 @@ import dataclasses
 import itertools
 from dataclasses import dataclass, field
 
-from losscmp.config import RunConfig, check_trial_count
+from losscmp.config import Origins, RunConfig, check_trial_count
 from losscmp.errors import ParameterError, suggest_pattern
 from losscmp.registry import canonical
 from losscmp.results import trial_id
@@ -94,6 +94,7 @@ def plan_run(config: RunConfig) -> Plan:
     loss_specs = {spec.label: spec for spec in losses}
     origins = config.origins
     config = dataclasses.replace(config, losses=list(loss_specs), dataset=base_dataset.label)
+    config.origins = origins  # for checks made once the data is loaded (check_image_size)
     check_trial_count(config, origins)  # again: 'all' counted as one loss until now
     plan = Plan(config, loss_specs, dataset_specs, selections=selections)
     plan.trials = [
@@ -236,12 +237,15 @@ def probe_loss(label: str, loss, data) -> None:
         raise ParameterError(f"loss '{label}' on {data.spec}: {error}") from None
 
 
-def check_image_size(preset, image_size: int) -> None:
+def check_image_size(preset, image_size: int, names: Origins | None = None) -> None:
     """BatchNorm cannot normalise a 1x1 feature map of a single sample: keep the deepest
-    features at least 2x2."""
+    features at least 2x2. ``names``: where the options came from (a config file's key is
+    named as the file gave it, not as a flag the command line did not have)."""
+    names = names or Origins()
     smallest = 2 * 2 ** preset.unet_kwargs.get("encoder_depth", 5)
     if image_size < smallest:
         raise ParameterError(
-            f"--image-size {image_size} is too small for the {preset.name} model "
-            f"(its deepest features would be 1x1); use {smallest} or more, or --model tiny"
+            f"{names.within('image_size', 'model')}{names.option('image_size')} {image_size} is "
+            f"too small for the {preset.name} model (its deepest features would be 1x1); use "
+            f"{smallest} or more, or {names.option('model')} tiny"
         )

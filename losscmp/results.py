@@ -376,6 +376,7 @@ META_VALUES: dict[str, tuple[type, ...]] = {
 # Containers: field -> (list or dict, the types of its items).
 META_CONTAINERS: dict[str, tuple[type, tuple[type, ...]]] = {
     "config": (dict, _TEXT + _NUMBER + _FLAG + _NULL + (list,)),
+    "option_sources": (dict, _TEXT),
     "model": (dict, _TEXT + _NUMBER + _NULL + (list,)),
     "losses": (dict, (dict,)),
     "datasets": (dict, (dict,)),

@@ -20,7 +20,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from losscmp.config import DEVICES, FIELD_NAMES, MAX_FUSED_LOSSES, RunConfig, build_config
+from losscmp.config import (
+    DEVICES,
+    FIELD_NAMES,
+    MAX_FUSED_LOSSES,
+    Origins,
+    RunConfig,
+    build_config,
+)
 from losscmp.errors import LosscmpError
 from losscmp.events import (
     Listener,
@@ -114,7 +121,7 @@ def _load_and_probe(plan: Plan, device):
         device=device,
         amp=config.amp,
     )
-    check_image_size(settings.preset, config.image_size)
+    check_image_size(settings.preset, config.image_size, config.origins)
     if config.encoder_weights:
         # Fetch the pretrained weights now, so a failed download leaves no run folder.
         build_model(settings.preset, 1, config.encoder_weights, seed=config.seed)
@@ -342,8 +349,10 @@ def _record_resume(
     if moved:
         emit(RunNote(moved, warning=True))
     plan = prepared.plan
+    origins = plan.config.origins or Origins()
     store.update_meta(
         config=plan.config.to_dict(),
+        option_sources=origins.file_sources(meta.get("option_sources")),
         execution=dataclasses.asdict(execution),  # how the rest ran (executor, jobs)
         trials=[trial.id for trial in plan.trials],
         seeds=plan.seeds,
@@ -463,6 +472,8 @@ def run_metadata(
         "run_id": run_dir.name,
         "command": command,
         "config": plan.config.to_dict(),
+        # The options a config file gave (the rest: the command's flags, or defaults).
+        "option_sources": (plan.config.origins or Origins()).file_sources(),
         "model": {"preset": settings.preset.name, **settings.preset.unet_kwargs},
         "losses": {
             label: {"name": spec.name, "params": spec.params}
@@ -500,6 +511,8 @@ def resume_config(run_dir: Path, config_file: str | None, flags: dict[str, Any])
     config = build_config(config_file, base=base, **flags)
     # Where the run folder is, whatever --out it was started with, or a config file gives.
     config.out = str(Path(run_dir).parent)
+    sources = {key: source for key, source in config.origins.sources.items() if key != "out"}
+    config.origins = dataclasses.replace(config.origins, sources=sources)  # not the file's
     return config
 
 

@@ -97,6 +97,7 @@ LOCATION_INFO_FIELDS = frozenset({"source", "path", "data_dir", "root"})
 # ... and those that say how this run loaded the data: the first run of a folder or pets
 # dataset writes its decode cache, the next ones hit it (the fingerprint compares the data).
 LOADING_INFO_FIELDS = frozenset({"cache", "load_seconds"})
+IGNORE_LABEL = 255  # a mask's label for pixels to ignore (losscmp.data.base.IGNORE_INDEX)
 # The metrics with best/final columns in the table (the headline's own are the first ones).
 TABLE_METRICS = ("dice", "iou", "mcc")
 # best_dice_t_mean is Dice at the chosen threshold, not a class named "t".
@@ -139,7 +140,11 @@ class Report:
 
     @property
     def caption(self) -> str:
-        return headline_caption(self.metric, self.summary)
+        return headline_caption(self.metric, self.summary, seeds_from=self.seeds_from)
+
+    @property
+    def seeds_from(self) -> str | None:
+        return seeds_source(self.results.metas)
 
     @property
     def notes(self) -> list[str]:
@@ -272,7 +277,24 @@ def _dataset_notes(datasets: dict[str, dict[str, Any]]) -> list[str]:
                 f"dataset '{label}': {truncated} truncated image(s) were used as far as "
                 "they decode" + (f" ({shown})" if shown else "")
             )
+        notes += _merged_labels_note(label, info)
     return notes
+
+
+def _merged_labels_note(label: str, info: dict[str, Any]) -> list[str]:
+    """A folder read as binary whose masks hold several labels (losscmp.data.folder.
+    merged_labels): class indices read so, num_classes forgotten, train a binary run that
+    looks like any other."""
+    merged = [value for value in info.get("merged_labels") or [] if isinstance(value, int)]
+    if not merged:
+        return []
+    classes = [value for value in merged if value != IGNORE_LABEL]
+    values = ", ".join(map(str, merged[:-1])) + f" and {merged[-1]}"
+    return [
+        f"dataset '{label}': its masks hold the labels {values}, all read as one foreground "
+        f"(binary, num_classes=2); if they are classes, give num_classes={max(classes) + 1} "
+        f"({IGNORE_LABEL} then marks pixels to ignore)"
+    ]
 
 
 def run_notes(results: RunResults) -> list[str]:
@@ -472,8 +494,15 @@ def _check_metric_recorded(results: RunResults, metric: str) -> None:
     if metric in selection.THRESHOLD_METRICS and not (
         column in results.epochs.columns and results.epochs[column].notna().any()
     ):
+        title = METRIC_TITLES[metric]
+        modes = {info.get("mode") for info in results.datasets.values()}
+        if modes == {"multiclass"}:  # the schema version is beside the point
+            raise LosscmpError(
+                f"--metric {metric}: multiclass runs have no {title} (a multiclass prediction "
+                f"is the argmax over the classes: no threshold to choose); use {plain}"
+            )
         raise LosscmpError(
-            f"--metric {metric}: these runs have no {METRIC_TITLES[metric]} (it is computed for "
+            f"--metric {metric}: these runs have no {title} (it is computed for "
             f"binary tasks, by losscmp from schema version 2 on); use {plain}"
         )
 
@@ -794,10 +823,16 @@ def imbalance_frame(summary: pd.DataFrame) -> pd.DataFrame | None:
     return dial[columns].sort_values(["loss", "fg_fraction"]).reset_index(drop=True)
 
 
-def headline_caption(metric: str, summary: pd.DataFrame, hidden: Collection[str] = ()) -> str:
+def headline_caption(
+    metric: str,
+    summary: pd.DataFrame,
+    hidden: Collection[str] = (),
+    seeds_from: str | None = None,
+) -> str:
     """The comparison's caption: how its numbers were read, and what the abbreviations of
     its columns stand for. ``hidden``: the summary columns (``Column.key``) the table leaves
-    out, e.g. on a narrow terminal, whose abbreviations it then does not explain."""
+    out, e.g. on a narrow terminal, whose abbreviations it then does not explain.
+    ``seeds_from``: the config file that set the seeds (:func:`seeds_source`), else None."""
     summary = selection.chosen_rows(summary)  # the rows the table shows, one rate a loss
     seeds = int(summary["n_seeds"].max()) if len(summary) else 0
     fewest = int(summary["n_seeds"].min()) if len(summary) else 0
@@ -826,8 +861,19 @@ def headline_caption(metric: str, summary: pd.DataFrame, hidden: Collection[str]
     if "final_hd95_mean" not in hidden:
         caption += _hd95_caption(summary)
     if seeds < 2:
-        caption += " One seed gives no interval or test: use --seeds 3 or more."
+        advice = "use --seeds 3 or more"
+        if seeds_from:  # the file's key, not a flag the command line did not have
+            advice = f"set 'seeds' to 3 or more in {seeds_from}"
+        caption += f" One seed gives no interval or test: {advice}."
     return caption
+
+
+def seeds_source(metas: Sequence[dict[str, Any]]) -> str | None:
+    """The config file that set the seeds of every run (run.json's ``option_sources``:
+    ``config file X``), so the caption names its key rather than a flag the command line
+    did not have; None where a flag or the default set them, or the runs differ."""
+    sources = {(meta.get("option_sources") or {}).get("seeds") for meta in metas}
+    return sources.pop() if len(sources) == 1 else None
 
 
 def and_list(names: list[str]) -> str:
@@ -840,7 +886,15 @@ def _hd95_caption(summary: pd.DataFrame) -> str:
         return ""
     splits = set(summary.get("images_split", pd.Series(dtype=object)).dropna())
     images = "test" if splits == {selection.TEST} else "validation"
-    return f" HD95: pixels, at the last epoch, mean over the {images} images."
+    if not per_class_columns(summary):
+        return f" HD95: pixels, at the last epoch, mean over the {images} images."
+    # Multiclass (train.boundary_scores): a class predicted where the image has none, or
+    # missed, weighs a diagonal in an image's mean; nothing else said so.
+    return (
+        f" HD95: pixels, at the last epoch, mean over the {images} images of each one's mean "
+        "over the foreground classes in its mask or prediction (a class in only one of them "
+        "counts as the image's diagonal)."
+    )
 
 
 def split_word(summary: pd.DataFrame) -> str:

@@ -107,6 +107,43 @@ def test_user_errors_are_one_line_exit_2_and_write_nothing(cli, tmp_path, args, 
     assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.parametrize(
+    ("yaml", "flags", "expected"),
+    [
+        (
+            "image_size: 32\nmodel: small\n",
+            [],
+            "{config}: 'image_size' 32 is too small for the small model (its deepest features "
+            "would be 1x1); use 64 or more, or 'model' tiny",
+        ),
+        (
+            "image_size: 32\n",
+            ["--model", "small"],
+            "{config}: 'image_size' 32 is too small for the small model (its deepest features "
+            "would be 1x1); use 64 or more, or --model tiny",
+        ),
+        (
+            "epochs: 1\n",
+            ["--model", "small", "--image-size", "32"],
+            "--image-size 32 is too small for the small model (its deepest features would be "
+            "1x1); use 64 or more, or --model tiny",
+        ),
+    ],
+)
+def test_a_too_small_image_names_the_options_where_they_were_given(
+    cli, tmp_path, yaml, flags, expected
+):
+    """'image_size: 32' and 'model: small' in a config file were refused as '--image-size 32
+    ... or --model tiny', flags the command line did not have."""
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml + "dataset: synthetic(n_train=8,n_val=4,n_test=4)\n")
+    out = tmp_path / "r"
+    result = cli("run", "--config", config, *flags, "--device", "cpu", "--dry-run", "--out", out)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"losscmp: error: {expected.format(config=f'config file {config}')}\n"
+    assert not out.exists()
+
+
 def test_invalid_yaml_config(cli, tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text("losses: [dice\nepochs: 2\n")

@@ -55,6 +55,26 @@ def test_stored_base_sits_under_file_and_flags():
     assert (config.epochs, config.seeds) == (7, 2)
 
 
+def test_the_options_a_config_file_gave_are_kept_with_the_file(tmp_path):
+    """run.json keeps them (option_sources), so that a report names a file's key, not a flag
+    the command line did not have; a resumed run keeps those it took from run.json."""
+    path = tmp_path / "c.yaml"
+    path.write_text("seeds: 1\nepochs: 3\nlr: 0.01\n")
+    config = build_config(path, epochs=5)
+    source = f"config file {path}"
+    assert config.origins.file_sources() == {"seeds": source, "lr": source}
+    assert build_config(epochs=5).origins.file_sources() == {}
+    other = tmp_path / "d.yaml"
+    other.write_text("lr: 0.02\n")
+    stored = {"seeds": source, "lr": source, "epochs": source}
+    resumed = build_config(other, base={"seeds": 1, "lr": 0.01, "epochs": 3}, seeds=2)
+    # seeds: now a flag; lr: now the other file; epochs: still the stored run's, from its file
+    assert resumed.origins.file_sources(stored) == {
+        "epochs": source,
+        "lr": f"config file {other}",
+    }
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [

@@ -117,6 +117,48 @@ def test_other_binary_masks_keep_every_non_zero_value_as_foreground(tmp_path, va
     assert data.ignore_index is None and set(np.unique(data.train_masks)) == {0, 1}
 
 
+def write_class_masks(root, shape=(40, 56)):
+    """Masks of class indices 1, 2, 3 (a square each), a 255 band around each object."""
+    for index, mask_file in enumerate(sorted((root / "masks").glob("*.png"))):
+        labels = np.zeros(shape, np.uint8)
+        for label, left in ((1, 2), (2, 20), (3, 38)):
+            if (index + label) % 4:  # some masks lack a class
+                top = 4 + (index * label) % 12
+                labels[top - 1 : top + 13, left - 1 : left + 15] = 255
+                labels[top : top + 12, left : left + 14] = label
+        mask_file.write_bytes(encode(labels, "PNG"))
+
+
+def test_class_indices_read_as_binary_are_named_for_the_report(tmp_path):
+    """num_classes forgotten: the classes 1, 2, 3 and their 255 band were read as one
+    foreground, and nothing said so; a report's note names them now (run.json keeps them)."""
+    from losscmp.summary import _dataset_notes
+
+    make_folder(tmp_path, count=8)
+    write_class_masks(tmp_path)
+    first, again = load(f"folder:{tmp_path}", size=64), load(f"folder:{tmp_path}", size=64)
+    assert again.info["cache"] == "hit"
+    for data in (first, again):
+        assert data.mode == "binary" and data.info["merged_labels"] == [1, 2, 3, 255]
+    assert _dataset_notes({"folder(path=X)": first.info}) == [
+        "dataset 'folder(path=X)': its masks hold the labels 1, 2, 3 and 255, all read as one "
+        "foreground (binary, num_classes=2); if they are classes, give num_classes=4 (255 "
+        "then marks pixels to ignore)"
+    ]
+    classes = load(f"folder(path={tmp_path},num_classes=4)", size=64)
+    assert "merged_labels" not in classes.info
+
+
+@pytest.mark.parametrize(
+    "values", [[255], [1], [1, 255, 255], [255, 200, 128, 40], [255, 1, 2]], ids=str
+)
+def test_one_label_with_its_edges_or_void_band_is_no_merge(tmp_path, values):
+    """0/255, 0/1, VOC's 0/1/255 and anti-aliased edges (thin bands of other values)."""
+    make_folder(tmp_path, count=8)
+    write_binary_masks(tmp_path, values)
+    assert "merged_labels" not in load(f"folder:{tmp_path}", size=56).info
+
+
 def test_val_subfolder_is_the_validation_split(tmp_path):
     make_folder(tmp_path, count=8, val_count=3)
     data = load(f"folder:{tmp_path}")

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from run_fixtures import write_run
 
-from losscmp.render.cells import foreground_class_columns, table_columns, table_extras
+from losscmp.render.cells import table_columns, table_extras
 
 pytestmark = pytest.mark.browser
 
@@ -113,9 +113,7 @@ def test_opens_without_errors_or_network_requests(visit):
 def test_the_table_shows_summary_csv(visit, report_page):
     _, summary = report_page
     rows = {row["loss"]: row for row in summary.to_dict("records")}
-    columns = table_columns(
-        "dice", foreground_class_columns(summary), table_extras(summary, "dice")
-    )
+    columns = table_columns("dice", table_extras(summary, "dice"))
     headers = visit.page.locator("table.comparison thead th")
     assert [headers.nth(i).inner_text() for i in range(headers.count())] == [
         column.title for column in columns

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import math
@@ -18,13 +19,12 @@ from run_fixtures import LR, epoch_shape, held_out_epoch_shape, write_run
 
 from losscmp.errors import LosscmpError, UnknownNameError
 from losscmp.render.cells import (
-    foreground_class_columns,
     ordered_rows,
     table_columns,
     table_extras,
 )
 from losscmp.render.csv import write_summary
-from losscmp.render.terminal import render_imbalance_table, render_table
+from losscmp.render.terminal import render_class_tables, render_imbalance_table, render_table
 from losscmp.results import trial_id
 from losscmp.selection import chosen_rows
 from losscmp.summary import (
@@ -422,9 +422,55 @@ def test_multiclass_has_per_class_columns(tmp_path):
     row = summary.iloc[0]
     # the fixture spreads the foreground classes around the headline
     assert row["best_dice_pet_mean"] == pytest.approx(row["score_mean"] + 0.05)
-    text = rendered(render_table(summary))
-    assert "pet 0." in text and "border 0." in text
-    assert "background 0." not in text  # like the headline, the table skips class 0
+
+
+def test_dice_per_class_is_a_table_of_its_own_one_line_a_loss(tmp_path):
+    """It was a cell of the comparison, one line per class ('class1 0.127'): with 8 classes
+    every loss's row stood 7 lines tall, the class names repeated in each."""
+    run_dir = write_run(tmp_path, quality=QUALITY, class_names=("background", "pet", "border"))
+    summary = summarize(load_run(run_dir))
+    comparison = rendered(render_table(summary))
+    assert "per class" not in comparison and "pet" not in comparison
+    (grid,) = render_class_tables(summary)
+    text = rendered(grid)
+    lines = text.splitlines()
+    header = next(line for line in lines if "loss" in line.split())
+    assert header.split() == ["loss", "background", "pet", "border"]
+    ranked = chosen_rows(summary).sort_values("rank")
+    rows = [line.split() for line in lines if line.split()[:1] and line.split()[0] in QUALITY]
+    assert [row[0] for row in rows] == list(ranked["loss"])  # the comparison's order
+    for row, (_, entry) in zip(rows, ranked.iterrows(), strict=True):
+        assert row[1:] == [
+            part
+            for name in ("background", "pet", "border")
+            for part in (
+                f"{entry[f'best_dice_{name}_mean']:.3f}",
+                "±",
+                f"{entry[f'best_dice_{name}_std']:.3f}",
+            )
+        ]
+    assert "Dice per class — synthetic" in text
+    assert "the headline averages the foreground classes" in " ".join(text.split())
+
+
+def test_the_hd95_caption_says_how_a_multiclass_image_is_scored(tmp_path, summary):
+    """An image's HD95 is its foreground classes' mean, a class in only one of the mask and
+    the prediction counting the image's diagonal: every loss of an undertrained 4-class run
+    read about 55 px of 90, and the caption did not say why."""
+    classes = ("background", "pet", "border")
+    run_dir = write_run(tmp_path / "multiclass", quality=QUALITY, class_names=classes)
+    caption = headline_caption("dice", summarize(load_run(run_dir)))
+    assert caption.endswith(
+        " HD95: pixels, at the last epoch, mean over the validation images of each one's mean "
+        "over the foreground classes in its mask or prediction (a class in only one of them "
+        "counts as the image's diagonal)."
+    )  # the fixture's images.csv rows name no split: validation, as rows written before it
+    binary = headline_caption("dice", summary)
+    assert binary.endswith(" HD95: pixels, at the last epoch, mean over the validation images.")
+
+
+def test_a_binary_run_has_no_dice_per_class_table(summary):
+    assert render_class_tables(summary) == []
 
 
 # ---------------------------------------------------------------- combining
@@ -664,7 +710,7 @@ def shown_rows(summary: pd.DataFrame, left_out: list[str], metric: str = "dice")
     texts = []
     for _, rows in summary.groupby("dataset", sort=False):
         extras = table_extras(rows, metric)
-        columns = table_columns(metric, foreground_class_columns(rows), extras)
+        columns = table_columns(metric, extras)
         shown = [column for column in columns if column.title.replace("\n", " ") not in left_out]
         for row in ordered_rows(rows):
             cells = [column.text(row).split("\n") for column in shown]
@@ -756,22 +802,19 @@ def test_the_tables_of_several_datasets_leave_out_the_same_columns(tmp_path):
     assert all(f"losscmp — {dataset}" in text for dataset in datasets)
 
 
-def test_a_narrow_multiclass_table_keeps_dice_per_class_over_the_other_metrics(tmp_path):
-    run_dir = write_run(tmp_path, quality=QUALITY, class_names=("background", "pet", "border"))
+def test_a_narrow_terminal_keeps_every_class_of_dice_per_class(tmp_path):
+    """No class is left out: the classes are drawn in as few tables as fit, each with the
+    loss names, as the imbalance dial's fractions are."""
+    names = ("background", "pet", "border", "collar", "leash")
+    run_dir = write_run(tmp_path, quality=QUALITY, class_names=names)
     summary = summarize(load_run(run_dir))
-    text = rendered(render_table(summary), 80)
-    assert left_out_in(text) == [
-        "MCC final",
-        "IoU final",
-        "Dice final",
-        "MCC test",
-        "IoU test",
-        "HD95 final",
-        "time s",
-        "chosen ep.",
-    ]
-    assert_whole(text, summary)
-    assert "Dice per class" in text and "pet 0." in text and "border 0." in text
+    (grid,) = render_class_tables(summary)
+    wide, narrow = rendered(grid, 250), rendered(grid, 60)
+    assert "(continued)" not in wide and "(continued)" in narrow
+    assert "…" not in narrow and max(map(len, narrow.splitlines())) <= 60
+    headers = [line.split()[1:] for line in narrow.splitlines() if line.split()[:1] == ["loss"]]
+    assert len(headers) > 1 and sum(headers, []) == list(names)
+    assert " ".join(narrow.split()).count("the headline averages the foreground classes") == 1
 
 
 def caption_in(text: str) -> str:
@@ -853,6 +896,34 @@ def test_a_headline_among_the_columns_left_out_is_still_explained(rate_grid_run)
         summary = summarize(load_run(rate_grid_run), metric)
         caption = caption_in(rendered(render_table(summary, metric), 83))
         assert explanation in caption and "thr. =" not in caption
+
+
+@pytest.mark.parametrize(
+    ("sources", "advice"),
+    [
+        ([None], "use --seeds 3 or more."),
+        ([{"seeds": "config file run.yaml"}], "set 'seeds' to 3 or more in config file run.yaml."),
+        ([{"epochs": "config file run.yaml"}], "use --seeds 3 or more."),
+        # combined runs whose seeds were set in different places: the flag sets either
+        ([{"seeds": "config file run.yaml"}, None], "use --seeds 3 or more."),
+    ],
+)
+def test_one_seeds_advice_names_the_option_where_it_was_given(cli, tmp_path, sources, advice):
+    """'seeds: 1' in a config file got the advice 'use --seeds 3 or more', a flag the
+    command line did not have; run.json's option_sources says where the seeds came from."""
+    runs = []
+    for number, source in enumerate(sources):
+        extra = {"option_sources": source} if source is not None else {}
+        run_id = f"2026010{number + 1}-120000-abc123"
+        quality = [{"dice": 0.8, "focal": 0.6}, {"tversky": 0.7}][number]
+        runs.append(
+            write_run(tmp_path, quality=quality, seeds=(0,), run_id=run_id, extra_meta=extra)
+        )
+    result = cli("report", *runs, "--html", tmp_path / "page.html")
+    assert result.exit_code == 0, result.output
+    sentence = f"One seed gives no interval or test: {advice}"
+    assert sentence in " ".join(result.stdout.split())
+    assert html.escape(sentence) in (tmp_path / "page.html").read_text()
 
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -1086,11 +1157,26 @@ def test_metric_ece_ranks_the_lowest_first(run_dir):
 
 
 def test_threshold_metrics_of_a_multiclass_run_are_refused(tmp_path):
+    """The refusal said '(it is computed for binary tasks, by losscmp from schema version 2
+    on)': a multiclass run of today's losscmp has none either, and never will."""
     run_dir = write_run(tmp_path, class_names=("background", "pet", "border"))
-    with pytest.raises(LosscmpError, match="--metric ap: these runs have no AP") as refused:
+    with pytest.raises(LosscmpError) as refused:
         summarize(load_run(run_dir), metric="ap")
     # The hint named dice, iou and mcc only, as if the per-image metrics were refused too.
-    assert str(refused.value).endswith("use dice, iou, mcc, image_dice or image_iou")
+    assert str(refused.value) == (
+        "--metric ap: multiclass runs have no AP (a multiclass prediction is the argmax over "
+        "the classes: no threshold to choose); use dice, iou, mcc, image_dice or image_iou"
+    )
+
+
+def test_threshold_metrics_of_a_run_before_them_are_refused(tmp_path):
+    run_dir = write_run(tmp_path, schema_version=1)
+    with pytest.raises(LosscmpError) as refused:
+        summarize(load_run(run_dir), metric="dice_t")
+    assert str(refused.value) == (
+        "--metric dice_t: these runs have no Dice@thr. (it is computed for binary tasks, by "
+        "losscmp from schema version 2 on); use dice, iou, mcc, image_dice or image_iou"
+    )
 
 
 # ---------------------------------------------------------------- learning rates

@@ -414,6 +414,29 @@ def test_resume_accepts_reordered_losses_and_adds_seeds(cli, one_epoch_run):
     assert meta["started_at"] <= meta["resumed_at"] <= meta["finished_at"]
 
 
+def test_run_json_keeps_the_options_a_config_file_gave(cli, tmp_path):
+    """So the one-seed advice names 'seeds' in that file, not '--seeds'; a resume that adds
+    seeds with the flag keeps the file's other options."""
+    config = tmp_path / "run.yaml"
+    config.write_text(SMOKE.read_text().replace("epochs: 2", "epochs: 1") + "seeds: 1\n")
+    out = tmp_path / "results"
+    result = cli("run", "--config", config, "--losses", "dice", "--out", out)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = out.iterdir()
+    source = f"config file {config}"
+    sources = json.loads((run_dir / "run.json").read_text())["option_sources"]
+    assert sources["seeds"] == source and sources["epochs"] == source
+    assert "losses" not in sources  # the flag gave them
+    advice = f"One seed gives no interval or test: set 'seeds' to 3 or more in {source}."
+    assert advice in " ".join(result.stdout.split())
+    resumed = cli(
+        "run", "--config", config, "--losses", "dice", "--seeds", "2", "--resume", run_dir
+    )
+    assert resumed.exit_code == 0, resumed.output
+    after = json.loads((run_dir / "run.json").read_text())["option_sources"]
+    assert after == {key: value for key, value in sources.items() if key != "seeds"}
+
+
 def test_a_resume_with_nothing_to_train_keeps_the_runs_record(cli, tmp_path):
     """It set resumed_at and finished_at to the time of the resume: the report page gave
     the run a duration that counted the idle time between. The tables are still rebuilt."""

@@ -53,6 +53,7 @@ JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
 # Tried in order when no mask_suffix is given (ISIC: _segmentation; Carvana: _mask).
 COMMON_MASK_SUFFIXES = ("", "_mask", "_segmentation", "_Segmentation", "_seg", "_label", "_gt")
 SHOW = 3  # file names listed in an error
+MASKS_AT_ONCE = 256  # masks compared with their shifted selves at a time (merged_labels)
 DEFAULT_FRACTION = 0.1  # of the pairs, for validation and for test when no val/, test/ folder
 # Part of the cache key; raised when the folder's decoding changes (pets' cache is left as it
 # was). 2: EXIF orientation applied; 0/1 JPEG masks thresholded at 1, not 128; a mask's
@@ -109,6 +110,7 @@ def load_folder(
         val_names=tuple(image.stem for image, _ in val_pairs),
         test_names=tuple(image.stem for image, _ in test_pairs),
     )
+    merged = [int(value) for value in arrays["merged_labels"]]
     data.info = describe(
         data,
         source=str(root),
@@ -116,6 +118,7 @@ def load_folder(
         validation=validation,
         test=testing,
         cache=cache_state,
+        **({"merged_labels": merged} if merged else {}),  # a report's note names them
     )
     return data
 
@@ -483,6 +486,32 @@ def binary_labels(masks: np.ndarray) -> np.ndarray:
     return labels
 
 
+def merged_labels(masks: np.ndarray) -> list[int]:
+    """The labels binary reading makes one foreground, where the masks hold several: the
+    values in 1-254 that fill regions (pixels whose four neighbours hold the same value: at
+    least 1 % of the non-zero pixels; an anti-aliased edge's values are thin bands), when
+    there are two or more, and 255 where present (then read as foreground too). Class
+    indices (0/1/2/3 with a 255 band) read so are a mistake a run would not show; [] for
+    0/1, 0/255 (anti-aliased or not) and 0/1/255 masks."""
+    filled = np.zeros(256, np.int64)
+    for start in range(0, len(masks), MASKS_AT_ONCE):  # a few temporaries of bounded size
+        chunk = masks[start : start + MASKS_AT_ONCE]
+        centre = chunk[:, 1:-1, 1:-1]
+        inside = (
+            (centre == chunk[:, :-2, 1:-1])
+            & (centre == chunk[:, 2:, 1:-1])
+            & (centre == chunk[:, 1:-1, :-2])
+            & (centre == chunk[:, 1:-1, 2:])
+        )
+        filled += np.bincount(centre[inside], minlength=256)
+    counts = np.bincount(masks.ravel(), minlength=256)
+    least = 0.01 * counts[1:].sum()
+    labels = [value for value in range(1, IGNORE_INDEX) if filled[value] and filled[value] >= least]
+    if len(labels) < 2:
+        return []
+    return labels + ([IGNORE_INDEX] if counts[IGNORE_INDEX] else [])
+
+
 def _void_banded(masks: np.ndarray) -> bool:
     present = np.flatnonzero(np.bincount(masks.ravel(), minlength=256))
     between = [value for value in present.tolist() if 0 < value < IGNORE_INDEX]
@@ -568,7 +597,7 @@ def decoded_pairs(
 ) -> tuple[dict[str, np.ndarray], str]:
     files = [path for pair in pairs for path in pair]
     location = cache.cache_entry(root, f"folder-{size}px", files, num_classes, decoding=DECODING)
-    stored = cache.load_cached(location, ("images", "masks", "truncated"))
+    stored = cache.load_cached(location, ("images", "masks", "truncated", "merged_labels"))
     if stored is not None:
         refuse_truncated(root, [str(name) for name in stored.get("truncated", [])])
         return stored, "hit"
@@ -587,12 +616,17 @@ def decoded_pairs(
         check_class_values(decoded.masks, pairs, num_classes)
     else:
         refuse_photo_masks(root, decoded, pairs)
+    masks = decoded.masks
+    merged: list[int] = []
+    if num_classes == 2:
+        masks = threshold_jpeg_masks(masks, pairs)
+        merged = merged_labels(masks)
+        masks = binary_labels(masks)
     arrays = {
         "images": decoded.images,
-        "masks": binary_labels(threshold_jpeg_masks(decoded.masks, pairs))
-        if num_classes == 2
-        else decoded.masks,
+        "masks": masks,
         "truncated": np.array(decoded.truncated, dtype=str),
+        "merged_labels": np.array(merged, dtype=np.int64),
     }
     saved = cache.save_cached(location, arrays)
     return arrays, "written" if saved else "read-only"

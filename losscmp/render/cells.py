@@ -60,7 +60,6 @@ LEAVE_OUT_ORDER = (
     "hd95",  # a boundary distance, at the last epoch only
     "time",  # what a loss costs, not how well it segments
     "chosen epoch",  # whether a loss peaked early or needed every epoch; narrow
-    "per class",  # where a multiclass mean comes from: the class a loss neglects
     "lr",  # the learning rate the row was chosen at: part of what the row is
 )
 
@@ -91,10 +90,11 @@ def _has_values(rows: pd.DataFrame, column: str) -> bool:
     return column in rows.columns and bool(rows[column].notna().any())
 
 
-def table_columns(metric: str, per_class: list[str], extras: TableExtras) -> list[Column]:
+def table_columns(metric: str, extras: TableExtras) -> list[Column]:
     """The table's columns: rank, loss (and its chosen rate), the headline with its interval
     and test, the other metrics at the chosen and final epoch, the threshold columns, chosen
-    epoch, HD95, time, per-class Dice, status."""
+    epoch, HD95, time, status. (A multiclass dataset's Dice per class is a table of its own:
+    :func:`class_columns`.)"""
     headline = METRIC_TITLES[metric]
     split = extras.split
     columns = [
@@ -149,16 +149,6 @@ def table_columns(metric: str, per_class: list[str], extras: TableExtras) -> lis
         _value_column("HD95\nfinal", "final_hd95_mean", "hd95", digits=1),
         _value_column("time\ns", "seconds", "time", digits=1),
     ]
-    if per_class:
-        columns.append(
-            Column(
-                f"Dice per class\n({split})",
-                lambda row: per_class_text(row, per_class),
-                lambda row: row.get(per_class[0]),
-                numeric=False,
-                leave_out="per class",
-            )
-        )
     columns.append(
         Column(
             "status",
@@ -200,10 +190,28 @@ def ordered_rows(rows: pd.DataFrame) -> list[Row]:
     return [row._asdict() for row in ranked.itertuples(index=False)]
 
 
-def foreground_class_columns(summary: pd.DataFrame) -> list[str]:
-    """The table leaves out class 0 (background), as the headline's mean does."""
+def class_columns(summary: pd.DataFrame) -> list[Column]:
+    """Dice per class of a multiclass dataset's rows, one column per class (background
+    first, which the headline's mean leaves out), mean ± sd over seeds; none for a binary
+    one. A table of its own: as cells of the comparison, one line per class, every row
+    stood as many lines tall as the dataset has classes (7 with 8 classes)."""
     present = [column for column in per_class_columns(summary) if summary[column].notna().any()]
-    return present[1:]
+    return [_class_column(column) for column in present]
+
+
+def class_caption(summary: pd.DataFrame) -> str:
+    """What the Dice-per-class tables show, said once under them."""
+    return (
+        f"Dice per class on the {split_word(summary)} split at each trial's epoch chosen on "
+        "validation, mean ± sd over seeds; the headline averages the foreground classes "
+        "(every class but the first, the background)."
+    )
+
+
+def _class_column(mean: str) -> Column:
+    name = PER_CLASS_COLUMN.fullmatch(mean).group(1)
+    sd = mean.removesuffix("_mean") + "_std"
+    return Column(name, lambda row: mean_sd(row.get(mean), row.get(sd)), lambda row: row.get(mean))
 
 
 def loss_text(row: Row) -> str:
@@ -266,14 +274,6 @@ def p_value(p: Any) -> str:
     if missing(p):
         return "–"
     return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def per_class_text(row: Row, columns: list[str]) -> str:
-    parts = []
-    for column in columns:
-        name = PER_CLASS_COLUMN.fullmatch(column).group(1)
-        parts.append(f"{name} {number(row.get(column))}")
-    return "\n".join(parts)
 
 
 def best_at_each_fraction(dial: pd.DataFrame) -> set[tuple[str, float]]:

@@ -233,13 +233,15 @@ def prediction_panel(results: summary.RunResults, dataset: str) -> PredictionPan
         loss: _fitting(prediction, where, masks, panel["file"])
         for loss, (where, prediction) in predictions.items()
     }
+    classes = _class_count(results, dataset, masks, predictions.values())
     bands = _bands(list(predictions))
     columns = 2 + max(map(len, bands))
     figure = _figure(1.9 * columns, 1.9 * len(images) * len(bands) + 0.4)
     axes = figure.subplots(len(images) * len(bands), columns, squeeze=False)
     for band, losses in enumerate(bands):
         band_axes = axes[band * len(images) : (band + 1) * len(images)]
-        _draw_band(band_axes, images, masks, {loss: predictions[loss] for loss in losses}, mode)
+        band = {loss: predictions[loss] for loss in losses}
+        _draw_band(band_axes, images, masks, band, mode, classes)
     for axis in axes.ravel():
         axis.set_xticks([])
         axis.set_yticks([])
@@ -258,13 +260,23 @@ def _bands(losses: list[str]) -> list[list[str]]:
     return [losses[start : start + size] for start in range(0, len(losses), size)] or [[]]
 
 
-def _draw_band(axes, images, masks, predictions: dict, mode: str) -> None:
+def _class_count(results: summary.RunResults, dataset: str, masks, predictions) -> int:
+    """The dataset's classes (background included); for a run that did not record them,
+    one more than the highest label drawn."""
+    names = results.datasets.get(dataset, {}).get("class_names") or []
+    if len(names) >= 2:
+        return len(names)
+    labels = [int(masks[masks != 255].max(initial=1)), *(int(p.max()) for p in predictions)]
+    return max(labels) + 1
+
+
+def _draw_band(axes, images, masks, predictions: dict, mode: str, classes: int) -> None:
     """One band of the panel: per image a row of the image, its truth and each prediction."""
     for row, (image, mask) in enumerate(zip(images, masks, strict=True)):
         axes[row, 0].imshow(image, interpolation=PIXELS)
         _show_mask(axes[row, 1], image, mask, mode)
         for column, (loss, prediction) in enumerate(predictions.items(), start=2):
-            _show_prediction(axes[row, column], image, mask, prediction[row], mode)
+            _show_prediction(axes[row, column], image, mask, prediction[row], mode, classes)
             if row == 0:
                 axes[row, column].set_title(plain(loss), fontsize=9)
         for axis in axes[row, 2 + len(predictions) :]:
@@ -295,8 +307,16 @@ def _show_mask(axis: Axes, image: np.ndarray, mask: np.ndarray, mode: str) -> No
 
 
 def _show_prediction(
-    axis: Axes, image: np.ndarray, mask: np.ndarray, prediction: np.ndarray, mode: str
+    axis: Axes,
+    image: np.ndarray,
+    mask: np.ndarray,
+    prediction: np.ndarray,
+    mode: str,
+    classes: int = 2,
 ) -> None:
+    """The prediction over the image, labelled with its Dice as images.csv has it: binary,
+    the foreground's; multiclass, the mean over every foreground class 1..``classes``-1,
+    a class in neither the mask nor the prediction counting 1 (losscmp.metrics)."""
     valid = mask != 255
     if mode == "binary":
         truth, predicted = mask == 1, prediction == 1
@@ -311,8 +331,9 @@ def _show_prediction(
         axis.imshow(
             _overlay(image, _class_colours(prediction), ignored=~valid), interpolation=PIXELS
         )
-        classes = [k for k in np.union1d(np.unique(mask[valid]), np.unique(prediction)) if k > 0]
-        scores = [_dice(prediction == k, mask == k, valid) for k in classes if k != 255]
+        # Every foreground class, as metrics.per_image_scores averages them: only those in
+        # the mask or the prediction gave a panel label other than the image's Dice.
+        scores = [_dice(prediction == k, mask == k, valid) for k in range(1, classes)]
         dice = float(np.mean(scores)) if scores else 1.0
     axis.set_xlabel(f"Dice {dice:.2f}", fontsize=8)
 

@@ -33,7 +33,8 @@ from losscmp.render.cells import (
     Row,
     all_diverged,
     best_at_each_fraction,
-    foreground_class_columns,
+    class_caption,
+    class_columns,
     mean_sd,
     missing,
     ordered_rows,
@@ -150,7 +151,7 @@ def _comparison(report: Report) -> str:
     for dataset in dict.fromkeys(summary["dataset"]):
         rows = summary[summary["dataset"] == dataset]
         extras = table_extras(rows, report.metric)
-        columns = table_columns(report.metric, foreground_class_columns(rows), extras)
+        columns = table_columns(report.metric, extras)
         parts.append(f"<h3>{_e(dataset)}</h3>")
         parts.append(
             _table(
@@ -228,31 +229,20 @@ def _per_class(report: Report) -> str:
     parts = []
     for dataset in dict.fromkeys(summary["dataset"]):
         rows = summary[summary["dataset"] == dataset]
-        names = report.results.datasets.get(dataset, {}).get("class_names") or []
-        present = [name for name in names if f"best_dice_{name}_mean" in rows]
-        if len(names) <= 2 or not present:
+        classes = class_columns(rows)
+        if not classes:  # binary
             continue
         columns = [Column("loss", lambda row: row["loss"], lambda row: row["loss"], numeric=False)]
-        columns += [_class_column(name) for name in present]
+        columns += classes
         parts.append(f"<h3>{_e(dataset)}</h3>")
         parts.append(_table(columns, ordered_rows(rows), label=f"Dice per class on {dataset}"))
     if not parts:
         return ""
-    caption = (
-        f"Dice per class on the {split_word(summary)} split at each trial's epoch chosen on "
-        "validation, mean ± sd over seeds; the headline "
-        "averages the foreground classes."
-    )
     return (
         "<section><h2>Scores per class</h2>"
         + "\n".join(parts)
-        + f'<p class="caption">{_e(caption)}</p></section>'
+        + f'<p class="caption">{_e(class_caption(summary))}</p></section>'
     )
-
-
-def _class_column(name: str) -> Column:
-    mean, sd = f"best_dice_{name}_mean", f"best_dice_{name}_std"
-    return Column(name, lambda row: mean_sd(row.get(mean), row.get(sd)), lambda row: row.get(mean))
 
 
 def _figures(report: Report) -> str:

@@ -20,7 +20,8 @@ from losscmp.render.cells import (
     Row,
     all_diverged,
     best_at_each_fraction,
-    foreground_class_columns,
+    class_caption,
+    class_columns,
     leave_out_order,
     mean_sd,
     ordered_rows,
@@ -39,19 +40,23 @@ from losscmp.summary import (
 
 
 def render(report: Report) -> list:
-    """Every table of the report, in print order."""
+    """Every table of the report, in print order (the HTML page's)."""
     tables = [
-        render_table(report.summary, metric=report.metric),
+        render_table(report.summary, metric=report.metric, seeds_from=report.seeds_from),
         render_imbalance_table(report.summary, metric=report.metric),
+        *render_class_tables(report.summary),
     ]
     return [table for table in tables if table is not None]
 
 
-def render_table(summary: pd.DataFrame, metric: str = "dice") -> Comparison:
+def render_table(
+    summary: pd.DataFrame, metric: str = "dice", seeds_from: str | None = None
+) -> Comparison:
     """The comparison as Rich tables, best first, best row highlighted.
 
     One dataset gives one table; several (e.g. the imbalance dial) give a grid
-    holding one table per dataset, under one caption.
+    holding one table per dataset, under one caption (``seeds_from``: see
+    ``summary.headline_caption``).
     """
     check_metric(metric)
     summary = chosen_rows(summary)  # each loss at its chosen learning rate
@@ -59,9 +64,10 @@ def render_table(summary: pd.DataFrame, metric: str = "dice") -> Comparison:
     parts = []
     for dataset in datasets:
         rows = summary[summary["dataset"] == dataset]
-        columns = table_columns(metric, foreground_class_columns(rows), table_extras(rows, metric))
+        columns = table_columns(metric, table_extras(rows, metric))
         parts.append(_DatasetPart(f"losscmp — {dataset}", ordered_rows(rows), columns))
-    return Comparison(parts, functools.partial(headline_caption, metric, summary))
+    caption = functools.partial(headline_caption, metric, summary, seeds_from=seeds_from)
+    return Comparison(parts, caption)
 
 
 @dataclass(frozen=True)
@@ -196,7 +202,7 @@ def _row_style(row: dict) -> str:
     return ""
 
 
-def render_imbalance_table(summary: pd.DataFrame, metric: str = "dice") -> ImbalanceDial | None:
+def render_imbalance_table(summary: pd.DataFrame, metric: str = "dice") -> LossGrid | None:
     """Each loss's headline score against the foreground fraction, or None without a dial."""
     dial = imbalance_frame(summary)
     if dial is None:
@@ -215,7 +221,7 @@ def render_imbalance_table(summary: pd.DataFrame, metric: str = "dice") -> Imbal
             style = "bold green" if (loss, fraction) in best_pairs else ""
             cells.append(Text(mean_sd(entry["score_mean"], entry["score_std"]), style=style))
         rows.append((loss, cells))
-    return ImbalanceDial(
+    return LossGrid(
         f"Imbalance dial — {dial['dial_group'].iloc[0]}",
         [f"fg {fraction:g}" for fraction in fractions],
         rows,
@@ -224,26 +230,52 @@ def render_imbalance_table(summary: pd.DataFrame, metric: str = "dice") -> Imbal
     )
 
 
-class ImbalanceDial:
-    """The dial's table, fitted to the width it is drawn at.
+def render_class_tables(summary: pd.DataFrame) -> list[LossGrid]:
+    """Dice per class of each multiclass dataset, the losses in the comparison's order, the
+    caption under the last; none for binary datasets."""
+    summary = chosen_rows(summary)
+    grids = []
+    for dataset in dict.fromkeys(summary["dataset"]):
+        rows = summary[summary["dataset"] == dataset]
+        columns = class_columns(rows)
+        if not columns:  # binary
+            continue
+        cells = [
+            (row["loss"], [Text(column.text(row)) for column in columns])
+            for row in ordered_rows(rows)
+        ]
+        titles = [column.title for column in columns]
+        grids.append(LossGrid(f"Dice per class — {dataset}", titles, cells, caption=None))
+    if grids:
+        grids[-1].caption = class_caption(summary)
+    return grids
 
-    Rich squeezed the fraction columns of a table wider than the terminal, breaking each
-    'mean ± sd' over two or three lines, then cutting it ('0…'). A dial is read across its
-    fractions, so none is left out: where one table does not fit, the fractions are drawn
+
+class LossGrid:
+    """A table of losses against columns read across (the imbalance dial's fractions, a
+    multiclass dataset's classes), fitted to the width it is drawn at.
+
+    Rich squeezed the columns of a table wider than the terminal, breaking each
+    'mean ± sd' over two or three lines, then cutting it ('0…'). A grid is read across its
+    columns, so none is left out: where one table does not fit, the columns are drawn
     in order in as few tables as fit, each as wide as the others and with the loss names,
-    the caption under the last. A table that fits (a pipe, a wide terminal) is drawn as
-    before. When even one fraction beside the loss names does not fit, the names fold onto
+    the caption (if any) under the last. A table that fits (a pipe, a wide terminal) is drawn
+    as before. When even one column beside the loss names does not fit, the names fold onto
     more lines; narrower still, Rich squeezes what is left.
     """
 
     def __init__(
-        self, title: str, fractions: list[str], rows: list[tuple[str, list[Text]]], caption: str
+        self,
+        title: str,
+        columns: list[str],
+        rows: list[tuple[str, list[Text]]],
+        caption: str | None,
     ) -> None:
-        self.title, self.fractions, self.rows, self.caption = title, fractions, rows, caption
+        self.title, self.columns, self.rows, self.caption = title, columns, rows, caption
 
     def tables(self, count: int, fold: bool = False) -> list[Table]:
-        """The dial in ``count`` tables of consecutive fractions, as even as can be."""
-        size, extra = divmod(len(self.fractions), count)
+        """The grid in ``count`` tables of consecutive columns, as even as can be."""
+        size, extra = divmod(len(self.columns), count)
         tables, first = [], 0
         for index in range(count):
             last = first + size + (index < extra)
@@ -256,17 +288,17 @@ class ImbalanceDial:
         table = Table(box=box.SIMPLE_HEAD, title=Text(title, style="table.title"))
         table.add_column("loss", no_wrap=not fold, overflow="fold" if fold else "ellipsis")
         for column in columns:
-            table.add_column(self.fractions[column], justify="right", no_wrap=True)
+            table.add_column(self.columns[column], justify="right", no_wrap=True)
         for loss, cells in self.rows:
             table.add_row(Text(loss), *(cells[column] for column in columns))
         return table
 
     def __rich_console__(self, console: Console, options: ConsoleOptions):
-        counts = range(1, len(self.fractions) + 1)
+        counts = range(1, len(self.columns) + 1)
         count = next(
             (count for count in counts if _fit(self.tables(count), console, options)), None
         )
-        tables = self.tables(count) if count else self.tables(len(self.fractions), fold=True)
+        tables = self.tables(count) if count else self.tables(len(self.columns), fold=True)
         if len(tables) == 1:
             tables[0].caption, tables[0].caption_justify = self.caption, "left"
             yield tables[0]
@@ -275,5 +307,6 @@ class ImbalanceDial:
         drawn.add_column()
         for table in tables:
             drawn.add_row(table)
-        drawn.add_row(Text(self.caption, style="table.caption"))
+        if self.caption:
+            drawn.add_row(Text(self.caption, style="table.caption"))
         yield drawn
