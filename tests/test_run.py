@@ -62,7 +62,7 @@ def test_a_logged_run_has_a_line_per_trial_and_nothing_of_the_bars(smoke_run):
     result, run_dir = smoke_run
     lines = result.stderr.splitlines()
     assert lines[0] == f"run folder: {run_dir}" and lines[1].startswith("executing: in this")
-    trials = [re.sub(r", \d:\d\d:\d\d left\)$", ")", line) for line in lines[2:5]]
+    trials = [re.sub(r", ~?\d:\d\d:\d\d left\)$", ")", line) for line in lines[2:5]]
     assert trials == [
         "finished: dice · seed 0 (1/3 trials)",
         "finished: focal · seed 0 (2/3 trials)",
