@@ -471,6 +471,24 @@ def test_without_mlflow_installed_it_says_how_to_install_it(cli, tmp_path, monke
     assert not out.exists()
 
 
+def test_params_and_metrics_share_log_batch_calls_within_mlflows_limits():
+    """A trial's params and metrics went in two calls at least (a request each, with a
+    server); one call takes both, up to 100 params and 1000 items."""
+    pytest.importorskip("mlflow")
+    from losscmp.tracking.mlflow import batches
+
+    assert list(batches(["p"] * 40, ["m"] * 240)) == [(["p"] * 40, ["m"] * 240)]
+    params, metrics = [f"p{i}" for i in range(150)], [f"m{i}" for i in range(1200)]
+    calls = list(batches(params, metrics))
+    assert [(len(some_params), len(some_metrics)) for some_params, some_metrics in calls] == [
+        (100, 900),
+        (50, 300),
+    ]
+    assert [item for some_params, _ in calls for item in some_params] == params
+    assert [item for _, some_metrics in calls for item in some_metrics] == metrics
+    assert list(batches([], [])) == []
+
+
 def test_tracking_option_names_a_registered_tracker_or_none():
     assert build_config(tracking="mlflow").tracking == "mlflow"
     assert build_config(tracking="none").tracking is None
@@ -557,6 +575,35 @@ def mlflow_server(tmp_path):
             server.wait(timeout=30)
 
 
+def record_requests_per_trial(monkeypatch) -> dict[str, list[str]]:
+    """The HTTP requests each trial's logging sends, as 'METHOD path' (the child's run id
+    in a path as CHILD), by trial id, filled as the run goes."""
+    from urllib.parse import urlsplit
+
+    import requests
+
+    from losscmp.tracking.mlflow import MlflowTracker
+
+    sent: list[str] = []
+    send, trial = requests.Session.send, MlflowTracker.trial
+
+    def counted_send(session, request, **kwargs):
+        sent.append(f"{request.method} {urlsplit(request.url).path}")
+        return send(session, request, **kwargs)
+
+    per_trial: dict[str, list[str]] = {}
+
+    def counted_trial(tracker, record):
+        start = len(sent)
+        trial(tracker, record)
+        child = tracker.children[record["trial_id"]]
+        per_trial[record["trial_id"]] = [line.replace(child, "CHILD") for line in sent[start:]]
+
+    monkeypatch.setattr(requests.Session, "send", counted_send)
+    monkeypatch.setattr(MlflowTracker, "trial", counted_trial)
+    return per_trial
+
+
 @pytest.mark.slow
 def test_a_tracking_server_gets_the_runs_and_stdout_keeps_only_the_tables(
     cli, tmp_path, monkeypatch, mlflow_server
@@ -567,8 +614,20 @@ def test_a_tracking_server_gets_the_runs_and_stdout_keeps_only_the_tables(
     # A user:password in the URI (sent as HTTP basic auth) is kept out of run.json.
     with_password = mlflow_server.replace("http://", "http://me:secret@")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", with_password)
+    requests_of_each_trial = record_requests_per_trial(monkeypatch)
     result, run_dir = tracked(cli, tmp_path / "out")
     assert "View run" not in result.stdout  # MLflow prints run links on stdout with a server
+    # Each trial's child in 5 requests (it took 7: its params and its metrics in two
+    # log_batch calls, and a get of the run for the link MLflow prints as it ends).
+    api = "/api/2.0/mlflow"
+    for trial_id, sent in requests_of_each_trial.items():
+        assert sent == [
+            f"POST {api}/runs/create",
+            f"POST {api}/runs/log-batch",
+            f"GET {api}/runs/get",  # the run's artifact location, for the record's upload
+            f"PUT /api/2.0/mlflow-artifacts/artifacts/1/CHILD/artifacts/{trial_id}.json",
+            f"POST {api}/runs/update",
+        ]
     assert "secret" not in (run_dir / "run.json").read_text()
     state = json.loads((run_dir / "run.json").read_text())["tracking"]["mlflow"]
     assert state["tracking_uri"] == mlflow_server.replace("http://", "http://me:***@")

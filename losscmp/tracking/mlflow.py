@@ -35,6 +35,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ RESUMED_TAG = "losscmp.resumed_with"  # settings a --resume changed, as they now
 TRIAL_FIELDS = frozenset({"losses", "dataset", "fg_fraction", "seed", "seeds", "lr", "lr_grid"})
 END_STATUS = {"finished": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
 REACHABLE_TIMEOUT_S = 5  # one quick look at a server before MLflow's minutes of retries
+SUPPRESS_LINK = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 
 
 class MlflowTracker(Tracker):
@@ -262,20 +264,46 @@ class MlflowTracker(Tracker):
             self.client.delete_run(run_id)
 
     def _terminate(self, run_id: str, status: str) -> None:
-        # With a server, MLflow prints the run's link on stdout, which holds only the tables.
-        with contextlib.redirect_stdout(io.StringIO()):
+        with no_run_link():
             self.client.set_terminated(run_id, status)
 
     def _log(self, run_id: str, params: dict[str, str], metrics: list) -> None:
-        """log_batch within MLflow's limits per call (100 params, 1000 entities)."""
+        """Params and metrics in as few log_batch calls as MLflow takes (a trial's: one)."""
         from mlflow.entities import Param
-        from mlflow.utils.validation import MAX_ENTITIES_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
         items = [Param(key, value) for key, value in params.items()]
-        for start in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
-            self.client.log_batch(run_id, params=items[start : start + MAX_PARAMS_TAGS_PER_BATCH])
-        for start in range(0, len(metrics), MAX_ENTITIES_PER_BATCH):
-            self.client.log_batch(run_id, metrics=metrics[start : start + MAX_ENTITIES_PER_BATCH])
+        for some_params, some_metrics in batches(items, metrics):
+            self.client.log_batch(run_id, metrics=some_metrics, params=some_params)
+
+
+def batches(params: list, metrics: list) -> Iterator[tuple[list, list]]:
+    """``params`` and ``metrics`` in pieces of one log_batch call each, within MLflow's
+    limits (100 params and 1000 items a call): one call per trial instead of one for its
+    params and one for its metrics (a call is a request, with a server)."""
+    from mlflow.utils.validation import MAX_ENTITIES_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
+
+    while params or metrics:
+        some_params, params = params[:MAX_PARAMS_TAGS_PER_BATCH], params[MAX_PARAMS_TAGS_PER_BATCH:]
+        room = MAX_ENTITIES_PER_BATCH - len(some_params)
+        some_metrics, metrics = metrics[:room], metrics[room:]
+        yield some_params, some_metrics
+
+
+@contextlib.contextmanager
+def no_run_link() -> Iterator[None]:
+    """Ending a run on a server, MLflow asks the server for the run's name (a request per
+    trial) to print its link on stdout, which holds only the tables: neither is wanted.
+    Its setting turns both off (the redirect catches the link of a version without it)."""
+    before = os.environ.get(SUPPRESS_LINK)
+    os.environ[SUPPRESS_LINK] = "true"
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        if before is None:
+            os.environ.pop(SUPPRESS_LINK, None)
+        else:
+            os.environ[SUPPRESS_LINK] = before
 
 
 # --------------------------------------------------------------------- the store
