@@ -671,8 +671,12 @@ def test_a_server_lost_mid_run_is_one_warning_without_the_password(
 
     run_dir = execute(prepare(plan_run(config)), listener=listener)
     (warning,) = warnings
-    assert warning.startswith("mlflow tracking stopped: ") and "secret" not in warning
-    assert uri.replace("http://", "http://me:***@") in warning
+    # Not MLflow's line, cut at 200 characters inside urllib3's repr of the connection.
+    assert warning == (
+        f"mlflow tracking stopped: the MLflow server {uri.replace('http://', 'http://me:***@')} "
+        "does not answer ([Errno 111] Connection refused); the run folder holds every result "
+        "(--resume logs the rest)"
+    )
     assert len(trial_records(run_dir)) == 2
 
 

@@ -114,7 +114,7 @@ class GuardedTracker:
             self.active = False
             self.warn(
                 f"{self.name} tracking stopped: {self.tracker.reason(error)}; "
-                "the run folder holds every result"
+                "the run folder holds every result (--resume logs the rest)"
             )
             return None
 

@@ -85,6 +85,9 @@ class MlflowTracker(Tracker):
             ) from None
 
     def reason(self, error: Exception) -> str:
+        why = lost_connection(error)
+        if why:  # MLflow's line ends, 200 characters on, inside urllib3's repr
+            return f"the MLflow server {shown_uri(self.uri)} does not answer ({why})"
         return one_line(without_password(str(error), self.uri))
 
     def start(self, run: TrackedRun) -> dict[str, Any]:
@@ -432,6 +435,39 @@ def check_reachable(uri: str) -> bool:
         if isinstance(reason, ssl.SSLError):
             return False
         raise ConnectionError(f"no answer ({reason})") from None
+
+
+def lost_connection(error: BaseException) -> str | None:
+    """Why a server did not answer, when that is what ``error`` comes down to: MLflow's
+    exception (after its retries) wraps requests' and urllib3's, which end in the socket's
+    ('[Errno 111] Connection refused'; 'timed out'). None for any other error."""
+    import requests
+
+    chain = list(linked_errors(error))
+    lost = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+    if not any(isinstance(link, lost) for link in chain):
+        return None
+    for link in reversed(chain):  # the socket's error is the innermost
+        if isinstance(link, OSError) and link.errno is not None and link.strerror:
+            return f"[Errno {link.errno}] {link.strerror}"
+    if any(isinstance(link, requests.exceptions.Timeout | TimeoutError) for link in chain):
+        return "timed out"
+    return "connection lost"
+
+
+def linked_errors(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and the errors behind it: causes, contexts, urllib3's ``reason`` and the
+    errors requests passes on as arguments, outermost first."""
+    seen: set[int] = set()
+    pending = [error]
+    while pending:
+        link = pending.pop(0)
+        if link is None or id(link) in seen:
+            continue
+        seen.add(id(link))
+        yield link
+        behind = [link.__cause__, link.__context__, getattr(link, "reason", None), *link.args]
+        pending += [item for item in behind if isinstance(item, BaseException)]
 
 
 # --------------------------------------------------------------------- params and metrics
