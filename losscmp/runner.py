@@ -280,7 +280,7 @@ def _start_tracking(store: RunStore, prepared: PreparedRun, emit) -> None:
     records = store.load_trials()
     failed = _still_failed(prepared.plan.trials, meta, {record["trial_id"] for record in records})
     stored = tracking.get(tracker.name) or {}
-    run = TrackedRun(store.run_dir, meta, records, stored, failed)
+    run = TrackedRun(store.run_dir, meta, records, stored, failed, note=lambda t: emit(RunNote(t)))
     state = tracker.start(run, warn=lambda text: emit(RunNote(text, warning=True)))
     if state:
         store.update_meta(tracking={**tracking, tracker.name: state})

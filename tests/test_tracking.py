@@ -236,7 +236,9 @@ def test_a_failed_trial_is_a_failed_child_that_a_resume_replaces(cli, tmp_path, 
 
 def test_a_failed_trial_without_a_child_gets_one_when_the_run_restarts(tmp_path, monkeypatch):
     """A failure logged while tracking was off (or by a version that logged none) is
-    logged by the next start, once; a record of the trial replaces it."""
+    logged by the next start, once; a record of the trial replaces it. Each start that
+    logs trials says so first (a resume after a lost server logs hundreds, a minute or
+    more before training goes on; it said nothing)."""
     default_store(monkeypatch)
     from run_fixtures import write_run
 
@@ -249,10 +251,12 @@ def test_a_failed_trial_without_a_child_gets_one_when_the_run_restarts(tmp_path,
     failed = {key: record[key] for key in ("trial_id", "dataset", "loss", "seed", "base_lr")}
     failed["reason"] = "worker process died"
     stored: dict = {}
+    notes: list[str] = []
 
     def start(records: list, failures: list) -> dict[str, list]:
         tracker = MlflowTracker()
-        stored.update(tracker.start(TrackedRun(run_dir, meta, records, stored, failures)))
+        run = TrackedRun(run_dir, meta, records, stored, failures, note=notes.append)
+        stored.update(tracker.start(run))
         tracker.end("finished")
         return children_by_trial(tracker.client)
 
@@ -262,6 +266,10 @@ def test_a_failed_trial_without_a_child_gets_one_when_the_run_restarts(tmp_path,
         assert child.data.tags["losscmp.failure"] == "worker process died"
     (child,) = start([record], [])[record["trial_id"]]
     assert child.info.status == "FINISHED" and child.data.tags["losscmp.status"] == "finished"
+    assert notes == ["mlflow: logging 1 trial that MLflow lacks"] * 2  # not the second start
+    others = [dict(record, trial_id=f"other-{seed}", seed=seed) for seed in (1, 2)]
+    assert len(start([record, *others], [])) == 3
+    assert notes[2:] == ["mlflow: logging 2 trials that MLflow lacks"]
 
 
 @pytest.mark.slow

@@ -105,12 +105,15 @@ class MlflowTracker(Tracker):
         self.parent_id = parent.info.run_id
         self.experiment_id = parent.info.experiment_id
         self._find_children(run)
-        for record in run.records:
-            if record["trial_id"] not in self.children:
-                self.trial(record)
-        for trial in run.failed:
-            if trial["trial_id"] not in self.children:
-                self.failed(trial)
+        records = [record for record in run.records if record["trial_id"] not in self.children]
+        failed = [trial for trial in run.failed if trial["trial_id"] not in self.children]
+        lacking = len(records) + len(failed)
+        if lacking:
+            run.note(f"mlflow: logging {lacking} trial{'s' * (lacking > 1)} that MLflow lacks")
+        for record in records:
+            self.trial(record)
+        for trial in failed:
+            self.failed(trial)
         return {
             "tracking_uri": shown_uri(self.uri),
             "experiment_id": self.experiment_id,
