@@ -287,7 +287,7 @@ def _start_tracking(store: RunStore, prepared: PreparedRun, emit) -> None:
     records = store.load_trials()
     failed = _still_failed(prepared.plan.trials, meta, {record["trial_id"] for record in records})
     stored = tracking.get(tracker.name) or {}
-    run = TrackedRun(store.run_dir, meta, records, stored, failed)
+    run = TrackedRun(store.run_dir, meta, records, stored, failed, note=lambda t: emit(RunNote(t)))
     state = tracker.start(run, warn=lambda text: emit(RunNote(text, warning=True)))
     if state:
         store.update_meta(tracking={**tracking, tracker.name: state})
@@ -389,18 +389,21 @@ def _run_jobs(store, prepared: PreparedRun, execution: Execution, done: set[str]
 def _write_result(store, prepared: PreparedRun, result, emit: Listener) -> None:
     """A job's result for one trial: its record and panel, or its failure."""
     trial = result.trial
+    # A trial ends once the run folder has it, before the tracker copies it: a tracker that
+    # waits (a lost server: MLflow retries for 4 minutes) is not the trial's time, which the
+    # time left averages (after one such wait: 9:36 said for 4:17 left of a 345-trial run).
     if result.failure is not None:
         store.record_failed(trial.id, result.failure)
-        prepared.tracker.failed(failed_trial(trial, result.failure))
         emit(TrialEnded(trial.id, "failed", result.failure))
+        prepared.tracker.failed(failed_trial(trial, result.failure))
         return
     outcome = result.outcome
     if outcome.panel_predictions is not None:
         store.write_panel(trial.id, pred=outcome.panel_predictions, split=outcome.panel_split)
     # Many trials: the tables are rebuilt when that is cheap beside the run, and at its end.
     store.write_trial(outcome.record, defer_tables=True)
-    prepared.tracker.trial(outcome.record)
     emit(TrialEnded(trial.id, outcome.record["status"]))
+    prepared.tracker.trial(outcome.record)
 
 
 def device_change(meta: dict[str, Any], prepared: PreparedRun) -> str:

@@ -11,7 +11,7 @@ import pytest
 from run_fixtures import write_run
 
 from losscmp.render import figures
-from losscmp.summary import load_run
+from losscmp.summary import imbalance_frame, load_run, summarize
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 QUALITY = {"dice": 0.8, "focal": 0.6, "tversky": 0.75}
@@ -285,3 +285,26 @@ def test_a_panel_of_26_losses_is_cut_into_bands_in_the_losses_order(tmp_path):
     assert len(figure.axes) == 4 * 4 * 9  # 4 bands of 4 images, 9 columns
     assert sum(axis.get_visible() for axis in figure.axes) == 4 * (4 * 2 + 26)
     assert figure.get_size_inches()[0] == pytest.approx(1.9 * 9)
+
+
+def test_the_imbalance_figure_of_23_losses_keeps_its_lines_visible_and_apart(tmp_path):
+    """23 losses (--losses all): the legend inside the axes covered every line, and the
+    ten colours of the cycle drew three losses alike."""
+    datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.05, 0.2)]
+    quality = dict(list(MANY.items())[:23])
+    run_dir = write_run(tmp_path, quality=quality, datasets=datasets, seeds=(0, 1), panel=False)
+    results = load_run(run_dir)
+    dial = imbalance_frame(summarize(results))
+    figure = figures.imbalance_figure(dial, split="test")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figures.png_bytes(figure)
+    (axis,) = figure.axes
+    lines = [container.lines[0] for container in axis.containers]  # each loss's errorbar
+    styles = [(line.get_color(), line.get_linestyle()) for line in lines]
+    assert len(styles) == len(set(styles)) == 23
+    figure.draw_without_rendering()
+    plot, legend = axis.get_window_extent(), axis.get_legend().get_window_extent()
+    assert legend.x0 > plot.x1  # beside the lines, not over them
+    assert plot.width > 0.45 * figure.bbox.width
+    assert axis.get_legend()._ncols == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 
+import pandas as pd
 import pytest
 from run_fixtures import write_run
 
@@ -56,10 +57,53 @@ def test_diverged_failed_and_unfinished_trials_are_stated(tmp_path):
     (run_dir / "run.json").write_text(json.dumps(meta))
     text = page_of(run_dir)
     assert "What went wrong" in text
-    assert "focal, seed 1, on synthetic diverged at epoch 3" in text
+    assert (
+        "<li>focal on synthetic diverged (non-finite loss; left out of every mean): "
+        "seed 1 at epoch 3.</li>"
+    ) in text
     assert "1 trial(s) failed (e.g. extra-trial: worker killed twice)" in text
     assert "is unfinished: 1 planned trial(s) have no result yet" in text
     assert "has no end time" in text
+
+
+def test_diverged_trials_of_a_grid_are_one_line_per_loss_that_names_the_rates(tmp_path):
+    """A line per trial, without its rate: 345 trials (23 losses x 5 seeds x 3 rates) whose
+    8 losses diverged at every rate opened the page on 120 lines, each three times alike."""
+    losses = {f"loss{index:02d}": 0.5 + index / 100 for index in range(23)}
+    diverged = {(loss, seed): 2 for loss in list(losses)[:8] for seed in range(5)}
+    diverged[("loss09", 3)] = 4  # a ninth loss, on one seed, at every rate
+    run_dir = write_run(
+        tmp_path, quality=losses, seeds=range(5), lrs=[1e-3, 3e-3, 1e-2], diverged=diverged,
+        epochs=5, n_images=4, panel=False,
+    )  # fmt: skip
+    text = page_of(run_dir)
+    lines = re.findall(r"<li>(.*?)</li>", text)
+    assert len(lines) == 9
+    assert lines[0] == (
+        "loss00 on synthetic diverged (non-finite loss; left out of every mean): "
+        "lr 0.001: all 5 seeds at epoch 2; lr 0.003: all 5 seeds at epoch 2; "
+        "lr 0.01: all 5 seeds at epoch 2."
+    )
+    assert lines[8] == (
+        "loss09 on synthetic diverged (non-finite loss; left out of every mean): "
+        "lr 0.001: seed 3 at epoch 4; lr 0.003: seed 3 at epoch 4; lr 0.01: seed 3 at epoch 4."
+    )
+    assert "23 loss(es) × 5 seed(s) × 3 learning rates (345 trials) on synthetic" in text
+
+
+def test_seeds_that_diverged_at_different_epochs_are_grouped_by_epoch():
+    trials = pd.DataFrame(
+        {
+            "seed": [0, 1, 2, 3],
+            "status": ["diverged", "diverged", "finished", "diverged"],
+            "diverged_epoch": [2, 4, None, 2],
+        }
+    )
+    assert html._diverged_seeds(trials) == "seeds 0, 3 at epoch 2 and seed 1 at epoch 4"
+    assert html._diverged_seeds(trials.assign(status="diverged", diverged_epoch=None)) == (
+        "all 4 seeds"
+    )
+    assert html._diverged_seeds(trials.assign(status="finished")) == ""
 
 
 def test_a_clean_run_says_so(tmp_path):

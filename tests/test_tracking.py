@@ -236,7 +236,9 @@ def test_a_failed_trial_is_a_failed_child_that_a_resume_replaces(cli, tmp_path, 
 
 def test_a_failed_trial_without_a_child_gets_one_when_the_run_restarts(tmp_path, monkeypatch):
     """A failure logged while tracking was off (or by a version that logged none) is
-    logged by the next start, once; a record of the trial replaces it."""
+    logged by the next start, once; a record of the trial replaces it. Each start that
+    logs trials says so first (a resume after a lost server logs hundreds, a minute or
+    more before training goes on; it said nothing)."""
     default_store(monkeypatch)
     from run_fixtures import write_run
 
@@ -249,10 +251,12 @@ def test_a_failed_trial_without_a_child_gets_one_when_the_run_restarts(tmp_path,
     failed = {key: record[key] for key in ("trial_id", "dataset", "loss", "seed", "base_lr")}
     failed["reason"] = "worker process died"
     stored: dict = {}
+    notes: list[str] = []
 
     def start(records: list, failures: list) -> dict[str, list]:
         tracker = MlflowTracker()
-        stored.update(tracker.start(TrackedRun(run_dir, meta, records, stored, failures)))
+        run = TrackedRun(run_dir, meta, records, stored, failures, note=notes.append)
+        stored.update(tracker.start(run))
         tracker.end("finished")
         return children_by_trial(tracker.client)
 
@@ -262,6 +266,10 @@ def test_a_failed_trial_without_a_child_gets_one_when_the_run_restarts(tmp_path,
         assert child.data.tags["losscmp.failure"] == "worker process died"
     (child,) = start([record], [])[record["trial_id"]]
     assert child.info.status == "FINISHED" and child.data.tags["losscmp.status"] == "finished"
+    assert notes == ["mlflow: logging 1 trial that MLflow lacks"] * 2  # not the second start
+    others = [dict(record, trial_id=f"other-{seed}", seed=seed) for seed in (1, 2)]
+    assert len(start([record, *others], [])) == 3
+    assert notes[2:] == ["mlflow: logging 2 trials that MLflow lacks"]
 
 
 @pytest.mark.slow
@@ -471,6 +479,24 @@ def test_without_mlflow_installed_it_says_how_to_install_it(cli, tmp_path, monke
     assert not out.exists()
 
 
+def test_params_and_metrics_share_log_batch_calls_within_mlflows_limits():
+    """A trial's params and metrics went in two calls at least (a request each, with a
+    server); one call takes both, up to 100 params and 1000 items."""
+    pytest.importorskip("mlflow")
+    from losscmp.tracking.mlflow import batches
+
+    assert list(batches(["p"] * 40, ["m"] * 240)) == [(["p"] * 40, ["m"] * 240)]
+    params, metrics = [f"p{i}" for i in range(150)], [f"m{i}" for i in range(1200)]
+    calls = list(batches(params, metrics))
+    assert [(len(some_params), len(some_metrics)) for some_params, some_metrics in calls] == [
+        (100, 900),
+        (50, 300),
+    ]
+    assert [item for some_params, _ in calls for item in some_params] == params
+    assert [item for _, some_metrics in calls for item in some_metrics] == metrics
+    assert list(batches([], [])) == []
+
+
 def test_tracking_option_names_a_registered_tracker_or_none():
     assert build_config(tracking="mlflow").tracking == "mlflow"
     assert build_config(tracking="none").tracking is None
@@ -557,6 +583,35 @@ def mlflow_server(tmp_path):
             server.wait(timeout=30)
 
 
+def record_requests_per_trial(monkeypatch) -> dict[str, list[str]]:
+    """The HTTP requests each trial's logging sends, as 'METHOD path' (the child's run id
+    in a path as CHILD), by trial id, filled as the run goes."""
+    from urllib.parse import urlsplit
+
+    import requests
+
+    from losscmp.tracking.mlflow import MlflowTracker
+
+    sent: list[str] = []
+    send, trial = requests.Session.send, MlflowTracker.trial
+
+    def counted_send(session, request, **kwargs):
+        sent.append(f"{request.method} {urlsplit(request.url).path}")
+        return send(session, request, **kwargs)
+
+    per_trial: dict[str, list[str]] = {}
+
+    def counted_trial(tracker, record):
+        start = len(sent)
+        trial(tracker, record)
+        child = tracker.children[record["trial_id"]]
+        per_trial[record["trial_id"]] = [line.replace(child, "CHILD") for line in sent[start:]]
+
+    monkeypatch.setattr(requests.Session, "send", counted_send)
+    monkeypatch.setattr(MlflowTracker, "trial", counted_trial)
+    return per_trial
+
+
 @pytest.mark.slow
 def test_a_tracking_server_gets_the_runs_and_stdout_keeps_only_the_tables(
     cli, tmp_path, monkeypatch, mlflow_server
@@ -567,8 +622,20 @@ def test_a_tracking_server_gets_the_runs_and_stdout_keeps_only_the_tables(
     # A user:password in the URI (sent as HTTP basic auth) is kept out of run.json.
     with_password = mlflow_server.replace("http://", "http://me:secret@")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", with_password)
+    requests_of_each_trial = record_requests_per_trial(monkeypatch)
     result, run_dir = tracked(cli, tmp_path / "out")
     assert "View run" not in result.stdout  # MLflow prints run links on stdout with a server
+    # Each trial's child in 5 requests (it took 7: its params and its metrics in two
+    # log_batch calls, and a get of the run for the link MLflow prints as it ends).
+    api = "/api/2.0/mlflow"
+    for trial_id, sent in requests_of_each_trial.items():
+        assert sent == [
+            f"POST {api}/runs/create",
+            f"POST {api}/runs/log-batch",
+            f"GET {api}/runs/get",  # the run's artifact location, for the record's upload
+            f"PUT /api/2.0/mlflow-artifacts/artifacts/1/CHILD/artifacts/{trial_id}.json",
+            f"POST {api}/runs/update",
+        ]
     assert "secret" not in (run_dir / "run.json").read_text()
     state = json.loads((run_dir / "run.json").read_text())["tracking"]["mlflow"]
     assert state["tracking_uri"] == mlflow_server.replace("http://", "http://me:***@")
@@ -612,8 +679,12 @@ def test_a_server_lost_mid_run_is_one_warning_without_the_password(
 
     run_dir = execute(prepare(plan_run(config)), listener=listener)
     (warning,) = warnings
-    assert warning.startswith("mlflow tracking stopped: ") and "secret" not in warning
-    assert uri.replace("http://", "http://me:***@") in warning
+    # Not MLflow's line, cut at 200 characters inside urllib3's repr of the connection.
+    assert warning == (
+        f"mlflow tracking stopped: the MLflow server {uri.replace('http://', 'http://me:***@')} "
+        "does not answer ([Errno 111] Connection refused); the run folder holds every result "
+        "(--resume logs the rest)"
+    )
     assert len(trial_records(run_dir)) == 2
 
 

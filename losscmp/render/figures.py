@@ -144,15 +144,21 @@ def _curves(axis: Axes, epochs: pd.DataFrame, metric: str) -> None:
     axis.set_ylim(bottom=max(0.0, axis.get_ylim()[0]))
     axis.grid(alpha=0.3)
     lines = len(axis.get_lines())  # one per loss
-    if _outside_legend_columns(lines):
+    if lines:  # trials that diverged before any epoch row draw none: no legend
+        _legend(axis, _outside_legend_columns(lines))
+
+
+def _legend(axis: Axes, outside_columns: int) -> None:
+    """The legend inside the axes, or in ``outside_columns`` columns beside them."""
+    if outside_columns:
         axis.legend(
             fontsize=8,
             loc="upper left",
             bbox_to_anchor=(1.02, 1.0),
             borderaxespad=0.0,
-            ncols=_outside_legend_columns(lines),
+            ncols=outside_columns,
         )
-    elif lines:  # trials that diverged before any epoch row draw none: no legend
+    else:
         axis.legend(fontsize=8)
 
 
@@ -389,9 +395,12 @@ def _dice(predicted: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> float:
 def imbalance_figure(dial: pd.DataFrame, metric: str = "dice", *, split: str) -> Figure:
     """Headline score against foreground fraction (log scale), one line per loss, ± sd bars;
     ``split`` (``summary.split_word``) is where it was measured, as the dial table says."""
-    figure = _figure(5.5, 3.8)
+    # Past ten losses, as the learning curves: line styles apart from the colours, and the
+    # legend beside the axes (inside, 23 losses covered every line).
+    legend = _outside_legend_columns(dial["loss"].nunique())
+    figure = _figure(5.5 + LEGEND_COLUMN_WIDTH * legend, 3.8)
     axis = figure.subplots()
-    for loss, rows in dial.groupby("loss", sort=True):
+    for index, (loss, rows) in enumerate(dial.groupby("loss", sort=True)):
         rows = rows.sort_values("fg_fraction")
         axis.errorbar(
             rows["fg_fraction"],
@@ -399,6 +408,7 @@ def imbalance_figure(dial: pd.DataFrame, metric: str = "dice", *, split: str) ->
             yerr=rows["score_std"].fillna(0.0),
             marker="o",
             capsize=3,
+            linestyle=LINE_STYLES[index // 10 % len(LINE_STYLES)],
             label=plain(loss),
         )
     axis.set_xscale("log")
@@ -409,5 +419,5 @@ def imbalance_figure(dial: pd.DataFrame, metric: str = "dice", *, split: str) ->
     axis.set_ylabel(f"{summary.METRIC_TITLES[metric]} ({split}, at the epoch chosen on validation)")
     axis.set_title(f"Imbalance dial — {plain(dial['dial_group'].iloc[0])} (mean ± sd over seeds)")
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
+    _legend(axis, legend)
     return figure

@@ -109,13 +109,14 @@ def page(report: Report) -> str:
 def _header(report: Report) -> str:
     results = report.results
     datasets = ", ".join(dataset_order(results))
-    losses = results.trials["loss"].nunique()
-    seeds = results.trials["seed"].nunique()
+    trials = results.trials
+    losses, seeds = trials["loss"].nunique(), trials["seed"].nunique()
+    rates = trials["base_lr"].nunique() if "base_lr" in trials else 0
+    grid = f"{losses} loss(es) × {seeds} seed(s)"
+    if rates > 1:
+        grid += f" × {rates} learning rates ({len(trials)} trials)"
     runs = ("runs " if len(results.run_ids) > 1 else "run ") + ", ".join(results.run_ids)
-    lead = (
-        f"{losses} loss(es) × {seeds} seed(s) on {datasets}; "
-        f"headline: {METRIC_TITLES[report.metric]}; {runs}."
-    )
+    lead = f"{grid} on {datasets}; headline: {METRIC_TITLES[report.metric]}; {runs}."
     return f'<header><h1>losscmp report</h1><p class="lead">{_e(lead)}</p></header>'
 
 
@@ -129,13 +130,7 @@ def _problems(report: Report) -> str:
                 f"Run {meta.get('run_id', run_dir.name)} has no end time: it is still running "
                 "or was interrupted."
             )
-    diverged = results.trials[results.trials["status"] == "diverged"]
-    for trial in diverged.sort_values(["dataset", "loss", "seed"]).itertuples(index=False):
-        at = "" if missing(trial.diverged_epoch) else f" at epoch {int(trial.diverged_epoch)}"
-        lines.append(
-            f"{trial.loss}, seed {trial.seed}, on {trial.dataset} diverged{at} "
-            "(non-finite loss); it is left out of every mean."
-        )
+    lines += _diverged(results.trials)
     lines += report.notes
     planned = sum(len(meta.get("trials") or []) for meta in results.metas)
     if not lines:
@@ -143,6 +138,48 @@ def _problems(report: Report) -> str:
         return f'<section class="ok"><p>{counted} finished; none diverged.</p></section>'
     items = "".join(f"<li>{_e(line)}</li>" for line in lines)
     return f'<section class="problems"><h2>What went wrong</h2><ul>{items}</ul></section>'
+
+
+def _diverged(trials: pd.DataFrame) -> list[str]:
+    """One line per loss and dataset with diverged trials, by rate where there are several.
+    It was a line per trial, the rate unsaid: a 345-trial run whose 8 losses diverged at
+    every rate opened on 120 lines, each of them three times."""
+    several_rates = "base_lr" in trials and trials["base_lr"].nunique() > 1
+    lines = []
+    for (dataset, loss), of_loss in trials.groupby(["dataset", "loss"], sort=True):
+        if not of_loss["status"].eq("diverged").any():
+            continue
+        if several_rates:
+            parts = [
+                f"lr {'not recorded' if missing(rate) else f'{rate:g}'}: {seeds}"
+                for rate, at_rate in of_loss.groupby("base_lr", sort=True, dropna=False)
+                if (seeds := _diverged_seeds(at_rate))
+            ]
+            which = "; ".join(parts)
+        else:
+            which = _diverged_seeds(of_loss)
+        lines.append(
+            f"{loss} on {dataset} diverged (non-finite loss; left out of every mean): {which}."
+        )
+    return lines
+
+
+def _diverged_seeds(trials: pd.DataFrame) -> str:
+    """'seed 1 at epoch 3', 'all 5 seeds at epoch 2', 'seeds 0, 2 at epoch 2 and seed 1 at
+    epoch 4' of ``trials`` (one loss at one rate); '' when none diverged."""
+    diverged = trials[trials["status"] == "diverged"].sort_values("seed")
+    by_epoch: dict[int | None, list[str]] = {}
+    for trial in diverged.itertuples(index=False):
+        epoch = None if missing(trial.diverged_epoch) else int(trial.diverged_epoch)
+        by_epoch.setdefault(epoch, []).append(str(trial.seed))
+    parts = []
+    for epoch, seeds in sorted(by_epoch.items(), key=lambda item: (item[0] is None, item[0])):
+        if len(seeds) == len(trials) > 1:
+            who = f"all {len(seeds)} seeds"
+        else:
+            who = ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(seeds)
+        parts.append(who + ("" if epoch is None else f" at epoch {epoch}"))
+    return " and ".join(parts)
 
 
 def _comparison(report: Report) -> str:

@@ -30,6 +30,9 @@ class TrackedRun:
     # Trials that could not be trained and have no record yet (run.json's failed_trials),
     # each as ``failed`` receives it.
     failed: list[dict[str, Any]] = field(default_factory=list)
+    # A line for the user, e.g. before logging many trials (a run resumed after its
+    # server was lost: minutes, before training goes on).
+    note: Callable[[str], None] = lambda text: None
 
 
 class Tracker:
@@ -114,7 +117,7 @@ class GuardedTracker:
             self.active = False
             self.warn(
                 f"{self.name} tracking stopped: {self.tracker.reason(error)}; "
-                "the run folder holds every result"
+                "the run folder holds every result (--resume logs the rest)"
             )
             return None
 

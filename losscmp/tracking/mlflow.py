@@ -35,6 +35,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ RESUMED_TAG = "losscmp.resumed_with"  # settings a --resume changed, as they now
 TRIAL_FIELDS = frozenset({"losses", "dataset", "fg_fraction", "seed", "seeds", "lr", "lr_grid"})
 END_STATUS = {"finished": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
 REACHABLE_TIMEOUT_S = 5  # one quick look at a server before MLflow's minutes of retries
+SUPPRESS_LINK = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 
 
 class MlflowTracker(Tracker):
@@ -83,6 +85,9 @@ class MlflowTracker(Tracker):
             ) from None
 
     def reason(self, error: Exception) -> str:
+        why = lost_connection(error)
+        if why:  # MLflow's line ends, 200 characters on, inside urllib3's repr
+            return f"the MLflow server {shown_uri(self.uri)} does not answer ({why})"
         return one_line(without_password(str(error), self.uri))
 
     def start(self, run: TrackedRun) -> dict[str, Any]:
@@ -100,12 +105,15 @@ class MlflowTracker(Tracker):
         self.parent_id = parent.info.run_id
         self.experiment_id = parent.info.experiment_id
         self._find_children(run)
-        for record in run.records:
-            if record["trial_id"] not in self.children:
-                self.trial(record)
-        for trial in run.failed:
-            if trial["trial_id"] not in self.children:
-                self.failed(trial)
+        records = [record for record in run.records if record["trial_id"] not in self.children]
+        failed = [trial for trial in run.failed if trial["trial_id"] not in self.children]
+        lacking = len(records) + len(failed)
+        if lacking:
+            run.note(f"mlflow: logging {lacking} trial{'s' * (lacking > 1)} that MLflow lacks")
+        for record in records:
+            self.trial(record)
+        for trial in failed:
+            self.failed(trial)
         return {
             "tracking_uri": shown_uri(self.uri),
             "experiment_id": self.experiment_id,
@@ -262,20 +270,46 @@ class MlflowTracker(Tracker):
             self.client.delete_run(run_id)
 
     def _terminate(self, run_id: str, status: str) -> None:
-        # With a server, MLflow prints the run's link on stdout, which holds only the tables.
-        with contextlib.redirect_stdout(io.StringIO()):
+        with no_run_link():
             self.client.set_terminated(run_id, status)
 
     def _log(self, run_id: str, params: dict[str, str], metrics: list) -> None:
-        """log_batch within MLflow's limits per call (100 params, 1000 entities)."""
+        """Params and metrics in as few log_batch calls as MLflow takes (a trial's: one)."""
         from mlflow.entities import Param
-        from mlflow.utils.validation import MAX_ENTITIES_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
         items = [Param(key, value) for key, value in params.items()]
-        for start in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
-            self.client.log_batch(run_id, params=items[start : start + MAX_PARAMS_TAGS_PER_BATCH])
-        for start in range(0, len(metrics), MAX_ENTITIES_PER_BATCH):
-            self.client.log_batch(run_id, metrics=metrics[start : start + MAX_ENTITIES_PER_BATCH])
+        for some_params, some_metrics in batches(items, metrics):
+            self.client.log_batch(run_id, metrics=some_metrics, params=some_params)
+
+
+def batches(params: list, metrics: list) -> Iterator[tuple[list, list]]:
+    """``params`` and ``metrics`` in pieces of one log_batch call each, within MLflow's
+    limits (100 params and 1000 items a call): one call per trial instead of one for its
+    params and one for its metrics (a call is a request, with a server)."""
+    from mlflow.utils.validation import MAX_ENTITIES_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
+
+    while params or metrics:
+        some_params, params = params[:MAX_PARAMS_TAGS_PER_BATCH], params[MAX_PARAMS_TAGS_PER_BATCH:]
+        room = MAX_ENTITIES_PER_BATCH - len(some_params)
+        some_metrics, metrics = metrics[:room], metrics[room:]
+        yield some_params, some_metrics
+
+
+@contextlib.contextmanager
+def no_run_link() -> Iterator[None]:
+    """Ending a run on a server, MLflow asks the server for the run's name (a request per
+    trial) to print its link on stdout, which holds only the tables: neither is wanted.
+    Its setting turns both off (the redirect catches the link of a version without it)."""
+    before = os.environ.get(SUPPRESS_LINK)
+    os.environ[SUPPRESS_LINK] = "true"
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        if before is None:
+            os.environ.pop(SUPPRESS_LINK, None)
+        else:
+            os.environ[SUPPRESS_LINK] = before
 
 
 # --------------------------------------------------------------------- the store
@@ -404,6 +438,39 @@ def check_reachable(uri: str) -> bool:
         if isinstance(reason, ssl.SSLError):
             return False
         raise ConnectionError(f"no answer ({reason})") from None
+
+
+def lost_connection(error: BaseException) -> str | None:
+    """Why a server did not answer, when that is what ``error`` comes down to: MLflow's
+    exception (after its retries) wraps requests' and urllib3's, which end in the socket's
+    ('[Errno 111] Connection refused'; 'timed out'). None for any other error."""
+    import requests
+
+    chain = list(linked_errors(error))
+    lost = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+    if not any(isinstance(link, lost) for link in chain):
+        return None
+    for link in reversed(chain):  # the socket's error is the innermost
+        if isinstance(link, OSError) and link.errno is not None and link.strerror:
+            return f"[Errno {link.errno}] {link.strerror}"
+    if any(isinstance(link, requests.exceptions.Timeout | TimeoutError) for link in chain):
+        return "timed out"
+    return "connection lost"
+
+
+def linked_errors(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and the errors behind it: causes, contexts, urllib3's ``reason`` and the
+    errors requests passes on as arguments, outermost first."""
+    seen: set[int] = set()
+    pending = [error]
+    while pending:
+        link = pending.pop(0)
+        if link is None or id(link) in seen:
+            continue
+        seen.add(id(link))
+        yield link
+        behind = [link.__cause__, link.__context__, getattr(link, "reason", None), *link.args]
+        pending += [item for item in behind if isinstance(item, BaseException)]
 
 
 # --------------------------------------------------------------------- params and metrics
