@@ -932,3 +932,39 @@ def test_the_run_folder_line_counts_the_kept_trials_in_words(tmp_path, capsys, s
     with TrainingProgress() as progress:
         progress(RunStarted(tmp_path, infos, skipped=skipped, epochs=1, executor="in this process"))
     assert capsys.readouterr().err.splitlines()[0] == f"run folder: {tmp_path} {kept}"
+
+
+def test_ray_counts_the_tasks_each_node_fits_by_cpus_and_gpu_share():
+    from losscmp.executors.ray import tasks_that_fit
+
+    nodes = [{"CPU": 8.0}, {"CPU": 3.0}, {"CPU": 0.0, "memory": 1e9}]  # e.g. a head with none
+    assert tasks_that_fit(nodes, cpus=2) == 4 + 1
+    gpu_nodes = [{"CPU": 16.0, "GPU": 2.0}, {"CPU": 2.0, "GPU": 1.0}, {"CPU": 64.0}]
+    assert tasks_that_fit(gpu_nodes, cpus=1, gpus=1 / 3) == 6 + 2  # the CPUs cap the second
+    assert tasks_that_fit(gpu_nodes, cpus=1, gpus=1.0) == 2 + 1  # a CPU node runs no GPU task
+
+
+def test_ray_with_no_jobs_keeps_twice_what_the_cluster_fits_in_flight(monkeypatch):
+    """With no --jobs every task was submitted at once, and the driver looked at each of
+    them for every progress event (345 streams: 0.36 ms a look instead of 0.01 ms): now
+    twice what the live nodes fit, counted again every ROOM_CHECK_S for nodes that join."""
+    from types import SimpleNamespace
+
+    import torch
+
+    import losscmp.executors.ray as ray_executor
+    from losscmp.executors.base import JobContext
+
+    nodes = [{"CPU": 2.0}]
+    monkeypatch.setattr(ray_executor, "_alive_nodes", lambda: nodes)
+    settings = SimpleNamespace(device=torch.device("cpu"))
+    context = JobContext(build_config(), {}, {}, settings, threads=1)
+    now = [0.0]
+    in_flight = ray_executor.InFlight(0, context, clock=lambda: now[0])
+    assert in_flight() == 4
+    nodes.append({"CPU": 4.0})  # a node joins: counted at the next check
+    now[0] = ray_executor.ROOM_CHECK_S - 1
+    assert in_flight() == 4
+    now[0] = ray_executor.ROOM_CHECK_S
+    assert in_flight() == 12
+    assert ray_executor.InFlight(3, context)() == 3  # --jobs 3: as given, nodes not asked
