@@ -968,3 +968,35 @@ def test_ray_with_no_jobs_keeps_twice_what_the_cluster_fits_in_flight(monkeypatc
     now[0] = ray_executor.ROOM_CHECK_S
     assert in_flight() == 12
     assert ray_executor.InFlight(3, context)() == 3  # --jobs 3: as given, nodes not asked
+
+
+def test_a_second_ctrl_c_while_ray_stops_at_exit_ends_the_wait_quietly(monkeypatch):
+    """A run stopped by Ctrl-C prints how to resume it, then waits at exit for the Ray it
+    started to stop (about 2 s): a second Ctrl-C then printed a traceback ('Exception
+    ignored in atexit callback ... KeyboardInterrupt') below the resume line."""
+    import atexit
+    import threading
+
+    ray = pytest.importorskip("ray")
+    import losscmp.executors.ray as ray_executor
+
+    stopped = threading.Event()
+    at_exit = []
+    monkeypatch.setattr(ray, "shutdown", stopped.wait)  # Ray that takes until released
+    monkeypatch.setattr(atexit, "register", at_exit.append)
+    monkeypatch.setattr(atexit, "unregister", at_exit.remove)
+    ray_executor._shut_down_in_background()
+    (wait_at_exit,) = at_exit
+    ctrl_c = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    ctrl_c.start()
+    try:
+        wait_at_exit()  # returns at the Ctrl-C, raising nothing
+    except KeyboardInterrupt:
+        pytest.fail("the second Ctrl-C came out of the exit handler: a traceback at exit")
+    else:
+        assert not stopped.is_set()
+    finally:
+        ctrl_c.join()
+        stopped.set()
+        ray_executor.wait_for_shutdown()
+    assert ray_executor._shutdown is None and at_exit == []

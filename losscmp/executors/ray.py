@@ -266,7 +266,7 @@ def _shut_down_in_background() -> None:
     _shutdown = threading.Thread(target=ray.shutdown, name="losscmp-ray-shutdown")
     _shutdown.start()
     # Registered after Ray's own exit handler, so it runs first: Ray's then finds Ray stopped.
-    atexit.register(wait_for_shutdown)
+    atexit.register(_wait_at_exit)
 
 
 def wait_for_shutdown() -> None:
@@ -275,7 +275,15 @@ def wait_for_shutdown() -> None:
     if _shutdown is not None:
         _shutdown.join()
         _shutdown = None
-        atexit.unregister(wait_for_shutdown)
+        atexit.unregister(_wait_at_exit)
+
+
+def _wait_at_exit() -> None:
+    """``wait_for_shutdown`` as the process exits: a second Ctrl-C while it waits (a stopped
+    run's last line, how to resume it, already printed) ends the wait instead of printing a
+    traceback below that line; Ray's processes end with this one."""
+    with contextlib.suppress(KeyboardInterrupt):
+        wait_for_shutdown()
 
 
 def _address(option: str | None) -> str:
