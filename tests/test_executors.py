@@ -1000,3 +1000,43 @@ def test_a_second_ctrl_c_while_ray_stops_at_exit_ends_the_wait_quietly(monkeypat
         stopped.set()
         ray_executor.wait_for_shutdown()
     assert ray_executor._shutdown is None and at_exit == []
+
+
+class CountedPasses(dict):
+    """A progress display's epochs done by trial that count the passes over all of them."""
+
+    passes = 0
+
+    def values(self):
+        self.passes += 1
+        return super().values()
+
+
+def test_a_step_moves_the_overall_bar_without_a_pass_over_every_trial(tmp_path):
+    """Every step event summed the epochs done of every trial the run had seen: a pass over
+    345 trials per step of a 345-trial run (over 3450, 22 us a step instead of 11)."""
+    from losscmp.console import TrainingProgress
+
+    infos = tuple(TrialInfo(f"t{i}", "synthetic", f"loss{i}", 0) for i in range(1000))
+    progress = TrainingProgress(clock=lambda: 0.0)
+    progress(RunStarted(tmp_path, infos, skipped=0, epochs=2, executor="ray"))
+    progress.progress.stop()
+    progress.done_epochs = CountedPasses(progress.done_epochs)
+    ok = {"epoch": 1, "status": "ok", "train_loss": 0.5, "val_dice": 0.4, "val_mcc": 0.3}
+    for index in range(998):
+        trial = f"t{index}"
+        progress(TrialStarted(trial, "ray"))
+        progress(StepDone(trial, epoch=1, step=1, steps=3))
+        progress(EpochDone(trial, ok))
+        progress(TrialEnded(trial, "finished"))
+    for trial in ("t998", "t999"):
+        progress(TrialStarted(trial, "ray"))
+        progress(StepDone(trial, epoch=2, step=1, steps=4))
+    progress(TrialRetried("t998", "worker process died"))  # back to no epoch done
+    (overall,) = [task for task in progress.progress.tasks if task.id == progress.overall]
+    assert overall.completed == pytest.approx(998 * 2 + 1.25)
+    progress(TrialEnded("t998", "failed", "worker process died"))
+    progress(StepDone("t999", epoch=2, step=4, steps=4))
+    progress(TrialEnded("t999", "finished"))
+    assert overall.completed == 1000 * 2  # exactly: the bar reads as done
+    assert progress.done_epochs.passes == 0
