@@ -22,8 +22,9 @@ ray: the same 8 trials on a local Ray with 2 CPUs vs --jobs 2. Target: <= 1.3x.
 ray-many: a user's large run on a local Ray vs --jobs 2: --losses all (23 binary losses)
      x --seeds (5) x --rates (3 learning rates) = 345 trials of one epoch on the smoke
      set (about a second each); per side also the wall time per trial, Ray's overhead
-     per trial over --jobs 2, and the main process's (the driver's) own CPU seconds and
-     peak memory.
+     per trial over --jobs 2 (start-up included), what a slot spends between trials
+     beyond their own seconds (from the trial files' times), and the main process's
+     (the driver's) own CPU seconds and peak memory.
 pets: cpu's comparison on real-layout data: a Pets-layout set of 500x375 JPEGs
      (--images trainval, default 160, + 40 test), 96 px, so every training sample
      goes through albumentations, the per-sample work that threads cannot split.
@@ -154,6 +155,19 @@ def seconds_per_trial(run_dir: Path) -> float:
     return statistics.median(record["seconds"] for record in trial_records(run_dir))
 
 
+def seconds_between_trials(run_dir: Path) -> float:
+    """What a slot spends per trial beyond the trial's own seconds (sending it, writing
+    its result, starting the next): the slots' time from the first trial file written to
+    the last, per trial, less a trial's mean seconds. Slots: the run's workers, or for a
+    local Ray (jobs 0) this machine's CPUs, one thread a task."""
+    files = list((run_dir / "trials").glob("*.json"))
+    written = sorted(path.stat().st_mtime for path in files)
+    jobs = json.loads((run_dir / "run.json").read_text())["execution"]["jobs"]
+    slots = jobs or os.cpu_count() or 1
+    mean = statistics.mean(json.loads(path.read_text())["seconds"] for path in files)
+    return slots * (written[-1] - written[0]) / max(1, len(files) - 1) - mean
+
+
 def execution_of(run_dir: Path) -> str:
     """What the run says it did: device, worker processes, fused or not (run.json)."""
     meta = json.loads((run_dir / "run.json").read_text())
@@ -194,6 +208,7 @@ def compare(
                 result["trials"] = len(trial_records(run_dir))
                 if probe:
                     result.setdefault("driver", []).append(json.loads(probe.read_text()))
+                    result.setdefault("between", []).append(seconds_between_trials(run_dir))
                 print(
                     f"  {name:28s} run {repeat + 1}: {seconds:7.1f} s, {run_figures(result)}",
                     flush=True,
@@ -228,11 +243,13 @@ def print_table(results: dict[str, dict], baseline: str) -> None:
 
 def print_many_table(results: dict[str, dict], baseline: str) -> None:
     """ray-many's figures: per side the medians of wall time, wall time per trial, the
-    overhead per trial over ``baseline`` and the driver's CPU seconds and peak memory."""
+    overhead per trial over ``baseline`` (wall time, start-up included), what a slot
+    spends between trials, and the driver's CPU seconds and peak memory."""
     base = results[baseline].get("median_s")
     print(
         f"\n{'side':16s} {'trials':>6s} {'median s':>9s} {'s/trial':>8s} "
-        f"{'+s/trial vs ' + baseline:>20s} {'driver CPU s':>13s} {'driver MiB':>11s}"
+        f"{'+s/trial vs ' + baseline:>20s} {'s between':>10s} {'driver CPU s':>13s} "
+        f"{'driver MiB':>11s}"
     )
     for name, result in results.items():
         if "median_s" not in result:
@@ -242,9 +259,10 @@ def print_many_table(results: dict[str, dict], baseline: str) -> None:
         over = f"{(wall - base) / trials:+20.3f}" if base else f"{'-':>20s}"
         cpu = statistics.median(run["cpu_s"] for run in result["driver"])
         peak = statistics.median(run["peak_mib"] for run in result["driver"])
+        between = statistics.median(result["between"])
         print(
             f"{name:16s} {trials:6d} {wall:9.1f} {wall / trials:8.3f} {over} "
-            f"{cpu:13.1f} {peak:11.0f}"
+            f"{between:10.3f} {cpu:13.1f} {peak:11.0f}"
         )
 
 

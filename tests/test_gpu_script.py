@@ -116,11 +116,14 @@ def test_ray_many_measures_the_drivers_own_cpu_and_memory(tmp_path, capsys):
         assert result["trials"] == 2
         assert 0.5 < driver["cpu_s"] < result["runs"][0] * 2  # imports torch: over a second
         assert 100 < driver["peak_mib"] < 4096
+        (between,) = result["between"]
+        assert abs(between) < result["runs"][0]  # a slot's time per trial less the trial's
     module.print_many_table(results, "--jobs 2")
     header, *rows = capsys.readouterr().out.strip().splitlines()[-3:]
     assert header.split()[:4] == ["side", "trials", "median", "s"]
     assert [row.split()[0:3] for row in rows] == [["--jobs", "2", "2"], ["--jobs", "1", "2"]]
     assert rows[0].split()[5] == "+0.000"  # the baseline against itself
+    assert len(rows[0].split()) == 9
 
 
 def run_folder(root: Path, statuses: list[str], failed: dict) -> Path:
