@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/executors.py cpu          # --jobs 1 vs --jobs 2, 8 trials
     .venv/bin/python benchmarks/executors.py ray          # --executor ray vs --jobs 2
+    .venv/bin/python benchmarks/executors.py ray-many     # the same, 345 one-epoch trials
     .venv/bin/python benchmarks/executors.py pets         # --jobs 1 vs --jobs 2 on JPEGs
     .venv/bin/python benchmarks/executors.py data         # workers' start and memory, big data
     python3 benchmarks/executors.py gpu                   # on a CUDA machine (see README)
@@ -18,6 +19,12 @@ reported with the ratio, measured in the same invocation.
 cpu: 8 trials of a few seconds each (tiny preset, 64 px) with --jobs 1 (torch's
      threads, all cores) and --jobs 2 (the cores divided). Target: >= 1.4x.
 ray: the same 8 trials on a local Ray with 2 CPUs vs --jobs 2. Target: <= 1.3x.
+ray-many: a user's large run on a local Ray vs --jobs 2: --losses all (23 binary losses)
+     x --seeds (5) x --rates (3 learning rates) = 345 trials of one epoch on the smoke
+     set (about a second each); per side also the wall time per trial, Ray's overhead
+     per trial over --jobs 2 (start-up included), what a slot spends between trials
+     beyond their own seconds (from the trial files' times), and the main process's
+     (the driver's) own CPU seconds and peak memory.
 pets: cpu's comparison on real-layout data: a Pets-layout set of 500x375 JPEGs
      (--images trainval, default 160, + 40 test), 96 px, so every training sample
      goes through albumentations, the per-sample work that threads cannot split.
@@ -40,6 +47,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -73,16 +81,42 @@ PARALLEL_WAYS = ("fused", "--trials-per-gpu 2", "--trials-per-gpu 4")
 WHOLE_RUN_TARGET = 2.5  # issue 9: 8 losses x 1 seed, the best way, against 1 loss alone
 
 
+# The smoke set (configs/smoke.yaml), one epoch: a run of hundreds of trials in minutes.
+MANY_TRIALS = [
+    *("--losses", "all", "--dataset", "synthetic(fg_fraction=0.05,n_train=48,n_val=16,n_test=16)"),
+    *("--epochs", "1", "--batch-size", "16", "--image-size", "64", "--model", "tiny"),
+    *("--device", "cpu", "--threads", "1"),
+]
+# `losscmp run` in a process that writes its own CPU seconds and peak memory (not its
+# children's: --jobs workers, Ray's processes) at exit to $LOSSCMP_BENCH_DRIVER.
+DRIVER_PROBE = """
+import atexit, json, os, resource, sys
+
+def note():
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    figures = {"cpu_s": use.ru_utime + use.ru_stime, "peak_mib": use.ru_maxrss / 1024}
+    with open(os.environ["LOSSCMP_BENCH_DRIVER"], "w") as file:
+        json.dump(figures, file)
+
+atexit.register(note)
+from losscmp.cli import entry
+entry()
+"""
+
+
 class SideFailed(Exception):
     """A side's run exited non-zero or left a trial unfinished: its time is no figure."""
 
 
-def run_command(args: list[str], out: Path) -> tuple[float, Path]:
-    """Wall seconds of one whole `losscmp run`, and its run folder."""
+def run_command(args: list[str], out: Path, driver: Path | None = None) -> tuple[float, Path]:
+    """Wall seconds of one whole `losscmp run`, and its run folder; ``driver``: where the
+    run writes its main process's CPU seconds and peak memory (DRIVER_PROBE)."""
     out.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "losscmp", "run", *args, "--out", str(out)]
+    start_losscmp = ["-c", DRIVER_PROBE] if driver else ["-m", "losscmp"]
+    command = [sys.executable, *start_losscmp, "run", *args, "--out", str(out)]
+    env = {**os.environ, "LOSSCMP_BENCH_DRIVER": str(driver)} if driver else None
     start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         raise SideFailed(f"exit {result.returncode}: {' '.join(command)}\n{result.stderr[-2000:]}")
@@ -121,6 +155,19 @@ def seconds_per_trial(run_dir: Path) -> float:
     return statistics.median(record["seconds"] for record in trial_records(run_dir))
 
 
+def seconds_between_trials(run_dir: Path) -> float:
+    """What a slot spends per trial beyond the trial's own seconds (sending it, writing
+    its result, starting the next): the slots' time from the first trial file written to
+    the last, per trial, less a trial's mean seconds. Slots: the run's workers, or for a
+    local Ray (jobs 0) this machine's CPUs, one thread a task."""
+    files = list((run_dir / "trials").glob("*.json"))
+    written = sorted(path.stat().st_mtime for path in files)
+    jobs = json.loads((run_dir / "run.json").read_text())["execution"]["jobs"]
+    slots = jobs or os.cpu_count() or 1
+    mean = statistics.mean(json.loads(path.read_text())["seconds"] for path in files)
+    return slots * (written[-1] - written[0]) / max(1, len(files) - 1) - mean
+
+
 def execution_of(run_dir: Path) -> str:
     """What the run says it did: device, worker processes, fused or not (run.json)."""
     meta = json.loads((run_dir / "run.json").read_text())
@@ -131,19 +178,23 @@ def execution_of(run_dir: Path) -> str:
     return f"{meta['device'].split(':')[0]}, {execution['jobs']} process(es){fused}{stopped}"
 
 
-def compare(sides: dict[str, list[str]], repeats: int, scratch: Path, save=None) -> dict[str, dict]:
+def compare(
+    sides: dict[str, list[str]], repeats: int, scratch: Path, save=None, driver: bool = False
+) -> dict[str, dict]:
     """Alternate the sides ``repeats`` times; median wall seconds, seconds per trial and
-    GPU memory per side. A side that fails is reported and left out of later repeats; the
-    others go on. ``save(results)`` is called after every run, so that a benchmark stopped
-    by a time limit keeps the figures it has."""
+    GPU memory per side (``driver``: and the main process's CPU seconds and peak memory).
+    A side that fails is reported and left out of later repeats; the others go on.
+    ``save(results)`` is called after every run, so that a benchmark stopped by a time
+    limit keeps the figures it has."""
     results: dict[str, dict] = {name: {"runs": [], "per_trial": []} for name in sides}
     for repeat in range(repeats):
         for name, args in sides.items():
             result = results[name]
             if "failed" in result:
                 continue
+            probe = scratch / f"{name}-{repeat}.driver.json" if driver else None
             try:
-                seconds, run_dir = run_command(args, scratch / f"{name}-{repeat}")
+                seconds, run_dir = run_command(args, scratch / f"{name}-{repeat}", probe)
             except SideFailed as failure:
                 result["failed"] = str(failure)
                 print(f"  {name:28s} run {repeat + 1}: FAILED {failure}", flush=True)
@@ -154,6 +205,10 @@ def compare(sides: dict[str, list[str]], repeats: int, scratch: Path, save=None)
                 result["execution"] = execution_of(run_dir)
                 result["median_s"] = statistics.median(result["runs"])
                 result["trial_s"] = statistics.median(result["per_trial"])
+                result["trials"] = len(trial_records(run_dir))
+                if probe:
+                    result.setdefault("driver", []).append(json.loads(probe.read_text()))
+                    result.setdefault("between", []).append(seconds_between_trials(run_dir))
                 print(
                     f"  {name:28s} run {repeat + 1}: {seconds:7.1f} s, {run_figures(result)}",
                     flush=True,
@@ -184,6 +239,31 @@ def print_table(results: dict[str, dict], baseline: str) -> None:
         memory = result["gpu_mib"]
         memory = f"{memory['median']:.0f}/{memory['max']:.0f}" if memory else "-"
         print(f"{row} {memory:>27s}  {result['execution']}")
+
+
+def print_many_table(results: dict[str, dict], baseline: str) -> None:
+    """ray-many's figures: per side the medians of wall time, wall time per trial, the
+    overhead per trial over ``baseline`` (wall time, start-up included), what a slot
+    spends between trials, and the driver's CPU seconds and peak memory."""
+    base = results[baseline].get("median_s")
+    print(
+        f"\n{'side':16s} {'trials':>6s} {'median s':>9s} {'s/trial':>8s} "
+        f"{'+s/trial vs ' + baseline:>20s} {'s between':>10s} {'driver CPU s':>13s} "
+        f"{'driver MiB':>11s}"
+    )
+    for name, result in results.items():
+        if "median_s" not in result:
+            print(f"{name:16s} {'failed':>6s}")
+            continue
+        trials, wall = result["trials"], result["median_s"]
+        over = f"{(wall - base) / trials:+20.3f}" if base else f"{'-':>20s}"
+        cpu = statistics.median(run["cpu_s"] for run in result["driver"])
+        peak = statistics.median(run["peak_mib"] for run in result["driver"])
+        between = statistics.median(result["between"])
+        print(
+            f"{name:16s} {trials:6d} {wall:9.1f} {wall / trials:8.3f} {over} "
+            f"{between:10.3f} {cpu:13.1f} {peak:11.0f}"
+        )
 
 
 def print_gpu_verdict(results: dict[str, dict]) -> None:
@@ -320,7 +400,11 @@ def main() -> None:
     if sys.argv[1:2] == ["data-side"]:  # one side of `data`, run by data_sides
         worker_start(Path(sys.argv[2]), sys.argv[3])
         return
-    parser.add_argument("what", choices=["cpu", "ray", "pets", "data", "gpu"])
+    parser.add_argument("what", choices=["cpu", "ray", "ray-many", "pets", "data", "gpu"])
+    parser.add_argument("--seeds", type=int, default=5, help="ray-many: seeds per loss")
+    parser.add_argument(
+        "--rates", default="1e-3,3e-3,1e-2", help="ray-many: the learning rates (--lr-grid)"
+    )
     parser.add_argument(
         "--images", type=int, help="pets, data: trainval images (default 160, 3000)"
     )
@@ -349,8 +433,12 @@ def main() -> None:
                 trials = [*PETS_TRIALS, "--data-dir", str(scratch)]
             sides = {"--jobs 1": [*trials, "--jobs", "1"], "--jobs 2": [*trials, "-j", "2"]}
             baseline = "--jobs 1"
-        elif options.what == "ray":
+        elif options.what in ("ray", "ray-many"):
             common = [*CPU_TRIALS, "--threads", "1"]
+            if options.what == "ray-many":
+                rates = ["--lr-grid", options.rates] if "," in options.rates else []
+                rates = rates or ["--lr", options.rates]
+                common = [*MANY_TRIALS, "--seeds", str(options.seeds), *rates]
             sides = {
                 "--jobs 2": [*common, "-j", "2"],
                 "--executor ray": [*common, "--executor", "ray"],
@@ -362,8 +450,9 @@ def main() -> None:
         if options.json:
             options.json.parent.mkdir(parents=True, exist_ok=True)
             save = partial(write_json, options.json)
-        results = compare(sides, options.repeats, scratch, save)
-        print_table(results, baseline)
+        many = options.what == "ray-many"
+        results = compare(sides, options.repeats, scratch, save, driver=many)
+        (print_many_table if many else print_table)(results, baseline)
         if options.what == "gpu":
             print_gpu_verdict(results)
         if any("failed" in result for result in results.values()):

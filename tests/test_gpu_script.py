@@ -102,6 +102,30 @@ def test_a_failed_side_is_reported_and_the_others_go_on(tmp_path):
     assert json.loads(written.read_text())["fine"]["runs"] == results["fine"]["runs"]
 
 
+@pytest.mark.slow
+def test_ray_many_measures_the_drivers_own_cpu_and_memory(tmp_path, capsys):
+    """executors.py ray-many: the main process's CPU seconds and peak memory, written by
+    the run itself at exit (its workers' are not its own), and the overhead per trial."""
+    module = executors_module()
+    common = ["--dataset", "synthetic(n_train=8,n_val=4,n_test=4)", "--model", "tiny"]
+    common += ["--image-size", "32", "--epochs", "1", "--device", "cpu", "--losses", "dice,bce"]
+    sides = {"--jobs 2": [*common, "-j", "2"], "--jobs 1": common}
+    results = module.compare(sides, 1, tmp_path, driver=True)
+    for result in results.values():
+        (driver,) = result["driver"]
+        assert result["trials"] == 2
+        assert 0.5 < driver["cpu_s"] < result["runs"][0] * 2  # imports torch: over a second
+        assert 100 < driver["peak_mib"] < 4096
+        (between,) = result["between"]
+        assert abs(between) < result["runs"][0]  # a slot's time per trial less the trial's
+    module.print_many_table(results, "--jobs 2")
+    header, *rows = capsys.readouterr().out.strip().splitlines()[-3:]
+    assert header.split()[:4] == ["side", "trials", "median", "s"]
+    assert [row.split()[0:3] for row in rows] == [["--jobs", "2", "2"], ["--jobs", "1", "2"]]
+    assert rows[0].split()[5] == "+0.000"  # the baseline against itself
+    assert len(rows[0].split()) == 9
+
+
 def run_folder(root: Path, statuses: list[str], failed: dict) -> Path:
     """The run.json and trial records a finished run leaves, as the benchmark reads them."""
     (root / "trials").mkdir(parents=True)

@@ -199,12 +199,22 @@ def test_a_killed_task_is_retried_once_then_its_trial_is_recorded_as_failed(
     assert len(list((run_dir / "trials").glob("*.json"))) == 2
 
 
-def test_jobs_caps_the_tasks_running_at_once(cli, ray_cluster, tmp_path, monkeypatch):
-    """--jobs 1 ran every task at once from the first task's first item on: the stall check
-    reused the name of the cap on running tasks for its time limit (1800)."""
+@pytest.mark.parametrize(
+    ("losses", "jobs", "in_flight"),
+    [
+        # --jobs 1 ran every task at once from the first task's first item on: the stall
+        # check reused the name of the cap on running tasks for its time limit (1800).
+        ("dice,focal", ["--jobs", "1"], 1),
+        # No --jobs submitted all 5 at once; now twice what the 2 CPUs fit.
+        ("dice,focal,tversky,bce,jaccard", [], 4),
+    ],
+)
+def test_jobs_caps_the_tasks_in_flight(
+    cli, ray_cluster, tmp_path, monkeypatch, losses, jobs, in_flight
+):
     from losscmp.executors.ray import RayExecutor
 
-    running = []  # how many tasks ran when each item came
+    running = []  # how many tasks were in flight when each item came
     run = RayExecutor.run
 
     def run_and_count(self, jobs, context, emit):
@@ -215,10 +225,11 @@ def test_jobs_caps_the_tasks_running_at_once(cli, ray_cluster, tmp_path, monkeyp
         return run(self, jobs, context, spy)
 
     monkeypatch.setattr(RayExecutor, "run", run_and_count)
-    args = ("run", "--config", SMOKE, "--losses", "dice,focal", "--epochs", "1")
-    result = cli(*args, "--threads", "1", "--executor", "ray", "--jobs", "1", "--out", tmp_path)
+    args = ("run", "--config", SMOKE, "--losses", losses, "--epochs", "1", "--threads", "1")
+    result = cli(*args, "--executor", "ray", *jobs, "--out", tmp_path)
     assert result.exit_code == 0, result.output
-    assert len(running) > 2 and set(running) == {1}
+    assert len(running) > 2 and max(running) == in_flight
+    assert set(running) <= set(range(1, in_flight + 1))  # fewer only once none is left
 
 
 @pytest.mark.slow
