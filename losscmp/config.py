@@ -29,6 +29,56 @@ MAX_FG_FRACTION = 0.9  # the synthetic generator's limit (losscmp.data.synthetic
 DEFAULT_LOSSES = "dice,focal,tversky"
 COMMAND_LINE_ONLY = ("config", "resume", "dry_run")  # how to run, not what: not in YAML
 OPTIONAL_NAMES = ("encoder_weights", "tracking")  # fields where 'none' means None
+NOT_OPTION = {"option": False}  # metadata of a RunConfig field that is no option
+
+
+@dataclass(frozen=True)
+class Origins:
+    """Where each option's value came from (a flag, the config file, a resumed run's
+    run.json), so that a message names it as the user gave it; defaults go by their flag."""
+
+    sources: dict[str, str] = field(default_factory=dict)
+    typed: dict[str, str] = field(default_factory=dict)  # a flag's text, as typed
+
+    def source(self, key: str) -> str:
+        return self.sources.get(key, flag_name(key))
+
+    def name(self, key: str) -> str:
+        """``--epochs``, or ``config file X: 'epochs'``: the subject of a message."""
+        source = self.source(key)
+        return source if source == flag_name(key) else f"{source}: '{key}'"
+
+    def option(self, key: str) -> str:
+        """``--epochs``, or ``'epochs'`` where it came from a file: a mention mid-sentence."""
+        return flag_name(key) if self.source(key) == flag_name(key) else f"'{key}'"
+
+    def within(self, *keys: str) -> str:
+        """``config file X: `` where one of ``keys`` came from elsewhere than a flag: the
+        start of a message that names several options with ``option``."""
+        for key in keys:
+            if self.source(key) != flag_name(key):
+                return f"{self.source(key)}: "
+        return ""
+
+    def shown(self, key: str, value: Any) -> str:
+        """The value as the user typed it (``1e400`` rather than ``inf``)."""
+        return self.typed.get(key, str(value))
+
+    def file_sources(self, stored: dict[str, str] | None = None) -> dict[str, str]:
+        """The options a config file gave, each with its source (``config file X``): what
+        run.json keeps (``option_sources``), so that a report names them as they were given.
+        ``stored``: a resumed run's own, kept for the options taken from its run.json."""
+        kept = {
+            key: source
+            for key, source in (stored or {}).items()
+            if self.sources.get(key) == BASE_SOURCE
+        }
+        given = {
+            key: source
+            for key, source in self.sources.items()
+            if source.startswith(f"{FILE_SOURCE} ")
+        }
+        return kept | given
 
 
 @dataclass
@@ -63,10 +113,10 @@ class RunConfig:
     trials_per_gpu: int = 1
     ray_address: str | None = None
     tracking: str | None = None  # an experiment tracker to mirror the run into (mlflow)
-    # Where each value came from (an Origins, set by build_config), for a check made later
-    # (the trial limit, once 'all' is expanded) to name an option as the user gave it. Not
-    # annotated, so not a field: run.json, a resume's comparison and replace() ignore it.
-    origins = None
+    # Where each value came from (set by build_config), for a check made later (the trial
+    # limit, once 'all' is expanded) to name an option as the user gave it. Not an option:
+    # left out of FIELD_NAMES, run.json, equality and a resume's comparison; replace() keeps it.
+    origins: Origins | None = field(default=None, compare=False, repr=False, metadata=NOT_OPTION)
 
     @property
     def dataset_spec(self) -> Spec:
@@ -80,7 +130,8 @@ class RunConfig:
         return [Spec(base.name, {**base.params, "fg_fraction": f}) for f in self.fg_fraction]
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The options (run.json's ``config``)."""
+        return {key: value for key, value in dataclasses.asdict(self).items() if key in FIELD_NAMES}
 
     # Fields that change no number: a resumed run may differ in these.
     # Fusion and threads change floating-point order: a resumed run keeps its own (run.json).
@@ -99,8 +150,8 @@ class RunConfig:
     )
 
 
-FIELD_NAMES = [f.name for f in dataclasses.fields(RunConfig)]
-FIELD_HINTS = typing.get_type_hints(RunConfig)
+FIELD_NAMES = [f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("option", True)]
+FIELD_HINTS = {key: typing.get_type_hints(RunConfig)[key] for key in FIELD_NAMES}
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -199,65 +250,15 @@ def build_config(
         except LosscmpError as error:  # named after where the value came from
             raise type(error)(f"{origins.source(key)}: {error}") from None
     try:
-        config = RunConfig(**values)
+        config = RunConfig(**values, origins=origins)
     except TypeError as error:
         raise ConfigError(f"options: {error}") from None
     validate(config, origins)
-    config.origins = origins
     return config
 
 
 def flag_name(key: str) -> str:
     return "--" + key.replace("_", "-")
-
-
-@dataclass(frozen=True)
-class Origins:
-    """Where each option's value came from (a flag, the config file, a resumed run's
-    run.json), so that a message names it as the user gave it; defaults go by their flag."""
-
-    sources: dict[str, str] = field(default_factory=dict)
-    typed: dict[str, str] = field(default_factory=dict)  # a flag's text, as typed
-
-    def source(self, key: str) -> str:
-        return self.sources.get(key, flag_name(key))
-
-    def name(self, key: str) -> str:
-        """``--epochs``, or ``config file X: 'epochs'``: the subject of a message."""
-        source = self.source(key)
-        return source if source == flag_name(key) else f"{source}: '{key}'"
-
-    def option(self, key: str) -> str:
-        """``--epochs``, or ``'epochs'`` where it came from a file: a mention mid-sentence."""
-        return flag_name(key) if self.source(key) == flag_name(key) else f"'{key}'"
-
-    def within(self, *keys: str) -> str:
-        """``config file X: `` where one of ``keys`` came from elsewhere than a flag: the
-        start of a message that names several options with ``option``."""
-        for key in keys:
-            if self.source(key) != flag_name(key):
-                return f"{self.source(key)}: "
-        return ""
-
-    def shown(self, key: str, value: Any) -> str:
-        """The value as the user typed it (``1e400`` rather than ``inf``)."""
-        return self.typed.get(key, str(value))
-
-    def file_sources(self, stored: dict[str, str] | None = None) -> dict[str, str]:
-        """The options a config file gave, each with its source (``config file X``): what
-        run.json keeps (``option_sources``), so that a report names them as they were given.
-        ``stored``: a resumed run's own, kept for the options taken from its run.json."""
-        kept = {
-            key: source
-            for key, source in (stored or {}).items()
-            if self.sources.get(key) == BASE_SOURCE
-        }
-        given = {
-            key: source
-            for key, source in self.sources.items()
-            if source.startswith(f"{FILE_SOURCE} ")
-        }
-        return kept | given
 
 
 def _typed_number(key: str, value: Any) -> Any:

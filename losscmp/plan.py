@@ -92,10 +92,8 @@ def plan_run(config: RunConfig) -> Plan:
     modes = _modes(datasets) if selecting else []  # only a selector needs the mode early
     losses, selections = select_losses(LOSS_REGISTRY, given, modes)
     loss_specs = {spec.label: spec for spec in losses}
-    origins = config.origins
     config = dataclasses.replace(config, losses=list(loss_specs), dataset=base_dataset.label)
-    config.origins = origins  # for checks made once the data is loaded (check_image_size)
-    check_trial_count(config, origins)  # again: 'all' counted as one loss until now
+    check_trial_count(config, config.origins)  # again: 'all' counted as one loss until now
     plan = Plan(config, loss_specs, dataset_specs, selections=selections)
     plan.trials = [
         Trial(dataset, loss, seed, lr)

@@ -1,6 +1,8 @@
+import dataclasses
+
 import pytest
 
-from losscmp.config import RunConfig, build_config
+from losscmp.config import FIELD_NAMES, RunConfig, build_config
 from losscmp.errors import ConfigError, ParameterError, SpecError
 
 
@@ -73,6 +75,21 @@ def test_the_options_a_config_file_gave_are_kept_with_the_file(tmp_path):
         "epochs": source,
         "lr": f"config file {other}",
     }
+
+
+def test_where_options_came_from_travels_with_the_config_but_is_no_option(tmp_path):
+    """A copy made by replace() (the plan expanding 'all') still names a file's key; run.json,
+    equality and the options a file may give know nothing of it."""
+    path = tmp_path / "c.yaml"
+    path.write_text("seeds: 2\n")
+    config = build_config(path)
+    copied = dataclasses.replace(config, losses=["dice"])
+    assert copied.origins.name("seeds") == f"config file {path}: 'seeds'"
+    assert "origins" not in config.to_dict() and "origins" not in FIELD_NAMES
+    assert config == dataclasses.replace(config, origins=None)
+    path.write_text("origins: {}\n")
+    with pytest.raises(ConfigError, match="unknown option 'origins'"):
+        build_config(path)
 
 
 @pytest.mark.parametrize(
