@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import importlib
 import inspect
 import math
 import re
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 from losscmp.errors import ParameterError, suggest, unknown
+from losscmp.signatures import StaticSignature, Unreadable, read_signature
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,9 @@ class Entry:
     """One registered factory and what a user needs to know about it."""
 
     name: str
-    factory: Callable[..., Any]
+    # The callable, or its import path "package.module:Name": imported when first called
+    # (``load``), its parameters read from its source until then (``losscmp.signatures``).
+    factory: Callable[..., Any] | str
     description: str
     family: str = ""
     modes: tuple[str, ...] = ("binary", "multiclass")
@@ -54,10 +58,28 @@ class Entry:
     # ``factory`` takes them), known before loading: ``--losses all`` depends on it.
     mode_of: Callable[..., str] | None = None
 
+    def load(self) -> Callable[..., Any]:
+        """The factory itself: one registered by import path is imported now."""
+        if not isinstance(self.factory, str):
+            return self.factory
+        module, _, name = self.factory.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def _static(self) -> StaticSignature | None:
+        """The signature of a factory registered by import path, read without importing
+        it; None where its source says more than the reader evaluates."""
+        if not isinstance(self.factory, str):
+            return None
+        try:
+            return read_signature(self.factory)
+        except Unreadable:
+            return None
+
     @property
     def parameters(self) -> dict[str, inspect.Parameter]:
         """User-settable parameters, in signature order."""
-        signature = inspect.signature(self.factory)
+        static = self._static()
+        signature = static.signature if static else inspect.signature(self.load())
         return {
             name: param
             for name, param in signature.parameters.items()
@@ -75,7 +97,11 @@ class Entry:
         }
 
     def type_hints(self) -> dict[str, Any]:
-        target = self.factory.__init__ if inspect.isclass(self.factory) else self.factory
+        static = self._static()
+        if static is not None:
+            return static.hints
+        factory = self.load()
+        target = factory.__init__ if inspect.isclass(factory) else factory
         try:
             return typing.get_type_hints(target)
         except Exception:  # unresolvable hints: fall back to no type checks
@@ -100,9 +126,10 @@ class Registry:
         return entry
 
     def register(self, name: str, description: str, **fields: Any) -> Callable:
-        """Decorator: ``@REGISTRY.register("dice", "Soft Dice loss", family="overlap")``."""
+        """Decorator: ``@REGISTRY.register("dice", "Soft Dice loss", family="overlap")``;
+        called on an import path ("package.module:Name"), it registers that."""
 
-        def decorate(factory: Callable) -> Callable:
+        def decorate(factory: Callable | str) -> Callable | str:
             self.add(Entry(name=name, factory=factory, description=description, **fields))
             return factory
 
@@ -131,7 +158,7 @@ class Registry:
         """Check ``params`` against the factory's signature, then call it."""
         entry = self.get(name)
         checked = check_params(entry, dict(params or {}), self.kind)
-        return entry.factory(**context, **checked)
+        return entry.load()(**context, **checked)
 
 
 def canonical(entry: Entry, params: dict[str, Any], kind: str = "") -> dict[str, Any]:

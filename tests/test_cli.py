@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 
 import pytest
-from conftest import SMOKE
+from conftest import REPO, SMOKE
 
 COMMANDS = [
     [],
@@ -62,6 +63,51 @@ def test_help_is_fast_and_does_not_import_torch():
     assert measured["heavy"] == []
     # CPU seconds, not wall: a loaded machine (tests side by side) must not fail it.
     assert measured["seconds"] < 0.5, f"losscmp --help took {measured['seconds']:.2f} s"
+
+
+# What a user types to look around, and mistakes refused before anything runs: none of
+# them needs torch (2 s and more to import), so none may import it.
+LOOKING_AROUND = [
+    (["losses"], 0),
+    (["losses", "*dice*"], 0),
+    (["losses", "--show", "tversky"], 0),
+    (["losses", "dcie"], 2),
+    (["losses", "--show", "dcie"], 2),
+    (["datasets"], 0),
+    (["run", "--losses", "dcie"], 2),
+    (["run", "--losses", "focal(gama=1)"], 2),
+    (["run", "--losses", "tversky(alpha=x)"], 2),
+    (["run", "--dataset", "petz"], 2),
+    (["run", "--epochs", "0"], 2),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "code"), LOOKING_AROUND, ids=[" ".join(a) for a, _ in LOOKING_AROUND]
+)
+def test_looking_around_does_not_import_torch(tmp_path, args, code):
+    probe = (
+        "import json, sys\n"
+        "from losscmp.cli import app\n"
+        "try:\n"
+        "    app(sys.argv[1:])\n"
+        "except SystemExit as done:\n"
+        "    code = done.code\n"
+        "heavy = [m for m in ('torch', 'segmentation_models_pytorch', 'albumentations')"
+        " if m in sys.modules]\n"
+        "print(json.dumps({'code': code, 'heavy': heavy}))\n"
+    )
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}  # run from tmp_path: this checkout
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=environment,
+    )
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    assert measured == {"code": code, "heavy": []}, done.stderr
+    assert not (tmp_path / "results").exists()
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import typing
 
 import pytest
 import torch
@@ -72,9 +73,29 @@ def test_entry_metadata_is_complete(name):
     assert set(entry.modes) <= {"binary", "multiclass"} and entry.modes
     assert entry.reference and entry.formula
     assert entry.needs <= MAPS
-    assert issubclass(entry.factory, SegLoss)
-    assert entry.factory.needs == entry.needs
+    assert issubclass(entry.load(), SegLoss)
+    assert create_loss(name, mode=entry.modes[0]).needs == entry.needs
     assert "mode" not in entry.parameters
+
+
+@pytest.mark.parametrize("name", CATALOGUE)
+def test_the_listing_reads_each_class_signature_as_imported(name):
+    """Registered by import path, a loss's parameters are read from its source
+    (``losscmp losses`` imports no torch): exactly what the imported class says."""
+    from losscmp.signatures import read_signature
+
+    entry = get_loss_entry(name)
+    assert isinstance(entry.factory, str)
+    static = read_signature(entry.factory)  # raises Unreadable: the listing would import
+    cls = entry.load()
+    assert static.signature == inspect.signature(cls)
+    hints = typing.get_type_hints(cls.__init__)
+    assert static.hints == {key: hints[key] for key in inspect.signature(cls).parameters}
+    assert entry.parameters == {
+        key: parameter
+        for key, parameter in inspect.signature(cls).parameters.items()
+        if key != "mode"
+    }
 
 
 @pytest.mark.parametrize("name", CATALOGUE)

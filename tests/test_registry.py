@@ -102,3 +102,44 @@ def test_a_misspelt_choice_gets_a_suggestion():
 def test_names_match_a_pattern_whatever_its_case():
     registry = make_registry()
     assert registry.names("GEAR") == registry.names("G*") == ["gear"]
+
+
+def test_a_factory_registered_by_path_is_imported_only_to_be_called(monkeypatch):
+    import importlib
+
+    registry = Registry("loss", context_params=("mode",))
+    registry.register("tversky", "Tversky.")("losscmp.losses.overlap:TverskyLoss")
+    entry = registry.get("tversky")
+    real_import = importlib.import_module
+
+    def no_project_imports(name, *args):
+        assert not name.startswith("losscmp"), f"imported {name}"
+        return real_import(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", no_project_imports)
+    assert list(entry.parameters)[:3] == ["alpha", "beta", "smooth"]
+    assert entry.defaults["alpha"] == 0.3
+    assert entry.type_hints()["reduction"] == Literal["batch", "image"]
+    assert registry.names() == ["tversky"]
+    monkeypatch.undo()
+    from losscmp.losses.overlap import TverskyLoss
+
+    assert entry.load() is TverskyLoss
+    assert isinstance(registry.create("tversky", {"alpha": 0.5}, mode="binary"), TverskyLoss)
+
+
+def test_a_signature_the_source_reader_cannot_evaluate_is_read_from_the_import():
+    import inspect
+
+    from losscmp import signatures
+    from losscmp.losses.base import check_range
+
+    # high: float = float("inf") is no literal: the reader refuses, the entry imports.
+    with pytest.raises(signatures.Unreadable):
+        signatures.read_signature("losscmp.losses.base:check_range")
+    registry = Registry("check")
+    registry.register("range", "A range check.")("losscmp.losses.base:check_range")
+    entry = registry.get("range")
+    assert entry.parameters == dict(inspect.signature(check_range).parameters)
+    assert entry.defaults == {"high": float("inf")}
+    assert entry.type_hints()["high"] is float

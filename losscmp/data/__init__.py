@@ -99,7 +99,7 @@ def load_dataset(
     entry = DATASET_REGISTRY.get(spec.name)
     params = check_params(entry, spec.params, "dataset")
     _check_context(image_size, limit)
-    data = entry.factory(
+    data = entry.load()(
         data_dir=user_path(data_dir),
         image_size=image_size,
         limit=limit,

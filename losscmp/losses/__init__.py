@@ -1,5 +1,8 @@
 """The loss registry: every loss of LOSSES.md by name, in binary and multiclass mode.
 
+Importing this package costs no torch: the losses are registered by import path
+(``catalogue.py``), and a loss's module is imported when ``create_loss`` builds it.
+
 from losscmp.losses import create_loss, list_losses
 loss = create_loss("tversky", mode="binary", alpha=0.3, beta=0.7)
 value = loss(logits, target)          # raw logits; scalar, differentiable
@@ -7,13 +10,10 @@ value = loss(logits, target)          # raw logits; scalar, differentiable
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from losscmp.errors import ParameterError
-
-# Importing the family modules registers their losses.
-from losscmp.losses import boundary, compound, overlap, pixel  # noqa: F401
-from losscmp.losses.base import (
+from losscmp.losses.catalogue import (
     ALTERNATIVES,
     BINARY_MODE,
     LOSS_REGISTRY,
@@ -21,10 +21,12 @@ from losscmp.losses.base import (
     MULTICLASS_MODE,
     OBJECT_DISTANCE,
     SIGNED_DISTANCE,
-    SegLoss,
     check_mode,
 )
 from losscmp.registry import Entry
+
+if TYPE_CHECKING:
+    from losscmp.losses.base import SegLoss
 
 __all__ = [
     "BINARY_MODE",
@@ -38,6 +40,14 @@ __all__ = [
     "get_loss_entry",
     "list_losses",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SegLoss":  # the base class, for type checks: imports torch
+        from losscmp.losses.base import SegLoss
+
+        return SegLoss
+    raise AttributeError(f"module 'losscmp.losses' has no attribute '{name}'")
 
 
 def get_loss_entry(name: str) -> Entry:
@@ -64,9 +74,11 @@ def create_loss(name: str, mode: str = BINARY_MODE, **params: Any) -> SegLoss:
             f"loss '{name}' is defined for {' and '.join(entry.modes)} mode only{hint}"
         )
     try:
-        return LOSS_REGISTRY.create(name, params, mode=mode)
+        loss = LOSS_REGISTRY.create(name, params, mode=mode)
     except ParameterError as error:
         raise ParameterError(name_the_loss(name, str(error))) from None
+    loss.needs = entry.needs
+    return loss
 
 
 def name_the_loss(name: str, message: str) -> str:

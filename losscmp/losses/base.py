@@ -1,4 +1,4 @@
-"""The loss interface every registered loss follows, and the registration helper.
+"""The loss interface every registered loss follows (registered in ``catalogue.py``).
 
 A loss is a thin ``nn.Module`` (``SegLoss``) around pure functions in
 ``functional.py``. ``SegLoss.forward`` does the shared work once: it checks the
@@ -8,78 +8,27 @@ overflow, smp issue 463) and hands the subclass clean inputs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
 from losscmp.errors import ParameterError
-from losscmp.registry import Registry
-
-BINARY_MODE = "binary"
-MULTICLASS_MODE = "multiclass"
-MODES = (BINARY_MODE, MULTICLASS_MODE)
-BOTH_MODES = MODES
+from losscmp.losses.catalogue import (  # noqa: F401 (the family modules import them from here)
+    BINARY_MODE,
+    BOTH_MODES,
+    MODES,
+    MULTICLASS_MODE,
+    OBJECT_DISTANCE,
+    SIGNED_DISTANCE,
+    check_mode,
+)
 
 # Labels an int64 mask tensor can hold: what ``ignore_index`` may be.
 MASK_LABELS = range(-(2**63), 2**63)
 
-SIGNED_DISTANCE = "signed_distance"
-OBJECT_DISTANCE = "object_distance"
-
-# ``mode`` comes from the dataset (the caller), never from a user's loss spec.
-LOSS_REGISTRY = Registry("loss", context_params=("mode",))
-
-# What to use instead when a loss is defined for one mode only, by loss name.
-ALTERNATIVES: dict[str, str] = {}
-
-
-def register_loss(
-    name: str,
-    description: str,
-    *,
-    family: str,
-    reference: str,
-    formula: str,
-    modes: tuple[str, ...] = BOTH_MODES,
-    needs: Iterable[str] = (),
-    alternative: str | None = None,
-    soft_targets: bool = False,
-):
-    """Register a ``SegLoss`` subclass; ``alternative`` names the loss for the other mode.
-
-    ``soft_targets``: a binary target may hold probabilities in [0, 1] (soft labels) and
-    the loss treats them as such; unless a documented weight or smoothing moves it (as
-    ``weighted_bce``'s beta does), its minimum is then the prediction p = y. False for a
-    loss that needs hard masks (distance maps, Lovász's sorted labels) or class indices.
-    """
-    if alternative:
-        ALTERNATIVES[name] = alternative
-
-    def decorate(cls: type[SegLoss]) -> type[SegLoss]:
-        cls.needs = frozenset(needs)
-        return LOSS_REGISTRY.register(
-            name,
-            description,
-            family=family,
-            modes=tuple(modes),
-            reference=reference,
-            formula=formula,
-            needs=frozenset(needs),
-            soft_targets=soft_targets,
-        )(cls)
-
-    return decorate
-
 
 # ---------------------------------------------------------------- validation
-def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise ParameterError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-    return mode
-
-
 def check_range(name: str, value: float, low: float, high: float = float("inf")) -> float:
     """Closed interval check that raises ``ParameterError`` (never assert on user input)."""
     if not low <= value <= high:
@@ -112,6 +61,8 @@ class SegLoss(nn.Module):
     target (N, H, W) long, and the target maps named in ``needs``.
     """
 
+    # The target maps ``forward`` is given: the registration's ``needs``, which
+    # ``create_loss`` sets on the loss it builds.
     needs: frozenset[str] = frozenset()
 
     def __init__(self, mode: str = BINARY_MODE, params: dict[str, Any] | None = None) -> None:

@@ -14,7 +14,6 @@ from losscmp.losses.base import (
     SIGNED_DISTANCE,
     SegLoss,
     check_range,
-    register_loss,
 )
 from losscmp.losses.distance import (
     prediction_distance,
@@ -24,14 +23,6 @@ from losscmp.losses.functional import masked_mean, probabilities_and_target
 from losscmp.losses.overlap import DiceLoss, Reduction
 
 
-@register_loss(
-    "boundary",
-    "Dice + alpha·boundary loss, alpha rising linearly from 0.01 to 1 over training",
-    family="boundary",
-    needs=(SIGNED_DISTANCE,),
-    reference="Kervadec et al. 2019",
-    formula="dice + alpha(t)·mean(phi_G·(p - y)), phi_G signed distance (negative inside)",
-)
 class BoundaryLoss(SegLoss):
     """Schedule: ``alpha = alpha_start + (alpha_end - alpha_start)·f``, f = the fraction
     given to ``set_progress`` (the trainer passes (epoch - 1) / (epochs - 1), so the first
@@ -83,14 +74,6 @@ class BoundaryLoss(SegLoss):
         return self.dice.compute(logits, target, maps) + self.alpha * boundary
 
 
-@register_loss(
-    "hausdorff_dt",
-    "Hausdorff distance loss via distance transforms of target and prediction",
-    family="boundary",
-    needs=(SIGNED_DISTANCE,),
-    reference="Karimi & Salcudean 2019",
-    formula="mean of (p - y)^2·(d_G^a + d_P^a)",
-)
 class HausdorffDTLoss(SegLoss):
     """d_G = |signed_distance| (distance to the target boundary), d_P the same for the
     thresholded prediction (p > 0.5 per channel, as MONAI), recomputed every step and

@@ -14,7 +14,6 @@ from losscmp.losses.base import (
     SegLoss,
     check_class_weights,
     check_range,
-    register_loss,
 )
 from losscmp.losses.functional import (
     EPS,
@@ -90,16 +89,6 @@ class CrossEntropyDiceLoss(SegLoss):
         return self.lambda_ce * cross_entropy + self.lambda_dice * dice
 
 
-@register_loss(
-    "bce_dice",
-    "BCE + Dice (nnU-Net's DC+CE for one channel)",
-    family="compound",
-    soft_targets=True,
-    modes=("binary",),
-    alternative="ce_dice",
-    reference="Isensee et al. 2021 (nnU-Net); Ma et al. 2021",
-    formula="lambda_ce·BCE + lambda_dice·dice",
-)
 class BCEDiceLoss(CrossEntropyDiceLoss):
     def __init__(
         self,
@@ -124,15 +113,6 @@ class BCEDiceLoss(CrossEntropyDiceLoss):
         )
 
 
-@register_loss(
-    "ce_dice",
-    "Cross-entropy + Dice (nnU-Net's DC+CE)",
-    family="compound",
-    modes=("multiclass",),
-    alternative="bce_dice",
-    reference="Isensee et al. 2021 (nnU-Net); Ma et al. 2021",
-    formula="lambda_ce·CE + lambda_dice·dice",
-)
 class CEDiceLoss(CrossEntropyDiceLoss):
     """``class_weights`` weigh both terms (CE's weighted mean and Dice's class mean)."""
 
@@ -161,14 +141,6 @@ class CEDiceLoss(CrossEntropyDiceLoss):
         )
 
 
-@register_loss(
-    "dice_focal",
-    "lambda·Dice + (1-lambda)·Focal",
-    family="compound",
-    soft_targets=True,
-    reference="Ma et al. 2021 (Loss Odyssey); Zhu et al. 2019",
-    formula="lambda_dice·dice + (1-lambda_dice)·focal",
-)
 class DiceFocalLoss(SegLoss):
     def __init__(
         self,
@@ -203,14 +175,6 @@ class DiceFocalLoss(SegLoss):
         return self.lambda_dice * dice + (1 - self.lambda_dice) * focal
 
 
-@register_loss(
-    "dice_topk",
-    "Dice + top-k% cross-entropy",
-    family="compound",
-    soft_targets=True,
-    reference="Ma et al. 2021 (Loss Odyssey)",
-    formula="dice + topk_ce(k)",
-)
 class DiceTopKLoss(SegLoss):
     def __init__(
         self,
@@ -246,15 +210,6 @@ def log_one_minus_softmax(log_probs: torch.Tensor) -> torch.Tensor:
     return one_minus.clamp_min(1e-38).log()
 
 
-@register_loss(
-    "combo",
-    "Combo: alpha·weighted CE + (1-alpha)·Dice loss (shifted to be >= 0)",
-    family="compound",
-    soft_targets=True,
-    reference="Taghanaki et al. 2019",
-    formula="alpha·WCE_beta + (1-alpha)·(1 - DSC), "
-    "WCE_beta = -[beta y log p + (1-beta)(1-y) log(1-p)]",
-)
 class ComboLoss(SegLoss):
     """The paper's α·WCE − (1−α)·DSC plus the constant (1−α): same gradients, >= 0,
     0 at a perfect prediction. Multiclass: WCE per class channel (one-vs-rest on the
@@ -295,14 +250,6 @@ class ComboLoss(SegLoss):
         return self.alpha * self.weighted_cross_entropy(logits, target) + (1 - self.alpha) * dice
 
 
-@register_loss(
-    "unified_focal",
-    "Asymmetric Unified Focal loss: modified focal + modified focal Tversky",
-    family="compound",
-    soft_targets=True,
-    reference="Yeung et al. 2022",
-    formula="lambda·L_maF + (1-lambda)·L_maFTL (background suppressed, foreground enhanced)",
-)
 class UnifiedFocalLoss(SegLoss):
     """Following the authors' code (channel 0 = background; binary uses [1-p, p]):
 

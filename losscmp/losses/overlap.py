@@ -34,7 +34,6 @@ from losscmp.losses.base import (
     SegLoss,
     check_class_weights,
     check_range,
-    register_loss,
 )
 from losscmp.losses.functional import (
     EPS,
@@ -163,14 +162,6 @@ def tversky_loss(tp, fp, fn, alpha, beta, smooth):
 OVERLAP_DEFAULTS = "smooth (default 1), reduction, include_background, class_weights, ignore_index"
 
 
-@register_loss(
-    "dice",
-    "Soft Dice loss",
-    family="overlap",
-    soft_targets=True,
-    reference="Milletari et al. 2016 (V-Net); Sudre et al. 2017",
-    formula="1 - (2TP + s)/(2TP + FP + FN + s); squared: denominator sum p^2 + sum y^2",
-)
 class DiceLoss(OverlapLoss):
     def __init__(
         self,
@@ -210,14 +201,6 @@ class DiceLoss(OverlapLoss):
         return dice_loss(tp, fp, fn, self.smooth)
 
 
-@register_loss(
-    "jaccard",
-    "Soft Jaccard (IoU) loss",
-    family="overlap",
-    soft_targets=True,
-    reference="Rahman & Wang 2016",
-    formula="1 - (TP + s)/(TP + FP + FN + s)",
-)
 class JaccardLoss(OverlapLoss):
     def __init__(
         self,
@@ -243,14 +226,6 @@ class JaccardLoss(OverlapLoss):
         return ratio_loss(tp, tp + fp + fn, self.smooth)
 
 
-@register_loss(
-    "tversky",
-    "Tversky loss: Dice with separate FP (alpha) and FN (beta) weights",
-    family="overlap",
-    soft_targets=True,
-    reference="Salehi et al. 2017",
-    formula="1 - (TP + s)/(TP + alpha FP + beta FN + s)",
-)
 class TverskyLoss(OverlapLoss):
     """alpha = beta = 0.5 is Dice (with smooth s/2); alpha = beta = 1 is Jaccard."""
 
@@ -284,14 +259,6 @@ class TverskyLoss(OverlapLoss):
         return tversky_loss(tp, fp, fn, self.alpha, self.beta, self.smooth)
 
 
-@register_loss(
-    "focal_tversky",
-    "Focal Tversky loss: Tversky loss raised to gamma per class",
-    family="overlap",
-    soft_targets=True,
-    reference="Abraham & Khan 2019",
-    formula="(1 - TI)^gamma, TI = (TP + s)/(TP + alpha FP + beta FN + s)",
-)
 class FocalTverskyLoss(TverskyLoss):
     def __init__(
         self,
@@ -325,14 +292,6 @@ class FocalTverskyLoss(TverskyLoss):
         return safe_pow(super().per_class_loss(tp, fp, fn, tn), self.gamma)
 
 
-@register_loss(
-    "log_cosh_dice",
-    "log(cosh(Dice loss)): a smoothed Dice loss",
-    family="overlap",
-    soft_targets=True,
-    reference="Jadon 2020",
-    formula="log(cosh(1 - (2TP + s)/(2TP + FP + FN + s)))",
-)
 class LogCoshDiceLoss(DiceLoss):
     """Applied to the reduced Dice loss, as in Jadon's code."""
 
@@ -340,15 +299,6 @@ class LogCoshDiceLoss(DiceLoss):
         return torch.log(torch.cosh(super().compute(logits, target, maps)))
 
 
-@register_loss(
-    "generalized_dice",
-    "Generalized Dice: classes weighted by 1/(sum y_c)^2",
-    family="overlap",
-    soft_targets=True,
-    reference="Sudre et al. 2017",
-    formula="1 - (2 sum_c w_c TP_c + s)/(sum_c w_c (2TP_c + FP_c + FN_c) + s), "
-    "w_c = 1/(sum y_c)^2 divided by the largest; binary: background and foreground",
-)
 class GeneralizedDiceLoss(OverlapLoss):
     """Binary mode scores background and foreground (Sudre 2017; with one class the
     weights cancel and it is plain Dice). An absent class's infinite weight is replaced
@@ -395,14 +345,6 @@ def class_weights_from_volume(volume: torch.Tensor) -> torch.Tensor:
     return torch.where(largest > 0, weights / largest.clamp_min(1e-30), 1.0)
 
 
-@register_loss(
-    "mcc",
-    "Matthews correlation coefficient loss on soft counts",
-    family="overlap",
-    soft_targets=True,
-    reference="Abhishek & Hamarneh 2021",
-    formula="1 - (TP·TN - FP·FN)/sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN) + eps)",
-)
 class MCCLoss(OverlapLoss):
     """Soft counts (not rounded predictions: rounding has zero gradient). MCC is undefined
     on an empty target (TP + FN = 0 makes numerator and product 0), so such a channel
@@ -441,14 +383,6 @@ class MCCLoss(OverlapLoss):
         return 1 - mcc.clamp(-1.0, 1.0)
 
 
-@register_loss(
-    "f1",
-    "1 - soft F1 from soft precision TP/(TP+FP) and recall TP/(TP+FN)",
-    family="overlap",
-    soft_targets=True,
-    reference="seed 004 (soft F1)",
-    formula="1 - 2PR/(P + R), P = (TP+s)/(TP+FP+s), R = (TP+s)/(TP+FN+s), clamped to [0, 1]",
-)
 class F1Loss(OverlapLoss):
     """Algebraically F1 with smooth s equals Dice with smooth 2s; the default s = 0.5
     makes ``f1`` match ``dice`` up to ``eps``."""
@@ -502,13 +436,6 @@ def lovasz_rows(errors: torch.Tensor, fg: torch.Tensor) -> torch.Tensor:
     return (errors_sorted * lovasz_gradient(fg.gather(-1, order))).sum(-1)
 
 
-@register_loss(
-    "lovasz",
-    "Lovász hinge (binary) / Lovász-softmax over present classes (multiclass)",
-    family="overlap",
-    reference="Berman et al. 2018",
-    formula="Lovász extension of the Jaccard loss on hinge errors 1 - x·(2y-1) / |y - p|",
-)
 class LovaszLoss(SegLoss):
     """All rows (images, or one row for the batch; times classes) are sorted in one call.
     Ignored pixels get an error that sorts last and contributes nothing, so no

@@ -21,7 +21,6 @@ from losscmp.losses.base import (
     check_class_weights,
     check_positive,
     check_range,
-    register_loss,
 )
 from losscmp.losses.functional import (
     binary_cross_entropy,
@@ -36,16 +35,6 @@ from losscmp.losses.functional import (
 )
 
 
-@register_loss(
-    "bce",
-    "Binary cross-entropy on logits",
-    family="pixel",
-    soft_targets=True,
-    modes=("binary",),
-    alternative="ce",
-    reference="-",
-    formula="-[y log p + (1-y) log(1-p)], mean over pixels",
-)
 class BCELoss(SegLoss):
     def __init__(self, mode: str = BINARY_MODE, *, ignore_index: int | None = None) -> None:
         super().__init__(mode, locals())
@@ -91,15 +80,6 @@ def cross_entropy_mean(
     return total / count.clamp_min(1e-12)
 
 
-@register_loss(
-    "ce",
-    "Multiclass cross-entropy (softmax) with optional class weights",
-    family="pixel",
-    modes=("multiclass",),
-    alternative="bce",
-    reference="-",
-    formula="-log softmax(x)_y, weighted mean over pixels",
-)
 class CELoss(SegLoss):
     def __init__(
         self,
@@ -118,16 +98,6 @@ class CELoss(SegLoss):
         )
 
 
-@register_loss(
-    "weighted_bce",
-    "BCE with the positive term weighted by beta (auto: N_neg/N_pos of the training set)",
-    family="pixel",
-    soft_targets=True,
-    modes=("binary",),
-    alternative="ce(class_weights=[...])",
-    reference="Ronneberger et al. 2015 (U-Net); Pihur et al. 2007",
-    formula="-[beta y log p + (1-y) log(1-p)], mean over pixels",
-)
 class WeightedBCELoss(SegLoss):
     """``beta="auto"`` takes N_neg / N_pos from ``fit(class_pixel_counts)``; until ``fit``
     is called it uses the current batch's ratio (so the Python API works without it)."""
@@ -167,16 +137,6 @@ class WeightedBCELoss(SegLoss):
         return masked_mean(loss, valid)
 
 
-@register_loss(
-    "balanced_bce",
-    "Class-balanced BCE with beta = share of negatives in the batch (HED)",
-    family="pixel",
-    soft_targets=True,
-    modes=("binary",),
-    alternative="ce(class_weights=[...])",
-    reference="Xie & Tu 2015 (HED)",
-    formula="-[beta y log p + (1-beta)(1-y) log(1-p)], beta = N_neg/N clipped to [eps, 1-eps]",
-)
 class BalancedBCELoss(SegLoss):
     def __init__(
         self, mode: str = BINARY_MODE, *, epsilon: float = 1e-6, ignore_index: int | None = None
@@ -193,16 +153,6 @@ class BalancedBCELoss(SegLoss):
         return masked_mean(binary_cross_entropy(logits, y, beta, 1 - beta), valid)
 
 
-@register_loss(
-    "soft_bce",
-    "BCE against smoothed labels y' = y(1-eps) + eps/2",
-    family="pixel",
-    soft_targets=True,
-    modes=("binary",),
-    alternative="label_smoothing_ce",
-    reference="Szegedy et al. 2016",
-    formula="BCE(p, y(1-eps) + eps/2); smp's smooth_factor f equals eps = 2f",
-)
 class SoftBCELoss(SegLoss):
     """Its minimum is at p = y', not at a confident prediction (that is the point)."""
 
@@ -219,15 +169,6 @@ class SoftBCELoss(SegLoss):
         return masked_mean(binary_cross_entropy(logits, smoothed), valid)
 
 
-@register_loss(
-    "label_smoothing_ce",
-    "Cross-entropy against (1-eps)·onehot + eps/K (torch's convention)",
-    family="pixel",
-    modes=("multiclass",),
-    alternative="soft_bce",
-    reference="Szegedy et al. 2016",
-    formula="CE(p, (1-eps)·onehot(y) + eps/K)",
-)
 class LabelSmoothingCELoss(SegLoss):
     """eps/K on every class, the true one included (torch); not eps/(K-1) on the others."""
 
@@ -254,14 +195,6 @@ class LabelSmoothingCELoss(SegLoss):
         )
 
 
-@register_loss(
-    "focal",
-    "Focal loss: cross-entropy down-weighted by (1-p_t)^gamma per pixel",
-    family="pixel",
-    soft_targets=True,
-    reference="Lin et al. 2017",
-    formula="-alpha_t (1-p_t)^gamma log p_t per pixel, mean",
-)
 class FocalLoss(SegLoss):
     """Binary: ``alpha`` weighs positives (1-alpha the negatives); None disables it.
     Multiclass: softmax p_t of the true class; ``alpha`` a list of per-class weights,
@@ -356,14 +289,6 @@ def top_fraction_mean_on_device(flat: torch.Tensor, valid: torch.Tensor, percent
     return torch.where(kept, top, 0.0).sum() / wanted * (count > 0)
 
 
-@register_loss(
-    "topk_ce",
-    "Cross-entropy averaged over the k% hardest pixels of the batch",
-    family="pixel",
-    soft_targets=True,
-    reference="Wu et al. 2016 (bootstrapped CE)",
-    formula="mean of the top k% per-pixel (B)CE values",
-)
 class TopKCELoss(SegLoss):
     def __init__(
         self, mode: str = BINARY_MODE, *, k: float = 10.0, ignore_index: int | None = None
@@ -379,14 +304,6 @@ class TopKCELoss(SegLoss):
         return top_fraction_mean(loss, valid, self.k)
 
 
-@register_loss(
-    "distance_weighted_bce",
-    "U-Net weight map: CE weighted by class balance plus w0·exp(-(d1+d2)^2/(2 sigma^2))",
-    family="pixel",
-    needs=(OBJECT_DISTANCE,),
-    reference="Ronneberger et al. 2015 (U-Net)",
-    formula="mean of [w_c(x) + w0 exp(-(d1+d2)^2 / (2 sigma^2))]·CE(x)",
-)
 class DistanceWeightedBCELoss(SegLoss):
     """d1 + d2 is the ``object_distance`` map (distances to the nearest and second-nearest
     connected component; inf with fewer than two objects, so the term vanishes).
