@@ -1404,7 +1404,7 @@ class RunStore:
         notes: list[str] = []
         if records:
             problems, built = self._checked_tables(records)
-            if problems:
+            if problems and not self._behind_its_writer(problems):
                 notes.append(self._repair_note(problems, records, repair))
             frames = {
                 spec.name: checked_table(built[spec.name], spec, self.trials_dir) for spec in TABLES
@@ -1417,6 +1417,16 @@ class RunStore:
                 frames["images"] = pd.DataFrame()
         notes += self._history_notes(meta, {record["trial_id"] for record in records})
         return StoredRun(self.run_dir, meta, records, frames["epochs"], frames["images"], notes)
+
+    def _behind_its_writer(self, problems: dict[str, str]) -> bool:
+        """The tables only lag the trial files of a run another process is writing: it
+        writes them as it goes, so nothing is wrong (the report says the run is still
+        being written); a note listing every trial they lack only alarmed."""
+        lagging = all(
+            problem == "is missing" or problem.startswith("lacks ") for problem in problems.values()
+        )
+        writer = self.locked_by() if lagging else None
+        return writer is not None and writer != os.getpid()
 
     def _repair_note(self, problems: dict[str, str], records, repair: bool) -> str:
         wrong = "; ".join(f"{name} {problem}" for name, problem in problems.items())

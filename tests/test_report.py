@@ -1354,6 +1354,34 @@ def test_a_run_still_training_is_not_told_to_resume(tmp_path):
     ]
 
 
+def test_a_run_still_training_is_not_said_to_lack_its_newest_trials(tmp_path):
+    """Its epochs.csv and images.csv lag its trial files until the run writes them: a report
+    read meanwhile noted that each 'lacks 3 trial(s) of trials/ (...every one named...); read
+    from trials/ instead (not rewritten: ...)', as if something were broken. The trials are
+    read from their files; the one note says the run is still being written."""
+    run_dir = write_run(tmp_path, quality={"dice": 0.8, "focal": 0.6}, seeds=(0, 1))
+    for table in ("epochs.csv", "images.csv"):
+        frame = pd.read_csv(run_dir / table)
+        frame[frame["loss"] != "focal"].to_csv(run_dir / table, index=False)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run_dir)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        results = load_run(run_dir)
+        notes = report_notes(results)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert notes == []  # every planned trial has its file: nothing to say but the numbers
+    assert sorted(results.epochs["loss"].unique()) == ["dice", "focal"]
+    assert len(results.images[results.images["loss"] == "focal"]) > 0
+    # Once the writer is gone, lagging tables are a fault, repaired and said.
+    (note,) = load_run(run_dir).notes
+    assert note.startswith(f"{run_dir}: epochs.csv lacks 2 trial(s) of trials/")
+    assert note.endswith("rebuilt from trials/")
+
+
 class CountedColumns(pd.DataFrame):
     """A frame that counts the reads of its columns by name (its slices are plain frames)."""
 
