@@ -501,7 +501,7 @@ def _print_report(
     from losscmp import console
     from losscmp.render import RENDERERS, terminal
     from losscmp.results import RunStore
-    from losscmp.summary import build_report
+    from losscmp.summary import build_report, source_lines
 
     targets = {name: path for name, path in files.items() if path is not None}
     _check_distinct_targets(targets)
@@ -510,6 +510,8 @@ def _print_report(
         outputs[name].check_target(path)
     report = build_report(list(paths), metric=metric)
     run_dirs = report.results.run_dirs
+    for line in source_lines(paths, report.results):
+        console.print_note(line)
     console.print_tables(terminal.render(report))
     for note in report.notes:
         console.print_note(note)

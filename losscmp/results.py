@@ -483,18 +483,22 @@ def newest_run(folder: Path) -> Path | None:
     after every run id (YYYYmmdd-HHMMSS-...) by name. Then by name (the run id), then by
     when run.json was last written.
     """
-    folder = Path(folder)
-    try:
-        runs = [
-            child
-            for child in folder.iterdir()
-            if not child.name.startswith(".") and (child / RUN_FILE).is_file()  # not .creating
-        ]
-    except OSError:
-        return None
+    runs = runs_in(folder)
     if not runs:
         return None
     return max(runs, key=lambda run: (_started(run), run.name, _mtime(run / RUN_FILE)))
+
+
+def runs_in(folder: Path) -> list[Path]:
+    """The run folders (with a run.json) directly inside ``folder``; none if unreadable."""
+    try:
+        return [
+            child
+            for child in Path(folder).iterdir()
+            if not child.name.startswith(".") and (child / RUN_FILE).is_file()  # not .creating
+        ]
+    except OSError:
+        return []
 
 
 def _started(run_dir: Path) -> float:

@@ -63,6 +63,7 @@ from losscmp.results import (
     RunStore,
     is_run_dir,
     newest_run,
+    runs_in,
     trial_id,
 )
 from losscmp.spec import Spec, parse_spec
@@ -202,6 +203,32 @@ def resolve_run_dirs(paths: Sequence[Path | str]) -> list[Path]:
         run_dir = _resolve_one(path)
         resolved.setdefault(run_dir.resolve(), run_dir)
     return list(resolved.values())
+
+
+def source_lines(paths: Sequence[Path | str], results: RunResults) -> list[str]:
+    """What the paths alone do not say about the table: which run a folder of runs stood
+    for (its newest, of how many), and, for a combined table, each run's losses and seeds
+    (the table merges their rows)."""
+    lines = []
+    for path in map(Path, paths):
+        if path.is_dir() and not is_run_dir(path):
+            count = len(runs_in(path))
+            lines.append(
+                f"{path}: its newest run, {_resolve_one(path).name}"
+                + (f" (of {count} runs there)" if count > 1 else "")
+            )
+    if len(results.run_dirs) > 1:
+        parts = []
+        for run_dir, meta in zip(results.run_dirs, results.metas, strict=True):
+            run_id = meta.get("run_id", run_dir.name)
+            trials = results.trials[results.trials["run_id"] == run_id]
+            seeds = sorted(int(seed) for seed in trials["seed"].dropna().unique())
+            parts.append(
+                f"{run_dir} ({', '.join(dict.fromkeys(trials['loss']))}; "
+                f"seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))})"
+            )
+        lines.append(f"{len(parts)} runs combined in one table: " + "; ".join(parts))
+    return lines
 
 
 def _resolve_one(path: Path) -> Path:

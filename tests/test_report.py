@@ -485,6 +485,25 @@ def test_comparable_runs_combine(tmp_path):
     assert summary["p_holm"].notna().sum() == 2
 
 
+def test_the_report_says_which_runs_its_table_holds(cli, tmp_path):
+    """A folder of runs is reported by its newest run, and named runs are merged into one
+    table: the output said neither, so a table could not be told from another run's."""
+    first = write_run(tmp_path / "a", quality={"dice": 0.8, "focal": 0.6}, run_id="20260101-1")
+    write_run(tmp_path / "b", quality={"dice": 0.8}, run_id="20260101-2")
+    newest = write_run(tmp_path / "b", quality={"tversky": 0.7}, seeds=(0,), run_id="20260101-3")
+    result = cli("report", first, tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    lines = " ".join(result.output.split())  # Rich wraps notes at the terminal's width
+    assert f"note: {tmp_path / 'b'}: its newest run, 20260101-3 (of 2 runs there)" in lines
+    assert (
+        f"note: 2 runs combined in one table: {first} (dice, focal; seeds 0, 1, 2); "
+        f"{newest} (tversky; seed 0)"
+    ) in lines
+    assert lines.index("note: 2 runs combined") < lines.index("tversky 0.")  # above the table
+    alone = " ".join(cli("report", first).output.split())
+    assert "newest run" not in alone and "combined" not in alone  # the run named: no more
+
+
 def test_the_caption_counts_the_seeds_of_every_loss(tmp_path):
     """Combined (or unfinished) runs may give losses different numbers of seeds: the caption
     said 'over 3 seed(s)' of a loss that had one."""
