@@ -441,6 +441,12 @@ def _check_comparable(first: RunResults, other: RunResults) -> None:
         if "fingerprint" not in info or "fingerprint" not in theirs:
             ignored = ignored | {"fingerprint"}  # a run made before fingerprints were kept
         difference = _first_difference(info, theirs, ignored)
+        if difference.startswith("fingerprint "):
+            raise LosscmpError(
+                f"cannot combine runs {names}: dataset '{label}' holds other images in each "
+                f"(data fingerprint {info['fingerprint']} vs {theirs['fingerprint']})"
+                + _why_other_images(info, first.metas[0], other.metas[0])
+            )
         if difference:
             raise LosscmpError(
                 f"cannot combine runs {names}: dataset '{label}' differs in {difference}"
@@ -453,6 +459,19 @@ def _check_comparable(first: RunResults, other: RunResults) -> None:
         raise LosscmpError(
             f"cannot combine runs {names}: {difference}; a fair comparison needs the same setup"
         )
+
+
+def _why_other_images(info: dict[str, Any], first: dict[str, Any], other: dict[str, Any]) -> str:
+    """Generated data is drawn from a run's first seed (losscmp.data.synthetic): runs with
+    another --seed hold other images, a surprise to whoever meant to add seeds."""
+    seeds = [(meta.get("config") or {}).get("seed") for meta in (first, other)]
+    if info.get("source") != "generated" or seeds[0] == seeds[1]:
+        return ""
+    return (
+        f": its images are generated from a run's first seed (--seed {seeds[0]} vs "
+        f"{seeds[1]}); to add seeds to a run, run its command again with more --seeds and "
+        "--resume RUN_DIR"
+    )
 
 
 def _model(meta: dict[str, Any]) -> Any:

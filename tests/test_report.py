@@ -638,6 +638,36 @@ def test_incomparable_runs_are_refused_with_the_reason(tmp_path, changes, messag
         summarize(runs)
 
 
+def test_runs_of_generated_data_with_other_first_seeds_are_refused_with_why(tmp_path):
+    """Synthetic images are drawn from a run's --seed: a second run with --seed 1 (to add
+    seeds, or another loss) was refused for 'differs in fingerprint ('a7bb...' vs
+    '9a45...')', which said nothing a user could act on."""
+    first = write_run(
+        tmp_path, quality={"dice": 0.8}, run_id="a", dataset_info={"fingerprint": "a" * 16}
+    )
+    other_seed = write_run(
+        tmp_path,
+        quality={"bce": 0.7},
+        seeds=(1,),
+        run_id="b",
+        dataset_info={"fingerprint": "b" * 16},
+    )
+    with pytest.raises(LosscmpError) as refused:
+        summarize([load_run(first), load_run(other_seed)])
+    assert str(refused.value) == (
+        "cannot combine runs a and b: dataset "
+        f"'synthetic' holds other images in each (data fingerprint {'a' * 16} vs {'b' * 16}): "
+        "its images are generated from a run's first seed (--seed 0 vs 1); to add seeds to "
+        "a run, run its command again with more --seeds and --resume RUN_DIR"
+    )
+    same_seed = write_run(
+        tmp_path, quality={"bce": 0.7}, run_id="c", dataset_info={"fingerprint": "b" * 16}
+    )
+    with pytest.raises(LosscmpError) as refused:
+        summarize([load_run(first), load_run(same_seed)])
+    assert str(refused.value).endswith(f"(data fingerprint {'a' * 16} vs {'b' * 16})")
+
+
 # ---------------------------------------------------------------- output
 
 
