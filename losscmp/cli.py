@@ -531,6 +531,11 @@ def _print_report(
 
         for run_dir in run_dirs:
             written.extend(figures.write_plots(run_dir, metric=metric))
+        if len(run_dirs) > 1:  # the combined table's figures belong to no run folder either
+            console.print_note(
+                "--plots drew each run's own figures (its losses only) into its folder; "
+                "--html FILE draws the combined ones"
+            )
     console.print_written(written)
 
 

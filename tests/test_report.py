@@ -504,6 +504,24 @@ def test_the_report_says_which_runs_its_table_holds(cli, tmp_path):
     assert "newest run" not in alone and "combined" not in alone  # the run named: no more
 
 
+def test_plots_of_combined_runs_say_they_are_each_runs_own(cli, tmp_path):
+    """--plots with two runs wrote each run's figures, of its own losses, into its folder,
+    without a word: they looked like the combined table's figures with losses missing."""
+    first = write_run(tmp_path, quality={"dice": 0.8}, seeds=(0,), run_id="a", panel=False)
+    second = write_run(tmp_path, quality={"focal": 0.6}, seeds=(0,), run_id="b", panel=False)
+    result = cli("report", first, second, "--plots", "--csv", tmp_path / "both.csv")
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert (
+        "note: --plots drew each run's own figures (its losses only) into its folder; "
+        "--html FILE draws the combined ones"
+    ) in said
+    for run_dir in (first, second):
+        assert (run_dir / "plots" / "learning_curves.png").is_file()
+    alone = " ".join(cli("report", first, "--plots").output.split())
+    assert "--plots drew" not in alone
+
+
 def test_the_caption_counts_the_seeds_of_every_loss(tmp_path):
     """Combined (or unfinished) runs may give losses different numbers of seeds: the caption
     said 'over 3 seed(s)' of a loss that had one."""
