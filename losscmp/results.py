@@ -483,10 +483,27 @@ def newest_run(folder: Path) -> Path | None:
     after every run id (YYYYmmdd-HHMMSS-...) by name. Then by name (the run id), then by
     when run.json was last written.
     """
-    runs = runs_in(folder)
-    if not runs:
-        return None
-    return max(runs, key=lambda run: (_started(run), run.name, _mtime(run / RUN_FILE)))
+    runs = runs_newest_first(folder)
+    return runs[0] if runs else None
+
+
+def runs_newest_first(folder: Path) -> list[Path]:
+    """The run folders directly inside ``folder``, the newest (as ``newest_run``) first."""
+    return sorted(
+        runs_in(folder),
+        key=lambda run: (_started(run), run.name, _mtime(run / RUN_FILE)),
+        reverse=True,
+    )
+
+
+def has_finished_trial(run_dir: Path) -> bool:
+    """Whether a report of ``run_dir`` has anything to show: a trial file, or (a run made
+    before trial files) an epochs table."""
+    run_dir = Path(run_dir)
+    if any((run_dir / "trials").glob("*.json")):
+        return True
+    epochs = run_dir / "epochs.csv"
+    return epochs.is_file() and epochs.stat().st_size > 0
 
 
 def runs_in(folder: Path) -> list[Path]:

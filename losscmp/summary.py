@@ -61,9 +61,9 @@ from losscmp.errors import LosscmpError, SpecError, unknown
 from losscmp.results import (
     RUN_FILE,
     RunStore,
+    has_finished_trial,
     is_run_dir,
-    newest_run,
-    runs_in,
+    runs_newest_first,
     trial_id,
 )
 from losscmp.spec import Spec, parse_spec
@@ -212,11 +212,7 @@ def source_lines(paths: Sequence[Path | str], results: RunResults) -> list[str]:
     lines = []
     for path in map(Path, paths):
         if path.is_dir() and not is_run_dir(path):
-            count = len(runs_in(path))
-            lines.append(
-                f"{path}: its newest run, {_resolve_one(path).name}"
-                + (f" (of {count} runs there)" if count > 1 else "")
-            )
+            lines.append(f"{path}: {_which_run(path)}")
     if len(results.run_dirs) > 1:
         parts = []
         for run_dir, meta in zip(results.run_dirs, results.metas, strict=True):
@@ -231,14 +227,31 @@ def source_lines(paths: Sequence[Path | str], results: RunResults) -> list[str]:
     return lines
 
 
+def _which_run(folder: Path) -> str:
+    """Which of the runs in ``folder`` is reported, and why that one."""
+    runs = runs_newest_first(folder)
+    taken = _resolve_one(folder)
+    newer = runs[: runs.index(taken)]
+    if not newer:
+        return f"its newest run, {taken.name}" + (
+            f" (of {len(runs)} runs there)" if len(runs) > 1 else ""
+        )
+    return (
+        f"its newest run with a finished trial, {taken.name} (of {len(runs)} runs there; "
+        f"newer, with none yet: {', '.join(run.name for run in newer)})"
+    )
+
+
 def _resolve_one(path: Path) -> Path:
     if not path.exists():
         raise LosscmpError(f"{path} does not exist")
     if is_run_dir(path):
         return path
-    newest = newest_run(path)
-    if newest is not None:
-        return newest
+    runs = runs_newest_first(path)
+    if runs:
+        # A run just started (or stopped before a trial ended) has nothing to show: the
+        # newest run that has is reported instead, and the line above the table says so.
+        return next((run for run in runs if has_finished_trial(run)), runs[0])
     raise LosscmpError(
         f"no losscmp run found in {path} (expected a folder with {RUN_FILE}, "
         "or one holding such folders; 'losscmp run' makes them)"

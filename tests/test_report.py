@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -520,6 +521,29 @@ def test_plots_of_combined_runs_say_they_are_each_runs_own(cli, tmp_path):
         assert (run_dir / "plots" / "learning_curves.png").is_file()
     alone = " ".join(cli("report", first, "--plots").output.split())
     assert "--plots drew" not in alone
+
+
+def test_a_folder_whose_newest_run_has_no_trial_yet_reports_the_one_before(cli, tmp_path):
+    """`report results/` while a run was starting (run.json written, no trial ended yet)
+    refused: 'has no finished trials yet'; the runs before it were out of reach but by
+    name. The newest run with a finished trial is reported, and the line says so."""
+    older = write_run(tmp_path, quality={"dice": 0.8}, seeds=(0,), run_id="20260101-1")
+    starting = tmp_path / "20260102-1"
+    starting.mkdir()
+    meta = json.loads((older / "run.json").read_text())
+    meta.update(run_id=starting.name, started_at="2026-01-02T00:00:00+00:00")
+    (starting / "run.json").write_text(json.dumps(meta))
+    assert resolve_run_dirs([tmp_path]) == [older]
+    result = cli("report", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert (
+        f"note: {tmp_path}: its newest run with a finished trial, 20260101-1 (of 2 runs "
+        "there; newer, with none yet: 20260102-1)"
+    ) in " ".join(result.output.split())
+    shutil.rmtree(older)  # no run with a trial: the newest one's reason
+    result = cli("report", tmp_path)
+    assert result.exit_code == 2
+    assert f"{starting} has no finished trials yet" in result.output
 
 
 def test_the_caption_counts_the_seeds_of_every_loss(tmp_path):
