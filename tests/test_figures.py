@@ -383,3 +383,19 @@ def test_the_imbalance_figure_of_23_losses_keeps_its_lines_visible_and_apart(tmp
     assert legend.x0 > plot.x1  # beside the lines, not over them
     assert plot.width > 0.45 * figure.bbox.width
     assert axis.get_legend()._ncols == 2
+
+
+def test_a_stored_png_holds_the_pixels_of_a_compressed_one(tmp_path):
+    """report.html decodes each figure's PNG at once to make it a palette PNG: drawn stored
+    (compress_level 0) it is the same picture, made without a third of a panel's time."""
+    from PIL import Image
+
+    results = load_run(write_run(tmp_path, quality=QUALITY))
+    pictures = []
+    for level in (0, 6):
+        png = figures.png_bytes(figures.prediction_panel(results, "synthetic").figure, 100,
+                                compress_level=level)  # fmt: skip
+        pictures.append((len(png), np.asarray(Image.open(io.BytesIO(png)))))
+    (stored_size, stored), (compressed_size, compressed) = pictures
+    assert np.array_equal(stored, compressed)
+    assert stored_size > 3 * compressed_size

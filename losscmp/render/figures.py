@@ -81,10 +81,11 @@ def write_plots(run_dir: Path | str, *, metric: str = "dice") -> list[Path]:
     return written
 
 
-def png_bytes(figure: Figure, dpi: int = 110) -> bytes:
+def png_bytes(figure: Figure, dpi: int = 110, *, compress_level: int = 6) -> bytes:
     """The figure as a PNG cropped to what it draws. savefig's 'tight' draws the figure
     twice (once to measure); a figure placed by hand (no layout engine: the prediction
-    panel) is measured without that draw, which would resample its image once more."""
+    panel) is measured without that draw, which would resample its image once more.
+    ``compress_level`` 0: stored, for a PNG that is decoded at once (the page's)."""
     from matplotlib import rcParams
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -94,7 +95,13 @@ def png_bytes(figure: Figure, dpi: int = 110) -> bytes:
         figure.set_dpi(dpi)  # text is measured at the dpi it is drawn at
         renderer = FigureCanvasAgg(figure).get_renderer()
         bbox = figure.get_tightbbox(renderer).padded(rcParams["savefig.pad_inches"])
-    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches=bbox)
+    figure.savefig(
+        buffer,
+        format="png",
+        dpi=dpi,
+        bbox_inches=bbox,
+        pil_kwargs={"compress_level": compress_level},
+    )
     return buffer.getvalue()
 
 
