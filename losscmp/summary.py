@@ -393,7 +393,7 @@ def combine_runs(runs: Sequence[RunResults]) -> RunResults:
     for other in runs[1:]:
         _check_comparable(first, other)
     trials = pd.concat([run.trials for run in runs], ignore_index=True)
-    _check_no_repeated_trials(trials)
+    _check_no_repeated_trials(trials, runs)
     return RunResults(
         run_dirs=[path for run in runs for path in run.run_dirs],
         metas=[meta for run in runs for meta in run.metas],
@@ -500,15 +500,21 @@ def _first_difference(left: dict, right: dict, ignored: Iterable[str]) -> str:
     return ""
 
 
-def _check_no_repeated_trials(trials: pd.DataFrame) -> None:
+def _check_no_repeated_trials(trials: pd.DataFrame, runs: Sequence[RunResults]) -> None:
     repeated = trials[trials.duplicated(["dataset", "loss", "base_lr", "seed"], keep=False)]
-    if not repeated.empty:
-        row = repeated.iloc[0]
-        runs = ", ".join(sorted(set(repeated["run_id"].astype(str))))
-        raise LosscmpError(
-            f"cannot combine runs {runs}: each has loss '{row['loss']}' seed {row['seed']} "
-            f"on '{row['dataset']}'; report one of them, or runs with different losses"
-        )
+    if repeated.empty:
+        return
+    row = repeated.iloc[0]
+    run_ids = sorted(set(repeated["run_id"].astype(str)))
+    names, copies = ", ".join(run_ids), ""
+    if len(run_ids) == 1:  # one run's folder copied (a backup, a download): name the folders
+        folders = [run.run_dirs[0] for run in runs if run.run_ids[0] == run_ids[0]]
+        names = " and ".join(map(str, folders))
+        copies = f" (both are run {run_ids[0]}: copies of one run)"
+    raise LosscmpError(
+        f"cannot combine runs {names}: each has loss '{row['loss']}' seed {row['seed']} "
+        f"on '{row['dataset']}'{copies}; report one of them, or runs with different losses"
+    )
 
 
 # --------------------------------------------------------------------------- summarising

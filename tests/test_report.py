@@ -710,6 +710,22 @@ def test_runs_of_generated_data_with_other_first_seeds_are_refused_with_why(tmp_
     assert str(refused.value).endswith(f"(data fingerprint {'a' * 16} vs {'b' * 16})")
 
 
+def test_a_run_and_its_copy_are_refused_naming_both_folders(tmp_path):
+    """A run reported beside its copy (a backup, a download) was refused as 'cannot
+    combine runs 20260101-1: each has loss ...': one run id, 'each' of one, and no folder
+    to tell which two were meant."""
+    original = write_run(tmp_path / "results", quality={"dice": 0.8}, run_id="20260101-1")
+    copy = tmp_path / "backup" / "20260101-1"
+    shutil.copytree(original, copy)
+    with pytest.raises(LosscmpError) as refused:
+        summarize([load_run(original), load_run(copy)])
+    assert str(refused.value) == (
+        f"cannot combine runs {original} and {copy}: each has loss 'dice' seed 0 on "
+        "'synthetic' (both are run 20260101-1: copies of one run); report one of them, or "
+        "runs with different losses"
+    )
+
+
 # ---------------------------------------------------------------- output
 
 
