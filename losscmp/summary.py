@@ -219,9 +219,11 @@ def source_lines(paths: Sequence[Path | str], results: RunResults) -> list[str]:
             run_id = meta.get("run_id", run_dir.name)
             trials = results.trials[results.trials["run_id"] == run_id]
             seeds = sorted(int(seed) for seed in trials["seed"].dropna().unique())
+            rates = sorted(float(rate) for rate in trials["base_lr"].dropna().unique())
             parts.append(
                 f"{run_dir} ({', '.join(dict.fromkeys(trials['loss']))}; "
-                f"seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))})"
+                f"seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))}; "
+                f"lr {', '.join(f'{rate:g}' for rate in rates)})"
             )
         lines.append(f"{len(parts)} runs combined in one table: " + "; ".join(parts))
     return lines
@@ -232,10 +234,10 @@ def _which_run(folder: Path) -> str:
     runs = runs_newest_first(folder)
     taken = _resolve_one(folder)
     newer = runs[: runs.index(taken)]
+    if len(runs) == 1:
+        return f"its one run, {taken.name}"
     if not newer:
-        return f"its newest run, {taken.name}" + (
-            f" (of {len(runs)} runs there)" if len(runs) > 1 else ""
-        )
+        return f"its newest run, {taken.name} (of {len(runs)} runs there)"
     return (
         f"its newest run with a finished trial, {taken.name} (of {len(runs)} runs there; "
         f"newer, with none yet: {', '.join(run.name for run in newer)})"

@@ -497,12 +497,14 @@ def test_the_report_says_which_runs_its_table_holds(cli, tmp_path):
     lines = " ".join(result.output.split())  # Rich wraps notes at the terminal's width
     assert f"note: {tmp_path / 'b'}: its newest run, 20260101-3 (of 2 runs there)" in lines
     assert (
-        f"note: 2 runs combined in one table: {first} (dice, focal; seeds 0, 1, 2); "
-        f"{newest} (tversky; seed 0)"
+        f"note: 2 runs combined in one table: {first} (dice, focal; seeds 0, 1, 2; lr 0.003); "
+        f"{newest} (tversky; seed 0; lr 0.003)"
     ) in lines
     assert lines.index("note: 2 runs combined") < lines.index("tversky 0.")  # above the table
     alone = " ".join(cli("report", first).output.split())
     assert "newest run" not in alone and "combined" not in alone  # the run named: no more
+    parent = " ".join(cli("report", tmp_path / "a").output.split())
+    assert f"note: {tmp_path / 'a'}: its one run, 20260101-1" in parent
 
 
 def test_plots_of_combined_runs_say_they_are_each_runs_own(cli, tmp_path):
