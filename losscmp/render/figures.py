@@ -53,9 +53,6 @@ LEGEND_INSIDE_MAX = 10
 LEGEND_ROWS = 16
 LEGEND_COLUMN_WIDTH = 2.0  # inches the figure widens by for each column of such a legend
 
-# Image pixels drawn as squares: masks stay crisp and the PNGs compress twice as well.
-PIXELS = "nearest"
-
 
 def write_plots(run_dir: Path | str, *, metric: str = "dice") -> list[Path]:
     """Draw every figure the run supports; return the PNG paths written."""
@@ -304,10 +301,11 @@ def _class_count(results: summary.RunResults, dataset: str, masks, predictions) 
     return max(labels) + 1
 
 
-# The panel is one picture: every tile pasted into one array, drawn by one imshow on one
-# Axes, with the titles, Dice labels and frames drawn over it. One Axes per tile (120 for
-# 23 losses) cost seconds per dataset to create, lay out and draw. Sizes in inches, as the
-# Axes grid had them: a 1.6-inch tile in a 1.9-inch cell.
+# The panel is one picture: every tile pasted into one array, shown on one Axes (each of
+# its pixels drawn as a block of output pixels: masks stay crisp and the PNGs compress
+# twice as well), with the titles, Dice labels and frames drawn over it. One Axes per tile
+# (120 for 23 losses) cost seconds per dataset to create, lay out and draw. Sizes in
+# inches, as the Axes grid had them: a 1.6-inch tile in a 1.9-inch cell.
 TILE_INCHES = 1.6
 COLUMN_GAP_INCHES = 0.3
 LABEL_INCHES = 0.24  # below each row of tiles: the Dice labels
