@@ -500,9 +500,9 @@ def has_finished_trial(run_dir: Path) -> bool:
     """Whether a report of ``run_dir`` has anything to show: a trial file, or (a run made
     before trial files) an epochs table."""
     run_dir = Path(run_dir)
-    if any((run_dir / "trials").glob("*.json")):
+    if any((run_dir / TRIALS_DIR).glob("*.json")):
         return True
-    epochs = run_dir / "epochs.csv"
+    epochs = run_dir / EPOCH_TABLE.file  # defined below; read when called
     return epochs.is_file() and epochs.stat().st_size > 0
 
 

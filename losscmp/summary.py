@@ -220,11 +220,12 @@ def source_lines(paths: Sequence[Path | str], results: RunResults) -> list[str]:
             trials = results.trials[results.trials["run_id"] == run_id]
             seeds = sorted(int(seed) for seed in trials["seed"].dropna().unique())
             rates = sorted(float(rate) for rate in trials["base_lr"].dropna().unique())
-            parts.append(
-                f"{run_dir} ({', '.join(dict.fromkeys(trials['loss']))}; "
-                f"seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))}; "
-                f"lr {', '.join(f'{rate:g}' for rate in rates)})"
-            )
+            said = [
+                ", ".join(dict.fromkeys(trials["loss"])),
+                f"seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))}",
+                *([f"lr {', '.join(f'{rate:g}' for rate in rates)}"] if rates else []),
+            ]
+            parts.append(f"{run_dir} ({'; '.join(said)})")
         lines.append(f"{len(parts)} runs combined in one table: " + "; ".join(parts))
     return lines
 
@@ -240,7 +241,7 @@ def _which_run(folder: Path) -> str:
         return f"its newest run, {taken.name} (of {len(runs)} runs there)"
     return (
         f"its newest run with a finished trial, {taken.name} (of {len(runs)} runs there; "
-        f"newer, with none yet: {', '.join(run.name for run in newer)})"
+        f"newer, without one yet: {', '.join(run.name for run in newer)})"
     )
 
 

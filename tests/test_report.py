@@ -540,7 +540,7 @@ def test_a_folder_whose_newest_run_has_no_trial_yet_reports_the_one_before(cli, 
     assert result.exit_code == 0, result.output
     assert (
         f"note: {tmp_path}: its newest run with a finished trial, 20260101-1 (of 2 runs "
-        "there; newer, with none yet: 20260102-1)"
+        "there; newer, without one yet: 20260102-1)"
     ) in " ".join(result.output.split())
     shutil.rmtree(older)  # no run with a trial: the newest one's reason
     result = cli("report", tmp_path)
