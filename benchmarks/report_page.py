@@ -11,7 +11,12 @@ alternated, ``--repeats`` times; each page is then opened in headless Chromium (
 system's, as ``tests/test_html_browser.py`` launches it) at 1366x800, five times.
 Printed per page: its size and its figures' sizes, the lines of 'What went wrong',
 the median build and load times (load: until the load event and two frames drawn), the
-page's height and how far down the comparison table starts.
+page's height and how far down the comparison table starts; and the prediction panels
+alone (each dataset's, built and turned into the page's PNG, in a fresh process per
+checkout, sides alternated, after matplotlib is imported), median over ``--repeats``.
+
+    python benchmarks/report_page.py --dial --no-browser --against ../old
+        # 23 losses x 3 seeds on 3 foreground fractions: three panels; no Chromium
 """
 
 from __future__ import annotations
@@ -40,6 +45,42 @@ def make_grid_run(root: Path) -> Path:
         root, quality=LOSSES, seeds=range(5), lrs=[1e-3, 3e-3, 1e-2], diverged=diverged,
         epochs=8, n_images=16, image_size=48,
     )  # fmt: skip
+
+
+def make_dial_run(root: Path) -> Path:
+    """23 losses x 3 seeds on an imbalance dial of 3 foreground fractions (207 trials)."""
+    sys.path[:0] = [str(REPO / "tests"), str(REPO)]
+    from run_fixtures import write_run
+
+    datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.05, 0.2)]
+    return write_run(
+        root, quality=LOSSES, datasets=datasets, seeds=range(3), epochs=8, n_images=16,
+        image_size=48,
+    )  # fmt: skip
+
+
+# Each dataset's prediction panel as report.html embeds it, timed in the checkout's code.
+PANEL_TIMER = """
+import sys, time
+from losscmp import summary
+from losscmp.render import figures, html
+import matplotlib.figure, matplotlib.backends.backend_agg
+results = summary.load_run(sys.argv[1])
+shown = summary.at_chosen_rates(results, summary.summarize(results, "dice"))
+for dataset in summary.dataset_order(shown):
+    started = time.perf_counter()
+    html._figure(figures.prediction_panel(shown, dataset).figure, "")
+    print(time.perf_counter() - started)
+"""
+
+
+def panel_seconds(code: Path, run_dir: Path) -> float:
+    """Seconds the run's prediction panels took (all datasets) with the checkout ``code``."""
+    command = [sys.executable, "-c", PANEL_TIMER, str(run_dir)]
+    done = subprocess.run(command, cwd=code, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"{code}: {done.stderr[-2000:]}")
+    return sum(float(line) for line in done.stdout.split())
 
 
 def build(code: Path, run_dir: Path, page: Path) -> float:
@@ -88,11 +129,14 @@ def main() -> None:
     parser.add_argument("runs", nargs="*", type=Path, help="run folders (default: one made)")
     parser.add_argument("--against", type=Path, help="another checkout, measured in turn")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dial", action="store_true", help="make the 3-dataset dial run")
+    parser.add_argument("--no-browser", action="store_true", help="skip Chromium")
     args = parser.parse_args()
     sides = {"this": REPO} | ({"against": args.against.resolve()} if args.against else {})
     with tempfile.TemporaryDirectory() as folder:
-        runs = args.runs or [make_grid_run(Path(folder) / "grid")]
-        pages, walls = {}, {}
+        make = make_dial_run if args.dial else make_grid_run
+        runs = args.runs or [make(Path(folder) / "made")]
+        pages, walls, panels = {}, {}, {}
         for number, run_dir in enumerate(runs):
             for repeat in range(args.repeats):
                 order = list(sides) if repeat % 2 == 0 else list(sides)[::-1]
@@ -100,19 +144,22 @@ def main() -> None:
                     key = f"{run_dir} ({side})"
                     pages[key] = Path(folder) / f"{number}-{side}.html"
                     walls.setdefault(key, []).append(build(sides[side], run_dir, pages[key]))
-        loads = shown(pages)
+                    panels.setdefault(key, []).append(panel_seconds(sides[side], run_dir))
+        loads = {} if args.no_browser else shown(pages)
         for key, page_file in pages.items():
             text = page_file.read_text()
             images = re.findall(r'src="data:image/png;base64,([^"]*)"', text)
             sizes = ", ".join(f"{len(data) * 3 / 4 / 1e3:.0f}" for data in images)
             times = ", ".join(f"{wall:.1f}" for wall in walls[key])
-            shown_page = loads[key]
             print(f"{key}:")
             print(f"  {len(text.encode()) / 1e3:.0f} kB, figures {sizes} kB; "
                   f"{text.count('<li>')} lines in 'What went wrong'")  # fmt: skip
-            print(f"  report --html {statistics.median(walls[key]):.1f} s ({times}); Chromium "
-                  f"{shown_page['load_s']:.2f} s; page {shown_page['height']} px high, the "
-                  f"comparison table {shown_page['top']:.0f} px down")  # fmt: skip
+            print(f"  report --html {statistics.median(walls[key]):.1f} s ({times}); "
+                  f"prediction panels {statistics.median(panels[key]):.2f} s "
+                  f"({', '.join(f'{s:.2f}' for s in panels[key])})")  # fmt: skip
+            if key in loads:
+                print(f"  Chromium {loads[key]['load_s']:.2f} s; page {loads[key]['height']} px "
+                      f"high, the comparison table {loads[key]['top']:.0f} px down")  # fmt: skip
 
 
 if __name__ == "__main__":

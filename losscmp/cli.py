@@ -501,7 +501,7 @@ def _print_report(
     from losscmp import console
     from losscmp.render import RENDERERS, terminal
     from losscmp.results import RunStore
-    from losscmp.summary import build_report
+    from losscmp.summary import build_report, source_lines
 
     targets = {name: path for name, path in files.items() if path is not None}
     _check_distinct_targets(targets)
@@ -510,6 +510,8 @@ def _print_report(
         outputs[name].check_target(path)
     report = build_report(list(paths), metric=metric)
     run_dirs = report.results.run_dirs
+    for line in source_lines(paths, report.results):
+        console.print_note(line)
     console.print_tables(terminal.render(report))
     for note in report.notes:
         console.print_note(note)
@@ -529,6 +531,11 @@ def _print_report(
 
         for run_dir in run_dirs:
             written.extend(figures.write_plots(run_dir, metric=metric))
+        if len(run_dirs) > 1:  # the combined table's figures belong to no run folder either
+            console.print_note(
+                "--plots drew each run's own figures (its losses only) into its folder; "
+                "--html FILE draws the combined ones"
+            )
     console.print_written(written)
 
 

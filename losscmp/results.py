@@ -483,18 +483,39 @@ def newest_run(folder: Path) -> Path | None:
     after every run id (YYYYmmdd-HHMMSS-...) by name. Then by name (the run id), then by
     when run.json was last written.
     """
-    folder = Path(folder)
+    runs = runs_newest_first(folder)
+    return runs[0] if runs else None
+
+
+def runs_newest_first(folder: Path) -> list[Path]:
+    """The run folders directly inside ``folder``, the newest (as ``newest_run``) first."""
+    return sorted(
+        runs_in(folder),
+        key=lambda run: (_started(run), run.name, _mtime(run / RUN_FILE)),
+        reverse=True,
+    )
+
+
+def has_finished_trial(run_dir: Path) -> bool:
+    """Whether a report of ``run_dir`` has anything to show: a trial file, or (a run made
+    before trial files) an epochs table."""
+    run_dir = Path(run_dir)
+    if any((run_dir / TRIALS_DIR).glob("*.json")):
+        return True
+    epochs = run_dir / EPOCH_TABLE.file  # defined below; read when called
+    return epochs.is_file() and epochs.stat().st_size > 0
+
+
+def runs_in(folder: Path) -> list[Path]:
+    """The run folders (with a run.json) directly inside ``folder``; none if unreadable."""
     try:
-        runs = [
+        return [
             child
-            for child in folder.iterdir()
+            for child in Path(folder).iterdir()
             if not child.name.startswith(".") and (child / RUN_FILE).is_file()  # not .creating
         ]
     except OSError:
-        return None
-    if not runs:
-        return None
-    return max(runs, key=lambda run: (_started(run), run.name, _mtime(run / RUN_FILE)))
+        return []
 
 
 def _started(run_dir: Path) -> float:
@@ -1404,7 +1425,7 @@ class RunStore:
         notes: list[str] = []
         if records:
             problems, built = self._checked_tables(records)
-            if problems:
+            if problems and not self._behind_its_writer(problems):
                 notes.append(self._repair_note(problems, records, repair))
             frames = {
                 spec.name: checked_table(built[spec.name], spec, self.trials_dir) for spec in TABLES
@@ -1417,6 +1438,16 @@ class RunStore:
                 frames["images"] = pd.DataFrame()
         notes += self._history_notes(meta, {record["trial_id"] for record in records})
         return StoredRun(self.run_dir, meta, records, frames["epochs"], frames["images"], notes)
+
+    def _behind_its_writer(self, problems: dict[str, str]) -> bool:
+        """The tables only lag the trial files of a run another process is writing: it
+        writes them as it goes, so nothing is wrong (the report says the run is still
+        being written); a note listing every trial they lack only alarmed."""
+        lagging = all(
+            problem == "is missing" or problem.startswith("lacks ") for problem in problems.values()
+        )
+        writer = self.locked_by() if lagging else None
+        return writer is not None and writer != os.getpid()
 
     def _repair_note(self, problems: dict[str, str], records, repair: bool) -> str:
         wrong = "; ".join(f"{name} {problem}" for name, problem in problems.items())

@@ -61,8 +61,9 @@ from losscmp.errors import LosscmpError, SpecError, unknown
 from losscmp.results import (
     RUN_FILE,
     RunStore,
+    has_finished_trial,
     is_run_dir,
-    newest_run,
+    runs_newest_first,
     trial_id,
 )
 from losscmp.spec import Spec, parse_spec
@@ -204,14 +205,56 @@ def resolve_run_dirs(paths: Sequence[Path | str]) -> list[Path]:
     return list(resolved.values())
 
 
+def source_lines(paths: Sequence[Path | str], results: RunResults) -> list[str]:
+    """What the paths alone do not say about the table: which run a folder of runs stood
+    for (its newest, of how many), and, for a combined table, each run's losses and seeds
+    (the table merges their rows)."""
+    lines = []
+    for path in map(Path, paths):
+        if path.is_dir() and not is_run_dir(path):
+            lines.append(f"{path}: {_which_run(path)}")
+    if len(results.run_dirs) > 1:
+        parts = []
+        for run_dir, meta in zip(results.run_dirs, results.metas, strict=True):
+            run_id = meta.get("run_id", run_dir.name)
+            trials = results.trials[results.trials["run_id"] == run_id]
+            seeds = sorted(int(seed) for seed in trials["seed"].dropna().unique())
+            rates = sorted(float(rate) for rate in trials["base_lr"].dropna().unique())
+            said = [
+                ", ".join(dict.fromkeys(trials["loss"])),
+                f"seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))}",
+                *([f"lr {', '.join(f'{rate:g}' for rate in rates)}"] if rates else []),
+            ]
+            parts.append(f"{run_dir} ({'; '.join(said)})")
+        lines.append(f"{len(parts)} runs combined in one table: " + "; ".join(parts))
+    return lines
+
+
+def _which_run(folder: Path) -> str:
+    """Which of the runs in ``folder`` is reported, and why that one."""
+    runs = runs_newest_first(folder)
+    taken = _resolve_one(folder)
+    newer = runs[: runs.index(taken)]
+    if len(runs) == 1:
+        return f"its one run, {taken.name}"
+    if not newer:
+        return f"its newest run, {taken.name} (of {len(runs)} runs there)"
+    return (
+        f"its newest run with a finished trial, {taken.name} (of {len(runs)} runs there; "
+        f"newer, without one yet: {', '.join(run.name for run in newer)})"
+    )
+
+
 def _resolve_one(path: Path) -> Path:
     if not path.exists():
         raise LosscmpError(f"{path} does not exist")
     if is_run_dir(path):
         return path
-    newest = newest_run(path)
-    if newest is not None:
-        return newest
+    runs = runs_newest_first(path)
+    if runs:
+        # A run just started (or stopped before a trial ended) has nothing to show: the
+        # newest run that has is reported instead, and the line above the table says so.
+        return next((run for run in runs if has_finished_trial(run)), runs[0])
     raise LosscmpError(
         f"no losscmp run found in {path} (expected a folder with {RUN_FILE}, "
         "or one holding such folders; 'losscmp run' makes them)"
@@ -353,7 +396,7 @@ def combine_runs(runs: Sequence[RunResults]) -> RunResults:
     for other in runs[1:]:
         _check_comparable(first, other)
     trials = pd.concat([run.trials for run in runs], ignore_index=True)
-    _check_no_repeated_trials(trials)
+    _check_no_repeated_trials(trials, runs)
     return RunResults(
         run_dirs=[path for run in runs for path in run.run_dirs],
         metas=[meta for run in runs for meta in run.metas],
@@ -414,6 +457,12 @@ def _check_comparable(first: RunResults, other: RunResults) -> None:
         if "fingerprint" not in info or "fingerprint" not in theirs:
             ignored = ignored | {"fingerprint"}  # a run made before fingerprints were kept
         difference = _first_difference(info, theirs, ignored)
+        if difference.startswith("fingerprint "):
+            raise LosscmpError(
+                f"cannot combine runs {names}: dataset '{label}' holds other images in each "
+                f"(data fingerprint {info['fingerprint']} vs {theirs['fingerprint']})"
+                + _why_other_images(info, first.metas[0], other.metas[0])
+            )
         if difference:
             raise LosscmpError(
                 f"cannot combine runs {names}: dataset '{label}' differs in {difference}"
@@ -426,6 +475,19 @@ def _check_comparable(first: RunResults, other: RunResults) -> None:
         raise LosscmpError(
             f"cannot combine runs {names}: {difference}; a fair comparison needs the same setup"
         )
+
+
+def _why_other_images(info: dict[str, Any], first: dict[str, Any], other: dict[str, Any]) -> str:
+    """Generated data is drawn from a run's first seed (losscmp.data.synthetic): runs with
+    another --seed hold other images, a surprise to whoever meant to add seeds."""
+    seeds = [(meta.get("config") or {}).get("seed") for meta in (first, other)]
+    if info.get("source") != "generated" or seeds[0] == seeds[1]:
+        return ""
+    return (
+        f": its images are generated from a run's first seed (--seed {seeds[0]} vs "
+        f"{seeds[1]}); to add seeds to a run, run its command again with more --seeds and "
+        "--resume RUN_DIR"
+    )
 
 
 def _model(meta: dict[str, Any]) -> Any:
@@ -441,15 +503,21 @@ def _first_difference(left: dict, right: dict, ignored: Iterable[str]) -> str:
     return ""
 
 
-def _check_no_repeated_trials(trials: pd.DataFrame) -> None:
+def _check_no_repeated_trials(trials: pd.DataFrame, runs: Sequence[RunResults]) -> None:
     repeated = trials[trials.duplicated(["dataset", "loss", "base_lr", "seed"], keep=False)]
-    if not repeated.empty:
-        row = repeated.iloc[0]
-        runs = ", ".join(sorted(set(repeated["run_id"].astype(str))))
-        raise LosscmpError(
-            f"cannot combine runs {runs}: each has loss '{row['loss']}' seed {row['seed']} "
-            f"on '{row['dataset']}'; report one of them, or runs with different losses"
-        )
+    if repeated.empty:
+        return
+    row = repeated.iloc[0]
+    run_ids = sorted(set(repeated["run_id"].astype(str)))
+    names, copies = ", ".join(run_ids), ""
+    if len(run_ids) == 1:  # one run's folder copied (a backup, a download): name the folders
+        folders = [run.run_dirs[0] for run in runs if run.run_ids[0] == run_ids[0]]
+        names = " and ".join(map(str, folders))
+        copies = f" (both are run {run_ids[0]}: copies of one run)"
+    raise LosscmpError(
+        f"cannot combine runs {names}: each has loss '{row['loss']}' seed {row['seed']} "
+        f"on '{row['dataset']}'{copies}; report one of them, or runs with different losses"
+    )
 
 
 # --------------------------------------------------------------------------- summarising

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import warnings
@@ -46,13 +47,81 @@ def test_learning_curves_have_one_line_per_loss_with_the_seed_mean(tmp_path):
     assert lines["dice"].get_ydata() == pytest.approx(expected.to_numpy())
 
 
+def panel_titles(figure) -> list[str]:
+    """The panel's column titles, band by band, left to right (9 pt: the labels are 8)."""
+    texts = [text for text in figure.axes[0].texts if text.get_fontsize() == 9]
+    return [text.get_text() for text in texts]
+
+
+def panel_labels(figure) -> list[str]:
+    """The Dice labels under the predictions: band by band, row by row, left to right."""
+    return [text.get_text() for text in figure.axes[0].texts if text.get_fontsize() == 8]
+
+
 def test_panel_has_image_truth_and_one_column_per_loss(tmp_path):
     run_dir = write_run(tmp_path, quality=QUALITY)
     panel = figures.prediction_panel(load_run(run_dir), "synthetic")
     figure = panel.figure
-    titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
-    assert titles == ["image", "ground truth", "dice", "focal", "tversky"]
-    assert len(figure.axes) == 4 * 5  # four validation images
+    assert panel_titles(figure) == ["image", "ground truth", "dice", "focal", "tversky"]
+    assert len(panel_labels(figure)) == 4 * 3  # four validation images, three losses
+    (axis,) = figure.axes  # one picture of every tile
+    (frames,) = axis.collections
+    assert len(frames.get_paths()) == 4 * 5
+
+
+def test_the_panel_is_one_picture_of_its_tiles(tmp_path):
+    """Its tiles are the image, its truth and each loss's outcome, pasted whole (enlarged
+    by a whole factor) where each frame, title and label says."""
+    run_dir = write_run(tmp_path, quality={"dice": 0.8}, seeds=(0,), image_size=48)
+    results = load_run(run_dir)
+    figure = figures.prediction_panel(results, "synthetic").figure
+    (axis,) = figure.axes
+    (image,) = axis.get_images()
+    canvas = image.get_array()
+    arrays = np.load(_reference(run_dir))
+    prediction = np.load(_one_prediction(run_dir))["pred"]
+    grid = figures._Grid((48, 48), 4, [["dice"]])
+    assert canvas.shape == (*grid.shape(), 3) and grid.scale == 4
+    for row in range(4):
+        picture, mask = arrays["images"][row], arrays["masks"][row]
+        tile, dice = figures._prediction_tile(picture, mask, prediction[row], "binary")
+        hits = (mask == 1) & (prediction[row] == 1)
+        assert hits.any() and (tile[hits] == [51, 204, 51]).all()  # HIT's green, 8-bit
+        expected = [picture, figures._truth_tile(picture, mask, "binary"), tile]
+        for column, pixels in enumerate(expected):
+            y, x = grid.corner(0, row, column)
+            enlarged = pixels.repeat(4, axis=0).repeat(4, axis=1)  # 48 px -> 192
+            assert np.array_equal(canvas[y : y + 192, x : x + 192], enlarged)
+        label = panel_labels(figure)[row]
+        assert label == f"Dice {dice:.2f}"
+    assert canvas[grid.corner(0, 0, 1)[0] - 1].min() == 255  # white between the tiles
+
+
+def test_the_panel_draws_its_pixels_as_imshow_does(tmp_path):
+    """The panel's picture is drawn by a numpy lookup, not Agg's resampling: each of its
+    pixels becomes the block of output pixels that imshow(interpolation='nearest') makes
+    of it, but for a block edge moved by one output pixel here and there."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    canvas = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    drawn = []
+    for draw in (figures._show_pixels, lambda axis, c: axis.imshow(c, interpolation="nearest")):
+        figure = Figure(figsize=(3.1, 2.3), dpi=110)
+        axis = figure.add_axes((0.05, 0.05, 0.9, 0.9))
+        axis.set_axis_off()
+        draw(axis, canvas)
+        agg = FigureCanvasAgg(figure)
+        agg.draw()
+        drawn.append(np.asarray(agg.buffer_rgba())[..., :3].copy())
+    ours, imshow = drawn
+    same = (ours == imshow).all(axis=-1)
+    assert same.mean() > 0.9
+    near = np.zeros_like(same)  # a differing pixel matches imshow's one pixel away
+    for dy, dx in [(-1, 0), (1, 0), (0, -1), (0, 1)]:
+        shifted = np.roll(imshow, (dy, dx), axis=(0, 1))
+        near |= (ours == shifted).all(axis=-1)
+    assert (same | near).all()
 
 
 def test_a_label_holding_dollar_signs_is_drawn_as_typed(tmp_path):
@@ -122,10 +191,8 @@ def test_a_multiclass_panel_labels_each_prediction_with_its_images_csv_dice(tmp_
     prediction = np.zeros((8, 8), np.uint8)
     prediction[2:4, 2:6] = 1
     prediction[0, :] = 2
-    figure = figures._figure(2, 2)
-    axis = figure.subplots()
     image = np.zeros((8, 8, 3), np.uint8)
-    figures._show_prediction(axis, image, mask, prediction, "multiclass", classes=4)
+    _, dice = figures._prediction_tile(image, mask, prediction, "multiclass", classes=4)
     logits = torch.nn.functional.one_hot(torch.from_numpy(prediction).long(), 4)
     counts = metrics.confusion_counts(
         logits.permute(2, 0, 1)[None].float(),
@@ -135,7 +202,7 @@ def test_a_multiclass_panel_labels_each_prediction_with_its_images_csv_dice(tmp_
     )
     expected = metrics.per_image_scores(counts, mode="multiclass")["dice"].item()
     assert expected == pytest.approx((2 / 3 + 1 + 1) / 3)
-    assert axis.get_xlabel() == f"Dice {expected:.2f}" == "Dice 0.89"
+    assert f"Dice {dice:.2f}" == f"Dice {expected:.2f}" == "Dice 0.89"
 
 
 def test_the_panel_of_a_run_labels_predictions_as_its_metrics_score_them(tmp_path):
@@ -154,9 +221,9 @@ def test_the_panel_of_a_run_labels_predictions_as_its_metrics_score_them(tmp_pat
         logits.permute(0, 3, 1, 2).float(), torch.from_numpy(masks).long(), mode="multiclass"
     )
     scores = metrics.per_image_scores(counts, mode="multiclass")["dice"].tolist()
-    dice_column = 2 + sorted(results.trials["loss"].unique()).index("dice")
-    columns = panel.figure.axes[dice_column :: 2 + results.trials["loss"].nunique()]
-    assert [axis.get_xlabel() for axis in columns] == [f"Dice {score:.2f}" for score in scores]
+    losses = sorted(results.trials["loss"].unique())
+    labels = panel_labels(panel.figure)[losses.index("dice") :: len(losses)]
+    assert labels == [f"Dice {score:.2f}" for score in scores]
 
 
 def test_missing_panel_files_skip_only_the_panel(tmp_path):
@@ -276,15 +343,23 @@ def test_a_panel_of_26_losses_is_cut_into_bands_in_the_losses_order(tmp_path):
     thumbnails with unreadable titles; and its columns came in a scrambled order."""
     run_dir = write_run(tmp_path, quality=MANY, seeds=(0, 1))
     figure = figures.prediction_panel(load_run(run_dir), "synthetic").figure
-    titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
     bands = [
         [f"loss{index:02d}" for index in range(start, min(start + 7, 26))]
         for start in range(0, 26, 7)
     ]
-    assert titles == [name for band in bands for name in ["image", "ground truth", *band]]
-    assert len(figure.axes) == 4 * 4 * 9  # 4 bands of 4 images, 9 columns
-    assert sum(axis.get_visible() for axis in figure.axes) == 4 * (4 * 2 + 26)
-    assert figure.get_size_inches()[0] == pytest.approx(1.9 * 9)
+    titles = [name for band in bands for name in ["image", "ground truth", *band]]
+    assert panel_titles(figure) == titles
+    (axis,) = figure.axes
+    assert len(axis.collections[0].get_paths()) == 4 * (4 * 2 + 26)  # a frame per tile
+    assert len(panel_labels(figure)) == 4 * 26
+    # 9 columns of 1.6-inch tiles 0.3 inch apart (an Axes grid of 1.9-inch cells before)
+    grid = figures._Grid((64, 64), 4, bands)
+    assert grid.shape()[1] / grid.pixels_per_inch == pytest.approx(1.6 * 9 + 0.3 * 8, abs=0.02)
+    png = figures.png_bytes(figure, dpi=100)
+    from PIL import Image
+
+    width = Image.open(io.BytesIO(png)).size[0]
+    assert 100 * (1.6 * 9 + 0.3 * 8) < width < 100 * 1.9 * 9
 
 
 def test_the_imbalance_figure_of_23_losses_keeps_its_lines_visible_and_apart(tmp_path):
@@ -308,3 +383,19 @@ def test_the_imbalance_figure_of_23_losses_keeps_its_lines_visible_and_apart(tmp
     assert legend.x0 > plot.x1  # beside the lines, not over them
     assert plot.width > 0.45 * figure.bbox.width
     assert axis.get_legend()._ncols == 2
+
+
+def test_a_stored_png_holds_the_pixels_of_a_compressed_one(tmp_path):
+    """report.html decodes each figure's PNG at once to make it a palette PNG: drawn stored
+    (compress_level 0) it is the same picture, made without a third of a panel's time."""
+    from PIL import Image
+
+    results = load_run(write_run(tmp_path, quality=QUALITY))
+    pictures = []
+    for level in (0, 6):
+        png = figures.png_bytes(figures.prediction_panel(results, "synthetic").figure, 100,
+                                compress_level=level)  # fmt: skip
+        pictures.append((len(png), np.asarray(Image.open(io.BytesIO(png)))))
+    (stored_size, stored), (compressed_size, compressed) = pictures
+    assert np.array_equal(stored, compressed)
+    assert stored_size > 3 * compressed_size

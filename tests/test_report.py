@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -485,6 +486,68 @@ def test_comparable_runs_combine(tmp_path):
     assert summary["p_holm"].notna().sum() == 2
 
 
+def test_the_report_says_which_runs_its_table_holds(cli, tmp_path):
+    """A folder of runs is reported by its newest run, and named runs are merged into one
+    table: the output said neither, so a table could not be told from another run's."""
+    first = write_run(tmp_path / "a", quality={"dice": 0.8, "focal": 0.6}, run_id="20260101-1")
+    write_run(tmp_path / "b", quality={"dice": 0.8}, run_id="20260101-2")
+    newest = write_run(tmp_path / "b", quality={"tversky": 0.7}, seeds=(0,), run_id="20260101-3")
+    result = cli("report", first, tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    lines = " ".join(result.output.split())  # Rich wraps notes at the terminal's width
+    assert f"note: {tmp_path / 'b'}: its newest run, 20260101-3 (of 2 runs there)" in lines
+    assert (
+        f"note: 2 runs combined in one table: {first} (dice, focal; seeds 0, 1, 2; lr 0.003); "
+        f"{newest} (tversky; seed 0; lr 0.003)"
+    ) in lines
+    assert lines.index("note: 2 runs combined") < lines.index("tversky 0.")  # above the table
+    alone = " ".join(cli("report", first).output.split())
+    assert "newest run" not in alone and "combined" not in alone  # the run named: no more
+    parent = " ".join(cli("report", tmp_path / "a").output.split())
+    assert f"note: {tmp_path / 'a'}: its one run, 20260101-1" in parent
+
+
+def test_plots_of_combined_runs_say_they_are_each_runs_own(cli, tmp_path):
+    """--plots with two runs wrote each run's figures, of its own losses, into its folder,
+    without a word: they looked like the combined table's figures with losses missing."""
+    first = write_run(tmp_path, quality={"dice": 0.8}, seeds=(0,), run_id="a", panel=False)
+    second = write_run(tmp_path, quality={"focal": 0.6}, seeds=(0,), run_id="b", panel=False)
+    result = cli("report", first, second, "--plots", "--csv", tmp_path / "both.csv")
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert (
+        "note: --plots drew each run's own figures (its losses only) into its folder; "
+        "--html FILE draws the combined ones"
+    ) in said
+    for run_dir in (first, second):
+        assert (run_dir / "plots" / "learning_curves.png").is_file()
+    alone = " ".join(cli("report", first, "--plots").output.split())
+    assert "--plots drew" not in alone
+
+
+def test_a_folder_whose_newest_run_has_no_trial_yet_reports_the_one_before(cli, tmp_path):
+    """`report results/` while a run was starting (run.json written, no trial ended yet)
+    refused: 'has no finished trials yet'; the runs before it were out of reach but by
+    name. The newest run with a finished trial is reported, and the line says so."""
+    older = write_run(tmp_path, quality={"dice": 0.8}, seeds=(0,), run_id="20260101-1")
+    starting = tmp_path / "20260102-1"
+    starting.mkdir()
+    meta = json.loads((older / "run.json").read_text())
+    meta.update(run_id=starting.name, started_at="2026-01-02T00:00:00+00:00")
+    (starting / "run.json").write_text(json.dumps(meta))
+    assert resolve_run_dirs([tmp_path]) == [older]
+    result = cli("report", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert (
+        f"note: {tmp_path}: its newest run with a finished trial, 20260101-1 (of 2 runs "
+        "there; newer, without one yet: 20260102-1)"
+    ) in " ".join(result.output.split())
+    shutil.rmtree(older)  # no run with a trial: the newest one's reason
+    result = cli("report", tmp_path)
+    assert result.exit_code == 2
+    assert f"{starting} has no finished trials yet" in result.output
+
+
 def test_the_caption_counts_the_seeds_of_every_loss(tmp_path):
     """Combined (or unfinished) runs may give losses different numbers of seeds: the caption
     said 'over 3 seed(s)' of a loss that had one."""
@@ -617,6 +680,52 @@ def test_incomparable_runs_are_refused_with_the_reason(tmp_path, changes, messag
     runs = [load_run(first), load_run(second)]
     with pytest.raises(LosscmpError, match=message):
         summarize(runs)
+
+
+def test_runs_of_generated_data_with_other_first_seeds_are_refused_with_why(tmp_path):
+    """Synthetic images are drawn from a run's --seed: a second run with --seed 1 (to add
+    seeds, or another loss) was refused for 'differs in fingerprint ('a7bb...' vs
+    '9a45...')', which said nothing a user could act on."""
+    first = write_run(
+        tmp_path, quality={"dice": 0.8}, run_id="a", dataset_info={"fingerprint": "a" * 16}
+    )
+    other_seed = write_run(
+        tmp_path,
+        quality={"bce": 0.7},
+        seeds=(1,),
+        run_id="b",
+        dataset_info={"fingerprint": "b" * 16},
+    )
+    with pytest.raises(LosscmpError) as refused:
+        summarize([load_run(first), load_run(other_seed)])
+    assert str(refused.value) == (
+        "cannot combine runs a and b: dataset "
+        f"'synthetic' holds other images in each (data fingerprint {'a' * 16} vs {'b' * 16}): "
+        "its images are generated from a run's first seed (--seed 0 vs 1); to add seeds to "
+        "a run, run its command again with more --seeds and --resume RUN_DIR"
+    )
+    same_seed = write_run(
+        tmp_path, quality={"bce": 0.7}, run_id="c", dataset_info={"fingerprint": "b" * 16}
+    )
+    with pytest.raises(LosscmpError) as refused:
+        summarize([load_run(first), load_run(same_seed)])
+    assert str(refused.value).endswith(f"(data fingerprint {'a' * 16} vs {'b' * 16})")
+
+
+def test_a_run_and_its_copy_are_refused_naming_both_folders(tmp_path):
+    """A run reported beside its copy (a backup, a download) was refused as 'cannot
+    combine runs 20260101-1: each has loss ...': one run id, 'each' of one, and no folder
+    to tell which two were meant."""
+    original = write_run(tmp_path / "results", quality={"dice": 0.8}, run_id="20260101-1")
+    copy = tmp_path / "backup" / "20260101-1"
+    shutil.copytree(original, copy)
+    with pytest.raises(LosscmpError) as refused:
+        summarize([load_run(original), load_run(copy)])
+    assert str(refused.value) == (
+        f"cannot combine runs {original} and {copy}: each has loss 'dice' seed 0 on "
+        "'synthetic' (both are run 20260101-1: copies of one run); report one of them, or "
+        "runs with different losses"
+    )
 
 
 # ---------------------------------------------------------------- output
@@ -1352,6 +1461,34 @@ def test_a_run_still_training_is_not_told_to_resume(tmp_path):
         f"{run_dir} is unfinished: 1 planned trial(s) have no result yet; "
         f"finish it with the run's command plus --resume {run_dir}"
     ]
+
+
+def test_a_run_still_training_is_not_said_to_lack_its_newest_trials(tmp_path):
+    """Its epochs.csv and images.csv lag its trial files until the run writes them: a report
+    read meanwhile noted that each 'lacks 3 trial(s) of trials/ (...every one named...); read
+    from trials/ instead (not rewritten: ...)', as if something were broken. The trials are
+    read from their files; the one note says the run is still being written."""
+    run_dir = write_run(tmp_path, quality={"dice": 0.8, "focal": 0.6}, seeds=(0, 1))
+    for table in ("epochs.csv", "images.csv"):
+        frame = pd.read_csv(run_dir / table)
+        frame[frame["loss"] != "focal"].to_csv(run_dir / table, index=False)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run_dir)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        results = load_run(run_dir)
+        notes = report_notes(results)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert notes == []  # every planned trial has its file: nothing to say but the numbers
+    assert sorted(results.epochs["loss"].unique()) == ["dice", "focal"]
+    assert len(results.images[results.images["loss"] == "focal"]) > 0
+    # Once the writer is gone, lagging tables are a fault, repaired and said.
+    (note,) = load_run(run_dir).notes
+    assert note.startswith(f"{run_dir}: epochs.csv lacks 2 trial(s) of trials/")
+    assert note.endswith("rebuilt from trials/")
 
 
 class CountedColumns(pd.DataFrame):
