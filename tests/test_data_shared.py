@@ -124,6 +124,12 @@ def test_blocks_of_a_run_killed_with_its_process_group_are_unlinked_by_the_next(
     names = _killed_with_its_tracker(tmp_path)
     assert len(names) == 4
     assert all((shared.SHARED_MEMORY_DIR / name).exists() for name in names)  # leaked
+    executor = LocalExecutor(RunConfig())  # a resume with one trial left: no workers
+    executor.start(Execution(jobs=1), torch.device("cpu"))
+    with executor:
+        executor.share({"tiny": tiny_data(count=6, size=16)})
+    assert not any((shared.SHARED_MEMORY_DIR / name).exists() for name in names)
+    names = _killed_with_its_tracker(tmp_path)
     blocks = SharedArrays()
     try:
         handle = blocks.publish(tiny_data(count=6, size=16))

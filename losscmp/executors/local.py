@@ -23,7 +23,7 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from losscmp.config import RunConfig
-from losscmp.data.shared import SharedArrays, SharedDataset
+from losscmp.data.shared import SharedArrays, SharedDataset, sweep_abandoned
 from losscmp.events import RunNote, TrialRetried
 from losscmp.executors.base import (
     ATTEMPTS,
@@ -77,6 +77,9 @@ class LocalExecutor(Executor):
         process keeps only that copy too. A dataset with no room in /dev/shm is left as it
         is (its workers load it themselves, as before)."""
         if self.execution.jobs == 1:
+            # No blocks of its own, but what a run killed with its process group left
+            # (publish sweeps too): a resume with one trial left runs in this process.
+            sweep_abandoned()
             return datasets
         kept = {}
         for label, data in datasets.items():
