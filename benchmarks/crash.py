@@ -23,9 +23,9 @@ started again, as a user would. Every trial file, panel and derived table
 Variants (never Ray): ``j1`` (in this process), ``j2-main`` (``-j 2``, the main
 process alone killed: its workers are left orphaned, and the resume starts while they
 still live; how long they take to exit is measured), ``j2-group`` (``-j 2``, the
-whole group killed), ``fuse`` (``--fuse on``, in this process). Once per ``j2-*``
-variant a second ``--resume`` is started beside the first: it must be refused with
-one line (exit 2).
+whole group killed), ``fuse`` (``--fuse on``, in this process). Once per variant a
+second ``--resume`` is started beside the first: it must be refused with one line
+(exit 2). Blocks left in /dev/shm by the killed runs are counted at the end.
 
 Printed: per variant, kills, how many resumed to identical results, each failure with
 its instant, and the seconds taken.
@@ -203,8 +203,8 @@ class Instant:
         return f"{self.phase}: {self.after} + {self.delay:.2f} s"
 
 
-def draw_instant(rng: random.Random, timeline: Timeline) -> Instant:
-    phase = rng.choice(PHASES)
+def draw_instant(rng: random.Random, timeline: Timeline, phases=PHASES) -> Instant:
+    phase = rng.choice(phases)
     last = len(timeline.trials)
     if phase == "start-up":
         return Instant(phase, "start", rng.uniform(0, timeline.folder + 1.0))
@@ -329,6 +329,7 @@ class Outcome:
     problems: list[str] = field(default_factory=list)
     orphans_s: float | None = None  # main killed alone: until its workers had all exited
     orphans_cpu_s: float = 0.0
+    second_writer: str | None = None  # a second --resume beside the first: "refused"
     orphans_n: int = 0  # processes of its group alive when the main process was killed
 
 
@@ -369,12 +370,18 @@ def orphans(pgid: int) -> tuple[float, float]:
 
 
 def one_kill(
-    variant: str, index: int, rng: random.Random, timeline: Timeline, work: Path, check_lock: bool
+    variant: str,
+    index: int,
+    rng: random.Random,
+    timeline: Timeline,
+    work: Path,
+    check_lock: bool,
+    phases: tuple[str, ...] = PHASES,
 ) -> Outcome:
     flags, target = VARIANTS[variant]
     out = work / f"{variant}-{index}"
     log = work / f"{variant}-{index}.log"
-    outcome = Outcome(draw_instant(rng, timeline), killed=False)
+    outcome = Outcome(draw_instant(rng, timeline, phases), killed=False)
     process = losscmp([*BASE, *flags, "--out", str(out)], log)
     outcome.killed = kill_at(process, out, outcome.instant, target)
     if target == "main" and flags[1] == "2" and outcome.killed:
@@ -396,7 +403,9 @@ def one_kill(
         first = losscmp(resume_args, log)
         outcome.resumes += 1
         if check_lock:
-            outcome.problems += second_writer_refused(resume_args, first, work, run_dir)
+            outcome.second_writer = second_writer(resume_args, first, work, run_dir)
+            if outcome.second_writer not in ("refused", None):
+                outcome.problems.append(outcome.second_writer)
         if resume_kill and kill_at(first, out, Instant("resume", "start", resume_delay), "group"):
             first = losscmp(resume_args, log)
             outcome.resumes += 1
@@ -415,22 +424,23 @@ def one_kill(
     return outcome
 
 
-def second_writer_refused(args: list[str], first: subprocess.Popen, work: Path, run_dir: Path):
-    """A second --resume of a folder the first is writing: one line, exit 2."""
+def second_writer(args: list[str], first: subprocess.Popen, work: Path, run_dir: Path):
+    """A second --resume of a folder the first is writing: "refused" (one line, exit 2),
+    else what it did; None when the first ended before the contest."""
     while first.poll() is None and lock_holder(run_dir) != first.pid:
         time.sleep(POLL_S)
     if first.poll() is not None:
-        return []  # it had nothing left to do: nothing to compete with
+        return None  # it had nothing left to do: nothing to compete with
     log = work / "second-writer.log"
     log.unlink(missing_ok=True)
     second = losscmp(args, log)
     code = finish(second)
     text = log.read_text().strip()
+    if code == 2 and "being written by another losscmp process" in text:
+        return "refused"
     if first.poll() is not None:
-        return []  # the first finished before the second asked: not a contest
-    if code != 2 or "being written by another losscmp process" not in text:
-        return [f"a second --resume beside the first: exit {code}, said {text[-300:]!r}"]
-    return []
+        return None  # the first finished before the second asked: not a contest
+    return f"a second --resume beside the first: exit {code}, said {text[-300:]!r}"
 
 
 def lock_holder(run_dir: Path) -> int | None:
@@ -448,10 +458,15 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=20, help="in all, spread over the variants")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--phases", default=",".join(PHASES), help="kill only in these")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     options = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress shows in a log as it comes
     variants = options.variants.split(",")
+    phases = tuple(options.phases.split(","))
+    unknown = [name for name in [*variants, *phases] if name not in [*VARIANTS, *PHASES]]
+    if unknown:
+        parser.error(f"unknown variant or phase: {', '.join(unknown)}")
     rng = random.Random(options.seed)
     work = Path(tempfile.mkdtemp(prefix="losscmp-crash-"))
     print(f"work folder: {work}", flush=True)
@@ -468,8 +483,8 @@ def main() -> None:
     results: dict[str, list[Outcome]] = {variant: [] for variant in variants}
     for index in range(options.kills):
         variant = variants[index % len(variants)]
-        check_lock = variant.startswith("j2") and not any(r.resumes for r in results[variant])
-        outcome = one_kill(variant, index, rng, timelines[variant], work, check_lock)
+        check_lock = not any(o.second_writer == "refused" for o in results[variant])
+        outcome = one_kill(variant, index, rng, timelines[variant], work, check_lock, phases)
         results[variant].append(outcome)
         state = "identical" if not outcome.problems else "FAILED: " + "; ".join(outcome.problems)
         orphan = (
@@ -480,14 +495,28 @@ def main() -> None:
         )
         how = "killed" if outcome.killed else "ended before the kill"
         again = "restarted" if outcome.restarted else f"{outcome.resumes} resume(s)"
+        if outcome.second_writer == "refused":
+            again += " (a second --resume beside the first: refused)"
         print(f"{variant} #{index}: {how} at {outcome.instant}; {again}{orphan}: {state}")
-    print(f"\n{'variant':10} {'kills':>5} {'identical':>9} {'restarted':>9} {'2 resumes':>9}")
+    print(
+        f"\n{'variant':10} {'kills':>5} {'identical':>9} {'restarted':>9} {'2 resumes':>9} "
+        f"{'2nd writer':>10}  orphans (main killed alone)"
+    )
     for variant, outcomes in results.items():
         kills = sum(o.killed for o in outcomes)
         same = sum(not o.problems for o in outcomes if o.killed)
+        refused = "refused" if any(o.second_writer == "refused" for o in outcomes) else "-"
+        watched = [o for o in outcomes if o.orphans_s is not None and o.orphans_n]
+        orphan = (
+            f"{len(watched)} kill(s) left some; all gone within "
+            f"{max(o.orphans_s for o in watched):.1f} s, "
+            f"{max(o.orphans_cpu_s for o in watched):.1f} s CPU at most"
+            if watched
+            else "-"
+        )
         print(
             f"{variant:10} {kills:5d} {same:9d} {sum(o.restarted for o in outcomes):9d} "
-            f"{sum(o.resumes > 1 for o in outcomes):9d}"
+            f"{sum(o.resumes > 1 for o in outcomes):9d} {refused:>10}  {orphan}"
         )
     anyone, ours = left_in_shm(shm_before)
     print(f"left in /dev/shm: {anyone} new block(s), {ours} named after this script's runs")
