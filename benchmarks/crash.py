@@ -473,6 +473,11 @@ def main() -> None:
     started, shm_before = time.monotonic(), shm_blocks()
     timelines = {}
     for variant in variants:
+        same = [v for v in reference_dir if VARIANTS[v][0] == VARIANTS[variant][0]]
+        if same:  # the same command (j2-main, j2-group): one reference serves both
+            reference_dir[variant], timelines[variant] = reference_dir[same[0]], timelines[same[0]]
+            print(f"{variant}: the reference of {same[0]}")
+            continue
         reference_dir[variant], timelines[variant], seconds = reference_run(variant, work)
         line = ", ".join(f"{t:.1f}" for t in timelines[variant].trials)
         print(
