@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
+import signal
+import subprocess
+import sys
 from multiprocessing import shared_memory
 from pathlib import Path
 
@@ -85,14 +90,9 @@ def test_in_process_jobs_share_nothing():
     assert executor.shared == {} and executor.shared_arrays._segments == []
 
 
-def _killed_with_its_tracker(tmp_path) -> list[str]:
+def _killed_with_its_tracker() -> list[str]:
     """Blocks a process published before its whole process group was SIGKILLed (its
     resource tracker too): nothing unlinked them."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
     script = (
         "import sys, time\n"
         "from fixtures_data import tiny_data\n"
@@ -118,33 +118,35 @@ def _killed_with_its_tracker(tmp_path) -> list[str]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/ns/pid").exists(), reason="no /proc: nothing is swept")
-def test_blocks_of_a_run_killed_with_its_process_group_are_unlinked_by_the_next(tmp_path):
+def test_blocks_of_a_run_killed_with_its_process_group_are_unlinked_by_the_next():
     """kill -9 -- -PGID took the resource tracker along: the blocks stayed in /dev/shm
     (memory) for good; the next run that shares a dataset removes them."""
-    names = _killed_with_its_tracker(tmp_path)
-    assert len(names) == 4
-    assert all((shared.SHARED_MEMORY_DIR / name).exists() for name in names)  # leaked
-    executor = LocalExecutor(RunConfig())  # a resume with one trial left: no workers
-    executor.start(Execution(jobs=1), torch.device("cpu"))
-    with executor:
-        executor.share({"tiny": tiny_data(count=6, size=16)})
-    assert not any((shared.SHARED_MEMORY_DIR / name).exists() for name in names)
-    names = _killed_with_its_tracker(tmp_path)
-    blocks = SharedArrays()
+    left = []
     try:
-        handle = blocks.publish(tiny_data(count=6, size=16))
-        assert not any((shared.SHARED_MEMORY_DIR / name).exists() for name in names)
-        mine = [where.segment for where in handle.arrays.values()]
-        assert all((shared.SHARED_MEMORY_DIR / name).exists() for name in mine)
-    finally:
-        blocks.close()
+        left += _killed_with_its_tracker()
+        assert len(left) == 4
+        assert all((shared.SHARED_MEMORY_DIR / name).exists() for name in left)  # leaked
+        executor = LocalExecutor(RunConfig())  # a resume with one trial left: no workers
+        executor.start(Execution(jobs=1), torch.device("cpu"))
+        with executor:
+            executor.share({"tiny": tiny_data(count=6, size=16)})
+        assert not any((shared.SHARED_MEMORY_DIR / name).exists() for name in left)
+        left += _killed_with_its_tracker()  # and a run with workers
+        blocks = SharedArrays()
+        try:
+            handle = blocks.publish(tiny_data(count=6, size=16))
+            assert not any((shared.SHARED_MEMORY_DIR / name).exists() for name in left)
+            mine = [where.segment for where in handle.arrays.values()]
+            assert all((shared.SHARED_MEMORY_DIR / name).exists() for name in mine)
+        finally:
+            blocks.close()
+    finally:  # a failure here must not leave the killed process's blocks in memory
+        for name in left:
+            with contextlib.suppress(OSError):
+                (shared.SHARED_MEMORY_DIR / name).unlink()
 
 
 def test_the_sweep_spares_live_owners_other_namespaces_and_other_files(tmp_path):
-    import os
-    import subprocess
-    import sys
-
     if not Path("/proc/self/ns/pid").exists():
         pytest.skip("no /proc: nothing is swept")
     tag = shared._namespace_tag()
