@@ -147,10 +147,27 @@ def _fsync_dir(folder: Path) -> None:
         os.close(handle)
 
 
+def make_folder(folder: Path) -> None:
+    """``mkdir -p`` whose new folders survive a power cut: the folder holding each new one
+    is fsynced, as a rename's is (else the first trial file, fsynced in a trials/ folder
+    that no durable entry names, could vanish with that folder)."""
+    folder = Path(folder)
+    if folder.is_dir():
+        return
+    make_folder(folder.parent)
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        if not folder.is_dir():
+            raise
+        return  # another process made it (and synced its parent)
+    _fsync_dir(folder.parent)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Temp file in the same folder, fsync, rename over ``path``, fsync the folder."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(handle, "wb") as stream:
@@ -980,7 +997,7 @@ class RunStore:
         run_dir = Path(out) / (run_id or new_run_id())
         building = run_dir.with_name(f".{run_dir.name}{BUILDING_SUFFIX}")
         try:
-            Path(out).mkdir(parents=True, exist_ok=True)
+            make_folder(Path(out))
             _remove_abandoned_builds(Path(out))
             if run_dir.exists():
                 raise FileExistsError
@@ -1173,7 +1190,7 @@ class RunStore:
             self.update_meta(damaged_trials=entries + new)
 
     def _set_aside(self, item: DamagedTrial) -> DamagedTrial:
-        self.damaged_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(self.damaged_dir)
         target = self.damaged_dir / item.path.name
         counter = 1
         while target.exists():

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
+import signal
+import subprocess
+import sys
 from multiprocessing import shared_memory
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,3 +88,86 @@ def test_in_process_jobs_share_nothing():
     executor.start(Execution(jobs=1), torch.device("cpu"))
     assert executor.share({"tiny": data})["tiny"] is data
     assert executor.shared == {} and executor.shared_arrays._segments == []
+
+
+def _killed_with_its_tracker() -> list[str]:
+    """Blocks a process published before its whole process group was SIGKILLed (its
+    resource tracker too): nothing unlinked them."""
+    script = (
+        "import sys, time\n"
+        "from fixtures_data import tiny_data\n"
+        "from losscmp.data.shared import SharedArrays\n"
+        "handle = SharedArrays().publish(tiny_data(count=6, size=16))\n"
+        "print(' '.join(where.segment for where in handle.arrays.values()), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    tests = os.path.dirname(__file__)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.path.dirname(tests)])}
+    process = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,  # its own group, as a shell job or a batch job is
+    )
+    names = process.stdout.readline().split()
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    process.stdout.close()
+    return names
+
+
+@pytest.mark.skipif(not Path("/proc/self/ns/pid").exists(), reason="no /proc: nothing is swept")
+def test_blocks_of_a_run_killed_with_its_process_group_are_unlinked_by_the_next():
+    """kill -9 -- -PGID took the resource tracker along: the blocks stayed in /dev/shm
+    (memory) for good; the next run that shares a dataset removes them."""
+    left = []
+    try:
+        left += _killed_with_its_tracker()
+        assert len(left) == 4
+        assert all((shared.SHARED_MEMORY_DIR / name).exists() for name in left)  # leaked
+        executor = LocalExecutor(RunConfig())  # a resume with one trial left: no workers
+        executor.start(Execution(jobs=1), torch.device("cpu"))
+        with executor:
+            executor.share({"tiny": tiny_data(count=6, size=16)})
+        assert not any((shared.SHARED_MEMORY_DIR / name).exists() for name in left)
+        left += _killed_with_its_tracker()  # and a run with workers
+        blocks = SharedArrays()
+        try:
+            handle = blocks.publish(tiny_data(count=6, size=16))
+            assert not any((shared.SHARED_MEMORY_DIR / name).exists() for name in left)
+            mine = [where.segment for where in handle.arrays.values()]
+            assert all((shared.SHARED_MEMORY_DIR / name).exists() for name in mine)
+        finally:
+            blocks.close()
+    finally:  # a failure here must not leave the killed process's blocks in memory
+        for name in left:
+            with contextlib.suppress(OSError):
+                (shared.SHARED_MEMORY_DIR / name).unlink()
+
+
+def test_the_sweep_spares_live_owners_other_namespaces_and_other_files(tmp_path):
+    if not Path("/proc/self/ns/pid").exists():
+        pytest.skip("no /proc: nothing is swept")
+    tag = shared._namespace_tag()
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+    dead = int(finished.stdout)
+    parent = os.getppid()  # alive, and started before the files below
+    files = {
+        "dead": f"losscmp_{tag}_{dead}_0123abcd",
+        "mine": f"losscmp_{tag}_{os.getpid()}_0123abcd",
+        "parent": f"losscmp_{tag}_{parent}_0123abcd",
+        "other namespace": f"losscmp_{'f' * 8 if tag != 'f' * 8 else '0' * 8}_{dead}_0123abcd",
+        "python's": "psm_0123abcd",
+        "another program's": "losscmp_notours",
+    }
+    for name in files.values():
+        (tmp_path / name).write_bytes(b"x")
+    reused = f"losscmp_{tag}_{parent}_89abcdef"  # made long before its pid's process started
+    (tmp_path / reused).write_bytes(b"x")
+    os.utime(tmp_path / reused, (1e9, 1e9))
+    assert sorted(shared.sweep_abandoned(tmp_path)) == sorted([files["dead"], reused])
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+        name for key, name in files.items() if key != "dead"
+    )

@@ -659,6 +659,52 @@ def test_workers_that_cannot_start_fail_their_trials_and_are_not_replaced_for_ev
     assert retried == sorted(trial.id for trial in plan.trials)  # once each, then failed
 
 
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_a_worker_whose_main_process_is_killed_alone_exits_at_once(tmp_path):
+    """kill -9 of the main process only: a worker busy without a message (a model build, a
+    long step) trained on, burning a core beside the user's --resume, until its next
+    message found the pipe closed."""
+    import subprocess
+    import sys
+    import time
+
+    tests = Path(__file__).parent
+    script = (
+        "import multiprocessing, time\n"
+        "from worker_faults import silent_orphan\n"
+        "if __name__ == '__main__':\n"
+        "    spawn = multiprocessing.get_context('spawn')\n"
+        "    conn, child = spawn.Pipe()\n"
+        "    spawn.Process(target=silent_orphan, args=(child, 0, 'cpu')).start()\n"
+        "    print(conn.recv()[1], flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), str(tests.parent)])}
+    main = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path
+    )
+    try:
+        worker = int(main.stdout.readline())
+        main.kill()  # the main process alone: the worker is orphaned
+        main.wait()
+        deadline = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(worker)
+    finally:
+        main.stdout.close()
+        with contextlib.suppress(NameError, ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)
+
+
 def test_a_failure_reason_is_one_line_that_names_running_out_of_memory():
     """A worker out of memory (here under RLIMIT_AS, as in a container) raised a bare
     MemoryError: 'failed: lovasz · seed 0: MemoryError: ' said nothing."""

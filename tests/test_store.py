@@ -126,6 +126,28 @@ def test_write_trial_is_atomic_fsynced_and_rebuilds_the_tables(run_dir, monkeypa
     assert store.check_tables() == {}
 
 
+def test_a_folder_made_for_a_file_is_durable_too(tmp_path, monkeypatch):
+    """A power cut after the first trial file was fsynced, in a trials/ folder that no
+    fsynced entry of the run folder named yet, could lose the folder and the trial."""
+    import losscmp.results as results
+
+    run_dir = write_run(tmp_path, quality=QUALITY, seeds=(0,))
+    record = json.loads(trial_files(run_dir)[0].read_text())
+    for path in trial_files(run_dir):
+        path.unlink()
+    (run_dir / "trials").rmdir()
+    synced = []
+    real = results._fsync_dir
+    monkeypatch.setattr(results, "_fsync_dir", lambda folder: (synced.append(folder), real(folder)))
+    RunStore(run_dir).write_trial(record)
+    # the run folder (naming the new trials/), then trials/ (naming the file)
+    assert synced[:2] == [run_dir, run_dir / "trials"]
+    synced.clear()
+    store = RunStore.create(tmp_path / "new" / "out", "r1", {"run_id": "r1"})
+    assert synced[:2] == [tmp_path, tmp_path / "new"]  # both folders made for --out
+    assert store.run_dir.is_dir()
+
+
 def another_seed(run_dir: Path, seed: int) -> dict:
     """A trial record like the run's first, at another seed."""
     record = json.loads(trial_files(run_dir)[0].read_text())

@@ -12,6 +12,12 @@ the run ends; a mapping stays valid until its process unmaps it, so a worker
 never sees its data vanish. A machine whose shared-memory filesystem lacks
 room (Docker's default /dev/shm is 64 MB, and writing past it is a SIGBUS,
 not an error) keeps the old way: each worker loads its own copy.
+
+A SIGKILL of the whole process group (``kill -9 -- -PGID``, a scheduler ending a job)
+takes Python's resource tracker with the main process, and nothing unlinks the blocks:
+a Pets-sized dataset would stay in /dev/shm (memory) until a reboot. So on Linux the
+blocks are named after their owner (``losscmp_<pid namespace>_<pid>_<random>``) and the
+next run that shares a dataset unlinks those whose owner is gone (:func:`sweep_abandoned`).
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from __future__ import annotations
 import dataclasses
 import mmap
 import os
+import re
+import secrets
 import sys
 from dataclasses import dataclass
 from multiprocessing import shared_memory
@@ -72,13 +80,14 @@ class SharedArrays:
             return None
         arrays = {name: getattr(data, name) for name in ARRAY_FIELDS}
         present = {name: array for name, array in arrays.items() if array is not None}
+        sweep_abandoned()  # before measuring the room: a killed run's blocks take it
         if not fits(sum(array.nbytes for array in present.values())):
             return None
         handles = {}
         for name, array in present.items():
             if array.nbytes == 0:  # a block cannot be empty; the skeleton keeps the array
                 continue
-            segment = shared_memory.SharedMemory(create=True, size=array.nbytes)
+            segment = shared_memory.SharedMemory(create=True, size=array.nbytes, name=_owned_name())
             self._segments.append(segment)
             np.ndarray(array.shape, array.dtype, buffer=segment.buf)[...] = array
             handles[name] = SharedArray(segment.name, tuple(array.shape), array.dtype.str)
@@ -124,3 +133,82 @@ def fits(nbytes: int) -> bool:
     except OSError:  # no /dev/shm (macOS): shm_open has no filesystem to fill
         return True
     return nbytes + HEADROOM_BYTES <= stats.f_bavail * stats.f_frsize
+
+
+# Blocks this module creates on Linux: the owner's pid namespace, its pid, a random part.
+# Elsewhere (no /proc to tell a live owner from a dead one; macOS allows 31 characters)
+# Python's own names are kept, and nothing is swept.
+OWNED_NAME = re.compile(r"losscmp_([0-9a-f]{8})_(\d+)_[0-9a-f]{8}")
+PID_NAMESPACE = Path("/proc/self/ns/pid")
+
+
+def _namespace_tag() -> str | None:
+    """This process's pid namespace, as 8 hex digits (pids mean nothing across namespaces:
+    a container sharing the host's /dev/shm must not take a host process's pid for its
+    own); None where there is no /proc to ask."""
+    try:
+        return f"{os.stat(PID_NAMESPACE).st_ino & 0xFFFFFFFF:08x}"
+    except OSError:
+        return None
+
+
+def _owned_name() -> str | None:
+    tag = _namespace_tag()
+    return None if tag is None else f"losscmp_{tag}_{os.getpid()}_{secrets.token_hex(4)}"
+
+
+def sweep_abandoned(folder: Path | None = None) -> list[str]:
+    """Unlink the blocks of this module whose owner (a main process of this pid namespace)
+    is gone, killed with its resource tracker; the names unlinked. A block whose owner's
+    pid now belongs to a process started after the block was made is abandoned too."""
+    folder = SHARED_MEMORY_DIR if folder is None else folder
+    tag = _namespace_tag()
+    if tag is None:
+        return []
+    try:
+        names = [entry.name for entry in os.scandir(folder)]
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        owner = OWNED_NAME.fullmatch(name)
+        if owner is None or owner[1] != tag or int(owner[2]) == os.getpid():
+            continue
+        path = folder / name
+        try:
+            made = path.stat().st_mtime
+            if _alive_since(int(owner[2]), made):
+                continue
+            path.unlink()
+        except OSError:
+            continue  # unlinked meanwhile, or not ours to unlink
+        removed.append(name)
+    return removed
+
+
+def _alive_since(pid: int, made: float) -> bool:
+    """Whether process ``pid`` lives and was started before ``made`` (a timestamp): then it
+    may be the block's owner; a pid reused since the owner died belongs to a later process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+    except (OSError, IndexError, ValueError, StopIteration):
+        return _exists(pid)
+    if stat[0] == "Z":  # a zombie: exited, only waiting for its parent to reap it
+        return False
+    started = boot + int(stat[19]) / os.sysconf("SC_CLK_TCK")
+    return started <= made + 1.0  # btime and the clock ticks are whole-second coarse
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

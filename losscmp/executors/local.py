@@ -15,7 +15,9 @@ import atexit
 import contextlib
 import gc
 import multiprocessing
+import os
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -23,7 +25,7 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from losscmp.config import RunConfig
-from losscmp.data.shared import SharedArrays, SharedDataset
+from losscmp.data.shared import SharedArrays, SharedDataset, sweep_abandoned
 from losscmp.events import RunNote, TrialRetried
 from losscmp.executors.base import (
     ATTEMPTS,
@@ -77,6 +79,9 @@ class LocalExecutor(Executor):
         process keeps only that copy too. A dataset with no room in /dev/shm is left as it
         is (its workers load it themselves, as before)."""
         if self.execution.jobs == 1:
+            # No blocks of its own, but what a run killed with its process group left
+            # (publish sweeps too): a resume with one trial left runs in this process.
+            sweep_abandoned()
             return datasets
         kept = {}
         for label, data in datasets.items():
@@ -161,6 +166,28 @@ def _run_here(job: Job, context: JobContext, emit) -> list[TrialResult]:
             for trial in job.trials:
                 emit(TrialRetried(trial.id, reason))
     return failed(job, reason)
+
+
+PARENT_POLL_S = 0.25
+
+
+def _exit_with_parent() -> None:
+    """End this worker as soon as its main process is gone (SIGKILLed alone): it would
+    otherwise train on until its next message finds the pipe closed, a whole model build
+    and training step later (seconds here; minutes for a large fused group on a CPU),
+    taking cores from the ``--resume`` the user starts meanwhile. A thread, not
+    PR_SET_PDEATHSIG: that fires when the *thread* that started the worker ends."""
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.pid is None:
+        return
+    pid = parent.pid
+
+    def watch() -> None:
+        while os.getppid() == pid:  # reparented once the main process has died
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="losscmp-parent-watch", daemon=True).start()
 
 
 class _Ended:
@@ -281,6 +308,7 @@ class _Worker:
 
 def _worker_main(conn, index: int, device_type: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    _exit_with_parent()
     import losscmp.fused  # noqa: F401 (torch, smp: imported while the main process prepares)
     from losscmp.devices import device_for_worker
 
