@@ -14,9 +14,10 @@ How the copies run depends on the device (``FusedModel``): on CUDA (and MPS) one
 over the stacked weights, one batched kernel where K would be launched; on the CPU
 (``config.PER_COPY_FUSED_DEVICES``) one copy after another on views of the stacked
 weights, each in channels_last exactly as a model trained alone: vmap's batching rules
-cost the CPU 1.7x (benchmarks/README.md), and the copies one by one give each trial bit
-for bit the numbers of ``--fuse off`` (``tests/test_fused.py``). The shared batches,
-evaluation passes and AdamW step are the same either way.
+cost the CPU 1.7x (benchmarks/README.md), and the copies one by one give each trial the
+forward and backward passes of ``--fuse off`` bit for bit (AdamW's one kernel over the
+stacked weights may round a copy's update otherwise in the last bit: ``tests/test_fused.py``).
+The shared batches, evaluation passes and AdamW step are the same either way.
 
 Each copy keeps its own loss module, BatchNorm running statistics (stacked
 buffers, updated in place under ``vmap``), AdamW moments and divergence status. A

@@ -616,7 +616,7 @@ def test_a_resumed_run_keeps_its_adamw_kernel(cli, one_epoch_run, monkeypatch):
 
 @pytest.mark.slow
 def test_a_resumed_fused_run_keeps_how_its_copies_ran(cli, tmp_path, monkeypatch):
-    """On the CPU a fused model runs its copies one by one (bit for bit --fuse off), where
+    """On the CPU a fused model runs its copies one by one (as --fuse off does), where
     runs recorded before run.json's ``fused_per_copy`` batched them under vmap, which
     rounds differently: such a run's missing trials are trained under vmap again."""
     from losscmp.fused import FusedModel
