@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/executors.py ray-many     # the same, 345 one-epoch trials
     .venv/bin/python benchmarks/executors.py pets         # --jobs 1 vs --jobs 2 on JPEGs
     .venv/bin/python benchmarks/executors.py data         # workers' start and memory, big data
+    .venv/bin/python benchmarks/executors.py fuse         # --fuse on vs off, every loss x 2 seeds
     python3 benchmarks/executors.py gpu                   # on a CUDA machine (see README)
     python3 benchmarks/executors.py gpu --device cpu --model tiny --image-size 32 --epochs 1 \
         --repeats 1 --losses dice,lovasz --dataset "synthetic(n_train=16,n_val=8,n_test=8)"
@@ -32,6 +33,10 @@ data: a cached Pets-layout set (3000 trainval + 700 test images, 256 px): how lo
      after `prepare` the workers of `-j 2` (and Ray's tasks) start training, and
      the peak memory in use (the drop of MemAvailable, shared memory included),
      each side in a fresh process that stops at the workers' first trial.
+fuse: the issue's scale on the CPU: --losses all x --seeds (2) on configs/smoke.yaml, one
+     thread, --fuse on (two stacked models a seed: at most MAX_FUSED_LOSSES losses each)
+     against --fuse off, in this process (-j 1), so the driver's peak memory is the
+     training's; the ray-many table.
 gpu: small preset, 128 px, synthetic, 8 losses x 1 seed: 1 loss alone; the 8
      sequential; fused (one stacked model); as --trials-per-gpu 2 and 4
      processes; wall time of each, the ratio to 1 loss alone (target <= 2.5x
@@ -86,6 +91,12 @@ MANY_TRIALS = [
     *("--losses", "all", "--dataset", "synthetic(fg_fraction=0.05,n_train=48,n_val=16,n_test=16)"),
     *("--epochs", "1", "--batch-size", "16", "--image-size", "64", "--model", "tiny"),
     *("--device", "cpu", "--threads", "1"),
+]
+# The smoke set as CI runs it, every loss, one thread a run: the fused model against its
+# sequential trials, both in the main process (-j 1).
+FUSE_TRIALS = [
+    *("--config", "configs/smoke.yaml", "--losses", "all", "--device", "cpu"),
+    *("--threads", "1", "--jobs", "1"),
 ]
 # `losscmp run` in a process that writes its own CPU seconds and peak memory (not its
 # children's: --jobs workers, Ray's processes) at exit to $LOSSCMP_BENCH_DRIVER.
@@ -400,8 +411,8 @@ def main() -> None:
     if sys.argv[1:2] == ["data-side"]:  # one side of `data`, run by data_sides
         worker_start(Path(sys.argv[2]), sys.argv[3])
         return
-    parser.add_argument("what", choices=["cpu", "ray", "ray-many", "pets", "data", "gpu"])
-    parser.add_argument("--seeds", type=int, default=5, help="ray-many: seeds per loss")
+    parser.add_argument("what", choices=["cpu", "ray", "ray-many", "pets", "data", "fuse", "gpu"])
+    parser.add_argument("--seeds", type=int, help="ray-many, fuse: seeds per loss (default 5, 2)")
     parser.add_argument(
         "--rates", default="1e-3,3e-3,1e-2", help="ray-many: the learning rates (--lr-grid)"
     )
@@ -438,19 +449,26 @@ def main() -> None:
             if options.what == "ray-many":
                 rates = ["--lr-grid", options.rates] if "," in options.rates else []
                 rates = rates or ["--lr", options.rates]
-                common = [*MANY_TRIALS, "--seeds", str(options.seeds), *rates]
+                common = [*MANY_TRIALS, "--seeds", str(options.seeds or 5), *rates]
             sides = {
                 "--jobs 2": [*common, "-j", "2"],
                 "--executor ray": [*common, "--executor", "ray"],
             }
             baseline = "--jobs 2"
+        elif options.what == "fuse":
+            common = [*FUSE_TRIALS, "--seeds", str(options.seeds or 2)]
+            sides = {
+                "--fuse off": [*common, "--fuse", "off"],
+                "--fuse on": [*common, "--fuse", "on"],
+            }
+            baseline = "--fuse off"
         else:
             sides, baseline = gpu_sides(options)
         save = None
         if options.json:
             options.json.parent.mkdir(parents=True, exist_ok=True)
             save = partial(write_json, options.json)
-        many = options.what == "ray-many"
+        many = options.what in ("ray-many", "fuse")
         results = compare(sides, options.repeats, scratch, save, driver=many)
         (print_many_table if many else print_table)(results, baseline)
         if options.what == "gpu":

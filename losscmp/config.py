@@ -25,6 +25,11 @@ MAX_FUSED_LOSSES = 16  # losses per fused model: bounds the stacked activations'
 # Devices where AdamW runs torch's fused kernel: one pass over all parameters, 2.5x faster
 # than the default per-parameter loop on the CPU, a launch-bound step's saving on CUDA.
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")
+# Devices where a fused model runs its copies one after another, each in channels_last, as a
+# model trained alone (the same numbers but for AdamW's rounding), rather than by vmap: on the
+# CPU vmap's convolution, BatchNorm and pooling rules move every activation between
+# (K·B, C) and (B, K·C) layouts and cannot run channels_last, 1.7x slower (benchmarks/README).
+PER_COPY_FUSED_DEVICES = ("cpu",)
 MAX_FG_FRACTION = 0.9  # the synthetic generator's limit (losscmp.data.synthetic)
 DEFAULT_LOSSES = "dice,focal,tversky"
 COMMAND_LINE_ONLY = ("config", "resume", "dry_run")  # how to run, not what: not in YAML

@@ -10,6 +10,15 @@ the sum with respect to copy k's weights is the gradient of copy k's loss alone,
 so each copy trains as it would on its own (up to floating-point reordering in the
 batched kernels, measured in ``tests/test_fused.py``).
 
+How the copies run depends on the device (``FusedModel``): on CUDA (and MPS) one ``vmap``
+over the stacked weights, one batched kernel where K would be launched; on the CPU
+(``config.PER_COPY_FUSED_DEVICES``) one copy after another on views of the stacked
+weights, each in channels_last exactly as a model trained alone: vmap's batching rules
+cost the CPU 1.7x (benchmarks/README.md), and the copies one by one give each trial the
+forward and backward passes of ``--fuse off`` bit for bit (AdamW's one kernel over the
+stacked weights may round a copy's update otherwise in the last bit: ``tests/test_fused.py``).
+The shared batches, evaluation passes and AdamW step are the same either way.
+
 Each copy keeps its own loss module, BatchNorm running statistics (stacked
 buffers, updated in place under ``vmap``), AdamW moments and divergence status. A
 copy whose epoch train loss, weights or running statistics are non-finite, or whose
@@ -227,14 +236,26 @@ class _Copy:
 class FusedModel:
     """K copies of one model as stacked parameters and buffers, trained by one AdamW.
 
-    Call it on a batch (B, ...) to get every copy's output stacked (K, B, ...). The
-    model given becomes the weightless template that ``functional_call`` runs (its
-    weights move to the meta device, after being copied K times). ``train()`` /
-    ``eval()`` switch the template, so BatchNorm uses batch statistics (and updates
+    Call it on a batch (B, ...), in ``layout``, to get every copy's output stacked
+    (K, B, ...). The model given becomes the weightless template that ``functional_call``
+    runs (its weights move to the meta device, after being copied K times). ``train()``
+    / ``eval()`` switch the template, so BatchNorm uses batch statistics (and updates
     each copy's running statistics) or the running statistics, as a plain module would.
+
+    ``per_copy`` (the CPU, ``settings.fused_per_copy``): the copies run one after another
+    on channels_last batches, each on its views of the stacked weights and statistics
+    (``unbind``: its backward stacks the K gradients once), as ``train_trial`` runs one
+    model; else one ``vmap`` over the stacked weights runs them all (NCHW: vmap refuses a
+    channels_last ``contiguous``).
     """
 
     def __init__(self, model: torch.nn.Module, copies: int, settings: TrainSettings):
+        from losscmp.config import PER_COPY_FUSED_DEVICES
+
+        self.per_copy = settings.fused_per_copy and settings.device.type in PER_COPY_FUSED_DEVICES
+        # The batches' layout. The weights stay NCHW (stacked contiguous for AdamW's kernel):
+        # oneDNN computes in the input's layout and gives the same numbers either way.
+        self.layout = torch.channels_last if self.per_copy else torch.contiguous_format
         self.params, self.buffers = stack_module_state([model] * copies)
         self.template = model.to("meta")
         for module in self.template.modules():
@@ -254,7 +275,14 @@ class FusedModel:
         return functional_call(self.template, (params, buffers), (images,))
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return self._forward(self.params, self.buffers, images)
+        if not self.per_copy:
+            return self._forward(self.params, self.buffers, images)
+        params = _unstacked(self.params, self.copies)
+        buffers = _unstacked(self.buffers, self.copies)
+        outputs = [self._call(mine, own, images) for mine, own in zip(params, buffers, strict=True)]
+        # As train_one_epoch gives its loss the logits: contiguous (channels_last is not
+        # for C > 1); the stack is one more copy of the logits, a thousandth of the step.
+        return torch.stack([out.contiguous() for out in outputs])
 
     def train(self) -> FusedModel:
         self.template.train()
@@ -287,6 +315,12 @@ class FusedModel:
         self.buffers = {name: value.index_select(0, index) for name, value in self.buffers.items()}
 
 
+def _unstacked(stacked: dict[str, torch.Tensor], copies: int) -> list[dict[str, torch.Tensor]]:
+    """Each copy's views of the stacked tensors, by name."""
+    views = [tensor.unbind() for tensor in stacked.values()]
+    return [{name: own[k] for name, own in zip(stacked, views, strict=True)} for k in range(copies)]
+
+
 def _train_epoch(fused, copies, scheduler, data, settings, epoch, on_step) -> torch.Tensor:
     """One pass over the training split for every copy; each copy's sum of its steps' losses
     (K,), on the device: nothing here waits for it (as ``train.train_one_epoch``)."""
@@ -297,7 +331,7 @@ def _train_epoch(fused, copies, scheduler, data, settings, epoch, on_step) -> to
     totals = torch.zeros(len(copies), device=device)
     steps = len(loader)
     for step, batch in enumerate(loader, start=1):
-        images, target, maps = batch_on_device(batch, device, maps=needs.needs)
+        images, target, maps = batch_on_device(batch, device, fused.layout, needs.needs)
         with _autocast(settings):
             logits = fused(images)
         logits = logits.float()
@@ -363,7 +397,7 @@ def _evaluate_on_device(fused, data, settings, split: str, keep_predictions: boo
     finite = torch.ones(copies, dtype=torch.bool, device=device)
     loader = evaluation_loader(data, settings, split)
     for number, batch in enumerate(loader, start=1):
-        images, target, _ = batch_on_device(batch, device)
+        images, target, _ = batch_on_device(batch, device, fused.layout)
         with _autocast(settings):
             logits = fused(images).float()
         finite &= all_finite(logits.flatten(1), dim=1)

@@ -367,7 +367,11 @@ def _run_jobs(store, prepared: PreparedRun, execution: Execution, done: set[str]
     """Hand the jobs for the trials not ``done`` to the executor and write each result as
     it arrives."""
     plan = prepared.plan
-    settings = dataclasses.replace(prepared.settings, fused_adamw=execution.fused_adamw)
+    settings = dataclasses.replace(
+        prepared.settings,
+        fused_adamw=execution.fused_adamw,
+        fused_per_copy=execution.fused_per_copy,
+    )
     context = JobContext(
         plan.config, plan.loss_specs, plan.dataset_specs, settings, execution.threads
     )
@@ -425,9 +429,9 @@ def device_change(meta: dict[str, Any], prepared: PreparedRun) -> str:
 
 
 def stored_execution(meta: dict[str, Any], current: Execution) -> Execution:
-    """A resumed run keeps the fusion, threads and AdamW kernel it started with (they
-    change the floating-point order). Runs from before they were recorded were unfused
-    and used the fused AdamW on CUDA only."""
+    """A resumed run keeps the fusion (and how a fused model runs its copies), threads and
+    AdamW kernel it started with (they change the floating-point order). Runs from before
+    they were recorded were unfused, used the fused AdamW on CUDA only and fused by vmap."""
     stored = meta.get("execution") or {}
     started_on_cuda = str(meta.get("device", "")).startswith("cuda")
     return dataclasses.replace(
@@ -435,6 +439,7 @@ def stored_execution(meta: dict[str, Any], current: Execution) -> Execution:
         fused=bool(stored.get("fused", False)),
         threads=int(stored.get("threads", current.threads)),
         fused_adamw=bool(stored.get("fused_adamw", started_on_cuda)),
+        fused_per_copy=bool(stored.get("fused_per_copy", False)),
     )
 
 

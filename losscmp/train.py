@@ -54,6 +54,7 @@ class TrainSettings:
     device: torch.device
     amp: bool
     fused_adamw: bool = True  # False only for a resumed run that started without it
+    fused_per_copy: bool = True  # fused.FusedModel: False only for a run resumed as above
 
 
 @dataclass

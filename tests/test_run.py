@@ -614,6 +614,40 @@ def test_a_resumed_run_keeps_its_adamw_kernel(cli, one_epoch_run, monkeypatch):
     assert trial_file.exists()
 
 
+@pytest.mark.slow
+def test_a_resumed_fused_run_keeps_how_its_copies_ran(cli, tmp_path, monkeypatch):
+    """On the CPU a fused model runs its copies one by one (as --fuse off does), where
+    runs recorded before run.json's ``fused_per_copy`` batched them under vmap, which
+    rounds differently: such a run's missing trials are trained under vmap again."""
+    from losscmp.fused import FusedModel
+
+    args = ["--config", str(SMOKE), "--out", str(tmp_path), "--losses", "dice,bce"]
+    args += ["--epochs", "1", "--fuse", "on"]
+    assert cli("run", *args).exit_code == 0
+    (run_dir,) = tmp_path.iterdir()
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["execution"]["fused_per_copy"] is True and meta["device"].startswith("cpu")
+    per_copy = []
+    original = FusedModel.__init__
+
+    def recording(self, *args, **options):
+        original(self, *args, **options)
+        per_copy.append(self.per_copy)
+
+    monkeypatch.setattr(FusedModel, "__init__", recording)
+    trial_file = next((run_dir / "trials").glob("*dice*.json"))
+    trial_file.unlink()
+    assert cli("run", *args, "--resume", run_dir).exit_code == 0
+    assert per_copy == [True]
+
+    del meta["execution"]["fused_per_copy"]  # as an older version wrote it
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    trial_file.unlink()
+    assert cli("run", *args, "--resume", run_dir).exit_code == 0
+    assert per_copy == [True, False]
+    assert trial_file.exists()
+
+
 GRID_DATASET = "synthetic(fg_fraction=0.05,n_train=16,n_val=8,n_test={n_test})"
 
 

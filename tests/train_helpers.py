@@ -20,8 +20,10 @@ def tiny_settings(
     batch_size: int = 4,
     lr: float = 1e-3,
     amp: bool = False,
+    fused_per_copy: bool = True,
 ) -> TrainSettings:
-    """The ``tiny`` U-Net, no pretrained weights, no loader workers, AdamW's weight decay 1e-4."""
+    """The ``tiny`` U-Net, no pretrained weights, no loader workers, AdamW's weight decay 1e-4;
+    ``fused_per_copy`` False: a fused model runs its copies under vmap, as on CUDA."""
     return TrainSettings(
         epochs=epochs,
         batch_size=batch_size,
@@ -32,6 +34,7 @@ def tiny_settings(
         encoder_weights=None,
         device=torch.device(device),
         amp=amp,
+        fused_per_copy=fused_per_copy,
     )
 
 

@@ -78,6 +78,9 @@ class Execution:
     # AdamW's fused kernel where torch has one for the device (config.FUSED_ADAMW_DEVICES):
     # it rounds differently from the default implementation, so a resumed run keeps its own.
     fused_adamw: bool = True
+    # A fused model's copies one by one where config.PER_COPY_FUSED_DEVICES says (not vmap):
+    # it rounds differently from vmap, which runs recorded without it used everywhere.
+    fused_per_copy: bool = True
 
     def describe(self) -> str:
         from losscmp.executors import executor_class
