@@ -1,6 +1,7 @@
 """docs/architecture.md's module map names every module of the package, and only those;
 the README and the demo's config agree on how long the demo takes; the docs' links reach
-their targets; the README's command synopsis and `losscmp run` table match the CLI."""
+their targets; the README's command synopsis and `losscmp run` table match the CLI,
+and its loss counts the registry."""
 
 from __future__ import annotations
 
@@ -162,3 +163,14 @@ def test_the_readme_run_table_gives_the_real_defaults():
         assert expected == value or (text[:1].isdigit() and float(text) == value), flag
         checked += 1
     assert checked >= 15
+
+
+def test_the_readme_counts_the_losses_the_registry_has():
+    from losscmp.losses import LOSS_REGISTRY
+
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    modes = {
+        mode: [e for e in LOSS_REGISTRY if mode in e.modes] for mode in ("binary", "multiclass")
+    }
+    assert f"{len(list(LOSS_REGISTRY))} losses from the literature" in readme
+    assert f"{len(modes['binary'])} binary, {len(modes['multiclass'])} multiclass" in readme
