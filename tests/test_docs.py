@@ -1,5 +1,7 @@
 """docs/architecture.md's module map names every module of the package, and only those;
-the README and the demo's config agree on how long the demo takes."""
+the README and the demo's config agree on how long the demo takes; the docs' links reach
+their targets; the README's command synopsis and `losscmp run` table match the CLI,
+and its loss counts the registry."""
 
 from __future__ import annotations
 
@@ -45,3 +47,130 @@ def test_the_readme_and_the_demo_config_give_one_demo_time():
     (in_readme,) = re.findall(r"the whole command takes about (\d+) seconds", readme)
     (in_config,) = re.findall(r"About (\d+) seconds", config)
     assert in_readme == in_config
+
+
+DOCS = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    ROOT / "benchmarks" / "README.md",
+]
+
+
+def heading_anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as dashes."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_relative_link_reaches_a_file_and_heading():
+    broken = []
+    for doc in DOCS:
+        for link in re.findall(r"\]\(([^)\s]+)\)", doc.read_text(encoding="utf-8")):
+            if re.match(r"[a-z]+:", link):
+                continue
+            path, _, anchor = link.partition("#")
+            target = doc.parent / path if path else doc
+            if not target.exists():
+                broken.append(f"{doc.name}: {link}")
+            elif anchor:
+                lines = target.read_text(encoding="utf-8").splitlines()
+                anchors = {heading_anchor(line.lstrip("#")) for line in lines if line[:1] == "#"}
+                if anchor not in anchors:
+                    broken.append(f"{doc.name}: {link}")
+    assert broken == []
+
+
+def cli_options() -> dict[str, set[str]]:
+    """Each command's options as the CLI defines them ('run': {'--losses', '-j', ...})."""
+    import typer.main
+
+    from losscmp.cli import app
+
+    group = typer.main.get_command(app)
+    commands = {name: command for name, command in group.commands.items()}
+    for name, command in group.commands["datasets"].commands.items():
+        commands[f"datasets {name}"] = command
+    return {
+        name: {opt for param in command.params for opt in param.opts if opt.startswith("-")}
+        - {"--help"}
+        for name, command in commands.items()
+    }
+
+
+def readme_synopsis() -> dict[str, set[str]]:
+    """The options the README's 'Commands' block shows for each command."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Commands\n\n```\n", 1)[1].split("```", 1)[0]
+    shown: dict[str, set[str]] = {}
+    command = ""
+    for line in block.splitlines():
+        if line.startswith("losscmp "):
+            command = line.split()[1]
+        for option in re.findall(r"(?<![\w-])(-[a-z]|--[a-z][a-z-]*)", line):
+            if option == "--root":  # datasets [list [--root DIR] | download ...]
+                shown.setdefault("datasets list", set()).add(option)
+            elif option == "--data-dir" and command == "datasets":
+                shown.setdefault("datasets download", set()).add(option)
+            else:
+                shown.setdefault(command, set()).add(option)
+    return shown
+
+
+def test_the_readme_synopsis_shows_each_command_s_options_and_only_those():
+    options = cli_options()
+    for command, shown in readme_synopsis().items():
+        negated = {f"--no-{option[2:]}" for option in options[command]}
+        assert shown - negated == options[command], command
+
+
+def readme_run_table() -> dict[str, str]:
+    """The `losscmp run` table: each flag's row -> its default column."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### `losscmp run`\n\n", 1)[1]
+    table = section.split("\n\n", 1)[0].splitlines()
+    rows = {}
+    for line in table[2:]:
+        flags, default = (cell.strip() for cell in line.strip("|").split("|")[:2])
+        for flag in re.findall(r"-[a-z]|--[a-z][a-z-]*", flags):
+            rows[flag] = default
+    return rows
+
+
+def test_the_readme_run_table_has_a_row_for_every_run_option():
+    negated = {"--no-amp", "--no-dry-run"}  # Typer's other half of a switch
+    assert set(readme_run_table()) - negated == cli_options()["run"] - negated
+
+
+def test_the_readme_run_table_gives_the_real_defaults():
+    from losscmp.config import RunConfig
+
+    defaults = RunConfig()
+    rows = readme_run_table()
+    written = {"—": None, "none": None, "on": True}
+    checked = 0
+    for flag, default in rows.items():
+        field = flag.removeprefix("--").split("/")[0].replace("-", "_")
+        if flag == "--seeds":  # the row of --seeds / --seed: `1 / 0`
+            default = default.split("/")[0]
+        elif flag == "--seed":
+            default = default.split("/")[1]
+        text = default.strip().strip("`")
+        if not hasattr(defaults, field) or not re.fullmatch(r"[\w.,—-]+", text):
+            continue  # a default that depends on the machine, said in words
+        value = getattr(defaults, field)
+        expected = written.get(text, text)
+        if isinstance(value, list):
+            value = ",".join(value)
+        assert expected == value or (text[:1].isdigit() and float(text) == value), flag
+        checked += 1
+    assert checked >= 15
+
+
+def test_the_readme_counts_the_losses_the_registry_has():
+    from losscmp.losses import LOSS_REGISTRY
+
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    modes = {
+        mode: [e for e in LOSS_REGISTRY if mode in e.modes] for mode in ("binary", "multiclass")
+    }
+    assert f"{len(list(LOSS_REGISTRY))} losses from the literature" in readme
+    assert f"{len(modes['binary'])} binary, {len(modes['multiclass'])} multiclass" in readme
