@@ -906,10 +906,13 @@ def headline_caption(
     fewest = int(summary["n_seeds"].min()) if len(summary) else 0
     # Combined or unfinished runs may give the losses different numbers of seeds.
     seeds_text = f"{fewest}–{seeds}" if fewest != seeds else str(seeds)
-    where = "dataset-level" if not metric.startswith("image_") else "mean per-image"
+    title = METRIC_TITLES[metric]
+    per_image = metric.startswith("image_")
+    headline = f"mean per-image {title.removeprefix('image ')}" if per_image else title
+    where = "" if per_image else "dataset-level "
     split = split_word(summary)
     caption = (
-        f"Headline: {where} {METRIC_TITLES[metric]} on the {split} split at each trial's "
+        f"Headline: {where}{headline} on the {split} split at each trial's "
         f"epoch chosen on validation, mean ± sd over {seeds_text} seed(s); "
         f"CI: {stats.CI_METHOD}; p: {stats.TEST_METHOD}; "
         f"≈ = indistinguishable from the best (p ≥ {stats.ALPHA}). "

@@ -1080,6 +1080,13 @@ def test_caption_says_other_best_columns_share_the_headline_epoch(summary):
     assert "Dice, IoU and MCC 'test'" in headline_caption("image_dice", summary)
 
 
+def test_the_caption_names_a_per_image_headline_once(summary):
+    assert headline_caption("image_iou", summary).startswith(
+        "Headline: mean per-image IoU on the test split at each trial's epoch"
+    )
+    assert headline_caption("dice", summary).startswith("Headline: dataset-level Dice on the")
+
+
 # ---------------------------------------------------------------- imbalance dial
 
 
