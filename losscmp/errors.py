@@ -70,3 +70,20 @@ def unknown(kind: str, name: str, choices: Iterable[str]) -> UnknownNameError:
     return UnknownNameError(
         f"unknown {kind} '{name}'{suggest(name, choices)}; choose from: {listed}"
     )
+
+
+def install_hint(extra: str) -> str:
+    """``pip install 'ray>=2.9'``: what the ``extra`` of losscmp's metadata asks for. Not
+    ``losscmp[ray]``: from a checkout (``pip install -e .``) that would fetch whatever the
+    package index calls losscmp."""
+    from importlib import metadata
+
+    try:
+        requires = metadata.requires("losscmp") or []
+    except metadata.PackageNotFoundError:
+        requires = []
+    marker = f'extra == "{extra}"'
+    wanted = [line.split(";")[0].strip() for line in requires if line.endswith(marker)]
+    if not wanted:  # losscmp run from its source tree without being installed
+        return f"pip install -e '.[{extra}]' in the losscmp checkout"
+    return "pip install " + " ".join(f"'{requirement}'" for requirement in wanted)

@@ -767,3 +767,19 @@ def test_a_runs_log_says_the_time_left_after_each_trial(cli, tmp_path, monkeypat
         "finished: focal · seed 0 (2/3 trials, 0:00:30 left)",
         "finished: tversky · seed 0 (3/3 trials)",
     ]
+
+
+def test_an_extra_is_installed_by_what_it_requires_not_by_the_package_name(monkeypatch):
+    """From a checkout, pip install 'losscmp[ray]' would fetch another losscmp."""
+    from importlib import metadata
+
+    from losscmp.errors import install_hint
+
+    assert install_hint("ray") == "pip install 'ray>=2.9'"
+    assert install_hint("mlflow") == "pip install 'mlflow>=3.0'"
+
+    def not_installed(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "requires", not_installed)
+    assert install_hint("ray") == "pip install -e '.[ray]' in the losscmp checkout"

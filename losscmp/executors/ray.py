@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from losscmp.config import RunConfig
-from losscmp.errors import LosscmpError
+from losscmp.errors import LosscmpError, install_hint
 from losscmp.events import TrialRetried
 from losscmp.executors.base import (
     ATTEMPTS,
@@ -62,7 +62,6 @@ from losscmp.executors.base import (
     succeeded,
 )
 
-INSTALL_HINT = "--executor ray needs Ray: pip install 'losscmp[ray]'"
 WAIT_S = 0.5  # ray.wait timeout: how often the driver looks up (and sees Ctrl-C) when idle
 PROBE_TIMEOUT_S = 5.0  # a cluster address must accept a TCP connection within this
 RAY_GCS_PORT, RAY_CLIENT_PORT = 6379, 10001  # Ray's defaults: head node, ray:// client
@@ -93,7 +92,7 @@ class RayExecutor(Executor):
         try:
             import ray  # noqa: F401 (only checked here; joined or started in resolve_device)
         except ImportError:
-            raise LosscmpError(INSTALL_HINT) from None
+            raise LosscmpError(f"--executor ray needs Ray: {install_hint('ray')}") from None
         super().__init__(config)
         self.running: dict = {}  # ObjectRefGenerator -> (job, attempt)
         self.connected = False  # this executor called ray.init (and so calls ray.shutdown)

@@ -39,11 +39,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from losscmp.errors import LosscmpError
+from losscmp.errors import LosscmpError, install_hint
 from losscmp.results import json_text
 from losscmp.tracking.base import TrackedRun, Tracker, one_line
 
-INSTALL_HINT = "--tracking mlflow needs MLflow: pip install 'losscmp[mlflow]'"
 EXPERIMENT = "losscmp"  # unless $MLFLOW_EXPERIMENT_NAME names another
 STORE_DIR = "mlruns"  # the default store's folder, beside the run folders in --out
 STORE_FILE = "mlflow.db"
@@ -71,7 +70,8 @@ class MlflowTracker(Tracker):
         try:
             import mlflow  # noqa: F401
         except ImportError:
-            raise LosscmpError(INSTALL_HINT) from None
+            hint = install_hint("mlflow")
+            raise LosscmpError(f"--tracking mlflow needs MLflow: {hint}") from None
 
     @classmethod
     def check_store(cls, out: Path) -> None:
