@@ -815,9 +815,9 @@ def _final_image_means(images: _Columns, rows: np.ndarray) -> dict[str, float]:
     the boundary metrics; none where they have no value."""
     means = {}
     for name in ("hd95", "nsd"):
-        values = images.floats(name)[rows] if name in images else rows[:0]
-        if not np.isnan(values).all():
-            means[f"final_{name}"] = np.nanmean(values)
+        values = images.floats(name)[rows] if name in images else None
+        if values is not None and not np.isnan(values).all():
+            means[f"final_{name}"] = np.nanmean(values)  # the sum and count Series.mean takes
     return means
 
 
