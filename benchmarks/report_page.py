@@ -13,7 +13,8 @@ Printed per page: its size and its figures' sizes, the lines of 'What went wrong
 the median build and load times (load: until the load event and two frames drawn), the
 page's height and how far down the comparison table starts; and the prediction panels
 alone (each dataset's, built and turned into the page's PNG, in a fresh process per
-checkout, sides alternated, after matplotlib is imported), median over ``--repeats``.
+checkout, sides alternated, after matplotlib is imported) and the summary alone
+(``summary.summarize`` of the run once read), medians over ``--repeats``.
 
     python benchmarks/report_page.py --dial --no-browser --against ../old
         # 23 losses x 3 seeds on 3 foreground fractions: three panels; no Chromium
@@ -74,13 +75,29 @@ for dataset in summary.dataset_order(shown):
 """
 
 
-def panel_seconds(code: Path, run_dir: Path) -> float:
-    """Seconds the run's prediction panels took (all datasets) with the checkout ``code``."""
-    command = [sys.executable, "-c", PANEL_TIMER, str(run_dir)]
+# The summary alone (summary.summarize: every table's numbers), its run already read.
+SUMMARY_TIMER = """
+import sys, time
+from losscmp import summary
+results = summary.load_run(sys.argv[1])
+started = time.perf_counter()
+summary.summarize(results, "dice")
+print(time.perf_counter() - started)
+"""
+
+
+def timed(timer: str, code: Path, run_dir: Path) -> float:
+    """Seconds that ``timer`` printed, run with the checkout ``code`` on ``run_dir``."""
+    command = [sys.executable, "-c", timer, str(run_dir)]
     done = subprocess.run(command, cwd=code, capture_output=True, text=True, check=False)
     if done.returncode:
         raise SystemExit(f"{code}: {done.stderr[-2000:]}")
     return sum(float(line) for line in done.stdout.split())
+
+
+def panel_seconds(code: Path, run_dir: Path) -> float:
+    """Seconds the run's prediction panels took (all datasets) with the checkout ``code``."""
+    return timed(PANEL_TIMER, code, run_dir)
 
 
 def build(code: Path, run_dir: Path, page: Path) -> float:
@@ -136,7 +153,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         make = make_dial_run if args.dial else make_grid_run
         runs = args.runs or [make(Path(folder) / "made")]
-        pages, walls, panels = {}, {}, {}
+        pages, walls, panels, summaries = {}, {}, {}, {}
         for number, run_dir in enumerate(runs):
             for repeat in range(args.repeats):
                 order = list(sides) if repeat % 2 == 0 else list(sides)[::-1]
@@ -145,6 +162,8 @@ def main() -> None:
                     pages[key] = Path(folder) / f"{number}-{side}.html"
                     walls.setdefault(key, []).append(build(sides[side], run_dir, pages[key]))
                     panels.setdefault(key, []).append(panel_seconds(sides[side], run_dir))
+                    seconds = timed(SUMMARY_TIMER, sides[side], run_dir)
+                    summaries.setdefault(key, []).append(seconds)
         loads = {} if args.no_browser else shown(pages)
         for key, page_file in pages.items():
             text = page_file.read_text()
@@ -157,6 +176,8 @@ def main() -> None:
             print(f"  report --html {statistics.median(walls[key]):.1f} s ({times}); "
                   f"prediction panels {statistics.median(panels[key]):.2f} s "
                   f"({', '.join(f'{s:.2f}' for s in panels[key])})")  # fmt: skip
+            print(f"  summary {statistics.median(summaries[key]):.2f} s "
+                  f"({', '.join(f'{s:.2f}' for s in summaries[key])})")  # fmt: skip
             if key in loads:
                 print(f"  Chromium {loads[key]['load_s']:.2f} s; page {loads[key]['height']} px "
                       f"high, the comparison table {loads[key]['top']:.0f} px down")  # fmt: skip

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection
-from typing import Any
 
+import numpy as np
 import pandas as pd
 
 LOWER_IS_BETTER = frozenset({"ece"})
@@ -59,20 +59,17 @@ def prefix(split: str) -> str:
     return "test_" if split == TEST else "val_"
 
 
-def chosen_epoch(validated: pd.DataFrame, metric: str) -> pd.Series:
-    """The row of the epoch with the best ``val_<metric>`` (validated rows only; the first
-    epoch among equals)."""
-    column = validated[f"val_{metric}"].astype(float)
-    position = column.idxmax() if higher_is_better(metric) else column.idxmin()
-    return validated.loc[position]
+def chosen_epoch(scores: np.ndarray, metric: str) -> int:
+    """The position of the epoch with the best ``val_<metric>`` among a trial's validated
+    epochs' ``scores`` (no NaN; the first epoch among equals)."""
+    return int(np.argmax(scores) if higher_is_better(metric) else np.argmin(scores))
 
 
-def reported_value(row: pd.Series, name: str, split: str) -> Any:
-    """``name`` as reported: the test column where the run has it, else validation's."""
+def reported_column(columns: Collection[str], name: str, split: str) -> str:
+    """The column ``name`` is reported from: the test one where the run has it, else
+    validation's."""
     column = f"{prefix(split)}{name}"
-    if split == TEST and column in row.index:
-        return row[column]
-    return row.get(f"val_{name}", math.nan)
+    return column if split == TEST and column in columns else f"val_{name}"
 
 
 def choose_rates(trials: pd.DataFrame, metric: str) -> pd.DataFrame:

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from losscmp import selection, stats
@@ -686,13 +687,18 @@ def _trial_outcomes(results: RunResults, dataset: str, metric: str) -> pd.DataFr
     trials = results.trials[results.trials["dataset"] == dataset]
     epochs = _dataset_epochs(results, dataset)
     split = selection.reported_split(epochs, metric)
-    epochs_of = _RowsBy(epochs, ("loss", "seed"))
-    images_of = _RowsBy(results.images, ("dataset", "loss", "seed", "which"))
-    rows = []
-    for trial in trials.itertuples(index=False):
-        trial_epochs = epochs_of.rows(trial.loss, trial.seed)
-        trial_epochs = trial_epochs[_rate_matches(trial_epochs, trial.base_lr)]
-        rows.append(_trial_row(trial, trial_epochs, images_of, metric, split))
+    images = _final_images(results.images, dataset)
+    epoch_columns, image_columns = _Columns(epochs), _Columns(images)
+    rows = [
+        _trial_row(trial, epoch_columns, epoch_rows, metric, split)
+        | _final_image_means(image_columns, image_rows)
+        for trial, epoch_rows, image_rows in zip(
+            trials.itertuples(index=False),
+            _rows_per_trial(trials, epochs),
+            _rows_per_trial(trials, images),
+            strict=True,
+        )
+    ]
     frame = pd.DataFrame(rows)
     # Where no trial validated a single epoch (every one diverged at once), the columns a
     # validated epoch gives are still there, empty: the table shows each loss diverged.
@@ -702,72 +708,85 @@ def _trial_outcomes(results: RunResults, dataset: str, metric: str) -> pd.DataFr
     return frame
 
 
-class _RowsBy:
-    """A frame's rows by their values in ``columns``, in the frame's order, found without a
-    pass over the whole frame for each trial (one per trial made a report of many trials
-    quadratic in them)."""
+class _Columns:
+    """A frame's columns as numpy arrays, read at a trial's row positions: a pandas object
+    per trial cost most of the time of a report of hundreds of trials."""
 
-    def __init__(self, frame: pd.DataFrame, columns: Sequence[str]) -> None:
-        self.frame = frame
-        grouped = not frame.empty and set(columns) <= set(frame.columns)
-        self.positions = frame.groupby(list(columns), sort=False).indices if grouped else {}
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.values = {name: frame[name].to_numpy() for name in frame.columns}
+        self._floats: dict[str, np.ndarray] = {}
 
-    def rows(self, *values: Any) -> pd.DataFrame:
-        """The rows equal to ``values`` in ``columns`` (none: no row, every column)."""
-        positions = self.positions.get(values)
-        return self.frame.iloc[positions if positions is not None else []]
+    def __contains__(self, name: str) -> bool:
+        return name in self.values
 
-
-def _rate_matches(frame: pd.DataFrame, rate: float) -> pd.Series:
-    """Rows at this learning rate; a version 1 table has no rate (one per run)."""
-    if "base_lr" not in frame.columns:
-        return pd.Series(True, index=frame.index)
-    rates = frame["base_lr"].astype(float)
-    return rates.isna() | (rates == rate)
+    def floats(self, name: str) -> np.ndarray:
+        if name not in self._floats:
+            self._floats[name] = self.values[name].astype(float)
+        return self._floats[name]
 
 
-def _trial_row(
-    trial, trial_epochs: pd.DataFrame, images_of: _RowsBy, metric: str, split: str
-) -> dict:
-    """One trial: its epoch chosen on validation, scores read there on ``split`` (test
-    where the run has one); ``final_*`` at the last epoch, on the same split."""
+def _rows_per_trial(trials: pd.DataFrame, frame: pd.DataFrame) -> list[np.ndarray]:
+    """Each trial's rows in ``frame`` (positions, in the frame's order): its loss and seed,
+    at its learning rate (a version 1 table has no rate: one per run). One grouping for all
+    trials: a pass over the frame per trial made a report quadratic in the trials."""
+    none = np.empty(0, dtype=np.intp)
+    keys = ["loss", "seed"]
+    if frame.empty or not set(keys) <= set(frame.columns):
+        return [none] * len(trials)
+    groups = frame.groupby(keys, sort=False).indices
+    rates = frame["base_lr"].astype(float).to_numpy() if "base_lr" in frame.columns else None
+    found = []
+    for key, rate in zip(
+        trials[keys].itertuples(index=False, name=None), trials["base_lr"], strict=True
+    ):
+        rows = groups.get(key, none)
+        if rates is not None:
+            rows = rows[np.isnan(rates[rows]) | (rates[rows] == rate)]
+        found.append(rows)
+    return found
+
+
+def _trial_row(trial, epochs: _Columns, rows: np.ndarray, metric: str, split: str) -> dict:
+    """One trial (``rows``: its positions in ``epochs``): its epoch chosen on validation,
+    scores read there on ``split`` (test where the run has one); ``final_*`` at the last
+    epoch, on the same split."""
     headline = f"val_{metric}"
-    validated = trial_epochs.dropna(subset=[headline]) if headline in trial_epochs else None
     row: dict[str, Any] = {
         "loss": trial.loss,
         "lr": trial.base_lr,
         "seed": trial.seed,
         "status": trial.status or "finished",
         "diverged_epoch": trial.diverged_epoch,
-        "seconds": _trial_seconds(trial, trial_epochs),
+        "seconds": _trial_seconds(trial, epochs, rows),
     }
-    if validated is None or validated.empty:
+    validated = rows[~np.isnan(epochs.floats(headline)[rows])] if headline in epochs else rows[:0]
+    if not len(validated):
         return row
-    best = selection.chosen_epoch(validated, metric)
-    final = validated.loc[validated["epoch"].idxmax()]
-    row["best_epoch"] = best["epoch"]
-    row["val_score"] = best[headline]  # what the learning rate is chosen by
-    if "threshold" in best.index:
-        row["threshold"] = best["threshold"]
-    for column in _score_columns(trial_epochs):
+    best = validated[selection.chosen_epoch(epochs.floats(headline)[validated], metric)]
+    final = validated[np.argmax(epochs.floats("epoch")[validated])]
+    row["best_epoch"] = epochs.values["epoch"][best]
+    row["val_score"] = epochs.values[headline][best]  # what the learning rate is chosen by
+    if "threshold" in epochs:
+        row["threshold"] = epochs.values["threshold"][best]
+    for column in _score_columns(epochs.values):
         name = column.removeprefix("val_")
-        row[f"best_{name}"] = selection.reported_value(best, name, split)
-        row[f"final_{name}"] = selection.reported_value(final, name, split)
-    row.update(_final_image_means(images_of, trial))
+        reported = epochs.values[selection.reported_column(epochs.values, name, split)]
+        row[f"best_{name}"] = reported[best]
+        row[f"final_{name}"] = reported[final]
     return row
 
 
-def _trial_seconds(trial, trial_epochs: pd.DataFrame) -> float:
+def _trial_seconds(trial, epochs: _Columns, rows: np.ndarray) -> float:
     """The trial's wall time; the sum of its epochs' when trials/ did not record it."""
     if trial.seconds is not None and not pd.isna(trial.seconds):
         return float(trial.seconds)
-    return float(trial_epochs["seconds"].sum()) if "seconds" in trial_epochs else math.nan
+    return float(np.nansum(epochs.floats("seconds")[rows])) if "seconds" in epochs else math.nan
 
 
-def _score_columns(epochs: pd.DataFrame) -> list[str]:
-    snapshot = [f"val_{name}" for name in METRICS if f"val_{name}" in epochs]
+def _score_columns(columns: Collection[str]) -> list[str]:
+    snapshot = [f"val_{name}" for name in METRICS if f"val_{name}" in columns]
     per_class = sorted(
-        column for column in epochs if column.startswith("val_dice_") and column not in snapshot
+        column for column in columns if column.startswith("val_dice_") and column not in snapshot
     )
     return snapshot + per_class
 
@@ -784,18 +803,22 @@ def _images_split(images: pd.DataFrame, dataset: str) -> str | None:
     return selection.TEST if (splits == "test").all() else selection.VALIDATION
 
 
-def _final_image_means(images_of: _RowsBy, trial) -> dict[str, float]:
-    """Mean over the images (test where the run has them) of the boundary metrics at the
-    final epoch; ``images_of``: images.csv's rows by dataset, loss, seed and which."""
-    if images_of.frame.empty or "which" not in images_of.frame:
-        return {}
-    mine = images_of.rows(trial.dataset, trial.loss, trial.seed, "final")
-    mine = mine[_rate_matches(mine, trial.base_lr)]
-    return {
-        f"final_{name}": mine[name].mean()
-        for name in ("hd95", "nsd")
-        if name in mine and mine[name].notna().any()
-    }
+def _final_images(images: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """The dataset's rows of images.csv at the final epoch (none in a table without them)."""
+    if images.empty or not {"dataset", "which"} <= set(images.columns):
+        return images.iloc[:0]
+    return images[(images["dataset"] == dataset) & (images["which"] == "final")]
+
+
+def _final_image_means(images: _Columns, rows: np.ndarray) -> dict[str, float]:
+    """Mean over a trial's ``rows`` of the final images (test where the run has them) of
+    the boundary metrics; none where they have no value."""
+    means = {}
+    for name in ("hd95", "nsd"):
+        values = images.floats(name)[rows] if name in images else None
+        if values is not None and not np.isnan(values).all():
+            means[f"final_{name}"] = np.nanmean(values)  # the sum and count Series.mean takes
+    return means
 
 
 def _loss_row(loss: str, trials: pd.DataFrame, comparison: pd.Series) -> dict[str, Any]:
@@ -818,10 +841,13 @@ def _loss_row(loss: str, trials: pd.DataFrame, comparison: pd.Series) -> dict[st
         "threshold_mean": finished["threshold"].mean() if "threshold" in finished else math.nan,
         "seconds": trials["seconds"].mean(),
     }
-    for column in _outcome_columns(trials):
-        values = finished[column].astype(float)
-        row[f"{column}_mean"] = values.mean()
-        row[f"{column}_std"] = values.std(ddof=1) if values.count() > 1 else math.nan
+    # Every column at once: the same sums as column by column, without pandas' overhead
+    # of a Series each (which made these loops a good part of a large report's summary).
+    outcomes = finished[_outcome_columns(trials)].astype(float)
+    means, stds = outcomes.mean(), outcomes.std(ddof=1).where(outcomes.count() > 1)
+    for column in outcomes.columns:
+        row[f"{column}_mean"] = means[column]
+        row[f"{column}_std"] = stds[column]
     return row
 
 

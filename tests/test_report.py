@@ -29,6 +29,7 @@ from losscmp.render.terminal import render_class_tables, render_imbalance_table,
 from losscmp.results import trial_id
 from losscmp.selection import chosen_rows
 from losscmp.summary import (
+    RunResults,
     combine_runs,
     headline_caption,
     imbalance_frame,
@@ -307,6 +308,54 @@ def test_headline_is_test_dice_at_the_validation_chosen_epoch(run_dir, summary):
     # "final" is test at the last epoch, which the rising test curve makes the larger
     final = focal[focal["epoch"] == 4]["test_dice"].mean()
     assert row["final_dice_mean"] == pytest.approx(final) and final > row["best_dice_mean"]
+
+
+def test_each_trial_reads_its_own_rows_at_its_own_rate():
+    """Two rates of one (loss, seed), their epoch and image rows interleaved: each trial
+    reads only its own, chooses the first of tied epochs, ends at its last validated one
+    and sums its epochs' time where trials/ did not record it."""
+    epochs = pd.DataFrame(
+        [  # loss, seed, rate, epoch, val_dice, test_dice, seconds
+            ("dice", 0, 1e-3, 1, 0.50, 0.40, 1.0),
+            ("dice", 0, 1e-2, 1, 0.80, 0.75, 2.0),
+            ("dice", 0, 1e-3, 2, 0.70, 0.61, 1.0),
+            ("dice", 0, 1e-2, 2, 0.60, 0.55, 2.0),
+            ("dice", 0, 1e-3, 3, 0.70, 0.65, 1.0),  # ties epoch 2: the first one is chosen
+            ("dice", 0, 1e-2, 3, math.nan, 0.90, 2.5),  # not validated: not the final epoch
+            ("dice", 0, 1e-3, 4, 0.60, 0.66, 1.0),
+            ("dice", 1, 1e-3, 1, math.nan, math.nan, 0.5),  # diverged in its first epoch
+            ("focal", 0, 1e-3, 1, 0.99, 0.99, 9.0),  # another loss, same seed and rate
+        ],
+        columns=["loss", "seed", "base_lr", "epoch", "val_dice", "test_dice", "seconds"],
+    ).assign(dataset="d")
+    images = pd.DataFrame(
+        [  # loss, seed, rate, which, hd95
+            ("dice", 0, 1e-3, "final", 2.0),
+            ("dice", 0, 1e-2, "final", 10.0),
+            ("dice", 0, 1e-3, "final", 4.0),
+            ("dice", 0, 1e-2, "final", math.nan),
+            ("dice", 0, 1e-3, "best", 100.0),  # not the final epoch's
+            ("focal", 0, 1e-3, "final", 50.0),
+        ],
+        columns=["loss", "seed", "base_lr", "which", "hd95"],
+    ).assign(dataset="d")
+    trials = pd.DataFrame(
+        [  # loss, seed, rate, status, diverged_epoch, seconds
+            ("dice", 0, 1e-3, "finished", None, 12.5),
+            ("dice", 0, 1e-2, "finished", None, None),  # its epochs' sum: 6.5
+            ("dice", 1, 1e-3, "diverged", 1, 7.5),
+            ("focal", 0, 1e-3, "finished", None, 9.0),
+        ],
+        columns=["loss", "seed", "base_lr", "status", "diverged_epoch", "seconds"],
+    ).assign(dataset="d", trial_id=lambda frame: [f"t{i}" for i in range(len(frame))])
+    results = RunResults([Path("run")], [{}], {"d": {}}, trials, epochs, images)
+
+    rows = summarize(results).set_index(["loss", "lr"])
+    columns = ["n_seeds", "n_diverged", "best_epoch", "best_dice_mean", "final_dice_mean"]
+    columns += ["final_hd95_mean", "seconds"]
+    assert rows.loc[("dice", 1e-3), columns].tolist() == [2, 1, 2.0, 0.61, 0.66, 3.0, 10.0]
+    assert rows.loc[("dice", 1e-2), columns].tolist() == [1, 0, 1.0, 0.75, 0.55, 10.0, 6.5]
+    assert rows.loc[("focal", 1e-3), columns].tolist() == [1, 0, 1.0, 0.99, 0.99, 50.0, 9.0]
 
 
 def test_a_validation_only_run_reports_validation_and_says_so(tmp_path):
