@@ -227,3 +227,16 @@ def test_the_recorded_command_line_replays_the_options_given():
         "losscmp run --config configs/x.yaml --losses 'dice,focal(gamma=1)' --no-amp "
         "--jobs 2 --resume 'results/r 1'"
     )
+
+
+def test_a_run_whose_every_trial_diverged_gets_its_page_and_plots(cli, tmp_path):
+    """No trial left a prediction: the panel is left out, not drawn with no loss (which
+    raised on a run whose reference images are from the validation split)."""
+    diverged = {(loss, seed): 1 for loss in QUALITY for seed in (0, 1, 2)}
+    run_dir = write_run(tmp_path, quality=QUALITY, diverged=diverged)
+    result = cli("report", run_dir, "--html", tmp_path / "page.html", "--plots")
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "page.html").read_text()
+    assert text.count("<figure>") == 1  # the learning curves alone
+    assert "focal on synthetic diverged" in text
+    assert sorted(path.name for path in (run_dir / "plots").iterdir()) == ["learning_curves.png"]

@@ -236,9 +236,11 @@ def _loss_predictions(results: summary.RunResults, dataset: str) -> tuple[str, d
 
 def prediction_panel(results: summary.RunResults, dataset: str) -> PredictionPanel | None:
     """Rows: test images (validation without a test split); columns: image, ground truth,
-    one per loss. None without data."""
+    one per loss. None without data, or where no trial left a prediction (each diverged)."""
     single = len(results.datasets) <= 1
     split, predictions = _loss_predictions(results, dataset)
+    if not predictions:
+        return None
     panel = next(
         (
             found
