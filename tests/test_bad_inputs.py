@@ -749,3 +749,56 @@ def test_bad_input_is_refused_cleanly(tmp_path, monkeypatch, name, args, message
     assert message in lines[0], lines[0]
     assert "Traceback" not in result.stdout + result.stderr
     assert snapshot(work) == before, "the command left files behind or changed some"
+
+
+# --------------------------------------------------------------------------- which error wins
+
+# ``report`` given several wrong things names the first of them in this order (the order
+# the checks had when they lived in summary.py and the renderers; losscmp.report_args now):
+# an empty --csv, an empty --html, --csv and --html naming one file, --csv's target,
+# --html's target, --metric, then each path in the order given (missing, or holding no
+# run), and only then what is inside the runs (a damaged run.json).
+PRECEDENCE = [
+    (
+        ["--csv", "", "--html", "", "--metric", "dise", "{missing}"],
+        "--csv is empty; give a file name",
+    ),
+    (
+        ["--html", "", "--csv", "{folder}", "--metric", "dise", "{missing}"],
+        "--html is empty; give a file name",
+    ),
+    (
+        ["--csv", "{tmp}/same", "--html", "{tmp}/same", "--metric", "dise", "{missing}"],
+        "--csv and --html name the same file {tmp}/same",
+    ),
+    (
+        ["--html", "/sys/x/page.html", "--csv", "{folder}", "--metric", "dise", "{missing}"],
+        "--csv {folder} is a folder; give a file name, e.g. {folder}/summary.csv",
+    ),
+    (
+        ["--html", "{folder}", "--metric", "dise", "{missing}"],
+        "--html {folder} is a folder; give a file name, e.g. {folder}/report.html",
+    ),
+    (
+        ["--metric", "dise", "{missing}", "{folder}"],
+        "unknown metric 'dise' (did you mean 'dice'?); choose from: ap, dice, dice_t, ece, "
+        "image_dice, image_iou, iou, iou_t, mcc, mcc_t",
+    ),
+    (["{damaged}", "{missing}", "{folder}"], "{missing} does not exist"),
+    (
+        ["{damaged}", "{folder}", "{missing}"],
+        "no losscmp run found in {folder} (expected a folder with run.json, or one holding "
+        "such folders; 'losscmp run' makes them)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), PRECEDENCE, ids=range(len(PRECEDENCE)))
+def test_report_names_the_first_of_several_errors(tmp_path, args, message):
+    damaged = replace_run_json(b"[1, 2")(tmp_path)
+    names = {"tmp": tmp_path, "missing": tmp_path / "nope", "folder": tmp_path / "empty"}
+    (tmp_path / "empty").mkdir()
+    fill = {**names, "damaged": damaged}
+    result = invoke_main("report", *(arg.format(**fill) for arg in args))
+    assert result.code == 2, result.stdout
+    assert result.stderr == f"losscmp: error: {message.format(**fill)}\n"
