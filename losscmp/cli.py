@@ -498,17 +498,19 @@ def _print_report(
 ) -> None:
     """Print the tables and notes; write summary.csv (one run), the files asked for
     (``files``: renderer name -> path) and, with ``run_page``, ``<run>/report.html``."""
+    from losscmp.report_args import check_report_args
+
+    targets = {name: path for name, path in files.items() if path is not None}
+    # Every mistake in the command is refused before pandas and the renderers load.
+    run_folders = check_report_args(paths, metric, targets)
+
     from losscmp import console
     from losscmp.render import RENDERERS, terminal
     from losscmp.results import RunStore
     from losscmp.summary import build_report, source_lines
 
-    targets = {name: path for name, path in files.items() if path is not None}
-    _check_distinct_targets(targets)
     outputs = {name: RENDERERS[name].load() for name in targets}
-    for name, path in targets.items():
-        outputs[name].check_target(path)
-    report = build_report(list(paths), metric=metric)
+    report = build_report(run_folders, metric=metric)
     run_dirs = report.results.run_dirs
     for line in source_lines(paths, report.results):
         console.print_note(line)
@@ -551,15 +553,6 @@ def _write_run_summary(store, report, targets: dict[str, Path]) -> list[Path]:
         also = " (--csv holds this table)" if "csv" in targets else ""
         console.print_note(f"{error}; the run's summary.csv is left as it was{also}")
         return []
-
-
-def _check_distinct_targets(targets: dict[str, Path]) -> None:
-    seen: dict[Path, str] = {}
-    for name, path in targets.items():
-        where = Path(os.path.realpath(path))
-        if where in seen:
-            raise LosscmpError(f"--{seen[where]} and --{name} name the same file {path}")
-        seen[where] = name
 
 
 @app.command("losses")

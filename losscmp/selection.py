@@ -31,8 +31,6 @@ import numpy as np
 import pandas as pd
 
 LOWER_IS_BETTER = frozenset({"ece"})
-# Binary-only scores: at the validation-chosen threshold, and threshold-free.
-THRESHOLD_METRICS = ("dice_t", "iou_t", "mcc_t", "ap", "ece")
 TEST, VALIDATION = "test", "validation"
 
 

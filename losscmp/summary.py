@@ -58,19 +58,18 @@ import pandas as pd
 
 from losscmp import selection, stats
 from losscmp.devices import rounding_key
-from losscmp.errors import LosscmpError, SpecError, unknown
-from losscmp.results import (
-    RUN_FILE,
-    RunStore,
-    has_finished_trial,
-    is_run_dir,
-    runs_newest_first,
-    trial_id,
+from losscmp.errors import LosscmpError, SpecError
+from losscmp.report_args import (
+    METRICS,
+    PLAIN_METRICS,
+    THRESHOLD_METRICS,
+    check_metric,
+    resolve_one,
+    resolve_run_dirs,
 )
+from losscmp.results import RunStore, is_run_dir, runs_newest_first, trial_id
 from losscmp.spec import Spec, parse_spec
 
-PLAIN_METRICS = ("dice", "iou", "mcc", "image_dice", "image_iou")  # every run has them
-METRICS = (*PLAIN_METRICS, *selection.THRESHOLD_METRICS)
 METRIC_TITLES = {
     "dice": "Dice",
     "iou": "IoU",
@@ -195,17 +194,6 @@ def unfinished_trials(results: RunResults) -> dict[Path, int]:
 # --------------------------------------------------------------------------- finding runs
 
 
-def resolve_run_dirs(paths: Sequence[Path | str]) -> list[Path]:
-    """Each path is a run folder, or a folder of runs (its newest run is taken)."""
-    if not paths:
-        raise LosscmpError("no run folder given")
-    resolved: dict[Path, Path] = {}  # the folder itself (however it was named) -> as named
-    for path in map(Path, paths):
-        run_dir = _resolve_one(path)
-        resolved.setdefault(run_dir.resolve(), run_dir)
-    return list(resolved.values())
-
-
 def source_lines(paths: Sequence[Path | str], results: RunResults) -> list[str]:
     """What the paths alone do not say about the table: which run a folder of runs stood
     for (its newest, of how many), and, for a combined table, each run's losses and seeds
@@ -234,7 +222,7 @@ def source_lines(paths: Sequence[Path | str], results: RunResults) -> list[str]:
 def _which_run(folder: Path) -> str:
     """Which of the runs in ``folder`` is reported, and why that one."""
     runs = runs_newest_first(folder)
-    taken = _resolve_one(folder)
+    taken = resolve_one(folder)
     newer = runs[: runs.index(taken)]
     if len(runs) == 1:
         return f"its one run, {taken.name}"
@@ -243,22 +231,6 @@ def _which_run(folder: Path) -> str:
     return (
         f"its newest run with a finished trial, {taken.name} (of {len(runs)} runs there; "
         f"newer, without one yet: {', '.join(run.name for run in newer)})"
-    )
-
-
-def _resolve_one(path: Path) -> Path:
-    if not path.exists():
-        raise LosscmpError(f"{path} does not exist")
-    if is_run_dir(path):
-        return path
-    runs = runs_newest_first(path)
-    if runs:
-        # A run just started (or stopped before a trial ended) has nothing to show: the
-        # newest run that has is reported instead, and the line above the table says so.
-        return next((run for run in runs if has_finished_trial(run)), runs[0])
-    raise LosscmpError(
-        f"no losscmp run found in {path} (expected a folder with {RUN_FILE}, "
-        "or one holding such folders; 'losscmp run' makes them)"
     )
 
 
@@ -524,12 +496,6 @@ def _check_no_repeated_trials(trials: pd.DataFrame, runs: Sequence[RunResults]) 
 # --------------------------------------------------------------------------- summarising
 
 
-def check_metric(metric: str) -> str:
-    if metric not in METRICS:
-        raise unknown("metric", metric, METRICS)
-    return metric
-
-
 def summarize(runs: RunResults | Sequence[RunResults], metric: str = "dice") -> pd.DataFrame:
     """One row per (dataset, loss), best first within each dataset.
 
@@ -560,7 +526,7 @@ def _check_metric_recorded(results: RunResults, metric: str) -> None:
     """Threshold scores, AP and ECE exist for binary runs of schema 2 only."""
     column = f"val_{metric}"
     plain = f"{', '.join(PLAIN_METRICS[:-1])} or {PLAIN_METRICS[-1]}"
-    if metric in selection.THRESHOLD_METRICS and not (
+    if metric in THRESHOLD_METRICS and not (
         column in results.epochs.columns and results.epochs[column].notna().any()
     ):
         title = METRIC_TITLES[metric]

@@ -80,6 +80,18 @@ LOOKING_AROUND = [
     (["run", "--dataset", "petz"], 2),
     (["run", "--epochs", "0"], 2),
 ]
+# report's mistakes are refused before the summary's libraries load (losscmp.report_args):
+# neither pandas, numpy nor matplotlib. notarun/ is an empty folder the probe makes.
+REPORT_MISTAKES = [
+    ["report", "/nonexistent"],
+    ["report", "notarun"],
+    ["report", "notarun", "--metric", "dise"],
+    ["report", "notarun", "--csv", "notarun"],
+    ["report", "notarun", "--html", "/sys/losscmp/page.html"],
+    ["report", "notarun", "--csv", "same", "--html", "same"],
+]
+LOOKING_AROUND += [(args, 2) for args in REPORT_MISTAKES]
+SUMMARY_LIBRARIES = ("pandas", "numpy", "matplotlib")
 
 
 @pytest.mark.parametrize(
@@ -90,16 +102,19 @@ def test_looking_around_does_not_import_torch(tmp_path, args, code):
         "import json, sys\n"
         "from losscmp.cli import app\n"
         "try:\n"
-        "    app(sys.argv[1:])\n"
+        "    app(sys.argv[2:])\n"
         "except SystemExit as done:\n"
         "    code = done.code\n"
-        "heavy = [m for m in ('torch', 'segmentation_models_pytorch', 'albumentations')"
-        " if m in sys.modules]\n"
+        "heavy = [m for m in sys.argv[1].split(',') if m in sys.modules]\n"
         "print(json.dumps({'code': code, 'heavy': heavy}))\n"
     )
+    heavy = ["torch", "segmentation_models_pytorch", "albumentations"]
+    if args[0] == "report":
+        heavy += SUMMARY_LIBRARIES
+    (tmp_path / "notarun").mkdir()
     environment = {**os.environ, "PYTHONPATH": str(REPO)}  # run from tmp_path: this checkout
     done = subprocess.run(
-        [sys.executable, "-c", probe, *args],
+        [sys.executable, "-c", probe, ",".join(heavy), *args],
         capture_output=True,
         text=True,
         cwd=tmp_path,

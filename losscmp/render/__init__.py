@@ -5,11 +5,11 @@
 - the file outputs in :data:`RENDERERS`, one per ``report`` option that names a
   file (``--csv FILE``, ``--html FILE``).
 
-A new file output is one module here defining ``check_target(path) -> Path``
-(refuse a target that cannot be written, before anything is) and
+A new file output is one module here defining
 ``write(report: losscmp.summary.Report, path) -> Path``, plus one line in
 :data:`RENDERERS` (and its option in cli.py). Modules are imported when used,
-so a CSV never imports matplotlib.
+so a CSV never imports matplotlib; a target is refused (``Renderer.check_target``)
+from this module alone, so a bad ``--csv`` never imports pandas.
 """
 
 from __future__ import annotations
@@ -30,16 +30,31 @@ class Renderer:
     name: str
     module: str
     description: str
+    example: str  # the file of this kind a run folder holds itself, e.g. summary.csv
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
+
+    def check_target(self, path: Path | str) -> Path:
+        """Refuse a target that cannot be written, before anything else is; where to write."""
+        return check_file_target(path, f"--{self.name}", self.example)
 
 
 RENDERERS: dict[str, Renderer] = {
     renderer.name: renderer
     for renderer in (
-        Renderer("csv", "losscmp.render.csv", "the summary frame, one row per dataset x loss"),
-        Renderer("html", "losscmp.render.html", "one self-contained page: tables, figures, setup"),
+        Renderer(
+            "csv",
+            "losscmp.render.csv",
+            "the summary frame, one row per dataset x loss",
+            "summary.csv",
+        ),
+        Renderer(
+            "html",
+            "losscmp.render.html",
+            "one self-contained page: tables, figures, setup",
+            "report.html",
+        ),
     )
 }
 

@@ -7,14 +7,9 @@ from pathlib import Path
 import pandas as pd
 
 from losscmp.errors import LosscmpError
-from losscmp.render import check_file_target
+from losscmp.render import RENDERERS
 from losscmp.results import atomic_write_csv
 from losscmp.summary import Report
-
-
-def check_target(path: Path | str) -> Path:
-    """Refuse a ``--csv`` that cannot be written, before anything else is written."""
-    return check_file_target(path, "--csv", "summary.csv")
 
 
 def write(report: Report, path: Path | str) -> Path:
@@ -24,7 +19,7 @@ def write(report: Report, path: Path | str) -> Path:
 def write_summary(summary: pd.DataFrame, path: Path | str) -> Path:
     """Write the summary CSV atomically (a killed process leaves the old file or the new);
     a run's own summary.csv is written by its store (``RunStore.write_summary``)."""
-    path = check_target(path)
+    path = RENDERERS["csv"].check_target(path)
     try:
         atomic_write_csv(path, summary)
     except OSError as error:

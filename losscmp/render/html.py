@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from losscmp.errors import LosscmpError
-from losscmp.render import check_file_target
+from losscmp.render import RENDERERS
 from losscmp.render.cells import (
     Column,
     Row,
@@ -57,14 +57,9 @@ FIGURE_DPI = 100
 LONG_INFO_KEYS = frozenset({"unreadable", "truncated"})
 
 
-def check_target(path: Path | str) -> Path:
-    """Refuse an ``--html`` that cannot be written, before anything else is written."""
-    return check_file_target(path, "--html", "report.html")
-
-
 def write(report: Report, path: Path | str) -> Path:
     """Write the page to ``path`` atomically; a disk that fills up is one line, as for --csv."""
-    path = check_target(path)
+    path = RENDERERS["html"].check_target(path)
     data = page(report).encode("utf-8")
     try:
         atomic_write_bytes(path, data)

@@ -1,0 +1,83 @@
+"""What ``losscmp report`` is given, checked before pandas, numpy or matplotlib load.
+
+A missing folder, one that holds no run, an unknown ``--metric`` or an output file that
+cannot be written are answered from names and the file system alone, so a typo costs a
+fraction of a second rather than the import of the summary's libraries. These checks
+live here only: ``summary.build_report`` (the library's entry point) and the CLI both
+use them, and the CLI runs :func:`check_report_args` before importing anything heavy.
+
+When several things are wrong, the first in this order is named (tests/test_bad_inputs.py):
+``--csv`` and ``--html`` naming one file; each file target, in ``RENDERERS`` order
+(``--csv``, ``--html``); ``--metric``; each path, in the order given.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from losscmp.errors import LosscmpError, unknown
+from losscmp.results import RUN_FILE, has_finished_trial, is_run_dir, runs_newest_first
+
+PLAIN_METRICS = ("dice", "iou", "mcc", "image_dice", "image_iou")  # every run has them
+# Binary-only scores: at the validation-chosen threshold, and threshold-free.
+THRESHOLD_METRICS = ("dice_t", "iou_t", "mcc_t", "ap", "ece")
+METRICS = (*PLAIN_METRICS, *THRESHOLD_METRICS)
+
+
+def check_report_args(
+    paths: Sequence[Path | str], metric: str, targets: Mapping[str, Path]
+) -> list[Path]:
+    """Refuse what ``report`` cannot use, in the order above; the run folders to read.
+    ``targets``: renderer name (``render.RENDERERS``) -> the file asked for."""
+    from losscmp.render import RENDERERS
+
+    check_distinct_targets(targets)
+    for name, path in targets.items():
+        RENDERERS[name].check_target(path)
+    check_metric(metric)
+    return resolve_run_dirs(paths)
+
+
+def check_distinct_targets(targets: Mapping[str, Path]) -> None:
+    seen: dict[Path, str] = {}
+    for name, path in targets.items():
+        where = Path(os.path.realpath(path))
+        if where in seen:
+            raise LosscmpError(f"--{seen[where]} and --{name} name the same file {path}")
+        seen[where] = name
+
+
+def check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise unknown("metric", metric, METRICS)
+    return metric
+
+
+def resolve_run_dirs(paths: Sequence[Path | str]) -> list[Path]:
+    """Each path is a run folder, or a folder of runs (its newest run is taken)."""
+    if not paths:
+        raise LosscmpError("no run folder given")
+    resolved: dict[Path, Path] = {}  # the folder itself (however it was named) -> as named
+    for path in map(Path, paths):
+        run_dir = resolve_one(path)
+        resolved.setdefault(run_dir.resolve(), run_dir)
+    return list(resolved.values())
+
+
+def resolve_one(path: Path) -> Path:
+    """The run folder ``path`` stands for: itself, or the newest run in it."""
+    if not path.exists():
+        raise LosscmpError(f"{path} does not exist")
+    if is_run_dir(path):
+        return path
+    runs = runs_newest_first(path)
+    if runs:
+        # A run just started (or stopped before a trial ended) has nothing to show: the
+        # newest run that has is reported instead, and the line above the table says so.
+        return next((run for run in runs if has_finished_trial(run)), runs[0])
+    raise LosscmpError(
+        f"no losscmp run found in {path} (expected a folder with {RUN_FILE}, "
+        "or one holding such folders; 'losscmp run' makes them)"
+    )
