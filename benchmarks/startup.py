@@ -38,6 +38,9 @@ COMMANDS = [
     "run --epochs 0",
     "report /nonexistent",
     "report notarun",
+    "report notarun --metric dise",
+    "report notarun --csv notarun",
+    "report notarun --csv a --html a",
 ]
 HEAVY = ("torch", "pandas", "numpy", "scipy", "segmentation_models_pytorch", "matplotlib")
 
