@@ -97,6 +97,30 @@ def test_the_panel_is_one_picture_of_its_tiles(tmp_path):
     assert canvas[grid.corner(0, 0, 1)[0] - 1].min() == 255  # white between the tiles
 
 
+def test_a_panel_of_large_images_keeps_only_the_pixels_a_tile_can_show(tmp_path):
+    """512-pixel images were pasted whole: the panel's array of 23 losses held 130 MB
+    (this one, of one loss, 12.6 MB), though a tile is drawn 160-176 pixels wide. Each
+    is now reduced (nearest) to 192 pixels, as large as a 64-pixel image's enlarged
+    tile; its Dice is still the whole image's."""
+    run_dir = write_run(tmp_path, quality={"dice": 0.8}, seeds=(0,), n_images=4, image_size=512)
+    figure = figures.prediction_panel(load_run(run_dir), "synthetic").figure
+    canvas = figure.axes[0].get_images()[0].get_array()
+    as_64_pixels = figures._Grid((64, 64), 4, [["dice"]])
+    assert canvas.shape == (*as_64_pixels.shape(), 3) == (913, 648, 3)
+    arrays = np.load(_reference(run_dir))
+    prediction = np.load(_one_prediction(run_dir))["pred"]
+    picks = ((np.arange(192) + 0.5) * 512 / 192).astype(int)  # each cell's centre pixel
+    assert list(picks[:4]) == [1, 4, 6, 9] and picks[-1] == 510
+    for row in range(4):
+        picture, mask = arrays["images"][row], arrays["masks"][row]
+        tile, dice = figures._prediction_tile(picture, mask, prediction[row], "binary")
+        expected = [picture, figures._truth_tile(picture, mask, "binary"), tile]
+        for column, pixels in enumerate(expected):
+            y, x = as_64_pixels.corner(0, row, column)
+            assert np.array_equal(canvas[y : y + 192, x : x + 192], pixels[np.ix_(picks, picks)])
+        assert panel_labels(figure)[row] == f"Dice {dice:.2f}"
+
+
 def test_the_panel_draws_its_pixels_as_imshow_does(tmp_path):
     """The panel's picture is drawn by a numpy lookup, not Agg's resampling: each of its
     pixels becomes the block of output pixels that imshow(interpolation='nearest') makes

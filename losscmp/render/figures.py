@@ -264,12 +264,15 @@ def prediction_panel(results: summary.RunResults, dataset: str) -> PredictionPan
     canvas = grid.blank()
     for band, losses in enumerate(grid.bands):
         for row, (image, mask) in enumerate(zip(images, masks, strict=True)):
-            tiles = [_image_tile(image), _truth_tile(image, mask, mode)]
+            # A large image's tiles are coloured from the pixels the panel keeps (the
+            # colours are per pixel: the same tile); its Dice from all of them.
+            shown, shown_mask = grid.reduced(image), grid.reduced(mask)
+            tiles = [_image_tile(shown), _truth_tile(shown, shown_mask, mode)]
             labels = [None, None]
             for loss in losses:
-                tile, dice = _prediction_tile(image, mask, predictions[loss][row], mode, classes)
-                tiles.append(tile)
-                labels.append(f"Dice {dice:.2f}")
+                prediction = predictions[loss][row]
+                tiles.append(_outcome_tile(shown, shown_mask, grid.reduced(prediction), mode))
+                labels.append(f"Dice {_prediction_dice(mask, prediction, mode, classes):.2f}")
             for column, (tile, label) in enumerate(zip(tiles, labels, strict=True)):
                 grid.paste(canvas, tile, band, row, column)
                 if label is not None:
@@ -313,6 +316,11 @@ COLUMN_GAP_INCHES = 0.3
 LABEL_INCHES = 0.24  # below each row of tiles: the Dice labels
 TITLE_INCHES = 0.24  # above each band: the column titles
 MIN_TILE_PIXELS = 160  # small images are enlarged (nearest) so that gaps are fine-grained
+# Large images are reduced (nearest) to tiles of at most this many pixels a side: a tile
+# is drawn 160 (report.html, 100 dpi) or 176 pixels (--plots, 110 dpi) wide, so pixels
+# past that were never shown, and a 512-pixel image's panel of 23 losses was an array of
+# 130 MB. 192: a 64-pixel image's enlarged tile; no panel's array is larger than its.
+MAX_TILE_PIXELS = 192
 TITLE_PAD_POINTS, LABEL_PAD_POINTS = 6.0, 4.0  # matplotlib's title and xlabel pads
 
 
@@ -329,8 +337,27 @@ class _Grid:
         return max(1, math.ceil(MIN_TILE_PIXELS / max(self.image_shape)))
 
     @property
+    def kept(self) -> tuple[int, int]:
+        """H, W of the pixels kept of an image: all of them, or those of a reduced one."""
+        longest = max(self.image_shape)
+        if longest <= MAX_TILE_PIXELS:
+            return self.image_shape
+        return tuple(max(1, round(side * MAX_TILE_PIXELS / longest)) for side in self.image_shape)
+
+    @property
     def tile(self) -> tuple[int, int]:
-        return self.image_shape[0] * self.scale, self.image_shape[1] * self.scale
+        return self.kept[0] * self.scale, self.kept[1] * self.scale
+
+    def reduced(self, pixels: np.ndarray) -> np.ndarray:
+        """An image (or mask) of ``image_shape`` as its kept pixels: each the one nearest
+        the centre of its cell, as the lookup picks them."""
+        if self.kept == tuple(self.image_shape):
+            return pixels
+        rows, columns = (
+            ((np.arange(kept) + 0.5) * side / kept).astype(np.intp)
+            for kept, side in zip(self.kept, self.image_shape, strict=True)
+        )
+        return pixels[rows[:, None], columns]
 
     @property
     def pixels_per_inch(self) -> float:
@@ -506,9 +533,14 @@ def _prediction_tile(
     mode: str,
     classes: int = 2,
 ) -> tuple[np.ndarray, float]:
-    """The prediction over the image, and its Dice as images.csv has it: binary, the
-    foreground's; multiclass, the mean over every foreground class 1..``classes``-1,
-    a class in neither the mask nor the prediction counting 1 (losscmp.metrics)."""
+    """The prediction over the image, and its Dice."""
+    tile = _outcome_tile(image, mask, prediction, mode)
+    return tile, _prediction_dice(mask, prediction, mode, classes)
+
+
+def _outcome_tile(image: np.ndarray, mask: np.ndarray, prediction: np.ndarray, mode: str):
+    """The prediction over the image: binary, each pixel's outcome (hit, false positive,
+    miss); multiclass, the predicted classes' colours."""
     valid = mask != 255
     if mode == "binary":
         truth, predicted = mask == 1, prediction == 1
@@ -517,12 +549,21 @@ def _prediction_tile(
             FALSE_POSITIVE: ~truth & predicted,
             MISS: truth & ~predicted,
         }
-        return _bytes(_overlay(image, outcome, ignored=~valid)), _dice(predicted, truth, valid)
+        return _bytes(_overlay(image, outcome, ignored=~valid))
+    return _bytes(_overlay(image, _class_colours(prediction), ignored=~valid))
+
+
+def _prediction_dice(mask: np.ndarray, prediction: np.ndarray, mode: str, classes: int) -> float:
+    """The prediction's Dice as images.csv has it: binary, the foreground's; multiclass,
+    the mean over every foreground class 1..``classes``-1, a class in neither the mask
+    nor the prediction counting 1 (losscmp.metrics)."""
+    valid = mask != 255
+    if mode == "binary":
+        return _dice(prediction == 1, mask == 1, valid)
     # Every foreground class, as metrics.per_image_scores averages them: only those in
     # the mask or the prediction gave a panel label other than the image's Dice.
     scores = [_dice(prediction == k, mask == k, valid) for k in range(1, classes)]
-    tile = _bytes(_overlay(image, _class_colours(prediction), ignored=~valid))
-    return tile, float(np.mean(scores)) if scores else 1.0
+    return float(np.mean(scores)) if scores else 1.0
 
 
 def _bytes(canvas: np.ndarray) -> np.ndarray:
