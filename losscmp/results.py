@@ -494,19 +494,13 @@ def is_run_dir(path: Path) -> bool:
     return (path / RUN_FILE).is_file() or (path.is_dir() and bool(_temp_files(path, RUN_FILE)))
 
 
-def newest_run(folder: Path) -> Path | None:
-    """The newest run folder (with a run.json) directly inside ``folder``, or None.
+def runs_newest_first(folder: Path) -> list[Path]:
+    """The run folders (with a run.json) directly inside ``folder``, the newest first.
 
     Newest by run.json's start time: a run folder renamed by hand ('baseline') would come
     after every run id (YYYYmmdd-HHMMSS-...) by name. Then by name (the run id), then by
     when run.json was last written.
     """
-    runs = runs_newest_first(folder)
-    return runs[0] if runs else None
-
-
-def runs_newest_first(folder: Path) -> list[Path]:
-    """The run folders directly inside ``folder``, the newest (as ``newest_run``) first."""
     return sorted(
         runs_in(folder),
         key=lambda run: (_started(run), run.name, _mtime(run / RUN_FILE)),
