@@ -593,6 +593,19 @@ def adamw_kernels(monkeypatch) -> list[bool]:
     return asked
 
 
+def resume_then_resume_as_older_version(cli, args, run_dir, meta, execution_key) -> None:
+    """Retrain the dice trial by --resume twice: as the run is, then with ``execution_key``
+    left out of run.json's execution, as a version before it wrote it."""
+    trial_file = next((run_dir / "trials").glob("*dice*.json"))
+    trial_file.unlink()
+    assert cli("run", *args, "--resume", run_dir).exit_code == 0
+    del meta["execution"][execution_key]
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    trial_file.unlink()
+    assert cli("run", *args, "--resume", run_dir).exit_code == 0
+    assert trial_file.exists()
+
+
 @pytest.mark.slow
 def test_a_resumed_run_keeps_its_adamw_kernel(cli, one_epoch_run, monkeypatch):
     """The fused kernel rounds differently from torch's default loop, which the CPU used
@@ -601,17 +614,8 @@ def test_a_resumed_run_keeps_its_adamw_kernel(cli, one_epoch_run, monkeypatch):
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["execution"]["fused_adamw"] is True and meta["device"].startswith("cpu")
     asked = adamw_kernels(monkeypatch)
-    trial_file = next((run_dir / "trials").glob("*dice*.json"))
-    trial_file.unlink()
-    assert cli("run", *args, "--resume", run_dir).exit_code == 0
-    assert asked == [True]
-
-    del meta["execution"]["fused_adamw"]  # as an older version wrote it
-    (run_dir / "run.json").write_text(json.dumps(meta))
-    trial_file.unlink()
-    assert cli("run", *args, "--resume", run_dir).exit_code == 0
+    resume_then_resume_as_older_version(cli, args, run_dir, meta, "fused_adamw")
     assert asked == [True, False]
-    assert trial_file.exists()
 
 
 @pytest.mark.slow
@@ -635,17 +639,8 @@ def test_a_resumed_fused_run_keeps_how_its_copies_ran(cli, tmp_path, monkeypatch
         per_copy.append(self.per_copy)
 
     monkeypatch.setattr(FusedModel, "__init__", recording)
-    trial_file = next((run_dir / "trials").glob("*dice*.json"))
-    trial_file.unlink()
-    assert cli("run", *args, "--resume", run_dir).exit_code == 0
-    assert per_copy == [True]
-
-    del meta["execution"]["fused_per_copy"]  # as an older version wrote it
-    (run_dir / "run.json").write_text(json.dumps(meta))
-    trial_file.unlink()
-    assert cli("run", *args, "--resume", run_dir).exit_code == 0
+    resume_then_resume_as_older_version(cli, args, run_dir, meta, "fused_per_copy")
     assert per_copy == [True, False]
-    assert trial_file.exists()
 
 
 GRID_DATASET = "synthetic(fg_fraction=0.05,n_train=16,n_val=8,n_test={n_test})"
