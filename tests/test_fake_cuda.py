@@ -1,0 +1,273 @@
+"""The CUDA path on a torch without a GPU: fake tensors on device ``cuda``.
+
+``FakeTensorMode`` gives tensors a device, a shape and a dtype but no values, and it may
+claim ``cuda`` on a CPU-only machine. Its kernels check devices as CUDA's do: a tensor
+made on the host (no ``device=``) that meets one on the GPU raises, 0-d scalars aside, as
+on a GPU; and it is stricter than the meta device of tests/test_host_sync.py, which lets
+a host index into ``index_select`` or ``scatter_add`` and a host operand into an in-place
+op (``on_device += on_host``). With CUDA's autocast switched on
+(``gpu_autocast``), the GPU's own autocast rules apply: convolutions in bf16, BatchNorm
+keeping bf16, its float32 list. So every loss, the metrics, a training epoch, an
+evaluation pass and a fused (vmap) epoch run here as on a GPU, values aside.
+
+What it cannot do, and how the tests stand in:
+
+- no backward: the autograd engine wants a real CUDA device. ``loss.backward()`` gives the
+  weights zero gradients instead, so that the optimizer's step (fused AdamW on CUDA) runs;
+  the backward itself runs on meta (tests/test_host_sync.py), with the same device checks
+  for a mix of host and meta tensors but those above.
+- no pinned memory: ``pin_memory`` returns the tensor.
+- host work outside the mode: a loss's ``fit`` (Python numbers from the host's class
+  counts) and the histogram's edge values are computed before it, as on a GPU they are
+  on the host; a fused model is built on the host and its stacked weights then moved (a
+  fake tensor cannot be swapped out of a module, which the template's move to meta does).
+- no numbers: whether the GPU computes the same values is tests/test_cuda.py's question.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from losses_helpers import IGNORE, loss_mode_pairs, random_logits, random_target
+from torch._subclasses.fake_tensor import FakeTensorDeviceMismatchError, FakeTensorMode
+from train_helpers import tiny_settings
+
+import losscmp.train
+from losscmp import devices, metrics
+from losscmp.data import load_dataset
+from losscmp.fused import FusedModel, _Copy, _evaluate_on_device, _train_epoch
+from losscmp.losses import create_loss
+from losscmp.losses.distance import batch_target_maps
+from losscmp.model import build_model
+from losscmp.plan import Trial, make_loss
+from losscmp.spec import parse_spec
+from losscmp.train import (
+    TrialLog,
+    all_finite,
+    evaluate_on_device,
+    hard_prediction,
+    make_optimizer,
+    train_one_epoch,
+)
+
+GPU = torch.device("cuda")
+PAIRS = loss_mode_pairs()
+BINARY = "synthetic(fg_fraction=0.2,n_train=4,n_val=4,n_test=4)"  # one batch of four
+MULTICLASS = "synthetic(fg_fraction=0.2,n_train=4,n_val=4,n_test=4,num_classes=3)"
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """The mode to enter (``with fake_gpu:``) once the host's part is done: inside it every
+    new tensor is fake, host tensors made before it enter as fake host tensors."""
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *args, **kwargs: self)
+    metrics._bin_edge_values()  # host values, cached before any fake tensor exists
+    devices._cached_constant.cache_clear()  # no fake constant may outlive its mode
+    try:
+        yield FakeTensorMode(allow_non_fake_inputs=True)
+    finally:
+        devices._cached_constant.cache_clear()
+
+
+@pytest.fixture
+def gpu_autocast(monkeypatch):
+    """``train._autocast`` as on a GPU with native bf16: torch would switch CUDA autocast
+    off, seeing no GPU, and ask the missing GPU whether it has bf16."""
+    monkeypatch.setattr(torch.cuda.amp.common, "amp_definitely_not_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    monkeypatch.setattr(losscmp.train, "native_bf16", lambda device: True)
+
+
+def gpu_settings():
+    return tiny_settings(GPU, amp=True)
+
+
+@contextlib.contextmanager
+def backward_gives_zero_gradients(monkeypatch, weights):
+    """``backward`` on fake CUDA tensors needs a GPU: ``weights`` get zero gradients."""
+
+    def zero_gradients(self, *args, **kwargs):
+        for weight in weights():
+            weight.grad = torch.zeros_like(weight)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(torch.Tensor, "backward", zero_gradients)
+        yield
+
+
+def on_gpu(tensor: torch.Tensor) -> torch.Tensor:
+    return devices.to_device(tensor, GPU)
+
+
+def all_on_gpu(*tensors: torch.Tensor) -> bool:
+    return all(tensor.device.type == "cuda" for tensor in tensors)
+
+
+def test_the_fake_gpu_refuses_host_tensors_as_a_gpu_does(fake_gpu):
+    """Not vacuous: a host tensor meeting a GPU one raises, also as an index or in place
+    (which the meta device lets through); a 0-d host scalar is fine, as on a GPU."""
+    with fake_gpu:
+        values = torch.ones(4, device=GPU)
+        host_index = torch.tensor([0, 2])
+        assert all_on_gpu(values, torch.empty(2, device="cuda"))
+        for mix in (
+            lambda: values + torch.ones(4),
+            lambda: values.index_select(0, host_index),
+            lambda: values.scatter_add(0, host_index, values[:2]),
+            lambda: values.add_(torch.ones(4)),
+        ):
+            with pytest.raises(FakeTensorDeviceMismatchError):
+                mix()
+        assert all_on_gpu(values * torch.tensor(2.0))
+
+
+def test_the_meta_device_lets_some_host_tensors_through():
+    """Why the fake GPU: meta takes a host index, and a host operand in place."""
+    on_meta = torch.ones(4, device="meta")
+    assert on_meta.index_select(0, torch.tensor([0, 2])).device.type == "meta"
+    assert on_meta.add_(torch.ones(4)).device.type == "meta"
+
+
+@pytest.mark.parametrize("ignore_index", [None, IGNORE])
+@pytest.mark.parametrize(("name", "mode"), PAIRS, ids=[f"{n}-{m}" for n, m in PAIRS])
+def test_every_loss_keeps_to_the_gpu(name, mode, ignore_index, fake_gpu):
+    """A loss's forward with its target and maps as the data pipeline gives them (made on
+    the host, sent with ``to_device``): nothing of the host meets the GPU's tensors."""
+    loss = create_loss(name, mode=mode, ignore_index=ignore_index)
+    target = random_target(mode)
+    if ignore_index is not None:
+        target[..., :3] = ignore_index
+    classes = 1 if mode == "binary" else 3
+    maps = batch_target_maps(
+        target, mode=mode, num_classes=max(2, classes), ignore_index=ignore_index, names=loss.needs
+    )
+    with fake_gpu:
+        logits = on_gpu(random_logits(mode)).requires_grad_(True)
+        maps = {key: on_gpu(value) for key, value in maps.items()}
+        value = loss.to(GPU)(logits, on_gpu(target), **maps)
+    assert all_on_gpu(value) and value.shape == () and value.dtype == torch.float32
+
+
+@pytest.mark.parametrize("ignore_index", [None, IGNORE])
+@pytest.mark.parametrize("mode", ["binary", "multiclass"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_metrics_of_a_pass_keep_to_the_gpu(mode, ignore_index, dtype, fake_gpu):
+    """What an evaluation pass computes on the device: counts, scores, the histogram (one
+    model's and the fused copies'), the finiteness check and the hard predictions, all on
+    the GPU; bf16 logits (a model's output under autocast) give the same dtypes."""
+    target = random_target(mode)
+    if ignore_index is not None:
+        target[..., :3] = ignore_index
+    logits = random_logits(mode).to(dtype)
+    with fake_gpu:
+        logits, target = on_gpu(logits), on_gpu(target)
+        counts = metrics.confusion_counts(logits, target, mode=mode, ignore_index=ignore_index)
+        assert all_on_gpu(counts) and counts.dtype == torch.int64
+        assert all_on_gpu(*metrics.scores(counts).values())
+        assert all_on_gpu(all_finite(logits), hard_prediction(logits, mode))
+        copies = torch.stack([logits, logits])
+        assert all_on_gpu(all_finite(copies.flatten(1), dim=1))
+        if mode == "binary":
+            one = metrics.probability_histogram(logits, target, ignore_index=ignore_index)
+            both = metrics.grouped_probability_histogram(copies, target, ignore_index=ignore_index)
+            assert all_on_gpu(one, both)
+            assert one.dtype == both.dtype == torch.float64
+            assert both.shape == (2, metrics.HISTOGRAM_BINS, 3)
+
+
+def fitted_losses(data, names) -> dict:
+    """Each loss fitted on the host, as ``train_trial`` fits it."""
+    counts = torch.as_tensor(data.class_pixel_counts("train"), dtype=torch.float64)
+    losses = {}
+    for name in names:
+        losses[name] = make_loss(parse_spec(name), data)
+        losses[name].fit(counts)
+    return losses
+
+
+def recording_input_dtypes(module: torch.nn.Module, seen: set) -> torch.nn.Module:
+    module.register_forward_pre_hook(lambda _, args: seen.add(args[0].dtype))
+    return module
+
+
+def names_of(data) -> list[str]:
+    return [name for name, mode in PAIRS if mode == data.mode]
+
+
+@pytest.mark.parametrize("spec", [BINARY, MULTICLASS], ids=["binary", "multiclass"])
+def test_a_training_epoch_of_every_loss_and_an_evaluation_keep_to_the_gpu(
+    spec, fake_gpu, gpu_autocast, monkeypatch
+):
+    """``train_one_epoch`` of each loss (its maps from the loader, uint8 images normalised
+    on the GPU, channels_last, bf16 autocast by the GPU's rules, fused AdamW) and an
+    evaluation pass keeping predictions: everything on the GPU; the model answers in bf16
+    and the loss is given float32."""
+    data = load_dataset(spec, image_size=32, seed=0)
+    settings = gpu_settings()
+    model_output, loss_input = set(), set()
+    model = build_model(settings.preset, data.out_channels, None, seed=0)
+    model.register_forward_hook(lambda _, args, out: model_output.add(out.dtype))
+    with fake_gpu:  # one model for every loss: fake weights have no values to spoil
+        model = model.to(GPU, memory_format=torch.channels_last)
+        optimizer = make_optimizer(model.parameters(), settings)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=2)
+    assert optimizer.defaults["fused"] is True
+    for name, loss_fn in fitted_losses(data, names_of(data)).items():
+        with fake_gpu, backward_gives_zero_gradients(monkeypatch, model.parameters):
+            loss_fn = recording_input_dtypes(loss_fn.to(GPU), loss_input)
+            total = train_one_epoch(
+                model, loss_fn, optimizer, scheduler, data, settings, 0, 1, None
+            )
+        assert all_on_gpu(total) and total.shape == (), name
+    assert model_output == {torch.bfloat16} and loss_input == {torch.float32}
+    with fake_gpu:
+        found = evaluate_on_device(model, data, settings, "val", keep_predictions=True)
+    assert all_on_gpu(found.counts, found.predictions, found.finite)
+    assert (found.histogram is None) == (data.mode == "multiclass")
+    assert found.histogram is None or all_on_gpu(found.histogram)
+
+
+def on_the_gpu(fused: FusedModel, settings) -> FusedModel:
+    """A FusedModel built on the host, its stacked weights and statistics moved to the GPU
+    (and its optimizer made for them)."""
+    fused.params = {
+        name: weight.detach().to(GPU).requires_grad_() for name, weight in fused.params.items()
+    }
+    fused.buffers = {name: buffer.to(GPU) for name, buffer in fused.buffers.items()}
+    fused.optimizer = make_optimizer(fused.params.values(), settings)
+    return fused
+
+
+@pytest.mark.parametrize("spec", [BINARY, MULTICLASS], ids=["binary", "multiclass"])
+def test_a_fused_epoch_of_every_loss_keeps_to_the_gpu(spec, fake_gpu, gpu_autocast, monkeypatch):
+    """Every loss as one fused model, as on a GPU (vmap over the stacked weights, bf16
+    autocast by the GPU's rules), an evaluation pass, two copies dropped (their weights,
+    statistics and AdamW moments sliced on the device) and another epoch."""
+    data = load_dataset(spec, image_size=32, seed=0)
+    settings = gpu_settings()
+    names = names_of(data)
+    host_fused = FusedModel(
+        build_model(settings.preset, data.out_channels, None, 0), len(names), settings
+    )
+    assert not host_fused.per_copy
+    loss_input = set()
+    losses = fitted_losses(data, names)
+    with fake_gpu, backward_gives_zero_gradients(monkeypatch, lambda: fused.params.values()):
+        fused = on_the_gpu(host_fused, settings)
+        copies = []
+        for name, loss_fn in losses.items():
+            trial = Trial(data.spec, name, 0)
+            loss_fn = recording_input_dtypes(loss_fn.to(GPU), loss_input)
+            copies.append(_Copy(trial, loss_fn, TrialLog(trial, data, 2)))
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(fused.optimizer, T_max=2)
+        totals = _train_epoch(fused, copies, scheduler, data, settings, 1, None)
+        assert all_on_gpu(totals) and totals.shape == (len(names),)
+        found = _evaluate_on_device(fused, data, settings, "test", keep_predictions=True)
+        assert all_on_gpu(found.counts, found.predictions, found.finite)
+        assert found.counts.shape[:2] == (len(names), 4)
+        fused.keep(list(range(2, len(names))))
+        totals = _train_epoch(fused, copies[2:], scheduler, data, settings, 2, None)
+    assert all_on_gpu(totals) and totals.shape == (len(names) - 2,)
+    assert loss_input == {torch.float32}
