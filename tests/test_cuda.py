@@ -16,11 +16,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from losses_helpers import IGNORE, loss_mode_pairs, random_logits, random_target
 from train_helpers import one_step_fused_and_alone, tiny_settings
 
 from losscmp.data import load_dataset
 from losscmp.fused import FusedModel, _Copy, _evaluate_on_device, _train_epoch, train_fused_group
-from losscmp.losses import LOSS_REGISTRY
+from losscmp.losses import LOSS_REGISTRY, create_loss
+from losscmp.losses.distance import batch_target_maps
 from losscmp.model import build_model
 from losscmp.plan import Trial, make_loss
 from losscmp.spec import parse_spec
@@ -38,6 +40,7 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
 ]
 
+PAIRS = loss_mode_pairs()
 BINARY = "synthetic(fg_fraction=0.2,n_train=32,n_val=16)"
 MULTICLASS = "synthetic(fg_fraction=0.2,n_train=32,n_val=16,num_classes=3)"
 
@@ -86,6 +89,30 @@ def test_every_loss_on_cuda_equals_cpu(name, data):
     assert (gpu_grad - cpu_grad).abs().max().item() <= 1e-4 * scale + 1e-9
 
 
+@pytest.mark.parametrize(("name", "mode"), PAIRS, ids=[f"{n}-{m}" for n, m in PAIRS])
+def test_every_loss_with_ignored_pixels_on_cuda_equals_cpu(name, mode):
+    """As above, with a band of ignored pixels: where a valid mask exists the GPU takes
+    its own branches (top-k's count kept on the device, Lovász's sort of every error),
+    which the CPU's shortcuts skip; checked on the GPU on values only here (their devices
+    and dtypes on a fake GPU: tests/test_fake_cuda.py). Same tolerances."""
+    target = random_target(mode, size=32)
+    target[..., :5] = IGNORE
+    logits = 3 * random_logits(mode, size=32, seed=1)
+    found = {}
+    for device in ("cpu", "cuda"):
+        loss_fn = create_loss(name, mode=mode, ignore_index=IGNORE)
+        classes = 1 if mode == "binary" else logits.shape[1]
+        maps = batch_target_maps(
+            target, mode=mode, num_classes=max(2, classes), ignore_index=IGNORE, names=loss_fn.needs
+        )
+        found[device] = loss_and_gradient(loss_fn, logits, {"target": target, **maps}, device)
+    (cpu_value, cpu_grad), (gpu_value, gpu_grad) = found["cpu"], found["cuda"]
+    assert math.isfinite(gpu_value)
+    assert gpu_value == pytest.approx(cpu_value, rel=1e-4, abs=1e-6)
+    scale = cpu_grad.abs().max().item()
+    assert (gpu_grad - cpu_grad).abs().max().item() <= 1e-4 * scale + 1e-9
+
+
 def test_trial_on_cuda_learns_like_the_cpu(data):
     """Two epochs under bf16 autocast train as float32 on the CPU does, to bf16's precision:
     finite losses, train loss within 5 % and validation Dice within 0.15 of the CPU's.
@@ -106,11 +133,13 @@ def test_trial_on_cuda_learns_like_the_cpu(data):
 def test_a_fused_step_on_cuda_matches_separate_steps():
     """One bf16 step of three stacked copies against each copy stepped alone: losses
     within 1e-3 relative and BatchNorm running statistics within 1e-2, as the CPU test
-    with the GPU's autocast rules (tests/test_fused.py) measured 6.1e-5 and 2.1e-3."""
+    with the GPU's autocast rules (tests/test_fused.py, the same losses) measured 6.1e-5
+    and 2.1e-3."""
     spec = "synthetic(fg_fraction=0.2,n_train=4,n_val=4,n_test=4)"
     one_batch = load_dataset(spec, image_size=32, seed=0)
     setup = tiny_settings("cuda", amp=True)
-    fused_losses, fused, alone = one_step_fused_and_alone(one_batch, ["dice", "bce"], setup)
+    losses = ["dice", "bce", "boundary"]
+    fused_losses, fused, alone = one_step_fused_and_alone(one_batch, losses, setup)
     for k, (loss, model, _) in enumerate(alone):
         assert fused_losses[k] == pytest.approx(loss, rel=1e-3)
         for name, buffer in model.named_buffers():
@@ -133,6 +162,24 @@ def test_fused_group_on_cuda_matches_sequential_on_cuda(data):
         for row, expected in zip(outcome.record["epochs"], alone["epochs"], strict=True):
             assert row["train_loss"] == pytest.approx(expected["train_loss"], rel=0.08)
             assert abs(row["val_dice"] - expected["val_dice"]) < 0.15, trial.loss
+
+
+def test_a_diverging_copy_on_cuda_is_sliced_out_and_the_others_train_on(exploding_loss):
+    """A copy whose loss turns NaN in epoch 2 is recorded diverged and sliced out of the
+    stacked weights, statistics and fused AdamW's moments (its step count a tensor on the
+    GPU); the others finish with finite numbers. Their numbers against a group without it
+    are compared on the CPU (tests/test_fused.py), where they agree to the last digit."""
+    data = load_dataset(BINARY, image_size=64, seed=0)
+    losses = ["dice", exploding_loss, "bce"]
+    trials = [Trial(data.spec, label, 0) for label in losses]
+    specs = {label: parse_spec(label) for label in losses}
+    outcomes = train_fused_group(trials, specs, data, settings("cuda", epochs=3))
+    diverged = outcomes[1].record
+    assert (diverged["status"], diverged["diverged_epoch"]) == ("diverged", 2)
+    for outcome in (outcomes[0], outcomes[2]):
+        assert outcome.record["status"] == "finished"
+        assert [row["epoch"] for row in outcome.record["epochs"]] == [1, 2, 3]
+        assert all(math.isfinite(row["train_loss"]) for row in outcome.record["epochs"])
 
 
 @contextlib.contextmanager
@@ -228,7 +275,8 @@ def test_whole_run_on_cuda(tmp_path, execution):
 def test_scores_on_cuda_equal_the_cpus():
     """The evaluation's bookkeeping on the GPU: the histogram's bins (guessed from the
     probability, settled against the edges: the GPU's sigmoid rounds its own way), the
-    confusion counts and the finiteness check, against their CPU definitions. Counts are
+    confusion counts (binary and multiclass) and the finiteness check, against their CPU
+    definitions. Counts are
     whole numbers (exact in any order); probability sums are float64 atomics there."""
     from test_metrics import SPECIAL_LOGITS, _edges_and_neighbours, _searched_histogram
 
@@ -251,6 +299,18 @@ def test_scores_on_cuda_equal_the_cpus():
         on_cpu = metrics.confusion_counts(logits, target, mode="binary", ignore_index=ignore_index)
         on_gpu = metrics.confusion_counts(
             logits.cuda(), target.cuda(), mode="binary", ignore_index=ignore_index
+        )
+        assert torch.equal(on_gpu.cpu(), on_cpu)
+    scores = torch.randn(4, 3, 32, 32, generator=generator)
+    labels = torch.randint(0, 3, (4, 32, 32), generator=generator)
+    for ignore_index in (None, 255):
+        if ignore_index is not None:
+            labels[:, :3] = ignore_index
+        on_cpu = metrics.confusion_counts(
+            scores, labels, mode="multiclass", ignore_index=ignore_index
+        )
+        on_gpu = metrics.confusion_counts(
+            scores.cuda(), labels.cuda(), mode="multiclass", ignore_index=ignore_index
         )
         assert torch.equal(on_gpu.cpu(), on_cpu)
     for values in (logits, torch.tensor([1.0, math.nan]), torch.tensor([3e38] * 4)):
