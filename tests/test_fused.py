@@ -441,9 +441,9 @@ FULL_GROUP = (
 def test_a_full_fused_group_on_the_cpu_writes_the_epochs_of_fuse_off(cli, tmp_path, exploding_loss):
     """epochs.csv of ``--fuse on`` equals ``--fuse off``'s in every column but the seconds,
     over 3 epochs, the diverged copy dropped after the second. With the copies on views of
-    stacked weights it did not: AdamW's fused CPU kernel rounds ``exp_avg_sq`` otherwise in
-    its vector loop than in its scalar tail, and a 16-copy stack put the head's bias in the
-    loop where a model's own (one element) has it in the tail (first at step 2 at the smoke
+    stacked weights it did not (val_ece here): AdamW's fused CPU kernel rounds
+    ``exp_avg_sq`` by where an element falls in its loops, and the head's one-element bias
+    as a row of a 16-copy stack rounded otherwise than alone (first at step 2 at the smoke
     scale; epochs.csv within 9.1e-6). Each copy now has tensors of its own."""
     import pandas as pd
 
