@@ -26,7 +26,7 @@ MAX_FUSED_LOSSES = 16  # losses per fused model: bounds the stacked activations'
 # than the default per-parameter loop on the CPU, a launch-bound step's saving on CUDA.
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")
 # Devices where a fused model runs its copies one after another, each in channels_last, as a
-# model trained alone (the same numbers but for AdamW's rounding), rather than by vmap: on the
+# model trained alone (fused.SeparateCopies: the same numbers), rather than by vmap: on the
 # CPU vmap's convolution, BatchNorm and pooling rules move every activation between
 # (K·B, C) and (B, K·C) layouts and cannot run channels_last, 1.7x slower (benchmarks/README).
 PER_COPY_FUSED_DEVICES = ("cpu",)

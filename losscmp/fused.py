@@ -10,20 +10,25 @@ the sum with respect to copy k's weights is the gradient of copy k's loss alone,
 so each copy trains as it would on its own (up to floating-point reordering in the
 batched kernels, measured in ``tests/test_fused.py``).
 
-How the copies run depends on the device (``FusedModel``): on CUDA (and MPS) one ``vmap``
-over the stacked weights, one batched kernel where K would be launched; on the CPU
-(``config.PER_COPY_FUSED_DEVICES``) one copy after another on views of the stacked
-weights, each in channels_last exactly as a model trained alone: vmap's batching rules
-cost the CPU 1.7x (benchmarks/README.md), and the copies one by one give each trial the
-forward and backward passes of ``--fuse off`` bit for bit (AdamW's one kernel over the
-stacked weights may round a copy's update otherwise in the last bit: ``tests/test_fused.py``).
-The shared batches, evaluation passes and AdamW step are the same either way.
+How the copies run depends on the device (``fused_model``): on CUDA (and MPS) one ``vmap``
+over the stacked weights (``FusedModel``), one batched kernel where K would be launched; on
+the CPU (``config.PER_COPY_FUSED_DEVICES``) K models of their own (``SeparateCopies``), one
+after another, each in channels_last exactly as a model trained alone, under one AdamW over
+all their weights: vmap's batching rules cost the CPU 1.7x (benchmarks/README.md), and the
+copies one by one give each trial the numbers of ``--fuse off`` bit for bit. They need
+tensors of their own, not views of stacked ones: torch's fused CPU AdamW rounds
+``exp_avg_sq`` otherwise by where an element falls in its loops (vector loop or tail), so
+the head's one-element bias alone and the same values as a row of a (16, 1) stack differ in
+15 % of updates (benchmarks/README.md). Runs recorded before
+run.json's ``execution.fused_own_weights`` ran the CPU's copies on views of the stacked
+weights (``FusedModel.per_copy``), and resume so. The shared batches, evaluation passes and
+AdamW step are the same either way.
 
-Each copy keeps its own loss module, BatchNorm running statistics (stacked
-buffers, updated in place under ``vmap``), AdamW moments and divergence status. A
+Each copy keeps its own loss module, BatchNorm running statistics (stacked buffers
+under ``vmap``, updated in place), AdamW moments and divergence status. A
 copy whose epoch train loss, weights or running statistics are non-finite, or whose
 validation or test outputs are, is recorded as diverged exactly as ``train_trial``
-records it and is then sliced out of the parameters, buffers and optimizer state; the
+records it and is then dropped from the parameters, buffers and optimizer state; the
 others go on without it.
 
 ``seconds`` (per epoch and per trial) is the trial's share of the group's wall
@@ -37,6 +42,7 @@ random operations rather than silently sharing one draw among the copies.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Collection
@@ -112,9 +118,7 @@ def train_fused_group(
             piece.loss_fn.set_progress(training_progress(epoch, settings.epochs))
         lr = fused.optimizer.param_groups[0]["lr"]
         loss_sums = _train_epoch(fused, active, scheduler, data, settings, epoch, on_step)
-        state = learned_state(fused.params.values(), fused.buffers.values())
-        finite = finite_weights(state, stacked=True)
-        loss_sums = nan_unless_finite_weights(loss_sums, finite)
+        loss_sums = nan_unless_finite_weights(loss_sums, fused.finite_weights())
         train_losses = [total / max(steps_per_epoch, 1) for total in loss_sums.tolist()]
         train_share = (time.perf_counter() - epoch_start) / len(active)
         for piece in active:
@@ -129,11 +133,11 @@ def train_fused_group(
     return [piece.log.outcome(piece.loss_fn.params, seconds=piece.seconds) for piece in copies]
 
 
-def _start_group(trials, loss_specs, data, settings, seed) -> tuple[FusedModel, list[_Copy]]:
-    """The stacked model (every copy from the seed's weights) and each trial's fitted loss."""
+def _start_group(trials, loss_specs, data, settings, seed) -> tuple[Fused, list[_Copy]]:
+    """The fused model (every copy from the seed's weights) and each trial's fitted loss."""
     device = settings.device
     model = build_model(settings.preset, data.out_channels, settings.encoder_weights, seed)
-    fused = FusedModel(model.to(device), len(trials), settings)
+    fused = fused_model(model.to(device), len(trials), settings)
     class_counts = torch.as_tensor(data.class_pixel_counts("train"), dtype=torch.float64)
     copies = []
     for trial in trials:
@@ -154,9 +158,9 @@ class _EpochSoFar:
 
 
 def _drop_diverged(fused, active, train_losses, so_far: _EpochSoFar) -> list[tuple[_Copy, float]]:
-    """Record every copy whose epoch loss is not finite as diverged and slice it out of the
-    stack; returns the others with their train losses, in stack order."""
-    kept = []  # positions in the stack of the copies whose loss stayed finite
+    """Record every copy whose epoch loss is not finite as diverged and drop it from the
+    fused model; returns the others with their train losses, in order."""
+    kept = []  # positions of the copies whose loss stayed finite
     for position, (piece, train_loss) in enumerate(zip(active, train_losses, strict=True)):
         if math.isfinite(train_loss):
             kept.append(position)
@@ -175,8 +179,8 @@ def _validate(
     fused, survivors, data, settings, so_far: _EpochSoFar, on_evaluation=None
 ) -> list[_Copy]:
     """Score validation (and test) for every surviving copy and record its epoch row; a
-    copy with a non-finite output is recorded as diverged and sliced out of the stack.
-    Returns the copies still training, in stack order."""
+    copy with a non-finite output is recorded as diverged and dropped from the fused model.
+    Returns the copies still training, in order."""
     val_start = time.perf_counter()
     log, epoch = survivors[0][0].log, so_far.epoch
     on_batch = _for_each_copy([piece.trial for piece, _ in survivors], on_evaluation)
@@ -188,7 +192,7 @@ def _validate(
         else [None] * len(survivors)
     )
     val_share = (time.perf_counter() - val_start) / len(survivors)
-    kept = []  # positions in the stack of the copies whose outputs stayed finite
+    kept = []  # positions of the copies whose outputs stayed finite
     for position, ((piece, train_loss), val, test) in enumerate(
         zip(survivors, results, tests, strict=True)
     ):
@@ -242,11 +246,11 @@ class FusedModel:
     / ``eval()`` switch the template, so BatchNorm uses batch statistics (and updates
     each copy's running statistics) or the running statistics, as a plain module would.
 
-    ``per_copy`` (the CPU, ``settings.fused_per_copy``): the copies run one after another
-    on channels_last batches, each on its views of the stacked weights and statistics
-    (``unbind``: its backward stacks the K gradients once), as ``train_trial`` runs one
-    model; else one ``vmap`` over the stacked weights runs them all (NCHW: vmap refuses a
-    channels_last ``contiguous``).
+    ``per_copy`` (a run resumed on the CPU that started before ``fused_own_weights``; new
+    CPU runs take ``SeparateCopies``): the copies run one after another on channels_last
+    batches, each on its views of the stacked weights and statistics (``unbind``: its
+    backward stacks the K gradients once); else one ``vmap`` over the stacked weights runs
+    them all (NCHW: vmap refuses a channels_last ``contiguous``).
     """
 
     def __init__(self, model: torch.nn.Module, copies: int, settings: TrainSettings):
@@ -261,15 +265,21 @@ class FusedModel:
         for module in self.template.modules():
             if type(module) is torch.nn.BatchNorm2d:
                 module.__class__ = _Float32BatchNorm
-        # One AdamW over the stacked tensors is exactly K independent AdamWs: its update is
+        # One AdamW over the stacked tensors is K independent AdamWs: its update is
         # elementwise, and the step count and the learning rate (one cosine schedule) are
-        # the same for every copy. Weight decay is elementwise too.
+        # the same for every copy. Weight decay is elementwise too. (Not bit for bit: the CPU's
+        # fused kernel rounds by an element's position, which SeparateCopies avoids.)
         self.optimizer = make_optimizer(self.params.values(), settings)
         self._forward = vmap(self._call, in_dims=(0, 0, None))
 
     @property
     def copies(self) -> int:
         return next(iter(self.params.values())).shape[0]
+
+    def finite_weights(self) -> torch.Tensor:
+        """Whether each copy's weights and statistics are all finite: (K,) bool, on the device."""
+        state = learned_state(self.params.values(), self.buffers.values())
+        return finite_weights(state, stacked=True)
 
     def _call(self, params, buffers, images):
         return functional_call(self.template, (params, buffers), (images,))
@@ -313,6 +323,80 @@ class FusedModel:
         self.params = kept
         self.optimizer.param_groups[0]["params"] = list(kept.values())
         self.buffers = {name: value.index_select(0, index) for name, value in self.buffers.items()}
+
+
+class SeparateCopies:
+    """K models of their own, run one after another, trained by one AdamW over all their
+    weights: ``FusedModel``'s interface on the CPU (``fused_model``).
+
+    Each copy is the seed's model in channels_last, with parameters and BatchNorm statistics
+    of its own, exactly as ``train_trial`` holds one; its forward pass is that model's.
+    torch's fused CPU AdamW updates each tensor of its list on its own, so each copy's
+    update is the one its trial's AdamW makes (the step count is per tensor, the learning
+    rate one cosine schedule): ``--fuse off``'s numbers bit for bit.
+    """
+
+    per_copy = True
+    layout = torch.channels_last  # of the batches, as train_trial gives them
+
+    def __init__(self, model: torch.nn.Module, copies: int, settings: TrainSettings):
+        self.models = [
+            copy.deepcopy(model).to(memory_format=torch.channels_last) for _ in range(copies)
+        ]
+        self.optimizer = make_optimizer(self._parameters(), settings)
+
+    @property
+    def copies(self) -> int:
+        return len(self.models)
+
+    def _parameters(self) -> list[torch.nn.Parameter]:
+        return [param for model in self.models for param in model.parameters()]
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        # As train_one_epoch gives its loss the logits: contiguous (channels_last is not
+        # for C > 1); the stack is one more copy of the logits, a thousandth of the step.
+        return torch.stack([model(images).contiguous() for model in self.models])
+
+    def train(self) -> SeparateCopies:
+        for model in self.models:
+            model.train()
+        return self
+
+    def eval(self) -> SeparateCopies:
+        for model in self.models:
+            model.eval()
+        return self
+
+    def finite_weights(self) -> torch.Tensor:
+        """Whether each copy's weights and statistics are all finite: (K,) bool, on the device."""
+        return torch.stack(
+            [finite_weights(learned_state(m.parameters(), m.buffers())) for m in self.models]
+        )
+
+    def keep(self, positions: list[int]) -> None:
+        """Keep only the copies at ``positions`` (in that order), their AdamW state with them."""
+        kept = [self.models[position] for position in positions]
+        kept_params = {id(param) for model in kept for param in model.parameters()}
+        for param in self._parameters():
+            if id(param) not in kept_params:
+                self.optimizer.state.pop(param, None)
+        self.models = kept
+        self.optimizer.param_groups[0]["params"] = self._parameters()
+
+
+Fused = FusedModel | SeparateCopies
+
+
+def fused_model(model: torch.nn.Module, copies: int, settings: TrainSettings) -> Fused:
+    """``copies`` copies of ``model`` as the device runs them: models of their own on the
+    CPU (``config.PER_COPY_FUSED_DEVICES``, unless a resumed run started before
+    ``fused_own_weights``), stacked weights under ``vmap`` elsewhere."""
+    from losscmp.config import PER_COPY_FUSED_DEVICES
+
+    on_own = settings.fused_per_copy and settings.fused_own_weights
+    if on_own and settings.device.type in PER_COPY_FUSED_DEVICES:
+        return SeparateCopies(model, copies, settings)
+    return FusedModel(model, copies, settings)
 
 
 def _unstacked(stacked: dict[str, torch.Tensor], copies: int) -> list[dict[str, torch.Tensor]]:

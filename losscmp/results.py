@@ -415,6 +415,7 @@ EXECUTION_VALUES: dict[str, tuple[type, ...]] = {
     "ray_address": _TEXT + _NULL,
     "fused_adamw": _FLAG,
     "fused_per_copy": _FLAG,
+    "fused_own_weights": _FLAG,
 }
 LOSS_VALUES: dict[str, tuple[type, ...]] = {"name": _TEXT, "params": (dict,)}
 DATASET_VALUES: dict[str, tuple[type, ...]] = {

@@ -371,6 +371,7 @@ def _run_jobs(store, prepared: PreparedRun, execution: Execution, done: set[str]
         prepared.settings,
         fused_adamw=execution.fused_adamw,
         fused_per_copy=execution.fused_per_copy,
+        fused_own_weights=execution.fused_own_weights,
     )
     context = JobContext(
         plan.config, plan.loss_specs, plan.dataset_specs, settings, execution.threads
@@ -431,7 +432,8 @@ def device_change(meta: dict[str, Any], prepared: PreparedRun) -> str:
 def stored_execution(meta: dict[str, Any], current: Execution) -> Execution:
     """A resumed run keeps the fusion (and how a fused model runs its copies), threads and
     AdamW kernel it started with (they change the floating-point order). Runs from before
-    they were recorded were unfused, used the fused AdamW on CUDA only and fused by vmap."""
+    they were recorded were unfused, used the fused AdamW on CUDA only, fused by vmap and
+    ran the CPU's copies one by one on views of stacked weights."""
     stored = meta.get("execution") or {}
     started_on_cuda = str(meta.get("device", "")).startswith("cuda")
     return dataclasses.replace(
@@ -440,6 +442,7 @@ def stored_execution(meta: dict[str, Any], current: Execution) -> Execution:
         threads=int(stored.get("threads", current.threads)),
         fused_adamw=bool(stored.get("fused_adamw", started_on_cuda)),
         fused_per_copy=bool(stored.get("fused_per_copy", False)),
+        fused_own_weights=bool(stored.get("fused_own_weights", False)),
     )
 
 

@@ -55,6 +55,7 @@ class TrainSettings:
     amp: bool
     fused_adamw: bool = True  # False only for a resumed run that started without it
     fused_per_copy: bool = True  # fused.FusedModel: False only for a run resumed as above
+    fused_own_weights: bool = True  # fused.SeparateCopies: False only for a run resumed as above
 
 
 @dataclass

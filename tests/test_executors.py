@@ -74,6 +74,7 @@ def test_two_worker_processes_give_the_sequential_numbers(cli, tmp_path):
         "ray_address": None,
         "fused_adamw": True,
         "fused_per_copy": True,
+        "fused_own_weights": True,
     }
 
 

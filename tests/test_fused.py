@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ from losscmp.train import train_trial
 BINARY = "synthetic(fg_fraction=0.2,n_train=8,n_val=4,n_test=8)"  # 32 px: two batches of four
 ONE_BATCH = "synthetic(fg_fraction=0.2,n_train=4,n_val=4,n_test=4)"
 MULTICLASS = "synthetic(fg_fraction=0.2,n_train=8,n_val=4,n_test=8,num_classes=3)"
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -186,13 +188,10 @@ def test_the_cuda_style_autocast_casts_a_vmapped_convolution(monkeypatch):
 
 @pytest.mark.parametrize("dataset", [BINARY, MULTICLASS])
 def test_a_fused_group_on_the_cpu_is_its_sequential_trials_bit_for_bit(dataset):
-    """The copies one by one, each channels_last on its views of the stacked weights, round
-    exactly as models trained alone: every number of every record (but the seconds) and
-    the panels equal ``--fuse off``'s. (With 16 copies AdamW's one kernel over the
-    stacked weights can round an update's last bit otherwise, its vector lanes elsewhere:
-    epochs.csv within 9.1e-6 of ``--fuse off`` at the smoke scale, benchmarks/README.md.)
-    The losses include target maps (boundary's and hausdorff_dt's distance maps) and
-    classes (multiclass)."""
+    """The copies one by one, each a channels_last model of its own, round exactly as models
+    trained alone: every number of every record (but the seconds) and the panels equal
+    ``--fuse off``'s (a full group through the CLI: below). The losses include target maps
+    (boundary's and hausdorff_dt's distance maps) and classes (multiclass)."""
     data = load_dataset(dataset, image_size=32, seed=0)
     binary = ["dice", "bce", "boundary", "hausdorff_dt"]
     fused, sequential = fused_and_sequential(
@@ -428,3 +427,41 @@ def test_a_resumed_group_stops_once_none_of_its_wanted_trials_trains(binary_data
     assert (diverged["status"], diverged["diverged_epoch"]) == ("diverged", 2)
     whole = train_fused_group(trials, specs, binary_data, settings(epochs=3))[1].record
     assert without_seconds(diverged) == without_seconds(whole)
+
+
+# 15 binary losses (distance maps among them: boundary, hausdorff_dt, distance_weighted_bce)
+# and one that diverges in epoch 2: 16 copies, a full group (config.MAX_FUSED_LOSSES).
+FULL_GROUP = (
+    "balanced_bce,bce,bce_dice,boundary,combo,dice,dice_focal,dice_topk,distance_weighted_bce,"
+    "f1,focal,focal_tversky,generalized_dice,hausdorff_dt,jaccard"
+)
+
+
+@pytest.mark.slow
+def test_a_full_fused_group_on_the_cpu_writes_the_epochs_of_fuse_off(cli, tmp_path, exploding_loss):
+    """epochs.csv of ``--fuse on`` equals ``--fuse off``'s in every column but the seconds,
+    over 3 epochs, the diverged copy dropped after the second. With the copies on views of
+    stacked weights it did not (val_ece here): AdamW's fused CPU kernel rounds
+    ``exp_avg_sq`` by where an element falls in its loops, and the head's one-element bias
+    as a row of a 16-copy stack rounded otherwise than alone (first at step 2 at the smoke
+    scale; epochs.csv within 9.1e-6). Each copy now has tensors of its own."""
+    import pandas as pd
+
+    from losscmp.config import MAX_FUSED_LOSSES
+
+    losses = f"{FULL_GROUP},{exploding_loss}"
+    assert len(losses.split(",")) == MAX_FUSED_LOSSES
+    args = ["--config", SMOKE, "--dataset", BINARY, "--image-size", "32", "--batch-size", "4"]
+    args += ["--epochs", "3", "--threads", "1", "--losses", losses]
+    frames = {}
+    for fuse in ("on", "off"):
+        result = cli("run", *args, "--fuse", fuse, "--out", tmp_path / fuse)
+        assert result.exit_code == 0, result.output
+        (run_dir,) = (tmp_path / fuse).iterdir()
+        frame = pd.read_csv(run_dir / "epochs.csv").drop(columns="seconds")
+        frames[fuse] = frame.sort_values(["loss", "epoch"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(frames["on"], frames["off"], check_exact=True)
+    statuses = frames["on"].groupby("loss")["status"].agg(list)
+    assert statuses[exploding_loss] == ["ok", "diverged"]
+    assert statuses["boundary"] == ["ok", "ok", "ok"]
+    assert len(frames["on"]) == 15 * 3 + 2

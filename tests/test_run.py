@@ -620,10 +620,11 @@ def test_a_resumed_run_keeps_its_adamw_kernel(cli, one_epoch_run, monkeypatch):
 
 @pytest.mark.slow
 def test_a_resumed_fused_run_keeps_how_its_copies_ran(cli, tmp_path, monkeypatch):
-    """On the CPU a fused model runs its copies one by one (as --fuse off does), where
-    runs recorded before run.json's ``fused_per_copy`` batched them under vmap, which
-    rounds differently: such a run's missing trials are trained under vmap again."""
-    from losscmp.fused import FusedModel
+    """On the CPU a fused model runs its copies one by one (as --fuse off does), each with
+    weights of its own. Runs recorded before run.json's ``fused_own_weights`` ran them on
+    views of stacked weights (AdamW rounds those otherwise), and before ``fused_per_copy``
+    batched them under vmap: such a run's missing trials are trained that way again."""
+    import losscmp.fused
 
     args = ["--config", str(SMOKE), "--out", str(tmp_path), "--losses", "dice,bce"]
     args += ["--epochs", "1", "--fuse", "on"]
@@ -631,16 +632,21 @@ def test_a_resumed_fused_run_keeps_how_its_copies_ran(cli, tmp_path, monkeypatch
     (run_dir,) = tmp_path.iterdir()
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["execution"]["fused_per_copy"] is True and meta["device"].startswith("cpu")
-    per_copy = []
-    original = FusedModel.__init__
+    assert meta["execution"]["fused_own_weights"] is True
+    made = []
+    original = losscmp.fused.fused_model
 
-    def recording(self, *args, **options):
-        original(self, *args, **options)
-        per_copy.append(self.per_copy)
+    def recording(*args, **options):
+        fused = original(*args, **options)
+        own = isinstance(fused, losscmp.fused.SeparateCopies)
+        made.append("own weights" if own else "views" if fused.per_copy else "vmap")
+        return fused
 
-    monkeypatch.setattr(FusedModel, "__init__", recording)
+    monkeypatch.setattr(losscmp.fused, "fused_model", recording)
+    resume_then_resume_as_older_version(cli, args, run_dir, meta, "fused_own_weights")
+    assert made == ["own weights", "views"]
     resume_then_resume_as_older_version(cli, args, run_dir, meta, "fused_per_copy")
-    assert per_copy == [True, False]
+    assert made == ["own weights", "views", "views", "vmap"]
 
 
 GRID_DATASET = "synthetic(fg_fraction=0.05,n_train=16,n_val=8,n_test={n_test})"

@@ -81,6 +81,9 @@ class Execution:
     # A fused model's copies one by one where config.PER_COPY_FUSED_DEVICES says (not vmap):
     # it rounds differently from vmap, which runs recorded without it used everywhere.
     fused_per_copy: bool = True
+    # ... each with weights of its own (fused.SeparateCopies), not views of stacked ones: AdamW
+    # rounds those otherwise, as runs recorded without it trained them.
+    fused_own_weights: bool = True
 
     def describe(self) -> str:
         from losscmp.executors import executor_class
