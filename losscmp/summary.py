@@ -57,6 +57,7 @@ import numpy as np
 import pandas as pd
 
 from losscmp import selection, stats
+from losscmp.config import PER_COPY_FUSED_DEVICES
 from losscmp.devices import rounding_key
 from losscmp.errors import LosscmpError, SpecError
 from losscmp.report_args import (
@@ -412,9 +413,19 @@ def _rounding_setup(meta: dict[str, Any]) -> dict[str, Any]:
         # "cpu: x86_64" alone (a run from before that was kept) is compared as it is.
         "device": rounding_key(str(meta.get("device", ""))) or meta.get("device") or None,
         "threads": execution.get("threads"),
-        # Runs from before fusion was recorded were not fused (runner.stored_execution).
-        "fused": bool(execution.get("fused", False)),
+        "fused": _fusion_rounded_otherwise(meta, execution),
     }
+
+
+def _fusion_rounded_otherwise(meta: dict[str, Any], execution: dict[str, Any]) -> bool:
+    """Whether fusion gave the run other numbers than ``--fuse off``: not where its copies
+    were models of their own (fused.SeparateCopies, the CPU since ``fused_own_weights``)."""
+    # Runs from before fusion was recorded were not fused (runner.stored_execution).
+    if not execution.get("fused", False):
+        return False
+    device_type = str(meta.get("device", "")).split(":")[0]
+    own_weights = execution.get("fused_per_copy") and execution.get("fused_own_weights")
+    return not (own_weights and device_type in PER_COPY_FUSED_DEVICES)
 
 
 def _check_comparable(first: RunResults, other: RunResults) -> None:

@@ -666,6 +666,28 @@ def test_combined_runs_that_rounded_differently_are_noted(tmp_path):
     assert combine_runs([load_run(first), load_run(asked)]).notes == []
 
 
+def test_combined_runs_fused_on_the_cpu_with_weights_of_their_own_are_not_noted(tmp_path):
+    """A CPU run fused with copies of their own (fused.SeparateCopies) has --fuse off's
+    numbers bit for bit: no note. One fused on views of stacked weights (before
+    fused_own_weights) or by vmap rounded otherwise: noted."""
+    device = "cpu: Test CPU (AVX2)"
+    plain = {"executor": "local", "jobs": 1, "threads": 1, "fused": False}
+    own = {**plain, "fused": True, "fused_per_copy": True, "fused_own_weights": True}
+    views = {**own, "fused_own_weights": False}
+
+    def run(run_id, loss, execution, where=device):
+        meta = {"execution": execution, "device": where}
+        return load_run(write_run(tmp_path, quality={loss: 0.7}, run_id=run_id, extra_meta=meta))
+
+    unfused = run("a", "dice", plain)
+    assert combine_runs([unfused, run("b", "focal", own)]).notes == []
+    (note,) = combine_runs([unfused, run("c", "bce", views)]).notes
+    assert note.startswith("the combined runs differ in fused (a: fused False; c: fused True)")
+    gpu = "cuda: Test GPU"
+    (note,) = combine_runs([run("d", "dice", plain, gpu), run("e", "bce", own, gpu)]).notes
+    assert note.startswith("the combined runs differ in fused (d: fused False; e: fused True)")
+
+
 def cpu_as_described(**environment: str) -> str:
     """run.json's device for this CPU, described by a fresh Python (torch reads its kernel
     choice from the environment once, at import)."""
