@@ -611,18 +611,42 @@ def config_changes(
             f"{version}: validation only, no test split); report it as it is, or start a new run"
         )
     stored = build_config(base=stored_config(meta, run_dir))
-    changes = []
+    changes = _execution_changes(meta, stored, current)
     for name in FIELD_NAMES:
         old, new = getattr(stored, name), getattr(current, name)
         if name == "losses":  # their order only orders the table
             if set(old) != set(new):
                 changes.append(_losses_change(old, new, selectors))
-        elif name not in RESUMABLE_CHANGES and old != new:
+        elif name not in RESUMABLE_CHANGES | KEPT_EXECUTION and old != new:
             changes.append(f"{name} ({old!r} -> {new!r})")
     if current.seeds < stored.seeds:  # more seeds add trials; fewer would hide some
         changes.append(
             f"seeds ({stored.seeds} -> {current.seeds}: a run can gain seeds, not lose them)"
         )
+    return changes
+
+
+# Options that --resume judges by what the run trained with (run.json's execution), not by
+# what was typed: '--fuse auto' on the CPU trained unfused, so '--fuse off' changes nothing.
+KEPT_EXECUTION = frozenset({"fuse", "threads"})
+
+
+def _execution_changes(meta: dict[str, Any], stored: RunConfig, current: RunConfig) -> list[str]:
+    """The fusion and threads ``current`` asks for where they differ from those the run
+    trained with (stored_execution keeps those); ``auto`` fusion as it resolves on the
+    run's device, no ``--threads``: the run's own."""
+    recorded = meta.get("execution") or {}
+    changes = []
+    if current.fuse != stored.fuse:
+        trained_fused = bool(recorded.get("fused", False))  # unrecorded: runs were unfused
+        started_on_cuda = str(meta.get("device", "")).startswith("cuda")
+        asked = {"on": True, "off": False}.get(current.fuse, started_on_cuda)
+        if asked != trained_fused:
+            how = "fused" if trained_fused else "unfused"
+            changes.append(f"fuse ({stored.fuse!r}, which trained {how} -> {current.fuse!r})")
+    trained_threads = recorded.get("threads", stored.threads)
+    if current.threads is not None and current.threads != trained_threads:
+        changes.append(f"threads ({trained_threads} -> {current.threads})")
     return changes
 
 
