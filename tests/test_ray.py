@@ -512,3 +512,20 @@ def test_a_grpc_server_passes_the_probe_and_an_http_address_is_refused():
         "--executor ray: 'http://head:8265' is an HTTP address (Ray's dashboard or job "
         "server); give the cluster's address, HOST:6379 or ray://HOST:10001"
     )
+
+
+def test_a_refused_address_from_ray_address_says_where_it_came_from(cli, tmp_path, monkeypatch):
+    """No --ray-address typed: the address named in the refusal is $RAY_ADDRESS's, set
+    perhaps long ago; the line says so and how to start a local Ray instead."""
+    ray = pytest.importorskip("ray")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # not the module's Ray
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:99999")
+    args = ["--config", SMOKE, "--epochs", "1", "--out", tmp_path / "runs", "--dry-run"]
+    result = cli("run", *args, "--executor", "ray")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "losscmp: error: --executor ray: '127.0.0.1:99999' is not a Ray address (port out of "
+        "range 0-65535); the address is $RAY_ADDRESS's: unset it for a local Ray, or give "
+        "--ray-address"
+    )
+    assert not (tmp_path / "runs").exists()

@@ -216,22 +216,16 @@ class RayExecutor(Executor):
         if ray.is_initialized():  # the caller's Ray (a notebook, a test): use it, leave it up
             return
         address = _address(self.config.ray_address)
-        _check_answers(address)
-        ray_logger = logging.getLogger("ray")
-        level = ray_logger.level
-        ray_logger.setLevel(logging.ERROR)  # start-up notices would break the progress display
         try:
-            ray.init(
-                address=address,
-                ignore_reinit_error=True,
-                include_dashboard=False,
-                log_to_driver=False,  # task output stays in the cluster's logs
-                configure_logging=False,  # this process's logging is not Ray's to set up
-            )
-        except (ConnectionError, ValueError, ray.exceptions.RayError) as error:
-            raise LosscmpError(_connect_failure(error, address)) from None
-        finally:
-            ray_logger.setLevel(level)
+            _join(address)
+        except LosscmpError as error:
+            if self.config.ray_address or address == "local":
+                raise
+            # Not typed: $RAY_ADDRESS, which the user may have set long ago for another tool.
+            raise LosscmpError(
+                f"{error}; the address is $RAY_ADDRESS's: unset it for a local Ray, "
+                "or give --ray-address"
+            ) from None
         self.connected = True
         self.started_here = address == "local"
 
@@ -284,6 +278,28 @@ def _wait_at_exit() -> None:
     traceback below that line; Ray's processes end with this one."""
     with contextlib.suppress(KeyboardInterrupt):
         wait_for_shutdown()
+
+
+def _join(address: str) -> None:
+    """ray.init: join the cluster at ``address``, or start a local Ray ("local")."""
+    import ray
+
+    _check_answers(address)
+    ray_logger = logging.getLogger("ray")
+    level = ray_logger.level
+    ray_logger.setLevel(logging.ERROR)  # start-up notices would break the progress display
+    try:
+        ray.init(
+            address=address,
+            ignore_reinit_error=True,
+            include_dashboard=False,
+            log_to_driver=False,  # task output stays in the cluster's logs
+            configure_logging=False,  # this process's logging is not Ray's to set up
+        )
+    except (ConnectionError, ValueError, ray.exceptions.RayError) as error:
+        raise LosscmpError(_connect_failure(error, address)) from None
+    finally:
+        ray_logger.setLevel(level)
 
 
 def _address(option: str | None) -> str:
