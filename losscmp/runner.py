@@ -180,6 +180,13 @@ def _jobs_why(given: int | None, jobs: int) -> str:
     return "" if given == jobs else f"{given} set: only {jobs} to run"
 
 
+def crowding_note(prepared: PreparedRun, meta: dict[str, Any] | None = None) -> str:
+    """Where the trials would share too few cores ('' if not); ``meta``: a resumed run's
+    run.json, whose threads the rest keeps."""
+    execution = prepared.execution if meta is None else stored_execution(meta, prepared.execution)
+    return prepared.executor.crowding(execution)
+
+
 def make_jobs(trials: list[Trial], fused: bool, done: Collection[str] = ()) -> list[Job]:
     """The jobs for the planned ``trials`` that are not ``done``: one per trial, or per
     (dataset, seed, learning rate) group of at most MAX_FUSED_LOSSES losses (a group
@@ -255,6 +262,8 @@ def _execute(prepared: PreparedRun, run_dir: Path | None, emit: Listener, comman
         timed = not resuming or _record_resume(store, prepared, execution, todo, command, emit)
         store.rebuild_tables()  # a crash between a trial file and its tables leaves them stale
         _start_tracking(store, prepared, emit)
+        if crowded := prepared.executor.crowding(execution):
+            emit(RunNote(crowded))
         emit(
             RunStarted(
                 store.run_dir,
