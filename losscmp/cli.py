@@ -420,14 +420,19 @@ def _dry_run_checks(prepared, resume: Path | None) -> tuple[set[str], list, str]
     others would run (``runner.planned_execution``)."""
     from losscmp.console import print_note
     from losscmp.results import read_run_json
-    from losscmp.runner import check_resumable, crowding_note, planned_choices, planned_execution
+    from losscmp.runner import (
+        check_resumable,
+        execution_notes,
+        planned_choices,
+        planned_execution,
+    )
 
     with prepared.executor:  # started by prepare, as for a real run: stopped unused
         meta = read_run_json(resume) if resume is not None else None
         if meta is not None:
             check_resumable(meta, prepared, resume)
-        if crowded := crowding_note(prepared, meta):
-            print_note(crowded)
+        for note in execution_notes(prepared, meta):
+            print_note(note)
         if resume is None:
             return set(), planned_choices(prepared), planned_execution(prepared)
         finished = _finished(resume)

@@ -180,11 +180,16 @@ def _jobs_why(given: int | None, jobs: int) -> str:
     return "" if given == jobs else f"{given} set: only {jobs} to run"
 
 
-def crowding_note(prepared: PreparedRun, meta: dict[str, Any] | None = None) -> str:
-    """Where the trials would share too few cores ('' if not); ``meta``: a resumed run's
-    run.json, whose threads the rest keeps."""
+def execution_notes(prepared: PreparedRun, meta: dict[str, Any] | None = None) -> list[str]:
+    """What the user should know of how the trials will run, before they do: too few cores
+    for them, an option this device does not read. ``meta``: a resumed run's run.json,
+    whose threads the rest keeps."""
     execution = prepared.execution if meta is None else stored_execution(meta, prepared.execution)
-    return prepared.executor.crowding(execution)
+    notes = [prepared.executor.crowding(execution)]
+    per_gpu, device = prepared.plan.config.trials_per_gpu, prepared.settings.device.type
+    if per_gpu != 1 and device != "cuda":
+        notes.append(f"--trials-per-gpu {per_gpu} counts on CUDA only: set aside on the {device}")
+    return [note for note in notes if note]
 
 
 def make_jobs(trials: list[Trial], fused: bool, done: Collection[str] = ()) -> list[Job]:
@@ -262,8 +267,8 @@ def _execute(prepared: PreparedRun, run_dir: Path | None, emit: Listener, comman
         timed = not resuming or _record_resume(store, prepared, execution, todo, command, emit)
         store.rebuild_tables()  # a crash between a trial file and its tables leaves them stale
         _start_tracking(store, prepared, emit)
-        if crowded := prepared.executor.crowding(execution):
-            emit(RunNote(crowded))
+        for note in execution_notes(prepared, store.read_meta() if resuming else None):
+            emit(RunNote(note))
         emit(
             RunStarted(
                 store.run_dir,

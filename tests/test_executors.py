@@ -1112,3 +1112,12 @@ def test_more_threads_than_cores_is_noted_before_a_run_and_a_dry_run(cli, tmp_pa
     run = cli("run", *args, "--threads", "3")
     assert run.exit_code == 0, run.output
     assert run.stderr.splitlines()[0].startswith("note: 1 trial at a time × 3 threads is more")
+
+
+def test_trials_per_gpu_on_the_cpu_is_noted_as_set_aside(cli, tmp_path):
+    """It was taken without a word and changed nothing ('jobs 1 (auto)')."""
+    args = ["--config", SMOKE, "--epochs", "1", "--losses", "dice", "--out", tmp_path]
+    result = cli("run", *args, "--device", "cpu", "--trials-per-gpu", "4", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "note: --trials-per-gpu 4 counts on CUDA only: set aside on the cpu" in result.stderr
+    assert "note:" not in cli("run", *args, "--device", "cpu", "--dry-run").stderr
