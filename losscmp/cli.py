@@ -438,7 +438,7 @@ def _dry_run_checks(prepared, resume: Path | None) -> tuple[set[str], list, str]
         finished = _finished(resume)
         return (
             finished,
-            planned_choices(prepared, meta),
+            planned_choices(prepared, meta, finished),
             planned_execution(prepared, finished, meta),
         )
 

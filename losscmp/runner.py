@@ -139,18 +139,20 @@ def resolve_execution(
 
 
 def planned_choices(
-    prepared: PreparedRun, meta: dict[str, Any] | None = None
+    prepared: PreparedRun, meta: dict[str, Any] | None = None, done: Collection[str] = ()
 ) -> list[tuple[str, str, str]]:
     """What the run will use for each option losscmp may decide (model, device, jobs,
     fusion), as (option, value, why): ``why`` is '' for a value used as given. ``meta``
-    is a resumed run's run.json: the run keeps its own fusion and, for ``auto``, device."""
+    is a resumed run's run.json: the run keeps its own fusion and, for ``auto``, device;
+    ``done``, its finished trials."""
     config, settings = prepared.plan.config, prepared.settings
     execution = prepared.execution if meta is None else stored_execution(meta, prepared.execution)
     device = settings.device.type
+    idle = not make_jobs(prepared.plan.trials, execution.fused, done)
     return [
         ("model", settings.preset.name, "auto" if config.model == "auto" else ""),
         ("device", device, _device_why(config.device, meta)),
-        ("jobs", _jobs_text(execution.jobs), _jobs_why(config.jobs, execution.jobs)),
+        ("jobs", _jobs_text(execution.jobs), _jobs_why(config.jobs, execution.jobs, idle)),
         ("fuse", "on" if execution.fused else "off", _fuse_why(config.fuse, device, meta)),
     ]
 
@@ -173,11 +175,13 @@ def _jobs_text(jobs: int) -> str:
     return str(jobs) if jobs else "as many as the cluster fits"  # Ray's 0
 
 
-def _jobs_why(given: int | None, jobs: int) -> str:
+def _jobs_why(given: int | None, jobs: int, idle: bool = False) -> str:
     if given is None:
         return "auto"
     # "set", not "--jobs": on a resume the number may be the run's own, not typed now
-    return "" if given == jobs else f"{given} set: only {jobs} to run"
+    if given == jobs:
+        return ""
+    return f"{given} set: nothing to run" if idle else f"{given} set: only {jobs} to run"
 
 
 def execution_notes(prepared: PreparedRun, meta: dict[str, Any] | None = None) -> list[str]:
