@@ -418,18 +418,27 @@ def _dry_run_checks(prepared, resume: Path | None) -> tuple[set[str], list, str]
     """What a real --resume checks before it writes; the trials the run has finished,
     what the run would use where losscmp decides (``runner.planned_choices``) and how the
     others would run (``runner.planned_execution``)."""
+    from losscmp.console import print_note
     from losscmp.results import read_run_json
-    from losscmp.runner import check_resumable, planned_choices, planned_execution
+    from losscmp.runner import (
+        check_resumable,
+        execution_notes,
+        planned_choices,
+        planned_execution,
+    )
 
     with prepared.executor:  # started by prepare, as for a real run: stopped unused
+        meta = read_run_json(resume) if resume is not None else None
+        if meta is not None:
+            check_resumable(meta, prepared, resume)
+        for note in execution_notes(prepared, meta):
+            print_note(note)
         if resume is None:
             return set(), planned_choices(prepared), planned_execution(prepared)
-        meta = read_run_json(resume)
-        check_resumable(meta, prepared, resume)
         finished = _finished(resume)
         return (
             finished,
-            planned_choices(prepared, meta),
+            planned_choices(prepared, meta, finished),
             planned_execution(prepared, finished, meta),
         )
 

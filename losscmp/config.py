@@ -303,7 +303,25 @@ def normalise(key: str, value: Any, name: str | None = None) -> Any:
     except (TypeError, ValueError):
         raise ParameterError(
             f"{name} must be {describe_type(hint)}, got {value!r}{_grid_hint(key, value)}"
+            f"{_short_option_hint(key, value, name)}"
         ) from None
+
+
+SHORT_OPTIONS = {"jobs": "-j"}  # as cli.py declares them
+
+
+def _short_option_hint(key: str, value: Any, name: str) -> str:
+    """'-j=2' reaches here as '=2' (make's and ninja's habit): say how a short option is
+    written."""
+    short = SHORT_OPTIONS.get(key)
+    typed = name.startswith("--")  # a flag, not a config file's key
+    if not (short and typed and isinstance(value, str) and value.startswith("=")):
+        return ""
+    given = value[1:]
+    return (
+        f" (a short option takes its value after a space or none: {short} {given}, "
+        f"{short}{given}, or {name}={given})"
+    )
 
 
 def _grid_hint(key: str, value: Any) -> str:

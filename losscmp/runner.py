@@ -139,18 +139,20 @@ def resolve_execution(
 
 
 def planned_choices(
-    prepared: PreparedRun, meta: dict[str, Any] | None = None
+    prepared: PreparedRun, meta: dict[str, Any] | None = None, done: Collection[str] = ()
 ) -> list[tuple[str, str, str]]:
     """What the run will use for each option losscmp may decide (model, device, jobs,
     fusion), as (option, value, why): ``why`` is '' for a value used as given. ``meta``
-    is a resumed run's run.json: the run keeps its own fusion and, for ``auto``, device."""
+    is a resumed run's run.json: the run keeps its own fusion and, for ``auto``, device;
+    ``done``, its finished trials."""
     config, settings = prepared.plan.config, prepared.settings
     execution = prepared.execution if meta is None else stored_execution(meta, prepared.execution)
     device = settings.device.type
+    idle = not make_jobs(prepared.plan.trials, execution.fused, done)
     return [
         ("model", settings.preset.name, "auto" if config.model == "auto" else ""),
         ("device", device, _device_why(config.device, meta)),
-        ("jobs", _jobs_text(execution.jobs), _jobs_why(config.jobs, execution.jobs)),
+        ("jobs", _jobs_text(execution.jobs), _jobs_why(config.jobs, execution.jobs, idle)),
         ("fuse", "on" if execution.fused else "off", _fuse_why(config.fuse, device, meta)),
     ]
 
@@ -173,11 +175,25 @@ def _jobs_text(jobs: int) -> str:
     return str(jobs) if jobs else "as many as the cluster fits"  # Ray's 0
 
 
-def _jobs_why(given: int | None, jobs: int) -> str:
+def _jobs_why(given: int | None, jobs: int, idle: bool = False) -> str:
     if given is None:
         return "auto"
     # "set", not "--jobs": on a resume the number may be the run's own, not typed now
-    return "" if given == jobs else f"{given} set: only {jobs} to run"
+    if given == jobs:
+        return ""
+    return f"{given} set: nothing to run" if idle else f"{given} set: only {jobs} to run"
+
+
+def execution_notes(prepared: PreparedRun, meta: dict[str, Any] | None = None) -> list[str]:
+    """What the user should know of how the trials will run, before they do: too few cores
+    for them, an option this device does not read. ``meta``: a resumed run's run.json,
+    whose threads the rest keeps."""
+    execution = prepared.execution if meta is None else stored_execution(meta, prepared.execution)
+    notes = [prepared.executor.crowding(execution)]
+    per_gpu, device = prepared.plan.config.trials_per_gpu, prepared.settings.device.type
+    if per_gpu != 1 and device != "cuda":
+        notes.append(f"--trials-per-gpu {per_gpu} counts on CUDA only: set aside on the {device}")
+    return [note for note in notes if note]
 
 
 def make_jobs(trials: list[Trial], fused: bool, done: Collection[str] = ()) -> list[Job]:
@@ -255,6 +271,8 @@ def _execute(prepared: PreparedRun, run_dir: Path | None, emit: Listener, comman
         timed = not resuming or _record_resume(store, prepared, execution, todo, command, emit)
         store.rebuild_tables()  # a crash between a trial file and its tables leaves them stale
         _start_tracking(store, prepared, emit)
+        for note in execution_notes(prepared, store.read_meta() if resuming else None):
+            emit(RunNote(note))
         emit(
             RunStarted(
                 store.run_dir,
@@ -614,18 +632,42 @@ def config_changes(
             f"{version}: validation only, no test split); report it as it is, or start a new run"
         )
     stored = build_config(base=stored_config(meta, run_dir))
-    changes = []
+    changes = _execution_changes(meta, stored, current)
     for name in FIELD_NAMES:
         old, new = getattr(stored, name), getattr(current, name)
         if name == "losses":  # their order only orders the table
             if set(old) != set(new):
                 changes.append(_losses_change(old, new, selectors))
-        elif name not in RESUMABLE_CHANGES and old != new:
+        elif name not in RESUMABLE_CHANGES | KEPT_EXECUTION and old != new:
             changes.append(f"{name} ({old!r} -> {new!r})")
     if current.seeds < stored.seeds:  # more seeds add trials; fewer would hide some
         changes.append(
             f"seeds ({stored.seeds} -> {current.seeds}: a run can gain seeds, not lose them)"
         )
+    return changes
+
+
+# Options that --resume judges by what the run trained with (run.json's execution), not by
+# what was typed: '--fuse auto' on the CPU trained unfused, so '--fuse off' changes nothing.
+KEPT_EXECUTION = frozenset({"fuse", "threads"})
+
+
+def _execution_changes(meta: dict[str, Any], stored: RunConfig, current: RunConfig) -> list[str]:
+    """The fusion and threads ``current`` asks for where they differ from those the run
+    trained with (stored_execution keeps those); ``auto`` fusion as it resolves on the
+    run's device, no ``--threads``: the run's own."""
+    recorded = meta.get("execution") or {}
+    changes = []
+    if current.fuse != stored.fuse:
+        trained_fused = bool(recorded.get("fused", False))  # unrecorded: runs were unfused
+        started_on_cuda = str(meta.get("device", "")).startswith("cuda")
+        asked = {"on": True, "off": False}.get(current.fuse, started_on_cuda)
+        if asked != trained_fused:
+            how = "fused" if trained_fused else "unfused"
+            changes.append(f"fuse ({stored.fuse!r}, which trained {how} -> {current.fuse!r})")
+    trained_threads = recorded.get("threads", stored.threads)
+    if current.threads is not None and current.threads != trained_threads:
+        changes.append(f"threads ({trained_threads} -> {current.threads})")
     return changes
 
 

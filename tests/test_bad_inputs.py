@@ -544,6 +544,12 @@ CASES: list[tuple[str, Args, str]] = [
     ("workers-negative", ["--num-workers", "-1"], "--num-workers must be between 0 and 256"),
     ("workers-huge", ["--num-workers", "100000"], "--num-workers must be between 0 and 256"),
     ("jobs-zero", ["--jobs", "0"], "--jobs must be between 1 and 1024, got 0"),
+    (
+        "jobs-short-equals",  # '-j=2' is '-j' given '=2': make's and ninja's habit
+        ["-j=2"],
+        "--jobs must be a whole number or none, got '=2' (a short option takes its value "
+        "after a space or none: -j 2, -j2, or --jobs=2)",
+    ),
     ("jobs-huge", ["--jobs", "100000"], "--jobs must be between 1 and 1024"),
     ("threads-huge", ["--threads", "100000"], "--threads must be between 1 and 1024"),
     ("trials-per-gpu-zero", ["--trials-per-gpu", "0"], "--trials-per-gpu must be between 1"),

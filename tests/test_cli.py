@@ -798,3 +798,14 @@ def test_an_extra_is_installed_by_what_it_requires_not_by_the_package_name(monke
 
     monkeypatch.setattr(metadata, "requires", not_installed)
     assert install_hint("ray") == "pip install -e '.[ray]' in the losscmp checkout"
+
+
+def test_a_finished_runs_dry_run_says_it_has_nothing_to_run(cli, tmp_path):
+    """Every trial done: it said 'jobs 1 (2 set: only 1 to run)' under '0 of 1 planned
+    trials still to train'."""
+    from run_fixtures import write_run
+
+    run_dir = write_run(tmp_path, quality={"dice": 0.8}, seeds=(0,), config={"jobs": 2})
+    result = cli("run", "--resume", run_dir, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "jobs 1 (2 set: nothing to run)" in _plan_line(result.output)

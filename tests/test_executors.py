@@ -1088,3 +1088,37 @@ def test_a_step_moves_the_overall_bar_without_a_pass_over_every_trial(tmp_path):
     progress(TrialEnded("t999", "finished"))
     assert overall.completed == 1000 * 2  # exactly: the bar reads as done
     assert progress.done_epochs.passes == 0
+
+
+def test_more_threads_than_cores_is_noted_before_a_run_and_a_dry_run(cli, tmp_path, monkeypatch):
+    """-j 3 on a 2-core machine, or --threads above its cores: the trials share the cores
+    and run slower (with the numbers of their thread count, which may be why it was asked
+    for); it was said nowhere. Not a refusal: nothing is wrong with the numbers."""
+    import losscmp.executors.local as local
+
+    monkeypatch.setattr(local, "available_cores", lambda: 2)
+    args = ["--config", SMOKE, "--epochs", "1", "--losses", "dice", "--out", tmp_path]
+    crowded = cli("run", *args, "--threads", "3", "--dry-run")
+    assert crowded.exit_code == 0, crowded.output
+    assert (
+        "note: 1 trial at a time × 3 threads is more than this machine's 2 cores: the "
+        "trials share them and run slower (with the numbers of 3 threads each)"
+    ) in crowded.stderr
+    fits = cli("run", *args, "--threads", "2", "--dry-run")
+    assert fits.exit_code == 0 and "note:" not in fits.stderr
+    workers = cli("run", *args, "--losses", "dice,focal,tversky", "-j", "3", "--dry-run")
+    assert "note: 3 trials at a time × 1 thread is more than this machine's 2 cores" in (
+        workers.stderr
+    )
+    run = cli("run", *args, "--threads", "3")
+    assert run.exit_code == 0, run.output
+    assert run.stderr.splitlines()[0].startswith("note: 1 trial at a time × 3 threads is more")
+
+
+def test_trials_per_gpu_on_the_cpu_is_noted_as_set_aside(cli, tmp_path):
+    """It was taken without a word and changed nothing ('jobs 1 (auto)')."""
+    args = ["--config", SMOKE, "--epochs", "1", "--losses", "dice", "--out", tmp_path]
+    result = cli("run", *args, "--device", "cpu", "--trials-per-gpu", "4", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "note: --trials-per-gpu 4 counts on CUDA only: set aside on the cpu" in result.stderr
+    assert "note:" not in cli("run", *args, "--device", "cpu", "--dry-run").stderr

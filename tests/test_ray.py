@@ -7,6 +7,7 @@ Ray installed, one line says how to get it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -451,3 +452,80 @@ def test_rays_advice_names_the_flag_of_losscmp_not_its_own():
             "Ray instance. Please specify the one to connect to by setting --ray-address or "
             "`RAY_ADDRESS` environment variable."
         )
+
+
+def _answering(reply: bytes | None):
+    """A server on a free port of every interface (Ray probes this node's address, not
+    127.0.0.1) that answers its first connection with ``reply`` (None: says nothing)."""
+    import socket
+    import threading
+
+    server = socket.create_server(("", 0))
+
+    def answer() -> None:
+        with server, server.accept()[0] as connection:
+            if reply is not None:
+                connection.sendall(reply)
+            connection.settimeout(5)
+            with contextlib.suppress(OSError):
+                while connection.recv(64):  # until the probe has given up and closed
+                    pass
+
+    threading.Thread(target=answer, daemon=True).start()
+    return server.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("reply", "what"),
+    [
+        (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", "an HTTP server"),
+        (b"SSH-2.0-OpenSSH_9.6\r\n", "an SSH server"),
+        (None, "it said nothing for 0.5 s"),
+    ],
+)
+def test_an_address_where_something_else_answers_is_refused_at_once(reply, what, monkeypatch):
+    """The dashboard's port (8265, HTTP) or any other service there: ray.init waited on it
+    for more than 10 minutes, through SIGTERM; the probe sees that it is no gRPC server."""
+    pytest.importorskip("ray")
+    from losscmp.errors import LosscmpError
+    from losscmp.executors import ray as ray_executor
+
+    monkeypatch.setattr(ray_executor, "PROBE_TIMEOUT_S", 0.5)
+    port = _answering(reply)
+    with pytest.raises(LosscmpError) as refused:
+        ray_executor._check_answers(f"127.0.0.1:{port}")
+    message = str(refused.value)
+    assert message.startswith(f"--executor ray: could not join the Ray cluster at 127.0.0.1:{port}")
+    assert f":{port} is not Ray ({what}); give the head node's address, HOST:6379" in message
+
+
+def test_a_grpc_server_passes_the_probe_and_an_http_address_is_refused():
+    pytest.importorskip("ray")
+    from losscmp.errors import LosscmpError
+    from losscmp.executors.ray import _check_answers
+
+    settings_frame = bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # what Ray's GCS answers first
+    _check_answers(f"127.0.0.1:{_answering(settings_frame)}")
+    with pytest.raises(LosscmpError) as refused:
+        _check_answers("http://head:8265")
+    assert str(refused.value) == (
+        "--executor ray: 'http://head:8265' is an HTTP address (Ray's dashboard or job "
+        "server); give the cluster's address, HOST:6379 or ray://HOST:10001"
+    )
+
+
+def test_a_refused_address_from_ray_address_says_where_it_came_from(cli, tmp_path, monkeypatch):
+    """No --ray-address typed: the address named in the refusal is $RAY_ADDRESS's, set
+    perhaps long ago; the line says so and how to start a local Ray instead."""
+    ray = pytest.importorskip("ray")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # not the module's Ray
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:99999")
+    args = ["--config", SMOKE, "--epochs", "1", "--out", tmp_path / "runs", "--dry-run"]
+    result = cli("run", *args, "--executor", "ray")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "losscmp: error: --executor ray: '127.0.0.1:99999' is not a Ray address (port out of "
+        "range 0-65535); the address is $RAY_ADDRESS's: unset it for a local Ray, or give "
+        "--ray-address"
+    )
+    assert not (tmp_path / "runs").exists()

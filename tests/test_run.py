@@ -768,3 +768,21 @@ def test_a_trial_ends_once_written_before_the_tracker_copies_it():
     _write_result(store, prepared, TrialResult(trial, outcome), emit)
     _write_result(store, prepared, TrialResult(trial, failure="worker died"), emit)
     assert said == ["written", "TrialEnded", "tracked"] * 2
+
+
+def test_resume_accepts_the_fusion_and_threads_the_run_already_trains_with(cli, one_epoch_run):
+    """A run started with '--fuse auto' on the CPU trained unfused, and one started without
+    --threads with the threads run.json records: naming those again changes nothing (it
+    was refused as 'fuse ('auto' -> 'off')' and 'threads (None -> 1)'); another is refused,
+    named by what the run trained with."""
+    args, run_dir = one_epoch_run
+    threads = json.loads((run_dir / "run.json").read_text())["execution"]["threads"]
+    for same in (["--fuse", "off"], ["--threads", threads], ["--fuse", "auto"]):
+        result = cli("run", *args, *same, "--resume", run_dir, "--dry-run")
+        assert result.exit_code == 0, (same, result.output)
+    fused = cli("run", *args, "--fuse", "on", "--resume", run_dir, "--dry-run")
+    assert fused.exit_code == 2
+    assert "fuse ('auto', which trained unfused -> 'on')" in fused.stderr
+    more = cli("run", *args, "--threads", threads + 1, "--resume", run_dir, "--dry-run")
+    assert more.exit_code == 2
+    assert f"threads ({threads} -> {threads + 1})" in more.stderr

@@ -164,6 +164,11 @@ class Executor(ABC):
         """Where the jobs run, as the run's first lines say it."""
         return "in this process" if jobs == 1 else f"{jobs} worker processes"
 
+    def crowding(self, execution: Execution) -> str:
+        """A note where the jobs would run on more threads at once than there are cores
+        ('' if not, and by default: a Ray task reserves the CPUs it trains with)."""
+        return ""
+
     def describe_device(self, device) -> str:
         """The device as run.json records it."""
         from losscmp.devices import describe_device

@@ -66,6 +66,17 @@ class LocalExecutor(Executor):
         self.device_type = device.type
         self._spawn_workers()
 
+    def crowding(self, execution: Execution) -> str:
+        cores, at_once = available_cores(), execution.jobs
+        if at_once * execution.threads <= cores:
+            return ""
+        threads = f"{execution.threads} thread{'s' if execution.threads > 1 else ''}"
+        trials = f"{at_once} trial{'s' if at_once > 1 else ''} at a time"
+        return (
+            f"{trials} × {threads} is more than this machine's {cores} cores: the trials "
+            f"share them and run slower (with the numbers of {threads} each)"
+        )
+
     def _spawn_workers(self) -> None:
         if self.execution.jobs > 1 and not self.workers:
             spawn = multiprocessing.get_context("spawn")
@@ -128,6 +139,13 @@ class LocalExecutor(Executor):
             self.workers = []
             self.shared_arrays.close()  # mappings outlive the names: unlinking is safe now
             self.shared = {}
+
+
+def available_cores() -> int:
+    """The cores this process may run on (a container's or taskset's share, not the host's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _settle(result: _Ended, queue: deque, emit) -> list[TrialResult]:

@@ -65,6 +65,7 @@ from losscmp.executors.base import (
 WAIT_S = 0.5  # ray.wait timeout: how often the driver looks up (and sees Ctrl-C) when idle
 PROBE_TIMEOUT_S = 5.0  # a cluster address must accept a TCP connection within this
 RAY_GCS_PORT, RAY_CLIENT_PORT = 6379, 10001  # Ray's defaults: head node, ray:// client
+RAY_DASHBOARD_PORT = 8265  # Ray's dashboard and job server: HTTP, an address users mistake
 ACCELERATOR_PREFIX = "accelerator_type:"  # a node resource Ray adds per GPU model, e.g. H100
 ROOM_CHECK_S = 10.0  # with no --jobs: how often the driver counts the tasks the cluster fits
 
@@ -215,22 +216,16 @@ class RayExecutor(Executor):
         if ray.is_initialized():  # the caller's Ray (a notebook, a test): use it, leave it up
             return
         address = _address(self.config.ray_address)
-        _check_answers(address)
-        ray_logger = logging.getLogger("ray")
-        level = ray_logger.level
-        ray_logger.setLevel(logging.ERROR)  # start-up notices would break the progress display
         try:
-            ray.init(
-                address=address,
-                ignore_reinit_error=True,
-                include_dashboard=False,
-                log_to_driver=False,  # task output stays in the cluster's logs
-                configure_logging=False,  # this process's logging is not Ray's to set up
-            )
-        except (ConnectionError, ValueError, ray.exceptions.RayError) as error:
-            raise LosscmpError(_connect_failure(error, address)) from None
-        finally:
-            ray_logger.setLevel(level)
+            _join(address)
+        except LosscmpError as error:
+            if self.config.ray_address or address == "local":
+                raise
+            # Not typed: $RAY_ADDRESS, which the user may have set long ago for another tool.
+            raise LosscmpError(
+                f"{error}; the address is $RAY_ADDRESS's: unset it for a local Ray, "
+                "or give --ray-address"
+            ) from None
         self.connected = True
         self.started_here = address == "local"
 
@@ -285,6 +280,28 @@ def _wait_at_exit() -> None:
         wait_for_shutdown()
 
 
+def _join(address: str) -> None:
+    """ray.init: join the cluster at ``address``, or start a local Ray ("local")."""
+    import ray
+
+    _check_answers(address)
+    ray_logger = logging.getLogger("ray")
+    level = ray_logger.level
+    ray_logger.setLevel(logging.ERROR)  # start-up notices would break the progress display
+    try:
+        ray.init(
+            address=address,
+            ignore_reinit_error=True,
+            include_dashboard=False,
+            log_to_driver=False,  # task output stays in the cluster's logs
+            configure_logging=False,  # this process's logging is not Ray's to set up
+        )
+    except (ConnectionError, ValueError, ray.exceptions.RayError) as error:
+        raise LosscmpError(_connect_failure(error, address)) from None
+    finally:
+        ray_logger.setLevel(level)
+
+
 def _address(option: str | None) -> str:
     """--ray-address, else $RAY_ADDRESS, else "local": a new Ray for this run. (Ray's own
     default would join the cluster last started on this machine, even a stopped one, and
@@ -294,7 +311,10 @@ def _address(option: str | None) -> str:
 
 def _check_answers(address: str) -> None:
     """Refuse at once a cluster address where nothing listens: Ray itself retries for
-    minutes (``ray.init`` was still waiting after 5 minutes for a closed port)."""
+    minutes (``ray.init`` was still waiting after 5 minutes for a closed port); and one
+    where something that is not Ray answers (the dashboard's port): ray.init waits on
+    that for ever (more than 10 minutes, through SIGTERM)."""
+    _refuse_http(address)
     try:
         endpoint = _endpoint(address)
     except ValueError as error:  # Ray would wait for minutes on it, deaf to Ctrl-C
@@ -304,13 +324,66 @@ def _check_answers(address: str) -> None:
         return
     host, port = endpoint
     try:
-        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
+        connection = socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S)
     except OSError as error:
         reason = error.strerror or str(error) or type(error).__name__
         raise LosscmpError(
             f"--executor ray: could not join the Ray cluster at {address}: "
             f"nothing answers at {host}:{port} ({reason})"
         ) from None
+    with connection:
+        other = None if _tls() else _not_grpc(connection)
+    if other:
+        raise LosscmpError(
+            f"--executor ray: could not join the Ray cluster at {address}: what answers at "
+            f"{host}:{port} is not Ray ({other}); give the head node's address, "
+            f"HOST:{RAY_GCS_PORT} (not the dashboard's {RAY_DASHBOARD_PORT}), or "
+            f"ray://HOST:{RAY_CLIENT_PORT}"
+        )
+
+
+def _refuse_http(address: str) -> None:
+    """An http:// address is a dashboard's or job server's, never what ray.init joins (Ray's
+    own refusal speaks of RAY_ADDRESS and ends its first line at 'either:')."""
+    if address.lower().startswith(("http://", "https://")):
+        raise LosscmpError(
+            f"--executor ray: {address!r} is an HTTP address (Ray's dashboard or job server); "
+            f"give the cluster's address, HOST:{RAY_GCS_PORT} or ray://HOST:{RAY_CLIENT_PORT}"
+        )
+
+
+# HTTP/2's client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS, its ray://
+# client server) answers with a SETTINGS frame of its own (type 4 in a frame header's 4th byte).
+HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+HTTP2_SETTINGS = 4
+
+
+def _tls() -> bool:
+    """Whether Ray speaks TLS here (RAY_USE_TLS): its gRPC is then not probed in the clear."""
+    return os.environ.get("RAY_USE_TLS", "0").strip().lower() in ("1", "true")
+
+
+def _not_grpc(connection: socket.socket) -> str | None:
+    """What answers on ``connection`` when it is not a gRPC server, as a few words; None for
+    one. ray.init joins anything else (the dashboard's port, an SSH server) for ever, deaf
+    to Ctrl-C and SIGTERM."""
+    reply = b""
+    try:
+        connection.sendall(HTTP2_HELLO)
+        while len(reply) < 9 and (more := connection.recv(9 - len(reply))):
+            reply += more
+    except TimeoutError:
+        if not reply:
+            return f"it said nothing for {PROBE_TIMEOUT_S:g} s"
+    except OSError as error:
+        return f"it closed the connection: {error.strerror or type(error).__name__}"
+    if len(reply) == 9 and reply[3] == HTTP2_SETTINGS:
+        return None
+    if reply.startswith(b"HTTP/"):
+        return "an HTTP server"
+    if reply.startswith(b"SSH-"):
+        return "an SSH server"
+    return "it closed the connection" if not reply else "it does not speak gRPC"
 
 
 def _endpoint(address: str) -> tuple[str, int] | None:
