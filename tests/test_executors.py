@@ -669,6 +669,29 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_a_worker_imports_what_its_first_job_needs_before_it_is_ready():
+    """smp (timm, torchvision, torch._dynamo) and the boundary scores' scipy were imported
+    in a worker's first job, after the main process had handed it over: 2-4 s, where they
+    could have been imported while the main process loaded the data."""
+    import multiprocessing
+
+    from losscmp.executors.local import _worker_main
+
+    spawn = multiprocessing.get_context("spawn")
+    conn, child = spawn.Pipe()
+    worker = spawn.Process(target=_worker_main, args=(child, 0, "cpu"))
+    worker.start()
+    try:
+        assert conn.poll(300) and conn.recv() == ("ready", None)
+        mapped = Path(f"/proc/{worker.pid}/maps").read_text()
+    finally:
+        worker.kill()
+        worker.join()
+    assert "torchvision/_C" in mapped  # smp's encoders are torchvision's
+    assert "scipy/spatial/_ckdtree" in mapped
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
 def test_a_worker_whose_main_process_is_killed_alone_exits_at_once(tmp_path):
     """kill -9 of the main process only: a worker busy without a message (a model build, a
     long step) trained on, burning a core beside the user's --resume, until its next

@@ -40,7 +40,7 @@ from losscmp.executors.base import (
     stall_reason,
     succeeded,
 )
-from losscmp.worker import adopt_shared, run_job
+from losscmp.worker import adopt_shared, import_job_modules, run_job
 
 JOIN_TIMEOUT_S = 5
 
@@ -309,7 +309,7 @@ class _Worker:
 def _worker_main(conn, index: int, device_type: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     _exit_with_parent()
-    import losscmp.fused  # noqa: F401 (torch, smp: imported while the main process prepares)
+    import_job_modules()  # torch, smp, scipy: while the main process prepares
     from losscmp.devices import device_for_worker
 
     device = device_for_worker(device_type, index)
