@@ -227,6 +227,46 @@ def test_a_refused_resume_stops_the_workers_it_started(tmp_path):
     assert prepared.executor.workers == [] and prepared.executor.shared == {}
 
 
+def test_workers_that_jobs_asks_for_start_before_the_device_is_resolved(tmp_path, monkeypatch):
+    """Resolving the device imports torch in the main process (2 s): the workers were
+    spawned after it, so their own imports (torch, smp) began 2 s late; they learn the
+    device with their first job."""
+    import multiprocessing
+
+    from losscmp.executors.local import LocalExecutor
+
+    workers_when_resolved = []
+    resolve = LocalExecutor.resolve_device
+
+    def spy(self, name):
+        workers_when_resolved.append(len(self.workers))
+        return resolve(self, name)
+
+    monkeypatch.setattr(LocalExecutor, "resolve_device", spy)
+    prepared = prepare(plan_run(build_config(**QUICK, jobs=2, out=str(tmp_path))))
+    with prepared.executor:
+        assert workers_when_resolved == [2]
+        assert len(multiprocessing.active_children()) == 2
+    assert multiprocessing.active_children() == []
+
+
+def test_workers_started_early_beyond_the_fused_jobs_are_stopped(tmp_path):
+    """-j 4 for four trials starts four workers early; fused, they are two models (one a
+    seed): two workers are stopped before any job, and the two left train them."""
+    import multiprocessing
+
+    config = build_config(**QUICK, jobs=4, fuse="on", out=str(tmp_path))
+    prepared = prepare(plan_run(config))
+    with prepared.executor:
+        assert (prepared.execution.jobs, len(prepared.executor.workers)) == (2, 2)
+        assert len(multiprocessing.active_children()) == 2
+    one_job = build_config(**{**QUICK, "seeds": 1}, jobs=4, fuse="on", out=str(tmp_path))
+    prepared = prepare(plan_run(one_job))  # one fused model: it trains in this process
+    with prepared.executor:
+        assert (prepared.execution.jobs, prepared.executor.workers) == (1, [])
+        assert multiprocessing.active_children() == []
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_the_workers_and_keeps_finished_trials(tmp_path):
     plan = plan_run(build_config(**QUICK, jobs=2, out=str(tmp_path)))
