@@ -77,6 +77,8 @@ def prepare(plan: Plan, resuming: bool = False, done: Collection[str] = ()) -> P
     executor = create_executor(config)  # e.g. Ray not installed: refused before any folder
     tracker = create_tracker(config.tracking)  # e.g. MLflow not installed: likewise
     try:
+        # Before torch is imported here (resolving the device): workers that --jobs fixes.
+        executor.start_early(sum(1 for trial in plan.trials if trial.id not in done))
         # Where the jobs run decides (a Ray cluster's GPUs, not this machine's). A Ray
         # cluster that cannot be reached is refused here, likewise.
         device = executor.resolve_device(config.device)

@@ -78,6 +78,18 @@ def run_job(job, context, emit: Listener, *, device=None, where: str = "") -> li
     ]
 
 
+def import_job_modules() -> None:
+    """Import what a job imports on first use, for a worker to do before it says it is
+    ready, while the main process loads the data: smp (with timm, torchvision and
+    torch._dynamo, 2 s on an idle 2-core CPU, about half a worker's start) and the
+    boundary scores' scipy. Its first job took that much longer than its others."""
+    import scipy.ndimage  # noqa: F401 (metrics' distance transforms)
+    import scipy.spatial  # noqa: F401 (metrics' nearest boundary pixels)
+    import segmentation_models_pytorch  # noqa: F401 (model.build_model's)
+
+    import losscmp.fused  # noqa: F401 (torch, train, metrics)
+
+
 def job_dataset(label: str, context) -> Any:
     from losscmp.data import load_dataset
 

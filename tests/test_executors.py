@@ -228,6 +228,46 @@ def test_a_refused_resume_stops_the_workers_it_started(tmp_path):
     assert prepared.executor.workers == [] and prepared.executor.shared == {}
 
 
+def test_workers_that_jobs_asks_for_start_before_the_device_is_resolved(tmp_path, monkeypatch):
+    """Resolving the device imports torch in the main process (2 s): the workers were
+    spawned after it, so their own imports (torch, smp) began 2 s late; they learn the
+    device with their first job."""
+    import multiprocessing
+
+    from losscmp.executors.local import LocalExecutor
+
+    workers_when_resolved = []
+    resolve = LocalExecutor.resolve_device
+
+    def spy(self, name):
+        workers_when_resolved.append(len(self.workers))
+        return resolve(self, name)
+
+    monkeypatch.setattr(LocalExecutor, "resolve_device", spy)
+    prepared = prepare(plan_run(build_config(**QUICK, jobs=2, out=str(tmp_path))))
+    with prepared.executor:
+        assert workers_when_resolved == [2]
+        assert len(multiprocessing.active_children()) == 2
+    assert multiprocessing.active_children() == []
+
+
+def test_workers_started_early_beyond_the_fused_jobs_are_stopped(tmp_path):
+    """-j 4 for four trials starts four workers early; fused, they are two models (one a
+    seed): two workers are stopped before any job, and the two left train them."""
+    import multiprocessing
+
+    config = build_config(**QUICK, jobs=4, fuse="on", out=str(tmp_path))
+    prepared = prepare(plan_run(config))
+    with prepared.executor:
+        assert (prepared.execution.jobs, len(prepared.executor.workers)) == (2, 2)
+        assert len(multiprocessing.active_children()) == 2
+    one_job = build_config(**{**QUICK, "seeds": 1}, jobs=4, fuse="on", out=str(tmp_path))
+    prepared = prepare(plan_run(one_job))  # one fused model: it trains in this process
+    with prepared.executor:
+        assert (prepared.execution.jobs, prepared.executor.workers) == (1, [])
+        assert multiprocessing.active_children() == []
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_the_workers_and_keeps_finished_trials(tmp_path):
     plan = plan_run(build_config(**QUICK, jobs=2, out=str(tmp_path)))
@@ -667,6 +707,29 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_a_worker_imports_what_its_first_job_needs_before_it_is_ready():
+    """smp (timm, torchvision, torch._dynamo) and the boundary scores' scipy were imported
+    in a worker's first job, after the main process had handed it over: 2-4 s, where they
+    could have been imported while the main process loaded the data."""
+    import multiprocessing
+
+    from losscmp.executors.local import _worker_main
+
+    spawn = multiprocessing.get_context("spawn")
+    conn, child = spawn.Pipe()
+    worker = spawn.Process(target=_worker_main, args=(child, 0, "cpu"))
+    worker.start()
+    try:
+        assert conn.poll(300) and conn.recv() == ("ready", None)
+        mapped = Path(f"/proc/{worker.pid}/maps").read_text()
+    finally:
+        worker.kill()
+        worker.join()
+    assert "torchvision/_C" in mapped  # smp's encoders are torchvision's
+    assert "scipy/spatial/_ckdtree" in mapped
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
