@@ -277,7 +277,9 @@ def run(
     with _sigterm_as_interrupt():
         with _relative_paths_explained(resume, run_config):
             plan = plan_run(run_config)
-            prepared = prepare(plan, resuming=resume is not None, done=_finished(resume))
+            prepared = prepare(
+                plan, resuming=resume is not None, done=_finished(resume), dry_run=dry_run
+            )
         if dry_run:
             finished, choices, execution = _dry_run_checks(prepared, resume)
             console.print_plan(plan, finished, choices, execution)

@@ -67,10 +67,13 @@ class PreparedRun:
     tracker: GuardedTracker = dataclasses.field(default_factory=lambda: create_tracker(None))
 
 
-def prepare(plan: Plan, resuming: bool = False, done: Collection[str] = ()) -> PreparedRun:
+def prepare(
+    plan: Plan, resuming: bool = False, done: Collection[str] = (), dry_run: bool = False
+) -> PreparedRun:
     """Resolve the device and the executor, load the data, build each loss once: every
     user error surfaces here, before any folder exists. (A resumed run writes into its
-    own folder only: no --out to check; ``done``, its finished trials, need no worker.)"""
+    own folder only: no --out to check; ``done``, its finished trials, need no worker; a
+    dry run, none at all.)"""
     config = plan.config
     if not resuming:
         check_out_dir(config.out)
@@ -78,15 +81,17 @@ def prepare(plan: Plan, resuming: bool = False, done: Collection[str] = ()) -> P
     tracker = create_tracker(config.tracking)  # e.g. MLflow not installed: likewise
     try:
         # Before torch is imported here (resolving the device): workers that --jobs fixes.
-        executor.start_early(sum(1 for trial in plan.trials if trial.id not in done))
+        if not dry_run:
+            executor.start_early(sum(1 for trial in plan.trials if trial.id not in done))
         # Where the jobs run decides (a Ray cluster's GPUs, not this machine's). A Ray
         # cluster that cannot be reached is refused here, likewise.
         device = executor.resolve_device(config.device)
         execution = resolve_execution(config, device, plan.trials, done)
         # Started first, so workers import torch while this process loads and probes the data.
-        executor.start(execution, device)
+        executor.start(execution, device, checks_only=dry_run)
         datasets, settings = _load_and_probe(plan, device)
-        datasets = executor.share(datasets)  # e.g. one copy in shared memory for the workers
+        if not dry_run:
+            datasets = executor.share(datasets)  # e.g. one copy in shared memory for workers
     except BaseException:
         executor.close()
         raise

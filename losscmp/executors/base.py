@@ -180,8 +180,9 @@ class Executor(ABC):
         yet), so that it overlaps the checks and the data: ``trials_to_run``, an upper bound
         on the jobs. ``close`` releases it should the checks fail."""
 
-    def start(self, execution: Execution, device) -> None:
-        """Connect or start what the executor needs; fails before the run folder exists."""
+    def start(self, execution: Execution, device, checks_only: bool = False) -> None:
+        """Connect or start what the executor needs; fails before the run folder exists.
+        ``checks_only`` (a dry run): only what the checks need, nothing to train with."""
         self.execution = execution
 
     def share(self, datasets: dict[str, Any]) -> dict[str, Any]:

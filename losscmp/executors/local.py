@@ -69,11 +69,12 @@ class LocalExecutor(Executor):
         if jobs > 1 and not self.workers:
             self._spawn(jobs, device_type=None)
 
-    def start(self, execution: Execution, device) -> None:
+    def start(self, execution: Execution, device, checks_only: bool = False) -> None:
         """Spawn the workers now, if they were not started early: each imports torch while
         the main process loads data. Started early, those beyond the jobs to run (the
-        losses fused into fewer models) are stopped."""
-        super().start(execution, device)
+        losses fused into fewer models) are stopped. A dry run (``checks_only``) spawns
+        none: they would take the cores its checks run on (3.3 s against 2.0 s for -j 2)."""
+        super().start(execution, device, checks_only)
         self.device_type = device.type
         kept = execution.jobs if execution.jobs > 1 else 0  # one job runs in this process
         for spare in self.workers[kept:]:
@@ -81,7 +82,8 @@ class LocalExecutor(Executor):
         for spare in self.workers[kept:]:
             spare.join()
         del self.workers[kept:]
-        self._spawn_workers()
+        if not checks_only:
+            self._spawn_workers()
 
     def crowding(self, execution: Execution) -> str:
         cores, at_once = available_cores(), execution.jobs

@@ -188,9 +188,9 @@ class RayExecutor(Executor):
         text = f"cuda: Ray cluster, {count:g} GPU{'s' if count != 1 else ''}"
         return text + (f" ({', '.join(kinds)})" if kinds else "")
 
-    def start(self, execution: Execution, device) -> None:
-        """Refuse tasks no node can run: before any folder exists."""
-        super().start(execution, device)
+    def start(self, execution: Execution, device, checks_only: bool = False) -> None:
+        """Refuse tasks no node can run: before any folder exists (a dry run too)."""
+        super().start(execution, device, checks_only)
         self._connect()
         _check_fits(task_cpus=execution.threads, gpu=device.type == "cuda")
 
