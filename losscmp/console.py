@@ -9,11 +9,14 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.cells import cell_len, set_cell_size
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -58,6 +61,121 @@ def fit_widths(width: int, label: int, status: int) -> list[int]:
     status = min(status, max(0, room - label - max(1, min(10, room // 5))))
     bar = max(1, min(BAR_WIDTH, room - label - status))
     return [label, bar, status, TIME_WIDTH, LEFT_WIDTH]
+
+
+INDENT = "  "  # a trial's line under the overall bar's
+SPEC_FLOOR = 5  # the cells a spec keeps ('tv…7)') before what follows it is cut
+
+
+def shorten_spec(spec: str, width: int) -> str:
+    """``spec`` in at most ``width`` cells, its middle left out: its name, '(', '…' and
+    the end of its parameters where they fit ('tversky(…beta=0.7)'), else as much of its
+    start as of its end ('synt….01)'). Specs of one loss or dataset differ in their
+    values, the last of which ends the spec; an end cut left 'syntheti…' for each."""
+    if cell_len(spec) <= width:
+        return spec
+    name, paren, _ = spec.partition("(")
+    head = name + paren
+    if paren and width >= cell_len(head) + 3:  # '…' and the end, at least 'n)'
+        return head + "…" + _last_cells(spec, width - cell_len(head) - 1)
+    if width < 3:
+        return _cut(spec, width)
+    tail = _last_cells(spec, (width - 1) // 2)
+    return set_cell_size(spec, width - 1 - cell_len(tail)) + "…" + tail
+
+
+def _cut(text: str, width: int) -> str:
+    """``text`` in at most ``width`` cells, its end cut with '…' where it does not fit (and
+    a separator or a spec's '…' before the cut with it: 'dice …', 'tver……' read badly)."""
+    if cell_len(text) <= width:
+        return text
+    kept = set_cell_size(text, max(0, width - 1)).rstrip(" ·@…")
+    return kept + "…" if width else ""
+
+
+def _last_cells(text: str, width: int) -> str:
+    """The end of ``text`` that fits in ``width`` cells."""
+    start = len(text)
+    while start > 0 and cell_len(text[start - 1 :]) <= width:
+        start -= 1
+    return text[start:]
+
+
+@dataclass(frozen=True)
+class TrialLabel:
+    """A running trial's name on its line: loss spec, rate (with --lr-grid), seed, dataset
+    (in a run over several) and where it runs ('worker 1'), fitted to the label column.
+    Cut at the end, two trials of one loss looked the same on an 80-column terminal: what
+    does not fit goes in the order that keeps them apart, where it runs first, then words
+    ('s0' for 'seed 0', no seed where it is the run's only one; '@ 0.001' for '@ lr 0.001'),
+    then the middle of the loss spec, then the dataset's; only then is the end cut."""
+
+    loss: str
+    seed: int
+    lr: float | None = None
+    dataset: str | None = None
+    where: str | None = None
+    sole_seed: bool = False  # the run's only seed: it tells no running trials apart
+
+    def name(self, loss: str | None = None, dataset: str | None = None, terse: int = 0) -> str:
+        """The trial as a log line names it; ``loss`` and ``dataset`` shortened ones;
+        ``terse`` 1 with 's0' for 'seed 0' (or no seed: the run's only one), 2 with '@ 0.001'
+        for '@ lr 0.001' too."""
+        rate = "" if self.lr is None else f" @ {'' if terse > 1 else 'lr '}{self.lr:g}"
+        seed = f" · seed {self.seed}"
+        if terse:
+            seed = "" if self.sole_seed else f" · s{self.seed}"
+        dataset = dataset if dataset is not None else self.dataset
+        shown = f" · {dataset}" if dataset is not None else ""
+        return f"{self.loss if loss is None else loss}{rate}{seed}{shown}"
+
+    def markup(self) -> str:
+        """The whole label as Rich markup, its text escaped."""
+        where = f" [dim]({escape(self.where)})[/dim]" if self.where else ""
+        return f"{INDENT}{escape(self.name())}{where}"
+
+    def fit(self, width: int) -> Text:
+        where = f" ({self.where})" if self.where else ""
+        full = INDENT + self.name()
+        if cell_len(full + where) <= width:
+            return Text.assemble((full, "bold"), (where, "bold dim"))
+        return Text(_cut(self._shortened(width), width), style="bold")
+
+    def _shortened(self, width: int) -> str:
+        """The label without where it runs, shortened to ``width`` cells as far as its
+        words and its loss and dataset specs give way (``fit`` cuts what is left over)."""
+        for terse in (0, 1):
+            if cell_len(INDENT + self.name(terse=terse)) <= width:
+                return INDENT + self.name(terse=terse)
+        loss = self._spec(self.loss, width, self.name(terse=2))
+        if self.dataset is None:
+            return INDENT + self.name(loss, terse=2)
+        dataset = self._spec(self.dataset, width, self.name(loss, terse=2))
+        return INDENT + self.name(loss, dataset, terse=2)
+
+    @staticmethod
+    def _spec(spec: str, width: int, name: str) -> str:
+        """``spec``, a part of ``name``, shortened as far as ``name`` needs to fit in
+        ``width`` cells (after the indent), but to no fewer than SPEC_FLOOR cells."""
+        room = width - cell_len(INDENT + name) + cell_len(spec)
+        return shorten_spec(spec, max(min(cell_len(spec), SPEC_FLOOR), room))
+
+    def __rich_console__(self, console, options):
+        yield self.fit(options.max_width)
+
+    def __rich_measure__(self, console, options) -> Measurement:
+        return Measurement(1, cell_len(Text.from_markup(self.markup()).plain))
+
+
+class LabelColumn(TextColumn):
+    """A line's label: a trial's fitted to its column (``TrialLabel``), else the text."""
+
+    def __init__(self) -> None:
+        super().__init__("[bold]{task.description}")
+
+    def render(self, task):
+        label = task.fields.get("label")
+        return label if label is not None else super().render(task)
 
 
 class _FittedLines:
@@ -119,7 +237,7 @@ class TrainingProgress:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.progress = _FittedProgress(
-            TextColumn("[bold]{task.description}"),
+            LabelColumn(),
             BarColumn(bar_width=None),  # as wide as fit_widths makes its column
             TextColumn("{task.fields[status]}"),
             TimeElapsedColumn(),
@@ -136,6 +254,7 @@ class TrainingProgress:
         self.epochs = 1
         self.ended = 0
         self.show_dataset = False
+        self.sole_seed = False  # one seed for every trial to run: a label may leave it out
         self.run_dir: Path | None = None
         self.drawing = False  # the live display runs: on a terminal only
 
@@ -166,6 +285,7 @@ class TrainingProgress:
         self.trials = {info.trial_id: info for info in event.todo}
         self.time_left = TimeLeft(self.trials, event.epochs, self.clock)
         self.show_dataset = len({info.dataset for info in event.todo}) > 1
+        self.sole_seed = len({info.seed for info in event.todo}) == 1
         kept = f" ({_count(event.skipped, 'finished trial')} kept)" if event.skipped else ""
         run_dir = escape(str(event.run_dir))  # '--out a[/b]' is a path, not Rich markup
         err.print(f"run folder: {run_dir}{kept}", highlight=False, soft_wrap=True)
@@ -188,13 +308,9 @@ class TrainingProgress:
         info = self.trials.get(event.trial_id)
         if info is None or event.trial_id in self.tasks:
             return
-        label = f"  {escape(info.loss)} · seed {info.seed}"
-        if self.show_dataset:
-            label += f" · {escape(info.dataset)}"
-        if event.where:
-            label += f" [dim]({escape(event.where)})[/dim]"
+        label = self._label(info, event.where)
         self.tasks[event.trial_id] = self.progress.add_task(
-            label, total=self.epochs, status="epoch 1"
+            label.markup(), total=self.epochs, status="epoch 1", label=label
         )
 
     def _on_StepDone(self, event) -> None:  # noqa: N802
@@ -275,13 +391,16 @@ class TrainingProgress:
             return ""
         return f", {clock_text(seconds, self.time_left.rough())} left"
 
+    def _label(self, info, where: str | None = None) -> TrialLabel:
+        """The trial's label: its dataset too when the run has several."""
+        dataset = info.dataset if self.show_dataset else None
+        return TrialLabel(info.loss, info.seed, info.lr, dataset, where or None, self.sole_seed)
+
     def _name(self, trial_id: str) -> str:
-        """As the trial's live line names it: its dataset too when the run has several."""
+        """As the trial's live line names it, in full: a printed line is never cut (Rich
+        prints it as one line, and a terminal wraps it)."""
         info = self.trials.get(trial_id)
-        if info is None:
-            return trial_id
-        dataset = f" · {info.dataset}" if self.show_dataset else ""
-        return f"{info.loss} · seed {info.seed}{dataset}"
+        return trial_id if info is None else self._label(info).name()
 
 
 class AmountColumn(ProgressColumn):

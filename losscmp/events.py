@@ -18,8 +18,9 @@ class TrialInfo:
 
     trial_id: str
     dataset: str
-    loss: str
+    loss: str  # the loss spec, e.g. 'tversky(alpha=0.3,beta=0.7)'
     seed: int
+    lr: float | None = None  # the rate where the run compares several (--lr-grid), else None
 
 
 @dataclass(frozen=True)

@@ -472,10 +472,13 @@ def stored_execution(meta: dict[str, Any], current: Execution) -> Execution:
 
 
 def _infos(trials: list[Trial], several_rates: bool = False) -> tuple[TrialInfo, ...]:
-    def label(trial: Trial) -> str:
-        return f"{trial.loss} @ lr {trial.lr:g}" if several_rates else trial.loss
-
-    return tuple(TrialInfo(trial.id, trial.dataset, label(trial), trial.seed) for trial in trials)
+    """The trials as progress names them: with their rate where the run has several."""
+    return tuple(
+        TrialInfo(
+            trial.id, trial.dataset, trial.loss, trial.seed, trial.lr if several_rates else None
+        )
+        for trial in trials
+    )
 
 
 def _write_reference_panels(

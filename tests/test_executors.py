@@ -845,6 +845,141 @@ def test_progress_lines_keep_the_bar_and_the_times_on_a_narrow_terminal(tmp_path
         assert "…" not in screen.file.getvalue()
 
 
+# Running trials (their infos and where they run) and the labels their lines show at 60, 80
+# and 120 columns: the label column gets 15, 23 and 39 cells (fit_widths).
+LABELLED_RUNS = {
+    "short labels": (
+        [
+            (TrialInfo("t0", "synthetic", "dice", 0), None),
+            (TrialInfo("t1", "synthetic", "focal", 1), None),
+        ],
+        {
+            60: ["  dice · seed 0", "  focal · s1"],
+            80: ["  dice · seed 0", "  focal · seed 1"],
+            120: ["  dice · seed 0", "  focal · seed 1"],
+        },
+    ),
+    "a rate grid on 2 workers": (
+        [
+            (TrialInfo("t0", "synthetic", "dice", 0, 0.001), "worker 1"),
+            (TrialInfo("t1", "synthetic", "dice", 0, 0.003), "worker 2"),
+            (TrialInfo("t2", "synthetic", "tversky(alpha=0.3,beta=0.7)", 0, 0.003), "worker 3"),
+        ],
+        {
+            60: ["  dice @ 0.001", "  dice @ 0.003", "  tv…7) @ 0.003"],
+            80: ["  dice @ lr 0.001", "  dice @ lr 0.003", "  tversky(…0.7) @ 0.003"],
+            120: [
+                "  dice @ lr 0.001 · seed 0 (worker 1)",
+                "  dice @ lr 0.003 · seed 0 (worker 2)",
+                "  tversky(alpha=0.3,beta=0.7) @ 0.003",
+            ],
+        },
+    ),
+    "seeds of a long spec": (
+        [
+            (TrialInfo("t0", "synthetic", "tversky(alpha=0.3,beta=0.7)", 0), "worker 1"),
+            (TrialInfo("t1", "synthetic", "tversky(alpha=0.3,beta=0.7)", 1), "worker 2"),
+        ],
+        {
+            60: ["  tver….7) · s0", "  tver….7) · s1"],
+            80: ["  tversky(…ta=0.7) · s0", "  tversky(…ta=0.7) · s1"],
+            120: [
+                "  tversky(alpha=0.3,beta=0.7) · seed 0",
+                "  tversky(alpha=0.3,beta=0.7) · seed 1",
+            ],
+        },
+    ),
+    "several datasets": (
+        [
+            (TrialInfo("t0", "synthetic(fg_fraction=0.01)", "dice", 0), "worker 1"),
+            (TrialInfo("t1", "synthetic(fg_fraction=0.2)", "dice", 0), "worker 2"),
+            (TrialInfo("t2", "folder(path='/data/scans[v2]')", "dice", 0), "worker [3]"),
+        ],
+        {
+            60: ["  dice · syn…1)", "  dice · syn…2)", "  dice · fol…')"],
+            80: ["  dice · synthetic(…01)", "  dice · synthetic(….2)", "  dice · folder(…[v2]')"],
+            120: [
+                "  dice · synthetic(fg_fraction=0.01)",
+                "  dice · synthetic(fg_fraction=0.2)",
+                "  dice · folder(path='/data/scans[v2]')",
+            ],
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+@pytest.mark.parametrize("run", LABELLED_RUNS)
+def test_a_narrow_terminal_shortens_labels_to_what_tells_running_trials_apart(tmp_path, run, width):
+    """At 80 columns, 'dice @ lr 0.001 · seed 0 (worker 1)' lost its end in the label
+    column's 23 cells: '  dice @ lr 0.001 · se…', the same for each seed, and a long spec
+    kept only its start ('  tversky(alpha=0.3,be…') whatever its rate, seed or dataset.
+    Where it runs goes first, then the seed's word ('s0'; the seed where the run has one)
+    and the rate's ('@ 0.003'), then the middle of the loss spec and the dataset's; only
+    then is the end cut."""
+    import io
+    import re
+
+    from rich.cells import cell_len
+    from rich.console import Console
+
+    from losscmp.console import TrainingProgress
+
+    running, expected = LABELLED_RUNS[run]
+    progress = TrainingProgress()
+    infos = tuple(info for info, _ in running)
+    progress(RunStarted(tmp_path, infos, skipped=0, epochs=2, executor="3 worker processes"))
+    progress.progress.stop()  # drawn below at a chosen width instead
+    for info, where in running:
+        progress(TrialStarted(info.trial_id, where))
+    screen = Console(record=True, width=width, force_terminal=True, file=io.StringIO())
+    screen.print(progress.progress.make_tasks_table(progress.progress.tasks))
+    lines = screen.export_text().splitlines()[1:]  # below the overall bar
+    assert [re.match("(.*?) +[━╸╺]", line).group(1) for line in lines] == expected[width]
+    for line in lines:  # the bar and both times still there, in the terminal's width
+        assert cell_len(line) <= width
+        assert re.search(r"[━╸╺] .*\d:\d\d:\d\d +-:--:--$", line.rstrip()), line
+
+
+def test_a_label_gives_way_in_order_and_a_log_line_names_the_trial_in_full():
+    """Each step as far as the one before does not fit: where it runs, the seed's word,
+    the rate's, the loss spec's middle, the dataset's middle, then the end."""
+    from losscmp.console import TrialLabel
+
+    label = TrialLabel("tversky(alpha=0.3,beta=0.7)", 1, 0.003, "synthetic(fg_fraction=0.2)", "w 2")
+    widths = (84, 83, 77, 71, 70, 60, 50, 40, 30, 20)
+    assert {width: label.fit(width).plain for width in widths} == {
+        84: "  tversky(alpha=0.3,beta=0.7) @ lr 0.003 · seed 1 · synthetic(fg_fraction=0.2) (w 2)",
+        83: "  tversky(alpha=0.3,beta=0.7) @ lr 0.003 · seed 1 · synthetic(fg_fraction=0.2)",
+        77: "  tversky(alpha=0.3,beta=0.7) @ lr 0.003 · s1 · synthetic(fg_fraction=0.2)",
+        71: "  tversky(alpha=0.3,beta=0.7) @ 0.003 · s1 · synthetic(fg_fraction=0.2)",
+        70: "  tversky(…pha=0.3,beta=0.7) @ 0.003 · s1 · synthetic(fg_fraction=0.2)",
+        60: "  tversky(…ta=0.7) @ 0.003 · s1 · synthetic(fg_fraction=0.2)",
+        50: "  tve…7) @ 0.003 · s1 · synthetic(fg_fraction=0.2)",
+        40: "  tv…7) @ 0.003 · s1 · synthetic(…n=0.2)",
+        30: "  tv…7) @ 0.003 · s1 · syn….2)",
+        20: "  tv…7) @ 0.003 · s…",
+    }
+    assert (
+        label.name()
+        == "tversky(alpha=0.3,beta=0.7) @ lr 0.003 · seed 1 · synthetic(fg_fraction=0.2)"
+    )
+    assert TrialLabel("dice", 0, sole_seed=True).fit(8).plain == "  dice"
+
+
+def test_progress_is_told_a_trials_rate_where_the_run_has_several():
+    """The rate travels apart from the loss spec, so that a label can shorten the spec and
+    keep the rate ('tversky(…0.7) @ 0.003')."""
+    from losscmp.runner import _infos
+
+    trials = [Trial("synthetic", "tversky(alpha=0.3,beta=0.7)", 1, lr) for lr in (1e-3, 3e-3)]
+    assert [(info.loss, info.seed, info.lr) for info in _infos(trials, several_rates=True)] == [
+        ("tversky(alpha=0.3,beta=0.7)", 1, 1e-3),
+        ("tversky(alpha=0.3,beta=0.7)", 1, 3e-3),
+    ]
+    assert [info.lr for info in _infos(trials[:1])] == [None]
+
+
 def test_a_trials_line_says_which_split_it_scores_and_keeps_its_bar(tmp_path):
     """A long evaluation (minutes on a CPU) left a trial's line at its last step, as if
     hung: it now says 'validating 3/40', then 'testing' (and in the last epoch 'boundaries'),
@@ -954,8 +1089,8 @@ def test_a_logs_lines_are_not_broken_at_80_columns(tmp_path, capsys):
     · seed 0 (24/156 trials, ' and '0:00:30 left)' (a grep for the trial lost its tally)."""
     from losscmp.console import TrainingProgress
 
-    label = "tversky(alpha=0.7,beta=0.3) @ lr 0.001"
-    infos = (TrialInfo("t0", "synthetic", label, 0), TrialInfo("t1", "synthetic", label, 1))
+    loss, label = "tversky(alpha=0.7,beta=0.3)", "tversky(alpha=0.7,beta=0.3) @ lr 0.001"
+    infos = tuple(TrialInfo(f"t{seed}", "synthetic", loss, seed, 0.001) for seed in (0, 1))
     executor = "2 worker processes, 1 thread each, " + "x" * 60
     with TrainingProgress() as progress:
         progress(RunStarted(tmp_path, infos, skipped=0, epochs=1, executor=executor))
