@@ -81,8 +81,8 @@ def prepare(
     tracker = create_tracker(config.tracking)  # e.g. MLflow not installed: likewise
     try:
         # Before torch is imported here (resolving the device): workers that --jobs fixes.
-        if not dry_run:
-            executor.start_early(sum(1 for trial in plan.trials if trial.id not in done))
+        if not dry_run:  # at most the unfused jobs: 'auto' fuses or not by the device
+            executor.start_early(len(make_jobs(plan.trials, config.fuse == "on", done)))
         # Where the jobs run decides (a Ray cluster's GPUs, not this machine's). A Ray
         # cluster that cannot be reached is refused here, likewise.
         device = executor.resolve_device(config.device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -251,20 +252,47 @@ def test_workers_that_jobs_asks_for_start_before_the_device_is_resolved(tmp_path
     assert multiprocessing.active_children() == []
 
 
-def test_workers_started_early_beyond_the_fused_jobs_are_stopped(tmp_path):
-    """-j 4 for four trials starts four workers early; fused, they are two models (one a
-    seed): two workers are stopped before any job, and the two left train them."""
+def test_workers_started_early_beyond_the_fused_jobs_are_stopped(tmp_path, monkeypatch):
+    """-j 4 for four trials starts four workers early; fused on a GPU ('auto'), they are
+    two models (one a seed): two workers are stopped before any job, and the two left
+    train them. '--fuse on' counts its models before it starts any: two workers, or none
+    for one model, which trains in this process."""
     import multiprocessing
 
+    from losscmp.executors.local import LocalExecutor
+
+    early = []
+    start_early = LocalExecutor.start_early
+
+    def counted(self, jobs_at_most):
+        start_early(self, jobs_at_most)
+        early.append(len(self.workers))
+
+    monkeypatch.setattr(LocalExecutor, "start_early", counted)
+    fused_by_device = build_config(**QUICK, jobs=4, out=str(tmp_path))
+    monkeypatch.setattr(
+        "losscmp.runner.resolve_execution",
+        lambda *args, **kwargs: dataclasses.replace(
+            resolve_execution(*args, **kwargs), fused=True, jobs=2
+        ),
+    )
+    prepared = prepare(plan_run(fused_by_device))
+    with prepared.executor:
+        assert (early, len(prepared.executor.workers)) == ([4], 2)
+        assert len(multiprocessing.active_children()) == 2
+    monkeypatch.undo()
+    monkeypatch.setattr(LocalExecutor, "start_early", counted)
+    early.clear()
     config = build_config(**QUICK, jobs=4, fuse="on", out=str(tmp_path))
     prepared = prepare(plan_run(config))
     with prepared.executor:
-        assert (prepared.execution.jobs, len(prepared.executor.workers)) == (2, 2)
+        assert (early, prepared.execution.jobs, len(prepared.executor.workers)) == ([2], 2, 2)
         assert len(multiprocessing.active_children()) == 2
+    early.clear()
     one_job = build_config(**{**QUICK, "seeds": 1}, jobs=4, fuse="on", out=str(tmp_path))
     prepared = prepare(plan_run(one_job))  # one fused model: it trains in this process
     with prepared.executor:
-        assert (prepared.execution.jobs, prepared.executor.workers) == (1, [])
+        assert (early, prepared.execution.jobs, prepared.executor.workers) == ([0], 1, [])
         assert multiprocessing.active_children() == []
 
 

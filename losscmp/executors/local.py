@@ -60,12 +60,12 @@ class LocalExecutor(Executor):
         else:
             yield from self._run_in_workers(jobs, context, emit)
 
-    def start_early(self, trials_to_run: int) -> None:
-        """Spawn the workers ``--jobs`` asks for (no more than the trials to run) before the
+    def start_early(self, jobs_at_most: int) -> None:
+        """Spawn the workers ``--jobs`` asks for (no more than the jobs to run) before the
         main process imports torch: their imports (torch, smp, scipy: 3-4 s) overlap its own
         instead of starting once torch is in (2 s). They learn the device with their first
         job."""
-        jobs = min(self.config.jobs or 1, trials_to_run)
+        jobs = min(self.config.jobs or 1, jobs_at_most)
         if jobs > 1 and not self.workers:
             self._spawn(jobs, device_type=None)
 
