@@ -137,9 +137,10 @@ def run_command(args: list[str], out: Path, driver: Path | None = None) -> tuple
 
 
 def check_finished(run_dir: Path) -> None:
-    """A run whose trials failed (after their retry) still exits 0, and sooner: its wall
-    time would read as a fast side. (A diverged trial stops early too, but that is the
-    loss's doing on every side: ``execution_of`` says so instead.)"""
+    """A run whose trials failed (after their retry) ends sooner: its wall time would read
+    as a fast side. Its exit status 1 says so (``run_command``); the folder is read too, for
+    a trial without a record. (A diverged trial stops early too, but that is the loss's
+    doing on every side: ``execution_of`` says so instead.)"""
     meta = json.loads((run_dir / "run.json").read_text())
     failed = meta.get("failed_trials") or {}
     if failed:

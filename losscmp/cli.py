@@ -53,6 +53,10 @@ PATH_ERRNOS = frozenset(
 )
 
 
+# A run that ended with trials failed (after their retry): its table lacks them. Mistakes
+# are 2; Ctrl-C 130 and SIGTERM 143 (_stop_status).
+FAILED_TRIALS_STATUS = 1
+
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -285,17 +289,40 @@ def run(
             console.print_plan(plan, finished, choices, execution)
             return
         run_dir = _train(prepared, resume, _command_line(config, flags, resume))
-        try:
-            _print_report([run_dir], metric="dice", files={}, plots=False, run_page=True)
-        except KeyboardInterrupt as stop:
-            typer.echo(
-                f"losscmp: {_stopped(stop)}; every trial is saved in {run_dir}: 'losscmp "
-                f"report {run_dir}' prints the table ({_rerun(run_dir, resume)} also writes "
-                "its report.html)",
-                err=True,
-            )
-            raise typer.Exit(_stop_status(stop)) from None
-        prepared.tracker.attach(run_dir)  # the report files, now that they exist
+        failed = _failed_trials(prepared.plan, run_dir)
+        if len(failed) < len(prepared.plan.trials):  # a table to print: some trials trained
+            _report_run(prepared, run_dir, resume)
+        if failed:
+            # A script (CI, a batch scheduler) learns from the status that the table lacks
+            # trials; the line says which and how to train them (the same command, resuming).
+            command = _command_line(config, flags, resume or run_dir)
+            line = console.failed_trials_line(failed, prepared.plan, command)
+            typer.echo(_one_plain_line(line), err=True)
+            raise typer.Exit(FAILED_TRIALS_STATUS)
+
+
+def _failed_trials(plan, run_dir: Path) -> list:
+    """The planned trials that failed (their worker died twice, they raised) and have not
+    been trained since, in the plan's order."""
+    from losscmp.results import RunStore
+
+    failed = RunStore(run_dir).failed_trials()
+    return [trial for trial in plan.trials if trial.id in failed]
+
+
+def _report_run(prepared, run_dir: Path, resume: Path | None) -> None:
+    """The table of the run just trained, its summary.csv and report.html."""
+    try:
+        _print_report([run_dir], metric="dice", files={}, plots=False, run_page=True)
+    except KeyboardInterrupt as stop:
+        typer.echo(
+            f"losscmp: {_stopped(stop)}; every trial is saved in {run_dir}: 'losscmp "
+            f"report {run_dir}' prints the table ({_rerun(run_dir, resume)} also writes "
+            "its report.html)",
+            err=True,
+        )
+        raise typer.Exit(_stop_status(stop)) from None
+    prepared.tracker.attach(run_dir)  # the report files, now that they exist
 
 
 def _train(prepared, resume: Path | None, command: str) -> Path:

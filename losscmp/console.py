@@ -524,6 +524,33 @@ def print_written(paths: list[Path]) -> None:
         err.print(f"wrote {escape(str(path))}", highlight=False, soft_wrap=True)
 
 
+# The failed trials a run's last line names; the rest it counts ('and 4 more').
+NAMED_FAILURES = 3
+
+
+def failed_trials_line(failed: list, plan, resume_command: str) -> str:
+    """The last line of a run some of whose trials failed (``failed``: their ``Trial``s):
+    how many of the ``plan``'s, which, named as the 'failed:' lines above them (which give
+    each reason), and the command that trains them again."""
+    several_rates, several_datasets = len(plan.rates) > 1, len(plan.dataset_specs) > 1
+    names = [
+        TrialLabel(
+            trial.loss,
+            trial.seed,
+            trial.lr if several_rates else None,
+            trial.dataset if several_datasets else None,
+        ).name()
+        for trial in failed[:NAMED_FAILURES]
+    ]
+    if len(failed) > len(names):
+        names.append(f"{len(failed) - len(names)} more")
+    them = "it" if len(failed) == 1 else "them"
+    return (
+        f"losscmp: {len(failed)} of {_count(len(plan.trials), 'trial')} failed "
+        f"({', '.join(names)}); train {them} again with: {resume_command}"
+    )
+
+
 def print_loss_table(entries: list) -> None:
     noun = "loss" if len(entries) == 1 else "losses"
     table = Table(title=f"{len(entries)} {noun}", show_lines=False)

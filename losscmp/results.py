@@ -1116,6 +1116,16 @@ class RunStore:
         failed[trial] = str(reason)
         self.update_meta(failed_trials=failed)
 
+    def failed_trials(self) -> dict[str, str]:
+        """run.json's failed trials that no record has replaced since: {id: reason}, the
+        trials ``--resume`` trains again (a ``write_trial`` that could not update run.json
+        leaves a trained trial's entry behind: its record counts)."""
+        failed = self.read_meta().get("failed_trials") or {}
+        if not (isinstance(failed, dict) and failed):
+            return {}
+        present = self.scan_trials().records
+        return {trial: str(reason) for trial, reason in failed.items() if trial not in present}
+
     # ----------------------------------------------------------------- trials
 
     def scan_trials(self) -> TrialScan:

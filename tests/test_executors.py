@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shlex
 import signal
 from pathlib import Path
 
@@ -566,6 +567,124 @@ def test_in_process_a_job_that_raises_is_retried_then_recorded_failed(tmp_path, 
     assert json.loads((run_dir / "run.json").read_text())["failed_trials"] == {broken: reason}
     finished = {path.stem for path in (run_dir / "trials").glob("*.json")}
     assert finished == {trial.id for trial in plan.trials} - {broken}
+
+
+# One loss of two fails (its job raises, or its worker dies, twice); the other trains.
+FAILING_BCE = {**QUICK, "seeds": 1, "epochs": 1}
+
+
+def _bce_fails_in_process(monkeypatch) -> None:
+    """--jobs 1: bce's job raises on both attempts (a data-loader process killed)."""
+    import losscmp.executors.local as local
+
+    real_run_job = local.run_job
+
+    def run_job(job, context, emit, **kwargs):
+        if any(trial.loss == "bce" for trial in job.trials):
+            raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Killed.")
+        return real_run_job(job, context, emit, **kwargs)
+
+    monkeypatch.setattr(local, "run_job", run_job)
+
+
+def _bce_worker_dies(monkeypatch) -> None:
+    """--jobs 2: the worker that takes bce's job dies, and so does the fresh one."""
+    from worker_faults import dies_on_bce
+
+    import losscmp.executors.local as local
+
+    monkeypatch.setattr(local, "_worker_main", dies_on_bce)
+
+
+@pytest.mark.parametrize(
+    ("jobs", "inject", "reason"),
+    [
+        pytest.param(
+            "1", _bce_fails_in_process, "RuntimeError: DataLoader worker", id="in-process"
+        ),
+        pytest.param(
+            "2",
+            _bce_worker_dies,
+            "worker process died (exit code 9; out of memory or killed?)",
+            id="workers",
+            marks=pytest.mark.slow,  # 15 s: workers spawned, and spawned again as they die
+        ),
+    ],
+)
+def test_a_run_with_a_failed_trial_exits_1_naming_it_and_the_resume_command(
+    cli, tmp_path, monkeypatch, jobs, inject, reason
+):
+    """A run whose trial failed exited 0, as one whose every trial trained: a script (a
+    CI job, 'losscmp run ... && losscmp report ...') could not tell that the table lacks
+    it. It still prints the table and writes the report, then exits 1, its last line
+    naming the failed trial and the command that trains it; that command exits 0."""
+    inject(monkeypatch)
+    out = tmp_path / "runs"
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in FAILING_BCE.items()]
+    result = cli("run", *flags, "--out", out, "--jobs", jobs)
+
+    assert result.exit_code == 1, result.output
+    run_dir = only_run_dir(out)
+    (failed,) = json.loads((run_dir / "run.json").read_text())["failed_trials"].values()
+    assert failed.startswith(reason)
+    assert "dice" in result.stdout and "bce" not in result.stdout  # the table, without bce
+    assert (run_dir / "summary.csv").is_file() and (run_dir / "report.html").is_file()
+    dataset = "'synthetic(fg_fraction=0.1,n_train=16,n_val=8)'"
+    command = (
+        f"losscmp run --losses dice,bce --dataset {dataset} --epochs 1 --seeds 1 --model tiny "
+        f"--device cpu --out {out} --jobs {jobs} --threads 1 --resume {run_dir}"
+    )
+    assert result.stderr.splitlines()[-1] == (
+        f"losscmp: 1 of 2 trials failed (bce · seed 0); train it again with: {command}"
+    )
+
+    monkeypatch.undo()  # the fault mended: the printed command finishes the run
+    resumed = cli(*shlex.split(command)[1:])
+    assert resumed.exit_code == 0, resumed.output
+    assert resumed.stderr.splitlines()[-1] == f"wrote {run_dir / 'report.html'}"
+    assert json.loads((run_dir / "run.json").read_text())["failed_trials"] == {}
+    assert len(list((run_dir / "trials").glob("*.json"))) == 2
+
+
+def test_a_run_whose_every_trial_failed_exits_1_not_as_a_mistake(cli, tmp_path, monkeypatch):
+    """Workers that cannot start fail every trial: the run's report then refused it as a
+    mistake would be ('error: ... has no finished trials', exit status 2). It has no table
+    to print; it exits 1 with the line that names the failed trials and the resume."""
+    from worker_faults import cannot_start
+
+    import losscmp.executors.local as local
+
+    monkeypatch.setattr(local, "_worker_main", cannot_start)
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in FAILING_BCE.items()]
+    result = cli("run", *flags, "--out", tmp_path, "--jobs", "2")
+
+    assert result.exit_code == 1, result.output
+    run_dir = only_run_dir(tmp_path)
+    assert result.stdout == "" and "error" not in result.stderr
+    assert not (run_dir / "summary.csv").exists()
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("losscmp: 2 of 2 trials failed (dice · seed 0, bce · seed 0); ")
+    assert last.endswith(f" --jobs 2 --threads 1 --resume {run_dir}")
+
+
+def test_the_failure_line_names_three_trials_and_counts_the_rest():
+    """A run over several rates and datasets names each failed trial by both, as its
+    'failed:' line does; past three, the line counts them."""
+    from losscmp.console import failed_trials_line
+
+    config = build_config(
+        losses="dice,bce", fg_fraction="0.1,0.2", lr_grid="0.001,0.01", seeds=1, out="runs"
+    )
+    plan = plan_run(config)
+    line = failed_trials_line(plan.trials[:5], plan, "losscmp run --resume runs/x")
+    first = [
+        f"{trial.loss} @ lr {trial.lr:g} · seed 0 · {trial.dataset}" for trial in plan.trials[:3]
+    ]
+    assert len(plan.trials) == 8
+    assert line == (
+        f"losscmp: 5 of 8 trials failed ({', '.join(first)}, 2 more); train them again with: "
+        "losscmp run --resume runs/x"
+    )
 
 
 @pytest.mark.parametrize("fuse", ["off", "on"])

@@ -186,9 +186,14 @@ def test_a_killed_task_is_retried_once_then_its_trial_is_recorded_as_failed(
         "--out", tmp_path,
     )  # fmt: skip
 
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # 1: a trial failed
     assert kills == {"dice": 0, "focal": 0}
     (run_dir,) = tmp_path.iterdir()
+    assert result.stderr.splitlines()[-1] == (
+        "losscmp: 1 of 3 trials failed (dice · seed 0); train it again with: losscmp run "
+        f"--config {SMOKE} --out {tmp_path} --executor ray --jobs 2 --threads 1 "
+        f"--resume {run_dir}"
+    )
     meta = json.loads((run_dir / "run.json").read_text())
     (dice,) = [trial for trial in meta["trials"] if "__dice__" in trial]
     assert list(meta["failed_trials"]) == [dice]

@@ -62,9 +62,9 @@ def trial_records(run_dir: Path) -> dict[str, dict]:
     return {record["trial_id"]: record for record in records}
 
 
-def tracked(cli, out: Path, *extra):
+def tracked(cli, out: Path, *extra, status: int = 0):
     result = cli("run", *ARGS, "--out", out, "--tracking", "mlflow", *extra)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == status, result.output
     (run_dir,) = [path for path in out.iterdir() if (path / "run.json").is_file()]
     return result, run_dir
 
@@ -196,7 +196,7 @@ def test_a_failed_trial_is_a_failed_child_that_a_resume_replaces(cli, tmp_path, 
     default_store(monkeypatch)
     out = tmp_path / "out"
     dying_worker(monkeypatch, "out of memory")
-    _, run_dir = tracked(cli, out, "--jobs", "1")
+    _, run_dir = tracked(cli, out, "--jobs", "1", status=1)  # 1: a trial failed
     meta = json.loads((run_dir / "run.json").read_text())
     ((focal, reason),) = meta["failed_trials"].items()
     assert reason == "RuntimeError: out of memory"
@@ -213,7 +213,7 @@ def test_a_failed_trial_is_a_failed_child_that_a_resume_replaces(cli, tmp_path, 
     assert parent.info.status == "FAILED"
 
     dying_worker(monkeypatch, "out of memory again")
-    assert cli("run", "--resume", run_dir).exit_code == 0
+    assert cli("run", "--resume", run_dir).exit_code == 1
     (again,) = children_by_trial(client)[focal]
     assert again.info.status == "FAILED"
     assert again.data.tags["losscmp.failure"] == "RuntimeError: out of memory again"

@@ -20,3 +20,31 @@ def silent_orphan(conn, index: int, device_type: str) -> None:
     _exit_with_parent()
     conn.send(("ready", os.getpid()))
     time.sleep(60)
+
+
+class _DiesOnTaking:
+    """A worker's end of the pipe that kills the worker once it has taken a job of
+    ``loss``: a death mid-job (the OOM killer), which costs the job an attempt."""
+
+    def __init__(self, conn, loss: str) -> None:
+        self.conn, self.loss, self.job = conn, loss, None
+
+    def recv(self):
+        message = self.conn.recv()
+        self.job = message[0]
+        return message
+
+    def send(self, message) -> None:
+        self.conn.send(message)
+        if message[0] == "took" and any(trial.loss == self.loss for trial in self.job.trials):
+            os._exit(9)
+
+    def __getattr__(self, name: str):
+        return getattr(self.conn, name)
+
+
+def dies_on_bce(conn, index: int, device_type: str) -> None:
+    """A real worker, but one that dies whenever it takes bce's job."""
+    from losscmp.executors.local import _worker_main
+
+    _worker_main(_DiesOnTaking(conn, "bce"), index, device_type)
