@@ -182,11 +182,14 @@ def report_notes(results: RunResults) -> list[str]:
 
 
 def unfinished_trials(results: RunResults) -> dict[Path, int]:
-    """Per run folder, how many planned trials (run.json's ``trials``) have no result yet."""
+    """Per run folder, how many planned trials (run.json's ``trials``) have no result yet,
+    but those that failed (their own note counts them: the same trial twice read as two)."""
     done = set(results.trials["trial_id"])
     missing = {}
     for run_dir, meta in zip(results.run_dirs, results.metas, strict=True):
-        count = sum(1 for trial in meta.get("trials") or [] if trial not in done)
+        failed = meta.get("failed_trials")
+        failed = failed if isinstance(failed, dict) else {}
+        count = sum(1 for trial in meta.get("trials") or [] if trial not in done | set(failed))
         if count:
             missing[run_dir] = count
     return missing

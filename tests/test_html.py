@@ -52,7 +52,7 @@ def test_diverged_failed_and_unfinished_trials_are_stated(tmp_path):
         extra_meta={"failed_trials": {"extra-trial": "worker killed twice"}},
     )
     meta = read_run_json(run_dir)
-    meta["trials"].append("extra-trial")
+    meta["trials"] += ["extra-trial", "another-trial"]  # failed; not trained yet
     meta["finished_at"] = None
     (run_dir / "run.json").write_text(json.dumps(meta))
     text = page_of(run_dir)

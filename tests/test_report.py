@@ -26,7 +26,7 @@ from losscmp.render.cells import (
 )
 from losscmp.render.csv import write_summary
 from losscmp.render.terminal import render_class_tables, render_imbalance_table, render_table
-from losscmp.results import trial_id
+from losscmp.results import read_run_json, trial_id
 from losscmp.selection import chosen_rows
 from losscmp.summary import (
     RunResults,
@@ -262,6 +262,24 @@ def test_trial_ids_without_trials_folder_match_the_runners(tmp_path):
     }
     assert set(results.trials["trial_id"]) == expected
     assert unfinished_trials(results) == {}
+
+
+def test_a_failed_trial_is_noted_once_not_also_as_unfinished(tmp_path):
+    """A run that ended with a failed trial: one note says it failed and how to train it
+    again; 'is unfinished: 1 planned trial(s) have no result yet' counted it a second time."""
+    run_dir = write_run(
+        tmp_path, quality={"dice": 0.7}, extra_meta={"failed_trials": {"lost": "worker died"}}
+    )
+    meta = read_run_json(run_dir)
+    meta["trials"].append("lost")
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    results = load_run(run_dir)
+    assert unfinished_trials(results) == {}
+    notes = report_notes(results)
+    assert [note for note in notes if "lost" in note or "unfinished" in note] == [
+        f"{run_dir}: 1 trial(s) failed (e.g. lost: worker died); "
+        f"'losscmp run ... --resume {run_dir}' tries them again"
+    ]
 
 
 def test_fixture_names_trials_as_the_runner_does(run_dir):
