@@ -43,6 +43,23 @@ def random_target(mode: str, batch: int = 2, size: int = SIZE, classes: int = 3,
     return torch.randint(0, classes, (batch, size, size), generator=generator)
 
 
+def loss_and_pipeline_target(name: str, mode: str, ignore_index: int | None):
+    """The loss, a random target (its first 3 columns ignored with ``ignore_index``) and the
+    target's distance maps the loss needs, made on the host as the data pipeline makes them."""
+    from losscmp.losses import create_loss
+    from losscmp.losses.distance import batch_target_maps
+
+    loss = create_loss(name, mode=mode, ignore_index=ignore_index)
+    target = random_target(mode)
+    if ignore_index is not None:
+        target[..., :3] = ignore_index
+    classes = 1 if mode == "binary" else 3
+    maps = batch_target_maps(
+        target, mode=mode, num_classes=max(2, classes), ignore_index=ignore_index, names=loss.needs
+    )
+    return loss, target, maps
+
+
 def perfect_logits(target: torch.Tensor, mode: str, classes: int = 3, scale: float = CONFIDENT):
     """A confident prediction that agrees with the target everywhere."""
     if mode == "binary":

@@ -30,7 +30,13 @@ import contextlib
 
 import pytest
 import torch
-from losses_helpers import IGNORE, loss_mode_pairs, random_logits, random_target
+from losses_helpers import (
+    IGNORE,
+    loss_and_pipeline_target,
+    loss_mode_pairs,
+    random_logits,
+    random_target,
+)
 from torch._subclasses.fake_tensor import FakeTensorDeviceMismatchError, FakeTensorMode
 from train_helpers import tiny_settings
 
@@ -38,8 +44,6 @@ import losscmp.train
 from losscmp import devices, metrics
 from losscmp.data import load_dataset
 from losscmp.fused import FusedModel, _Copy, _evaluate_on_device, _train_epoch
-from losscmp.losses import create_loss
-from losscmp.losses.distance import batch_target_maps
 from losscmp.model import build_model
 from losscmp.plan import Trial, make_loss
 from losscmp.spec import parse_spec
@@ -135,14 +139,7 @@ def test_the_meta_device_lets_some_host_tensors_through():
 def test_every_loss_keeps_to_the_gpu(name, mode, ignore_index, fake_gpu):
     """A loss's forward with its target and maps as the data pipeline gives them (made on
     the host, sent with ``to_device``): nothing of the host meets the GPU's tensors."""
-    loss = create_loss(name, mode=mode, ignore_index=ignore_index)
-    target = random_target(mode)
-    if ignore_index is not None:
-        target[..., :3] = ignore_index
-    classes = 1 if mode == "binary" else 3
-    maps = batch_target_maps(
-        target, mode=mode, num_classes=max(2, classes), ignore_index=ignore_index, names=loss.needs
-    )
+    loss, target, maps = loss_and_pipeline_target(name, mode, ignore_index)
     with fake_gpu:
         logits = on_gpu(random_logits(mode)).requires_grad_(True)
         maps = {key: on_gpu(value) for key, value in maps.items()}

@@ -17,13 +17,18 @@ import copy
 
 import pytest
 import torch
-from losses_helpers import IGNORE, loss_mode_pairs, random_logits, random_target
+from losses_helpers import (
+    IGNORE,
+    loss_and_pipeline_target,
+    loss_mode_pairs,
+    random_logits,
+    random_target,
+)
 from train_helpers import tiny_settings
 
 from losscmp.data import load_dataset
 from losscmp.fused import FusedModel, _Copy, _evaluate_on_device, _train_epoch
 from losscmp.losses import create_loss
-from losscmp.losses.distance import batch_target_maps
 from losscmp.losses.pixel import top_fraction_mean, top_fraction_mean_on_device
 from losscmp.model import build_model
 from losscmp.plan import Trial, make_loss
@@ -48,14 +53,7 @@ def on_meta(tensor: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("ignore_index", [None, IGNORE])
 @pytest.mark.parametrize(("name", "mode"), PAIRS, ids=[f"{n}-{m}" for n, m in PAIRS])
 def test_every_loss_runs_forward_and_backward_without_reading_the_device(name, mode, ignore_index):
-    loss = create_loss(name, mode=mode, ignore_index=ignore_index)
-    target = random_target(mode)
-    if ignore_index is not None:
-        target[..., :3] = ignore_index
-    classes = 1 if mode == "binary" else 3
-    maps = batch_target_maps(
-        target, mode=mode, num_classes=max(2, classes), ignore_index=ignore_index, names=loss.needs
-    )
+    loss, target, maps = loss_and_pipeline_target(name, mode, ignore_index)
     logits = on_meta(random_logits(mode)).requires_grad_(True)
     value = loss(logits, on_meta(target), **{key: on_meta(m) for key, m in maps.items()})
     value.backward()
