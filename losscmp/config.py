@@ -30,6 +30,15 @@ FUSED_ADAMW_DEVICES = ("cpu", "cuda")
 # CPU vmap's convolution, BatchNorm and pooling rules move every activation between
 # (K·B, C) and (B, K·C) layouts and cannot run channels_last, 1.7x slower (benchmarks/README).
 PER_COPY_FUSED_DEVICES = ("cpu",)
+
+
+def separate_fused_copies(per_copy: bool, own_weights: bool, device_type: str) -> bool:
+    """Whether a fused model's copies are models of their own (fused.SeparateCopies), each
+    rounding exactly as it would alone: on PER_COPY_FUSED_DEVICES, in runs recorded with
+    ``fused_per_copy`` and ``fused_own_weights`` (older runs resume as they started)."""
+    return bool(per_copy and own_weights) and device_type in PER_COPY_FUSED_DEVICES
+
+
 MAX_FG_FRACTION = 0.9  # the synthetic generator's limit (losscmp.data.synthetic)
 DEFAULT_LOSSES = "dice,focal,tversky"
 COMMAND_LINE_ONLY = ("config", "resume", "dry_run")  # how to run, not what: not in YAML

@@ -391,10 +391,10 @@ def fused_model(model: torch.nn.Module, copies: int, settings: TrainSettings) ->
     """``copies`` copies of ``model`` as the device runs them: models of their own on the
     CPU (``config.PER_COPY_FUSED_DEVICES``, unless a resumed run started before
     ``fused_own_weights``), stacked weights under ``vmap`` elsewhere."""
-    from losscmp.config import PER_COPY_FUSED_DEVICES
+    from losscmp.config import separate_fused_copies
 
-    on_own = settings.fused_per_copy and settings.fused_own_weights
-    if on_own and settings.device.type in PER_COPY_FUSED_DEVICES:
+    own = settings.fused_per_copy, settings.fused_own_weights
+    if separate_fused_copies(*own, settings.device.type):
         return SeparateCopies(model, copies, settings)
     return FusedModel(model, copies, settings)
 

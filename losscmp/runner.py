@@ -27,6 +27,7 @@ from losscmp.config import (
     Origins,
     RunConfig,
     build_config,
+    separate_fused_copies,
 )
 from losscmp.errors import LosscmpError
 from losscmp.events import (
@@ -203,11 +204,21 @@ def execution_notes(prepared: PreparedRun, meta: dict[str, Any] | None = None) -
     return [note for note in notes if note]
 
 
-def make_jobs(trials: list[Trial], fused: bool, done: Collection[str] = ()) -> list[Job]:
+def _separate_copies(execution: Execution, device) -> bool:
+    """Whether the run's fused models hold their copies as models of their own."""
+    own = execution.fused_per_copy, execution.fused_own_weights
+    return separate_fused_copies(*own, device.type)
+
+
+def make_jobs(
+    trials: list[Trial], fused: bool, done: Collection[str] = (), separate_copies: bool = False
+) -> list[Job]:
     """The jobs for the planned ``trials`` that are not ``done``: one per trial, or per
     (dataset, seed, learning rate) group of at most MAX_FUSED_LOSSES losses (a group
-    shares one optimizer and one schedule: one rate). A fused group is always the planned
-    one, so that a resumed run gives the numbers of an uninterrupted one."""
+    shares one optimizer and one schedule: one rate). A fused group is trained as planned,
+    so that a resumed run gives the numbers of an uninterrupted one, unless its copies are
+    models of their own (``separate_copies``: each rounds as alone): then only the trials
+    not done train."""
     if not fused:
         return [Job((trial,)) for trial in trials if trial.id not in done]
     groups: dict[tuple[str, int, float | None], list[Trial]] = {}
@@ -220,7 +231,8 @@ def make_jobs(trials: list[Trial], fused: bool, done: Collection[str] = ()) -> l
             planned = tuple(group[start : start + MAX_FUSED_LOSSES])
             todo = tuple(trial for trial in planned if trial.id not in done)
             if todo:
-                jobs.append(Job(todo, fused=True, group=planned if todo != planned else ()))
+                again = planned if todo != planned and not separate_copies else ()
+                jobs.append(Job(todo, fused=True, group=again))
     return jobs
 
 
@@ -230,7 +242,8 @@ def planned_execution(prepared: PreparedRun, done: Collection[str] = (), meta=No
     whose fusion and threads the rest keeps."""
     execution = prepared.execution if meta is None else stored_execution(meta, prepared.execution)
     text = execution.describe()
-    jobs = make_jobs(prepared.plan.trials, execution.fused, done)
+    separate = _separate_copies(execution, prepared.settings.device)
+    jobs = make_jobs(prepared.plan.trials, execution.fused, done, separate)
     if not (execution.fused and jobs):
         return text
     sizes = sorted({len(job.trained) for job in jobs})
@@ -402,7 +415,9 @@ def _run_jobs(store, prepared: PreparedRun, execution: Execution, done: set[str]
         plan.config, plan.loss_specs, plan.dataset_specs, settings, execution.threads
     )
     share_datasets(prepared.datasets, plan.config)
-    jobs = make_jobs(plan.trials, execution.fused, done)
+    jobs = make_jobs(
+        plan.trials, execution.fused, done, _separate_copies(execution, settings.device)
+    )
     try:
         for result in prepared.executor.run(jobs, context, emit):
             _write_result(store, prepared, result, emit)

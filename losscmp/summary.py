@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 from losscmp import selection, stats
-from losscmp.config import PER_COPY_FUSED_DEVICES
+from losscmp.config import separate_fused_copies
 from losscmp.devices import rounding_key
 from losscmp.errors import LosscmpError, SpecError
 from losscmp.report_args import (
@@ -427,8 +427,8 @@ def _fusion_rounded_otherwise(meta: dict[str, Any], execution: dict[str, Any]) -
     if not execution.get("fused", False):
         return False
     device_type = str(meta.get("device", "")).split(":")[0]
-    own_weights = execution.get("fused_per_copy") and execution.get("fused_own_weights")
-    return not (own_weights and device_type in PER_COPY_FUSED_DEVICES)
+    own = execution.get("fused_per_copy"), execution.get("fused_own_weights")
+    return not separate_fused_copies(*own, device_type)
 
 
 def _check_comparable(first: RunResults, other: RunResults) -> None:

@@ -330,6 +330,7 @@ def test_jobs_are_single_trials_or_fused_groups_per_dataset_and_seed():
 
 
 def test_a_resumed_fused_group_is_trained_whole_and_returns_only_what_is_missing():
+    """Under vmap a group's rounding depends on how many copies it stacks."""
     trials = [Trial("a", loss, seed) for seed in (0, 1) for loss in "xyz"]
     done = {trials[0].id, trials[3].id, trials[4].id, trials[5].id}  # seed 1 is complete
     (job,) = make_jobs(trials, fused=True, done=done)
@@ -341,6 +342,9 @@ def test_a_resumed_fused_group_is_trained_whole_and_returns_only_what_is_missing
     ]
     (whole,) = make_jobs(trials[:3], fused=True)
     assert whole.group == () and whole.trained == whole.trials
+    # Copies that are models of their own (the CPU's) round as alone: only the missing train.
+    (separate,) = make_jobs(trials, fused=True, done=done, separate_copies=True)
+    assert separate.trials == separate.trained == tuple(trials[1:3])
 
 
 def test_a_fused_group_out_of_memory_says_how_to_need_less():

@@ -649,6 +649,38 @@ def test_a_resumed_fused_run_keeps_how_its_copies_ran(cli, tmp_path, monkeypatch
     assert made == ["own weights", "views", "views", "vmap"]
 
 
+def test_a_resumed_cpu_fused_group_trains_only_its_missing_trials(cli, tmp_path, monkeypatch):
+    """Copies with weights of their own round as each alone: a resumed group need not train
+    its finished trials again to give the missing one the numbers of an uninterrupted run
+    (it trained all three, for one)."""
+    import losscmp.fused
+
+    args = ["--config", str(SMOKE), "--out", str(tmp_path), "--losses", "dice,bce,focal"]
+    args += ["--epochs", "2", "--fuse", "on"]
+    assert cli("run", *args).exit_code == 0
+    (run_dir,) = tmp_path.iterdir()
+    lost = next((run_dir / "trials").glob("*bce*.json"))
+    before = json.loads(lost.read_text())
+    lost.unlink()
+    copies = []
+    original = losscmp.fused.fused_model
+
+    def counting(model, count, settings):
+        copies.append(count)
+        return original(model, count, settings)
+
+    monkeypatch.setattr(losscmp.fused, "fused_model", counting)
+    result = cli("run", *args, "--resume", str(run_dir))
+    assert result.exit_code == 0, result.output
+    assert copies == [1]
+    after = json.loads(lost.read_text())
+
+    def scores(record):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in record["epochs"]]
+
+    assert len(after["epochs"]) == 2 and scores(after) == scores(before)
+
+
 GRID_DATASET = "synthetic(fg_fraction=0.05,n_train=16,n_val=8,n_test={n_test})"
 
 
