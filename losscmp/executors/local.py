@@ -76,14 +76,18 @@ class LocalExecutor(Executor):
         none: they would take the cores its checks run on (3.3 s against 2.0 s for -j 2)."""
         super().start(execution, device, checks_only)
         self.device_type = device.type
-        kept = execution.jobs if execution.jobs > 1 else 0  # one job runs in this process
-        for spare in self.workers[kept:]:
-            spare.stop()
-        for spare in self.workers[kept:]:
-            spare.join()
-        del self.workers[kept:]
+        self._keep_workers(execution.jobs if execution.jobs > 1 else 0)  # 1: this process
         if not checks_only:
             self._spawn_workers()
+
+    def _keep_workers(self, count: int) -> None:
+        """Stop the workers beyond the first ``count`` (all asked first, then joined)."""
+        spares = self.workers[count:]
+        for spare in spares:
+            spare.stop()
+        for spare in spares:
+            spare.join()
+        del self.workers[count:]
 
     def crowding(self, execution: Execution) -> str:
         cores, at_once = available_cores(), execution.jobs
@@ -127,10 +131,7 @@ class LocalExecutor(Executor):
     def _run_in_workers(self, jobs: list[Job], context: JobContext, emit):
         spawn = multiprocessing.get_context("spawn")
         self._spawn_workers()
-        for spare in self.workers[len(jobs) :]:  # fewer jobs than workers (a resumed run)
-            spare.stop()
-            spare.join()
-        del self.workers[len(jobs) :]
+        self._keep_workers(len(jobs))  # fewer jobs than workers (a resumed run)
         queue = deque((job, 1) for job in jobs)
         while queue or any(worker.job for worker in self.workers):
             for worker in self.workers:
