@@ -534,3 +534,105 @@ def test_a_refused_address_from_ray_address_says_where_it_came_from(cli, tmp_pat
         "--ray-address"
     )
     assert not (tmp_path / "runs").exists()
+
+
+TOKEN_CLUSTER = """
+import sys, ray
+context = ray.init(num_cpus=1, num_gpus=0, include_dashboard=False, log_to_driver=False)
+print(context.address_info["gcs_address"], flush=True)
+sys.stdin.read()  # until the test module is done with it
+ray.shutdown()
+"""
+TOKEN_SOURCES = "(RAY_AUTH_TOKEN, a file named by RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token)"
+
+
+@pytest.fixture(scope="module")
+def token_cluster(tmp_path_factory):
+    """A local Ray that wants a token (RAY_AUTH_MODE=token, as a secured cluster's head
+    started), in a process of its own: (its GCS address, its token)."""
+    pytest.importorskip("ray._private.authentication")  # a Ray with token authentication
+    import secrets
+
+    token = secrets.token_hex(32)
+    home = tmp_path_factory.mktemp("home")  # no ~/.ray written or read
+    env = _without_ray_settings(HOME=str(home), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    process = subprocess.Popen(
+        [sys.executable, "-c", TOKEN_CLUSTER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=env,
+    )
+    try:
+        address = process.stdout.readline().strip()
+        assert address, "the token cluster did not start"
+        yield address, token
+    finally:
+        process.stdin.close()  # it stops its Ray and exits
+        process.wait(timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("auth", "says"),
+    [
+        ({}, "it wants an authentication token; set RAY_AUTH_MODE=token and give the cluster's"),
+        (
+            {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64},
+            "it refused this machine's authentication token; give the cluster's",
+        ),
+        (
+            {"RAY_AUTH_MODE": "token"},  # and none in HOME
+            "RAY_AUTH_MODE is token but no token is set; give the cluster's",
+        ),
+    ],
+    ids=["no-token-mode", "wrong-token", "mode-without-token"],
+)
+def test_a_cluster_wanting_a_token_this_machine_lacks_is_refused_in_one_line(
+    token_cluster, tmp_path, auth, says
+):
+    """ray.init asked again every second for 20 s, with 20 lines of Ray's warnings above
+    losscmp's; the address is probed with this machine's token first (the last case made
+    Ray's client end the process)."""
+    address, _ = token_cluster
+    out = tmp_path / "runs"
+    process = _losscmp_joining(address, out, _without_ray_settings(HOME=str(tmp_path), **auth))
+    assert process.returncode == 2, process.stderr
+    assert process.stderr.splitlines() == [
+        f"losscmp: error: --executor ray: could not join the Ray cluster at {address}: "
+        f"{says} {TOKEN_SOURCES}"
+    ]
+    assert not out.exists()
+
+
+def test_the_clusters_token_joins_it(token_cluster, tmp_path):
+    address, token = token_cluster
+    env = _without_ray_settings(HOME=str(tmp_path), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    process = _losscmp_joining(address, tmp_path / "runs", env, "--dry-run")
+    assert process.returncode == 0, process.stderr
+    assert process.stderr == ""
+    assert "executing: Ray tasks, as many as the cluster fits at once" in process.stdout
+
+
+def _losscmp_joining(address: str, out: Path, env: dict, *more: str):
+    """``losscmp run`` of the smoke config on the Ray cluster at ``address``."""
+    command = [sys.executable, "-m", "losscmp", "run", "--config", str(SMOKE), "--epochs", "1"]
+    return subprocess.run(
+        [*command, "--executor", "ray", "--ray-address", address, "--out", str(out), *more],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env=env,
+    )
+
+
+def _without_ray_settings(**settings: str) -> dict[str, str]:
+    """This process's environment without the Ray cluster or token it names (a module's
+    local Ray sets RAY_AUTH_MODE here), plus ``settings``."""
+    kept = {
+        name: value
+        for name, value in os.environ.items()
+        if name != "RAY_ADDRESS" and not name.startswith("RAY_AUTH_")
+    }
+    return kept | settings

@@ -37,6 +37,7 @@ import os
 import queue
 import re
 import socket
+import sys
 import threading
 import time
 import urllib.parse
@@ -289,6 +290,7 @@ def _join(address: str) -> None:
     level = ray_logger.level
     ray_logger.setLevel(logging.ERROR)  # start-up notices would break the progress display
     try:
+        _check_token(address)
         ray.init(
             address=address,
             ignore_reinit_error=True,
@@ -386,6 +388,78 @@ def _not_grpc(connection: socket.socket) -> str | None:
     return "it closed the connection" if not reply else "it does not speak gRPC"
 
 
+# Where the driver's Ray reads a cluster's token from, in Ray's order.
+TOKEN_SOURCES = "RAY_AUTH_TOKEN, a file named by RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token"
+
+
+def _check_token(address: str) -> None:
+    """Refuse at once a cluster that wants an authentication token (started with
+    RAY_AUTH_MODE=token) which this machine does not send, or not the cluster's: ray.init
+    asks again every second for 20 s, with a warning of Ray's each time. The probe asks the
+    GCS for the cluster's id, as ray.init does first, with the token ray.init would send."""
+    endpoint = _endpoint(address)
+    if endpoint is None or address.startswith("ray://") or _tls():
+        return  # a new local Ray; Ray's client server; TLS: probed for a connection only
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+        from ray._raylet import (
+            AuthenticationMode,
+            AuthenticationTokenLoader,
+            InnerGcsClient,
+            get_authentication_mode,
+        )
+        from ray.exceptions import AuthenticationError
+    except ImportError:  # a Ray without token authentication
+        return
+    if address == "auto":  # ray.init sends the token in ~/.ray itself to this machine's cluster
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    where = f"join the Ray cluster at {address}"
+    sent = get_authentication_mode() == AuthenticationMode.TOKEN
+    if sent and not AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
+        # Ray's client would end the process (a failed check in C++), not raise.
+        raise LosscmpError(
+            f"--executor ray: could not {where}: RAY_AUTH_MODE is token but no token is set; "
+            f"give the cluster's ({TOKEN_SOURCES})"
+        )
+    host, port = endpoint
+    gcs = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        with _native_stderr_silenced():  # Ray's one warning of the refusal, above our line
+            InnerGcsClient.standalone(gcs, None, int(PROBE_TIMEOUT_S * 1000))
+    except AuthenticationError:
+        raise LosscmpError(_token_refusal(where, sent)) from None
+    except Exception:
+        return  # anything else (not Ray's GCS?): ray.init says it in its own words
+
+
+def _token_refusal(where: str, sent: bool) -> str:
+    if sent:
+        return (
+            f"--executor ray: could not {where}: it refused this machine's authentication "
+            f"token; give the cluster's ({TOKEN_SOURCES})"
+        )
+    return (
+        f"--executor ray: could not {where}: it wants an authentication token; "
+        f"set RAY_AUTH_MODE=token and give the cluster's ({TOKEN_SOURCES})"
+    )
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Ray's C++ code logs to file descriptor 2 directly, past sys.stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _endpoint(address: str) -> tuple[str, int] | None:
     """(host, port) that ``ray.init(address)`` connects to; None for a new local Ray, and
     where Ray finds no cluster itself ("auto" with none: it says so at once) or cannot
@@ -414,11 +488,7 @@ def _connect_failure(error: BaseException, address: str) -> str:
     while (cause := causes[-1].__cause__ or causes[-1].__context__) and len(causes) < 10:
         causes.append(cause)
     if any("AuthToken" in str(cause) or "AuthenticationError" in str(cause) for cause in causes):
-        return (
-            f"--executor ray: could not {where}: it wants an authentication token; "
-            "set RAY_AUTH_MODE=token and provide the cluster's token "
-            "(~/.ray/auth_token or RAY_AUTH_TOKEN)"
-        )
+        return _token_refusal(where, sent=False)
     text = str(error).strip().splitlines() or [type(error).__name__]
     # Ray's advice names the flag of its own CLI ("--address"); losscmp's is --ray-address.
     advice = re.sub(r"(the )?`--address` flag", "--ray-address", text[0][:300])
