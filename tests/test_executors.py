@@ -650,6 +650,35 @@ def test_a_run_with_a_failed_trial_exits_1_naming_it_and_the_resume_command(
     assert len(list((run_dir / "trials").glob("*.json"))) == 2
 
 
+def test_ctrl_c_while_the_table_prints_still_names_the_failed_trials(cli, tmp_path, monkeypatch):
+    """Ctrl-C while the report of a run with a failed trial was written: exit 130 with a
+    line that said 'every trial is saved' and no word of the failed one, which run.json
+    records as failed. The line now says the trials that trained are saved, and the
+    failure line follows, last, as in a run not stopped; the status stays 130."""
+    import losscmp.cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    _bce_fails_in_process(monkeypatch)
+    monkeypatch.setattr(losscmp.cli, "_print_report", interrupted)
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in FAILING_BCE.items()]
+    result = cli("run", *flags, "--out", tmp_path)
+
+    assert result.exit_code == 130, result.output
+    run_dir = only_run_dir(tmp_path)
+    (failed_id,) = json.loads((run_dir / "run.json").read_text())["failed_trials"]
+    assert "__bce__" in failed_id
+    stopped, failed = result.stderr.splitlines()[-2:]
+    assert stopped == (
+        f"losscmp: interrupted; the trials that trained are saved in {run_dir}: 'losscmp "
+        f"report {run_dir}' prints the table (the same command plus --resume {run_dir} also "
+        "writes its report.html)"
+    )
+    assert failed.startswith("losscmp: 1 of 2 trials failed (bce · seed 0); train it again ")
+    assert failed.endswith(f" --threads 1 --resume {run_dir}")
+
+
 def test_a_run_whose_every_trial_failed_exits_1_not_as_a_mistake(cli, tmp_path, monkeypatch):
     """Workers that cannot start fail every trial: the run's report then refused it as a
     mistake would be ('error: ... has no finished trials', exit status 2). It has no table
