@@ -60,7 +60,7 @@ class LocalExecutor(Executor):
         else:
             yield from self._run_in_workers(jobs, context, emit)
 
-    def start_early(self, jobs_at_most: int) -> None:
+    def start_early(self, jobs_at_most: int) -> bool:
         """Spawn the workers ``--jobs`` asks for (no more than the jobs to run) before the
         main process imports torch: their imports (torch, smp, scipy: 3-4 s) overlap its own
         instead of starting once torch is in (2 s). They learn the device with their first
@@ -68,6 +68,7 @@ class LocalExecutor(Executor):
         jobs = min(self.config.jobs or 1, jobs_at_most)
         if jobs > 1 and not self.workers:
             self._spawn(jobs, device_type=None)
+        return bool(self.workers)
 
     def start(self, execution: Execution, device, checks_only: bool = False) -> None:
         """Spawn the workers now, if they were not started early: each imports torch while
