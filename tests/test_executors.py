@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from losscmp.config import build_config
+from losscmp.errors import Terminated
 from losscmp.events import (
     BOUNDARIES,
     EpochDone,
@@ -688,28 +689,36 @@ def test_a_run_with_a_failed_trial_exits_1_naming_it_and_the_resume_command(
     assert len(list((run_dir / "trials").glob("*.json"))) == 2
 
 
-def test_ctrl_c_while_the_table_prints_still_names_the_failed_trials(cli, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("stop", "status", "stopped_by"),
+    [(KeyboardInterrupt, 130, "interrupted"), (Terminated, 143, "terminated (SIGTERM)")],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_stopped_while_the_table_prints_still_names_the_failed_trials(
+    cli, tmp_path, monkeypatch, stop, status, stopped_by
+):
     """Ctrl-C while the report of a run with a failed trial was written: exit 130 with a
     line that said 'every trial is saved' and no word of the failed one, which run.json
     records as failed. The line now says the trials that trained are saved, and the
-    failure line follows, last, as in a run not stopped; the status stays 130."""
+    failure line follows, last, as in a run not stopped; the status stays 130 (SIGTERM's
+    143)."""
     import losscmp.cli
 
     def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
+        raise stop
 
     _bce_fails_in_process(monkeypatch)
     monkeypatch.setattr(losscmp.cli, "_print_report", interrupted)
     flags = [f"--{key.replace('_', '-')}={value}" for key, value in FAILING_BCE.items()]
     result = cli("run", *flags, "--out", tmp_path)
 
-    assert result.exit_code == 130, result.output
+    assert result.exit_code == status, result.output
     run_dir = only_run_dir(tmp_path)
     (failed_id,) = json.loads((run_dir / "run.json").read_text())["failed_trials"]
     assert "__bce__" in failed_id
     stopped, failed = result.stderr.splitlines()[-2:]
     assert stopped == (
-        f"losscmp: interrupted; the trials that trained are saved in {run_dir}: 'losscmp "
+        f"losscmp: {stopped_by}; the trials that trained are saved in {run_dir}: 'losscmp "
         f"report {run_dir}' prints the table (the same command plus --resume {run_dir} also "
         "writes its report.html)"
     )
