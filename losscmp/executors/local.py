@@ -6,6 +6,8 @@ A worker that dies (killed, out of memory) or raises costs only its job: the
 job goes to a fresh worker once more, then its trials are recorded as failed
 and the run goes on; in this process (``--jobs 1``) a job that raises likewise.
 A busy worker silent for the stall limit (``stall_limit_s``: hung) is killed and counts as dead.
+A job in this process has no such limit: its hung call would hold the process that must
+fail it and go on (Ctrl-C still stops the run, keeping the finished trials).
 Workers ignore Ctrl-C; the main process stops them.
 """
 
