@@ -290,14 +290,14 @@ def run(
             return
         run_dir = _train(prepared, resume, _command_line(config, flags, resume))
         failed = _failed_trials(prepared.plan, run_dir)
+        command = _command_line(config, flags, resume or run_dir)  # trains them again
+        failed_line = _one_plain_line(console.failed_trials_line(failed, prepared.plan, command))
         if len(failed) < len(prepared.plan.trials):  # a table to print: some trials trained
-            _report_run(prepared, run_dir, resume)
+            _report_run(prepared, run_dir, resume, failed_line)
         if failed:
             # A script (CI, a batch scheduler) learns from the status that the table lacks
             # trials; the line says which and how to train them (the same command, resuming).
-            command = _command_line(config, flags, resume or run_dir)
-            line = console.failed_trials_line(failed, prepared.plan, command)
-            typer.echo(_one_plain_line(line), err=True)
+            typer.echo(failed_line, err=True)
             raise typer.Exit(FAILED_TRIALS_STATUS)
 
 
@@ -310,17 +310,22 @@ def _failed_trials(plan, run_dir: Path) -> list:
     return [trial for trial in plan.trials if trial.id in failed]
 
 
-def _report_run(prepared, run_dir: Path, resume: Path | None) -> None:
-    """The table of the run just trained, its summary.csv and report.html."""
+def _report_run(prepared, run_dir: Path, resume: Path | None, failed_line: str) -> None:
+    """The table of the run just trained, its summary.csv and report.html. Stopped (Ctrl-C,
+    SIGTERM), it says how to get them, and still names the run's failed trials
+    (``failed_line``, if any): they are recorded as failed whatever the report did."""
     try:
         _print_report([run_dir], metric="dice", files={}, plots=False, run_page=True)
     except KeyboardInterrupt as stop:
+        trained = "the trials that trained are" if failed_line else "every trial is"
         typer.echo(
-            f"losscmp: {_stopped(stop)}; every trial is saved in {run_dir}: 'losscmp "
+            f"losscmp: {_stopped(stop)}; {trained} saved in {run_dir}: 'losscmp "
             f"report {run_dir}' prints the table ({_rerun(run_dir, resume)} also writes "
             "its report.html)",
             err=True,
         )
+        if failed_line:  # last, as a run not stopped prints it
+            typer.echo(failed_line, err=True)
         raise typer.Exit(_stop_status(stop)) from None
     prepared.tracker.attach(run_dir)  # the report files, now that they exist
 

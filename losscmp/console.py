@@ -531,7 +531,9 @@ NAMED_FAILURES = 3
 def failed_trials_line(failed: list, plan, resume_command: str) -> str:
     """The last line of a run some of whose trials failed (``failed``: their ``Trial``s):
     how many of the ``plan``'s, which, named as the 'failed:' lines above them (which give
-    each reason), and the command that trains them again."""
+    each reason), and the command that trains them again; '' if none failed."""
+    if not failed:
+        return ""
     several_rates, several_datasets = len(plan.rates) > 1, len(plan.dataset_specs) > 1
     names = [
         TrialLabel(

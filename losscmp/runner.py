@@ -82,15 +82,24 @@ def prepare(
     tracker = create_tracker(config.tracking)  # e.g. MLflow not installed: likewise
     try:
         # Before torch is imported here (resolving the device): workers that --jobs fixes.
-        if not dry_run:  # at most the unfused jobs: 'auto' fuses or not by the device
-            executor.start_early(len(make_jobs(plan.trials, config.fuse == "on", done)))
+        # At most the unfused jobs: 'auto' fuses or not by the device.
+        started = not dry_run and executor.start_early(
+            len(make_jobs(plan.trials, config.fuse == "on", done))
+        )
+        # With workers importing already, the data (no torch) first: a mistake in it then
+        # stops them before this process imports torch too, which would compete with
+        # their imports for the cores. Otherwise after start, whose workers overlap it.
+        datasets = _load_datasets(plan) if started else None
         # Where the jobs run decides (a Ray cluster's GPUs, not this machine's). A Ray
         # cluster that cannot be reached is refused here, likewise.
         device = executor.resolve_device(config.device)
         execution = resolve_execution(config, device, plan.trials, done)
-        # Started first, so workers import torch while this process loads and probes the data.
+        # Started first, so that workers it spawns import torch while this process loads
+        # and probes the data.
         executor.start(execution, device, checks_only=dry_run)
-        datasets, settings = _load_and_probe(plan, device)
+        if datasets is None:
+            datasets = _load_datasets(plan)
+        settings = _probe(plan, datasets, device)
         if not dry_run:
             datasets = executor.share(datasets)  # e.g. one copy in shared memory for workers
     except BaseException:
@@ -99,13 +108,12 @@ def prepare(
     return PreparedRun(plan, datasets, settings, execution, executor, tracker)
 
 
-def _load_and_probe(plan: Plan, device):
+def _load_datasets(plan: Plan) -> dict[str, Any]:
+    """Each dataset of the plan, by label: read and checked (without torch)."""
     from losscmp.data import load_dataset
-    from losscmp.model import build_model, resolve_preset
-    from losscmp.train import TrainSettings
 
     config = plan.config
-    datasets = {
+    return {
         label: load_dataset(
             spec,
             data_dir=config.data_dir,
@@ -115,6 +123,15 @@ def _load_and_probe(plan: Plan, device):
         )
         for label, spec in plan.dataset_specs.items()
     }
+
+
+def _probe(plan: Plan, datasets: dict[str, Any], device):
+    """Each loss tried on each dataset, the model preset checked against the image size
+    (and pretrained weights fetched): the training settings."""
+    from losscmp.model import build_model, resolve_preset
+    from losscmp.train import TrainSettings
+
+    config = plan.config
     for data in datasets.values():
         for label, spec in plan.loss_specs.items():
             probe_loss(label, make_loss(spec, data), data)
@@ -133,7 +150,7 @@ def _load_and_probe(plan: Plan, device):
     if config.encoder_weights:
         # Fetch the pretrained weights now, so a failed download leaves no run folder.
         build_model(settings.preset, 1, config.encoder_weights, seed=config.seed)
-    return datasets, settings
+    return settings
 
 
 def resolve_execution(

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from losscmp.config import build_config
+from losscmp.errors import Terminated
 from losscmp.events import (
     BOUNDARIES,
     EpochDone,
@@ -53,6 +54,43 @@ def epochs_frame(run_dir: Path) -> pd.DataFrame:
 def only_run_dir(out: Path) -> Path:
     (run_dir,) = [path for path in out.iterdir() if path.is_dir()]
     return run_dir
+
+
+def test_a_data_mistake_stops_early_workers_before_torch_is_imported_here(
+    cli, tmp_path, monkeypatch
+):
+    """-j 2 spawns its workers before this process imports torch (resolving the device);
+    a mistake in the data was found only after that import, which then shared the cores
+    with the workers' own: +0.9 s on a 2-core machine. The data is now read first, with
+    workers started: the mistake is refused before the device is resolved, the workers
+    stopped, no folder made. Without early workers the data still loads after it."""
+    import multiprocessing
+
+    from fixtures_data import make_folder
+    from PIL import Image
+
+    from losscmp.executors.local import LocalExecutor
+
+    root = tmp_path / "cases"
+    make_folder(root, count=6)
+    for mask in (root / "masks").iterdir():  # no foreground anywhere: found on reading
+        Image.fromarray(np.zeros((40, 56), np.uint8)).save(mask)
+    resolved = []
+    resolve_device = LocalExecutor.resolve_device
+
+    def recorded(self, name):
+        resolved.append(len(self.workers))
+        return resolve_device(self, name)
+
+    monkeypatch.setattr(LocalExecutor, "resolve_device", recorded)
+    args = ["--dataset", f"folder:{root}", "--device", "cpu", "--out", tmp_path / "out"]
+    with_workers = cli("run", *args, "--jobs", "2")
+    assert with_workers.exit_code == 2
+    assert "the training masks hold no foreground pixel" in with_workers.stderr
+    assert resolved == []  # refused before the device (torch) was resolved
+    assert multiprocessing.active_children() == [] and not (tmp_path / "out").exists()
+    in_this_process = cli("run", *args, "--jobs", "1")
+    assert in_this_process.exit_code == 2 and resolved == [0]
 
 
 @pytest.mark.slow
@@ -266,8 +304,9 @@ def test_workers_started_early_beyond_the_fused_jobs_are_stopped(tmp_path, monke
     start_early = LocalExecutor.start_early
 
     def counted(self, jobs_at_most):
-        start_early(self, jobs_at_most)
+        started = start_early(self, jobs_at_most)
         early.append(len(self.workers))
+        return started
 
     monkeypatch.setattr(LocalExecutor, "start_early", counted)
     fused_by_device = build_config(**QUICK, jobs=4, out=str(tmp_path))
@@ -648,6 +687,43 @@ def test_a_run_with_a_failed_trial_exits_1_naming_it_and_the_resume_command(
     assert resumed.stderr.splitlines()[-1] == f"wrote {run_dir / 'report.html'}"
     assert json.loads((run_dir / "run.json").read_text())["failed_trials"] == {}
     assert len(list((run_dir / "trials").glob("*.json"))) == 2
+
+
+@pytest.mark.parametrize(
+    ("stop", "status", "stopped_by"),
+    [(KeyboardInterrupt, 130, "interrupted"), (Terminated, 143, "terminated (SIGTERM)")],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_stopped_while_the_table_prints_still_names_the_failed_trials(
+    cli, tmp_path, monkeypatch, stop, status, stopped_by
+):
+    """Ctrl-C while the report of a run with a failed trial was written: exit 130 with a
+    line that said 'every trial is saved' and no word of the failed one, which run.json
+    records as failed. The line now says the trials that trained are saved, and the
+    failure line follows, last, as in a run not stopped; the status stays 130 (SIGTERM's
+    143)."""
+    import losscmp.cli
+
+    def interrupted(*args, **kwargs):
+        raise stop
+
+    _bce_fails_in_process(monkeypatch)
+    monkeypatch.setattr(losscmp.cli, "_print_report", interrupted)
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in FAILING_BCE.items()]
+    result = cli("run", *flags, "--out", tmp_path)
+
+    assert result.exit_code == status, result.output
+    run_dir = only_run_dir(tmp_path)
+    (failed_id,) = json.loads((run_dir / "run.json").read_text())["failed_trials"]
+    assert "__bce__" in failed_id
+    stopped, failed = result.stderr.splitlines()[-2:]
+    assert stopped == (
+        f"losscmp: {stopped_by}; the trials that trained are saved in {run_dir}: 'losscmp "
+        f"report {run_dir}' prints the table (the same command plus --resume {run_dir} also "
+        "writes its report.html)"
+    )
+    assert failed.startswith("losscmp: 1 of 2 trials failed (bce · seed 0); train it again ")
+    assert failed.endswith(f" --threads 1 --resume {run_dir}")
 
 
 def test_a_run_whose_every_trial_failed_exits_1_not_as_a_mistake(cli, tmp_path, monkeypatch):

@@ -175,11 +175,13 @@ class Executor(ABC):
 
         return describe_device(device)
 
-    def start_early(self, jobs_at_most: int) -> None:  # noqa: B027 (most start nothing early)
+    def start_early(self, jobs_at_most: int) -> bool:
         """Start what needs neither the device nor torch (this process has not imported it
         yet), so that it overlaps the checks and the data: ``jobs_at_most``, an upper bound
         on the jobs (the trials to run, or the fused models ``--fuse on`` makes of them).
-        ``close`` releases it should the checks fail."""
+        ``close`` releases it should the checks fail. Whether it started anything (by
+        default nothing)."""
+        return False
 
     def start(self, execution: Execution, device, checks_only: bool = False) -> None:
         """Connect or start what the executor needs; fails before the run folder exists.

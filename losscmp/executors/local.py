@@ -6,6 +6,8 @@ A worker that dies (killed, out of memory) or raises costs only its job: the
 job goes to a fresh worker once more, then its trials are recorded as failed
 and the run goes on; in this process (``--jobs 1``) a job that raises likewise.
 A busy worker silent for the stall limit (``stall_limit_s``: hung) is killed and counts as dead.
+A job in this process has no such limit: its hung call would hold the process that must
+fail it and go on (Ctrl-C still stops the run, keeping the finished trials).
 Workers ignore Ctrl-C; the main process stops them.
 """
 
@@ -60,7 +62,7 @@ class LocalExecutor(Executor):
         else:
             yield from self._run_in_workers(jobs, context, emit)
 
-    def start_early(self, jobs_at_most: int) -> None:
+    def start_early(self, jobs_at_most: int) -> bool:
         """Spawn the workers ``--jobs`` asks for (no more than the jobs to run) before the
         main process imports torch: their imports (torch, smp, scipy: 3-4 s) overlap its own
         instead of starting once torch is in (2 s). They learn the device with their first
@@ -68,6 +70,7 @@ class LocalExecutor(Executor):
         jobs = min(self.config.jobs or 1, jobs_at_most)
         if jobs > 1 and not self.workers:
             self._spawn(jobs, device_type=None)
+        return bool(self.workers)
 
     def start(self, execution: Execution, device, checks_only: bool = False) -> None:
         """Spawn the workers now, if they were not started early: each imports torch while
