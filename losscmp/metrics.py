@@ -67,12 +67,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from losscmp.errors import ParameterError
+from losscmp.metric_names import IMAGE_SCORE_NAMES, SCORE_NAMES, THRESHOLD_SCORE_NAMES
 
 if TYPE_CHECKING:  # torch is imported lazily so numpy-only users (hd95) stay light
     import torch
 
 MODES = ("binary", "multiclass")
-SCORE_NAMES = ("dice", "iou", "mcc", "precision", "recall")
 TP, FP, FN, TN = 0, 1, 2, 3
 HISTOGRAM_BINS = 300  # equal-width bins of the foreground probability
 THRESHOLD_STEP_BINS = 3  # thresholds every 3 bins: 0.01, 0.02, ..., 0.99
@@ -81,7 +81,6 @@ THRESHOLDS = tuple(
 )
 ECE_BINS = 15
 NEGATIVES, POSITIVES, PROBABILITY_SUM = 0, 1, 2  # the histogram's columns
-THRESHOLD_SCORES = ("dice", "iou", "mcc")  # reported at the chosen threshold as <name>_t
 
 
 def _check_mode(mode: str) -> None:
@@ -196,8 +195,8 @@ def summarize_epoch(
     dataset_scores = scores(per_image_counts.sum(dim=0))
     image_scores = per_image_scores(per_image_counts, mode=mode)
     columns = {f"{prefix}{name}": dataset_scores[name][foreground].mean() for name in SCORE_NAMES}
-    columns[f"{prefix}image_dice"] = image_scores["dice"].mean()
-    columns[f"{prefix}image_iou"] = image_scores["iou"].mean()
+    for name in IMAGE_SCORE_NAMES:  # image_dice: the mean of the images' dice
+        columns[f"{prefix}{name}"] = image_scores[name.removeprefix("image_")].mean()
     if mode == "multiclass":
         names = _class_column_names(class_names, num_classes)
         per_class_dice = dataset_scores["dice"]
@@ -348,7 +347,7 @@ def counts_scores(counts: np.ndarray) -> dict[str, float]:
     import torch
 
     values = scores(torch.as_tensor(np.asarray(counts, dtype=np.float64)).reshape(1, 4))
-    return {name: float(values[name][0]) for name in THRESHOLD_SCORES}
+    return {name: float(values[name][0]) for name in THRESHOLD_SCORE_NAMES}
 
 
 def average_precision(histogram) -> float:

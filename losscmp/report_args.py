@@ -18,12 +18,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from losscmp.errors import LosscmpError, unknown
+from losscmp.metric_names import BINARY_SCORE_NAMES, METRIC_TITLES
 from losscmp.results import RUN_FILE, has_finished_trial, is_run_dir, runs_newest_first
 
-PLAIN_METRICS = ("dice", "iou", "mcc", "image_dice", "image_iou")  # every run has them
+METRICS = tuple(METRIC_TITLES)
 # Binary-only scores: at the validation-chosen threshold, and threshold-free.
-THRESHOLD_METRICS = ("dice_t", "iou_t", "mcc_t", "ap", "ece")
-METRICS = (*PLAIN_METRICS, *THRESHOLD_METRICS)
+THRESHOLD_METRICS = tuple(name for name in METRICS if name in BINARY_SCORE_NAMES)
+PLAIN_METRICS = tuple(name for name in METRICS if name not in THRESHOLD_METRICS)  # every run
 
 
 def check_report_args(

@@ -60,6 +60,7 @@ from losscmp import selection, stats
 from losscmp.config import separate_fused_copies
 from losscmp.devices import rounding_key
 from losscmp.errors import LosscmpError, SpecError
+from losscmp.metric_names import METRIC_TITLES
 from losscmp.report_args import (
     METRICS,
     PLAIN_METRICS,
@@ -71,18 +72,6 @@ from losscmp.report_args import (
 from losscmp.results import RunStore, is_run_dir, runs_newest_first, trial_id
 from losscmp.spec import Spec, parse_spec
 
-METRIC_TITLES = {
-    "dice": "Dice",
-    "iou": "IoU",
-    "mcc": "MCC",
-    "image_dice": "image Dice",
-    "image_iou": "image IoU",
-    "dice_t": "Dice@thr.",
-    "iou_t": "IoU@thr.",
-    "mcc_t": "MCC@thr.",
-    "ap": "AP",
-    "ece": "ECE",
-}
 # Config fields that may differ between runs reported together: what was
 # compared (losses, seeds count) and where/how it ran, not what it computed.
 COMBINABLE_CONFIG_FIELDS = frozenset(
