@@ -678,3 +678,12 @@ def test_the_metric_names_are_listed_once():
     counts = torch.tensor([[[4, 0, 0, 12]], [[0, 4, 0, 12]]])
     columns = list(summarize_epoch(counts, mode="binary", prefix="test_"))
     assert columns == [f"test_{name}" for name in results.SPLIT_SCORES]
+
+
+def test_a_mode_is_checked_by_the_modes_one_owner():
+    """metrics.py kept its own copy of the modes and their check (worded otherwise)."""
+    from losscmp.losses import catalogue
+
+    assert metrics.check_mode is catalogue.check_mode
+    with pytest.raises(ParameterError, match="one of binary, multiclass, not 'multilabel'"):
+        summarize_epoch(torch.zeros(1, 1, 4, dtype=torch.long), mode="multilabel")
