@@ -88,7 +88,9 @@ LOCATION_INFO_FIELDS = frozenset({"source", "path", "data_dir", "root"})
 # ... and those that say how this run loaded the data: the first run of a folder or pets
 # dataset writes its decode cache, the next ones hit it (the fingerprint compares the data).
 LOADING_INFO_FIELDS = frozenset({"cache", "load_seconds"})
-IGNORE_LABEL = 255  # a mask's label for pixels to ignore (losscmp.data.base.IGNORE_INDEX)
+# A mask's label for pixels to ignore: losscmp.data.base.IGNORE_INDEX, kept here so that a
+# report imports no dataset code (render/figures.py reads it too).
+IGNORE_LABEL = 255
 # The metrics with best/final columns in the table (the headline's own are the first ones).
 TABLE_METRICS = ("dice", "iou", "mcc")
 # best_dice_t_mean is Dice at the chosen threshold, not a class named "t".
