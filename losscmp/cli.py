@@ -21,6 +21,7 @@ from typing import Annotated
 import typer
 
 from losscmp.errors import LosscmpError, Terminated
+from losscmp.metric_names import PLAIN_METRICS, THRESHOLD_METRICS
 
 try:  # typer >= 0.20 ships its own copy of click
     from typer._click.exceptions import NoArgsIsHelpError, UsageError
@@ -498,8 +499,8 @@ def report(
     metric: Annotated[
         str,
         typer.Option(
-            help="Headline metric: dice, iou, mcc, image_dice, image_iou; binary runs also "
-            "dice_t, iou_t, mcc_t (at the validation-chosen threshold), ap, ece."
+            help=f"Headline metric: {', '.join(PLAIN_METRICS)}; binary runs also "
+            f"{', '.join(THRESHOLD_METRICS)} (_t: at the validation-chosen threshold)."
         ),
     ] = "dice",
     # Text, not Path: click reads an empty name as '.', the working folder.

@@ -1,6 +1,7 @@
 """Metric names, listed once: metrics.py computes them, epochs.csv stores each split's as
 ``<split>_<name>`` in this order (results.py), ``report --metric`` offers those
-METRIC_TITLES titles (report_args.py) and the tables write those titles (summary.py).
+METRIC_TITLES titles (report_args.py checks it, cli.py's help lists them) and the tables
+write those titles (summary.py).
 
 A new score is its formula in metrics.py plus its name here (and its title, to offer it as
 a headline). Plain names only: ``report``'s checks import this before numpy or pandas.
@@ -30,3 +31,6 @@ METRIC_TITLES = {
     "ap": "AP",
     "ece": "ECE",
 }
+METRICS = tuple(METRIC_TITLES)
+THRESHOLD_METRICS = tuple(name for name in METRICS if name in BINARY_SCORE_NAMES)
+PLAIN_METRICS = tuple(name for name in METRICS if name not in THRESHOLD_METRICS)  # every run

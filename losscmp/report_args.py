@@ -18,13 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from losscmp.errors import LosscmpError, unknown
-from losscmp.metric_names import BINARY_SCORE_NAMES, METRIC_TITLES
+from losscmp.metric_names import METRICS
 from losscmp.results import RUN_FILE, has_finished_trial, is_run_dir, runs_newest_first
-
-METRICS = tuple(METRIC_TITLES)
-# Binary-only scores: at the validation-chosen threshold, and threshold-free.
-THRESHOLD_METRICS = tuple(name for name in METRICS if name in BINARY_SCORE_NAMES)
-PLAIN_METRICS = tuple(name for name in METRICS if name not in THRESHOLD_METRICS)  # every run
 
 
 def check_report_args(

@@ -60,11 +60,8 @@ from losscmp import selection, stats
 from losscmp.config import separate_fused_copies
 from losscmp.devices import rounding_key
 from losscmp.errors import LosscmpError, SpecError
-from losscmp.metric_names import METRIC_TITLES
+from losscmp.metric_names import METRIC_TITLES, METRICS, PLAIN_METRICS, THRESHOLD_METRICS
 from losscmp.report_args import (
-    METRICS,
-    PLAIN_METRICS,
-    THRESHOLD_METRICS,
     check_metric,
     resolve_one,
     resolve_run_dirs,
