@@ -21,6 +21,7 @@ from typing import Annotated
 import typer
 
 from losscmp.errors import LosscmpError, Terminated
+from losscmp.metric_names import PLAIN_METRICS, THRESHOLD_METRICS
 
 try:  # typer >= 0.20 ships its own copy of click
     from typer._click.exceptions import NoArgsIsHelpError, UsageError
@@ -503,8 +504,8 @@ def report(
     metric: Annotated[
         str,
         typer.Option(
-            help="Headline metric: dice, iou, mcc, image_dice, image_iou; binary runs also "
-            "dice_t, iou_t, mcc_t (at the validation-chosen threshold), ap, ece."
+            help=f"Headline metric: {', '.join(PLAIN_METRICS)}; binary runs also "
+            f"{', '.join(THRESHOLD_METRICS)} (_t: at the validation-chosen threshold)."
         ),
     ] = "dice",
     # Text, not Path: click reads an empty name as '.', the working folder.
@@ -548,7 +549,7 @@ def _print_report(
     run_folders = check_report_args(paths, metric, targets)
 
     from losscmp import console
-    from losscmp.render import RENDERERS, terminal
+    from losscmp.render import RENDERERS, summary_options, terminal
     from losscmp.results import RunStore
     from losscmp.summary import build_report, source_lines
 
@@ -563,8 +564,9 @@ def _print_report(
     written = []
     if len(run_dirs) == 1:  # a combined table belongs to no single run folder
         written += _write_run_summary(RunStore(run_dirs[0]), report, targets)
-    elif "csv" not in targets:
-        console.print_note("combined summary not saved in any run folder; add --csv FILE")
+    elif not summary_options(targets):
+        add = " or ".join(summary_options(RENDERERS))
+        console.print_note(f"combined summary not saved in any run folder; add {add} FILE")
     for name, path in targets.items():
         written.append(outputs[name].write(report, path))
     if run_page:
@@ -589,11 +591,13 @@ def _write_run_summary(store, report, targets: dict[str, Path]) -> list[Path]:
     read-only disk, another user's results) or is still being written is still reported,
     and --csv/--html still written elsewhere; a note says summary.csv was left as it was."""
     from losscmp import console
+    from losscmp.render import summary_options
 
     try:
         return [store.write_summary(report.summary, set(report.results.trials["trial_id"]))]
     except LosscmpError as error:
-        also = " (--csv holds this table)" if "csv" in targets else ""
+        held = summary_options(targets)
+        also = f" ({held[0]} holds this table)" if held else ""
         console.print_note(f"{error}; the run's summary.csv is left as it was{also}")
         return []
 

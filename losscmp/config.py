@@ -39,7 +39,6 @@ def separate_fused_copies(per_copy: bool, own_weights: bool, device_type: str) -
     return bool(per_copy and own_weights) and device_type in PER_COPY_FUSED_DEVICES
 
 
-MAX_FG_FRACTION = 0.9  # the synthetic generator's limit (losscmp.data.synthetic)
 DEFAULT_LOSSES = "dice,focal,tversky"
 COMMAND_LINE_ONLY = ("config", "resume", "dry_run")  # how to run, not what: not in YAML
 OPTIONAL_NAMES = ("encoder_weights", "tracking")  # fields where 'none' means None
@@ -510,6 +509,8 @@ def _check_fg_fractions(config: RunConfig, names: Origins) -> None:
         return
     if not fractions:
         raise ParameterError(f"{name} needs at least one fraction, e.g. 0.005,0.02,0.1")
+    from losscmp.data.synthetic import MAX_FG_FRACTION  # the generator's own limit
+
     for fraction in fractions:
         if not 0 < fraction < MAX_FG_FRACTION:
             raise ParameterError(

@@ -67,12 +67,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from losscmp.errors import ParameterError
+from losscmp.losses.catalogue import check_mode  # the modes' one owner (no torch)
+from losscmp.metric_names import IMAGE_SCORE_NAMES, SCORE_NAMES, THRESHOLD_SCORE_NAMES
 
 if TYPE_CHECKING:  # torch is imported lazily so numpy-only users (hd95) stay light
     import torch
 
-MODES = ("binary", "multiclass")
-SCORE_NAMES = ("dice", "iou", "mcc", "precision", "recall")
 TP, FP, FN, TN = 0, 1, 2, 3
 HISTOGRAM_BINS = 300  # equal-width bins of the foreground probability
 THRESHOLD_STEP_BINS = 3  # thresholds every 3 bins: 0.01, 0.02, ..., 0.99
@@ -81,12 +81,6 @@ THRESHOLDS = tuple(
 )
 ECE_BINS = 15
 NEGATIVES, POSITIVES, PROBABILITY_SUM = 0, 1, 2  # the histogram's columns
-THRESHOLD_SCORES = ("dice", "iou", "mcc")  # reported at the chosen threshold as <name>_t
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise ParameterError(f"mode must be one of {', '.join(MODES)}, got '{mode}'")
 
 
 def confusion_counts(
@@ -101,7 +95,7 @@ def confusion_counts(
     """
     import torch
 
-    _check_mode(mode)
+    check_mode(mode)
     if mode == "binary":
         labels = target.reshape(target.shape[0], *target.shape[-2:])
         # sigmoid(x) >= 0.5 <=> x >= 0; comparing logits avoids a sigmoid pass.
@@ -159,7 +153,7 @@ def scores(counts: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def foreground_classes(num_classes: int, mode: str) -> slice:
     """The class columns the headline averages: the one binary column, or 1..C-1."""
-    _check_mode(mode)
+    check_mode(mode)
     if mode == "binary" or num_classes == 1:
         return slice(0, num_classes)
     return slice(1, num_classes)
@@ -190,14 +184,14 @@ def summarize_epoch(
     """
     import torch
 
-    _check_mode(mode)
+    check_mode(mode)
     num_classes = per_image_counts.shape[1]
     foreground = foreground_classes(num_classes, mode)
     dataset_scores = scores(per_image_counts.sum(dim=0))
     image_scores = per_image_scores(per_image_counts, mode=mode)
     columns = {f"{prefix}{name}": dataset_scores[name][foreground].mean() for name in SCORE_NAMES}
-    columns[f"{prefix}image_dice"] = image_scores["dice"].mean()
-    columns[f"{prefix}image_iou"] = image_scores["iou"].mean()
+    for name in IMAGE_SCORE_NAMES:  # image_dice: the mean of the images' dice
+        columns[f"{prefix}{name}"] = image_scores[name.removeprefix("image_")].mean()
     if mode == "multiclass":
         names = _class_column_names(class_names, num_classes)
         per_class_dice = dataset_scores["dice"]
@@ -348,7 +342,7 @@ def counts_scores(counts: np.ndarray) -> dict[str, float]:
     import torch
 
     values = scores(torch.as_tensor(np.asarray(counts, dtype=np.float64)).reshape(1, 4))
-    return {name: float(values[name][0]) for name in THRESHOLD_SCORES}
+    return {name: float(values[name][0]) for name in THRESHOLD_SCORE_NAMES}
 
 
 def average_precision(histogram) -> float:

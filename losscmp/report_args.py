@@ -18,12 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from losscmp.errors import LosscmpError, unknown
+from losscmp.metric_names import METRICS
 from losscmp.results import RUN_FILE, has_finished_trial, is_run_dir, runs_newest_first
-
-PLAIN_METRICS = ("dice", "iou", "mcc", "image_dice", "image_iou")  # every run has them
-# Binary-only scores: at the validation-chosen threshold, and threshold-free.
-THRESHOLD_METRICS = ("dice_t", "iou_t", "mcc_t", "ap", "ece")
-METRICS = (*PLAIN_METRICS, *THRESHOLD_METRICS)
 
 
 def check_report_args(

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from losscmp.errors import LosscmpError, ParameterError
+from losscmp.metric_names import BINARY_SCORE_NAMES, IMAGE_SCORE_NAMES, SCORE_NAMES
 
 # 2: a test split (test_* epoch columns), thresholds, AP and ECE, the learning rate in a
 # trial's identity (base_lr). Version 1 folders (validation only) are still read.
@@ -77,9 +78,9 @@ TRIAL_STATUSES = ("finished", "diverged")
 # rewrites every row of every trial so far, so one after each trial made a large run's
 # bookkeeping grow with the square of its trials.
 TABLES_SHARE = 0.05
-SPLIT_SCORES = ["dice", "iou", "mcc", "precision", "recall", "image_dice", "image_iou"]
+SPLIT_SCORES = [*SCORE_NAMES, *IMAGE_SCORE_NAMES]
 # Binary tasks: at the threshold chosen on validation that epoch, and threshold-free.
-THRESHOLD_SCORES = ["dice_t", "iou_t", "mcc_t", "ap", "ece"]
+THRESHOLD_SCORES = list(BINARY_SCORE_NAMES)
 EPOCH_COLUMNS = [
     "dataset",
     "loss",

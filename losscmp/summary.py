@@ -60,10 +60,8 @@ from losscmp import selection, stats
 from losscmp.config import separate_fused_copies
 from losscmp.devices import rounding_key
 from losscmp.errors import LosscmpError, SpecError
+from losscmp.metric_names import METRIC_TITLES, METRICS, PLAIN_METRICS, THRESHOLD_METRICS
 from losscmp.report_args import (
-    METRICS,
-    PLAIN_METRICS,
-    THRESHOLD_METRICS,
     check_metric,
     resolve_one,
     resolve_run_dirs,
@@ -71,18 +69,6 @@ from losscmp.report_args import (
 from losscmp.results import RunStore, is_run_dir, runs_newest_first, trial_id
 from losscmp.spec import Spec, parse_spec
 
-METRIC_TITLES = {
-    "dice": "Dice",
-    "iou": "IoU",
-    "mcc": "MCC",
-    "image_dice": "image Dice",
-    "image_iou": "image IoU",
-    "dice_t": "Dice@thr.",
-    "iou_t": "IoU@thr.",
-    "mcc_t": "MCC@thr.",
-    "ap": "AP",
-    "ece": "ECE",
-}
 # Config fields that may differ between runs reported together: what was
 # compared (losses, seeds count) and where/how it ran, not what it computed.
 COMBINABLE_CONFIG_FIELDS = frozenset(
@@ -99,7 +85,9 @@ LOCATION_INFO_FIELDS = frozenset({"source", "path", "data_dir", "root"})
 # ... and those that say how this run loaded the data: the first run of a folder or pets
 # dataset writes its decode cache, the next ones hit it (the fingerprint compares the data).
 LOADING_INFO_FIELDS = frozenset({"cache", "load_seconds"})
-IGNORE_LABEL = 255  # a mask's label for pixels to ignore (losscmp.data.base.IGNORE_INDEX)
+# A mask's label for pixels to ignore: losscmp.data.base.IGNORE_INDEX, kept here so that a
+# report imports no dataset code (render/figures.py reads it too).
+IGNORE_LABEL = 255
 # The metrics with best/final columns in the table (the headline's own are the first ones).
 TABLE_METRICS = ("dice", "iou", "mcc")
 # best_dice_t_mean is Dice at the chosen threshold, not a class named "t".

@@ -156,11 +156,14 @@ def test_non_utf8_config_file(tmp_path):
         build_config(path)
 
 
-def test_fg_fraction_bound_matches_the_generator():
-    from losscmp import config
+def test_fg_fraction_is_bounded_by_the_generator_s_own_limit(monkeypatch):
+    """config.py kept a copy of the bound, which a change to the generator's would miss."""
     from losscmp.data import synthetic
 
-    assert config.MAX_FG_FRACTION == synthetic.MAX_FG_FRACTION
+    assert build_config(fg_fraction="0.6").fg_fraction == [0.6]
+    monkeypatch.setattr(synthetic, "MAX_FG_FRACTION", 0.5)
+    with pytest.raises(ParameterError, match=r"values must lie in \(0, 0.5\), got 0.6"):
+        build_config(fg_fraction="0.6")
 
 
 def test_numbers_given_as_text_are_read_as_numbers():

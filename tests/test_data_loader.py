@@ -180,6 +180,23 @@ def test_maps_are_recomputed_after_albumentations(monkeypatch):
     assert len(calls) == 6
 
 
+def test_a_map_s_cache_size_counts_the_channels_its_entry_declares(monkeypatch):
+    """The cache asks the catalogue how many channels a map holds (PER_CLASS_MAPS), not
+    its name: declared per class, object_distance of 3 classes no longer fits."""
+    from losscmp.data import loader
+    from losscmp.losses import catalogue
+
+    install_fake_distance(monkeypatch)
+    data = tiny_data(count=6, mode="multiclass", num_classes=3)
+    one_channel = data.masks("train").size * 4
+    monkeypatch.setattr(loader, "MAP_CACHE_BYTES", one_channel)
+    assert loader.split_maps(data, "train", "object_distance").shape == (6, 1, 32, 32)
+    assert loader.split_maps(data, "train", "signed_distance") is None
+    data.map_cache.clear()
+    monkeypatch.setattr(catalogue, "PER_CLASS_MAPS", frozenset({"object_distance"}))
+    assert loader.split_maps(data, "train", "object_distance") is None
+
+
 def test_maps_with_the_real_distance_module(synthetic):
     pytest.importorskip("losscmp.losses.distance")
     batch = next(iter(make_loader(synthetic, split="val", batch_size=4, maps={"signed_distance"})))

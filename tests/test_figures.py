@@ -423,3 +423,18 @@ def test_a_stored_png_holds_the_pixels_of_a_compressed_one(tmp_path):
     (stored_size, stored), (compressed_size, compressed) = pictures
     assert np.array_equal(stored, compressed)
     assert stored_size > 3 * compressed_size
+
+
+def test_the_panel_ignores_the_label_the_summary_names(monkeypatch):
+    """figures.py wrote 255 five times over; it reads summary.IGNORE_LABEL, which is the
+    data's own IGNORE_INDEX. With 7 as that label, the pixel (0, 1) predicted 1 is ignored:
+    Dice 2·1/(2·1 + 0 + 1) = 2/3, not 2/(2 + 1 + 1) = 0.5."""
+    from losscmp import summary
+    from losscmp.data.base import IGNORE_INDEX
+
+    assert summary.IGNORE_LABEL == IGNORE_INDEX == 255
+    mask, prediction = np.array([[1, 7], [0, 1]]), np.array([[1, 1], [0, 0]])
+    assert figures._prediction_dice(mask, prediction, "binary", 2) == pytest.approx(0.5)
+    monkeypatch.setattr(summary, "IGNORE_LABEL", 7)
+    assert figures._prediction_dice(mask, prediction, "binary", 2) == pytest.approx(2 / 3)
+    assert len(figures._class_colours(np.array([[1, 7], [2, 0]]))) == 2  # classes 1 and 2

@@ -123,6 +123,27 @@ def test_boundary_family_declares_its_maps():
     assert get_loss_entry("dice").needs == frozenset()
 
 
+def test_the_target_maps_are_named_once():
+    """The loss catalogue names the maps that distance.py computes and the loader accepts."""
+    from losscmp.data import loader
+    from losscmp.losses import catalogue, distance
+
+    assert catalogue.TARGET_MAPS == ("signed_distance", "object_distance")
+    assert distance.TARGET_MAPS is catalogue.TARGET_MAPS
+    assert frozenset(catalogue.TARGET_MAPS) == loader.KNOWN_MAPS
+    assert [catalogue.map_channels(name, 3) for name in catalogue.TARGET_MAPS] == [3, 1]
+
+
+def test_a_loss_needing_an_unknown_map_is_refused_at_registration():
+    from losscmp.losses.catalogue import register_loss
+
+    with pytest.raises(ValueError, match=r"loss 'edgy' needs unknown target map\(s\) \['edge'\]"):
+        register_loss(
+            "edgy", "x:Y", "", family="boundary", reference="", formula="", needs=["edge"]
+        )
+    assert "edgy" not in list_losses()
+
+
 def test_unknown_name_suggests_the_closest():
     with pytest.raises(UnknownNameError, match="did you mean 'dice'"):
         create_loss("dcie")

@@ -660,3 +660,31 @@ def test_boundary_scores_of_many_images_on_several_threads_are_the_serial_ones()
     assert shared == serial
     assert serial[3] == {"hd95": 0.0, "nsd": 1.0}
     assert len({row["hd95"] for row in serial}) > 10 and len(serial) == 40
+
+
+def test_the_metric_names_are_listed_once():
+    """metric_names.py lists the scores: what summarize_epoch computes is what epochs.csv orders,
+    report --metric offers and the tables title, with no second list to keep in step."""
+    from losscmp import metric_names, report_args, results, summary
+
+    assert metric_names.SCORE_NAMES == ("dice", "iou", "mcc", "precision", "recall")
+    assert metric_names.BINARY_SCORE_NAMES == ("dice_t", "iou_t", "mcc_t", "ap", "ece")
+    assert metrics.SCORE_NAMES is metric_names.SCORE_NAMES
+    assert [*metric_names.SCORE_NAMES, *metric_names.IMAGE_SCORE_NAMES] == results.SPLIT_SCORES
+    assert list(metric_names.BINARY_SCORE_NAMES) == results.THRESHOLD_SCORES
+    assert summary.METRIC_TITLES is metric_names.METRIC_TITLES
+    assert metric_names.PLAIN_METRICS == ("dice", "iou", "mcc", "image_dice", "image_iou")
+    assert metric_names.THRESHOLD_METRICS == metric_names.BINARY_SCORE_NAMES
+    assert report_args.METRICS is summary.METRICS is metric_names.METRICS
+    counts = torch.tensor([[[4, 0, 0, 12]], [[0, 4, 0, 12]]])
+    columns = list(summarize_epoch(counts, mode="binary", prefix="test_"))
+    assert columns == [f"test_{name}" for name in results.SPLIT_SCORES]
+
+
+def test_a_mode_is_checked_by_the_modes_one_owner():
+    """metrics.py kept its own copy of the modes and their check (worded otherwise)."""
+    from losscmp.losses import catalogue
+
+    assert metrics.check_mode is catalogue.check_mode
+    with pytest.raises(ParameterError, match="one of binary, multiclass, not 'multilabel'"):
+        summarize_epoch(torch.zeros(1, 1, 4, dtype=torch.long), mode="multilabel")

@@ -1617,3 +1617,26 @@ def test_a_report_finds_each_trials_image_rows_without_a_pass_over_all_of_them(t
         pd.testing.assert_frame_equal(summarize(results), expected)
         reads[len(results.trials)] = len(CountedColumns.reads)
     assert list(reads) == [6, 24] and reads[24] == reads[6]
+
+
+def test_a_combined_table_is_saved_by_any_output_that_holds_the_summary(
+    cli, tmp_path, monkeypatch, capsys
+):
+    """cli.py asked whether 'csv' was among the outputs: a new output holding the summary
+    table (its Renderer's holds_summary) still drew 'combined summary not saved'."""
+    from losscmp import cli as cli_module
+    from losscmp import render
+
+    first = write_run(tmp_path / "a", quality={"dice": 0.8}, seeds=(0,), run_id="20260101-1")
+    second = write_run(tmp_path / "b", quality={"focal": 0.6}, seeds=(0,), run_id="20260101-2")
+    unsaved = "combined summary not saved in any run folder; add --csv FILE"
+    assert unsaved in " ".join(cli("report", first, second).output.split())
+    assert unsaved not in cli("report", first, second, "--csv", tmp_path / "t.csv").output
+    tsv = render.Renderer("tsv", "losscmp.render.csv", "", "summary.csv", holds_summary=True)
+    monkeypatch.setitem(render.RENDERERS, "tsv", tsv)
+    for files, noted in (({}, True), ({"tsv": tmp_path / "t.tsv"}, False)):
+        capsys.readouterr()
+        cli_module._print_report([first, second], metric="dice", files=files, plots=False)
+        notes = " ".join(capsys.readouterr().err.split())
+        assert ("combined summary not saved" in notes) == noted, files
+    assert pd.read_csv(tmp_path / "t.tsv")["loss"].tolist() == ["dice", "focal"]

@@ -23,8 +23,9 @@ import numpy as np
 from losscmp.data import transforms
 from losscmp.data.base import SegmentationData
 from losscmp.errors import ParameterError
+from losscmp.losses.catalogue import TARGET_MAPS, map_channels
 
-KNOWN_MAPS = frozenset({"signed_distance", "object_distance"})
+KNOWN_MAPS = frozenset(TARGET_MAPS)
 MAP_CACHE_BYTES = 512 * 1024**2  # beyond this, maps are computed per batch instead
 _SHUFFLE_STREAM = 0x5EED
 WORKER_TIMEOUT_S = 300
@@ -208,7 +209,7 @@ def split_maps(data: SegmentationData, split: str, name: str) -> np.ndarray | No
     key = (split, name)
     if key not in data.map_cache:
         masks = data.masks(split)
-        channels = data.out_channels if name == "signed_distance" else 1
+        channels = map_channels(name, data.out_channels)
         if masks.size * channels * 4 > MAP_CACHE_BYTES:
             return None
         data.map_cache[key] = compute_maps(data, masks, [name])[name]

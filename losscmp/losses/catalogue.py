@@ -18,8 +18,13 @@ MULTICLASS_MODE = "multiclass"
 MODES = (BINARY_MODE, MULTICLASS_MODE)
 BOTH_MODES = MODES
 
+# The target maps a loss may name in ``needs``; ``losses.distance`` computes them and the
+# data pipeline (``data.loader``) caches them. Those in PER_CLASS_MAPS hold one channel per
+# channel the model predicts, the others one.
 SIGNED_DISTANCE = "signed_distance"
 OBJECT_DISTANCE = "object_distance"
+TARGET_MAPS = (SIGNED_DISTANCE, OBJECT_DISTANCE)
+PER_CLASS_MAPS = frozenset({SIGNED_DISTANCE})
 
 # ``mode`` comes from the dataset (the caller), never from a user's loss spec.
 LOSS_REGISTRY = Registry("loss", context_params=("mode",))
@@ -50,6 +55,10 @@ def register_loss(
     ``weighted_bce``'s beta does), its minimum is then the prediction p = y. False for a
     loss that needs hard masks (distance maps, Lovász's sorted labels) or class indices.
     """
+    needs = frozenset(needs)
+    unknown_maps = sorted(needs - set(TARGET_MAPS))
+    if unknown_maps:  # a registration's mistake: no user can cause it
+        raise ValueError(f"loss '{name}' needs unknown target map(s) {unknown_maps}")
     if alternative:
         ALTERNATIVES[name] = alternative
     LOSS_REGISTRY.register(
@@ -59,9 +68,14 @@ def register_loss(
         modes=tuple(modes),
         reference=reference,
         formula=formula,
-        needs=frozenset(needs),
+        needs=needs,
         soft_targets=soft_targets,
     )(factory)
+
+
+def map_channels(name: str, out_channels: int) -> int:
+    """The channels of target map ``name`` for a model predicting ``out_channels``."""
+    return out_channels if name in PER_CLASS_MAPS else 1
 
 
 def check_mode(mode: str) -> str:

@@ -23,9 +23,7 @@ from collections.abc import Iterable
 import numpy as np
 from scipy import ndimage
 
-SIGNED_DISTANCE = "signed_distance"
-OBJECT_DISTANCE = "object_distance"
-MAP_NAMES = (SIGNED_DISTANCE, OBJECT_DISTANCE)
+from losscmp.losses.catalogue import OBJECT_DISTANCE, SIGNED_DISTANCE, TARGET_MAPS
 
 
 def class_masks(mask: np.ndarray, mode: str, num_classes: int, ignore_index: int | None):
@@ -62,13 +60,13 @@ def target_maps(
     mode: str,
     num_classes: int,
     ignore_index: int | None = None,
-    names: Iterable[str] = MAP_NAMES,
+    names: Iterable[str] = TARGET_MAPS,
 ) -> dict[str, np.ndarray]:
     """The requested maps for one (H, W) mask, without the batch dimension."""
     names = set(names)
-    unknown = names - set(MAP_NAMES)
+    unknown = names - set(TARGET_MAPS)
     if unknown:
-        raise ValueError(f"unknown target map(s) {sorted(unknown)}; known: {MAP_NAMES}")
+        raise ValueError(f"unknown target map(s) {sorted(unknown)}; known: {TARGET_MAPS}")
     masks = class_masks(mask, mode, num_classes, ignore_index)
     maps: dict[str, np.ndarray] = {}
     if SIGNED_DISTANCE in names:

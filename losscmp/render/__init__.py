@@ -7,15 +7,18 @@
 
 A new file output is one module here defining
 ``write(report: losscmp.summary.Report, path) -> Path``, plus one line in
-:data:`RENDERERS` (and its option in cli.py). Modules are imported when used,
-so a CSV never imports matplotlib; a target is refused (``Renderer.check_target``)
-from this module alone, so a bad ``--csv`` never imports pandas.
+:data:`RENDERERS` (and its option in cli.py); one whose file holds the summary table
+says so (``holds_summary``): a combined report written there counts as saved. Modules
+are imported when used, so a CSV never imports matplotlib; a target is refused
+(``Renderer.check_target``) from this module alone, so a bad ``--csv`` never imports
+pandas.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -31,6 +34,9 @@ class Renderer:
     module: str
     description: str
     example: str  # the file of this kind a run folder holds itself, e.g. summary.csv
+    # Its file holds the summary table itself (a run's summary.csv): where a combined
+    # report's table is saved, which no run folder keeps.
+    holds_summary: bool = False
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -48,6 +54,7 @@ RENDERERS: dict[str, Renderer] = {
             "losscmp.render.csv",
             "the summary frame, one row per dataset x loss",
             "summary.csv",
+            holds_summary=True,
         ),
         Renderer(
             "html",
@@ -57,6 +64,11 @@ RENDERERS: dict[str, Renderer] = {
         ),
     )
 }
+
+
+def summary_options(names: Iterable[str]) -> list[str]:
+    """The options among renderers ``names`` whose file holds the summary table."""
+    return [f"--{name}" for name in names if RENDERERS[name].holds_summary]
 
 
 def check_file_target(path: Path | str, option: str, example: str) -> Path:

@@ -302,7 +302,8 @@ def _class_count(results: summary.RunResults, dataset: str, masks, predictions) 
     names = results.datasets.get(dataset, {}).get("class_names") or []
     if len(names) >= 2:
         return len(names)
-    labels = [int(masks[masks != 255].max(initial=1)), *(int(p.max()) for p in predictions)]
+    labelled = masks[masks != summary.IGNORE_LABEL]
+    labels = [int(labelled.max(initial=1)), *(int(p.max()) for p in predictions)]
     return max(labels) + 1
 
 
@@ -523,7 +524,7 @@ def _image_tile(image: np.ndarray) -> np.ndarray:
 
 def _truth_tile(image: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
     colours = {TRUTH: mask == 1} if mode == "binary" else _class_colours(mask)
-    return _bytes(_overlay(image, colours, ignored=mask == 255))
+    return _bytes(_overlay(image, colours, ignored=mask == summary.IGNORE_LABEL))
 
 
 def _prediction_tile(
@@ -541,7 +542,7 @@ def _prediction_tile(
 def _outcome_tile(image: np.ndarray, mask: np.ndarray, prediction: np.ndarray, mode: str):
     """The prediction over the image: binary, each pixel's outcome (hit, false positive,
     miss); multiclass, the predicted classes' colours."""
-    valid = mask != 255
+    valid = mask != summary.IGNORE_LABEL
     if mode == "binary":
         truth, predicted = mask == 1, prediction == 1
         outcome = {
@@ -557,7 +558,7 @@ def _prediction_dice(mask: np.ndarray, prediction: np.ndarray, mode: str, classe
     """The prediction's Dice as images.csv has it: binary, the foreground's; multiclass,
     the mean over every foreground class 1..``classes``-1, a class in neither the mask
     nor the prediction counting 1 (losscmp.metrics)."""
-    valid = mask != 255
+    valid = mask != summary.IGNORE_LABEL
     if mode == "binary":
         return _dice(prediction == 1, mask == 1, valid)
     # Every foreground class, as metrics.per_image_scores averages them: only those in
@@ -593,7 +594,8 @@ def _class_colours(labels: np.ndarray) -> dict[tuple, np.ndarray]:
     from matplotlib import colormaps
 
     palette = colormaps["tab10"]
-    return {tuple(palette(k % 10)[:3]): labels == k for k in np.unique(labels) if 0 < k < 255}
+    classes = [k for k in np.unique(labels) if 0 < k < summary.IGNORE_LABEL]
+    return {tuple(palette(k % 10)[:3]): labels == k for k in classes}
 
 
 def _overlay(

@@ -1,0 +1,36 @@
+"""Metric names, listed once: metrics.py computes them, epochs.csv stores each split's as
+``<split>_<name>`` in this order (results.py), ``report --metric`` offers those
+METRIC_TITLES titles (report_args.py checks it, cli.py's help lists them) and the tables
+write those titles (summary.py).
+
+A new score is its formula in metrics.py plus its name here (and its title, to offer it as
+a headline). Plain names only: ``report``'s checks import this before numpy or pandas.
+"""
+
+from __future__ import annotations
+
+# Dataset-level scores of the hard prediction (p >= 0.5; multiclass: argmax): every run.
+SCORE_NAMES = ("dice", "iou", "mcc", "precision", "recall")
+IMAGE_SCORE_NAMES = ("image_dice", "image_iou")  # means of per-image scores: every run
+# Binary runs only: these scores again at the threshold chosen on validation (<name>_t) ...
+THRESHOLD_SCORE_NAMES = ("dice", "iou", "mcc")
+# ... and the scores that need no threshold.
+THRESHOLD_FREE_SCORE_NAMES = ("ap", "ece")
+BINARY_SCORE_NAMES = (*(f"{name}_t" for name in THRESHOLD_SCORE_NAMES), *THRESHOLD_FREE_SCORE_NAMES)
+# The headlines report --metric may choose, as the tables title them (precision and recall
+# are recorded in epochs.csv, not offered as headlines).
+METRIC_TITLES = {
+    "dice": "Dice",
+    "iou": "IoU",
+    "mcc": "MCC",
+    "image_dice": "image Dice",
+    "image_iou": "image IoU",
+    "dice_t": "Dice@thr.",
+    "iou_t": "IoU@thr.",
+    "mcc_t": "MCC@thr.",
+    "ap": "AP",
+    "ece": "ECE",
+}
+METRICS = tuple(METRIC_TITLES)
+THRESHOLD_METRICS = tuple(name for name in METRICS if name in BINARY_SCORE_NAMES)
+PLAIN_METRICS = tuple(name for name in METRICS if name not in THRESHOLD_METRICS)  # every run
