@@ -543,6 +543,8 @@ CASES: list[tuple[str, Args, str]] = [
     ),
     ("workers-negative", ["--num-workers", "-1"], "--num-workers must be between 0 and 256"),
     ("workers-huge", ["--num-workers", "100000"], "--num-workers must be between 0 and 256"),
+    ("fuse-true", ["--fuse", "true"], "got 'true' (did you mean 'on'?)"),
+    ("fuse-no", ["--fuse", "no"], "got 'no' (did you mean 'off'?)"),
     ("jobs-zero", ["--jobs", "0"], "--jobs must be between 1 and 1024, got 0"),
     (
         "jobs-short-equals",  # '-j=2' is '-j' given '=2': make's and ninja's habit
