@@ -202,11 +202,16 @@ class _FittedProgress(Progress):
         for column in table.columns:
             column.no_wrap, column.overflow = True, "ellipsis"
         label = max((Text.from_markup(task.description).cell_len for task in tasks), default=0)
-        status = max(
-            (Text.from_markup(task.fields.get("status", "")).cell_len for task in tasks),
-            default=0,
-        )
+        status = max((_status_width(task) for task in tasks), default=0)
         return _FittedLines(table, label, status)
+
+
+def _status_width(task) -> int:
+    """The cells a line's status takes: its text, or the wider status it stands in for
+    (``status_width``: an evaluation's in place of the epoch's scores, for the bar to keep
+    its width). Padding the text instead ended it in '…' where the column cut it."""
+    shown = Text.from_markup(task.fields.get("status", "")).cell_len
+    return max(shown, task.fields.get("status_width", 0))
 
 
 def clock_text(seconds: float | None, rough: bool = False) -> str:
@@ -319,15 +324,15 @@ class TrainingProgress:
     def _on_Evaluating(self, event) -> None:  # noqa: N802
         """'validating 12/40' while a split is scored (minutes on a CPU, with no step to
         move the bar), 'boundaries  120/3669' while the last epoch's HD95 and NSD are,
-        at least as wide as the status it stands in for: from the first epoch's scores
+        given at least the room of the status it stands in for: from the first epoch's scores
         on, the bar keeps its width."""
         task = self.tasks.get(event.trial_id)
         if task is None:
             return
         done = f"{event.batch:>{len(str(event.batches))}}/{event.batches}"
         status = f"{PASSES.get(event.split, event.split)} {done}"
-        (shown,) = [line.fields["status"] for line in self.progress.tasks if line.id == task]
-        self.progress.update(task, status=status.ljust(Text.from_markup(shown).cell_len))
+        (line,) = [line for line in self.progress.tasks if line.id == task]
+        self.progress.update(task, status=status, status_width=_status_width(line))
 
     def _on_EpochDone(self, event) -> None:  # noqa: N802
         record = event.record
@@ -339,8 +344,8 @@ class TrainingProgress:
                 f"dice {record['val_dice']:.3f} mcc {record['val_mcc']:.3f}"
             )
         task = self.tasks.get(event.trial_id)
-        if task is not None:
-            self.progress.update(task, status=status)
+        if task is not None:  # the scores' own width again, the evaluation's stand-in done
+            self.progress.update(task, status=status, status_width=0)
         self._advance(event.trial_id, record["epoch"])
 
     def _on_TrialRetried(self, event) -> None:  # noqa: N802
