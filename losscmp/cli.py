@@ -100,19 +100,26 @@ def run(
     losses: Annotated[
         str | None,
         typer.Option(
+            metavar="LIST",
             help="Losses with parameters ('dice,focal(gamma=1)'), 'all' (every loss of the "
             "data's mode), patterns ('*dice*'). "
-            "\\[default: dice,focal,tversky]"
+            "\\[default: dice,focal,tversky]",
         ),
     ] = None,
     dataset: Annotated[
         str | None,
-        typer.Option(help="synthetic (default), pets, 'pets(mode=trimap)', folder:PATH, ..."),
+        typer.Option(
+            metavar="NAME", help="synthetic (default), pets, 'pets(mode=trimap)', folder:PATH, ..."
+        ),
     ] = None,
-    data_dir: Annotated[str | None, typer.Option(help="Where the dataset lives.")] = None,
+    data_dir: Annotated[
+        str | None, typer.Option(metavar="PATH", help="Where the dataset lives.")
+    ] = None,
     fg_fraction: Annotated[
         str | None,
-        typer.Option(help="Synthetic foreground fractions to sweep, e.g. '0.005,0.02,0.1'."),
+        typer.Option(
+            metavar="LIST", help="Synthetic foreground fractions to sweep, e.g. '0.005,0.02,0.1'."
+        ),
     ] = None,
     # Numbers arrive as text for config.normalise to read, so that a bad one is refused in
     # the words used for the same value in a config file.
@@ -140,19 +147,27 @@ def run(
     lr_grid: Annotated[
         str | None,
         typer.Option(
+            metavar="LIST",
             help="Learning rates to train every loss at, e.g. '1e-3,3e-3,1e-2'; each loss is "
-            "reported at its best rate on validation (replaces --lr)."
+            "reported at its best rate on validation (replaces --lr).",
         ),
     ] = None,
     model: Annotated[
-        str | None, typer.Option(help="Model preset: auto, tiny, small, medium. \\[default: auto]")
+        str | None,
+        typer.Option(
+            metavar="PRESET", help="Model preset: auto, tiny, small, medium. \\[default: auto]"
+        ),
     ] = None,
     encoder_weights: Annotated[
         str | None,
-        typer.Option(help="'imagenet' to start from pretrained weights. \\[default: none]"),
+        typer.Option(
+            metavar="NAME",
+            help="'imagenet' to start from pretrained weights. \\[default: none]",
+        ),
     ] = None,
     device: Annotated[
-        str | None, typer.Option(help="auto, cpu, cuda or mps. \\[default: auto]")
+        str | None,
+        typer.Option(metavar="DEVICE", help="auto, cpu, cuda or mps. \\[default: auto]"),
     ] = None,
     amp: Annotated[
         bool | None,
@@ -161,12 +176,14 @@ def run(
         ),
     ] = None,
     out: Annotated[
-        str | None, typer.Option(help="Parent folder of run folders. \\[default: results]")
+        str | None,
+        typer.Option(metavar="DIR", help="Parent folder of run folders. \\[default: results]"),
     ] = None,
     config: Annotated[
         Path | None,
         typer.Option(
-            help="YAML file with these options (but --config, --resume, --dry-run); flags win."
+            metavar="FILE",
+            help="YAML file with these options (but --config, --resume, --dry-run); flags win.",
         ),
     ] = None,
     limit: Annotated[
@@ -182,7 +199,10 @@ def run(
     ] = None,
     executor: Annotated[
         str | None,
-        typer.Option(help="local (this machine) or ray (a Ray cluster). \\[default: local]"),
+        typer.Option(
+            metavar="NAME",
+            help="local (this machine) or ray (a Ray cluster). \\[default: local]",
+        ),
     ] = None,
     jobs: Annotated[
         str | None,
@@ -205,8 +225,9 @@ def run(
     fuse: Annotated[
         str | None,
         typer.Option(
+            metavar="MODE",
             help="Train the losses of a seed as one stacked model: auto (on CUDA), on, off. "
-            "\\[default: auto]"
+            "\\[default: auto]",
         ),
     ] = None,
     trials_per_gpu: Annotated[
@@ -218,18 +239,23 @@ def run(
     ray_address: Annotated[
         str | None,
         typer.Option(
+            metavar="ADDR",
             help="Ray cluster to join (else $RAY_ADDRESS, else a local Ray is started).",
         ),
     ] = None,
     tracking: Annotated[
         str | None,
         typer.Option(
+            metavar="NAME",
             help="mlflow: log each trial to MLflow ($MLFLOW_TRACKING_URI, else a SQLite store "
             "in <out>/mlruns/). \\[default: none]",
         ),
     ] = None,
     resume: Annotated[
-        Path | None, typer.Option(help="Finish an interrupted run folder; skips finished trials.")
+        Path | None,
+        typer.Option(
+            metavar="RUN_DIR", help="Finish an interrupted run folder; skips finished trials."
+        ),
     ] = None,
     dry_run: Annotated[
         bool,
@@ -494,22 +520,26 @@ def _command_line(config: Path | None, flags: dict, resume: Path | None) -> str:
 @app.command()
 @user_errors
 def report(
-    paths: Annotated[list[Path], typer.Argument(help="Run folders, or a folder of runs (newest).")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(metavar="PATH", help="Run folders, or a folder of runs (newest)."),
+    ],
     metric: Annotated[
         str,
         typer.Option(
+            metavar="NAME",
             help="Headline metric: dice, iou, mcc, image_dice, image_iou; binary runs also "
-            "dice_t, iou_t, mcc_t (at the validation-chosen threshold), ap, ece."
+            "dice_t, iou_t, mcc_t (at the validation-chosen threshold), ap, ece.",
         ),
     ] = "dice",
     # Text, not Path: click reads an empty name as '.', the working folder.
     csv: Annotated[
-        str | None, typer.Option(metavar="PATH", help="Also write the summary table here.")
+        str | None, typer.Option(metavar="FILE", help="Also write the summary table here.")
     ] = None,
     html: Annotated[
         str | None,
         typer.Option(
-            metavar="PATH", help="Also write one self-contained HTML page: tables, figures, setup."
+            metavar="FILE", help="Also write one self-contained HTML page: tables, figures, setup."
         ),
     ] = None,
     plots: Annotated[bool, typer.Option(help="Write PNG figures into the run folder.")] = False,
@@ -597,10 +627,11 @@ def _write_run_summary(store, report, targets: dict[str, Path]) -> list[Path]:
 @user_errors
 def losses_command(
     pattern: Annotated[
-        str | None, typer.Argument(help="Filter names, e.g. '*dice*' ('all': every loss).")
+        str | None,
+        typer.Argument(metavar="PATTERN", help="Filter names, e.g. '*dice*' ('all': every loss)."),
     ] = None,
     show: Annotated[
-        str | None, typer.Option(help="Show one loss: formula, parameters, paper.")
+        str | None, typer.Option(metavar="NAME", help="Show one loss: formula, parameters, paper.")
     ] = None,
 ) -> None:
     """List the registered losses, or show one in detail."""
@@ -638,7 +669,9 @@ ROOT_HELP = "Folder holding the datasets (or the pets folder itself). \\[default
 @user_errors
 def datasets_default(
     ctx: typer.Context,
-    root: Annotated[Path | None, typer.Option(help=ROOT_HELP, show_default=False)] = None,
+    root: Annotated[
+        Path | None, typer.Option(metavar="DIR", help=ROOT_HELP, show_default=False)
+    ] = None,
 ) -> None:
     """List the datasets, whether each is present, and how to get it."""
     if ctx.invoked_subcommand is None:
@@ -650,7 +683,9 @@ def datasets_default(
 @user_errors
 def datasets_list(
     ctx: typer.Context,
-    root: Annotated[Path | None, typer.Option(help=ROOT_HELP, show_default=False)] = None,
+    root: Annotated[
+        Path | None, typer.Option(metavar="DIR", help=ROOT_HELP, show_default=False)
+    ] = None,
 ) -> None:
     """List the datasets, whether each is present, and how to get it."""
     _list_datasets(root or ctx.obj or DATASETS_ROOT)
@@ -667,8 +702,8 @@ def _list_datasets(data_dir: Path) -> None:
 @user_errors
 def datasets_download(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Dataset to fetch, e.g. pets.")],
-    data_dir: Annotated[Path, typer.Option(help="Target folder.")] = Path(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Dataset to fetch, e.g. pets.")],
+    data_dir: Annotated[Path, typer.Option(metavar="DIR", help="Target folder.")] = Path(
         "datasets/oxford-iiit-pet"
     ),
 ) -> None:

@@ -480,7 +480,7 @@ def test_unreachable_pretrained_weights_fail_before_the_run_folder(cli, tmp_path
         (["run", "--epochs", "abc"], "--epochs must be a whole number, got 'abc'"),
         (["run", "--bogus"], "No such option: --bogus"),
         (["datasets", "foo"], "No such command 'foo'"),
-        (["report"], "Missing argument 'paths'"),
+        (["report"], "Missing argument 'PATH'"),
     ],
 )
 def test_usage_errors_are_one_line_too(args, message):
