@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import difflib
 import errno
 import functools
 import os
@@ -23,9 +24,9 @@ import typer
 from losscmp.errors import LosscmpError, Terminated
 
 try:  # typer >= 0.20 ships its own copy of click
-    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+    from typer._click.exceptions import NoArgsIsHelpError, NoSuchOption, UsageError
 except ImportError:
-    from click.exceptions import NoArgsIsHelpError, UsageError
+    from click.exceptions import NoArgsIsHelpError, NoSuchOption, UsageError
 
 app = typer.Typer(
     name="losscmp",
@@ -744,12 +745,33 @@ def main() -> None:
         code = 0
     except UsageError as error:
         command = error.ctx.command_path if error.ctx else _command_typed()
-        typer.echo(f"losscmp: error: {error.format_message()} (see '{command} --help')", err=True)
+        typer.echo(f"losscmp: error: {_usage_message(error)} (see '{command} --help')", err=True)
         code = 2
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("losscmp: interrupted", err=True)
         code = 130
     sys.exit(code or 0)
+
+
+def _usage_message(error: UsageError) -> str:
+    """click's words, but an unknown option's suggestion worded as every other one: the one
+    option closest in name. click's compared whole options, '--' included, and offered
+    '(Possible options: --fuse, --jobs, --out)' for '--bogus'."""
+    if not isinstance(error, NoSuchOption) or error.ctx is None:
+        return error.format_message()
+    options = {
+        option.lstrip("-"): option
+        for param in error.ctx.command.params
+        for option in (*param.opts, *param.secondary_opts)
+        if option.startswith("--")
+    }
+    typed = error.option_name.lstrip("-").lower()
+    # The one option that begins what was typed, or that it begins ('--out-dir', '--epoch');
+    # else the closest in spelling.
+    related = [name for name in options if typed.startswith(name) or name.startswith(typed)]
+    closest = difflib.get_close_matches(typed, list(options), n=1, cutoff=0.6)
+    meant = related if len(related) == 1 else closest
+    return error.message + (f" (did you mean '{options[meant[0]]}'?)" if meant else "")
 
 
 def _command_typed() -> str:

@@ -560,7 +560,14 @@ CASES: list[tuple[str, Args, str]] = [
     ("epochs-overflow", ["--epochs", "1e400"], "--epochs must be a whole number, got '1e400'"),
     ("seed-float", ["--seed", "1.5"], "error: --seed must be a whole number, got 1.5"),
     # click's own parsing
-    ("usage-unknown-option", ["--bogus"], "No such option: --bogus"),
+    ("usage-unknown-option", ["--bogus"], "No such option: --bogus (see '"),  # nothing close
+    (  # click offered '(Possible options: --jobs, --out)': '--job' and '--out' share '--' and 'o'
+        "usage-misspelled-option",
+        ["--job", "2"],
+        "No such option: --job (did you mean '--jobs'?) (see '",
+    ),
+    ("usage-option-with-a-suffix", ["--out-dir", "x"], "--out-dir (did you mean '--out'?)"),
+    ("usage-misspelled-switch", ["--dryrun"], "--dryrun (did you mean '--dry-run'?) (see '"),
     ("usage-missing-value", ["--losses"], "requires an argument. (see 'losscmp run --help')"),
     # --out
     ("out-is-a-file", out_file, "is a file"),
