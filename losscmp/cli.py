@@ -212,7 +212,8 @@ def run(
             "-j",
             metavar="N",
             help="Trials (or fused groups) run at once: worker processes with --executor local, "
-            "tasks in flight with ray. \\[default: 1; CUDA: --trials-per-gpu x GPUs; ray: all]",
+            "tasks in flight with ray. "
+            "\\[default: 1; CUDA: --trials-per-gpu x GPUs; ray: twice what the cluster fits]",
         ),
     ] = None,
     threads: Annotated[

@@ -740,7 +740,7 @@ def test_run_help_shows_the_real_defaults(cli, monkeypatch):
     from losscmp.config import RunConfig
 
     monkeypatch.setenv("COLUMNS", "200")
-    text = " ".join(cli("run", "--help").output.split())
+    text = " ".join(cli("run", "--help").output.replace("│", " ").split())  # wrapped in a box
     defaults = RunConfig()
     for option, value in [
         ("Training epochs per trial.", defaults.epochs),
@@ -755,6 +755,10 @@ def test_run_help_shows_the_real_defaults(cli, monkeypatch):
         ("patterns ('*dice*').", ",".join(defaults.losses)),
         ("Worker processes per GPU when --jobs is not given.", defaults.trials_per_gpu),
         ("'imagenet' to start from pretrained weights.", "none"),
+        (  # Ray keeps twice the tasks that fit in flight (executors.ray.InFlight), not all
+            "tasks in flight with ray.",
+            "1; CUDA: --trials-per-gpu x GPUs; ray: twice what the cluster fits",
+        ),
     ]:
         assert f"{option} [default: {value}]" in text, option
 
