@@ -476,7 +476,7 @@ def _dry_run_checks(prepared, resume: Path | None) -> tuple[set[str], list, str]
     what the run would use where losscmp decides (``runner.planned_choices``) and how the
     others would run (``runner.planned_execution``)."""
     from losscmp.console import print_note
-    from losscmp.results import read_run_json
+    from losscmp.results import RunStore, read_run_json
     from losscmp.runner import (
         check_resumable,
         execution_notes,
@@ -487,6 +487,7 @@ def _dry_run_checks(prepared, resume: Path | None) -> tuple[set[str], list, str]
     with prepared.executor:  # started by prepare, as for a real run: stopped unused
         meta = read_run_json(resume) if resume is not None else None
         if meta is not None:
+            RunStore(resume).refuse_if_locked()  # as the run would be, by its lock
             check_resumable(meta, prepared, resume)
         for note in execution_notes(prepared, meta):
             print_note(note)

@@ -399,6 +399,25 @@ def test_a_resumed_dry_run_is_checked_and_marks_the_finished_trials(cli, tmp_pat
     assert changed.exit_code == 2 and "changes epochs" in changed.stderr
 
 
+def test_a_resumed_dry_run_is_refused_while_another_process_writes_the_run(cli, tmp_path):
+    """--dry-run makes the checks the run makes, yet passed a run folder that another
+    losscmp process was writing, which the run then refused."""
+    from run_fixtures import write_run
+
+    from losscmp.results import RunStore
+
+    run_dir = write_run(tmp_path / "runs", quality={"dice": 0.8}, seeds=(0,))
+    with RunStore(run_dir).lock():  # as a run writing it holds it
+        refused = cli("run", "--resume", run_dir, "--seeds", "2", "--dry-run")
+    assert refused.exit_code == 2
+    assert refused.stderr == (
+        f"losscmp: error: run folder {run_dir} is being written by another losscmp process "
+        f"(pid {os.getpid()}); wait for it to finish, or stop it first\n"
+    )
+    free = cli("run", "--resume", run_dir, "--seeds", "2", "--dry-run")
+    assert free.exit_code == 0, free.output
+
+
 @pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["run", "dry-run"])
 def test_resume_refuses_an_out_it_would_ignore(cli, tmp_path, dry_run):
     """--out beside --resume was ignored (the run stays in its folder) yet recorded in the
