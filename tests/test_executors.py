@@ -1485,16 +1485,17 @@ def test_more_threads_than_cores_is_noted_before_a_run_and_a_dry_run(cli, tmp_pa
     args = ["--config", SMOKE, "--epochs", "1", "--losses", "dice", "--out", tmp_path]
     crowded = cli("run", *args, "--threads", "3", "--dry-run")
     assert crowded.exit_code == 0, crowded.output
-    assert (
-        "note: 1 trial at a time × 3 threads is more than this machine's 2 cores: the "
-        "trials share them and run slower (with the numbers of 3 threads each)"
+    assert (  # one trial: its threads share the cores ('the trials share them' said before)
+        "note: 1 trial at a time × 3 threads is more than this machine's 2 cores: its "
+        "threads share them and it runs slower (with the numbers of 3 threads)"
     ) in crowded.stderr
     fits = cli("run", *args, "--threads", "2", "--dry-run")
     assert fits.exit_code == 0 and "note:" not in fits.stderr
     workers = cli("run", *args, "--losses", "dice,focal,tversky", "-j", "3", "--dry-run")
-    assert "note: 3 trials at a time × 1 thread is more than this machine's 2 cores" in (
-        workers.stderr
-    )
+    assert (
+        "note: 3 trials at a time × 1 thread is more than this machine's 2 cores: the "
+        "trials share them and run slower (with the numbers of 1 thread each)"
+    ) in workers.stderr
     run = cli("run", *args, "--threads", "3")
     assert run.exit_code == 0, run.output
     assert run.stderr.splitlines()[0].startswith("note: 1 trial at a time × 3 threads is more")
