@@ -466,17 +466,15 @@ def print_plan(
     title = f"{planned} (dry run: nothing trained)"
     if finished:
         title = f"{todo} of {planned} still to train (dry run)"
-    table = Table(title=title)
-    columns = ("#", "dataset", "loss", "lr", "seed", "trial id") + (("state",) if finished else ())
-    for column in columns:
-        table.add_column(column)
-    for index, trial in enumerate(plan.trials, start=1):
-        rate = f"{trial.lr:g}" if trial.lr is not None else "–"
-        row = [str(index), trial.dataset, trial.loss, rate, str(trial.seed), trial.id]
-        if finished:
-            row.append("finished" if trial.id in finished else "to train")
-        table.add_row(*map(escape, row))
-    stdout().print(table)
+    out = stdout()
+    table = _plan_table(plan, finished, title, with_ids=True)
+    unbounded = out.options.update_width(10**6)  # a measure is capped at the width it gets
+    if out.measure(table, options=unbounded).maximum > out.width:
+        # Cut to the terminal, every id and every dataset read 'synthetic(fg_fraction…' (an
+        # --fg-fraction sweep's rows looked alike): the ids, made of the other columns, go.
+        table = _plan_table(plan, finished, title, with_ids=False)
+        table.caption = f"trial ids not shown at this width ({out.width} columns)"
+    out.print(table)
     config = plan.config
     chosen = "".join(
         f", {name} {value}" + (f" ({why})" if why else "") for name, value, why in choices
@@ -490,6 +488,26 @@ def print_plan(
     )
     if execution:
         stdout().print(f"executing: {execution}", markup=False, soft_wrap=True)
+
+
+def _plan_table(plan, finished: set[str], title: str, with_ids: bool) -> Table:
+    """The planned trials, one a row; a dataset or loss spec too wide for its column wraps
+    rather than losing its end (the values that tell rows apart)."""
+    table = Table(title=title)
+    for column in ("#", "dataset", "loss", "lr", "seed"):
+        table.add_column(column, overflow="fold")
+    if with_ids:
+        table.add_column("trial id")
+    if finished:
+        table.add_column("state")
+    for index, trial in enumerate(plan.trials, start=1):
+        rate = f"{trial.lr:g}" if trial.lr is not None else "–"
+        row = [str(index), trial.dataset, trial.loss, rate, str(trial.seed)]
+        row += [trial.id] if with_ids else []
+        if finished:
+            row.append("finished" if trial.id in finished else "to train")
+        table.add_row(*map(escape, row))
+    return table
 
 
 def _selection_line(selection) -> str:

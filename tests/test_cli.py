@@ -399,6 +399,28 @@ def test_a_resumed_dry_run_is_checked_and_marks_the_finished_trials(cli, tmp_pat
     assert changed.exit_code == 2 and "changes epochs" in changed.stderr
 
 
+def test_a_dry_run_in_an_80_column_terminal_shows_which_dataset_each_trial_trains_on(
+    cli, tmp_path, monkeypatch
+):
+    """Cut to 80 columns, every row of an --fg-fraction sweep read 'synthetic(fg_fraction…'
+    and every id 'synthetic_fg_fraction…': the ids (made of the other columns) now go, and
+    a spec too long for its column wraps whole."""
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # Rich: stdout is a terminal
+    monkeypatch.setenv("COLUMNS", "80")
+    args = ["--config", SMOKE, "--losses", "dice,focal", "--fg-fraction", "0.01,0.05"]
+    result = cli("run", *args, "--epochs", "1", "--out", tmp_path, "--dry-run")
+    assert result.exit_code == 0, result.output
+    text = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)
+    rows = re.findall(r"│ (\d) │ synthetic\(fg_fraction=(0\.0\d),n_train=48,\S* +│ (\w+) ", text)
+    assert rows == [("1", "0.01", "dice"), ("2", "0.01", "focal")] + [
+        ("3", "0.05", "dice"),
+        ("4", "0.05", "focal"),
+    ]
+    assert "…" not in text and "┃ trial id" not in text
+    assert "trial ids not shown at this width (80 columns)" in text
+    assert max(len(line) for line in text.splitlines()[:-3]) <= 80
+
+
 def test_a_resumed_dry_run_is_refused_while_another_process_writes_the_run(cli, tmp_path):
     """--dry-run makes the checks the run makes, yet passed a run folder that another
     losscmp process was writing, which the run then refused."""
