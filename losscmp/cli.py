@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import difflib
 import errno
 import functools
 import os
@@ -24,9 +25,9 @@ from losscmp.errors import LosscmpError, Terminated
 from losscmp.metric_names import PLAIN_METRICS, THRESHOLD_METRICS
 
 try:  # typer >= 0.20 ships its own copy of click
-    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+    from typer._click.exceptions import NoArgsIsHelpError, NoSuchOption, UsageError
 except ImportError:
-    from click.exceptions import NoArgsIsHelpError, UsageError
+    from click.exceptions import NoArgsIsHelpError, NoSuchOption, UsageError
 
 app = typer.Typer(
     name="losscmp",
@@ -101,19 +102,26 @@ def run(
     losses: Annotated[
         str | None,
         typer.Option(
+            metavar="LIST",
             help="Losses with parameters ('dice,focal(gamma=1)'), 'all' (every loss of the "
             "data's mode), patterns ('*dice*'). "
-            "\\[default: dice,focal,tversky]"
+            "\\[default: dice,focal,tversky]",
         ),
     ] = None,
     dataset: Annotated[
         str | None,
-        typer.Option(help="synthetic (default), pets, 'pets(mode=trimap)', folder:PATH, ..."),
+        typer.Option(
+            metavar="NAME", help="synthetic (default), pets, 'pets(mode=trimap)', folder:PATH, ..."
+        ),
     ] = None,
-    data_dir: Annotated[str | None, typer.Option(help="Where the dataset lives.")] = None,
+    data_dir: Annotated[
+        str | None, typer.Option(metavar="PATH", help="Where the dataset lives.")
+    ] = None,
     fg_fraction: Annotated[
         str | None,
-        typer.Option(help="Synthetic foreground fractions to sweep, e.g. '0.005,0.02,0.1'."),
+        typer.Option(
+            metavar="LIST", help="Synthetic foreground fractions to sweep, e.g. '0.005,0.02,0.1'."
+        ),
     ] = None,
     # Numbers arrive as text for config.normalise to read, so that a bad one is refused in
     # the words used for the same value in a config file.
@@ -141,19 +149,27 @@ def run(
     lr_grid: Annotated[
         str | None,
         typer.Option(
+            metavar="LIST",
             help="Learning rates to train every loss at, e.g. '1e-3,3e-3,1e-2'; each loss is "
-            "reported at its best rate on validation (replaces --lr)."
+            "reported at its best rate on validation (replaces --lr).",
         ),
     ] = None,
     model: Annotated[
-        str | None, typer.Option(help="Model preset: auto, tiny, small, medium. \\[default: auto]")
+        str | None,
+        typer.Option(
+            metavar="PRESET", help="Model preset: auto, tiny, small, medium. \\[default: auto]"
+        ),
     ] = None,
     encoder_weights: Annotated[
         str | None,
-        typer.Option(help="'imagenet' to start from pretrained weights. \\[default: none]"),
+        typer.Option(
+            metavar="NAME",
+            help="'imagenet' to start from pretrained weights. \\[default: none]",
+        ),
     ] = None,
     device: Annotated[
-        str | None, typer.Option(help="auto, cpu, cuda or mps. \\[default: auto]")
+        str | None,
+        typer.Option(metavar="DEVICE", help="auto, cpu, cuda or mps. \\[default: auto]"),
     ] = None,
     amp: Annotated[
         bool | None,
@@ -162,12 +178,14 @@ def run(
         ),
     ] = None,
     out: Annotated[
-        str | None, typer.Option(help="Parent folder of run folders. \\[default: results]")
+        str | None,
+        typer.Option(metavar="DIR", help="Parent folder of run folders. \\[default: results]"),
     ] = None,
     config: Annotated[
         Path | None,
         typer.Option(
-            help="YAML file with these options (but --config, --resume, --dry-run); flags win."
+            metavar="FILE",
+            help="YAML file with these options (but --config, --resume, --dry-run); flags win.",
         ),
     ] = None,
     limit: Annotated[
@@ -183,7 +201,10 @@ def run(
     ] = None,
     executor: Annotated[
         str | None,
-        typer.Option(help="local (this machine) or ray (a Ray cluster). \\[default: local]"),
+        typer.Option(
+            metavar="NAME",
+            help="local (this machine) or ray (a Ray cluster). \\[default: local]",
+        ),
     ] = None,
     jobs: Annotated[
         str | None,
@@ -192,7 +213,8 @@ def run(
             "-j",
             metavar="N",
             help="Trials (or fused groups) run at once: worker processes with --executor local, "
-            "tasks in flight with ray. \\[default: 1; CUDA: --trials-per-gpu x GPUs; ray: all]",
+            "tasks in flight with ray. "
+            "\\[default: 1; CUDA: --trials-per-gpu x GPUs; ray: twice what the cluster fits]",
         ),
     ] = None,
     threads: Annotated[
@@ -206,8 +228,9 @@ def run(
     fuse: Annotated[
         str | None,
         typer.Option(
+            metavar="MODE",
             help="Train the losses of a seed as one stacked model: auto (on CUDA), on, off. "
-            "\\[default: auto]"
+            "\\[default: auto]",
         ),
     ] = None,
     trials_per_gpu: Annotated[
@@ -219,18 +242,23 @@ def run(
     ray_address: Annotated[
         str | None,
         typer.Option(
+            metavar="ADDR",
             help="Ray cluster to join (else $RAY_ADDRESS, else a local Ray is started).",
         ),
     ] = None,
     tracking: Annotated[
         str | None,
         typer.Option(
+            metavar="NAME",
             help="mlflow: log each trial to MLflow ($MLFLOW_TRACKING_URI, else a SQLite store "
             "in <out>/mlruns/). \\[default: none]",
         ),
     ] = None,
     resume: Annotated[
-        Path | None, typer.Option(help="Finish an interrupted run folder; skips finished trials.")
+        Path | None,
+        typer.Option(
+            metavar="RUN_DIR", help="Finish an interrupted run folder; skips finished trials."
+        ),
     ] = None,
     dry_run: Annotated[
         bool,
@@ -454,7 +482,7 @@ def _dry_run_checks(prepared, resume: Path | None) -> tuple[set[str], list, str]
     what the run would use where losscmp decides (``runner.planned_choices``) and how the
     others would run (``runner.planned_execution``)."""
     from losscmp.console import print_note
-    from losscmp.results import read_run_json
+    from losscmp.results import RunStore, read_run_json
     from losscmp.runner import (
         check_resumable,
         execution_notes,
@@ -465,6 +493,7 @@ def _dry_run_checks(prepared, resume: Path | None) -> tuple[set[str], list, str]
     with prepared.executor:  # started by prepare, as for a real run: stopped unused
         meta = read_run_json(resume) if resume is not None else None
         if meta is not None:
+            RunStore(resume).refuse_if_locked()  # as the run would be, by its lock
             check_resumable(meta, prepared, resume)
         for note in execution_notes(prepared, meta):
             print_note(note)
@@ -500,22 +529,26 @@ def _command_line(config: Path | None, flags: dict, resume: Path | None) -> str:
 @app.command()
 @user_errors
 def report(
-    paths: Annotated[list[Path], typer.Argument(help="Run folders, or a folder of runs (newest).")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(metavar="PATH", help="Run folders, or a folder of runs (newest)."),
+    ],
     metric: Annotated[
         str,
         typer.Option(
+            metavar="NAME",
             help=f"Headline metric: {', '.join(PLAIN_METRICS)}; binary runs also "
-            f"{', '.join(THRESHOLD_METRICS)} (_t: at the validation-chosen threshold)."
+            f"{', '.join(THRESHOLD_METRICS)} (_t: at the validation-chosen threshold).",
         ),
     ] = "dice",
     # Text, not Path: click reads an empty name as '.', the working folder.
     csv: Annotated[
-        str | None, typer.Option(metavar="PATH", help="Also write the summary table here.")
+        str | None, typer.Option(metavar="FILE", help="Also write the summary table here.")
     ] = None,
     html: Annotated[
         str | None,
         typer.Option(
-            metavar="PATH", help="Also write one self-contained HTML page: tables, figures, setup."
+            metavar="FILE", help="Also write one self-contained HTML page: tables, figures, setup."
         ),
     ] = None,
     plots: Annotated[bool, typer.Option(help="Write PNG figures into the run folder.")] = False,
@@ -606,10 +639,11 @@ def _write_run_summary(store, report, targets: dict[str, Path]) -> list[Path]:
 @user_errors
 def losses_command(
     pattern: Annotated[
-        str | None, typer.Argument(help="Filter names, e.g. '*dice*' ('all': every loss).")
+        str | None,
+        typer.Argument(metavar="PATTERN", help="Filter names, e.g. '*dice*' ('all': every loss)."),
     ] = None,
     show: Annotated[
-        str | None, typer.Option(help="Show one loss: formula, parameters, paper.")
+        str | None, typer.Option(metavar="NAME", help="Show one loss: formula, parameters, paper.")
     ] = None,
 ) -> None:
     """List the registered losses, or show one in detail."""
@@ -647,7 +681,9 @@ ROOT_HELP = "Folder holding the datasets (or the pets folder itself). \\[default
 @user_errors
 def datasets_default(
     ctx: typer.Context,
-    root: Annotated[Path | None, typer.Option(help=ROOT_HELP, show_default=False)] = None,
+    root: Annotated[
+        Path | None, typer.Option(metavar="DIR", help=ROOT_HELP, show_default=False)
+    ] = None,
 ) -> None:
     """List the datasets, whether each is present, and how to get it."""
     if ctx.invoked_subcommand is None:
@@ -659,7 +695,9 @@ def datasets_default(
 @user_errors
 def datasets_list(
     ctx: typer.Context,
-    root: Annotated[Path | None, typer.Option(help=ROOT_HELP, show_default=False)] = None,
+    root: Annotated[
+        Path | None, typer.Option(metavar="DIR", help=ROOT_HELP, show_default=False)
+    ] = None,
 ) -> None:
     """List the datasets, whether each is present, and how to get it."""
     _list_datasets(root or ctx.obj or DATASETS_ROOT)
@@ -676,8 +714,8 @@ def _list_datasets(data_dir: Path) -> None:
 @user_errors
 def datasets_download(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Dataset to fetch, e.g. pets.")],
-    data_dir: Annotated[Path, typer.Option(help="Target folder.")] = Path(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Dataset to fetch, e.g. pets.")],
+    data_dir: Annotated[Path, typer.Option(metavar="DIR", help="Target folder.")] = Path(
         "datasets/oxford-iiit-pet"
     ),
 ) -> None:
@@ -718,12 +756,33 @@ def main() -> None:
         code = 0
     except UsageError as error:
         command = error.ctx.command_path if error.ctx else _command_typed()
-        typer.echo(f"losscmp: error: {error.format_message()} (see '{command} --help')", err=True)
+        typer.echo(f"losscmp: error: {_usage_message(error)} (see '{command} --help')", err=True)
         code = 2
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("losscmp: interrupted", err=True)
         code = 130
     sys.exit(code or 0)
+
+
+def _usage_message(error: UsageError) -> str:
+    """click's words, but an unknown option's suggestion worded as every other one: the one
+    option closest in name. click's compared whole options, '--' included, and offered
+    '(Possible options: --fuse, --jobs, --out)' for '--bogus'."""
+    if not isinstance(error, NoSuchOption) or error.ctx is None:
+        return error.format_message()
+    options = {
+        option.lstrip("-"): option
+        for param in error.ctx.command.params
+        for option in (*param.opts, *param.secondary_opts)
+        if option.startswith("--")
+    }
+    typed = error.option_name.lstrip("-").lower()
+    # The one option that begins what was typed, or that it begins ('--out-dir', '--epoch');
+    # else the closest in spelling.
+    related = [name for name in options if typed.startswith(name) or name.startswith(typed)]
+    closest = difflib.get_close_matches(typed, list(options), n=1, cutoff=0.6)
+    meant = related if len(related) == 1 else closest
+    return error.message + (f" (did you mean '{options[meant[0]]}'?)" if meant else "")
 
 
 def _command_typed() -> str:

@@ -464,8 +464,15 @@ def _check_choice(value: str, choices: tuple[str, ...], key: str, names: Origins
         )
 
 
-# Names users reach for that are not close in spelling to the choice they mean.
-CHOICE_ALIASES = {"gpu": "cuda", "nvidia": "cuda", "metal": "mps"}
+# Names users reach for that are not close in spelling to the choice they mean: a device's
+# common name; a yes or no for --fuse (a config file's unquoted true/yes is read as 'on').
+CHOICE_ALIASES = {
+    "gpu": "cuda",
+    "nvidia": "cuda",
+    "metal": "mps",
+    **dict.fromkeys(("true", "yes", "1"), "on"),
+    **dict.fromkeys(("false", "no", "0"), "off"),
+}
 
 
 def _suggest_choice(value: str, choices: tuple[str, ...]) -> str:

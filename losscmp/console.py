@@ -202,11 +202,16 @@ class _FittedProgress(Progress):
         for column in table.columns:
             column.no_wrap, column.overflow = True, "ellipsis"
         label = max((Text.from_markup(task.description).cell_len for task in tasks), default=0)
-        status = max(
-            (Text.from_markup(task.fields.get("status", "")).cell_len for task in tasks),
-            default=0,
-        )
+        status = max((_status_width(task) for task in tasks), default=0)
         return _FittedLines(table, label, status)
+
+
+def _status_width(task) -> int:
+    """The cells a line's status takes: its text, or the wider status it stands in for
+    (``status_width``: an evaluation's in place of the epoch's scores, for the bar to keep
+    its width). Padding the text instead ended it in '…' where the column cut it."""
+    shown = Text.from_markup(task.fields.get("status", "")).cell_len
+    return max(shown, task.fields.get("status_width", 0))
 
 
 def clock_text(seconds: float | None, rough: bool = False) -> str:
@@ -319,15 +324,15 @@ class TrainingProgress:
     def _on_Evaluating(self, event) -> None:  # noqa: N802
         """'validating 12/40' while a split is scored (minutes on a CPU, with no step to
         move the bar), 'boundaries  120/3669' while the last epoch's HD95 and NSD are,
-        at least as wide as the status it stands in for: from the first epoch's scores
+        given at least the room of the status it stands in for: from the first epoch's scores
         on, the bar keeps its width."""
         task = self.tasks.get(event.trial_id)
         if task is None:
             return
         done = f"{event.batch:>{len(str(event.batches))}}/{event.batches}"
         status = f"{PASSES.get(event.split, event.split)} {done}"
-        (shown,) = [line.fields["status"] for line in self.progress.tasks if line.id == task]
-        self.progress.update(task, status=status.ljust(Text.from_markup(shown).cell_len))
+        (line,) = [line for line in self.progress.tasks if line.id == task]
+        self.progress.update(task, status=status, status_width=_status_width(line))
 
     def _on_EpochDone(self, event) -> None:  # noqa: N802
         record = event.record
@@ -339,8 +344,8 @@ class TrainingProgress:
                 f"dice {record['val_dice']:.3f} mcc {record['val_mcc']:.3f}"
             )
         task = self.tasks.get(event.trial_id)
-        if task is not None:
-            self.progress.update(task, status=status)
+        if task is not None:  # the scores' own width again, the evaluation's stand-in done
+            self.progress.update(task, status=status, status_width=0)
         self._advance(event.trial_id, record["epoch"])
 
     def _on_TrialRetried(self, event) -> None:  # noqa: N802
@@ -461,17 +466,15 @@ def print_plan(
     title = f"{planned} (dry run: nothing trained)"
     if finished:
         title = f"{todo} of {planned} still to train (dry run)"
-    table = Table(title=title)
-    columns = ("#", "dataset", "loss", "lr", "seed", "trial id") + (("state",) if finished else ())
-    for column in columns:
-        table.add_column(column)
-    for index, trial in enumerate(plan.trials, start=1):
-        rate = f"{trial.lr:g}" if trial.lr is not None else "–"
-        row = [str(index), trial.dataset, trial.loss, rate, str(trial.seed), trial.id]
-        if finished:
-            row.append("finished" if trial.id in finished else "to train")
-        table.add_row(*map(escape, row))
-    stdout().print(table)
+    out = stdout()
+    table = _plan_table(plan, finished, title, with_ids=True)
+    unbounded = out.options.update_width(10**6)  # a measure is capped at the width it gets
+    if out.measure(table, options=unbounded).maximum > out.width:
+        # Cut to the terminal, every id and every dataset read 'synthetic(fg_fraction…' (an
+        # --fg-fraction sweep's rows looked alike): the ids, made of the other columns, go.
+        table = _plan_table(plan, finished, title, with_ids=False)
+        table.caption = f"trial ids not shown at this width ({out.width} columns)"
+    out.print(table)
     config = plan.config
     chosen = "".join(
         f", {name} {value}" + (f" ({why})" if why else "") for name, value, why in choices
@@ -485,6 +488,26 @@ def print_plan(
     )
     if execution:
         stdout().print(f"executing: {execution}", markup=False, soft_wrap=True)
+
+
+def _plan_table(plan, finished: set[str], title: str, with_ids: bool) -> Table:
+    """The planned trials, one a row; a dataset or loss spec too wide for its column wraps
+    rather than losing its end (the values that tell rows apart)."""
+    table = Table(title=title)
+    for column in ("#", "dataset", "loss", "lr", "seed"):
+        table.add_column(column, overflow="fold")
+    if with_ids:
+        table.add_column("trial id")
+    if finished:
+        table.add_column("state")
+    for index, trial in enumerate(plan.trials, start=1):
+        rate = f"{trial.lr:g}" if trial.lr is not None else "–"
+        row = [str(index), trial.dataset, trial.loss, rate, str(trial.seed)]
+        row += [trial.id] if with_ids else []
+        if finished:
+            row.append("finished" if trial.id in finished else "to train")
+        table.add_row(*map(escape, row))
+    return table
 
 
 def _selection_line(selection) -> str:

@@ -328,6 +328,14 @@ def started_elsewhere(meta: dict[str, Any]) -> str | None:
     return started_in if started_in and started_in != str(Path.cwd()) else None
 
 
+def _written_elsewhere(run_dir: Path, holder: int | None) -> str:
+    by = f" (pid {holder})" if holder else ""
+    return (
+        f"run folder {run_dir} is being written by another losscmp process{by}; "
+        "wait for it to finish, or stop it first"
+    )
+
+
 def read_run_json(run_dir: Path) -> dict[str, Any]:
     """run.json checked (an object with this schema version); LosscmpError naming it if not.
 
@@ -1044,11 +1052,7 @@ class RunStore:
                 raise LosscmpError(
                     f"cannot lock run folder {self.run_dir}: {error.strerror or error}"
                 ) from None
-            by = f" (pid {holder})" if holder else ""
-            raise LosscmpError(
-                f"run folder {self.run_dir} is being written by another losscmp process{by}; "
-                "wait for it to finish, or stop it first"
-            ) from None
+            raise LosscmpError(_written_elsewhere(self.run_dir, holder)) from None
         os.ftruncate(handle, 0)
         os.write(handle, f"{os.getpid()}\n".encode())
         self._lock_handle, self._lock_depth = handle, 1
@@ -1060,6 +1064,12 @@ class RunStore:
             with contextlib.suppress(OSError):
                 os.ftruncate(handle, 0)
             os.close(handle)  # releases the flock
+
+    def refuse_if_locked(self) -> None:
+        """Refuse as ``lock`` would, without taking the lock: a dry run writes nothing."""
+        holder = self.locked_by()
+        if holder is not None:
+            raise LosscmpError(_written_elsewhere(self.run_dir, max(holder, 0)))
 
     def locked_by(self) -> int | None:
         """The pid of the process holding the lock, or None when the folder is free."""

@@ -46,9 +46,11 @@ from losscmp.results import (
     SCHEMA_VERSION,
     RunStore,
     check_out_dir,
+    is_run_dir,
     new_run_id,
     now_iso,
     read_run_json,
+    runs_newest_first,
     slug,
     started_elsewhere,
 )
@@ -573,6 +575,7 @@ def resume_config(run_dir: Path, config_file: str | None, flags: dict[str, Any])
     """The stored run's config, overridden by the options the user gave. ``--device auto``
     stays what it resolved to when the run started (trials of one run on one kind of device,
     even where a GPU has since appeared, or Ray decides differently)."""
+    _refuse_not_a_run(Path(run_dir))
     meta = read_run_json(run_dir)
     base = stored_config(meta, run_dir)
     _refuse_another_out(run_dir, flags.get("out"))
@@ -585,6 +588,21 @@ def resume_config(run_dir: Path, config_file: str | None, flags: dict[str, Any])
     sources = {key: source for key, source in config.origins.sources.items() if key != "out"}
     config.origins = dataclasses.replace(config.origins, sources=sources)  # not the file's
     return config
+
+
+def _refuse_not_a_run(path: Path) -> None:
+    """A missing folder, or the folder runs are made in (``--out``, where ``report`` takes
+    the newest run) given for the run itself: said so, with that newest run to resume."""
+    if is_run_dir(path):
+        return
+    if not path.exists():
+        raise LosscmpError(f"--resume {path} does not exist")
+    runs = runs_newest_first(path)
+    if runs:
+        raise LosscmpError(
+            f"--resume {path} is a folder of runs, not a run folder (did you mean "
+            f"'--resume {runs[0]}', its newest run?)"
+        )
 
 
 def _refuse_another_out(run_dir: Path, out: str | None) -> None:

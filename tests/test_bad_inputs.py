@@ -543,6 +543,8 @@ CASES: list[tuple[str, Args, str]] = [
     ),
     ("workers-negative", ["--num-workers", "-1"], "--num-workers must be between 0 and 256"),
     ("workers-huge", ["--num-workers", "100000"], "--num-workers must be between 0 and 256"),
+    ("fuse-true", ["--fuse", "true"], "got 'true' (did you mean 'on'?)"),
+    ("fuse-no", ["--fuse", "no"], "got 'no' (did you mean 'off'?)"),
     ("jobs-zero", ["--jobs", "0"], "--jobs must be between 1 and 1024, got 0"),
     (
         "jobs-short-equals",  # '-j=2' is '-j' given '=2': make's and ninja's habit
@@ -558,7 +560,14 @@ CASES: list[tuple[str, Args, str]] = [
     ("epochs-overflow", ["--epochs", "1e400"], "--epochs must be a whole number, got '1e400'"),
     ("seed-float", ["--seed", "1.5"], "error: --seed must be a whole number, got 1.5"),
     # click's own parsing
-    ("usage-unknown-option", ["--bogus"], "No such option: --bogus"),
+    ("usage-unknown-option", ["--bogus"], "No such option: --bogus (see '"),  # nothing close
+    (  # click offered '(Possible options: --jobs, --out)': '--job' and '--out' share '--' and 'o'
+        "usage-misspelled-option",
+        ["--job", "2"],
+        "No such option: --job (did you mean '--jobs'?) (see '",
+    ),
+    ("usage-option-with-a-suffix", ["--out-dir", "x"], "--out-dir (did you mean '--out'?)"),
+    ("usage-misspelled-switch", ["--dryrun"], "--dryrun (did you mean '--dry-run'?) (see '"),
     ("usage-missing-value", ["--losses"], "requires an argument. (see 'losscmp run --help')"),
     # --out
     ("out-is-a-file", out_file, "is a file"),
@@ -622,7 +631,12 @@ CASES: list[tuple[str, Args, str]] = [
         "error: --losses: unclosed",
     ),
     # --resume
-    ("resume-missing", lambda tmp: ["--resume", str(tmp / "nope")], "no run.json"),
+    ("resume-missing", lambda tmp: ["--resume", str(tmp / "nope")], "nope does not exist"),
+    (
+        "resume-a-folder-of-runs",  # the --out folder, not the run in it
+        resume(lambda tmp: run_folder(tmp).parent),
+        "runs is a folder of runs, not a run folder (did you mean '--resume ",
+    ),
     ("resume-not-a-run", resume(bare_folder), "is not a losscmp run folder"),
     ("resume-half-written", resume(half_written), "half-written run.json"),
     ("resume-run-json-corrupt", resume(replace_run_json(b"{oops")), "not valid JSON"),
@@ -755,6 +769,26 @@ def test_bad_input_is_refused_cleanly(tmp_path, monkeypatch, name, args, message
     assert message in lines[0], lines[0]
     assert "Traceback" not in result.stdout + result.stderr
     assert snapshot(work) == before, "the command left files behind or changed some"
+
+
+def test_resume_of_a_folder_of_runs_names_its_newest_run(tmp_path, monkeypatch):
+    """--resume given --out's folder (as 'report' takes it) rather than the run in it: the
+    line names the run to resume, the newest by its start, not by its name."""
+    monkeypatch.chdir(tmp_path)
+    write_run("runs", quality={"dice": 0.8}, seeds=(0,), run_id="20260102-090000-bbbbbb")
+    newer = write_run(
+        "runs",
+        quality={"dice": 0.8},
+        seeds=(0,),
+        run_id="20260101-120000-aaaaaa",
+        extra_meta={"started_at": "2026-01-03T12:00:00+00:00"},
+    )
+    result = invoke_main("run", "--resume", "runs")
+    assert result.code == 2
+    assert result.stderr == (
+        "losscmp: error: --resume runs is a folder of runs, not a run folder (did you mean "
+        f"'--resume {newer}', its newest run?)\n"
+    )
 
 
 # --------------------------------------------------------------------------- which error wins

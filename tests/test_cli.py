@@ -399,6 +399,47 @@ def test_a_resumed_dry_run_is_checked_and_marks_the_finished_trials(cli, tmp_pat
     assert changed.exit_code == 2 and "changes epochs" in changed.stderr
 
 
+def test_a_dry_run_in_an_80_column_terminal_shows_which_dataset_each_trial_trains_on(
+    cli, tmp_path, monkeypatch
+):
+    """Cut to 80 columns, every row of an --fg-fraction sweep read 'synthetic(fg_fraction…'
+    and every id 'synthetic_fg_fraction…': the ids (made of the other columns) now go, and
+    a spec too long for its column wraps whole."""
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # Rich: stdout is a terminal
+    monkeypatch.setenv("COLUMNS", "80")
+    args = ["--config", SMOKE, "--losses", "dice,focal", "--fg-fraction", "0.01,0.05"]
+    result = cli("run", *args, "--epochs", "1", "--out", tmp_path, "--dry-run")
+    assert result.exit_code == 0, result.output
+    text = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)
+    rows = re.findall(r"│ (\d) │ synthetic\(fg_fraction=(0\.0\d),n_train=48,\S* +│ (\w+) ", text)
+    assert rows == [("1", "0.01", "dice"), ("2", "0.01", "focal")] + [
+        ("3", "0.05", "dice"),
+        ("4", "0.05", "focal"),
+    ]
+    assert "…" not in text and "┃ trial id" not in text
+    assert "trial ids not shown at this width (80 columns)" in text
+    assert max(len(line) for line in text.splitlines()[:-3]) <= 80
+
+
+def test_a_resumed_dry_run_is_refused_while_another_process_writes_the_run(cli, tmp_path):
+    """--dry-run makes the checks the run makes, yet passed a run folder that another
+    losscmp process was writing, which the run then refused."""
+    from run_fixtures import write_run
+
+    from losscmp.results import RunStore
+
+    run_dir = write_run(tmp_path / "runs", quality={"dice": 0.8}, seeds=(0,))
+    with RunStore(run_dir).lock():  # as a run writing it holds it
+        refused = cli("run", "--resume", run_dir, "--seeds", "2", "--dry-run")
+    assert refused.exit_code == 2
+    assert refused.stderr == (
+        f"losscmp: error: run folder {run_dir} is being written by another losscmp process "
+        f"(pid {os.getpid()}); wait for it to finish, or stop it first\n"
+    )
+    free = cli("run", "--resume", run_dir, "--seeds", "2", "--dry-run")
+    assert free.exit_code == 0, free.output
+
+
 @pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["run", "dry-run"])
 def test_resume_refuses_an_out_it_would_ignore(cli, tmp_path, dry_run):
     """--out beside --resume was ignored (the run stays in its folder) yet recorded in the
@@ -480,7 +521,7 @@ def test_unreachable_pretrained_weights_fail_before_the_run_folder(cli, tmp_path
         (["run", "--epochs", "abc"], "--epochs must be a whole number, got 'abc'"),
         (["run", "--bogus"], "No such option: --bogus"),
         (["datasets", "foo"], "No such command 'foo'"),
-        (["report"], "Missing argument 'paths'"),
+        (["report"], "Missing argument 'PATH'"),
     ],
 )
 def test_usage_errors_are_one_line_too(args, message):
@@ -740,7 +781,7 @@ def test_run_help_shows_the_real_defaults(cli, monkeypatch):
     from losscmp.config import RunConfig
 
     monkeypatch.setenv("COLUMNS", "200")
-    text = " ".join(cli("run", "--help").output.split())
+    text = " ".join(cli("run", "--help").output.replace("│", " ").split())  # wrapped in a box
     defaults = RunConfig()
     for option, value in [
         ("Training epochs per trial.", defaults.epochs),
@@ -755,6 +796,10 @@ def test_run_help_shows_the_real_defaults(cli, monkeypatch):
         ("patterns ('*dice*').", ",".join(defaults.losses)),
         ("Worker processes per GPU when --jobs is not given.", defaults.trials_per_gpu),
         ("'imagenet' to start from pretrained weights.", "none"),
+        (  # Ray keeps twice the tasks that fit in flight (executors.ray.InFlight), not all
+            "tasks in flight with ray.",
+            "1; CUDA: --trials-per-gpu x GPUs; ray: twice what the cluster fits",
+        ),
     ]:
         assert f"{option} [default: {value}]" in text, option
 

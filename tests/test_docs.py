@@ -122,6 +122,58 @@ def test_the_readme_synopsis_shows_each_command_s_options_and_only_those():
         assert shown - negated == options[command], command
 
 
+def cli_metavars() -> dict[tuple[str, str], str | None]:
+    """(command, option) -> the word its --help names the option's value with, for each
+    option that takes a value (None where it names none)."""
+    import typer.main
+
+    from losscmp.cli import app
+
+    group = typer.main.get_command(app)
+    commands = {name: command for name, command in group.commands.items()}
+    for name, command in group.commands["datasets"].commands.items():
+        commands[f"datasets {name}"] = command
+    return {
+        (name, param.opts[-1]): param.metavar
+        for name, command in commands.items()
+        for param in command.params
+        if param.param_type_name == "option" and not param.is_flag
+    }
+
+
+def readme_metavars() -> dict[tuple[str, str], str]:
+    """(command, option) -> the word the README's 'Commands' block names its value with
+    ('--out DIR'); options shown with their choices ('--fuse auto|on|off') left out."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Commands\n\n```\n", 1)[1].split("```", 1)[0]
+    words: dict[tuple[str, str], str] = {}
+    command = ""
+    for line in block.splitlines():
+        if line.startswith("losscmp "):
+            command = line.split()[1]
+        for option, word in re.findall(r"\[(?:-[a-z]/)?(--[a-z][a-z-]*) ([A-Z_]+)\]", line):
+            if command == "datasets":  # datasets [list [--root DIR] | download ...]
+                words[("datasets list", option)] = words[("datasets", option)] = word
+                words[("datasets download", option)] = word
+            else:
+                words[(command, option)] = word
+    return words
+
+
+def test_help_names_option_values_with_the_readme_synopsis_words():
+    """--help showed the Python type of most values ('--out <str>', '--resume <path>')
+    beside '--epochs N': each option that takes a value names it with a word, the one the
+    README's synopsis uses."""
+    metavars = cli_metavars()
+    unnamed = [key for key, word in metavars.items() if not (word and word.isupper())]
+    assert unnamed == []
+    readme = readme_metavars()
+    assert len(readme) >= 20
+    assert {key: metavars.get(key) for key in readme if key in metavars} == {
+        key: word for key, word in readme.items() if key in metavars
+    }
+
+
 def readme_run_table() -> dict[str, str]:
     """The `losscmp run` table: each flag's row -> its default column."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -1210,7 +1210,7 @@ def test_progress_is_told_a_trials_rate_where_the_run_has_several():
 def test_a_trials_line_says_which_split_it_scores_and_keeps_its_bar(tmp_path):
     """A long evaluation (minutes on a CPU) left a trial's line at its last step, as if
     hung: it now says 'validating 3/40', then 'testing' (and in the last epoch 'boundaries'),
-    as wide as the epoch's line it stands in for (the bar keeps its width), until the
+    in the room of the epoch's line it stands in for (the bar keeps its width), until the
     epoch's scores replace it."""
     import io
     import re
@@ -1239,13 +1239,49 @@ def test_a_trials_line_says_which_split_it_scores_and_keeps_its_bar(tmp_path):
     status, bar = line()
     assert status == scores
     progress(Evaluating("t0", "val", 3, 40))
-    assert line() == ("validating  3/40".ljust(len(scores)), bar)
+    assert line() == ("validating  3/40", bar)
     progress(Evaluating("t0", "test", 20, 20))
-    assert line() == ("testing 20/20".ljust(len(scores)), bar)
+    assert line() == ("testing 20/20", bar)
     progress(Evaluating("t0", BOUNDARIES, 120, 3669))  # the last epoch's HD95 and NSD
-    assert line() == ("boundaries  120/3669".ljust(len(scores)), bar)
+    assert line() == ("boundaries  120/3669", bar)
     progress(EpochDone("t0", {**record, "epoch": 2}))
     assert line()[0] == scores.replace("epoch 1/2", "epoch 2/2")
+
+
+def test_a_narrow_terminal_cuts_no_evaluation_status_that_fits(tmp_path):
+    """At 60 columns the status column has 17 cells: 'validating  3/40' fits, yet it read
+    'validating  3/40…', as if more followed, when padded to the epoch's scores it stands
+    in for. The bar keeps its width all the same."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from losscmp.console import TrainingProgress
+
+    progress = TrainingProgress()
+    infos = (TrialInfo("t0", "synthetic", "dice", 0),)
+    progress(RunStarted(tmp_path, infos, skipped=0, epochs=2, executor="in this process"))
+    progress.progress.stop()  # drawn below at a chosen width instead
+    progress(TrialStarted("t0"))
+    record = {"epoch": 1, "status": "ok", "train_loss": 0.8488, "val_dice": 0.12, "val_mcc": 0.06}
+    progress(EpochDone("t0", record))
+
+    def line() -> tuple[str, tuple[int, int]]:
+        """The trial's line drawn 60 columns wide, and where its bar is."""
+        screen = Console(file=io.StringIO(), width=60)
+        screen.print(progress.progress.make_tasks_table(progress.progress.tasks))
+        drawn = screen.file.getvalue().splitlines()[1]
+        return drawn, re.search("[━╸╺]+", drawn).span()
+
+    drawn, bar = line()
+    assert "epoch 1/2 loss 0…" in drawn  # the scores do not fit: cut
+    progress(Evaluating("t0", "val", 3, 40))
+    drawn, bar_now = line()
+    assert re.search(r"[━╸╺] +validating  3/40 +0:00:00", drawn), drawn
+    assert bar_now == bar
+    progress(Evaluating("t0", "test", 20, 20))
+    assert re.search(r"[━╸╺] +testing 20/20 +0:00:00", line()[0])
 
 
 def test_a_log_gets_a_line_per_ended_trial(tmp_path, capsys):
@@ -1525,16 +1561,17 @@ def test_more_threads_than_cores_is_noted_before_a_run_and_a_dry_run(cli, tmp_pa
     args = ["--config", SMOKE, "--epochs", "1", "--losses", "dice", "--out", tmp_path]
     crowded = cli("run", *args, "--threads", "3", "--dry-run")
     assert crowded.exit_code == 0, crowded.output
-    assert (
-        "note: 1 trial at a time × 3 threads is more than this machine's 2 cores: the "
-        "trials share them and run slower (with the numbers of 3 threads each)"
+    assert (  # one trial: its threads share the cores ('the trials share them' said before)
+        "note: 1 trial at a time × 3 threads is more than this machine's 2 cores: its "
+        "threads share them and it runs slower (with the numbers of 3 threads)"
     ) in crowded.stderr
     fits = cli("run", *args, "--threads", "2", "--dry-run")
     assert fits.exit_code == 0 and "note:" not in fits.stderr
     workers = cli("run", *args, "--losses", "dice,focal,tversky", "-j", "3", "--dry-run")
-    assert "note: 3 trials at a time × 1 thread is more than this machine's 2 cores" in (
-        workers.stderr
-    )
+    assert (
+        "note: 3 trials at a time × 1 thread is more than this machine's 2 cores: the "
+        "trials share them and run slower (with the numbers of 1 thread each)"
+    ) in workers.stderr
     run = cli("run", *args, "--threads", "3")
     assert run.exit_code == 0, run.output
     assert run.stderr.splitlines()[0].startswith("note: 1 trial at a time × 3 threads is more")

@@ -98,10 +98,12 @@ class LocalExecutor(Executor):
             return ""
         threads = f"{execution.threads} thread{'s' if execution.threads > 1 else ''}"
         trials = f"{at_once} trial{'s' if at_once > 1 else ''} at a time"
-        return (
-            f"{trials} × {threads} is more than this machine's {cores} cores: the trials "
-            f"share them and run slower (with the numbers of {threads} each)"
+        shared = (
+            f"the trials share them and run slower (with the numbers of {threads} each)"
+            if at_once > 1
+            else f"its threads share them and it runs slower (with the numbers of {threads})"
         )
+        return f"{trials} × {threads} is more than this machine's {cores} cores: {shared}"
 
     def _spawn_workers(self) -> None:
         if self.execution.jobs > 1 and not self.workers:
