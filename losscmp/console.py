@@ -51,14 +51,18 @@ BAR_WIDTH = 40
 PASSES = {"val": "validating", "test": "testing", BOUNDARIES: "boundaries"}
 
 
-def fit_widths(width: int, label: int, status: int) -> list[int]:
+def fit_widths(width: int, label: int, status: int, label_floor: int = 0) -> list[int]:
     """The widths of a progress line's label, bar, status, elapsed and remaining time on a
     line of ``width`` cells, given the widest label and status: the times always fit, then
-    the label (at most 2/5 of what is left), then the bar (at least 1/5 of it, at most
-    ten cells before the status), then the status; what does not fit is cut with '…'."""
+    the label (at most 2/5 of what is left, or more where its ``label_floor`` needs it:
+    the cells that keep running trials apart, ``TrialLabel.floor``), then the bar (at
+    least 1/5 of it, at most ten cells before the status), then the status; what does not
+    fit is cut with '…'."""
     room = max(0, width - 4 - TIME_WIDTH - LEFT_WIDTH)  # four one-cell gaps
-    label = min(label, max(8, room * 2 // 5))
-    status = min(status, max(0, room - label - max(1, min(10, room // 5))))
+    bar_floor = max(1, min(10, room // 5))
+    # 2/5 left 15 cells at 60 columns: 'focal @ 0.001 s0' read 'focal @ 0.00…' at each rate.
+    label = min(label, max(8, room * 2 // 5, min(label_floor, room - bar_floor)))
+    status = min(status, max(0, room - label - bar_floor))
     bar = max(1, min(BAR_WIDTH, room - label - status))
     return [label, bar, status, TIME_WIDTH, LEFT_WIDTH]
 
@@ -107,8 +111,10 @@ class TrialLabel:
     (in a run over several) and where it runs ('worker 1'), fitted to the label column.
     Cut at the end, two trials of one loss looked the same on an 80-column terminal: what
     does not fit goes in the order that keeps them apart, where it runs first, then words
-    ('s0' for 'seed 0', no seed where it is the run's only one; '@ 0.001' for '@ lr 0.001'),
-    then the middle of the loss spec, then the dataset's; only then is the end cut."""
+    ('s0' for '· seed 0', no seed where it is the run's only one; '@ 0.001' for
+    '@ lr 0.001'), then the middle of the loss spec, then the dataset's; the column gives
+    the label room for its ``floor``, so its end (the rate, the seed) is cut only where
+    the terminal has no room for that."""
 
     loss: str
     seed: int
@@ -119,12 +125,12 @@ class TrialLabel:
 
     def name(self, loss: str | None = None, dataset: str | None = None, terse: int = 0) -> str:
         """The trial as a log line names it; ``loss`` and ``dataset`` shortened ones;
-        ``terse`` 1 with 's0' for 'seed 0' (or no seed: the run's only one), 2 with '@ 0.001'
-        for '@ lr 0.001' too."""
+        ``terse`` 1 with ' s0' for ' · seed 0' (or no seed: the run's only one), 2 with
+        '@ 0.001' for '@ lr 0.001' too."""
         rate = "" if self.lr is None else f" @ {'' if terse > 1 else 'lr '}{self.lr:g}"
         seed = f" · seed {self.seed}"
         if terse:
-            seed = "" if self.sole_seed else f" · s{self.seed}"
+            seed = "" if self.sole_seed else f" s{self.seed}"
         dataset = dataset if dataset is not None else self.dataset
         shown = f" · {dataset}" if dataset is not None else ""
         return f"{self.loss if loss is None else loss}{rate}{seed}{shown}"
@@ -152,6 +158,13 @@ class TrialLabel:
             return INDENT + self.name(loss, terse=2)
         dataset = self._spec(self.dataset, width, self.name(loss, terse=2))
         return INDENT + self.name(loss, dataset, terse=2)
+
+    def floor(self) -> int:
+        """The cells the label needs to stay apart from other running trials' labels: its
+        rate and seed whole, its loss and dataset specs at their shortest (SPEC_FLOOR)."""
+        loss = shorten_spec(self.loss, SPEC_FLOOR)
+        dataset = None if self.dataset is None else shorten_spec(self.dataset, SPEC_FLOOR)
+        return cell_len(INDENT + self.name(loss, dataset, terse=2))
 
     @staticmethod
     def _spec(spec: str, width: int, name: str) -> str:
@@ -181,11 +194,12 @@ class LabelColumn(TextColumn):
 class _FittedLines:
     """A progress table whose columns are fitted to the width it is drawn at."""
 
-    def __init__(self, table: Table, label: int, status: int) -> None:
+    def __init__(self, table: Table, label: int, status: int, label_floor: int) -> None:
         self.table, self.label, self.status = table, label, status
+        self.label_floor = label_floor
 
     def __rich_console__(self, console, options):
-        widths = fit_widths(options.max_width, self.label, self.status)
+        widths = fit_widths(options.max_width, self.label, self.status, self.label_floor)
         for column, width in zip(self.table.columns, widths, strict=True):
             column.width = width
         yield self.table
@@ -203,7 +217,9 @@ class _FittedProgress(Progress):
             column.no_wrap, column.overflow = True, "ellipsis"
         label = max((Text.from_markup(task.description).cell_len for task in tasks), default=0)
         status = max((_status_width(task) for task in tasks), default=0)
-        return _FittedLines(table, label, status)
+        labels = [task.fields.get("label") for task in tasks]
+        floor = max((label.floor() for label in labels if label is not None), default=0)
+        return _FittedLines(table, label, status, floor)
 
 
 def _status_width(task) -> int:

@@ -1072,8 +1072,9 @@ def test_progress_lines_keep_the_bar_and_the_times_on_a_narrow_terminal(tmp_path
         assert "…" not in screen.file.getvalue()
 
 
-# Running trials (their infos and where they run) and the labels their lines show at 60, 80
-# and 120 columns: the label column gets 15, 23 and 39 cells (fit_widths).
+# Running trials (their infos and where they run) and the labels their lines show at 60, 80,
+# 100 and 120 columns: the label column gets 15, 23, 31 and 39 cells (fit_widths), or what a
+# label needs to keep its rate and seed whole (TrialLabel.floor).
 LABELLED_RUNS = {
     "short labels": (
         [
@@ -1081,8 +1082,9 @@ LABELLED_RUNS = {
             (TrialInfo("t1", "synthetic", "focal", 1), None),
         ],
         {
-            60: ["  dice · seed 0", "  focal · s1"],
+            60: ["  dice · seed 0", "  focal s1"],
             80: ["  dice · seed 0", "  focal · seed 1"],
+            100: ["  dice · seed 0", "  focal · seed 1"],
             120: ["  dice · seed 0", "  focal · seed 1"],
         },
     ),
@@ -1095,6 +1097,11 @@ LABELLED_RUNS = {
         {
             60: ["  dice @ 0.001", "  dice @ 0.003", "  tv…7) @ 0.003"],
             80: ["  dice @ lr 0.001", "  dice @ lr 0.003", "  tversky(…0.7) @ 0.003"],
+            100: [
+                "  dice @ lr 0.001 · seed 0",
+                "  dice @ lr 0.003 · seed 0",
+                "  tversky(….3,beta=0.7) @ 0.003",
+            ],
             120: [
                 "  dice @ lr 0.001 · seed 0 (worker 1)",
                 "  dice @ lr 0.003 · seed 0 (worker 2)",
@@ -1108,11 +1115,46 @@ LABELLED_RUNS = {
             (TrialInfo("t1", "synthetic", "tversky(alpha=0.3,beta=0.7)", 1), "worker 2"),
         ],
         {
-            60: ["  tver….7) · s0", "  tver….7) · s1"],
-            80: ["  tversky(…ta=0.7) · s0", "  tversky(…ta=0.7) · s1"],
+            60: ["  tvers…0.7) s0", "  tvers…0.7) s1"],
+            80: ["  tversky(…beta=0.7) s0", "  tversky(…beta=0.7) s1"],
+            100: ["  tversky(…pha=0.3,beta=0.7) s0", "  tversky(…pha=0.3,beta=0.7) s1"],
             120: [
                 "  tversky(alpha=0.3,beta=0.7) · seed 0",
                 "  tversky(alpha=0.3,beta=0.7) · seed 1",
+            ],
+        },
+    ),
+    "a rate grid and seeds": (  # at 60 columns each read 'focal @ 0.00…'
+        [
+            (TrialInfo("t0", "synthetic", "focal", 0, 0.001), "worker 1"),
+            (TrialInfo("t1", "synthetic", "focal", 0, 0.003), "worker 2"),
+            (TrialInfo("t2", "synthetic", "focal", 1, 0.001), "worker 3"),
+            (TrialInfo("t3", "synthetic", "focal", 1, 0.003), "worker 4"),
+        ],
+        {
+            60: [
+                "  focal @ 0.001 s0",
+                "  focal @ 0.003 s0",
+                "  focal @ 0.001 s1",
+                "  focal @ 0.003 s1",
+            ],
+            80: [
+                "  focal @ lr 0.001 s0",
+                "  focal @ lr 0.003 s0",
+                "  focal @ lr 0.001 s1",
+                "  focal @ lr 0.003 s1",
+            ],
+            100: [
+                "  focal @ lr 0.001 · seed 0",
+                "  focal @ lr 0.003 · seed 0",
+                "  focal @ lr 0.001 · seed 1",
+                "  focal @ lr 0.003 · seed 1",
+            ],
+            120: [
+                "  focal @ lr 0.001 · seed 0 (worker 1)",
+                "  focal @ lr 0.003 · seed 0 (worker 2)",
+                "  focal @ lr 0.001 · seed 1 (worker 3)",
+                "  focal @ lr 0.003 · seed 1 (worker 4)",
             ],
         },
     ),
@@ -1125,6 +1167,11 @@ LABELLED_RUNS = {
         {
             60: ["  dice · syn…1)", "  dice · syn…2)", "  dice · fol…')"],
             80: ["  dice · synthetic(…01)", "  dice · synthetic(….2)", "  dice · folder(…[v2]')"],
+            100: [
+                "  dice · synthetic(…ction=0.01)",
+                "  dice · synthetic(…action=0.2)",
+                "  dice · folder(…ta/scans[v2]')",
+            ],
             120: [
                 "  dice · synthetic(fg_fraction=0.01)",
                 "  dice · synthetic(fg_fraction=0.2)",
@@ -1135,7 +1182,7 @@ LABELLED_RUNS = {
 }
 
 
-@pytest.mark.parametrize("width", [60, 80, 120])
+@pytest.mark.parametrize("width", [60, 80, 100, 120])
 @pytest.mark.parametrize("run", LABELLED_RUNS)
 def test_a_narrow_terminal_shortens_labels_to_what_tells_running_trials_apart(tmp_path, run, width):
     """At 80 columns, 'dice @ lr 0.001 · seed 0 (worker 1)' lost its end in the label
@@ -1174,19 +1221,21 @@ def test_a_label_gives_way_in_order_and_a_log_line_names_the_trial_in_full():
     from losscmp.console import TrialLabel
 
     label = TrialLabel("tversky(alpha=0.3,beta=0.7)", 1, 0.003, "synthetic(fg_fraction=0.2)", "w 2")
-    widths = (84, 83, 77, 71, 70, 60, 50, 40, 30, 20)
+    widths = (84, 83, 75, 69, 68, 60, 50, 40, 30, 26, 20)
     assert {width: label.fit(width).plain for width in widths} == {
         84: "  tversky(alpha=0.3,beta=0.7) @ lr 0.003 · seed 1 · synthetic(fg_fraction=0.2) (w 2)",
         83: "  tversky(alpha=0.3,beta=0.7) @ lr 0.003 · seed 1 · synthetic(fg_fraction=0.2)",
-        77: "  tversky(alpha=0.3,beta=0.7) @ lr 0.003 · s1 · synthetic(fg_fraction=0.2)",
-        71: "  tversky(alpha=0.3,beta=0.7) @ 0.003 · s1 · synthetic(fg_fraction=0.2)",
-        70: "  tversky(…pha=0.3,beta=0.7) @ 0.003 · s1 · synthetic(fg_fraction=0.2)",
-        60: "  tversky(…ta=0.7) @ 0.003 · s1 · synthetic(fg_fraction=0.2)",
-        50: "  tve…7) @ 0.003 · s1 · synthetic(fg_fraction=0.2)",
-        40: "  tv…7) @ 0.003 · s1 · synthetic(…n=0.2)",
-        30: "  tv…7) @ 0.003 · s1 · syn….2)",
-        20: "  tv…7) @ 0.003 · s…",
+        75: "  tversky(alpha=0.3,beta=0.7) @ lr 0.003 s1 · synthetic(fg_fraction=0.2)",
+        69: "  tversky(alpha=0.3,beta=0.7) @ 0.003 s1 · synthetic(fg_fraction=0.2)",
+        68: "  tversky(…pha=0.3,beta=0.7) @ 0.003 s1 · synthetic(fg_fraction=0.2)",
+        60: "  tversky(…beta=0.7) @ 0.003 s1 · synthetic(fg_fraction=0.2)",
+        50: "  tver….7) @ 0.003 s1 · synthetic(fg_fraction=0.2)",
+        40: "  tv…7) @ 0.003 s1 · synthetic(…ion=0.2)",
+        30: "  tv…7) @ 0.003 s1 · synt…0.2)",
+        26: "  tv…7) @ 0.003 s1 · sy…2)",  # its floor: the column gives it this much
+        20: "  tv…7) @ 0.003 s1…",
     }
+    assert label.floor() == 26
     assert (
         label.name()
         == "tversky(alpha=0.3,beta=0.7) @ lr 0.003 · seed 1 · synthetic(fg_fraction=0.2)"
@@ -1600,3 +1649,32 @@ def test_a_dry_run_spawns_no_worker(cli, tmp_path, monkeypatch):
     result = cli("run", *args, "-j", "2", "--dry-run")
     assert result.exit_code == 0, result.output
     assert result.output.rstrip().splitlines()[-1].startswith("executing: 2 worker processes")
+
+
+def test_a_60_column_terminal_tells_each_rate_and_seed_of_a_run_apart(cli, tmp_path, monkeypatch):
+    """A user's audit: 'losscmp run' over 2 rates and 2 seeds in a 60-column terminal drew
+    every trial's line as '  focal @ 0.00…' (the label column's 15 cells), so two running
+    trials looked the same. The column now gives the label room for its rate and seed."""
+    import re
+
+    import losscmp.console as console
+
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # Rich: stderr is a terminal, drawn live
+    monkeypatch.setattr(console.err, "is_interactive", True)  # as it reads that at its start
+    monkeypatch.setenv("COLUMNS", "60")
+    started = console.TrainingProgress._on_TrialStarted
+
+    def drawn_when_started(self, event):  # a frame per trial, whenever the timer draws
+        started(self, event)
+        self.progress.refresh()
+
+    monkeypatch.setattr(console.TrainingProgress, "_on_TrialStarted", drawn_when_started)
+    options = {**QUICK, "losses": "focal", "epochs": 1, "lr_grid": "0.001,0.003"}
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in options.items()]
+    result = cli("run", *flags, "--out", tmp_path)
+
+    assert result.exit_code == 0, result.output
+    frames = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", result.stderr)  # colours, cursor moves
+    lines = [re.match(r"  (focal.*?) +[━╸╺]", line) for line in re.split("[\r\n]", frames)]
+    labels = {line.group(1) for line in lines if line}
+    assert labels == {f"focal @ {rate} s{seed}" for rate in ("0.001", "0.003") for seed in (0, 1)}
