@@ -344,7 +344,14 @@ def _report_run(prepared, run_dir: Path, resume: Path | None, failed_line: str) 
     SIGTERM), it says how to get them, and still names the run's failed trials
     (``failed_line``, if any): they are recorded as failed whatever the report did."""
     try:
-        _print_report([run_dir], metric="dice", files={}, plots=False, run_page=True)
+        _print_report(
+            [run_dir],
+            metric="dice",
+            files={},
+            plots=False,
+            run_page=True,
+            failures_told=bool(failed_line),
+        )
     except KeyboardInterrupt as stop:
         trained = "the trials that trained are" if failed_line else "every trial is"
         typer.echo(
@@ -572,9 +579,11 @@ def _print_report(
     files: dict[str, Path | None],
     plots: bool,
     run_page: bool = False,
+    failures_told: bool = False,
 ) -> None:
     """Print the tables and notes; write summary.csv (one run), the files asked for
-    (``files``: renderer name -> path) and, with ``run_page``, ``<run>/report.html``."""
+    (``files``: renderer name -> path) and, with ``run_page``, ``<run>/report.html``;
+    ``failures_told``: the caller's last line names the failed trials, so no note does."""
     from losscmp.report_args import check_report_args
 
     targets = {name: path for name, path in files.items() if path is not None}
@@ -583,7 +592,7 @@ def _print_report(
 
     from losscmp import console
     from losscmp.render import RENDERERS, summary_options, terminal
-    from losscmp.results import RunStore
+    from losscmp.results import FailedTrialsNote, RunStore
     from losscmp.summary import build_report, source_lines
 
     outputs = {name: RENDERERS[name].load() for name in targets}
@@ -593,7 +602,8 @@ def _print_report(
         console.print_note(line)
     console.print_tables(terminal.render(report))
     for note in report.notes:
-        console.print_note(note)
+        if not (failures_told and isinstance(note, FailedTrialsNote)):
+            console.print_note(note)
     written = []
     if len(run_dirs) == 1:  # a combined table belongs to no single run folder
         written += _write_run_summary(RunStore(run_dirs[0]), report, targets)

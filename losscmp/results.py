@@ -959,6 +959,12 @@ def panel_problem(arrays: dict[str, Any]) -> str | None:
 # --------------------------------------------------------------------------- the store
 
 
+class FailedTrialsNote(str):
+    """The note on a run's failed trials. ``losscmp run`` leaves it out under the table it
+    prints: its last line names those trials and the command that trains them again (the
+    same news twice read as two problems); ``losscmp report`` and report.html keep it."""
+
+
 @dataclass
 class StoredRun:
     """One run folder read back: run.json, good trial records, the tables, notes to show."""
@@ -1557,8 +1563,10 @@ class RunStore:
             if pending:
                 name, reason = next(iter(pending.items()))
                 notes.append(
-                    f"{self.run_dir}: {len(pending)} trial(s) failed (e.g. {name}: {reason}); "
-                    f"'losscmp run ... --resume {self.run_dir}' tries them again"
+                    FailedTrialsNote(
+                        f"{self.run_dir}: {len(pending)} trial(s) failed (e.g. {name}: "
+                        f"{reason}); 'losscmp run ... --resume {self.run_dir}' tries them again"
+                    )
                 )
         planned = meta.get("trials")
         unplanned = sorted(present - set(planned)) if isinstance(planned, list) else []

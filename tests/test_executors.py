@@ -689,6 +689,36 @@ def test_a_run_with_a_failed_trial_exits_1_naming_it_and_the_resume_command(
     assert len(list((run_dir / "trials").glob("*.json"))) == 2
 
 
+def test_a_failed_run_says_once_which_trials_failed_and_report_still_notes_them(
+    cli, tmp_path, monkeypatch
+):
+    """A user's audit: a run with a failed trial printed the news twice, a note under its
+    table (the raw trial id, 'trial(s)') and then its exit-1 line, which names the trial
+    and the command that trains it again. The run prints the line alone; 'losscmp report'
+    on the run (which prints no such line) and its report.html keep the note."""
+    _bce_fails_in_process(monkeypatch)
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in FAILING_BCE.items()]
+    result = cli("run", *flags, "--out", tmp_path)
+
+    assert result.exit_code == 1, result.output
+    run_dir = only_run_dir(tmp_path)
+    (failed_id,) = json.loads((run_dir / "run.json").read_text())["failed_trials"]
+    reason = "RuntimeError: DataLoader worker (pid 1) is killed by signal: Killed."
+    lines = result.stderr.splitlines()
+    news = [line for line in lines if "bce" in line and not line.startswith("retry: ")]
+    assert news == [f"failed: bce · seed 0: {reason}", lines[-1]]  # as it happened, then last
+    assert lines[-1].startswith("losscmp: 1 of 2 trials failed (bce · seed 0); train it again ")
+
+    note = (
+        f"note: {run_dir}: 1 trial(s) failed (e.g. {failed_id}: {reason}); "
+        f"'losscmp run ... --resume {run_dir}' tries them again"
+    )
+    report = cli("report", run_dir)
+    assert report.exit_code == 0, report.output
+    assert report.stderr.splitlines()[0] == note
+    assert f"1 trial(s) failed (e.g. {failed_id}: " in (run_dir / "report.html").read_text()
+
+
 @pytest.mark.parametrize(
     ("stop", "status", "stopped_by"),
     [(KeyboardInterrupt, 130, "interrupted"), (Terminated, 143, "terminated (SIGTERM)")],
