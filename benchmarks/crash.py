@@ -1,6 +1,6 @@
 """Kill ``losscmp run`` at random instants; does ``--resume`` finish it exactly?
 
-    python benchmarks/crash.py                          # 20 kills over the 4 variants
+    python benchmarks/crash.py                          # 20 kills over the 5 variants
     python benchmarks/crash.py --kills 40 --variants j2-main,fuse --seed 3
 
 For each variant an uninterrupted reference run is made first. Then, per kill, the
@@ -23,7 +23,8 @@ started again, as a user would. Every trial file, panel and derived table
 Variants (never Ray): ``j1`` (in this process), ``j2-main`` (``-j 2``, the main
 process alone killed: its workers are left orphaned, and the resume starts while they
 still live; how long they take to exit is measured), ``j2-group`` (``-j 2``, the
-whole group killed), ``fuse`` (``--fuse on``, in this process). Once per variant a
+whole group killed), ``fuse`` (``--fuse on``, in this process), ``fuse-j2`` (``--fuse
+on -j 2``: a fused group per worker, the main process alone killed). Once per variant a
 second ``--resume`` is started beside the first: it must be refused with one line
 (exit 2). Blocks left in /dev/shm by the killed runs are counted at the end.
 
@@ -66,6 +67,7 @@ VARIANTS = {
     "j2-main": (["-j", "2"], "main"),
     "j2-group": (["-j", "2"], "group"),
     "fuse": (["-j", "1", "--fuse", "on"], "main"),
+    "fuse-j2": (["-j", "2", "--fuse", "on"], "main"),
 }
 PHASES = ("start-up", "training", "last trial", "end")
 TIMING_FIELDS = {"seconds"}  # wall time: differs between any two runs

@@ -1027,6 +1027,35 @@ def test_a_worker_whose_main_process_is_killed_alone_exits_at_once(tmp_path):
             os.kill(worker, signal.SIGKILL)
 
 
+@pytest.mark.parametrize("when", ["waiting for a job", "taking a job"])
+def test_a_worker_whose_pipe_closes_ends_at_once_not_through_the_interpreters_teardown(when):
+    """kill -9 of the main process only, seen by a worker through its pipe (waiting for a
+    job, or sending a message about one): it returned and ran the interpreter's teardown,
+    2-5 s of a busy core with torch loaded beside the user's --resume. Exit code 1 is
+    _end_orphaned's os._exit (0: a return through the teardown)."""
+    import multiprocessing
+
+    from worker_faults import light_worker
+
+    spawn = multiprocessing.get_context("spawn")
+    conn, child = spawn.Pipe()
+    taking = when == "taking a job"
+    worker = spawn.Process(target=light_worker, args=(child, 0, "cpu", taking))
+    worker.start()
+    child.close()
+    try:
+        assert conn.recv() == ("ready", None)
+        if taking:
+            conn.send(("job", "context", "shared"))
+        conn.close()  # as the main process's end closes when it is killed
+        worker.join(20)
+        assert worker.exitcode == 1
+    finally:
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
+
+
 def test_a_failure_reason_is_one_line_that_names_running_out_of_memory():
     """A worker out of memory (here under RLIMIT_AS, as in a container) raised a bare
     MemoryError: 'failed: lovasz · seed 0: MemoryError: ' said nothing."""

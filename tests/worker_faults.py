@@ -48,3 +48,27 @@ def dies_on_bce(conn, index: int, device_type: str) -> None:
     from losscmp.executors.local import _worker_main
 
     _worker_main(_DiesOnTaking(conn, "bce"), index, device_type)
+
+
+class _OrphanedOnTaking:
+    """A worker's end of the pipe whose main process is gone just after it sent a job
+    (killed alone): the worker's first message about the job finds the pipe closed."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+
+    def recv(self):
+        message = self.conn.recv()
+        self.conn.poll(30)  # true once the main process's end is closed
+        return message
+
+    def __getattr__(self, name: str):
+        return getattr(self.conn, name)
+
+
+def light_worker(conn, index: int, device_type: str, orphaned_on_taking: bool) -> None:
+    """A real worker without the imports of torch and the rest, which only slow it down."""
+    from losscmp.executors import local
+
+    local.import_job_modules = lambda: None
+    local._worker_main(_OrphanedOnTaking(conn) if orphaned_on_taking else conn, index, device_type)

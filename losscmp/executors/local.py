@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from multiprocessing.connection import wait
-from typing import Any
+from typing import Any, NoReturn
 
 from losscmp.config import RunConfig
 from losscmp.data.shared import SharedArrays, SharedDataset, sweep_abandoned
@@ -231,9 +231,17 @@ def _exit_with_parent() -> None:
     def watch() -> None:
         while os.getppid() == pid:  # reparented once the main process has died
             time.sleep(PARENT_POLL_S)
-        os._exit(1)
+        _end_orphaned()
 
     threading.Thread(target=watch, name="losscmp-parent-watch", daemon=True).start()
+
+
+def _end_orphaned() -> NoReturn:
+    """End this worker now: its main process is gone. Not a return from ``_worker_main``:
+    the interpreter's teardown with torch loaded took 2-5 s of a busy core beside the
+    user's ``--resume`` (a worker waiting for a job, or sending progress, when its main
+    process was SIGKILLed alone)."""
+    os._exit(1)
 
 
 class _Ended:
@@ -373,7 +381,7 @@ def _worker_main(conn, index: int, device_type: str | None) -> None:
         try:
             job, context, shared = conn.recv()
         except EOFError:  # the main process is gone
-            return
+            _end_orphaned()
         try:
             conn.send(("took", None))
             if device is None:
@@ -383,7 +391,7 @@ def _worker_main(conn, index: int, device_type: str | None) -> None:
             outcomes = run_job(job, context, emit, device=device, where=where)
             conn.send(("done", outcomes))
         except (BrokenPipeError, ConnectionResetError):  # the main process is gone (killed)
-            return
+            _end_orphaned()
         except Exception as error:  # reported to the main process, which retries the job
             with contextlib.suppress(OSError):
                 conn.send(("error", failure_reason(error)))
