@@ -774,6 +774,11 @@ def main() -> None:
     sys.exit(code or 0)
 
 
+# How alike an unknown option and an option must be (difflib's ratio) to be taken as a
+# misspelling of it before an option that begins it: '--lr_grid' and '--lr-grid' 0.86.
+NEAR_SPELLING = 0.8
+
+
 def _usage_message(error: UsageError) -> str:
     """click's words, but an unknown option's suggestion worded as every other one: the one
     option closest in name. click's compared whole options, '--' included, and offered
@@ -782,16 +787,18 @@ def _usage_message(error: UsageError) -> str:
         return error.format_message()
     options = {
         option.lstrip("-"): option
-        for param in error.ctx.command.params
+        for param in error.ctx.command.get_params(error.ctx)  # --help too
         for option in (*param.opts, *param.secondary_opts)
         if option.startswith("--")
     }
     typed = error.option_name.lstrip("-").lower()
-    # The one option that begins what was typed, or that it begins ('--out-dir', '--epoch');
+    # A near spelling first ('--lr_grid': '--lr-grid', not '--lr', which begins it); else the
+    # one option that begins what was typed, or that it begins ('--out-dir', '--epoch');
     # else the closest in spelling.
+    near = difflib.get_close_matches(typed, list(options), n=1, cutoff=NEAR_SPELLING)
     related = [name for name in options if typed.startswith(name) or name.startswith(typed)]
     closest = difflib.get_close_matches(typed, list(options), n=1, cutoff=0.6)
-    meant = related if len(related) == 1 else closest
+    meant = near or (related if len(related) == 1 else closest)
     return error.message + (f" (did you mean '{options[meant[0]]}'?)" if meant else "")
 
 

@@ -568,6 +568,12 @@ CASES: list[tuple[str, Args, str]] = [
     ),
     ("usage-option-with-a-suffix", ["--out-dir", "x"], "--out-dir (did you mean '--out'?)"),
     ("usage-misspelled-switch", ["--dryrun"], "--dryrun (did you mean '--dry-run'?) (see '"),
+    (  # '--lr' begins it, but '--lr-grid' is one letter pair away (a config file's key)
+        "usage-underscored-option",
+        ["--lr_grid", "1e-3,1e-2"],
+        "No such option: --lr_grid (did you mean '--lr-grid'?) (see '",
+    ),
+    ("usage-misspelled-help", ["--hlep"], "No such option: --hlep (did you mean '--help'?)"),
     ("usage-missing-value", ["--losses"], "requires an argument. (see 'losscmp run --help')"),
     # --out
     ("out-is-a-file", out_file, "is a file"),
