@@ -56,8 +56,25 @@ def only_run_dir(out: Path) -> Path:
     return run_dir
 
 
+@pytest.fixture
+def workers_when_resolved(monkeypatch) -> list[int]:
+    """The local executor's workers each time it resolves the device (where this process
+    imports torch): filled in as runs prepare."""
+    from losscmp.executors.local import LocalExecutor
+
+    counts: list[int] = []
+    resolve_device = LocalExecutor.resolve_device
+
+    def recorded(self, name):
+        counts.append(len(self.workers))
+        return resolve_device(self, name)
+
+    monkeypatch.setattr(LocalExecutor, "resolve_device", recorded)
+    return counts
+
+
 def test_a_data_mistake_stops_early_workers_before_torch_is_imported_here(
-    cli, tmp_path, monkeypatch
+    cli, tmp_path, workers_when_resolved
 ):
     """-j 2 spawns its workers before this process imports torch (resolving the device);
     a mistake in the data was found only after that import, which then shared the cores
@@ -69,20 +86,11 @@ def test_a_data_mistake_stops_early_workers_before_torch_is_imported_here(
     from fixtures_data import make_folder
     from PIL import Image
 
-    from losscmp.executors.local import LocalExecutor
-
     root = tmp_path / "cases"
     make_folder(root, count=6)
     for mask in (root / "masks").iterdir():  # no foreground anywhere: found on reading
         Image.fromarray(np.zeros((40, 56), np.uint8)).save(mask)
-    resolved = []
-    resolve_device = LocalExecutor.resolve_device
-
-    def recorded(self, name):
-        resolved.append(len(self.workers))
-        return resolve_device(self, name)
-
-    monkeypatch.setattr(LocalExecutor, "resolve_device", recorded)
+    resolved = workers_when_resolved
     args = ["--dataset", f"folder:{root}", "--device", "cpu", "--out", tmp_path / "out"]
     with_workers = cli("run", *args, "--jobs", "2")
     assert with_workers.exit_code == 2
@@ -268,22 +276,14 @@ def test_a_refused_resume_stops_the_workers_it_started(tmp_path):
     assert prepared.executor.workers == [] and prepared.executor.shared == {}
 
 
-def test_workers_that_jobs_asks_for_start_before_the_device_is_resolved(tmp_path, monkeypatch):
+def test_workers_that_jobs_asks_for_start_before_the_device_is_resolved(
+    tmp_path, workers_when_resolved
+):
     """Resolving the device imports torch in the main process (2 s): the workers were
     spawned after it, so their own imports (torch, smp) began 2 s late; they learn the
     device with their first job."""
     import multiprocessing
 
-    from losscmp.executors.local import LocalExecutor
-
-    workers_when_resolved = []
-    resolve = LocalExecutor.resolve_device
-
-    def spy(self, name):
-        workers_when_resolved.append(len(self.workers))
-        return resolve(self, name)
-
-    monkeypatch.setattr(LocalExecutor, "resolve_device", spy)
     prepared = prepare(plan_run(build_config(**QUICK, jobs=2, out=str(tmp_path))))
     with prepared.executor:
         assert workers_when_resolved == [2]
