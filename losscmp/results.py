@@ -1074,8 +1074,8 @@ class RunStore:
     def refuse_if_locked(self) -> None:
         """Refuse as ``lock`` would, without taking the lock: a dry run writes nothing."""
         holder = self.locked_by()
-        if holder is not None:
-            raise LosscmpError(_written_elsewhere(self.run_dir, max(holder, 0)))
+        if holder is not None:  # -1: locked by a process that wrote no pid
+            raise LosscmpError(_written_elsewhere(self.run_dir, holder if holder > 0 else None))
 
     def locked_by(self) -> int | None:
         """The pid of the process holding the lock, or None when the folder is free."""
