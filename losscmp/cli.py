@@ -22,7 +22,7 @@ from typing import Annotated
 import typer
 
 from losscmp.errors import LosscmpError, Terminated
-from losscmp.metric_names import PLAIN_METRICS, THRESHOLD_METRICS
+from losscmp.metric_names import BINARY_METRICS, PLAIN_METRICS
 
 try:  # typer >= 0.20 ships its own copy of click
     from typer._click.exceptions import NoArgsIsHelpError, NoSuchOption, UsageError
@@ -545,7 +545,7 @@ def report(
         typer.Option(
             metavar="NAME",
             help=f"Headline metric: {', '.join(PLAIN_METRICS)}; binary runs also "
-            f"{', '.join(THRESHOLD_METRICS)} (_t: at the validation-chosen threshold).",
+            f"{', '.join(BINARY_METRICS)} (_t: at the validation-chosen threshold).",
         ),
     ] = "dice",
     # Text, not Path: click reads an empty name as '.', the working folder.

@@ -32,5 +32,6 @@ METRIC_TITLES = {
     "ece": "ECE",
 }
 METRICS = tuple(METRIC_TITLES)
-THRESHOLD_METRICS = tuple(name for name in METRICS if name in BINARY_SCORE_NAMES)
-PLAIN_METRICS = tuple(name for name in METRICS if name not in THRESHOLD_METRICS)  # every run
+# Headlines of binary runs only (at the chosen threshold, and threshold-free); the rest: every run.
+BINARY_METRICS = tuple(name for name in METRICS if name in BINARY_SCORE_NAMES)
+PLAIN_METRICS = tuple(name for name in METRICS if name not in BINARY_METRICS)  # every run

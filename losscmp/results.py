@@ -80,7 +80,7 @@ TRIAL_STATUSES = ("finished", "diverged")
 TABLES_SHARE = 0.05
 SPLIT_SCORES = [*SCORE_NAMES, *IMAGE_SCORE_NAMES]
 # Binary tasks: at the threshold chosen on validation that epoch, and threshold-free.
-THRESHOLD_SCORES = list(BINARY_SCORE_NAMES)
+BINARY_SCORES = list(BINARY_SCORE_NAMES)
 EPOCH_COLUMNS = [
     "dataset",
     "loss",
@@ -91,7 +91,7 @@ EPOCH_COLUMNS = [
     *(f"val_{name}" for name in SPLIT_SCORES),
     *(f"test_{name}" for name in SPLIT_SCORES),
     "threshold",
-    *(f"{split}_{name}" for split in ("val", "test") for name in THRESHOLD_SCORES),
+    *(f"{split}_{name}" for split in ("val", "test") for name in BINARY_SCORES),
     "lr",
     "seconds",
     "status",

@@ -60,7 +60,7 @@ from losscmp import selection, stats
 from losscmp.config import separate_fused_copies
 from losscmp.devices import rounding_key
 from losscmp.errors import LosscmpError, SpecError
-from losscmp.metric_names import METRIC_TITLES, METRICS, PLAIN_METRICS, THRESHOLD_METRICS
+from losscmp.metric_names import BINARY_METRICS, METRIC_TITLES, METRICS, PLAIN_METRICS
 from losscmp.report_args import (
     check_metric,
     resolve_one,
@@ -528,7 +528,7 @@ def _check_metric_recorded(results: RunResults, metric: str) -> None:
     """Threshold scores, AP and ECE exist for binary runs of schema 2 only."""
     column = f"val_{metric}"
     plain = f"{', '.join(PLAIN_METRICS[:-1])} or {PLAIN_METRICS[-1]}"
-    if metric in THRESHOLD_METRICS and not (
+    if metric in BINARY_METRICS and not (
         column in results.epochs.columns and results.epochs[column].notna().any()
     ):
         title = METRIC_TITLES[metric]

@@ -671,10 +671,10 @@ def test_the_metric_names_are_listed_once():
     assert metric_names.BINARY_SCORE_NAMES == ("dice_t", "iou_t", "mcc_t", "ap", "ece")
     assert metrics.SCORE_NAMES is metric_names.SCORE_NAMES
     assert [*metric_names.SCORE_NAMES, *metric_names.IMAGE_SCORE_NAMES] == results.SPLIT_SCORES
-    assert list(metric_names.BINARY_SCORE_NAMES) == results.THRESHOLD_SCORES
+    assert list(metric_names.BINARY_SCORE_NAMES) == results.BINARY_SCORES
     assert summary.METRIC_TITLES is metric_names.METRIC_TITLES
     assert metric_names.PLAIN_METRICS == ("dice", "iou", "mcc", "image_dice", "image_iou")
-    assert metric_names.THRESHOLD_METRICS == metric_names.BINARY_SCORE_NAMES
+    assert metric_names.BINARY_METRICS == metric_names.BINARY_SCORE_NAMES
     assert report_args.METRICS is summary.METRICS is metric_names.METRICS
     counts = torch.tensor([[[4, 0, 0, 12]], [[0, 4, 0, 12]]])
     columns = list(summarize_epoch(counts, mode="binary", prefix="test_"))
