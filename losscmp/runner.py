@@ -199,7 +199,8 @@ def _fuse_why(given: str, device: str, meta: dict[str, Any] | None) -> str:
 
 
 def _jobs_text(jobs: int) -> str:
-    return str(jobs) if jobs else "as many as the cluster fits"  # Ray's 0
+    # Ray's 0: tasks in flight, twice what fits (executors.ray.InFlight), as --help says
+    return str(jobs) if jobs else "twice what the cluster fits"
 
 
 def _jobs_why(given: int | None, jobs: int, idle: bool = False) -> str:

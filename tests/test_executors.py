@@ -467,6 +467,24 @@ def test_workers_take_the_visible_gpus_round_robin(monkeypatch):
     assert made_current == [0, 1, 2]
 
 
+def test_a_dry_run_gives_ray_s_default_jobs_as_the_help_does():
+    """Without --jobs Ray keeps twice the tasks the cluster fits in flight (InFlight), as
+    --help and the README say; the dry run's 'jobs' read 'as many as the cluster fits'."""
+    from types import SimpleNamespace
+
+    from losscmp.runner import planned_choices
+
+    config = build_config(executor="ray")
+    prepared = SimpleNamespace(
+        plan=SimpleNamespace(config=config, trials=[Trial("a", "dice", 0)]),
+        settings=SimpleNamespace(
+            preset=SimpleNamespace(name="tiny"), device=SimpleNamespace(type="cpu")
+        ),
+        execution=Execution("ray", 0, 1, False),
+    )
+    assert ("jobs", "twice what the cluster fits", "auto") in planned_choices(prepared)
+
+
 @pytest.mark.parametrize(
     ("capability", "native"), [((7, 0), False), ((7, 5), False), ((8, 0), True), ((9, 0), True)]
 )
