@@ -380,7 +380,9 @@ def _worker_main(conn, index: int, device_type: str | None) -> None:
     while True:  # until close() terminates this worker
         try:
             job, context, shared = conn.recv()
-        except EOFError:  # the main process is gone
+        # The main process is gone: its end closed, or reset where it was killed before it
+        # read this worker's last message ('done', progress).
+        except (EOFError, ConnectionResetError):
             _end_orphaned()
         try:
             conn.send(("took", None))
