@@ -1730,6 +1730,20 @@ def test_trials_per_gpu_on_the_cpu_is_noted_as_set_aside(cli, tmp_path):
     assert "note:" not in cli("run", *args, "--device", "cpu", "--dry-run").stderr
 
 
+def test_trials_per_gpu_from_a_config_file_is_noted_by_its_key(cli, tmp_path):
+    """The note named '--trials-per-gpu 4', a flag the command line did not have, where
+    the config file's 'trials_per_gpu: 4' gave it; a resumed run's own is the run's."""
+    config = tmp_path / "per_gpu.yaml"
+    config.write_text(SMOKE.read_text() + "trials_per_gpu: 4\n", encoding="utf-8")
+    args = ["--config", config, "--epochs", "1", "--losses", "dice", "--device", "cpu"]
+    result = cli("run", *args, "--out", tmp_path / "runs", "--dry-run")
+    assert result.exit_code == 0, result.output
+    note = f"config file {config}: 'trials_per_gpu' 4 counts on CUDA only: set aside on the cpu"
+    assert f"note: {note}" in result.stderr.splitlines()
+    resumed = build_config(base={"trials_per_gpu": 4}).origins  # as --resume reads run.json
+    assert resumed.given("trials_per_gpu", 4) == "the run's 'trials_per_gpu' 4"
+
+
 def test_a_dry_run_spawns_no_worker(cli, tmp_path, monkeypatch):
     """A dry run trains nothing: its workers (spawned early, or by start) only took the
     cores its checks run on (-j 2: 3.3 s against 2.0 s) and shared its data for nothing."""
