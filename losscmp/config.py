@@ -73,6 +73,16 @@ class Origins:
                 return f"{self.source(key)}: "
         return ""
 
+    def given(self, key: str, value: Any) -> str:
+        """The option and its value as the user gave them, the subject of a note:
+        ``--jobs 4``, ``config file X: 'jobs' 4``, or a resumed run's own: ``the run's
+        'jobs' 4`` (a note on it is no error in run.json, as ``name`` would call it)."""
+        source, shown = self.source(key), self.shown(key, value)
+        if source == flag_name(key):
+            return f"{source} {shown}"
+        where = "the run's" if source == BASE_SOURCE else f"{source}:"
+        return f"{where} '{key}' {shown}"
+
     def shown(self, key: str, value: Any) -> str:
         """The value as the user typed it (``1e400`` rather than ``inf``)."""
         return self.typed.get(key, str(value))

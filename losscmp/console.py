@@ -7,8 +7,9 @@ captures just the results.
 from __future__ import annotations
 
 import inspect
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,9 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from losscmp.errors import SpecError
 from losscmp.events import BOUNDARIES
+from losscmp.spec import split_top_level
 from losscmp.timeleft import TimeLeft
 
 err = Console(stderr=True)
@@ -71,13 +74,28 @@ INDENT = "  "  # a trial's line under the overall bar's
 SPEC_FLOOR = 5  # the cells a spec keeps ('tv…7)') before what follows it is cut
 
 
-def shorten_spec(spec: str, width: int) -> str:
+def shorten_spec(spec: str, width: int, shared_from: int | None = None) -> str:
     """``spec`` in at most ``width`` cells, its middle left out: its name, '(', '…' and
     the end of its parameters where they fit ('tversky(…beta=0.7)'), else as much of its
     start as of its end ('synt….01)'). Specs of one loss or dataset differ in their
-    values, the last of which ends the spec; an end cut left 'syntheti…' for each."""
+    values, the last of which ends the spec; an end cut left 'syntheti…' for each.
+    ``shared_from`` (``shared_ends``): where the end that the spec shares with another of
+    the run begins. Where the cut would keep no more than that end, the parameters after
+    the values that differ go instead: 'tversky(alpha=0.3…' beside 'tversky(alpha=0.5…',
+    not 'tversky(…beta=0.7)' for each."""
     if cell_len(spec) <= width:
         return spec
+    shortened = _cut_middle(spec, width)
+    kept_end = len(shortened) - shortened.rfind("…") - 1
+    if shared_from is None or kept_end > len(spec) - shared_from:
+        return shortened
+    end = _parameter_end(spec, shared_from)
+    return shortened if end is None else shorten_spec(spec[:end] + "…", width)
+
+
+def _cut_middle(spec: str, width: int) -> str:
+    """``spec`` (too long) in ``width`` cells, its middle left out, as ``shorten_spec``
+    says."""
     name, paren, _ = spec.partition("(")
     head = name + paren
     if paren and width >= cell_len(head) + 3:  # '…' and the end, at least 'n)'
@@ -86,6 +104,42 @@ def shorten_spec(spec: str, width: int) -> str:
         return _cut(spec, width)
     tail = _last_cells(spec, (width - 1) // 2)
     return set_cell_size(spec, width - 1 - cell_len(tail)) + "…" + tail
+
+
+def shared_ends(specs: Iterable[str]) -> dict[str, int]:
+    """For each of ``specs`` that shares its name with others: where the end it shares
+    with the most alike of them begins ('tversky(alpha=0.3,beta=0.7)' beside
+    'tversky(alpha=0.5,beta=0.7)': at 17, the ',beta=0.7)' after the '3'). A run's specs
+    are known up front, so each label's shortening stays the same while the run goes."""
+    by_head: dict[str, set[str]] = {}
+    for spec in specs:
+        name, paren, _ = spec.partition("(")
+        if paren:
+            by_head.setdefault(name + paren, set()).add(spec)
+    ends: dict[str, int] = {}
+    for group in by_head.values():
+        for spec in group:
+            others = [other for other in group if other != spec]
+            if others:
+                shared = max(len(os.path.commonprefix([spec[::-1], o[::-1]])) for o in others)
+                ends[spec] = len(spec) - shared
+    return ends
+
+
+def _parameter_end(spec: str, index: int) -> int | None:
+    """Where the parameter of ``spec`` that holds ``spec[index - 1]`` ends (at its ','),
+    or None where it is the last (its end is the spec's) or ``spec`` has no parameters."""
+    head = spec.partition("(")[0] + "("
+    try:
+        parameters = split_top_level(spec[len(head) : -1])
+    except SpecError:  # not a spec's canonical text
+        return None
+    end = len(head) - 1
+    for parameter in parameters[:-1]:
+        end += 1 + len(parameter)
+        if end >= index:
+            return end
+    return None
 
 
 def _cut(text: str, width: int) -> str:
@@ -112,7 +166,8 @@ class TrialLabel:
     Cut at the end, two trials of one loss looked the same on an 80-column terminal: what
     does not fit goes in the order that keeps them apart, where it runs first, then words
     ('s0' for '· seed 0', no seed where it is the run's only one; '@ 0.001' for
-    '@ lr 0.001'), then the middle of the loss spec, then the dataset's; the column gives
+    '@ lr 0.001'), then the middle of the loss spec, then the dataset's (or their end where
+    another spec of the run ends alike: ``shared_ends``); the column gives
     the label room for its ``floor``, so its end (the rate, the seed) is cut only where
     the terminal has no room for that."""
 
@@ -122,6 +177,9 @@ class TrialLabel:
     dataset: str | None = None
     where: str | None = None
     sole_seed: bool = False  # the run's only seed: it tells no running trials apart
+    # where the end a spec shares with another of the run's begins (shared_ends)
+    loss_shared_from: int | None = None
+    dataset_shared_from: int | None = None
 
     def name(self, loss: str | None = None, dataset: str | None = None, terse: int = 0) -> str:
         """The trial as a log line names it; ``loss`` and ``dataset`` shortened ones;
@@ -153,25 +211,31 @@ class TrialLabel:
         for terse in (0, 1):
             if cell_len(INDENT + self.name(terse=terse)) <= width:
                 return INDENT + self.name(terse=terse)
-        loss = self._spec(self.loss, width, self.name(terse=2))
+        loss = self._spec(self.loss, width, self.name(terse=2), self.loss_shared_from)
         if self.dataset is None:
             return INDENT + self.name(loss, terse=2)
-        dataset = self._spec(self.dataset, width, self.name(loss, terse=2))
+        dataset = self._spec(
+            self.dataset, width, self.name(loss, terse=2), self.dataset_shared_from
+        )
         return INDENT + self.name(loss, dataset, terse=2)
 
     def floor(self) -> int:
         """The cells the label needs to stay apart from other running trials' labels: its
         rate and seed whole, its loss and dataset specs at their shortest (SPEC_FLOOR)."""
-        loss = shorten_spec(self.loss, SPEC_FLOOR)
-        dataset = None if self.dataset is None else shorten_spec(self.dataset, SPEC_FLOOR)
+        loss = shorten_spec(self.loss, SPEC_FLOOR, self.loss_shared_from)
+        dataset = (
+            None
+            if self.dataset is None
+            else shorten_spec(self.dataset, SPEC_FLOOR, self.dataset_shared_from)
+        )
         return cell_len(INDENT + self.name(loss, dataset, terse=2))
 
     @staticmethod
-    def _spec(spec: str, width: int, name: str) -> str:
+    def _spec(spec: str, width: int, name: str, shared_from: int | None) -> str:
         """``spec``, a part of ``name``, shortened as far as ``name`` needs to fit in
         ``width`` cells (after the indent), but to no fewer than SPEC_FLOOR cells."""
         room = width - cell_len(INDENT + name) + cell_len(spec)
-        return shorten_spec(spec, max(min(cell_len(spec), SPEC_FLOOR), room))
+        return shorten_spec(spec, max(min(cell_len(spec), SPEC_FLOOR), room), shared_from)
 
     def __rich_console__(self, console, options):
         yield self.fit(options.max_width)
@@ -276,6 +340,8 @@ class TrainingProgress:
         self.ended = 0
         self.show_dataset = False
         self.sole_seed = False  # one seed for every trial to run: a label may leave it out
+        self.shared_loss_ends: dict[str, int] = {}  # shared_ends of the run's loss specs
+        self.shared_dataset_ends: dict[str, int] = {}  # and of its dataset specs
         self.run_dir: Path | None = None
         self.drawing = False  # the live display runs: on a terminal only
 
@@ -307,6 +373,8 @@ class TrainingProgress:
         self.time_left = TimeLeft(self.trials, event.epochs, self.clock)
         self.show_dataset = len({info.dataset for info in event.todo}) > 1
         self.sole_seed = len({info.seed for info in event.todo}) == 1
+        self.shared_loss_ends = shared_ends(info.loss for info in event.todo)
+        self.shared_dataset_ends = shared_ends(info.dataset for info in event.todo)
         kept = f" ({_count(event.skipped, 'finished trial')} kept)" if event.skipped else ""
         run_dir = escape(str(event.run_dir))  # '--out a[/b]' is a path, not Rich markup
         err.print(f"run folder: {run_dir}{kept}", highlight=False, soft_wrap=True)
@@ -415,7 +483,16 @@ class TrainingProgress:
     def _label(self, info, where: str | None = None) -> TrialLabel:
         """The trial's label: its dataset too when the run has several."""
         dataset = info.dataset if self.show_dataset else None
-        return TrialLabel(info.loss, info.seed, info.lr, dataset, where or None, self.sole_seed)
+        return TrialLabel(
+            info.loss,
+            info.seed,
+            info.lr,
+            dataset,
+            where or None,
+            self.sole_seed,
+            self.shared_loss_ends.get(info.loss),
+            self.shared_dataset_ends.get(info.dataset),
+        )
 
     def _name(self, trial_id: str) -> str:
         """As the trial's live line names it, in full: a printed line is never cut (Rich

@@ -218,9 +218,10 @@ def execution_notes(prepared: PreparedRun, meta: dict[str, Any] | None = None) -
     whose threads the rest keeps."""
     execution = prepared.execution if meta is None else stored_execution(meta, prepared.execution)
     notes = [prepared.executor.crowding(execution)]
-    per_gpu, device = prepared.plan.config.trials_per_gpu, prepared.settings.device.type
-    if per_gpu != 1 and device != "cuda":
-        notes.append(f"--trials-per-gpu {per_gpu} counts on CUDA only: set aside on the {device}")
+    config, device = prepared.plan.config, prepared.settings.device.type
+    if config.trials_per_gpu != 1 and device != "cuda":
+        given = (config.origins or Origins()).given("trials_per_gpu", config.trials_per_gpu)
+        notes.append(f"{given} counts on CUDA only: set aside on the {device}")
     return [note for note in notes if note]
 
 

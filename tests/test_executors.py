@@ -1243,6 +1243,42 @@ LABELLED_RUNS = {
             ],
         },
     ),
+    "an alpha sweep and seeds": (  # at 60 and 80 columns each alpha read 'tversky(…beta=0.7)'
+        [
+            (TrialInfo("t0", "synthetic", "tversky(alpha=0.3,beta=0.7)", 0), "worker 1"),
+            (TrialInfo("t1", "synthetic", "tversky(alpha=0.5,beta=0.7)", 0), "worker 2"),
+            (TrialInfo("t2", "synthetic", "tversky(alpha=0.3,beta=0.7)", 1), "worker 3"),
+        ],
+        {
+            60: ["  tvers…0.3… s0", "  tvers…0.5… s0", "  tvers…0.3… s1"],
+            80: ["  tversky(alpha=0.3… s0", "  tversky(alpha=0.5… s0", "  tversky(alpha=0.3… s1"],
+            100: [  # its end already tells them apart: cut as before
+                "  tversky(…pha=0.3,beta=0.7) s0",
+                "  tversky(…pha=0.5,beta=0.7) s0",
+                "  tversky(…pha=0.3,beta=0.7) s1",
+            ],
+            120: [
+                "  tversky(alpha=0.3,beta=0.7) · seed 0",
+                "  tversky(alpha=0.5,beta=0.7) · seed 0",
+                "  tversky(alpha=0.3,beta=0.7) · seed 1",
+            ],
+        },
+    ),
+    "a dataset sweep": (  # each read 'dice · synthetic(…48)' at 80 columns
+        [
+            (TrialInfo("t0", "synthetic(fg_fraction=0.05,n_train=48)", "dice", 0), "worker 1"),
+            (TrialInfo("t1", "synthetic(fg_fraction=0.2,n_train=48)", "dice", 0), "worker 2"),
+        ],
+        {
+            60: ["  dice · syn…5…", "  dice · syn…2…"],
+            80: ["  dice · synthetic(…05…", "  dice · synthetic(….2…"],
+            100: ["  dice · synthetic(…ction=0.05…", "  dice · synthetic(…action=0.2…"],
+            120: [
+                "  dice · synthetic(…on=0.05,n_train=48)",
+                "  dice · synthetic(…ion=0.2,n_train=48)",
+            ],
+        },
+    ),
     "several datasets": (
         [
             (TrialInfo("t0", "synthetic(fg_fraction=0.01)", "dice", 0), "worker 1"),
@@ -1720,6 +1756,20 @@ def test_trials_per_gpu_on_the_cpu_is_noted_as_set_aside(cli, tmp_path):
     assert "note:" not in cli("run", *args, "--device", "cpu", "--dry-run").stderr
 
 
+def test_trials_per_gpu_from_a_config_file_is_noted_by_its_key(cli, tmp_path):
+    """The note named '--trials-per-gpu 4', a flag the command line did not have, where
+    the config file's 'trials_per_gpu: 4' gave it; a resumed run's own is the run's."""
+    config = tmp_path / "per_gpu.yaml"
+    config.write_text(SMOKE.read_text() + "trials_per_gpu: 4\n", encoding="utf-8")
+    args = ["--config", config, "--epochs", "1", "--losses", "dice", "--device", "cpu"]
+    result = cli("run", *args, "--out", tmp_path / "runs", "--dry-run")
+    assert result.exit_code == 0, result.output
+    note = f"config file {config}: 'trials_per_gpu' 4 counts on CUDA only: set aside on the cpu"
+    assert f"note: {note}" in result.stderr.splitlines()
+    resumed = build_config(base={"trials_per_gpu": 4}).origins  # as --resume reads run.json
+    assert resumed.given("trials_per_gpu", 4) == "the run's 'trials_per_gpu' 4"
+
+
 def test_a_dry_run_spawns_no_worker(cli, tmp_path, monkeypatch):
     """A dry run trains nothing: its workers (spawned early, or by start) only took the
     cores its checks run on (-j 2: 3.3 s against 2.0 s) and shared its data for nothing."""
@@ -1740,6 +1790,24 @@ def test_a_60_column_terminal_tells_each_rate_and_seed_of_a_run_apart(cli, tmp_p
     """A user's audit: 'losscmp run' over 2 rates and 2 seeds in a 60-column terminal drew
     every trial's line as '  focal @ 0.00…' (the label column's 15 cells), so two running
     trials looked the same. The column now gives the label room for its rate and seed."""
+    options = {**QUICK, "losses": "focal", "epochs": 1, "lr_grid": "0.001,0.003"}
+    labels = _labels_drawn_at_60_columns(cli, tmp_path, monkeypatch, options)
+    assert labels == {f"focal @ {rate} s{seed}" for rate in ("0.001", "0.003") for seed in (0, 1)}
+
+
+def test_a_60_column_terminal_tells_the_losses_of_an_alpha_sweep_apart(cli, tmp_path, monkeypatch):
+    """Two tversky specs that differ in their first value only were each drawn as
+    'tversky(…0.7) s0' at 60 columns: the spec's end, the same in both. The label keeps
+    the values that differ instead, the run's specs compared up front."""
+    losses = "tversky(alpha=0.3,beta=0.7),tversky(alpha=0.5,beta=0.7)"
+    options = {**QUICK, "losses": losses, "epochs": 1, "seeds": 1}
+    labels = _labels_drawn_at_60_columns(cli, tmp_path, monkeypatch, options)
+    assert labels == {"tversky(…0.3…", "tversky(…0.5…"}
+
+
+def _labels_drawn_at_60_columns(cli, tmp_path, monkeypatch, options: dict) -> set[str]:
+    """The labels of the trials' lines that 'losscmp run' with ``options`` draws live on a
+    60-column terminal, a frame drawn as each trial starts."""
     import re
 
     import losscmp.console as console
@@ -1754,12 +1822,10 @@ def test_a_60_column_terminal_tells_each_rate_and_seed_of_a_run_apart(cli, tmp_p
         self.progress.refresh()
 
     monkeypatch.setattr(console.TrainingProgress, "_on_TrialStarted", drawn_when_started)
-    options = {**QUICK, "losses": "focal", "epochs": 1, "lr_grid": "0.001,0.003"}
     flags = [f"--{key.replace('_', '-')}={value}" for key, value in options.items()]
     result = cli("run", *flags, "--out", tmp_path)
 
     assert result.exit_code == 0, result.output
     frames = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", result.stderr)  # colours, cursor moves
-    lines = [re.match(r"  (focal.*?) +[━╸╺]", line) for line in re.split("[\r\n]", frames)]
-    labels = {line.group(1) for line in lines if line}
-    assert labels == {f"focal @ {rate} s{seed}" for rate in ("0.001", "0.003") for seed in (0, 1)}
+    lines = [re.match(r"  (\S.*?) +[━╸╺]", line) for line in re.split("[\r\n]", frames)]
+    return {line.group(1) for line in lines if line}
