@@ -592,8 +592,8 @@ def _print_report(
 
     from losscmp import console
     from losscmp.render import RENDERERS, summary_options, terminal
-    from losscmp.results import FailedTrialsNote, RunStore
-    from losscmp.summary import build_report, source_lines
+    from losscmp.results import RunStore
+    from losscmp.summary import build_report, report_notes, source_lines
 
     outputs = {name: RENDERERS[name].load() for name in targets}
     report = build_report(run_folders, metric=metric)
@@ -601,9 +601,8 @@ def _print_report(
     for line in source_lines(paths, report.results):
         console.print_note(line)
     console.print_tables(terminal.render(report))
-    for note in report.notes:
-        if not (failures_told and isinstance(note, FailedTrialsNote)):
-            console.print_note(note)
+    for note in report_notes(report.results, failed_trials=not failures_told):
+        console.print_note(note)
     written = []
     if len(run_dirs) == 1:  # a combined table belongs to no single run folder
         written += _write_run_summary(RunStore(run_dirs[0]), report, targets)

@@ -959,15 +959,11 @@ def panel_problem(arrays: dict[str, Any]) -> str | None:
 # --------------------------------------------------------------------------- the store
 
 
-class FailedTrialsNote(str):
-    """The note on a run's failed trials. ``losscmp run`` leaves it out under the table it
-    prints: its last line names those trials and the command that trains them again (the
-    same news twice read as two problems); ``losscmp report`` and report.html keep it."""
-
-
 @dataclass
 class StoredRun:
-    """One run folder read back: run.json, good trial records, the tables, notes to show."""
+    """One run folder read back: run.json, good trial records, the tables, notes to show,
+    and the failed trials no record has replaced ({id: reason}): data, not a note, so each
+    output says them its own way (``losscmp run``'s last line names them; report notes them)."""
 
     run_dir: Path
     meta: dict[str, Any]
@@ -975,6 +971,7 @@ class StoredRun:
     epochs: Any  # pandas.DataFrame, checked
     images: Any  # pandas.DataFrame, checked
     notes: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 class RunStore:
@@ -1137,11 +1134,10 @@ class RunStore:
         """run.json's failed trials that no record has replaced since: {id: reason}, the
         trials ``--resume`` trains again (a ``write_trial`` that could not update run.json
         leaves a trained trial's entry behind: its record counts)."""
-        failed = self.read_meta().get("failed_trials") or {}
-        if not (isinstance(failed, dict) and failed):
+        meta = self.read_meta()
+        if not _recorded_failures(meta):
             return {}
-        present = self.scan_trials().records
-        return {trial: str(reason) for trial, reason in failed.items() if trial not in present}
+        return _pending_failures(meta, set(self.scan_trials().records))
 
     # ----------------------------------------------------------------- trials
 
@@ -1476,8 +1472,12 @@ class RunStore:
                 raise LosscmpError(self._why_no_trials(meta))
             if frames["images"] is None:
                 frames["images"] = pd.DataFrame()
-        notes += self._history_notes(meta, {record["trial_id"] for record in records})
-        return StoredRun(self.run_dir, meta, records, frames["epochs"], frames["images"], notes)
+        present = {record["trial_id"] for record in records}
+        notes += self._history_notes(meta, present)
+        failed = _pending_failures(meta, present)
+        return StoredRun(
+            self.run_dir, meta, records, frames["epochs"], frames["images"], notes, failed
+        )
 
     def _behind_its_writer(self, problems: dict[str, str]) -> bool:
         """The tables only lag the trial files of a run another process is writing: it
@@ -1557,17 +1557,6 @@ class RunStore:
                 f"--resume (e.g. {first['file']}: {first.get('reason', 'damaged')}); "
                 f"{retrained} of them trained again since"
             )
-        failed = meta.get("failed_trials") or {}
-        if isinstance(failed, dict):
-            pending = {key: value for key, value in failed.items() if key not in present}
-            if pending:
-                name, reason = next(iter(pending.items()))
-                notes.append(
-                    FailedTrialsNote(
-                        f"{self.run_dir}: {len(pending)} trial(s) failed (e.g. {name}: "
-                        f"{reason}); 'losscmp run ... --resume {self.run_dir}' tries them again"
-                    )
-                )
         planned = meta.get("trials")
         unplanned = sorted(present - set(planned)) if isinstance(planned, list) else []
         if unplanned:
@@ -1576,6 +1565,18 @@ class RunStore:
                 f"run.json's planned trials (e.g. {unplanned[0]}); reported with the run"
             )
         return notes
+
+
+def _recorded_failures(meta: dict[str, Any]) -> dict[str, Any]:
+    """run.json's ``failed_trials`` as written ({id: reason}); {} where absent or malformed."""
+    failed = meta.get("failed_trials")
+    return failed if isinstance(failed, dict) else {}
+
+
+def _pending_failures(meta: dict[str, Any], present: set[str]) -> dict[str, str]:
+    """The recorded failures no trial record (``present``: their ids) has replaced since."""
+    failed = _recorded_failures(meta)
+    return {trial: str(reason) for trial, reason in failed.items() if trial not in present}
 
 
 def _read_pid(handle: int) -> int | None:

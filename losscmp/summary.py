@@ -108,9 +108,12 @@ class RunResults:
     images: pd.DataFrame
     losses: dict[str, dict[str, Any]] = field(default_factory=dict)
     # What the reader found and fixed or could not: stale tables rebuilt, damaged
-    # trial files set aside by --resume, failed trials, skipped images. The CLI
-    # prints each as a note under the table.
+    # trial files set aside by --resume, skipped images. The CLI prints each as a
+    # note under the table.
     notes: list[str] = field(default_factory=list)
+    # Per run folder, its failed trials no record has replaced ({id: reason}); a note
+    # of report_notes, which 'losscmp run' leaves out: its last line names them.
+    failed_trials: dict[Path, dict[str, str]] = field(default_factory=dict)
 
     @property
     def run_ids(self) -> list[str]:
@@ -149,10 +152,13 @@ def build_report(paths: Sequence[Path | str], metric: str = "dice") -> Report:
     return Report(results, summarize(results, metric), metric)
 
 
-def report_notes(results: RunResults) -> list[str]:
+def report_notes(results: RunResults, *, failed_trials: bool = True) -> list[str]:
     """Everything a reader should know besides the numbers, each once: what the reader
-    repaired or could not, failed and unfinished trials."""
+    repaired or could not, failed (unless ``failed_trials`` is False: the caller names
+    them itself) and unfinished trials."""
     notes = run_notes(results)
+    if failed_trials:
+        notes += failed_trial_notes(results)
     for path, count in unfinished_trials(results).items():
         writer = RunStore(path).locked_by()
         if writer is not None and writer != os.getpid():  # a run still training: no resume
@@ -169,15 +175,28 @@ def report_notes(results: RunResults) -> list[str]:
     return notes
 
 
+def failed_trial_notes(results: RunResults) -> list[str]:
+    """Per run folder with failed trials: how many, the first with its reason, and how to
+    train them again."""
+    notes = []
+    for path, failed in results.failed_trials.items():
+        if failed:
+            name, reason = next(iter(failed.items()))
+            notes.append(
+                f"{path}: {len(failed)} trial(s) failed (e.g. {name}: {reason}); "
+                f"'losscmp run ... --resume {path}' tries them again"
+            )
+    return notes
+
+
 def unfinished_trials(results: RunResults) -> dict[Path, int]:
     """Per run folder, how many planned trials (run.json's ``trials``) have no result yet,
     but those that failed (their own note counts them: the same trial twice read as two)."""
     done = set(results.trials["trial_id"])
     missing = {}
     for run_dir, meta in zip(results.run_dirs, results.metas, strict=True):
-        failed = meta.get("failed_trials")
-        failed = failed if isinstance(failed, dict) else {}
-        count = sum(1 for trial in meta.get("trials") or [] if trial not in done | set(failed))
+        failed = set(results.failed_trials.get(run_dir, {}))
+        count = sum(1 for trial in meta.get("trials") or [] if trial not in done | failed)
         if count:
             missing[run_dir] = count
     return missing
@@ -255,6 +274,7 @@ def load_run(run_dir: Path | str, *, repair: bool = True) -> RunResults:
         images=images,
         losses=dict(meta.get("losses") or {}),
         notes=[*stored.notes, *_dataset_notes(datasets)],
+        failed_trials={run_dir: stored.failed} if stored.failed else {},
     )
 
 
@@ -371,6 +391,7 @@ def combine_runs(runs: Sequence[RunResults]) -> RunResults:
         images=pd.concat([run.images for run in runs], ignore_index=True),
         losses={label: info for run in runs for label, info in run.losses.items()},
         notes=[note for run in runs for note in run.notes] + _rounding_notes(runs),
+        failed_trials={path: failed for run in runs for path, failed in run.failed_trials.items()},
     )
 
 

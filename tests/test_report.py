@@ -282,6 +282,30 @@ def test_a_failed_trial_is_noted_once_not_also_as_unfinished(tmp_path):
     ]
 
 
+def test_the_failed_trials_note_is_left_out_only_where_asked(tmp_path):
+    """The failed trials are data (RunResults.failed_trials), not a note tagged by its type
+    (a str subclass, lost by any copy of the text): 'losscmp run', whose last line names
+    them, asks for the notes without them, and keeps every other note."""
+    run_dir = write_run(
+        tmp_path, quality={"dice": 0.7}, extra_meta={"failed_trials": {"lost": "worker died"}}
+    )
+    meta = read_run_json(run_dir)
+    meta["trials"] += ["lost", "pending"]
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    results = load_run(run_dir)
+    assert results.failed_trials == {run_dir: {"lost": "worker died"}}
+    failed = (
+        f"{run_dir}: 1 trial(s) failed (e.g. lost: worker died); "
+        f"'losscmp run ... --resume {run_dir}' tries them again"
+    )
+    unfinished = (
+        f"{run_dir} is unfinished: 1 planned trial(s) have no result yet; "
+        f"finish it with the run's command plus --resume {run_dir}"
+    )
+    assert report_notes(results) == [failed, unfinished]
+    assert report_notes(results, failed_trials=False) == [unfinished]
+
+
 def test_fixture_names_trials_as_the_runner_does(run_dir):
     names = {path.stem for path in (run_dir / "trials").iterdir()}
     meta = json.loads((run_dir / "run.json").read_text())

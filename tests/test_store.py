@@ -31,7 +31,13 @@ from losscmp.results import (
     read_run_json,
     trial_id,
 )
-from losscmp.summary import load_run, resolve_run_dirs, summarize, unfinished_trials
+from losscmp.summary import (
+    load_run,
+    report_notes,
+    resolve_run_dirs,
+    summarize,
+    unfinished_trials,
+)
 
 QUALITY = {"dice": 0.8, "focal": 0.6, "tversky": 0.75}
 REPO = Path(__file__).resolve().parents[1]
@@ -313,11 +319,14 @@ def test_failed_trials_are_recorded_then_cleared_by_a_result(run_dir):
     assert read_run_json(run_dir)["failed_trials"] == {
         record["trial_id"]: "worker died twice (signal 9)"
     }
-    notes = load_run(run_dir).notes
+    results = load_run(run_dir)
+    assert results.failed_trials == {run_dir: {record["trial_id"]: "worker died twice (signal 9)"}}
+    notes = report_notes(results)
     assert any("1 trial(s) failed" in note and "--resume" in note for note in notes)
     store.write_trial(record)
     assert read_run_json(run_dir)["failed_trials"] == {}
-    assert not any("failed" in note for note in load_run(run_dir).notes)
+    assert load_run(run_dir).failed_trials == {}
+    assert not any("failed" in note for note in report_notes(load_run(run_dir)))
 
 
 # --------------------------------------------------------------------------- stale tables
