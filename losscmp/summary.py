@@ -45,6 +45,7 @@ Definitions the table and CSV rely on:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import re
@@ -176,17 +177,43 @@ def report_notes(results: RunResults, *, failed_trials: bool = True) -> list[str
 
 
 def failed_trial_notes(results: RunResults) -> list[str]:
-    """Per run folder with failed trials: how many, the first with its reason, and how to
-    train them again."""
+    """Per run folder with failed trials: how many, the first named as the run's lines
+    named it ('bce · seed 0') with its reason, and how to train them again."""
     notes = []
-    for path, failed in results.failed_trials.items():
-        if failed:
-            name, reason = next(iter(failed.items()))
-            notes.append(
-                f"{path}: {len(failed)} trial(s) failed (e.g. {name}: {reason}); "
-                f"'losscmp run ... --resume {path}' tries them again"
-            )
+    for path, meta in zip(results.run_dirs, results.metas, strict=True):
+        failed = results.failed_trials.get(path)
+        if not failed:
+            continue
+        first, reason = next(iter(failed.items()))
+        name = planned_trial_names(meta).get(first, first)
+        several = len(failed) > 1
+        counted = f"{len(failed)} trials failed (e.g. " if several else "1 trial failed ("
+        notes.append(
+            f"{path}: {counted}{name}: {reason}); 'losscmp run ... --resume {path}' "
+            f"tries {'them' if several else 'it'} again"
+        )
     return notes
+
+
+def planned_trial_names(meta: dict[str, Any]) -> dict[str, str]:
+    """run.json's planned trials by id, named as the run's lines name them: loss and seed,
+    the rate and the dataset where the run had several (console.TrialLabel). Rebuilt from
+    the losses, datasets, seeds and rates it stores, as the plan made the ids; a trial id
+    it cannot rebuild (a hand-made run.json) is not among them."""
+    from losscmp.console import TrialLabel  # Rich, which report prints with anyway
+
+    losses, datasets = meta.get("losses") or {}, meta.get("datasets") or {}
+    rates = meta.get("learning_rates") or [None]  # version 1 ids hold no rate
+    several_rates, several_datasets = len(rates) > 1, len(datasets) > 1
+    names = {}
+    for dataset, loss, seed, rate in itertools.product(
+        datasets, losses, meta.get("seeds") or [], rates
+    ):
+        label = TrialLabel(
+            loss, seed, rate if several_rates else None, dataset if several_datasets else None
+        )
+        names[trial_id(dataset, loss, seed, rate)] = label.name()
+    return names
 
 
 def unfinished_trials(results: RunResults) -> dict[Path, int]:

@@ -713,7 +713,8 @@ def test_a_failed_run_says_once_which_trials_failed_and_report_still_notes_them(
     """A user's audit: a run with a failed trial printed the news twice, a note under its
     table (the raw trial id, 'trial(s)') and then its exit-1 line, which names the trial
     and the command that trains it again. The run prints the line alone; 'losscmp report'
-    on the run (which prints no such line) and its report.html keep the note."""
+    on the run (which prints no such line) and its report.html keep the note, which names
+    the trial as the line does."""
     _bce_fails_in_process(monkeypatch)
     flags = [f"--{key.replace('_', '-')}={value}" for key, value in FAILING_BCE.items()]
     result = cli("run", *flags, "--out", tmp_path)
@@ -727,14 +728,14 @@ def test_a_failed_run_says_once_which_trials_failed_and_report_still_notes_them(
     assert news == [f"failed: bce · seed 0: {reason}", lines[-1]]  # as it happened, then last
     assert lines[-1].startswith("losscmp: 1 of 2 trials failed (bce · seed 0); train it again ")
 
-    note = (
-        f"note: {run_dir}: 1 trial(s) failed (e.g. {failed_id}: {reason}); "
-        f"'losscmp run ... --resume {run_dir}' tries them again"
+    note = (  # the trial named as the run's lines name it, not by its id
+        f"note: {run_dir}: 1 trial failed (bce · seed 0: {reason}); "
+        f"'losscmp run ... --resume {run_dir}' tries it again"
     )
     report = cli("report", run_dir)
     assert report.exit_code == 0, report.output
     assert report.stderr.splitlines()[0] == note
-    assert f"1 trial(s) failed (e.g. {failed_id}: " in (run_dir / "report.html").read_text()
+    assert "1 trial failed (bce · seed 0: " in (run_dir / "report.html").read_text()
 
 
 @pytest.mark.parametrize(

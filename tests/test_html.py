@@ -61,7 +61,7 @@ def test_diverged_failed_and_unfinished_trials_are_stated(tmp_path):
         "<li>focal on synthetic diverged (non-finite loss; left out of every mean): "
         "seed 1 at epoch 3.</li>"
     ) in text
-    assert "1 trial(s) failed (e.g. extra-trial: worker killed twice)" in text
+    assert "1 trial failed (extra-trial: worker killed twice)" in text
     assert "is unfinished: 1 planned trial(s) have no result yet" in text
     assert "has no end time" in text
 

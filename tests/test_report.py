@@ -26,15 +26,17 @@ from losscmp.render.cells import (
 )
 from losscmp.render.csv import write_summary
 from losscmp.render.terminal import render_class_tables, render_imbalance_table, render_table
-from losscmp.results import read_run_json, trial_id
+from losscmp.results import RunStore, read_run_json, trial_id
 from losscmp.selection import chosen_rows
 from losscmp.summary import (
     RunResults,
     combine_runs,
+    failed_trial_notes,
     headline_caption,
     imbalance_frame,
     load_run,
     per_class_columns,
+    planned_trial_names,
     report_notes,
     resolve_run_dirs,
     summarize,
@@ -277,8 +279,8 @@ def test_a_failed_trial_is_noted_once_not_also_as_unfinished(tmp_path):
     assert unfinished_trials(results) == {}
     notes = report_notes(results)
     assert [note for note in notes if "lost" in note or "unfinished" in note] == [
-        f"{run_dir}: 1 trial(s) failed (e.g. lost: worker died); "
-        f"'losscmp run ... --resume {run_dir}' tries them again"
+        f"{run_dir}: 1 trial failed (lost: worker died); "
+        f"'losscmp run ... --resume {run_dir}' tries it again"
     ]
 
 
@@ -295,8 +297,8 @@ def test_the_failed_trials_note_is_left_out_only_where_asked(tmp_path):
     results = load_run(run_dir)
     assert results.failed_trials == {run_dir: {"lost": "worker died"}}
     failed = (
-        f"{run_dir}: 1 trial(s) failed (e.g. lost: worker died); "
-        f"'losscmp run ... --resume {run_dir}' tries them again"
+        f"{run_dir}: 1 trial failed (lost: worker died); "
+        f"'losscmp run ... --resume {run_dir}' tries it again"
     )
     unfinished = (
         f"{run_dir} is unfinished: 1 planned trial(s) have no result yet; "
@@ -304,6 +306,28 @@ def test_the_failed_trials_note_is_left_out_only_where_asked(tmp_path):
     )
     assert report_notes(results) == [failed, unfinished]
     assert report_notes(results, failed_trials=False) == [unfinished]
+
+
+def test_the_failed_trials_note_names_the_trial_as_the_runs_lines_do(tmp_path):
+    """The note named the trial by its id ('synthetic__focal__lr0.001__seed1__<hash>'),
+    where the run's 'failed:' and last lines say 'focal @ lr 0.001 · seed 1' (the rate: the
+    run had two); run.json's losses, datasets, seeds and rates rebuild the name."""
+    rates = [0.01, 0.001]
+    run_dir = write_run(
+        tmp_path,
+        quality={"dice": 0.7, "focal": 0.6},
+        seeds=(0, 1),
+        lrs=rates,
+        extra_meta={"learning_rates": rates},
+    )
+    failed = trial_id("synthetic", "focal", 1, 0.001)
+    (run_dir / "trials" / f"{failed}.json").unlink()
+    RunStore(run_dir).record_failed(failed, "worker died twice")
+    assert planned_trial_names(read_run_json(run_dir))[failed] == "focal @ lr 0.001 · seed 1"
+    assert failed_trial_notes(load_run(run_dir, repair=False)) == [
+        f"{run_dir}: 1 trial failed (focal @ lr 0.001 · seed 1: worker died twice); "
+        f"'losscmp run ... --resume {run_dir}' tries it again"
+    ]
 
 
 def test_fixture_names_trials_as_the_runner_does(run_dir):

@@ -322,7 +322,7 @@ def test_failed_trials_are_recorded_then_cleared_by_a_result(run_dir):
     results = load_run(run_dir)
     assert results.failed_trials == {run_dir: {record["trial_id"]: "worker died twice (signal 9)"}}
     notes = report_notes(results)
-    assert any("1 trial(s) failed" in note and "--resume" in note for note in notes)
+    assert any("1 trial failed" in note and "--resume" in note for note in notes)
     store.write_trial(record)
     assert read_run_json(run_dir)["failed_trials"] == {}
     assert load_run(run_dir).failed_trials == {}
