@@ -73,7 +73,23 @@ def resolve_one(path: Path) -> Path:
         # A run just started (or stopped before a trial ended) has nothing to show: the
         # newest run that has is reported instead, and the line above the table says so.
         return next((run for run in runs if has_finished_trial(run)), runs[0])
+    enclosing = enclosing_run_dir(path)
+    if enclosing is not None:
+        # A file of a run (run.json, summary.csv) or one of its subfolders (trials/):
+        # the user meant the run, so name it rather than 'no run found'.
+        what = "a file" if path.is_file() else "a folder"
+        raise LosscmpError(
+            f"{path} is {what} inside the run folder {enclosing} "
+            f"(did you mean 'losscmp report {enclosing}'?)"
+        )
     raise LosscmpError(
         f"no losscmp run found in {path} (expected a folder with {RUN_FILE}, "
         "or one holding such folders; 'losscmp run' makes them)"
     )
+
+
+def enclosing_run_dir(path: Path) -> Path | None:
+    """The run folder that ``path`` lies inside, spelled as ``path`` is where it can be
+    ('.' has no parents to spell it with); None if none."""
+    folders = [*path.parents, *path.absolute().parents]
+    return next((folder for folder in folders if is_run_dir(folder)), None)

@@ -343,6 +343,15 @@ def report(make_run: Callable[[Path], Path], *extra: str) -> Callable[[Path], li
     return make
 
 
+def report_inside_run(name: str) -> Callable[[Path], list[str]]:
+    """A file or subfolder of a run folder given where the run folder was meant."""
+
+    def make(tmp: Path) -> list[str]:
+        return ["report", str(run_folder(tmp) / name)]
+
+    return make
+
+
 def report_csv_folder(tmp: Path) -> list[str]:
     run_dir = run_folder(tmp)
     (tmp / "elsewhere").mkdir()
@@ -676,6 +685,16 @@ CASES: list[tuple[str, Args, str]] = [
     ),
     ("report-missing", lambda tmp: ["report", str(tmp / "nope")], "does not exist"),
     ("report-no-runs", lambda tmp: ["report", str(tmp)], "no losscmp run found"),
+    (
+        "report-a-file-of-a-run",
+        report_inside_run("run.json"),
+        "run.json is a file inside the run folder ",
+    ),
+    (
+        "report-a-subfolder-of-a-run",
+        report_inside_run("trials"),
+        "trials is a folder inside the run folder ",
+    ),
     ("report-name-too-long", lambda tmp: ["report", str(tmp / ("x" * 300))], "name too long"),
     ("report-metric", report(run_folder, "--metric", "dise"), "did you mean 'dice'"),
     ("report-csv-folder", report_csv_folder, "is a folder; give a file name"),
@@ -848,3 +867,22 @@ def test_report_names_the_first_of_several_errors(tmp_path, args, message):
     result = invoke_main("report", *(arg.format(**fill) for arg in args))
     assert result.code == 2, result.stdout
     assert result.stderr == f"losscmp: error: {message.format(**fill)}\n"
+
+
+def test_report_of_a_run_folders_file_names_the_run_to_report(tmp_path, monkeypatch):
+    """'losscmp report run.json' (or '.' in trials/) said 'no losscmp run found', though
+    the run folder was one level up; it names that folder, spelled as it was given."""
+    run_dir = run_folder(tmp_path)
+    monkeypatch.chdir(run_dir)
+    result = invoke_main("report", "run.json")
+    assert result.code == 2
+    assert result.stderr == (
+        "losscmp: error: run.json is a file inside the run folder . "
+        "(did you mean 'losscmp report .'?)\n"
+    )
+    monkeypatch.chdir(run_dir / "trials")
+    result = invoke_main("report", ".")
+    assert result.stderr == (
+        f"losscmp: error: . is a folder inside the run folder {run_dir} "
+        f"(did you mean 'losscmp report {run_dir}'?)\n"
+    )
