@@ -845,6 +845,18 @@ def test_labels_and_paths_with_brackets_print_as_typed(cli, tmp_path):
     assert f"wrote {run_dir / 'summary.csv'}" in result.stderr
 
 
+def test_csv_naming_the_runs_own_summary_is_told_written_once(cli, tmp_path, monkeypatch):
+    """'report RUN --csv RUN/summary.csv' (spelt from inside the run here) printed 'wrote'
+    twice for the one file, as if two had been written."""
+    run_dir = write_run(tmp_path / "runs", quality={"dice": 0.8})
+    monkeypatch.chdir(run_dir)
+    result = cli("report", run_dir, "--csv", "summary.csv")
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.stderr.splitlines() if line.startswith("wrote ")] == [
+        f"wrote {run_dir / 'summary.csv'}"
+    ]
+
+
 def test_best_row_is_highlighted(summary):
     [table] = render_table(summary, "dice").tables()
     assert table.rows[0].style == "bold green"
