@@ -1307,6 +1307,20 @@ def test_a_narrow_terminal_draws_the_dial_in_several_tables_every_number_whole(
     assert " ".join(text.split()).count("bold = best at that fraction.") == 1
 
 
+@pytest.mark.parametrize(("width", "tables"), [(250, 1), (60, 2)])
+def test_the_dials_title_is_drawn_whole_where_the_terminal_has_room(tmp_path, width, tables):
+    """The title is as wide as the dial's spec, the table as its numbers: Rich broke the
+    title to the table's width, inside the spec ('...n_val=' then '16,n_test=16)')."""
+    datasets = [f"synthetic(fg_fraction={f},n_train=48,n_val=16)" for f in (0.05, 0.1, 0.2, 0.4)]
+    run_dir = write_run(tmp_path, quality={"dice": 0.8, "bce": 0.6}, datasets=datasets)
+    text = rendered(render_imbalance_table(summarize(load_run(run_dir))), width)
+    title = "Imbalance dial — synthetic(n_train=48,n_val=16)"
+    lines = [line.strip() for line in text.splitlines()]
+    assert lines.count(title) == 1
+    assert lines.count(f"{title} (continued)") == tables - 1
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= width
+
+
 def test_a_dial_too_narrow_for_one_fraction_beside_the_names_folds_the_names(wide_dial):
     text = rendered(render_imbalance_table(wide_dial), 40)
     assert "…" not in text
