@@ -631,6 +631,29 @@ def test_the_caption_counts_the_seeds_of_every_loss(tmp_path):
     assert "mean ± sd over 3 seed(s);" in headline_caption("dice", summarize(load_run(three)))
 
 
+def test_the_caption_says_why_a_loss_of_a_several_seed_table_has_no_interval_or_test(
+    tmp_path,
+):
+    """Combined runs, 3 seeds and 1: the one-seed loss's CI and the p of every loss but the
+    best read '–', and the caption (which explains '–' only when every loss has one seed)
+    did not say why; a reader took the paired test for broken."""
+    three = write_run(tmp_path, quality={"dice": 0.8, "bce": 0.7}, run_id="a")
+    one = write_run(tmp_path, quality={"focal": 0.9}, seeds=(0,), run_id="b")
+    summary = summarize([load_run(three), load_run(one)])
+    by_loss = summary.set_index("loss")
+    assert by_loss["rank"].to_dict() == {"focal": 1, "dice": 2, "bce": 3}
+    assert by_loss[["ci_low", "p_value"]].isna().to_dict("list") == {
+        "ci_low": [True, False, False],
+        "p_value": [True, True, True],
+    }
+    assert headline_caption("dice", summary).endswith(
+        " –: a loss with one seed has no interval; no test where fewer than two seeds are "
+        "in common with the best."
+    )
+    best_has_three = summarize([load_run(three)])
+    assert "–:" not in headline_caption("dice", best_has_three)
+
+
 def test_a_run_made_before_data_fingerprints_combines_with_a_newer_one(tmp_path):
     newer = write_run(
         tmp_path, quality={"dice": 0.8}, run_id="new", dataset_info={"fingerprint": "a" * 16}
