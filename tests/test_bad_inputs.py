@@ -352,6 +352,19 @@ def report_inside_run(name: str) -> Callable[[Path], list[str]]:
     return make
 
 
+def report_over_another_runs(name: str, option: str, combined: bool = False):
+    """A report of one run (or of two combined) writing over another run folder's own
+    summary.csv or report.html, which would then hold a table that is not its run's."""
+
+    def make(tmp: Path) -> list[str]:
+        other = write_run(tmp / "runs", quality={"bce": 0.7}, seeds=(0,), run_id="other")
+        reported = [run_folder(tmp), *([other] if combined else [])]
+        (other / name).write_text("the other run's own file")
+        return ["report", *map(str, reported), option, str(other / name)]
+
+    return make
+
+
 def report_csv_folder(tmp: Path) -> list[str]:
     run_dir = run_folder(tmp)
     (tmp / "elsewhere").mkdir()
@@ -718,6 +731,21 @@ CASES: list[tuple[str, Args, str]] = [
         "inside trials/ of the run folder",
     ),
     ("report-csv-and-html-same", report_same_file, "--csv and --html name the same file"),
+    (
+        "report-csv-over-another-runs-summary",
+        report_over_another_runs("summary.csv", "--csv"),
+        "summary.csv is the summary.csv of run other, not of this report's run; write elsewhere",
+    ),
+    (
+        "report-html-over-another-runs-page",
+        report_over_another_runs("report.html", "--html"),
+        "report.html is the report.html of run other, not of this report's run; write",
+    ),
+    (
+        "report-csv-of-combined-runs-over-one-runs-summary",
+        report_over_another_runs("summary.csv", "--csv", combined=True),
+        "is the summary.csv of run other, not of this report's 2 runs combined; write",
+    ),
     ("report-half-written", report(half_written), "half-written run.json"),
     ("report-run-json-corrupt", report(replace_run_json(b"[1, 2")), "not valid JSON"),
     ("report-run-json-empty", report(replace_run_json(b"")), "is damaged (empty"),
