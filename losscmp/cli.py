@@ -764,7 +764,7 @@ def main() -> None:
             typer.echo(request.format_message())
         code = 0
     except UsageError as error:
-        command = error.ctx.command_path if error.ctx else _command_typed()
+        command = _command_named(error.ctx) if error.ctx else _command_typed()
         typer.echo(f"losscmp: error: {_usage_message(error)} (see '{command} --help')", err=True)
         code = 2
     except (typer.Abort, KeyboardInterrupt):
@@ -799,6 +799,17 @@ def _usage_message(error: UsageError) -> str:
     closest = difflib.get_close_matches(typed, list(options), n=1, cutoff=0.6)
     meant = near or (related if len(related) == 1 else closest)
     return error.message + (f" (did you mean '{options[meant[0]]}'?)" if meant else "")
+
+
+def _command_named(ctx: typer.Context) -> str:
+    """``losscmp report`` as every other hint names the program: click's ``command_path``
+    began 'python -m losscmp' under ``python -m``, while an option's missing value (no
+    context yet, :func:`_command_typed`) said 'losscmp', in one session."""
+    names = []
+    while ctx.parent is not None:
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    return " ".join(["losscmp", *reversed(names)])
 
 
 def _command_typed() -> str:

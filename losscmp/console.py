@@ -636,8 +636,13 @@ def print_warning(text: str) -> None:
 
 
 def print_written(paths: list[Path]) -> None:
+    """One 'wrote' line a file: ``report --csv RUN/summary.csv`` writes the run's own
+    summary.csv twice, the same file, which two lines would count as two."""
+    told: set[str] = set()
     for path in paths:
-        err.print(f"wrote {escape(str(path))}", highlight=False, soft_wrap=True)
+        if os.path.realpath(path) not in told:
+            told.add(os.path.realpath(path))
+            err.print(f"wrote {escape(str(path))}", highlight=False, soft_wrap=True)
 
 
 # The failed trials a run's last line names; the rest it counts ('and 4 more').

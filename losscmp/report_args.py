@@ -8,7 +8,8 @@ use them, and the CLI runs :func:`check_report_args` before importing anything h
 
 When several things are wrong, the first in this order is named (tests/test_bad_inputs.py):
 ``--csv`` and ``--html`` naming one file; each file target, in ``RENDERERS`` order
-(``--csv``, ``--html``); ``--metric``; each path, in the order given.
+(``--csv``, ``--html``); ``--metric``; each path, in the order given; a file target that
+is another run folder's own file.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ def check_report_args(
     for name, path in targets.items():
         RENDERERS[name].check_target(path)
     check_metric(metric)
-    return resolve_run_dirs(paths)
+    run_dirs = resolve_run_dirs(paths)
+    for name, path in targets.items():
+        check_not_another_runs_file(name, path, run_dirs)
+    return run_dirs
 
 
 def check_distinct_targets(targets: Mapping[str, Path]) -> None:
@@ -43,6 +47,26 @@ def check_distinct_targets(targets: Mapping[str, Path]) -> None:
         if where in seen:
             raise LosscmpError(f"--{seen[where]} and --{name} name the same file {path}")
         seen[where] = name
+
+
+def check_not_another_runs_file(name: str, path: Path, run_dirs: Sequence[Path]) -> None:
+    """A run folder's own summary.csv or report.html (the names the renderers write there)
+    is rewritten by a report of that run alone: another run's table, or a combined one,
+    written there would stand in that folder as its run's own."""
+    from losscmp.render import RENDERERS
+
+    target = Path(os.path.realpath(path))
+    folder = target.parent
+    if target.name != RENDERERS[name].example or not is_run_dir(folder):
+        return
+    reported = [Path(os.path.realpath(run_dir)) for run_dir in run_dirs]
+    if reported == [folder]:
+        return
+    what = "run" if len(reported) == 1 else f"{len(reported)} runs combined"
+    raise LosscmpError(
+        f"--{name} {path} is the {target.name} of run {folder.name}, not of this report's "
+        f"{what}; write elsewhere"
+    )
 
 
 def check_metric(metric: str) -> str:
@@ -73,7 +97,23 @@ def resolve_one(path: Path) -> Path:
         # A run just started (or stopped before a trial ended) has nothing to show: the
         # newest run that has is reported instead, and the line above the table says so.
         return next((run for run in runs if has_finished_trial(run)), runs[0])
+    enclosing = enclosing_run_dir(path)
+    if enclosing is not None:
+        # A file of a run (run.json, summary.csv) or one of its subfolders (trials/):
+        # the user meant the run, so name it rather than 'no run found'.
+        what = "a file" if path.is_file() else "a folder"
+        raise LosscmpError(
+            f"{path} is {what} inside the run folder {enclosing} "
+            f"(did you mean 'losscmp report {enclosing}'?)"
+        )
     raise LosscmpError(
         f"no losscmp run found in {path} (expected a folder with {RUN_FILE}, "
         "or one holding such folders; 'losscmp run' makes them)"
     )
+
+
+def enclosing_run_dir(path: Path) -> Path | None:
+    """The run folder that ``path`` lies inside, spelled as ``path`` is where it can be
+    ('.' has no parents to spell it with); None if none."""
+    folders = [*path.parents, *path.absolute().parents]
+    return next((folder for folder in folders if is_run_dir(folder)), None)

@@ -1533,8 +1533,9 @@ class RunStore:
         failed = meta.get("failed_trials")
         if not (meta.get("finished_at") and isinstance(failed, dict) and failed):
             return (
-                f"{self.run_dir} has no finished trials yet "
-                "(still running, or stopped before one ended)"
+                f"{self.run_dir} has no finished trials yet (still running, or stopped "
+                "before one ended; if stopped, finish it with the run's command plus "
+                f"--resume {self.run_dir})"
             )
         name, reason = next(iter(failed.items()))
         return (

@@ -978,7 +978,22 @@ def headline_caption(
         if seeds_from:  # the file's key, not a flag the command line did not have
             advice = f"set 'seeds' to 3 or more in {seeds_from}"
         caption += f" One seed gives no interval or test: {advice}."
+    else:
+        caption += _missing_statistics_caption(summary)
     return caption
+
+
+def _missing_statistics_caption(summary: pd.DataFrame) -> str:
+    """Why some rows of a table with several seeds show '–' for CI or p: combined or
+    unfinished runs give a loss one seed, or fewer than two in common with the best."""
+    one_seed = bool((summary["n_seeds"] == 1).any())
+    untested = bool((summary["p_value"].isna() & (summary["rank"] != 1)).any())
+    reasons = []
+    if one_seed:
+        reasons.append("a loss with one seed has no interval")
+    if untested:
+        reasons.append("no test where fewer than two seeds are in common with the best")
+    return f" –: {'; '.join(reasons)}." if reasons else ""
 
 
 def seeds_source(metas: Sequence[dict[str, Any]]) -> str | None:

@@ -343,6 +343,28 @@ def report(make_run: Callable[[Path], Path], *extra: str) -> Callable[[Path], li
     return make
 
 
+def report_inside_run(name: str) -> Callable[[Path], list[str]]:
+    """A file or subfolder of a run folder given where the run folder was meant."""
+
+    def make(tmp: Path) -> list[str]:
+        return ["report", str(run_folder(tmp) / name)]
+
+    return make
+
+
+def report_over_another_runs(name: str, option: str, combined: bool = False):
+    """A report of one run (or of two combined) writing over another run folder's own
+    summary.csv or report.html, which would then hold a table that is not its run's."""
+
+    def make(tmp: Path) -> list[str]:
+        other = write_run(tmp / "runs", quality={"bce": 0.7}, seeds=(0,), run_id="other")
+        reported = [run_folder(tmp), *([other] if combined else [])]
+        (other / name).write_text("the other run's own file")
+        return ["report", *map(str, reported), option, str(other / name)]
+
+    return make
+
+
 def report_csv_folder(tmp: Path) -> list[str]:
     run_dir = run_folder(tmp)
     (tmp / "elsewhere").mkdir()
@@ -676,6 +698,16 @@ CASES: list[tuple[str, Args, str]] = [
     ),
     ("report-missing", lambda tmp: ["report", str(tmp / "nope")], "does not exist"),
     ("report-no-runs", lambda tmp: ["report", str(tmp)], "no losscmp run found"),
+    (
+        "report-a-file-of-a-run",
+        report_inside_run("run.json"),
+        "run.json is a file inside the run folder ",
+    ),
+    (
+        "report-a-subfolder-of-a-run",
+        report_inside_run("trials"),
+        "trials is a folder inside the run folder ",
+    ),
     ("report-name-too-long", lambda tmp: ["report", str(tmp / ("x" * 300))], "name too long"),
     ("report-metric", report(run_folder, "--metric", "dise"), "did you mean 'dice'"),
     ("report-csv-folder", report_csv_folder, "is a folder; give a file name"),
@@ -699,6 +731,21 @@ CASES: list[tuple[str, Args, str]] = [
         "inside trials/ of the run folder",
     ),
     ("report-csv-and-html-same", report_same_file, "--csv and --html name the same file"),
+    (
+        "report-csv-over-another-runs-summary",
+        report_over_another_runs("summary.csv", "--csv"),
+        "summary.csv is the summary.csv of run other, not of this report's run; write elsewhere",
+    ),
+    (
+        "report-html-over-another-runs-page",
+        report_over_another_runs("report.html", "--html"),
+        "report.html is the report.html of run other, not of this report's run; write",
+    ),
+    (
+        "report-csv-of-combined-runs-over-one-runs-summary",
+        report_over_another_runs("summary.csv", "--csv", combined=True),
+        "is the summary.csv of run other, not of this report's 2 runs combined; write",
+    ),
     ("report-half-written", report(half_written), "half-written run.json"),
     ("report-run-json-corrupt", report(replace_run_json(b"[1, 2")), "not valid JSON"),
     ("report-run-json-empty", report(replace_run_json(b"")), "is damaged (empty"),
@@ -848,3 +895,22 @@ def test_report_names_the_first_of_several_errors(tmp_path, args, message):
     result = invoke_main("report", *(arg.format(**fill) for arg in args))
     assert result.code == 2, result.stdout
     assert result.stderr == f"losscmp: error: {message.format(**fill)}\n"
+
+
+def test_report_of_a_run_folders_file_names_the_run_to_report(tmp_path, monkeypatch):
+    """'losscmp report run.json' (or '.' in trials/) said 'no losscmp run found', though
+    the run folder was one level up; it names that folder, spelled as it was given."""
+    run_dir = run_folder(tmp_path)
+    monkeypatch.chdir(run_dir)
+    result = invoke_main("report", "run.json")
+    assert result.code == 2
+    assert result.stderr == (
+        "losscmp: error: run.json is a file inside the run folder . "
+        "(did you mean 'losscmp report .'?)\n"
+    )
+    monkeypatch.chdir(run_dir / "trials")
+    result = invoke_main("report", ".")
+    assert result.stderr == (
+        f"losscmp: error: . is a folder inside the run folder {run_dir} "
+        f"(did you mean 'losscmp report {run_dir}'?)\n"
+    )

@@ -519,9 +519,13 @@ def test_unreachable_pretrained_weights_fail_before_the_run_folder(cli, tmp_path
     ("args", "message"),
     [
         (["run", "--epochs", "abc"], "--epochs must be a whole number, got 'abc'"),
-        (["run", "--bogus"], "No such option: --bogus"),
+        (["run", "--bogus"], "No such option: --bogus (see 'losscmp run --help')"),
         (["datasets", "foo"], "No such command 'foo'"),
-        (["report"], "Missing argument 'PATH'"),
+        (["report"], "Missing argument 'PATH'. (see 'losscmp report --help')"),
+        # Under 'python -m' click named the program 'python -m losscmp' where it had the
+        # context, and an option's missing value 'losscmp': one name for both now.
+        (["report", ".", "--metrc"], "(did you mean '--metric'?) (see 'losscmp report --help')"),
+        (["report", ".", "--csv"], "requires an argument. (see 'losscmp report --help')"),
     ],
 )
 def test_usage_errors_are_one_line_too(args, message):

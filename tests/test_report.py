@@ -660,7 +660,12 @@ def test_a_folder_whose_newest_run_has_no_trial_yet_reports_the_one_before(cli, 
     shutil.rmtree(older)  # no run with a trial: the newest one's reason
     result = cli("report", tmp_path)
     assert result.exit_code == 2
-    assert f"{starting} has no finished trials yet" in result.output
+    # Stopped so early (SIGTERM in the first epoch), it is finished as any stopped run is.
+    assert result.stderr == (
+        f"losscmp: error: {starting} has no finished trials yet (still running, or stopped "
+        "before one ended; if stopped, finish it with the run's command plus "
+        f"--resume {starting})\n"
+    )
 
 
 def test_the_caption_counts_the_seeds_of_every_loss(tmp_path):
@@ -672,6 +677,29 @@ def test_the_caption_counts_the_seeds_of_every_loss(tmp_path):
     assert summary.set_index("loss")["n_seeds"].to_dict() == {"dice": 3, "focal": 1}
     assert "mean ± sd over 1–3 seed(s);" in headline_caption("dice", summary)
     assert "mean ± sd over 3 seed(s);" in headline_caption("dice", summarize(load_run(three)))
+
+
+def test_the_caption_says_why_a_loss_of_a_several_seed_table_has_no_interval_or_test(
+    tmp_path,
+):
+    """Combined runs, 3 seeds and 1: the one-seed loss's CI and the p of every loss but the
+    best read '–', and the caption (which explains '–' only when every loss has one seed)
+    did not say why; a reader took the paired test for broken."""
+    three = write_run(tmp_path, quality={"dice": 0.8, "bce": 0.7}, run_id="a")
+    one = write_run(tmp_path, quality={"focal": 0.9}, seeds=(0,), run_id="b")
+    summary = summarize([load_run(three), load_run(one)])
+    by_loss = summary.set_index("loss")
+    assert by_loss["rank"].to_dict() == {"focal": 1, "dice": 2, "bce": 3}
+    assert by_loss[["ci_low", "p_value"]].isna().to_dict("list") == {
+        "ci_low": [True, False, False],
+        "p_value": [True, True, True],
+    }
+    assert headline_caption("dice", summary).endswith(
+        " –: a loss with one seed has no interval; no test where fewer than two seeds are "
+        "in common with the best."
+    )
+    best_has_three = summarize([load_run(three)])
+    assert "–:" not in headline_caption("dice", best_has_three)
 
 
 def test_a_run_made_before_data_fingerprints_combines_with_a_newer_one(tmp_path):
@@ -891,6 +919,18 @@ def test_labels_and_paths_with_brackets_print_as_typed(cli, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"losscmp — {label}" in result.stdout
     assert f"wrote {run_dir / 'summary.csv'}" in result.stderr
+
+
+def test_csv_naming_the_runs_own_summary_is_told_written_once(cli, tmp_path, monkeypatch):
+    """'report RUN --csv RUN/summary.csv' (spelt from inside the run here) printed 'wrote'
+    twice for the one file, as if two had been written."""
+    run_dir = write_run(tmp_path / "runs", quality={"dice": 0.8})
+    monkeypatch.chdir(run_dir)
+    result = cli("report", run_dir, "--csv", "summary.csv")
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.stderr.splitlines() if line.startswith("wrote ")] == [
+        f"wrote {run_dir / 'summary.csv'}"
+    ]
 
 
 def test_best_row_is_highlighted(summary):
@@ -1336,6 +1376,20 @@ def test_a_narrow_terminal_draws_the_dial_in_several_tables_every_number_whole(
     assert text.count("Imbalance dial — synthetic") == tables
     assert text.count("(continued)") == tables - 1
     assert " ".join(text.split()).count("bold = best at that fraction.") == 1
+
+
+@pytest.mark.parametrize(("width", "tables"), [(250, 1), (60, 2)])
+def test_the_dials_title_is_drawn_whole_where_the_terminal_has_room(tmp_path, width, tables):
+    """The title is as wide as the dial's spec, the table as its numbers: Rich broke the
+    title to the table's width, inside the spec ('...n_val=' then '16,n_test=16)')."""
+    datasets = [f"synthetic(fg_fraction={f},n_train=48,n_val=16)" for f in (0.05, 0.1, 0.2, 0.4)]
+    run_dir = write_run(tmp_path, quality={"dice": 0.8, "bce": 0.6}, datasets=datasets)
+    text = rendered(render_imbalance_table(summarize(load_run(run_dir))), width)
+    title = "Imbalance dial — synthetic(n_train=48,n_val=16)"
+    lines = [line.strip() for line in text.splitlines()]
+    assert lines.count(title) == 1
+    assert lines.count(f"{title} (continued)") == tables - 1
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= width
 
 
 def test_a_dial_too_narrow_for_one_fraction_beside_the_names_folds_the_names(wide_dial):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions
 from rich.constrain import Constrain
 from rich.measure import Measurement
@@ -299,14 +300,30 @@ class LossGrid:
             (count for count in counts if _fit(self.tables(count), console, options)), None
         )
         tables = self.tables(count) if count else self.tables(len(self.columns), fold=True)
+        for table in tables:
+            _title_on_one_line(table, options.max_width)
         if len(tables) == 1:
             tables[0].caption, tables[0].caption_justify = self.caption, "left"
             yield tables[0]
             return
         drawn = Table.grid(padding=(1, 0))
+        # As wide as the titles, which a grid's cell would otherwise crop to its table's.
+        drawn.min_width = min(max(map(_title_width, tables)), options.max_width)
         drawn.add_column()
         for table in tables:
             drawn.add_row(table)
         if self.caption:
             drawn.add_row(Text(self.caption, style="table.caption"))
         yield drawn
+
+
+def _title_on_one_line(table: Table, room: int) -> None:
+    """Draw the title whole where ``room`` (the terminal's width) holds it, past the table's
+    right edge where the table is narrower: a dial's or a class table's spec (no spaces in
+    it) broke anywhere to fit a narrow table, 'n_val=' on one line and '16' on the next."""
+    if isinstance(table.title, Text) and _title_width(table) <= room:
+        table.title.no_wrap, table.title.overflow = True, "ignore"
+
+
+def _title_width(table: Table) -> int:
+    return cell_len(str(table.title or ""))
