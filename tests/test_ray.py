@@ -71,6 +71,46 @@ def test_tasks_no_node_can_run_are_refused_before_any_folder(cli, ray_cluster, t
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("option", "refusal"),
+    [
+        (
+            "threads: 4",
+            "'threads' 4: no node of the Ray cluster has 4 CPUs (the largest has 2); "
+            "lower 'threads'",
+        ),
+        ("device: cuda", "'device' cuda: the Ray cluster has no GPU; use 'device' cpu"),
+    ],
+)
+def test_a_config_files_option_no_node_can_run_is_named_as_the_file_gives_it(
+    cli, ray_cluster, tmp_path, option, refusal
+):
+    """--threads and --device were named as flags even where the config file gave them."""
+    config = tmp_path / "ray.yaml"
+    config.write_text(SMOKE.read_text().replace("device: cpu", option) + "executor: ray\n")
+    out = tmp_path / "runs"
+    result = cli("run", "--config", config, "--out", out)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"losscmp: error: config file {config}: {refusal}"
+    assert not out.exists()
+
+
+def test_a_resumed_runs_threads_no_node_has_are_named_as_the_runs_own(cli, ray_cluster, tmp_path):
+    """A resumed run keeps the threads in its run.json, which no flag lowers: the refusal
+    said '--threads 4 ... lower --threads', and --threads 1 would be refused as a change."""
+    args = ("--config", SMOKE, "--losses", "dice", "--epochs", "1")
+    assert cli("run", *args, "--threads", "4", "--out", tmp_path).exit_code == 0
+    (run_dir,) = tmp_path.iterdir()
+    next((run_dir / "trials").glob("*.json")).unlink()
+    result = cli("run", "--resume", run_dir, "--executor", "ray")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "losscmp: error: the run's 'threads' 4: no node of the Ray cluster has 4 CPUs "
+        "(the largest has 2); a resumed run keeps its threads: resume it on a cluster "
+        "with such a node"
+    )
+
+
 def test_the_clusters_devices_decide_not_the_drivers(cli, ray_cluster, tmp_path):
     """A cluster without GPUs: auto is the CPU there whatever this machine has, and
     --device cuda is refused before any folder."""

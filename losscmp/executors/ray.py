@@ -46,7 +46,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from losscmp.config import RunConfig
+from losscmp.config import BASE_SOURCE, Origins, RunConfig
 from losscmp.errors import LosscmpError, install_hint
 from losscmp.events import TrialRetried
 from losscmp.executors.base import (
@@ -100,6 +100,7 @@ class RayExecutor(Executor):
         self.connected = False  # this executor called ray.init (and so calls ray.shutdown)
         self.started_here = False  # ...for a new Ray on this machine, not to join a cluster
         self.shared: dict[str, RayDataset] = {}  # label -> the dataset in Ray's object store
+        self.origins = config.origins or Origins()  # messages name options as they were given
 
     def run(self, jobs: list[Job], context: JobContext, emit) -> Iterator[TrialResult]:
         import ray
@@ -107,7 +108,7 @@ class RayExecutor(Executor):
         self._connect()
         task = _remote_task(context)
         # Checked in start too; again here: a resumed run keeps the threads it started with.
-        _check_fits(task_cpus=context.threads, gpu=context.settings.device.type == "cuda")
+        _check_fits(context.threads, context.settings.device.type == "cuda", self.origins)
         context_ref = ray.put(context)  # sent to each node once, not with every task
         at_once = InFlight(self.execution.jobs, context)
         pending = deque((job, 1) for job in jobs)
@@ -162,7 +163,8 @@ class RayExecutor(Executor):
             return super().resolve_device(name)
         gpus = _cluster_gpus()
         if name == "cuda" and not gpus:
-            raise LosscmpError("--device cuda: the Ray cluster has no GPU; use --device cpu")
+            given, option = self.origins.given("device", name), self.origins.option("device")
+            raise LosscmpError(f"{given}: the Ray cluster has no GPU; use {option} cpu")
         if name == "cuda" or (name == "auto" and gpus):
             return torch.device("cuda")
         if name == "auto":
@@ -193,7 +195,7 @@ class RayExecutor(Executor):
         """Refuse tasks no node can run: before any folder exists (a dry run too)."""
         super().start(execution, device, checks_only)
         self._connect()
-        _check_fits(task_cpus=execution.threads, gpu=device.type == "cuda")
+        _check_fits(execution.threads, device.type == "cuda", self.origins)
 
     def share(self, datasets: dict[str, Any]) -> dict[str, Any]:
         """Each dataset goes into Ray's object store once: tasks read it from there (without
@@ -557,17 +559,25 @@ def _cluster_gpus() -> float:
     return sum(resources.get("GPU", 0) for resources in _alive_nodes())
 
 
-def _check_fits(task_cpus: int, gpu: bool) -> None:
+def _check_fits(task_cpus: int, gpu: bool, origins: Origins) -> None:
     """Refuse a run whose tasks fit no node (Ray would wait for one forever)."""
     nodes = _alive_nodes()
     most_cpus = max((resources.get("CPU", 0) for resources in nodes), default=0)
     if most_cpus < task_cpus:
         raise LosscmpError(
-            f"--threads {task_cpus}: no node of the Ray cluster has {task_cpus} CPUs "
-            f"(the largest has {most_cpus:g}); lower --threads"
+            f"{origins.given('threads', task_cpus)}: no node of the Ray cluster has "
+            f"{task_cpus} CPUs (the largest has {most_cpus:g}); {_fewer_threads(origins)}"
         )
     if gpu and not any(resources.get("GPU", 0) for resources in nodes):
-        raise LosscmpError("the Ray cluster has no GPU; use --device cpu")
+        raise LosscmpError(f"the Ray cluster has no GPU; use {origins.option('device')} cpu")
+
+
+def _fewer_threads(origins: Origins) -> str:
+    """The advice for threads no node has: a resumed run keeps its own (they decide its
+    floating-point order), so only another cluster runs it."""
+    if origins.source("threads") == BASE_SOURCE:
+        return "a resumed run keeps its threads: resume it on a cluster with such a node"
+    return f"lower {origins.option('threads')}"
 
 
 def _retried_or_failed(job: Job, attempt: int, reason: str, pending: deque, emit):
