@@ -478,7 +478,7 @@ def test_an_address_with_an_impossible_port_is_refused_at_once(address, why):
 
     with pytest.raises(LosscmpError) as refused:
         _check_answers(address)
-    assert str(refused.value) == f"--executor ray: {address!r} is not a Ray address ({why})"
+    assert str(refused.value) == f"{address!r} is not a Ray address ({why})"
 
 
 def test_rays_advice_names_the_flag_of_losscmp_not_its_own():
@@ -493,7 +493,7 @@ def test_rays_advice_names_the_flag_of_losscmp_not_its_own():
             f"setting {flag} or `RAY_ADDRESS` environment variable."
         )
         assert _connect_failure(ray_says, "auto") == (
-            "--executor ray: could not join the Ray cluster at auto: Could not find any running "
+            "could not join the Ray cluster at auto: Could not find any running "
             "Ray instance. Please specify the one to connect to by setting --ray-address or "
             "`RAY_ADDRESS` environment variable."
         )
@@ -540,7 +540,7 @@ def test_an_address_where_something_else_answers_is_refused_at_once(reply, what,
     with pytest.raises(LosscmpError) as refused:
         ray_executor._check_answers(f"127.0.0.1:{port}")
     message = str(refused.value)
-    assert message.startswith(f"--executor ray: could not join the Ray cluster at 127.0.0.1:{port}")
+    assert message.startswith(f"could not join the Ray cluster at 127.0.0.1:{port}")
     assert f":{port} is not Ray ({what}); give the head node's address, HOST:6379" in message
 
 
@@ -554,8 +554,23 @@ def test_a_grpc_server_passes_the_probe_and_an_http_address_is_refused():
     with pytest.raises(LosscmpError) as refused:
         _check_answers("http://head:8265")
     assert str(refused.value) == (
-        "--executor ray: 'http://head:8265' is an HTTP address (Ray's dashboard or job "
+        "'http://head:8265' is an HTTP address (Ray's dashboard or job "
         "server); give the cluster's address, HOST:6379 or ray://HOST:10001"
+    )
+
+
+def test_a_config_files_executor_is_named_as_the_file_gives_it(tmp_path, monkeypatch, cli):
+    """A refused cluster address was put to '--executor ray' even where the config file
+    chose Ray."""
+    ray = pytest.importorskip("ray")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # not the module's Ray
+    config = tmp_path / "ray.yaml"
+    config.write_text(SMOKE.read_text() + "executor: ray\nray_address: 127.0.0.1:99999\n")
+    result = cli("run", "--config", config, "--out", tmp_path / "runs", "--dry-run")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"losscmp: error: config file {config}: 'executor' ray: '127.0.0.1:99999' is not a "
+        "Ray address (port out of range 0-65535)"
     )
 
 

@@ -91,16 +91,18 @@ class RayExecutor(Executor):
         return Execution(config.executor, jobs, config.threads or 1, fused, address)
 
     def __init__(self, config: RunConfig) -> None:
+        origins = config.origins or Origins()  # messages name options as they were given
         try:
             import ray  # noqa: F401 (only checked here; joined or started in resolve_device)
         except ImportError:
-            raise LosscmpError(f"--executor ray needs Ray: {install_hint('ray')}") from None
+            named = origins.given("executor", config.executor)
+            raise LosscmpError(f"{named} needs Ray: {install_hint('ray')}") from None
         super().__init__(config)
         self.running: dict = {}  # ObjectRefGenerator -> (job, attempt)
         self.connected = False  # this executor called ray.init (and so calls ray.shutdown)
         self.started_here = False  # ...for a new Ray on this machine, not to join a cluster
         self.shared: dict[str, RayDataset] = {}  # label -> the dataset in Ray's object store
-        self.origins = config.origins or Origins()  # messages name options as they were given
+        self.origins = origins
 
     def run(self, jobs: list[Job], context: JobContext, emit) -> Iterator[TrialResult]:
         import ray
@@ -222,11 +224,14 @@ class RayExecutor(Executor):
         try:
             _join(address)
         except LosscmpError as error:
+            # Named here, where it is known whether a flag, a config file or a resumed run
+            # chose Ray: the checks below say only what went wrong.
+            named = f"{self.origins.given('executor', self.config.executor)}: {error}"
             if self.config.ray_address or address == "local":
-                raise
+                raise LosscmpError(named) from None
             # Not typed: $RAY_ADDRESS, which the user may have set long ago for another tool.
             raise LosscmpError(
-                f"{error}; the address is $RAY_ADDRESS's: unset it for a local Ray, "
+                f"{named}; the address is $RAY_ADDRESS's: unset it for a local Ray, "
                 "or give --ray-address"
             ) from None
         self.connected = True
@@ -323,7 +328,7 @@ def _check_answers(address: str) -> None:
         endpoint = _endpoint(address)
     except ValueError as error:  # Ray would wait for minutes on it, deaf to Ctrl-C
         why = str(error)[:1].lower() + str(error)[1:]  # "port out of range 0-65535"
-        raise LosscmpError(f"--executor ray: {address!r} is not a Ray address ({why})") from None
+        raise LosscmpError(f"{address!r} is not a Ray address ({why})") from None
     if endpoint is None:
         return
     host, port = endpoint
@@ -332,14 +337,14 @@ def _check_answers(address: str) -> None:
     except OSError as error:
         reason = error.strerror or str(error) or type(error).__name__
         raise LosscmpError(
-            f"--executor ray: could not join the Ray cluster at {address}: "
+            f"could not join the Ray cluster at {address}: "
             f"nothing answers at {host}:{port} ({reason})"
         ) from None
     with connection:
         other = None if _tls() else _not_grpc(connection)
     if other:
         raise LosscmpError(
-            f"--executor ray: could not join the Ray cluster at {address}: what answers at "
+            f"could not join the Ray cluster at {address}: what answers at "
             f"{host}:{port} is not Ray ({other}); give the head node's address, "
             f"HOST:{RAY_GCS_PORT} (not the dashboard's {RAY_DASHBOARD_PORT}), or "
             f"ray://HOST:{RAY_CLIENT_PORT}"
@@ -351,7 +356,7 @@ def _refuse_http(address: str) -> None:
     own refusal speaks of RAY_ADDRESS and ends its first line at 'either:')."""
     if address.lower().startswith(("http://", "https://")):
         raise LosscmpError(
-            f"--executor ray: {address!r} is an HTTP address (Ray's dashboard or job server); "
+            f"{address!r} is an HTTP address (Ray's dashboard or job server); "
             f"give the cluster's address, HOST:{RAY_GCS_PORT} or ray://HOST:{RAY_CLIENT_PORT}"
         )
 
@@ -422,7 +427,7 @@ def _check_token(address: str) -> None:
     if sent and not AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
         # Ray's client would end the process (a failed check in C++), not raise.
         raise LosscmpError(
-            f"--executor ray: could not {where}: RAY_AUTH_MODE is token but no token is set; "
+            f"could not {where}: RAY_AUTH_MODE is token but no token is set; "
             f"give the cluster's ({TOKEN_SOURCES})"
         )
     host, port = endpoint
@@ -439,11 +444,11 @@ def _check_token(address: str) -> None:
 def _token_refusal(where: str, sent: bool) -> str:
     if sent:
         return (
-            f"--executor ray: could not {where}: it refused this machine's authentication "
+            f"could not {where}: it refused this machine's authentication "
             f"token; give the cluster's ({TOKEN_SOURCES})"
         )
     return (
-        f"--executor ray: could not {where}: it wants an authentication token; "
+        f"could not {where}: it wants an authentication token; "
         f"set RAY_AUTH_MODE=token and give the cluster's ({TOKEN_SOURCES})"
     )
 
@@ -494,7 +499,7 @@ def _connect_failure(error: BaseException, address: str) -> str:
     text = str(error).strip().splitlines() or [type(error).__name__]
     # Ray's advice names the flag of its own CLI ("--address"); losscmp's is --ray-address.
     advice = re.sub(r"(the )?`--address` flag", "--ray-address", text[0][:300])
-    return f"--executor ray: could not {where}: {advice}"
+    return f"could not {where}: {advice}"
 
 
 class InFlight:
