@@ -649,20 +649,22 @@ def print_written(paths: list[Path]) -> None:
 NAMED_FAILURES = 3
 
 
+def trial_name(loss: str, seed: int, lr, dataset: str, rates: int, datasets: int) -> str:
+    """A trial as the run's lines name it: loss and seed, its rate and dataset only where
+    the run has several (``rates``, ``datasets``: how many)."""
+    shown_lr = lr if rates > 1 else None
+    return TrialLabel(loss, seed, shown_lr, dataset if datasets > 1 else None).name()
+
+
 def failed_trials_line(failed: list, plan, resume_command: str) -> str:
     """The last line of a run some of whose trials failed (``failed``: their ``Trial``s):
     how many of the ``plan``'s, which, named as the 'failed:' lines above them (which give
     each reason), and the command that trains them again; '' if none failed."""
     if not failed:
         return ""
-    several_rates, several_datasets = len(plan.rates) > 1, len(plan.dataset_specs) > 1
+    rates, datasets = len(plan.rates), len(plan.dataset_specs)
     names = [
-        TrialLabel(
-            trial.loss,
-            trial.seed,
-            trial.lr if several_rates else None,
-            trial.dataset if several_datasets else None,
-        ).name()
+        trial_name(trial.loss, trial.seed, trial.lr, trial.dataset, rates, datasets)
         for trial in failed[:NAMED_FAILURES]
     ]
     if len(failed) > len(names):

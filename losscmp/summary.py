@@ -197,23 +197,21 @@ def failed_trial_notes(results: RunResults) -> list[str]:
 
 def planned_trial_names(meta: dict[str, Any]) -> dict[str, str]:
     """run.json's planned trials by id, named as the run's lines name them: loss and seed,
-    the rate and the dataset where the run had several (console.TrialLabel). Rebuilt from
+    the rate and the dataset where the run had several (console.trial_name). Rebuilt from
     the losses, datasets, seeds and rates it stores, as the plan made the ids; a trial id
     it cannot rebuild (a hand-made run.json) is not among them."""
-    from losscmp.console import TrialLabel  # Rich, which report prints with anyway
+    from losscmp.console import trial_name  # Rich, which report prints with anyway
 
     losses, datasets = meta.get("losses") or {}, meta.get("datasets") or {}
     rates = meta.get("learning_rates") or [None]  # version 1 ids hold no rate
-    several_rates, several_datasets = len(rates) > 1, len(datasets) > 1
-    names = {}
-    for dataset, loss, seed, rate in itertools.product(
-        datasets, losses, meta.get("seeds") or [], rates
-    ):
-        label = TrialLabel(
-            loss, seed, rate if several_rates else None, dataset if several_datasets else None
+    return {
+        trial_id(dataset, loss, seed, rate): trial_name(
+            loss, seed, rate, dataset, len(rates), len(datasets)
         )
-        names[trial_id(dataset, loss, seed, rate)] = label.name()
-    return names
+        for dataset, loss, seed, rate in itertools.product(
+            datasets, losses, meta.get("seeds") or [], rates
+        )
+    }
 
 
 def unfinished_trials(results: RunResults) -> dict[Path, int]:
