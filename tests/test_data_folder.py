@@ -271,9 +271,9 @@ def test_masks_without_images_are_listed(tmp_path):
 
 def test_size_mismatch_is_named(tmp_path):
     make_folder(tmp_path, count=4)
-    (tmp_path / "masks" / "case_001.png").write_bytes(encode(np.zeros((10, 10), np.uint8), "PNG"))
-    with pytest.raises(
-        DatasetError, match=r"differ in size: images/case_001.jpg \(56, 40\) vs masks/case_001"
+    (tmp_path / "masks" / "case_001.png").write_bytes(encode(np.zeros((20, 24), np.uint8), "PNG"))
+    with pytest.raises(  # width x height, as viewers give it: '(56, 40)' read as rows first too
+        DatasetError, match=r"differ in size: images/case_001.jpg 56x40 vs masks/case_001.png 24x20"
     ):
         load(f"folder:{tmp_path}")
 
@@ -330,9 +330,7 @@ def test_a_mask_drawn_on_the_unturned_pixels_says_the_image_is_read_upright(tmp_
     exif_photos(tmp_path, (60, 36), mask_as_stored=True)
     with pytest.raises(DatasetError) as caught:
         load(f"folder:{tmp_path}")
-    assert re.search(
-        r"images/p\d.jpg \(36, 60\) upright vs masks/p\d.png \(60, 36\)", str(caught.value)
-    )
+    assert re.search(r"images/p\d.jpg 36x60 upright vs masks/p\d.png 60x36", str(caught.value))
     assert "EXIF orientation" in str(caught.value)
 
 
@@ -642,3 +640,67 @@ def test_a_pipe_named_like_an_image_is_skipped_not_read(tmp_path):
     make_folder(tmp_path, count=3)
     os.mkfifo(tmp_path / "images" / "zz_pipe.jpg")
     assert sorted(image_files(tmp_path / "images")) == ["case_000", "case_001", "case_002"]
+
+
+def _colour_masks(root, colours) -> None:
+    """Every mask redrawn in RGB: one square of each colour on black."""
+    for mask in (root / "masks").iterdir():
+        painted = np.zeros((40, 56, 3), np.uint8)
+        for row, colour in enumerate(colours):
+            painted[4 + 12 * row : 12 + 12 * row, 4:20] = colour
+        mask.write_bytes(encode(painted, "PNG"))
+
+
+@pytest.mark.parametrize(
+    ("colours", "merged"),
+    [([(128, 0, 0), (0, 128, 0)], "128"), ([(255, 0, 0), (0, 255, 0)], "255")],
+    ids=["voc-colours", "pure-colours"],
+)
+def test_colour_masks_whose_colours_read_as_one_class_are_refused(tmp_path, colours, merged):
+    """A colour's label is its brightest channel: red and green of one brightness became one
+    label, reported as 'values >= num_classes' or as binary 0/255 masks ('use num_classes=2')."""
+    make_folder(tmp_path, count=4, num_classes=3)
+    _colour_masks(tmp_path, colours)
+    with pytest.raises(DatasetError) as error:
+        load(f"folder(path={tmp_path},num_classes=3)")
+    message = str(error.value)
+    assert re.search(
+        rf"case_00\d.png is a colour mask: {re.escape(str(colours[1]))} and "
+        rf"{re.escape(str(colours[0]))} both read as label {merged}",
+        message,
+    ), message
+    assert "grey or palette PNG" in message and "0-2" in message and "\n" not in message
+
+
+def test_colour_masks_whose_colours_stay_apart_are_read_by_their_brightest_channel(tmp_path):
+    """A class index kept in one channel (red = 1, red = 2) still reads as that index."""
+    make_folder(tmp_path, count=4, num_classes=3)
+    _colour_masks(tmp_path, [(1, 0, 0), (2, 0, 0)])
+    data = load(f"folder(path={tmp_path},num_classes=3)")
+    assert set(np.unique(data.masks("train"))) == {0, 1, 2}
+
+
+def test_colour_masks_of_a_binary_dataset_are_all_foreground(tmp_path):
+    make_folder(tmp_path, count=4)
+    _colour_masks(tmp_path, [(255, 0, 0), (0, 255, 0)])
+    data = load(f"folder:{tmp_path}", size=56)
+    assert data.foreground_fraction("train") == pytest.approx(2 * 8 * 16 / (40 * 56), abs=0.01)
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_a_split_folder_with_masks_but_no_images_is_refused_not_passed_over(tmp_path, split):
+    """val/masks/ alone was passed over: the split was carved from images/ instead."""
+    make_folder(tmp_path, count=6)
+    (tmp_path / split / "masks").mkdir(parents=True)
+    with pytest.raises(DatasetError, match=rf"{split} needs images/ and masks/.*missing images/"):
+        load(f"folder:{tmp_path}")
+
+
+def test_masks_without_a_background_pixel_are_refused(tmp_path):
+    """All-white masks (a failed export) trained every loss to say 'foreground' and scored
+    Dice 1 everywhere: a comparison that compares nothing."""
+    make_folder(tmp_path, count=6)
+    for mask in (tmp_path / "masks").iterdir():
+        mask.write_bytes(encode(np.full((40, 56), 255, np.uint8), "PNG"))
+    with pytest.raises(DatasetError, match="the training masks hold no background pixel"):
+        load(f"folder:{tmp_path}")

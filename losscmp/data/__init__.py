@@ -168,10 +168,19 @@ def _check_context(image_size: int, limit: int | None) -> None:
 
 
 def check_foreground(data: SegmentationData, spec: Spec) -> None:
-    """Refuse training masks without a single foreground pixel (every loss would score 0),
-    and validation or test masks without one (no score on them would mean anything)."""
-    if not data.class_pixel_counts("train")[1:].any():
+    """Refuse training masks without a single foreground pixel (every loss would score 0)
+    or, binary, without a background one (every loss would mark everything and score 1),
+    and validation or test masks without a foreground pixel (no score on them would mean
+    anything)."""
+    train_counts = data.class_pixel_counts("train")
+    if not train_counts[1:].any():
         raise DatasetError(_no_training_foreground(data, spec))
+    if data.mode == "binary" and not train_counts[0]:
+        raise DatasetError(
+            f"dataset '{spec.label}': the training masks hold no background pixel, so every "
+            "loss would learn to mark every pixel and score Dice 1; check the masks (0 marks "
+            "background)"
+        )
     for split, name in (("val", "validation"), ("test", "test")):
         if data.size(split) and not data.class_pixel_counts(split)[1:].any():
             raise DatasetError(

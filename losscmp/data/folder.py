@@ -39,6 +39,7 @@ from losscmp.data import cache
 from losscmp.data.base import IGNORE_INDEX, LoadContext, SegmentationData, describe
 from losscmp.data.images import (
     SIDEWAYS,
+    MergedColours,
     UnreadableFile,
     decode_pairs,
     open_image,
@@ -162,7 +163,8 @@ def precheck_folder(
     pool, suffix = pair_files(root, mask_suffix)
     given = {}  # split -> pairs from its own subfolder
     for split in ("val", "test"):
-        if (root / split / "images").is_dir():
+        # masks/ alone is an unfinished split folder: check_folder names what it lacks
+        if any((root / split / part).is_dir() for part in ("images", "masks")):
             refuse_unused_fraction(root / split, split, asked[split])
             check_folder(root / split)
             given[split], _ = pair_files(root / split, suffix)
@@ -397,8 +399,8 @@ def check_sizes(root: Path, pairs: list[tuple[Path, Path]]) -> None:
         turned = turned or image_turned
         upright = " upright" if image_turned else ""
         mismatched.append(
-            f"{shown(root, image_path)} {image_size}{upright} vs {shown(root, mask_path)} "
-            f"{mask_size}"
+            f"{shown(root, image_path)} {by(image_size)}{upright} vs {shown(root, mask_path)} "
+            f"{by(mask_size)}"
         )
     if unreadable:
         count = len(unreadable)
@@ -414,6 +416,11 @@ def check_sizes(root: Path, pairs: list[tuple[Path, Path]]) -> None:
                 else ""
             )
         )
+
+
+def by(size: tuple[int, int]) -> str:
+    """Width x height, as image viewers give a size: '(56, 40)' read as rows first too."""
+    return f"{size[0]}x{size[1]}"
 
 
 def shown(root: Path, path: Path) -> str:
@@ -446,9 +453,17 @@ def mask_reader(num_classes: int):
     """Reads a mask file into class indices (before resizing)."""
 
     def read(path: Path) -> np.ndarray:
-        labels = read_label_image(path, upright=True)
         if num_classes == 2:  # thresholded and made 0/1 once every mask is read
-            return labels
+            return read_label_image(path, upright=True)
+        try:
+            labels = read_label_image(path, upright=True, classes=True)
+        except MergedColours as merged:
+            raise DatasetError(
+                f"folder dataset: {path.name} is a colour mask: {merged.first} and "
+                f"{merged.second} both read as label {merged.label} (a colour's label is its "
+                f"brightest channel); with num_classes={num_classes} save each mask as a grey "
+                f"or palette PNG whose values are the class indices 0-{num_classes - 1}"
+            ) from None
         if path.suffix.lower() in JPEG_SUFFIXES:
             raise DatasetError(
                 f"folder dataset: {path.name} is a JPEG mask; JPEG cannot hold class indices "

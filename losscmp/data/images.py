@@ -46,6 +46,14 @@ class UnreadableFile(Exception):
     """A file PIL cannot decode at all."""
 
 
+class MergedColours(Exception):
+    """A colour mask two of whose colours read as one label (their brightest channel)."""
+
+    def __init__(self, path: Path, first: tuple[int, ...], second: tuple[int, ...], label: int):
+        super().__init__(f"{path}: {first} and {second} both read as label {label}")
+        self.path, self.first, self.second, self.label = path, first, second, label
+
+
 @dataclass
 class Decoded:
     """Resized arrays for the files that could be read, plus what went wrong."""
@@ -127,12 +135,14 @@ def read_rgb(
     return np.asarray(rgb.resize((size, size), Image.BILINEAR), dtype=np.uint8)
 
 
-def read_label_image(path: Path, *, upright: bool = False) -> np.ndarray:
+def read_label_image(path: Path, *, upright: bool = False, classes: bool = False) -> np.ndarray:
     """Pixel values of a mask file, (H, W) uint8, at its own size (``upright``: EXIF
     orientation applied, as read_rgb does to its image).
 
     RGB masks become the per-pixel maximum over channels (any colour on black
-    marks foreground); palette images are read as palette_labels says; a transparent
+    marks foreground; ``classes``: the values are class indices, so two colours that
+    would read as one, red and green of one brightness, raise MergedColours);
+    palette images are read as palette_labels says; a transparent
     pixel (alpha 0) is 0, as it shows nothing: a white layer cut out by its alpha
     would otherwise read as all foreground.
     """
@@ -153,16 +163,35 @@ def read_label_image(path: Path, *, upright: bool = False) -> np.ndarray:
                 return opaque_only(image, np.asarray(image.getchannel(0), dtype=np.uint8))
             if image.mode == "1":
                 return np.asarray(image, dtype=np.uint8)
-            labels = np.asarray(image.convert("RGB"), dtype=np.uint8).max(axis=-1)
-            return opaque_only(image, labels) if image.mode == "RGBA" else labels
+            rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+            if image.mode == "RGBA":  # a transparent pixel is 0, whatever its colour
+                rgb = opaque_only(image, rgb)
+            if classes:
+                refuse_merged_colours(path, rgb)
+            return rgb.max(axis=-1)
     except UnidentifiedImageError as error:
         raise UnreadableFile(f"{path}: not an image") from error
 
 
-def opaque_only(image, labels: np.ndarray) -> np.ndarray:
-    """``labels`` with the fully transparent pixels of ``image`` set to 0."""
+def refuse_merged_colours(path: Path, rgb: np.ndarray) -> None:
+    """Raise MergedColours when two colours of ``rgb`` have the same brightest channel."""
+    packed = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8)
+    colours = np.unique(packed | rgb[..., 2])
+    channels = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=-1)
+    labels = channels.max(axis=-1)
+    order = np.argsort(labels, kind="stable")
+    repeats = np.flatnonzero(np.diff(labels[order]) == 0)
+    if len(repeats):
+        first, second = channels[order[repeats[0]]], channels[order[repeats[0] + 1]]
+        label = int(labels[order[repeats[0]]])
+        raise MergedColours(path, tuple(map(int, first)), tuple(map(int, second)), label)
+
+
+def opaque_only(image, values: np.ndarray) -> np.ndarray:
+    """``values`` (labels, or RGB) with the fully transparent pixels of ``image`` set to 0."""
     alpha = np.asarray(image.getchannel(image.mode[-1]), dtype=np.uint8)
-    return np.where(alpha == 0, 0, labels).astype(np.uint8)
+    transparent = alpha == 0 if values.ndim == 2 else (alpha == 0)[..., None]
+    return np.where(transparent, 0, values).astype(np.uint8)
 
 
 def _whole_labels(values: np.ndarray, path: Path) -> np.ndarray:
