@@ -372,3 +372,28 @@ def test_ctrl_c_during_a_download_says_how_to_resume(cli, monkeypatch):
     result = cli("datasets", "download", "pets")
     assert result.exit_code == 130
     assert "run the same command again to resume the download" in result.output
+
+
+def test_the_folder_above_the_pets_folder_downloads_nothing_again(tmp_path, server, pets_archives):
+    """'--data-dir datasets', as 'run --data-dir datasets' reads it, fetched a second copy
+    into datasets/images and datasets/annotations beside datasets/oxford-iiit-pet."""
+    datasets = tmp_path / "datasets"
+    download_dataset("pets", datasets / "oxford-iiit-pet", archives=pets_archives)
+    server.requests.clear()
+    notices = []
+    result = download_dataset("pets", datasets, archives=pets_archives, notice=notices.append)
+    assert result == datasets / "oxford-iiit-pet"
+    assert notices == [f"Oxford-IIIT Pet is already downloaded in {datasets / 'oxford-iiit-pet'}"]
+    assert not server.requests
+    assert sorted(path.name for path in datasets.iterdir()) == ["oxford-iiit-pet"]
+
+
+def test_a_download_begun_in_the_pets_folder_is_finished_there(tmp_path, server, pets_archives):
+    server.cut_once.add("images.tar.gz")
+    datasets = tmp_path / "datasets"
+    with pytest.raises(DatasetError, match="run the same command again to resume"):
+        download_dataset("pets", datasets / "oxford-iiit-pet", archives=pets_archives)
+    download_dataset("pets", datasets, archives=pets_archives)
+    assert [range_ for name, range_ in server.requests if name == "images.tar.gz"][-1]  # resumed
+    assert sorted(path.name for path in datasets.iterdir()) == ["oxford-iiit-pet"]
+    assert load_dataset("pets", data_dir=datasets, image_size=32).size("test") == 3

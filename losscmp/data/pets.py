@@ -324,7 +324,20 @@ def pets_status(datasets_root: Path) -> dict[str, Any]:
 
 
 def download_pets_into(dest: Path, **options: Any) -> Path:
-    """``losscmp datasets download pets``: fetch, verify and extract into ``dest``."""
+    """``losscmp datasets download pets``: fetch, verify and extract into ``dest`` (or the
+    pets folder in it: see download_folder)."""
     from losscmp.data.download import download_pets  # it imports this module
 
-    return download_pets(dest, **options)
+    return download_pets(download_folder(dest), **options)
+
+
+def download_folder(dest: Path) -> Path:
+    """``dest``, or ``dest/oxford-iiit-pet`` when that holds pets (whole, or a download
+    under way) and ``dest`` holds none of its own: the folder a run's ``--data-dir dest``
+    and ``datasets list --root dest`` read, rather than a second copy beside it."""
+    nested = dest / DEFAULT_PETS_DIR.name
+
+    def holds_pets(folder: Path) -> bool:
+        return any((folder / part).exists() for part in ("images", *PETS_OWN))
+
+    return nested if holds_pets(nested) and not holds_pets(dest) else dest
