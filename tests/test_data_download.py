@@ -397,3 +397,25 @@ def test_a_download_begun_in_the_pets_folder_is_finished_there(tmp_path, server,
     assert [range_ for name, range_ in server.requests if name == "images.tar.gz"][-1]  # resumed
     assert sorted(path.name for path in datasets.iterdir()) == ["oxford-iiit-pet"]
     assert load_dataset("pets", data_dir=datasets, image_size=32).size("test") == 3
+
+
+def test_a_second_download_into_the_same_folder_is_refused_while_one_runs(
+    tmp_path, server, pets_archives
+):
+    """Two terminals appended to one part file: one said 'corrupt', the other 'give a
+    --data-dir you can write to', and neither finished."""
+    import fcntl
+    import os
+
+    dest = tmp_path / "pets"
+    (dest / ".downloads").mkdir(parents=True)
+    running = os.open(dest / ".downloads", os.O_RDONLY)  # the first download's lock
+    fcntl.flock(running, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(DatasetError, match=rf"another download into {dest} is running"):
+            download_dataset("pets", dest, archives=pets_archives)
+        assert not server.requests
+    finally:
+        os.close(running)
+    download_dataset("pets", dest, archives=pets_archives)  # once it has finished
+    assert load_dataset("pets", data_dir=dest, image_size=32).size("test") == 3

@@ -10,21 +10,26 @@
 - Ownership: each extracted folder holds a marker naming its archive's sha256.
   Only a folder with that marker is ever replaced; any other ``images/`` or
   ``annotations/`` (a user's own data) is refused, never deleted.
+- One at a time: a download holds a lock on ``<dest>/.downloads``; a second one into the
+  same folder (another terminal) is refused rather than writing the same part file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import gzip
 import hashlib
 import json
+import os
 import re
 import shutil
 import tarfile
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path, PurePosixPath
@@ -83,6 +88,43 @@ def download_pets(
         return dest
     refuse_foreign_folders(dest, archives)
     downloads = make_download_folder(dest)
+    with only_download(downloads, dest):
+        fetch_and_extract(dest, downloads, archives, report, timeout, keep_archives)
+    return dest
+
+
+@contextlib.contextmanager
+def only_download(downloads: Path, dest: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the download folder: a second download into ``dest``
+    (another terminal) appended to the same part file, and both failed, one calling the
+    archive corrupt and the other the disk unwritable."""
+    try:
+        handle = os.open(downloads, os.O_RDONLY | os.O_CLOEXEC)  # a folder: no lock file left
+    except OSError as error:
+        raise DatasetError(disk_failure(f"downloading into {dest}", error)) from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise DatasetError(disk_failure(f"locking {downloads}", error)) from None
+            raise DatasetError(
+                f"another download into {dest} is running; wait for it to finish (or stop "
+                "it) and run this command again"
+            ) from None
+        yield
+    finally:
+        os.close(handle)  # releases the lock
+
+
+def fetch_and_extract(
+    dest: Path,
+    downloads: Path,
+    archives: Sequence[Archive],
+    report: Progress,
+    timeout: float,
+    keep_archives: bool,
+) -> None:
     try:
         for archive in archives:
             # A retry after a later archive failed must not fetch this one again (~0.8 GB).
@@ -92,7 +134,6 @@ def download_pets(
                 (downloads / archive.filename).unlink(missing_ok=True)
     except OSError as error:  # the local disk: the network's errors are handled in fetch
         raise DatasetError(disk_failure(f"downloading into {dest}", error)) from None
-    return dest
 
 
 def make_download_folder(dest: Path) -> Path:
