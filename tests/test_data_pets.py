@@ -277,6 +277,18 @@ def test_missing_dataset_names_the_download_command(tmp_path):
         load(tmp_path / "nowhere")
 
 
+def test_a_data_dir_that_is_a_file_is_named_so(tmp_path):
+    """It was 'missing images, annotations/...; fetch it with: ... --data-dir FILE', a
+    download that cannot work there."""
+    (tmp_path / "pets.tar.gz").write_bytes(b"an archive, not a folder")
+    with pytest.raises(DatasetError) as error:
+        load(tmp_path / "pets.tar.gz")
+    assert str(error.value) == (
+        f"--data-dir {tmp_path / 'pets.tar.gz'} is a file, not a folder: give the folder "
+        "Oxford-IIIT Pet was downloaded into (losscmp datasets download pets makes it)"
+    )
+
+
 def test_partly_missing_layout_says_what_is_missing(tmp_path):
     root = tmp_path / "pets"
     make_pets_tree(root, trainval=4, test=2, quirks=False)

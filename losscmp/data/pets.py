@@ -187,6 +187,11 @@ def missing_parts(root: Path) -> list[str]:
 
 
 def check_layout(root: Path, data_dir: Path | None) -> None:
+    if root.exists() and not root.is_dir():  # the download cannot make a folder there
+        raise DatasetError(
+            f"--data-dir {root} is a file, not a folder: give the folder Oxford-IIIT Pet was "
+            f"downloaded into ({DOWNLOAD_COMMAND} makes it)"
+        )
     missing = missing_parts(root)
     if missing:
         what = "nothing there" if not root.exists() else "missing " + ", ".join(missing)
