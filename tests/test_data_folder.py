@@ -704,3 +704,38 @@ def test_masks_without_a_background_pixel_are_refused(tmp_path):
         mask.write_bytes(encode(np.full((40, 56), 255, np.uint8), "PNG"))
     with pytest.raises(DatasetError, match="the training masks hold no background pixel"):
         load(f"folder:{tmp_path}")
+
+
+def test_jfif_images_are_read_as_the_jpegs_they_are(tmp_path):
+    """Windows saves a JPEG from the web as .jfif; such images were passed over, and their
+    masks refused as having no image."""
+    make_folder(tmp_path, count=4)
+    for image in (tmp_path / "images").glob("*.jpg"):
+        image.rename(image.with_suffix(".jfif"))
+    data = load(f"folder:{tmp_path}")
+    assert sum(data.size(split) for split in ("train", "val", "test")) == 4
+
+
+def test_files_of_a_type_not_read_are_named_where_their_partner_is_missing(tmp_path):
+    """'1 mask(s) have no image: case_002.png' while images/ holds case_002.heic."""
+    make_folder(tmp_path, count=5)
+    (tmp_path / "images" / "case_002.jpg").rename(tmp_path / "images" / "case_002.heic")
+    with pytest.raises(DatasetError) as error:
+        load(f"folder:{tmp_path}")
+    assert str(error.value).endswith(
+        "have no image: case_002.png (case_002.heic in images/ not read: losscmp reads .bmp, "
+        ".gif, .jfif, .jpe, .jpeg, .jpg, .png, .tif, .tiff, .webp files)"
+    )
+
+
+def test_a_folder_of_files_of_a_type_not_read_says_so(tmp_path):
+    make_folder(tmp_path, count=4)
+    for image in (tmp_path / "images").glob("*.jpg"):
+        image.rename(image.with_suffix(".heic"))
+    (tmp_path / "images" / "Thumbs.db").write_bytes(b"x")
+    with pytest.raises(
+        DatasetError,
+        match=r"no images in .*images \(Thumbs.db, case_000.heic, case_001.heic and 2 more in "
+        r"images/ not read: losscmp reads .bmp, .gif",
+    ):
+        load(f"folder:{tmp_path}")

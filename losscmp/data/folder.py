@@ -49,8 +49,9 @@ from losscmp.data.images import (
 from losscmp.data.memory import check_dataset_fits
 from losscmp.errors import DatasetError, ParameterError
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".tif", ".tiff", ".bmp", ".webp"})
-JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
+# .jfif and .jpe: JPEG as Windows and some browsers save it.
+JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".jpe"})
+IMAGE_SUFFIXES = JPEG_SUFFIXES | {".png", ".gif", ".tif", ".tiff", ".bmp", ".webp"}
 # Tried in order when no mask_suffix is given (ISIC: _segmentation; Carvana: _mask).
 COMMON_MASK_SUFFIXES = ("", "_mask", "_segmentation", "_Segmentation", "_seg", "_label", "_gt")
 SHOW = 3  # file names listed in an error
@@ -279,6 +280,25 @@ def subfolders_note(folder: Path) -> str:
     )
 
 
+def unread_note(folder: Path, stems: list[str] | None = None, suffix: str = "") -> str:
+    """Why a partner or a whole folder was not found: files of a type that is not read
+    (a .heic photo), among all of ``folder`` or those named ``stem + suffix``."""
+    wanted = None if stems is None else {stem + suffix for stem in stems}
+    unread = [
+        path
+        for path in sorted(folder.iterdir())
+        if not path.name.startswith(".")
+        and path.suffix.lower() not in IMAGE_SUFFIXES
+        and path.is_file()
+        and (wanted is None or pairing_name(path.stem) in wanted)
+    ]
+    if not unread:
+        return ""
+    kinds = ", ".join(sorted(IMAGE_SUFFIXES))
+    names = listed([path.name for path in unread])
+    return f" ({names} in {folder.name}/ not read: losscmp reads {kinds} files)"
+
+
 def listed(names: list[str]) -> str:
     shown = ", ".join(names[:SHOW])
     return shown + (f" and {len(names) - SHOW} more" if len(names) > SHOW else "")
@@ -287,14 +307,11 @@ def listed(names: list[str]) -> str:
 def pair_files(root: Path, mask_suffix: str | None) -> tuple[list[tuple[Path, Path]], str]:
     """(image, mask) pairs sorted by name, and the mask suffix used."""
     images, masks = image_files(root / "images"), image_files(root / "masks")
-    if not images:
-        raise DatasetError(
-            f"folder dataset: no images in {root / 'images'}{subfolders_note(root / 'images')}"
-        )
-    if not masks:
-        raise DatasetError(
-            f"folder dataset: no masks in {root / 'masks'}{subfolders_note(root / 'masks')}"
-        )
+    for found, kind in ((images, "images"), (masks, "masks")):
+        if not found:
+            folder = root / kind
+            why = subfolders_note(folder) or unread_note(folder)
+            raise DatasetError(f"folder dataset: no {kind} in {folder}{why}")
     suffix = mask_suffix if mask_suffix is not None else guess_suffix(images, masks)
     suffix = pairing_name(suffix)
     lonely = [stem for stem in images if stem + suffix not in masks]
@@ -306,7 +323,8 @@ def pair_files(root: Path, mask_suffix: str | None) -> tuple[list[tuple[Path, Pa
         example = f"masks/<name>{suffix}.png"
         raise DatasetError(
             f"folder dataset: {len(unmatched_images)} image(s) in {root / 'images'} have no mask "
-            f"({example}): {listed(unmatched_images)}{case_note(lonely, spare, suffix)}"
+            f"({example}): {listed(unmatched_images)}"
+            f"{case_note(lonely, spare, suffix) or unread_note(root / 'masks', lonely, suffix)}"
             + (
                 ""
                 if mask_suffix is not None
@@ -317,6 +335,7 @@ def pair_files(root: Path, mask_suffix: str | None) -> tuple[list[tuple[Path, Pa
         raise DatasetError(
             f"folder dataset: {len(unmatched_masks)} mask(s) in {root / 'masks'} have no image: "
             f"{listed(unmatched_masks)}"
+            f"{unread_note(root / 'images', [stem.removesuffix(suffix) for stem in spare])}"
         )
     return [(images[stem], masks[stem + suffix]) for stem in sorted(images)], suffix
 
