@@ -419,3 +419,22 @@ def test_a_second_download_into_the_same_folder_is_refused_while_one_runs(
         os.close(running)
     download_dataset("pets", dest, archives=pets_archives)  # once it has finished
     assert load_dataset("pets", data_dir=dest, image_size=32).size("test") == 3
+
+
+def test_a_web_page_instead_of_the_archive_is_called_one(tmp_path, server):
+    """A proxy's login page came back 'corrupt ..., run the command again', and again."""
+    page = b"<!DOCTYPE html>\n<html><body>Please log in to the network</body></html>"
+    login = archive(server, "images.tar.gz", page, sha256="0" * 64)
+    with pytest.raises(DatasetError) as error:
+        download_dataset("pets", tmp_path / "pets", archives=[login])
+    assert str(error.value) == (
+        f"{login.url} sent a web page (70 bytes), not the archive: a proxy or a network's "
+        "login page? open the address in a browser, then run the command again"
+    )
+    assert not list((tmp_path / "pets" / ".downloads").iterdir())
+
+
+def test_a_corrupt_archive_says_how_much_arrived(tmp_path, server):
+    bad = archive(server, "images.tar.gz", b"\x1f\x8b" + b"\x00" * 998, sha256="0" * 64)
+    with pytest.raises(DatasetError, match=r"images.tar.gz is corrupt \(1,000 bytes, sha256 "):
+        download_dataset("pets", tmp_path / "pets", archives=[bad])

@@ -226,13 +226,29 @@ def fetch(archive: Archive, folder: Path, report: Progress, timeout: float) -> P
         ) from None
     actual = sha256_of(partial)
     if actual != archive.sha256:
+        problem = mismatch(archive, partial, actual)
         partial.unlink()
-        raise DatasetError(
-            f"{archive.filename} is corrupt (sha256 {actual[:12]}..., expected "
-            f"{archive.sha256[:12]}...); the file was removed, run the command again"
-        )
+        raise DatasetError(problem)
     partial.replace(target)
     return target
+
+
+def mismatch(archive: Archive, received: Path, actual: str) -> str:
+    """What a download whose sha256 is not the archive's got: a web page (a proxy's or a
+    network's login page, sent again on every retry) is said to be one."""
+    size = received.stat().st_size
+    with received.open("rb") as stream:
+        start = stream.read(512).lstrip().lower()
+    if start.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
+        return (
+            f"{archive.url} sent a web page ({size:,} bytes), not the archive: a proxy or "
+            "a network's login page? open the address in a browser, then run the command "
+            "again"
+        )
+    return (
+        f"{archive.filename} is corrupt ({size:,} bytes, sha256 {actual[:12]}..., expected "
+        f"{archive.sha256[:12]}...); the file was removed, run the command again"
+    )
 
 
 def is_disk_error(error: OSError) -> bool:
