@@ -653,12 +653,17 @@ def _colour_masks(root, colours) -> None:
 
 @pytest.mark.parametrize(
     ("colours", "merged"),
-    [([(128, 0, 0), (0, 128, 0)], "128"), ([(255, 0, 0), (0, 255, 0)], "255")],
-    ids=["voc-colours", "pure-colours"],
+    [
+        ([(128, 0, 0), (0, 128, 0)], "128"),
+        ([(255, 0, 0), (0, 255, 0)], "255"),
+        ([(1, 0, 0), (0, 1, 0)], "1"),
+    ],
+    ids=["voc-colours", "pure-colours", "index-colours"],
 )
 def test_colour_masks_whose_colours_read_as_one_class_are_refused(tmp_path, colours, merged):
     """A colour's label is its brightest channel: red and green of one brightness became one
-    label, reported as 'values >= num_classes' or as binary 0/255 masks ('use num_classes=2')."""
+    label, reported as 'values >= num_classes', as binary 0/255 masks ('use num_classes=2')
+    or, red 1 and green 1 as one class 1, not at all."""
     make_folder(tmp_path, count=4, num_classes=3)
     _colour_masks(tmp_path, colours)
     with pytest.raises(DatasetError) as error:
@@ -670,6 +675,23 @@ def test_colour_masks_whose_colours_read_as_one_class_are_refused(tmp_path, colo
         message,
     ), message
     assert "grey or palette PNG" in message and "0-2" in message and "\n" not in message
+
+
+def test_a_cache_entry_holding_merged_colours_is_not_read_back(tmp_path, monkeypatch):
+    """Decoded before colour masks were refused, red 1 and green 1 were cached as class 1."""
+    from losscmp.data import folder, images
+
+    make_folder(tmp_path, count=4, num_classes=3)
+    _colour_masks(tmp_path, [(1, 0, 0), (0, 1, 0)])
+    spec = f"folder(path={tmp_path},num_classes=3)"
+    with monkeypatch.context() as before:
+        before.setattr(folder, "DECODING", 2)
+        before.setattr(
+            folder, "read_label_image", lambda path, upright, **_: images.read_label_image(path)
+        )
+        assert load(spec).info["cache"] == "written"
+    with pytest.raises(DatasetError, match="is a colour mask"):
+        load(spec)
 
 
 def test_colour_masks_whose_colours_stay_apart_are_read_by_their_brightest_channel(tmp_path):

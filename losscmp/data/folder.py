@@ -60,7 +60,9 @@ DEFAULT_FRACTION = 0.1  # of the pairs, for validation and for test when no val/
 # Part of the cache key; raised when the folder's decoding changes (pets' cache is left as it
 # was). 2: EXIF orientation applied; 0/1 JPEG masks thresholded at 1, not 128; a mask's
 # transparent pixels read as 0; masks that look like their images refused.
-DECODING = 2
+# 3: colour masks whose colours merge into one class refused (num_classes > 2): an entry
+# written before holds them merged.
+DECODING = 3
 
 
 def folder_mode(*, num_classes: int = 2, **_: object) -> str:
