@@ -45,7 +45,6 @@ Definitions the table and CSV rely on:
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 import os
 import re
@@ -67,7 +66,13 @@ from losscmp.report_args import (
     resolve_one,
     resolve_run_dirs,
 )
-from losscmp.results import RunStore, is_run_dir, runs_newest_first, trial_id
+from losscmp.results import (
+    RunStore,
+    is_run_dir,
+    planned_trial_names,
+    runs_newest_first,
+    trial_id,
+)
 from losscmp.spec import Spec, parse_spec
 
 # Config fields that may differ between runs reported together: what was
@@ -193,25 +198,6 @@ def failed_trial_notes(results: RunResults) -> list[str]:
             f"tries {'them' if several else 'it'} again"
         )
     return notes
-
-
-def planned_trial_names(meta: dict[str, Any]) -> dict[str, str]:
-    """run.json's planned trials by id, named as the run's lines name them: loss and seed,
-    the rate and the dataset where the run had several (console.trial_name). Rebuilt from
-    the losses, datasets, seeds and rates it stores, as the plan made the ids; a trial id
-    it cannot rebuild (a hand-made run.json) is not among them."""
-    from losscmp.console import trial_name  # Rich, which report prints with anyway
-
-    losses, datasets = meta.get("losses") or {}, meta.get("datasets") or {}
-    rates = meta.get("learning_rates") or [None]  # version 1 ids hold no rate
-    return {
-        trial_id(dataset, loss, seed, rate): trial_name(
-            loss, seed, rate, dataset, len(rates), len(datasets)
-        )
-        for dataset, loss, seed, rate in itertools.product(
-            datasets, losses, meta.get("seeds") or [], rates
-        )
-    }
 
 
 def unfinished_trials(results: RunResults) -> dict[Path, int]:

@@ -26,7 +26,7 @@ from losscmp.render.cells import (
 )
 from losscmp.render.csv import write_summary
 from losscmp.render.terminal import render_class_tables, render_imbalance_table, render_table
-from losscmp.results import RunStore, read_run_json, trial_id
+from losscmp.results import RunStore, planned_trial_names, read_run_json, trial_id
 from losscmp.selection import chosen_rows
 from losscmp.summary import (
     RunResults,
@@ -36,7 +36,6 @@ from losscmp.summary import (
     imbalance_frame,
     load_run,
     per_class_columns,
-    planned_trial_names,
     report_notes,
     resolve_run_dirs,
     summarize,
@@ -143,6 +142,32 @@ def test_a_run_whose_every_trial_failed_says_so_not_that_it_is_running(tmp_path)
         f"{run_dir} has no finished trials: 2 trial(s) failed (e.g. t1: ValueError: the loss "
         f"broke); 'losscmp run ... --resume {run_dir}' tries them again"
     )
+
+
+def test_the_summary_names_failed_trials_without_the_console(tmp_path):
+    """The summary (data) imported the console (Rich, progress bars) to name a failed
+    trial; the name lives in a module both use (trial_names)."""
+    run_dir = write_run(
+        tmp_path,
+        quality={"bce": 0.5, "dice": 0.6},
+        seeds=(0, 1),
+        extra_meta={"learning_rates": [LR]},
+    )
+    failed = trial_id("synthetic", "dice", 1, LR)
+    (run_dir / "trials" / f"{failed}.json").unlink()
+    RunStore(run_dir).record_failed(failed, "worker died twice")
+    code = (
+        "import sys; from pathlib import Path; "
+        "from losscmp.summary import failed_trial_notes, load_run; "
+        f"print(failed_trial_notes(load_run(Path({str(run_dir)!r}), repair=False))); "
+        "print([name for name in sys.modules if name == 'losscmp.console' or "
+        "name.startswith('rich')])"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr
+    notes, imported = found.stdout.splitlines()
+    assert "1 trial failed (dice · seed 1: worker died twice)" in notes
+    assert imported == "[]"
 
 
 def test_damaged_trial_file_is_named(run_dir):
