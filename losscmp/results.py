@@ -1556,7 +1556,8 @@ class RunStore:
                 "before one ended; if stopped, finish it with the run's command plus "
                 f"--resume {self.run_dir})"
             )
-        name, reason = next(iter(failed.items()))
+        first, reason = next(iter(failed.items()))
+        name = planned_trial_names(meta).get(first, first)  # as the run's lines named it
         return (
             f"{self.run_dir} has no finished trials: {len(failed)} trial(s) failed (e.g. "
             f"{name}: {reason}); 'losscmp run ... --resume {self.run_dir}' tries them again"

@@ -170,6 +170,28 @@ def test_the_summary_names_failed_trials_without_the_console(tmp_path):
     assert imported == "[]"
 
 
+def test_a_run_whose_every_trial_failed_names_the_trial_as_its_lines_did(cli, tmp_path):
+    """'losscmp report' of such a run named the trial by its id
+    ('synthetic__bce__seed0__<hash>'), where the run's 'failed:' and last lines said
+    'bce · seed 0'."""
+    failed = {
+        trial_id("synthetic", loss, 0): "ValueError: the loss broke" for loss in ("bce", "dice")
+    }
+    extra = {"failed_trials": failed, "finished_at": "2026-01-01T12:10:00+00:00"}
+    run_dir = write_run(
+        tmp_path, quality={"bce": 0.5, "dice": 0.6}, seeds=(0,), extra_meta=extra, write_csvs=False
+    )
+    for path in (run_dir / "trials").iterdir():
+        path.unlink()
+    result = cli("report", run_dir)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"losscmp: error: {run_dir} has no finished trials: 2 trial(s) failed (e.g. bce · "
+        f"seed 0: ValueError: the loss broke); 'losscmp run ... --resume {run_dir}' tries "
+        "them again\n"
+    )
+
+
 def test_damaged_trial_file_is_named(run_dir):
     damaged = next((run_dir / "trials").iterdir())
     damaged.write_text("{not json")
