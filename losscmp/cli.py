@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import difflib
 import errno
 import functools
 import os
@@ -21,7 +20,7 @@ from typing import Annotated
 
 import typer
 
-from losscmp.errors import LosscmpError, Terminated
+from losscmp.errors import LosscmpError, Terminated, closest
 from losscmp.metric_names import BINARY_METRICS, PLAIN_METRICS
 
 try:  # typer >= 0.20 ships its own copy of click
@@ -773,15 +772,10 @@ def main() -> None:
     sys.exit(code or 0)
 
 
-# How alike an unknown option and an option must be (difflib's ratio) to be taken as a
-# misspelling of it before an option that begins it: '--lr_grid' and '--lr-grid' 0.86.
-NEAR_SPELLING = 0.8
-
-
 def _usage_message(error: UsageError) -> str:
     """click's words, but an unknown option's suggestion worded as every other one: the one
-    option closest in name. click's compared whole options, '--' included, and offered
-    '(Possible options: --fuse, --jobs, --out)' for '--bogus'."""
+    option closest in name (``errors.closest``). click's compared whole options, '--'
+    included, and offered '(Possible options: --fuse, --jobs, --out)' for '--bogus'."""
     if not isinstance(error, NoSuchOption) or error.ctx is None:
         return error.format_message()
     options = {
@@ -790,15 +784,8 @@ def _usage_message(error: UsageError) -> str:
         for option in (*param.opts, *param.secondary_opts)
         if option.startswith("--")
     }
-    typed = error.option_name.lstrip("-").lower()
-    # A near spelling first ('--lr_grid': '--lr-grid', not '--lr', which begins it); else the
-    # one option that begins what was typed, or that it begins ('--out-dir', '--epoch');
-    # else the closest in spelling.
-    near = difflib.get_close_matches(typed, list(options), n=1, cutoff=NEAR_SPELLING)
-    related = [name for name in options if typed.startswith(name) or name.startswith(typed)]
-    closest = difflib.get_close_matches(typed, list(options), n=1, cutoff=0.6)
-    meant = near or (related if len(related) == 1 else closest)
-    return error.message + (f" (did you mean '{options[meant[0]]}'?)" if meant else "")
+    meant = closest(error.option_name.lstrip("-"), options)
+    return error.message + (f" (did you mean '{options[meant]}'?)" if meant else "")
 
 
 def _command_named(ctx: typer.Context) -> str:
