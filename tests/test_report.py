@@ -1259,6 +1259,23 @@ def test_one_seeds_advice_names_the_option_where_it_was_given(cli, tmp_path, sou
     assert html.escape(sentence) in (tmp_path / "page.html").read_text()
 
 
+def test_a_stopped_runs_one_seed_advice_is_to_finish_it_not_to_ask_for_seeds(cli, tmp_path):
+    """A run of '--seeds 2' stopped before any second seed finished was told 'use --seeds
+    3 or more': it had asked for them; what it lacks is the seeds that did not finish."""
+    run_dir = write_run(tmp_path, quality={"dice": 0.8, "focal": 0.6}, seeds=(0, 1))
+    for loss in ("dice", "focal"):
+        (run_dir / "trials" / f"{trial_id('synthetic', loss, 1, LR)}.json").unlink()
+    result = cli("report", run_dir, "--html", tmp_path / "page.html")
+    assert result.exit_code == 0, result.output
+    sentence = (
+        "One seed gives no interval or test: the run asked for 2 seeds and not every trial "
+        f"finished; the run's command plus --resume {run_dir} trains the rest."
+    )
+    assert sentence in " ".join(result.stdout.split())
+    assert "--seeds 3" not in result.stdout
+    assert html.escape(sentence) in (tmp_path / "page.html").read_text()
+
+
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
