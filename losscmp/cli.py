@@ -28,14 +28,42 @@ try:  # typer >= 0.20 ships its own copy of click
 except ImportError:
     from click.exceptions import NoArgsIsHelpError, NoSuchOption, UsageError
 
+# A flag's metavar: none, it takes no value.
+FLAG = ""
+
+
+class _FlagHelp:
+    """A command whose --help is shown as the flag it is: Typer 0.29 shows a flag's type
+    as its metavar, and '--help <bool>' read as if --help took a value. Typer makes the
+    help option itself, so its metavar is set here; the other flags (--amp, --dry-run,
+    --plots) set ``metavar=FLAG`` where they are declared."""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = FLAG
+        return option
+
+
+class _Command(_FlagHelp, typer.core.TyperCommand):
+    pass
+
+
+class _Group(_FlagHelp, typer.core.TyperGroup):
+    pass
+
+
 app = typer.Typer(
     name="losscmp",
+    cls=_Group,
     help="Benchmark segmentation losses fairly: same U-Net, same data, one table per run.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-datasets_app = typer.Typer(help="List the datasets, or download one.", no_args_is_help=False)
+datasets_app = typer.Typer(
+    cls=_Group, help="List the datasets, or download one.", no_args_is_help=False
+)
 app.add_typer(datasets_app, name="datasets")
 
 
@@ -95,7 +123,7 @@ def _one_plain_line(message: str) -> str:
     )
 
 
-@app.command()
+@app.command(cls=_Command)
 @user_errors
 def run(
     losses: Annotated[
@@ -173,7 +201,9 @@ def run(
     amp: Annotated[
         bool | None,
         typer.Option(
-            "--amp/--no-amp", help="bf16 autocast on CUDA GPUs that have bf16. \\[default: on]"
+            "--amp/--no-amp",
+            metavar=FLAG,
+            help="bf16 autocast on CUDA GPUs that have bf16. \\[default: on]",
         ),
     ] = None,
     out: Annotated[
@@ -262,8 +292,9 @@ def run(
     dry_run: Annotated[
         bool,
         typer.Option(
+            metavar=FLAG,
             help="Make every check a run makes (data loaded, losses tried), print "
-            "the planned trials and exit."
+            "the planned trials and exit.",
         ),
     ] = False,
 ) -> None:
@@ -532,7 +563,7 @@ def _command_line(config: Path | None, flags: dict, resume: Path | None) -> str:
     return shlex.join(parts)
 
 
-@app.command()
+@app.command(cls=_Command)
 @user_errors
 def report(
     paths: Annotated[
@@ -557,7 +588,9 @@ def report(
             metavar="FILE", help="Also write one self-contained HTML page: tables, figures, setup."
         ),
     ] = None,
-    plots: Annotated[bool, typer.Option(help="Write PNG figures into the run folder.")] = False,
+    plots: Annotated[
+        bool, typer.Option(metavar=FLAG, help="Write PNG figures into the run folder.")
+    ] = False,
 ) -> None:
     """Print the comparison table of finished runs from their files alone."""
     files = {"csv": _file_option("csv", csv), "html": _file_option("html", html)}
@@ -643,7 +676,7 @@ def _write_run_summary(store, report, targets: dict[str, Path]) -> list[Path]:
         return []
 
 
-@app.command("losses")
+@app.command("losses", cls=_Command)
 @user_errors
 def losses_command(
     pattern: Annotated[
@@ -699,7 +732,7 @@ def datasets_default(
     ctx.obj = root  # 'datasets --root DIR list' lists DIR, as 'datasets list --root DIR' does
 
 
-@datasets_app.command("list")
+@datasets_app.command("list", cls=_Command)
 @user_errors
 def datasets_list(
     ctx: typer.Context,
@@ -718,7 +751,7 @@ def _list_datasets(data_dir: Path) -> None:
     console.print_dataset_table(dataset_status(data_dir))
 
 
-@datasets_app.command("download")
+@datasets_app.command("download", cls=_Command)
 @user_errors
 def datasets_download(
     ctx: typer.Context,

@@ -30,6 +30,28 @@ def test_every_command_explains_itself(cli, command):
     assert len(result.output.splitlines()) > 5
 
 
+def _command_paths(command, path=()):
+    """Every command and subcommand of the app, as the words that name it."""
+    yield list(path)
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _command_paths(sub, (*path, name))
+
+
+def test_no_help_page_shows_a_value_for_a_flag(cli):
+    """'--help <bool>', '--amp --no-amp <bool>': Typer 0.29 named a flag's type where an
+    option's value goes, as if the flag took one."""
+    import typer
+
+    from losscmp.cli import app
+
+    paths = list(_command_paths(typer.main.get_command(app)))
+    assert ["datasets", "download"] in paths
+    for path in paths:
+        result = cli(*path, "--help")
+        assert result.exit_code == 0, path
+        assert "--help" in result.output and "<bool>" not in result.output, path
+
+
 def test_top_level_help_lists_the_commands(cli):
     output = cli("--help").output
     for command in ("run", "report", "losses", "datasets"):
