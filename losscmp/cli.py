@@ -20,6 +20,7 @@ from typing import Annotated
 
 import typer
 
+from losscmp import startup
 from losscmp.errors import LosscmpError, Terminated, closest
 from losscmp.metric_names import BINARY_METRICS, PLAIN_METRICS
 
@@ -95,6 +96,7 @@ def user_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        startup.began()  # a stop from here on is the command's to say
         try:
             return command(*args, **kwargs)
         except LosscmpError as error:
@@ -123,8 +125,29 @@ def _one_plain_line(message: str) -> str:
     )
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (``kill``, ``timeout``, a batch scheduler) stops a run as Ctrl-C does: the
+    workers stopped, their shared memory freed, the resume line printed; by default it
+    would end this process on the spot and say nothing."""
+
+    def stop(signum, frame):
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (losscmp called from a program): left alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @app.command(cls=_Command)
 @user_errors
+@_sigterm_as_interrupt()  # from its first import on: SIGTERM there ended it without a word
 def run(
     losses: Annotated[
         str | None,
@@ -337,27 +360,26 @@ def run(
     from losscmp import console
     from losscmp.runner import prepare
 
-    with _sigterm_as_interrupt():
-        with _relative_paths_explained(resume, run_config):
-            plan = plan_run(run_config)
-            prepared = prepare(
-                plan, resuming=resume is not None, done=_finished(resume), dry_run=dry_run
-            )
-        if dry_run:
-            finished, choices, execution = _dry_run_checks(prepared, resume)
-            console.print_plan(plan, finished, choices, execution)
-            return
-        run_dir = _train(prepared, resume, _command_line(config, flags, resume))
-        failed = _failed_trials(prepared.plan, run_dir)
-        command = _command_line(config, flags, resume or run_dir)  # trains them again
-        failed_line = _one_plain_line(console.failed_trials_line(failed, prepared.plan, command))
-        if len(failed) < len(prepared.plan.trials):  # a table to print: some trials trained
-            _report_run(prepared, run_dir, resume, failed_line)
-        if failed:
-            # A script (CI, a batch scheduler) learns from the status that the table lacks
-            # trials; the line says which and how to train them (the same command, resuming).
-            typer.echo(failed_line, err=True)
-            raise typer.Exit(FAILED_TRIALS_STATUS)
+    with _relative_paths_explained(resume, run_config):
+        plan = plan_run(run_config)
+        prepared = prepare(
+            plan, resuming=resume is not None, done=_finished(resume), dry_run=dry_run
+        )
+    if dry_run:
+        finished, choices, execution = _dry_run_checks(prepared, resume)
+        console.print_plan(plan, finished, choices, execution)
+        return
+    run_dir = _train(prepared, resume, _command_line(config, flags, resume))
+    failed = _failed_trials(prepared.plan, run_dir)
+    command = _command_line(config, flags, resume or run_dir)  # trains them again
+    failed_line = _one_plain_line(console.failed_trials_line(failed, prepared.plan, command))
+    if len(failed) < len(prepared.plan.trials):  # a table to print: some trials trained
+        _report_run(prepared, run_dir, resume, failed_line)
+    if failed:
+        # A script (CI, a batch scheduler) learns from the status that the table lacks
+        # trials; the line says which and how to train them (the same command, resuming).
+        typer.echo(failed_line, err=True)
+        raise typer.Exit(FAILED_TRIALS_STATUS)
 
 
 def _failed_trials(plan, run_dir: Path) -> list:
@@ -428,26 +450,6 @@ def _stopped(stop: KeyboardInterrupt) -> str:
 
 def _stop_status(stop: KeyboardInterrupt) -> int:
     return 128 + int(signal.SIGTERM) if isinstance(stop, Terminated) else 130
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM (``kill``, ``timeout``, a batch scheduler) stops a run as Ctrl-C does: the
-    workers stopped, their shared memory freed, the resume line printed; by default it
-    would end this process on the spot and say nothing."""
-
-    def stop(signum, frame):
-        raise Terminated
-
-    try:
-        previous = signal.signal(signal.SIGTERM, stop)
-    except ValueError:  # not the main thread (losscmp called from a program): left alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _rerun(run_dir: Path, resume: Path | None) -> str:
