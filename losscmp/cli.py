@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import difflib
 import errno
 import functools
 import os
@@ -21,7 +20,8 @@ from typing import Annotated
 
 import typer
 
-from losscmp.errors import LosscmpError, Terminated
+from losscmp import startup
+from losscmp.errors import LosscmpError, Terminated, closest
 from losscmp.metric_names import BINARY_METRICS, PLAIN_METRICS
 
 try:  # typer >= 0.20 ships its own copy of click
@@ -29,14 +29,42 @@ try:  # typer >= 0.20 ships its own copy of click
 except ImportError:
     from click.exceptions import NoArgsIsHelpError, NoSuchOption, UsageError
 
+# A flag's metavar: none, it takes no value.
+FLAG = ""
+
+
+class _FlagHelp:
+    """A command whose --help is shown as the flag it is: Typer 0.29 shows a flag's type
+    as its metavar, and '--help <bool>' read as if --help took a value. Typer makes the
+    help option itself, so its metavar is set here; the other flags (--amp, --dry-run,
+    --plots) set ``metavar=FLAG`` where they are declared."""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = FLAG
+        return option
+
+
+class _Command(_FlagHelp, typer.core.TyperCommand):
+    pass
+
+
+class _Group(_FlagHelp, typer.core.TyperGroup):
+    pass
+
+
 app = typer.Typer(
     name="losscmp",
+    cls=_Group,
     help="Benchmark segmentation losses fairly: same U-Net, same data, one table per run.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-datasets_app = typer.Typer(help="List the datasets, or download one.", no_args_is_help=False)
+datasets_app = typer.Typer(
+    cls=_Group, help="List the datasets, or download one.", no_args_is_help=False
+)
 app.add_typer(datasets_app, name="datasets")
 
 
@@ -68,6 +96,7 @@ def user_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        startup.began()  # a stop from here on is the command's to say
         try:
             return command(*args, **kwargs)
         except LosscmpError as error:
@@ -96,8 +125,29 @@ def _one_plain_line(message: str) -> str:
     )
 
 
-@app.command()
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (``kill``, ``timeout``, a batch scheduler) stops a run as Ctrl-C does: the
+    workers stopped, their shared memory freed, the resume line printed; by default it
+    would end this process on the spot and say nothing."""
+
+    def stop(signum, frame):
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (losscmp called from a program): left alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@app.command(cls=_Command)
 @user_errors
+@_sigterm_as_interrupt()  # from its first import on: SIGTERM there ended it without a word
 def run(
     losses: Annotated[
         str | None,
@@ -174,7 +224,9 @@ def run(
     amp: Annotated[
         bool | None,
         typer.Option(
-            "--amp/--no-amp", help="bf16 autocast on CUDA GPUs that have bf16. \\[default: on]"
+            "--amp/--no-amp",
+            metavar=FLAG,
+            help="bf16 autocast on CUDA GPUs that have bf16. \\[default: on]",
         ),
     ] = None,
     out: Annotated[
@@ -263,8 +315,9 @@ def run(
     dry_run: Annotated[
         bool,
         typer.Option(
+            metavar=FLAG,
             help="Make every check a run makes (data loaded, losses tried), print "
-            "the planned trials and exit."
+            "the planned trials and exit.",
         ),
     ] = False,
 ) -> None:
@@ -307,27 +360,26 @@ def run(
     from losscmp import console
     from losscmp.runner import prepare
 
-    with _sigterm_as_interrupt():
-        with _relative_paths_explained(resume, run_config):
-            plan = plan_run(run_config)
-            prepared = prepare(
-                plan, resuming=resume is not None, done=_finished(resume), dry_run=dry_run
-            )
-        if dry_run:
-            finished, choices, execution = _dry_run_checks(prepared, resume)
-            console.print_plan(plan, finished, choices, execution)
-            return
-        run_dir = _train(prepared, resume, _command_line(config, flags, resume))
-        failed = _failed_trials(prepared.plan, run_dir)
-        command = _command_line(config, flags, resume or run_dir)  # trains them again
-        failed_line = _one_plain_line(console.failed_trials_line(failed, prepared.plan, command))
-        if len(failed) < len(prepared.plan.trials):  # a table to print: some trials trained
-            _report_run(prepared, run_dir, resume, failed_line)
-        if failed:
-            # A script (CI, a batch scheduler) learns from the status that the table lacks
-            # trials; the line says which and how to train them (the same command, resuming).
-            typer.echo(failed_line, err=True)
-            raise typer.Exit(FAILED_TRIALS_STATUS)
+    with _relative_paths_explained(resume, run_config):
+        plan = plan_run(run_config)
+        prepared = prepare(
+            plan, resuming=resume is not None, done=_finished(resume), dry_run=dry_run
+        )
+    if dry_run:
+        finished, choices, execution = _dry_run_checks(prepared, resume)
+        console.print_plan(plan, finished, choices, execution)
+        return
+    run_dir = _train(prepared, resume, _command_line(config, flags, resume))
+    failed = _failed_trials(prepared.plan, run_dir)
+    command = _command_line(config, flags, resume or run_dir)  # trains them again
+    failed_line = _one_plain_line(console.failed_trials_line(failed, prepared.plan, command))
+    if len(failed) < len(prepared.plan.trials):  # a table to print: some trials trained
+        _report_run(prepared, run_dir, resume, failed_line)
+    if failed:
+        # A script (CI, a batch scheduler) learns from the status that the table lacks
+        # trials; the line says which and how to train them (the same command, resuming).
+        typer.echo(failed_line, err=True)
+        raise typer.Exit(FAILED_TRIALS_STATUS)
 
 
 def _failed_trials(plan, run_dir: Path) -> list:
@@ -398,26 +450,6 @@ def _stopped(stop: KeyboardInterrupt) -> str:
 
 def _stop_status(stop: KeyboardInterrupt) -> int:
     return 128 + int(signal.SIGTERM) if isinstance(stop, Terminated) else 130
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM (``kill``, ``timeout``, a batch scheduler) stops a run as Ctrl-C does: the
-    workers stopped, their shared memory freed, the resume line printed; by default it
-    would end this process on the spot and say nothing."""
-
-    def stop(signum, frame):
-        raise Terminated
-
-    try:
-        previous = signal.signal(signal.SIGTERM, stop)
-    except ValueError:  # not the main thread (losscmp called from a program): left alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _rerun(run_dir: Path, resume: Path | None) -> str:
@@ -533,7 +565,7 @@ def _command_line(config: Path | None, flags: dict, resume: Path | None) -> str:
     return shlex.join(parts)
 
 
-@app.command()
+@app.command(cls=_Command)
 @user_errors
 def report(
     paths: Annotated[
@@ -558,7 +590,9 @@ def report(
             metavar="FILE", help="Also write one self-contained HTML page: tables, figures, setup."
         ),
     ] = None,
-    plots: Annotated[bool, typer.Option(help="Write PNG figures into the run folder.")] = False,
+    plots: Annotated[
+        bool, typer.Option(metavar=FLAG, help="Write PNG figures into the run folder.")
+    ] = False,
 ) -> None:
     """Print the comparison table of finished runs from their files alone."""
     files = {"csv": _file_option("csv", csv), "html": _file_option("html", html)}
@@ -644,7 +678,7 @@ def _write_run_summary(store, report, targets: dict[str, Path]) -> list[Path]:
         return []
 
 
-@app.command("losses")
+@app.command("losses", cls=_Command)
 @user_errors
 def losses_command(
     pattern: Annotated[
@@ -700,7 +734,7 @@ def datasets_default(
     ctx.obj = root  # 'datasets --root DIR list' lists DIR, as 'datasets list --root DIR' does
 
 
-@datasets_app.command("list")
+@datasets_app.command("list", cls=_Command)
 @user_errors
 def datasets_list(
     ctx: typer.Context,
@@ -719,7 +753,7 @@ def _list_datasets(data_dir: Path) -> None:
     console.print_dataset_table(dataset_status(data_dir))
 
 
-@datasets_app.command("download")
+@datasets_app.command("download", cls=_Command)
 @user_errors
 def datasets_download(
     ctx: typer.Context,
@@ -773,15 +807,10 @@ def main() -> None:
     sys.exit(code or 0)
 
 
-# How alike an unknown option and an option must be (difflib's ratio) to be taken as a
-# misspelling of it before an option that begins it: '--lr_grid' and '--lr-grid' 0.86.
-NEAR_SPELLING = 0.8
-
-
 def _usage_message(error: UsageError) -> str:
     """click's words, but an unknown option's suggestion worded as every other one: the one
-    option closest in name. click's compared whole options, '--' included, and offered
-    '(Possible options: --fuse, --jobs, --out)' for '--bogus'."""
+    option closest in name (``errors.closest``). click's compared whole options, '--'
+    included, and offered '(Possible options: --fuse, --jobs, --out)' for '--bogus'."""
     if not isinstance(error, NoSuchOption) or error.ctx is None:
         return error.format_message()
     options = {
@@ -790,15 +819,8 @@ def _usage_message(error: UsageError) -> str:
         for option in (*param.opts, *param.secondary_opts)
         if option.startswith("--")
     }
-    typed = error.option_name.lstrip("-").lower()
-    # A near spelling first ('--lr_grid': '--lr-grid', not '--lr', which begins it); else the
-    # one option that begins what was typed, or that it begins ('--out-dir', '--epoch');
-    # else the closest in spelling.
-    near = difflib.get_close_matches(typed, list(options), n=1, cutoff=NEAR_SPELLING)
-    related = [name for name in options if typed.startswith(name) or name.startswith(typed)]
-    closest = difflib.get_close_matches(typed, list(options), n=1, cutoff=0.6)
-    meant = near or (related if len(related) == 1 else closest)
-    return error.message + (f" (did you mean '{options[meant[0]]}'?)" if meant else "")
+    meant = closest(error.option_name.lstrip("-"), options)
+    return error.message + (f" (did you mean '{options[meant]}'?)" if meant else "")
 
 
 def _command_named(ctx: typer.Context) -> str:

@@ -35,6 +35,7 @@ from losscmp.errors import SpecError
 from losscmp.events import BOUNDARIES
 from losscmp.spec import split_top_level
 from losscmp.timeleft import TimeLeft
+from losscmp.trial_names import trial_name, trial_text
 
 err = Console(stderr=True)
 # Logs and pipes get wide lines rather than tables cut into ellipses.
@@ -182,16 +183,16 @@ class TrialLabel:
     dataset_shared_from: int | None = None
 
     def name(self, loss: str | None = None, dataset: str | None = None, terse: int = 0) -> str:
-        """The trial as a log line names it; ``loss`` and ``dataset`` shortened ones;
-        ``terse`` 1 with ' s0' for ' · seed 0' (or no seed: the run's only one), 2 with
-        '@ 0.001' for '@ lr 0.001' too."""
-        rate = "" if self.lr is None else f" @ {'' if terse > 1 else 'lr '}{self.lr:g}"
-        seed = f" · seed {self.seed}"
-        if terse:
-            seed = "" if self.sole_seed else f" s{self.seed}"
-        dataset = dataset if dataset is not None else self.dataset
-        shown = f" · {dataset}" if dataset is not None else ""
-        return f"{self.loss if loss is None else loss}{rate}{seed}{shown}"
+        """The trial as a log line names it (``trial_names.trial_text``); ``loss`` and
+        ``dataset`` shortened ones; ``terse`` as ``trial_text`` reads it."""
+        return trial_text(
+            self.loss if loss is None else loss,
+            self.seed,
+            self.lr,
+            self.dataset if dataset is None else dataset,
+            terse=terse,
+            sole_seed=self.sole_seed,
+        )
 
     def markup(self) -> str:
         """The whole label as Rich markup, its text escaped."""
@@ -647,13 +648,6 @@ def print_written(paths: list[Path]) -> None:
 
 # The failed trials a run's last line names; the rest it counts ('and 4 more').
 NAMED_FAILURES = 3
-
-
-def trial_name(loss: str, seed: int, lr, dataset: str, rates: int, datasets: int) -> str:
-    """A trial as the run's lines name it: loss and seed, its rate and dataset only where
-    the run has several (``rates``, ``datasets``: how many)."""
-    shown_lr = lr if rates > 1 else None
-    return TrialLabel(loss, seed, shown_lr, dataset if datasets > 1 else None).name()
 
 
 def failed_trials_line(failed: list, plan, resume_command: str) -> str:

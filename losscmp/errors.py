@@ -40,11 +40,32 @@ class SpecError(LosscmpError):
     """A spec string such as ``focal(gamma=1)`` that does not parse."""
 
 
-def suggest(name: str, choices: Iterable[str]) -> str:
-    """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""``."""
+# How alike a name and a choice must be (difflib's ratio) to be taken as a misspelling of
+# it before a choice that begins it: 'lr_grid' and 'lr-grid' 0.86.
+NEAR_SPELLING = 0.8
+# The least alike a suggestion may be.
+CLOSE_SPELLING = 0.6
+
+
+def closest(name: str, choices: Iterable[str]) -> str | None:
+    """The choice ``name`` most likely meant, whatever the case, or None: a near spelling
+    first ('lr_grid': 'lr-grid', not 'lr', which begins it); else the one choice that
+    begins ``name`` or that it begins ('out-dir': 'out'; 'epoch': 'epochs'); else the
+    closest in spelling."""
     by_lower = {choice.lower(): choice for choice in choices}
-    matches = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
-    return f" (did you mean '{by_lower[matches[0]]}'?)" if matches else ""
+    typed = name.lower()
+    near = difflib.get_close_matches(typed, list(by_lower), n=1, cutoff=NEAR_SPELLING)
+    related = [low for low in by_lower if typed.startswith(low) or low.startswith(typed)]
+    close = difflib.get_close_matches(typed, list(by_lower), n=1, cutoff=CLOSE_SPELLING)
+    meant = near or (related if len(related) == 1 else close)
+    return by_lower[meant[0]] if meant else None
+
+
+def suggest(name: str, choices: Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the choice ``name`` most likely meant
+    (:func:`closest`), or ``""``."""
+    meant = closest(name, choices)
+    return f" (did you mean '{meant}'?)" if meant is not None else ""
 
 
 def suggest_pattern(pattern: str, names: Iterable[str]) -> str:

@@ -36,6 +36,7 @@ import errno
 import fcntl
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -53,6 +54,7 @@ from typing import Any
 
 from losscmp.errors import LosscmpError, ParameterError
 from losscmp.metric_names import BINARY_SCORE_NAMES, IMAGE_SCORE_NAMES, SCORE_NAMES
+from losscmp.trial_names import trial_name
 
 # 2: a test split (test_* epoch columns), thresholds, AP and ECE, the learning rate in a
 # trial's identity (base_lr). Version 1 folders (validation only) are still read.
@@ -129,6 +131,23 @@ def trial_id(dataset: str, loss: str, seed: int, lr: float | None = None) -> str
         return f"{slug(dataset)}__{slug(loss)}__seed{seed}__{digest}"
     digest = hashlib.sha1(f"{dataset}\0{loss}\0{float(lr)!r}".encode()).hexdigest()[:8]
     return f"{slug(dataset)}__{slug(loss)}__lr{float(lr):g}__seed{seed}__{digest}"
+
+
+def planned_trial_names(meta: dict[str, Any]) -> dict[str, str]:
+    """run.json's planned trials by id, named as the run's lines name them: loss and seed,
+    the rate and the dataset where the run had several (``trial_names.trial_name``).
+    Rebuilt from the losses, datasets, seeds and rates it stores, as the plan made the
+    ids; a trial id it cannot rebuild (a hand-made run.json) is not among them."""
+    losses, datasets = meta.get("losses") or {}, meta.get("datasets") or {}
+    rates = meta.get("learning_rates") or [None]  # version 1 ids hold no rate
+    return {
+        trial_id(dataset, loss, seed, rate): trial_name(
+            loss, seed, rate, dataset, len(rates), len(datasets)
+        )
+        for dataset, loss, seed, rate in itertools.product(
+            datasets, losses, meta.get("seeds") or [], rates
+        )
+    }
 
 
 # --------------------------------------------------------------------------- atomic files
@@ -1537,7 +1556,8 @@ class RunStore:
                 "before one ended; if stopped, finish it with the run's command plus "
                 f"--resume {self.run_dir})"
             )
-        name, reason = next(iter(failed.items()))
+        first, reason = next(iter(failed.items()))
+        name = planned_trial_names(meta).get(first, first)  # as the run's lines named it
         return (
             f"{self.run_dir} has no finished trials: {len(failed)} trial(s) failed (e.g. "
             f"{name}: {reason}); 'losscmp run ... --resume {self.run_dir}' tries them again"

@@ -45,7 +45,6 @@ Definitions the table and CSV rely on:
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 import os
 import re
@@ -67,7 +66,13 @@ from losscmp.report_args import (
     resolve_one,
     resolve_run_dirs,
 )
-from losscmp.results import RunStore, is_run_dir, runs_newest_first, trial_id
+from losscmp.results import (
+    RunStore,
+    is_run_dir,
+    planned_trial_names,
+    runs_newest_first,
+    trial_id,
+)
 from losscmp.spec import Spec, parse_spec
 
 # Config fields that may differ between runs reported together: what was
@@ -95,6 +100,8 @@ TABLE_METRICS = ("dice", "iou", "mcc")
 PER_CLASS_COLUMN = re.compile(r"best_dice_(?!t_mean\Z)(.+)_mean")
 # Binary columns shown beside the headline when present: chosen threshold, Dice there, AP, ECE.
 THRESHOLD_TABLE_METRICS = ("dice_t", "ap", "ece")
+# The caption's advice where every loss has one seed (one_seed_advice says when it differs).
+ONE_SEED_ADVICE = "use --seeds 3 or more"
 
 
 @dataclass
@@ -134,11 +141,11 @@ class Report:
 
     @property
     def caption(self) -> str:
-        return headline_caption(self.metric, self.summary, seeds_from=self.seeds_from)
+        return headline_caption(self.metric, self.summary, seed_advice=self.seed_advice)
 
     @property
-    def seeds_from(self) -> str | None:
-        return seeds_source(self.results.metas)
+    def seed_advice(self) -> str:
+        return one_seed_advice(self.results)
 
     @property
     def notes(self) -> list[str]:
@@ -161,8 +168,8 @@ def report_notes(results: RunResults, *, failed_trials: bool = True) -> list[str
     if failed_trials:
         notes += failed_trial_notes(results)
     for path, count in unfinished_trials(results).items():
-        writer = RunStore(path).locked_by()
-        if writer is not None and writer != os.getpid():  # a run still training: no resume
+        writer = _other_writer(path)
+        if writer is not None:  # a run still training: no resume
             by = f" (pid {writer})" if writer > 0 else ""
             notes.append(
                 f"{path} is still being written by another losscmp process{by}: "
@@ -174,6 +181,12 @@ def report_notes(results: RunResults, *, failed_trials: bool = True) -> list[str
             f"finish it with the run's command plus --resume {path}"
         )
     return notes
+
+
+def _other_writer(run_dir: Path) -> int | None:
+    """The pid of another process writing the run (still training it), else None."""
+    writer = RunStore(run_dir).locked_by()
+    return writer if writer is not None and writer != os.getpid() else None
 
 
 def failed_trial_notes(results: RunResults) -> list[str]:
@@ -193,25 +206,6 @@ def failed_trial_notes(results: RunResults) -> list[str]:
             f"tries {'them' if several else 'it'} again"
         )
     return notes
-
-
-def planned_trial_names(meta: dict[str, Any]) -> dict[str, str]:
-    """run.json's planned trials by id, named as the run's lines name them: loss and seed,
-    the rate and the dataset where the run had several (console.trial_name). Rebuilt from
-    the losses, datasets, seeds and rates it stores, as the plan made the ids; a trial id
-    it cannot rebuild (a hand-made run.json) is not among them."""
-    from losscmp.console import trial_name  # Rich, which report prints with anyway
-
-    losses, datasets = meta.get("losses") or {}, meta.get("datasets") or {}
-    rates = meta.get("learning_rates") or [None]  # version 1 ids hold no rate
-    return {
-        trial_id(dataset, loss, seed, rate): trial_name(
-            loss, seed, rate, dataset, len(rates), len(datasets)
-        )
-        for dataset, loss, seed, rate in itertools.product(
-            datasets, losses, meta.get("seeds") or [], rates
-        )
-    }
 
 
 def unfinished_trials(results: RunResults) -> dict[Path, int]:
@@ -935,12 +929,12 @@ def headline_caption(
     metric: str,
     summary: pd.DataFrame,
     hidden: Collection[str] = (),
-    seeds_from: str | None = None,
+    seed_advice: str = ONE_SEED_ADVICE,
 ) -> str:
     """The comparison's caption: how its numbers were read, and what the abbreviations of
     its columns stand for. ``hidden``: the summary columns (``Column.key``) the table leaves
     out, e.g. on a narrow terminal, whose abbreviations it then does not explain.
-    ``seeds_from``: the config file that set the seeds (:func:`seeds_source`), else None."""
+    ``seed_advice``: how to get more than one seed (:func:`one_seed_advice`)."""
     summary = selection.chosen_rows(summary)  # the rows the table shows, one rate a loss
     seeds = int(summary["n_seeds"].max()) if len(summary) else 0
     fewest = int(summary["n_seeds"].min()) if len(summary) else 0
@@ -972,10 +966,7 @@ def headline_caption(
     if "final_hd95_mean" not in hidden:
         caption += _hd95_caption(summary)
     if seeds < 2:
-        advice = "use --seeds 3 or more"
-        if seeds_from:  # the file's key, not a flag the command line did not have
-            advice = f"set 'seeds' to 3 or more in {seeds_from}"
-        caption += f" One seed gives no interval or test: {advice}."
+        caption += f" One seed gives no interval or test: {seed_advice}."
     else:
         caption += _missing_statistics_caption(summary)
     return caption
@@ -992,6 +983,38 @@ def _missing_statistics_caption(summary: pd.DataFrame) -> str:
     if untested:
         reasons.append("no test where fewer than two seeds are in common with the best")
     return f" –: {'; '.join(reasons)}." if reasons else ""
+
+
+def one_seed_advice(results: RunResults) -> str:
+    """How the runs get more than one seed a loss: a run that asked for several and was
+    stopped (or lost trials) before a second one finished is finished with --resume, not
+    told to ask for the seeds it asked for; else more seeds, where they were set."""
+    short = _short_of_seeds(results)
+    if short:
+        asked = max(len(meta["seeds"]) for meta in short.values())
+        run = "the run" if len(short) == 1 else "the runs"
+        folders = " / ".join(str(path) for path in short)
+        return (
+            f"{run} asked for {asked} seeds and not every trial finished; the run's command "
+            f"plus --resume {folders} trains the rest"
+        )
+    source = seeds_source(results.metas)
+    if source:  # the file's key, not a flag the command line did not have
+        return f"set 'seeds' to 3 or more in {source}"
+    return ONE_SEED_ADVICE
+
+
+def _short_of_seeds(results: RunResults) -> dict[Path, dict[str, Any]]:
+    """The run folders (and their run.json) that asked for several seeds and have trials
+    unfinished or failed, and that no other process is still training."""
+    unfinished = unfinished_trials(results)
+    return {
+        path: meta
+        for path, meta in zip(results.run_dirs, results.metas, strict=True)
+        if len(meta.get("seeds") or []) > 1
+        and (path in unfinished or results.failed_trials.get(path))
+        and _other_writer(path) is None
+    }
 
 
 def seeds_source(metas: Sequence[dict[str, Any]]) -> str | None:

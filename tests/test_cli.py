@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -28,6 +29,28 @@ def test_every_command_explains_itself(cli, command):
     assert result.exit_code == 0
     assert "Usage:" in result.output
     assert len(result.output.splitlines()) > 5
+
+
+def _command_paths(command, path=()):
+    """Every command and subcommand of the app, as the words that name it."""
+    yield list(path)
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _command_paths(sub, (*path, name))
+
+
+def test_no_help_page_shows_a_value_for_a_flag(cli):
+    """'--help <bool>', '--amp --no-amp <bool>': Typer 0.29 named a flag's type where an
+    option's value goes, as if the flag took one."""
+    import typer
+
+    from losscmp.cli import app
+
+    paths = list(_command_paths(typer.main.get_command(app)))
+    assert ["datasets", "download"] in paths
+    for path in paths:
+        result = cli(*path, "--help")
+        assert result.exit_code == 0, path
+        assert "--help" in result.output and "<bool>" not in result.output, path
 
 
 def test_top_level_help_lists_the_commands(cli):
@@ -717,6 +740,66 @@ def test_a_resumed_runs_missing_relative_data_names_where_it_was_started(
     )
     read_as_given = cli("run", "--resume", absolute, "--dry-run")  # no relative path to blame
     assert read_as_given.exit_code == 2 and "this run was started" not in read_as_given.stderr
+
+
+# The installed command, with the import of one module (argv[1]) held up until a signal
+# comes: a stop while that module loads, made certain (not a race with a timer).
+HELD_IMPORT = """
+import signal, sys, time
+
+# As Python starts in a terminal: Ctrl-C a KeyboardInterrupt (a job a shell put in the
+# background, pytest too, inherits it ignored, and losscmp leaves it so).
+signal.signal(signal.SIGINT, signal.default_int_handler)
+held = sys.argv[1]
+
+class Hold:
+    def find_spec(self, name, path=None, target=None):
+        if name == held:
+            print("importing", name, flush=True)
+            time.sleep(60)
+        return None
+
+sys.meta_path.insert(0, Hold())
+sys.argv = ["losscmp", *sys.argv[2:]]
+from losscmp.__main__ import main
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("held", "stop", "status", "said"),
+    [
+        # the CLI's own imports, before the command begins
+        ("typer", signal.SIGINT, 130, "interrupted before the command began; nothing was written"),
+        (
+            "typer",
+            signal.SIGTERM,
+            143,
+            "terminated (SIGTERM) before the command began; nothing was written",
+        ),
+        # the run's imports (config, plan, runner), before its folder is made
+        ("losscmp.plan", signal.SIGINT, 130, "interrupted"),
+        ("losscmp.plan", signal.SIGTERM, 143, "terminated (SIGTERM)"),
+    ],
+)
+def test_a_stop_while_modules_load_is_one_line(tmp_path, held, stop, status, said):
+    """Ctrl-C in the first tenths of a second of 'losscmp run' (Typer, Rich importing)
+    printed Python's KeyboardInterrupt traceback, and SIGTERM until the run was planned
+    ended it without a word; nothing is written then, and one line says so."""
+    out = tmp_path / "out"
+    args = ["run", "--config", str(SMOKE), "--epochs", "1", "--out", str(out)]
+    loading = subprocess.Popen(
+        [sys.executable, "-c", HELD_IMPORT, held, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert loading.stdout.readline() == f"importing {held}\n"
+    os.kill(loading.pid, stop)
+    _, stderr = loading.communicate(timeout=60)
+    assert loading.returncode == status
+    assert stderr == f"losscmp: {said}\n"
+    assert not out.exists()
 
 
 def test_ctrl_c_before_the_run_folder_exists_says_interrupted(cli, tmp_path, monkeypatch):

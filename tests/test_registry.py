@@ -84,6 +84,18 @@ def test_suggestions_ignore_case():
     assert suggest("DICE", ["dice", "focal"]) == " (did you mean 'dice'?)"
 
 
+def test_a_suggestion_takes_a_near_spelling_then_the_one_name_that_begins_it():
+    """One rule for every 'did you mean' (an unknown option's had its own): a near
+    spelling first ('lr_grid': 'lr-grid', though 'lr' begins it), else the one name that
+    begins what was typed, or that it begins, however unlike it is ('output-dir': 'out',
+    which the closest-spelling rule alone did not offer)."""
+    from losscmp.errors import suggest
+
+    assert suggest("lr_grid", ["lr", "lr-grid", "seed"]) == " (did you mean 'lr-grid'?)"
+    assert suggest("output-dir", ["out", "seed", "seeds"]) == " (did you mean 'out'?)"
+    assert suggest("bogus", ["out", "seed", "seeds"]) == ""
+
+
 def test_trial_ids_stay_unique_when_labels_are_long():
     from losscmp.results import trial_id
 

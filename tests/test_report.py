@@ -26,7 +26,7 @@ from losscmp.render.cells import (
 )
 from losscmp.render.csv import write_summary
 from losscmp.render.terminal import render_class_tables, render_imbalance_table, render_table
-from losscmp.results import RunStore, read_run_json, trial_id
+from losscmp.results import RunStore, planned_trial_names, read_run_json, trial_id
 from losscmp.selection import chosen_rows
 from losscmp.summary import (
     RunResults,
@@ -36,7 +36,6 @@ from losscmp.summary import (
     imbalance_frame,
     load_run,
     per_class_columns,
-    planned_trial_names,
     report_notes,
     resolve_run_dirs,
     summarize,
@@ -142,6 +141,54 @@ def test_a_run_whose_every_trial_failed_says_so_not_that_it_is_running(tmp_path)
     assert str(caught.value) == (
         f"{run_dir} has no finished trials: 2 trial(s) failed (e.g. t1: ValueError: the loss "
         f"broke); 'losscmp run ... --resume {run_dir}' tries them again"
+    )
+
+
+def test_the_summary_names_failed_trials_without_the_console(tmp_path):
+    """The summary (data) imported the console (Rich, progress bars) to name a failed
+    trial; the name lives in a module both use (trial_names)."""
+    run_dir = write_run(
+        tmp_path,
+        quality={"bce": 0.5, "dice": 0.6},
+        seeds=(0, 1),
+        extra_meta={"learning_rates": [LR]},
+    )
+    failed = trial_id("synthetic", "dice", 1, LR)
+    (run_dir / "trials" / f"{failed}.json").unlink()
+    RunStore(run_dir).record_failed(failed, "worker died twice")
+    code = (
+        "import sys; from pathlib import Path; "
+        "from losscmp.summary import failed_trial_notes, load_run; "
+        f"print(failed_trial_notes(load_run(Path({str(run_dir)!r}), repair=False))); "
+        "print([name for name in sys.modules if name == 'losscmp.console' or "
+        "name.startswith('rich')])"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr
+    notes, imported = found.stdout.splitlines()
+    assert "1 trial failed (dice · seed 1: worker died twice)" in notes
+    assert imported == "[]"
+
+
+def test_a_run_whose_every_trial_failed_names_the_trial_as_its_lines_did(cli, tmp_path):
+    """'losscmp report' of such a run named the trial by its id
+    ('synthetic__bce__seed0__<hash>'), where the run's 'failed:' and last lines said
+    'bce · seed 0'."""
+    failed = {
+        trial_id("synthetic", loss, 0): "ValueError: the loss broke" for loss in ("bce", "dice")
+    }
+    extra = {"failed_trials": failed, "finished_at": "2026-01-01T12:10:00+00:00"}
+    run_dir = write_run(
+        tmp_path, quality={"bce": 0.5, "dice": 0.6}, seeds=(0,), extra_meta=extra, write_csvs=False
+    )
+    for path in (run_dir / "trials").iterdir():
+        path.unlink()
+    result = cli("report", run_dir)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"losscmp: error: {run_dir} has no finished trials: 2 trial(s) failed (e.g. bce · "
+        f"seed 0: ValueError: the loss broke); 'losscmp run ... --resume {run_dir}' tries "
+        "them again\n"
     )
 
 
@@ -1209,6 +1256,23 @@ def test_one_seeds_advice_names_the_option_where_it_was_given(cli, tmp_path, sou
     assert result.exit_code == 0, result.output
     sentence = f"One seed gives no interval or test: {advice}"
     assert sentence in " ".join(result.stdout.split())
+    assert html.escape(sentence) in (tmp_path / "page.html").read_text()
+
+
+def test_a_stopped_runs_one_seed_advice_is_to_finish_it_not_to_ask_for_seeds(cli, tmp_path):
+    """A run of '--seeds 2' stopped before any second seed finished was told 'use --seeds
+    3 or more': it had asked for them; what it lacks is the seeds that did not finish."""
+    run_dir = write_run(tmp_path, quality={"dice": 0.8, "focal": 0.6}, seeds=(0, 1))
+    for loss in ("dice", "focal"):
+        (run_dir / "trials" / f"{trial_id('synthetic', loss, 1, LR)}.json").unlink()
+    result = cli("report", run_dir, "--html", tmp_path / "page.html")
+    assert result.exit_code == 0, result.output
+    sentence = (
+        "One seed gives no interval or test: the run asked for 2 seeds and not every trial "
+        f"finished; the run's command plus --resume {run_dir} trains the rest."
+    )
+    assert sentence in " ".join(result.stdout.split())
+    assert "--seeds 3" not in result.stdout
     assert html.escape(sentence) in (tmp_path / "page.html").read_text()
 
 

@@ -32,6 +32,7 @@ from losscmp.render.cells import (
 from losscmp.selection import chosen_rows
 from losscmp.summary import (
     METRIC_TITLES,
+    ONE_SEED_ADVICE,
     Report,
     check_metric,
     headline_caption,
@@ -43,7 +44,7 @@ from losscmp.summary import (
 def render(report: Report) -> list:
     """Every table of the report, in print order (the HTML page's)."""
     tables = [
-        render_table(report.summary, metric=report.metric, seeds_from=report.seeds_from),
+        render_table(report.summary, metric=report.metric, seed_advice=report.seed_advice),
         render_imbalance_table(report.summary, metric=report.metric),
         *render_class_tables(report.summary),
     ]
@@ -51,12 +52,12 @@ def render(report: Report) -> list:
 
 
 def render_table(
-    summary: pd.DataFrame, metric: str = "dice", seeds_from: str | None = None
+    summary: pd.DataFrame, metric: str = "dice", seed_advice: str = ONE_SEED_ADVICE
 ) -> Comparison:
     """The comparison as Rich tables, best first, best row highlighted.
 
     One dataset gives one table; several (e.g. the imbalance dial) give a grid
-    holding one table per dataset, under one caption (``seeds_from``: see
+    holding one table per dataset, under one caption (``seed_advice``: see
     ``summary.headline_caption``).
     """
     check_metric(metric)
@@ -67,7 +68,7 @@ def render_table(
         rows = summary[summary["dataset"] == dataset]
         columns = table_columns(metric, table_extras(rows, metric))
         parts.append(_DatasetPart(f"losscmp — {dataset}", ordered_rows(rows), columns))
-    caption = functools.partial(headline_caption, metric, summary, seeds_from=seeds_from)
+    caption = functools.partial(headline_caption, metric, summary, seed_advice=seed_advice)
     return Comparison(parts, caption)
 
 
