@@ -772,15 +772,14 @@ def datasets_download(
     from losscmp.data import download_dataset
 
     notices: list[str] = []
-    with console.DownloadProgress() as progress:
-        try:
+    try:  # outside the progress display: the line goes below its last frame, not above
+        with console.DownloadProgress() as progress:
             path = download_dataset(name, data_dir, progress=progress.update, notice=notices.append)
-        except KeyboardInterrupt:
-            typer.echo(
-                "losscmp: interrupted; run the same command again to resume the download",
-                err=True,
-            )
-            raise typer.Exit(130) from None
+    except KeyboardInterrupt:
+        typer.echo(
+            "losscmp: interrupted; run the same command again to resume the download", err=True
+        )
+        raise typer.Exit(130) from None
     for line in notices:
         console.print_note(line)
     if not notices:  # "already downloaded": nothing was written

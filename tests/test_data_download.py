@@ -365,13 +365,17 @@ def test_extraction_progress_counts_files_not_bytes():
 def test_ctrl_c_during_a_download_says_how_to_resume(cli, monkeypatch):
     import losscmp.data
 
-    def interrupted(*args, **kwargs):
+    def interrupted(*args, progress, **kwargs):
+        progress("images.tar.gz", 1000, 4000)  # the bar is on screen
         raise KeyboardInterrupt
 
     monkeypatch.setattr(losscmp.data, "download_dataset", interrupted)
     result = cli("datasets", "download", "pets")
     assert result.exit_code == 130
-    assert "run the same command again to resume the download" in result.output
+    lines = result.output.strip().splitlines()
+    assert "images.tar.gz" in result.output
+    # the bar's last frame first, then the line: it was printed above the bar
+    assert lines[-1] == "losscmp: interrupted; run the same command again to resume the download"
 
 
 def test_the_folder_above_the_pets_folder_downloads_nothing_again(tmp_path, server, pets_archives):
