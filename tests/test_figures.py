@@ -386,6 +386,22 @@ def test_a_panel_of_26_losses_is_cut_into_bands_in_the_losses_order(tmp_path):
     assert 100 * (1.6 * 9 + 0.3 * 8) < width < 100 * 1.9 * 9
 
 
+def test_the_title_of_a_panel_in_bands_stays_above_its_column_titles(tmp_path):
+    """The title sat at 98 % of the figure's height: the 0.45 inch above the tiles in a
+    one-band panel, but over the first band's column titles in a taller one (26 losses:
+    4 bands; the HTML report of --losses all)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    for quality in (QUALITY, MANY):
+        run_dir = write_run(tmp_path / str(len(quality)), quality=quality, seeds=(0,))
+        figure = figures.prediction_panel(load_run(run_dir), "synthetic").figure
+        renderer = FigureCanvasAgg(figure).get_renderer()
+        title = figure._suptitle.get_window_extent(renderer)
+        top_row = max(text.get_window_extent(renderer).y1 for text in figure.axes[0].texts)
+        assert title.y0 > top_row, (len(quality), title.y0, top_row)
+        assert title.y1 <= figure.bbox.y1
+
+
 def test_the_imbalance_figure_of_23_losses_keeps_its_lines_visible_and_apart(tmp_path):
     """23 losses (--losses all): the legend inside the axes covered every line, and the
     ten colours of the cycle drew three losses alike."""
