@@ -47,6 +47,20 @@ def test_learning_curves_have_one_line_per_loss_with_the_seed_mean(tmp_path):
     assert lines["dice"].get_ydata() == pytest.approx(expected.to_numpy())
 
 
+def test_a_one_epoch_run_numbers_its_epoch_axis_in_whole_epochs(tmp_path):
+    """One epoch: the axis read 0.945, 0.960, ..., 1.050 (integer ticks were asked for
+    only where two whole numbers fit in the view)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    for epochs, expected in ((1, [1.0]), (4, [1.0, 2.0, 3.0, 4.0])):
+        run_dir = write_run(tmp_path / str(epochs), quality=QUALITY, epochs=epochs, panel=False)
+        axis = figures.learning_curves(load_run(run_dir)).axes[0]
+        FigureCanvasAgg(axis.figure).draw()
+        low, high = axis.get_xlim()
+        shown = [tick for tick in axis.get_xticks() if low <= tick <= high]
+        assert shown == expected, (epochs, shown)
+
+
 def panel_titles(figure) -> list[str]:
     """The panel's column titles, band by band, left to right (9 pt: the labels are 8)."""
     texts = [text for text in figure.axes[0].texts if text.get_fontsize() == 9]

@@ -154,7 +154,9 @@ def _curves(axis: Axes, epochs: pd.DataFrame, metric: str) -> None:
         )
     from matplotlib.ticker import MaxNLocator
 
-    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # Whole epochs only, even where one fits in the view (a one-epoch run): by default
+    # MaxNLocator falls back to fractions below two.
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     axis.set_xlabel("epoch")
     axis.set_ylabel(summary.METRIC_TITLES[metric])
     axis.set_ylim(bottom=max(0.0, axis.get_ylim()[0]))
