@@ -133,6 +133,26 @@ def test_metric_histories_and_records_equal_the_run_folder(tracked_run, tmp_path
 
 
 @pytest.mark.slow
+def test_the_runs_table_can_show_the_reports_numbers(tracked_run):
+    """A metric's latest value (the runs table's column) is the last epoch's; the report
+    reads each trial at the epoch chosen on validation. chosen_* are the report's."""
+    _, run_dir, client = tracked_run
+    summary = pd.read_csv(run_dir / "summary.csv").set_index("loss")
+    records = trial_records(run_dir)
+    for child in [run for run in all_runs(client) if PARENT_TAG in run.data.tags]:
+        record = records[child.data.tags["losscmp.trial_id"]]
+        metrics = child.data.metrics
+        row = summary.loc[record["loss"]]  # one seed: its mean is the trial's number
+        assert metrics["chosen_epoch"] == record["best_epoch"] == row["best_epoch"]
+        assert metrics["chosen_test_dice"] == row["score_mean"]
+        assert metrics["chosen_test_iou"] == row["best_iou_mean"]
+        assert metrics["chosen_threshold"] == row["threshold_mean"]
+        chosen = record["epochs"][record["best_epoch"] - 1]
+        assert metrics["chosen_val_dice"] == chosen["val_dice"]
+        assert metrics["test_dice"] == record["epochs"][-1]["test_dice"]  # the last epoch's
+
+
+@pytest.mark.slow
 def test_resume_reuses_the_parent_and_logs_the_trials_it_lacks(cli, tmp_path, monkeypatch):
     default_store(monkeypatch)
     out = tmp_path / "out"

@@ -11,13 +11,13 @@ View it with ``mlflow ui --backend-store-uri sqlite:///results/mlruns/mlflow.db`
 The parent run is named after the run folder and holds the config as params and,
 once the report is written, ``summary.csv`` and ``report.html``. Each trial is a
 child run: the loss spec, seed, learning rate and config as params, every
-per-epoch number as a metric history (step = epoch), the trial record as
-``<trial-id>.json``. A diverged trial's child is FINISHED (it is a result the
-report ranks), named ``... · diverged at epoch N`` with the metric
-``diverged_epoch``; a trial that could not be trained is a FAILED child with
-its reason in a tag. run.json keeps the parent's id, so ``--resume`` reopens
-the same parent and logs there the trials it lacks; a retried trial's child
-replaces its FAILED one.
+per-epoch number as a metric history (step = epoch), the scores of the epoch the
+report reads it at as ``chosen_*``, the trial record as ``<trial-id>.json``. A
+diverged trial's child is FINISHED (it is a result the report ranks), named
+``... · diverged at epoch N`` with the metric ``diverged_epoch``; a trial that
+could not be trained is a FAILED child with its reason in a tag. run.json keeps
+the parent's id, so ``--resume`` reopens the same parent and logs there the
+trials it lacks; a retried trial's child replaces its FAILED one.
 
 A store a run could not log to (no answer, a web server that is not MLflow, an
 unknown scheme, a SQLite file that cannot be made, a deleted experiment) is refused
@@ -125,7 +125,7 @@ class MlflowTracker(Tracker):
     def trial(self, record: dict[str, Any]) -> None:
         name = self._child_name(record) + diverged_suffix(record)
         child_id = self._open_child(name, self._child_tags(record, record["status"]))
-        metrics = epoch_metrics(record) + diverged_metric(record)
+        metrics = epoch_metrics(record) + chosen_metrics(record) + diverged_metric(record)
         self._log(child_id, trial_params(record, self.meta), metrics)
         self.client.log_text(child_id, json_text(record), f"{record['trial_id']}.json")
         self._close_child(record["trial_id"], child_id, "FINISHED")
@@ -569,6 +569,30 @@ def epoch_metrics(record: dict[str, Any]) -> list:
         for row in record.get("epochs") or []
         for key, value in row.items()
         if key != "epoch" and _is_number(value)
+    ]
+
+
+def chosen_metrics(record: dict[str, Any]) -> list:
+    """The scores of the epoch chosen on validation Dice, where the report reads a trial
+    (its headline, 'chosen ep.'), as ``chosen_<name>`` at step = that epoch, and
+    ``chosen_epoch``: the runs table shows a metric's latest value, the last epoch's,
+    which is not the report's number where an earlier epoch validated better."""
+    from mlflow.entities import Metric
+
+    epoch = record.get("best_epoch")
+    row = next((row for row in record.get("epochs") or [] if row["epoch"] == epoch), None)
+    if row is None:  # diverged before its first validation: no epoch was chosen
+        return []
+    timestamp = int(time.time() * 1000)
+    scores = {
+        key: value
+        for key, value in row.items()
+        if key.startswith(("val_", "test_")) or key == "threshold"
+    }
+    return [Metric("chosen_epoch", float(epoch), timestamp, int(epoch))] + [
+        Metric(metric_key(f"chosen_{key}"), float(value), timestamp, int(epoch))
+        for key, value in scores.items()
+        if _is_number(value)
     ]
 
 
