@@ -47,6 +47,20 @@ def test_learning_curves_have_one_line_per_loss_with_the_seed_mean(tmp_path):
     assert lines["dice"].get_ydata() == pytest.approx(expected.to_numpy())
 
 
+def test_a_one_epoch_run_numbers_its_epoch_axis_in_whole_epochs(tmp_path):
+    """One epoch: the axis read 0.945, 0.960, ..., 1.050 (integer ticks were asked for
+    only where two whole numbers fit in the view)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    for epochs, expected in ((1, [1.0]), (4, [1.0, 2.0, 3.0, 4.0])):
+        run_dir = write_run(tmp_path / str(epochs), quality=QUALITY, epochs=epochs, panel=False)
+        axis = figures.learning_curves(load_run(run_dir)).axes[0]
+        FigureCanvasAgg(axis.figure).draw()
+        low, high = axis.get_xlim()
+        shown = [tick for tick in axis.get_xticks() if low <= tick <= high]
+        assert shown == expected, (epochs, shown)
+
+
 def panel_titles(figure) -> list[str]:
     """The panel's column titles, band by band, left to right (9 pt: the labels are 8)."""
     texts = [text for text in figure.axes[0].texts if text.get_fontsize() == 9]
@@ -384,6 +398,22 @@ def test_a_panel_of_26_losses_is_cut_into_bands_in_the_losses_order(tmp_path):
 
     width = Image.open(io.BytesIO(png)).size[0]
     assert 100 * (1.6 * 9 + 0.3 * 8) < width < 100 * 1.9 * 9
+
+
+def test_the_title_of_a_panel_in_bands_stays_above_its_column_titles(tmp_path):
+    """The title sat at 98 % of the figure's height: the 0.45 inch above the tiles in a
+    one-band panel, but over the first band's column titles in a taller one (26 losses:
+    4 bands; the HTML report of --losses all)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    for quality in (QUALITY, MANY):
+        run_dir = write_run(tmp_path / str(len(quality)), quality=quality, seeds=(0,))
+        figure = figures.prediction_panel(load_run(run_dir), "synthetic").figure
+        renderer = FigureCanvasAgg(figure).get_renderer()
+        title = figure._suptitle.get_window_extent(renderer)
+        top_row = max(text.get_window_extent(renderer).y1 for text in figure.axes[0].texts)
+        assert title.y0 > top_row, (len(quality), title.y0, top_row)
+        assert title.y1 <= figure.bbox.y1
 
 
 def test_the_imbalance_figure_of_23_losses_keeps_its_lines_visible_and_apart(tmp_path):

@@ -177,3 +177,22 @@ def test_screenshot(visit, tmp_path):
     keep = os.environ.get("LOSSCMP_SCREENSHOT")
     if keep:
         shutil.copy(path, keep)
+
+
+def test_a_long_dataset_spec_wraps_instead_of_widening_the_page(browser, cli, tmp_path):
+    """A dataset spec has no spaces to break at: as the heading of its block under
+    'What was run' it ran 115 px past its column and gave a 1280-pixel laptop screen a
+    horizontal scrollbar (the smoke config's synthetic(fg_fraction=...,n_test=16))."""
+    spec = "synthetic(fg_fraction=0.05,n_train=48,n_val=16,n_test=16)"
+    run_dir = write_run(tmp_path, quality=QUALITY, datasets=[spec], image_size=48)
+    page = tmp_path / "report.html"
+    assert cli("report", run_dir, "--html", page).exit_code == 0
+    opened = Visit(browser, page)
+    try:
+        opened.page.set_viewport_size({"width": 1280, "height": 800})
+        width = opened.page.evaluate("document.documentElement.clientWidth")
+        assert opened.page.evaluate("document.documentElement.scrollWidth") == width
+        heading = opened.page.locator("h4", has_text="Dataset")
+        assert heading.evaluate("h => h.scrollWidth <= h.clientWidth")
+    finally:
+        opened.close()

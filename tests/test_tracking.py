@@ -9,10 +9,13 @@ missing package (``sys.modules['mlflow'] = None``).
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -127,6 +130,26 @@ def test_metric_histories_and_records_equal_the_run_folder(tracked_run, tmp_path
     assert "summary.csv" in expected and attached == expected
     copy = client.download_artifacts(parent.info.run_id, "summary.csv", str(tmp_path))
     assert Path(copy).read_bytes() == (run_dir / "summary.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_the_runs_table_can_show_the_reports_numbers(tracked_run):
+    """A metric's latest value (the runs table's column) is the last epoch's; the report
+    reads each trial at the epoch chosen on validation. chosen_* are the report's."""
+    _, run_dir, client = tracked_run
+    summary = pd.read_csv(run_dir / "summary.csv").set_index("loss")
+    records = trial_records(run_dir)
+    for child in [run for run in all_runs(client) if PARENT_TAG in run.data.tags]:
+        record = records[child.data.tags["losscmp.trial_id"]]
+        metrics = child.data.metrics
+        row = summary.loc[record["loss"]]  # one seed: its mean is the trial's number
+        assert metrics["chosen_epoch"] == record["best_epoch"] == row["best_epoch"]
+        assert metrics["chosen_test_dice"] == row["score_mean"]
+        assert metrics["chosen_test_iou"] == row["best_iou_mean"]
+        assert metrics["chosen_threshold"] == row["threshold_mean"]
+        chosen = record["epochs"][record["best_epoch"] - 1]
+        assert metrics["chosen_val_dice"] == chosen["val_dice"]
+        assert metrics["test_dice"] == record["epochs"][-1]["test_dice"]  # the last epoch's
 
 
 @pytest.mark.slow
@@ -366,6 +389,92 @@ def test_an_unreachable_server_is_refused_before_the_run(cli, tmp_path, monkeypa
     assert refused(cli, tmp_path / "out", *extra) == cannot_use(
         "http://me:***@127.0.0.1:9", "no answer ([Errno 111] Connection refused)"
     )
+
+
+class NotMlflow(http.server.BaseHTTPRequestHandler):
+    """Another web service on the port the URI names: every request gets ``status``."""
+
+    status = 404
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def answer(self) -> None:
+        self.send_error(self.status)
+
+    do_GET = do_POST = answer
+
+
+NOT_MLFLOW = "it answers, but not as an MLflow server does"
+GET_BY_NAME = "/api/2.0/mlflow/experiments/get-by-name"
+LOGIN = "MLflow logs in with $MLFLOW_TRACKING_USERNAME and $MLFLOW_TRACKING_PASSWORD"
+
+
+@pytest.mark.parametrize(
+    "status, reason",
+    [
+        (404, f"{NOT_MLFLOW} (HTTP 404 from {GET_BY_NAME})"),
+        (502, f"{NOT_MLFLOW} (HTTP 502 from {GET_BY_NAME})"),
+        (
+            401,
+            f"it refuses MLflow's request (HTTP 401 from {GET_BY_NAME}): {LOGIN}",
+        ),
+    ],
+)
+def test_a_web_server_that_is_not_mlflow_is_refused_before_the_run(
+    cli, tmp_path, monkeypatch, status, reason
+):
+    """A wrong port, where another service answers: the run went on without its mirror,
+    after a warning that quoted the service's HTML. A 502 (a proxy whose MLflow is down)
+    is refused as fast: MLflow retries it for minutes. A proxy's login MLflow was not
+    given says so."""
+    pytest.importorskip("mlflow")
+    handler = type("Answer", (NotMlflow,), {"status": status})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    started = time.monotonic()
+    try:
+        line = refused(cli, tmp_path / "out")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert time.monotonic() - started < 30
+    assert line == cannot_use(uri, reason)
+
+
+class MlflowBehindALogin(NotMlflow):
+    """A proxy whose login MLflow's credentials pass, and urllib's health check cannot:
+    /health is refused, the API answers as MLflow does (no such experiment yet)."""
+
+    def answer(self) -> None:
+        if self.path.startswith("/health"):
+            self.send_error(401)
+            return
+        body = b'{"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no experiment"}'
+        self.send_response(404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = answer
+
+
+def test_a_server_whose_health_check_fails_but_that_answers_as_mlflow_is_used(
+    cli, tmp_path, monkeypatch
+):
+    pytest.importorskip("mlflow")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), MlflowBehindALogin)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{server.server_address[1]}")
+    try:
+        result = cli("run", *ARGS, "--out", tmp_path / "out", "--tracking", "mlflow", "--dry-run")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 0, result.output
 
 
 def test_stores_mlflow_cannot_use_are_refused_before_the_run(cli, tmp_path, monkeypatch):

@@ -154,7 +154,9 @@ def _curves(axis: Axes, epochs: pd.DataFrame, metric: str) -> None:
         )
     from matplotlib.ticker import MaxNLocator
 
-    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # Whole epochs only, even where one fits in the view (a one-epoch run): by default
+    # MaxNLocator falls back to fractions below two.
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     axis.set_xlabel("epoch")
     axis.set_ylabel(summary.METRIC_TITLES[metric])
     axis.set_ylim(bottom=max(0.0, axis.get_ylim()[0]))
@@ -281,9 +283,12 @@ def prediction_panel(results: summary.RunResults, dataset: str) -> PredictionPan
             _tile_text(axis, grid, plain(title), (band, 0, column), below=False)
     _show_pixels(axis, canvas)
     _frame_tiles(axis, grid)
+    # At a fixed distance from the top, in the room _montage_figure leaves above the tiles'
+    # titles: matplotlib's 98 % of the height put it over them in a panel of several bands.
     figure.suptitle(
         f"{plain(dataset)}: final-epoch predictions on {_split_name(split)} images (first seed)",
         fontsize=10,
+        y=1 - PANEL_TITLE_INCHES / figure.get_size_inches()[1],
     )
     _add_legend(figure, results, dataset, mode)
     return PredictionPanel(figure, split)
@@ -323,6 +328,8 @@ MIN_TILE_PIXELS = 160  # small images are enlarged (nearest) so that gaps are fi
 # 130 MB. 192: a 64-pixel image's enlarged tile; no panel's array is larger than its.
 MAX_TILE_PIXELS = 192
 TITLE_PAD_POINTS, LABEL_PAD_POINTS = 6.0, 4.0  # matplotlib's title and xlabel pads
+PANEL_TOP_INCHES = 0.45  # above the tiles: their column titles, and the panel's title
+PANEL_TITLE_INCHES = 0.06  # from the figure's top edge to the top of the panel's title
 
 
 @dataclass(frozen=True)
@@ -410,7 +417,7 @@ def _montage_figure(grid: _Grid) -> Figure:
     from matplotlib.figure import Figure
 
     height, width = (pixels / grid.pixels_per_inch for pixels in grid.shape())
-    top, bottom, side = 0.45, 0.3, 0.1
+    top, bottom, side = PANEL_TOP_INCHES, 0.3, 0.1
     figure = Figure(figsize=(width + 2 * side, height + top + bottom))
     size = figure.get_size_inches()
     axis = figure.add_axes((side / size[0], bottom / size[1], width / size[0], height / size[1]))

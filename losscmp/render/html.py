@@ -525,6 +525,8 @@ h1 { font-size: 1.6rem; margin: 0 0 .2rem; }
 h2 { font-size: 1.25rem; margin: 2rem 0 .6rem; border-bottom: 1px solid var(--line); }
 h3 { font-size: 1.05rem; margin: 1.2rem 0 .4rem; }
 h4 { font-size: .95rem; margin: 1rem 0 .3rem; color: var(--muted); }
+/* A dataset spec is one long word: break it anywhere rather than widen the page. */
+h1, h2, h3, h4 { overflow-wrap: anywhere; }
 .lead { color: var(--muted); margin: 0; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size: .8rem; }

@@ -11,16 +11,17 @@ View it with ``mlflow ui --backend-store-uri sqlite:///results/mlruns/mlflow.db`
 The parent run is named after the run folder and holds the config as params and,
 once the report is written, ``summary.csv`` and ``report.html``. Each trial is a
 child run: the loss spec, seed, learning rate and config as params, every
-per-epoch number as a metric history (step = epoch), the trial record as
-``<trial-id>.json``. A diverged trial's child is FINISHED (it is a result the
-report ranks), named ``... · diverged at epoch N`` with the metric
-``diverged_epoch``; a trial that could not be trained is a FAILED child with
-its reason in a tag. run.json keeps the parent's id, so ``--resume`` reopens
-the same parent and logs there the trials it lacks; a retried trial's child
-replaces its FAILED one.
+per-epoch number as a metric history (step = epoch), the scores of the epoch the
+report reads it at as ``chosen_*``, the trial record as ``<trial-id>.json``. A
+diverged trial's child is FINISHED (it is a result the report ranks), named
+``... · diverged at epoch N`` with the metric ``diverged_epoch``; a trial that
+could not be trained is a FAILED child with its reason in a tag. run.json keeps
+the parent's id, so ``--resume`` reopens the same parent and logs there the
+trials it lacks; a retried trial's child replaces its FAILED one.
 
-A store a run could not log to (no answer, an unknown scheme, a SQLite file that
-cannot be made, a deleted experiment) is refused while planning, before any folder.
+A store a run could not log to (no answer, a web server that is not MLflow, an
+unknown scheme, a SQLite file that cannot be made, a deleted experiment) is refused
+while planning, before any folder.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import ssl
 import tempfile
 import time
@@ -123,7 +125,7 @@ class MlflowTracker(Tracker):
     def trial(self, record: dict[str, Any]) -> None:
         name = self._child_name(record) + diverged_suffix(record)
         child_id = self._open_child(name, self._child_tags(record, record["status"]))
-        metrics = epoch_metrics(record) + diverged_metric(record)
+        metrics = epoch_metrics(record) + chosen_metrics(record) + diverged_metric(record)
         self._log(child_id, trial_params(record, self.meta), metrics)
         self.client.log_text(child_id, json_text(record), f"{record['trial_id']}.json")
         self._close_child(record["trial_id"], child_id, "FINISHED")
@@ -300,16 +302,23 @@ def no_run_link() -> Iterator[None]:
     """Ending a run on a server, MLflow asks the server for the run's name (a request per
     trial) to print its link on stdout, which holds only the tables: neither is wanted.
     Its setting turns both off (the redirect catches the link of a version without it)."""
-    before = os.environ.get(SUPPRESS_LINK)
-    os.environ[SUPPRESS_LINK] = "true"
+    with environment(**{SUPPRESS_LINK: "true"}), contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+@contextlib.contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """MLflow's settings (read from the environment at each request) set for a while."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
+        yield
     finally:
-        if before is None:
-            os.environ.pop(SUPPRESS_LINK, None)
-        else:
-            os.environ[SUPPRESS_LINK] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 # --------------------------------------------------------------------- the store
@@ -373,7 +382,8 @@ def check_store(uri: str, experiment: str) -> None:
             f"more than MLflow's {MAX_EXPERIMENT_NAME_LENGTH}"
         )
     if uri.startswith(("http://", "https://")) and not check_reachable(uri):
-        return  # it answered, with an error status (a proxy's login, ...): MLflow may pass
+        check_answers_as_mlflow(uri, experiment)
+        return
     database = sqlite_file(uri)
     if database is not None and not database.exists():
         check_writable(database.parent)
@@ -416,6 +426,44 @@ def check_experiment(client, name: str) -> None:
             f"--experiment-id {experiment.experiment_id}) or name another in "
             "$MLFLOW_EXPERIMENT_NAME"
         )
+
+
+def check_answers_as_mlflow(uri: str, experiment: str) -> None:
+    """A server that answered its health check with an error status may be a proxy whose
+    login MLflow's credentials pass, or no MLflow at all (another service on that port,
+    a proxy whose MLflow is down): MLflow's own request tells them apart, tried once
+    (MLflow retries a 502 or 503 for minutes)."""
+    from mlflow.exceptions import MlflowException, RestException
+    from mlflow.tracking import MlflowClient
+
+    with environment(
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(REACHABLE_TIMEOUT_S)
+    ):
+        try:
+            check_experiment(MlflowClient(tracking_uri=uri), experiment)
+        except RestException:
+            raise  # MLflow's own error (a permission refused, ...): its message says it
+        except MlflowException as error:
+            failure = http_failure(error)
+            if failure.startswith(("HTTP 401", "HTTP 403")):
+                raise PermissionError(
+                    f"it refuses MLflow's request ({failure}): MLflow logs in with "
+                    "$MLFLOW_TRACKING_USERNAME and $MLFLOW_TRACKING_PASSWORD"
+                ) from None
+            raise ConnectionError(
+                f"it answers, but not as an MLflow server does ({failure})"
+            ) from None
+
+
+def http_failure(error: Exception) -> str:
+    """'HTTP 404 from /api/2.0/...' out of MLflow's message for a request that got an
+    answer it could not read (the rest of which quotes the answer's HTML)."""
+    text = str(error)
+    status = re.search(r"(?:error code|too many) (\d{3})", text)
+    endpoint = re.search(r"(/api/[^\s?]+)", text)  # the path only: the URI may hold a password
+    if not status:
+        return one_line(text)
+    return f"HTTP {status.group(1)}" + (f" from {endpoint.group(1)}" if endpoint else "")
 
 
 def check_reachable(uri: str) -> bool:
@@ -521,6 +569,30 @@ def epoch_metrics(record: dict[str, Any]) -> list:
         for row in record.get("epochs") or []
         for key, value in row.items()
         if key != "epoch" and _is_number(value)
+    ]
+
+
+def chosen_metrics(record: dict[str, Any]) -> list:
+    """The scores of the epoch chosen on validation Dice, where the report reads a trial
+    (its headline, 'chosen ep.'), as ``chosen_<name>`` at step = that epoch, and
+    ``chosen_epoch``: the runs table shows a metric's latest value, the last epoch's,
+    which is not the report's number where an earlier epoch validated better."""
+    from mlflow.entities import Metric
+
+    epoch = record.get("best_epoch")
+    row = next((row for row in record.get("epochs") or [] if row["epoch"] == epoch), None)
+    if row is None:  # diverged before its first validation: no epoch was chosen
+        return []
+    timestamp = int(time.time() * 1000)
+    scores = {
+        key: value
+        for key, value in row.items()
+        if key.startswith(("val_", "test_")) or key == "threshold"
+    }
+    return [Metric("chosen_epoch", float(epoch), timestamp, int(epoch))] + [
+        Metric(metric_key(f"chosen_{key}"), float(value), timestamp, int(epoch))
+        for key, value in scores.items()
+        if _is_number(value)
     ]
 
 
