@@ -111,6 +111,20 @@ def test_distance_weighted_bce_by_hand():
     assert value.item() == pytest.approx(weight * bce, rel=1e-5)
 
 
+def test_distance_weighted_bce_class_balance_by_hand():
+    # y = [1, 0, 0, 0]: w_c = n/(K·n_c) with K = 2 classes present: 4/2 = 2 for the
+    # foreground pixel, 4/6 for the background ones. One object: d1 + d2 = inf, no w0 term.
+    target = torch.tensor([1.0, 0.0, 0.0, 0.0]).view(1, 1, 2, 2)
+    bce = [-math.log(0.9), -math.log(0.8), -math.log(0.4), -math.log(0.9)]
+    expected = (2 * bce[0] + (bce[1] + bce[2] + bce[3]) * 4 / 6) / 4
+    value = create_loss("distance_weighted_bce")(LOGITS, target)
+    assert value.item() == pytest.approx(expected, rel=1e-5)
+    # A batch of one class: K = 1, every weight n/n = 1, plain BCE (not 1/2 of it).
+    empty = torch.zeros_like(target)
+    plain = create_loss("bce")(LOGITS, empty)
+    assert create_loss("distance_weighted_bce")(LOGITS, empty).item() == pytest.approx(plain.item())
+
+
 def test_boundary_term_by_hand():
     signed = torch.tensor([-1.0, 2.0, -1.0, 3.0]).view(1, 1, 2, 2)
     boundary = (-1 * (0.9 - 1) + 2 * 0.2 - 1 * (0.6 - 1) + 3 * 0.1) / 4
