@@ -111,6 +111,20 @@ def test_distance_weighted_bce_by_hand():
     assert value.item() == pytest.approx(weight * bce, rel=1e-5)
 
 
+def test_distance_weighted_bce_class_balance_by_hand():
+    # y = [1, 0, 0, 0]: w_c = n/(K·n_c) with K = 2 classes present: 4/2 = 2 for the
+    # foreground pixel, 4/6 for the background ones. One object: d1 + d2 = inf, no w0 term.
+    target = torch.tensor([1.0, 0.0, 0.0, 0.0]).view(1, 1, 2, 2)
+    bce = [-math.log(0.9), -math.log(0.8), -math.log(0.4), -math.log(0.9)]
+    expected = (2 * bce[0] + (bce[1] + bce[2] + bce[3]) * 4 / 6) / 4
+    value = create_loss("distance_weighted_bce")(LOGITS, target)
+    assert value.item() == pytest.approx(expected, rel=1e-5)
+    # A batch of one class: K = 1, every weight n/n = 1, plain BCE (not 1/2 of it).
+    empty = torch.zeros_like(target)
+    plain = create_loss("bce")(LOGITS, empty)
+    assert create_loss("distance_weighted_bce")(LOGITS, empty).item() == pytest.approx(plain.item())
+
+
 def test_boundary_term_by_hand():
     signed = torch.tensor([-1.0, 2.0, -1.0, 3.0]).view(1, 1, 2, 2)
     boundary = (-1 * (0.9 - 1) + 2 * 0.2 - 1 * (0.6 - 1) + 3 * 0.1) / 4
@@ -222,7 +236,16 @@ def test_log_cosh_dice_is_below_dice(mode):
 
 
 # ------------------------------------------------------------------ shared options
-OVERLAP = ["dice", "jaccard", "tversky", "focal_tversky", "f1", "log_cosh_dice", "generalized_dice"]
+OVERLAP = [
+    "dice",
+    "jaccard",
+    "tversky",
+    "focal_tversky",
+    "f1",
+    "log_cosh_dice",
+    "generalized_dice",
+    "mcc",
+]
 
 
 @pytest.mark.parametrize("name", OVERLAP)
@@ -234,6 +257,43 @@ def test_empty_target_convention(name, reduction):
     assert loss(torch.full_like(target, -20.0), target) < 1e-4
     near_one = math.log(math.cosh(0.9)) if name == "log_cosh_dice" else 0.9
     assert loss(torch.full_like(target, 20.0), target) > near_one
+
+
+def test_mcc_of_a_target_without_foreground_is_the_false_positive_rate():
+    # MCC is 0/0 without foreground (TP = FN = 0). Target empty, p = [0.9, 0.2, 0.6, 0.1]:
+    # FP = 1.8, TN = 2.2, loss FP/(FP + TN) = 0.45 (it was 1 whatever p, with no gradient).
+    target = torch.zeros_like(TARGET)
+    logits = LOGITS.clone().requires_grad_()
+    value = create_loss("mcc")(logits, target)
+    assert value.item() == pytest.approx(1.8 / 4, rel=1e-5)
+    value.backward()
+    assert (logits.grad > 0).all()  # every false positive is pushed down
+    # A perfect prediction of the empty target is the minimum, 0 (LOSSES.md: every loss).
+    assert create_loss("mcc")(torch.full_like(target, -20.0), target).item() < 1e-6
+
+
+def test_mcc_of_a_target_without_background_is_the_false_negative_rate():
+    # Target all foreground: TN = FP = 0; TP = 1.8, FN = 2.2, loss FN/(TP + FN) = 0.55.
+    value = create_loss("mcc")(LOGITS, torch.ones_like(TARGET))
+    assert value.item() == pytest.approx(2.2 / 4, rel=1e-5)
+
+
+def test_mcc_multiclass_class_absent_from_the_batch_scores_its_false_positives():
+    # Two pixels, classes 0 and 1 present, class 2 absent. softmax rows: pixel 0
+    # [0.7, 0.2, 0.1], pixel 1 [0.1, 0.3, 0.6]. Class 2: FP = 0.7, TN = 1.3: loss 0.35.
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    logits = probs.log().T.reshape(1, 3, 1, 2)
+    target = torch.tensor([[[0, 1]]])
+    per_class = []
+    for c in range(2):  # present classes: MCC of the soft counts
+        p, y = probs[:, c], (target.flatten() == c).float()
+        tp, fp, fn = (p * y).sum(), (p * (1 - y)).sum(), ((1 - p) * y).sum()
+        tn = ((1 - p) * (1 - y)).sum()
+        mcc = (tp * tn - fp * fn) / torch.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+        per_class.append(1 - mcc.item())
+    expected = (per_class[0] + per_class[1] + 0.7 / 2) / 3
+    value = create_loss("mcc", mode="multiclass")(logits, target)
+    assert value.item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_image_reduction_averages_per_image_scores():

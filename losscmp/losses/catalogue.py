@@ -147,7 +147,8 @@ register_loss(
     family="overlap",
     soft_targets=True,
     reference="Abhishek & Hamarneh 2021",
-    formula="1 - (TP·TN - FP·FN)/sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN) + eps)",
+    formula="1 - (TP·TN - FP·FN)/sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN) + eps); "
+    "no foreground (MCC 0/0): FP/(FP+TN); no background: FN/(TP+FN)",
 )
 register_loss(
     "f1",

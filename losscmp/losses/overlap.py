@@ -346,11 +346,16 @@ def class_weights_from_volume(volume: torch.Tensor) -> torch.Tensor:
 
 
 class MCCLoss(OverlapLoss):
-    """Soft counts (not rounded predictions: rounding has zero gradient). MCC is undefined
-    on an empty target (TP + FN = 0 makes numerator and product 0), so such a channel
-    scores 0 (loss 1) with zero gradient whatever the prediction; the same holds for a
-    target without background. With the default batch reduction this only happens when
-    the whole batch has no foreground (or no background)."""
+    """Soft counts (not rounded predictions: rounding has zero gradient).
+
+    MCC is 0/0 on a target without foreground (TP = FN = 0 zero the numerator and the
+    product), whatever the prediction: taken as it stands it would be a constant loss with
+    no gradient, blind to false positives on empty images (smp's trap, LOSSES.md) and not
+    minimal at a perfect prediction. Such a channel's loss is the soft false-positive rate
+    FP / (FP + TN) instead: 0 for an all-background prediction, ~1 for all-foreground, as
+    the metric's convention (MCC 1 when perfect, 0 for no information). A target without
+    background likewise scores FN / (TP + FN). With the default batch reduction this
+    arises when the whole batch lacks a class (multiclass: any class absent from it)."""
 
     needs_true_negatives = True
 
@@ -380,7 +385,12 @@ class MCCLoss(OverlapLoss):
         product = (tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)
         mcc = numerator / torch.sqrt(product + self.eps).clamp_min(EPS)
         # |MCC| <= 1 exactly; the clamp only removes float32 rounding on degenerate counts.
-        return 1 - mcc.clamp(-1.0, 1.0)
+        loss = 1 - mcc.clamp(-1.0, 1.0)
+        # Exact zeros for hard targets: TP = Σ min(p, 0) = 0 and FN = Σy - TP = 0 without
+        # foreground; FP = 0 and TN = n - TP - FN = 0 (the same float) without background.
+        positives, negatives = tp + fn, tn + fp
+        loss = torch.where(negatives > 0, loss, fn / positives.clamp_min(EPS))
+        return torch.where(positives > 0, loss, fp / negatives.clamp_min(EPS))
 
 
 class F1Loss(OverlapLoss):

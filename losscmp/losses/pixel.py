@@ -307,8 +307,9 @@ class TopKCELoss(SegLoss):
 class DistanceWeightedBCELoss(SegLoss):
     """d1 + d2 is the ``object_distance`` map (distances to the nearest and second-nearest
     connected component; inf with fewer than two objects, so the term vanishes).
-    w_c(x) = n / (K·n_{y(x)}) over the batch's valid pixels (K = 2 binary, C multiclass),
-    i.e. sklearn's "balanced" class weights; 1 everywhere with ``class_balance=False``."""
+    w_c(x) = n / (K·n_{y(x)}) over the batch's valid pixels, K the number of classes
+    present in the batch (so a batch of one class weighs 1), i.e. sklearn's "balanced"
+    class weights; 1 everywhere with ``class_balance=False``."""
 
     def __init__(
         self,
