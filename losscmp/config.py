@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,7 +244,26 @@ def _config_loader():
                 raise DuplicateOption(f"'{repeated[0]}' is given twice")
             return super().construct_mapping(node, deep=deep)
 
+        def construct_yaml_int(self, node):
+            """A whole number as YAML 1.2 and a flag read it: YAML 1.1 reads 010 as 8
+            (octal) and 1:30 as 90 (base 60), which no option means."""
+            text = self.construct_scalar(node)
+            if ":" in text:
+                return text  # refused as text where a number is due
+            if LEADING_ZERO.fullmatch(text.replace("_", "")):
+                return int(text.replace("_", ""), 10)
+            return super().construct_yaml_int(node)
+
+        def construct_yaml_float(self, node):
+            text = self.construct_scalar(node)
+            return text if ":" in text else super().construct_yaml_float(node)
+
+    ConfigLoader.add_constructor("tag:yaml.org,2002:int", ConfigLoader.construct_yaml_int)
+    ConfigLoader.add_constructor("tag:yaml.org,2002:float", ConfigLoader.construct_yaml_float)
     return ConfigLoader
+
+
+LEADING_ZERO = re.compile(r"[-+]?0[0-9]+")  # YAML 1.1's octal; decimal in YAML 1.2
 
 
 # Where a resumed run's stored options come from, as a message names them.
@@ -258,7 +278,9 @@ def build_config(
     options: dict[str, Any] = dict(base or {})
     sources = dict.fromkeys(options, BASE_SOURCE)
     from_file = load_yaml(file) if file else {}
-    options.update(from_file)
+    # A file's number written as text (1e1, '8': YAML 1.1 reads both as text) is the number
+    # its flag would read.
+    options.update({key: _typed_number(key, value) for key, value in from_file.items()})
     sources.update(dict.fromkeys(from_file, f"{FILE_SOURCE} {file}"))
     given = {key: value for key, value in flags.items() if value is not None}
     options.update({key: _typed_number(key, value) for key, value in given.items()})
@@ -285,8 +307,9 @@ def flag_name(key: str) -> str:
 
 
 def _typed_number(key: str, value: Any) -> Any:
-    """A numeric option's text (a flag) as the number it spells; other text is left for
-    normalise to refuse in the words it uses for a config file's value."""
+    """A numeric option's text (a flag's, a config file's 1e1 or '8') as the number it
+    spells; other text is left for normalise to refuse in the words it uses for a config
+    file's value."""
     if not (isinstance(value, str) and key in NUMERIC_FIELDS):
         return value
     for cast in (int, float):

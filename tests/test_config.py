@@ -267,3 +267,42 @@ def test_fuse_on_or_off_in_a_config_file_is_read_as_written(tmp_path, written, m
     path = tmp_path / "c.yaml"
     path.write_text(f"fuse: {written}\n")
     assert build_config(path).fuse == mode
+
+
+DRY_TINY = ["--dataset", "synthetic(n_train=8,n_val=4,n_test=4)", "--image-size", "32"]
+
+
+@pytest.mark.parametrize(
+    ("written", "epochs"),
+    [
+        ("010", 10),  # YAML 1.1 (PyYAML) reads a leading zero as octal: 8
+        ("0_12", 12),  # and with an underscore: 10
+        ("1e1", 10),  # YAML 1.1 reads it as text; a flag's --epochs 1e1 is 10
+        ("'8'", 8),  # quoted: text, as a flag's is
+        ("0x10", 16),  # hexadecimal says it is
+    ],
+)
+def test_a_config_files_whole_numbers_mean_what_a_flag_would(cli, tmp_path, written, epochs):
+    """A config file's number means what the same text means to its flag (and to YAML
+    1.2): 'epochs: 010' trained 8 epochs, 'epochs: 1e1' was refused, '--epochs 1e1' not."""
+    config = tmp_path / "c.yaml"
+    config.write_text(f"epochs: {written}\n")
+    out = tmp_path / "r"
+    result = cli("run", "--config", config, *DRY_TINY, "--dry-run", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert f"\n{epochs} epochs, batch 16" in result.output
+    assert build_config(config).epochs == epochs
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("written", ["1:30", "1:30.5"])
+def test_a_config_files_sexagesimal_number_is_refused_as_text(cli, tmp_path, written):
+    """YAML 1.1 reads 1:30 as 90 (base 60): no one means that by a count of epochs."""
+    config = tmp_path / "c.yaml"
+    config.write_text(f"epochs: {written}\n")
+    result = cli("run", "--config", config, *DRY_TINY, "--dry-run", "--out", tmp_path / "r")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"losscmp: error: config file {config}: 'epochs' must be a whole number, got '{written}'\n"
+    )
+    assert not (tmp_path / "r").exists()
