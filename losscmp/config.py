@@ -237,6 +237,15 @@ def _config_loader():
     import yaml
 
     class ConfigLoader(yaml.SafeLoader):
+        def construct_document(self, node):
+            """A text option's plain value as written: YAML reads 'out: 2024' as a number
+            (refused as no text) and 'out: 1.50' as 1.5 (another folder's name)."""
+            for key, value in node.value if isinstance(node, yaml.MappingNode) else ():
+                option = str(key.value).replace("-", "_")
+                if option in TEXT_FIELDS and value.tag in NUMBER_TAGS:
+                    value.tag = "tag:yaml.org,2002:str"
+            return super().construct_document(node)
+
         def construct_mapping(self, node, deep=False):
             keys = [self.construct_object(key, deep=True) for key, _ in node.value]
             repeated = sorted({str(key) for key in keys if keys.count(key) > 1})
@@ -264,6 +273,8 @@ def _config_loader():
 
 
 LEADING_ZERO = re.compile(r"[-+]?0[0-9]+")  # YAML 1.1's octal; decimal in YAML 1.2
+NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+TEXT_FIELDS = frozenset(key for key, hint in FIELD_HINTS.items() if hint in (str, str | None))
 
 
 # Where a resumed run's stored options come from, as a message names them.

@@ -306,3 +306,16 @@ def test_a_config_files_sexagesimal_number_is_refused_as_text(cli, tmp_path, wri
         f"losscmp: error: config file {config}: 'epochs' must be a whole number, got '{written}'\n"
     )
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("written", ["2024", "010", "1.50", "1:30"])
+def test_a_config_files_folder_name_is_kept_as_written(cli, tmp_path, monkeypatch, written):
+    """'out: 2024' was refused ('must be a string, got 2024') and 'out: 010' named the
+    folder 8: YAML reads them as numbers; a text option takes the text as written."""
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"out: {written}\n")
+    result = cli("run", "--config", config, *DRY_TINY, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert f"results under {written}/" in result.output
+    assert build_config(config).out == written
