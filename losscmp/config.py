@@ -577,6 +577,25 @@ def _check_fg_fractions(config: RunConfig, names: Origins) -> None:
             f"it generates), and this run's dataset is {entry.name}"
         )
     _refuse_repeats(fractions, name, "fraction")
+    _refuse_fraction_beside_its_sweep(config, names)
+
+
+def _refuse_fraction_beside_its_sweep(config: RunConfig, names: Origins) -> None:
+    """The sweep replaces the dataset's own fg_fraction, which would be dropped without a
+    word where the user gave both in one place, or the dataset more specifically (a flag
+    over a file's sweep). A sweep flag over a file's dataset, or a resumed run's stored
+    pair, is no conflict (as for --lr beside --lr-grid)."""
+    if "fg_fraction" not in config.dataset_spec.params:
+        return
+    if BASE_SOURCE in (names.sources.get("fg_fraction"), names.sources.get("dataset")):
+        return
+    if _rank(names, "fg_fraction") > _rank(names, "dataset"):
+        return
+    raise ParameterError(
+        f"{names.within('fg_fraction', 'dataset')}{names.option('fg_fraction')} and "
+        f"{names.option('dataset')}'s fg_fraction both given: the sweep trains each of its "
+        "fractions and replaces the dataset's; give one"
+    )
 
 
 def _refuse_repeats(values: list[float], option: str, noun: str) -> None:

@@ -510,6 +510,22 @@ CASES: list[tuple[str, Args, str]] = [
     ("fg-zero", ["--fg-fraction", "0"], "must lie in (0, 0.9)"),
     ("fg-nan", ["--fg-fraction", "nan"], "must lie in (0, 0.9)"),
     ("fg-text", ["--fg-fraction", "abc"], "--fg-fraction must be numbers, got 'abc'"),
+    (  # the sweep replaced the dataset's fraction without a word
+        "fg-beside-the-datasets-own",
+        ["--fg-fraction", "0.01", "--dataset", "synthetic(fg_fraction=0.02)"],
+        "--fg-fraction and --dataset's fg_fraction both given: the sweep trains each of its "
+        "fractions and replaces the dataset's; give one",
+    ),
+    (
+        "fg-in-a-config-beside-the-datasets-own",
+        config_file("dataset: synthetic(fg_fraction=0.02)\nfg_fraction: [0.01, 0.05]\n"),
+        "config.yaml: 'fg_fraction' and 'dataset''s fg_fraction both given",
+    ),
+    (  # a --dataset flag's fraction, replaced by the file's sweep
+        "dataset-flag-fraction-under-a-config-sweep",
+        config_file("fg_fraction: [0.01]\n", "--dataset", "synthetic(fg_fraction=0.02)"),
+        "config.yaml: 'fg_fraction' and --dataset's fg_fraction both given",
+    ),
     ("fg-empty", ["--fg-fraction", ""], "--fg-fraction needs at least one fraction"),
     ("fg-not-synthetic", ["--fg-fraction", "0.1", "--dataset", "pets"], "--dataset synthetic only"),
     # numbers

@@ -319,3 +319,17 @@ def test_a_config_files_folder_name_is_kept_as_written(cli, tmp_path, monkeypatc
     assert result.exit_code == 0, result.output
     assert f"results under {written}/" in result.output
     assert build_config(config).out == written
+
+
+def test_a_fraction_sweep_flag_replaces_a_config_files_dataset_fraction(cli, tmp_path):
+    """configs/smoke.yaml's dataset has its own fg_fraction; --fg-fraction sweeps over it,
+    as a flag overrides a file (a sweep beside a fraction given in the same place is
+    refused: tests/test_bad_inputs.py)."""
+    config = tmp_path / "c.yaml"
+    config.write_text("dataset: synthetic(fg_fraction=0.05,n_train=8,n_val=4,n_test=4)\n")
+    result = cli("run", "--config", config, "--fg-fraction", "0.01,0.02", "--image-size", "32",
+                 "--dry-run", "--out", tmp_path / "r")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "synthetic(fg_fraction=0.01,n_train=8,n_val=4,n_test=4)" in result.output
+    assert "synthetic(fg_fraction=0.02,n_train=8,n_val=4,n_test=4)" in result.output
+    assert "fg_fraction=0.05" not in result.output
