@@ -322,3 +322,24 @@ def test_losses_command_takes_all_and_respells_a_pattern(cli):
     typo = cli("losses", "*dcie*")
     assert typo.exit_code == 2
     assert typo.stderr == "losscmp: error: no loss matches '*dcie*' (did you mean '*dice*'?)\n"
+
+
+def test_losses_command_in_an_80_column_terminal_breaks_no_word(cli, monkeypatch):
+    """In 80 columns six columns broke their words mid-way ('binary/multicla' 'ss',
+    'ignore_inde' 'x=None'): the parameters, which --show lists, go, and modes wrap whole."""
+    import re
+
+    from losscmp.losses import list_losses
+
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # Rich: stdout is a terminal
+    monkeypatch.setenv("COLUMNS", "80")
+    result = cli("losses")
+    assert result.exit_code == 0, result.output
+    text = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert set(re.findall(r"multicla\w*|binar\w*", text)) == {"binary", "multiclass"}
+    assert all(re.search(rf"│ {name} +│", text) for name in list_losses())
+    assert "parameters not shown at 80 columns: losscmp losses --show NAME" in text
+    monkeypatch.delenv("TTY_COMPATIBLE")  # a pipe: wide, every column
+    wide = cli("losses")
+    assert "parameters (defaults)" in wide.stdout and "include_background=True" in wide.stdout
