@@ -343,3 +343,42 @@ def test_losses_command_in_an_80_column_terminal_breaks_no_word(cli, monkeypatch
     monkeypatch.delenv("TTY_COMPATIBLE")  # a pipe: wide, every column
     wide = cli("losses")
     assert "parameters (defaults)" in wide.stdout and "include_background=True" in wide.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (  # was: unknown loss 'focal(gamma=1)'; choose from: ... (no did-you-mean)
+            ["--show", "focal(gamma=1)"],
+            "--show takes a loss's name, without parameters (did you mean '--show focal'?)",
+        ),
+        (  # was: unknown loss '*dice*' (did you mean 'dice'?)
+            ["--show", "*dice*"],
+            "--show takes one loss's name, not a pattern: losscmp losses '*dice*' lists "
+            "the losses it matches",
+        ),
+        (  # was: no loss matches 'focal(gamma=1)' (no did-you-mean)
+            ["focal(gamma=1)"],
+            "no loss matches 'focal(gamma=1)' (a pattern names losses, without parameters: "
+            "did you mean 'focal'?)",
+        ),
+    ],
+)
+def test_losses_command_says_what_to_type_for_a_spec_or_a_pattern(cli, args, message):
+    result = cli("losses", *args)
+    assert result.exit_code == 2
+    assert result.stderr == f"losscmp: error: {message}\n"
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [(["--show", " tversky "], "tversky — Tversky loss"), ([" tversky "], "1 loss")],
+)
+def test_losses_command_ignores_spaces_around_a_name_as_losses_does(cli, args, shown):
+    """--losses ' dice , focal ' reads dice and focal; 'losses --show " tversky "' was an
+    unknown loss (did you mean 'tversky'?)."""
+    result = cli("losses", *args)
+    assert result.exit_code == 0, result.output
+    assert shown in result.stdout
+    assert "│ tversky " in result.stdout or "Salehi et al. 2017" in result.stdout
