@@ -427,7 +427,7 @@ def validate(config: RunConfig, origins: Origins | None = None) -> None:
     _check_whole_numbers(config, names)
     if config.image_size < 32 or config.image_size % 32:
         raise ParameterError(
-            f"{names.name('image_size')} must be a multiple of 32 (U-Net), "
+            f"{names.name('image_size')} must be a multiple of 32 (U-Net): 32, 64, 96, ..., "
             f"got {names.shown('image_size', config.image_size)}"
         )
     if not (math.isfinite(config.lr) and config.lr > 0):

@@ -534,7 +534,12 @@ CASES: list[tuple[str, Args, str]] = [
     ("batch-zero", ["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
     ("batch-cannot-fit", ["--batch-size", "1000000000000"], "one batch of 1000000000000"),
     ("image-size-50", ["--image-size", "50"], "must be a multiple of 32"),
-    ("image-size-0", ["--image-size", "0"], "must be a multiple of 32"),
+    (  # 0 and -32 are multiples of 32: the message says which are meant
+        "image-size-0",
+        ["--image-size", "0"],
+        "--image-size must be a multiple of 32 (U-Net): 32, 64, 96, ..., got 0",
+    ),
+    ("image-size-negative", ["--image-size", "-32"], "multiple of 32 (U-Net): 32, 64, 96"),
     ("image-size-cannot-fit", ["--image-size", "1048576"], "of memory, more than the"),
     ("seeds-zero", ["--seeds", "0"], "--seeds must be between 1 and 100000, got 0"),
     ("seeds-huge", ["--seeds", "1000000000"], "--seeds must be between 1 and 100000"),
