@@ -340,6 +340,7 @@ def normalise(key: str, value: Any, name: str | None = None) -> Any:
     name = name or f"'{key}'"
     if key == "losses":
         return _loss_labels(value, name)
+    _refuse_no_value(key, value, name)
     if key == "dataset":
         return as_spec(_written_numbers(value)).label
     if key in ("fg_fraction", "lr_grid"):
@@ -357,6 +358,20 @@ def normalise(key: str, value: Any, name: str | None = None) -> Any:
             f"{name} must be {describe_type(hint)}, got {value!r}{_grid_hint(key, value)}"
             f"{_short_option_hint(key, value, name)}"
         ) from None
+
+
+def _refuse_no_value(key: str, value: Any, name: str) -> None:
+    """A config file's key left empty ('epochs:') or null, where the option has no 'none':
+    YAML reads it as null, which the type check called 'got None'."""
+    hint = FIELD_HINTS[key]
+    if value is not None or key in OPTIONAL_NAMES or type(None) in typing.get_args(hint):
+        return
+    default = getattr(RunConfig(), key)
+    default = str(default).lower() if isinstance(default, bool) else default  # as YAML has it
+    raise ParameterError(
+        f"{name} has no value: give {describe_type(hint)}, or leave the key out for the "
+        f"default ({default})"
+    )
 
 
 SHORT_OPTIONS = {"jobs": "-j"}  # as cli.py declares them

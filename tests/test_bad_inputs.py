@@ -673,6 +673,13 @@ CASES: list[tuple[str, Args, str]] = [
     ("config-loss-no-name", config_file("losses: [{gamma: 1}]\n"), "needs a 'name'"),
     ("config-fractional-epochs", config_file("epochs: 1.5\n"), "config file"),
     ("config-amp-text", config_file("amp: maybe\n"), "'amp' must be true or false"),
+    (  # was: 'epochs' must be a whole number, got None
+        "config-key-without-value",
+        config_file("epochs:\n"),
+        "config.yaml: 'epochs' has no value: give a whole number, or leave the key out "
+        "for the default (8)",
+    ),
+    ("config-model-null", config_file("model: null\n"), "'model' has no value: give a string"),
     ("config-bad-losses", config_file("losses: dice,focal(gamma=1\n"), "config file"),
     (
         "flag-error-not-blamed-on-config",
