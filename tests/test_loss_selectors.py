@@ -382,3 +382,17 @@ def test_losses_command_ignores_spaces_around_a_name_as_losses_does(cli, args, s
     assert result.exit_code == 0, result.output
     assert shown in result.stdout
     assert "│ tversky " in result.stdout or "Salehi et al. 2017" in result.stdout
+
+
+def test_parameters_in_square_brackets_are_respelt_in_parentheses(cli, tmp_path):
+    """'[' is a pattern's character class: 'focal[gamma=1]' matched no loss, and the line
+    did not say that parameters go in parentheses."""
+    out = tmp_path / "r"
+    result = cli("run", "--losses", "dice,focal[gamma=1]", "--dataset", BINARY, *TINY,
+                 "--dry-run", "--out", out)  # fmt: skip
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "losscmp: error: no loss matches 'focal[gamma=1]' (parameters go in parentheses: "
+        "did you mean 'focal(gamma=1)'?); 'losscmp losses' lists them\n"
+    )
+    assert not out.exists()
