@@ -16,9 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from losscmp.errors import ConfigError, LosscmpError, ParameterError, suggest
+from losscmp.errors import ConfigError, LosscmpError, ParameterError, SpecError, suggest
 from losscmp.registry import SCIENTIFIC_TEXT, coerce, describe_type
-from losscmp.spec import Spec, as_spec, selector_name, split_spec_list, split_top_level
+from losscmp.spec import (
+    Spec,
+    as_spec,
+    comma_hint,
+    selector_name,
+    split_spec_list,
+    split_top_level,
+)
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 FUSE_MODES = ("auto", "on", "off")  # auto: fuse the losses of a seed on CUDA only
@@ -407,7 +414,14 @@ def _loss_labels(value: Any, name: str = "'losses'") -> list[str]:
         items = value
     else:
         raise ParameterError(f"{name} must be a list of loss names or a comma-separated string")
-    return [selector_name(item) or as_spec(_written_numbers(item)).label for item in items]
+    return [_loss_label(item) for item in items]
+
+
+def _loss_label(item: Any) -> str:
+    try:
+        return selector_name(item) or as_spec(_written_numbers(item)).label
+    except SpecError as error:  # 'dice focal': one name, as parse_spec sees it
+        raise SpecError(f"{error}{comma_hint(item)}") from None
 
 
 def _written_numbers(value: Any) -> Any:
