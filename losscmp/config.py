@@ -206,7 +206,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+        raise ConfigError(
+            f"config file {path} is not valid YAML{where}{_tab_hint(error)}"
+        ) from None
     except RecursionError:
         raise ConfigError(f"config file {path} is nested too deeply to be a config") from None
     if content is None:
@@ -232,6 +234,17 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
             )
         options[key] = value
     return options
+
+
+def _tab_hint(error) -> str:
+    """A tab, unseen in an editor, is what PyYAML refuses most often in a hand-written file."""
+    mark = getattr(error, "problem_mark", None)
+    if mark is None or "'\\t'" not in str(getattr(error, "problem", "")):
+        return ""
+    return (
+        f": a tab (column {mark.column + 1}), which YAML does not take as indentation or "
+        "spacing; use spaces"
+    )
 
 
 class DuplicateOption(Exception):

@@ -630,6 +630,12 @@ CASES: list[tuple[str, Args, str]] = [
     ("config-folder", config_folder, "is a folder"),
     ("config-invalid-yaml", config_file("losses: [dice\nepochs: 2\n"), "is not valid YAML"),
     ("config-list", config_file("- dice\n"), "must hold a mapping"),
+    (  # was: 'is not valid YAML at line 1', the tab unseen in an editor
+        "config-tab",
+        config_file("epochs:\t2\n"),
+        "config.yaml is not valid YAML at line 1: a tab (column 8), which YAML does not take "
+        "as indentation or spacing; use spaces",
+    ),
     ("config-scalar", config_file("42\n"), "not the value 42"),
     ("config-key-twice", config_file("epochs: 1\nepochs: 2\n"), "'epochs' is given twice"),
     ("config-key-dashed-twice", config_file("batch-size: 4\nbatch_size: 8\n"), "given twice"),
