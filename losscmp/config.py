@@ -207,7 +207,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(
-            f"config file {path} is not valid YAML{where}{_tab_hint(error)}"
+            f"config file {path} is not valid YAML{where}{_yaml_hint(error)}"
         ) from None
     except RecursionError:
         raise ConfigError(f"config file {path} is nested too deeply to be a config") from None
@@ -236,15 +236,19 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return options
 
 
-def _tab_hint(error) -> str:
-    """A tab, unseen in an editor, is what PyYAML refuses most often in a hand-written file."""
-    mark = getattr(error, "problem_mark", None)
-    if mark is None or "'\\t'" not in str(getattr(error, "problem", "")):
-        return ""
-    return (
-        f": a tab (column {mark.column + 1}), which YAML does not take as indentation or "
-        "spacing; use spaces"
-    )
+def _yaml_hint(error) -> str:
+    """What to do about the mistakes PyYAML refuses most often in a hand-written file: a tab
+    (unseen in an editor), a pattern left unquoted (``*dice*`` reads as an alias)."""
+    mark, problem = getattr(error, "problem_mark", None), str(getattr(error, "problem", ""))
+    if mark is not None and "'\\t'" in problem:
+        return (
+            f": a tab (column {mark.column + 1}), which YAML does not take as indentation or "
+            "spacing; use spaces"
+        )
+    alias = getattr(error, "context", None) == "while scanning an alias"
+    if alias or problem.startswith("found undefined alias"):
+        return ": a bare '*' starts a YAML alias; quote a pattern, as in losses: ['*dice*']"
+    return ""
 
 
 class DuplicateOption(Exception):

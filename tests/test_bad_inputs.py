@@ -630,6 +630,13 @@ CASES: list[tuple[str, Args, str]] = [
     ("config-folder", config_folder, "is a folder"),
     ("config-invalid-yaml", config_file("losses: [dice\nepochs: 2\n"), "is not valid YAML"),
     ("config-list", config_file("- dice\n"), "must hold a mapping"),
+    (  # was: 'is not valid YAML at line 1'
+        "config-unquoted-pattern",
+        config_file("losses: [*dice*, focal]\n"),
+        "config.yaml is not valid YAML at line 1: a bare '*' starts a YAML alias; quote a "
+        "pattern, as in losses: ['*dice*']",
+    ),
+    ("config-undefined-alias", config_file("losses: [focal, *dice]\n"), "quote a pattern"),
     (  # was: 'is not valid YAML at line 1', the tab unseen in an editor
         "config-tab",
         config_file("epochs:\t2\n"),
