@@ -263,10 +263,12 @@ def _config_loader():
     class ConfigLoader(yaml.SafeLoader):
         def construct_document(self, node):
             """A text option's plain value as written: YAML reads 'out: 2024' as a number
-            (refused as no text) and 'out: 1.50' as 1.5 (another folder's name)."""
+            (refused as no text), 'out: 1.50' as 1.5 (another folder's name) and
+            'device: on' as true (refused as no text, not as no device)."""
             for key, value in node.value if isinstance(node, yaml.MappingNode) else ():
                 option = str(key.value).replace("-", "_")
-                if option in TEXT_FIELDS and value.tag in NUMBER_TAGS:
+                read_as = NUMBER_TAGS + (() if option in BOOLEAN_CHOICES else (BOOL_TAG,))
+                if option in TEXT_FIELDS and value.tag in read_as:
                     value.tag = "tag:yaml.org,2002:str"
             return super().construct_document(node)
 
@@ -298,6 +300,8 @@ def _config_loader():
 
 LEADING_ZERO = re.compile(r"[-+]?0[0-9]+")  # YAML 1.1's octal; decimal in YAML 1.2
 NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+BOOL_TAG = "tag:yaml.org,2002:bool"
+BOOLEAN_CHOICES = ("fuse",)  # text options that read YAML's true and false (as on and off)
 TEXT_FIELDS = frozenset(key for key, hint in FIELD_HINTS.items() if hint in (str, str | None))
 
 

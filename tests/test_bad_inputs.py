@@ -686,6 +686,16 @@ CASES: list[tuple[str, Args, str]] = [
     ("config-loss-no-name", config_file("losses: [{gamma: 1}]\n"), "needs a 'name'"),
     ("config-fractional-epochs", config_file("epochs: 1.5\n"), "config file"),
     ("config-amp-text", config_file("amp: maybe\n"), "'amp' must be true or false"),
+    (  # YAML 1.1 reads on/off/yes/no as booleans: was 'must be a string, got True'
+        "config-executor-on",
+        config_file("executor: on\n"),
+        "config.yaml: 'executor' must be one of local, ray, got 'on'",
+    ),
+    (
+        "config-tracking-off",
+        config_file("tracking: off\n"),
+        "config.yaml: 'tracking' must be one of mlflow or none, got 'off'",
+    ),
     (  # was: 'epochs' must be a whole number, got None
         "config-key-without-value",
         config_file("epochs:\n"),
