@@ -690,6 +690,11 @@ def print_loss_table(entries: list) -> None:
         "soft y: whether a binary target may hold probabilities in [0, 1] (soft labels); "
         "multiclass targets are class indices."
     )
+    if len(entries) == 1:  # 'losscmp losses tversky': the row has no formula, no paper
+        out.print(
+            f"'losscmp losses --show {entries[0].name}': its formula, parameters and paper",
+            markup=False,
+        )
 
 
 def _loss_table(entries: list, with_parameters: bool) -> Table:

@@ -396,3 +396,13 @@ def test_parameters_in_square_brackets_are_respelt_in_parentheses(cli, tmp_path)
         "did you mean 'focal(gamma=1)'?); 'losscmp losses' lists them\n"
     )
     assert not out.exists()
+
+
+def test_losses_command_given_one_name_points_to_its_formula_and_paper(cli):
+    """'losscmp losses tversky' printed one row: no formula, no paper, and no word that
+    --show has them."""
+    result = cli("losses", "tversky")
+    assert result.exit_code == 0, result.output
+    assert "'losscmp losses --show tversky': its formula, parameters and paper" in result.stdout
+    several = cli("losses", "*tversky*")
+    assert "--show" not in several.stdout
