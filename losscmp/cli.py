@@ -691,14 +691,15 @@ def losses_command(
 ) -> None:
     """List the registered losses, or show one in detail."""
     from losscmp import console
-    from losscmp.losses import get_loss_entry, list_losses
+    from losscmp.losses import get_loss_entry, list_losses, loss_to_show
     from losscmp.spec import ALL
 
     if show is not None:
         if pattern is not None:
             raise LosscmpError(f"give a pattern ('{pattern}') or --show NAME, not both")
-        console.print_loss_detail(get_loss_entry(show))
+        console.print_loss_detail(loss_to_show(show))
         return
+    pattern = pattern.strip() if pattern else pattern  # as --losses reads ' dice '
     names = list_losses(None if pattern and pattern.lower() == ALL else pattern)
     if not names:
         raise LosscmpError(f"no loss matches '{pattern}'{_suggest_loss(pattern)}")
@@ -713,6 +714,9 @@ def _suggest_loss(pattern: str) -> str:
 
     if set(pattern) & WILDCARDS:
         return suggest_pattern(pattern.lower(), list_losses())
+    written = pattern.partition("(")[0].strip()
+    if written != pattern and written in list_losses():
+        return f" (a pattern names losses, without parameters: did you mean '{written}'?)"
     return suggest(pattern, list_losses())
 
 

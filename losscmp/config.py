@@ -10,14 +10,22 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from losscmp.errors import ConfigError, LosscmpError, ParameterError, suggest
+from losscmp.errors import ConfigError, LosscmpError, ParameterError, SpecError, suggest
 from losscmp.registry import SCIENTIFIC_TEXT, coerce, describe_type
-from losscmp.spec import Spec, as_spec, selector_name, split_spec_list, split_top_level
+from losscmp.spec import (
+    Spec,
+    as_spec,
+    comma_hint,
+    selector_name,
+    split_spec_list,
+    split_top_level,
+)
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 FUSE_MODES = ("auto", "on", "off")  # auto: fuse the losses of a seed on CUDA only
@@ -198,7 +206,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+        raise ConfigError(
+            f"config file {path} is not valid YAML{where}{_yaml_hint(error)}"
+        ) from None
     except RecursionError:
         raise ConfigError(f"config file {path} is nested too deeply to be a config") from None
     if content is None:
@@ -226,6 +236,21 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return options
 
 
+def _yaml_hint(error) -> str:
+    """What to do about the mistakes PyYAML refuses most often in a hand-written file: a tab
+    (unseen in an editor), a pattern left unquoted (``*dice*`` reads as an alias)."""
+    mark, problem = getattr(error, "problem_mark", None), str(getattr(error, "problem", ""))
+    if mark is not None and "'\\t'" in problem:
+        return (
+            f": a tab (column {mark.column + 1}), which YAML does not take as indentation or "
+            "spacing; use spaces"
+        )
+    alias = getattr(error, "context", None) == "while scanning an alias"
+    if alias or problem.startswith("found undefined alias"):
+        return ": a bare '*' starts a YAML alias; quote a pattern, as in losses: ['*dice*']"
+    return ""
+
+
 class DuplicateOption(Exception):
     pass
 
@@ -236,6 +261,17 @@ def _config_loader():
     import yaml
 
     class ConfigLoader(yaml.SafeLoader):
+        def construct_document(self, node):
+            """A text option's plain value as written: YAML reads 'out: 2024' as a number
+            (refused as no text), 'out: 1.50' as 1.5 (another folder's name) and
+            'device: on' as true (refused as no text, not as no device)."""
+            for key, value in node.value if isinstance(node, yaml.MappingNode) else ():
+                option = str(key.value).replace("-", "_")
+                read_as = NUMBER_TAGS + (() if option in BOOLEAN_CHOICES else (BOOL_TAG,))
+                if option in TEXT_FIELDS and value.tag in read_as:
+                    value.tag = "tag:yaml.org,2002:str"
+            return super().construct_document(node)
+
         def construct_mapping(self, node, deep=False):
             keys = [self.construct_object(key, deep=True) for key, _ in node.value]
             repeated = sorted({str(key) for key in keys if keys.count(key) > 1})
@@ -243,7 +279,30 @@ def _config_loader():
                 raise DuplicateOption(f"'{repeated[0]}' is given twice")
             return super().construct_mapping(node, deep=deep)
 
+        def construct_yaml_int(self, node):
+            """A whole number as YAML 1.2 and a flag read it: YAML 1.1 reads 010 as 8
+            (octal) and 1:30 as 90 (base 60), which no option means."""
+            text = self.construct_scalar(node)
+            if ":" in text:
+                return text  # refused as text where a number is due
+            if LEADING_ZERO.fullmatch(text.replace("_", "")):
+                return int(text.replace("_", ""), 10)
+            return super().construct_yaml_int(node)
+
+        def construct_yaml_float(self, node):
+            text = self.construct_scalar(node)
+            return text if ":" in text else super().construct_yaml_float(node)
+
+    ConfigLoader.add_constructor("tag:yaml.org,2002:int", ConfigLoader.construct_yaml_int)
+    ConfigLoader.add_constructor("tag:yaml.org,2002:float", ConfigLoader.construct_yaml_float)
     return ConfigLoader
+
+
+LEADING_ZERO = re.compile(r"[-+]?0[0-9]+")  # YAML 1.1's octal; decimal in YAML 1.2
+NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+BOOL_TAG = "tag:yaml.org,2002:bool"
+BOOLEAN_CHOICES = ("fuse",)  # text options that read YAML's true and false (as on and off)
+TEXT_FIELDS = frozenset(key for key, hint in FIELD_HINTS.items() if hint in (str, str | None))
 
 
 # Where a resumed run's stored options come from, as a message names them.
@@ -258,7 +317,9 @@ def build_config(
     options: dict[str, Any] = dict(base or {})
     sources = dict.fromkeys(options, BASE_SOURCE)
     from_file = load_yaml(file) if file else {}
-    options.update(from_file)
+    # A file's number written as text (1e1, '8': YAML 1.1 reads both as text) is the number
+    # its flag would read.
+    options.update({key: _typed_number(key, value) for key, value in from_file.items()})
     sources.update(dict.fromkeys(from_file, f"{FILE_SOURCE} {file}"))
     given = {key: value for key, value in flags.items() if value is not None}
     options.update({key: _typed_number(key, value) for key, value in given.items()})
@@ -285,8 +346,9 @@ def flag_name(key: str) -> str:
 
 
 def _typed_number(key: str, value: Any) -> Any:
-    """A numeric option's text (a flag) as the number it spells; other text is left for
-    normalise to refuse in the words it uses for a config file's value."""
+    """A numeric option's text (a flag's, a config file's 1e1 or '8') as the number it
+    spells; other text is left for normalise to refuse in the words it uses for a config
+    file's value."""
     if not (isinstance(value, str) and key in NUMERIC_FIELDS):
         return value
     for cast in (int, float):
@@ -306,6 +368,7 @@ def normalise(key: str, value: Any, name: str | None = None) -> Any:
     name = name or f"'{key}'"
     if key == "losses":
         return _loss_labels(value, name)
+    _refuse_no_value(key, value, name)
     if key == "dataset":
         return as_spec(_written_numbers(value)).label
     if key in ("fg_fraction", "lr_grid"):
@@ -323,6 +386,20 @@ def normalise(key: str, value: Any, name: str | None = None) -> Any:
             f"{name} must be {describe_type(hint)}, got {value!r}{_grid_hint(key, value)}"
             f"{_short_option_hint(key, value, name)}"
         ) from None
+
+
+def _refuse_no_value(key: str, value: Any, name: str) -> None:
+    """A config file's key left empty ('epochs:') or null, where the option has no 'none':
+    YAML reads it as null, which the type check called 'got None'."""
+    hint = FIELD_HINTS[key]
+    if value is not None or key in OPTIONAL_NAMES or type(None) in typing.get_args(hint):
+        return
+    default = getattr(RunConfig(), key)
+    default = str(default).lower() if isinstance(default, bool) else default  # as YAML has it
+    raise ParameterError(
+        f"{name} has no value: give {describe_type(hint)}, or leave the key out for the "
+        f"default ({default})"
+    )
 
 
 SHORT_OPTIONS = {"jobs": "-j"}  # as cli.py declares them
@@ -358,7 +435,14 @@ def _loss_labels(value: Any, name: str = "'losses'") -> list[str]:
         items = value
     else:
         raise ParameterError(f"{name} must be a list of loss names or a comma-separated string")
-    return [selector_name(item) or as_spec(_written_numbers(item)).label for item in items]
+    return [_loss_label(item) for item in items]
+
+
+def _loss_label(item: Any) -> str:
+    try:
+        return selector_name(item) or as_spec(_written_numbers(item)).label
+    except SpecError as error:  # 'dice focal': one name, as parse_spec sees it
+        raise SpecError(f"{error}{comma_hint(item)}") from None
 
 
 def _written_numbers(value: Any) -> Any:
@@ -393,7 +477,7 @@ def validate(config: RunConfig, origins: Origins | None = None) -> None:
     _check_whole_numbers(config, names)
     if config.image_size < 32 or config.image_size % 32:
         raise ParameterError(
-            f"{names.name('image_size')} must be a multiple of 32 (U-Net), "
+            f"{names.name('image_size')} must be a multiple of 32 (U-Net): 32, 64, 96, ..., "
             f"got {names.shown('image_size', config.image_size)}"
         )
     if not (math.isfinite(config.lr) and config.lr > 0):
@@ -543,6 +627,25 @@ def _check_fg_fractions(config: RunConfig, names: Origins) -> None:
             f"it generates), and this run's dataset is {entry.name}"
         )
     _refuse_repeats(fractions, name, "fraction")
+    _refuse_fraction_beside_its_sweep(config, names)
+
+
+def _refuse_fraction_beside_its_sweep(config: RunConfig, names: Origins) -> None:
+    """The sweep replaces the dataset's own fg_fraction, which would be dropped without a
+    word where the user gave both in one place, or the dataset more specifically (a flag
+    over a file's sweep). A sweep flag over a file's dataset, or a resumed run's stored
+    pair, is no conflict (as for --lr beside --lr-grid)."""
+    if "fg_fraction" not in config.dataset_spec.params:
+        return
+    if BASE_SOURCE in (names.sources.get("fg_fraction"), names.sources.get("dataset")):
+        return
+    if _rank(names, "fg_fraction") > _rank(names, "dataset"):
+        return
+    raise ParameterError(
+        f"{names.within('fg_fraction', 'dataset')}{names.option('fg_fraction')} and "
+        f"{names.option('dataset')}'s fg_fraction both given: the sweep trains each of its "
+        "fractions and replaces the dataset's; give one"
+    )
 
 
 def _refuse_repeats(values: list[float], option: str, noun: str) -> None:

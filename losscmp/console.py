@@ -671,25 +671,48 @@ def failed_trials_line(failed: list, plan, resume_command: str) -> str:
 
 
 def print_loss_table(entries: list) -> None:
+    out = stdout()
+    table = _loss_table(entries, with_parameters=True)
+    unbounded = out.options.update_width(10**6)  # a measure is capped at the width it gets
+    if out.measure(table, options=unbounded).minimum > out.width:  # the least that breaks no word
+        # Cut to an 80-column terminal, every column broke its words mid-way ('ignore_inde'
+        # 'x=None'): the parameters, which --show lists, go.
+        table = _loss_table(entries, with_parameters=False)
+        table.caption = f"parameters not shown at {out.width} columns: losscmp losses --show NAME"
+    out.print(table)
+    out.print(
+        "soft y: whether a binary target may hold probabilities in [0, 1] (soft labels); "
+        "multiclass targets are class indices."
+    )
+    if len(entries) == 1:  # 'losscmp losses tversky': the row has no formula, no paper
+        out.print(
+            f"'losscmp losses --show {entries[0].name}': its formula, parameters and paper",
+            markup=False,
+        )
+
+
+def _loss_table(entries: list, with_parameters: bool) -> Table:
     noun = "loss" if len(entries) == 1 else "losses"
     table = Table(title=f"{len(entries)} {noun}", show_lines=False)
-    for column in ("name", "family", "modes", "soft y", "parameters (defaults)", "description"):
-        table.add_column(column, overflow="fold")
+    table.add_column("name", no_wrap=True)
+    table.add_column("family")
+    table.add_column("modes", max_width=None if with_parameters else len("multiclass"))
+    table.add_column("soft y")
+    if with_parameters:
+        table.add_column("parameters (defaults)", overflow="fold")
+    table.add_column("description", overflow="fold", ratio=None if with_parameters else 1)
     for entry in entries:
         defaults = ", ".join(f"{k}={_short(v)}" for k, v in entry.defaults.items())
         table.add_row(
             entry.name,
             entry.family,
-            "/".join(entry.modes),
+            # a space to wrap at where the column is narrow
+            "/".join(entry.modes) if with_parameters else " / ".join(entry.modes),
             "yes" if entry.soft_targets else "no",
-            escape(defaults),
+            *([escape(defaults)] if with_parameters else []),
             escape(entry.description),
         )
-    stdout().print(table)
-    stdout().print(
-        "soft y: whether a binary target may hold probabilities in [0, 1] (soft labels); "
-        "multiclass targets are class indices."
-    )
+    return table
 
 
 def print_loss_detail(entry) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 from dataclasses import dataclass, field
 
 from losscmp.config import Origins, RunConfig, check_trial_count
@@ -198,9 +199,18 @@ def _matching(registry, selector: str, mode: str) -> list[str]:
         )
     usable = [name for name in registry.names() if mode in registry.get(name).modes]
     raise ParameterError(
-        f"no loss matches '{selector}'{suggest_pattern(selector, usable)}; "
-        "'losscmp losses' lists them"
+        f"no loss matches '{selector}'{_bracketed_parameters(selector, usable)}"
+        f"{suggest_pattern(selector, usable)}; 'losscmp losses' lists them"
     )
+
+
+def _bracketed_parameters(selector: str, names: list[str]) -> str:
+    """A did-you-mean for parameters written in square brackets (``focal[gamma=1]``), which
+    fnmatch reads as a character class."""
+    found = re.fullmatch(r"(\w+)\[(.*=.*)\]", selector)
+    if not (found and found[1] in names):
+        return ""
+    return f" (parameters go in parentheses: did you mean '{found[1]}({found[2]})'?)"
 
 
 def make_loss(spec: Spec, data):

@@ -175,6 +175,14 @@ def parse_spec(text: str) -> Spec:
     return Spec(name, params)
 
 
+def comma_hint(text: Any) -> str:
+    """A did-you-mean for names of a list separated by spaces or semicolons, not commas."""
+    parts = [part for part in re.split(r"[;\s]+", text) if part] if isinstance(text, str) else []
+    if len(parts) > 1 and all(_NAME.match(part) for part in parts):
+        return f" (a list is separated by commas: did you mean '{','.join(parts)}'?)"
+    return ""
+
+
 def split_spec_list(text: str) -> list[str]:
     """The items of a comma-separated list of specs, each a spec or a selector (``all``,
     ``*dice*``), blank ones dropped; duplicates are the planner's to judge: only the

@@ -510,6 +510,22 @@ CASES: list[tuple[str, Args, str]] = [
     ("fg-zero", ["--fg-fraction", "0"], "must lie in (0, 0.9)"),
     ("fg-nan", ["--fg-fraction", "nan"], "must lie in (0, 0.9)"),
     ("fg-text", ["--fg-fraction", "abc"], "--fg-fraction must be numbers, got 'abc'"),
+    (  # the sweep replaced the dataset's fraction without a word
+        "fg-beside-the-datasets-own",
+        ["--fg-fraction", "0.01", "--dataset", "synthetic(fg_fraction=0.02)"],
+        "--fg-fraction and --dataset's fg_fraction both given: the sweep trains each of its "
+        "fractions and replaces the dataset's; give one",
+    ),
+    (
+        "fg-in-a-config-beside-the-datasets-own",
+        config_file("dataset: synthetic(fg_fraction=0.02)\nfg_fraction: [0.01, 0.05]\n"),
+        "config.yaml: 'fg_fraction' and 'dataset''s fg_fraction both given",
+    ),
+    (  # a --dataset flag's fraction, replaced by the file's sweep
+        "dataset-flag-fraction-under-a-config-sweep",
+        config_file("fg_fraction: [0.01]\n", "--dataset", "synthetic(fg_fraction=0.02)"),
+        "config.yaml: 'fg_fraction' and --dataset's fg_fraction both given",
+    ),
     ("fg-empty", ["--fg-fraction", ""], "--fg-fraction needs at least one fraction"),
     ("fg-not-synthetic", ["--fg-fraction", "0.1", "--dataset", "pets"], "--dataset synthetic only"),
     # numbers
@@ -518,7 +534,12 @@ CASES: list[tuple[str, Args, str]] = [
     ("batch-zero", ["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
     ("batch-cannot-fit", ["--batch-size", "1000000000000"], "one batch of 1000000000000"),
     ("image-size-50", ["--image-size", "50"], "must be a multiple of 32"),
-    ("image-size-0", ["--image-size", "0"], "must be a multiple of 32"),
+    (  # 0 and -32 are multiples of 32: the message says which are meant
+        "image-size-0",
+        ["--image-size", "0"],
+        "--image-size must be a multiple of 32 (U-Net): 32, 64, 96, ..., got 0",
+    ),
+    ("image-size-negative", ["--image-size", "-32"], "multiple of 32 (U-Net): 32, 64, 96"),
     ("image-size-cannot-fit", ["--image-size", "1048576"], "of memory, more than the"),
     ("seeds-zero", ["--seeds", "0"], "--seeds must be between 1 and 100000, got 0"),
     ("seeds-huge", ["--seeds", "1000000000"], "--seeds must be between 1 and 100000"),
@@ -609,6 +630,19 @@ CASES: list[tuple[str, Args, str]] = [
     ("config-folder", config_folder, "is a folder"),
     ("config-invalid-yaml", config_file("losses: [dice\nepochs: 2\n"), "is not valid YAML"),
     ("config-list", config_file("- dice\n"), "must hold a mapping"),
+    (  # was: 'is not valid YAML at line 1'
+        "config-unquoted-pattern",
+        config_file("losses: [*dice*, focal]\n"),
+        "config.yaml is not valid YAML at line 1: a bare '*' starts a YAML alias; quote a "
+        "pattern, as in losses: ['*dice*']",
+    ),
+    ("config-undefined-alias", config_file("losses: [focal, *dice]\n"), "quote a pattern"),
+    (  # was: 'is not valid YAML at line 1', the tab unseen in an editor
+        "config-tab",
+        config_file("epochs:\t2\n"),
+        "config.yaml is not valid YAML at line 1: a tab (column 8), which YAML does not take "
+        "as indentation or spacing; use spaces",
+    ),
     ("config-scalar", config_file("42\n"), "not the value 42"),
     ("config-key-twice", config_file("epochs: 1\nepochs: 2\n"), "'epochs' is given twice"),
     ("config-key-dashed-twice", config_file("batch-size: 4\nbatch_size: 8\n"), "given twice"),
@@ -652,6 +686,23 @@ CASES: list[tuple[str, Args, str]] = [
     ("config-loss-no-name", config_file("losses: [{gamma: 1}]\n"), "needs a 'name'"),
     ("config-fractional-epochs", config_file("epochs: 1.5\n"), "config file"),
     ("config-amp-text", config_file("amp: maybe\n"), "'amp' must be true or false"),
+    (  # YAML 1.1 reads on/off/yes/no as booleans: was 'must be a string, got True'
+        "config-executor-on",
+        config_file("executor: on\n"),
+        "config.yaml: 'executor' must be one of local, ray, got 'on'",
+    ),
+    (
+        "config-tracking-off",
+        config_file("tracking: off\n"),
+        "config.yaml: 'tracking' must be one of mlflow or none, got 'off'",
+    ),
+    (  # was: 'epochs' must be a whole number, got None
+        "config-key-without-value",
+        config_file("epochs:\n"),
+        "config.yaml: 'epochs' has no value: give a whole number, or leave the key out "
+        "for the default (8)",
+    ),
+    ("config-model-null", config_file("model: null\n"), "'model' has no value: give a string"),
     ("config-bad-losses", config_file("losses: dice,focal(gamma=1\n"), "config file"),
     (
         "flag-error-not-blamed-on-config",

@@ -267,3 +267,69 @@ def test_fuse_on_or_off_in_a_config_file_is_read_as_written(tmp_path, written, m
     path = tmp_path / "c.yaml"
     path.write_text(f"fuse: {written}\n")
     assert build_config(path).fuse == mode
+
+
+DRY_TINY = ["--dataset", "synthetic(n_train=8,n_val=4,n_test=4)", "--image-size", "32"]
+
+
+@pytest.mark.parametrize(
+    ("written", "epochs"),
+    [
+        ("010", 10),  # YAML 1.1 (PyYAML) reads a leading zero as octal: 8
+        ("0_12", 12),  # and with an underscore: 10
+        ("1e1", 10),  # YAML 1.1 reads it as text; a flag's --epochs 1e1 is 10
+        ("'8'", 8),  # quoted: text, as a flag's is
+        ("0x10", 16),  # hexadecimal says it is
+    ],
+)
+def test_a_config_files_whole_numbers_mean_what_a_flag_would(cli, tmp_path, written, epochs):
+    """A config file's number means what the same text means to its flag (and to YAML
+    1.2): 'epochs: 010' trained 8 epochs, 'epochs: 1e1' was refused, '--epochs 1e1' not."""
+    config = tmp_path / "c.yaml"
+    config.write_text(f"epochs: {written}\n")
+    out = tmp_path / "r"
+    result = cli("run", "--config", config, *DRY_TINY, "--dry-run", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert f"\n{epochs} epochs, batch 16" in result.output
+    assert build_config(config).epochs == epochs
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("written", ["1:30", "1:30.5"])
+def test_a_config_files_sexagesimal_number_is_refused_as_text(cli, tmp_path, written):
+    """YAML 1.1 reads 1:30 as 90 (base 60): no one means that by a count of epochs."""
+    config = tmp_path / "c.yaml"
+    config.write_text(f"epochs: {written}\n")
+    result = cli("run", "--config", config, *DRY_TINY, "--dry-run", "--out", tmp_path / "r")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"losscmp: error: config file {config}: 'epochs' must be a whole number, got '{written}'\n"
+    )
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("written", ["2024", "010", "1.50", "1:30"])
+def test_a_config_files_folder_name_is_kept_as_written(cli, tmp_path, monkeypatch, written):
+    """'out: 2024' was refused ('must be a string, got 2024') and 'out: 010' named the
+    folder 8: YAML reads them as numbers; a text option takes the text as written."""
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"out: {written}\n")
+    result = cli("run", "--config", config, *DRY_TINY, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert f"results under {written}/" in result.output
+    assert build_config(config).out == written
+
+
+def test_a_fraction_sweep_flag_replaces_a_config_files_dataset_fraction(cli, tmp_path):
+    """configs/smoke.yaml's dataset has its own fg_fraction; --fg-fraction sweeps over it,
+    as a flag overrides a file (a sweep beside a fraction given in the same place is
+    refused: tests/test_bad_inputs.py)."""
+    config = tmp_path / "c.yaml"
+    config.write_text("dataset: synthetic(fg_fraction=0.05,n_train=8,n_val=4,n_test=4)\n")
+    result = cli("run", "--config", config, "--fg-fraction", "0.01,0.02", "--image-size", "32",
+                 "--dry-run", "--out", tmp_path / "r")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "synthetic(fg_fraction=0.01,n_train=8,n_val=4,n_test=4)" in result.output
+    assert "synthetic(fg_fraction=0.02,n_train=8,n_val=4,n_test=4)" in result.output
+    assert "fg_fraction=0.05" not in result.output

@@ -322,3 +322,87 @@ def test_losses_command_takes_all_and_respells_a_pattern(cli):
     typo = cli("losses", "*dcie*")
     assert typo.exit_code == 2
     assert typo.stderr == "losscmp: error: no loss matches '*dcie*' (did you mean '*dice*'?)\n"
+
+
+def test_losses_command_in_an_80_column_terminal_breaks_no_word(cli, monkeypatch):
+    """In 80 columns six columns broke their words mid-way ('binary/multicla' 'ss',
+    'ignore_inde' 'x=None'): the parameters, which --show lists, go, and modes wrap whole."""
+    import re
+
+    from losscmp.losses import list_losses
+
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # Rich: stdout is a terminal
+    monkeypatch.setenv("COLUMNS", "80")
+    result = cli("losses")
+    assert result.exit_code == 0, result.output
+    text = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert set(re.findall(r"multicla\w*|binar\w*", text)) == {"binary", "multiclass"}
+    assert all(re.search(rf"│ {name} +│", text) for name in list_losses())
+    assert "parameters not shown at 80 columns: losscmp losses --show NAME" in text
+    monkeypatch.delenv("TTY_COMPATIBLE")  # a pipe: wide, every column
+    wide = cli("losses")
+    assert "parameters (defaults)" in wide.stdout and "include_background=True" in wide.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (  # was: unknown loss 'focal(gamma=1)'; choose from: ... (no did-you-mean)
+            ["--show", "focal(gamma=1)"],
+            "--show takes a loss's name, without parameters (did you mean '--show focal'?)",
+        ),
+        (  # was: unknown loss '*dice*' (did you mean 'dice'?)
+            ["--show", "*dice*"],
+            "--show takes one loss's name, not a pattern: losscmp losses '*dice*' lists "
+            "the losses it matches",
+        ),
+        (  # was: no loss matches 'focal(gamma=1)' (no did-you-mean)
+            ["focal(gamma=1)"],
+            "no loss matches 'focal(gamma=1)' (a pattern names losses, without parameters: "
+            "did you mean 'focal'?)",
+        ),
+    ],
+)
+def test_losses_command_says_what_to_type_for_a_spec_or_a_pattern(cli, args, message):
+    result = cli("losses", *args)
+    assert result.exit_code == 2
+    assert result.stderr == f"losscmp: error: {message}\n"
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [(["--show", " tversky "], "tversky — Tversky loss"), ([" tversky "], "1 loss")],
+)
+def test_losses_command_ignores_spaces_around_a_name_as_losses_does(cli, args, shown):
+    """--losses ' dice , focal ' reads dice and focal; 'losses --show " tversky "' was an
+    unknown loss (did you mean 'tversky'?)."""
+    result = cli("losses", *args)
+    assert result.exit_code == 0, result.output
+    assert shown in result.stdout
+    assert "│ tversky " in result.stdout or "Salehi et al. 2017" in result.stdout
+
+
+def test_parameters_in_square_brackets_are_respelt_in_parentheses(cli, tmp_path):
+    """'[' is a pattern's character class: 'focal[gamma=1]' matched no loss, and the line
+    did not say that parameters go in parentheses."""
+    out = tmp_path / "r"
+    result = cli("run", "--losses", "dice,focal[gamma=1]", "--dataset", BINARY, *TINY,
+                 "--dry-run", "--out", out)  # fmt: skip
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "losscmp: error: no loss matches 'focal[gamma=1]' (parameters go in parentheses: "
+        "did you mean 'focal(gamma=1)'?); 'losscmp losses' lists them\n"
+    )
+    assert not out.exists()
+
+
+def test_losses_command_given_one_name_points_to_its_formula_and_paper(cli):
+    """'losscmp losses tversky' printed one row: no formula, no paper, and no word that
+    --show has them."""
+    result = cli("losses", "tversky")
+    assert result.exit_code == 0, result.output
+    assert "'losscmp losses --show tversky': its formula, parameters and paper" in result.stdout
+    several = cli("losses", "*tversky*")
+    assert "--show" not in several.stdout

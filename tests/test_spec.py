@@ -125,3 +125,18 @@ def test_a_quoted_value_reads_as_typed(typed, value):
 
 def specs_of(text: str) -> list[Spec]:
     return [as_spec(item) for item in split_spec_list(text)]
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"), [("dice;focal", "dice,focal"), ("dice focal", "dice,focal")]
+)
+def test_losses_separated_otherwise_than_by_commas_are_respelt(cli, tmp_path, typed, meant):
+    """'dice focal' and 'dice;focal' were 'not a valid name', without saying why."""
+    out = tmp_path / "r"
+    result = cli("run", "--losses", typed, "--dry-run", "--out", out)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"losscmp: error: --losses: '{typed}' is not a valid name (a list is separated by "
+        f"commas: did you mean '{meant}'?)\n"
+    )
+    assert not out.exists()

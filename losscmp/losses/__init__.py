@@ -55,6 +55,27 @@ def get_loss_entry(name: str) -> Entry:
     return LOSS_REGISTRY.get(name)
 
 
+def loss_to_show(text: str) -> Entry:
+    """The entry ``losscmp losses --show TEXT`` describes: one loss's name, spaces around
+    it ignored (as ``--losses`` ignores them). A pattern or parameters are refused with
+    what to type instead."""
+    from losscmp.errors import SpecError
+    from losscmp.spec import ALL, is_selector
+
+    name = text.strip()
+    if is_selector(name) and (name.lower() == ALL or LOSS_REGISTRY.names(name)):
+        raise SpecError(
+            f"--show takes one loss's name, not a pattern: losscmp losses '{name}' lists "
+            "the losses it matches"
+        )
+    written = name.partition("(")[0].strip()
+    if written != name and written in LOSS_REGISTRY:
+        raise SpecError(
+            f"--show takes a loss's name, without parameters (did you mean '--show {written}'?)"
+        )
+    return LOSS_REGISTRY.get(name)
+
+
 def list_losses(pattern: str | None = None) -> list[str]:
     """Sorted loss names, optionally filtered by an fnmatch pattern such as ``*dice*``."""
     return LOSS_REGISTRY.names(pattern)
