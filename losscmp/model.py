@@ -65,6 +65,7 @@ def resolve_preset(name: str, device_type: str) -> ModelPreset:
 INITIAL_MODELS_KEPT = 2
 _INITIAL_MODELS: OrderedDict[tuple, Any] = OrderedDict()
 _INITIAL_MODELS_LOCK = threading.Lock()  # a Ray worker may run tasks in threads
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
 
 def build_model(preset: ModelPreset, out_channels: int, encoder_weights: str | None, seed: int):
@@ -98,24 +99,73 @@ def _construct(preset: ModelPreset, out_channels: int, encoder_weights: str | No
     import segmentation_models_pytorch as smp
     import torch
 
+    def unet():
+        torch.manual_seed(seed)  # each attempt draws the same weights
+        return smp.Unet(
+            in_channels=3,
+            classes=out_channels,
+            encoder_weights=encoder_weights,
+            **preset.unet_kwargs,
+        )
+
     with torch.random.fork_rng(devices=[]), _quiet_hub_logging():
-        torch.manual_seed(seed)
-        try:
-            model = smp.Unet(
-                in_channels=3,
-                classes=out_channels,
-                encoder_weights=encoder_weights,
-                **preset.unet_kwargs,
-            )
-        except (OSError, RuntimeError):
-            if encoder_weights:
-                raise ParameterError(
-                    f"could not load '{encoder_weights}' encoder weights for the {preset.name} "
-                    "model (they are downloaded once; is there internet access?)"
-                ) from None
-            raise
+        model = _pretrained(unet, preset, encoder_weights) if encoder_weights else unet()
     _drop_unused_stages(model.encoder, preset.unet_kwargs.get("encoder_depth", 5))
     return model
+
+
+def _pretrained(unet, preset: ModelPreset, encoder_weights: str):
+    """``unet()`` with the weights from the Hugging Face hub's cache if they are there (no
+    network at all), else downloaded; refused at once where the hub cannot be reached:
+    the hub's client would retry the connection for ~25 s per file before failing."""
+    from huggingface_hub import constants
+
+    try:
+        with _hub_offline():
+            return unet()
+    except (OSError, RuntimeError):
+        pass  # not in the cache
+    cannot = f"could not load '{encoder_weights}' encoder weights for the {preset.name} model"
+    where = f"they are downloaded once into {constants.HF_HUB_CACHE}, then read from there"
+    host = _unreachable_hub_host()
+    if host:
+        raise ParameterError(f"{cannot}: {host} cannot be reached (no internet access?); {where}")
+    try:
+        return unet()
+    except (OSError, RuntimeError):
+        raise ParameterError(f"{cannot} ({where}; is there internet access?)") from None
+
+
+@contextlib.contextmanager
+def _hub_offline():
+    """The hub's client reads its cache only (``HF_HUB_OFFLINE``), failing at once."""
+    from huggingface_hub import constants
+
+    offline = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = offline
+
+
+def _unreachable_hub_host() -> str | None:
+    """The hub's host name where it does not resolve (no network, no DNS), else None; not
+    asked through a proxy, which resolves it itself."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if any(os.environ.get(name) for name in PROXY_VARIABLES):
+        return None
+    host = urlparse(constants.ENDPOINT).hostname
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return host
+    return None
 
 
 def _drop_unused_stages(encoder, depth: int) -> None:

@@ -90,6 +90,14 @@ def test_trailing_single_sample_batch_is_dropped_when_training(synthetic):
     assert [len(b["index"]) for b in make_loader(synthetic, split="val", batch_size=9)] == [9, 1]
 
 
+def test_batch_size_one_trains_on_every_sample(synthetic):
+    """The guard against a trailing lone sample left one sample out of every epoch at
+    --batch-size 1, where every batch is one: 39 steps for 40 images."""
+    loader = make_loader(synthetic, split="train", batch_size=1, seed=0, epoch=1)
+    assert len(loader) == 40
+    assert sorted(int(b["index"][0]) for b in loader) == list(range(40))
+
+
 def turned(array: np.ndarray, op: int) -> np.ndarray:
     return apply_dihedral(array[None], np.array([op]), (1, 2))[0]
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import socket
+import time
+
 import pytest
 import segmentation_models_pytorch as smp
 import torch
@@ -121,13 +125,69 @@ def test_pretrained_weights_are_kept_apart_and_a_failed_load_is_not_kept(unet_ca
         return model
 
     monkeypatch.setattr(smp, "Unet", hub_unet)
+    monkeypatch.setattr(model_module, "_unreachable_hub_host", lambda: None)  # online
     for _ in range(2):
         with pytest.raises(ParameterError, match="could not load 'offline' encoder weights"):
             build_model(TINY, 1, "offline", seed=0)
     assert not model_module._INITIAL_MODELS
     loaded = [build_model(TINY, 1, "ones", seed=0) for _ in range(2)]
     drawn = build_model(TINY, 1, None, seed=0)
-    assert asked == ["offline", "offline", "ones", None]  # each failure tried anew
+    # each failure tried anew, from the cache and then online; a success tried once
+    assert asked == ["offline"] * 4 + ["ones", None]
     _assert_identical(loaded[0], loaded[1])
     assert all(bool((weight == 1).all()) for weight in loaded[1].encoder.parameters())
     assert not torch.equal(loaded[1].encoder.conv1.weight, drawn.encoder.conv1.weight)
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """An empty hub cache (returned), no network, and no wait: a retry fails the test."""
+    from huggingface_hub import constants
+
+    def no_name_resolves(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    def no_wait(seconds):
+        raise AssertionError(f"waited {seconds} s to try again")
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(socket, "getaddrinfo", no_name_resolves)
+    monkeypatch.setattr(time, "sleep", no_wait)
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    clear_model_cache()
+    yield tmp_path / "hub"
+    clear_model_cache()
+
+
+def test_pretrained_weights_without_network_are_refused_at_once(offline_hub):
+    """The hub's client retried the connection five times, waiting 1 to 8 s in between:
+    ~25 s of silence per file before the error."""
+    message = (
+        "could not load 'imagenet' encoder weights for the tiny model: huggingface.co "
+        f"cannot be reached (no internet access?); they are downloaded once into {offline_hub}"
+    )
+    with pytest.raises(ParameterError, match=re.escape(message)):
+        build_model(TINY, 1, "imagenet", seed=0)
+
+
+def test_pretrained_weights_in_the_hub_cache_need_no_network(offline_hub):
+    """Downloaded once, then read from the cache offline, whatever the network."""
+    from safetensors.torch import save_file
+
+    settings = smp.encoders.encoders["resnet18"]["pretrained_settings"]["imagenet"]
+    snapshot = offline_hub / "models--smp-hub--resnet18.imagenet" / "snapshots"
+    snapshot = snapshot / settings["revision"]
+    snapshot.mkdir(parents=True)
+    encoder = smp.encoders.get_encoder("resnet18", weights=None)
+    stored = {name: torch.full_like(tensor, 0.25) for name, tensor in encoder.state_dict().items()}
+    save_file(stored, snapshot / "model.safetensors")
+    (snapshot / "config.json").write_text("{}", encoding="utf-8")
+
+    loaded = build_model(TINY, 1, "imagenet", seed=0)
+    assert torch.equal(loaded.encoder.conv1.weight, stored["conv1.weight"])
+    assert torch.equal(loaded.encoder.layer2[0].bn1.running_var, stored["layer2.0.bn1.running_var"])
+    drawn = build_model(TINY, 1, None, seed=0)  # the decoder: drawn from the seed alike
+    assert torch.equal(
+        loaded.decoder.blocks[0].conv1[0].weight, drawn.decoder.blocks[0].conv1[0].weight
+    )

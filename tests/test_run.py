@@ -205,6 +205,23 @@ def test_resume_after_a_killed_process_keeps_finished_trials(cli, tmp_path):
     assert len(pd.read_csv(run_dir / "epochs.csv")) == 3 * 2
 
 
+def test_amp_asked_for_on_the_cpu_is_noted_as_set_aside(cli, tmp_path):
+    """--amp on the CPU was taken without a word, and run.json's 'amp: true' read as if
+    the trials had trained in bf16: they train in float32 (autocast is on CUDA only)."""
+    args = ["--config", SMOKE, "--epochs", "1", "--device", "cpu", "--out", tmp_path, "--dry-run"]
+    note = "note: --amp counts on CUDA only: set aside on the cpu (float32)"
+    assert note in cli("run", *args, "--amp").stderr.splitlines()
+    for quiet in ([], ["--no-amp"]):  # the default, or nothing to set aside
+        assert "note:" not in cli("run", *args, *quiet).stderr
+    config = tmp_path / "amp.yaml"
+    config.write_text(SMOKE.read_text() + "amp: true\n", encoding="utf-8")
+    from_file = cli("run", *args[2:], "--config", config).stderr.splitlines()
+    assert (
+        f"note: config file {config}: 'amp' counts on CUDA only: set aside on the cpu (float32)"
+        in from_file
+    )
+
+
 @pytest.mark.slow
 def test_a_diverging_trial_is_recorded_and_the_others_go_on(cli, tmp_path, exploding_loss):
     result = cli(

@@ -224,14 +224,16 @@ def batch_positions(
     A trailing batch of one sample is dropped when training, as a guard: BatchNorm
     in training mode fails when a channel has a single value to normalise, which
     happens for one sample whose feature map is 1x1 (e.g. after a deep encoder);
-    a lone sample also gives a noisy gradient step and batch statistics.
+    a lone sample also gives a noisy gradient step and batch statistics. Not at batch
+    size 1, where every batch is a lone sample: dropping the last one only left a
+    sample out of every epoch.
     """
     if shuffle:
         order = np.random.default_rng([seed, epoch, _SHUFFLE_STREAM, 1]).permutation(count)
     else:
         order = np.arange(count)
     batches = [order[start : start + batch_size] for start in range(0, count, batch_size)]
-    if drop_single and len(batches) > 1 and len(batches[-1]) == 1:
+    if drop_single and batch_size > 1 and len(batches) > 1 and len(batches[-1]) == 1:
         batches.pop()
     return batches
 
