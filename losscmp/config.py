@@ -570,6 +570,13 @@ CHOICE_ALIASES = {
 
 
 def _suggest_choice(value: str, choices: tuple[str, ...]) -> str:
+    device, _, index = value.partition(":")
+    if device == "cuda" and "cuda" in choices and index.isdigit():
+        # 'did you mean cuda' would train on GPU 0, not the one named
+        return (
+            f" (to train on GPU {index}: CUDA_VISIBLE_DEVICES={index} losscmp run ... "
+            "--device cuda)"
+        )
     meant = CHOICE_ALIASES.get(value.lower())
     return f" (did you mean '{meant}'?)" if meant in choices else suggest(value, choices)
 

@@ -571,6 +571,11 @@ CASES: list[tuple[str, Args, str]] = [
     ),
     ("device", ["--device", "tpu"], "--device must be one of"),
     ("device-gpu", ["--device", "gpu"], "got 'gpu' (did you mean 'cuda'?)"),
+    (
+        "device-index",
+        ["--device", "cuda:1"],
+        "got 'cuda:1' (to train on GPU 1: CUDA_VISIBLE_DEVICES=1 losscmp run ... --device cuda)",
+    ),
     ("model", ["--model", "huge"], "unknown model preset 'huge'"),
     ("model-too-small-images", ["--model", "small", "--image-size", "32"], "too small"),
     ("encoder-weights", ["--encoder-weights", "foo"], "--encoder-weights must be none"),
