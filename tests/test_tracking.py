@@ -606,6 +606,20 @@ def test_params_and_metrics_share_log_batch_calls_within_mlflows_limits():
     assert list(batches([], [])) == []
 
 
+def test_a_grid_runs_parent_holds_the_grid_not_the_rate_it_replaced():
+    """The parent of an --lr-grid run showed lr=0.003 beside lr_grid: a rate no trial
+    trained at."""
+    pytest.importorskip("mlflow")
+    from losscmp.tracking.mlflow import run_params, trial_params
+
+    config = {"lr": 0.003, "lr_grid": [0.001, 0.01], "epochs": 2}
+    meta = {"config": config, "model": {"preset": "tiny"}}
+    assert run_params(meta) == {"lr_grid": "0.001,0.01", "epochs": "2", "model": "tiny"}
+    assert run_params({"config": {**config, "lr_grid": None}})["lr"] == "0.003"
+    record = {"loss": "dice", "dataset": "synthetic", "seed": 0, "base_lr": 0.01}
+    assert trial_params(record, meta)["lr"] == "0.01"
+
+
 def test_tracking_option_names_a_registered_tracker_or_none():
     assert build_config(tracking="mlflow").tracking == "mlflow"
     assert build_config(tracking="none").tracking is None

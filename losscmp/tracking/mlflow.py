@@ -526,8 +526,12 @@ def linked_errors(error: BaseException) -> Iterator[BaseException]:
 
 def run_params(meta: dict[str, Any]) -> dict[str, str]:
     """The run's config, with the model preset and device ``auto`` resolved to those
-    trained on (a resume records the device it pins, which is then no change)."""
-    params = {key: param_value(value) for key, value in (meta.get("config") or {}).items()}
+    trained on (a resume records the device it pins, which is then no change), and
+    without ``lr`` where ``lr_grid`` replaced it."""
+    config = meta.get("config") or {}
+    params = {key: param_value(value) for key, value in config.items()}
+    if config.get("lr_grid"):
+        params.pop("lr", None)  # the grid replaced the one rate: no trial trained at it
     preset = (meta.get("model") or {}).get("preset")
     if preset:
         params["model"] = preset
