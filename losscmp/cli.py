@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -369,12 +370,14 @@ def run(
         finished, choices, execution = _dry_run_checks(prepared, resume)
         console.print_plan(plan, finished, choices, execution)
         return
-    run_dir = _train(prepared, resume, _command_line(config, flags, resume))
+    # What finishes a run folder: this command, resuming it (printed wherever it stops)
+    resuming = functools.partial(_command_line, config, flags)
+    run_dir = _train(prepared, _command_line(config, flags, resume), resuming, resume)
     failed = _failed_trials(prepared.plan, run_dir)
-    command = _command_line(config, flags, resume or run_dir)  # trains them again
+    command = resuming(resume or run_dir)  # trains them again
     failed_line = _one_plain_line(console.failed_trials_line(failed, prepared.plan, command))
     if len(failed) < len(prepared.plan.trials):  # a table to print: some trials trained
-        _report_run(prepared, run_dir, resume, failed_line)
+        _report_run(prepared, run_dir, command, failed_line)
     if failed:
         # A script (CI, a batch scheduler) learns from the status that the table lacks
         # trials; the line says which and how to train them (the same command, resuming).
@@ -391,10 +394,11 @@ def _failed_trials(plan, run_dir: Path) -> list:
     return [trial for trial in plan.trials if trial.id in failed]
 
 
-def _report_run(prepared, run_dir: Path, resume: Path | None, failed_line: str) -> None:
+def _report_run(prepared, run_dir: Path, command: str, failed_line: str) -> None:
     """The table of the run just trained, its summary.csv and report.html. Stopped (Ctrl-C,
     SIGTERM), it says how to get them, and still names the run's failed trials
-    (``failed_line``, if any): they are recorded as failed whatever the report did."""
+    (``failed_line``, if any): they are recorded as failed whatever the report did;
+    ``command`` resumes the run, which writes its report.html too."""
     try:
         _print_report(
             [run_dir],
@@ -408,7 +412,7 @@ def _report_run(prepared, run_dir: Path, resume: Path | None, failed_line: str) 
         trained = "the trials that trained are" if failed_line else "every trial is"
         typer.echo(
             f"losscmp: {_stopped(stop)}; {trained} saved in {run_dir}: 'losscmp "
-            f"report {run_dir}' prints the table ({_rerun(run_dir, resume)} also writes "
+            f"report {run_dir}' prints the table ('{command}' also writes "
             "its report.html)",
             err=True,
         )
@@ -418,9 +422,10 @@ def _report_run(prepared, run_dir: Path, resume: Path | None, failed_line: str) 
     prepared.tracker.attach(run_dir)  # the report files, now that they exist
 
 
-def _train(prepared, resume: Path | None, command: str) -> Path:
+def _train(prepared, command: str, resuming: Callable[[Path], str], resume: Path | None) -> Path:
     """Train with the progress display. Stopped once the run folder exists (Ctrl-C,
-    SIGTERM), the last line says where the finished trials are and how to finish: printed
+    SIGTERM), the last line says where the finished trials are and gives the command that
+    finishes the run (``resuming(run_dir)``, whole, to copy): printed
     once the display has stopped, so that a terminal shows it below the bars."""
     from losscmp import console
     from losscmp.runner import execute
@@ -435,12 +440,12 @@ def _train(prepared, resume: Path | None, command: str) -> Path:
             raise
         typer.echo(
             f"losscmp: {_stopped(stop)}; finished trials are saved in {run_dir}. "
-            f"Finish the run with {_rerun(run_dir, resume)}",
+            f"Finish the run with: {resuming(run_dir)}",
             err=True,
         )
         raise typer.Exit(_stop_status(stop)) from None
     except OSError as error:
-        _say_how_to_resume(error, progress.run_dir, resume)
+        _say_how_to_resume(error, progress.run_dir, resuming)
         raise
 
 
@@ -452,23 +457,16 @@ def _stop_status(stop: KeyboardInterrupt) -> int:
     return 128 + int(signal.SIGTERM) if isinstance(stop, Terminated) else 130
 
 
-def _rerun(run_dir: Path, resume: Path | None) -> str:
-    """How to finish ``run_dir``: a command that resumed it already says so."""
-    return (
-        "the same command again"
-        if resume is not None
-        else f"the same command plus --resume {run_dir}"
-    )
-
-
-def _say_how_to_resume(error: OSError, run_dir: Path | None, resume: Path | None) -> None:
+def _say_how_to_resume(
+    error: OSError, run_dir: Path | None, resuming: Callable[[Path], str]
+) -> None:
     """A run folder that stopped taking files mid-run (a full disk): one line that says
     the finished trials are kept and how to finish, instead of a bare error."""
     if run_dir is None or error.filename is None or error.errno not in PATH_ERRNOS:
         raise error
     raise LosscmpError(
         f"{error.filename}: {error.strerror}; the trials finished before it are saved in "
-        f"{run_dir}: once it can be written, {_rerun(run_dir, resume)} finishes the run"
+        f"{run_dir}: once it can be written, '{resuming(run_dir)}' finishes the run"
     ) from None
 
 

@@ -316,6 +316,45 @@ class TimeLeftColumn(TimeRemainingColumn):
         return Text(text, style="progress.remaining")
 
 
+class FittedStatus:
+    """A line's status fitted to the status column. The epoch's scores ('epoch 3/8 dice
+    0.120 mcc 0.060 loss 0.8488') give way a field at a time from their end, the training
+    loss first: cut with '…' at 80 columns they read 'epoch 3/8 loss 0.8488 dic…', the
+    validation Dice lost. Any other status is cut where it does not fit."""
+
+    def __init__(self, markup: str) -> None:
+        self.text = Text.from_markup(markup)
+
+    def fit(self, width: int) -> Text:
+        if self.text.cell_len <= width:
+            return self.text
+        words = self.text.plain.split(" ")
+        scores = words[0] == "epoch"  # not 'diverged at epoch 3', which would lose its end
+        for kept in range(len(words) - 2, 1 if scores else len(words), -2):  # 'name value's
+            shown = " ".join(words[:kept])
+            if cell_len(shown) <= width:
+                return self.text[: len(shown)]
+        cut = self.text.copy()
+        cut.truncate(width, overflow="ellipsis")
+        return cut
+
+    def __rich_console__(self, console, options):
+        yield self.fit(options.max_width)
+
+    def __rich_measure__(self, console, options) -> Measurement:
+        return Measurement(1, self.text.cell_len)
+
+
+class StatusColumn(TextColumn):
+    """A line's status (``FittedStatus``)."""
+
+    def __init__(self) -> None:
+        super().__init__("{task.fields[status]}")
+
+    def render(self, task):
+        return FittedStatus(task.fields["status"])
+
+
 class TrainingProgress:
     """A listener for run events: an overall bar with the time left, and one line per
     running trial (several at once with ``--jobs`` or fused groups), advanced per step.
@@ -325,7 +364,7 @@ class TrainingProgress:
         self.progress = _FittedProgress(
             LabelColumn(),
             BarColumn(bar_width=None),  # as wide as fit_widths makes its column
-            TextColumn("{task.fields[status]}"),
+            StatusColumn(),
             TimeElapsedColumn(),
             TimeLeftColumn(),
             console=err,
@@ -424,9 +463,9 @@ class TrainingProgress:
         if record["status"] == "diverged":
             status = f"[red]diverged at epoch {record['epoch']}"
         else:
-            status = (
-                f"epoch {record['epoch']}/{self.epochs} loss {record['train_loss']:.4f} "
-                f"dice {record['val_dice']:.3f} mcc {record['val_mcc']:.3f}"
+            status = (  # what matters most first: a narrow line keeps its start
+                f"epoch {record['epoch']}/{self.epochs} dice {record['val_dice']:.3f} "
+                f"mcc {record['val_mcc']:.3f} loss {record['train_loss']:.4f}"
             )
         task = self.tasks.get(event.trial_id)
         if task is not None:  # the scores' own width again, the evaluation's stand-in done

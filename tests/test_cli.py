@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -832,18 +833,42 @@ def test_ctrl_c_right_after_the_run_folder_appears_names_it(cli, tmp_path, monke
         time.sleep(5)  # where its KeyboardInterrupt lands
 
     monkeypatch.setattr(RunStore, "rebuild_tables", interrupted)
-    args = ["--config", SMOKE, "--epochs", "1", "--losses", "dice", "--out", tmp_path]
+    # in the order the printed command gives them
+    args = ["--config", SMOKE, "--losses", "dice", "--epochs", "1", "--out", tmp_path]
     result = cli("run", *args)
     assert result.exit_code == 130
     (run_dir,) = tmp_path.iterdir()
-    assert result.stderr.splitlines()[-1] == (
-        f"losscmp: interrupted; finished trials are saved in {run_dir}. Finish the run with "
-        f"the same command plus --resume {run_dir}"
-    )
+    stopped, command = result.stderr.splitlines()[-1].split(". Finish the run with: ")
+    assert stopped == f"losscmp: interrupted; finished trials are saved in {run_dir}"
+    # The command itself, to copy (it read 'the same command plus --resume DIR'), and it
+    # finishes the run as printed
+    assert command == shlex.join(["losscmp", "run", *map(str, args), "--resume", str(run_dir)])
     monkeypatch.undo()
-    resumed = cli("run", *args, "--resume", run_dir)
+    resumed = cli(*shlex.split(command)[1:])
     assert resumed.exit_code == 0, resumed.output
     assert len(list((run_dir / "trials").glob("*.json"))) == 1
+
+
+def test_a_full_disk_mid_run_gives_the_command_that_finishes_it(cli, tmp_path, monkeypatch):
+    """A trial file that cannot be written (a full disk) ends the run with one line: it
+    said 'the same command plus --resume DIR' finishes it; it now gives that command."""
+    import errno
+
+    from losscmp.results import RunStore
+
+    def full_disk(store, record, **kwargs) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(store.run_dir / "x.json"))
+
+    monkeypatch.setattr(RunStore, "write_trial", full_disk)
+    args = ["--config", SMOKE, "--losses", "dice", "--epochs", "1", "--out", tmp_path]
+    result = cli("run", *args)
+    assert result.exit_code == 2
+    (run_dir,) = tmp_path.iterdir()
+    command = shlex.join(["losscmp", "run", *map(str, args), "--resume", str(run_dir)])
+    assert result.stderr.splitlines()[-1] == (
+        f"losscmp: error: {run_dir / 'x.json'}: No space left on device; the trials finished "
+        f"before it are saved in {run_dir}: once it can be written, '{command}' finishes the run"
+    )
 
 
 def test_ctrl_c_while_the_table_prints_says_the_run_is_complete(cli, tmp_path, monkeypatch):

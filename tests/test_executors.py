@@ -766,13 +766,13 @@ def test_stopped_while_the_table_prints_still_names_the_failed_trials(
     (failed_id,) = json.loads((run_dir / "run.json").read_text())["failed_trials"]
     assert "__bce__" in failed_id
     stopped, failed = result.stderr.splitlines()[-2:]
-    assert stopped == (
-        f"losscmp: {stopped_by}; the trials that trained are saved in {run_dir}: 'losscmp "
-        f"report {run_dir}' prints the table (the same command plus --resume {run_dir} also "
-        "writes its report.html)"
-    )
     assert failed.startswith("losscmp: 1 of 2 trials failed (bce · seed 0); train it again ")
     assert failed.endswith(f" --threads 1 --resume {run_dir}")
+    command = failed.split("train it again with: ")[1]  # both lines give the one command
+    assert stopped == (
+        f"losscmp: {stopped_by}; the trials that trained are saved in {run_dir}: 'losscmp "
+        f"report {run_dir}' prints the table ('{command}' also writes its report.html)"
+    )
 
 
 def test_a_run_whose_every_trial_failed_exits_1_not_as_a_mistake(cli, tmp_path, monkeypatch):
@@ -1397,7 +1397,7 @@ def test_a_trials_line_says_which_split_it_scores_and_keeps_its_bar(tmp_path):
     progress(TrialStarted("t0"))
     record = {"epoch": 1, "status": "ok", "train_loss": 0.8488, "val_dice": 0.12, "val_mcc": 0.06}
     progress(EpochDone("t0", record))
-    scores = "epoch 1/2 loss 0.8488 dice 0.120 mcc 0.060"
+    scores = "epoch 1/2 dice 0.120 mcc 0.060 loss 0.8488"
 
     def line() -> tuple[str, tuple[int, int]]:
         """The trial's status and where its bar is, drawn 80 columns wide."""
@@ -1446,13 +1446,40 @@ def test_a_narrow_terminal_cuts_no_evaluation_status_that_fits(tmp_path):
         return drawn, re.search("[━╸╺]+", drawn).span()
 
     drawn, bar = line()
-    assert "epoch 1/2 loss 0…" in drawn  # the scores do not fit: cut
+    assert re.search(r"[━╸╺] +epoch 1/2 +0:00:00", drawn), drawn  # the whole fields that fit
     progress(Evaluating("t0", "val", 3, 40))
     drawn, bar_now = line()
     assert re.search(r"[━╸╺] +validating  3/40 +0:00:00", drawn), drawn
     assert bar_now == bar
     progress(Evaluating("t0", "test", 20, 20))
     assert re.search(r"[━╸╺] +testing 20/20 +0:00:00", line()[0])
+
+
+def test_an_80_column_terminal_keeps_the_validation_dice_of_running_trials(tmp_path):
+    """Two running trials with their workers' names on an 80-column terminal: the epoch's
+    scores, cut with '…', read 'epoch 1/8 loss 0.8488 dic…', the validation Dice lost to
+    the training loss. They now give way a field at a time from the end, the loss first."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from losscmp.console import TrainingProgress
+
+    progress = TrainingProgress()
+    infos = (TrialInfo("t0", "synthetic", "tversky", 0), TrialInfo("t1", "synthetic", "dice", 1))
+    progress(RunStarted(tmp_path, infos, skipped=0, epochs=8, executor="2 worker processes"))
+    progress.progress.stop()  # drawn below at a chosen width instead
+    for trial_id, worker in (("t0", "worker 1"), ("t1", "worker 2")):
+        progress(TrialStarted(trial_id, where=worker))
+    record = {"epoch": 1, "status": "ok", "train_loss": 0.8488, "val_dice": 0.12, "val_mcc": 0.06}
+    progress(EpochDone("t0", record))
+    progress(EpochDone("t1", {**record, "val_dice": 0.345}))
+    screen = Console(file=io.StringIO(), width=80)
+    screen.print(progress.progress.make_tasks_table(progress.progress.tasks))
+    lines = screen.file.getvalue().splitlines()[1:]
+    statuses = [re.search(r"[━╸╺] +(epoch.*?)  ", line).group(1) for line in lines]
+    assert statuses == ["epoch 1/8 dice 0.120", "epoch 1/8 dice 0.345"], lines
 
 
 def test_a_log_gets_a_line_per_ended_trial(tmp_path, capsys):

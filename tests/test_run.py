@@ -356,7 +356,8 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(cli, tmp_path):
     exit -15, no resume line, and the shared data left to Python's resource tracker (a
     'leaked shared_memory objects' warning). Now it stops the workers as Ctrl-C does."""
     out = tmp_path / "runs"
-    args = ["--config", str(SMOKE), "--out", str(out), "--epochs", "6", "--jobs", "2"]
+    # in the order the printed resume command gives them
+    args = ["--config", str(SMOKE), "--epochs", "6", "--out", str(out), "--jobs", "2"]
     process = subprocess.Popen(
         [sys.executable, "-m", "losscmp", "run", *args],
         stdout=subprocess.DEVNULL,
@@ -375,7 +376,7 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(cli, tmp_path):
     (run_dir,) = [path for path in out.iterdir() if path.is_dir()]
     assert stderr.splitlines()[-1] == (
         f"losscmp: terminated (SIGTERM); finished trials are saved in {run_dir}. Finish the "
-        f"run with the same command plus --resume {run_dir}"
+        f"run with: losscmp run {shlex.join(args)} --resume {run_dir}"
     )
     assert "leaked" not in stderr
     assert len(workers) >= 2 and not any(Path(f"/proc/{pid}").exists() for pid in workers)
