@@ -956,6 +956,22 @@ def test_table_names_the_headline_and_marks_rows(summary):
     assert "≈" not in focal_line
 
 
+def test_a_p_just_below_alpha_never_reads_as_alpha(summary):
+    """Holm p 0.0497 is 'different' (no ≈); to 3 decimals it printed 0.050, which the
+    caption's '≈ = indistinguishable from the best (p ≥ 0.05)' reads the other way."""
+    from losscmp.render.cells import p_value
+
+    assert p_value(0.0497) == "<0.050"
+    assert p_value(0.0504) == "0.050"  # at or above alpha: marked ≈, and it reads so
+    assert p_value(0.0494) == "0.049"
+    row = summary.index[summary["loss"] == "focal"][0]
+    summary.loc[row, ["p_holm", "indistinguishable_from_best"]] = [0.0497, False]
+    focal_line = next(
+        line for line in rendered(render_table(summary)).splitlines() if " focal" in line
+    )
+    assert "<0.050" in focal_line and "≈" not in focal_line
+
+
 def test_labels_and_paths_with_brackets_print_as_typed(cli, tmp_path):
     """A folder dataset's path may hold [...]: Rich markup would drop '[v2]' from the title
     and fail on the unmatched '[/b]' of the run folder's path ('wrote ...')."""

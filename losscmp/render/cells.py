@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from losscmp import selection
+from losscmp import selection, stats
 from losscmp.summary import (
     METRIC_TITLES,
     PER_CLASS_COLUMN,
@@ -271,9 +271,14 @@ def interval(low: Any, high: Any) -> str:
 
 
 def p_value(p: Any) -> str:
+    """A p to 3 decimals; one just below alpha that would round up to it reads '<0.050', so
+    that the cell never says 'p ≥ alpha' of a loss the test calls different (no ≈)."""
     if missing(p):
         return "–"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
+    if p < 0.001:
+        return "<0.001"
+    text = f"{p:.3f}"
+    return f"<{stats.ALPHA:.3f}" if p < stats.ALPHA <= float(text) else text
 
 
 def best_at_each_fraction(dial: pd.DataFrame) -> set[tuple[str, float]]:
