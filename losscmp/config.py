@@ -652,8 +652,8 @@ def _refuse_fraction_beside_its_sweep(config: RunConfig, names: Origins) -> None
     if _rank(names, "fg_fraction") > _rank(names, "dataset"):
         return
     raise ParameterError(
-        f"{names.within('fg_fraction', 'dataset')}{names.option('fg_fraction')} and "
-        f"{names.option('dataset')}'s fg_fraction both given: the sweep trains each of its "
+        f"{names.within('fg_fraction', 'dataset')}{names.option('fg_fraction')} and the "
+        f"fg_fraction in {names.option('dataset')} both given: the sweep trains each of its "
         "fractions and replaces the dataset's; give one"
     )
 

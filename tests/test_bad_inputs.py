@@ -514,18 +514,18 @@ CASES: list[tuple[str, Args, str]] = [
     (  # the sweep replaced the dataset's fraction without a word
         "fg-beside-the-datasets-own",
         ["--fg-fraction", "0.01", "--dataset", "synthetic(fg_fraction=0.02)"],
-        "--fg-fraction and --dataset's fg_fraction both given: the sweep trains each of its "
+        "--fg-fraction and the fg_fraction in --dataset both given: the sweep trains each of its "
         "fractions and replaces the dataset's; give one",
     ),
-    (
+    (  # the file's option is quoted: "'dataset''s fg_fraction" read as a typo
         "fg-in-a-config-beside-the-datasets-own",
         config_file("dataset: synthetic(fg_fraction=0.02)\nfg_fraction: [0.01, 0.05]\n"),
-        "config.yaml: 'fg_fraction' and 'dataset''s fg_fraction both given",
+        "config.yaml: 'fg_fraction' and the fg_fraction in 'dataset' both given",
     ),
     (  # a --dataset flag's fraction, replaced by the file's sweep
         "dataset-flag-fraction-under-a-config-sweep",
         config_file("fg_fraction: [0.01]\n", "--dataset", "synthetic(fg_fraction=0.02)"),
-        "config.yaml: 'fg_fraction' and --dataset's fg_fraction both given",
+        "config.yaml: 'fg_fraction' and the fg_fraction in --dataset both given",
     ),
     ("fg-empty", ["--fg-fraction", ""], "--fg-fraction needs at least one fraction"),
     ("fg-not-synthetic", ["--fg-fraction", "0.1", "--dataset", "pets"], "--dataset synthetic only"),
