@@ -712,10 +712,10 @@ def _suggest_loss(pattern: str) -> str:
     otherwise read as a pattern's character class), the loss's name."""
     from losscmp.errors import suggest, suggest_pattern
     from losscmp.losses import list_losses
-    from losscmp.spec import WILDCARDS
+    from losscmp.spec import WILDCARDS, bracketed_parameters
 
-    bracketed = re.fullmatch(r"(\w+)\[.*=.*\]", pattern)  # as plan reads a --losses item
-    written = bracketed[1] if bracketed else pattern.partition("(")[0].strip()
+    bracketed = bracketed_parameters(pattern)
+    written = bracketed[0] if bracketed else pattern.partition("(")[0].strip()
     if written != pattern and written in list_losses():
         return f" (a pattern names losses, without parameters: did you mean '{written}'?)"
     if set(pattern) & WILDCARDS:

@@ -183,6 +183,13 @@ def comma_hint(text: Any) -> str:
     return ""
 
 
+def bracketed_parameters(text: str) -> tuple[str, str] | None:
+    """A name and its parameters written in square brackets (``focal[gamma=1]``), which
+    fnmatch reads as a character class, as ``('focal', 'gamma=1')``; else None."""
+    found = re.fullmatch(r"(\w+)\[(.*=.*)\]", text)
+    return (found[1], found[2]) if found else None
+
+
 def split_spec_list(text: str) -> list[str]:
     """The items of a comma-separated list of specs, each a spec or a selector (``all``,
     ``*dice*``), blank ones dropped; duplicates are the planner's to judge: only the
