@@ -574,8 +574,9 @@ CHOICE_ALIASES = {
 
 def _suggest_choice(value: str, choices: tuple[str, ...]) -> str:
     device, _, index = value.partition(":")
-    if device == "cuda" and "cuda" in choices and index.isdigit():
-        # 'did you mean cuda' would train on GPU 0, not the one named
+    if device.lower() == "cuda" and "cuda" in choices and index.isdigit():
+        # 'did you mean cuda' would train on GPU 0 (or every visible GPU, one per job),
+        # not on the one named
         return (
             f" (to train on GPU {index}: CUDA_VISIBLE_DEVICES={index} losscmp run ... "
             "--device cuda)"

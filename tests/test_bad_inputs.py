@@ -576,6 +576,11 @@ CASES: list[tuple[str, Args, str]] = [
         ["--device", "cuda:1"],
         "got 'cuda:1' (to train on GPU 1: CUDA_VISIBLE_DEVICES=1 losscmp run ... --device cuda)",
     ),
+    (  # the suggestion ignores case ('GPU': 'cuda'); so does the GPU's index hint
+        "device-index-upper-case",
+        ["--device", "CUDA:1"],
+        "got 'CUDA:1' (to train on GPU 1: CUDA_VISIBLE_DEVICES=1 losscmp run ... --device cuda)",
+    ),
     ("model", ["--model", "huge"], "unknown model preset 'huge'"),
     ("model-too-small-images", ["--model", "small", "--image-size", "32"], "too small"),
     ("encoder-weights", ["--encoder-weights", "foo"], "--encoder-weights must be none"),
