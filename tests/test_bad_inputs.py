@@ -886,33 +886,17 @@ def test_bad_input_is_refused_cleanly(tmp_path, monkeypatch, name, args, message
     assert snapshot(work) == before, "the command left files behind or changed some"
 
 
-def test_pretrained_weights_offline_are_refused_at_once(tmp_path, monkeypatch):
+def test_pretrained_weights_offline_are_refused_at_once(tmp_path, monkeypatch, offline_hub):
     """Offline, the hub's client retried each file five times, 1 to 8 s apart: ~30 s
     without a word before the error. Now one line at once, naming the cache."""
-    import socket
-    import time
-
-    from huggingface_hub import constants
-
-    def no_name_resolves(*args, **kwargs):
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-    def no_wait(seconds):
-        raise AssertionError(f"waited {seconds} s to try again")
-
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(socket, "getaddrinfo", no_name_resolves)
-    monkeypatch.setattr(time, "sleep", no_wait)
-    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
     args = ["--config", SMOKE, "--epochs", "1", "--out", tmp_path / "runs"]
     result = invoke_main("run", *args, "--encoder-weights", "imagenet")
     assert result.code == 2, (result.stdout, result.stderr)
     assert result.stderr.strip() == (
         "losscmp: error: could not load 'imagenet' encoder weights for the tiny model: "
         "huggingface.co cannot be reached (no internet access?); they are downloaded once "
-        f"into {tmp_path / 'hub'}, then read from there"
+        f"into {offline_hub}, then read from there"
     )
     assert not (tmp_path / "runs").exists()
 
