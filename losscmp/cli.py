@@ -705,16 +705,19 @@ def losses_command(
 
 
 def _suggest_loss(pattern: str) -> str:
-    """A did-you-mean: for a pattern, the pattern respelt (``*dcie*``: ``*dice*``)."""
+    """A did-you-mean: for a pattern, the pattern respelt (``*dcie*``: ``*dice*``); for a
+    loss with parameters, in parentheses or in brackets (``focal[gamma=1]``, which would
+    otherwise read as a pattern's character class), the loss's name."""
     from losscmp.errors import suggest, suggest_pattern
     from losscmp.losses import list_losses
-    from losscmp.spec import WILDCARDS
+    from losscmp.spec import WILDCARDS, bracketed_parameters
 
-    if set(pattern) & WILDCARDS:
-        return suggest_pattern(pattern.lower(), list_losses())
-    written = pattern.partition("(")[0].strip()
+    bracketed = bracketed_parameters(pattern)
+    written = bracketed[0] if bracketed else pattern.partition("(")[0].strip()
     if written != pattern and written in list_losses():
         return f" (a pattern names losses, without parameters: did you mean '{written}'?)"
+    if set(pattern) & WILDCARDS:
+        return suggest_pattern(pattern.lower(), list_losses())
     return suggest(pattern, list_losses())
 
 

@@ -263,11 +263,13 @@ def _config_loader():
     class ConfigLoader(yaml.SafeLoader):
         def construct_document(self, node):
             """A text option's plain value as written: YAML reads 'out: 2024' as a number
-            (refused as no text), 'out: 1.50' as 1.5 (another folder's name) and
-            'device: on' as true (refused as no text, not as no device)."""
+            (refused as no text), 'out: 1.50' as 1.5 (another folder's name), 'out:
+            2024-01-01' as a date and 'device: on' as true (refused as no text, not as no
+            device)."""
             for key, value in node.value if isinstance(node, yaml.MappingNode) else ():
                 option = str(key.value).replace("-", "_")
-                read_as = NUMBER_TAGS + (() if option in BOOLEAN_CHOICES else (BOOL_TAG,))
+                read_as = NUMBER_TAGS + (TIMESTAMP_TAG,)
+                read_as += () if option in BOOLEAN_CHOICES else (BOOL_TAG,)
                 if option in TEXT_FIELDS and value.tag in read_as:
                     value.tag = "tag:yaml.org,2002:str"
             return super().construct_document(node)
@@ -301,6 +303,7 @@ def _config_loader():
 LEADING_ZERO = re.compile(r"[-+]?0[0-9]+")  # YAML 1.1's octal; decimal in YAML 1.2
 NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 BOOL_TAG = "tag:yaml.org,2002:bool"
+TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"  # 2024-01-01, a date to YAML 1.1
 BOOLEAN_CHOICES = ("fuse",)  # text options that read YAML's true and false (as on and off)
 TEXT_FIELDS = frozenset(key for key, hint in FIELD_HINTS.items() if hint in (str, str | None))
 
@@ -571,8 +574,9 @@ CHOICE_ALIASES = {
 
 def _suggest_choice(value: str, choices: tuple[str, ...]) -> str:
     device, _, index = value.partition(":")
-    if device == "cuda" and "cuda" in choices and index.isdigit():
-        # 'did you mean cuda' would train on GPU 0, not the one named
+    if device.lower() == "cuda" and "cuda" in choices and index.isdigit():
+        # 'did you mean cuda' would train on GPU 0 (or every visible GPU, one per job),
+        # not on the one named
         return (
             f" (to train on GPU {index}: CUDA_VISIBLE_DEVICES={index} losscmp run ... "
             "--device cuda)"
@@ -649,8 +653,8 @@ def _refuse_fraction_beside_its_sweep(config: RunConfig, names: Origins) -> None
     if _rank(names, "fg_fraction") > _rank(names, "dataset"):
         return
     raise ParameterError(
-        f"{names.within('fg_fraction', 'dataset')}{names.option('fg_fraction')} and "
-        f"{names.option('dataset')}'s fg_fraction both given: the sweep trains each of its "
+        f"{names.within('fg_fraction', 'dataset')}{names.option('fg_fraction')} and the "
+        f"fg_fraction in {names.option('dataset')} both given: the sweep trains each of its "
         "fractions and replaces the dataset's; give one"
     )
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import re
 from dataclasses import dataclass, field
 
 from losscmp.config import Origins, RunConfig, check_trial_count
 from losscmp.errors import ParameterError, suggest_pattern
 from losscmp.registry import canonical
 from losscmp.results import trial_id
-from losscmp.spec import ALL, Spec, as_spec, selector_name
+from losscmp.spec import ALL, Spec, as_spec, bracketed_parameters, selector_name
 from losscmp.tracking import check_tracker
 
 
@@ -207,10 +206,10 @@ def _matching(registry, selector: str, mode: str) -> list[str]:
 def _bracketed_parameters(selector: str, names: list[str]) -> str:
     """A did-you-mean for parameters written in square brackets (``focal[gamma=1]``), which
     fnmatch reads as a character class."""
-    found = re.fullmatch(r"(\w+)\[(.*=.*)\]", selector)
-    if not (found and found[1] in names):
+    found = bracketed_parameters(selector)
+    if not (found and found[0] in names):
         return ""
-    return f" (parameters go in parentheses: did you mean '{found[1]}({found[2]})'?)"
+    return f" (parameters go in parentheses: did you mean '{found[0]}({found[1]})'?)"
 
 
 def make_loss(spec: Spec, data):

@@ -176,11 +176,27 @@ def parse_spec(text: str) -> Spec:
 
 
 def comma_hint(text: Any) -> str:
-    """A did-you-mean for names of a list separated by spaces or semicolons, not commas."""
+    """A did-you-mean for names (or specs) of a list separated by spaces or semicolons, not
+    commas."""
     parts = [part for part in re.split(r"[;\s]+", text) if part] if isinstance(text, str) else []
-    if len(parts) > 1 and all(_NAME.match(part) for part in parts):
+    if len(parts) > 1 and all(_is_spec(part) for part in parts):
         return f" (a list is separated by commas: did you mean '{','.join(parts)}'?)"
     return ""
+
+
+def _is_spec(text: str) -> bool:
+    try:
+        parse_spec(text)
+    except SpecError:
+        return False
+    return True
+
+
+def bracketed_parameters(text: str) -> tuple[str, str] | None:
+    """A name and its parameters written in square brackets (``focal[gamma=1]``), which
+    fnmatch reads as a character class, as ``('focal', 'gamma=1')``; else None."""
+    found = re.fullmatch(r"(\w+)\[(.*=.*)\]", text)
+    return (found[1], found[2]) if found else None
 
 
 def split_spec_list(text: str) -> list[str]:

@@ -992,12 +992,13 @@ def one_seed_advice(results: RunResults) -> str:
     short = _short_of_seeds(results)
     if short:
         asked = max(len(meta["seeds"]) for meta in short.values())
+        if len(short) == 1:
+            how = f"the run's command plus --resume {next(iter(short))}"
+        else:  # --resume takes one folder: a command per run
+            folders = ", ".join(str(path) for path in short)
+            how = f"each run's command plus --resume its folder ({folders})"
         run = "the run" if len(short) == 1 else "the runs"
-        folders = " / ".join(str(path) for path in short)
-        return (
-            f"{run} asked for {asked} seeds and not every trial finished; the run's command "
-            f"plus --resume {folders} trains the rest"
-        )
+        return f"{run} asked for {asked} seeds and not every trial finished; {how} trains the rest"
     source = seeds_source(results.metas)
     if source:  # the file's key, not a flag the command line did not have
         return f"set 'seeds' to 3 or more in {source}"

@@ -79,3 +79,30 @@ def _broke(value):
 def raising_loss():
     """A loss that raises in its second epoch, registered for one test."""
     yield from _breaking_loss("raising", _broke, "Raises after the first epoch (test only).")
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """An empty Hugging Face hub cache (returned), no network, and no wait: a retry fails
+    the test."""
+    import socket
+    import time
+
+    from huggingface_hub import constants
+
+    from losscmp.model import PROXY_VARIABLES, clear_model_cache
+
+    def no_name_resolves(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    def no_wait(seconds):
+        raise AssertionError(f"waited {seconds} s to try again")
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(socket, "getaddrinfo", no_name_resolves)
+    monkeypatch.setattr(time, "sleep", no_wait)
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    clear_model_cache()
+    yield tmp_path / "hub"
+    clear_model_cache()

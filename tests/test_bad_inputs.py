@@ -514,18 +514,18 @@ CASES: list[tuple[str, Args, str]] = [
     (  # the sweep replaced the dataset's fraction without a word
         "fg-beside-the-datasets-own",
         ["--fg-fraction", "0.01", "--dataset", "synthetic(fg_fraction=0.02)"],
-        "--fg-fraction and --dataset's fg_fraction both given: the sweep trains each of its "
+        "--fg-fraction and the fg_fraction in --dataset both given: the sweep trains each of its "
         "fractions and replaces the dataset's; give one",
     ),
-    (
+    (  # the file's option is quoted: "'dataset''s fg_fraction" read as a typo
         "fg-in-a-config-beside-the-datasets-own",
         config_file("dataset: synthetic(fg_fraction=0.02)\nfg_fraction: [0.01, 0.05]\n"),
-        "config.yaml: 'fg_fraction' and 'dataset''s fg_fraction both given",
+        "config.yaml: 'fg_fraction' and the fg_fraction in 'dataset' both given",
     ),
     (  # a --dataset flag's fraction, replaced by the file's sweep
         "dataset-flag-fraction-under-a-config-sweep",
         config_file("fg_fraction: [0.01]\n", "--dataset", "synthetic(fg_fraction=0.02)"),
-        "config.yaml: 'fg_fraction' and --dataset's fg_fraction both given",
+        "config.yaml: 'fg_fraction' and the fg_fraction in --dataset both given",
     ),
     ("fg-empty", ["--fg-fraction", ""], "--fg-fraction needs at least one fraction"),
     ("fg-not-synthetic", ["--fg-fraction", "0.1", "--dataset", "pets"], "--dataset synthetic only"),
@@ -575,6 +575,11 @@ CASES: list[tuple[str, Args, str]] = [
         "device-index",
         ["--device", "cuda:1"],
         "got 'cuda:1' (to train on GPU 1: CUDA_VISIBLE_DEVICES=1 losscmp run ... --device cuda)",
+    ),
+    (  # the suggestion ignores case ('GPU': 'cuda'); so does the GPU's index hint
+        "device-index-upper-case",
+        ["--device", "CUDA:1"],
+        "got 'CUDA:1' (to train on GPU 1: CUDA_VISIBLE_DEVICES=1 losscmp run ... --device cuda)",
     ),
     ("model", ["--model", "huge"], "unknown model preset 'huge'"),
     ("model-too-small-images", ["--model", "small", "--image-size", "32"], "too small"),
@@ -881,33 +886,17 @@ def test_bad_input_is_refused_cleanly(tmp_path, monkeypatch, name, args, message
     assert snapshot(work) == before, "the command left files behind or changed some"
 
 
-def test_pretrained_weights_offline_are_refused_at_once(tmp_path, monkeypatch):
+def test_pretrained_weights_offline_are_refused_at_once(tmp_path, monkeypatch, offline_hub):
     """Offline, the hub's client retried each file five times, 1 to 8 s apart: ~30 s
     without a word before the error. Now one line at once, naming the cache."""
-    import socket
-    import time
-
-    from huggingface_hub import constants
-
-    def no_name_resolves(*args, **kwargs):
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-    def no_wait(seconds):
-        raise AssertionError(f"waited {seconds} s to try again")
-
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(socket, "getaddrinfo", no_name_resolves)
-    monkeypatch.setattr(time, "sleep", no_wait)
-    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
     args = ["--config", SMOKE, "--epochs", "1", "--out", tmp_path / "runs"]
     result = invoke_main("run", *args, "--encoder-weights", "imagenet")
     assert result.code == 2, (result.stdout, result.stderr)
     assert result.stderr.strip() == (
         "losscmp: error: could not load 'imagenet' encoder weights for the tiny model: "
         "huggingface.co cannot be reached (no internet access?); they are downloaded once "
-        f"into {tmp_path / 'hub'}, then read from there"
+        f"into {offline_hub}, then read from there"
     )
     assert not (tmp_path / "runs").exists()
 

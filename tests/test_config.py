@@ -308,10 +308,11 @@ def test_a_config_files_sexagesimal_number_is_refused_as_text(cli, tmp_path, wri
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("written", ["2024", "010", "1.50", "1:30"])
+@pytest.mark.parametrize("written", ["2024", "010", "1.50", "1:30", "2024-01-01"])
 def test_a_config_files_folder_name_is_kept_as_written(cli, tmp_path, monkeypatch, written):
     """'out: 2024' was refused ('must be a string, got 2024') and 'out: 010' named the
-    folder 8: YAML reads them as numbers; a text option takes the text as written."""
+    folder 8: YAML reads them as numbers; 'out: 2024-01-01' was refused as
+    'datetime.date(2024, 1, 1)', a date to YAML; a text option takes the text as written."""
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "c.yaml"
     config.write_text(f"out: {written}\n")

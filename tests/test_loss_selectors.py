@@ -362,6 +362,11 @@ def test_losses_command_in_an_80_column_terminal_breaks_no_word(cli, monkeypatch
             "no loss matches 'focal(gamma=1)' (a pattern names losses, without parameters: "
             "did you mean 'focal'?)",
         ),
+        (  # was: no loss matches 'focal[gamma=1]' ('[' read as a pattern's, no hint)
+            ["focal[gamma=1]"],
+            "no loss matches 'focal[gamma=1]' (a pattern names losses, without parameters: "
+            "did you mean 'focal'?)",
+        ),
     ],
 )
 def test_losses_command_says_what_to_type_for_a_spec_or_a_pattern(cli, args, message):

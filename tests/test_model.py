@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
-import time
 
 import pytest
 import segmentation_models_pytorch as smp
@@ -137,27 +135,6 @@ def test_pretrained_weights_are_kept_apart_and_a_failed_load_is_not_kept(unet_ca
     _assert_identical(loaded[0], loaded[1])
     assert all(bool((weight == 1).all()) for weight in loaded[1].encoder.parameters())
     assert not torch.equal(loaded[1].encoder.conv1.weight, drawn.encoder.conv1.weight)
-
-
-@pytest.fixture
-def offline_hub(tmp_path, monkeypatch):
-    """An empty hub cache (returned), no network, and no wait: a retry fails the test."""
-    from huggingface_hub import constants
-
-    def no_name_resolves(*args, **kwargs):
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-    def no_wait(seconds):
-        raise AssertionError(f"waited {seconds} s to try again")
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(socket, "getaddrinfo", no_name_resolves)
-    monkeypatch.setattr(time, "sleep", no_wait)
-    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    clear_model_cache()
-    yield tmp_path / "hub"
-    clear_model_cache()
 
 
 def test_pretrained_weights_without_network_are_refused_at_once(offline_hub):

@@ -1292,6 +1292,24 @@ def test_a_stopped_runs_one_seed_advice_is_to_finish_it_not_to_ask_for_seeds(cli
     assert html.escape(sentence) in (tmp_path / "page.html").read_text()
 
 
+def test_two_stopped_runs_one_seed_advice_resumes_each_in_its_own_command(cli, tmp_path):
+    """Two such runs reported together were told 'the run's command plus --resume A / B':
+    --resume takes one folder, and ' / ' read as part of a path."""
+    runs = [
+        write_run(tmp_path, quality={loss: 0.8}, seeds=(0, 1), run_id=run_id)
+        for loss, run_id in (("dice", "20260101-120000-abc123"), ("focal", "20260101-130000-d"))
+    ]
+    for run_dir, loss in zip(runs, ("dice", "focal"), strict=True):
+        (run_dir / "trials" / f"{trial_id('synthetic', loss, 1, LR)}.json").unlink()
+    result = cli("report", *runs)
+    assert result.exit_code == 0, result.output
+    assert (
+        "One seed gives no interval or test: the runs asked for 2 seeds and not every trial "
+        f"finished; each run's command plus --resume its folder ({runs[0]}, {runs[1]}) trains "
+        "the rest."
+    ) in " ".join(result.stdout.split())
+
+
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 

@@ -140,3 +140,15 @@ def test_losses_separated_otherwise_than_by_commas_are_respelt(cli, tmp_path, ty
         f"commas: did you mean '{meant}'?)\n"
     )
     assert not out.exists()
+
+
+def test_names_and_specs_separated_by_a_space_are_respelt(cli, tmp_path):
+    """'dice focal(gamma=1)': a spec among the names, and the line had no did-you-mean."""
+    out = tmp_path / "r"
+    result = cli("run", "--losses", "dice focal(gamma=1)", "--dry-run", "--out", out)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "losscmp: error: --losses: 'dice focal' is not a valid name in 'dice focal(gamma=1)' "
+        "(a list is separated by commas: did you mean 'dice,focal(gamma=1)'?)\n"
+    )
+    assert not out.exists()
