@@ -438,6 +438,20 @@ def test_a_web_page_instead_of_the_archive_is_called_one(tmp_path, server):
     assert not list((tmp_path / "pets" / ".downloads").iterdir())
 
 
+def test_a_storage_services_xml_error_is_quoted_not_called_a_login_page(tmp_path, server):
+    reply = (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+        b"<Message>Request has expired</Message></Error>"
+    )
+    expired = archive(server, "images.tar.gz", reply, sha256="0" * 64)
+    with pytest.raises(DatasetError) as error:
+        download_dataset("pets", tmp_path / "pets", archives=[expired])
+    assert str(error.value) == (
+        f"{expired.url} sent an XML reply (117 bytes), not the archive: 'AccessDenied Request "
+        "has expired'; check the address, or run the command again later"
+    )
+
+
 def test_a_corrupt_archive_says_how_much_arrived(tmp_path, server):
     bad = archive(server, "images.tar.gz", b"\x1f\x8b" + b"\x00" * 998, sha256="0" * 64)
     with pytest.raises(DatasetError, match=r"images.tar.gz is corrupt \(1,000 bytes, sha256 "):

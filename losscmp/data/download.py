@@ -238,8 +238,15 @@ def mismatch(archive: Archive, received: Path, actual: str) -> str:
     network's login page, sent again on every retry) is said to be one."""
     size = received.stat().st_size
     with received.open("rb") as stream:
-        start = stream.read(512).lstrip().lower()
-    if start.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
+        start = stream.read(512).lstrip()
+    if start.lower().startswith(b"<?xml"):
+        # a storage service's error reply (S3, GCS: <Error><Code>...), not a login page
+        said = " ".join(re.sub(rb"<[^>]*>", b" ", start).decode("utf-8", "replace").split())
+        return (
+            f"{archive.url} sent an XML reply ({size:,} bytes), not the archive: "
+            f"'{said[:120]}'; check the address, or run the command again later"
+        )
+    if start.lower().startswith((b"<!doctype html", b"<html", b"<head")):
         return (
             f"{archive.url} sent a web page ({size:,} bytes), not the archive: a proxy or "
             "a network's login page? open the address in a browser, then run the command "
