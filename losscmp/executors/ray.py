@@ -218,6 +218,7 @@ class RayExecutor(Executor):
         if self.connected:
             return
         wait_for_shutdown()  # a previous run's Ray is still stopping: not one to join
+        _cluster_messages_to_stderr()
         if ray.is_initialized():  # the caller's Ray (a notebook, a test): use it, leave it up
             return
         address = _address(self.config.ray_address)
@@ -309,6 +310,25 @@ def _join(address: str) -> None:
         raise LosscmpError(_connect_failure(error, address)) from None
     finally:
         ray_logger.setLevel(level)
+
+
+def _cluster_messages_to_stderr() -> None:
+    """Ray's driver prints the cluster's error messages (a killed worker: a dozen lines
+    with colour codes) on stdout, which holds only the table: a user who redirects it
+    got them in the file. They go to stderr, beside the run's own 'retry:' line, for the
+    rest of the process (a caller's Ray too). Ray looks the printer up in its module on
+    each message; a Ray without it is left as is."""
+    from ray._private import worker
+
+    printer = getattr(worker, "print_to_stdstream", None)
+    if printer is None or getattr(printer, "to_stderr", False):
+        return
+
+    def print_to_stderr(data, *args, **kwargs):
+        return printer({**data, "is_err": True}, *args, **kwargs)
+
+    print_to_stderr.to_stderr = True
+    worker.print_to_stdstream = print_to_stderr
 
 
 def _address(option: str | None) -> str:
