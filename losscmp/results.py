@@ -1186,7 +1186,7 @@ class RunStore:
     def _damaged_message(self, damaged: Sequence[DamagedTrial]) -> str:
         more = f" (and {len(damaged) - 1} more damaged trial file(s))" if len(damaged) > 1 else ""
         return (
-            f"{damaged[0].message}{more}; 'losscmp run ... --resume {self.run_dir}' sets "
+            f"{damaged[0].message}{more}; 'losscmp run --resume {self.run_dir}' sets "
             f"damaged files aside in {self.damaged_dir} and trains those trials again"
         )
 
@@ -1553,14 +1553,14 @@ class RunStore:
         if not (meta.get("finished_at") and isinstance(failed, dict) and failed):
             return (
                 f"{self.run_dir} has no finished trials yet (still running, or stopped "
-                "before one ended; if stopped, finish it with the run's command plus "
-                f"--resume {self.run_dir})"
+                f"before one ended; if stopped, finish it with: losscmp run --resume "
+                f"{self.run_dir})"
             )
         first, reason = next(iter(failed.items()))
         name = planned_trial_names(meta).get(first, first)  # as the run's lines named it
         return (
             f"{self.run_dir} has no finished trials: {len(failed)} trial(s) failed (e.g. "
-            f"{name}: {reason}); 'losscmp run ... --resume {self.run_dir}' tries them again"
+            f"{name}: {reason}); 'losscmp run --resume {self.run_dir}' tries them again"
         )
 
     def _history_notes(self, meta: dict[str, Any], present: set[str]) -> list[str]:

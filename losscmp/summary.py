@@ -178,7 +178,7 @@ def report_notes(results: RunResults, *, failed_trials: bool = True) -> list[str
             continue
         notes.append(
             f"{path} is unfinished: {count} planned trial(s) have no result yet; "
-            f"finish it with the run's command plus --resume {path}"
+            f"finish it with: losscmp run --resume {path}"  # run.json restores the rest
         )
     return notes
 
@@ -202,7 +202,7 @@ def failed_trial_notes(results: RunResults) -> list[str]:
         several = len(failed) > 1
         counted = f"{len(failed)} trials failed (e.g. " if several else "1 trial failed ("
         notes.append(
-            f"{path}: {counted}{name}: {reason}); 'losscmp run ... --resume {path}' "
+            f"{path}: {counted}{name}: {reason}); 'losscmp run --resume {path}' "
             f"tries {'them' if several else 'it'} again"
         )
     return notes
@@ -993,10 +993,10 @@ def one_seed_advice(results: RunResults) -> str:
     if short:
         asked = max(len(meta["seeds"]) for meta in short.values())
         if len(short) == 1:
-            how = f"the run's command plus --resume {next(iter(short))}"
+            how = f"'losscmp run --resume {next(iter(short))}'"
         else:  # --resume takes one folder: a command per run
             folders = ", ".join(str(path) for path in short)
-            how = f"each run's command plus --resume its folder ({folders})"
+            how = f"'losscmp run --resume' on each folder ({folders})"
         run = "the run" if len(short) == 1 else "the runs"
         return f"{run} asked for {asked} seeds and not every trial finished; {how} trains the rest"
     source = seeds_source(results.metas)

@@ -730,7 +730,7 @@ def test_a_failed_run_says_once_which_trials_failed_and_report_still_notes_them(
 
     note = (  # the trial named as the run's lines name it, not by its id
         f"note: {run_dir}: 1 trial failed (bce · seed 0: {reason}); "
-        f"'losscmp run ... --resume {run_dir}' tries it again"
+        f"'losscmp run --resume {run_dir}' tries it again"
     )
     report = cli("report", run_dir)
     assert report.exit_code == 0, report.output

@@ -140,7 +140,7 @@ def test_a_run_whose_every_trial_failed_says_so_not_that_it_is_running(tmp_path)
         load_run(run_dir)
     assert str(caught.value) == (
         f"{run_dir} has no finished trials: 2 trial(s) failed (e.g. t1: ValueError: the loss "
-        f"broke); 'losscmp run ... --resume {run_dir}' tries them again"
+        f"broke); 'losscmp run --resume {run_dir}' tries them again"
     )
 
 
@@ -187,7 +187,7 @@ def test_a_run_whose_every_trial_failed_names_the_trial_as_its_lines_did(cli, tm
     assert result.exit_code == 2
     assert result.stderr == (
         f"losscmp: error: {run_dir} has no finished trials: 2 trial(s) failed (e.g. bce · "
-        f"seed 0: ValueError: the loss broke); 'losscmp run ... --resume {run_dir}' tries "
+        f"seed 0: ValueError: the loss broke); 'losscmp run --resume {run_dir}' tries "
         "them again\n"
     )
 
@@ -327,7 +327,7 @@ def test_a_failed_trial_is_noted_once_not_also_as_unfinished(tmp_path):
     notes = report_notes(results)
     assert [note for note in notes if "lost" in note or "unfinished" in note] == [
         f"{run_dir}: 1 trial failed (lost: worker died); "
-        f"'losscmp run ... --resume {run_dir}' tries it again"
+        f"'losscmp run --resume {run_dir}' tries it again"
     ]
 
 
@@ -345,11 +345,11 @@ def test_the_failed_trials_note_is_left_out_only_where_asked(tmp_path):
     assert results.failed_trials == {run_dir: {"lost": "worker died"}}
     failed = (
         f"{run_dir}: 1 trial failed (lost: worker died); "
-        f"'losscmp run ... --resume {run_dir}' tries it again"
+        f"'losscmp run --resume {run_dir}' tries it again"
     )
     unfinished = (
         f"{run_dir} is unfinished: 1 planned trial(s) have no result yet; "
-        f"finish it with the run's command plus --resume {run_dir}"
+        f"finish it with: losscmp run --resume {run_dir}"
     )
     assert report_notes(results) == [failed, unfinished]
     assert report_notes(results, failed_trials=False) == [unfinished]
@@ -373,7 +373,7 @@ def test_the_failed_trials_note_names_the_trial_as_the_runs_lines_do(tmp_path):
     assert planned_trial_names(read_run_json(run_dir))[failed] == "focal @ lr 0.001 · seed 1"
     assert failed_trial_notes(load_run(run_dir, repair=False)) == [
         f"{run_dir}: 1 trial failed (focal @ lr 0.001 · seed 1: worker died twice); "
-        f"'losscmp run ... --resume {run_dir}' tries it again"
+        f"'losscmp run --resume {run_dir}' tries it again"
     ]
 
 
@@ -710,8 +710,7 @@ def test_a_folder_whose_newest_run_has_no_trial_yet_reports_the_one_before(cli, 
     # Stopped so early (SIGTERM in the first epoch), it is finished as any stopped run is.
     assert result.stderr == (
         f"losscmp: error: {starting} has no finished trials yet (still running, or stopped "
-        "before one ended; if stopped, finish it with the run's command plus "
-        f"--resume {starting})\n"
+        f"before one ended; if stopped, finish it with: losscmp run --resume {starting})\n"
     )
 
 
@@ -1285,7 +1284,7 @@ def test_a_stopped_runs_one_seed_advice_is_to_finish_it_not_to_ask_for_seeds(cli
     assert result.exit_code == 0, result.output
     sentence = (
         "One seed gives no interval or test: the run asked for 2 seeds and not every trial "
-        f"finished; the run's command plus --resume {run_dir} trains the rest."
+        f"finished; 'losscmp run --resume {run_dir}' trains the rest."
     )
     assert sentence in " ".join(result.stdout.split())
     assert "--seeds 3" not in result.stdout
@@ -1305,8 +1304,8 @@ def test_two_stopped_runs_one_seed_advice_resumes_each_in_its_own_command(cli, t
     assert result.exit_code == 0, result.output
     assert (
         "One seed gives no interval or test: the runs asked for 2 seeds and not every trial "
-        f"finished; each run's command plus --resume its folder ({runs[0]}, {runs[1]}) trains "
-        "the rest."
+        f"finished; 'losscmp run --resume' on each folder ({runs[0]}, {runs[1]}) trains the "
+        "rest."
     ) in " ".join(result.stdout.split())
 
 
@@ -1755,7 +1754,7 @@ def test_a_run_still_training_is_not_told_to_resume(tmp_path):
     ]
     assert report_notes(load_run(run_dir)) == [
         f"{run_dir} is unfinished: 1 planned trial(s) have no result yet; "
-        f"finish it with the run's command plus --resume {run_dir}"
+        f"finish it with: losscmp run --resume {run_dir}"
     ]
 
 
