@@ -315,7 +315,10 @@ def check_writable_folder(folder: Path | str, where: str) -> None:
         handle, temp = tempfile.mkstemp(dir=probe, prefix=".losscmp-probe-")
     except OSError as error:
         reason = error.strerror or str(error)
-        raise ParameterError(f"{where} is not writable ({probe}: {reason})") from None
+        # The kernel's reason can mislead alone (/proc answers 'No such file or directory')
+        raise ParameterError(
+            f"{where} is not writable: {probe} takes no new files ({reason})"
+        ) from None
     os.close(handle)
     os.unlink(temp)
 

@@ -633,6 +633,13 @@ CASES: list[tuple[str, Args, str]] = [
     ("out-is-a-file", out_file, "is a file"),
     ("out-under-a-file", out_under_file, "is a file"),
     ("out-unwritable", ["--out", "/sys/losscmp-out"], "not writable"),
+    (
+        # /proc's own reason alone ('No such file or directory') blamed a folder that exists
+        "out-in-proc",
+        ["--out", "/proc/losscmp-out"],
+        "--out /proc/losscmp-out is not writable: /proc takes no new files (No such file or "
+        "directory)",
+    ),
     ("out-name-too-long", out_name_too_long, "longer than"),
     ("out-empty", ["--out", ""], "--out is empty"),
     ("out-a-run-folder", out_run_folder, "is a run folder (it has a run.json)"),
