@@ -282,10 +282,11 @@ def _config_loader():
             return super().construct_mapping(node, deep=deep)
 
         def construct_yaml_int(self, node):
-            """A whole number as YAML 1.2 and a flag read it: YAML 1.1 reads 010 as 8
-            (octal) and 1:30 as 90 (base 60), which no option means."""
+            """A whole number as a flag reads it: YAML 1.1 reads 010 as 8 (octal), 1:30 as
+            90 (base 60) and 0x10 as 16 (hexadecimal; 0b1010 binary), which --epochs
+            refuses."""
             text = self.construct_scalar(node)
-            if ":" in text:
+            if ":" in text or BASE_PREFIX.match(text):
                 return text  # refused as text where a number is due
             if LEADING_ZERO.fullmatch(text.replace("_", "")):
                 return int(text.replace("_", ""), 10)
@@ -301,6 +302,7 @@ def _config_loader():
 
 
 LEADING_ZERO = re.compile(r"[-+]?0[0-9]+")  # YAML 1.1's octal; decimal in YAML 1.2
+BASE_PREFIX = re.compile(r"[-+]?0[box]", re.IGNORECASE)  # 0b1010, 0x10: no flag's number
 NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 BOOL_TAG = "tag:yaml.org,2002:bool"
 TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"  # 2024-01-01, a date to YAML 1.1
