@@ -709,12 +709,11 @@ def _suggest_loss(pattern: str) -> str:
     loss with parameters, in parentheses or in brackets (``focal[gamma=1]``, which would
     otherwise read as a pattern's character class), the loss's name."""
     from losscmp.errors import suggest, suggest_pattern
-    from losscmp.losses import list_losses
-    from losscmp.spec import WILDCARDS, bracketed_parameters
+    from losscmp.losses import list_losses, loss_written_with_parameters
+    from losscmp.spec import WILDCARDS
 
-    bracketed = bracketed_parameters(pattern)
-    written = bracketed[0] if bracketed else pattern.partition("(")[0].strip()
-    if written != pattern and written in list_losses():
+    written = loss_written_with_parameters(pattern)
+    if written:
         return f" (a pattern names losses, without parameters: did you mean '{written}'?)"
     if set(pattern) & WILDCARDS:
         return suggest_pattern(pattern.lower(), list_losses())

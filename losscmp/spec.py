@@ -199,6 +199,16 @@ def bracketed_parameters(text: str) -> tuple[str, str] | None:
     return (found[1], found[2]) if found else None
 
 
+def name_before_parameters(text: str) -> str | None:
+    """The name a spec's text gives before its parameters, in parentheses
+    (``focal(gamma=1)``) or in brackets (``focal[gamma=1]``), as ``'focal'``; else None."""
+    bracketed = bracketed_parameters(text)
+    name, parenthesis, _ = text.partition("(")
+    if bracketed:
+        return bracketed[0]
+    return name.strip() if parenthesis else None
+
+
 def split_spec_list(text: str) -> list[str]:
     """The items of a comma-separated list of specs, each a spec or a selector (``all``,
     ``*dice*``), blank ones dropped; duplicates are the planner's to judge: only the

@@ -352,6 +352,10 @@ def test_losses_command_in_an_80_column_terminal_breaks_no_word(cli, monkeypatch
             ["--show", "focal(gamma=1)"],
             "--show takes a loss's name, without parameters (did you mean '--show focal'?)",
         ),
+        (  # was: unknown loss 'focal[gamma=1]' (did you mean 'focal'?); choose from: ...
+            ["--show", "focal[gamma=1]"],
+            "--show takes a loss's name, without parameters (did you mean '--show focal'?)",
+        ),
         (  # was: unknown loss '*dice*' (did you mean 'dice'?)
             ["--show", "*dice*"],
             "--show takes one loss's name, not a pattern: losscmp losses '*dice*' lists "

@@ -63,17 +63,26 @@ def loss_to_show(text: str) -> Entry:
     from losscmp.spec import ALL, is_selector
 
     name = text.strip()
+    written = loss_written_with_parameters(name)
+    if written:
+        raise SpecError(
+            f"--show takes a loss's name, without parameters (did you mean '--show {written}'?)"
+        )
     if is_selector(name) and (name.lower() == ALL or LOSS_REGISTRY.names(name)):
         raise SpecError(
             f"--show takes one loss's name, not a pattern: losscmp losses '{name}' lists "
             "the losses it matches"
         )
-    written = name.partition("(")[0].strip()
-    if written != name and written in LOSS_REGISTRY:
-        raise SpecError(
-            f"--show takes a loss's name, without parameters (did you mean '--show {written}'?)"
-        )
     return LOSS_REGISTRY.get(name)
+
+
+def loss_written_with_parameters(text: str) -> str | None:
+    """The loss that ``text`` names with parameters (``focal(gamma=1)``, ``focal[gamma=1]``),
+    where a command takes a bare name or a pattern; None if it names none that way."""
+    from losscmp.spec import name_before_parameters
+
+    name = name_before_parameters(text)
+    return name if name in LOSS_REGISTRY else None
 
 
 def list_losses(pattern: str | None = None) -> list[str]:
