@@ -13,6 +13,7 @@ import math
 import re
 import typing
 from dataclasses import dataclass, field
+from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,16 @@ OPTIONAL_NAMES = ("encoder_weights", "tracking")  # fields where 'none' means No
 NOT_OPTION = {"option": False}  # metadata of a RunConfig field that is no option
 
 
+class Origin(IntEnum):
+    """Where an option's value was set, least specific first: a flag overrides a config
+    file, which overrides a resumed run's run.json, which overrides the default."""
+
+    DEFAULT = 0
+    RESUMED_RUN = 1
+    CONFIG_FILE = 2
+    FLAG = 3
+
+
 @dataclass(frozen=True)
 class Origins:
     """Where each option's value came from (a flag, the config file, a resumed run's
@@ -63,6 +74,20 @@ class Origins:
 
     def source(self, key: str) -> str:
         return self.sources.get(key, flag_name(key))
+
+    def origin(self, key: str) -> Origin:
+        source = self.sources.get(key)
+        if source is None:
+            return Origin.DEFAULT
+        if source == BASE_SOURCE:
+            return Origin.RESUMED_RUN
+        return Origin.FLAG if source == flag_name(key) else Origin.CONFIG_FILE
+
+    def given_now(self, key: str) -> bool:
+        """Whether ``key`` was set by this command (a flag or its config file), not left at
+        its default or taken from a resumed run's run.json (its notes and checks were made
+        when that run started)."""
+        return self.origin(key) >= Origin.CONFIG_FILE
 
     def name(self, key: str) -> str:
         """``--epochs``, or ``config file X: 'epochs'``: the subject of a message."""
@@ -88,7 +113,7 @@ class Origins:
         source, shown = self.source(key), self.shown(key, value)
         if source == flag_name(key):
             return f"{source} {shown}"
-        where = "the run's" if source == BASE_SOURCE else f"{source}:"
+        where = "the run's" if self.origin(key) is Origin.RESUMED_RUN else f"{source}:"
         return f"{where} '{key}' {shown}"
 
     def shown(self, key: str, value: Any) -> str:
@@ -102,7 +127,7 @@ class Origins:
         kept = {
             key: source
             for key, source in (stored or {}).items()
-            if self.sources.get(key) == BASE_SOURCE
+            if self.origin(key) is Origin.RESUMED_RUN
         }
         given = {
             key: source
@@ -591,10 +616,10 @@ def _refuse_lr_beside_its_grid(config: RunConfig, names: Origins) -> None:
     """The grid replaces the single rate, which would be dropped without a word where the
     user gave both in one place (two flags, one file) or --lr over a file's grid. A grid
     flag over a file's lr, or anything over a resumed run's stored pair, is no conflict."""
-    rate, grid = names.sources.get("lr"), names.sources.get("lr_grid")
-    if config.lr_grid is None or rate in (None, BASE_SOURCE) or grid == BASE_SOURCE:
+    rate, grid = names.origin("lr"), names.origin("lr_grid")
+    if config.lr_grid is None or not names.given_now("lr") or grid is Origin.RESUMED_RUN:
         return
-    if grid == "--lr-grid" and rate != "--lr":
+    if grid is Origin.FLAG and rate is not Origin.FLAG:
         return
     raise ParameterError(
         f"{names.within('lr', 'lr_grid')}{names.option('lr')} and {names.option('lr_grid')} "
@@ -650,9 +675,8 @@ def _refuse_fraction_beside_its_sweep(config: RunConfig, names: Origins) -> None
     pair, is no conflict (as for --lr beside --lr-grid)."""
     if "fg_fraction" not in config.dataset_spec.params:
         return
-    if BASE_SOURCE in (names.sources.get("fg_fraction"), names.sources.get("dataset")):
-        return
-    if _rank(names, "fg_fraction") > _rank(names, "dataset"):
+    sweep, dataset = names.origin("fg_fraction"), names.origin("dataset")
+    if Origin.RESUMED_RUN in (sweep, dataset) or sweep > dataset:
         return
     raise ParameterError(
         f"{names.within('fg_fraction', 'dataset')}{names.option('fg_fraction')} and the "
@@ -752,15 +776,7 @@ def _refuse_unread(names: Origins, choice: tuple[str, str, str], readers, hint: 
 def _given_with(names: Origins, option: str, chooser: str) -> bool:
     """Whether ``option`` was given where ``chooser`` was, or more specifically (a flag
     beside a file's choice, a file's option under the default choice)."""
-    return names.source(option) != BASE_SOURCE and _rank(names, option) >= _rank(names, chooser)
-
-
-def _rank(names: Origins, key: str) -> int:
-    """How specific an option's source is: default < resumed run < config file < flag."""
-    source = names.sources.get(key)
-    if source is None:
-        return 0
-    return {BASE_SOURCE: 1, flag_name(key): 3}.get(source, 2)
+    return names.given_now(option) and names.origin(option) >= names.origin(chooser)
 
 
 def _check_tracking(config: RunConfig, names: Origins) -> None:

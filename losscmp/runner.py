@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from losscmp.config import (
-    BASE_SOURCE,
     DEVICES,
     FIELD_NAMES,
     MAX_FUSED_LOSSES,
@@ -220,20 +219,16 @@ def execution_notes(prepared: PreparedRun, meta: dict[str, Any] | None = None) -
     execution = prepared.execution if meta is None else stored_execution(meta, prepared.execution)
     notes = [prepared.executor.crowding(execution)]
     config, device = prepared.plan.config, prepared.settings.device.type
+    origins = config.origins or Origins()
     if config.trials_per_gpu != 1 and device != "cuda":
-        given = (config.origins or Origins()).given("trials_per_gpu", config.trials_per_gpu)
+        given = origins.given("trials_per_gpu", config.trials_per_gpu)
         notes.append(f"{given} counts on CUDA only: set aside on the {device}")
-    if config.amp and device != "cuda" and _given_now(config.origins, "amp"):
-        name = (config.origins or Origins()).name("amp")
-        notes.append(f"{name} counts on CUDA only: set aside on the {device} (float32)")
+    if config.amp and device != "cuda" and origins.given_now("amp"):
+        # a resumed run's --amp was noted when it started
+        notes.append(
+            f"{origins.name('amp')} counts on CUDA only: set aside on the {device} (float32)"
+        )
     return [note for note in notes if note]
-
-
-def _given_now(origins: Origins | None, key: str) -> bool:
-    """Whether ``key`` was set by a flag or the config file of this command, not by a
-    default or a resumed run's run.json (whose note was given when it started)."""
-    source = (origins or Origins()).sources.get(key)
-    return source is not None and source != BASE_SOURCE
 
 
 def _separate_copies(execution: Execution, device) -> bool:

@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from losscmp.config import FIELD_NAMES, RunConfig, build_config
+from losscmp.config import FIELD_NAMES, Origin, RunConfig, build_config
 from losscmp.errors import ConfigError, ParameterError, SpecError
 
 
@@ -334,3 +334,20 @@ def test_a_fraction_sweep_flag_replaces_a_config_files_dataset_fraction(cli, tmp
     assert "synthetic(fg_fraction=0.01,n_train=8,n_val=4,n_test=4)" in result.output
     assert "synthetic(fg_fraction=0.02,n_train=8,n_val=4,n_test=4)" in result.output
     assert "fg_fraction=0.05" not in result.output
+
+
+def test_origins_tell_an_option_given_now_from_a_resumed_runs_and_a_default(tmp_path):
+    """One owner of 'was this option set by this command': the runner's --amp note, the
+    unread-option checks and Ray's advice on threads all ask Origins."""
+    config = tmp_path / "c.yaml"
+    config.write_text("epochs: 3\n")
+    base = {"lr": 0.1, "epochs": 2, "batch_size": 4}
+    origins = build_config(config, base=base, batch_size=8).origins
+    assert [origins.origin(key) for key in ("seed", "lr", "epochs", "batch_size")] == [
+        Origin.DEFAULT,
+        Origin.RESUMED_RUN,
+        Origin.CONFIG_FILE,
+        Origin.FLAG,
+    ]
+    given = [origins.given_now(key) for key in ("seed", "lr", "epochs", "batch_size")]
+    assert given == [False, False, True, True]

@@ -46,7 +46,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from losscmp.config import BASE_SOURCE, Origins, RunConfig
+from losscmp.config import Origin, Origins, RunConfig
 from losscmp.errors import LosscmpError, install_hint
 from losscmp.events import TrialRetried
 from losscmp.executors.base import (
@@ -600,7 +600,7 @@ def _check_fits(task_cpus: int, gpu: bool, origins: Origins) -> None:
 def _fewer_threads(origins: Origins) -> str:
     """The advice for threads no node has: a resumed run keeps its own (they decide its
     floating-point order), so only another cluster runs it."""
-    if origins.source("threads") == BASE_SOURCE:
+    if origins.origin("threads") is Origin.RESUMED_RUN:
         return "a resumed run keeps its threads: resume it on a cluster with such a node"
     return f"lower {origins.option('threads')}"
 
