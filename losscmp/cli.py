@@ -30,20 +30,20 @@ try:  # typer >= 0.20 ships its own copy of click
 except ImportError:
     from click.exceptions import NoArgsIsHelpError, NoSuchOption, UsageError
 
-# A flag's metavar: none, it takes no value.
-FLAG = ""
+# The metavar of an option that takes no value (--amp, --help): none shown after it.
+NO_VALUE_METAVAR = ""
 
 
 class _FlagHelp:
     """A command whose --help is shown as the flag it is: Typer 0.29 shows a flag's type
     as its metavar, and '--help <bool>' read as if --help took a value. Typer makes the
     help option itself, so its metavar is set here; the other flags (--amp, --dry-run,
-    --plots) set ``metavar=FLAG`` where they are declared."""
+    --plots) set ``metavar=NO_VALUE_METAVAR`` where they are declared."""
 
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)
         if option is not None:
-            option.metavar = FLAG
+            option.metavar = NO_VALUE_METAVAR
         return option
 
 
@@ -226,7 +226,7 @@ def run(
         bool | None,
         typer.Option(
             "--amp/--no-amp",
-            metavar=FLAG,
+            metavar=NO_VALUE_METAVAR,
             help="bf16 autocast on CUDA GPUs that have bf16. \\[default: on]",
         ),
     ] = None,
@@ -316,7 +316,7 @@ def run(
     dry_run: Annotated[
         bool,
         typer.Option(
-            metavar=FLAG,
+            metavar=NO_VALUE_METAVAR,
             help="Make every check a run makes (data loaded, losses tried), print "
             "the planned trials and exit.",
         ),
@@ -589,7 +589,7 @@ def report(
         ),
     ] = None,
     plots: Annotated[
-        bool, typer.Option(metavar=FLAG, help="Write PNG figures into the run folder.")
+        bool, typer.Option(metavar=NO_VALUE_METAVAR, help="Write PNG figures into the run folder.")
     ] = False,
 ) -> None:
     """Print the comparison table of finished runs from their files alone."""
