@@ -110,8 +110,8 @@ def note():
         json.dump(figures, file)
 
 atexit.register(note)
-from losscmp.cli import entry
-entry()
+from losscmp.cli import run_command_then_exit_fast
+run_command_then_exit_fast()
 """
 
 

@@ -110,8 +110,8 @@ def user_errors(command):
             typer.echo(f"losscmp: error: {message}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt as stop:
-            # Here, not in main(): Typer turns a KeyboardInterrupt that leaves the command
-            # into a silent exit 130 before main() could say anything.
+            # Here, not in run_command(): Typer turns a KeyboardInterrupt that leaves the
+            # command into a silent exit 130 before run_command() could say anything.
             typer.echo(f"losscmp: {_stopped(stop)}", err=True)
             raise typer.Exit(_stop_status(stop)) from None
 
@@ -790,8 +790,9 @@ def datasets_download(
         console.print_written([path])
 
 
-def main() -> None:
-    """Entry point: click's usage errors (unknown option, bad flag type) become one line too."""
+def run_command() -> None:
+    """Run the command sys.argv names and exit with its status; click's usage errors
+    (unknown option, bad flag type) become one line too."""
     try:
         code = app(standalone_mode=False)
     except NoArgsIsHelpError as request:
@@ -845,8 +846,8 @@ def _command_typed() -> str:
     return f"losscmp {typed}" if typed in commands else "losscmp"
 
 
-def entry() -> None:
-    """The installed command and ``python -m losscmp``: ``main``, then a quick exit.
+def run_command_then_exit_fast() -> None:
+    """The installed command and ``python -m losscmp``: ``run_command``, then a quick exit.
 
     Once torch, pandas and matplotlib are loaded, tearing the interpreter down module
     by module takes 1.5-3 s on 2 cores, longer than many commands' own work. Everything
@@ -855,7 +856,7 @@ def entry() -> None:
     left to finalize.
     """
     try:
-        main()
+        run_command()
         code = 0
     except SystemExit as done:
         if done.code is not None and not isinstance(done.code, int):
@@ -868,4 +869,4 @@ def entry() -> None:
 
 
 if __name__ == "__main__":
-    entry()
+    run_command_then_exit_fast()

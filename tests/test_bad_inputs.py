@@ -1,7 +1,7 @@
 """Bad inputs, one table: each is refused with exit status 2, one line on stderr, no
 traceback, and nothing left behind (no run folder; a named run folder unchanged).
 
-Every case goes through ``losscmp.cli.main`` (the installed entry point, so click's
+Every case goes through ``losscmp.cli.run_command`` (what the installed command runs, so click's
 usage errors are covered too) inside ``typer.testing.CliRunner``'s isolation, with
 the working directory in a fresh temporary folder, so a stray write anywhere shows.
 """
@@ -30,16 +30,16 @@ class Outcome:
     stderr: str
 
 
-def invoke_main(*args: str) -> Outcome:
+def invoke_command(*args: str) -> Outcome:
     """Run ``losscmp ARGS`` as the console script does, capturing its streams."""
-    from losscmp.cli import main
+    from losscmp.cli import run_command
 
     runner = CliRunner()
     saved = sys.argv
     with runner.isolation() as streams:
         sys.argv = ["losscmp", *map(str, args)]
         try:
-            main()
+            run_command()
             code = 0
         except SystemExit as done:
             code = done.code if isinstance(done.code, int) else 1
@@ -883,7 +883,7 @@ def test_bad_input_is_refused_cleanly(tmp_path, monkeypatch, name, args, message
         device = [] if "--device" in argv else ["--device", "cpu"]
         command = ["run", *out, *quick, *device, *argv]
     before = snapshot(work)
-    result = invoke_main(*command)
+    result = invoke_command(*command)
     assert result.code == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -898,7 +898,7 @@ def test_pretrained_weights_offline_are_refused_at_once(tmp_path, monkeypatch, o
     without a word before the error. Now one line at once, naming the cache."""
     monkeypatch.chdir(tmp_path)
     args = ["--config", SMOKE, "--epochs", "1", "--out", tmp_path / "runs"]
-    result = invoke_main("run", *args, "--encoder-weights", "imagenet")
+    result = invoke_command("run", *args, "--encoder-weights", "imagenet")
     assert result.code == 2, (result.stdout, result.stderr)
     assert result.stderr.strip() == (
         "losscmp: error: could not load 'imagenet' encoder weights for the tiny model: "
@@ -920,7 +920,7 @@ def test_resume_of_a_folder_of_runs_names_its_newest_run(tmp_path, monkeypatch):
         run_id="20260101-120000-aaaaaa",
         extra_meta={"started_at": "2026-01-03T12:00:00+00:00"},
     )
-    result = invoke_main("run", "--resume", "runs")
+    result = invoke_command("run", "--resume", "runs")
     assert result.code == 2
     assert result.stderr == (
         "losscmp: error: --resume runs is a folder of runs, not a run folder (did you mean "
@@ -976,7 +976,7 @@ def test_report_names_the_first_of_several_errors(tmp_path, args, message):
     names = {"tmp": tmp_path, "missing": tmp_path / "nope", "folder": tmp_path / "empty"}
     (tmp_path / "empty").mkdir()
     fill = {**names, "damaged": damaged}
-    result = invoke_main("report", *(arg.format(**fill) for arg in args))
+    result = invoke_command("report", *(arg.format(**fill) for arg in args))
     assert result.code == 2, result.stdout
     assert result.stderr == f"losscmp: error: {message.format(**fill)}\n"
 
@@ -986,14 +986,14 @@ def test_report_of_a_run_folders_file_names_the_run_to_report(tmp_path, monkeypa
     the run folder was one level up; it names that folder, spelled as it was given."""
     run_dir = run_folder(tmp_path)
     monkeypatch.chdir(run_dir)
-    result = invoke_main("report", "run.json")
+    result = invoke_command("report", "run.json")
     assert result.code == 2
     assert result.stderr == (
         "losscmp: error: run.json is a file inside the run folder . "
         "(did you mean 'losscmp report .'?)\n"
     )
     monkeypatch.chdir(run_dir / "trials")
-    result = invoke_main("report", ".")
+    result = invoke_command("report", ".")
     assert result.stderr == (
         f"losscmp: error: . is a folder inside the run folder {run_dir} "
         f"(did you mean 'losscmp report {run_dir}'?)\n"

@@ -597,26 +597,26 @@ def test_dry_run_shows_canonical_labels(cli, tmp_path):
 
 @pytest.mark.slow
 def test_quick_exit_runs_exit_handlers_and_keeps_output_and_status():
-    """``entry`` skips the interpreter teardown: what is printed to a pipe, the exit
-    handlers (MLflow, multiprocessing) and the status must all survive it."""
+    """``run_command_then_exit_fast`` skips the interpreter teardown: what is printed to a
+    pipe, the exit handlers (MLflow, multiprocessing) and the status must all survive it."""
     probe = (
         "import atexit, sys\n"
         "atexit.register(lambda: print('handler ran', file=sys.stderr))\n"
         "sys.argv = ['losscmp', *sys.argv[1:]]\n"
-        "from losscmp.cli import entry\n"
-        "entry()\n"
+        "from losscmp.cli import run_command_then_exit_fast\n"
+        "run_command_then_exit_fast()\n"
     )
 
-    def entry(*args):
+    def losscmp(*args):
         return subprocess.run(
             [sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60
         )
 
-    listing = entry("losses")
+    listing = losscmp("losses")
     assert listing.returncode == 0
     assert listing.stdout.count("\n") > 26 and "unified_focal" in listing.stdout
     assert listing.stderr == "handler ran\n"
-    refused = entry("run", "--losses", "dcie", "--dry-run")
+    refused = losscmp("run", "--losses", "dcie", "--dry-run")
     assert refused.returncode == 2
     first, last = refused.stderr.splitlines()
     assert first.startswith("losscmp: error: ") and "dice" in first

@@ -417,7 +417,9 @@ def _ray_processes() -> set[int]:
 
 def test_without_ray_the_install_hint_is_one_line_and_nothing_is_written(tmp_path):
     out = tmp_path / "runs"
-    hide_ray = "import sys; sys.modules['ray'] = None; from losscmp.cli import main; main()"
+    hide_ray = (
+        "import sys; sys.modules['ray'] = None; from losscmp.cli import run_command; run_command()"
+    )
     command = [sys.executable, "-c", hide_ray, "run", "--config", str(SMOKE), "--epochs", "1"]
     process = subprocess.run(
         [*command, "--executor", "ray", "--out", str(out)],
