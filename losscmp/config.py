@@ -396,9 +396,9 @@ def normalise(key: str, value: Any, name: str | None = None) -> Any:
     """Bring a YAML or flag value to the field's type; list fields accept comma strings.
     ``name`` (default ``'key'``) is how a message names the option."""
     name = name or f"'{key}'"
+    _refuse_no_value(key, value, name)
     if key == "losses":
         return _loss_labels(value, name)
-    _refuse_no_value(key, value, name)
     if key == "dataset":
         return as_spec(_written_numbers(value)).label
     if key in ("fg_fraction", "lr_grid"):
@@ -426,9 +426,11 @@ def _refuse_no_value(key: str, value: Any, name: str) -> None:
         return
     default = getattr(RunConfig(), key)
     default = str(default).lower() if isinstance(default, bool) else default  # as YAML has it
+    wanted = LOSSES_WANTED if key == "losses" else describe_type(hint)
+    if isinstance(default, list):
+        default = ",".join(map(str, default))  # as --losses takes it
     raise ParameterError(
-        f"{name} has no value: give {describe_type(hint)}, or leave the key out for the "
-        f"default ({default})"
+        f"{name} has no value: give {wanted}, or leave the key out for the default ({default})"
     )
 
 
@@ -456,6 +458,9 @@ def _grid_hint(key: str, value: Any) -> str:
     return ""
 
 
+LOSSES_WANTED = "a list of loss names or a comma-separated string"
+
+
 def _loss_labels(value: Any, name: str = "'losses'") -> list[str]:
     """Each loss's canonical label; ``all`` and patterns (``*dice*``) stay as written (lower
     case), for ``plan_run`` to expand once the dataset's mode is known."""
@@ -464,7 +469,7 @@ def _loss_labels(value: Any, name: str = "'losses'") -> list[str]:
     elif isinstance(value, list) and value:
         items = value
     else:
-        raise ParameterError(f"{name} must be a list of loss names or a comma-separated string")
+        raise ParameterError(f"{name} must be {LOSSES_WANTED}")
     return [_loss_label(item) for item in items]
 
 

@@ -721,6 +721,12 @@ CASES: list[tuple[str, Args, str]] = [
         "for the default (8)",
     ),
     ("config-model-null", config_file("model: null\n"), "'model' has no value: give a string"),
+    (  # was: 'losses' must be a list of loss names or a comma-separated string
+        "config-losses-without-value",
+        config_file("losses:\n"),
+        "config.yaml: 'losses' has no value: give a list of loss names or a comma-separated "
+        "string, or leave the key out for the default (dice,focal,tversky)",
+    ),
     ("config-bad-losses", config_file("losses: dice,focal(gamma=1\n"), "config file"),
     (
         "flag-error-not-blamed-on-config",
