@@ -141,6 +141,11 @@ def _hub_offline():
     """The hub's client reads its cache only (``HF_HUB_OFFLINE``), failing at once."""
     from huggingface_hub import constants
 
+    # A module global, read by every hub call in this process: a thread building a model
+    # meanwhile (a Ray worker runs tasks in threads) would be offline too, and two
+    # overlapping switches could restore each other's value. Safe only because it is
+    # switched from _construct alone, which runs under _INITIAL_MODELS_LOCK (one build at
+    # a time), and nothing else in losscmp calls the hub.
     offline = constants.HF_HUB_OFFLINE
     constants.HF_HUB_OFFLINE = True
     try:
