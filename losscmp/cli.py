@@ -411,9 +411,9 @@ def _report_run(prepared, run_dir: Path, command: str, failed_line: str) -> None
     except KeyboardInterrupt as stop:
         trained = "the trials that trained are" if failed_line else "every trial is"
         typer.echo(
+            # the command last and unquoted: its own quotes (a dataset spec) would nest
             f"losscmp: {_stopped(stop)}; {trained} saved in {run_dir}: 'losscmp "
-            f"report {run_dir}' prints the table ('{command}' also writes "
-            "its report.html)",
+            f"report {run_dir}' prints the table; this writes its report.html too: {command}",
             err=True,
         )
         if failed_line:  # last, as a run not stopped prints it
@@ -466,7 +466,7 @@ def _say_how_to_resume(
         raise error
     raise LosscmpError(
         f"{error.filename}: {error.strerror}; the trials finished before it are saved in "
-        f"{run_dir}: once it can be written, '{resuming(run_dir)}' finishes the run"
+        f"{run_dir}; once it can be written, finish the run with: {resuming(run_dir)}"
     ) from None
 
 

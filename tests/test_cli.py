@@ -867,7 +867,8 @@ def test_a_full_disk_mid_run_gives_the_command_that_finishes_it(cli, tmp_path, m
     command = shlex.join(["losscmp", "run", *map(str, args), "--resume", str(run_dir)])
     assert result.stderr.splitlines()[-1] == (
         f"losscmp: error: {run_dir / 'x.json'}: No space left on device; the trials finished "
-        f"before it are saved in {run_dir}: once it can be written, '{command}' finishes the run"
+        f"before it are saved in {run_dir}; once it can be written, finish the run with: "
+        f"{command}"
     )
 
 
