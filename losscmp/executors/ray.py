@@ -317,9 +317,11 @@ def _cluster_messages_to_stderr() -> None:
     with colour codes) on stdout, which holds only the table: a user who redirects it
     got them in the file. They go to stderr, beside the run's own 'retry:' line, for the
     rest of the process (a caller's Ray too). Ray looks the printer up in its module on
-    each message; a Ray without it is left as is."""
-    from ray._private import worker
-
+    each message; a Ray without it (a private module) is left as is."""
+    try:
+        from ray._private import worker
+    except ImportError:
+        return
     printer = getattr(worker, "print_to_stdstream", None)
     if printer is None or getattr(printer, "to_stderr", False):
         return
