@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fixtures_data import make_pets_tree
 
-from losscmp.data import dataset_status, load_dataset, make_loader
+from losscmp.data import DATASET_REGISTRY, dataset_status, load_dataset, make_loader
 from losscmp.data import pets as pets_module
 from losscmp.data.pets import read_list
 from losscmp.errors import DatasetError, ParameterError
@@ -314,7 +314,7 @@ def test_bad_pets_parameters(tree, spec, message):
 
 def test_status_rows(tree, tmp_path, monkeypatch):
     rows = {row["name"]: row for row in dataset_status(tree[0].parent)}
-    assert set(rows) == {"synthetic", "pets", "folder"}
+    assert list(rows) == [entry.name for entry in DATASET_REGISTRY]  # each, in its order
     assert rows["pets"]["present"] is True and rows["pets"]["path"] == str(tree[0])
     assert all(
         {"description", "present", "path", "how_to_get"} <= set(row) for row in rows.values()

@@ -30,8 +30,11 @@ def toy_dataset(monkeypatch):
 
 
 def test_a_new_dataset_is_listed_downloaded_and_given_data_dir_by_its_entry(toy_dataset, tmp_path):
+    from losscmp import data
+
     rows = {row["name"]: row for row in dataset_status(tmp_path)}
-    assert list(rows) == ["synthetic", "pets", "folder", "toy"]
+    assert list(rows) == [entry.name for entry in data.DATASET_REGISTRY]
+    assert list(rows)[-1] == "toy"
     assert rows["toy"] == {
         "name": "toy",
         "description": "A toy set: --dataset toy",

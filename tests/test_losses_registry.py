@@ -17,6 +17,8 @@ from losscmp.losses import (
     list_losses,
 )
 
+# The losses the design's LOSSES.md lists: none may disappear. The per-loss checks below run
+# over the registry instead, so that a new loss is checked without an edit here.
 CATALOGUE = [
     "bce",
     "ce",
@@ -45,27 +47,24 @@ CATALOGUE = [
     "boundary",
     "hausdorff_dt",
 ]
+REGISTERED = list_losses()
 FAMILIES = {"pixel", "overlap", "compound", "boundary"}
 MAPS = {"signed_distance", "object_distance"}
 
 
 def test_every_loss_of_the_catalogue_is_registered():
-    assert sorted(CATALOGUE) == list_losses()
+    assert set(CATALOGUE) <= set(REGISTERED)
+    assert sorted(REGISTERED) == REGISTERED
 
 
 def test_list_losses_filters_with_a_pattern():
-    assert list_losses("*dice*") == [
-        "bce_dice",
-        "ce_dice",
-        "dice",
-        "dice_focal",
-        "dice_topk",
-        "generalized_dice",
-        "log_cosh_dice",
-    ]
+    dice = list_losses("*dice*")
+    assert dice == [name for name in REGISTERED if "dice" in name]
+    assert {"bce_dice", "ce_dice", "dice", "generalized_dice", "log_cosh_dice"} <= set(dice)
+    assert "focal" not in dice
 
 
-@pytest.mark.parametrize("name", CATALOGUE)
+@pytest.mark.parametrize("name", REGISTERED)
 def test_entry_metadata_is_complete(name):
     entry = get_loss_entry(name)
     assert entry.description and "\n" not in entry.description
@@ -78,7 +77,7 @@ def test_entry_metadata_is_complete(name):
     assert "mode" not in entry.parameters
 
 
-@pytest.mark.parametrize("name", CATALOGUE)
+@pytest.mark.parametrize("name", REGISTERED)
 def test_the_listing_reads_each_class_signature_as_imported(name):
     """Registered by import path, a loss's parameters are read from its source
     (``losscmp losses`` imports no torch): exactly what the imported class says."""
@@ -98,7 +97,7 @@ def test_the_listing_reads_each_class_signature_as_imported(name):
     }
 
 
-@pytest.mark.parametrize("name", CATALOGUE)
+@pytest.mark.parametrize("name", REGISTERED)
 def test_every_parameter_is_type_annotated_with_a_default(name):
     entry = get_loss_entry(name)
     hints = entry.type_hints()
@@ -107,7 +106,7 @@ def test_every_parameter_is_type_annotated_with_a_default(name):
         assert parameter.default is not inspect.Parameter.empty, parameter.name
 
 
-@pytest.mark.parametrize("name", CATALOGUE)
+@pytest.mark.parametrize("name", REGISTERED)
 def test_an_overlap_formula_shows_its_smooth_term(name):
     # `losscmp losses --show generalized_dice` listed smooth (default 1) under a formula
     # without it, though on its max-normalised weights s = 1 is one pixel of the rarest class.
@@ -251,7 +250,7 @@ def test_wrong_class_weight_count_is_a_parameter_error():
 
 def test_registry_is_the_shared_one():
     assert LOSS_REGISTRY.kind == "loss"
-    assert set(LOSS_REGISTRY.names()) == set(CATALOGUE)
+    assert LOSS_REGISTRY.names() == REGISTERED
 
 
 @pytest.mark.parametrize(
