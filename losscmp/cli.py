@@ -23,6 +23,7 @@ import typer
 
 from losscmp import startup
 from losscmp.errors import LosscmpError, Terminated, closest
+from losscmp.executors import executors_help
 from losscmp.metric_names import BINARY_METRICS, PLAIN_METRICS
 
 try:  # typer >= 0.20 ships its own copy of click
@@ -256,7 +257,7 @@ def run(
         str | None,
         typer.Option(
             metavar="NAME",
-            help="local (this machine) or ray (a Ray cluster). \\[default: local]",
+            help=f"{executors_help()}. \\[default: local]",
         ),
     ] = None,
     jobs: Annotated[

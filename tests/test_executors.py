@@ -908,11 +908,37 @@ class LastFirstExecutor(Executor):
             yield from succeeded(job, run_job(job, context, emit))
 
 
+def test_run_help_names_every_registered_executor(monkeypatch, cli):
+    """--executor's help said 'local (this machine) or ray (a Ray cluster)' in cli.py: a new
+    executor, accepted by --executor from its EXECUTORS line, went unnamed by --help."""
+    from losscmp import executors
+
+    help_text = " ".join(cli("run", "--help").stdout.replace("│", " ").split())
+    assert f"{executors.executors_help()}. [default: local]" in help_text
+    assert all(
+        f"{name} ({entry.where})" in help_text for name, entry in executors.EXECUTORS.items()
+    )
+    two = {
+        "local": executors.Registered("m:L", "this machine"),
+        "far": executors.Registered("m:F", "a cluster"),
+    }
+    monkeypatch.setattr(executors, "EXECUTORS", two)
+    assert executors.executors_help() == "local (this machine) or far (a cluster)"
+    monkeypatch.setitem(two, "threads", executors.Registered("m:T", "threads of this process"))
+    assert executors.executors_help() == (
+        "local (this machine), far (a cluster) or threads (threads of this process)"
+    )
+
+
 @pytest.mark.slow
 def test_a_new_executor_is_one_class_and_one_registration_line(monkeypatch, cli, tmp_path):
     from losscmp import executors
 
-    monkeypatch.setitem(executors.EXECUTORS, "lastfirst", f"{__name__}:LastFirstExecutor")
+    monkeypatch.setitem(
+        executors.EXECUTORS,
+        "lastfirst",
+        executors.Registered(f"{__name__}:LastFirstExecutor", "this process, last job first"),
+    )
     flags = [f"--{key.replace('_', '-')}={value}" for key, value in QUICK.items()]
     assert cli("run", *flags, "--out", tmp_path / "local").exit_code == 0
     result = cli("run", *flags, "--executor", "lastfirst", "--out", tmp_path / "new")
