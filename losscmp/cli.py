@@ -11,6 +11,7 @@ import atexit
 import contextlib
 import errno
 import functools
+import inspect
 import os
 import re
 import signal
@@ -564,8 +565,35 @@ def _command_line(config: Path | None, flags: dict, resume: Path | None) -> str:
     return shlex.join(parts)
 
 
+def with_file_options(command: Callable) -> Callable:
+    """Give ``command`` (which takes them as ``**files``) a ``--<name> FILE`` option for each
+    file output in ``render.RENDERERS``, before its ``plots``: Typer reads the options from
+    the signature, so a new output is its module and its line there, no option here."""
+    from losscmp.render import RENDERERS
+
+    signature = inspect.signature(command, eval_str=True)  # this module defers annotations
+    own = [param for param in signature.parameters.values() if param.kind != param.VAR_KEYWORD]
+    place = [param.name for param in own].index("plots")
+    options = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default=None,
+            # Text, not Path: click reads an empty name as '.', the working folder.
+            annotation=Annotated[
+                str | None,
+                typer.Option(metavar="FILE", help=f"Also write {renderer.description} to FILE."),
+            ],
+        )
+        for name, renderer in RENDERERS.items()
+    ]
+    command.__signature__ = signature.replace(parameters=[*own[:place], *options, *own[place:]])
+    return command
+
+
 @app.command(cls=_Command)
 @user_errors
+@with_file_options
 def report(
     paths: Annotated[
         list[Path],
@@ -579,23 +607,14 @@ def report(
             f"{', '.join(BINARY_METRICS)} (_t: at the validation-chosen threshold).",
         ),
     ] = "dice",
-    # Text, not Path: click reads an empty name as '.', the working folder.
-    csv: Annotated[
-        str | None, typer.Option(metavar="FILE", help="Also write the summary table here.")
-    ] = None,
-    html: Annotated[
-        str | None,
-        typer.Option(
-            metavar="FILE", help="Also write one self-contained HTML page: tables, figures, setup."
-        ),
-    ] = None,
     plots: Annotated[
         bool, typer.Option(metavar=NO_VALUE_METAVAR, help="Write PNG figures into the run folder.")
     ] = False,
+    **files: str | None,
 ) -> None:
     """Print the comparison table of finished runs from their files alone."""
-    files = {"csv": _file_option("csv", csv), "html": _file_option("html", html)}
-    _print_report(paths, metric=metric, files=files, plots=plots)
+    targets = {name: _file_option(name, text) for name, text in files.items()}
+    _print_report(paths, metric=metric, files=targets, plots=plots)
 
 
 def _file_option(option: str, text: str | None) -> Path | None:

@@ -67,6 +67,40 @@ def test_report_help_names_every_headline_metric(cli):
     assert set(METRICS) <= words
 
 
+def test_report_help_offers_an_option_for_every_file_output(cli):
+    from losscmp.render import RENDERERS
+
+    text = " ".join(cli("report", "--help").stdout.replace("│", " ").split())
+    for name, renderer in RENDERERS.items():
+        assert f"--{name} FILE Also write {renderer.description} to FILE." in text
+
+
+def test_a_new_file_output_gets_its_option_from_its_renderers_line(monkeypatch, tmp_path):
+    """report's --csv and --html were written out in cli.py: a new output took an option and
+    an entry in its files there besides its module and its line in render.RENDERERS."""
+    import typer
+    from typer.testing import CliRunner
+
+    from losscmp import cli as cli_module
+    from losscmp import render
+
+    tsv = render.Renderer("tsv", "losscmp.render.csv", "the table as TSV", "summary.tsv")
+    monkeypatch.setitem(render.RENDERERS, "tsv", tsv)
+    given = {}
+
+    def command(paths: list[str], plots: bool = False, **files: str | None) -> None:
+        given.update(files, plots=plots)
+
+    app = typer.Typer()
+    app.command()(cli_module.with_file_options(command))
+    app.command("other")(lambda: None)  # two commands: each is named on the command line
+    result = CliRunner().invoke(app, ["command", "a", "--tsv", "t.tsv", "--plots"])
+    assert result.exit_code == 0, result.output
+    assert given == {**dict.fromkeys(render.RENDERERS), "tsv": "t.tsv", "plots": True}
+    help_text = CliRunner().invoke(app, ["command", "--help"]).stdout
+    assert "Also write the table as TSV to FILE." in help_text
+
+
 def test_help_is_fast_and_does_not_import_torch():
     probe = (
         "import json, sys, time\n"

@@ -7,7 +7,8 @@
 
 A new file output is one module here defining
 ``write(report: losscmp.summary.Report, path) -> Path``, plus one line in
-:data:`RENDERERS` (and its option in cli.py); one whose file holds the summary table
+:data:`RENDERERS`: ``report`` takes its ``--<name> FILE`` option from there (cli.py's
+``with_file_options``, its help from ``description``); one whose file holds the summary table
 says so (``holds_summary``): a combined report written there counts as saved. Modules
 are imported when used, so a CSV never imports matplotlib; a target is refused
 (``Renderer.check_target``) from this module alone, so a bad ``--csv`` never imports
@@ -30,9 +31,9 @@ from losscmp.errors import LosscmpError
 class Renderer:
     """One file output: the ``report`` option that asks for it and the module that writes it."""
 
-    name: str
+    name: str  # its option: --<name> FILE
     module: str
-    description: str
+    description: str  # what it writes, for the option's help: "Also write <this> to FILE."
     example: str  # the file of this kind a run folder holds itself, e.g. summary.csv
     # Its file holds the summary table itself (a run's summary.csv): where a combined
     # report's table is saved, which no run folder keeps.
@@ -52,14 +53,14 @@ RENDERERS: dict[str, Renderer] = {
         Renderer(
             "csv",
             "losscmp.render.csv",
-            "the summary frame, one row per dataset x loss",
+            "the summary table",
             "summary.csv",
             holds_summary=True,
         ),
         Renderer(
             "html",
             "losscmp.render.html",
-            "one self-contained page: tables, figures, setup",
+            "one self-contained HTML page (tables, figures, setup)",
             "report.html",
         ),
     )
