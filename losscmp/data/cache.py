@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import tempfile
 import zipfile
@@ -74,16 +75,47 @@ def superseded(path: Path) -> list[Path]:
 
 
 def load_cached(path: Path, names: Iterable[str] = ()) -> dict[str, np.ndarray] | None:
-    """The stored arrays, or None when absent, damaged (truncated, a bad CRC) or missing
-    one of ``names``: then the caller rebuilds it."""
+    """The stored arrays, or None when absent, damaged or missing one of ``names``: then
+    the caller rebuilds it. Damaged: anything zipfile or numpy cannot read back whole, as
+    written (truncated, a bad CRC, a header whose shape or dtype was changed)."""
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as stored:
-            arrays = {name: stored[name] for name in stored.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
+        with zipfile.ZipFile(path) as archive:
+            arrays = {
+                info.filename.removesuffix(".npy"): _read_member(archive, info)
+                for info in archive.infolist()
+            }
+    except MemoryError:  # a real shortage (a damaged shape is refused before allocating)
+        raise
+    except Exception:  # a damaged header raises what numpy's parser raises
+        # (tokenize.TokenError, SyntaxError), a damaged zip what zipfile does (RuntimeError
+        # for an 'encrypted' flag, NotImplementedError for a compression method): a cache
+        # entry is a copy, so whatever fails reading it means rebuild, never a traceback.
         return None
     return arrays if set(names) <= set(arrays) else None
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    """One array of an .npz entry, read to the end of its member so that zipfile checks its
+    CRC: np.load stops where the header's shape says, so a header damaged into a smaller
+    shape read back part of the array, its CRC never checked. The shape must account for
+    the member's bytes before anything is allocated (a damaged one may ask for terabytes)."""
+    with archive.open(info) as stream:
+        version = np.lib.format.read_magic(stream)
+        read_header = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }[version]
+        shape, _, dtype = read_header(stream)
+        expected = stream.tell() + math.prod(shape) * dtype.itemsize
+    if expected != info.file_size:
+        raise ValueError(f"{info.filename}: its header does not match its size")
+    with archive.open(info) as stream:
+        array = np.lib.format.read_array(stream, allow_pickle=False)
+        if stream.read():  # cannot be, the sizes matching; reaching the end checks the CRC
+            raise ValueError(f"{info.filename}: bytes after the array")
+    return array
 
 
 def save_cached(path: Path, arrays: dict[str, np.ndarray]) -> bool:

@@ -1,0 +1,84 @@
+"""cache.py: an entry is read back whole and as written, or rebuilt."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fixtures_data import make_folder
+
+from losscmp.data import cache, load_dataset
+
+ARRAYS = {
+    # Large enough that zipfile's read-ahead does not reach a member's end (and its CRC)
+    # when numpy stops early.
+    "images": np.arange(4 * 64 * 64 * 3, dtype=np.uint8).reshape(4, 64, 64, 3),
+    "masks": np.arange(4 * 64 * 64, dtype=np.uint8).reshape(4, 64, 64) % 2,
+}
+
+
+def written_entry(tmp_path):
+    path = tmp_path / cache.CACHE_DIRNAME / "folder-64px-0123456789ab.0123456789abcdef0123.npz"
+    assert cache.save_cached(path, ARRAYS)
+    return path
+
+
+def replace_bytes(path, old: bytes, new: bytes) -> None:
+    data = path.read_bytes()
+    assert data.count(old) == 1 and len(old) == len(new)
+    path.write_bytes(data.replace(old, new))
+
+
+def smaller_shape(path):
+    """np.load read the first two thirds of the images, its CRC never checked."""
+    replace_bytes(path, b"'shape': (4, 64, 64, 3)", b"'shape': (4, 64, 64, 2)")
+
+
+def huge_shape(path):
+    replace_bytes(path, b"'shape': (4, 64, 64, 3)", b"'shape': (4, 64, 64, 9)")
+
+
+def unparseable_header(path):
+    """numpy's header parser raised tokenize.TokenError, a traceback for the user."""
+    replace_bytes(
+        path,
+        b"{'descr': '|u1', 'fortran_order': False, 'shape': (4, 64, 64, 3)",
+        b"z'descr': '|u1', 'fortran_order': False, 'shape': (4, 64, 64, 3)",
+    )
+
+
+def unknown_compression(path):
+    """zipfile raised NotImplementedError ('That compression method is not supported')."""
+    data = bytearray(path.read_bytes())
+    directory = data.rindex(b"PK\x01\x02")  # the central directory's last entry (masks)
+    data[directory + 10] = 99  # its compression method
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [smaller_shape, huge_shape, unparseable_header])
+def test_an_entry_whose_header_is_damaged_is_not_read(tmp_path, damage):
+    path = written_entry(tmp_path)
+    assert cache.load_cached(path, ARRAYS).keys() == ARRAYS.keys()
+    damage(path)
+    assert cache.load_cached(path, ARRAYS) is None
+
+
+def test_an_entry_zipfile_cannot_read_is_not_read(tmp_path):
+    path = written_entry(tmp_path)
+    unknown_compression(path)
+    assert cache.load_cached(path, ARRAYS) is None
+
+
+def test_an_entry_is_read_back_as_written(tmp_path):
+    stored = cache.load_cached(written_entry(tmp_path), ARRAYS)
+    for name, array in ARRAYS.items():
+        assert stored[name].dtype == array.dtype and np.array_equal(stored[name], array)
+
+
+def test_a_folder_dataset_whose_entry_has_a_damaged_header_is_decoded_again(tmp_path):
+    make_folder(tmp_path, count=6)
+    first = load_dataset(f"folder:{tmp_path}", image_size=32, seed=0)
+    (entry,) = (tmp_path / cache.CACHE_DIRNAME).glob("*.npz")
+    replace_bytes(entry, b"'shape': (6, 32, 32, 3)", b"'shape': (6, 32, 32, 2)")
+    again = load_dataset(f"folder:{tmp_path}", image_size=32, seed=0)
+    assert again.info["cache"] == "written"
+    assert again.fingerprint() == first.fingerprint()
