@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import time
+
 import numpy as np
 import pytest
 from fixtures_data import make_folder
@@ -82,3 +86,40 @@ def test_a_folder_dataset_whose_entry_has_a_damaged_header_is_decoded_again(tmp_
     again = load_dataset(f"folder:{tmp_path}", image_size=32, seed=0)
     assert again.info["cache"] == "written"
     assert again.fingerprint() == first.fingerprint()
+
+
+def test_an_interrupted_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """Ctrl-C while np.savez wrote left the half-written file (gigabytes for Pets) for good."""
+
+    def interrupted(stream, **arrays):
+        stream.write(b"half an entry")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache.np, "savez", interrupted)
+    path = tmp_path / cache.CACHE_DIRNAME / "folder-64px-0123456789ab.0123456789abcdef0123.npz"
+    with pytest.raises(KeyboardInterrupt):
+        cache.save_cached(path, ARRAYS)
+    assert list(path.parent.iterdir()) == []
+
+
+def test_a_write_killed_half_way_is_swept_by_a_later_one(tmp_path):
+    folder = tmp_path / cache.CACHE_DIRNAME
+    folder.mkdir()
+    killed, writing = folder / "tmpkilled.tmp", folder / "tmpwriting.tmp"
+    for temporary in (killed, writing):
+        temporary.write_bytes(b"half an entry")
+    an_hour_ago = time.time() - cache.ABANDONED_AFTER_S - 1
+    os.utime(killed, (an_hour_ago, an_hour_ago))
+    path = written_entry(tmp_path)
+    assert sorted(folder.iterdir()) == sorted([path, writing])
+
+
+def test_a_full_disk_leaves_no_entry_and_no_temporary_file(tmp_path, monkeypatch):
+    def full(stream, **arrays):
+        stream.write(b"half an entry")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache.np, "savez", full)
+    path = tmp_path / cache.CACHE_DIRNAME / "folder-64px-0123456789ab.0123456789abcdef0123.npz"
+    assert cache.save_cached(path, ARRAYS) is False
+    assert list(path.parent.iterdir()) == []

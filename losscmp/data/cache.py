@@ -20,6 +20,7 @@ import hashlib
 import math
 import os
 import tempfile
+import time
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,6 +34,8 @@ CACHE_DIRNAME = ".losscmp-cache"
 # 5: ... only where most masks holding 255 hold the object value too (not a stray pixel).
 CACHE_VERSION = 5
 LEGACY_KEY_LENGTH = 20  # the hex key of an entry named before families (a key only)
+TEMPORARY_SUFFIX = ".tmp"  # an entry being written
+ABANDONED_AFTER_S = 3600  # a temporary file untouched this long was left by a killed write
 
 
 def cache_key(root: Path, files: Iterable[Path], *parts: object) -> str:
@@ -120,10 +123,16 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
 
 def save_cached(path: Path, arrays: dict[str, np.ndarray]) -> bool:
     """Write atomically (a reader never sees half a file), then delete the entries it
-    supersedes; False if the folder is read-only."""
+    supersedes; False if the folder is read-only or full. A write stopped half-way
+    (Ctrl-C) deletes its temporary file; one killed leaves it to the next write's sweep."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        remove_abandoned(path.parent)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=TEMPORARY_SUFFIX)
+    except OSError:
+        return False
+    replaced = False
+    try:
         with os.fdopen(handle, "wb") as stream:
             np.savez(stream, **arrays)
         # mkstemp makes it 0600: others sharing the dataset folder could not read it. As
@@ -131,14 +140,28 @@ def save_cached(path: Path, arrays: dict[str, np.ndarray]) -> bool:
         with contextlib.suppress(OSError):
             os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
+        replaced = True
     except OSError:
-        if "temporary" in locals():
-            Path(temporary).unlink(missing_ok=True)
         return False
+    finally:
+        if not replaced:  # an error or an interrupt: half an entry, gigabytes for Pets
+            Path(temporary).unlink(missing_ok=True)
     for stale in superseded(path):
         with contextlib.suppress(OSError):  # another process may be deleting it too
             stale.unlink()
     return True
+
+
+def remove_abandoned(folder: Path) -> None:
+    """Delete the temporary files of writes killed half-way (SIGKILL, the OOM killer, a
+    power cut), which nothing else would: those not written to for ABANDONED_AFTER_S. A
+    write under way touches its file all along; one paused for longer fails to rename it
+    and is not kept (save_cached's False), nothing worse."""
+    now = time.time()
+    for temporary in folder.glob(f"*{TEMPORARY_SUFFIX}"):
+        with contextlib.suppress(OSError):  # gone meanwhile: another run swept it
+            if now - temporary.stat().st_mtime > ABANDONED_AFTER_S:
+                temporary.unlink()
 
 
 def _umask() -> int:
