@@ -123,3 +123,50 @@ def test_a_full_disk_leaves_no_entry_and_no_temporary_file(tmp_path, monkeypatch
     path = tmp_path / cache.CACHE_DIRNAME / "folder-64px-0123456789ab.0123456789abcdef0123.npz"
     assert cache.save_cached(path, ARRAYS) is False
     assert list(path.parent.iterdir()) == []
+
+
+def entries(root):
+    return sorted(path.name for path in (root / cache.CACHE_DIRNAME).glob("*.npz"))
+
+
+def add_pair(root, stem):
+    for folder, suffix in (("images", ".jpg"), ("masks", ".png")):
+        source = root / folder / f"case_000{suffix}"
+        (root / folder / f"{stem}{suffix}").write_bytes(source.read_bytes())
+
+
+@pytest.mark.parametrize("change", ["added", "removed"])
+def test_an_added_or_removed_pair_replaces_the_entry_it_outdates(tmp_path, change):
+    """Each added or removed file left the entry of the earlier file list for good (no
+    load reads it again: a file's change time never goes back), one more decoded copy of
+    the whole dataset each time new images were annotated."""
+    make_folder(tmp_path, count=8)
+    load_dataset(f"folder:{tmp_path}", image_size=32, seed=0)
+    before = entries(tmp_path)
+    if change == "added":
+        add_pair(tmp_path, "case_new")
+    else:
+        (tmp_path / "images" / "case_003.jpg").unlink()
+        (tmp_path / "masks" / "case_003.png").unlink()
+    again = load_dataset(f"folder:{tmp_path}", image_size=32, seed=0)
+    assert again.info["cache"] == "written"
+    after = entries(tmp_path)
+    assert len(after) == 1 and after != before
+
+
+def test_entries_of_other_sizes_limits_and_options_are_kept(tmp_path):
+    make_folder(tmp_path, count=8)
+    specs = [f"folder:{tmp_path}", f"folder(path={tmp_path},val_fraction=0.3)"]
+    load_dataset(specs[0], image_size=32, seed=0)
+    (outdated,) = entries(tmp_path)
+    for spec in specs:
+        for size, limit in ((32, None), (64, None), (32, 5)):
+            load_dataset(spec, image_size=size, limit=limit, seed=0)
+    before = entries(tmp_path)
+    assert len(before) == 6
+    add_pair(tmp_path, "case_new")
+    load_dataset(specs[0], image_size=32, seed=0)
+    after = entries(tmp_path)
+    assert set(before) - set(after) == {outdated} and len(after) == 6
+    assert load_dataset(specs[1], image_size=32, seed=0).info["cache"] == "written"
+    assert len(entries(tmp_path)) == 6

@@ -11,6 +11,11 @@ writing one deletes the others of its family, made from earlier versions of the 
 files, which no load can read again (a file's change time never goes back), and the
 entries of its dataset and size named before families (a key alone), which no load reads
 either. Entries of other sizes, ``--limit`` values or options are kept.
+
+An added or removed file makes a new family, not a new key: where the caller names the
+options that choose the files (their ``lineage``: a folder dataset's --limit and split
+fractions), writing an entry deletes those of its dataset and size written with the same
+lineage, which the files as they now are could not give again.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ CACHE_VERSION = 5
 LEGACY_KEY_LENGTH = 20  # the hex key of an entry named before families (a key only)
 TEMPORARY_SUFFIX = ".tmp"  # an entry being written
 ABANDONED_AFTER_S = 3600  # a temporary file untouched this long was left by a killed write
+LINEAGE = "lineage"  # an entry's member: a hash of the options that chose its files
 
 
 def cache_key(root: Path, files: Iterable[Path], *parts: object) -> str:
@@ -75,6 +81,34 @@ def superseded(path: Path) -> list[Path]:
     unnamed = path.parent.glob(f"{prefix}-{'[0-9a-f]' * LEGACY_KEY_LENGTH}.npz")
     same = [other for other in path.parent.glob(f"{family}.*.npz") if other.name != path.name]
     return [*same, *unnamed]
+
+
+def lineage_digest(lineage: object) -> str:
+    return hashlib.sha256(repr(lineage).encode("utf-8", "backslashreplace")).hexdigest()[:16]
+
+
+def same_lineage(path: Path, lineage: object) -> list[Path]:
+    """The other entries of ``path``'s prefix (dataset and size) written with ``lineage``:
+    made from another file list by the same options, so from files since added or removed."""
+    prefix = path.name.split(".")[0].rsplit("-", 1)[0]
+    wanted = lineage_digest(lineage)
+    return [
+        other
+        for other in path.parent.glob(f"{prefix}-*.npz")
+        if other.name != path.name and stored_lineage(other) == wanted
+    ]
+
+
+def stored_lineage(path: Path) -> str | None:
+    """The lineage an entry was written with; None for one without (pets', or written
+    before lineages) or one that cannot be read (kept: a later load rebuilds it)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return str(_read_member(archive, archive.getinfo(f"{LINEAGE}.npy")))
+    except MemoryError:
+        raise
+    except Exception:  # absent (KeyError) or damaged: as load_cached, never a traceback
+        return None
 
 
 def load_cached(path: Path, names: Iterable[str] = ()) -> dict[str, np.ndarray] | None:
@@ -121,10 +155,13 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
     return array
 
 
-def save_cached(path: Path, arrays: dict[str, np.ndarray]) -> bool:
+def save_cached(path: Path, arrays: dict[str, np.ndarray], lineage: object = None) -> bool:
     """Write atomically (a reader never sees half a file), then delete the entries it
-    supersedes; False if the folder is read-only or full. A write stopped half-way
-    (Ctrl-C) deletes its temporary file; one killed leaves it to the next write's sweep."""
+    supersedes (with a ``lineage``, those of the same one too); False if the folder is
+    read-only or full. A write stopped half-way (Ctrl-C) deletes its temporary file; one
+    killed leaves it to the next write's sweep."""
+    if lineage is not None:
+        arrays = {**arrays, LINEAGE: np.array(lineage_digest(lineage))}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_abandoned(path.parent)
@@ -146,7 +183,8 @@ def save_cached(path: Path, arrays: dict[str, np.ndarray]) -> bool:
     finally:
         if not replaced:  # an error or an interrupt: half an entry, gigabytes for Pets
             Path(temporary).unlink(missing_ok=True)
-    for stale in superseded(path):
+    outdated = same_lineage(path, lineage) if lineage is not None else []
+    for stale in [*superseded(path), *outdated]:
         with contextlib.suppress(OSError):  # another process may be deleting it too
             stale.unlink()
     return True

@@ -90,7 +90,10 @@ def load_folder(
     )
     root, (train_pairs, val_pairs, test_pairs), suffix, (validation, testing) = layout
     every_pair = train_pairs + val_pairs + test_pairs
-    arrays, cache_state = decoded_pairs(root, every_pair, ctx.image_size, num_classes)
+    # What chose the pairs from the folder's files: an entry of the same options made from
+    # files since added or removed is deleted when this one is written.
+    choice = (mask_suffix, val_fraction, test_fraction, ctx.limit)
+    arrays, cache_state = decoded_pairs(root, every_pair, ctx.image_size, num_classes, choice)
     train_count, val_end = len(train_pairs), len(train_pairs) + len(val_pairs)
     masks = arrays["masks"]
     if num_classes > 2:
@@ -629,7 +632,11 @@ def refuse_truncated(root: Path, paths: list[str]) -> None:
 
 
 def decoded_pairs(
-    root: Path, pairs: list[tuple[Path, Path]], size: int, num_classes: int
+    root: Path,
+    pairs: list[tuple[Path, Path]],
+    size: int,
+    num_classes: int,
+    choice: tuple[object, ...],
 ) -> tuple[dict[str, np.ndarray], str]:
     files = [path for pair in pairs for path in pair]
     location = cache.cache_entry(root, f"folder-{size}px", files, num_classes, decoding=DECODING)
@@ -664,7 +671,7 @@ def decoded_pairs(
         "truncated": np.array(decoded.truncated, dtype=str),
         "merged_labels": np.array(merged, dtype=np.int64),
     }
-    saved = cache.save_cached(location, arrays)
+    saved = cache.save_cached(location, arrays, lineage=(num_classes, *choice))
     return arrays, "written" if saved else "read-only"
 
 
