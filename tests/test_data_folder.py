@@ -761,3 +761,18 @@ def test_a_folder_of_files_of_a_type_not_read_says_so(tmp_path):
         r"images/ not read: losscmp reads .bmp, .gif",
     ):
         load(f"folder:{tmp_path}")
+
+
+def test_a_picture_of_many_megapixels_is_read_without_pillows_bomb_warning(
+    tmp_path, recwarn, monkeypatch
+):
+    """Over 89 megapixels (a drone or slide scan) Pillow warned 'could be decompression bomb
+    DOS attack' as raw Python lines, four per pair, amid the progress display."""
+    make_folder(tmp_path, count=4)  # 56x40 = 2240 pixels: above the limit, below twice it
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)
+    with pytest.warns(Image.DecompressionBombWarning):
+        Image.open(tmp_path / "masks" / "case_000.png")
+    recwarn.clear()
+    assert load(f"folder:{tmp_path}").size("train") == 2
+    bombs = [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+    assert bombs == []

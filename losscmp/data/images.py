@@ -69,9 +69,15 @@ class Decoded:
 def quiet_tags():
     """Pillow's warnings about damaged tags silenced (an EXIF block's; a TIFF's own): it
     reads on, the pixels are read as they are, and its warnings ('Corrupt EXIF data',
-    'Truncated File Read') were raw Python lines amid the progress display."""
+    'Truncated File Read') were raw Python lines amid the progress display. So is its
+    warning for a picture of 90 to 180 megapixels ('could be decompression bomb DOS
+    attack', twice per file): a drone or slide scan of the user's own, read and scaled
+    down as any other; a larger one is Pillow's error, which folder.header_size names."""
+    from PIL import Image
+
     with _HEADER_READ, warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
         yield
 
 
