@@ -776,3 +776,26 @@ def test_a_picture_of_many_megapixels_is_read_without_pillows_bomb_warning(
     assert load(f"folder:{tmp_path}").size("train") == 2
     bombs = [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
     assert bombs == []
+
+
+def test_large_pictures_are_decoded_only_as_many_at_once_as_fit(tmp_path, monkeypatch):
+    """One thread per core (eight at most) decoded at once whatever the pictures' size:
+    tens of megapixels each could take gigabytes beyond the decoded dataset (killed for
+    memory, no message). As many as fit side by side now, one at least."""
+    from losscmp.data import folder, images, memory
+
+    make_folder(tmp_path, count=4)  # 56x40 pixels: 2240 * 8 bytes each while decoded
+    used = []
+
+    def recording(*args, workers=None, **kwargs):
+        used.append(workers)
+        return images.decode_pairs(*args, workers=workers, **kwargs)
+
+    monkeypatch.setattr(folder, "decode_pairs", recording)
+    monkeypatch.setattr(folder, "decoder_threads", lambda: 8)
+    monkeypatch.setattr(memory, "available_memory", lambda: 5 * 2240 * 8 + 100)
+    assert load(f"folder:{tmp_path}").info["cache"] == "written"
+    assert used == [5]
+    monkeypatch.setattr(memory, "available_memory", lambda: 2 * 2**30)
+    assert memory.decoders_that_fit(100_000_000, most=8) == 2
+    assert memory.decoders_that_fit(10**12, most=8) == 1

@@ -42,11 +42,12 @@ from losscmp.data.images import (
     MergedColours,
     UnreadableFile,
     decode_pairs,
+    decoder_threads,
     open_image,
     orientation,
     read_label_image,
 )
-from losscmp.data.memory import check_dataset_fits
+from losscmp.data.memory import check_dataset_fits, decoders_that_fit
 from losscmp.errors import DatasetError, ParameterError
 
 # .jfif and .jpe: JPEG as Windows and some browsers save it.
@@ -409,14 +410,17 @@ def apply_limit(train: Pairs, val: Pairs, test: Pairs, limit: int | None) -> tup
     )
 
 
-def check_sizes(root: Path, pairs: list[tuple[Path, Path]]) -> None:
-    """Image and mask must have the same size, upright; reads headers only."""
-    mismatched, unreadable, turned = [], [], False
+def check_sizes(root: Path, pairs: list[tuple[Path, Path]]) -> int:
+    """Image and mask must have the same size, upright; reads headers only. Returns the
+    largest file's pixel count."""
+    mismatched, unreadable, turned, largest = [], [], False, 0
     for image_path, mask_path in pairs:
         headers = [header_size(image_path), header_size(mask_path)]
         for path, header in zip((image_path, mask_path), headers, strict=True):
             if header is None:
                 unreadable.append(shown(root, path))
+            else:
+                largest = max(largest, header[0][0] * header[0][1])
         if None in headers or headers[0][0] == headers[1][0]:
             continue
         (image_size, image_turned), (mask_size, _) = headers
@@ -440,6 +444,7 @@ def check_sizes(root: Path, pairs: list[tuple[Path, Path]]) -> None:
                 else ""
             )
         )
+    return largest
 
 
 def by(size: tuple[int, int]) -> str:
@@ -644,9 +649,10 @@ def decoded_pairs(
     if stored is not None:
         refuse_truncated(root, [str(name) for name in stored.get("truncated", [])])
         return stored, "hit"
-    check_sizes(root, pairs)
+    largest = check_sizes(root, pairs)
+    workers = decoders_that_fit(largest, most=decoder_threads())
     try:
-        decoded = decode_pairs(pairs, size, mask_reader(num_classes), upright=True)
+        decoded = decode_pairs(pairs, size, mask_reader(num_classes), upright=True, workers=workers)
     except UnreadableFile as error:
         raise DatasetError(f"folder dataset: {error}") from None
     if decoded.unreadable:

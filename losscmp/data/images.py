@@ -37,6 +37,7 @@ UPRIGHT = {
     8: "ROTATE_90",
 }
 SIDEWAYS = frozenset({5, 6, 7, 8})  # orientations that swap width and height
+MAX_DECODERS = 8  # threads decoding files at once
 # Warnings filters are the process's: catch_warnings in several threads at once (decode_pairs
 # reads in a pool) can restore one another's, so headers are read one at a time.
 _HEADER_READ = threading.Lock()
@@ -244,15 +245,21 @@ def is_truncation(error: OSError) -> bool:
     return "truncated" in str(error) or "broken data stream" in str(error)
 
 
+def decoder_threads() -> int:
+    return min(MAX_DECODERS, os.cpu_count() or 1)
+
+
 def decode_pairs(
     pairs: Sequence[tuple[Path, Path]],
     size: int,
     read_mask: Callable[[Path], np.ndarray],
     *,
     upright: bool = False,
+    workers: int | None = None,
 ) -> Decoded:
-    """Decode (image, mask) pairs in a thread pool (PIL releases the GIL while decoding);
-    ``upright``: images turned as their EXIF orientation says (read_mask does its own)."""
+    """Decode (image, mask) pairs in a thread pool (PIL releases the GIL while decoding) of
+    ``workers`` threads (default: one per core, MAX_DECODERS at most); ``upright``: images
+    turned as their EXIF orientation says (read_mask does its own)."""
     images = np.zeros((len(pairs), size, size, 3), np.uint8)
     masks = np.zeros((len(pairs), size, size), np.uint8)
     failed: dict[int, str] = {}  # position -> the file that could not be read
@@ -274,8 +281,7 @@ def decode_pairs(
             return "truncated" if is_truncation(error) and current == image_path else "unreadable"
         return "ok"
 
-    workers = min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:
+    with ThreadPoolExecutor(workers or decoder_threads()) as pool:
         outcome = list(pool.map(lambda position: decode(position, False), range(len(pairs))))
     # Truncated files are read again one by one, accepting the missing tail: PIL's
     # switch for that is process-wide, so it must not be on while other threads decode.
