@@ -170,3 +170,20 @@ def test_entries_of_other_sizes_limits_and_options_are_kept(tmp_path):
     assert set(before) - set(after) == {outdated} and len(after) == 6
     assert load_dataset(specs[1], image_size=32, seed=0).info["cache"] == "written"
     assert len(entries(tmp_path)) == 6
+
+
+def test_an_entry_that_would_fill_the_disk_is_not_written(tmp_path, monkeypatch):
+    """The cache took the disk's last free bytes, then the run's results (often on the same
+    disk) could not be written: the cache only saves time."""
+    free = os.statvfs(tmp_path)
+    room = sum(array.nbytes for array in ARRAYS.values()) + 256 * 2**20  # left free
+
+    def statvfs_with(available):
+        return lambda folder: os.statvfs_result((*free[:4], available // free.f_frsize, *free[5:]))
+
+    path = tmp_path / cache.CACHE_DIRNAME / "folder-64px-0123456789ab.0123456789abcdef0123.npz"
+    monkeypatch.setattr(cache.os, "statvfs", statvfs_with(room - 1 - free.f_frsize))
+    assert cache.save_cached(path, ARRAYS) is False
+    assert list(path.parent.iterdir()) == []
+    monkeypatch.setattr(cache.os, "statvfs", statvfs_with(room + free.f_frsize))
+    assert cache.save_cached(path, ARRAYS) is True

@@ -42,6 +42,8 @@ LEGACY_KEY_LENGTH = 20  # the hex key of an entry named before families (a key o
 TEMPORARY_SUFFIX = ".tmp"  # an entry being written
 ABANDONED_AFTER_S = 3600  # a temporary file untouched this long was left by a killed write
 LINEAGE = "lineage"  # an entry's member: a hash of the options that chose its files
+# Left free on the data folder's disk by a write: the run writes its results there too, often.
+HEADROOM_BYTES = 256 * 2**20
 
 
 def cache_key(root: Path, files: Iterable[Path], *parts: object) -> str:
@@ -158,13 +160,15 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
 def save_cached(path: Path, arrays: dict[str, np.ndarray], lineage: object = None) -> bool:
     """Write atomically (a reader never sees half a file), then delete the entries it
     supersedes (with a ``lineage``, those of the same one too); False if the folder is
-    read-only or full. A write stopped half-way (Ctrl-C) deletes its temporary file; one
-    killed leaves it to the next write's sweep."""
+    read-only or its disk (nearly) full. A write stopped half-way (Ctrl-C) deletes its
+    temporary file; one killed leaves it to the next write's sweep."""
     if lineage is not None:
         arrays = {**arrays, LINEAGE: np.array(lineage_digest(lineage))}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_abandoned(path.parent)
+        if not room_for(path.parent, sum(array.nbytes for array in arrays.values())):
+            return False
         handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=TEMPORARY_SUFFIX)
     except OSError:
         return False
@@ -188,6 +192,18 @@ def save_cached(path: Path, arrays: dict[str, np.ndarray], lineage: object = Non
         with contextlib.suppress(OSError):  # another process may be deleting it too
             stale.unlink()
     return True
+
+
+def room_for(folder: Path, nbytes: int) -> bool:
+    """Whether ``folder``'s disk keeps HEADROOM_BYTES free after ``nbytes`` more: the cache
+    saves time only, and a run's results, often on the same disk, need the last bytes more
+    (a Pets entry at 256 px is about 2 GB). Unknown (no statvfs): yes; a full disk's
+    ENOSPC is handled by the write anyway."""
+    try:
+        stats = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return True
+    return nbytes + HEADROOM_BYTES <= stats.f_bavail * stats.f_frsize
 
 
 def remove_abandoned(folder: Path) -> None:
