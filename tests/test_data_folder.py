@@ -799,3 +799,21 @@ def test_large_pictures_are_decoded_only_as_many_at_once_as_fit(tmp_path, monkey
     monkeypatch.setattr(memory, "available_memory", lambda: 2 * 2**30)
     assert memory.decoders_that_fit(100_000_000, most=8) == 2
     assert memory.decoders_that_fit(10**12, most=8) == 1
+
+
+def test_a_file_that_cannot_be_opened_is_named_as_such_not_as_no_image(tmp_path, monkeypatch):
+    """A file this user may not read (copied from another's 0600 files) was 'not an image'."""
+    from losscmp.data import folder
+
+    make_folder(tmp_path, count=4)
+    locked = tmp_path / "masks" / "case_002.png"
+
+    def open_image(path):
+        if path == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return images_open_image(path)
+
+    images_open_image = folder.open_image
+    monkeypatch.setattr(folder, "open_image", open_image)
+    with pytest.raises(DatasetError, match=f"cannot read {re.escape(str(locked))} \\(Permission"):
+        load(f"folder:{tmp_path}")

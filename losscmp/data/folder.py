@@ -474,8 +474,16 @@ def header_size(path: Path) -> tuple[tuple[int, int], bool] | None:
             f"folder dataset: {path.name} is too large for Pillow to open "
             f"({str(error).split(',')[0]}); downscale or tile the images"
         ) from None
-    except (UnidentifiedImageError, OSError):
+    except UnidentifiedImageError:
         return None
+    except OSError as error:
+        if error.errno is None:  # Pillow's own: a header it cannot parse, not an image
+            return None
+        # The system's: a file this user may not read (copied from another user's 0600
+        # files) or a failing disk, which 'not an image' would misname.
+        raise DatasetError(
+            f"folder dataset: cannot read {path} ({error.strerror or error})"
+        ) from None
 
 
 def mask_reader(num_classes: int):
