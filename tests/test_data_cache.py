@@ -187,3 +187,18 @@ def test_an_entry_that_would_fill_the_disk_is_not_written(tmp_path, monkeypatch)
     assert list(path.parent.iterdir()) == []
     monkeypatch.setattr(cache.os, "statvfs", statvfs_with(room + free.f_frsize))
     assert cache.save_cached(path, ARRAYS) is True
+
+
+def test_an_entry_not_written_for_want_of_room_still_deletes_the_one_it_outdates(
+    tmp_path, monkeypatch
+):
+    """The outdated entry stayed when the new one was not written: on a nearly full disk,
+    a dead copy of the dataset kept for good, in the room the new one needed."""
+    outdated = written_entry(tmp_path)
+    free = os.statvfs(tmp_path)
+    monkeypatch.setattr(
+        cache.os, "statvfs", lambda folder: os.statvfs_result((*free[:4], 0, *free[5:]))
+    )
+    path = outdated.with_name("folder-64px-0123456789ab.fedcba9876543210fedc.npz")  # an edit
+    assert cache.save_cached(path, ARRAYS) is False
+    assert list(path.parent.iterdir()) == []

@@ -158,12 +158,17 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
 
 
 def save_cached(path: Path, arrays: dict[str, np.ndarray], lineage: object = None) -> bool:
-    """Write atomically (a reader never sees half a file), then delete the entries it
-    supersedes (with a ``lineage``, those of the same one too); False if the folder is
+    """Delete the entries it supersedes (with a ``lineage``, those of the same one too),
+    then write atomically (a reader never sees half a file); False if the folder is
     read-only or its disk (nearly) full. A write stopped half-way (Ctrl-C) deletes its
     temporary file; one killed leaves it to the next write's sweep."""
     if lineage is not None:
         arrays = {**arrays, LINEAGE: np.array(lineage_digest(lineage))}
+    # First: no load reads them again, and on a nearly full disk their room is this one's.
+    outdated = same_lineage(path, lineage) if lineage is not None else []
+    for stale in [*superseded(path), *outdated]:
+        with contextlib.suppress(OSError):  # another process may be deleting it too
+            stale.unlink()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_abandoned(path.parent)
@@ -187,10 +192,6 @@ def save_cached(path: Path, arrays: dict[str, np.ndarray], lineage: object = Non
     finally:
         if not replaced:  # an error or an interrupt: half an entry, gigabytes for Pets
             Path(temporary).unlink(missing_ok=True)
-    outdated = same_lineage(path, lineage) if lineage is not None else []
-    for stale in [*superseded(path), *outdated]:
-        with contextlib.suppress(OSError):  # another process may be deleting it too
-            stale.unlink()
     return True
 
 
