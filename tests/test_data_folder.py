@@ -817,3 +817,23 @@ def test_a_file_that_cannot_be_opened_is_named_as_such_not_as_no_image(tmp_path,
     monkeypatch.setattr(folder, "open_image", open_image)
     with pytest.raises(DatasetError, match=f"cannot read {re.escape(str(locked))} \\(Permission"):
         load(f"folder:{tmp_path}")
+
+
+def test_a_palette_image_with_a_transparency_table_is_read_without_pillows_warning(
+    tmp_path, recwarn
+):
+    """Pillow warned 'Palette images with Transparency expressed in bytes should be
+    converted to RGBA images' as a raw Python line for each such PNG (a tRNS chunk)."""
+    make_folder(tmp_path, count=4)
+    photo = tmp_path / "images" / "case_001.jpg"
+    palette = Image.open(photo).convert("P")
+    photo.unlink()
+    png = tmp_path / "images" / "case_001.png"
+    palette.save(png, transparency=bytes([0, 128] + [255] * 254))
+    expected = np.asarray(Image.open(png).convert("RGB").resize((32, 32), Image.BILINEAR))
+    recwarn.clear()
+    data = load(f"folder:{tmp_path}")
+    assert _user_warnings(recwarn) == []
+    split = next(s for s in ("train", "val", "test") if "case_001" in data.names(s))
+    row = data.names(split).index("case_001")
+    np.testing.assert_array_equal(data.images(split)[row], expected)

@@ -136,10 +136,21 @@ def read_rgb(
                     f"{path}: a {image.mode} image (more than 8 bits per pixel); losscmp reads "
                     "8-bit images: rescale it to 0-255 first"
                 )
-            rgb = turned_upright(image, turn).convert("RGB")
+            rgb = as_rgb(turned_upright(image, turn))
     except UnidentifiedImageError as error:
         raise UnreadableFile(f"{path}: not an image") from error
     return np.asarray(rgb.resize((size, size), Image.BILINEAR), dtype=np.uint8)
+
+
+def as_rgb(image):
+    """``image.convert("RGB")``, the same pixels, without Pillow's warning for a palette
+    image whose transparency is a table ('Palette images with Transparency expressed in
+    bytes should be converted to RGBA images'): a raw Python line amid the progress display,
+    for any palette PNG with a tRNS chunk. Through RGBA: the palette's colours, alpha
+    dropped, as the direct conversion gives them."""
+    if image.mode == "P" and isinstance(image.info.get("transparency"), bytes):
+        image = image.convert("RGBA")
+    return image.convert("RGB")
 
 
 def read_label_image(path: Path, *, upright: bool = False, classes: bool = False) -> np.ndarray:
