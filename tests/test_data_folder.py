@@ -837,3 +837,33 @@ def test_a_palette_image_with_a_transparency_table_is_read_without_pillows_warni
     split = next(s for s in ("train", "val", "test") if "case_001" in data.names(s))
     row = data.names(split).index("case_001")
     np.testing.assert_array_equal(data.images(split)[row], expected)
+
+
+def _with_a_large_text_chunk(path, pixels):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("comment", "x" * (PngImagePlugin.MAX_TEXT_CHUNK + 1), zip=True)
+    Image.fromarray(pixels).save(path, pnginfo=info)
+
+
+def test_a_png_whose_metadata_pillow_refuses_is_named_not_a_traceback(tmp_path):
+    """A compressed text chunk over Pillow's 1 MB limit raised its ValueError through the
+    whole run: a traceback instead of the file's name."""
+    make_folder(tmp_path, count=4)
+    photo = tmp_path / "images" / "case_002.jpg"
+    png = tmp_path / "images" / "case_002.png"
+    _with_a_large_text_chunk(png, np.asarray(Image.open(photo)))
+    photo.unlink()
+    with pytest.raises(DatasetError, match=f"Pillow refuses {re.escape(str(png))} .*metadata"):
+        load(f"folder:{tmp_path}")
+
+
+def test_a_file_pillow_refuses_while_decoding_is_unreadable_not_a_traceback(tmp_path):
+    from losscmp.data.images import UnreadableFile, read_label_image, read_rgb
+
+    png = tmp_path / "x.png"
+    _with_a_large_text_chunk(png, np.zeros((8, 8), np.uint8))
+    for read in (lambda: read_rgb(png, 16), lambda: read_label_image(png)):
+        with pytest.raises(UnreadableFile, match="MAX_TEXT_CHUNK"):
+            read()

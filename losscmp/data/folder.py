@@ -476,6 +476,10 @@ def header_size(path: Path) -> tuple[tuple[int, int], bool] | None:
         ) from None
     except UnidentifiedImageError:
         return None
+    except ValueError as error:  # Pillow's limits on metadata: a PNG text chunk over 1 MB
+        raise DatasetError(
+            f"folder dataset: Pillow refuses {path} ({error}); re-save it without its metadata"
+        ) from None
     except OSError as error:
         if error.errno is None:  # Pillow's own: a header it cannot parse, not an image
             return None

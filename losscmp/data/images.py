@@ -139,6 +139,8 @@ def read_rgb(
             rgb = as_rgb(turned_upright(image, turn))
     except UnidentifiedImageError as error:
         raise UnreadableFile(f"{path}: not an image") from error
+    except ValueError as error:  # Pillow's limits on metadata (a PNG text chunk over 1 MB)
+        raise UnreadableFile(f"{path}: {error}") from error
     return np.asarray(rgb.resize((size, size), Image.BILINEAR), dtype=np.uint8)
 
 
@@ -189,6 +191,8 @@ def read_label_image(path: Path, *, upright: bool = False, classes: bool = False
             return rgb.max(axis=-1)
     except UnidentifiedImageError as error:
         raise UnreadableFile(f"{path}: not an image") from error
+    except ValueError as error:  # as read_rgb
+        raise UnreadableFile(f"{path}: {error}") from error
 
 
 def refuse_merged_colours(path: Path, rgb: np.ndarray) -> None:
