@@ -761,3 +761,109 @@ def test_a_folder_of_files_of_a_type_not_read_says_so(tmp_path):
         r"images/ not read: losscmp reads .bmp, .gif",
     ):
         load(f"folder:{tmp_path}")
+
+
+def test_a_picture_of_many_megapixels_is_read_without_pillows_bomb_warning(
+    tmp_path, recwarn, monkeypatch
+):
+    """Over 89 megapixels (a drone or slide scan) Pillow warned 'could be decompression bomb
+    DOS attack' as raw Python lines, four per pair, amid the progress display."""
+    make_folder(tmp_path, count=4)  # 56x40 = 2240 pixels: above the limit, below twice it
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)
+    with pytest.warns(Image.DecompressionBombWarning):
+        Image.open(tmp_path / "masks" / "case_000.png")
+    recwarn.clear()
+    assert load(f"folder:{tmp_path}").size("train") == 2
+    bombs = [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+    assert bombs == []
+
+
+def test_large_pictures_are_decoded_only_as_many_at_once_as_fit(tmp_path, monkeypatch):
+    """One thread per core (eight at most) decoded at once whatever the pictures' size:
+    tens of megapixels each could take gigabytes beyond the decoded dataset (killed for
+    memory, no message). As many as fit side by side now, one at least."""
+    from losscmp.data import folder, images, memory
+
+    make_folder(tmp_path, count=4)  # 56x40 pixels: 2240 * 8 bytes each while decoded
+    used = []
+
+    def recording(*args, workers=None, **kwargs):
+        used.append(workers)
+        return images.decode_pairs(*args, workers=workers, **kwargs)
+
+    monkeypatch.setattr(folder, "decode_pairs", recording)
+    monkeypatch.setattr(folder, "decoder_threads", lambda: 8)
+    monkeypatch.setattr(memory, "available_memory", lambda: 5 * 2240 * 8 + 100)
+    assert load(f"folder:{tmp_path}").info["cache"] == "written"
+    assert used == [5]
+    monkeypatch.setattr(memory, "available_memory", lambda: 2 * 2**30)
+    assert memory.decoders_that_fit(100_000_000, most=8) == 2
+    assert memory.decoders_that_fit(10**12, most=8) == 1
+
+
+def test_a_file_that_cannot_be_opened_is_named_as_such_not_as_no_image(tmp_path, monkeypatch):
+    """A file this user may not read (copied from another's 0600 files) was 'not an image'."""
+    from losscmp.data import folder
+
+    make_folder(tmp_path, count=4)
+    locked = tmp_path / "masks" / "case_002.png"
+
+    def open_image(path):
+        if path == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return images_open_image(path)
+
+    images_open_image = folder.open_image
+    monkeypatch.setattr(folder, "open_image", open_image)
+    with pytest.raises(DatasetError, match=f"cannot read {re.escape(str(locked))} \\(Permission"):
+        load(f"folder:{tmp_path}")
+
+
+def test_a_palette_image_with_a_transparency_table_is_read_without_pillows_warning(
+    tmp_path, recwarn
+):
+    """Pillow warned 'Palette images with Transparency expressed in bytes should be
+    converted to RGBA images' as a raw Python line for each such PNG (a tRNS chunk)."""
+    make_folder(tmp_path, count=4)
+    photo = tmp_path / "images" / "case_001.jpg"
+    palette = Image.open(photo).convert("P")
+    photo.unlink()
+    png = tmp_path / "images" / "case_001.png"
+    palette.save(png, transparency=bytes([0, 128] + [255] * 254))
+    expected = np.asarray(Image.open(png).convert("RGB").resize((32, 32), Image.BILINEAR))
+    recwarn.clear()
+    data = load(f"folder:{tmp_path}")
+    assert _user_warnings(recwarn) == []
+    split = next(s for s in ("train", "val", "test") if "case_001" in data.names(s))
+    row = data.names(split).index("case_001")
+    np.testing.assert_array_equal(data.images(split)[row], expected)
+
+
+def _with_a_large_text_chunk(path, pixels):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("comment", "x" * (PngImagePlugin.MAX_TEXT_CHUNK + 1), zip=True)
+    Image.fromarray(pixels).save(path, pnginfo=info)
+
+
+def test_a_png_whose_metadata_pillow_refuses_is_named_not_a_traceback(tmp_path):
+    """A compressed text chunk over Pillow's 1 MB limit raised its ValueError through the
+    whole run: a traceback instead of the file's name."""
+    make_folder(tmp_path, count=4)
+    photo = tmp_path / "images" / "case_002.jpg"
+    png = tmp_path / "images" / "case_002.png"
+    _with_a_large_text_chunk(png, np.asarray(Image.open(photo)))
+    photo.unlink()
+    with pytest.raises(DatasetError, match=f"Pillow refuses {re.escape(str(png))} .*metadata"):
+        load(f"folder:{tmp_path}")
+
+
+def test_a_file_pillow_refuses_while_decoding_is_unreadable_not_a_traceback(tmp_path):
+    from losscmp.data.images import UnreadableFile, read_label_image, read_rgb
+
+    png = tmp_path / "x.png"
+    _with_a_large_text_chunk(png, np.zeros((8, 8), np.uint8))
+    for read in (lambda: read_rgb(png, 16), lambda: read_label_image(png)):
+        with pytest.raises(UnreadableFile, match="MAX_TEXT_CHUNK"):
+            read()

@@ -11,14 +11,21 @@ writing one deletes the others of its family, made from earlier versions of the 
 files, which no load can read again (a file's change time never goes back), and the
 entries of its dataset and size named before families (a key alone), which no load reads
 either. Entries of other sizes, ``--limit`` values or options are kept.
+
+An added or removed file makes a new family, not a new key: where the caller names the
+options that choose the files (their ``lineage``: a folder dataset's --limit and split
+fractions), writing an entry deletes those of its dataset and size written with the same
+lineage, which the files as they now are could not give again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import tempfile
+import time
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,6 +39,11 @@ CACHE_DIRNAME = ".losscmp-cache"
 # 5: ... only where most masks holding 255 hold the object value too (not a stray pixel).
 CACHE_VERSION = 5
 LEGACY_KEY_LENGTH = 20  # the hex key of an entry named before families (a key only)
+TEMPORARY_SUFFIX = ".tmp"  # an entry being written
+ABANDONED_AFTER_S = 3600  # a temporary file untouched this long was left by a killed write
+LINEAGE = "lineage"  # an entry's member: a hash of the options that chose its files
+# Left free on the data folder's disk by a write: the run writes its results there too, often.
+HEADROOM_BYTES = 256 * 2**20
 
 
 def cache_key(root: Path, files: Iterable[Path], *parts: object) -> str:
@@ -73,25 +85,100 @@ def superseded(path: Path) -> list[Path]:
     return [*same, *unnamed]
 
 
+def lineage_digest(lineage: object) -> str:
+    return hashlib.sha256(repr(lineage).encode("utf-8", "backslashreplace")).hexdigest()[:16]
+
+
+def same_lineage(path: Path, lineage: object) -> list[Path]:
+    """The other entries of ``path``'s prefix (dataset and size) written with ``lineage``:
+    made from another file list by the same options, so from files since added or removed."""
+    prefix = path.name.split(".")[0].rsplit("-", 1)[0]
+    wanted = lineage_digest(lineage)
+    return [
+        other
+        for other in path.parent.glob(f"{prefix}-*.npz")
+        if other.name != path.name and stored_lineage(other) == wanted
+    ]
+
+
+def stored_lineage(path: Path) -> str | None:
+    """The lineage an entry was written with; None for one without (pets', or written
+    before lineages) or one that cannot be read (kept: a later load rebuilds it)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return str(_read_member(archive, archive.getinfo(f"{LINEAGE}.npy")))
+    except MemoryError:
+        raise
+    except Exception:  # absent (KeyError) or damaged: as load_cached, never a traceback
+        return None
+
+
 def load_cached(path: Path, names: Iterable[str] = ()) -> dict[str, np.ndarray] | None:
-    """The stored arrays, or None when absent, damaged (truncated, a bad CRC) or missing
-    one of ``names``: then the caller rebuilds it."""
+    """The stored arrays, or None when absent, damaged or missing one of ``names``: then
+    the caller rebuilds it. Damaged: anything zipfile or numpy cannot read back whole, as
+    written (truncated, a bad CRC, a header whose shape or dtype was changed)."""
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as stored:
-            arrays = {name: stored[name] for name in stored.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
+        with zipfile.ZipFile(path) as archive:
+            arrays = {
+                info.filename.removesuffix(".npy"): _read_member(archive, info)
+                for info in archive.infolist()
+            }
+    except MemoryError:  # a real shortage (a damaged shape is refused before allocating)
+        raise
+    except Exception:  # a damaged header raises what numpy's parser raises
+        # (tokenize.TokenError, SyntaxError), a damaged zip what zipfile does (RuntimeError
+        # for an 'encrypted' flag, NotImplementedError for a compression method): a cache
+        # entry is a copy, so whatever fails reading it means rebuild, never a traceback.
         return None
     return arrays if set(names) <= set(arrays) else None
 
 
-def save_cached(path: Path, arrays: dict[str, np.ndarray]) -> bool:
-    """Write atomically (a reader never sees half a file), then delete the entries it
-    supersedes; False if the folder is read-only."""
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    """One array of an .npz entry, read to the end of its member so that zipfile checks its
+    CRC: np.load stops where the header's shape says, so a header damaged into a smaller
+    shape read back part of the array, its CRC never checked. The shape must account for
+    the member's bytes before anything is allocated (a damaged one may ask for terabytes)."""
+    with archive.open(info) as stream:
+        version = np.lib.format.read_magic(stream)
+        read_header = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }[version]
+        shape, _, dtype = read_header(stream)
+        expected = stream.tell() + math.prod(shape) * dtype.itemsize
+    if expected != info.file_size:
+        raise ValueError(f"{info.filename}: its header does not match its size")
+    with archive.open(info) as stream:
+        array = np.lib.format.read_array(stream, allow_pickle=False)
+        if stream.read():  # cannot be, the sizes matching; reaching the end checks the CRC
+            raise ValueError(f"{info.filename}: bytes after the array")
+    return array
+
+
+def save_cached(path: Path, arrays: dict[str, np.ndarray], lineage: object = None) -> bool:
+    """Delete the entries it supersedes (with a ``lineage``, those of the same one too),
+    then write atomically (a reader never sees half a file); False if the folder is
+    read-only or its disk (nearly) full. A write stopped half-way (Ctrl-C) deletes its
+    temporary file; one killed leaves it to the next write's sweep."""
+    if lineage is not None:
+        arrays = {**arrays, LINEAGE: np.array(lineage_digest(lineage))}
+    # First: no load reads them again, and on a nearly full disk their room is this one's.
+    outdated = same_lineage(path, lineage) if lineage is not None else []
+    for stale in [*superseded(path), *outdated]:
+        with contextlib.suppress(OSError):  # another process may be deleting it too
+            stale.unlink()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        remove_abandoned(path.parent)
+        if not room_for(path.parent, sum(array.nbytes for array in arrays.values())):
+            return False
+        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=TEMPORARY_SUFFIX)
+    except OSError:
+        return False
+    replaced = False
+    try:
         with os.fdopen(handle, "wb") as stream:
             np.savez(stream, **arrays)
         # mkstemp makes it 0600: others sharing the dataset folder could not read it. As
@@ -99,14 +186,37 @@ def save_cached(path: Path, arrays: dict[str, np.ndarray]) -> bool:
         with contextlib.suppress(OSError):
             os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
+        replaced = True
     except OSError:
-        if "temporary" in locals():
-            Path(temporary).unlink(missing_ok=True)
         return False
-    for stale in superseded(path):
-        with contextlib.suppress(OSError):  # another process may be deleting it too
-            stale.unlink()
+    finally:
+        if not replaced:  # an error or an interrupt: half an entry, gigabytes for Pets
+            Path(temporary).unlink(missing_ok=True)
     return True
+
+
+def room_for(folder: Path, nbytes: int) -> bool:
+    """Whether ``folder``'s disk keeps HEADROOM_BYTES free after ``nbytes`` more: the cache
+    saves time only, and a run's results, often on the same disk, need the last bytes more
+    (a Pets entry at 256 px is about 2 GB). Unknown (no statvfs): yes; a full disk's
+    ENOSPC is handled by the write anyway."""
+    try:
+        stats = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return True
+    return nbytes + HEADROOM_BYTES <= stats.f_bavail * stats.f_frsize
+
+
+def remove_abandoned(folder: Path) -> None:
+    """Delete the temporary files of writes killed half-way (SIGKILL, the OOM killer, a
+    power cut), which nothing else would: those not written to for ABANDONED_AFTER_S. A
+    write under way touches its file all along; one paused for longer fails to rename it
+    and is not kept (save_cached's False), nothing worse."""
+    now = time.time()
+    for temporary in folder.glob(f"*{TEMPORARY_SUFFIX}"):
+        with contextlib.suppress(OSError):  # gone meanwhile: another run swept it
+            if now - temporary.stat().st_mtime > ABANDONED_AFTER_S:
+                temporary.unlink()
 
 
 def _umask() -> int:

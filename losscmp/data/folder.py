@@ -42,11 +42,12 @@ from losscmp.data.images import (
     MergedColours,
     UnreadableFile,
     decode_pairs,
+    decoder_threads,
     open_image,
     orientation,
     read_label_image,
 )
-from losscmp.data.memory import check_dataset_fits
+from losscmp.data.memory import check_dataset_fits, decoders_that_fit
 from losscmp.errors import DatasetError, ParameterError
 
 # .jfif and .jpe: JPEG as Windows and some browsers save it.
@@ -90,7 +91,10 @@ def load_folder(
     )
     root, (train_pairs, val_pairs, test_pairs), suffix, (validation, testing) = layout
     every_pair = train_pairs + val_pairs + test_pairs
-    arrays, cache_state = decoded_pairs(root, every_pair, ctx.image_size, num_classes)
+    # What chose the pairs from the folder's files: an entry of the same options made from
+    # files since added or removed is deleted when this one is written.
+    choice = (mask_suffix, val_fraction, test_fraction, ctx.limit)
+    arrays, cache_state = decoded_pairs(root, every_pair, ctx.image_size, num_classes, choice)
     train_count, val_end = len(train_pairs), len(train_pairs) + len(val_pairs)
     masks = arrays["masks"]
     if num_classes > 2:
@@ -406,14 +410,17 @@ def apply_limit(train: Pairs, val: Pairs, test: Pairs, limit: int | None) -> tup
     )
 
 
-def check_sizes(root: Path, pairs: list[tuple[Path, Path]]) -> None:
-    """Image and mask must have the same size, upright; reads headers only."""
-    mismatched, unreadable, turned = [], [], False
+def check_sizes(root: Path, pairs: list[tuple[Path, Path]]) -> int:
+    """Image and mask must have the same size, upright; reads headers only. Returns the
+    largest file's pixel count."""
+    mismatched, unreadable, turned, largest = [], [], False, 0
     for image_path, mask_path in pairs:
         headers = [header_size(image_path), header_size(mask_path)]
         for path, header in zip((image_path, mask_path), headers, strict=True):
             if header is None:
                 unreadable.append(shown(root, path))
+            else:
+                largest = max(largest, header[0][0] * header[0][1])
         if None in headers or headers[0][0] == headers[1][0]:
             continue
         (image_size, image_turned), (mask_size, _) = headers
@@ -437,6 +444,7 @@ def check_sizes(root: Path, pairs: list[tuple[Path, Path]]) -> None:
                 else ""
             )
         )
+    return largest
 
 
 def by(size: tuple[int, int]) -> str:
@@ -466,8 +474,20 @@ def header_size(path: Path) -> tuple[tuple[int, int], bool] | None:
             f"folder dataset: {path.name} is too large for Pillow to open "
             f"({str(error).split(',')[0]}); downscale or tile the images"
         ) from None
-    except (UnidentifiedImageError, OSError):
+    except UnidentifiedImageError:
         return None
+    except ValueError as error:  # Pillow's limits on metadata: a PNG text chunk over 1 MB
+        raise DatasetError(
+            f"folder dataset: Pillow refuses {path} ({error}); re-save it without its metadata"
+        ) from None
+    except OSError as error:
+        if error.errno is None:  # Pillow's own: a header it cannot parse, not an image
+            return None
+        # The system's: a file this user may not read (copied from another user's 0600
+        # files) or a failing disk, which 'not an image' would misname.
+        raise DatasetError(
+            f"folder dataset: cannot read {path} ({error.strerror or error})"
+        ) from None
 
 
 def mask_reader(num_classes: int):
@@ -629,7 +649,11 @@ def refuse_truncated(root: Path, paths: list[str]) -> None:
 
 
 def decoded_pairs(
-    root: Path, pairs: list[tuple[Path, Path]], size: int, num_classes: int
+    root: Path,
+    pairs: list[tuple[Path, Path]],
+    size: int,
+    num_classes: int,
+    choice: tuple[object, ...],
 ) -> tuple[dict[str, np.ndarray], str]:
     files = [path for pair in pairs for path in pair]
     location = cache.cache_entry(root, f"folder-{size}px", files, num_classes, decoding=DECODING)
@@ -637,9 +661,10 @@ def decoded_pairs(
     if stored is not None:
         refuse_truncated(root, [str(name) for name in stored.get("truncated", [])])
         return stored, "hit"
-    check_sizes(root, pairs)
+    largest = check_sizes(root, pairs)
+    workers = decoders_that_fit(largest, most=decoder_threads())
     try:
-        decoded = decode_pairs(pairs, size, mask_reader(num_classes), upright=True)
+        decoded = decode_pairs(pairs, size, mask_reader(num_classes), upright=True, workers=workers)
     except UnreadableFile as error:
         raise DatasetError(f"folder dataset: {error}") from None
     if decoded.unreadable:
@@ -664,7 +689,7 @@ def decoded_pairs(
         "truncated": np.array(decoded.truncated, dtype=str),
         "merged_labels": np.array(merged, dtype=np.int64),
     }
-    saved = cache.save_cached(location, arrays)
+    saved = cache.save_cached(location, arrays, lineage=(num_classes, *choice))
     return arrays, "written" if saved else "read-only"
 
 

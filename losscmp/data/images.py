@@ -37,6 +37,7 @@ UPRIGHT = {
     8: "ROTATE_90",
 }
 SIDEWAYS = frozenset({5, 6, 7, 8})  # orientations that swap width and height
+MAX_DECODERS = 8  # threads decoding files at once
 # Warnings filters are the process's: catch_warnings in several threads at once (decode_pairs
 # reads in a pool) can restore one another's, so headers are read one at a time.
 _HEADER_READ = threading.Lock()
@@ -69,9 +70,15 @@ class Decoded:
 def quiet_tags():
     """Pillow's warnings about damaged tags silenced (an EXIF block's; a TIFF's own): it
     reads on, the pixels are read as they are, and its warnings ('Corrupt EXIF data',
-    'Truncated File Read') were raw Python lines amid the progress display."""
+    'Truncated File Read') were raw Python lines amid the progress display. So is its
+    warning for a picture of 90 to 180 megapixels ('could be decompression bomb DOS
+    attack', twice per file): a drone or slide scan of the user's own, read and scaled
+    down as any other; a larger one is Pillow's error, which folder.header_size names."""
+    from PIL import Image
+
     with _HEADER_READ, warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
         yield
 
 
@@ -129,10 +136,23 @@ def read_rgb(
                     f"{path}: a {image.mode} image (more than 8 bits per pixel); losscmp reads "
                     "8-bit images: rescale it to 0-255 first"
                 )
-            rgb = turned_upright(image, turn).convert("RGB")
+            rgb = as_rgb(turned_upright(image, turn))
     except UnidentifiedImageError as error:
         raise UnreadableFile(f"{path}: not an image") from error
+    except ValueError as error:  # Pillow's limits on metadata (a PNG text chunk over 1 MB)
+        raise UnreadableFile(f"{path}: {error}") from error
     return np.asarray(rgb.resize((size, size), Image.BILINEAR), dtype=np.uint8)
+
+
+def as_rgb(image):
+    """``image.convert("RGB")``, the same pixels, without Pillow's warning for a palette
+    image whose transparency is a table ('Palette images with Transparency expressed in
+    bytes should be converted to RGBA images'): a raw Python line amid the progress display,
+    for any palette PNG with a tRNS chunk. Through RGBA: the palette's colours, alpha
+    dropped, as the direct conversion gives them."""
+    if image.mode == "P" and isinstance(image.info.get("transparency"), bytes):
+        image = image.convert("RGBA")
+    return image.convert("RGB")
 
 
 def read_label_image(path: Path, *, upright: bool = False, classes: bool = False) -> np.ndarray:
@@ -171,6 +191,8 @@ def read_label_image(path: Path, *, upright: bool = False, classes: bool = False
             return rgb.max(axis=-1)
     except UnidentifiedImageError as error:
         raise UnreadableFile(f"{path}: not an image") from error
+    except ValueError as error:  # as read_rgb
+        raise UnreadableFile(f"{path}: {error}") from error
 
 
 def refuse_merged_colours(path: Path, rgb: np.ndarray) -> None:
@@ -238,15 +260,21 @@ def is_truncation(error: OSError) -> bool:
     return "truncated" in str(error) or "broken data stream" in str(error)
 
 
+def decoder_threads() -> int:
+    return min(MAX_DECODERS, os.cpu_count() or 1)
+
+
 def decode_pairs(
     pairs: Sequence[tuple[Path, Path]],
     size: int,
     read_mask: Callable[[Path], np.ndarray],
     *,
     upright: bool = False,
+    workers: int | None = None,
 ) -> Decoded:
-    """Decode (image, mask) pairs in a thread pool (PIL releases the GIL while decoding);
-    ``upright``: images turned as their EXIF orientation says (read_mask does its own)."""
+    """Decode (image, mask) pairs in a thread pool (PIL releases the GIL while decoding) of
+    ``workers`` threads (default: one per core, MAX_DECODERS at most); ``upright``: images
+    turned as their EXIF orientation says (read_mask does its own)."""
     images = np.zeros((len(pairs), size, size, 3), np.uint8)
     masks = np.zeros((len(pairs), size, size), np.uint8)
     failed: dict[int, str] = {}  # position -> the file that could not be read
@@ -268,8 +296,7 @@ def decode_pairs(
             return "truncated" if is_truncation(error) and current == image_path else "unreadable"
         return "ok"
 
-    workers = min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:
+    with ThreadPoolExecutor(workers or decoder_threads()) as pool:
         outcome = list(pool.map(lambda position: decode(position, False), range(len(pairs))))
     # Truncated files are read again one by one, accepting the missing tail: PIL's
     # switch for that is process-wide, so it must not be on while other threads decode.

@@ -24,6 +24,10 @@ MASK_BYTES = 1  # uint8 class index per pixel
 IMAGE_CHANNELS = 3  # uint8 RGB
 BATCH_BYTES_PER_PIXEL = 64  # a lower bound for one training step's tensors per pixel
 MAP_BYTES = 4  # float32 per distance-map channel
+# A file being decoded, per pixel at its own size: the decoded picture and its RGB copy, or
+# a mask's labels and their copies. An estimate, on the high side (a grey 92-megapixel PNG
+# and its mask raised a process's peak by ~0.4 GB; an RGB one decodes to 3 bytes a pixel).
+DECODE_BYTES_PER_PIXEL = 8
 
 
 def available_memory() -> int | None:
@@ -121,6 +125,17 @@ def check_dataset_fits(
         f"{what} ({n_images} image(s) of {image_size}x{image_size} pixels)",
         hint,
     )
+
+
+def decoders_that_fit(largest_pixels: int, most: int) -> int:
+    """How many files to decode at once (``most`` at most, one at least): as many of the
+    largest as fit side by side in the memory available. Pictures of tens of megapixels
+    decoded on every core at once could take more than the decoded dataset itself."""
+    available = available_memory()
+    each = max(1, int(largest_pixels) * DECODE_BYTES_PER_PIXEL)
+    if available is None:
+        return most
+    return max(1, min(most, available // each))
 
 
 def check_batch_fits(batch_size: int, image_size: int) -> None:

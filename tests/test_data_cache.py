@@ -1,0 +1,204 @@
+"""cache.py: an entry is read back whole and as written, or rebuilt."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+import numpy as np
+import pytest
+from fixtures_data import make_folder
+
+from losscmp.data import cache, load_dataset
+
+ARRAYS = {
+    # Large enough that zipfile's read-ahead does not reach a member's end (and its CRC)
+    # when numpy stops early.
+    "images": np.arange(4 * 64 * 64 * 3, dtype=np.uint8).reshape(4, 64, 64, 3),
+    "masks": np.arange(4 * 64 * 64, dtype=np.uint8).reshape(4, 64, 64) % 2,
+}
+
+
+def written_entry(tmp_path):
+    path = tmp_path / cache.CACHE_DIRNAME / "folder-64px-0123456789ab.0123456789abcdef0123.npz"
+    assert cache.save_cached(path, ARRAYS)
+    return path
+
+
+def replace_bytes(path, old: bytes, new: bytes) -> None:
+    data = path.read_bytes()
+    assert data.count(old) == 1 and len(old) == len(new)
+    path.write_bytes(data.replace(old, new))
+
+
+def smaller_shape(path):
+    """np.load read the first two thirds of the images, its CRC never checked."""
+    replace_bytes(path, b"'shape': (4, 64, 64, 3)", b"'shape': (4, 64, 64, 2)")
+
+
+def huge_shape(path):
+    replace_bytes(path, b"'shape': (4, 64, 64, 3)", b"'shape': (4, 64, 64, 9)")
+
+
+def unparseable_header(path):
+    """numpy's header parser raised tokenize.TokenError, a traceback for the user."""
+    replace_bytes(
+        path,
+        b"{'descr': '|u1', 'fortran_order': False, 'shape': (4, 64, 64, 3)",
+        b"z'descr': '|u1', 'fortran_order': False, 'shape': (4, 64, 64, 3)",
+    )
+
+
+def unknown_compression(path):
+    """zipfile raised NotImplementedError ('That compression method is not supported')."""
+    data = bytearray(path.read_bytes())
+    directory = data.rindex(b"PK\x01\x02")  # the central directory's last entry (masks)
+    data[directory + 10] = 99  # its compression method
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [smaller_shape, huge_shape, unparseable_header])
+def test_an_entry_whose_header_is_damaged_is_not_read(tmp_path, damage):
+    path = written_entry(tmp_path)
+    assert cache.load_cached(path, ARRAYS).keys() == ARRAYS.keys()
+    damage(path)
+    assert cache.load_cached(path, ARRAYS) is None
+
+
+def test_an_entry_zipfile_cannot_read_is_not_read(tmp_path):
+    path = written_entry(tmp_path)
+    unknown_compression(path)
+    assert cache.load_cached(path, ARRAYS) is None
+
+
+def test_an_entry_is_read_back_as_written(tmp_path):
+    stored = cache.load_cached(written_entry(tmp_path), ARRAYS)
+    for name, array in ARRAYS.items():
+        assert stored[name].dtype == array.dtype and np.array_equal(stored[name], array)
+
+
+def test_a_folder_dataset_whose_entry_has_a_damaged_header_is_decoded_again(tmp_path):
+    make_folder(tmp_path, count=6)
+    first = load_dataset(f"folder:{tmp_path}", image_size=32, seed=0)
+    (entry,) = (tmp_path / cache.CACHE_DIRNAME).glob("*.npz")
+    replace_bytes(entry, b"'shape': (6, 32, 32, 3)", b"'shape': (6, 32, 32, 2)")
+    again = load_dataset(f"folder:{tmp_path}", image_size=32, seed=0)
+    assert again.info["cache"] == "written"
+    assert again.fingerprint() == first.fingerprint()
+
+
+def test_an_interrupted_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """Ctrl-C while np.savez wrote left the half-written file (gigabytes for Pets) for good."""
+
+    def interrupted(stream, **arrays):
+        stream.write(b"half an entry")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache.np, "savez", interrupted)
+    path = tmp_path / cache.CACHE_DIRNAME / "folder-64px-0123456789ab.0123456789abcdef0123.npz"
+    with pytest.raises(KeyboardInterrupt):
+        cache.save_cached(path, ARRAYS)
+    assert list(path.parent.iterdir()) == []
+
+
+def test_a_write_killed_half_way_is_swept_by_a_later_one(tmp_path):
+    folder = tmp_path / cache.CACHE_DIRNAME
+    folder.mkdir()
+    killed, writing = folder / "tmpkilled.tmp", folder / "tmpwriting.tmp"
+    for temporary in (killed, writing):
+        temporary.write_bytes(b"half an entry")
+    an_hour_ago = time.time() - cache.ABANDONED_AFTER_S - 1
+    os.utime(killed, (an_hour_ago, an_hour_ago))
+    path = written_entry(tmp_path)
+    assert sorted(folder.iterdir()) == sorted([path, writing])
+
+
+def test_a_full_disk_leaves_no_entry_and_no_temporary_file(tmp_path, monkeypatch):
+    def full(stream, **arrays):
+        stream.write(b"half an entry")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache.np, "savez", full)
+    path = tmp_path / cache.CACHE_DIRNAME / "folder-64px-0123456789ab.0123456789abcdef0123.npz"
+    assert cache.save_cached(path, ARRAYS) is False
+    assert list(path.parent.iterdir()) == []
+
+
+def entries(root):
+    return sorted(path.name for path in (root / cache.CACHE_DIRNAME).glob("*.npz"))
+
+
+def add_pair(root, stem):
+    for folder, suffix in (("images", ".jpg"), ("masks", ".png")):
+        source = root / folder / f"case_000{suffix}"
+        (root / folder / f"{stem}{suffix}").write_bytes(source.read_bytes())
+
+
+@pytest.mark.parametrize("change", ["added", "removed"])
+def test_an_added_or_removed_pair_replaces_the_entry_it_outdates(tmp_path, change):
+    """Each added or removed file left the entry of the earlier file list for good (no
+    load reads it again: a file's change time never goes back), one more decoded copy of
+    the whole dataset each time new images were annotated."""
+    make_folder(tmp_path, count=8)
+    load_dataset(f"folder:{tmp_path}", image_size=32, seed=0)
+    before = entries(tmp_path)
+    if change == "added":
+        add_pair(tmp_path, "case_new")
+    else:
+        (tmp_path / "images" / "case_003.jpg").unlink()
+        (tmp_path / "masks" / "case_003.png").unlink()
+    again = load_dataset(f"folder:{tmp_path}", image_size=32, seed=0)
+    assert again.info["cache"] == "written"
+    after = entries(tmp_path)
+    assert len(after) == 1 and after != before
+
+
+def test_entries_of_other_sizes_limits_and_options_are_kept(tmp_path):
+    make_folder(tmp_path, count=8)
+    specs = [f"folder:{tmp_path}", f"folder(path={tmp_path},val_fraction=0.3)"]
+    load_dataset(specs[0], image_size=32, seed=0)
+    (outdated,) = entries(tmp_path)
+    for spec in specs:
+        for size, limit in ((32, None), (64, None), (32, 5)):
+            load_dataset(spec, image_size=size, limit=limit, seed=0)
+    before = entries(tmp_path)
+    assert len(before) == 6
+    add_pair(tmp_path, "case_new")
+    load_dataset(specs[0], image_size=32, seed=0)
+    after = entries(tmp_path)
+    assert set(before) - set(after) == {outdated} and len(after) == 6
+    assert load_dataset(specs[1], image_size=32, seed=0).info["cache"] == "written"
+    assert len(entries(tmp_path)) == 6
+
+
+def test_an_entry_that_would_fill_the_disk_is_not_written(tmp_path, monkeypatch):
+    """The cache took the disk's last free bytes, then the run's results (often on the same
+    disk) could not be written: the cache only saves time."""
+    free = os.statvfs(tmp_path)
+    room = sum(array.nbytes for array in ARRAYS.values()) + 256 * 2**20  # left free
+
+    def statvfs_with(available):
+        return lambda folder: os.statvfs_result((*free[:4], available // free.f_frsize, *free[5:]))
+
+    path = tmp_path / cache.CACHE_DIRNAME / "folder-64px-0123456789ab.0123456789abcdef0123.npz"
+    monkeypatch.setattr(cache.os, "statvfs", statvfs_with(room - 1 - free.f_frsize))
+    assert cache.save_cached(path, ARRAYS) is False
+    assert list(path.parent.iterdir()) == []
+    monkeypatch.setattr(cache.os, "statvfs", statvfs_with(room + free.f_frsize))
+    assert cache.save_cached(path, ARRAYS) is True
+
+
+def test_an_entry_not_written_for_want_of_room_still_deletes_the_one_it_outdates(
+    tmp_path, monkeypatch
+):
+    """The outdated entry stayed when the new one was not written: on a nearly full disk,
+    a dead copy of the dataset kept for good, in the room the new one needed."""
+    outdated = written_entry(tmp_path)
+    free = os.statvfs(tmp_path)
+    monkeypatch.setattr(
+        cache.os, "statvfs", lambda folder: os.statvfs_result((*free[:4], 0, *free[5:]))
+    )
+    path = outdated.with_name("folder-64px-0123456789ab.fedcba9876543210fedc.npz")  # an edit
+    assert cache.save_cached(path, ARRAYS) is False
+    assert list(path.parent.iterdir()) == []
