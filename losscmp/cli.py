@@ -26,6 +26,7 @@ from losscmp import startup
 from losscmp.errors import LosscmpError, Terminated, closest
 from losscmp.executors import executors_help
 from losscmp.metric_names import BINARY_METRICS, PLAIN_METRICS
+from losscmp.tracking import trackers_help
 
 try:  # typer >= 0.20 ships its own copy of click
     from typer._click.exceptions import NoArgsIsHelpError, NoSuchOption, UsageError
@@ -305,8 +306,7 @@ def run(
         str | None,
         typer.Option(
             metavar="NAME",
-            help="mlflow: log each trial to MLflow ($MLFLOW_TRACKING_URI, else a SQLite store "
-            "in <out>/mlruns/). \\[default: none]",
+            help=f"{trackers_help()}. \\[default: none]",
         ),
     ] = None,
     resume: Annotated[

@@ -4,7 +4,8 @@ METRIC_TITLES titles (report_args.py checks it, cli.py's help lists them) and th
 write those titles (summary.py).
 
 A new score is its formula in metrics.py plus its name here (and its title, to offer it as
-a headline). Plain names only: ``report``'s checks import this before numpy or pandas.
+a headline; its range, if not [0, 1], and whether lower is better, if it is). Plain names
+only: ``report``'s checks import this before numpy or pandas.
 """
 
 from __future__ import annotations
@@ -35,3 +36,19 @@ METRICS = tuple(METRIC_TITLES)
 # Headlines of binary runs only (at the chosen threshold, and threshold-free); the rest: every run.
 BINARY_METRICS = tuple(name for name in METRICS if name in BINARY_SCORE_NAMES)
 PLAIN_METRICS = tuple(name for name in METRICS if name not in BINARY_METRICS)  # every run
+# What a headline's numbers mean, read by the report (summary.py, selection.py): each score's
+# range where it is not [0, 1] (the seeds' confidence intervals are clipped to it) ...
+SCORE_RANGES = {"mcc": (-1.0, 1.0)}
+# ... and the scores where lower is better (choosing the epoch and the rate, ranking losses).
+LOWER_IS_BETTER = frozenset({"ece"})
+
+
+def score_range(metric: str) -> tuple[float, float]:
+    """The values ``metric`` can take; ``<name>_t``, a score at the chosen threshold, has
+    its score's."""
+    score = metric.removesuffix("_t") if metric in BINARY_SCORE_NAMES else metric
+    return SCORE_RANGES.get(score, (0.0, 1.0))
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric not in LOWER_IS_BETTER

@@ -30,12 +30,9 @@ from collections.abc import Collection
 import numpy as np
 import pandas as pd
 
-LOWER_IS_BETTER = frozenset({"ece"})
+from losscmp.metric_names import higher_is_better
+
 TEST, VALIDATION = "test", "validation"
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric not in LOWER_IS_BETTER
 
 
 def reported_split(epochs: pd.DataFrame, metric: str) -> str:

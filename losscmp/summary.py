@@ -60,7 +60,13 @@ from losscmp import selection, stats
 from losscmp.config import separate_fused_copies
 from losscmp.devices import rounding_key
 from losscmp.errors import LosscmpError, SpecError
-from losscmp.metric_names import BINARY_METRICS, METRIC_TITLES, METRICS, PLAIN_METRICS
+from losscmp.metric_names import (
+    BINARY_METRICS,
+    METRIC_TITLES,
+    METRICS,
+    PLAIN_METRICS,
+    score_range,
+)
 from losscmp.report_args import (
     check_metric,
     resolve_one,
@@ -612,7 +618,7 @@ def _summarize_dataset(results: RunResults, dataset: str, metric: str) -> pd.Dat
     at_chosen = trials.merge(chosen[["loss", "lr"]], on=["loss", "lr"])
     finished = at_chosen[at_chosen["status"] != "diverged"]
     per_seed = at_chosen[["loss", "seed"]].assign(score=finished.get(f"best_{metric}", math.nan))
-    bounds = (-1.0, 1.0) if metric in ("mcc", "mcc_t") else (0.0, 1.0)
+    bounds = score_range(metric)
     better = selection.higher_is_better(metric)
     diverged = at_chosen["status"].eq("diverged").groupby(at_chosen["loss"]).sum().to_dict()
     comparison = stats.compare_losses(

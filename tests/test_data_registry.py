@@ -1,6 +1,8 @@
 """The dataset registry is the seam: a new dataset is one file plus one registration,
 and everything that lists, fetches or checks datasets asks the entry."""
 
+import re
+
 import pytest
 
 from losscmp.config import build_config
@@ -44,11 +46,28 @@ def test_a_new_dataset_is_listed_downloaded_and_given_data_dir_by_its_entry(toy_
     }
     assert download_dataset("toy", tmp_path / "d") == tmp_path / "d"
     assert toy_dataset == [tmp_path / "d"]
-    with pytest.raises(ParameterError, match="nothing to download \\(only 'pets' and 'toy' have"):
-        download_dataset("folder", tmp_path)
     assert build_config(dataset="toy", data_dir="/d").data_dir == "/d"
-    with pytest.raises(ParameterError, match="read by --dataset pets or toy only"):
-        build_config(dataset="synthetic", data_dir="/d")
+
+
+def test_the_refusals_name_the_datasets_whose_entries_can(toy_dataset, tmp_path):
+    """Which datasets download, or read --data-dir, is what their entries say (``download``,
+    ``run_options``), never a list of names: the refusals name every one, the new one too."""
+    from losscmp import data
+
+    entries = list(data.DATASET_REGISTRY)
+    fetchable = [f"'{entry.name}'" for entry in entries if entry.download is not None]
+    no_download = next(entry.name for entry in entries if entry.download is None)
+    assert "'toy'" in fetchable
+    only = f"only {' and '.join(fetchable)} have"
+    with pytest.raises(
+        ParameterError, match=re.escape(f"'{no_download}' has nothing to download ({only})")
+    ):
+        download_dataset(no_download, tmp_path)
+    readers = [entry.name for entry in entries if "data_dir" in entry.run_options]
+    unread = next(entry.name for entry in entries if "data_dir" not in entry.run_options)
+    assert "toy" in readers
+    with pytest.raises(ParameterError, match=f"read by --dataset {' or '.join(readers)} only"):
+        build_config(dataset=unread, data_dir="/d")
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import pytest
 import torch
 from losses_helpers import blob_target, grad_of, perfect_logits, random_logits, random_target
 
-from losscmp.losses import create_loss
+from losscmp.losses import create_loss, get_loss_entry, list_losses
 
 # Four pixels of one image: p = [0.9, 0.2, 0.6, 0.1], y = [1, 0, 1, 0]
 # TP = 0.9 + 0.6 = 1.5, FP = 0.2 + 0.1 = 0.3, FN = 0.1 + 0.4 = 0.5, TN = 0.8 + 0.9 = 1.7
@@ -410,10 +410,13 @@ def test_the_trainer_takes_the_boundary_schedule_to_1_in_the_last_epoch():
 
 
 def test_losses_accept_precomputed_maps_and_match_the_fallback():
+    """Every loss whose entry ``needs`` maps (not a list of names: a new one is checked too)."""
     from losscmp.losses.distance import batch_target_maps
 
-    for name in ("boundary", "hausdorff_dt", "distance_weighted_bce"):
-        for mode in ("binary", "multiclass"):
+    with_maps = [name for name in list_losses() if get_loss_entry(name).needs]
+    assert {"boundary", "hausdorff_dt", "distance_weighted_bce"} <= set(with_maps)
+    for name in with_maps:
+        for mode in get_loss_entry(name).modes:
             loss = create_loss(name, mode=mode)
             target, logits = blob_target(mode), random_logits(mode)
             maps = batch_target_maps(

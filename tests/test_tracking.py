@@ -628,6 +628,22 @@ def test_tracking_option_names_a_registered_tracker_or_none():
         build_config(tracking="mlfow")
 
 
+def test_run_help_says_what_every_registered_tracker_does(monkeypatch, cli):
+    """--tracking's help was written out in cli.py ('mlflow: log each trial to MLflow...'):
+    a new tracker, accepted by --tracking from its TRACKERS line, went unnamed by --help."""
+    from losscmp import tracking
+
+    help_text = " ".join(cli("run", "--help").stdout.replace("│", " ").split())
+    assert f"{tracking.trackers_help()}. [default: none]" in help_text
+    assert "mlflow: log each trial to MLflow ($MLFLOW_TRACKING_URI, else a SQLite" in help_text
+    assert all(f"{name}: {entry.does}" in help_text for name, entry in tracking.TRACKERS.items())
+    one = {"mlflow": tracking.Registered("m:M", "log to MLflow")}
+    monkeypatch.setattr(tracking, "TRACKERS", one)
+    assert tracking.trackers_help() == "mlflow: log to MLflow"
+    monkeypatch.setitem(one, "wandb", tracking.Registered("m:W", "log to Weights & Biases"))
+    assert tracking.trackers_help() == "mlflow: log to MLflow; wandb: log to Weights & Biases"
+
+
 def test_tracked_and_untracked_runs_are_reported_together(cli, tmp_path):
     from run_fixtures import write_run
 
