@@ -4,7 +4,7 @@
 # Steps (default: tests executors trial compile, in that order, most wanted first):
 #   tests      the CUDA tests (tests/test_cuda.py: each loss CUDA vs CPU, a bf16 trial,
 #              a fused step and group, no host sync, whole runs fused / sequential /
-#              --trials-per-gpu 2, under Ray where it is installed);
+#              --trials-per-gpu 2 / loader processes, under Ray where it is installed);
 #   executors  whole runs, 8 losses x 1 seed: 1 loss alone, sequential, fused,
 #              --trials-per-gpu 2/4, with GPU memory per trial;
 #   trial      one trial vs the best plain PyTorch loop (small preset, 128 px, bf16);

@@ -244,11 +244,14 @@ def test_training_and_evaluation_never_wait_for_the_gpu(data):
         ["--fuse", "on"],
         ["--fuse", "off", "--jobs", "1"],
         ["--fuse", "off", "--trials-per-gpu", "2"],
+        # Loader processes forked (Linux's default) from a process that holds CUDA: they
+        # must never touch it (torch's seeding in each skips CUDA in such a child).
+        ["--fuse", "on", "--num-workers", "2"],
         # A Ray task trains in a thread of a process that has not used CUDA yet.
         ["--fuse", "on", "--executor", "ray"],
         ["--fuse", "off", "--executor", "ray"],
     ],
-    ids=["fused", "sequential", "two-per-gpu", "ray-fused", "ray"],
+    ids=["fused", "sequential", "two-per-gpu", "loader-processes", "ray-fused", "ray"],
 )
 def test_whole_run_on_cuda(tmp_path, execution):
     from typer.testing import CliRunner
