@@ -61,7 +61,8 @@ class LocalExecutor(Executor):
             # (smp's, at its first model) can leave a reference cycle through the job's
             # frames, which keeps that job's model, gradients and AdamW moments (GPU memory)
             # until Python's cycle collector runs, into later jobs' time and peak memory.
-            import_job_modules()
+            if jobs:  # (a resumed run with nothing left to train imports nothing)
+                import_job_modules()
             for job in jobs:
                 yield from _run_here(job, context, emit)
         else:
