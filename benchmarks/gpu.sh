@@ -4,7 +4,7 @@
 # Steps (default: tests executors trial compile, in that order, most wanted first):
 #   tests      the CUDA tests (tests/test_cuda.py: each loss CUDA vs CPU, a bf16 trial,
 #              a fused step and group, no host sync, whole runs fused / sequential /
-#              --trials-per-gpu 2, under Ray where it is installed);
+#              --trials-per-gpu 2 / loader processes, under Ray where it is installed);
 #   executors  whole runs, 8 losses x 1 seed: 1 loss alone, sequential, fused,
 #              --trials-per-gpu 2/4, with GPU memory per trial;
 #   trial      one trial vs the best plain PyTorch loop (small preset, 128 px, bf16);
@@ -20,8 +20,11 @@
 # for the GPU, and the script stops there (exit 1, one line saying why) if that fails.
 # The script ends within GPU_DEADLINE_S seconds (default 570: a lent machine kills a
 # command at 600): each step's cap is cut to the time left, and a step with under 30 s
-# left is skipped. It ends by printing every step's status and figures together (a lent
-# machine's reply keeps only the end of the output).
+# left is skipped. A step still running GRACE (10) seconds after its cap's SIGTERM is
+# killed: losscmp's run (also inside the tests' whole runs) turns SIGTERM into a Python
+# exception, which never comes while the process waits on a hung GPU, and timeout alone
+# would wait for it past the deadline. It ends by printing every step's status and
+# figures together (a lent machine's reply keeps only the end of the output).
 # GPU_DRY_RUN=1 runs every step on the CPU at tiny sizes (3 losses, tiny model, 32 px,
 # 1 epoch; torch.compile with the 'eager' backend, which traces without generating
 # code, in one mode): it checks the script end to end, in about a minute (80 s on 2 busy
@@ -33,6 +36,7 @@ LOGS=${1:-${OUT:-benchmarks/gpu-logs}}
 shift || true
 STEPS=${*:-tests executors trial compile}
 DEADLINE=${GPU_DEADLINE_S:-570}
+GRACE=10  # seconds between a step's SIGTERM at its cap and its SIGKILL
 PYTHON=${PYTHON:-python3}
 DRY=${GPU_DRY_RUN:-0}
 mkdir -p "$LOGS"
@@ -118,9 +122,10 @@ cap() {  # cap SECONDS: the smaller of SECONDS and the time left, never 0 (timeo
     echo $(($1 < left ? $1 : left))
 }
 FAILED=0
-record() {  # record STEP STATUS START: a line in gpu.txt; 124 is a step cut by its cap
+record() {  # record STEP STATUS START: a line in gpu.txt; 124 (137: killed) is a step's cap
     local how="exit $2"
     (($2 == 124)) && how="cut at its time cap (exit 124)"
+    (($2 == 137)) && how="killed $GRACE s after its time cap (exit 137)"
     echo "step $1: $how, $((SECONDS - $3)) s" | tee -a "$SUMMARY"
     (($2 == 0)) || FAILED=1
 }
@@ -134,23 +139,24 @@ for step in $STEPS; do
     start=$SECONDS
     case $step in
     tests)
-        timeout "$(cap 240)" "$PYTHON" -m pytest -p no:cacheprovider -o addopts="" -q -rs \
-            -m cuda tests/test_cuda.py 2>&1 | tee "$LOGS/cuda-tests.log" | tail -40
+        timeout -k "$GRACE" "$(cap 240)" "$PYTHON" -m pytest -p no:cacheprovider \
+            -o addopts="" -q -rs -m cuda tests/test_cuda.py 2>&1 \
+            | tee "$LOGS/cuda-tests.log" | tail -40
         record tests "${PIPESTATUS[0]}" "$start" ;;
     executors)
-        timeout "$(cap 420)" "$PYTHON" benchmarks/executors.py gpu "${EXECUTORS[@]}" \
-            --json "$LOGS/executors.json" 2>&1 | tee "$LOGS/executors.log"
+        timeout -k "$GRACE" "$(cap 420)" "$PYTHON" benchmarks/executors.py gpu \
+            "${EXECUTORS[@]}" --json "$LOGS/executors.json" 2>&1 | tee "$LOGS/executors.log"
         record executors "${PIPESTATUS[0]}" "$start" ;;
     trial)
-        timeout "$(cap 150)" "$PYTHON" benchmarks/trial.py "${TRIAL[@]}" 2>&1 \
+        timeout -k "$GRACE" "$(cap 150)" "$PYTHON" benchmarks/trial.py "${TRIAL[@]}" 2>&1 \
             | tee "$LOGS/trial.log"
         record trial "${PIPESTATUS[0]}" "$start" ;;
     compile)
         for mode in $MODES; do
             if too_late; then skipped "compile $mode"; break; fi
             start=$SECONDS
-            timeout "$(cap 280)" "$PYTHON" benchmarks/trial.py "${TRIAL[@]}" "${COMPILE[@]}" \
-                --compile "$mode" 2>&1 | tee "$LOGS/trial-compile-$mode.log"
+            timeout -k "$GRACE" "$(cap 280)" "$PYTHON" benchmarks/trial.py "${TRIAL[@]}" \
+                "${COMPILE[@]}" --compile "$mode" 2>&1 | tee "$LOGS/trial-compile-$mode.log"
             record "compile $mode" "${PIPESTATUS[0]}" "$start"
         done ;;
     esac

@@ -27,9 +27,10 @@ with its model under ``torch.compile(mode=MODE)``: compiled once (in the warm-up
 time is printed as the compile cost) and reset to the seeded weights for every trial, so
 its timed runs are the steady state a compiled trainer would reach. The library side also
 does work the plain loop does not (per-image Dice/IoU rows, HD95 and NSD of the last
-epoch's predictions, the epoch records): it is inside its time. Results are deterministic
-for a given thread count (the validation Dice printed for each side repeats from run to
-run). ``--stub-model`` swaps the U-Net for two convolutions on both sides: a step of
+epoch's predictions, the epoch records): it is inside its time. On the CPU, results are
+deterministic for a given thread count (the validation Dice printed for each side repeats
+from run to run); on a GPU they agree to rounding (cuDNN times its kernels, atomics add in
+any order). ``--stub-model`` swaps the U-Net for two convolutions on both sides: a step of
 almost no compute, so the difference of the two times is the library's work outside the
 model (loading, loss, scoring, records), which the U-Net's time otherwise buries in the
 machine's noise.

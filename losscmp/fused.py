@@ -270,7 +270,11 @@ class FusedModel:
         # the same for every copy. Weight decay is elementwise too. (Not bit for bit: the CPU's
         # fused kernel rounds by an element's position, which SeparateCopies avoids.)
         self.optimizer = make_optimizer(self.params.values(), settings)
-        self._forward = vmap(self._call, in_dims=(0, 0, None))
+        # Over the template alone, not the bound ``self._call``: a FusedModel holding a
+        # function that holds it would be a reference cycle, its K copies' weights, gradients
+        # and AdamW moments (GPU memory) kept after the group ends until Python's cycle
+        # collector happens to run, into the next group's time and peak memory.
+        self._forward = vmap(_functional(self.template), in_dims=(0, 0, None))
 
     @property
     def copies(self) -> int:
@@ -282,7 +286,7 @@ class FusedModel:
         return finite_weights(state, stacked=True)
 
     def _call(self, params, buffers, images):
-        return functional_call(self.template, (params, buffers), (images,))
+        return _functional(self.template)(params, buffers, images)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if not self.per_copy:
@@ -397,6 +401,15 @@ def fused_model(model: torch.nn.Module, copies: int, settings: TrainSettings) ->
     if separate_fused_copies(*own, settings.device.type):
         return SeparateCopies(model, copies, settings)
     return FusedModel(model, copies, settings)
+
+
+def _functional(template: torch.nn.Module) -> Callable:
+    """``template``'s forward pass with the weights and buffers given (by name)."""
+
+    def call(params, buffers, images):
+        return functional_call(template, (params, buffers), (images,))
+
+    return call
 
 
 def _unstacked(stacked: dict[str, torch.Tensor], copies: int) -> list[dict[str, torch.Tensor]]:

@@ -244,11 +244,14 @@ def test_training_and_evaluation_never_wait_for_the_gpu(data):
         ["--fuse", "on"],
         ["--fuse", "off", "--jobs", "1"],
         ["--fuse", "off", "--trials-per-gpu", "2"],
+        # Loader processes forked (Linux's default) from a process that holds CUDA: they
+        # must never touch it (torch's seeding in each skips CUDA in such a child).
+        ["--fuse", "on", "--num-workers", "2"],
         # A Ray task trains in a thread of a process that has not used CUDA yet.
         ["--fuse", "on", "--executor", "ray"],
         ["--fuse", "off", "--executor", "ray"],
     ],
-    ids=["fused", "sequential", "two-per-gpu", "ray-fused", "ray"],
+    ids=["fused", "sequential", "two-per-gpu", "loader-processes", "ray-fused", "ray"],
 )
 def test_whole_run_on_cuda(tmp_path, execution):
     from typer.testing import CliRunner
@@ -276,8 +279,10 @@ def test_scores_on_cuda_equal_the_cpus():
     """The evaluation's bookkeeping on the GPU: the histogram's bins (guessed from the
     probability, settled against the edges: the GPU's sigmoid rounds its own way), the
     confusion counts (binary and multiclass) and the finiteness check, against their CPU
-    definitions. Counts are
-    whole numbers (exact in any order); probability sums are float64 atomics there."""
+    definitions. Counts are whole numbers (exact in any order). The probability sums are
+    those of the GPU's own sigmoid values, to float64 atomics' rounding: its kernel,
+    1 / (1 + exp(-x)), rounds some values one float32 step (6e-8) away from the CPU's
+    (that formula on the CPU: 163 of these 4096, sums up to 1.2e-7 off, past any 1e-9)."""
     from test_metrics import SPECIAL_LOGITS, _edges_and_neighbours, _searched_histogram
 
     from losscmp import metrics
@@ -290,7 +295,8 @@ def test_scores_on_cuda_equal_the_cpus():
     target = (torch.rand(4, 1, 32, 32, generator=generator) > 0.7).float()
     target[:, :, :3] = 255
     for ignore_index in (None, 255):
-        expected = _searched_histogram(logits, target, ignore_index)
+        gpu_sigmoid = torch.sigmoid(logits.cuda()).cpu()  # as the histogram computes it
+        expected = _searched_histogram(logits, target, ignore_index, gpu_sigmoid)
         found = metrics.probability_histogram(
             logits.cuda(), target.cuda(), ignore_index=ignore_index
         ).cpu()

@@ -467,6 +467,57 @@ def test_workers_take_the_visible_gpus_round_robin(monkeypatch):
     assert made_current == [0, 1, 2]
 
 
+# A whole in-process run in a fresh interpreter (smp not imported yet), the cycle collector
+# off: the model parameters still alive, other than build_model's cached initial models,
+# as each job starts (where the job's GPU peak is reset).
+LEFT_OVER_PROBE = """
+import contextlib, gc, sys
+import torch
+import losscmp.worker as worker
+from losscmp.cli import app
+from losscmp.model import _INITIAL_MODELS
+from typer.testing import CliRunner
+
+alive, measured = [], worker._gpu_peak
+
+@contextlib.contextmanager
+def counting(device):
+    cached = {id(p) for model in _INITIAL_MODELS.values() for p in model.parameters()}
+    objects = gc.get_objects()
+    alive.append(sum(isinstance(o, torch.nn.Parameter) and id(o) not in cached for o in objects))
+    with measured(device) as peak:
+        yield peak
+
+worker._gpu_peak = counting
+gc.disable()
+result = CliRunner().invoke(app, sys.argv[1:])
+assert result.exit_code == 0, result.output
+print(alive)
+"""
+
+
+@pytest.mark.slow
+def test_an_in_process_job_leaves_no_model_behind_for_the_next(tmp_path):
+    """A job in this process (--jobs 1, CUDA's default on one GPU) frees its model as it
+    ends: smp imported inside the first job left a reference cycle through its frames that
+    kept its model, gradients and AdamW moments (GPU memory) into the next jobs, counted
+    in their gpu_peak_mib, until Python's cycle collector ran."""
+    import subprocess
+    import sys
+
+    args = ["run", "--losses", "dice,bce", "--seeds", "2", "--fuse", "off", "--jobs", "1"]
+    args += ["--dataset", "synthetic(n_train=8,n_val=4,n_test=4)", "--epochs", "1"]
+    args += ["--model", "tiny", "--image-size", "32", "--device", "cpu", "--threads", "1"]
+    found = subprocess.run(
+        [sys.executable, "-c", LEFT_OVER_PROBE, *args, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert found.stdout.strip().splitlines()[-1] == "[0, 0, 0, 0]"
+
+
 def test_a_dry_run_gives_ray_s_default_jobs_as_the_help_does():
     """Without --jobs Ray keeps twice the tasks the cluster fits in flight (InFlight), as
     --help and the README say; the dry run's 'jobs' read 'as many as the cluster fits'."""

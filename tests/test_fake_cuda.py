@@ -268,3 +268,38 @@ def test_a_fused_epoch_of_every_loss_keeps_to_the_gpu(spec, fake_gpu, gpu_autoca
         totals = _train_epoch(fused, copies[2:], scheduler, data, settings, 2, None)
     assert all_on_gpu(totals) and totals.shape == (len(names) - 2,)
     assert loss_input == {torch.float32}
+
+
+def test_a_job_on_a_gpu_is_set_up_and_measured_on_that_gpu(monkeypatch):
+    """``run_job``'s CUDA-only bookkeeping, which no test without a GPU ran: the worker's
+    GPU made current first, cuDNN's autotuning on for the job and restored after, that
+    GPU's peak memory reset before the job, read after it and shared out among a fused
+    group's trials."""
+    import losscmp.fused
+    from losscmp import worker
+    from losscmp.executors.base import Job, JobContext
+    from losscmp.train import TrialOutcome
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: calls.append(("current", index)))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d: calls.append(("reset", d)))
+
+    def peak(device):
+        calls.append(("read", device))
+        return 300 * 2**20
+
+    def group(trials, *args, **kwargs):
+        calls.append(("train", torch.backends.cudnn.benchmark))
+        return [TrialOutcome({"trial_id": trial.id}) for trial in trials]
+
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", peak)
+    monkeypatch.setattr(losscmp.fused, "train_fused_group", group)
+    monkeypatch.setattr(worker, "job_dataset", lambda label, context: None)
+    trials = (Trial("synthetic", "dice", 0), Trial("synthetic", "bce", 0))
+    context = JobContext(None, {}, {}, tiny_settings(), threads=1)
+    gpu = torch.device("cuda", 1)
+    autotuning = torch.backends.cudnn.benchmark
+    outcomes = worker.run_job(Job(trials, fused=True), context, lambda event: None, device=gpu)
+    assert calls == [("current", 1), ("reset", gpu), ("train", True), ("read", gpu)]
+    assert [outcome.record["gpu_peak_mib"] for outcome in outcomes] == [150.0, 150.0]
+    assert torch.backends.cudnn.benchmark == autotuning

@@ -86,6 +86,27 @@ def test_without_a_cuda_device_it_stops_before_any_step(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_step_that_ignores_its_caps_stop_is_killed_within_the_deadline(tmp_path):
+    """A step's process that does not end on SIGTERM (losscmp's handler waiting on a hung
+    GPU, here one that ignores the signal) is killed GRACE seconds after its cap: the
+    script still ends, says which step it cut, and prints its closing summary."""
+    python = tmp_path / "python"  # passes the check; any step then hangs, deaf to SIGTERM
+    python.write_text('#!/bin/bash\n[[ $1 == -c ]] && exit 0\ntrap "" TERM\nsleep 300\n')
+    python.chmod(0o755)
+    no_wheels = tmp_path / "no-wheels"
+    no_wheels.mkdir()
+    logs = tmp_path / "logs"
+    env = {"GPU_DRY_RUN": "1", "PYTHON": str(python), "GPU_WHEELS": str(no_wheels)}
+    result = gpu_sh(logs, "trial", env={**env, "GPU_DEADLINE_S": "31"}, timeout=120)
+    assert result.returncode == 1
+    summary = (logs / "gpu.txt").read_text()
+    assert re.search(
+        r"^step trial: killed 10 s after its time cap \(exit 137\), 4\d s$", summary, re.M
+    )
+    assert "=== summary" in result.stdout
+
+
+@pytest.mark.slow
 def test_a_failed_side_is_reported_and_the_others_go_on(tmp_path):
     """A side that fails (here: refused options, exit 2) is left out with its reason; the
     figures of the others are kept, and written to --json after every run."""

@@ -420,9 +420,12 @@ def test_bins_are_those_of_a_binary_search_over_the_edges():
     assert found[-len(SPECIAL_LOGITS) :][:5].tolist() == [0.0, 299.0, 0.0, 150.0, 150.0]
 
 
-def _searched_histogram(logits, target, ignore_index=None):
-    """The histogram by its definition: a binary search per pixel, scatter-adds in float64."""
+def _searched_histogram(logits, target, ignore_index=None, probabilities=None):
+    """The histogram by its definition: a binary search per pixel, scatter-adds in float64.
+    ``probabilities``: the sigmoid of ``logits`` as a device computed it (default: the CPU's)."""
     flat = logits[:, 0].reshape(-1).float()
+    if probabilities is None:
+        probabilities = torch.sigmoid(flat)
     edges = torch.tensor(metrics._logit_edge_values())
     bins = torch.bucketize(torch.where(flat.isnan(), -math.inf, flat), edges, right=True)
     labels = target.reshape(-1)
@@ -430,7 +433,7 @@ def _searched_histogram(logits, target, ignore_index=None):
     counts = torch.zeros(600, dtype=torch.float64)
     counts.index_add_(0, bins * 2 + (labels > 0.5).long(), weight)
     sums = torch.zeros(300, dtype=torch.float64)
-    sums.index_add_(0, bins, torch.sigmoid(flat).double() * weight)
+    sums.index_add_(0, bins, probabilities.reshape(-1).double() * weight)
     return torch.cat([counts.view(300, 2), sums.view(300, 1)], dim=1)
 
 

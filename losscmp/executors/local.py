@@ -57,6 +57,12 @@ class LocalExecutor(Executor):
 
     def run(self, jobs: list[Job], context: JobContext, emit) -> Iterator[TrialResult]:
         if self.execution.jobs == 1:
+            # Before the first job, as a worker does: a module first imported inside a job
+            # (smp's, at its first model) can leave a reference cycle through the job's
+            # frames, which keeps that job's model, gradients and AdamW moments (GPU memory)
+            # until Python's cycle collector runs, into later jobs' time and peak memory.
+            if jobs:  # (a resumed run with nothing left to train imports nothing)
+                import_job_modules()
             for job in jobs:
                 yield from _run_here(job, context, emit)
         else:
