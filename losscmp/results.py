@@ -686,6 +686,8 @@ def _check_rows(
                     f"(column {name} must hold numbers)",
                     in_rows=True,
                 )
+            if numeric and _is_infinite(value):
+                raise _Damage(f"{key} row {index} has {name}={value!r}, not finite", in_rows=True)
 
 
 def _describe(names: Sequence[str], values: Sequence[Any]) -> str:
@@ -698,6 +700,13 @@ def _is_number_or_null(value: Any, whole: bool = False) -> bool:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
     return not whole or (isinstance(value, int) or (math.isfinite(value) and value.is_integer()))
+
+
+def _is_infinite(value: Any) -> bool:
+    """inf or -inf: no score, loss, rate or time the trainer writes is (a score it could
+    not compute is NaN or null), and a hand-edited 'Infinity' would otherwise be the best
+    validation epoch of its trial, silently choosing where the report reads test."""
+    return isinstance(value, float) and math.isinf(value)
 
 
 def read_trial_file(path: Path) -> dict[str, Any]:
@@ -841,6 +850,10 @@ def checked_table(frame, spec: TableSpec, source: Path):
             raise LosscmpError(
                 f"{source} is damaged (column {column} must hold numbers: {reason})"
             ) from None
+    for column, values in converted.items():
+        infinite = int(values.isin([math.inf, -math.inf]).sum())
+        if infinite:
+            raise LosscmpError(f"{source} is damaged ({infinite} row(s) with an infinite {column})")
     frame = frame.assign(**converted)
     key = [column for column in spec.key if column in frame.columns]
     repeated = frame[frame.duplicated(key, keep=False)]

@@ -8,7 +8,9 @@ the working directory in a fresh temporary folder, so a stray write anywhere sho
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -298,6 +300,24 @@ def _empty_file(path: Path) -> None:
 def _duplicate_row(path: Path) -> None:
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join([*lines, lines[1]]))
+
+
+def _first_epoch(column: str, value: float) -> Callable[[dict], dict]:
+    def change(record: dict) -> dict:
+        record["epochs"][0][column] = value
+        return record
+
+    return change
+
+
+def _infinite_score(path: Path) -> None:
+    with path.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    rows[0]["val_dice"] = "inf"
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def incomparable(tmp: Path) -> list[str]:
@@ -855,9 +875,16 @@ CASES: list[tuple[str, Args, str]] = [
         report(damage_trial(lambda record: {**record, "best_epoch": 1.5})),
         "not a whole number",
     ),
+    (
+        # A hand-edited Infinity would be its trial's best validation epoch
+        "report-trial-val-score-inf",
+        report(damage_trial(_first_epoch("val_dice", math.inf))),
+        "epochs row 1 has val_dice=inf, not finite",
+    ),
     ("report-trial-copied", report(renamed_trial), "do not agree"),
     ("report-csv-only-empty", report(csv_only(_empty_file)), "empty: 0 bytes"),
     ("report-csv-only-repeated-row", report(csv_only(_duplicate_row)), "rows share"),
+    ("report-csv-only-inf", report(csv_only(_infinite_score)), "with an infinite val_dice"),
     ("report-incomparable", incomparable, "cannot combine runs"),
 ]
 
