@@ -157,7 +157,33 @@ def build_report(paths: Sequence[Path | str], metric: str = "dice") -> Report:
     check_metric(metric)
     runs = [load_run(run_dir) for run_dir in resolve_run_dirs(paths)]
     results = combine_runs(runs)
-    return Report(results, summarize(results, metric), metric)
+    summary = summarize(results, metric)
+    results.notes += unscored_notes(summary)
+    return Report(results, summary, metric)
+
+
+def unscored_notes(summary: pd.DataFrame) -> list[str]:
+    """Per loss (at its chosen rate) with finished seeds that have no headline score at
+    their chosen epoch (NaN in the record), what its mean, interval and test leave out:
+    otherwise a loss could rank first on fewer seeds than its row counts, saying 'ok'."""
+    notes = []
+    rows = selection.chosen_rows(summary)
+    several = rows["dataset"].nunique() > 1
+    for row in rows.itertuples(index=False):
+        unscored = int(row.n_seeds - row.n_diverged - row.n_scored)
+        if unscored <= 0:
+            continue
+        where = f" on '{row.dataset}'" if several else ""
+        title = METRIC_TITLES[row.metric]
+        has = "has" if unscored == 1 else "have"
+        seeds = "1 seed" if row.n_scored == 1 else f"{row.n_scored} seeds"
+        mean = f"its mean is over {seeds}" if row.n_scored else "it has no mean"
+        notes.append(
+            f"{row.loss}{where}: {unscored} of its {row.n_seeds} seeds {has} no "
+            f"{split_word(summary)} {title} at its chosen epoch (NaN in the run's records); "
+            f"{mean}"
+        )
+    return notes
 
 
 def report_notes(results: RunResults, *, failed_trials: bool = True) -> list[str]:
@@ -665,6 +691,7 @@ def _seeds_only(trials: pd.DataFrame, metric: str, bounds) -> pd.Series:
     seeds = stats.summarize_seeds(values.to_numpy(), bounds=bounds)
     return pd.Series(
         {
+            "n_seeds": seeds.n,
             "rank": pd.NA,
             "mean": seeds.mean,
             "std": seeds.std,
@@ -843,6 +870,8 @@ def _loss_row(loss: str, trials: pd.DataFrame, comparison: pd.Series) -> dict[st
         "indistinguishable_from_best": _optional_bool(comparison["indistinguishable_from_best"]),
         "n_seeds": len(trials),
         "n_diverged": len(trials) - len(finished),
+        # The seeds the mean is over: a finished trial may have no headline score (NaN)
+        "n_scored": int(comparison["n_seeds"]),
         "status": _status(trials),
         "diverged_epoch": _first_divergence(trials),
         "best_epoch": finished["best_epoch"].mean() if "best_epoch" in finished else math.nan,
@@ -976,13 +1005,23 @@ def _missing_statistics_caption(summary: pd.DataFrame) -> str:
     """Why some rows of a table with several seeds show '–' for CI or p: combined or
     unfinished runs give a loss one seed, or fewer than two in common with the best."""
     one_seed = bool((summary["n_seeds"] == 1).any())
+    # Several seeds, one score: the others diverged or have none (unscored_notes)
+    scored = summary.get("n_scored", summary["n_seeds"])
+    one_score = bool(((summary["n_seeds"] > 1) & (scored == 1)).any())
     untested = bool((summary["p_value"].isna() & (summary["rank"] != 1)).any())
     reasons = []
-    if one_seed:
-        reasons.append("a loss with one seed has no interval")
+    if one_seed or one_score:
+        reasons.append(_no_interval_reason(one_seed, one_score))
     if untested:
         reasons.append("no test where fewer than two seeds are in common with the best")
     return f" –: {'; '.join(reasons)}." if reasons else ""
+
+
+def _no_interval_reason(one_seed: bool, one_score: bool) -> str:
+    scored = "a score on one seed only (the others diverged or have none)"
+    if one_seed and one_score:
+        return f"a loss with one seed, or with {scored}, has no interval"
+    return f"a loss with {'one seed' if one_seed else scored} has no interval"
 
 
 def one_seed_advice(results: RunResults) -> str:

@@ -30,6 +30,7 @@ from losscmp.results import RunStore, planned_trial_names, read_run_json, trial_
 from losscmp.selection import chosen_rows
 from losscmp.summary import (
     RunResults,
+    build_report,
     combine_runs,
     failed_trial_notes,
     headline_caption,
@@ -746,6 +747,36 @@ def test_the_caption_says_why_a_loss_of_a_several_seed_table_has_no_interval_or_
     )
     best_has_three = summarize([load_run(three)])
     assert "–:" not in headline_caption("dice", best_has_three)
+
+
+def test_a_finished_seed_without_a_headline_score_is_said_not_silently_dropped(tmp_path):
+    """A finished trial whose test Dice is NaN (a hand-edited record; AP of a split with no
+    foreground pixel) was left out of its loss's mean without a word: dice ranked first on
+    its other seed alone, with 'ok', no sd and no caption or note saying why."""
+    run_dir = write_run(tmp_path, quality={"dice": 0.6, "focal": 0.8}, seeds=(0, 1))
+    path = run_dir / "trials" / f"{trial_id('synthetic', 'focal', 0, LR)}.json"
+    record = json.loads(path.read_text())
+    for row in record["epochs"]:
+        row["test_dice"] = math.nan
+    path.write_text(json.dumps(record))
+    report = build_report([run_dir])
+    rows = report.summary.set_index("loss")
+    assert rows["n_seeds"].to_dict() == {"focal": 2, "dice": 2}
+    assert rows["n_scored"].to_dict() == {"focal": 1, "dice": 2}
+    focal_seed_1 = json.loads(
+        (run_dir / "trials" / f"{trial_id('synthetic', 'focal', 1, LR)}.json").read_text()
+    )
+    epochs = focal_seed_1["epochs"]
+    chosen = max(epochs, key=lambda row: row["val_dice"])  # the first of equals, as report
+    assert rows.loc["focal", "score_mean"] == chosen["test_dice"]
+    assert (
+        "focal: 1 of its 2 seeds has no test Dice at its chosen epoch (NaN in the run's "
+        "records); its mean is over 1 seed" in report.notes
+    )
+    assert report.caption.endswith(
+        " –: a loss with a score on one seed only (the others diverged or have none) has no "
+        "interval; no test where fewer than two seeds are in common with the best."
+    )
 
 
 def test_a_run_made_before_data_fingerprints_combines_with_a_newer_one(tmp_path):
