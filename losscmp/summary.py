@@ -487,6 +487,7 @@ def _fusion_rounded_otherwise(meta: dict[str, Any], execution: dict[str, Any]) -
 
 def _check_comparable(first: RunResults, other: RunResults) -> None:
     names = f"{first.run_ids[0]} and {other.run_ids[0]}"
+    _check_same_splits(first, other, names)
     if set(first.datasets) != set(other.datasets):
         raise LosscmpError(
             f"cannot combine runs {names}: different datasets "
@@ -516,6 +517,20 @@ def _check_comparable(first: RunResults, other: RunResults) -> None:
         raise LosscmpError(
             f"cannot combine runs {names}: {difference}; a fair comparison needs the same setup"
         )
+
+
+def _check_same_splits(first: RunResults, other: RunResults, names: str) -> None:
+    """A run made before the test split (schema 1) has validation scores only: beside a
+    run scored on test its losses would have no headline, under a caption saying test."""
+    older = [run for run in (first, other) if run.metas[0].get("schema_version") == 1]
+    if len(older) != 1:
+        return
+    newer = other if older[0] is first else first
+    raise LosscmpError(
+        f"cannot combine runs {names}: {older[0].run_ids[0]} was made before losscmp kept a "
+        f"test split (schema 1: its scores are on validation) and {newer.run_ids[0]} is "
+        "scored on test; report them separately"
+    )
 
 
 def _why_other_images(info: dict[str, Any], first: dict[str, Any], other: dict[str, Any]) -> str:

@@ -486,6 +486,22 @@ def test_a_validation_only_run_reports_validation_and_says_so(tmp_path):
     assert "VALIDATION ONLY" in text and "Dice val." in text
 
 
+def test_a_validation_only_run_is_not_combined_with_one_that_reports_test(tmp_path):
+    """Combined, the older run's losses had no test score: a table of dashes under a caption
+    that said every score was read on test."""
+    old = write_run(tmp_path, quality={"dice": 0.8}, schema_version=1, run_id="20250101-0-old")
+    new = write_run(tmp_path, quality={"focal": 0.6}, run_id="20260101-0-new")
+    with pytest.raises(LosscmpError) as refused:
+        build_report([old, new])
+    assert str(refused.value) == (
+        "cannot combine runs 20250101-0-old and 20260101-0-new: 20250101-0-old was made "
+        "before losscmp kept a test split (schema 1: its scores are on validation) and "
+        "20260101-0-new is scored on test; report them separately"
+    )
+    with pytest.raises(LosscmpError, match="20250101-0-old was made before"):
+        build_report([new, old])
+
+
 def test_twin_is_indistinguishable_and_worse_loss_is_significant(summary):
     rows = summary.set_index("loss")
     twin = "dice_copy" if rows.loc["dice", "is_best"] else "dice"
