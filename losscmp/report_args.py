@@ -20,7 +20,13 @@ from pathlib import Path
 
 from losscmp.errors import LosscmpError, unknown
 from losscmp.metric_names import METRICS
-from losscmp.results import RUN_FILE, has_finished_trial, is_run_dir, runs_newest_first
+from losscmp.results import (
+    RUN_FILE,
+    has_finished_trial,
+    is_run_dir,
+    runs_newest_first,
+    shell_path,
+)
 
 
 def check_report_args(
@@ -104,7 +110,7 @@ def resolve_one(path: Path) -> Path:
         what = "a file" if path.is_file() else "a folder"
         raise LosscmpError(
             f"{path} is {what} inside the run folder {enclosing} "
-            f"(did you mean 'losscmp report {enclosing}'?)"
+            f"(did you mean 'losscmp report {shell_path(enclosing)}'?)"
         )
     raise LosscmpError(
         f"no losscmp run found in {path} (expected a folder with {RUN_FILE}, "

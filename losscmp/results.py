@@ -106,6 +106,16 @@ IMAGE_COLUMNS = [
 TEXT_COLUMNS = ("dataset", "loss", "status", "which", "split")
 
 
+def shell_path(path: Path | str) -> str:
+    """``path`` as one word of a command a note gives to paste ('losscmp run --resume X'):
+    as it is where a shell reads it so, else in double quotes, which nest inside the
+    single quotes such notes put around a command (shlex.quote's single quotes would not)."""
+    text = str(path)
+    if re.fullmatch(r"[\w@%+=:,./-]+", text, flags=re.ASCII):
+        return text
+    return '"' + re.sub(r'([\\"$`])', r"\\\1", text) + '"'
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -1202,7 +1212,7 @@ class RunStore:
     def _damaged_message(self, damaged: Sequence[DamagedTrial]) -> str:
         more = f" (and {len(damaged) - 1} more damaged trial file(s))" if len(damaged) > 1 else ""
         return (
-            f"{damaged[0].message}{more}; 'losscmp run --resume {self.run_dir}' sets "
+            f"{damaged[0].message}{more}; 'losscmp run --resume {shell_path(self.run_dir)}' sets "
             f"damaged files aside in {self.damaged_dir} and trains those trials again"
         )
 
@@ -1570,13 +1580,14 @@ class RunStore:
             return (
                 f"{self.run_dir} has no finished trials yet (still running, or stopped "
                 f"before one ended; if stopped, finish it with: losscmp run --resume "
-                f"{self.run_dir})"
+                f"{shell_path(self.run_dir)})"
             )
         first, reason = next(iter(failed.items()))
         name = planned_trial_names(meta).get(first, first)  # as the run's lines named it
         return (
             f"{self.run_dir} has no finished trials: {len(failed)} trial(s) failed (e.g. "
-            f"{name}: {reason}); 'losscmp run --resume {self.run_dir}' tries them again"
+            f"{name}: {reason}); 'losscmp run --resume {shell_path(self.run_dir)}' tries them "
+            "again"
         )
 
     def _history_notes(self, meta: dict[str, Any], present: set[str]) -> list[str]:

@@ -71,6 +71,7 @@ from losscmp.results import (
     is_run_dir,
     planned_trial_names,
     runs_newest_first,
+    shell_path,
     trial_id,
 )
 from losscmp.spec import Spec, parse_spec
@@ -204,7 +205,7 @@ def report_notes(results: RunResults, *, failed_trials: bool = True) -> list[str
             continue
         notes.append(
             f"{path} is unfinished: {count} planned trial(s) have no result yet; "
-            f"finish it with: losscmp run --resume {path}"  # run.json restores the rest
+            f"finish it with: losscmp run --resume {shell_path(path)}"  # run.json restores the rest
         )
     return notes
 
@@ -228,7 +229,7 @@ def failed_trial_notes(results: RunResults) -> list[str]:
         several = len(failed) > 1
         counted = f"{len(failed)} trials failed (e.g. " if several else "1 trial failed ("
         notes.append(
-            f"{path}: {counted}{name}: {reason}); 'losscmp run --resume {path}' "
+            f"{path}: {counted}{name}: {reason}); 'losscmp run --resume {shell_path(path)}' "
             f"tries {'them' if several else 'it'} again"
         )
     return notes
@@ -1047,7 +1048,7 @@ def one_seed_advice(results: RunResults) -> str:
     if short:
         asked = max(len(meta["seeds"]) for meta in short.values())
         if len(short) == 1:
-            how = f"'losscmp run --resume {next(iter(short))}'"
+            how = f"'losscmp run --resume {shell_path(next(iter(short)))}'"
         else:  # --resume takes one folder: a command per run
             folders = ", ".join(str(path) for path in short)
             how = f"'losscmp run --resume' on each folder ({folders})"

@@ -332,6 +332,36 @@ def test_a_failed_trial_is_noted_once_not_also_as_unfinished(tmp_path):
     ]
 
 
+def _command_in(text: str, start: str) -> list[str]:
+    """The words of the command ``text`` gives from ``start`` on, as bash reads it pasted:
+    up to the closing quote that wraps it, else to the end."""
+    command = text[text.index(start) :]
+    if text[text.index(start) - 1] == "'":
+        command = command[: command.rindex("'")]
+    printed = subprocess.run(
+        ["bash", "-c", f"printf '%s\\0' {command}"], capture_output=True, check=True
+    )
+    return printed.stdout.decode().split("\0")[:-1]
+
+
+def test_the_commands_in_notes_name_a_folder_with_spaces_as_one_word(tmp_path):
+    """'finish it with: losscmp run --resume my runs/...' pasted ran --resume on 'my'."""
+    parent = tmp_path / "my runs $HOME"
+    run_dir = write_run(
+        parent, quality={"dice": 0.7}, extra_meta={"failed_trials": {"lost": "worker died"}}
+    )
+    meta = read_run_json(run_dir)
+    meta["trials"] += ["lost", "never started"]
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    failed, unfinished = report_notes(load_run(run_dir))
+    resume = ["losscmp", "run", "--resume", str(run_dir)]
+    assert _command_in(failed, "losscmp run") == resume
+    assert _command_in(unfinished, "losscmp run") == resume
+    with pytest.raises(LosscmpError) as inside:
+        resolve_run_dirs([run_dir / "trials"])
+    assert _command_in(str(inside.value), "losscmp report") == ["losscmp", "report", str(run_dir)]
+
+
 def test_the_failed_trials_note_is_left_out_only_where_asked(tmp_path):
     """The failed trials are data (RunResults.failed_trials), not a note tagged by its type
     (a str subclass, lost by any copy of the text): 'losscmp run', whose last line names
