@@ -9,7 +9,7 @@ use them, and the CLI runs :func:`check_report_args` before importing anything h
 When several things are wrong, the first in this order is named (tests/test_bad_inputs.py):
 ``--csv`` and ``--html`` naming one file; each file target, in ``RENDERERS`` order
 (``--csv``, ``--html``); ``--metric``; each path, in the order given; a file target that
-is another run folder's own file.
+is another run folder's own file; ``--plots`` into a run folder that takes no files.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from pathlib import Path
 from losscmp.errors import LosscmpError, unknown
 from losscmp.metric_names import METRICS
 from losscmp.results import (
+    PLOTS_DIR,
     RUN_FILE,
+    check_writable_folder,
     has_finished_trial,
     is_run_dir,
     runs_newest_first,
@@ -30,10 +32,11 @@ from losscmp.results import (
 
 
 def check_report_args(
-    paths: Sequence[Path | str], metric: str, targets: Mapping[str, Path]
+    paths: Sequence[Path | str], metric: str, targets: Mapping[str, Path], plots: bool = False
 ) -> list[Path]:
     """Refuse what ``report`` cannot use, in the order above; the run folders to read.
-    ``targets``: renderer name (``render.RENDERERS``) -> the file asked for."""
+    ``targets``: renderer name (``render.RENDERERS``) -> the file asked for; ``plots``:
+    whether figures are to be written into each run folder."""
     from losscmp.render import RENDERERS
 
     check_distinct_targets(targets)
@@ -43,7 +46,20 @@ def check_report_args(
     run_dirs = resolve_run_dirs(paths)
     for name, path in targets.items():
         check_not_another_runs_file(name, path, run_dirs)
+    if plots:
+        for run_dir in run_dirs:
+            check_plots_folder(run_dir)
     return run_dirs
+
+
+def check_plots_folder(run_dir: Path) -> None:
+    """--plots writes into ``<run>/plots/``: a run on a read-only disk (an archive, another
+    user's results) is refused before --csv or --html is written, rather than after."""
+    folder = run_dir / PLOTS_DIR
+    try:
+        check_writable_folder(folder, f"--plots {folder}")
+    except LosscmpError as error:
+        raise LosscmpError(f"{error}; --html FILE holds the figures") from None
 
 
 def check_distinct_targets(targets: Mapping[str, Path]) -> None:

@@ -1747,6 +1747,42 @@ def test_a_run_folder_that_takes_no_files_is_still_reported(cli, run_dir, tmp_pa
     assert after == before
 
 
+def test_plots_into_a_run_folder_that_takes_no_files_is_refused_before_any_file(
+    cli, run_dir, tmp_path, monkeypatch
+):
+    """--plots on a read-only run: --csv was written elsewhere, then the figures failed and
+    report exited 2 with a file written; it is checked first, as --csv and --html are."""
+    import errno
+    import tempfile
+
+    from losscmp import results
+
+    real_write, real_mkstemp = results.atomic_write_bytes, tempfile.mkstemp
+
+    def refused(folder):
+        if Path(folder).resolve() in (run_dir.resolve(), (run_dir / "plots").resolve()):
+            raise OSError(errno.EROFS, "Read-only file system", str(folder))
+
+    def write(path, data):
+        refused(Path(path).parent)
+        real_write(path, data)
+
+    def mkstemp(*args, dir=None, **kwargs):
+        refused(dir)
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(results, "atomic_write_bytes", write)
+    monkeypatch.setattr(results.tempfile, "mkstemp", mkstemp)
+    table = tmp_path / "elsewhere.csv"
+    result = cli("report", run_dir, "--csv", table, "--plots")
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"losscmp: error: --plots {run_dir / 'plots'} is not writable: {run_dir} takes no new "
+        "files (Read-only file system); --html FILE holds the figures\n"
+    )
+    assert not table.exists() and result.stdout == ""
+
+
 def test_a_report_read_while_the_run_wrote_its_last_trial_leaves_summary_csv_alone(
     cli, run_dir, monkeypatch
 ):
