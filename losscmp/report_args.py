@@ -24,11 +24,15 @@ from losscmp.results import (
     PLOTS_DIR,
     RUN_FILE,
     check_writable_folder,
+    folders_of_runs_in,
     has_finished_trial,
     is_run_dir,
     runs_newest_first,
     shell_path,
 )
+
+# The subfolders holding runs that 'no losscmp run found' names; the rest it counts.
+NAMED_FOLDERS = 5
 
 
 def check_report_args(
@@ -127,6 +131,16 @@ def resolve_one(path: Path) -> Path:
         raise LosscmpError(
             f"{path} is {what} inside the run folder {enclosing} "
             f"(did you mean 'losscmp report {shell_path(enclosing)}'?)"
+        )
+    holding = folders_of_runs_in(path)
+    if holding:
+        names = sorted(shell_path(folder.name) for folder in holding)
+        if len(names) > NAMED_FOLDERS:
+            names = [*names[: NAMED_FOLDERS - 1], f"{len(names) - NAMED_FOLDERS + 1} more"]
+        shown = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
+        raise LosscmpError(
+            f"no losscmp run found in {path}, but its subfolders hold runs: {shown} "
+            f"(did you mean 'losscmp report {shell_path(holding[0])}'?)"
         )
     raise LosscmpError(
         f"no losscmp run found in {path} (expected a folder with {RUN_FILE}, "

@@ -550,6 +550,18 @@ def runs_newest_first(folder: Path) -> list[Path]:
     )
 
 
+def folders_of_runs_in(folder: Path) -> list[Path]:
+    """The subfolders of ``folder`` that hold run folders (results/pets/, results/synthetic/:
+    an --out per experiment), the one with the newest run first, then by name."""
+    try:
+        children = [child for child in Path(folder).iterdir() if not child.name.startswith(".")]
+    except OSError:
+        return []
+    newest = {child: max(map(_started, runs_in(child)), default=None) for child in children}
+    holding = [child for child, started in newest.items() if started is not None]
+    return sorted(holding, key=lambda child: (-newest[child], child.name))
+
+
 def has_finished_trial(run_dir: Path) -> bool:
     """Whether a report of ``run_dir`` has anything to show: a trial file, or (a run made
     before trial files) an epochs table."""

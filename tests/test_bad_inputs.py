@@ -1014,6 +1014,21 @@ def test_report_names_the_first_of_several_errors(tmp_path, args, message):
     assert result.stderr == f"losscmp: error: {message.format(**fill)}\n"
 
 
+def test_report_of_a_folder_whose_subfolders_hold_runs_names_them(tmp_path, monkeypatch):
+    """'losscmp report results' where each experiment has its own --out (results/pets/,
+    results/synthetic/) said only 'no losscmp run found in results'."""
+    for name in ("synthetic", "pets", "my runs"):
+        write_run(tmp_path / "results" / name, quality={"dice": 0.8})
+    (tmp_path / "results" / "notes").mkdir()
+    monkeypatch.chdir(tmp_path)
+    result = invoke_command("report", "results")
+    assert result.code == 2
+    assert result.stderr == (
+        "losscmp: error: no losscmp run found in results, but its subfolders hold runs: "
+        '"my runs", pets and synthetic (did you mean \'losscmp report "results/my runs"\'?)\n'
+    )
+
+
 def test_report_of_a_run_folders_file_names_the_run_to_report(tmp_path, monkeypatch):
     """'losscmp report run.json' (or '.' in trials/) said 'no losscmp run found', though
     the run folder was one level up; it names that folder, spelled as it was given."""
