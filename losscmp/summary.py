@@ -988,6 +988,8 @@ def headline_caption(
     title = METRIC_TITLES[metric]
     per_image = metric.startswith("image_")
     headline = f"mean per-image {title.removeprefix('image ')}" if per_image else title
+    if not selection.higher_is_better(metric):  # ECE: 'best' and the ranks are the lowest
+        headline += " (lower is better)"
     where = "" if per_image else "dataset-level "
     split = split_word(summary)
     caption = (

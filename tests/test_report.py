@@ -1635,6 +1635,11 @@ def test_metric_ece_ranks_the_lowest_first(run_dir):
     assert best["loss"] in ("dice", "dice_copy")  # the best Dice has the lowest ECE here
     ordered = summary.sort_values("rank")["score_mean"].tolist()
     assert ordered == sorted(ordered)
+    # the table's 'best' is its lowest ECE: the caption says which way is better
+    assert headline_caption("ece", summary).startswith(
+        "Headline: dataset-level ECE (lower is better) on the test split at each trial's epoch"
+    )
+    assert "(lower is better)" not in headline_caption("dice", summarize(load_run(run_dir)))
 
 
 def test_threshold_metrics_of_a_multiclass_run_are_refused(tmp_path):
