@@ -695,6 +695,22 @@ def test_comparable_runs_combine(tmp_path):
     assert summary["p_holm"].notna().sum() == 2
 
 
+def test_tables_written_to_a_file_end_no_line_in_spaces(cli, tmp_path):
+    """Piped or redirected, every line was padded to the table's width (after the centred
+    title, each caption line, the status): 'losscmp report ... > table.txt' then showed
+    as trailing whitespace in every diff and editor."""
+    run_dir = write_run(
+        tmp_path, quality=QUALITY, class_names=("background", "pet", "border"), seeds=(0,)
+    )
+    result = cli("report", run_dir)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "Dice per class" in result.stdout and len(lines) > 20
+    assert [line for line in lines if line != line.rstrip()] == []
+    title = lines[0]
+    assert title.strip() == "losscmp — synthetic" and title.startswith(" " * 10)  # centred
+
+
 def test_the_report_says_which_runs_its_table_holds(cli, tmp_path):
     """A folder of runs is reported by its newest run, and named runs are merged into one
     table: the output said neither, so a table could not be told from another run's."""

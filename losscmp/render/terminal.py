@@ -13,6 +13,7 @@ from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions
 from rich.constrain import Constrain
 from rich.measure import Measurement
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -48,7 +49,34 @@ def render(report: Report) -> list:
         render_imbalance_table(report.summary, metric=report.metric),
         *render_class_tables(report.summary),
     ]
-    return [table for table in tables if table is not None]
+    return [Trimmed(table) for table in tables if table is not None]
+
+
+class Trimmed:
+    """A renderable's lines without the spaces Rich pads them with to the table's width
+    (after a centred title, a short caption line, the status column): written to a file,
+    every line ended in a run of spaces, which diffs and editors flag."""
+
+    def __init__(self, renderable) -> None:
+        self.renderable = renderable
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions):
+        for line in console.render_lines(self.renderable, options, pad=False):
+            yield from _without_trailing_spaces(line)
+            yield Segment.line()
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options, self.renderable)
+
+
+def _without_trailing_spaces(line: list[Segment]) -> list[Segment]:
+    line = list(line)
+    while line and not line[-1].control and not line[-1].text.rstrip(" "):
+        line.pop()
+    if line and not line[-1].control:
+        last = line[-1]
+        line[-1] = Segment(last.text.rstrip(" "), last.style)
+    return line
 
 
 def render_table(
