@@ -132,6 +132,11 @@ def resolve_one(path: Path) -> Path:
             f"{path} is {what} inside the run folder {enclosing} "
             f"(did you mean 'losscmp report {shell_path(enclosing)}'?)"
         )
+    if not path.is_dir():
+        raise LosscmpError(
+            f"{path} is a file, not a run folder (expected a folder with {RUN_FILE}, or one "
+            "holding such folders; 'losscmp run' makes them)"
+        )
     holding = folders_of_runs_in(path)
     if holding:
         names = sorted(shell_path(folder.name) for folder in holding)

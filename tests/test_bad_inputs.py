@@ -364,6 +364,13 @@ def report(make_run: Callable[[Path], Path], *extra: str) -> Callable[[Path], li
     return make
 
 
+def report_a_file(tmp: Path) -> list[str]:
+    """A file that is no run's: 'no losscmp run found in table.csv' read as if it were a
+    folder that holds none."""
+    (tmp / "table.csv").write_text("loss,dice\n")
+    return ["report", str(tmp / "table.csv")]
+
+
 def report_inside_run(name: str) -> Callable[[Path], list[str]]:
     """A file or subfolder of a run folder given where the run folder was meant."""
 
@@ -793,6 +800,7 @@ CASES: list[tuple[str, Args, str]] = [
     ),
     ("report-missing", lambda tmp: ["report", str(tmp / "nope")], "does not exist"),
     ("report-no-runs", lambda tmp: ["report", str(tmp)], "no losscmp run found"),
+    ("report-a-file", report_a_file, "table.csv is a file, not a run folder (expected a folder"),
     (
         "report-a-file-of-a-run",
         report_inside_run("run.json"),
