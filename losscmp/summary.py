@@ -1026,12 +1026,17 @@ def _missing_statistics_caption(summary: pd.DataFrame) -> str:
     # Several seeds, one score: the others diverged or have none (unscored_notes)
     scored = summary.get("n_scored", summary["n_seeds"])
     one_score = bool(((summary["n_seeds"] > 1) & (scored == 1)).any())
-    untested = bool((summary["p_value"].isna() & (summary["rank"] != 1)).any())
+    scoreless = summary["score_mean"].isna()
+    every_seed_diverged = bool((scoreless & (summary["n_diverged"] == summary["n_seeds"])).any())
+    # A loss with no score has nothing to test, and no loss scored leaves no best
+    untested = summary["p_value"].isna() & ~scoreless & summary["rank"].ne(1).fillna(True)
     reasons = []
     if one_seed or one_score:
         reasons.append(_no_interval_reason(one_seed, one_score))
-    if untested:
+    if untested.any():
         reasons.append("no test where fewer than two seeds are in common with the best")
+    if every_seed_diverged:
+        reasons.append("a loss that diverged on every seed has no score")
     return f" –: {'; '.join(reasons)}." if reasons else ""
 
 

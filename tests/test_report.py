@@ -598,6 +598,18 @@ def test_a_run_whose_every_trial_diverged_in_its_first_epoch_is_reported(tmp_pat
     assert rendered(render_table(summary, "dice")).count("diverged ep 1") == 2
 
 
+def test_the_caption_says_a_loss_that_diverged_on_every_seed_has_no_score(tmp_path):
+    """Its '–' were put down to 'no test where fewer than two seeds are in common with the
+    best', of a table whose other loss had every seed, or of one with no best at all."""
+    diverged = {("focal", 0): 2, ("focal", 1): 2}
+    one = write_run(tmp_path / "one", quality=QUALITY, seeds=(0, 1), diverged=diverged)
+    every = {(loss, seed): 1 for loss in QUALITY for seed in (0, 1)}
+    all_of_them = write_run(tmp_path / "all", quality=QUALITY, seeds=(0, 1), diverged=every)
+    for run_dir in (one, all_of_them):
+        caption = build_report([run_dir]).caption
+        assert caption.endswith(" –: a loss that diverged on every seed has no score."), caption
+
+
 def test_trials_that_diverged_before_any_epoch_row_are_reported(tmp_path):
     """A diverged trial record may hold no epoch rows at all: it is listed all the same."""
     run_dir = write_run(tmp_path, losses=["dice", "focal"], seeds=(0,), diverged={})
