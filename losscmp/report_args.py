@@ -45,6 +45,11 @@ def check_report_args(
 
     check_distinct_targets(targets)
     for name, path in targets.items():
+        if str(path) == "-":  # stdout to most tools; here it holds the tables
+            raise LosscmpError(
+                f"--{name} -: standard output holds the tables; give a file name "
+                f"(e.g. {RENDERERS[name].example})"
+            )
         RENDERERS[name].check_target(path)
     check_metric(metric)
     run_dirs = resolve_run_dirs(paths)

@@ -816,6 +816,13 @@ CASES: list[tuple[str, Args, str]] = [
     ("report-csv-folder", report_csv_folder, "is a folder; give a file name"),
     ("report-csv-empty", report(run_folder, "--csv", ""), "error: --csv is empty; give a file"),
     ("report-html-empty", report(run_folder, "--html", ""), "error: --html is empty"),
+    # '-' is stdout to most tools: written as a file named '-' in the working folder
+    (
+        "report-csv-dash",
+        report(run_folder, "--csv", "-"),
+        "error: --csv -: standard output holds the tables; give a file name",
+    ),
+    ("report-html-dash", report(run_folder, "--html", "-"), "error: --html -: standard output"),
     ("report-csv-over-run-json", report_csv_over("run.json"), "is a file of the run folder"),
     ("report-csv-over-epochs", report_csv_over("epochs.csv"), "is a file of the run folder"),
     ("report-csv-fifo", report_csv_fifo, "is not a regular file"),
