@@ -46,8 +46,10 @@ from losscmp.summary import (
 QUALITY = {"dice": 0.80, "focal": 0.55, "tversky": 0.78}
 
 
-def rendered(table, width: int = 250) -> str:
-    console = Console(record=True, width=width, color_system=None, file=io.StringIO())
+def rendered(table, width: int = 250, color_system: str | None = None) -> str:
+    """``table`` as text, drawn as on a pipe (no styles) or, given a ``color_system``, as
+    on a terminal."""
+    console = Console(record=True, width=width, color_system=color_system, file=io.StringIO())
     console.print(table)
     return console.export_text()
 
@@ -1506,6 +1508,25 @@ def test_the_dial_marks_the_loss_each_fractions_table_ranks_first(tmp_path):
     assert best_at_each_fraction(dial) == {("bce", 0.01), ("bce", 0.05)}
 
 
+def test_the_dials_best_cells_are_starred_where_the_output_has_no_bold(tmp_path):
+    """Piped or in a file the caption said 'bold = best at that fraction' of a table with no
+    bold in it: nothing told the best apart. There, the best cells are starred."""
+    datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.2)]
+
+    def quality(loss: str, dataset: str) -> float:  # dice best at 0.01, bce at 0.2
+        return {"dice": 0.8, "bce": 0.6}[loss] * (0.5 if loss == "dice" and "0.2" in dataset else 1)
+
+    run_dir = write_run(tmp_path, quality=quality, losses=["dice", "bce"], datasets=datasets)
+    grid = render_imbalance_table(summarize(load_run(run_dir)))
+    plain = rendered(grid)
+    rows = {line.split()[0]: line.split()[1:] for line in plain.splitlines() if "±" in line}
+    assert [cell.startswith("*") for cell in rows["dice"][::3]] == [True, False]
+    assert [cell.startswith("*") for cell in rows["bce"][::3]] == [False, True]
+    assert "* = best at that fraction." in " ".join(plain.split())
+    text = rendered(grid, color_system="truecolor")
+    assert "*" not in text and "bold = best at that fraction." in " ".join(text.split())
+
+
 def test_a_fraction_where_every_loss_diverged_has_no_best_and_still_renders(tmp_path):
     # Both losses diverge in their first epoch on every seed: no score at any fraction.
     datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.2)]
@@ -1568,7 +1589,7 @@ def test_a_narrow_terminal_draws_the_dial_in_several_tables_every_number_whole(
     """At 100 columns Rich broke each 'mean ± sd' over two lines, at 80 over three, and at
     60 cut every number to '0…'. Every fraction is kept, in order, in as few tables of
     whole cells as fit, each with the loss names; the caption once, under the last."""
-    text = rendered(render_imbalance_table(wide_dial), width)
+    text = rendered(render_imbalance_table(wide_dial), width, color_system="standard")
     assert "…" not in text
     assert max(len(line.rstrip()) for line in text.splitlines()) <= width
     assert dial_cells(text) == expected_dial_cells(wide_dial)
