@@ -1500,6 +1500,9 @@ def test_the_dial_marks_the_loss_each_fractions_table_ranks_first(tmp_path):
     for metric in ("dice", "ece"):  # ECE here is 0.1 x (1 - Dice): dice's is the lowest
         dial = imbalance_frame(summarize(load_run(run_dir), metric))
         assert best_at_each_fraction(dial) == {("dice", 0.01), ("dice", 0.05)}
+    ece = render_imbalance_table(summarize(load_run(run_dir), "ece"), metric="ece")
+    caption = " ".join(rendered(ece).split())
+    assert "ECE (test, lower is better, at the epoch chosen on validation" in caption
     diverged = {("dice", 0): 2, ("dice", 1): 2}
     unstable = write_run(tmp_path / "u", quality={"dice": 0.8, "bce": 0.6}, datasets=datasets,
                          diverged=diverged)  # fmt: skip

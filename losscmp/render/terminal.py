@@ -30,7 +30,7 @@ from losscmp.render.cells import (
     table_columns,
     table_extras,
 )
-from losscmp.selection import chosen_rows
+from losscmp.selection import chosen_rows, higher_is_better
 from losscmp.summary import (
     METRIC_TITLES,
     ONE_SEED_ADVICE,
@@ -258,10 +258,16 @@ def render_imbalance_table(summary: pd.DataFrame, metric: str = "dice") -> LossG
         f"Imbalance dial — {dial['dial_group'].iloc[0]}",
         [f"fg {fraction:g}" for fraction in fractions],
         rows,
-        caption=f"{METRIC_TITLES[metric]} ({split_word(summary)}, at the epoch chosen on "
-        f"validation, mean ± sd over seeds) by foreground fraction; {BOLD_BEST} at that fraction.",
+        caption=f"{METRIC_TITLES[metric]} ({split_word(summary)}{_lower_is_better(metric)}, "
+        "at the epoch chosen on validation, mean ± sd over seeds) by foreground fraction; "
+        f"{BOLD_BEST} at that fraction.",
         best=best,
     )
+
+
+def _lower_is_better(metric: str) -> str:
+    """ECE's best is its lowest: said where the dial marks a best."""
+    return "" if higher_is_better(metric) else ", lower is better"
 
 
 BOLD_BEST = "bold = best"
