@@ -640,7 +640,7 @@ def _print_report(
 
     targets = {name: path for name, path in files.items() if path is not None}
     # Every mistake in the command is refused before pandas and the renderers load.
-    run_folders = check_report_args(paths, metric, targets)
+    run_folders = check_report_args(paths, metric, targets, plots)
 
     from losscmp import console
     from losscmp.render import RENDERERS, summary_options, terminal

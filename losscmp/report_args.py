@@ -9,7 +9,7 @@ use them, and the CLI runs :func:`check_report_args` before importing anything h
 When several things are wrong, the first in this order is named (tests/test_bad_inputs.py):
 ``--csv`` and ``--html`` naming one file; each file target, in ``RENDERERS`` order
 (``--csv``, ``--html``); ``--metric``; each path, in the order given; a file target that
-is another run folder's own file.
+is another run folder's own file; ``--plots`` into a run folder that takes no files.
 """
 
 from __future__ import annotations
@@ -20,24 +20,55 @@ from pathlib import Path
 
 from losscmp.errors import LosscmpError, unknown
 from losscmp.metric_names import METRICS
-from losscmp.results import RUN_FILE, has_finished_trial, is_run_dir, runs_newest_first
+from losscmp.results import (
+    PLOTS_DIR,
+    RUN_FILE,
+    check_writable_folder,
+    folders_of_runs_in,
+    has_finished_trial,
+    is_run_dir,
+    runs_newest_first,
+    shell_path,
+)
+
+# The subfolders holding runs that 'no losscmp run found' names; the rest it counts.
+NAMED_FOLDERS = 5
 
 
 def check_report_args(
-    paths: Sequence[Path | str], metric: str, targets: Mapping[str, Path]
+    paths: Sequence[Path | str], metric: str, targets: Mapping[str, Path], plots: bool = False
 ) -> list[Path]:
     """Refuse what ``report`` cannot use, in the order above; the run folders to read.
-    ``targets``: renderer name (``render.RENDERERS``) -> the file asked for."""
+    ``targets``: renderer name (``render.RENDERERS``) -> the file asked for; ``plots``:
+    whether figures are to be written into each run folder."""
     from losscmp.render import RENDERERS
 
     check_distinct_targets(targets)
     for name, path in targets.items():
+        if str(path) == "-":  # stdout to most tools; here it holds the tables
+            raise LosscmpError(
+                f"--{name} -: standard output holds the tables; give a file name "
+                f"(e.g. {RENDERERS[name].example})"
+            )
         RENDERERS[name].check_target(path)
     check_metric(metric)
     run_dirs = resolve_run_dirs(paths)
     for name, path in targets.items():
         check_not_another_runs_file(name, path, run_dirs)
+    if plots:
+        for run_dir in run_dirs:
+            check_plots_folder(run_dir)
     return run_dirs
+
+
+def check_plots_folder(run_dir: Path) -> None:
+    """--plots writes into ``<run>/plots/``: a run on a read-only disk (an archive, another
+    user's results) is refused before --csv or --html is written, rather than after."""
+    folder = run_dir / PLOTS_DIR
+    try:
+        check_writable_folder(folder, f"--plots {folder}")
+    except LosscmpError as error:
+        raise LosscmpError(f"{error}; --html FILE holds the figures") from None
 
 
 def check_distinct_targets(targets: Mapping[str, Path]) -> None:
@@ -104,7 +135,22 @@ def resolve_one(path: Path) -> Path:
         what = "a file" if path.is_file() else "a folder"
         raise LosscmpError(
             f"{path} is {what} inside the run folder {enclosing} "
-            f"(did you mean 'losscmp report {enclosing}'?)"
+            f"(did you mean 'losscmp report {shell_path(enclosing)}'?)"
+        )
+    if not path.is_dir():
+        raise LosscmpError(
+            f"{path} is a file, not a run folder (expected a folder with {RUN_FILE}, or one "
+            "holding such folders; 'losscmp run' makes them)"
+        )
+    holding = folders_of_runs_in(path)
+    if holding:
+        names = sorted(shell_path(folder.name) for folder in holding)
+        if len(names) > NAMED_FOLDERS:
+            names = [*names[: NAMED_FOLDERS - 1], f"{len(names) - NAMED_FOLDERS + 1} more"]
+        shown = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
+        raise LosscmpError(
+            f"no losscmp run found in {path}, but its subfolders hold runs: {shown} "
+            f"(did you mean 'losscmp report {shell_path(holding[0])}'?)"
         )
     raise LosscmpError(
         f"no losscmp run found in {path} (expected a folder with {RUN_FILE}, "

@@ -106,6 +106,16 @@ IMAGE_COLUMNS = [
 TEXT_COLUMNS = ("dataset", "loss", "status", "which", "split")
 
 
+def shell_path(path: Path | str) -> str:
+    """``path`` as one word of a command a note gives to paste ('losscmp run --resume X'):
+    as it is where a shell reads it so, else in double quotes, which nest inside the
+    single quotes such notes put around a command (shlex.quote's single quotes would not)."""
+    text = str(path)
+    if re.fullmatch(r"[\w@%+=:,./-]+", text, flags=re.ASCII):
+        return text
+    return '"' + re.sub(r'([\\"$`])', r"\\\1", text) + '"'
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -540,6 +550,18 @@ def runs_newest_first(folder: Path) -> list[Path]:
     )
 
 
+def folders_of_runs_in(folder: Path) -> list[Path]:
+    """The subfolders of ``folder`` that hold run folders (results/pets/, results/synthetic/:
+    an --out per experiment), the one with the newest run first, then by name."""
+    try:
+        children = [child for child in Path(folder).iterdir() if not child.name.startswith(".")]
+    except OSError:
+        return []
+    newest = {child: max(map(_started, runs_in(child)), default=None) for child in children}
+    holding = [child for child, started in newest.items() if started is not None]
+    return sorted(holding, key=lambda child: (-newest[child], child.name))
+
+
 def has_finished_trial(run_dir: Path) -> bool:
     """Whether a report of ``run_dir`` has anything to show: a trial file, or (a run made
     before trial files) an epochs table."""
@@ -686,6 +708,8 @@ def _check_rows(
                     f"(column {name} must hold numbers)",
                     in_rows=True,
                 )
+            if numeric and _is_infinite(value):
+                raise _Damage(f"{key} row {index} has {name}={value!r}, not finite", in_rows=True)
 
 
 def _describe(names: Sequence[str], values: Sequence[Any]) -> str:
@@ -698,6 +722,13 @@ def _is_number_or_null(value: Any, whole: bool = False) -> bool:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
     return not whole or (isinstance(value, int) or (math.isfinite(value) and value.is_integer()))
+
+
+def _is_infinite(value: Any) -> bool:
+    """inf or -inf: no score, loss, rate or time the trainer writes is (a score it could
+    not compute is NaN or null), and a hand-edited 'Infinity' would otherwise be the best
+    validation epoch of its trial, silently choosing where the report reads test."""
+    return isinstance(value, float) and math.isinf(value)
 
 
 def read_trial_file(path: Path) -> dict[str, Any]:
@@ -841,6 +872,10 @@ def checked_table(frame, spec: TableSpec, source: Path):
             raise LosscmpError(
                 f"{source} is damaged (column {column} must hold numbers: {reason})"
             ) from None
+    for column, values in converted.items():
+        infinite = int(values.isin([math.inf, -math.inf]).sum())
+        if infinite:
+            raise LosscmpError(f"{source} is damaged ({infinite} row(s) with an infinite {column})")
     frame = frame.assign(**converted)
     key = [column for column in spec.key if column in frame.columns]
     repeated = frame[frame.duplicated(key, keep=False)]
@@ -1189,7 +1224,7 @@ class RunStore:
     def _damaged_message(self, damaged: Sequence[DamagedTrial]) -> str:
         more = f" (and {len(damaged) - 1} more damaged trial file(s))" if len(damaged) > 1 else ""
         return (
-            f"{damaged[0].message}{more}; 'losscmp run --resume {self.run_dir}' sets "
+            f"{damaged[0].message}{more}; 'losscmp run --resume {shell_path(self.run_dir)}' sets "
             f"damaged files aside in {self.damaged_dir} and trains those trials again"
         )
 
@@ -1557,13 +1592,14 @@ class RunStore:
             return (
                 f"{self.run_dir} has no finished trials yet (still running, or stopped "
                 f"before one ended; if stopped, finish it with: losscmp run --resume "
-                f"{self.run_dir})"
+                f"{shell_path(self.run_dir)})"
             )
         first, reason = next(iter(failed.items()))
         name = planned_trial_names(meta).get(first, first)  # as the run's lines named it
         return (
             f"{self.run_dir} has no finished trials: {len(failed)} trial(s) failed (e.g. "
-            f"{name}: {reason}); 'losscmp run --resume {self.run_dir}' tries them again"
+            f"{name}: {reason}); 'losscmp run --resume {shell_path(self.run_dir)}' tries them "
+            "again"
         )
 
     def _history_notes(self, meta: dict[str, Any], present: set[str]) -> list[str]:

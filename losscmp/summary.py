@@ -77,6 +77,7 @@ from losscmp.results import (
     is_run_dir,
     planned_trial_names,
     runs_newest_first,
+    shell_path,
     trial_id,
 )
 from losscmp.spec import Spec, parse_spec
@@ -163,7 +164,33 @@ def build_report(paths: Sequence[Path | str], metric: str = "dice") -> Report:
     check_metric(metric)
     runs = [load_run(run_dir) for run_dir in resolve_run_dirs(paths)]
     results = combine_runs(runs)
-    return Report(results, summarize(results, metric), metric)
+    summary = summarize(results, metric)
+    results.notes += unscored_notes(summary)
+    return Report(results, summary, metric)
+
+
+def unscored_notes(summary: pd.DataFrame) -> list[str]:
+    """Per loss (at its chosen rate) with finished seeds that have no headline score at
+    their chosen epoch (NaN in the record), what its mean, interval and test leave out:
+    otherwise a loss could rank first on fewer seeds than its row counts, saying 'ok'."""
+    notes = []
+    rows = selection.chosen_rows(summary)
+    several = rows["dataset"].nunique() > 1
+    for row in rows.itertuples(index=False):
+        unscored = int(row.n_seeds - row.n_diverged - row.n_scored)
+        if unscored <= 0:
+            continue
+        where = f" on '{row.dataset}'" if several else ""
+        title = METRIC_TITLES[row.metric]
+        has = "has" if unscored == 1 else "have"
+        seeds = "1 seed" if row.n_scored == 1 else f"{row.n_scored} seeds"
+        mean = f"its mean is over {seeds}" if row.n_scored else "it has no mean"
+        notes.append(
+            f"{row.loss}{where}: {unscored} of its {row.n_seeds} seeds {has} no "
+            f"{split_word(summary)} {title} at its chosen epoch (NaN in the run's records); "
+            f"{mean}"
+        )
+    return notes
 
 
 def report_notes(results: RunResults, *, failed_trials: bool = True) -> list[str]:
@@ -184,7 +211,7 @@ def report_notes(results: RunResults, *, failed_trials: bool = True) -> list[str
             continue
         notes.append(
             f"{path} is unfinished: {count} planned trial(s) have no result yet; "
-            f"finish it with: losscmp run --resume {path}"  # run.json restores the rest
+            f"finish it with: losscmp run --resume {shell_path(path)}"  # run.json restores the rest
         )
     return notes
 
@@ -208,7 +235,7 @@ def failed_trial_notes(results: RunResults) -> list[str]:
         several = len(failed) > 1
         counted = f"{len(failed)} trials failed (e.g. " if several else "1 trial failed ("
         notes.append(
-            f"{path}: {counted}{name}: {reason}); 'losscmp run --resume {path}' "
+            f"{path}: {counted}{name}: {reason}); 'losscmp run --resume {shell_path(path)}' "
             f"tries {'them' if several else 'it'} again"
         )
     return notes
@@ -467,6 +494,7 @@ def _fusion_rounded_otherwise(meta: dict[str, Any], execution: dict[str, Any]) -
 
 def _check_comparable(first: RunResults, other: RunResults) -> None:
     names = f"{first.run_ids[0]} and {other.run_ids[0]}"
+    _check_same_splits(first, other, names)
     if set(first.datasets) != set(other.datasets):
         raise LosscmpError(
             f"cannot combine runs {names}: different datasets "
@@ -496,6 +524,20 @@ def _check_comparable(first: RunResults, other: RunResults) -> None:
         raise LosscmpError(
             f"cannot combine runs {names}: {difference}; a fair comparison needs the same setup"
         )
+
+
+def _check_same_splits(first: RunResults, other: RunResults, names: str) -> None:
+    """A run made before the test split (schema 1) has validation scores only: beside a
+    run scored on test its losses would have no headline, under a caption saying test."""
+    older = [run for run in (first, other) if run.metas[0].get("schema_version") == 1]
+    if len(older) != 1:
+        return
+    newer = other if older[0] is first else first
+    raise LosscmpError(
+        f"cannot combine runs {names}: {older[0].run_ids[0]} was made before losscmp kept a "
+        f"test split (schema 1: its scores are on validation) and {newer.run_ids[0]} is "
+        "scored on test; report them separately"
+    )
 
 
 def _why_other_images(info: dict[str, Any], first: dict[str, Any], other: dict[str, Any]) -> str:
@@ -671,6 +713,7 @@ def _seeds_only(trials: pd.DataFrame, metric: str, bounds) -> pd.Series:
     seeds = stats.summarize_seeds(values.to_numpy(), bounds=bounds)
     return pd.Series(
         {
+            "n_seeds": seeds.n,
             "rank": pd.NA,
             "mean": seeds.mean,
             "std": seeds.std,
@@ -849,6 +892,8 @@ def _loss_row(loss: str, trials: pd.DataFrame, comparison: pd.Series) -> dict[st
         "indistinguishable_from_best": _optional_bool(comparison["indistinguishable_from_best"]),
         "n_seeds": len(trials),
         "n_diverged": len(trials) - len(finished),
+        # The seeds the mean is over: a finished trial may have no headline score (NaN)
+        "n_scored": int(comparison["n_seeds"]),
         "status": _status(trials),
         "diverged_epoch": _first_divergence(trials),
         "best_epoch": finished["best_epoch"].mean() if "best_epoch" in finished else math.nan,
@@ -949,6 +994,8 @@ def headline_caption(
     title = METRIC_TITLES[metric]
     per_image = metric.startswith("image_")
     headline = f"mean per-image {title.removeprefix('image ')}" if per_image else title
+    if not selection.higher_is_better(metric):  # ECE: 'best' and the ranks are the lowest
+        headline += " (lower is better)"
     where = "" if per_image else "dataset-level "
     split = split_word(summary)
     caption = (
@@ -982,13 +1029,28 @@ def _missing_statistics_caption(summary: pd.DataFrame) -> str:
     """Why some rows of a table with several seeds show '–' for CI or p: combined or
     unfinished runs give a loss one seed, or fewer than two in common with the best."""
     one_seed = bool((summary["n_seeds"] == 1).any())
-    untested = bool((summary["p_value"].isna() & (summary["rank"] != 1)).any())
+    # Several seeds, one score: the others diverged or have none (unscored_notes)
+    scored = summary.get("n_scored", summary["n_seeds"])
+    one_score = bool(((summary["n_seeds"] > 1) & (scored == 1)).any())
+    scoreless = summary["score_mean"].isna()
+    every_seed_diverged = bool((scoreless & (summary["n_diverged"] == summary["n_seeds"])).any())
+    # A loss with no score has nothing to test, and no loss scored leaves no best
+    untested = summary["p_value"].isna() & ~scoreless & summary["rank"].ne(1).fillna(True)
     reasons = []
-    if one_seed:
-        reasons.append("a loss with one seed has no interval")
-    if untested:
+    if one_seed or one_score:
+        reasons.append(_no_interval_reason(one_seed, one_score))
+    if untested.any():
         reasons.append("no test where fewer than two seeds are in common with the best")
+    if every_seed_diverged:
+        reasons.append("a loss that diverged on every seed has no score")
     return f" –: {'; '.join(reasons)}." if reasons else ""
+
+
+def _no_interval_reason(one_seed: bool, one_score: bool) -> str:
+    scored = "a score on one seed only (the others diverged or have none)"
+    if one_seed and one_score:
+        return f"a loss with one seed, or with {scored}, has no interval"
+    return f"a loss with {'one seed' if one_seed else scored} has no interval"
 
 
 def one_seed_advice(results: RunResults) -> str:
@@ -999,7 +1061,7 @@ def one_seed_advice(results: RunResults) -> str:
     if short:
         asked = max(len(meta["seeds"]) for meta in short.values())
         if len(short) == 1:
-            how = f"'losscmp run --resume {next(iter(short))}'"
+            how = f"'losscmp run --resume {shell_path(next(iter(short)))}'"
         else:  # --resume takes one folder: a command per run
             folders = ", ".join(str(path) for path in short)
             how = f"'losscmp run --resume' on each folder ({folders})"

@@ -8,7 +8,9 @@ the working directory in a fresh temporary folder, so a stray write anywhere sho
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -300,6 +302,24 @@ def _duplicate_row(path: Path) -> None:
     path.write_text("".join([*lines, lines[1]]))
 
 
+def _first_epoch(column: str, value: float) -> Callable[[dict], dict]:
+    def change(record: dict) -> dict:
+        record["epochs"][0][column] = value
+        return record
+
+    return change
+
+
+def _infinite_score(path: Path) -> None:
+    with path.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    rows[0]["val_dice"] = "inf"
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def incomparable(tmp: Path) -> list[str]:
     first = write_run(tmp / "runs", quality={"dice": 0.8}, run_id="20260101-1-a")
     second = write_run(
@@ -342,6 +362,13 @@ def report(make_run: Callable[[Path], Path], *extra: str) -> Callable[[Path], li
         return ["report", str(make_run(tmp)), *extra]
 
     return make
+
+
+def report_a_file(tmp: Path) -> list[str]:
+    """A file that is no run's: 'no losscmp run found in table.csv' read as if it were a
+    folder that holds none."""
+    (tmp / "table.csv").write_text("loss,dice\n")
+    return ["report", str(tmp / "table.csv")]
 
 
 def report_inside_run(name: str) -> Callable[[Path], list[str]]:
@@ -773,6 +800,7 @@ CASES: list[tuple[str, Args, str]] = [
     ),
     ("report-missing", lambda tmp: ["report", str(tmp / "nope")], "does not exist"),
     ("report-no-runs", lambda tmp: ["report", str(tmp)], "no losscmp run found"),
+    ("report-a-file", report_a_file, "table.csv is a file, not a run folder (expected a folder"),
     (
         "report-a-file-of-a-run",
         report_inside_run("run.json"),
@@ -788,6 +816,13 @@ CASES: list[tuple[str, Args, str]] = [
     ("report-csv-folder", report_csv_folder, "is a folder; give a file name"),
     ("report-csv-empty", report(run_folder, "--csv", ""), "error: --csv is empty; give a file"),
     ("report-html-empty", report(run_folder, "--html", ""), "error: --html is empty"),
+    # '-' is stdout to most tools: written as a file named '-' in the working folder
+    (
+        "report-csv-dash",
+        report(run_folder, "--csv", "-"),
+        "error: --csv -: standard output holds the tables; give a file name",
+    ),
+    ("report-html-dash", report(run_folder, "--html", "-"), "error: --html -: standard output"),
     ("report-csv-over-run-json", report_csv_over("run.json"), "is a file of the run folder"),
     ("report-csv-over-epochs", report_csv_over("epochs.csv"), "is a file of the run folder"),
     ("report-csv-fifo", report_csv_fifo, "is not a regular file"),
@@ -855,9 +890,16 @@ CASES: list[tuple[str, Args, str]] = [
         report(damage_trial(lambda record: {**record, "best_epoch": 1.5})),
         "not a whole number",
     ),
+    (
+        # A hand-edited Infinity would be its trial's best validation epoch
+        "report-trial-val-score-inf",
+        report(damage_trial(_first_epoch("val_dice", math.inf))),
+        "epochs row 1 has val_dice=inf, not finite",
+    ),
     ("report-trial-copied", report(renamed_trial), "do not agree"),
     ("report-csv-only-empty", report(csv_only(_empty_file)), "empty: 0 bytes"),
     ("report-csv-only-repeated-row", report(csv_only(_duplicate_row)), "rows share"),
+    ("report-csv-only-inf", report(csv_only(_infinite_score)), "with an infinite val_dice"),
     ("report-incomparable", incomparable, "cannot combine runs"),
 ]
 
@@ -985,6 +1027,21 @@ def test_report_names_the_first_of_several_errors(tmp_path, args, message):
     result = invoke_command("report", *(arg.format(**fill) for arg in args))
     assert result.code == 2, result.stdout
     assert result.stderr == f"losscmp: error: {message.format(**fill)}\n"
+
+
+def test_report_of_a_folder_whose_subfolders_hold_runs_names_them(tmp_path, monkeypatch):
+    """'losscmp report results' where each experiment has its own --out (results/pets/,
+    results/synthetic/) said only 'no losscmp run found in results'."""
+    for name in ("synthetic", "pets", "my runs"):
+        write_run(tmp_path / "results" / name, quality={"dice": 0.8})
+    (tmp_path / "results" / "notes").mkdir()
+    monkeypatch.chdir(tmp_path)
+    result = invoke_command("report", "results")
+    assert result.code == 2
+    assert result.stderr == (
+        "losscmp: error: no losscmp run found in results, but its subfolders hold runs: "
+        '"my runs", pets and synthetic (did you mean \'losscmp report "results/my runs"\'?)\n'
+    )
 
 
 def test_report_of_a_run_folders_file_names_the_run_to_report(tmp_path, monkeypatch):

@@ -30,6 +30,7 @@ from losscmp.results import RunStore, planned_trial_names, read_run_json, trial_
 from losscmp.selection import chosen_rows
 from losscmp.summary import (
     RunResults,
+    build_report,
     combine_runs,
     failed_trial_notes,
     headline_caption,
@@ -45,8 +46,10 @@ from losscmp.summary import (
 QUALITY = {"dice": 0.80, "focal": 0.55, "tversky": 0.78}
 
 
-def rendered(table, width: int = 250) -> str:
-    console = Console(record=True, width=width, color_system=None, file=io.StringIO())
+def rendered(table, width: int = 250, color_system: str | None = None) -> str:
+    """``table`` as text, drawn as on a pipe (no styles) or, given a ``color_system``, as
+    on a terminal."""
+    console = Console(record=True, width=width, color_system=color_system, file=io.StringIO())
     console.print(table)
     return console.export_text()
 
@@ -331,6 +334,36 @@ def test_a_failed_trial_is_noted_once_not_also_as_unfinished(tmp_path):
     ]
 
 
+def _command_in(text: str, start: str) -> list[str]:
+    """The words of the command ``text`` gives from ``start`` on, as bash reads it pasted:
+    up to the closing quote that wraps it, else to the end."""
+    command = text[text.index(start) :]
+    if text[text.index(start) - 1] == "'":
+        command = command[: command.rindex("'")]
+    printed = subprocess.run(
+        ["bash", "-c", f"printf '%s\\0' {command}"], capture_output=True, check=True
+    )
+    return printed.stdout.decode().split("\0")[:-1]
+
+
+def test_the_commands_in_notes_name_a_folder_with_spaces_as_one_word(tmp_path):
+    """'finish it with: losscmp run --resume my runs/...' pasted ran --resume on 'my'."""
+    parent = tmp_path / "my runs $HOME"
+    run_dir = write_run(
+        parent, quality={"dice": 0.7}, extra_meta={"failed_trials": {"lost": "worker died"}}
+    )
+    meta = read_run_json(run_dir)
+    meta["trials"] += ["lost", "never started"]
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    failed, unfinished = report_notes(load_run(run_dir))
+    resume = ["losscmp", "run", "--resume", str(run_dir)]
+    assert _command_in(failed, "losscmp run") == resume
+    assert _command_in(unfinished, "losscmp run") == resume
+    with pytest.raises(LosscmpError) as inside:
+        resolve_run_dirs([run_dir / "trials"])
+    assert _command_in(str(inside.value), "losscmp report") == ["losscmp", "report", str(run_dir)]
+
+
 def test_the_failed_trials_note_is_left_out_only_where_asked(tmp_path):
     """The failed trials are data (RunResults.failed_trials), not a note tagged by its type
     (a str subclass, lost by any copy of the text): 'losscmp run', whose last line names
@@ -485,6 +518,22 @@ def test_a_validation_only_run_reports_validation_and_says_so(tmp_path):
     assert "VALIDATION ONLY" in text and "Dice val." in text
 
 
+def test_a_validation_only_run_is_not_combined_with_one_that_reports_test(tmp_path):
+    """Combined, the older run's losses had no test score: a table of dashes under a caption
+    that said every score was read on test."""
+    old = write_run(tmp_path, quality={"dice": 0.8}, schema_version=1, run_id="20250101-0-old")
+    new = write_run(tmp_path, quality={"focal": 0.6}, run_id="20260101-0-new")
+    with pytest.raises(LosscmpError) as refused:
+        build_report([old, new])
+    assert str(refused.value) == (
+        "cannot combine runs 20250101-0-old and 20260101-0-new: 20250101-0-old was made "
+        "before losscmp kept a test split (schema 1: its scores are on validation) and "
+        "20260101-0-new is scored on test; report them separately"
+    )
+    with pytest.raises(LosscmpError, match="20250101-0-old was made before"):
+        build_report([new, old])
+
+
 def test_twin_is_indistinguishable_and_worse_loss_is_significant(summary):
     rows = summary.set_index("loss")
     twin = "dice_copy" if rows.loc["dice", "is_best"] else "dice"
@@ -549,6 +598,18 @@ def test_a_run_whose_every_trial_diverged_in_its_first_epoch_is_reported(tmp_pat
     assert rows["score_mean"].isna().all() and rows["rank"].isna().all()
     assert set(summary["headline_split"]) == {"test"}
     assert rendered(render_table(summary, "dice")).count("diverged ep 1") == 2
+
+
+def test_the_caption_says_a_loss_that_diverged_on_every_seed_has_no_score(tmp_path):
+    """Its '–' were put down to 'no test where fewer than two seeds are in common with the
+    best', of a table whose other loss had every seed, or of one with no best at all."""
+    diverged = {("focal", 0): 2, ("focal", 1): 2}
+    one = write_run(tmp_path / "one", quality=QUALITY, seeds=(0, 1), diverged=diverged)
+    every = {(loss, seed): 1 for loss in QUALITY for seed in (0, 1)}
+    all_of_them = write_run(tmp_path / "all", quality=QUALITY, seeds=(0, 1), diverged=every)
+    for run_dir in (one, all_of_them):
+        caption = build_report([run_dir]).caption
+        assert caption.endswith(" –: a loss that diverged on every seed has no score."), caption
 
 
 def test_trials_that_diverged_before_any_epoch_row_are_reported(tmp_path):
@@ -646,6 +707,22 @@ def test_comparable_runs_combine(tmp_path):
     summary = summarize(runs)
     assert summary["loss"].tolist() == ["dice", "tversky", "focal"]
     assert summary["p_holm"].notna().sum() == 2
+
+
+def test_tables_written_to_a_file_end_no_line_in_spaces(cli, tmp_path):
+    """Piped or redirected, every line was padded to the table's width (after the centred
+    title, each caption line, the status): 'losscmp report ... > table.txt' then showed
+    as trailing whitespace in every diff and editor."""
+    run_dir = write_run(
+        tmp_path, quality=QUALITY, class_names=("background", "pet", "border"), seeds=(0,)
+    )
+    result = cli("report", run_dir)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "Dice per class" in result.stdout and len(lines) > 20
+    assert [line for line in lines if line != line.rstrip()] == []
+    title = lines[0]
+    assert title.strip() == "losscmp — synthetic" and title.startswith(" " * 10)  # centred
 
 
 def test_the_report_says_which_runs_its_table_holds(cli, tmp_path):
@@ -746,6 +823,36 @@ def test_the_caption_says_why_a_loss_of_a_several_seed_table_has_no_interval_or_
     )
     best_has_three = summarize([load_run(three)])
     assert "–:" not in headline_caption("dice", best_has_three)
+
+
+def test_a_finished_seed_without_a_headline_score_is_said_not_silently_dropped(tmp_path):
+    """A finished trial whose test Dice is NaN (a hand-edited record; AP of a split with no
+    foreground pixel) was left out of its loss's mean without a word: dice ranked first on
+    its other seed alone, with 'ok', no sd and no caption or note saying why."""
+    run_dir = write_run(tmp_path, quality={"dice": 0.6, "focal": 0.8}, seeds=(0, 1))
+    path = run_dir / "trials" / f"{trial_id('synthetic', 'focal', 0, LR)}.json"
+    record = json.loads(path.read_text())
+    for row in record["epochs"]:
+        row["test_dice"] = math.nan
+    path.write_text(json.dumps(record))
+    report = build_report([run_dir])
+    rows = report.summary.set_index("loss")
+    assert rows["n_seeds"].to_dict() == {"focal": 2, "dice": 2}
+    assert rows["n_scored"].to_dict() == {"focal": 1, "dice": 2}
+    focal_seed_1 = json.loads(
+        (run_dir / "trials" / f"{trial_id('synthetic', 'focal', 1, LR)}.json").read_text()
+    )
+    epochs = focal_seed_1["epochs"]
+    chosen = max(epochs, key=lambda row: row["val_dice"])  # the first of equals, as report
+    assert rows.loc["focal", "score_mean"] == chosen["test_dice"]
+    assert (
+        "focal: 1 of its 2 seeds has no test Dice at its chosen epoch (NaN in the run's "
+        "records); its mean is over 1 seed" in report.notes
+    )
+    assert report.caption.endswith(
+        " –: a loss with a score on one seed only (the others diverged or have none) has no "
+        "interval; no test where fewer than two seeds are in common with the best."
+    )
 
 
 def test_a_run_made_before_data_fingerprints_combines_with_a_newer_one(tmp_path):
@@ -1393,12 +1500,34 @@ def test_the_dial_marks_the_loss_each_fractions_table_ranks_first(tmp_path):
     for metric in ("dice", "ece"):  # ECE here is 0.1 x (1 - Dice): dice's is the lowest
         dial = imbalance_frame(summarize(load_run(run_dir), metric))
         assert best_at_each_fraction(dial) == {("dice", 0.01), ("dice", 0.05)}
+    ece = render_imbalance_table(summarize(load_run(run_dir), "ece"), metric="ece")
+    caption = " ".join(rendered(ece).split())
+    assert "ECE (test, lower is better, at the epoch chosen on validation" in caption
     diverged = {("dice", 0): 2, ("dice", 1): 2}
     unstable = write_run(tmp_path / "u", quality={"dice": 0.8, "bce": 0.6}, datasets=datasets,
                          diverged=diverged)  # fmt: skip
     dial = imbalance_frame(summarize(load_run(unstable)))
     assert dial.set_index(["loss", "fg_fraction"]).loc[("dice", 0.01), "score_mean"] > 0.7
     assert best_at_each_fraction(dial) == {("bce", 0.01), ("bce", 0.05)}
+
+
+def test_the_dials_best_cells_are_starred_where_the_output_has_no_bold(tmp_path):
+    """Piped or in a file the caption said 'bold = best at that fraction' of a table with no
+    bold in it: nothing told the best apart. There, the best cells are starred."""
+    datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.2)]
+
+    def quality(loss: str, dataset: str) -> float:  # dice best at 0.01, bce at 0.2
+        return {"dice": 0.8, "bce": 0.6}[loss] * (0.5 if loss == "dice" and "0.2" in dataset else 1)
+
+    run_dir = write_run(tmp_path, quality=quality, losses=["dice", "bce"], datasets=datasets)
+    grid = render_imbalance_table(summarize(load_run(run_dir)))
+    plain = rendered(grid)
+    rows = {line.split()[0]: line.split()[1:] for line in plain.splitlines() if "±" in line}
+    assert [cell.startswith("*") for cell in rows["dice"][::3]] == [True, False]
+    assert [cell.startswith("*") for cell in rows["bce"][::3]] == [False, True]
+    assert "* = best at that fraction." in " ".join(plain.split())
+    text = rendered(grid, color_system="truecolor")
+    assert "*" not in text and "bold = best at that fraction." in " ".join(text.split())
 
 
 def test_a_fraction_where_every_loss_diverged_has_no_best_and_still_renders(tmp_path):
@@ -1463,7 +1592,7 @@ def test_a_narrow_terminal_draws_the_dial_in_several_tables_every_number_whole(
     """At 100 columns Rich broke each 'mean ± sd' over two lines, at 80 over three, and at
     60 cut every number to '0…'. Every fraction is kept, in order, in as few tables of
     whole cells as fit, each with the loss names; the caption once, under the last."""
-    text = rendered(render_imbalance_table(wide_dial), width)
+    text = rendered(render_imbalance_table(wide_dial), width, color_system="standard")
     assert "…" not in text
     assert max(len(line.rstrip()) for line in text.splitlines()) <= width
     assert dial_cells(text) == expected_dial_cells(wide_dial)
@@ -1558,6 +1687,11 @@ def test_metric_ece_ranks_the_lowest_first(run_dir):
     assert best["loss"] in ("dice", "dice_copy")  # the best Dice has the lowest ECE here
     ordered = summary.sort_values("rank")["score_mean"].tolist()
     assert ordered == sorted(ordered)
+    # the table's 'best' is its lowest ECE: the caption says which way is better
+    assert headline_caption("ece", summary).startswith(
+        "Headline: dataset-level ECE (lower is better) on the test split at each trial's epoch"
+    )
+    assert "(lower is better)" not in headline_caption("dice", summarize(load_run(run_dir)))
 
 
 def test_threshold_metrics_of_a_multiclass_run_are_refused(tmp_path):
@@ -1668,6 +1802,42 @@ def test_a_run_folder_that_takes_no_files_is_still_reported(cli, run_dir, tmp_pa
     assert page.read_text().startswith("<!DOCTYPE html>")
     after = (run_dir / "summary.csv").read_bytes() if (run_dir / "summary.csv").exists() else None
     assert after == before
+
+
+def test_plots_into_a_run_folder_that_takes_no_files_is_refused_before_any_file(
+    cli, run_dir, tmp_path, monkeypatch
+):
+    """--plots on a read-only run: --csv was written elsewhere, then the figures failed and
+    report exited 2 with a file written; it is checked first, as --csv and --html are."""
+    import errno
+    import tempfile
+
+    from losscmp import results
+
+    real_write, real_mkstemp = results.atomic_write_bytes, tempfile.mkstemp
+
+    def refused(folder):
+        if Path(folder).resolve() in (run_dir.resolve(), (run_dir / "plots").resolve()):
+            raise OSError(errno.EROFS, "Read-only file system", str(folder))
+
+    def write(path, data):
+        refused(Path(path).parent)
+        real_write(path, data)
+
+    def mkstemp(*args, dir=None, **kwargs):
+        refused(dir)
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(results, "atomic_write_bytes", write)
+    monkeypatch.setattr(results.tempfile, "mkstemp", mkstemp)
+    table = tmp_path / "elsewhere.csv"
+    result = cli("report", run_dir, "--csv", table, "--plots")
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"losscmp: error: --plots {run_dir / 'plots'} is not writable: {run_dir} takes no new "
+        "files (Read-only file system); --html FILE holds the figures\n"
+    )
+    assert not table.exists() and result.stdout == ""
 
 
 def test_a_report_read_while_the_run_wrote_its_last_trial_leaves_summary_csv_alone(

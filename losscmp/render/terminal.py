@@ -13,6 +13,7 @@ from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions
 from rich.constrain import Constrain
 from rich.measure import Measurement
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -29,7 +30,7 @@ from losscmp.render.cells import (
     table_columns,
     table_extras,
 )
-from losscmp.selection import chosen_rows
+from losscmp.selection import chosen_rows, higher_is_better
 from losscmp.summary import (
     METRIC_TITLES,
     ONE_SEED_ADVICE,
@@ -48,7 +49,34 @@ def render(report: Report) -> list:
         render_imbalance_table(report.summary, metric=report.metric),
         *render_class_tables(report.summary),
     ]
-    return [table for table in tables if table is not None]
+    return [Trimmed(table) for table in tables if table is not None]
+
+
+class Trimmed:
+    """A renderable's lines without the spaces Rich pads them with to the table's width
+    (after a centred title, a short caption line, the status column): written to a file,
+    every line ended in a run of spaces, which diffs and editors flag."""
+
+    def __init__(self, renderable) -> None:
+        self.renderable = renderable
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions):
+        for line in console.render_lines(self.renderable, options, pad=False):
+            yield from _without_trailing_spaces(line)
+            yield Segment.line()
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options, self.renderable)
+
+
+def _without_trailing_spaces(line: list[Segment]) -> list[Segment]:
+    line = list(line)
+    while line and not line[-1].control and not line[-1].text.rstrip(" "):
+        line.pop()
+    if line and not line[-1].control:
+        last = line[-1]
+        line[-1] = Segment(last.text.rstrip(" "), last.style)
+    return line
 
 
 def render_table(
@@ -211,7 +239,7 @@ def render_imbalance_table(summary: pd.DataFrame, metric: str = "dice") -> LossG
         return None
     fractions = sorted(dial["fg_fraction"].unique())
     best_pairs = best_at_each_fraction(dial)
-    rows = []
+    rows, best = [], set()
     for loss, entries in dial.groupby("loss", sort=True):
         by_fraction = entries.set_index("fg_fraction")
         cells = []
@@ -220,16 +248,31 @@ def render_imbalance_table(summary: pd.DataFrame, metric: str = "dice") -> LossG
                 cells.append(Text("–"))
                 continue
             entry = by_fraction.loc[fraction]
-            style = "bold green" if (loss, fraction) in best_pairs else ""
+            style = ""
+            if (loss, fraction) in best_pairs:
+                style = "bold green"
+                best.add((len(rows), len(cells)))
             cells.append(Text(mean_sd(entry["score_mean"], entry["score_std"]), style=style))
         rows.append((loss, cells))
     return LossGrid(
         f"Imbalance dial — {dial['dial_group'].iloc[0]}",
         [f"fg {fraction:g}" for fraction in fractions],
         rows,
-        caption=f"{METRIC_TITLES[metric]} ({split_word(summary)}, at the epoch chosen on "
-        "validation, mean ± sd over seeds) by foreground fraction; bold = best at that fraction.",
+        caption=f"{METRIC_TITLES[metric]} ({split_word(summary)}{_lower_is_better(metric)}, "
+        "at the epoch chosen on validation, mean ± sd over seeds) by foreground fraction; "
+        f"{BOLD_BEST} at that fraction.",
+        best=best,
     )
+
+
+def _lower_is_better(metric: str) -> str:
+    """ECE's best is its lowest: said where the dial marks a best."""
+    return "" if higher_is_better(metric) else ", lower is better"
+
+
+BOLD_BEST = "bold = best"
+# Without styles (a pipe, a file, TERM=dumb) bold does not show: the best cells are starred.
+PLAIN_BEST = "* = best"
 
 
 def render_class_tables(summary: pd.DataFrame) -> list[LossGrid]:
@@ -272,8 +315,12 @@ class LossGrid:
         columns: list[str],
         rows: list[tuple[str, list[Text]]],
         caption: str | None,
+        best: Collection[tuple[int, int]] = (),
     ) -> None:
+        """``best``: the (row, column) positions of cells drawn in bold, which the caption
+        calls the best; starred where the output has no styles."""
         self.title, self.columns, self.rows, self.caption = title, columns, rows, caption
+        self.best = set(best)
 
     def tables(self, count: int, fold: bool = False) -> list[Table]:
         """The grid in ``count`` tables of consecutive columns, as even as can be."""
@@ -291,11 +338,22 @@ class LossGrid:
         table.add_column("loss", no_wrap=not fold, overflow="fold" if fold else "ellipsis")
         for column in columns:
             table.add_column(self.columns[column], justify="right", no_wrap=True)
-        for loss, cells in self.rows:
-            table.add_row(Text(loss), *(cells[column] for column in columns))
+        for index, (loss, cells) in enumerate(self.rows):
+            table.add_row(Text(loss), *(self._cell(cells, index, column) for column in columns))
         return table
 
+    def _cell(self, cells: list[Text], row: int, column: int) -> Text:
+        if self._plain and (row, column) in self.best:
+            return Text("*") + cells[column]  # before the number: the column stays aligned
+        return cells[column]
+
+    _plain = False  # set while drawn on a console without styles
+
     def __rich_console__(self, console: Console, options: ConsoleOptions):
+        self._plain = bool(self.best) and console.color_system is None
+        caption = self.caption
+        if self._plain and caption:
+            caption = caption.replace(BOLD_BEST, PLAIN_BEST)
         counts = range(1, len(self.columns) + 1)
         count = next(
             (count for count in counts if _fit(self.tables(count), console, options)), None
@@ -304,7 +362,7 @@ class LossGrid:
         for table in tables:
             _title_on_one_line(table, options.max_width)
         if len(tables) == 1:
-            tables[0].caption, tables[0].caption_justify = self.caption, "left"
+            tables[0].caption, tables[0].caption_justify = caption, "left"
             yield tables[0]
             return
         drawn = Table.grid(padding=(1, 0))
@@ -313,8 +371,8 @@ class LossGrid:
         drawn.add_column()
         for table in tables:
             drawn.add_row(table)
-        if self.caption:
-            drawn.add_row(Text(self.caption, style="table.caption"))
+        if caption:
+            drawn.add_row(Text(caption, style="table.caption"))
         yield drawn
 
 
