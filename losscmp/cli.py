@@ -411,11 +411,14 @@ def _report_run(prepared, run_dir: Path, command: str, failed_line: str) -> None
             failures_told=bool(failed_line),
         )
     except KeyboardInterrupt as stop:
+        from losscmp.results import shell_path
+
         trained = "the trials that trained are" if failed_line else "every trial is"
         typer.echo(
             # the command last and unquoted: its own quotes (a dataset spec) would nest
-            f"losscmp: {_stopped(stop)}; {trained} saved in {run_dir}: 'losscmp "
-            f"report {run_dir}' prints the table; this writes its report.html too: {command}",
+            f"losscmp: {_stopped(stop)}; {trained} saved in {run_dir}; losscmp report "
+            f"{shell_path(run_dir)} prints the table, and this writes its report.html too: "
+            f"{command}",
             err=True,
         )
         if failed_line:  # last, as a run not stopped prints it

@@ -913,12 +913,13 @@ def test_ctrl_c_while_the_table_prints_says_the_run_is_complete(cli, tmp_path, m
         raise KeyboardInterrupt
 
     monkeypatch.setattr(losscmp.cli, "_print_report", interrupted)
-    result = cli("run", "--config", SMOKE, "--epochs", "1", "--losses", "dice", "--out", tmp_path)
+    out = tmp_path / "my runs"  # a space: the command to paste must quote it
+    result = cli("run", "--config", SMOKE, "--epochs", "1", "--losses", "dice", "--out", out)
     assert result.exit_code == 130
-    (run_dir,) = tmp_path.iterdir()
+    (run_dir,) = out.iterdir()
     last_line = result.stderr.splitlines()[-1]
     assert last_line.startswith(f"losscmp: interrupted; every trial is saved in {run_dir}")
-    assert f"'losscmp report {run_dir}' prints the table" in last_line
+    assert f'; losscmp report "{run_dir}" prints the table, and this writes' in last_line
     assert len(list((run_dir / "trials").glob("*.json"))) == 1
 
 

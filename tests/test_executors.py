@@ -821,8 +821,8 @@ def test_stopped_while_the_table_prints_still_names_the_failed_trials(
     assert failed.endswith(f" --threads 1 --resume {run_dir}")
     command = failed.split("train it again with: ")[1]  # both lines give the one command
     assert stopped == (
-        f"losscmp: {stopped_by}; the trials that trained are saved in {run_dir}: 'losscmp "
-        f"report {run_dir}' prints the table; this writes its report.html too: {command}"
+        f"losscmp: {stopped_by}; the trials that trained are saved in {run_dir}; losscmp "
+        f"report {run_dir} prints the table, and this writes its report.html too: {command}"
     )
 
 
