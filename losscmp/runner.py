@@ -438,8 +438,10 @@ def _run_jobs(store, prepared: PreparedRun, execution: Execution, done: set[str]
         fused_per_copy=execution.fused_per_copy,
         fused_own_weights=execution.fused_own_weights,
     )
+    # Computed already (run.json records them, --resume compares them): no cost here.
+    fingerprints = {label: data.fingerprint() for label, data in prepared.datasets.items()}
     context = JobContext(
-        plan.config, plan.loss_specs, plan.dataset_specs, settings, execution.threads
+        plan.config, plan.loss_specs, plan.dataset_specs, settings, execution.threads, fingerprints
     )
     share_datasets(prepared.datasets, plan.config)
     jobs = make_jobs(

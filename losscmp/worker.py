@@ -21,6 +21,8 @@ STEP_EVENT_INTERVAL_S = 0.1
 # Datasets loaded by this process, by (label, loading options): a worker keeps them
 # across the jobs it runs, so a dataset is generated or decoded once per process.
 _DATASETS: dict[tuple, Any] = {}
+# Why this process's own copy of a dataset was refused (``data.shared.check_own_copy``).
+_REFUSED: dict[tuple, str] = {}
 
 
 def run_job(job, context, emit: Listener, *, device=None, where: str = "") -> list:
@@ -92,17 +94,26 @@ def import_job_modules() -> None:
 
 def job_dataset(label: str, context) -> Any:
     from losscmp.data import load_dataset
+    from losscmp.data.shared import DataDiffers, check_own_copy
 
     config = context.config
     key = _dataset_key(label, config)
+    if key in _REFUSED:  # this process's copy differs: every job of it is refused at once
+        raise DataDiffers(_REFUSED[key])
     if key not in _DATASETS:
-        _DATASETS[key] = load_dataset(
+        data = load_dataset(
             context.dataset_specs[label],
             data_dir=config.data_dir,
             image_size=config.image_size,
             limit=config.limit,
             seed=config.seed,
         )
+        try:
+            check_own_copy(data, context.dataset_fingerprints.get(label))
+        except DataDiffers as error:
+            _REFUSED[key] = str(error)
+            raise
+        _DATASETS[key] = data
     return _DATASETS[key]
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import sys
 from multiprocessing import shared_memory
@@ -14,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures_data import tiny_data
+from fixtures_data import encode, make_folder, tiny_data
 
 from losscmp.config import RunConfig
-from losscmp.data import shared
+from losscmp.data import load_dataset, shared
 from losscmp.data.shared import SharedArrays, attach
 from losscmp.executors.base import Execution
 from losscmp.executors.local import LocalExecutor
@@ -171,3 +173,108 @@ def test_the_sweep_spares_live_owners_other_namespaces_and_other_files(tmp_path)
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
         name for key, name in files.items() if key != "dead"
     )
+
+
+def _share_then_edit_a_mask(monkeypatch, root: Path) -> None:
+    """Once the main process has loaded the data and shared what it could (so before any
+    worker loads its own copy), one mask file is rewritten with another object."""
+    real_share = LocalExecutor.share
+
+    def share_then_edit(self, datasets):
+        kept = real_share(self, datasets)
+        mask = np.zeros((40, 56), np.uint8)
+        mask[5:25, 30:50] = 255
+        (root / "masks" / "case_000.png").write_bytes(encode(mask, "PNG"))
+        return kept
+
+    monkeypatch.setattr(LocalExecutor, "share", share_then_edit)
+
+
+@pytest.mark.parametrize(
+    "edited",
+    [
+        pytest.param(False, id="same-files", marks=pytest.mark.slow),  # trains: 20 s
+        pytest.param(True, id="edited-meanwhile"),  # trains nothing: 12 s, workers spawned
+    ],
+)
+def test_a_worker_loading_its_own_copy_trains_only_on_the_main_process_data(
+    cli, tmp_path, monkeypatch, edited
+):
+    """Without room in /dev/shm each worker loads the dataset itself: files edited after
+    the main process loaded them (or another copy on a Ray node) had some trials train on
+    other data, without a word. A worker now compares its copy's fingerprint with the main
+    process's: the same files train as before; edited ones fail each trial at once (no
+    retry: it would read the same files), naming the data, the host and both digests."""
+    root = tmp_path / "data"
+    make_folder(root, count=12)
+    monkeypatch.setattr(shared, "HEADROOM_BYTES", 1 << 60)  # a full /dev/shm: own copies
+    if edited:
+        _share_then_edit_a_mask(monkeypatch, root)
+    out = tmp_path / "runs"
+    flags = ["--losses", "dice,bce", "--epochs", "1", "--model", "tiny", "--device", "cpu"]
+    result = cli(
+        "run", "--dataset", f"folder:{root}", *flags, "--threads", "1", "-j", "2", "--out", out
+    )
+
+    (run_dir,) = out.iterdir()
+    meta = json.loads((run_dir / "run.json").read_text())
+    if not edited:
+        assert result.exit_code == 0, result.output
+        assert "failed_trials" not in meta or not meta["failed_trials"]
+        return
+    assert result.exit_code == 1, result.output
+    ((label, stored),) = meta["datasets"].items()
+    theirs = load_dataset(label, image_size=64).fingerprint()  # the edited files'
+    assert theirs != stored["fingerprint"]
+    expected = (
+        f"the data at {root} on {socket.gethostname()} differs from the driver's (fingerprint "
+        f"{theirs}, not {stored['fingerprint']}: files edited, added or removed since the run "
+        "loaded them, or another copy); not trained"
+    )
+    assert list(meta["failed_trials"].values()) == [expected, expected]
+    assert "retry:" not in result.stderr
+
+
+def test_a_workers_own_copy_is_checked_once_and_a_differing_one_refused_for_every_job(
+    monkeypatch,
+):
+    """What a worker loads itself must have the main process's fingerprint; one that does
+    not is refused, and so is every later job of that data in the process, without loading
+    it again (Pets: 8 s a load). Generated data says what could make it differ."""
+    from losscmp import data as data_package
+    from losscmp import worker
+    from losscmp.executors.base import JobContext
+    from losscmp.spec import as_spec
+
+    monkeypatch.setattr(worker, "_DATASETS", {})
+    monkeypatch.setattr(worker, "_REFUSED", {})
+    loads = []
+    real_load = data_package.load_dataset
+
+    def counted_load(*args, **kwargs):
+        loads.append(args[0])
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(data_package, "load_dataset", counted_load)
+    label = "synthetic(fg_fraction=0.1,n_train=8,n_val=4,n_test=4)"
+    config = RunConfig(dataset=label, image_size=32)
+    right = real_load(label, image_size=32).fingerprint()
+
+    def context(fingerprint: str) -> JobContext:
+        return JobContext(config, {}, {label: as_spec(label)}, None, 1, {label: fingerprint})
+
+    with pytest.raises(shared.DataDiffers) as refused:
+        worker.job_dataset(label, context("0" * 16))
+    assert str(refused.value) == (
+        f"the data of {label} generated on {socket.gethostname()} differs from the driver's "
+        f"(fingerprint {right}, not 0000000000000000: another numpy or losscmp here?); "
+        "not trained"
+    )
+    with pytest.raises(shared.DataDiffers, match="not 0000000000000000"):
+        worker.job_dataset(label, context("0" * 16))  # the next job: not loaded again
+    assert len(loads) == 1
+
+    monkeypatch.setattr(worker, "_REFUSED", {})  # a fresh worker, its copy as the main's
+    assert worker.job_dataset(label, context(right)).fingerprint() == right
+    assert worker.job_dataset(label, context(right)) is worker.job_dataset(label, context(right))
+    assert len(loads) == 2

@@ -18,6 +18,10 @@ takes Python's resource tracker with the main process, and nothing unlinks the b
 a Pets-sized dataset would stay in /dev/shm (memory) until a reboot. So on Linux the
 blocks are named after their owner (``losscmp_<pid namespace>_<pid>_<random>``) and the
 next run that shares a dataset unlinks those whose owner is gone (:func:`sweep_abandoned`).
+
+A worker that loads its own copy reads the files again, maybe after they were edited
+(or, on another machine, from another copy of them): :func:`check_own_copy` compares
+that copy's fingerprint with the main process's, and refuses to train on another.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import mmap
 import os
 import re
 import secrets
+import socket
 import sys
 from dataclasses import dataclass
 from multiprocessing import shared_memory
@@ -99,6 +104,30 @@ class SharedArrays:
             segment.close()
             segment.unlink()
         self._segments = []
+
+
+class DataDiffers(Exception):
+    """A worker's own copy of a dataset is not the data the main process loaded. Not
+    worth a retry: the worker would read the same files again."""
+
+
+def check_own_copy(data: SegmentationData, expected: str | None) -> None:
+    """Refuse ``data``, loaded by this worker itself, unless its fingerprint (a digest of
+    every split's names, images and masks, the mode, classes and ignore label) is
+    ``expected``, the main process's (None: the main process gave none, nothing to check).
+    About 1 s per GB of images, once per worker: only where a worker loads its own copy."""
+    if expected is None or data.fingerprint() == expected:
+        return
+    source, host = data.info.get("source"), socket.gethostname()
+    if source in (None, "generated"):  # synthetic: made from its spec and seed alone
+        where, why = f"of {data.spec} generated on {host}", "another numpy or losscmp here?"
+    else:
+        where = f"at {source} on {host}"
+        why = "files edited, added or removed since the run loaded them, or another copy"
+    raise DataDiffers(
+        f"the data {where} differs from the driver's (fingerprint {data.fingerprint()}, "
+        f"not {expected}: {why}); not trained"
+    )
 
 
 def attach(shared: SharedDataset) -> SegmentationData:

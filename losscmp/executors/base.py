@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from losscmp.config import RunConfig
@@ -102,6 +102,9 @@ class JobContext:
     dataset_specs: dict[str, Spec]
     settings: Any  # train.TrainSettings
     threads: int  # torch threads per job: part of what fixes floating-point order
+    # Label -> the fingerprint of the dataset the main process loaded: a worker that loads
+    # its own copy (no room to share it) trains only if its copy's is the same.
+    dataset_fingerprints: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -27,7 +27,7 @@ from multiprocessing.connection import wait
 from typing import Any, NoReturn
 
 from losscmp.config import RunConfig
-from losscmp.data.shared import SharedArrays, SharedDataset, sweep_abandoned
+from losscmp.data.shared import DataDiffers, SharedArrays, SharedDataset, sweep_abandoned
 from losscmp.events import RunNote, TrialRetried
 from losscmp.executors.base import (
     ATTEMPTS,
@@ -316,6 +316,8 @@ class _Worker:
                 self.took = True
             elif kind == "done":
                 ended.append(self._end(outcomes=payload))
+            elif kind == "refused":
+                ended.append(self._refused(payload))
             else:  # "error": the job raised; the worker exits rather than run on in a bad state
                 ended.append(self._end(failure=payload))
         return ended
@@ -337,6 +339,14 @@ class _Worker:
         self.job = None
         if failure is not None:
             self.broken = True
+        return ended
+
+    def _refused(self, reason: str) -> _Ended:
+        """A job its worker refused, its own copy of the data differing from this process's:
+        failed at once (a retry, on this machine, would read the same files), while the
+        worker, which trained nothing, takes the next job."""
+        ended = _Ended(self.job, ATTEMPTS, failure=reason)
+        self.job = None
         return ended
 
     def _death(self) -> str:
@@ -400,6 +410,9 @@ def _worker_main(conn, index: int, device_type: str | None) -> None:
             conn.send(("done", outcomes))
         except (BrokenPipeError, ConnectionResetError):  # the main process is gone (killed)
             _end_orphaned()
+        except DataDiffers as error:  # raised before training: nothing here is amiss
+            with contextlib.suppress(OSError):
+                conn.send(("refused", str(error)))
         except Exception as error:  # reported to the main process, which retries the job
             with contextlib.suppress(OSError):
                 conn.send(("error", failure_reason(error)))
