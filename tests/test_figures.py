@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -12,7 +13,7 @@ import pytest
 from run_fixtures import write_run
 
 from losscmp.render import figures
-from losscmp.summary import imbalance_frame, load_run, summarize
+from losscmp.summary import at_chosen_rates, imbalance_frame, load_run, summarize
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 QUALITY = {"dice": 0.8, "focal": 0.6, "tversky": 0.75}
@@ -468,3 +469,139 @@ def test_the_panel_ignores_the_label_the_summary_names(monkeypatch):
     monkeypatch.setattr(summary, "IGNORE_LABEL", 7)
     assert figures._prediction_dice(mask, prediction, "binary", 2) == pytest.approx(2 / 3)
     assert len(figures._class_colours(np.array([[1, 7], [2, 0]]))) == 2  # classes 1 and 2
+
+
+def _curve_lines(figure) -> dict:
+    """The learning curves' lines by legend label (the first panel)."""
+    return {line.get_label(): line for line in figure.axes[0].get_lines()}
+
+
+def _rings(axis) -> list:
+    """The chosen-epoch rings, one collection per loss in the legend's order."""
+    return [c for c in axis.collections if c.get_gid() == figures.CHOSEN_EPOCH_GID]
+
+
+def _with_scores(results, loss: str, column: str, change):
+    """``results`` with ``change`` applied to ``column`` of ``loss``'s epoch rows."""
+    epochs = results.epochs.copy()
+    rows = epochs["loss"] == loss
+    epochs.loc[rows, column] = change(epochs.loc[rows, column])
+    return dataclasses.replace(results, epochs=epochs)
+
+
+def test_the_mcc_curves_keep_their_negative_scores_in_view(tmp_path):
+    """The y axis began at 0 for every metric: MCC below 0 (a loss worse than chance) was
+    cut off at the bottom edge. Each score's view stays within its own range instead."""
+    run_dir = write_run(tmp_path, quality=QUALITY, seeds=(0,), panel=False)
+    results = _with_scores(load_run(run_dir), "focal", "val_mcc", lambda mcc: mcc - 0.7)
+    lowest = results.epochs["val_mcc"].min()
+    assert -1 < lowest < -0.2
+    axis = figures.learning_curves(results, "mcc").axes[0]
+    low, high = axis.get_ylim()
+    assert -1.0 <= low <= lowest and high <= 1.0
+    assert _curve_lines(axis.figure)["focal"].get_ydata().min() == pytest.approx(lowest)
+
+
+def test_a_dice_band_past_1_is_cut_at_1_and_so_is_the_view(tmp_path):
+    """Seeds near a perfect Dice: mean + sd passed 1, and the band (and the axis) with it."""
+    run_dir = write_run(tmp_path, quality={"dice": 0.8}, epochs=1, panel=False)
+    near_perfect = np.array([0.9, 1.0, 1.0])  # seeds 0, 1, 2: mean + sd = 1.024
+    results = _with_scores(load_run(run_dir), "dice", "val_dice", lambda _: near_perfect)
+    axis = figures.learning_curves(results).axes[0]
+    (band,) = [c for c in axis.collections if c.get_gid() != figures.CHOSEN_EPOCH_GID]
+    assert band.get_paths()[0].vertices[:, 1].max() == pytest.approx(1.0)
+    assert band.get_paths()[0].vertices[:, 1].min() == pytest.approx(0.96667 - 0.05774, abs=1e-4)
+    assert axis.get_ylim()[1] == 1.0
+
+
+def test_the_legend_lists_the_losses_in_the_tables_order(tmp_path):
+    """It listed them by name (focal, tversky, dice): a reader matched colours against a
+    table ranked dice, tversky, focal."""
+    run_dir = write_run(tmp_path, quality={"focal": 0.6, "tversky": 0.75, "dice": 0.8})
+    results = load_run(run_dir)
+    table = summarize(results)
+    assert list(table["loss"]) == ["dice", "tversky", "focal"]
+    axis = figures.learning_curves(results, table=table).axes[0]
+    labels = [text.get_text() for text in axis.get_legend().get_texts()]
+    assert labels == ["dice", "tversky", "focal", "epoch chosen on validation"]
+    assert [line.get_label() for line in axis.get_lines()] == labels[:3]
+
+
+def test_the_legend_of_a_learning_rate_grid_names_each_loss_at_its_chosen_rate(tmp_path):
+    """Each line is the loss at the rate the table chose; the legend did not say which."""
+    run_dir = write_run(
+        tmp_path,
+        quality={"dice": 0.8, "focal": 0.6},
+        lrs=(1e-3, 1e-2),
+        rate_quality={1e-3: 0.0, 1e-2: 0.05},
+        panel=False,
+    )
+    figures.write_plots(run_dir)
+    results = load_run(run_dir)
+    table = summarize(results)
+    shown = at_chosen_rates(results, table)
+    lines = _curve_lines(figures.learning_curves(shown, table=table))
+    assert list(lines) == ["dice (lr 0.01)", "focal (lr 0.01)"]
+    dice = shown.epochs[shown.epochs["loss"] == "dice"].groupby("epoch")["val_dice"].mean()
+    assert lines["dice (lr 0.01)"].get_ydata() == pytest.approx(dice.to_numpy())
+
+
+def test_a_ring_marks_the_epoch_each_seed_chose_on_validation(tmp_path):
+    """The table reads each trial at its epoch chosen on validation, not the last one;
+    nothing on the curves said which. The fixture peaks at the second-to-last epoch."""
+    run_dir = write_run(tmp_path, quality=QUALITY, epochs=5, panel=False)
+    results = load_run(run_dir)
+    table = summarize(results)
+    axis = figures.learning_curves(results, table=table).axes[0]
+    rings = _rings(axis)
+    assert len(rings) == 3
+    for ring, line, (_, row) in zip(rings, axis.get_lines(), table.iterrows(), strict=True):
+        assert row["best_epoch"] == 4
+        points = ring.get_offsets()
+        assert points.tolist() == [[4.0, line.get_ydata()[3]]]
+        assert tuple(ring.get_edgecolor()[0][:3]) == pytest.approx(line.get_color()[:3])
+
+
+def test_a_seed_that_diverged_is_left_out_of_its_losss_curve(tmp_path):
+    """The table leaves a diverged trial out of every mean; the curve averaged its epochs
+    before it diverged with the others', so the mean jumped where it dropped out. A loss
+    whose every seed diverged keeps its early epochs, labelled so, and has no ring."""
+    run_dir = write_run(
+        tmp_path,
+        quality={"dice": 0.8, "focal": 0.6},
+        diverged={("focal", 1): 4, ("dice", 0): 3, ("dice", 1): 2, ("dice", 2): 3},
+        epochs=5,
+        panel=False,
+    )
+    results = load_run(run_dir)
+    axis = figures.learning_curves(results).axes[0]
+    lines = _curve_lines(axis.figure)
+    assert list(lines) == ["focal", "dice (diverged)"]
+    focal = results.epochs[(results.epochs["loss"] == "focal") & (results.epochs["seed"] != 1)]
+    assert lines["focal"].get_ydata() == pytest.approx(
+        focal.groupby("epoch")["val_dice"].mean().to_numpy()
+    )
+    assert list(lines["dice (diverged)"].get_xdata()) == [1, 2]
+    assert [len(ring.get_offsets()) for ring in _rings(axis)] == [1, 0]
+
+
+def test_the_title_says_what_a_line_and_a_band_are(tmp_path):
+    """'(band: ± sd over seeds)' over one seed's lines, which have none."""
+    one = load_run(write_run(tmp_path / "one", quality=QUALITY, seeds=(0,), panel=False))
+    three = load_run(write_run(tmp_path / "three", quality=QUALITY, panel=False))
+    assert figures.learning_curves(one).get_suptitle() == "Validation Dice per epoch (one seed)"
+    assert (
+        figures.learning_curves(three, "iou").get_suptitle()
+        == "Validation IoU per epoch: mean over seeds, band ± 1 sd"
+    )
+
+
+def test_curves_of_a_run_whose_every_trial_diverged_at_once_say_so(tmp_path):
+    run_dir = write_run(tmp_path, quality={"dice": 0.8}, seeds=(0,), panel=False)
+    for path in (run_dir / "trials").glob("*.json"):
+        record = json.loads(path.read_text())
+        record.update(status="diverged", diverged_epoch=1, best_epoch=None, epochs=[])
+        path.write_text(json.dumps(record))
+    (axis,) = figures.learning_curves(load_run(run_dir)).axes
+    assert [text.get_text() for text in axis.texts] == [figures.NO_CURVES]
+    assert axis.get_legend() is None

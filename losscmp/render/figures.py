@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from losscmp import summary
+from losscmp import selection, summary
 from losscmp.errors import LosscmpError
 from losscmp.results import RunStore, slug
 
@@ -52,6 +52,11 @@ LINE_STYLES = ("-", "--", ":")
 LEGEND_INSIDE_MAX = 10
 LEGEND_ROWS = 16
 LEGEND_COLUMN_WIDTH = 2.0  # inches the figure widens by for each column of such a legend
+# Each loss's epochs chosen on validation (where the table reads its scores): rings of this
+# diameter (points) around the curve's markers; CHOSEN_EPOCH_GID names them.
+RING_SIZE, RING_WIDTH = 9.0, 1.3
+CHOSEN_EPOCH_GID = "chosen epochs"
+NO_CURVES = "no epoch validated:\nevery trial diverged in its first"
 
 
 def write_plots(run_dir: Path | str, *, metric: str = "dice") -> list[Path]:
@@ -61,7 +66,8 @@ def write_plots(run_dir: Path | str, *, metric: str = "dice") -> list[Path]:
     results = summary.load_run(store.run_dir)
     table = summary.summarize(results, metric)
     shown = summary.at_chosen_rates(results, table)  # each loss at the table's rate
-    written = [store.write_figure("learning_curves.png", png_bytes(learning_curves(shown, metric)))]
+    curves = learning_curves(shown, metric, table)
+    written = [store.write_figure("learning_curves.png", png_bytes(curves))]
     for dataset in summary.dataset_order(shown):
         panel = prediction_panel(shown, dataset)
         if panel is not None:
@@ -117,22 +123,38 @@ def _figure(width: float, height: float) -> Figure:
 # --------------------------------------------------------------------------- learning curves
 
 
-def learning_curves(results: summary.RunResults, metric: str = "dice") -> Figure:
-    """Validation score per epoch: mean over seeds per loss, band = ± one sd across seeds."""
+def learning_curves(
+    results: summary.RunResults, metric: str = "dice", table: pd.DataFrame | None = None
+) -> Figure:
+    """Validation score per epoch: mean over a loss's finished seeds (as the table's), band
+    = ± one sd across them, a ring on each epoch one chose. ``table`` (``summary.summarize``
+    of ``results``, summarized here when not given) orders the legend as its ranking."""
+    table = summary.summarize(results, metric) if table is None else table
     datasets = summary.dataset_order(results)
     columns = min(3, len(datasets))
     rows = math.ceil(len(datasets) / columns)
     losses = results.epochs.groupby("dataset")["loss"].nunique()  # per dataset
-    legend = _outside_legend_columns(int(losses.max()) if len(losses) else 0)
+    # One more legend entry than losses: the ring of a chosen epoch.
+    legend = _outside_legend_columns(int(losses.max()) + 1 if len(losses) else 0)
     figure = _figure((5.0 + LEGEND_COLUMN_WIDTH * legend) * columns, 3.6 * rows)
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for axis, dataset in zip(axes, datasets, strict=False):
-        _curves(axis, results.epochs[results.epochs["dataset"] == dataset], metric)
+        curves = _dataset_curves(results, dataset, metric, table[table["dataset"] == dataset])
+        _draw_curves(axis, curves, metric)
         axis.set_title(plain(dataset), fontsize=10)
     for axis in axes[len(datasets) :]:
         axis.set_visible(False)
-    figure.suptitle(f"Validation {summary.METRIC_TITLES[metric]} per epoch (band: ± sd over seeds)")
+    figure.suptitle(curves_title(results, metric))
     return figure
+
+
+def curves_title(results: summary.RunResults, metric: str) -> str:
+    """What the lines and bands are: a band only where a loss has several seeds."""
+    seeds = results.trials.groupby(["dataset", "loss"])["seed"].nunique()
+    what = f"Validation {summary.METRIC_TITLES[metric]} per epoch"
+    if len(seeds) and seeds.max() > 1:
+        return f"{what}: mean over seeds, band ± 1 sd"
+    return f"{what} (one seed)"
 
 
 def _outside_legend_columns(losses: int) -> int:
@@ -140,36 +162,142 @@ def _outside_legend_columns(losses: int) -> int:
     return 0 if losses <= LEGEND_INSIDE_MAX else math.ceil(losses / LEGEND_ROWS)
 
 
-def _curves(axis: Axes, epochs: pd.DataFrame, metric: str) -> None:
+def metric_bounds(metric: str) -> tuple[float, float]:
+    """The range a score can take: MCC's is [-1, 1], every other headline's [0, 1]."""
+    return (-1.0, 1.0) if metric in ("mcc", "mcc_t") else (0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One loss's line: its legend label, the mean and sd over seeds by epoch, and the
+    epochs its seeds chose on validation."""
+
+    label: str
+    mean: pd.Series
+    spread: pd.Series
+    chosen: list[int]
+
+
+def _dataset_curves(
+    results: summary.RunResults, dataset: str, metric: str, ranking: pd.DataFrame
+) -> list[Curve]:
+    """Each loss's curve, in the table's order (best first, losses without a rank last).
+    Over its finished seeds only, as the table's means: a seed that diverged at epoch 3
+    made the mean jump there, and the band narrow. A loss whose every seed diverged keeps
+    their epochs before it did, labelled so."""
     column = f"val_{metric}"
-    for index, (loss, rows) in enumerate(epochs.groupby("loss", sort=False)):
-        by_epoch = rows.dropna(subset=[column]).groupby("epoch")[column]
-        mean, spread = by_epoch.mean(), by_epoch.std(ddof=1).fillna(0.0)
-        style = LINE_STYLES[index // 10 % len(LINE_STYLES)]
-        (line,) = axis.plot(
-            mean.index, mean.to_numpy(), style, marker="o", markersize=3, label=plain(loss)
-        )
-        axis.fill_between(
-            mean.index, mean - spread, mean + spread, color=line.get_color(), alpha=0.2, lw=0
-        )
+    epochs = results.epochs[results.epochs["dataset"] == dataset]
+    epochs = epochs[np.isfinite(epochs[column].astype(float))]  # a diverged epoch: NaN
+    trials = results.trials[results.trials["dataset"] == dataset]
+    diverged = trials[trials["status"] == "diverged"][["loss", "seed"]]
+    diverged_pairs = set(diverged.itertuples(index=False, name=None))
+    curves = []
+    for loss, label in _ranked_losses(epochs, ranking):
+        rows = epochs[epochs["loss"] == loss]
+        finished = rows[[(loss, seed) not in diverged_pairs for seed in rows["seed"]]]
+        if finished.empty:
+            label, chosen = f"{label} (diverged)", []
+        else:
+            rows, chosen = finished, _chosen_epochs(finished, column, metric)
+        by_epoch = rows.groupby("epoch")[column]
+        spread = by_epoch.std(ddof=1).fillna(0.0)
+        curves.append(Curve(label, by_epoch.mean(), spread, chosen))
+    return curves
+
+
+def _ranked_losses(epochs: pd.DataFrame, ranking: pd.DataFrame) -> list[tuple[str, str]]:
+    """(loss, legend label) of the losses drawn, in the table's order (best first, losses
+    without a rank last); the label names the rate where losses were trained at several."""
+    chosen = selection.chosen_rows(ranking).sort_values("rank", na_position="last", kind="stable")
+    order = list(dict.fromkeys([*chosen["loss"], *epochs["loss"]]))
+    rates = dict(zip(chosen["loss"], chosen["lr"], strict=True)) if "lr" in chosen else {}
+    several = selection.several_rates(ranking)
+    drawn = set(epochs["loss"])
+    return [
+        (loss, plain(loss) + (f" (lr {rates[loss]:g})" if several and loss in rates else ""))
+        for loss in order
+        if loss in drawn
+    ]
+
+
+def _chosen_epochs(rows: pd.DataFrame, column: str, metric: str) -> list[int]:
+    """The epochs the seeds of ``rows`` chose on validation, as the table reads them."""
+    chosen = set()
+    for _, trial in rows.groupby("seed", sort=True):
+        trial = trial.sort_values("epoch")
+        scores = trial[column].to_numpy(dtype=float)
+        chosen.add(int(trial["epoch"].iloc[selection.chosen_epoch(scores, metric)]))
+    return sorted(chosen)
+
+
+def _draw_curves(axis: Axes, curves: list[Curve], metric: str) -> None:
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
+    low, high = metric_bounds(metric)
+    handles = []
+    for index, curve in enumerate(curves):
+        style = LINE_STYLES[index // 10 % len(LINE_STYLES)]
+        epochs = curve.mean.index
+        (line,) = axis.plot(epochs, curve.mean.to_numpy(), style, marker="o", markersize=3)
+        line.set_label(curve.label)
+        # A band past the score's range (a Dice above 1) is no score a seed could have had.
+        axis.fill_between(
+            epochs,
+            np.clip(curve.mean - curve.spread, low, high),
+            np.clip(curve.mean + curve.spread, low, high),
+            color=line.get_color(),
+            alpha=0.2,
+            lw=0,
+        )
+        # A scatter, not a line: one line per loss stays the axes' lines.
+        axis.scatter(
+            curve.chosen,
+            curve.mean.loc[curve.chosen].to_numpy(),
+            s=RING_SIZE**2,
+            facecolors="none",
+            edgecolors=line.get_color(),
+            linewidths=RING_WIDTH,
+            gid=CHOSEN_EPOCH_GID,
+            zorder=line.get_zorder() + 0.1,
+        )
+        handles.append(line)
     # Whole epochs only, even where one fits in the view (a one-epoch run): by default
     # MaxNLocator falls back to fractions below two.
     axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     axis.set_xlabel("epoch")
     axis.set_ylabel(summary.METRIC_TITLES[metric])
-    axis.set_ylim(bottom=max(0.0, axis.get_ylim()[0]))
+    bottom, top = axis.get_ylim()  # matplotlib's margins, within the score's range
+    axis.set_ylim(max(low, bottom), min(high, top))
     axis.grid(alpha=0.3)
-    lines = len(axis.get_lines())  # one per loss
-    if lines:  # trials that diverged before any epoch row draw none: no legend
-        _legend(axis, _outside_legend_columns(lines))
+    if handles:
+        ring = Line2D([], [], **_ring("0.2"), label="epoch chosen on validation")
+        _legend(axis, [*handles, ring], _outside_legend_columns(len(handles) + 1))
+    else:  # every trial diverged before validating an epoch: empty axes, said so
+        axis.set_xticks([])
+        axis.text(0.5, 0.5, NO_CURVES, transform=axis.transAxes, ha="center", va="center")
 
 
-def _legend(axis: Axes, outside_columns: int) -> None:
-    """The legend inside the axes, or in ``outside_columns`` columns beside them."""
+def _ring(colour) -> dict:
+    """A legend entry's look of a chosen epoch's ring."""
+    return dict(
+        color=colour,
+        linestyle="none",
+        marker="o",
+        markersize=RING_SIZE,
+        markerfacecolor="none",
+        markeredgecolor=colour,
+        markeredgewidth=RING_WIDTH,
+    )
+
+
+def _legend(axis: Axes, handles: list | None, outside_columns: int) -> None:
+    """The legend (of ``handles``, or every labelled line) inside the axes, or in
+    ``outside_columns`` columns beside them."""
+    extra = {} if handles is None else {"handles": handles}
     if outside_columns:
         axis.legend(
+            **extra,
             fontsize=8,
             loc="upper left",
             bbox_to_anchor=(1.02, 1.0),
@@ -177,7 +305,7 @@ def _legend(axis: Axes, outside_columns: int) -> None:
             ncols=outside_columns,
         )
     else:
-        axis.legend(fontsize=8)
+        axis.legend(**extra, fontsize=8)
 
 
 # --------------------------------------------------------------------------- prediction panel
@@ -655,5 +783,5 @@ def imbalance_figure(dial: pd.DataFrame, metric: str = "dice", *, split: str) ->
     axis.set_ylabel(f"{summary.METRIC_TITLES[metric]} ({split}, at the epoch chosen on validation)")
     axis.set_title(f"Imbalance dial — {plain(dial['dial_group'].iloc[0])} (mean ± sd over seeds)")
     axis.grid(alpha=0.3)
-    _legend(axis, legend)
+    _legend(axis, None, legend)
     return figure

@@ -284,9 +284,8 @@ def _figures(report: Report) -> str:
     parts = ["<section><h2>Figures</h2>"]
     parts.append(
         _figure(
-            figures.learning_curves(results, report.metric),
-            f"Validation {METRIC_TITLES[report.metric]} per epoch for each loss; the band is "
-            "± one sd across seeds.",
+            figures.learning_curves(results, report.metric, report.summary),
+            _curves_caption(report, results),
         )
     )
     for dataset in dataset_order(results):
@@ -313,6 +312,16 @@ def _figures(report: Report) -> str:
         )
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def _curves_caption(report: Report, results) -> str:
+    """What the learning curves show, as their title says it, and what the rings are."""
+    from losscmp.render.figures import curves_title
+
+    return (
+        f"{curves_title(results, report.metric)}; a ring marks each epoch a seed chose on "
+        "validation, where the table reads its scores; the legend in the table's order."
+    )
 
 
 def _figure(figure, caption: str) -> str:
