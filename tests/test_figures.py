@@ -605,3 +605,66 @@ def test_curves_of_a_run_whose_every_trial_diverged_at_once_say_so(tmp_path):
     (axis,) = figures.learning_curves(load_run(run_dir)).axes
     assert [text.get_text() for text in axis.texts] == [figures.NO_CURVES]
     assert axis.get_legend() is None
+
+
+LONG_SPECS = {
+    "combo(alpha=0.5,ce_ratio=0.5)": 0.6,
+    "dice": 0.8,
+    "focal_tversky(alpha=0.7,beta=0.3,gamma=0.75)": 0.72,
+    "tversky(alpha=0.7,beta=0.3)": 0.7,
+}
+
+
+def test_long_loss_specs_title_their_panel_columns_without_running_into_each_other(tmp_path):
+    """'focal_tversky(alpha=0.7,beta=0.3,gamma=0.75)' was one line 3 inches wide over a
+    1.9-inch column: it ran into its neighbour's title. Titles now break after '(' or ','
+    and the band above the tiles is as tall as the longest needs."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    run_dir = write_run(tmp_path, quality=LONG_SPECS, seeds=(0,))
+    figure = figures.prediction_panel(load_run(run_dir), "synthetic").figure
+    titles = [text for text in figure.axes[0].texts if text.get_fontsize() == 9]
+    assert [text.get_text() for text in titles][2:] == [
+        "combo(alpha=0.5,\nce_ratio=0.5)",
+        "dice",
+        "focal_tversky(\nalpha=0.7,beta=0.3,\ngamma=0.75)",
+        "tversky(alpha=0.7,\nbeta=0.3)",
+    ]
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    boxes = [text.get_window_extent(renderer) for text in titles]
+    for left, right in zip(boxes, boxes[1:], strict=False):
+        assert left.x1 < right.x0  # side by side, apart
+    axis = figure.axes[0]
+    tile_top = axis.transData.transform((0, figures._Grid((32, 32), 4, [[]], 3).corner(0, 0, 0)[0]))
+    assert min(box.y0 for box in boxes) > tile_top[1]  # every line above the tiles
+    title = figure._suptitle.get_window_extent(renderer)
+    assert title.y0 > max(box.y1 for box in boxes)
+
+
+def test_a_legend_of_long_specs_goes_beside_the_curves(tmp_path):
+    """Four losses with parameters made a legend inside half as wide as the axes, over
+    the lines of the last-ranked loss."""
+    run_dir = write_run(tmp_path, quality=LONG_SPECS, seeds=(0,), panel=False)
+    figure = figures.learning_curves(load_run(run_dir))
+    figure.draw_without_rendering()
+    (axis,) = figure.axes
+    plot, legend = axis.get_window_extent(), axis.get_legend().get_window_extent()
+    assert legend.x0 > plot.x1
+    assert legend.x1 <= figure.bbox.x1 and plot.width > 0.45 * figure.bbox.width
+    short = figures.learning_curves(load_run(write_run(tmp_path / "short", panel=False)))
+    short.draw_without_rendering()
+    inside = short.axes[0].get_legend().get_window_extent()
+    assert short.axes[0].get_window_extent().contains(inside.x0 + 1, inside.y0 + 1)
+
+
+def test_lines_over_different_numbers_of_seeds_say_how_many(tmp_path):
+    """A stopped run (or seeds that diverged) leaves losses with 1, 2 and 3 seeds: the
+    lines looked alike, a band or none the only hint."""
+    run_dir = write_run(tmp_path, quality=QUALITY, panel=False)
+    results = load_run(run_dir)
+    stopped = (results.epochs["loss"] == "dice") | (results.epochs["seed"] == 0)
+    trials = results.trials
+    kept = trials[(trials["loss"] == "dice") | (trials["seed"] == 0)]
+    partial = dataclasses.replace(results, epochs=results.epochs[stopped], trials=kept)
+    lines = _curve_lines(figures.learning_curves(partial))
+    assert list(lines) == ["dice (3 seeds)", "tversky (1 seed)", "focal (1 seed)"]

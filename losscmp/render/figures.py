@@ -20,9 +20,11 @@ a figure is drawn. PNGs go to ``<run>/plots/`` and are written atomically.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,8 +52,12 @@ MAX_PANEL_LOSSES = 8
 # (inside, 26 entries squashed the axes to nothing).
 LINE_STYLES = ("-", "--", ":")
 LEGEND_INSIDE_MAX = 10
+# ... as does one with a label longer than this: 'tversky(alpha=0.7,beta=0.3)' and its like
+# made a legend inside as wide as half the axes, over the lines.
+LEGEND_INSIDE_CHARS = 26
 LEGEND_ROWS = 16
-LEGEND_COLUMN_WIDTH = 2.0  # inches the figure widens by for each column of such a legend
+LEGEND_COLUMN_WIDTH = 2.0  # inches the figure widens by for each column of such a legend,
+LEGEND_CHAR_INCHES, LEGEND_HANDLE_INCHES = 0.068, 0.6  # or more, for its longest label (8 pt)
 # Each loss's epochs chosen on validation (where the table reads its scores): rings of this
 # diameter (points) around the curve's markers; CHOSEN_EPOCH_GID names them.
 RING_SIZE, RING_WIDTH = 9.0, 1.3
@@ -133,14 +139,16 @@ def learning_curves(
     datasets = summary.dataset_order(results)
     columns = min(3, len(datasets))
     rows = math.ceil(len(datasets) / columns)
-    losses = results.epochs.groupby("dataset")["loss"].nunique()  # per dataset
-    # One more legend entry than losses: the ring of a chosen epoch.
-    legend = _outside_legend_columns(int(losses.max()) + 1 if len(losses) else 0)
-    figure = _figure((5.0 + LEGEND_COLUMN_WIDTH * legend) * columns, 3.6 * rows)
+    curves = {
+        dataset: _dataset_curves(results, dataset, metric, table[table["dataset"] == dataset])
+        for dataset in datasets
+    }
+    legends = {dataset: _legend_place(_legend_labels(drawn)) for dataset, drawn in curves.items()}
+    widest = max((legend.inches for legend in legends.values()), default=0.0)
+    figure = _figure((5.0 + widest) * columns, 3.6 * rows)
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for axis, dataset in zip(axes, datasets, strict=False):
-        curves = _dataset_curves(results, dataset, metric, table[table["dataset"] == dataset])
-        _draw_curves(axis, curves, metric)
+        _draw_curves(axis, curves[dataset], metric, legends[dataset])
         axis.set_title(plain(dataset), fontsize=10)
     for axis in axes[len(datasets) :]:
         axis.set_visible(False)
@@ -157,9 +165,34 @@ def curves_title(results: summary.RunResults, metric: str) -> str:
     return f"{what} (one seed)"
 
 
-def _outside_legend_columns(losses: int) -> int:
-    """Columns of a legend beside the axes for ``losses`` lines; 0: it fits inside."""
-    return 0 if losses <= LEGEND_INSIDE_MAX else math.ceil(losses / LEGEND_ROWS)
+@dataclass(frozen=True)
+class LegendPlace:
+    """Where a legend goes: inside the axes (0 columns) or in columns beside them."""
+
+    columns: int
+    column_inches: float = 0.0
+
+    @property
+    def inches(self) -> float:
+        """How much wider the figure is for it."""
+        return self.columns * self.column_inches
+
+
+def _legend_place(labels: list[str]) -> LegendPlace:
+    """Inside the axes for a few short labels; else beside them, in columns of 16."""
+    longest = max(map(len, labels), default=0)
+    if len(labels) <= LEGEND_INSIDE_MAX and longest <= LEGEND_INSIDE_CHARS:
+        return LegendPlace(0)
+    width = max(LEGEND_COLUMN_WIDTH, LEGEND_HANDLE_INCHES + LEGEND_CHAR_INCHES * longest)
+    return LegendPlace(math.ceil(len(labels) / LEGEND_ROWS), width)
+
+
+CHOSEN_EPOCH_LABEL = "epoch chosen on validation"
+
+
+def _legend_labels(curves: list[Curve]) -> list[str]:
+    """The learning curves' legend: a line per loss, then the rings' entry."""
+    return [curve.label for curve in curves] + ([CHOSEN_EPOCH_LABEL] if curves else [])
 
 
 def metric_bounds(metric: str) -> tuple[float, float]:
@@ -184,14 +217,15 @@ def _dataset_curves(
     """Each loss's curve, in the table's order (best first, losses without a rank last).
     Over its finished seeds only, as the table's means: a seed that diverged at epoch 3
     made the mean jump there, and the band narrow. A loss whose every seed diverged keeps
-    their epochs before it did, labelled so."""
+    their epochs before it did, labelled so. Where the losses' lines are over different
+    numbers of seeds (some diverged; a stopped run), each label says its number."""
     column = f"val_{metric}"
     epochs = results.epochs[results.epochs["dataset"] == dataset]
     epochs = epochs[np.isfinite(epochs[column].astype(float))]  # a diverged epoch: NaN
     trials = results.trials[results.trials["dataset"] == dataset]
     diverged = trials[trials["status"] == "diverged"][["loss", "seed"]]
     diverged_pairs = set(diverged.itertuples(index=False, name=None))
-    curves = []
+    curves, seeds = [], {}
     for loss, label in _ranked_losses(epochs, ranking):
         rows = epochs[epochs["loss"] == loss]
         finished = rows[[(loss, seed) not in diverged_pairs for seed in rows["seed"]]]
@@ -199,10 +233,22 @@ def _dataset_curves(
             label, chosen = f"{label} (diverged)", []
         else:
             rows, chosen = finished, _chosen_epochs(finished, column, metric)
+            seeds[label] = finished["seed"].nunique()
         by_epoch = rows.groupby("epoch")[column]
         spread = by_epoch.std(ddof=1).fillna(0.0)
         curves.append(Curve(label, by_epoch.mean(), spread, chosen))
+    if len(set(seeds.values())) > 1:
+        curves = [
+            dataclasses.replace(curve, label=f"{curve.label} ({_seeds(seeds[curve.label])})")
+            if curve.label in seeds
+            else curve
+            for curve in curves
+        ]
     return curves
+
+
+def _seeds(count: int) -> str:
+    return f"{count} seed" + ("" if count == 1 else "s")
 
 
 def _ranked_losses(epochs: pd.DataFrame, ranking: pd.DataFrame) -> list[tuple[str, str]]:
@@ -230,7 +276,7 @@ def _chosen_epochs(rows: pd.DataFrame, column: str, metric: str) -> list[int]:
     return sorted(chosen)
 
 
-def _draw_curves(axis: Axes, curves: list[Curve], metric: str) -> None:
+def _draw_curves(axis: Axes, curves: list[Curve], metric: str, legend: LegendPlace) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
@@ -271,8 +317,8 @@ def _draw_curves(axis: Axes, curves: list[Curve], metric: str) -> None:
     axis.set_ylim(max(low, bottom), min(high, top))
     axis.grid(alpha=0.3)
     if handles:
-        ring = Line2D([], [], **_ring("0.2"), label="epoch chosen on validation")
-        _legend(axis, [*handles, ring], _outside_legend_columns(len(handles) + 1))
+        ring = Line2D([], [], **_ring("0.2"), label=CHOSEN_EPOCH_LABEL)
+        _legend(axis, [*handles, ring], legend)
     else:  # every trial diverged before validating an epoch: empty axes, said so
         axis.set_xticks([])
         axis.text(0.5, 0.5, NO_CURVES, transform=axis.transAxes, ha="center", va="center")
@@ -291,18 +337,18 @@ def _ring(colour) -> dict:
     )
 
 
-def _legend(axis: Axes, handles: list | None, outside_columns: int) -> None:
+def _legend(axis: Axes, handles: list | None, place: LegendPlace) -> None:
     """The legend (of ``handles``, or every labelled line) inside the axes, or in
-    ``outside_columns`` columns beside them."""
+    columns beside them."""
     extra = {} if handles is None else {"handles": handles}
-    if outside_columns:
+    if place.columns:
         axis.legend(
             **extra,
             fontsize=8,
             loc="upper left",
             bbox_to_anchor=(1.02, 1.0),
             borderaxespad=0.0,
-            ncols=outside_columns,
+            ncols=place.columns,
         )
     else:
         axis.legend(**extra, fontsize=8)
@@ -388,7 +434,9 @@ def prediction_panel(results: summary.RunResults, dataset: str) -> PredictionPan
         for loss, (where, prediction) in predictions.items()
     }
     classes = _class_count(results, dataset, masks, predictions.values())
-    grid = _Grid(images.shape[1:3], len(images), _bands(list(predictions)))
+    titles = {loss: _column_title(loss) for loss in predictions}
+    lines = max(title.count("\n") + 1 for title in titles.values())
+    grid = _Grid(images.shape[1:3], len(images), _bands(list(predictions)), lines)
     figure = _montage_figure(grid)
     axis = figure.axes[0]
     canvas = grid.blank()
@@ -407,8 +455,8 @@ def prediction_panel(results: summary.RunResults, dataset: str) -> PredictionPan
                 grid.paste(canvas, tile, band, row, column)
                 if label is not None:
                     _tile_text(axis, grid, label, (band, row, column), below=True)
-        for column, title in enumerate(["image", "ground truth", *losses]):
-            _tile_text(axis, grid, plain(title), (band, 0, column), below=False)
+        for column, title in enumerate(["image", "ground truth", *map(titles.get, losses)]):
+            _tile_text(axis, grid, title, (band, 0, column), below=False)
     _show_pixels(axis, canvas)
     _frame_tiles(axis, grid)
     # At a fixed distance from the top, in the room _montage_figure leaves above the tiles'
@@ -420,6 +468,25 @@ def prediction_panel(results: summary.RunResults, dataset: str) -> PredictionPan
     )
     _add_legend(figure, results, dataset, mode)
     return PredictionPanel(figure, split)
+
+
+def _column_title(loss: str) -> str:
+    """A loss's column title in lines that fit above its tile, broken after a '(' or ','
+    where it can be (a word longer than a line, anywhere): a spec such as
+    'focal_tversky(alpha=0.7,beta=0.3,gamma=0.75)' ran over its neighbours' titles."""
+    lines, line = [], ""
+    for piece in re.split(r"(?<=[(,])", loss):
+        if line and len(line) + len(piece) > TITLE_CHARS:
+            lines.append(line)
+            line = ""
+        line += piece
+    lines.append(line)
+    parts = [
+        line[start : start + TITLE_CHARS]
+        for line in lines
+        for start in range(0, max(1, len(line)), TITLE_CHARS)
+    ]
+    return "\n".join(plain(part) for part in parts)
 
 
 def _bands(losses: list[str]) -> list[list[str]]:
@@ -448,7 +515,9 @@ def _class_count(results: summary.RunResults, dataset: str, masks, predictions) 
 TILE_INCHES = 1.6
 COLUMN_GAP_INCHES = 0.3
 LABEL_INCHES = 0.24  # below each row of tiles: the Dice labels
-TITLE_INCHES = 0.24  # above each band: the column titles
+TITLE_INCHES = 0.24  # above each band: the column titles (one line of them)
+TITLE_LINE_INCHES = 0.15  # each further line of a column title (9 pt, spaced 1.2)
+TITLE_CHARS = 22  # characters in a line of a column title: 1.7 inch of 9 pt text at most
 MIN_TILE_PIXELS = 160  # small images are enlarged (nearest) so that gaps are fine-grained
 # Large images are reduced (nearest) to tiles of at most this many pixels a side: a tile
 # is drawn 160 (report.html, 100 dpi) or 176 pixels (--plots, 110 dpi) wide, so pixels
@@ -467,6 +536,7 @@ class _Grid:
     image_shape: tuple[int, int]  # H, W of an image
     rows: int  # images per band
     bands: list[list[str]]  # the losses of each band
+    title_lines: int = 1  # the most lines of a column title
 
     @property
     def scale(self) -> int:
@@ -507,8 +577,12 @@ class _Grid:
         return 2 + max(map(len, self.bands))
 
     @property
+    def title_height(self) -> int:
+        return self._pixels(TITLE_INCHES + (self.title_lines - 1) * TITLE_LINE_INCHES)
+
+    @property
     def band_height(self) -> int:
-        return self._pixels(TITLE_INCHES) + self.rows * (self.tile[0] + self._pixels(LABEL_INCHES))
+        return self.title_height + self.rows * (self.tile[0] + self._pixels(LABEL_INCHES))
 
     def shape(self) -> tuple[int, int]:
         width = self.columns * self.tile[1] + (self.columns - 1) * self._pixels(COLUMN_GAP_INCHES)
@@ -516,7 +590,7 @@ class _Grid:
 
     def corner(self, band: int, row: int, column: int) -> tuple[int, int]:
         """The tile's top left pixel (y, x)."""
-        y = band * self.band_height + self._pixels(TITLE_INCHES)
+        y = band * self.band_height + self.title_height
         y += row * (self.tile[0] + self._pixels(LABEL_INCHES))
         return y, column * (self.tile[1] + self._pixels(COLUMN_GAP_INCHES))
 
@@ -761,8 +835,8 @@ def imbalance_figure(dial: pd.DataFrame, metric: str = "dice", *, split: str) ->
     ``split`` (``summary.split_word``) is where it was measured, as the dial table says."""
     # Past ten losses, as the learning curves: line styles apart from the colours, and the
     # legend beside the axes (inside, 23 losses covered every line).
-    legend = _outside_legend_columns(dial["loss"].nunique())
-    figure = _figure(5.5 + LEGEND_COLUMN_WIDTH * legend, 3.8)
+    legend = _legend_place([plain(loss) for loss in dial["loss"].unique()])
+    figure = _figure(5.5 + legend.inches, 3.8)
     axis = figure.subplots()
     for index, (loss, rows) in enumerate(dial.groupby("loss", sort=True)):
         rows = rows.sort_values("fg_fraction")
