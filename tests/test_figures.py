@@ -549,6 +549,8 @@ def test_the_legend_of_a_learning_rate_grid_names_each_loss_at_its_chosen_rate(t
 def test_a_ring_marks_the_epoch_each_seed_chose_on_validation(tmp_path):
     """The table reads each trial at its epoch chosen on validation, not the last one;
     nothing on the curves said which. The fixture peaks at the second-to-last epoch."""
+    from matplotlib.colors import to_rgb
+
     run_dir = write_run(tmp_path, quality=QUALITY, epochs=5, panel=False)
     results = load_run(run_dir)
     table = summarize(results)
@@ -559,7 +561,7 @@ def test_a_ring_marks_the_epoch_each_seed_chose_on_validation(tmp_path):
         assert row["best_epoch"] == 4
         points = ring.get_offsets()
         assert points.tolist() == [[4.0, line.get_ydata()[3]]]
-        assert tuple(ring.get_edgecolor()[0][:3]) == pytest.approx(line.get_color()[:3])
+        assert tuple(ring.get_edgecolor()[0][:3]) == pytest.approx(to_rgb(line.get_color()))
 
 
 def test_a_seed_that_diverged_is_left_out_of_its_losss_curve(tmp_path):
@@ -668,3 +670,51 @@ def test_lines_over_different_numbers_of_seeds_say_how_many(tmp_path):
     partial = dataclasses.replace(results, epochs=results.epochs[stopped], trials=kept)
     lines = _curve_lines(figures.learning_curves(partial))
     assert list(lines) == ["dice (3 seeds)", "tversky (1 seed)", "focal (1 seed)"]
+
+
+def test_a_loss_keeps_its_colour_in_every_panel(tmp_path):
+    """Each panel's lines took the colours of the cycle in that dataset's ranking: with an
+    imbalance dial, the best loss at each fraction was blue, a different loss each time.
+    Each loss's colour now follows its mean rank over the datasets; each legend still
+    lists its own dataset's ranking."""
+    datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.05, 0.2)]
+    ranked = {  # focal is best at 0.01, then worst; dice best at the other two fractions
+        "synthetic(fg_fraction=0.01)": {"dice": 0.6, "focal": 0.8, "tversky": 0.7},
+        "synthetic(fg_fraction=0.05)": {"dice": 0.8, "focal": 0.5, "tversky": 0.7},
+        "synthetic(fg_fraction=0.2)": {"dice": 0.8, "focal": 0.5, "tversky": 0.7},
+    }
+    run_dir = write_run(
+        tmp_path,
+        quality=lambda loss, dataset: ranked[dataset][loss],
+        losses=["dice", "focal", "tversky"],
+        datasets=datasets,
+        panel=False,
+    )
+    figure = figures.learning_curves(load_run(run_dir))
+    colours = {"dice": "C0", "tversky": "C1", "focal": "C2"}  # mean ranks 1.33, 2, 2.67
+    first, *others = figure.axes[:3]
+    assert [line.get_label() for line in first.get_lines()] == ["focal", "tversky", "dice"]
+    for axis in [first, *others]:
+        assert {line.get_label(): line.get_color() for line in axis.get_lines()} == colours
+    assert [line.get_label() for line in others[0].get_lines()] == ["dice", "tversky", "focal"]
+
+
+def test_the_imbalance_figure_draws_each_loss_as_its_learning_curves_do(tmp_path):
+    """Its colours went by loss name, the curves' by rank: dice was blue in one figure and
+    orange in the other. Its error bars now stop at the score's range, as the bands do."""
+    datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.05, 0.2)]
+    quality = {"dice": 0.7, "focal": 0.6, "tversky": 0.9}
+    run_dir = write_run(tmp_path, quality=quality, datasets=datasets, panel=False)
+    results = load_run(run_dir)
+    table = summarize(results)
+    dial = imbalance_frame(table)
+    dial.loc[dial["loss"] == "tversky", "score_std"] = 0.2  # seeds far apart
+    assert (dial["score_mean"] + dial["score_std"]).max() > 1.0  # the case at hand
+    (axis,) = figures.imbalance_figure(dial, split="test").axes
+    drawn = {c.get_label(): c.lines[0].get_color() for c in axis.containers}
+    curves = figures.learning_curves(results, table=table).axes[0]
+    assert drawn == {line.get_label(): line.get_color() for line in curves.get_lines()}
+    assert list(drawn) == ["tversky", "dice", "focal"]  # their legend's order
+    bars = [c.lines[2][0] for c in axis.containers]  # each loss's vertical error bars
+    assert max(segment[:, 1].max() for bar in bars for segment in bar.get_segments()) == 1.0
+    assert axis.get_ylim()[1] == 1.0

@@ -25,6 +25,7 @@ import functools
 import io
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -139,6 +140,7 @@ def learning_curves(
     datasets = summary.dataset_order(results)
     columns = min(3, len(datasets))
     rows = math.ceil(len(datasets) / columns)
+    looks = _loss_looks(table, results.epochs["loss"])
     curves = {
         dataset: _dataset_curves(results, dataset, metric, table[table["dataset"] == dataset])
         for dataset in datasets
@@ -148,7 +150,7 @@ def learning_curves(
     figure = _figure((5.0 + widest) * columns, 3.6 * rows)
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for axis, dataset in zip(axes, datasets, strict=False):
-        _draw_curves(axis, curves[dataset], metric, legends[dataset])
+        _draw_curves(axis, curves[dataset], looks, metric, legends[dataset])
         axis.set_title(plain(dataset), fontsize=10)
     for axis in axes[len(datasets) :]:
         axis.set_visible(False)
@@ -205,6 +207,7 @@ class Curve:
     """One loss's line: its legend label, the mean and sd over seeds by epoch, and the
     epochs its seeds chose on validation."""
 
+    loss: str
     label: str
     mean: pd.Series
     spread: pd.Series
@@ -236,7 +239,7 @@ def _dataset_curves(
             seeds[label] = finished["seed"].nunique()
         by_epoch = rows.groupby("epoch")[column]
         spread = by_epoch.std(ddof=1).fillna(0.0)
-        curves.append(Curve(label, by_epoch.mean(), spread, chosen))
+        curves.append(Curve(loss, label, by_epoch.mean(), spread, chosen))
     if len(set(seeds.values())) > 1:
         curves = [
             dataclasses.replace(curve, label=f"{curve.label} ({_seeds(seeds[curve.label])})")
@@ -276,16 +279,39 @@ def _chosen_epochs(rows: pd.DataFrame, column: str, metric: str) -> list[int]:
     return sorted(chosen)
 
 
-def _draw_curves(axis: Axes, curves: list[Curve], metric: str, legend: LegendPlace) -> None:
+def _loss_looks(table: pd.DataFrame, losses: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """Each loss's (colour, line style), the same in every panel: in the order of the
+    losses' mean rank over the datasets (the table's order for one), colours of the cycle
+    then dashed and dotted lines past ten. Ranked per panel, the colours changed places
+    between the panels of a run with an imbalance dial."""
+    chosen = selection.chosen_rows(table)
+    ranks = chosen.groupby("loss", sort=False)["rank"].mean()
+    ranked = ranks.sort_values(na_position="last", kind="stable").index
+    order = list(dict.fromkeys([*ranked, *losses]))
+    return {
+        loss: (f"C{index % 10}", LINE_STYLES[index // 10 % len(LINE_STYLES)])
+        for index, loss in enumerate(order)
+    }
+
+
+def _draw_curves(
+    axis: Axes,
+    curves: list[Curve],
+    looks: dict[str, tuple[str, str]],
+    metric: str,
+    legend: LegendPlace,
+) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
     low, high = metric_bounds(metric)
     handles = []
-    for index, curve in enumerate(curves):
-        style = LINE_STYLES[index // 10 % len(LINE_STYLES)]
+    for curve in curves:
+        colour, style = looks[curve.loss]
         epochs = curve.mean.index
-        (line,) = axis.plot(epochs, curve.mean.to_numpy(), style, marker="o", markersize=3)
+        (line,) = axis.plot(
+            epochs, curve.mean.to_numpy(), style, color=colour, marker="o", markersize=3
+        )
         line.set_label(curve.label)
         # A band past the score's range (a Dice above 1) is no score a seed could have had.
         axis.fill_between(
@@ -313,8 +339,7 @@ def _draw_curves(axis: Axes, curves: list[Curve], metric: str, legend: LegendPla
     axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     axis.set_xlabel("epoch")
     axis.set_ylabel(summary.METRIC_TITLES[metric])
-    bottom, top = axis.get_ylim()  # matplotlib's margins, within the score's range
-    axis.set_ylim(max(low, bottom), min(high, top))
+    _within(axis, low, high)
     axis.grid(alpha=0.3)
     if handles:
         ring = Line2D([], [], **_ring("0.2"), label=CHOSEN_EPOCH_LABEL)
@@ -322,6 +347,12 @@ def _draw_curves(axis: Axes, curves: list[Curve], metric: str, legend: LegendPla
     else:  # every trial diverged before validating an epoch: empty axes, said so
         axis.set_xticks([])
         axis.text(0.5, 0.5, NO_CURVES, transform=axis.transAxes, ha="center", va="center")
+
+
+def _within(axis: Axes, low: float, high: float) -> None:
+    """The y view as matplotlib's margins make it, within the score's range [low, high]."""
+    bottom, top = axis.get_ylim()
+    axis.set_ylim(max(low, bottom), min(high, top))
 
 
 def _ring(colour) -> dict:
@@ -838,15 +869,23 @@ def imbalance_figure(dial: pd.DataFrame, metric: str = "dice", *, split: str) ->
     legend = _legend_place([plain(loss) for loss in dial["loss"].unique()])
     figure = _figure(5.5 + legend.inches, 3.8)
     axis = figure.subplots()
-    for index, (loss, rows) in enumerate(dial.groupby("loss", sort=True)):
-        rows = rows.sort_values("fg_fraction")
+    low, high = metric_bounds(metric)
+    # Each loss in the colour and line style of its learning curves, in their legend's order.
+    for loss, (colour, style) in _loss_looks(dial, dial["loss"]).items():
+        rows = dial[dial["loss"] == loss].sort_values("fg_fraction")
+        mean, spread = rows["score_mean"], rows["score_std"].fillna(0.0)
         axis.errorbar(
             rows["fg_fraction"],
-            rows["score_mean"],
-            yerr=rows["score_std"].fillna(0.0),
+            mean,
+            # within the score's range, as the curves' bands
+            yerr=[
+                mean - np.clip(mean - spread, low, high),
+                np.clip(mean + spread, low, high) - mean,
+            ],
             marker="o",
             capsize=3,
-            linestyle=LINE_STYLES[index // 10 % len(LINE_STYLES)],
+            color=colour,
+            linestyle=style,
             label=plain(loss),
         )
     axis.set_xscale("log")
@@ -856,6 +895,7 @@ def imbalance_figure(dial: pd.DataFrame, metric: str = "dice", *, split: str) ->
     axis.set_xlabel("foreground fraction")
     axis.set_ylabel(f"{summary.METRIC_TITLES[metric]} ({split}, at the epoch chosen on validation)")
     axis.set_title(f"Imbalance dial — {plain(dial['dial_group'].iloc[0])} (mean ± sd over seeds)")
+    _within(axis, low, high)
     axis.grid(alpha=0.3)
     _legend(axis, None, legend)
     return figure
