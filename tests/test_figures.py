@@ -718,3 +718,29 @@ def test_the_imbalance_figure_draws_each_loss_as_its_learning_curves_do(tmp_path
     bars = [c.lines[2][0] for c in axis.containers]  # each loss's vertical error bars
     assert max(segment[:, 1].max() for bar in bars for segment in bar.get_segments()) == 1.0
     assert axis.get_ylim()[1] == 1.0
+
+
+def test_an_mplbackend_that_names_no_backend_is_one_line_not_a_traceback(tmp_path):
+    """matplotlib refuses such an MPLBACKEND when first imported: a whole run ended in its
+    ValueError traceback, report.html unwritten, though the figures need no backend."""
+    import os
+    import subprocess
+    import sys
+
+    run_dir = write_run(tmp_path, quality=QUALITY, seeds=(0,), panel=False)
+    page = tmp_path / "page.html"
+    environment = {**os.environ, "MPLBACKEND": "nonsense"}
+    for option in (["--plots"], ["--html", str(page)]):
+        done = subprocess.run(
+            [sys.executable, "-m", "losscmp", "report", str(run_dir), *option],
+            capture_output=True,
+            text=True,
+            env=environment,
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.splitlines() == [
+            "losscmp: error: MPLBACKEND='nonsense' names no matplotlib backend, so matplotlib "
+            "cannot be imported to draw the figures; unset it, losscmp needs none "
+            "(env -u MPLBACKEND losscmp ...)"
+        ]
+    assert not page.exists() and not (run_dir / "plots").exists()

@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import io
 import math
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ NO_CURVES = "no epoch validated:\nevery trial diverged in its first"
 def write_plots(run_dir: Path | str, *, metric: str = "dice") -> list[Path]:
     """Draw every figure the run supports; return the PNG paths written."""
     summary.check_metric(metric)
+    require_matplotlib()
     store = RunStore(run_dir)
     results = summary.load_run(store.run_dir)
     table = summary.summarize(results, metric)
@@ -89,6 +91,23 @@ def write_plots(run_dir: Path | str, *, metric: str = "dice") -> list[Path]:
             )
         )
     return written
+
+
+def require_matplotlib() -> None:
+    """Import matplotlib, or say in one line why it cannot be: on its first import it
+    refuses an MPLBACKEND that names no backend (a traceback at the end of a whole run,
+    its report.html unwritten), though these figures use none (they draw with Agg)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ValueError as error:
+        backend = os.environ.get("MPLBACKEND")
+        if not backend or "backend" not in str(error):
+            raise
+        raise LosscmpError(
+            f"MPLBACKEND={backend!r} names no matplotlib backend, so matplotlib cannot be "
+            "imported to draw the figures; unset it, losscmp needs none "
+            "(env -u MPLBACKEND losscmp ...)"
+        ) from None
 
 
 def png_bytes(figure: Figure, dpi: int = 110, *, compress_level: int = 6) -> bytes:

@@ -280,6 +280,7 @@ def _per_class(report: Report) -> str:
 def _figures(report: Report) -> str:
     from losscmp.render import figures
 
+    figures.require_matplotlib()
     results = at_chosen_rates(report.results, report.summary)  # each loss at the table's rate
     parts = ["<section><h2>Figures</h2>"]
     parts.append(
