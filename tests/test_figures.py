@@ -744,3 +744,24 @@ def test_an_mplbackend_that_names_no_backend_is_one_line_not_a_traceback(tmp_pat
             "(env -u MPLBACKEND losscmp ...)"
         ]
     assert not page.exists() and not (run_dir / "plots").exists()
+
+
+@pytest.mark.parametrize(
+    ("metric", "curves", "dial"),
+    [
+        ("dice", "Dice", "Dice (test, at the epoch chosen on validation)"),
+        (
+            "ece",
+            "ECE (lower is better)",
+            "ECE (test, at the epoch chosen on validation; lower is better)",
+        ),
+    ],
+)
+def test_a_score_that_is_better_low_says_so_on_its_axis(tmp_path, metric, curves, dial):
+    """ECE's best loss is the lowest line, every other score's the highest; nothing said so."""
+    datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.05, 0.2)]
+    results = load_run(write_run(tmp_path, quality=QUALITY, datasets=datasets, panel=False))
+    table = summarize(results, metric)
+    assert figures.learning_curves(results, metric, table).axes[0].get_ylabel() == curves
+    figure = figures.imbalance_figure(imbalance_frame(table), metric, split="test")
+    assert figure.axes[0].get_ylabel() == dial

@@ -216,6 +216,16 @@ def _legend_labels(curves: list[Curve]) -> list[str]:
     return [curve.label for curve in curves] + ([CHOSEN_EPOCH_LABEL] if curves else [])
 
 
+def score_label(metric: str, where: str = "") -> str:
+    """A score's axis label: its title, where it was read, and, for a score lower is better
+    of (ECE), that: every other line climbing to the top is the better one."""
+    notes = [where] if where else []
+    if not selection.higher_is_better(metric):
+        notes.append("lower is better")
+    title = summary.METRIC_TITLES[metric]
+    return f"{title} ({'; '.join(notes)})" if notes else title
+
+
 def metric_bounds(metric: str) -> tuple[float, float]:
     """The range a score can take: MCC's is [-1, 1], every other headline's [0, 1]."""
     return (-1.0, 1.0) if metric in ("mcc", "mcc_t") else (0.0, 1.0)
@@ -357,7 +367,7 @@ def _draw_curves(
     # MaxNLocator falls back to fractions below two.
     axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     axis.set_xlabel("epoch")
-    axis.set_ylabel(summary.METRIC_TITLES[metric])
+    axis.set_ylabel(score_label(metric))
     _within(axis, low, high)
     axis.grid(alpha=0.3)
     if handles:
@@ -912,7 +922,7 @@ def imbalance_figure(dial: pd.DataFrame, metric: str = "dice", *, split: str) ->
     axis.set_xticks(fractions, [f"{f:g}" for f in fractions])
     axis.minorticks_off()
     axis.set_xlabel("foreground fraction")
-    axis.set_ylabel(f"{summary.METRIC_TITLES[metric]} ({split}, at the epoch chosen on validation)")
+    axis.set_ylabel(score_label(metric, f"{split}, at the epoch chosen on validation"))
     axis.set_title(f"Imbalance dial — {plain(dial['dial_group'].iloc[0])} (mean ± sd over seeds)")
     _within(axis, low, high)
     axis.grid(alpha=0.3)
