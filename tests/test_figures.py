@@ -536,14 +536,14 @@ def test_the_legend_of_a_learning_rate_grid_names_each_loss_at_its_chosen_rate(t
         rate_quality={1e-3: 0.0, 1e-2: 0.05},
         panel=False,
     )
-    figures.write_plots(run_dir)
     results = load_run(run_dir)
     table = summarize(results)
     shown = at_chosen_rates(results, table)
-    lines = _curve_lines(figures.learning_curves(shown, table=table))
-    assert list(lines) == ["dice (lr 0.01)", "focal (lr 0.01)"]
     dice = shown.epochs[shown.epochs["loss"] == "dice"].groupby("epoch")["val_dice"].mean()
-    assert lines["dice (lr 0.01)"].get_ydata() == pytest.approx(dice.to_numpy())
+    for drawn in (results, shown):  # the other rate's trials left out, given or not
+        lines = _curve_lines(figures.learning_curves(drawn, table=table))
+        assert list(lines) == ["dice (lr 0.01)", "focal (lr 0.01)"]
+        assert lines["dice (lr 0.01)"].get_ydata() == pytest.approx(dice.to_numpy())
 
 
 def test_a_ring_marks_the_epoch_each_seed_chose_on_validation(tmp_path):
@@ -765,3 +765,17 @@ def test_a_score_that_is_better_low_says_so_on_its_axis(tmp_path, metric, curves
     assert figures.learning_curves(results, metric, table).axes[0].get_ylabel() == curves
     figure = figures.imbalance_figure(imbalance_frame(table), metric, split="test")
     assert figure.axes[0].get_ylabel() == dial
+
+
+def test_a_score_that_is_not_finite_is_left_out_of_the_curve_and_its_view(tmp_path):
+    """A diverged epoch's scores are NaN; an infinite one (a damaged epochs.csv) would have
+    stretched the view to nothing."""
+    run_dir = write_run(tmp_path, quality=QUALITY, seeds=(0,), panel=False)
+    results = load_run(run_dir)
+    epochs = results.epochs.copy()
+    epochs.loc[(epochs["loss"] == "dice") & (epochs["epoch"] == 2), "val_dice"] = np.inf
+    results = dataclasses.replace(results, epochs=epochs)
+    axis = figures.learning_curves(results).axes[0]
+    assert list(_curve_lines(axis.figure)["dice"].get_xdata()) == [1, 3, 4]
+    low, high = axis.get_ylim()
+    assert 0.0 <= low < high <= 1.0

@@ -156,6 +156,7 @@ def learning_curves(
     = ± one sd across them, a ring on each epoch one chose. ``table`` (``summary.summarize``
     of ``results``, summarized here when not given) orders the legend as its ranking."""
     table = summary.summarize(results, metric) if table is None else table
+    results = summary.at_chosen_rates(results, table)  # a grid's other rates: not drawn
     datasets = summary.dataset_order(results)
     columns = min(3, len(datasets))
     rows = math.ceil(len(datasets) / columns)
