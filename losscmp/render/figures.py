@@ -7,7 +7,9 @@ with Agg without touching the user's backend; matplotlib is imported only when
 a figure is drawn. PNGs go to ``<run>/plots/`` and are written atomically.
 
 - ``learning_curves.png``: validation score per epoch, one line per loss (the
-  mean over seeds) and a band of ± one sd across seeds; one panel per dataset.
+  mean over its finished seeds, at the rate the table chose) and a band of ± one
+  sd across them, a ring on each epoch a seed chose; one panel per dataset, each
+  legend in its table's order, each loss in one colour throughout.
 - ``predictions__<dataset>.png``: a few test images (``panel/test__<dataset>.npz``;
   validation ones, ``panel/val__<dataset>.npz`` or ``panel/val.npz``, for a run
   without a test split) with their ground truth and each loss's final-epoch
@@ -266,14 +268,14 @@ def _dataset_curves(
             label, chosen = f"{label} (diverged)", []
         else:
             rows, chosen = finished, _chosen_epochs(finished, column, metric)
-            seeds[label] = finished["seed"].nunique()
+            seeds[loss] = finished["seed"].nunique()
         by_epoch = rows.groupby("epoch")[column]
         spread = by_epoch.std(ddof=1).fillna(0.0)
         curves.append(Curve(loss, label, by_epoch.mean(), spread, chosen))
     if len(set(seeds.values())) > 1:
         curves = [
-            dataclasses.replace(curve, label=f"{curve.label} ({_seeds(seeds[curve.label])})")
-            if curve.label in seeds
+            dataclasses.replace(curve, label=f"{curve.label} ({_seeds(seeds[curve.loss])})")
+            if curve.loss in seeds
             else curve
             for curve in curves
         ]
