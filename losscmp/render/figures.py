@@ -80,7 +80,7 @@ def write_plots(run_dir: Path | str, *, metric: str = "dice") -> list[Path]:
     curves = learning_curves(shown, metric, table)
     written = [store.write_figure("learning_curves.png", png_bytes(curves))]
     for dataset in summary.dataset_order(shown):
-        panel = prediction_panel(shown, dataset)
+        panel = prediction_panel(shown, dataset, table)
         if panel is not None:
             name = f"predictions__{slug(dataset)}.png"
             written.append(store.write_figure(name, png_bytes(panel.figure)))
@@ -473,13 +473,21 @@ def _loss_predictions(results: summary.RunResults, dataset: str) -> tuple[str, d
     return split or "val", predictions
 
 
-def prediction_panel(results: summary.RunResults, dataset: str) -> PredictionPanel | None:
+def prediction_panel(
+    results: summary.RunResults, dataset: str, table: pd.DataFrame | None = None
+) -> PredictionPanel | None:
     """Rows: test images (validation without a test split); columns: image, ground truth,
-    one per loss. None without data, or where no trial left a prediction (each diverged)."""
+    one per loss, in the order of ``table`` (``summary.summarize`` of ``results``,
+    summarized here when not given), as the learning curves' legend. None without data,
+    or where no trial left a prediction (each diverged)."""
     single = len(results.datasets) <= 1
     split, predictions = _loss_predictions(results, dataset)
     if not predictions:
         return None
+    table = summary.summarize(results) if table is None else table
+    drawn = pd.DataFrame({"loss": list(predictions)})
+    ranked = _ranked_losses(drawn, table[table["dataset"] == dataset])
+    predictions = {loss: predictions[loss] for loss, _ in ranked}
     panel = next(
         (
             found

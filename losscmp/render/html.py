@@ -290,7 +290,7 @@ def _figures(report: Report) -> str:
         )
     )
     for dataset in dataset_order(results):
-        panel = figures.prediction_panel(results, dataset)
+        panel = figures.prediction_panel(results, dataset, report.summary)
         if panel is not None:
             binary = results.datasets.get(dataset, {}).get("mode", "binary") == "binary"
             colours = (
