@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -12,7 +13,7 @@ import pytest
 from run_fixtures import write_run
 
 from losscmp.render import figures
-from losscmp.summary import imbalance_frame, load_run, summarize
+from losscmp.summary import at_chosen_rates, imbalance_frame, load_run, summarize
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 QUALITY = {"dice": 0.8, "focal": 0.6, "tversky": 0.75}
@@ -76,7 +77,8 @@ def test_panel_has_image_truth_and_one_column_per_loss(tmp_path):
     run_dir = write_run(tmp_path, quality=QUALITY)
     panel = figures.prediction_panel(load_run(run_dir), "synthetic")
     figure = panel.figure
-    assert panel_titles(figure) == ["image", "ground truth", "dice", "focal", "tversky"]
+    # the table's order (dice 0.8, tversky 0.75, focal 0.6), as the curves' legend
+    assert panel_titles(figure) == ["image", "ground truth", "dice", "tversky", "focal"]
     assert len(panel_labels(figure)) == 4 * 3  # four validation images, three losses
     (axis,) = figure.axes  # one picture of every tile
     (frames,) = axis.collections
@@ -259,7 +261,7 @@ def test_the_panel_of_a_run_labels_predictions_as_its_metrics_score_them(tmp_pat
         logits.permute(0, 3, 1, 2).float(), torch.from_numpy(masks).long(), mode="multiclass"
     )
     scores = metrics.per_image_scores(counts, mode="multiclass")["dice"].tolist()
-    losses = sorted(results.trials["loss"].unique())
+    losses = panel_titles(panel.figure)[2:]
     labels = panel_labels(panel.figure)[losses.index("dice") :: len(losses)]
     assert labels == [f"Dice {score:.2f}" for score in scores]
 
@@ -376,15 +378,16 @@ def test_learning_curves_of_26_losses_keep_their_axes_and_tell_every_line_apart(
     assert axis.get_legend()._ncols == 2
 
 
-def test_a_panel_of_26_losses_is_cut_into_bands_in_the_losses_order(tmp_path):
+def test_a_panel_of_26_losses_is_cut_into_bands_in_the_tables_order(tmp_path):
     """26 losses made one row of 28 pictures, 5300 pixels wide: a page shrank it to
-    thumbnails with unreadable titles; and its columns came in a scrambled order."""
+    thumbnails with unreadable titles; and its columns came in a scrambled order, then
+    by name. They follow the table's ranking, as the curves' legend."""
     run_dir = write_run(tmp_path, quality=MANY, seeds=(0, 1))
-    figure = figures.prediction_panel(load_run(run_dir), "synthetic").figure
-    bands = [
-        [f"loss{index:02d}" for index in range(start, min(start + 7, 26))]
-        for start in range(0, 26, 7)
-    ]
+    results = load_run(run_dir)
+    figure = figures.prediction_panel(results, "synthetic").figure
+    ranked = list(summarize(results).sort_values("rank")["loss"])
+    assert ranked[:3] == ["loss25", "loss23", "loss24"] and sorted(ranked) != ranked
+    bands = [ranked[start : start + 7] for start in range(0, 26, 7)]
     titles = [name for band in bands for name in ["image", "ground truth", *band]]
     assert panel_titles(figure) == titles
     (axis,) = figure.axes
@@ -468,3 +471,313 @@ def test_the_panel_ignores_the_label_the_summary_names(monkeypatch):
     monkeypatch.setattr(summary, "IGNORE_LABEL", 7)
     assert figures._prediction_dice(mask, prediction, "binary", 2) == pytest.approx(2 / 3)
     assert len(figures._class_colours(np.array([[1, 7], [2, 0]]))) == 2  # classes 1 and 2
+
+
+def _curve_lines(figure) -> dict:
+    """The learning curves' lines by legend label (the first panel)."""
+    return {line.get_label(): line for line in figure.axes[0].get_lines()}
+
+
+def _rings(axis) -> list:
+    """The chosen-epoch rings, one collection per loss in the legend's order."""
+    return [c for c in axis.collections if c.get_gid() == figures.CHOSEN_EPOCH_GID]
+
+
+def _with_scores(results, loss: str, column: str, change):
+    """``results`` with ``change`` applied to ``column`` of ``loss``'s epoch rows."""
+    epochs = results.epochs.copy()
+    rows = epochs["loss"] == loss
+    epochs.loc[rows, column] = change(epochs.loc[rows, column])
+    return dataclasses.replace(results, epochs=epochs)
+
+
+def test_the_mcc_curves_keep_their_negative_scores_in_view(tmp_path):
+    """The y axis began at 0 for every metric: MCC below 0 (a loss worse than chance) was
+    cut off at the bottom edge. Each score's view stays within its own range instead."""
+    run_dir = write_run(tmp_path, quality=QUALITY, seeds=(0,), panel=False)
+    results = _with_scores(load_run(run_dir), "focal", "val_mcc", lambda mcc: mcc - 0.7)
+    lowest = results.epochs["val_mcc"].min()
+    assert -1 < lowest < -0.2
+    axis = figures.learning_curves(results, "mcc").axes[0]
+    low, high = axis.get_ylim()
+    assert -1.0 <= low <= lowest and high <= 1.0
+    assert _curve_lines(axis.figure)["focal"].get_ydata().min() == pytest.approx(lowest)
+
+
+def test_a_dice_band_past_1_is_cut_at_1_and_so_is_the_view(tmp_path):
+    """Seeds near a perfect Dice: mean + sd passed 1, and the band (and the axis) with it."""
+    run_dir = write_run(tmp_path, quality={"dice": 0.8}, epochs=1, panel=False)
+    near_perfect = np.array([0.9, 1.0, 1.0])  # seeds 0, 1, 2: mean + sd = 1.024
+    results = _with_scores(load_run(run_dir), "dice", "val_dice", lambda _: near_perfect)
+    axis = figures.learning_curves(results).axes[0]
+    (band,) = [c for c in axis.collections if c.get_gid() != figures.CHOSEN_EPOCH_GID]
+    assert band.get_paths()[0].vertices[:, 1].max() == pytest.approx(1.0)
+    assert band.get_paths()[0].vertices[:, 1].min() == pytest.approx(0.96667 - 0.05774, abs=1e-4)
+    assert axis.get_ylim()[1] == 1.0
+
+
+def test_the_legend_lists_the_losses_in_the_tables_order(tmp_path):
+    """It listed them by name (focal, tversky, dice): a reader matched colours against a
+    table ranked dice, tversky, focal."""
+    run_dir = write_run(tmp_path, quality={"focal": 0.6, "tversky": 0.75, "dice": 0.8})
+    results = load_run(run_dir)
+    table = summarize(results)
+    assert list(table["loss"]) == ["dice", "tversky", "focal"]
+    axis = figures.learning_curves(results, table=table).axes[0]
+    labels = [text.get_text() for text in axis.get_legend().get_texts()]
+    assert labels == ["dice", "tversky", "focal", "epoch chosen on validation"]
+    assert [line.get_label() for line in axis.get_lines()] == labels[:3]
+
+
+def test_the_legend_of_a_learning_rate_grid_names_each_loss_at_its_chosen_rate(tmp_path):
+    """Each line is the loss at the rate the table chose; the legend did not say which."""
+    run_dir = write_run(
+        tmp_path,
+        quality={"dice": 0.8, "focal": 0.6},
+        lrs=(1e-3, 1e-2),
+        rate_quality={1e-3: 0.0, 1e-2: 0.05},
+        panel=False,
+    )
+    results = load_run(run_dir)
+    table = summarize(results)
+    shown = at_chosen_rates(results, table)
+    dice = shown.epochs[shown.epochs["loss"] == "dice"].groupby("epoch")["val_dice"].mean()
+    for drawn in (results, shown):  # the other rate's trials left out, given or not
+        lines = _curve_lines(figures.learning_curves(drawn, table=table))
+        assert list(lines) == ["dice (lr 0.01)", "focal (lr 0.01)"]
+        assert lines["dice (lr 0.01)"].get_ydata() == pytest.approx(dice.to_numpy())
+
+
+def test_a_ring_marks_the_epoch_each_seed_chose_on_validation(tmp_path):
+    """The table reads each trial at its epoch chosen on validation, not the last one;
+    nothing on the curves said which. The fixture peaks at the second-to-last epoch."""
+    from matplotlib.colors import to_rgb
+
+    run_dir = write_run(tmp_path, quality=QUALITY, epochs=5, panel=False)
+    results = load_run(run_dir)
+    table = summarize(results)
+    axis = figures.learning_curves(results, table=table).axes[0]
+    rings = _rings(axis)
+    assert len(rings) == 3
+    for ring, line, (_, row) in zip(rings, axis.get_lines(), table.iterrows(), strict=True):
+        assert row["best_epoch"] == 4
+        points = ring.get_offsets()
+        assert points.tolist() == [[4.0, line.get_ydata()[3]]]
+        assert tuple(ring.get_edgecolor()[0][:3]) == pytest.approx(to_rgb(line.get_color()))
+
+
+def test_a_seed_that_diverged_is_left_out_of_its_losss_curve(tmp_path):
+    """The table leaves a diverged trial out of every mean; the curve averaged its epochs
+    before it diverged with the others', so the mean jumped where it dropped out. A loss
+    whose every seed diverged keeps its early epochs, labelled so, and has no ring."""
+    run_dir = write_run(
+        tmp_path,
+        quality={"dice": 0.8, "focal": 0.6},
+        diverged={("focal", 1): 4, ("dice", 0): 3, ("dice", 1): 2, ("dice", 2): 3},
+        epochs=5,
+        panel=False,
+    )
+    results = load_run(run_dir)
+    axis = figures.learning_curves(results).axes[0]
+    lines = _curve_lines(axis.figure)
+    assert list(lines) == ["focal", "dice (diverged)"]
+    focal = results.epochs[(results.epochs["loss"] == "focal") & (results.epochs["seed"] != 1)]
+    assert lines["focal"].get_ydata() == pytest.approx(
+        focal.groupby("epoch")["val_dice"].mean().to_numpy()
+    )
+    assert list(lines["dice (diverged)"].get_xdata()) == [1, 2]
+    assert [len(ring.get_offsets()) for ring in _rings(axis)] == [1, 0]
+
+
+def test_the_title_says_what_a_line_and_a_band_are(tmp_path):
+    """'(band: ± sd over seeds)' over one seed's lines, which have none."""
+    one = load_run(write_run(tmp_path / "one", quality=QUALITY, seeds=(0,), panel=False))
+    three = load_run(write_run(tmp_path / "three", quality=QUALITY, panel=False))
+    assert figures.learning_curves(one).get_suptitle() == "Validation Dice per epoch (one seed)"
+    assert (
+        figures.learning_curves(three, "iou").get_suptitle()
+        == "Validation IoU per epoch: mean over seeds, band ± 1 sd"
+    )
+
+
+def test_curves_of_a_run_whose_every_trial_diverged_at_once_say_so(tmp_path):
+    run_dir = write_run(tmp_path, quality={"dice": 0.8}, seeds=(0,), panel=False)
+    for path in (run_dir / "trials").glob("*.json"):
+        record = json.loads(path.read_text())
+        record.update(status="diverged", diverged_epoch=1, best_epoch=None, epochs=[])
+        path.write_text(json.dumps(record))
+    (axis,) = figures.learning_curves(load_run(run_dir)).axes
+    assert [text.get_text() for text in axis.texts] == [figures.NO_CURVES]
+    assert axis.get_legend() is None
+
+
+LONG_SPECS = {
+    "combo(alpha=0.5,ce_ratio=0.5)": 0.6,
+    "dice": 0.8,
+    "focal_tversky(alpha=0.7,beta=0.3,gamma=0.75)": 0.72,
+    "tversky(alpha=0.7,beta=0.3)": 0.7,
+}
+
+
+def test_long_loss_specs_title_their_panel_columns_without_running_into_each_other(tmp_path):
+    """'focal_tversky(alpha=0.7,beta=0.3,gamma=0.75)' was one line 3 inches wide over a
+    1.9-inch column: it ran into its neighbour's title. Titles now break after '(' or ','
+    and the band above the tiles is as tall as the longest needs."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    run_dir = write_run(tmp_path, quality=LONG_SPECS, seeds=(0,))
+    figure = figures.prediction_panel(load_run(run_dir), "synthetic").figure
+    titles = [text for text in figure.axes[0].texts if text.get_fontsize() == 9]
+    assert [text.get_text() for text in titles][2:] == [  # the table's order
+        "dice",
+        "focal_tversky(\nalpha=0.7,beta=0.3,\ngamma=0.75)",
+        "tversky(alpha=0.7,\nbeta=0.3)",
+        "combo(alpha=0.5,\nce_ratio=0.5)",
+    ]
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    boxes = [text.get_window_extent(renderer) for text in titles]
+    for left, right in zip(boxes, boxes[1:], strict=False):
+        assert left.x1 < right.x0  # side by side, apart
+    axis = figure.axes[0]
+    tile_top = axis.transData.transform((0, figures._Grid((32, 32), 4, [[]], 3).corner(0, 0, 0)[0]))
+    assert min(box.y0 for box in boxes) > tile_top[1]  # every line above the tiles
+    title = figure._suptitle.get_window_extent(renderer)
+    assert title.y0 > max(box.y1 for box in boxes)
+
+
+def test_a_legend_of_long_specs_goes_beside_the_curves(tmp_path):
+    """Four losses with parameters made a legend inside half as wide as the axes, over
+    the lines of the last-ranked loss."""
+    run_dir = write_run(tmp_path, quality=LONG_SPECS, seeds=(0,), panel=False)
+    figure = figures.learning_curves(load_run(run_dir))
+    figure.draw_without_rendering()
+    (axis,) = figure.axes
+    plot, legend = axis.get_window_extent(), axis.get_legend().get_window_extent()
+    assert legend.x0 > plot.x1
+    assert legend.x1 <= figure.bbox.x1 and plot.width > 0.45 * figure.bbox.width
+    short = figures.learning_curves(load_run(write_run(tmp_path / "short", panel=False)))
+    short.draw_without_rendering()
+    inside = short.axes[0].get_legend().get_window_extent()
+    assert short.axes[0].get_window_extent().contains(inside.x0 + 1, inside.y0 + 1)
+
+
+def test_lines_over_different_numbers_of_seeds_say_how_many(tmp_path):
+    """A stopped run (or seeds that diverged) leaves losses with 1, 2 and 3 seeds: the
+    lines looked alike, a band or none the only hint."""
+    run_dir = write_run(tmp_path, quality=QUALITY, panel=False)
+    results = load_run(run_dir)
+    stopped = (results.epochs["loss"] == "dice") | (results.epochs["seed"] == 0)
+    trials = results.trials
+    kept = trials[(trials["loss"] == "dice") | (trials["seed"] == 0)]
+    partial = dataclasses.replace(results, epochs=results.epochs[stopped], trials=kept)
+    lines = _curve_lines(figures.learning_curves(partial))
+    assert list(lines) == ["dice (3 seeds)", "tversky (1 seed)", "focal (1 seed)"]
+
+
+def test_a_loss_keeps_its_colour_in_every_panel(tmp_path):
+    """Each panel's lines took the colours of the cycle in that dataset's ranking: with an
+    imbalance dial, the best loss at each fraction was blue, a different loss each time.
+    Each loss's colour now follows its mean rank over the datasets; each legend still
+    lists its own dataset's ranking."""
+    datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.05, 0.2)]
+    ranked = {  # focal is best at 0.01, then worst; dice best at the other two fractions
+        "synthetic(fg_fraction=0.01)": {"dice": 0.6, "focal": 0.8, "tversky": 0.7},
+        "synthetic(fg_fraction=0.05)": {"dice": 0.8, "focal": 0.5, "tversky": 0.7},
+        "synthetic(fg_fraction=0.2)": {"dice": 0.8, "focal": 0.5, "tversky": 0.7},
+    }
+    run_dir = write_run(
+        tmp_path,
+        quality=lambda loss, dataset: ranked[dataset][loss],
+        losses=["dice", "focal", "tversky"],
+        datasets=datasets,
+        panel=False,
+    )
+    figure = figures.learning_curves(load_run(run_dir))
+    colours = {"dice": "C0", "tversky": "C1", "focal": "C2"}  # mean ranks 1.33, 2, 2.67
+    first, *others = figure.axes[:3]
+    assert [line.get_label() for line in first.get_lines()] == ["focal", "tversky", "dice"]
+    for axis in [first, *others]:
+        assert {line.get_label(): line.get_color() for line in axis.get_lines()} == colours
+    assert [line.get_label() for line in others[0].get_lines()] == ["dice", "tversky", "focal"]
+
+
+def test_the_imbalance_figure_draws_each_loss_as_its_learning_curves_do(tmp_path):
+    """Its colours went by loss name, the curves' by rank: dice was blue in one figure and
+    orange in the other. Its error bars now stop at the score's range, as the bands do."""
+    datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.05, 0.2)]
+    quality = {"dice": 0.7, "focal": 0.6, "tversky": 0.9}
+    run_dir = write_run(tmp_path, quality=quality, datasets=datasets, panel=False)
+    results = load_run(run_dir)
+    table = summarize(results)
+    dial = imbalance_frame(table)
+    dial.loc[dial["loss"] == "tversky", "score_std"] = 0.2  # seeds far apart
+    assert (dial["score_mean"] + dial["score_std"]).max() > 1.0  # the case at hand
+    (axis,) = figures.imbalance_figure(dial, split="test").axes
+    drawn = {c.get_label(): c.lines[0].get_color() for c in axis.containers}
+    curves = figures.learning_curves(results, table=table).axes[0]
+    assert drawn == {line.get_label(): line.get_color() for line in curves.get_lines()}
+    assert list(drawn) == ["tversky", "dice", "focal"]  # their legend's order
+    bars = [c.lines[2][0] for c in axis.containers]  # each loss's vertical error bars
+    assert max(segment[:, 1].max() for bar in bars for segment in bar.get_segments()) == 1.0
+    assert axis.get_ylim()[1] == 1.0
+
+
+def test_an_mplbackend_that_names_no_backend_is_one_line_not_a_traceback(tmp_path):
+    """matplotlib refuses such an MPLBACKEND when first imported: a whole run ended in its
+    ValueError traceback, report.html unwritten, though the figures need no backend."""
+    import os
+    import subprocess
+    import sys
+
+    run_dir = write_run(tmp_path, quality=QUALITY, seeds=(0,), panel=False)
+    page = tmp_path / "page.html"
+    environment = {**os.environ, "MPLBACKEND": "nonsense"}
+    for option in (["--plots"], ["--html", str(page)]):
+        done = subprocess.run(
+            [sys.executable, "-m", "losscmp", "report", str(run_dir), *option],
+            capture_output=True,
+            text=True,
+            env=environment,
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.splitlines() == [
+            "losscmp: error: MPLBACKEND='nonsense' names no matplotlib backend, so matplotlib "
+            "cannot be imported to draw the figures; unset it, losscmp needs none "
+            "(env -u MPLBACKEND losscmp ...)"
+        ]
+    assert not page.exists() and not (run_dir / "plots").exists()
+
+
+@pytest.mark.parametrize(
+    ("metric", "curves", "dial"),
+    [
+        ("dice", "Dice", "Dice (test, at the epoch chosen on validation)"),
+        (
+            "ece",
+            "ECE (lower is better)",
+            "ECE (test, at the epoch chosen on validation; lower is better)",
+        ),
+    ],
+)
+def test_a_score_that_is_better_low_says_so_on_its_axis(tmp_path, metric, curves, dial):
+    """ECE's best loss is the lowest line, every other score's the highest; nothing said so."""
+    datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.05, 0.2)]
+    results = load_run(write_run(tmp_path, quality=QUALITY, datasets=datasets, panel=False))
+    table = summarize(results, metric)
+    assert figures.learning_curves(results, metric, table).axes[0].get_ylabel() == curves
+    figure = figures.imbalance_figure(imbalance_frame(table), metric, split="test")
+    assert figure.axes[0].get_ylabel() == dial
+
+
+def test_a_score_that_is_not_finite_is_left_out_of_the_curve_and_its_view(tmp_path):
+    """A diverged epoch's scores are NaN; an infinite one (a damaged epochs.csv) would have
+    stretched the view to nothing."""
+    run_dir = write_run(tmp_path, quality=QUALITY, seeds=(0,), panel=False)
+    results = load_run(run_dir)
+    epochs = results.epochs.copy()
+    epochs.loc[(epochs["loss"] == "dice") & (epochs["epoch"] == 2), "val_dice"] = np.inf
+    results = dataclasses.replace(results, epochs=epochs)
+    axis = figures.learning_curves(results).axes[0]
+    assert list(_curve_lines(axis.figure)["dice"].get_xdata()) == [1, 3, 4]
+    low, high = axis.get_ylim()
+    assert 0.0 <= low < high <= 1.0

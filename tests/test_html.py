@@ -240,3 +240,21 @@ def test_a_run_whose_every_trial_diverged_gets_its_page_and_plots(cli, tmp_path)
     assert text.count("<figure>") == 1  # the learning curves alone
     assert "focal on synthetic diverged" in text
     assert sorted(path.name for path in (run_dir / "plots").iterdir()) == ["learning_curves.png"]
+
+
+@pytest.mark.parametrize(
+    ("seeds", "said"),
+    [
+        ((0,), "Validation Dice per epoch (one seed); a ring marks"),
+        ((0, 1, 2), "Validation Dice per epoch: mean over seeds, band ± 1 sd; a ring marks"),
+    ],
+)
+def test_the_learning_curves_caption_says_what_lines_bands_and_rings_are(tmp_path, seeds, said):
+    """It promised '± one sd across seeds' of a one-seed run, which has no band, and said
+    nothing of the epoch the table reads each trial at."""
+    text = page_of(write_run(tmp_path, quality=QUALITY, seeds=seeds))
+    (caption,) = [c for c in re.findall(r"<figcaption>([^<]*)", text) if "per epoch" in c]
+    assert caption == html._e(
+        f"{said} each epoch a seed chose on validation, where the table reads its scores; "
+        "the legend in the table's order."
+    )

@@ -7,7 +7,9 @@ with Agg without touching the user's backend; matplotlib is imported only when
 a figure is drawn. PNGs go to ``<run>/plots/`` and are written atomically.
 
 - ``learning_curves.png``: validation score per epoch, one line per loss (the
-  mean over seeds) and a band of ± one sd across seeds; one panel per dataset.
+  mean over its finished seeds, at the rate the table chose) and a band of ± one
+  sd across them, a ring on each epoch a seed chose; one panel per dataset, each
+  legend in its table's order, each loss in one colour throughout.
 - ``predictions__<dataset>.png``: a few test images (``panel/test__<dataset>.npz``;
   validation ones, ``panel/val__<dataset>.npz`` or ``panel/val.npz``, for a run
   without a test split) with their ground truth and each loss's final-epoch
@@ -20,9 +22,13 @@ a figure is drawn. PNGs go to ``<run>/plots/`` and are written atomically.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import math
+import os
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,7 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from losscmp import summary
+from losscmp import selection, summary
 from losscmp.errors import LosscmpError
 from losscmp.results import RunStore, slug
 
@@ -50,20 +56,31 @@ MAX_PANEL_LOSSES = 8
 # (inside, 26 entries squashed the axes to nothing).
 LINE_STYLES = ("-", "--", ":")
 LEGEND_INSIDE_MAX = 10
+# ... as does one with a label longer than this: 'tversky(alpha=0.7,beta=0.3)' and its like
+# made a legend inside as wide as half the axes, over the lines.
+LEGEND_INSIDE_CHARS = 26
 LEGEND_ROWS = 16
-LEGEND_COLUMN_WIDTH = 2.0  # inches the figure widens by for each column of such a legend
+LEGEND_COLUMN_WIDTH = 2.0  # inches the figure widens by for each column of such a legend,
+LEGEND_CHAR_INCHES, LEGEND_HANDLE_INCHES = 0.068, 0.6  # or more, for its longest label (8 pt)
+# Each loss's epochs chosen on validation (where the table reads its scores): rings of this
+# diameter (points) around the curve's markers; CHOSEN_EPOCH_GID names them.
+RING_SIZE, RING_WIDTH = 9.0, 1.3
+CHOSEN_EPOCH_GID = "chosen epochs"
+NO_CURVES = "no epoch validated:\nevery trial diverged in its first"
 
 
 def write_plots(run_dir: Path | str, *, metric: str = "dice") -> list[Path]:
     """Draw every figure the run supports; return the PNG paths written."""
     summary.check_metric(metric)
+    require_matplotlib()
     store = RunStore(run_dir)
     results = summary.load_run(store.run_dir)
     table = summary.summarize(results, metric)
     shown = summary.at_chosen_rates(results, table)  # each loss at the table's rate
-    written = [store.write_figure("learning_curves.png", png_bytes(learning_curves(shown, metric)))]
+    curves = learning_curves(shown, metric, table)
+    written = [store.write_figure("learning_curves.png", png_bytes(curves))]
     for dataset in summary.dataset_order(shown):
-        panel = prediction_panel(shown, dataset)
+        panel = prediction_panel(shown, dataset, table)
         if panel is not None:
             name = f"predictions__{slug(dataset)}.png"
             written.append(store.write_figure(name, png_bytes(panel.figure)))
@@ -76,6 +93,23 @@ def write_plots(run_dir: Path | str, *, metric: str = "dice") -> list[Path]:
             )
         )
     return written
+
+
+def require_matplotlib() -> None:
+    """Import matplotlib, or say in one line why it cannot be: on its first import it
+    refuses an MPLBACKEND that names no backend (a traceback at the end of a whole run,
+    its report.html unwritten), though these figures use none (they draw with Agg)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ValueError as error:
+        backend = os.environ.get("MPLBACKEND")
+        if not backend or "backend" not in str(error):
+            raise
+        raise LosscmpError(
+            f"MPLBACKEND={backend!r} names no matplotlib backend, so matplotlib cannot be "
+            "imported to draw the figures; unset it, losscmp needs none "
+            "(env -u MPLBACKEND losscmp ...)"
+        ) from None
 
 
 def png_bytes(figure: Figure, dpi: int = 110, *, compress_level: int = 6) -> bytes:
@@ -117,67 +151,270 @@ def _figure(width: float, height: float) -> Figure:
 # --------------------------------------------------------------------------- learning curves
 
 
-def learning_curves(results: summary.RunResults, metric: str = "dice") -> Figure:
-    """Validation score per epoch: mean over seeds per loss, band = ± one sd across seeds."""
+def learning_curves(
+    results: summary.RunResults, metric: str = "dice", table: pd.DataFrame | None = None
+) -> Figure:
+    """Validation score per epoch: mean over a loss's finished seeds (as the table's), band
+    = ± one sd across them, a ring on each epoch one chose. ``table`` (``summary.summarize``
+    of ``results``, summarized here when not given) orders the legend as its ranking."""
+    table = summary.summarize(results, metric) if table is None else table
+    results = summary.at_chosen_rates(results, table)  # a grid's other rates: not drawn
     datasets = summary.dataset_order(results)
     columns = min(3, len(datasets))
     rows = math.ceil(len(datasets) / columns)
-    losses = results.epochs.groupby("dataset")["loss"].nunique()  # per dataset
-    legend = _outside_legend_columns(int(losses.max()) if len(losses) else 0)
-    figure = _figure((5.0 + LEGEND_COLUMN_WIDTH * legend) * columns, 3.6 * rows)
+    looks = _loss_looks(table, results.epochs["loss"])
+    curves = {
+        dataset: _dataset_curves(results, dataset, metric, table[table["dataset"] == dataset])
+        for dataset in datasets
+    }
+    legends = {dataset: _legend_place(_legend_labels(drawn)) for dataset, drawn in curves.items()}
+    widest = max((legend.inches for legend in legends.values()), default=0.0)
+    figure = _figure((5.0 + widest) * columns, 3.6 * rows)
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for axis, dataset in zip(axes, datasets, strict=False):
-        _curves(axis, results.epochs[results.epochs["dataset"] == dataset], metric)
+        _draw_curves(axis, curves[dataset], looks, metric, legends[dataset])
         axis.set_title(plain(dataset), fontsize=10)
     for axis in axes[len(datasets) :]:
         axis.set_visible(False)
-    figure.suptitle(f"Validation {summary.METRIC_TITLES[metric]} per epoch (band: ± sd over seeds)")
+    figure.suptitle(curves_title(results, metric))
     return figure
 
 
-def _outside_legend_columns(losses: int) -> int:
-    """Columns of a legend beside the axes for ``losses`` lines; 0: it fits inside."""
-    return 0 if losses <= LEGEND_INSIDE_MAX else math.ceil(losses / LEGEND_ROWS)
+def curves_title(results: summary.RunResults, metric: str) -> str:
+    """What the lines and bands are: a band only where a loss has several seeds."""
+    seeds = results.trials.groupby(["dataset", "loss"])["seed"].nunique()
+    what = f"Validation {summary.METRIC_TITLES[metric]} per epoch"
+    if len(seeds) and seeds.max() > 1:
+        return f"{what}: mean over seeds, band ± 1 sd"
+    return f"{what} (one seed)"
 
 
-def _curves(axis: Axes, epochs: pd.DataFrame, metric: str) -> None:
+@dataclass(frozen=True)
+class LegendPlace:
+    """Where a legend goes: inside the axes (0 columns) or in columns beside them."""
+
+    columns: int
+    column_inches: float = 0.0
+
+    @property
+    def inches(self) -> float:
+        """How much wider the figure is for it."""
+        return self.columns * self.column_inches
+
+
+def _legend_place(labels: list[str]) -> LegendPlace:
+    """Inside the axes for a few short labels; else beside them, in columns of 16."""
+    longest = max(map(len, labels), default=0)
+    if len(labels) <= LEGEND_INSIDE_MAX and longest <= LEGEND_INSIDE_CHARS:
+        return LegendPlace(0)
+    width = max(LEGEND_COLUMN_WIDTH, LEGEND_HANDLE_INCHES + LEGEND_CHAR_INCHES * longest)
+    return LegendPlace(math.ceil(len(labels) / LEGEND_ROWS), width)
+
+
+CHOSEN_EPOCH_LABEL = "epoch chosen on validation"
+
+
+def _legend_labels(curves: list[Curve]) -> list[str]:
+    """The learning curves' legend: a line per loss, then the rings' entry."""
+    return [curve.label for curve in curves] + ([CHOSEN_EPOCH_LABEL] if curves else [])
+
+
+def score_label(metric: str, where: str = "") -> str:
+    """A score's axis label: its title, where it was read, and, for a score lower is better
+    of (ECE), that: every other line climbing to the top is the better one."""
+    notes = [where] if where else []
+    if not selection.higher_is_better(metric):
+        notes.append("lower is better")
+    title = summary.METRIC_TITLES[metric]
+    return f"{title} ({'; '.join(notes)})" if notes else title
+
+
+def metric_bounds(metric: str) -> tuple[float, float]:
+    """The range a score can take: MCC's is [-1, 1], every other headline's [0, 1]."""
+    return (-1.0, 1.0) if metric in ("mcc", "mcc_t") else (0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One loss's line: its legend label, the mean and sd over seeds by epoch, and the
+    epochs its seeds chose on validation."""
+
+    loss: str
+    label: str
+    mean: pd.Series
+    spread: pd.Series
+    chosen: list[int]
+
+
+def _dataset_curves(
+    results: summary.RunResults, dataset: str, metric: str, ranking: pd.DataFrame
+) -> list[Curve]:
+    """Each loss's curve, in the table's order (best first, losses without a rank last).
+    Over its finished seeds only, as the table's means: a seed that diverged at epoch 3
+    made the mean jump there, and the band narrow. A loss whose every seed diverged keeps
+    their epochs before it did, labelled so. Where the losses' lines are over different
+    numbers of seeds (some diverged; a stopped run), each label says its number."""
     column = f"val_{metric}"
-    for index, (loss, rows) in enumerate(epochs.groupby("loss", sort=False)):
-        by_epoch = rows.dropna(subset=[column]).groupby("epoch")[column]
-        mean, spread = by_epoch.mean(), by_epoch.std(ddof=1).fillna(0.0)
-        style = LINE_STYLES[index // 10 % len(LINE_STYLES)]
-        (line,) = axis.plot(
-            mean.index, mean.to_numpy(), style, marker="o", markersize=3, label=plain(loss)
-        )
-        axis.fill_between(
-            mean.index, mean - spread, mean + spread, color=line.get_color(), alpha=0.2, lw=0
-        )
+    epochs = results.epochs[results.epochs["dataset"] == dataset]
+    epochs = epochs[np.isfinite(epochs[column].astype(float))]  # a diverged epoch: NaN
+    trials = results.trials[results.trials["dataset"] == dataset]
+    diverged = trials[trials["status"] == "diverged"][["loss", "seed"]]
+    diverged_pairs = set(diverged.itertuples(index=False, name=None))
+    curves, seeds = [], {}
+    for loss, label in _ranked_losses(epochs, ranking):
+        rows = epochs[epochs["loss"] == loss]
+        finished = rows[[(loss, seed) not in diverged_pairs for seed in rows["seed"]]]
+        if finished.empty:
+            label, chosen = f"{label} (diverged)", []
+        else:
+            rows, chosen = finished, _chosen_epochs(finished, column, metric)
+            seeds[loss] = finished["seed"].nunique()
+        by_epoch = rows.groupby("epoch")[column]
+        spread = by_epoch.std(ddof=1).fillna(0.0)
+        curves.append(Curve(loss, label, by_epoch.mean(), spread, chosen))
+    if len(set(seeds.values())) > 1:
+        curves = [
+            dataclasses.replace(curve, label=f"{curve.label} ({_seeds(seeds[curve.loss])})")
+            if curve.loss in seeds
+            else curve
+            for curve in curves
+        ]
+    return curves
+
+
+def _seeds(count: int) -> str:
+    return f"{count} seed" + ("" if count == 1 else "s")
+
+
+def _ranked_losses(epochs: pd.DataFrame, ranking: pd.DataFrame) -> list[tuple[str, str]]:
+    """(loss, legend label) of the losses drawn, in the table's order (best first, losses
+    without a rank last); the label names the rate where losses were trained at several."""
+    chosen = selection.chosen_rows(ranking).sort_values("rank", na_position="last", kind="stable")
+    order = list(dict.fromkeys([*chosen["loss"], *epochs["loss"]]))
+    rates = dict(zip(chosen["loss"], chosen["lr"], strict=True)) if "lr" in chosen else {}
+    several = selection.several_rates(ranking)
+    drawn = set(epochs["loss"])
+    return [
+        (loss, plain(loss) + (f" (lr {rates[loss]:g})" if several and loss in rates else ""))
+        for loss in order
+        if loss in drawn
+    ]
+
+
+def _chosen_epochs(rows: pd.DataFrame, column: str, metric: str) -> list[int]:
+    """The epochs the seeds of ``rows`` chose on validation, as the table reads them."""
+    chosen = set()
+    for _, trial in rows.groupby("seed", sort=True):
+        trial = trial.sort_values("epoch")
+        scores = trial[column].to_numpy(dtype=float)
+        chosen.add(int(trial["epoch"].iloc[selection.chosen_epoch(scores, metric)]))
+    return sorted(chosen)
+
+
+def _loss_looks(table: pd.DataFrame, losses: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """Each loss's (colour, line style), the same in every panel: in the order of the
+    losses' mean rank over the datasets (the table's order for one), colours of the cycle
+    then dashed and dotted lines past ten. Ranked per panel, the colours changed places
+    between the panels of a run with an imbalance dial."""
+    chosen = selection.chosen_rows(table)
+    ranks = chosen.groupby("loss", sort=False)["rank"].mean()
+    ranked = ranks.sort_values(na_position="last", kind="stable").index
+    order = list(dict.fromkeys([*ranked, *losses]))
+    return {
+        loss: (f"C{index % 10}", LINE_STYLES[index // 10 % len(LINE_STYLES)])
+        for index, loss in enumerate(order)
+    }
+
+
+def _draw_curves(
+    axis: Axes,
+    curves: list[Curve],
+    looks: dict[str, tuple[str, str]],
+    metric: str,
+    legend: LegendPlace,
+) -> None:
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
+    low, high = metric_bounds(metric)
+    handles = []
+    for curve in curves:
+        colour, style = looks[curve.loss]
+        epochs = curve.mean.index
+        (line,) = axis.plot(
+            epochs, curve.mean.to_numpy(), style, color=colour, marker="o", markersize=3
+        )
+        line.set_label(curve.label)
+        # A band past the score's range (a Dice above 1) is no score a seed could have had.
+        axis.fill_between(
+            epochs,
+            np.clip(curve.mean - curve.spread, low, high),
+            np.clip(curve.mean + curve.spread, low, high),
+            color=line.get_color(),
+            alpha=0.2,
+            lw=0,
+        )
+        # A scatter, not a line: one line per loss stays the axes' lines.
+        axis.scatter(
+            curve.chosen,
+            curve.mean.loc[curve.chosen].to_numpy(),
+            s=RING_SIZE**2,
+            facecolors="none",
+            edgecolors=line.get_color(),
+            linewidths=RING_WIDTH,
+            gid=CHOSEN_EPOCH_GID,
+            zorder=line.get_zorder() + 0.1,
+        )
+        handles.append(line)
     # Whole epochs only, even where one fits in the view (a one-epoch run): by default
     # MaxNLocator falls back to fractions below two.
     axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     axis.set_xlabel("epoch")
-    axis.set_ylabel(summary.METRIC_TITLES[metric])
-    axis.set_ylim(bottom=max(0.0, axis.get_ylim()[0]))
+    axis.set_ylabel(score_label(metric))
+    _within(axis, low, high)
     axis.grid(alpha=0.3)
-    lines = len(axis.get_lines())  # one per loss
-    if lines:  # trials that diverged before any epoch row draw none: no legend
-        _legend(axis, _outside_legend_columns(lines))
+    if handles:
+        ring = Line2D([], [], **_ring("0.2"), label=CHOSEN_EPOCH_LABEL)
+        _legend(axis, [*handles, ring], legend)
+    else:  # every trial diverged before validating an epoch: empty axes, said so
+        axis.set_xticks([])
+        axis.text(0.5, 0.5, NO_CURVES, transform=axis.transAxes, ha="center", va="center")
 
 
-def _legend(axis: Axes, outside_columns: int) -> None:
-    """The legend inside the axes, or in ``outside_columns`` columns beside them."""
-    if outside_columns:
+def _within(axis: Axes, low: float, high: float) -> None:
+    """The y view as matplotlib's margins make it, within the score's range [low, high]."""
+    bottom, top = axis.get_ylim()
+    axis.set_ylim(max(low, bottom), min(high, top))
+
+
+def _ring(colour) -> dict:
+    """A legend entry's look of a chosen epoch's ring."""
+    return dict(
+        color=colour,
+        linestyle="none",
+        marker="o",
+        markersize=RING_SIZE,
+        markerfacecolor="none",
+        markeredgecolor=colour,
+        markeredgewidth=RING_WIDTH,
+    )
+
+
+def _legend(axis: Axes, handles: list | None, place: LegendPlace) -> None:
+    """The legend (of ``handles``, or every labelled line) inside the axes, or in
+    columns beside them."""
+    extra = {} if handles is None else {"handles": handles}
+    if place.columns:
         axis.legend(
+            **extra,
             fontsize=8,
             loc="upper left",
             bbox_to_anchor=(1.02, 1.0),
             borderaxespad=0.0,
-            ncols=outside_columns,
+            ncols=place.columns,
         )
     else:
-        axis.legend(fontsize=8)
+        axis.legend(**extra, fontsize=8)
 
 
 # --------------------------------------------------------------------------- prediction panel
@@ -236,13 +473,21 @@ def _loss_predictions(results: summary.RunResults, dataset: str) -> tuple[str, d
     return split or "val", predictions
 
 
-def prediction_panel(results: summary.RunResults, dataset: str) -> PredictionPanel | None:
+def prediction_panel(
+    results: summary.RunResults, dataset: str, table: pd.DataFrame | None = None
+) -> PredictionPanel | None:
     """Rows: test images (validation without a test split); columns: image, ground truth,
-    one per loss. None without data, or where no trial left a prediction (each diverged)."""
+    one per loss, in the order of ``table`` (``summary.summarize`` of ``results``,
+    summarized here when not given), as the learning curves' legend. None without data,
+    or where no trial left a prediction (each diverged)."""
     single = len(results.datasets) <= 1
     split, predictions = _loss_predictions(results, dataset)
     if not predictions:
         return None
+    table = summary.summarize(results) if table is None else table
+    drawn = pd.DataFrame({"loss": list(predictions)})
+    ranked = _ranked_losses(drawn, table[table["dataset"] == dataset])
+    predictions = {loss: predictions[loss] for loss, _ in ranked}
     panel = next(
         (
             found
@@ -260,7 +505,9 @@ def prediction_panel(results: summary.RunResults, dataset: str) -> PredictionPan
         for loss, (where, prediction) in predictions.items()
     }
     classes = _class_count(results, dataset, masks, predictions.values())
-    grid = _Grid(images.shape[1:3], len(images), _bands(list(predictions)))
+    titles = {loss: _column_title(loss) for loss in predictions}
+    lines = max(title.count("\n") + 1 for title in titles.values())
+    grid = _Grid(images.shape[1:3], len(images), _bands(list(predictions)), lines)
     figure = _montage_figure(grid)
     axis = figure.axes[0]
     canvas = grid.blank()
@@ -279,8 +526,8 @@ def prediction_panel(results: summary.RunResults, dataset: str) -> PredictionPan
                 grid.paste(canvas, tile, band, row, column)
                 if label is not None:
                     _tile_text(axis, grid, label, (band, row, column), below=True)
-        for column, title in enumerate(["image", "ground truth", *losses]):
-            _tile_text(axis, grid, plain(title), (band, 0, column), below=False)
+        for column, title in enumerate(["image", "ground truth", *map(titles.get, losses)]):
+            _tile_text(axis, grid, title, (band, 0, column), below=False)
     _show_pixels(axis, canvas)
     _frame_tiles(axis, grid)
     # At a fixed distance from the top, in the room _montage_figure leaves above the tiles'
@@ -292,6 +539,25 @@ def prediction_panel(results: summary.RunResults, dataset: str) -> PredictionPan
     )
     _add_legend(figure, results, dataset, mode)
     return PredictionPanel(figure, split)
+
+
+def _column_title(loss: str) -> str:
+    """A loss's column title in lines that fit above its tile, broken after a '(' or ','
+    where it can be (a word longer than a line, anywhere): a spec such as
+    'focal_tversky(alpha=0.7,beta=0.3,gamma=0.75)' ran over its neighbours' titles."""
+    lines, line = [], ""
+    for piece in re.split(r"(?<=[(,])", loss):
+        if line and len(line) + len(piece) > TITLE_CHARS:
+            lines.append(line)
+            line = ""
+        line += piece
+    lines.append(line)
+    parts = [
+        line[start : start + TITLE_CHARS]
+        for line in lines
+        for start in range(0, max(1, len(line)), TITLE_CHARS)
+    ]
+    return "\n".join(plain(part) for part in parts)
 
 
 def _bands(losses: list[str]) -> list[list[str]]:
@@ -320,7 +586,9 @@ def _class_count(results: summary.RunResults, dataset: str, masks, predictions) 
 TILE_INCHES = 1.6
 COLUMN_GAP_INCHES = 0.3
 LABEL_INCHES = 0.24  # below each row of tiles: the Dice labels
-TITLE_INCHES = 0.24  # above each band: the column titles
+TITLE_INCHES = 0.24  # above each band: the column titles (one line of them)
+TITLE_LINE_INCHES = 0.15  # each further line of a column title (9 pt, spaced 1.2)
+TITLE_CHARS = 22  # characters in a line of a column title: 1.7 inch of 9 pt text at most
 MIN_TILE_PIXELS = 160  # small images are enlarged (nearest) so that gaps are fine-grained
 # Large images are reduced (nearest) to tiles of at most this many pixels a side: a tile
 # is drawn 160 (report.html, 100 dpi) or 176 pixels (--plots, 110 dpi) wide, so pixels
@@ -339,6 +607,7 @@ class _Grid:
     image_shape: tuple[int, int]  # H, W of an image
     rows: int  # images per band
     bands: list[list[str]]  # the losses of each band
+    title_lines: int = 1  # the most lines of a column title
 
     @property
     def scale(self) -> int:
@@ -379,8 +648,12 @@ class _Grid:
         return 2 + max(map(len, self.bands))
 
     @property
+    def title_height(self) -> int:
+        return self._pixels(TITLE_INCHES + (self.title_lines - 1) * TITLE_LINE_INCHES)
+
+    @property
     def band_height(self) -> int:
-        return self._pixels(TITLE_INCHES) + self.rows * (self.tile[0] + self._pixels(LABEL_INCHES))
+        return self.title_height + self.rows * (self.tile[0] + self._pixels(LABEL_INCHES))
 
     def shape(self) -> tuple[int, int]:
         width = self.columns * self.tile[1] + (self.columns - 1) * self._pixels(COLUMN_GAP_INCHES)
@@ -388,7 +661,7 @@ class _Grid:
 
     def corner(self, band: int, row: int, column: int) -> tuple[int, int]:
         """The tile's top left pixel (y, x)."""
-        y = band * self.band_height + self._pixels(TITLE_INCHES)
+        y = band * self.band_height + self.title_height
         y += row * (self.tile[0] + self._pixels(LABEL_INCHES))
         return y, column * (self.tile[1] + self._pixels(COLUMN_GAP_INCHES))
 
@@ -633,18 +906,26 @@ def imbalance_figure(dial: pd.DataFrame, metric: str = "dice", *, split: str) ->
     ``split`` (``summary.split_word``) is where it was measured, as the dial table says."""
     # Past ten losses, as the learning curves: line styles apart from the colours, and the
     # legend beside the axes (inside, 23 losses covered every line).
-    legend = _outside_legend_columns(dial["loss"].nunique())
-    figure = _figure(5.5 + LEGEND_COLUMN_WIDTH * legend, 3.8)
+    legend = _legend_place([plain(loss) for loss in dial["loss"].unique()])
+    figure = _figure(5.5 + legend.inches, 3.8)
     axis = figure.subplots()
-    for index, (loss, rows) in enumerate(dial.groupby("loss", sort=True)):
-        rows = rows.sort_values("fg_fraction")
+    low, high = metric_bounds(metric)
+    # Each loss in the colour and line style of its learning curves, in their legend's order.
+    for loss, (colour, style) in _loss_looks(dial, dial["loss"]).items():
+        rows = dial[dial["loss"] == loss].sort_values("fg_fraction")
+        mean, spread = rows["score_mean"], rows["score_std"].fillna(0.0)
         axis.errorbar(
             rows["fg_fraction"],
-            rows["score_mean"],
-            yerr=rows["score_std"].fillna(0.0),
+            mean,
+            # within the score's range, as the curves' bands
+            yerr=[
+                mean - np.clip(mean - spread, low, high),
+                np.clip(mean + spread, low, high) - mean,
+            ],
             marker="o",
             capsize=3,
-            linestyle=LINE_STYLES[index // 10 % len(LINE_STYLES)],
+            color=colour,
+            linestyle=style,
             label=plain(loss),
         )
     axis.set_xscale("log")
@@ -652,8 +933,9 @@ def imbalance_figure(dial: pd.DataFrame, metric: str = "dice", *, split: str) ->
     axis.set_xticks(fractions, [f"{f:g}" for f in fractions])
     axis.minorticks_off()
     axis.set_xlabel("foreground fraction")
-    axis.set_ylabel(f"{summary.METRIC_TITLES[metric]} ({split}, at the epoch chosen on validation)")
+    axis.set_ylabel(score_label(metric, f"{split}, at the epoch chosen on validation"))
     axis.set_title(f"Imbalance dial — {plain(dial['dial_group'].iloc[0])} (mean ± sd over seeds)")
+    _within(axis, low, high)
     axis.grid(alpha=0.3)
-    _legend(axis, legend)
+    _legend(axis, None, legend)
     return figure

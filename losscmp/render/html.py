@@ -280,17 +280,17 @@ def _per_class(report: Report) -> str:
 def _figures(report: Report) -> str:
     from losscmp.render import figures
 
+    figures.require_matplotlib()
     results = at_chosen_rates(report.results, report.summary)  # each loss at the table's rate
     parts = ["<section><h2>Figures</h2>"]
     parts.append(
         _figure(
-            figures.learning_curves(results, report.metric),
-            f"Validation {METRIC_TITLES[report.metric]} per epoch for each loss; the band is "
-            "± one sd across seeds.",
+            figures.learning_curves(results, report.metric, report.summary),
+            _curves_caption(report, results),
         )
     )
     for dataset in dataset_order(results):
-        panel = figures.prediction_panel(results, dataset)
+        panel = figures.prediction_panel(results, dataset, report.summary)
         if panel is not None:
             binary = results.datasets.get(dataset, {}).get("mode", "binary") == "binary"
             colours = (
@@ -313,6 +313,16 @@ def _figures(report: Report) -> str:
         )
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def _curves_caption(report: Report, results) -> str:
+    """What the learning curves show, as their title says it, and what the rings are."""
+    from losscmp.render.figures import curves_title
+
+    return (
+        f"{curves_title(results, report.metric)}; a ring marks each epoch a seed chose on "
+        "validation, where the table reads its scores; the legend in the table's order."
+    )
 
 
 def _figure(figure, caption: str) -> str:
