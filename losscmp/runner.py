@@ -80,6 +80,11 @@ def prepare(
     config = plan.config
     if not resuming:
         check_out_dir(config.out)
+    if os.environ.get("MPLBACKEND"):  # (only then can importing matplotlib fail)
+        # The report's figures need matplotlib: refused now, not after the whole run trained.
+        from losscmp.render.figures import require_matplotlib
+
+        require_matplotlib()
     executor = create_executor(config)  # e.g. Ray not installed: refused before any folder
     tracker = create_tracker(config.tracking)  # e.g. MLflow not installed: likewise
     try:

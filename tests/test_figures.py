@@ -748,6 +748,27 @@ def test_an_mplbackend_that_names_no_backend_is_one_line_not_a_traceback(tmp_pat
     assert not page.exists() and not (run_dir / "plots").exists()
 
 
+def test_a_run_refuses_an_mplbackend_that_names_no_backend_before_it_trains(tmp_path):
+    """Its report.html draws the figures: found only after the whole run had trained."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import SMOKE
+
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "losscmp", "run", "--config", SMOKE, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MPLBACKEND": "nonsense"},
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("losscmp: error: MPLBACKEND='nonsense' names no matplotlib")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     ("metric", "curves", "dial"),
     [
