@@ -38,6 +38,7 @@ import pandas as pd
 
 from losscmp import selection, summary
 from losscmp.errors import LosscmpError
+from losscmp.metric_names import score_range
 from losscmp.results import RunStore, slug
 
 if TYPE_CHECKING:
@@ -229,11 +230,6 @@ def score_label(metric: str, where: str = "") -> str:
     return f"{title} ({'; '.join(notes)})" if notes else title
 
 
-def metric_bounds(metric: str) -> tuple[float, float]:
-    """The range a score can take: MCC's is [-1, 1], every other headline's [0, 1]."""
-    return (-1.0, 1.0) if metric in ("mcc", "mcc_t") else (0.0, 1.0)
-
-
 @dataclass(frozen=True)
 class Curve:
     """One loss's line: its legend label, the mean and sd over seeds by epoch, and the
@@ -336,7 +332,7 @@ def _draw_curves(
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    low, high = metric_bounds(metric)
+    low, high = score_range(metric)
     handles = []
     for curve in curves:
         colour, style = looks[curve.loss]
@@ -909,7 +905,7 @@ def imbalance_figure(dial: pd.DataFrame, metric: str = "dice", *, split: str) ->
     legend = _legend_place([plain(loss) for loss in dial["loss"].unique()])
     figure = _figure(5.5 + legend.inches, 3.8)
     axis = figure.subplots()
-    low, high = metric_bounds(metric)
+    low, high = score_range(metric)
     # Each loss in the colour and line style of its learning curves, in their legend's order.
     for loss, (colour, style) in _loss_looks(dial, dial["loss"]).items():
         rows = dial[dial["loss"] == loss].sort_values("fg_fraction")
