@@ -1233,8 +1233,7 @@ def rate_grid_summary(rate_grid_run):
 def left_out_in(text: str) -> list[str]:
     """The columns the dim line under the table names, [] without it."""
     found = re.search(
-        r"not shown at this width \(\d+ columns\): (.*?); all columns: summary\.csv, "
-        r"report\.html, or a wider terminal",
+        r"not shown at this width \(\d+ columns\): (.*?); all columns: .*?a wider terminal",
         " ".join(text.split()),
     )
     return found.group(1).split(", ") if found else []
@@ -1284,6 +1283,34 @@ def test_a_narrow_terminal_leaves_out_whole_columns_and_names_them(
     focal = next(line for line in text.splitlines() if " focal " in line)
     assert focal.split()[0] == "3" and f" {LONG_NAME} " in text
     assert max(len(line) for line in text.splitlines()) <= width
+
+
+@pytest.mark.parametrize(
+    ("combined", "files", "all_columns"),
+    [
+        (False, (), "the run's summary.csv, or a wider terminal"),
+        (True, (), "add --csv FILE or --html FILE, or a wider terminal"),
+        (True, ("--csv", "table.csv"), "table.csv, or a wider terminal"),
+    ],
+    ids=["one-run", "combined", "combined-csv"],
+)
+def test_a_narrow_terminal_names_where_the_left_out_columns_are(
+    cli, tmp_path, monkeypatch, combined, files, all_columns
+):
+    """The line under a narrowed table sent a combined report's reader to 'summary.csv,
+    report.html', files a combined report does not write (nor 'losscmp report' a run's
+    report.html)."""
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # Rich: stdout is a terminal
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.chdir(tmp_path)
+    runs = [write_run(tmp_path / "runs", quality={"dice": 0.8}, run_id="a")]
+    if combined:
+        runs.append(write_run(tmp_path / "runs", quality={"focal": 0.6}, run_id="b"))
+    result = cli("report", *runs, *files)
+    assert result.exit_code == 0, result.output
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", result.stdout).split())
+    assert text.endswith(f"; all columns: {all_columns}")
+    assert left_out_in(text)
 
 
 def test_a_table_that_fits_is_drawn_whole_and_a_status_wraps_before_a_column_goes(
