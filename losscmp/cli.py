@@ -370,7 +370,7 @@ def run(
         )
     if dry_run:
         finished, choices, execution = _dry_run_checks(prepared, resume)
-        console.print_plan(plan, finished, choices, execution)
+        console.print_plan(plan, finished, choices, execution, resumed=resume)
         return
     # What finishes a run folder: this command, resuming it (printed wherever it stops)
     resuming = functools.partial(_command_line, config, flags)
