@@ -624,11 +624,9 @@ def print_plan(
     chosen = "".join(
         f", {name} {value}" + (f" ({why})" if why else "") for name, value, why in choices
     )
-    where = (
-        f"results in {resumed}/ (the run resumed)"
-        if resumed
-        else (f"results under {config.out}/ (a new run folder)")
-    )
+    where = f"results under {config.out}/ (a new run folder)"
+    if resumed:  # into its own folder, not a new one beside it
+        where = f"results in {resumed}/ (the run resumed)"
     stdout().print(
         f"{_count(config.epochs, 'epoch')}, batch {config.batch_size}, "
         f"image {config.image_size}px, executor {config.executor}{chosen}, {where}",
