@@ -370,7 +370,7 @@ def run(
         )
     if dry_run:
         finished, choices, execution = _dry_run_checks(prepared, resume)
-        console.print_plan(plan, finished, choices, execution)
+        console.print_plan(plan, finished, choices, execution, resumed=resume)
         return
     # What finishes a run folder: this command, resuming it (printed wherever it stops)
     resuming = functools.partial(_command_line, config, flags)
@@ -655,7 +655,8 @@ def _print_report(
     run_dirs = report.results.run_dirs
     for line in source_lines(paths, report.results):
         console.print_note(line)
-    console.print_tables(terminal.render(report))
+    all_columns = _all_columns_at(run_dirs, targets, run_page)
+    console.print_tables(terminal.render(report, all_columns))
     for note in report_notes(report.results, failed_trials=not failures_told):
         console.print_note(note)
     written = []
@@ -681,6 +682,23 @@ def _print_report(
                 "--html FILE draws the combined ones"
             )
     console.print_written(written)
+
+
+def _all_columns_at(run_dirs: list[Path], targets: dict[str, Path], run_page: bool) -> str:
+    """Where a narrow terminal's left-out columns are, for the line under the table: the
+    run's summary.csv (and its report.html, written now or before), the files asked for;
+    a combined report writes no file of its own, so its line names the options that do."""
+    from losscmp.render import RENDERERS, terminal
+
+    places = [str(path) for path in targets.values()]
+    if len(run_dirs) == 1:
+        run_files = ["summary.csv"]
+        if run_page or (run_dirs[0] / "report.html").is_file():
+            run_files.append("report.html")
+        places = [f"the run's {' and '.join(run_files)}", *places]
+    elif not places:
+        places = ["add " + " or ".join(f"--{name} FILE" for name in RENDERERS)]
+    return f"{', '.join(places)}, or {terminal.WIDER_TERMINAL}"
 
 
 def _write_run_summary(store, report, targets: dict[str, Path]) -> list[Path]:

@@ -7,6 +7,7 @@ captures just the results.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -588,10 +589,12 @@ def print_plan(
     finished: set[str] = frozenset(),
     choices: list[tuple[str, str, str]] = (),
     execution: str = "",
+    resumed: Path | None = None,
 ) -> None:
     """The planned trials (``--dry-run``); those ``finished`` (a resumed run's) marked;
     ``choices`` (runner.planned_choices): what the run will use where losscmp decides;
-    ``execution``: how the trials would run (``runner.planned_execution``)."""
+    ``execution``: how the trials would run (``runner.planned_execution``); ``resumed``:
+    the run folder a --resume writes into."""
     for selection in plan.selections:
         stdout().print(_selection_line(selection), markup=False, soft_wrap=True)
     todo = sum(trial.id not in finished for trial in plan.trials)
@@ -600,22 +603,33 @@ def print_plan(
     if finished:
         title = f"{todo} of {planned} still to train (dry run)"
     out = stdout()
-    table = _plan_table(plan, finished, title, with_ids=True)
+    # One dataset: its spec (often the widest cell) on every row said nothing; the line
+    # under the table names it.
+    with_dataset = len(plan.dataset_specs) > 1
+    table = _plan_table(plan, finished, title, with_ids=True, with_dataset=with_dataset)
     unbounded = out.options.update_width(10**6)  # a measure is capped at the width it gets
     if out.measure(table, options=unbounded).maximum > out.width:
         # Cut to the terminal, every id and every dataset read 'synthetic(fg_fraction…' (an
         # --fg-fraction sweep's rows looked alike): the ids, made of the other columns, go.
-        table = _plan_table(plan, finished, title, with_ids=False)
-        table.caption = f"trial ids not shown at this width ({out.width} columns)"
+        table = _plan_table(plan, finished, title, with_ids=False, with_dataset=with_dataset)
+        left_out = Text(f"trial ids not shown at this width ({out.width} columns)", style="dim")
+    else:
+        left_out = None
     out.print(table)
+    if left_out:  # a line of its own: as a caption, a narrow table's width wrapped it
+        out.print(left_out, soft_wrap=True)
+    # Below a long table (a grid of every loss), the count its title gave has scrolled away.
+    stdout().print(_trials_line(plan, todo), markup=False, soft_wrap=True)
     config = plan.config
     chosen = "".join(
         f", {name} {value}" + (f" ({why})" if why else "") for name, value, why in choices
     )
+    where = f"results under {config.out}/ (a new run folder)"
+    if resumed:  # into its own folder, not a new one beside it
+        where = f"results in {resumed}/ (the run resumed)"
     stdout().print(
         f"{_count(config.epochs, 'epoch')}, batch {config.batch_size}, "
-        f"image {config.image_size}px, executor {config.executor}{chosen}, "
-        f"results under {config.out}/",
+        f"image {config.image_size}px, executor {config.executor}{chosen}, {where}",
         markup=False,
         soft_wrap=True,  # one line, however long its path: the terminal wraps it
     )
@@ -623,11 +637,35 @@ def print_plan(
         stdout().print(f"executing: {execution}", markup=False, soft_wrap=True)
 
 
-def _plan_table(plan, finished: set[str], title: str, with_ids: bool) -> Table:
+def _trials_line(plan, todo: int) -> str:
+    """``345 trials to train: 23 losses × 3 learning rates × 5 seeds on synthetic``, or
+    ``2 of 9 trials to train: ...`` for a resumed run."""
+    datasets = list(plan.dataset_specs)
+    factors = {"loss": len(plan.loss_specs), "learning rate": len(plan.rates)}
+    factors |= {"seed": len(plan.seeds), "dataset": len(datasets)}
+    total = len(plan.trials)
+    count = f"{todo} of {total}" if todo != total else str(total)
+    line = f"{count} trial{'' if total == 1 else 's'} to train"
+    if math.prod(factors.values()) == total:  # as it is by construction (plan.plan_run)
+        shown = [
+            _count(number, noun)
+            for noun, number in factors.items()
+            if noun != "dataset" or number > 1
+        ]
+        line += ": " + " × ".join(shown)
+    return line + (f" on {datasets[0]}" if len(datasets) == 1 else "")
+
+
+def _plan_table(
+    plan, finished: set[str], title: str, with_ids: bool, with_dataset: bool = True
+) -> Table:
     """The planned trials, one a row; a dataset or loss spec too wide for its column wraps
     rather than losing its end (the values that tell rows apart)."""
     table = Table(title=title)
-    for column in ("#", "dataset", "loss", "lr", "seed"):
+    columns = (
+        ("#", "dataset", "loss", "lr", "seed") if with_dataset else ("#", "loss", "lr", "seed")
+    )
+    for column in columns:
         table.add_column(column, overflow="fold")
     if with_ids:
         table.add_column("trial id")
@@ -635,8 +673,8 @@ def _plan_table(plan, finished: set[str], title: str, with_ids: bool) -> Table:
         table.add_column("state")
     for index, trial in enumerate(plan.trials, start=1):
         rate = f"{trial.lr:g}" if trial.lr is not None else "–"
-        row = [str(index), trial.dataset, trial.loss, rate, str(trial.seed)]
-        row += [trial.id] if with_ids else []
+        row = [str(index), *([trial.dataset] if with_dataset else []), trial.loss, rate]
+        row += [str(trial.seed)] + ([trial.id] if with_ids else [])
         if finished:
             row.append("finished" if trial.id in finished else "to train")
         table.add_row(*map(escape, row))
@@ -654,7 +692,8 @@ def _selection_line(selection) -> str:
 
 
 def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" + ("" if number == 1 else "s")
+    plural = "es" if noun.endswith("s") else "s"  # losses
+    return f"{number} {noun}" + ("" if number == 1 else plural)
 
 
 def print_tables(tables: list) -> None:

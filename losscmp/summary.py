@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 from losscmp import selection, stats
-from losscmp.config import separate_fused_copies
+from losscmp.config import flag_name, separate_fused_copies
 from losscmp.devices import rounding_key
 from losscmp.errors import LosscmpError, SpecError
 from losscmp.metric_names import (
@@ -495,11 +495,19 @@ def _fusion_rounded_otherwise(meta: dict[str, Any], execution: dict[str, Any]) -
 def _check_comparable(first: RunResults, other: RunResults) -> None:
     names = f"{first.run_ids[0]} and {other.run_ids[0]}"
     _check_same_splits(first, other, names)
+    first_setup, other_setup = _setup(first), _setup(other)
     if set(first.datasets) != set(other.datasets):
         raise LosscmpError(
-            f"cannot combine runs {names}: different datasets "
-            f"({', '.join(sorted(first.datasets))} vs {', '.join(sorted(other.datasets))})"
+            f"cannot combine runs {names}: different datasets ("
+            + _datasets_shown(first, first_setup)
+            + " vs "
+            + _datasets_shown(other, other_setup)
+            + ")"
         )
+    # The setup first: another --image-size or --limit gives other images too, and that is
+    # the difference to name. The first seed last: a generated set's images come from it,
+    # which _why_other_images explains beside the data's difference.
+    _refuse_other_setup(first_setup, other_setup, names, {"seed"})
     for label, info in first.datasets.items():
         theirs = other.datasets[label]
         ignored = LOCATION_INFO_FIELDS | LOADING_INFO_FIELDS
@@ -516,14 +524,78 @@ def _check_comparable(first: RunResults, other: RunResults) -> None:
             raise LosscmpError(
                 f"cannot combine runs {names}: dataset '{label}' differs in {difference}"
             )
-    # The resolved model (run.json "model") matters too: model=auto picks by device.
-    first_setup = {**(first.metas[0].get("config") or {}), "model": _model(first.metas[0])}
-    other_setup = {**(other.metas[0].get("config") or {}), "model": _model(other.metas[0])}
-    difference = _first_difference(first_setup, other_setup, COMBINABLE_CONFIG_FIELDS)
-    if difference:
-        raise LosscmpError(
-            f"cannot combine runs {names}: {difference}; a fair comparison needs the same setup"
-        )
+    _refuse_other_setup(first_setup, other_setup, names, ())
+
+
+def _setup(run: RunResults) -> dict[str, Any]:
+    """A run's options, with its resolved model (run.json "model": model=auto picks by
+    device). A grid run's --lr is left out: it trained at its grid's rates only."""
+    setup = {**(run.metas[0].get("config") or {}), "model": _model(run.metas[0])}
+    if setup.get("lr_grid"):
+        setup["lr"] = None
+    return setup
+
+
+def _refuse_other_setup(
+    first: dict[str, Any], other: dict[str, Any], names: str, ignored: Iterable[str]
+) -> None:
+    ignored = COMBINABLE_CONFIG_FIELDS | set(ignored)
+    key = _first_different_key(first, other, ignored)
+    if key is None:
+        return
+    shown = [_setting_shown(key, setup, first, other) for setup in (first, other)]
+    # Alike as options yet unlike inside (a model preset defined otherwise): show the values.
+    difference = " vs ".join(shown) if shown[0] != shown[1] else None
+    raise LosscmpError(
+        f"cannot combine runs {names}: "
+        f"{difference or _first_difference(first, other, ignored)}; "
+        "a fair comparison needs the same setup"
+    )
+
+
+def _setting_shown(key: str, setup: dict[str, Any], *both: dict[str, Any]) -> str:
+    """One run's value of ``key`` as the user set it: ``--epochs 2``; learning rates as
+    ``a rate grid (--lr-grid 0.001,0.01)`` or ``one rate (--lr 0.003)`` beside a grid."""
+    if key in LEARNING_RATE_FIELDS and any(run.get("lr_grid") for run in both):
+        return _rates_shown(setup)
+    return _option_shown(key, setup.get(key))
+
+
+# A run trains at --lr, or at each rate of --lr-grid and never at --lr: the two are
+# compared as one setting, shown as the user set it.
+LEARNING_RATE_FIELDS = ("lr", "lr_grid")
+
+
+def _rates_shown(setup: dict[str, Any]) -> str:
+    """``a rate grid (--lr-grid 0.001,0.01)`` or ``one rate (--lr 0.003)``."""
+    grid = setup.get("lr_grid")
+    if grid:
+        return f"a rate grid ({flag_name('lr_grid')} {_values_shown(grid)})"
+    return f"one rate ({flag_name('lr')} {_values_shown(setup.get('lr'))})"
+
+
+def _option_shown(key: str, value: Any) -> str:
+    """The option as a flag with its value: ``--epochs 2``, ``--no-amp``, ``--limit none``."""
+    if isinstance(value, bool):
+        return flag_name(key) if value else flag_name(f"no_{key}")
+    return f"{flag_name(key)} {_values_shown(value)}"
+
+
+def _values_shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, dict) and "preset" in value:  # a resolved model: its preset's name
+        return str(value["preset"])
+    if isinstance(value, list):
+        return ",".join(_values_shown(item) for item in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _datasets_shown(run: RunResults, setup: dict[str, Any]) -> str:
+    """A run's datasets, and the --fg-fraction sweep that made them where there was one."""
+    shown = ", ".join(sorted(run.datasets))
+    sweep = setup.get("fg_fraction")
+    return f"{shown} from {_option_shown('fg_fraction', sweep)}" if sweep else shown
 
 
 def _check_same_splits(first: RunResults, other: RunResults, names: str) -> None:
@@ -559,11 +631,16 @@ def _model(meta: dict[str, Any]) -> Any:
 
 def _first_difference(left: dict, right: dict, ignored: Iterable[str]) -> str:
     """'key (a vs b)' for the first key whose values differ, or ''."""
+    key = _first_different_key(left, right, ignored)
+    return "" if key is None else f"{key} ({left.get(key)!r} vs {right.get(key)!r})"
+
+
+def _first_different_key(left: dict, right: dict, ignored: Iterable[str]) -> str | None:
     ignored = set(ignored)
     for key in sorted((set(left) | set(right)) - ignored):
         if left.get(key) != right.get(key):
-            return f"{key} ({left.get(key)!r} vs {right.get(key)!r})"
-    return ""
+            return key
+    return None
 
 
 def _check_no_repeated_trials(trials: pd.DataFrame, runs: Sequence[RunResults]) -> None:

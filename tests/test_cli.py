@@ -318,7 +318,8 @@ def test_dry_run_prints_trials_and_writes_nothing(cli, tmp_path):
     assert result.output.count("seed") >= 1
     assert _plan_line(result.output) == (
         "8 epochs, batch 16, image 64px, executor local, model tiny (auto), device cpu, "
-        f"jobs 4 (8 set: only 4 to run), fuse off (auto: CPU), results under {out}/"
+        f"jobs 4 (8 set: only 4 to run), fuse off (auto: CPU), results under {out}/ "
+        "(a new run folder)"
     )
     assert not out.exists()
 
@@ -339,7 +340,7 @@ def test_a_dry_run_says_what_auto_resolves_to_in_the_singular(cli, tmp_path):
     assert _plan_line(result.output) == (
         f"1 epoch, batch 16, image 64px, executor local, model {model} (auto), "
         f"device {device} (auto), jobs 1 (auto), fuse {fuse} (auto: {device.upper()}), "
-        f"results under {out}/"
+        f"results under {out}/ (a new run folder)"
     )
     assert not out.exists()
 
@@ -452,7 +453,10 @@ def test_a_resumed_dry_run_is_checked_and_marks_the_finished_trials(cli, tmp_pat
     more = cli("run", "--resume", run_dir, "--seeds", "2", "--out", "../runs/", "--dry-run")
     assert more.exit_code == 0, more.output
     assert "2 of 4 planned trials still to train" in more.output
-    assert more.output.count("finished") == 2 and more.output.count("to train") == 3
+    assert more.output.count("finished │") == 2 and more.output.count("to train │") == 2
+    assert "2 of 4 trials to train: 2 losses × 1 learning rate × 2 seeds on synthetic\n" in (
+        more.output
+    )
     changed = cli("run", "--resume", run_dir, "--epochs", "9", "--dry-run")
     assert changed.exit_code == 2 and "changes epochs" in changed.stderr
 
@@ -477,6 +481,27 @@ def test_a_dry_run_in_an_80_column_terminal_shows_which_dataset_each_trial_train
     assert "…" not in text and "┃ trial id" not in text
     assert "trial ids not shown at this width (80 columns)" in text
     assert max(len(line) for line in text.splitlines()[:-3]) <= 80
+
+
+def test_a_dry_run_of_many_trials_counts_them_under_the_table(cli, tmp_path, monkeypatch):
+    """A grid of every loss printed hundreds of rows, each with the one dataset's spec
+    wrapped onto a second line at 80 columns, and its count only in the title above them;
+    the trial-ids line wrapped at the narrow table's width."""
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # Rich: stdout is a terminal
+    monkeypatch.setenv("COLUMNS", "80")
+    args = ["--config", SMOKE, "--losses", "dice,focal", "--seeds", "3", "--epochs", "1"]
+    result = cli("run", *args, "--lr-grid", "1e-3,1e-2", "--out", tmp_path / "r", "--dry-run")
+    assert result.exit_code == 0, result.output
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout).splitlines()
+    rows = [line.split() for line in lines if line.startswith("│")]
+    assert rows[0] == ["│", "1", "│", "dice", "│", "0.001", "│", "0", "│"]
+    assert len(rows) == 12 and "dataset" not in lines[2]  # one row a trial
+    assert lines[-4:-2] == [
+        "trial ids not shown at this width (80 columns)",
+        "12 trials to train: 2 losses × 2 learning rates × 3 seeds on "
+        "synthetic(fg_fraction=0.05,n_train=48,n_val=16,n_test=16)",
+    ]
+    assert not (tmp_path / "r").exists()
 
 
 def test_a_resumed_dry_run_is_refused_while_another_process_writes_the_run(cli, tmp_path):
@@ -528,7 +553,7 @@ def test_a_config_files_out_is_no_refusal_on_resume(cli, tmp_path):
     config.write_text(f"out: {tmp_path / 'elsewhere'}\n")
     result = cli("run", "--config", config, "--resume", run_dir, "--seeds", "2", "--dry-run")
     assert result.exit_code == 0, result.output
-    assert _plan_line(result.output).endswith(f"results under {run_dir.parent}/")
+    assert _plan_line(result.output).endswith(f"results in {run_dir}/ (the run resumed)")
 
 
 def test_a_resumed_dry_run_shows_the_fusion_the_run_keeps(cli, tmp_path):
@@ -543,7 +568,7 @@ def test_a_resumed_dry_run_shows_the_fusion_the_run_keeps(cli, tmp_path):
     assert result.exit_code == 0, result.output
     assert _plan_line(result.output) == (
         "4 epochs, batch 4, image 32px, executor local, model tiny, device cpu, "
-        f"jobs 1 (auto), fuse on (the run's), results under {run_dir.parent}/"
+        f"jobs 1 (auto), fuse on (the run's), results in {run_dir}/ (the run resumed)"
     )
 
 

@@ -977,9 +977,9 @@ def test_combined_runs_from_cpus_with_other_instruction_sets_are_noted(tmp_path)
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"config": {"image_size": 64}}, "image_size"),
-        ({"config": {"epochs": 9}}, "epochs"),
-        ({"extra_meta": {"model": {"preset": "small"}}}, "model"),
+        ({"config": {"image_size": 64}}, "--image-size 32 vs --image-size 64; a fair"),
+        ({"config": {"epochs": 9}}, "--epochs 4 vs --epochs 9; a fair"),
+        ({"extra_meta": {"model": {"preset": "small"}}}, "--model tiny vs --model small; a fair"),
         ({"dataset_info": {"val_size": 99}}, "val_size"),
         ({"dataset_info": {"fingerprint": "b" * 16}}, "fingerprint"),
         ({"datasets": ("pets",)}, "different datasets"),
@@ -998,6 +998,88 @@ def test_incomparable_runs_are_refused_with_the_reason(tmp_path, changes, messag
     runs = [load_run(first), load_run(second)]
     with pytest.raises(LosscmpError, match=message):
         summarize(runs)
+
+
+@pytest.mark.parametrize(
+    ("first_config", "second_config", "difference"),
+    [
+        (
+            {"lr": 3e-3},
+            {"lr_grid": [1e-3, 1e-2]},
+            "one rate (--lr 0.003) vs a rate grid (--lr-grid 0.001,0.01)",
+        ),
+        (
+            {"lr_grid": [1e-3, 3e-3]},
+            {"lr": 1e-2},
+            "a rate grid (--lr-grid 0.001,0.003) vs one rate (--lr 0.01)",
+        ),
+        ({"lr": 3e-3}, {"lr": 1e-2}, "--lr 0.003 vs --lr 0.01"),
+        ({"amp": True}, {"amp": False}, "--amp vs --no-amp"),
+        ({"limit": None}, {"limit": 16}, "--limit none vs --limit 16"),
+    ],
+    ids=["rate-vs-grid", "grid-vs-rate", "rates", "amp", "limit"],
+)
+def test_runs_with_other_options_are_refused_naming_them_as_the_user_set_them(
+    tmp_path, first_config, second_config, difference
+):
+    """A grid run beside a plain one was refused as 'lr (0.003 vs 0.01)', naming the
+    default rate the grid run never trained at; other options went by their config keys
+    ('epochs (4 vs 9)') with Python's reprs ('None')."""
+    first = write_run(tmp_path, quality={"dice": 0.8}, run_id="a", config=first_config)
+    second = write_run(tmp_path, quality={"bce": 0.7}, run_id="b", config=second_config)
+    with pytest.raises(LosscmpError) as refused:
+        summarize([load_run(first), load_run(second)])
+    assert str(refused.value) == (
+        f"cannot combine runs a and b: {difference}; a fair comparison needs the same setup"
+    )
+
+
+def test_grid_runs_with_the_same_grid_combine_whatever_their_unused_lr(tmp_path):
+    """A grid run trains at its grid's rates only: its --lr (a config file's, say) is no
+    difference."""
+    grid = {"lr_grid": [1e-3, 3e-3]}
+    first = write_run(tmp_path, quality={"dice": 0.8}, run_id="a", config={**grid, "lr": 0.1})
+    second = write_run(tmp_path, quality={"bce": 0.7}, run_id="b", config=grid)
+    combined = combine_runs([load_run(first), load_run(second)])
+    assert sorted(set(combined.trials["loss"])) == ["bce", "dice"]
+
+
+def test_another_image_size_is_named_rather_than_the_data_fingerprint(tmp_path):
+    """--image-size (or --limit) gives other images: the refusal said 'holds other images
+    in each (data fingerprint ...)' rather than the option the user changed."""
+    first = write_run(tmp_path, quality={"dice": 0.8}, run_id="a", image_size=64)
+    second = write_run(
+        tmp_path,
+        quality={"bce": 0.7},
+        run_id="b",
+        image_size=32,
+        dataset_info={"fingerprint": "b" * 16},
+    )
+    with pytest.raises(LosscmpError) as refused:
+        summarize([load_run(first), load_run(second)])
+    assert str(refused.value) == (
+        "cannot combine runs a and b: --image-size 64 vs --image-size 32; a fair "
+        "comparison needs the same setup"
+    )
+
+
+def test_a_fraction_sweep_beside_one_dataset_is_refused_naming_the_sweep(tmp_path):
+    sweep = write_run(
+        tmp_path,
+        quality={"dice": 0.8},
+        run_id="a",
+        datasets=("synthetic(fg_fraction=0.05)", "synthetic(fg_fraction=0.2)"),
+        config={"fg_fraction": [0.05, 0.2]},
+    )
+    one = write_run(
+        tmp_path, quality={"bce": 0.7}, run_id="b", datasets=("synthetic(fg_fraction=0.05)",)
+    )
+    with pytest.raises(LosscmpError) as refused:
+        summarize([load_run(sweep), load_run(one)])
+    assert str(refused.value) == (
+        "cannot combine runs a and b: different datasets (synthetic(fg_fraction=0.05), "
+        "synthetic(fg_fraction=0.2) from --fg-fraction 0.05,0.2 vs synthetic(fg_fraction=0.05))"
+    )
 
 
 def test_runs_of_generated_data_with_other_first_seeds_are_refused_with_why(tmp_path):
@@ -1151,8 +1233,7 @@ def rate_grid_summary(rate_grid_run):
 def left_out_in(text: str) -> list[str]:
     """The columns the dim line under the table names, [] without it."""
     found = re.search(
-        r"not shown at this width \(\d+ columns\): (.*?); all columns: summary\.csv, "
-        r"report\.html, or a wider terminal",
+        r"not shown at this width \(\d+ columns\): (.*?); all columns: .*?a wider terminal",
         " ".join(text.split()),
     )
     return found.group(1).split(", ") if found else []
@@ -1202,6 +1283,34 @@ def test_a_narrow_terminal_leaves_out_whole_columns_and_names_them(
     focal = next(line for line in text.splitlines() if " focal " in line)
     assert focal.split()[0] == "3" and f" {LONG_NAME} " in text
     assert max(len(line) for line in text.splitlines()) <= width
+
+
+@pytest.mark.parametrize(
+    ("combined", "files", "all_columns"),
+    [
+        (False, (), "the run's summary.csv, or a wider terminal"),
+        (True, (), "add --csv FILE or --html FILE, or a wider terminal"),
+        (True, ("--csv", "table.csv"), "table.csv, or a wider terminal"),
+    ],
+    ids=["one-run", "combined", "combined-csv"],
+)
+def test_a_narrow_terminal_names_where_the_left_out_columns_are(
+    cli, tmp_path, monkeypatch, combined, files, all_columns
+):
+    """The line under a narrowed table sent a combined report's reader to 'summary.csv,
+    report.html', files a combined report does not write (nor 'losscmp report' a run's
+    report.html)."""
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # Rich: stdout is a terminal
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.chdir(tmp_path)
+    runs = [write_run(tmp_path / "runs", quality={"dice": 0.8}, run_id="a")]
+    if combined:
+        runs.append(write_run(tmp_path / "runs", quality={"focal": 0.6}, run_id="b"))
+    result = cli("report", *runs, *files)
+    assert result.exit_code == 0, result.output
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", result.stdout).split())
+    assert text.endswith(f"; all columns: {all_columns}")
+    assert left_out_in(text)
 
 
 def test_a_table_that_fits_is_drawn_whole_and_a_status_wraps_before_a_column_goes(

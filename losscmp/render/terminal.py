@@ -41,11 +41,21 @@ from losscmp.summary import (
     split_word,
 )
 
+# Where a table's left-out columns are when no file holds them (cli._all_columns_at names files).
+WIDER_TERMINAL = "a wider terminal"
 
-def render(report: Report) -> list:
-    """Every table of the report, in print order (the HTML page's)."""
+
+def render(report: Report, all_columns: str = WIDER_TERMINAL) -> list:
+    """Every table of the report, in print order (the HTML page's); ``all_columns``: where
+    the columns a narrow terminal leaves out are (see ``render_table``)."""
+    comparison = render_table(
+        report.summary,
+        metric=report.metric,
+        seed_advice=report.seed_advice,
+        all_columns=all_columns,
+    )
     tables = [
-        render_table(report.summary, metric=report.metric, seed_advice=report.seed_advice),
+        comparison,
         render_imbalance_table(report.summary, metric=report.metric),
         *render_class_tables(report.summary),
     ]
@@ -80,13 +90,18 @@ def _without_trailing_spaces(line: list[Segment]) -> list[Segment]:
 
 
 def render_table(
-    summary: pd.DataFrame, metric: str = "dice", seed_advice: str = ONE_SEED_ADVICE
+    summary: pd.DataFrame,
+    metric: str = "dice",
+    seed_advice: str = ONE_SEED_ADVICE,
+    all_columns: str = WIDER_TERMINAL,
 ) -> Comparison:
     """The comparison as Rich tables, best first, best row highlighted.
 
     One dataset gives one table; several (e.g. the imbalance dial) give a grid
     holding one table per dataset, under one caption (``seed_advice``: see
-    ``summary.headline_caption``).
+    ``summary.headline_caption``). ``all_columns``: where to find the columns a narrow
+    terminal leaves out, for the line under the table (``'summary.csv, a wider terminal'``):
+    the caller knows which files this report has.
     """
     check_metric(metric)
     summary = chosen_rows(summary)  # each loss at its chosen learning rate
@@ -97,7 +112,7 @@ def render_table(
         columns = table_columns(metric, table_extras(rows, metric))
         parts.append(_DatasetPart(f"losscmp — {dataset}", ordered_rows(rows), columns))
     caption = functools.partial(headline_caption, metric, summary, seed_advice=seed_advice)
-    return Comparison(parts, caption)
+    return Comparison(parts, caption, all_columns)
 
 
 @dataclass(frozen=True)
@@ -124,9 +139,12 @@ class Comparison:
     """
 
     def __init__(
-        self, parts: list[_DatasetPart], caption: Callable[[Collection[str]], str]
+        self,
+        parts: list[_DatasetPart],
+        caption: Callable[[Collection[str]], str],
+        all_columns: str = WIDER_TERMINAL,
     ) -> None:
-        self.parts, self.caption = parts, caption
+        self.parts, self.caption, self.all_columns = parts, caption, all_columns
 
     def tables(self, left_out: Collection[str] = (), fold: bool = False) -> list[Table]:
         """One table per dataset, without the columns titled in ``left_out``; with ``fold``,
@@ -153,7 +171,7 @@ class Comparison:
             names = ", ".join(title.replace("\n", " ") for title in left_out)
             note = Text(
                 f"not shown at this width ({options.max_width} columns): {names}; "
-                "all columns: summary.csv, report.html, or a wider terminal",
+                f"all columns: {self.all_columns}",
                 style="dim",
             )
             # wrapped as the caption above it is, at the table's width
