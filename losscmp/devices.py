@@ -146,3 +146,34 @@ def _cached_constant(values: tuple, device, dtype):
     import torch
 
     return torch.tensor(values, device=device, dtype=dtype)
+
+
+# ------------------------------------------------------------------ device errors
+# Running out of GPU memory is not always torch's OutOfMemoryError: a library that
+# allocates for itself (cuDNN's handle and workspaces, cuBLAS's handle) reports it through
+# its own status, which torch raises as a RuntimeError ("cuDNN error: ...", "CUDA error:
+# CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"). cuDNN 9 splits
+# CUDNN_STATUS_ALLOC_FAILED into host and device allocation failures.
+OUT_OF_MEMORY_STATUSES = (
+    "CUDNN_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED",
+    "CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED",
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUSOLVER_STATUS_ALLOC_FAILED",
+    "CUDA error: out of memory",  # cudaErrorMemoryAllocation outside the caching allocator
+)
+# cuDNN's bare "not supported" (its named causes read CUDNN_STATUS_NOT_SUPPORTED_SHAPE and
+# so on): what it says when it has no memory for any of its algorithms' workspaces, seen at
+# large batches, whatever torch's hint about non-contiguous inputs adds.
+PROBABLY_OUT_OF_MEMORY = re.compile(r"CUDNN_STATUS_NOT_SUPPORTED\b")
+
+
+def out_of_memory(error: BaseException) -> str:
+    """Whether ``error`` is running out of memory: "yes", "probably" (cuDNN's bare "not
+    supported") or "" (no)."""
+    if type(error).__name__ == "OutOfMemoryError" or isinstance(error, MemoryError):
+        return "yes"  # torch's (CUDA, MPS); Python's
+    text = str(error)
+    if any(status in text for status in OUT_OF_MEMORY_STATUSES):
+        return "yes"
+    return "probably" if PROBABLY_OUT_OF_MEMORY.search(text) else ""
