@@ -177,3 +177,22 @@ def out_of_memory(error: BaseException) -> str:
     if any(status in text for status in OUT_OF_MEMORY_STATUSES):
         return "yes"
     return "probably" if PROBABLY_OUT_OF_MEMORY.search(text) else ""
+
+
+def cuda_error_state(device) -> str | None:
+    """Why ``device``'s CUDA context can no longer be used in this process, or None. After
+    a "sticky" error (a device-side assert, an illegal memory access) every later CUDA call
+    of the process fails with it, a synchronize included; after running out of memory,
+    or an error of the host's, the context works on."""
+    import torch
+
+    if device.type != "cuda":
+        return None
+    try:
+        torch.cuda.synchronize(device)
+    except Exception as error:  # torch.AcceleratorError (a RuntimeError before torch 2.8)
+        if out_of_memory(error):
+            return None
+        lines = str(error).strip().splitlines()
+        return lines[0] if lines else type(error).__name__
+    return None
