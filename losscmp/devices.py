@@ -75,11 +75,16 @@ def native_bf16(device) -> bool:
     return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
-def describe_device(device) -> str:
+def describe_device(device, gpus: int | None = None) -> str:
+    """The device as run.json records it. On CUDA, the GPUs the jobs train on: ``device``'s
+    own, or, for ``cuda`` alone, the first ``gpus`` (as ``device_for_worker`` deals them out;
+    1: the current one, where jobs run in this process; None: every visible GPU). One name
+    where they are alike (``cuda: NVIDIA H100 80GB HBM3``), else each with its index: GPUs
+    of another kind round differently, which --resume and the report compare."""
     import torch
 
     if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
+        return f"cuda: {describe_gpus(_gpus_trained_on(device, gpus))}"
     if device.type == "cpu":
         # The model and the instruction set torch's kernels use (oneDNN's convolutions and
         # ATen's vectorised loops): a CPU with another one rounds differently, whatever
@@ -87,6 +92,28 @@ def describe_device(device) -> str:
         capability = torch.backends.cpu.get_cpu_capability()
         return f"cpu: {cpu_model()} ({platform.machine()}, {capability})"
     return device.type
+
+
+def _gpus_trained_on(device, gpus: int | None) -> list[int]:
+    import torch
+
+    if device.index is not None:
+        return [device.index]
+    if gpus == 1:
+        return [torch.cuda.current_device()]
+    count = cuda_device_count()
+    return list(range(count if gpus is None else max(1, min(gpus, count))))
+
+
+def describe_gpus(indices: list[int]) -> str:
+    """``NAME`` where the GPUs ``indices`` are all of one kind, else
+    ``NAME_A (cuda:0), NAME_B (cuda:1)``."""
+    import torch
+
+    names = [torch.cuda.get_device_name(index) for index in indices]
+    if len(set(names)) == 1:
+        return names[0]
+    return ", ".join(f"{name} (cuda:{index})" for index, name in zip(indices, names, strict=True))
 
 
 def rounding_key(description: str) -> str | None:

@@ -489,3 +489,56 @@ def test_a_worker_whose_gpu_errs_is_replaced_and_its_trial_retried_then_failed(
     assert retried.reason.startswith(said) and failed[1].startswith(said)
     assert retried.reason != failed[1]  # another process's pid: the worker was replaced
     assert {path.stem for path in (run_dir / "trials").glob("*.json")} == {dice}
+
+
+@pytest.fixture
+def two_gpus(monkeypatch):
+    """A machine whose visible GPUs are ``names`` (a list to fill in), GPU 0 current."""
+    names: list[str] = []
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: len(names))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: names[index])
+    return names
+
+
+def test_run_json_names_the_gpus_the_jobs_train_on_each_where_they_differ(two_gpus):
+    """run.json recorded GPU 0's name alone: on a machine with an A100 and an RTX 3090, a
+    run whose workers trained on both claimed A100s (and --resume compared that). GPUs of
+    one kind still read as one name, as a single GPU's always did."""
+    from losscmp.executors.base import Execution
+    from losscmp.executors.local import LocalExecutor
+
+    two_gpus += ["NVIDIA H100 80GB HBM3"]
+    assert devices.describe_device(GPU) == "cuda: NVIDIA H100 80GB HBM3"
+    two_gpus[:] = ["NVIDIA A100-SXM4-40GB", "NVIDIA GeForce RTX 3090"]
+    executor = LocalExecutor(None)
+    executor.execution = Execution(jobs=4)  # four workers, two on each GPU
+    both = "cuda: NVIDIA A100-SXM4-40GB (cuda:0), NVIDIA GeForce RTX 3090 (cuda:1)"
+    assert executor.describe_device(GPU) == devices.describe_device(GPU) == both
+    executor.execution = Execution(jobs=1)  # in this process: on the current GPU alone
+    assert executor.describe_device(GPU) == "cuda: NVIDIA A100-SXM4-40GB"
+    assert devices.describe_device(torch.device("cuda", 1)) == "cuda: NVIDIA GeForce RTX 3090"
+    two_gpus[:] = ["NVIDIA A100-SXM4-40GB"] * 2
+    executor.execution = Execution(jobs=2)
+    assert executor.describe_device(GPU) == "cuda: NVIDIA A100-SXM4-40GB"
+
+
+def test_a_run_resumed_on_other_gpus_is_told_it_rounds_otherwise(two_gpus):
+    """--resume compares the recorded GPUs with those it trains on: a run started on both
+    kinds and resumed in this process (on the A100 alone) is told; on the same pair, not."""
+    from types import SimpleNamespace
+
+    from losscmp.executors.base import Execution
+    from losscmp.executors.local import LocalExecutor
+    from losscmp.runner import device_change
+
+    two_gpus += ["NVIDIA A100-SXM4-40GB", "NVIDIA GeForce RTX 3090"]
+    executor = LocalExecutor(None)
+    executor.execution = Execution(jobs=2)
+    prepared = SimpleNamespace(executor=executor, settings=SimpleNamespace(device=GPU))
+    meta = {"device": executor.describe_device(GPU)}
+    assert device_change(meta, prepared) == ""
+    executor.execution = Execution(jobs=1)
+    assert device_change(meta, prepared).startswith(
+        f"this run started on {meta['device']} and continues on cuda: NVIDIA A100-SXM4-40GB:"
+    )

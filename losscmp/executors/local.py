@@ -106,6 +106,12 @@ class LocalExecutor(Executor):
             spare.join()
         del self.workers[count:]
 
+    def describe_device(self, device) -> str:
+        """The GPUs the jobs train on: this process's, or the workers' (one each, in turn)."""
+        from losscmp.devices import describe_device
+
+        return describe_device(device, gpus=self.execution.jobs)
+
     def crowding(self, execution: Execution) -> str:
         cores, at_once = available_cores(), execution.jobs
         if at_once * execution.threads <= cores:
