@@ -23,7 +23,7 @@ from typing import Annotated
 import typer
 
 from losscmp import startup
-from losscmp.errors import LosscmpError, Terminated, closest
+from losscmp.errors import GpuErrorState, LosscmpError, Terminated, closest
 from losscmp.executors import executors_help
 from losscmp.metric_names import BINARY_METRICS, PLAIN_METRICS
 from losscmp.tracking import trackers_help
@@ -449,6 +449,17 @@ def _train(prepared, command: str, resuming: Callable[[Path], str], resume: Path
             err=True,
         )
         raise typer.Exit(_stop_status(stop)) from None
+    except GpuErrorState as broken:
+        # One line, not a failure for each trial left: each would meet the same error at
+        # its first CUDA call. The resume is a new process, with a new CUDA context.
+        run_dir = progress.run_dir or resume
+        typer.echo(
+            f"losscmp: {_one_plain_line(str(broken))}: the run stopped, as this process can "
+            "train nothing more; the trial that met it is recorded as failed, finished "
+            f"trials are saved in {run_dir}. Finish the run with: {resuming(run_dir)}",
+            err=True,
+        )
+        raise typer.Exit(FAILED_TRIALS_STATUS) from None
     except OSError as error:
         _say_how_to_resume(error, progress.run_dir, resuming)
         raise

@@ -75,11 +75,16 @@ def native_bf16(device) -> bool:
     return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
-def describe_device(device) -> str:
+def describe_device(device, gpus: int | None = None) -> str:
+    """The device as run.json records it. On CUDA, the GPUs the jobs train on: ``device``'s
+    own, or, for ``cuda`` alone, the first ``gpus`` (as ``device_for_worker`` deals them out;
+    1: the current one, where jobs run in this process; None: every visible GPU). One name
+    where they are alike (``cuda: NVIDIA H100 80GB HBM3``), else each with its index: GPUs
+    of another kind round differently, which --resume and the report compare."""
     import torch
 
     if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
+        return f"cuda: {describe_gpus(_gpus_trained_on(device, gpus))}"
     if device.type == "cpu":
         # The model and the instruction set torch's kernels use (oneDNN's convolutions and
         # ATen's vectorised loops): a CPU with another one rounds differently, whatever
@@ -87,6 +92,28 @@ def describe_device(device) -> str:
         capability = torch.backends.cpu.get_cpu_capability()
         return f"cpu: {cpu_model()} ({platform.machine()}, {capability})"
     return device.type
+
+
+def _gpus_trained_on(device, gpus: int | None) -> list[int]:
+    import torch
+
+    if device.index is not None:
+        return [device.index]
+    if gpus == 1:
+        return [torch.cuda.current_device()]
+    count = cuda_device_count()
+    return list(range(count if gpus is None else max(1, min(gpus, count))))
+
+
+def describe_gpus(indices: list[int]) -> str:
+    """``NAME`` where the GPUs ``indices`` are all of one kind, else
+    ``NAME_A (cuda:0), NAME_B (cuda:1)``."""
+    import torch
+
+    names = [torch.cuda.get_device_name(index) for index in indices]
+    if len(set(names)) == 1:
+        return names[0]
+    return ", ".join(f"{name} (cuda:{index})" for index, name in zip(indices, names, strict=True))
 
 
 def rounding_key(description: str) -> str | None:
@@ -146,3 +173,53 @@ def _cached_constant(values: tuple, device, dtype):
     import torch
 
     return torch.tensor(values, device=device, dtype=dtype)
+
+
+# ------------------------------------------------------------------ device errors
+# Running out of GPU memory is not always torch's OutOfMemoryError: a library that
+# allocates for itself (cuDNN's handle and workspaces, cuBLAS's handle) reports it through
+# its own status, which torch raises as a RuntimeError ("cuDNN error: ...", "CUDA error:
+# CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"). cuDNN 9 splits
+# CUDNN_STATUS_ALLOC_FAILED into host and device allocation failures.
+OUT_OF_MEMORY_STATUSES = (
+    "CUDNN_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED",
+    "CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED",
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUSOLVER_STATUS_ALLOC_FAILED",
+    "CUDA error: out of memory",  # cudaErrorMemoryAllocation outside the caching allocator
+)
+# cuDNN's bare "not supported" (its named causes read CUDNN_STATUS_NOT_SUPPORTED_SHAPE and
+# so on): what it says when it has no memory for any of its algorithms' workspaces, seen at
+# large batches, whatever torch's hint about non-contiguous inputs adds.
+PROBABLY_OUT_OF_MEMORY = re.compile(r"CUDNN_STATUS_NOT_SUPPORTED\b")
+
+
+def out_of_memory(error: BaseException) -> str:
+    """Whether ``error`` is running out of memory: "yes", "probably" (cuDNN's bare "not
+    supported") or "" (no)."""
+    if type(error).__name__ == "OutOfMemoryError" or isinstance(error, MemoryError):
+        return "yes"  # torch's (CUDA, MPS); Python's
+    text = str(error)
+    if any(status in text for status in OUT_OF_MEMORY_STATUSES):
+        return "yes"
+    return "probably" if PROBABLY_OUT_OF_MEMORY.search(text) else ""
+
+
+def cuda_error_state(device) -> str | None:
+    """Why ``device``'s CUDA context can no longer be used in this process, or None. After
+    a "sticky" error (a device-side assert, an illegal memory access) every later CUDA call
+    of the process fails with it, a synchronize included; after running out of memory,
+    or an error of the host's, the context works on."""
+    import torch
+
+    if device.type != "cuda":
+        return None
+    try:
+        torch.cuda.synchronize(device)
+    except Exception as error:  # torch.AcceleratorError (a RuntimeError before torch 2.8)
+        if out_of_memory(error):
+            return None
+        lines = str(error).strip().splitlines()
+        return lines[0] if lines else type(error).__name__
+    return None

@@ -20,6 +20,17 @@ class Terminated(KeyboardInterrupt):
     and the run folder left to resume, but exit status 143."""
 
 
+class GpuErrorState(Exception):
+    """The GPU cannot be used any more by this process (a device-side assert, an illegal
+    memory access: CUDA's "sticky" errors fail every later CUDA call): the run stops, its
+    finished trials kept, the job that met it recorded as failed with ``reason``.
+    ``state``: what the GPU answers now."""
+
+    def __init__(self, reason: str, state: str) -> None:
+        super().__init__(f"the GPU is in an error state ({state})")
+        self.reason, self.state = reason, state
+
+
 class UnknownNameError(LosscmpError):
     """A name (loss, dataset, preset, metric, parameter) that is not registered."""
 

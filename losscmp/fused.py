@@ -54,6 +54,7 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 from losscmp import metrics
+from losscmp.devices import out_of_memory
 from losscmp.model import build_model
 from losscmp.plan import Trial, make_loss
 from losscmp.spec import Spec
@@ -525,8 +526,7 @@ def _copy_loss(piece: _Copy, logits, target, maps) -> torch.Tensor:
     try:
         return piece.loss_fn(logits, target, **_subset(maps, piece.loss_fn.needs))
     except Exception as error:
-        out_of_memory = type(error).__name__ == "OutOfMemoryError"  # torch's (CUDA, MPS)
-        if not (out_of_memory or isinstance(error, MemoryError)):
+        if not out_of_memory(error):  # torch's, Python's, cuDNN's or cuBLAS's
             error.add_note(
                 f"raised by loss '{piece.trial.loss}' of a fused group: --fuse off trains "
                 "each loss alone"

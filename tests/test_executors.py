@@ -1175,6 +1175,53 @@ def test_a_failure_reason_is_one_line_that_names_running_out_of_memory():
     assert failure_reason(ValueError()) == "ValueError"
 
 
+# Running out of GPU memory in cuDNN or cuBLAS, as torch raises it (a RuntimeError whose
+# message names the library's status: cuDNN 8's ALLOC_FAILED, cuDNN 9's host and device
+# allocation failures, cuBLAS's at its handle's creation).
+LIBRARY_OUT_OF_MEMORY = [
+    "cuDNN error: CUDNN_STATUS_ALLOC_FAILED",
+    "cuDNN error: CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED",
+    "cuDNN error: CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED",
+    "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+    "CUDA error: out of memory",
+]
+CUDNN_NOT_SUPPORTED = (
+    "cuDNN error: CUDNN_STATUS_NOT_SUPPORTED. This error may appear if you passed in a "
+    "non-contiguous input."
+)
+
+
+@pytest.mark.parametrize("message", LIBRARY_OUT_OF_MEMORY)
+def test_cudnn_and_cublas_out_of_memory_is_named_as_torchs_is(message):
+    """Out of memory in cuDNN or cuBLAS read 'RuntimeError: cuDNN error: ...' and, in a
+    fused group, gave no advice (and blamed a loss: tests/test_fused.py): it now reads
+    as torch's OutOfMemoryError does, advice included."""
+    from losscmp.executors.base import Job, failed, failure_reason
+
+    reason = failure_reason(RuntimeError(message))
+    assert reason == f"out of memory: {message}"
+    trials = tuple(Trial("a", loss, 0) for loss in "xy")
+    assert failed(Job(trials, fused=True), reason)[0].failure == (
+        f"{reason} (a fused group of 2 losses holds 2 models: a run with --fuse off trains "
+        "them one at a time)"
+    )
+
+
+def test_cudnns_bare_not_supported_is_probably_out_of_memory_its_named_causes_are_not():
+    """cuDNN's bare NOT_SUPPORTED is what it says with no memory left for a workspace (at
+    a large batch); NOT_SUPPORTED_ARCH_MISMATCH and its other named causes are not."""
+    from losscmp.executors.base import failure_reason
+
+    assert failure_reason(RuntimeError(CUDNN_NOT_SUPPORTED)) == (
+        f"probably out of memory: {CUDNN_NOT_SUPPORTED}"
+    )
+    mismatch = "cuDNN error: CUDNN_STATUS_NOT_SUPPORTED_ARCH_MISMATCH"
+    assert failure_reason(RuntimeError(mismatch)) == f"RuntimeError: {mismatch}"
+    assert failure_reason(RuntimeError("CUDA error: device-side assert triggered")) == (
+        "RuntimeError: CUDA error: device-side assert triggered"
+    )
+
+
 def test_a_second_ctrl_c_while_workers_stop_still_frees_the_shared_memory(tmp_path, monkeypatch):
     """Ctrl-C twice: the second landed while close() waited for the workers and left the
     shared blocks to Python's resource tracker, which warned of 'leaked shared_memory

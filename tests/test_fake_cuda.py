@@ -27,6 +27,8 @@ What it cannot do, and how the tests stand in:
 from __future__ import annotations
 
 import contextlib
+import json
+import shlex
 
 import pytest
 import torch
@@ -303,3 +305,240 @@ def test_a_job_on_a_gpu_is_set_up_and_measured_on_that_gpu(monkeypatch):
     assert calls == [("current", 1), ("reset", gpu), ("train", True), ("read", gpu)]
     assert [outcome.record["gpu_peak_mib"] for outcome in outcomes] == [150.0, 150.0]
     assert torch.backends.cudnn.benchmark == autotuning
+
+
+# ------------------------------------------------------------- a GPU that errs
+# What torch raises for CUDA's "sticky" errors (torch.AcceleratorError since 2.8, a
+# RuntimeError before), from the first call that sees one; after it, every CUDA call of
+# the process raises it again.
+DEVICE_SIDE_ASSERT = (
+    "CUDA error: device-side assert triggered\n"
+    "CUDA kernel errors might be asynchronously reported at some other API call, so the "
+    "stacktrace below might be incorrect.\n"
+    "For debugging consider passing CUDA_LAUNCH_BLOCKING=1"
+)
+CUBLAS_OUT_OF_MEMORY = "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"
+
+
+class StickyGpu:
+    """``torch.cuda.synchronize`` as a GPU answers it: fine until ``fail`` has been
+    called, then raising that error for good, as CUDA does after a sticky error."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.error: Exception | None = None
+        monkeypatch.setattr(torch.cuda, "synchronize", self.synchronize)
+
+    def fail(self, error: Exception) -> Exception:
+        self.error = error
+        return error
+
+    def synchronize(self, device=None) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+def test_the_gpu_is_in_an_error_state_after_a_sticky_error_not_after_running_out_of_memory(
+    monkeypatch,
+):
+    """``cuda_error_state`` asks the GPU (a synchronize): a device-side assert answers
+    again, as CUDA answers every later call; running out of memory (torch's, cuBLAS's)
+    leaves a GPU that works, and so does an error of the host's; a CPU is never asked."""
+    gpu = StickyGpu(monkeypatch)
+    assert devices.cuda_error_state(GPU) is None
+    gpu.fail(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert devices.cuda_error_state(GPU) is None
+    gpu.fail(RuntimeError(CUBLAS_OUT_OF_MEMORY))
+    assert devices.cuda_error_state(GPU) is None
+    gpu.fail(torch.AcceleratorError(DEVICE_SIDE_ASSERT))
+    assert devices.cuda_error_state(GPU) == "CUDA error: device-side assert triggered"
+    assert devices.cuda_error_state(torch.device("cpu")) is None
+
+
+QUICK_RUN = ["--losses", "dice,bce", "--dataset", "synthetic(fg_fraction=0.1,n_train=16,n_val=8)"]
+QUICK_RUN += ["--epochs", "1", "--seeds", "2", "--model", "tiny", "--device", "cpu"]
+
+
+def fail_jobs(monkeypatch, failures: dict[int, list]) -> tuple[dict, list]:
+    """``run_job`` in this process raising, at the n-th job it is given, the next error of
+    ``failures[n]`` (a callable making it) while it has one; the others train. The GPU it
+    pretends to train on is asked (``cuda_error_state``) as a real one would be. Returns
+    the calls per trial id and the ``StickyGpu``."""
+    import losscmp.executors.local as local
+
+    real_run_job = local.run_job
+    calls: dict[str, int] = {}
+    gpu = StickyGpu(monkeypatch)
+
+    def run_job(job, context, emit, **kwargs):
+        (trial,) = job.trials
+        number = len(calls) if trial.id not in calls else list(calls).index(trial.id)
+        calls[trial.id] = calls.get(trial.id, 0) + 1
+        if failures.get(number):
+            raise failures[number].pop(0)(gpu)
+        return real_run_job(job, context, emit, **kwargs)
+
+    monkeypatch.setattr(local, "run_job", run_job)
+    monkeypatch.setattr(local, "cuda_error_state", lambda device: devices.cuda_error_state(GPU))
+    return calls, gpu
+
+
+def test_a_gpu_in_an_error_state_stops_an_in_process_run_at_once(cli, tmp_path, monkeypatch):
+    """--jobs 1 (the default on one GPU): a device-side assert leaves this process's CUDA
+    context unusable, so every later trial failed (twice each) at its first CUDA call. The
+    run now stops at the trial that met it: that one recorded failed with the error (no
+    retry: it would fail alike), the finished one kept, the next ones not tried, one line
+    saying so with the command that finishes the run (a new process: a new context)."""
+
+    assert_once = [lambda gpu: gpu.fail(torch.AcceleratorError(DEVICE_SIDE_ASSERT))]
+    calls, _ = fail_jobs(monkeypatch, {1: assert_once})
+    out = tmp_path / "runs"
+    in_process = ["--out", str(out), "--jobs", "1", "--threads", "1"]  # in the printed order
+    result = cli("run", *QUICK_RUN, *in_process)
+
+    assert result.exit_code == 1, result.output
+    (run_dir,) = out.iterdir()
+    first, second = list(calls)
+    assert calls == {first: 1, second: 1}  # neither retried nor followed by another
+    meta = json.loads((run_dir / "run.json").read_text())
+    reason = "AcceleratorError: CUDA error: device-side assert triggered"
+    assert meta["failed_trials"] == {second: reason}
+    assert {path.stem for path in (run_dir / "trials").glob("*.json")} == {first}
+    said, command = result.stderr.splitlines()[-1].split(". Finish the run with: ")
+    assert said == (
+        "losscmp: the GPU is in an error state (CUDA error: device-side assert triggered): "
+        "the run stopped, as this process can train nothing more; the trial that met it is "
+        f"recorded as failed, finished trials are saved in {run_dir}"
+    )
+    assert command == shlex.join(
+        ["losscmp", "run", *QUICK_RUN, *in_process, "--resume", str(run_dir)]
+    )
+
+    monkeypatch.undo()  # a fresh process: the printed command finishes the run
+    resumed = cli(*shlex.split(command)[1:])
+    assert resumed.exit_code == 0, resumed.output
+    assert len(list((run_dir / "trials").glob("*.json"))) == 4
+    assert json.loads((run_dir / "run.json").read_text())["failed_trials"] == {}
+
+
+def test_running_out_of_gpu_memory_in_process_fails_a_trial_and_the_run_goes_on(
+    tmp_path, monkeypatch
+):
+    """Out of memory leaves a GPU that works (torch's OutOfMemoryError, or cuBLAS's status
+    in a RuntimeError): the job is retried, then recorded failed as out of memory, and the
+    run goes on to the next trials."""
+    from losscmp.config import build_config
+    from losscmp.events import TrialRetried
+    from losscmp.plan import plan_run
+    from losscmp.runner import execute, prepare
+
+    def torch_oom(gpu):
+        return torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    def cublas_oom(gpu):
+        return RuntimeError(CUBLAS_OUT_OF_MEMORY)
+
+    calls, _ = fail_jobs(monkeypatch, {0: [torch_oom], 1: [cublas_oom, cublas_oom]})
+    options = {"losses": "dice,bce", "epochs": 1, "seeds": 2, "model": "tiny", "device": "cpu"}
+    dataset = "synthetic(fg_fraction=0.1,n_train=16,n_val=8)"
+    plan = plan_run(build_config(**options, dataset=dataset, threads=1, out=str(tmp_path)))
+    events = []
+    run_dir = execute(prepare(plan), listener=events.append)
+
+    first, second, *rest = list(calls)
+    assert calls == {first: 2, second: 2, **{trial: 1 for trial in rest}} and len(rest) == 2
+    reason = f"out of memory: {CUBLAS_OUT_OF_MEMORY}"
+    retried = [
+        (event.trial_id, event.reason) for event in events if isinstance(event, TrialRetried)
+    ]
+    assert retried == [
+        (first, "out of memory: CUDA out of memory. Tried to allocate 2.00 GiB"),
+        (second, reason),
+    ]
+    assert json.loads((run_dir / "run.json").read_text())["failed_trials"] == {second: reason}
+    assert len(list((run_dir / "trials").glob("*.json"))) == 3
+
+
+@pytest.mark.slow  # 15 s: workers spawned, and spawned again after each error
+def test_a_worker_whose_gpu_errs_is_replaced_and_its_trial_retried_then_failed(
+    tmp_path, monkeypatch
+):
+    """-j 2: the worker whose job met a device-side assert exits (its GPU context is
+    unusable) and a fresh process takes the retry; failing there too, the trial is
+    recorded failed, and the run goes on (the GPU stays usable to the other workers)."""
+    from worker_faults import cuda_assert_on_bce
+
+    import losscmp.executors.local as local
+    from losscmp.config import build_config
+    from losscmp.events import TrialRetried
+    from losscmp.plan import plan_run
+    from losscmp.runner import execute, prepare
+
+    monkeypatch.setattr(local, "_worker_main", cuda_assert_on_bce)
+    options = {"losses": "dice,bce", "epochs": 1, "seeds": 1, "model": "tiny", "device": "cpu"}
+    dataset = "synthetic(fg_fraction=0.1,n_train=16,n_val=8)"
+    config = build_config(**options, dataset=dataset, threads=1, jobs=2, out=str(tmp_path))
+    plan = plan_run(config)
+    events = []
+    run_dir = execute(prepare(plan), listener=events.append)
+
+    dice, bce = (trial.id for trial in plan.trials)
+    (retried,) = [event for event in events if isinstance(event, TrialRetried)]
+    (failed,) = json.loads((run_dir / "run.json").read_text())["failed_trials"].items()
+    assert retried.trial_id == failed[0] == bce
+    said = "RuntimeError: CUDA error: device-side assert triggered (pid "
+    assert retried.reason.startswith(said) and failed[1].startswith(said)
+    assert retried.reason != failed[1]  # another process's pid: the worker was replaced
+    assert {path.stem for path in (run_dir / "trials").glob("*.json")} == {dice}
+
+
+@pytest.fixture
+def two_gpus(monkeypatch):
+    """A machine whose visible GPUs are ``names`` (a list to fill in), GPU 0 current."""
+    names: list[str] = []
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: len(names))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: names[index])
+    return names
+
+
+def test_run_json_names_the_gpus_the_jobs_train_on_each_where_they_differ(two_gpus):
+    """run.json recorded GPU 0's name alone: on a machine with an A100 and an RTX 3090, a
+    run whose workers trained on both claimed A100s (and --resume compared that). GPUs of
+    one kind still read as one name, as a single GPU's always did."""
+    from losscmp.executors.base import Execution
+    from losscmp.executors.local import LocalExecutor
+
+    two_gpus += ["NVIDIA H100 80GB HBM3"]
+    assert devices.describe_device(GPU) == "cuda: NVIDIA H100 80GB HBM3"
+    two_gpus[:] = ["NVIDIA A100-SXM4-40GB", "NVIDIA GeForce RTX 3090"]
+    executor = LocalExecutor(None)
+    executor.execution = Execution(jobs=4)  # four workers, two on each GPU
+    both = "cuda: NVIDIA A100-SXM4-40GB (cuda:0), NVIDIA GeForce RTX 3090 (cuda:1)"
+    assert executor.describe_device(GPU) == devices.describe_device(GPU) == both
+    executor.execution = Execution(jobs=1)  # in this process: on the current GPU alone
+    assert executor.describe_device(GPU) == "cuda: NVIDIA A100-SXM4-40GB"
+    assert devices.describe_device(torch.device("cuda", 1)) == "cuda: NVIDIA GeForce RTX 3090"
+    two_gpus[:] = ["NVIDIA A100-SXM4-40GB"] * 2
+    executor.execution = Execution(jobs=2)
+    assert executor.describe_device(GPU) == "cuda: NVIDIA A100-SXM4-40GB"
+
+
+def test_a_run_resumed_on_other_gpus_is_told_it_rounds_otherwise(two_gpus):
+    """--resume compares the recorded GPUs with those it trains on: a run started on both
+    kinds and resumed in this process (on the A100 alone) is told; on the same pair, not."""
+    from types import SimpleNamespace
+
+    from losscmp.executors.base import Execution
+    from losscmp.executors.local import LocalExecutor
+    from losscmp.runner import device_change
+
+    two_gpus += ["NVIDIA A100-SXM4-40GB", "NVIDIA GeForce RTX 3090"]
+    executor = LocalExecutor(None)
+    executor.execution = Execution(jobs=2)
+    prepared = SimpleNamespace(executor=executor, settings=SimpleNamespace(device=GPU))
+    meta = {"device": executor.describe_device(GPU)}
+    assert device_change(meta, prepared) == ""
+    executor.execution = Execution(jobs=1)
+    assert device_change(meta, prepared).startswith(
+        f"this run started on {meta['device']} and continues on cuda: NVIDIA A100-SXM4-40GB:"
+    )

@@ -390,22 +390,32 @@ def test_a_running_statistic_overflowed_to_inf_counts_as_a_diverged_weight():
     assert not finite_weights(learned_state(norm.parameters(), norm.buffers())).item()
 
 
-def test_running_out_of_memory_in_a_loss_is_the_groups_not_the_losss(binary_data, monkeypatch):
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        # cuBLAS's and cuDNN's own, which torch raises as a RuntimeError
+        RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+        RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED"),
+    ],
+    ids=["torch", "cublas", "cudnn"],
+)
+def test_running_out_of_memory_in_a_loss_is_the_groups_not_the_losss(
+    binary_data, monkeypatch, error
+):
     """``executors.base.failed`` says what to change for a fused group out of memory; the
-    loss that happened to allocate last is not blamed."""
+    loss that happened to allocate last is not blamed (cuBLAS's and cuDNN's were)."""
     from losscmp.executors.base import failure_reason
     from losscmp.losses.overlap import DiceLoss
 
     def out_of_memory(self, logits, target, **maps):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        raise error
 
     monkeypatch.setattr(DiceLoss, "forward", out_of_memory)
     trials, specs = trials_of(binary_data, ["bce", "dice"])
-    with pytest.raises(torch.OutOfMemoryError) as raised:
+    with pytest.raises(type(error)) as raised:
         train_fused_group(trials, specs, binary_data, settings(epochs=1))
-    assert failure_reason(raised.value) == (
-        "out of memory: CUDA out of memory. Tried to allocate 2.00 GiB"
-    )
+    assert failure_reason(raised.value) == f"out of memory: {error}"
 
 
 def test_a_resumed_group_stops_once_none_of_its_wanted_trials_trains(binary_data, exploding_loss):

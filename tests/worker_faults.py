@@ -72,3 +72,19 @@ def light_worker(conn, index: int, device_type: str, orphaned_on_taking: bool) -
 
     local.import_job_modules = lambda: None
     local._worker_main(_OrphanedOnTaking(conn) if orphaned_on_taking else conn, index, device_type)
+
+
+def cuda_assert_on_bce(conn, index: int, device_type: str) -> None:
+    """A real worker, but one whose bce job meets a device-side assert (CUDA's sticky
+    error: this process's GPU is unusable afterwards), naming the worker's pid."""
+    from losscmp.executors import local
+
+    run_job = local.run_job
+
+    def asserting(job, context, emit, **kwargs):
+        if any(trial.loss == "bce" for trial in job.trials):
+            raise RuntimeError(f"CUDA error: device-side assert triggered (pid {os.getpid()})")
+        return run_job(job, context, emit, **kwargs)
+
+    local.run_job = asserting
+    local._worker_main(conn, index, device_type)

@@ -211,14 +211,18 @@ def failure_reason(error: BaseException) -> str:
     """One line for a job that raised, as every executor words it, with the first line of
     each note added to the error (a fused group's names the loss that raised). Running out
     of memory says so: a bare ``MemoryError`` has no message, and torch's ends in an
-    allocator dump."""
+    allocator dump; cuDNN and cuBLAS name theirs in a RuntimeError."""
+    from losscmp.devices import out_of_memory
+
     notes = "".join(f" ({_first_line(note)})" for note in getattr(error, "__notes__", ()))
     first = _first_line(str(error))
-    if type(error).__name__ == "OutOfMemoryError":  # torch's (CUDA, MPS)
-        return (f"out of memory: {first}" if first else "out of memory") + notes
     if isinstance(error, MemoryError):
         reason = f"out of memory (MemoryError: {first})" if first else "out of memory (MemoryError)"
         return reason + notes
+    memory = out_of_memory(error)  # torch's OutOfMemoryError, or cuDNN's, cuBLAS's status
+    if memory:
+        said = "out of memory" if memory == "yes" else "probably out of memory"
+        return (f"{said}: {first}" if first else said) + notes
     return (f"{type(error).__name__}: {first}" if first else type(error).__name__) + notes
 
 

@@ -4,7 +4,9 @@ Workers are spawned (not forked: torch's thread pools do not survive a fork)
 and kept for the whole run, so each imports torch and loads a dataset once.
 A worker that dies (killed, out of memory) or raises costs only its job: the
 job goes to a fresh worker once more, then its trials are recorded as failed
-and the run goes on; in this process (``--jobs 1``) a job that raises likewise.
+and the run goes on; in this process (``--jobs 1``) a job that raises likewise, but
+one that leaves the GPU in an error state (a device-side assert, an illegal memory
+access) stops the run: no later CUDA call of this process could succeed.
 A busy worker silent for the stall limit (``stall_limit_s``: hung) is killed and counts as dead.
 A job in this process has no such limit: its hung call would hold the process that must
 fail it and go on (Ctrl-C still stops the run, keeping the finished trials).
@@ -28,6 +30,8 @@ from typing import Any, NoReturn
 
 from losscmp.config import RunConfig
 from losscmp.data.shared import DataDiffers, SharedArrays, SharedDataset, sweep_abandoned
+from losscmp.devices import cuda_error_state
+from losscmp.errors import GpuErrorState
 from losscmp.events import RunNote, TrialRetried
 from losscmp.executors.base import (
     ATTEMPTS,
@@ -64,7 +68,11 @@ class LocalExecutor(Executor):
             if jobs:  # (a resumed run with nothing left to train imports nothing)
                 import_job_modules()
             for job in jobs:
-                yield from _run_here(job, context, emit)
+                try:
+                    yield from _run_here(job, context, emit)
+                except GpuErrorState as broken:  # the job's failure written, then the stop
+                    yield from failed(job, broken.reason)
+                    raise
         else:
             yield from self._run_in_workers(jobs, context, emit)
 
@@ -97,6 +105,12 @@ class LocalExecutor(Executor):
         for spare in spares:
             spare.join()
         del self.workers[count:]
+
+    def describe_device(self, device) -> str:
+        """The GPUs the jobs train on: this process's, or the workers' (one each, in turn)."""
+        from losscmp.devices import describe_device
+
+        return describe_device(device, gpus=self.execution.jobs)
 
     def crowding(self, execution: Execution) -> str:
         cores, at_once = available_cores(), execution.jobs
@@ -203,7 +217,9 @@ def _settle(result: _Ended, queue: deque, emit) -> list[TrialResult]:
 
 def _run_here(job: Job, context: JobContext, emit) -> list[TrialResult]:
     """In this process, as in a worker: a job that raises (out of GPU memory, a data-loader
-    process killed) is retried once, then its trials are recorded as failed."""
+    process killed) is retried once, then its trials are recorded as failed. One that
+    leaves the GPU in an error state raises ``GpuErrorState``: every later job in this
+    process would fail too (a worker is replaced instead)."""
     import torch
 
     for attempt in range(1, ATTEMPTS + 1):
@@ -211,6 +227,9 @@ def _run_here(job: Job, context: JobContext, emit) -> list[TrialResult]:
             return succeeded(job, run_job(job, context, emit))
         except Exception as error:  # worded as a worker reports it
             reason = failure_reason(error)
+        state = cuda_error_state(context.settings.device)
+        if state is not None:
+            raise GpuErrorState(reason, state)
         gc.collect()  # the failed job's tensors, should a cycle still hold them
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
