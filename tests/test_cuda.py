@@ -321,3 +321,51 @@ def test_scores_on_cuda_equal_the_cpus():
         assert torch.equal(on_gpu.cpu(), on_cpu)
     for values in (logits, torch.tensor([1.0, math.nan]), torch.tensor([3e38] * 4)):
         assert all_finite(values.cuda()).item() == torch.isfinite(values).all().item()
+
+
+def test_running_out_of_gpu_memory_leaves_the_gpu_usable():
+    """What test_fake_cuda assumes of a real GPU: an allocation too big is torch's
+    OutOfMemoryError, read as such, and the process's CUDA context works on (the run goes
+    on, the trial is retried)."""
+    from losscmp.devices import cuda_error_state
+    from losscmp.executors.base import failure_reason
+
+    gpu = torch.device("cuda")
+    with pytest.raises(torch.OutOfMemoryError) as raised:
+        torch.empty(2**50, dtype=torch.uint8, device=gpu)  # a petabyte
+    assert failure_reason(raised.value).startswith("out of memory: CUDA out of memory.")
+    assert cuda_error_state(gpu) is None
+    assert torch.ones(3, device=gpu).sum().item() == 3.0
+
+
+DEVICE_SIDE_ASSERT = """
+import torch
+from losscmp.devices import cuda_error_state
+gpu = torch.device("cuda")
+values = torch.zeros(2, device=gpu)
+try:
+    values[torch.tensor([5], device=gpu)] = 1.0  # out of bounds: a device-side assert
+    torch.cuda.synchronize()
+except Exception:
+    pass
+print(cuda_error_state(gpu))
+"""
+
+
+def test_a_device_side_assert_leaves_the_gpu_in_an_error_state():
+    """The other half (in a child: the assert ruins its process's CUDA context): every
+    later call fails, and cuda_error_state says so, which stops an in-process run."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    done = subprocess.run(
+        [sys.executable, "-c", DEVICE_SIDE_ASSERT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,  # where this losscmp is imported from
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("CUDA error: device-side assert triggered"), done.stdout
