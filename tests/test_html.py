@@ -258,3 +258,57 @@ def test_the_learning_curves_caption_says_what_lines_bands_and_rings_are(tmp_pat
         f"{said} each epoch a seed chose on validation, where the table reads its scores; "
         "the legend in the table's order."
     )
+
+
+def test_a_stopped_runs_header_says_how_many_of_its_planned_trials_finished(tmp_path):
+    """It said '3 loss(es) × 3 seed(s)' of a run stopped with 7 of its 9 trials, as if all
+    had finished; and a run stopped after its first seed counted one seed, not three."""
+    run_dir = write_run(tmp_path, quality=QUALITY, write_csvs=False)
+    meta = read_run_json(run_dir)
+    meta["finished_at"] = None
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    trials = sorted(run_dir.glob("trials/*__seed2__*.json"))
+    for path in trials[:2]:
+        path.unlink()
+    lead = "3 loss(es) × 3 seed(s) on synthetic; 7 of 9 planned trials finished; headline"
+    assert lead in page_of(run_dir)
+    for path in run_dir.glob("trials/*.json"):
+        if "__seed0__" not in path.name:
+            path.unlink()
+    assert "3 loss(es) × 3 seed(s) on synthetic; 3 of 9 planned trials finished" in (
+        page_of(run_dir)
+    )
+
+
+def test_a_finished_runs_header_counts_no_trials_unless_a_grid_of_rates(tmp_path):
+    text = page_of(write_run(tmp_path, quality=QUALITY))
+    assert "3 loss(es) × 3 seed(s) on synthetic; headline: Dice; run " in text
+
+
+@pytest.mark.parametrize("metric", ["dice", "ece"])
+def test_the_dial_caption_is_the_terminals_and_its_bold_cells_are_the_best(tmp_path, metric):
+    """With --metric ece the page's dial said nothing of lower being better, as the
+    terminal's caption now does; its 'bold = best' holds: the best cells are td.strong."""
+    from losscmp.render.terminal import render_imbalance_table
+    from losscmp.summary import imbalance_frame
+
+    datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.05, 0.2)]
+    run_dir = write_run(tmp_path, quality=QUALITY, datasets=datasets, panel=False)
+    report = build_report([run_dir], metric=metric)
+    text = html.page(report)
+    caption = render_imbalance_table(report.summary, metric=metric).caption
+    assert f'<p class="caption">{html._e(caption)}</p>' in text
+    assert ("lower is better" in caption) == (metric == "ece")
+    assert "bold = best at that fraction" in caption
+    section = text[text.index("Imbalance dial") :]
+    section = section[: section.index("</table>")]
+    bold = set()
+    for loss, cells in re.findall(r'<tr data-loss="([^"]+)">(.*?)</tr>', section):
+        for column, cell in enumerate(re.findall(r"<td([^>]*)>", cells)[1:]):
+            if "strong" in cell:
+                bold.add((loss, column))
+    dial = imbalance_frame(report.summary)
+    pick = "idxmin" if metric == "ece" else "idxmax"
+    best = dial.loc[getattr(dial.groupby("fg_fraction")["score_mean"], pick)()]
+    fractions = sorted(dial["fg_fraction"].unique())
+    assert bold == {(row.loss, fractions.index(row.fg_fraction)) for row in best.itertuples()}
