@@ -6,6 +6,7 @@ opens it in a real Chromium.
 
 from __future__ import annotations
 
+import html as htmllib
 import json
 import re
 
@@ -312,3 +313,49 @@ def test_the_dial_caption_is_the_terminals_and_its_bold_cells_are_the_best(tmp_p
     best = dial.loc[getattr(dial.groupby("fg_fraction")["score_mean"], pick)()]
     fractions = sorted(dial["fg_fraction"].unique())
     assert bold == {(row.loss, fractions.index(row.fg_fraction)) for row in best.itertuples()}
+
+
+def _page_rows(text: str, label: str) -> list[list[str]]:
+    """The body rows of the page's table ``label`` (its aria-label), each cell's text, a
+    bold (td.strong) cell starred as the terminal stars it when piped."""
+    table = text[text.index(f'aria-label="{label}"') :]
+    table = table[: table.index("</table>")]
+    rows = []
+    for row in re.findall(r"<tr[^>]*data-loss=[^>]*>(.*?)</tr>", table):
+        cells = re.findall(r"<td([^>]*)>(.*?)</td>", row)
+        rows.append(
+            [("*" if "strong" in attrs else "") + htmllib.unescape(cell) for attrs, cell in cells]
+        )
+    return rows
+
+
+def _printed(rows: list[list[str]], output: str) -> None:
+    """Each row is a line the terminal printed: the same cells in the same order."""
+    lines = output.splitlines()
+    for cells in rows:
+        pattern = r"\s*" + r"\s+".join(map(re.escape, cells)) + r"\s*"
+        assert any(re.fullmatch(pattern, line) for line in lines), (cells, output)
+
+
+@pytest.mark.parametrize(
+    ("kind", "tables"),
+    [
+        ({"datasets": [f"synthetic(fg_fraction={f})" for f in (0.01, 0.05, 0.2)]}, 4),
+        ({"class_names": ("background", "pet", "border"), "seeds": (0,)}, 2),
+        ({"lrs": [1e-3, 3e-3], "diverged": {("focal", 1): 2}}, 1),
+    ],
+    ids=["dial", "multiclass-one-seed", "lr-grid-diverged"],
+)
+def test_every_number_on_the_page_is_the_terminals(cli, tmp_path, kind, tables):
+    """The page's tables (comparison, dial, per class) read against what `report` prints,
+    row by row: the same cells, the dial's bold cells the terminal's starred ones."""
+    run_dir = write_run(tmp_path, quality=QUALITY, panel=False, **kind)
+    result = cli("report", run_dir, "--html", tmp_path / "page.html")
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "page.html").read_text()
+    labels = re.findall(r'<table class="sortable[^"]*" aria-label="([^"]+)"', text)
+    assert len(labels) == tables
+    for label in labels:
+        rows = _page_rows(text, label)
+        assert len(rows) == 3
+        _printed(rows, result.stdout)
