@@ -119,6 +119,7 @@ def test_what_was_run(tmp_path):
         quality=QUALITY,
         extra_meta={
             "command": "losscmp run --config configs/x.yaml",
+            "working_dir": "/home/me/losscmp",
             "git_commit": "abc1234",
             "git_dirty": True,
         },
@@ -126,6 +127,11 @@ def test_what_was_run(tmp_path):
     text = page_of(run_dir)
     for expected in (
         "<code>losscmp run --config configs/x.yaml</code>",
+        # the command's configs/x.yaml is relative: it is replayed from there
+        "<dt>working folder</dt><dd><code>/home/me/losscmp</code></dd>",
+        "<dt>execution</dt>",
+        "<dt>versions</dt>",
+        "<dt>device</dt><dd>cpu</dd>",
         "<code>abc1234</code> with uncommitted changes to losscmp/",
         "2026-01-01 12:05:00+00:00 (5 min 0 s)",
         "preset=tiny, encoder_name=resnet18",
@@ -359,3 +365,14 @@ def test_every_number_on_the_page_is_the_terminals(cli, tmp_path, kind, tables):
         rows = _page_rows(text, label)
         assert len(rows) == 3
         _printed(rows, result.stdout)
+
+
+def test_the_figures_of_an_lr_grid_say_they_draw_the_tables_rates(tmp_path):
+    """Each loss is drawn at the rate the table chose; the captions did not say which of
+    the rates tried a curve or a prediction was trained at."""
+    rates = {"lrs": [1e-3, 3e-3], "rate_quality": {1e-3: -0.1, 3e-3: 0.0}}
+    captions = re.findall(r"<figcaption>([^<]*)", page_of(write_run(tmp_path, **rates)))
+    assert len(captions) == 2
+    assert all("each loss at the table&#x27;s learning rate" in c for c in captions)
+    one_rate = re.findall(r"<figcaption>([^<]*)", page_of(write_run(tmp_path / "one")))
+    assert not any("learning rate" in c for c in one_rate)

@@ -329,7 +329,7 @@ def _figures(report: Report) -> str:
             )
             caption = (
                 f"{dataset}: the same {panel.images_of} images, their ground truth and each loss's "
-                f"final-epoch prediction (first seed); {colours}."
+                f"final-epoch prediction (first seed{_at_chosen_rate(report)}); {colours}."
             )
             parts.append(_figure(panel.figure, caption))
     dial = imbalance_frame(report.summary)
@@ -349,9 +349,16 @@ def _curves_caption(report: Report, results) -> str:
     from losscmp.render.figures import curves_title
 
     return (
-        f"{curves_title(results, report.metric)}; a ring marks each epoch a seed chose on "
-        "validation, where the table reads its scores; the legend in the table's order."
+        f"{curves_title(results, report.metric)}{_at_chosen_rate(report)}; a ring marks each "
+        "epoch a seed chose on validation, where the table reads its scores; the legend in the "
+        "table's order."
     )
+
+
+def _at_chosen_rate(report: Report) -> str:
+    """Where the runs tried several learning rates, which one a figure draws: the table's."""
+    rates = report.results.trials.get("base_lr", pd.Series()).nunique()
+    return ", each loss at the table's learning rate" if rates > 1 else ""
 
 
 def _figure(figure, caption: str) -> str:
@@ -394,6 +401,8 @@ def _run_setup(meta: dict[str, Any], run_dir: Path, several: bool) -> str:
     run_id = meta.get("run_id", run_dir.name)
     facts = {
         "command": _code(meta.get("command")) if meta.get("command") else "not recorded",
+        # where it ran: the command's relative paths (--config configs/x.yaml) are from there
+        "working folder": _code(meta["working_dir"]) if meta.get("working_dir") else "not recorded",
         "run folder": _code(str(run_dir)),
         "started": _e(_time(meta.get("started_at"))),
         "finished": _e(_finished(meta)),
