@@ -157,6 +157,11 @@ def test_imbalance_dial_section_and_figure(tmp_path):
     assert "Imbalance dial — synthetic" in text
     assert "fg 0.01</th>" in text and "fg 0.2</th>" in text
     assert text.count("<figure>") == 2  # learning curves, dial
+    assert "<figcaption>Dice against the foreground fraction, mean ± sd over seeds." in text
+    one_seed = write_run(tmp_path / "one", quality=QUALITY, datasets=datasets, seeds=(0,))
+    assert "<figcaption>Dice against the foreground fraction, one seed, no bars." in (
+        page_of(one_seed)
+    )
 
 
 def test_cli_writes_the_page_atomically_and_names_it(cli, tmp_path):

@@ -337,7 +337,8 @@ def _figures(report: Report) -> str:
         parts.append(
             _figure(
                 figures.imbalance_figure(dial, report.metric, split=split_word(report.summary)),
-                "Headline score against the foreground fraction, ± sd over seeds.",
+                f"{METRIC_TITLES[report.metric]} against the foreground fraction, "
+                f"{figures.dial_spread(dial)}.",
             )
         )
     parts.append("</section>")
