@@ -381,3 +381,15 @@ def test_the_figures_of_an_lr_grid_say_they_draw_the_tables_rates(tmp_path):
     assert all("each loss at the table&#x27;s learning rate" in c for c in captions)
     one_rate = re.findall(r"<figcaption>([^<]*)", page_of(write_run(tmp_path / "one")))
     assert not any("learning rate" in c for c in one_rate)
+
+
+@pytest.mark.parametrize("seeds", [(0,), (0, 1)])
+def test_the_dial_and_class_captions_promise_an_sd_only_where_there_is_one(tmp_path, seeds):
+    """They said 'mean ± sd over seeds' of a one-seed run, whose cells hold one score."""
+    datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.2)]
+    dial = write_run(tmp_path / "dial", quality=QUALITY, datasets=datasets, seeds=seeds)
+    classes = ("background", "pet", "border")
+    multiclass = write_run(tmp_path / "classes", class_names=classes, seeds=seeds, panel=False)
+    said = "mean ± sd over seeds" if len(seeds) > 1 else "one seed, no sd"
+    assert f"validation, {said}) by foreground fraction;" in page_of(dial)
+    assert f"validation, {said}; the headline averages" in page_of(multiclass)
