@@ -802,3 +802,15 @@ def test_a_score_that_is_not_finite_is_left_out_of_the_curve_and_its_view(tmp_pa
     assert list(_curve_lines(axis.figure)["dice"].get_xdata()) == [1, 3, 4]
     low, high = axis.get_ylim()
     assert 0.0 <= low < high <= 1.0
+
+
+@pytest.mark.parametrize(("seeds", "said"), [((0, 1), "mean ± sd over seeds"), ((0,), "one seed")])
+def test_the_imbalance_figure_of_one_seed_promises_no_sd(tmp_path, seeds, said):
+    """Its title said '(mean ± sd over seeds)' over one seed's points, which have no bars."""
+    datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.2)]
+    run_dir = write_run(tmp_path, quality=QUALITY, datasets=datasets, seeds=seeds, panel=False)
+    dial = imbalance_frame(summarize(load_run(run_dir)))
+    (axis,) = figures.imbalance_figure(dial, split="test").axes
+    title = axis.get_title()
+    assert title.startswith("Imbalance dial — synthetic (") and said in title
+    assert ("sd" in title) == (len(seeds) > 1)

@@ -6,6 +6,7 @@ opens it in a real Chromium.
 
 from __future__ import annotations
 
+import html as htmllib
 import json
 import re
 
@@ -118,6 +119,7 @@ def test_what_was_run(tmp_path):
         quality=QUALITY,
         extra_meta={
             "command": "losscmp run --config configs/x.yaml",
+            "working_dir": "/home/me/losscmp",
             "git_commit": "abc1234",
             "git_dirty": True,
         },
@@ -125,6 +127,11 @@ def test_what_was_run(tmp_path):
     text = page_of(run_dir)
     for expected in (
         "<code>losscmp run --config configs/x.yaml</code>",
+        # the command's configs/x.yaml is relative: it is replayed from there
+        "<dt>working folder</dt><dd><code>/home/me/losscmp</code></dd>",
+        "<dt>execution</dt>",
+        "<dt>versions</dt>",
+        "<dt>device</dt><dd>cpu</dd>",
         "<code>abc1234</code> with uncommitted changes to losscmp/",
         "2026-01-01 12:05:00+00:00 (5 min 0 s)",
         "preset=tiny, encoder_name=resnet18",
@@ -150,6 +157,11 @@ def test_imbalance_dial_section_and_figure(tmp_path):
     assert "Imbalance dial — synthetic" in text
     assert "fg 0.01</th>" in text and "fg 0.2</th>" in text
     assert text.count("<figure>") == 2  # learning curves, dial
+    assert "<figcaption>Dice against the foreground fraction, mean ± sd over seeds." in text
+    one_seed = write_run(tmp_path / "one", quality=QUALITY, datasets=datasets, seeds=(0,))
+    assert "<figcaption>Dice against the foreground fraction, one seed, no bars." in (
+        page_of(one_seed)
+    )
 
 
 def test_cli_writes_the_page_atomically_and_names_it(cli, tmp_path):
@@ -258,3 +270,126 @@ def test_the_learning_curves_caption_says_what_lines_bands_and_rings_are(tmp_pat
         f"{said} each epoch a seed chose on validation, where the table reads its scores; "
         "the legend in the table's order."
     )
+
+
+def test_a_stopped_runs_header_says_how_many_of_its_planned_trials_finished(tmp_path):
+    """It said '3 loss(es) × 3 seed(s)' of a run stopped with 7 of its 9 trials, as if all
+    had finished; and a run stopped after its first seed counted one seed, not three."""
+    run_dir = write_run(tmp_path, quality=QUALITY, write_csvs=False)
+    meta = read_run_json(run_dir)
+    meta["finished_at"] = None
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    trials = sorted(run_dir.glob("trials/*__seed2__*.json"))
+    for path in trials[:2]:
+        path.unlink()
+    lead = "3 loss(es) × 3 seed(s) on synthetic; 7 of 9 planned trials finished; headline"
+    assert lead in page_of(run_dir)
+    for path in run_dir.glob("trials/*.json"):
+        if "__seed0__" not in path.name:
+            path.unlink()
+    assert "3 loss(es) × 3 seed(s) on synthetic; 3 of 9 planned trials finished" in (
+        page_of(run_dir)
+    )
+
+
+def test_a_finished_runs_header_counts_no_trials_unless_a_grid_of_rates(tmp_path):
+    text = page_of(write_run(tmp_path, quality=QUALITY))
+    assert "3 loss(es) × 3 seed(s) on synthetic; headline: Dice; run " in text
+
+
+@pytest.mark.parametrize("metric", ["dice", "ece"])
+def test_the_dial_caption_is_the_terminals_and_its_bold_cells_are_the_best(tmp_path, metric):
+    """With --metric ece the page's dial said nothing of lower being better, as the
+    terminal's caption now does; its 'bold = best' holds: the best cells are td.strong."""
+    from losscmp.render.terminal import render_imbalance_table
+    from losscmp.summary import imbalance_frame
+
+    datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.05, 0.2)]
+    run_dir = write_run(tmp_path, quality=QUALITY, datasets=datasets, panel=False)
+    report = build_report([run_dir], metric=metric)
+    text = html.page(report)
+    caption = render_imbalance_table(report.summary, metric=metric).caption
+    assert f'<p class="caption">{html._e(caption)}</p>' in text
+    assert ("lower is better" in caption) == (metric == "ece")
+    assert "bold = best at that fraction" in caption
+    section = text[text.index("Imbalance dial") :]
+    section = section[: section.index("</table>")]
+    bold = set()
+    for loss, cells in re.findall(r'<tr data-loss="([^"]+)">(.*?)</tr>', section):
+        for column, cell in enumerate(re.findall(r"<td([^>]*)>", cells)[1:]):
+            if "strong" in cell:
+                bold.add((loss, column))
+    dial = imbalance_frame(report.summary)
+    pick = "idxmin" if metric == "ece" else "idxmax"
+    best = dial.loc[getattr(dial.groupby("fg_fraction")["score_mean"], pick)()]
+    fractions = sorted(dial["fg_fraction"].unique())
+    assert bold == {(row.loss, fractions.index(row.fg_fraction)) for row in best.itertuples()}
+
+
+def _page_rows(text: str, label: str) -> list[list[str]]:
+    """The body rows of the page's table ``label`` (its aria-label), each cell's text, a
+    bold (td.strong) cell starred as the terminal stars it when piped."""
+    table = text[text.index(f'aria-label="{label}"') :]
+    table = table[: table.index("</table>")]
+    rows = []
+    for row in re.findall(r"<tr[^>]*data-loss=[^>]*>(.*?)</tr>", table):
+        cells = re.findall(r"<td([^>]*)>(.*?)</td>", row)
+        rows.append(
+            [("*" if "strong" in attrs else "") + htmllib.unescape(cell) for attrs, cell in cells]
+        )
+    return rows
+
+
+def _printed(rows: list[list[str]], output: str) -> None:
+    """Each row is a line the terminal printed: the same cells in the same order."""
+    lines = output.splitlines()
+    for cells in rows:
+        pattern = r"\s*" + r"\s+".join(map(re.escape, cells)) + r"\s*"
+        assert any(re.fullmatch(pattern, line) for line in lines), (cells, output)
+
+
+@pytest.mark.parametrize(
+    ("kind", "tables"),
+    [
+        ({"datasets": [f"synthetic(fg_fraction={f})" for f in (0.01, 0.05, 0.2)]}, 4),
+        ({"class_names": ("background", "pet", "border"), "seeds": (0,)}, 2),
+        ({"lrs": [1e-3, 3e-3], "diverged": {("focal", 1): 2}}, 1),
+    ],
+    ids=["dial", "multiclass-one-seed", "lr-grid-diverged"],
+)
+def test_every_number_on_the_page_is_the_terminals(cli, tmp_path, kind, tables):
+    """The page's tables (comparison, dial, per class) read against what `report` prints,
+    row by row: the same cells, the dial's bold cells the terminal's starred ones."""
+    run_dir = write_run(tmp_path, quality=QUALITY, panel=False, **kind)
+    result = cli("report", run_dir, "--html", tmp_path / "page.html")
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "page.html").read_text()
+    labels = re.findall(r'<table class="sortable[^"]*" aria-label="([^"]+)"', text)
+    assert len(labels) == tables
+    for label in labels:
+        rows = _page_rows(text, label)
+        assert len(rows) == 3
+        _printed(rows, result.stdout)
+
+
+def test_the_figures_of_an_lr_grid_say_they_draw_the_tables_rates(tmp_path):
+    """Each loss is drawn at the rate the table chose; the captions did not say which of
+    the rates tried a curve or a prediction was trained at."""
+    rates = {"lrs": [1e-3, 3e-3], "rate_quality": {1e-3: -0.1, 3e-3: 0.0}}
+    captions = re.findall(r"<figcaption>([^<]*)", page_of(write_run(tmp_path, **rates)))
+    assert len(captions) == 2
+    assert all("each loss at the table&#x27;s learning rate" in c for c in captions)
+    one_rate = re.findall(r"<figcaption>([^<]*)", page_of(write_run(tmp_path / "one")))
+    assert not any("learning rate" in c for c in one_rate)
+
+
+@pytest.mark.parametrize("seeds", [(0,), (0, 1)])
+def test_the_dial_and_class_captions_promise_an_sd_only_where_there_is_one(tmp_path, seeds):
+    """They said 'mean ± sd over seeds' of a one-seed run, whose cells hold one score."""
+    datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.2)]
+    dial = write_run(tmp_path / "dial", quality=QUALITY, datasets=datasets, seeds=seeds)
+    classes = ("background", "pet", "border")
+    multiclass = write_run(tmp_path / "classes", class_names=classes, seeds=seeds, panel=False)
+    said = "mean ± sd over seeds" if len(seeds) > 1 else "one seed, no sd"
+    assert f"validation, {said}) by foreground fraction;" in page_of(dial)
+    assert f"validation, {said}; the headline averages" in page_of(multiclass)

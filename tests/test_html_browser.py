@@ -196,3 +196,26 @@ def test_a_long_dataset_spec_wraps_instead_of_widening_the_page(browser, cli, tm
         assert heading.evaluate("h => h.scrollWidth <= h.clientWidth")
     finally:
         opened.close()
+
+
+def test_the_dials_best_cells_are_bold_as_its_caption_says(browser, cli, tmp_path):
+    """'bold = best at that fraction': the page draws those cells bold, and no other."""
+    datasets = [f"synthetic(fg_fraction={f})" for f in (0.01, 0.05, 0.2)]
+    run_dir = write_run(tmp_path, quality=QUALITY, datasets=datasets, panel=False)
+    page = tmp_path / "report.html"
+    assert cli("report", run_dir, "--html", page).exit_code == 0
+    opened = Visit(browser, page)
+    try:
+        dial = opened.page.locator('table[aria-label="Imbalance dial"]')
+        assert "bold = best at that fraction" in opened.page.inner_text(
+            "section:has(table[aria-label='Imbalance dial']) p.caption"
+        )
+        weights = dial.locator("tbody td.num").evaluate_all(
+            "cells => cells.map(c => [c.classList.contains('strong'),"
+            " Number(getComputedStyle(c).fontWeight)])"
+        )
+        assert len(weights) == 12
+        assert sum(best for best, _ in weights) == 3  # one best a fraction
+        assert all((weight >= 700) == best for best, weight in weights)
+    finally:
+        opened.close()

@@ -203,9 +203,16 @@ def class_caption(summary: pd.DataFrame) -> str:
     """What the Dice-per-class tables show, said once under them."""
     return (
         f"Dice per class on the {split_word(summary)} split at each trial's epoch chosen on "
-        "validation, mean ± sd over seeds; the headline averages the foreground classes "
+        f"validation, {over_seeds(summary)}; the headline averages the foreground classes "
         "(every class but the first, the background)."
     )
+
+
+def over_seeds(summary: pd.DataFrame) -> str:
+    """What a 'mean ± sd' cell of ``summary``'s losses is: a one-seed run's shows one
+    seed's score and no sd, which 'mean ± sd over seeds' promised."""
+    several = len(summary) and summary["n_seeds"].max() > 1
+    return "mean ± sd over seeds" if several else "one seed, no sd"
 
 
 def _class_column(mean: str) -> Column:

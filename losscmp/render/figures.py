@@ -897,6 +897,11 @@ def _dice(predicted: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> float:
 # --------------------------------------------------------------------------- imbalance dial
 
 
+def dial_spread(dial: pd.DataFrame) -> str:
+    """What a dial's points and bars are: one seed has no sd, so no bars to speak of."""
+    return "mean ± sd over seeds" if dial["score_std"].notna().any() else "one seed, no bars"
+
+
 def imbalance_figure(dial: pd.DataFrame, metric: str = "dice", *, split: str) -> Figure:
     """Headline score against foreground fraction (log scale), one line per loss, ± sd bars;
     ``split`` (``summary.split_word``) is where it was measured, as the dial table says."""
@@ -930,7 +935,7 @@ def imbalance_figure(dial: pd.DataFrame, metric: str = "dice", *, split: str) ->
     axis.minorticks_off()
     axis.set_xlabel("foreground fraction")
     axis.set_ylabel(score_label(metric, f"{split}, at the epoch chosen on validation"))
-    axis.set_title(f"Imbalance dial — {plain(dial['dial_group'].iloc[0])} (mean ± sd over seeds)")
+    axis.set_title(f"Imbalance dial — {plain(dial['dial_group'].iloc[0])} ({dial_spread(dial)})")
     _within(axis, low, high)
     axis.grid(alpha=0.3)
     _legend(axis, None, legend)

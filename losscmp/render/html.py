@@ -41,6 +41,7 @@ from losscmp.render.cells import (
     table_columns,
     table_extras,
 )
+from losscmp.render.terminal import render_imbalance_table
 from losscmp.results import RunStore, atomic_write_bytes
 from losscmp.selection import chosen_rows
 from losscmp.summary import (
@@ -104,15 +105,45 @@ def page(report: Report) -> str:
 def _header(report: Report) -> str:
     results = report.results
     datasets = ", ".join(dataset_order(results))
-    trials = results.trials
-    losses, seeds = trials["loss"].nunique(), trials["seed"].nunique()
-    rates = trials["base_lr"].nunique() if "base_lr" in trials else 0
-    grid = f"{losses} loss(es) × {seeds} seed(s)"
-    if rates > 1:
-        grid += f" × {rates} learning rates ({len(trials)} trials)"
     runs = ("runs " if len(results.run_ids) > 1 else "run ") + ", ".join(results.run_ids)
-    lead = f"{grid} on {datasets}; headline: {METRIC_TITLES[report.metric]}; {runs}."
+    headline = METRIC_TITLES[report.metric]
+    lead = f"{_grid(results)} on {datasets}{_progress(results)}; headline: {headline}; {runs}."
     return f'<header><h1>losscmp report</h1><p class="lead">{_e(lead)}</p></header>'
+
+
+def _grid(results) -> str:
+    """'3 loss(es) × 3 seed(s)' as planned (run.json), not as finished: a stopped run's grid
+    was counted from its finished trials alone."""
+    trials = results.trials
+    losses = _planned(results.metas, "losses", trials["loss"])
+    seeds = _planned(results.metas, "seeds", trials["seed"])
+    rates = _planned(results.metas, "learning_rates", trials.get("base_lr", pd.Series()))
+    grid = f"{len(losses)} loss(es) × {len(seeds)} seed(s)"
+    if len(rates) > 1:
+        grid += f" × {len(rates)} learning rates ({_planned_count(results)} trials)"
+    return grid
+
+
+def _progress(results) -> str:
+    """'; 7 of 9 planned trials finished' where not all did (a stopped run), else ''."""
+    planned, finished = _planned_count(results), len(results.trials)
+    return f"; {finished} of {planned} planned trials finished" if finished < planned else ""
+
+
+def _planned_count(results) -> int:
+    return sum(len(meta.get("trials") or []) for meta in results.metas) or len(results.trials)
+
+
+def _planned(metas: list[dict[str, Any]], key: str, recorded: pd.Series) -> set:
+    """The losses, seeds or rates every run planned (run.json's ``key``); those the
+    trials recorded where a run.json does not list them."""
+    values = set()
+    for meta in metas:
+        listed = meta.get(key)
+        if not listed:
+            return set(recorded.dropna())
+        values.update(listed)
+    return values
 
 
 def _problems(report: Report) -> str:
@@ -227,11 +258,9 @@ def _imbalance(report: Report) -> str:
         return "strong" if (row["loss"], fraction_of.get(column.title)) in best else ""
 
     table = _table(columns, rows, cell_class=strong_if_best, label="Imbalance dial")
-    caption = (
-        f"{METRIC_TITLES[report.metric]} ({split_word(report.summary)}, at the epoch chosen on "
-        "validation, mean ± sd over seeds) by foreground "
-        "fraction; bold = best at that fraction."
-    )
+    # The terminal's caption, word for word ('lower is better' for ECE; 'bold = best': the
+    # page draws the best cells bold, td.strong), not a copy of it that fell behind.
+    caption = render_imbalance_table(report.summary, metric=report.metric).caption
     return (
         f"<section><h2>Imbalance dial — {_e(dial['dial_group'].iloc[0])}</h2>{table}"
         f'<p class="caption">{_e(caption)}</p></section>'
@@ -300,7 +329,7 @@ def _figures(report: Report) -> str:
             )
             caption = (
                 f"{dataset}: the same {panel.images_of} images, their ground truth and each loss's "
-                f"final-epoch prediction (first seed); {colours}."
+                f"final-epoch prediction (first seed{_at_chosen_rate(report)}); {colours}."
             )
             parts.append(_figure(panel.figure, caption))
     dial = imbalance_frame(report.summary)
@@ -308,7 +337,8 @@ def _figures(report: Report) -> str:
         parts.append(
             _figure(
                 figures.imbalance_figure(dial, report.metric, split=split_word(report.summary)),
-                "Headline score against the foreground fraction, ± sd over seeds.",
+                f"{METRIC_TITLES[report.metric]} against the foreground fraction, "
+                f"{figures.dial_spread(dial)}.",
             )
         )
     parts.append("</section>")
@@ -320,9 +350,16 @@ def _curves_caption(report: Report, results) -> str:
     from losscmp.render.figures import curves_title
 
     return (
-        f"{curves_title(results, report.metric)}; a ring marks each epoch a seed chose on "
-        "validation, where the table reads its scores; the legend in the table's order."
+        f"{curves_title(results, report.metric)}{_at_chosen_rate(report)}; a ring marks each "
+        "epoch a seed chose on validation, where the table reads its scores; the legend in the "
+        "table's order."
     )
+
+
+def _at_chosen_rate(report: Report) -> str:
+    """Where the runs tried several learning rates, which one a figure draws: the table's."""
+    rates = report.results.trials.get("base_lr", pd.Series()).nunique()
+    return ", each loss at the table's learning rate" if rates > 1 else ""
 
 
 def _figure(figure, caption: str) -> str:
@@ -365,6 +402,8 @@ def _run_setup(meta: dict[str, Any], run_dir: Path, several: bool) -> str:
     run_id = meta.get("run_id", run_dir.name)
     facts = {
         "command": _code(meta.get("command")) if meta.get("command") else "not recorded",
+        # where it ran: the command's relative paths (--config configs/x.yaml) are from there
+        "working folder": _code(meta["working_dir"]) if meta.get("working_dir") else "not recorded",
         "run folder": _code(str(run_dir)),
         "started": _e(_time(meta.get("started_at"))),
         "finished": _e(_finished(meta)),

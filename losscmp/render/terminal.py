@@ -27,6 +27,7 @@ from losscmp.render.cells import (
     leave_out_order,
     mean_sd,
     ordered_rows,
+    over_seeds,
     table_columns,
     table_extras,
 )
@@ -277,7 +278,7 @@ def render_imbalance_table(summary: pd.DataFrame, metric: str = "dice") -> LossG
         [f"fg {fraction:g}" for fraction in fractions],
         rows,
         caption=f"{METRIC_TITLES[metric]} ({split_word(summary)}{_lower_is_better(metric)}, "
-        "at the epoch chosen on validation, mean ± sd over seeds) by foreground fraction; "
+        f"at the epoch chosen on validation, {over_seeds(summary)}) by foreground fraction; "
         f"{BOLD_BEST} at that fraction.",
         best=best,
     )
