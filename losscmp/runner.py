@@ -273,7 +273,7 @@ def planned_execution(prepared: PreparedRun, done: Collection[str] = (), meta=No
     into how many models (a dry run's last line). ``meta``: a resumed run's run.json,
     whose fusion and threads the rest keeps."""
     execution = prepared.execution if meta is None else stored_execution(meta, prepared.execution)
-    text = execution.describe()
+    text = execution.describe(prepared.plan.trials)
     separate = _separate_copies(execution, prepared.settings.device)
     jobs = make_jobs(prepared.plan.trials, execution.fused, done, separate)
     if not (execution.fused and jobs):
@@ -331,7 +331,7 @@ def _execute(prepared: PreparedRun, run_dir: Path | None, emit: Listener, comman
                 _infos(todo, several_rates=len(plan.rates) > 1),
                 len(plan.trials) - len(todo),
                 prepared.settings.epochs,
-                execution.describe(),
+                execution.describe(plan.trials),
                 tuple(plan.selections),
             )
         )

@@ -348,9 +348,9 @@ def test_a_dry_run_says_what_auto_resolves_to_in_the_singular(cli, tmp_path):
 @pytest.mark.parametrize(
     ("fuse", "executing"),
     [
-        ("on", "executing: in this process, 1 thread each, losses of a seed fused (4 fused "
-         "models of 2 losses)"),
-        ("off", "executing: in this process, 1 thread each"),
+        ("on", "executing: in this process, 1 thread, losses fused per seed and learning "
+         "rate (4 fused models of 2 losses)"),
+        ("off", "executing: in this process, 1 thread"),
     ],
 )  # fmt: skip
 def test_a_dry_run_says_how_the_trials_would_run(cli, tmp_path, fuse, executing):
@@ -375,8 +375,7 @@ def test_a_resumed_dry_run_says_how_the_rest_would_run(cli, tmp_path):
     result = cli("run", "--resume", run_dir, "--seeds", "2", "--dry-run")
     assert result.exit_code == 0, result.output
     assert result.output.rstrip().splitlines()[-1] == (
-        "executing: in this process, 3 threads each, losses of a seed fused (1 fused model "
-        "of 2 losses)"
+        "executing: in this process, 3 threads, losses fused per seed (1 fused model of 2 losses)"
     )
 
 

@@ -414,6 +414,27 @@ def test_fused_groups_are_capped(monkeypatch):
     assert chunks == [{"v", "w"}, {"x", "y"}, {"z"}]
 
 
+def test_describe_says_what_a_fused_model_is_made_per_and_threads_each_only_for_many():
+    """A fused model is a (dataset, seed, learning rate): a learning-rate grid's were called
+    'losses of a seed fused'; one job is not 'N threads each'."""
+    grid = [Trial("a", loss, seed, lr) for loss in "xy" for seed in (0, 1) for lr in (1e-3, 3e-3)]
+    one_rate = [trial for trial in grid if trial.lr == 1e-3]
+    two_sets = one_rate + [dataclasses.replace(trial, dataset="b") for trial in grid]
+    fused = Execution("local", 1, 2, fused=True)
+    assert fused.describe(one_rate) == "in this process, 2 threads, losses fused per seed"
+    assert fused.describe(grid) == (
+        "in this process, 2 threads, losses fused per seed and learning rate"
+    )
+    assert Execution("local", 3, 1, fused=True).describe(two_sets) == (
+        "3 worker processes, 1 thread each, losses fused per dataset, seed and learning rate"
+    )
+    assert Execution("local", 1, 1).describe(grid) == "in this process, 1 thread"
+    assert Execution("ray", 0, 1).describe() == (
+        "Ray tasks, as many as the cluster fits at once, 1 thread each"
+    )
+    assert Execution("ray", 4, 2).describe() == "Ray tasks, at most 4 at once, 2 threads each"
+
+
 def test_execution_divides_threads_among_jobs_and_fuses_on_cuda_only():
     import torch
 

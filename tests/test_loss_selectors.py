@@ -259,7 +259,7 @@ def test_run_json_records_the_expanded_names_and_resume_matches_them(cli, tmp_pa
     assert first_lines == [
         f"run folder: {run_dir}",
         "'*tversky*': 2 binary losses: focal_tversky, tversky",
-        "executing: in this process, 1 thread each",
+        "executing: in this process, 1 thread",
     ]
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["config"]["losses"] == ["focal_tversky", "tversky"]

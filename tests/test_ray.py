@@ -695,3 +695,31 @@ def _without_ray_settings(**settings: str) -> dict[str, str]:
         if name != "RAY_ADDRESS" and not name.startswith("RAY_AUTH_")
     }
     return kept | settings
+
+
+def test_a_dry_run_with_no_cluster_to_join_starts_no_ray(cli, tmp_path, monkeypatch):
+    """The Ray a run would start is this machine: the dry run checks its tasks against this
+    machine's resources as Ray counts them, prints the plan a started Ray gives, and starts
+    none (seconds, a session under /tmp/ray)."""
+    ray = pytest.importorskip("ray")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # not the module's Ray
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+    def init(**options):
+        raise AssertionError("a dry run started Ray")
+
+    monkeypatch.setattr(ray, "init", init)
+    args = ["--config", SMOKE, "--out", tmp_path / "runs", "--dry-run", "--executor", "ray"]
+    result = cli("run", *args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == (
+        "executing: Ray tasks, as many as the cluster fits at once, 1 thread each"
+    )
+    cpus = ray._private.utils.get_num_cpus()  # what a local Ray would have
+    refused = cli("run", *args, "--threads", "1024")
+    assert refused.exit_code == 2
+    assert refused.stderr.strip() == (
+        "losscmp: error: --threads 1024: no node of the Ray cluster has 1024 CPUs "
+        f"(the largest has {cpus:g}); lower --threads"
+    )
+    assert not (tmp_path / "runs").exists()

@@ -10,7 +10,7 @@ and seed only, never on the executor.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,12 +85,29 @@ class Execution:
     # rounds those otherwise, as runs recorded without it trained them.
     fused_own_weights: bool = True
 
-    def describe(self) -> str:
+    def describe(self, trials: Collection[Trial] = ()) -> str:
+        """How jobs run, as a run's first lines say it: "3 worker processes, 2 threads
+        each, losses fused per seed and learning rate". A fused group is a (dataset, seed,
+        learning rate): of those, the planned ``trials`` name the datasets and rates only
+        where they have several."""
         from losscmp.executors import executor_class
 
         workers = executor_class(self.executor).describe_workers(self.jobs)
-        threads = f"{self.threads} thread{'s' if self.threads > 1 else ''} each"
-        return f"{workers}, {threads}" + (", losses of a seed fused" if self.fused else "")
+        threads = f"{self.threads} thread{'s' if self.threads > 1 else ''}"
+        text = f"{workers}, {threads}" + (" each" if self.jobs != 1 else "")  # 0: Ray's many
+        return text + (f", losses fused per {_fused_per(trials)}" if self.fused else "")
+
+
+def _fused_per(trials: Collection[Trial]) -> str:
+    """'seed', 'seed and learning rate', 'dataset, seed and learning rate': what the fused
+    groups of ``trials`` are made per (a dataset or rate they all share goes unsaid)."""
+    keys = [
+        ("dataset", len({trial.dataset for trial in trials}) > 1),
+        ("seed", True),
+        ("learning rate", len({trial.lr for trial in trials}) > 1),
+    ]
+    named = [name for name, several in keys if several]
+    return named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
 
 
 @dataclass(frozen=True)

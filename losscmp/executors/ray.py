@@ -1,7 +1,8 @@
 """A Ray cluster (``--executor ray``): each job is a Ray task.
 
 ``--ray-address`` (else ``$RAY_ADDRESS``) names a cluster to join; with
-neither, a local Ray is started for the run and stopped after it. A task
+neither, a local Ray is started for the run and stopped after it (a dry run
+starts none: that Ray would be this machine, whose resources it reads). A task
 needs ``--threads`` CPUs and, on CUDA, ``1/--trials-per-gpu`` of a GPU; Ray
 places it on any node with room. At most ``--jobs`` tasks are in flight; with
 none given (0), twice as many as the cluster's nodes fit, counted again every
@@ -93,14 +94,16 @@ class RayExecutor(Executor):
     def __init__(self, config: RunConfig) -> None:
         origins = config.origins or Origins()  # messages name options as they were given
         try:
-            import ray  # noqa: F401 (only checked here; joined or started in resolve_device)
+            import ray  # joined or started in resolve_device or start
         except ImportError:
             named = origins.given("executor", config.executor)
             raise LosscmpError(f"{named} needs Ray: {install_hint('ray')}") from None
         super().__init__(config)
         self.running: dict = {}  # ObjectRefGenerator -> (job, attempt)
         self.connected = False  # this executor called ray.init (and so calls ray.shutdown)
-        self.started_here = False  # ...for a new Ray on this machine, not to join a cluster
+        wait_for_shutdown()  # a previous run's Ray still stopping is not one to join
+        # A new Ray on this machine, not a cluster to join (nor the caller's Ray: a notebook's)
+        self.own_ray = not ray.is_initialized() and _address(config.ray_address) == "local"
         self.shared: dict[str, RayDataset] = {}  # label -> the dataset in Ray's object store
         self.origins = origins
 
@@ -154,15 +157,15 @@ class RayExecutor(Executor):
                 yield from _retried_or_failed(job, attempt, stall_reason(limit_s), pending, emit)
 
     def resolve_device(self, name: str):
-        """Joins or starts Ray to see where tasks run. A Ray this run started is this
-        machine: its devices, as torch sees them, decide. In a cluster the cluster's do, not
-        the driver's: ``auto`` is CUDA where a node has a GPU (the driver may have none),
-        else the CPU."""
+        """Where tasks run. A Ray this run starts is this machine: its devices, as torch
+        sees them, decide (Ray is started later, in ``start``). In a cluster, joined here,
+        the cluster's do, not the driver's: ``auto`` is CUDA where a node has a GPU (the
+        driver may have none), else the CPU."""
         import torch
 
-        self._connect()
-        if self.started_here:
+        if self.own_ray:
             return super().resolve_device(name)
+        self._connect()
         gpus = _cluster_gpus()
         if name == "cuda" and not gpus:
             given, option = self.origins.given("device", name), self.origins.option("device")
@@ -177,7 +180,7 @@ class RayExecutor(Executor):
         """e.g. "cuda: Ray cluster, 4 GPUs (H100)": the driver may have no GPU to name. On
         a joined cluster's CPUs "cpu: Ray cluster": the nodes train, and Ray does not say
         which processors they have (the driver's would be recorded as theirs)."""
-        if self.started_here or device.type not in ("cpu", "cuda"):
+        if self.own_ray or device.type not in ("cpu", "cuda"):
             return super().describe_device(device)
         if device.type == "cpu":
             return "cpu: Ray cluster"
@@ -194,10 +197,15 @@ class RayExecutor(Executor):
         return text + (f" ({', '.join(kinds)})" if kinds else "")
 
     def start(self, execution: Execution, device, checks_only: bool = False) -> None:
-        """Refuse tasks no node can run: before any folder exists (a dry run too)."""
+        """Refuse tasks no node can run: before any folder exists (a dry run too). A dry
+        run with no cluster to join starts no Ray (seconds, a session under /tmp/ray, for
+        little a real run would not find as it starts): its node would be this machine,
+        checked with the resources Ray would give it."""
         super().start(execution, device, checks_only)
-        self._connect()
-        _check_fits(execution.threads, device.type == "cuda", self.origins)
+        nodes = _this_machine() if checks_only and self.own_ray else None
+        if nodes is None:
+            self._connect()
+        _check_fits(execution.threads, device.type == "cuda", self.origins, nodes)
 
     def share(self, datasets: dict[str, Any]) -> dict[str, Any]:
         """Each dataset goes into Ray's object store once: tasks read it from there (without
@@ -236,7 +244,6 @@ class RayExecutor(Executor):
                 "or give --ray-address"
             ) from None
         self.connected = True
-        self.started_here = address == "local"
 
     def close(self) -> None:
         if not (self.running or self.connected):
@@ -253,7 +260,7 @@ class RayExecutor(Executor):
             # freed now, while it runs. (A run ended so, rc 1, once in some 60 tries.)
             gc.collect()
             _shut_down_in_background()
-            self.connected = self.started_here = False
+            self.connected = False
 
 
 _shutdown: threading.Thread | None = None
@@ -586,9 +593,25 @@ def _cluster_gpus() -> float:
     return sum(resources.get("GPU", 0) for resources in _alive_nodes())
 
 
-def _check_fits(task_cpus: int, gpu: bool, origins: Origins) -> None:
-    """Refuse a run whose tasks fit no node (Ray would wait for one forever)."""
-    nodes = _alive_nodes()
+def _this_machine() -> list[dict[str, float]] | None:
+    """The resources a Ray started here would have, as one node's, without starting it
+    (Ray's own reckoning: cgroup CPU limits, CUDA_VISIBLE_DEVICES, RAY_OVERRIDE_RESOURCES);
+    None where this Ray cannot tell (its private module changed)."""
+    try:
+        from ray._private.resource_and_label_spec import ResourceAndLabelSpec
+
+        spec = ResourceAndLabelSpec().resolve(is_head=True, node_ip_address="127.0.0.1")
+        return [{key: float(value) for key, value in spec.to_resource_dict().items()}]
+    except Exception:  # then Ray is started, to be asked
+        return None
+
+
+def _check_fits(
+    task_cpus: int, gpu: bool, origins: Origins, nodes: list[dict[str, float]] | None = None
+) -> None:
+    """Refuse a run whose tasks fit no node (Ray would wait for one forever): the
+    cluster's live ``nodes``, by default those Ray is connected to."""
+    nodes = _alive_nodes() if nodes is None else nodes
     most_cpus = max((resources.get("CPU", 0) for resources in nodes), default=0)
     if most_cpus < task_cpus:
         raise LosscmpError(
