@@ -29,7 +29,7 @@ from losscmp.spec import (
 )
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-FUSE_MODES = ("auto", "on", "off")  # auto: fuse the losses of a seed on CUDA only
+FUSE_MODES = ("auto", "on", "off")  # auto: fuse the losses of a seed (and rate) on CUDA only
 MAX_FUSED_LOSSES = 16  # losses per fused model: bounds the stacked activations' memory
 # Devices where AdamW runs torch's fused kernel: one pass over all parameters, 2.5x faster
 # than the default per-parameter loop on the CPU, a launch-bound step's saving on CUDA.
