@@ -252,8 +252,7 @@ def _loader_start_method(results) -> None:
 
     data = load_dataset("synthetic(n_train=8,n_val=4)", image_size=16, seed=0)
     loader = make_loader(data, split="val", batch_size=4, num_workers=1)
-    workers = LoaderWorkers.for_builder(loader.builder, 1)
-    chosen = workers.loader.multiprocessing_context  # None: this process's default
+    chosen = LoaderWorkers(data, 1).loader.multiprocessing_context  # None: the default
     method = chosen.get_start_method() if chosen else multiprocessing.get_start_method()
     results.put((method, sum(1 for _ in loader)))
 

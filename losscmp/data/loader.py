@@ -15,6 +15,7 @@ from the augmented mask, in the workers.
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -71,10 +72,12 @@ class LoaderWorkers:
     positions, so they follow a new epoch without a new fork; a builder needs nothing they
     lack unless its target maps were cached after the fork (a loss that needs other maps):
     then they are forked again, so as to share those pages instead of each computing its own.
-    One set per process: a process trains one trial at a time.
+    One set per process, which trains one trial at a time (a loader read while they serve
+    another, e.g. in a Ray worker's other thread, forks processes of its own, as before).
     """
 
     current: LoaderWorkers | None = None
+    _claim = threading.RLock()  # a Ray worker may train in several threads
 
     def __init__(self, data: SegmentationData, num_workers: int):
         self.data = data
@@ -86,19 +89,23 @@ class LoaderWorkers:
 
     @classmethod
     def for_builder(cls, builder: BatchBuilder, num_workers: int) -> LoaderWorkers | None:
-        """The process's workers, forked again when they cannot build for ``builder``;
-        None while they are serving another loader (that one is iterated half-way)."""
-        workers = cls.current
-        if workers is not None and workers.busy:
-            return None
-        if workers is None or not workers.serves(builder, num_workers):
-            cls.close_current()
-            workers = cls.current = cls(builder.data, num_workers)
-        return workers
+        """The process's workers, claimed (busy) for the caller's ``batches``, forked again
+        when they cannot build for ``builder``; None while they serve another loader (one
+        iterated half-way, or in another thread)."""
+        with cls._claim:
+            workers = cls.current
+            if workers is not None and workers.busy:
+                return None
+            if workers is None or not workers.serves(builder, num_workers):
+                cls.close_current()
+                workers = cls.current = cls(builder.data, num_workers)
+            workers.busy = True
+            return workers
 
     @classmethod
     def close_current(cls) -> None:
-        workers, cls.current = cls.current, None
+        with cls._claim:
+            workers, cls.current = cls.current, None
         if workers is not None:
             workers.loader = None  # its iterator's finaliser stops the processes
 
@@ -110,7 +117,6 @@ class LoaderWorkers:
         )
 
     def batches(self, key: BuilderKey, batches: list[np.ndarray]) -> Iterator[dict[str, Any]]:
-        self.busy = True
         self.tasks.items = [(key, indices) for indices in batches]
         try:
             yield from self.loader
