@@ -22,7 +22,7 @@ ARRAYS = {
 
 def written_entry(tmp_path):
     path = tmp_path / cache.CACHE_DIRNAME / "folder-64px-0123456789ab.0123456789abcdef0123.npz"
-    assert cache.save_cached(path, ARRAYS)
+    assert cache.save_cached(path, ARRAYS) == cache.WRITTEN
     return path
 
 
@@ -121,7 +121,7 @@ def test_a_full_disk_leaves_no_entry_and_no_temporary_file(tmp_path, monkeypatch
 
     monkeypatch.setattr(cache.np, "savez", full)
     path = tmp_path / cache.CACHE_DIRNAME / "folder-64px-0123456789ab.0123456789abcdef0123.npz"
-    assert cache.save_cached(path, ARRAYS) is False
+    assert cache.save_cached(path, ARRAYS) == cache.DISK_FULL
     assert list(path.parent.iterdir()) == []
 
 
@@ -183,10 +183,10 @@ def test_an_entry_that_would_fill_the_disk_is_not_written(tmp_path, monkeypatch)
 
     path = tmp_path / cache.CACHE_DIRNAME / "folder-64px-0123456789ab.0123456789abcdef0123.npz"
     monkeypatch.setattr(cache.os, "statvfs", statvfs_with(room - 1 - free.f_frsize))
-    assert cache.save_cached(path, ARRAYS) is False
+    assert cache.save_cached(path, ARRAYS) == cache.LOW_DISK_SPACE
     assert list(path.parent.iterdir()) == []
     monkeypatch.setattr(cache.os, "statvfs", statvfs_with(room + free.f_frsize))
-    assert cache.save_cached(path, ARRAYS) is True
+    assert cache.save_cached(path, ARRAYS) == cache.WRITTEN
 
 
 def test_an_entry_not_written_for_want_of_room_still_deletes_the_one_it_outdates(
@@ -200,5 +200,62 @@ def test_an_entry_not_written_for_want_of_room_still_deletes_the_one_it_outdates
         cache.os, "statvfs", lambda folder: os.statvfs_result((*free[:4], 0, *free[5:]))
     )
     path = outdated.with_name("folder-64px-0123456789ab.fedcba9876543210fedc.npz")  # an edit
-    assert cache.save_cached(path, ARRAYS) is False
+    assert cache.save_cached(path, ARRAYS) == cache.LOW_DISK_SPACE
     assert list(path.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("error", "state"),
+    [
+        (errno.ENOSPC, "disk full"),
+        (errno.EDQUOT, "disk full"),
+        (errno.EROFS, "read-only"),
+        (errno.EACCES, "read-only"),
+        (errno.EIO, "not written: Input/output error"),
+    ],
+)
+def test_an_entry_not_written_says_why(tmp_path, monkeypatch, error, state):
+    """A full disk was recorded as 'read-only': the user looked for the wrong remedy."""
+
+    def failing(stream, **arrays):
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(cache.np, "savez", failing)
+    path = tmp_path / cache.CACHE_DIRNAME / "folder-64px-0123456789ab.0123456789abcdef0123.npz"
+    assert cache.save_cached(path, ARRAYS) == state
+
+
+def test_a_read_only_folder_is_told_from_a_full_disk(tmp_path, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(cache.tempfile, "mkstemp", read_only)
+    path = tmp_path / cache.CACHE_DIRNAME / "folder-64px-0123456789ab.0123456789abcdef0123.npz"
+    assert cache.save_cached(path, ARRAYS) == cache.READ_ONLY
+
+
+@pytest.mark.parametrize(
+    ("state", "why"),
+    [
+        ("disk full", "the disk is full"),
+        ("low disk space", "it would leave less than 256 MiB free on the disk"),
+        ("read-only", "its folder is read-only"),
+        ("not written: Input/output error", "not written: Input/output error"),
+    ],
+)
+def test_a_cache_not_written_is_told_once_with_its_reason(state, why):
+    assert cache.decoded_again_note("folder(path=x)", state) == (
+        f"folder(path=x): the decoded images were not cached ({why}): every run decodes them again"
+    )
+    assert cache.decoded_again_note("folder(path=x)", cache.HIT) == ""
+    assert cache.decoded_again_note("folder(path=x)", cache.WRITTEN) == ""
+
+
+def test_run_json_records_a_full_disk_as_such(tmp_path, monkeypatch):
+    def full(stream, **arrays):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache.np, "savez", full)
+    make_folder(tmp_path / "set", count=6)
+    data = load_dataset(f"folder:{tmp_path / 'set'}", image_size=16)
+    assert data.info["cache"] == "disk full"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 from fixtures_data import install_fake_distance, tiny_data
 
 from losscmp.data import load_dataset, make_loader
+from losscmp.data.loader import BatchBuilder, LoaderWorkers
 from losscmp.data.transforms import MEAN, STD, apply_dihedral
 from losscmp.errors import ParameterError
 
@@ -245,10 +248,11 @@ def _loader_start_method(results) -> None:
     import multiprocessing
 
     from losscmp.data import load_dataset, make_loader
+    from losscmp.data.loader import LoaderWorkers
 
     data = load_dataset("synthetic(n_train=8,n_val=4)", image_size=16, seed=0)
     loader = make_loader(data, split="val", batch_size=4, num_workers=1)
-    chosen = loader._worker_loader().multiprocessing_context  # None: this process's default
+    chosen = LoaderWorkers(data, 1).loader.multiprocessing_context  # None: the default
     method = chosen.get_start_method() if chosen else multiprocessing.get_start_method()
     results.put((method, sum(1 for _ in loader)))
 
@@ -267,3 +271,108 @@ def test_a_spawned_worker_forks_its_loader_processes_as_the_main_process_does():
     child.join(30)
     assert method == multiprocessing.get_all_start_methods()[0]
     assert batches == 1
+
+
+# --- loader workers kept from one epoch and split to the next ---------------------------------
+
+
+@pytest.fixture
+def builder_process(monkeypatch):
+    """Batches say which process built them and how many torch threads it had."""
+    built = BatchBuilder.__call__
+
+    def traced(self, indices):
+        batch = built(self, indices)
+        batch["pid"] = torch.tensor(os.getpid())
+        batch["torch_threads"] = torch.tensor(torch.get_num_threads())
+        return batch
+
+    monkeypatch.setattr(BatchBuilder, "__call__", traced)  # forked workers inherit it
+    yield
+    LoaderWorkers.close_current()
+
+
+def epochs_and_splits(data, workers, maps=frozenset(), epochs=3):
+    """What a trial reads: each epoch's training batches, then the validation split."""
+    read = []
+    for epoch in range(1, epochs + 1):
+        train = make_loader(data, batch_size=5, seed=3, epoch=epoch, num_workers=workers, maps=maps)
+        read += collect(train)
+        read += collect(make_loader(data, split="val", batch_size=5, num_workers=workers))
+    return read
+
+
+def assert_same_batches(expected, got):
+    assert len(expected) == len(got)
+    for one, other in zip(expected, got, strict=True):
+        for key in ("image", "target", "index"):
+            assert torch.equal(one[key], other[key]), key
+
+
+@pytest.mark.parametrize("augmentation", ["dihedral", "albumentations"])
+def test_loader_workers_are_forked_once_for_every_epoch_and_split(builder_process, augmentation):
+    """Forking them for each loader cost about 0.2 s each time, twice an epoch."""
+    data = tiny_data(count=24, augmentation=augmentation)
+    parallel = epochs_and_splits(data, workers=2)
+    assert_same_batches(epochs_and_splits(data, workers=0), parallel)
+    assert len({int(batch["pid"]) for batch in parallel}) == 2
+    assert {int(batch["torch_threads"]) for batch in parallel} == {1}
+
+
+def test_a_loader_left_half_way_does_not_disturb_the_next(builder_process):
+    data = tiny_data(count=24)
+    next(iter(make_loader(data, batch_size=5, seed=3, epoch=1, num_workers=2)))
+    assert_same_batches(epochs_and_splits(data, workers=0), epochs_and_splits(data, workers=2))
+
+
+def test_two_loaders_read_at_once_both_get_their_batches(builder_process):
+    data = tiny_data(count=24)
+    train, val = (
+        make_loader(data, split=s, batch_size=5, seed=3, epoch=1, num_workers=2)
+        for s in ("train", "val")
+    )
+    pairs = list(zip(train, val, strict=False))  # val is read while train's workers are busy
+    train0, val0 = (
+        make_loader(data, split=s, batch_size=5, seed=3, epoch=1) for s in ("train", "val")
+    )
+    assert_same_batches([t for t, _ in pairs], collect(train0)[: len(pairs)])
+    assert_same_batches([v for _, v in pairs], collect(val0)[: len(pairs)])
+
+
+def test_maps_cached_after_the_fork_fork_the_workers_again(builder_process, monkeypatch):
+    """Their forked copies of the data lack the new maps: forked again, they share them
+    instead of each computing its own (and numbers stay the same)."""
+    calls = install_fake_distance(monkeypatch)
+    data = tiny_data(count=24, augmentation="dihedral")
+    plain = collect(make_loader(data, batch_size=5, seed=3, epoch=1, num_workers=2))
+    mapped = make_loader(
+        data, batch_size=5, seed=3, epoch=1, num_workers=2, maps={"signed_distance"}
+    )
+    computed = len(calls)  # in this process, once per sample
+    with_maps = collect(mapped)
+    assert len(calls) == computed == 24
+    assert_same_batches(plain, with_maps)
+    assert not {int(b["pid"]) for b in plain} & {int(b["pid"]) for b in with_maps}
+    expected = collect(make_loader(data, batch_size=5, seed=3, epoch=1, maps={"signed_distance"}))
+    for one, other in zip(expected, with_maps, strict=True):
+        assert torch.equal(one["signed_distance"], other["signed_distance"])
+
+
+def test_a_worker_error_is_raised_and_the_next_loader_forks_afresh(builder_process, monkeypatch):
+    data = tiny_data(count=24)
+    collect(make_loader(data, batch_size=5, seed=3, epoch=1, num_workers=2))
+    broken = LoaderWorkers.current
+    traced = BatchBuilder.__call__
+
+    def failing(self, indices):
+        if self.key[0] == "val":
+            raise ValueError("broken batch")
+        return traced(self, indices)
+
+    monkeypatch.setattr(BatchBuilder, "__call__", failing)
+    LoaderWorkers.close_current()  # fork again with the failing builder
+    with pytest.raises(ValueError, match="broken batch"):
+        collect(make_loader(data, split="val", batch_size=5, num_workers=2))
+    assert LoaderWorkers.current is None and broken is not None
+    monkeypatch.setattr(BatchBuilder, "__call__", traced)
+    assert_same_batches(epochs_and_splits(data, 0, epochs=1), epochs_and_splits(data, 2, epochs=1))

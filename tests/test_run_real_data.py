@@ -207,3 +207,27 @@ def test_resume_of_a_run_without_a_fingerprint_checks_what_it_recorded(cli, tmp_
     (run_dir / "run.json").write_text(json.dumps(meta))
     resumed = cli("run", "--resume", run_dir)
     assert resumed.exit_code == 0, resumed.output
+
+
+def test_a_cache_the_full_disk_refused_is_recorded_and_told_once(cli, tmp_path, monkeypatch):
+    """run.json said 'read-only' for a full disk, and nothing told why every run decoded
+    the images again."""
+    import errno
+
+    from losscmp.data import cache
+
+    def full(stream, **arrays):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache.np, "savez", full)
+    make_folder(tmp_path / "data", count=12)
+    out = tmp_path / "runs"
+    common = ["--epochs", "1", "--image-size", "32", "--device", "cpu", "--out", out]
+    result = cli(
+        "run", "--losses", "dice,focal", "--dataset", f"folder:{tmp_path / 'data'}", *common
+    )
+    assert result.exit_code == 0, result.output
+    note = "the decoded images were not cached (the disk is full): every run decodes them again"
+    assert result.output.count(note) == 1
+    (dataset,) = json.loads((_only_run(out) / "run.json").read_text())["datasets"].values()
+    assert dataset["cache"] == "disk full"

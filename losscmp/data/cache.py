@@ -21,6 +21,7 @@ lineage, which the files as they now are could not give again.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import math
 import os
@@ -44,6 +45,15 @@ ABANDONED_AFTER_S = 3600  # a temporary file untouched this long was left by a k
 LINEAGE = "lineage"  # an entry's member: a hash of the options that chose its files
 # Left free on the data folder's disk by a write: the run writes its results there too, often.
 HEADROOM_BYTES = 256 * 2**20
+
+# What became of an entry, as run.json's dataset "cache" says: read back, written, or why not.
+HIT, WRITTEN = "hit", "written"
+READ_ONLY = "read-only"  # the folder cannot be written (permissions, a read-only mount)
+DISK_FULL = "disk full"  # the write ran out of room (or of quota)
+LOW_DISK_SPACE = "low disk space"  # it would have left less than HEADROOM_BYTES free
+NOT_WRITTEN = (READ_ONLY, DISK_FULL, LOW_DISK_SPACE)  # and "not written: <the OS's words>"
+_FULL_ERRORS = (errno.ENOSPC, errno.EDQUOT)
+_READ_ONLY_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def cache_key(root: Path, files: Iterable[Path], *parts: object) -> str:
@@ -157,11 +167,11 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
     return array
 
 
-def save_cached(path: Path, arrays: dict[str, np.ndarray], lineage: object = None) -> bool:
+def save_cached(path: Path, arrays: dict[str, np.ndarray], lineage: object = None) -> str:
     """Delete the entries it supersedes (with a ``lineage``, those of the same one too),
-    then write atomically (a reader never sees half a file); False if the folder is
-    read-only or its disk (nearly) full. A write stopped half-way (Ctrl-C) deletes its
-    temporary file; one killed leaves it to the next write's sweep."""
+    then write atomically (a reader never sees half a file): WRITTEN, or why not (READ_ONLY,
+    DISK_FULL, LOW_DISK_SPACE, or "not written: " and the error). A write stopped half-way
+    (Ctrl-C) deletes its temporary file; one killed leaves it to the next write's sweep."""
     if lineage is not None:
         arrays = {**arrays, LINEAGE: np.array(lineage_digest(lineage))}
     # First: no load reads them again, and on a nearly full disk their room is this one's.
@@ -173,10 +183,10 @@ def save_cached(path: Path, arrays: dict[str, np.ndarray], lineage: object = Non
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_abandoned(path.parent)
         if not room_for(path.parent, sum(array.nbytes for array in arrays.values())):
-            return False
+            return LOW_DISK_SPACE
         handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=TEMPORARY_SUFFIX)
-    except OSError:
-        return False
+    except OSError as error:
+        return not_written(error)
     replaced = False
     try:
         with os.fdopen(handle, "wb") as stream:
@@ -187,12 +197,34 @@ def save_cached(path: Path, arrays: dict[str, np.ndarray], lineage: object = Non
             os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
         replaced = True
-    except OSError:
-        return False
+    except OSError as error:
+        return not_written(error)
     finally:
         if not replaced:  # an error or an interrupt: half an entry, gigabytes for Pets
             Path(temporary).unlink(missing_ok=True)
-    return True
+    return WRITTEN
+
+
+def not_written(error: OSError) -> str:
+    """Why a write failed, in run.json's words: the user's remedy differs."""
+    if error.errno in _FULL_ERRORS:
+        return DISK_FULL
+    if error.errno in _READ_ONLY_ERRORS:
+        return READ_ONLY
+    return f"not written: {error.strerror or error}"
+
+
+def decoded_again_note(label: str, state: str) -> str:
+    """A line for the console when a dataset's cache entry could not be written, so that
+    every run decodes its images again; "" when it was read or written."""
+    if state in (HIT, WRITTEN):
+        return ""
+    why = {
+        READ_ONLY: "its folder is read-only",
+        DISK_FULL: "the disk is full",
+        LOW_DISK_SPACE: f"it would leave less than {HEADROOM_BYTES // 2**20} MiB free on the disk",
+    }.get(state, state)
+    return f"{label}: the decoded images were not cached ({why}): every run decodes them again"
 
 
 def room_for(folder: Path, nbytes: int) -> bool:

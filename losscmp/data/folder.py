@@ -660,7 +660,7 @@ def decoded_pairs(
     stored = cache.load_cached(location, ("images", "masks", "truncated", "merged_labels"))
     if stored is not None:
         refuse_truncated(root, [str(name) for name in stored.get("truncated", [])])
-        return stored, "hit"
+        return stored, cache.HIT
     largest = check_sizes(root, pairs)
     workers = decoders_that_fit(largest, most=decoder_threads())
     try:
@@ -689,8 +689,7 @@ def decoded_pairs(
         "truncated": np.array(decoded.truncated, dtype=str),
         "merged_labels": np.array(merged, dtype=np.int64),
     }
-    saved = cache.save_cached(location, arrays, lineage=(num_classes, *choice))
-    return arrays, "written" if saved else "read-only"
+    return arrays, cache.save_cached(location, arrays, lineage=(num_classes, *choice))
 
 
 def folder_status(datasets_root: Path) -> dict[str, Any]:

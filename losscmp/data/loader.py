@@ -15,6 +15,7 @@ from the augmented mask, in the workers.
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -52,23 +53,129 @@ class SegmentationLoader:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if self.num_workers == 0:
             return (self.finish(self.builder(indices)) for indices in self.batches)
-        return (self.finish(batch) for batch in self._worker_loader())
+        return (self.finish(batch) for batch in self._from_workers())
 
-    def _worker_loader(self) -> Any:
-        from torch.utils.data import DataLoader
+    def _from_workers(self) -> Iterator[dict[str, Any]]:
+        workers = LoaderWorkers.for_builder(self.builder, self.num_workers)
+        if workers is None:  # the process's workers are busy with another loader
+            yield from _worker_loader(_BatchList(self.builder, self.batches), self.num_workers)
+            return
+        yield from workers.batches(self.builder.key, self.batches)
 
-        return DataLoader(
-            _BatchList(self.builder, self.batches),
-            batch_size=None,  # items are whole batches already
-            shuffle=False,
-            num_workers=self.num_workers,
-            worker_init_fn=_one_thread_per_worker,
-            timeout=WORKER_TIMEOUT_S,  # a stuck worker raises instead of hanging the run
-            # The platform's default (fork on Linux), also inside a --jobs worker: that one
-            # was spawned, which makes spawn its default, and a spawned loader process
-            # imports torch again for every epoch and split (about 2 s each).
-            multiprocessing_context=multiprocessing.get_all_start_methods()[0],
+
+class LoaderWorkers:
+    """Loader processes forked once and kept, for every epoch and split that follows.
+
+    Forking them again for every loader cost about 0.2 s each time (torch's DataLoader
+    starting and joining its processes), twice an epoch: more than a small epoch's batches
+    themselves (benchmarks/README.md). They build a batch from its builder's key and
+    positions, so they follow a new epoch without a new fork; a builder needs nothing they
+    lack unless its target maps were cached after the fork (a loss that needs other maps):
+    then they are forked again, so as to share those pages instead of each computing its own.
+    One set per process, which trains one trial at a time (a loader read while they serve
+    another, e.g. in a Ray worker's other thread, forks processes of its own, as before).
+    """
+
+    current: LoaderWorkers | None = None
+    _claim = threading.RLock()  # a Ray worker may train in several threads
+
+    def __init__(self, data: SegmentationData, num_workers: int):
+        self.data = data
+        self.num_workers = num_workers
+        self.cached_maps = frozenset(data.map_cache)  # what the forked copies hold
+        self.tasks = _Tasks()
+        self.loader = _worker_loader(_BuiltFromKey(data), num_workers, self.tasks)
+        self.busy = False
+
+    @classmethod
+    def for_builder(cls, builder: BatchBuilder, num_workers: int) -> LoaderWorkers | None:
+        """The process's workers, claimed (busy) for the caller's ``batches``, forked again
+        when they cannot build for ``builder``; None while they serve another loader (one
+        iterated half-way, or in another thread)."""
+        with cls._claim:
+            workers = cls.current
+            if workers is not None and workers.busy:
+                return None
+            if workers is None or not workers.serves(builder, num_workers):
+                cls.close_current()
+                workers = cls.current = cls(builder.data, num_workers)
+            workers.busy = True
+            return workers
+
+    @classmethod
+    def close_current(cls) -> None:
+        with cls._claim:
+            workers, cls.current = cls.current, None
+        if workers is not None:
+            workers.loader = None  # its iterator's finaliser stops the processes
+
+    def serves(self, builder: BatchBuilder, num_workers: int) -> bool:
+        return (
+            self.data is builder.data
+            and self.num_workers == num_workers
+            and set(builder.cached_map_keys) <= self.cached_maps
         )
+
+    def batches(self, key: BuilderKey, batches: list[np.ndarray]) -> Iterator[dict[str, Any]]:
+        self.tasks.items = [(key, indices) for indices in batches]
+        try:
+            yield from self.loader
+        except GeneratorExit:  # left half-way: the next iteration drains what is under way
+            raise
+        except BaseException:  # a worker's error, a timeout: its iterator is spent, fork anew
+            type(self).close_current()
+            raise
+        finally:
+            self.busy = False
+
+
+def _worker_loader(dataset: Any, num_workers: int, sampler: Any = None) -> Any:
+    from torch.utils.data import DataLoader
+
+    return DataLoader(
+        dataset,
+        batch_size=None,  # items are whole batches already
+        sampler=sampler,
+        shuffle=False,
+        num_workers=num_workers,
+        persistent_workers=sampler is not None,
+        worker_init_fn=_one_thread_per_worker,
+        timeout=WORKER_TIMEOUT_S,  # a stuck worker raises instead of hanging the run
+        # The platform's default (fork on Linux), also inside a --jobs worker: that one
+        # was spawned, which makes spawn its default, and a spawned loader process
+        # imports torch again (about 2 s).
+        multiprocessing_context=multiprocessing.get_all_start_methods()[0],
+    )
+
+
+class _Tasks:
+    """The sampler of kept workers: this iteration's (builder key, positions), set before."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[BuilderKey, np.ndarray]] = []
+
+    def __iter__(self) -> Iterator[tuple[BuilderKey, np.ndarray]]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class _BuiltFromKey:
+    """Map-style dataset of kept workers: an item is (builder key, positions)."""
+
+    def __init__(self, data: SegmentationData):
+        self.data = data
+        self.builder: BatchBuilder | None = None
+
+    def __getitem__(self, task: tuple[BuilderKey, np.ndarray]) -> dict[str, Any]:
+        key, indices = task
+        if self.builder is None or self.builder.key != key:  # a new epoch or split
+            split, maps, augment, seed, epoch = key
+            self.builder = BatchBuilder(
+                self.data, split, maps=maps, augment=augment, seed=seed, epoch=epoch
+            )
+        return self.builder(indices)
 
 
 class _BatchList:
@@ -93,6 +200,9 @@ def _one_thread_per_worker(_: int) -> None:
     torch.set_num_threads(1)
 
 
+BuilderKey = tuple[str, frozenset[str], bool, int, int]  # split, maps, augment, seed, epoch
+
+
 class BatchBuilder:
     """Turns sample positions of one split into a batch dict of tensors (image still uint8)."""
 
@@ -107,6 +217,7 @@ class BatchBuilder:
         epoch: int,
     ):
         self.data = data
+        self.key: BuilderKey = (split, frozenset(maps), augment, seed, epoch)
         self.images = data.images(split)
         self.masks = data.masks(split)
         self.map_names = sorted(maps)
@@ -121,6 +232,12 @@ class BatchBuilder:
         self.cached_maps = {}
         if self.pipeline is None:
             self.cached_maps = {name: split_maps(data, split, name) for name in self.map_names}
+
+    @property
+    def cached_map_keys(self) -> list[tuple[str, str]]:
+        """The ``data.map_cache`` entries this builder reads."""
+        split = self.key[0]
+        return [(split, name) for name, maps in self.cached_maps.items() if maps is not None]
 
     def __call__(self, indices: np.ndarray) -> dict[str, Any]:
         import torch

@@ -276,7 +276,7 @@ def decoded_trimaps(root: Path, ids: list[str], size: int) -> tuple[dict[str, np
     location = cache.cache_entry(root, f"pets-{size}px", files)
     stored = cache.load_cached(location, ("ids", "images", "trimaps", "truncated", "unreadable"))
     if stored is not None:
-        return stored, "hit"
+        return stored, cache.HIT
     decoded = decode_pairs(pairs, size, read_label_image)
     arrays = {
         "ids": np.array([ids[p] for p in decoded.kept], dtype=str),
@@ -285,8 +285,7 @@ def decoded_trimaps(root: Path, ids: list[str], size: int) -> tuple[dict[str, np
         "truncated": np.array([relative(root, p) for p in decoded.truncated], dtype=str),
         "unreadable": np.array([relative(root, p) for p in decoded.unreadable], dtype=str),
     }
-    saved = cache.save_cached(location, arrays)
-    return arrays, "written" if saved else "read-only"
+    return arrays, cache.save_cached(location, arrays)
 
 
 def relative(root: Path, path: str | Path) -> str:
