@@ -17,7 +17,8 @@ progress events and then its outcomes back to this process (a Ray generator
 task), which hands them on.
 
 A task whose worker dies or that raises is submitted once more, then its
-trials are recorded as failed and the run goes on; so is a task silent for
+trials are recorded as failed and the run goes on (a GPU task's worker process exits after
+its task: one that left the GPU in an error state runs nothing more); so is a task silent for
 ``stall_limit_s`` since its last item (hung), once force-cancelled. Only from its first
 item, which it sends as it starts (before it loads the data or initialises CUDA, either of
 which can hang on a bad node): until then a task may be waiting for room on the cluster.
@@ -584,10 +585,16 @@ def _remote_task(context: JobContext):
     import ray
 
     options = {"num_cpus": context.threads, "max_retries": 0}  # retried here, with an event
-    if context.settings.device.type == "cuda":
-        # A share of one GPU. Ray gives each GPU task a fresh worker process (max_calls=1),
-        # so CUDA_VISIBLE_DEVICES is always the task's own GPU.
-        options["num_gpus"] = _task_gpus(context)
+    gpus = _task_gpus(context)
+    if gpus:
+        # A share of one GPU, in a worker process that runs this one task and exits (Ray's
+        # default for GPU tasks, said here so that no change of it reuses them): a task that
+        # left the GPU in an error state (CUDA's sticky errors, a device-side assert or an
+        # illegal memory access: every later CUDA call of the process fails) takes its
+        # process with it, so its retry and the tasks after it get a working CUDA context,
+        # as a local worker that errs is replaced. CUDA_VISIBLE_DEVICES, which CUDA reads
+        # once a process, is then always the task's own GPU too.
+        options |= {"num_gpus": gpus, "max_calls": 1}
     return ray.remote(**options)(_job_task)
 
 
