@@ -133,15 +133,13 @@ class CacheUse:
     """What a load did with the cache, for run.json's dataset info and the console."""
 
     state: str  # HIT, WRITTEN, or why not written (of the last place tried)
-    folder: Path | None = None  # where it was read or written; else the last place tried
+    folder: Path  # where it was read or written; else the last place tried
     # Why the data folder's cache did not take it, where the user's was tried instead.
     data_folder: str = ""
 
     def info(self) -> dict[str, str]:
         """run.json's dataset fields: ``cache``, ``cache_dir``, ``cache_data_folder``."""
-        fields = {"cache": self.state}
-        if self.folder is not None:
-            fields["cache_dir"] = str(self.folder)
+        fields = {"cache": self.state, "cache_dir": str(self.folder)}
         if self.data_folder:
             fields["cache_data_folder"] = self.data_folder
         return fields
