@@ -24,7 +24,7 @@ import typer
 
 from losscmp import startup
 from losscmp.errors import GpuErrorState, LosscmpError, Terminated, closest
-from losscmp.executors import executors_help
+from losscmp.executors import executors_help, jobs_help, threads_help
 from losscmp.metric_names import BINARY_METRICS, PLAIN_METRICS
 from losscmp.tracking import trackers_help
 
@@ -268,17 +268,14 @@ def run(
             "--jobs",
             "-j",
             metavar="N",
-            help="Trials (or fused groups) run at once: worker processes with --executor local, "
-            "tasks in flight with ray. "
-            "\\[default: 1; CUDA: --trials-per-gpu x GPUs; ray: twice what the cluster fits]",
+            help=jobs_help(),
         ),
     ] = None,
     threads: Annotated[
         str | None,
         typer.Option(
             metavar="N",
-            help="Torch threads per trial (CPUs per Ray task). "
-            "\\[default: the cores divided among --jobs; ray: 1]",
+            help=threads_help(),
         ),
     ] = None,
     fuse: Annotated[
@@ -809,14 +806,41 @@ def _list_datasets(data_dir: Path) -> None:
     console.print_dataset_table(dataset_status(data_dir))
 
 
-@datasets_app.command("download", cls=_Command)
+class _DownloadCommand(_Command):
+    """``datasets download``, whose help names the datasets that download and where each
+    goes: their registry entries say, read when the help is shown (the registry imports
+    numpy, which no other command's start or help needs)."""
+
+    def format_help(self, ctx, formatter):
+        helps = _download_help()
+        for param in self.params:
+            param.help = helps.get(param.name, getattr(param, "help", None))
+        super().format_help(ctx, formatter)
+
+
+def _download_help() -> dict[str, str]:
+    """NAME's and --data-dir's help: the datasets that download, each one's folder."""
+    from losscmp.data import downloadable
+
+    folders = downloadable()
+    if len(folders) == 1:
+        default = str(next(iter(folders.values())))
+    else:
+        default = "; ".join(f"{name}: {folder}" for name, folder in folders.items())
+    return {
+        "name": f"Dataset to fetch: {' or '.join(folders)}.",
+        "data_dir": f"Target folder. \\[default: {default}]",
+    }
+
+
+@datasets_app.command("download", cls=_DownloadCommand)
 @user_errors
 def datasets_download(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Dataset to fetch, e.g. pets.")],
-    data_dir: Annotated[Path, typer.Option(metavar="DIR", help="Target folder.")] = Path(
-        "datasets/oxford-iiit-pet"
-    ),
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Dataset to fetch.")],
+    data_dir: Annotated[
+        Path | None, typer.Option(metavar="DIR", help="Target folder.", show_default=False)
+    ] = None,
 ) -> None:
     """Download, verify (sha256) and extract a dataset; resumes a partial download."""
     if ctx.obj is not None:

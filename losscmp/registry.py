@@ -18,6 +18,7 @@ import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Union
 
 from losscmp.errors import ParameterError, suggest, unknown
@@ -52,6 +53,8 @@ class Entry:
     status: Callable[[Any], dict[str, Any]] | None = None
     # A dataset's download (dest, progress=..., **options) -> dest, or None.
     download: Callable[..., Any] | None = None
+    # Where ``datasets download NAME`` puts it without --data-dir; None: datasets/NAME.
+    download_to: Path | None = None
     # What to check when a dataset's training masks hold no foreground (the data -> text).
     foreground_hint: Callable[[Any], str] | None = None
     # A dataset's mode, 'binary' or 'multiclass', from its checked parameters (as

@@ -221,15 +221,13 @@ def execution_notes(prepared: PreparedRun, meta: dict[str, Any] | None = None) -
     """What the user should know of how the trials will run, before they do: too few cores
     for them, an option this device does not read, a dataset decoded again by every run.
     ``meta``: a resumed run's run.json, whose threads the rest keeps."""
-    from losscmp.data.cache import HIT, decoded_again_note
+    from losscmp.data.cache import cache_note
 
     execution = prepared.execution if meta is None else stored_execution(meta, prepared.execution)
     notes = [prepared.executor.crowding(execution)]
-    # Once a run: a cache that cannot be written is why each run decodes for as long again.
-    notes += [
-        decoded_again_note(label, data.info.get("cache", HIT))
-        for label, data in prepared.datasets.items()
-    ]
+    # Once a run: a cache that cannot be written is why each run decodes for as long again;
+    # one written in the user's cache, not the data folder's, takes room the user looks for.
+    notes += [cache_note(label, data.info) for label, data in prepared.datasets.items()]
     config, device = prepared.plan.config, prepared.settings.device.type
     origins = config.origins or Origins()
     if config.trials_per_gpu != 1 and device != "cuda":

@@ -97,7 +97,7 @@ COMBINABLE_CONFIG_FIELDS = frozenset(
 LOCATION_INFO_FIELDS = frozenset({"source", "path", "data_dir", "root"})
 # ... and those that say how this run loaded the data: the first run of a folder or pets
 # dataset writes its decode cache, the next ones hit it (the fingerprint compares the data).
-LOADING_INFO_FIELDS = frozenset({"cache", "load_seconds"})
+LOADING_INFO_FIELDS = frozenset({"cache", "cache_dir", "cache_data_folder", "load_seconds"})
 # A mask's label for pixels to ignore: losscmp.data.base.IGNORE_INDEX, kept here so that a
 # report imports no dataset code (render/figures.py reads it too).
 IGNORE_LABEL = 255

@@ -15,6 +15,13 @@ SMOKE = REPO / "configs" / "smoke.yaml"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+@pytest.fixture(autouse=True)
+def _own_user_cache(tmp_path_factory, monkeypatch):
+    """Each test its own user cache (where the decoded images of a data folder that cannot
+    take them go): never the user's ~/.cache, nor an entry another test wrote."""
+    monkeypatch.setenv("LOSSCMP_CACHE_DIR", str(tmp_path_factory.mktemp("user-cache")))
+
+
 @pytest.fixture(scope="session")
 def cli():
     from losscmp.cli import app

@@ -5,12 +5,14 @@ from __future__ import annotations
 import errno
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from fixtures_data import make_folder
 
 from losscmp.data import cache, load_dataset
+from losscmp.data import folder as folder_module
 
 ARRAYS = {
     # Large enough that zipfile's read-ahead does not reach a member's end (and its CRC)
@@ -244,11 +246,11 @@ def test_a_read_only_folder_is_told_from_a_full_disk(tmp_path, monkeypatch):
     ],
 )
 def test_a_cache_not_written_is_told_once_with_its_reason(state, why):
-    assert cache.decoded_again_note("folder(path=x)", state) == (
+    assert cache.cache_note("folder(path=x)", {"cache": state}) == (
         f"folder(path=x): the decoded images were not cached ({why}): every run decodes them again"
     )
-    assert cache.decoded_again_note("folder(path=x)", cache.HIT) == ""
-    assert cache.decoded_again_note("folder(path=x)", cache.WRITTEN) == ""
+    assert cache.cache_note("folder(path=x)", {"cache": cache.HIT}) == ""
+    assert cache.cache_note("folder(path=x)", {"cache": cache.WRITTEN}) == ""
 
 
 def test_run_json_records_a_full_disk_as_such(tmp_path, monkeypatch):
@@ -259,3 +261,127 @@ def test_run_json_records_a_full_disk_as_such(tmp_path, monkeypatch):
     make_folder(tmp_path / "set", count=6)
     data = load_dataset(f"folder:{tmp_path / 'set'}", image_size=16)
     assert data.info["cache"] == "disk full"
+
+
+# A data folder that cannot hold the cache: its entries go to the user's cache instead.
+
+
+def cache_in_the_way(root):
+    """A file where the data folder's cache folder goes: nothing can be written there,
+    for root too (which chmod does not stop), as in a read-only folder."""
+    (root / cache.CACHE_DIRNAME).write_bytes(b"not a folder")
+
+
+def read_only_folder(root):
+    os.chmod(root, 0o555)
+
+
+AS_ROOT = os.geteuid() == 0
+UNWRITABLE = [
+    cache_in_the_way,
+    pytest.param(
+        read_only_folder, marks=pytest.mark.skipif(AS_ROOT, reason="root writes in any folder")
+    ),
+]
+
+
+@pytest.mark.parametrize("unwritable", UNWRITABLE)
+def test_a_data_folder_that_cannot_hold_the_cache_uses_the_users(tmp_path, monkeypatch, unwritable):
+    """Every run decoded every image again where the data folder was read-only (a shared
+    dataset, a read-only mount, another user's folder)."""
+    data = tmp_path / "shared"
+    make_folder(data, count=6)
+    unwritable(data)
+    try:
+        first = load_dataset(f"folder:{data}", image_size=32, seed=0)
+        user = cache.user_cache_folder(data)
+        assert user.parent == Path(os.environ[cache.USER_CACHE_VARIABLE])
+        assert first.info["cache"] == "written" and first.info["cache_dir"] == str(user)
+        assert first.info["cache_data_folder"] != ""
+        (entry,) = user.glob("folder-32px-*.npz")
+        assert cache.stored_lineage(entry) is not None
+
+        def no_decoding(*args, **kwargs):
+            raise AssertionError("decoded again although cached")
+
+        monkeypatch.setattr(folder_module, "decode_pairs", no_decoding)
+        again = load_dataset(f"folder:{data}", image_size=32, seed=0)
+    finally:
+        os.chmod(data, 0o755)
+    assert again.info["cache"] == "hit" and again.info["cache_dir"] == str(user)
+    for split in ("train", "val", "test"):
+        assert np.array_equal(again.images(split), first.images(split))
+        assert np.array_equal(again.masks(split), first.masks(split))
+    assert again.fingerprint() == first.fingerprint()
+
+
+def test_the_data_folders_reason_is_recorded_and_told(tmp_path, monkeypatch):
+    data = tmp_path / "shared"
+    make_folder(data, count=6)
+    real_mkstemp = cache.tempfile.mkstemp
+
+    def read_only_data_folder(*args, dir, **kwargs):
+        if Path(dir).is_relative_to(data):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(cache.tempfile, "mkstemp", read_only_data_folder)
+    info = load_dataset(f"folder:{data}", image_size=32, seed=0).info
+    user = cache.user_cache_folder(data)
+    assert (info["cache"], info["cache_data_folder"]) == ("written", "read-only")
+    assert cache.cache_note("folder(x)", info) == (
+        f"folder(x): the decoded images are cached in {user}, not in the data folder "
+        "(its folder is read-only)"
+    )
+    assert cache.cache_note("folder(x)", {**info, "cache": "hit"}) == ""
+
+
+def test_a_damaged_entry_in_the_users_cache_is_rebuilt(tmp_path):
+    data = tmp_path / "shared"
+    make_folder(data, count=6)
+    cache_in_the_way(data)
+    first = load_dataset(f"folder:{data}", image_size=32, seed=0)
+    (entry,) = cache.user_cache_folder(data).glob("*.npz")
+    replace_bytes(entry, b"'shape': (6, 32, 32, 3)", b"'shape': (6, 32, 32, 2)")
+    again = load_dataset(f"folder:{data}", image_size=32, seed=0)
+    assert again.info["cache"] == "written"
+    assert again.fingerprint() == first.fingerprint()
+
+
+def test_an_entry_the_users_cache_cannot_take_either_is_told_with_both_reasons(
+    tmp_path, monkeypatch
+):
+    data = tmp_path / "shared"
+    make_folder(data, count=6)
+    cache_in_the_way(data)
+    monkeypatch.setattr(cache, "room_for", lambda folder, nbytes: False)
+    info = load_dataset(f"folder:{data}", image_size=32, seed=0).info
+    user = cache.user_cache_folder(data)
+    assert info["cache"] == "low disk space" and list(user.glob("*.npz")) == []
+    assert cache.cache_note("folder(x)", info) == (
+        "folder(x): the decoded images were not cached (the data folder: not written: "
+        f"File exists: {data / cache.CACHE_DIRNAME}; {user}: it would leave less than "
+        "256 MiB free on the disk): every run decodes them again"
+    )
+
+
+def test_two_data_folders_never_share_a_user_cache_folder(tmp_path):
+    """Same name, same files (their relative paths, sizes and times): other folders."""
+    first, second = tmp_path / "a" / "set", tmp_path / "b" / "set"
+    make_folder(first, count=4)
+    make_folder(second, count=4)
+    (tmp_path / "link").symlink_to(first)
+    assert cache.user_cache_folder(first) != cache.user_cache_folder(second)
+    assert cache.user_cache_folder(tmp_path / "link") == cache.user_cache_folder(first)
+    assert cache.user_cache_folder(first).name.startswith("set-")
+
+
+def test_the_user_cache_is_where_the_environment_says(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(cache.USER_CACHE_VARIABLE, str(tmp_path / "chosen"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache.user_cache_root() == tmp_path / "chosen"
+    monkeypatch.delenv(cache.USER_CACHE_VARIABLE)
+    assert cache.user_cache_root() == tmp_path / "xdg" / "losscmp"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative")  # to be ignored, as XDG says
+    assert cache.user_cache_root() == tmp_path / "home" / ".cache" / "losscmp"

@@ -252,7 +252,7 @@ def test_cache_files_are_made_as_the_umask_says(tmp_path, umask, mode):
 def test_read_only_cache_folder_still_loads(tmp_path, monkeypatch):
     root = tmp_path / "pets"
     make_pets_tree(root, trainval=6, test=2, quirks=False)
-    monkeypatch.setattr(pets_module.cache, "save_cached", lambda path, arrays: "read-only")
+    monkeypatch.setattr(pets_module.cache, "save_cached", lambda *args, **kwargs: "read-only")
     assert load(root).info["cache"] == "read-only"
 
 
@@ -338,3 +338,21 @@ def test_status_rows(tree, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no datasets/ here
     default = {row["name"]: row for row in dataset_status(Path("datasets"))}["pets"]
     assert default["how_to_get"] == "losscmp datasets download pets"
+
+
+def test_a_completed_download_replaces_the_entry_of_the_incomplete_tree(tmp_path):
+    """The ids read are those whose files are present: an incomplete tree completed made a
+    new entry and kept the old one for good (no load reads it again), 2 GB at 256 px; the
+    entries had no lineage, which a folder dataset's have for files added or removed."""
+    root = tmp_path / "pets"
+    make_pets_tree(root, trainval=6, test=2, quirks=False)
+    image = next((root / "images").glob("*.jpg"))
+    kept = image.read_bytes()
+    image.unlink()
+    assert load(root, size=24).info["missing_file_count"] == 1
+    load(root, size=16)  # another size: kept
+    image.write_bytes(kept)
+    assert load(root, size=24).info["cache"] == "written"
+    entries = sorted(path.name for path in (root / ".losscmp-cache").glob("*.npz"))
+    assert [name.split("-")[1] for name in entries] == ["16px", "24px"]
+    assert load(root, size=24).info["cache"] == "hit"

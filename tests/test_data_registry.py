@@ -2,6 +2,7 @@
 and everything that lists, fetches or checks datasets asks the entry."""
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -116,3 +117,19 @@ def test_a_dataset_without_mode_of_is_refused_for_all_only(toy_dataset, monkeypa
     monkeypatch.setattr(data, "dataset_mode", no_mode)
     plan = plan_run(build_config(losses="dice,focal", epochs=1))
     assert [trial.loss for trial in plan.trials] == ["dice", "focal"]
+
+
+def help_text(result) -> str:
+    return " ".join(result.stdout.replace("│", " ").split())
+
+
+def test_download_help_and_folder_come_from_the_entries(toy_dataset, cli, tmp_path, monkeypatch):
+    """'datasets download --help' named pets and its folder, written out in cli.py: a new
+    dataset that downloads was not offered there, and went to pets' folder by default."""
+    monkeypatch.setenv("COLUMNS", "200")  # each help on one line
+    text = help_text(cli("datasets", "download", "--help"))
+    assert "NAME <str> Dataset to fetch: pets or toy. [required]" in text
+    assert "[default: pets: datasets/oxford-iiit-pet; toy: datasets/toy]" in text
+    monkeypatch.chdir(tmp_path)
+    assert cli("datasets", "download", "toy").exit_code == 0
+    assert toy_dataset == [Path("datasets/toy")]

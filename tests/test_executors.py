@@ -990,13 +990,14 @@ def test_run_help_names_every_registered_executor(monkeypatch, cli):
     assert all(
         f"{name} ({entry.where})" in help_text for name, entry in executors.EXECUTORS.items()
     )
-    two = {
-        "local": executors.Registered("m:L", "this machine"),
-        "far": executors.Registered("m:F", "a cluster"),
-    }
+
+    def registered(path: str, where: str):
+        return executors.Registered(path, where, "jobs", "1", "1")
+
+    two = {"local": registered("m:L", "this machine"), "far": registered("m:F", "a cluster")}
     monkeypatch.setattr(executors, "EXECUTORS", two)
     assert executors.executors_help() == "local (this machine) or far (a cluster)"
-    monkeypatch.setitem(two, "threads", executors.Registered("m:T", "threads of this process"))
+    monkeypatch.setitem(two, "threads", registered("m:T", "threads of this process"))
     assert executors.executors_help() == (
         "local (this machine), far (a cluster) or threads (threads of this process)"
     )
@@ -2002,3 +2003,32 @@ def _labels_drawn_at_60_columns(cli, tmp_path, monkeypatch, options: dict) -> se
     frames = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", result.stderr)  # colours, cursor moves
     lines = [re.match(r"  (\S.*?) +[━╸╺]", line) for line in re.split("[\r\n]", frames)]
     return {line.group(1) for line in lines if line}
+
+
+def test_jobs_and_threads_help_come_from_the_executors_entries(cli, monkeypatch):
+    """--jobs' and --threads' help named Ray's defaults, written out in cli.py: a new
+    executor's were missing until cli.py was edited too."""
+    from losscmp import executors
+    from losscmp.config import RunConfig
+
+    monkeypatch.setenv("COLUMNS", "400")
+    text = " ".join(cli("run", "--help").stdout.replace("│", " ").split())
+    local, ray = executors.EXECUTORS["local"], executors.EXECUTORS["ray"]
+    assert next(iter(executors.EXECUTORS)) == RunConfig().executor  # shown first, unnamed
+    assert (
+        f"Trials (or fused groups) run at once: {local.jobs} with --executor local, "
+        f"{ray.jobs} with ray. [default: {local.jobs_default}; ray: {ray.jobs_default}]"
+    ) in text
+    assert (
+        f"Torch threads per trial ({ray.threads}). "
+        f"[default: {local.threads_default}; ray: {ray.threads_default}]"
+    ) in text
+    toy = executors.Registered("toy:Toy", "a toy", "toy slots", "3", "2", "toy cores")
+    monkeypatch.setitem(executors.EXECUTORS, "toy", toy)
+    assert executors.jobs_help().endswith(
+        f"toy slots with toy. \\[default: {local.jobs_default}; ray: {ray.jobs_default}; toy: 3]"
+    )
+    assert executors.threads_help() == (
+        f"Torch threads per trial ({ray.threads}; toy cores). "
+        f"\\[default: {local.threads_default}; ray: {ray.threads_default}; toy: 2]"
+    )

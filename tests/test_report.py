@@ -874,6 +874,23 @@ def test_runs_that_wrote_and_then_hit_the_dataset_cache_combine(tmp_path):
     assert summary["loss"].tolist() == ["dice", "focal"]
 
 
+def test_runs_whose_data_was_cached_in_another_users_cache_combine(tmp_path):
+    """A read-only data folder's entry goes to each user's own cache: two users' runs of
+    the same data (same fingerprint) record other cache folders."""
+    mine = {
+        "fingerprint": "a" * 16,
+        "cache": "written",
+        "cache_dir": "/home/me/.cache/losscmp/set-0123456789abcdef",
+        "cache_data_folder": "read-only",
+    }
+    theirs = {**mine, "cache": "hit", "cache_dir": "/home/you/.cache/losscmp/set-0123456789abcdef"}
+    del theirs["cache_data_folder"]
+    first = write_run(tmp_path, quality={"dice": 0.8}, run_id="a", dataset_info=mine)
+    second = write_run(tmp_path, quality={"focal": 0.6}, run_id="b", dataset_info=theirs)
+    summary = summarize([load_run(first), load_run(second)])
+    assert summary["loss"].tolist() == ["dice", "focal"]
+
+
 def test_runs_spread_differently_over_processes_combine(tmp_path):
     """--executor / --jobs / --trials-per-gpu / --ray-address never change a trial's numbers."""
     spread = {"executor": "ray", "jobs": 4, "trials_per_gpu": 2, "ray_address": "auto"}

@@ -227,7 +227,41 @@ def test_a_cache_the_full_disk_refused_is_recorded_and_told_once(cli, tmp_path, 
         "run", "--losses", "dice,focal", "--dataset", f"folder:{tmp_path / 'data'}", *common
     )
     assert result.exit_code == 0, result.output
-    note = "the decoded images were not cached (the disk is full): every run decodes them again"
+    # Full in the data folder, then in the user's cache (np.savez fails everywhere here).
+    note = "the disk is full): every run decodes them again"
     assert result.output.count(note) == 1
+    assert "the decoded images were not cached (the data folder: the disk is full; " in (
+        result.output
+    )
     (dataset,) = json.loads((_only_run(out) / "run.json").read_text())["datasets"].values()
     assert dataset["cache"] == "disk full"
+
+
+def test_a_read_only_data_folder_is_cached_in_the_users_cache_with_the_same_numbers(cli, tmp_path):
+    """Every run decoded the images again where the data folder could not be written; the
+    user's cache serves the next run, whose numbers are those of the run that decoded."""
+    from losscmp.data import cache
+
+    data = tmp_path / "data"
+    make_folder(data, count=12)
+    (data / cache.CACHE_DIRNAME).write_bytes(b"a file where the cache folder goes")
+    user = cache.user_cache_folder(data)
+    runs = []
+    for out in (tmp_path / "decoded", tmp_path / "cached"):
+        common = ["--epochs", "1", "--image-size", "32", "--device", "cpu", "--threads", "1"]
+        result = cli(
+            "run", "--losses", "dice", "--dataset", f"folder:{data}", *common, "--out", out
+        )
+        assert result.exit_code == 0, result.output
+        runs.append((result.output, _only_run(out)))
+    (decoded_output, decoded), (cached_output, cached) = runs
+    assert f"the decoded images are cached in {user}, not in the data folder" in decoded_output
+    assert "the decoded images" not in cached_output  # read back: nothing to tell
+    infos = [json.loads((run / "run.json").read_text())["datasets"] for run in (decoded, cached)]
+    (first,), (second,) = (info.values() for info in infos)
+    assert (first["cache"], first["cache_dir"]) == ("written", str(user))
+    assert (second["cache"], second["cache_dir"]) == ("hit", str(user))
+    before, after = (pd.read_csv(run / "epochs.csv") for run in (decoded, cached))
+    metrics = [column for column in before.columns if "seconds" not in column]
+    assert len(metrics) > 5
+    pd.testing.assert_frame_equal(before[metrics], after[metrics])

@@ -25,7 +25,14 @@ from losscmp.data.folder import (
     precheck_folder,
 )
 from losscmp.data.loader import SegmentationLoader, make_loader
-from losscmp.data.pets import download_pets_into, load_pets, pets_mode, pets_status, precheck_pets
+from losscmp.data.pets import (
+    DEFAULT_PETS_DIR,
+    download_pets_into,
+    load_pets,
+    pets_mode,
+    pets_status,
+    precheck_pets,
+)
 from losscmp.data.synthetic import (
     load_synthetic,
     precheck_synthetic,
@@ -45,12 +52,14 @@ __all__ = [
     "dataset_mode",
     "dataset_status",
     "download_dataset",
+    "downloadable",
     "list_datasets",
     "load_dataset",
     "make_loader",
 ]
 
 DATASET_REGISTRY = Registry("dataset")
+DATASETS_DIR = Path("datasets")  # a download's parent folder by default (Entry.download_to)
 DATASET_REGISTRY.register(
     "synthetic",
     "Generated shapes on a textured background; foreground fraction as asked (no download)",
@@ -69,6 +78,7 @@ DATASET_REGISTRY.register(
     run_options=frozenset({"data_dir"}),
     status=pets_status,
     download=download_pets_into,
+    download_to=DEFAULT_PETS_DIR,
     mode_of=pets_mode,
 )(load_pets)
 DATASET_REGISTRY.register(
@@ -216,13 +226,23 @@ def _status(entry, root: Path) -> dict[str, Any]:
     return {"present": True, "path": "", "how_to_get": ""}
 
 
+def downloadable() -> dict[str, Path]:
+    """The datasets ``datasets download`` fetches, each with its folder by default."""
+    return {
+        entry.name: entry.download_to or DATASETS_DIR / entry.name
+        for entry in DATASET_REGISTRY
+        if entry.download is not None
+    }
+
+
 def download_dataset(
     name: str,
-    dest: Path,
+    dest: Path | None = None,
     progress: Callable[[str, int, int | None], None] | None = None,
     **options: Any,
 ) -> Path:
-    """Fetch, verify and extract a downloadable dataset into ``dest``; returns ``dest``."""
+    """Fetch, verify and extract a downloadable dataset into ``dest`` (by default its
+    entry's folder: ``downloadable``); returns the folder."""
     entry = DATASET_REGISTRY.get(name)
     if entry.download is None:
         fetchable = [f"'{other.name}'" for other in DATASET_REGISTRY if other.download]
@@ -230,4 +250,6 @@ def download_dataset(
         raise ParameterError(
             f"dataset '{name}' has nothing to download (only {' and '.join(fetchable)} {verb})"
         )
+    if dest is None:
+        dest = downloadable()[name]
     return entry.download(user_path(dest), progress=progress, **options)

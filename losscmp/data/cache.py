@@ -1,4 +1,9 @@
-"""Decode and resize once: resized uint8 arrays saved as .npz next to the data.
+"""Decode and resize once: resized uint8 arrays saved as .npz next to the data, or, where
+the data folder cannot take them (read-only, another user's, its disk full), in the
+user's cache: ``$LOSSCMP_CACHE_DIR``, else ``$XDG_CACHE_HOME/losscmp``, else
+``~/.cache/losscmp``, in a folder of its own per data folder (named by its resolved path,
+so two data folders never share an entry). A load reads the data folder's entry first,
+then the user's; both follow the rules below.
 
 The key covers every source file's relative path, size, modification and change
 times and inode, the image size and a format version, so an edited, added or
@@ -14,13 +19,14 @@ either. Entries of other sizes, ``--limit`` values or options are kept.
 
 An added or removed file makes a new family, not a new key: where the caller names the
 options that choose the files (their ``lineage``: a folder dataset's --limit and split
-fractions), writing an entry deletes those of its dataset and size written with the same
-lineage, which the files as they now are could not give again.
+fractions, Pets' --limit), writing an entry deletes those of its dataset and size
+written with the same lineage, which the files as they now are could not give again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import math
@@ -34,6 +40,9 @@ from pathlib import Path
 import numpy as np
 
 CACHE_DIRNAME = ".losscmp-cache"
+# Where entries go when the data folder cannot take them; else XDG's cache folder.
+USER_CACHE_VARIABLE = "LOSSCMP_CACHE_DIR"
+USER_CACHE_DIRNAME = "losscmp"  # in $XDG_CACHE_HOME, else ~/.cache
 # Raised whenever decoding or the key changes. 2: 16-bit and float files refused
 # where they were clipped to 0-255. 3: the key holds each file's ctime and inode.
 # 4: binary folder masks of 0, 1 and 255 keep 255 as ignored, not foreground.
@@ -85,6 +94,80 @@ def cache_entry(
     return root / CACHE_DIRNAME / f"{prefix}-{family}.{key}.npz"
 
 
+def user_cache_root() -> Path | None:
+    """The user's cache folder for entries the data folder cannot take; None where there
+    is none (no home folder to put it in)."""
+    chosen = os.environ.get(USER_CACHE_VARIABLE)
+    if chosen:
+        return Path(chosen).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(xdg):  # the XDG spec: a relative path is to be ignored
+        return Path(xdg) / USER_CACHE_DIRNAME
+    try:
+        return Path.home() / ".cache" / USER_CACHE_DIRNAME
+    except (RuntimeError, KeyError):  # no $HOME and no password entry
+        return None
+
+
+def user_cache_folder(root: Path) -> Path | None:
+    """The user cache's folder for the data in ``root``: its name, readable, and a hash of
+    its resolved path, so that two data folders (even of the same name) never share one,
+    and one reached through a symbolic link shares the folder of its target."""
+    base = user_cache_root()
+    if base is None:
+        return None
+    resolved = Path(os.path.realpath(root))
+    digest = hashlib.sha256(os.fsencode(resolved)).hexdigest()[:16]
+    return base / f"{resolved.name[:40] or 'root'}-{digest}"
+
+
+def entry_places(root: Path, entry: Path) -> list[Path]:
+    """Where ``entry`` (``cache_entry``'s, in the data folder) may be kept: the data
+    folder's cache first, then the user's."""
+    user = user_cache_folder(root)
+    return [entry] if user is None else [entry, user / entry.name]
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheUse:
+    """What a load did with the cache, for run.json's dataset info and the console."""
+
+    state: str  # HIT, WRITTEN, or why not written (of the last place tried)
+    folder: Path  # where it was read or written; else the last place tried
+    # Why the data folder's cache did not take it, where the user's was tried instead.
+    data_folder: str = ""
+
+    def info(self) -> dict[str, str]:
+        """run.json's dataset fields: ``cache``, ``cache_dir``, ``cache_data_folder``."""
+        fields = {"cache": self.state, "cache_dir": str(self.folder)}
+        if self.data_folder:
+            fields["cache_data_folder"] = self.data_folder
+        return fields
+
+
+def load_first(
+    places: list[Path], names: Iterable[str]
+) -> tuple[dict[str, np.ndarray], CacheUse] | None:
+    """The arrays of the first place that holds a whole entry; None: rebuild it."""
+    names = list(names)
+    for place in places:
+        stored = load_cached(place, names)
+        if stored is not None:
+            return stored, CacheUse(HIT, place.parent)
+    return None
+
+
+def save_first(
+    places: list[Path], arrays: dict[str, np.ndarray], lineage: object = None
+) -> CacheUse:
+    """Write the entry in the first place that takes it (save_cached's rules in each)."""
+    first = save_cached(places[0], arrays, lineage)
+    if first == WRITTEN or len(places) == 1:
+        return CacheUse(first, places[0].parent)
+    second = save_cached(places[1], arrays, lineage)
+    return CacheUse(second, places[1].parent, data_folder=first)
+
+
 def superseded(path: Path) -> list[Path]:
     """The entries of ``path``'s family other than itself, and those of its prefix named
     as before families (``<prefix>-<key>.npz``), which no load reads any more."""
@@ -112,8 +195,8 @@ def same_lineage(path: Path, lineage: object) -> list[Path]:
 
 
 def stored_lineage(path: Path) -> str | None:
-    """The lineage an entry was written with; None for one without (pets', or written
-    before lineages) or one that cannot be read (kept: a later load rebuilds it)."""
+    """The lineage an entry was written with; None for one without (written before
+    lineages) or one that cannot be read (kept: a later load rebuilds it)."""
     try:
         with zipfile.ZipFile(path) as archive:
             return str(_read_member(archive, archive.getinfo(f"{LINEAGE}.npy")))
@@ -211,20 +294,34 @@ def not_written(error: OSError) -> str:
         return DISK_FULL
     if error.errno in _READ_ONLY_ERRORS:
         return READ_ONLY
-    return f"not written: {error.strerror or error}"
+    where = f": {error.filename}" if error.filename else ""  # a file where a folder goes
+    return f"not written: {error.strerror or error}{where}"
 
 
-def decoded_again_note(label: str, state: str) -> str:
-    """A line for the console when a dataset's cache entry could not be written, so that
-    every run decodes its images again; "" when it was read or written."""
-    if state in (HIT, WRITTEN):
+def cache_note(label: str, info: dict[str, object]) -> str:
+    """A line for the console when a dataset's entry could not be written, so that every
+    run decodes its images again, or was written in the user's cache, not the data
+    folder's (where the disk space goes); "" when read, or written in the data folder."""
+    state, data_folder = str(info.get("cache", HIT)), str(info.get("cache_data_folder", ""))
+    if state == HIT or (state == WRITTEN and not data_folder):
         return ""
-    why = {
+    if state == WRITTEN:
+        return (
+            f"{label}: the decoded images are cached in {info['cache_dir']}, not in the "
+            f"data folder ({_why(data_folder)})"
+        )
+    why = _why(state)
+    if data_folder:
+        why = f"the data folder: {_why(data_folder)}; {info['cache_dir']}: {why}"
+    return f"{label}: the decoded images were not cached ({why}): every run decodes them again"
+
+
+def _why(state: str) -> str:
+    return {
         READ_ONLY: "its folder is read-only",
         DISK_FULL: "the disk is full",
         LOW_DISK_SPACE: f"it would leave less than {HEADROOM_BYTES // 2**20} MiB free on the disk",
     }.get(state, state)
-    return f"{label}: the decoded images were not cached ({why}): every run decodes them again"
 
 
 def room_for(folder: Path, nbytes: int) -> bool:

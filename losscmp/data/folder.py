@@ -94,7 +94,7 @@ def load_folder(
     # What chose the pairs from the folder's files: an entry of the same options made from
     # files since added or removed is deleted when this one is written.
     choice = (mask_suffix, val_fraction, test_fraction, ctx.limit)
-    arrays, cache_state = decoded_pairs(root, every_pair, ctx.image_size, num_classes, choice)
+    arrays, cached = decoded_pairs(root, every_pair, ctx.image_size, num_classes, choice)
     train_count, val_end = len(train_pairs), len(train_pairs) + len(val_pairs)
     masks = arrays["masks"]
     if num_classes > 2:
@@ -125,7 +125,7 @@ def load_folder(
         mask_suffix=suffix,
         validation=validation,
         test=testing,
-        cache=cache_state,
+        **cached.info(),
         **({"merged_labels": merged} if merged else {}),  # a report's note names them
     )
     return data
@@ -654,13 +654,14 @@ def decoded_pairs(
     size: int,
     num_classes: int,
     choice: tuple[object, ...],
-) -> tuple[dict[str, np.ndarray], str]:
+) -> tuple[dict[str, np.ndarray], cache.CacheUse]:
     files = [path for pair in pairs for path in pair]
-    location = cache.cache_entry(root, f"folder-{size}px", files, num_classes, decoding=DECODING)
-    stored = cache.load_cached(location, ("images", "masks", "truncated", "merged_labels"))
-    if stored is not None:
-        refuse_truncated(root, [str(name) for name in stored.get("truncated", [])])
-        return stored, cache.HIT
+    entry = cache.cache_entry(root, f"folder-{size}px", files, num_classes, decoding=DECODING)
+    places = cache.entry_places(root, entry)
+    found = cache.load_first(places, ("images", "masks", "truncated", "merged_labels"))
+    if found is not None:
+        refuse_truncated(root, [str(name) for name in found[0].get("truncated", [])])
+        return found
     largest = check_sizes(root, pairs)
     workers = decoders_that_fit(largest, most=decoder_threads())
     try:
@@ -689,7 +690,7 @@ def decoded_pairs(
         "truncated": np.array(decoded.truncated, dtype=str),
         "merged_labels": np.array(merged, dtype=np.int64),
     }
-    return arrays, cache.save_cached(location, arrays, lineage=(num_classes, *choice))
+    return arrays, cache.save_first(places, arrays, lineage=(num_classes, *choice))
 
 
 def folder_status(datasets_root: Path) -> dict[str, Any]:

@@ -76,7 +76,11 @@ def load_pets(
         copies=2,
     )
     started = time.perf_counter()
-    arrays, cache_state = decoded_trimaps(root, train_ids + val_ids + test_ids, ctx.image_size)
+    # What chose the ids, as a folder dataset's lineage (see decoded_trimaps): val_fraction
+    # only with a limit (it splits the limit between trainval and test).
+    choice = (ctx.limit, val_fraction if ctx.limit is not None else None)
+    every_id = train_ids + val_ids + test_ids
+    arrays, cached = decoded_trimaps(root, every_id, ctx.image_size, choice)
     kept_ids = [str(name) for name in arrays["ids"]]
     masks = trimap_to_masks(arrays["trimaps"], mode, border)
     where = {
@@ -111,7 +115,7 @@ def load_pets(
         validation=f"{val_fraction:g} of trainval",
         test="the official test list",
         border=border if mode == "binary" else "class",
-        cache=cache_state,
+        **cached.info(),
         load_seconds=round(time.perf_counter() - started, 3),
         unlisted_images=pools["unlisted"],
         missing_files=[relative(root, p) for p in pools["missing"][:SAMPLE_LIMIT]],
@@ -269,14 +273,22 @@ def choose_ids(
     return trainval[val_count:], trainval[:val_count], test
 
 
-def decoded_trimaps(root: Path, ids: list[str], size: int) -> tuple[dict[str, np.ndarray], str]:
-    """Resized images and raw trimaps for ``ids``, from the cache when it is current."""
+def decoded_trimaps(
+    root: Path, ids: list[str], size: int, choice: tuple[object, ...]
+) -> tuple[dict[str, np.ndarray], cache.CacheUse]:
+    """Resized images and raw trimaps for ``ids``, from the cache when it is current.
+
+    The ids are those of the lists whose files are present: a download completed later
+    (``datasets`` calls a tree with files missing incomplete) or a file deleted changes
+    them, so the entry's family, as an added file does a folder dataset's. Its lineage
+    (the options that chose the ids, ``choice``) lets the new entry delete the one it
+    outdates, which no load reads again (2 GB at 256 px)."""
     pairs = [(image_path(root, i), trimap_path(root, i)) for i in ids]
     files = [path for pair in pairs for path in pair]
-    location = cache.cache_entry(root, f"pets-{size}px", files)
-    stored = cache.load_cached(location, ("ids", "images", "trimaps", "truncated", "unreadable"))
-    if stored is not None:
-        return stored, cache.HIT
+    places = cache.entry_places(root, cache.cache_entry(root, f"pets-{size}px", files))
+    found = cache.load_first(places, ("ids", "images", "trimaps", "truncated", "unreadable"))
+    if found is not None:
+        return found
     decoded = decode_pairs(pairs, size, read_label_image)
     arrays = {
         "ids": np.array([ids[p] for p in decoded.kept], dtype=str),
@@ -285,7 +297,7 @@ def decoded_trimaps(root: Path, ids: list[str], size: int) -> tuple[dict[str, np
         "truncated": np.array([relative(root, p) for p in decoded.truncated], dtype=str),
         "unreadable": np.array([relative(root, p) for p in decoded.unreadable], dtype=str),
     }
-    return arrays, cache.save_cached(location, arrays)
+    return arrays, cache.save_first(places, arrays, lineage=("pets", *choice))
 
 
 def relative(root: Path, path: str | Path) -> str:
