@@ -226,3 +226,49 @@ def test_the_readme_counts_the_losses_the_registry_has():
     }
     assert f"{len(list(LOSS_REGISTRY))} losses from the literature" in readme
     assert f"{len(modes['binary'])} binary, {len(modes['multiclass'])} multiclass" in readme
+
+
+# Options of other programs the docs show beside losscmp's: `mlflow ui`, `docker run`,
+# `ray start`, and `--help`, which every command has.
+OTHER_PROGRAMS_OPTIONS = {"--backend-store-uri", "--shm-size", "--head", "--help"}
+
+
+def test_every_option_the_docs_name_is_one_losscmp_has():
+    """A flag renamed or removed in the CLI left behind in the prose of the README or
+    docs/ (a user copying `--flag` gets 'No such option'); benchmark scripts' own flags
+    are checked against their scripts below."""
+    import typer.main
+
+    from losscmp.cli import app
+
+    commands = list(typer.main.get_command(app).commands.values())
+    commands += list(typer.main.get_command(app).commands["datasets"].commands.values())
+    known = {
+        option
+        for command in commands
+        for param in command.params
+        for option in (*param.opts, *param.secondary_opts)
+    }
+    unknown = []
+    for doc in DOCS[:-1]:  # benchmarks/README.md: its scripts' flags, checked below
+        text = re.sub(r"benchmarks/\w+\.py[^\n`]*", "", doc.read_text(encoding="utf-8"))
+        for option in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text):
+            if option not in known | OTHER_PROGRAMS_OPTIONS:
+                unknown.append(f"{doc.name}: {option}")
+    assert unknown == []
+
+
+def test_every_benchmark_command_the_docs_show_takes_its_flags():
+    """`python benchmarks/trial.py --repeats 1 --epochs 2`: each flag on a benchmark
+    script's command line in the docs is one that script defines."""
+    unknown, checked = [], 0
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        for script, arguments in re.findall(r"benchmarks/(\w+)\.py((?:[^\n`#]|\\\n)*)", text):
+            source = (ROOT / "benchmarks" / f"{script}.py").read_text(encoding="utf-8")
+            for option in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", arguments):
+                checked += 1
+                if f'"{option}"' not in source:
+                    unknown.append(f"{doc.name}: benchmarks/{script}.py {option}")
+    assert unknown == []
+    assert checked >= 40
