@@ -272,3 +272,59 @@ def test_every_benchmark_command_the_docs_show_takes_its_flags():
                     unknown.append(f"{doc.name}: benchmarks/{script}.py {option}")
     assert unknown == []
     assert checked >= 40
+
+
+def readme_dial() -> tuple[list[str], dict[str, list[str]], str]:
+    """The README's imbalance-dial example: its column titles, each loss's cells as
+    printed ('*0.517'), and its caption on one line."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Which loss for rare, small structures?", 1)[1]
+    block = section.split("```\n", 2)[1]
+    lines = [line for line in block.splitlines() if line.strip()]
+    header = lines.index(next(line for line in lines if line.strip().startswith("loss ")))
+    columns = re.findall(r"fg [\d.]+", lines[header])
+    cells, caption = {}, []
+    for line in lines[header + 2 :]:
+        words = line.split()
+        if len(words) == len(columns) + 1 and not caption:
+            cells[words[0]] = words[1:]
+        else:
+            caption.append(line.strip())
+    return columns, cells, " ".join(caption)
+
+
+def test_the_readme_imbalance_dial_is_what_the_terminal_prints_for_its_numbers():
+    """The README's one-seed dial said 'mean ± sd over seeds' after its caption had become
+    'one seed, no sd' for one-seed runs: its numbers, rendered now, give its text."""
+    import pandas as pd
+
+    from losscmp.render.terminal import BOLD_BEST, PLAIN_BEST, render_imbalance_table
+
+    columns, cells, caption = readme_dial()
+    rows = []
+    for loss, texts in cells.items():
+        for column, text in zip(columns, texts, strict=True):
+            fraction = float(column.removeprefix("fg "))
+            rows.append(
+                {
+                    "dataset": f"synthetic(fg_fraction={fraction:g})",
+                    "loss": loss,
+                    "fg_fraction": fraction,
+                    "dial_group": "synthetic",
+                    "score_mean": float(text.lstrip("*")),
+                    "score_std": float("nan"),
+                    "n_seeds": 1,
+                    "headline_split": "test",
+                    "lr_chosen": True,
+                }
+            )
+    summary = pd.DataFrame(rows)
+    summary["rank"] = summary.groupby("fg_fraction")["score_mean"].rank(ascending=False)
+    grid = render_imbalance_table(summary)
+    assert grid.columns == columns
+    printed = {loss: [cell.plain for cell in texts] for loss, texts in grid.rows}
+    for row, column in grid.best:
+        loss = grid.rows[row][0]
+        printed[loss][column] = "*" + printed[loss][column]
+    assert printed == cells
+    assert grid.caption.replace(BOLD_BEST, PLAIN_BEST) == caption
