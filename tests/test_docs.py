@@ -226,3 +226,105 @@ def test_the_readme_counts_the_losses_the_registry_has():
     }
     assert f"{len(list(LOSS_REGISTRY))} losses from the literature" in readme
     assert f"{len(modes['binary'])} binary, {len(modes['multiclass'])} multiclass" in readme
+
+
+# Options of other programs the docs show beside losscmp's: `mlflow ui`, `docker run`,
+# `ray start`, and `--help`, which every command has.
+OTHER_PROGRAMS_OPTIONS = {"--backend-store-uri", "--shm-size", "--head", "--help"}
+
+
+def test_every_option_the_docs_name_is_one_losscmp_has():
+    """A flag renamed or removed in the CLI left behind in the prose of the README or
+    docs/ (a user copying `--flag` gets 'No such option'); benchmark scripts' own flags
+    are checked against their scripts below."""
+    import typer.main
+
+    from losscmp.cli import app
+
+    commands = list(typer.main.get_command(app).commands.values())
+    commands += list(typer.main.get_command(app).commands["datasets"].commands.values())
+    known = {
+        option
+        for command in commands
+        for param in command.params
+        for option in (*param.opts, *param.secondary_opts)
+    }
+    unknown = []
+    for doc in DOCS[:-1]:  # benchmarks/README.md: its scripts' flags, checked below
+        text = re.sub(r"benchmarks/\w+\.py[^\n`]*", "", doc.read_text(encoding="utf-8"))
+        for option in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text):
+            if option not in known | OTHER_PROGRAMS_OPTIONS:
+                unknown.append(f"{doc.name}: {option}")
+    assert unknown == []
+
+
+def test_every_benchmark_command_the_docs_show_takes_its_flags():
+    """`python benchmarks/trial.py --repeats 1 --epochs 2`: each flag on a benchmark
+    script's command line in the docs is one that script defines."""
+    unknown, checked = [], 0
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        for script, arguments in re.findall(r"benchmarks/(\w+)\.py((?:[^\n`#]|\\\n)*)", text):
+            source = (ROOT / "benchmarks" / f"{script}.py").read_text(encoding="utf-8")
+            for option in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", arguments):
+                checked += 1
+                if f'"{option}"' not in source:
+                    unknown.append(f"{doc.name}: benchmarks/{script}.py {option}")
+    assert unknown == []
+    assert checked >= 40
+
+
+def readme_dial() -> tuple[list[str], dict[str, list[str]], str]:
+    """The README's imbalance-dial example: its column titles, each loss's cells as
+    printed ('*0.517'), and its caption on one line."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Which loss for rare, small structures?", 1)[1]
+    block = section.split("```\n", 2)[1]
+    lines = [line for line in block.splitlines() if line.strip()]
+    header = lines.index(next(line for line in lines if line.strip().startswith("loss ")))
+    columns = re.findall(r"fg [\d.]+", lines[header])
+    cells, caption = {}, []
+    for line in lines[header + 2 :]:
+        words = line.split()
+        if len(words) == len(columns) + 1 and not caption:
+            cells[words[0]] = words[1:]
+        else:
+            caption.append(line.strip())
+    return columns, cells, " ".join(caption)
+
+
+def test_the_readme_imbalance_dial_is_what_the_terminal_prints_for_its_numbers():
+    """The README's one-seed dial said 'mean ± sd over seeds' after its caption had become
+    'one seed, no sd' for one-seed runs: its numbers, rendered now, give its text."""
+    import pandas as pd
+
+    from losscmp.render.terminal import BOLD_BEST, PLAIN_BEST, render_imbalance_table
+
+    columns, cells, caption = readme_dial()
+    rows = []
+    for loss, texts in cells.items():
+        for column, text in zip(columns, texts, strict=True):
+            fraction = float(column.removeprefix("fg "))
+            rows.append(
+                {
+                    "dataset": f"synthetic(fg_fraction={fraction:g})",
+                    "loss": loss,
+                    "fg_fraction": fraction,
+                    "dial_group": "synthetic",
+                    "score_mean": float(text.lstrip("*")),
+                    "score_std": float("nan"),
+                    "n_seeds": 1,
+                    "headline_split": "test",
+                    "lr_chosen": True,
+                }
+            )
+    summary = pd.DataFrame(rows)
+    summary["rank"] = summary.groupby("fg_fraction")["score_mean"].rank(ascending=False)
+    grid = render_imbalance_table(summary)
+    assert grid.columns == columns
+    printed = {loss: [cell.plain for cell in texts] for loss, texts in grid.rows}
+    for row, column in grid.best:
+        loss = grid.rows[row][0]
+        printed[loss][column] = "*" + printed[loss][column]
+    assert printed == cells
+    assert grid.caption.replace(BOLD_BEST, PLAIN_BEST) == caption
