@@ -216,7 +216,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     if path.is_dir():
-        raise ConfigError(f"config file {path} is a folder; give a YAML file")
+        raise ConfigError(
+            f"config file {path} is a folder; give a YAML file{_run_folder_hint(path)}"
+        )
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -241,6 +243,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(content, dict):
         kind = "a list" if isinstance(content, list) else f"the value {content!r}"
         raise ConfigError(f"config file {path} must hold a mapping of options, not {kind}")
+    if set(content) >= RUN_RECORD_KEYS:
+        return _run_record_options(path, content)
     options: dict[str, Any] = {}
     for written, value in content.items():
         key = str(written).replace("-", "_")
@@ -259,6 +263,59 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
             )
         options[key] = value
     return options
+
+
+RUN_RECORD = "run.json"  # a run folder's record (results.RUN_FILE): its config reruns it
+RUN_RECORD_KEYS = frozenset({"schema_version", "config"})
+
+
+def _run_folder_hint(path: Path) -> str:
+    """A run folder given to --config: its run.json runs the same trials again."""
+    if not (path / RUN_RECORD).is_file():
+        return ""
+    record = path / RUN_RECORD
+    return f" (to run that run again: --config {record}; to finish it: --resume {path})"
+
+
+def _run_record_options(path: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """A run's run.json given as a config file: the options that run resolved to, so that
+    ``--config RUN/run.json`` plans its trials again (into a new run folder) with the same
+    numbers: its losses as ``all`` and patterns expanded to, its device and thread count as
+    they resolved (both change the numbers), less what the run replaced or did not read
+    (its --lr beside the grid that replaced it, a file's data_dir under a flag's dataset
+    that reads none), which a hand-written file giving both would be refused for."""
+    stored = record.get("config")
+    if not isinstance(stored, dict) or not set(stored) <= set(FIELD_NAMES):
+        raise ConfigError(f"config file {path} is a run's {RUN_RECORD} without a valid config")
+    options = dict(stored)
+    started_on = str(record.get("device") or "").split(":")[0]
+    if options.get("device", "auto") == "auto" and started_on in DEVICES:
+        options["device"] = started_on
+    threads = (record.get("execution") or {}).get("threads")
+    if options.get("threads") is None and isinstance(threads, int):
+        options["threads"] = threads
+    if options.get("lr_grid") is not None:
+        options.pop("lr", None)
+    if options.get("fg_fraction") is not None and isinstance(options.get("dataset"), str):
+        dataset = as_spec(options["dataset"])  # its fraction replaced by the sweep's
+        params = {key: value for key, value in dataset.params.items() if key != "fg_fraction"}
+        options["dataset"] = Spec(dataset.name, params).label
+    return {key: value for key, value in options.items() if _read_by_its_run(key, options)}
+
+
+def _read_by_its_run(key: str, options: dict[str, Any]) -> bool:
+    """Whether a stored option was read by the run: --ray-address by the ray executor, a
+    data_dir by a dataset that reads one (a file's left under a flag that chose otherwise
+    was set aside)."""
+    if key == "ray_address":
+        return options.get("executor") == "ray"
+    if key == "data_dir" and isinstance(options.get("dataset"), str):
+        from losscmp.data import DATASET_REGISTRY
+
+        name = as_spec(options["dataset"]).name
+        entry = DATASET_REGISTRY.get(name) if name in DATASET_REGISTRY else None
+        return entry is None or "data_dir" in entry.run_options
+    return True
 
 
 def _yaml_hint(error) -> str:

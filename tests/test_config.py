@@ -351,3 +351,60 @@ def test_origins_tell_an_option_given_now_from_a_resumed_runs_and_a_default(tmp_
     ]
     given = [origins.given_now(key) for key in ("seed", "lr", "epochs", "batch_size")]
     assert given == [False, False, True, True]
+
+
+def _run_record(tmp_path, **config):
+    """A run folder's run.json as the runner writes it: the resolved config (lr kept beside
+    the grid that replaced it), the device and threads it resolved to."""
+    import json
+
+    from losscmp.results import SCHEMA_VERSION
+
+    run_dir = tmp_path / "20260101-120000-ab12cd"
+    run_dir.mkdir()
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "config": {**RunConfig().to_dict(), "out": str(tmp_path), **config},
+        "device": "cpu",
+        "execution": {"executor": "local", "jobs": 1, "threads": 1, "fused": False},
+    }
+    (run_dir / "run.json").write_text(json.dumps(record, indent=2))
+    return run_dir
+
+
+def test_a_runs_run_json_as_config_file_plans_its_trials_again(cli, tmp_path):
+    """run.json keeps lr beside its lr_grid, and a dataset's fg_fraction beside a sweep over
+    it (a flag over a file's dataset): a file giving both is refused, its run.json is not,
+    and its device and threads (which change the numbers) are those the run resolved to."""
+    run_dir = _run_record(
+        tmp_path,
+        losses=["dice", "tversky(alpha=0.3,beta=0.7)"],
+        dataset="synthetic(fg_fraction=0.05,n_train=8,n_val=4,n_test=4)",
+        fg_fraction=[0.01, 0.02],
+        lr_grid=[1e-05, 0.003],
+        image_size=32,
+        epochs=1,
+        data_dir="elsewhere",  # a file's, under a flag's dataset that reads none
+        ray_address="ray://far:10001",  # a file's, under --executor local
+    )
+    config = build_config(run_dir / "run.json")
+    assert config.lr_grid == [1e-05, 0.003]
+    assert (config.device, config.threads) == ("cpu", 1)
+    assert config.dataset == "synthetic(n_train=8,n_val=4,n_test=4)"
+    assert (config.data_dir, config.ray_address) == (None, None)
+    result = cli("run", "--config", run_dir / "run.json", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "8 trials to train: 2 losses × 2 learning rates × 1 seed" in result.output
+    assert f"results under {tmp_path}/ (a new run folder)" in result.output
+    assert "executing: in this process, 1 thread" in result.output
+
+
+def test_a_run_folder_given_as_config_file_names_its_run_json(cli, tmp_path):
+    run_dir = _run_record(tmp_path)
+    result = cli("run", "--config", run_dir, "--dry-run")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"losscmp: error: config file {run_dir} is a folder; give a YAML file (to run that "
+        f"run again: --config {run_dir}/run.json; to finish it: --resume {run_dir})"
+    )
+    assert not (tmp_path / "results").exists()
