@@ -733,7 +733,10 @@ def _write_run_summary(store, report, targets: dict[str, Path]) -> list[Path]:
 def losses_command(
     pattern: Annotated[
         str | None,
-        typer.Argument(metavar="PATTERN", help="Filter names, e.g. '*dice*' ('all': every loss)."),
+        typer.Argument(
+            metavar="PATTERN",
+            help="Filter names, e.g. '*dice*' ('all': every loss), or a family: 'overlap'.",
+        ),
     ] = None,
     show: Annotated[
         str | None, typer.Option(metavar="NAME", help="Show one loss: formula, parameters, paper.")
@@ -741,7 +744,13 @@ def losses_command(
 ) -> None:
     """List the registered losses, or show one in detail."""
     from losscmp import console
-    from losscmp.losses import get_loss_entry, list_losses, loss_to_show
+    from losscmp.losses import (
+        family_named,
+        get_loss_entry,
+        list_losses,
+        loss_to_show,
+        losses_of_family,
+    )
     from losscmp.spec import ALL
 
     if show is not None:
@@ -751,9 +760,14 @@ def losses_command(
         return
     pattern = pattern.strip() if pattern else pattern  # as --losses reads ' dice '
     names = list_losses(None if pattern and pattern.lower() == ALL else pattern)
+    family = family_named(pattern) if pattern and not names else None
+    if family is not None:  # 'overlap', as the family column says it: that family's losses
+        names = losses_of_family(pattern)
     if not names:
         raise LosscmpError(f"no loss matches '{pattern}'{_suggest_loss(pattern)}")
     console.print_loss_table([get_loss_entry(name) for name in names])
+    if family is not None:
+        console.print_note(family)
 
 
 def _suggest_loss(pattern: str) -> str:
@@ -761,7 +775,7 @@ def _suggest_loss(pattern: str) -> str:
     loss with parameters, in parentheses or in brackets (``focal[gamma=1]``, which would
     otherwise read as a pattern's character class), the loss's name."""
     from losscmp.errors import suggest, suggest_pattern
-    from losscmp.losses import list_losses, loss_written_with_parameters
+    from losscmp.losses import LOSS_REGISTRY, list_losses, loss_written_with_parameters
     from losscmp.spec import WILDCARDS
 
     written = loss_written_with_parameters(pattern)
@@ -769,7 +783,8 @@ def _suggest_loss(pattern: str) -> str:
         return f" (a pattern names losses, without parameters: did you mean '{written}'?)"
     if set(pattern) & WILDCARDS:
         return suggest_pattern(pattern.lower(), list_losses())
-    return suggest(pattern, list_losses())
+    families = {entry.family for entry in LOSS_REGISTRY}  # listed by family too ('overlap')
+    return suggest(pattern, [*list_losses(), *sorted(families)])
 
 
 DATASETS_ROOT = Path("datasets")

@@ -415,3 +415,39 @@ def test_losses_command_given_one_name_points_to_its_formula_and_paper(cli):
     assert "'losscmp losses --show tversky': its formula, parameters and paper" in result.stdout
     several = cli("losses", "*tversky*")
     assert "--show" not in several.stdout
+
+
+def test_losses_command_lists_a_family_by_the_name_its_column_shows(cli):
+    """The table's family column says 'overlap'; 'losscmp losses overlap' matched no loss,
+    with no hint, and a misspelt family got no did-you-mean."""
+    overlap = sorted(entry.name for entry in LOSS_REGISTRY if entry.family == "overlap")
+    result = cli("losses", "Overlap")
+    assert result.exit_code == 0, result.output
+    assert f"{len(overlap)} losses" in result.stdout
+    assert all(f"│ {name} " in result.stdout for name in overlap)
+    assert "│ focal " not in result.stdout
+    note = " ".join(result.stderr.split())  # as one line, however the terminal wraps it
+    assert note == (
+        "note: 'Overlap' is a family of losses, not a loss; --losses takes its losses by "
+        f"name: {','.join(overlap)}"
+    )
+    typo = cli("losses", "compund")
+    assert typo.stderr == "losscmp: error: no loss matches 'compund' (did you mean 'compound'?)\n"
+    loss = cli("losses", "boundary")  # a loss's name and a family's: the loss
+    assert "1 loss" in loss.stdout and "hausdorff_dt" not in loss.stdout
+
+
+def test_a_family_given_to_losses_names_its_losses_of_the_datas_mode(cli, tmp_path):
+    """--losses pixel: 'unknown loss 'pixel'; choose from: ...', which did not say that the
+    listing's family column was meant, nor which of its losses the data's mode takes."""
+    out = tmp_path / "r"
+    result = cli("run", "--losses", "dice,pixel", "--dataset", BINARY, *TINY, "--dry-run",
+                 "--out", out)  # fmt: skip
+    assert result.exit_code == 2
+    binary = [name for name in losses_of("binary") if LOSS_REGISTRY.get(name).family == "pixel"]
+    assert "ce" not in binary and "bce" in binary
+    assert result.stderr == (
+        "losscmp: error: 'pixel' is a family of losses, not a loss; --losses takes its binary "
+        f"losses by name: {','.join(binary)}\n"
+    )
+    assert not out.exists()

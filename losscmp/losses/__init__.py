@@ -37,8 +37,10 @@ __all__ = [
     "SIGNED_DISTANCE",
     "SegLoss",
     "create_loss",
+    "family_named",
     "get_loss_entry",
     "list_losses",
+    "losses_of_family",
 ]
 
 
@@ -83,6 +85,30 @@ def loss_written_with_parameters(text: str) -> str | None:
 
     name = name_before_parameters(text)
     return name if name in LOSS_REGISTRY else None
+
+
+def losses_of_family(name: str, modes: tuple[str, ...] = MODES) -> list[str]:
+    """The losses of the family ``name`` (``overlap``: the family column of ``losscmp
+    losses``) defined for any of ``modes``, sorted; [] where ``name`` is no family."""
+    family = name.strip().lower()
+    return sorted(
+        entry.name
+        for entry in LOSS_REGISTRY
+        if entry.family == family and set(entry.modes) & set(modes)
+    )
+
+
+def family_named(name: str, modes: tuple[str, ...] = MODES) -> str | None:
+    """What to say where a loss is due and ``name`` is a family's, not a loss's: its losses
+    of ``modes``, as the list --losses takes; None for any other name."""
+    family = losses_of_family(name, modes)
+    if not family or name.strip() in LOSS_REGISTRY:  # 'boundary' is a loss and a family
+        return None
+    which = " or ".join(modes) + " " if tuple(modes) != MODES else ""
+    return (
+        f"'{name.strip()}' is a family of losses, not a loss; --losses takes its {which}losses "
+        f"by name: {','.join(family)}"
+    )
 
 
 def list_losses(pattern: str | None = None) -> list[str]:
