@@ -361,6 +361,11 @@ def test_losses_command_in_an_80_column_terminal_breaks_no_word(cli, monkeypatch
             "--show takes one loss's name, not a pattern: losscmp losses '*dice*' lists "
             "the losses it matches",
         ),
+        (  # was: unknown loss 'overlap'; choose from: ... (the family column's name)
+            ["--show", "overlap"],
+            "--show takes one loss's name, not a family's: losscmp losses 'overlap' lists "
+            "its losses",
+        ),
         (  # was: no loss matches 'focal(gamma=1)' (no did-you-mean)
             ["focal(gamma=1)"],
             "no loss matches 'focal(gamma=1)' (a pattern names losses, without parameters: "

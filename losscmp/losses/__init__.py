@@ -75,6 +75,11 @@ def loss_to_show(text: str) -> Entry:
             f"--show takes one loss's name, not a pattern: losscmp losses '{name}' lists "
             "the losses it matches"
         )
+    if family_named(name):
+        raise SpecError(
+            f"--show takes one loss's name, not a family's: losscmp losses '{name}' lists "
+            "its losses"
+        )
     return LOSS_REGISTRY.get(name)
 
 
