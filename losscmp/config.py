@@ -471,6 +471,7 @@ def normalise(key: str, value: Any, name: str | None = None) -> Any:
     except (TypeError, ValueError):
         raise ParameterError(
             f"{name} must be {describe_type(hint)}, got {value!r}{_grid_hint(key, value)}"
+            f"{_seed_list_hint(key, value, name)}"
             f"{_short_option_hint(key, value, name)}"
         ) from None
 
@@ -506,6 +507,44 @@ def _short_option_hint(key: str, value: Any, name: str) -> str:
         f" (a short option takes its value after a space or none: {short} {given}, "
         f"{short}{given}, or {name}={given})"
     )
+
+
+def _seed_list_hint(key: str, value: Any, name: str) -> str:
+    """Seeds listed (``--seeds 0,1,2``, ``seeds: [0, 1, 2]``): --seeds is how many, one
+    after another from --seed; consecutive ones are said as those two."""
+    listed = _numbers_listed(value)
+    if key != "seeds" or listed is None or len(listed) < 2:
+        return ""
+    flag = name.startswith("--")  # else a config file's key
+    seeds, seed = ("--seeds", "--seed") if flag else ("'seeds'", "'seed'")
+    said = f" ({seeds} is how many seeds, one after another from {seed}"
+    first, count = listed[0], len(listed)
+    if not (first.is_integer() and listed == [first + step for step in range(count)]):
+        return f"{said})"
+    given = f"--seeds {count} --seed {first:g}" if flag else f"seeds: {count}, seed: {first:g}"
+    return f"{said}: {given})"
+
+
+def _numbers_listed(value: Any) -> list[float] | None:
+    """The numbers of a list, or of text listing them (``0,1,2``, ``1e-3 3e-3``, ``[0, 1]``);
+    None where ``value`` lists anything else."""
+    parts = value if isinstance(value, list) else None
+    if isinstance(value, str):
+        parts = [part for part in re.split(r"[\s;,\[\]]+", value) if part]
+    try:
+        return [float(part) for part in parts] if parts else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _comma_list_hint(value: Any) -> str:
+    """Numbers separated otherwise than by commas (``1e-3 3e-3``, ``1e-3;3e-3``, a YAML or
+    Python list pasted into a flag: ``[1e-3,3e-3]``): the comma-separated list meant."""
+    listed = _numbers_listed(value)
+    if not isinstance(value, str) or listed is None:
+        return ""
+    meant = ",".join(part for part in re.split(r"[\s;,\[\]]+", value) if part)
+    return f" (a list is separated by commas: did you mean '{meant}'?)"
 
 
 def _grid_hint(key: str, value: Any) -> str:
@@ -559,7 +598,9 @@ def _float_list(value: Any, name: str = "'fg_fraction'") -> list[float] | None:
     try:
         return [float(item) for item in written]  # none left: validate says what is missing
     except (TypeError, ValueError):
-        raise ParameterError(f"{name} must be numbers, got {value!r}") from None
+        raise ParameterError(
+            f"{name} must be numbers, got {value!r}{_comma_list_hint(value)}"
+        ) from None
 
 
 def validate(config: RunConfig, origins: Origins | None = None) -> None:

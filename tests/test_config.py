@@ -408,3 +408,40 @@ def test_a_run_folder_given_as_config_file_names_its_run_json(cli, tmp_path):
         f"run again: --config {run_dir}/run.json; to finish it: --resume {run_dir})"
     )
     assert not (tmp_path / "results").exists()
+
+
+COMMAS = "(a list is separated by commas: did you mean"
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "hint"),
+    [
+        ("--lr-grid", "1e-3 3e-3", f"{COMMAS} '1e-3,3e-3'?)"),
+        ("--lr-grid", "[1e-3, 3e-3]", f"{COMMAS} '1e-3,3e-3'?)"),
+        ("--fg-fraction", "0.01;0.02", f"{COMMAS} '0.01,0.02'?)"),
+        ("--seeds", "0,1,2", "(--seeds is how many seeds, one after another from --seed: "
+                             "--seeds 3 --seed 0)"),
+        ("--seeds", "3,5", "(--seeds is how many seeds, one after another from --seed)"),
+    ],
+)  # fmt: skip
+def test_a_list_written_otherwise_is_respelt(cli, tmp_path, flag, value, hint):
+    """'--lr-grid "1e-3 3e-3"' said only 'must be numbers', and '--seeds 0,1,2' (seeds
+    listed, not counted) only 'must be a whole number'."""
+    out = tmp_path / "r"
+    result = cli("run", flag, value, "--dry-run", "--out", out)
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"losscmp: error: {flag} must be ")
+    assert line.endswith(f", got '{value}' {hint}")
+    assert not out.exists()
+
+
+def test_seeds_listed_in_a_config_file_are_said_in_its_keys(cli, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("seeds: [2, 3, 4]\n")
+    result = cli("run", "--config", config, "--dry-run", "--out", tmp_path / "r")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"losscmp: error: config file {config}: 'seeds' must be a whole number, got [2, 3, 4] "
+        "('seeds' is how many seeds, one after another from 'seed': seeds: 3, seed: 2)\n"
+    )
