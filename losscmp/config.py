@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import math
 import re
+import shlex
 import typing
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -724,9 +725,14 @@ def _refuse_lr_beside_its_grid(config: RunConfig, names: Origins) -> None:
         return
     if grid is Origin.FLAG and rate is not Origin.FLAG:
         return
+    one_rate = ""
+    if rate is Origin.FLAG and grid is Origin.CONFIG_FILE:  # the file's grid is no flag to drop
+        rate_given = names.shown("lr", config.lr)
+        one_rate = f" (for one rate over the file's grid: --lr-grid {rate_given}, not --lr)"
     raise ParameterError(
         f"{names.within('lr', 'lr_grid')}{names.option('lr')} and {names.option('lr_grid')} "
-        "both given: the grid trains each of its rates and replaces the single rate; give one"
+        f"both given: the grid trains each of its rates and replaces the single rate; give one"
+        f"{one_rate}"
     )
 
 
@@ -781,10 +787,18 @@ def _refuse_fraction_beside_its_sweep(config: RunConfig, names: Origins) -> None
     sweep, dataset = names.origin("fg_fraction"), names.origin("dataset")
     if Origin.RESUMED_RUN in (sweep, dataset) or sweep > dataset:
         return
+    one_fraction = ""
+    if dataset is Origin.FLAG and sweep is Origin.CONFIG_FILE:  # no flag drops the file's
+        spec = config.dataset_spec
+        rest = Spec(spec.name, {k: v for k, v in spec.params.items() if k != "fg_fraction"})
+        one_fraction = (
+            f" (for one fraction over the file's sweep: --dataset {shlex.quote(rest.label)} "
+            f"--fg-fraction {spec.params['fg_fraction']})"
+        )
     raise ParameterError(
         f"{names.within('fg_fraction', 'dataset')}{names.option('fg_fraction')} and the "
         f"fg_fraction in {names.option('dataset')} both given: the sweep trains each of its "
-        "fractions and replaces the dataset's; give one"
+        f"fractions and replaces the dataset's; give one{one_fraction}"
     )
 
 

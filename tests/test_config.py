@@ -445,3 +445,24 @@ def test_seeds_listed_in_a_config_file_are_said_in_its_keys(cli, tmp_path):
         f"losscmp: error: config file {config}: 'seeds' must be a whole number, got [2, 3, 4] "
         "('seeds' is how many seeds, one after another from 'seed': seeds: 3, seed: 2)\n"
     )
+
+
+def test_a_rate_or_fraction_flag_over_a_files_grid_says_which_flag_replaces_it(cli, tmp_path):
+    """--lr over a file's lr_grid is refused ('give one'), yet no flag drops the file's
+    grid: the line now says the flag that trains one rate over it (and likewise a dataset's
+    fraction over a file's fg_fraction sweep)."""
+    config = tmp_path / "grid.yaml"
+    config.write_text("lr_grid: [1e-3, 3e-3]\nfg_fraction: [0.01, 0.02]\n")
+    rate = cli("run", "--config", config, "--lr", "1e-2", "--dry-run", "--out", tmp_path / "r")
+    assert rate.exit_code == 2
+    assert rate.stderr.endswith(
+        "give one (for one rate over the file's grid: --lr-grid 1e-2, not --lr)\n"
+    )
+    fraction = cli("run", "--config", config, "--dataset", "synthetic(fg_fraction=0.03,n_train=8)",
+                   "--dry-run", "--out", tmp_path / "r")  # fmt: skip
+    assert fraction.exit_code == 2
+    assert fraction.stderr.endswith(
+        "give one (for one fraction over the file's sweep: --dataset 'synthetic(n_train=8)' "
+        "--fg-fraction 0.03)\n"
+    )
+    assert not (tmp_path / "r").exists()
