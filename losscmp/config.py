@@ -564,10 +564,30 @@ def _loss_labels(value: Any, name: str = "'losses'") -> list[str]:
     if isinstance(value, str):
         items = split_spec_list(value)
     elif isinstance(value, list) and value:
-        items = value
+        items = _rejoined_at_commas(value)
     else:
         raise ParameterError(f"{name} must be {LOSSES_WANTED}")
     return [_loss_label(item) for item in items]
+
+
+def _rejoined_at_commas(items: list[Any]) -> list[Any]:
+    """A YAML flow list splits at every comma, those between a spec's parentheses too:
+    ``[dice, tversky(alpha=0.3,beta=0.7)]`` reads as 'dice', 'tversky(alpha=0.3' and
+    'beta=0.7)'. An item that leaves a bracket open is no spec alone: it is joined to the
+    items after it, as --losses reads the same text."""
+    joined: list[Any] = []
+    for item in items:
+        if joined and isinstance(item, str) and _leaves_a_bracket_open(joined[-1]):
+            joined[-1] = f"{joined[-1]},{item}"
+        else:
+            joined.append(item)
+    return joined
+
+
+def _leaves_a_bracket_open(text: Any) -> bool:
+    if not isinstance(text, str):
+        return False
+    return text.count("(") + text.count("[") > text.count(")") + text.count("]")
 
 
 def _loss_label(item: Any) -> str:

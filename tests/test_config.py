@@ -466,3 +466,14 @@ def test_a_rate_or_fraction_flag_over_a_files_grid_says_which_flag_replaces_it(c
         "--fg-fraction 0.03)\n"
     )
     assert not (tmp_path / "r").exists()
+
+
+def test_a_yaml_flow_list_keeps_a_specs_parameters_together(tmp_path):
+    """YAML splits [a, b] at every comma, those between parentheses too: the file's
+    'tversky(alpha=0.3,beta=0.7)' read as 'tversky(alpha=0.3' (must end with ')')."""
+    path = tmp_path / "c.yaml"
+    path.write_text("losses: [dice, tversky(alpha=0.3, beta=0.7), focal(gamma=1)]\n")
+    assert build_config(path).losses == ["dice", "tversky(alpha=0.3,beta=0.7)", "focal(gamma=1)"]
+    path.write_text("losses: [dice, tversky(alpha=0.3, beta=0.7]\n")
+    with pytest.raises(SpecError, match=r"'tversky\(alpha=0.3,beta=0.7' must end with '\)'"):
+        build_config(path)
