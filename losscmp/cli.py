@@ -174,7 +174,9 @@ def run(
     fg_fraction: Annotated[
         str | None,
         typer.Option(
-            metavar="LIST", help="Synthetic foreground fractions to sweep, e.g. '0.005,0.02,0.1'."
+            metavar="LIST",
+            help="Synthetic foreground fractions to sweep, e.g. '0.005,0.02,0.1' ('none': the "
+            "dataset's own, over a config file's sweep).",
         ),
     ] = None,
     # Numbers arrive as text for config.normalise to read, so that a bad one is refused in
@@ -205,7 +207,8 @@ def run(
         typer.Option(
             metavar="LIST",
             help="Learning rates to train every loss at, e.g. '1e-3,3e-3,1e-2'; each loss is "
-            "reported at its best rate on validation (replaces --lr).",
+            "reported at its best rate on validation (replaces --lr; 'none': --lr alone, "
+            "over a config file's grid).",
         ),
     ] = None,
     model: Annotated[

@@ -460,6 +460,8 @@ def normalise(key: str, value: Any, name: str | None = None) -> Any:
     if key == "dataset":
         return as_spec(_written_numbers(value)).label
     if key in ("fg_fraction", "lr_grid"):
+        if isinstance(value, str) and value.strip().lower() in ("none", "null"):
+            return None  # --lr-grid none: no grid (over a config file's), as --jobs none is
         return _float_list(value, name)
     if key == "fuse" and isinstance(value, bool):
         return "on" if value else "off"  # YAML 1.1 reads an unquoted on/off as a boolean

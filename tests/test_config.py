@@ -477,3 +477,21 @@ def test_a_yaml_flow_list_keeps_a_specs_parameters_together(tmp_path):
     path.write_text("losses: [dice, tversky(alpha=0.3, beta=0.7]\n")
     with pytest.raises(SpecError, match=r"'tversky\(alpha=0.3,beta=0.7' must end with '\)'"):
         build_config(path)
+
+
+def test_none_drops_a_config_files_grid_or_sweep(cli, tmp_path):
+    """A file's lr_grid or fg_fraction could be overridden by another list but not dropped:
+    '--lr-grid none' was 'must be numbers', where '--jobs none' is the default."""
+    config = tmp_path / "grid.yaml"
+    config.write_text(
+        "lr_grid: [1e-3, 3e-3]\nfg_fraction: [0.01, 0.02]\n"
+        "dataset: synthetic(fg_fraction=0.05,n_train=8,n_val=4,n_test=4)\n"
+    )
+    assert build_config(config, lr_grid="none", fg_fraction="None").lr_grid is None
+    result = cli("run", "--config", config, "--lr-grid", "none", "--lr", "1e-2",
+                 "--fg-fraction", "none", "--image-size", "32", "--dry-run",
+                 "--out", tmp_path / "r")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    dataset = "synthetic(fg_fraction=0.05,n_train=8,n_val=4,n_test=4)"  # its own fraction
+    assert f"3 trials to train: 3 losses × 1 learning rate × 1 seed on {dataset}" in result.output
+    assert "│ 0.01 │" in result.output
