@@ -567,6 +567,11 @@ def _loss_labels(value: Any, name: str = "'losses'") -> list[str]:
         items = split_spec_list(value)
     elif isinstance(value, list) and value:
         items = _rejoined_at_commas(value)
+    elif value == []:  # 'losses: []': a list, yet none to train
+        raise ParameterError(
+            f"{name} lists no loss: give at least one, or leave the key out for the default "
+            f"({DEFAULT_LOSSES})"
+        )
     else:
         raise ParameterError(f"{name} must be {LOSSES_WANTED}")
     return [_loss_label(item) for item in items]
