@@ -738,7 +738,8 @@ def losses_command(
         str | None,
         typer.Argument(
             metavar="PATTERN",
-            help="Filter names, e.g. '*dice*' ('all': every loss), or a family: 'overlap'.",
+            help="Filter names, e.g. '*dice*' ('all': every loss), a family ('overlap'), a "
+            "mode ('binary'), or several: 'dice,*tversky*'.",
         ),
     ] = None,
     show: Annotated[
@@ -747,47 +748,17 @@ def losses_command(
 ) -> None:
     """List the registered losses, or show one in detail."""
     from losscmp import console
-    from losscmp.losses import (
-        family_named,
-        get_loss_entry,
-        list_losses,
-        loss_to_show,
-        losses_of_family,
-    )
-    from losscmp.spec import ALL
+    from losscmp.losses import get_loss_entry, loss_to_show, losses_listed
 
     if show is not None:
         if pattern is not None:
             raise LosscmpError(f"give a pattern ('{pattern}') or --show NAME, not both")
         console.print_loss_detail(loss_to_show(show))
         return
-    pattern = pattern.strip() if pattern else pattern  # as --losses reads ' dice '
-    names = list_losses(None if pattern and pattern.lower() == ALL else pattern)
-    family = family_named(pattern) if pattern and not names else None
-    if family is not None:  # 'overlap', as the family column says it: that family's losses
-        names = losses_of_family(pattern)
-    if not names:
-        raise LosscmpError(f"no loss matches '{pattern}'{_suggest_loss(pattern)}")
+    names, notes = losses_listed(pattern)
     console.print_loss_table([get_loss_entry(name) for name in names])
-    if family is not None:
-        console.print_note(family)
-
-
-def _suggest_loss(pattern: str) -> str:
-    """A did-you-mean: for a pattern, the pattern respelt (``*dcie*``: ``*dice*``); for a
-    loss with parameters, in parentheses or in brackets (``focal[gamma=1]``, which would
-    otherwise read as a pattern's character class), the loss's name."""
-    from losscmp.errors import suggest, suggest_pattern
-    from losscmp.losses import LOSS_REGISTRY, list_losses, loss_written_with_parameters
-    from losscmp.spec import WILDCARDS
-
-    written = loss_written_with_parameters(pattern)
-    if written:
-        return f" (a pattern names losses, without parameters: did you mean '{written}'?)"
-    if set(pattern) & WILDCARDS:
-        return suggest_pattern(pattern.lower(), list_losses())
-    families = {entry.family for entry in LOSS_REGISTRY}  # listed by family too ('overlap')
-    return suggest(pattern, [*list_losses(), *sorted(families)])
+    for note in notes:
+        console.print_note(note)
 
 
 DATASETS_ROOT = Path("datasets")

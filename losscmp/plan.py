@@ -120,16 +120,18 @@ def check_resources(config: RunConfig) -> None:
 
 def _given_loss(text: str, config: RunConfig) -> Spec:
     """A loss of --losses in canonical form; a family's name (``overlap``, as ``losscmp
-    losses`` shows it) is refused with that family's losses of the run's mode, to give."""
-    from losscmp.losses import LOSS_REGISTRY, family_named
+    losses`` shows it) is refused with that family's losses of the run's mode, to give, and
+    a mode's (``binary``) with ``all``."""
+    from losscmp.losses import LOSS_REGISTRY, family_named, mode_named
 
     try:
         return _canonical_spec(LOSS_REGISTRY, text)
     except UnknownNameError:
-        family = family_named(as_spec(text).name, _modes_if_known(config))
-        if family is None:
+        name = as_spec(text).name
+        meant = mode_named(name) or family_named(name, _modes_if_known(config))
+        if meant is None:
             raise
-        raise UnknownNameError(family) from None
+        raise UnknownNameError(meant) from None
 
 
 def _modes_if_known(config: RunConfig) -> tuple[str, ...]:

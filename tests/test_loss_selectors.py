@@ -5,6 +5,7 @@ as the expanded names in run.json, so that ``--resume`` compares lists of names.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -454,5 +455,46 @@ def test_a_family_given_to_losses_names_its_losses_of_the_datas_mode(cli, tmp_pa
     assert result.stderr == (
         "losscmp: error: 'pixel' is a family of losses, not a loss; --losses takes its binary "
         f"losses by name: {','.join(binary)}\n"
+    )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "listed", "note"),
+    [
+        # was: no loss matches 'dice,focal' (did you mean 'dice_focal'?)
+        ("dice,*tversky*", ["dice", "focal_tversky", "tversky"], None),
+        # was: no loss matches 'binary' (did you mean 'boundary'?)
+        ("binary", losses_of("binary"), "'binary' is a mode, not a loss: --losses all trains "
+                                        "every loss of the data's mode"),
+    ],
+)  # fmt: skip
+def test_losses_command_takes_a_list_and_a_mode_as_losses_and_its_columns_do(
+    cli, text, listed, note
+):
+    result = cli("losses", text)
+    assert result.exit_code == 0, result.output
+    assert f"{len(listed)} losses" in result.stdout
+    assert all(f"│ {name} " in result.stdout for name in listed)
+    assert len(re.findall(r"^│ \w", result.stdout, flags=re.MULTILINE)) == len(listed)
+    assert " ".join(result.stderr.split()) == (f"note: {note}" if note else "")
+
+
+def test_losses_command_respells_a_list_separated_by_spaces(cli):
+    result = cli("losses", "dice focal")  # was: (did you mean 'dice_focal'?)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "losscmp: error: no loss matches 'dice focal' (a list is separated by commas: did you "
+        "mean 'dice,focal'?)\n"
+    )
+
+
+def test_a_mode_given_to_losses_points_to_all(cli, tmp_path):
+    out = tmp_path / "r"
+    result = cli("run", "--losses", "binary", "--dataset", BINARY, *TINY, "--dry-run", "--out", out)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "losscmp: error: 'binary' is a mode, not a loss: --losses all trains every loss of the "
+        "data's mode\n"
     )
     assert not out.exists()
