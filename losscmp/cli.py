@@ -241,7 +241,7 @@ def run(
         typer.Option(metavar="DIR", help="Parent folder of run folders. \\[default: results]"),
     ] = None,
     config: Annotated[
-        Path | None,
+        str | None,  # text, not Path: click reads an empty name as '.', the working folder
         typer.Option(
             metavar="FILE",
             help="YAML file with these options (but --config, --resume, --dry-run); flags win.",
@@ -563,7 +563,7 @@ def _dry_run_checks(prepared, resume: Path | None) -> tuple[set[str], list, str]
         )
 
 
-def _command_line(config: Path | None, flags: dict, resume: Path | None) -> str:
+def _command_line(config: str | None, flags: dict, resume: Path | None) -> str:
     """The ``losscmp run`` command with the options given, as a shell line (the same
     whether it came from a shell, ``python -m losscmp`` or a test's CliRunner)."""
     import shlex

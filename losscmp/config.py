@@ -215,6 +215,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a config file into a flat mapping of RunConfig fields."""
     import yaml
 
+    if not str(path).strip():
+        raise ConfigError("--config is empty; give a YAML file")
     path = Path(path)
     if path.is_dir():
         raise ConfigError(
@@ -328,6 +330,8 @@ def _yaml_hint(error) -> str:
             f": a tab (column {mark.column + 1}), which YAML does not take as indentation or "
             "spacing; use spaces"
         )
+    if getattr(error, "context", None) == "expected a single document in the stream":
+        return ": a second document ('---') begins there; a config file is one mapping"
     alias = getattr(error, "context", None) == "while scanning an alias"
     if alias or problem.startswith("found undefined alias"):
         return ": a bare '*' starts a YAML alias; quote a pattern, as in losses: ['*dice*']"
@@ -404,7 +408,7 @@ def build_config(
     """Merge defaults < ``base`` (a stored run's config) < the file < flags given (not None)."""
     options: dict[str, Any] = dict(base or {})
     sources = dict.fromkeys(options, BASE_SOURCE)
-    from_file = load_yaml(file) if file else {}
+    from_file = load_yaml(file) if file is not None else {}
     # A file's number written as text (1e1, '8': YAML 1.1 reads both as text) is the number
     # its flag would read.
     options.update({key: _typed_number(key, value) for key, value in from_file.items()})

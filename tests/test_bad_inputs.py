@@ -753,6 +753,14 @@ CASES: list[tuple[str, Args, str]] = [
         "config.yaml: 'losses' has no value: give a list of loss names or a comma-separated "
         "string, or leave the key out for the default (dice,focal,tversky)",
     ),
+    # was: config file . is a folder; give a YAML file (click's Path read '' as '.')
+    ("config-empty-name", lambda tmp: ["--config", ""], "--config is empty; give a YAML file"),
+    (  # was: ... is not valid YAML at line 2 (and no word of why)
+        "config-two-documents",
+        config_file("epochs: 1\n---\nepochs: 2\n"),
+        "config.yaml is not valid YAML at line 2: a second document ('---') begins there; "
+        "a config file is one mapping",
+    ),
     (  # was: 'losses' must be a list of loss names or a comma-separated string (a list)
         "config-losses-empty-list",
         config_file("losses: []\n"),
