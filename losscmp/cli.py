@@ -244,7 +244,8 @@ def run(
         str | None,  # text, not Path: click reads an empty name as '.', the working folder
         typer.Option(
             metavar="FILE",
-            help="YAML file with these options (but --config, --resume, --dry-run); flags win.",
+            help="YAML file with these options (but --config, --resume, --dry-run); flags win. "
+            "A run's run.json runs it again.",
         ),
     ] = None,
     limit: Annotated[
