@@ -268,15 +268,16 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return options
 
 
-RUN_RECORD = "run.json"  # a run folder's record (results.RUN_FILE): its config reruns it
-RUN_RECORD_KEYS = frozenset({"schema_version", "config"})
+RUN_RECORD_KEYS = frozenset({"schema_version", "config"})  # a run.json: its config reruns it
 
 
 def _run_folder_hint(path: Path) -> str:
     """A run folder given to --config: its run.json runs the same trials again."""
-    if not (path / RUN_RECORD).is_file():
+    from losscmp.results import RUN_FILE  # the run folder's owner names its files
+
+    record = path / RUN_FILE
+    if not record.is_file():
         return ""
-    record = path / RUN_RECORD
     return f" (to run that run again: --config {record}; to finish it: --resume {path})"
 
 
@@ -289,7 +290,7 @@ def _run_record_options(path: Path, record: dict[str, Any]) -> dict[str, Any]:
     that reads none), which a hand-written file giving both would be refused for."""
     stored = record.get("config")
     if not isinstance(stored, dict) or not set(stored) <= set(FIELD_NAMES):
-        raise ConfigError(f"config file {path} is a run's {RUN_RECORD} without a valid config")
+        raise ConfigError(f"config file {path} is a run's record without a valid config")
     options = dict(stored)
     started_on = str(record.get("device") or "").split(":")[0]
     if options.get("device", "auto") == "auto" and started_on in DEVICES:
