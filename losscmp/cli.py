@@ -174,7 +174,9 @@ def run(
     fg_fraction: Annotated[
         str | None,
         typer.Option(
-            metavar="LIST", help="Synthetic foreground fractions to sweep, e.g. '0.005,0.02,0.1'."
+            metavar="LIST",
+            help="Synthetic foreground fractions to sweep, e.g. '0.005,0.02,0.1' ('none': the "
+            "dataset's own, over a config file's sweep).",
         ),
     ] = None,
     # Numbers arrive as text for config.normalise to read, so that a bad one is refused in
@@ -205,7 +207,8 @@ def run(
         typer.Option(
             metavar="LIST",
             help="Learning rates to train every loss at, e.g. '1e-3,3e-3,1e-2'; each loss is "
-            "reported at its best rate on validation (replaces --lr).",
+            "reported at its best rate on validation (replaces --lr; 'none': --lr alone, "
+            "over a config file's grid).",
         ),
     ] = None,
     model: Annotated[
@@ -238,10 +241,11 @@ def run(
         typer.Option(metavar="DIR", help="Parent folder of run folders. \\[default: results]"),
     ] = None,
     config: Annotated[
-        Path | None,
+        str | None,  # text, not Path: click reads an empty name as '.', the working folder
         typer.Option(
             metavar="FILE",
-            help="YAML file with these options (but --config, --resume, --dry-run); flags win.",
+            help="YAML file with these options (but --config, --resume, --dry-run); flags win. "
+            "A run's run.json runs it again.",
         ),
     ] = None,
     limit: Annotated[
@@ -557,7 +561,7 @@ def _dry_run_checks(prepared, resume: Path | None) -> tuple[set[str], list, str]
         )
 
 
-def _command_line(config: Path | None, flags: dict, resume: Path | None) -> str:
+def _command_line(config: str | None, flags: dict, resume: Path | None) -> str:
     """The ``losscmp run`` command with the options given, as a shell line (the same
     whether it came from a shell, ``python -m losscmp`` or a test's CliRunner)."""
     import shlex
@@ -730,7 +734,11 @@ def _write_run_summary(store, report, targets: dict[str, Path]) -> list[Path]:
 def losses_command(
     pattern: Annotated[
         str | None,
-        typer.Argument(metavar="PATTERN", help="Filter names, e.g. '*dice*' ('all': every loss)."),
+        typer.Argument(
+            metavar="PATTERN",
+            help="Filter names, e.g. '*dice*' ('all': every loss), a family ('overlap'), a "
+            "mode ('binary'), or several: 'dice,*tversky*'.",
+        ),
     ] = None,
     show: Annotated[
         str | None, typer.Option(metavar="NAME", help="Show one loss: formula, parameters, paper.")
@@ -738,35 +746,17 @@ def losses_command(
 ) -> None:
     """List the registered losses, or show one in detail."""
     from losscmp import console
-    from losscmp.losses import get_loss_entry, list_losses, loss_to_show
-    from losscmp.spec import ALL
+    from losscmp.losses import get_loss_entry, loss_to_show, losses_listed
 
     if show is not None:
         if pattern is not None:
             raise LosscmpError(f"give a pattern ('{pattern}') or --show NAME, not both")
         console.print_loss_detail(loss_to_show(show))
         return
-    pattern = pattern.strip() if pattern else pattern  # as --losses reads ' dice '
-    names = list_losses(None if pattern and pattern.lower() == ALL else pattern)
-    if not names:
-        raise LosscmpError(f"no loss matches '{pattern}'{_suggest_loss(pattern)}")
+    names, notes = losses_listed(pattern)
     console.print_loss_table([get_loss_entry(name) for name in names])
-
-
-def _suggest_loss(pattern: str) -> str:
-    """A did-you-mean: for a pattern, the pattern respelt (``*dcie*``: ``*dice*``); for a
-    loss with parameters, in parentheses or in brackets (``focal[gamma=1]``, which would
-    otherwise read as a pattern's character class), the loss's name."""
-    from losscmp.errors import suggest, suggest_pattern
-    from losscmp.losses import list_losses, loss_written_with_parameters
-    from losscmp.spec import WILDCARDS
-
-    written = loss_written_with_parameters(pattern)
-    if written:
-        return f" (a pattern names losses, without parameters: did you mean '{written}'?)"
-    if set(pattern) & WILDCARDS:
-        return suggest_pattern(pattern.lower(), list_losses())
-    return suggest(pattern, list_losses())
+    for note in notes:
+        console.print_note(note)
 
 
 DATASETS_ROOT = Path("datasets")

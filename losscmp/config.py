@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import math
 import re
+import shlex
 import typing
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -214,9 +215,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a config file into a flat mapping of RunConfig fields."""
     import yaml
 
+    if not str(path).strip():
+        raise ConfigError("--config is empty; give a YAML file")
     path = Path(path)
     if path.is_dir():
-        raise ConfigError(f"config file {path} is a folder; give a YAML file")
+        raise ConfigError(
+            f"config file {path} is a folder; give a YAML file{_run_folder_hint(path)}"
+        )
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -241,6 +246,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(content, dict):
         kind = "a list" if isinstance(content, list) else f"the value {content!r}"
         raise ConfigError(f"config file {path} must hold a mapping of options, not {kind}")
+    if set(content) >= RUN_RECORD_KEYS:
+        return _run_record_options(path, content)
     options: dict[str, Any] = {}
     for written, value in content.items():
         key = str(written).replace("-", "_")
@@ -261,6 +268,60 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return options
 
 
+RUN_RECORD_KEYS = frozenset({"schema_version", "config"})  # a run.json: its config reruns it
+
+
+def _run_folder_hint(path: Path) -> str:
+    """A run folder given to --config: its run.json runs the same trials again."""
+    from losscmp.results import RUN_FILE  # the run folder's owner names its files
+
+    record = path / RUN_FILE
+    if not record.is_file():
+        return ""
+    return f" (to run that run again: --config {record}; to finish it: --resume {path})"
+
+
+def _run_record_options(path: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """A run's run.json given as a config file: the options that run resolved to, so that
+    ``--config RUN/run.json`` plans its trials again (into a new run folder) with the same
+    numbers: its losses as ``all`` and patterns expanded to, its device and thread count as
+    they resolved (both change the numbers), less what the run replaced or did not read
+    (its --lr beside the grid that replaced it, a file's data_dir under a flag's dataset
+    that reads none), which a hand-written file giving both would be refused for."""
+    stored = record.get("config")
+    if not isinstance(stored, dict) or not set(stored) <= set(FIELD_NAMES):
+        raise ConfigError(f"config file {path} is a run's record without a valid config")
+    options = dict(stored)
+    started_on = str(record.get("device") or "").split(":")[0]
+    if options.get("device", "auto") == "auto" and started_on in DEVICES:
+        options["device"] = started_on
+    threads = (record.get("execution") or {}).get("threads")
+    if options.get("threads") is None and isinstance(threads, int):
+        options["threads"] = threads
+    if options.get("lr_grid") is not None:
+        options.pop("lr", None)
+    if options.get("fg_fraction") is not None and isinstance(options.get("dataset"), str):
+        dataset = as_spec(options["dataset"])  # its fraction replaced by the sweep's
+        params = {key: value for key, value in dataset.params.items() if key != "fg_fraction"}
+        options["dataset"] = Spec(dataset.name, params).label
+    return {key: value for key, value in options.items() if _read_by_its_run(key, options)}
+
+
+def _read_by_its_run(key: str, options: dict[str, Any]) -> bool:
+    """Whether a stored option was read by the run: --ray-address by the ray executor, a
+    data_dir by a dataset that reads one (a file's left under a flag that chose otherwise
+    was set aside)."""
+    if key == "ray_address":
+        return options.get("executor") == "ray"
+    if key == "data_dir" and isinstance(options.get("dataset"), str):
+        from losscmp.data import DATASET_REGISTRY
+
+        name = as_spec(options["dataset"]).name
+        entry = DATASET_REGISTRY.get(name) if name in DATASET_REGISTRY else None
+        return entry is None or "data_dir" in entry.run_options
+    return True
+
+
 def _yaml_hint(error) -> str:
     """What to do about the mistakes PyYAML refuses most often in a hand-written file: a tab
     (unseen in an editor), a pattern left unquoted (``*dice*`` reads as an alias)."""
@@ -270,6 +331,8 @@ def _yaml_hint(error) -> str:
             f": a tab (column {mark.column + 1}), which YAML does not take as indentation or "
             "spacing; use spaces"
         )
+    if getattr(error, "context", None) == "expected a single document in the stream":
+        return ": a second document ('---') begins there; a config file is one mapping"
     alias = getattr(error, "context", None) == "while scanning an alias"
     if alias or problem.startswith("found undefined alias"):
         return ": a bare '*' starts a YAML alias; quote a pattern, as in losses: ['*dice*']"
@@ -346,7 +409,7 @@ def build_config(
     """Merge defaults < ``base`` (a stored run's config) < the file < flags given (not None)."""
     options: dict[str, Any] = dict(base or {})
     sources = dict.fromkeys(options, BASE_SOURCE)
-    from_file = load_yaml(file) if file else {}
+    from_file = load_yaml(file) if file is not None else {}
     # A file's number written as text (1e1, '8': YAML 1.1 reads both as text) is the number
     # its flag would read.
     options.update({key: _typed_number(key, value) for key, value in from_file.items()})
@@ -402,6 +465,8 @@ def normalise(key: str, value: Any, name: str | None = None) -> Any:
     if key == "dataset":
         return as_spec(_written_numbers(value)).label
     if key in ("fg_fraction", "lr_grid"):
+        if isinstance(value, str) and value.strip().lower() in ("none", "null"):
+            return None  # --lr-grid none: no grid (over a config file's), as --jobs none is
         return _float_list(value, name)
     if key == "fuse" and isinstance(value, bool):
         return "on" if value else "off"  # YAML 1.1 reads an unquoted on/off as a boolean
@@ -414,6 +479,7 @@ def normalise(key: str, value: Any, name: str | None = None) -> Any:
     except (TypeError, ValueError):
         raise ParameterError(
             f"{name} must be {describe_type(hint)}, got {value!r}{_grid_hint(key, value)}"
+            f"{_seed_list_hint(key, value, name)}"
             f"{_short_option_hint(key, value, name)}"
         ) from None
 
@@ -451,6 +517,44 @@ def _short_option_hint(key: str, value: Any, name: str) -> str:
     )
 
 
+def _seed_list_hint(key: str, value: Any, name: str) -> str:
+    """Seeds listed (``--seeds 0,1,2``, ``seeds: [0, 1, 2]``): --seeds is how many, one
+    after another from --seed; consecutive ones are said as those two."""
+    listed = _numbers_listed(value)
+    if key != "seeds" or listed is None or len(listed) < 2:
+        return ""
+    flag = name.startswith("--")  # else a config file's key
+    seeds, seed = ("--seeds", "--seed") if flag else ("'seeds'", "'seed'")
+    said = f" ({seeds} is how many seeds, one after another from {seed}"
+    first, count = listed[0], len(listed)
+    if not (first.is_integer() and listed == [first + step for step in range(count)]):
+        return f"{said})"
+    given = f"--seeds {count} --seed {first:g}" if flag else f"seeds: {count}, seed: {first:g}"
+    return f"{said}: {given})"
+
+
+def _numbers_listed(value: Any) -> list[float] | None:
+    """The numbers of a list, or of text listing them (``0,1,2``, ``1e-3 3e-3``, ``[0, 1]``);
+    None where ``value`` lists anything else."""
+    parts = value if isinstance(value, list) else None
+    if isinstance(value, str):
+        parts = [part for part in re.split(r"[\s;,\[\]]+", value) if part]
+    try:
+        return [float(part) for part in parts] if parts else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _comma_list_hint(value: Any) -> str:
+    """Numbers separated otherwise than by commas (``1e-3 3e-3``, ``1e-3;3e-3``, a YAML or
+    Python list pasted into a flag: ``[1e-3,3e-3]``): the comma-separated list meant."""
+    listed = _numbers_listed(value)
+    if not isinstance(value, str) or listed is None:
+        return ""
+    meant = ",".join(part for part in re.split(r"[\s;,\[\]]+", value) if part)
+    return f" (a list is separated by commas: did you mean '{meant}'?)"
+
+
 def _grid_hint(key: str, value: Any) -> str:
     """Several learning rates given to --lr: --lr-grid is the option that takes them."""
     if key == "lr" and (isinstance(value, list) or (isinstance(value, str) and "," in value)):
@@ -467,10 +571,35 @@ def _loss_labels(value: Any, name: str = "'losses'") -> list[str]:
     if isinstance(value, str):
         items = split_spec_list(value)
     elif isinstance(value, list) and value:
-        items = value
+        items = _rejoined_at_commas(value)
+    elif value == []:  # 'losses: []': a list, yet none to train
+        raise ParameterError(
+            f"{name} lists no loss: give at least one, or leave the key out for the default "
+            f"({DEFAULT_LOSSES})"
+        )
     else:
         raise ParameterError(f"{name} must be {LOSSES_WANTED}")
     return [_loss_label(item) for item in items]
+
+
+def _rejoined_at_commas(items: list[Any]) -> list[Any]:
+    """A YAML flow list splits at every comma, those between a spec's parentheses too:
+    ``[dice, tversky(alpha=0.3,beta=0.7)]`` reads as 'dice', 'tversky(alpha=0.3' and
+    'beta=0.7)'. An item that leaves a bracket open is no spec alone: it is joined to the
+    items after it, as --losses reads the same text."""
+    joined: list[Any] = []
+    for item in items:
+        if joined and isinstance(item, str) and _leaves_a_bracket_open(joined[-1]):
+            joined[-1] = f"{joined[-1]},{item}"
+        else:
+            joined.append(item)
+    return joined
+
+
+def _leaves_a_bracket_open(text: Any) -> bool:
+    if not isinstance(text, str):
+        return False
+    return text.count("(") + text.count("[") > text.count(")") + text.count("]")
 
 
 def _loss_label(item: Any) -> str:
@@ -502,7 +631,9 @@ def _float_list(value: Any, name: str = "'fg_fraction'") -> list[float] | None:
     try:
         return [float(item) for item in written]  # none left: validate says what is missing
     except (TypeError, ValueError):
-        raise ParameterError(f"{name} must be numbers, got {value!r}") from None
+        raise ParameterError(
+            f"{name} must be numbers, got {value!r}{_comma_list_hint(value)}"
+        ) from None
 
 
 def validate(config: RunConfig, origins: Origins | None = None) -> None:
@@ -626,9 +757,14 @@ def _refuse_lr_beside_its_grid(config: RunConfig, names: Origins) -> None:
         return
     if grid is Origin.FLAG and rate is not Origin.FLAG:
         return
+    one_rate = ""
+    if rate is Origin.FLAG and grid is Origin.CONFIG_FILE:  # the file's grid is no flag to drop
+        rate_given = names.shown("lr", config.lr)
+        one_rate = f" (for one rate over the file's grid: --lr-grid {rate_given}, not --lr)"
     raise ParameterError(
         f"{names.within('lr', 'lr_grid')}{names.option('lr')} and {names.option('lr_grid')} "
-        "both given: the grid trains each of its rates and replaces the single rate; give one"
+        f"both given: the grid trains each of its rates and replaces the single rate; give one"
+        f"{one_rate}"
     )
 
 
@@ -683,10 +819,18 @@ def _refuse_fraction_beside_its_sweep(config: RunConfig, names: Origins) -> None
     sweep, dataset = names.origin("fg_fraction"), names.origin("dataset")
     if Origin.RESUMED_RUN in (sweep, dataset) or sweep > dataset:
         return
+    one_fraction = ""
+    if dataset is Origin.FLAG and sweep is Origin.CONFIG_FILE:  # no flag drops the file's
+        spec = config.dataset_spec
+        rest = Spec(spec.name, {k: v for k, v in spec.params.items() if k != "fg_fraction"})
+        one_fraction = (
+            f" (for one fraction over the file's sweep: --dataset {shlex.quote(rest.label)} "
+            f"--fg-fraction {spec.params['fg_fraction']})"
+        )
     raise ParameterError(
         f"{names.within('fg_fraction', 'dataset')}{names.option('fg_fraction')} and the "
         f"fg_fraction in {names.option('dataset')} both given: the sweep trains each of its "
-        "fractions and replaces the dataset's; give one"
+        f"fractions and replaces the dataset's; give one{one_fraction}"
     )
 
 

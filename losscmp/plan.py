@@ -12,7 +12,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from losscmp.config import Origins, RunConfig, check_trial_count
-from losscmp.errors import ParameterError, suggest_pattern
+from losscmp.errors import LosscmpError, ParameterError, UnknownNameError, suggest_pattern
 from losscmp.registry import canonical
 from losscmp.results import trial_id
 from losscmp.spec import ALL, Spec, as_spec, bracketed_parameters, selector_name
@@ -84,7 +84,7 @@ def plan_run(config: RunConfig) -> Plan:
     check_tracker(config.tracking, config.out)  # e.g. MLflow not installed, no server
     if config.model != "auto":
         resolve_preset(config.model, "cpu")  # an unknown preset fails here, dry run included
-    given = [selector_name(text) or _canonical_spec(LOSS_REGISTRY, text) for text in config.losses]
+    given = [selector_name(text) or _given_loss(text, config) for text in config.losses]
     datasets = _canonical_specs(DATASET_REGISTRY, config.dataset_specs())
     dataset_specs = {spec.label: spec for spec in datasets}
     (base_dataset,) = _canonical_specs(DATASET_REGISTRY, [config.dataset_spec])
@@ -116,6 +116,33 @@ def check_resources(config: RunConfig) -> None:
         check_dataset(
             spec, data_dir=config.data_dir, image_size=config.image_size, limit=config.limit
         )
+
+
+def _given_loss(text: str, config: RunConfig) -> Spec:
+    """A loss of --losses in canonical form; a family's name (``overlap``, as ``losscmp
+    losses`` shows it) is refused with that family's losses of the run's mode, to give, and
+    a mode's (``binary``) with ``all``."""
+    from losscmp.losses import LOSS_REGISTRY, family_named, mode_named
+
+    try:
+        return _canonical_spec(LOSS_REGISTRY, text)
+    except UnknownNameError:
+        name = as_spec(text).name
+        meant = mode_named(name) or family_named(name, _modes_if_known(config))
+        if meant is None:
+            raise
+        raise UnknownNameError(meant) from None
+
+
+def _modes_if_known(config: RunConfig) -> tuple[str, ...]:
+    """The run's dataset modes, or every mode where the dataset cannot tell yet."""
+    from losscmp.data import DATASET_REGISTRY
+    from losscmp.losses import MODES
+
+    try:
+        return tuple(_modes(_canonical_specs(DATASET_REGISTRY, config.dataset_specs())))
+    except LosscmpError:
+        return MODES
 
 
 def _canonical_specs(registry, specs: list[Spec]) -> list[Spec]:

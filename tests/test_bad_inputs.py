@@ -727,7 +727,6 @@ CASES: list[tuple[str, Args, str]] = [
     ("config-binary", config_file(b"\xff\xfe\x00losses"), "not a UTF-8 text file"),
     ("config-weight-decay-nan", config_file("weight_decay: .nan\n"), "'weight_decay' must be"),
     ("config-weight-decay-neg", config_file("weight_decay: -1\n"), "'weight_decay' must be"),
-    ("config-empty-losses", config_file("losses: []\n"), "'losses' must be a list"),
     ("config-loss-no-name", config_file("losses: [{gamma: 1}]\n"), "needs a 'name'"),
     ("config-fractional-epochs", config_file("epochs: 1.5\n"), "config file"),
     ("config-amp-text", config_file("amp: maybe\n"), "'amp' must be true or false"),
@@ -753,6 +752,20 @@ CASES: list[tuple[str, Args, str]] = [
         config_file("losses:\n"),
         "config.yaml: 'losses' has no value: give a list of loss names or a comma-separated "
         "string, or leave the key out for the default (dice,focal,tversky)",
+    ),
+    # was: config file . is a folder; give a YAML file (click's Path read '' as '.')
+    ("config-empty-name", lambda tmp: ["--config", ""], "--config is empty; give a YAML file"),
+    (  # was: ... is not valid YAML at line 2 (and no word of why)
+        "config-two-documents",
+        config_file("epochs: 1\n---\nepochs: 2\n"),
+        "config.yaml is not valid YAML at line 2: a second document ('---') begins there; "
+        "a config file is one mapping",
+    ),
+    (  # was: 'losses' must be a list of loss names or a comma-separated string (a list)
+        "config-losses-empty-list",
+        config_file("losses: []\n"),
+        "config.yaml: 'losses' lists no loss: give at least one, or leave the key out for the "
+        "default (dice,focal,tversky)",
     ),
     ("config-bad-losses", config_file("losses: dice,focal(gamma=1\n"), "config file"),
     (

@@ -351,3 +351,147 @@ def test_origins_tell_an_option_given_now_from_a_resumed_runs_and_a_default(tmp_
     ]
     given = [origins.given_now(key) for key in ("seed", "lr", "epochs", "batch_size")]
     assert given == [False, False, True, True]
+
+
+def _run_record(tmp_path, **config):
+    """A run folder's run.json as the runner writes it: the resolved config (lr kept beside
+    the grid that replaced it), the device and threads it resolved to."""
+    import json
+
+    from losscmp.results import SCHEMA_VERSION
+
+    run_dir = tmp_path / "20260101-120000-ab12cd"
+    run_dir.mkdir()
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "config": {**RunConfig().to_dict(), "out": str(tmp_path), **config},
+        "device": "cpu",
+        "execution": {"executor": "local", "jobs": 1, "threads": 1, "fused": False},
+    }
+    (run_dir / "run.json").write_text(json.dumps(record, indent=2))
+    return run_dir
+
+
+def test_a_runs_run_json_as_config_file_plans_its_trials_again(cli, tmp_path):
+    """run.json keeps lr beside its lr_grid, and a dataset's fg_fraction beside a sweep over
+    it (a flag over a file's dataset): a file giving both is refused, its run.json is not,
+    and its device and threads (which change the numbers) are those the run resolved to."""
+    run_dir = _run_record(
+        tmp_path,
+        losses=["dice", "tversky(alpha=0.3,beta=0.7)"],
+        dataset="synthetic(fg_fraction=0.05,n_train=8,n_val=4,n_test=4)",
+        fg_fraction=[0.01, 0.02],
+        lr_grid=[1e-05, 0.003],
+        image_size=32,
+        epochs=1,
+        data_dir="elsewhere",  # a file's, under a flag's dataset that reads none
+        ray_address="ray://far:10001",  # a file's, under --executor local
+    )
+    config = build_config(run_dir / "run.json")
+    assert config.lr_grid == [1e-05, 0.003]
+    assert (config.device, config.threads) == ("cpu", 1)
+    assert config.dataset == "synthetic(n_train=8,n_val=4,n_test=4)"
+    assert (config.data_dir, config.ray_address) == (None, None)
+    result = cli("run", "--config", run_dir / "run.json", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "8 trials to train: 2 losses × 2 learning rates × 1 seed" in result.output
+    assert f"results under {tmp_path}/ (a new run folder)" in result.output
+    assert "executing: in this process, 1 thread" in result.output
+
+
+def test_a_run_folder_given_as_config_file_names_its_run_json(cli, tmp_path):
+    run_dir = _run_record(tmp_path)
+    result = cli("run", "--config", run_dir, "--dry-run")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"losscmp: error: config file {run_dir} is a folder; give a YAML file (to run that "
+        f"run again: --config {run_dir}/run.json; to finish it: --resume {run_dir})"
+    )
+    assert not (tmp_path / "results").exists()
+
+
+COMMAS = "(a list is separated by commas: did you mean"
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "hint"),
+    [
+        ("--lr-grid", "1e-3 3e-3", f"{COMMAS} '1e-3,3e-3'?)"),
+        ("--lr-grid", "[1e-3, 3e-3]", f"{COMMAS} '1e-3,3e-3'?)"),
+        ("--fg-fraction", "0.01;0.02", f"{COMMAS} '0.01,0.02'?)"),
+        ("--seeds", "0,1,2", "(--seeds is how many seeds, one after another from --seed: "
+                             "--seeds 3 --seed 0)"),
+        ("--seeds", "3,5", "(--seeds is how many seeds, one after another from --seed)"),
+    ],
+)  # fmt: skip
+def test_a_list_written_otherwise_is_respelt(cli, tmp_path, flag, value, hint):
+    """'--lr-grid "1e-3 3e-3"' said only 'must be numbers', and '--seeds 0,1,2' (seeds
+    listed, not counted) only 'must be a whole number'."""
+    out = tmp_path / "r"
+    result = cli("run", flag, value, "--dry-run", "--out", out)
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"losscmp: error: {flag} must be ")
+    assert line.endswith(f", got '{value}' {hint}")
+    assert not out.exists()
+
+
+def test_seeds_listed_in_a_config_file_are_said_in_its_keys(cli, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("seeds: [2, 3, 4]\n")
+    result = cli("run", "--config", config, "--dry-run", "--out", tmp_path / "r")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"losscmp: error: config file {config}: 'seeds' must be a whole number, got [2, 3, 4] "
+        "('seeds' is how many seeds, one after another from 'seed': seeds: 3, seed: 2)\n"
+    )
+
+
+def test_a_rate_or_fraction_flag_over_a_files_grid_says_which_flag_replaces_it(cli, tmp_path):
+    """--lr over a file's lr_grid is refused ('give one'), yet no flag drops the file's
+    grid: the line now says the flag that trains one rate over it (and likewise a dataset's
+    fraction over a file's fg_fraction sweep)."""
+    config = tmp_path / "grid.yaml"
+    config.write_text("lr_grid: [1e-3, 3e-3]\nfg_fraction: [0.01, 0.02]\n")
+    rate = cli("run", "--config", config, "--lr", "1e-2", "--dry-run", "--out", tmp_path / "r")
+    assert rate.exit_code == 2
+    assert rate.stderr.endswith(
+        "give one (for one rate over the file's grid: --lr-grid 1e-2, not --lr)\n"
+    )
+    fraction = cli("run", "--config", config, "--dataset", "synthetic(fg_fraction=0.03,n_train=8)",
+                   "--dry-run", "--out", tmp_path / "r")  # fmt: skip
+    assert fraction.exit_code == 2
+    assert fraction.stderr.endswith(
+        "give one (for one fraction over the file's sweep: --dataset 'synthetic(n_train=8)' "
+        "--fg-fraction 0.03)\n"
+    )
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_yaml_flow_list_keeps_a_specs_parameters_together(tmp_path):
+    """YAML splits [a, b] at every comma, those between parentheses too: the file's
+    'tversky(alpha=0.3,beta=0.7)' read as 'tversky(alpha=0.3' (must end with ')')."""
+    path = tmp_path / "c.yaml"
+    path.write_text("losses: [dice, tversky(alpha=0.3, beta=0.7), focal(gamma=1)]\n")
+    assert build_config(path).losses == ["dice", "tversky(alpha=0.3,beta=0.7)", "focal(gamma=1)"]
+    path.write_text("losses: [dice, tversky(alpha=0.3, beta=0.7]\n")
+    with pytest.raises(SpecError, match=r"'tversky\(alpha=0.3,beta=0.7' must end with '\)'"):
+        build_config(path)
+
+
+def test_none_drops_a_config_files_grid_or_sweep(cli, tmp_path):
+    """A file's lr_grid or fg_fraction could be overridden by another list but not dropped:
+    '--lr-grid none' was 'must be numbers', where '--jobs none' is the default."""
+    config = tmp_path / "grid.yaml"
+    config.write_text(
+        "lr_grid: [1e-3, 3e-3]\nfg_fraction: [0.01, 0.02]\n"
+        "dataset: synthetic(fg_fraction=0.05,n_train=8,n_val=4,n_test=4)\n"
+    )
+    assert build_config(config, lr_grid="none", fg_fraction="None").lr_grid is None
+    result = cli("run", "--config", config, "--lr-grid", "none", "--lr", "1e-2",
+                 "--fg-fraction", "none", "--image-size", "32", "--dry-run",
+                 "--out", tmp_path / "r")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    dataset = "synthetic(fg_fraction=0.05,n_train=8,n_val=4,n_test=4)"  # its own fraction
+    assert f"3 trials to train: 3 losses × 1 learning rate × 1 seed on {dataset}" in result.output
+    assert "│ 0.01 │" in result.output

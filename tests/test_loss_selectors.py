@@ -5,6 +5,7 @@ as the expanded names in run.json, so that ``--resume`` compares lists of names.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -361,6 +362,11 @@ def test_losses_command_in_an_80_column_terminal_breaks_no_word(cli, monkeypatch
             "--show takes one loss's name, not a pattern: losscmp losses '*dice*' lists "
             "the losses it matches",
         ),
+        (  # was: unknown loss 'overlap'; choose from: ... (the family column's name)
+            ["--show", "overlap"],
+            "--show takes one loss's name, not a family's: losscmp losses 'overlap' lists "
+            "its losses",
+        ),
         (  # was: no loss matches 'focal(gamma=1)' (no did-you-mean)
             ["focal(gamma=1)"],
             "no loss matches 'focal(gamma=1)' (a pattern names losses, without parameters: "
@@ -415,3 +421,80 @@ def test_losses_command_given_one_name_points_to_its_formula_and_paper(cli):
     assert "'losscmp losses --show tversky': its formula, parameters and paper" in result.stdout
     several = cli("losses", "*tversky*")
     assert "--show" not in several.stdout
+
+
+def test_losses_command_lists_a_family_by_the_name_its_column_shows(cli):
+    """The table's family column says 'overlap'; 'losscmp losses overlap' matched no loss,
+    with no hint, and a misspelt family got no did-you-mean."""
+    overlap = sorted(entry.name for entry in LOSS_REGISTRY if entry.family == "overlap")
+    result = cli("losses", "Overlap")
+    assert result.exit_code == 0, result.output
+    assert f"{len(overlap)} losses" in result.stdout
+    assert all(f"│ {name} " in result.stdout for name in overlap)
+    assert "│ focal " not in result.stdout
+    note = " ".join(result.stderr.split())  # as one line, however the terminal wraps it
+    assert note == (
+        "note: 'Overlap' is a family of losses, not a loss; --losses takes its losses by "
+        f"name: {','.join(overlap)}"
+    )
+    typo = cli("losses", "compund")
+    assert typo.stderr == "losscmp: error: no loss matches 'compund' (did you mean 'compound'?)\n"
+    loss = cli("losses", "boundary")  # a loss's name and a family's: the loss
+    assert "1 loss" in loss.stdout and "hausdorff_dt" not in loss.stdout
+
+
+def test_a_family_given_to_losses_names_its_losses_of_the_datas_mode(cli, tmp_path):
+    """--losses pixel: 'unknown loss 'pixel'; choose from: ...', which did not say that the
+    listing's family column was meant, nor which of its losses the data's mode takes."""
+    out = tmp_path / "r"
+    result = cli("run", "--losses", "dice,pixel", "--dataset", BINARY, *TINY, "--dry-run",
+                 "--out", out)  # fmt: skip
+    assert result.exit_code == 2
+    binary = [name for name in losses_of("binary") if LOSS_REGISTRY.get(name).family == "pixel"]
+    assert "ce" not in binary and "bce" in binary
+    assert result.stderr == (
+        "losscmp: error: 'pixel' is a family of losses, not a loss; --losses takes its binary "
+        f"losses by name: {','.join(binary)}\n"
+    )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "listed", "note"),
+    [
+        # was: no loss matches 'dice,focal' (did you mean 'dice_focal'?)
+        ("dice,*tversky*", ["dice", "focal_tversky", "tversky"], None),
+        # was: no loss matches 'binary' (did you mean 'boundary'?)
+        ("binary", losses_of("binary"), "'binary' is a mode, not a loss: --losses all trains "
+                                        "every loss of the data's mode"),
+    ],
+)  # fmt: skip
+def test_losses_command_takes_a_list_and_a_mode_as_losses_and_its_columns_do(
+    cli, text, listed, note
+):
+    result = cli("losses", text)
+    assert result.exit_code == 0, result.output
+    assert f"{len(listed)} losses" in result.stdout
+    assert all(f"│ {name} " in result.stdout for name in listed)
+    assert len(re.findall(r"^│ \w", result.stdout, flags=re.MULTILINE)) == len(listed)
+    assert " ".join(result.stderr.split()) == (f"note: {note}" if note else "")
+
+
+def test_losses_command_respells_a_list_separated_by_spaces(cli):
+    result = cli("losses", "dice focal")  # was: (did you mean 'dice_focal'?)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "losscmp: error: no loss matches 'dice focal' (a list is separated by commas: did you "
+        "mean 'dice,focal'?)\n"
+    )
+
+
+def test_a_mode_given_to_losses_points_to_all(cli, tmp_path):
+    out = tmp_path / "r"
+    result = cli("run", "--losses", "binary", "--dataset", BINARY, *TINY, "--dry-run", "--out", out)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "losscmp: error: 'binary' is a mode, not a loss: --losses all trains every loss of the "
+        "data's mode\n"
+    )
+    assert not out.exists()

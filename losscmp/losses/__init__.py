@@ -37,8 +37,12 @@ __all__ = [
     "SIGNED_DISTANCE",
     "SegLoss",
     "create_loss",
+    "family_named",
     "get_loss_entry",
     "list_losses",
+    "losses_listed",
+    "losses_of_family",
+    "mode_named",
 ]
 
 
@@ -73,6 +77,11 @@ def loss_to_show(text: str) -> Entry:
             f"--show takes one loss's name, not a pattern: losscmp losses '{name}' lists "
             "the losses it matches"
         )
+    if family_named(name):
+        raise SpecError(
+            f"--show takes one loss's name, not a family's: losscmp losses '{name}' lists "
+            "its losses"
+        )
     return LOSS_REGISTRY.get(name)
 
 
@@ -83,6 +92,95 @@ def loss_written_with_parameters(text: str) -> str | None:
 
     name = name_before_parameters(text)
     return name if name in LOSS_REGISTRY else None
+
+
+def losses_of_family(name: str, modes: tuple[str, ...] = MODES) -> list[str]:
+    """The losses of the family ``name`` (``overlap``: the family column of ``losscmp
+    losses``) defined for any of ``modes``, sorted; [] where ``name`` is no family."""
+    family = name.strip().lower()
+    return sorted(
+        entry.name
+        for entry in LOSS_REGISTRY
+        if entry.family == family and set(entry.modes) & set(modes)
+    )
+
+
+def family_named(name: str, modes: tuple[str, ...] = MODES) -> str | None:
+    """What to say where a loss is due and ``name`` is a family's, not a loss's: its losses
+    of ``modes``, as the list --losses takes; None for any other name."""
+    family = losses_of_family(name, modes)
+    if not family or name.strip() in LOSS_REGISTRY:  # 'boundary' is a loss and a family
+        return None
+    which = " or ".join(modes) + " " if tuple(modes) != MODES else ""
+    return (
+        f"'{name.strip()}' is a family of losses, not a loss; --losses takes its {which}losses "
+        f"by name: {','.join(family)}"
+    )
+
+
+def mode_named(name: str) -> str | None:
+    """What to say where a loss is due and ``name`` is a mode's (``binary``, as the modes
+    column of ``losscmp losses`` says it); None for any other name."""
+    if name.strip().lower() not in MODES:
+        return None
+    return (
+        f"'{name.strip()}' is a mode, not a loss: --losses all trains every loss of the data's mode"
+    )
+
+
+def losses_listed(text: str | None) -> tuple[list[str], list[str]]:
+    """What ``losscmp losses TEXT`` lists, sorted, and the notes to print under it: every
+    loss; those a name or pattern matches (``all``: every one); a family's (``overlap``)
+    or a mode's (``binary``), as their columns say them, with how --losses takes them; or
+    several of these, separated by commas as in --losses."""
+    from losscmp.errors import LosscmpError
+    from losscmp.spec import split_spec_list
+
+    if text is None or not text.strip():
+        return list_losses(), []
+    names: set[str] = set()
+    notes: list[str] = []
+    for item in split_spec_list(text):
+        matched, note = _losses_of_item(item.strip())
+        if not matched:
+            raise LosscmpError(f"no loss matches '{item.strip()}'{suggest_loss(item.strip())}")
+        names.update(matched)
+        notes += [note] if note else []
+    return sorted(names), notes
+
+
+def _losses_of_item(item: str) -> tuple[list[str], str | None]:
+    from losscmp.spec import ALL
+
+    matched = list_losses(None if item.lower() == ALL else item)
+    if matched:
+        return matched, None
+    family = family_named(item)
+    if family:
+        return losses_of_family(item), family
+    mode = mode_named(item)
+    if mode:
+        return [entry.name for entry in LOSS_REGISTRY if item.lower() in entry.modes], mode
+    return [], None
+
+
+def suggest_loss(pattern: str) -> str:
+    """A did-you-mean: for names separated by spaces, the list with commas; for a pattern,
+    the pattern respelt (``*dcie*``: ``*dice*``); for a loss with parameters, in
+    parentheses or in brackets (``focal[gamma=1]``, which would otherwise read as a
+    pattern's character class), the loss's name."""
+    from losscmp.errors import suggest, suggest_pattern
+    from losscmp.spec import WILDCARDS, comma_hint
+
+    written = loss_written_with_parameters(pattern)
+    if written:
+        return f" (a pattern names losses, without parameters: did you mean '{written}'?)"
+    if comma_hint(pattern):
+        return comma_hint(pattern)
+    if set(pattern) & WILDCARDS:
+        return suggest_pattern(pattern.lower(), list_losses())
+    families = {entry.family for entry in LOSS_REGISTRY}  # listed by family too ('overlap')
+    return suggest(pattern, [*list_losses(), *sorted(families)])
 
 
 def list_losses(pattern: str | None = None) -> list[str]:
