@@ -407,8 +407,10 @@ def _parse_meta(path: Path, data: bytes) -> dict[str, Any]:
     version = meta.get("schema_version")
     if version not in READABLE_SCHEMAS:
         readable = " and ".join(map(str, READABLE_SCHEMAS))
+        newer = isinstance(version, int) and version > max(READABLE_SCHEMAS)
         raise LosscmpError(
             f"{path} has schema version {version!r}; this losscmp reads versions {readable}"
+            + (" (the run was made by a newer losscmp: update this one)" if newer else "")
         )
     problem = _meta_shape_problem(meta)
     if problem:

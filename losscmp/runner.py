@@ -599,6 +599,7 @@ def resume_config(run_dir: Path, config_file: str | None, flags: dict[str, Any])
     even where a GPU has since appeared, or Ray decides differently)."""
     _refuse_not_a_run(Path(run_dir))
     meta = read_run_json(run_dir)
+    _refuse_older_schema(meta, run_dir)  # before its config, which lacks later options
     base = stored_config(meta, run_dir)
     _refuse_another_out(run_dir, flags.get("out"))
     started_on = str(meta.get("device", "")).split(":")[0]
@@ -640,11 +641,35 @@ def _refuse_another_out(run_dir: Path, out: str | None) -> None:
         )
 
 
+# Options added since run folders became schema 2: a run.json without them predates them,
+# and their defaults are what it did.
+OPTIONS_SINCE_SCHEMA = frozenset({"lr_grid", "tracking"})
+
+
 def stored_config(meta: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """run.json's config, every option of this schema there and none this losscmp lacks."""
+    path = Path(run_dir) / "run.json"
     stored = meta.get("config")
-    if not isinstance(stored, dict) or not set(stored) <= set(FIELD_NAMES):
-        raise LosscmpError(f"{Path(run_dir) / 'run.json'} is damaged (no valid config)")
+    if not isinstance(stored, dict):
+        raise LosscmpError(f"{path} is damaged (no valid config)")
+    unknown = [name for name in stored if name not in FIELD_NAMES]
+    if unknown:
+        raise LosscmpError(
+            f"{path}: its config has {_quoted(unknown)}, an option this losscmp does not "
+            "know (made by a newer losscmp, or edited by hand); resume it with the losscmp "
+            "that started it"
+        )
+    missing = [name for name in RESULT_OPTIONS if name not in stored]
+    if missing:
+        raise LosscmpError(
+            f"{path} is damaged (its config lacks {_quoted(missing)}; a resume would train "
+            "with the default instead of the run's own)"
+        )
     return stored
+
+
+def _quoted(names: Collection[str]) -> str:
+    return ", ".join(repr(name) for name in names)
 
 
 # What --resume may change: practical fields, and the number of seeds (more seeds add trials).
@@ -707,12 +732,7 @@ def config_changes(
 ) -> list[str]:
     """What ``current`` changes in the stored run that --resume may not change.
     ``selectors``: the ``all`` and patterns ``current.losses`` was expanded from."""
-    version = meta.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise LosscmpError(
-            f"--resume {run_dir}: the run was made by an older losscmp (schema version "
-            f"{version}: validation only, no test split); report it as it is, or start a new run"
-        )
+    _refuse_older_schema(meta, run_dir)
     stored = build_config(base=stored_config(meta, run_dir))
     changes = _execution_changes(meta, stored, current)
     for name in FIELD_NAMES:
@@ -729,9 +749,28 @@ def config_changes(
     return changes
 
 
+def _refuse_older_schema(meta: dict[str, Any], run_dir: Path) -> None:
+    """A run folder of an older schema is read (``report``), never resumed."""
+    version = meta.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise LosscmpError(
+            f"--resume {run_dir}: the run was made by an older losscmp (schema version "
+            f"{version}: validation only, no test split); report it as it is, or start a new run"
+        )
+
+
 # Options that --resume judges by what the run trained with (run.json's execution), not by
 # what was typed: '--fuse auto' on the CPU trained unfused, so '--fuse off' changes nothing.
 KEPT_EXECUTION = frozenset({"fuse", "threads"})
+
+# The options a run.json's config must hold: those its numbers depend on (the others, and
+# fusion and threads, which run.json's execution records, change none). Without 'epochs'
+# a resume trained the rest for the default 8 epochs, beside trials of the run's own.
+RESULT_OPTIONS = [
+    name
+    for name in FIELD_NAMES
+    if name not in RunConfig.NON_RESULT_FIELDS | KEPT_EXECUTION | OPTIONS_SINCE_SCHEMA
+]
 
 
 def _execution_changes(meta: dict[str, Any], stored: RunConfig, current: RunConfig) -> list[str]:

@@ -783,7 +783,11 @@ CASES: list[tuple[str, Args, str]] = [
         report(edit_meta(_set_dataset("class_names", 2))),
         "'class_names' is the number 2",
     ),
-    ("resume-config-key", resume(edit_meta(_set_config("surprise", 1))), "run.json is damaged"),
+    (
+        "resume-config-key",
+        resume(edit_meta(_set_config("surprise", 1))),
+        "its config has 'surprise', an option this losscmp does not know",
+    ),
     (
         "resume-config-value",
         resume(edit_meta(_set_config("epochs", "many"))),

@@ -539,7 +539,55 @@ def test_resume_refuses_another_model_or_a_damaged_run(cli, one_epoch_run):
     (run_dir / "run.json").write_text(json.dumps(meta))
     damaged = cli("run", *args, "--resume", run_dir)
     assert damaged.exit_code == 2
-    assert "run.json is damaged" in damaged.stderr
+    assert "its config has 'surprise', an option this losscmp does not know" in damaged.stderr
+
+
+def _edit_run_json(run_dir: Path, edit) -> None:
+    meta = json.loads((run_dir / "run.json").read_text())
+    edit(meta)
+    (run_dir / "run.json").write_text(json.dumps(meta))
+
+
+def _folder_state(run_dir: Path) -> dict[str, bytes]:
+    return {str(path): path.read_bytes() for path in sorted(run_dir.rglob("*")) if path.is_file()}
+
+
+def test_resume_refuses_a_config_that_lacks_an_option_the_run_had(cli, one_epoch_run):
+    """Without 'epochs' in run.json's config the resume trained its missing trials for the
+    default 8 epochs, beside trials of 1: refused, naming it, the folder untouched."""
+    _, run_dir = one_epoch_run
+    next((run_dir / "trials").glob("*__bce__*.json")).unlink()
+    _edit_run_json(run_dir, lambda meta: meta["config"].pop("epochs"))
+    before = _folder_state(run_dir)
+    refused = cli("run", "--resume", run_dir)
+    assert refused.exit_code == 2
+    assert refused.stderr == (
+        f"losscmp: error: {run_dir / 'run.json'} is damaged (its config lacks 'epochs'; a "
+        "resume would train with the default instead of the run's own)\n"
+    )
+    assert _folder_state(run_dir) == before
+
+
+def test_resume_reads_a_config_made_before_the_options_added_since(cli, one_epoch_run):
+    """lr_grid and tracking came after schema 2: their defaults are what such a run did."""
+    _, run_dir = one_epoch_run
+
+    def made_before(meta):
+        del meta["config"]["lr_grid"], meta["config"]["tracking"]
+
+    _edit_run_json(run_dir, made_before)
+    assert cli("run", "--resume", run_dir).exit_code == 0
+
+
+def test_resume_of_a_run_made_by_a_newer_losscmp_says_so(cli, one_epoch_run):
+    _, run_dir = one_epoch_run
+    _edit_run_json(run_dir, lambda meta: meta.update(schema_version=3))
+    refused = cli("run", "--resume", run_dir)
+    assert refused.exit_code == 2
+    assert refused.stderr.endswith(
+        "has schema version 3; this losscmp reads versions 1 and 2 (the run was made by a "
+        "newer losscmp: update this one)\n"
+    )
 
 
 def test_a_resumed_run_keeps_the_device_auto_chose(one_epoch_run):
