@@ -46,11 +46,13 @@ from losscmp.results import (
     SCHEMA_VERSION,
     RunStore,
     check_out_dir,
+    folders_of_runs_in,
     is_run_dir,
     new_run_id,
     now_iso,
     read_run_json,
     runs_newest_first,
+    shell_path,
     slug,
     started_elsewhere,
 )
@@ -614,17 +616,39 @@ def resume_config(run_dir: Path, config_file: str | None, flags: dict[str, Any])
 
 
 def _refuse_not_a_run(path: Path) -> None:
-    """A missing folder, or the folder runs are made in (``--out``, where ``report`` takes
-    the newest run) given for the run itself: said so, with that newest run to resume."""
+    """A missing folder, a file or folder of a run (run.json, trials/), the folder runs are
+    made in (``--out``, where ``report`` takes the newest run), or one holding such folders
+    (an --out per experiment), given for the run itself: said so, with the run to resume."""
+    from losscmp.report_args import enclosing_run_dir
+
     if is_run_dir(path):
         return
     if not path.exists():
         raise LosscmpError(f"--resume {path} does not exist")
+    enclosing = enclosing_run_dir(path)
+    if enclosing is not None:
+        what = "a file" if path.is_file() else "a folder"
+        raise LosscmpError(
+            f"--resume {path} is {what} inside the run folder {enclosing} (did you mean "
+            f"'--resume {shell_path(enclosing)}'?)"
+        )
+    if not path.is_dir():
+        raise LosscmpError(
+            f"--resume {path} is a file, not a run folder (a folder with run.json, which "
+            "'losscmp run' makes)"
+        )
     runs = runs_newest_first(path)
     if runs:
         raise LosscmpError(
             f"--resume {path} is a folder of runs, not a run folder (did you mean "
             f"'--resume {runs[0]}', its newest run?)"
+        )
+    holding = folders_of_runs_in(path)  # the one with the newest run first
+    if holding:
+        newest = runs_newest_first(holding[0])[0]
+        raise LosscmpError(
+            f"--resume {path} holds folders of runs, not a run folder (did you mean "
+            f"'--resume {shell_path(newest)}', the newest run in them?)"
         )
 
 

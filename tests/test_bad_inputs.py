@@ -768,6 +768,21 @@ CASES: list[tuple[str, Args, str]] = [
         "runs is a folder of runs, not a run folder (did you mean '--resume ",
     ),
     ("resume-not-a-run", resume(bare_folder), "is not a losscmp run folder"),
+    (  # was: .../run.json is not a losscmp run folder (no run.json)
+        "resume-a-run-json",
+        resume(lambda tmp: run_folder(tmp) / "run.json"),
+        "run.json is a file inside the run folder ",
+    ),
+    (  # was: .../trials is not a losscmp run folder (no run.json)
+        "resume-a-runs-trials",
+        resume(lambda tmp: run_folder(tmp) / "trials"),
+        "trials is a folder inside the run folder ",
+    ),
+    (  # was: ... is not a losscmp run folder (no run.json)
+        "resume-a-file",
+        lambda tmp: ["--resume", config_file("epochs: 1\n")(tmp)[1]],
+        "config.yaml is a file, not a run folder",
+    ),
     ("resume-half-written", resume(half_written), "half-written run.json"),
     ("resume-run-json-corrupt", resume(replace_run_json(b"{oops")), "not valid JSON"),
     ("resume-run-json-empty", resume(replace_run_json(b"")), "is damaged (empty"),
@@ -977,6 +992,37 @@ def test_resume_of_a_folder_of_runs_names_its_newest_run(tmp_path, monkeypatch):
     assert result.stderr == (
         "losscmp: error: --resume runs is a folder of runs, not a run folder (did you mean "
         f"'--resume {newer}', its newest run?)\n"
+    )
+
+
+def test_resume_of_a_folder_of_folders_of_runs_names_the_newest_run(tmp_path, monkeypatch):
+    """results/ holding an --out per experiment (results/pets/, results/synthetic/): the
+    line names the newest run among them, as for a folder of runs."""
+    monkeypatch.chdir(tmp_path)
+    write_run("results/pets", quality={"dice": 0.8}, seeds=(0,), run_id="20260101-120000-aaaaaa")
+    newest = write_run(
+        "results/synthetic",
+        quality={"dice": 0.8},
+        seeds=(0,),
+        run_id="20260102-120000-bbbbbb",
+        extra_meta={"started_at": "2026-01-02T12:00:00+00:00"},
+    )
+    result = invoke_command("run", "--resume", "results")
+    assert result.code == 2
+    assert result.stderr == (
+        "losscmp: error: --resume results holds folders of runs, not a run folder (did you "
+        f"mean '--resume {newest}', the newest run in them?)\n"
+    )
+
+
+def test_resume_of_a_runs_file_names_the_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_dir = write_run("runs", quality={"dice": 0.8}, seeds=(0,), run_id="20260101-120000-aa")
+    result = invoke_command("run", "--resume", f"{run_dir}/trials")
+    assert result.code == 2
+    assert result.stderr == (
+        f"losscmp: error: --resume {run_dir}/trials is a folder inside the run folder "
+        f"{run_dir} (did you mean '--resume {run_dir}'?)\n"
     )
 
 
