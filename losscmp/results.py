@@ -538,6 +538,19 @@ def is_run_dir(path: Path) -> bool:
     return (path / RUN_FILE).is_file() or (path.is_dir() and bool(_temp_files(path, RUN_FILE)))
 
 
+def check_record_folders(run_dir: Path) -> None:
+    """Refuse a run whose trials/ or panel/ is there but is no folder (a file put in its
+    place): a resume found no finished trial in it, trained every one again and failed
+    with a traceback writing the first."""
+    for name in RECORD_DIRS:
+        path = Path(run_dir) / name
+        if _path_kind(path) in ("file", "broken link"):
+            raise LosscmpError(
+                f"{path} is not a folder: the run's records go there; move it aside to "
+                "resume the run"
+            )
+
+
 def runs_newest_first(folder: Path) -> list[Path]:
     """The run folders (with a run.json) directly inside ``folder``, the newest first.
 

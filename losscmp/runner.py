@@ -46,6 +46,7 @@ from losscmp.results import (
     SCHEMA_VERSION,
     RunStore,
     check_out_dir,
+    check_record_folders,
     folders_of_runs_in,
     is_run_dir,
     new_run_id,
@@ -601,6 +602,7 @@ def resume_config(run_dir: Path, config_file: str | None, flags: dict[str, Any])
     even where a GPU has since appeared, or Ray decides differently)."""
     _refuse_not_a_run(Path(run_dir))
     meta = read_run_json(run_dir)
+    check_record_folders(run_dir)
     _refuse_older_schema(meta, run_dir)  # before its config, which lacks later options
     base = stored_config(meta, run_dir)
     _refuse_another_out(run_dir, flags.get("out"))

@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -253,6 +254,13 @@ def half_written(tmp: Path) -> Path:
     run_dir = tmp / "runs" / "20260101-120000-dead00"
     run_dir.mkdir(parents=True)
     (run_dir / ".run.json.k2j4h1.tmp").write_text('{"schema_version": 1, "run_id": "2026')
+    return run_dir
+
+
+def trials_replaced_by_a_file(tmp: Path) -> Path:
+    run_dir = run_folder(tmp)
+    shutil.rmtree(run_dir / "trials")
+    (run_dir / "trials").write_text("not a folder\n")
     return run_dir
 
 
@@ -784,6 +792,11 @@ CASES: list[tuple[str, Args, str]] = [
         "config.yaml is a file, not a run folder",
     ),
     ("resume-half-written", resume(half_written), "half-written run.json"),
+    (  # was: every trial trained again, then a traceback writing the first (FileExistsError)
+        "resume-trials-a-file",
+        resume(trials_replaced_by_a_file),
+        "trials is not a folder: the run's records go there; move it aside",
+    ),
     ("resume-run-json-corrupt", resume(replace_run_json(b"{oops")), "not valid JSON"),
     ("resume-run-json-empty", resume(replace_run_json(b"")), "is damaged (empty"),
     ("resume-schema", resume(edit_meta(_set("schema_version", 9))), "schema version 9"),
