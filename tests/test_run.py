@@ -466,6 +466,9 @@ def test_a_resume_with_nothing_to_train_keeps_the_runs_record(cli, tmp_path):
     result = cli("run", "--resume", run_dir)
     assert result.exit_code == 0, result.output
     assert "(2 finished trials kept)" in " ".join(result.stderr.split())
+    # was 'executing: in this process, 2 threads', of nothing
+    assert "nothing to train: every planned trial has finished\n" in result.stderr
+    assert "executing:" not in result.stderr
     assert (run_dir / "run.json").read_text() == run_json
     assert (run_dir / "epochs.csv").is_file()
     page = (run_dir / "report.html").read_text()
