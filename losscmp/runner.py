@@ -604,6 +604,7 @@ def resume_config(run_dir: Path, config_file: str | None, flags: dict[str, Any])
     meta = read_run_json(run_dir)
     check_record_folders(run_dir)
     _refuse_older_schema(meta, run_dir)  # before its config, which lacks later options
+    _refuse_unrecorded(meta, run_dir)
     base = stored_config(meta, run_dir)
     _refuse_another_out(run_dir, flags.get("out"))
     started_on = str(meta.get("device", "")).split(":")[0]
@@ -773,6 +774,31 @@ def config_changes(
             f"seeds ({stored.seeds} -> {current.seeds}: a run can gain seeds, not lose them)"
         )
     return changes
+
+
+# What a resume keeps of how the run trained, or checks against it; each in run.json since
+# schema 2. Without one it took this machine's (threads from its cores, which round
+# otherwise) or checked nothing (another model, device or data), without a word. (A
+# run.json with no execution at all reads as one from before it was kept: unfused, the
+# threads of the machine; stored_execution.)
+KEPT_RECORDS = (("device",), ("model", "preset"), ("datasets",))
+KEPT_EXECUTION_RECORDS = ("threads", "fused")
+
+
+def _refuse_unrecorded(meta: dict[str, Any], run_dir: Path) -> None:
+    execution = meta.get("execution")
+    kept = KEPT_RECORDS
+    if isinstance(execution, dict):
+        kept += tuple(("execution", name) for name in KEPT_EXECUTION_RECORDS)
+    for keys in kept:
+        value: Any = meta
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is None:
+            raise LosscmpError(
+                f"{Path(run_dir) / 'run.json'} is damaged (it lacks {' '.join(map(repr, keys))}, "
+                "which a resume keeps or checks the rest of the run by)"
+            )
 
 
 def _refuse_older_schema(meta: dict[str, Any], run_dir: Path) -> None:

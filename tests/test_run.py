@@ -571,6 +571,27 @@ def test_resume_refuses_a_config_that_lacks_an_option_the_run_had(cli, one_epoch
     assert _folder_state(run_dir) == before
 
 
+def test_resume_refuses_a_run_json_without_what_it_keeps_or_checks(cli, one_epoch_run):
+    """Without execution's threads the rest trained with this machine's (its cores /
+    --jobs); without device, model or datasets nothing was checked: refused, untouched."""
+    _, run_dir = one_epoch_run
+    next((run_dir / "trials").glob("*__bce__*.json")).unlink()
+    whole = json.loads((run_dir / "run.json").read_text())
+    for keys in (("execution", "threads"), ("device",), ("model", "preset"), ("datasets",)):
+        meta = json.loads(json.dumps(whole))
+        del (meta[keys[0]] if len(keys) == 2 else meta)[keys[-1]]
+        (run_dir / "run.json").write_text(json.dumps(meta))
+        before = _folder_state(run_dir)
+        refused = cli("run", "--resume", run_dir, "--jobs", "2")
+        assert refused.exit_code == 2, keys
+        named = " ".join(map(repr, keys))
+        assert refused.stderr == (
+            f"losscmp: error: {run_dir / 'run.json'} is damaged (it lacks {named}, which a "
+            "resume keeps or checks the rest of the run by)\n"
+        )
+        assert _folder_state(run_dir) == before
+
+
 def test_resume_reads_a_config_made_before_the_options_added_since(cli, one_epoch_run):
     """lr_grid and tracking came after schema 2: their defaults are what such a run did."""
     _, run_dir = one_epoch_run
