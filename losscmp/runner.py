@@ -762,12 +762,15 @@ def config_changes(
     _refuse_older_schema(meta, run_dir)
     stored = build_config(base=stored_config(meta, run_dir))
     changes = _execution_changes(meta, stored, current)
+    # --amp counts on CUDA only (train.py): a run on another device trained in float32
+    # whatever it says, as the rest will.
+    unread = set() if str(meta.get("device", "")).startswith("cuda") else {"amp"}
     for name in FIELD_NAMES:
         old, new = getattr(stored, name), getattr(current, name)
         if name == "losses":  # their order only orders the table
             if set(old) != set(new):
                 changes.append(_losses_change(old, new, selectors))
-        elif name not in RESUMABLE_CHANGES | KEPT_EXECUTION and old != new:
+        elif name not in RESUMABLE_CHANGES | KEPT_EXECUTION | unread and old != new:
             changes.append(f"{name} ({old!r} -> {new!r})")
     if current.seeds < stored.seeds:  # more seeds add trials; fewer would hide some
         changes.append(

@@ -592,6 +592,22 @@ def test_resume_refuses_a_run_json_without_what_it_keeps_or_checks(cli, one_epoc
         assert _folder_state(run_dir) == before
 
 
+def test_resume_takes_no_amp_on_a_device_that_never_read_it(cli, one_epoch_run):
+    """--amp counts on CUDA only: a CPU run resumed with --no-amp trains as it did (it was
+    refused: 'changes amp (True -> False)'); a CUDA run's --amp still may not change."""
+    from losscmp.config import build_config
+    from losscmp.runner import config_changes
+
+    _, run_dir = one_epoch_run
+    next((run_dir / "trials").glob("*__bce__*.json")).unlink()
+    assert cli("run", "--resume", run_dir, "--no-amp").exit_code == 0
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta["config"]["amp"] = True
+    meta["device"] = "cuda: NVIDIA H100 80GB HBM3"
+    current = build_config(base={**meta["config"], "amp": False})
+    assert config_changes(meta, current, run_dir) == ["amp (True -> False)"]
+
+
 def test_resume_reads_a_config_made_before_the_options_added_since(cli, one_epoch_run):
     """lr_grid and tracking came after schema 2: their defaults are what such a run did."""
     _, run_dir = one_epoch_run
