@@ -421,7 +421,10 @@ class TrainingProgress:
         err.print(f"run folder: {run_dir}{kept}", highlight=False, soft_wrap=True)
         for selection in event.selections:
             err.print(_selection_line(selection), markup=False, highlight=False, soft_wrap=True)
-        err.print(f"executing: {event.executor}", highlight=False, soft_wrap=True)
+        if event.todo:
+            err.print(f"executing: {event.executor}", highlight=False, soft_wrap=True)
+        else:  # a finished run resumed: its report is printed again, nothing trains
+            err.print("nothing to train: every planned trial has finished", highlight=False)
         self.overall = self.progress.add_task(
             "all trials", total=len(self.trials) * self.epochs, status=self._tally(), time_left=None
         )

@@ -407,8 +407,10 @@ def _parse_meta(path: Path, data: bytes) -> dict[str, Any]:
     version = meta.get("schema_version")
     if version not in READABLE_SCHEMAS:
         readable = " and ".join(map(str, READABLE_SCHEMAS))
+        newer = isinstance(version, int) and version > max(READABLE_SCHEMAS)
         raise LosscmpError(
             f"{path} has schema version {version!r}; this losscmp reads versions {readable}"
+            + (" (the run was made by a newer losscmp: update this one)" if newer else "")
         )
     problem = _meta_shape_problem(meta)
     if problem:
@@ -534,6 +536,19 @@ def is_run_dir(path: Path) -> bool:
     """A folder with a run.json, or with only the temporary one a killed start leaves."""
     path = Path(path)
     return (path / RUN_FILE).is_file() or (path.is_dir() and bool(_temp_files(path, RUN_FILE)))
+
+
+def check_record_folders(run_dir: Path) -> None:
+    """Refuse a run whose trials/ or panel/ is there but is no folder (a file put in its
+    place): a resume found no finished trial in it, trained every one again and failed
+    with a traceback writing the first."""
+    for name in RECORD_DIRS:
+        path = Path(run_dir) / name
+        if _path_kind(path) in ("file", "broken link"):
+            raise LosscmpError(
+                f"{path} is not a folder: the run's records go there; move it aside to "
+                "resume the run"
+            )
 
 
 def runs_newest_first(folder: Path) -> list[Path]:

@@ -46,11 +46,14 @@ from losscmp.results import (
     SCHEMA_VERSION,
     RunStore,
     check_out_dir,
+    check_record_folders,
+    folders_of_runs_in,
     is_run_dir,
     new_run_id,
     now_iso,
     read_run_json,
     runs_newest_first,
+    shell_path,
     slug,
     started_elsewhere,
 )
@@ -597,6 +600,9 @@ def resume_config(run_dir: Path, config_file: str | None, flags: dict[str, Any])
     even where a GPU has since appeared, or Ray decides differently)."""
     _refuse_not_a_run(Path(run_dir))
     meta = read_run_json(run_dir)
+    check_record_folders(run_dir)
+    _refuse_older_schema(meta, run_dir)  # before its config, which lacks later options
+    _refuse_unrecorded(meta, run_dir)
     base = stored_config(meta, run_dir)
     _refuse_another_out(run_dir, flags.get("out"))
     started_on = str(meta.get("device", "")).split(":")[0]
@@ -611,17 +617,39 @@ def resume_config(run_dir: Path, config_file: str | None, flags: dict[str, Any])
 
 
 def _refuse_not_a_run(path: Path) -> None:
-    """A missing folder, or the folder runs are made in (``--out``, where ``report`` takes
-    the newest run) given for the run itself: said so, with that newest run to resume."""
+    """A missing folder, a file or folder of a run (run.json, trials/), the folder runs are
+    made in (``--out``, where ``report`` takes the newest run), or one holding such folders
+    (an --out per experiment), given for the run itself: said so, with the run to resume."""
+    from losscmp.report_args import enclosing_run_dir
+
     if is_run_dir(path):
         return
     if not path.exists():
         raise LosscmpError(f"--resume {path} does not exist")
+    enclosing = enclosing_run_dir(path)
+    if enclosing is not None:
+        what = "a file" if path.is_file() else "a folder"
+        raise LosscmpError(
+            f"--resume {path} is {what} inside the run folder {enclosing} (did you mean "
+            f"'--resume {shell_path(enclosing)}'?)"
+        )
+    if not path.is_dir():
+        raise LosscmpError(
+            f"--resume {path} is a file, not a run folder (a folder with run.json, which "
+            "'losscmp run' makes)"
+        )
     runs = runs_newest_first(path)
     if runs:
         raise LosscmpError(
             f"--resume {path} is a folder of runs, not a run folder (did you mean "
             f"'--resume {runs[0]}', its newest run?)"
+        )
+    holding = folders_of_runs_in(path)  # the one with the newest run first
+    if holding:
+        newest = runs_newest_first(holding[0])[0]
+        raise LosscmpError(
+            f"--resume {path} holds folders of runs, not a run folder (did you mean "
+            f"'--resume {shell_path(newest)}', the newest run in them?)"
         )
 
 
@@ -638,11 +666,35 @@ def _refuse_another_out(run_dir: Path, out: str | None) -> None:
         )
 
 
+# Options added since run folders became schema 2: a run.json without them predates them,
+# and their defaults are what it did.
+OPTIONS_SINCE_SCHEMA = frozenset({"lr_grid", "tracking"})
+
+
 def stored_config(meta: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """run.json's config, every option of this schema there and none this losscmp lacks."""
+    path = Path(run_dir) / "run.json"
     stored = meta.get("config")
-    if not isinstance(stored, dict) or not set(stored) <= set(FIELD_NAMES):
-        raise LosscmpError(f"{Path(run_dir) / 'run.json'} is damaged (no valid config)")
+    if not isinstance(stored, dict):
+        raise LosscmpError(f"{path} is damaged (no valid config)")
+    unknown = [name for name in stored if name not in FIELD_NAMES]
+    if unknown:
+        raise LosscmpError(
+            f"{path}: its config has {_quoted(unknown)}, an option this losscmp does not "
+            "know (made by a newer losscmp, or edited by hand); resume it with the losscmp "
+            "that started it"
+        )
+    missing = [name for name in RESULT_OPTIONS if name not in stored]
+    if missing:
+        raise LosscmpError(
+            f"{path} is damaged (its config lacks {_quoted(missing)}; a resume would train "
+            "with the default instead of the run's own)"
+        )
     return stored
+
+
+def _quoted(names: Collection[str]) -> str:
+    return ", ".join(repr(name) for name in names)
 
 
 # What --resume may change: practical fields, and the number of seeds (more seeds add trials).
@@ -705,20 +757,18 @@ def config_changes(
 ) -> list[str]:
     """What ``current`` changes in the stored run that --resume may not change.
     ``selectors``: the ``all`` and patterns ``current.losses`` was expanded from."""
-    version = meta.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise LosscmpError(
-            f"--resume {run_dir}: the run was made by an older losscmp (schema version "
-            f"{version}: validation only, no test split); report it as it is, or start a new run"
-        )
+    _refuse_older_schema(meta, run_dir)
     stored = build_config(base=stored_config(meta, run_dir))
     changes = _execution_changes(meta, stored, current)
+    # --amp counts on CUDA only (train.py): a run on another device trained in float32
+    # whatever it says, as the rest will.
+    unread = set() if str(meta.get("device", "")).startswith("cuda") else {"amp"}
     for name in FIELD_NAMES:
         old, new = getattr(stored, name), getattr(current, name)
         if name == "losses":  # their order only orders the table
             if set(old) != set(new):
                 changes.append(_losses_change(old, new, selectors))
-        elif name not in RESUMABLE_CHANGES | KEPT_EXECUTION and old != new:
+        elif name not in RESUMABLE_CHANGES | KEPT_EXECUTION | unread and old != new:
             changes.append(f"{name} ({old!r} -> {new!r})")
     if current.seeds < stored.seeds:  # more seeds add trials; fewer would hide some
         changes.append(
@@ -727,9 +777,53 @@ def config_changes(
     return changes
 
 
+# What a resume keeps of how the run trained, or checks against it; each in run.json since
+# schema 2. Without one it took this machine's (threads from its cores, which round
+# otherwise) or checked nothing (another model, device or data), without a word. (A
+# run.json with no execution at all reads as one from before it was kept: unfused, the
+# threads of the machine; stored_execution.)
+KEPT_RECORDS = (("device",), ("model", "preset"), ("datasets",))
+KEPT_EXECUTION_RECORDS = ("threads", "fused")
+
+
+def _refuse_unrecorded(meta: dict[str, Any], run_dir: Path) -> None:
+    execution = meta.get("execution")
+    kept = KEPT_RECORDS
+    if isinstance(execution, dict):
+        kept += tuple(("execution", name) for name in KEPT_EXECUTION_RECORDS)
+    for keys in kept:
+        value: Any = meta
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is None:
+            raise LosscmpError(
+                f"{Path(run_dir) / 'run.json'} is damaged (it lacks {' '.join(map(repr, keys))}, "
+                "which a resume keeps or checks the rest of the run by)"
+            )
+
+
+def _refuse_older_schema(meta: dict[str, Any], run_dir: Path) -> None:
+    """A run folder of an older schema is read (``report``), never resumed."""
+    version = meta.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise LosscmpError(
+            f"--resume {run_dir}: the run was made by an older losscmp (schema version "
+            f"{version}: validation only, no test split); report it as it is, or start a new run"
+        )
+
+
 # Options that --resume judges by what the run trained with (run.json's execution), not by
 # what was typed: '--fuse auto' on the CPU trained unfused, so '--fuse off' changes nothing.
 KEPT_EXECUTION = frozenset({"fuse", "threads"})
+
+# The options a run.json's config must hold: those its numbers depend on (the others, and
+# fusion and threads, which run.json's execution records, change none). Without 'epochs'
+# a resume trained the rest for the default 8 epochs, beside trials of the run's own.
+RESULT_OPTIONS = [
+    name
+    for name in FIELD_NAMES
+    if name not in RunConfig.NON_RESULT_FIELDS | KEPT_EXECUTION | OPTIONS_SINCE_SCHEMA
+]
 
 
 def _execution_changes(meta: dict[str, Any], stored: RunConfig, current: RunConfig) -> list[str]:

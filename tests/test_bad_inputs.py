@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -253,6 +254,13 @@ def half_written(tmp: Path) -> Path:
     run_dir = tmp / "runs" / "20260101-120000-dead00"
     run_dir.mkdir(parents=True)
     (run_dir / ".run.json.k2j4h1.tmp").write_text('{"schema_version": 1, "run_id": "2026')
+    return run_dir
+
+
+def trials_replaced_by_a_file(tmp: Path) -> Path:
+    run_dir = run_folder(tmp)
+    shutil.rmtree(run_dir / "trials")
+    (run_dir / "trials").write_text("not a folder\n")
     return run_dir
 
 
@@ -781,7 +789,27 @@ CASES: list[tuple[str, Args, str]] = [
         "runs is a folder of runs, not a run folder (did you mean '--resume ",
     ),
     ("resume-not-a-run", resume(bare_folder), "is not a losscmp run folder"),
+    (  # was: .../run.json is not a losscmp run folder (no run.json)
+        "resume-a-run-json",
+        resume(lambda tmp: run_folder(tmp) / "run.json"),
+        "run.json is a file inside the run folder ",
+    ),
+    (  # was: .../trials is not a losscmp run folder (no run.json)
+        "resume-a-runs-trials",
+        resume(lambda tmp: run_folder(tmp) / "trials"),
+        "trials is a folder inside the run folder ",
+    ),
+    (  # was: ... is not a losscmp run folder (no run.json)
+        "resume-a-file",
+        lambda tmp: ["--resume", config_file("epochs: 1\n")(tmp)[1]],
+        "config.yaml is a file, not a run folder",
+    ),
     ("resume-half-written", resume(half_written), "half-written run.json"),
+    (  # was: every trial trained again, then a traceback writing the first (FileExistsError)
+        "resume-trials-a-file",
+        resume(trials_replaced_by_a_file),
+        "trials is not a folder: the run's records go there; move it aside",
+    ),
     ("resume-run-json-corrupt", resume(replace_run_json(b"{oops")), "not valid JSON"),
     ("resume-run-json-empty", resume(replace_run_json(b"")), "is damaged (empty"),
     ("resume-schema", resume(edit_meta(_set("schema_version", 9))), "schema version 9"),
@@ -796,7 +824,11 @@ CASES: list[tuple[str, Args, str]] = [
         report(edit_meta(_set_dataset("class_names", 2))),
         "'class_names' is the number 2",
     ),
-    ("resume-config-key", resume(edit_meta(_set_config("surprise", 1))), "run.json is damaged"),
+    (
+        "resume-config-key",
+        resume(edit_meta(_set_config("surprise", 1))),
+        "its config has 'surprise', an option this losscmp does not know",
+    ),
     (
         "resume-config-value",
         resume(edit_meta(_set_config("epochs", "many"))),
@@ -986,6 +1018,37 @@ def test_resume_of_a_folder_of_runs_names_its_newest_run(tmp_path, monkeypatch):
     assert result.stderr == (
         "losscmp: error: --resume runs is a folder of runs, not a run folder (did you mean "
         f"'--resume {newer}', its newest run?)\n"
+    )
+
+
+def test_resume_of_a_folder_of_folders_of_runs_names_the_newest_run(tmp_path, monkeypatch):
+    """results/ holding an --out per experiment (results/pets/, results/synthetic/): the
+    line names the newest run among them, as for a folder of runs."""
+    monkeypatch.chdir(tmp_path)
+    write_run("results/pets", quality={"dice": 0.8}, seeds=(0,), run_id="20260101-120000-aaaaaa")
+    newest = write_run(
+        "results/synthetic",
+        quality={"dice": 0.8},
+        seeds=(0,),
+        run_id="20260102-120000-bbbbbb",
+        extra_meta={"started_at": "2026-01-02T12:00:00+00:00"},
+    )
+    result = invoke_command("run", "--resume", "results")
+    assert result.code == 2
+    assert result.stderr == (
+        "losscmp: error: --resume results holds folders of runs, not a run folder (did you "
+        f"mean '--resume {newest}', the newest run in them?)\n"
+    )
+
+
+def test_resume_of_a_runs_file_names_the_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_dir = write_run("runs", quality={"dice": 0.8}, seeds=(0,), run_id="20260101-120000-aa")
+    result = invoke_command("run", "--resume", f"{run_dir}/trials")
+    assert result.code == 2
+    assert result.stderr == (
+        f"losscmp: error: --resume {run_dir}/trials is a folder inside the run folder "
+        f"{run_dir} (did you mean '--resume {run_dir}'?)\n"
     )
 
 

@@ -466,6 +466,9 @@ def test_a_resume_with_nothing_to_train_keeps_the_runs_record(cli, tmp_path):
     result = cli("run", "--resume", run_dir)
     assert result.exit_code == 0, result.output
     assert "(2 finished trials kept)" in " ".join(result.stderr.split())
+    # was 'executing: in this process, 2 threads', of nothing
+    assert "nothing to train: every planned trial has finished\n" in result.stderr
+    assert "executing:" not in result.stderr
     assert (run_dir / "run.json").read_text() == run_json
     assert (run_dir / "epochs.csv").is_file()
     page = (run_dir / "report.html").read_text()
@@ -539,7 +542,92 @@ def test_resume_refuses_another_model_or_a_damaged_run(cli, one_epoch_run):
     (run_dir / "run.json").write_text(json.dumps(meta))
     damaged = cli("run", *args, "--resume", run_dir)
     assert damaged.exit_code == 2
-    assert "run.json is damaged" in damaged.stderr
+    assert "its config has 'surprise', an option this losscmp does not know" in damaged.stderr
+
+
+def _edit_run_json(run_dir: Path, edit) -> None:
+    meta = json.loads((run_dir / "run.json").read_text())
+    edit(meta)
+    (run_dir / "run.json").write_text(json.dumps(meta))
+
+
+def _folder_state(run_dir: Path) -> dict[str, bytes]:
+    return {str(path): path.read_bytes() for path in sorted(run_dir.rglob("*")) if path.is_file()}
+
+
+def test_resume_refuses_a_config_that_lacks_an_option_the_run_had(cli, one_epoch_run):
+    """Without 'epochs' in run.json's config the resume trained its missing trials for the
+    default 8 epochs, beside trials of 1: refused, naming it, the folder untouched."""
+    _, run_dir = one_epoch_run
+    next((run_dir / "trials").glob("*__bce__*.json")).unlink()
+    _edit_run_json(run_dir, lambda meta: meta["config"].pop("epochs"))
+    before = _folder_state(run_dir)
+    refused = cli("run", "--resume", run_dir)
+    assert refused.exit_code == 2
+    assert refused.stderr == (
+        f"losscmp: error: {run_dir / 'run.json'} is damaged (its config lacks 'epochs'; a "
+        "resume would train with the default instead of the run's own)\n"
+    )
+    assert _folder_state(run_dir) == before
+
+
+def test_resume_refuses_a_run_json_without_what_it_keeps_or_checks(cli, one_epoch_run):
+    """Without execution's threads the rest trained with this machine's (its cores /
+    --jobs); without device, model or datasets nothing was checked: refused, untouched."""
+    _, run_dir = one_epoch_run
+    next((run_dir / "trials").glob("*__bce__*.json")).unlink()
+    whole = json.loads((run_dir / "run.json").read_text())
+    for keys in (("execution", "threads"), ("device",), ("model", "preset"), ("datasets",)):
+        meta = json.loads(json.dumps(whole))
+        del (meta[keys[0]] if len(keys) == 2 else meta)[keys[-1]]
+        (run_dir / "run.json").write_text(json.dumps(meta))
+        before = _folder_state(run_dir)
+        refused = cli("run", "--resume", run_dir, "--jobs", "2")
+        assert refused.exit_code == 2, keys
+        named = " ".join(map(repr, keys))
+        assert refused.stderr == (
+            f"losscmp: error: {run_dir / 'run.json'} is damaged (it lacks {named}, which a "
+            "resume keeps or checks the rest of the run by)\n"
+        )
+        assert _folder_state(run_dir) == before
+
+
+def test_resume_takes_no_amp_on_a_device_that_never_read_it(cli, one_epoch_run):
+    """--amp counts on CUDA only: a CPU run resumed with --no-amp trains as it did (it was
+    refused: 'changes amp (True -> False)'); a CUDA run's --amp still may not change."""
+    from losscmp.config import build_config
+    from losscmp.runner import config_changes
+
+    _, run_dir = one_epoch_run
+    next((run_dir / "trials").glob("*__bce__*.json")).unlink()
+    assert cli("run", "--resume", run_dir, "--no-amp").exit_code == 0
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta["config"]["amp"] = True
+    meta["device"] = "cuda: NVIDIA H100 80GB HBM3"
+    current = build_config(base={**meta["config"], "amp": False})
+    assert config_changes(meta, current, run_dir) == ["amp (True -> False)"]
+
+
+def test_resume_reads_a_config_made_before_the_options_added_since(cli, one_epoch_run):
+    """lr_grid and tracking came after schema 2: their defaults are what such a run did."""
+    _, run_dir = one_epoch_run
+
+    def made_before(meta):
+        del meta["config"]["lr_grid"], meta["config"]["tracking"]
+
+    _edit_run_json(run_dir, made_before)
+    assert cli("run", "--resume", run_dir).exit_code == 0
+
+
+def test_resume_of_a_run_made_by_a_newer_losscmp_says_so(cli, one_epoch_run):
+    _, run_dir = one_epoch_run
+    _edit_run_json(run_dir, lambda meta: meta.update(schema_version=3))
+    refused = cli("run", "--resume", run_dir)
+    assert refused.exit_code == 2
+    assert refused.stderr.endswith(
+        "has schema version 3; this losscmp reads versions 1 and 2 (the run was made by a "
+        "newer losscmp: update this one)\n"
+    )
 
 
 def test_a_resumed_run_keeps_the_device_auto_chose(one_epoch_run):
