@@ -1010,7 +1010,13 @@ def test_a_new_executor_is_one_class_and_one_registration_line(monkeypatch, cli,
     monkeypatch.setitem(
         executors.EXECUTORS,
         "lastfirst",
-        executors.Registered(f"{__name__}:LastFirstExecutor", "this process, last job first"),
+        executors.Registered(
+            f"{__name__}:LastFirstExecutor",
+            "this process, last job first",
+            jobs="jobs at once",
+            jobs_default="1",
+            threads_default="the cores",
+        ),
     )
     flags = [f"--{key.replace('_', '-')}={value}" for key, value in QUICK.items()]
     assert cli("run", *flags, "--out", tmp_path / "local").exit_code == 0
