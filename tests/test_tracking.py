@@ -844,3 +844,36 @@ def test_a_deleted_experiment_on_a_server_is_refused_before_the_run(
         f"its experiment 'gone' is deleted; restore it (mlflow experiments restore "
         f"--experiment-id {experiment_id}) or name another in $MLFLOW_EXPERIMENT_NAME",
     )
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_a_resume_logs_the_trials_mlflow_lacks_leaves_no_run_running(
+    cli, tmp_path, monkeypatch
+):
+    """A resume first logs the trials MLflow lacks (minutes, for hundreds of them, after a
+    lost server): Ctrl-C there left the reopened parent and a half-logged child RUNNING."""
+    default_store(monkeypatch)
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    out = tmp_path / "out"
+    assert cli("run", *ARGS, "--out", out).exit_code == 0  # the trials MLflow lacks
+    (run_dir,) = [path for path in out.iterdir() if (path / "run.json").is_file()]
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MlflowClient, "log_text", interrupted)
+    result = cli("run", "--resume", run_dir, "--tracking", "mlflow")
+    assert result.exit_code == 130, result.output
+    assert "warning" not in result.stderr
+    client = client_for(out)
+    experiment = client.get_experiment_by_name("losscmp").experiment_id
+    runs = client.search_runs([experiment], run_view_type=ViewType.ALL)
+    (parent,) = [run for run in runs if PARENT_TAG not in run.data.tags]
+    (child,) = [run for run in runs if PARENT_TAG in run.data.tags]
+    assert parent.info.status == "KILLED"
+    assert child.info.lifecycle_stage == "deleted"
+    from losscmp.tracking.mlflow import MlflowTracker
+
+    MlflowTracker().end("killed")  # stopped before it had a parent: nothing to end

@@ -66,6 +66,8 @@ SUPPRESS_LINK = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 class MlflowTracker(Tracker):
     name = "mlflow"
     uri = ""  # the store, once start has found it
+    parent_id: str | None = None  # the run folder's parent run, once start has it
+    partial: str | None = None  # the child being logged
 
     @classmethod
     def check_installed(cls) -> None:
@@ -101,7 +103,6 @@ class MlflowTracker(Tracker):
         self.client = MlflowClient(tracking_uri=self.uri)
         self.run_id = run.run_dir.name
         self.meta = run.meta
-        self.partial = None  # the child being logged
         self.children: dict[str, str] = {}  # trial id -> its complete child run
         parent = self._stored_parent(run.stored.get("parent_run_id")) or self._new_parent(run)
         self.parent_id = parent.info.run_id
@@ -137,6 +138,8 @@ class MlflowTracker(Tracker):
         self._close_child(trial["trial_id"], child_id, "FAILED")
 
     def end(self, status: str) -> None:
+        if self.parent_id is None:  # stopped before start had a parent: nothing to end
+            return
         if self.partial:  # interrupted while logging it: --resume logs that trial again
             self.client.delete_run(self.partial)
         self._terminate(self.parent_id, END_STATUS[status])
