@@ -877,3 +877,59 @@ def test_ctrl_c_while_a_resume_logs_the_trials_mlflow_lacks_leaves_no_run_runnin
     from losscmp.tracking.mlflow import MlflowTracker
 
     MlflowTracker().end("killed")  # stopped before it had a parent: nothing to end
+
+
+@pytest.mark.slow
+def test_a_sqlite_store_deleted_mid_run_is_one_line_that_says_so(tmp_path, monkeypatch):
+    """The warning quoted SQLAlchemy's first line, '(raised as a result of Query-invoked
+    autoflush; ...)', after MLflow had logged 90 lines of traceback on stderr."""
+    import logging
+
+    from losscmp.events import RunNote, TrialEnded
+    from losscmp.plan import plan_run
+    from losscmp.runner import execute, prepare
+
+    default_store(monkeypatch)
+    out = tmp_path / "out"
+    config = build_config(SMOKE, losses="dice,focal", epochs=1, out=str(out), tracking="mlflow")
+    database = out.resolve() / "mlruns" / "mlflow.db"
+    warnings = []
+
+    def listener(event):
+        if isinstance(event, RunNote) and event.warning:
+            warnings.append(event.text)
+        if isinstance(event, TrialEnded) and database.exists():
+            database.unlink()
+
+    mlflow_errors = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = mlflow_errors.append
+    logging.getLogger("mlflow").addHandler(handler)
+    try:
+        run_dir = execute(prepare(plan_run(config)), listener=listener)
+    finally:
+        logging.getLogger("mlflow").removeHandler(handler)
+    assert warnings == [
+        f"mlflow tracking stopped: the MLflow store's SQLite file {database} is gone (deleted "
+        "or moved mid-run); the run folder holds every result (--resume logs the rest)"
+    ]
+    assert mlflow_errors == []
+    assert len(trial_records(run_dir)) == 2
+
+
+def test_a_database_error_is_named_by_the_drivers_message():
+    pytest.importorskip("mlflow")
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import OperationalError
+
+    from losscmp.tracking.mlflow import MlflowTracker
+
+    cause = OperationalError("INSERT INTO runs", {}, sqlite3.OperationalError("disk I/O error"))
+    cause.add_detail("raised as a result of Query-invoked autoflush; consider using ...")
+    try:
+        raise MlflowException(cause) from cause
+    except MlflowException as error:
+        reason = MlflowTracker().reason(error)
+    assert reason == "(sqlite3.OperationalError) disk I/O error"

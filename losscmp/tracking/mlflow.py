@@ -92,13 +92,18 @@ class MlflowTracker(Tracker):
         why = lost_connection(error)
         if why:  # MLflow's line ends, 200 characters on, inside urllib3's repr
             return f"the MLflow server {shown_uri(self.uri)} does not answer ({why})"
-        return one_line(without_password(str(error), self.uri))
+        database = sqlite_file(self.uri)
+        if database is not None and not database.exists():  # SQLite says 'readonly database'
+            return f"the MLflow store's SQLite file {database} is gone (deleted or moved mid-run)"
+        return one_line(without_password(database_error(error) or str(error), self.uri))
 
     def start(self, run: TrackedRun) -> dict[str, Any]:
         from mlflow.tracking import MlflowClient
 
-        # First use of a SQLite store creates its tables, with INFO lines amid the progress.
-        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+        # First use of a SQLite store creates its tables, with INFO lines amid the progress;
+        # a database error is logged with its traceback (90 lines, for a store deleted
+        # mid-run) before it is raised, and the guard's one warning says it already.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         self.uri = tracking_uri(run.run_dir)
         self.client = MlflowClient(tracking_uri=self.uri)
         self.run_id = run.run_dir.name
@@ -507,6 +512,18 @@ def lost_connection(error: BaseException) -> str | None:
     if any(isinstance(link, requests.exceptions.Timeout | TimeoutError) for link in chain):
         return "timed out"
     return "connection lost"
+
+
+def database_error(error: BaseException) -> str | None:
+    """The database driver's message behind ``error``, as SQLAlchemy words it ('(sqlite3.
+    OperationalError) attempt to write a readonly database'); None if none is behind it.
+    SQLAlchemy's own text may begin with a line about its autoflush instead."""
+    from sqlalchemy.exc import DBAPIError
+
+    for link in linked_errors(error):
+        if isinstance(link, DBAPIError) and link.orig is not None:
+            return f"({type(link.orig).__module__}.{type(link.orig).__name__}) {link.orig}"
+    return None
 
 
 def linked_errors(error: BaseException) -> Iterator[BaseException]:
