@@ -153,6 +153,18 @@ def test_the_runs_table_can_show_the_reports_numbers(tracked_run):
 
 
 @pytest.mark.slow
+def test_a_childs_duration_is_its_trials_time(tracked_run):
+    """The runs table's Duration of a child was the ~30 ms its logging took, not the
+    trial's seconds (its record's, the report's 'time s')."""
+    _, run_dir, client = tracked_run
+    records = trial_records(run_dir)
+    for child in [run for run in all_runs(client) if PARENT_TAG in run.data.tags]:
+        took_ms = round(records[child.data.tags["losscmp.trial_id"]]["seconds"] * 1000)
+        logging_ms = child.info.end_time - child.info.start_time - took_ms
+        assert took_ms > 100 and 0 <= logging_ms < 5000
+
+
+@pytest.mark.slow
 def test_resume_reuses_the_parent_and_logs_the_trials_it_lacks(cli, tmp_path, monkeypatch):
     default_store(monkeypatch)
     out = tmp_path / "out"
