@@ -507,6 +507,23 @@ def test_stores_mlflow_cannot_use_are_refused_before_the_run(cli, tmp_path, monk
     assert not (tmp_path / "fs").exists()
 
 
+def test_a_sqlite_uri_naming_a_folder_is_refused_at_once(cli, tmp_path, monkeypatch):
+    """MLflow retried opening it for 100 s, logging 36 lines, before the refusal; the
+    default store's folder is a likely slip, and its file is suggested."""
+    pytest.importorskip("mlflow")
+    store = tmp_path / "results" / "mlruns"
+    store.mkdir(parents=True)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    started = time.monotonic()
+    reason = f"{store} is a folder, not a SQLite file"
+    assert refused(cli, tmp_path / "out") == cannot_use(f"sqlite:///{store}", reason)
+    (store / "mlflow.db").touch()
+    assert refused(cli, tmp_path / "out") == cannot_use(
+        f"sqlite:///{store}", f"{reason} (did you mean its mlflow.db?)"
+    )
+    assert time.monotonic() - started < 30
+
+
 def test_an_experiment_mlflow_refuses_is_refused_before_the_run(cli, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 

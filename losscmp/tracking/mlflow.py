@@ -400,6 +400,8 @@ def check_store(uri: str, experiment: str) -> None:
         check_answers_as_mlflow(uri, experiment)
         return
     database = sqlite_file(uri)
+    if database is not None and database.is_dir():  # MLflow retries opening it for 100 s
+        raise IsADirectoryError(f"{database} is a folder, not a SQLite file{did_you_mean(uri)}")
     if database is not None and not database.exists():
         check_writable(database.parent)
         return
@@ -419,6 +421,15 @@ def sqlite_file(uri: str) -> Path | None:
         return None
     database = make_url(uri).database
     return Path(database) if database and database != ":memory:" else None
+
+
+def did_you_mean(uri: str) -> str:
+    """' (did you mean its mlflow.db?)' for a URI naming the folder of a store (the default
+    store's, say), else ''."""
+    database = sqlite_file(uri)
+    if database is None or not (database / STORE_FILE).is_file():
+        return ""
+    return f" (did you mean its {STORE_FILE}?)"
 
 
 def check_writable(folder: Path) -> None:
