@@ -962,3 +962,45 @@ def test_a_database_error_is_named_by_the_drivers_message():
     except MlflowException as error:
         reason = MlflowTracker().reason(error)
     assert reason == "(sqlite3.OperationalError) disk I/O error"
+
+
+STARTS_A_RUN = """
+import sys, time
+from pathlib import Path
+from losscmp.tracking.base import TrackedRun
+from losscmp.tracking.mlflow import MlflowTracker
+
+run_dir, go = Path(sys.argv[1]), Path(sys.argv[2])
+run_dir.mkdir(parents=True)
+while not go.exists():
+    time.sleep(0.01)
+tracker = MlflowTracker()
+tracker.start(TrackedRun(run_dir, {"config": {"seeds": 1}}, []))
+tracker.end("finished")
+"""
+
+
+@pytest.mark.slow
+def test_two_runs_starting_at_once_into_a_new_store_both_track(tmp_path, monkeypatch):
+    """Both made the new store's tables; one failed ('duplicate column name: step') and
+    ran untracked."""
+    import subprocess
+
+    default_store(monkeypatch)
+    out, go = tmp_path / "out", tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    starts = [
+        subprocess.Popen(
+            [sys.executable, "-c", STARTS_A_RUN, str(out / f"run-{index}"), str(go)],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for index in range(2)
+    ]
+    time.sleep(1)  # both imported MLflow and wait
+    go.touch()
+    errors = [start.communicate(timeout=120)[1] for start in starts]
+    assert [start.returncode for start in starts] == [0, 0], errors
+    parents = [run.info.run_name for run in all_runs(client_for(out))]
+    assert sorted(parents) == ["run-0", "run-1"]

@@ -27,6 +27,7 @@ while planning, before any folder.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import logging
 import os
@@ -105,7 +106,8 @@ class MlflowTracker(Tracker):
         # mid-run) before it is raised, and the guard's one warning says it already.
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         self.uri = tracking_uri(run.run_dir)
-        self.client = MlflowClient(tracking_uri=self.uri)
+        with one_maker(self.uri):  # the client makes a new store's tables
+            self.client = MlflowClient(tracking_uri=self.uri)
         self.run_id = run.run_dir.name
         self.meta = run.meta
         self.children: dict[str, str] = {}  # trial id -> its complete child run
@@ -406,7 +408,8 @@ def check_store(uri: str, experiment: str) -> None:
         check_writable(database.parent)
         return
     try:
-        client = MlflowClient(tracking_uri=uri)
+        with one_maker(uri):  # a run starting beside this one may be making its tables
+            client = MlflowClient(tracking_uri=uri)
     except UnsupportedModelRegistryStoreURIException as error:  # says 'model registry'
         schemes = ", ".join(scheme for scheme in error.supported_uri_schemes if scheme)
         raise ValueError(f"MLflow reads no such URI (its schemes: {schemes})") from None
@@ -421,6 +424,25 @@ def sqlite_file(uri: str) -> Path | None:
         return None
     database = make_url(uri).database
     return Path(database) if database and database != ":memory:" else None
+
+
+@contextlib.contextmanager
+def one_maker(uri: str) -> Iterator[None]:
+    """The first use of a SQLite store makes its tables, for seconds; two runs starting
+    at once into a new store both made them, and one lost its tracking ('duplicate
+    column name: step'). An exclusive lock on the database's folder makes it one at a
+    time: the second waits, then finds the tables made."""
+    database = sqlite_file(uri)
+    if database is None:
+        yield
+        return
+    database.parent.mkdir(parents=True, exist_ok=True)  # as MLflow would
+    folder = os.open(database.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # releases the lock
 
 
 def did_you_mean(uri: str) -> str:
