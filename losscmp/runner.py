@@ -330,20 +330,22 @@ def _execute(prepared: PreparedRun, run_dir: Path | None, emit: Listener, comman
         todo = [trial for trial in plan.trials if trial.id not in done]
         timed = not resuming or _record_resume(store, prepared, execution, todo, command, emit)
         store.rebuild_tables()  # a crash between a trial file and its tables leaves them stale
-        _start_tracking(store, prepared, emit)
-        for note in execution_notes(prepared, store.read_meta() if resuming else None):
-            emit(RunNote(note))
-        emit(
-            RunStarted(
-                store.run_dir,
-                _infos(todo, several_rates=len(plan.rates) > 1),
-                len(plan.trials) - len(todo),
-                prepared.settings.epochs,
-                execution.describe(plan.trials),
-                tuple(plan.selections),
-            )
-        )
         try:
+            # Inside: Ctrl-C while a resume logs the trials MLflow lacks (minutes, for
+            # hundreds) left its parent and a half-logged child RUNNING.
+            _start_tracking(store, prepared, emit)
+            for note in execution_notes(prepared, store.read_meta() if resuming else None):
+                emit(RunNote(note))
+            emit(
+                RunStarted(
+                    store.run_dir,
+                    _infos(todo, several_rates=len(plan.rates) > 1),
+                    len(plan.trials) - len(todo),
+                    prepared.settings.epochs,
+                    execution.describe(plan.trials),
+                    tuple(plan.selections),
+                )
+            )
             _run_jobs(store, prepared, execution, done, emit)
         except BaseException as error:
             prepared.tracker.end("killed" if isinstance(error, KeyboardInterrupt) else "failed")

@@ -153,6 +153,18 @@ def test_the_runs_table_can_show_the_reports_numbers(tracked_run):
 
 
 @pytest.mark.slow
+def test_a_childs_duration_is_its_trials_time(tracked_run):
+    """The runs table's Duration of a child was the ~30 ms its logging took, not the
+    trial's seconds (its record's, the report's 'time s')."""
+    _, run_dir, client = tracked_run
+    records = trial_records(run_dir)
+    for child in [run for run in all_runs(client) if PARENT_TAG in run.data.tags]:
+        took_ms = round(records[child.data.tags["losscmp.trial_id"]]["seconds"] * 1000)
+        logging_ms = child.info.end_time - child.info.start_time - took_ms
+        assert took_ms > 100 and 0 <= logging_ms < 5000
+
+
+@pytest.mark.slow
 def test_resume_reuses_the_parent_and_logs_the_trials_it_lacks(cli, tmp_path, monkeypatch):
     default_store(monkeypatch)
     out = tmp_path / "out"
@@ -493,6 +505,23 @@ def test_stores_mlflow_cannot_use_are_refused_before_the_run(cli, tmp_path, monk
         assert line.startswith(cannot_use(uri, reason).split(" (--tracking none")[0]), line
         assert line.endswith(" (--tracking none runs without it)")
     assert not (tmp_path / "fs").exists()
+
+
+def test_a_sqlite_uri_naming_a_folder_is_refused_at_once(cli, tmp_path, monkeypatch):
+    """MLflow retried opening it for 100 s, logging 36 lines, before the refusal; the
+    default store's folder is a likely slip, and its file is suggested."""
+    pytest.importorskip("mlflow")
+    store = tmp_path / "results" / "mlruns"
+    store.mkdir(parents=True)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    started = time.monotonic()
+    reason = f"{store} is a folder, not a SQLite file"
+    assert refused(cli, tmp_path / "out") == cannot_use(f"sqlite:///{store}", reason)
+    (store / "mlflow.db").touch()
+    assert refused(cli, tmp_path / "out") == cannot_use(
+        f"sqlite:///{store}", f"{reason} (did you mean its mlflow.db?)"
+    )
+    assert time.monotonic() - started < 30
 
 
 def test_an_experiment_mlflow_refuses_is_refused_before_the_run(cli, tmp_path, monkeypatch):
@@ -844,3 +873,134 @@ def test_a_deleted_experiment_on_a_server_is_refused_before_the_run(
         f"its experiment 'gone' is deleted; restore it (mlflow experiments restore "
         f"--experiment-id {experiment_id}) or name another in $MLFLOW_EXPERIMENT_NAME",
     )
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_a_resume_logs_the_trials_mlflow_lacks_leaves_no_run_running(
+    cli, tmp_path, monkeypatch
+):
+    """A resume first logs the trials MLflow lacks (minutes, for hundreds of them, after a
+    lost server): Ctrl-C there left the reopened parent and a half-logged child RUNNING."""
+    default_store(monkeypatch)
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    out = tmp_path / "out"
+    assert cli("run", *ARGS, "--out", out).exit_code == 0  # the trials MLflow lacks
+    (run_dir,) = [path for path in out.iterdir() if (path / "run.json").is_file()]
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MlflowClient, "log_text", interrupted)
+    result = cli("run", "--resume", run_dir, "--tracking", "mlflow")
+    assert result.exit_code == 130, result.output
+    assert "warning" not in result.stderr
+    client = client_for(out)
+    experiment = client.get_experiment_by_name("losscmp").experiment_id
+    runs = client.search_runs([experiment], run_view_type=ViewType.ALL)
+    (parent,) = [run for run in runs if PARENT_TAG not in run.data.tags]
+    (child,) = [run for run in runs if PARENT_TAG in run.data.tags]
+    assert parent.info.status == "KILLED"
+    assert child.info.lifecycle_stage == "deleted"
+    from losscmp.tracking.mlflow import MlflowTracker
+
+    MlflowTracker().end("killed")  # stopped before it had a parent: nothing to end
+
+
+@pytest.mark.slow
+def test_a_sqlite_store_deleted_mid_run_is_one_line_that_says_so(tmp_path, monkeypatch):
+    """The warning quoted SQLAlchemy's first line, '(raised as a result of Query-invoked
+    autoflush; ...)', after MLflow had logged 90 lines of traceback on stderr."""
+    import logging
+
+    from losscmp.events import RunNote, TrialEnded
+    from losscmp.plan import plan_run
+    from losscmp.runner import execute, prepare
+
+    default_store(monkeypatch)
+    out = tmp_path / "out"
+    config = build_config(SMOKE, losses="dice,focal", epochs=1, out=str(out), tracking="mlflow")
+    database = out.resolve() / "mlruns" / "mlflow.db"
+    warnings = []
+
+    def listener(event):
+        if isinstance(event, RunNote) and event.warning:
+            warnings.append(event.text)
+        if isinstance(event, TrialEnded) and database.exists():
+            database.unlink()
+
+    mlflow_errors = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = mlflow_errors.append
+    logging.getLogger("mlflow").addHandler(handler)
+    try:
+        run_dir = execute(prepare(plan_run(config)), listener=listener)
+    finally:
+        logging.getLogger("mlflow").removeHandler(handler)
+    assert warnings == [
+        f"mlflow tracking stopped: the MLflow store's SQLite file {database} is gone (deleted "
+        "or moved mid-run); the run folder holds every result (--resume logs the rest)"
+    ]
+    assert mlflow_errors == []
+    assert len(trial_records(run_dir)) == 2
+
+
+def test_a_database_error_is_named_by_the_drivers_message():
+    pytest.importorskip("mlflow")
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import OperationalError
+
+    from losscmp.tracking.mlflow import MlflowTracker
+
+    cause = OperationalError("INSERT INTO runs", {}, sqlite3.OperationalError("disk I/O error"))
+    cause.add_detail("raised as a result of Query-invoked autoflush; consider using ...")
+    try:
+        raise MlflowException(cause) from cause
+    except MlflowException as error:
+        reason = MlflowTracker().reason(error)
+    assert reason == "(sqlite3.OperationalError) disk I/O error"
+
+
+STARTS_A_RUN = """
+import sys, time
+from pathlib import Path
+from losscmp.tracking.base import TrackedRun
+from losscmp.tracking.mlflow import MlflowTracker
+
+run_dir, go = Path(sys.argv[1]), Path(sys.argv[2])
+run_dir.mkdir(parents=True)
+while not go.exists():
+    time.sleep(0.01)
+tracker = MlflowTracker()
+tracker.start(TrackedRun(run_dir, {"config": {"seeds": 1}}, []))
+tracker.end("finished")
+"""
+
+
+@pytest.mark.slow
+def test_two_runs_starting_at_once_into_a_new_store_both_track(tmp_path, monkeypatch):
+    """Both made the new store's tables; one failed ('duplicate column name: step') and
+    ran untracked."""
+    import subprocess
+
+    default_store(monkeypatch)
+    out, go = tmp_path / "out", tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    starts = [
+        subprocess.Popen(
+            [sys.executable, "-c", STARTS_A_RUN, str(out / f"run-{index}"), str(go)],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for index in range(2)
+    ]
+    time.sleep(1)  # both imported MLflow and wait
+    go.touch()
+    errors = [start.communicate(timeout=120)[1] for start in starts]
+    assert [start.returncode for start in starts] == [0, 0], errors
+    parents = [run.info.run_name for run in all_runs(client_for(out))]
+    assert sorted(parents) == ["run-0", "run-1"]

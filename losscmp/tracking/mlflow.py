@@ -27,6 +27,7 @@ while planning, before any folder.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import logging
 import os
@@ -66,6 +67,8 @@ SUPPRESS_LINK = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 class MlflowTracker(Tracker):
     name = "mlflow"
     uri = ""  # the store, once start has found it
+    parent_id: str | None = None  # the run folder's parent run, once start has it
+    partial: str | None = None  # the child being logged
 
     @classmethod
     def check_installed(cls) -> None:
@@ -90,18 +93,23 @@ class MlflowTracker(Tracker):
         why = lost_connection(error)
         if why:  # MLflow's line ends, 200 characters on, inside urllib3's repr
             return f"the MLflow server {shown_uri(self.uri)} does not answer ({why})"
-        return one_line(without_password(str(error), self.uri))
+        database = sqlite_file(self.uri)
+        if database is not None and not database.exists():  # SQLite says 'readonly database'
+            return f"the MLflow store's SQLite file {database} is gone (deleted or moved mid-run)"
+        return one_line(without_password(database_error(error) or str(error), self.uri))
 
     def start(self, run: TrackedRun) -> dict[str, Any]:
         from mlflow.tracking import MlflowClient
 
-        # First use of a SQLite store creates its tables, with INFO lines amid the progress.
-        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+        # First use of a SQLite store creates its tables, with INFO lines amid the progress;
+        # a database error is logged with its traceback (90 lines, for a store deleted
+        # mid-run) before it is raised, and the guard's one warning says it already.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         self.uri = tracking_uri(run.run_dir)
-        self.client = MlflowClient(tracking_uri=self.uri)
+        with one_maker(self.uri):  # the client makes a new store's tables
+            self.client = MlflowClient(tracking_uri=self.uri)
         self.run_id = run.run_dir.name
         self.meta = run.meta
-        self.partial = None  # the child being logged
         self.children: dict[str, str] = {}  # trial id -> its complete child run
         parent = self._stored_parent(run.stored.get("parent_run_id")) or self._new_parent(run)
         self.parent_id = parent.info.run_id
@@ -124,7 +132,8 @@ class MlflowTracker(Tracker):
 
     def trial(self, record: dict[str, Any]) -> None:
         name = self._child_name(record) + diverged_suffix(record)
-        child_id = self._open_child(name, self._child_tags(record, record["status"]))
+        tags = self._child_tags(record, record["status"])
+        child_id = self._open_child(name, tags, seconds=record.get("seconds"))
         metrics = epoch_metrics(record) + chosen_metrics(record) + diverged_metric(record)
         self._log(child_id, trial_params(record, self.meta), metrics)
         self.client.log_text(child_id, json_text(record), f"{record['trial_id']}.json")
@@ -137,6 +146,8 @@ class MlflowTracker(Tracker):
         self._close_child(trial["trial_id"], child_id, "FAILED")
 
     def end(self, status: str) -> None:
+        if self.parent_id is None:  # stopped before start had a parent: nothing to end
+            return
         if self.partial:  # interrupted while logging it: --resume logs that trial again
             self.client.delete_run(self.partial)
         self._terminate(self.parent_id, END_STATUS[status])
@@ -227,8 +238,14 @@ class MlflowTracker(Tracker):
             STATUS_TAG: status,
         }
 
-    def _open_child(self, name: str, tags: dict[str, str]) -> str:
-        child = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+    def _open_child(self, name: str, tags: dict[str, str], seconds: float | None = None) -> str:
+        """A child started ``seconds`` (the trial's time) before now, as it is logged once
+        the trial has ended: the runs table's Duration is the trial's, not the tens of
+        milliseconds its logging took."""
+        start = int(time.time() * 1000) - round(seconds * 1000) if seconds else None
+        child = self.client.create_run(
+            self.experiment_id, run_name=name, tags=tags, start_time=start
+        )
         self.partial = child.info.run_id
         return self.partial
 
@@ -385,11 +402,14 @@ def check_store(uri: str, experiment: str) -> None:
         check_answers_as_mlflow(uri, experiment)
         return
     database = sqlite_file(uri)
+    if database is not None and database.is_dir():  # MLflow retries opening it for 100 s
+        raise IsADirectoryError(f"{database} is a folder, not a SQLite file{did_you_mean(uri)}")
     if database is not None and not database.exists():
         check_writable(database.parent)
         return
     try:
-        client = MlflowClient(tracking_uri=uri)
+        with one_maker(uri):  # a run starting beside this one may be making its tables
+            client = MlflowClient(tracking_uri=uri)
     except UnsupportedModelRegistryStoreURIException as error:  # says 'model registry'
         schemes = ", ".join(scheme for scheme in error.supported_uri_schemes if scheme)
         raise ValueError(f"MLflow reads no such URI (its schemes: {schemes})") from None
@@ -404,6 +424,35 @@ def sqlite_file(uri: str) -> Path | None:
         return None
     database = make_url(uri).database
     return Path(database) if database and database != ":memory:" else None
+
+
+@contextlib.contextmanager
+def one_maker(uri: str) -> Iterator[None]:
+    """The first use of a SQLite store makes its tables, for seconds; two runs starting
+    at once into a new store both made them, and one lost its tracking ('duplicate
+    column name: step'). An exclusive lock on the database's folder makes it one at a
+    time: the second waits, then finds the tables made."""
+    database = sqlite_file(uri)
+    if database is None:
+        yield
+        return
+    database.parent.mkdir(parents=True, exist_ok=True)  # as MLflow would
+    folder = os.open(database.parent, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):  # a file system without locks: as before, unlocked
+            fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # releases the lock
+
+
+def did_you_mean(uri: str) -> str:
+    """' (did you mean its mlflow.db?)' for a URI naming the folder of a store (the default
+    store's, say), else ''."""
+    database = sqlite_file(uri)
+    if database is None or not (database / STORE_FILE).is_file():
+        return ""
+    return f" (did you mean its {STORE_FILE}?)"
 
 
 def check_writable(folder: Path) -> None:
@@ -504,6 +553,18 @@ def lost_connection(error: BaseException) -> str | None:
     if any(isinstance(link, requests.exceptions.Timeout | TimeoutError) for link in chain):
         return "timed out"
     return "connection lost"
+
+
+def database_error(error: BaseException) -> str | None:
+    """The database driver's message behind ``error``, as SQLAlchemy words it ('(sqlite3.
+    OperationalError) attempt to write a readonly database'); None if none is behind it.
+    SQLAlchemy's own text may begin with a line about its autoflush instead."""
+    from sqlalchemy.exc import DBAPIError
+
+    for link in linked_errors(error):
+        if isinstance(link, DBAPIError) and link.orig is not None:
+            return f"({type(link.orig).__module__}.{type(link.orig).__name__}) {link.orig}"
+    return None
 
 
 def linked_errors(error: BaseException) -> Iterator[BaseException]:
