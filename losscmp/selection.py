@@ -35,14 +35,22 @@ from losscmp.metric_names import higher_is_better
 TEST, VALIDATION = "test", "validation"
 
 
+# Scored on every split every epoch evaluates (metrics.summarize_epoch): whether a run has
+# a test split is read from it, not from the headline, which a split may lack (AP where
+# the split has no foreground pixel).
+EVERY_SPLIT_SCORE = "dice"
+
+
 def reported_split(epochs: pd.DataFrame, metric: str) -> str:
-    """``test`` when the run scored a test split for ``metric``, else ``validation``. A run
-    that scored nothing at all (every trial diverged in its first epoch) has a test split
-    when its table has the column."""
-    column = f"test_{metric}"
-    if column not in epochs.columns:
+    """``test`` when the run scored a test split and has ``metric``'s test column, else
+    ``validation``. A test split where ``metric`` has no value is still the one reported:
+    its missing scores are said as such, not replaced by validation's. A run that scored
+    nothing at all (every trial diverged in its first epoch) has a test split when its
+    table has the column."""
+    if f"test_{metric}" not in epochs.columns:
         return VALIDATION
-    scored = _any_value(epochs, column) or not _any_value(epochs, f"val_{metric}")
+    score = EVERY_SPLIT_SCORE
+    scored = _any_value(epochs, f"test_{score}") or not _any_value(epochs, f"val_{score}")
     return TEST if scored else VALIDATION
 
 

@@ -855,6 +855,37 @@ def test_a_finished_seed_without_a_headline_score_is_said_not_silently_dropped(t
     )
 
 
+def test_a_test_split_without_the_headline_score_is_still_the_one_reported(tmp_path):
+    """AP has no value on a test split without a foreground pixel. The report then read
+    every column (Dice too) on validation, at the epoch validation chose, and its caption
+    said the run had no test split ('VALIDATION ONLY'): it has one, and it chose nothing."""
+    run_dir = write_run(tmp_path, quality={"dice": 0.6, "focal": 0.8}, seeds=(0, 1))
+    for path in (run_dir / "trials").glob("*.json"):
+        record = json.loads(path.read_text())
+        for row in record["epochs"]:
+            row["test_ap"] = math.nan
+        path.write_text(json.dumps(record))
+    report = build_report([run_dir], metric="ap")
+    rows = report.summary.set_index("loss")
+    assert set(rows["headline_split"]) == {"test"}
+    assert rows["score_mean"].isna().all() and rows["n_scored"].eq(0).all()
+    # The other columns are test's too, at the epoch of the best validation AP
+    test_dice = []
+    for seed in (0, 1):
+        path = run_dir / "trials" / f"{trial_id('synthetic', 'focal', seed, LR)}.json"
+        epochs = json.loads(path.read_text())["epochs"]
+        chosen = max(epochs, key=lambda row: row["val_ap"])  # the first of equals
+        assert chosen["test_dice"] != chosen["val_dice"]
+        test_dice.append(chosen["test_dice"])
+    assert rows.loc["focal", "best_dice_mean"] == pytest.approx(sum(test_dice) / 2)
+    assert "VALIDATION ONLY" not in report.caption
+    assert report.caption.startswith("Headline: dataset-level AP on the test split")
+    assert (
+        "focal: 2 of its 2 seeds have no test AP at its chosen epoch (NaN in the run's "
+        "records); it has no mean" in report.notes
+    )
+
+
 def test_a_run_made_before_data_fingerprints_combines_with_a_newer_one(tmp_path):
     newer = write_run(
         tmp_path, quality={"dice": 0.8}, run_id="new", dataset_info={"fingerprint": "a" * 16}
