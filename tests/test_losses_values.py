@@ -278,6 +278,31 @@ def test_mcc_of_a_target_without_background_is_the_false_negative_rate():
     assert value.item() == pytest.approx(2.2 / 4, rel=1e-5)
 
 
+@pytest.mark.parametrize("fill", [0.0, 1.0])
+def test_mcc_without_eps_keeps_a_finite_gradient_on_a_target_without_a_class(fill):
+    # eps = 0 is accepted: the FP (or FN) rate branch still gives the value, and the
+    # discarded MCC branch's sqrt(0) must not turn the gradient into NaN.
+    logits = LOGITS.clone().requires_grad_()
+    value = create_loss("mcc", eps=0.0)(logits, torch.full_like(TARGET, fill))
+    value.backward()
+    assert value.item() == pytest.approx(1.8 / 4 if fill == 0 else 2.2 / 4, rel=1e-5)
+    assert torch.isfinite(logits.grad).all()
+    assert (logits.grad.sign() == (0.5 - fill) * 2).all()  # FP pushed down / FN up
+
+
+@pytest.mark.parametrize("mode", ["binary", "multiclass"])
+def test_f1_without_smooth_or_eps_scores_an_empty_target_as_dice_does(mode):
+    # smooth = eps = 0 are accepted; on a target without foreground precision and recall
+    # are 0/0. Like dice(smooth=0) the channel then scores 0 (loss 1), never NaN.
+    target = torch.zeros_like(random_target(mode))
+    logits = random_logits(mode).requires_grad_()
+    value = create_loss("f1", mode=mode, smooth=0.0, eps=0.0)(logits, target)
+    value.backward()
+    dice = create_loss("dice", mode=mode, smooth=0.0)(logits, target)
+    assert value.item() == pytest.approx(dice.item())
+    assert torch.isfinite(logits.grad).all()
+
+
 def test_mcc_multiclass_class_absent_from_the_batch_scores_its_false_positives():
     # Two pixels, classes 0 and 1 present, class 2 absent. softmax rows: pixel 0
     # [0.7, 0.2, 0.1], pixel 1 [0.1, 0.3, 0.6]. Class 2: FP = 0.7, TN = 1.3: loss 0.35.
