@@ -133,6 +133,23 @@ def test_boundary_term_by_hand():
     assert value.item() == pytest.approx(dice + 0.01 * boundary, rel=1e-5)
 
 
+@pytest.mark.parametrize("fill", [0.0, 1.0])
+def test_hausdorff_dt_scores_a_wholly_wrong_image_without_boundaries(fill):
+    # An empty target predicted all foreground (or a full one all background): neither has
+    # a boundary, so MONAI's d_G = d_P = 0 scored it 0, with no gradient. d_G is then the
+    # distance to the image's frame; for 3x4: [[1, 1, 1, 1], [1, 2, 2, 1], [1, 1, 1, 1]],
+    # mean of d_G^2 = (10 + 2·4)/12 = 1.5, and every pixel's error is sigma(3)^2.
+    target = torch.full((1, 1, 3, 4), fill)
+    logits = torch.full_like(target, 3.0 if fill == 0 else -3.0).requires_grad_()
+    value = create_loss("hausdorff_dt")(logits, target)
+    value.backward()
+    sigma = 1 / (1 + math.exp(-3.0))
+    assert value.item() == pytest.approx(sigma**2 * 1.5, rel=1e-5)
+    assert (logits.grad.sign() == (0.5 - fill) * 2).all()  # every pixel pushed to the target
+    # Right everywhere: still 0, the minimum.
+    assert create_loss("hausdorff_dt")(-logits.detach(), target).item() < 1e-2
+
+
 def test_multiclass_cross_entropy_by_hand():
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]]).T.reshape(1, 3, 1, 2)
     target = torch.tensor([[[0, 1]]])
