@@ -182,6 +182,8 @@ def test_bad_parameter_type_is_rejected(name, params):
         ("topk_ce", {"k": 150}),
         ("combo", {"alpha": 2}),
         ("balanced_bce", {"epsilon": 0.7}),
+        # beta could reach 1: an all-negative batch would score 0 whatever the prediction.
+        ("balanced_bce", {"epsilon": 0}),
         ("dice", {"class_weights": [-1, 1]}),
         ("dice", {"class_weights": []}),
         # Only the background weighs, and it is not scored: the loss was NaN.

@@ -133,6 +133,23 @@ def test_boundary_term_by_hand():
     assert value.item() == pytest.approx(dice + 0.01 * boundary, rel=1e-5)
 
 
+@pytest.mark.parametrize("fill", [0.0, 1.0])
+def test_hausdorff_dt_scores_a_wholly_wrong_image_without_boundaries(fill):
+    # An empty target predicted all foreground (or a full one all background): neither has
+    # a boundary, so MONAI's d_G = d_P = 0 scored it 0, with no gradient. d_G is then the
+    # distance to the image's frame; for 3x4: [[1, 1, 1, 1], [1, 2, 2, 1], [1, 1, 1, 1]],
+    # mean of d_G^2 = (10 + 2·4)/12 = 1.5, and every pixel's error is sigma(3)^2.
+    target = torch.full((1, 1, 3, 4), fill)
+    logits = torch.full_like(target, 3.0 if fill == 0 else -3.0).requires_grad_()
+    value = create_loss("hausdorff_dt")(logits, target)
+    value.backward()
+    sigma = 1 / (1 + math.exp(-3.0))
+    assert value.item() == pytest.approx(sigma**2 * 1.5, rel=1e-5)
+    assert (logits.grad.sign() == (0.5 - fill) * 2).all()  # every pixel pushed to the target
+    # Right everywhere: still 0, the minimum.
+    assert create_loss("hausdorff_dt")(-logits.detach(), target).item() < 1e-2
+
+
 def test_multiclass_cross_entropy_by_hand():
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]]).T.reshape(1, 3, 1, 2)
     target = torch.tensor([[[0, 1]]])
@@ -276,6 +293,31 @@ def test_mcc_of_a_target_without_background_is_the_false_negative_rate():
     # Target all foreground: TN = FP = 0; TP = 1.8, FN = 2.2, loss FN/(TP + FN) = 0.55.
     value = create_loss("mcc")(LOGITS, torch.ones_like(TARGET))
     assert value.item() == pytest.approx(2.2 / 4, rel=1e-5)
+
+
+@pytest.mark.parametrize("fill", [0.0, 1.0])
+def test_mcc_without_eps_keeps_a_finite_gradient_on_a_target_without_a_class(fill):
+    # eps = 0 is accepted: the FP (or FN) rate branch still gives the value, and the
+    # discarded MCC branch's sqrt(0) must not turn the gradient into NaN.
+    logits = LOGITS.clone().requires_grad_()
+    value = create_loss("mcc", eps=0.0)(logits, torch.full_like(TARGET, fill))
+    value.backward()
+    assert value.item() == pytest.approx(1.8 / 4 if fill == 0 else 2.2 / 4, rel=1e-5)
+    assert torch.isfinite(logits.grad).all()
+    assert (logits.grad.sign() == (0.5 - fill) * 2).all()  # FP pushed down / FN up
+
+
+@pytest.mark.parametrize("mode", ["binary", "multiclass"])
+def test_f1_without_smooth_or_eps_scores_an_empty_target_as_dice_does(mode):
+    # smooth = eps = 0 are accepted; on a target without foreground precision and recall
+    # are 0/0. Like dice(smooth=0) the channel then scores 0 (loss 1), never NaN.
+    target = torch.zeros_like(random_target(mode))
+    logits = random_logits(mode).requires_grad_()
+    value = create_loss("f1", mode=mode, smooth=0.0, eps=0.0)(logits, target)
+    value.backward()
+    dice = create_loss("dice", mode=mode, smooth=0.0)(logits, target)
+    assert value.item() == pytest.approx(dice.item())
+    assert torch.isfinite(logits.grad).all()
 
 
 def test_mcc_multiclass_class_absent_from_the_batch_scores_its_false_positives():

@@ -77,9 +77,15 @@ class BoundaryLoss(SegLoss):
 class HausdorffDTLoss(SegLoss):
     """d_G = |signed_distance| (distance to the target boundary), d_P the same for the
     thresholded prediction (p > 0.5 per channel, as MONAI), recomputed every step and
-    detached. Channels without a boundary get d = 0. d_P is exact: scipy per image on the
-    CPU, a torch transform on a GPU (see ``predicted_boundary_distance``); its cost is part
-    of the timings in ``benchmarks/losses.py``."""
+    detached. Channels without a boundary get d = 0 (MONAI's field), except where neither
+    the target nor the prediction has one and they disagree (an empty target predicted all
+    foreground, a full one all background): d_G is then the distance to the image's frame,
+    as if the missing boundary lay just outside it (``frame_distance``). With d = 0 there
+    such a wholly wrong image scored 0, below one with a single pixel right, and had no
+    gradient (LOSSES.md: an empty target must not hide false positives). d_P is exact:
+    scipy per image on the CPU, a torch transform on a GPU (see
+    ``predicted_boundary_distance``); its cost is part of the timings in
+    ``benchmarks/losses.py``."""
 
     def __init__(
         self,
@@ -100,8 +106,32 @@ class HausdorffDTLoss(SegLoss):
         if not (self.binary or self.include_background):
             probs, y, target_distance = probs[:, 1:], y[:, 1:], target_distance[:, 1:]
         predicted_distance = predicted_boundary_distance(probs.detach())
+        target_distance = with_frame_where_wholly_wrong(
+            target_distance, predicted_distance, probs.detach(), y
+        )
         weight = target_distance.pow(self.alpha) + predicted_distance.pow(self.alpha)
         return masked_mean((probs - y).square() * weight, valid)
+
+
+def with_frame_where_wholly_wrong(target_distance, predicted_distance, probs, y):
+    """``target_distance`` with ``frame_distance`` in each (image, channel) where neither
+    distance field has a boundary (all zero) and the thresholded prediction differs from
+    the target: both masks are then constant, so it is wrong at every pixel."""
+    spatial = (-2, -1)
+    no_boundary = (target_distance.amax(spatial) == 0) & (predicted_distance.amax(spatial) == 0)
+    wrong = ((probs > 0.5) != (y > 0.5)).any(-1).any(-1)
+    frame = frame_distance(*target_distance.shape[-2:], device=target_distance.device)
+    return torch.where((no_boundary & wrong)[..., None, None], frame, target_distance)
+
+
+def frame_distance(height: int, width: int, device) -> torch.Tensor:
+    """(H, W): each pixel's distance to the nearest pixel outside the image (>= 1), the
+    exact EDT of a mask framed by one pixel of the other class."""
+    rows = torch.arange(height, device=device, dtype=torch.float32)
+    columns = torch.arange(width, device=device, dtype=torch.float32)
+    to_row_edge = torch.minimum(rows + 1, height - rows).view(-1, 1)
+    to_column_edge = torch.minimum(columns + 1, width - columns).view(1, -1)
+    return torch.minimum(to_row_edge, to_column_edge)
 
 
 def predicted_boundary_distance(probs: torch.Tensor) -> torch.Tensor:

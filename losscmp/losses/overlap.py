@@ -383,7 +383,10 @@ class MCCLoss(OverlapLoss):
     def per_class_loss(self, tp, fp, fn, tn):
         numerator = tp * tn - fp * fn
         product = (tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)
-        mcc = numerator / torch.sqrt(product + self.eps).clamp_min(EPS)
+        # Floored before the sqrt, not after: with eps = 0 a channel without foreground has
+        # product 0, and sqrt's backward there is 0/0 = NaN even in the torch.where branch
+        # below that discards the value (NaN times a zero gradient is still NaN).
+        mcc = numerator / torch.sqrt((product + self.eps).clamp_min(EPS * EPS))
         # |MCC| <= 1 exactly; the clamp only removes float32 rounding on degenerate counts.
         loss = 1 - mcc.clamp(-1.0, 1.0)
         # Exact zeros for hard targets: TP = Σ min(p, 0) = 0 and FN = Σy - TP = 0 without
@@ -420,9 +423,11 @@ class F1Loss(OverlapLoss):
         self.eps = check_range("eps", eps, 0.0)
 
     def per_class_loss(self, tp, fp, fn, tn):
-        precision = (tp + self.smooth) / (tp + fp + self.smooth + self.eps)
-        recall = (tp + self.smooth) / (tp + fn + self.smooth + self.eps)
-        f1 = 2 * precision * recall / (precision + recall + self.eps)
+        # Denominators floored (as in ``ratio_loss``): with smooth = eps = 0 a channel without
+        # foreground is 0/0; it scores F1 0 then, as ``dice`` with smooth 0 does.
+        precision = (tp + self.smooth) / (tp + fp + self.smooth + self.eps).clamp_min(EPS)
+        recall = (tp + self.smooth) / (tp + fn + self.smooth + self.eps).clamp_min(EPS)
+        f1 = 2 * precision * recall / (precision + recall + self.eps).clamp_min(EPS)
         return 1 - f1.clamp(0.0, 1.0)
 
 

@@ -142,7 +142,11 @@ class BalancedBCELoss(SegLoss):
         self, mode: str = BINARY_MODE, *, epsilon: float = 1e-6, ignore_index: int | None = None
     ) -> None:
         super().__init__(mode, locals())
-        self.epsilon = check_range("epsilon", epsilon, 0.0, 0.5)
+        if not 0 < epsilon <= 0.5:
+            # 0 lets beta reach 1 (LOSSES.md, seed 002's trap): an all-negative batch then
+            # weighs its negatives by 0, a loss of 0 whatever the prediction.
+            raise ParameterError(f"epsilon must be > 0 and <= 0.5, got {epsilon}")
+        self.epsilon = epsilon
         self.ignore_index = ignore_index
 
     def compute(self, logits, target, maps):
