@@ -23,7 +23,7 @@ from typing import Annotated
 import typer
 
 from losscmp import startup
-from losscmp.errors import GpuErrorState, LosscmpError, Terminated, closest
+from losscmp.errors import GpuErrorState, LosscmpError, OutputClosed, Terminated, closest
 from losscmp.executors import executors_help, jobs_help, threads_help
 from losscmp.metric_names import BINARY_METRICS, PLAIN_METRICS
 from losscmp.tracking import trackers_help
@@ -88,8 +88,12 @@ PATH_ERRNOS = frozenset(
 
 
 # A run that ended with trials failed (after their retry): its table lacks them. Mistakes
-# are 2; Ctrl-C 130 and SIGTERM 143 (_stop_status).
+# are 2; Ctrl-C 130, SIGTERM 143, SIGHUP 129 and a closed stdout or stderr 141
+# (_stop_status).
 FAILED_TRIALS_STATUS = 1
+# The signals that stop a command as Ctrl-C does (Terminated): a scheduler's or timeout's
+# stop, and the terminal or ssh session going away. Either ended it on the spot, unsaid.
+TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -115,7 +119,8 @@ def user_errors(command):
         except KeyboardInterrupt as stop:
             # Here, not in run_command(): Typer turns a KeyboardInterrupt that leaves the
             # command into a silent exit 130 before run_command() could say anything.
-            typer.echo(f"losscmp: {_stopped(stop)}", err=True)
+            if not isinstance(stop, OutputClosed):  # `| head` had what it wanted: unsaid
+                _tell(f"losscmp: {_stopped(stop)}")
             raise typer.Exit(_stop_status(stop)) from None
 
     return wrapper
@@ -129,29 +134,41 @@ def _one_plain_line(message: str) -> str:
     )
 
 
+def _tell(line: str) -> None:
+    """``line`` on stderr, if it is still open: a closed pipe or a hung-up terminal (EIO)
+    has no one to tell, and its error would replace the stop being told with a traceback."""
+    with contextlib.suppress(OSError):
+        typer.echo(line, err=True)
+
+
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM (``kill``, ``timeout``, a batch scheduler) stops a run as Ctrl-C does: the
-    workers stopped, their shared memory freed, the resume line printed; by default it
-    would end this process on the spot and say nothing."""
+def _terminating_signals_as_interrupt():
+    """SIGTERM (``kill``, ``timeout``, a batch scheduler) and SIGHUP (the terminal closed,
+    the ssh session dropped) stop a run as Ctrl-C does: the workers stopped, their shared
+    memory freed, the resume line printed where it can be; by default either would end
+    this process on the spot and say nothing."""
 
     def stop(signum, frame):
-        raise Terminated
+        raise Terminated(signum)
 
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGTERM, stop)
+        for signum in TERMINATING_SIGNALS:
+            if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
+                previous[signum] = signal.signal(signum, stop)
     except ValueError:  # not the main thread (losscmp called from a program): left alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @app.command(cls=_Command)
 @user_errors
-@_sigterm_as_interrupt()  # from its first import on: SIGTERM there ended it without a word
+@_terminating_signals_as_interrupt()  # from its first import on: else it ended unsaid
 def run(
     losses: Annotated[
         str | None,
@@ -415,15 +432,14 @@ def _report_run(prepared, run_dir: Path, command: str, failed_line: str) -> None
         from losscmp.results import shell_path
 
         trained = "the trials that trained are" if failed_line else "every trial is"
-        typer.echo(
+        _tell(
             # the command last and unquoted: its own quotes (a dataset spec) would nest
             f"losscmp: {_stopped(stop)}; {trained} saved in {run_dir}; losscmp report "
             f"{shell_path(run_dir)} prints the table, and this writes its report.html too: "
-            f"{command}",
-            err=True,
+            f"{command}"
         )
         if failed_line:  # last, as a run not stopped prints it
-            typer.echo(failed_line, err=True)
+            _tell(failed_line)
         raise typer.Exit(_stop_status(stop)) from None
     prepared.tracker.attach(run_dir)  # the report files, now that they exist
 
@@ -444,10 +460,9 @@ def _train(prepared, command: str, resuming: Callable[[Path], str], resume: Path
         run_dir = progress.run_dir or resume
         if run_dir is None:  # stopped before the folder was made: nothing to resume
             raise
-        typer.echo(
+        _tell(
             f"losscmp: {_stopped(stop)}; finished trials are saved in {run_dir}. "
-            f"Finish the run with: {resuming(run_dir)}",
-            err=True,
+            f"Finish the run with: {resuming(run_dir)}"
         )
         raise typer.Exit(_stop_status(stop)) from None
     except GpuErrorState as broken:
@@ -467,11 +482,20 @@ def _train(prepared, command: str, resuming: Callable[[Path], str], resume: Path
 
 
 def _stopped(stop: KeyboardInterrupt) -> str:
-    return "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+    if isinstance(stop, OutputClosed):
+        return "stopped: its output was closed"
+    if isinstance(stop, Terminated):
+        return f"terminated ({signal.Signals(stop.signum).name})"
+    return "interrupted"
 
 
 def _stop_status(stop: KeyboardInterrupt) -> int:
-    return 128 + int(signal.SIGTERM) if isinstance(stop, Terminated) else 130
+    """128 + the signal, as the shell reports a command the signal killed."""
+    if isinstance(stop, OutputClosed):
+        return 128 + int(signal.SIGPIPE)
+    if isinstance(stop, Terminated):
+        return 128 + int(stop.signum)
+    return 128 + int(signal.SIGINT)
 
 
 def _say_how_to_resume(
@@ -845,11 +869,9 @@ def datasets_download(
     try:  # outside the progress display: the line goes below its last frame, not above
         with console.DownloadProgress() as progress:
             path = download_dataset(name, data_dir, progress=progress.update, notice=notices.append)
-    except KeyboardInterrupt:
-        typer.echo(
-            "losscmp: interrupted; run the same command again to resume the download", err=True
-        )
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as stop:
+        _tell(f"losscmp: {_stopped(stop)}; run the same command again to resume the download")
+        raise typer.Exit(_stop_status(stop)) from None
     for line in notices:
         console.print_note(line)
     if not notices:  # "already downloaded": nothing was written
@@ -871,9 +893,12 @@ def run_command() -> None:
         command = _command_named(error.ctx) if error.ctx else _command_typed()
         typer.echo(f"losscmp: error: {_usage_message(error)} (see '{command} --help')", err=True)
         code = 2
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo("losscmp: interrupted", err=True)
+    except typer.Abort:
+        _tell("losscmp: interrupted")
         code = 130
+    except KeyboardInterrupt as stop:
+        _tell(f"losscmp: {_stopped(stop)}")
+        code = _stop_status(stop)
     sys.exit(code or 0)
 
 
@@ -929,8 +954,9 @@ def run_command_then_exit_fast() -> None:
             raise
         code = done.code or 0
     atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError):  # closed (`| head`): what it held has no reader
+            stream.flush()
     os._exit(code)
 
 

@@ -6,9 +6,11 @@ captures just the results.
 
 from __future__ import annotations
 
+import errno
 import inspect
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -32,21 +34,71 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from losscmp.errors import SpecError
+from losscmp.errors import OutputClosed, SpecError
 from losscmp.events import BOUNDARIES
 from losscmp.spec import split_top_level
 from losscmp.timeleft import TimeLeft
 from losscmp.trial_names import trial_name, trial_text
 
-err = Console(stderr=True)
+
+class _Console(Console):
+    """A console whose stream's reader may go away (``losscmp losses | head``): the command
+    stops as Ctrl-C stops it (:class:`OutputClosed`, exit 141). Rich's own answer, exit
+    status 1 and stdout (even where stderr closed) pointed at /dev/null, read as failed
+    trials and let a run go on: its progress lines then failed again."""
+
+    def on_broken_pipe(self) -> None:
+        _write_to_devnull(self.file)  # later lines, and the exit's flush, fail no more
+        if threading.current_thread() is threading.main_thread():
+            _stop_for_closed_output()
+        # Elsewhere (Rich's refresh thread, on a terminal: no pipe) that thread just ends.
+
+
+# Whether OutputClosed was raised in this process: raised once, as the run's cleanup (its
+# lines on the other stream, often the same closed pipe) is not to be stopped again.
+_output_closed = False
+
+
+def _stop_for_closed_output() -> None:
+    """Raise :class:`OutputClosed`, unless the command already stops for it."""
+    global _output_closed
+    if not _output_closed:
+        _output_closed = True
+        raise OutputClosed
+
+
+def _write_to_devnull(stream) -> None:
+    """Point ``stream``'s file descriptor at /dev/null, as Python's note on SIGPIPE
+    advises; a stream without one (a test's) is left as it is."""
+    try:
+        descriptor = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, descriptor)
+    os.close(devnull)
+
+
+def _stop_drawing(progress: Progress) -> None:
+    """Stop a live display, whose last frame a terminal that has gone (closed, its ssh
+    session dropped: SIGHUP, being handled) cannot take: the error (EIO) would hide the
+    stop being handled, and its exit status, behind a traceback no one sees."""
+    try:
+        progress.stop()
+    except OSError as error:
+        if error.errno != errno.EIO:
+            raise
+
+
+err = _Console(stderr=True)
 # Logs and pipes get wide lines rather than tables cut into ellipses.
 PIPE_WIDTH = 200
 
 
 def stdout() -> Console:
     """A console on the current stdout (tests swap it), wide when it is not a terminal."""
-    console = Console()
-    return console if console.is_terminal else Console(width=max(console.width, PIPE_WIDTH))
+    console = _Console()
+    return console if console.is_terminal else _Console(width=max(console.width, PIPE_WIDTH))
 
 
 TIME_WIDTH = 8  # H:MM:SS, past ten hours too
@@ -391,7 +443,7 @@ class TrainingProgress:
 
     def __exit__(self, *exc: object) -> None:
         if self.drawing:
-            self.progress.stop()
+            _stop_drawing(self.progress)
 
     def __call__(self, event) -> None:
         if self.time_left is not None:
@@ -575,7 +627,7 @@ class DownloadProgress:
 
     def __exit__(self, *exc: object) -> None:
         if self.tasks:
-            self.progress.stop()
+            _stop_drawing(self.progress)
 
     def update(self, name: str, done: int, total: int | None) -> None:
         if not self.tasks:

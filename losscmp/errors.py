@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import signal
 from collections.abc import Iterable
 
 
@@ -16,8 +17,20 @@ class LosscmpError(Exception):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler's or ``timeout``'s stop): handled as Ctrl-C is, workers stopped
-    and the run folder left to resume, but exit status 143."""
+    """SIGTERM (a scheduler's or ``timeout``'s stop) or SIGHUP (the terminal or ssh session
+    gone): handled as Ctrl-C is, workers stopped and the run folder left to resume, but
+    exit status 128 + ``signum`` (143, 129)."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class OutputClosed(KeyboardInterrupt):
+    """stdout or stderr closed under the command (its reader gone: ``| head``): handled as
+    Ctrl-C is, but exit status 141 (128 + SIGPIPE), as a command killed by SIGPIPE ends,
+    and nothing more said on the closed stream. Python ignores SIGPIPE, so the write
+    fails instead (console.py raises this where it does)."""
 
 
 class GpuErrorState(Exception):

@@ -10,18 +10,20 @@ it is imported before anything else the command needs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 # The handlers guard() replaced, by signal, until began() puts them back.
 _replaced: dict[int, object] = {}
 
 
 def guard() -> None:
-    """Until :func:`began`, Ctrl-C and SIGTERM end the process with one line on stderr
-    and status 130 or 143. A signal ignored (Ctrl-C in a background job) stays ignored."""
+    """Until :func:`began`, Ctrl-C, SIGTERM and SIGHUP end the process with one line on
+    stderr and status 130, 143 or 129. A signal ignored (Ctrl-C in a background job,
+    SIGHUP under nohup) stays ignored."""
     for signum in STOP_SIGNALS:
         handler = signal.getsignal(signum)
         if handler is signal.SIG_IGN or handler is None:  # None: not set from Python
@@ -39,7 +41,10 @@ def began() -> None:
 
 
 def _stop_before_the_command(signum: int, frame) -> None:
-    stopped = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+    stopped = (
+        "interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
+    )
     line = f"losscmp: {stopped} before the command began; nothing was written\n"
-    os.write(2, line.encode())
+    with contextlib.suppress(OSError):  # stderr closed, or its terminal gone: no one to tell
+        os.write(2, line.encode())
     os._exit(128 + signum)  # nothing to close or remove yet

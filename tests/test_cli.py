@@ -839,6 +839,14 @@ main()
         # the run's imports (config, plan, runner), before its folder is made
         ("losscmp.plan", signal.SIGINT, 130, "interrupted"),
         ("losscmp.plan", signal.SIGTERM, 143, "terminated (SIGTERM)"),
+        # the terminal closed: a hang-up, told as SIGTERM is
+        (
+            "typer",
+            signal.SIGHUP,
+            129,
+            "terminated (SIGHUP) before the command began; nothing was written",
+        ),
+        ("losscmp.plan", signal.SIGHUP, 129, "terminated (SIGHUP)"),
     ],
 )
 def test_a_stop_while_modules_load_is_one_line(tmp_path, held, stop, status, said):
