@@ -47,6 +47,7 @@ from losscmp.results import (
     RunStore,
     check_out_dir,
     check_record_folders,
+    enclosing_run_dir,
     folders_of_runs_in,
     is_run_dir,
     new_run_id,
@@ -623,8 +624,6 @@ def _refuse_not_a_run(path: Path) -> None:
     """A missing folder, a file or folder of a run (run.json, trials/), the folder runs are
     made in (``--out``, where ``report`` takes the newest run), or one holding such folders
     (an --out per experiment), given for the run itself: said so, with the run to resume."""
-    from losscmp.report_args import enclosing_run_dir
-
     if is_run_dir(path):
         return
     if not path.exists():
