@@ -82,15 +82,45 @@ def per_image_ms(sides: dict, pairs, repeats: int) -> dict[str, tuple[float, lis
     return best
 
 
-def main() -> None:
+MIN_SIDE = 16  # room for a blob, its wobble and a few pixels' moved boundary
+
+
+def image_sizes(text: str) -> list[tuple[int, int]]:
+    """``--sizes 64x64,375x500`` as shapes; a size that is no HxW is argparse's error
+    (``64`` alone: did you mean 64x64?), not a traceback."""
+    shapes = []
+    for size in text.split(","):
+        sides = size.strip().lower().split("x")
+        if not all(side.strip().isdigit() for side in sides) or len(sides) > 2:
+            raise argparse.ArgumentTypeError(f"'{size}' is not a size HxW, such as 375x500")
+        if len(sides) == 1:
+            raise argparse.ArgumentTypeError(
+                f"'{size}' is not a size HxW (did you mean {sides[0]}x{sides[0]}?)"
+            )
+        shape = (int(sides[0]), int(sides[1]))
+        if min(shape) < MIN_SIDE:
+            raise argparse.ArgumentTypeError(f"'{size}': each side must be at least {MIN_SIDE}")
+        shapes.append(shape)
+    return shapes
+
+
+def positive(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got '{text}'")
+    return int(text)
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="64x64,256x256,375x500,512x512", help="HxW,...")
-    parser.add_argument("--images", type=int, default=40, help="mask pairs per size and kind")
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--sizes", type=image_sizes, default="64x64,256x256,375x500,512x512", help="HxW,..."
+    )
+    parser.add_argument("--images", type=positive, default=40, help="mask pairs per size and kind")
+    parser.add_argument("--repeats", type=positive, default=3)
+    args = parser.parse_args(argv)
     print(f"{'size':>9} {'kind':>5} {'boundary px':>11} {'before ms':>9} {'after ms':>8} {'x':>5}")
-    for size in args.sizes.split(","):
-        shape = tuple(int(side) for side in size.lower().split("x"))
+    for shape in args.sizes:
+        size = "x".join(map(str, shape))
         for kind in ("good", "poor"):
             rng = np.random.default_rng(0)
             truths = [blob(rng, shape, rng.uniform(0.2, 0.5)) for _ in range(args.images)]

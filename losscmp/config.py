@@ -71,7 +71,7 @@ class Origins:
     run.json), so that a message names it as the user gave it; defaults go by their flag."""
 
     sources: dict[str, str] = field(default_factory=dict)
-    typed: dict[str, str] = field(default_factory=dict)  # a flag's text, as typed
+    typed: dict[str, str] = field(default_factory=dict)  # as written: a flag's, a file's
 
     def source(self, key: str) -> str:
         return self.sources.get(key, flag_name(key))
@@ -395,6 +395,9 @@ NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 BOOL_TAG = "tag:yaml.org,2002:bool"
 TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"  # 2024-01-01, a date to YAML 1.1
 BOOLEAN_CHOICES = ("fuse",)  # text options that read YAML's true and false (as on and off)
+# The words YAML 1.1 reads as a boolean unquoted: a switch (amp) reads them quoted too, as
+# 'amp: "on"' means what 'amp: on' and --amp do.
+BOOLEAN_WORDS = {"true": True, "on": True, "yes": True, "false": False, "off": False, "no": False}
 TEXT_FIELDS = frozenset(key for key, hint in FIELD_HINTS.items() if hint in (str, str | None))
 
 
@@ -417,7 +420,7 @@ def build_config(
     given = {key: value for key, value in flags.items() if value is not None}
     options.update({key: _typed_number(key, value) for key, value in given.items()})
     sources.update({key: flag_name(key) for key in given})
-    origins = Origins(sources, {key: v.strip() for key, v in given.items() if isinstance(v, str)})
+    origins = Origins(sources, _typed(from_file, given))
     values = {}
     for key, value in options.items():
         try:
@@ -432,6 +435,21 @@ def build_config(
         raise ConfigError(f"options: {error}") from None
     validate(config, origins)
     return config
+
+
+def _typed(from_file: dict[str, Any], given: dict[str, Any]) -> dict[str, str]:
+    """Each option's value as the user wrote it, for messages: a flag's text, or a config
+    file's number or text (``weight_decay: -1`` is -1 there, not the -1.0 it reads as)."""
+    written = {
+        key: str(value).strip()
+        for key, value in from_file.items()
+        if isinstance(value, int | float | str) and not isinstance(value, bool)
+    }
+    for key, value in given.items():  # a flag overrides its file's value
+        written.pop(key, None)
+        if isinstance(value, str):
+            written[key] = value.strip()
+    return written
 
 
 def flag_name(key: str) -> str:
@@ -471,6 +489,8 @@ def normalise(key: str, value: Any, name: str | None = None) -> Any:
     if key == "fuse" and isinstance(value, bool):
         return "on" if value else "off"  # YAML 1.1 reads an unquoted on/off as a boolean
     hint = FIELD_HINTS[key]
+    if hint is bool and isinstance(value, str) and value.strip().lower() in BOOLEAN_WORDS:
+        return BOOLEAN_WORDS[value.strip().lower()]
     optional = key in OPTIONAL_NAMES or type(None) in typing.get_args(hint)
     if optional and isinstance(value, str) and value.strip().lower() in ("none", "null", ""):
         return None  # e.g. --jobs none: the default, chosen for this machine
@@ -655,7 +675,8 @@ def validate(config: RunConfig, origins: Origins | None = None) -> None:
     _refuse_lr_beside_its_grid(config, names)
     if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
         raise ParameterError(
-            f"{names.name('weight_decay')} must be a finite number >= 0, got {config.weight_decay}"
+            f"{names.name('weight_decay')} must be a finite number >= 0, "
+            f"got {names.shown('weight_decay', config.weight_decay)}"
         )
     _check_choice(config.device, DEVICES, "device", names)
     _check_execution(config, names)

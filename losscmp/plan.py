@@ -121,13 +121,15 @@ def check_resources(config: RunConfig) -> None:
 def _given_loss(text: str, config: RunConfig) -> Spec:
     """A loss of --losses in canonical form; a family's name (``overlap``, as ``losscmp
     losses`` shows it) is refused with that family's losses of the run's mode, to give, and
-    a mode's (``binary``) with ``all``."""
-    from losscmp.losses import LOSS_REGISTRY, family_named, mode_named
+    a mode's (``binary``) with ``all``. A name in capitals is the loss (``Dice``: ``dice``),
+    as a pattern in capitals matches it."""
+    from losscmp.losses import LOSS_REGISTRY, family_named, loss_name, mode_named
 
+    spec = as_spec(text)
     try:
-        return _canonical_spec(LOSS_REGISTRY, text)
+        return _canonical_spec(LOSS_REGISTRY, Spec(loss_name(spec.name), spec.params))
     except UnknownNameError:
-        name = as_spec(text).name
+        name = spec.name
         meant = mode_named(name) or family_named(name, _modes_if_known(config))
         if meant is None:
             raise

@@ -24,6 +24,7 @@ from losscmp.results import (
     PLOTS_DIR,
     RUN_FILE,
     check_writable_folder,
+    enclosing_run_dir,
     folders_of_runs_in,
     has_finished_trial,
     is_run_dir,
@@ -156,10 +157,3 @@ def resolve_one(path: Path) -> Path:
         f"no losscmp run found in {path} (expected a folder with {RUN_FILE}, "
         "or one holding such folders; 'losscmp run' makes them)"
     )
-
-
-def enclosing_run_dir(path: Path) -> Path | None:
-    """The run folder that ``path`` lies inside, spelled as ``path`` is where it can be
-    ('.' has no parents to spell it with); None if none."""
-    folders = [*path.parents, *path.absolute().parents]
-    return next((folder for folder in folders if is_run_dir(folder)), None)

@@ -538,6 +538,13 @@ def is_run_dir(path: Path) -> bool:
     return (path / RUN_FILE).is_file() or (path.is_dir() and bool(_temp_files(path, RUN_FILE)))
 
 
+def enclosing_run_dir(path: Path) -> Path | None:
+    """The run folder that ``path`` lies inside, spelled as ``path`` is where it can be
+    ('.' has no parents to spell it with); None if none."""
+    folders = [*path.parents, *path.absolute().parents]
+    return next((folder for folder in folders if is_run_dir(folder)), None)
+
+
 def check_record_folders(run_dir: Path) -> None:
     """Refuse a run whose trials/ or panel/ is there but is no folder (a file put in its
     place): a resume found no finished trial in it, trained every one again and failed

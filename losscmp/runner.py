@@ -47,6 +47,7 @@ from losscmp.results import (
     RunStore,
     check_out_dir,
     check_record_folders,
+    enclosing_run_dir,
     folders_of_runs_in,
     is_run_dir,
     new_run_id,
@@ -515,15 +516,16 @@ def device_change(meta: dict[str, Any], prepared: PreparedRun) -> str:
 
 def stored_execution(meta: dict[str, Any], current: Execution) -> Execution:
     """A resumed run keeps the fusion (and how a fused model runs its copies), threads and
-    AdamW kernel it started with (they change the floating-point order). Runs from before
-    they were recorded were unfused, used the fused AdamW on CUDA only, fused by vmap and
-    ran the CPU's copies one by one on views of stacked weights."""
-    stored = meta.get("execution") or {}
+    AdamW kernel it started with (they change the floating-point order). Fusion and threads
+    are in every resumable run.json (_refuse_unrecorded); runs from before the rest were
+    recorded used the fused AdamW on CUDA only, fused by vmap and ran the CPU's copies one
+    by one on views of stacked weights."""
+    stored = meta["execution"]
     started_on_cuda = str(meta.get("device", "")).startswith("cuda")
     return dataclasses.replace(
         current,
-        fused=bool(stored.get("fused", False)),
-        threads=int(stored.get("threads", current.threads)),
+        fused=bool(stored["fused"]),
+        threads=int(stored["threads"]),
         fused_adamw=bool(stored.get("fused_adamw", started_on_cuda)),
         fused_per_copy=bool(stored.get("fused_per_copy", False)),
         fused_own_weights=bool(stored.get("fused_own_weights", False)),
@@ -622,8 +624,6 @@ def _refuse_not_a_run(path: Path) -> None:
     """A missing folder, a file or folder of a run (run.json, trials/), the folder runs are
     made in (``--out``, where ``report`` takes the newest run), or one holding such folders
     (an --out per experiment), given for the run itself: said so, with the run to resume."""
-    from losscmp.report_args import enclosing_run_dir
-
     if is_run_dir(path):
         return
     if not path.exists():
@@ -760,6 +760,7 @@ def config_changes(
     """What ``current`` changes in the stored run that --resume may not change.
     ``selectors``: the ``all`` and patterns ``current.losses`` was expanded from."""
     _refuse_older_schema(meta, run_dir)
+    _refuse_unrecorded(meta, run_dir)  # run.json is read again under the run's lock
     stored = build_config(base=stored_config(meta, run_dir))
     changes = _execution_changes(meta, stored, current)
     # --amp counts on CUDA only (train.py): a run on another device trained in float32
@@ -780,20 +781,22 @@ def config_changes(
 
 
 # What a resume keeps of how the run trained, or checks against it; each in run.json since
-# schema 2. Without one it took this machine's (threads from its cores, which round
-# otherwise) or checked nothing (another model, device or data), without a word. (A
-# run.json with no execution at all reads as one from before it was kept: unfused, the
-# threads of the machine; stored_execution.)
-KEPT_RECORDS = (("device",), ("model", "preset"), ("datasets",))
-KEPT_EXECUTION_RECORDS = ("threads", "fused")
+# schema 2 (execution with its threads and fusion came first: every schema-2 losscmp wrote
+# it, and older schemas are never resumed). Without one it took this machine's (threads
+# from its cores, which round otherwise) or checked nothing (another model, device or
+# data), without a word. A missing 'execution' is named before its keys.
+KEPT_RECORDS = (
+    ("device",),
+    ("model", "preset"),
+    ("datasets",),
+    ("execution",),
+    ("execution", "threads"),
+    ("execution", "fused"),
+)
 
 
 def _refuse_unrecorded(meta: dict[str, Any], run_dir: Path) -> None:
-    execution = meta.get("execution")
-    kept = KEPT_RECORDS
-    if isinstance(execution, dict):
-        kept += tuple(("execution", name) for name in KEPT_EXECUTION_RECORDS)
-    for keys in kept:
+    for keys in KEPT_RECORDS:
         value: Any = meta
         for key in keys:
             value = value.get(key) if isinstance(value, dict) else None
@@ -832,16 +835,16 @@ def _execution_changes(meta: dict[str, Any], stored: RunConfig, current: RunConf
     """The fusion and threads ``current`` asks for where they differ from those the run
     trained with (stored_execution keeps those); ``auto`` fusion as it resolves on the
     run's device, no ``--threads``: the run's own."""
-    recorded = meta.get("execution") or {}
+    recorded = meta["execution"]  # with its fusion and threads (_refuse_unrecorded)
     changes = []
     if current.fuse != stored.fuse:
-        trained_fused = bool(recorded.get("fused", False))  # unrecorded: runs were unfused
+        trained_fused = bool(recorded["fused"])
         started_on_cuda = str(meta.get("device", "")).startswith("cuda")
         asked = {"on": True, "off": False}.get(current.fuse, started_on_cuda)
         if asked != trained_fused:
             how = "fused" if trained_fused else "unfused"
             changes.append(f"fuse ({stored.fuse!r}, which trained {how} -> {current.fuse!r})")
-    trained_threads = recorded.get("threads", stored.threads)
+    trained_threads = recorded["threads"]
     if current.threads is not None and current.threads != trained_threads:
         changes.append(f"threads ({trained_threads} -> {current.threads})")
     return changes

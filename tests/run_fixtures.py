@@ -331,10 +331,25 @@ def _run_meta(settings: _Settings, run_id: str, records, schema_version: int) ->
         "seeds": settings.seeds,
         "versions": {"losscmp": "0.1.0"},
         "device": "cpu",
+        # What every schema-2 losscmp recorded (a resume refuses a run.json without it).
+        **({"execution": _EXECUTION} if schema_version >= 2 else {}),
         "git_commit": None,
         "started_at": "2026-01-01T12:00:00+00:00",
         "finished_at": "2026-01-01T12:05:00+00:00",
     }
+
+
+# A one-process, one-thread, unfused CPU run, as runner.run_metadata records it.
+_EXECUTION = {
+    "executor": "local",
+    "jobs": 1,
+    "threads": 1,
+    "fused": False,
+    "ray_address": None,
+    "fused_adamw": True,
+    "fused_per_copy": True,
+    "fused_own_weights": True,
+}
 
 
 def _fg_info(label: str) -> dict[str, float]:

@@ -450,7 +450,7 @@ Args = list[str] | Callable[[Path], list[str]]
 CASES: list[tuple[str, Args, str]] = [
     # losses: names, syntax, parameters
     ("loss-unknown", ["--losses", "dcie"], "unknown loss 'dcie' (did you mean 'dice'?)"),
-    ("loss-upper-case", ["--losses", "DICE"], "(did you mean 'dice'?)"),
+    ("loss-upper-case", ["--losses", "DICEE"], "unknown loss 'DICEE' (did you mean 'dice'?)"),
     ("loss-param-unknown", ["--losses", "focal(gama=1)"], "has no parameter 'gama'"),
     ("loss-param-text", ["--losses", "tversky(alpha=x)"], "alpha='x' is not a number"),
     ("loss-param-bool", ["--losses", "focal(gamma=true)"], "gamma=True is not"),

@@ -199,7 +199,6 @@ def test_looking_around_does_not_import_torch(tmp_path, args, code):
         (["--model", "huge"], "unknown model preset 'huge'"),
         (["--config", "missing.yaml"], "config file not found: missing.yaml"),
         (["--dataset", "pets", "--data-dir", "nowhere"], "losscmp datasets download pets"),
-        (["--losses", "DICE"], "(did you mean 'dice'?)"),
         (["--losses", "focal(gamma=-1)"], "loss 'focal': gamma must be >= 0"),
         (["--losses", "tversky,tversky(alpha=0.3,beta=0.7)"], "is the same loss as 'tversky'"),
         (["--losses", "dice,focal,dice"], "'dice' is listed twice"),
@@ -753,6 +752,13 @@ def test_a_loss_pattern_matches_whatever_its_case(cli):
     assert result.exit_code == 0, result.output
     assert "│ dice " in result.stdout
     assert result.stdout.split()[:2] == ["1", "loss"]
+
+
+def test_show_takes_a_loss_name_whatever_its_case(cli):
+    """As 'losscmp losses DICE' lists it: 'Boundary' is the loss, not its family."""
+    result = cli("losses", "--show", "Boundary")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("boundary — Dice + alpha·boundary loss")
 
 
 def test_out_naming_a_run_folder_suggests_resuming_it(cli, tmp_path):

@@ -133,6 +133,35 @@ def test_bad_config_files(tmp_path, content, message):
         build_config(path)
 
 
+@pytest.mark.parametrize(
+    ("written", "amp"),
+    [("on", True), ('"on"', True), ("'off'", False), ('"Yes"', True), ('" false "', False)],
+)
+def test_amp_in_a_config_file_reads_yaml_s_words_for_true_and_false_quoted_too(
+    tmp_path, written, amp
+):
+    """'amp: on' is YAML 1.1's true, and --amp works: 'amp: "on"' was refused ('must be
+    true or false, got 'on'')."""
+    path = tmp_path / "amp.yaml"
+    path.write_text(f"amp: {written}\n")
+    assert build_config(path).amp is amp
+
+
+def test_a_config_file_s_value_is_shown_as_written_and_a_flag_s_over_it(tmp_path):
+    """'weight_decay: -1' read as -1.0, which the message showed; a flag over the file's
+    value is shown as the flag gave it, not as the file wrote what it replaced."""
+    path = tmp_path / "wd.yaml"
+    path.write_text("weight_decay: -1\nlr: 0\n")
+    with pytest.raises(ParameterError) as refused:
+        build_config(path, lr=1e-3)
+    assert str(refused.value) == (
+        f"config file {path}: 'weight_decay' must be a finite number >= 0, got -1"
+    )
+    with pytest.raises(ParameterError) as refused:
+        build_config(path, lr=-1.0)
+    assert str(refused.value) == "--lr must be a positive finite number, got -1.0"
+
+
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         build_config(tmp_path / "nope.yaml")

@@ -248,6 +248,22 @@ def test_datasets_of_two_modes_make_all_ambiguous():
     assert named == [Spec("dice")] and selections == []
 
 
+def test_a_loss_name_in_capitals_is_the_loss_recorded_in_lower_case():
+    """As a pattern in capitals matches (``DICE*``), ``--losses Dice`` is dice: the plan
+    (and so run.json and the tables) names it as the registry does, so that two runs
+    combine; written twice in two cases it is one loss, listed twice."""
+    losses = ["Dice", "FOCAL(gamma=2)", "Boundary", "*Tversky*"]
+    assert planned_losses(losses) == [
+        "dice",
+        "focal(gamma=2.0)",
+        "boundary",
+        "focal_tversky",
+        "tversky",
+    ]
+    with pytest.raises(ParameterError, match="'dice' is listed twice"):
+        planned_losses(["dice", "Dice"])
+
+
 def test_run_json_records_the_expanded_names_and_resume_matches_them(cli, tmp_path):
     """A real run (2 trials, 1 epoch): run.json's config holds the names, its command what
     was typed; --resume with the same pattern matches the expanded list."""

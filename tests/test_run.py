@@ -573,11 +573,13 @@ def test_resume_refuses_a_config_that_lacks_an_option_the_run_had(cli, one_epoch
 
 def test_resume_refuses_a_run_json_without_what_it_keeps_or_checks(cli, one_epoch_run):
     """Without execution's threads the rest trained with this machine's (its cores /
-    --jobs); without device, model or datasets nothing was checked: refused, untouched."""
+    --jobs), without its fusion or all of it unfused; without device, model or datasets
+    nothing was checked: refused, untouched. (Every schema-2 run.json has its execution.)"""
     _, run_dir = one_epoch_run
     next((run_dir / "trials").glob("*__bce__*.json")).unlink()
     whole = json.loads((run_dir / "run.json").read_text())
-    for keys in (("execution", "threads"), ("device",), ("model", "preset"), ("datasets",)):
+    kept = [("execution", "threads"), ("execution", "fused"), ("execution",)]
+    for keys in [*kept, ("device",), ("model", "preset"), ("datasets",)]:
         meta = json.loads(json.dumps(whole))
         del (meta[keys[0]] if len(keys) == 2 else meta)[keys[-1]]
         (run_dir / "run.json").write_text(json.dumps(meta))

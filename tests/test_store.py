@@ -29,6 +29,7 @@ from losscmp.results import (
     RunStore,
     RunWriter,
     check_out_dir,
+    enclosing_run_dir,
     read_run_json,
     trial_id,
 )
@@ -69,6 +70,21 @@ def drop_trial_rows(path: Path, loss: str, seed: int) -> None:
 
 def test_writer_name_is_the_store():
     assert RunWriter is RunStore
+
+
+def test_the_run_folder_a_path_lies_inside_is_the_store_s_to_say(tmp_path, monkeypatch):
+    """One owner of what a run folder is: report and --resume ask results.py, spelled as
+    they were given where the path can say it ('.' inside a run: the absolute folder)."""
+    import losscmp.report_args
+    import losscmp.runner
+
+    run_dir = write_run(tmp_path / "out")
+    monkeypatch.chdir(run_dir / "trials")
+    assert enclosing_run_dir(Path("..", "trials", "x.json")) == Path("..")
+    assert enclosing_run_dir(Path(".")) == run_dir
+    assert enclosing_run_dir(tmp_path) is None
+    assert losscmp.report_args.enclosing_run_dir is losscmp.runner.enclosing_run_dir
+    assert losscmp.runner.enclosing_run_dir.__module__ == "losscmp.results"
 
 
 def test_create_makes_a_new_folder_and_refuses_an_existing_one(tmp_path):

@@ -40,6 +40,7 @@ __all__ = [
     "family_named",
     "get_loss_entry",
     "list_losses",
+    "loss_name",
     "losses_listed",
     "losses_of_family",
     "mode_named",
@@ -52,6 +53,15 @@ def __getattr__(name: str) -> Any:
 
         return SegLoss
     raise AttributeError(f"module 'losscmp.losses' has no attribute '{name}'")
+
+
+def loss_name(name: str) -> str:
+    """The registered loss ``name`` spells in any case (``Dice``: ``dice``), as patterns
+    and ``losscmp losses`` match it; anything else as written, for its error to quote.
+    Names are lower case, so run.json and the tables name a loss one way whatever was
+    typed, and two runs combine."""
+    lowered = name.lower()
+    return lowered if lowered in LOSS_REGISTRY else name
 
 
 def get_loss_entry(name: str) -> Entry:
@@ -82,7 +92,7 @@ def loss_to_show(text: str) -> Entry:
             f"--show takes one loss's name, not a family's: losscmp losses '{name}' lists "
             "its losses"
         )
-    return LOSS_REGISTRY.get(name)
+    return LOSS_REGISTRY.get(loss_name(name))
 
 
 def loss_written_with_parameters(text: str) -> str | None:
@@ -91,7 +101,7 @@ def loss_written_with_parameters(text: str) -> str | None:
     from losscmp.spec import name_before_parameters
 
     name = name_before_parameters(text)
-    return name if name in LOSS_REGISTRY else None
+    return loss_name(name) if name and loss_name(name) in LOSS_REGISTRY else None
 
 
 def losses_of_family(name: str, modes: tuple[str, ...] = MODES) -> list[str]:
@@ -109,7 +119,7 @@ def family_named(name: str, modes: tuple[str, ...] = MODES) -> str | None:
     """What to say where a loss is due and ``name`` is a family's, not a loss's: its losses
     of ``modes``, as the list --losses takes; None for any other name."""
     family = losses_of_family(name, modes)
-    if not family or name.strip() in LOSS_REGISTRY:  # 'boundary' is a loss and a family
+    if not family or loss_name(name.strip()) in LOSS_REGISTRY:  # 'boundary': loss and family
         return None
     which = " or ".join(modes) + " " if tuple(modes) != MODES else ""
     return (
