@@ -409,7 +409,12 @@ FILE_SOURCE = "config file"  # + the file as given: where a config file's option
 def build_config(
     file: str | Path | None = None, base: dict[str, Any] | None = None, **flags: Any
 ) -> RunConfig:
-    """Merge defaults < ``base`` (a stored run's config) < the file < flags given (not None)."""
+    """Merge defaults < ``base`` (a stored run's config) < the file < flags given (not None).
+
+    ``flags`` are the options by their field names (``losses="dice,bce"``, ``epochs=2``),
+    as a config file spells them; an unknown name raises ``ParameterError``.
+    """
+    _refuse_unknown_options(flags)
     options: dict[str, Any] = dict(base or {})
     sources = dict.fromkeys(options, BASE_SOURCE)
     from_file = load_yaml(file) if file is not None else {}
@@ -450,6 +455,14 @@ def _typed(from_file: dict[str, Any], given: dict[str, Any]) -> dict[str, str]:
         if isinstance(value, str):
             written[key] = value.strip()
     return written
+
+
+def _refuse_unknown_options(flags: dict[str, Any]) -> None:
+    """A Python caller's misspelt option (``build_config(lossses=...)``) is named, not a
+    KeyError deep in ``normalise``."""
+    for key in flags:
+        if key not in FIELD_NAMES:
+            raise ParameterError(f"unknown option '{key}'{suggest(key, FIELD_NAMES)}")
 
 
 def flag_name(key: str) -> str:

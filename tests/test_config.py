@@ -524,3 +524,10 @@ def test_none_drops_a_config_files_grid_or_sweep(cli, tmp_path):
     dataset = "synthetic(fg_fraction=0.05,n_train=8,n_val=4,n_test=4)"  # its own fraction
     assert f"3 trials to train: 3 losses × 1 learning rate × 1 seed on {dataset}" in result.output
     assert "│ 0.01 │" in result.output
+
+
+def test_build_config_names_an_unknown_option_from_python():
+    """A notebook's misspelt keyword is one clear error with a did-you-mean, not a KeyError."""
+    meant = r"unknown option 'lossses' \(did you mean 'losses'\?\)"
+    with pytest.raises(ParameterError, match=meant):
+        build_config(losses="dice", lossses="bce")
