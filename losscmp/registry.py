@@ -61,6 +61,18 @@ class Entry:
     # ``factory`` takes them), known before loading: ``--losses all`` depends on it.
     mode_of: Callable[..., str] | None = None
 
+    @property
+    def module(self) -> str:
+        """The module defining the factory: ``losscmp.losses.overlap``, or a user's own."""
+        if isinstance(self.factory, str):
+            return self.factory.partition(":")[0]
+        return getattr(self.factory, "__module__", "") or ""
+
+    @property
+    def from_losscmp(self) -> bool:
+        """Whether losscmp registers it (every process has it), not a user's code."""
+        return self.module == "losscmp" or self.module.startswith("losscmp.")
+
     def load(self) -> Callable[..., Any]:
         """The factory itself: one registered by import path is imported now."""
         if not isinstance(self.factory, str):

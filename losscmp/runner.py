@@ -42,6 +42,7 @@ from losscmp.events import (
 from losscmp.executors import create_executor, executor_class
 from losscmp.executors.base import Execution, Executor, Job, JobContext
 from losscmp.plan import Plan, Trial, check_image_size, make_loss, probe_loss
+from losscmp.registry import Entry
 from losscmp.results import (
     SCHEMA_VERSION,
     RunStore,
@@ -457,7 +458,13 @@ def _run_jobs(store, prepared: PreparedRun, execution: Execution, done: set[str]
     # Computed already (run.json records them, --resume compares them): no cost here.
     fingerprints = {label: data.fingerprint() for label, data in prepared.datasets.items()}
     context = JobContext(
-        plan.config, plan.loss_specs, plan.dataset_specs, settings, execution.threads, fingerprints
+        plan.config,
+        plan.loss_specs,
+        plan.dataset_specs,
+        settings,
+        execution.threads,
+        fingerprints,
+        loss_entries=users_losses(plan),
     )
     share_datasets(prepared.datasets, plan.config)
     jobs = make_jobs(
@@ -474,6 +481,14 @@ def _run_jobs(store, prepared: PreparedRun, execution: Execution, done: set[str]
             store.flush_tables()
         raise
     store.flush_tables()
+
+
+def users_losses(plan: Plan) -> tuple[Entry, ...]:
+    """The registry entries of the plan's losses that a user's code registered."""
+    from losscmp.losses import get_loss_entry
+
+    entries = {spec.name: get_loss_entry(spec.name) for spec in plan.loss_specs.values()}
+    return tuple(entry for entry in entries.values() if not entry.from_losscmp)
 
 
 def _write_result(store, prepared: PreparedRun, result, emit: Listener) -> None:

@@ -30,6 +30,7 @@ def run_job(job, context, emit: Listener, *, device=None, where: str = "") -> li
     from losscmp.devices import make_current
     from losscmp.train import train_trial
 
+    adopt_registrations(context)
     settings = context.settings
     if device is not None:
         settings = dataclasses.replace(settings, device=device)
@@ -90,6 +91,16 @@ def import_job_modules() -> None:
     import segmentation_models_pytorch  # noqa: F401 (model.build_model's)
 
     import losscmp.fused  # noqa: F401 (torch, train, metrics)
+
+
+def adopt_registrations(context) -> None:
+    """Register the run's losses that a user's code registered in the main process: a
+    worker process (``--jobs 2``, Ray) imported losscmp's own losses only."""
+    from losscmp.losses import LOSS_REGISTRY
+
+    for entry in context.loss_entries:
+        if entry.name not in LOSS_REGISTRY:
+            LOSS_REGISTRY.add(entry)
 
 
 def job_dataset(label: str, context) -> Any:

@@ -337,6 +337,28 @@ def test_workers_started_early_beyond_the_fused_jobs_are_stopped(tmp_path, monke
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("factory", ["by import path", "by class"])
+def test_a_loss_registered_by_users_code_trains_in_worker_processes(tmp_path, monkeypatch, factory):
+    """A worker process imports losscmp's own losses only: a notebook's registration
+    travels with the job, so its trials train there as with --jobs 1."""
+    import users_code
+
+    from losscmp.losses import LOSS_REGISTRY
+    from losscmp.summary import load_run
+
+    monkeypatch.setattr(LOSS_REGISTRY, "_entries", dict(LOSS_REGISTRY._entries))
+    registered = "users_code:ScaledBCE" if factory == "by import path" else users_code.ScaledBCE
+    LOSS_REGISTRY.register("scaled_bce", "BCE times scale", modes=("binary",))(registered)
+    options = {**QUICK, "losses": "scaled_bce(scale=0.25),bce", "seeds": 1, "epochs": 1}
+    run_dir = execute(prepare(plan_run(build_config(**options, jobs=2, out=str(tmp_path)))))
+    trials = load_run(run_dir).trials
+    assert sorted(zip(trials.loss, trials.status, strict=True)) == [
+        ("bce", "finished"),
+        ("scaled_bce(scale=0.25)", "finished"),
+    ]
+
+
+@pytest.mark.slow
 def test_ctrl_c_stops_the_workers_and_keeps_finished_trials(tmp_path):
     plan = plan_run(build_config(**QUICK, jobs=2, out=str(tmp_path)))
     prepared = prepare(plan)

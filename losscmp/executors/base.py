@@ -17,6 +17,7 @@ from typing import Any
 from losscmp.config import RunConfig
 from losscmp.events import Listener
 from losscmp.plan import Trial
+from losscmp.registry import Entry
 from losscmp.spec import Spec
 
 # A job whose worker died, raised or stalled is tried again once; the second failure is
@@ -122,6 +123,9 @@ class JobContext:
     # Label -> the fingerprint of the dataset the main process loaded: a worker that loads
     # its own copy (no room to share it) trains only if its copy's is the same.
     dataset_fingerprints: dict[str, str] = field(default_factory=dict)
+    # The losses of the run registered outside losscmp (by a notebook or a script): a
+    # worker process imported only losscmp's own, and registers these before its job.
+    loss_entries: tuple[Entry, ...] = ()
 
 
 @dataclass
