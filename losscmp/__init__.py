@@ -25,3 +25,8 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'losscmp' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    """The lazy names too, so that a notebook's completion offers them."""
+    return sorted({*globals(), *__all__})

@@ -123,6 +123,29 @@ def test_help_is_fast_and_does_not_import_torch():
     assert measured["seconds"] < 0.5, f"losscmp --help took {measured['seconds']:.2f} s"
 
 
+def test_import_losscmp_lists_its_api_and_imports_no_torch():
+    """A notebook's ``import losscmp`` and its listings stay light; ``dir`` (completion)
+    offers the public names that load lazily."""
+    probe = (
+        "import json, sys\n"
+        "import losscmp\n"
+        "names = dir(losscmp)\n"
+        "listed = [losscmp.list_losses('tversky'), losscmp.list_datasets('syn*')]\n"
+        "heavy = [m for m in ('torch', 'segmentation_models_pytorch', 'pandas')"
+        " if m in sys.modules]\n"
+        "print(json.dumps({'api': [n for n in losscmp.__all__ if n in names], 'listed': listed,"
+        " 'heavy': heavy}))\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert json.loads(output) == {
+        "api": ["create_loss", "list_losses", "load_dataset", "list_datasets", "__version__"],
+        "listed": [["tversky"], ["synthetic"]],
+        "heavy": [],
+    }
+
+
 # What a user types to look around, and mistakes refused before anything runs: none of
 # them needs torch (2 s and more to import), so none may import it.
 LOOKING_AROUND = [
