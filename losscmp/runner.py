@@ -14,6 +14,7 @@ import dataclasses
 import os
 import platform
 import subprocess
+import sys
 from collections.abc import Collection
 from dataclasses import dataclass
 from importlib import metadata
@@ -29,7 +30,7 @@ from losscmp.config import (
     build_config,
     separate_fused_copies,
 )
-from losscmp.errors import LosscmpError
+from losscmp.errors import LosscmpError, ParameterError
 from losscmp.events import (
     Listener,
     RunNote,
@@ -106,6 +107,7 @@ def prepare(
         # cluster that cannot be reached is refused here, likewise.
         device = executor.resolve_device(config.device)
         execution = resolve_execution(config, device, plan.trials, done)
+        check_workers_import_losses(plan, execution)
         # Started first, so that workers it spawns import torch while this process loads
         # and probes the data.
         executor.start(execution, device, checks_only=dry_run)
@@ -481,6 +483,22 @@ def _run_jobs(store, prepared: PreparedRun, execution: Execution, done: set[str]
             store.flush_tables()
         raise
     store.flush_tables()
+
+
+def check_workers_import_losses(plan: Plan, execution: Execution) -> None:
+    """Spawned workers (local, --jobs 2 or more) import a user's loss class by its module's
+    name: a class defined in a notebook (its ``__main__``, no file) is not there, and every
+    job would fail. Refused before any folder. (Ray pickles such a class whole.)"""
+    main_file = getattr(sys.modules["__main__"], "__file__", None)
+    if execution.executor != "local" or execution.jobs == 1 or main_file:
+        return
+    for entry in users_losses(plan):
+        if entry.module == "__main__":
+            raise ParameterError(
+                f"loss '{entry.name}' is defined in this notebook, which worker processes "
+                f"(jobs={execution.jobs}) cannot import: run it with jobs=1, or define it in "
+                "a module of its own and import it from there"
+            )
 
 
 def users_losses(plan: Plan) -> tuple[Entry, ...]:

@@ -358,6 +358,33 @@ def test_a_loss_registered_by_users_code_trains_in_worker_processes(tmp_path, mo
     ]
 
 
+def test_a_notebooks_own_loss_class_is_refused_where_workers_would_need_it(tmp_path, monkeypatch):
+    """Spawned workers cannot import a class a notebook defined (its __main__ has no file):
+    refused before any folder, not as every trial failing; --jobs 1 trains it here."""
+    import sys
+    import types
+
+    import users_code
+
+    from losscmp.errors import ParameterError
+    from losscmp.losses import LOSS_REGISTRY
+
+    class NotebookBCE(users_code.ScaledBCE):
+        pass
+
+    NotebookBCE.__module__ = "__main__"
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+    monkeypatch.setattr(LOSS_REGISTRY, "_entries", dict(LOSS_REGISTRY._entries))
+    LOSS_REGISTRY.register("notebook_bce", "BCE times scale", modes=("binary",))(NotebookBCE)
+    options = {**QUICK, "losses": "notebook_bce,bce", "out": str(tmp_path / "runs")}
+    refused = "loss 'notebook_bce' is defined in this notebook, .* run it with jobs=1"
+    with pytest.raises(ParameterError, match=refused):
+        prepare(plan_run(build_config(**options, jobs=2)), dry_run=True)
+    assert list(tmp_path.iterdir()) == []
+    with prepare(plan_run(build_config(**options, jobs=1)), dry_run=True).executor:
+        pass
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_the_workers_and_keeps_finished_trials(tmp_path):
     plan = plan_run(build_config(**QUICK, jobs=2, out=str(tmp_path)))
