@@ -328,3 +328,29 @@ def test_the_readme_imbalance_dial_is_what_the_terminal_prints_for_its_numbers()
         printed[loss][column] = "*" + printed[loss][column]
     assert printed == cells
     assert grid.caption.replace(BOLD_BEST, PLAIN_BEST) == caption
+
+
+def test_every_name_the_docs_python_imports_from_losscmp_exists():
+    """A notebook copies these lines: each `from losscmp... import name` and each
+    `losscmp.name(` of the README's and the architecture's Python blocks is there."""
+    import importlib
+
+    import losscmp
+
+    blocks = [
+        block
+        for doc in (ROOT / "README.md", ROOT / "docs" / "architecture.md")
+        for block in re.findall(r"```python\n(.*?)```", doc.read_text(encoding="utf-8"), re.S)
+    ]
+    code = "\n".join(blocks)
+    imported = re.findall(r"^from (losscmp[\w.]*) import (.+)$", code, re.M)
+    missing = [
+        f"{module}.{name.strip()}"
+        for module, names in imported
+        for name in names.split(",")
+        if not hasattr(importlib.import_module(module), name.strip())
+    ]
+    missing += [
+        name for name in re.findall(r"\blosscmp\.(\w+)\(", code) if name not in dir(losscmp)
+    ]
+    assert imported and missing == []

@@ -93,6 +93,7 @@ DATASET_REGISTRY.register(
 
 
 def list_datasets(pattern: str | None = None) -> list[str]:
+    """Sorted dataset names, optionally filtered by an fnmatch pattern such as ``syn*``."""
     return DATASET_REGISTRY.names(pattern)
 
 
