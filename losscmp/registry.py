@@ -73,6 +73,15 @@ class Entry:
         """Whether losscmp registers it (every process has it), not a user's code."""
         return self.module == "losscmp" or self.module.startswith("losscmp.")
 
+    def for_workers(self) -> Entry:
+        """What a worker process needs to create it: the factory and what describes its
+        parameters. The main process's hooks (checks, status, download, hints, mode) stay
+        behind: a notebook's lambda (``mode_of=lambda **params: "binary"``) cannot be
+        pickled for a spawned worker, and a worker runs none of them."""
+        return dataclasses.replace(
+            self, precheck=None, status=None, download=None, foreground_hint=None, mode_of=None
+        )
+
     def load(self) -> Callable[..., Any]:
         """The factory itself: one registered by import path is imported now."""
         if not isinstance(self.factory, str):

@@ -107,7 +107,7 @@ def prepare(
         # cluster that cannot be reached is refused here, likewise.
         device = executor.resolve_device(config.device)
         execution = resolve_execution(config, device, plan.trials, done)
-        check_workers_import_losses(plan, execution)
+        check_workers_import_users_entries(plan, execution)
         # Started first, so that workers it spawns import torch while this process loads
         # and probes the data.
         executor.start(execution, device, checks_only=dry_run)
@@ -466,7 +466,7 @@ def _run_jobs(store, prepared: PreparedRun, execution: Execution, done: set[str]
         settings,
         execution.threads,
         fingerprints,
-        loss_entries=users_losses(plan),
+        users_entries=users_entries(plan),
     )
     share_datasets(prepared.datasets, plan.config)
     jobs = make_jobs(
@@ -485,28 +485,42 @@ def _run_jobs(store, prepared: PreparedRun, execution: Execution, done: set[str]
     store.flush_tables()
 
 
-def check_workers_import_losses(plan: Plan, execution: Execution) -> None:
-    """Spawned workers (local, --jobs 2 or more) import a user's loss class by its module's
-    name: a class defined in a notebook (its ``__main__``, no file) is not there, and every
-    job would fail. Refused before any folder. (Ray pickles such a class whole.)"""
+def check_workers_import_users_entries(plan: Plan, execution: Execution) -> None:
+    """Spawned workers (local, --jobs 2 or more) import a user's loss class, or dataset
+    loader (a worker loads its own copy where /dev/shm has no room to share one, known only
+    once loaded), by its module's name: one defined in a notebook (its ``__main__``, no
+    file) is not there, and every job would fail. Refused before any folder. (Ray pickles
+    such a class whole, and shares every dataset.)"""
     main_file = getattr(sys.modules["__main__"], "__file__", None)
     if execution.executor != "local" or execution.jobs == 1 or main_file:
         return
-    for entry in users_losses(plan):
-        if entry.module == "__main__":
-            raise ParameterError(
-                f"loss '{entry.name}' is defined in this notebook, which worker processes "
-                f"(jobs={execution.jobs}) cannot import: run it with jobs=1, or define it in "
-                "a module of its own and import it from there"
-            )
+    for kind, entries in users_entries(plan).items():
+        for entry in entries:
+            if entry.module == "__main__":
+                raise ParameterError(
+                    f"{kind} '{entry.name}' is defined in this notebook, which worker "
+                    f"processes (jobs={execution.jobs}) cannot import: run it with jobs=1, or "
+                    "define it in a module of its own and import it from there"
+                )
 
 
-def users_losses(plan: Plan) -> tuple[Entry, ...]:
-    """The registry entries of the plan's losses that a user's code registered."""
-    from losscmp.losses import get_loss_entry
+def users_entries(plan: Plan) -> dict[str, tuple[Entry, ...]]:
+    """The registry entries of the plan's losses and datasets that a user's code registered,
+    by registry kind, as worker processes take them (``Entry.for_workers``)."""
+    from losscmp.data import DATASET_REGISTRY
+    from losscmp.losses import LOSS_REGISTRY
 
-    entries = {spec.name: get_loss_entry(spec.name) for spec in plan.loss_specs.values()}
-    return tuple(entry for entry in entries.values() if not entry.from_losscmp)
+    used = [
+        (LOSS_REGISTRY, plan.loss_specs.values()),
+        (DATASET_REGISTRY, plan.dataset_specs.values()),
+    ]
+    found = {}
+    for registry, specs in used:
+        entries = {spec.name: registry.get(spec.name) for spec in specs}
+        users = tuple(entry.for_workers() for entry in entries.values() if not entry.from_losscmp)
+        if users:
+            found[registry.kind] = users
+    return found
 
 
 def _write_result(store, prepared: PreparedRun, result, emit: Listener) -> None:

@@ -94,13 +94,16 @@ def import_job_modules() -> None:
 
 
 def adopt_registrations(context) -> None:
-    """Register the run's losses that a user's code registered in the main process: a
-    worker process (``--jobs 2``, Ray) imported losscmp's own losses only."""
+    """Register the run's losses and datasets that a user's code registered in the main
+    process: a worker process (``--jobs 2``, Ray) imported losscmp's own only."""
+    from losscmp.data import DATASET_REGISTRY
     from losscmp.losses import LOSS_REGISTRY
 
-    for entry in context.loss_entries:
-        if entry.name not in LOSS_REGISTRY:
-            LOSS_REGISTRY.add(entry)
+    registries = {registry.kind: registry for registry in (LOSS_REGISTRY, DATASET_REGISTRY)}
+    for kind, entries in context.users_entries.items():
+        for entry in entries:
+            if entry.name not in registries[kind]:
+                registries[kind].add(entry)
 
 
 def job_dataset(label: str, context) -> Any:

@@ -358,6 +358,36 @@ def test_a_loss_registered_by_users_code_trains_in_worker_processes(tmp_path, mo
     ]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("factory", ["by import path", "by function"])
+def test_a_dataset_registered_by_users_code_loads_in_worker_processes(
+    tmp_path, monkeypatch, factory
+):
+    """Without room in /dev/shm each worker loads its own copy of the data, and a worker
+    process imports losscmp's own datasets only: a notebook's registration travels with
+    the job (its ``mode_of`` lambda, which no worker needs, stays behind), so its trials
+    train there as with --jobs 1 instead of failing with 'unknown dataset'."""
+    import users_code
+
+    from losscmp.data import DATASET_REGISTRY, shared
+    from losscmp.summary import load_run
+
+    monkeypatch.setattr(shared, "HEADROOM_BYTES", 1 << 60)  # a full /dev/shm: own copies
+    monkeypatch.setattr(DATASET_REGISTRY, "_entries", dict(DATASET_REGISTRY._entries))
+    registered = (
+        "users_code:load_few_shapes" if factory == "by import path" else users_code.load_few_shapes
+    )
+    register = DATASET_REGISTRY.register("few_shapes", "a few shapes", mode_of=lambda **_: "binary")
+    register(registered)
+    options = {**QUICK, "dataset": "few_shapes(fg_fraction=0.3)", "seeds": 1, "epochs": 1}
+    run_dir = execute(prepare(plan_run(build_config(**options, jobs=2, out=str(tmp_path)))))
+    trials = load_run(run_dir).trials
+    assert sorted(zip(trials.loss, trials.dataset, trials.status, strict=True)) == [
+        ("bce", "few_shapes(fg_fraction=0.3)", "finished"),
+        ("dice", "few_shapes(fg_fraction=0.3)", "finished"),
+    ]
+
+
 def test_a_notebooks_own_loss_class_is_refused_where_workers_would_need_it(tmp_path, monkeypatch):
     """Spawned workers cannot import a class a notebook defined (its __main__ has no file):
     refused before any folder, not as every trial failing; --jobs 1 trains it here."""
@@ -378,6 +408,35 @@ def test_a_notebooks_own_loss_class_is_refused_where_workers_would_need_it(tmp_p
     LOSS_REGISTRY.register("notebook_bce", "BCE times scale", modes=("binary",))(NotebookBCE)
     options = {**QUICK, "losses": "notebook_bce,bce", "out": str(tmp_path / "runs")}
     refused = "loss 'notebook_bce' is defined in this notebook, .* run it with jobs=1"
+    with pytest.raises(ParameterError, match=refused):
+        prepare(plan_run(build_config(**options, jobs=2)), dry_run=True)
+    assert list(tmp_path.iterdir()) == []
+    with prepare(plan_run(build_config(**options, jobs=1)), dry_run=True).executor:
+        pass
+
+
+def test_a_notebooks_own_dataset_loader_is_refused_where_workers_may_load_it(tmp_path, monkeypatch):
+    """A worker loads its own copy where /dev/shm has no room to share one (known only once
+    loaded), and cannot import a loader a notebook defined: refused before any folder, not
+    as every trial failing; --jobs 1 loads it here."""
+    import sys
+    import types
+
+    import users_code
+
+    from losscmp.data import DATASET_REGISTRY
+    from losscmp.errors import ParameterError
+
+    def notebook_shapes(**params):
+        return users_code.load_few_shapes(**params)
+
+    notebook_shapes.__module__ = "__main__"
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+    monkeypatch.setattr(DATASET_REGISTRY, "_entries", dict(DATASET_REGISTRY._entries))
+    register = DATASET_REGISTRY.register("notebook_shapes", "shapes", mode_of=lambda: "binary")
+    register(notebook_shapes)
+    options = {**QUICK, "dataset": "notebook_shapes", "out": str(tmp_path / "runs")}
+    refused = "dataset 'notebook_shapes' is defined in this notebook, .* run it with jobs=1"
     with pytest.raises(ParameterError, match=refused):
         prepare(plan_run(build_config(**options, jobs=2)), dry_run=True)
     assert list(tmp_path.iterdir()) == []

@@ -1,10 +1,12 @@
-"""A user's own loss, in a module of their own (not losscmp's): registered by a test the
-way a notebook would, then trained by worker processes that import it by name."""
+"""A user's own loss and dataset, in a module of their own (not losscmp's): registered by a
+test the way a notebook would, then used by worker processes that import them by name."""
 
 from __future__ import annotations
 
 import torch
 
+from losscmp.data.base import SegmentationData
+from losscmp.data.synthetic import load_synthetic
 from losscmp.losses.base import BINARY_MODE, SegLoss
 
 
@@ -18,3 +20,8 @@ class ScaledBCE(SegLoss):
     def compute(self, logits, target, maps):
         bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
         return self.scale * bce
+
+
+def load_few_shapes(*, fg_fraction: float = 0.2, **context) -> SegmentationData:
+    """A few generated images: the synthetic set's, under a name of the user's."""
+    return load_synthetic(fg_fraction=fg_fraction, n_train=16, n_val=8, n_test=8, **context)

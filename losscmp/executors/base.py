@@ -123,9 +123,10 @@ class JobContext:
     # Label -> the fingerprint of the dataset the main process loaded: a worker that loads
     # its own copy (no room to share it) trains only if its copy's is the same.
     dataset_fingerprints: dict[str, str] = field(default_factory=dict)
-    # The losses of the run registered outside losscmp (by a notebook or a script): a
-    # worker process imported only losscmp's own, and registers these before its job.
-    loss_entries: tuple[Entry, ...] = ()
+    # The losses and datasets of the run registered outside losscmp (by a notebook or a
+    # script), by registry kind ('loss', 'dataset'): a worker process imported only
+    # losscmp's own, and registers these before its job.
+    users_entries: dict[str, tuple[Entry, ...]] = field(default_factory=dict)
 
 
 @dataclass
