@@ -486,41 +486,51 @@ def _run_jobs(store, prepared: PreparedRun, execution: Execution, done: set[str]
 
 
 def check_workers_import_users_entries(plan: Plan, execution: Execution) -> None:
-    """Spawned workers (local, --jobs 2 or more) import a user's loss class, or dataset
-    loader (a worker loads its own copy where /dev/shm has no room to share one, known only
-    once loaded), by its module's name: one defined in a notebook (its ``__main__``, no
-    file) is not there, and every job would fail. Refused before any folder. (Ray pickles
-    such a class whole, and shares every dataset.)"""
-    main_file = getattr(sys.modules["__main__"], "__file__", None)
-    if execution.executor != "local" or execution.jobs == 1 or main_file:
+    """Spawned workers (local, --jobs 2 or more) import a user's loss class by its module's
+    name: one defined in a notebook (its ``__main__``, no file) is not there, and every job
+    would fail. Refused before any folder. (Ray pickles such a class whole.) A notebook's
+    dataset loader is not refused: workers take the data shared, and only one that must
+    load its own copy (no room in /dev/shm) fails its trials, saying why (``job_dataset``)."""
+    if execution.executor != "local" or execution.jobs == 1 or _main_has_a_file():
         return
-    for kind, entries in users_entries(plan).items():
-        for entry in entries:
-            if entry.module == "__main__":
-                raise ParameterError(
-                    f"{kind} '{entry.name}' is defined in this notebook, which worker "
-                    f"processes (jobs={execution.jobs}) cannot import: run it with jobs=1, or "
-                    "define it in a module of its own and import it from there"
-                )
+    for entry in users_entries(plan).get("loss", ()):
+        if entry.module == "__main__":
+            raise ParameterError(
+                f"loss '{entry.name}' is defined in this notebook, which worker processes "
+                f"(jobs={execution.jobs}) cannot import: run it with jobs=1, or define it in "
+                "a module of its own and import it from there"
+            )
 
 
 def users_entries(plan: Plan) -> dict[str, tuple[Entry, ...]]:
     """The registry entries of the plan's losses and datasets that a user's code registered,
-    by registry kind, as worker processes take them (``Entry.for_workers``)."""
+    by registry kind, as worker processes take them (``Entry.for_workers``); less a
+    notebook's dataset loaders, which a spawned worker could not unpickle (every job would
+    fail to start), and which workers that take the data shared do not need."""
     from losscmp.data import DATASET_REGISTRY
     from losscmp.losses import LOSS_REGISTRY
 
     used = [
-        (LOSS_REGISTRY, plan.loss_specs.values()),
-        (DATASET_REGISTRY, plan.dataset_specs.values()),
+        (LOSS_REGISTRY, plan.loss_specs.values(), True),
+        (DATASET_REGISTRY, plan.dataset_specs.values(), _main_has_a_file()),
     ]
     found = {}
-    for registry, specs in used:
+    for registry, specs, main_importable in used:
         entries = {spec.name: registry.get(spec.name) for spec in specs}
-        users = tuple(entry.for_workers() for entry in entries.values() if not entry.from_losscmp)
+        users = tuple(
+            entry.for_workers()
+            for entry in entries.values()
+            if not entry.from_losscmp and (main_importable or entry.module != "__main__")
+        )
         if users:
             found[registry.kind] = users
     return found
+
+
+def _main_has_a_file() -> bool:
+    """Whether ``__main__`` is a script, which a spawned worker runs again (as
+    ``__mp_main__``), so that what it defines can be imported there; a notebook's is not."""
+    return bool(getattr(sys.modules["__main__"], "__file__", None))
 
 
 def _write_result(store, prepared: PreparedRun, result, emit: Listener) -> None:

@@ -106,6 +106,23 @@ def adopt_registrations(context) -> None:
                 registries[kind].add(entry)
 
 
+def _check_registered(spec) -> None:
+    """A dataset this worker lacks was registered by a notebook (losscmp's own and a
+    module's are registered here): said so, not as an unknown name. This worker loads its
+    own copy because there was no room to share the data (/dev/shm)."""
+    from losscmp.data import DATASET_REGISTRY
+    from losscmp.errors import DatasetError
+    from losscmp.spec import as_spec
+
+    name = as_spec(spec).name
+    if name not in DATASET_REGISTRY:
+        raise DatasetError(
+            f"dataset '{name}' is defined in a notebook, which this worker process cannot "
+            "import, and there was no room in /dev/shm to share its data with the workers: "
+            "run it with jobs=1, or define it in a module of its own and import it from there"
+        )
+
+
 def job_dataset(label: str, context) -> Any:
     from losscmp.data import load_dataset
     from losscmp.data.shared import DataDiffers, check_own_copy
@@ -115,6 +132,7 @@ def job_dataset(label: str, context) -> Any:
     if key in _REFUSED:  # this process's copy differs: every job of it is refused at once
         raise DataDiffers(_REFUSED[key])
     if key not in _DATASETS:
+        _check_registered(context.dataset_specs[label])
         data = load_dataset(
             context.dataset_specs[label],
             data_dir=config.data_dir,

@@ -415,17 +415,21 @@ def test_a_notebooks_own_loss_class_is_refused_where_workers_would_need_it(tmp_p
         pass
 
 
-def test_a_notebooks_own_dataset_loader_is_refused_where_workers_may_load_it(tmp_path, monkeypatch):
-    """A worker loads its own copy where /dev/shm has no room to share one (known only once
-    loaded), and cannot import a loader a notebook defined: refused before any folder, not
-    as every trial failing; --jobs 1 loads it here."""
+def test_a_notebooks_own_dataset_loader_runs_with_workers_that_take_the_data_shared(
+    tmp_path, monkeypatch
+):
+    """Workers take the data shared; a loader a notebook defined cannot be imported (or
+    unpickled) in them, so it is not sent, and --jobs 2 is not refused for it: only a
+    worker that must load its own copy (no room in /dev/shm) fails, saying why."""
     import sys
     import types
 
     import users_code
 
+    from losscmp import worker
     from losscmp.data import DATASET_REGISTRY
-    from losscmp.errors import ParameterError
+    from losscmp.errors import DatasetError
+    from losscmp.runner import users_entries
 
     def notebook_shapes(**params):
         return users_code.load_few_shapes(**params)
@@ -436,12 +440,19 @@ def test_a_notebooks_own_dataset_loader_is_refused_where_workers_may_load_it(tmp
     register = DATASET_REGISTRY.register("notebook_shapes", "shapes", mode_of=lambda: "binary")
     register(notebook_shapes)
     options = {**QUICK, "dataset": "notebook_shapes", "out": str(tmp_path / "runs")}
-    refused = "dataset 'notebook_shapes' is defined in this notebook, .* run it with jobs=1"
-    with pytest.raises(ParameterError, match=refused):
-        prepare(plan_run(build_config(**options, jobs=2)), dry_run=True)
-    assert list(tmp_path.iterdir()) == []
-    with prepare(plan_run(build_config(**options, jobs=1)), dry_run=True).executor:
+    plan = plan_run(build_config(**options, jobs=2))
+    with prepare(plan, dry_run=True).executor:
         pass
+    assert "dataset" not in users_entries(plan)
+    # A worker process, where the notebook's registration is not: its own copy is refused.
+    monkeypatch.setattr(DATASET_REGISTRY, "_entries", dict(DATASET_REGISTRY._entries))
+    del DATASET_REGISTRY._entries["notebook_shapes"]
+    context = types.SimpleNamespace(
+        config=plan.config, dataset_specs=plan.dataset_specs, dataset_fingerprints={}
+    )
+    (label,) = plan.dataset_specs
+    with pytest.raises(DatasetError, match="'notebook_shapes' is defined in a notebook.*jobs=1"):
+        worker.job_dataset(label, context)
 
 
 @pytest.mark.slow
