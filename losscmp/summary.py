@@ -690,23 +690,40 @@ def summarize(runs: RunResults | Sequence[RunResults], metric: str = "dice") -> 
 
 
 def _check_metric_recorded(results: RunResults, metric: str) -> None:
-    """Threshold scores, AP and ECE exist for binary runs of schema 2 only."""
-    column = f"val_{metric}"
-    plain = f"{', '.join(PLAIN_METRICS[:-1])} or {PLAIN_METRICS[-1]}"
-    if metric in BINARY_METRICS and not (
-        column in results.epochs.columns and results.epochs[column].notna().any()
-    ):
-        title = METRIC_TITLES[metric]
-        modes = {info.get("mode") for info in results.datasets.values()}
-        if modes == {"multiclass"}:  # the schema version is beside the point
-            raise LosscmpError(
-                f"--metric {metric}: multiclass runs have no {title} (a multiclass prediction "
-                f"is the argmax over the classes: no threshold to choose); use {plain}"
-            )
+    """Threshold scores, AP and ECE exist for binary runs of schema 2 only; AP, where
+    validation has a foreground pixel too (the epoch is chosen on validation)."""
+    if metric not in BINARY_METRICS or _recorded(results, metric):
+        return
+    title = METRIC_TITLES[metric]
+    modes = {info.get("mode") for info in results.datasets.values()}
+    if modes == {"multiclass"}:  # the schema version is beside the point
         raise LosscmpError(
-            f"--metric {metric}: these runs have no {title} (it is computed for "
-            f"binary tasks, by losscmp from schema version 2 on); use {plain}"
+            f"--metric {metric}: multiclass runs have no {title} (a multiclass prediction "
+            f"is the argmax over the classes: no threshold to choose); use "
+            f"{_listed(PLAIN_METRICS)}"
         )
+    # ECE comes from the same histogram as AP: recorded, the run scored AP and found no
+    # positive pixel to rank (metrics.average_precision).
+    if metric == "ap" and _recorded(results, "ece"):
+        recorded = [name for name in METRICS if _recorded(results, name)]
+        raise LosscmpError(
+            f"--metric ap: the validation split of these runs has no foreground pixel, so "
+            f"{title} is undefined there (and cannot choose the epoch); use {_listed(recorded)}"
+        )
+    raise LosscmpError(
+        f"--metric {metric}: these runs have no {title} (it is computed for "
+        f"binary tasks, by losscmp from schema version 2 on); use {_listed(PLAIN_METRICS)}"
+    )
+
+
+def _recorded(results: RunResults, metric: str) -> bool:
+    """Whether any validation row holds ``metric``."""
+    column = f"val_{metric}"
+    return column in results.epochs.columns and bool(results.epochs[column].notna().any())
+
+
+def _listed(names: Sequence[str]) -> str:
+    return f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def at_chosen_rates(results: RunResults, summary: pd.DataFrame) -> RunResults:

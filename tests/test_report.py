@@ -1874,6 +1874,27 @@ def test_threshold_metrics_of_a_run_before_them_are_refused(tmp_path):
     )
 
 
+def test_ap_of_a_run_whose_validation_split_has_no_foreground_says_so(cli, tmp_path):
+    """The refusal said AP 'is computed for binary tasks, by losscmp from schema version 2
+    on': this run is both. AP is NaN where a split has no foreground pixel, and the epoch is
+    chosen on validation, so AP cannot be the headline; the other scores can."""
+    no_foreground = {"val_foreground_fraction": 0.0}
+    run_dir = write_run(tmp_path, seeds=(0,), dataset_info=no_foreground, write_csvs=False)
+    for path in (run_dir / "trials").iterdir():
+        record = json.loads(path.read_text())
+        for row in record["epochs"]:
+            row["val_ap"] = None  # what metrics.average_precision gives without a positive
+        path.write_text(json.dumps(record))
+    result = cli("report", run_dir, "--metric", "ap")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "losscmp: error: --metric ap: the validation split of these runs has no foreground "
+        "pixel, so AP is undefined there (and cannot choose the epoch); use dice, iou, mcc, "
+        "image_dice, image_iou, dice_t, iou_t, mcc_t or ece\n"
+    )
+    assert cli("report", run_dir, "--metric", "ece").exit_code == 0
+
+
 # ---------------------------------------------------------------- learning rates
 
 
