@@ -18,7 +18,14 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-from losscmp.errors import ConfigError, LosscmpError, ParameterError, SpecError, suggest
+from losscmp.errors import (
+    ConfigError,
+    LosscmpError,
+    ParameterError,
+    SpecError,
+    choice_named,
+    suggest,
+)
 from losscmp.registry import SCIENTIFIC_TEXT, coerce, describe_type
 from losscmp.spec import (
     Spec,
@@ -438,8 +445,7 @@ def build_config(
         config = RunConfig(**values, origins=origins)
     except TypeError as error:
         raise ConfigError(f"options: {error}") from None
-    validate(config, origins)
-    return config
+    return validate(config, origins)
 
 
 def _typed(from_file: dict[str, Any], given: dict[str, Any]) -> dict[str, str]:
@@ -669,9 +675,10 @@ def _float_list(value: Any, name: str = "'fg_fraction'") -> list[float] | None:
         ) from None
 
 
-def validate(config: RunConfig, origins: Origins | None = None) -> None:
+def validate(config: RunConfig, origins: Origins | None = None) -> RunConfig:
     """Range checks a user can trip over; names are checked against registries later.
-    Messages name each option as ``origins`` says it was given (flag, file, run.json)."""
+    Messages name each option as ``origins`` says it was given (flag, file, run.json).
+    Returns ``config`` with each choice as listed (``--device CPU``: ``cpu``)."""
     names = origins or Origins()
     _check_whole_numbers(config, names)
     if config.image_size < 32 or config.image_size % 32:
@@ -691,20 +698,14 @@ def validate(config: RunConfig, origins: Origins | None = None) -> None:
             f"{names.name('weight_decay')} must be a finite number >= 0, "
             f"got {names.shown('weight_decay', config.weight_decay)}"
         )
-    _check_choice(config.device, DEVICES, "device", names)
-    _check_execution(config, names)
+    config = _named_choices(config, names)
     _refuse_unread_options(config, names)
-    _check_tracking(config, names)
-    if config.encoder_weights not in (None, "imagenet"):
-        raise ParameterError(
-            f"{names.name('encoder_weights')} must be none or 'imagenet', got "
-            f"'{config.encoder_weights}'{suggest(config.encoder_weights, ['imagenet'])}"
-        )
     _check_fg_fractions(config, names)
     for text in [*config.losses, config.dataset]:
         if not selector_name(text):
             as_spec(text)  # raises SpecError on a malformed spec
     _check_limits(config, names)
+    return config
 
 
 # Seeds are stored as int64 (epochs.csv, run.json readers) and given to torch.manual_seed
@@ -750,12 +751,44 @@ def _check_whole_numbers(config: RunConfig, names: Origins) -> None:
         )
 
 
-def _check_choice(value: str, choices: tuple[str, ...], key: str, names: Origins) -> None:
-    if value not in choices:
+def _choices() -> dict[str, tuple[str, ...]]:
+    """The text options that take one of a few names, and those names (OPTIONAL_NAMES
+    take none too)."""
+    from losscmp.executors import EXECUTORS
+    from losscmp.model import MODEL_PRESETS
+    from losscmp.tracking import TRACKERS
+
+    return {
+        "device": DEVICES,
+        "model": ("auto", *MODEL_PRESETS),
+        "encoder_weights": ("imagenet",),
+        "executor": tuple(EXECUTORS),
+        "fuse": FUSE_MODES,
+        "tracking": tuple(TRACKERS),
+    }
+
+
+def _named_choices(config: RunConfig, names: Origins) -> RunConfig:
+    """``config`` with each choice as listed, in whatever case it was given (``--fuse ON``,
+    ``device: CPU``), as --losses takes a loss's name: run.json records it one way, so runs
+    combine and a resume compares like with like. A name that is no choice is refused."""
+    named = {}
+    for key, choices in _choices().items():
+        value = getattr(config, key)
+        if value is not None:  # none, where the option takes it
+            named[key] = _check_choice(value, choices, key, names)
+    return dataclasses.replace(config, **named)
+
+
+def _check_choice(value: str, choices: tuple[str, ...], key: str, names: Origins) -> str:
+    named = choice_named(value, choices)
+    if named is None:
+        none = " or none" if key in OPTIONAL_NAMES else ""
         raise ParameterError(
-            f"{names.name(key)} must be one of {', '.join(choices)}, got '{value}'"
+            f"{names.name(key)} must be one of {', '.join(choices)}{none}, got '{value}'"
             f"{_suggest_choice(value, choices)}"
         )
+    return named
 
 
 # Names users reach for that are not close in spelling to the choice they mean: a device's
@@ -905,13 +938,6 @@ def check_trial_count(config: RunConfig, names: Origins | None = None) -> None:
         )
 
 
-def _check_execution(config: RunConfig, names: Origins) -> None:
-    from losscmp.executors import EXECUTORS
-
-    _check_choice(config.executor, tuple(EXECUTORS), "executor", names)
-    _check_choice(config.fuse, FUSE_MODES, "fuse", names)
-
-
 def _dataset_entry(config: RunConfig):
     """The dataset's registry entry, or None for a name the runner refuses later (with
     its did-you-mean)."""
@@ -960,13 +986,3 @@ def _given_with(names: Origins, option: str, chooser: str) -> bool:
     """Whether ``option`` was given where ``chooser`` was, or more specifically (a flag
     beside a file's choice, a file's option under the default choice)."""
     return names.given_now(option) and names.origin(option) >= names.origin(chooser)
-
-
-def _check_tracking(config: RunConfig, names: Origins) -> None:
-    from losscmp.tracking import TRACKERS
-
-    if config.tracking is not None and config.tracking not in TRACKERS:
-        raise ParameterError(
-            f"{names.name('tracking')} must be one of {', '.join(TRACKERS)} or none, "
-            f"got '{config.tracking}'{suggest(config.tracking, TRACKERS)}"
-        )

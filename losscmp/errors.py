@@ -85,6 +85,14 @@ def closest(name: str, choices: Iterable[str]) -> str | None:
     return by_lower[meant[0]] if meant else None
 
 
+def choice_named(name: str, choices: Iterable[str]) -> str | None:
+    """The choice ``name`` spells in any case (``CPU``: ``cpu``), as listed; None for
+    another name. A choice is recorded as listed, so run.json and the tables name it one
+    way whatever was typed, and two runs combine."""
+    by_lower = {choice.lower(): choice for choice in choices}
+    return by_lower.get(name.lower())
+
+
 def suggest(name: str, choices: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the choice ``name`` most likely meant
     (:func:`closest`), or ``""``."""

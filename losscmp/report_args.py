@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from losscmp.errors import LosscmpError, unknown
+from losscmp.errors import LosscmpError, choice_named, unknown
 from losscmp.metric_names import METRICS
 from losscmp.results import (
     PLOTS_DIR,
@@ -102,9 +102,11 @@ def check_not_another_runs_file(name: str, path: Path, run_dirs: Sequence[Path])
 
 
 def check_metric(metric: str) -> str:
-    if metric not in METRICS:
+    """``metric`` as METRICS names it (``Dice``: ``dice``); an unknown name is refused."""
+    named = choice_named(metric, METRICS)
+    if named is None:
         raise unknown("metric", metric, METRICS)
-    return metric
+    return named
 
 
 def resolve_run_dirs(paths: Sequence[Path | str]) -> list[Path]:

@@ -161,7 +161,7 @@ class Report:
 
 def build_report(paths: Sequence[Path | str], metric: str = "dice") -> Report:
     """Find, read, combine and summarise runs: the one entry point of every output."""
-    check_metric(metric)
+    metric = check_metric(metric)
     runs = [load_run(run_dir) for run_dir in resolve_run_dirs(paths)]
     results = combine_runs(runs)
     summary = summarize(results, metric)
@@ -682,7 +682,7 @@ def summarize(runs: RunResults | Sequence[RunResults], metric: str = "dice") -> 
     ``is_best, fg_fraction, dial_group``; multiclass adds
     ``best_dice_<class>_mean/_std`` and ``final_dice_<class>_mean/_std``.
     """
-    check_metric(metric)
+    metric = check_metric(metric)
     results = runs if isinstance(runs, RunResults) else combine_runs(list(runs))
     _check_metric_recorded(results, metric)
     frames = [_summarize_dataset(results, dataset, metric) for dataset in dataset_order(results)]

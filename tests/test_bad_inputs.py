@@ -616,9 +616,9 @@ CASES: list[tuple[str, Args, str]] = [
         ["--device", "CUDA:1"],
         "got 'CUDA:1' (to train on GPU 1: CUDA_VISIBLE_DEVICES=1 losscmp run ... --device cuda)",
     ),
-    ("model", ["--model", "huge"], "unknown model preset 'huge'"),
+    ("model", ["--model", "huge"], "--model must be one of auto, tiny, small, medium"),
     ("model-too-small-images", ["--model", "small", "--image-size", "32"], "too small"),
-    ("encoder-weights", ["--encoder-weights", "foo"], "--encoder-weights must be none"),
+    ("encoder-weights", ["--encoder-weights", "foo"], "--encoder-weights must be one of imagenet"),
     (
         "encoder-weights-typo",
         ["--encoder-weights", "imagenett"],

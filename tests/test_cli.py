@@ -219,7 +219,7 @@ def test_looking_around_does_not_import_torch(tmp_path, args, code):
         (["--epochs", "-1"], "--epochs must be between 1 and 100000, got -1"),
         (["--image-size", "50"], "--image-size must be a multiple of 32"),
         (["--device", "tpu"], "--device must be one of"),
-        (["--model", "huge"], "unknown model preset 'huge'"),
+        (["--model", "huge"], "--model must be one of auto, tiny, small, medium, got 'huge'"),
         (["--config", "missing.yaml"], "config file not found: missing.yaml"),
         (["--dataset", "pets", "--data-dir", "nowhere"], "losscmp datasets download pets"),
         (["--losses", "focal(gamma=-1)"], "loss 'focal': gamma must be >= 0"),
@@ -373,6 +373,7 @@ def test_a_dry_run_says_what_auto_resolves_to_in_the_singular(cli, tmp_path):
         ("on", "executing: in this process, 1 thread, losses fused per seed and learning "
          "rate (4 fused models of 2 losses)"),
         ("off", "executing: in this process, 1 thread"),
+        ("OFF", "executing: in this process, 1 thread"),  # was: did you mean 'off'?
     ],
 )  # fmt: skip
 def test_a_dry_run_says_how_the_trials_would_run(cli, tmp_path, fuse, executing):

@@ -112,6 +112,44 @@ def test_bad_values_are_parameter_errors(flags, message):
         build_config(**flags)
 
 
+CHOICES_IN_CAPITALS = {
+    "device": "CPU",
+    "model": "Tiny",
+    "encoder_weights": "ImageNet",
+    "executor": "Local",
+    "fuse": "ON",
+    "tracking": "MLflow",
+}
+CHOICES_AS_LISTED = {
+    "device": "cpu",
+    "model": "tiny",
+    "encoder_weights": "imagenet",
+    "executor": "local",
+    "fuse": "on",
+    "tracking": "mlflow",
+}
+
+
+def test_a_choice_in_any_case_is_recorded_as_listed(tmp_path):
+    """'--fuse ON' was refused (did you mean 'on'?) where '--losses Dice' is dice: a choice
+    is the choice whatever its case, flag or config file, and run.json records it in lower
+    case, so that runs combine and a resume compares like with like."""
+    from_flags = build_config(**CHOICES_IN_CAPITALS)
+    path = tmp_path / "c.yaml"
+    path.write_text("".join(f"{key}: '{value}'\n" for key, value in CHOICES_IN_CAPITALS.items()))
+    from_file = build_config(path)
+    for config in (from_flags, from_file):
+        assert {key: config.to_dict()[key] for key in CHOICES_AS_LISTED} == CHOICES_AS_LISTED
+    assert from_flags == from_file == build_config(**CHOICES_AS_LISTED)
+
+
+def test_a_choice_misspelt_in_capitals_is_still_refused():
+    with pytest.raises(ParameterError, match="^--fuse must be one of auto, on, off, got 'ONN'"):
+        build_config(fuse="ONN")
+    with pytest.raises(ParameterError, match="^--model must be one of auto, tiny, small, medium"):
+        build_config(model="Huge")
+
+
 def test_bad_spec_is_reported():
     with pytest.raises(SpecError):
         build_config(losses="dice,focal(gamma=1")

@@ -1851,6 +1851,15 @@ def test_metric_ece_ranks_the_lowest_first(run_dir):
     assert "(lower is better)" not in headline_caption("dice", summarize(load_run(run_dir)))
 
 
+def test_metric_takes_its_name_in_any_case(cli, run_dir):
+    """'--metric Dice' was refused (did you mean 'dice'?), as '--losses Dice' no longer is."""
+    as_listed = cli("report", run_dir, "--metric", "ece")
+    in_capitals = cli("report", run_dir, "--metric", "ECE")
+    assert in_capitals.exit_code == 0, in_capitals.output
+    assert in_capitals.stdout == as_listed.stdout
+    assert summarize(load_run(run_dir), metric="Mcc")["metric"].unique().tolist() == ["mcc"]
+
+
 def test_threshold_metrics_of_a_multiclass_run_are_refused(tmp_path):
     """The refusal said '(it is computed for binary tasks, by losscmp from schema version 2
     on)': a multiclass run of today's losscmp has none either, and never will."""

@@ -72,7 +72,7 @@ NO_CURVES = "no epoch validated:\nevery trial diverged in its first"
 
 def write_plots(run_dir: Path | str, *, metric: str = "dice") -> list[Path]:
     """Draw every figure the run supports; return the PNG paths written."""
-    summary.check_metric(metric)
+    metric = summary.check_metric(metric)
     require_matplotlib()
     store = RunStore(run_dir)
     results = summary.load_run(store.run_dir)

@@ -104,7 +104,7 @@ def render_table(
     terminal leaves out, for the line under the table (``'summary.csv, a wider terminal'``):
     the caller knows which files this report has.
     """
-    check_metric(metric)
+    metric = check_metric(metric)
     summary = chosen_rows(summary)  # each loss at its chosen learning rate
     datasets = list(dict.fromkeys(summary["dataset"]))
     parts = []
