@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,13 @@ SMOKE = REPO / "configs" / "smoke.yaml"
 
 # Tests run on 2 cores next to each other; one thread each keeps timings stable.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# Started as a background job of a non-interactive shell (`bash .ci/run &` in a script),
+# pytest inherits Ctrl-C ignored, and so would every losscmp it starts: the tests that
+# stop a run with a real SIGINT then failed, or waited for ever for a stop that never
+# came. Python's own handler, as in a terminal (a started program gets the default).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
