@@ -45,6 +45,7 @@ from losscmp.executors.base import Execution, Executor, Job, JobContext
 from losscmp.plan import Plan, Trial, check_image_size, make_loss, probe_loss
 from losscmp.registry import Entry
 from losscmp.results import (
+    RUN_FILE,
     SCHEMA_VERSION,
     RunStore,
     check_out_dir,
@@ -732,7 +733,7 @@ OPTIONS_SINCE_SCHEMA = frozenset({"lr_grid", "tracking"})
 
 def stored_config(meta: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """run.json's config, every option of this schema there and none this losscmp lacks."""
-    path = Path(run_dir) / "run.json"
+    path = Path(run_dir) / RUN_FILE
     stored = meta.get("config")
     if not isinstance(stored, dict):
         raise LosscmpError(f"{path} is damaged (no valid config)")
@@ -859,7 +860,7 @@ def _refuse_unrecorded(meta: dict[str, Any], run_dir: Path) -> None:
             value = value.get(key) if isinstance(value, dict) else None
         if value is None:
             raise LosscmpError(
-                f"{Path(run_dir) / 'run.json'} is damaged (it lacks {' '.join(map(repr, keys))}, "
+                f"{Path(run_dir) / RUN_FILE} is damaged (it lacks {' '.join(map(repr, keys))}, "
                 "which a resume keeps or checks the rest of the run by)"
             )
 
