@@ -298,10 +298,7 @@ def _run_record_options(path: Path, record: dict[str, Any]) -> dict[str, Any]:
     stored = record.get("config")
     if not isinstance(stored, dict) or not set(stored) <= set(FIELD_NAMES):
         raise ConfigError(f"config file {path} is a run's record without a valid config")
-    options = dict(stored)
-    started_on = str(record.get("device") or "").split(":")[0]
-    if options.get("device", "auto") == "auto" and started_on in DEVICES:
-        options["device"] = started_on
+    options = with_device_as_started(stored, record)
     threads = (record.get("execution") or {}).get("threads")
     if options.get("threads") is None and isinstance(threads, int):
         options["threads"] = threads
@@ -311,6 +308,16 @@ def _run_record_options(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         dataset = as_spec(options["dataset"])
         options["dataset"] = _without_fraction(dataset).label  # the sweep's replaced it
     return {key: value for key, value in options.items() if _read_by_its_run(key, options)}
+
+
+def with_device_as_started(options: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """A stored run's options (run.json's config) with ``device: auto`` as it resolved
+    when the run started (run.json's device, ``cuda:0``: ``cuda``): its trials ran there,
+    even where a GPU has since appeared, or Ray would decide differently."""
+    started_on = str(meta.get("device") or "").split(":")[0]
+    if options.get("device", "auto") == "auto" and started_on in DEVICES:
+        return {**options, "device": started_on}
+    return dict(options)
 
 
 def _read_by_its_run(key: str, options: dict[str, Any]) -> bool:

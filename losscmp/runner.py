@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from losscmp.config import (
-    DEVICES,
     FIELD_NAMES,
     MAX_FUSED_LOSSES,
     Origins,
     RunConfig,
     build_config,
     separate_fused_copies,
+    with_device_as_started,
 )
 from losscmp.errors import LosscmpError, ParameterError
 from losscmp.events import (
@@ -665,11 +665,8 @@ def resume_config(run_dir: Path, config_file: str | None, flags: dict[str, Any])
     check_record_folders(run_dir)
     _refuse_older_schema(meta, run_dir)  # before its config, which lacks later options
     _refuse_unrecorded(meta, run_dir)
-    base = stored_config(meta, run_dir)
+    base = with_device_as_started(stored_config(meta, run_dir), meta)
     _refuse_another_out(run_dir, flags.get("out"))
-    started_on = str(meta.get("device", "")).split(":")[0]
-    if base.get("device", "auto") == "auto" and started_on in DEVICES:
-        base = {**base, "device": started_on}
     config = build_config(config_file, base=base, **flags)
     # Where the run folder is, whatever --out it was started with, or a config file gives.
     config.out = str(Path(run_dir).parent)
