@@ -579,7 +579,7 @@ def stored_execution(meta: dict[str, Any], current: Execution) -> Execution:
     recorded used the fused AdamW on CUDA only, fused by vmap and ran the CPU's copies one
     by one on views of stacked weights."""
     stored = meta["execution"]
-    started_on_cuda = str(meta.get("device", "")).startswith("cuda")
+    started_on_cuda = _started_on_cuda(meta)
     return dataclasses.replace(
         current,
         fused=bool(stored["fused"]),
@@ -654,6 +654,11 @@ def run_metadata(
         "started_at": now_iso(),
         "finished_at": None,
     }
+
+
+def _started_on_cuda(meta: dict[str, Any]) -> bool:
+    """Whether the run of this run.json started on a GPU (its device: ``cuda:0``)."""
+    return str(meta.get("device", "")).startswith("cuda")
 
 
 def resume_config(run_dir: Path, config_file: str | None, flags: dict[str, Any]) -> RunConfig:
@@ -820,7 +825,7 @@ def config_changes(
     changes = _execution_changes(meta, stored, current)
     # --amp counts on CUDA only (train.py): a run on another device trained in float32
     # whatever it says, as the rest will.
-    unread = set() if str(meta.get("device", "")).startswith("cuda") else {"amp"}
+    unread = set() if _started_on_cuda(meta) else {"amp"}
     for name in FIELD_NAMES:
         old, new = getattr(stored, name), getattr(current, name)
         if name == "losses":  # their order only orders the table
@@ -894,7 +899,7 @@ def _execution_changes(meta: dict[str, Any], stored: RunConfig, current: RunConf
     changes = []
     if current.fuse != stored.fuse:
         trained_fused = bool(recorded["fused"])
-        started_on_cuda = str(meta.get("device", "")).startswith("cuda")
+        started_on_cuda = _started_on_cuda(meta)
         asked = {"on": True, "off": False}.get(current.fuse, started_on_cuda)
         if asked != trained_fused:
             how = "fused" if trained_fused else "unfused"
