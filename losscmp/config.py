@@ -321,11 +321,15 @@ def with_device_as_started(options: dict[str, Any], meta: dict[str, Any]) -> dic
 
 
 def _read_by_its_run(key: str, options: dict[str, Any]) -> bool:
-    """Whether a stored option was read by the run: --ray-address by the ray executor, a
-    data_dir by a dataset that reads one (a file's left under a flag that chose otherwise
-    was set aside)."""
+    """Whether a stored option was read by the run: --ray-address by an executor that
+    reads it (ray), a data_dir by a dataset that reads one (a file's left under a flag
+    that chose otherwise was set aside); each asked of its entry's run_options, as
+    _refuse_unread_options asks."""
     if key == "ray_address":
-        return options.get("executor") == "ray"
+        from losscmp.executors import EXECUTORS, executor_class
+
+        executor = options.get("executor")
+        return executor in EXECUTORS and key in executor_class(executor).run_options
     if key == "data_dir" and isinstance(options.get("dataset"), str):
         from losscmp.data import DATASET_REGISTRY
 
