@@ -783,7 +783,6 @@ def losses_command(
         console.print_note(note)
 
 
-DATASETS_ROOT = Path("datasets")
 ROOT_HELP = "Folder holding the datasets (or the pets folder itself). \\[default: datasets]"
 
 
@@ -797,7 +796,7 @@ def datasets_default(
 ) -> None:
     """List the datasets, whether each is present, and how to get it."""
     if ctx.invoked_subcommand is None:
-        _list_datasets(root or DATASETS_ROOT)
+        _list_datasets(root)
     ctx.obj = root  # 'datasets --root DIR list' lists DIR, as 'datasets list --root DIR' does
 
 
@@ -810,14 +809,14 @@ def datasets_list(
     ] = None,
 ) -> None:
     """List the datasets, whether each is present, and how to get it."""
-    _list_datasets(root or ctx.obj or DATASETS_ROOT)
+    _list_datasets(root or ctx.obj)
 
 
-def _list_datasets(data_dir: Path) -> None:
+def _list_datasets(data_dir: Path | None) -> None:
     from losscmp import console
-    from losscmp.data import dataset_status
+    from losscmp.data import DATASETS_DIR, dataset_status
 
-    console.print_dataset_table(dataset_status(data_dir))
+    console.print_dataset_table(dataset_status(data_dir or DATASETS_DIR))
 
 
 class _DownloadCommand(_Command):

@@ -298,35 +298,51 @@ def _run_record_options(path: Path, record: dict[str, Any]) -> dict[str, Any]:
     stored = record.get("config")
     if not isinstance(stored, dict) or not set(stored) <= set(FIELD_NAMES):
         raise ConfigError(f"config file {path} is a run's record without a valid config")
-    options = dict(stored)
-    started_on = str(record.get("device") or "").split(":")[0]
-    if options.get("device", "auto") == "auto" and started_on in DEVICES:
-        options["device"] = started_on
+    options = with_device_as_started(stored, record)
     threads = (record.get("execution") or {}).get("threads")
     if options.get("threads") is None and isinstance(threads, int):
         options["threads"] = threads
     if options.get("lr_grid") is not None:
         options.pop("lr", None)
     if options.get("fg_fraction") is not None and isinstance(options.get("dataset"), str):
-        dataset = as_spec(options["dataset"])  # its fraction replaced by the sweep's
-        params = {key: value for key, value in dataset.params.items() if key != "fg_fraction"}
-        options["dataset"] = Spec(dataset.name, params).label
+        dataset = as_spec(options["dataset"])
+        options["dataset"] = _without_fraction(dataset).label  # the sweep's replaced it
     return {key: value for key, value in options.items() if _read_by_its_run(key, options)}
 
 
+def with_device_as_started(options: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """A stored run's options (run.json's config) with ``device: auto`` as it resolved
+    when the run started (run.json's device, ``cuda:0``: ``cuda``): its trials ran there,
+    even where a GPU has since appeared, or Ray would decide differently."""
+    started_on = str(meta.get("device") or "").split(":")[0]
+    if options.get("device", "auto") == "auto" and started_on in DEVICES:
+        return {**options, "device": started_on}
+    return dict(options)
+
+
 def _read_by_its_run(key: str, options: dict[str, Any]) -> bool:
-    """Whether a stored option was read by the run: --ray-address by the ray executor, a
-    data_dir by a dataset that reads one (a file's left under a flag that chose otherwise
-    was set aside)."""
+    """Whether a stored option was read by the run: --ray-address by an executor that
+    reads it (ray), a data_dir by a dataset that reads one (a file's left under a flag
+    that chose otherwise was set aside); each asked of its entry's run_options, as
+    _refuse_unread_options asks."""
     if key == "ray_address":
-        return options.get("executor") == "ray"
+        from losscmp.executors import EXECUTORS, executor_class
+
+        executor = options.get("executor")
+        return executor in EXECUTORS and key in executor_class(executor).run_options
     if key == "data_dir" and isinstance(options.get("dataset"), str):
         from losscmp.data import DATASET_REGISTRY
 
         name = as_spec(options["dataset"]).name
-        entry = DATASET_REGISTRY.get(name) if name in DATASET_REGISTRY else None
-        return entry is None or "data_dir" in entry.run_options
+        return name not in DATASET_REGISTRY or "data_dir" in DATASET_REGISTRY.get(name).run_options
     return True
+
+
+def _without_fraction(spec: Spec) -> Spec:
+    """``spec`` less its fg_fraction, which a sweep (--fg-fraction) replaces."""
+    return Spec(
+        spec.name, {key: value for key, value in spec.params.items() if key != "fg_fraction"}
+    )
 
 
 def _yaml_hint(error) -> str:
@@ -559,8 +575,10 @@ def _short_option_hint(key: str, value: Any, name: str) -> str:
 def _seed_list_hint(key: str, value: Any, name: str) -> str:
     """Seeds listed (``--seeds 0,1,2``, ``seeds: [0, 1, 2]``): --seeds is how many, one
     after another from --seed; consecutive ones are said as those two."""
+    if key != "seeds":
+        return ""
     listed = _numbers_listed(value)
-    if key != "seeds" or listed is None or len(listed) < 2:
+    if listed is None or len(listed) < 2:
         return ""
     flag = name.startswith("--")  # else a config file's key
     seeds, seed = ("--seeds", "--seed") if flag else ("'seeds'", "'seed'")
@@ -577,7 +595,7 @@ def _numbers_listed(value: Any) -> list[float] | None:
     None where ``value`` lists anything else."""
     parts = value if isinstance(value, list) else None
     if isinstance(value, str):
-        parts = [part for part in re.split(r"[\s;,\[\]]+", value) if part]
+        parts = _list_items(value)
     try:
         return [float(part) for part in parts] if parts else None
     except (TypeError, ValueError):
@@ -590,8 +608,13 @@ def _comma_list_hint(value: Any) -> str:
     listed = _numbers_listed(value)
     if not isinstance(value, str) or listed is None:
         return ""
-    meant = ",".join(part for part in re.split(r"[\s;,\[\]]+", value) if part)
-    return f" (a list is separated by commas: did you mean '{meant}'?)"
+    return f" (a list is separated by commas: did you mean '{','.join(_list_items(value))}'?)"
+
+
+def _list_items(text: str) -> list[str]:
+    """The items of a list written with any separator (spaces, semicolons, commas) or
+    pasted with its brackets: ``1e-3 3e-3``, ``[0, 1]``."""
+    return [part for part in re.split(r"[\s;,\[\]]+", text) if part]
 
 
 def _grid_hint(key: str, value: Any) -> str:
@@ -889,9 +912,9 @@ def _refuse_fraction_beside_its_sweep(config: RunConfig, names: Origins) -> None
     one_fraction = ""
     if dataset is Origin.FLAG and sweep is Origin.CONFIG_FILE:  # no flag drops the file's
         spec = config.dataset_spec
-        rest = Spec(spec.name, {k: v for k, v in spec.params.items() if k != "fg_fraction"})
+        rest = _without_fraction(spec).label
         one_fraction = (
-            f" (for one fraction over the file's sweep: --dataset {shlex.quote(rest.label)} "
+            f" (for one fraction over the file's sweep: --dataset {shlex.quote(rest)} "
             f"--fg-fraction {spec.params['fg_fraction']})"
         )
     raise ParameterError(

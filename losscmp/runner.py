@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from losscmp.config import (
-    DEVICES,
     FIELD_NAMES,
     MAX_FUSED_LOSSES,
     Origins,
     RunConfig,
     build_config,
     separate_fused_copies,
+    with_device_as_started,
 )
 from losscmp.errors import LosscmpError, ParameterError
 from losscmp.events import (
@@ -45,6 +45,7 @@ from losscmp.executors.base import Execution, Executor, Job, JobContext
 from losscmp.plan import Plan, Trial, check_image_size, make_loss, probe_loss
 from losscmp.registry import Entry
 from losscmp.results import (
+    RUN_FILE,
     SCHEMA_VERSION,
     RunStore,
     check_out_dir,
@@ -578,7 +579,7 @@ def stored_execution(meta: dict[str, Any], current: Execution) -> Execution:
     recorded used the fused AdamW on CUDA only, fused by vmap and ran the CPU's copies one
     by one on views of stacked weights."""
     stored = meta["execution"]
-    started_on_cuda = str(meta.get("device", "")).startswith("cuda")
+    started_on_cuda = _started_on_cuda(meta)
     return dataclasses.replace(
         current,
         fused=bool(stored["fused"]),
@@ -655,6 +656,11 @@ def run_metadata(
     }
 
 
+def _started_on_cuda(meta: dict[str, Any]) -> bool:
+    """Whether the run of this run.json started on a GPU (its device: ``cuda:0``)."""
+    return str(meta.get("device", "")).startswith("cuda")
+
+
 def resume_config(run_dir: Path, config_file: str | None, flags: dict[str, Any]) -> RunConfig:
     """The stored run's config, overridden by the options the user gave. ``--device auto``
     stays what it resolved to when the run started (trials of one run on one kind of device,
@@ -664,11 +670,8 @@ def resume_config(run_dir: Path, config_file: str | None, flags: dict[str, Any])
     check_record_folders(run_dir)
     _refuse_older_schema(meta, run_dir)  # before its config, which lacks later options
     _refuse_unrecorded(meta, run_dir)
-    base = stored_config(meta, run_dir)
+    base = with_device_as_started(stored_config(meta, run_dir), meta)
     _refuse_another_out(run_dir, flags.get("out"))
-    started_on = str(meta.get("device", "")).split(":")[0]
-    if base.get("device", "auto") == "auto" and started_on in DEVICES:
-        base = {**base, "device": started_on}
     config = build_config(config_file, base=base, **flags)
     # Where the run folder is, whatever --out it was started with, or a config file gives.
     config.out = str(Path(run_dir).parent)
@@ -732,7 +735,7 @@ OPTIONS_SINCE_SCHEMA = frozenset({"lr_grid", "tracking"})
 
 def stored_config(meta: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """run.json's config, every option of this schema there and none this losscmp lacks."""
-    path = Path(run_dir) / "run.json"
+    path = Path(run_dir) / RUN_FILE
     stored = meta.get("config")
     if not isinstance(stored, dict):
         raise LosscmpError(f"{path} is damaged (no valid config)")
@@ -822,7 +825,7 @@ def config_changes(
     changes = _execution_changes(meta, stored, current)
     # --amp counts on CUDA only (train.py): a run on another device trained in float32
     # whatever it says, as the rest will.
-    unread = set() if str(meta.get("device", "")).startswith("cuda") else {"amp"}
+    unread = set() if _started_on_cuda(meta) else {"amp"}
     for name in FIELD_NAMES:
         old, new = getattr(stored, name), getattr(current, name)
         if name == "losses":  # their order only orders the table
@@ -859,7 +862,7 @@ def _refuse_unrecorded(meta: dict[str, Any], run_dir: Path) -> None:
             value = value.get(key) if isinstance(value, dict) else None
         if value is None:
             raise LosscmpError(
-                f"{Path(run_dir) / 'run.json'} is damaged (it lacks {' '.join(map(repr, keys))}, "
+                f"{Path(run_dir) / RUN_FILE} is damaged (it lacks {' '.join(map(repr, keys))}, "
                 "which a resume keeps or checks the rest of the run by)"
             )
 
@@ -896,7 +899,7 @@ def _execution_changes(meta: dict[str, Any], stored: RunConfig, current: RunConf
     changes = []
     if current.fuse != stored.fuse:
         trained_fused = bool(recorded["fused"])
-        started_on_cuda = str(meta.get("device", "")).startswith("cuda")
+        started_on_cuda = _started_on_cuda(meta)
         asked = {"on": True, "off": False}.get(current.fuse, started_on_cuda)
         if asked != trained_fused:
             how = "fused" if trained_fused else "unfused"

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import worker_pids
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 
@@ -83,7 +84,7 @@ def test_a_run_piped_through_head_stops_as_ctrl_c_does(cli, tmp_path, jobs):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not process.stdout.readline().startswith("finished:"):
         pass
-    workers = _children(process.pid)
+    workers = worker_pids(process.pid)
     process.stdout.close()  # head has its lines
     assert process.wait(timeout=60) == SIGPIPE_STATUS
     (run_dir,) = tmp_path.iterdir()
@@ -179,17 +180,3 @@ def test_sighup_ignored_as_nohup_leaves_it_is_left_ignored(tmp_path):
     assert process.wait(timeout=120) == 0
     (run_dir,) = tmp_path.iterdir()
     assert len(list((run_dir / "trials").glob("*.json"))) == 3
-
-
-def _children(pid: int) -> list[int]:
-    """The worker processes of ``pid`` (not Python's resource tracker, which outlives it)."""
-    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-    children = []
-    for child in found.stdout.split():
-        try:  # a child may end between pgrep and this read
-            command = Path(f"/proc/{child}/cmdline").read_bytes()
-        except FileNotFoundError:
-            continue
-        if b"resource_tracker" not in command:
-            children.append(int(child))
-    return children

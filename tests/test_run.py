@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from processes import worker_pids
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 
@@ -369,7 +370,7 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(cli, tmp_path):
         time.sleep(0.1)
     assert process.poll() is None, "the run ended before its first trial file was seen"
     assert list(out.glob("*/trials/*.json")), "no trial file within 120 s"
-    workers = _children(process.pid)
+    workers = worker_pids(process.pid)
     process.send_signal(signal.SIGTERM)  # to the main process only, as 'kill PID' sends it
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143
@@ -383,20 +384,6 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(cli, tmp_path):
     result = cli("run", *args, "--resume", run_dir)
     assert result.exit_code == 0, result.output
     assert len(list((run_dir / "trials").glob("*.json"))) == 3
-
-
-def _children(pid: int) -> list[int]:
-    """The worker processes of ``pid`` (not Python's resource tracker, which outlives it)."""
-    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-    children = []
-    for child in found.stdout.split():
-        try:  # a child may end between pgrep and this read
-            command = Path(f"/proc/{child}/cmdline").read_bytes()
-        except FileNotFoundError:
-            continue
-        if b"resource_tracker" not in command:
-            children.append(int(child))
-    return children
 
 
 @pytest.fixture

@@ -59,7 +59,9 @@ __all__ = [
 ]
 
 DATASET_REGISTRY = Registry("dataset")
-DATASETS_DIR = Path("datasets")  # a download's parent folder by default (Entry.download_to)
+# The folder holding the datasets by default: `datasets` lists it, a download goes in it
+# (unless its Entry.download_to says otherwise).
+DATASETS_DIR = Path("datasets")
 DATASET_REGISTRY.register(
     "synthetic",
     "Generated shapes on a textured background; foreground fraction as asked (no download)",

@@ -185,8 +185,9 @@ def suggest_loss(pattern: str) -> str:
     written = loss_written_with_parameters(pattern)
     if written:
         return f" (a pattern names losses, without parameters: did you mean '{written}'?)"
-    if comma_hint(pattern):
-        return comma_hint(pattern)
+    commas = comma_hint(pattern)
+    if commas:
+        return commas
     if set(pattern) & WILDCARDS:
         return suggest_pattern(pattern.lower(), list_losses())
     families = {entry.family for entry in LOSS_REGISTRY}  # listed by family too ('overlap')

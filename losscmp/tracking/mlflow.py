@@ -403,7 +403,9 @@ def check_store(uri: str, experiment: str) -> None:
         return
     database = sqlite_file(uri)
     if database is not None and database.is_dir():  # MLflow retries opening it for 100 s
-        raise IsADirectoryError(f"{database} is a folder, not a SQLite file{did_you_mean(uri)}")
+        raise IsADirectoryError(
+            f"{database} is a folder, not a SQLite file{did_you_mean(database)}"
+        )
     if database is not None and not database.exists():
         check_writable(database.parent)
         return
@@ -446,11 +448,10 @@ def one_maker(uri: str) -> Iterator[None]:
         os.close(folder)  # releases the lock
 
 
-def did_you_mean(uri: str) -> str:
-    """' (did you mean its mlflow.db?)' for a URI naming the folder of a store (the default
-    store's, say), else ''."""
-    database = sqlite_file(uri)
-    if database is None or not (database / STORE_FILE).is_file():
+def did_you_mean(database: Path) -> str:
+    """' (did you mean its mlflow.db?)' for a SQLite URI naming the folder of a store (the
+    default store's, say), else ''."""
+    if not (database / STORE_FILE).is_file():
         return ""
     return f" (did you mean its {STORE_FILE}?)"
 
