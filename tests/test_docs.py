@@ -1,7 +1,8 @@
 """docs/architecture.md's module map names every module of the package, and only those;
 the README and the demo's config agree on how long the demo takes; the docs' links reach
 their targets; the README's command synopsis and `losscmp run` table match the CLI,
-and its loss counts the registry."""
+and its loss counts the registry; every file, name and constant that docs/architecture.md
+and docs/ray.md quote is the code's."""
 
 from __future__ import annotations
 
@@ -354,3 +355,196 @@ def test_every_name_the_docs_python_imports_from_losscmp_exists():
         name for name in re.findall(r"\blosscmp\.(\w+)\(", code) if name not in dir(losscmp)
     ]
     assert imported and missing == []
+
+
+ARCHITECTURE_DOCS = (ROOT / "docs" / "architecture.md", ROOT / "docs" / "ray.md")
+
+
+def quoted_spans(doc: Path) -> list[str]:
+    """The text of each `inline code` span of ``doc``."""
+    return re.findall(r"`([^`\n]+)`", doc.read_text(encoding="utf-8"))
+
+
+def test_every_python_file_the_docs_name_exists():
+    """`losses/catalogue.py`, `tests/test_metrics.py`, `cells.py`: a module renamed or
+    moved leaves its old path in the prose (the module map has its own test above)."""
+    code_dirs = ("losscmp", "tests", "benchmarks")
+    missing, checked = [], 0
+    for doc in ARCHITECTURE_DOCS:
+        for span in quoted_spans(doc):
+            for path in re.findall(r"(?<![\w/.<-])((?:[\w-]+/)*[\w-]+\.py)\b", span):
+                checked += 1
+                if "/" in path:
+                    found = (ROOT / path).exists() or (PACKAGE / path).exists()
+                else:
+                    found = any(any((ROOT / d).rglob(path)) for d in code_dirs)
+                if not found:
+                    missing.append(f"{doc.name}: {path}")
+    assert missing == []
+    assert checked >= 50
+
+
+# Quoted names that are not losscmp's though their first part names one of its modules
+# (Ray's and MLflow's API, MLflow tags), and torch's operators.
+OTHER_PROGRAMS_NAMES = {
+    "ray.cancel",
+    "ray.get",
+    "mlflow.parentRunId",
+    "losscmp.resumed_with",
+    "max_pool2d",
+}
+
+
+def losscmp_modules() -> dict[str, list[object]]:
+    """Every module of the package by each name the docs call it: 'cells', 'render.cells',
+    'losscmp.render.cells'."""
+    import importlib
+
+    modules: dict[str, list[object]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = [p for p in path.relative_to(ROOT).with_suffix("").parts if p != "__init__"]
+        module = importlib.import_module(".".join(parts))
+        for start in range(len(parts)):
+            modules.setdefault(".".join(parts[start:]), []).append(module)
+    return modules
+
+
+def has_attribute(owner: object, name: str) -> bool:
+    """``owner.name`` exists: an attribute, a dataclass field, or one its methods set."""
+    import inspect
+
+    if hasattr(owner, name):
+        return True
+    if not inspect.isclass(owner):
+        return False
+    for cls in owner.__mro__:
+        fields = {*getattr(cls, "__annotations__", {}), *getattr(cls, "__dataclass_fields__", {})}
+        if name in fields:
+            return True
+        try:
+            if re.search(rf"self\.{name}\b\s*[:=]", inspect.getsource(cls)):
+                return True
+        except (OSError, TypeError):
+            continue
+    return False
+
+
+def resolves(name: str, modules: dict[str, list[object]], classes: dict[str, list[object]]):
+    """Whether dotted ``name`` ('runner.prepare', 'RunStore.lock') is there; None where its
+    first part is neither a losscmp module nor a losscmp class (torch.x, np.ndarray)."""
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        owners = modules.get(".".join(parts[:cut]))
+        if owners:
+            rest = parts[cut:]
+            break
+    else:
+        owners, rest = classes.get(parts[0]), parts[1:]
+        if not owners:
+            return None
+    for owner in owners:
+        found = True
+        for part in rest:
+            if not has_attribute(owner, part):
+                found = False
+                break
+            owner = getattr(owner, part, None)
+            if owner is None:  # a field without a class default: nothing to look into
+                break
+        if found:
+            return True
+    return False
+
+
+def test_every_name_the_architecture_docs_quote_exists():
+    """A function, class, constant or field renamed or removed in the code left behind in
+    the contract: each dotted `module.name` or `Class.member` quoted in docs/architecture.md
+    and docs/ray.md resolves in the package, and each other quoted identifier that is
+    visibly code (snake_case, CamelCase, UPPER_CASE) is a word of the package, its tests
+    or its benchmarks."""
+    import inspect
+
+    modules = losscmp_modules()
+    classes: dict[str, list[object]] = {}
+    for module in {id(m): m for ms in modules.values() for m in ms}.values():
+        for value in vars(module).values():
+            if inspect.isclass(value) and value.__module__.startswith("losscmp"):
+                classes.setdefault(value.__name__, []).append(value)
+    code = "\n".join(
+        path.read_text(encoding="utf-8")
+        for folder in ("losscmp", "tests", "benchmarks")
+        for path in (ROOT / folder).rglob("*.py")
+    )
+    missing, checked = [], 0
+    for doc in ARCHITECTURE_DOCS:
+        for span in quoted_spans(doc):
+            command_line = span.startswith(("losscmp ", "-"))  # its UPPER words: placeholders
+            span = re.sub(r"[\w.]*<[^>]*>[\w.]*", " ", span)  # load_<name>, best_<m>_mean
+            # Paths (checked above) and file names: not names of the code.
+            span = re.sub(r"\S*/\S*|[\w.-]+\.(?:py|md|csv|json|html|npz|png|lock)\b", " ", span)
+            for name in re.findall(r"(?<![\w.])[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*", span):
+                if name in OTHER_PROGRAMS_NAMES or name.endswith("_"):
+                    continue
+                if "." in name:
+                    found = resolves(name, modules, classes)
+                elif command_line and name.isupper():
+                    found = None
+                elif re.search(r"_|[a-z][A-Z]|^[A-Z]{2,}", name.strip("_")):
+                    found = re.search(rf"\b{re.escape(name)}\b", code) is not None
+                else:
+                    found = None  # a plain word: 'auto', 'dice', 'binary'
+                if found is not None:
+                    checked += 1
+                    if not found:
+                        missing.append(f"{doc.name}: {name}")
+    assert missing == []
+    assert checked >= 300
+
+
+def quoted_constants() -> list[tuple[str, str, float]]:
+    """(doc, what it says, the value the code has) for each constant the docs quote."""
+    from losscmp import metrics, results, worker
+    from losscmp.executors import base, ray
+
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    (ray_requirement,) = re.findall(r'^ray = \["(ray[^"]*)"\]', pyproject, re.M)
+    every = round(1 / worker.STEP_EVENT_INTERVAL_S)
+    return [
+        ("architecture.md", "`schema_version` (%d;", results.SCHEMA_VERSION),
+        ("architecture.md", "`TABLES_SHARE`, %d %%", results.TABLES_SHARE * 100),
+        ("architecture.md", "%s minutes old", NUMBER_WORDS[results.ABANDONED_BUILD_AGE_S // 60]),
+        ("architecture.md", "`STALL_LIMIT_S`, %d min", base.STALL_LIMIT_S / 60),
+        ("architecture.md", "-> Tensor (%d, 3)", metrics.HISTOGRAM_BINS),
+        ("architecture.md", "`expected_calibration_error` (%d bins)", metrics.ECE_BINS),
+        ("architecture.md", "`THRESHOLDS` = %s … %s", metrics.THRESHOLDS[::98]),
+        ("architecture.md", "at most %s a second per trial", NUMBER_WORDS[every]),
+        ("ray.md", "refused within %d seconds", ray.PROBE_TIMEOUT_S),
+        ("ray.md", "counted again every %d s", ray.ROOM_CHECK_S),
+        ("ray.md", "A task silent for %d minutes per model", base.STALL_LIMIT_S / 60),
+        ("ray.md", "steps at most %s a second a trial", NUMBER_WORDS[every]),
+        ("ray.md", "needs Ray: pip install '%s'", ray_requirement),
+    ]
+
+
+def _plain(value):
+    """30.0 as 30 (a phrase's '%d' or '%s'); words and fractions as they are."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+NUMBER_WORDS = {5: "five", 10: "ten", 15: "fifteen", 20: "twenty", 30: "thirty"}
+
+
+def test_the_constants_the_docs_quote_are_the_code_s():
+    """The docs quote the stall limit, the schema version, the Ray probe's timeout...:
+    each phrase, with the code's value put in, is in its doc."""
+    texts = {
+        name: " ".join((ROOT / "docs" / name).read_text(encoding="utf-8").split())
+        for name in ("architecture.md", "ray.md")
+    }
+    absent = []
+    for doc, phrase, value in quoted_constants():
+        values = value if isinstance(value, tuple) else (value,)
+        text = phrase % tuple(_plain(v) for v in values)
+        if text not in texts[doc]:
+            absent.append(f"{doc}: {text}")
+    assert absent == []
