@@ -50,14 +50,10 @@ from losscmp.results import (
     RunStore,
     check_out_dir,
     check_record_folders,
-    enclosing_run_dir,
-    folders_of_runs_in,
-    is_run_dir,
     new_run_id,
     now_iso,
     read_run_json,
-    runs_newest_first,
-    shell_path,
+    refuse_not_a_run,
     slug,
     started_elsewhere,
 )
@@ -665,7 +661,8 @@ def resume_config(run_dir: Path, config_file: str | None, flags: dict[str, Any])
     """The stored run's config, overridden by the options the user gave. ``--device auto``
     stays what it resolved to when the run started (trials of one run on one kind of device,
     even where a GPU has since appeared, or Ray decides differently)."""
-    _refuse_not_a_run(Path(run_dir))
+    # A folder of runs, or a file or folder inside one, named with the run to resume.
+    refuse_not_a_run(Path(run_dir), f"--resume {run_dir}", "--resume", folder_of_runs=False)
     meta = read_run_json(run_dir)
     check_record_folders(run_dir)
     _refuse_older_schema(meta, run_dir)  # before its config, which lacks later options
@@ -678,41 +675,6 @@ def resume_config(run_dir: Path, config_file: str | None, flags: dict[str, Any])
     sources = {key: source for key, source in config.origins.sources.items() if key != "out"}
     config.origins = dataclasses.replace(config.origins, sources=sources)  # not the file's
     return config
-
-
-def _refuse_not_a_run(path: Path) -> None:
-    """A missing folder, a file or folder of a run (run.json, trials/), the folder runs are
-    made in (``--out``, where ``report`` takes the newest run), or one holding such folders
-    (an --out per experiment), given for the run itself: said so, with the run to resume."""
-    if is_run_dir(path):
-        return
-    if not path.exists():
-        raise LosscmpError(f"--resume {path} does not exist")
-    enclosing = enclosing_run_dir(path)
-    if enclosing is not None:
-        what = "a file" if path.is_file() else "a folder"
-        raise LosscmpError(
-            f"--resume {path} is {what} inside the run folder {enclosing} (did you mean "
-            f"'--resume {shell_path(enclosing)}'?)"
-        )
-    if not path.is_dir():
-        raise LosscmpError(
-            f"--resume {path} is a file, not a run folder (a folder with run.json, which "
-            "'losscmp run' makes)"
-        )
-    runs = runs_newest_first(path)
-    if runs:
-        raise LosscmpError(
-            f"--resume {path} is a folder of runs, not a run folder (did you mean "
-            f"'--resume {runs[0]}', its newest run?)"
-        )
-    holding = folders_of_runs_in(path)  # the one with the newest run first
-    if holding:
-        newest = runs_newest_first(holding[0])[0]
-        raise LosscmpError(
-            f"--resume {path} holds folders of runs, not a run folder (did you mean "
-            f"'--resume {shell_path(newest)}', the newest run in them?)"
-        )
 
 
 def _refuse_another_out(run_dir: Path, out: str | None) -> None:
