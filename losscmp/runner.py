@@ -728,7 +728,8 @@ RESUMABLE_CHANGES = RunConfig.NON_RESULT_FIELDS | {"seeds"}
 def check_resumable(meta: dict[str, Any], prepared: PreparedRun, run_dir: Path) -> None:
     """Refuse to mix trials of different experiments in one run folder."""
     selectors = [selection.selector for selection in prepared.plan.selections]
-    changes = config_changes(meta, prepared.plan.config, run_dir, selectors)
+    float32 = _trained_in_float32(meta, prepared)
+    changes = config_changes(meta, prepared.plan.config, run_dir, selectors, float32)
     stored_model = (meta.get("model") or {}).get("preset")
     if stored_model and stored_model != prepared.settings.preset.name:
         changes.append(f"model ({stored_model!r} -> {prepared.settings.preset.name!r})")
@@ -777,17 +778,25 @@ def _data_differs(stored: dict[str, Any], data) -> bool:
 
 
 def config_changes(
-    meta: dict[str, Any], current: RunConfig, run_dir: Path, selectors: Collection[str] = ()
+    meta: dict[str, Any],
+    current: RunConfig,
+    run_dir: Path,
+    selectors: Collection[str] = (),
+    trained_in_float32: bool | None = None,
 ) -> list[str]:
     """What ``current`` changes in the stored run that --resume may not change.
-    ``selectors``: the ``all`` and patterns ``current.losses`` was expanded from."""
+    ``selectors``: the ``all`` and patterns ``current.losses`` was expanded from;
+    ``trained_in_float32``: whether the run trained in float32 whatever --amp says
+    (:func:`_trained_in_float32`; unless given, a run that started on another device than
+    CUDA)."""
     _refuse_older_schema(meta, run_dir)
     _refuse_unrecorded(meta, run_dir)  # run.json is read again under the run's lock
     stored = build_config(base=stored_config(meta, run_dir))
     changes = _execution_changes(meta, stored, current)
-    # --amp counts on CUDA only (train.py): a run on another device trained in float32
-    # whatever it says, as the rest will.
-    unread = set() if _started_on_cuda(meta) else {"amp"}
+    if trained_in_float32 is None:
+        trained_in_float32 = not _started_on_cuda(meta)
+    # A run that --amp never reached trained as the rest will, whatever it says.
+    unread = {"amp"} if trained_in_float32 else set()
     for name in FIELD_NAMES:
         old, new = getattr(stored, name), getattr(current, name)
         if name == "losses":  # their order only orders the table
@@ -851,6 +860,24 @@ RESULT_OPTIONS = [
     for name in FIELD_NAMES
     if name not in RunConfig.NON_RESULT_FIELDS | KEPT_EXECUTION | OPTIONS_SINCE_SCHEMA
 ]
+
+
+def _trained_in_float32(meta: dict[str, Any], prepared: PreparedRun) -> bool:
+    """Whether the run's trials trained in float32 whatever --amp said, as train.py's
+    autocast reads it: on a device other than CUDA, or on GPUs without native bf16 (V100,
+    T4). The GPUs' bf16 is asked here, so only of the GPUs the run started on: a run
+    resumed on others may have trained in bf16 there. Nor where this process has no GPU
+    to ask (Ray's head node)."""
+    from losscmp.devices import cuda_device_count, native_bf16, rounding_key
+
+    if not _started_on_cuda(meta):
+        return True
+    device = prepared.settings.device
+    if device.type != "cuda" or cuda_device_count() == 0:
+        return False
+    here = prepared.executor.describe_device(device)
+    started_on = str(meta.get("device") or "")
+    return rounding_key(started_on) == rounding_key(here) and not native_bf16(device)
 
 
 def _execution_changes(meta: dict[str, Any], stored: RunConfig, current: RunConfig) -> list[str]:
