@@ -41,13 +41,41 @@ class _FlagHelp:
     """A command whose --help is shown as the flag it is: Typer 0.29 shows a flag's type
     as its metavar, and '--help <bool>' read as if --help took a value. Typer makes the
     help option itself, so its metavar is set here; the other flags (--amp, --dry-run,
-    --plots) set ``metavar=NO_VALUE_METAVAR`` where they are declared."""
+    --plots) set ``metavar=NO_VALUE_METAVAR`` where they are declared. Its help cut short
+    by its reader (``| head``) ends as other output does: status 141, nothing said."""
 
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)
         if option is not None:
             option.metavar = NO_VALUE_METAVAR
+            if not hasattr(option.callback, "__wrapped__"):  # click keeps one option: once
+                option.callback = _quiet_when_output_closed(option.callback)
         return option
+
+    def format_help(self, ctx, formatter):
+        """Typer draws the help with a Rich console of its own, whose answer to a closed
+        stdout (``losscmp --help | head -1``) is SystemExit(1), the status of a run with
+        failed trials: the help ends as every other closed output does (141, nothing said).
+        Rich raises SystemExit nowhere else, and drawing the help does nothing else that
+        exits."""
+        try:
+            return super().format_help(ctx, formatter)
+        except SystemExit:
+            raise typer.Exit(OUTPUT_CLOSED_STATUS) from None
+
+
+def _quiet_when_output_closed(show_help):
+    """The --help option's callback, ending with 141 where the reader left between Rich's
+    help and the newline click writes after it: Typer made that EPIPE exit 1 too."""
+
+    @functools.wraps(show_help)
+    def callback(ctx, param, value):
+        try:
+            return show_help(ctx, param, value)
+        except BrokenPipeError:
+            raise typer.Exit(OUTPUT_CLOSED_STATUS) from None
+
+    return callback
 
 
 class _Command(_FlagHelp, typer.core.TyperCommand):
@@ -87,6 +115,9 @@ PATH_ERRNOS = frozenset(
 )
 
 
+# A closed stdout or stderr (`| head`): 128 + SIGPIPE, as the shell reports a command that
+# SIGPIPE killed (Python ignores SIGPIPE, so the write fails instead).
+OUTPUT_CLOSED_STATUS = 128 + int(signal.SIGPIPE)
 # A run that ended with trials failed (after their retry): its table lacks them. Mistakes
 # are 2; Ctrl-C 130, SIGTERM 143, SIGHUP 129 and a closed stdout or stderr 141
 # (_stop_status).
@@ -492,7 +523,7 @@ def _stopped(stop: KeyboardInterrupt) -> str:
 def _stop_status(stop: KeyboardInterrupt) -> int:
     """128 + the signal, as the shell reports a command the signal killed."""
     if isinstance(stop, OutputClosed):
-        return 128 + int(signal.SIGPIPE)
+        return OUTPUT_CLOSED_STATUS
     if isinstance(stop, Terminated):
         return 128 + int(stop.signum)
     return 128 + int(signal.SIGINT)

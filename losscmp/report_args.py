@@ -22,18 +22,12 @@ from losscmp.errors import LosscmpError, choice_named, unknown
 from losscmp.metric_names import METRICS
 from losscmp.results import (
     PLOTS_DIR,
-    RUN_FILE,
     check_writable_folder,
-    enclosing_run_dir,
-    folders_of_runs_in,
     has_finished_trial,
     is_run_dir,
+    refuse_not_a_run,
     runs_newest_first,
-    shell_path,
 )
-
-# The subfolders holding runs that 'no losscmp run found' names; the rest it counts.
-NAMED_FOLDERS = 5
 
 
 def check_report_args(
@@ -122,40 +116,10 @@ def resolve_run_dirs(paths: Sequence[Path | str]) -> list[Path]:
 
 def resolve_one(path: Path) -> Path:
     """The run folder ``path`` stands for: itself, or the newest run in it."""
-    if not path.exists():
-        raise LosscmpError(f"{path} does not exist")
+    refuse_not_a_run(path, str(path), "losscmp report", folder_of_runs=True)
     if is_run_dir(path):
         return path
+    # A run just started (or stopped before a trial ended) has nothing to show: the newest
+    # run that has is reported instead, and the line above the table says so.
     runs = runs_newest_first(path)
-    if runs:
-        # A run just started (or stopped before a trial ended) has nothing to show: the
-        # newest run that has is reported instead, and the line above the table says so.
-        return next((run for run in runs if has_finished_trial(run)), runs[0])
-    enclosing = enclosing_run_dir(path)
-    if enclosing is not None:
-        # A file of a run (run.json, summary.csv) or one of its subfolders (trials/):
-        # the user meant the run, so name it rather than 'no run found'.
-        what = "a file" if path.is_file() else "a folder"
-        raise LosscmpError(
-            f"{path} is {what} inside the run folder {enclosing} "
-            f"(did you mean 'losscmp report {shell_path(enclosing)}'?)"
-        )
-    if not path.is_dir():
-        raise LosscmpError(
-            f"{path} is a file, not a run folder (expected a folder with {RUN_FILE}, or one "
-            "holding such folders; 'losscmp run' makes them)"
-        )
-    holding = folders_of_runs_in(path)
-    if holding:
-        names = sorted(shell_path(folder.name) for folder in holding)
-        if len(names) > NAMED_FOLDERS:
-            names = [*names[: NAMED_FOLDERS - 1], f"{len(names) - NAMED_FOLDERS + 1} more"]
-        shown = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
-        raise LosscmpError(
-            f"no losscmp run found in {path}, but its subfolders hold runs: {shown} "
-            f"(did you mean 'losscmp report {shell_path(holding[0])}'?)"
-        )
-    raise LosscmpError(
-        f"no losscmp run found in {path} (expected a folder with {RUN_FILE}, "
-        "or one holding such folders; 'losscmp run' makes them)"
-    )
+    return next((run for run in runs if has_finished_trial(run)), runs[0])

@@ -606,6 +606,74 @@ def runs_in(folder: Path) -> list[Path]:
         return []
 
 
+# The subfolders holding runs that a refusal names; the rest it counts.
+NAMED_FOLDERS = 5
+
+
+def refuse_not_a_run(path: Path, given_as: str, retry: str, folder_of_runs: bool) -> None:
+    """Refuse a ``path`` that stands for no run: missing, a file, a file or folder inside a
+    run (run.json, trials/), a folder holding no run, or one whose subfolders hold runs (an
+    --out per experiment). With ``folder_of_runs`` the folder runs are made in (``--out``)
+    stands for its newest run (``report``); without, it is refused too (``--resume``).
+
+    ``given_as``: how the line names ``path`` ('--resume X', or 'X'); ``retry``: the
+    command the "did you mean" puts before a path ('losscmp report', '--resume'). One place
+    for both commands, so a path wrong for both is told alike."""
+    path = Path(path)
+    if is_run_dir(path):
+        return
+    if not path.exists():
+        raise LosscmpError(f"{given_as} does not exist")
+    runs = runs_newest_first(path)
+    if runs and folder_of_runs:
+        return
+    if runs:
+        raise LosscmpError(
+            f"{given_as} is a folder of runs, not a run folder (did you mean "
+            f"'{retry} {shell_path(runs[0])}', its newest run?)"
+        )
+    enclosing = enclosing_run_dir(path)
+    if enclosing is not None:
+        what = "a file" if path.is_file() else "a folder"
+        raise LosscmpError(
+            f"{given_as} is {what} inside the run folder {enclosing} "
+            f"(did you mean '{retry} {shell_path(enclosing)}'?)"
+        )
+    expected = f"expected a folder with {RUN_FILE}"
+    if folder_of_runs:
+        expected += ", or one holding such folders"
+    if not path.is_dir():
+        raise LosscmpError(
+            f"{given_as} is a file, not a run folder ({expected}; 'losscmp run' makes them)"
+        )
+    holding = folders_of_runs_in(path)  # the one with the newest run first
+    if holding:
+        raise LosscmpError(
+            f"{given_as} is not a run folder, but its subfolders hold runs: "
+            f"{_listed(holding)} (did you mean {_newest_in(holding, retry, folder_of_runs)}?)"
+        )
+    raise LosscmpError(
+        f"{given_as} is not a losscmp run folder ({expected}; 'losscmp run' makes them)"
+    )
+
+
+def _listed(folders: Sequence[Path]) -> str:
+    """'a, b and c' of the folders' names, the first NAMED_FOLDERS by name, the rest counted."""
+    names = sorted(shell_path(folder.name) for folder in folders)
+    if len(names) > NAMED_FOLDERS:
+        names = [*names[: NAMED_FOLDERS - 1], f"{len(names) - NAMED_FOLDERS + 1} more"]
+    return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
+
+
+def _newest_in(holding: Sequence[Path], retry: str, folder_of_runs: bool) -> str:
+    """The command to retry with: the subfolder with the newest run, where a folder of runs
+    stands for its newest; else that run itself."""
+    if folder_of_runs:
+        return f"'{retry} {shell_path(holding[0])}'"
+    newest = runs_newest_first(holding[0])[0]
+    return f"'{retry} {shell_path(newest)}', the newest run in them"
+
+
 def _started(run_dir: Path) -> float:
     """run.json's ``started_at`` as a timestamp; -inf where it cannot be read."""
     try:

@@ -50,14 +50,10 @@ from losscmp.results import (
     RunStore,
     check_out_dir,
     check_record_folders,
-    enclosing_run_dir,
-    folders_of_runs_in,
-    is_run_dir,
     new_run_id,
     now_iso,
     read_run_json,
-    runs_newest_first,
-    shell_path,
+    refuse_not_a_run,
     slug,
     started_elsewhere,
 )
@@ -665,7 +661,8 @@ def resume_config(run_dir: Path, config_file: str | None, flags: dict[str, Any])
     """The stored run's config, overridden by the options the user gave. ``--device auto``
     stays what it resolved to when the run started (trials of one run on one kind of device,
     even where a GPU has since appeared, or Ray decides differently)."""
-    _refuse_not_a_run(Path(run_dir))
+    # A folder of runs, or a file or folder inside one, named with the run to resume.
+    refuse_not_a_run(Path(run_dir), f"--resume {run_dir}", "--resume", folder_of_runs=False)
     meta = read_run_json(run_dir)
     check_record_folders(run_dir)
     _refuse_older_schema(meta, run_dir)  # before its config, which lacks later options
@@ -678,41 +675,6 @@ def resume_config(run_dir: Path, config_file: str | None, flags: dict[str, Any])
     sources = {key: source for key, source in config.origins.sources.items() if key != "out"}
     config.origins = dataclasses.replace(config.origins, sources=sources)  # not the file's
     return config
-
-
-def _refuse_not_a_run(path: Path) -> None:
-    """A missing folder, a file or folder of a run (run.json, trials/), the folder runs are
-    made in (``--out``, where ``report`` takes the newest run), or one holding such folders
-    (an --out per experiment), given for the run itself: said so, with the run to resume."""
-    if is_run_dir(path):
-        return
-    if not path.exists():
-        raise LosscmpError(f"--resume {path} does not exist")
-    enclosing = enclosing_run_dir(path)
-    if enclosing is not None:
-        what = "a file" if path.is_file() else "a folder"
-        raise LosscmpError(
-            f"--resume {path} is {what} inside the run folder {enclosing} (did you mean "
-            f"'--resume {shell_path(enclosing)}'?)"
-        )
-    if not path.is_dir():
-        raise LosscmpError(
-            f"--resume {path} is a file, not a run folder (a folder with run.json, which "
-            "'losscmp run' makes)"
-        )
-    runs = runs_newest_first(path)
-    if runs:
-        raise LosscmpError(
-            f"--resume {path} is a folder of runs, not a run folder (did you mean "
-            f"'--resume {runs[0]}', its newest run?)"
-        )
-    holding = folders_of_runs_in(path)  # the one with the newest run first
-    if holding:
-        newest = runs_newest_first(holding[0])[0]
-        raise LosscmpError(
-            f"--resume {path} holds folders of runs, not a run folder (did you mean "
-            f"'--resume {shell_path(newest)}', the newest run in them?)"
-        )
 
 
 def _refuse_another_out(run_dir: Path, out: str | None) -> None:
@@ -766,7 +728,8 @@ RESUMABLE_CHANGES = RunConfig.NON_RESULT_FIELDS | {"seeds"}
 def check_resumable(meta: dict[str, Any], prepared: PreparedRun, run_dir: Path) -> None:
     """Refuse to mix trials of different experiments in one run folder."""
     selectors = [selection.selector for selection in prepared.plan.selections]
-    changes = config_changes(meta, prepared.plan.config, run_dir, selectors)
+    float32 = _trained_in_float32(meta, prepared)
+    changes = config_changes(meta, prepared.plan.config, run_dir, selectors, float32)
     stored_model = (meta.get("model") or {}).get("preset")
     if stored_model and stored_model != prepared.settings.preset.name:
         changes.append(f"model ({stored_model!r} -> {prepared.settings.preset.name!r})")
@@ -815,17 +778,25 @@ def _data_differs(stored: dict[str, Any], data) -> bool:
 
 
 def config_changes(
-    meta: dict[str, Any], current: RunConfig, run_dir: Path, selectors: Collection[str] = ()
+    meta: dict[str, Any],
+    current: RunConfig,
+    run_dir: Path,
+    selectors: Collection[str] = (),
+    trained_in_float32: bool | None = None,
 ) -> list[str]:
     """What ``current`` changes in the stored run that --resume may not change.
-    ``selectors``: the ``all`` and patterns ``current.losses`` was expanded from."""
+    ``selectors``: the ``all`` and patterns ``current.losses`` was expanded from;
+    ``trained_in_float32``: whether the run trained in float32 whatever --amp says
+    (:func:`_trained_in_float32`; unless given, a run that started on another device than
+    CUDA)."""
     _refuse_older_schema(meta, run_dir)
     _refuse_unrecorded(meta, run_dir)  # run.json is read again under the run's lock
     stored = build_config(base=stored_config(meta, run_dir))
     changes = _execution_changes(meta, stored, current)
-    # --amp counts on CUDA only (train.py): a run on another device trained in float32
-    # whatever it says, as the rest will.
-    unread = set() if _started_on_cuda(meta) else {"amp"}
+    if trained_in_float32 is None:
+        trained_in_float32 = not _started_on_cuda(meta)
+    # A run that --amp never reached trained as the rest will, whatever it says.
+    unread = {"amp"} if trained_in_float32 else set()
     for name in FIELD_NAMES:
         old, new = getattr(stored, name), getattr(current, name)
         if name == "losses":  # their order only orders the table
@@ -889,6 +860,24 @@ RESULT_OPTIONS = [
     for name in FIELD_NAMES
     if name not in RunConfig.NON_RESULT_FIELDS | KEPT_EXECUTION | OPTIONS_SINCE_SCHEMA
 ]
+
+
+def _trained_in_float32(meta: dict[str, Any], prepared: PreparedRun) -> bool:
+    """Whether the run's trials trained in float32 whatever --amp said, as train.py's
+    autocast reads it: on a device other than CUDA, or on GPUs without native bf16 (V100,
+    T4). The GPUs' bf16 is asked here, so only of the GPUs the run started on: a run
+    resumed on others may have trained in bf16 there. Nor where this process has no GPU
+    to ask (Ray's head node)."""
+    from losscmp.devices import cuda_device_count, native_bf16, rounding_key
+
+    if not _started_on_cuda(meta):
+        return True
+    device = prepared.settings.device
+    if device.type != "cuda" or cuda_device_count() == 0:
+        return False
+    here = prepared.executor.describe_device(device)
+    started_on = str(meta.get("device") or "")
+    return rounding_key(started_on) == rounding_key(here) and not native_bf16(device)
 
 
 def _execution_changes(meta: dict[str, Any], stored: RunConfig, current: RunConfig) -> list[str]:

@@ -844,7 +844,7 @@ CASES: list[tuple[str, Args, str]] = [
         "marks the pixels to ignore with 255",
     ),
     ("report-missing", lambda tmp: ["report", str(tmp / "nope")], "does not exist"),
-    ("report-no-runs", lambda tmp: ["report", str(tmp)], "no losscmp run found"),
+    ("report-no-runs", lambda tmp: ["report", str(tmp)], "work is not a losscmp run folder"),
     ("report-a-file", report_a_file, "table.csv is a file, not a run folder (expected a folder"),
     (
         "report-a-file-of-a-run",
@@ -1036,8 +1036,8 @@ def test_resume_of_a_folder_of_folders_of_runs_names_the_newest_run(tmp_path, mo
     result = invoke_command("run", "--resume", "results")
     assert result.code == 2
     assert result.stderr == (
-        "losscmp: error: --resume results holds folders of runs, not a run folder (did you "
-        f"mean '--resume {newest}', the newest run in them?)\n"
+        "losscmp: error: --resume results is not a run folder, but its subfolders hold runs: "
+        f"pets and synthetic (did you mean '--resume {newest}', the newest run in them?)\n"
     )
 
 
@@ -1049,6 +1049,61 @@ def test_resume_of_a_runs_file_names_the_run(tmp_path, monkeypatch):
     assert result.stderr == (
         f"losscmp: error: --resume {run_dir}/trials is a folder inside the run folder "
         f"{run_dir} (did you mean '--resume {run_dir}'?)\n"
+    )
+
+
+# A path that stands for no run, as each command is given it: the two commands once told
+# these by the same steps in two places, worded differently ('--resume X is a file, not a
+# run folder (a folder with run.json, ...)' beside 'X is a file, not a run folder
+# (expected a folder with run.json, ...)'; an empty folder said 'no losscmp run found in X'
+# to report and 'X is not a losscmp run folder (no run.json)' to --resume).
+NOT_A_RUN = {
+    "missing": ("nope", "{given} does not exist"),
+    "a file": ("notes.txt", "{given} is a file, not a run folder (expected a folder with "
+               "run.json{either}; 'losscmp run' makes them)"),
+    "a file of a run": ("runs/r1/run.json", "{given} is a file inside the run folder runs/r1 "
+                        "(did you mean '{retry} runs/r1'?)"),
+    "a folder of a run": ("runs/r1/trials", "{given} is a folder inside the run folder "
+                          "runs/r1 (did you mean '{retry} runs/r1'?)"),
+    "empty": ("empty", "{given} is not a losscmp run folder (expected a folder with "
+              "run.json{either}; 'losscmp run' makes them)"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", NOT_A_RUN)
+def test_report_and_resume_word_a_path_that_is_no_run_alike(tmp_path, monkeypatch, kind):
+    monkeypatch.chdir(tmp_path)
+    write_run("runs", quality={"dice": 0.8}, seeds=(0,), run_id="r1")
+    (tmp_path / "notes.txt").write_text("notes\n")
+    (tmp_path / "empty").mkdir()
+    path, message = NOT_A_RUN[kind]
+    report = invoke_command("report", path)
+    resume = invoke_command("run", "--resume", path)
+    assert (report.code, resume.code) == (2, 2)
+    either = ", or one holding such folders"
+    assert (
+        report.stderr
+        == "losscmp: error: "
+        + message.format(given=path, retry="losscmp report", either=either)
+        + "\n"
+    )
+    assert (
+        resume.stderr
+        == "losscmp: error: "
+        + message.format(given=f"--resume {path}", retry="--resume", either="")
+        + "\n"
+    )
+
+
+def test_resume_of_folders_of_runs_names_the_newest_run_as_a_shell_reads_it(tmp_path, monkeypatch):
+    """The run to resume, pasted into a shell: a folder with a space is quoted."""
+    monkeypatch.chdir(tmp_path)
+    newest = write_run("results/my runs", quality={"dice": 0.8}, seeds=(0,), run_id="r1")
+    result = invoke_command("run", "--resume", "results")
+    assert result.code == 2
+    assert result.stderr == (
+        "losscmp: error: --resume results is not a run folder, but its subfolders hold runs: "
+        f'"my runs" (did you mean \'--resume "{newest}"\', the newest run in them?)\n'
     )
 
 
@@ -1088,8 +1143,8 @@ PRECEDENCE = [
     (["{damaged}", "{missing}", "{folder}"], "{missing} does not exist"),
     (
         ["{damaged}", "{folder}", "{missing}"],
-        "no losscmp run found in {folder} (expected a folder with run.json, or one holding "
-        "such folders; 'losscmp run' makes them)",
+        "{folder} is not a losscmp run folder (expected a folder with run.json, or one "
+        "holding such folders; 'losscmp run' makes them)",
     ),
 ]
 
@@ -1115,7 +1170,7 @@ def test_report_of_a_folder_whose_subfolders_hold_runs_names_them(tmp_path, monk
     result = invoke_command("report", "results")
     assert result.code == 2
     assert result.stderr == (
-        "losscmp: error: no losscmp run found in results, but its subfolders hold runs: "
+        "losscmp: error: results is not a run folder, but its subfolders hold runs: "
         '"my runs", pets and synthetic (did you mean \'losscmp report "results/my runs"\'?)\n'
     )
 

@@ -1064,3 +1064,30 @@ def test_a_finished_runs_dry_run_says_it_has_nothing_to_run(cli, tmp_path):
     result = cli("run", "--resume", run_dir, "--dry-run")
     assert result.exit_code == 0, result.output
     assert "jobs 1 (2 set: nothing to run)" in _plan_line(result.output)
+
+
+# Windows, as far as losscmp meets it before anything else: no fcntl, no SIGHUP.
+WITHOUT_FCNTL_AND_SIGHUP = """
+import signal, sys
+
+sys.modules["fcntl"] = None  # 'import fcntl' raises ImportError
+del signal.SIGHUP
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["losses"], ["run", "--epochs", "1"]])
+def test_a_platform_without_fcntl_and_sighup_is_told_in_one_line(tmp_path, args):
+    """On Windows `losscmp --help` was an AttributeError traceback (signal.SIGHUP, named
+    at import) or, past it, ModuleNotFoundError for fcntl."""
+    (tmp_path / "sitecustomize.py").write_text(WITHOUT_FCNTL_AND_SIGHUP)
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    done = subprocess.run(
+        [sys.executable, "-m", "losscmp", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == ("losscmp: error: losscmp runs on Linux and macOS (on Windows, in WSL)\n")

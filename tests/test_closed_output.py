@@ -4,6 +4,8 @@ Through the installed command's entry point, in real pipes."""
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import pty
@@ -41,12 +43,40 @@ def _with_stderr_closed(*args) -> int:
     return process.wait(timeout=120)
 
 
-@pytest.mark.parametrize("command", [["losses"], ["datasets"], ["losses", "dice"]])
+@pytest.mark.parametrize(
+    "command",
+    [["losses"], ["datasets"], ["losses", "dice"], ["--help"], ["run", "--help"], []],
+    ids=["losses", "datasets", "losses-dice", "help", "run-help", "no-command"],
+)
 def test_a_listing_cut_short_by_its_reader_ends_quietly_with_status_141(command):
     """`losscmp losses | head -3`: Rich's answer to the closed pipe was exit status 1 (the
-    status of a run with failed trials); Python's advice is to end as SIGPIPE would."""
+    status of a run with failed trials); Python's advice is to end as SIGPIPE would. Help
+    (`losscmp --help | head -1`, and bare `losscmp`, which shows it) is drawn by Typer's own
+    Rich console, which still answered 1."""
     ended = _with_stdout_closed(*command)
     assert (ended.returncode, ended.stderr) == (SIGPIPE_STATUS, "")
+
+
+class _ReaderGoneAfterTheHelp(io.StringIO):
+    """A stdout whose reader left once Rich's help was written: the newline click writes
+    after it (``echo`` of the help text, empty as Rich drew it) meets the closed pipe."""
+
+    def write(self, text):
+        if text == "\n":
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+        return super().write(text)
+
+
+def test_help_whose_reader_leaves_before_its_last_newline_ends_with_status_141(monkeypatch):
+    """`losscmp --help | head -3` where head left between Rich's help and click's closing
+    newline: Typer made the failed newline exit 1."""
+    from losscmp import cli
+
+    stdout = _ReaderGoneAfterTheHelp()
+    monkeypatch.setattr(sys, "stdout", stdout)
+    code = cli.app(["--help"], prog_name="losscmp", standalone_mode=False)
+    assert code == SIGPIPE_STATUS
+    assert "Benchmark segmentation losses fairly" in stdout.getvalue()
 
 
 def test_a_run_whose_stdout_closes_keeps_its_trials_and_says_how_to_report(tmp_path):

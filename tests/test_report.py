@@ -97,7 +97,7 @@ def test_resolve_missing_path_is_a_clear_error(tmp_path):
 
 
 def test_resolve_folder_without_runs_is_a_clear_error(tmp_path):
-    with pytest.raises(LosscmpError, match="no losscmp run found"):
+    with pytest.raises(LosscmpError, match="is not a losscmp run folder"):
         resolve_run_dirs([tmp_path])
 
 

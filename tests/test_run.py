@@ -597,6 +597,60 @@ def test_resume_takes_no_amp_on_a_device_that_never_read_it(cli, one_epoch_run):
     assert config_changes(meta, current, run_dir) == ["amp (True -> False)"]
 
 
+V100 = "cuda: Tesla V100-SXM2-16GB"
+
+
+@pytest.mark.parametrize(
+    ("capability", "resumed_on", "refused"),
+    [
+        ((7, 0), V100, False),  # float32 whatever --amp said, as the rest will be
+        ((8, 0), "cuda: NVIDIA A100-SXM4-40GB", True),  # bf16 with --amp
+        ((7, 5), "cuda: Tesla T4", True),  # the V100's own run is not asked: another GPU
+    ],
+    ids=["same-gpu-without-bf16", "gpu-with-bf16", "another-gpu"],
+)
+def test_resume_on_a_gpu_without_bf16_takes_no_amp(
+    one_epoch_run, monkeypatch, capability, resumed_on, refused
+):
+    """A run on a V100 trained in float32, --amp or not (bf16 there is emulated): resumed
+    on it with --no-amp it was refused ('changes amp (True -> False)') as a CPU run no
+    longer was. The GPU faked as tests/test_executors.py fakes its capability."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from losscmp import devices
+    from losscmp.config import build_config
+    from losscmp.errors import LosscmpError
+    from losscmp.runner import check_resumable
+
+    _, run_dir = one_epoch_run
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta["config"]["amp"] = True
+    meta["device"] = V100
+    current = build_config(base={**meta["config"], "amp": False})
+    prepared = SimpleNamespace(
+        plan=SimpleNamespace(config=current, selections=[]),
+        settings=SimpleNamespace(
+            preset=SimpleNamespace(name=meta["model"]["preset"]), device=torch.device("cuda", 0)
+        ),
+        executor=SimpleNamespace(describe_device=lambda device: resumed_on),
+        datasets={},
+    )
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: capability)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: 1)
+    devices.native_bf16.cache_clear()
+    try:
+        if refused:
+            with pytest.raises(LosscmpError, match=r"changes amp \(True -> False\)"):
+                check_resumable(meta, prepared, run_dir)
+        else:
+            check_resumable(meta, prepared, run_dir)
+    finally:
+        devices.native_bf16.cache_clear()
+
+
 def test_resume_reads_a_config_made_before_the_options_added_since(cli, one_epoch_run):
     """lr_grid and tracking came after schema 2: their defaults are what such a run did."""
     _, run_dir = one_epoch_run
