@@ -436,7 +436,7 @@ class TrainingProgress:
         self.shared_loss_ends: dict[str, int] = {}  # shared_ends of the run's loss specs
         self.shared_dataset_ends: dict[str, int] = {}  # and of its dataset specs
         self.run_dir: Path | None = None
-        self.drawing = False  # the live display runs: on a terminal only
+        self.drawing = False  # the live display runs: on a terminal Rich animates only
 
     def __enter__(self) -> TrainingProgress:
         return self  # the display starts with the run: a run refused before leaves no line
@@ -481,8 +481,10 @@ class TrainingProgress:
             "all trials", total=len(self.trials) * self.epochs, status=self._tally(), time_left=None
         )
         # A log gets one line per ended trial instead (_on_TrialEnded): Rich draws nothing
-        # there while it runs, then its last frame (and a blank line) after those lines.
-        self.drawing = err.is_terminal
+        # there while it runs, then its last frame (and a blank line) after those lines. So
+        # does a terminal Rich does not animate (TERM=dumb, TTY_INTERACTIVE=0): taken for a
+        # live one, it showed nothing from the run's first line to its last frame.
+        self.drawing = err.is_interactive
         if self.drawing:
             self.progress.start()
 

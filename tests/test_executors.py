@@ -742,6 +742,28 @@ def test_progress_prints_paths_labels_and_reasons_as_typed(tmp_path, capsys):
     assert "[Errno 28] No space left on device" in err
 
 
+@pytest.mark.parametrize("environment", [{"TERM": "dumb"}, {"TTY_INTERACTIVE": "0"}])
+def test_a_terminal_rich_does_not_animate_gets_a_line_per_ended_trial(
+    tmp_path, monkeypatch, environment
+):
+    """TERM=dumb (Emacs' shell, some CI runners) or TTY_INTERACTIVE=0 (Rich's switch for
+    colours without animation): a terminal Rich draws no live frames on. Taken for a live
+    one, the run showed nothing between its first line and its last frame."""
+    import io
+
+    from losscmp import console
+
+    screen = console._Console(file=io.StringIO(), force_terminal=True, _environ=environment)
+    monkeypatch.setattr(console, "err", screen)
+    infos = tuple(TrialInfo(f"t{i}", "synthetic", f"loss{i}", 0) for i in range(2))
+    with console.TrainingProgress() as progress:
+        progress(RunStarted(tmp_path, infos, skipped=0, epochs=1, executor="2 workers"))
+        progress(TrialStarted("t0", "worker 1"))
+        progress(TrialEnded("t0", "finished"))
+        assert "finished: loss0 · seed 0 (1/2 trials)\n" in screen.file.getvalue()
+    assert "\x1b[?25l" not in screen.file.getvalue()  # no live display was started
+
+
 def _show_trials(progress, infos, run_dir) -> None:
     progress(RunStarted(run_dir, infos, skipped=1, epochs=2, executor="2 workers"))
     progress(TrialStarted("t0", "worker 1"))
