@@ -501,10 +501,10 @@ class TrainingProgress:
         self.overall = self.progress.add_task(
             "all trials", total=len(self.trials) * self.epochs, status=self._tally(), time_left=None
         )
-        # A log gets one line per ended trial instead (_on_TrialEnded): Rich draws nothing
-        # there while it runs, then its last frame (and a blank line) after those lines. So
-        # does a terminal Rich does not animate (TERM=dumb, TTY_INTERACTIVE=0): taken for a
-        # live one, it showed nothing from the run's first line to its last frame.
+        # A log gets one line per ended trial instead (_on_TrialEnded), where Rich would
+        # draw nothing while the run goes, then its last frame. So does a terminal Rich
+        # does not animate (TERM=dumb, TTY_INTERACTIVE=0): taken for a live one, it showed
+        # nothing from the run's first line to that last frame.
         self.drawing = err.is_interactive
         if self.drawing:
             self.progress.start()
