@@ -310,17 +310,39 @@ class LabelColumn(TextColumn):
 
 
 class _FittedLines:
-    """A progress table whose columns are fitted to the width it is drawn at."""
+    """A progress table whose columns are fitted to the width it is drawn at, and whose
+    lines to its height: running trials beyond what the terminal shows (a fused group's
+    23 losses, on 24 rows) are counted on a line of their own. Rich cut them off below a
+    bare '...', which said neither how many nor that they still ran."""
 
-    def __init__(self, table: Table, label: int, status: int, label_floor: int) -> None:
-        self.table, self.label, self.status = table, label, status
-        self.label_floor = label_floor
+    def __init__(self, progress: _FittedProgress, tasks: list) -> None:
+        self.progress, self.tasks = progress, tasks
 
     def __rich_console__(self, console, options):
-        widths = fit_widths(options.max_width, self.label, self.status, self.label_floor)
-        for column, width in zip(self.table.columns, widths, strict=True):
+        shown, hidden = _crop(self.tasks, options.size.height)
+        table = self.progress.make_fitted_table(shown)
+        labels = [task.fields.get("label") for task in shown]
+        widths = fit_widths(
+            options.max_width,
+            max((Text.from_markup(task.description).cell_len for task in shown), default=0),
+            max((_status_width(task) for task in shown), default=0),
+            max((label.floor() for label in labels if label is not None), default=0),
+        )
+        for column, width in zip(table.columns, widths, strict=True):
             column.width = width
-        yield self.table
+        yield table
+        if hidden:
+            more = f"{INDENT}… and {hidden} more running"
+            yield Text(_cut(more, options.max_width), style="dim", no_wrap=True)
+
+
+def _crop(tasks: list, height: int) -> tuple[list, int]:
+    """The lines that fit in ``height`` rows, the first (the overall bar) and the first
+    started kept, a row left for the count of those left out; and that count."""
+    if len(tasks) <= height:
+        return tasks, 0
+    kept = max(1, height - 1)
+    return tasks[:kept], len(tasks) - kept
 
 
 class _FittedProgress(Progress):
@@ -329,15 +351,14 @@ class _FittedProgress(Progress):
     '0…'. Here they keep their width and labels and statuses are cut instead."""
 
     def make_tasks_table(self, tasks):
-        tasks = [task for task in tasks if task.visible]
+        return _FittedLines(self, [task for task in tasks if task.visible])
+
+    def make_fitted_table(self, tasks) -> Table:
+        """Rich's table of ``tasks``, its cells cut rather than wrapped."""
         table = super().make_tasks_table(tasks)
         for column in table.columns:
             column.no_wrap, column.overflow = True, "ellipsis"
-        label = max((Text.from_markup(task.description).cell_len for task in tasks), default=0)
-        status = max((_status_width(task) for task in tasks), default=0)
-        labels = [task.fields.get("label") for task in tasks]
-        floor = max((label.floor() for label in labels if label is not None), default=0)
-        return _FittedLines(table, label, status, floor)
+        return table
 
 
 def _status_width(task) -> int:
@@ -436,7 +457,7 @@ class TrainingProgress:
         self.shared_loss_ends: dict[str, int] = {}  # shared_ends of the run's loss specs
         self.shared_dataset_ends: dict[str, int] = {}  # and of its dataset specs
         self.run_dir: Path | None = None
-        self.drawing = False  # the live display runs: on a terminal only
+        self.drawing = False  # the live display runs: on a terminal Rich animates only
 
     def __enter__(self) -> TrainingProgress:
         return self  # the display starts with the run: a run refused before leaves no line
@@ -480,9 +501,11 @@ class TrainingProgress:
         self.overall = self.progress.add_task(
             "all trials", total=len(self.trials) * self.epochs, status=self._tally(), time_left=None
         )
-        # A log gets one line per ended trial instead (_on_TrialEnded): Rich draws nothing
-        # there while it runs, then its last frame (and a blank line) after those lines.
-        self.drawing = err.is_terminal
+        # A log gets one line per ended trial instead (_on_TrialEnded), where Rich would
+        # draw nothing while the run goes, then its last frame. So does a terminal Rich
+        # does not animate (TERM=dumb, TTY_INTERACTIVE=0): taken for a live one, it showed
+        # nothing from the run's first line to that last frame.
+        self.drawing = err.is_interactive
         if self.drawing:
             self.progress.start()
 

@@ -742,6 +742,55 @@ def test_progress_prints_paths_labels_and_reasons_as_typed(tmp_path, capsys):
     assert "[Errno 28] No space left on device" in err
 
 
+@pytest.mark.parametrize("environment", [{"TERM": "dumb"}, {"TTY_INTERACTIVE": "0"}])
+def test_a_terminal_rich_does_not_animate_gets_a_line_per_ended_trial(
+    tmp_path, monkeypatch, environment
+):
+    """TERM=dumb (Emacs' shell, some CI runners) or TTY_INTERACTIVE=0 (Rich's switch for
+    colours without animation): a terminal Rich draws no live frames on. Taken for a live
+    one, the run showed nothing between its first line and its last frame."""
+    import io
+
+    from losscmp import console
+
+    screen = console._Console(file=io.StringIO(), force_terminal=True, _environ=environment)
+    monkeypatch.setattr(console, "err", screen)
+    infos = tuple(TrialInfo(f"t{i}", "synthetic", f"loss{i}", 0) for i in range(2))
+    with console.TrainingProgress() as progress:
+        progress(RunStarted(tmp_path, infos, skipped=0, epochs=1, executor="2 workers"))
+        progress(TrialStarted("t0", "worker 1"))
+        progress(TrialEnded("t0", "finished"))
+        assert "finished: loss0 · seed 0 (1/2 trials)\n" in screen.file.getvalue()
+    assert "\x1b[?25l" not in screen.file.getvalue()  # no live display was started
+
+
+def test_running_trials_beyond_the_terminals_rows_are_counted_on_a_line(tmp_path):
+    """A fused group's 23 losses on a 10-row terminal: Rich cut the lines it had no room
+    for under a bare '...' (and printed them all, scrolling, when the run was stopped)."""
+    import io
+
+    from rich.console import Console
+
+    from losscmp.console import TrainingProgress
+
+    infos = tuple(TrialInfo(f"t{i}", "synthetic", f"loss{i}", 0) for i in range(23))
+    progress = TrainingProgress()
+    progress(RunStarted(tmp_path, infos, skipped=0, epochs=2, executor="fused"))
+    progress.progress.stop()  # drawn below at a chosen size instead
+    for info in infos:
+        progress(TrialStarted(info.trial_id, "worker 1"))
+    screen = Console(file=io.StringIO(), width=80, height=10)
+    screen.print(progress.progress.make_tasks_table(progress.progress.tasks))
+    lines = screen.file.getvalue().splitlines()
+    assert len(lines) == 10
+    assert lines[0].startswith("all trials")
+    assert [line.split()[0] for line in lines[1:9]] == [f"loss{i}" for i in range(8)]
+    assert lines[9] == "  … and 15 more running"
+    tall = Console(file=io.StringIO(), width=80, height=30)
+    tall.print(progress.progress.make_tasks_table(progress.progress.tasks))
+    assert len(tall.file.getvalue().splitlines()) == 24  # room for all: none left out
+
+
 def _show_trials(progress, infos, run_dir) -> None:
     progress(RunStarted(run_dir, infos, skipped=1, epochs=2, executor="2 workers"))
     progress(TrialStarted("t0", "worker 1"))
