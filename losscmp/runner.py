@@ -241,12 +241,25 @@ def execution_notes(prepared: PreparedRun, meta: dict[str, Any] | None = None) -
     if config.trials_per_gpu != 1 and device != "cuda":
         given = origins.given("trials_per_gpu", config.trials_per_gpu)
         notes.append(f"{given} counts on CUDA only: set aside on the {device}")
-    if config.amp and device != "cuda" and origins.given_now("amp"):
-        # a resumed run's --amp was noted when it started
-        notes.append(
-            f"{origins.name('amp')} counts on CUDA only: set aside on the {device} (float32)"
-        )
+    if config.amp and origins.given_now("amp"):  # a resumed run's was noted when it started
+        notes.append(_amp_set_aside(origins.name("amp"), prepared.settings.device))
     return [note for note in notes if note]
+
+
+def _amp_set_aside(name: str, device) -> str:
+    """The note for an --amp (``name``, as it was given) that trains in float32 here, as
+    train.py's autocast decides: off CUDA, or on a GPU without native bf16 (V100, T4);
+    '' where it counts, or where this process has no GPU to ask (Ray's head node)."""
+    from losscmp.devices import cuda_device_count, native_bf16
+
+    if device.type != "cuda":
+        return f"{name} counts on CUDA only: set aside on the {device.type} (float32)"
+    if cuda_device_count() == 0 or native_bf16(device):
+        return ""
+    return (
+        f"{name} counts on GPUs with native bf16 only (compute capability 8.0 or newer): "
+        "set aside on this one (float32)"
+    )
 
 
 def _separate_copies(execution: Execution, device) -> bool:

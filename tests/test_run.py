@@ -223,6 +223,42 @@ def test_amp_asked_for_on_the_cpu_is_noted_as_set_aside(cli, tmp_path):
     )
 
 
+@pytest.mark.parametrize(("capability", "noted"), [((7, 0), True), ((7, 5), True), ((8, 0), False)])
+def test_amp_on_a_gpu_without_bf16_is_noted_as_set_aside(monkeypatch, capability, noted):
+    """A V100 (7.0) or T4 (7.5) trains in float32 whatever --amp says (train.py's autocast:
+    bf16 there is emulated), and --amp went by without the note the CPU gives. The GPU
+    faked as tests/test_executors.py fakes its capability."""
+    from types import SimpleNamespace
+
+    from losscmp import devices
+    from losscmp.config import build_config
+    from losscmp.executors.base import Execution
+    from losscmp.runner import execution_notes
+
+    prepared = SimpleNamespace(
+        plan=SimpleNamespace(config=build_config(amp=True)),
+        settings=SimpleNamespace(device=torch.device("cuda")),
+        execution=Execution(),
+        executor=SimpleNamespace(crowding=lambda execution: ""),
+        datasets={},
+    )
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: capability)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: 1)
+    devices.native_bf16.cache_clear()
+    try:
+        notes = execution_notes(prepared)
+    finally:
+        devices.native_bf16.cache_clear()
+    note = (
+        "--amp counts on GPUs with native bf16 only (compute capability 8.0 or newer): "
+        "set aside on this one (float32)"
+    )
+    assert notes == ([note] if noted else [])
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: 0)  # none to ask: nothing said
+    assert execution_notes(prepared) == []
+
+
 @pytest.mark.slow
 def test_a_diverging_trial_is_recorded_and_the_others_go_on(cli, tmp_path, exploding_loss):
     result = cli(
