@@ -39,6 +39,9 @@ from losscmp.spec import (
 DEVICES = ("auto", "cpu", "cuda", "mps")
 FUSE_MODES = ("auto", "on", "off")  # auto: fuse the losses of a seed (and rate) on CUDA only
 MAX_FUSED_LOSSES = 16  # losses per fused model: bounds the stacked activations' memory
+# The cap of every losscmp before run.json's execution.fused_group_size recorded it: such a
+# run resumes in its own groups (under vmap a copy's rounding depends on its group).
+UNRECORDED_FUSED_GROUP_SIZE = 16
 # Devices where AdamW runs torch's fused kernel: one pass over all parameters, 2.5x faster
 # than the default per-parameter loop on the CPU, a launch-bound step's saving on CUDA.
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")

@@ -459,6 +459,7 @@ EXECUTION_VALUES: dict[str, tuple[type, ...]] = {
     "fused_adamw": _FLAG,
     "fused_per_copy": _FLAG,
     "fused_own_weights": _FLAG,
+    "fused_group_size": (int,),
 }
 LOSS_VALUES: dict[str, tuple[type, ...]] = {"name": _TEXT, "params": (dict,)}
 DATASET_VALUES: dict[str, tuple[type, ...]] = {

@@ -24,6 +24,7 @@ from typing import Any
 from losscmp.config import (
     FIELD_NAMES,
     MAX_FUSED_LOSSES,
+    UNRECORDED_FUSED_GROUP_SIZE,
     Origins,
     RunConfig,
     build_config,
@@ -171,7 +172,10 @@ def resolve_execution(
     decides them for the jobs the planned ``trials`` not ``done`` make."""
     fused = {"on": True, "off": False, "auto": device.type == "cuda"}[config.fuse]
     jobs_to_run = len(make_jobs(list(trials), fused, done)) if trials else None
-    return executor_class(config.executor).resolve_execution(config, device, fused, jobs_to_run)
+    execution = executor_class(config.executor).resolve_execution(
+        config, device, fused, jobs_to_run
+    )
+    return dataclasses.replace(execution, fused_group_size=MAX_FUSED_LOSSES)
 
 
 def planned_choices(
@@ -184,7 +188,7 @@ def planned_choices(
     config, settings = prepared.plan.config, prepared.settings
     execution = prepared.execution if meta is None else stored_execution(meta, prepared.execution)
     device = settings.device.type
-    idle = not make_jobs(prepared.plan.trials, execution.fused, done)
+    idle = not _jobs(prepared.plan.trials, execution, settings.device, done)
     return [
         ("model", settings.preset.name, "auto" if config.model == "auto" else ""),
         ("device", device, _device_why(config.device, meta)),
@@ -237,12 +241,25 @@ def execution_notes(prepared: PreparedRun, meta: dict[str, Any] | None = None) -
     if config.trials_per_gpu != 1 and device != "cuda":
         given = origins.given("trials_per_gpu", config.trials_per_gpu)
         notes.append(f"{given} counts on CUDA only: set aside on the {device}")
-    if config.amp and device != "cuda" and origins.given_now("amp"):
-        # a resumed run's --amp was noted when it started
-        notes.append(
-            f"{origins.name('amp')} counts on CUDA only: set aside on the {device} (float32)"
-        )
+    if config.amp and origins.given_now("amp"):  # a resumed run's was noted when it started
+        notes.append(_amp_set_aside(origins.name("amp"), prepared.settings.device))
     return [note for note in notes if note]
+
+
+def _amp_set_aside(name: str, device) -> str:
+    """The note for an --amp (``name``, as it was given) that trains in float32 here, as
+    train.py's autocast decides: off CUDA, or on a GPU without native bf16 (V100, T4);
+    '' where it counts, or where this process has no GPU to ask (Ray's head node)."""
+    from losscmp.devices import cuda_device_count, native_bf16
+
+    if device.type != "cuda":
+        return f"{name} counts on CUDA only: set aside on the {device.type} (float32)"
+    if cuda_device_count() == 0 or native_bf16(device):
+        return ""
+    return (
+        f"{name} counts on GPUs with native bf16 only (compute capability 8.0 or newer): "
+        "set aside on this one (float32)"
+    )
 
 
 def _separate_copies(execution: Execution, device) -> bool:
@@ -251,12 +268,23 @@ def _separate_copies(execution: Execution, device) -> bool:
     return separate_fused_copies(*own, device.type)
 
 
+def _jobs(trials: list[Trial], execution: Execution, device, done: Collection[str]) -> list[Job]:
+    """The jobs for the planned ``trials`` not ``done``, fused as ``execution`` says."""
+    separate = _separate_copies(execution, device)
+    return make_jobs(trials, execution.fused, done, separate, execution.fused_group_size)
+
+
 def make_jobs(
-    trials: list[Trial], fused: bool, done: Collection[str] = (), separate_copies: bool = False
+    trials: list[Trial],
+    fused: bool,
+    done: Collection[str] = (),
+    separate_copies: bool = False,
+    group_size: int | None = None,
 ) -> list[Job]:
     """The jobs for the planned ``trials`` that are not ``done``: one per trial, or per
-    (dataset, seed, learning rate) group of at most MAX_FUSED_LOSSES losses (a group
-    shares one optimizer and one schedule: one rate). A fused group is trained as planned,
+    (dataset, seed, learning rate) group of at most ``group_size`` losses (by default
+    MAX_FUSED_LOSSES; a resumed run's own, run.json's ``execution.fused_group_size``: a
+    group shares one optimizer and one schedule, one rate). A fused group is trained as planned,
     so that a resumed run gives the numbers of an uninterrupted one, unless its copies are
     models of their own (``separate_copies``: each rounds as alone): then only the trials
     not done train."""
@@ -265,11 +293,12 @@ def make_jobs(
     groups: dict[tuple[str, int, float | None], list[Trial]] = {}
     for trial in trials:
         groups.setdefault((trial.dataset, trial.seed, trial.lr), []).append(trial)
+    size = group_size or MAX_FUSED_LOSSES
     jobs = []
     for group in groups.values():
         group.sort(key=lambda trial: trial.loss)  # chunks independent of --losses' order
-        for start in range(0, len(group), MAX_FUSED_LOSSES):
-            planned = tuple(group[start : start + MAX_FUSED_LOSSES])
+        for start in range(0, len(group), size):
+            planned = tuple(group[start : start + size])
             todo = tuple(trial for trial in planned if trial.id not in done)
             if todo:
                 again = planned if todo != planned and not separate_copies else ()
@@ -283,8 +312,7 @@ def planned_execution(prepared: PreparedRun, done: Collection[str] = (), meta=No
     whose fusion and threads the rest keeps."""
     execution = prepared.execution if meta is None else stored_execution(meta, prepared.execution)
     text = execution.describe(prepared.plan.trials)
-    separate = _separate_copies(execution, prepared.settings.device)
-    jobs = make_jobs(prepared.plan.trials, execution.fused, done, separate)
+    jobs = _jobs(prepared.plan.trials, execution, prepared.settings.device, done)
     if not (execution.fused and jobs):
         return text
     sizes = sorted({len(job.trained) for job in jobs})
@@ -466,9 +494,7 @@ def _run_jobs(store, prepared: PreparedRun, execution: Execution, done: set[str]
         users_entries=users_entries(plan),
     )
     share_datasets(prepared.datasets, plan.config)
-    jobs = make_jobs(
-        plan.trials, execution.fused, done, _separate_copies(execution, settings.device)
-    )
+    jobs = _jobs(plan.trials, execution, settings.device, done)
     try:
         for result in prepared.executor.run(jobs, context, emit):
             _write_result(store, prepared, result, emit)
@@ -569,11 +595,12 @@ def device_change(meta: dict[str, Any], prepared: PreparedRun) -> str:
 
 
 def stored_execution(meta: dict[str, Any], current: Execution) -> Execution:
-    """A resumed run keeps the fusion (and how a fused model runs its copies), threads and
-    AdamW kernel it started with (they change the floating-point order). Fusion and threads
-    are in every resumable run.json (_refuse_unrecorded); runs from before the rest were
-    recorded used the fused AdamW on CUDA only, fused by vmap and ran the CPU's copies one
-    by one on views of stacked weights."""
+    """A resumed run keeps the fusion (how a fused model runs its copies, and how many
+    losses it holds at most), threads and AdamW kernel it started with (they change the
+    floating-point order). Fusion and threads are in every resumable run.json
+    (_refuse_unrecorded); runs from before the rest were recorded used the fused AdamW on
+    CUDA only, fused by vmap, ran the CPU's copies one by one on views of stacked weights
+    and fused at most UNRECORDED_FUSED_GROUP_SIZE losses."""
     stored = meta["execution"]
     started_on_cuda = _started_on_cuda(meta)
     return dataclasses.replace(
@@ -583,6 +610,7 @@ def stored_execution(meta: dict[str, Any], current: Execution) -> Execution:
         fused_adamw=bool(stored.get("fused_adamw", started_on_cuda)),
         fused_per_copy=bool(stored.get("fused_per_copy", False)),
         fused_own_weights=bool(stored.get("fused_own_weights", False)),
+        fused_group_size=int(stored.get("fused_group_size", UNRECORDED_FUSED_GROUP_SIZE)),
     )
 
 

@@ -349,6 +349,7 @@ _EXECUTION = {
     "fused_adamw": True,
     "fused_per_copy": True,
     "fused_own_weights": True,
+    "fused_group_size": 16,
 }
 
 

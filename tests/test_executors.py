@@ -123,6 +123,7 @@ def test_two_worker_processes_give_the_sequential_numbers(cli, tmp_path):
         "fused_adamw": True,
         "fused_per_copy": True,
         "fused_own_weights": True,
+        "fused_group_size": 16,
     }
 
 

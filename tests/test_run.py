@@ -223,6 +223,42 @@ def test_amp_asked_for_on_the_cpu_is_noted_as_set_aside(cli, tmp_path):
     )
 
 
+@pytest.mark.parametrize(("capability", "noted"), [((7, 0), True), ((7, 5), True), ((8, 0), False)])
+def test_amp_on_a_gpu_without_bf16_is_noted_as_set_aside(monkeypatch, capability, noted):
+    """A V100 (7.0) or T4 (7.5) trains in float32 whatever --amp says (train.py's autocast:
+    bf16 there is emulated), and --amp went by without the note the CPU gives. The GPU
+    faked as tests/test_executors.py fakes its capability."""
+    from types import SimpleNamespace
+
+    from losscmp import devices
+    from losscmp.config import build_config
+    from losscmp.executors.base import Execution
+    from losscmp.runner import execution_notes
+
+    prepared = SimpleNamespace(
+        plan=SimpleNamespace(config=build_config(amp=True)),
+        settings=SimpleNamespace(device=torch.device("cuda")),
+        execution=Execution(),
+        executor=SimpleNamespace(crowding=lambda execution: ""),
+        datasets={},
+    )
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: capability)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: 1)
+    devices.native_bf16.cache_clear()
+    try:
+        notes = execution_notes(prepared)
+    finally:
+        devices.native_bf16.cache_clear()
+    note = (
+        "--amp counts on GPUs with native bf16 only (compute capability 8.0 or newer): "
+        "set aside on this one (float32)"
+    )
+    assert notes == ([note] if noted else [])
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: 0)  # none to ask: nothing said
+    assert execution_notes(prepared) == []
+
+
 @pytest.mark.slow
 def test_a_diverging_trial_is_recorded_and_the_others_go_on(cli, tmp_path, exploding_loss):
     result = cli(
@@ -828,6 +864,53 @@ def test_a_resumed_cpu_fused_group_trains_only_its_missing_trials(cli, tmp_path,
         return [{k: v for k, v in row.items() if k != "seconds"} for row in record["epochs"]]
 
     assert len(after["epochs"]) == 2 and scores(after) == scores(before)
+
+
+def test_a_resumed_fused_run_keeps_the_groups_it_started_with(cli, tmp_path, monkeypatch):
+    """Under vmap (CUDA) a copy rounds by its group: a run started by a losscmp that cut the
+    losses into fused groups of 2 resumed in groups of this one's cap (16), and its missing
+    trials rounded otherwise than the finished ones. run.json's execution records the cap;
+    a run.json without it was made by a losscmp whose cap was 16."""
+    import losscmp.fused
+    import losscmp.runner
+
+    args = ["--config", str(SMOKE), "--out", str(tmp_path), "--losses", "dice,bce,focal"]
+    args += ["--epochs", "1", "--fuse", "on"]
+    with monkeypatch.context() as older:
+        older.setattr(losscmp.runner, "MAX_FUSED_LOSSES", 2)
+        assert cli("run", *args).exit_code == 0  # groups {bce, dice} and {focal}
+    (run_dir,) = tmp_path.iterdir()
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["execution"]["fused_group_size"] == 2
+    lost = [next((run_dir / "trials").glob(f"*__{loss}__*.json")) for loss in ("bce", "focal")]
+    for trial_file in lost:
+        trial_file.unlink()  # one trial of each group left to train
+
+    def planned_models() -> str:
+        result = cli("run", "--resume", str(run_dir), "--dry-run")
+        assert result.exit_code == 0, result.output
+        return result.output.rstrip().splitlines()[-1].split("(")[-1]
+
+    assert planned_models() == "2 fused models of 1 loss)"  # not "1 fused model of 2 losses"
+    copies = []
+    original = losscmp.fused.fused_model
+
+    def counting(model, count, settings):
+        copies.append(count)
+        return original(model, count, settings)
+
+    monkeypatch.setattr(losscmp.fused, "fused_model", counting)
+    result = cli("run", *args, "--resume", str(run_dir))
+    assert result.exit_code == 0, result.output
+    assert copies == [1, 1]
+    assert json.loads((run_dir / "run.json").read_text())["execution"]["fused_group_size"] == 2
+    # Recorded without it: 16, what every earlier losscmp cut at, whatever the cap is now.
+    del meta["execution"]["fused_group_size"]
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    for trial_file in lost:
+        trial_file.unlink()
+    monkeypatch.setattr(losscmp.runner, "MAX_FUSED_LOSSES", 1)
+    assert planned_models() == "1 fused model of 2 losses)"
 
 
 GRID_DATASET = "synthetic(fg_fraction=0.05,n_train=16,n_val=8,n_test={n_test})"

@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from losscmp.config import RunConfig
+from losscmp.config import MAX_FUSED_LOSSES, RunConfig
 from losscmp.events import Listener
 from losscmp.plan import Trial
 from losscmp.registry import Entry
@@ -85,6 +85,9 @@ class Execution:
     # ... each with weights of its own (fused.SeparateCopies), not views of stacked ones: AdamW
     # rounds those otherwise, as runs recorded without it trained them.
     fused_own_weights: bool = True
+    # The most losses in one fused model: under vmap (CUDA) a copy rounds by its group, so a
+    # resumed run keeps the groups it started with whatever cap this losscmp has.
+    fused_group_size: int = MAX_FUSED_LOSSES
 
     def describe(self, trials: Collection[Trial] = ()) -> str:
         """How jobs run, as a run's first lines say it: "3 worker processes, 2 threads
