@@ -56,6 +56,9 @@ from losscmp.summary import (
 )
 
 FIGURE_DPI = 100
+# Tables of more rows keep their headers in view (23 losses: the column titles of the
+# comparison scrolled away before its last rows, 20 columns of numbers with no name).
+TALL_TABLE_ROWS = 15
 # Keys of a dataset's info that are long lists of file names; the notes already count them.
 LONG_INFO_KEYS = frozenset({"unreadable", "truncated"})
 
@@ -595,8 +598,11 @@ def _table(
         loss = f' data-loss="{_e(row["loss"])}"' if "loss" in row else ""
         body.append(f"<tr{_class(row_class(row) if row_class else '')}{loss}>{''.join(cells)}</tr>")
     kind = " comparison" if comparison else ""
+    # A long table scrolls in a box of its own, under headers that stay in view there
+    # (a sticky header sticks to the nearest scrolling box: the page's is not it).
+    tall = " tall" if len(rows) > TALL_TABLE_ROWS else ""
     return (
-        f'<div class="scroll"><table class="sortable{kind}" aria-label="{_e(label)}">'
+        f'<div class="scroll{tall}"><table class="sortable{kind}" aria-label="{_e(label)}">'
         f"<thead><tr>{headers}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
     )
 
@@ -661,6 +667,8 @@ h4 { font-size: .95rem; margin: 1rem 0 .3rem; color: var(--muted); }
 h1, h2, h3, h4 { overflow-wrap: anywhere; }
 .lead { color: var(--muted); margin: 0; }
 .scroll { overflow-x: auto; }
+.scroll.tall { max-height: 85vh; overflow-y: auto; }
+.scroll.tall thead th { position: sticky; top: 0; z-index: 1; background: #fff; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size: .8rem; }
 th, td { padding: .25rem .3rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { text-align: left; font-weight: 600; white-space: nowrap; border-bottom: 2px solid #9aa5ab; }
@@ -691,7 +699,8 @@ code { font: .85rem ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
   body { max-width: none; padding: 0; font-size: 10pt; }
   table { font-size: 8.5pt; }
   th, td { padding: .15rem .35rem; }
-  .scroll { overflow: visible; }
+  .scroll, .scroll.tall { overflow: visible; max-height: none; }
+  .scroll.tall thead th { position: static; }
   th button::after { content: ""; }
   tr.best td { background: none; }
   tr, figure, dl { break-inside: avoid; }
