@@ -200,20 +200,32 @@ def report_notes(results: RunResults, *, failed_trials: bool = True) -> list[str
     notes = run_notes(results)
     if failed_trials:
         notes += failed_trial_notes(results)
-    for path, count in unfinished_trials(results).items():
+    for path, ids in unfinished_trial_ids(results).items():
+        missing = f"{len(ids)} planned trial(s) have no result yet"
         writer = _other_writer(path)
         if writer is not None:  # a run still training: no resume
             by = f" (pid {writer})" if writer > 0 else ""
-            notes.append(
-                f"{path} is still being written by another losscmp process{by}: "
-                f"{count} planned trial(s) have no result yet"
-            )
+            notes.append(f"{path} is still being written by another losscmp process{by}: {missing}")
             continue
+        meta = results.metas[results.run_dirs.index(path)]
         notes.append(
-            f"{path} is unfinished: {count} planned trial(s) have no result yet; "
+            f"{path} is unfinished: {missing} ({_some_trials(ids, meta)}); "
             f"finish it with: losscmp run --resume {shell_path(path)}"  # run.json restores the rest
         )
     return notes
+
+
+# Unfinished trials a note names; the rest it counts (a stopped run of 345 may lack 300).
+NAMED_TRIALS = 3
+
+
+def _some_trials(ids: list[str], meta: dict[str, Any]) -> str:
+    """'dice @ lr 0.01 · seed 2', or the first NAMED_TRIALS 'and 12 more': a count alone
+    left a reader of a 276-trial run to find the missing row among the files."""
+    names = planned_trial_names(meta)
+    shown = ", ".join(names.get(trial, trial) for trial in ids[:NAMED_TRIALS])
+    more = len(ids) - NAMED_TRIALS
+    return f"{shown} and {more} more" if more > 0 else shown
 
 
 def _other_writer(run_dir: Path) -> int | None:
@@ -244,13 +256,18 @@ def failed_trial_notes(results: RunResults) -> list[str]:
 def unfinished_trials(results: RunResults) -> dict[Path, int]:
     """Per run folder, how many planned trials (run.json's ``trials``) have no result yet,
     but those that failed (their own note counts them: the same trial twice read as two)."""
+    return {run_dir: len(ids) for run_dir, ids in unfinished_trial_ids(results).items()}
+
+
+def unfinished_trial_ids(results: RunResults) -> dict[Path, list[str]]:
+    """Per run folder, the ids of :func:`unfinished_trials`, in run.json's order."""
     done = set(results.trials["trial_id"])
     missing = {}
     for run_dir, meta in zip(results.run_dirs, results.metas, strict=True):
         failed = set(results.failed_trials.get(run_dir, {}))
-        count = sum(1 for trial in meta.get("trials") or [] if trial not in done | failed)
-        if count:
-            missing[run_dir] = count
+        ids = [trial for trial in meta.get("trials") or [] if trial not in done | failed]
+        if ids:
+            missing[run_dir] = ids
     return missing
 
 

@@ -359,12 +359,14 @@ def _printed(rows: list[list[str]], output: str) -> None:
 )
 def test_every_number_on_the_page_is_the_terminals(cli, tmp_path, kind, tables):
     """The page's tables (comparison, dial, per class) read against what `report` prints,
-    row by row: the same cells, the dial's bold cells the terminal's starred ones."""
+    row by row: the same cells, the dial's bold cells the terminal's starred ones. (A
+    grid's rates are the page's alone: test_an_lr_grid_shows_every_losss_validation_score.)"""
     run_dir = write_run(tmp_path, quality=QUALITY, panel=False, **kind)
     result = cli("report", run_dir, "--html", tmp_path / "page.html")
     assert result.exit_code == 0, result.output
     text = (tmp_path / "page.html").read_text()
     labels = re.findall(r'<table class="sortable[^"]*" aria-label="([^"]+)"', text)
+    labels = [label for label in labels if " by learning rate on " not in label]
     assert len(labels) == tables
     for label in labels:
         rows = _page_rows(text, label)
@@ -393,3 +395,28 @@ def test_the_dial_and_class_captions_promise_an_sd_only_where_there_is_one(tmp_p
     said = "mean ± sd over seeds" if len(seeds) > 1 else "one seed, no sd"
     assert f"validation, {said}) by foreground fraction;" in page_of(dial)
     assert f"validation, {said}; the headline averages" in page_of(multiclass)
+
+
+def test_an_lr_grid_shows_every_losss_validation_score_at_every_rate(tmp_path):
+    """The page showed each loss at its chosen rate only ('summary.csv lists every rate'):
+    mailed alone, it did not say how close the other rates came, nor that a loss chose an
+    end of the grid, where its best rate may lie beyond it."""
+    middle = {1e-3: -0.1, 3e-3: 0.0, 1e-2: -0.05}
+    run_dir = write_run(tmp_path, quality=QUALITY, lrs=list(middle), rate_quality=middle)
+    report = build_report([run_dir])
+    text = html.page(report)
+    rows = _page_rows(text, "Validation Dice by learning rate on synthetic")
+    summary = report.summary
+    chosen = summary[summary["lr_chosen"]].sort_values("rank")
+    assert [row[0] for row in rows] == list(chosen["loss"]) == ["dice", "tversky", "focal"]
+    for row in rows:
+        scores = summary[summary["loss"] == row[0]].set_index("lr")["val_score_mean"]
+        assert row[1:] == [f"{scores[1e-3]:.3f}", f"*{scores[3e-3]:.3f}", f"{scores[1e-2]:.3f}"]
+    assert "Every loss chose a rate inside the grid." in text
+    low = {1e-3: 0.0, 1e-2: -0.1}
+    edge = html.page(build_report([write_run(tmp_path / "edge", lrs=list(low), rate_quality=low)]))
+    assert (
+        "3 of the 3 chosen rates are an end of the grid (0.001 or 0.01): there a loss&#x27;s "
+        "best rate may lie beyond it." in edge
+    )
+    assert "<h2>Learning rates</h2>" not in page_of(write_run(tmp_path / "one", quality=QUALITY))

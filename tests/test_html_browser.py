@@ -219,3 +219,26 @@ def test_the_dials_best_cells_are_bold_as_its_caption_says(browser, cli, tmp_pat
         assert all((weight >= 700) == best for best, weight in weights)
     finally:
         opened.close()
+
+
+def test_the_headers_of_a_long_table_stay_in_view_down_to_its_last_row(browser, cli, tmp_path):
+    """23 losses (--losses all): the comparison's column titles scrolled away before its
+    last rows, which showed 20 columns of numbers with no name over them."""
+    quality = {f"loss{index:02d}": 0.5 + index / 100 for index in range(23)}
+    run_dir = write_run(tmp_path, quality=quality, seeds=(0, 1), panel=False, image_size=16)
+    page = tmp_path / "report.html"
+    assert cli("report", run_dir, "--html", page).exit_code == 0
+    opened = Visit(browser, page)
+    try:
+        # a laptop's 768 pixels less the browser's bars: the table is taller than that
+        opened.page.set_viewport_size({"width": 1366, "height": 600})
+        table = opened.page.locator("table.comparison")
+        table.evaluate("t => t.closest('.scroll').scrollIntoView()")
+        last = table.locator("tbody tr").last
+        last.scroll_into_view_if_needed()
+        header = table.locator("thead th").first.bounding_box()
+        row = last.bounding_box()
+        assert -1 < header["y"] < row["y"] and row["y"] + row["height"] <= 600, (header, row)
+        assert opened.errors == []
+    finally:
+        opened.close()

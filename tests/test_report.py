@@ -381,7 +381,7 @@ def test_the_failed_trials_note_is_left_out_only_where_asked(tmp_path):
         f"'losscmp run --resume {run_dir}' tries it again"
     )
     unfinished = (
-        f"{run_dir} is unfinished: 1 planned trial(s) have no result yet; "
+        f"{run_dir} is unfinished: 1 planned trial(s) have no result yet (pending); "
         f"finish it with: losscmp run --resume {run_dir}"
     )
     assert report_notes(results) == [failed, unfinished]
@@ -2110,7 +2110,7 @@ def test_a_run_still_training_is_not_told_to_resume(tmp_path):
         "1 planned trial(s) have no result yet"
     ]
     assert report_notes(load_run(run_dir)) == [
-        f"{run_dir} is unfinished: 1 planned trial(s) have no result yet; "
+        f"{run_dir} is unfinished: 1 planned trial(s) have no result yet (still-training); "
         f"finish it with: losscmp run --resume {run_dir}"
     ]
 
@@ -2196,3 +2196,45 @@ def test_a_combined_table_is_saved_by_any_output_that_holds_the_summary(
         notes = " ".join(capsys.readouterr().err.split())
         assert ("combined summary not saved" in notes) == noted, files
     assert pd.read_csv(tmp_path / "t.tsv")["loss"].tolist() == ["dice", "focal"]
+
+
+def test_a_row_with_fewer_seeds_than_the_others_says_how_many(cli, tmp_path):
+    """A trial file lost (or runs combined) gave one loss 2 seeds of 3: the caption read
+    'mean ± sd over 2–3 seed(s)', and nothing said which row; its status read 'ok'."""
+    run_dir = write_run(tmp_path, quality={"dice": 0.8, "focal": 0.6}, seeds=(0, 1, 2))
+    (run_dir / "trials" / f"{trial_id('synthetic', 'focal', 2, LR)}.json").unlink()
+    result = cli("report", run_dir)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    rows = {line.split()[1]: line for line in lines if re.match(r" [12]  ", line)}
+    assert rows["dice"].endswith("  ok")
+    assert rows["focal"].endswith("  ok, 2 seeds")
+    assert "over 2–3 seed(s)" in result.output
+    page = tmp_path / "report.html"
+    assert cli("report", run_dir, "--html", page).exit_code == 0
+    assert ">ok, 2 seeds</td>" in page.read_text()
+
+
+def test_the_unfinished_note_names_the_trials_that_have_no_result(tmp_path):
+    """'1 planned trial(s) have no result yet' left the reader of a 276-trial run to find
+    which among the files; the note names them as the run's lines do, the first three."""
+    run_dir = write_run(
+        tmp_path,
+        quality={"dice": 0.8, "focal": 0.6},
+        seeds=(0, 1, 2),
+        extra_meta={"learning_rates": [LR]},
+    )
+    (run_dir / "trials" / f"{trial_id('synthetic', 'focal', 2, LR)}.json").unlink()
+    resume = f"; finish it with: losscmp run --resume {run_dir}"
+    (note,) = [note for note in report_notes(load_run(run_dir)) if " is unfinished: " in note]
+    assert note == (
+        f"{run_dir} is unfinished: 1 planned trial(s) have no result yet (focal · seed 2)" + resume
+    )
+    for path in (run_dir / "trials").iterdir():
+        if "__dice__" in path.name or "seed0" not in path.name:
+            path.unlink()
+    (note,) = [note for note in report_notes(load_run(run_dir)) if " is unfinished: " in note]
+    assert note == (
+        f"{run_dir} is unfinished: 5 planned trial(s) have no result yet (dice · seed 0, "
+        "dice · seed 1, focal · seed 1 and 2 more)" + resume
+    )

@@ -71,6 +71,8 @@ class TableExtras:
     split: str  # the split the headline is read on: "test", or "val." (schema-1 runs)
     lr: bool  # a learning-rate grid: the rate each loss was chosen at
     thresholds: list[str]  # binary: Dice at the validation-chosen threshold, AP, ECE
+    # The most seeds a row has: a row with fewer (a trial missing, runs combined) says so.
+    most_seeds: int = 0
 
 
 def table_extras(rows: pd.DataFrame, metric: str) -> TableExtras:
@@ -83,6 +85,7 @@ def table_extras(rows: pd.DataFrame, metric: str) -> TableExtras:
             for name in THRESHOLD_TABLE_METRICS
             if name != metric and _has_values(rows, f"best_{name}_mean")
         ],
+        most_seeds=int(rows["n_seeds"].max()) if len(rows) else 0,
     )
 
 
@@ -152,7 +155,7 @@ def table_columns(metric: str, extras: TableExtras) -> list[Column]:
     columns.append(
         Column(
             "status",
-            short_status,
+            lambda row: short_status(row, extras.most_seeds),
             lambda row: row["n_diverged"],
             numeric=False,
             wrap=True,
@@ -226,15 +229,22 @@ def loss_text(row: Row) -> str:
     return f"{row['loss']}{mark}"
 
 
-def short_status(row: Row) -> str:
-    """The status in table width: ok, diverged ep 3, 1/3 diverged ep 3."""
+def short_status(row: Row, most_seeds: int = 0) -> str:
+    """The status in table width: ok, diverged ep 3, 1/3 diverged ep 3; 'ok, 3 seeds' where
+    the row has fewer seeds than ``most_seeds`` (another row's): the caption's 'over 3–4
+    seed(s)' named no row, and a loss short of a trial read as any other."""
     if not row["n_diverged"]:
-        return "ok"
+        seeds = int(row["n_seeds"])
+        return f"ok, {_seeds(seeds)}" if seeds < most_seeds else "ok"
     epoch = row["diverged_epoch"]
     at = "" if missing(epoch) else f" ep {int(epoch)}"
     if row["n_diverged"] == row["n_seeds"]:
         return f"diverged{at}"
     return f"{row['n_diverged']}/{row['n_seeds']} diverged{at}"
+
+
+def _seeds(count: int) -> str:
+    return f"{count} seed" + ("" if count == 1 else "s")
 
 
 def all_diverged(row: Row) -> bool:

@@ -8,8 +8,9 @@ a figure is drawn. PNGs go to ``<run>/plots/`` and are written atomically.
 
 - ``learning_curves.png``: validation score per epoch, one line per loss (the
   mean over its finished seeds, at the rate the table chose) and a band of ± one
-  sd across them, a ring on each epoch a seed chose; one panel per dataset, each
-  legend in its table's order, each loss in one colour throughout.
+  sd across them, a ring on each epoch a seed chose; one panel per dataset (more than
+  10 losses: the prediction panel's bands of them, one panel each), each legend in its
+  table's order, each loss in one colour throughout.
 - ``predictions__<dataset>.png``: a few test images (``panel/test__<dataset>.npz``;
   validation ones, ``panel/val__<dataset>.npz`` or ``panel/val.npz``, for a run
   without a test split) with their ground truth and each loss's final-epoch
@@ -162,23 +163,66 @@ def learning_curves(
     results = summary.at_chosen_rates(results, table)  # a grid's other rates: not drawn
     datasets = summary.dataset_order(results)
     columns = min(3, len(datasets))
-    rows = math.ceil(len(datasets) / columns)
     looks = _loss_looks(table, results.epochs["loss"])
-    curves = {
-        dataset: _dataset_curves(results, dataset, metric, table[table["dataset"] == dataset])
+    bands = {
+        dataset: _curve_bands(
+            _dataset_curves(results, dataset, metric, table[table["dataset"] == dataset])
+        )
         for dataset in datasets
     }
-    legends = {dataset: _legend_place(_legend_labels(drawn)) for dataset, drawn in curves.items()}
+    legends = {
+        (dataset, index): _legend_place(_legend_labels(band), inside=len(of_dataset) == 1)
+        for dataset, of_dataset in bands.items()
+        for index, band in enumerate(of_dataset)
+    }
     widest = max((legend.inches for legend in legends.values()), default=0.0)
+    tallest = max(len(of_dataset) for of_dataset in bands.values()) if bands else 1
+    rows = math.ceil(len(datasets) / columns) * tallest
     figure = _figure((5.0 + widest) * columns, 3.6 * rows)
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
-    for axis, dataset in zip(axes, datasets, strict=False):
-        _draw_curves(axis, curves[dataset], looks, metric, legends[dataset])
-        axis.set_title(plain(dataset), fontsize=10)
-    for axis in axes[len(datasets) :]:
-        axis.set_visible(False)
+    grid = figure.subplots(rows, columns, squeeze=False)
+    used = set()
+    for position, dataset in enumerate(datasets):
+        # A dataset's bands one under another, in its column of the grid.
+        first_row, column = position // columns * tallest, position % columns
+        axes = [grid[first_row + index, column] for index in range(len(bands[dataset]))]
+        for index, (axis, band) in enumerate(zip(axes, bands[dataset], strict=True)):
+            _draw_curves(axis, band, looks, metric, legends[dataset, index])
+            axis.set_title(_band_title(dataset, bands[dataset], index), fontsize=10)
+        _same_scores_axis(axes)
+        used.update(map(id, axes))
+    for axis in grid.ravel():
+        if id(axis) not in used:
+            axis.set_visible(False)
     figure.suptitle(curves_title(results, metric))
     return figure
+
+
+def _curve_bands(curves: list[Curve]) -> list[list[Curve]]:
+    """A dataset's curves in the axes they are drawn in: one for up to LEGEND_INSIDE_MAX,
+    else bands of up to MAX_PANEL_LOSSES in the table's order, the prediction panel's bands.
+    23 losses' lines and ± sd bands in one axes were a mud nobody could follow."""
+    if len(curves) <= LEGEND_INSIDE_MAX:
+        return [curves]
+    by_loss = {curve.loss: curve for curve in curves}
+    return [[by_loss[loss] for loss in band] for band in _bands(list(by_loss))]
+
+
+def _band_title(dataset: str, bands: list[list[Curve]], index: int) -> str:
+    """The dataset, and which of its losses a band draws: 'synthetic: 9–16 of 23 in the
+    table's order'."""
+    if len(bands) == 1:
+        return plain(dataset)
+    first = sum(len(band) for band in bands[:index]) + 1
+    last, total = first + len(bands[index]) - 1, sum(map(len, bands))
+    return f"{plain(dataset)}: {first}–{last} of {total} in the table's order"
+
+
+def _same_scores_axis(axes: list[Axes]) -> None:
+    """A dataset's bands on one score scale, so that a line reads the same in each."""
+    limits = [axis.get_ylim() for axis in axes]
+    bottom, top = min(low for low, _ in limits), max(high for _, high in limits)
+    for axis in axes:
+        axis.set_ylim(bottom, top)
 
 
 def curves_title(results: summary.RunResults, metric: str) -> str:
@@ -203,10 +247,12 @@ class LegendPlace:
         return self.columns * self.column_inches
 
 
-def _legend_place(labels: list[str]) -> LegendPlace:
-    """Inside the axes for a few short labels; else beside them, in columns of 16."""
+def _legend_place(labels: list[str], inside: bool = True) -> LegendPlace:
+    """Inside the axes for a few short labels; else (or where not ``inside``: the bands of
+    one dataset's curves, each legend beside its lines as the others) beside them, in
+    columns of 16."""
     longest = max(map(len, labels), default=0)
-    if len(labels) <= LEGEND_INSIDE_MAX and longest <= LEGEND_INSIDE_CHARS:
+    if inside and len(labels) <= LEGEND_INSIDE_MAX and longest <= LEGEND_INSIDE_CHARS:
         return LegendPlace(0)
     width = max(LEGEND_COLUMN_WIDTH, LEGEND_HANDLE_INCHES + LEGEND_CHAR_INCHES * longest)
     return LegendPlace(math.ceil(len(labels) / LEGEND_ROWS), width)

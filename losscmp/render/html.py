@@ -7,9 +7,9 @@ the terminal's columns, numbers and caption (``losscmp.render.cells``): in rank
 order without JavaScript, sortable by any column with it (each numeric cell
 carries its full-precision value in ``data-sort``). Print CSS lays it out for
 paper. Sections: what went wrong (diverged, failed, unfinished trials, notes),
-the comparison, the imbalance dial, per-class scores (multiclass), learning
-curves, predictions, and what was run (command, config, datasets, model,
-device, versions, git commit, times).
+the comparison, each rate of a learning-rate grid, the imbalance dial, per-class
+scores (multiclass), learning curves, predictions, and what was run (command,
+config, datasets, model, device, versions, git commit, times).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from losscmp import selection
 from losscmp.errors import LosscmpError
 from losscmp.render import RENDERERS
 from losscmp.render.cells import (
@@ -37,6 +38,7 @@ from losscmp.render.cells import (
     class_columns,
     mean_sd,
     missing,
+    number,
     ordered_rows,
     table_columns,
     table_extras,
@@ -54,6 +56,9 @@ from losscmp.summary import (
 )
 
 FIGURE_DPI = 100
+# Tables of more rows keep their headers in view (23 losses: the column titles of the
+# comparison scrolled away before its last rows, 20 columns of numbers with no name).
+TALL_TABLE_ROWS = 15
 # Keys of a dataset's info that are long lists of file names; the notes already count them.
 LONG_INFO_KEYS = frozenset({"unreadable", "truncated"})
 
@@ -82,6 +87,7 @@ def page(report: Report) -> str:
         _header(report),
         _problems(report),
         _comparison(report),
+        _learning_rates(report),
         _imbalance(report),
         _per_class(report),
         _figures(report),
@@ -236,6 +242,86 @@ def _row_class(row: Row) -> str:
     if row["is_best"]:
         return "best"
     return "diverged" if all_diverged(row) else ""
+
+
+def _learning_rates(report: Report) -> str:
+    """Each loss's validation score at every rate of a --lr-grid, the chosen one bold: the
+    table shows the chosen rate alone, and a page mailed without summary.csv did not say
+    whether a loss was close at another rate or chose an end of the grid."""
+    summary = report.summary
+    if not selection.several_rates(summary):
+        return ""
+    rates = sorted(summary["lr"].dropna().unique())
+    title = METRIC_TITLES[report.metric]
+    parts = ["<section><h2>Learning rates</h2>"]
+    several_datasets = summary["dataset"].nunique() > 1
+    columns = [Column("loss", lambda row: row["loss"], lambda row: row["loss"], numeric=False)]
+    columns += [_rate_column(rate) for rate in rates]
+    rate_of = {_rate_title(rate): rate for rate in rates}
+
+    def bold_if_chosen(row: Row, column: Column) -> str:
+        entry = _rate_entry(row, rate_of.get(column.title))
+        return "strong" if entry is not None and bool(entry["lr_chosen"]) else ""
+
+    for dataset in dict.fromkeys(summary["dataset"]):
+        rows = summary[summary["dataset"] == dataset]
+        by_loss = {loss: entries.set_index("lr") for loss, entries in rows.groupby("loss")}
+        order = [row["loss"] for row in ordered_rows(chosen_rows(rows))]
+        table_rows = [{"loss": loss, "rates": by_loss[loss]} for loss in order]
+        if several_datasets:
+            parts.append(f"<h3>{_e(dataset)}</h3>")
+        label = f"Validation {title} by learning rate on {dataset}"
+        parts.append(_table(columns, table_rows, cell_class=bold_if_chosen, label=label))
+    caption = (
+        f"Validation {title} at the epoch each seed chose, mean over the finished seeds, by "
+        "learning rate; bold = the rate the comparison reads each loss at (the fewest "
+        "diverged seeds, then the best mean). "
+        f"{_at_grid_edge(chosen_rows(summary), rates)}"
+    )
+    parts.append(f'<p class="caption">{_e(caption.strip())}</p></section>')
+    return "\n".join(parts)
+
+
+def _rate_column(rate: float) -> Column:
+    def text(row: Row) -> str:
+        entry = _rate_entry(row, rate)
+        if entry is None:
+            return "–"
+        diverged, seeds = int(entry["n_diverged"]), int(entry["n_seeds"])
+        if diverged and diverged == seeds:
+            return "diverged"
+        # what a rate with the better mean lost to: fewer diverged seeds come first
+        return number(entry["val_score_mean"]) + (f" ({diverged} diverged)" if diverged else "")
+
+    def sort(row: Row) -> Any:
+        entry = _rate_entry(row, rate)
+        return None if entry is None else entry["val_score_mean"]
+
+    return Column(_rate_title(rate), text, sort)
+
+
+def _rate_title(rate: float) -> str:
+    return f"lr {rate:g}"
+
+
+def _rate_entry(row: Row, rate: float | None) -> pd.Series | None:
+    """The loss's summary row at ``rate`` (one of the same frame's values), if trained there."""
+    rates = row.get("rates")
+    return None if rates is None or rate not in rates.index else rates.loc[rate]
+
+
+def _at_grid_edge(chosen: pd.DataFrame, rates: list[float]) -> str:
+    """How many losses chose the grid's lowest or highest rate: their best may lie beyond."""
+    if len(rates) < 2:
+        return ""
+    edges = chosen["lr"].isin([rates[0], rates[-1]])
+    count = int(edges.sum())
+    if not count:
+        return "Every loss chose a rate inside the grid."
+    return (
+        f"{count} of the {len(chosen)} chosen rates are an end of the grid ({rates[0]:g} or "
+        f"{rates[-1]:g}): there a loss's best rate may lie beyond it."
+    )
 
 
 def _imbalance(report: Report) -> str:
@@ -512,8 +598,11 @@ def _table(
         loss = f' data-loss="{_e(row["loss"])}"' if "loss" in row else ""
         body.append(f"<tr{_class(row_class(row) if row_class else '')}{loss}>{''.join(cells)}</tr>")
     kind = " comparison" if comparison else ""
+    # A long table scrolls in a box of its own, under headers that stay in view there
+    # (a sticky header sticks to the nearest scrolling box: the page's is not it).
+    tall = " tall" if len(rows) > TALL_TABLE_ROWS else ""
     return (
-        f'<div class="scroll"><table class="sortable{kind}" aria-label="{_e(label)}">'
+        f'<div class="scroll{tall}"><table class="sortable{kind}" aria-label="{_e(label)}">'
         f"<thead><tr>{headers}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
     )
 
@@ -578,6 +667,8 @@ h4 { font-size: .95rem; margin: 1rem 0 .3rem; color: var(--muted); }
 h1, h2, h3, h4 { overflow-wrap: anywhere; }
 .lead { color: var(--muted); margin: 0; }
 .scroll { overflow-x: auto; }
+.scroll.tall { max-height: 85vh; overflow-y: auto; }
+.scroll.tall thead th { position: sticky; top: 0; z-index: 1; background: #fff; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size: .8rem; }
 th, td { padding: .25rem .3rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { text-align: left; font-weight: 600; white-space: nowrap; border-bottom: 2px solid #9aa5ab; }
@@ -608,7 +699,8 @@ code { font: .85rem ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
   body { max-width: none; padding: 0; font-size: 10pt; }
   table { font-size: 8.5pt; }
   th, td { padding: .15rem .35rem; }
-  .scroll { overflow: visible; }
+  .scroll, .scroll.tall { overflow: visible; max-height: none; }
+  .scroll.tall thead th { position: static; }
   th button::after { content: ""; }
   tr.best td { background: none; }
   tr, figure, dl { break-inside: avoid; }
