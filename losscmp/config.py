@@ -691,6 +691,8 @@ def _float_list(value: Any, name: str = "'fg_fraction'") -> list[float] | None:
         items = [items]
     written = [item for item in items if not (isinstance(item, str) and not item.strip())]
     try:
+        if any(isinstance(item, bool) for item in written):  # YAML's true is no rate of 1.0
+            raise TypeError
         return [float(item) for item in written]  # none left: validate says what is missing
     except (TypeError, ValueError):
         raise ParameterError(

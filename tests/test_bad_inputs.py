@@ -777,6 +777,13 @@ CASES: list[tuple[str, Args, str]] = [
     ),
     # was: config file . is a folder; give a YAML file (click's Path read '' as '.')
     ("config-empty-name", lambda tmp: ["--config", ""], "--config is empty; give a YAML file"),
+    # was: YAML's true read as the learning rate 1.0, and trained at it
+    ("config-lr-grid-true", config_file("lr_grid: true\n"), "'lr_grid' must be numbers, got True"),
+    (  # was: 'fg_fraction' values must lie in (0, 0.9), got 1.0 (a 1.0 no one wrote)
+        "config-fg-fraction-false-in-list",
+        config_file("fg_fraction: [0.1, false]\n"),
+        "'fg_fraction' must be numbers, got [0.1, False]",
+    ),
     (  # was: ... is not valid YAML at line 2 (and no word of why)
         "config-two-documents",
         config_file("epochs: 1\n---\nepochs: 2\n"),
