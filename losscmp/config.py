@@ -110,8 +110,12 @@ class Origins:
         """``config file X: `` where one of ``keys`` came from elsewhere than a flag: the
         start of a message that names several options with ``option``."""
         for key in keys:
-            if self.source(key) != flag_name(key):
-                return f"{self.source(key)}: "
+            if self.source(key) == flag_name(key):
+                continue
+            if self.origin(key) is Origin.RESUMED_RUN and any(map(self.given_now, keys)):
+                # run.json is sound: what clashes with it is an option given now
+                return f"{RESUMED_CONFIG}: "
+            return f"{self.source(key)}: "
         return ""
 
     def given(self, key: str, value: Any) -> str:
@@ -426,6 +430,7 @@ TEXT_FIELDS = frozenset(key for key, hint in FIELD_HINTS.items() if hint in (str
 
 # Where a resumed run's stored options come from, as a message names them.
 BASE_SOURCE = "the resumed run's run.json is damaged: config"
+RESUMED_CONFIG = "the resumed run's config"
 FILE_SOURCE = "config file"  # + the file as given: where a config file's options come from
 
 

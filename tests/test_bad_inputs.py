@@ -810,6 +810,18 @@ CASES: list[tuple[str, Args, str]] = [
         "runs is a folder of runs, not a run folder (did you mean '--resume ",
     ),
     ("resume-not-a-run", resume(bare_folder), "is not a losscmp run folder"),
+    # was: "the resumed run's run.json is damaged: config: ...": it is sound; the option
+    # given now is what clashes with the run's own
+    (
+        "resume-model-too-big-for-the-runs-images",
+        resume(run_folder, "--model", "small"),
+        "error: the resumed run's config: 'image_size' 32 is too small for the small model",
+    ),
+    (
+        "resume-data-dir-on-synthetic",
+        resume(run_folder, "--data-dir", "data"),
+        "error: the resumed run's config: --data-dir is read by 'dataset' pets only",
+    ),
     (  # was: .../run.json is not a losscmp run folder (no run.json)
         "resume-a-run-json",
         resume(lambda tmp: run_folder(tmp) / "run.json"),
