@@ -359,7 +359,7 @@ def run(
         ),
     ] = None,
     resume: Annotated[
-        Path | None,
+        str | None,  # text, not Path: click reads an empty name as '.', the working folder
         typer.Option(
             metavar="RUN_DIR", help="Finish an interrupted run folder; skips finished trials."
         ),
@@ -378,6 +378,7 @@ def run(
     from losscmp.plan import plan_run
     from losscmp.runner import resume_config
 
+    resume = _path_option("resume", resume, "the run folder to finish")
     flags = {
         "losses": losses,
         "dataset": dataset,
@@ -666,7 +667,7 @@ def with_file_options(command: Callable) -> Callable:
 @with_file_options
 def report(
     paths: Annotated[
-        list[Path],
+        list[str],  # text, not Path: click reads an empty name as '.', the working folder
         typer.Argument(metavar="PATH", help="Run folders, or a folder of runs (newest)."),
     ],
     metric: Annotated[
@@ -683,15 +684,21 @@ def report(
     **files: str | None,
 ) -> None:
     """Print the comparison table of finished runs from their files alone."""
-    targets = {name: _file_option(name, text) for name, text in files.items()}
-    _print_report(paths, metric=metric, files=targets, plots=plots)
+    targets = {name: _path_option(name, text, "a file name") for name, text in files.items()}
+    folders = [_path_option("PATH", text, "a run folder, or a folder of runs") for text in paths]
+    _print_report(folders, metric=metric, files=targets, plots=plots)
 
 
-def _file_option(option: str, text: str | None) -> Path | None:
+def _path_option(option: str, text: str | None, wanted: str) -> Path | None:
+    """The path the user typed for ``option`` (an option's name, or an argument's metavar).
+    An empty or blank one is refused: click's Path would read '' as '.', the working folder
+    (which --resume would finish, 'datasets download' fill), and ' ' names a folder no one
+    means."""
     if text is None:
         return None
-    if not text:
-        raise LosscmpError(f"--{option} is empty; give a file name")
+    if not text.strip():
+        named = option if option.isupper() else f"--{option.replace('_', '-')}"
+        raise LosscmpError(f"{named} is empty; give {wanted}")
     return Path(text)
 
 
@@ -822,10 +829,11 @@ ROOT_HELP = "Folder holding the datasets (or the pets folder itself). \\[default
 def datasets_default(
     ctx: typer.Context,
     root: Annotated[
-        Path | None, typer.Option(metavar="DIR", help=ROOT_HELP, show_default=False)
+        str | None, typer.Option(metavar="DIR", help=ROOT_HELP, show_default=False)
     ] = None,
 ) -> None:
     """List the datasets, whether each is present, and how to get it."""
+    root = _path_option("root", root, "the folder that holds the datasets")
     if ctx.invoked_subcommand is None:
         _list_datasets(root)
     ctx.obj = root  # 'datasets --root DIR list' lists DIR, as 'datasets list --root DIR' does
@@ -836,11 +844,11 @@ def datasets_default(
 def datasets_list(
     ctx: typer.Context,
     root: Annotated[
-        Path | None, typer.Option(metavar="DIR", help=ROOT_HELP, show_default=False)
+        str | None, typer.Option(metavar="DIR", help=ROOT_HELP, show_default=False)
     ] = None,
 ) -> None:
     """List the datasets, whether each is present, and how to get it."""
-    _list_datasets(root or ctx.obj)
+    _list_datasets(_path_option("root", root, "the folder that holds the datasets") or ctx.obj)
 
 
 def _list_datasets(data_dir: Path | None) -> None:
@@ -883,7 +891,7 @@ def datasets_download(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="Dataset to fetch.")],
     data_dir: Annotated[
-        Path | None, typer.Option(metavar="DIR", help="Target folder.", show_default=False)
+        str | None, typer.Option(metavar="DIR", help="Target folder.", show_default=False)
     ] = None,
 ) -> None:
     """Download, verify (sha256) and extract a dataset; resumes a partial download."""
@@ -892,13 +900,14 @@ def datasets_download(
             f"--root {ctx.obj} is read by 'losscmp datasets' and 'datasets list'; "
             "'datasets download' puts the data in --data-dir"
         )
+    target = _path_option("data_dir", data_dir, "the folder to download into")
     from losscmp import console
     from losscmp.data import download_dataset
 
     notices: list[str] = []
     try:  # outside the progress display: the line goes below its last frame, not above
         with console.DownloadProgress() as progress:
-            path = download_dataset(name, data_dir, progress=progress.update, notice=notices.append)
+            path = download_dataset(name, target, progress=progress.update, notice=notices.append)
     except KeyboardInterrupt as stop:
         _tell(f"losscmp: {_stopped(stop)}; run the same command again to resume the download")
         raise typer.Exit(_stop_status(stop)) from None

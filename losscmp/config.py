@@ -113,8 +113,12 @@ class Origins:
         """``config file X: `` where one of ``keys`` came from elsewhere than a flag: the
         start of a message that names several options with ``option``."""
         for key in keys:
-            if self.source(key) != flag_name(key):
-                return f"{self.source(key)}: "
+            if self.source(key) == flag_name(key):
+                continue
+            if self.origin(key) is Origin.RESUMED_RUN and any(map(self.given_now, keys)):
+                # run.json is sound: what clashes with it is an option given now
+                return f"{RESUMED_CONFIG}: "
+            return f"{self.source(key)}: "
         return ""
 
     def given(self, key: str, value: Any) -> str:
@@ -429,6 +433,7 @@ TEXT_FIELDS = frozenset(key for key, hint in FIELD_HINTS.items() if hint in (str
 
 # Where a resumed run's stored options come from, as a message names them.
 BASE_SOURCE = "the resumed run's run.json is damaged: config"
+RESUMED_CONFIG = "the resumed run's config"
 FILE_SOURCE = "config file"  # + the file as given: where a config file's options come from
 
 
@@ -694,6 +699,8 @@ def _float_list(value: Any, name: str = "'fg_fraction'") -> list[float] | None:
         items = [items]
     written = [item for item in items if not (isinstance(item, str) and not item.strip())]
     try:
+        if any(isinstance(item, bool) for item in written):  # YAML's true is no rate of 1.0
+            raise TypeError
         return [float(item) for item in written]  # none left: validate says what is missing
     except (TypeError, ValueError):
         raise ParameterError(

@@ -273,7 +273,7 @@ def check_out_dir(out: Path | str) -> None:
     """Refuse an ``--out`` that cannot hold run folders, or that would put the run where it
     does not belong: the working folder itself (an empty name), or inside another run's
     folder (a --resume meant). Writes nothing that stays."""
-    if not str(out):
+    if not str(out).strip():  # ' ' too: a folder named by a blank no one means
         raise ParameterError("--out is empty; give the folder that holds run folders")
     out = Path(out)
     where = f"--out {out}"
