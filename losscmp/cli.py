@@ -724,7 +724,6 @@ def _print_report(
     from losscmp.results import RunStore
     from losscmp.summary import build_report, report_notes, source_lines
 
-    outputs = {name: RENDERERS[name].load() for name in targets}
     report = build_report(run_folders, metric=metric)
     run_dirs = report.results.run_dirs
     for line in source_lines(paths, report.results):
@@ -740,7 +739,7 @@ def _print_report(
         add = " or ".join(summary_options(RENDERERS))
         console.print_note(f"combined summary not saved in any run folder; add {add} FILE")
     for name, path in targets.items():
-        written.append(outputs[name].write(report, path))
+        written.append(RENDERERS[name].write(report, path))
     if run_page:
         from losscmp.render import html as html_output
 

@@ -11,7 +11,8 @@ Class layout: binary -> K = 1 (the foreground); multiclass -> K = C, class 0
 is the background (the data contract puts it first) and the headline scores
 average the foreground classes 1..C-1.
 
-Empty conventions (the ratio has a zero denominator):
+Empty conventions (the ratio has a zero denominator; the formulas of dice to recall are
+functions of the counts in ``losscmp/scores/``, registered in ``metric_names.py``):
 
 - dice, iou: no ground truth and no prediction -> 1.0 (nothing to find and
   nothing claimed is a perfect answer); so an empty ground truth with a
@@ -68,7 +69,13 @@ import numpy as np
 
 from losscmp.errors import ParameterError
 from losscmp.losses.catalogue import check_mode  # the modes' one owner (no torch)
-from losscmp.metric_names import IMAGE_SCORE_NAMES, SCORE_NAMES, THRESHOLD_SCORE_NAMES
+from losscmp.metric_names import (
+    IMAGE_SCORE_NAMES,
+    SCORE_NAMES,
+    SCORES,
+    THRESHOLD_FREE_SCORE_NAMES,
+    THRESHOLD_SCORE_NAMES,
+)
 
 if TYPE_CHECKING:  # torch is imported lazily so numpy-only users (hd95) stay light
     import torch
@@ -121,7 +128,8 @@ def confusion_counts(
 
 
 def scores(counts: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Dice, IoU, MCC, precision, recall from counts ``(..., 4)``.
+    """Every score of ``metric_names.SCORE_NAMES`` (dice, iou, mcc, precision, recall) from
+    counts ``(..., 4)``, by its registered formula (``losscmp/scores/``).
 
     ``(K,4)`` gives per-class scores ``(K,)``; ``(B,K,4)`` per image and class
     ``(B,K)``. Float64 (float32 on MPS, which lacks float64), same device.
@@ -133,22 +141,12 @@ def scores(counts: torch.Tensor) -> dict[str, torch.Tensor]:
     # Dividing by the pixel total keeps MCC's product of four counts in range.
     total = counts.sum(dim=-1, keepdim=True).clamp(min=1).to(dtype)
     tp, fp, fn, tn = (counts.to(dtype) / total).unbind(dim=-1)
-    agrees = (fp == 0) & (fn == 0)
-    one = torch.ones_like(tp)
+    return {name: _formula(name)(tp, fp, fn, tn) for name in SCORE_NAMES}
 
-    def ratio(numerator: torch.Tensor, denominator: torch.Tensor, empty: torch.Tensor):
-        safe = torch.where(denominator > 0, denominator, one)
-        return torch.where(denominator > 0, numerator / safe, empty)
 
-    agree_value = agrees.to(dtype)
-    mcc_denominator = ((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)).sqrt()
-    return {
-        "dice": ratio(2 * tp, 2 * tp + fp + fn, one),
-        "iou": ratio(tp, tp + fp + fn, one),
-        "mcc": ratio(tp * tn - fp * fn, mcc_denominator, agree_value),
-        "precision": ratio(tp, tp + fp, (fn == 0).to(dtype)),
-        "recall": ratio(tp, tp + fn, (fp == 0).to(dtype)),
-    }
+@functools.cache
+def _formula(name: str):
+    return SCORES[name].load()
 
 
 def foreground_classes(num_classes: int, mode: str) -> slice:
@@ -375,16 +373,17 @@ def expected_calibration_error(histogram, bins: int = ECE_BINS) -> float:
 def histogram_scores(
     histogram, prefix: str, threshold_index: int | None = None
 ) -> tuple[dict[str, float], int]:
-    """A split's ``<prefix>ap``, ``<prefix>ece`` and ``<prefix>{dice,iou,mcc}_t`` at the
-    threshold ``threshold_index`` (None: chosen here, as on the validation split);
+    """A split's ``<prefix>{dice,iou,mcc}_t`` at the threshold ``threshold_index`` (None:
+    chosen here, as on the validation split) and its threshold-free scores
+    (``<prefix>ap``, ``<prefix>ece``: ``metric_names.THRESHOLD_FREE_SCORE_NAMES``);
     returns the columns and the threshold index used."""
     by_threshold = threshold_counts(histogram)
     if threshold_index is None:
         threshold_index = choose_threshold(by_threshold)
     at_threshold = counts_scores(by_threshold[threshold_index])
     columns = {f"{prefix}{name}_t": value for name, value in at_threshold.items()}
-    columns[f"{prefix}ap"] = average_precision(histogram)
-    columns[f"{prefix}ece"] = expected_calibration_error(histogram)
+    for name in THRESHOLD_FREE_SCORE_NAMES:  # ap, ece
+        columns[f"{prefix}{name}"] = _formula(name)(histogram)
     return columns, threshold_index
 
 

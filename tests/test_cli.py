@@ -101,6 +101,61 @@ def test_a_new_file_output_gets_its_option_from_its_renderers_line(monkeypatch, 
     assert "Also write the table as TSV to FILE." in help_text
 
 
+MARKDOWN_OUTPUT = """
+def content(report):
+    return f"# {report}\\n"
+"""
+
+
+def markdown_renderer(monkeypatch, tmp_path, module: str = MARKDOWN_OUTPUT):
+    """A new file output as its recipe makes it: a module with content(report), one line."""
+    from losscmp import render
+
+    (tmp_path / "scratch_markdown.py").write_text(module)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    renderer = render.Renderer("md", "scratch_markdown", "the table as Markdown", "summary.md")
+    monkeypatch.setitem(render.RENDERERS, "md", renderer)
+    return renderer
+
+
+def test_a_new_file_output_is_written_into_a_folder_it_makes(monkeypatch, tmp_path):
+    """check_target accepts a folder that can be made, and the csv and html writers made it
+    themselves: a new renderer that did not (its own open()) failed with a traceback on
+    'report --md new/x.md'. Renderer.write makes it for every output."""
+    renderer = markdown_renderer(monkeypatch, tmp_path)
+    target = tmp_path / "new" / "deeper" / "x.md"
+    assert renderer.write("the table", target) == target
+    assert target.read_text() == "# the table\n"
+    assert [path.name for path in target.parent.iterdir()] == ["x.md"]  # no temp file left
+
+
+def test_a_new_file_outputs_failed_write_is_one_line(monkeypatch, tmp_path):
+    import errno
+
+    from losscmp import results
+    from losscmp.errors import LosscmpError
+
+    renderer = markdown_renderer(monkeypatch, tmp_path)
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(results, "atomic_write_bytes", full)
+    with pytest.raises(LosscmpError) as refused:
+        renderer.write("the table", tmp_path / "x.md")
+    assert str(refused.value) == f"cannot write {tmp_path / 'x.md'}: No space left on device"
+
+
+def test_a_new_file_outputs_target_is_checked_before_it_renders(monkeypatch, tmp_path):
+    from losscmp.errors import LosscmpError
+
+    renderer = markdown_renderer(
+        monkeypatch, tmp_path, "def content(report):\n    raise AssertionError('rendered')\n"
+    )
+    with pytest.raises(LosscmpError, match="is a folder; give a file name, e.g. .*summary.md"):
+        renderer.write("the table", tmp_path)
+
+
 def test_help_is_fast_and_does_not_import_torch():
     probe = (
         "import json, sys, time\n"

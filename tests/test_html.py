@@ -179,12 +179,16 @@ def test_a_disk_that_fills_up_is_one_line_not_a_traceback(cli, tmp_path, monkeyp
     """The write's own error (ENOSPC has no file name) reached the user as a traceback."""
     import errno
 
-    from losscmp.render import html
+    from losscmp import results
 
-    def full(path, data):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    write = results.atomic_write_bytes
 
-    monkeypatch.setattr(html, "atomic_write_bytes", full)
+    def full(path, data):  # the page's disk only: the run's summary.csv is written
+        if path.name == "page.html":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(path, data)
+
+    monkeypatch.setattr(results, "atomic_write_bytes", full)
     run_dir = write_run(tmp_path, quality=QUALITY)
     result = cli("report", run_dir, "--html", tmp_path / "page.html")
     assert result.exit_code == 2

@@ -6,8 +6,10 @@
   file (``--csv FILE``, ``--html FILE``).
 
 A new file output is one module here defining
-``write(report: losscmp.summary.Report, path) -> Path``, plus one line in
-:data:`RENDERERS`: ``report`` takes its ``--<name> FILE`` option from there (cli.py's
+``content(report: losscmp.summary.Report) -> str | bytes`` (the file's text or bytes), plus
+one line in :data:`RENDERERS`: ``Renderer.write`` checks the target, writes the content
+atomically (making a missing folder) and turns a failed write into one line, for every
+output alike; ``report`` takes its ``--<name> FILE`` option from there (cli.py's
 ``with_file_options``, its help from ``description``); one whose file holds the summary table
 says so (``holds_summary``): a combined report written there counts as saved. Modules
 are imported when used, so a CSV never imports matplotlib; a target is refused
@@ -45,6 +47,12 @@ class Renderer:
     def check_target(self, path: Path | str) -> Path:
         """Refuse a target that cannot be written, before anything else is; where to write."""
         return check_file_target(path, f"--{self.name}", self.example)
+
+    def write(self, report, path: Path | str) -> Path:
+        """Write this output of ``report`` (``summary.Report``) to ``path``; where it went.
+        The target is checked before the module renders anything."""
+        path = self.check_target(path)
+        return write_file(path, self.load().content(report))
 
 
 RENDERERS: dict[str, Renderer] = {
@@ -94,4 +102,18 @@ def check_file_target(path: Path | str, option: str, example: str) -> Path:
                 "among its records; write elsewhere"
             )
     check_writable_folder(parent, f"{option} {path}")
+    return path
+
+
+def write_file(path: Path, content: str | bytes) -> Path:
+    """Write a checked target (``check_file_target``) atomically: its folder made if missing
+    (the check accepts one that can be made), a killed process leaves the old file or the
+    new, and a failed write (a full disk) is one line, not a traceback."""
+    from losscmp import results
+
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    try:
+        results.atomic_write_bytes(path, data)
+    except OSError as error:
+        raise LosscmpError(f"cannot write {path}: {error.strerror or error}") from None
     return path

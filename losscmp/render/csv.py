@@ -6,22 +6,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from losscmp.errors import LosscmpError
-from losscmp.render import RENDERERS
-from losscmp.results import atomic_write_csv
+from losscmp.render import RENDERERS, write_file
 from losscmp.summary import Report
 
 
-def write(report: Report, path: Path | str) -> Path:
-    return write_summary(report.summary, path)
+def content(report: Report) -> str:
+    return summary_text(report.summary)
+
+
+def summary_text(summary: pd.DataFrame) -> str:
+    """The CSV text of a summary frame, as a run's summary.csv holds it (``atomic_write_csv``)."""
+    return summary.to_csv(index=False)
 
 
 def write_summary(summary: pd.DataFrame, path: Path | str) -> Path:
-    """Write the summary CSV atomically (a killed process leaves the old file or the new);
-    a run's own summary.csv is written by its store (``RunStore.write_summary``)."""
-    path = RENDERERS["csv"].check_target(path)
-    try:
-        atomic_write_csv(path, summary)
-    except OSError as error:
-        raise LosscmpError(f"cannot write {path}: {error.strerror or error}") from None
-    return path
+    """Write the summary CSV to ``path`` as ``--csv`` does (``Renderer.write``); a run's own
+    summary.csv is written by its store (``RunStore.write_summary``)."""
+    return write_file(RENDERERS["csv"].check_target(path), summary_text(summary))

@@ -27,8 +27,6 @@ from typing import Any
 import pandas as pd
 
 from losscmp import selection
-from losscmp.errors import LosscmpError
-from losscmp.render import RENDERERS
 from losscmp.render.cells import (
     Column,
     Row,
@@ -44,7 +42,7 @@ from losscmp.render.cells import (
     table_extras,
 )
 from losscmp.render.terminal import render_imbalance_table
-from losscmp.results import RunStore, atomic_write_bytes
+from losscmp.results import RunStore
 from losscmp.selection import chosen_rows
 from losscmp.summary import (
     METRIC_TITLES,
@@ -63,15 +61,9 @@ TALL_TABLE_ROWS = 15
 LONG_INFO_KEYS = frozenset({"unreadable", "truncated"})
 
 
-def write(report: Report, path: Path | str) -> Path:
-    """Write the page to ``path`` atomically; a disk that fills up is one line, as for --csv."""
-    path = RENDERERS["html"].check_target(path)
-    data = page(report).encode("utf-8")
-    try:
-        atomic_write_bytes(path, data)
-    except OSError as error:
-        raise LosscmpError(f"cannot write {path}: {error.strerror or error}") from None
-    return path
+def content(report: Report) -> str:
+    """The page of ``report --html FILE`` (``Renderer.write`` writes it)."""
+    return page(report)
 
 
 def write_run_page(report: Report) -> Path:
