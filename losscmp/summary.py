@@ -129,6 +129,9 @@ class RunResults:
     # Per run folder, its failed trials no record has replaced ({id: reason}); a note
     # of report_notes, which 'losscmp run' leaves out: its last line names them.
     failed_trials: dict[Path, dict[str, str]] = field(default_factory=dict)
+    # Per run folder, the ids of its damaged trial files a report left out (a note names
+    # them; their trials count as unfinished): trials/ still holds those files.
+    damaged_trials: dict[Path, list[str]] = field(default_factory=dict)
 
     @property
     def run_ids(self) -> list[str]:
@@ -162,7 +165,7 @@ class Report:
 def build_report(paths: Sequence[Path | str], metric: str = "dice") -> Report:
     """Find, read, combine and summarise runs: the one entry point of every output."""
     metric = check_metric(metric)
-    runs = [load_run(run_dir) for run_dir in resolve_run_dirs(paths)]
+    runs = [load_run(run_dir, damaged_ok=True) for run_dir in resolve_run_dirs(paths)]
     results = combine_runs(runs)
     summary = summarize(results, metric)
     results.notes += unscored_notes(summary)
@@ -317,15 +320,16 @@ def _which_run(folder: Path) -> str:
 # --------------------------------------------------------------------------- loading
 
 
-def load_run(run_dir: Path | str, *, repair: bool = True) -> RunResults:
+def load_run(run_dir: Path | str, *, repair: bool = True, damaged_ok: bool = False) -> RunResults:
     """Read one run folder through the store; a clear LosscmpError when it is not a readable run.
 
     The trial files are the truth: epochs.csv / images.csv that disagree with
     them are rebuilt (``repair``) and the disagreement is listed in ``notes``;
-    a damaged trial file is an error naming it (``run --resume`` sets it aside).
+    a damaged trial file is an error naming it (``run --resume`` sets it aside), or with
+    ``damaged_ok`` (``report``) left out and named in a note, unless every one is damaged.
     """
     run_dir = Path(run_dir)
-    stored = RunStore(run_dir).read(repair=repair)
+    stored = RunStore(run_dir).read(repair=repair, damaged_ok=damaged_ok)
     meta = stored.meta
     trials = _trial_frame(stored.records)
     epochs, images = stored.epochs, stored.images
@@ -344,6 +348,9 @@ def load_run(run_dir: Path | str, *, repair: bool = True) -> RunResults:
         losses=dict(meta.get("losses") or {}),
         notes=[*stored.notes, *_dataset_notes(datasets)],
         failed_trials={run_dir: stored.failed} if stored.failed else {},
+        damaged_trials={run_dir: [item.path.stem for item in stored.damaged]}
+        if stored.damaged
+        else {},
     )
 
 
@@ -461,6 +468,7 @@ def combine_runs(runs: Sequence[RunResults]) -> RunResults:
         losses={label: info for run in runs for label, info in run.losses.items()},
         notes=[note for run in runs for note in run.notes] + _rounding_notes(runs),
         failed_trials={path: failed for run in runs for path, failed in run.failed_trials.items()},
+        damaged_trials={path: ids for run in runs for path, ids in run.damaged_trials.items()},
     )
 
 
