@@ -1601,6 +1601,18 @@ def test_write_summary_is_a_readable_csv(tmp_path, summary):
     assert [p.name for p in out.iterdir()] == ["summary.csv"]  # no temp file left
 
 
+def test_indistinguishable_column_reads_back_clean(tmp_path):
+    """True/False where a test ran (the best too), empty only where none could: with one
+    seed the best row's lone True read back as a True/NaN object column."""
+    columns = {}
+    for seeds in ((0, 1, 2), (0,)):
+        run_dir = write_run(tmp_path / str(len(seeds)), quality=QUALITY, seeds=seeds)
+        path = write_summary(summarize(load_run(run_dir)), tmp_path / f"{len(seeds)}.csv")
+        columns[len(seeds)] = pd.read_csv(path)["indistinguishable_from_best"]
+    assert columns[3].dtype == bool and columns[3].iloc[0]
+    assert columns[1].isna().all()
+
+
 def test_write_summary_to_a_folder_is_a_clear_error(tmp_path, summary):
     folder = tmp_path / "out"
     folder.mkdir()
