@@ -151,11 +151,20 @@ class Report:
 
     @property
     def caption(self) -> str:
-        return headline_caption(self.metric, self.summary, seed_advice=self.seed_advice)
+        return headline_caption(
+            self.metric,
+            self.summary,
+            seed_advice=self.seed_advice,
+            every_rate_in=self.every_rate_in,
+        )
 
     @property
     def seed_advice(self) -> str:
         return one_seed_advice(self.results)
+
+    @property
+    def every_rate_in(self) -> str:
+        return every_rate_file(self.results)
 
     @property
     def notes(self) -> list[str]:
@@ -1100,11 +1109,13 @@ def headline_caption(
     summary: pd.DataFrame,
     hidden: Collection[str] = (),
     seed_advice: str = ONE_SEED_ADVICE,
+    every_rate_in: str = "summary.csv",
 ) -> str:
     """The comparison's caption: how its numbers were read, and what the abbreviations of
     its columns stand for. ``hidden``: the summary columns (``Column.key``) the table leaves
     out, e.g. on a narrow terminal, whose abbreviations it then does not explain.
-    ``seed_advice``: how to get more than one seed (:func:`one_seed_advice`)."""
+    ``seed_advice``: how to get more than one seed (:func:`one_seed_advice`);
+    ``every_rate_in``: the file listing every learning rate (:func:`every_rate_file`)."""
     summary = selection.chosen_rows(summary)  # the rows the table shows, one rate a loss
     seeds = int(summary["n_seeds"].max()) if len(summary) else 0
     fewest = int(summary["n_seeds"].min()) if len(summary) else 0
@@ -1134,7 +1145,7 @@ def headline_caption(
             f"{and_list(others)} '{split}' {verb} read at that same epoch (one model snapshot "
             f"per trial), not at {their} own maximum. "
         )
-    caption += selection.caption_text(summary, metric, METRIC_TITLES[metric], hidden)
+    caption += selection.caption_text(summary, metric, METRIC_TITLES[metric], hidden, every_rate_in)
     if "final_hd95_mean" not in hidden:
         caption += _hd95_caption(summary)
     if seeds < 2:
@@ -1170,6 +1181,12 @@ def _no_interval_reason(one_seed: bool, one_score: bool) -> str:
     if one_seed and one_score:
         return f"a loss with one seed, or with {scored}, has no interval"
     return f"a loss with {'one seed' if one_seed else scored} has no interval"
+
+
+def every_rate_file(results: RunResults) -> str:
+    """What lists every learning rate's row: the run's summary.csv, which ``report`` writes
+    for one run only; a combined report writes none unless asked to (``--csv FILE``)."""
+    return "summary.csv" if len(results.run_dirs) == 1 else "--csv FILE"
 
 
 def one_seed_advice(results: RunResults) -> str:

@@ -709,6 +709,22 @@ def test_comparable_runs_combine(tmp_path):
     assert summary["p_holm"].notna().sum() == 2
 
 
+def test_the_caption_names_a_file_listing_every_rate_only_where_one_is_written(cli, tmp_path):
+    """A combined report writes no summary.csv (without --csv), yet its caption said
+    'summary.csv lists every rate'."""
+    rates = {"lrs": [1e-3, 1e-2], "rate_quality": {1e-3: 0.0, 1e-2: 0.1}}
+    first = write_run(tmp_path, quality={"dice": 0.8}, run_id="20260101-1-a", **rates)
+    second = write_run(tmp_path, quality={"focal": 0.6}, run_id="20260101-2-b", **rates)
+    alone = cli("report", first)
+    assert "summary.csv lists every rate." in " ".join(alone.stdout.split())
+    combined = cli("report", first, second)
+    assert combined.exit_code == 0, combined.output
+    said = " ".join(combined.stdout.split())
+    assert "--csv FILE lists every rate." in said and "summary.csv" not in said
+    assert "--csv FILE lists every rate." in build_report([first, second]).caption
+    assert not (second / "summary.csv").exists()  # the combined report wrote none
+
+
 def test_tables_written_to_a_file_end_no_line_in_spaces(cli, tmp_path):
     """Piped or redirected, every line was padded to the table's width (after the centred
     title, each caption line, the status): 'losscmp report ... > table.txt' then showed
