@@ -781,8 +781,12 @@ def _write_run_summary(store, report, targets: dict[str, Path]) -> list[Path]:
     from losscmp import console
     from losscmp.render import summary_options
 
+    # The trial files the table was read from, damaged ones left out included: they are
+    # still in trials/, and write_summary refuses a table whose trials/ has changed since.
+    trial_files = set(report.results.trials["trial_id"])
+    trial_files |= set(report.results.damaged_trials.get(store.run_dir, []))
     try:
-        return [store.write_summary(report.summary, set(report.results.trials["trial_id"]))]
+        return [store.write_summary(report.summary, trial_files)]
     except LosscmpError as error:
         held = summary_options(targets)
         also = f" ({held[0]} holds this table)" if held else ""

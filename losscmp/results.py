@@ -12,7 +12,8 @@ One source of truth, derived tables rebuilt from it:
   process killed between a trial file and the rebuild leaves them stale;
   :meth:`RunStore.check_tables` finds that).
 - A trial file that cannot be read back (0 bytes, corrupt JSON, wrong shape)
-  is *damaged*: ``report`` names it and refuses; on ``--resume``
+  is *damaged*: ``report`` leaves it out, reads the rest and names it in a note
+  (it refuses only when every trial file is damaged), moving nothing; on ``--resume``
   :meth:`RunStore.finished_trials` moves it into ``trials/damaged/`` (never
   deletes it), records it in run.json and the trial is trained again.
 - One writer at a time: :meth:`RunStore.lock` takes an exclusive ``flock`` on
@@ -63,6 +64,7 @@ READABLE_SCHEMAS = (1, 2)
 RUN_FILE = "run.json"
 TRIALS_DIR = "trials"
 DAMAGED_DIR = "damaged"  # under trials/: damaged trial files set aside by --resume
+DAMAGED_NAMED = 3  # damaged trial files a report's note names; the rest it counts
 PANEL_DIR = "panel"
 RECORD_DIRS = (TRIALS_DIR, PANEL_DIR)  # a run's records besides run.json: no output goes there
 REPORT_PAGE = "report.html"  # the run's self-contained report, written after every run
@@ -1120,6 +1122,9 @@ class StoredRun:
     images: Any  # pandas.DataFrame, checked
     notes: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    # The damaged trial files left out (``read(damaged_ok=True)`` only); their trials are
+    # unfinished until ``--resume`` sets the files aside and trains them again.
+    damaged: list[DamagedTrial] = field(default_factory=list)
 
 
 class RunStore:
@@ -1317,6 +1322,16 @@ class RunStore:
         return (
             f"{damaged[0].message}{more}; 'losscmp run --resume {shell_path(self.run_dir)}' sets "
             f"damaged files aside in {self.damaged_dir} and trains those trials again"
+        )
+
+    def _damaged_note(self, damaged: Sequence[DamagedTrial]) -> str:
+        """The note of a report that left damaged trial files out: which, why, and the fix."""
+        shown = "; ".join(f"{item.path.name} ({item.reason})" for item in damaged[:DAMAGED_NAMED])
+        more = f" and {len(damaged) - DAMAGED_NAMED} more" if len(damaged) > DAMAGED_NAMED else ""
+        return (
+            f"{self.run_dir}: {len(damaged)} damaged trial file(s) left out of this report: "
+            f"{shown}{more}; 'losscmp run --resume {shell_path(self.run_dir)}' sets them aside "
+            f"in {self.damaged_dir} and trains those trials again"
         )
 
     def finished_trials(self) -> set[str]:
@@ -1592,7 +1607,7 @@ class RunStore:
 
     # ----------------------------------------------------------------- reading a run
 
-    def read(self, *, repair: bool = True) -> StoredRun:
+    def read(self, *, repair: bool = True, damaged_ok: bool = False) -> StoredRun:
         """The run as ``report`` needs it, tables checked against the trial files.
 
         When trials/ holds records they are the truth: a table that disagrees
@@ -1600,16 +1615,22 @@ class RunStore:
         is writable) and the frames always come from the records; a note says
         what was wrong. A run with tables but no trial files is read from the
         tables, which must then be whole (no empty file, no repeated row).
-        A damaged trial file is a LosscmpError naming it.
+        A damaged trial file is a LosscmpError naming it; with ``damaged_ok`` (``report``)
+        it is left out and named in a note instead, unless every trial file is damaged.
+        Then nothing is moved and the tables are not rewritten: they may hold the only
+        readable copy of a damaged trial's rows, and ``--resume`` rebuilds them.
         """
         import pandas as pd
 
         meta = self.read_meta()
-        records = self.load_trials()
-        notes: list[str] = []
+        scan = self.scan_trials()
+        if scan.damaged and not (damaged_ok and scan.records):
+            raise LosscmpError(self._damaged_message(scan.damaged))
+        records = [scan.records[key] for key in sorted(scan.records)]
+        notes = [self._damaged_note(scan.damaged)] if scan.damaged else []
         if records:
             problems, built = self._checked_tables(records)
-            if problems and not self._behind_its_writer(problems):
+            if problems and not scan.damaged and not self._behind_its_writer(problems):
                 notes.append(self._repair_note(problems, records, repair))
             frames = {
                 spec.name: checked_table(built[spec.name], spec, self.trials_dir) for spec in TABLES
@@ -1623,9 +1644,8 @@ class RunStore:
         present = {record["trial_id"] for record in records}
         notes += self._history_notes(meta, present)
         failed = _pending_failures(meta, present)
-        return StoredRun(
-            self.run_dir, meta, records, frames["epochs"], frames["images"], notes, failed
-        )
+        epochs, images = frames["epochs"], frames["images"]
+        return StoredRun(self.run_dir, meta, records, epochs, images, notes, failed, scan.damaged)
 
     def _behind_its_writer(self, problems: dict[str, str]) -> bool:
         """The tables only lag the trial files of a run another process is writing: it

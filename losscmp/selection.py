@@ -126,10 +126,15 @@ def _ranked_with_diverged_seeds(summary: pd.DataFrame) -> bool:
 
 
 def caption_text(
-    summary: pd.DataFrame, metric: str, title: str | None = None, hidden: Collection[str] = ()
+    summary: pd.DataFrame,
+    metric: str,
+    title: str | None = None,
+    hidden: Collection[str] = (),
+    every_rate_in: str = "summary.csv",
 ) -> str:
     """What the caption must say about where the headline is read and what was chosen how;
-    ``hidden``: the summary columns the table leaves out, not explained."""
+    ``hidden``: the summary columns the table leaves out, not explained; ``every_rate_in``:
+    the file that lists every rate (``summary.every_rate_file``)."""
     title = title or metric
     splits = set(summary.get("headline_split", pd.Series([VALIDATION])).dropna())
     if splits == {TEST}:
@@ -150,7 +155,7 @@ def caption_text(
     if several_rates(summary):
         rate = "learning rate" if "lr" in hidden else "learning rate (lr)"
         text += f" Each loss is shown at the {rate} with the best mean validation "
-        text += "score over seeds; summary.csv lists every rate."
+        text += f"score over seeds; {every_rate_in} lists every rate."
     if _ranked_with_diverged_seeds(summary):
         text += (
             " A loss ranks after every loss with fewer diverged seeds: its mean is over the "

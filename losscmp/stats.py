@@ -20,7 +20,9 @@ Methods (the report's caption names them too):
   NaN). A loss is *indistinguishable from the best* when its Holm-adjusted p
   is at least ``alpha`` (0.05); where no test can run (one seed, no score)
   the verdict is missing, not "indistinguishable". The best itself is marked
-  indistinguishable. Holm takes the best as named in advance, but these same
+  indistinguishable where at least one loss was tested against it (it is in the
+  group ≈ marks) and missing where none could be, so a one-seed table says no
+  verdict at all rather than a lone True. Holm takes the best as named in advance, but these same
   scores chose it, so its lead looks larger than chance alone gives: with k
   losses that are in truth equal, some loss is called different from the best
   in about 5 % of cases with k = 2, 6-7.5 % with 4 and 8-10 % with 8 (simulated
@@ -178,10 +180,12 @@ def _ranks(means: pd.Series, diverged: Mapping[str, int], higher_is_better: bool
 
 
 def _verdicts(table: pd.DataFrame, alpha: float) -> pd.Series:
-    """True/False where a test ran; missing (not False) where none could, e.g. one seed."""
+    """True/False where a test ran; missing (not False) where none could, e.g. one seed.
+    The best is True where a test ran against it (trivially as good as itself), else
+    missing too: one seed gave the column a lone True, read back as True/NaN."""
     tested = table["p_holm"].notna()
     verdict = pd.Series(pd.NA, index=table.index, dtype="boolean")
     verdict[tested] = table.loc[tested, "p_holm"] >= alpha
-    if table["mean"].notna().any():
-        verdict.iloc[0] = True  # the best is trivially as good as itself
+    if tested.any():
+        verdict.iloc[0] = True
     return verdict

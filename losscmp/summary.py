@@ -129,6 +129,9 @@ class RunResults:
     # Per run folder, its failed trials no record has replaced ({id: reason}); a note
     # of report_notes, which 'losscmp run' leaves out: its last line names them.
     failed_trials: dict[Path, dict[str, str]] = field(default_factory=dict)
+    # Per run folder, the ids of its damaged trial files a report left out (a note names
+    # them; their trials count as unfinished): trials/ still holds those files.
+    damaged_trials: dict[Path, list[str]] = field(default_factory=dict)
 
     @property
     def run_ids(self) -> list[str]:
@@ -148,11 +151,20 @@ class Report:
 
     @property
     def caption(self) -> str:
-        return headline_caption(self.metric, self.summary, seed_advice=self.seed_advice)
+        return headline_caption(
+            self.metric,
+            self.summary,
+            seed_advice=self.seed_advice,
+            every_rate_in=self.every_rate_in,
+        )
 
     @property
     def seed_advice(self) -> str:
         return one_seed_advice(self.results)
+
+    @property
+    def every_rate_in(self) -> str:
+        return every_rate_file(self.results)
 
     @property
     def notes(self) -> list[str]:
@@ -162,7 +174,7 @@ class Report:
 def build_report(paths: Sequence[Path | str], metric: str = "dice") -> Report:
     """Find, read, combine and summarise runs: the one entry point of every output."""
     metric = check_metric(metric)
-    runs = [load_run(run_dir) for run_dir in resolve_run_dirs(paths)]
+    runs = [load_run(run_dir, damaged_ok=True) for run_dir in resolve_run_dirs(paths)]
     results = combine_runs(runs)
     summary = summarize(results, metric)
     results.notes += unscored_notes(summary)
@@ -317,15 +329,16 @@ def _which_run(folder: Path) -> str:
 # --------------------------------------------------------------------------- loading
 
 
-def load_run(run_dir: Path | str, *, repair: bool = True) -> RunResults:
+def load_run(run_dir: Path | str, *, repair: bool = True, damaged_ok: bool = False) -> RunResults:
     """Read one run folder through the store; a clear LosscmpError when it is not a readable run.
 
     The trial files are the truth: epochs.csv / images.csv that disagree with
     them are rebuilt (``repair``) and the disagreement is listed in ``notes``;
-    a damaged trial file is an error naming it (``run --resume`` sets it aside).
+    a damaged trial file is an error naming it (``run --resume`` sets it aside), or with
+    ``damaged_ok`` (``report``) left out and named in a note, unless every one is damaged.
     """
     run_dir = Path(run_dir)
-    stored = RunStore(run_dir).read(repair=repair)
+    stored = RunStore(run_dir).read(repair=repair, damaged_ok=damaged_ok)
     meta = stored.meta
     trials = _trial_frame(stored.records)
     epochs, images = stored.epochs, stored.images
@@ -344,6 +357,9 @@ def load_run(run_dir: Path | str, *, repair: bool = True) -> RunResults:
         losses=dict(meta.get("losses") or {}),
         notes=[*stored.notes, *_dataset_notes(datasets)],
         failed_trials={run_dir: stored.failed} if stored.failed else {},
+        damaged_trials={run_dir: [item.path.stem for item in stored.damaged]}
+        if stored.damaged
+        else {},
     )
 
 
@@ -461,6 +477,7 @@ def combine_runs(runs: Sequence[RunResults]) -> RunResults:
         losses={label: info for run in runs for label, info in run.losses.items()},
         notes=[note for run in runs for note in run.notes] + _rounding_notes(runs),
         failed_trials={path: failed for run in runs for path, failed in run.failed_trials.items()},
+        damaged_trials={path: ids for run in runs for path, ids in run.damaged_trials.items()},
     )
 
 
@@ -1092,11 +1109,13 @@ def headline_caption(
     summary: pd.DataFrame,
     hidden: Collection[str] = (),
     seed_advice: str = ONE_SEED_ADVICE,
+    every_rate_in: str = "summary.csv",
 ) -> str:
     """The comparison's caption: how its numbers were read, and what the abbreviations of
     its columns stand for. ``hidden``: the summary columns (``Column.key``) the table leaves
     out, e.g. on a narrow terminal, whose abbreviations it then does not explain.
-    ``seed_advice``: how to get more than one seed (:func:`one_seed_advice`)."""
+    ``seed_advice``: how to get more than one seed (:func:`one_seed_advice`);
+    ``every_rate_in``: the file listing every learning rate (:func:`every_rate_file`)."""
     summary = selection.chosen_rows(summary)  # the rows the table shows, one rate a loss
     seeds = int(summary["n_seeds"].max()) if len(summary) else 0
     fewest = int(summary["n_seeds"].min()) if len(summary) else 0
@@ -1126,7 +1145,7 @@ def headline_caption(
             f"{and_list(others)} '{split}' {verb} read at that same epoch (one model snapshot "
             f"per trial), not at {their} own maximum. "
         )
-    caption += selection.caption_text(summary, metric, METRIC_TITLES[metric], hidden)
+    caption += selection.caption_text(summary, metric, METRIC_TITLES[metric], hidden, every_rate_in)
     if "final_hd95_mean" not in hidden:
         caption += _hd95_caption(summary)
     if seeds < 2:
@@ -1162,6 +1181,12 @@ def _no_interval_reason(one_seed: bool, one_score: bool) -> str:
     if one_seed and one_score:
         return f"a loss with one seed, or with {scored}, has no interval"
     return f"a loss with {'one seed' if one_seed else scored} has no interval"
+
+
+def every_rate_file(results: RunResults) -> str:
+    """What lists every learning rate's row: the run's summary.csv, which ``report`` writes
+    for one run only; a combined report writes none unless asked to (``--csv FILE``)."""
+    return "summary.csv" if len(results.run_dirs) == 1 else "--csv FILE"
 
 
 def one_seed_advice(results: RunResults) -> str:

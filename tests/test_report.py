@@ -709,6 +709,22 @@ def test_comparable_runs_combine(tmp_path):
     assert summary["p_holm"].notna().sum() == 2
 
 
+def test_the_caption_names_a_file_listing_every_rate_only_where_one_is_written(cli, tmp_path):
+    """A combined report writes no summary.csv (without --csv), yet its caption said
+    'summary.csv lists every rate'."""
+    rates = {"lrs": [1e-3, 1e-2], "rate_quality": {1e-3: 0.0, 1e-2: 0.1}}
+    first = write_run(tmp_path, quality={"dice": 0.8}, run_id="20260101-1-a", **rates)
+    second = write_run(tmp_path, quality={"focal": 0.6}, run_id="20260101-2-b", **rates)
+    alone = cli("report", first)
+    assert "summary.csv lists every rate." in " ".join(alone.stdout.split())
+    combined = cli("report", first, second)
+    assert combined.exit_code == 0, combined.output
+    said = " ".join(combined.stdout.split())
+    assert "--csv FILE lists every rate." in said and "summary.csv" not in said
+    assert "--csv FILE lists every rate." in build_report([first, second]).caption
+    assert not (second / "summary.csv").exists()  # the combined report wrote none
+
+
 def test_tables_written_to_a_file_end_no_line_in_spaces(cli, tmp_path):
     """Piped or redirected, every line was padded to the table's width (after the centred
     title, each caption line, the status): 'losscmp report ... > table.txt' then showed
@@ -1599,6 +1615,18 @@ def test_write_summary_is_a_readable_csv(tmp_path, summary):
     assert back["loss"].tolist() == summary["loss"].tolist()
     assert {"p_holm", "ci_low", "ci_high", "indistinguishable_from_best"} <= set(back.columns)
     assert [p.name for p in out.iterdir()] == ["summary.csv"]  # no temp file left
+
+
+def test_indistinguishable_column_reads_back_clean(tmp_path):
+    """True/False where a test ran (the best too), empty only where none could: with one
+    seed the best row's lone True read back as a True/NaN object column."""
+    columns = {}
+    for seeds in ((0, 1, 2), (0,)):
+        run_dir = write_run(tmp_path / str(len(seeds)), quality=QUALITY, seeds=seeds)
+        path = write_summary(summarize(load_run(run_dir)), tmp_path / f"{len(seeds)}.csv")
+        columns[len(seeds)] = pd.read_csv(path)["indistinguishable_from_best"]
+    assert columns[3].dtype == bool and columns[3].iloc[0]
+    assert columns[1].isna().all()
 
 
 def test_write_summary_to_a_folder_is_a_clear_error(tmp_path, summary):

@@ -231,10 +231,18 @@ def test_equal_keys_share_the_lower_rank():
 
 
 def test_one_seed_marks_nothing_indistinguishable():
+    """No test ran, so no verdict on any row, the best's included (it read True/NaN)."""
     per_seed = pd.DataFrame({"loss": ["a", "b"], "seed": [0, 0], "score": [0.8, 0.1]})
     table = stats.compare_losses(per_seed)
-    assert table.loc["a", "indistinguishable_from_best"]  # the best, trivially
-    assert pd.isna(table.loc["b", "indistinguishable_from_best"])
+    assert table["indistinguishable_from_best"].isna().all()
+
+
+def test_the_best_is_indistinguishable_from_itself_where_a_test_ran():
+    per_seed = pd.DataFrame(
+        {"loss": ["a", "a", "b", "b", "c"], "seed": [0, 1, 0, 1, 0], "score": [0.8] * 5}
+    )
+    verdicts = stats.compare_losses(per_seed)["indistinguishable_from_best"]
+    assert verdicts[["a", "b"]].tolist() == [True, True] and pd.isna(verdicts["c"])
 
 
 def test_false_positive_rate():

@@ -500,6 +500,47 @@ def test_finished_trials_sets_damaged_files_aside(run_dir, kind):
     assert unfinished_trials(results) == {run_dir: 1}
 
 
+@pytest.mark.parametrize("kind", DAMAGED, ids=DAMAGED.keys())
+def test_report_reads_the_rest_of_a_run_with_a_damaged_trial_file(cli, run_dir, tmp_path, kind):
+    """One damaged trial file no longer costs the whole report: the table of the good
+    trials, a note naming the file and the fix, the trial unfinished; nothing moved."""
+    damaged = trial_files(run_dir)[2]
+    loss = json.loads(damaged.read_text())["loss"]
+    _damage(damaged, kind)
+    before = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    page = tmp_path / "page.html"
+    result = cli("report", run_dir, "--html", page)
+    assert result.exit_code == 0, result.output
+    assert all(name in result.stdout for name in QUALITY)
+    said = result.stderr.replace("\n", " ")
+    assert f"{run_dir}: 1 damaged trial file(s) left out of this report: {damaged.name} (" in said
+    assert DAMAGED[kind][1] in said
+    fix = f"'losscmp run --resume {run_dir}' sets them aside in {run_dir / 'trials' / 'damaged'}"
+    assert fix in said
+    assert f"{run_dir} is unfinished: 1 planned trial(s) have no result yet" in result.stderr
+    # read-only: every file as it was (summary.csv and the lock file are new), nothing moved
+    assert {path: path.read_bytes() for path in before} == before
+    assert not (run_dir / "trials" / "damaged").exists()
+    summary = pd.read_csv(run_dir / "summary.csv").set_index("loss")
+    assert summary.loc[loss, "n_seeds"] == 1
+    assert (summary.drop(index=loss)["n_seeds"] == 2).all()
+    assert f"{damaged.name} (" in page.read_text() and "sets them aside" in page.read_text()
+
+
+def test_report_of_a_run_whose_every_trial_file_is_damaged_refuses(cli, run_dir):
+    paths = trial_files(run_dir)
+    for path in paths:
+        path.write_bytes(b"{")
+    result = cli("report", run_dir)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"losscmp: error: {paths[0]} is damaged (not valid JSON)")
+    assert f"(and {len(paths) - 1} more damaged trial file(s)); 'losscmp run --resume" in (
+        result.stderr
+    )
+    assert len(result.stderr.splitlines()) == 1
+    assert not (run_dir / "trials" / "damaged").exists()
+
+
 def test_a_file_set_aside_twice_keeps_both_copies(run_dir):
     damaged = trial_files(run_dir)[0]
     store = RunStore(run_dir)

@@ -76,7 +76,7 @@ def write_plots(run_dir: Path | str, *, metric: str = "dice") -> list[Path]:
     metric = summary.check_metric(metric)
     require_matplotlib()
     store = RunStore(run_dir)
-    results = summary.load_run(store.run_dir)
+    results = summary.load_run(store.run_dir, damaged_ok=True)  # as the report read it
     table = summary.summarize(results, metric)
     shown = summary.at_chosen_rates(results, table)  # each loss at the table's rate
     curves = learning_curves(shown, metric, table)

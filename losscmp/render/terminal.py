@@ -54,6 +54,7 @@ def render(report: Report, all_columns: str = WIDER_TERMINAL) -> list:
         metric=report.metric,
         seed_advice=report.seed_advice,
         all_columns=all_columns,
+        every_rate_in=report.every_rate_in,
     )
     tables = [
         comparison,
@@ -95,6 +96,7 @@ def render_table(
     metric: str = "dice",
     seed_advice: str = ONE_SEED_ADVICE,
     all_columns: str = WIDER_TERMINAL,
+    every_rate_in: str = "summary.csv",
 ) -> Comparison:
     """The comparison as Rich tables, best first, best row highlighted.
 
@@ -102,7 +104,8 @@ def render_table(
     holding one table per dataset, under one caption (``seed_advice``: see
     ``summary.headline_caption``). ``all_columns``: where to find the columns a narrow
     terminal leaves out, for the line under the table (``'summary.csv, a wider terminal'``):
-    the caller knows which files this report has.
+    the caller knows which files this report has; ``every_rate_in`` likewise, the file
+    that lists every learning rate (``summary.every_rate_file``).
     """
     metric = check_metric(metric)
     summary = chosen_rows(summary)  # each loss at its chosen learning rate
@@ -112,7 +115,9 @@ def render_table(
         rows = summary[summary["dataset"] == dataset]
         columns = table_columns(metric, table_extras(rows, metric))
         parts.append(_DatasetPart(f"losscmp — {dataset}", ordered_rows(rows), columns))
-    caption = functools.partial(headline_caption, metric, summary, seed_advice=seed_advice)
+    caption = functools.partial(
+        headline_caption, metric, summary, seed_advice=seed_advice, every_rate_in=every_rate_in
+    )
     return Comparison(parts, caption, all_columns)
 
 
