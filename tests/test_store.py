@@ -83,8 +83,8 @@ def test_the_run_folder_a_path_lies_inside_is_the_store_s_to_say(tmp_path, monke
     assert enclosing_run_dir(Path("..", "trials", "x.json")) == Path("..")
     assert enclosing_run_dir(Path(".")) == run_dir
     assert enclosing_run_dir(tmp_path) is None
-    assert losscmp.report_args.enclosing_run_dir is losscmp.runner.enclosing_run_dir
-    assert losscmp.runner.enclosing_run_dir.__module__ == "losscmp.results"
+    assert losscmp.report_args.refuse_not_a_run is losscmp.runner.refuse_not_a_run
+    assert losscmp.runner.refuse_not_a_run.__module__ == "losscmp.results"
 
 
 def test_create_makes_a_new_folder_and_refuses_an_existing_one(tmp_path):
