@@ -411,12 +411,16 @@ def run(
     else:
         run_config = build_config(config, **flags)
     from losscmp import console
-    from losscmp.runner import prepare
+    from losscmp.runner import fused_group_size, prepare
 
     with _relative_paths_explained(resume, run_config):
         plan = plan_run(run_config)
         prepared = prepare(
-            plan, resuming=resume is not None, done=_finished(resume), dry_run=dry_run
+            plan,
+            resuming=resume is not None,
+            done=_finished(resume),
+            dry_run=dry_run,
+            group_size=fused_group_size(resume),
         )
     if dry_run:
         finished, choices, execution = _dry_run_checks(prepared, resume)

@@ -479,7 +479,18 @@ def _meta_shape_problem(meta: dict[str, Any]) -> str | None:
         if isinstance(meta.get(name), dict):
             checks += [(f"'{name}' {key!r} ", entry, fields) for key, entry in meta[name].items()]
     problems = (_fields_problem(where, values, shape) for where, values, shape in checks)
-    return _containers_problem(meta) or next(filter(None, problems), None)
+    shape_problem = _containers_problem(meta) or next(filter(None, problems), None)
+    return shape_problem or _group_size_problem(meta.get("execution"))
+
+
+def _group_size_problem(execution: dict[str, Any] | None) -> str | None:
+    """A fused group's cap that no losscmp writes: JSON's true passes the type check as 1
+    (groups of one, which round otherwise than the run's), and one below 1 left a resumed
+    run's missing trials untrained, exit status 0."""
+    size = (execution or {}).get("fused_group_size", 1)
+    if isinstance(size, bool) or size < 1:
+        return f"'execution' 'fused_group_size' is {_json_kind(size)}, not a count of 1 or more"
+    return None
 
 
 def _containers_problem(meta: dict[str, Any]) -> str | None:

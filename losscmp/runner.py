@@ -75,12 +75,17 @@ class PreparedRun:
 
 
 def prepare(
-    plan: Plan, resuming: bool = False, done: Collection[str] = (), dry_run: bool = False
+    plan: Plan,
+    resuming: bool = False,
+    done: Collection[str] = (),
+    dry_run: bool = False,
+    group_size: int | None = None,
 ) -> PreparedRun:
     """Resolve the device and the executor, load the data, build each loss once: every
     user error surfaces here, before any folder exists. (A resumed run writes into its
     own folder only: no --out to check; ``done``, its finished trials, need no worker; a
-    dry run, none at all.)"""
+    dry run, none at all; ``group_size``, its fused groups' cap (:func:`fused_group_size`),
+    counts its jobs.)"""
     config = plan.config
     if not resuming:
         check_out_dir(config.out)
@@ -95,7 +100,7 @@ def prepare(
         # Before torch is imported here (resolving the device): workers that --jobs fixes.
         # At most the unfused jobs: 'auto' fuses or not by the device.
         started = not dry_run and executor.start_early(
-            len(make_jobs(plan.trials, config.fuse == "on", done))
+            len(make_jobs(plan.trials, config.fuse == "on", done, group_size=group_size))
         )
         # With workers importing already, the data (no torch) first: a mistake in it then
         # stops them before this process imports torch too, which would compete with
@@ -104,7 +109,7 @@ def prepare(
         # Where the jobs run decides (a Ray cluster's GPUs, not this machine's). A Ray
         # cluster that cannot be reached is refused here, likewise.
         device = executor.resolve_device(config.device)
-        execution = resolve_execution(config, device, plan.trials, done)
+        execution = resolve_execution(config, device, plan.trials, done, group_size)
         check_workers_import_users_entries(plan, execution)
         # Started first, so that workers it spawns import torch while this process loads
         # and probes the data.
@@ -166,16 +171,22 @@ def _probe(plan: Plan, datasets: dict[str, Any], device):
 
 
 def resolve_execution(
-    config: RunConfig, device, trials: Collection[Trial] = (), done: Collection[str] = ()
+    config: RunConfig,
+    device,
+    trials: Collection[Trial] = (),
+    done: Collection[str] = (),
+    group_size: int | None = None,
 ) -> Execution:
     """Fusion from the options and the device; workers and threads as the executor
-    decides them for the jobs the planned ``trials`` not ``done`` make."""
+    decides them for the jobs the planned ``trials`` not ``done`` make, fused in groups of
+    at most ``group_size`` losses (a resumed run's own; by default MAX_FUSED_LOSSES)."""
+    size = group_size or MAX_FUSED_LOSSES
     fused = {"on": True, "off": False, "auto": device.type == "cuda"}[config.fuse]
-    jobs_to_run = len(make_jobs(list(trials), fused, done)) if trials else None
+    jobs_to_run = len(make_jobs(list(trials), fused, done, group_size=size)) if trials else None
     execution = executor_class(config.executor).resolve_execution(
         config, device, fused, jobs_to_run
     )
-    return dataclasses.replace(execution, fused_group_size=MAX_FUSED_LOSSES)
+    return dataclasses.replace(execution, fused_group_size=size)
 
 
 def planned_choices(
@@ -610,8 +621,22 @@ def stored_execution(meta: dict[str, Any], current: Execution) -> Execution:
         fused_adamw=bool(stored.get("fused_adamw", started_on_cuda)),
         fused_per_copy=bool(stored.get("fused_per_copy", False)),
         fused_own_weights=bool(stored.get("fused_own_weights", False)),
-        fused_group_size=int(stored.get("fused_group_size", UNRECORDED_FUSED_GROUP_SIZE)),
+        fused_group_size=_stored_group_size(stored),
     )
+
+
+def _stored_group_size(stored: dict[str, Any]) -> int:
+    """run.json's ``execution.fused_group_size``; UNRECORDED_FUSED_GROUP_SIZE where absent."""
+    return int(stored.get("fused_group_size", UNRECORDED_FUSED_GROUP_SIZE))
+
+
+def fused_group_size(run_dir: Path | None) -> int | None:
+    """The fused groups' cap of the run ``--resume`` names (None: a new run, this
+    losscmp's MAX_FUSED_LOSSES): its jobs are counted by it before its run.json is
+    checked again under its lock, so that a run cut in smaller groups gets its workers."""
+    if run_dir is None:
+        return None
+    return _stored_group_size(read_run_json(run_dir).get("execution") or {})
 
 
 def _infos(trials: list[Trial], several_rates: bool = False) -> tuple[TrialInfo, ...]:

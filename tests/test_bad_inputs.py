@@ -343,6 +343,13 @@ def _set(key: str, value) -> Callable[[dict], None]:
     return change
 
 
+def _set_execution(key: str, value) -> Callable[[dict], None]:
+    def change(meta: dict) -> None:
+        meta["execution"][key] = value
+
+    return change
+
+
 def _set_dataset(key: str, value) -> Callable[[dict], None]:
     def change(meta: dict) -> None:
         for info in meta["datasets"].values():
@@ -850,6 +857,16 @@ CASES: list[tuple[str, Args, str]] = [
         "resume-run-json-threads",
         resume(edit_meta(_set("execution", {"threads": "two"}))),
         "'execution' 'threads' is the text 'two'",
+    ),
+    (  # was: exit 0 with the missing trials untrained
+        "resume-run-json-fused-group-size",
+        resume(edit_meta(_set_execution("fused_group_size", -1))),
+        "'execution' 'fused_group_size' is the number -1, not a count of 1 or more",
+    ),
+    (  # was: read as 1, groups of one that round otherwise than the run's
+        "resume-run-json-fused-group-size-true",
+        resume(edit_meta(_set_execution("fused_group_size", True))),
+        "'execution' 'fused_group_size' is true, not a count of 1 or more",
     ),
     ("resume-run-json-trial-ids", resume(edit_meta(_set("trials", [1]))), "holds the number 1"),
     (

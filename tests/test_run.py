@@ -913,6 +913,25 @@ def test_a_resumed_fused_run_keeps_the_groups_it_started_with(cli, tmp_path, mon
     assert planned_models() == "1 fused model of 2 losses)"
 
 
+def test_a_resumed_run_in_smaller_fused_groups_gets_a_worker_per_group(cli, tmp_path, monkeypatch):
+    """Its jobs were counted in groups of this losscmp's cap (16): two fused models of one
+    loss each to train read as one job, and '--jobs 2' ran them one after the other."""
+    import losscmp.runner
+
+    args = ["--config", str(SMOKE), "--out", str(tmp_path), "--losses", "dice,bce,focal"]
+    args += ["--epochs", "1", "--fuse", "on"]
+    with monkeypatch.context() as older:
+        older.setattr(losscmp.runner, "MAX_FUSED_LOSSES", 1)
+        assert cli("run", *args).exit_code == 0
+    (run_dir,) = tmp_path.iterdir()
+    for loss in ("bce", "focal"):
+        next((run_dir / "trials").glob(f"*__{loss}__*.json")).unlink()
+    result = cli("run", "--resume", str(run_dir), "--jobs", "2", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert ", jobs 2, fuse on" in result.output  # not 'jobs 1 (2 set: only 1 to run)'
+    assert "2 worker processes, 1 thread each" in result.output
+
+
 GRID_DATASET = "synthetic(fg_fraction=0.05,n_train=16,n_val=8,n_test={n_test})"
 
 
