@@ -25,6 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from multiprocessing import resource_tracker
 from multiprocessing.connection import wait
 from typing import Any, NoReturn
 
@@ -311,7 +312,8 @@ class _Worker:
             # close() stops every worker; one whose main process is gone exits on its pipe.
             daemon=False,
         )
-        self.process.start()
+        with _ctrl_c_held():
+            self.process.start()
         child.close()
         self.job: Job | None = None
         self.attempt = 0
@@ -415,11 +417,28 @@ class _Worker:
         self.conn.close()
 
 
+@contextlib.contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Ctrl-C held back from this thread while it starts a worker, which inherits that
+    until it ignores Ctrl-C (``_worker_main``): one that came before, while the new
+    Python started and imported this module, ended the worker (exit 1, a traceback), a
+    failure whose job was tried again. This process sees the Ctrl-C once it is let through."""
+    # Started first: starting it lets Ctrl-C through again, before the worker starts.
+    resource_tracker.ensure_running()
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def _worker_main(conn, index: int, device_type: str | None) -> None:
     """A worker's life: imports, 'ready', then jobs until it is stopped. ``device_type``
     None: started before the main process knew it (``start_early``); its first job's
     settings name it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    # Held back since it started (_ctrl_c_held): one that came meanwhile is dropped now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _exit_with_parent()
     import_job_modules()  # torch, smp, scipy: while the main process prepares
     from losscmp.devices import device_for_worker
