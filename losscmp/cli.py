@@ -23,7 +23,15 @@ from typing import Annotated
 import typer
 
 from losscmp import startup
-from losscmp.errors import GpuErrorState, LosscmpError, OutputClosed, Terminated, closest
+from losscmp.errors import (
+    GpuErrorState,
+    LosscmpError,
+    OutputClosed,
+    Terminated,
+    closest,
+    forget_stop,
+    stop_on_signal,
+)
 from losscmp.executors import executors_help, jobs_help, threads_help
 from losscmp.metric_names import BINARY_METRICS, PLAIN_METRICS
 from losscmp.tracking import trackers_help
@@ -177,16 +185,17 @@ def _terminating_signals_as_interrupt():
     """SIGTERM (``kill``, ``timeout``, a batch scheduler) and SIGHUP (the terminal closed,
     the ssh session dropped) stop a run as Ctrl-C does: the workers stopped, their shared
     memory freed, the resume line printed where it can be; by default either would end
-    this process on the spot and say nothing."""
-
-    def stop(signum, frame):
-        raise Terminated(signum)
-
+    this process on the spot and say nothing. Ctrl-C's KeyboardInterrupt, where Python's
+    own, is raised by the same handler, which records each stop: one dropped inside a
+    finalizer still stops the run at the executor's next wait (errors.stop_on_signal)."""
     previous = {}
+    forget_stop()
     try:
         for signum in TERMINATING_SIGNALS:
             if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
-                previous[signum] = signal.signal(signum, stop)
+                previous[signum] = signal.signal(signum, stop_on_signal)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not a program's
+            previous[signal.SIGINT] = signal.signal(signal.SIGINT, stop_on_signal)
     except ValueError:  # not the main thread (losscmp called from a program): left alone
         yield
         return
@@ -195,6 +204,7 @@ def _terminating_signals_as_interrupt():
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        forget_stop()
 
 
 @app.command(cls=_Command)

@@ -10,6 +10,7 @@ import difflib
 import fnmatch
 import signal
 from collections.abc import Iterable
+from typing import NoReturn
 
 
 class LosscmpError(Exception):
@@ -31,6 +32,38 @@ class OutputClosed(KeyboardInterrupt):
     Ctrl-C is, but exit status 141 (128 + SIGPIPE), as a command killed by SIGPIPE ends,
     and nothing more said on the closed stream. Python ignores SIGPIPE, so the write
     fails instead (console.py raises this where it does)."""
+
+
+# The signal that stopped the run (stop_on_signal), until the command ends: None if none.
+_stop_signal: int | None = None
+
+
+def stop_on_signal(signum: int, frame: object) -> NoReturn:
+    """The run's handler of Ctrl-C, SIGTERM and SIGHUP: KeyboardInterrupt or Terminated,
+    the signal recorded first. Python runs a handler between any two bytecodes of the
+    main thread, a finalizer's or a garbage-collection callback's too, and an exception
+    raised there is printed as "Exception ignored" and dropped: the run trained on to its
+    end. The executors' waits raise the recorded stop again (raise_if_stopped)."""
+    global _stop_signal
+    if _stop_signal is None:  # the first stop names the exit status, as it would have
+        _stop_signal = signum
+    raise _stop_for(signum)
+
+
+def raise_if_stopped() -> None:
+    """Raise again the stop a signal raised since forget_stop(), should it have been lost."""
+    if _stop_signal is not None:
+        raise _stop_for(_stop_signal)
+
+
+def forget_stop() -> None:
+    """A command begins or ends: a stop recorded before it belongs to no run now."""
+    global _stop_signal
+    _stop_signal = None
+
+
+def _stop_for(signum: int) -> KeyboardInterrupt:
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
 
 
 class GpuErrorState(Exception):

@@ -1282,6 +1282,27 @@ def test_a_worker_imports_what_its_first_job_needs_before_it_is_ready():
     assert "scipy/spatial/_ckdtree" in mapped
 
 
+def test_ctrl_c_while_a_worker_starts_does_not_end_it():
+    """Ctrl-C reaches the workers too (the terminal's whole process group): one that came
+    while a worker started, before it ignores Ctrl-C, ended it (KeyboardInterrupt, exit
+    1), a failure whose job was tried again. It is held back until the worker ignores it."""
+    import multiprocessing
+
+    from losscmp.executors.local import _Worker
+
+    worker = _Worker(multiprocessing.get_context("spawn"), 0, "cpu")
+    try:
+        os.kill(worker.process.pid, signal.SIGINT)  # while the new Python starts up
+        said = None
+        with contextlib.suppress(EOFError):  # it died
+            said = worker.conn.recv() if worker.conn.poll(300) else "nothing in 300 s"
+        assert said == ("ready", None), worker.process.join(5) or worker.process.exitcode
+        assert worker.process.is_alive()
+    finally:
+        worker.stop()
+        worker.join()
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
 def test_a_worker_whose_main_process_is_killed_alone_exits_at_once(tmp_path):
     """kill -9 of the main process only: a worker busy without a message (a model build, a

@@ -25,13 +25,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from multiprocessing import resource_tracker
 from multiprocessing.connection import wait
 from typing import Any, NoReturn
 
 from losscmp.config import RunConfig
 from losscmp.data.shared import DataDiffers, SharedArrays, SharedDataset, sweep_abandoned
 from losscmp.devices import cuda_error_state
-from losscmp.errors import GpuErrorState
+from losscmp.errors import GpuErrorState, raise_if_stopped
 from losscmp.events import RunNote, TrialRetried
 from losscmp.executors.base import (
     ATTEMPTS,
@@ -49,6 +50,9 @@ from losscmp.executors.base import (
 from losscmp.worker import adopt_shared, import_job_modules, run_job
 
 JOIN_TIMEOUT_S = 5
+# How long the run waits on its workers at most before it looks for a stop that a signal
+# raised where Python dropped it (errors.stop_on_signal): a Ctrl-C stops it within this.
+STOP_CHECK_S = 1.0
 
 
 class LocalExecutor(Executor):
@@ -67,6 +71,7 @@ class LocalExecutor(Executor):
             # until Python's cycle collector runs, into later jobs' time and peak memory.
             if jobs:  # (a resumed run with nothing left to train imports nothing)
                 import_job_modules()
+            emit = _stopping(emit)  # a dropped stop ends the job at its next step
             for job in jobs:
                 try:
                     yield from _run_here(job, context, emit)
@@ -163,10 +168,13 @@ class LocalExecutor(Executor):
                 if worker.job is None and queue:
                     worker.start_job(*queue.popleft(), context, self.shared)
             busy = [worker for worker in self.workers if worker.job]
+            stalls_in = min(w.stalls_at() for w in busy) - time.monotonic()
             wait(
                 [worker.conn for worker in busy] + [worker.process.sentinel for worker in busy],
-                timeout=max(0.0, min(w.stalls_at() for w in busy) - time.monotonic()),
-            )  # woken up by the first worker to reach the stall limit, if nothing comes first
+                timeout=max(0.0, min(stalls_in, STOP_CHECK_S)),
+            )  # woken up by news, else by the first worker to stall, else to look for a stop
+            # Before the workers' news: a worker that the same Ctrl-C ended is no failure.
+            raise_if_stopped()
             for worker in busy:
                 # Stalled only after collect: what came in just now counts as heard.
                 for result in [*worker.collect(emit), *worker.kill_if_stalled()]:
@@ -213,6 +221,17 @@ def _settle(result: _Ended, queue: deque, emit) -> list[TrialResult]:
         emit(TrialRetried(trial.id, result.failure))
     queue.appendleft((result.job, result.attempt + 1))
     return []
+
+
+def _stopping(emit):
+    """``emit`` that first raises a stop a signal raised where it was dropped: a job in
+    this process has no wait to see it at, but it emits at every training step."""
+
+    def emit_unless_stopped(event) -> None:
+        raise_if_stopped()
+        emit(event)
+
+    return emit_unless_stopped
 
 
 def _run_here(job: Job, context: JobContext, emit) -> list[TrialResult]:
@@ -293,7 +312,8 @@ class _Worker:
             # close() stops every worker; one whose main process is gone exits on its pipe.
             daemon=False,
         )
-        self.process.start()
+        with _ctrl_c_held():
+            self.process.start()
         child.close()
         self.job: Job | None = None
         self.attempt = 0
@@ -397,11 +417,28 @@ class _Worker:
         self.conn.close()
 
 
+@contextlib.contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Ctrl-C held back from this thread while it starts a worker, which inherits that
+    until it ignores Ctrl-C (``_worker_main``): one that came before, while the new
+    Python started and imported this module, ended the worker (exit 1, a traceback), a
+    failure whose job was tried again. This process sees the Ctrl-C once it is let through."""
+    # Started first: starting it lets Ctrl-C through again, before the worker starts.
+    resource_tracker.ensure_running()
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def _worker_main(conn, index: int, device_type: str | None) -> None:
     """A worker's life: imports, 'ready', then jobs until it is stopped. ``device_type``
     None: started before the main process knew it (``start_early``); its first job's
     settings name it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    # Held back since it started (_ctrl_c_held): one that came meanwhile is dropped now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _exit_with_parent()
     import_job_modules()  # torch, smp, scipy: while the main process prepares
     from losscmp.devices import device_for_worker

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from losscmp.config import Origin, Origins, RunConfig
-from losscmp.errors import LosscmpError, install_hint
+from losscmp.errors import LosscmpError, install_hint, raise_if_stopped
 from losscmp.events import TrialRetried
 from losscmp.executors.base import (
     ATTEMPTS,
@@ -127,6 +127,7 @@ class RayExecutor(Executor):
                 )
                 self.running[stream] = (job, attempt)
             ready, _ = ray.wait(list(self.running), num_returns=1, timeout=WAIT_S)
+            raise_if_stopped()  # a Ctrl-C that Python dropped (errors.stop_on_signal)
             for stream in ready:
                 job, attempt = self.running[stream]
                 kind, payload = _next_item(stream)
