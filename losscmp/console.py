@@ -47,6 +47,21 @@ class _Console(Console):
     status 1 and stdout (even where stderr closed) pointed at /dev/null, read as failed
     trials and let a run go on: its progress lines then failed again."""
 
+    @property
+    def is_interactive(self) -> bool:
+        """Asked each time, as Rich asks ``is_terminal``: Rich decides it once, when the
+        console is made (``err``: at import), so a stream swapped or a TTY_INTERACTIVE or
+        TERM set since (a program calling the CLI, the tests) kept the first answer, and a
+        log got the live display's last frame glued to its next line."""
+        forced = self._environ.get("TTY_INTERACTIVE")
+        if forced in ("0", "1"):
+            return forced == "1"
+        return self.is_terminal and not self.is_dumb_terminal
+
+    @is_interactive.setter
+    def is_interactive(self, value: bool) -> None:
+        """Rich's ``__init__`` sets its answer of the moment: the property answers instead."""
+
     def on_broken_pipe(self) -> None:
         _write_to_devnull(self.file)  # later lines, and the exit's flush, fail no more
         if threading.current_thread() is threading.main_thread():

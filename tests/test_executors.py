@@ -765,6 +765,28 @@ def test_a_terminal_rich_does_not_animate_gets_a_line_per_ended_trial(
     assert "\x1b[?25l" not in screen.file.getvalue()  # no live display was started
 
 
+def test_whether_the_console_animates_is_asked_when_a_run_starts(monkeypatch):
+    """Rich decides ``is_interactive`` once, when a console is made: ``console.err`` at
+    import. Imported while a terminal was declared (TTY_COMPATIBLE=1, as a test or a
+    calling program may), a later run into a log kept the live display, whose last frame
+    was glued to the run's closing line (a test failed by the order the suite ran in)."""
+    import io
+
+    from losscmp import console
+
+    environment = {"TTY_COMPATIBLE": "1"}
+    screen = console._Console(file=io.StringIO(), _environ=environment)
+    assert screen.is_interactive
+    environment.clear()  # now a log: a StringIO is no terminal
+    assert not screen.is_interactive
+    environment["TTY_INTERACTIVE"] = "1"
+    assert screen.is_interactive
+    environment.update(TTY_COMPATIBLE="1", TTY_INTERACTIVE="0")
+    assert not screen.is_interactive
+    environment.update(TTY_INTERACTIVE="", TERM="dumb")
+    assert not screen.is_interactive
+
+
 def test_running_trials_beyond_the_terminals_rows_are_counted_on_a_line(tmp_path):
     """A fused group's 23 losses on a 10-row terminal: Rich cut the lines it had no room
     for under a bare '...' (and printed them all, scrolling, when the run was stopped)."""
