@@ -258,14 +258,14 @@ def execution_notes(prepared: PreparedRun, meta: dict[str, Any] | None = None) -
 
 
 def _amp_set_aside(name: str, device) -> str:
-    """The note for an --amp (``name``, as it was given) that trains in float32 here, as
-    train.py's autocast decides: off CUDA, or on a GPU without native bf16 (V100, T4);
+    """The note for an --amp (``name``, as it was given) that trains in float32 here
+    (devices.amp_trains_in_bf16): off CUDA, or on a GPU without native bf16 (V100, T4);
     '' where it counts, or where this process has no GPU to ask (Ray's head node)."""
-    from losscmp.devices import cuda_device_count, native_bf16
+    from losscmp.devices import amp_trains_in_bf16, cuda_device_count
 
     if device.type != "cuda":
         return f"{name} counts on CUDA only: set aside on the {device.type} (float32)"
-    if cuda_device_count() == 0 or native_bf16(device):
+    if cuda_device_count() == 0 or amp_trains_in_bf16(device):
         return ""
     return (
         f"{name} counts on GPUs with native bf16 only (compute capability 8.0 or newer): "
@@ -916,12 +916,12 @@ RESULT_OPTIONS = [
 
 
 def _trained_in_float32(meta: dict[str, Any], prepared: PreparedRun) -> bool:
-    """Whether the run's trials trained in float32 whatever --amp said, as train.py's
-    autocast reads it: on a device other than CUDA, or on GPUs without native bf16 (V100,
-    T4). The GPUs' bf16 is asked here, so only of the GPUs the run started on: a run
+    """Whether the run's trials trained in float32 whatever --amp said
+    (devices.amp_trains_in_bf16): on a device other than CUDA, or on GPUs without native
+    bf16 (V100, T4). The GPUs' bf16 is asked here, so only of the GPUs the run started on: a run
     resumed on others may have trained in bf16 there. Nor where this process has no GPU
     to ask (Ray's head node)."""
-    from losscmp.devices import cuda_device_count, native_bf16, rounding_key
+    from losscmp.devices import amp_trains_in_bf16, cuda_device_count, rounding_key
 
     if not _started_on_cuda(meta):
         return True
@@ -930,7 +930,7 @@ def _trained_in_float32(meta: dict[str, Any], prepared: PreparedRun) -> bool:
         return False
     here = prepared.executor.describe_device(device)
     started_on = str(meta.get("device") or "")
-    return rounding_key(started_on) == rounding_key(here) and not native_bf16(device)
+    return rounding_key(started_on) == rounding_key(here) and not amp_trains_in_bf16(device)
 
 
 def _execution_changes(meta: dict[str, Any], stored: RunConfig, current: RunConfig) -> list[str]:
