@@ -170,6 +170,14 @@ def _probe(plan: Plan, datasets: dict[str, Any], device):
     return settings
 
 
+def _fused_group_cap(group_size: int | None) -> int:
+    """The most losses in one of a run's fused models: ``group_size`` (a resumed run's own)
+    or this losscmp's MAX_FUSED_LOSSES. The one place the default is read, at each call
+    (Execution's default is bound at import, and every run's is set from this): tests
+    lower runner.MAX_FUSED_LOSSES to cut small groups."""
+    return group_size or MAX_FUSED_LOSSES
+
+
 def resolve_execution(
     config: RunConfig,
     device,
@@ -180,7 +188,7 @@ def resolve_execution(
     """Fusion from the options and the device; workers and threads as the executor
     decides them for the jobs the planned ``trials`` not ``done`` make, fused in groups of
     at most ``group_size`` losses (a resumed run's own; by default MAX_FUSED_LOSSES)."""
-    size = group_size or MAX_FUSED_LOSSES
+    size = _fused_group_cap(group_size)
     fused = {"on": True, "off": False, "auto": device.type == "cuda"}[config.fuse]
     jobs_to_run = len(make_jobs(list(trials), fused, done, group_size=size)) if trials else None
     execution = executor_class(config.executor).resolve_execution(
@@ -304,7 +312,7 @@ def make_jobs(
     groups: dict[tuple[str, int, float | None], list[Trial]] = {}
     for trial in trials:
         groups.setdefault((trial.dataset, trial.seed, trial.lr), []).append(trial)
-    size = group_size or MAX_FUSED_LOSSES
+    size = _fused_group_cap(group_size)
     jobs = []
     for group in groups.values():
         group.sort(key=lambda trial: trial.loss)  # chunks independent of --losses' order
