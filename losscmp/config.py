@@ -881,6 +881,20 @@ def _check_lr_grid(grid: list[float] | None, names: Origins) -> None:
                 f"{names.name('lr_grid')} values must be positive finite numbers, got {rate:g}"
             )
     _refuse_repeats(grid, names.name("lr_grid"), "rate")
+    _refuse_rates_printed_alike(grid, names.name("lr_grid"))
+
+
+def _refuse_rates_printed_alike(grid: list[float], option: str) -> None:
+    """Rates are printed to 6 significant digits ('lr 0.001'): two that print alike
+    (1e-3 and 1.0000001e-3) would name their trials and report columns the same."""
+    for rate in grid:
+        alike = [other for other in grid if f"{other:g}" == f"{rate:g}"]
+        if len(alike) > 1:
+            raise ParameterError(
+                f"{option} rates {' and '.join(map(repr, alike))} both print as {rate:g}, "
+                "so their trials and columns would read the same; give rates that differ "
+                "within 6 significant digits"
+            )
 
 
 def _check_fg_fractions(config: RunConfig, names: Origins) -> None:

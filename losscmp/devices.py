@@ -75,6 +75,14 @@ def native_bf16(device) -> bool:
     return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
+def amp_trains_in_bf16(device) -> bool:
+    """Whether --amp trains in bf16 on ``device`` (train.py's autocast; what run notes and
+    --resume say of --amp follow it): on a CUDA GPU with native bf16 only, no loss scaling
+    needed. Elsewhere float32, older GPUs included (V100, T4: there bf16 is emulated,
+    slower than float32)."""
+    return device.type == "cuda" and native_bf16(device)
+
+
 def describe_device(device, gpus: int | None = None) -> str:
     """The device as run.json records it. On CUDA, the GPUs the jobs train on: ``device``'s
     own, or, for ``cuda`` alone, the first ``gpus`` (as ``device_for_worker`` deals them out;

@@ -11,19 +11,11 @@ Class layout: binary -> K = 1 (the foreground); multiclass -> K = C, class 0
 is the background (the data contract puts it first) and the headline scores
 average the foreground classes 1..C-1.
 
-Empty conventions (the ratio has a zero denominator; the formulas of dice to recall are
-functions of the counts in ``losscmp/scores/``, registered in ``metric_names.py``):
+Empty conventions (the ratio has a zero denominator): dice, iou, precision, recall and
+mcc keep theirs in the docstrings of their formulas, functions of the counts in
+``losscmp/scores/`` (registered in ``metric_names.py``); MCC is reported from
+dataset-level counts, where its empty case almost never arises. The distances':
 
-- dice, iou: no ground truth and no prediction -> 1.0 (nothing to find and
-  nothing claimed is a perfect answer); so an empty ground truth with a
-  non-empty prediction gives 0.0, as the formula does.
-- precision (no predicted positives) and recall (no actual positives):
-  1.0 when the other error count is also zero (fn == 0, fp == 0
-  respectively: the prediction agrees with the ground truth), else 0.0.
-- mcc: +1.0 when the prediction is perfect (fp == fn == 0, e.g. an all-
-  background image predicted all background), else 0.0 (the "no
-  information" value, as scikit-learn uses). MCC is reported from
-  dataset-level counts, where this almost never arises.
 - hd95: both masks empty -> 0.0; exactly one empty -> the image diagonal
   (the largest distance possible on the image) so that a missed object is
   penalised instead of silently dropped from the mean.

@@ -251,8 +251,14 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
+def csv_text(frame) -> str:
+    """A table's text as the run folder's CSV files hold it (summary.csv too) and
+    ``report --csv`` writes it: the one statement of their format."""
+    return frame.to_csv(index=False)
+
+
 def atomic_write_csv(path: Path, frame) -> None:
-    atomic_write_text(path, frame.to_csv(index=False))
+    atomic_write_text(path, csv_text(frame))
 
 
 def _temp_files(folder: Path, name: str | None = None) -> list[Path]:
@@ -1488,7 +1494,7 @@ class RunStore:
         for spec in TABLES:
             frames[spec.name] = table_frame(records, spec)
             problem = self._table_problem(
-                self.run_dir / spec.file, frames[spec.name].to_csv(index=False), spec
+                self.run_dir / spec.file, csv_text(frames[spec.name]), spec
             )
             if problem:
                 problems[spec.file] = problem
@@ -1594,7 +1600,7 @@ class RunStore:
                         f"trials/ of {self.run_dir} changed while this report was read "
                         "(the run is still writing)"
                     )
-                return self._write_derived(SUMMARY_FILE, frame.to_csv(index=False).encode())
+                return self._write_derived(SUMMARY_FILE, csv_text(frame).encode())
         except OSError as error:  # the lock file of a read-only folder
             path = self.run_dir / SUMMARY_FILE
             raise LosscmpError(f"cannot write {path}: {error.strerror or error}") from None

@@ -170,6 +170,14 @@ def _probe(plan: Plan, datasets: dict[str, Any], device):
     return settings
 
 
+def _fused_group_cap(group_size: int | None) -> int:
+    """The most losses in one of a run's fused models: ``group_size`` (a resumed run's own)
+    or this losscmp's MAX_FUSED_LOSSES. The one place the default is read, at each call
+    (Execution's default is bound at import, and every run's is set from this): tests
+    lower runner.MAX_FUSED_LOSSES to cut small groups."""
+    return group_size or MAX_FUSED_LOSSES
+
+
 def resolve_execution(
     config: RunConfig,
     device,
@@ -180,7 +188,7 @@ def resolve_execution(
     """Fusion from the options and the device; workers and threads as the executor
     decides them for the jobs the planned ``trials`` not ``done`` make, fused in groups of
     at most ``group_size`` losses (a resumed run's own; by default MAX_FUSED_LOSSES)."""
-    size = group_size or MAX_FUSED_LOSSES
+    size = _fused_group_cap(group_size)
     fused = {"on": True, "off": False, "auto": device.type == "cuda"}[config.fuse]
     jobs_to_run = len(make_jobs(list(trials), fused, done, group_size=size)) if trials else None
     execution = executor_class(config.executor).resolve_execution(
@@ -258,14 +266,14 @@ def execution_notes(prepared: PreparedRun, meta: dict[str, Any] | None = None) -
 
 
 def _amp_set_aside(name: str, device) -> str:
-    """The note for an --amp (``name``, as it was given) that trains in float32 here, as
-    train.py's autocast decides: off CUDA, or on a GPU without native bf16 (V100, T4);
+    """The note for an --amp (``name``, as it was given) that trains in float32 here
+    (devices.amp_trains_in_bf16): off CUDA, or on a GPU without native bf16 (V100, T4);
     '' where it counts, or where this process has no GPU to ask (Ray's head node)."""
-    from losscmp.devices import cuda_device_count, native_bf16
+    from losscmp.devices import amp_trains_in_bf16, cuda_device_count
 
     if device.type != "cuda":
         return f"{name} counts on CUDA only: set aside on the {device.type} (float32)"
-    if cuda_device_count() == 0 or native_bf16(device):
+    if cuda_device_count() == 0 or amp_trains_in_bf16(device):
         return ""
     return (
         f"{name} counts on GPUs with native bf16 only (compute capability 8.0 or newer): "
@@ -304,7 +312,7 @@ def make_jobs(
     groups: dict[tuple[str, int, float | None], list[Trial]] = {}
     for trial in trials:
         groups.setdefault((trial.dataset, trial.seed, trial.lr), []).append(trial)
-    size = group_size or MAX_FUSED_LOSSES
+    size = _fused_group_cap(group_size)
     jobs = []
     for group in groups.values():
         group.sort(key=lambda trial: trial.loss)  # chunks independent of --losses' order
@@ -916,12 +924,12 @@ RESULT_OPTIONS = [
 
 
 def _trained_in_float32(meta: dict[str, Any], prepared: PreparedRun) -> bool:
-    """Whether the run's trials trained in float32 whatever --amp said, as train.py's
-    autocast reads it: on a device other than CUDA, or on GPUs without native bf16 (V100,
-    T4). The GPUs' bf16 is asked here, so only of the GPUs the run started on: a run
+    """Whether the run's trials trained in float32 whatever --amp said
+    (devices.amp_trains_in_bf16): on a device other than CUDA, or on GPUs without native
+    bf16 (V100, T4). The GPUs' bf16 is asked here, so only of the GPUs the run started on: a run
     resumed on others may have trained in bf16 there. Nor where this process has no GPU
     to ask (Ray's head node)."""
-    from losscmp.devices import cuda_device_count, native_bf16, rounding_key
+    from losscmp.devices import amp_trains_in_bf16, cuda_device_count, rounding_key
 
     if not _started_on_cuda(meta):
         return True
@@ -930,7 +938,7 @@ def _trained_in_float32(meta: dict[str, Any], prepared: PreparedRun) -> bool:
         return False
     here = prepared.executor.describe_device(device)
     started_on = str(meta.get("device") or "")
-    return rounding_key(started_on) == rounding_key(here) and not native_bf16(device)
+    return rounding_key(started_on) == rounding_key(here) and not amp_trains_in_bf16(device)
 
 
 def _execution_changes(meta: dict[str, Any], stored: RunConfig, current: RunConfig) -> list[str]:

@@ -33,7 +33,7 @@ from losscmp import metrics
 from losscmp.data import make_loader
 from losscmp.data.base import SegmentationData
 from losscmp.data.transforms import normalise_tensor
-from losscmp.devices import native_bf16, to_device
+from losscmp.devices import amp_trains_in_bf16, to_device
 from losscmp.events import BOUNDARIES
 from losscmp.model import ModelPreset, build_model
 from losscmp.plan import Trial, make_loss
@@ -539,7 +539,6 @@ def _epoch_row(epoch, train_loss, summary, lr, started, status) -> dict[str, Any
 
 
 def _autocast(settings: TrainSettings):
-    """bf16 autocast on a GPU with native bf16 (no loss scaling needed); plain float32
-    elsewhere, older GPUs included (V100, T4: there bf16 is emulated, slower than float32)."""
-    enabled = settings.amp and settings.device.type == "cuda" and native_bf16(settings.device)
+    """bf16 autocast for --amp where it trains in bf16 (devices.amp_trains_in_bf16)."""
+    enabled = settings.amp and amp_trains_in_bf16(settings.device)
     return torch.autocast(device_type=settings.device.type, dtype=torch.bfloat16, enabled=enabled)

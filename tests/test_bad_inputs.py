@@ -603,6 +603,11 @@ CASES: list[tuple[str, Args, str]] = [
     ),
     ("lr-grid-zero", ["--lr-grid", "1e-3,0"], "--lr-grid values must be positive finite numbers"),
     ("lr-grid-repeat", ["--lr-grid", "1e-3,0.001"], "--lr-grid lists 0.001 more than once"),
+    (
+        "lr-grid-printed-alike",
+        ["--lr-grid", "1e-3,1.0000001e-3"],
+        "error: --lr-grid rates 0.001 and 0.0010000001 both print as 0.001, so their trials",
+    ),
     ("lr-grid-text", ["--lr-grid", "fast"], "error: --lr-grid must be numbers, got 'fast'"),
     ("lr-grid-empty", ["--lr-grid", ""], "error: --lr-grid needs at least one learning rate"),
     ("lr-grid-commas", ["--lr-grid", ", ,"], "--lr-grid needs at least one learning rate"),

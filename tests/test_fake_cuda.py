@@ -83,7 +83,7 @@ def gpu_autocast(monkeypatch):
     off, seeing no GPU, and ask the missing GPU whether it has bf16."""
     monkeypatch.setattr(torch.cuda.amp.common, "amp_definitely_not_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
-    monkeypatch.setattr(losscmp.train, "native_bf16", lambda device: True)
+    monkeypatch.setattr(losscmp.devices, "native_bf16", lambda device: True)
 
 
 def gpu_settings():

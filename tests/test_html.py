@@ -401,6 +401,20 @@ def test_the_dial_and_class_captions_promise_an_sd_only_where_there_is_one(tmp_p
     assert f"validation, {said}; the headline averages" in page_of(multiclass)
 
 
+def test_the_chosen_rate_is_bold_in_its_own_column_where_two_rates_print_alike(tmp_path):
+    """The bold mark found a column's rate by its title: 1e-3 and 1.0000001e-3 are both
+    'lr 0.001', and the one chosen was looked up as the other."""
+    alike = {1e-3: 0.0, 1.0000001e-3: -0.1}
+    run_dir = write_run(tmp_path, quality=QUALITY, lrs=list(alike), rate_quality=alike)
+    report = build_report([run_dir])
+    rows = _page_rows(html.page(report), "Validation Dice by learning rate on synthetic")
+    summary = report.summary
+    assert set(summary.loc[summary["lr_chosen"], "lr"]) == {1e-3}
+    for row in rows:
+        scores = summary[summary["loss"] == row[0]].set_index("lr")["val_score_mean"]
+        assert row[1:] == [f"*{scores[1e-3]:.3f}", f"{scores[1.0000001e-3]:.3f}"]
+
+
 def test_an_lr_grid_shows_every_losss_validation_score_at_every_rate(tmp_path):
     """The page showed each loss at its chosen rate only ('summary.csv lists every rate'):
     mailed alone, it did not say how close the other rates came, nor that a loss chose an

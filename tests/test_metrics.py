@@ -99,7 +99,7 @@ def test_scores_keep_image_and_class_axes():
 def test_empty_mask_conventions(truth, prediction, expected):
     counts = confusion_counts(binary_logits(prediction), binary_target(truth), mode="binary")
     got = {name: value.item() for name, value in scores(counts[0, 0]).items()}
-    # A new score states its empty conventions here, as metrics.py's docstring does.
+    # A new score states its empty conventions here, as its formula's docstring does.
     assert set(got) == set(expected), "a score without a stated empty convention"
     assert got == pytest.approx(expected)
 

@@ -19,12 +19,12 @@ from rich.console import Console
 from run_fixtures import LR, epoch_shape, held_out_epoch_shape, write_run
 
 from losscmp.errors import LosscmpError, UnknownNameError
+from losscmp.render import RENDERERS
 from losscmp.render.cells import (
     ordered_rows,
     table_columns,
     table_extras,
 )
-from losscmp.render.csv import write_summary
 from losscmp.render.terminal import render_class_tables, render_imbalance_table, render_table
 from losscmp.results import RunStore, planned_trial_names, read_run_json, trial_id
 from losscmp.selection import chosen_rows
@@ -1607,14 +1607,21 @@ def test_report_in_a_120_column_terminal_cuts_no_number(cli, tmp_path, monkeypat
     assert_whole(text, summary)
 
 
-def test_write_summary_is_a_readable_csv(tmp_path, summary):
+def write_csv(run_dir: Path, path: Path) -> Path:
+    """``report RUN --csv PATH``'s file."""
+    return RENDERERS["csv"].write(build_report([run_dir]), path)
+
+
+def test_csv_is_a_readable_csv_in_the_text_of_the_runs_summary(tmp_path, run_dir, summary):
     out = tmp_path / "out"
     out.mkdir()
-    path = write_summary(summary, out / "summary.csv")
+    path = write_csv(run_dir, out / "summary.csv")
     back = pd.read_csv(path)
     assert back["loss"].tolist() == summary["loss"].tolist()
     assert {"p_holm", "ci_low", "ci_high", "indistinguishable_from_best"} <= set(back.columns)
     assert [p.name for p in out.iterdir()] == ["summary.csv"]  # no temp file left
+    own = RunStore(run_dir).write_summary(summary)
+    assert path.read_text() == own.read_text()
 
 
 def test_indistinguishable_column_reads_back_clean(tmp_path):
@@ -1623,17 +1630,17 @@ def test_indistinguishable_column_reads_back_clean(tmp_path):
     columns = {}
     for seeds in ((0, 1, 2), (0,)):
         run_dir = write_run(tmp_path / str(len(seeds)), quality=QUALITY, seeds=seeds)
-        path = write_summary(summarize(load_run(run_dir)), tmp_path / f"{len(seeds)}.csv")
+        path = write_csv(run_dir, tmp_path / f"{len(seeds)}.csv")
         columns[len(seeds)] = pd.read_csv(path)["indistinguishable_from_best"]
     assert columns[3].dtype == bool and columns[3].iloc[0]
     assert columns[1].isna().all()
 
 
-def test_write_summary_to_a_folder_is_a_clear_error(tmp_path, summary):
+def test_csv_to_a_folder_is_a_clear_error(tmp_path, run_dir):
     folder = tmp_path / "out"
     folder.mkdir()
     with pytest.raises(LosscmpError, match="is a folder; give a file name"):
-        write_summary(summary, folder)
+        write_csv(run_dir, folder)
     assert list(folder.iterdir()) == []
 
 

@@ -86,7 +86,9 @@ class Execution:
     # rounds those otherwise, as runs recorded without it trained them.
     fused_own_weights: bool = True
     # The most losses in one fused model: under vmap (CUDA) a copy rounds by its group, so a
-    # resumed run keeps the groups it started with whatever cap this losscmp has.
+    # resumed run keeps the groups it started with whatever cap this losscmp has. A run's is
+    # always set by runner.resolve_execution (runner._fused_group_cap); this default serves
+    # an Execution made outside a run (an executor's before it starts, tests).
     fused_group_size: int = MAX_FUSED_LOSSES
 
     def describe(self, trials: Collection[Trial] = ()) -> str:

@@ -58,6 +58,10 @@ MAX_PANEL_LOSSES = 8
 # (inside, 26 entries squashed the axes to nothing).
 LINE_STYLES = ("-", "--", ":")
 LEGEND_INSIDE_MAX = 10
+# A dataset's learning curves share one axes up to this many losses (each a colour of its
+# own); more are drawn in bands of MAX_PANEL_LOSSES: 23 losses' lines and ± sd bands in one
+# axes were a mud nobody could follow.
+MAX_LOSSES_IN_ONE_AXES = 10
 # ... as does one with a label longer than this: 'tversky(alpha=0.7,beta=0.3)' and its like
 # made a legend inside as wide as half the axes, over the lines.
 LEGEND_INSIDE_CHARS = 26
@@ -198,10 +202,10 @@ def learning_curves(
 
 
 def _curve_bands(curves: list[Curve]) -> list[list[Curve]]:
-    """A dataset's curves in the axes they are drawn in: one for up to LEGEND_INSIDE_MAX,
-    else bands of up to MAX_PANEL_LOSSES in the table's order, the prediction panel's bands.
-    23 losses' lines and ± sd bands in one axes were a mud nobody could follow."""
-    if len(curves) <= LEGEND_INSIDE_MAX:
+    """A dataset's curves in the axes they are drawn in: one for up to
+    MAX_LOSSES_IN_ONE_AXES, else bands of up to MAX_PANEL_LOSSES in the table's order, the
+    prediction panel's bands."""
+    if len(curves) <= MAX_LOSSES_IN_ONE_AXES:
         return [curves]
     by_loss = {curve.loss: curve for curve in curves}
     return [[by_loss[loss] for loss in band] for band in _bands(list(by_loss))]

@@ -248,11 +248,14 @@ def _learning_rates(report: Report) -> str:
     parts = ["<section><h2>Learning rates</h2>"]
     several_datasets = summary["dataset"].nunique() > 1
     columns = [Column("loss", lambda row: row["loss"], lambda row: row["loss"], numeric=False)]
-    columns += [_rate_column(rate) for rate in rates]
-    rate_of = {_rate_title(rate): rate for rate in rates}
+    rate_columns = [(rate, _rate_column(rate)) for rate in rates]
+    columns += [column for _, column in rate_columns]
 
     def bold_if_chosen(row: Row, column: Column) -> str:
-        entry = _rate_entry(row, rate_of.get(column.title))
+        # The column's own rate, not one read back from its title: rates that print alike
+        # (1e-3 and 1.0000001e-3, both 'lr 0.001') had their titles' one.
+        rate = next((rate for rate, own in rate_columns if own is column), None)
+        entry = _rate_entry(row, rate)
         return "strong" if entry is not None and bool(entry["lr_chosen"]) else ""
 
     for dataset in dict.fromkeys(summary["dataset"]):
