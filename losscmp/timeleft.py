@@ -9,6 +9,7 @@ the work still to do out on the slots that train at once.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ class _Trial:
     started: float | None = None  # when this attempt started; None while it waits
     warm: bool = False  # its slot had ended a trial before: no one-off costs in its times
     where: str = ""  # its slot, as TrialStarted names it
+    job: list[str] | None = None  # the trials started with it on its slot (a fused group)
     done: float = 0.0  # epochs done, fractional between epoch ends
     last_epoch: tuple[float, int] | None = None  # (when, which) of its last epoch end
     first: tuple[float, int] | None = None  # (seconds, epochs) from its start to 1st end
@@ -32,6 +34,15 @@ class _Trial:
     training: bool = False  # started and with epochs still to train
     diverged: bool = False
     ended: bool = False
+
+    @property
+    def share(self) -> float:
+        """Its part of its slot's seconds: the trials of a fused group train as one model,
+        and an epoch of the group is one epoch of each."""
+        return 1 / len(self.job) if self.job else 1.0
+
+    def at_start(self) -> bool:
+        return self.started is not None and not self.ended and not self.done and not self.last_epoch
 
 
 @dataclass
@@ -93,8 +104,11 @@ class TimeLeft:
     until a warm trial has measured them they count as nothing (a slot whose trial failed
     or was retried is cold again: a worker that died is replaced). A failed trial and a
     retried attempt measure nothing, nor does a diverged trial's end (a fused group's
-    ends with its group). The trials still to train go, whole, to the first free of as
-    many slots as trials were seen training at once. ``seconds()`` is None until an
+    ends with its group). A job is the trials a slot starts one after another before
+    any trains (a fused group; else one trial): its trials share its slot's seconds, so
+    a group of K trials' epoch is an epoch of 1/K of its seconds for each. The trials
+    still to train go, in jobs the mean size of those started, to the first free of as
+    many slots as jobs were seen training at once. ``seconds()`` is None until an
     epoch has ended, and 0 once every trial has.
 
     Until a warm trial has ended, the estimate is ``rough()``: its epochs are first
@@ -108,8 +122,11 @@ class TimeLeft:
         self.epochs = max(1, epochs)
         self.clock = clock
         self.trials = {trial_id: _Trial() for trial_id in trials}
-        self.slots = 1  # the most trials seen training at once
+        self.slots = 1  # the most jobs (a trial, or a fused group) seen training at once
         self.used: set[str] = set()  # the slots that have ended a trial
+        self._jobs: dict[str, list[str]] = {}  # slot -> the trials of the job it last started
+        self._jobs_started = 0  # and how many jobs, of how many trials, were started
+        self._trials_started = 0
         # A run sends hundreds of events per trial (every step), and asks for the time left
         # after each: what would take a pass over every trial is kept up to date instead.
         self._unended = len(self.trials)
@@ -136,9 +153,11 @@ class TimeLeft:
         if isinstance(event, TrialStarted) and trial.started is None:
             trial.started, trial.training = self.clock(), True
             trial.where, trial.warm = event.where, event.where in self.used
+            trial.job = self._job_for(trial_id, event.where)
             self._started[trial_id] = trial
             self._training.add(trial_id)
-            self.slots = max(self.slots, len(self._training))
+            jobs = {id(self.trials[training].job) for training in self._training}
+            self.slots = max(self.slots, len(jobs))
         elif isinstance(event, EpochDone) and trial.started is not None:
             self._epoch(trial, event.record)
         elif isinstance(event, TrialRetried):
@@ -153,14 +172,29 @@ class TimeLeft:
         if not self.trials[trial_id].training:
             self._training.discard(trial_id)
 
+    def _job_for(self, trial_id: str, where: str) -> list[str]:
+        """The job a trial starts in: its slot's last one while none of that job's trials
+        has ended an epoch or left (a fused group's trials start one after another, before
+        it trains), else a new one. Ray tasks that start at once on one node may read as
+        one job: their seconds are then shared out, and what the slots do in all stays."""
+        job = self._jobs.get(where)
+        starting = job is not None and trial_id not in job  # not a retried attempt's
+        if not starting or not all(self.trials[member].at_start() for member in job):
+            job = self._jobs[where] = []
+            self._jobs_started += 1
+        job.append(trial_id)
+        self._trials_started += 1
+        return job
+
     def _epoch(self, trial: _Trial, record: dict) -> None:
         now, epoch = self.clock(), record["epoch"]
         trial.diverged = record.get("status") == "diverged"
         if trial.last_epoch is None:
-            trial.first = (now - trial.started, epoch)
+            trial.first = ((now - trial.started) * trial.share, epoch)
         else:
             when, last = trial.last_epoch
-            trial.between = (trial.between[0] + now - when, trial.between[1] + epoch - last)
+            seconds = (now - when) * trial.share
+            trial.between = (trial.between[0] + seconds, trial.between[1] + epoch - last)
         trial.last_epoch, trial.done = (now, epoch), epoch
         if trial.diverged or epoch >= self.epochs:
             # Nothing left to train: a fused group goes on without it, a finished trial is
@@ -169,7 +203,7 @@ class TimeLeft:
 
     def _end(self, trial: _Trial, status: str) -> None:
         if status == "finished" and trial.last_epoch is not None:
-            trial.after = self.clock() - trial.last_epoch[0]
+            trial.after = (self.clock() - trial.last_epoch[0]) * trial.share
             self._warm_ended = self._warm_ended or trial.warm
         if status == "failed":
             trial.first, trial.between = None, (0.0, 0)
@@ -211,10 +245,19 @@ class TimeLeft:
         costs = self.costs()
         if costs is None:
             return None
+        loads: dict[int, float] = {}  # a running job's seconds left on its slot
+        for trial in self._started.values():
+            job = id(trial.job)
+            loads[job] = loads.get(job, 0.0) + _left(trial, costs, self.epochs)
+        busy = sorted(loads.values())
         waiting = self._unended - len(self._started)
-        busy = sorted(_left(trial, costs, self.epochs) for trial in self._started.values())
+        # The waiting trials go to the slots as jobs the size of those started so far:
+        # a fused group, whole, keeps one slot busy while another may have ended.
+        trials_a_job = self._trials_started / self._jobs_started if self._jobs_started else 1
+        jobs = math.ceil(waiting / trials_a_job - 1e-9)
         each = costs.start + self.epochs * costs.epoch + costs.end
-        return finish_time(busy, max(self.slots, len(busy)), waiting, each)
+        job_each = waiting * each / jobs if jobs else 0.0
+        return finish_time(busy, max(self.slots, len(busy)), jobs, job_each)
 
 
 def _left(trial: _Trial, costs: Costs, epochs: int) -> float:
@@ -228,9 +271,17 @@ def _left(trial: _Trial, costs: Costs, epochs: int) -> float:
 
 def finish_time(busy: list[float], slots: int, waiting: int, each: float) -> float:
     """When the last of ``waiting`` jobs of ``each`` seconds ends, each going to the first
-    free of ``slots`` slots, ``busy`` (sorted, none above ``each``) of them busy for that
-    long. The slots take them in turn, so slot ``i`` gets a share and one more for the
-    first ``waiting % slots``: no queue to simulate, whatever the number of trials."""
+    free of ``slots`` slots, ``busy`` (sorted) of them busy for that long. The slots that
+    free first take them in turn, so slot ``i`` of those gets a share and one more for the
+    first ``waiting % used``: no queue to simulate, whatever the number of trials. A slot
+    busier than that (a fused group of many trials) takes none: the others end first."""
     loads = [0.0] * (slots - len(busy)) + busy
-    rounds, extra = divmod(waiting, slots)
-    return max(load + (rounds + (i < extra)) * each for i, load in enumerate(loads))
+    for used in range(1, len(loads) + 1):
+        rounds, extra = divmod(waiting, used)
+        # the latest end of the used slots: the busiest of them, or of those given one more
+        ends = loads[used - 1] + rounds * each
+        if extra:
+            ends = max(ends, loads[extra - 1] + (rounds + 1) * each)
+        if used == len(loads) or ends - each <= loads[used]:
+            break  # the next slot frees after the last job has started: it takes none
+    return max(ends, loads[-1])

@@ -256,10 +256,41 @@ def test_a_fused_groups_diverged_trial_counts_its_epochs_not_its_groups_wall_tim
         (20, TrialEnded("b0", "finished")),
         (20, TrialEnded("a0", "diverged")),
     )
-    # b0: 10 s to its first epoch end, 10 s to the next: 10 s an epoch; a1 and b1 train
-    # side by side
-    assert estimate.costs().epoch == pytest.approx(10)
+    # b0: 10 s to its first epoch end, 10 s to the next: 10 s of worker 1 an epoch, shared
+    # by the group's two trials; a1 and b1 train side by side, 2 epochs of 2 * 5 s
+    assert estimate.costs().epoch == pytest.approx(5)
     assert estimate.seconds() == pytest.approx(20)
+
+
+def test_a_fused_group_is_one_job_of_its_trials_shared_seconds():
+    """--fuse on -j 2, 2 epochs: a group of four losses on worker 1, a loss that fuses with
+    none alone on worker 2, the same again waiting (a second seed); an epoch costs a group
+    1 s per trial. Each trial counted as a slot of its own, an epoch of the lone trial as
+    every trial's: '0:00:04 left' when 8 s were, and 2.5 times short (recorded runs of 46
+    and 138 trials in groups of 16 and 7: 17 s for 42 s, 37 s for 67 s)."""
+    clock = Clock()
+    group, lone, waiting = ["a0", "a1", "a2", "a3"], "b0", ["c0", "c1", "c2", "c3"]
+    estimate = TimeLeft([*group, lone, *waiting, "d0"], epochs=2, clock=clock)
+    feed(estimate, clock, *[(0, TrialStarted(trial, "worker 1")) for trial in group])
+    feed(
+        estimate,
+        clock,
+        (0, TrialStarted(lone, "worker 2")),
+        (1, epoch(lone, 1)),
+        (2, epoch(lone, 2)),
+        (2, TrialEnded(lone, "finished")),
+    )
+    # 1 s an epoch. Worker 1's group has 4 * 2 s left. The 5 waiting trials go as jobs of
+    # 2.5 trials (5 trials in 2 jobs so far), 5 s each: both on worker 2, free now, by 10 s
+    # (the truth: c0-c3 there, 8 s; d0 on worker 1 once its group ends at 8 s, 2 s)
+    assert estimate.costs() == Costs(epoch=1, start=0, end=0)
+    assert estimate.seconds() == pytest.approx(10)
+    feed(estimate, clock, *[(2, TrialStarted(trial, "worker 2")) for trial in waiting])
+    feed(estimate, clock, *[(4, epoch(trial, 1)) for trial in group])
+    feed(estimate, clock, *[(6, epoch(trial, 1)) for trial in waiting])
+    feed(estimate, clock, *[(6, StepDone(trial, epoch=2, step=1, steps=2)) for trial in group])
+    # worker 1's group: half an epoch left, 4 * 0.5 s, then d0's 2 s; worker 2's: 4 * 1 s
+    assert estimate.seconds() == pytest.approx(4)
 
 
 def test_a_trial_that_diverged_early_has_nothing_left():
@@ -370,6 +401,10 @@ def test_nothing_left_when_every_trial_failed_or_none_was_to_train():
         ([10.0], 3, 5, 100.0, 200.0),
         # more slots than jobs: the busy slot's own time is the longest
         ([30.0, 90.0], 4, 1, 50.0, 90.0),
+        # a fused group busy longer than a job: the free slot takes both, at 0 and 5 s
+        ([8.0], 2, 2, 5.0, 10.0),
+        # ...and a third at 10 s, before the group's slot frees at 12 s
+        ([12.0], 2, 3, 5.0, 15.0),
     ],
 )
 def test_finish_time_lays_the_waiting_trials_out_on_the_free_slots(
