@@ -202,9 +202,15 @@ def _terminating_signals_as_interrupt():
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        forget_stop()
+        # Held back while they are put back: one landing midway ran the handler, which left
+        # its stop recorded and the handlers after it in place, to stop a later run at once.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, previous)
+        try:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            forget_stop()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)  # reaches the handler put back
 
 
 @app.command(cls=_Command)

@@ -881,7 +881,9 @@ def _check_lr_grid(grid: list[float] | None, names: Origins) -> None:
                 f"{names.name('lr_grid')} values must be positive finite numbers, got {rate:g}"
             )
     _refuse_repeats(grid, names.name("lr_grid"), "rate")
-    _refuse_rates_printed_alike(grid, names.name("lr_grid"))
+    # A run recorded before this check trained such rates: its --resume is no user error.
+    if names.origin("lr_grid") is not Origin.RESUMED_RUN:
+        _refuse_rates_printed_alike(grid, names.name("lr_grid"))
 
 
 def _refuse_rates_printed_alike(grid: list[float], option: str) -> None:

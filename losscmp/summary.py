@@ -466,7 +466,7 @@ def combine_runs(runs: Sequence[RunResults]) -> RunResults:
     for other in runs[1:]:
         _check_comparable(first, other)
     trials = pd.concat([run.trials for run in runs], ignore_index=True)
-    _check_no_repeated_trials(trials, runs)
+    _check_no_repeated_trials(pd.concat([trials, *_damaged_stand_ins(runs)]), runs)
     return RunResults(
         run_dirs=[path for run in runs for path in run.run_dirs],
         metas=[meta for run in runs for meta in run.metas],
@@ -675,6 +675,21 @@ def _first_different_key(left: dict, right: dict, ignored: Iterable[str]) -> str
         if left.get(key) != right.get(key):
             return key
     return None
+
+
+def _damaged_stand_ins(runs: Sequence[RunResults]) -> list[pd.DataFrame]:
+    """For a run's damaged trial file (left out of the report), another run's row of that
+    trial, as this run's: a repeat as much as two readable files. Unchecked, the other
+    run's silently took the damaged one's place, until --resume trained it again and the
+    runs no longer combined."""
+    stand_ins = []
+    for run in runs:
+        damaged = {trial for ids in run.damaged_trials.values() for trial in ids}
+        for other in runs:
+            if other is not run and damaged:
+                found = other.trials[other.trials["trial_id"].isin(damaged)]
+                stand_ins.append(found.assign(run_id=run.run_ids[0]))
+    return stand_ins
 
 
 def _check_no_repeated_trials(trials: pd.DataFrame, runs: Sequence[RunResults]) -> None:

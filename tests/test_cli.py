@@ -1035,6 +1035,29 @@ def test_a_ctrl_c_dropped_in_a_finalizer_still_stops_the_run(cli, tmp_path, monk
     assert saved == 1 if jobs == 1 else 1 <= saved <= 2
 
 
+def test_a_ctrl_c_as_the_command_ends_leaves_no_stop_or_handler_behind(monkeypatch):
+    """A Ctrl-C landing while the command put the signal handlers back (SIGTERM's first,
+    SIGINT's last) ran losscmp's own: it left its stop recorded and the rest of the
+    handlers in place, so a later run in this process (the Python API, a test) stopped at
+    its first wait. Held back meanwhile, it reaches Python's own handler, just after."""
+    from losscmp import errors
+    from losscmp.cli import _terminating_signals_as_interrupt
+
+    put_back = signal.signal
+
+    def ctrl_c_while_putting_back(signum, handler):
+        if handler is not errors.stop_on_signal:
+            signal.raise_signal(signal.SIGINT)
+        return put_back(signum, handler)
+
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    with pytest.raises(KeyboardInterrupt), _terminating_signals_as_interrupt():
+        monkeypatch.setattr(signal, "signal", ctrl_c_while_putting_back)
+    monkeypatch.undo()
+    assert errors._stop_signal is None
+    assert {signum: signal.getsignal(signum) for signum in before} == before
+
+
 def test_a_full_disk_mid_run_gives_the_command_that_finishes_it(cli, tmp_path, monkeypatch):
     """A trial file that cannot be written (a full disk) ends the run with one line: it
     said 'the same command plus --resume DIR' finishes it; it now gives that command."""

@@ -327,6 +327,15 @@ def test_a_resumed_runs_stored_options_are_not_refused():
     assert (config.ray_address, config.data_dir) == ("10.0.0.1:6379", "/d")
 
 
+def test_a_resumed_runs_rates_that_print_alike_are_not_refused():
+    """Runs recorded before --lr-grid refused rates that print alike (1e-3, 1.0000001e-3)
+    trained them: their --resume called run.json damaged; the grid given now is refused."""
+    stored = {"lr_grid": [1e-3, 1.0000001e-3]}
+    assert build_config(base=stored).lr_grid == [1e-3, 1.0000001e-3]
+    with pytest.raises(ParameterError, match="--lr-grid rates 0.001 and 0.0010000001 both"):
+        build_config(lr_grid="1e-3,1.0000001e-3")
+
+
 @pytest.mark.parametrize(("written", "mode"), [("on", "on"), ("off", "off"), ("'on'", "on")])
 def test_fuse_on_or_off_in_a_config_file_is_read_as_written(tmp_path, written, mode):
     """YAML 1.1 (PyYAML's) reads an unquoted on/off as true/false: 'fuse: on' was refused as

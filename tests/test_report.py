@@ -709,6 +709,25 @@ def test_comparable_runs_combine(tmp_path):
     assert summary["p_holm"].notna().sum() == 2
 
 
+def test_a_damaged_trial_file_is_not_filled_in_from_another_run(tmp_path):
+    """A report leaves a damaged trial file out; combined with a run that has the same
+    trial, that run's row silently took its place (dice seed 0 from the second run, seed 1
+    from the first), and the note's --resume then trained it again into a clash."""
+    first = write_run(tmp_path, quality={"dice": 0.8, "focal": 0.6}, run_id="20260101-1-a")
+    second = write_run(tmp_path, quality={"dice": 0.7}, seeds=(0,), run_id="20260101-2-b")
+    damaged = first / "trials" / f"{trial_id('synthetic', 'dice', 0, LR)}.json"
+    damaged.write_text("{not json")
+    with pytest.raises(
+        LosscmpError, match="runs 20260101-1-a, 20260101-2-b: each has loss 'dice' seed 0"
+    ):
+        build_report([first, second])
+    damaged.unlink()  # the first run without that trial at all: it combines
+    assert set(build_report([first, second]).results.trials["run_id"]) == {
+        "20260101-1-a",
+        "20260101-2-b",
+    }
+
+
 def test_the_caption_names_a_file_listing_every_rate_only_where_one_is_written(cli, tmp_path):
     """A combined report writes no summary.csv (without --csv), yet its caption said
     'summary.csv lists every rate'."""

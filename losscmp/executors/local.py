@@ -225,7 +225,8 @@ def _settle(result: _Ended, queue: deque, emit) -> list[TrialResult]:
 
 def _stopping(emit):
     """``emit`` that first raises a stop a signal raised where it was dropped: a job in
-    this process has no wait to see it at, but it emits at every training step."""
+    this process has no wait to see it at, but it emits as it trains (ProgressRelay: a
+    step's event at most every 0.1 s, each evaluation and epoch's end)."""
 
     def emit_unless_stopped(event) -> None:
         raise_if_stopped()
