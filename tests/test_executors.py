@@ -1325,6 +1325,34 @@ def test_ctrl_c_while_a_worker_starts_does_not_end_it():
         worker.join()
 
 
+def test_a_ctrl_c_while_workers_start_leaves_each_started_one_to_close(monkeypatch):
+    """A Ctrl-C held back while the first of two workers started was let through as that
+    one had started, before it was listed: the KeyboardInterrupt left the executor with no
+    workers, so close() stopped none, and both ran on until their pipes were collected."""
+    import multiprocessing
+
+    from losscmp.config import RunConfig
+    from losscmp.executors import local
+
+    started = local._Worker.__init__
+
+    def ctrl_c_after_the_first(self, spawn, index, *args, **kwargs):
+        started(self, spawn, index, *args, **kwargs)
+        if index == 0:
+            os.kill(os.getpid(), signal.SIGINT)  # held back: pending until let through
+
+    monkeypatch.setattr(local._Worker, "__init__", ctrl_c_after_the_first)
+    executor = local.LocalExecutor(RunConfig())
+    processes = multiprocessing.active_children
+    with pytest.raises(KeyboardInterrupt):
+        executor._spawn(2, "cpu")
+    try:
+        assert [worker.index for worker in executor.workers] == [0, 1]
+    finally:
+        executor.close()
+    assert not [p for p in processes() if p.name.startswith("losscmp-worker")]
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
 def test_a_worker_whose_main_process_is_killed_alone_exits_at_once(tmp_path):
     """kill -9 of the main process only: a worker busy without a message (a model build, a

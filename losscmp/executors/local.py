@@ -136,10 +136,13 @@ class LocalExecutor(Executor):
 
     def _spawn(self, jobs: int, device_type: str | None) -> None:
         spawn = multiprocessing.get_context("spawn")
-        self.workers = [_Worker(spawn, i, device_type) for i in range(jobs)]
-        # Should the caller never close this executor: at exit, before multiprocessing's
-        # own handler (registered earlier, so run later) would wait for the workers.
-        atexit.register(self.close)
+        # A Ctrl-C held back while a worker starts is let through once all are listed (and
+        # close() registered), not when the first has started: close() stops every one.
+        with _ctrl_c_held():
+            self.workers = [_Worker(spawn, i, device_type) for i in range(jobs)]
+            # Should the caller never close this executor: at exit, before multiprocessing's
+            # own handler (registered earlier, so run later) would wait for the workers.
+            atexit.register(self.close)
 
     def share(self, datasets: dict[str, Any]) -> dict[str, Any]:
         """Workers map one shared copy of each dataset instead of loading their own; this
@@ -180,7 +183,8 @@ class LocalExecutor(Executor):
                 for result in [*worker.collect(emit), *worker.kill_if_stalled()]:
                     yield from _settle(result, queue, emit)
                 if worker.broken:
-                    self.workers[worker.index] = worker.replacement(spawn)
+                    with _ctrl_c_held():  # listed before a Ctrl-C held meanwhile is let through
+                        self.workers[worker.index] = worker.replacement(spawn)
 
     def close(self) -> None:
         atexit.unregister(self.close)
@@ -423,7 +427,9 @@ def _ctrl_c_held() -> Iterator[None]:
     """Ctrl-C held back from this thread while it starts a worker, which inherits that
     until it ignores Ctrl-C (``_worker_main``): one that came before, while the new
     Python started and imported this module, ended the worker (exit 1, a traceback), a
-    failure whose job was tried again. This process sees the Ctrl-C once it is let through."""
+    failure whose job was tried again. This process sees the Ctrl-C once it is let through:
+    held around where the new worker is listed too, so that close() finds it (nested, the
+    inner hold lets nothing through)."""
     # Started first: starting it lets Ctrl-C through again, before the worker starts.
     resource_tracker.ensure_running()
     held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
