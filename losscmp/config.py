@@ -893,7 +893,8 @@ def _refuse_rates_printed_alike(grid: list[float], option: str) -> None:
         alike = [other for other in grid if f"{other:g}" == f"{rate:g}"]
         if len(alike) > 1:
             raise ParameterError(
-                f"{option} rates {' and '.join(map(repr, alike))} both print as {rate:g}, "
+                f"{option} rates {', '.join(map(repr, alike[:-1]))} and {alike[-1]!r} "
+                f"{'both' if len(alike) == 2 else 'all'} print as {rate:g}, "
                 "so their trials and columns would read the same; give rates that differ "
                 "within 6 significant digits"
             )

@@ -608,6 +608,11 @@ CASES: list[tuple[str, Args, str]] = [
         ["--lr-grid", "1e-3,1.0000001e-3"],
         "error: --lr-grid rates 0.001 and 0.0010000001 both print as 0.001, so their trials",
     ),
+    (
+        "lr-grid-three-printed-alike",
+        ["--lr-grid", "1e-3,1.0000001e-3,1.0000002e-3"],
+        "rates 0.001, 0.0010000001 and 0.0010000002 all print as 0.001, so their trials",
+    ),
     ("lr-grid-text", ["--lr-grid", "fast"], "error: --lr-grid must be numbers, got 'fast'"),
     ("lr-grid-empty", ["--lr-grid", ""], "error: --lr-grid needs at least one learning rate"),
     ("lr-grid-commas", ["--lr-grid", ", ,"], "--lr-grid needs at least one learning rate"),
