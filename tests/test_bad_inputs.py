@@ -974,36 +974,6 @@ CASES: list[tuple[str, Args, str]] = [
         report(edit_meta(_set("losses", {"dice": 5}))),
         "'losses' holds the number 5 at 'dice'",
     ),
-    ("report-trial-corrupt", report(damage_trial(b"{oops")), "not valid JSON"),
-    ("report-trial-empty", report(damage_trial(b"")), "is damaged (empty: 0 bytes)"),
-    ("report-trial-shape", report(damage_trial(b"[1, 2]")), "not a trial record"),
-    (
-        "report-trial-bad-status",
-        report(damage_trial(lambda record: {**record, "status": "great"})),
-        "'status' is 'great'",
-    ),
-    (
-        "report-trial-seconds-text",
-        report(damage_trial(lambda record: {**record, "seconds": "abc"})),
-        "'seconds' is 'abc', not a number",
-    ),
-    (
-        "report-trial-diverged-epoch-huge",
-        report(damage_trial(lambda record: {**record, "diverged_epoch": 1e400})),
-        "'diverged_epoch' is inf",
-    ),
-    (
-        "report-trial-best-epoch-fraction",
-        report(damage_trial(lambda record: {**record, "best_epoch": 1.5})),
-        "not a whole number",
-    ),
-    (
-        # A hand-edited Infinity would be its trial's best validation epoch
-        "report-trial-val-score-inf",
-        report(damage_trial(_first_epoch("val_dice", math.inf))),
-        "epochs row 1 has val_dice=inf, not finite",
-    ),
-    ("report-trial-copied", report(renamed_trial), "do not agree"),
     ("report-csv-only-empty", report(csv_only(_empty_file)), "empty: 0 bytes"),
     ("report-csv-only-repeated-row", report(csv_only(_duplicate_row)), "rows share"),
     ("report-csv-only-inf", report(csv_only(_infinite_score)), "with an infinite val_dice"),
@@ -1046,6 +1016,62 @@ def test_bad_input_is_refused_cleanly(tmp_path, monkeypatch, name, args, message
     assert message in lines[0], lines[0]
     assert "Traceback" not in result.stdout + result.stderr
     assert snapshot(work) == before, "the command left files behind or changed some"
+
+
+# A damaged trial file: report reads the rest of the run and names the file, with its reason,
+# in a note; the folder is left as it is (--resume sets the file aside and trains it again).
+DAMAGED_TRIAL_CASES = [
+    ("report-trial-corrupt", damage_trial(b"{oops"), "not valid JSON"),
+    ("report-trial-empty", damage_trial(b""), "(empty: 0 bytes)"),
+    ("report-trial-shape", damage_trial(b"[1, 2]"), "not a trial record"),
+    (
+        "report-trial-bad-status",
+        damage_trial(lambda record: {**record, "status": "great"}),
+        "'status' is 'great'",
+    ),
+    (
+        "report-trial-seconds-text",
+        damage_trial(lambda record: {**record, "seconds": "abc"}),
+        "'seconds' is 'abc', not a number",
+    ),
+    (
+        "report-trial-diverged-epoch-huge",
+        damage_trial(lambda record: {**record, "diverged_epoch": 1e400}),
+        "'diverged_epoch' is inf",
+    ),
+    (
+        "report-trial-best-epoch-fraction",
+        damage_trial(lambda record: {**record, "best_epoch": 1.5}),
+        "not a whole number",
+    ),
+    (
+        # A hand-edited Infinity would be its trial's best validation epoch
+        "report-trial-val-score-inf",
+        damage_trial(_first_epoch("val_dice", math.inf)),
+        "epochs row 1 has val_dice=inf, not finite",
+    ),
+    ("report-trial-copied", renamed_trial, "do not agree"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "make_run", "message"), DAMAGED_TRIAL_CASES, ids=[c[0] for c in DAMAGED_TRIAL_CASES]
+)
+def test_a_damaged_trial_file_is_named_and_the_rest_reported(
+    tmp_path, monkeypatch, name, make_run, message
+):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    run_dir = make_run(work)
+    trials = snapshot(run_dir / "trials")
+    result = invoke_command("report", str(run_dir))
+    assert result.code == 0, (result.stdout, result.stderr)
+    said = " ".join((result.stdout + result.stderr).split())
+    assert message in said, said
+    assert "sets them aside" in said or "sets it aside" in said, said
+    assert "Traceback" not in said
+    assert snapshot(run_dir / "trials") == trials, "report moved or changed a trial file"
 
 
 def test_pretrained_weights_offline_are_refused_at_once(tmp_path, monkeypatch, offline_hub):
