@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.cells import cell_len, set_cell_size
+from rich.color import ColorSystem
 from rich.console import Console
 from rich.markup import escape
 from rich.measure import Measurement
@@ -40,12 +41,47 @@ from losscmp.spec import split_top_level
 from losscmp.timeleft import TimeLeft
 from losscmp.trial_names import trial_name, trial_text
 
+# A console's colours, where not given: those of its stream and environment when it draws.
+_AUTO_COLORS = object()
+
 
 class _Console(Console):
     """A console whose stream's reader may go away (``losscmp losses | head``): the command
     stops as Ctrl-C stops it (:class:`OutputClosed`, exit 141). Rich's own answer, exit
     status 1 and stdout (even where stderr closed) pointed at /dev/null, read as failed
     trials and let a run go on: its progress lines then failed again."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        # Rich reads COLUMNS, LINES, NO_COLOR and the terminal's colours once, here: for
+        # ``err``, made at import, that froze the environment of the moment (a program
+        # calling the CLI, a test that set TTY_COMPATIBLE=1 and COLUMNS=80), and later runs
+        # into a log got colour codes and 80-column lines. What was not given is asked
+        # each time instead, as Rich asks ``is_terminal``.
+        if not self.is_jupyter:  # (a notebook's own width: JUPYTER_COLUMNS, or Rich's 115)
+            self._width = options.get("width")
+            self._height = options.get("height")
+        self._given_no_color = options.get("no_color")
+        if options.get("color_system", "auto") == "auto":
+            self._colors = _AUTO_COLORS
+
+    @property
+    def _color_system(self) -> ColorSystem | None:
+        return self._detect_color_system() if self._colors is _AUTO_COLORS else self._colors
+
+    @_color_system.setter
+    def _color_system(self, value: ColorSystem | None) -> None:
+        self._colors = value
+
+    @property
+    def no_color(self) -> bool:
+        if self._given_no_color is not None:
+            return self._given_no_color
+        return self._environ.get("NO_COLOR", "") != ""
+
+    @no_color.setter
+    def no_color(self, value: bool) -> None:
+        self._given_no_color = value
 
     @property
     def is_interactive(self) -> bool:

@@ -272,12 +272,14 @@ def bare_folder(tmp: Path) -> Path:
 def damage_trial(content: bytes | Callable[[dict], object]) -> Callable[[Path], Path]:
     def make(tmp: Path) -> Path:
         run_dir = run_folder(tmp)
-        path = sorted((run_dir / "trials").glob("*.json"))[0]
-        if callable(content):
-            record = json.loads(path.read_text())
-            path.write_text(json.dumps(content(record)))
-        else:
-            path.write_bytes(content)
+        # Every trial file: report reads around one damaged file among readable ones
+        # (naming it in a note, test_store); it refuses a run with none readable.
+        for path in sorted((run_dir / "trials").glob("*.json")):
+            if callable(content):
+                record = json.loads(path.read_text())
+                path.write_text(json.dumps(content(record)))
+            else:
+                path.write_bytes(content)
         return run_dir
 
     return make
@@ -286,7 +288,9 @@ def damage_trial(content: bytes | Callable[[dict], object]) -> Callable[[Path], 
 def renamed_trial(tmp: Path) -> Path:
     run_dir = run_folder(tmp)
     first, second = sorted((run_dir / "trials").glob("*.json"))
-    second.write_text(first.read_text())  # a copy under another trial's name
+    first_text = first.read_text()
+    first.write_text(second.read_text())  # each a copy under the other trial's name
+    second.write_text(first_text)
     return run_dir
 
 

@@ -24,22 +24,38 @@ LOSSCMP = [sys.executable, "-m", "losscmp"]
 SIGPIPE_STATUS = 128 + signal.SIGPIPE  # 141: what a shell reports for `yes | head`
 
 
+def _readerless_pipe() -> int:
+    """The writing end of a pipe whose reader is gone before any process starts on it.
+    Closed after Popen returned, the reader was a race: a pause of this process (a busy
+    machine, a long run's garbage collection) let a short listing fit into the pipe's
+    buffer and end 0, and a process forked meanwhile kept the reading end open."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    return writer
+
+
 def _with_stdout_closed(*args) -> subprocess.CompletedProcess:
     """``losscmp ARGS`` whose stdout's reader is gone before it writes: its stderr kept."""
-    process = subprocess.Popen(
-        [*LOSSCMP, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    process.stdout.close()
-    stderr = process.stderr.read()
-    return subprocess.CompletedProcess(process.args, process.wait(timeout=120), "", stderr)
+    stdout = _readerless_pipe()
+    try:
+        process = subprocess.Popen(
+            [*LOSSCMP, *map(str, args)], stdout=stdout, stderr=subprocess.PIPE, text=True
+        )
+    finally:
+        os.close(stdout)
+    _, stderr = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
 
 
 def _with_stderr_closed(*args) -> int:
     """The status of ``losscmp ARGS`` whose stderr's reader is gone before it writes."""
-    process = subprocess.Popen(
-        [*LOSSCMP, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    process.stderr.close()
+    stderr = _readerless_pipe()
+    try:
+        process = subprocess.Popen(
+            [*LOSSCMP, *map(str, args)], stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    finally:
+        os.close(stderr)
     return process.wait(timeout=120)
 
 

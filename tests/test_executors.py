@@ -787,6 +787,38 @@ def test_whether_the_console_animates_is_asked_when_a_run_starts(monkeypatch):
     assert not screen.is_interactive
 
 
+def test_a_consoles_colours_and_width_are_those_of_the_environment_it_draws_in():
+    """Rich reads the terminal's colours, COLUMNS and NO_COLOR once, when a console is made:
+    ``console.err`` at import. Imported while a test declared an 80-column terminal
+    (TTY_COMPATIBLE=1, COLUMNS=80), later runs into a log got colour codes around their
+    'note:' and 80-column progress lines (tests failed by the order the suite ran in)."""
+    import io
+
+    from losscmp import console
+
+    environment = {"TTY_COMPATIBLE": "1", "TERM": "xterm-256color", "COLUMNS": "80"}
+    screen = console._Console(file=io.StringIO(), _environ=environment)
+    assert (screen.color_system, screen.width) == ("256", 80)
+    environment.clear()  # now a log, 200 columns wide
+    environment["COLUMNS"] = "200"
+    screen.print("[yellow]note:[/yellow] set aside")
+    assert (screen.color_system, screen.width) == (None, 200)
+    environment.update(TTY_COMPATIBLE="1", TERM="xterm", NO_COLOR="1")  # a terminal, no colours
+    screen.print("[yellow]note:[/yellow] set aside")
+    assert screen.color_system == "standard"
+    assert screen.file.getvalue() == "note: set aside\n" * 2
+    given = console._Console(
+        file=io.StringIO(),
+        width=100,
+        color_system="truecolor",
+        no_color=False,
+        _environ=environment,
+    )
+    environment.clear()
+    given.print("[yellow]note:[/yellow]")
+    assert (given.width, given.file.getvalue()) == (100, "\x1b[33mnote:\x1b[0m\n")
+
+
 def test_running_trials_beyond_the_terminals_rows_are_counted_on_a_line(tmp_path):
     """A fused group's 23 losses on a 10-row terminal: Rich cut the lines it had no room
     for under a bare '...' (and printed them all, scrolling, when the run was stopped)."""
