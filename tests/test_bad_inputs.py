@@ -269,12 +269,17 @@ def bare_folder(tmp: Path) -> Path:
     return tmp / "runs" / "nothing"
 
 
-def damage_trial(content: bytes | Callable[[dict], object]) -> Callable[[Path], Path]:
+def damage_trial(
+    content: bytes | Callable[[dict], object], every: bool = False
+) -> Callable[[Path], Path]:
+    """A run whose first trial file (``every``: each one) is overwritten with ``content``,
+    or with what ``content`` makes of its record. Report reads around a damaged file among
+    readable ones, naming it in a note; it refuses a run with none readable."""
+
     def make(tmp: Path) -> Path:
         run_dir = run_folder(tmp)
-        # Every trial file: report reads around one damaged file among readable ones
-        # (naming it in a note, test_store); it refuses a run with none readable.
-        for path in sorted((run_dir / "trials").glob("*.json")):
+        paths = sorted((run_dir / "trials").glob("*.json"))
+        for path in paths if every else paths[:1]:
             if callable(content):
                 record = json.loads(path.read_text())
                 path.write_text(json.dumps(content(record)))
@@ -286,6 +291,13 @@ def damage_trial(content: bytes | Callable[[dict], object]) -> Callable[[Path], 
 
 
 def renamed_trial(tmp: Path) -> Path:
+    run_dir = run_folder(tmp)
+    first, second = sorted((run_dir / "trials").glob("*.json"))
+    second.write_text(first.read_text())  # a copy under another trial's name
+    return run_dir
+
+
+def swapped_trials(tmp: Path) -> Path:
     run_dir = run_folder(tmp)
     first, second = sorted((run_dir / "trials").glob("*.json"))
     first_text = first.read_text()
@@ -320,6 +332,32 @@ def _first_epoch(column: str, value: float) -> Callable[[dict], dict]:
         return record
 
     return change
+
+
+# What a trial file is overwritten with (or made of its record) and the reason then given.
+TRIAL_DAMAGES: list[tuple[str, bytes | Callable[[dict], object], str]] = [
+    ("corrupt", b"{oops", "not valid JSON"),
+    ("empty", b"", "(empty: 0 bytes)"),
+    ("shape", b"[1, 2]", "not a trial record"),
+    ("bad-status", lambda record: {**record, "status": "great"}, "'status' is 'great'"),
+    (
+        "seconds-text",
+        lambda record: {**record, "seconds": "abc"},
+        "'seconds' is 'abc', not a number",
+    ),
+    (
+        "diverged-epoch-huge",
+        lambda record: {**record, "diverged_epoch": 1e400},
+        "'diverged_epoch' is inf",
+    ),
+    ("best-epoch-fraction", lambda record: {**record, "best_epoch": 1.5}, "not a whole number"),
+    # A hand-edited Infinity would be its trial's best validation epoch
+    (
+        "val-score-inf",
+        _first_epoch("val_dice", math.inf),
+        "epochs row 1 has val_dice=inf, not finite",
+    ),
+]
 
 
 def _infinite_score(path: Path) -> None:
@@ -978,6 +1016,11 @@ CASES: list[tuple[str, Args, str]] = [
         report(edit_meta(_set("losses", {"dice": 5}))),
         "'losses' holds the number 5 at 'dice'",
     ),
+    *[
+        (f"report-every-trial-{name}", report(damage_trial(content, every=True)), message)
+        for name, content, message in TRIAL_DAMAGES
+    ],
+    ("report-every-trial-copied", report(swapped_trials), "do not agree"),
     ("report-csv-only-empty", report(csv_only(_empty_file)), "empty: 0 bytes"),
     ("report-csv-only-repeated-row", report(csv_only(_duplicate_row)), "rows share"),
     ("report-csv-only-inf", report(csv_only(_infinite_score)), "with an infinite val_dice"),
@@ -1025,35 +1068,10 @@ def test_bad_input_is_refused_cleanly(tmp_path, monkeypatch, name, args, message
 # A damaged trial file: report reads the rest of the run and names the file, with its reason,
 # in a note; the folder is left as it is (--resume sets the file aside and trains it again).
 DAMAGED_TRIAL_CASES = [
-    ("report-trial-corrupt", damage_trial(b"{oops"), "not valid JSON"),
-    ("report-trial-empty", damage_trial(b""), "(empty: 0 bytes)"),
-    ("report-trial-shape", damage_trial(b"[1, 2]"), "not a trial record"),
-    (
-        "report-trial-bad-status",
-        damage_trial(lambda record: {**record, "status": "great"}),
-        "'status' is 'great'",
-    ),
-    (
-        "report-trial-seconds-text",
-        damage_trial(lambda record: {**record, "seconds": "abc"}),
-        "'seconds' is 'abc', not a number",
-    ),
-    (
-        "report-trial-diverged-epoch-huge",
-        damage_trial(lambda record: {**record, "diverged_epoch": 1e400}),
-        "'diverged_epoch' is inf",
-    ),
-    (
-        "report-trial-best-epoch-fraction",
-        damage_trial(lambda record: {**record, "best_epoch": 1.5}),
-        "not a whole number",
-    ),
-    (
-        # A hand-edited Infinity would be its trial's best validation epoch
-        "report-trial-val-score-inf",
-        damage_trial(_first_epoch("val_dice", math.inf)),
-        "epochs row 1 has val_dice=inf, not finite",
-    ),
+    *[
+        (f"report-trial-{name}", damage_trial(content), message)
+        for name, content, message in TRIAL_DAMAGES
+    ],
     ("report-trial-copied", renamed_trial, "do not agree"),
 ]
 
