@@ -803,6 +803,21 @@ def test_a_resumed_run_keeps_its_adamw_kernel(cli, one_epoch_run, monkeypatch):
     assert asked == [True, False]
 
 
+def fused_model_sizes(monkeypatch) -> list[int]:
+    """The number of copies of each fused model made from now on, in order."""
+    import losscmp.fused
+
+    sizes: list[int] = []
+    original = losscmp.fused.fused_model
+
+    def counting(model, count, settings):
+        sizes.append(count)
+        return original(model, count, settings)
+
+    monkeypatch.setattr(losscmp.fused, "fused_model", counting)
+    return sizes
+
+
 @pytest.mark.slow
 def test_a_resumed_fused_run_keeps_how_its_copies_ran(cli, tmp_path, monkeypatch):
     """On the CPU a fused model runs its copies one by one (as --fuse off does), each with
@@ -838,7 +853,6 @@ def test_a_resumed_cpu_fused_group_trains_only_its_missing_trials(cli, tmp_path,
     """Copies with weights of their own round as each alone: a resumed group need not train
     its finished trials again to give the missing one the numbers of an uninterrupted run
     (it trained all three, for one)."""
-    import losscmp.fused
 
     args = ["--config", str(SMOKE), "--out", str(tmp_path), "--losses", "dice,bce,focal"]
     args += ["--epochs", "2", "--fuse", "on"]
@@ -847,14 +861,7 @@ def test_a_resumed_cpu_fused_group_trains_only_its_missing_trials(cli, tmp_path,
     lost = next((run_dir / "trials").glob("*bce*.json"))
     before = json.loads(lost.read_text())
     lost.unlink()
-    copies = []
-    original = losscmp.fused.fused_model
-
-    def counting(model, count, settings):
-        copies.append(count)
-        return original(model, count, settings)
-
-    monkeypatch.setattr(losscmp.fused, "fused_model", counting)
+    copies = fused_model_sizes(monkeypatch)
     result = cli("run", *args, "--resume", str(run_dir))
     assert result.exit_code == 0, result.output
     assert copies == [1]
@@ -892,14 +899,7 @@ def test_a_resumed_fused_run_keeps_the_groups_it_started_with(cli, tmp_path, mon
         return result.output.rstrip().splitlines()[-1].split("(")[-1]
 
     assert planned_models() == "2 fused models of 1 loss)"  # not "1 fused model of 2 losses"
-    copies = []
-    original = losscmp.fused.fused_model
-
-    def counting(model, count, settings):
-        copies.append(count)
-        return original(model, count, settings)
-
-    monkeypatch.setattr(losscmp.fused, "fused_model", counting)
+    copies = fused_model_sizes(monkeypatch)
     result = cli("run", *args, "--resume", str(run_dir))
     assert result.exit_code == 0, result.output
     assert copies == [1, 1]
