@@ -144,6 +144,9 @@ def user_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         startup.began()  # a stop from here on is the command's to say
+        from losscmp import console  # every command prints with it: no extra import
+
+        console.command_began()
         try:
             return command(*args, **kwargs)
         except LosscmpError as error:
