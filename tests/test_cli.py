@@ -9,6 +9,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 from conftest import REPO, SMOKE
@@ -1056,6 +1057,41 @@ def test_a_ctrl_c_as_the_command_ends_leaves_no_stop_or_handler_behind(monkeypat
     monkeypatch.undo()
     assert errors._stop_signal is None
     assert {signum: signal.getsignal(signum) for signum in before} == before
+
+
+def test_a_command_in_a_programs_thread_leaves_the_main_threads_stop_alone(tmp_path):
+    """A program runs losscmp in a thread while the main thread's command has recorded a
+    Ctrl-C (errors.stop_on_signal): the thread's command, as it began and ended, forgot
+    that stop, and the main command, whose KeyboardInterrupt Python had dropped, trained
+    on. Nor is the thread's command stopped by a Ctrl-C that was not its own."""
+    from losscmp import errors
+    from losscmp.cli import app
+
+    previous = signal.signal(signal.SIGINT, errors.stop_on_signal)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)  # the main thread's command's Ctrl-C
+        seen: dict[str, object] = {}
+
+        def command_in_a_thread() -> None:
+            try:
+                errors.raise_if_stopped()
+            except KeyboardInterrupt:
+                seen["stopped"] = True
+            # refused in its body: the command began (its signal handling) and ended
+            args = ["run", "--epochs", "zero", "--out", str(tmp_path)]
+            seen["status"] = app(args, prog_name="losscmp", standalone_mode=False)
+
+        thread = threading.Thread(target=command_in_a_thread)
+        thread.start()
+        thread.join()
+        assert seen == {"status": 2}
+        with pytest.raises(KeyboardInterrupt):
+            errors.raise_if_stopped()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        errors.forget_stop()
+    assert errors._stop_signal is None
 
 
 def test_a_full_disk_mid_run_gives_the_command_that_finishes_it(cli, tmp_path, monkeypatch):
