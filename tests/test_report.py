@@ -355,9 +355,11 @@ def test_the_commands_in_notes_name_a_folder_with_spaces_as_one_word(tmp_path):
     meta = read_run_json(run_dir)
     meta["trials"] += ["lost", "never started"]
     (run_dir / "run.json").write_text(json.dumps(meta))
-    failed, unfinished = report_notes(load_run(run_dir))
+    results = load_run(run_dir)
+    failed, _ = report_notes(results)
     resume = ["losscmp", "run", "--resume", str(run_dir)]
     assert _command_in(failed, "losscmp run") == resume
+    (unfinished,) = report_notes(results, failed_trials=False)  # the command its own
     assert _command_in(unfinished, "losscmp run") == resume
     with pytest.raises(LosscmpError) as inside:
         resolve_run_dirs([run_dir / "trials"])
@@ -380,12 +382,15 @@ def test_the_failed_trials_note_is_left_out_only_where_asked(tmp_path):
         f"{run_dir}: 1 trial failed (lost: worker died); "
         f"'losscmp run --resume {run_dir}' tries it again"
     )
-    unfinished = (
-        f"{run_dir} is unfinished: 1 planned trial(s) have no result yet (pending); "
-        f"finish it with: losscmp run --resume {run_dir}"
-    )
-    assert report_notes(results) == [failed, unfinished]
-    assert report_notes(results, failed_trials=False) == [unfinished]
+    unfinished = f"{run_dir} is unfinished: 1 planned trial(s) have no result yet (pending); "
+    # The folder's --resume is given once: the unfinished note after the failed one refers to it.
+    assert report_notes(results) == [
+        failed,
+        unfinished + "the same 'losscmp run --resume' finishes it too",
+    ]
+    assert report_notes(results, failed_trials=False) == [
+        unfinished + f"finish it with: losscmp run --resume {run_dir}"
+    ]
 
 
 def test_the_failed_trials_note_names_the_trial_as_the_runs_lines_do(tmp_path):
