@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 from losscmp import selection, stats
-from losscmp.config import flag_name, separate_fused_copies
+from losscmp.config import flag_name, rate_text, separate_fused_copies
 from losscmp.devices import rounding_key
 from losscmp.errors import LosscmpError, SpecError
 from losscmp.metric_names import (
@@ -320,7 +320,7 @@ def source_lines(paths: Sequence[Path | str], results: RunResults) -> list[str]:
             said = [
                 ", ".join(dict.fromkeys(trials["loss"])),
                 f"seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))}",
-                *([f"lr {', '.join(f'{rate:g}' for rate in rates)}"] if rates else []),
+                *([f"lr {', '.join(map(rate_text, rates))}"] if rates else []),
             ]
             parts.append(f"{run_dir} ({'; '.join(said)})")
         lines.append(f"{len(parts)} runs combined in one table: " + "; ".join(parts))
@@ -638,7 +638,7 @@ def _values_shown(value: Any) -> str:
         return str(value["preset"])
     if isinstance(value, list):
         return ",".join(_values_shown(item) for item in value)
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return rate_text(value) if isinstance(value, float) else str(value)
 
 
 def _datasets_shown(run: RunResults, setup: dict[str, Any]) -> str:

@@ -1102,10 +1102,31 @@ def test_incomparable_runs_are_refused_with_the_reason(tmp_path, changes, messag
             "a rate grid (--lr-grid 0.001,0.003) vs one rate (--lr 0.01)",
         ),
         ({"lr": 3e-3}, {"lr": 1e-2}, "--lr 0.003 vs --lr 0.01"),
+        # Rates that print alike (an older run's) are named so that they differ.
+        (
+            {"lr_grid": [1e-4, 1e-3]},
+            {"lr_grid": [1.0000001e-4, 1e-3]},
+            "a rate grid (--lr-grid 0.0001,0.001) vs a rate grid (--lr-grid 0.00010000001,0.001)",
+        ),
+        (
+            {"lr_grid": [1e-4, 1e-3]},
+            {"lr": 1.0000001e-4},
+            "a rate grid (--lr-grid 0.0001,0.001) vs one rate (--lr 0.00010000001)",
+        ),
+        ({"lr": 1e-4}, {"lr": 1.0000001e-4}, "--lr 0.0001 vs --lr 0.00010000001"),
         ({"amp": True}, {"amp": False}, "--amp vs --no-amp"),
         ({"limit": None}, {"limit": 16}, "--limit none vs --limit 16"),
     ],
-    ids=["rate-vs-grid", "grid-vs-rate", "rates", "amp", "limit"],
+    ids=[
+        "rate-vs-grid",
+        "grid-vs-rate",
+        "rates",
+        "grids-alike",
+        "grid-vs-rate-alike",
+        "rates-alike",
+        "amp",
+        "limit",
+    ],
 )
 def test_runs_with_other_options_are_refused_naming_them_as_the_user_set_them(
     tmp_path, first_config, second_config, difference
