@@ -81,7 +81,9 @@ else
     timeout -k "$GRACE" "$(cap 30)" nvidia-smi \
         --query-gpu=name,memory.total,driver_version --format=csv 2>&1 \
         | tee -a "$SUMMARY" || stop "nvidia-smi failed: no NVIDIA GPU or driver here (or it hung)"
-    EXECUTORS=(--device cuda --epochs "${GPU_EPOCHS:-5}" --repeats "${GPU_REPEATS:-1}")
+    # --side-cap: a run several times the ~1 minute the slowest side should take is hung.
+    EXECUTORS=(--device cuda --epochs "${GPU_EPOCHS:-5}" --repeats "${GPU_REPEATS:-1}"
+        --side-cap 150)
     TRIAL=(--device cuda --preset small --image-size 128 --epochs 5 --repeats 3)
     COMPILE=(--repeats 2)
     MODES="default reduce-overhead"

@@ -12,8 +12,11 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -171,6 +174,28 @@ def test_a_failed_side_is_reported_and_the_others_go_on(tmp_path):
     assert results["fine"]["median_s"] > 0
     assert results["fine"]["execution"] == "cpu, 1 process(es)"
     assert json.loads(written.read_text())["fine"]["runs"] == results["fine"]["runs"]
+
+
+def test_a_side_past_its_cap_is_stopped_and_the_others_go_on(tmp_path, monkeypatch):
+    """A run that hangs (here: an interpreter deaf to SIGTERM, whose child outlives it, as
+    a worker process may) is stopped at the side's cap and reported failed, instead of
+    holding the executors step, and every side after it, until gpu.sh's cap for the step."""
+    module = executors_module()
+    children = tmp_path / "children"
+    hangs = f'trap "" TERM\nsleep 60 &\necho $! >>{children}\nwait'
+    monkeypatch.setattr(sys, "executable", str(fake_python(tmp_path, hangs)))
+    written = tmp_path / "figures.json"
+    sides = {"hangs": ["--losses", "dice"], "hangs too": ["--losses", "bce"]}
+    started = time.monotonic()
+    try:
+        results = module.compare(sides, 1, tmp_path, partial(module.write_json, written), cap=1)
+    finally:
+        for child in children.read_text().split() if children.exists() else []:
+            os.kill(int(child), signal.SIGKILL)
+    assert time.monotonic() - started < 30  # two sides, each 1 s and 10 s to SIGKILL
+    for name in sides:
+        assert results[name]["failed"].startswith("cut at its 1 s cap: "), results[name]
+    assert json.loads(written.read_text()) == results
 
 
 @pytest.mark.slow
