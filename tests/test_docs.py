@@ -534,6 +534,29 @@ def _plain(value):
 NUMBER_WORDS = {5: "five", 10: "ten", 15: "fifteen", 20: "twenty", 30: "thirty"}
 
 
+def test_the_architecture_docs_calls_name_every_parameter_in_order():
+    """docs/architecture.md wrote `runner.prepare(plan, resuming=False, done=(),
+    dry_run=False)` and `render.terminal.render(report)` after each had gained a parameter:
+    each `module.function(...)` line of its code blocks names the function's parameters,
+    in order (a bare `*` aside)."""
+    import importlib
+    import inspect
+
+    doc = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    call = re.compile(r"^([a-z_]+(?:\.[a-z_]+)*)\.([a-z_]+)\(((?:[^()]|\(\))*)\)", re.M)
+    wrong, checked = [], 0
+    for block in re.findall(r"```[a-z]*\n(.*?)```", doc, re.S):
+        for module, name, arguments in call.findall(block):
+            function = getattr(importlib.import_module(f"losscmp.{module}"), name)
+            written = [a.split("=")[0].strip() for a in arguments.split(",")]
+            written = [a for a in written if a not in ("", "*")]
+            if written != list(inspect.signature(function).parameters):
+                wrong.append(f"{module}.{name}({', '.join(written)})")
+            checked += 1
+    assert wrong == []
+    assert checked >= 7
+
+
 def test_the_constants_the_docs_quote_are_the_code_s():
     """The docs quote the stall limit, the schema version, the Ray probe's timeout...:
     each phrase, with the code's value put in, is in its doc."""
