@@ -339,7 +339,8 @@ def run(
         ),
     ] = None,
     num_workers: Annotated[
-        str | None, typer.Option(metavar="N", help="Data loader workers. \\[default: 0]")
+        str | None,
+        typer.Option(metavar="N", help="Data loader processes per trial process. \\[default: 0]"),
     ] = None,
     executor: Annotated[
         str | None,

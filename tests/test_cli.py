@@ -1139,7 +1139,7 @@ def test_run_help_shows_the_real_defaults(cli, monkeypatch):
         ("Trials per loss, each with its own seed.", defaults.seeds),
         ("First seed.", defaults.seed),
         ("AdamW learning rate.", defaults.lr),
-        ("Data loader workers.", defaults.num_workers),
+        ("Data loader processes per trial process.", defaults.num_workers),
         ("auto, cpu, cuda or mps.", defaults.device),
         ("Parent folder of run folders.", defaults.out),
         ("patterns ('*dice*').", ",".join(defaults.losses)),
