@@ -611,7 +611,12 @@ def has_finished_trial(run_dir: Path) -> bool:
     if any((run_dir / TRIALS_DIR).glob("*.json")):
         return True
     epochs = run_dir / EPOCH_TABLE.file  # defined below; read when called
-    return epochs.is_file() and epochs.stat().st_size > 0
+    try:
+        with epochs.open("rb") as table:
+            table.readline()  # the header: a run writes it as its folder is made
+            return bool(table.readline().strip())
+    except OSError:
+        return False
 
 
 def runs_in(folder: Path) -> list[Path]:

@@ -55,6 +55,32 @@ def test_no_help_page_shows_a_value_for_a_flag(cli):
         assert "--help" in result.output and "<bool>" not in result.output, path
 
 
+@pytest.mark.parametrize(
+    ("command", "usage", "argument_row"),
+    [
+        (["report"], "[OPTIONS] PATH...", "* PATH Run folders"),
+        (["losses"], "[OPTIONS] [PATTERN]", "PATTERN Filter names"),
+        (["datasets", "download"], "[OPTIONS] NAME", "* NAME Dataset to fetch"),
+    ],
+)
+def test_help_shows_an_argument_by_its_name_alone(cli, command, usage, argument_row):
+    """Typer 0.29 wrote 'PATH <list[str]>' (a Python type) in the arguments' panel and
+    '{PATH}...' (which reads as a set of choices) in the usage line."""
+    text = " ".join(cli(*command, "--help").output.replace("│", " ").split())
+    assert usage in text
+    assert argument_row in text
+    assert "<str>" not in text and "<list[str]>" not in text and "{" not in text
+
+
+def test_the_switches_are_flags_alone(cli):
+    """'--dry-run --no-dry-run ... [default: no-dry-run]': a second spelling that only
+    restates the default, which the README's synopsis does not have."""
+    for command, flag in ((["run"], "--dry-run"), (["report"], "--plots")):
+        text = cli(*command, "--help").output
+        assert flag in text and f"--no-{flag[2:]}" not in text, flag
+        assert f"default: no-{flag[2:]}" not in text, flag
+
+
 def test_top_level_help_lists_the_commands(cli):
     output = cli("--help").output
     for command in ("run", "report", "losses", "datasets"):
@@ -1149,7 +1175,7 @@ def test_run_help_shows_the_real_defaults(cli, monkeypatch):
         ("Trials per loss, each with its own seed.", defaults.seeds),
         ("First seed.", defaults.seed),
         ("AdamW learning rate.", defaults.lr),
-        ("Data loader workers.", defaults.num_workers),
+        ("Data loader processes per trial process.", defaults.num_workers),
         ("auto, cpu, cuda or mps.", defaults.device),
         ("Parent folder of run folders.", defaults.out),
         ("patterns ('*dice*').", ",".join(defaults.losses)),

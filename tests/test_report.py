@@ -804,16 +804,25 @@ def test_plots_of_combined_runs_say_they_are_each_runs_own(cli, tmp_path):
     assert "--plots drew" not in alone
 
 
-def test_a_folder_whose_newest_run_has_no_trial_yet_reports_the_one_before(cli, tmp_path):
+@pytest.mark.parametrize("with_headers", [False, True], ids=["run.json", "and headers"])
+def test_a_folder_whose_newest_run_has_no_trial_yet_reports_the_one_before(
+    cli, tmp_path, with_headers
+):
     """`report results/` while a run was starting (run.json written, no trial ended yet)
     refused: 'has no finished trials yet'; the runs before it were out of reach but by
-    name. The newest run with a finished trial is reported, and the line says so."""
+    name. The newest run with a finished trial is reported, and the line says so. A run
+    writes its tables' headers as it starts: epochs.csv's header alone, read as an old
+    run's table (made before trial files), refused again."""
     older = write_run(tmp_path, quality={"dice": 0.8}, seeds=(0,), run_id="20260101-1")
     starting = tmp_path / "20260102-1"
     starting.mkdir()
     meta = json.loads((older / "run.json").read_text())
     meta.update(run_id=starting.name, started_at="2026-01-02T00:00:00+00:00")
     (starting / "run.json").write_text(json.dumps(meta))
+    if with_headers:
+        for table in ("epochs.csv", "images.csv"):
+            header = (older / table).read_text().splitlines(keepends=True)[0]
+            (starting / table).write_text(header)
     assert resolve_run_dirs([tmp_path]) == [older]
     result = cli("report", tmp_path)
     assert result.exit_code == 0, result.output
