@@ -47,6 +47,7 @@ import stat
 import tempfile
 import time
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -234,6 +235,20 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, payload: Any) -> None:
     atomic_write_text(path, json_text(payload))
+
+
+def _pack(record: dict[str, Any]) -> bytes:
+    """A trial record as a writer keeps it between rebuilds of the tables: compact JSON,
+    compressed (~18x smaller than the parsed dicts); :func:`_unpack` gives it back equal."""
+    return zlib.compress(json.dumps(record, separators=(",", ":")).encode(), 1)
+
+
+def _unpack(packed: bytes) -> dict[str, Any]:
+    return json.loads(zlib.decompress(packed))
+
+
+def _packed_records(records: dict[str, dict[str, Any]]) -> dict[str, bytes]:
+    return {trial_id: _pack(record) for trial_id, record in records.items()}
 
 
 def json_text(payload: Any) -> str:
@@ -1163,7 +1178,9 @@ class RunStore:
         self._lock_depth = 0
         # While this store holds the lock it is the folder's only writer: the good trial
         # records it read or wrote stay true, and a rebuild need not read trials/ again.
-        self._records: dict[str, dict[str, Any]] | None = None
+        # Kept packed (_pack): parsed, a record's per-image rows cost ~0.5 KB each, and a
+        # run of hundreds of trials on 1000 test images grew by 160 MiB per 100 trials.
+        self._records: dict[str, bytes] | None = None
         self.clock = time.monotonic  # times the rebuilds (tests set their own)
         self._tables_cost = 0.0  # seconds the last rebuild of the tables took
         self._tables_built_at: float | None = None  # when it ended (self.clock)
@@ -1378,7 +1395,7 @@ class RunStore:
         scan = self.scan_trials()
         self.quarantined = [self._set_aside(item) for item in scan.damaged]
         if self._lock_handle is not None:
-            self._records = dict(scan.records)
+            self._records = _packed_records(scan.records)
         with contextlib.suppress(LosscmpError, OSError):
             self._list_set_aside()
         return set(scan.records)
@@ -1435,7 +1452,7 @@ class RunStore:
             raise ValueError(f"refusing to write a malformed trial record: {damage}") from None
         atomic_write_text(self.trials_dir / f"{record['trial_id']}.json", text)
         if self._records is not None:
-            self._records[written["trial_id"]] = written
+            self._records[written["trial_id"]] = _pack(written)
         with contextlib.suppress(LosscmpError, OSError):
             failed = self.read_meta().get("failed_trials") or {}
             if record["trial_id"] in failed:
@@ -1481,8 +1498,8 @@ class RunStore:
         if self._lock_handle is None:
             return list(self.scan_trials().records.values())
         if self._records is None:
-            self._records = dict(self.scan_trials().records)
-        return list(self._records.values())
+            self._records = _packed_records(self.scan_trials().records)
+        return [_unpack(packed) for packed in self._records.values()]
 
     @contextlib.contextmanager
     def _tables_lock(self) -> Iterator[None]:
