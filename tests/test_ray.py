@@ -356,6 +356,35 @@ def test_the_ray_a_run_starts_is_stopped_before_the_command_exits(tmp_path):
     assert _ray_processes() - before == set()  # its GCS and raylet are gone
 
 
+CTRL_C_AS_THE_PROCESS_EXITS = """
+import atexit, os, time
+# Registered first, so it runs last, after the executor's: as the finalizers after Ray's.
+atexit.register(lambda: (print("exiting", flush=True), time.sleep(60)))
+from losscmp.executors import ray as ray_executor
+ray_executor._shut_down_in_background()  # as a run's close() does (no Ray here to stop)
+"""
+
+
+def test_a_ctrl_c_as_the_process_exits_after_its_run_prints_no_traceback():
+    """The report was written; a Ctrl-C during the seconds Ray's exit handlers and the
+    finalizers take printed 'Exception ignored in atexit callback' and a traceback."""
+    pytest.importorskip("ray")
+    process = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_AS_THE_PROCESS_EXITS],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=_without_ray_settings(),
+    )
+    assert process.stdout.readline() == "exiting\n"
+    process.send_signal(signal.SIGINT)
+    with pytest.raises(subprocess.TimeoutExpired):  # the exit goes on, unbothered
+        process.wait(timeout=1)
+    process.kill()
+    assert process.communicate()[1] == ""
+
+
 def test_an_address_where_nothing_listens_is_refused_at_once(tmp_path):
     """Ray's own connect retries for minutes; the driver probes the address first: one
     line, exit 2, seconds, and no run folder."""

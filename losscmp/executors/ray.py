@@ -38,6 +38,7 @@ import logging
 import os
 import queue
 import re
+import signal
 import socket
 import sys
 import threading
@@ -303,9 +304,14 @@ def wait_for_shutdown() -> None:
 def _wait_at_exit() -> None:
     """``wait_for_shutdown`` as the process exits: a second Ctrl-C while it waits (a stopped
     run's last line, how to resume it, already printed) ends the wait instead of printing a
-    traceback below that line; Ray's processes end with this one."""
+    traceback below that line; Ray's processes end with this one. Ctrl-C is then ignored:
+    the command is over, and one pressed as Ray's own exit handlers and the finalizers after
+    this one run printed "Exception ignored in atexit callback" and a traceback below the
+    report (those take a second or more after Ray)."""
     with contextlib.suppress(KeyboardInterrupt):
         wait_for_shutdown()
+    with contextlib.suppress(ValueError):  # not the main thread: its signals are not ours
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _join(address: str) -> None:
