@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -355,6 +356,35 @@ def test_the_ray_a_run_starts_is_stopped_before_the_command_exits(tmp_path):
     assert _ray_processes() - before == set()  # its GCS and raylet are gone
 
 
+CTRL_C_AS_THE_PROCESS_EXITS = """
+import atexit, os, time
+# Registered first, so it runs last, after the executor's: as the finalizers after Ray's.
+atexit.register(lambda: (print("exiting", flush=True), time.sleep(60)))
+from losscmp.executors import ray as ray_executor
+ray_executor._shut_down_in_background()  # as a run's close() does (no Ray here to stop)
+"""
+
+
+def test_a_ctrl_c_as_the_process_exits_after_its_run_prints_no_traceback():
+    """The report was written; a Ctrl-C during the seconds Ray's exit handlers and the
+    finalizers take printed 'Exception ignored in atexit callback' and a traceback."""
+    pytest.importorskip("ray")
+    process = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_AS_THE_PROCESS_EXITS],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=_without_ray_settings(),
+    )
+    assert process.stdout.readline() == "exiting\n"
+    process.send_signal(signal.SIGINT)
+    with pytest.raises(subprocess.TimeoutExpired):  # the exit goes on, unbothered
+        process.wait(timeout=1)
+    process.kill()
+    assert process.communicate()[1] == ""
+
+
 def test_an_address_where_nothing_listens_is_refused_at_once(tmp_path):
     """Ray's own connect retries for minutes; the driver probes the address first: one
     line, exit 2, seconds, and no run folder."""
@@ -560,6 +590,73 @@ def test_a_grpc_server_passes_the_probe_and_an_http_address_is_refused():
     assert str(refused.value) == (
         "'http://head:8265' is an HTTP address (Ray's dashboard or job "
         "server); give the cluster's address, HOST:6379 or ray://HOST:10001"
+    )
+
+
+def _http2_answering_404() -> int:
+    """A port of every interface where an HTTP/2 server (a proxy's, a gRPC server's without
+    Ray's services) answers each request 404, which gRPC reads as UNIMPLEMENTED."""
+    import socket
+    import threading
+
+    server = socket.create_server(("", 0))
+    settings, settings_ack, headers = 4, 1, 1
+
+    def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+        return (
+            len(payload).to_bytes(3, "big")
+            + bytes([kind, flags])
+            + stream.to_bytes(4, "big")
+            + payload
+        )
+
+    def read(connection: socket.socket, size: int) -> bytes:
+        data = b""
+        while len(data) < size and (more := connection.recv(size - len(data))):
+            data += more
+        return data
+
+    def serve(connection: socket.socket) -> None:
+        with connection, contextlib.suppress(OSError):
+            connection.sendall(frame(settings, 0, 0))
+            read(connection, 24)  # the client's preface
+            while len(header := read(connection, 9)) == 9:
+                kind, flags = header[3], header[4]
+                stream = int.from_bytes(header[5:9], "big") & 0x7FFFFFFF
+                read(connection, int.from_bytes(header[:3], "big"))
+                if kind == settings and not flags & settings_ack:
+                    connection.sendall(frame(settings, settings_ack, 0))
+                elif kind == headers:  # ":status: 404" (HPACK's static entry 13), ended
+                    connection.sendall(frame(headers, 0x5, stream, bytes([0x80 | 13])))
+
+    def accept() -> None:
+        with server:
+            while True:
+                connection = server.accept()[0]
+                threading.Thread(target=serve, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return server.getsockname()[1]
+
+
+def test_a_grpc_server_that_is_not_rays_is_refused_at_once():
+    """It passes the probe's look at the connection (HTTP/2); ray.init then asked it again
+    every second for 20 s, printing a warning of Ray's each time, and gave up with
+    'Failed to connect'. Asked for the cluster's id as ray.init does, it says UNIMPLEMENTED."""
+    pytest.importorskip("ray._private.authentication")  # where the GCS is asked first
+    from losscmp.errors import LosscmpError
+    from losscmp.executors.ray import _check_answers, _check_token
+
+    address = f"127.0.0.1:{_http2_answering_404()}"
+    _check_answers(address)
+    started = time.monotonic()
+    with pytest.raises(LosscmpError) as refused:
+        _check_token(address)
+    assert time.monotonic() - started < 5
+    assert str(refused.value).startswith(f"could not join the Ray cluster at {address}: ")
+    assert str(refused.value).endswith(
+        "speaks gRPC but is not a Ray cluster's head; give the head node's address, "
+        "HOST:6379, or ray://HOST:10001 for Ray Client"
     )
 
 

@@ -38,6 +38,7 @@ import logging
 import os
 import queue
 import re
+import signal
 import socket
 import sys
 import threading
@@ -70,6 +71,7 @@ PROBE_TIMEOUT_S = 5.0  # a cluster address must accept a TCP connection within t
 RAY_GCS_PORT, RAY_CLIENT_PORT = 6379, 10001  # Ray's defaults: head node, ray:// client
 RAY_DASHBOARD_PORT = 8265  # Ray's dashboard and job server: HTTP, an address users mistake
 ACCELERATOR_PREFIX = "accelerator_type:"  # a node resource Ray adds per GPU model, e.g. H100
+GRPC_UNIMPLEMENTED = 12  # gRPC status of a server without the service asked for
 ROOM_CHECK_S = 10.0  # with no --jobs: how often the driver counts the tasks the cluster fits
 
 
@@ -302,9 +304,14 @@ def wait_for_shutdown() -> None:
 def _wait_at_exit() -> None:
     """``wait_for_shutdown`` as the process exits: a second Ctrl-C while it waits (a stopped
     run's last line, how to resume it, already printed) ends the wait instead of printing a
-    traceback below that line; Ray's processes end with this one."""
+    traceback below that line; Ray's processes end with this one. Ctrl-C is then ignored:
+    the command is over, and one pressed as Ray's own exit handlers and the finalizers after
+    this one run printed "Exception ignored in atexit callback" and a traceback below the
+    report (those take a second or more after Ray)."""
     with contextlib.suppress(KeyboardInterrupt):
         wait_for_shutdown()
+    with contextlib.suppress(ValueError):  # not the main thread: its signals are not ours
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _join(address: str) -> None:
@@ -457,7 +464,7 @@ def _check_token(address: str) -> None:
             InnerGcsClient,
             get_authentication_mode,
         )
-        from ray.exceptions import AuthenticationError
+        from ray.exceptions import AuthenticationError, RpcError
     except ImportError:  # a Ray without token authentication
         return
     if address == "auto":  # ray.init sends the token in ~/.ray itself to this machine's cluster
@@ -477,8 +484,18 @@ def _check_token(address: str) -> None:
             InnerGcsClient.standalone(gcs, None, int(PROBE_TIMEOUT_S * 1000))
     except AuthenticationError:
         raise LosscmpError(_token_refusal(where, sent)) from None
+    except RpcError as error:
+        if error.rpc_code != GRPC_UNIMPLEMENTED:
+            return  # a GCS slow to answer, say: ray.init says it in its own words
+        # Another gRPC server (or an HTTP/2 proxy): ray.init would ask it again every
+        # second for 20 s, each time with a warning of Ray's, then give up.
+        raise LosscmpError(
+            f"could not {where}: what answers at {gcs} speaks gRPC but is not a Ray "
+            f"cluster's head; give the head node's address, HOST:{RAY_GCS_PORT}, or "
+            f"ray://HOST:{RAY_CLIENT_PORT} for Ray Client"
+        ) from None
     except Exception:
-        return  # anything else (not Ray's GCS?): ray.init says it in its own words
+        return  # anything else: ray.init says it in its own words
 
 
 def _token_refusal(where: str, sent: bool) -> str:
