@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -385,11 +386,13 @@ def run(
         typer.Option(
             metavar=NO_VALUE_METAVAR,
             help="Make every check a run makes (data loaded, losses tried), print "
-            "the planned trials and exit.",
+            "the planned trials and about how long they take here (timed: a few "
+            "training steps of each kind of job, seconds on a CPU for a small run) and exit.",
         ),
     ] = False,
 ) -> None:
     """Train the U-Net once per loss (and seed), then print the comparison table."""
+    began = time.monotonic()  # the dry run's estimate counts a run's start from here
     from losscmp.config import build_config
     from losscmp.plan import plan_run
     from losscmp.runner import resume_config
@@ -441,6 +444,7 @@ def run(
     if dry_run:
         finished, choices, execution = _dry_run_checks(prepared, resume)
         console.print_plan(plan, finished, choices, execution, resumed=resume)
+        console.print_estimate(_dry_run_estimate(prepared, began, resume, finished))
         return
     # What finishes a run folder: this command, resuming it (printed wherever it stops)
     resuming = functools.partial(_command_line, config, flags)
@@ -635,6 +639,15 @@ def _dry_run_checks(prepared, resume: Path | None) -> tuple[set[str], list, str]
             planned_choices(prepared, meta, finished),
             planned_execution(prepared, finished, meta),
         )
+
+
+def _dry_run_estimate(prepared, began: float, resume: Path | None, finished) -> str:
+    """About how long the trials not ``finished`` take here (``measure.estimate_line``)."""
+    from losscmp.measure import estimate_line
+    from losscmp.results import read_run_json
+
+    meta = read_run_json(resume) if resume is not None else None
+    return estimate_line(prepared, began, finished, meta)
 
 
 def _command_line(config: str | None, flags: dict, resume: Path | None) -> str:
