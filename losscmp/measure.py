@@ -33,7 +33,7 @@ EVALUATION_BATCHES = 3  # evaluation batches timed per split (the first one a wa
 BOUNDARY_IMAGES = 4  # images whose boundary scores are timed
 # Seconds of measuring after which the shapes left (26 losses alone: 26 shapes) are not
 # timed but taken as the slowest timed one of their kind (the same target maps, the host
-# work that differs most between losses), the shapes with maps timed first.
+# work that differs most between losses); one shape of each kind is timed first.
 BUDGET_S = 8.0
 
 
@@ -95,8 +95,13 @@ def measure_job_costs(prepared, jobs, execution) -> tuple[dict[tuple, tuple[JobC
     from losscmp.worker import _cudnn_autotune, torch_threads
 
     device = prepared.settings.device
-    firsts = {}  # a job of each shape, those with target maps first
-    for job in sorted(jobs, key=lambda job: not _maps(job, prepared)):
+    firsts = {}  # a job of each shape: one of each kind (its maps) first, then the rest
+    kinds: set[frozenset] = set()
+    for job in jobs:
+        if _maps(job, prepared) not in kinds:
+            kinds.add(_maps(job, prepared))
+            firsts.setdefault(_shape(job), job)
+    for job in jobs:
         firsts.setdefault(_shape(job), job)
     costs: dict[tuple, tuple[JobCost, int]] = {}
     shared: dict[tuple, float] = {}  # evaluations and boundary scores, by what they depend on
