@@ -57,7 +57,11 @@ def estimate_line(prepared, began: float, done: Collection[str] = (), meta=None)
         )
     if not jobs:
         return "time: nothing left to train"
-    costs, timed = measure_job_costs(prepared, jobs, execution)
+    try:
+        costs, timed = measure_job_costs(prepared, jobs, execution)
+    except Exception as error:  # the plan is printed and checked: an estimate is a bonus
+        reason = " ".join(str(error).split()[:30]) or type(error).__name__
+        return f"time: not estimated: a timed training step failed ({reason})"
     epochs = prepared.plan.config.epochs
     durations = [job_seconds(*costs[_shape(job)], epochs) for job in jobs]
     slower = _slowdown(execution, prepared.settings.device)

@@ -117,3 +117,19 @@ def test_a_run_finished_has_nothing_left_to_time(cli, tmp_path):
     result = cli("run", "--resume", run_dir, "--dry-run")
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1] == "time: nothing left to train"
+
+
+def test_a_step_that_fails_while_timed_is_said_not_a_traceback(cli, tmp_path, monkeypatch):
+    """Out of memory on the GPU, say: the plan is printed already and every check made."""
+    import losscmp.measure
+
+    def fails(*args):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(losscmp.measure, "_measure", fails)
+    result = cli("run", *TINY, "--losses", "dice", "--dry-run", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        "time: not estimated: a timed training step failed "
+        "(CUDA out of memory. Tried to allocate 2.00 GiB)"
+    )
