@@ -33,7 +33,7 @@ EVALUATION_BATCHES = 3  # evaluation batches timed per split (the first one a wa
 BOUNDARY_IMAGES = 4  # images whose boundary scores are timed
 # Seconds of measuring after which the shapes left (26 losses alone: 26 shapes) are not
 # timed but taken as the slowest timed one of their kind (the same target maps, the host
-# work that differs most between losses); one shape of each kind is timed first.
+# work that differs most between losses); one shape of each kind is timed whatever it takes.
 BUDGET_S = 8.0
 
 
@@ -49,7 +49,6 @@ def estimate_line(prepared, began: float, done: Collection[str] = (), meta=None)
     from losscmp.runner import planned_jobs
 
     execution, jobs = planned_jobs(prepared, done, meta)
-    start_s = time.monotonic() - began + _import_seconds(jobs)
     if execution.executor != "local":
         return (
             f"time: not estimated for --executor {execution.executor} (its tasks run "
@@ -57,6 +56,7 @@ def estimate_line(prepared, began: float, done: Collection[str] = (), meta=None)
         )
     if not jobs:
         return "time: nothing left to train"
+    start_s = time.monotonic() - began + _import_seconds()
     try:
         costs, timed = measure_job_costs(prepared, jobs, execution)
     except Exception as error:  # the plan is printed and checked: an estimate is a bonus
@@ -80,13 +80,11 @@ def estimate_line(prepared, began: float, done: Collection[str] = (), meta=None)
     )
 
 
-def _import_seconds(jobs) -> float:
+def _import_seconds() -> float:
     """What a run imports before its first job (``worker.import_job_modules``: smp, scipy),
     timed: part of its start that this dry run has not paid yet."""
     from losscmp.worker import import_job_modules
 
-    if not jobs:
-        return 0.0
     began = time.perf_counter()
     import_job_modules()
     return time.perf_counter() - began
@@ -100,10 +98,9 @@ def measure_job_costs(prepared, jobs, execution) -> tuple[dict[tuple, tuple[JobC
 
     device = prepared.settings.device
     firsts = {}  # a job of each shape: one of each kind (its maps) first, then the rest
-    kinds: set[frozenset] = set()
+    kinds: dict[frozenset, tuple] = {}  # each kind's first shape: timed whatever the budget
     for job in jobs:
-        if _maps(job, prepared) not in kinds:
-            kinds.add(_maps(job, prepared))
+        if kinds.setdefault(_maps(job, prepared), _shape(job)) == _shape(job):
             firsts.setdefault(_shape(job), job)
     for job in jobs:
         firsts.setdefault(_shape(job), job)
@@ -112,10 +109,10 @@ def measure_job_costs(prepared, jobs, execution) -> tuple[dict[tuple, tuple[JobC
     with torch_threads(execution.threads), _cudnn_autotune(device):
         for shape, job in firsts.items():
             if not costs:  # the first, with the process's one-off costs: out of the budget
-                costs[shape] = _measure(job, prepared, STEPS, shared)
+                costs[shape] = _measure(job, prepared, shared, first=True)
                 began = time.perf_counter()
-            elif time.perf_counter() - began < BUDGET_S:
-                costs[shape] = _measure(job, prepared, OTHER_STEPS, shared)
+            elif shape in kinds.values() or time.perf_counter() - began < BUDGET_S:
+                costs[shape] = _measure(job, prepared, shared, first=False)
     timed = len(costs)
     for shape, job in firsts.items():
         if shape not in costs:
@@ -137,9 +134,8 @@ def _slowest_of_kind(job, costs, firsts, prepared) -> tuple[JobCost, int]:
     """The timed cost with the slowest step among shapes needing the same maps as ``job``
     (of any, where none of its kind was timed)."""
     kind = _maps(job, prepared)
-    timed = [costs[shape] for shape in costs if shape in firsts]
     same = [cost for shape, cost in costs.items() if _maps(firsts[shape], prepared) == kind]
-    return max(same or timed, key=lambda cost: cost[0].step_s)
+    return max(same or costs.values(), key=lambda cost: cost[0].step_s)
 
 
 def _shape(job) -> tuple:
@@ -148,9 +144,10 @@ def _shape(job) -> tuple:
     return trained[0].dataset, job.fused, tuple(trial.loss for trial in trained)
 
 
-def _measure(job, prepared, steps: int, shared: dict) -> tuple[JobCost, int]:
+def _measure(job, prepared, shared: dict, first: bool) -> tuple[JobCost, int]:
     """``job``'s cost and steps per epoch; ``shared``: the evaluation and boundary seconds
-    measured so far, by dataset (and copies): every loss's model evaluates alike."""
+    measured so far, by dataset (and copies): every loss's model evaluates alike;
+    ``first``: the process's first steps, after a warm-up step."""
     from losscmp.train import trial_settings
 
     trials = list(job.trained)
@@ -165,7 +162,8 @@ def _measure(job, prepared, steps: int, shared: dict) -> tuple[JobCost, int]:
         model, step, steps_per_epoch, needs = _alone(trials[0], specs, data, settings)
         copies = 1
     setup_s = time.perf_counter() - started
-    step_s = _step_seconds(step, data, settings, needs, trials[0].seed, steps, warm=not shared)
+    steps = STEPS if first else OTHER_STEPS
+    step_s = _step_seconds(step, data, settings, needs, trials[0].seed, steps, warm=first)
     dataset = trials[0].dataset
     if (dataset, copies) not in shared:
         shared[dataset, copies] = _evaluation_seconds(model, data, settings, job.fused)

@@ -133,3 +133,31 @@ def test_a_step_that_fails_while_timed_is_said_not_a_traceback(cli, tmp_path, mo
         "time: not estimated: a timed training step failed "
         "(CUDA out of memory. Tried to allocate 2.00 GiB)"
     )
+
+
+def test_past_the_budget_the_kinds_left_are_the_slowest_timed_of_their_kind(
+    cli, tmp_path, monkeypatch
+):
+    """One job of each kind (its target maps) is timed whatever the budget; once it is
+    spent (here at once) dice, of focal's kind (no maps), is taken as focal's cost."""
+    import losscmp.measure
+    from losscmp.estimate import JobCost
+
+    timed = []
+    hour_per_epoch = {"focal": 360.0, "dice": 1.0, "boundary": 720.0}  # x 10 steps
+
+    def fake(job, prepared, shared, first):
+        (trial,) = job.trained
+        timed.append(trial.loss)
+        return JobCost(0.0, hour_per_epoch[trial.loss], 0.0), 10
+
+    monkeypatch.setattr(losscmp.measure, "_measure", fake)
+    monkeypatch.setattr(losscmp.measure, "BUDGET_S", 0.0)
+    losses = ["--losses", "focal,dice,boundary", "--epochs", "1", "--jobs", "1"]
+    result = cli("run", *TINY, *losses, "--dry-run", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    assert timed == ["focal", "boundary"]  # the first of each kind, in the jobs' order
+    found = _estimate(result.output)
+    # focal 1 h, dice as focal 1 h (timed: 10 s), boundary 2 h, one after another
+    assert found[0].startswith("time: about 4 h here for 3 jobs")
+    assert found[3] == "2 of its 3 kinds of job, the others taken as the slowest of theirs"
