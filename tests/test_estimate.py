@@ -123,7 +123,7 @@ def test_a_step_that_fails_while_timed_is_said_not_a_traceback(cli, tmp_path, mo
     """Out of memory on the GPU, say: the plan is printed already and every check made."""
     import losscmp.measure
 
-    def fails(*args):
+    def fails(*args, **kwargs):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(losscmp.measure, "_measure", fails)
