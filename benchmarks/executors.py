@@ -41,10 +41,10 @@ gpu: small preset, 128 px, synthetic, 8 losses x 1 seed: 1 loss alone; the 8
      sequential; fused (one stacked model); as --trials-per-gpu 2 and 4
      processes; wall time of each, the ratio to 1 loss alone (target <= 2.5x
      for the best way), the speed-up over sequential and peak GPU memory per
-     trial (from the trial records). A side whose run fails, or leaves a trial
-     failed, is reported and left out, the others go on, and the command exits
-     1; a diverged trial is named on its side's line; --json is rewritten after
-     every run.
+     trial (from the trial records). A side whose run fails, leaves a trial
+     failed or runs past --side-cap seconds is reported and left out, the others
+     go on, and the command exits 1; a diverged trial is named on its side's
+     line; --json is rewritten after every run.
 """
 
 from __future__ import annotations
@@ -119,18 +119,31 @@ class SideFailed(Exception):
     """A side's run exited non-zero or left a trial unfinished: its time is no figure."""
 
 
-def run_command(args: list[str], out: Path, driver: Path | None = None) -> tuple[float, Path]:
+def run_command(
+    args: list[str], out: Path, driver: Path | None = None, cap: float | None = None
+) -> tuple[float, Path]:
     """Wall seconds of one whole `losscmp run`, and its run folder; ``driver``: where the
-    run writes its main process's CPU seconds and peak memory (DRIVER_PROBE)."""
+    run writes its main process's CPU seconds and peak memory (DRIVER_PROBE); ``cap``:
+    seconds after which the run is stopped (SIGTERM, then SIGKILL 10 s on) and its side
+    failed, so that one run hung on a GPU leaves the time for the other sides."""
     out.mkdir(parents=True, exist_ok=True)
     start_losscmp = ["-c", DRIVER_PROBE] if driver else ["-m", "losscmp"]
     command = [sys.executable, *start_losscmp, "run", *args, "--out", str(out)]
+    # --foreground: the run stays in this process group, which gpu.sh's own cap stops.
+    capped = ["timeout", "--foreground", "-k", "10", str(cap)] if cap else []
     env = {**os.environ, "LOSSCMP_BENCH_DRIVER": str(driver)} if driver else None
+    said = out / "stderr.txt"  # a file, not a pipe: a stopped run's children may hold a pipe
     start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    with said.open("w") as stderr:
+        done = subprocess.run(
+            [*capped, *command], stdout=subprocess.DEVNULL, stderr=stderr, env=env
+        )
     seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SideFailed(f"exit {result.returncode}: {' '.join(command)}\n{result.stderr[-2000:]}")
+    tail = said.read_text(errors="replace")[-2000:]
+    if cap and done.returncode in (124, 137):
+        raise SideFailed(f"cut at its {cap:g} s cap: {' '.join(command)}\n{tail}")
+    if done.returncode != 0:
+        raise SideFailed(f"exit {done.returncode}: {' '.join(command)}\n{tail}")
     newest = max((path for path in out.iterdir() if path.is_dir()), key=lambda p: p.stat().st_mtime)
     check_finished(newest)
     return seconds, newest
@@ -191,11 +204,17 @@ def execution_of(run_dir: Path) -> str:
 
 
 def compare(
-    sides: dict[str, list[str]], repeats: int, scratch: Path, save=None, driver: bool = False
+    sides: dict[str, list[str]],
+    repeats: int,
+    scratch: Path,
+    save=None,
+    driver: bool = False,
+    cap: float | None = None,
 ) -> dict[str, dict]:
     """Alternate the sides ``repeats`` times; median wall seconds, seconds per trial and
     GPU memory per side (``driver``: and the main process's CPU seconds and peak memory).
-    A side that fails is reported and left out of later repeats; the others go on.
+    A side that fails (or runs past ``cap`` seconds) is reported and left out of later
+    repeats; the others go on.
     ``save(results)`` is called after every run, so that a benchmark stopped by a time
     limit keeps the figures it has."""
     results: dict[str, dict] = {name: {"runs": [], "per_trial": []} for name in sides}
@@ -206,7 +225,7 @@ def compare(
                 continue
             probe = scratch / f"{name}-{repeat}.driver.json" if driver else None
             try:
-                seconds, run_dir = run_command(args, scratch / f"{name}-{repeat}", probe)
+                seconds, run_dir = run_command(args, scratch / f"{name}-{repeat}", probe, cap)
             except SideFailed as failure:
                 result["failed"] = str(failure)
                 print(f"  {name:28s} run {repeat + 1}: FAILED {failure}", flush=True)
@@ -432,6 +451,11 @@ def main() -> None:
     parser.add_argument(
         "--json", type=Path, help="also write the figures here (after every run, as they come)"
     )
+    parser.add_argument(
+        "--side-cap",
+        type=float,
+        help="seconds a side's run may take; one past it is stopped and reported as failed",
+    )
     options = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="losscmp-bench-"))
     try:
@@ -470,7 +494,7 @@ def main() -> None:
             options.json.parent.mkdir(parents=True, exist_ok=True)
             save = partial(write_json, options.json)
         many = options.what in ("ray-many", "fuse")
-        results = compare(sides, options.repeats, scratch, save, driver=many)
+        results = compare(sides, options.repeats, scratch, save, many, options.side_cap)
         (print_many_table if many else print_table)(results, baseline)
         if options.what == "gpu":
             print_gpu_verdict(results)

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Every GPU figure, on a CUDA machine:
 #     bash benchmarks/gpu.sh [LOG_DIR [STEP...]]
-# Steps (default: tests executors trial compile, in that order, most wanted first):
-#   tests      the CUDA tests (tests/test_cuda.py: each loss CUDA vs CPU, a bf16 trial,
-#              a fused step and group, no host sync, whole runs fused / sequential /
-#              --trials-per-gpu 2 / loader processes, under Ray where it is installed);
+# Steps (default: executors trial tests compile, in that order, most wanted first: issue
+# 9's two figures, then the tests, which a short deadline may cut, then torch.compile):
 #   executors  whole runs, 8 losses x 1 seed: 1 loss alone, sequential, fused,
 #              --trials-per-gpu 2/4, with GPU memory per trial;
 #   trial      one trial vs the best plain PyTorch loop (small preset, 128 px, bf16);
+#   tests      the CUDA tests (tests/test_cuda.py: each loss CUDA vs CPU, a bf16 trial,
+#              a fused step and group, no host sync, whole runs fused / sequential /
+#              --trials-per-gpu 2 / loader processes, under Ray where it is installed);
 #   compile    the plain loop under torch.compile (default, and CUDA graphs), against
 #              the eager plain loop and losscmp: is a --compile flag worth building?
 # Logs go to LOG_DIR (default: $OUT where it is set, as on a lent device machine, whose
@@ -18,6 +19,8 @@
 # gpu-wheels`: segmentation-models-pytorch, which a bare GPU image lacks) are installed
 # first; then one check imports what every step needs, builds the model and asks torch
 # for the GPU, and the script stops there (exit 1, one line saying why) if that fails.
+# nvidia-smi (30 s), the install (120 s) and the check (180 s) have caps of their own, cut
+# to the time left like a step's: a GPU or disk that hangs them stops the script there.
 # The script ends within GPU_DEADLINE_S seconds (default 570: a lent machine kills a
 # command at 600): each step's cap is cut to the time left, and a step with under 30 s
 # left is skipped. A step still running GRACE (10) seconds after its cap's SIGTERM is
@@ -34,7 +37,7 @@
 set -u -o pipefail
 LOGS=${1:-${OUT:-benchmarks/gpu-logs}}
 shift || true
-STEPS=${*:-tests executors trial compile}
+STEPS=${*:-executors trial tests compile}
 DEADLINE=${GPU_DEADLINE_S:-570}
 GRACE=10  # seconds between a step's SIGTERM at its cap and its SIGKILL
 PYTHON=${PYTHON:-python3}
@@ -47,6 +50,14 @@ SUMMARY=$LOGS/gpu.txt
 stop() {  # stop MESSAGE: before any step, nothing worth running
     echo "gpu.sh: $*" | tee -a "$SUMMARY" >&2
     exit 1
+}
+too_late() {  # under 30 s left: not worth starting a step
+    ((DEADLINE - SECONDS < 30))
+}
+cap() {  # cap SECONDS: the smaller of SECONDS and the time left, never 0 (timeout 0: no limit)
+    local left=$((DEADLINE - SECONDS))
+    ((left < 1)) && left=1
+    echo $(($1 < left ? $1 : left))
 }
 
 for step in $STEPS; do  # a typo found now, not after minutes of the steps before it
@@ -67,9 +78,12 @@ if [[ $DRY == 1 ]]; then
     MODES=default  # the eager backend has no modes: one is enough to check the step
 else
     DEVICE=cuda
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 \
-        | tee -a "$SUMMARY" || stop "nvidia-smi failed: no NVIDIA GPU or driver here"
-    EXECUTORS=(--device cuda --epochs "${GPU_EPOCHS:-5}" --repeats "${GPU_REPEATS:-1}")
+    timeout -k "$GRACE" "$(cap 30)" nvidia-smi \
+        --query-gpu=name,memory.total,driver_version --format=csv 2>&1 \
+        | tee -a "$SUMMARY" || stop "nvidia-smi failed: no NVIDIA GPU or driver here (or it hung)"
+    # --side-cap: a run several times the ~1 minute the slowest side should take is hung.
+    EXECUTORS=(--device cuda --epochs "${GPU_EPOCHS:-5}" --repeats "${GPU_REPEATS:-1}"
+        --side-cap 150)
     TRIAL=(--device cuda --preset small --image-size 128 --epochs 5 --repeats 3)
     COMPILE=(--repeats 2)
     MODES="default reduce-overhead"
@@ -78,9 +92,10 @@ fi
 WHEELS=${GPU_WHEELS:-.whl}
 if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
     SITE=${WHL_SITE:-/tmp/site}
-    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target "$SITE" "$WHEELS"/*.whl 2>&1 | tee -a "$SUMMARY" \
-        || stop "installing $WHEELS/*.whl into $SITE failed (pip's words above)"
+    timeout -k "$GRACE" "$(cap 120)" "$PYTHON" -m pip install -q --no-index --no-deps \
+        --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl 2>&1 \
+        | tee -a "$SUMMARY" \
+        || stop "installing $WHEELS/*.whl into $SITE failed or hung (pip's words above)"
     export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
 fi
 
@@ -110,17 +125,12 @@ if device == "cuda":
     print(name, "capability", capability, "bf16", torch.cuda.is_bf16_supported())
 EOF
 )
-"$PYTHON" -c "$CHECK" "$DEVICE" 2>&1 | tee -a "$SUMMARY" \
-    || stop "the check before the steps failed (its last line above says why)"
+timeout -k "$GRACE" "$(cap 180)" "$PYTHON" -c "$CHECK" "$DEVICE" 2>&1 | tee -a "$SUMMARY"
+checked=${PIPESTATUS[0]}
+((checked == 124 || checked == 137)) \
+    && stop "the check before the steps hung and was cut at its time cap (at $SECONDS s)"
+((checked == 0)) || stop "the check before the steps failed (its last line above says why)"
 
-too_late() {  # under 30 s left: not worth starting a step
-    ((DEADLINE - SECONDS < 30))
-}
-cap() {  # cap SECONDS: the smaller of SECONDS and the time left, never 0 (timeout 0: no limit)
-    local left=$((DEADLINE - SECONDS))
-    ((left < 1)) && left=1
-    echo $(($1 < left ? $1 : left))
-}
 FAILED=0
 record() {  # record STEP STATUS START: a line in gpu.txt; 124 (137: killed) is a step's cap
     local how="exit $2"

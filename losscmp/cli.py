@@ -62,6 +62,12 @@ class _FlagHelp:
         return option
 
     def format_help(self, ctx, formatter):
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                _show_argument_plainly(param)
+        return self._format_help_quietly(ctx, formatter)
+
+    def _format_help_quietly(self, ctx, formatter):
         """Typer draws the help with a Rich console of its own, whose answer to a closed
         stdout (``losscmp --help | head -1``) is SystemExit(1), the status of a run with
         failed trials: the help ends as every other closed output does (141, nothing said).
@@ -71,6 +77,18 @@ class _FlagHelp:
             return super().format_help(ctx, formatter)
         except SystemExit:
             raise typer.Exit(OUTPUT_CLOSED_STATUS) from None
+
+
+def _show_argument_plainly(argument) -> None:
+    """An argument in the help as its metavar alone, as click writes it: Typer 0.29 adds
+    its Python type ('PATH <list[str]>') and braces a required one in the usage line
+    ('{PATH}...', which reads as a set of choices)."""
+    name = argument.metavar or argument.name.upper()
+    piece = name if argument.required else f"[{name}]"
+    if argument.nargs != 1:
+        piece += "..."
+    argument.display_type_rich = lambda ctx: None
+    argument.get_usage_pieces = lambda ctx: [piece]
 
 
 def _quiet_when_output_closed(show_help):
@@ -145,6 +163,9 @@ def user_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         startup.began()  # a stop from here on is the command's to say
+        from losscmp import console  # every command prints with it: no extra import
+
+        console.command_began()
         try:
             return command(*args, **kwargs)
         except LosscmpError as error:
@@ -322,7 +343,8 @@ def run(
         ),
     ] = None,
     num_workers: Annotated[
-        str | None, typer.Option(metavar="N", help="Data loader workers. \\[default: 0]")
+        str | None,
+        typer.Option(metavar="N", help="Data loader processes per trial process. \\[default: 0]"),
     ] = None,
     executor: Annotated[
         str | None,
@@ -384,7 +406,9 @@ def run(
     dry_run: Annotated[
         bool,
         typer.Option(
+            "--dry-run",  # a flag alone: no '--no-dry-run' half, no '[default: no-dry-run]'
             metavar=NO_VALUE_METAVAR,
+            show_default=False,
             help="Make every check a run makes (data loaded, losses tried), print "
             "the planned trials and about how long they take here (timed: a few "
             "training steps of each kind of job, seconds on a CPU for a small run) and exit.",
@@ -712,7 +736,13 @@ def report(
         ),
     ] = "dice",
     plots: Annotated[
-        bool, typer.Option(metavar=NO_VALUE_METAVAR, help="Write PNG figures into the run folder.")
+        bool,
+        typer.Option(
+            "--plots",  # a flag alone: no '--no-plots' half, no '[default: no-plots]'
+            metavar=NO_VALUE_METAVAR,
+            show_default=False,
+            help="Write PNG figures into <run>/plots/.",
+        ),
     ] = False,
     **files: str | None,
 ) -> None:

@@ -499,6 +499,14 @@ def flag_name(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
+def rate_text(rate: float) -> str:
+    """A rate as a refusal names it: as a column prints it ('0.001') where that reads back
+    as the same number, else the shortest text that does ('0.0010000001'), so two rates
+    that differ are never named alike."""
+    short = f"{rate:g}"
+    return short if float(short) == rate else repr(float(rate))
+
+
 def _typed_number(key: str, value: Any) -> Any:
     """A numeric option's text (a flag's, a config file's 1e1 or '8') as the number it
     spells; other text is left for normalise to refuse in the words it uses for a config
@@ -892,8 +900,9 @@ def _refuse_rates_printed_alike(grid: list[float], option: str) -> None:
     for rate in grid:
         alike = [other for other in grid if f"{other:g}" == f"{rate:g}"]
         if len(alike) > 1:
+            named = [rate_text(other) for other in alike]
             raise ParameterError(
-                f"{option} rates {', '.join(map(repr, alike[:-1]))} and {alike[-1]!r} "
+                f"{option} rates {', '.join(named[:-1])} and {named[-1]} "
                 f"{'both' if len(alike) == 2 else 'all'} print as {rate:g}, "
                 "so their trials and columns would read the same; give rates that differ "
                 "within 6 significant digits"

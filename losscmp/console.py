@@ -105,9 +105,22 @@ class _Console(Console):
         # Elsewhere (Rich's refresh thread, on a terminal: no pipe) that thread just ends.
 
 
-# Whether OutputClosed was raised in this process: raised once, as the run's cleanup (its
-# lines on the other stream, often the same closed pipe) is not to be stopped again.
+# Whether the main thread's command already stops for a closed output: OutputClosed is
+# raised once, as the run's cleanup (its lines on the other stream, often the same closed
+# pipe) is not to be stopped again. Per command, not per stream: with ``2>&1 | head`` both
+# streams are one pipe, and stderr's next line fails as stdout's did.
 _output_closed = False
+
+
+def command_began() -> None:
+    """A command begins: its output is open until a write to it fails. Set for the rest of
+    the process, a second command (the Python API, CliRunner) whose reader left too went on
+    with exit status 0, a run training on with no one reading. Only the main thread's
+    command stops for it (``on_broken_pipe``), so only it begins anew: a program's thread
+    beginning a command must not let the main thread's cleanup be stopped again."""
+    global _output_closed
+    if threading.current_thread() is threading.main_thread():
+        _output_closed = False
 
 
 def _stop_for_closed_output() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import signal
+import threading
 from collections.abc import Iterable
 from typing import NoReturn
 
@@ -35,6 +36,9 @@ class OutputClosed(KeyboardInterrupt):
 
 
 # The signal that stopped the run (stop_on_signal), until the command ends: None if none.
+# It is the main thread's command's: Python runs signal handlers in the main thread only,
+# and only a command there installs stop_on_signal (cli.py). A command that a program runs
+# in another thread neither forgets it nor raises it (_owns_the_stop).
 _stop_signal: int | None = None
 
 
@@ -51,15 +55,24 @@ def stop_on_signal(signum: int, frame: object) -> NoReturn:
 
 
 def raise_if_stopped() -> None:
-    """Raise again the stop a signal raised since forget_stop(), should it have been lost."""
-    if _stop_signal is not None:
+    """Raise again the stop a signal raised since forget_stop(), should it have been lost;
+    in the main thread only: a command in another thread was not stopped by it."""
+    if _stop_signal is not None and _owns_the_stop():
         raise _stop_for(_stop_signal)
 
 
 def forget_stop() -> None:
-    """A command begins or ends: a stop recorded before it belongs to no run now."""
+    """A command begins or ends: a stop recorded before it belongs to no run now. In the
+    main thread only: a program's thread beginning or ending a command while the main
+    thread's was stopped lost that stop, and the main command then trained on."""
     global _stop_signal
-    _stop_signal = None
+    if _owns_the_stop():
+        _stop_signal = None
+
+
+def _owns_the_stop() -> bool:
+    """Whether the command of the calling thread is the one a recorded stop stopped."""
+    return threading.current_thread() is threading.main_thread()
 
 
 def _stop_for(signum: int) -> KeyboardInterrupt:

@@ -64,7 +64,7 @@ READABLE_SCHEMAS = (1, 2)
 RUN_FILE = "run.json"
 TRIALS_DIR = "trials"
 DAMAGED_DIR = "damaged"  # under trials/: damaged trial files set aside by --resume
-DAMAGED_NAMED = 3  # damaged trial files a report's note names; the rest it counts
+DAMAGED_NAMED = 3  # damaged trial files a report names, a note each; the rest it counts
 PANEL_DIR = "panel"
 RECORD_DIRS = (TRIALS_DIR, PANEL_DIR)  # a run's records besides run.json: no output goes there
 REPORT_PAGE = "report.html"  # the run's self-contained report, written after every run
@@ -611,7 +611,12 @@ def has_finished_trial(run_dir: Path) -> bool:
     if any((run_dir / TRIALS_DIR).glob("*.json")):
         return True
     epochs = run_dir / EPOCH_TABLE.file  # defined below; read when called
-    return epochs.is_file() and epochs.stat().st_size > 0
+    try:
+        with epochs.open("rb") as table:
+            table.readline()  # the header: a run writes it as its folder is made
+            return bool(table.readline().strip())
+    except OSError:
+        return False
 
 
 def runs_in(folder: Path) -> list[Path]:
@@ -1341,15 +1346,29 @@ class RunStore:
             f"damaged files aside in {self.damaged_dir} and trains those trials again"
         )
 
-    def _damaged_note(self, damaged: Sequence[DamagedTrial]) -> str:
-        """The note of a report that left damaged trial files out: which, why, and the fix."""
-        shown = "; ".join(f"{item.path.name} ({item.reason})" for item in damaged[:DAMAGED_NAMED])
-        more = f" and {len(damaged) - DAMAGED_NAMED} more" if len(damaged) > DAMAGED_NAMED else ""
-        return (
-            f"{self.run_dir}: {len(damaged)} damaged trial file(s) left out of this report: "
-            f"{shown}{more}; 'losscmp run --resume {shell_path(self.run_dir)}' sets them aside "
-            f"in {self.damaged_dir} and trains those trials again"
-        )
+    def _damaged_notes(self, damaged: Sequence[DamagedTrial]) -> list[str]:
+        """The notes of a report that left damaged trial files out: one a file (the first
+        DAMAGED_NAMED; the rest counted), naming it and what is wrong, and the one
+        ``--resume`` that sets them aside: in the note of a lone file, else in a last note
+        counting them (a command for each file said the same line again and again)."""
+        resume = f"'losscmp run --resume {shell_path(self.run_dir)}'"
+        aside = f"aside in {self.damaged_dir}"
+        named = [
+            f"{self.run_dir}: damaged trial file {item.path.name} left out of this report "
+            f"({item.reason})"
+            for item in damaged[:DAMAGED_NAMED]
+        ]
+        if len(damaged) <= 1:  # none, or a lone file: its note gives the command
+            return [
+                f"{note}; {resume} sets it {aside} and trains that trial again" for note in named
+            ]
+        unnamed = len(damaged) - len(named)
+        more = f" ({unnamed} not named above)" if unnamed else ""
+        return [
+            *named,
+            f"{self.run_dir}: {resume} sets its {len(damaged)} damaged trial files{more} "
+            f"{aside} and trains those trials again",
+        ]
 
     def finished_trials(self) -> set[str]:
         """Ids of the trials with a good file. Damaged files are moved into
@@ -1644,7 +1663,7 @@ class RunStore:
         if scan.damaged and not (damaged_ok and scan.records):
             raise LosscmpError(self._damaged_message(scan.damaged))
         records = [scan.records[key] for key in sorted(scan.records)]
-        notes = [self._damaged_note(scan.damaged)] if scan.damaged else []
+        notes = self._damaged_notes(scan.damaged)
         if records:
             problems, built = self._checked_tables(records)
             if problems and not scan.damaged and not self._behind_its_writer(problems):

@@ -59,7 +59,7 @@ from losscmp.results import (
     started_elsewhere,
 )
 from losscmp.tracking import GuardedTracker, TrackedRun, create_tracker
-from losscmp.worker import share_datasets
+from losscmp.worker import datasets_shared
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -520,11 +520,11 @@ def _run_jobs(store, prepared: PreparedRun, execution: Execution, done: set[str]
         fingerprints,
         users_entries=users_entries(plan),
     )
-    share_datasets(prepared.datasets, plan.config)
     jobs = _jobs(plan.trials, execution, settings.device, done)
     try:
-        for result in prepared.executor.run(jobs, context, emit):
-            _write_result(store, prepared, result, emit)
+        with datasets_shared(prepared.datasets, plan.config):
+            for result in prepared.executor.run(jobs, context, emit):
+                _write_result(store, prepared, result, emit)
     except BaseException:
         # Stopped: the tables take the trials written since their last rebuild, as far as
         # they can (a second Ctrl-C or a full disk leaves them stale: report and --resume

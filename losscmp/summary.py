@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 from losscmp import selection, stats
-from losscmp.config import flag_name, separate_fused_copies
+from losscmp.config import flag_name, rate_text, separate_fused_copies
 from losscmp.devices import rounding_key
 from losscmp.errors import LosscmpError, SpecError
 from losscmp.metric_names import (
@@ -208,11 +208,18 @@ def unscored_notes(summary: pd.DataFrame) -> list[str]:
 def report_notes(results: RunResults, *, failed_trials: bool = True) -> list[str]:
     """Everything a reader should know besides the numbers, each once: what the reader
     repaired or could not, failed (unless ``failed_trials`` is False: the caller names
-    them itself) and unfinished trials."""
+    them itself) and unfinished trials. A folder's ``--resume`` command is given once:
+    its damaged files' notes (the store's) come first and give it, later notes refer to it."""
     notes = run_notes(results)
+    resume_given = set(results.damaged_trials)
     if failed_trials:
-        notes += failed_trial_notes(results)
+        notes += failed_trial_notes(results, resume_given)
+        resume_given |= set(results.failed_trials)
     for path, ids in unfinished_trial_ids(results).items():
+        # A damaged file's trial has its own note above: counted again it read as another.
+        ids = [trial for trial in ids if trial not in results.damaged_trials.get(path, [])]
+        if not ids:
+            continue
         missing = f"{len(ids)} planned trial(s) have no result yet"
         writer = _other_writer(path)
         if writer is not None:  # a run still training: no resume
@@ -220,11 +227,19 @@ def report_notes(results: RunResults, *, failed_trials: bool = True) -> list[str
             notes.append(f"{path} is still being written by another losscmp process{by}: {missing}")
             continue
         meta = results.metas[results.run_dirs.index(path)]
-        notes.append(
-            f"{path} is unfinished: {missing} ({_some_trials(ids, meta)}); "
-            f"finish it with: losscmp run --resume {shell_path(path)}"  # run.json restores the rest
-        )
+        # run.json restores the rest of the command
+        command = "finish it with: losscmp run --resume {path}"
+        fix = _resume_again(path, resume_given, command, "finishes it too")
+        notes.append(f"{path} is unfinished: {missing} ({_some_trials(ids, meta)}); {fix}")
     return notes
+
+
+def _resume_again(path: Path, resume_given: set[Path], command: str, does: str) -> str:
+    """A note's fix: its ``command`` (``{path}``: the folder), or, where an earlier note
+    gave the folder's --resume, that the same command ``does`` this too."""
+    if path in resume_given:
+        return f"the same 'losscmp run --resume' {does}"
+    return command.format(path=shell_path(path))
 
 
 # Unfinished trials a note names; the rest it counts (a stopped run of 345 may lack 300).
@@ -246,9 +261,10 @@ def _other_writer(run_dir: Path) -> int | None:
     return writer if writer is not None and writer != os.getpid() else None
 
 
-def failed_trial_notes(results: RunResults) -> list[str]:
+def failed_trial_notes(results: RunResults, resume_given: set[Path] = frozenset()) -> list[str]:
     """Per run folder with failed trials: how many, the first named as the run's lines
-    named it ('bce · seed 0') with its reason, and how to train them again."""
+    named it ('bce · seed 0') with its reason, and how to train them again (where an
+    earlier note gave that folder's --resume, in ``resume_given``, that it does)."""
     notes = []
     for path, meta in zip(results.run_dirs, results.metas, strict=True):
         failed = results.failed_trials.get(path)
@@ -258,10 +274,10 @@ def failed_trial_notes(results: RunResults) -> list[str]:
         name = planned_trial_names(meta).get(first, first)
         several = len(failed) > 1
         counted = f"{len(failed)} trials failed (e.g. " if several else "1 trial failed ("
-        notes.append(
-            f"{path}: {counted}{name}: {reason}); 'losscmp run --resume {shell_path(path)}' "
-            f"tries {'them' if several else 'it'} again"
-        )
+        them = "them" if several else "it"
+        command = f"'losscmp run --resume {{path}}' tries {them} again"
+        fix = _resume_again(path, resume_given, command, f"tries {them} again too")
+        notes.append(f"{path}: {counted}{name}: {reason}); {fix}")
     return notes
 
 
@@ -304,7 +320,7 @@ def source_lines(paths: Sequence[Path | str], results: RunResults) -> list[str]:
             said = [
                 ", ".join(dict.fromkeys(trials["loss"])),
                 f"seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))}",
-                *([f"lr {', '.join(f'{rate:g}' for rate in rates)}"] if rates else []),
+                *([f"lr {', '.join(map(rate_text, rates))}"] if rates else []),
             ]
             parts.append(f"{run_dir} ({'; '.join(said)})")
         lines.append(f"{len(parts)} runs combined in one table: " + "; ".join(parts))
@@ -622,7 +638,7 @@ def _values_shown(value: Any) -> str:
         return str(value["preset"])
     if isinstance(value, list):
         return ",".join(_values_shown(item) for item in value)
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return rate_text(value) if isinstance(value, float) else str(value)
 
 
 def _datasets_shown(run: RunResults, setup: dict[str, Any]) -> str:

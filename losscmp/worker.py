@@ -149,11 +149,20 @@ def job_dataset(label: str, context) -> Any:
     return _DATASETS[key]
 
 
-def share_datasets(datasets: dict[str, Any], config) -> None:
-    """Hand this process's already loaded datasets to ``run_job`` (the main process
-    loads them to check the run; in-process jobs should not load them again)."""
-    for label, data in datasets.items():
-        _DATASETS[_dataset_key(label, config)] = data
+@contextlib.contextmanager
+def datasets_shared(datasets: dict[str, Any], config):
+    """Hand this process's already loaded datasets to ``run_job`` for the run (the main
+    process loads them to check the run; in-process jobs should not load them again), and
+    take them back as it ends: left there, a program calling the CLI run after run (a
+    sweep of seeds, of datasets) kept every earlier run's data in memory. A worker process
+    keeps its own (``job_dataset``) across the jobs it runs, and ends with the run."""
+    keys = [_dataset_key(label, config) for label in datasets]
+    _DATASETS.update(zip(keys, datasets.values(), strict=True))
+    try:
+        yield
+    finally:
+        for key in keys:
+            _DATASETS.pop(key, None)
 
 
 def adopt_shared(shared: dict[str, Any], context) -> None:

@@ -9,6 +9,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 from conftest import REPO, SMOKE
@@ -52,6 +53,32 @@ def test_no_help_page_shows_a_value_for_a_flag(cli):
         result = cli(*path, "--help")
         assert result.exit_code == 0, path
         assert "--help" in result.output and "<bool>" not in result.output, path
+
+
+@pytest.mark.parametrize(
+    ("command", "usage", "argument_row"),
+    [
+        (["report"], "[OPTIONS] PATH...", "* PATH Run folders"),
+        (["losses"], "[OPTIONS] [PATTERN]", "PATTERN Filter names"),
+        (["datasets", "download"], "[OPTIONS] NAME", "* NAME Dataset to fetch"),
+    ],
+)
+def test_help_shows_an_argument_by_its_name_alone(cli, command, usage, argument_row):
+    """Typer 0.29 wrote 'PATH <list[str]>' (a Python type) in the arguments' panel and
+    '{PATH}...' (which reads as a set of choices) in the usage line."""
+    text = " ".join(cli(*command, "--help").output.replace("│", " ").split())
+    assert usage in text
+    assert argument_row in text
+    assert "<str>" not in text and "<list[str]>" not in text and "{" not in text
+
+
+def test_the_switches_are_flags_alone(cli):
+    """'--dry-run --no-dry-run ... [default: no-dry-run]': a second spelling that only
+    restates the default, which the README's synopsis does not have."""
+    for command, flag in ((["run"], "--dry-run"), (["report"], "--plots")):
+        text = cli(*command, "--help").output
+        assert flag in text and f"--no-{flag[2:]}" not in text, flag
+        assert f"default: no-{flag[2:]}" not in text, flag
 
 
 def test_top_level_help_lists_the_commands(cli):
@@ -1065,6 +1092,41 @@ def test_a_ctrl_c_as_the_command_ends_leaves_no_stop_or_handler_behind(monkeypat
     assert {signum: signal.getsignal(signum) for signum in before} == before
 
 
+def test_a_command_in_a_programs_thread_leaves_the_main_threads_stop_alone(tmp_path):
+    """A program runs losscmp in a thread while the main thread's command has recorded a
+    Ctrl-C (errors.stop_on_signal): the thread's command, as it began and ended, forgot
+    that stop, and the main command, whose KeyboardInterrupt Python had dropped, trained
+    on. Nor is the thread's command stopped by a Ctrl-C that was not its own."""
+    from losscmp import errors
+    from losscmp.cli import app
+
+    previous = signal.signal(signal.SIGINT, errors.stop_on_signal)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)  # the main thread's command's Ctrl-C
+        seen: dict[str, object] = {}
+
+        def command_in_a_thread() -> None:
+            try:
+                errors.raise_if_stopped()
+            except KeyboardInterrupt:
+                seen["stopped"] = True
+            # refused in its body: the command began (its signal handling) and ended
+            args = ["run", "--epochs", "zero", "--out", str(tmp_path)]
+            seen["status"] = app(args, prog_name="losscmp", standalone_mode=False)
+
+        thread = threading.Thread(target=command_in_a_thread)
+        thread.start()
+        thread.join()
+        assert seen == {"status": 2}
+        with pytest.raises(KeyboardInterrupt):
+            errors.raise_if_stopped()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        errors.forget_stop()
+    assert errors._stop_signal is None
+
+
 def test_a_full_disk_mid_run_gives_the_command_that_finishes_it(cli, tmp_path, monkeypatch):
     """A trial file that cannot be written (a full disk) ends the run with one line: it
     said 'the same command plus --resume DIR' finishes it; it now gives that command."""
@@ -1120,7 +1182,7 @@ def test_run_help_shows_the_real_defaults(cli, monkeypatch):
         ("Trials per loss, each with its own seed.", defaults.seeds),
         ("First seed.", defaults.seed),
         ("AdamW learning rate.", defaults.lr),
-        ("Data loader workers.", defaults.num_workers),
+        ("Data loader processes per trial process.", defaults.num_workers),
         ("auto, cpu, cuda or mps.", defaults.device),
         ("Parent folder of run folders.", defaults.out),
         ("patterns ('*dice*').", ",".join(defaults.losses)),

@@ -95,6 +95,34 @@ def test_help_whose_reader_leaves_before_its_last_newline_ends_with_status_141(m
     assert "Benchmark segmentation losses fairly" in stdout.getvalue()
 
 
+class _ReaderGone(io.StringIO):
+    """A stdout whose reader left before anything was written."""
+
+    def write(self, text):
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+
+def _losses_with_stdout(monkeypatch, stdout) -> int | None:
+    """``losscmp losses dice`` called from a program, its stdout ``stdout``: its status."""
+    from losscmp import cli
+
+    with monkeypatch.context() as patched:
+        patched.setattr(sys, "stdout", stdout)
+        return cli.app(["losses", "dice"], prog_name="losscmp", standalone_mode=False)
+
+
+def test_each_command_of_a_program_stops_for_its_own_closed_output(monkeypatch):
+    """The CLI called twice in one process (the Python API): the first command's closed
+    stdout was remembered for the whole process, and a later command whose reader left
+    too went on as if it had been read, status 0 (a run trained on, unread)."""
+    assert _losses_with_stdout(monkeypatch, _ReaderGone()) == SIGPIPE_STATUS
+    read = io.StringIO()
+    assert _losses_with_stdout(monkeypatch, read) in (None, 0)
+    last_line = "'losscmp losses --show dice': its formula, parameters and paper"
+    assert read.getvalue().splitlines()[-1] == last_line
+    assert _losses_with_stdout(monkeypatch, _ReaderGone()) == SIGPIPE_STATUS
+
+
 def test_a_run_whose_stdout_closes_keeps_its_trials_and_says_how_to_report(tmp_path):
     """`losscmp run ... | head`: the table, printed last, met the closed pipe; the run
     ended with status 1 and no word of its saved trials. Now stderr, still open, says

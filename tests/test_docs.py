@@ -189,7 +189,7 @@ def readme_run_table() -> dict[str, str]:
 
 
 def test_the_readme_run_table_has_a_row_for_every_run_option():
-    negated = {"--no-amp", "--no-dry-run"}  # Typer's other half of a switch
+    negated = {"--no-amp"}  # Typer's other half of a switch
     assert set(readme_run_table()) - negated == cli_options()["run"] - negated
 
 
@@ -532,6 +532,29 @@ def _plain(value):
 
 
 NUMBER_WORDS = {5: "five", 10: "ten", 15: "fifteen", 20: "twenty", 30: "thirty"}
+
+
+def test_the_architecture_docs_calls_name_every_parameter_in_order():
+    """docs/architecture.md wrote `runner.prepare(plan, resuming=False, done=(),
+    dry_run=False)` and `render.terminal.render(report)` after each had gained a parameter:
+    each `module.function(...)` line of its code blocks names the function's parameters,
+    in order (a bare `*` aside)."""
+    import importlib
+    import inspect
+
+    doc = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    call = re.compile(r"^([a-z_]+(?:\.[a-z_]+)*)\.([a-z_]+)\(((?:[^()]|\(\))*)\)", re.M)
+    wrong, checked = [], 0
+    for block in re.findall(r"```[a-z]*\n(.*?)```", doc, re.S):
+        for module, name, arguments in call.findall(block):
+            function = getattr(importlib.import_module(f"losscmp.{module}"), name)
+            written = [a.split("=")[0].strip() for a in arguments.split(",")]
+            written = [a for a in written if a not in ("", "*")]
+            if written != list(inspect.signature(function).parameters):
+                wrong.append(f"{module}.{name}({', '.join(written)})")
+            checked += 1
+    assert wrong == []
+    assert checked >= 7
 
 
 def test_the_constants_the_docs_quote_are_the_code_s():

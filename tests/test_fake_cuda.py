@@ -176,6 +176,47 @@ def test_the_metrics_of_a_pass_keep_to_the_gpu(mode, ignore_index, dtype, fake_g
             assert both.shape == (2, metrics.HISTOGRAM_BINS, 3)
 
 
+def test_a_batch_reaches_the_gpu_through_pinned_memory(fake_gpu, monkeypatch):
+    """A copy from pageable host memory makes the host wait for every kernel queued before
+    it, ``non_blocking`` or not: a sync per training step that neither the meta device nor
+    the fake GPU would show. So each host tensor of a batch (uint8 images, target, each map
+    the loss needs) is pinned once and sent with ``non_blocking``; a pinned one as it is."""
+    pinned, sent = [], []
+    send = torch.Tensor.to
+
+    def pin(tensor, *args, **kwargs):
+        pinned.append(tuple(tensor.shape))
+        return tensor
+
+    def to(tensor, *args, **kwargs):
+        if torch.device(args[0] if args else kwargs["device"]).type == "cuda":
+            sent.append((tuple(tensor.shape), kwargs.get("non_blocking", False)))
+        return send(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", pin)
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    batch = {
+        "image": torch.zeros(2, 8, 8, 3, dtype=torch.uint8),
+        "target": torch.zeros(2, 1, 8, 8),
+        "distance": torch.zeros(2, 1, 8, 9),
+        "unused": torch.zeros(2, 1, 8, 10),
+    }
+    with fake_gpu:
+        images, target, maps = losscmp.train.batch_on_device(
+            batch, GPU, torch.channels_last, ("distance",)
+        )
+    assert all_on_gpu(images, target, *maps.values()) and list(maps) == ["distance"]
+    assert images.is_contiguous(memory_format=torch.channels_last)
+    shapes = [(2, 8, 8, 3), (2, 1, 8, 9), (2, 1, 8, 8)]  # images, the map, the target
+    assert pinned == shapes
+    assert sent == [(shape, True) for shape in shapes]
+    monkeypatch.setattr(torch.Tensor, "is_pinned", lambda tensor, *args: True)
+    pinned.clear()
+    with fake_gpu:
+        devices.to_device(batch["target"], GPU)
+    assert pinned == []
+
+
 def fitted_losses(data, names) -> dict:
     """Each loss fitted on the host, as ``train_trial`` fits it."""
     counts = torch.as_tensor(data.class_pixel_counts("train"), dtype=torch.float64)

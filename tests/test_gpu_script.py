@@ -12,8 +12,11 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -85,6 +88,56 @@ def test_without_a_cuda_device_it_stops_before_any_step(tmp_path):
     assert not re.search(r"^step ", (logs / "gpu.txt").read_text(), re.MULTILINE)
 
 
+def fake_python(tmp_path: Path, body: str) -> Path:
+    """An executable standing in for the interpreter: ``body`` is its bash."""
+    python = tmp_path / "python"
+    python.write_text(f"#!/bin/bash\n{body}\n")
+    python.chmod(0o755)
+    return python
+
+
+def test_the_steps_run_issue_9s_figures_first(tmp_path):
+    """By default the executors and the trial benchmark (issue 9's two figures) run before
+    the CUDA tests and torch.compile: a lent machine's deadline cuts the last steps, and
+    the caps of all four add up to more than twice the deadline."""
+    calls = tmp_path / "calls"
+    python = fake_python(tmp_path, f'[[ $1 == -c ]] && exit 0\necho "$*" >>{calls}')
+    no_wheels = tmp_path / "no-wheels"
+    no_wheels.mkdir()
+    env = {"GPU_DRY_RUN": "1", "PYTHON": str(python), "GPU_WHEELS": str(no_wheels)}
+    result = gpu_sh(tmp_path / "logs", env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    ran = [line.split()[:2] for line in calls.read_text().splitlines()]
+    assert ran == [
+        ["benchmarks/executors.py", "gpu"],
+        ["benchmarks/trial.py", "--device"],
+        ["-m", "pytest"],
+        ["benchmarks/trial.py", "--device"],
+    ]
+    assert "--compile" in calls.read_text().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_a_check_that_hangs_stops_the_script_within_the_deadline(tmp_path):
+    """The check before the steps imports torch and starts CUDA: on a GPU that hangs there
+    (deaf to SIGTERM, as a process inside a CUDA call is) the script stops GRACE seconds
+    after the check's cap, with a line saying so, rather than at the machine's limit with
+    nothing said."""
+    python = fake_python(tmp_path, 'trap "" TERM\nsleep 300')
+    no_wheels = tmp_path / "no-wheels"
+    no_wheels.mkdir()
+    logs = tmp_path / "logs"
+    env = {"GPU_DRY_RUN": "1", "PYTHON": str(python), "GPU_WHEELS": str(no_wheels)}
+    result = gpu_sh(logs, env={**env, "GPU_DEADLINE_S": "5"}, timeout=60)
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("gpu.sh: the check before the steps hung and was cut at its time cap")
+    )
+    assert not re.search(r"^step ", (logs / "gpu.txt").read_text(), re.MULTILINE)
+
+
 @pytest.mark.slow
 def test_a_step_that_ignores_its_caps_stop_is_killed_within_the_deadline(tmp_path):
     """A step's process that does not end on SIGTERM (losscmp's handler waiting on a hung
@@ -121,6 +174,28 @@ def test_a_failed_side_is_reported_and_the_others_go_on(tmp_path):
     assert results["fine"]["median_s"] > 0
     assert results["fine"]["execution"] == "cpu, 1 process(es)"
     assert json.loads(written.read_text())["fine"]["runs"] == results["fine"]["runs"]
+
+
+def test_a_side_past_its_cap_is_stopped_and_the_others_go_on(tmp_path, monkeypatch):
+    """A run that hangs (here: an interpreter deaf to SIGTERM, whose child outlives it, as
+    a worker process may) is stopped at the side's cap and reported failed, instead of
+    holding the executors step, and every side after it, until gpu.sh's cap for the step."""
+    module = executors_module()
+    children = tmp_path / "children"
+    hangs = f'trap "" TERM\nsleep 60 &\necho $! >>{children}\nwait'
+    monkeypatch.setattr(sys, "executable", str(fake_python(tmp_path, hangs)))
+    written = tmp_path / "figures.json"
+    sides = {"hangs": ["--losses", "dice"], "hangs too": ["--losses", "bce"]}
+    started = time.monotonic()
+    try:
+        results = module.compare(sides, 1, tmp_path, partial(module.write_json, written), cap=1)
+    finally:
+        for child in children.read_text().split() if children.exists() else []:
+            os.kill(int(child), signal.SIGKILL)
+    assert time.monotonic() - started < 30  # two sides, each 1 s and 10 s to SIGKILL
+    for name in sides:
+        assert results[name]["failed"].startswith("cut at its 1 s cap: "), results[name]
+    assert json.loads(written.read_text()) == results
 
 
 @pytest.mark.slow

@@ -355,9 +355,11 @@ def test_the_commands_in_notes_name_a_folder_with_spaces_as_one_word(tmp_path):
     meta = read_run_json(run_dir)
     meta["trials"] += ["lost", "never started"]
     (run_dir / "run.json").write_text(json.dumps(meta))
-    failed, unfinished = report_notes(load_run(run_dir))
+    results = load_run(run_dir)
+    failed, _ = report_notes(results)
     resume = ["losscmp", "run", "--resume", str(run_dir)]
     assert _command_in(failed, "losscmp run") == resume
+    (unfinished,) = report_notes(results, failed_trials=False)  # the command its own
     assert _command_in(unfinished, "losscmp run") == resume
     with pytest.raises(LosscmpError) as inside:
         resolve_run_dirs([run_dir / "trials"])
@@ -380,12 +382,15 @@ def test_the_failed_trials_note_is_left_out_only_where_asked(tmp_path):
         f"{run_dir}: 1 trial failed (lost: worker died); "
         f"'losscmp run --resume {run_dir}' tries it again"
     )
-    unfinished = (
-        f"{run_dir} is unfinished: 1 planned trial(s) have no result yet (pending); "
-        f"finish it with: losscmp run --resume {run_dir}"
-    )
-    assert report_notes(results) == [failed, unfinished]
-    assert report_notes(results, failed_trials=False) == [unfinished]
+    unfinished = f"{run_dir} is unfinished: 1 planned trial(s) have no result yet (pending); "
+    # The folder's --resume is given once: the unfinished note after the failed one refers to it.
+    assert report_notes(results) == [
+        failed,
+        unfinished + "the same 'losscmp run --resume' finishes it too",
+    ]
+    assert report_notes(results, failed_trials=False) == [
+        unfinished + f"finish it with: losscmp run --resume {run_dir}"
+    ]
 
 
 def test_the_failed_trials_note_names_the_trial_as_the_runs_lines_do(tmp_path):
@@ -799,16 +804,25 @@ def test_plots_of_combined_runs_say_they_are_each_runs_own(cli, tmp_path):
     assert "--plots drew" not in alone
 
 
-def test_a_folder_whose_newest_run_has_no_trial_yet_reports_the_one_before(cli, tmp_path):
+@pytest.mark.parametrize("with_headers", [False, True], ids=["run.json", "and headers"])
+def test_a_folder_whose_newest_run_has_no_trial_yet_reports_the_one_before(
+    cli, tmp_path, with_headers
+):
     """`report results/` while a run was starting (run.json written, no trial ended yet)
     refused: 'has no finished trials yet'; the runs before it were out of reach but by
-    name. The newest run with a finished trial is reported, and the line says so."""
+    name. The newest run with a finished trial is reported, and the line says so. A run
+    writes its tables' headers as it starts: epochs.csv's header alone, read as an old
+    run's table (made before trial files), refused again."""
     older = write_run(tmp_path, quality={"dice": 0.8}, seeds=(0,), run_id="20260101-1")
     starting = tmp_path / "20260102-1"
     starting.mkdir()
     meta = json.loads((older / "run.json").read_text())
     meta.update(run_id=starting.name, started_at="2026-01-02T00:00:00+00:00")
     (starting / "run.json").write_text(json.dumps(meta))
+    if with_headers:
+        for table in ("epochs.csv", "images.csv"):
+            header = (older / table).read_text().splitlines(keepends=True)[0]
+            (starting / table).write_text(header)
     assert resolve_run_dirs([tmp_path]) == [older]
     result = cli("report", tmp_path)
     assert result.exit_code == 0, result.output
@@ -1097,10 +1111,31 @@ def test_incomparable_runs_are_refused_with_the_reason(tmp_path, changes, messag
             "a rate grid (--lr-grid 0.001,0.003) vs one rate (--lr 0.01)",
         ),
         ({"lr": 3e-3}, {"lr": 1e-2}, "--lr 0.003 vs --lr 0.01"),
+        # Rates that print alike (an older run's) are named so that they differ.
+        (
+            {"lr_grid": [1e-4, 1e-3]},
+            {"lr_grid": [1.0000001e-4, 1e-3]},
+            "a rate grid (--lr-grid 0.0001,0.001) vs a rate grid (--lr-grid 0.00010000001,0.001)",
+        ),
+        (
+            {"lr_grid": [1e-4, 1e-3]},
+            {"lr": 1.0000001e-4},
+            "a rate grid (--lr-grid 0.0001,0.001) vs one rate (--lr 0.00010000001)",
+        ),
+        ({"lr": 1e-4}, {"lr": 1.0000001e-4}, "--lr 0.0001 vs --lr 0.00010000001"),
         ({"amp": True}, {"amp": False}, "--amp vs --no-amp"),
         ({"limit": None}, {"limit": 16}, "--limit none vs --limit 16"),
     ],
-    ids=["rate-vs-grid", "grid-vs-rate", "rates", "amp", "limit"],
+    ids=[
+        "rate-vs-grid",
+        "grid-vs-rate",
+        "rates",
+        "grids-alike",
+        "grid-vs-rate-alike",
+        "rates-alike",
+        "amp",
+        "limit",
+    ],
 )
 def test_runs_with_other_options_are_refused_naming_them_as_the_user_set_them(
     tmp_path, first_config, second_config, difference

@@ -129,6 +129,20 @@ def test_same_command_twice_gives_identical_numbers(cli, smoke_run, tmp_path):
     pd.testing.assert_frame_equal(first[METRIC_COLUMNS], second[METRIC_COLUMNS])
 
 
+def test_a_run_in_this_process_keeps_none_of_its_data_once_it_ends(cli, tmp_path):
+    """Jobs trained in the CLI's own process (--jobs 1) take the run's datasets from the
+    worker module, where they stayed after the command: a program running losscmp run
+    after run (a sweep of seeds, of datasets) held every earlier run's data in memory."""
+    from losscmp import worker
+
+    before = dict(worker._DATASETS)
+    dataset = "synthetic(fg_fraction=0.1,n_train=16,n_val=8,n_test=8)"
+    args = ["--config", SMOKE, "--losses", "dice", "--dataset", dataset, "--epochs", "1"]
+    result = cli("run", *args, "--threads", "1", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert dict(worker._DATASETS) == before
+
+
 def test_report_reprints_the_table_from_files_alone(cli, smoke_run):
     result, run_dir = smoke_run
     (run_dir / "summary.csv").unlink()

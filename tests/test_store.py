@@ -513,18 +513,63 @@ def test_report_reads_the_rest_of_a_run_with_a_damaged_trial_file(cli, run_dir, 
     assert result.exit_code == 0, result.output
     assert all(name in result.stdout for name in QUALITY)
     said = result.stderr.replace("\n", " ")
-    assert f"{run_dir}: 1 damaged trial file(s) left out of this report: {damaged.name} (" in said
+    assert f"{run_dir}: damaged trial file {damaged.name} left out of this report (" in said
     assert DAMAGED[kind][1] in said
-    fix = f"'losscmp run --resume {run_dir}' sets them aside in {run_dir / 'trials' / 'damaged'}"
+    fix = f"'losscmp run --resume {run_dir}' sets it aside in {run_dir / 'trials' / 'damaged'}"
     assert fix in said
-    assert f"{run_dir} is unfinished: 1 planned trial(s) have no result yet" in result.stderr
+    assert "unfinished" not in said  # the damaged file's note is its trial's one note
     # read-only: every file as it was (summary.csv and the lock file are new), nothing moved
     assert {path: path.read_bytes() for path in before} == before
     assert not (run_dir / "trials" / "damaged").exists()
     summary = pd.read_csv(run_dir / "summary.csv").set_index("loss")
     assert summary.loc[loss, "n_seeds"] == 1
     assert (summary.drop(index=loss)["n_seeds"] == 2).all()
-    assert f"{damaged.name} (" in page.read_text() and "sets them aside" in page.read_text()
+    page_text = page.read_text()
+    assert f"{damaged.name} left out" in page_text and "sets it aside" in page_text
+
+
+def _notes(stderr: str) -> list[str]:
+    """The report's notes, each on one line (the console wraps them), the 'wrote' line after
+    them left out."""
+    notes = stderr.split("\nwrote ")[0]
+    return [" ".join(note.split()) for note in notes.split("note: ")[1:]]
+
+
+def test_several_damaged_trial_files_are_named_once_each_with_one_resume(cli, run_dir):
+    """Report said the fix twice for each damaged file: its own note, and again an
+    'unfinished ... finish it with --resume' note for the same trials. Now a note a file,
+    naming it and why, and one --resume at the end counting them."""
+    paths = trial_files(run_dir)
+    damaged = paths[:2]
+    for path in damaged:
+        path.write_bytes(b"{")
+    result = cli("report", run_dir)
+    assert result.exit_code == 0, result.output
+    notes = _notes(result.stderr)
+    assert notes[:3] == [
+        *(
+            f"{run_dir}: damaged trial file {path.name} left out of this report (not valid JSON)"
+            for path in damaged
+        ),
+        f"{run_dir}: 'losscmp run --resume {run_dir}' sets its 2 damaged trial files aside in "
+        f"{run_dir / 'trials' / 'damaged'} and trains those trials again",
+    ]
+    assert " ".join(notes).count(f"--resume {run_dir}") == 1, notes
+
+
+def test_a_run_with_a_damaged_and_a_missing_trial_gives_its_resume_once(cli, run_dir):
+    """A damaged file and a trial with no file at all: the damaged file's note gives the
+    --resume, the unfinished note (the other trial only) says the same one finishes it."""
+    damaged, missing = trial_files(run_dir)[:2]
+    damaged.write_bytes(b"")
+    missing.unlink()
+    result = cli("report", run_dir)
+    assert result.exit_code == 0, result.output
+    notes = _notes(result.stderr)
+    assert " ".join(notes).count(f"--resume {run_dir}") == 1, notes
+    unfinished = next(note for note in notes if "unfinished" in note)
+    assert unfinished.startswith(f"{run_dir} is unfinished: 1 planned trial(s) have no result")
+    assert unfinished.endswith("; the same 'losscmp run --resume' finishes it too")
 
 
 def test_report_of_a_run_whose_every_trial_file_is_damaged_refuses(cli, run_dir):
@@ -957,3 +1002,20 @@ def test_a_disk_full_mid_run_is_one_line_and_resume_finishes(cli, tmp_path, monk
     result = cli("run", *TINY, "--resume", run_dir)
     assert result.exit_code == 0, result.output
     pd.testing.assert_frame_equal(_metrics(run_dir), _metrics(reference))
+
+
+def test_a_run_with_a_damaged_file_and_a_failed_trial_gives_its_resume_once(cli, run_dir):
+    """The failed trials' note gave the folder's --resume again under the damaged file's."""
+    damaged, failed = trial_files(run_dir)[:2]
+    damaged.write_bytes(b"{")
+    failed.unlink()
+    RunStore(run_dir).update_meta(failed_trials={failed.stem: "worker died twice"})
+    result = cli("report", run_dir)
+    assert result.exit_code == 0, result.output
+    notes = _notes(result.stderr)
+    assert " ".join(notes).count(f"--resume {run_dir}") == 1, notes
+    (failed_note,) = [note for note in notes if "failed" in note]
+    assert failed_note.startswith(f"{run_dir}: 1 trial failed (")
+    assert failed_note.endswith(
+        "worker died twice); the same 'losscmp run --resume' tries it again too"
+    )
