@@ -50,8 +50,9 @@ class _FlagHelp:
     """A command whose --help is shown as the flag it is: Typer 0.29 shows a flag's type
     as its metavar, and '--help <bool>' read as if --help took a value. Typer makes the
     help option itself, so its metavar is set here; the other flags (--amp, --dry-run,
-    --plots) set ``metavar=NO_VALUE_METAVAR`` where they are declared. Its help cut short
-    by its reader (``| head``) ends as other output does: status 141, nothing said."""
+    --estimate, --plots) set ``metavar=NO_VALUE_METAVAR`` where they are declared. Its
+    help cut short by its reader (``| head``) ends as other output does: status 141,
+    nothing said."""
 
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)
@@ -330,8 +331,8 @@ def run(
         str | None,  # text, not Path: click reads an empty name as '.', the working folder
         typer.Option(
             metavar="FILE",
-            help="YAML file with these options (but --config, --resume, --dry-run); flags win. "
-            "A run's run.json runs it again.",
+            help="YAML file with these options (but --config, --resume, --dry-run, --estimate); "
+            "flags win. A run's run.json runs it again.",
         ),
     ] = None,
     limit: Annotated[
@@ -410,13 +411,24 @@ def run(
             metavar=NO_VALUE_METAVAR,
             show_default=False,
             help="Make every check a run makes (data loaded, losses tried), print "
-            "the planned trials and about how long they take here (timed: a few "
-            "training steps of each kind of job, seconds on a CPU for a small run) and exit.",
+            "the planned trials and exit.",
+        ),
+    ] = False,
+    estimate: Annotated[
+        bool,
+        typer.Option(
+            "--estimate",  # a flag alone, as --dry-run
+            metavar=NO_VALUE_METAVAR,
+            show_default=False,
+            help="Do what --dry-run does, then time a few real training steps of each kind "
+            "of job and print about how long the run takes here (costs those steps: "
+            "seconds on a CPU for a small run, more for a big model or many kinds of job).",
         ),
     ] = False,
 ) -> None:
     """Train the U-Net once per loss (and seed), then print the comparison table."""
-    began = time.monotonic()  # the dry run's estimate counts a run's start from here
+    began = time.monotonic()  # --estimate counts a run's start from here
+    dry_run = dry_run or estimate  # an estimate is a dry run that also times a few steps
     from losscmp.config import build_config
     from losscmp.plan import plan_run
     from losscmp.runner import resume_config
@@ -468,7 +480,8 @@ def run(
     if dry_run:
         finished, choices, execution = _dry_run_checks(prepared, resume)
         console.print_plan(plan, finished, choices, execution, resumed=resume)
-        console.print_estimate(_dry_run_estimate(prepared, began, resume, finished))
+        if estimate:
+            console.print_estimate(_dry_run_estimate(prepared, began, resume, finished))
         return
     # What finishes a run folder: this command, resuming it (printed wherever it stops)
     resuming = functools.partial(_command_line, config, flags)

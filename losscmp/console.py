@@ -849,7 +849,7 @@ def print_tables(tables: list) -> None:
 
 
 def print_estimate(text: str) -> None:
-    """The dry run's time estimate (``measure.estimate_line``), a line under its plan."""
+    """--estimate's line (``measure.estimate_line``), under the dry run's plan."""
     stdout().print(text, markup=False, soft_wrap=True)
 
 

@@ -1,4 +1,4 @@
-"""A run's time, estimated from measured costs: the dry run's arithmetic, nothing timed here.
+"""A run's time, estimated from measured costs: --estimate's arithmetic, nothing timed here.
 
 ``measure.measure_job_costs`` times a few real training steps and an evaluation of each
 job shape (a loss alone, or a fused group of losses) on this machine; these pure functions

@@ -1,4 +1,4 @@
-"""The dry run's time estimate: a few real training steps timed here, then ``estimate``.
+"""--estimate's time: a few real training steps timed here, then ``estimate``.
 
 Each job shape (a dataset and a loss, or the losses of a fused group) is built as a run
 builds it (``train.start_trial``, ``fused.start_group``) and trained for a warm-up step
@@ -42,7 +42,7 @@ class _Enough(Exception):
 
 
 def estimate_line(prepared, began: float, done: Collection[str] = (), meta=None) -> str:
-    """The dry run's last line: about how long the trials not ``done`` take here, measured
+    """--estimate's last line: about how long the trials not ``done`` take here, measured
     (``began``: ``time.monotonic()`` when the command began: a run's start, its data loaded
     and its checks made, takes what this dry run's did; ``meta``: a resumed run's run.json,
     whose fusion and threads the rest keeps)."""

@@ -1,5 +1,6 @@
-"""The dry run's time estimate: the arithmetic by hand (estimate.py), and the line a dry
-run prints (measure.estimate_line) for a new run and for the rest of a resumed one."""
+"""--estimate: the arithmetic by hand (estimate.py), and the line it prints under the dry
+run's plan (measure.estimate_line) for a new run and for the rest of a resumed one; a
+--dry-run alone times nothing."""
 
 import re
 
@@ -84,28 +85,52 @@ def _estimate(output: str) -> re.Match:
     return found
 
 
-def test_a_dry_run_ends_with_a_measured_time_for_its_jobs(cli, tmp_path):
+def test_a_dry_run_alone_times_nothing_and_prints_no_time(cli, tmp_path, monkeypatch):
+    """--dry-run stays the quick check it was: no step trained, its plan its last lines."""
+    import losscmp.measure
+
+    def trains(*args, **kwargs):
+        raise AssertionError("a dry run trained a step")
+
+    monkeypatch.setattr(losscmp.measure, "estimate_line", trains)
+    result = cli("run", *TINY, "--losses", "dice", "--dry-run", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1].startswith("executing: ")
+    assert "time:" not in result.output
+
+
+def test_an_estimate_is_a_dry_run_that_writes_nothing(cli, tmp_path):
+    result = cli("run", *TINY, "--losses", "dice", "--epochs", "1", "--estimate",
+                 "--out", tmp_path / "r")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "(dry run: nothing trained)" in result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-2].startswith("executing: ") and lines[-1].startswith("time: about ")
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_estimate_ends_with_a_measured_time_for_its_jobs(cli, tmp_path):
     losses = ["--losses", "dice,focal,boundary", "--seeds", "2", "--epochs", "1"]
-    result = cli("run", *TINY, *losses, "--threads", "1", "--dry-run", "--out", tmp_path / "r")
+    result = cli("run", *TINY, *losses, "--threads", "1", "--estimate", "--out", tmp_path / "r")
     assert result.exit_code == 0, result.output
     found = _estimate(result.output)
     assert found[2] == "6"  # 3 losses x 2 seeds, each a job of its own
     assert found[3] == "each of its 3 kinds of job"  # the seed changes no step's cost
 
 
-def test_a_fused_dry_run_times_its_fused_groups(cli, tmp_path):
+def test_a_fused_estimate_times_its_fused_groups(cli, tmp_path):
     losses = ["--losses", "dice,focal", "--seeds", "2", "--epochs", "1", "--fuse", "on"]
-    result = cli("run", *TINY, *losses, "--threads", "1", "--dry-run", "--out", tmp_path / "r")
+    result = cli("run", *TINY, *losses, "--threads", "1", "--estimate", "--out", tmp_path / "r")
     assert result.exit_code == 0, result.output
     found = _estimate(result.output)
     assert (found[2], found[3]) == ("2", "its one kind of job")  # 2 seeds: 2 fused models
 
 
-def test_a_resumed_dry_run_estimates_the_trials_left_only(cli, tmp_path):
+def test_a_resumed_estimate_times_the_trials_left_only(cli, tmp_path):
     from run_fixtures import write_run
 
     run_dir = write_run(tmp_path, quality={"dice": 0.8, "focal": 0.6}, seeds=(0,))
-    result = cli("run", "--resume", run_dir, "--seeds", "3", "--dry-run")
+    result = cli("run", "--resume", run_dir, "--seeds", "3", "--estimate")
     assert result.exit_code == 0, result.output
     assert _estimate(result.output)[2] == "4"  # seeds 1 and 2 of both losses
 
@@ -114,7 +139,7 @@ def test_a_run_finished_has_nothing_left_to_time(cli, tmp_path):
     from run_fixtures import write_run
 
     run_dir = write_run(tmp_path, quality={"dice": 0.8}, seeds=(0,))
-    result = cli("run", "--resume", run_dir, "--dry-run")
+    result = cli("run", "--resume", run_dir, "--estimate")
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1] == "time: nothing left to train"
 
@@ -127,7 +152,7 @@ def test_a_step_that_fails_while_timed_is_said_not_a_traceback(cli, tmp_path, mo
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(losscmp.measure, "_measure", fails)
-    result = cli("run", *TINY, "--losses", "dice", "--dry-run", "--out", tmp_path / "r")
+    result = cli("run", *TINY, "--losses", "dice", "--estimate", "--out", tmp_path / "r")
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1] == (
         "time: not estimated: a timed training step failed "
@@ -154,7 +179,7 @@ def test_past_the_budget_the_kinds_left_are_the_slowest_timed_of_their_kind(
     monkeypatch.setattr(losscmp.measure, "_measure", fake)
     monkeypatch.setattr(losscmp.measure, "BUDGET_S", 0.0)
     losses = ["--losses", "focal,dice,boundary", "--epochs", "1", "--jobs", "1"]
-    result = cli("run", *TINY, *losses, "--dry-run", "--out", tmp_path / "r")
+    result = cli("run", *TINY, *losses, "--estimate", "--out", tmp_path / "r")
     assert result.exit_code == 0, result.output
     assert timed == ["focal", "boundary"]  # the first of each kind, in the jobs' order
     found = _estimate(result.output)
