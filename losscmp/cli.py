@@ -421,8 +421,8 @@ def run(
             metavar=NO_VALUE_METAVAR,
             show_default=False,
             help="Do what --dry-run does, then time a few real training steps of each kind "
-            "of job and print about how long the run takes here (costs those steps: "
-            "seconds on a CPU for a small run, more for a big model or many kinds of job).",
+            "of job and print about how long the run takes here (those steps cost time: "
+            "seconds on a CPU for a small run, half a minute for 23 losses of a tiny model).",
         ),
     ] = False,
 ) -> None:
