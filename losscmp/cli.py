@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -49,8 +50,9 @@ class _FlagHelp:
     """A command whose --help is shown as the flag it is: Typer 0.29 shows a flag's type
     as its metavar, and '--help <bool>' read as if --help took a value. Typer makes the
     help option itself, so its metavar is set here; the other flags (--amp, --dry-run,
-    --plots) set ``metavar=NO_VALUE_METAVAR`` where they are declared. Its help cut short
-    by its reader (``| head``) ends as other output does: status 141, nothing said."""
+    --estimate, --plots) set ``metavar=NO_VALUE_METAVAR`` where they are declared. Its
+    help cut short by its reader (``| head``) ends as other output does: status 141,
+    nothing said."""
 
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)
@@ -329,8 +331,8 @@ def run(
         str | None,  # text, not Path: click reads an empty name as '.', the working folder
         typer.Option(
             metavar="FILE",
-            help="YAML file with these options (but --config, --resume, --dry-run); flags win. "
-            "A run's run.json runs it again.",
+            help="YAML file with these options (but --config, --resume, --dry-run, --estimate); "
+            "flags win. A run's run.json runs it again.",
         ),
     ] = None,
     limit: Annotated[
@@ -412,8 +414,21 @@ def run(
             "the planned trials and exit.",
         ),
     ] = False,
+    estimate: Annotated[
+        bool,
+        typer.Option(
+            "--estimate",  # a flag alone, as --dry-run
+            metavar=NO_VALUE_METAVAR,
+            show_default=False,
+            help="Do what --dry-run does, then time a few real training steps of each kind "
+            "of job and print about how long the run takes here (those steps cost time: "
+            "seconds on a CPU for a small run, half a minute for 23 losses of a tiny model).",
+        ),
+    ] = False,
 ) -> None:
     """Train the U-Net once per loss (and seed), then print the comparison table."""
+    began = time.monotonic()  # --estimate counts a run's start from here
+    dry_run = dry_run or estimate  # an estimate is a dry run that also times a few steps
     from losscmp.config import build_config
     from losscmp.plan import plan_run
     from losscmp.runner import resume_config
@@ -465,6 +480,8 @@ def run(
     if dry_run:
         finished, choices, execution = _dry_run_checks(prepared, resume)
         console.print_plan(plan, finished, choices, execution, resumed=resume)
+        if estimate:
+            console.print_estimate(_dry_run_estimate(prepared, began, resume, finished))
         return
     # What finishes a run folder: this command, resuming it (printed wherever it stops)
     resuming = functools.partial(_command_line, config, flags)
@@ -659,6 +676,15 @@ def _dry_run_checks(prepared, resume: Path | None) -> tuple[set[str], list, str]
             planned_choices(prepared, meta, finished),
             planned_execution(prepared, finished, meta),
         )
+
+
+def _dry_run_estimate(prepared, began: float, resume: Path | None, finished) -> str:
+    """About how long the trials not ``finished`` take here (``measure.estimate_line``)."""
+    from losscmp.measure import estimate_line
+    from losscmp.results import read_run_json
+
+    meta = read_run_json(resume) if resume is not None else None
+    return estimate_line(prepared, began, finished, meta)
 
 
 def _command_line(config: str | None, flags: dict, resume: Path | None) -> str:

@@ -60,7 +60,7 @@ def separate_fused_copies(per_copy: bool, own_weights: bool, device_type: str) -
 
 
 DEFAULT_LOSSES = "dice,focal,tversky"
-COMMAND_LINE_ONLY = ("config", "resume", "dry_run")  # how to run, not what: not in YAML
+COMMAND_LINE_ONLY = ("config", "resume", "dry_run", "estimate")  # how to run, not what: not in YAML
 OPTIONAL_NAMES = ("encoder_weights", "tracking")  # fields where 'none' means None
 NOT_OPTION = {"option": False}  # metadata of a RunConfig field that is no option
 

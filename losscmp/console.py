@@ -848,6 +848,11 @@ def print_tables(tables: list) -> None:
 # never read as Rich markup (which drops a [tag] and fails on an unmatched [/tag]).
 
 
+def print_estimate(text: str) -> None:
+    """--estimate's line (``measure.estimate_line``), under the dry run's plan."""
+    stdout().print(text, markup=False, soft_wrap=True)
+
+
 def print_note(text: str) -> None:
     err.print(f"[yellow]note:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
 

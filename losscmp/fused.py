@@ -103,11 +103,7 @@ def train_fused_group(
     seed = _group_seed(trials)
     settings = trial_settings(settings, trials)  # one optimizer, one schedule: one rate
     started = time.perf_counter()
-    fused, copies = _start_group(trials, loss_specs, data, settings, seed)
-    steps_per_epoch = len(training_loader(data, settings, _needs_of(copies), seed, epoch=1))
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        fused.optimizer, T_max=settings.epochs * steps_per_epoch
-    )
+    fused, copies, scheduler, steps_per_epoch = start_group(trials, loss_specs, data, settings)
     torch.manual_seed(seed)
     setup_share = (time.perf_counter() - started) / len(copies)
     for piece in copies:
@@ -132,6 +128,19 @@ def train_fused_group(
         if not any(wanted is None or piece.trial.id in wanted for piece in active):
             break
     return [piece.log.outcome(piece.loss_fn.params, seconds=piece.seconds) for piece in copies]
+
+
+def start_group(trials, loss_specs, data, settings) -> tuple:
+    """(fused model, its copies, cosine schedule, steps per epoch) of ``trials`` at
+    ``settings`` (already at their rate): what ``train_fused_group`` trains and the dry
+    run's time estimate (``measure``) times."""
+    seed = _group_seed(trials)
+    fused, copies = _start_group(trials, loss_specs, data, settings, seed)
+    steps_per_epoch = len(training_loader(data, settings, _needs_of(copies), seed, epoch=1))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        fused.optimizer, T_max=settings.epochs * steps_per_epoch
+    )
+    return fused, copies, scheduler, steps_per_epoch
 
 
 def _start_group(trials, loss_specs, data, settings, seed) -> tuple[Fused, list[_Copy]]:
@@ -429,23 +438,30 @@ def _train_epoch(fused, copies, scheduler, data, settings, epoch, on_step) -> to
     totals = torch.zeros(len(copies), device=device)
     steps = len(loader)
     for step, batch in enumerate(loader, start=1):
-        images, target, maps = batch_on_device(batch, device, fused.layout, needs.needs)
-        with _autocast(settings):
-            logits = fused(images)
-        logits = logits.float()
-        losses = torch.stack(
-            [_copy_loss(piece, logits[k], target, maps) for k, piece in enumerate(copies)]
-        )
-        fused.optimizer.zero_grad(set_to_none=True)
-        # d(sum)/d(loss_k) = 1 for every k, NaN or not: copy k's gradient is its own loss's.
-        losses.sum().backward()
-        fused.optimizer.step()
-        scheduler.step()
-        totals += losses.detach()
+        totals += group_step(fused, copies, scheduler, batch, settings, needs)
         if on_step:
             for piece in copies:
                 on_step(piece.trial, step, steps)
     return totals
+
+
+def group_step(fused, copies, scheduler, batch, settings, needs=None) -> torch.Tensor:
+    """One training step of every copy on a host ``batch``; their losses (K,), detached,
+    on the device (no wait). ``needs``: the copies' maps (``_needs_of``)."""
+    needs = needs or _needs_of(copies)
+    images, target, maps = batch_on_device(batch, settings.device, fused.layout, needs.needs)
+    with _autocast(settings):
+        logits = fused(images)
+    logits = logits.float()
+    losses = torch.stack(
+        [_copy_loss(piece, logits[k], target, maps) for k, piece in enumerate(copies)]
+    )
+    fused.optimizer.zero_grad(set_to_none=True)
+    # d(sum)/d(loss_k) = 1 for every k, NaN or not: copy k's gradient is its own loss's.
+    losses.sum().backward()
+    fused.optimizer.step()
+    scheduler.step()
+    return losses.detach()
 
 
 def _for_each_copy(trials: list[Trial], on_evaluation) -> Callable[[str, int, int], None] | None:

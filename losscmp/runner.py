@@ -325,13 +325,21 @@ def make_jobs(
     return jobs
 
 
+def planned_jobs(
+    prepared: PreparedRun, done: Collection[str] = (), meta=None
+) -> tuple[Execution, list[Job]]:
+    """How the trials not ``done`` would run and the jobs they make (``meta``: a resumed
+    run's run.json, whose fusion and threads the rest keeps)."""
+    execution = prepared.execution if meta is None else stored_execution(meta, prepared.execution)
+    return execution, _jobs(prepared.plan.trials, execution, prepared.settings.device, done)
+
+
 def planned_execution(prepared: PreparedRun, done: Collection[str] = (), meta=None) -> str:
     """How the trials not ``done`` would run, as a run's first lines say it, and, fused,
     into how many models (a dry run's last line). ``meta``: a resumed run's run.json,
     whose fusion and threads the rest keeps."""
-    execution = prepared.execution if meta is None else stored_execution(meta, prepared.execution)
+    execution, jobs = planned_jobs(prepared, done, meta)
     text = execution.describe(prepared.plan.trials)
-    jobs = _jobs(prepared.plan.trials, execution, prepared.settings.device, done)
     if not (execution.fused and jobs):
         return text
     sizes = sorted({len(job.trained) for job in jobs})

@@ -224,15 +224,8 @@ def train_trial(
     of the last epoch's boundary scores, split ``BOUNDARIES``) and ``on_epoch(row)`` once
     an epoch is scored."""
     settings = trial_settings(settings, [trial])
-    device = settings.device
-    model = build_model(settings.preset, data.out_channels, settings.encoder_weights, trial.seed)
-    model = model.to(device, memory_format=torch.channels_last)
-    loss_fn = make_loss(loss_spec, data).to(device)
-    loss_fn.fit(torch.as_tensor(data.class_pixel_counts("train"), dtype=torch.float64))
-    optimizer = make_optimizer(model.parameters(), settings)
-    steps_per_epoch = len(training_loader(data, settings, loss_fn, trial.seed, epoch=1))
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=settings.epochs * steps_per_epoch
+    model, loss_fn, optimizer, scheduler, steps_per_epoch = start_trial(
+        trial, loss_spec, data, settings
     )
     torch.manual_seed(trial.seed)
     log = TrialLog(trial, data, settings.epochs)
@@ -259,6 +252,23 @@ def train_trial(
         if not healthy:
             break
     return log.outcome(loss_fn.params)
+
+
+def start_trial(trial: Trial, loss_spec: Spec, data, settings: TrainSettings) -> tuple:
+    """(model, fitted loss, AdamW, cosine schedule, steps per epoch) of ``trial`` at
+    ``settings`` (already at its rate): what ``train_trial`` trains and the dry run's time
+    estimate (``measure``) times."""
+    device = settings.device
+    model = build_model(settings.preset, data.out_channels, settings.encoder_weights, trial.seed)
+    model = model.to(device, memory_format=torch.channels_last)
+    loss_fn = make_loss(loss_spec, data).to(device)
+    loss_fn.fit(torch.as_tensor(data.class_pixel_counts("train"), dtype=torch.float64))
+    optimizer = make_optimizer(model.parameters(), settings)
+    steps_per_epoch = len(training_loader(data, settings, loss_fn, trial.seed, epoch=1))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=settings.epochs * steps_per_epoch
+    )
+    return model, loss_fn, optimizer, scheduler, steps_per_epoch
 
 
 def _evaluate_epoch(
@@ -331,26 +341,30 @@ def train_one_epoch(model, loss_fn, optimizer, scheduler, data, settings, seed, 
     from losscmp.model import input_memory_format
 
     model.train()
-    device = settings.device
     layout = input_memory_format(model)  # channels_last from train_trial
     loader = training_loader(data, settings, loss_fn, seed, epoch)
-    total = torch.zeros((), device=device)
+    total = torch.zeros((), device=settings.device)
     steps = len(loader)
     for step, batch in enumerate(loader, start=1):
-        images, target, maps = batch_on_device(batch, device, layout, loss_fn.needs)
-        with _autocast(settings):
-            logits = model(images)
-        # The losses are written for (and faster on) contiguous logits; C = 1 is already.
-        logits = logits.to(torch.float32, memory_format=torch.contiguous_format)
-        loss = loss_fn(logits, target, **maps)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        total += loss.detach()
+        total += train_step(model, loss_fn, optimizer, scheduler, batch, settings, layout)
         if on_step:
             on_step(step, steps)
     return total
+
+
+def train_step(model, loss_fn, optimizer, scheduler, batch, settings, layout) -> torch.Tensor:
+    """One training step on a host ``batch``; its loss, detached, on the device (no wait)."""
+    images, target, maps = batch_on_device(batch, settings.device, layout, loss_fn.needs)
+    with _autocast(settings):
+        logits = model(images)
+    # The losses are written for (and faster on) contiguous logits; C = 1 is already.
+    logits = logits.to(torch.float32, memory_format=torch.contiguous_format)
+    loss = loss_fn(logits, target, **maps)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss.detach()
 
 
 def batch_on_device(batch, device, layout=None, maps=()):

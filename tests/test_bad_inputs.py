@@ -716,6 +716,7 @@ CASES: list[tuple[str, Args, str]] = [
     ),
     ("usage-option-with-a-suffix", ["--out-dir", "x"], "--out-dir (did you mean '--out'?)"),
     ("usage-misspelled-switch", ["--dryrun"], "--dryrun (did you mean '--dry-run'?) (see '"),
+    ("usage-misspelled-estimate", ["--estimat"], "--estimat (did you mean '--estimate'?)"),
     (  # '--lr' begins it, but '--lr-grid' is one letter pair away (a config file's key)
         "usage-underscored-option",
         ["--lr_grid", "1e-3,1e-2"],
@@ -781,6 +782,11 @@ CASES: list[tuple[str, Args, str]] = [
         "'resume' is a command-line option only (--resume)",
     ),
     ("config-dry-run-key", config_file("dry-run: true\n"), "command-line option only"),
+    (
+        "config-estimate-key",
+        config_file("estimate: true\n"),
+        "'estimate' is a command-line option only (--estimate)",
+    ),
     (
         "config-negative-epochs",
         config_file("epochs: -2\n"),
