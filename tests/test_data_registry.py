@@ -128,7 +128,7 @@ def test_download_help_and_folder_come_from_the_entries(toy_dataset, cli, tmp_pa
     dataset that downloads was not offered there, and went to pets' folder by default."""
     monkeypatch.setenv("COLUMNS", "200")  # each help on one line
     text = help_text(cli("datasets", "download", "--help"))
-    assert "NAME <str> Dataset to fetch: pets or toy. [required]" in text
+    assert "NAME Dataset to fetch: pets or toy. [required]" in text
     assert "[default: pets: datasets/oxford-iiit-pet; toy: datasets/toy]" in text
     monkeypatch.chdir(tmp_path)
     assert cli("datasets", "download", "toy").exit_code == 0
