@@ -247,10 +247,6 @@ def _unpack(packed: bytes) -> dict[str, Any]:
     return json.loads(zlib.decompress(packed))
 
 
-def _packed_records(records: dict[str, dict[str, Any]]) -> dict[str, bytes]:
-    return {trial_id: _pack(record) for trial_id, record in records.items()}
-
-
 def json_text(payload: Any) -> str:
     """The text of a run folder's JSON files (a tracker copies trial records with it)."""
     return json.dumps(payload, indent=2, default=_json_default) + "\n"
@@ -746,7 +742,7 @@ class DamagedTrial:
 class TrialScan:
     """The trial files of a run: good records by trial id, and the damaged files."""
 
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    records: dict[str, Any] = field(default_factory=dict)  # parsed, or packed if asked
     damaged: list[DamagedTrial] = field(default_factory=list)
 
 
@@ -1390,8 +1386,9 @@ class RunStore:
 
     # ----------------------------------------------------------------- trials
 
-    def scan_trials(self) -> TrialScan:
-        """Read every ``trials/*.json``; moves nothing."""
+    def scan_trials(self, *, packed: bool = False) -> TrialScan:
+        """Read every ``trials/*.json``; moves nothing. ``packed``: each record kept packed
+        (:func:`_pack`) as soon as it is read, never all of them parsed at once."""
         scan = TrialScan()
         if not self.trials_dir.is_dir():
             return scan
@@ -1403,7 +1400,7 @@ class RunStore:
             except _Damage as damage:
                 scan.damaged.append(DamagedTrial(path, damage.reason, damage.in_rows))
                 continue
-            scan.records[path.stem] = record
+            scan.records[path.stem] = _pack(record) if packed else record
         return scan
 
     def load_trials(self) -> list[dict[str, Any]]:
@@ -1449,10 +1446,11 @@ class RunStore:
         ``trials/damaged/`` (never deleted), listed in ``self.quarantined`` and
         in run.json's ``damaged_trials``, so their trials are trained again.
         Call it under :meth:`lock`."""
-        scan = self.scan_trials()
+        locked = self._lock_handle is not None
+        scan = self.scan_trials(packed=locked)
         self.quarantined = [self._set_aside(item) for item in scan.damaged]
-        if self._lock_handle is not None:
-            self._records = _packed_records(scan.records)
+        if locked:
+            self._records = scan.records
         with contextlib.suppress(LosscmpError, OSError):
             self._list_set_aside()
         return set(scan.records)

@@ -369,7 +369,8 @@ def test_tables_are_the_bytes_a_dict_per_row_gave(tmp_path, runs):
 def test_a_rebuild_holds_no_dict_per_row_nor_every_record(run_dir, monkeypatch):
     """A rebuild turned every row of every trial into a dict at once (~670 bytes a row
     of images.csv beside the records; 2.9 million rows at 390 trials of 3669 test
-    images), after parsing every record the writer kept packed."""
+    images), after parsing every record the writer kept packed; --resume parsed every
+    trial file at once before packing them."""
     import tracemalloc
     import weakref
 
@@ -381,8 +382,8 @@ def test_a_rebuild_holds_no_dict_per_row_nor_every_record(run_dir, monkeypatch):
     alive, most_alive = set(), []
     unpack = results._unpack
 
-    def watched_unpack(packed: bytes) -> Record:
-        record = Record(unpack(packed))
+    def watched(parsed: dict) -> Record:
+        record = Record(parsed)
         alive.add(id(record))
         weakref.finalize(record, alive.discard, id(record))
         most_alive.append(len(alive))
@@ -393,9 +394,16 @@ def test_a_rebuild_holds_no_dict_per_row_nor_every_record(run_dir, monkeypatch):
         store.finished_trials()
         for seed in range(7, 11):
             store.write_trial(another_seed(run_dir, seed), defer_tables=True)
-        monkeypatch.setattr(results, "_unpack", watched_unpack)
+        monkeypatch.setattr(results, "_unpack", lambda packed: watched(unpack(packed)))
         store.rebuild_tables()
     assert len(most_alive) == 10 and max(most_alive) <= 2  # the one in use, the next
+    # --resume's first look at trials/ (finished_trials) packs each record as it reads it
+    alive.clear(), most_alive.clear()
+    read = results.read_trial_file
+    monkeypatch.setattr(results, "read_trial_file", lambda path: watched(read(path)))
+    with RunStore(run_dir).lock() as fresh:
+        assert len(fresh.finished_trials()) == 10
+    assert len(most_alive) == 10 and max(most_alive) <= 2
 
     rows = [
         {"which": which, "split": "test", "image": image, **dict.fromkeys(IMAGE_NUMBERS, image / 7)}
