@@ -247,10 +247,6 @@ def _unpack(packed: bytes) -> dict[str, Any]:
     return json.loads(zlib.decompress(packed))
 
 
-def _packed_records(records: dict[str, dict[str, Any]]) -> dict[str, bytes]:
-    return {trial_id: _pack(record) for trial_id, record in records.items()}
-
-
 def json_text(payload: Any) -> str:
     """The text of a run folder's JSON files (a tracker copies trial records with it)."""
     return json.dumps(payload, indent=2, default=_json_default) + "\n"
@@ -746,7 +742,7 @@ class DamagedTrial:
 class TrialScan:
     """The trial files of a run: good records by trial id, and the damaged files."""
 
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    records: dict[str, Any] = field(default_factory=dict)  # parsed, or packed if asked
     damaged: list[DamagedTrial] = field(default_factory=list)
 
 
@@ -926,17 +922,62 @@ IMAGE_TABLE = TableSpec(
 TABLES = (EPOCH_TABLE, IMAGE_TABLE)
 
 
-def _rows(trials: Iterable[dict[str, Any]], key: str) -> list[dict[str, Any]]:
-    rows = []
-    for trial in trials:
-        identity = {
-            "dataset": trial["dataset"],
-            "loss": trial["loss"],
-            "base_lr": trial.get("base_lr"),
-            "seed": trial["seed"],
-        }
-        rows.extend({**identity, **record} for record in trial[key])
-    return rows
+class _TableColumns:
+    """One table's columns, gathered trial by trial: each trial's rows become one short
+    array per column (numbers as float64 or int64, anything else as objects), so a table is
+    never held as a dict per row (~0.6 KB each: images.csv has one per test image per trial,
+    twice). :meth:`frame` gives the frame ``pandas.DataFrame`` makes of those dicts."""
+
+    def __init__(self) -> None:
+        self.chunks: dict[str, list] = {}
+        self.length = 0
+
+    def add(self, identity: dict[str, Any], rows: Sequence[dict[str, Any]]) -> None:
+        import numpy as np
+
+        if not rows:
+            return
+        for key in set(identity).union(*rows) - self.chunks.keys():
+            # a column new here is missing (NaN) in every row before, as in a dict per row
+            self.chunks[key] = [np.full(self.length, math.nan)] if self.length else []
+        for key, chunks in self.chunks.items():
+            # a row's own value wins over the trial's, as in {**identity, **row}
+            missing = identity.get(key, math.nan)
+            chunks.append(_column_chunk([row.get(key, missing) for row in rows]))
+        self.length += len(rows)
+
+    def frame(self):
+        import pandas as pd
+
+        return pd.DataFrame({key: _joined(chunks) for key, chunks in self.chunks.items()})
+
+
+def _column_chunk(values: list[Any]):
+    """A trial's values of one column: a float64 (int64) array when all are floats (ints),
+    so that numbers cost 8 bytes; else the objects themselves, repeated text held once."""
+    import numpy as np
+
+    kinds = set(map(type, values))
+    with contextlib.suppress(OverflowError):
+        if kinds == {float}:
+            return np.array(values, dtype=np.float64)
+        if kinds == {int}:
+            return np.array(values, dtype=np.int64)
+    seen: dict[str, str] = {}
+    chunk = np.empty(len(values), dtype=object)
+    chunk[:] = [seen.setdefault(value, value) if type(value) is str else value for value in values]
+    return chunk
+
+
+def _joined(chunks: list):
+    """A column from its chunks, typed as pandas types the same values in one list:
+    numbers only join as numbers (ints with floats become floats, as pandas makes them);
+    otherwise pandas infers the type of all values together (e.g. floats and None: float)."""
+    import numpy as np
+
+    if all(chunk.dtype != object for chunk in chunks):
+        return np.concatenate(chunks)
+    return np.concatenate([chunk.astype(object) for chunk in chunks]).tolist()
 
 
 def _ordered(frame, columns: Sequence[str]):
@@ -948,12 +989,24 @@ def _ordered(frame, columns: Sequence[str]):
     return frame[list(columns) + extra]
 
 
-def table_frame(records: Sequence[dict[str, Any]], spec: TableSpec):
-    """The table as the writer builds it from trial records (sorted by trial id)."""
-    import pandas as pd
+def table_frames(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Each table (by name) as the writer builds it from trial records given in trial id
+    order; one pass, so ``records`` may be read one at a time."""
+    columns = {spec.name: _TableColumns() for spec in TABLES}
+    for record in records:
+        identity = {
+            "dataset": record["dataset"],
+            "loss": record["loss"],
+            "base_lr": record.get("base_lr"),
+            "seed": record["seed"],
+        }
+        for spec in TABLES:
+            columns[spec.name].add(identity, record[spec.name])
+    return {spec.name: _ordered(columns[spec.name].frame(), spec.columns) for spec in TABLES}
 
-    ordered = sorted(records, key=lambda record: record["trial_id"])
-    return _ordered(pd.DataFrame(_rows(ordered, spec.name)), spec.columns)
+
+def _by_trial_id(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(records, key=lambda record: record["trial_id"])
 
 
 def read_table_csv(path: Path):
@@ -1333,8 +1386,9 @@ class RunStore:
 
     # ----------------------------------------------------------------- trials
 
-    def scan_trials(self) -> TrialScan:
-        """Read every ``trials/*.json``; moves nothing."""
+    def scan_trials(self, *, packed: bool = False) -> TrialScan:
+        """Read every ``trials/*.json``; moves nothing. ``packed``: each record kept packed
+        (:func:`_pack`) as soon as it is read, never all of them parsed at once."""
         scan = TrialScan()
         if not self.trials_dir.is_dir():
             return scan
@@ -1346,7 +1400,7 @@ class RunStore:
             except _Damage as damage:
                 scan.damaged.append(DamagedTrial(path, damage.reason, damage.in_rows))
                 continue
-            scan.records[path.stem] = record
+            scan.records[path.stem] = _pack(record) if packed else record
         return scan
 
     def load_trials(self) -> list[dict[str, Any]]:
@@ -1392,10 +1446,11 @@ class RunStore:
         ``trials/damaged/`` (never deleted), listed in ``self.quarantined`` and
         in run.json's ``damaged_trials``, so their trials are trained again.
         Call it under :meth:`lock`."""
-        scan = self.scan_trials()
+        locked = self._lock_handle is not None
+        scan = self.scan_trials(packed=locked)
         self.quarantined = [self._set_aside(item) for item in scan.damaged]
-        if self._lock_handle is not None:
-            self._records = _packed_records(scan.records)
+        if locked:
+            self._records = scan.records
         with contextlib.suppress(LosscmpError, OSError):
             self._list_set_aside()
         return set(scan.records)
@@ -1485,21 +1540,41 @@ class RunStore:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         started = self.clock()
         with self._tables_lock():
-            if records is None:
-                records = self._good_records()
+            frames = table_frames(
+                self._good_records() if records is None else _by_trial_id(records)
+            )
             for spec in TABLES:
-                atomic_write_csv(self.run_dir / spec.file, table_frame(records, spec))
+                atomic_write_csv(self.run_dir / spec.file, frames[spec.name])
         self._tables_built_at = self.clock()
         self._tables_cost, self._tables_behind = self._tables_built_at - started, 0
 
-    def _good_records(self) -> list[dict[str, Any]]:
-        """The good trial records: under the lock, those read once and written since;
-        else read from trials/."""
+    def _good_records(self) -> Iterator[dict[str, Any]]:
+        """The good trial records in trial id order, one at a time (never all parsed at
+        once): under the lock, those read once and written since; else read from trials/."""
         if self._lock_handle is None:
-            return list(self.scan_trials().records.values())
+            yield from self._read_good_records()
+            return
         if self._records is None:
-            self._records = _packed_records(self.scan_trials().records)
-        return [_unpack(packed) for packed in self._records.values()]
+            packed = {}
+            for record in self._read_good_records():
+                packed[record["trial_id"]] = _pack(record)
+                yield record
+            self._records = packed
+            return
+        for trial_id in sorted(self._records):
+            yield _unpack(self._records[trial_id])
+
+    def _read_good_records(self) -> Iterator[dict[str, Any]]:
+        """The good records of trials/, read one file at a time, in trial id order."""
+        if not self.trials_dir.is_dir():
+            return
+        for path in sorted(self.trials_dir.glob("*.json"), key=lambda path: path.stem):
+            try:
+                record = read_trial_file(path) if path.is_file() else None
+            except _Damage:
+                continue  # left for scan_trials to name (and --resume to set aside)
+            if record is not None:
+                yield record
 
     @contextlib.contextmanager
     def _tables_lock(self) -> Iterator[None]:
@@ -1520,15 +1595,14 @@ class RunStore:
         written by another pandas version is not stale; a missing trial, an
         extra or repeated row, a changed value, a damaged or empty file is.
         """
-        if records is None:
-            records = list(self.scan_trials().records.values())
+        records = self._read_good_records() if records is None else _by_trial_id(records)
         return self._checked_tables(records)[0]
 
-    def _checked_tables(self, records: Sequence[dict[str, Any]]) -> tuple[dict[str, str], dict]:
-        """:meth:`check_tables`'s problems, and each table's frame built from ``records``."""
-        problems, frames = {}, {}
+    def _checked_tables(self, records: Iterable[dict[str, Any]]) -> tuple[dict[str, str], dict]:
+        """:meth:`check_tables`'s problems, and each table's frame built from ``records``
+        (in trial id order)."""
+        problems, frames = {}, table_frames(records)
         for spec in TABLES:
-            frames[spec.name] = table_frame(records, spec)
             problem = self._table_problem(
                 self.run_dir / spec.file, csv_text(frames[spec.name]), spec
             )
@@ -1682,7 +1756,7 @@ class RunStore:
         records = [scan.records[key] for key in sorted(scan.records)]
         notes = self._damaged_notes(scan.damaged)
         if records:
-            problems, built = self._checked_tables(records)
+            problems, built = self._checked_tables(records)  # sorted by id above
             if problems and not scan.damaged and not self._behind_its_writer(problems):
                 notes.append(self._repair_note(problems, records, repair))
             frames = {
