@@ -789,20 +789,20 @@ def _print_report(
     """Print the tables and notes; write summary.csv (one run), the files asked for
     (``files``: renderer name -> path) and, with ``run_page``, ``<run>/report.html``;
     ``failures_told``: the caller's last line names the failed trials, so no note does."""
-    from losscmp.report_args import check_report_args
+    from losscmp.report_args import check_report_args, distinct_runs
 
     targets = {name: path for name, path in files.items() if path is not None}
     # Every mistake in the command is refused before pandas and the renderers load.
-    run_folders = check_report_args(paths, metric, targets, plots)
+    stood_for = check_report_args(paths, metric, targets, plots)
 
     from losscmp import console
     from losscmp.render import RENDERERS, summary_options, terminal
     from losscmp.results import RunStore
     from losscmp.summary import build_report, report_notes, source_lines
 
-    report = build_report(run_folders, metric=metric)
+    report = build_report(distinct_runs(stood_for), metric=metric)
     run_dirs = report.results.run_dirs
-    for line in source_lines(paths, report.results):
+    for line in source_lines(stood_for, report.results):
         console.print_note(line)
     all_columns = _all_columns_at(run_dirs, targets, run_page)
     console.print_tables(terminal.render(report, all_columns))

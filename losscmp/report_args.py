@@ -32,8 +32,9 @@ from losscmp.results import (
 
 def check_report_args(
     paths: Sequence[Path | str], metric: str, targets: Mapping[str, Path], plots: bool = False
-) -> list[Path]:
-    """Refuse what ``report`` cannot use, in the order above; the run folders to read.
+) -> dict[Path, Path]:
+    """Refuse what ``report`` cannot use, in the order above; each path -> the run folder
+    it stands for (:func:`resolve_runs`; :func:`distinct_runs` lists those to read).
     ``targets``: renderer name (``render.RENDERERS``) -> the file asked for; ``plots``:
     whether figures are to be written into each run folder."""
     from losscmp.render import RENDERERS
@@ -47,13 +48,14 @@ def check_report_args(
             )
         RENDERERS[name].check_target(path)
     check_metric(metric)
-    run_dirs = resolve_run_dirs(paths)
+    stood_for = resolve_runs(paths)
+    run_dirs = distinct_runs(stood_for)
     for name, path in targets.items():
         check_not_another_runs_file(name, path, run_dirs)
     if plots:
         for run_dir in run_dirs:
             check_plots_folder(run_dir)
-    return run_dirs
+    return stood_for
 
 
 def check_plots_folder(run_dir: Path) -> None:
@@ -105,11 +107,22 @@ def check_metric(metric: str) -> str:
 
 def resolve_run_dirs(paths: Sequence[Path | str]) -> list[Path]:
     """Each path is a run folder, or a folder of runs (its newest run is taken)."""
+    return distinct_runs(resolve_runs(paths))
+
+
+def resolve_runs(paths: Sequence[Path | str]) -> dict[Path, Path]:
+    """Each path as given -> the run folder it stands for (:func:`resolve_one`). Resolved
+    once: a folder's newest run can change meanwhile (its first trial ends), so whatever
+    says which run a folder stood for reads it from here."""
     if not paths:
         raise LosscmpError("no run folder given")
+    return {path: resolve_one(path) for path in map(Path, paths)}
+
+
+def distinct_runs(stood_for: Mapping[Path, Path]) -> list[Path]:
+    """The run folders of :func:`resolve_runs`, each once (as first named), in order."""
     resolved: dict[Path, Path] = {}  # the folder itself (however it was named) -> as named
-    for path in map(Path, paths):
-        run_dir = resolve_one(path)
+    for run_dir in stood_for.values():
         resolved.setdefault(run_dir.resolve(), run_dir)
     return list(resolved.values())
 

@@ -48,7 +48,7 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,6 @@ from losscmp.metric_names import (
 )
 from losscmp.report_args import (
     check_metric,
-    resolve_one,
     resolve_run_dirs,
 )
 from losscmp.results import (
@@ -302,14 +301,15 @@ def unfinished_trial_ids(results: RunResults) -> dict[Path, list[str]]:
 # --------------------------------------------------------------------------- finding runs
 
 
-def source_lines(paths: Sequence[Path | str], results: RunResults) -> list[str]:
+def source_lines(stood_for: Mapping[Path, Path], results: RunResults) -> list[str]:
     """What the paths alone do not say about the table: which run a folder of runs stood
-    for (its newest, of how many), and, for a combined table, each run's losses and seeds
+    for (its newest, of how many; ``stood_for``: each path given -> the run folder read,
+    ``report_args.resolve_runs``), and, for a combined table, each run's losses and seeds
     (the table merges their rows)."""
     lines = []
-    for path in map(Path, paths):
+    for path, run_dir in stood_for.items():
         if path.is_dir() and not is_run_dir(path):
-            lines.append(f"{path}: {_which_run(path)}")
+            lines.append(f"{path}: {_which_run(path, run_dir)}")
     if len(results.run_dirs) > 1:
         parts = []
         for run_dir, meta in zip(results.run_dirs, results.metas, strict=True):
@@ -327,11 +327,12 @@ def source_lines(paths: Sequence[Path | str], results: RunResults) -> list[str]:
     return lines
 
 
-def _which_run(folder: Path) -> str:
-    """Which of the runs in ``folder`` is reported, and why that one."""
+def _which_run(folder: Path, taken: Path) -> str:
+    """Why ``taken``, the run read for ``folder``, is the one of its runs reported. Not
+    resolved again: the newest run's first trial may have ended since ``taken`` was read."""
     runs = runs_newest_first(folder)
-    taken = resolve_one(folder)
-    newer = runs[: runs.index(taken)]
+    names = [run.name for run in runs]
+    newer = runs[: names.index(taken.name)] if taken.name in names else []
     if len(runs) == 1:
         return f"its one run, {taken.name}"
     if not newer:

@@ -18,6 +18,7 @@ import pytest
 from rich.console import Console
 from run_fixtures import LR, epoch_shape, held_out_epoch_shape, write_run
 
+from losscmp import summary as summary_module
 from losscmp.errors import LosscmpError, UnknownNameError
 from losscmp.render import RENDERERS
 from losscmp.render.cells import (
@@ -784,6 +785,37 @@ def test_the_report_says_which_runs_its_table_holds(cli, tmp_path):
     assert "newest run" not in alone and "combined" not in alone  # the run named: no more
     parent = " ".join(cli("report", tmp_path / "a").output.split())
     assert f"note: {tmp_path / 'a'}: its one run, 20260101-1" in parent
+
+
+def test_the_note_names_the_run_whose_table_is_shown_when_a_trial_ends_meanwhile(
+    cli, tmp_path, monkeypatch
+):
+    """`report results/` while a run's first trial ended: the table was the run before's
+    (the folder resolved while the newest had no trial), but the line above it resolved
+    the folder again and named the newest run (seen with a live run, benchmarks' smoke).
+    The line names the run that was read."""
+    older = write_run(tmp_path, quality={"dice": 0.8}, seeds=(0,), run_id="20260101-1")
+    starting = tmp_path / "20260102-1"
+    starting.mkdir()
+    meta = json.loads((older / "run.json").read_text())
+    meta.update(run_id=starting.name, started_at="2026-01-02T00:00:00+00:00")
+    (starting / "run.json").write_text(json.dumps(meta))
+    rows = (older / "epochs.csv").read_text().splitlines(keepends=True)
+    (starting / "epochs.csv").write_text(rows[0])
+    read = summary_module.load_run
+
+    def first_trial_ends_while_read(run_dir, **options):
+        (starting / "epochs.csv").write_text("".join(rows))  # the running run's first row
+        return read(run_dir, **options)
+
+    monkeypatch.setattr(summary_module, "load_run", first_trial_ends_while_read)
+    result = cli("report", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert (
+        f"note: {tmp_path}: its newest run with a finished trial, 20260101-1 (of 2 runs "
+        "there; newer, without one yet: 20260102-1)"
+    ) in " ".join(result.output.split())
+    assert (older / "summary.csv").is_file() and not (starting / "summary.csv").exists()
 
 
 def test_plots_of_combined_runs_say_they_are_each_runs_own(cli, tmp_path):
