@@ -24,6 +24,21 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 
 
 @pytest.fixture(autouse=True)
+def _ctrl_c_left_as_found():
+    """A test that leaves Ctrl-C ignored or blocked in this process fails itself: every
+    losscmp a later test starts inherits both, and its Ctrl-C tests then failed far away
+    (a run stopped by SIGINT trained to the end and exited 0)."""
+    handler = signal.getsignal(signal.SIGINT)
+    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    yield
+    left = signal.getsignal(signal.SIGINT)
+    left_blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    signal.signal(signal.SIGINT, handler)
+    signal.pthread_sigmask(signal.SIG_BLOCK if blocked else signal.SIG_UNBLOCK, [signal.SIGINT])
+    assert (left, left_blocked) == (handler, blocked), "the test left Ctrl-C's handling changed"
+
+
+@pytest.fixture(autouse=True)
 def _own_user_cache(tmp_path_factory, monkeypatch):
     """Each test its own user cache (where the decoded images of a data folder that cannot
     take them go): never the user's ~/.cache, nor an entry another test wrote."""

@@ -2119,6 +2119,7 @@ def test_a_second_ctrl_c_while_ray_stops_at_exit_ends_the_wait_quietly(monkeypat
     ray_executor._shut_down_in_background()
     (wait_at_exit,) = at_exit
     ctrl_c = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    handler = signal.getsignal(signal.SIGINT)
     ctrl_c.start()
     try:
         wait_at_exit()  # returns at the Ctrl-C, raising nothing
@@ -2126,10 +2127,14 @@ def test_a_second_ctrl_c_while_ray_stops_at_exit_ends_the_wait_quietly(monkeypat
         pytest.fail("the second Ctrl-C came out of the exit handler: a traceback at exit")
     else:
         assert not stopped.is_set()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # the command is over
     finally:
         ctrl_c.join()
         stopped.set()
         ray_executor.wait_for_shutdown()
+        # Ignored, it was inherited by every losscmp the later tests start: their Ctrl-C
+        # went unheard and the runs trained to the end.
+        signal.signal(signal.SIGINT, handler)
     assert ray_executor._shutdown is None and at_exit == []
 
 
