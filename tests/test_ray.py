@@ -169,6 +169,59 @@ def test_a_driver_without_a_gpu_trains_on_the_clusters_gpus():
     ]
 
 
+PRELOADED_WORKERS = """
+import sys, ray
+from losscmp.config import RunConfig
+from losscmp.executors.ray import RayExecutor
+
+@ray.remote(num_cpus=1)
+def imported_before_this_task():
+    return sorted({"segmentation_models_pytorch", "scipy.ndimage"} & set(sys.modules))
+
+executor = RayExecutor(RunConfig(device="cpu", threads=1))
+executor.start_early(10_000)  # more jobs than this machine has CPUs: every worker trains
+print(*ray.get(imported_before_this_task.remote()))
+executor.close()
+"""
+
+
+def test_a_local_rays_workers_import_the_training_code_before_their_first_task():
+    """A task imported torch, smp and scipy in its first task, after the driver had
+    submitted it: a local Ray whose every worker trains has them import it as they start,
+    while the driver still imports torch and loads the data, as --jobs workers do."""
+    pytest.importorskip("ray")
+    process = _python_starting_its_own_ray("-c", PRELOADED_WORKERS, timeout=180)
+    assert process.returncode == 0, process.stderr
+    assert process.stdout.splitlines() == ["scipy.ndimage segmentation_models_pytorch"]
+
+
+@pytest.mark.parametrize(
+    ("machine", "options", "jobs_at_most", "preloads"),
+    [
+        ({"CPU": 2.0}, {}, 8, True),
+        ({"CPU": 2.0}, {"jobs": 2}, 8, True),
+        ({"CPU": 2.0}, {}, 2, True),
+        ({"CPU": 2.0}, {}, 1, False),  # one job: the other worker would import for nothing
+        ({"CPU": 2.0}, {"jobs": 1}, 8, False),
+        ({"CPU": 2.0}, {"threads": 2}, 8, False),  # one task at a time uses both CPUs
+        ({"CPU": 64.0}, {}, 8, False),  # 56 idle workers importing torch beside the driver
+        ({"CPU": 2.0, "GPU": 1.0}, {}, 8, False),  # tasks wait for the GPU, not a CPU
+        ({"CPU": 2.0, "GPU": 1.0}, {"device": "cpu"}, 8, True),
+        (None, {}, 8, False),  # this Ray cannot say what it would have
+    ],
+)
+def test_workers_import_as_they_start_only_where_each_will_train(
+    machine, options, jobs_at_most, preloads, monkeypatch
+):
+    pytest.importorskip("ray")
+    from losscmp.config import RunConfig
+    from losscmp.executors import ray as ray_executor
+
+    monkeypatch.setattr(ray_executor, "_this_machine", lambda: machine and [machine])
+    config = RunConfig(**options)
+    assert ray_executor._every_worker_trains(config, jobs_at_most) is preloads
+
+
 def test_tasks_read_the_data_the_driver_loaded_not_the_dataset(ray_cluster, tmp_path):
     """The dataset folder is deleted once the driver has loaded it: the tasks still train,
     from the copy in Ray's object store (no node needs the data on its disk)."""
