@@ -1033,16 +1033,7 @@ def _usage_message(error: UsageError) -> str:
         if option.startswith("--")
     }
     meant = closest(error.option_name.lstrip("-"), options)
-    return _no_such_option(error) + (f" (did you mean '{options[meant]}'?)" if meant else "")
-
-
-def _no_such_option(error: NoSuchOption) -> str:
-    """'No such option: --bogus', as typer's own copy of click (typer >= 0.20) and click
-    before 8.2 word it; click 8.2 and later, which an older typer uses, say "No such
-    option '--bogus'."."""
-    if error.message == f"No such option {error.option_name!r}.":
-        return f"No such option: {error.option_name}"
-    return error.message
+    return error.message + (f" (did you mean '{options[meant]}'?)" if meant else "")
 
 
 def _command_named(ctx: typer.Context) -> str:

@@ -726,17 +726,6 @@ def test_usage_errors_are_one_line_too(args, message):
     assert message in lines[0]
 
 
-def test_an_unknown_option_is_worded_alike_by_every_click():
-    """click 8.2 and later, which a typer before 0.20 parses with, say "No such option
-    '--bogus'."; typer's own copy of click and older click 'No such option: --bogus'."""
-    click_exceptions = pytest.importorskip("click.exceptions")
-    from losscmp.cli import _no_such_option
-
-    error = click_exceptions.NoSuchOption("--bogus")
-    assert error.message == "No such option '--bogus'."  # click's own words (8.2 and later)
-    assert _no_such_option(error) == "No such option: --bogus"
-
-
 def test_no_arguments_print_the_help_once():
     """'losscmp' alone printed the whole help twice: Typer prints it while making the
     error that asks for it, and the entry point printed it again."""
