@@ -6,15 +6,25 @@ Imported by tests/test_data*.py (no conftest.py: the lead owns it).
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import sys
 import types
 from pathlib import Path
 
 import numpy as np
+import pytest
 from scipy import ndimage
 
 from losscmp.data.base import SegmentationData
+
+# albumentations is one of losscmp's dependencies, but a bare GPU image (where
+# benchmarks/gpu.sh runs with the image's own packages) lacks it: what trains with its
+# pipeline (real data, tiny_data's default) skips there, saying why, instead of failing.
+needs_albumentations = pytest.mark.skipif(
+    importlib.util.find_spec("albumentations") is None,
+    reason="albumentations is not installed (a losscmp dependency; a bare GPU image lacks it)",
+)
 
 
 def best_threshold_dice(values: np.ndarray, foreground: np.ndarray) -> float:

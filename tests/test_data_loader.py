@@ -7,12 +7,15 @@ import os
 import numpy as np
 import pytest
 import torch
-from fixtures_data import install_fake_distance, tiny_data
+from fixtures_data import install_fake_distance, needs_albumentations, tiny_data
 
 from losscmp.data import load_dataset, make_loader
 from losscmp.data.loader import BatchBuilder, LoaderWorkers
 from losscmp.data.transforms import MEAN, STD, apply_dihedral
 from losscmp.errors import ParameterError
+
+# Each pipeline; albumentations' skipped, saying why, where the package is missing.
+AUGMENTATIONS = ["dihedral", pytest.param("albumentations", marks=needs_albumentations)]
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +122,7 @@ def test_dihedral_augmentation_turns_image_and_mask_together(synthetic):
     assert changed > 20
 
 
-@pytest.mark.parametrize("augmentation", ["dihedral", "albumentations"])
+@pytest.mark.parametrize("augmentation", AUGMENTATIONS)
 def test_workers_give_identical_batches(augmentation):
     data = tiny_data(count=24, augmentation=augmentation, ignore_index=255)
 
@@ -133,6 +136,7 @@ def test_workers_give_identical_batches(augmentation):
             assert torch.equal(single[key], parallel[key]), key
 
 
+@needs_albumentations
 def test_albumentations_sample_does_not_depend_on_its_batch():
     data = tiny_data(count=12, augmentation="albumentations")
 
@@ -149,6 +153,7 @@ def test_albumentations_sample_does_not_depend_on_its_batch():
         assert torch.equal(small[index][1], large[index][1])
 
 
+@needs_albumentations
 def test_albumentations_changes_with_epoch_and_fills_ignore_outside():
     data = tiny_data(count=12, augmentation="albumentations", ignore_index=255)
 
@@ -181,6 +186,7 @@ def test_maps_are_cached_and_turned_with_the_mask(monkeypatch):
     assert len(calls) == 10  # once per training sample, not per epoch
 
 
+@needs_albumentations
 def test_maps_are_recomputed_after_albumentations(monkeypatch):
     calls = install_fake_distance(monkeypatch)
     data = tiny_data(count=6, mode="multiclass", num_classes=3)
@@ -230,7 +236,7 @@ def test_bad_loader_arguments(synthetic, kwargs, message):
         make_loader(synthetic, **kwargs)
 
 
-@pytest.mark.parametrize("augmentation", ["dihedral", "albumentations"])
+@pytest.mark.parametrize("augmentation", AUGMENTATIONS)
 def test_requesting_maps_does_not_change_the_batches(monkeypatch, augmentation):
     install_fake_distance(monkeypatch)
     data = tiny_data(count=10, augmentation=augmentation)
@@ -309,7 +315,7 @@ def assert_same_batches(expected, got):
             assert torch.equal(one[key], other[key]), key
 
 
-@pytest.mark.parametrize("augmentation", ["dihedral", "albumentations"])
+@pytest.mark.parametrize("augmentation", AUGMENTATIONS)
 def test_loader_workers_are_forked_once_for_every_epoch_and_split(builder_process, augmentation):
     """Forking them for each loader cost about 0.2 s each time, twice an epoch."""
     data = tiny_data(count=24, augmentation=augmentation)
@@ -319,12 +325,14 @@ def test_loader_workers_are_forked_once_for_every_epoch_and_split(builder_proces
     assert {int(batch["torch_threads"]) for batch in parallel} == {1}
 
 
+@needs_albumentations
 def test_a_loader_left_half_way_does_not_disturb_the_next(builder_process):
     data = tiny_data(count=24)
     next(iter(make_loader(data, batch_size=5, seed=3, epoch=1, num_workers=2)))
     assert_same_batches(epochs_and_splits(data, workers=0), epochs_and_splits(data, workers=2))
 
 
+@needs_albumentations
 def test_two_loaders_read_at_once_both_get_their_batches(builder_process):
     data = tiny_data(count=24)
     train, val = (
@@ -358,6 +366,7 @@ def test_maps_cached_after_the_fork_fork_the_workers_again(builder_process, monk
         assert torch.equal(one["signed_distance"], other["signed_distance"])
 
 
+@needs_albumentations
 def test_a_worker_error_is_raised_and_the_next_loader_forks_afresh(builder_process, monkeypatch):
     data = tiny_data(count=24)
     collect(make_loader(data, batch_size=5, seed=3, epoch=1, num_workers=2))

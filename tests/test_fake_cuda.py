@@ -39,7 +39,7 @@ from losses_helpers import (
     random_logits,
     random_target,
 )
-from torch._subclasses.fake_tensor import FakeTensorDeviceMismatchError, FakeTensorMode
+from torch._subclasses.fake_tensor import FakeTensorMode
 from train_helpers import tiny_settings
 
 import losscmp.train
@@ -58,10 +58,22 @@ from losscmp.train import (
     train_one_epoch,
 )
 
+# Fake tensors claim CUDA without a driver from some torch after 2.4 (verified on 2.11 and
+# 2.14): on 2.4, a host tensor meeting a fake CUDA one initialised the real CUDA runtime
+# ("CUDA driver version is insufficient") and pinned memory was not implemented.
+pytestmark = pytest.mark.skipif(
+    tuple(int(part) for part in torch.__version__.split(".")[:2]) < (2, 11),
+    reason=f"fake CUDA tensors need a driver on torch {torch.__version__} (2.11 or later)",
+)
+
 GPU = torch.device("cuda")
 PAIRS = loss_mode_pairs()
 BINARY = "synthetic(fg_fraction=0.2,n_train=4,n_val=4,n_test=4)"  # one batch of four
 MULTICLASS = "synthetic(fg_fraction=0.2,n_train=4,n_val=4,n_test=4,num_classes=3)"
+# The fake kernels' device check, by its words: torch 2.11 raises a plain RuntimeError
+# ("found two different devices"), later ones FakeTensorDeviceMismatchError, a
+# RuntimeError that is not importable from 2.11 ("found at least two devices").
+DEVICE_MISMATCH = r"found (at least )?two (different )?devices"
 
 
 @pytest.fixture
@@ -124,7 +136,7 @@ def test_the_fake_gpu_refuses_host_tensors_as_a_gpu_does(fake_gpu):
             lambda: values.scatter_add(0, host_index, values[:2]),
             lambda: values.add_(torch.ones(4)),
         ):
-            with pytest.raises(FakeTensorDeviceMismatchError):
+            with pytest.raises(RuntimeError, match=DEVICE_MISMATCH):
                 mix()
         assert all_on_gpu(values * torch.tensor(2.0))
 

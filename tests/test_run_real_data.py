@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 import pytest
-from fixtures_data import make_folder, make_pets_tree
+from fixtures_data import make_folder, make_pets_tree, needs_albumentations
 from test_data_download import pets_archives, server  # noqa: F401 - fixtures
 
 
@@ -22,6 +22,7 @@ def _only_run(out):
     return run_dir
 
 
+@needs_albumentations
 @pytest.mark.parametrize(
     ("dataset", "losses", "classes"),
     [
@@ -59,6 +60,7 @@ def test_pets_fixture_runs_binary_and_trimap(cli, tmp_path, pets_dir, dataset, l
         assert any(column.startswith("val_dice_") for column in epochs.columns)
 
 
+@needs_albumentations
 def test_folder_dataset_runs(cli, tmp_path):
     make_folder(tmp_path / "data", count=12, mask_suffix="_mask")
     out = tmp_path / "runs"
@@ -96,6 +98,7 @@ def test_datasets_list_shows_presence_and_how_to_get(cli, tmp_path):
         assert text in result.stdout
 
 
+@needs_albumentations
 def test_download_through_the_cli_then_train(cli, tmp_path, monkeypatch, pets_archives):  # noqa: F811
     """`losscmp datasets download pets` against a local server, then a run on what it fetched."""
     import functools
@@ -128,6 +131,7 @@ def test_download_through_the_cli_then_train(cli, tmp_path, monkeypatch, pets_ar
     assert result.exit_code == 0, result.output
 
 
+@needs_albumentations
 def test_resume_finds_a_dataset_that_moved_with_data_dir(cli, tmp_path):
     """--data-dir may change on --resume: the stored config is not checked against the
     old location (only the current options are checked against the filesystem)."""
@@ -145,6 +149,7 @@ def test_resume_finds_a_dataset_that_moved_with_data_dir(cli, tmp_path):
     assert bce.is_file()
 
 
+@needs_albumentations
 def test_resume_refuses_data_that_changed_since_the_run_started(cli, tmp_path, monkeypatch):
     """Trials of one run must see the same data: a resume on edited files, or on another
     folder that a relative path finds from elsewhere, is refused (naming where the run was
@@ -184,6 +189,7 @@ def test_resume_refuses_data_that_changed_since_the_run_started(cli, tmp_path, m
     assert bce.is_file()
 
 
+@needs_albumentations
 def test_resume_of_a_run_without_a_fingerprint_checks_what_it_recorded(cli, tmp_path):
     """A run made before data fingerprints were kept: its split sizes and foreground
     fractions stand in (a folder this version reads differently changes them)."""
@@ -209,6 +215,7 @@ def test_resume_of_a_run_without_a_fingerprint_checks_what_it_recorded(cli, tmp_
     assert resumed.exit_code == 0, resumed.output
 
 
+@needs_albumentations
 def test_a_cache_the_full_disk_refused_is_recorded_and_told_once(cli, tmp_path, monkeypatch):
     """run.json said 'read-only' for a full disk, and nothing told why every run decoded
     the images again."""
@@ -237,6 +244,7 @@ def test_a_cache_the_full_disk_refused_is_recorded_and_told_once(cli, tmp_path, 
     assert dataset["cache"] == "disk full"
 
 
+@needs_albumentations
 def test_a_read_only_data_folder_is_cached_in_the_users_cache_with_the_same_numbers(cli, tmp_path):
     """Every run decoded the images again where the data folder could not be written; the
     user's cache serves the next run, whose numbers are those of the run that decoded."""

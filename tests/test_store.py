@@ -418,7 +418,8 @@ def test_a_rebuild_holds_no_dict_per_row_nor_every_record(run_dir, monkeypatch):
         per_row = tracemalloc.get_traced_memory()[1] / len(rows)
     finally:
         tracemalloc.stop()
-    assert per_row < 400  # a dict per row: ~670 bytes; a column at a time: ~250
+    # a dict per row: ~670 bytes; a column at a time: ~250 (pandas 3), ~420 (pandas 2.0)
+    assert per_row < 500
 
 
 def test_a_table_as_the_writer_wrote_it_is_not_parsed_to_be_checked(run_dir, monkeypatch):
