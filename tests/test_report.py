@@ -787,6 +787,16 @@ def test_the_report_says_which_runs_its_table_holds(cli, tmp_path):
     assert f"note: {tmp_path / 'a'}: its one run, 20260101-1" in parent
 
 
+def a_run_just_started_after(older):
+    """A newer run beside ``older``, as it is once its run.json is written: no trial yet."""
+    starting = older.parent / "20260102-1"
+    starting.mkdir()
+    meta = json.loads((older / "run.json").read_text())
+    meta.update(run_id=starting.name, started_at="2026-01-02T00:00:00+00:00")
+    (starting / "run.json").write_text(json.dumps(meta))
+    return starting
+
+
 def test_the_note_names_the_run_whose_table_is_shown_when_a_trial_ends_meanwhile(
     cli, tmp_path, monkeypatch
 ):
@@ -795,11 +805,7 @@ def test_the_note_names_the_run_whose_table_is_shown_when_a_trial_ends_meanwhile
     the folder again and named the newest run (seen with a live run, benchmarks' smoke).
     The line names the run that was read."""
     older = write_run(tmp_path, quality={"dice": 0.8}, seeds=(0,), run_id="20260101-1")
-    starting = tmp_path / "20260102-1"
-    starting.mkdir()
-    meta = json.loads((older / "run.json").read_text())
-    meta.update(run_id=starting.name, started_at="2026-01-02T00:00:00+00:00")
-    (starting / "run.json").write_text(json.dumps(meta))
+    starting = a_run_just_started_after(older)
     rows = (older / "epochs.csv").read_text().splitlines(keepends=True)
     (starting / "epochs.csv").write_text(rows[0])
     read = summary_module.load_run
@@ -846,11 +852,7 @@ def test_a_folder_whose_newest_run_has_no_trial_yet_reports_the_one_before(
     writes its tables' headers as it starts: epochs.csv's header alone, read as an old
     run's table (made before trial files), refused again."""
     older = write_run(tmp_path, quality={"dice": 0.8}, seeds=(0,), run_id="20260101-1")
-    starting = tmp_path / "20260102-1"
-    starting.mkdir()
-    meta = json.loads((older / "run.json").read_text())
-    meta.update(run_id=starting.name, started_at="2026-01-02T00:00:00+00:00")
-    (starting / "run.json").write_text(json.dumps(meta))
+    starting = a_run_just_started_after(older)
     if with_headers:
         for table in ("epochs.csv", "images.csv"):
             header = (older / table).read_text().splitlines(keepends=True)[0]
