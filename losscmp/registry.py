@@ -60,6 +60,9 @@ class Entry:
     # A dataset's mode, 'binary' or 'multiclass', from its checked parameters (as
     # ``factory`` takes them), known before loading: ``--losses all`` depends on it.
     mode_of: Callable[..., str] | None = None
+    # A dataset's augmentation (``data.base.Augmentation``), known before loading: a run
+    # checks the modules it imports are installed. None: SegmentationData's default.
+    augmentation: str | None = None
 
     @property
     def module(self) -> str:

@@ -74,13 +74,16 @@ def test_every_registered_dataset_has_a_sample_here(name, tmp_path):
 
 @pytest.mark.parametrize("name", list_datasets())
 def test_a_dataset_loads_as_its_entry_says(name, tmp_path):
-    """The mode ``mode_of`` says before loading (``--losses all`` is chosen from it) is what
-    loading makes, and the masks hold the classes the data names, nothing else."""
+    """The mode ``mode_of`` says before loading (``--losses all`` is chosen from it) and the
+    augmentation its entry declares are what loading makes, and the masks hold the classes
+    the data names, nothing else."""
     for spec, where in samples(name, tmp_path):
         check_dataset(spec, image_size=IMAGE_SIZE, **where)  # the checks without loading
         data = load(spec, image_size=IMAGE_SIZE, **where)
         assert (data.name, data.spec) == (name, as_spec(spec).label)
         assert data.mode == dataset_mode(spec), spec
+        # What a run checks is installed before its folder exists (losscmp.dependencies).
+        assert data.augmentation == DATASET_REGISTRY.get(name).augmentation, spec
         assert (data.mode == "binary") == (data.num_classes == 2), spec
         assert data.out_channels == (1 if data.mode == "binary" else data.num_classes)
         for split in SPLITS:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from losscmp.data.base import SegmentationData
+from losscmp.data.base import AUGMENTATION_MODULES, DEFAULT_AUGMENTATION, SegmentationData
 from losscmp.data.folder import (
     folder_foreground_hint,
     folder_mode,
@@ -50,6 +50,7 @@ __all__ = [
     "SegmentationLoader",
     "check_dataset",
     "dataset_mode",
+    "dataset_modules",
     "dataset_status",
     "download_dataset",
     "downloadable",
@@ -70,6 +71,7 @@ DATASET_REGISTRY.register(
     status=synthetic_status,
     foreground_hint=synthetic_foreground_hint,
     mode_of=synthetic_mode,
+    augmentation="dihedral",
 )(load_synthetic)
 DATASET_REGISTRY.register(
     "pets",
@@ -82,6 +84,7 @@ DATASET_REGISTRY.register(
     download=download_pets_into,
     download_to=DEFAULT_PETS_DIR,
     mode_of=pets_mode,
+    augmentation="albumentations",
 )(load_pets)
 DATASET_REGISTRY.register(
     "folder",
@@ -91,6 +94,7 @@ DATASET_REGISTRY.register(
     status=folder_status,
     foreground_hint=folder_foreground_hint,
     mode_of=folder_mode,
+    augmentation="albumentations",
 )(load_folder)
 
 
@@ -122,6 +126,10 @@ def load_dataset(
     data.spec = spec.label
     if entry.mode_of and data.mode != entry.mode_of(**params):  # out of step: a bug
         raise RuntimeError(f"{spec.label} loaded as {data.mode}, its mode_of says otherwise")
+    if entry.augmentation and data.augmentation != entry.augmentation:  # likewise
+        raise RuntimeError(
+            f"{spec.label} loaded with {data.augmentation} augmentation, its entry says otherwise"
+        )
     check_foreground(data, spec)
     data.info.setdefault("spec", spec.label)
     if limit is not None:
@@ -139,6 +147,13 @@ def dataset_mode(spec: str | Spec) -> str:
             "loaded, which 'all' and patterns need: name the losses"
         )
     return entry.mode_of(**check_params(entry, spec.params, "dataset"))
+
+
+def dataset_modules(spec: str | Spec) -> tuple[str, ...]:
+    """The modules a run of the dataset imports for it beyond losscmp's own (its
+    augmentation's), known before loading: asked of its entry, never of its name."""
+    entry = DATASET_REGISTRY.get(as_spec(spec).name)
+    return AUGMENTATION_MODULES[entry.augmentation or DEFAULT_AUGMENTATION]
 
 
 def check_dataset(

@@ -25,6 +25,14 @@ IGNORE_INDEX = 255
 # is exact on the pixel grid, so cached distance maps can be turned with the
 # mask; "albumentations" is the full pipeline of transforms.py.
 Augmentation = Literal["dihedral", "albumentations"]
+# The augmentation of a dataset that does not say (of a registry entry without one).
+DEFAULT_AUGMENTATION: Augmentation = "albumentations"
+# The modules beyond numpy that each augmentation imports: a run checks a dataset's are
+# installed before its folder exists (losscmp.dependencies), not when every trial fails.
+AUGMENTATION_MODULES: dict[str, tuple[str, ...]] = {
+    "dihedral": (),
+    "albumentations": ("albumentations",),
+}
 
 
 @dataclass
@@ -45,7 +53,7 @@ class SegmentationData:
     val_masks: np.ndarray
     ignore_index: int | None = None
     info: dict[str, Any] = field(default_factory=dict)
-    augmentation: Augmentation = "albumentations"
+    augmentation: Augmentation = DEFAULT_AUGMENTATION
     # Source names per sample (file ids), when the dataset has them; for per-image reports.
     train_names: tuple[str, ...] = ()
     val_names: tuple[str, ...] = ()
