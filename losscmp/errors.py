@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import re
 import signal
 import threading
 from collections.abc import Iterable
@@ -175,14 +176,34 @@ def install_hint(extra: str) -> str:
     """``pip install 'ray>=2.9'``: what the ``extra`` of losscmp's metadata asks for. Not
     ``losscmp[ray]``: from a checkout (``pip install -e .``) that would fetch whatever the
     package index calls losscmp."""
-    from importlib import metadata
-
-    try:
-        requires = metadata.requires("losscmp") or []
-    except metadata.PackageNotFoundError:
-        requires = []
     marker = f'extra == "{extra}"'
-    wanted = [line.split(";")[0].strip() for line in requires if line.endswith(marker)]
+    wanted = [line.split(";")[0].strip() for line in _declared() if line.endswith(marker)]
     if not wanted:  # losscmp run from its source tree without being installed
         return f"pip install -e '.[{extra}]' in the losscmp checkout"
     return "pip install " + " ".join(f"'{requirement}'" for requirement in wanted)
+
+
+def dependency_hint(packages: Iterable[str]) -> str:
+    """``pip install 'albumentations>=1.4.24'``: these of losscmp's own dependencies (not an
+    extra's), each as its metadata declares it, so the floor has one source: pyproject.toml."""
+    declared = {_package_name(line): line.strip() for line in _declared() if ";" not in line}
+    wanted = [declared.get(_package_name(package)) for package in packages]
+    if None in wanted:  # losscmp run from its source tree without being installed
+        return "pip install -e . in the losscmp checkout"
+    return "pip install " + " ".join(f"'{requirement}'" for requirement in wanted)
+
+
+def _declared() -> list[str]:
+    """The requirements of the installed losscmp's metadata; none where it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.requires("losscmp") or []
+    except metadata.PackageNotFoundError:
+        return []
+
+
+def _package_name(requirement: str) -> str:
+    """``Segmentation_Models.PyTorch>=0.6``: ``segmentation-models-pytorch`` (PEP 503's form)."""
+    name = re.match(r"[A-Za-z0-9._-]*", requirement.strip()).group()
+    return re.sub(r"[-_.]+", "-", name).lower()

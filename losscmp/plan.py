@@ -106,16 +106,20 @@ def plan_run(config: RunConfig) -> Plan:
 
 def check_resources(config: RunConfig) -> None:
     """What the machine must offer: every dataset check short of loading (files, layout,
-    memory) and a batch that fits. Not part of config validation: a resumed run's stored
-    config is rebuilt too, and its data may have moved (``--data-dir`` may change)."""
+    memory), a batch that fits and the packages the run imports. Not part of config
+    validation: a resumed run's stored config is rebuilt too, and its data may have moved
+    (``--data-dir`` may change), or run where a package is missing."""
     from losscmp.data import check_dataset
     from losscmp.data.memory import check_batch_fits
+    from losscmp.dependencies import check_installed
 
     check_batch_fits(config.batch_size, config.image_size)
     for spec in config.dataset_specs():
         check_dataset(
             spec, data_dir=config.data_dir, image_size=config.image_size, limit=config.limit
         )
+    # After the datasets' own checks: their mistakes are the user's to fix first.
+    check_installed(config.dataset_specs())
 
 
 def _given_loss(text: str, config: RunConfig) -> Spec:

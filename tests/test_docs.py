@@ -230,8 +230,8 @@ def test_the_readme_counts_the_losses_the_registry_has():
 
 
 # Options of other programs the docs show beside losscmp's: `mlflow ui`, `docker run`,
-# `ray start`, and `--help`, which every command has.
-OTHER_PROGRAMS_OPTIONS = {"--backend-store-uri", "--shm-size", "--head", "--help"}
+# `ray start`, `pip install --no-deps`, and `--help`, which every command has.
+OTHER_PROGRAMS_OPTIONS = {"--backend-store-uri", "--shm-size", "--head", "--no-deps", "--help"}
 
 
 def test_every_option_the_docs_name_is_one_losscmp_has():
