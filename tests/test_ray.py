@@ -525,7 +525,7 @@ def test_without_ray_the_install_hint_is_one_line_and_nothing_is_written(tmp_pat
     )
     assert process.returncode == 2, process.stderr
     assert process.stderr.strip().splitlines() == [
-        "losscmp: error: --executor ray needs Ray: pip install 'ray>=2.9'"
+        "losscmp: error: --executor ray needs Ray: pip install 'ray>=2.10'"
     ]
     assert not out.exists() or not any(out.iterdir())
 

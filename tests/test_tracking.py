@@ -625,7 +625,7 @@ def test_without_mlflow_installed_it_says_how_to_install_it(cli, tmp_path, monke
     result = cli("run", *ARGS, "--out", out, "--tracking", "mlflow", *extra)
     assert result.exit_code == 2
     assert result.stderr == (
-        "losscmp: error: --tracking mlflow needs MLflow: pip install 'mlflow>=3.0'\n"
+        "losscmp: error: --tracking mlflow needs MLflow: pip install 'mlflow>=3.9'\n"
     )
     assert not out.exists()
 
