@@ -173,7 +173,7 @@ def unknown(kind: str, name: str, choices: Iterable[str]) -> UnknownNameError:
 
 
 def install_hint(extra: str) -> str:
-    """``pip install 'ray>=2.9'``: what the ``extra`` of losscmp's metadata asks for. Not
+    """``pip install 'ray>=2.10'``: what the ``extra`` of losscmp's metadata asks for. Not
     ``losscmp[ray]``: from a checkout (``pip install -e .``) that would fetch whatever the
     package index calls losscmp."""
     marker = f'extra == "{extra}"'

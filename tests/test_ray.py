@@ -222,6 +222,18 @@ def test_workers_import_as_they_start_only_where_each_will_train(
     assert ray_executor._every_worker_trains(config, jobs_at_most) is preloads
 
 
+def test_this_machine_is_counted_as_ray_counts_it_without_starting_ray():
+    """The resources a local Ray would have, from Ray's own reckoning in its private module
+    (ResourceAndLabelSpec from Ray 2.49, ResourceSpec before): not None, which would start
+    a Ray for a dry run and leave a local Ray's workers to import in their first task."""
+    ray = pytest.importorskip("ray")
+    from losscmp.executors import ray as ray_executor
+
+    machine = ray_executor._this_machine()
+    assert machine is not None
+    assert machine[0]["CPU"] == ray._private.utils.get_num_cpus()
+
+
 def test_tasks_read_the_data_the_driver_loaded_not_the_dataset(ray_cluster, tmp_path):
     """The dataset folder is deleted once the driver has loaded it: the tasks still train,
     from the copy in Ray's object store (no node needs the data on its disk)."""
@@ -513,7 +525,7 @@ def test_without_ray_the_install_hint_is_one_line_and_nothing_is_written(tmp_pat
     )
     assert process.returncode == 2, process.stderr
     assert process.stderr.strip().splitlines() == [
-        "losscmp: error: --executor ray needs Ray: pip install 'ray>=2.9'"
+        "losscmp: error: --executor ray needs Ray: pip install 'ray>=2.10'"
     ]
     assert not out.exists() or not any(out.iterdir())
 

@@ -656,12 +656,23 @@ def _this_machine() -> list[dict[str, float]] | None:
     (Ray's own reckoning: cgroup CPU limits, CUDA_VISIBLE_DEVICES, RAY_OVERRIDE_RESOURCES);
     None where this Ray cannot tell (its private module changed)."""
     try:
-        from ray._private.resource_and_label_spec import ResourceAndLabelSpec
-
-        spec = ResourceAndLabelSpec().resolve(is_head=True, node_ip_address="127.0.0.1")
+        spec = _unresolved_spec().resolve(is_head=True, node_ip_address="127.0.0.1")
         return [{key: float(value) for key, value in spec.to_resource_dict().items()}]
     except Exception:  # then Ray is started, to be asked
         return None
+
+
+def _unresolved_spec():
+    """Ray's node resources before it fills in this machine's: ResourceAndLabelSpec from
+    Ray 2.49, ResourceSpec (the same resolve and to_resource_dict) before."""
+    try:
+        from ray._private.resource_and_label_spec import ResourceAndLabelSpec
+
+        return ResourceAndLabelSpec()
+    except ImportError:
+        from ray._private.resource_spec import ResourceSpec
+
+        return ResourceSpec()
 
 
 def _check_fits(

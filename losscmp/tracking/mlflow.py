@@ -4,7 +4,7 @@ The store is ``$MLFLOW_TRACKING_URI`` (or ``mlflow.set_tracking_uri`` from Pytho
 without one, a SQLite store beside the run folders: ``<out>/mlruns/mlflow.db``
 with artifacts in ``<out>/mlruns/artifacts/`` (MLflow's own default, a file
 ``mlflow.db`` in whichever folder the command ran from, would scatter one store
-per working directory; the file store ``./mlruns`` is refused by MLflow 3). Any
+per working directory; the file store ``./mlruns`` is refused by MLflow 3.13 on). Any
 SQLite store keeps the artifacts of the experiments made here beside its file.
 View it with ``mlflow ui --backend-store-uri sqlite:///results/mlruns/mlflow.db``.
 
@@ -386,7 +386,7 @@ def without_password(text: str, uri: str) -> str:
 
 def check_store(uri: str, experiment: str) -> None:
     """What would stop a run from logging to ``uri``, found before it starts: a URI MLflow
-    cannot use (unknown scheme, the file store MLflow 3 refuses, a missing database driver),
+    cannot use (unknown scheme, the file store MLflow 3.13 refuses, a missing database driver),
     a server that does not answer, a SQLite file that cannot be made, an experiment name
     MLflow refuses or one that is deleted. A store that does not exist yet is not made."""
     from mlflow.tracking import MlflowClient
