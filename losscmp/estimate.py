@@ -2,10 +2,11 @@
 
 ``measure.measure_job_costs`` times a few real training steps and an evaluation of each
 job shape (a loss alone, or a fused group of losses) on this machine; these pure functions
-turn those costs and the plan into seconds: each job's epochs of steps and evaluations,
-the jobs laid out on the slots that train at once, in the order the executor hands them
-out. Rough by nature: a diverged trial stops early, a loaded machine runs slower, and a
-few steps' median is not an epoch's.
+turn those costs and the plan into seconds: the run's start (with worker processes, their
+imports beside the main process's on the cores), each job's epochs of steps and
+evaluations, the jobs laid out on the slots that train at once, in the order the executor
+hands them out, then the report. Rough by nature: a diverged trial stops early, a loaded
+machine runs slower, and a few steps' median is not an epoch's.
 """
 
 from __future__ import annotations
@@ -54,11 +55,32 @@ def slowdown(slots: int, threads: int, cores: int) -> float:
 
 
 def run_seconds(
-    durations: Sequence[float], slots: int, slower: float = 1.0, start_s: float = 0.0
+    durations: Sequence[float],
+    slots: int,
+    slower: float = 1.0,
+    start_s: float = 0.0,
+    report_s: float = 0.0,
 ) -> float:
-    """The run's seconds: its start (imports, data, checks), then its jobs' ``durations``
-    (each as measured alone) laid out on ``slots``, each ``slower`` for sharing the cores."""
-    return start_s + laid_out([duration * slower for duration in durations], slots)
+    """The run's seconds: its start (imports, data, checks; workers ready), then its jobs'
+    ``durations`` (each as measured alone) laid out on ``slots``, each ``slower`` for
+    sharing the cores, then its report."""
+    return start_s + laid_out([duration * slower for duration in durations], slots) + report_s
+
+
+def start_with_workers(main_s: float, worker_s: float, workers: int, cores: int) -> float:
+    """Seconds until the first job can start in a worker: ``workers`` processes, spawned as
+    the command starts, each import for ``worker_s`` (measured alone) while the main
+    process's own start (``main_s``: imports, data, checks) goes on beside them, all on
+    ``cores``. Neither waits for the other, but together they can go no faster than the
+    cores do their sum of work."""
+    shared = (workers * worker_s + main_s) / max(cores, 1)
+    return max(main_s, worker_s, shared)
+
+
+def report_seconds(import_s: float, figure_s: float, figures: int) -> float:
+    """The report after the trials: its modules imported (pandas, matplotlib: ``import_s``,
+    what the dry run had not loaded), then ``figures`` figures drawn, ``figure_s`` each."""
+    return import_s + figure_s * figures
 
 
 def rough_duration(seconds: float) -> str:

@@ -6,12 +6,16 @@ and ``STEPS`` more on the run's own first batches (``train.train_step``,
 ``fused.group_step``: the run's code, not a copy), with the run's model, batch, image
 size, device, AMP and threads per job; its evaluation passes are timed over a few batches
 and scaled to the split, and the boundary scores of the last epoch over a few images.
-Nothing is kept: the weights trained here are thrown away.
+The run's start is this dry run's own; with ``--jobs 2`` or more, a worker is spawned as the
+run spawns them and timed until it is ready. The report after the trials: its modules'
+imports and a stand-in figure, timed. Nothing is kept: the weights trained here are thrown
+away, the worker stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import statistics
 import time
 from collections.abc import Collection
@@ -20,9 +24,11 @@ from losscmp.estimate import (
     ROUGHLY,
     JobCost,
     job_seconds,
+    report_seconds,
     rough_duration,
     run_seconds,
     slowdown,
+    start_with_workers,
 )
 
 STEPS = 3  # timed training steps of the first job shape, after one warm-up step
@@ -35,6 +41,8 @@ BOUNDARY_IMAGES = 4  # images whose boundary scores are timed
 # timed but taken as the slowest timed one of their kind (the same target maps, the host
 # work that differs most between losses); one shape of each kind is timed whatever it takes.
 BUDGET_S = 8.0
+# How long a worker's start is waited for at most: one that takes longer counts this much.
+WORKER_WAIT_S = 60.0
 
 
 class _Enough(Exception):
@@ -56,16 +64,19 @@ def estimate_line(prepared, began: float, done: Collection[str] = (), meta=None)
         )
     if not jobs:
         return "time: nothing left to train"
-    start_s = time.monotonic() - began + _import_seconds()
+    main_s = time.monotonic() - began
+    # Imported now whatever the jobs: else the first job's timed setup would count them.
+    job_imports_s = _import_seconds()
     try:
         costs, timed = measure_job_costs(prepared, jobs, execution)
     except Exception as error:  # the plan is printed and checked: an estimate is a bonus
         reason = " ".join(str(error).split()[:30]) or type(error).__name__
         return f"time: not estimated: a timed training step failed ({reason})"
+    start_s = _start_seconds(main_s, job_imports_s, execution)
     epochs = prepared.plan.config.epochs
     durations = [job_seconds(*costs[_shape(job)], epochs) for job in jobs]
     slower = _slowdown(execution, prepared.settings.device)
-    seconds = run_seconds(durations, execution.jobs, slower, start_s)
+    seconds = run_seconds(durations, execution.jobs, slower, start_s, _report_s(prepared))
     shapes = len(costs)
     if shapes == 1:
         kinds = "its one kind of job"
@@ -87,6 +98,75 @@ def _import_seconds() -> float:
 
     began = time.perf_counter()
     import_job_modules()
+    return time.perf_counter() - began
+
+
+def _start_seconds(main_s: float, job_imports_s: float, execution) -> float:
+    """The run's start: this dry run's own (``main_s``: imports, data, checks) and, in this
+    process (``--jobs 1``), the job modules' imports; with workers, theirs instead (one
+    spawned now, timed), beside the main process's start on the cores."""
+    if execution.jobs == 1:
+        return main_s + job_imports_s
+    from losscmp.executors.local import available_cores
+
+    return start_with_workers(main_s, _worker_seconds(), execution.jobs, available_cores())
+
+
+def _worker_seconds() -> float:
+    """A worker's start, timed: one spawned as the run spawns them
+    (``executors.local._Worker``), from its spawn to its 'ready' (a fresh Python, torch, smp,
+    scipy: ``worker.import_job_modules``), then stopped. Alone on the cores, the dry run's
+    checks done: the run's workers start beside its main process (``start_with_workers``)."""
+    from multiprocessing.connection import wait
+
+    from losscmp.executors.local import _Worker
+
+    began = time.perf_counter()
+    worker = _Worker(multiprocessing.get_context("spawn"), 0, device_type=None)
+    try:
+        while True:
+            wait([worker.conn, worker.process.sentinel], timeout=WORKER_WAIT_S)
+            if not worker.conn.poll():  # died, or still not ready: the rest is the guess
+                return time.perf_counter() - began
+            kind, _payload = worker.conn.recv()
+            if kind == "ready":
+                return time.perf_counter() - began
+    finally:
+        worker.stop()
+        worker.join()
+
+
+def _report_s(prepared) -> float:
+    """The report after the trials: its modules imported, timed now (what this dry run has
+    not loaded: pandas, matplotlib), and its figures (the learning curves, each dataset's
+    prediction panel, the imbalance dial's figure) drawn as one stand-in figure is, timed."""
+    began = time.perf_counter()
+    import pandas  # noqa: F401 (the tables)
+
+    import losscmp.render.html  # noqa: F401 (report.html)
+    import losscmp.summary  # noqa: F401
+    from losscmp.render import figures
+
+    figures.require_matplotlib()
+    import_s = time.perf_counter() - began
+    datasets = len(prepared.plan.dataset_specs)
+    drawn = 1 + datasets + (datasets > 1)
+    return report_seconds(import_s, _figure_seconds(prepared.plan.config.losses), drawn)
+
+
+def _figure_seconds(losses) -> float:
+    """One figure of the report's kind (``figures._figure``: a constrained layout, a PNG
+    as ``figures.png_bytes`` writes it) with a line per loss, drawn and encoded, timed."""
+    from losscmp.render import figures
+
+    began = time.perf_counter()
+    figure = figures._figure(6.4, 3.6)
+    axis = figure.subplots()
+    for index, loss in enumerate(losses):
+        axis.plot([0, 1, 2], [index, index + 1, index], label=figures.plain(loss))
+    axis.legend()
+    axis.set_title("stand-in")
+    figures.png_bytes(figure)
     return time.perf_counter() - began
 
 

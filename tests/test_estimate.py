@@ -10,9 +10,11 @@ from losscmp.estimate import (
     JobCost,
     job_seconds,
     laid_out,
+    report_seconds,
     rough_duration,
     run_seconds,
     slowdown,
+    start_with_workers,
 )
 
 
@@ -53,6 +55,31 @@ def test_jobs_beyond_the_cores_share_them(slots, threads, cores, factor):
 def test_a_run_is_its_start_then_its_jobs_slowed_and_laid_out():
     # 3 + three 10 s jobs at 1.5x on 2 slots: [15, 15] then 15 more on one: 30
     assert run_seconds([10, 10, 10], slots=2, slower=1.5, start_s=3) == 33
+
+
+def test_a_run_ends_with_its_report():
+    # 3 + 30 as above, then a 2 s report
+    assert run_seconds([10, 10, 10], slots=2, slower=1.5, start_s=3, report_s=2) == 35
+
+
+@pytest.mark.parametrize(
+    ("main_s", "worker_s", "workers", "cores", "seconds"),
+    [
+        (5, 4, 2, 2, 6.5),  # 2 workers x 4 s + the main process's 5 s on 2 cores: 13 / 2
+        (5, 4, 2, 8, 5),  # cores enough: the main process's own start is the longer
+        (2, 4, 2, 16, 4),  # ... or a worker's imports
+        (1, 1, 2, 0, 3),  # no core known: one
+    ],
+)
+def test_workers_start_beside_the_main_process_on_the_cores(
+    main_s, worker_s, workers, cores, seconds
+):
+    assert start_with_workers(main_s, worker_s, workers, cores) == seconds
+
+
+def test_a_report_is_its_imports_then_its_figures():
+    assert report_seconds(import_s=1.5, figure_s=0.25, figures=3) == 2.25
+    assert report_seconds(import_s=0.0, figure_s=0.25, figures=0) == 0.0
 
 
 @pytest.mark.parametrize(
@@ -186,3 +213,61 @@ def test_past_the_budget_the_kinds_left_are_the_slowest_timed_of_their_kind(
     # focal 1 h, dice as focal 1 h (timed: 10 s), boundary 2 h, one after another
     assert found[0].startswith("time: about 4 h here for 3 jobs")
     assert found[3] == "2 of its 3 kinds of job, the others taken as the slowest of theirs"
+
+
+def _quick_steps(monkeypatch):
+    """Every kind of job timed at nothing: what the line adds up is the start and report."""
+    import losscmp.measure
+    from losscmp.estimate import JobCost
+
+    monkeypatch.setattr(
+        losscmp.measure, "_measure", lambda *args, **kwargs: (JobCost(0.0, 0.0, 0.0), 1)
+    )
+
+
+def test_workers_start_is_timed_and_counted_with_jobs_2(cli, tmp_path, monkeypatch):
+    """An hour to start a worker: an hour before the first job (the dry run's start and the
+    report, seconds, are lost in the rounding)."""
+    import losscmp.measure
+
+    _quick_steps(monkeypatch)
+    monkeypatch.setattr(losscmp.measure, "_worker_seconds", lambda: 3600.0)
+    losses = ["--losses", "dice,focal", "--epochs", "1", "--jobs", "2", "--threads", "1"]
+    result = cli("run", *TINY, *losses, "--estimate", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    assert _estimate(result.output)[0].startswith("time: about 60 min here for 2 jobs")
+
+
+def test_no_worker_is_started_to_time_a_run_in_this_process(cli, tmp_path, monkeypatch):
+    import losscmp.measure
+
+    def spawns():
+        raise AssertionError("a worker was timed for --jobs 1")
+
+    monkeypatch.setattr(losscmp.measure, "_worker_seconds", spawns)
+    losses = ["--losses", "dice,focal", "--epochs", "1", "--jobs", "1"]
+    result = cli("run", *TINY, *losses, "--estimate", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    assert _estimate(result.output)[2] == "2"
+
+
+def test_the_report_after_the_trials_is_counted(cli, tmp_path, monkeypatch):
+    """Half an hour a figure: the learning curves and the one dataset's prediction panel."""
+    import losscmp.measure
+
+    _quick_steps(monkeypatch)
+    monkeypatch.setattr(losscmp.measure, "_figure_seconds", lambda losses: 1800.0)
+    losses = ["--losses", "dice,focal", "--epochs", "1", "--jobs", "1"]
+    result = cli("run", *TINY, *losses, "--estimate", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    assert _estimate(result.output)[0].startswith("time: about 60 min here for 2 jobs")
+
+
+def test_a_worker_timed_is_spawned_as_the_run_spawns_them_then_stopped():
+    import multiprocessing
+
+    from losscmp.measure import WORKER_WAIT_S, _worker_seconds
+
+    seconds = _worker_seconds()
+    assert 0 < seconds < WORKER_WAIT_S  # it said it was ready: torch, smp and scipy imported
+    assert not [child for child in multiprocessing.active_children() if child.is_alive()]
