@@ -37,6 +37,10 @@ RUN_MODULES: dict[str, str] = {
 # Modules that only some runs import (a dataset's augmentation's: data.base.AUGMENTATION_MODULES).
 OPTIONAL_MODULES: dict[str, str] = {"albumentations": "albumentations"}
 PACKAGES: dict[str, str] = {**RUN_MODULES, **OPTIONAL_MODULES}
+# What ``losscmp report`` imports beyond its command line: the tables' pandas, always; and
+# what --plots draws with (the file outputs say what they need: ``render.Renderer.modules``).
+REPORT_MODULES = ("pandas",)
+FIGURE_MODULES = ("matplotlib", "PIL")
 
 
 def check_installed(datasets: Iterable[Spec]) -> None:
@@ -48,6 +52,26 @@ def check_installed(datasets: Iterable[Spec]) -> None:
     needs = {"a run": list(RUN_MODULES)}
     for spec in datasets:
         needs.setdefault(f"dataset '{spec.label}'", list(dataset_modules(spec)))
+    _refuse_missing(needs)
+
+
+def check_report_installed(outputs: Iterable[str], plots: bool) -> None:
+    """Refuse, in one line, a ``report`` whose modules are not all installed: pandas for
+    every report, and what the file ``outputs`` (``render.RENDERERS`` names) and ``plots``
+    draw with. Checked after the command's own mistakes, before anything is written."""
+    from losscmp.render import RENDERERS
+
+    needs = {"losscmp report": list(REPORT_MODULES)}
+    for name in outputs:
+        needs[f"--{name}"] = list(RENDERERS[name].modules)
+    if plots:
+        needs["--plots"] = list(FIGURE_MODULES)
+    _refuse_missing(needs)
+
+
+def _refuse_missing(needs: dict[str, list[str]]) -> None:
+    """``needs``: who needs them -> top-level modules; a LosscmpError naming each package
+    not installed once, under the first who needs it."""
     missing: dict[str, list[str]] = {}  # who needs them -> the packages, each named once
     named: set[str] = set()
     for who, modules in needs.items():

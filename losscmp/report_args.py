@@ -18,6 +18,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from losscmp.dependencies import check_report_installed
 from losscmp.errors import LosscmpError, choice_named, unknown
 from losscmp.metric_names import METRICS
 from losscmp.results import (
@@ -55,6 +56,7 @@ def check_report_args(
     if plots:
         for run_dir in run_dirs:
             check_plots_folder(run_dir)
+    check_report_installed(targets, plots)
     return stood_for
 
 

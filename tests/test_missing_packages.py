@@ -156,3 +156,49 @@ def test_the_hint_from_a_source_tree_not_installed(monkeypatch):
 
     monkeypatch.setattr(metadata, "requires", not_installed)
     assert dependency_hint(["albumentations"]) == "pip install -e . in the losscmp checkout"
+
+
+def test_a_report_needs_pandas_told_before_anything_is_written(cli, tmp_path, monkeypatch):
+    run_dir = write_run(tmp_path / "runs", quality={"dice": 0.8}, seeds=(0,))
+    before = sorted((path, path.stat().st_mtime_ns) for path in run_dir.rglob("*"))
+    missing(monkeypatch, "pandas")
+    result = cli("report", run_dir, "--csv", tmp_path / "out.csv")
+    assert result.exit_code == 2
+    assert result.stderr == refused_line("losscmp report", "pandas")
+    assert result.stdout == ""
+    assert not (tmp_path / "out.csv").exists()
+    assert sorted((path, path.stat().st_mtime_ns) for path in run_dir.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    ("option", "module", "package"),
+    [(["--html", "page.html"], "matplotlib", "matplotlib"), (["--plots"], "PIL", "pillow")],
+    ids=["html", "plots"],
+)
+def test_a_report_that_draws_needs_what_it_draws_with(
+    cli, tmp_path, monkeypatch, option, module, package
+):
+    run_dir = write_run(tmp_path / "runs", quality={"dice": 0.8}, seeds=(0,))
+    missing(monkeypatch, module)
+    result = cli("report", run_dir, *[tmp_path / arg if "." in arg else arg for arg in option])
+    assert result.exit_code == 2
+    assert result.stderr == refused_line(option[0], package)
+    assert not (tmp_path / "page.html").exists() and not (run_dir / "plots").exists()
+
+
+def test_a_report_that_draws_nothing_needs_no_matplotlib(cli, tmp_path, monkeypatch):
+    run_dir = write_run(tmp_path / "runs", quality={"dice": 0.8}, seeds=(0,))
+    missing(monkeypatch, "matplotlib", "PIL")
+    result = cli("report", run_dir, "--csv", tmp_path / "out.csv")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out.csv").is_file()
+
+
+def test_a_mistake_in_the_report_command_is_told_before_a_missing_package(
+    cli, tmp_path, monkeypatch
+):
+    run_dir = write_run(tmp_path / "runs", quality={"dice": 0.8}, seeds=(0,))
+    missing(monkeypatch, "pandas")
+    result = cli("report", run_dir, "--metric", "dcie")
+    assert result.exit_code == 2
+    assert "dcie" in result.stderr and "pandas" not in result.stderr

@@ -40,6 +40,9 @@ class Renderer:
     # Its file holds the summary table itself (a run's summary.csv): where a combined
     # report's table is saved, which no run folder keeps.
     holds_summary: bool = False
+    # The top-level modules beyond pandas it imports (its figures' matplotlib and Pillow):
+    # ``report`` checks they are installed before any output is written.
+    modules: tuple[str, ...] = ()
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -70,6 +73,7 @@ RENDERERS: dict[str, Renderer] = {
             "losscmp.render.html",
             "one self-contained HTML page (tables, figures, setup)",
             "report.html",
+            modules=("matplotlib", "PIL"),
         ),
     )
 }
